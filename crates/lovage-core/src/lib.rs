@@ -1,0 +1,33 @@
+//! lovage's task model: what a task is, how it is named, encoded, identified and how it fails.
+//!
+//! The layers above (pools, brokers, workers) all speak these types. Most users reach them
+//! through the `lovage` crate.
+
+pub mod codec;
+pub mod error;
+pub mod id;
+pub mod options;
+pub mod registry;
+pub mod retry;
+pub mod signature;
+pub mod state;
+
+pub use codec::{Codec, CodecError, WIRE_VERSION};
+pub use error::{kinds, TaskError};
+pub use id::TaskId;
+pub use options::{parse_duration, TaskOptions};
+pub use registry::{block_on, Registry, TaskEntry, TaskFn};
+pub use retry::RetryPolicy;
+pub use signature::{Message, Signature, TypedSignature};
+pub use state::TaskState;
+
+/// Items the `#[task]` macro expands to. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::error::{ErrorConverter, ViaBoxedError, ViaDisplay, ViaStdError};
+    pub use crate::registry::{TaskEntry, TaskFn, TaskFuture};
+    pub use crate::{Codec, RetryPolicy, Signature, TaskError, TaskOptions, TypedSignature};
+    pub use inventory;
+    pub use serde;
+    pub use std::time::Duration;
+}

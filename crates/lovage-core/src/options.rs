@@ -1,0 +1,137 @@
+//! Per-task options: what the `#[task(...)]` attribute sets and a call may override.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Codec;
+use crate::retry::RetryPolicy;
+
+/// Options of a task or of one call to it. `None` means "not set here": a call's options are
+/// laid over the task's with [`TaskOptions::merged_over`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskOptions {
+    /// Queue the task is sent to (default `"default"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// 0–9, higher runs first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// Hard time limit: the task is killed after this long (process pool) and fails with
+    /// `TimeLimitExceeded`.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub time_limit: Option<Duration>,
+    /// Soft time limit: the task's cancel token fires after this long.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub soft_time_limit: Option<Duration>,
+    /// Retry policy after a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Rate limit such as `"100/s"`, enforced by the queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
+    /// Do not store the result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignore_result: Option<bool>,
+    /// Codec for arguments and result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codec: Option<Codec>,
+}
+
+impl TaskOptions {
+    /// These options with every unset field taken from `base`.
+    pub fn merged_over(&self, base: &TaskOptions) -> TaskOptions {
+        TaskOptions {
+            queue: self.queue.clone().or_else(|| base.queue.clone()),
+            priority: self.priority.or(base.priority),
+            time_limit: self.time_limit.or(base.time_limit),
+            soft_time_limit: self.soft_time_limit.or(base.soft_time_limit),
+            retry: self.retry.clone().or_else(|| base.retry.clone()),
+            rate_limit: self.rate_limit.clone().or_else(|| base.rate_limit.clone()),
+            ignore_result: self.ignore_result.or(base.ignore_result),
+            codec: self.codec.or(base.codec),
+        }
+    }
+}
+
+/// Parses a duration written as a number of seconds (`"2.5"`) or with a unit:
+/// `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?} (expected e.g. 250ms, 30s, 5m, 2h)"))?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" | "mins" => 60.0,
+        "h" | "hr" | "hours" => 3600.0,
+        "d" | "days" => 86400.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in duration {text:?} (expected ms, s, m, h or d)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("duration {text:?}: {e}"))
+}
+
+/// Serialises `Option<Duration>` as fractional seconds, readable in JSON.
+pub(crate) mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let secs: Option<f64> = Option::deserialize(d)?;
+        secs.map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration(" 1h ").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("5 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn call_options_override_task_options() {
+        let task = TaskOptions {
+            queue: Some("cpu".into()),
+            priority: Some(3),
+            ..Default::default()
+        };
+        let call = TaskOptions {
+            priority: Some(9),
+            time_limit: Some(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        let m = call.merged_over(&task);
+        assert_eq!(m.queue.as_deref(), Some("cpu"));
+        assert_eq!(m.priority, Some(9));
+        assert_eq!(m.time_limit, Some(Duration::from_secs(1)));
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<TaskOptions>(&json).unwrap(), m);
+    }
+}
