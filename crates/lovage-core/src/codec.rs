@@ -162,9 +162,16 @@ mod tests {
 
     #[test]
     fn decode_errors_say_what_and_which_codec() {
-        let err = Codec::Json.decode::<Sample>(b"{\"a\":1}", "arguments of t").unwrap_err();
+        let err = Codec::Json
+            .decode::<Sample>(b"{\"a\":1}", "arguments of t")
+            .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("arguments of t") && text.contains("json") && text.contains("missing field `b`"), "{text}");
+        assert!(
+            text.contains("arguments of t")
+                && text.contains("json")
+                && text.contains("missing field `b`"),
+            "{text}"
+        );
     }
 
     #[test]

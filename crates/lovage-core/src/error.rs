@@ -202,12 +202,16 @@ mod tests {
 
     #[test]
     fn boxed_and_display_errors_convert() {
-        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(Outer(std::io::Error::other("x")));
+        let boxed: Box<dyn std::error::Error + Send + Sync> =
+            Box::new(Outer(std::io::Error::other("x")));
         let te = (&&&ErrorConverter(&boxed)).to_task_error();
         assert_eq!((te.kind.as_str(), te.causes.len()), (kinds::FAILED, 1));
         let s = String::from("plain words");
         let te = (&&&ErrorConverter(&s)).to_task_error();
-        assert_eq!((te.kind.as_str(), te.message.as_str()), (kinds::FAILED, "plain words"));
+        assert_eq!(
+            (te.kind.as_str(), te.message.as_str()),
+            (kinds::FAILED, "plain words")
+        );
         let inner = TaskError::new("Custom", "kept");
         assert_eq!((&&&ErrorConverter(&inner)).to_task_error(), inner);
     }
@@ -216,7 +220,10 @@ mod tests {
     fn panics_keep_their_message() {
         let p = std::panic::catch_unwind(|| panic!("boom {}", 7)).unwrap_err();
         let te = TaskError::from_panic(p.as_ref());
-        assert_eq!((te.kind.as_str(), te.message.as_str()), (kinds::PANIC, "boom 7"));
+        assert_eq!(
+            (te.kind.as_str(), te.message.as_str()),
+            (kinds::PANIC, "boom 7")
+        );
     }
 
     #[test]

@@ -73,6 +73,10 @@ mod tests {
         assert_eq!(ids, sorted);
         let text = ids[7].to_string();
         assert_eq!(text.parse::<TaskId>().unwrap(), ids[7]);
-        assert!("nope".parse::<TaskId>().unwrap_err().to_string().contains("nope"));
+        assert!("nope"
+            .parse::<TaskId>()
+            .unwrap_err()
+            .to_string()
+            .contains("nope"));
     }
 }

@@ -37,6 +37,15 @@ pub struct TaskEntry {
 
 inventory::collect!(TaskEntry);
 
+impl std::fmt::Debug for TaskEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskEntry")
+            .field("name", &self.name)
+            .field("async", &self.is_async())
+            .finish()
+    }
+}
+
 impl TaskEntry {
     /// Runs the task on this thread; an async task is driven to completion here.
     /// Panics propagate: the caller decides how to isolate them.
@@ -83,7 +92,12 @@ impl Registry {
     pub fn get(&self, name: &str) -> Result<&'static TaskEntry, TaskError> {
         self.by_name.get(name).copied().ok_or_else(|| {
             let names = self.names();
-            let mut listed = names.iter().take(40).copied().collect::<Vec<_>>().join(", ");
+            let mut listed = names
+                .iter()
+                .take(40)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ");
             if names.len() > 40 {
                 listed.push_str(&format!(", … ({} in all)", names.len()));
             }

@@ -62,6 +62,8 @@ impl Signature {
 #[derive(Debug, Clone)]
 pub struct TypedSignature<R> {
     sig: Signature,
+    /// Set when the arguments could not be encoded; sending the signature fails with it.
+    error: Option<CodecError>,
     ret: PhantomData<fn() -> R>,
 }
 
@@ -71,7 +73,29 @@ impl<R: DeserializeOwned> TypedSignature<R> {
     pub fn new(sig: Signature) -> Self {
         TypedSignature {
             sig,
+            error: None,
             ret: PhantomData,
+        }
+    }
+
+    /// Encodes `args` for the task `name`. An encoding failure is kept, not raised: building a
+    /// signature cannot fail, sending it reports the error (see [`TypedSignature::check`]).
+    pub fn encode<A: Serialize + ?Sized>(name: &str, args: &A, codec: Codec) -> Self {
+        match Signature::new(name, args, codec) {
+            Ok(sig) => Self::new(sig),
+            Err(e) => TypedSignature {
+                sig: Signature::from_encoded(name, Vec::new(), codec),
+                error: Some(e),
+                ret: PhantomData,
+            },
+        }
+    }
+
+    /// The error from encoding the arguments, if there was one.
+    pub fn check(&self) -> Result<(), CodecError> {
+        match &self.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
         }
     }
 
@@ -117,6 +141,7 @@ impl<R: DeserializeOwned> TypedSignature<R> {
 
     /// Re-encodes the arguments with another codec; the result will use it too.
     pub fn codec(mut self, codec: Codec) -> Result<Self, CodecError> {
+        self.check()?;
         self.sig.args = self.sig.codec.transcode(&self.sig.args, codec)?;
         self.sig.codec = codec;
         self.sig.options.codec = Some(codec);
@@ -233,16 +258,24 @@ mod tests {
     fn a_newer_message_is_refused_with_a_clear_error() {
         let text = r#"{"v":99,"id":"0190b5f0-0000-7000-8000-000000000000","task":"t","codec":"json","args":[],"future_field":1}"#;
         let err = Message::decode(text.as_bytes(), Codec::Json).unwrap_err();
-        assert!(matches!(err, CodecError::NewerVersion { found: 99, .. }), "{err}");
+        assert!(
+            matches!(err, CodecError::NewerVersion { found: 99, .. }),
+            "{err}"
+        );
     }
 
     #[test]
     fn typed_signature_transcodes_and_decodes() {
-        let t: TypedSignature<i64> = TypedSignature::new(Signature::new("t", &(40, 2), Codec::Json).unwrap());
+        let t: TypedSignature<i64> =
+            TypedSignature::new(Signature::new("t", &(40, 2), Codec::Json).unwrap());
         let t = t.codec(Codec::Msgpack).unwrap().priority(42);
         assert_eq!(t.signature().options.priority, Some(9));
         let back: (i64, i64) = Codec::Msgpack.decode(&t.signature().args, "args").unwrap();
         assert_eq!(back, (40, 2));
-        assert_eq!(t.decode_result(&Codec::Msgpack.encode(&42i64, "r").unwrap()).unwrap(), 42);
+        assert_eq!(
+            t.decode_result(&Codec::Msgpack.encode(&42i64, "r").unwrap())
+                .unwrap(),
+            42
+        );
     }
 }

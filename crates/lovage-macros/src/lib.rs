@@ -1,1 +1,394 @@
+//! `#[lovage::task]`: registers a function as a lovage task.
+//!
+//! ```ignore
+//! #[lovage::task(max_retries = 3, queue = "math")]
+//! fn add(a: i64, b: i64) -> i64 { a + b }
+//!
+//! add(1, 2);            // the function is unchanged: call it locally
+//! add::s(1, 2);         // a TypedSignature<i64> to send to a pool or a queue
+//! add::NAME;            // "my_crate::add", the name messages carry
+//! ```
+//!
+//! The function stays as written. Beside it, a module of the same name holds the helpers and
+//! submits a `TaskEntry` to the process-wide registry, so a worker finds the task by name.
 
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{format_ident, quote};
+use syn::{parse_macro_input, spanned::Spanned, FnArg, ItemFn, Lit, Pat, ReturnType, Type};
+
+/// Registers a plain `fn` or an `async fn` with serde arguments and result as a lovage task.
+///
+/// Options: `name = "..."`, `queue = "..."`, `priority = 0..=9`, `max_retries = N`,
+/// `retry_backoff = "1s"`, `retry_backoff_max = "10m"`, `retry_jitter = bool`,
+/// `autoretry_for = "KindA,KindB"`, `time_limit = "30s"`, `soft_time_limit = "25s"`,
+/// `rate_limit = "100/s"`, `ignore_result = bool`, `codec = "json" | "msgpack"`,
+/// `crate = path` (where lovage's items live, default `::lovage`).
+#[proc_macro_attribute]
+pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let mut opts = Attr::default();
+    let parser = syn::meta::parser(|meta| opts.parse(meta));
+    parse_macro_input!(attr with parser);
+    let func = parse_macro_input!(item as ItemFn);
+    match expand(opts, func) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+#[derive(Default)]
+struct Attr {
+    krate: Option<syn::Path>,
+    name: Option<syn::LitStr>,
+    /// Statements that set fields of a `TaskOptions` named `o` (and a `RetryPolicy` named `r`).
+    option_setters: Vec<TokenStream2>,
+    retry_setters: Vec<TokenStream2>,
+    codec: Option<TokenStream2>,
+}
+
+impl Attr {
+    fn parse(&mut self, meta: syn::meta::ParseNestedMeta) -> syn::Result<()> {
+        let key = meta
+            .path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
+        if key == "crate" {
+            self.krate = Some(meta.value()?.parse()?);
+            return Ok(());
+        }
+        let lit: Lit = meta.value()?.parse()?;
+        let setter = match key.as_str() {
+            "name" => {
+                self.name = Some(lit_str(&lit)?);
+                return Ok(());
+            }
+            "queue" => {
+                let s = lit_str(&lit)?;
+                quote!(o.queue = Some(#s.to_owned());)
+            }
+            "priority" => {
+                let p = lit_int(&lit)?;
+                if p > 9 {
+                    return Err(syn::Error::new(lit.span(), "priority is 0..=9"));
+                }
+                let p = p as u8;
+                quote!(o.priority = Some(#p);)
+            }
+            "time_limit" | "soft_time_limit" => {
+                let secs = lit_duration(&lit)?;
+                let field = format_ident!("{}", key);
+                quote!(o.#field = Some(__p::Duration::from_secs_f64(#secs));)
+            }
+            "rate_limit" => {
+                let s = lit_str(&lit)?;
+                quote!(o.rate_limit = Some(#s.to_owned());)
+            }
+            "ignore_result" => {
+                let b = lit_bool(&lit)?;
+                quote!(o.ignore_result = Some(#b);)
+            }
+            "codec" => {
+                let s = lit_str(&lit)?;
+                let variant = match s.value().as_str() {
+                    "json" => quote!(Json),
+                    "msgpack" => quote!(Msgpack),
+                    _ => {
+                        return Err(syn::Error::new(
+                            s.span(),
+                            "codec is \"json\" or \"msgpack\"",
+                        ))
+                    }
+                };
+                self.codec = Some(quote!(__p::Codec::#variant));
+                quote!(o.codec = Some(__p::Codec::#variant);)
+            }
+            "max_retries" => {
+                let n = lit_int(&lit)? as u32;
+                self.retry_setters.push(quote!(r.max_retries = #n;));
+                return Ok(());
+            }
+            "retry_backoff" | "retry_backoff_max" => {
+                let secs = lit_duration(&lit)?;
+                let field = if key == "retry_backoff" {
+                    format_ident!("backoff_base")
+                } else {
+                    format_ident!("backoff_max")
+                };
+                self.retry_setters
+                    .push(quote!(r.#field = __p::Duration::from_secs_f64(#secs);));
+                return Ok(());
+            }
+            "retry_jitter" => {
+                let b = lit_bool(&lit)?;
+                self.retry_setters.push(quote!(r.jitter = #b;));
+                return Ok(());
+            }
+            "autoretry_for" => {
+                let kinds: Vec<String> = lit_str(&lit)?
+                    .value()
+                    .split(',')
+                    .map(|k| k.trim().to_owned())
+                    .filter(|k| !k.is_empty())
+                    .collect();
+                self.retry_setters
+                    .push(quote!(r.retry_on = vec![#(#kinds.to_owned()),*];));
+                return Ok(());
+            }
+            _ => return Err(meta.error(format!(
+                "unknown lovage task option `{key}` (known: name, queue, priority, max_retries, \
+                     retry_backoff, retry_backoff_max, retry_jitter, autoretry_for, time_limit, \
+                     soft_time_limit, rate_limit, ignore_result, codec, crate)"
+            ))),
+        };
+        self.option_setters.push(setter);
+        Ok(())
+    }
+}
+
+fn lit_str(lit: &Lit) -> syn::Result<syn::LitStr> {
+    match lit {
+        Lit::Str(s) => Ok(s.clone()),
+        _ => Err(syn::Error::new(lit.span(), "expected a string")),
+    }
+}
+
+fn lit_int(lit: &Lit) -> syn::Result<u64> {
+    match lit {
+        Lit::Int(i) => i.base10_parse(),
+        _ => Err(syn::Error::new(lit.span(), "expected an integer")),
+    }
+}
+
+fn lit_bool(lit: &Lit) -> syn::Result<bool> {
+    match lit {
+        Lit::Bool(b) => Ok(b.value),
+        _ => Err(syn::Error::new(lit.span(), "expected true or false")),
+    }
+}
+
+/// A duration as seconds: a number, or a string like "250ms", "30s", "5m", "2h".
+fn lit_duration(lit: &Lit) -> syn::Result<f64> {
+    let bad = || {
+        syn::Error::new(
+            lit.span(),
+            "expected a duration such as 30, \"250ms\", \"30s\", \"5m\" or \"2h\"",
+        )
+    };
+    match lit {
+        Lit::Int(i) => i.base10_parse::<u64>().map(|v| v as f64),
+        Lit::Float(f) => f.base10_parse::<f64>(),
+        Lit::Str(s) => {
+            let text = s.value();
+            let t = text.trim();
+            let split = t
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(t.len());
+            let value: f64 = t[..split].parse().map_err(|_| bad())?;
+            let scale = match t[split..].trim() {
+                "" | "s" => 1.0,
+                "ms" => 1e-3,
+                "m" => 60.0,
+                "h" => 3600.0,
+                "d" => 86400.0,
+                _ => return Err(bad()),
+            };
+            Ok(value * scale)
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// For `Result<T, E>` (any path ending in `Result`), the `T`.
+fn result_ok_type(ty: &Type) -> Option<&Type> {
+    let Type::Path(tp) = ty else { return None };
+    let last = tp.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|a| match a {
+        syn::GenericArgument::Type(t) => Some(t),
+        _ => None,
+    })
+}
+
+fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
+    let sig = &func.sig;
+    if !sig.generics.params.is_empty() {
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "a lovage task cannot be generic: a message must name one concrete function",
+        ));
+    }
+    let fn_name = &sig.ident;
+    let vis = &func.vis;
+    let krate = attr
+        .krate
+        .clone()
+        .unwrap_or_else(|| syn::parse_quote!(::lovage));
+
+    let mut arg_names = Vec::new();
+    let mut arg_types = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(r) => {
+                return Err(syn::Error::new(
+                    r.span(),
+                    "a lovage task is a free function, not a method",
+                ))
+            }
+            FnArg::Typed(pt) => {
+                let Pat::Ident(pi) = &*pt.pat else {
+                    return Err(syn::Error::new(
+                        pt.pat.span(),
+                        "task arguments must be plain names",
+                    ));
+                };
+                if matches!(&*pt.ty, Type::Reference(_)) {
+                    return Err(syn::Error::new(
+                        pt.ty.span(),
+                        "task arguments must be owned types (they are decoded from a message)",
+                    ));
+                }
+                arg_names.push(pi.ident.clone());
+                arg_types.push((*pt.ty).clone());
+            }
+        }
+    }
+
+    let unit: Type = syn::parse_quote!(());
+    let ret_ty = match &sig.output {
+        ReturnType::Default => &unit,
+        ReturnType::Type(_, t) => t,
+    };
+    let (value_ty, returns_result) = match result_ok_type(ret_ty) {
+        Some(ok) => (ok, true),
+        None => (ret_ty, false),
+    };
+    let is_async = sig.asyncness.is_some();
+
+    let call = if is_async {
+        quote!(super::#fn_name(#(#arg_names),*).await)
+    } else {
+        quote!(super::#fn_name(#(#arg_names),*))
+    };
+    let unwrap = if returns_result {
+        quote! {
+            let out = match out {
+                Ok(v) => v,
+                Err(e) => {
+                    #[allow(unused_imports)]
+                    use __p::{ViaBoxedError as _, ViaDisplay as _, ViaStdError as _};
+                    return Err((&&&__p::ErrorConverter(&e)).to_task_error());
+                }
+            };
+        }
+    } else {
+        quote!()
+    };
+    let args_tuple = if arg_names.is_empty() {
+        quote!(&[0u8; 0])
+    } else {
+        quote!(&(#(&#arg_names,)*))
+    };
+    let name_expr = match &attr.name {
+        Some(n) => quote!(#n),
+        None => quote!(module_path!()),
+    };
+    let what_args = match &attr.name {
+        Some(n) => format!("arguments of task {}", n.value()),
+        None => String::new(),
+    };
+    let what_args = if what_args.is_empty() {
+        quote!(concat!("arguments of task ", module_path!()))
+    } else {
+        quote!(#what_args)
+    };
+    let default_codec = attr.codec.clone().unwrap_or(quote!(__p::Codec::Json));
+    let option_setters = &attr.option_setters;
+    let retry_setters = &attr.retry_setters;
+    let retry_block = if retry_setters.is_empty() {
+        quote!()
+    } else {
+        quote! {
+            let mut r = __p::RetryPolicy::default();
+            #(#retry_setters)*
+            o.retry = Some(r);
+        }
+    };
+    let args_struct = format_ident!("__{}Args", "Task");
+    let body = quote! {
+        let #args_struct { #(#arg_names),* } = codec.decode(args, #what_args)?;
+        let out = #call;
+        #unwrap
+        Ok(codec.encode::<#value_ty>(&out, "task result")?)
+    };
+    let (invoke_fn, run) = if is_async {
+        (
+            quote! {
+                fn __invoke(args: ::std::vec::Vec<u8>, codec: __p::Codec) -> __p::TaskFuture {
+                    ::std::boxed::Box::pin(async move {
+                        let args = &args[..];
+                        #body
+                    })
+                }
+            },
+            quote!(__p::TaskFn::Async(__invoke)),
+        )
+    } else {
+        (
+            quote! {
+                fn __invoke(args: &[u8], codec: __p::Codec) -> ::std::result::Result<::std::vec::Vec<u8>, __p::TaskError> {
+                    #body
+                }
+            },
+            quote!(__p::TaskFn::Blocking(__invoke)),
+        )
+    };
+    let serde_path = quote!(#krate::__private::serde).to_string();
+    let doc = format!("lovage helpers for the task [`{fn_name}`](fn@{fn_name}): its name, options and signature builder.");
+    let _ = Span::call_site();
+
+    Ok(quote! {
+        #func
+
+        #[doc = #doc]
+        #[allow(non_snake_case, clippy::all)]
+        #vis mod #fn_name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(unused_imports)]
+            use #krate::__private as __p;
+
+            /// The name this task is registered under.
+            pub const NAME: &str = #name_expr;
+
+            /// The options set on the task's attribute.
+            pub fn options() -> __p::TaskOptions {
+                #[allow(unused_mut)]
+                let mut o = __p::TaskOptions::default();
+                #(#option_setters)*
+                #retry_block
+                o
+            }
+
+            /// A signature of a call to this task with these arguments, to send to a pool or a queue.
+            pub fn s(#(#arg_names: #arg_types),*) -> __p::TypedSignature<#value_ty> {
+                __p::TypedSignature::encode(NAME, #args_tuple, #default_codec)
+            }
+
+            #[derive(#krate::__private::serde::Deserialize)]
+            #[serde(crate = #serde_path, deny_unknown_fields)]
+            struct #args_struct { #(#arg_names: #arg_types),* }
+
+            #invoke_fn
+
+            #krate::__private::inventory::submit! {
+                __p::TaskEntry { name: NAME, run: #run, options }
+            }
+        }
+    })
+}
