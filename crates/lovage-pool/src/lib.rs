@@ -1,1 +1,16 @@
+//! lovage's local executors: a work-stealing [`ThreadPool`] and a crash-isolating
+//! [`ProcessPool`], both with the `concurrent.futures` surface (submit, map, as_completed, wait,
+//! cancel, shutdown) in Rust style.
+//!
+//! A task that panics (thread pool) or whose process dies (process pool) fails alone: its
+//! handle reports the error and the pool keeps going.
 
+mod handle;
+pub mod process;
+mod thread;
+mod wait;
+
+pub use handle::TaskHandle;
+pub use process::{child_main, ProcessPool, ProcessPoolBuilder};
+pub use thread::{Map, MapUnordered, Scope, ThreadPool, ThreadPoolBuilder};
+pub use wait::{as_completed, wait, AsCompleted, ReturnWhen, Waited};

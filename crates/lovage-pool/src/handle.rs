@@ -1,0 +1,345 @@
+//! The result cell shared by a submitted task and its handle, and the handle itself.
+//!
+//! A task's life is one atomic state (pending → running → done, or pending → cancelled) so
+//! `done()`, `cancel()` and a worker's claim are single atomic operations. The result, the
+//! waiting threads, an async waker and done-callbacks sit behind one small mutex that is taken
+//! once by the finishing worker and once by whoever takes the result.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use lovage_core::{kinds, TaskError};
+
+const PENDING: u8 = 0;
+const RUNNING: u8 = 1;
+const SUCCEEDED: u8 = 2;
+const FAILED: u8 = 3;
+const CANCELLED: u8 = 4;
+
+/// A callback run once when a task finishes, with a view of its outcome.
+pub(crate) type DoneCallback<T> = Box<dyn FnOnce(&Result<T, TaskError>) + Send>;
+
+struct Slot<T> {
+    result: Option<Result<T, TaskError>>,
+    taken: bool,
+    sleepers: u32,
+    waker: Option<Waker>,
+    callbacks: Vec<DoneCallback<T>>,
+}
+
+/// Where a task's outcome lands; shared by the pool (writer) and the handle (reader).
+pub(crate) struct Completion<T> {
+    state: AtomicU8,
+    slot: Mutex<Slot<T>>,
+    cond: Condvar,
+}
+
+impl<T> Default for Completion<T> {
+    fn default() -> Self {
+        Completion {
+            state: AtomicU8::new(PENDING),
+            slot: Mutex::new(Slot {
+                result: None,
+                taken: false,
+                sleepers: 0,
+                waker: None,
+                callbacks: Vec::new(),
+            }),
+            cond: Condvar::new(),
+        }
+    }
+}
+
+impl<T> Completion<T> {
+    fn lock(&self) -> MutexGuard<'_, Slot<T>> {
+        // A panicking done-callback is caught, so poisoning only means an earlier panic
+        // elsewhere; the slot's data is still consistent.
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claims the task for running. False if it was cancelled (or already claimed).
+    pub(crate) fn try_start(&self) -> bool {
+        self.state
+            .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Claims a pending task and finishes it with `err` at once (shutdown, encode failure).
+    pub(crate) fn fail_pending(&self, err: TaskError) -> bool {
+        self.try_start() && {
+            self.finish(Err(err));
+            true
+        }
+    }
+
+    /// Cancels a task that has not started. True if this call cancelled it.
+    pub(crate) fn cancel(&self) -> bool {
+        if self
+            .state
+            .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        self.publish(Err(TaskError::new(
+            kinds::CANCELLED,
+            "the task was cancelled before it started",
+        )));
+        true
+    }
+
+    /// Stores the outcome of a task claimed with `try_start` and wakes everyone waiting for it.
+    pub(crate) fn finish(&self, result: Result<T, TaskError>) {
+        let state = if result.is_ok() { SUCCEEDED } else { FAILED };
+        self.state.store(state, Ordering::Release);
+        self.publish(result);
+    }
+
+    fn publish(&self, result: Result<T, TaskError>) {
+        let mut slot = self.lock();
+        for cb in std::mem::take(&mut slot.callbacks) {
+            run_callback(cb, &result);
+        }
+        slot.result = Some(result);
+        let sleepers = slot.sleepers;
+        let waker = slot.waker.take();
+        drop(slot);
+        if sleepers > 0 {
+            self.cond.notify_all();
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.state.load(Ordering::Acquire) >= SUCCEEDED
+    }
+
+    /// Done with a result (`Ok` or `Err`): the slot holds it or held it.
+    fn has_result(slot: &Slot<T>) -> bool {
+        slot.result.is_some() || slot.taken
+    }
+
+    /// Blocks until the task is done or `deadline` passes; true when done.
+    pub(crate) fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        if self.is_done() && Self::has_result(&self.lock()) {
+            return true;
+        }
+        // A short spin first: most waits in a busy pool end within microseconds, and parking
+        // costs two system calls.
+        for i in 0..64 {
+            if self.is_done() {
+                break;
+            }
+            if i < 16 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        let mut slot = self.lock();
+        while !Self::has_result(&slot) {
+            slot.sleepers += 1;
+            slot = match deadline {
+                None => self.cond.wait(slot).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        slot.sleepers -= 1;
+                        return false;
+                    }
+                    self.cond
+                        .wait_timeout(slot, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            slot.sleepers -= 1;
+        }
+        true
+    }
+
+    /// Takes the result out; call only after `wait_until` returned true.
+    fn take(&self) -> Result<T, TaskError> {
+        let mut slot = self.lock();
+        match slot.result.take() {
+            Some(r) => {
+                slot.taken = true;
+                r
+            }
+            None => Err(TaskError::new(
+                kinds::RESULT_TAKEN,
+                "the result of this task was already taken",
+            )),
+        }
+    }
+
+    /// Runs `cb` when the task finishes, or now (on this thread) if it already has.
+    pub(crate) fn on_done(&self, cb: DoneCallback<T>) {
+        let mut slot = self.lock();
+        if let Some(r) = &slot.result {
+            run_callback(cb, r);
+        } else if slot.taken {
+            run_callback(
+                cb,
+                &Err(TaskError::new(kinds::RESULT_TAKEN, "the result was already taken")),
+            );
+        } else {
+            slot.callbacks.push(cb);
+        }
+    }
+
+    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<T, TaskError>> {
+        let mut slot = self.lock();
+        if Self::has_result(&slot) {
+            drop(slot);
+            return Poll::Ready(self.take());
+        }
+        match &slot.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => slot.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+}
+
+fn run_callback<T>(cb: DoneCallback<T>, result: &Result<T, TaskError>) {
+    // A callback's panic must not take the worker (or the waiting thread) down with it.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(result)));
+}
+
+/// Anything that owns a [`Completion`]: lets a thread-pool job keep its closure and its result
+/// in one allocation while the handle sees only the result side.
+pub(crate) trait HasCompletion<T>: Send + Sync {
+    fn completion(&self) -> &Completion<T>;
+}
+
+impl<T: Send> HasCompletion<T> for Completion<T> {
+    fn completion(&self) -> &Completion<T> {
+        self
+    }
+}
+
+/// A submitted task: wait for it, take its result, cancel it, or `.await` it.
+///
+/// The counterpart of `concurrent.futures.Future`. Dropping a handle does not cancel the task.
+#[must_use = "a handle is how you get the result; drop it explicitly to fire and forget"]
+pub struct TaskHandle<T> {
+    inner: Arc<dyn HasCompletion<T>>,
+}
+
+impl<T: Send + 'static> TaskHandle<T> {
+    pub(crate) fn from_shared(inner: Arc<dyn HasCompletion<T>>) -> Self {
+        TaskHandle { inner }
+    }
+
+    /// A handle that is already finished with `err` (a submit that could not happen).
+    pub(crate) fn already_failed(err: TaskError) -> Self {
+        let c = Completion::default();
+        c.fail_pending(err);
+        TaskHandle {
+            inner: Arc::new(c),
+        }
+    }
+
+    fn c(&self) -> &Completion<T> {
+        self.inner.completion()
+    }
+
+    /// Blocks until the task finishes and returns its value, or its error: the task's own
+    /// failure, a panic (`Panic`), `Cancelled`, `WorkerLost`, `TimeLimitExceeded`…
+    pub fn result(self) -> Result<T, TaskError> {
+        self.wait();
+        self.c().take()
+    }
+
+    /// Like [`result`](Self::result) but gives up after `timeout` with a `Timeout` error; the
+    /// task keeps running and the handle stays usable. The value can be taken once: later calls
+    /// return `ResultTaken`.
+    pub fn result_timeout(&self, timeout: Duration) -> Result<T, TaskError> {
+        if self.c().wait_until(Some(Instant::now() + timeout)) {
+            self.c().take()
+        } else {
+            Err(TaskError::new(
+                kinds::TIMEOUT,
+                format!("the task did not finish within {timeout:?}"),
+            ))
+        }
+    }
+
+    /// Blocks until the task finishes.
+    pub fn wait(&self) {
+        crate::thread::help_while(|| self.done());
+        self.c().wait_until(None);
+    }
+
+    /// Blocks until the task finishes or `timeout` passes; true if it finished.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.c().wait_until(Some(Instant::now() + timeout))
+    }
+
+    /// True once the task has finished: returned, failed or been cancelled.
+    pub fn done(&self) -> bool {
+        self.c().is_done()
+    }
+
+    /// True while a worker runs the task.
+    pub fn running(&self) -> bool {
+        self.c().state() == RUNNING
+    }
+
+    /// True if the task was cancelled before it started.
+    pub fn cancelled(&self) -> bool {
+        self.c().state() == CANCELLED
+    }
+
+    /// True if the task finished with an error (not counting cancellation).
+    pub fn failed(&self) -> bool {
+        self.c().state() == FAILED
+    }
+
+    /// Cancels the task if it has not started; true if it is now cancelled. A running or
+    /// finished task is not affected.
+    pub fn cancel(&self) -> bool {
+        self.c().cancel()
+    }
+
+    /// Calls `f` with the outcome when the task finishes, on the thread that finishes it; if the
+    /// task has already finished, calls it now on this thread. A panic in `f` is caught.
+    pub fn add_done_callback<F>(&self, f: F)
+    where
+        F: FnOnce(&Result<T, TaskError>) + Send + 'static,
+    {
+        self.c().on_done(Box::new(f));
+    }
+}
+
+impl<T: Send + 'static> Future for TaskHandle<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.completion().poll_take(cx)
+    }
+}
+
+impl<T> std::fmt::Debug for TaskHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.inner.completion().state() {
+            PENDING => "pending",
+            RUNNING => "running",
+            SUCCEEDED => "succeeded",
+            FAILED => "failed",
+            _ => "cancelled",
+        };
+        f.debug_struct("TaskHandle").field("state", &state).finish()
+    }
+}

@@ -1,0 +1,1 @@
+pub fn child_main() {} pub struct ProcessPool; pub struct ProcessPoolBuilder;
