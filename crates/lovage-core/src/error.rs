@@ -28,6 +28,8 @@ pub mod kinds {
     pub const SHUTDOWN: &str = "Shutdown";
     /// The result was already taken out of its handle.
     pub const RESULT_TAKEN: &str = "ResultTaken";
+    /// A process pool's initializer failed in the child that was to run the task.
+    pub const INITIALIZER_FAILED: &str = "InitializerFailed";
     /// A task returned an error whose type has no better name.
     pub const FAILED: &str = "Failed";
 }

@@ -135,11 +135,13 @@ impl Attr {
                     .push(quote!(r.retry_on = vec![#(#kinds.to_owned()),*];));
                 return Ok(());
             }
-            _ => return Err(meta.error(format!(
+            _ => {
+                return Err(meta.error(format!(
                 "unknown lovage task option `{key}` (known: name, queue, priority, max_retries, \
                      retry_backoff, retry_backoff_max, retry_jitter, autoretry_for, time_limit, \
                      soft_time_limit, rate_limit, ignore_result, codec, crate)"
-            ))),
+            )))
+            }
         };
         self.option_setters.push(setter);
         Ok(())

@@ -187,7 +187,10 @@ impl<T> Completion<T> {
         } else if slot.taken {
             run_callback(
                 cb,
-                &Err(TaskError::new(kinds::RESULT_TAKEN, "the result was already taken")),
+                &Err(TaskError::new(
+                    kinds::RESULT_TAKEN,
+                    "the result was already taken",
+                )),
             );
         } else {
             slot.callbacks.push(cb);
@@ -246,9 +249,7 @@ impl<T: Send + 'static> TaskHandle<T> {
     pub(crate) fn already_failed(err: TaskError) -> Self {
         let c = Completion::default();
         c.fail_pending(err);
-        TaskHandle {
-            inner: Arc::new(c),
-        }
+        TaskHandle { inner: Arc::new(c) }
     }
 
     fn c(&self) -> &Completion<T> {

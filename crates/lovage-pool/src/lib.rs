@@ -6,11 +6,12 @@
 //! handle reports the error and the pool keeps going.
 
 mod handle;
+mod ordered;
 pub mod process;
 mod thread;
 mod wait;
 
 pub use handle::TaskHandle;
 pub use process::{child_main, ProcessPool, ProcessPoolBuilder};
-pub use thread::{Map, MapUnordered, Scope, ThreadPool, ThreadPoolBuilder};
+pub use thread::{MapUnordered, Scope, ThreadPool, ThreadPoolBuilder};
 pub use wait::{as_completed, wait, AsCompleted, ReturnWhen, Waited};

@@ -6,7 +6,6 @@
 //! when the sleeper count says someone sleeps, so a busy pool makes no system calls per task.
 
 use std::cell::{Cell, UnsafeCell};
-use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
@@ -18,6 +17,7 @@ use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use lovage_core::{kinds, TaskError};
 
 use crate::handle::{Completion, HasCompletion, TaskHandle};
+use crate::ordered::OrderedChunks;
 
 /// A queued unit of work, type-erased.
 trait Job: Send + Sync {
@@ -399,24 +399,29 @@ impl ThreadPool {
     /// Runs `f` on every item, `chunksize` items per task, and yields the results in input
     /// order. The input is read lazily: only a few chunks per worker are in flight, so an
     /// endless iterator is fine. A panic on one item becomes that item's `Err`.
-    pub fn map<I, F, R>(&self, f: F, items: I, chunksize: usize) -> Map<'_, I::IntoIter, F, R>
+    pub fn map<I, F, R>(
+        &self,
+        f: F,
+        items: I,
+        chunksize: usize,
+    ) -> impl Iterator<Item = Result<R, TaskError>> + '_
     where
         I: IntoIterator,
+        I::IntoIter: 'static,
         I::Item: Send + 'static,
         F: Fn(I::Item) -> R + Send + Sync + 'static,
         R: Send + 'static,
     {
-        let mut m = Map {
-            pool: self,
-            items: items.into_iter(),
-            f: Arc::new(f),
-            chunksize: chunksize.max(1),
-            window: VecDeque::new(),
-            current: Vec::new().into_iter(),
-            max_in_flight: self.workers * 4,
-        };
-        m.fill();
-        m
+        let f = Arc::new(f);
+        OrderedChunks::new(
+            items.into_iter(),
+            chunksize,
+            self.workers * 4,
+            move |chunk| {
+                let f = f.clone();
+                self.submit(move || run_chunk(&*f, chunk))
+            },
+        )
     }
 
     /// Like [`map`](Self::map) but yields results as chunks finish, each with its input index.
@@ -481,7 +486,8 @@ impl ThreadPool {
         self.shared.wake_all();
         if wait {
             let me = std::thread::current().id();
-            let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+            let threads =
+                std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
             for t in threads {
                 if t.thread().id() != me {
                     let _ = t.join();
@@ -515,69 +521,14 @@ impl std::fmt::Debug for ThreadPool {
 fn run_chunk<T, R>(f: &impl Fn(T) -> R, chunk: Vec<T>) -> Vec<Result<R, TaskError>> {
     chunk
         .into_iter()
-        .map(|item| catch_unwind(AssertUnwindSafe(|| f(item))).map_err(|p| TaskError::from_panic(&*p)))
+        .map(|item| {
+            catch_unwind(AssertUnwindSafe(|| f(item))).map_err(|p| TaskError::from_panic(&*p))
+        })
         .collect()
 }
 
 fn next_chunk<I: Iterator>(items: &mut I, size: usize) -> Vec<I::Item> {
     items.by_ref().take(size).collect()
-}
-
-/// The ordered iterator returned by [`ThreadPool::map`].
-pub struct Map<'p, I: Iterator, F, R> {
-    pool: &'p ThreadPool,
-    items: I,
-    f: Arc<F>,
-    chunksize: usize,
-    window: VecDeque<(usize, TaskHandle<Vec<Result<R, TaskError>>>)>,
-    current: std::vec::IntoIter<Result<R, TaskError>>,
-    max_in_flight: usize,
-}
-
-impl<I, F, R> Map<'_, I, F, R>
-where
-    I: Iterator,
-    I::Item: Send + 'static,
-    F: Fn(I::Item) -> R + Send + Sync + 'static,
-    R: Send + 'static,
-{
-    fn fill(&mut self) {
-        while self.window.len() < self.max_in_flight {
-            let chunk = next_chunk(&mut self.items, self.chunksize);
-            if chunk.is_empty() {
-                break;
-            }
-            let f = self.f.clone();
-            let n = chunk.len();
-            self.window
-                .push_back((n, self.pool.submit(move || run_chunk(&*f, chunk))));
-        }
-    }
-}
-
-impl<I, F, R> Iterator for Map<'_, I, F, R>
-where
-    I: Iterator,
-    I::Item: Send + 'static,
-    F: Fn(I::Item) -> R + Send + Sync + 'static,
-    R: Send + 'static,
-{
-    type Item = Result<R, TaskError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(r) = self.current.next() {
-                return Some(r);
-            }
-            let (n, handle) = self.window.pop_front()?;
-            self.fill();
-            self.current = match handle.result() {
-                Ok(results) => results.into_iter(),
-                // The chunk never ran (cancelled at shutdown): every item in it gets the error.
-                Err(e) => (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>().into_iter(),
-            };
-        }
-    }
 }
 
 /// The iterator returned by [`ThreadPool::map_unordered`]: `(input index, result)` pairs in
@@ -733,5 +684,8 @@ impl<'scope> Scope<'scope, '_> {
 
 /// Error for a submission to a pool that was shut down.
 pub(crate) fn shutdown_error() -> TaskError {
-    TaskError::new(kinds::SHUTDOWN, "the pool was shut down before the task could run")
+    TaskError::new(
+        kinds::SHUTDOWN,
+        "the pool was shut down before the task could run",
+    )
 }

@@ -8,7 +8,10 @@ use lovage_core::{kinds, TaskError};
 use crate::handle::TaskHandle;
 
 fn timeout_error(timeout: Duration) -> TaskError {
-    TaskError::new(kinds::TIMEOUT, format!("not every task finished within {timeout:?}"))
+    TaskError::new(
+        kinds::TIMEOUT,
+        format!("not every task finished within {timeout:?}"),
+    )
 }
 
 /// Yields handles in the order their tasks finish. See [`as_completed`].
@@ -154,7 +157,9 @@ pub fn wait<T: Send + 'static>(
                 if left.is_zero() {
                     break;
                 }
-                cond.wait_timeout(t, left).unwrap_or_else(|p| p.into_inner()).0
+                cond.wait_timeout(t, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
             }
         };
     }

@@ -32,7 +32,9 @@ fn submit_returns_values_and_panics_fail_only_their_task() {
     assert_eq!(err.message, "task exploded");
     assert_eq!(good.result().unwrap(), 7);
     // The pool still works after many panics.
-    let handles: Vec<_> = (0..100).map(|i| pool.submit(move || if i % 2 == 0 { panic!("x") } else { i })).collect();
+    let handles: Vec<_> = (0..100)
+        .map(|i| pool.submit(move || if i % 2 == 0 { panic!("x") } else { i }))
+        .collect();
     let ok = handles.into_iter().filter_map(|h| h.result().ok()).count();
     assert_eq!(ok, 50);
     assert_eq!(pool.submit(|| 1).result().unwrap(), 1);
@@ -64,8 +66,14 @@ fn result_timeout_leaves_the_handle_usable() {
     assert_eq!(err.kind, kinds::TIMEOUT);
     assert!(!h.wait_timeout(Duration::from_millis(1)));
     release.send(()).unwrap();
-    assert_eq!(h.result_timeout(Duration::from_secs(60)).unwrap(), "released");
-    assert_eq!(h.result_timeout(Duration::from_secs(1)).unwrap_err().kind, kinds::RESULT_TAKEN);
+    assert_eq!(
+        h.result_timeout(Duration::from_secs(60)).unwrap(),
+        "released"
+    );
+    assert_eq!(
+        h.result_timeout(Duration::from_secs(1)).unwrap_err().kind,
+        kinds::RESULT_TAKEN
+    );
 }
 
 #[test]
@@ -126,16 +134,26 @@ fn map_reads_its_input_lazily() {
     let endless = (0u64..).inspect(move |_| {
         p.fetch_add(1, Ordering::Relaxed);
     });
-    let first: Vec<u64> = pool.map(|x| x + 1, endless, 10).take(25).map(Result::unwrap).collect();
+    let first: Vec<u64> = pool
+        .map(|x| x + 1, endless, 10)
+        .take(25)
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(first, (1..=25).collect::<Vec<_>>());
     // Only a bounded window (4 chunks per worker, plus one refill) is ever read ahead.
-    assert!(pulled.load(Ordering::Relaxed) <= 25 + 2 * 4 * 10 + 10, "read {} items", pulled.load(Ordering::Relaxed));
+    assert!(
+        pulled.load(Ordering::Relaxed) <= 25 + 2 * 4 * 10 + 10,
+        "read {} items",
+        pulled.load(Ordering::Relaxed)
+    );
 }
 
 #[test]
 fn a_panic_inside_map_fails_only_that_item() {
     let pool = ThreadPool::new(2);
-    let out: Vec<_> = pool.map(|x: u32| if x == 5 { panic!("five") } else { x }, 0..10, 3).collect();
+    let out: Vec<_> = pool
+        .map(|x: u32| if x == 5 { panic!("five") } else { x }, 0..10, 3)
+        .collect();
     for (i, r) in out.iter().enumerate() {
         match r {
             Ok(v) => assert_eq!(*v as usize, i),
@@ -157,7 +175,9 @@ fn as_completed_yields_in_completion_order_and_times_out() {
     let pending = it.into_pending();
     assert_eq!(pending.len(), 1);
     release.send(()).unwrap();
-    let all: Vec<_> = as_completed(pending, None).map(|h| h.unwrap().result().unwrap()).collect();
+    let all: Vec<_> = as_completed(pending, None)
+        .map(|h| h.unwrap().result().unwrap())
+        .collect();
     assert_eq!(all, vec!["released"]);
 }
 
@@ -174,15 +194,31 @@ fn wait_first_completed_first_exception_all_completed() {
     let mut handles = w.not_done;
     handles.push(failing);
     let w = wait(handles, ReturnWhen::FirstException, None);
-    assert_eq!(w.done.len(), 1, "returns at the first failure while the blocker still runs");
+    assert_eq!(
+        w.done.len(),
+        1,
+        "returns at the first failure while the blocker still runs"
+    );
     assert!(w.done[0].failed());
 
-    let w = wait(w.not_done, ReturnWhen::AllCompleted, Some(Duration::from_millis(30)));
-    assert_eq!((w.done.len(), w.not_done.len()), (0, 1), "timeout is not an error");
+    let w = wait(
+        w.not_done,
+        ReturnWhen::AllCompleted,
+        Some(Duration::from_millis(30)),
+    );
+    assert_eq!(
+        (w.done.len(), w.not_done.len()),
+        (0, 1),
+        "timeout is not an error"
+    );
     release.send(()).unwrap();
     let w = wait(w.not_done, ReturnWhen::AllCompleted, None);
     assert_eq!(w.done.len(), 1);
-    let empty = wait(Vec::<lovage_pool::TaskHandle<u8>>::new(), ReturnWhen::FirstCompleted, None);
+    let empty = wait(
+        Vec::<lovage_pool::TaskHandle<u8>>::new(),
+        ReturnWhen::FirstCompleted,
+        None,
+    );
     assert!(empty.done.is_empty() && empty.not_done.is_empty());
 }
 
@@ -192,7 +228,11 @@ fn first_exception_counts_cancellation_as_completion_not_failure() {
     let (running, release) = blocker(&pool);
     let queued = pool.submit(|| "never");
     assert!(queued.cancel());
-    let w = wait(vec![running, queued], ReturnWhen::FirstException, Some(Duration::from_millis(30)));
+    let w = wait(
+        vec![running, queued],
+        ReturnWhen::FirstException,
+        Some(Duration::from_millis(30)),
+    );
     assert_eq!((w.done.len(), w.not_done.len()), (1, 1));
     release.send(()).unwrap();
 }
@@ -264,7 +304,10 @@ fn shutdown_cancels_pending_and_refuses_new_work() {
     for h in queued {
         assert_eq!(h.result().unwrap_err().kind, kinds::CANCELLED);
     }
-    assert_eq!(pool.submit(|| 1).result().unwrap_err().kind, kinds::SHUTDOWN);
+    assert_eq!(
+        pool.submit(|| 1).result().unwrap_err().kind,
+        kinds::SHUTDOWN
+    );
 }
 
 #[test]
@@ -279,7 +322,10 @@ fn shutdown_without_cancel_finishes_queued_work() {
     barrier.wait();
     pool.shutdown(true, false);
     let _ = (first.result().unwrap(), second.result().unwrap());
-    assert_eq!(rest.into_iter().map(|h| h.result().unwrap()).sum::<i32>(), 9900);
+    assert_eq!(
+        rest.into_iter().map(|h| h.result().unwrap()).sum::<i32>(),
+        9900
+    );
 }
 
 #[test]

@@ -1,0 +1,115 @@
+//! The child side of a process pool: the current executable, started again in child mode.
+
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use lovage_core::{Registry, TaskError};
+
+use super::frame::{self, KIND_CALL, KIND_INIT};
+
+/// Environment variable that marks a child process; its value is the parent's pid.
+pub(crate) const CHILD_ENV: &str = "LOVAGE_POOL_CHILD";
+
+/// Call this first in `main` of any program that uses a [`ProcessPool`](super::ProcessPool).
+///
+/// In the parent it returns at once. In a pool's child (the same executable, started again by the
+/// pool) it serves tasks and exits when the pool closes it, never returning.
+///
+/// ```no_run
+/// fn main() {
+///     lovage_pool::child_main();
+///     // ... the program as usual
+/// }
+/// ```
+pub fn child_main() {
+    let Ok(parent) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let parent: i32 = parent.parse().unwrap_or(0);
+    // SAFETY: plain system calls on this process.
+    unsafe {
+        // Die with the parent, even while a task runs; if it is already gone, leave now.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(0);
+        }
+    }
+    std::env::remove_var(CHILD_ENV);
+    let code = match serve() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("lovage pool child {}: {e}", std::process::id());
+            70
+        }
+    };
+    std::process::exit(code);
+}
+
+fn serve() -> std::io::Result<()> {
+    // Frames go out on the original stdout; what tasks print goes to stderr, which the parent
+    // passes through, so a stray `println!` cannot corrupt a frame.
+    // SAFETY: fd 1 and 2 are open in a child started by the pool; dup returns a fresh fd we own.
+    let mut out = unsafe {
+        let fd = libc::dup(1);
+        if fd < 0 || libc::dup2(2, 1) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        std::fs::File::from_raw_fd(fd)
+    };
+    let mut input = std::io::stdin().lock();
+    let registry = Registry::global();
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut start = 0;
+    let mut reply = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        // Serve every whole frame already buffered, one reply each, written before the next
+        // task starts: if a task kills this process, the parent knows exactly which one it was.
+        while let Some(body) = frame::split_frame(&buf[start..]).map_err(std::io::Error::other)? {
+            let body = start + body.start..start + body.end;
+            let req = frame::decode_request(&buf[body.clone()]).map_err(std::io::Error::other)?;
+            let outcomes: Vec<Result<Vec<u8>, TaskError>> = req
+                .args
+                .iter()
+                .map(|args| run_one(registry, req.name, args, req.codec))
+                .collect();
+            if req.kind == KIND_INIT {
+                if let Some(Err(e)) = outcomes.first() {
+                    eprintln!(
+                        "lovage pool child {}: initializer {} failed: {e}",
+                        std::process::id(),
+                        req.name
+                    );
+                }
+            } else if req.kind != KIND_CALL {
+                return Err(std::io::Error::other(format!(
+                    "unknown request kind {}",
+                    req.kind
+                )));
+            }
+            reply.clear();
+            frame::encode_reply(&mut reply, req.seq, &outcomes);
+            out.write_all(&reply)?;
+            start = body.end;
+        }
+        buf.drain(..start);
+        start = 0;
+        let n = input.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(()); // the pool closed our stdin: done
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn run_one(
+    registry: &Registry,
+    name: &str,
+    args: &[u8],
+    codec: lovage_core::Codec,
+) -> Result<Vec<u8>, TaskError> {
+    let entry = registry.get(name)?;
+    catch_unwind(AssertUnwindSafe(|| entry.call_blocking(args, codec)))
+        .unwrap_or_else(|p| Err(TaskError::from_panic(&*p)))
+}

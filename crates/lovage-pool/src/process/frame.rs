@@ -1,0 +1,217 @@
+//! Length-prefixed frames between a process pool and its children.
+//!
+//! A request asks a child to run one registered task on one or more argument sets (one for
+//! `submit`, a chunk for `map`); the reply carries one outcome per argument set. All integers are
+//! little-endian. Several requests go out in one `write`, so small tasks cost little.
+//!
+//! ```text
+//! request: len u32 | kind u8 | seq u64 | codec u8 | name_len u16 | name | count u32 | (len u32, args)*
+//! reply:   len u32 | seq u64 | count u32 | (status u8, len u32, bytes)*
+//! ```
+
+use lovage_core::{Codec, TaskError};
+
+/// Request kinds.
+pub(crate) const KIND_CALL: u8 = 1;
+pub(crate) const KIND_INIT: u8 = 2;
+
+const STATUS_OK: u8 = 0;
+const STATUS_ERR: u8 = 1;
+
+/// Frames larger than this are refused as corrupt rather than allocated.
+pub(crate) const MAX_FRAME: usize = 1 << 30;
+
+fn codec_byte(c: Codec) -> u8 {
+    match c {
+        Codec::Json => 0,
+        Codec::Msgpack => 1,
+    }
+}
+
+fn byte_codec(b: u8) -> Result<Codec, String> {
+    match b {
+        0 => Ok(Codec::Json),
+        1 => Ok(Codec::Msgpack),
+        other => Err(format!("unknown codec byte {other}")),
+    }
+}
+
+/// Appends one request frame to `out`.
+pub(crate) fn encode_request(
+    out: &mut Vec<u8>,
+    kind: u8,
+    seq: u64,
+    codec: Codec,
+    name: &str,
+    args: &[Vec<u8>],
+) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.push(kind);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.push(codec_byte(codec));
+    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&(args.len() as u32).to_le_bytes());
+    for a in args {
+        out.extend_from_slice(&(a.len() as u32).to_le_bytes());
+        out.extend_from_slice(a);
+    }
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// A decoded request, borrowing from the frame body.
+pub(crate) struct Request<'a> {
+    pub kind: u8,
+    pub seq: u64,
+    pub codec: Codec,
+    pub name: &'a str,
+    pub args: Vec<&'a [u8]>,
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        let end = end.ok_or_else(|| format!("frame truncated at byte {}", self.pos))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+}
+
+/// Decodes a request body (the bytes after the length prefix).
+pub(crate) fn decode_request(body: &[u8]) -> Result<Request<'_>, String> {
+    let mut c = Cursor { buf: body, pos: 0 };
+    let kind = c.u8()?;
+    let seq = c.u64()?;
+    let codec = byte_codec(c.u8()?)?;
+    let name_len = c.u16()? as usize;
+    let name = std::str::from_utf8(c.take(name_len)?).map_err(|e| format!("task name: {e}"))?;
+    let count = c.u32()? as usize;
+    let mut args = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        let n = c.u32()? as usize;
+        args.push(c.take(n)?);
+    }
+    Ok(Request {
+        kind,
+        seq,
+        codec,
+        name,
+        args,
+    })
+}
+
+/// Appends one reply frame to `out`.
+pub(crate) fn encode_reply(out: &mut Vec<u8>, seq: u64, outcomes: &[Result<Vec<u8>, TaskError>]) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&(outcomes.len() as u32).to_le_bytes());
+    for o in outcomes {
+        let (status, bytes) = match o {
+            Ok(v) => (STATUS_OK, std::borrow::Cow::Borrowed(v.as_slice())),
+            Err(e) => (
+                STATUS_ERR,
+                std::borrow::Cow::Owned(Codec::Json.encode(e, "task error").unwrap_or_default()),
+            ),
+        };
+        out.push(status);
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Decodes a reply body into its sequence number and outcomes.
+pub(crate) fn decode_reply(body: &[u8]) -> Result<(u64, Vec<Result<Vec<u8>, TaskError>>), String> {
+    let mut c = Cursor { buf: body, pos: 0 };
+    let seq = c.u64()?;
+    let count = c.u32()? as usize;
+    let mut outcomes = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        let status = c.u8()?;
+        let n = c.u32()? as usize;
+        let bytes = c.take(n)?;
+        outcomes.push(match status {
+            STATUS_OK => Ok(bytes.to_vec()),
+            STATUS_ERR => Err(Codec::Json
+                .decode::<TaskError>(bytes, "task error")
+                .unwrap_or_else(|e| e.into())),
+            other => return Err(format!("unknown reply status {other}")),
+        });
+    }
+    Ok((seq, outcomes))
+}
+
+/// If `buf` starts with a whole frame, its body's range.
+pub(crate) fn split_frame(buf: &[u8]) -> Result<Option<std::ops::Range<usize>>, String> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
+    if len > MAX_FRAME {
+        return Err(format!(
+            "frame of {len} bytes is larger than the {MAX_FRAME}-byte limit"
+        ));
+    }
+    Ok((buf.len() >= 4 + len).then_some(4..4 + len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn requests_round_trip(seq in any::<u64>(), name in "[a-z:._]{0,40}", args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..50), 0..10)) {
+            let mut buf = Vec::new();
+            encode_request(&mut buf, KIND_CALL, seq, Codec::Msgpack, &name, &args);
+            let body = split_frame(&buf).unwrap().unwrap();
+            prop_assert_eq!(body.end, buf.len());
+            let r = decode_request(&buf[body]).unwrap();
+            prop_assert_eq!((r.kind, r.seq, r.codec, r.name), (KIND_CALL, seq, Codec::Msgpack, name.as_str()));
+            prop_assert_eq!(r.args.iter().map(|a| a.to_vec()).collect::<Vec<_>>(), args);
+        }
+
+        #[test]
+        fn replies_round_trip(seq in any::<u64>(), oks in proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 0..30)), 0..10)) {
+            let outcomes: Vec<Result<Vec<u8>, TaskError>> = oks.iter().map(|o| o.clone().ok_or_else(|| TaskError::new("K", "m"))).collect();
+            let mut buf = Vec::new();
+            encode_reply(&mut buf, seq, &outcomes);
+            let body = split_frame(&buf).unwrap().unwrap();
+            let (s, back) = decode_reply(&buf[body]).unwrap();
+            prop_assert_eq!(s, seq);
+            prop_assert_eq!(back, outcomes);
+        }
+    }
+
+    #[test]
+    fn partial_and_corrupt_frames() {
+        let mut buf = Vec::new();
+        encode_request(&mut buf, KIND_CALL, 1, Codec::Json, "t", &[b"[1]".to_vec()]);
+        assert!(split_frame(&buf[..buf.len() - 1]).unwrap().is_none());
+        assert!(split_frame(&[255, 255, 255, 255]).is_err());
+        assert!(decode_request(&buf[4..buf.len() - 2]).is_err());
+    }
+}
