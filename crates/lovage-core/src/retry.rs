@@ -60,7 +60,7 @@ impl RetryPolicy {
         if self.retry_on.is_empty() {
             !Self::never_retried().contains(&err.kind.as_str())
         } else {
-            self.retry_on.iter().any(|k| *k == err.kind)
+            self.retry_on.contains(&err.kind)
         }
     }
 

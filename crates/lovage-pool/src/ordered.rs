@@ -6,6 +6,9 @@ use lovage_core::TaskError;
 
 use crate::handle::TaskHandle;
 
+/// The per-item results of one chunk.
+pub(crate) type ChunkResults<R> = Vec<Result<R, TaskError>>;
+
 /// Reads `items` in chunks, keeps at most `window` chunks in flight through `submit`, and yields
 /// the results in input order.
 pub(crate) struct OrderedChunks<I: Iterator, S, R> {
@@ -13,14 +16,14 @@ pub(crate) struct OrderedChunks<I: Iterator, S, R> {
     chunksize: usize,
     window: usize,
     submit: S,
-    in_flight: VecDeque<(usize, TaskHandle<Vec<Result<R, TaskError>>>)>,
+    in_flight: VecDeque<(usize, TaskHandle<ChunkResults<R>>)>,
     current: std::vec::IntoIter<Result<R, TaskError>>,
 }
 
 impl<I, S, R> OrderedChunks<I, S, R>
 where
     I: Iterator,
-    S: FnMut(Vec<I::Item>) -> TaskHandle<Vec<Result<R, TaskError>>>,
+    S: FnMut(Vec<I::Item>) -> TaskHandle<ChunkResults<R>>,
     R: Send + 'static,
 {
     pub(crate) fn new(items: I, chunksize: usize, window: usize, submit: S) -> Self {
@@ -51,7 +54,7 @@ where
 impl<I, S, R> Iterator for OrderedChunks<I, S, R>
 where
     I: Iterator,
-    S: FnMut(Vec<I::Item>) -> TaskHandle<Vec<Result<R, TaskError>>>,
+    S: FnMut(Vec<I::Item>) -> TaskHandle<ChunkResults<R>>,
     R: Send + 'static,
 {
     type Item = Result<R, TaskError>;

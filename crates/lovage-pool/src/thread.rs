@@ -372,6 +372,14 @@ impl ThreadPool {
         TaskHandle::from_shared(job)
     }
 
+    /// Schedules `f` without a handle (fire and forget). A panic in `f` is caught and dropped.
+    pub fn spawn<F>(&self, f: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        drop(self.submit(f));
+    }
+
     fn push(&self, job: JobRef) {
         let shared = &self.shared;
         if shared.shutdown.load(Ordering::Acquire) {
@@ -664,6 +672,15 @@ impl<'scope> Scope<'scope, '_> {
         };
         self.pool.push(as_job);
         TaskHandle::from_shared(as_result)
+    }
+
+    /// Schedules `f`, which may borrow from the enclosing stack, without a handle; the scope
+    /// still waits for it.
+    pub fn spawn<F>(&'scope self, f: F)
+    where
+        F: FnOnce() + Send + 'scope,
+    {
+        drop(self.submit(f));
     }
 
     fn wait_all(&self) {

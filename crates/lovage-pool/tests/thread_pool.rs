@@ -241,10 +241,10 @@ fn first_exception_counts_cancellation_as_completion_not_failure() {
 fn scoped_tasks_borrow_from_the_stack() {
     let pool = ThreadPool::new(2);
     let data: Vec<u64> = (1..=1000).collect();
-    let mut partials = vec![0u64; 4];
+    let mut partials = [0u64; 4];
     pool.scope(|s| {
         for (chunk, slot) in data.chunks(250).zip(partials.iter_mut()) {
-            let _ = s.submit(move || *slot = chunk.iter().sum());
+            s.spawn(move || *slot = chunk.iter().sum());
         }
     });
     assert_eq!(partials.iter().sum::<u64>(), 500_500);
@@ -259,7 +259,9 @@ fn a_panicking_scope_still_waits_for_its_tasks() {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         pool.scope(|s| {
             for _ in 0..50 {
-                let _ = s.submit(|| counter.fetch_add(1, Ordering::SeqCst));
+                s.spawn(|| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                });
             }
             panic!("scope body fails");
         })

@@ -1,1 +1,52 @@
+//! # lovage
+//!
+//! Work distribution in one library: a work-stealing [`ThreadPool`], a crash-isolating
+//! [`ProcessPool`] and the task model they share, with the `concurrent.futures` surface.
+//!
+//! ```
+//! use lovage::ThreadPool;
+//!
+//! let pool = ThreadPool::new(2);
+//! let h = pool.submit(|| 6 * 7);
+//! assert_eq!(h.result().unwrap(), 42);
+//! ```
+//!
+//! Tasks that must cross a process boundary are registered with [`task`]:
+//!
+//! ```no_run
+//! #[lovage::task]
+//! fn add(a: i64, b: i64) -> i64 { a + b }
+//!
+//! fn main() {
+//!     lovage::init(); // first: in a pool's child process this serves tasks and never returns
+//!     let pool = lovage::ProcessPool::new(2);
+//!     assert_eq!(pool.submit(add::s(2, 3)).result().unwrap(), 5);
+//! }
+//! ```
 
+// Lets `#[task]` (which names `::lovage`) work inside this crate too.
+extern crate self as lovage;
+
+pub use lovage_core::{
+    block_on, kinds, parse_duration, Codec, CodecError, Message, Registry, RetryPolicy, Signature,
+    TaskEntry, TaskError, TaskId, TaskOptions, TaskState, TypedSignature, WIRE_VERSION,
+};
+pub use lovage_macros::task;
+pub use lovage_pool::{
+    as_completed, wait, AsCompleted, MapUnordered, ProcessPool, ProcessPoolBuilder, ReturnWhen,
+    Scope, TaskHandle, ThreadPool, ThreadPoolBuilder, Waited,
+};
+
+pub mod builtins;
+pub mod workloads;
+
+/// The process pool's entry point: call it first in `main`.
+///
+/// In an ordinary run it returns at once. When a [`ProcessPool`] starts this executable as
+/// one of its children, it serves tasks instead and exits when the pool is done with it.
+pub fn init() {
+    lovage_pool::child_main();
+}
+
+#[doc(hidden)]
+pub use lovage_core::__private;

@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use lovage_core::{Registry, TaskError};
 
-use super::frame::{self, KIND_CALL, KIND_INIT};
+use super::frame::{self, Outcome, KIND_CALL, KIND_INIT};
 
 /// Environment variable that marks a child process; its value is the parent's pid.
 pub(crate) const CHILD_ENV: &str = "LOVAGE_POOL_CHILD";
@@ -69,7 +69,7 @@ fn serve() -> std::io::Result<()> {
         while let Some(body) = frame::split_frame(&buf[start..]).map_err(std::io::Error::other)? {
             let body = start + body.start..start + body.end;
             let req = frame::decode_request(&buf[body.clone()]).map_err(std::io::Error::other)?;
-            let outcomes: Vec<Result<Vec<u8>, TaskError>> = req
+            let outcomes: Vec<Outcome> = req
                 .args
                 .iter()
                 .map(|args| run_one(registry, req.name, args, req.codec))

@@ -11,6 +11,9 @@
 
 use lovage_core::{Codec, TaskError};
 
+/// One call's outcome as it crosses the pipe: encoded result bytes, or the task's error.
+pub(crate) type Outcome = Result<Vec<u8>, TaskError>;
+
 /// Request kinds.
 pub(crate) const KIND_CALL: u8 = 1;
 pub(crate) const KIND_INIT: u8 = 2;
@@ -121,7 +124,7 @@ pub(crate) fn decode_request(body: &[u8]) -> Result<Request<'_>, String> {
 }
 
 /// Appends one reply frame to `out`.
-pub(crate) fn encode_reply(out: &mut Vec<u8>, seq: u64, outcomes: &[Result<Vec<u8>, TaskError>]) {
+pub(crate) fn encode_reply(out: &mut Vec<u8>, seq: u64, outcomes: &[Outcome]) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&seq.to_le_bytes());
@@ -143,7 +146,7 @@ pub(crate) fn encode_reply(out: &mut Vec<u8>, seq: u64, outcomes: &[Result<Vec<u
 }
 
 /// Decodes a reply body into its sequence number and outcomes.
-pub(crate) fn decode_reply(body: &[u8]) -> Result<(u64, Vec<Result<Vec<u8>, TaskError>>), String> {
+pub(crate) fn decode_reply(body: &[u8]) -> Result<(u64, Vec<Outcome>), String> {
     let mut c = Cursor { buf: body, pos: 0 };
     let seq = c.u64()?;
     let count = c.u32()? as usize;

@@ -20,7 +20,8 @@ use lovage_core::{Codec, Registry, Signature, TaskError, TypedSignature};
 use serde::de::DeserializeOwned;
 
 use crate::handle::{Completion, HasCompletion, TaskHandle};
-use crate::ordered::OrderedChunks;
+use crate::ordered::{ChunkResults, OrderedChunks};
+use frame::Outcome;
 
 pub use child::child_main;
 
@@ -38,10 +39,10 @@ pub(crate) trait ProcJob: Send + Sync {
     fn try_start(&self) -> bool;
     fn cancel(&self) -> bool;
     /// Delivers the child's outcomes (one per argument set), or a failure of the whole request.
-    fn finish(&self, outcomes: Result<Vec<Result<Vec<u8>, TaskError>>, TaskError>);
+    fn finish(&self, outcomes: Result<Vec<Outcome>, TaskError>);
 }
 
-type Decode<T> = fn(Codec, Vec<Result<Vec<u8>, TaskError>>) -> Result<T, TaskError>;
+type Decode<T> = fn(Codec, Vec<Outcome>) -> Result<T, TaskError>;
 
 struct ProcCell<T> {
     completion: Completion<T>,
@@ -59,7 +60,7 @@ impl<T: Send> ProcJob for ProcCell<T> {
     fn cancel(&self) -> bool {
         self.completion.cancel()
     }
-    fn finish(&self, outcomes: Result<Vec<Result<Vec<u8>, TaskError>>, TaskError>) {
+    fn finish(&self, outcomes: Result<Vec<Outcome>, TaskError>) {
         let result = outcomes.and_then(|o| (self.decode)(self.request.codec, o));
         self.completion.finish(result);
     }
@@ -71,16 +72,13 @@ impl<T: Send> HasCompletion<T> for ProcCell<T> {
     }
 }
 
-fn decode_value<R: DeserializeOwned>(
-    codec: Codec,
-    bytes: Result<Vec<u8>, TaskError>,
-) -> Result<R, TaskError> {
+fn decode_value<R: DeserializeOwned>(codec: Codec, bytes: Outcome) -> Result<R, TaskError> {
     Ok(codec.decode(&bytes?, "task result")?)
 }
 
 fn decode_single<R: DeserializeOwned>(
     codec: Codec,
-    outcomes: Vec<Result<Vec<u8>, TaskError>>,
+    outcomes: Vec<Outcome>,
 ) -> Result<R, TaskError> {
     let first = outcomes.into_iter().next().unwrap_or_else(|| {
         Err(TaskError::new(
@@ -93,8 +91,8 @@ fn decode_single<R: DeserializeOwned>(
 
 fn decode_chunk<R: DeserializeOwned>(
     codec: Codec,
-    outcomes: Vec<Result<Vec<u8>, TaskError>>,
-) -> Result<Vec<Result<R, TaskError>>, TaskError> {
+    outcomes: Vec<Outcome>,
+) -> Result<ChunkResults<R>, TaskError> {
     Ok(outcomes
         .into_iter()
         .map(|o| decode_value(codec, o))
@@ -396,7 +394,7 @@ impl ProcessPool {
         )
     }
 
-    fn submit_chunk<R>(&self, sigs: Vec<TypedSignature<R>>) -> TaskHandle<Vec<Result<R, TaskError>>>
+    fn submit_chunk<R>(&self, sigs: Vec<TypedSignature<R>>) -> TaskHandle<ChunkResults<R>>
     where
         R: DeserializeOwned + Send + 'static,
     {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use lovage_core::{kinds, TaskError};
 
-use super::frame::{self, KIND_CALL, KIND_INIT};
+use super::frame::{self, Outcome, KIND_CALL, KIND_INIT};
 use super::{ProcJob, Shared};
 
 /// Aim for about this much queued work per child, so batches are large for tiny tasks and a
@@ -339,11 +339,7 @@ impl Slot {
         Ok(())
     }
 
-    fn complete_front(
-        &mut self,
-        seq: u64,
-        outcomes: Vec<Result<Vec<u8>, TaskError>>,
-    ) -> Result<(), ChildFailure> {
+    fn complete_front(&mut self, seq: u64, outcomes: Vec<Outcome>) -> Result<(), ChildFailure> {
         let now = Instant::now();
         match self.inflight.pop_front() {
             Some(InFlight::Init) => {
