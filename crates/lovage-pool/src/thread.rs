@@ -144,8 +144,16 @@ impl WorkerContext {
         if let Some(j) = self.local.pop() {
             return Some(j);
         }
+        // Take a batch only when the queue is long: batches make tiny tasks cheap, but with a
+        // few long tasks they would park work behind a busy worker while another sits idle.
+        let batch = self.shared.injector.len() > 4 * self.shared.stealers.len();
         loop {
-            match self.shared.injector.steal_batch_and_pop(&self.local) {
+            let stolen = if batch {
+                self.shared.injector.steal_batch_and_pop(&self.local)
+            } else {
+                self.shared.injector.steal()
+            };
+            match stolen {
                 Steal::Success(j) => return Some(j),
                 Steal::Retry => continue,
                 Steal::Empty => break,

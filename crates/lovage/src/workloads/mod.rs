@@ -46,6 +46,26 @@ pub fn all(scale: Scale) -> Vec<Box<dyn Workload>> {
     ]
 }
 
+/// Prints serial time, parallel time and speed-up, the way the examples report.
+pub fn print_speedup(
+    what: &str,
+    workers: usize,
+    serial: std::time::Duration,
+    parallel: std::time::Duration,
+) {
+    println!(
+        "{what}: serial {:.1} ms, {workers} workers {:.1} ms, speed-up {:.2}x",
+        serial.as_secs_f64() * 1e3,
+        parallel.as_secs_f64() * 1e3,
+        serial.as_secs_f64() / parallel.as_secs_f64()
+    );
+}
+
+/// True when the program was started with `--quick` (examples use small sizes then).
+pub fn quick_from_args() -> bool {
+    std::env::args().any(|a| a == "--quick")
+}
+
 /// Splits `lo..hi` into `parts` contiguous ranges that cover it exactly.
 pub fn split_range(lo: u64, hi: u64, parts: u64) -> Vec<(u64, u64)> {
     let parts = parts.max(1);
