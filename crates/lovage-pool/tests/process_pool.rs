@@ -27,6 +27,12 @@ fn sleep_ms(ms: u64) -> u64 {
     ms
 }
 
+#[task(crate = lovage_core)]
+fn sleep_then_pid(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
 #[task(crate = lovage_core, time_limit = "200ms")]
 fn sleep_with_own_limit(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
@@ -94,6 +100,21 @@ fn submit_and_map_return_results() {
     assert_eq!(mapped, (0..2000u64).map(|i| i * i).collect::<Vec<_>>());
     let msgpack = square::s(9).codec(Codec::Msgpack).unwrap();
     assert_eq!(p.submit(msgpack).result().unwrap(), 81);
+}
+
+fn long_tasks_spread_over_idle_children() {
+    let p = pool(2);
+    // Warm both children so neither is still starting when the tasks arrive.
+    let _ = p.map(|_| pid::s(), 0..4, 1).count();
+    for _ in 0..3 {
+        let a = p.submit(sleep_then_pid::s(300));
+        let b = p.submit(sleep_then_pid::s(300));
+        let (a, b) = (a.result().unwrap(), b.result().unwrap());
+        assert_ne!(
+            a, b,
+            "a busy child must not take work an idle child could start"
+        );
+    }
 }
 
 fn every_kind_of_child_death_fails_one_task_and_the_next_succeeds() {
@@ -254,7 +275,12 @@ fn child_output_does_not_break_frames() {
 }
 
 fn cancel_shutdown_and_as_completed() {
-    let p = pool(1);
+    // One request in flight at a time, so queued tasks stay cancellable.
+    let p = ProcessPool::builder()
+        .workers(1)
+        .max_batch(1)
+        .build()
+        .unwrap();
     let blocker = p.submit(sleep_ms::s(300));
     let queued: Vec<_> = (0..5u64).map(|i| p.submit(square::s(i))).collect();
     assert!(queued[4].cancel());
@@ -267,6 +293,11 @@ fn cancel_shutdown_and_as_completed() {
     assert_eq!(blocker.result().unwrap(), 300);
     let last = p.submit(sleep_ms::s(200));
     let never: Vec<_> = (0..3u64).map(|i| p.submit(square::s(i))).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !last.running() {
+        assert!(Instant::now() < deadline, "the last task never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     p.shutdown(true, true);
     assert_eq!(
         last.result().unwrap(),
@@ -341,7 +372,14 @@ fn orphan_parent() {
     let hs: Vec<_> = (0..2).map(|_| p.submit(sleep_ms::s(120_000))).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     while p.child_pids().len() < 2 || !hs.iter().all(|h| h.running()) {
-        assert!(Instant::now() < deadline);
+        if Instant::now() > deadline {
+            // Exit without dropping the pool (which would wait for the sleeping tasks).
+            eprintln!(
+                "orphan parent: children never all started: {:?}",
+                p.child_pids()
+            );
+            std::process::exit(2);
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(50));
@@ -361,6 +399,10 @@ fn main() {
         (
             "submit_and_map_return_results",
             submit_and_map_return_results,
+        ),
+        (
+            "long_tasks_spread_over_idle_children",
+            long_tasks_spread_over_idle_children,
         ),
         (
             "every_kind_of_child_death_fails_one_task_and_the_next_succeeds",

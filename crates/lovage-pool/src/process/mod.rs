@@ -110,6 +110,8 @@ pub(crate) struct Config {
 struct Queue {
     jobs: VecDeque<Arc<dyn ProcJob>>,
     shutdown: bool,
+    /// Supervisors waiting for work, whose children are idle.
+    idle_slots: usize,
 }
 
 pub(crate) struct Shared {
@@ -129,13 +131,26 @@ impl Shared {
     /// With `block`, waits for work; `None` means shut down with nothing queued.
     fn take(&self, max: usize, block: bool) -> Option<Vec<Arc<dyn ProcJob>>> {
         let mut q = self.lock();
-        while block && q.jobs.is_empty() && !q.shutdown {
-            q = self.cond.wait(q).unwrap_or_else(|p| p.into_inner());
+        if block {
+            q.idle_slots += 1;
+            while q.jobs.is_empty() && !q.shutdown {
+                q = self.cond.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+            q.idle_slots -= 1;
         }
         if q.jobs.is_empty() {
             return if q.shutdown { None } else { Some(Vec::new()) };
         }
-        let share = q.jobs.len().div_ceil(self.workers).clamp(1, max);
+        // A busy child prefetches only what idle children would not start at once.
+        let available = if block {
+            q.jobs.len()
+        } else {
+            q.jobs.len().saturating_sub(q.idle_slots)
+        };
+        if available == 0 {
+            return Some(Vec::new());
+        }
+        let share = available.div_ceil(self.workers).clamp(1, max);
         Some(q.jobs.drain(..share).collect())
     }
 
@@ -223,6 +238,7 @@ impl ProcessPoolBuilder {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 shutdown: false,
+                idle_slots: 0,
             }),
             cond: Condvar::new(),
             config: Config {

@@ -71,11 +71,12 @@ impl Slot {
 
     fn window(&self) -> usize {
         let max = self.shared.config.max_batch;
-        match self.avg_service {
+        let wanted = match self.avg_service {
             None => 2,
             Some(avg) if avg.is_zero() => max,
-            Some(avg) => ((TARGET_QUEUED_WORK.as_nanos() / avg.as_nanos()) as usize).clamp(2, max),
-        }
+            Some(avg) => ((TARGET_QUEUED_WORK.as_nanos() / avg.as_nanos()) as usize).max(2),
+        };
+        wanted.min(max)
     }
 
     fn calls_in_flight(&self) -> usize {
