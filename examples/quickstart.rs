@@ -59,7 +59,7 @@ fn main() {
     println!("done: {}, not done: {}", w.done.len(), w.not_done.len());
 
     // Scoped tasks borrow from the stack.
-    let words = vec!["lovage", "is", "a", "herb"];
+    let words = ["lovage", "is", "a", "herb"];
     let total: usize = pool.scope(|s| {
         let hs: Vec<_> = words.iter().map(|w| s.submit(move || w.len())).collect();
         hs.into_iter().map(|h| h.result().unwrap()).sum()

@@ -388,6 +388,16 @@ fn orphan_parent() {
     std::thread::sleep(Duration::from_secs(120));
 }
 
+/// Test functions as libtest-mimic trials, named after the functions.
+macro_rules! trials {
+    ($($f:ident),* $(,)?) => {
+        vec![$(Trial::test(stringify!($f), || {
+            $f();
+            Ok(())
+        })),*]
+    };
+}
+
 fn main() {
     lovage_pool::child_main();
     if std::env::var_os("LOVAGE_TEST_ORPHAN_PARENT").is_some() {
@@ -395,61 +405,19 @@ fn main() {
         return;
     }
     let args = Arguments::from_args();
-    let tests: Vec<(&str, fn())> = vec![
-        (
-            "submit_and_map_return_results",
-            submit_and_map_return_results,
-        ),
-        (
-            "long_tasks_spread_over_idle_children",
-            long_tasks_spread_over_idle_children,
-        ),
-        (
-            "every_kind_of_child_death_fails_one_task_and_the_next_succeeds",
-            every_kind_of_child_death_fails_one_task_and_the_next_succeeds,
-        ),
-        (
-            "a_panic_is_an_error_and_the_child_lives",
-            a_panic_is_an_error_and_the_child_lives,
-        ),
-        (
-            "a_child_killed_from_outside_fails_its_task_only",
-            a_child_killed_from_outside_fails_its_task_only,
-        ),
-        (
-            "hard_time_limits_kill_the_child",
-            hard_time_limits_kill_the_child,
-        ),
-        ("max_tasks_per_child_recycles", max_tasks_per_child_recycles),
-        (
-            "the_initializer_runs_in_every_child",
-            the_initializer_runs_in_every_child,
-        ),
-        (
-            "bad_input_fails_the_task_not_the_child",
-            bad_input_fails_the_task_not_the_child,
-        ),
-        (
-            "child_output_does_not_break_frames",
-            child_output_does_not_break_frames,
-        ),
-        (
-            "cancel_shutdown_and_as_completed",
-            cancel_shutdown_and_as_completed,
-        ),
-        (
-            "children_do_not_outlive_a_killed_parent",
-            children_do_not_outlive_a_killed_parent,
-        ),
+    let trials = trials![
+        submit_and_map_return_results,
+        long_tasks_spread_over_idle_children,
+        every_kind_of_child_death_fails_one_task_and_the_next_succeeds,
+        a_panic_is_an_error_and_the_child_lives,
+        a_child_killed_from_outside_fails_its_task_only,
+        hard_time_limits_kill_the_child,
+        max_tasks_per_child_recycles,
+        the_initializer_runs_in_every_child,
+        bad_input_fails_the_task_not_the_child,
+        child_output_does_not_break_frames,
+        cancel_shutdown_and_as_completed,
+        children_do_not_outlive_a_killed_parent,
     ];
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| {
-            Trial::test(name, move || {
-                f();
-                Ok(())
-            })
-        })
-        .collect();
     libtest_mimic::run(&args, trials).exit();
 }

@@ -50,3 +50,8 @@ pub fn init() {
 
 #[doc(hidden)]
 pub use lovage_core::__private;
+
+/// The README's code, compiled and run as doctests so it cannot drift from the API.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

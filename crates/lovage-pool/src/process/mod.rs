@@ -279,14 +279,17 @@ impl ProcessPoolBuilder {
 /// A child that panics with abort, segfaults, calls `exit` or is killed fails only the task it
 /// was running (`WorkerLost`) and is replaced; the pool keeps going.
 ///
-/// ```no_run
-/// #[lovage::task]
+/// ```
+/// // With the `lovage` crate this is `#[lovage::task]` and `lovage::init()`.
+/// #[lovage_macros::task(crate = lovage_core)]
 /// fn square(x: u64) -> u64 { x * x }
 ///
 /// fn main() {
-///     lovage::init(); // in a child, serves tasks and never returns
-///     let pool = lovage::ProcessPool::new(2);
+///     lovage_pool::child_main(); // in a child, serves tasks and never returns
+///     let pool = lovage_pool::ProcessPool::new(2);
 ///     assert_eq!(pool.submit(square::s(7)).result().unwrap(), 49);
+///     let squares: Vec<u64> = pool.map(square::s, 0..100, 10).map(Result::unwrap).collect();
+///     assert_eq!(squares[99], 9801);
 /// }
 /// ```
 pub struct ProcessPool {
@@ -384,12 +387,7 @@ impl ProcessPool {
     /// Runs the task built by `make` on every item, `chunksize` calls per request, and yields the
     /// results in input order. Input is read lazily. A child that dies while running a chunk
     /// fails that chunk's items with `WorkerLost`.
-    ///
-    /// ```no_run
-    /// # #[lovage::task] fn square(x: u64) -> u64 { x * x }
-    /// # let pool = lovage::ProcessPool::new(2);
-    /// let squares: Vec<u64> = pool.map(square::s, 0..1000, 100).map(Result::unwrap).collect();
-    /// ```
+    /// See the example on [`ProcessPool`].
     pub fn map<I, R, M>(
         &self,
         make: M,
