@@ -8,12 +8,14 @@
 // The entry-point docs must show `fn main`: that is where `child_main` goes.
 #![allow(clippy::needless_doctest_main)]
 
+mod executor;
 mod handle;
 mod ordered;
 pub mod process;
 mod thread;
 mod wait;
 
+pub use executor::Executor;
 pub use handle::TaskHandle;
 pub use process::{child_main, ProcessPool, ProcessPoolBuilder};
 pub use thread::{MapUnordered, Scope, ThreadPool, ThreadPoolBuilder};

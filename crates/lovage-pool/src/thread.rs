@@ -44,7 +44,7 @@ unsafe impl<T: Send, F: Send> Sync for ThreadJob<T, F> {}
 impl<T, F> Job for ThreadJob<T, F>
 where
     T: Send,
-    F: FnOnce() -> T + Send,
+    F: FnOnce() -> Result<T, TaskError> + Send,
 {
     fn run(self: Arc<Self>) {
         // SAFETY: see the `Sync` impl: this is the one place the closure is taken.
@@ -54,7 +54,8 @@ where
         if !self.completion.try_start() {
             return; // cancelled: `func` drops here, releasing whatever it captured
         }
-        let result = catch_unwind(AssertUnwindSafe(func)).map_err(|p| TaskError::from_panic(&*p));
+        let result = catch_unwind(AssertUnwindSafe(func))
+            .unwrap_or_else(|p| Err(TaskError::from_panic(&*p)));
         self.completion.finish(result);
     }
 
@@ -372,6 +373,16 @@ impl ThreadPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.submit_fallible(move || Ok(f()))
+    }
+
+    /// Like [`submit`](Self::submit) for a closure that can fail: its `Err` becomes the
+    /// handle's error as it is, instead of a value of type `Result`.
+    pub fn submit_fallible<F, T>(&self, f: F) -> TaskHandle<T>
+    where
+        F: FnOnce() -> Result<T, TaskError> + Send + 'static,
+        T: Send + 'static,
+    {
         let job = Arc::new(ThreadJob {
             completion: Completion::default(),
             func: UnsafeCell::new(Some(f)),
@@ -659,7 +670,7 @@ impl<'scope> Scope<'scope, '_> {
         let guard = ScopeGuard(self.state.clone());
         let wrapped = move || {
             let _guard = guard;
-            f()
+            Ok(f())
         };
         let job = Arc::new(ThreadJob {
             completion: Completion::default(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Arguments, Trial};
 use lovage_core::{kinds, Codec, Signature, TypedSignature};
 use lovage_macros::task;
-use lovage_pool::{as_completed, ProcessPool};
+use lovage_pool::{as_completed, Executor, ProcessPool, ThreadPool};
 
 #[task(crate = lovage_core)]
 fn square(x: u64) -> u64 {
@@ -115,6 +115,36 @@ fn long_tasks_spread_over_idle_children() {
             "a busy child must not take work an idle child could start"
         );
     }
+}
+
+/// The same checks against either pool, through the shared trait.
+fn check_executor<E: Executor>(pool: &E) {
+    assert_eq!(pool.submit_task(square::s(11)).result().unwrap(), 121);
+    let err = pool
+        .submit_task(die::s("panic".into()))
+        .result()
+        .unwrap_err();
+    assert_eq!(
+        (err.kind.as_str(), err.message.as_str()),
+        (kinds::PANIC, "task panicked on purpose")
+    );
+    let unknown: TypedSignature<u64> =
+        TypedSignature::new(Signature::new("no.such.task", &[1], Codec::Json).unwrap());
+    assert_eq!(
+        pool.submit_task(unknown).result().unwrap_err().kind,
+        kinds::UNKNOWN_TASK
+    );
+    let dynamic: &dyn Executor = pool;
+    let bytes = dynamic
+        .submit_encoded(square::s(3).into_signature())
+        .result()
+        .unwrap();
+    assert_eq!(bytes, b"9");
+}
+
+fn both_pools_run_registered_tasks_through_one_trait() {
+    check_executor(&ThreadPool::new(2));
+    check_executor(&pool(2));
 }
 
 fn every_kind_of_child_death_fails_one_task_and_the_next_succeeds() {
@@ -408,6 +438,7 @@ fn main() {
     let trials = trials![
         submit_and_map_return_results,
         long_tasks_spread_over_idle_children,
+        both_pools_run_registered_tasks_through_one_trait,
         every_kind_of_child_death_fails_one_task_and_the_next_succeeds,
         a_panic_is_an_error_and_the_child_lives,
         a_child_killed_from_outside_fails_its_task_only,

@@ -33,8 +33,8 @@ pub use lovage_core::{
 };
 pub use lovage_macros::task;
 pub use lovage_pool::{
-    as_completed, wait, AsCompleted, MapUnordered, ProcessPool, ProcessPoolBuilder, ReturnWhen,
-    Scope, TaskHandle, ThreadPool, ThreadPoolBuilder, Waited,
+    as_completed, wait, AsCompleted, Executor, MapUnordered, ProcessPool, ProcessPoolBuilder,
+    ReturnWhen, Scope, TaskHandle, ThreadPool, ThreadPoolBuilder, Waited,
 };
 
 pub mod builtins;

@@ -80,13 +80,17 @@ fn decode_single<R: DeserializeOwned>(
     codec: Codec,
     outcomes: Vec<Outcome>,
 ) -> Result<R, TaskError> {
-    let first = outcomes.into_iter().next().unwrap_or_else(|| {
+    decode_value(codec, decode_raw(codec, outcomes))
+}
+
+/// The one outcome of a single call, still encoded.
+fn decode_raw(_codec: Codec, outcomes: Vec<Outcome>) -> Result<Vec<u8>, TaskError> {
+    outcomes.into_iter().next().unwrap_or_else(|| {
         Err(TaskError::new(
             lovage_core::kinds::WORKER_LOST,
             "the child sent no outcome",
         ))
-    });
-    decode_value(codec, first)
+    })
 }
 
 fn decode_chunk<R: DeserializeOwned>(
@@ -382,6 +386,13 @@ impl ProcessPool {
         let args = vec![sig.args.clone()];
         let req = self.request(sig, args);
         self.enqueue(req, decode_single::<R>)
+    }
+
+    /// Sends a call whose result stays encoded (bytes in the signature's codec).
+    pub fn submit_raw(&self, sig: Signature) -> TaskHandle<Vec<u8>> {
+        let args = vec![sig.args.clone()];
+        let req = self.request(sig, args);
+        self.enqueue(req, decode_raw)
     }
 
     /// Runs the task built by `make` on every item, `chunksize` calls per request, and yields the

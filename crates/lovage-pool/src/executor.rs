@@ -1,0 +1,85 @@
+//! What both pools can do with a registered task, so code (and the queue worker) can take either.
+
+use lovage_core::{Registry, Signature, TaskError, TypedSignature};
+use serde::de::DeserializeOwned;
+
+use crate::handle::TaskHandle;
+use crate::process::ProcessPool;
+use crate::thread::ThreadPool;
+
+/// A pool that runs registered tasks: [`ThreadPool`] (in this process, a panic fails the task)
+/// or [`ProcessPool`] (in child processes, a crash fails the task). Switching is one word.
+///
+/// `submit_encoded` is object-safe, so a worker can hold a `Box<dyn Executor>` and move encoded
+/// results without knowing their types; `submit_task` is the typed form.
+pub trait Executor: Send + Sync {
+    /// Runs a registered task call; the handle yields its result still encoded with the
+    /// signature's codec.
+    fn submit_encoded(&self, sig: Signature) -> TaskHandle<Vec<u8>>;
+
+    /// Number of workers (threads or child processes).
+    fn workers(&self) -> usize;
+
+    /// Stops the pool (see the pools' own `shutdown`).
+    fn shutdown(&self, wait: bool, cancel_pending: bool);
+
+    /// Runs a registered task call and decodes its result.
+    fn submit_task<R>(&self, sig: TypedSignature<R>) -> TaskHandle<R>
+    where
+        Self: Sized,
+        R: DeserializeOwned + Send + 'static;
+}
+
+impl Executor for ThreadPool {
+    fn submit_encoded(&self, sig: Signature) -> TaskHandle<Vec<u8>> {
+        self.submit_fallible(move || run_registered(&sig))
+    }
+
+    fn workers(&self) -> usize {
+        ThreadPool::workers(self)
+    }
+
+    fn shutdown(&self, wait: bool, cancel_pending: bool) {
+        ThreadPool::shutdown(self, wait, cancel_pending)
+    }
+
+    fn submit_task<R>(&self, sig: TypedSignature<R>) -> TaskHandle<R>
+    where
+        R: DeserializeOwned + Send + 'static,
+    {
+        if let Err(e) = sig.check() {
+            return TaskHandle::already_failed(e.into());
+        }
+        self.submit_fallible(move || {
+            let bytes = run_registered(sig.signature())?;
+            Ok(sig.decode_result(&bytes)?)
+        })
+    }
+}
+
+impl Executor for ProcessPool {
+    fn submit_encoded(&self, sig: Signature) -> TaskHandle<Vec<u8>> {
+        self.submit_raw(sig)
+    }
+
+    fn workers(&self) -> usize {
+        ProcessPool::workers(self)
+    }
+
+    fn shutdown(&self, wait: bool, cancel_pending: bool) {
+        ProcessPool::shutdown(self, wait, cancel_pending)
+    }
+
+    fn submit_task<R>(&self, sig: TypedSignature<R>) -> TaskHandle<R>
+    where
+        R: DeserializeOwned + Send + 'static,
+    {
+        self.submit(sig)
+    }
+}
+
+/// Runs a registered task on this thread: look up, decode, call, encode.
+fn run_registered(sig: &Signature) -> Result<Vec<u8>, TaskError> {
+    let entry = Registry::global().get(&sig.task)?;
+    entry.call_blocking(&sig.args, sig.codec)
+}
