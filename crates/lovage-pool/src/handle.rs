@@ -166,7 +166,23 @@ impl<T> Completion<T> {
 
     /// Takes the result out; call only after `wait_until` returned true.
     fn take(&self) -> Result<T, TaskError> {
-        let mut slot = self.lock();
+        Self::take_from(&mut self.lock())
+    }
+
+    /// Waits without a deadline and takes the result, locking once when it is already there
+    /// (the common case for `result()` in a busy pool).
+    fn wait_take(&self) -> Result<T, TaskError> {
+        if self.is_done() {
+            let mut slot = self.lock();
+            if Self::has_result(&slot) {
+                return Self::take_from(&mut slot);
+            }
+        }
+        self.wait_until(None);
+        self.take()
+    }
+
+    fn take_from(slot: &mut Slot<T>) -> Result<T, TaskError> {
         match slot.result.take() {
             Some(r) => {
                 slot.taken = true;
@@ -259,8 +275,8 @@ impl<T: Send + 'static> TaskHandle<T> {
     /// Blocks until the task finishes and returns its value, or its error: the task's own
     /// failure, a panic (`Panic`), `Cancelled`, `WorkerLost`, `TimeLimitExceeded`…
     pub fn result(self) -> Result<T, TaskError> {
-        self.wait();
-        self.c().take()
+        crate::thread::help_while(|| self.done());
+        self.c().wait_take()
     }
 
     /// Like [`result`](Self::result) but gives up after `timeout` with a `Timeout` error; the
