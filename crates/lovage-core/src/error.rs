@@ -30,6 +30,10 @@ pub mod kinds {
     pub const RESULT_TAKEN: &str = "ResultTaken";
     /// A process pool's initializer failed in the child that was to run the task.
     pub const INITIALIZER_FAILED: &str = "InitializerFailed";
+    /// The task was revoked (or expired) before it finished.
+    pub const REVOKED: &str = "Revoked";
+    /// The broker or result store failed while sending, fetching or waiting.
+    pub const BROKER: &str = "BrokerError";
     /// A task returned an error whose type has no better name.
     pub const FAILED: &str = "Failed";
 }

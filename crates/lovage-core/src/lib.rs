@@ -4,6 +4,7 @@
 //! through the `lovage` crate.
 
 pub mod codec;
+pub mod dispatch;
 pub mod error;
 pub mod id;
 pub mod options;
@@ -13,6 +14,7 @@ pub mod signature;
 pub mod state;
 
 pub use codec::{Codec, CodecError, WIRE_VERSION};
+pub use dispatch::Dispatch;
 pub use error::{kinds, TaskError};
 pub use id::TaskId;
 pub use options::{parse_duration, TaskOptions};
@@ -26,7 +28,9 @@ pub use state::TaskState;
 pub mod __private {
     pub use crate::error::{ErrorConverter, ViaBoxedError, ViaDisplay, ViaStdError};
     pub use crate::registry::{TaskEntry, TaskFn, TaskFuture};
-    pub use crate::{Codec, RetryPolicy, Signature, TaskError, TaskOptions, TypedSignature};
+    pub use crate::{
+        Codec, Dispatch, RetryPolicy, Signature, TaskError, TaskOptions, TypedSignature,
+    };
     pub use inventory;
     pub use serde;
     pub use std::time::Duration;

@@ -37,6 +37,15 @@ pub struct TaskOptions {
     /// Codec for arguments and result.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub codec: Option<Codec>,
+    /// Run no sooner than this long after sending.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub countdown: Option<Duration>,
+    /// Run no sooner than this instant, in milliseconds since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta: Option<i64>,
+    /// Do not run later than this long after sending (the task is then REVOKED as expired).
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub expires: Option<Duration>,
 }
 
 impl TaskOptions {
@@ -51,6 +60,9 @@ impl TaskOptions {
             rate_limit: self.rate_limit.clone().or_else(|| base.rate_limit.clone()),
             ignore_result: self.ignore_result.or(base.ignore_result),
             codec: self.codec.or(base.codec),
+            countdown: self.countdown.or(base.countdown),
+            eta: self.eta.or(base.eta),
+            expires: self.expires.or(base.expires),
         }
     }
 }

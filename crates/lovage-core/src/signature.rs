@@ -133,6 +133,33 @@ impl<R: DeserializeOwned> TypedSignature<R> {
         self
     }
 
+    /// Runs no sooner than `delay` after sending (Celery's `countdown`).
+    pub fn countdown(mut self, delay: Duration) -> Self {
+        self.sig.options.countdown = Some(delay);
+        self
+    }
+
+    /// Runs no sooner than `at` (Celery's `eta`).
+    pub fn eta(mut self, at: std::time::SystemTime) -> Self {
+        let ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.sig.options.eta = Some(ms);
+        self
+    }
+
+    /// Is dropped (REVOKED) if not started within `after` of sending (Celery's `expires`).
+    pub fn expires(mut self, after: Duration) -> Self {
+        self.sig.options.expires = Some(after);
+        self
+    }
+
+    /// Replaces every option set so far with `options`.
+    pub fn options(mut self, options: TaskOptions) -> Self {
+        self.sig.options = options;
+        self
+    }
+
     /// Retries with this policy.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.sig.options.retry = Some(policy);

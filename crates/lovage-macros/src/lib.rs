@@ -7,6 +7,7 @@
 //! add(1, 2);            // the function is unchanged: call it locally
 //! add::s(1, 2);         // a TypedSignature<i64> to send to a pool or a queue
 //! add::NAME;            // "my_crate::add", the name messages carry
+//! add::delay(&pool, 1, 2); // send it to a pool or a queue (anything that implements Dispatch)
 //! ```
 //!
 //! The function stays as written. Beside it, a module of the same name holds the helpers and
@@ -380,6 +381,11 @@ fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
             /// A signature of a call to this task with these arguments, to send to a pool or a queue.
             pub fn s(#(#arg_names: #arg_types),*) -> __p::TypedSignature<#value_ty> {
                 __p::TypedSignature::encode(NAME, #args_tuple, #default_codec)
+            }
+
+            /// Sends a call with these arguments to a pool or a queue (Celery's `delay`).
+            pub fn delay<D: __p::Dispatch>(to: &D, #(#arg_names: #arg_types),*) -> ::std::result::Result<D::Handle<#value_ty>, D::Error> {
+                to.dispatch(s(#(#arg_names),*))
             }
 
             #[derive(#krate::__private::serde::Deserialize)]

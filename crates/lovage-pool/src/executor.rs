@@ -83,3 +83,27 @@ fn run_registered(sig: &Signature) -> Result<Vec<u8>, TaskError> {
     let entry = Registry::global().get(&sig.task)?;
     entry.call_blocking(&sig.args, sig.codec)
 }
+
+impl lovage_core::Dispatch for ThreadPool {
+    type Handle<R: DeserializeOwned + Send + 'static> = TaskHandle<R>;
+    type Error = std::convert::Infallible;
+
+    fn dispatch<R: DeserializeOwned + Send + 'static>(
+        &self,
+        sig: TypedSignature<R>,
+    ) -> Result<TaskHandle<R>, Self::Error> {
+        Ok(self.submit_task(sig))
+    }
+}
+
+impl lovage_core::Dispatch for ProcessPool {
+    type Handle<R: DeserializeOwned + Send + 'static> = TaskHandle<R>;
+    type Error = std::convert::Infallible;
+
+    fn dispatch<R: DeserializeOwned + Send + 'static>(
+        &self,
+        sig: TypedSignature<R>,
+    ) -> Result<TaskHandle<R>, Self::Error> {
+        Ok(self.submit(sig))
+    }
+}

@@ -1,0 +1,264 @@
+//! The client side: send task calls to a queue and get their results back.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use lovage_core::{
+    kinds, Dispatch, Registry, Signature, TaskError, TaskId, TaskState, TypedSignature,
+};
+use serde::de::DeserializeOwned;
+
+use crate::{
+    connect, Backend, BrokerError, Envelope, Result, ResultRecord, Revoked, Timestamp, DEFAULT_URL,
+};
+
+/// A connection to a broker and result store, for sending tasks (Celery's `app`).
+///
+/// ```
+/// # #[lovage_macros::task(crate = lovage_core)] fn add(a: i64, b: i64) -> i64 { a + b }
+/// let app = lovage_broker::App::connect("memory://doc-example").unwrap();
+/// let res = app.send(add::s(2, 3)).unwrap();          // or add::delay(&app, 2, 3)
+/// assert_eq!(res.state().unwrap(), lovage_core::TaskState::Pending);
+/// ```
+#[derive(Clone, Debug)]
+pub struct App {
+    backend: Backend,
+}
+
+impl App {
+    /// Connects to the backend at `url` (see [`connect`]).
+    pub fn connect(url: &str) -> Result<App> {
+        Ok(App {
+            backend: connect(url)?,
+        })
+    }
+
+    /// Connects to `$LOVAGE_BROKER`, or to `sqlite://lovage.db` when it is not set.
+    pub fn from_env() -> Result<App> {
+        let url = std::env::var("LOVAGE_BROKER").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+        Self::connect(&url)
+    }
+
+    /// Wraps an opened backend.
+    pub fn with_backend(backend: Backend) -> App {
+        App { backend }
+    }
+
+    /// The broker and result store.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The envelope for `sig`: the call's options over the task's registered ones (when the
+    /// task is registered in this process).
+    pub fn envelope(&self, mut sig: Signature) -> Envelope {
+        if let Ok(entry) = Registry::global().get(&sig.task) {
+            sig.options = sig.options.merged_over(&(entry.options)());
+        }
+        Envelope::from_signature(sig)
+    }
+
+    /// Sends a call; returns a handle on its result.
+    pub fn send<R: DeserializeOwned>(&self, sig: TypedSignature<R>) -> Result<AsyncResult<R>> {
+        sig.check()?;
+        let id = self.send_signature(sig.into_signature())?;
+        Ok(self.result(id))
+    }
+
+    /// Sends an untyped call (the CLI's path); returns its id.
+    pub fn send_signature(&self, sig: Signature) -> Result<TaskId> {
+        let env = self.envelope(sig);
+        self.backend.broker.enqueue(std::slice::from_ref(&env))?;
+        Ok(env.id)
+    }
+
+    /// Sends many calls in one broker write; returns their ids in order.
+    pub fn send_batch(&self, sigs: impl IntoIterator<Item = Signature>) -> Result<Vec<TaskId>> {
+        let envs: Vec<Envelope> = sigs.into_iter().map(|s| self.envelope(s)).collect();
+        self.backend.broker.enqueue(&envs)?;
+        Ok(envs.iter().map(|e| e.id).collect())
+    }
+
+    /// A handle on the result of the task `id`, typed as `R`.
+    pub fn result<R>(&self, id: TaskId) -> AsyncResult<R> {
+        AsyncResult {
+            id,
+            backend: self.backend.clone(),
+            ret: PhantomData,
+        }
+    }
+
+    /// Revokes a task: a waiting one never runs, a running one is cancelled by its worker.
+    pub fn revoke(&self, id: TaskId) -> Result<Revoked> {
+        let found = self.backend.broker.revoke(id)?;
+        if found == Revoked::Pending {
+            // Nobody will run it, so nobody else will record the outcome.
+            let now = Timestamp::now();
+            self.backend.results.store(&[ResultRecord {
+                id,
+                task: String::new(),
+                state: TaskState::Revoked,
+                value: None,
+                codec: Default::default(),
+                error: Some(TaskError::new(kinds::REVOKED, "revoked before it started")),
+                attempts: 0,
+                worker: None,
+                started: None,
+                updated: now,
+                expires: None,
+            }])?;
+        }
+        Ok(found)
+    }
+}
+
+impl Dispatch for App {
+    type Handle<R: DeserializeOwned + Send + 'static> = AsyncResult<R>;
+    type Error = BrokerError;
+
+    fn dispatch<R: DeserializeOwned + Send + 'static>(
+        &self,
+        sig: TypedSignature<R>,
+    ) -> Result<AsyncResult<R>> {
+        self.send(sig)
+    }
+}
+
+fn broker_error(e: BrokerError) -> TaskError {
+    TaskError::new(kinds::BROKER, e.to_string())
+}
+
+/// The result of a sent task (Celery's `AsyncResult`): its state, and its value once done.
+pub struct AsyncResult<R> {
+    id: TaskId,
+    backend: Backend,
+    ret: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for AsyncResult<R> {
+    fn clone(&self) -> Self {
+        AsyncResult {
+            id: self.id,
+            backend: self.backend.clone(),
+            ret: PhantomData,
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult").field("id", &self.id).finish()
+    }
+}
+
+impl<R: DeserializeOwned> AsyncResult<R> {
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The stored record, if any.
+    pub fn record(&self) -> Result<Option<ResultRecord>> {
+        self.backend.results.get(self.id)
+    }
+
+    /// Where the task is; PENDING when nothing is recorded yet.
+    pub fn state(&self) -> Result<TaskState> {
+        Ok(self.record()?.map_or(TaskState::Pending, |r| r.state))
+    }
+
+    /// True once the task reached a final state.
+    pub fn ready(&self) -> Result<bool> {
+        Ok(self.state()?.is_final())
+    }
+
+    /// Waits up to `timeout` for the task to finish and returns its value, or its error: the
+    /// task's own, `Revoked`, `Timeout` (still running or waiting), or `BrokerError`.
+    pub fn get(&self, timeout: Duration) -> Result<R, TaskError> {
+        let rec = self
+            .backend
+            .results
+            .wait(self.id, timeout)
+            .map_err(broker_error)?;
+        outcome(self.id, rec, timeout)
+    }
+
+    /// Revokes the task.
+    pub fn revoke(&self) -> Result<Revoked> {
+        App::with_backend(self.backend.clone()).revoke(self.id)
+    }
+}
+
+impl<R: DeserializeOwned + Send + 'static> AsyncResult<R> {
+    /// Like [`get`](Self::get), as a future: the blocking wait runs on a helper thread, so an
+    /// async caller's executor is never blocked.
+    pub fn get_async(&self, timeout: Duration) -> GetFuture<R> {
+        let shared = Arc::new(Mutex::new(FutureSlot {
+            value: None,
+            waker: None,
+        }));
+        let me = self.clone();
+        let slot = shared.clone();
+        std::thread::spawn(move || {
+            let v = me.get(timeout);
+            let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+            s.value = Some(v);
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+        });
+        GetFuture { shared }
+    }
+}
+
+/// Turns a stored record into the caller's value or error.
+fn outcome<R: DeserializeOwned>(
+    id: TaskId,
+    rec: Option<ResultRecord>,
+    timeout: Duration,
+) -> Result<R, TaskError> {
+    let Some(rec) = rec.filter(|r| r.state.is_final()) else {
+        return Err(TaskError::new(
+            kinds::TIMEOUT,
+            format!("task {id} did not finish within {timeout:?}"),
+        ));
+    };
+    match rec.state {
+        TaskState::Success => {
+            let bytes = rec.value.unwrap_or_default();
+            Ok(rec.codec.decode(&bytes, "task result")?)
+        }
+        _ => Err(rec.error.unwrap_or_else(|| {
+            TaskError::new(kinds::FAILED, format!("task {id} ended {}", rec.state))
+        })),
+    }
+}
+
+struct FutureSlot<R> {
+    value: Option<Result<R, TaskError>>,
+    waker: Option<Waker>,
+}
+
+/// The future returned by [`AsyncResult::get_async`].
+pub struct GetFuture<R> {
+    shared: Arc<Mutex<FutureSlot<R>>>,
+}
+
+impl<R> Future for GetFuture<R> {
+    type Output = Result<R, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        match s.value.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! An in-process broker and result store: for tests and for programs that only need a queue
+//! inside one process. Nothing survives the process.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use lovage_core::{TaskError, TaskId};
+
+use crate::{
+    Broker, DeadLetter, Delivery, Envelope, Lease, QueueStats, Result, ResultRecord, ResultStore,
+    Revoked, Timestamp, WorkerInfo,
+};
+
+/// How long a revoked id is remembered for tasks not (yet) in the broker.
+const REVOKE_MEMORY: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Ready,
+    Scheduled(Timestamp),
+    Reserved(Timestamp),
+}
+
+struct Entry {
+    env: Envelope,
+    seq: u64,
+    place: Place,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<TaskId, Entry>,
+    /// Per queue: ready tasks by (priority high first, then FIFO).
+    ready: HashMap<String, BTreeSet<(Reverse<u8>, u64, TaskId)>>,
+    scheduled: BTreeSet<(Timestamp, u64, TaskId)>,
+    reserved: BTreeSet<(Timestamp, TaskId)>,
+    revoked: HashMap<TaskId, Timestamp>,
+    dead: Vec<DeadLetter>,
+    workers: HashMap<String, WorkerInfo>,
+    results: HashMap<TaskId, ResultRecord>,
+    counters: HashMap<String, i64>,
+    next_seq: u64,
+}
+
+impl State {
+    /// Takes `id` out of whichever index its place puts it in.
+    fn detach(&mut self, id: TaskId) {
+        let Some(e) = self.entries.get(&id) else {
+            return;
+        };
+        match e.place {
+            Place::Ready => {
+                if let Some(q) = self.ready.get_mut(&e.env.queue) {
+                    q.remove(&(Reverse(e.env.priority), e.seq, id));
+                }
+            }
+            Place::Scheduled(t) => {
+                self.scheduled.remove(&(t, e.seq, id));
+            }
+            Place::Reserved(t) => {
+                self.reserved.remove(&(t, id));
+            }
+        }
+    }
+
+    /// Puts `id` at `place` and in that place's index.
+    fn attach(&mut self, id: TaskId, place: Place) {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        e.place = place;
+        match place {
+            Place::Ready => {
+                self.ready.entry(e.env.queue.clone()).or_default().insert((
+                    Reverse(e.env.priority),
+                    e.seq,
+                    id,
+                ));
+            }
+            Place::Scheduled(t) => {
+                self.scheduled.insert((t, e.seq, id));
+            }
+            Place::Reserved(t) => {
+                self.reserved.insert((t, id));
+            }
+        }
+    }
+
+    fn place(&mut self, id: TaskId, place: Place) {
+        self.detach(id);
+        self.attach(id, place);
+    }
+
+    fn remove(&mut self, id: TaskId) -> Option<Entry> {
+        self.detach(id);
+        self.entries.remove(&id)
+    }
+
+    /// Moves due scheduled tasks and expired leases to ready.
+    fn promote(&mut self, now: Timestamp) {
+        let due: Vec<TaskId> = self
+            .scheduled
+            .iter()
+            .take_while(|(t, _, _)| *t <= now)
+            .map(|(_, _, id)| *id)
+            .collect();
+        let expired: Vec<TaskId> = self
+            .reserved
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        for id in due.into_iter().chain(expired) {
+            self.place(id, Place::Ready);
+        }
+    }
+
+    /// When the next scheduled task or lease falls due.
+    fn next_due(&self) -> Option<Timestamp> {
+        let s = self.scheduled.first().map(|(t, _, _)| *t);
+        let r = self.reserved.first().map(|(t, _)| *t);
+        s.into_iter().chain(r).min()
+    }
+
+    /// The best ready task among `queues`.
+    fn best_ready(&self, queues: &[String]) -> Option<TaskId> {
+        queues
+            .iter()
+            .filter_map(|q| self.ready.get(q).and_then(|s| s.first()))
+            .min()
+            .map(|(_, _, id)| *id)
+    }
+
+    fn holds(&self, lease: &Lease) -> bool {
+        self.entries.get(&lease.id).is_some_and(|e| {
+            matches!(e.place, Place::Reserved(_)) && e.env.attempts == lease.delivery
+        })
+    }
+}
+
+/// The memory backend: a broker and a result store in one.
+#[derive(Default)]
+pub struct MemoryBackend {
+    state: Mutex<State>,
+    /// Signalled when tasks become ready or results are stored.
+    changed: Condvar,
+}
+
+impl MemoryBackend {
+    /// A fresh, empty backend.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The backend registered under `name` in this process, created on first use; every
+    /// `memory://NAME` URL with the same name shares it.
+    pub fn named(name: &str) -> Arc<Self> {
+        static NAMED: OnceLock<Mutex<HashMap<String, Arc<MemoryBackend>>>> = OnceLock::new();
+        let map = NAMED.get_or_init(Default::default);
+        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(name.to_owned()).or_default().clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Broker for MemoryBackend {
+    fn enqueue(&self, batch: &[Envelope]) -> Result<()> {
+        let now = Timestamp::now();
+        let mut st = self.lock();
+        for env in batch {
+            if st.revoked.contains_key(&env.id) {
+                continue;
+            }
+            st.next_seq += 1;
+            let seq = st.next_seq;
+            let place = match env.eta {
+                Some(t) if t > now => Place::Scheduled(t),
+                _ => Place::Ready,
+            };
+            st.remove(env.id);
+            st.entries.insert(
+                env.id,
+                Entry {
+                    env: env.clone(),
+                    seq,
+                    place,
+                },
+            );
+            st.attach(env.id, place);
+        }
+        drop(st);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    fn reserve(
+        &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>> {
+        let deadline = Instant::now() + wait;
+        let mut st = self.lock();
+        loop {
+            let now = Timestamp::now();
+            st.promote(now);
+            let mut out = Vec::new();
+            while out.len() < max {
+                let Some(id) = st.best_ready(queues) else {
+                    break;
+                };
+                st.place(id, Place::Reserved(now + lease));
+                let e = st.entries.get_mut(&id).expect("ready entry exists");
+                e.env.attempts += 1;
+                out.push(Delivery {
+                    lease: Lease {
+                        id,
+                        delivery: e.env.attempts,
+                    },
+                    envelope: e.env.clone(),
+                });
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !out.is_empty() || left.is_zero() {
+                return Ok(out);
+            }
+            let until_due = st
+                .next_due()
+                .map_or(left, |t| t.until().max(Duration::from_millis(1)));
+            st = self
+                .changed
+                .wait_timeout(st, left.min(until_due))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn ack(&self, leases: &[Lease]) -> Result<()> {
+        let mut st = self.lock();
+        for l in leases {
+            if st.holds(l) {
+                st.remove(l.id);
+            }
+        }
+        Ok(())
+    }
+
+    fn nack(&self, lease: &Lease, delay: Duration) -> Result<()> {
+        let mut st = self.lock();
+        if st.holds(lease) {
+            let place = if delay.is_zero() {
+                Place::Ready
+            } else {
+                Place::Scheduled(Timestamp::now() + delay)
+            };
+            st.place(lease.id, place);
+        }
+        drop(st);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {
+        let until = Timestamp::now() + lease;
+        let mut st = self.lock();
+        let mut lost = Vec::new();
+        for l in leases {
+            if st.holds(l) && !st.revoked.contains_key(&l.id) {
+                st.place(l.id, Place::Reserved(until));
+            } else {
+                lost.push(*l);
+            }
+        }
+        Ok(lost)
+    }
+
+    fn revoke(&self, id: TaskId) -> Result<Revoked> {
+        let now = Timestamp::now();
+        let mut st = self.lock();
+        st.revoked.retain(|_, t| now - *t < REVOKE_MEMORY);
+        st.revoked.insert(id, now);
+        let found = match st.entries.get(&id).map(|e| e.place) {
+            Some(Place::Reserved(_)) => Revoked::Running,
+            Some(_) => {
+                st.remove(id);
+                Revoked::Pending
+            }
+            None => Revoked::NotFound,
+        };
+        Ok(found)
+    }
+
+    fn revoked(&self, ids: &[TaskId]) -> Result<Vec<TaskId>> {
+        let st = self.lock();
+        Ok(ids
+            .iter()
+            .filter(|id| st.revoked.contains_key(id))
+            .copied()
+            .collect())
+    }
+
+    fn stats(&self) -> Result<Vec<QueueStats>> {
+        let st = self.lock();
+        let mut by: HashMap<&str, QueueStats> = HashMap::new();
+        for e in st.entries.values() {
+            let s = by.entry(&e.env.queue).or_insert_with(|| QueueStats {
+                queue: e.env.queue.clone(),
+                ..Default::default()
+            });
+            match e.place {
+                Place::Ready => s.ready += 1,
+                Place::Scheduled(_) => s.scheduled += 1,
+                Place::Reserved(_) => s.reserved += 1,
+            }
+        }
+        let mut v: Vec<QueueStats> = by.into_values().collect();
+        v.sort_by(|a, b| a.queue.cmp(&b.queue));
+        Ok(v)
+    }
+
+    fn purge(&self, queue: &str) -> Result<u64> {
+        let mut st = self.lock();
+        let ids: Vec<TaskId> = st
+            .entries
+            .values()
+            .filter(|e| e.env.queue == queue && !matches!(e.place, Place::Reserved(_)))
+            .map(|e| e.env.id)
+            .collect();
+        for id in &ids {
+            st.remove(*id);
+        }
+        Ok(ids.len() as u64)
+    }
+
+    fn dead_letter(&self, lease: &Lease, envelope: &Envelope, error: &TaskError) -> Result<()> {
+        let mut st = self.lock();
+        if st.holds(lease) {
+            st.remove(lease.id);
+        }
+        st.dead.push(DeadLetter {
+            envelope: envelope.clone(),
+            error: error.clone(),
+            at: Timestamp::now(),
+        });
+        Ok(())
+    }
+
+    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        Ok(self.lock().dead.iter().rev().take(limit).cloned().collect())
+    }
+
+    fn heartbeat(&self, worker: &WorkerInfo) -> Result<()> {
+        self.lock()
+            .workers
+            .insert(worker.id.clone(), worker.clone());
+        Ok(())
+    }
+
+    fn unregister(&self, worker_id: &str) -> Result<()> {
+        self.lock().workers.remove(worker_id);
+        Ok(())
+    }
+
+    fn workers(&self, within: Duration) -> Result<Vec<WorkerInfo>> {
+        let now = Timestamp::now();
+        let mut v: Vec<WorkerInfo> = self
+            .lock()
+            .workers
+            .values()
+            .filter(|w| now - w.heartbeat <= within)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(v)
+    }
+}
+
+impl ResultStore for MemoryBackend {
+    fn store(&self, records: &[ResultRecord]) -> Result<()> {
+        let mut st = self.lock();
+        for r in records {
+            st.results.insert(r.id, r.clone());
+        }
+        drop(st);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    fn get(&self, id: TaskId) -> Result<Option<ResultRecord>> {
+        Ok(self.lock().results.get(&id).cloned())
+    }
+
+    fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<ResultRecord>> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        loop {
+            let rec = st.results.get(&id).cloned();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if rec.as_ref().is_some_and(|r| r.state.is_final()) || left.is_zero() {
+                return Ok(rec);
+            }
+            st = self
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn incr(&self, key: &str, by: i64) -> Result<i64> {
+        let mut st = self.lock();
+        let v = st.counters.entry(key.to_owned()).or_insert(0);
+        *v += by;
+        Ok(*v)
+    }
+
+    fn purge_expired(&self) -> Result<u64> {
+        let now = Timestamp::now();
+        let mut st = self.lock();
+        let before = st.results.len();
+        st.results.retain(|_, r| r.expires.is_none_or(|e| e > now));
+        Ok((before - st.results.len()) as u64)
+    }
+}

@@ -1,0 +1,455 @@
+//! One suite, written once, that every backend must pass (River's driver tests, Oban's engine
+//! contract). Each backend instantiates it with `conformance!(name, fixture)`; every test gets
+//! its own namespace (a fresh memory backend, a fresh SQLite file, later a fresh Redis prefix),
+//! so the suite runs in parallel.
+//!
+//! Timing: tests wait for things that must happen (with generous upper bounds) and check things
+//! that must not happen before a time; none asserts that anything is fast.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lovage_broker::{
+    connect, App, Backend, Broker, Delivery, Envelope, Lease, ResultRecord, Revoked, Timestamp,
+    WorkerInfo,
+};
+use lovage_core::{kinds, Codec, Signature, TaskError, TaskId, TaskState};
+
+/// A backend for one test, and whatever keeps its storage alive.
+pub struct Fixture {
+    pub backend: Backend,
+    _keep: Option<tempfile::TempDir>,
+}
+
+fn memory() -> Fixture {
+    Fixture {
+        backend: connect(&format!("memory://conformance-{}", TaskId::new())).unwrap(),
+        _keep: None,
+    }
+}
+
+fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("broker.db").display());
+    Fixture {
+        backend: connect(&url).unwrap(),
+        _keep: Some(dir),
+    }
+}
+
+const LONG: Duration = Duration::from_secs(30);
+const LEASE: Duration = Duration::from_secs(60);
+
+fn q(name: &str) -> Vec<String> {
+    vec![name.to_owned()]
+}
+
+fn env(queue: &str, priority: u8) -> Envelope {
+    let mut sig = Signature::new("conformance.task", &[1], Codec::Json).unwrap();
+    sig.options.queue = Some(queue.into());
+    sig.options.priority = Some(priority);
+    Envelope::from_signature(sig)
+}
+
+fn reserve_all(b: &dyn Broker, queue: &str, max: usize) -> Vec<Delivery> {
+    b.reserve(&q(queue), max, LEASE, Duration::ZERO).unwrap()
+}
+
+fn record(id: TaskId, state: TaskState) -> ResultRecord {
+    ResultRecord {
+        id,
+        task: "conformance.task".into(),
+        state,
+        value: (state == TaskState::Success).then(|| b"42".to_vec()),
+        codec: Codec::Json,
+        error: (state == TaskState::Failure).then(|| TaskError::new("Boom", "it broke")),
+        attempts: 1,
+        worker: Some("w1".into()),
+        started: None,
+        updated: Timestamp::now(),
+        expires: None,
+    }
+}
+
+pub fn enqueue_reserve_ack(f: Fixture) {
+    let b = &*f.backend.broker;
+    let sent: Vec<Envelope> = (0..3).map(|_| env("a", 0)).collect();
+    b.enqueue(&sent).unwrap();
+    let got = reserve_all(b, "a", 10);
+    assert_eq!(got.len(), 3);
+    for (d, e) in got.iter().zip(&sent) {
+        assert_eq!(d.envelope.id, e.id, "FIFO within a priority");
+        assert_eq!(d.envelope.args, e.args);
+        assert_eq!(d.envelope.task, e.task);
+        assert_eq!((d.envelope.attempts, d.lease.delivery), (1, 1));
+    }
+    assert!(
+        reserve_all(b, "a", 10).is_empty(),
+        "reserved tasks are not delivered twice"
+    );
+    let stats = b.stats().unwrap();
+    assert_eq!(
+        (stats[0].queue.as_str(), stats[0].reserved, stats[0].ready),
+        ("a", 3, 0)
+    );
+    let leases: Vec<Lease> = got.iter().map(|d| d.lease).collect();
+    b.ack(&leases).unwrap();
+    assert!(b.stats().unwrap().is_empty());
+}
+
+pub fn priority_first_then_fifo(f: Fixture) {
+    let b = &*f.backend.broker;
+    let sent: Vec<Envelope> = [0u8, 5, 9, 5, 0].iter().map(|&p| env("p", p)).collect();
+    b.enqueue(&sent).unwrap();
+    let order: Vec<TaskId> = reserve_all(b, "p", 10)
+        .iter()
+        .map(|d| d.envelope.id)
+        .collect();
+    let expect = vec![sent[2].id, sent[1].id, sent[3].id, sent[0].id, sent[4].id];
+    assert_eq!(order, expect);
+    // Across several queues too, one at a time.
+    let more: Vec<Envelope> = vec![env("x", 1), env("y", 7), env("x", 3)];
+    b.enqueue(&more).unwrap();
+    let queues = vec!["x".to_owned(), "y".to_owned()];
+    let one_by_one: Vec<TaskId> = (0..3)
+        .map(|_| {
+            b.reserve(&queues, 1, LEASE, Duration::ZERO).unwrap()[0]
+                .envelope
+                .id
+        })
+        .collect();
+    assert_eq!(one_by_one, vec![more[1].id, more[2].id, more[0].id]);
+}
+
+pub fn queues_are_separate(f: Fixture) {
+    let b = &*f.backend.broker;
+    b.enqueue(&[env("one", 0), env("two", 0), env("two", 0)])
+        .unwrap();
+    assert_eq!(reserve_all(b, "two", 10).len(), 2);
+    assert_eq!(reserve_all(b, "one", 10).len(), 1);
+    assert!(reserve_all(b, "three", 10).is_empty());
+}
+
+pub fn eta_tasks_wait_in_the_broker(f: Fixture) {
+    let b = &*f.backend.broker;
+    let mut e = env("eta", 0);
+    let eta = Timestamp::now() + Duration::from_millis(300);
+    e.eta = Some(eta);
+    b.enqueue(std::slice::from_ref(&e)).unwrap();
+    assert!(reserve_all(b, "eta", 1).is_empty(), "not before its ETA");
+    assert_eq!(b.stats().unwrap()[0].scheduled, 1);
+    let got = b.reserve(&q("eta"), 1, LEASE, LONG).unwrap();
+    assert_eq!(got[0].envelope.id, e.id);
+    assert!(Timestamp::now() >= eta, "delivered before its ETA");
+}
+
+pub fn an_expired_lease_delivers_again(f: Fixture) {
+    let b = &*f.backend.broker;
+    b.enqueue(&[env("lease", 0)]).unwrap();
+    let first = b
+        .reserve(&q("lease"), 1, Duration::from_millis(200), Duration::ZERO)
+        .unwrap();
+    let again = b.reserve(&q("lease"), 1, LEASE, LONG).unwrap();
+    assert_eq!(again.len(), 1, "the task came back after its lease ran out");
+    assert_eq!(again[0].envelope.id, first[0].envelope.id);
+    assert_eq!(again[0].lease.delivery, 2);
+    // The first worker's late ack must not remove the second delivery.
+    b.ack(&[first[0].lease]).unwrap();
+    assert_eq!(b.stats().unwrap()[0].reserved, 1);
+    assert_eq!(
+        b.extend(&[first[0].lease], LEASE).unwrap(),
+        vec![first[0].lease]
+    );
+    b.ack(&[again[0].lease]).unwrap();
+    assert!(b.stats().unwrap().is_empty());
+}
+
+pub fn extend_keeps_a_lease(f: Fixture) {
+    let b = &*f.backend.broker;
+    b.enqueue(&[env("ext", 0)]).unwrap();
+    let d = b
+        .reserve(&q("ext"), 1, Duration::from_millis(300), Duration::ZERO)
+        .unwrap();
+    assert!(b.extend(&[d[0].lease], LEASE).unwrap().is_empty());
+    let none = b
+        .reserve(&q("ext"), 1, LEASE, Duration::from_millis(600))
+        .unwrap();
+    assert!(none.is_empty(), "an extended lease is still held");
+}
+
+pub fn nack_returns_a_task_after_a_delay(f: Fixture) {
+    let b = &*f.backend.broker;
+    b.enqueue(&[env("nack", 0)]).unwrap();
+    let d = reserve_all(b, "nack", 1);
+    let before = Timestamp::now();
+    b.nack(&d[0].lease, Duration::from_millis(300)).unwrap();
+    assert!(reserve_all(b, "nack", 1).is_empty(), "not before its delay");
+    let again = b.reserve(&q("nack"), 1, LEASE, LONG).unwrap();
+    assert_eq!(again[0].envelope.id, d[0].envelope.id);
+    assert_eq!(again[0].envelope.attempts, 2);
+    assert!(Timestamp::now() - before >= Duration::from_millis(290));
+    b.nack(&again[0].lease, Duration::ZERO).unwrap();
+    assert_eq!(
+        reserve_all(b, "nack", 1).len(),
+        1,
+        "a zero delay is ready at once"
+    );
+}
+
+pub fn revoke_pending_running_and_unknown(f: Fixture) {
+    let b = &*f.backend.broker;
+    let (waiting, running) = (env("rv", 0), env("rv", 0));
+    b.enqueue(std::slice::from_ref(&running)).unwrap();
+    let held = reserve_all(b, "rv", 1);
+    b.enqueue(std::slice::from_ref(&waiting)).unwrap();
+    assert_eq!(b.revoke(waiting.id).unwrap(), Revoked::Pending);
+    assert!(
+        reserve_all(b, "rv", 10).is_empty(),
+        "a revoked task is not delivered"
+    );
+    assert_eq!(b.revoke(running.id).unwrap(), Revoked::Running);
+    assert_eq!(
+        b.revoked(&[running.id, waiting.id, TaskId::new()])
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        b.extend(&[held[0].lease], LEASE).unwrap(),
+        vec![held[0].lease],
+        "the worker learns it lost the task"
+    );
+    let later = env("rv", 0);
+    assert_eq!(b.revoke(later.id).unwrap(), Revoked::NotFound);
+    b.enqueue(&[later]).unwrap();
+    assert!(
+        reserve_all(b, "rv", 10).is_empty(),
+        "revoked before it was sent: never delivered"
+    );
+}
+
+pub fn purge_removes_waiting_tasks_only(f: Fixture) {
+    let b = &*f.backend.broker;
+    b.enqueue(&[env("pg", 0)]).unwrap();
+    let held = reserve_all(b, "pg", 1);
+    let mut later = env("pg", 0);
+    later.eta = Some(Timestamp::now() + Duration::from_secs(3600));
+    b.enqueue(&[env("pg", 0), env("pg", 3), later, env("other", 0)])
+        .unwrap();
+    assert_eq!(b.purge("pg").unwrap(), 3);
+    let stats = b.stats().unwrap();
+    let pg = stats.iter().find(|s| s.queue == "pg").unwrap();
+    assert_eq!((pg.ready, pg.scheduled, pg.reserved), (0, 0, 1));
+    b.ack(&[held[0].lease]).unwrap();
+    assert_eq!(b.stats().unwrap().len(), 1, "other queues untouched");
+}
+
+pub fn dead_letters_keep_the_last_failure(f: Fixture) {
+    let b = &*f.backend.broker;
+    let e = env("dl", 0);
+    b.enqueue(std::slice::from_ref(&e)).unwrap();
+    let d = reserve_all(b, "dl", 1);
+    let err = TaskError::new("ValueError", "bad input").with_cause("deeper");
+    b.dead_letter(&d[0].lease, &d[0].envelope, &err).unwrap();
+    assert!(b.stats().unwrap().is_empty());
+    let dead = b.dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].envelope.id, &dead[0].error), (e.id, &err));
+}
+
+pub fn workers_are_listed_while_they_beat(f: Fixture) {
+    let b = &*f.backend.broker;
+    let mut w = WorkerInfo {
+        id: "w1@host.1".into(),
+        host: "host".into(),
+        pid: 1,
+        queues: vec!["a".into()],
+        pool: "threads x2".into(),
+        started: Timestamp::now(),
+        heartbeat: Timestamp::now(),
+        tasks_done: 0,
+        active: 0,
+    };
+    b.heartbeat(&w).unwrap();
+    w.tasks_done = 5;
+    b.heartbeat(&w).unwrap();
+    let seen = b.workers(Duration::from_secs(60)).unwrap();
+    assert_eq!(seen, vec![w.clone()]);
+    let mut old = w.clone();
+    old.id = "old@host.2".into();
+    old.heartbeat = Timestamp::from_millis(Timestamp::now().as_millis() - 3_600_000);
+    b.heartbeat(&old).unwrap();
+    assert_eq!(
+        b.workers(Duration::from_secs(60)).unwrap().len(),
+        1,
+        "stale workers are not listed"
+    );
+    b.unregister(&w.id).unwrap();
+    assert!(b.workers(Duration::from_secs(60)).unwrap().is_empty());
+}
+
+pub fn results_store_get_and_wait(f: Fixture) {
+    let r = f.backend.results.clone();
+    let id = TaskId::new();
+    assert!(r.get(id).unwrap().is_none());
+    r.store(&[record(id, TaskState::Started)]).unwrap();
+    assert_eq!(r.get(id).unwrap().unwrap().state, TaskState::Started);
+    // A waiter returns what it has when the timeout passes...
+    let got = r.wait(id, Duration::from_millis(50)).unwrap().unwrap();
+    assert_eq!(got.state, TaskState::Started);
+    // ...and wakes when another thread stores the final state.
+    let writer = {
+        let r = r.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            r.store(&[record(id, TaskState::Success)]).unwrap();
+        })
+    };
+    let done = r.wait(id, LONG).unwrap().unwrap();
+    writer.join().unwrap();
+    assert_eq!(
+        (done.state, done.value.as_deref()),
+        (TaskState::Success, Some(&b"42"[..]))
+    );
+    let failed = TaskId::new();
+    r.store(&[record(failed, TaskState::Failure)]).unwrap();
+    assert_eq!(r.get(failed).unwrap().unwrap().error.unwrap().kind, "Boom");
+}
+
+pub fn results_expire(f: Fixture) {
+    let r = &*f.backend.results;
+    let (keep, drop_) = (TaskId::new(), TaskId::new());
+    let mut old = record(drop_, TaskState::Success);
+    old.expires = Some(Timestamp::from_millis(Timestamp::now().as_millis() - 1));
+    let mut fresh = record(keep, TaskState::Success);
+    fresh.expires = Some(Timestamp::now() + Duration::from_secs(3600));
+    r.store(&[old, fresh]).unwrap();
+    assert_eq!(r.purge_expired().unwrap(), 1);
+    assert!(r.get(drop_).unwrap().is_none() && r.get(keep).unwrap().is_some());
+}
+
+pub fn counters_are_atomic(f: Fixture) {
+    let r = f.backend.results.clone();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    r.incr("chord:x", 1).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(r.incr("chord:x", 0).unwrap(), 400);
+    assert_eq!(r.incr("chord:x", -400).unwrap(), 0);
+}
+
+pub fn concurrent_consumers_get_every_task_once(f: Fixture) {
+    let b: Arc<dyn Broker> = f.backend.broker.clone();
+    let sent: Vec<Envelope> = (0..3000).map(|i| env("many", (i % 10) as u8)).collect();
+    for chunk in sent.chunks(500) {
+        b.enqueue(chunk).unwrap();
+    }
+    let consumers: Vec<_> = (0..4)
+        .map(|_| {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    let batch = b
+                        .reserve(&q("many"), 64, LEASE, Duration::from_millis(200))
+                        .unwrap();
+                    if batch.is_empty() {
+                        return got;
+                    }
+                    let leases: Vec<Lease> = batch.iter().map(|d| d.lease).collect();
+                    got.extend(batch.into_iter().map(|d| d.envelope.id));
+                    b.ack(&leases).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut all: Vec<TaskId> = consumers
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let unique: HashSet<TaskId> = all.iter().copied().collect();
+    assert_eq!(
+        all.len(),
+        3000,
+        "each task delivered exactly once when every lease is acked"
+    );
+    assert_eq!(unique, sent.iter().map(|e| e.id).collect());
+    all.clear();
+    assert!(b.stats().unwrap().is_empty());
+}
+
+pub fn the_client_sends_and_reads_results(f: Fixture) {
+    let app = App::with_backend(f.backend.clone());
+    let sig = lovage_core::TypedSignature::<i64>::new(
+        Signature::new("conformance.add", &(2, 3), Codec::Json).unwrap(),
+    );
+    let res = app.send(sig).unwrap();
+    assert_eq!(res.state().unwrap(), TaskState::Pending);
+    assert_eq!(
+        res.get(Duration::from_millis(20)).unwrap_err().kind,
+        kinds::TIMEOUT
+    );
+    // Play the worker.
+    let d = reserve_all(&*f.backend.broker, "default", 1);
+    assert_eq!(d[0].envelope.id, res.id());
+    let mut rec = record(res.id(), TaskState::Success);
+    rec.value = Some(b"5".to_vec());
+    f.backend.results.store(&[rec]).unwrap();
+    f.backend.broker.ack(&[d[0].lease]).unwrap();
+    assert_eq!(res.get(LONG).unwrap(), 5);
+    assert_eq!(lovage_core::block_on(res.get_async(LONG)).unwrap(), 5);
+    // Revoking a waiting task records REVOKED for its waiters.
+    let sig = lovage_core::TypedSignature::<i64>::new(
+        Signature::new("conformance.add", &(1, 1), Codec::Json).unwrap(),
+    );
+    let res = app.send(sig).unwrap();
+    assert_eq!(res.revoke().unwrap(), Revoked::Pending);
+    assert_eq!(res.get(LONG).unwrap_err().kind, kinds::REVOKED);
+}
+
+macro_rules! conformance {
+    ($backend:ident, $fixture:expr) => {
+        mod $backend {
+            use super::*;
+            conformance!(@tests $fixture;
+                enqueue_reserve_ack,
+                priority_first_then_fifo,
+                queues_are_separate,
+                eta_tasks_wait_in_the_broker,
+                an_expired_lease_delivers_again,
+                extend_keeps_a_lease,
+                nack_returns_a_task_after_a_delay,
+                revoke_pending_running_and_unknown,
+                purge_removes_waiting_tasks_only,
+                dead_letters_keep_the_last_failure,
+                workers_are_listed_while_they_beat,
+                results_store_get_and_wait,
+                results_expire,
+                counters_are_atomic,
+                concurrent_consumers_get_every_task_once,
+                the_client_sends_and_reads_results,
+            );
+        }
+    };
+    (@tests $fixture:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                super::$test($fixture);
+            }
+        )*
+    };
+}
+
+conformance!(memory, memory());
+conformance!(sqlite, sqlite());

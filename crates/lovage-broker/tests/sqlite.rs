@@ -1,0 +1,141 @@
+//! What only the SQLite backend promises: one file, several processes, refusing files that are
+//! not lovage's, keeping what was enqueued.
+
+use std::time::Duration;
+
+use lovage_broker::sqlite::SqliteBackend;
+use lovage_broker::{connect, Broker, BrokerError, Envelope};
+use lovage_core::{Codec, Signature};
+
+fn env() -> Envelope {
+    Envelope::from_signature(Signature::new("t", &[1], Codec::Json).unwrap())
+}
+
+fn default_queue() -> Vec<String> {
+    vec!["default".to_owned()]
+}
+
+#[test]
+fn enqueued_tasks_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let sent: Vec<Envelope> = (0..100).map(|_| env()).collect();
+    {
+        let b = SqliteBackend::open(&path).unwrap();
+        b.enqueue(&sent).unwrap();
+    }
+    let b = SqliteBackend::open(&path).unwrap();
+    let got = b
+        .reserve(
+            &default_queue(),
+            1000,
+            Duration::from_secs(60),
+            Duration::ZERO,
+        )
+        .unwrap();
+    assert_eq!(got.len(), 100);
+    assert_eq!(got[0].envelope, {
+        let mut e = sent[0].clone();
+        e.attempts = 1;
+        e
+    });
+}
+
+#[test]
+fn a_file_that_is_not_sqlite_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    let text = "these are my notes, not a database\n".repeat(200);
+    std::fs::write(&path, &text).unwrap();
+    let err = SqliteBackend::open(&path).err().expect("refused");
+    assert!(matches!(err, BrokerError::NotLovage { .. }), "{err}");
+    assert!(
+        err.to_string().contains("notes.txt"),
+        "names the file: {err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        text,
+        "the file is untouched"
+    );
+}
+
+#[test]
+fn another_programs_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute_batch("CREATE TABLE customers (id INTEGER); INSERT INTO customers VALUES (1);")
+        .unwrap();
+    drop(other);
+    let err = SqliteBackend::open(&path).err().expect("refused");
+    assert!(err.to_string().contains("refusing to touch it"), "{err}");
+    let check = rusqlite::Connection::open(&path).unwrap();
+    let n: i64 = check
+        .query_row("SELECT count(*) FROM customers", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.db");
+    drop(SqliteBackend::open(&path).unwrap());
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.pragma_update(None, "user_version", 99).unwrap();
+    drop(c);
+    let err = SqliteBackend::open(&path).err().expect("refused");
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[test]
+fn a_missing_directory_is_a_clear_error() {
+    let err = connect("sqlite:///nonexistent-dir-for-lovage/x/broker.db").expect_err("fails");
+    assert!(
+        err.to_string().contains("nonexistent-dir-for-lovage"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_connections_share_the_queue_and_wake_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let producer = SqliteBackend::open(&path).unwrap();
+    let consumer = SqliteBackend::open(&path).unwrap();
+    let sent = env();
+    let id = sent.id;
+    let waiter = std::thread::spawn(move || {
+        consumer
+            .reserve(
+                &default_queue(),
+                1,
+                Duration::from_secs(60),
+                Duration::from_secs(30),
+            )
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    producer.enqueue(&[sent]).unwrap();
+    let got = waiter.join().unwrap();
+    assert_eq!(
+        got.len(),
+        1,
+        "the waiting reserve saw the other connection's commit"
+    );
+    assert_eq!(got[0].envelope.id, id);
+}
+
+#[test]
+fn bad_urls_say_what_is_wrong() {
+    for (url, needle) in [
+        ("lovage.db", "scheme://"),
+        ("postgres://x", "unknown backend"),
+        ("sqlite://", "no file path"),
+    ] {
+        let err = connect(url).expect_err("refused");
+        assert!(err.to_string().contains(needle), "{url}: {err}");
+    }
+}
