@@ -1,0 +1,637 @@
+//! The worker: reserves tasks from a broker, runs them on a thread or process pool, records their
+//! results, retries failures by their policy, and renews the leases of what it runs.
+//!
+//! Three threads share the work:
+//! - the **fetcher** (the caller of [`Worker::run`]) reserves batches, bounded by concurrency +
+//!   prefetch, drops revoked and expired tasks, and hands the rest to the pool;
+//! - the **finisher** collects outcomes as the pool reports them and writes them in batches:
+//!   results first, then acks (a crash between the two runs the task again: at least once);
+//!   failures are retried through the broker with backoff, or dead-lettered;
+//! - the **keeper** renews the leases of running tasks and writes the worker's heartbeat.
+//!
+//! A broker that goes away is retried with backoff, logged once per outage; nothing is dropped.
+
+mod signals;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lovage_broker::{Backend, BrokerError, Delivery, Lease, ResultRecord, Timestamp, WorkerInfo};
+use lovage_core::{kinds, Registry, RetryPolicy, Signature, TaskError, TaskId, TaskState};
+use lovage_pool::{Executor, ProcessPool, ThreadPool};
+
+pub use signals::install_signal_handlers;
+
+/// Which pool runs the task bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// Threads of this process: cheapest, a panic fails only its task.
+    Threads,
+    /// Child processes: a crash fails only its task; hard time limits kill the child.
+    Processes,
+}
+
+impl std::str::FromStr for PoolKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "threads" | "thread" => Ok(PoolKind::Threads),
+            "processes" | "process" | "prefork" => Ok(PoolKind::Processes),
+            other => Err(format!(
+                "unknown pool {other:?} (expected threads or processes)"
+            )),
+        }
+    }
+}
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Queues to consume, in no particular order (priority decides within them).
+    pub queues: Vec<String>,
+    /// Tasks running at once (pool size).
+    pub concurrency: usize,
+    /// Which pool.
+    pub pool: PoolKind,
+    /// Tasks reserved beyond those running, so the pool never waits for the broker.
+    pub prefetch: usize,
+    /// Lease on reserved tasks; renewed every third of it while they run.
+    pub lease: Duration,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// How long a reserve waits for work before checking for shutdown.
+    pub poll: Duration,
+    /// Results are kept this long (None: forever).
+    pub result_ttl: Option<Duration>,
+    /// Name part of the worker id (`name@host.pid`).
+    pub name: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        WorkerConfig {
+            queues: vec![lovage_broker::DEFAULT_QUEUE.to_owned()],
+            concurrency: cpus,
+            pool: PoolKind::Threads,
+            prefetch: cpus * 64,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(2),
+            poll: Duration::from_millis(500),
+            result_ttl: Some(Duration::from_secs(24 * 3600)),
+            name: "worker".into(),
+        }
+    }
+}
+
+/// Asks a running worker to stop: the first request is graceful (finish what runs), the
+/// second immediate (return what runs to the queue and exit).
+#[derive(Clone, Default)]
+pub struct Shutdown(Arc<ShutdownState>);
+
+#[derive(Default)]
+struct ShutdownState {
+    requests: AtomicU64,
+}
+
+impl Shutdown {
+    /// Stop reserving, finish running tasks, then return.
+    pub fn graceful(&self) {
+        let _ = self
+            .0
+            .requests
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Return running tasks to the queue and return at once.
+    pub fn immediate(&self) {
+        self.0.requests.store(2, Ordering::SeqCst);
+    }
+
+    /// One more request: graceful the first time, immediate after.
+    pub fn request(&self) {
+        let n = self.0.requests.fetch_add(1, Ordering::SeqCst);
+        if n >= 2 {
+            self.0.requests.store(2, Ordering::SeqCst);
+        }
+    }
+
+    fn level(&self) -> u64 {
+        self.0.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Tasks that ended SUCCESS.
+    pub succeeded: u64,
+    /// Tasks that ended FAILURE.
+    pub failed: u64,
+    /// Failures sent back for a retry.
+    pub retried: u64,
+    /// Tasks dropped as revoked or expired.
+    pub revoked: u64,
+    /// Tasks handed back to the queue by an immediate shutdown.
+    pub requeued: u64,
+}
+
+struct Running {
+    lease: Lease,
+}
+
+/// State shared by the worker's threads.
+struct Shared {
+    backend: Backend,
+    config: WorkerConfig,
+    id: String,
+    info: Mutex<WorkerInfo>,
+    running: Mutex<HashMap<TaskId, Running>>,
+    /// Signalled when a running task is finished (room for more).
+    room: Condvar,
+    /// Running tasks revoked while they ran: their outcome is recorded REVOKED.
+    revoked_running: Mutex<HashSet<TaskId>>,
+    shutdown: Shutdown,
+    done: AtomicBool,
+    report: Mutex<WorkerReport>,
+    /// Set while the broker is failing, so an outage is logged once.
+    broker_down: AtomicBool,
+}
+
+impl Shared {
+    fn running(&self) -> MutexGuard<'_, HashMap<TaskId, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a broker operation until it succeeds, backing off; gives up only on immediate
+    /// shutdown (the leases then bring the tasks back).
+    fn retry_broker<T>(
+        &self,
+        op: &str,
+        mut f: impl FnMut() -> Result<T, BrokerError>,
+    ) -> Option<T> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match f() {
+                Ok(v) => {
+                    if self.broker_down.swap(false, Ordering::SeqCst) {
+                        tracing::info!(worker = %self.id, "broker is back");
+                    }
+                    return Some(v);
+                }
+                Err(e) => {
+                    if !self.broker_down.swap(true, Ordering::SeqCst) {
+                        tracing::warn!(worker = %self.id, error = %e, "broker {op} failed; retrying with backoff until it answers");
+                    }
+                    if self.shutdown.level() >= 2 {
+                        return None;
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        d: &Delivery,
+        state: TaskState,
+        value: Option<Vec<u8>>,
+        error: Option<TaskError>,
+        started: Option<Timestamp>,
+    ) -> ResultRecord {
+        let now = Timestamp::now();
+        ResultRecord {
+            id: d.envelope.id,
+            task: d.envelope.task.clone(),
+            state,
+            value,
+            codec: d.envelope.codec,
+            error,
+            attempts: d.envelope.attempts,
+            worker: Some(self.id.clone()),
+            started,
+            updated: now,
+            expires: self.config.result_ttl.map(|t| now + t),
+        }
+    }
+}
+
+/// One finished run, on its way from the pool to the finisher.
+struct Outcome {
+    delivery: Delivery,
+    result: Result<Vec<u8>, TaskError>,
+    started: Timestamp,
+}
+
+/// A worker bound to a backend. [`run`](Worker::run) blocks until it is shut down.
+pub struct Worker {
+    shared: Arc<Shared>,
+    executor: Arc<dyn Executor>,
+}
+
+impl Worker {
+    /// A worker with its pool started.
+    pub fn new(backend: Backend, config: WorkerConfig) -> std::io::Result<Worker> {
+        let executor: Arc<dyn Executor> = match config.pool {
+            PoolKind::Threads => Arc::new(
+                ThreadPool::builder()
+                    .workers(config.concurrency)
+                    .thread_name("lovage-task")
+                    .build()?,
+            ),
+            PoolKind::Processes => {
+                Arc::new(ProcessPool::builder().workers(config.concurrency).build()?)
+            }
+        };
+        let host = hostname();
+        let pid = std::process::id();
+        let id = format!("{}@{host}.{pid}", config.name);
+        let now = Timestamp::now();
+        let info = WorkerInfo {
+            id: id.clone(),
+            host,
+            pid,
+            queues: config.queues.clone(),
+            pool: format!(
+                "{} x{}",
+                match config.pool {
+                    PoolKind::Threads => "threads",
+                    PoolKind::Processes => "processes",
+                },
+                config.concurrency
+            ),
+            started: now,
+            heartbeat: now,
+            tasks_done: 0,
+            active: 0,
+        };
+        Ok(Worker {
+            shared: Arc::new(Shared {
+                backend,
+                config,
+                id,
+                info: Mutex::new(info),
+                running: Mutex::new(HashMap::new()),
+                room: Condvar::new(),
+                revoked_running: Mutex::new(HashSet::new()),
+                shutdown: Shutdown::default(),
+                done: AtomicBool::new(false),
+                report: Mutex::new(WorkerReport::default()),
+                broker_down: AtomicBool::new(false),
+            }),
+            executor,
+        })
+    }
+
+    /// The worker's id, `name@host.pid`.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// A handle to stop the worker from another thread (or a signal handler thread).
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shared.shutdown.clone()
+    }
+
+    /// Consumes the queues until shut down; returns counts of what happened.
+    pub fn run(&self) -> WorkerReport {
+        let s = &self.shared;
+        tracing::info!(worker = %s.id, queues = ?s.config.queues, pool = %s.info.lock().unwrap_or_else(|p| p.into_inner()).pool, "worker started");
+        s.retry_broker("heartbeat", || {
+            s.backend
+                .broker
+                .heartbeat(&s.info.lock().unwrap_or_else(|p| p.into_inner()))
+        });
+        let (tx, rx) = mpsc::channel::<Outcome>();
+        let finisher = {
+            let s = s.clone();
+            std::thread::Builder::new()
+                .name("lovage-finisher".into())
+                .spawn(move || finish_loop(&s, rx))
+                .expect("start finisher thread")
+        };
+        let keeper = {
+            let s = s.clone();
+            std::thread::Builder::new()
+                .name("lovage-keeper".into())
+                .spawn(move || keep_loop(&s))
+                .expect("start keeper thread")
+        };
+        self.fetch_loop(&tx);
+        drop(tx);
+        if s.shutdown.level() >= 2 {
+            self.requeue_running();
+        } else {
+            // Graceful: let what runs finish.
+            let mut running = s.running();
+            while !running.is_empty() && s.shutdown.level() < 2 {
+                running = s
+                    .room
+                    .wait_timeout(running, Duration::from_millis(100))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            drop(running);
+            if s.shutdown.level() >= 2 {
+                self.requeue_running();
+            }
+        }
+        s.done.store(true, Ordering::SeqCst);
+        if s.shutdown.level() < 2 {
+            let _ = finisher.join();
+        }
+        let _ = keeper.join();
+        let _ = s.backend.broker.unregister(&s.id);
+        self.executor.shutdown(s.shutdown.level() < 2, true);
+        let report = s.report.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        tracing::info!(worker = %s.id, ?report, "worker stopped");
+        report
+    }
+
+    fn fetch_loop(&self, tx: &mpsc::Sender<Outcome>) {
+        let s = &self.shared;
+        let capacity = s.config.concurrency + s.config.prefetch;
+        while s.shutdown.level() == 0 {
+            let room = {
+                let mut running = s.running();
+                while running.len() >= capacity && s.shutdown.level() == 0 {
+                    running = s
+                        .room
+                        .wait_timeout(running, Duration::from_millis(100))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                capacity.saturating_sub(running.len())
+            };
+            if s.shutdown.level() != 0 {
+                break;
+            }
+            let got = s.retry_broker("reserve", || {
+                s.backend
+                    .broker
+                    .reserve(&s.config.queues, room, s.config.lease, s.config.poll)
+            });
+            let Some(deliveries) = got else { break };
+            if deliveries.is_empty() {
+                continue;
+            }
+            let ids: Vec<TaskId> = deliveries.iter().map(|d| d.envelope.id).collect();
+            let revoked: HashSet<TaskId> = s
+                .retry_broker("revoked", || s.backend.broker.revoked(&ids))
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            let now = Timestamp::now();
+            let mut dropped = Vec::new();
+            for d in deliveries {
+                let expired = d.envelope.expires.is_some_and(|e| e <= now);
+                if revoked.contains(&d.envelope.id) || expired {
+                    let why = if expired {
+                        format!(
+                            "expired at {} before a worker started it",
+                            d.envelope.expires.expect("checked")
+                        )
+                    } else {
+                        "revoked before it started".to_owned()
+                    };
+                    dropped.push((d, why));
+                    continue;
+                }
+                self.start(d, tx);
+            }
+            if !dropped.is_empty() {
+                let records: Vec<ResultRecord> = dropped
+                    .iter()
+                    .map(|(d, why)| {
+                        s.record(
+                            d,
+                            TaskState::Revoked,
+                            None,
+                            Some(TaskError::new(kinds::REVOKED, why.clone())),
+                            None,
+                        )
+                    })
+                    .collect();
+                let leases: Vec<Lease> = dropped.iter().map(|(d, _)| d.lease).collect();
+                s.retry_broker("store results", || s.backend.results.store(&records));
+                s.retry_broker("ack", || s.backend.broker.ack(&leases));
+                s.report.lock().unwrap_or_else(|p| p.into_inner()).revoked += dropped.len() as u64;
+            }
+        }
+    }
+
+    /// Hands a delivery to the pool; its outcome goes to the finisher.
+    fn start(&self, d: Delivery, tx: &mpsc::Sender<Outcome>) {
+        let s = &self.shared;
+        let env = &d.envelope;
+        let mut options = env.options.clone();
+        if let Ok(entry) = Registry::global().get(&env.task) {
+            options = options.merged_over(&(entry.options)());
+        }
+        let sig = Signature {
+            task: env.task.clone(),
+            args: env.args.clone(),
+            codec: env.codec,
+            options,
+        };
+        s.running().insert(env.id, Running { lease: d.lease });
+        tracing::debug!(task_id = %env.id, task = %env.task, attempt = env.attempts, "starting");
+        let started = Timestamp::now();
+        let handle = self.executor.submit_encoded(sig);
+        let tx = tx.clone();
+        handle.add_done_callback(move |result| {
+            let _ = tx.send(Outcome {
+                delivery: d,
+                result: result.clone(),
+                started,
+            });
+        });
+    }
+
+    /// Immediate shutdown: give every running task back to the queue.
+    fn requeue_running(&self) {
+        let s = &self.shared;
+        let leases: Vec<Lease> = s.running().drain().map(|(_, r)| r.lease).collect();
+        for l in &leases {
+            if let Err(e) = s.backend.broker.nack(l, Duration::ZERO) {
+                tracing::warn!(task_id = %l.id, error = %e, "could not requeue; its lease will bring it back");
+            }
+        }
+        s.report.lock().unwrap_or_else(|p| p.into_inner()).requeued += leases.len() as u64;
+        if !leases.is_empty() {
+            tracing::info!(worker = %s.id, count = leases.len(), "requeued running tasks");
+        }
+    }
+}
+
+/// Collects outcomes and writes them in batches.
+fn finish_loop(s: &Shared, rx: mpsc::Receiver<Outcome>) {
+    loop {
+        let first = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(o) => o,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if s.done.load(Ordering::SeqCst) {
+                    return;
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        finish_batch(s, batch);
+    }
+}
+
+fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
+    let mut records = Vec::with_capacity(batch.len());
+    let mut acks = Vec::with_capacity(batch.len());
+    let mut report = WorkerReport::default();
+    let revoked_running: HashSet<TaskId> = {
+        let mut set = s.revoked_running.lock().unwrap_or_else(|p| p.into_inner());
+        batch
+            .iter()
+            .filter_map(|o| set.take(&o.delivery.envelope.id))
+            .collect()
+    };
+    for o in batch {
+        let d = &o.delivery;
+        let env = &d.envelope;
+        let ignore_result = env.options.ignore_result.unwrap_or(false);
+        match o.result {
+            _ if revoked_running.contains(&env.id) => {
+                records.push(s.record(
+                    d,
+                    TaskState::Revoked,
+                    None,
+                    Some(TaskError::new(kinds::REVOKED, "revoked while it ran")),
+                    Some(o.started),
+                ));
+                acks.push(d.lease);
+                report.revoked += 1;
+            }
+            Ok(value) => {
+                if !ignore_result {
+                    records.push(s.record(
+                        d,
+                        TaskState::Success,
+                        Some(value),
+                        None,
+                        Some(o.started),
+                    ));
+                }
+                acks.push(d.lease);
+                report.succeeded += 1;
+            }
+            Err(err) => {
+                let policy = env
+                    .options
+                    .retry
+                    .clone()
+                    .or_else(|| {
+                        Registry::global()
+                            .get(&env.task)
+                            .ok()
+                            .and_then(|e| (e.options)().retry)
+                    })
+                    .unwrap_or(RetryPolicy::retries(0));
+                if policy.should_retry(env.attempts, &err) {
+                    let delay = policy.delay(env.attempts);
+                    tracing::info!(task_id = %env.id, task = %env.task, attempt = env.attempts, error = %err, ?delay, "retrying");
+                    records.push(s.record(d, TaskState::Retry, None, Some(err), Some(o.started)));
+                    s.retry_broker("nack", || s.backend.broker.nack(&d.lease, delay));
+                    report.retried += 1;
+                } else {
+                    tracing::info!(task_id = %env.id, task = %env.task, attempt = env.attempts, error = %err, "failed");
+                    s.retry_broker("dead-letter", || {
+                        s.backend.broker.dead_letter(&d.lease, env, &err)
+                    });
+                    records.push(s.record(d, TaskState::Failure, None, Some(err), Some(o.started)));
+                    report.failed += 1;
+                }
+            }
+        }
+    }
+    s.retry_broker("store results", || s.backend.results.store(&records));
+    s.retry_broker("ack", || s.backend.broker.ack(&acks));
+    let finished: Vec<TaskId> = records
+        .iter()
+        .map(|r| r.id)
+        .chain(acks.iter().map(|l| l.id))
+        .collect();
+    {
+        let mut running = s.running();
+        for id in &finished {
+            running.remove(id);
+        }
+    }
+    s.room.notify_all();
+    let mut total = s.report.lock().unwrap_or_else(|p| p.into_inner());
+    total.succeeded += report.succeeded;
+    total.failed += report.failed;
+    total.retried += report.retried;
+    total.revoked += report.revoked;
+    let done = total.succeeded + total.failed;
+    drop(total);
+    s.info.lock().unwrap_or_else(|p| p.into_inner()).tasks_done = done;
+}
+
+/// Renews leases and writes heartbeats until the worker is done.
+fn keep_loop(s: &Shared) {
+    let tick = (s.config.lease / 3)
+        .min(s.config.heartbeat)
+        .max(Duration::from_millis(10));
+    let mut last_beat = Instant::now();
+    while !s.done.load(Ordering::SeqCst) {
+        std::thread::sleep(tick.min(Duration::from_millis(100)));
+        let due = last_beat.elapsed() >= tick;
+        if !due {
+            continue;
+        }
+        last_beat = Instant::now();
+        let leases: Vec<Lease> = s.running().values().map(|r| r.lease).collect();
+        if !leases.is_empty() {
+            if let Some(lost) = s.retry_broker("extend leases", || {
+                s.backend.broker.extend(&leases, s.config.lease)
+            }) {
+                if !lost.is_empty() {
+                    let ids: Vec<TaskId> = lost.iter().map(|l| l.id).collect();
+                    let revoked = s.backend.broker.revoked(&ids).unwrap_or_default();
+                    let mut set = s.revoked_running.lock().unwrap_or_else(|p| p.into_inner());
+                    for id in revoked {
+                        tracing::info!(task_id = %id, "revoked while running; its result will be discarded");
+                        set.insert(id);
+                    }
+                }
+            }
+        }
+        let info = {
+            let mut info = s.info.lock().unwrap_or_else(|p| p.into_inner());
+            info.heartbeat = Timestamp::now();
+            info.active = leases.len() as u64;
+            info.clone()
+        };
+        s.retry_broker("heartbeat", || s.backend.broker.heartbeat(&info));
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

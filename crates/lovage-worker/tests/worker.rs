@@ -1,0 +1,260 @@
+//! A worker running against real backends (memory and SQLite) in this process.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use lovage_broker::{connect, App, Backend, Revoked};
+use lovage_core::{kinds, Codec, Signature, TaskId, TaskState, TypedSignature};
+use lovage_macros::task;
+use lovage_worker::{PoolKind, Worker, WorkerConfig};
+
+const LONG: Duration = Duration::from_secs(30);
+
+#[task(crate = lovage_core)]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[task(crate = lovage_core)]
+fn fails(msg: String) -> Result<(), String> {
+    Err(msg)
+}
+
+/// Calls per key, so tests running in parallel threads count separately.
+static FLAKY_CALLS: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());
+
+#[task(crate = lovage_core, max_retries = 3, retry_backoff = "10ms", retry_jitter = false)]
+fn flaky(key: String) -> Result<u32, String> {
+    let n = {
+        let mut calls = FLAKY_CALLS.lock().unwrap();
+        let n = calls.entry(key).or_insert(0);
+        *n += 1;
+        *n
+    };
+    if n < 3 {
+        Err(format!("failure {n}"))
+    } else {
+        Ok(n)
+    }
+}
+
+#[task(crate = lovage_core, max_retries = 1, retry_backoff = "10ms", retry_jitter = false)]
+fn always_fails() -> Result<(), String> {
+    Err("never works".into())
+}
+
+#[task(crate = lovage_core)]
+fn sleepy(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+struct Running {
+    app: App,
+    backend: Backend,
+    shutdown: lovage_worker::Shutdown,
+    thread: Option<std::thread::JoinHandle<lovage_worker::WorkerReport>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Running {
+    fn stop(mut self) -> lovage_worker::WorkerReport {
+        self.shutdown.graceful();
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn start(backend: Backend, dir: Option<tempfile::TempDir>, concurrency: usize) -> Running {
+    let config = WorkerConfig {
+        concurrency,
+        prefetch: 8,
+        pool: PoolKind::Threads,
+        poll: Duration::from_millis(50),
+        lease: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let worker = Worker::new(backend.clone(), config).unwrap();
+    let shutdown = worker.shutdown_handle();
+    let thread = std::thread::spawn(move || worker.run());
+    Running {
+        app: App::with_backend(backend.clone()),
+        backend,
+        shutdown,
+        thread: Some(thread),
+        _dir: dir,
+    }
+}
+
+fn memory_worker() -> Running {
+    start(
+        connect(&format!("memory://worker-{}", TaskId::new())).unwrap(),
+        None,
+        2,
+    )
+}
+
+fn sqlite_worker() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = connect(&format!("sqlite://{}", dir.path().join("w.db").display())).unwrap();
+    start(backend, Some(dir), 2)
+}
+
+fn untyped<R: serde::de::DeserializeOwned>(
+    task: &str,
+    args: &impl serde::Serialize,
+) -> TypedSignature<R> {
+    TypedSignature::new(Signature::new(task, args, Codec::Json).unwrap())
+}
+
+fn runs_tasks_and_records_results(w: Running) {
+    let results: Vec<_> = (0..200)
+        .map(|i| w.app.send(add::s(i, 1)).unwrap())
+        .collect();
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.get(LONG).unwrap(), i as i64 + 1);
+        assert_eq!(r.state().unwrap(), TaskState::Success);
+    }
+    let rec = results[0].record().unwrap().unwrap();
+    assert!(rec.worker.unwrap().starts_with("worker@"));
+    assert_eq!(rec.attempts, 1);
+    let report = w.stop();
+    assert_eq!(report.succeeded, 200);
+}
+
+fn failures_are_recorded_and_dead_lettered(w: Running) {
+    let r = w.app.send(fails::s("it went wrong".into())).unwrap();
+    let err = r.get(LONG).unwrap_err();
+    assert_eq!(
+        (err.kind.as_str(), err.message.as_str()),
+        (kinds::FAILED, "it went wrong")
+    );
+    assert_eq!(r.state().unwrap(), TaskState::Failure);
+    let dead = w.backend.broker.dead_letters(10).unwrap();
+    assert_eq!(dead[0].envelope.id, r.id());
+    // The worker is still serving.
+    assert_eq!(w.app.send(add::s(1, 1)).unwrap().get(LONG).unwrap(), 2);
+    w.stop();
+}
+
+fn bad_input_fails_the_task_not_the_worker(w: Running) {
+    let unknown = w
+        .app
+        .send(untyped::<i64>("nobody.registered.this", &[1]))
+        .unwrap();
+    let err = unknown.get(LONG).unwrap_err();
+    assert_eq!(err.kind, kinds::UNKNOWN_TASK);
+    assert!(
+        err.message.contains("worker::add"),
+        "lists the registered tasks: {err}"
+    );
+    let wrong_args = w.app.send(untyped::<i64>(add::NAME, &("one", 2))).unwrap();
+    let err = wrong_args.get(LONG).unwrap_err();
+    assert_eq!(err.kind, kinds::CODEC, "{err}");
+    assert!(
+        err.message.contains("arguments of task worker::add"),
+        "{err}"
+    );
+    assert_eq!(w.app.send(add::s(2, 2)).unwrap().get(LONG).unwrap(), 4);
+    w.stop();
+}
+
+fn retries_follow_the_policy(w: Running) {
+    let r = w.app.send(flaky::s(TaskId::new().to_string())).unwrap();
+    assert_eq!(r.get(LONG).unwrap(), 3, "third attempt succeeds");
+    assert_eq!(r.record().unwrap().unwrap().attempts, 3);
+    let r = w.app.send(always_fails::s()).unwrap();
+    let err = r.get(LONG).unwrap_err();
+    assert_eq!(err.message, "never works");
+    assert_eq!(
+        r.record().unwrap().unwrap().attempts,
+        2,
+        "one try plus one retry"
+    );
+    let report = w.stop();
+    assert_eq!(report.retried, 3);
+}
+
+fn revoked_and_expired_tasks_do_not_run(w: Running) {
+    // Keep both workers busy so the next tasks wait in the broker.
+    let busy: Vec<_> = (0..2)
+        .map(|_| w.app.send(sleepy::s(300)).unwrap())
+        .collect();
+    let mut later = Vec::new();
+    for _ in 0..3 {
+        later.push(
+            w.app
+                .send(add::s(1, 2).countdown(Duration::from_millis(200)))
+                .unwrap(),
+        );
+    }
+    assert_eq!(later[0].revoke().unwrap(), Revoked::Pending);
+    let expired = w
+        .app
+        .send(
+            add::s(5, 5)
+                .countdown(Duration::from_millis(200))
+                .expires(Duration::from_millis(50)),
+        )
+        .unwrap();
+    assert_eq!(later[0].get(LONG).unwrap_err().kind, kinds::REVOKED);
+    assert_eq!(expired.get(LONG).unwrap_err().kind, kinds::REVOKED);
+    assert!(expired.get(LONG).unwrap_err().message.contains("expired"));
+    assert_eq!(later[1].get(LONG).unwrap(), 3);
+    for b in busy {
+        b.get(LONG).unwrap();
+    }
+    w.stop();
+}
+
+fn graceful_shutdown_finishes_running_tasks(w: Running) {
+    let r = w.app.send(sleepy::s(300)).unwrap();
+    while w
+        .backend
+        .broker
+        .stats()
+        .unwrap()
+        .iter()
+        .all(|s| s.reserved == 0)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let report = w.stop();
+    assert_eq!(report.succeeded, 1);
+    assert_eq!(r.get(Duration::ZERO).unwrap(), 300);
+}
+
+macro_rules! worker_tests {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+            #[test]
+            fn runs_tasks_and_records_results() {
+                super::runs_tasks_and_records_results($make)
+            }
+            #[test]
+            fn failures_are_recorded_and_dead_lettered() {
+                super::failures_are_recorded_and_dead_lettered($make)
+            }
+            #[test]
+            fn bad_input_fails_the_task_not_the_worker() {
+                super::bad_input_fails_the_task_not_the_worker($make)
+            }
+            #[test]
+            fn retries_follow_the_policy() {
+                super::retries_follow_the_policy($make)
+            }
+            #[test]
+            fn revoked_and_expired_tasks_do_not_run() {
+                super::revoked_and_expired_tasks_do_not_run($make)
+            }
+            #[test]
+            fn graceful_shutdown_finishes_running_tasks() {
+                super::graceful_shutdown_finishes_running_tasks($make)
+            }
+        }
+    };
+}
+
+worker_tests!(memory, memory_worker());
+worker_tests!(sqlite, sqlite_worker());
