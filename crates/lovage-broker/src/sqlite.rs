@@ -253,7 +253,7 @@ impl SqliteBackend {
         let now = Timestamp::now();
         let until = (now + lease).as_millis();
         self.write("reserve", |tx| {
-            tx.prepare_cached("UPDATE tasks SET state = 0 WHERE state IN (1, 2) AND due <= ?1")?
+            tx.prepare_cached("UPDATE tasks SET state = 0 WHERE state != 0 AND due <= ?1")?
                 .execute([now.as_millis()])?;
             // Per queue, the best candidates by index; then the best of them all.
             let mut candidates: Vec<(i64, i64)> = Vec::new();
@@ -284,7 +284,7 @@ impl SqliteBackend {
                 });
             }
             let next_due: Option<i64> = tx
-                .prepare_cached("SELECT min(due) FROM tasks WHERE state IN (1, 2)")?
+                .prepare_cached("SELECT min(due) FROM tasks WHERE state != 0")?
                 .query_row([], |r| r.get(0))?;
             Ok((out, next_due.map(Timestamp::from_millis)))
         })

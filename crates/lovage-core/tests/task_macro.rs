@@ -42,6 +42,11 @@ async fn double_later(v: u64) -> u64 {
 #[task(crate = lovage_core)]
 fn nothing() {}
 
+#[task(crate = lovage_core)]
+fn greet(name: String, greeting: Option<String>) -> String {
+    format!("{}, {name}", greeting.unwrap_or_else(|| "hello".into()))
+}
+
 fn run<R: serde::de::DeserializeOwned>(
     sig: lovage_core::TypedSignature<R>,
 ) -> Result<R, TaskError> {
@@ -132,6 +137,31 @@ fn arguments_decode_from_a_sequence_or_a_map_and_bad_ones_fail_clearly() {
         .call_blocking(br#"["one", 2]"#, Codec::Json)
         .unwrap_err();
     assert!(e.message.contains("invalid type"), "{e}");
+}
+
+#[test]
+fn trailing_option_arguments_may_be_left_out() {
+    let entry = Registry::global().get(greet::NAME).unwrap();
+    assert_eq!(
+        entry.call_blocking(br#"["ann"]"#, Codec::Json).unwrap(),
+        br#""hello, ann""#
+    );
+    assert_eq!(
+        entry
+            .call_blocking(br#"["bo", "hi"]"#, Codec::Json)
+            .unwrap(),
+        br#""hi, bo""#
+    );
+    assert_eq!(
+        entry
+            .call_blocking(br#"{"name": "cy"}"#, Codec::Json)
+            .unwrap(),
+        br#""hello, cy""#
+    );
+    assert!(
+        entry.call_blocking(br#"[]"#, Codec::Json).is_err(),
+        "required ones may not"
+    );
 }
 
 #[test]

@@ -323,6 +323,16 @@ fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
         }
     };
     let args_struct = format_ident!("__{}Args", "Task");
+    // Trailing `Option` parameters may be left out of a positional argument list.
+    let arg_attrs: Vec<TokenStream2> = arg_types
+        .iter()
+        .map(|t| match t {
+            Type::Path(tp) if tp.path.segments.last().is_some_and(|s| s.ident == "Option") => {
+                quote!(#[serde(default)])
+            }
+            _ => quote!(),
+        })
+        .collect();
     let body = quote! {
         let #args_struct { #(#arg_names),* } = codec.decode(args, #what_args)?;
         let out = #call;
@@ -390,7 +400,7 @@ fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
 
             #[derive(#krate::__private::serde::Deserialize)]
             #[serde(crate = #serde_path, deny_unknown_fields)]
-            struct #args_struct { #(#arg_names: #arg_types),* }
+            struct #args_struct { #(#arg_attrs #arg_names: #arg_types),* }
 
             #invoke_fn
 

@@ -159,9 +159,33 @@ struct Shared {
     report: Mutex<WorkerReport>,
     /// Set while the broker is failing, so an outage is logged once.
     broker_down: AtomicBool,
+    /// Moving average of a task's run time, in microseconds (0: none measured yet).
+    avg_run_us: AtomicU64,
 }
 
+/// Reserve about this much work beyond what runs: enough that the pool never waits for the
+/// broker, little enough that one worker does not hoard slow tasks other workers could start.
+const PREFETCH_WORK: Duration = Duration::from_millis(20);
+
 impl Shared {
+    /// How many tasks to hold beyond the running ones, from the measured task run time.
+    fn prefetch(&self) -> usize {
+        let avg = self.avg_run_us.load(Ordering::Relaxed);
+        // No measurement yet (0): hold one extra task per slot.
+        let per_slot = (PREFETCH_WORK.as_micros() as u64)
+            .checked_div(avg)
+            .map_or(1, |n| n.max(1) as usize);
+        let adaptive = per_slot * self.config.concurrency;
+        adaptive.min(self.config.prefetch)
+    }
+
+    fn observe_run(&self, took: Duration) {
+        let us = took.as_micros().max(1) as u64;
+        let old = self.avg_run_us.load(Ordering::Relaxed);
+        let new = if old == 0 { us } else { (old * 7 + us) / 8 };
+        self.avg_run_us.store(new.max(1), Ordering::Relaxed);
+    }
+
     fn running(&self) -> MutexGuard<'_, HashMap<TaskId, Running>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -283,6 +307,7 @@ impl Worker {
                 done: AtomicBool::new(false),
                 report: Mutex::new(WorkerReport::default()),
                 broker_down: AtomicBool::new(false),
+                avg_run_us: AtomicU64::new(0),
             }),
             executor,
         })
@@ -355,8 +380,8 @@ impl Worker {
 
     fn fetch_loop(&self, tx: &mpsc::Sender<Outcome>) {
         let s = &self.shared;
-        let capacity = s.config.concurrency + s.config.prefetch;
         while s.shutdown.level() == 0 {
+            let capacity = s.config.concurrency + s.prefetch();
             let room = {
                 let mut running = s.running();
                 while running.len() >= capacity && s.shutdown.level() == 0 {
@@ -378,6 +403,10 @@ impl Worker {
             });
             let Some(deliveries) = got else { break };
             if deliveries.is_empty() {
+                if s.running().is_empty() {
+                    // Idle: what we measured may not fit the next tasks, so start cautious.
+                    s.avg_run_us.store(0, Ordering::Relaxed);
+                }
                 continue;
             }
             let ids: Vec<TaskId> = deliveries.iter().map(|d| d.envelope.id).collect();
@@ -471,6 +500,7 @@ impl Worker {
 
 /// Collects outcomes and writes them in batches.
 fn finish_loop(s: &Shared, rx: mpsc::Receiver<Outcome>) {
+    let mut last_batch = Instant::now();
     loop {
         let first = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(o) => o,
@@ -488,6 +518,13 @@ fn finish_loop(s: &Shared, rx: mpsc::Receiver<Outcome>) {
                 Ok(o) => batch.push(o),
                 Err(_) => break,
             }
+        }
+        // Time per task per slot, from the rate tasks finish while the worker is busy (a long
+        // idle gap says nothing about task length, so it is not counted).
+        let gap = last_batch.elapsed();
+        last_batch = Instant::now();
+        if gap < Duration::from_secs(1) {
+            s.observe_run(gap * s.config.concurrency as u32 / batch.len() as u32);
         }
         finish_batch(s, batch);
     }

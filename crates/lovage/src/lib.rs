@@ -27,9 +27,13 @@
 // Lets `#[task]` (which names `::lovage`) work inside this crate too.
 extern crate self as lovage;
 
+pub use lovage_broker::{
+    connect, App, AsyncResult, Backend, Broker, BrokerError, Envelope, ResultRecord, ResultStore,
+    Revoked, Timestamp, DEFAULT_URL,
+};
 pub use lovage_core::{
-    block_on, kinds, parse_duration, Codec, CodecError, Message, Registry, RetryPolicy, Signature,
-    TaskEntry, TaskError, TaskId, TaskOptions, TaskState, TypedSignature, WIRE_VERSION,
+    block_on, kinds, parse_duration, Codec, CodecError, Dispatch, Message, Registry, RetryPolicy,
+    Signature, TaskEntry, TaskError, TaskId, TaskOptions, TaskState, TypedSignature, WIRE_VERSION,
 };
 pub use lovage_macros::task;
 pub use lovage_pool::{
@@ -38,6 +42,10 @@ pub use lovage_pool::{
 };
 
 pub mod builtins;
+
+/// The worker: consume a broker, run tasks on a pool.
+pub use lovage_worker as worker;
+pub use lovage_worker::{PoolKind, Worker, WorkerConfig};
 pub mod workloads;
 
 /// The process pool's entry point: call it first in `main`.

@@ -1,15 +1,29 @@
-//! Command-line parsing and dispatch; each subcommand lives in its own module.
+//! Command-line parsing and dispatch; each group of subcommands lives in its own module, and
+//! every result people compare goes through `output`.
 
 mod bench_pool;
+mod bench_queue;
+mod client;
+mod demo;
+mod map;
 mod output;
+mod procs;
+mod worker;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use lovage::App;
 
-/// lovage: work distribution in one binary — thread and process pools, task queues, workflows.
+/// lovage: work distribution in one binary — thread and process pools, a task queue with an
+/// embedded broker, workers.
+///
+/// Start with `lovage demo`. A queue in three commands:
+///   lovage worker &                                  # consume ./lovage.db
+///   lovage submit lovage.shell '[["uname", "-a"]]'   # prints the task id
+///   lovage result ID --wait                          # prints the output
 #[derive(Debug, Parser)]
-#[command(name = "lovage", version, about, long_about = None)]
+#[command(name = "lovage", version, about, verbatim_doc_comment)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,27 +31,137 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Measure lovage on this machine.
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    /// The queue on this machine in one command: a temporary SQLite broker, two worker
+    /// processes, the seeds' workloads sent through it, a table of results.
+    Demo(demo::DemoArgs),
+    /// Consume queues and run tasks until SIGTERM/SIGINT (a second signal requeues what runs).
+    Worker(worker::WorkerArgs),
+    /// Send a task: `lovage submit lovage.shell '[["echo", "hi"]]' --wait`.
+    Submit(client::SubmitArgs),
+    /// Show a task's state.
+    Status(client::IdArgs),
+    /// Print a task's result as JSON (exit 1 if it failed, 3 if not finished).
+    Result(client::ResultArgs),
+    /// Revoke a task: a waiting one never runs; a running one's result is discarded.
+    Revoke(client::IdArgs),
+    /// Remove every waiting task from a queue.
+    Purge(client::PurgeArgs),
+    /// Queue lengths: ready, scheduled (ETA or retry delay) and reserved by workers.
+    Queues(client::ListArgs),
+    /// Workers with a recent heartbeat.
+    Workers(client::ListArgs),
+    /// Run a file of shell commands (one per line, or - for stdin) on the workers.
+    Map(map::MapArgs),
     /// List the tasks this binary has registered.
     Tasks {
         /// Print one JSON array instead of a list.
         #[arg(long)]
         json: bool,
     },
+    /// Measure lovage on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Thread pool and process pool: no-op throughput (vs rayon) and the seeds' CPU workloads.
     Pool(bench_pool::Args),
+    /// The queue end to end with worker processes: enqueue rate, throughput, latency.
+    Queue(bench_queue::Args),
+}
+
+/// The broker every queue command talks to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// Broker URL: sqlite://PATH (one file, no server) or memory://NAME (this process only).
+    #[arg(long, short = 'b', env = "LOVAGE_BROKER", default_value = lovage::DEFAULT_URL, global = true)]
+    broker: String,
+}
+
+impl BrokerArgs {
+    /// Opens the broker, or fails with a message naming it.
+    pub fn app(&self) -> Result<App, Exit> {
+        App::connect(&self.broker).map_err(|e| Exit::failed(e.to_string()))
+    }
+}
+
+/// How a command ends when it does not succeed: an exit code and a message for stderr.
+#[derive(Debug)]
+pub struct Exit {
+    code: u8,
+    message: String,
+}
+
+impl Exit {
+    /// Bad input from the user: exit 2.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Exit {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// The command ran and failed: exit 1.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Exit {
+            code: 1,
+            message: message.into(),
+        }
+    }
+
+    /// Any other exit code.
+    pub fn code(code: u8, message: impl Into<String>) -> Self {
+        Exit {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Exit {
+    fn from(e: anyhow::Error) -> Self {
+        Exit::failed(format!("{e:#}"))
+    }
+}
+
+fn init_logging(default: &str) {
+    let level = std::env::var("LOVAGE_LOG").unwrap_or_else(|_| default.to_owned());
+    let filter = match level.to_ascii_lowercase().as_str() {
+        "off" => tracing::level_filters::LevelFilter::OFF,
+        "error" => tracing::level_filters::LevelFilter::ERROR,
+        "warn" => tracing::level_filters::LevelFilter::WARN,
+        "debug" => tracing::level_filters::LevelFilter::DEBUG,
+        "trace" => tracing::level_filters::LevelFilter::TRACE,
+        _ => tracing::level_filters::LevelFilter::INFO,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(if matches!(cli.command, Command::Worker(_)) {
+        "info"
+    } else {
+        "warn"
+    });
     let result = match cli.command {
-        Command::Bench(BenchCommand::Pool(args)) => bench_pool::run(args),
+        Command::Demo(a) => demo::run(a),
+        Command::Worker(a) => worker::run(a),
+        Command::Submit(a) => client::submit(a),
+        Command::Status(a) => client::status(a),
+        Command::Result(a) => client::result(a),
+        Command::Revoke(a) => client::revoke(a),
+        Command::Purge(a) => client::purge(a),
+        Command::Queues(a) => client::queues(a),
+        Command::Workers(a) => client::workers(a),
+        Command::Map(a) => map::run(a),
+        Command::Bench(BenchCommand::Pool(a)) => bench_pool::run(a).map_err(Exit::from),
+        Command::Bench(BenchCommand::Queue(a)) => bench_queue::run(a),
         Command::Tasks { json } => {
             let names = lovage::Registry::global().names();
             if json {
@@ -53,8 +177,8 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lovage: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("lovage: {}", e.message);
+            ExitCode::from(e.code)
         }
     }
 }

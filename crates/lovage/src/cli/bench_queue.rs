@@ -1,0 +1,163 @@
+//! `lovage bench queue`: the distributed queue measured end to end with real worker processes.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use lovage::{App, Codec, Signature};
+use serde_json::{json, Map, Value};
+
+use super::demo::send_and_wait;
+use super::output::{si, Table};
+use super::procs::WorkerProcesses;
+use super::Exit;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Broker URL; default: a fresh SQLite file in a temporary directory.
+    #[arg(long, env = "LOVAGE_BENCH_BROKER")]
+    broker: Option<String>,
+    /// No-op tasks in the throughput run.
+    #[arg(long, default_value_t = 100_000)]
+    tasks: usize,
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Threads per worker process.
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
+    /// Sequential submit→result round trips for the latency figures.
+    #[arg(long, default_value_t = 1000)]
+    round_trips: usize,
+    /// Print one JSON object with every figure as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn noop() -> Signature {
+    Signature::new("lovage.noop", &[0u8; 0], Codec::Json).expect("encodes")
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub fn run(a: Args) -> Result<(), Exit> {
+    let dir = tempfile::Builder::new()
+        .prefix("lovage-bench-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let url = a
+        .broker
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let app = App::connect(&url).context("opening the broker")?;
+
+    // Enqueue alone: batches of 1000 into a queue no worker reads, then purged.
+    let n = a.tasks.max(1);
+    let mut batch = Vec::with_capacity(1000);
+    let start = Instant::now();
+    for i in 0..n {
+        let mut sig = noop();
+        sig.options.queue = Some("lovage-bench-enqueue".into());
+        batch.push(sig);
+        if batch.len() == 1000 || i + 1 == n {
+            app.send_batch(std::mem::take(&mut batch))
+                .context("enqueueing")?;
+        }
+    }
+    let enqueue_per_s = n as f64 / start.elapsed().as_secs_f64();
+    app.backend()
+        .broker
+        .purge("lovage-bench-enqueue")
+        .context("purging")?;
+
+    let concurrency = a.concurrency.to_string();
+    let mut workers = WorkerProcesses::start(a.workers, &url, &["--concurrency", &concurrency])?;
+    workers.wait_registered(&app, a.workers, Duration::from_secs(30))?;
+    // Warm up: workers' pools and caches, the broker's pages.
+    let (_, _, failures) = send_and_wait(&app, "warm-up", (0..200).map(|_| noop()).collect())?;
+    if !failures.is_empty() {
+        return Err(Exit::failed(format!(
+            "warm-up tasks failed: {}",
+            failures[0]
+        )));
+    }
+
+    // End to end: enqueue every task, wait for every result.
+    let (wall, _, failures) = send_and_wait(&app, "no-op", (0..n).map(|_| noop()).collect())?;
+    if !failures.is_empty() {
+        return Err(Exit::failed(format!(
+            "{} tasks failed, e.g. {}",
+            failures.len(),
+            failures[0]
+        )));
+    }
+    let end_to_end_per_s = n as f64 / wall.as_secs_f64();
+
+    // Latency: one task at a time, submit → result.
+    let mut lat = Vec::with_capacity(a.round_trips);
+    for _ in 0..a.round_trips.max(1) {
+        let t = Instant::now();
+        let id = app.send_signature(noop()).context("sending")?;
+        let rec = app
+            .backend()
+            .results
+            .wait(id, Duration::from_secs(60))
+            .context("waiting")?;
+        if !rec.is_some_and(|r| r.state.is_final()) {
+            return Err(Exit::failed("a latency round trip timed out after 60 s"));
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    workers.stop();
+    lat.sort_by(|x, y| x.total_cmp(y));
+    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+
+    let shown_url = if a.broker.is_some() {
+        url.clone()
+    } else {
+        "sqlite://<temp>/bench.db".into()
+    };
+    println!(
+        "lovage bench queue: {shown_url}, {} worker processes x {} threads, {n} no-op tasks, {} round trips",
+        a.workers, a.concurrency, a.round_trips
+    );
+    let mut t = Table::new(&[("measure", false), ("figure", true)]);
+    t.row(vec![
+        "enqueue (batches of 1000)".into(),
+        format!("{} tasks/s", si(enqueue_per_s)),
+    ]);
+    t.row(vec![
+        "end to end, results stored".into(),
+        format!("{} tasks/s", si(end_to_end_per_s)),
+    ]);
+    t.row(vec![
+        "submit→result latency p50".into(),
+        format!("{p50:.2} ms"),
+    ]);
+    t.row(vec![
+        "submit→result latency p99".into(),
+        format!("{p99:.2} ms"),
+    ]);
+    print!("{}", t.render());
+    if a.json {
+        let mut m = Map::new();
+        m.insert("broker".into(), json!(shown_url));
+        m.insert("workers".into(), json!(a.workers));
+        m.insert("concurrency".into(), json!(a.concurrency));
+        m.insert("tasks".into(), json!(n));
+        m.insert("enqueue_per_s".into(), json!(enqueue_per_s.round()));
+        m.insert("end_to_end_per_s".into(), json!(end_to_end_per_s.round()));
+        m.insert(
+            "p50_latency_ms".into(),
+            json!((p50 * 1000.0).round() / 1000.0),
+        );
+        m.insert(
+            "p99_latency_ms".into(),
+            json!((p99 * 1000.0).round() / 1000.0),
+        );
+        println!("{}", Value::Object(m));
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! `lovage demo`: the whole queue on one machine, with nothing to install — an embedded SQLite
+//! broker in a temporary directory, two worker processes, the seeds' workloads sent through it.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use lovage::workloads::{fib, pi, primes, split_range};
+use lovage::{App, Codec, Signature, TaskId, TaskState};
+use serde::Serialize;
+
+use super::output::{secs, si, Table};
+use super::procs::WorkerProcesses;
+use super::Exit;
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Worker processes to start.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// No-op tasks in the throughput phase.
+    #[arg(long, default_value_t = 20_000)]
+    tasks: usize,
+    /// Small sizes: a smoke run of a few seconds.
+    #[arg(long)]
+    quick: bool,
+}
+
+/// Sends `calls` in one batch and waits for every result with a progress bar.
+/// Returns the wall time from sending to the last result, the ids, and the failures.
+pub fn send_and_wait(
+    app: &App,
+    label: &str,
+    calls: Vec<Signature>,
+) -> anyhow::Result<(Duration, Vec<TaskId>, Vec<String>)> {
+    let bar = ProgressBar::new(calls.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>10} {bar:40} {pos}/{len} ({elapsed})")
+            .expect("valid template"),
+    );
+    bar.set_message(label.to_owned());
+    let start = Instant::now();
+    let ids = app.send_batch(calls).context("sending tasks")?;
+    let failures = wait_all(app, &ids, &bar)?;
+    let took = start.elapsed();
+    bar.finish_and_clear();
+    Ok((took, ids, failures))
+}
+
+/// Waits for every id, ticking `bar`; returns a line per task that did not succeed.
+pub fn wait_all(app: &App, ids: &[TaskId], bar: &ProgressBar) -> anyhow::Result<Vec<String>> {
+    let mut failures = Vec::new();
+    for id in ids {
+        let rec = app.backend().results.wait(*id, Duration::from_secs(600))?;
+        bar.inc(1);
+        match rec {
+            Some(r) if r.state == TaskState::Success => {}
+            Some(r) => failures.push(format!(
+                "{id}: {} {}",
+                r.state,
+                r.error.map(|e| e.to_string()).unwrap_or_default()
+            )),
+            None => failures.push(format!("{id}: no result within 10 minutes")),
+        }
+    }
+    Ok(failures)
+}
+
+/// Sum of the decoded `u64` results of `ids`.
+fn sum_results(app: &App, ids: &[TaskId]) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for id in ids {
+        total += app
+            .result::<u64>(*id)
+            .get(Duration::from_secs(600))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(total)
+}
+
+fn call<A: Serialize>(task: &str, args: &A) -> Signature {
+    Signature::new(task, args, Codec::Json).expect("arguments encode")
+}
+
+struct Phase {
+    name: &'static str,
+    what: String,
+    tasks: usize,
+    wall: Duration,
+    serial: Option<Duration>,
+}
+
+pub fn run(a: DemoArgs) -> Result<(), Exit> {
+    let dir = tempfile::Builder::new()
+        .prefix("lovage-demo-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let app = App::connect(&url).context("opening the demo broker")?;
+    println!("lovage demo: broker {url}, {} worker processes", a.workers);
+    let mut workers = WorkerProcesses::start(a.workers, &url, &["--concurrency", "1"])?;
+    workers.wait_registered(&app, a.workers, Duration::from_secs(30))?;
+    println!("workers up: pids {:?}\n", workers.pids());
+
+    let quick = a.quick;
+    let mut phases = Vec::new();
+
+    // 1. Throughput: many tiny tasks.
+    let n = if quick { 500 } else { a.tasks };
+    let (wall, _) = timed_phase(
+        &app,
+        "no-op",
+        (0..n).map(|_| call("lovage.noop", &[0u8; 0])).collect(),
+    )?;
+    phases.push(Phase {
+        name: "no-op",
+        what: format!("{n} empty tasks, results stored"),
+        tasks: n,
+        wall,
+        serial: None,
+    });
+
+    // 2. Primes by trial division, 64 ranges.
+    let (lo, hi) = if quick {
+        (10_000_000, 10_050_000)
+    } else {
+        (10_000_000, 14_000_000)
+    };
+    let t = Instant::now();
+    let expect = primes::count_primes(lo, hi);
+    let serial = t.elapsed();
+    let ranges = split_range(lo, hi, 64);
+    let (wall, ids) = timed_phase(
+        &app,
+        "primes",
+        ranges.iter().map(|r| call("lovage.primes", r)).collect(),
+    )?;
+    verify("primes", expect, sum_results(&app, &ids)?)?;
+    phases.push(Phase {
+        name: "primes",
+        what: format!("{expect} primes in [{lo}, {hi})"),
+        tasks: ranges.len(),
+        wall,
+        serial: Some(serial),
+    });
+
+    // 3. Monte Carlo π, 64 independent streams.
+    let per = if quick { 20_000 } else { 8_000_000 };
+    let t = Instant::now();
+    let expect: u64 = (0..64).map(|seed| pi::pi_hits(seed, per)).sum();
+    let serial = t.elapsed();
+    let (wall, ids) = timed_phase(
+        &app,
+        "pi",
+        (0..64u64)
+            .map(|seed| call("lovage.pi", &(seed, per)))
+            .collect(),
+    )?;
+    verify("pi", expect, sum_results(&app, &ids)?)?;
+    phases.push(Phase {
+        name: "pi",
+        what: format!(
+            "π ≈ {:.6} from {} samples",
+            pi::estimate(expect, 64 * per),
+            64 * per
+        ),
+        tasks: 64,
+        wall,
+        serial: Some(serial),
+    });
+
+    // 4. Naive fib, many calls.
+    let (nfib, calls) = if quick { (20u32, 8usize) } else { (35, 32) };
+    let t = Instant::now();
+    let expect: u64 = (0..calls)
+        .map(|_| fib::fib(std::hint::black_box(nfib)))
+        .sum();
+    let serial = t.elapsed();
+    let (wall, ids) = timed_phase(
+        &app,
+        "fib",
+        (0..calls).map(|_| call("lovage.fib", &[nfib])).collect(),
+    )?;
+    verify("fib", expect, sum_results(&app, &ids)?)?;
+    phases.push(Phase {
+        name: "fib",
+        what: format!("fib({nfib}) x {calls}"),
+        tasks: calls,
+        wall,
+        serial: Some(serial),
+    });
+
+    workers.stop();
+
+    let mut t = Table::new(&[
+        ("phase", false),
+        ("tasks", true),
+        ("wall", true),
+        ("tasks/s", true),
+        ("serial", true),
+        ("speed-up", true),
+        ("what", false),
+    ]);
+    for p in &phases {
+        t.row(vec![
+            p.name.into(),
+            p.tasks.to_string(),
+            secs(p.wall.as_secs_f64()),
+            si(p.tasks as f64 / p.wall.as_secs_f64()),
+            p.serial.map_or("-".into(), |s| secs(s.as_secs_f64())),
+            p.serial.map_or("-".into(), |s| {
+                format!("{:.2}x", s.as_secs_f64() / p.wall.as_secs_f64())
+            }),
+            p.what.clone(),
+        ]);
+    }
+    print!("{}", t.render());
+    println!("\nserial = the same work in this process on one core; speed-up = serial / wall through the queue.");
+    Ok(())
+}
+
+/// Sends, waits, and fails if any task failed.
+fn timed_phase(
+    app: &App,
+    label: &str,
+    calls: Vec<Signature>,
+) -> anyhow::Result<(Duration, Vec<TaskId>)> {
+    let (took, ids, failures) = send_and_wait(app, label, calls)?;
+    check(&failures)?;
+    Ok((took, ids))
+}
+
+fn check(failures: &[String]) -> anyhow::Result<()> {
+    if let Some(first) = failures.first() {
+        anyhow::bail!("{} task(s) failed, e.g. {first}", failures.len());
+    }
+    Ok(())
+}
+
+fn verify(name: &str, expect: u64, got: u64) -> anyhow::Result<()> {
+    if expect != got {
+        anyhow::bail!("{name}: the queue computed {got}, serial computed {expect}");
+    }
+    Ok(())
+}

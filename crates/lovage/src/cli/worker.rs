@@ -1,0 +1,50 @@
+//! `lovage worker`: consume queues until SIGTERM/SIGINT.
+
+use lovage::{PoolKind, Worker, WorkerConfig};
+
+use super::{BrokerArgs, Exit};
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// Queues to consume, comma-separated.
+    #[arg(long, short = 'Q', default_value = "default", value_delimiter = ',')]
+    queues: Vec<String>,
+    /// Tasks run at once (threads or child processes); default: the number of CPUs.
+    #[arg(long, short = 'c')]
+    concurrency: Option<usize>,
+    /// Where task bodies run: threads (cheapest) or processes (a crash or a hard time limit
+    /// kills only that task's child).
+    #[arg(long, short = 'P', default_value = "threads")]
+    pool: PoolKind,
+    /// Tasks reserved ahead of those running; default 64 per slot.
+    #[arg(long)]
+    prefetch: Option<usize>,
+    /// Lease on reserved tasks (renewed while they run); a dead worker's tasks come back after it.
+    #[arg(long, default_value = "30s", value_parser = lovage::parse_duration)]
+    lease: std::time::Duration,
+    /// Name in the worker id (name@host.pid).
+    #[arg(long, short = 'n', default_value = "worker")]
+    name: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
+}
+
+pub fn run(a: WorkerArgs) -> Result<(), Exit> {
+    let app = a.broker.app()?;
+    let mut config = WorkerConfig {
+        queues: a.queues,
+        pool: a.pool,
+        lease: a.lease,
+        name: a.name,
+        ..Default::default()
+    };
+    if let Some(c) = a.concurrency {
+        config.concurrency = c.max(1);
+    }
+    config.prefetch = a.prefetch.unwrap_or(config.concurrency * 64);
+    let worker = Worker::new(app.backend().clone(), config)
+        .map_err(|e| Exit::failed(format!("cannot start the worker's pool: {e}")))?;
+    lovage::worker::install_signal_handlers(worker.shutdown_handle());
+    worker.run();
+    Ok(())
+}
