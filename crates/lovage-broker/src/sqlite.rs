@@ -79,6 +79,34 @@ CREATE TABLE workers (id TEXT PRIMARY KEY, info TEXT NOT NULL, heartbeat INTEGER
 /// How long a revoked id is remembered.
 const REVOKE_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
+/// Puts the database in WAL mode (a setting stored in the file). Two processes opening a new
+/// file at once may collide on this switch, which does not wait for the busy timeout; retry.
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let mut attempt = 0;
+    loop {
+        let mode: rusqlite::Result<String> =
+            conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0));
+        match mode {
+            Ok(m) if m.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(m) => {
+                return Err(rusqlite::Error::InvalidParameterName(format!(
+                    "the file stays in journal mode {m:?}"
+                )))
+            }
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && attempt < 200 =>
+            {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The SQLite backend: a broker and a result store in one file.
 pub struct SqliteBackend {
     path: PathBuf,
@@ -108,8 +136,7 @@ impl SqliteBackend {
         let app_id: i32 = conn
             .query_row("PRAGMA application_id", [], |r| r.get(0))
             .map_err(|e| not_lovage(e.to_string()))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| open_err(format!("cannot switch to WAL mode: {e}")))?;
+        set_wal(&conn).map_err(|e| open_err(format!("cannot switch to WAL mode: {e}")))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| open_err(e.to_string()))?;
         let backend = SqliteBackend {

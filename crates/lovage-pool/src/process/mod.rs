@@ -114,8 +114,8 @@ pub(crate) struct Config {
 struct Queue {
     jobs: VecDeque<Arc<dyn ProcJob>>,
     shutdown: bool,
-    /// Supervisors waiting for work, whose children are idle.
-    idle_slots: usize,
+    /// Supervisors with requests in flight; the others' children are idle (or not started).
+    busy_slots: usize,
 }
 
 pub(crate) struct Shared {
@@ -132,30 +132,39 @@ impl Shared {
     }
 
     /// Takes up to `max` jobs, at most a fair share of the queue so other children get work.
-    /// With `block`, waits for work; `None` means shut down with nothing queued.
-    fn take(&self, max: usize, block: bool) -> Option<Vec<Arc<dyn ProcJob>>> {
+    /// With `block` (the caller is idle), waits for work; `None` means shut down with nothing
+    /// queued. `busy` is the caller's own mark in the count of busy supervisors.
+    fn take(&self, max: usize, block: bool, busy: &mut bool) -> Option<Vec<Arc<dyn ProcJob>>> {
         let mut q = self.lock();
         if block {
-            q.idle_slots += 1;
+            if *busy {
+                q.busy_slots -= 1;
+                *busy = false;
+            }
             while q.jobs.is_empty() && !q.shutdown {
                 q = self.cond.wait(q).unwrap_or_else(|p| p.into_inner());
             }
-            q.idle_slots -= 1;
         }
         if q.jobs.is_empty() {
             return if q.shutdown { None } else { Some(Vec::new()) };
         }
-        // A busy child prefetches only what idle children would not start at once.
+        // A busy child prefetches only what the idle children would not start at once.
+        let idle = self.workers - q.busy_slots;
         let available = if block {
             q.jobs.len()
         } else {
-            q.jobs.len().saturating_sub(q.idle_slots)
+            q.jobs.len().saturating_sub(idle)
         };
         if available == 0 {
             return Some(Vec::new());
         }
         let share = available.div_ceil(self.workers).clamp(1, max);
-        Some(q.jobs.drain(..share).collect())
+        let taken: Vec<_> = q.jobs.drain(..share).collect();
+        if !*busy {
+            q.busy_slots += 1;
+            *busy = true;
+        }
+        Some(taken)
     }
 
     fn set_pid(&self, index: usize, pid: Option<u32>) {
@@ -242,7 +251,7 @@ impl ProcessPoolBuilder {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 shutdown: false,
-                idle_slots: 0,
+                busy_slots: 0,
             }),
             cond: Condvar::new(),
             config: Config {

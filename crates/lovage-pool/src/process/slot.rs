@@ -51,6 +51,8 @@ pub(crate) struct Slot {
     seq: u64,
     /// Moving average of one request's run time, to size batches.
     avg_service: Option<Duration>,
+    /// Counted among the busy supervisors (see `Shared::take`).
+    busy: bool,
 }
 
 impl Slot {
@@ -66,6 +68,7 @@ impl Slot {
             inbuf: Vec::with_capacity(64 * 1024),
             seq: 0,
             avg_service: None,
+            busy: false,
         }
     }
 
@@ -124,7 +127,10 @@ impl Slot {
             }
         }
         if jobs.is_empty() {
-            match self.shared.take(room, idle && self.resend.is_empty()) {
+            match self
+                .shared
+                .take(room, idle && self.resend.is_empty(), &mut self.busy)
+            {
                 None => return !idle,
                 Some(taken) => jobs.extend(taken.into_iter().filter(|j| j.try_start())),
             }

@@ -1,0 +1,398 @@
+//! The queue through the `lovage` binary, with real worker processes on an SQLite file.
+
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lovage::{App, Codec, Signature, TaskState};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lovage");
+
+struct Env {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("q.db").display());
+        Env { dir, url }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("LOVAGE_BROKER", &self.url)
+            .env("LOVAGE_LOG", "warn");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn worker(&self, extra: &[&str]) -> WorkerChild {
+        let mut args = vec!["worker", "--concurrency", "2"];
+        args.extend_from_slice(extra);
+        WorkerChild(self.cmd(&args).stdout(Stdio::null()).spawn().unwrap())
+    }
+
+    fn app(&self) -> App {
+        App::connect(&self.url).unwrap()
+    }
+}
+
+/// A worker process that is killed if the test ends (or fails) without stopping it.
+struct WorkerChild(Child);
+
+impl Drop for WorkerChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for WorkerChild {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WorkerChild {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn term(child: &mut Child) -> std::process::ExitStatus {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn malformed_arguments_are_refused_before_enqueue() {
+    let env = Env::new();
+    let out = env.run(&["submit", "lovage.echo", "[1, 2"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("ARGS is not valid JSON") && err.contains("column"),
+        "{err}"
+    );
+    let out = env.run(&["submit", "lovage.echo", r#"{"value": 1}"#]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("must be a JSON array"));
+    let out = env.run(&["submit", "lovage.echo", "[1]", "--kwargs", "{}"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = env.run(&["submit", "lovage.echo", "[1]", "--eta", "next tuesday"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = env.run(&["queues", "--json"]);
+    assert_eq!(text(&out.stdout).trim(), "[]", "nothing was enqueued");
+}
+
+#[test]
+fn a_file_that_is_not_a_broker_is_a_clear_error() {
+    let env = Env::new();
+    let notes = env.dir.path().join("notes.txt");
+    std::fs::write(
+        &notes,
+        "not a database at all, just some words\n".repeat(100),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "queues",
+            "--broker",
+            &format!("sqlite://{}", notes.display()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not a lovage broker database") && err.contains("notes.txt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn submit_a_shell_job_and_get_its_output_back() {
+    let env = Env::new();
+    let mut worker = env.worker(&[]);
+    let out = env.run(&[
+        "submit",
+        "lovage.shell",
+        r#"[["echo", "hello from a worker"]]"#,
+        "--wait",
+        "--timeout",
+        "60s",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("hello from a worker") && stdout.contains("\"exit_code\": 0"),
+        "{stdout}"
+    );
+
+    // A failing command: exit 1, the reason on stderr.
+    let out = env.run(&[
+        "submit",
+        "lovage.shell",
+        r#"[["sh", "-c", "echo oops >&2; exit 3"]]"#,
+        "--wait",
+        "--timeout",
+        "60s",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("FAILURE") && err.contains("exited with code 3") && err.contains("oops"),
+        "{err}"
+    );
+
+    // Fire and forget, then status and result by id.
+    let out = env.run(&["submit", "lovage.echo", r#"[{"k": [1, 2]}]"#]);
+    let id = text(&out.stdout).trim().to_owned();
+    let out = env.run(&["result", &id, "--wait", "--timeout", "60s"]);
+    assert!(out.status.success());
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text(&out.stdout)).unwrap(),
+        serde_json::json!({"k": [1, 2]})
+    );
+    let out = env.run(&["status", &id, "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(status["state"], "SUCCESS");
+
+    // An unknown task fails with the registered names; the worker lives on.
+    let out = env.run(&["submit", "no.such.task", "[]", "--wait", "--timeout", "60s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("lovage.shell"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Arguments of the wrong type fail with the decode error.
+    let out = env.run(&[
+        "submit",
+        "lovage.sleep",
+        r#"["soon"]"#,
+        "--wait",
+        "--timeout",
+        "60s",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("CodecError"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = env.run(&["workers", "--json"]);
+    let workers: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(workers.as_array().unwrap().len(), 1);
+    let out = env.run(&["result", &uuid_like(), "--broker", &env.url]);
+    assert_eq!(out.status.code(), Some(3), "an unknown id is not finished");
+
+    assert!(term(&mut worker).success(), "SIGTERM: clean exit");
+    let out = env.run(&["workers", "--json"]);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "[]",
+        "a stopped worker unregisters"
+    );
+}
+
+fn uuid_like() -> String {
+    lovage::TaskId::new().to_string()
+}
+
+#[test]
+fn map_runs_a_file_of_commands_and_sums_up_failures() {
+    let env = Env::new();
+    let mut worker = env.worker(&[]);
+    let file = env.dir.path().join("jobs.txt");
+    let mut f = std::fs::File::create(&file).unwrap();
+    writeln!(f, "# a comment\necho one\n\necho two\nfalse\necho three").unwrap();
+    let out = env.run(&["map", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        "one\ntwo\nthree\n",
+        "outputs in input order"
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("4 command(s): 3 succeeded, 1 failed") && err.contains("line 5: false"),
+        "{err}"
+    );
+    term(&mut worker);
+}
+
+#[test]
+fn graceful_stop_finishes_the_running_task() {
+    let env = Env::new();
+    let mut worker = env.worker(&[]);
+    let app = env.app();
+    let id = app
+        .send_signature(Signature::new("lovage.sleep", &[1.0], Codec::Json).unwrap())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app
+        .backend()
+        .broker
+        .stats()
+        .unwrap()
+        .iter()
+        .all(|s| s.reserved == 0)
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(term(&mut worker).success());
+    assert_eq!(
+        app.backend().results.get(id).unwrap().unwrap().state,
+        TaskState::Success
+    );
+}
+
+#[test]
+fn a_second_signal_requeues_the_running_task() {
+    let env = Env::new();
+    let mut worker = env.worker(&[]);
+    let app = env.app();
+    let id = app
+        .send_signature(Signature::new("lovage.sleep", &[30.0], Codec::Json).unwrap())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app
+        .backend()
+        .broker
+        .stats()
+        .unwrap()
+        .iter()
+        .all(|s| s.reserved == 0)
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(200));
+    term(&mut worker);
+    let stats = app.backend().broker.stats().unwrap();
+    assert_eq!(
+        (stats[0].ready, stats[0].reserved),
+        (1, 0),
+        "the task is back in the queue: {stats:?}"
+    );
+    assert!(app
+        .backend()
+        .results
+        .get(id)
+        .unwrap()
+        .is_none_or(|r| !r.state.is_final()));
+}
+
+#[test]
+fn a_process_pool_worker_enforces_hard_time_limits() {
+    let env = Env::new();
+    let mut worker = env.worker(&["--pool", "processes"]);
+    let out = env.run(&[
+        "submit",
+        "lovage.sleep",
+        "[30]",
+        "--time-limit",
+        "300ms",
+        "--wait",
+        "--timeout",
+        "60s",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("TimeLimitExceeded"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = env.run(&["submit", "lovage.echo", "[7]", "--wait", "--timeout", "60s"]);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "7",
+        "the pool replaced the killed child"
+    );
+    assert!(term(&mut worker).success());
+}
+
+/// Two workers, 2,000 tasks, one worker killed with -9 again and again (and restarted): every
+/// task ends SUCCESS, none lost, none missing.
+#[test]
+fn chaos_killing_workers_loses_nothing() {
+    let env = Env::new();
+    let lease = ["--lease", "1s"];
+    let mut workers = vec![env.worker(&lease), env.worker(&lease)];
+    let app = env.app();
+    let calls = (0..2000).map(|_| Signature::new("lovage.sleep", &[0.002], Codec::Json).unwrap());
+    let ids = app.send_batch(calls).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut kills = 0;
+    loop {
+        let done = ids
+            .iter()
+            .filter(|id| {
+                app.backend()
+                    .results
+                    .get(**id)
+                    .unwrap()
+                    .is_some_and(|r| r.state == TaskState::Success)
+            })
+            .count();
+        if done == ids.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {} tasks finished",
+            ids.len()
+        );
+        if kills < 8 {
+            let victim = &mut workers[kills % 2];
+            victim.kill().unwrap(); // SIGKILL
+            victim.wait().unwrap();
+            kills += 1;
+            workers[(kills - 1) % 2] = env.worker(&lease);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        kills >= 1,
+        "the run finished before any worker was killed; make it longer"
+    );
+    for id in &ids {
+        let r = app.backend().results.get(*id).unwrap().unwrap();
+        assert_eq!(r.state, TaskState::Success, "{id}");
+    }
+    let stats = app.backend().broker.stats().unwrap();
+    assert!(
+        stats
+            .iter()
+            .all(|s| s.ready + s.reserved + s.scheduled == 0),
+        "nothing left behind: {stats:?}"
+    );
+    for w in &mut workers {
+        term(w);
+    }
+}
