@@ -19,7 +19,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 2)]
     workers: usize,
     /// No-op tasks in the throughput phase.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 100_000)]
     tasks: usize,
     /// Small sizes: a smoke run of a few seconds.
     #[arg(long)]
@@ -120,16 +120,16 @@ pub fn run(a: DemoArgs) -> Result<(), Exit> {
         serial: None,
     });
 
-    // 2. Primes by trial division, 64 ranges.
+    // 2. Primes by trial division, 128 ranges.
     let (lo, hi) = if quick {
         (10_000_000, 10_050_000)
     } else {
-        (10_000_000, 14_000_000)
+        (10_000_000, 24_000_000)
     };
     let t = Instant::now();
     let expect = primes::count_primes(lo, hi);
     let serial = t.elapsed();
-    let ranges = split_range(lo, hi, 64);
+    let ranges = split_range(lo, hi, 128);
     let (wall, ids) = timed_phase(
         &app,
         "primes",
@@ -145,7 +145,7 @@ pub fn run(a: DemoArgs) -> Result<(), Exit> {
     });
 
     // 3. Monte Carlo π, 64 independent streams.
-    let per = if quick { 20_000 } else { 8_000_000 };
+    let per = if quick { 20_000 } else { 16_000_000 };
     let t = Instant::now();
     let expect: u64 = (0..64).map(|seed| pi::pi_hits(seed, per)).sum();
     let serial = t.elapsed();
@@ -170,7 +170,7 @@ pub fn run(a: DemoArgs) -> Result<(), Exit> {
     });
 
     // 4. Naive fib, many calls.
-    let (nfib, calls) = if quick { (20u32, 8usize) } else { (35, 32) };
+    let (nfib, calls) = if quick { (20u32, 8usize) } else { (35, 64) };
     let t = Instant::now();
     let expect: u64 = (0..calls)
         .map(|_| fib::fib(std::hint::black_box(nfib)))
