@@ -18,6 +18,8 @@ pub mod kinds {
     pub const WORKER_LOST: &str = "WorkerLost";
     /// The task ran past its hard time limit and was killed.
     pub const TIME_LIMIT_EXCEEDED: &str = "TimeLimitExceeded";
+    /// The task ran past its soft time limit and stopped when asked.
+    pub const SOFT_TIME_LIMIT_EXCEEDED: &str = "SoftTimeLimitExceeded";
     /// Waiting for the result took longer than the caller allowed; the task may still finish.
     pub const TIMEOUT: &str = "Timeout";
     /// No task is registered under the requested name.

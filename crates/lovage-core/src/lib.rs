@@ -3,6 +3,7 @@
 //! The layers above (pools, brokers, workers) all speak these types. Most users reach them
 //! through the `lovage` crate.
 
+pub mod cancel;
 pub mod codec;
 pub mod dispatch;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod retry;
 pub mod signature;
 pub mod state;
 
+pub use cancel::{check_cancelled, is_cancelled, CancelReason, CancelToken};
 pub use codec::{Codec, CodecError, WIRE_VERSION};
 pub use dispatch::Dispatch;
 pub use error::{kinds, TaskError};

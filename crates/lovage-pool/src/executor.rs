@@ -1,6 +1,7 @@
 //! What both pools can do with a registered task, so code (and the queue worker) can take either.
 
-use lovage_core::{Registry, Signature, TaskError, TypedSignature};
+use lovage_core::cancel::with_token;
+use lovage_core::{CancelToken, Registry, Signature, TaskError, TypedSignature};
 use serde::de::DeserializeOwned;
 
 use crate::handle::TaskHandle;
@@ -15,7 +16,14 @@ use crate::thread::ThreadPool;
 pub trait Executor: Send + Sync {
     /// Runs a registered task call; the handle yields its result still encoded with the
     /// signature's codec.
-    fn submit_encoded(&self, sig: Signature) -> TaskHandle<Vec<u8>>;
+    fn submit_encoded(&self, sig: Signature) -> TaskHandle<Vec<u8>> {
+        self.submit_cancellable(sig, CancelToken::new())
+    }
+
+    /// Like [`submit_encoded`](Self::submit_encoded), with a token that asks the task to stop:
+    /// in a thread pool the task sees it through `lovage::check_cancelled()`; in a process pool
+    /// a revoke kills the child and a soft time limit is signalled to it.
+    fn submit_cancellable(&self, sig: Signature, token: CancelToken) -> TaskHandle<Vec<u8>>;
 
     /// Number of workers (threads or child processes).
     fn workers(&self) -> usize;
@@ -31,8 +39,8 @@ pub trait Executor: Send + Sync {
 }
 
 impl Executor for ThreadPool {
-    fn submit_encoded(&self, sig: Signature) -> TaskHandle<Vec<u8>> {
-        self.submit_fallible(move || run_registered(&sig))
+    fn submit_cancellable(&self, sig: Signature, token: CancelToken) -> TaskHandle<Vec<u8>> {
+        self.submit_fallible(move || with_token(&token, || run_registered(&sig)))
     }
 
     fn workers(&self) -> usize {
@@ -58,8 +66,8 @@ impl Executor for ThreadPool {
 }
 
 impl Executor for ProcessPool {
-    fn submit_encoded(&self, sig: Signature) -> TaskHandle<Vec<u8>> {
-        self.submit_raw(sig)
+    fn submit_cancellable(&self, sig: Signature, token: CancelToken) -> TaskHandle<Vec<u8>> {
+        self.submit_raw_cancellable(sig, Some(token))
     }
 
     fn workers(&self) -> usize {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Trial};
-use lovage_core::{kinds, Codec, Signature, TypedSignature};
+use lovage_core::{kinds, CancelReason, CancelToken, Codec, Signature, TypedSignature};
 use lovage_macros::task;
 use lovage_pool::{as_completed, Executor, ProcessPool, ThreadPool};
 
@@ -64,6 +64,19 @@ fn noisy(x: u32) -> u32 {
     println!("stdout text that must not corrupt a reply frame {x}");
     eprintln!("stderr text from the child {x}");
     x
+}
+
+/// Sleeps in small steps, stopping when asked; returns the steps taken.
+#[task(crate = lovage_core)]
+fn polite(max_ms: u64) -> Result<u64, lovage_core::TaskError> {
+    let start = Instant::now();
+    let mut steps = 0;
+    while start.elapsed() < Duration::from_millis(max_ms) {
+        lovage_core::check_cancelled()?;
+        std::thread::sleep(Duration::from_millis(5));
+        steps += 1;
+    }
+    Ok(steps)
 }
 
 static INIT_VALUE: AtomicU64 = AtomicU64::new(0);
@@ -143,8 +156,58 @@ fn check_executor<E: Executor>(pool: &E) {
 }
 
 fn both_pools_run_registered_tasks_through_one_trait() {
-    check_executor(&ThreadPool::new(2));
+    let threads = ThreadPool::new(2);
+    // A thread-pool task sees its token through the thread-local, at once.
+    let token = CancelToken::new();
+    token.cancel(CancelReason::SoftTimeLimit);
+    let err = threads
+        .submit_cancellable(polite::s(60_000).into_signature(), token)
+        .result()
+        .unwrap_err();
+    assert_eq!(err.kind, kinds::SOFT_TIME_LIMIT_EXCEEDED);
+    check_executor(&threads);
     check_executor(&pool(2));
+}
+
+fn wait_running<T: Send + 'static>(h: &lovage_pool::TaskHandle<T>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !h.running() {
+        assert!(Instant::now() < deadline, "never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Running in the parent's view; give the child a moment to be inside the task.
+    std::thread::sleep(Duration::from_millis(50));
+}
+
+fn cancel_tokens_kill_on_revoke_and_signal_soft_limits() {
+    let p = pool(1);
+    let first = p.submit(pid::s()).result().unwrap();
+    // Soft limit: the child is signalled, the task sees it and stops; the child lives on.
+    let token = CancelToken::new();
+    let h = p.submit_raw_cancellable(polite::s(120_000).into_signature(), Some(token.clone()));
+    wait_running(&h);
+    token.cancel(CancelReason::SoftTimeLimit);
+    let err = h.result().unwrap_err();
+    assert_eq!(err.kind, kinds::SOFT_TIME_LIMIT_EXCEEDED, "{err}");
+    assert_eq!(
+        p.submit(pid::s()).result().unwrap(),
+        first,
+        "same child after a soft limit"
+    );
+    // A later task in the same child is not affected by the earlier signal.
+    assert!(p.submit(polite::s(30)).result().unwrap() > 0);
+    // Revoke: the child running it is killed, the task fails Revoked, the pool goes on.
+    let token = CancelToken::new();
+    let h = p.submit_raw_cancellable(sleep_ms::s(120_000).into_signature(), Some(token.clone()));
+    wait_running(&h);
+    token.cancel(CancelReason::Revoked);
+    let err = h.result().unwrap_err();
+    assert_eq!(err.kind, kinds::REVOKED, "{err}");
+    assert_ne!(
+        p.submit(pid::s()).result().unwrap(),
+        first,
+        "a new child after a revoke"
+    );
 }
 
 fn every_kind_of_child_death_fails_one_task_and_the_next_succeeds() {
@@ -439,6 +502,7 @@ fn main() {
         submit_and_map_return_results,
         long_tasks_spread_over_idle_children,
         both_pools_run_registered_tasks_through_one_trait,
+        cancel_tokens_kill_on_revoke_and_signal_soft_limits,
         every_kind_of_child_death_fails_one_task_and_the_next_succeeds,
         a_panic_is_an_error_and_the_child_lives,
         a_child_killed_from_outside_fails_its_task_only,

@@ -20,7 +20,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lovage_broker::{Backend, BrokerError, Delivery, Lease, ResultRecord, Timestamp, WorkerInfo};
-use lovage_core::{kinds, Registry, RetryPolicy, Signature, TaskError, TaskId, TaskState};
+use lovage_core::{
+    kinds, CancelReason, CancelToken, Registry, RetryPolicy, Signature, TaskError, TaskId,
+    TaskState,
+};
 use lovage_pool::{Executor, ProcessPool, ThreadPool};
 
 pub use signals::install_signal_handlers;
@@ -141,6 +144,10 @@ pub struct WorkerReport {
 
 struct Running {
     lease: Lease,
+    /// Cancelled when the task is revoked while running or passes its soft time limit.
+    token: CancelToken,
+    started: Instant,
+    soft_time_limit: Option<Duration>,
 }
 
 /// State shared by the worker's threads.
@@ -166,6 +173,9 @@ struct Shared {
 /// Reserve about this much work beyond what runs: enough that the pool never waits for the
 /// broker, little enough that one worker does not hoard slow tasks other workers could start.
 const PREFETCH_WORK: Duration = Duration::from_millis(20);
+
+/// How often a worker deletes results past their TTL.
+const RESULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Shared {
     /// How many tasks to hold beyond the running ones, from the measured task run time.
@@ -468,10 +478,19 @@ impl Worker {
             codec: env.codec,
             options,
         };
-        s.running().insert(env.id, Running { lease: d.lease });
+        let token = CancelToken::new();
+        s.running().insert(
+            env.id,
+            Running {
+                lease: d.lease,
+                token: token.clone(),
+                started: Instant::now(),
+                soft_time_limit: sig.options.soft_time_limit,
+            },
+        );
         tracing::debug!(task_id = %env.id, task = %env.task, attempt = env.attempts, "starting");
         let started = Timestamp::now();
-        let handle = self.executor.submit_encoded(sig);
+        let handle = self.executor.submit_cancellable(sig, token);
         let tx = tx.clone();
         handle.add_done_callback(move |result| {
             let _ = tx.send(Outcome {
@@ -629,8 +648,17 @@ fn keep_loop(s: &Shared) {
         .min(s.config.heartbeat)
         .max(Duration::from_millis(10));
     let mut last_beat = Instant::now();
+    let mut last_purge = Instant::now();
     while !s.done.load(Ordering::SeqCst) {
         std::thread::sleep(tick.min(Duration::from_millis(100)));
+        for r in s.running().values() {
+            if r.soft_time_limit.is_some_and(|l| r.started.elapsed() >= l)
+                && !r.token.is_cancelled()
+            {
+                tracing::info!(task_id = %r.lease.id, "soft time limit passed; asking the task to stop");
+                r.token.cancel(CancelReason::SoftTimeLimit);
+            }
+        }
         let due = last_beat.elapsed() >= tick;
         if !due {
             continue;
@@ -645,8 +673,12 @@ fn keep_loop(s: &Shared) {
                     let ids: Vec<TaskId> = lost.iter().map(|l| l.id).collect();
                     let revoked = s.backend.broker.revoked(&ids).unwrap_or_default();
                     let mut set = s.revoked_running.lock().unwrap_or_else(|p| p.into_inner());
+                    let running = s.running();
                     for id in revoked {
-                        tracing::info!(task_id = %id, "revoked while running; its result will be discarded");
+                        tracing::info!(task_id = %id, "revoked while running: cancelling it");
+                        if let Some(r) = running.get(&id) {
+                            r.token.cancel(CancelReason::Revoked);
+                        }
                         set.insert(id);
                     }
                 }
@@ -659,6 +691,18 @@ fn keep_loop(s: &Shared) {
             info.clone()
         };
         s.retry_broker("heartbeat", || s.backend.broker.heartbeat(&info));
+        if last_purge.elapsed() >= RESULT_PURGE_INTERVAL {
+            last_purge = Instant::now();
+            match s.backend.results.purge_expired() {
+                Ok(n) if n > 0 => {
+                    tracing::debug!(worker = %s.id, purged = n, "expired results deleted")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(worker = %s.id, error = %e, "could not delete expired results")
+                }
+            }
+        }
     }
 }
 

@@ -44,6 +44,28 @@ fn always_fails() -> Result<(), String> {
     Err("never works".into())
 }
 
+/// Keys of cooperative tasks that saw their cancel token and stopped early.
+static STOPPED_EARLY: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Works in small steps for up to `max_ms`, checking between them whether to stop.
+#[task(crate = lovage_core)]
+fn cooperative(key: String, max_ms: u64) -> Result<u64, lovage_core::TaskError> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(max_ms) {
+        if let Err(e) = lovage_core::check_cancelled() {
+            STOPPED_EARLY.lock().unwrap().push(key);
+            return Err(e);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(max_ms)
+}
+
+#[task(crate = lovage_core, soft_time_limit = "200ms")]
+fn slow_but_polite(key: String) -> Result<u64, lovage_core::TaskError> {
+    cooperative(key, 120_000)
+}
+
 #[task(crate = lovage_core)]
 fn sleepy(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
@@ -224,35 +246,68 @@ fn graceful_shutdown_finishes_running_tasks(w: Running) {
     assert_eq!(r.get(Duration::ZERO).unwrap(), 300);
 }
 
+fn wait_until_reserved(w: &Running) {
+    let deadline = std::time::Instant::now() + LONG;
+    while w
+        .backend
+        .broker
+        .stats()
+        .unwrap()
+        .iter()
+        .all(|s| s.reserved == 0)
+    {
+        assert!(std::time::Instant::now() < deadline, "never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn revoking_a_running_task_cancels_it(w: Running) {
+    let key = TaskId::new().to_string();
+    let r = w.app.send(cooperative::s(key.clone(), 120_000)).unwrap();
+    wait_until_reserved(&w);
+    assert_eq!(r.revoke().unwrap(), Revoked::Running);
+    let err = r.get(Duration::from_secs(60)).unwrap_err();
+    assert_eq!(err.kind, kinds::REVOKED, "{err}");
+    assert!(
+        STOPPED_EARLY.lock().unwrap().contains(&key),
+        "the task saw its token and stopped"
+    );
+    w.stop();
+}
+
+fn soft_time_limits_ask_the_task_to_stop(w: Running) {
+    let key = TaskId::new().to_string();
+    let r = w.app.send(slow_but_polite::s(key.clone())).unwrap();
+    let err = r.get(Duration::from_secs(60)).unwrap_err();
+    assert_eq!(err.kind, kinds::SOFT_TIME_LIMIT_EXCEEDED, "{err}");
+    assert!(STOPPED_EARLY.lock().unwrap().contains(&key));
+    assert_eq!(r.state().unwrap(), TaskState::Failure);
+    w.stop();
+}
+
 macro_rules! worker_tests {
     ($backend:ident, $make:expr) => {
         mod $backend {
             use super::*;
-            #[test]
-            fn runs_tasks_and_records_results() {
-                super::runs_tasks_and_records_results($make)
-            }
-            #[test]
-            fn failures_are_recorded_and_dead_lettered() {
-                super::failures_are_recorded_and_dead_lettered($make)
-            }
-            #[test]
-            fn bad_input_fails_the_task_not_the_worker() {
-                super::bad_input_fails_the_task_not_the_worker($make)
-            }
-            #[test]
-            fn retries_follow_the_policy() {
-                super::retries_follow_the_policy($make)
-            }
-            #[test]
-            fn revoked_and_expired_tasks_do_not_run() {
-                super::revoked_and_expired_tasks_do_not_run($make)
-            }
-            #[test]
-            fn graceful_shutdown_finishes_running_tasks() {
-                super::graceful_shutdown_finishes_running_tasks($make)
-            }
+            worker_tests!(@tests $make;
+                runs_tasks_and_records_results,
+                failures_are_recorded_and_dead_lettered,
+                bad_input_fails_the_task_not_the_worker,
+                retries_follow_the_policy,
+                revoked_and_expired_tasks_do_not_run,
+                graceful_shutdown_finishes_running_tasks,
+                revoking_a_running_task_cancels_it,
+                soft_time_limits_ask_the_task_to_stop,
+            );
         }
+    };
+    (@tests $make:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                super::$test($make)
+            }
+        )*
     };
 }
 

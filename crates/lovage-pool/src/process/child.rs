@@ -8,6 +8,13 @@ use lovage_core::{Registry, TaskError};
 
 use super::frame::{self, Outcome, KIND_CALL, KIND_INIT};
 
+/// The signal a parent sends when the running task passes its soft time limit.
+pub(crate) const SOFT_LIMIT_SIGNAL: i32 = libc::SIGUSR1;
+
+extern "C" fn on_soft_limit(_: libc::c_int) {
+    lovage_core::cancel::cancel_process_task(lovage_core::CancelReason::SoftTimeLimit);
+}
+
 /// Environment variable that marks a child process; its value is the parent's pid.
 pub(crate) const CHILD_ENV: &str = "LOVAGE_POOL_CHILD";
 
@@ -34,6 +41,12 @@ pub fn child_main() {
         if libc::getppid() != parent {
             libc::_exit(0);
         }
+    }
+    // SAFETY: the handler only stores an atomic.
+    unsafe {
+        let handler =
+            on_soft_limit as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t;
+        libc::signal(SOFT_LIMIT_SIGNAL, handler);
     }
     std::env::remove_var(CHILD_ENV);
     let code = match serve() {
@@ -110,6 +123,7 @@ fn run_one(
     codec: lovage_core::Codec,
 ) -> Result<Vec<u8>, TaskError> {
     let entry = registry.get(name)?;
+    lovage_core::cancel::reset_process_task();
     catch_unwind(AssertUnwindSafe(|| entry.call_blocking(args, codec)))
         .unwrap_or_else(|p| Err(TaskError::from_panic(&*p)))
 }

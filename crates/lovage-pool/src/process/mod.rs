@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use lovage_core::{Codec, Registry, Signature, TaskError, TypedSignature};
+use lovage_core::{CancelToken, Codec, Registry, Signature, TaskError, TypedSignature};
 use serde::de::DeserializeOwned;
 
 use crate::handle::{Completion, HasCompletion, TaskHandle};
@@ -31,6 +31,8 @@ pub(crate) struct CallRequest {
     codec: Codec,
     args: Vec<Vec<u8>>,
     time_limit: Option<Duration>,
+    /// Revoke kills the child running it; a soft time limit is signalled to the child.
+    cancel: Option<CancelToken>,
 }
 
 /// A queued request with its result cell, type-erased for the supervisor threads.
@@ -360,6 +362,7 @@ impl ProcessPool {
             codec: sig.codec,
             args,
             time_limit,
+            cancel: None,
         }
     }
 
@@ -399,8 +402,20 @@ impl ProcessPool {
 
     /// Sends a call whose result stays encoded (bytes in the signature's codec).
     pub fn submit_raw(&self, sig: Signature) -> TaskHandle<Vec<u8>> {
+        self.submit_raw_cancellable(sig, None)
+    }
+
+    /// Like [`submit_raw`](Self::submit_raw), with a token: cancelled as revoked, the child
+    /// running the call is killed and the call fails `Revoked`; cancelled for its soft time
+    /// limit, the child is signalled so `lovage::check_cancelled()` there returns the error.
+    pub fn submit_raw_cancellable(
+        &self,
+        sig: Signature,
+        token: Option<CancelToken>,
+    ) -> TaskHandle<Vec<u8>> {
         let args = vec![sig.args.clone()];
-        let req = self.request(sig, args);
+        let mut req = self.request(sig, args);
+        req.cancel = token;
         self.enqueue(req, decode_raw)
     }
 

@@ -12,7 +12,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lovage_core::{kinds, TaskError};
+use lovage_core::{kinds, CancelReason, CancelToken, TaskError};
 
 use super::frame::{self, Outcome, KIND_CALL, KIND_INIT};
 use super::{ProcJob, Shared};
@@ -35,6 +35,8 @@ enum InFlight {
         seq: u64,
         /// When the child began this request (when the previous reply arrived).
         started: Option<Instant>,
+        /// The child was told this request passed its soft time limit.
+        soft_signalled: bool,
     },
 }
 
@@ -176,6 +178,7 @@ impl Slot {
             job,
             seq: self.seq,
             started,
+            soft_signalled: false,
         });
     }
 
@@ -223,6 +226,12 @@ impl Slot {
             return Err(ChildFailure::Lost);
         };
         let deadline = self.front_deadline();
+        // A cancellable request is checked every few milliseconds.
+        let deadline = match (deadline, self.front_cancellable()) {
+            (d, false) => d,
+            (None, true) => Some(Instant::now() + CANCEL_CHECK),
+            (Some(d), true) => Some(d.min(Instant::now() + CANCEL_CHECK)),
+        };
         let timeout_ms = match deadline {
             None => -1,
             Some(d) => d
@@ -263,7 +272,38 @@ impl Slot {
                 return Err(ChildFailure::TimeLimit);
             }
         }
-        Ok(())
+        self.check_front_cancel()
+    }
+
+    fn front_cancellable(&self) -> bool {
+        matches!(self.inflight.front(), Some(InFlight::Call { job, started: Some(_), .. }) if job.request().cancel.is_some())
+    }
+
+    /// Acts on the running request's cancel token: revoked kills the child, a soft time limit
+    /// is signalled to it once.
+    fn check_front_cancel(&mut self) -> Result<(), ChildFailure> {
+        let pid = self.child.as_ref().map(|c| c.proc.id());
+        let Some(InFlight::Call {
+            job,
+            started: Some(_),
+            soft_signalled,
+            ..
+        }) = self.inflight.front_mut()
+        else {
+            return Ok(());
+        };
+        match job.request().cancel.as_ref().and_then(CancelToken::reason) {
+            Some(CancelReason::Revoked) => Err(ChildFailure::Revoked),
+            Some(CancelReason::SoftTimeLimit) if !*soft_signalled => {
+                *soft_signalled = true;
+                if let Some(pid) = pid {
+                    // SAFETY: signalling our own child; its handler only stores an atomic.
+                    unsafe { libc::kill(pid as i32, super::child::SOFT_LIMIT_SIGNAL) };
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     fn front_deadline(&self) -> Option<Instant> {
@@ -358,12 +398,14 @@ impl Slot {
                 job,
                 seq: expected,
                 started,
+                soft_signalled,
             }) => {
                 if seq != expected {
                     self.inflight.push_front(InFlight::Call {
                         job,
                         seq: expected,
                         started,
+                        soft_signalled,
                     });
                     return Err(ChildFailure::Protocol(format!(
                         "reply for request {seq} while request {expected} was expected"
@@ -414,6 +456,10 @@ impl Slot {
                 format!("the pool's child process {pid} broke the protocol ({m}) and was killed"),
             )),
             ChildFailure::Initializer(_) => None,
+            ChildFailure::Revoked => Some(TaskError::new(
+                kinds::REVOKED,
+                format!("revoked while it ran; child process {pid} was killed"),
+            )),
         };
         let mut inflight = std::mem::take(&mut self.inflight).into_iter();
         match reason {
@@ -488,7 +534,12 @@ enum ChildFailure {
     Initializer(TaskError),
     /// The child sent something that is not a valid reply.
     Protocol(String),
+    /// The running request was revoked: the child is killed (Celery's terminate).
+    Revoked,
 }
+
+/// How often a running, cancellable request's token is checked.
+const CANCEL_CHECK: Duration = Duration::from_millis(20);
 
 fn set_nonblocking(fd: i32) -> io::Result<()> {
     // SAFETY: fcntl on an fd we own.
