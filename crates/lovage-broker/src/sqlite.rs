@@ -194,6 +194,15 @@ impl SqliteBackend {
         tx.commit().map_err(|e| self.err("initialise", e))
     }
 
+    /// Caps the database at `pages` pages for this connection, so tests can see what a full
+    /// disk does without filling one.
+    #[doc(hidden)]
+    pub fn limit_pages(&self, pages: u64) -> Result<()> {
+        self.lock()
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(|e| self.err("max_page_count", e))
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

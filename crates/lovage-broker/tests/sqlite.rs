@@ -139,3 +139,35 @@ fn bad_urls_say_what_is_wrong() {
         assert!(err.to_string().contains(needle), "{url}: {err}");
     }
 }
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.db");
+    let b = SqliteBackend::open(&path).unwrap();
+    let kept: Vec<Envelope> = (0..10).map(|_| env()).collect();
+    b.enqueue(&kept).unwrap();
+    let pages: u64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    b.limit_pages(pages + 2).unwrap();
+    let big: Vec<Envelope> = (0..5000).map(|_| env()).collect();
+    let err = b.enqueue(&big).expect_err("the database is full");
+    let text = err.to_string();
+    assert!(
+        text.contains("full") && text.contains("enqueue") && text.contains("full.db"),
+        "{text}"
+    );
+    // The failed batch left nothing half-written; what was there is intact.
+    let got = b
+        .reserve(
+            &default_queue(),
+            10_000,
+            Duration::from_secs(60),
+            Duration::ZERO,
+        )
+        .unwrap();
+    let ids: Vec<_> = got.iter().map(|d| d.envelope.id).collect();
+    assert_eq!(ids, kept.iter().map(|e| e.id).collect::<Vec<_>>());
+}
