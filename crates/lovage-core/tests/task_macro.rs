@@ -173,3 +173,14 @@ fn unknown_names_list_the_registered_ones() {
         "{e}"
     );
 }
+
+#[test]
+fn tasks_can_be_declared_inside_a_function() {
+    #[task(crate = lovage_core)]
+    fn local_double(x: u32) -> u32 {
+        x * 2
+    }
+    assert_eq!(local_double(4), 8);
+    assert_eq!(local_double::NAME, "task_macro::local_double");
+    assert_eq!(run(local_double::s(21)).unwrap(), 42);
+}

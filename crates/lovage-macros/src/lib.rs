@@ -10,8 +10,9 @@
 //! add::delay(&pool, 1, 2); // send it to a pool or a queue (anything that implements Dispatch)
 //! ```
 //!
-//! The function stays as written. Beside it, a module of the same name holds the helpers and
-//! submits a `TaskEntry` to the process-wide registry, so a worker finds the task by name.
+//! The function stays as written. Beside it, a struct of the same name holds the helpers as
+//! associated items, and a `TaskEntry` goes to the process-wide registry, so a worker finds the
+//! task by name.
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -274,9 +275,9 @@ fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
     let is_async = sig.asyncness.is_some();
 
     let call = if is_async {
-        quote!(super::#fn_name(#(#arg_names),*).await)
+        quote!(#fn_name(#(#arg_names),*).await)
     } else {
-        quote!(super::#fn_name(#(#arg_names),*))
+        quote!(#fn_name(#(#arg_names),*))
     };
     let unwrap = if returns_result {
         quote! {
@@ -299,14 +300,19 @@ fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
     };
     let name_expr = match &attr.name {
         Some(n) => quote!(#n),
-        None => quote!(module_path!()),
+        None => quote!(concat!(module_path!(), "::", stringify!(#fn_name))),
     };
     let what_args = match &attr.name {
         Some(n) => format!("arguments of task {}", n.value()),
         None => String::new(),
     };
     let what_args = if what_args.is_empty() {
-        quote!(concat!("arguments of task ", module_path!()))
+        quote!(concat!(
+            "arguments of task ",
+            module_path!(),
+            "::",
+            stringify!(#fn_name)
+        ))
     } else {
         quote!(#what_args)
     };
@@ -333,7 +339,14 @@ fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
             _ => quote!(),
         })
         .collect();
+    let p = quote!(#krate::__private);
+    let serde_path = quote!(#krate::__private::serde).to_string();
     let body = quote! {
+        #[allow(unused_imports)]
+        use #p as __p;
+        #[derive(#p::serde::Deserialize)]
+        #[serde(crate = #serde_path, deny_unknown_fields)]
+        struct #args_struct { #(#arg_attrs #arg_names: #arg_types),* }
         let #args_struct { #(#arg_names),* } = codec.decode(args, #what_args)?;
         let out = #call;
         #unwrap
@@ -342,45 +355,47 @@ fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
     let (invoke_fn, run) = if is_async {
         (
             quote! {
-                fn __invoke(args: ::std::vec::Vec<u8>, codec: __p::Codec) -> __p::TaskFuture {
+                fn __invoke(args: ::std::vec::Vec<u8>, codec: #p::Codec) -> #p::TaskFuture {
                     ::std::boxed::Box::pin(async move {
                         let args = &args[..];
                         #body
                     })
                 }
             },
-            quote!(__p::TaskFn::Async(__invoke)),
+            quote!(#p::TaskFn::Async(<#fn_name>::__invoke)),
         )
     } else {
         (
             quote! {
-                fn __invoke(args: &[u8], codec: __p::Codec) -> ::std::result::Result<::std::vec::Vec<u8>, __p::TaskError> {
+                fn __invoke(args: &[u8], codec: #p::Codec) -> ::std::result::Result<::std::vec::Vec<u8>, #p::TaskError> {
                     #body
                 }
             },
-            quote!(__p::TaskFn::Blocking(__invoke)),
+            quote!(#p::TaskFn::Blocking(<#fn_name>::__invoke)),
         )
     };
-    let serde_path = quote!(#krate::__private::serde).to_string();
     let doc = format!("lovage helpers for the task [`{fn_name}`](fn@{fn_name}): its name, options and signature builder.");
     let _ = Span::call_site();
 
     Ok(quote! {
         #func
 
+        // Beside the function (value namespace), a braced struct of the same name (type namespace
+        // only) carries the helpers: `add(1, 2)` calls, `add::s(1, 2)` builds a call. Unlike a
+        // module, this also works for tasks declared inside a function body.
         #[doc = #doc]
-        #[allow(non_snake_case, clippy::all)]
-        #vis mod #fn_name {
-            #[allow(unused_imports)]
-            use super::*;
-            #[allow(unused_imports)]
-            use #krate::__private as __p;
+        #[allow(non_camel_case_types)]
+        #vis struct #fn_name {}
 
+        #[allow(dead_code, clippy::all)]
+        impl #fn_name {
             /// The name this task is registered under.
-            pub const NAME: &str = #name_expr;
+            pub const NAME: &'static str = #name_expr;
 
             /// The options set on the task's attribute.
-            pub fn options() -> __p::TaskOptions {
+            pub fn options() -> #p::TaskOptions {
+                #[allow(unused_imports)]
+                use #p as __p;
                 #[allow(unused_mut)]
                 let mut o = __p::TaskOptions::default();
                 #(#option_setters)*
@@ -389,24 +404,22 @@ fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
             }
 
             /// A signature of a call to this task with these arguments, to send to a pool or a queue.
-            pub fn s(#(#arg_names: #arg_types),*) -> __p::TypedSignature<#value_ty> {
-                __p::TypedSignature::encode(NAME, #args_tuple, #default_codec)
+            pub fn s(#(#arg_names: #arg_types),*) -> #p::TypedSignature<#value_ty> {
+                #[allow(unused_imports)]
+                use #p as __p;
+                __p::TypedSignature::encode(Self::NAME, #args_tuple, #default_codec)
             }
 
             /// Sends a call with these arguments to a pool or a queue (Celery's `delay`).
-            pub fn delay<D: __p::Dispatch>(to: &D, #(#arg_names: #arg_types),*) -> ::std::result::Result<D::Handle<#value_ty>, D::Error> {
-                to.dispatch(s(#(#arg_names),*))
+            pub fn delay<D: #p::Dispatch>(to: &D, #(#arg_names: #arg_types),*) -> ::std::result::Result<D::Handle<#value_ty>, D::Error> {
+                to.dispatch(Self::s(#(#arg_names),*))
             }
-
-            #[derive(#krate::__private::serde::Deserialize)]
-            #[serde(crate = #serde_path, deny_unknown_fields)]
-            struct #args_struct { #(#arg_attrs #arg_names: #arg_types),* }
 
             #invoke_fn
+        }
 
-            #krate::__private::inventory::submit! {
-                __p::TaskEntry { name: NAME, run: #run, options }
-            }
+        #p::inventory::submit! {
+            #p::TaskEntry { name: <#fn_name>::NAME, run: #run, options: <#fn_name>::options }
         }
     })
 }
