@@ -92,26 +92,22 @@ fn run_registered(sig: &Signature) -> Result<Vec<u8>, TaskError> {
     entry.call_blocking(&sig.args, sig.codec)
 }
 
-impl lovage_core::Dispatch for ThreadPool {
-    type Handle<R: DeserializeOwned + Send + 'static> = TaskHandle<R>;
-    type Error = std::convert::Infallible;
+/// Each pool is a place to send task calls: `add::delay(&pool, 1, 2)`. (A blanket impl over
+/// `Executor` is not allowed for a trait of another crate.)
+macro_rules! dispatch_via_executor {
+    ($($pool:ty),*) => {$(
+        impl lovage_core::Dispatch for $pool {
+            type Handle<R: DeserializeOwned + Send + 'static> = TaskHandle<R>;
+            type Error = std::convert::Infallible;
 
-    fn dispatch<R: DeserializeOwned + Send + 'static>(
-        &self,
-        sig: TypedSignature<R>,
-    ) -> Result<TaskHandle<R>, Self::Error> {
-        Ok(self.submit_task(sig))
-    }
+            fn dispatch<R: DeserializeOwned + Send + 'static>(
+                &self,
+                sig: TypedSignature<R>,
+            ) -> Result<TaskHandle<R>, Self::Error> {
+                Ok(self.submit_task(sig))
+            }
+        }
+    )*};
 }
 
-impl lovage_core::Dispatch for ProcessPool {
-    type Handle<R: DeserializeOwned + Send + 'static> = TaskHandle<R>;
-    type Error = std::convert::Infallible;
-
-    fn dispatch<R: DeserializeOwned + Send + 'static>(
-        &self,
-        sig: TypedSignature<R>,
-    ) -> Result<TaskHandle<R>, Self::Error> {
-        Ok(self.submit(sig))
-    }
-}
+dispatch_via_executor!(ThreadPool, ProcessPool);

@@ -111,6 +111,14 @@ fn submit_and_map_return_results() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(mapped, (0..2000u64).map(|i| i * i).collect::<Vec<_>>());
+    assert_eq!(square::delay(&p, 5).unwrap().result().unwrap(), 25);
+    assert_eq!(
+        square::delay(&ThreadPool::new(1), 6)
+            .unwrap()
+            .result()
+            .unwrap(),
+        36
+    );
     let msgpack = square::s(9).codec(Codec::Msgpack).unwrap();
     assert_eq!(p.submit(msgpack).result().unwrap(), 81);
 }

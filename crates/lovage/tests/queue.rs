@@ -244,13 +244,10 @@ fn map_runs_a_file_of_commands_and_sums_up_failures() {
     term(&mut worker);
 }
 
-#[test]
-fn graceful_stop_finishes_the_running_task() {
-    let env = Env::new();
-    let mut worker = env.worker(&[]);
-    let app = env.app();
+/// Sends `lovage.sleep(seconds)` and returns once a worker holds it.
+fn send_sleep_and_wait_until_reserved(app: &App, seconds: f64) -> lovage::TaskId {
     let id = app
-        .send_signature(Signature::new("lovage.sleep", &[1.0], Codec::Json).unwrap())
+        .send_signature(Signature::new("lovage.sleep", &[seconds], Codec::Json).unwrap())
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while app
@@ -261,9 +258,18 @@ fn graceful_stop_finishes_the_running_task() {
         .iter()
         .all(|s| s.reserved == 0)
     {
-        assert!(Instant::now() < deadline);
+        assert!(Instant::now() < deadline, "no worker reserved the task");
         std::thread::sleep(Duration::from_millis(10));
     }
+    id
+}
+
+#[test]
+fn graceful_stop_finishes_the_running_task() {
+    let env = Env::new();
+    let mut worker = env.worker(&[]);
+    let app = env.app();
+    let id = send_sleep_and_wait_until_reserved(&app, 1.0);
     assert!(term(&mut worker).success());
     assert_eq!(
         app.backend().results.get(id).unwrap().unwrap().state,
@@ -276,21 +282,7 @@ fn a_second_signal_requeues_the_running_task() {
     let env = Env::new();
     let mut worker = env.worker(&[]);
     let app = env.app();
-    let id = app
-        .send_signature(Signature::new("lovage.sleep", &[30.0], Codec::Json).unwrap())
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while app
-        .backend()
-        .broker
-        .stats()
-        .unwrap()
-        .iter()
-        .all(|s| s.reserved == 0)
-    {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let id = send_sleep_and_wait_until_reserved(&app, 30.0);
     unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
     std::thread::sleep(Duration::from_millis(200));
     term(&mut worker);
