@@ -12,6 +12,8 @@
 
 pub mod client;
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis_backend;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod time;
@@ -290,7 +292,8 @@ pub trait ResultStore: Send + Sync {
     /// Adds `by` to the counter `key` atomically and returns the new value.
     fn incr(&self, key: &str, by: i64) -> Result<i64>;
 
-    /// Deletes records past their expiry; returns how many.
+    /// Deletes records past their expiry; returns how many (0 for a backend whose keys expire
+    /// by themselves). An expired record is never returned by `get`, purged or not.
     fn purge_expired(&self) -> Result<u64>;
 }
 
@@ -315,7 +318,8 @@ impl std::fmt::Debug for Backend {
 pub const DEFAULT_URL: &str = "sqlite://lovage.db";
 
 /// Opens the backend named by `url`: `sqlite://PATH` (relative or absolute; `sqlite:///abs`
-/// also works) or `memory://NAME` (shared by every `connect` in this process with that name).
+/// also works), `redis://[user:pass@]host:port/db[?prefix=name]` (feature `redis`), or
+/// `memory://NAME` (shared by every `connect` in this process with that name).
 pub fn connect(url: &str) -> Result<Backend> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| BrokerError::BadUrl {
         url: url.to_owned(),
@@ -345,16 +349,30 @@ pub fn connect(url: &str) -> Result<Backend> {
                 url: url.to_owned(),
             })
         }
-        other => Err(BrokerError::BadUrl {
-            url: url.to_owned(),
-            reason: format!(
-                "unknown backend {other:?}; this build has: memory{}",
-                if cfg!(feature = "sqlite") {
-                    ", sqlite"
-                } else {
-                    ""
-                }
-            ),
-        }),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => {
+            let b = Arc::new(redis_backend::RedisBackend::open(url)?);
+            Ok(Backend {
+                broker: b.clone(),
+                results: b,
+                url: url.to_owned(),
+            })
+        }
+        other => {
+            let mut have = vec!["memory"];
+            if cfg!(feature = "sqlite") {
+                have.push("sqlite");
+            }
+            if cfg!(feature = "redis") {
+                have.push("redis");
+            }
+            Err(BrokerError::BadUrl {
+                url: url.to_owned(),
+                reason: format!(
+                    "unknown backend {other:?}; this build has: {}",
+                    have.join(", ")
+                ),
+            })
+        }
     }
 }

@@ -393,14 +393,25 @@ impl ResultStore for MemoryBackend {
     }
 
     fn get(&self, id: TaskId) -> Result<Option<ResultRecord>> {
-        Ok(self.lock().results.get(&id).cloned())
+        let now = Timestamp::now();
+        Ok(self
+            .lock()
+            .results
+            .get(&id)
+            .filter(|r| r.expires.is_none_or(|e| e > now))
+            .cloned())
     }
 
     fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<ResultRecord>> {
         let deadline = Instant::now() + timeout;
         let mut st = self.lock();
         loop {
-            let rec = st.results.get(&id).cloned();
+            let now = Timestamp::now();
+            let rec = st
+                .results
+                .get(&id)
+                .filter(|r| r.expires.is_none_or(|e| e > now))
+                .cloned();
             let left = deadline.saturating_duration_since(Instant::now());
             if rec.as_ref().is_some_and(|r| r.state.is_final()) || left.is_zero() {
                 return Ok(rec);

@@ -695,12 +695,15 @@ impl ResultStore for SqliteBackend {
         let mut q = conn
             .prepare_cached(
                 "SELECT id, task, state, value, codec, error, attempts, worker, started, updated, expires \
-                 FROM results WHERE id = ?1",
+                 FROM results WHERE id = ?1 AND (expires IS NULL OR expires > ?2)",
             )
             .map_err(|e| self.err("get result", e))?;
-        q.query_row([id.to_string()], row_to_result)
-            .optional()
-            .map_err(|e| self.err("get result", e))
+        q.query_row(
+            params![id.to_string(), Timestamp::now().as_millis()],
+            row_to_result,
+        )
+        .optional()
+        .map_err(|e| self.err("get result", e))
     }
 
     fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<ResultRecord>> {
