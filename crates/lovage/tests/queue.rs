@@ -11,13 +11,46 @@ const BIN: &str = env!("CARGO_BIN_EXE_lovage");
 struct Env {
     dir: tempfile::TempDir,
     url: String,
+    /// For a Redis queue: the server and the prefix to delete afterwards.
+    redis_prefix: Option<(String, String)>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some((base, prefix)) = &self.redis_prefix {
+            let client = redis::Client::open(base.as_str()).unwrap();
+            let mut c = client.get_connection().unwrap();
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}:*"))
+                .query(&mut c)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: () = redis::cmd("DEL").arg(keys).query(&mut c).unwrap();
+            }
+        }
+    }
 }
 
 impl Env {
     fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("q.db").display());
-        Env { dir, url }
+        Env {
+            dir,
+            url,
+            redis_prefix: None,
+        }
+    }
+
+    /// A queue on the machine's Redis (`REDIS_URL`), under a prefix of its own.
+    fn redis() -> Env {
+        let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+        let prefix = format!("lovage-test-{}", lovage::TaskId::new());
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            url: format!("{base}?prefix={prefix}"),
+            redis_prefix: Some((base, prefix)),
+        }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -325,6 +358,50 @@ fn a_process_pool_worker_enforces_hard_time_limits() {
         text(&out.stdout).trim(),
         "7",
         "the pool replaced the killed child"
+    );
+    assert!(term(&mut worker).success());
+}
+
+#[test]
+fn the_same_commands_work_on_redis() {
+    let env = Env::redis();
+    let mut worker = env.worker(&[]);
+    let out = env.run(&[
+        "submit",
+        "lovage.shell",
+        r#"[["echo", "via redis"]]"#,
+        "--wait",
+        "--timeout",
+        "60s",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("via redis"));
+    let out = env.run(&[
+        "submit",
+        "lovage.echo",
+        "[1]",
+        "--countdown",
+        "300ms",
+        "--priority",
+        "9",
+    ]);
+    let id = text(&out.stdout).trim().to_owned();
+    let out = env.run(&["queues", "--json"]);
+    assert!(
+        text(&out.stdout).contains("\"scheduled\":1"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = env.run(&["result", &id, "--wait", "--timeout", "60s"]);
+    assert_eq!(text(&out.stdout).trim(), "1");
+    let out = env.run(&["workers", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text(&out.stdout))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
     );
     assert!(term(&mut worker).success());
 }
