@@ -381,7 +381,7 @@ fn the_same_commands_work_on_redis() {
         "lovage.echo",
         "[1]",
         "--countdown",
-        "300ms",
+        "3s",
         "--priority",
         "9",
     ]);
