@@ -286,6 +286,11 @@ pub trait ResultStore: Send + Sync {
     /// The record for `id`, if any (an unknown id is PENDING to a client).
     fn get(&self, id: TaskId) -> Result<Option<ResultRecord>>;
 
+    /// The records for many ids at once, in order (one round trip where the backend allows).
+    fn get_many(&self, ids: &[TaskId]) -> Result<Vec<Option<ResultRecord>>> {
+        ids.iter().map(|id| self.get(*id)).collect()
+    }
+
     /// Waits until `id` reaches a final state or `timeout` passes; returns what is known then.
     fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<ResultRecord>>;
 

@@ -51,10 +51,12 @@ for i = 3, #ARGV, 6 do
     local seq = redis.call('INCR', p .. ':seq')
     local score = (9 - prio) * 17592186044416 + seq
     local t = p .. ':t:' .. id
-    redis.call('ZREM', p .. ':q:' .. q, id)
-    redis.call('ZREM', p .. ':s:' .. q, id)
+    if redis.call('EXISTS', t) == 1 then
+      -- Sent again with the same id: it takes its new place.
+      redis.call('ZREM', p .. ':q:' .. q, id)
+      redis.call('ZREM', p .. ':s:' .. q, id)
+    end
     redis.call('HSET', t, 'env', ARGV[i + 5], 'attempts', ARGV[i + 4], 'queue', q, 'score', score)
-    redis.call('SADD', p .. ':queues', q)
     if eta > now then
       redis.call('ZADD', p .. ':s:' .. q, eta, id)
     else
@@ -65,6 +67,7 @@ for i = 3, #ARGV, 6 do
   end
 end
 for q, n in pairs(woken) do
+  redis.call('SADD', p .. ':queues', q)
   local w = p .. ':w:' .. q
   for _ = 1, math.min(n, 64) do redis.call('RPUSH', w, '1') end
   redis.call('LTRIM', w, 0, 63)
@@ -96,6 +99,19 @@ for i = 5, #ARGV do
   end
 end
 local out = {}
+local function take(q, id)
+  redis.call('ZADD', p .. ':l:' .. q, until_, id)
+  local t = p .. ':t:' .. id
+  local attempts = redis.call('HINCRBY', t, 'attempts', 1)
+  out[#out + 1] = {attempts, redis.call('HGET', t, 'env')}
+end
+if #ARGV == 5 then
+  -- One queue: pop the best `max` at once.
+  local q = ARGV[5]
+  local popped = redis.call('ZPOPMIN', p .. ':q:' .. q, max)
+  for j = 1, #popped, 2 do take(q, popped[j]) end
+  return {out, next_due and tostring(next_due) or ''}
+end
 while #out < max do
   local best_q, best_id, best_s = nil, nil, nil
   for i = 5, #ARGV do
@@ -107,10 +123,7 @@ while #out < max do
   end
   if not best_q then break end
   redis.call('ZREM', p .. ':q:' .. best_q, best_id)
-  redis.call('ZADD', p .. ':l:' .. best_q, until_, best_id)
-  local t = p .. ':t:' .. best_id
-  local attempts = redis.call('HINCRBY', t, 'attempts', 1)
-  out[#out + 1] = {attempts, redis.call('HGET', t, 'env')}
+  take(best_q, best_id)
 end
 return {out, next_due and tostring(next_due) or ''}
 "#;
@@ -629,6 +642,27 @@ impl ResultStore for RedisBackend {
         })?;
         body.map(|b| serde_json::from_str(&b).map_err(|e| BrokerError::Corrupt(e.to_string())))
             .transpose()
+    }
+
+    fn get_many(&self, ids: &[TaskId]) -> Result<Vec<Option<ResultRecord>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let keys: Vec<String> = chunk
+                .iter()
+                .map(|id| self.key(&format!("r:{id}")))
+                .collect();
+            let bodies: Vec<Option<String>> =
+                self.with_conn("get results", |c| redis::cmd("MGET").arg(&keys).query(c))?;
+            for b in bodies {
+                out.push(
+                    b.map(|b| {
+                        serde_json::from_str(&b).map_err(|e| BrokerError::Corrupt(e.to_string()))
+                    })
+                    .transpose()?,
+                );
+            }
+        }
+        Ok(out)
     }
 
     fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<ResultRecord>> {

@@ -352,6 +352,12 @@ pub fn results_store_get_and_wait(f: Fixture) {
     let failed = TaskId::new();
     r.store(&[record(failed, TaskState::Failure)]).unwrap();
     assert_eq!(r.get(failed).unwrap().unwrap().error.unwrap().kind, "Boom");
+    let many = r.get_many(&[failed, TaskId::new(), id]).unwrap();
+    let states: Vec<Option<TaskState>> = many.iter().map(|m| m.as_ref().map(|r| r.state)).collect();
+    assert_eq!(
+        states,
+        vec![Some(TaskState::Failure), None, Some(TaskState::Success)]
+    );
 }
 
 pub fn results_expire(f: Fixture) {

@@ -48,19 +48,44 @@ pub fn send_and_wait(
 }
 
 /// Waits for every id, ticking `bar`; returns a line per task that did not succeed.
+///
+/// Reads results in batches (one round trip per thousand on Redis) and blocks on the first
+/// unfinished id only when a batch is not done yet.
 pub fn wait_all(app: &App, ids: &[TaskId], bar: &ProgressBar) -> anyhow::Result<Vec<String>> {
+    let results = &app.backend().results;
     let mut failures = Vec::new();
-    for id in ids {
-        let rec = app.backend().results.wait(*id, Duration::from_secs(600))?;
-        bar.inc(1);
-        match rec {
-            Some(r) if r.state == TaskState::Success => {}
-            Some(r) => failures.push(format!(
-                "{id}: {} {}",
-                r.state,
-                r.error.map(|e| e.to_string()).unwrap_or_default()
-            )),
-            None => failures.push(format!("{id}: no result within 10 minutes")),
+    let mut rest = ids;
+    while !rest.is_empty() {
+        let chunk = &rest[..rest.len().min(1000)];
+        let recs = results.get_many(chunk)?;
+        let done = recs
+            .iter()
+            .take_while(|r| r.as_ref().is_some_and(|r| r.state.is_final()))
+            .count();
+        for (id, rec) in chunk.iter().zip(&recs).take(done) {
+            let rec = rec.as_ref().expect("counted as final");
+            if rec.state != TaskState::Success {
+                failures.push(format!(
+                    "{id}: {} {}",
+                    rec.state,
+                    rec.error
+                        .as_ref()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        bar.inc(done as u64);
+        rest = &rest[done..];
+        if let Some(first) = rest.first() {
+            if done == 0 {
+                let rec = results.wait(*first, Duration::from_secs(600))?;
+                if !rec.is_some_and(|r| r.state.is_final()) {
+                    failures.push(format!("{first}: no result within 10 minutes"));
+                    bar.inc(1);
+                    rest = &rest[1..];
+                }
+            }
         }
     }
     Ok(failures)
