@@ -410,7 +410,15 @@ fn the_same_commands_work_on_redis() {
 /// task ends SUCCESS, none lost, none missing.
 #[test]
 fn chaos_killing_workers_loses_nothing() {
-    let env = Env::new();
+    chaos_kill_workers(Env::new());
+}
+
+#[test]
+fn chaos_killing_workers_loses_nothing_on_redis() {
+    chaos_kill_workers(Env::redis());
+}
+
+fn chaos_kill_workers(env: Env) {
     let lease = ["--lease", "1s"];
     let mut workers = vec![env.worker(&lease), env.worker(&lease)];
     let app = env.app();
