@@ -345,17 +345,36 @@ impl RedisBackend {
             return Ok(false);
         }
         let secs = timeout.as_secs_f64().max(0.01);
-        self.with_conn(op, |c| {
+        let interrupted = std::cell::Cell::new(false);
+        let got = self.with_conn(op, |c| {
             c.set_read_timeout(Some(timeout + Duration::from_secs(5)))?;
-            let got: Option<(String, String)> = redis::cmd("BLPOP").arg(keys).arg(secs).query(c)?;
+            let got: redis::RedisResult<Option<(String, String)>> =
+                redis::cmd("BLPOP").arg(keys).arg(secs).query(c);
+            if let Err(e) = &got {
+                interrupted.set(is_interrupted(e));
+            }
             c.set_read_timeout(None)?;
-            Ok(got.is_some())
-        })
+            Ok(got?.is_some())
+        });
+        match got {
+            // A signal cut the wait short (a read with a timeout is not restarted); the
+            // connection was dropped, so no reply can arrive on it out of turn. Wake up early.
+            Err(_) if interrupted.get() => Ok(false),
+            other => other,
+        }
     }
 
     fn encode_env(&self, e: &Envelope) -> Result<Vec<u8>> {
         rmp_serde::to_vec_named(e).map_err(|err| self.err("encode envelope", err))
     }
+}
+
+/// True when the error is an interrupted system call (EINTR). RedisError keeps its io::Error
+/// private (only a non-'static `cause`), so the errno in its message is what can be read.
+fn is_interrupted(e: &redis::RedisError) -> bool {
+    /// EINTR on Linux.
+    const EINTR: i32 = 4;
+    e.is_io_error() && e.to_string().contains(&format!("(os error {EINTR})"))
 }
 
 /// The URL without a password, for messages.

@@ -1,0 +1,246 @@
+//! Two hosts for real: two network namespaces joined by a veth pair, Redis in one, a worker and
+//! a client in the other; tasks cross the link. Needs `ip netns` (root); without it the test
+//! says so and skips.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lovage");
+
+/// Two namespaces and a veth pair between them, removed on drop.
+struct Hosts {
+    broker_ns: String,
+    worker_ns: String,
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Hosts {
+    fn create() -> Result<Hosts, String> {
+        // Names unique to this run (interface names are limited to 15 characters).
+        let tag = std::process::id() % 100_000;
+        let hosts = Hosts {
+            broker_ns: format!("lvg-b{tag}"),
+            worker_ns: format!("lvg-w{tag}"),
+        };
+        let (va, vb) = (format!("lvb{tag}"), format!("lvw{tag}"));
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), hosts.broker_ns.clone()],
+            vec!["netns".into(), "add".into(), hosts.worker_ns.clone()],
+            vec![
+                "link".into(),
+                "add".into(),
+                va.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                vb.clone(),
+            ],
+            vec![
+                "link".into(),
+                "set".into(),
+                va.clone(),
+                "netns".into(),
+                hosts.broker_ns.clone(),
+            ],
+            vec![
+                "link".into(),
+                "set".into(),
+                vb.clone(),
+                "netns".into(),
+                hosts.worker_ns.clone(),
+            ],
+            vec![
+                "-n".into(),
+                hosts.broker_ns.clone(),
+                "addr".into(),
+                "add".into(),
+                "10.77.0.1/24".into(),
+                "dev".into(),
+                va.clone(),
+            ],
+            vec![
+                "-n".into(),
+                hosts.worker_ns.clone(),
+                "addr".into(),
+                "add".into(),
+                "10.77.0.2/24".into(),
+                "dev".into(),
+                vb.clone(),
+            ],
+            vec![
+                "-n".into(),
+                hosts.broker_ns.clone(),
+                "link".into(),
+                "set".into(),
+                va,
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                hosts.worker_ns.clone(),
+                "link".into(),
+                "set".into(),
+                vb,
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                hosts.broker_ns.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                hosts.worker_ns.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+        ];
+        for step in steps {
+            let args: Vec<&str> = step.iter().map(String::as_str).collect();
+            if !ip(&args) {
+                return Err(format!("`ip {}` failed", args.join(" ")));
+            }
+        }
+        Ok(hosts)
+    }
+
+    fn exec(&self, ns: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, program]);
+        c
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth pair, and so the pair.
+        ip(&["netns", "del", &self.broker_ns]);
+        ip(&["netns", "del", &self.worker_ns]);
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn tasks_cross_a_network_between_two_namespaces() {
+    let hosts = match Hosts::create() {
+        Ok(h) => h,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot create network namespaces here ({why}); run as root to test two hosts");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let _redis = Killed(
+        hosts
+            .exec(&hosts.broker_ns, "redis-server")
+            .args([
+                "--bind",
+                "10.77.0.1",
+                "--port",
+                "6390",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server"),
+    );
+    let url = "redis://10.77.0.1:6390/0";
+    // Wait for Redis from the other side of the link.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = hosts
+            .exec(&hosts.worker_ns, BIN)
+            .args(["queues", "--broker", url])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Redis never answered across the link: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _worker = Killed(
+        hosts
+            .exec(&hosts.worker_ns, BIN)
+            .args(["worker", "--broker", url, "--concurrency", "2"])
+            .env("LOVAGE_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = hosts
+        .exec(&hosts.worker_ns, BIN)
+        .args([
+            "submit",
+            "lovage.shell",
+            r#"[["hostname", "-I"]]"#,
+            "--wait",
+            "--timeout",
+            "60s",
+            "--broker",
+            url,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("10.77.0.2"),
+        "ran in the worker's namespace: {}",
+        text(&out)
+    );
+    // Many tasks across the link.
+    let file = dir.path().join("jobs.txt");
+    std::fs::write(
+        &file,
+        (0..50).map(|i| format!("echo {i}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let out = hosts
+        .exec(&hosts.worker_ns, BIN)
+        .args(["map", file.to_str().unwrap(), "--broker", url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let expect: String = (0..50).map(|i| format!("{i}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expect);
+}
