@@ -38,25 +38,22 @@ const REVOKE_TTL_SECS: u64 = 24 * 3600;
 /// Dead letters kept.
 const DEAD_LETTERS_KEPT: isize = 10_000;
 const ENQUEUE: &str = r#"
--- ARGV: prefix, now, then per task: id, queue, priority, eta (ms or 0), attempts, env
+-- ARGV: prefix, now, then per task: id, queue, priority, eta (ms or 0), attempts, env.
+-- An id is expected to be new: sending one that is still waiting replaces its record, and its
+-- old place in a queue is not cleared (lovage mints a fresh id per send).
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
+local n = (#ARGV - 2) / 6
+local seq = redis.call('INCRBY', p .. ':seq', n) - n
 local woken = {}
 local added = 0
 for i = 3, #ARGV, 6 do
   local id, q = ARGV[i], ARGV[i + 1]
+  seq = seq + 1
   if redis.call('EXISTS', p .. ':rv:' .. id) == 0 then
-    local prio = tonumber(ARGV[i + 2])
+    local score = (9 - tonumber(ARGV[i + 2])) * 17592186044416 + seq
     local eta = tonumber(ARGV[i + 3])
-    local seq = redis.call('INCR', p .. ':seq')
-    local score = (9 - prio) * 17592186044416 + seq
-    local t = p .. ':t:' .. id
-    if redis.call('EXISTS', t) == 1 then
-      -- Sent again with the same id: it takes its new place.
-      redis.call('ZREM', p .. ':q:' .. q, id)
-      redis.call('ZREM', p .. ':s:' .. q, id)
-    end
-    redis.call('HSET', t, 'env', ARGV[i + 5], 'attempts', ARGV[i + 4], 'queue', q, 'score', score)
+    redis.call('HSET', p .. ':t:' .. id, 'env', ARGV[i + 5], 'attempts', ARGV[i + 4], 'queue', q, 'score', score)
     if eta > now then
       redis.call('ZADD', p .. ':s:' .. q, eta, id)
     else
@@ -66,10 +63,10 @@ for i = 3, #ARGV, 6 do
     added = added + 1
   end
 end
-for q, n in pairs(woken) do
+for q, k in pairs(woken) do
   redis.call('SADD', p .. ':queues', q)
   local w = p .. ':w:' .. q
-  for _ = 1, math.min(n, 64) do redis.call('RPUSH', w, '1') end
+  for _ = 1, math.min(k, 64) do redis.call('RPUSH', w, '1') end
   redis.call('LTRIM', w, 0, 63)
 end
 return added
@@ -140,13 +137,15 @@ end
 "#;
 
 const ACK: &str = r#"
--- ARGV: prefix, then id, delivery pairs
+-- ARGV: prefix, then id, delivery pairs. Removing the id from its lease set is the check that
+-- the lease is still held (and its delivery number that it is ours).
 local p = ARGV[1]
 for i = 2, #ARGV, 2 do
-  local q = held(p, ARGV[i], ARGV[i + 1])
-  if q then
-    redis.call('ZREM', p .. ':l:' .. q, ARGV[i])
-    redis.call('DEL', p .. ':t:' .. ARGV[i])
+  local t = p .. ':t:' .. ARGV[i]
+  local v = redis.call('HMGET', t, 'attempts', 'queue')
+  if v[1] and tonumber(v[1]) == tonumber(ARGV[i + 1])
+     and redis.call('ZREM', p .. ':l:' .. v[2], ARGV[i]) == 1 then
+    redis.call('DEL', t)
   end
 end
 return 0
@@ -268,7 +267,7 @@ impl RedisBackend {
             scripts: Scripts {
                 enqueue: Script::new(ENQUEUE),
                 reserve: Script::new(RESERVE),
-                ack: with_held(ACK),
+                ack: Script::new(ACK),
                 nack: with_held(NACK),
                 extend: with_held(EXTEND),
                 revoke: Script::new(REVOKE),

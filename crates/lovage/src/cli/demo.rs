@@ -76,15 +76,31 @@ pub fn wait_all(app: &App, ids: &[TaskId], bar: &ProgressBar) -> anyhow::Result<
             }
         }
         bar.inc(done as u64);
+        let left = chunk.len() - done;
         rest = &rest[done..];
-        if let Some(first) = rest.first() {
-            if done == 0 {
-                let rec = results.wait(*first, Duration::from_secs(600))?;
-                if !rec.is_some_and(|r| r.state.is_final()) {
-                    failures.push(format!("{first}: no result within 10 minutes"));
-                    bar.inc(1);
-                    rest = &rest[1..];
-                }
+        if left > 0 {
+            // Wait before reading again: for the batch's last task (tasks run roughly in order,
+            // so by then most of the batch is done), or, if that one is done, the first
+            // unfinished one.
+            let last_done = recs
+                .last()
+                .is_some_and(|r| r.as_ref().is_some_and(|r| r.state.is_final()));
+            let target = if last_done {
+                rest[0]
+            } else {
+                chunk[chunk.len() - 1]
+            };
+            let rec = results.wait(target, Duration::from_secs(600))?;
+            if !rec.is_some_and(|r| r.state.is_final()) {
+                // Nothing finished for ten minutes: give up on the rest of this batch.
+                let stuck = &rest[..left];
+                failures.extend(
+                    stuck
+                        .iter()
+                        .map(|id| format!("{id}: no result within 10 minutes")),
+                );
+                bar.inc(left as u64);
+                rest = &rest[left..];
             }
         }
     }
