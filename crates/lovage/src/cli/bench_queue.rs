@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::demo::send_and_wait;
 use super::output::{si, Table};
-use super::procs::WorkerProcesses;
+use super::procs::{rss_kib, RssSampler, WorkerProcesses};
 use super::Exit;
 
 #[derive(Debug, clap::Args)]
@@ -84,8 +84,16 @@ pub fn run(a: Args) -> Result<(), Exit> {
         )));
     }
 
-    // End to end: enqueue every task, wait for every result.
+    // End to end: enqueue every task, wait for every result; sample the workers' memory.
+    let idle_rss = workers
+        .pids()
+        .iter()
+        .filter_map(|p| rss_kib(*p))
+        .max()
+        .unwrap_or(0);
+    let sampler = RssSampler::start(workers.pids());
     let (wall, _, failures) = send_and_wait(&app, "no-op", (0..n).map(|_| noop()).collect())?;
+    let max_rss = sampler.finish();
     if !failures.is_empty() {
         return Err(Exit::failed(format!(
             "{} tasks failed, e.g. {}",
@@ -140,6 +148,14 @@ pub fn run(a: Args) -> Result<(), Exit> {
         "submit→result latency p99".into(),
         format!("{p99:.2} ms"),
     ]);
+    t.row(vec![
+        "worker memory, idle → peak".into(),
+        format!(
+            "{:.1} → {:.1} MiB",
+            idle_rss as f64 / 1024.0,
+            max_rss as f64 / 1024.0
+        ),
+    ]);
     print!("{}", t.render());
     if a.json {
         let mut m = Map::new();
@@ -157,6 +173,8 @@ pub fn run(a: Args) -> Result<(), Exit> {
             "p99_latency_ms".into(),
             json!((p99 * 1000.0).round() / 1000.0),
         );
+        m.insert("worker_idle_rss_kib".into(), json!(idle_rss));
+        m.insert("worker_max_rss_kib".into(), json!(max_rss));
         println!("{}", Value::Object(m));
     }
     Ok(())

@@ -91,6 +91,49 @@ impl WorkerProcesses {
     }
 }
 
+/// Resident memory of a process in KiB (`VmRSS`), if it still runs.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Samples the largest resident memory of `pids` until dropped.
+pub struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl RssSampler {
+    /// Starts sampling every 50 ms.
+    pub fn start(pids: Vec<u32>) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut max = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for &pid in &pids {
+                    max = max.max(rss_kib(pid).unwrap_or(0));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            max
+        });
+        RssSampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops and returns the largest sample, in KiB.
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+}
+
 impl Drop for WorkerProcesses {
     fn drop(&mut self) {
         self.stop();
