@@ -1,5 +1,8 @@
 //! The Redis broker and result store, for workers on many hosts.
 //!
+//! URLs: `redis://[user:pass@]host:port/db[?prefix=name]`, and `rediss://...` for TLS (feature
+//! `redis-tls`; add `#insecure` to accept a self-signed certificate).
+//!
 //! Every key lives under one prefix (`lovage` unless the URL says `?prefix=...`):
 //!
 //! | key | type | holds |
@@ -249,12 +252,25 @@ impl RedisBackend {
     /// Opens `redis://[user:pass@]host:port/db[?prefix=name]` (or `rediss://` when built with
     /// TLS); checks that the server answers.
     pub fn open(url: &str) -> Result<Self> {
+        // `#insecure` (rediss:// with a self-signed certificate) belongs to the client URL.
+        let (url, fragment) = match url.split_once('#') {
+            Some((u, f)) => (u, format!("#{f}")),
+            None => (url, String::new()),
+        };
         let (base, prefix) = match url.split_once("?prefix=") {
             Some((b, p)) if !p.is_empty() => (b, p.to_owned()),
             _ => (url, "lovage".to_owned()),
         };
         let location = redact(base);
-        let client = redis::Client::open(base).map_err(|e| BrokerError::BadUrl {
+        let base = format!("{base}{fragment}");
+        if base.starts_with("rediss://") && !cfg!(feature = "redis-tls") {
+            return Err(BrokerError::BadUrl {
+                url: location,
+                reason: "this build has no TLS; build lovage-broker with the `redis-tls` feature"
+                    .into(),
+            });
+        }
+        let client = redis::Client::open(base.as_str()).map_err(|e| BrokerError::BadUrl {
             url: location.clone(),
             reason: e.to_string(),
         })?;
