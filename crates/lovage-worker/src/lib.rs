@@ -202,9 +202,16 @@ impl Shared {
 
     /// Runs a broker operation until it succeeds, backing off; gives up only on immediate
     /// shutdown (the leases then bring the tasks back).
-    fn retry_broker<T>(
+    fn retry_broker<T>(&self, op: &str, f: impl FnMut() -> Result<T, BrokerError>) -> Option<T> {
+        self.retry_broker_until(op, 2, f)
+    }
+
+    /// Like `retry_broker`, giving up once the shutdown level reaches `give_up` (1: graceful,
+    /// for work not yet started, such as reserving).
+    fn retry_broker_until<T>(
         &self,
         op: &str,
+        give_up: u64,
         mut f: impl FnMut() -> Result<T, BrokerError>,
     ) -> Option<T> {
         let mut delay = Duration::from_millis(50);
@@ -220,7 +227,7 @@ impl Shared {
                     if !self.broker_down.swap(true, Ordering::SeqCst) {
                         tracing::warn!(worker = %self.id, error = %e, "broker {op} failed; retrying with backoff until it answers");
                     }
-                    if self.shutdown.level() >= 2 {
+                    if self.shutdown.level() >= give_up {
                         return None;
                     }
                     std::thread::sleep(delay);
@@ -406,7 +413,8 @@ impl Worker {
             if s.shutdown.level() != 0 {
                 break;
             }
-            let got = s.retry_broker("reserve", || {
+            // Nothing reserved yet, so a graceful stop need not wait for the broker.
+            let got = s.retry_broker_until("reserve", 1, || {
                 s.backend
                     .broker
                     .reserve(&s.config.queues, room, s.config.lease, s.config.poll)
