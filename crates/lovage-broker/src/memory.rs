@@ -340,14 +340,15 @@ impl Broker for MemoryBackend {
 
     fn dead_letter(&self, lease: &Lease, envelope: &Envelope, error: &TaskError) -> Result<()> {
         let mut st = self.lock();
+        // A stale lease: the task lives on elsewhere, so it is not dead.
         if st.holds(lease) {
             st.remove(lease.id);
+            st.dead.push(DeadLetter {
+                envelope: envelope.clone(),
+                error: error.clone(),
+                at: Timestamp::now(),
+            });
         }
-        st.dead.push(DeadLetter {
-            envelope: envelope.clone(),
-            error: error.clone(),
-            at: Timestamp::now(),
-        });
         Ok(())
     }
 

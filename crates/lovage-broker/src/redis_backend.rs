@@ -38,6 +38,8 @@ use crate::{
 
 /// How long a revoked id is remembered.
 const REVOKE_TTL_SECS: u64 = 24 * 3600;
+/// Longest a single command may take before the connection is treated as broken.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Dead letters kept.
 const DEAD_LETTERS_KEPT: isize = 10_000;
 const ENQUEUE: &str = r#"
@@ -218,13 +220,13 @@ const DEAD_LETTER: &str = r#"
 -- ARGV: prefix, id, delivery, record, keep
 local p, id = ARGV[1], ARGV[2]
 local q = held(p, id, ARGV[3])
-if q then
-  redis.call('ZREM', p .. ':l:' .. q, id)
-  redis.call('DEL', p .. ':t:' .. id)
-end
+-- A stale lease: the task lives on elsewhere, so it is not dead.
+if not q then return 0 end
+redis.call('ZREM', p .. ':l:' .. q, id)
+redis.call('DEL', p .. ':t:' .. id)
 redis.call('LPUSH', p .. ':dead', ARGV[4])
 redis.call('LTRIM', p .. ':dead', 0, tonumber(ARGV[5]) - 1)
-return 0
+return 1
 "#;
 
 /// The Redis backend: a broker and a result store on one server.
@@ -326,7 +328,9 @@ impl RedisBackend {
         let c = self
             .client
             .get_connection_with_timeout(Duration::from_secs(5))?;
-        c.set_write_timeout(Some(Duration::from_secs(30)))?;
+        // A silent network partition must end in an error (and a retry), not a hang.
+        c.set_read_timeout(Some(IO_TIMEOUT))?;
+        c.set_write_timeout(Some(IO_TIMEOUT))?;
         Ok(c)
     }
 
@@ -368,7 +372,7 @@ impl RedisBackend {
             if let Err(e) = &got {
                 interrupted.set(is_interrupted(e));
             }
-            c.set_read_timeout(None)?;
+            c.set_read_timeout(Some(IO_TIMEOUT))?;
             Ok(got?.is_some())
         });
         match got {

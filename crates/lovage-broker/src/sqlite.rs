@@ -49,7 +49,7 @@ CREATE TABLE tasks (
     created  INTEGER NOT NULL
 );
 CREATE INDEX tasks_ready ON tasks(queue, priority DESC, seq) WHERE state = 0;
-CREATE INDEX tasks_due ON tasks(state, due) WHERE state != 0;
+CREATE INDEX tasks_due ON tasks(due) WHERE state != 0;
 CREATE TABLE results (
     id       TEXT PRIMARY KEY,
     task     TEXT    NOT NULL,
@@ -305,12 +305,18 @@ impl SqliteBackend {
             candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
             candidates.truncate(max);
             let mut take = tx.prepare_cached(
-                "UPDATE tasks SET state = 1, due = ?1, attempts = attempts + 1 WHERE seq = ?2 \
+                "UPDATE tasks SET state = 1, due = ?1, attempts = attempts + 1 WHERE seq = ?2 AND state = 0 \
                  RETURNING id, queue, priority, attempts, task, codec, args, options, eta, expires, created",
             )?;
             let mut out = Vec::with_capacity(candidates.len());
             for (_, seq) in candidates {
-                let envelope = take.query_row(params![until, seq], row_to_envelope)?;
+                // `state = 0`: a candidate listed twice (a queue named twice) is taken once.
+                let Some(envelope) = take
+                    .query_row(params![until, seq], row_to_envelope)
+                    .optional()?
+                else {
+                    continue;
+                };
                 out.push(Delivery {
                     lease: Lease {
                         id: envelope.id,
@@ -522,17 +528,21 @@ impl Broker for SqliteBackend {
         let env = serde_json::to_string(envelope).expect("envelope encodes");
         let err = serde_json::to_string(error).expect("error encodes");
         self.write("dead-letter", |tx| {
-            tx.prepare_cached("DELETE FROM tasks WHERE id = ?1 AND attempts = ?2 AND state = 1")?
+            let held = tx
+                .prepare_cached("DELETE FROM tasks WHERE id = ?1 AND attempts = ?2 AND state = 1")?
                 .execute(params![lease.id.to_string(), lease.delivery as i64])?;
-            tx.prepare_cached(
-                "INSERT INTO dead_letters (id, envelope, error, at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![
-                envelope.id.to_string(),
-                env,
-                err,
-                Timestamp::now().as_millis()
-            ])?;
+            // A stale lease: the task lives on elsewhere, so it is not dead.
+            if held == 1 {
+                tx.prepare_cached(
+                    "INSERT INTO dead_letters (id, envelope, error, at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![
+                    envelope.id.to_string(),
+                    env,
+                    err,
+                    Timestamp::now().as_millis()
+                ])?;
+            }
             Ok(())
         })
     }

@@ -295,6 +295,33 @@ pub fn dead_letters_keep_the_last_failure(f: Fixture) {
     assert_eq!((dead[0].envelope.id, &dead[0].error), (e.id, &err));
 }
 
+pub fn a_stale_lease_cannot_dead_letter_a_live_task(f: Fixture) {
+    let b = &*f.backend.broker;
+    b.enqueue(&[env("stale", 0)]).unwrap();
+    let first = b
+        .reserve(&q("stale"), 1, Duration::from_millis(200), Duration::ZERO)
+        .unwrap();
+    let again = b.reserve(&q("stale"), 1, LEASE, LONG).unwrap();
+    assert_eq!(again.len(), 1);
+    let err = TaskError::new("Late", "from the first worker");
+    b.dead_letter(&first[0].lease, &first[0].envelope, &err)
+        .unwrap();
+    assert!(
+        b.dead_letters(10).unwrap().is_empty(),
+        "the task is alive elsewhere"
+    );
+    assert_eq!(b.stats().unwrap()[0].reserved, 1);
+}
+
+pub fn a_queue_named_twice_delivers_each_task_once(f: Fixture) {
+    let b = &*f.backend.broker;
+    b.enqueue(&[env("twice", 0), env("twice", 0)]).unwrap();
+    let queues = vec!["twice".to_owned(), "twice".to_owned()];
+    let got = b.reserve(&queues, 10, LEASE, Duration::ZERO).unwrap();
+    let ids: HashSet<TaskId> = got.iter().map(|d| d.envelope.id).collect();
+    assert_eq!((got.len(), ids.len()), (2, 2));
+}
+
 pub fn workers_are_listed_while_they_beat(f: Fixture) {
     let b = &*f.backend.broker;
     let mut w = WorkerInfo {
@@ -480,6 +507,8 @@ macro_rules! conformance {
                 revoke_pending_running_and_unknown,
                 purge_removes_waiting_tasks_only,
                 dead_letters_keep_the_last_failure,
+                a_stale_lease_cannot_dead_letter_a_live_task,
+                a_queue_named_twice_delivers_each_task_once,
                 workers_are_listed_while_they_beat,
                 results_store_get_and_wait,
                 results_expire,

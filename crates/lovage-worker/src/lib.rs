@@ -24,7 +24,7 @@ use lovage_core::{
     kinds, CancelReason, CancelToken, Registry, RetryPolicy, Signature, TaskError, TaskId,
     TaskState,
 };
-use lovage_pool::{Executor, ProcessPool, ThreadPool};
+use lovage_pool::{Executor, ProcessPool, TaskHandle, ThreadPool};
 
 pub use signals::install_signal_handlers;
 
@@ -146,7 +146,11 @@ struct Running {
     lease: Lease,
     /// Cancelled when the task is revoked while running or passes its soft time limit.
     token: CancelToken,
-    started: Instant,
+    /// The pool's handle, to see when the task leaves the pool's queue and starts.
+    handle: Option<TaskHandle<Vec<u8>>>,
+    /// When the keeper first saw it running: the soft time limit counts from here, not from
+    /// the time it waited in the pool as prefetch.
+    run_started: Option<Instant>,
     soft_time_limit: Option<Duration>,
 }
 
@@ -203,15 +207,15 @@ impl Shared {
     /// Runs a broker operation until it succeeds, backing off; gives up only on immediate
     /// shutdown (the leases then bring the tasks back).
     fn retry_broker<T>(&self, op: &str, f: impl FnMut() -> Result<T, BrokerError>) -> Option<T> {
-        self.retry_broker_until(op, 2, f)
+        self.retry_broker_until(op, || self.shutdown.level() >= 2, f)
     }
 
-    /// Like `retry_broker`, giving up once the shutdown level reaches `give_up` (1: graceful,
-    /// for work not yet started, such as reserving).
+    /// Like `retry_broker`, giving up as soon as `give_up()` holds (e.g. a graceful stop, for
+    /// work not yet started such as reserving, or the end of the run, for the keeper).
     fn retry_broker_until<T>(
         &self,
         op: &str,
-        give_up: u64,
+        give_up: impl Fn() -> bool,
         mut f: impl FnMut() -> Result<T, BrokerError>,
     ) -> Option<T> {
         let mut delay = Duration::from_millis(50);
@@ -227,7 +231,7 @@ impl Shared {
                     if !self.broker_down.swap(true, Ordering::SeqCst) {
                         tracing::warn!(worker = %self.id, error = %e, "broker {op} failed; retrying with backoff until it answers");
                     }
-                    if self.shutdown.level() >= give_up {
+                    if give_up() {
                         return None;
                     }
                     std::thread::sleep(delay);
@@ -344,11 +348,15 @@ impl Worker {
     pub fn run(&self) -> WorkerReport {
         let s = &self.shared;
         tracing::info!(worker = %s.id, queues = ?s.config.queues, pool = %s.info.lock().unwrap_or_else(|p| p.into_inner()).pool, "worker started");
-        s.retry_broker("heartbeat", || {
-            s.backend
-                .broker
-                .heartbeat(&s.info.lock().unwrap_or_else(|p| p.into_inner()))
-        });
+        s.retry_broker_until(
+            "heartbeat",
+            || s.shutdown.level() >= 1,
+            || {
+                s.backend
+                    .broker
+                    .heartbeat(&s.info.lock().unwrap_or_else(|p| p.into_inner()))
+            },
+        );
         let (tx, rx) = mpsc::channel::<Outcome>();
         let finisher = {
             let s = s.clone();
@@ -414,11 +422,15 @@ impl Worker {
                 break;
             }
             // Nothing reserved yet, so a graceful stop need not wait for the broker.
-            let got = s.retry_broker_until("reserve", 1, || {
-                s.backend
-                    .broker
-                    .reserve(&s.config.queues, room, s.config.lease, s.config.poll)
-            });
+            let got = s.retry_broker_until(
+                "reserve",
+                || s.shutdown.level() >= 1,
+                || {
+                    s.backend
+                        .broker
+                        .reserve(&s.config.queues, room, s.config.lease, s.config.poll)
+                },
+            );
             let Some(deliveries) = got else { break };
             if deliveries.is_empty() {
                 if s.running().is_empty() {
@@ -465,8 +477,11 @@ impl Worker {
                     })
                     .collect();
                 let leases: Vec<Lease> = dropped.iter().map(|(d, _)| d.lease).collect();
-                s.retry_broker("store results", || s.backend.results.store(&records));
-                s.retry_broker("ack", || s.backend.broker.ack(&leases));
+                if s.retry_broker("store results", || s.backend.results.store(&records))
+                    .is_some()
+                {
+                    s.retry_broker("ack", || s.backend.broker.ack(&leases));
+                }
                 s.report.lock().unwrap_or_else(|p| p.into_inner()).revoked += dropped.len() as u64;
             }
         }
@@ -492,12 +507,14 @@ impl Worker {
             Running {
                 lease: d.lease,
                 token: token.clone(),
-                started: Instant::now(),
+                handle: None,
+                run_started: None,
                 soft_time_limit: sig.options.soft_time_limit,
             },
         );
         tracing::debug!(task_id = %env.id, task = %env.task, attempt = env.attempts, "starting");
         let started = Timestamp::now();
+        let id = env.id;
         let handle = self.executor.submit_cancellable(sig, token);
         let tx = tx.clone();
         handle.add_done_callback(move |result| {
@@ -507,6 +524,10 @@ impl Worker {
                 started,
             });
         });
+        // Unless it already finished (and the finisher removed it), keep the handle for the keeper.
+        if let Some(r) = s.running().get_mut(&id) {
+            r.handle = Some(handle);
+        }
     }
 
     /// Immediate shutdown: give every running task back to the queue.
@@ -557,9 +578,19 @@ fn finish_loop(s: &Shared, rx: mpsc::Receiver<Outcome>) {
     }
 }
 
+/// What the finisher does to a task in the broker once its outcome is stored.
+enum Settle {
+    /// Run again after a delay.
+    Retry(Lease, Duration),
+    /// Failed for the last time.
+    DeadLetter(Box<(Delivery, TaskError)>),
+}
+
 fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     let mut records = Vec::with_capacity(batch.len());
     let mut acks = Vec::with_capacity(batch.len());
+    let mut settle = Vec::new();
+    let mut finished = Vec::with_capacity(batch.len());
     let mut report = WorkerReport::default();
     let revoked_running: HashSet<TaskId> = {
         let mut set = s.revoked_running.lock().unwrap_or_else(|p| p.into_inner());
@@ -569,6 +600,7 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
             .collect()
     };
     for o in batch {
+        finished.push(o.delivery.envelope.id);
         let d = &o.delivery;
         let env = &d.envelope;
         let ignore_result = env.options.ignore_result.unwrap_or(false);
@@ -613,26 +645,44 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
                     let delay = policy.delay(env.attempts);
                     tracing::info!(task_id = %env.id, task = %env.task, attempt = env.attempts, error = %err, ?delay, "retrying");
                     records.push(s.record(d, TaskState::Retry, None, Some(err), Some(o.started)));
-                    s.retry_broker("nack", || s.backend.broker.nack(&d.lease, delay));
+                    settle.push(Settle::Retry(d.lease, delay));
                     report.retried += 1;
                 } else {
                     tracing::info!(task_id = %env.id, task = %env.task, attempt = env.attempts, error = %err, "failed");
-                    s.retry_broker("dead-letter", || {
-                        s.backend.broker.dead_letter(&d.lease, env, &err)
-                    });
-                    records.push(s.record(d, TaskState::Failure, None, Some(err), Some(o.started)));
+                    records.push(s.record(
+                        d,
+                        TaskState::Failure,
+                        None,
+                        Some(err.clone()),
+                        Some(o.started),
+                    ));
+                    settle.push(Settle::DeadLetter(Box::new((o.delivery.clone(), err))));
                     report.failed += 1;
                 }
             }
         }
     }
-    s.retry_broker("store results", || s.backend.results.store(&records));
-    s.retry_broker("ack", || s.backend.broker.ack(&acks));
-    let finished: Vec<TaskId> = records
-        .iter()
-        .map(|r| r.id)
-        .chain(acks.iter().map(|l| l.id))
-        .collect();
+    // Results first, then the broker: a task leaves the queue (or goes back for a retry) only
+    // once its outcome is stored, so a crash in between runs it again rather than losing it.
+    // If storing gave up (immediate shutdown during an outage), the leases bring them back.
+    if s.retry_broker("store results", || s.backend.results.store(&records))
+        .is_some()
+    {
+        for step in &settle {
+            match step {
+                Settle::Retry(lease, delay) => {
+                    s.retry_broker("nack", || s.backend.broker.nack(lease, *delay));
+                }
+                Settle::DeadLetter(dead) => {
+                    let (d, err) = &**dead;
+                    s.retry_broker("dead-letter", || {
+                        s.backend.broker.dead_letter(&d.lease, &d.envelope, err)
+                    });
+                }
+            }
+        }
+        s.retry_broker("ack", || s.backend.broker.ack(&acks));
+    }
     {
         let mut running = s.running();
         for id in &finished {
@@ -657,12 +707,20 @@ fn keep_loop(s: &Shared) {
         .max(Duration::from_millis(10));
     let mut last_beat = Instant::now();
     let mut last_purge = Instant::now();
+    // The keeper stops retrying an unreachable broker once the run is over.
+    let keeper_done = || s.done.load(Ordering::SeqCst) || s.shutdown.level() >= 2;
     while !s.done.load(Ordering::SeqCst) {
         std::thread::sleep(tick.min(Duration::from_millis(100)));
-        for r in s.running().values() {
-            if r.soft_time_limit.is_some_and(|l| r.started.elapsed() >= l)
-                && !r.token.is_cancelled()
+        for r in s.running().values_mut() {
+            if r.run_started.is_none() && r.handle.as_ref().is_some_and(|h| h.running() || h.done())
             {
+                r.run_started = Some(Instant::now());
+            }
+            let over = r
+                .soft_time_limit
+                .zip(r.run_started)
+                .is_some_and(|(limit, since)| since.elapsed() >= limit);
+            if over && !r.token.is_cancelled() {
                 tracing::info!(task_id = %r.lease.id, "soft time limit passed; asking the task to stop");
                 r.token.cancel(CancelReason::SoftTimeLimit);
             }
@@ -674,7 +732,7 @@ fn keep_loop(s: &Shared) {
         last_beat = Instant::now();
         let leases: Vec<Lease> = s.running().values().map(|r| r.lease).collect();
         if !leases.is_empty() {
-            if let Some(lost) = s.retry_broker("extend leases", || {
+            if let Some(lost) = s.retry_broker_until("extend leases", keeper_done, || {
                 s.backend.broker.extend(&leases, s.config.lease)
             }) {
                 if !lost.is_empty() {
@@ -686,8 +744,8 @@ fn keep_loop(s: &Shared) {
                         tracing::info!(task_id = %id, "revoked while running: cancelling it");
                         if let Some(r) = running.get(&id) {
                             r.token.cancel(CancelReason::Revoked);
+                            set.insert(id);
                         }
-                        set.insert(id);
                     }
                 }
             }
@@ -698,7 +756,9 @@ fn keep_loop(s: &Shared) {
             info.active = leases.len() as u64;
             info.clone()
         };
-        s.retry_broker("heartbeat", || s.backend.broker.heartbeat(&info));
+        s.retry_broker_until("heartbeat", keeper_done, || {
+            s.backend.broker.heartbeat(&info)
+        });
         if last_purge.elapsed() >= RESULT_PURGE_INTERVAL {
             last_purge = Instant::now();
             match s.backend.results.purge_expired() {

@@ -152,7 +152,15 @@ fn failures_are_recorded_and_dead_lettered(w: Running) {
         (kinds::FAILED, "it went wrong")
     );
     assert_eq!(r.state().unwrap(), TaskState::Failure);
-    let dead = w.backend.broker.dead_letters(10).unwrap();
+    // The result is stored first, then the task is dead-lettered.
+    let deadline = std::time::Instant::now() + LONG;
+    let dead = loop {
+        let dead = w.backend.broker.dead_letters(10).unwrap();
+        if !dead.is_empty() || std::time::Instant::now() > deadline {
+            break dead;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
     assert_eq!(dead[0].envelope.id, r.id());
     // The worker is still serving.
     assert_eq!(w.app.send(add::s(1, 1)).unwrap().get(LONG).unwrap(), 2);
