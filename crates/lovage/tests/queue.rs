@@ -1,5 +1,9 @@
 //! The queue through the `lovage` binary, with real worker processes on an SQLite file.
 
+mod common;
+
+use common::{delete_redis_prefix, Killed};
+
 use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -18,15 +22,7 @@ struct Env {
 impl Drop for Env {
     fn drop(&mut self) {
         if let Some((base, prefix)) = &self.redis_prefix {
-            let client = redis::Client::open(base.as_str()).unwrap();
-            let mut c = client.get_connection().unwrap();
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{prefix}:*"))
-                .query(&mut c)
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: () = redis::cmd("DEL").arg(keys).query(&mut c).unwrap();
-            }
+            delete_redis_prefix(base, prefix);
         }
     }
 }
@@ -65,37 +61,14 @@ impl Env {
         self.cmd(args).output().unwrap()
     }
 
-    fn worker(&self, extra: &[&str]) -> WorkerChild {
+    fn worker(&self, extra: &[&str]) -> Killed {
         let mut args = vec!["worker", "--concurrency", "2"];
         args.extend_from_slice(extra);
-        WorkerChild(self.cmd(&args).stdout(Stdio::null()).spawn().unwrap())
+        Killed(self.cmd(&args).stdout(Stdio::null()).spawn().unwrap())
     }
 
     fn app(&self) -> App {
         App::connect(&self.url).unwrap()
-    }
-}
-
-/// A worker process that is killed if the test ends (or fails) without stopping it.
-struct WorkerChild(Child);
-
-impl Drop for WorkerChild {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl std::ops::Deref for WorkerChild {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for WorkerChild {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
     }
 }
 

@@ -2,6 +2,10 @@
 //! and every task ends SUCCESS once in the result store. The test runs its own redis-server
 //! (append-only file on) on a free port, so it never touches the machine's Redis.
 
+mod common;
+
+use common::Killed;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -86,15 +90,6 @@ impl Drop for Server {
     }
 }
 
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Results for `ids`, retrying while Redis is away.
 fn finished(app: &App, ids: &[TaskId]) -> usize {
     ids.chunks(1000)
@@ -115,9 +110,9 @@ fn a_redis_restart_mid_run_loses_nothing() {
         return;
     };
     let url = server.url();
-    let _workers: Vec<Worker> = (1..=2)
+    let _workers: Vec<Killed> = (1..=2)
         .map(|i| {
-            Worker(
+            Killed(
                 Command::new(BIN)
                     .args([
                         "worker",

@@ -1,28 +1,15 @@
 //! `rediss://`: a worker and a client talk to Redis over TLS. The test makes a self-signed
 //! certificate with `openssl` and runs its own redis-server with TLS only, on a free port.
 
+mod common;
+
+use common::{output_text, Killed};
+
 use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lovage");
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[test]
 fn a_worker_and_a_client_over_tls() {
@@ -96,7 +83,7 @@ fn a_worker_and_a_client_over_tls() {
         assert!(
             Instant::now() < deadline,
             "no TLS connection: {}",
-            text(&out)
+            output_text(&out)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -109,7 +96,7 @@ fn a_worker_and_a_client_over_tls() {
     assert!(
         String::from_utf8_lossy(&plain.stderr).contains("cannot open the redis broker"),
         "{}",
-        text(&plain)
+        output_text(&plain)
     );
 
     let _worker = Killed(
@@ -133,6 +120,6 @@ fn a_worker_and_a_client_over_tls() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"over tls\"");
 }

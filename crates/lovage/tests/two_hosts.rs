@@ -2,7 +2,11 @@
 //! a client in the other; tasks cross the link. Needs `ip netns` (root); without it the test
 //! says so and skips.
 
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use common::{output_text, Killed};
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lovage");
@@ -132,23 +136,6 @@ impl Drop for Hosts {
     }
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn tasks_cross_a_network_between_two_namespaces() {
     let hosts = match Hosts::create() {
@@ -195,7 +182,7 @@ fn tasks_cross_a_network_between_two_namespaces() {
         assert!(
             Instant::now() < deadline,
             "Redis never answered across the link: {}",
-            text(&out)
+            output_text(&out)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -222,11 +209,11 @@ fn tasks_cross_a_network_between_two_namespaces() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("10.77.0.2"),
         "ran in the worker's namespace: {}",
-        text(&out)
+        output_text(&out)
     );
     // Many tasks across the link.
     let file = dir.path().join("jobs.txt");
@@ -240,7 +227,7 @@ fn tasks_cross_a_network_between_two_namespaces() {
         .args(["map", file.to_str().unwrap(), "--broker", url])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let expect: String = (0..50).map(|i| format!("{i}\n")).collect();
     assert_eq!(String::from_utf8_lossy(&out.stdout), expect);
 }

@@ -2,21 +2,16 @@
 //! countdown of an hour leave the worker's memory flat and nothing is delivered early.
 //! (Memory is measured, not time; the bound is generous.)
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{delete_redis_prefix, Killed};
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lovage::{App, Codec, Signature};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lovage");
-
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
@@ -30,7 +25,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 fn eta_tasks_stay_in_the_broker(url: &str) {
     let app = App::connect(url).unwrap();
-    let worker = Worker(
+    let worker = Killed(
         Command::new(BIN)
             .args(["worker", "--broker", url, "--concurrency", "2"])
             .env("LOVAGE_LOG", "error")
@@ -94,13 +89,5 @@ fn eta_tasks_stay_in_redis() {
     let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
     let prefix = format!("lovage-test-{}", lovage::TaskId::new());
     eta_tasks_stay_in_the_broker(&format!("{base}?prefix={prefix}"));
-    let client = redis::Client::open(base.as_str()).unwrap();
-    let mut c = client.get_connection().unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query(&mut c)
-        .unwrap();
-    for chunk in keys.chunks(10_000) {
-        let _: () = redis::cmd("DEL").arg(chunk).query(&mut c).unwrap();
-    }
+    delete_redis_prefix(&base, &prefix);
 }

@@ -1,0 +1,50 @@
+//! Helpers shared by the `lovage` binary's integration tests.
+// Each test file uses some of these, none uses all.
+#![allow(dead_code)]
+
+use std::process::{Child, Output};
+
+/// A child process (a worker, a server) that is killed when the test ends or fails.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Killed {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Killed {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+/// A command's stdout and stderr, for assertion messages.
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Deletes every key under `prefix` on the Redis at `base` (a test's own namespace).
+pub fn delete_redis_prefix(base: &str, prefix: &str) {
+    let client = redis::Client::open(base).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut c)
+        .unwrap_or_default();
+    for chunk in keys.chunks(10_000) {
+        let _: () = redis::cmd("DEL").arg(chunk).query(&mut c).unwrap();
+    }
+}
