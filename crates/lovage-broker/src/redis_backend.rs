@@ -51,6 +51,10 @@ const REVOKE_TTL: Duration = Duration::from_secs(24 * 3600);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// A result waiter blocks at most this long before it renews its `wt:` flag.
 const WAIT_SLICE: Duration = Duration::from_secs(30);
+/// One queue's share of an enqueued chunk: its name, ready (score, id) pairs and scheduled
+/// (due, id) pairs.
+type QueueBatch<'a> = (&'a str, Vec<(u64, String)>, Vec<(i64, String)>);
+
 /// Scores of one priority level: (9 − priority) · band + sequence. Ten bands stay below 2⁵³,
 /// where a sorted-set score (a double) is still exact.
 const PRIORITY_BAND: u64 = 900_000_000_000_000;
@@ -506,8 +510,7 @@ impl Broker for RedisBackend {
             envs.arg(self.key("env"));
             let mut metas = redis::cmd("HSET");
             metas.arg(self.key("meta"));
-            // Per queue: ready (score, id) pairs, scheduled (due, id) pairs.
-            let mut queues: Vec<(&str, Vec<(u64, String)>, Vec<(i64, String)>)> = Vec::new();
+            let mut queues: Vec<QueueBatch> = Vec::new();
             for e in chunk {
                 let seq = next_sequence();
                 let id = e.id.to_string();
