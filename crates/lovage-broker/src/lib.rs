@@ -21,6 +21,7 @@ mod time;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lovage_core::canvas::Frame;
 use lovage_core::{Codec, Signature, TaskError, TaskId, TaskOptions, TaskState};
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +63,9 @@ pub enum BrokerError {
 /// Result alias for broker operations.
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
+/// How long `enqueue_once` remembers an id and a join its members.
+pub const ONCE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The queue a task goes to when nothing says otherwise.
 pub const DEFAULT_QUEUE: &str = "default";
 
@@ -90,6 +94,9 @@ pub struct Envelope {
     pub attempts: u32,
     /// When it was first sent.
     pub created: Timestamp,
+    /// Where its workflow goes next (empty for a plain task): see `lovage_core::canvas`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flow: Vec<Frame>,
 }
 
 impl Envelope {
@@ -115,6 +122,7 @@ impl Envelope {
             task: sig.task,
             args: sig.args,
             options: sig.options,
+            flow: Vec::new(),
         }
     }
 }
@@ -201,6 +209,11 @@ pub struct WorkerInfo {
 pub trait Broker: Send + Sync {
     /// Stores a batch of tasks; when it returns, they survive a crash of every process.
     fn enqueue(&self, batch: &[Envelope]) -> Result<()>;
+
+    /// Enqueues each envelope whose id was never sent before through `enqueue_once` (ids are
+    /// remembered for [`ONCE_TTL`]); a repeat is dropped. Workflows send their next steps this
+    /// way, so a step that runs twice does not start its continuation twice.
+    fn enqueue_once(&self, batch: &[Envelope]) -> Result<()>;
 
     /// Leases up to `max` ready tasks from `queues` for `lease`, highest priority first and FIFO
     /// within a priority; tasks whose lease ran out are ready again. Waits up to `wait` when
@@ -293,6 +306,12 @@ pub trait ResultStore: Send + Sync {
 
     /// Waits until `id` reaches a final state or `timeout` passes; returns what is known then.
     fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<ResultRecord>>;
+
+    /// Records `value` as member `index` of the join `id` of `size` members (recording the same
+    /// index again replaces it). Once all `size` are in, returns every value in index order —
+    /// on that call and any later one — else `None`. Joins are kept for [`ONCE_TTL`].
+    fn join(&self, id: TaskId, index: u32, size: u32, value: &[u8])
+        -> Result<Option<Vec<Vec<u8>>>>;
 
     /// Adds `by` to the counter `key` atomically and returns the new value.
     fn incr(&self, key: &str, by: i64) -> Result<i64>;

@@ -2,7 +2,7 @@
 //! inside one process. Nothing survives the process.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,7 @@ use lovage_core::{TaskError, TaskId};
 
 use crate::{
     Broker, DeadLetter, Delivery, Envelope, Lease, QueueStats, Result, ResultRecord, ResultStore,
-    Revoked, Timestamp, WorkerInfo,
+    Revoked, Timestamp, WorkerInfo, ONCE_TTL,
 };
 
 /// How long a revoked id is remembered for tasks not (yet) in the broker.
@@ -41,6 +41,10 @@ struct State {
     workers: HashMap<String, WorkerInfo>,
     results: HashMap<TaskId, ResultRecord>,
     counters: HashMap<String, i64>,
+    /// Ids sent through `enqueue_once`, and until when they are remembered.
+    sent_once: HashMap<TaskId, Timestamp>,
+    /// Joins: member values by index, and until when they are kept.
+    joins: HashMap<TaskId, (BTreeMap<u32, Vec<u8>>, Timestamp)>,
     next_seq: u64,
 }
 
@@ -169,6 +173,24 @@ impl MemoryBackend {
 }
 
 impl Broker for MemoryBackend {
+    fn enqueue_once(&self, batch: &[Envelope]) -> Result<()> {
+        let now = Timestamp::now();
+        let fresh: Vec<Envelope> = {
+            let mut st = self.lock();
+            // Forget expired ids now and then (amortised: when the map doubles).
+            if st.sent_once.len().is_power_of_two() {
+                st.sent_once.retain(|_, until| *until > now);
+            }
+            batch
+                .iter()
+                .filter(|e| st.sent_once.insert(e.id, now + ONCE_TTL).is_none())
+                .cloned()
+                .collect()
+        };
+        // Between the two locks nothing can take the ids back, so a repeat is still dropped.
+        self.enqueue(&fresh)
+    }
+
     fn enqueue(&self, batch: &[Envelope]) -> Result<()> {
         let now = Timestamp::now();
         let mut st = self.lock();
@@ -423,6 +445,26 @@ impl ResultStore for MemoryBackend {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+
+    fn join(
+        &self,
+        id: TaskId,
+        index: u32,
+        size: u32,
+        value: &[u8],
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        let now = Timestamp::now();
+        let mut st = self.lock();
+        if st.joins.len().is_power_of_two() {
+            st.joins.retain(|_, (_, until)| *until > now);
+        }
+        let (members, _) = st
+            .joins
+            .entry(id)
+            .or_insert_with(|| (BTreeMap::new(), now + ONCE_TTL));
+        members.insert(index, value.to_vec());
+        Ok((members.len() >= size as usize).then(|| members.values().cloned().collect()))
     }
 
     fn incr(&self, key: &str, by: i64) -> Result<i64> {

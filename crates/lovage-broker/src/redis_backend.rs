@@ -19,6 +19,8 @@
 //! | `P:waiting` | sorted set | ids someone waits for, score = when the entry goes stale |
 //! | `P:n:{id}` | list, short TTL | "a final result was stored": waiters block on it |
 //! | `P:c:{key}` | counter | `incr` |
+//! | `P:once` | sorted set | ids sent with `enqueue_once`, score = when to forget them |
+//! | `P:j:{id}` | hash, TTL | a join (group/chord): member index → its result |
 //! | `P:dead` | list | dead letters, newest first, capped |
 //! | `P:workers` | hash | worker id → info (JSON) |
 //!
@@ -42,7 +44,7 @@ use redis::{Connection, Script};
 
 use crate::{
     Broker, BrokerError, DeadLetter, Delivery, Envelope, Lease, QueueStats, Result, ResultRecord,
-    ResultStore, Revoked, Timestamp, WorkerInfo,
+    ResultStore, Revoked, Timestamp, WorkerInfo, ONCE_TTL,
 };
 
 /// How long a revoked id is remembered.
@@ -312,6 +314,42 @@ end
 return 0
 "#;
 
+const ENQUEUE_ONCE: &str = r#"
+-- ARGV: prefix, now, remember until, then per task: id, queue, score, delivery, due (0: ready),
+-- envelope. Ids sent once are remembered in `once` (score: until when).
+local p, now, until_ = ARGV[1], ARGV[2], ARGV[3]
+local once = p .. ':once'
+redis.call('ZREMRANGEBYSCORE', once, '-inf', now)
+local sent = 0
+for i = 4, #ARGV, 6 do
+  local id, q, score, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 4])
+  if redis.call('ZADD', once, 'NX', until_, id) == 1 then
+    redis.call('HSET', p .. ':env', id, ARGV[i + 5])
+    redis.call('HSET', p .. ':meta', id, ARGV[i + 3] .. ' ' .. score .. ' ' .. q)
+    redis.call('SADD', p .. ':queues', q)
+    if due > 0 then
+      redis.call('ZADD', p .. ':s:' .. q, due, id)
+    else
+      redis.call('ZADD', p .. ':q:' .. q, score, id)
+      redis.call('RPUSH', p .. ':w:' .. q, '1')
+      redis.call('LTRIM', p .. ':w:' .. q, 0, 63)
+    end
+    sent = sent + 1
+  end
+end
+return sent
+"#;
+
+const JOIN: &str = r#"
+-- ARGV: key, index, size, value, ttl ms. Returns {} until all `size` members are in, then
+-- every (index, value) pair.
+local key = ARGV[1]
+redis.call('HSET', key, ARGV[2], ARGV[4])
+redis.call('PEXPIRE', key, ARGV[5])
+if redis.call('HLEN', key) < tonumber(ARGV[3]) then return {} end
+return redis.call('HGETALL', key)
+"#;
+
 const DEAD_LETTER: &str = r#"
 -- ARGV: prefix, id, delivery, record, keep
 local p, id = ARGV[1], ARGV[2]
@@ -343,6 +381,8 @@ struct Scripts {
     dead_letter: Script,
     stats: Script,
     store: Script,
+    enqueue_once: Script,
+    join: Script,
 }
 
 impl RedisBackend {
@@ -387,6 +427,8 @@ impl RedisBackend {
                 dead_letter: with_meta(DEAD_LETTER),
                 stats: with_meta(STATS),
                 store: Script::new(STORE),
+                enqueue_once: Script::new(ENQUEUE_ONCE),
+                join: Script::new(JOIN),
             },
         };
         backend
@@ -560,6 +602,31 @@ impl Broker for RedisBackend {
                 }
             }
             self.with_conn("enqueue", |c| pipe.query::<()>(c))?;
+        }
+        Ok(())
+    }
+
+    fn enqueue_once(&self, batch: &[Envelope]) -> Result<()> {
+        let now = Timestamp::now();
+        for chunk in batch.chunks(500) {
+            let mut inv = self.scripts.enqueue_once.prepare_invoke();
+            inv.arg(&self.prefix)
+                .arg(now.as_millis())
+                .arg((now + ONCE_TTL).as_millis());
+            for e in chunk {
+                let score = (9 - u64::from(e.priority.min(9))) * PRIORITY_BAND + next_sequence();
+                let due = match e.eta {
+                    Some(eta) if eta > now => eta.as_millis(),
+                    _ => 0,
+                };
+                inv.arg(e.id.to_string())
+                    .arg(&e.queue)
+                    .arg(score)
+                    .arg(e.attempts + 1)
+                    .arg(due)
+                    .arg(self.encode_env(e)?);
+            }
+            self.with_conn("enqueue once", |c| inv.invoke::<i64>(c))?;
         }
         Ok(())
     }
@@ -890,6 +957,28 @@ impl ResultStore for RedisBackend {
         };
         // The entry stays until it is stale: another waiter for the same id may count on it.
         Ok(rec)
+    }
+
+    fn join(
+        &self,
+        id: TaskId,
+        index: u32,
+        size: u32,
+        value: &[u8],
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        let mut inv = self.scripts.join.prepare_invoke();
+        inv.arg(self.key(&format!("j:{id}")))
+            .arg(index)
+            .arg(size)
+            .arg(value)
+            .arg(ONCE_TTL.as_millis() as u64);
+        let pairs: Vec<(u32, Vec<u8>)> = self.with_conn("join", |c| inv.invoke(c))?;
+        if pairs.is_empty() {
+            return Ok(None);
+        }
+        let mut pairs = pairs;
+        pairs.sort_unstable_by_key(|(i, _)| *i);
+        Ok(Some(pairs.into_iter().map(|(_, v)| v).collect()))
     }
 
     fn incr(&self, key: &str, by: i64) -> Result<i64> {

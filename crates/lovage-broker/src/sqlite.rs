@@ -19,17 +19,29 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::{
     Broker, BrokerError, DeadLetter, Delivery, Envelope, Lease, QueueStats, Result, ResultRecord,
-    ResultStore, Revoked, Timestamp, WorkerInfo,
+    ResultStore, Revoked, Timestamp, WorkerInfo, ONCE_TTL,
 };
 
 /// `PRAGMA application_id` of a lovage database ("LOVA").
 const APPLICATION_ID: i32 = 0x4c4f_5641;
 /// Schema version in `PRAGMA user_version`.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 const READY: i64 = 0;
 const RESERVED: i64 = 1;
 const SCHEDULED: i64 = 2;
+
+/// Tables added in schema version 2 (workflows); also created by the upgrade from 1.
+const WORKFLOW_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS sent_once (id TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS joins (
+    id    TEXT    NOT NULL,
+    idx   INTEGER NOT NULL,
+    value BLOB    NOT NULL,
+    until INTEGER NOT NULL,
+    PRIMARY KEY (id, idx)
+) WITHOUT ROWID;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE tasks (
@@ -46,7 +58,8 @@ CREATE TABLE tasks (
     options  TEXT    NOT NULL,
     eta      INTEGER,
     expires  INTEGER,
-    created  INTEGER NOT NULL
+    created  INTEGER NOT NULL,
+    flow     BLOB                -- MessagePack workflow frames, NULL for a plain task
 );
 CREATE INDEX tasks_ready ON tasks(queue, priority DESC, seq) WHERE state = 0;
 CREATE INDEX tasks_due ON tasks(due) WHERE state != 0;
@@ -157,6 +170,9 @@ impl SqliteBackend {
                 "its schema version {version} is newer than this lovage understands ({SCHEMA_VERSION}); upgrade lovage"
             )));
         }
+        if version < SCHEMA_VERSION {
+            backend.upgrade()?;
+        }
         Ok(backend)
     }
 
@@ -187,11 +203,87 @@ impl SqliteBackend {
         }
         tx.execute_batch(SCHEMA)
             .map_err(|e| self.err("create schema", e))?;
+        tx.execute_batch(WORKFLOW_TABLES)
+            .map_err(|e| self.err("create schema", e))?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)
             .map_err(|e| self.err("initialise", e))?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(|e| self.err("initialise", e))?;
         tx.commit().map_err(|e| self.err("initialise", e))
+    }
+
+    /// Inserts tasks in one transaction; with `once`, only ids never sent `once` before.
+    fn insert_tasks(&self, op: &'static str, batch: &[Envelope], once: bool) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let mut encoded = Vec::with_capacity(batch.len());
+        for e in batch {
+            let encode_err = |reason: String| BrokerError::Backend {
+                backend: "sqlite",
+                location: self.path.display().to_string(),
+                op,
+                reason,
+            };
+            let options =
+                serde_json::to_string(&e.options).map_err(|err| encode_err(err.to_string()))?;
+            let flow = if e.flow.is_empty() {
+                None
+            } else {
+                Some(rmp_serde::to_vec_named(&e.flow).map_err(|err| encode_err(err.to_string()))?)
+            };
+            encoded.push((options, flow));
+        }
+        self.write(op, |tx| {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR REPLACE INTO tasks (id, queue, priority, state, due, attempts, task, codec, args, options, eta, expires, created, flow) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 \
+                 WHERE NOT EXISTS (SELECT 1 FROM revoked WHERE id = ?1)",
+            )?;
+            let mut mark = tx.prepare_cached(
+                "INSERT OR IGNORE INTO sent_once (id, until) VALUES (?1, ?2)",
+            )?;
+            let until = (now + ONCE_TTL).as_millis();
+            for (e, (options, flow)) in batch.iter().zip(&encoded) {
+                if once && mark.execute(params![e.id.to_string(), until])? == 0 {
+                    continue;
+                }
+                let (state, due) = match e.eta {
+                    Some(t) if t > now => (SCHEDULED, t.as_millis()),
+                    _ => (READY, 0),
+                };
+                ins.execute(params![
+                    e.id.to_string(),
+                    e.queue,
+                    e.priority as i64,
+                    state,
+                    due,
+                    e.attempts as i64,
+                    e.task,
+                    e.codec.as_str(),
+                    e.args,
+                    options,
+                    e.eta.map(Timestamp::as_millis),
+                    e.expires.map(Timestamp::as_millis),
+                    e.created.as_millis(),
+                    flow,
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Brings a version 1 database (before workflows) to the current schema.
+    fn upgrade(&self) -> Result<()> {
+        self.write("upgrade schema", |tx| {
+            let version: i32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if version < 2 {
+                tx.execute_batch("ALTER TABLE tasks ADD COLUMN flow BLOB;")?;
+                tx.execute_batch(WORKFLOW_TABLES)?;
+            }
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        })
     }
 
     /// Caps the database at `pages` pages for this connection, so tests can see what a full
@@ -306,7 +398,7 @@ impl SqliteBackend {
             candidates.truncate(max);
             let mut take = tx.prepare_cached(
                 "UPDATE tasks SET state = 1, due = ?1, attempts = attempts + 1 WHERE seq = ?2 AND state = 0 \
-                 RETURNING id, queue, priority, attempts, task, codec, args, options, eta, expires, created",
+                 RETURNING id, queue, priority, attempts, task, codec, args, options, eta, expires, created, flow",
             )?;
             let mut out = Vec::with_capacity(candidates.len());
             for (_, seq) in candidates {
@@ -334,43 +426,11 @@ impl SqliteBackend {
 }
 impl Broker for SqliteBackend {
     fn enqueue(&self, batch: &[Envelope]) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let now = Timestamp::now();
-        let encoded: Vec<String> = batch
-            .iter()
-            .map(|e| serde_json::to_string(&e.options).expect("options encode"))
-            .collect();
-        self.write("enqueue", |tx| {
-            let mut ins = tx.prepare_cached(
-                "INSERT OR REPLACE INTO tasks (id, queue, priority, state, due, attempts, task, codec, args, options, eta, expires, created) \
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13 \
-                 WHERE NOT EXISTS (SELECT 1 FROM revoked WHERE id = ?1)",
-            )?;
-            for (e, options) in batch.iter().zip(&encoded) {
-                let (state, due) = match e.eta {
-                    Some(t) if t > now => (SCHEDULED, t.as_millis()),
-                    _ => (READY, 0),
-                };
-                ins.execute(params![
-                    e.id.to_string(),
-                    e.queue,
-                    e.priority as i64,
-                    state,
-                    due,
-                    e.attempts as i64,
-                    e.task,
-                    e.codec.as_str(),
-                    e.args,
-                    options,
-                    e.eta.map(Timestamp::as_millis),
-                    e.expires.map(Timestamp::as_millis),
-                    e.created.as_millis(),
-                ])?;
-            }
-            Ok(())
-        })
+        self.insert_tasks("enqueue", batch, false)
+    }
+
+    fn enqueue_once(&self, batch: &[Envelope]) -> Result<()> {
+        self.insert_tasks("enqueue once", batch, true)
     }
 
     fn reserve(
@@ -644,7 +704,8 @@ fn row_to_result(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRecord> {
     })
 }
 
-/// Columns: id, queue, priority, attempts, task, codec, args, options, eta, expires, created.
+/// Columns: id, queue, priority, attempts, task, codec, args, options, eta, expires, created,
+/// flow.
 fn row_to_envelope(r: &rusqlite::Row<'_>) -> rusqlite::Result<Envelope> {
     let id: String = r.get(0)?;
     let options: String = r.get(7)?;
@@ -660,6 +721,10 @@ fn row_to_envelope(r: &rusqlite::Row<'_>) -> rusqlite::Result<Envelope> {
         eta: r.get::<_, Option<i64>>(8)?.map(Timestamp::from_millis),
         expires: r.get::<_, Option<i64>>(9)?.map(Timestamp::from_millis),
         created: Timestamp::from_millis(r.get(10)?),
+        flow: match r.get::<_, Option<Vec<u8>>>(11)? {
+            Some(bytes) => rmp_serde::from_slice(&bytes).map_err(|e| corrupt(11, e))?,
+            None => Vec::new(),
+        },
     })
 }
 
@@ -727,6 +792,35 @@ impl ResultStore for SqliteBackend {
         }
     }
 
+    fn join(
+        &self,
+        id: TaskId,
+        index: u32,
+        size: u32,
+        value: &[u8],
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        let until = (Timestamp::now() + ONCE_TTL).as_millis();
+        let key = id.to_string();
+        self.write("join", |tx| {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO joins (id, idx, value, until) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![key, index, value, until])?;
+            let count: i64 = tx
+                .prepare_cached("SELECT count(*) FROM joins WHERE id = ?1")?
+                .query_row([&key], |r| r.get(0))?;
+            if count < i64::from(size) {
+                return Ok(None);
+            }
+            let mut all =
+                tx.prepare_cached("SELECT value FROM joins WHERE id = ?1 ORDER BY idx")?;
+            let values = all
+                .query_map([&key], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<Vec<u8>>>>()?;
+            Ok(Some(values))
+        })
+    }
+
     fn incr(&self, key: &str, by: i64) -> Result<i64> {
         self.write("incr", |tx| {
             tx.prepare_cached(
@@ -740,6 +834,8 @@ impl ResultStore for SqliteBackend {
     fn purge_expired(&self) -> Result<u64> {
         let now = Timestamp::now().as_millis();
         self.write("purge expired results", |tx| {
+            tx.execute("DELETE FROM sent_once WHERE until <= ?1", [now])?;
+            tx.execute("DELETE FROM joins WHERE until <= ?1", [now])?;
             Ok(tx.execute(
                 "DELETE FROM results WHERE expires IS NOT NULL AND expires <= ?1",
                 [now],

@@ -423,6 +423,77 @@ pub fn counters_are_atomic(f: Fixture) {
     assert_eq!(r.incr("chord:x", -400).unwrap(), 0);
 }
 
+pub fn enqueue_once_drops_repeats(f: Fixture) {
+    let b = &*f.backend.broker;
+    let (a, bb, c) = (env("once", 0), env("once", 0), env("once", 0));
+    b.enqueue_once(&[a.clone(), bb.clone()]).unwrap();
+    b.enqueue_once(&[a.clone(), c.clone()]).unwrap();
+    let got = reserve_all(b, "once", 10);
+    let mut ids: Vec<TaskId> = got.iter().map(|d| d.envelope.id).collect();
+    ids.sort();
+    let mut want = vec![a.id, bb.id, c.id];
+    want.sort();
+    assert_eq!(ids, want, "each id once");
+    b.ack(&got.iter().map(|d| d.lease).collect::<Vec<_>>())
+        .unwrap();
+    b.enqueue_once(std::slice::from_ref(&a)).unwrap();
+    assert!(
+        reserve_all(b, "once", 10).is_empty(),
+        "an id sent once is not sent again after it ran"
+    );
+}
+
+pub fn a_workflow_continuation_travels_with_the_task(f: Fixture) {
+    let b = &*f.backend.broker;
+    let next = lovage_core::Canvas::task(
+        lovage_core::Signature::new("next", &(1,), lovage_core::Codec::Json).unwrap(),
+    );
+    let mut e = env("flow", 0);
+    e.flow = vec![lovage_core::canvas::Frame::Chain(vec![next])];
+    b.enqueue(std::slice::from_ref(&e)).unwrap();
+    let got = reserve_all(b, "flow", 1);
+    assert_eq!(got[0].envelope.flow, e.flow);
+}
+
+pub fn joins_complete_once_every_member_is_in(f: Fixture) {
+    let r = &*f.backend.results;
+    let id = TaskId::new();
+    assert_eq!(r.join(id, 1, 3, b"b").unwrap(), None);
+    assert_eq!(r.join(id, 0, 3, b"a").unwrap(), None);
+    assert_eq!(
+        r.join(id, 1, 3, b"b2").unwrap(),
+        None,
+        "a member recorded twice counts once"
+    );
+    let all = Some(vec![b"a".to_vec(), b"b2".to_vec(), b"c".to_vec()]);
+    assert_eq!(r.join(id, 2, 3, b"c").unwrap(), all);
+    assert_eq!(
+        r.join(id, 2, 3, b"c").unwrap(),
+        all,
+        "a member run again still sees the join complete"
+    );
+    // Members finishing concurrently: exactly one sees the join complete first.
+    let id = TaskId::new();
+    let n = 64u32;
+    let firsts = std::sync::atomic::AtomicU32::new(0);
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            let firsts = &firsts;
+            s.spawn(move || {
+                for i in (t..n).step_by(4) {
+                    if r.join(id, i, n, &i.to_le_bytes()).unwrap().is_some() {
+                        firsts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(firsts.into_inner(), 1);
+    let values = r.join(id, 0, n, &0u32.to_le_bytes()).unwrap().unwrap();
+    assert_eq!(values.len(), n as usize);
+    assert_eq!(values[5], 5u32.to_le_bytes().to_vec());
+}
+
 pub fn concurrent_consumers_get_every_task_once(f: Fixture) {
     let b: Arc<dyn Broker> = f.backend.broker.clone();
     let sent: Vec<Envelope> = (0..3000).map(|i| env("many", (i % 10) as u8)).collect();
@@ -513,6 +584,9 @@ macro_rules! conformance {
                 results_store_get_and_wait,
                 results_expire,
                 counters_are_atomic,
+                enqueue_once_drops_repeats,
+                a_workflow_continuation_travels_with_the_task,
+                joins_complete_once_every_member_is_in,
                 concurrent_consumers_get_every_task_once,
                 the_client_sends_and_reads_results,
             );

@@ -171,3 +171,43 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
     let ids: Vec<_> = got.iter().map(|d| d.envelope.id).collect();
     assert_eq!(ids, kept.iter().map(|e| e.id).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_database_from_before_workflows_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let waiting = env();
+    {
+        let b = SqliteBackend::open(&path).unwrap();
+        b.enqueue(std::slice::from_ref(&waiting)).unwrap();
+    }
+    // Make it look like a schema-1 file: no flow column, no workflow tables.
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "ALTER TABLE tasks DROP COLUMN flow; DROP TABLE sent_once; DROP TABLE joins; PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let b = SqliteBackend::open(&path).unwrap();
+    let version: i32 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    b.enqueue_once(&[env()]).unwrap();
+    let got = b
+        .reserve(
+            &default_queue(),
+            10,
+            Duration::from_secs(60),
+            Duration::ZERO,
+        )
+        .unwrap();
+    assert_eq!(
+        got.len(),
+        2,
+        "the old task is still there and a new one joined it"
+    );
+    assert!(got.iter().any(|d| d.envelope.id == waiting.id));
+}

@@ -17,6 +17,11 @@ impl TaskId {
         TaskId(uuid::Uuid::now_v7())
     }
 
+    /// The all-zero id, which no task has (the result id of an empty chain).
+    pub fn nil() -> Self {
+        TaskId(uuid::Uuid::nil())
+    }
+
     /// The id as a UUID.
     pub fn as_uuid(&self) -> &uuid::Uuid {
         &self.0

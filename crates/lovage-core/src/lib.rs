@@ -4,6 +4,7 @@
 //! through the `lovage` crate.
 
 pub mod cancel;
+pub mod canvas;
 pub mod codec;
 pub mod dispatch;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod signature;
 pub mod state;
 
 pub use cancel::{check_cancelled, is_cancelled, CancelReason, CancelToken};
+pub use canvas::{chain, chord, group, Canvas, Failure};
 pub use codec::{Codec, CodecError, WIRE_VERSION};
 pub use dispatch::Dispatch;
 pub use error::{kinds, TaskError};

@@ -229,7 +229,7 @@ impl Message {
     }
 }
 
-fn ser_args<S: Serializer>(args: &[u8], s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_args<S: Serializer>(args: &[u8], s: S) -> Result<S::Ok, S::Error> {
     if s.is_human_readable() {
         let text = std::str::from_utf8(args).map_err(serde::ser::Error::custom)?;
         let raw = serde_json::value::RawValue::from_string(text.to_owned())
@@ -240,7 +240,7 @@ fn ser_args<S: Serializer>(args: &[u8], s: S) -> Result<S::Ok, S::Error> {
     }
 }
 
-fn de_args<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+pub(crate) fn de_args<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     if d.is_human_readable() {
         let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
         Ok(raw.get().as_bytes().to_vec())
