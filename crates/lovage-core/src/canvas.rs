@@ -39,7 +39,7 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Node {
     /// One task.
-    Task(Step),
+    Task(Box<Step>),
     /// Each result becomes the first argument of the next (unless it is immutable).
     Chain(Vec<Canvas>),
     /// Runs in parallel; the group's result, stored under `id` once every member succeeded, is
@@ -115,7 +115,7 @@ impl Canvas {
 
     /// A task call as a workflow step, with a fresh id.
     pub fn task(sig: Signature) -> Canvas {
-        Canvas::new(Node::Task(Step {
+        Canvas::new(Node::Task(Box::new(Step {
             id: TaskId::new(),
             task: sig.task,
             codec: sig.codec,
@@ -123,7 +123,7 @@ impl Canvas {
             options: sig.options,
             immutable: false,
             link: Vec::new(),
-        }))
+        })))
     }
 
     /// The id under which this workflow's result will be stored: a task's own, a chain's last
