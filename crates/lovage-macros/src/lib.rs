@@ -340,6 +340,26 @@ fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
         })
         .collect();
     let p = quote!(#krate::__private);
+    // `partial`: every argument but the first, which a workflow fills with the previous result.
+    let partial_fn = match (arg_names.split_first(), arg_types.split_first()) {
+        (Some((_, rest_names)), Some((_, rest_types))) => {
+            let rest_tuple = if rest_names.is_empty() {
+                quote!(&[0u8; 0])
+            } else {
+                quote!(&(#(&#rest_names,)*))
+            };
+            quote! {
+                /// A signature for a workflow step that receives the previous step's result as
+                /// its first argument; these are the others (Celery's `add.s(10)` in a chain).
+                pub fn partial(#(#rest_names: #rest_types),*) -> #p::TypedSignature<#value_ty> {
+                    #[allow(unused_imports)]
+                    use #p as __p;
+                    __p::TypedSignature::encode(Self::NAME, #rest_tuple, #default_codec)
+                }
+            }
+        }
+        _ => quote!(),
+    };
     let serde_path = quote!(#krate::__private::serde).to_string();
     let body = quote! {
         #[allow(unused_imports)]
@@ -414,6 +434,8 @@ fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
             pub fn delay<D: #p::Dispatch>(to: &D, #(#arg_names: #arg_types),*) -> ::std::result::Result<D::Handle<#value_ty>, D::Error> {
                 to.dispatch(Self::s(#(#arg_names),*))
             }
+
+            #partial_fn
 
             #invoke_fn
         }

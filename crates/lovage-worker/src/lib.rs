@@ -19,11 +19,14 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use lovage_broker::{Backend, BrokerError, Delivery, Lease, ResultRecord, Timestamp, WorkerInfo};
+use lovage_broker::{
+    Backend, BrokerError, Delivery, Envelope, Lease, ResultRecord, Timestamp, WorkerInfo,
+};
 use lovage_core::{
     kinds, CancelReason, CancelToken, Registry, RetryPolicy, Signature, TaskError, TaskId,
     TaskState,
 };
+use lovage_flow::Finished;
 use lovage_pool::{Executor, ProcessPool, TaskHandle, ThreadPool};
 
 pub use signals::install_signal_handlers;
@@ -239,6 +242,18 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Continues the workflow `env` belongs to, retrying while the broker is down.
+    fn advance_flow(&self, env: &Envelope, finished: Finished<'_>) {
+        let ctx = lovage_flow::Context {
+            backend: &self.backend,
+            result_ttl: self.config.result_ttl,
+            worker: Some(&self.id),
+        };
+        self.retry_broker("continue workflow", || {
+            lovage_flow::advance(&ctx, env, finished)
+        });
     }
 
     fn record(
@@ -480,6 +495,11 @@ impl Worker {
                 if s.retry_broker("store results", || s.backend.results.store(&records))
                     .is_some()
                 {
+                    for (record, (d, _)) in records.iter().zip(&dropped) {
+                        if let Some(err) = &record.error {
+                            s.advance_flow(&d.envelope, Finished::Failure(err));
+                        }
+                    }
                     s.retry_broker("ack", || s.backend.broker.ack(&leases));
                 }
                 s.report.lock().unwrap_or_else(|p| p.into_inner()).revoked += dropped.len() as u64;
@@ -591,6 +611,8 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     let mut acks = Vec::with_capacity(batch.len());
     let mut settle = Vec::new();
     let mut finished = Vec::with_capacity(batch.len());
+    // Workflow steps, continued once their outcomes are stored: (envelope, value or error).
+    let mut flows: Vec<(Envelope, Result<Vec<u8>, TaskError>)> = Vec::new();
     let mut report = WorkerReport::default();
     let revoked_running: HashSet<TaskId> = {
         let mut set = s.revoked_running.lock().unwrap_or_else(|p| p.into_inner());
@@ -606,17 +628,18 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
         let ignore_result = env.options.ignore_result.unwrap_or(false);
         match o.result {
             _ if revoked_running.contains(&env.id) => {
-                records.push(s.record(
-                    d,
-                    TaskState::Revoked,
-                    None,
-                    Some(TaskError::new(kinds::REVOKED, "revoked while it ran")),
-                    Some(o.started),
-                ));
+                let err = TaskError::new(kinds::REVOKED, "revoked while it ran");
+                if !env.flow.is_empty() {
+                    flows.push((env.clone(), Err(err.clone())));
+                }
+                records.push(s.record(d, TaskState::Revoked, None, Some(err), Some(o.started)));
                 acks.push(d.lease);
                 report.revoked += 1;
             }
             Ok(value) => {
+                if !env.flow.is_empty() {
+                    flows.push((env.clone(), Ok(value.clone())));
+                }
                 if !ignore_result {
                     records.push(s.record(
                         d,
@@ -649,6 +672,9 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
                     report.retried += 1;
                 } else {
                     tracing::info!(task_id = %env.id, task = %env.task, attempt = env.attempts, error = %err, "failed");
+                    if !env.flow.is_empty() {
+                        flows.push((env.clone(), Err(err.clone())));
+                    }
                     records.push(s.record(
                         d,
                         TaskState::Failure,
@@ -668,6 +694,15 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     if s.retry_broker("store results", || s.backend.results.store(&records))
         .is_some()
     {
+        // Then what follows in their workflows, before the acks (a crash repeats it; it is
+        // idempotent).
+        for (env, outcome) in &flows {
+            let finished = match outcome {
+                Ok(value) => Finished::Success(value),
+                Err(err) => Finished::Failure(err),
+            };
+            s.advance_flow(env, finished);
+        }
         for step in &settle {
             match step {
                 Settle::Retry(lease, delay) => {

@@ -43,6 +43,10 @@ pub use lovage_pool::{
 
 pub mod builtins;
 
+/// Workflows: chain, group, chord, callbacks (see [`lovage_flow`]).
+pub use lovage_flow as flow;
+pub use lovage_flow::{chain, chord, group, Canvas, Failure, WorkflowResult};
+
 /// The worker: consume a broker, run tasks on a pool.
 pub use lovage_worker as worker;
 pub use lovage_worker::{PoolKind, Worker, WorkerConfig};

@@ -1,0 +1,502 @@
+//! Workflows: chains, groups, chords and callbacks, carried by the tasks themselves.
+//!
+//! There is no coordinator. A workflow is sent as its first tasks, each carrying the rest as
+//! continuation frames ([`Frame`]); the worker that finishes a task calls [`advance`], which
+//! sends whatever comes next. Every task's id is fixed when the workflow is built, and next
+//! steps are sent with `enqueue_once`, so a step that runs twice (its worker was killed before
+//! the ack) does not start its continuation twice. A group's members meet in a join in the
+//! result store (`ResultStore::join`): each member records its result under its index, and
+//! whoever records the last one gets the list — again on a repeat, where `enqueue_once` drops
+//! the second send. So a chord's callback runs exactly once, with every result, in order.
+//!
+//! ```
+//! use std::time::Duration;
+//! use lovage_flow::{chain, chord, group, Canvas};
+//! # #[lovage_macros::task(crate = lovage_core)] fn add(a: i64, b: i64) -> i64 { a + b }
+//! # #[lovage_macros::task(crate = lovage_core)] fn total(xs: Vec<i64>) -> i64 { xs.iter().sum() }
+//! let app = lovage_broker::App::connect("memory://flow-doc").unwrap();
+//! // ((1 + 2) + 10), then a chord of three additions summed.
+//! let wf = chain([Canvas::from(add::s(1, 2)), add::partial(10).into()]);
+//! let sent = lovage_flow::send(&app, &wf).unwrap();
+//! let sums = chord([add::s(1, 1), add::s(2, 2), add::s(3, 3)], total::partial());
+//! let chord_sent = lovage_flow::send(&app, &sums).unwrap();
+//! # let _ = (sent, chord_sent, group::<Canvas>([]));
+//! ```
+
+use std::time::Duration;
+
+use lovage_broker::{App, AsyncResult, Backend, BrokerError, Envelope, ResultRecord, Timestamp};
+use lovage_core::canvas::Step;
+use lovage_core::{Codec, Registry, Signature, TaskError, TaskId, TaskState};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use lovage_core::canvas::{chain, chord, group, map, starmap, Canvas, Failure, Frame, Node};
+
+/// Why a workflow could not be sent or continued.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// The broker or result store failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The workflow cannot run as described.
+    #[error("workflow: {0}")]
+    Invalid(String),
+}
+
+/// The error kind recorded for steps that never ran because an earlier one failed.
+pub const UPSTREAM_FAILED: &str = "lovage.UpstreamFailed";
+/// The error kind recorded when a workflow could not be continued.
+pub const WORKFLOW_ERROR: &str = "lovage.WorkflowError";
+
+/// Sends `canvas`; returns a handle on its result (and on its members' for a group or chord).
+pub fn send(app: &App, canvas: &Canvas) -> Result<WorkflowResult, FlowError> {
+    validate(canvas, false)?;
+    let ctx = Context {
+        backend: app.backend(),
+        result_ttl: None,
+        worker: None,
+    };
+    let mut run = Advance::new(&ctx);
+    run.apply(canvas, None, Vec::new())?;
+    // Fresh ids: a plain send is enough (and faster for a 10,000-member chord).
+    run.flush(false)?;
+    Ok(WorkflowResult {
+        app: app.clone(),
+        id: canvas.result_id(),
+        members: canvas.member_ids(),
+    })
+}
+
+/// A sent workflow.
+#[derive(Debug, Clone)]
+pub struct WorkflowResult {
+    app: App,
+    id: TaskId,
+    members: Vec<TaskId>,
+}
+
+impl WorkflowResult {
+    /// The id its result is stored under (see [`Canvas::result_id`]).
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The result ids of a group's members or a chord's header, in order.
+    pub fn member_ids(&self) -> &[TaskId] {
+        &self.members
+    }
+
+    /// A handle on the workflow's result.
+    pub fn result<R: DeserializeOwned>(&self) -> AsyncResult<R> {
+        self.app.result(self.id)
+    }
+
+    /// Waits for the workflow's result.
+    pub fn get<R: DeserializeOwned>(&self, timeout: Duration) -> Result<R, TaskError> {
+        self.result().get(timeout)
+    }
+
+    /// Handles on each member's result, in order.
+    pub fn members<R: DeserializeOwned>(&self) -> Vec<AsyncResult<R>> {
+        self.members.iter().map(|id| self.app.result(*id)).collect()
+    }
+}
+
+/// Where a worker continues workflows.
+pub struct Context<'a> {
+    /// The broker for next steps and the result store for joins and records.
+    pub backend: &'a Backend,
+    /// How long records written here (group results, failures) are kept.
+    pub result_ttl: Option<Duration>,
+    /// The worker, for records.
+    pub worker: Option<&'a str>,
+}
+
+/// How a task of a workflow ended.
+#[derive(Clone, Copy)]
+pub enum Finished<'a> {
+    /// It returned this value (encoded with the envelope's codec).
+    Success(&'a [u8]),
+    /// It failed for good, or was revoked or expired.
+    Failure(&'a TaskError),
+}
+
+/// Takes the workflow of `env` one step further: called by the worker once the task's own
+/// result is stored and before it is acked, so a crash in between repeats this call (which
+/// is idempotent) rather than losing the continuation.
+pub fn advance(
+    ctx: &Context<'_>,
+    env: &Envelope,
+    finished: Finished<'_>,
+) -> Result<(), BrokerError> {
+    if env.flow.is_empty() {
+        return Ok(());
+    }
+    let mut run = Advance::new(ctx);
+    let outcome = match finished {
+        Finished::Success(bytes) => env
+            .codec
+            .decode::<Value>(bytes, "task result")
+            .map_err(|e| FlowError::Invalid(e.to_string()))
+            .and_then(|value| run.resume(value, env.flow.clone())),
+        Finished::Failure(error) => {
+            run.fail(&failure_of(env, error.clone()), env.flow.clone());
+            Ok(())
+        }
+    };
+    match outcome {
+        Ok(()) => run.flush(true),
+        Err(FlowError::Broker(e)) => Err(e),
+        Err(FlowError::Invalid(reason)) => {
+            // The task itself succeeded, but what follows cannot run: fail the rest.
+            tracing::warn!(task_id = %env.id, task = %env.task, %reason, "workflow cannot continue");
+            let mut run = Advance::new(ctx);
+            let error = TaskError::new(WORKFLOW_ERROR, reason);
+            run.fail(&failure_of(env, error), env.flow.clone());
+            run.flush(true)
+        }
+    }
+}
+
+fn failure_of(env: &Envelope, error: TaskError) -> Failure {
+    Failure {
+        task_id: env.id,
+        task: env.task.clone(),
+        error,
+    }
+}
+
+/// Checks, before anything is sent, that every step that receives a previous result can take
+/// it as its first positional argument.
+fn validate(canvas: &Canvas, gets_input: bool) -> Result<(), FlowError> {
+    for cb in &canvas.on_error {
+        validate(cb, true)?;
+    }
+    match &canvas.node {
+        Node::Task(step) => {
+            if gets_input && !step.immutable {
+                let args: Value = step
+                    .codec
+                    .decode(&step.args, "task arguments")
+                    .map_err(|e| FlowError::Invalid(e.to_string()))?;
+                if !args.is_array() {
+                    return Err(FlowError::Invalid(format!(
+                        "task {} [{}] receives the previous result as its first argument, but its \
+                         arguments are given by name; pass them positionally or make it immutable",
+                        step.task, step.id
+                    )));
+                }
+            }
+            step.link.iter().try_for_each(|c| validate(c, true))
+        }
+        Node::Chain(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, c)| validate(c, gets_input || i > 0)),
+        Node::Group { members, .. } => members.iter().try_for_each(|c| validate(c, gets_input)),
+        Node::Chord { header, body, .. } => {
+            header.iter().try_for_each(|c| validate(c, gets_input))?;
+            validate(body, true)
+        }
+    }
+}
+
+/// One continuation being worked out: the envelopes to send and the records to store.
+struct Advance<'a> {
+    ctx: &'a Context<'a>,
+    out: Vec<Envelope>,
+    records: Vec<ResultRecord>,
+}
+
+impl<'a> Advance<'a> {
+    fn new(ctx: &'a Context<'a>) -> Self {
+        Advance {
+            ctx,
+            out: Vec::new(),
+            records: Vec::new(),
+        }
+    }
+
+    /// Records first (a group's list, failures of steps that will not run), then the sends.
+    fn flush(self, once: bool) -> Result<(), BrokerError> {
+        if !self.records.is_empty() {
+            self.ctx.backend.results.store(&self.records)?;
+        }
+        if self.out.is_empty() {
+            Ok(())
+        } else if once {
+            self.ctx.backend.broker.enqueue_once(&self.out)
+        } else {
+            self.ctx.backend.broker.enqueue(&self.out)
+        }
+    }
+
+    /// Starts `canvas` with `input` (the previous result), `stack` being what follows it.
+    fn apply(
+        &mut self,
+        canvas: &Canvas,
+        input: Option<&Value>,
+        mut stack: Vec<Frame>,
+    ) -> Result<(), FlowError> {
+        if !canvas.on_error.is_empty() {
+            stack.push(Frame::OnError(canvas.on_error.clone()));
+        }
+        match &canvas.node {
+            Node::Task(step) => {
+                if !step.link.is_empty() {
+                    stack.push(Frame::Link(step.link.clone()));
+                }
+                let env = self.envelope(step, input, stack)?;
+                self.out.push(env);
+                Ok(())
+            }
+            Node::Chain(items) => match items.split_first() {
+                None => self.resume(input.cloned().unwrap_or(Value::Null), stack),
+                Some((first, rest)) => {
+                    if !rest.is_empty() {
+                        stack.push(Frame::Chain(rest.to_vec()));
+                    }
+                    self.apply(first, input, stack)
+                }
+            },
+            Node::Group { id, members } => self.fan_out(*id, members, None, input, stack),
+            Node::Chord { id, header, body } => self.fan_out(*id, header, Some(body), input, stack),
+        }
+    }
+
+    fn fan_out(
+        &mut self,
+        id: TaskId,
+        members: &[Canvas],
+        body: Option<&Canvas>,
+        input: Option<&Value>,
+        stack: Vec<Frame>,
+    ) -> Result<(), FlowError> {
+        if members.is_empty() {
+            return self.joined(id, Vec::new(), body, stack);
+        }
+        let size = u32::try_from(members.len())
+            .map_err(|_| FlowError::Invalid("a group of more than 2³² members".into()))?;
+        for (index, member) in members.iter().enumerate() {
+            let mut frames = stack.clone();
+            frames.push(Frame::Join {
+                id,
+                index: index as u32,
+                size,
+                body: body.map(|b| Box::new(b.clone())),
+            });
+            self.apply(member, input, frames)?;
+        }
+        Ok(())
+    }
+
+    /// Every member of the group `id` is in: store the list, then run the body or go on.
+    fn joined(
+        &mut self,
+        id: TaskId,
+        values: Vec<Value>,
+        body: Option<&Canvas>,
+        stack: Vec<Frame>,
+    ) -> Result<(), FlowError> {
+        let list = Value::Array(values);
+        let bytes = serde_json::to_vec(&list).map_err(|e| FlowError::Invalid(e.to_string()))?;
+        self.records
+            .push(self.record(id, "lovage.group", TaskState::Success, Some(bytes), None));
+        match body {
+            Some(body) => self.apply(body, Some(&list), stack),
+            None => self.resume(list, stack),
+        }
+    }
+
+    /// A task (or a whole sub-workflow) produced `value`; continue with the frames in `stack`.
+    fn resume(&mut self, value: Value, mut stack: Vec<Frame>) -> Result<(), FlowError> {
+        while let Some(frame) = stack.pop() {
+            match frame {
+                Frame::Link(callbacks) => {
+                    for cb in &callbacks {
+                        self.apply(cb, Some(&value), Vec::new())?;
+                    }
+                }
+                Frame::OnError(_) => {}
+                Frame::Chain(mut rest) => {
+                    if rest.is_empty() {
+                        continue;
+                    }
+                    let next = rest.remove(0);
+                    if !rest.is_empty() {
+                        stack.push(Frame::Chain(rest));
+                    }
+                    return self.apply(&next, Some(&value), stack);
+                }
+                Frame::Join {
+                    id,
+                    index,
+                    size,
+                    body,
+                } => {
+                    let bytes = serde_json::to_vec(&value)
+                        .map_err(|e| FlowError::Invalid(e.to_string()))?;
+                    let Some(all) = self.ctx.backend.results.join(id, index, size, &bytes)? else {
+                        return Ok(()); // others still running
+                    };
+                    let values = all
+                        .iter()
+                        .map(|v| serde_json::from_slice(v))
+                        .collect::<Result<Vec<Value>, _>>()
+                        .map_err(|e| FlowError::Invalid(format!("a join's member value: {e}")))?;
+                    return self.joined(id, values, body.as_deref(), stack);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A task failed for good: what would have followed is marked failed, and the error
+    /// callbacks of every enclosing canvas run once.
+    fn fail(&mut self, failure: &Failure, mut stack: Vec<Frame>) {
+        let upstream = TaskError::new(
+            UPSTREAM_FAILED,
+            format!(
+                "not run: task {} [{}] failed",
+                failure.task, failure.task_id
+            ),
+        )
+        .with_cause(failure.error.to_string());
+        let info = serde_json::to_value(failure).unwrap_or(Value::Null);
+        while let Some(frame) = stack.pop() {
+            match frame {
+                Frame::Link(callbacks) => {
+                    for cb in &callbacks {
+                        self.fail_all(cb, &upstream);
+                    }
+                }
+                Frame::OnError(callbacks) => {
+                    for cb in &callbacks {
+                        if let Err(e) = self.apply(cb, Some(&info), Vec::new()) {
+                            tracing::warn!(error = %e, "an error callback could not be sent");
+                        }
+                    }
+                }
+                Frame::Chain(rest) => {
+                    for c in &rest {
+                        self.fail_all(c, &upstream);
+                    }
+                }
+                Frame::Join { id, body, .. } => {
+                    self.records.push(self.record(
+                        id,
+                        "lovage.group",
+                        TaskState::Failure,
+                        None,
+                        Some(upstream.clone()),
+                    ));
+                    if let Some(body) = body {
+                        self.fail_all(&body, &upstream);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks every step of `canvas` failed (its callbacks aside: they belong to it).
+    fn fail_all(&mut self, canvas: &Canvas, error: &TaskError) {
+        match &canvas.node {
+            Node::Task(step) => {
+                self.records.push(self.record(
+                    step.id,
+                    &step.task,
+                    TaskState::Failure,
+                    None,
+                    Some(error.clone()),
+                ));
+            }
+            Node::Chain(items) => items.iter().for_each(|c| self.fail_all(c, error)),
+            Node::Group { id, members } => {
+                self.records.push(self.record(
+                    *id,
+                    "lovage.group",
+                    TaskState::Failure,
+                    None,
+                    Some(error.clone()),
+                ));
+                members.iter().for_each(|c| self.fail_all(c, error));
+            }
+            Node::Chord { id, header, body } => {
+                self.records.push(self.record(
+                    *id,
+                    "lovage.group",
+                    TaskState::Failure,
+                    None,
+                    Some(error.clone()),
+                ));
+                header.iter().for_each(|c| self.fail_all(c, error));
+                self.fail_all(body, error);
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        id: TaskId,
+        task: &str,
+        state: TaskState,
+        value: Option<Vec<u8>>,
+        error: Option<TaskError>,
+    ) -> ResultRecord {
+        let now = Timestamp::now();
+        ResultRecord {
+            id,
+            task: task.to_owned(),
+            state,
+            value,
+            codec: Codec::Json,
+            error,
+            attempts: 0,
+            worker: self.ctx.worker.map(str::to_owned),
+            started: None,
+            updated: now,
+            expires: self.ctx.result_ttl.map(|t| now + t),
+        }
+    }
+
+    /// The envelope of one step: its id fixed, the previous result first among its
+    /// arguments (unless immutable), its registered options under its own, `flow` after it.
+    fn envelope(
+        &self,
+        step: &Step,
+        input: Option<&Value>,
+        flow: Vec<Frame>,
+    ) -> Result<Envelope, FlowError> {
+        let args = match input {
+            Some(value) if !step.immutable => prepend(step, value)?,
+            _ => step.args.clone(),
+        };
+        let mut sig = Signature::from_encoded(step.task.clone(), args, step.codec);
+        sig.options = step.options.clone();
+        if let Ok(entry) = Registry::global().get(&sig.task) {
+            sig.options = sig.options.merged_over(&(entry.options)());
+        }
+        let mut env = Envelope::from_signature(sig);
+        env.id = step.id;
+        env.flow = flow;
+        Ok(env)
+    }
+}
+
+/// `step`'s arguments with `value` in front.
+fn prepend(step: &Step, value: &Value) -> Result<Vec<u8>, FlowError> {
+    let invalid = |e: lovage_core::CodecError| FlowError::Invalid(e.to_string());
+    let mut args: Value = step
+        .codec
+        .decode(&step.args, "task arguments")
+        .map_err(invalid)?;
+    let Some(list) = args.as_array_mut() else {
+        return Err(FlowError::Invalid(format!(
+            "task {} [{}] cannot take the previous result: its arguments are given by name",
+            step.task, step.id
+        )));
+    };
+    list.insert(0, value.clone());
+    step.codec.encode(&args, "task arguments").map_err(invalid)
+}

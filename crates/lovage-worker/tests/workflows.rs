@@ -1,0 +1,331 @@
+//! Workflows (chain, group, chord, callbacks) run by a real worker on every backend: memory,
+//! SQLite and Redis (each test under its own key prefix).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use lovage_broker::{connect, App, Backend};
+use lovage_core::{Canvas, Failure, TaskId, TaskState};
+use lovage_flow::{chain, chord, group, UPSTREAM_FAILED};
+use lovage_macros::task;
+use lovage_worker::{PoolKind, Worker, WorkerConfig};
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[task(crate = lovage_core)]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[task(crate = lovage_core)]
+fn append(mut acc: Vec<i64>, x: i64) -> Vec<i64> {
+    acc.push(x);
+    acc
+}
+
+#[task(crate = lovage_core)]
+fn total(xs: Vec<i64>) -> i64 {
+    xs.iter().sum()
+}
+
+#[task(crate = lovage_core)]
+fn fails(msg: String) -> Result<i64, String> {
+    Err(msg)
+}
+
+/// An error callback: says which callback saw which failure.
+#[task(crate = lovage_core)]
+fn noted(failure: Failure, tag: String) -> String {
+    format!("{tag}: {} failed: {}", failure.task, failure.error.message)
+}
+
+/// Runs per key, so tests in parallel count separately.
+static CALLS: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());
+
+fn count(key: &str) -> u32 {
+    let mut calls = CALLS.lock().unwrap();
+    let n = calls.entry(key.to_owned()).or_insert(0);
+    *n += 1;
+    *n
+}
+
+fn calls(key: &str) -> u32 {
+    CALLS.lock().unwrap().get(key).copied().unwrap_or(0)
+}
+
+/// Sums its list and counts its runs under `key`.
+#[task(crate = lovage_core)]
+fn counted_total(xs: Vec<i64>, key: String) -> i64 {
+    count(&key);
+    xs.iter().sum()
+}
+
+/// Fails twice, then returns 3.
+#[task(crate = lovage_core, max_retries = 3, retry_backoff = "20ms", retry_jitter = false)]
+fn flaky(key: String) -> Result<i64, String> {
+    match count(&key) {
+        n if n < 3 => Err(format!("failure {n}")),
+        _ => Ok(3),
+    }
+}
+
+struct Running {
+    app: App,
+    shutdown: lovage_worker::Shutdown,
+    thread: Option<std::thread::JoinHandle<lovage_worker::WorkerReport>>,
+    cleanup: Option<Box<dyn FnOnce()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.graceful();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Some(cleanup) = self.cleanup.take() {
+            cleanup();
+        }
+    }
+}
+
+fn start(backend: Backend) -> Running {
+    let config = WorkerConfig {
+        concurrency: 2,
+        prefetch: 64,
+        pool: PoolKind::Threads,
+        poll: Duration::from_millis(50),
+        lease: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let worker = Worker::new(backend.clone(), config).unwrap();
+    let shutdown = worker.shutdown_handle();
+    let thread = std::thread::spawn(move || worker.run());
+    Running {
+        app: App::with_backend(backend),
+        shutdown,
+        thread: Some(thread),
+        cleanup: None,
+        _dir: None,
+    }
+}
+
+fn memory() -> Running {
+    start(connect(&format!("memory://flow-{}", TaskId::new())).unwrap())
+}
+
+fn sqlite() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = connect(&format!("sqlite://{}", dir.path().join("f.db").display())).unwrap();
+    let mut w = start(backend);
+    w._dir = Some(dir);
+    w
+}
+
+fn redis() -> Running {
+    let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let prefix = format!("lovage-test-{}", TaskId::new());
+    let backend = connect(&format!("{base}?prefix={prefix}")).unwrap();
+    let mut w = start(backend);
+    w.cleanup = Some(Box::new(move || {
+        let client = redis::Client::open(base.as_str()).unwrap();
+        let mut c = client.get_connection().unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query(&mut c)
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(keys).query(&mut c).unwrap();
+        }
+    }));
+    w
+}
+
+fn send(w: &Running, canvas: &Canvas) -> lovage_flow::WorkflowResult {
+    lovage_flow::send(&w.app, canvas).unwrap()
+}
+
+fn chain_runs_in_order_passing_each_result_on(w: Running) {
+    let wf = chain([
+        Canvas::from(append::s(vec![], 1)),
+        append::partial(2).into(),
+        append::partial(3).into(),
+        append::partial(4).into(),
+    ]);
+    assert_eq!(
+        send(&w, &wf).get::<Vec<i64>>(LONG).unwrap(),
+        vec![1, 2, 3, 4]
+    );
+    // An immutable step ignores what came before.
+    let wf = chain([
+        Canvas::from(add::s(1, 2)),
+        Canvas::from(add::s(10, 10)).immutable(),
+    ]);
+    assert_eq!(send(&w, &wf).get::<i64>(LONG).unwrap(), 20);
+}
+
+fn group_results_come_back_in_member_order(w: Running) {
+    let wf = group((0..20).map(|i| add::s(i, i)));
+    let sent = send(&w, &wf);
+    let want: Vec<i64> = (0..20).map(|i| i * 2).collect();
+    assert_eq!(sent.get::<Vec<i64>>(LONG).unwrap(), want);
+    let each: Vec<i64> = sent
+        .members::<i64>()
+        .iter()
+        .map(|r| r.get(LONG).unwrap())
+        .collect();
+    assert_eq!(each, want);
+}
+
+fn chords_of_1_2_and_10000_members_fire_once_with_every_result(w: Running) {
+    for n in [1i64, 2, 10_000] {
+        let key = format!("chord-{}", TaskId::new());
+        let wf = chord(
+            (0..n).map(|i| add::s(i, 0)),
+            counted_total::partial(key.clone()),
+        );
+        let got = send(&w, &wf).get::<i64>(LONG).unwrap();
+        assert_eq!(got, n * (n - 1) / 2, "chord of {n}");
+        assert_eq!(calls(&key), 1, "the callback of a chord of {n} ran once");
+    }
+    // An empty chord calls its body with an empty list.
+    let wf = chord(Vec::<Canvas>::new(), total::partial());
+    assert_eq!(send(&w, &wf).get::<i64>(LONG).unwrap(), 0);
+}
+
+fn nested_workflows_compose(w: Running) {
+    // A group inside a chain feeds the next step (a chord).
+    let wf = chain([
+        Canvas::from(add::s(1, 1)),
+        group([add::partial(1), add::partial(2)]),
+        total::partial().into(),
+    ]);
+    assert_eq!(send(&w, &wf).get::<i64>(LONG).unwrap(), 3 + 4);
+    // A chord inside a chain, then one more step.
+    let wf = chain([
+        chord([add::s(1, 1), add::s(2, 2)], total::partial()),
+        add::partial(100).into(),
+    ]);
+    assert_eq!(send(&w, &wf).get::<i64>(LONG).unwrap(), 106);
+    // A group of chains.
+    let wf = group([
+        chain([Canvas::from(add::s(1, 1)), add::partial(1).into()]),
+        chain([Canvas::from(add::s(2, 2)), add::partial(2).into()]),
+    ]);
+    assert_eq!(send(&w, &wf).get::<Vec<i64>>(LONG).unwrap(), vec![3, 6]);
+    // A link is a side branch with the result.
+    let cb = Canvas::from(add::partial(1000));
+    let cb_id = cb.result_id();
+    let sent = send(&w, &Canvas::from(add::s(1, 2)).link(cb));
+    assert_eq!(sent.get::<i64>(LONG).unwrap(), 3);
+    assert_eq!(w.app.result::<i64>(cb_id).get(LONG).unwrap(), 1003);
+}
+
+fn errors_reach_every_enclosing_error_callback_once(w: Running) {
+    let inner_cb = Canvas::from(noted::partial("inner".into()));
+    let outer_cb = Canvas::from(noted::partial("outer".into()));
+    let (inner_id, outer_id) = (inner_cb.result_id(), outer_cb.result_id());
+    let after = Canvas::from(add::partial(1));
+    let after_id = after.result_id();
+    let wf = chain([
+        Canvas::from(add::s(1, 1)),
+        chain([
+            Canvas::from(fails::s("boom".into())).immutable(),
+            add::partial(2).into(),
+        ])
+        .on_error(inner_cb),
+        after,
+    ])
+    .on_error(outer_cb);
+    let sent = send(&w, &wf);
+    let inner: String = w.app.result(inner_id).get(LONG).unwrap();
+    let outer: String = w.app.result(outer_id).get(LONG).unwrap();
+    assert!(
+        inner.starts_with("inner: ") && inner.ends_with("failed: boom"),
+        "{inner}"
+    );
+    assert!(
+        outer.starts_with("outer: ") && outer.ends_with("failed: boom"),
+        "{outer}"
+    );
+    // What never ran says why, so nobody waits forever.
+    let err = sent.get::<i64>(LONG).unwrap_err();
+    assert_eq!(err.kind, UPSTREAM_FAILED);
+    assert_eq!(sent.id(), after_id);
+
+    // A failing chord member fails the chord and calls its error callback with the cause.
+    let key = format!("never-{}", TaskId::new());
+    let cb = Canvas::from(noted::partial("chord".into()));
+    let cb_id = cb.result_id();
+    let wf = chord(
+        [
+            Canvas::from(add::s(1, 1)),
+            fails::s("member down".into()).into(),
+            add::s(2, 2).into(),
+        ],
+        counted_total::partial(key.clone()),
+    )
+    .on_error(cb);
+    let sent = send(&w, &wf);
+    let note: String = w.app.result(cb_id).get(LONG).unwrap();
+    assert!(note.ends_with("failed: member down"), "{note}");
+    let err = sent.get::<i64>(LONG).unwrap_err();
+    assert_eq!(err.kind, UPSTREAM_FAILED);
+    assert!(err.to_string().contains("member down"), "{err}");
+    assert_eq!(calls(&key), 0, "the body of a failed chord never runs");
+}
+
+fn a_retrying_member_does_not_fire_the_chord_early(w: Running) {
+    let flaky_key = format!("flaky-{}", TaskId::new());
+    let body_key = format!("body-{}", TaskId::new());
+    let wf = chord(
+        [
+            Canvas::from(flaky::s(flaky_key.clone())),
+            add::s(1, 1).into(),
+        ],
+        counted_total::partial(body_key.clone()),
+    );
+    let sent = send(&w, &wf);
+    assert_eq!(sent.get::<i64>(LONG).unwrap(), 3 + 2);
+    assert_eq!(calls(&flaky_key), 3, "two failures, then success");
+    assert_eq!(calls(&body_key), 1);
+    let state = w.app.result::<i64>(sent.member_ids()[0]).state().unwrap();
+    assert_eq!(state, TaskState::Success);
+}
+
+fn arguments_by_name_cannot_take_a_result(w: Running) {
+    let by_name = lovage_core::Signature::new(
+        add::NAME,
+        &serde_json::json!({"a": 1, "b": 2}),
+        lovage_core::Codec::Json,
+    )
+    .unwrap();
+    let wf = chain([Canvas::from(add::s(1, 1)), by_name.into()]);
+    let err = lovage_flow::send(&w.app, &wf).unwrap_err();
+    assert!(err.to_string().contains("given by name"), "{err}");
+}
+
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod memory_backend {
+            $(#[test] fn $test() { super::$test(super::memory()); })*
+        }
+        mod sqlite_backend {
+            $(#[test] fn $test() { super::$test(super::sqlite()); })*
+        }
+        mod redis_backend {
+            $(#[test] fn $test() { super::$test(super::redis()); })*
+        }
+    };
+}
+
+on_every_backend!(
+    chain_runs_in_order_passing_each_result_on,
+    group_results_come_back_in_member_order,
+    chords_of_1_2_and_10000_members_fire_once_with_every_result,
+    nested_workflows_compose,
+    errors_reach_every_enclosing_error_callback_once,
+    a_retrying_member_does_not_fire_the_chord_early,
+    arguments_by_name_cannot_take_a_result,
+);
