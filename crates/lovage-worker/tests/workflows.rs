@@ -306,6 +306,51 @@ fn arguments_by_name_cannot_take_a_result(w: Running) {
     assert!(err.to_string().contains("given by name"), "{err}");
 }
 
+/// What a worker killed between continuing a chord member and acking it leads to: the member
+/// runs again and finishes again. Done by hand here, with no worker, so the repeat is certain.
+fn a_member_finishing_twice_fires_the_chord_once(mut w: Running) {
+    // Stop the worker: this test plays the worker itself.
+    w.shutdown.graceful();
+    w.thread.take().unwrap().join().unwrap();
+    let backend = w.app.backend().clone();
+    let wf = chord([add::s(1, 1), add::s(2, 2)], total::partial());
+    let sent = send(&w, &wf);
+    let queues = vec!["default".to_owned()];
+    let lease = Duration::from_secs(30);
+    let members = backend.broker.reserve(&queues, 10, lease, LONG).unwrap();
+    assert_eq!(members.len(), 2);
+    let ctx = lovage_flow::Context {
+        backend: &backend,
+        result_ttl: None,
+        worker: Some("by-hand"),
+    };
+    let finish = |i: usize, value: i64| {
+        let bytes = serde_json::to_vec(&value).unwrap();
+        lovage_flow::advance(
+            &ctx,
+            &members[i].envelope,
+            lovage_flow::Finished::Success(&bytes),
+        )
+        .unwrap();
+    };
+    finish(0, 2);
+    finish(1, 4);
+    finish(1, 4); // the repeat
+    let body = backend.broker.reserve(&queues, 10, lease, LONG).unwrap();
+    assert_eq!(body.len(), 1, "one callback");
+    assert_eq!(body[0].envelope.id, sent.id());
+    backend.broker.ack(&[body[0].lease]).unwrap();
+    finish(0, 2); // a repeat after the callback ran
+    let again = backend
+        .broker
+        .reserve(&queues, 10, lease, Duration::from_millis(300))
+        .unwrap();
+    assert!(
+        again.is_empty(),
+        "the callback is not sent again: {again:?}"
+    );
+}
+
 macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
         mod memory_backend {
@@ -328,4 +373,5 @@ on_every_backend!(
     errors_reach_every_enclosing_error_callback_once,
     a_retrying_member_does_not_fire_the_chord_early,
     arguments_by_name_cannot_take_a_result,
+    a_member_finishing_twice_fires_the_chord_once,
 );

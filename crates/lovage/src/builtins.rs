@@ -26,6 +26,25 @@ pub fn echo(value: serde_json::Value) -> serde_json::Value {
     value
 }
 
+/// Appends `value` as one line of JSON to the file at `path` (created if missing) and returns
+/// the bytes written: a sink for a workflow's results (for example a chord's callback).
+#[crate::task(name = "lovage.append_jsonl")]
+pub fn append_jsonl(value: serde_json::Value, path: String) -> Result<u64, TaskError> {
+    use std::io::Write;
+    let mut line =
+        serde_json::to_vec(&value).map_err(|e| TaskError::new(kinds::CODEC, e.to_string()))?;
+    line.push(b'\n');
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| TaskError::from_error(&e).with_cause(format!("opening {path}")))?;
+    // One write call with O_APPEND: lines from concurrent runs do not interleave.
+    file.write_all(&line)
+        .map_err(|e| TaskError::from_error(&e).with_cause(format!("writing {path}")))?;
+    Ok(line.len() as u64)
+}
+
 /// Output kept per stream; the rest is cut and `truncated` is set.
 pub const SHELL_OUTPUT_LIMIT: usize = 1 << 20;
 

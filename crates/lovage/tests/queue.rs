@@ -456,3 +456,77 @@ fn chaos_kill_workers(env: Env) {
         term(w);
     }
 }
+
+/// A chord of 2,000 members while workers are killed with -9 again and again: its callback
+/// runs exactly once (one delivery), with all 2,000 results in order.
+#[test]
+fn chaos_killing_workers_during_a_chord_fires_it_once() {
+    chaos_chord(Env::new());
+}
+
+#[test]
+fn chaos_killing_workers_during_a_chord_fires_it_once_on_redis() {
+    chaos_chord(Env::redis());
+}
+
+fn chaos_chord(env: Env) {
+    let lease = ["--lease", "1s"];
+    let mut workers = vec![env.worker(&lease), env.worker(&lease)];
+    let app = env.app();
+    let members = (0..2000).map(|_| Signature::new("lovage.sleep", &[0.002], Codec::Json).unwrap());
+    // The body appends what it receives (the list of the members' results) to a file: one
+    // line per run.
+    let sink = env.dir.path().join("chord.jsonl");
+    let body = Signature::new(
+        "lovage.append_jsonl",
+        &[sink.display().to_string()],
+        Codec::Json,
+    )
+    .unwrap();
+    let wf = lovage::chord(members, body);
+    let sent = lovage::flow::send(&app, &wf).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut kills = 0;
+    // Kill while the header runs; stop before it completes, so no kill hits the callback.
+    while kills < 8 {
+        let done = app
+            .backend()
+            .results
+            .get_many(sent.member_ids())
+            .unwrap()
+            .iter()
+            .filter(|r| r.as_ref().is_some_and(|r| r.state == TaskState::Success))
+            .count();
+        if done > 1500 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of 2000 members finished"
+        );
+        let victim = &mut workers[kills % 2];
+        victim.kill().unwrap(); // SIGKILL
+        victim.wait().unwrap();
+        kills += 1;
+        workers[(kills - 1) % 2] = env.worker(&lease);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        kills >= 1,
+        "the header finished before any worker was killed"
+    );
+    let written: u64 = sent.get(Duration::from_secs(180)).unwrap();
+    let text = std::fs::read_to_string(&sink).unwrap();
+    assert_eq!(text.len() as u64, written);
+    assert_eq!(text.lines().count(), 1, "the callback ran once");
+    let results: Vec<f64> = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(
+        results.len(),
+        2000,
+        "the callback got every member's result"
+    );
+    assert!(results.iter().all(|r| *r == 0.002));
+    for w in &mut workers {
+        term(w);
+    }
+}
