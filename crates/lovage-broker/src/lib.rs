@@ -291,6 +291,19 @@ pub struct ResultRecord {
     pub expires: Option<Timestamp>,
 }
 
+/// One member's result for [`ResultStore::join`].
+#[derive(Debug, Clone, Copy)]
+pub struct JoinEntry<'a> {
+    /// The join (a group's or chord's id).
+    pub id: TaskId,
+    /// The member's place.
+    pub index: u32,
+    /// How many members the join has.
+    pub size: u32,
+    /// The member's result.
+    pub value: &'a [u8],
+}
+
 /// Where outcomes are kept.
 pub trait ResultStore: Send + Sync {
     /// Stores a batch of records, replacing earlier ones for the same ids.
@@ -307,11 +320,19 @@ pub trait ResultStore: Send + Sync {
     /// Waits until `id` reaches a final state or `timeout` passes; returns what is known then.
     fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<ResultRecord>>;
 
-    /// Records `value` as member `index` of the join `id` of `size` members (recording the same
-    /// index again replaces it). Once all `size` are in, returns every value in index order —
-    /// on that call and any later one — else `None`. Joins are kept for [`ONCE_TTL`].
-    fn join(&self, id: TaskId, index: u32, size: u32, value: &[u8])
-        -> Result<Option<Vec<Vec<u8>>>>;
+    /// Records each entry's `value` as member `index` of the join `id` of `size` members
+    /// (recording the same index again replaces it), in one step where the backend allows.
+    /// For each entry, in order: once all `size` members of its join are in, every value in
+    /// index order — on that call and any later one — else `None`. Joins are kept for
+    /// [`ONCE_TTL`].
+    fn join(&self, entries: &[JoinEntry<'_>]) -> Result<Vec<Option<Vec<Vec<u8>>>>>;
+
+    /// Keeps `bytes` under `key` for [`ONCE_TTL`] (a workflow's long chain, stored once instead
+    /// of in every step's message). Writing the same key again replaces it.
+    fn put_blob(&self, key: TaskId, bytes: &[u8]) -> Result<()>;
+
+    /// What [`ResultStore::put_blob`] kept under `key`, if it is still there.
+    fn get_blob(&self, key: TaskId) -> Result<Option<Vec<u8>>>;
 
     /// Adds `by` to the counter `key` atomically and returns the new value.
     fn incr(&self, key: &str, by: i64) -> Result<i64>;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use lovage_core::{TaskError, TaskId};
 
 use crate::{
-    Broker, DeadLetter, Delivery, Envelope, Lease, QueueStats, Result, ResultRecord, ResultStore,
-    Revoked, Timestamp, WorkerInfo, ONCE_TTL,
+    Broker, DeadLetter, Delivery, Envelope, JoinEntry, Lease, QueueStats, Result, ResultRecord,
+    ResultStore, Revoked, Timestamp, WorkerInfo, ONCE_TTL,
 };
 
 /// How long a revoked id is remembered for tasks not (yet) in the broker.
@@ -45,6 +45,8 @@ struct State {
     sent_once: HashMap<TaskId, Timestamp>,
     /// Joins: member values by index, and until when they are kept.
     joins: HashMap<TaskId, (BTreeMap<u32, Vec<u8>>, Timestamp)>,
+    /// Blobs and until when they are kept.
+    blobs: HashMap<TaskId, (Vec<u8>, Timestamp)>,
     next_seq: u64,
 }
 
@@ -447,24 +449,43 @@ impl ResultStore for MemoryBackend {
         }
     }
 
-    fn join(
-        &self,
-        id: TaskId,
-        index: u32,
-        size: u32,
-        value: &[u8],
-    ) -> Result<Option<Vec<Vec<u8>>>> {
+    fn join(&self, entries: &[JoinEntry<'_>]) -> Result<Vec<Option<Vec<Vec<u8>>>>> {
         let now = Timestamp::now();
         let mut st = self.lock();
         if st.joins.len().is_power_of_two() {
             st.joins.retain(|_, (_, until)| *until > now);
         }
-        let (members, _) = st
-            .joins
-            .entry(id)
-            .or_insert_with(|| (BTreeMap::new(), now + ONCE_TTL));
-        members.insert(index, value.to_vec());
-        Ok((members.len() >= size as usize).then(|| members.values().cloned().collect()))
+        Ok(entries
+            .iter()
+            .map(|e| {
+                let (members, _) = st
+                    .joins
+                    .entry(e.id)
+                    .or_insert_with(|| (BTreeMap::new(), now + ONCE_TTL));
+                members.insert(e.index, e.value.to_vec());
+                (members.len() >= e.size as usize).then(|| members.values().cloned().collect())
+            })
+            .collect())
+    }
+
+    fn put_blob(&self, key: TaskId, bytes: &[u8]) -> Result<()> {
+        let now = Timestamp::now();
+        let mut st = self.lock();
+        if st.blobs.len().is_power_of_two() {
+            st.blobs.retain(|_, (_, until)| *until > now);
+        }
+        st.blobs.insert(key, (bytes.to_vec(), now + ONCE_TTL));
+        Ok(())
+    }
+
+    fn get_blob(&self, key: TaskId) -> Result<Option<Vec<u8>>> {
+        let now = Timestamp::now();
+        Ok(self
+            .lock()
+            .blobs
+            .get(&key)
+            .filter(|(_, until)| *until > now)
+            .map(|(b, _)| b.clone()))
     }
 
     fn incr(&self, key: &str, by: i64) -> Result<i64> {

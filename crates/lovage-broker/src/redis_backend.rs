@@ -21,6 +21,7 @@
 //! | `P:c:{key}` | counter | `incr` |
 //! | `P:once` | sorted set | ids sent with `enqueue_once`, score = when to forget them |
 //! | `P:j:{id}` | hash, TTL | a join (group/chord): member index → its result |
+//! | `P:b:{id}` | string, TTL | a blob: a long chain of a workflow, stored once |
 //! | `P:dead` | list | dead letters, newest first, capped |
 //! | `P:workers` | hash | worker id → info (JSON) |
 //!
@@ -43,8 +44,8 @@ use lovage_core::{TaskError, TaskId};
 use redis::{Connection, Script};
 
 use crate::{
-    Broker, BrokerError, DeadLetter, Delivery, Envelope, Lease, QueueStats, Result, ResultRecord,
-    ResultStore, Revoked, Timestamp, WorkerInfo, ONCE_TTL,
+    Broker, BrokerError, DeadLetter, Delivery, Envelope, JoinEntry, Lease, QueueStats, Result,
+    ResultRecord, ResultStore, Revoked, Timestamp, WorkerInfo, ONCE_TTL,
 };
 
 /// How long a revoked id is remembered.
@@ -341,13 +342,20 @@ return sent
 "#;
 
 const JOIN: &str = r#"
--- ARGV: key, index, size, value, ttl ms. Returns {} until all `size` members are in, then
--- every (index, value) pair.
-local key = ARGV[1]
-redis.call('HSET', key, ARGV[2], ARGV[4])
-redis.call('PEXPIRE', key, ARGV[5])
-if redis.call('HLEN', key) < tonumber(ARGV[3]) then return {} end
-return redis.call('HGETALL', key)
+-- ARGV: ttl ms, then (key, index, size, value) per entry. Returns per entry {} until all `size`
+-- members of its join are in, then every (index, value) pair.
+local out = {}
+for i = 2, #ARGV, 4 do
+  local key = ARGV[i]
+  redis.call('HSET', key, ARGV[i + 1], ARGV[i + 3])
+  redis.call('PEXPIRE', key, ARGV[1])
+  if redis.call('HLEN', key) < tonumber(ARGV[i + 2]) then
+    out[#out + 1] = {}
+  else
+    out[#out + 1] = redis.call('HGETALL', key)
+  end
+end
+return out
 "#;
 
 const DEAD_LETTER: &str = r#"
@@ -959,26 +967,47 @@ impl ResultStore for RedisBackend {
         Ok(rec)
     }
 
-    fn join(
-        &self,
-        id: TaskId,
-        index: u32,
-        size: u32,
-        value: &[u8],
-    ) -> Result<Option<Vec<Vec<u8>>>> {
-        let mut inv = self.scripts.join.prepare_invoke();
-        inv.arg(self.key(&format!("j:{id}")))
-            .arg(index)
-            .arg(size)
-            .arg(value)
-            .arg(ONCE_TTL.as_millis() as u64);
-        let pairs: Vec<(u32, Vec<u8>)> = self.with_conn("join", |c| inv.invoke(c))?;
-        if pairs.is_empty() {
-            return Ok(None);
+    fn join(&self, entries: &[JoinEntry<'_>]) -> Result<Vec<Option<Vec<Vec<u8>>>>> {
+        let mut out = Vec::with_capacity(entries.len());
+        for chunk in entries.chunks(500) {
+            let mut inv = self.scripts.join.prepare_invoke();
+            inv.arg(ONCE_TTL.as_millis() as u64);
+            for e in chunk {
+                inv.arg(self.key(&format!("j:{}", e.id)))
+                    .arg(e.index)
+                    .arg(e.size)
+                    .arg(e.value);
+            }
+            let replies: Vec<Vec<(u32, Vec<u8>)>> = self.with_conn("join", |c| inv.invoke(c))?;
+            for mut pairs in replies {
+                if pairs.is_empty() {
+                    out.push(None);
+                } else {
+                    pairs.sort_unstable_by_key(|(i, _)| *i);
+                    out.push(Some(pairs.into_iter().map(|(_, v)| v).collect()));
+                }
+            }
         }
-        let mut pairs = pairs;
-        pairs.sort_unstable_by_key(|(i, _)| *i);
-        Ok(Some(pairs.into_iter().map(|(_, v)| v).collect()))
+        Ok(out)
+    }
+
+    fn put_blob(&self, key: TaskId, bytes: &[u8]) -> Result<()> {
+        self.with_conn("put blob", |c| {
+            redis::cmd("SET")
+                .arg(self.key(&format!("b:{key}")))
+                .arg(bytes)
+                .arg("PX")
+                .arg(ONCE_TTL.as_millis() as u64)
+                .query::<()>(c)
+        })
+    }
+
+    fn get_blob(&self, key: TaskId) -> Result<Option<Vec<u8>>> {
+        self.with_conn("get blob", |c| {
+            redis::cmd("GET")
+                .arg(self.key(&format!("b:{key}")))
+                .query(c)
+        })
     }
 
     fn incr(&self, key: &str, by: i64) -> Result<i64> {

@@ -18,8 +18,8 @@ use lovage_core::{Codec, TaskError, TaskId, TaskState};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::{
-    Broker, BrokerError, DeadLetter, Delivery, Envelope, Lease, QueueStats, Result, ResultRecord,
-    ResultStore, Revoked, Timestamp, WorkerInfo, ONCE_TTL,
+    Broker, BrokerError, DeadLetter, Delivery, Envelope, JoinEntry, Lease, QueueStats, Result,
+    ResultRecord, ResultStore, Revoked, Timestamp, WorkerInfo, ONCE_TTL,
 };
 
 /// `PRAGMA application_id` of a lovage database ("LOVA").
@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS joins (
     until INTEGER NOT NULL,
     PRIMARY KEY (id, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS join_counts (id TEXT PRIMARY KEY, n INTEGER NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs (id TEXT PRIMARY KEY, value BLOB NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
 const SCHEMA: &str = "
@@ -792,33 +794,65 @@ impl ResultStore for SqliteBackend {
         }
     }
 
-    fn join(
-        &self,
-        id: TaskId,
-        index: u32,
-        size: u32,
-        value: &[u8],
-    ) -> Result<Option<Vec<Vec<u8>>>> {
+    fn join(&self, entries: &[JoinEntry<'_>]) -> Result<Vec<Option<Vec<Vec<u8>>>>> {
         let until = (Timestamp::now() + ONCE_TTL).as_millis();
-        let key = id.to_string();
         self.write("join", |tx| {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO joins (id, idx, value, until) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![key, index, value, until])?;
-            let count: i64 = tx
-                .prepare_cached("SELECT count(*) FROM joins WHERE id = ?1")?
-                .query_row([&key], |r| r.get(0))?;
-            if count < i64::from(size) {
-                return Ok(None);
-            }
+            let mut update =
+                tx.prepare_cached("UPDATE joins SET value = ?3 WHERE id = ?1 AND idx = ?2")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO joins (id, idx, value, until) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut bump = tx.prepare_cached(
+                "INSERT INTO join_counts (id, n, until) VALUES (?1, 1, ?2) \
+                 ON CONFLICT(id) DO UPDATE SET n = n + 1 RETURNING n",
+            )?;
+            let mut read_count = tx.prepare_cached("SELECT n FROM join_counts WHERE id = ?1")?;
             let mut all =
                 tx.prepare_cached("SELECT value FROM joins WHERE id = ?1 ORDER BY idx")?;
-            let values = all
-                .query_map([&key], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<Vec<u8>>>>()?;
-            Ok(Some(values))
+            let mut out = Vec::with_capacity(entries.len());
+            for e in entries {
+                let key = e.id.to_string();
+                // A member seen before replaces its value; a new one also counts (a counter
+                // row, so a join of 10,000 members never counts its rows).
+                let count: i64 = if update.execute(params![key, e.index, e.value])? == 0 {
+                    insert.execute(params![key, e.index, e.value, until])?;
+                    bump.query_row(params![key, until], |r| r.get(0))?
+                } else {
+                    read_count.query_row([&key], |r| r.get(0))?
+                };
+                if count < i64::from(e.size) {
+                    out.push(None);
+                    continue;
+                }
+                let values = all
+                    .query_map([&key], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<Vec<u8>>>>()?;
+                out.push(Some(values));
+            }
+            Ok(out)
         })
+    }
+
+    fn put_blob(&self, key: TaskId, bytes: &[u8]) -> Result<()> {
+        let until = (Timestamp::now() + ONCE_TTL).as_millis();
+        self.write("put blob", |tx| {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO blobs (id, value, until) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![key.to_string(), bytes, until])?;
+            Ok(())
+        })
+    }
+
+    fn get_blob(&self, key: TaskId) -> Result<Option<Vec<u8>>> {
+        let now = Timestamp::now().as_millis();
+        self.lock()
+            .prepare_cached("SELECT value FROM blobs WHERE id = ?1 AND until > ?2")
+            .and_then(|mut q| {
+                q.query_row(params![key.to_string(), now], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(|e| self.err("get blob", e))
     }
 
     fn incr(&self, key: &str, by: i64) -> Result<i64> {
@@ -836,6 +870,8 @@ impl ResultStore for SqliteBackend {
         self.write("purge expired results", |tx| {
             tx.execute("DELETE FROM sent_once WHERE until <= ?1", [now])?;
             tx.execute("DELETE FROM joins WHERE until <= ?1", [now])?;
+            tx.execute("DELETE FROM join_counts WHERE until <= ?1", [now])?;
+            tx.execute("DELETE FROM blobs WHERE until <= ?1", [now])?;
             Ok(tx.execute(
                 "DELETE FROM results WHERE expires IS NOT NULL AND expires <= ?1",
                 [now],

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lovage_broker::{
-    connect, App, Backend, Broker, Delivery, Envelope, Lease, ResultRecord, Revoked, Timestamp,
-    WorkerInfo,
+    connect, App, Backend, Broker, Delivery, Envelope, JoinEntry, Lease, ResultRecord, ResultStore,
+    Revoked, Timestamp, WorkerInfo,
 };
 use lovage_core::{kinds, Codec, Signature, TaskError, TaskId, TaskState};
 
@@ -455,22 +455,68 @@ pub fn a_workflow_continuation_travels_with_the_task(f: Fixture) {
     assert_eq!(got[0].envelope.flow, e.flow);
 }
 
+fn join_one(
+    r: &dyn ResultStore,
+    id: TaskId,
+    index: u32,
+    size: u32,
+    value: &[u8],
+) -> Option<Vec<Vec<u8>>> {
+    let entry = JoinEntry {
+        id,
+        index,
+        size,
+        value,
+    };
+    r.join(&[entry]).unwrap().pop().unwrap()
+}
+
 pub fn joins_complete_once_every_member_is_in(f: Fixture) {
     let r = &*f.backend.results;
     let id = TaskId::new();
-    assert_eq!(r.join(id, 1, 3, b"b").unwrap(), None);
-    assert_eq!(r.join(id, 0, 3, b"a").unwrap(), None);
+    assert_eq!(join_one(r, id, 1, 3, b"b"), None);
+    assert_eq!(join_one(r, id, 0, 3, b"a"), None);
     assert_eq!(
-        r.join(id, 1, 3, b"b2").unwrap(),
+        join_one(r, id, 1, 3, b"b2"),
         None,
         "a member recorded twice counts once"
     );
     let all = Some(vec![b"a".to_vec(), b"b2".to_vec(), b"c".to_vec()]);
-    assert_eq!(r.join(id, 2, 3, b"c").unwrap(), all);
+    assert_eq!(join_one(r, id, 2, 3, b"c"), all);
     assert_eq!(
-        r.join(id, 2, 3, b"c").unwrap(),
+        join_one(r, id, 2, 3, b"c"),
         all,
         "a member run again still sees the join complete"
+    );
+    // Several members (of two joins) in one call: answers in order, per entry.
+    let (x, y) = (TaskId::new(), TaskId::new());
+    let entries = [
+        JoinEntry {
+            id: x,
+            index: 0,
+            size: 2,
+            value: b"x0",
+        },
+        JoinEntry {
+            id: y,
+            index: 0,
+            size: 1,
+            value: b"y0",
+        },
+        JoinEntry {
+            id: x,
+            index: 1,
+            size: 2,
+            value: b"x1",
+        },
+    ];
+    assert_eq!(
+        r.join(&entries).unwrap(),
+        vec![
+            None,
+            Some(vec![b"y0".to_vec()]),
+            Some(vec![b"x0".to_vec(), b"x1".to_vec()])
+        ]
     );
     // Members finishing concurrently: exactly one sees the join complete first.
     let id = TaskId::new();
@@ -481,7 +527,7 @@ pub fn joins_complete_once_every_member_is_in(f: Fixture) {
             let firsts = &firsts;
             s.spawn(move || {
                 for i in (t..n).step_by(4) {
-                    if r.join(id, i, n, &i.to_le_bytes()).unwrap().is_some() {
+                    if join_one(r, id, i, n, &i.to_le_bytes()).is_some() {
                         firsts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
                 }
@@ -489,9 +535,19 @@ pub fn joins_complete_once_every_member_is_in(f: Fixture) {
         }
     });
     assert_eq!(firsts.into_inner(), 1);
-    let values = r.join(id, 0, n, &0u32.to_le_bytes()).unwrap().unwrap();
+    let values = join_one(r, id, 0, n, &0u32.to_le_bytes()).unwrap();
     assert_eq!(values.len(), n as usize);
     assert_eq!(values[5], 5u32.to_le_bytes().to_vec());
+}
+
+pub fn blobs_are_kept_by_key(f: Fixture) {
+    let r = &*f.backend.results;
+    let key = TaskId::new();
+    assert_eq!(r.get_blob(key).unwrap(), None);
+    r.put_blob(key, b"one").unwrap();
+    r.put_blob(key, b"two").unwrap();
+    assert_eq!(r.get_blob(key).unwrap(), Some(b"two".to_vec()));
+    assert_eq!(r.get_blob(TaskId::new()).unwrap(), None);
 }
 
 pub fn concurrent_consumers_get_every_task_once(f: Fixture) {
@@ -587,6 +643,7 @@ macro_rules! conformance {
                 enqueue_once_drops_repeats,
                 a_workflow_continuation_travels_with_the_task,
                 joins_complete_once_every_member_is_in,
+                blobs_are_kept_by_key,
                 concurrent_consumers_get_every_task_once,
                 the_client_sends_and_reads_results,
             );

@@ -185,7 +185,8 @@ fn a_database_from_before_workflows_is_upgraded_in_place() {
     {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(
-            "ALTER TABLE tasks DROP COLUMN flow; DROP TABLE sent_once; DROP TABLE joins; PRAGMA user_version = 1;",
+            "ALTER TABLE tasks DROP COLUMN flow; DROP TABLE sent_once; DROP TABLE joins; \
+             DROP TABLE join_counts; DROP TABLE blobs; PRAGMA user_version = 1;",
         )
         .unwrap();
     }

@@ -92,6 +92,15 @@ pub enum Frame {
     OnError(Vec<Canvas>),
     /// The rest of a chain.
     Chain(Vec<Canvas>),
+    /// The rest of a long chain, stored once as a blob (a MessagePack `Vec<Canvas>`) in the
+    /// result store under `blob`: its steps from `next` on. Carrying it inline would make the
+    /// messages of an n-step chain O(n²) in all.
+    ChainRef {
+        /// The blob's key.
+        blob: TaskId,
+        /// The next step's index.
+        next: u32,
+    },
     /// Member `index` of a group of `size` (a chord's header when `body` is set).
     Join {
         /// The group's (or chord's) id.

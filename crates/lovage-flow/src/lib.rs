@@ -23,9 +23,13 @@
 //! # let _ = (sent, chord_sent, group::<Canvas>([]));
 //! ```
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lovage_broker::{App, AsyncResult, Backend, BrokerError, Envelope, ResultRecord, Timestamp};
+use lovage_broker::{
+    App, AsyncResult, Backend, BrokerError, Envelope, JoinEntry, ResultRecord, Timestamp,
+};
 use lovage_core::canvas::Step;
 use lovage_core::{Codec, Registry, Signature, TaskError, TaskId, TaskState};
 use serde::de::DeserializeOwned;
@@ -59,6 +63,8 @@ pub fn send(app: &App, canvas: &Canvas) -> Result<WorkflowResult, FlowError> {
     };
     let mut run = Advance::new(&ctx);
     run.apply(canvas, None, Vec::new())?;
+    // Only empty groups can complete a join before anything runs.
+    run.settle_joins()?;
     // Fresh ids: a plain send is enough (and faster for a 10,000-member chord).
     run.flush(false)?;
     Ok(WorkflowResult {
@@ -130,33 +136,36 @@ pub fn advance(
     env: &Envelope,
     finished: Finished<'_>,
 ) -> Result<(), BrokerError> {
-    if env.flow.is_empty() {
-        return Ok(());
-    }
+    advance_many(ctx, &[(env, finished)])
+}
+
+/// [`advance`] for a batch of finished tasks: members of the same group meet in one join
+/// call, and everything that follows is sent in one batch.
+pub fn advance_many(
+    ctx: &Context<'_>,
+    finished: &[(&Envelope, Finished<'_>)],
+) -> Result<(), BrokerError> {
     let mut run = Advance::new(ctx);
-    let outcome = match finished {
-        Finished::Success(bytes) => env
-            .codec
-            .decode::<Value>(bytes, "task result")
-            .map_err(|e| FlowError::Invalid(e.to_string()))
-            .and_then(|value| run.resume(value, env.flow.clone())),
-        Finished::Failure(error) => {
-            run.fail(&failure_of(env, error.clone()), env.flow.clone());
-            Ok(())
+    for (env, how) in finished {
+        if env.flow.is_empty() {
+            continue;
         }
-    };
-    match outcome {
-        Ok(()) => run.flush(true),
-        Err(FlowError::Broker(e)) => Err(e),
-        Err(FlowError::Invalid(reason)) => {
-            // The task itself succeeded, but what follows cannot run: fail the rest.
-            tracing::warn!(task_id = %env.id, task = %env.task, %reason, "workflow cannot continue");
-            let mut run = Advance::new(ctx);
-            let error = TaskError::new(WORKFLOW_ERROR, reason);
-            run.fail(&failure_of(env, error), env.flow.clone());
-            run.flush(true)
-        }
+        run.origin = Some(failure_of(env, TaskError::new(WORKFLOW_ERROR, "")));
+        let outcome = match how {
+            Finished::Success(bytes) => env
+                .codec
+                .decode::<Value>(bytes, "task result")
+                .map_err(|e| FlowError::Invalid(e.to_string()))
+                .and_then(|value| run.resume(value, env.flow.clone())),
+            Finished::Failure(error) => {
+                run.fail(&failure_of(env, (*error).clone()), env.flow.clone());
+                Ok(())
+            }
+        };
+        run.absorb(outcome, env.flow.clone())?;
     }
+    run.settle_joins()?;
+    run.flush(true)
 }
 
 fn failure_of(env: &Envelope, error: TaskError) -> Failure {
@@ -207,6 +216,45 @@ struct Advance<'a> {
     ctx: &'a Context<'a>,
     out: Vec<Envelope>,
     records: Vec<ResultRecord>,
+    /// Long chains to store before anything refers to them.
+    blobs: Vec<(TaskId, Vec<u8>)>,
+    /// Members waiting to record their results in their joins (one call for all).
+    pending: Vec<PendingJoin>,
+    /// The task whose continuation is being worked out, to blame if it cannot go on.
+    origin: Option<Failure>,
+}
+
+/// A member's result on its way to its join, and what follows the join.
+struct PendingJoin {
+    id: TaskId,
+    index: u32,
+    size: u32,
+    value: Vec<u8>,
+    body: Option<Box<Canvas>>,
+    stack: Vec<Frame>,
+    origin: Option<Failure>,
+}
+
+/// Chains longer than this travel as a blob reference rather than inline.
+const INLINE_CHAIN: usize = 4;
+
+/// Long chains this process stored or read lately, by blob key: a chain of n steps is read
+/// from the store once per worker, not once per step.
+static CHAINS: Mutex<Option<HashMap<TaskId, Arc<Vec<Canvas>>>>> = Mutex::new(None);
+/// Chains kept in [`CHAINS`]; past this the cache starts over.
+const CHAINS_KEPT: usize = 256;
+
+fn remember_chain(blob: TaskId, steps: Arc<Vec<Canvas>>) {
+    let mut cache = CHAINS.lock().unwrap_or_else(|p| p.into_inner());
+    let map = cache.get_or_insert_with(HashMap::new);
+    if map.len() >= CHAINS_KEPT {
+        map.clear();
+    }
+    map.insert(blob, steps);
+}
+
+fn encode_chain(steps: &[Canvas]) -> Result<Vec<u8>, FlowError> {
+    rmp_serde::to_vec_named(steps).map_err(|e| FlowError::Invalid(format!("encoding a chain: {e}")))
 }
 
 impl<'a> Advance<'a> {
@@ -215,11 +263,96 @@ impl<'a> Advance<'a> {
             ctx,
             out: Vec::new(),
             records: Vec::new(),
+            blobs: Vec::new(),
+            pending: Vec::new(),
+            origin: None,
         }
     }
 
-    /// Records first (a group's list, failures of steps that will not run), then the sends.
+    /// A broker error ends the call (to be retried); a workflow that cannot go on is failed
+    /// from `stack` on, blaming the current origin task.
+    fn absorb(
+        &mut self,
+        outcome: Result<(), FlowError>,
+        stack: Vec<Frame>,
+    ) -> Result<(), BrokerError> {
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(FlowError::Broker(e)) => Err(e),
+            Err(FlowError::Invalid(reason)) => {
+                let mut failure = self.origin.clone().unwrap_or_else(|| Failure {
+                    task_id: TaskId::nil(),
+                    task: "workflow".into(),
+                    error: TaskError::new(WORKFLOW_ERROR, ""),
+                });
+                tracing::warn!(task_id = %failure.task_id, task = %failure.task, %reason, "workflow cannot continue");
+                failure.error = TaskError::new(WORKFLOW_ERROR, reason);
+                self.fail(&failure, stack);
+                Ok(())
+            }
+        }
+    }
+
+    /// Records the pending members in their joins, one call per round, and goes on past the
+    /// joins they complete (which may meet further joins: another round).
+    fn settle_joins(&mut self) -> Result<(), BrokerError> {
+        while !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            let entries: Vec<JoinEntry<'_>> = pending
+                .iter()
+                .map(|p| JoinEntry {
+                    id: p.id,
+                    index: p.index,
+                    size: p.size,
+                    value: &p.value,
+                })
+                .collect();
+            let answers = self.ctx.backend.results.join(&entries)?;
+            for (p, answer) in pending.into_iter().zip(answers) {
+                let Some(all) = answer else { continue }; // others still running
+                self.origin = p.origin.clone();
+                let outcome = all
+                    .iter()
+                    .map(|v| serde_json::from_slice(v))
+                    .collect::<Result<Vec<Value>, _>>()
+                    .map_err(|e| FlowError::Invalid(format!("a join's member value: {e}")))
+                    .and_then(|values| {
+                        self.joined(p.id, values, p.body.as_deref(), p.stack.clone())
+                    });
+                self.absorb(outcome, p.stack)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The steps of the long chain stored as `blob`.
+    fn chain(&self, blob: TaskId) -> Result<Arc<Vec<Canvas>>, FlowError> {
+        if let Some(steps) = CHAINS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|m| m.get(&blob).cloned())
+        {
+            return Ok(steps);
+        }
+        let bytes = self.ctx.backend.results.get_blob(blob)?.ok_or_else(|| {
+            FlowError::Invalid(format!(
+                "the rest of the chain (blob {blob}) is gone from the result store"
+            ))
+        })?;
+        let steps: Vec<Canvas> = rmp_serde::from_slice(&bytes)
+            .map_err(|e| FlowError::Invalid(format!("the stored chain {blob}: {e}")))?;
+        let steps = Arc::new(steps);
+        remember_chain(blob, steps.clone());
+        Ok(steps)
+    }
+
+    /// Long chains first, records next (a group's list, failures of steps that will not run),
+    /// then the sends: nothing is sent before what it refers to is stored.
     fn flush(self, once: bool) -> Result<(), BrokerError> {
+        for (key, bytes) in &self.blobs {
+            self.ctx.backend.results.put_blob(*key, bytes)?;
+        }
         if !self.records.is_empty() {
             self.ctx.backend.results.store(&self.records)?;
         }
@@ -254,7 +387,13 @@ impl<'a> Advance<'a> {
             Node::Chain(items) => match items.split_first() {
                 None => self.resume(input.cloned().unwrap_or(Value::Null), stack),
                 Some((first, rest)) => {
-                    if !rest.is_empty() {
+                    if rest.len() > INLINE_CHAIN {
+                        let blob = TaskId::new();
+                        let bytes = encode_chain(rest)?;
+                        self.blobs.push((blob, bytes));
+                        remember_chain(blob, Arc::new(rest.to_vec()));
+                        stack.push(Frame::ChainRef { blob, next: 0 });
+                    } else if !rest.is_empty() {
                         stack.push(Frame::Chain(rest.to_vec()));
                     }
                     self.apply(first, input, stack)
@@ -329,23 +468,37 @@ impl<'a> Advance<'a> {
                     }
                     return self.apply(&next, Some(&value), stack);
                 }
+                Frame::ChainRef { blob, next } => {
+                    let steps = self.chain(blob)?;
+                    let Some(step) = steps.get(next as usize) else {
+                        continue;
+                    };
+                    if (next as usize) + 1 < steps.len() {
+                        stack.push(Frame::ChainRef {
+                            blob,
+                            next: next + 1,
+                        });
+                    }
+                    return self.apply(step, Some(&value), stack);
+                }
                 Frame::Join {
                     id,
                     index,
                     size,
                     body,
                 } => {
-                    let bytes = serde_json::to_vec(&value)
+                    let value = serde_json::to_vec(&value)
                         .map_err(|e| FlowError::Invalid(e.to_string()))?;
-                    let Some(all) = self.ctx.backend.results.join(id, index, size, &bytes)? else {
-                        return Ok(()); // others still running
-                    };
-                    let values = all
-                        .iter()
-                        .map(|v| serde_json::from_slice(v))
-                        .collect::<Result<Vec<Value>, _>>()
-                        .map_err(|e| FlowError::Invalid(format!("a join's member value: {e}")))?;
-                    return self.joined(id, values, body.as_deref(), stack);
+                    self.pending.push(PendingJoin {
+                        id,
+                        index,
+                        size,
+                        value,
+                        body,
+                        stack,
+                        origin: self.origin.clone(),
+                    });
+                    return Ok(());
                 }
             }
         }
@@ -383,6 +536,14 @@ impl<'a> Advance<'a> {
                         self.fail_all(c, &upstream);
                     }
                 }
+                Frame::ChainRef { blob, next } => match self.chain(blob) {
+                    Ok(steps) => {
+                        for c in steps.iter().skip(next as usize) {
+                            self.fail_all(c, &upstream);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "the rest of a failed chain is unknown"),
+                },
                 Frame::Join { id, body, .. } => {
                     self.records.push(self.record(
                         id,

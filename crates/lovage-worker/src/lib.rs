@@ -244,15 +244,18 @@ impl Shared {
         }
     }
 
-    /// Continues the workflow `env` belongs to, retrying while the broker is down.
-    fn advance_flow(&self, env: &Envelope, finished: Finished<'_>) {
+    /// Continues the workflows these tasks belong to, retrying while the broker is down.
+    fn advance_flows(&self, finished: &[(&Envelope, Finished<'_>)]) {
+        if finished.iter().all(|(env, _)| env.flow.is_empty()) {
+            return;
+        }
         let ctx = lovage_flow::Context {
             backend: &self.backend,
             result_ttl: self.config.result_ttl,
             worker: Some(&self.id),
         };
-        self.retry_broker("continue workflow", || {
-            lovage_flow::advance(&ctx, env, finished)
+        self.retry_broker("continue workflows", || {
+            lovage_flow::advance_many(&ctx, finished)
         });
     }
 
@@ -495,11 +498,14 @@ impl Worker {
                 if s.retry_broker("store results", || s.backend.results.store(&records))
                     .is_some()
                 {
-                    for (record, (d, _)) in records.iter().zip(&dropped) {
-                        if let Some(err) = &record.error {
-                            s.advance_flow(&d.envelope, Finished::Failure(err));
-                        }
-                    }
+                    let finished: Vec<(&Envelope, Finished<'_>)> = records
+                        .iter()
+                        .zip(&dropped)
+                        .filter_map(|(record, (d, _))| {
+                            Some((&d.envelope, Finished::Failure(record.error.as_ref()?)))
+                        })
+                        .collect();
+                    s.advance_flows(&finished);
                     s.retry_broker("ack", || s.backend.broker.ack(&leases));
                 }
                 s.report.lock().unwrap_or_else(|p| p.into_inner()).revoked += dropped.len() as u64;
@@ -696,13 +702,14 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     {
         // Then what follows in their workflows, before the acks (a crash repeats it; it is
         // idempotent).
-        for (env, outcome) in &flows {
-            let finished = match outcome {
-                Ok(value) => Finished::Success(value),
-                Err(err) => Finished::Failure(err),
-            };
-            s.advance_flow(env, finished);
-        }
+        let finished: Vec<(&Envelope, Finished<'_>)> = flows
+            .iter()
+            .map(|(env, outcome)| match outcome {
+                Ok(value) => (env, Finished::Success(value)),
+                Err(err) => (env, Finished::Failure(err)),
+            })
+            .collect();
+        s.advance_flows(&finished);
         for step in &settle {
             match step {
                 Settle::Retry(lease, delay) => {

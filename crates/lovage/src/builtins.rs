@@ -26,6 +26,12 @@ pub fn echo(value: serde_json::Value) -> serde_json::Value {
     value
 }
 
+/// Adds up a list of numbers (a chord's usual callback).
+#[crate::task(name = "lovage.sum")]
+pub fn sum(values: Vec<f64>) -> f64 {
+    values.iter().sum()
+}
+
 /// Appends `value` as one line of JSON to the file at `path` (created if missing) and returns
 /// the bytes written: a sink for a workflow's results (for example a chord's callback).
 #[crate::task(name = "lovage.append_jsonl")]

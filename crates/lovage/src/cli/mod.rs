@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch; each group of subcommands lives in its own module, and
 //! every result people compare goes through `output`.
 
+mod bench_flow;
 mod bench_pool;
 mod bench_queue;
 mod client;
@@ -69,6 +70,9 @@ enum BenchCommand {
     Pool(bench_pool::Args),
     /// The queue end to end with worker processes: enqueue rate, throughput, latency.
     Queue(bench_queue::Args),
+    /// Workflows: a chord of N members against N plain tasks, and a long chain.
+    #[command(alias = "chord")]
+    Flow(bench_flow::Args),
 }
 
 /// The broker every queue command talks to.
@@ -162,6 +166,7 @@ pub fn main() -> ExitCode {
         Command::Map(a) => map::run(a),
         Command::Bench(BenchCommand::Pool(a)) => bench_pool::run(a).map_err(Exit::from),
         Command::Bench(BenchCommand::Queue(a)) => bench_queue::run(a),
+        Command::Bench(BenchCommand::Flow(a)) => bench_flow::run(a),
         Command::Tasks { json } => {
             let names = lovage::Registry::global().names();
             if json {
