@@ -37,6 +37,8 @@ use serde_json::Value;
 
 pub use lovage_core::canvas::{chain, chord, group, map, starmap, Canvas, Failure, Frame, Node};
 
+pub mod description;
+
 /// Why a workflow could not be sent or continued.
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
@@ -62,6 +64,10 @@ pub fn send(app: &App, canvas: &Canvas) -> Result<WorkflowResult, FlowError> {
         worker: None,
     };
     let mut run = Advance::new(&ctx);
+    // The workflow itself, under its result id, so `lovage status` can show it as a tree.
+    let described = rmp_serde::to_vec_named(canvas)
+        .map_err(|e| FlowError::Invalid(format!("encoding the workflow: {e}")))?;
+    run.blobs.push((canvas.result_id(), described));
     run.apply(canvas, None, Vec::new())?;
     // Only empty groups can complete a join before anything runs.
     run.settle_joins()?;
@@ -72,6 +78,15 @@ pub fn send(app: &App, canvas: &Canvas) -> Result<WorkflowResult, FlowError> {
         id: canvas.result_id(),
         members: canvas.member_ids(),
     })
+}
+
+/// The workflow sent by [`send`] whose result id is `id`, if it is still known.
+pub fn load(app: &App, id: TaskId) -> Result<Option<Canvas>, FlowError> {
+    let Some(bytes) = app.backend().results.get_blob(id)? else {
+        return Ok(None);
+    };
+    // A blob under a result id that is not a workflow (a chain's steps are a list) is not one.
+    Ok(rmp_serde::from_slice(&bytes).ok())
 }
 
 /// A sent workflow.

@@ -530,3 +530,51 @@ fn chaos_chord(env: Env) {
         term(w);
     }
 }
+
+/// A workflow described in JSON, sent with `lovage submit --workflow`, run by a worker
+/// process, and shown by `lovage status` as a tree.
+#[test]
+fn submit_a_workflow_and_see_it_as_a_tree() {
+    let env = Env::new();
+    let mut worker = env.worker(&[]);
+    let description = r#"{"chain": [
+        {"task": "lovage.echo", "args": [[1, 2, 3]]},
+        {"chord": [{"task": "lovage.sum"}, {"task": "lovage.sum"}], "body": {"task": "lovage.sum"}}
+    ]}"#;
+    let out = env.run(&[
+        "submit",
+        "--workflow",
+        description,
+        "--wait",
+        "--timeout",
+        "60s",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "12.0", "(1+2+3) twice, summed");
+    // The id printed without --wait is the workflow's; status shows every node.
+    let out = env.run(&["submit", "--workflow", description]);
+    let id = text(&out.stdout).trim().to_owned();
+    let out = env.run(&["result", &id, "--wait", "--timeout", "60s"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = env.run(&["status", &id]);
+    let tree = text(&out.stdout);
+    assert!(tree.starts_with("chain\n"), "{tree}");
+    assert_eq!(tree.matches("SUCCESS").count(), 5, "{tree}");
+    assert!(tree.contains("└─ body: lovage.sum"), "{tree}");
+    let out = env.run(&["status", &id, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["chain"][1]["body"]["state"], "SUCCESS");
+    // A mistake in the description names the node and sends nothing.
+    let out = env.run(&[
+        "submit",
+        "--workflow",
+        r#"{"chain": [{"task": "lovage.echo"}, {"tsk": 1}]}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("workflow.chain[1]"),
+        "{}",
+        text(&out.stderr)
+    );
+    term(&mut worker);
+}

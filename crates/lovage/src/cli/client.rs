@@ -16,7 +16,8 @@ fn duration(text: &str) -> Result<Duration, String> {
 #[derive(Debug, clap::Args)]
 pub struct SubmitArgs {
     /// Registered task name, e.g. lovage.shell (see `lovage tasks`).
-    task: String,
+    #[arg(required_unless_present = "workflow")]
+    task: Option<String>,
     /// Positional arguments as a JSON array, e.g. '[2, 3]' or '[["echo", "hi"]]'.
     args: Option<String>,
     /// Arguments by name as a JSON object, e.g. '{"argv": ["ls"], "cwd": "/tmp"}'.
@@ -43,6 +44,10 @@ pub struct SubmitArgs {
     /// Kill the task after this long (process pool workers).
     #[arg(long, value_parser = duration)]
     time_limit: Option<Duration>,
+    /// Send a workflow instead of one task: a JSON description (chain, group, chord,
+    /// on_error; see the docs), as text, as @FILE, or - for standard input.
+    #[arg(long, conflicts_with_all = ["task", "args", "kwargs"])]
+    workflow: Option<String>,
     /// Wait for the result and print it.
     #[arg(long, short)]
     wait: bool,
@@ -74,7 +79,37 @@ fn parse_json(what: &str, text: &str, want_array: bool) -> Result<Value, Exit> {
     }
 }
 
+/// Sends a workflow description; prints its result id (the one `status` shows as a tree).
+fn submit_workflow(a: &SubmitArgs, text: &str) -> Result<(), Exit> {
+    let text = match text {
+        "-" => std::io::read_to_string(std::io::stdin()).context("reading standard input")?,
+        t if t.starts_with('@') => std::fs::read_to_string(&t[1..])
+            .with_context(|| format!("reading the workflow file {}", &t[1..]))?,
+        t => t.to_owned(),
+    };
+    let canvas = lovage::flow::description::parse(&text).map_err(|e| Exit::usage(e.to_string()))?;
+    let app = a.broker.app()?;
+    let sent = lovage::flow::send(&app, &canvas).map_err(|e| match e {
+        lovage::flow::FlowError::Invalid(_) => Exit::usage(e.to_string()),
+        other => Exit::from(anyhow::Error::new(other).context("sending the workflow")),
+    })?;
+    let id = sent.id();
+    if !a.wait {
+        println!("{id}");
+        return Ok(());
+    }
+    eprintln!("sent a workflow; its result is {id}; waiting");
+    print_result(&app, id, Some(a.timeout))
+}
+
 pub fn submit(a: SubmitArgs) -> Result<(), Exit> {
+    if let Some(text) = &a.workflow {
+        return submit_workflow(&a, text);
+    }
+    let task = a
+        .task
+        .clone()
+        .expect("clap requires a task without --workflow");
     let args = match (&a.args, &a.kwargs) {
         (Some(_), Some(_)) => {
             return Err(Exit::usage("give positional ARGS or --kwargs, not both"))
@@ -89,8 +124,8 @@ pub fn submit(a: SubmitArgs) -> Result<(), Exit> {
         .map(Timestamp::parse_rfc3339)
         .transpose()
         .map_err(Exit::usage)?;
-    let mut sig = Signature::new(a.task.clone(), &args, Codec::Json)
-        .map_err(|e| Exit::usage(e.to_string()))?;
+    let mut sig =
+        Signature::new(task.clone(), &args, Codec::Json).map_err(|e| Exit::usage(e.to_string()))?;
     let o = &mut sig.options;
     o.queue = a.queue.clone();
     o.priority = a.priority;
@@ -105,7 +140,7 @@ pub fn submit(a: SubmitArgs) -> Result<(), Exit> {
         println!("{id}");
         return Ok(());
     }
-    eprintln!("sent {} as {id}; waiting", a.task);
+    eprintln!("sent {task} as {id}; waiting");
     print_result(&app, id, Some(a.timeout))
 }
 
@@ -149,6 +184,9 @@ fn value_json(codec: Codec, bytes: &[u8]) -> Value {
 pub fn status(a: IdArgs) -> Result<(), Exit> {
     let id = parse_id(&a.id)?;
     let app = a.broker.app()?;
+    if let Some(canvas) = lovage::flow::load(&app, id).context("reading the workflow")? {
+        return workflow_status(&app, &canvas, a.json);
+    }
     let rec = app
         .result::<Value>(id)
         .record()
@@ -173,6 +211,129 @@ pub fn status(a: IdArgs) -> Result<(), Exit> {
         }
     }
     Ok(())
+}
+
+/// A workflow as a tree, each node with its state (`--json`: the same as nested objects).
+fn workflow_status(app: &App, canvas: &lovage::Canvas, as_json: bool) -> Result<(), Exit> {
+    let ids = canvas.task_ids();
+    let records = app
+        .backend()
+        .results
+        .get_many(&ids)
+        .context("reading the result store")?;
+    let states: std::collections::HashMap<TaskId, ResultRecord> =
+        records.into_iter().flatten().map(|r| (r.id, r)).collect();
+    if as_json {
+        println!("{}", tree_json(canvas, &states));
+    } else {
+        let mut out = String::new();
+        tree_lines(canvas, &states, "", "", &mut out);
+        print!("{out}");
+    }
+    Ok(())
+}
+
+fn state_of(id: TaskId, states: &std::collections::HashMap<TaskId, ResultRecord>) -> &'static str {
+    states.get(&id).map_or("PENDING", |r| r.state.as_str())
+}
+
+fn tree_json(
+    c: &lovage::Canvas,
+    states: &std::collections::HashMap<TaskId, ResultRecord>,
+) -> Value {
+    use lovage::flow::Node;
+    let list = |items: &[lovage::Canvas]| -> Vec<Value> {
+        items.iter().map(|i| tree_json(i, states)).collect()
+    };
+    let mut v = match &c.node {
+        Node::Task(step) => json!({
+            "task": step.task,
+            "id": step.id.to_string(),
+            "state": state_of(step.id, states),
+            "error": states.get(&step.id).and_then(|r| r.error.as_ref()).map(|e| e.to_string()),
+            "link": list(&step.link),
+        }),
+        Node::Chain(items) => json!({"chain": list(items)}),
+        Node::Group { id, members } => json!({
+            "group": list(members), "id": id.to_string(), "state": state_of(*id, states),
+        }),
+        Node::Chord { id, header, body } => json!({
+            "chord": list(header), "id": id.to_string(), "state": state_of(*id, states),
+            "body": tree_json(body, states),
+        }),
+    };
+    if !c.on_error.is_empty() {
+        v["on_error"] = Value::Array(list(&c.on_error));
+    }
+    v
+}
+
+/// One line per node: `head` prefixes this node's line, `rest` its children's.
+fn tree_lines(
+    c: &lovage::Canvas,
+    states: &std::collections::HashMap<TaskId, ResultRecord>,
+    head: &str,
+    rest: &str,
+    out: &mut String,
+) {
+    use lovage::flow::Node;
+    use std::fmt::Write;
+    let (label, children): (String, Vec<(&str, &lovage::Canvas)>) = match &c.node {
+        Node::Task(step) => {
+            let error = states
+                .get(&step.id)
+                .and_then(|r| r.error.as_ref())
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default();
+            (
+                format!(
+                    "{}  {}  {}{error}",
+                    step.task,
+                    step.id,
+                    state_of(step.id, states)
+                ),
+                step.link.iter().map(|l| ("link", l)).collect(),
+            )
+        }
+        Node::Chain(items) => ("chain".into(), items.iter().map(|i| ("", i)).collect()),
+        Node::Group { id, members } => (
+            format!("group  {id}  {}", state_of(*id, states)),
+            members.iter().map(|m| ("", m)).collect(),
+        ),
+        Node::Chord { id, header, body } => (
+            format!("chord  {id}  {}", state_of(*id, states)),
+            header
+                .iter()
+                .map(|m| ("", m))
+                .chain(std::iter::once(("body", &**body)))
+                .collect(),
+        ),
+    };
+    let _ = writeln!(out, "{head}{label}");
+    let children: Vec<(&str, &lovage::Canvas)> = children
+        .into_iter()
+        .chain(c.on_error.iter().map(|e| ("on_error", e)))
+        .collect();
+    for (i, (tag, child)) in children.iter().enumerate() {
+        let last = i + 1 == children.len();
+        let tag = if tag.is_empty() {
+            String::new()
+        } else {
+            format!("{tag}: ")
+        };
+        let (branch, indent) = if last {
+            ("└─ ", "   ")
+        } else {
+            ("├─ ", "│  ")
+        };
+        tree_lines(
+            child,
+            states,
+            &format!("{rest}{branch}{tag}"),
+            &format!("{rest}{indent}"),
+            out,
+        );
+    }
 }
 
 #[derive(Debug, clap::Args)]
