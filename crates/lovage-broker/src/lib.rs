@@ -210,6 +210,14 @@ pub trait Broker: Send + Sync {
     /// Stores a batch of tasks; when it returns, they survive a crash of every process.
     fn enqueue(&self, batch: &[Envelope]) -> Result<()>;
 
+    /// Takes or renews the lock `name` for `holder` until `ttl` from now; true when `holder`
+    /// holds it, false while someone else does. A lock not renewed in time lapses, so a holder
+    /// that dies hands over within `ttl` (`lovage beat` elects its leader this way).
+    fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool>;
+
+    /// Gives the lock `name` up if `holder` has it.
+    fn unlock(&self, name: &str, holder: &str) -> Result<()>;
+
     /// Enqueues each envelope whose id was never sent before through `enqueue_once` (ids are
     /// remembered for [`ONCE_TTL`]); a repeat is dropped. Workflows send their next steps this
     /// way, so a step that runs twice does not start its continuation twice.

@@ -45,6 +45,8 @@ struct State {
     sent_once: HashMap<TaskId, Timestamp>,
     /// Joins: member values by index, and until when they are kept.
     joins: HashMap<TaskId, (BTreeMap<u32, Vec<u8>>, Timestamp)>,
+    /// Locks: name → (holder, until).
+    locks: HashMap<String, (String, Timestamp)>,
     /// Blobs and until when they are kept.
     blobs: HashMap<TaskId, (Vec<u8>, Timestamp)>,
     next_seq: u64,
@@ -175,6 +177,27 @@ impl MemoryBackend {
 }
 
 impl Broker for MemoryBackend {
+    fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let now = Timestamp::now();
+        let mut st = self.lock();
+        match st.locks.get(name) {
+            Some((h, until)) if h != holder && *until > now => Ok(false),
+            _ => {
+                st.locks
+                    .insert(name.to_owned(), (holder.to_owned(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    fn unlock(&self, name: &str, holder: &str) -> Result<()> {
+        let mut st = self.lock();
+        if st.locks.get(name).is_some_and(|(h, _)| h == holder) {
+            st.locks.remove(name);
+        }
+        Ok(())
+    }
+
     fn enqueue_once(&self, batch: &[Envelope]) -> Result<()> {
         let now = Timestamp::now();
         let fresh: Vec<Envelope> = {

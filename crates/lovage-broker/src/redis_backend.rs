@@ -22,6 +22,7 @@
 //! | `P:once` | sorted set | ids sent with `enqueue_once`, score = when to forget them |
 //! | `P:j:{id}` | hash, TTL | a join (group/chord): member index → its result |
 //! | `P:b:{id}` | string, TTL | a blob: a long chain of a workflow, stored once |
+//! | `P:lock:{name}` | string, TTL | a lock's holder (`lovage beat`'s leader) |
 //! | `P:dead` | list | dead letters, newest first, capped |
 //! | `P:workers` | hash | worker id → info (JSON) |
 //!
@@ -358,6 +359,20 @@ end
 return out
 "#;
 
+const LOCK: &str = r#"
+-- ARGV: key, holder, ttl ms. Taken when free or ours (renewed); a lapsed lock has expired.
+local h = redis.call('GET', ARGV[1])
+if h and h ~= ARGV[2] then return 0 end
+redis.call('SET', ARGV[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"#;
+
+const UNLOCK: &str = r#"
+-- ARGV: key, holder
+if redis.call('GET', ARGV[1]) == ARGV[2] then redis.call('DEL', ARGV[1]) end
+return 0
+"#;
+
 const DEAD_LETTER: &str = r#"
 -- ARGV: prefix, id, delivery, record, keep
 local p, id = ARGV[1], ARGV[2]
@@ -391,6 +406,8 @@ struct Scripts {
     store: Script,
     enqueue_once: Script,
     join: Script,
+    lock: Script,
+    unlock: Script,
 }
 
 impl RedisBackend {
@@ -437,6 +454,8 @@ impl RedisBackend {
                 store: Script::new(STORE),
                 enqueue_once: Script::new(ENQUEUE_ONCE),
                 join: Script::new(JOIN),
+                lock: Script::new(LOCK),
+                unlock: Script::new(UNLOCK),
             },
         };
         backend
@@ -611,6 +630,21 @@ impl Broker for RedisBackend {
             }
             self.with_conn("enqueue", |c| pipe.query::<()>(c))?;
         }
+        Ok(())
+    }
+
+    fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let mut inv = self.scripts.lock.prepare_invoke();
+        inv.arg(self.key(&format!("lock:{name}")))
+            .arg(holder)
+            .arg(ttl.as_millis().max(1) as u64);
+        Ok(self.with_conn("lock", |c| inv.invoke::<i64>(c))? == 1)
+    }
+
+    fn unlock(&self, name: &str, holder: &str) -> Result<()> {
+        let mut inv = self.scripts.unlock.prepare_invoke();
+        inv.arg(self.key(&format!("lock:{name}"))).arg(holder);
+        self.with_conn("unlock", |c| inv.invoke::<i64>(c))?;
         Ok(())
     }
 

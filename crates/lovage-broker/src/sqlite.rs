@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS joins (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS join_counts (id TEXT PRIMARY KEY, n INTEGER NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (id TEXT PRIMARY KEY, value BLOB NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
 const SCHEMA: &str = "
@@ -429,6 +430,30 @@ impl SqliteBackend {
 impl Broker for SqliteBackend {
     fn enqueue(&self, batch: &[Envelope]) -> Result<()> {
         self.insert_tasks("enqueue", batch, false)
+    }
+
+    fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let now = Timestamp::now();
+        let until = (now + ttl).as_millis();
+        self.write("lock", |tx| {
+            // Taken when free, lapsed, or already ours.
+            let changed = tx
+                .prepare_cached(
+                    "INSERT INTO locks (name, holder, until) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+                     WHERE locks.holder = excluded.holder OR locks.until <= ?4",
+                )?
+                .execute(params![name, holder, until, now.as_millis()])?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn unlock(&self, name: &str, holder: &str) -> Result<()> {
+        self.write("unlock", |tx| {
+            tx.prepare_cached("DELETE FROM locks WHERE name = ?1 AND holder = ?2")?
+                .execute(params![name, holder])?;
+            Ok(())
+        })
     }
 
     fn enqueue_once(&self, batch: &[Envelope]) -> Result<()> {

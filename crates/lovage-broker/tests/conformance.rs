@@ -540,6 +540,22 @@ pub fn joins_complete_once_every_member_is_in(f: Fixture) {
     assert_eq!(values[5], 5u32.to_le_bytes().to_vec());
 }
 
+pub fn a_lock_has_one_holder_and_lapses(f: Fixture) {
+    let b = &*f.backend.broker;
+    let ttl = Duration::from_millis(300);
+    assert!(b.lock("leader", "a", ttl).unwrap());
+    assert!(!b.lock("leader", "b", ttl).unwrap(), "held by a");
+    assert!(b.lock("leader", "a", ttl).unwrap(), "a renews");
+    assert!(b.lock("other", "b", ttl).unwrap(), "locks are separate");
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(b.lock("leader", "b", ttl).unwrap(), "a lapsed; b takes it");
+    assert!(!b.lock("leader", "a", ttl).unwrap());
+    b.unlock("leader", "a").unwrap(); // not a's: no effect
+    assert!(!b.lock("leader", "a", ttl).unwrap());
+    b.unlock("leader", "b").unwrap();
+    assert!(b.lock("leader", "a", ttl).unwrap(), "free again");
+}
+
 pub fn blobs_are_kept_by_key(f: Fixture) {
     let r = &*f.backend.results;
     let key = TaskId::new();
@@ -644,6 +660,7 @@ macro_rules! conformance {
                 a_workflow_continuation_travels_with_the_task,
                 joins_complete_once_every_member_is_in,
                 blobs_are_kept_by_key,
+                a_lock_has_one_holder_and_lapses,
                 concurrent_consumers_get_every_task_once,
                 the_client_sends_and_reads_results,
             );
