@@ -52,6 +52,11 @@ impl TaskId {
         TaskId(uuid::Uuid::nil())
     }
 
+    /// An id from a UUID (a derived one, say: `lovage beat` names its ticks with UUID v5).
+    pub fn from_uuid(uuid: uuid::Uuid) -> Self {
+        TaskId(uuid)
+    }
+
     /// The id as a UUID.
     pub fn as_uuid(&self) -> &uuid::Uuid {
         &self.0

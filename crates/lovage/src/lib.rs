@@ -29,7 +29,7 @@ extern crate self as lovage;
 
 pub use lovage_broker::{
     connect, App, AsyncResult, Backend, Broker, BrokerError, Envelope, ResultRecord, ResultStore,
-    Revoked, Timestamp, DEFAULT_URL,
+    Revoked, Timestamp, DEFAULT_QUEUE, DEFAULT_URL,
 };
 pub use lovage_core::{
     block_on, kinds, parse_duration, Codec, CodecError, Dispatch, Message, Registry, RetryPolicy,
@@ -42,6 +42,9 @@ pub use lovage_pool::{
 };
 
 pub mod builtins;
+
+/// Periodic tasks: schedules and the beat loop (see [`lovage_beat`]).
+pub use lovage_beat as beat;
 
 /// Workflows: chain, group, chord, callbacks (see [`lovage_flow`]).
 pub use lovage_flow as flow;

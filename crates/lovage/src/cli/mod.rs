@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch; each group of subcommands lives in its own module, and
 //! every result people compare goes through `output`.
 
+mod beat;
 mod bench_flow;
 mod bench_pool;
 mod bench_queue;
@@ -37,6 +38,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Consume queues and run tasks until SIGTERM/SIGINT (a second signal requeues what runs).
     Worker(worker::WorkerArgs),
+    /// Send periodic tasks from a schedule (interval and cron entries); one leader among
+    /// several beats.
+    Beat(beat::BeatArgs),
     /// Send a task: `lovage submit lovage.shell '[["echo", "hi"]]' --wait`.
     Submit(client::SubmitArgs),
     /// Show a task's state.
@@ -148,14 +152,17 @@ fn init_logging(default: &str) {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(if matches!(cli.command, Command::Worker(_)) {
-        "info"
-    } else {
-        "warn"
-    });
+    init_logging(
+        if matches!(cli.command, Command::Worker(_) | Command::Beat(_)) {
+            "info"
+        } else {
+            "warn"
+        },
+    );
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Worker(a) => worker::run(a),
+        Command::Beat(a) => beat::run(a),
         Command::Submit(a) => client::submit(a),
         Command::Status(a) => client::status(a),
         Command::Result(a) => client::result(a),

@@ -36,6 +36,15 @@ pub fn output_text(o: &Output) -> String {
     )
 }
 
+/// Deletes a Redis prefix (server URL, prefix) when dropped, whether the test passed or not.
+pub struct RedisPrefix(pub String, pub String);
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        delete_redis_prefix(&self.0, &self.1);
+    }
+}
+
 /// Deletes every key under `prefix` on the Redis at `base` (a test's own namespace).
 pub fn delete_redis_prefix(base: &str, prefix: &str) {
     let client = redis::Client::open(base).unwrap();

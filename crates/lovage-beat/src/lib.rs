@@ -1,0 +1,493 @@
+//! Periodic tasks (Celery's beat): a schedule of interval and cron entries, sent by whichever
+//! `lovage beat` process holds the leader lock in the broker.
+//!
+//! Several beats can run for safety; one leads (a lock with a TTL, renewed a few times per TTL)
+//! and the others wait to take over when it stops renewing. A tick's task id is derived from
+//! the entry's name and the tick's time, and ticks are sent with `enqueue_once`, so even two
+//! leaders for a moment (a paused process whose lock lapsed) send each tick once.
+//!
+//! **Missed ticks.** Each entry's last tick is kept in the broker. A leader that starts (or
+//! takes over) after ticks were missed sends the most recent missed tick once (`missed =
+//! "once"`, the default), or none (`missed = "skip"`), then follows the schedule. A leader
+//! that falls behind (a long pause) does the same.
+//!
+//! ```toml
+//! timezone = "Europe/Paris"          # default for cron entries; UTC when left out
+//!
+//! [[entry]]
+//! name = "heartbeat"
+//! task = "lovage.noop"
+//! every = "10s"                      # ticks at multiples of 10 s since the Unix epoch
+//!
+//! [[entry]]
+//! name = "nightly-report"
+//! task = "lovage.shell"
+//! args = [["sh", "-c", "make report"]]
+//! cron = "30 2 * * *"
+//! queue = "reports"
+//! priority = 5
+//! expires = "1h"
+//! missed = "skip"
+//! ```
+
+pub mod cron;
+
+use std::path::Path;
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+use lovage_broker::{Backend, BrokerError, Envelope, Timestamp};
+use lovage_core::{parse_duration, Codec, Signature, TaskId};
+use serde::Deserialize;
+
+pub use cron::Cron;
+
+/// Why a schedule cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BeatError {
+    /// The schedule file is wrong; the message says where.
+    #[error("schedule {path}: {reason}")]
+    Schedule {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The broker failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// What to do with ticks missed while no beat was leading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Missed {
+    /// Send the most recent missed tick once.
+    #[default]
+    Once,
+    /// Send none.
+    Skip,
+}
+
+/// When an entry fires.
+#[derive(Debug, Clone)]
+pub enum When {
+    /// At every multiple of this interval since the Unix epoch.
+    Every(Duration),
+    /// At the minutes a cron expression names, in a time zone.
+    Cron(Cron, TimeZone),
+}
+
+/// One periodic task.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Unique within the schedule; names the tick ids and the entry's state in the broker.
+    pub name: String,
+    /// The call to send.
+    pub signature: Signature,
+    /// When.
+    pub when: When,
+    /// Missed-tick policy.
+    pub missed: Missed,
+}
+
+impl Entry {
+    /// The first tick strictly after `after`.
+    pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
+        match &self.when {
+            When::Every(every) => {
+                let step = every.as_millis().max(1) as i64;
+                let ms = after.as_millis();
+                Some(Timestamp::from_millis((ms.div_euclid(step) + 1) * step))
+            }
+            When::Cron(cron, tz) => {
+                let after = jiff::Timestamp::from_millisecond(after.as_millis()).ok()?;
+                cron.next_after(after, tz)
+                    .map(|t| Timestamp::from_millis(t.as_millisecond()))
+            }
+        }
+    }
+
+    /// The latest tick at or before `at`, if one is after `after`.
+    fn latest_between(&self, after: Timestamp, at: Timestamp) -> Option<Timestamp> {
+        let mut tick = self.next_after(after)?;
+        if tick > at {
+            return None;
+        }
+        // Intervals jump straight there; cron steps (bounded: a missed day is 1,440 minutes).
+        if let When::Every(every) = &self.when {
+            let step = every.as_millis().max(1) as i64;
+            return Some(Timestamp::from_millis(
+                at.as_millis().div_euclid(step) * step,
+            ));
+        }
+        while let Some(next) = self.next_after(tick).filter(|n| *n <= at) {
+            tick = next;
+        }
+        Some(tick)
+    }
+
+    /// A short description of when it fires.
+    pub fn describe(&self) -> String {
+        match &self.when {
+            When::Every(d) => format!("every {}", humanize(*d)),
+            When::Cron(c, tz) => format!("cron {c} ({})", tz.iana_name().unwrap_or("UTC")),
+        }
+    }
+
+    /// The id of this entry's tick at `tick`: the same in every beat process.
+    pub fn tick_id(&self, tick: Timestamp) -> TaskId {
+        let name = format!("lovage-beat\0{}\0{}", self.name, tick.as_millis());
+        TaskId::from_uuid(uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            name.as_bytes(),
+        ))
+    }
+
+    /// Where the entry's last tick is kept.
+    fn state_key(&self) -> TaskId {
+        let name = format!("lovage-beat-state\0{}", self.name);
+        TaskId::from_uuid(uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            name.as_bytes(),
+        ))
+    }
+
+    /// The envelope of the tick at `tick`.
+    pub fn envelope(&self, tick: Timestamp) -> Envelope {
+        let mut env = Envelope::from_signature(self.signature.clone());
+        env.id = self.tick_id(tick);
+        env.created = tick;
+        env
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 3600.0 && s % 3600.0 == 0.0 {
+        format!("{}h", s / 3600.0)
+    } else if s >= 60.0 && s % 60.0 == 0.0 {
+        format!("{}m", s / 60.0)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// A parsed schedule.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Its entries, in file order.
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSchedule {
+    timezone: Option<String>,
+    #[serde(default)]
+    entry: Vec<FileEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEntry {
+    name: String,
+    task: String,
+    args: Option<toml::Value>,
+    every: Option<String>,
+    cron: Option<String>,
+    timezone: Option<String>,
+    queue: Option<String>,
+    priority: Option<u8>,
+    expires: Option<String>,
+    #[serde(default)]
+    missed: Missed,
+}
+
+impl Schedule {
+    /// Reads and checks a schedule file (TOML; see the crate docs).
+    pub fn load(path: &Path) -> Result<Schedule, BeatError> {
+        let err = |reason: String| BeatError::Schedule {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        Schedule::parse(&text).map_err(err)
+    }
+
+    /// Parses a schedule's text.
+    pub fn parse(text: &str) -> Result<Schedule, String> {
+        let file: FileSchedule = toml::from_str(text).map_err(|e| e.to_string())?;
+        let zone = |name: Option<&str>| -> Result<TimeZone, String> {
+            match name {
+                None | Some("UTC") => Ok(TimeZone::UTC),
+                Some(n) => TimeZone::get(n).map_err(|e| format!("time zone {n:?}: {e}")),
+            }
+        };
+        let default_tz = file.timezone.as_deref();
+        zone(default_tz)?;
+        let mut entries: Vec<Entry> = Vec::new();
+        for e in file.entry {
+            let at = |what: String| format!("entry {:?}: {what}", e.name);
+            if entries.iter().any(|x| x.name == e.name) {
+                return Err(at("the name is used twice".into()));
+            }
+            let when = match (&e.every, &e.cron) {
+                (Some(every), None) => {
+                    let d = parse_duration(every).map_err(|m| at(format!("every: {m}")))?;
+                    if d < Duration::from_millis(10) {
+                        return Err(at("every must be at least 10ms".into()));
+                    }
+                    When::Every(d)
+                }
+                (None, Some(c)) => When::Cron(
+                    Cron::parse(c).map_err(at)?,
+                    zone(e.timezone.as_deref().or(default_tz)).map_err(at)?,
+                ),
+                _ => return Err(at("give exactly one of every or cron".into())),
+            };
+            let args = match e.args {
+                None => serde_json::Value::Array(Vec::new()),
+                Some(v) => serde_json::to_value(v).map_err(|m| at(m.to_string()))?,
+            };
+            if !(args.is_array() || args.is_object()) {
+                return Err(at("args must be an array or a table".into()));
+            }
+            let mut signature = Signature::new(e.task.clone(), &args, Codec::Json)
+                .map_err(|m| at(m.to_string()))?;
+            signature.options.queue = e.queue;
+            signature.options.priority = match e.priority {
+                Some(p) if p > 9 => return Err(at("priority must be 0-9".into())),
+                p => p,
+            };
+            signature.options.expires = e
+                .expires
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|m| at(format!("expires: {m}")))?;
+            entries.push(Entry {
+                name: e.name,
+                signature,
+                when,
+                missed: e.missed,
+            });
+        }
+        Ok(Schedule { entries })
+    }
+}
+
+/// How a beat process runs.
+#[derive(Debug, Clone)]
+pub struct BeatConfig {
+    /// This process's name in the lock.
+    pub holder: String,
+    /// How long the leader's lock lasts without renewal; a follower takes over within about
+    /// this long after the leader stops.
+    pub lock_ttl: Duration,
+}
+
+/// The lock beats compete for.
+pub const LOCK_NAME: &str = "lovage-beat";
+
+/// Runs the schedule until `stop` returns true: leads when it can, sends due ticks.
+pub fn run(
+    backend: &Backend,
+    schedule: &Schedule,
+    config: &BeatConfig,
+    stop: &dyn Fn() -> bool,
+) -> Result<(), BeatError> {
+    let mut leading = false;
+    let mut next: Vec<Option<Timestamp>> = vec![None; schedule.entries.len()];
+    let mut outage_logged = false;
+    while !stop() {
+        let held = match backend
+            .broker
+            .lock(LOCK_NAME, &config.holder, config.lock_ttl)
+        {
+            Ok(held) => {
+                if outage_logged {
+                    tracing::info!("broker reachable again");
+                    outage_logged = false;
+                }
+                held
+            }
+            Err(e) => {
+                if !outage_logged {
+                    tracing::warn!(error = %e, "broker unreachable; retrying");
+                    outage_logged = true;
+                }
+                false
+            }
+        };
+        if !held {
+            if leading {
+                tracing::warn!("lost the leader lock; following");
+            }
+            leading = false;
+            sleep_until_stopped(config.lock_ttl / 10, stop);
+            continue;
+        }
+        let now = Timestamp::now();
+        if !leading {
+            tracing::info!(holder = %config.holder, "leading: sending the schedule's ticks");
+            leading = true;
+            for (i, entry) in schedule.entries.iter().enumerate() {
+                next[i] = catch_up(backend, entry, now)?;
+            }
+        }
+        for (i, entry) in schedule.entries.iter().enumerate() {
+            let Some(due) = next[i] else { continue };
+            if due > now {
+                continue;
+            }
+            // Behind by more than one tick (a pause): the latest one only, like a restart.
+            let tick = entry.latest_between(Timestamp::from_millis(due.as_millis() - 1), now);
+            if let Some(tick) = tick {
+                if let Err(e) = fire(backend, entry, tick) {
+                    tracing::warn!(entry = %entry.name, error = %e, "could not send a tick; retrying");
+                    continue; // `next` unchanged: tried again next round
+                }
+            }
+            next[i] = entry.next_after(now);
+        }
+        let renew = Timestamp::now() + config.lock_ttl / 3;
+        let wake = next.iter().flatten().copied().fold(renew, |a, b| a.min(b));
+        sleep_until_stopped(wake.until(), stop);
+    }
+    if leading {
+        let _ = backend.broker.unlock(LOCK_NAME, &config.holder);
+    }
+    Ok(())
+}
+
+/// On becoming leader: the entry's missed tick (per its policy), then its next tick.
+fn catch_up(
+    backend: &Backend,
+    entry: &Entry,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, BeatError> {
+    let last = backend
+        .results
+        .get_blob(entry.state_key())?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map(|b| Timestamp::from_millis(i64::from_le_bytes(b)));
+    if let (Some(last), Missed::Once) = (last, entry.missed) {
+        if let Some(missed) = entry.latest_between(last, now) {
+            tracing::info!(entry = %entry.name, tick = %missed, "sending a tick missed while no beat led");
+            fire(backend, entry, missed)?;
+        }
+    }
+    Ok(entry.next_after(now))
+}
+
+/// Sends the tick (once, whoever else sends it) and remembers it as the entry's last.
+fn fire(backend: &Backend, entry: &Entry, tick: Timestamp) -> Result<(), BeatError> {
+    let env = entry.envelope(tick);
+    tracing::debug!(entry = %entry.name, task_id = %env.id, %tick, "tick");
+    backend.broker.enqueue_once(&[env])?;
+    backend
+        .results
+        .put_blob(entry.state_key(), &tick.as_millis().to_le_bytes())?;
+    Ok(())
+}
+
+fn sleep_until_stopped(d: Duration, stop: &dyn Fn() -> bool) {
+    let until = std::time::Instant::now() + d;
+    while !stop() {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEDULE: &str = r#"
+timezone = "Europe/Paris"
+
+[[entry]]
+name = "heartbeat"
+task = "lovage.noop"
+every = "10s"
+
+[[entry]]
+name = "report"
+task = "lovage.shell"
+args = [["sh", "-c", "echo hi"]]
+cron = "30 8 * * *"
+queue = "reports"
+priority = 5
+missed = "skip"
+"#;
+
+    #[test]
+    fn a_schedule_parses_and_ticks() {
+        let s = Schedule::parse(SCHEDULE).unwrap();
+        assert_eq!(s.entries.len(), 2);
+        let t = Timestamp::from_millis(1_700_000_003_000);
+        assert_eq!(
+            s.entries[0].next_after(t),
+            Some(Timestamp::from_millis(1_700_000_010_000))
+        );
+        let report = &s.entries[1];
+        assert_eq!(report.missed, Missed::Skip);
+        assert_eq!(report.signature.options.queue.as_deref(), Some("reports"));
+        assert!(
+            report.describe().contains("Europe/Paris"),
+            "{}",
+            report.describe()
+        );
+        // 2026-11-24T00:00Z → 08:30 Paris is 07:30Z.
+        let next = report
+            .next_after(Timestamp::from_millis(1_795_478_400_000))
+            .unwrap();
+        assert_eq!(
+            next.as_millis(),
+            1_795_478_400_000 + 7 * 3_600_000 + 1_800_000
+        );
+        // Ids: the same tick, the same id; another tick, another id.
+        let a = s.entries[0].tick_id(t);
+        assert_eq!(a, s.entries[0].tick_id(t));
+        assert_ne!(a, s.entries[0].tick_id(Timestamp::from_millis(1)));
+    }
+
+    #[test]
+    fn the_latest_missed_tick_is_found() {
+        let s = Schedule::parse(SCHEDULE).unwrap();
+        let e = &s.entries[0];
+        let last = Timestamp::from_millis(1_000_000);
+        let now = Timestamp::from_millis(1_055_000);
+        assert_eq!(
+            e.latest_between(last, now),
+            Some(Timestamp::from_millis(1_050_000))
+        );
+        assert_eq!(e.latest_between(now, now), None);
+    }
+
+    #[test]
+    fn schedule_mistakes_name_the_entry() {
+        let e = Schedule::parse("[[entry]]\nname = \"x\"\ntask = \"t\"\n").unwrap_err();
+        assert!(
+            e.contains("entry \"x\"") && e.contains("every or cron"),
+            "{e}"
+        );
+        let e =
+            Schedule::parse("[[entry]]\nname = \"x\"\ntask = \"t\"\ncron = \"* *\"\n").unwrap_err();
+        assert!(e.contains("5 fields"), "{e}");
+        let e = Schedule::parse(
+            "[[entry]]\nname = \"x\"\ntask = \"t\"\nevery = \"1s\"\ntimezone = \"Mars/Base\"\ncron = \"* * * * *\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("exactly one"), "{e}");
+        let e = Schedule::parse("timezone = \"Mars/Base\"\n").unwrap_err();
+        assert!(e.contains("Mars/Base"), "{e}");
+        let e =
+            Schedule::parse("[[entry]]\nname = \"x\"\ntask = \"t\"\nevry = \"1s\"\n").unwrap_err();
+        assert!(e.contains("evry"), "{e}");
+    }
+}
