@@ -63,6 +63,28 @@ pub enum BrokerError {
 /// Result alias for broker operations.
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
+/// The generic cell rate algorithm behind [`Broker::acquire`], in microseconds: from the
+/// stored theoretical arrival time `tat`, grants up to `n` tokens at `now`; returns (granted,
+/// wait for the next, the new tat).
+pub fn gcra(tat: Option<i64>, now: i64, interval: i64, n: u32) -> (u32, i64, i64) {
+    let interval = interval.max(1);
+    let mut tat = tat.unwrap_or(now).max(now);
+    let mut granted = 0;
+    while granted < n && tat <= now {
+        granted += 1;
+        tat += interval;
+    }
+    let wait = if granted < n { tat - now } else { 0 };
+    (granted, wait, tat)
+}
+
+/// Microseconds since the Unix epoch, for rate limits finer than a millisecond.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// How long `enqueue_once` remembers an id and a join its members.
 pub const ONCE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -239,6 +261,15 @@ pub trait Broker: Send + Sync {
 
     /// Returns a task to its queue, ready after `delay` (0: at once).
     fn nack(&self, lease: &Lease, delay: Duration) -> Result<()>;
+
+    /// Puts a reserved task back until `delay` from now without counting the delivery as an
+    /// attempt (a task held back by a rate limit was not tried). A stale lease does nothing.
+    fn defer(&self, lease: &Lease, delay: Duration) -> Result<()>;
+
+    /// Takes up to `n` tokens from the rate limit `key`, shared by every worker: one token per
+    /// `interval`, none saved up (Celery's bucket of one). Returns how many were granted and,
+    /// when fewer than `n`, how long until the next one.
+    fn acquire(&self, key: &str, interval: Duration, n: u32) -> Result<(u32, Duration)>;
 
     /// Pushes the leases' deadlines to `lease` from now; returns the leases that are no longer
     /// held (acked, revoked, or taken over after expiry).

@@ -45,6 +45,8 @@ struct State {
     sent_once: HashMap<TaskId, Timestamp>,
     /// Joins: member values by index, and until when they are kept.
     joins: HashMap<TaskId, (BTreeMap<u32, Vec<u8>>, Timestamp)>,
+    /// Rate limits: key → theoretical arrival time (µs).
+    rates: HashMap<String, i64>,
     /// Locks: name → (holder, until).
     locks: HashMap<String, (String, Timestamp)>,
     /// Blobs and until when they are kept.
@@ -311,6 +313,33 @@ impl Broker for MemoryBackend {
         drop(st);
         self.changed.notify_all();
         Ok(())
+    }
+
+    fn defer(&self, lease: &Lease, delay: Duration) -> Result<()> {
+        let mut st = self.lock();
+        if st.holds(lease) {
+            if let Some(e) = st.entries.get_mut(&lease.id) {
+                e.env.attempts = e.env.attempts.saturating_sub(1);
+            }
+            let place = if delay.is_zero() {
+                Place::Ready
+            } else {
+                Place::Scheduled(Timestamp::now() + delay)
+            };
+            st.place(lease.id, place);
+        }
+        drop(st);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    fn acquire(&self, key: &str, interval: Duration, n: u32) -> Result<(u32, Duration)> {
+        let mut st = self.lock();
+        let tat = st.rates.get(key).copied();
+        let (granted, wait, tat) =
+            crate::gcra(tat, crate::now_micros(), interval.as_micros() as i64, n);
+        st.rates.insert(key.to_owned(), tat);
+        Ok((granted, Duration::from_micros(wait.max(0) as u64)))
     }
 
     fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {

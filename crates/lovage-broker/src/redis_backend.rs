@@ -23,6 +23,7 @@
 //! | `P:j:{id}` | hash, TTL | a join (group/chord): member index → its result |
 //! | `P:b:{id}` | string, TTL | a blob: a long chain of a workflow, stored once |
 //! | `P:lock:{name}` | string, TTL | a lock's holder (`lovage beat`'s leader) |
+//! | `P:rate:{key}` | string, TTL | a rate limit's theoretical arrival time (µs) |
 //! | `P:dead` | list | dead letters, newest first, capped |
 //! | `P:workers` | hash | worker id → info (JSON) |
 //!
@@ -373,6 +374,40 @@ if redis.call('GET', ARGV[1]) == ARGV[2] then redis.call('DEL', ARGV[1]) end
 return 0
 "#;
 
+const DEFER: &str = r#"
+-- ARGV: prefix, id, delivery, due (0: now). Like a nack, but the next delivery keeps this
+-- one's number: it was not an attempt.
+local p, id = ARGV[1], ARGV[2]
+if redis.call('ZREM', p .. ':leases', id .. ':' .. ARGV[3]) == 0 then return 0 end
+local d, score, q = meta_of(p, id)
+if not d then return 0 end
+local due = tonumber(ARGV[4])
+if due > 0 then
+  redis.call('ZADD', p .. ':s:' .. q, due, id)
+else
+  redis.call('ZADD', p .. ':q:' .. q, score, id)
+  redis.call('RPUSH', p .. ':w:' .. q, '1')
+  redis.call('LTRIM', p .. ':w:' .. q, 0, 63)
+end
+return 1
+"#;
+
+const ACQUIRE: &str = r#"
+-- ARGV: key, now µs, interval µs, n. The generic cell rate algorithm with a bucket of one.
+local now, interval, n = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', ARGV[1]) or now)
+if tat < now then tat = now end
+local granted = 0
+while granted < n and tat <= now do
+  granted = granted + 1
+  tat = tat + interval
+end
+redis.call('SET', ARGV[1], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 3600000)
+local wait = 0
+if granted < n then wait = tat - now end
+return {granted, wait}
+"#;
+
 const DEAD_LETTER: &str = r#"
 -- ARGV: prefix, id, delivery, record, keep
 local p, id = ARGV[1], ARGV[2]
@@ -408,6 +443,8 @@ struct Scripts {
     join: Script,
     lock: Script,
     unlock: Script,
+    defer: Script,
+    acquire: Script,
 }
 
 impl RedisBackend {
@@ -455,6 +492,8 @@ impl RedisBackend {
                 enqueue_once: Script::new(ENQUEUE_ONCE),
                 join: Script::new(JOIN),
                 lock: Script::new(LOCK),
+                defer: with_meta(DEFER),
+                acquire: Script::new(ACQUIRE),
                 unlock: Script::new(UNLOCK),
             },
         };
@@ -749,6 +788,31 @@ impl Broker for RedisBackend {
             .arg(due);
         self.with_conn("nack", |c| inv.invoke::<i64>(c))?;
         Ok(())
+    }
+
+    fn defer(&self, lease: &Lease, delay: Duration) -> Result<()> {
+        let due = if delay.is_zero() {
+            0
+        } else {
+            (Timestamp::now() + delay).as_millis()
+        };
+        let mut inv = self.scripts.defer.prepare_invoke();
+        inv.arg(&self.prefix)
+            .arg(lease.id.to_string())
+            .arg(lease.delivery)
+            .arg(due);
+        self.with_conn("defer", |c| inv.invoke::<i64>(c))?;
+        Ok(())
+    }
+
+    fn acquire(&self, key: &str, interval: Duration, n: u32) -> Result<(u32, Duration)> {
+        let mut inv = self.scripts.acquire.prepare_invoke();
+        inv.arg(self.key(&format!("rate:{key}")))
+            .arg(crate::now_micros())
+            .arg(interval.as_micros().max(1) as i64)
+            .arg(n);
+        let (granted, wait): (u32, i64) = self.with_conn("rate limit", |c| inv.invoke(c))?;
+        Ok((granted, Duration::from_micros(wait.max(0) as u64)))
     }
 
     fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS joins (
 CREATE TABLE IF NOT EXISTS join_counts (id TEXT PRIMARY KEY, n INTEGER NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (id TEXT PRIMARY KEY, value BLOB NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rate_limits (key TEXT PRIMARY KEY, tat INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
 const SCHEMA: &str = "
@@ -506,6 +507,42 @@ impl Broker for SqliteBackend {
             .execute(params![state, due, lease.id.to_string(), lease.delivery as i64])?;
             Ok(())
         })
+    }
+
+    fn defer(&self, lease: &Lease, delay: Duration) -> Result<()> {
+        let (state, due) = if delay.is_zero() {
+            (READY, 0)
+        } else {
+            (SCHEDULED, (Timestamp::now() + delay).as_millis())
+        };
+        self.write("defer", |tx| {
+            tx.prepare_cached(
+                "UPDATE tasks SET state = ?1, due = ?2, attempts = attempts - 1 \
+                 WHERE id = ?3 AND attempts = ?4 AND state = 1",
+            )?
+            .execute(params![
+                state,
+                due,
+                lease.id.to_string(),
+                lease.delivery as i64
+            ])?;
+            Ok(())
+        })
+    }
+
+    fn acquire(&self, key: &str, interval: Duration, n: u32) -> Result<(u32, Duration)> {
+        let (granted, wait) = self.write("rate limit", |tx| {
+            let tat: Option<i64> = tx
+                .prepare_cached("SELECT tat FROM rate_limits WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?;
+            let (granted, wait, tat) =
+                crate::gcra(tat, crate::now_micros(), interval.as_micros() as i64, n);
+            tx.prepare_cached("INSERT OR REPLACE INTO rate_limits (key, tat) VALUES (?1, ?2)")?
+                .execute(params![key, tat])?;
+            Ok((granted, wait))
+        })?;
+        Ok((granted, Duration::from_micros(wait.max(0) as u64)))
     }
 
     fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {

@@ -556,6 +556,52 @@ pub fn a_lock_has_one_holder_and_lapses(f: Fixture) {
     assert!(b.lock("leader", "a", ttl).unwrap(), "free again");
 }
 
+pub fn a_deferred_task_comes_back_without_counting_an_attempt(f: Fixture) {
+    let b = &*f.backend.broker;
+    b.enqueue(&[env("defer", 0)]).unwrap();
+    let first = reserve_all(b, "defer", 1);
+    assert_eq!(first[0].envelope.attempts, 1);
+    b.defer(&first[0].lease, Duration::from_millis(200))
+        .unwrap();
+    assert!(
+        reserve_all(b, "defer", 1).is_empty(),
+        "not before its delay"
+    );
+    let again = b.reserve(&q("defer"), 1, LEASE, LONG).unwrap();
+    assert_eq!(
+        again[0].envelope.attempts, 1,
+        "a deferral is not an attempt"
+    );
+    // A stale lease cannot defer the live delivery.
+    b.nack(&again[0].lease, Duration::ZERO).unwrap();
+    let third = reserve_all(b, "defer", 1);
+    assert_eq!(third[0].envelope.attempts, 2);
+    b.defer(&first[0].lease, Duration::ZERO).unwrap();
+    assert_eq!(
+        b.stats().unwrap()[0].reserved,
+        1,
+        "still held by the third delivery"
+    );
+}
+
+pub fn rate_limits_grant_one_token_per_interval(f: Fixture) {
+    let b = &*f.backend.broker;
+    let key = format!("rate-{}", TaskId::new());
+    let interval = Duration::from_millis(200);
+    let (granted, wait) = b.acquire(&key, interval, 5).unwrap();
+    assert_eq!(granted, 1, "a bucket of one");
+    assert!(
+        wait > Duration::from_millis(100) && wait <= interval,
+        "{wait:?}"
+    );
+    let (granted, _) = b.acquire(&key, interval, 5).unwrap();
+    assert_eq!(granted, 0, "no token until the interval passed");
+    std::thread::sleep(interval + Duration::from_millis(20));
+    assert_eq!(b.acquire(&key, interval, 1).unwrap(), (1, Duration::ZERO));
+    // Other keys are independent.
+    assert_eq!(b.acquire("another", interval, 1).unwrap().0, 1);
+}
+
 pub fn blobs_are_kept_by_key(f: Fixture) {
     let r = &*f.backend.results;
     let key = TaskId::new();
@@ -661,6 +707,8 @@ macro_rules! conformance {
                 joins_complete_once_every_member_is_in,
                 blobs_are_kept_by_key,
                 a_lock_has_one_holder_and_lapses,
+                a_deferred_task_comes_back_without_counting_an_attempt,
+                rate_limits_grant_one_token_per_interval,
                 concurrent_consumers_get_every_task_once,
                 the_client_sends_and_reads_results,
             );

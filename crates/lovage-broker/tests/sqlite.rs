@@ -186,7 +186,7 @@ fn a_database_from_before_workflows_is_upgraded_in_place() {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(
             "ALTER TABLE tasks DROP COLUMN flow; DROP TABLE sent_once; DROP TABLE joins; \
-             DROP TABLE join_counts; DROP TABLE blobs; DROP TABLE locks; PRAGMA user_version = 1;",
+             DROP TABLE join_counts; DROP TABLE blobs; DROP TABLE locks; DROP TABLE rate_limits; PRAGMA user_version = 1;",
         )
         .unwrap();
     }

@@ -67,6 +67,30 @@ impl TaskOptions {
     }
 }
 
+/// Parses a rate limit, `"100/s"`, `"30/m"`, `"5/h"` (a bare number is per second, as in
+/// Celery), into the time between two runs.
+pub fn parse_rate(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (count, per) = t.split_once('/').unwrap_or((t, "s"));
+    let count: f64 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|c: &f64| *c > 0.0 && c.is_finite())
+        .ok_or_else(|| format!("not a rate limit: {text:?} (expected e.g. 100/s, 30/m, 5/h)"))?;
+    let period = match per.trim() {
+        "s" | "sec" => 1.0,
+        "m" | "min" => 60.0,
+        "h" | "hour" => 3600.0,
+        other => {
+            return Err(format!(
+                "unknown period {other:?} in rate limit {text:?} (expected s, m or h)"
+            ))
+        }
+    };
+    Ok(Duration::from_secs_f64(period / count))
+}
+
 /// Parses a duration written as a number of seconds (`"2.5"`) or with a unit:
 /// `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -116,6 +140,17 @@ pub(crate) mod opt_secs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limits_parse_to_intervals() {
+        assert_eq!(parse_rate("100/s").unwrap(), Duration::from_millis(10));
+        assert_eq!(parse_rate("30/m").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_rate("2/h").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_rate("4").unwrap(), Duration::from_millis(250));
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("10/d").unwrap_err().contains("period"));
+        assert!(parse_rate("fast").is_err());
+    }
 
     #[test]
     fn durations_parse_with_units() {

@@ -13,7 +13,7 @@
 
 mod signals;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -23,8 +23,8 @@ use lovage_broker::{
     Backend, BrokerError, Delivery, Envelope, Lease, ResultRecord, Timestamp, WorkerInfo,
 };
 use lovage_core::{
-    kinds, CancelReason, CancelToken, Registry, RetryPolicy, Signature, TaskError, TaskId,
-    TaskState,
+    kinds, parse_rate, CancelReason, CancelToken, Registry, RetryPolicy, Signature, TaskError,
+    TaskId, TaskState,
 };
 use lovage_flow::Finished;
 use lovage_pool::{Executor, ProcessPool, TaskHandle, ThreadPool};
@@ -242,6 +242,53 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Takes rate-limit tokens (shared by all workers, through the broker) for the tasks that
+    /// have a rate limit; those over it go back to the broker until their turn, without
+    /// counting an attempt. Returns the tasks to start now.
+    fn hold_back_over_limit(&self, deliveries: Vec<Delivery>) -> Vec<Delivery> {
+        let mut now = Vec::with_capacity(deliveries.len());
+        let mut limited: BTreeMap<(String, Duration), Vec<Delivery>> = BTreeMap::new();
+        for d in deliveries {
+            let env = &d.envelope;
+            let rate = env.options.rate_limit.clone().or_else(|| {
+                Registry::global()
+                    .get(&env.task)
+                    .ok()
+                    .and_then(|e| (e.options)().rate_limit)
+            });
+            match rate.as_deref().map(parse_rate) {
+                None => now.push(d),
+                Some(Ok(interval)) => limited
+                    .entry((env.task.clone(), interval))
+                    .or_default()
+                    .push(d),
+                Some(Err(e)) => {
+                    tracing::warn!(task_id = %env.id, task = %env.task, error = %e, "ignoring a rate limit that does not parse");
+                    now.push(d);
+                }
+            }
+        }
+        for ((task, interval), held) in limited {
+            let key = format!("task:{task}");
+            let (granted, wait) = self
+                .retry_broker("rate limit", || {
+                    self.backend
+                        .broker
+                        .acquire(&key, interval, held.len() as u32)
+                })
+                .unwrap_or((0, interval));
+            let mut held = held.into_iter();
+            now.extend(held.by_ref().take(granted as usize));
+            // The rest wait in the broker, spread one interval apart.
+            for (k, d) in held.enumerate() {
+                let delay = wait + interval * k as u32;
+                tracing::debug!(task_id = %d.envelope.id, task = %task, ?delay, "over its rate limit: back to the broker");
+                self.retry_broker("defer", || self.backend.broker.defer(&d.lease, delay));
+            }
+        }
+        now
     }
 
     /// Continues the workflows these tasks belong to, retrying while the broker is down.
@@ -465,6 +512,7 @@ impl Worker {
                 .collect();
             let now = Timestamp::now();
             let mut dropped = Vec::new();
+            let mut ready = Vec::with_capacity(deliveries.len());
             for d in deliveries {
                 let expired = d.envelope.expires.is_some_and(|e| e <= now);
                 if revoked.contains(&d.envelope.id) || expired {
@@ -479,6 +527,9 @@ impl Worker {
                     dropped.push((d, why));
                     continue;
                 }
+                ready.push(d);
+            }
+            for d in s.hold_back_over_limit(ready) {
                 self.start(d, tx);
             }
             if !dropped.is_empty() {

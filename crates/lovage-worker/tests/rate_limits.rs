@@ -1,0 +1,101 @@
+//! Global rate limits: two workers share one token bucket in the broker.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lovage_broker::{connect, App, Backend};
+use lovage_core::{TaskId, TaskState};
+use lovage_macros::task;
+use lovage_worker::{PoolKind, Worker, WorkerConfig};
+
+/// When each run started, per key (tests run in parallel).
+static RUNS: Mutex<Vec<(String, Instant)>> = Mutex::new(Vec::new());
+
+#[task(crate = lovage_core, rate_limit = "20/s")]
+fn limited(key: String) -> u32 {
+    RUNS.lock().unwrap().push((key, Instant::now()));
+    1
+}
+
+fn worker(
+    backend: Backend,
+) -> (
+    lovage_worker::Shutdown,
+    std::thread::JoinHandle<lovage_worker::WorkerReport>,
+) {
+    let config = WorkerConfig {
+        concurrency: 2,
+        prefetch: 16,
+        pool: PoolKind::Threads,
+        poll: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let w = Worker::new(backend, config).unwrap();
+    let stop = w.shutdown_handle();
+    (stop, std::thread::spawn(move || w.run()))
+}
+
+/// 40 tasks limited to 20/s on two workers: all succeed, each on its first attempt, and no
+/// one-second window holds more than the limit (plus one for the window's edge).
+fn two_workers_share_the_limit(url: &str) {
+    let key = TaskId::new().to_string();
+    let app = App::connect(url).unwrap();
+    let workers = [worker(connect(url).unwrap()), worker(connect(url).unwrap())];
+    let results: Vec<_> = (0..40)
+        .map(|_| app.send(limited::s(key.clone())).unwrap())
+        .collect();
+    for r in &results {
+        assert_eq!(r.get(Duration::from_secs(60)).unwrap(), 1);
+        let rec = r.record().unwrap().unwrap();
+        assert_eq!(rec.state, TaskState::Success);
+        assert_eq!(rec.attempts, 1, "being held back is not an attempt");
+    }
+    for (stop, thread) in workers {
+        stop.graceful();
+        thread.join().unwrap();
+    }
+    let mut runs: Vec<Instant> = RUNS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k == key)
+        .map(|(_, t)| *t)
+        .collect();
+    runs.sort();
+    assert_eq!(runs.len(), 40, "each task ran once");
+    let busiest = runs
+        .iter()
+        .map(|start| {
+            runs.iter()
+                .filter(|t| **t >= *start && **t < *start + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        busiest <= 21,
+        "{busiest} runs within one second under a 20/s limit"
+    );
+}
+
+#[test]
+fn two_workers_share_one_rate_limit_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    two_workers_share_the_limit(&format!("sqlite://{}", dir.path().join("r.db").display()));
+}
+
+#[test]
+fn two_workers_share_one_rate_limit_on_redis() {
+    let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let prefix = format!("lovage-test-{}", TaskId::new());
+    two_workers_share_the_limit(&format!("{base}?prefix={prefix}"));
+    let client = redis::Client::open(base.as_str()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut c)
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL").arg(keys).query(&mut c).unwrap();
+    }
+}
