@@ -32,8 +32,9 @@ pub use lovage_broker::{
     Revoked, Timestamp, DEFAULT_QUEUE, DEFAULT_URL,
 };
 pub use lovage_core::{
-    block_on, kinds, parse_duration, Codec, CodecError, Dispatch, Message, Registry, RetryPolicy,
-    Signature, TaskEntry, TaskError, TaskId, TaskOptions, TaskState, TypedSignature, WIRE_VERSION,
+    block_on, kinds, parse_duration, parse_rate, Codec, CodecError, Dispatch, Message, Registry,
+    RetryPolicy, Signature, TaskEntry, TaskError, TaskId, TaskOptions, TaskState, TypedSignature,
+    WIRE_VERSION,
 };
 pub use lovage_macros::task;
 pub use lovage_pool::{

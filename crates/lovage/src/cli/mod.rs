@@ -5,6 +5,7 @@ mod beat;
 mod bench_flow;
 mod bench_pool;
 mod bench_queue;
+mod bench_rate;
 mod client;
 mod demo;
 mod map;
@@ -77,6 +78,8 @@ enum BenchCommand {
     /// Workflows: a chord of N members against N plain tasks, and a long chain.
     #[command(alias = "chord")]
     Flow(bench_flow::Args),
+    /// A global rate limit across worker processes: the rate achieved against the limit.
+    Rate(bench_rate::Args),
 }
 
 /// The broker every queue command talks to.
@@ -174,6 +177,7 @@ pub fn main() -> ExitCode {
         Command::Bench(BenchCommand::Pool(a)) => bench_pool::run(a).map_err(Exit::from),
         Command::Bench(BenchCommand::Queue(a)) => bench_queue::run(a),
         Command::Bench(BenchCommand::Flow(a)) => bench_flow::run(a),
+        Command::Bench(BenchCommand::Rate(a)) => bench_rate::run(a),
         Command::Tasks { json } => {
             let names = lovage::Registry::global().names();
             if json {
