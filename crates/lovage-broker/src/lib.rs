@@ -64,18 +64,31 @@ pub enum BrokerError {
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
 /// The generic cell rate algorithm behind [`Broker::acquire`], in microseconds: from the
-/// stored theoretical arrival time `tat`, grants up to `n` tokens at `now`; returns (granted,
-/// wait for the next, the new tat).
-pub fn gcra(tat: Option<i64>, now: i64, interval: i64, n: u32) -> (u32, i64, i64) {
+/// stored theoretical arrival time `tat`, books up to `n` slots no later than `now + horizon`.
+/// Returns the slots' offsets from `now`, the wait until the next slot is within the horizon,
+/// and the new `tat`. An idle limit does not save up: `tat` never lags `now`.
+pub fn gcra(
+    tat: Option<i64>,
+    now: i64,
+    interval: i64,
+    n: u32,
+    horizon: i64,
+) -> (Vec<i64>, i64, i64) {
     let interval = interval.max(1);
     let mut tat = tat.unwrap_or(now).max(now);
-    let mut granted = 0;
-    while granted < n && tat <= now {
-        granted += 1;
+    let mut slots = Vec::new();
+    while slots.len() < n as usize && tat <= now + horizon {
+        slots.push(tat - now);
         tat += interval;
     }
-    let wait = if granted < n { tat - now } else { 0 };
-    (granted, wait, tat)
+    let next = (tat - now - horizon).max(0);
+    (slots, next, tat)
+}
+
+/// [`Broker::acquire`]'s answer from microseconds.
+pub fn slots_from_micros(slots: &[i64], next: i64) -> (Vec<Duration>, Duration) {
+    let d = |us: i64| Duration::from_micros(us.max(0) as u64);
+    (slots.iter().map(|s| d(*s)).collect(), d(next))
 }
 
 /// Microseconds since the Unix epoch, for rate limits finer than a millisecond.
@@ -266,10 +279,17 @@ pub trait Broker: Send + Sync {
     /// attempt (a task held back by a rate limit was not tried). A stale lease does nothing.
     fn defer(&self, lease: &Lease, delay: Duration) -> Result<()>;
 
-    /// Takes up to `n` tokens from the rate limit `key`, shared by every worker: one token per
-    /// `interval`, none saved up (Celery's bucket of one). Returns how many were granted and,
-    /// when fewer than `n`, how long until the next one.
-    fn acquire(&self, key: &str, interval: Duration, n: u32) -> Result<(u32, Duration)>;
+    /// Books up to `n` runs under the rate limit `key`, shared by every worker: one run per
+    /// `interval`, none saved up while idle (Celery's bucket of one), slots no further than
+    /// `horizon` ahead. Returns when each booked run may start (from now, in order) and how
+    /// long until slots free up for the rest.
+    fn acquire(
+        &self,
+        key: &str,
+        interval: Duration,
+        n: u32,
+        horizon: Duration,
+    ) -> Result<(Vec<Duration>, Duration)>;
 
     /// Pushes the leases' deadlines to `lease` from now; returns the leases that are no longer
     /// held (acked, revoked, or taken over after expiry).

@@ -333,13 +333,24 @@ impl Broker for MemoryBackend {
         Ok(())
     }
 
-    fn acquire(&self, key: &str, interval: Duration, n: u32) -> Result<(u32, Duration)> {
+    fn acquire(
+        &self,
+        key: &str,
+        interval: Duration,
+        n: u32,
+        horizon: Duration,
+    ) -> Result<(Vec<Duration>, Duration)> {
         let mut st = self.lock();
         let tat = st.rates.get(key).copied();
-        let (granted, wait, tat) =
-            crate::gcra(tat, crate::now_micros(), interval.as_micros() as i64, n);
+        let (slots, next, tat) = crate::gcra(
+            tat,
+            crate::now_micros(),
+            interval.as_micros() as i64,
+            n,
+            horizon.as_micros() as i64,
+        );
         st.rates.insert(key.to_owned(), tat);
-        Ok((granted, Duration::from_micros(wait.max(0) as u64)))
+        Ok(crate::slots_from_micros(&slots, next))
     }
 
     fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {

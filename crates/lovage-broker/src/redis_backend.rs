@@ -393,19 +393,20 @@ return 1
 "#;
 
 const ACQUIRE: &str = r#"
--- ARGV: key, now µs, interval µs, n. The generic cell rate algorithm with a bucket of one.
-local now, interval, n = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+-- ARGV: key, now µs, interval µs, n, horizon µs. The generic cell rate algorithm (see `gcra`
+-- in lib.rs): books up to n slots within the horizon; returns {offsets, wait for the next}.
+local now, interval, n, horizon = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local tat = tonumber(redis.call('GET', ARGV[1]) or now)
 if tat < now then tat = now end
-local granted = 0
-while granted < n and tat <= now do
-  granted = granted + 1
+local slots = {}
+while #slots < n and tat <= now + horizon do
+  slots[#slots + 1] = tat - now
   tat = tat + interval
 end
 redis.call('SET', ARGV[1], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 3600000)
-local wait = 0
-if granted < n then wait = tat - now end
-return {granted, wait}
+local next = tat - now - horizon
+if next < 0 then next = 0 end
+return {slots, next}
 "#;
 
 const DEAD_LETTER: &str = r#"
@@ -567,7 +568,7 @@ impl RedisBackend {
         if timeout.is_zero() {
             return Ok(false);
         }
-        let secs = timeout.as_secs_f64().max(0.01);
+        let secs = timeout.as_secs_f64().max(0.001);
         let interrupted = std::cell::Cell::new(false);
         let got = self.with_conn(op, |c| {
             c.set_read_timeout(Some(timeout + Duration::from_secs(5)))?;
@@ -805,14 +806,21 @@ impl Broker for RedisBackend {
         Ok(())
     }
 
-    fn acquire(&self, key: &str, interval: Duration, n: u32) -> Result<(u32, Duration)> {
+    fn acquire(
+        &self,
+        key: &str,
+        interval: Duration,
+        n: u32,
+        horizon: Duration,
+    ) -> Result<(Vec<Duration>, Duration)> {
         let mut inv = self.scripts.acquire.prepare_invoke();
         inv.arg(self.key(&format!("rate:{key}")))
             .arg(crate::now_micros())
             .arg(interval.as_micros().max(1) as i64)
-            .arg(n);
-        let (granted, wait): (u32, i64) = self.with_conn("rate limit", |c| inv.invoke(c))?;
-        Ok((granted, Duration::from_micros(wait.max(0) as u64)))
+            .arg(n)
+            .arg(horizon.as_micros() as i64);
+        let (slots, next): (Vec<i64>, i64) = self.with_conn("rate limit", |c| inv.invoke(c))?;
+        Ok(crate::slots_from_micros(&slots, next))
     }
 
     fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {

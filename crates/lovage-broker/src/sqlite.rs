@@ -530,19 +530,30 @@ impl Broker for SqliteBackend {
         })
     }
 
-    fn acquire(&self, key: &str, interval: Duration, n: u32) -> Result<(u32, Duration)> {
-        let (granted, wait) = self.write("rate limit", |tx| {
+    fn acquire(
+        &self,
+        key: &str,
+        interval: Duration,
+        n: u32,
+        horizon: Duration,
+    ) -> Result<(Vec<Duration>, Duration)> {
+        let (slots, next) = self.write("rate limit", |tx| {
             let tat: Option<i64> = tx
                 .prepare_cached("SELECT tat FROM rate_limits WHERE key = ?1")?
                 .query_row([key], |r| r.get(0))
                 .optional()?;
-            let (granted, wait, tat) =
-                crate::gcra(tat, crate::now_micros(), interval.as_micros() as i64, n);
+            let (slots, next, tat) = crate::gcra(
+                tat,
+                crate::now_micros(),
+                interval.as_micros() as i64,
+                n,
+                horizon.as_micros() as i64,
+            );
             tx.prepare_cached("INSERT OR REPLACE INTO rate_limits (key, tat) VALUES (?1, ?2)")?
                 .execute(params![key, tat])?;
-            Ok((granted, wait))
+            Ok((slots, next))
         })?;
-        Ok((granted, Duration::from_micros(wait.max(0) as u64)))
+        Ok(crate::slots_from_micros(&slots, next))
     }
 
     fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {

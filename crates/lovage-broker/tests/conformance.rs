@@ -584,22 +584,41 @@ pub fn a_deferred_task_comes_back_without_counting_an_attempt(f: Fixture) {
     );
 }
 
-pub fn rate_limits_grant_one_token_per_interval(f: Fixture) {
+pub fn rate_limits_book_one_slot_per_interval(f: Fixture) {
     let b = &*f.backend.broker;
     let key = format!("rate-{}", TaskId::new());
-    let interval = Duration::from_millis(200);
-    let (granted, wait) = b.acquire(&key, interval, 5).unwrap();
-    assert_eq!(granted, 1, "a bucket of one");
-    assert!(
-        wait > Duration::from_millis(100) && wait <= interval,
-        "{wait:?}"
+    let interval = Duration::from_millis(100);
+    let horizon = Duration::from_millis(250);
+    let (slots, next) = b.acquire(&key, interval, 5, horizon).unwrap();
+    assert_eq!(
+        slots.len(),
+        3,
+        "slots at 0, 100 and 200 ms fit the horizon: {slots:?}"
     );
-    let (granted, _) = b.acquire(&key, interval, 5).unwrap();
-    assert_eq!(granted, 0, "no token until the interval passed");
-    std::thread::sleep(interval + Duration::from_millis(20));
-    assert_eq!(b.acquire(&key, interval, 1).unwrap(), (1, Duration::ZERO));
+    assert!(slots[0] < Duration::from_millis(5));
+    assert!(slots[2] > Duration::from_millis(190) && slots[2] <= Duration::from_millis(200));
+    assert!(
+        next > Duration::from_millis(30) && next <= Duration::from_millis(50),
+        "{next:?}"
+    );
+    // Another worker asking at once gets the slots after those.
+    let (slots, _) = b
+        .acquire(&key, interval, 5, Duration::from_millis(400))
+        .unwrap();
+    assert_eq!(slots.len(), 2, "{slots:?}");
+    assert!(slots[0] > Duration::from_millis(290), "{slots:?}");
+    // An idle limit does not save up.
+    std::thread::sleep(Duration::from_millis(900));
+    let (slots, _) = b.acquire(&key, interval, 5, Duration::ZERO).unwrap();
+    assert_eq!(slots.len(), 1);
     // Other keys are independent.
-    assert_eq!(b.acquire("another", interval, 1).unwrap().0, 1);
+    assert_eq!(
+        b.acquire("another", interval, 1, Duration::ZERO)
+            .unwrap()
+            .0
+            .len(),
+        1
+    );
 }
 
 pub fn blobs_are_kept_by_key(f: Fixture) {
@@ -708,7 +727,7 @@ macro_rules! conformance {
                 blobs_are_kept_by_key,
                 a_lock_has_one_holder_and_lapses,
                 a_deferred_task_comes_back_without_counting_an_attempt,
-                rate_limits_grant_one_token_per_interval,
+                rate_limits_book_one_slot_per_interval,
                 concurrent_consumers_get_every_task_once,
                 the_client_sends_and_reads_results,
             );

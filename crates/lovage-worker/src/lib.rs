@@ -166,6 +166,10 @@ struct Shared {
     running: Mutex<HashMap<TaskId, Running>>,
     /// Signalled when a running task is finished (room for more).
     room: Condvar,
+    /// Rate-limited tasks waiting here for their booked slots.
+    paced: Mutex<Vec<(Instant, Delivery)>>,
+    /// Signalled when `paced` changes.
+    paced_changed: Condvar,
     /// Running tasks revoked while they ran: their outcome is recorded REVOKED.
     revoked_running: Mutex<HashSet<TaskId>>,
     shutdown: Shutdown,
@@ -244,9 +248,10 @@ impl Shared {
         }
     }
 
-    /// Takes rate-limit tokens (shared by all workers, through the broker) for the tasks that
-    /// have a rate limit; those over it go back to the broker until their turn, without
-    /// counting an attempt. Returns the tasks to start now.
+    /// Books rate-limit slots (shared by all workers, through the broker) for the tasks that
+    /// have a rate limit: a task whose slot is now starts now, one whose slot is within
+    /// [`PACE_HORIZON`] waits here for it, and the rest go back to the broker until slots free
+    /// up, without counting an attempt. Returns the tasks to start now.
     fn hold_back_over_limit(&self, deliveries: Vec<Delivery>) -> Vec<Delivery> {
         let mut now = Vec::with_capacity(deliveries.len());
         let mut limited: BTreeMap<(String, Duration), Vec<Delivery>> = BTreeMap::new();
@@ -270,25 +275,38 @@ impl Shared {
                 }
             }
         }
+        let horizon = PACE_HORIZON.min(self.config.lease / 4);
         for ((task, interval), held) in limited {
             let key = format!("task:{task}");
-            let (granted, wait) = self
+            let (slots, next) = self
                 .retry_broker("rate limit", || {
                     self.backend
                         .broker
-                        .acquire(&key, interval, held.len() as u32)
+                        .acquire(&key, interval, held.len() as u32, horizon)
                 })
-                .unwrap_or((0, interval));
+                .unwrap_or((Vec::new(), interval));
             let mut held = held.into_iter();
-            now.extend(held.by_ref().take(granted as usize));
-            // The rest wait in the broker, spread one interval apart.
+            let started = Instant::now();
+            for (slot, d) in slots.iter().zip(held.by_ref()) {
+                if *slot <= Duration::from_millis(1) {
+                    now.push(d);
+                } else {
+                    self.paced().push((started + *slot, d));
+                }
+            }
+            self.paced_changed.notify_all();
+            // The rest wait in the broker, spread one interval apart, from when slots free up.
             for (k, d) in held.enumerate() {
-                let delay = wait + interval * k as u32;
+                let delay = next + interval * k as u32;
                 tracing::debug!(task_id = %d.envelope.id, task = %task, ?delay, "over its rate limit: back to the broker");
                 self.retry_broker("defer", || self.backend.broker.defer(&d.lease, delay));
             }
         }
         now
+    }
+
+    fn paced(&self) -> MutexGuard<'_, Vec<(Instant, Delivery)>> {
+        self.paced.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Continues the workflows these tasks belong to, retrying while the broker is down.
@@ -388,6 +406,8 @@ impl Worker {
                 info: Mutex::new(info),
                 running: Mutex::new(HashMap::new()),
                 room: Condvar::new(),
+                paced: Mutex::new(Vec::new()),
+                paced_changed: Condvar::new(),
                 revoked_running: Mutex::new(HashSet::new()),
                 shutdown: Shutdown::default(),
                 done: AtomicBool::new(false),
@@ -437,7 +457,14 @@ impl Worker {
                 .spawn(move || keep_loop(&s))
                 .expect("start keeper thread")
         };
-        self.fetch_loop(&tx);
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("lovage-pacer".into())
+                .spawn_scoped(scope, || self.pace_loop(&tx))
+                .expect("start pacer thread");
+            self.fetch_loop(&tx);
+            s.paced_changed.notify_all();
+        });
         drop(tx);
         if s.shutdown.level() >= 2 {
             self.requeue_running();
@@ -564,6 +591,49 @@ impl Worker {
         }
     }
 
+    /// Starts rate-limited tasks at their booked slots; on shutdown hands those still waiting
+    /// back to the broker (not an attempt).
+    fn pace_loop(&self, tx: &mpsc::Sender<Outcome>) {
+        let s = &self.shared;
+        let mut paced = s.paced();
+        loop {
+            if s.shutdown.level() != 0 {
+                let back: Vec<(Instant, Delivery)> = paced.drain(..).collect();
+                drop(paced);
+                for (_, d) in back {
+                    s.retry_broker("defer", || s.backend.broker.defer(&d.lease, Duration::ZERO));
+                }
+                return;
+            }
+            let now = Instant::now();
+            let due: Vec<Delivery> = {
+                let (ready, waiting): (Vec<_>, Vec<_>) =
+                    paced.drain(..).partition(|(at, _)| *at <= now);
+                *paced = waiting;
+                ready.into_iter().map(|(_, d)| d).collect()
+            };
+            if !due.is_empty() {
+                drop(paced);
+                for d in due {
+                    self.start(d, tx);
+                }
+                paced = s.paced();
+                continue;
+            }
+            let wait = paced
+                .iter()
+                .map(|(at, _)| at.saturating_duration_since(now))
+                .min()
+                .unwrap_or(Duration::from_millis(100))
+                .min(Duration::from_millis(100));
+            paced = s
+                .paced_changed
+                .wait_timeout(paced, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     /// Hands a delivery to the pool; its outcome goes to the finisher.
     fn start(&self, d: Delivery, tx: &mpsc::Sender<Outcome>) {
         let s = &self.shared;
@@ -654,6 +724,10 @@ fn finish_loop(s: &Shared, rx: mpsc::Receiver<Outcome>) {
         finish_batch(s, batch);
     }
 }
+
+/// How far ahead a worker books rate-limit slots and holds their tasks (the rest wait in the
+/// broker).
+const PACE_HORIZON: Duration = Duration::from_secs(1);
 
 /// What the finisher does to a task in the broker once its outcome is stored.
 enum Settle {
