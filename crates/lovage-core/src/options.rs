@@ -34,6 +34,18 @@ pub struct TaskOptions {
     /// Do not store the result.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ignore_result: Option<bool>,
+    /// Record a STARTED state when a worker starts the task (default: no, as in Celery).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub track_started: Option<bool>,
+    /// Acknowledge after the task finished (default: yes: a worker dying mid-task hands it
+    /// back). `false` acknowledges when it starts: a task then runs at most once and is lost
+    /// with its worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acks_late: Option<bool>,
+    /// When the process running the task dies (process pool), run it again instead of failing
+    /// it with `WorkerLost` (default: no).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reject_on_worker_lost: Option<bool>,
     /// Codec for arguments and result.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub codec: Option<Codec>,
@@ -59,6 +71,9 @@ impl TaskOptions {
             retry: self.retry.clone().or_else(|| base.retry.clone()),
             rate_limit: self.rate_limit.clone().or_else(|| base.rate_limit.clone()),
             ignore_result: self.ignore_result.or(base.ignore_result),
+            track_started: self.track_started.or(base.track_started),
+            acks_late: self.acks_late.or(base.acks_late),
+            reject_on_worker_lost: self.reject_on_worker_lost.or(base.reject_on_worker_lost),
             codec: self.codec.or(base.codec),
             countdown: self.countdown.or(base.countdown),
             eta: self.eta.or(base.eta),

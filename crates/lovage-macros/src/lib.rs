@@ -86,9 +86,10 @@ impl Attr {
                 let s = lit_str(&lit)?;
                 quote!(o.rate_limit = Some(#s.to_owned());)
             }
-            "ignore_result" => {
+            "ignore_result" | "track_started" | "acks_late" | "reject_on_worker_lost" => {
                 let b = lit_bool(&lit)?;
-                quote!(o.ignore_result = Some(#b);)
+                let field = format_ident!("{}", key);
+                quote!(o.#field = Some(#b);)
             }
             "codec" => {
                 let s = lit_str(&lit)?;
@@ -141,7 +142,8 @@ impl Attr {
                 return Err(meta.error(format!(
                 "unknown lovage task option `{key}` (known: name, queue, priority, max_retries, \
                      retry_backoff, retry_backoff_max, retry_jitter, autoretry_for, time_limit, \
-                     soft_time_limit, rate_limit, ignore_result, codec, crate)"
+                     soft_time_limit, rate_limit, ignore_result, track_started, acks_late, \
+                     reject_on_worker_lost, codec, crate)"
             )))
             }
         };

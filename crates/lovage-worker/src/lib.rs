@@ -257,12 +257,7 @@ impl Shared {
         let mut limited: BTreeMap<(String, Duration), Vec<Delivery>> = BTreeMap::new();
         for d in deliveries {
             let env = &d.envelope;
-            let rate = env.options.rate_limit.clone().or_else(|| {
-                Registry::global()
-                    .get(&env.task)
-                    .ok()
-                    .and_then(|e| (e.options)().rate_limit)
-            });
+            let rate = options_of(env).rate_limit;
             match rate.as_deref().map(parse_rate) {
                 None => now.push(d),
                 Some(Ok(interval)) => limited
@@ -638,9 +633,16 @@ impl Worker {
     fn start(&self, d: Delivery, tx: &mpsc::Sender<Outcome>) {
         let s = &self.shared;
         let env = &d.envelope;
-        let mut options = env.options.clone();
-        if let Ok(entry) = Registry::global().get(&env.task) {
-            options = options.merged_over(&(entry.options)());
+        let options = options_of(env);
+        if options.track_started == Some(true) {
+            let started = s.record(&d, TaskState::Started, None, None, Some(Timestamp::now()));
+            s.retry_broker("store started", || {
+                s.backend.results.store(&[started.clone()])
+            });
+        }
+        if options.acks_late == Some(false) {
+            // Early ack: from here on the task is the worker's alone (at most once).
+            s.retry_broker("ack", || s.backend.broker.ack(&[d.lease]));
         }
         let sig = Signature {
             task: env.task.clone(),
@@ -725,6 +727,19 @@ fn finish_loop(s: &Shared, rx: mpsc::Receiver<Outcome>) {
     }
 }
 
+/// A task's options: the call's over the task's registered ones.
+fn options_of(env: &Envelope) -> lovage_core::TaskOptions {
+    match Registry::global().get(&env.task) {
+        Ok(entry) => env.options.merged_over(&(entry.options)()),
+        Err(_) => env.options.clone(),
+    }
+}
+
+/// How many times `reject_on_worker_lost` runs a task again after its process died, before
+/// it fails with `WorkerLost` after all (a task that kills its process every time would
+/// otherwise loop for ever).
+const MAX_RUNS_ON_WORKER_LOST: u32 = 5;
+
 /// How far ahead a worker books rate-limit slots and holds their tasks (the rest wait in the
 /// broker).
 const PACE_HORIZON: Duration = Duration::from_secs(1);
@@ -733,6 +748,8 @@ const PACE_HORIZON: Duration = Duration::from_secs(1);
 enum Settle {
     /// Run again after a delay.
     Retry(Lease, Duration),
+    /// Run again after a delay, sent anew: it was acknowledged when it started.
+    Resend(Box<Envelope>, Duration),
     /// Failed for the last time.
     DeadLetter(Box<(Delivery, TaskError)>),
 }
@@ -784,22 +801,25 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
                 report.succeeded += 1;
             }
             Err(err) => {
-                let policy = env
-                    .options
-                    .retry
-                    .clone()
-                    .or_else(|| {
-                        Registry::global()
-                            .get(&env.task)
-                            .ok()
-                            .and_then(|e| (e.options)().retry)
-                    })
-                    .unwrap_or(RetryPolicy::retries(0));
-                if policy.should_retry(env.attempts, &err) {
-                    let delay = policy.delay(env.attempts);
+                let options = options_of(env);
+                let policy = options.retry.clone().unwrap_or(RetryPolicy::retries(0));
+                let acked_early = options.acks_late == Some(false);
+                let lost_again = err.is(kinds::WORKER_LOST)
+                    && options.reject_on_worker_lost == Some(true)
+                    && env.attempts < MAX_RUNS_ON_WORKER_LOST;
+                if lost_again || policy.should_retry(env.attempts, &err) {
+                    let delay = if lost_again {
+                        Duration::ZERO
+                    } else {
+                        policy.delay(env.attempts)
+                    };
                     tracing::info!(task_id = %env.id, task = %env.task, attempt = env.attempts, error = %err, ?delay, "retrying");
                     records.push(s.record(d, TaskState::Retry, None, Some(err), Some(o.started)));
-                    settle.push(Settle::Retry(d.lease, delay));
+                    settle.push(if acked_early {
+                        Settle::Resend(Box::new(env.clone()), delay)
+                    } else {
+                        Settle::Retry(d.lease, delay)
+                    });
                     report.retried += 1;
                 } else {
                     tracing::info!(task_id = %env.id, task = %env.task, attempt = env.attempts, error = %err, "failed");
@@ -839,6 +859,13 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
             match step {
                 Settle::Retry(lease, delay) => {
                     s.retry_broker("nack", || s.backend.broker.nack(lease, *delay));
+                }
+                Settle::Resend(env, delay) => {
+                    let mut again = (**env).clone();
+                    again.eta = Some(Timestamp::now() + *delay);
+                    s.retry_broker("send a retry", || {
+                        s.backend.broker.enqueue(std::slice::from_ref(&again))
+                    });
                 }
                 Settle::DeadLetter(dead) => {
                     let (d, err) = &**dead;

@@ -293,6 +293,105 @@ fn soft_time_limits_ask_the_task_to_stop(w: Running) {
     w.stop();
 }
 
+#[task(crate = lovage_core, track_started = true)]
+fn tracked(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn track_started_records_started_while_it_runs(w: Running) {
+    let r = w.app.send(tracked::s(400)).unwrap();
+    let deadline = std::time::Instant::now() + LONG;
+    while r.state().unwrap() != TaskState::Started {
+        assert!(std::time::Instant::now() < deadline, "never STARTED");
+        assert_ne!(
+            r.state().unwrap(),
+            TaskState::Success,
+            "finished without STARTED"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(r.get(LONG).unwrap(), 400);
+    assert_eq!(r.state().unwrap(), TaskState::Success);
+    w.stop();
+}
+
+#[task(crate = lovage_core, acks_late = false)]
+fn early(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[task(crate = lovage_core, acks_late = false, max_retries = 3, retry_backoff = "10ms", retry_jitter = false)]
+fn early_flaky(key: String) -> Result<u32, String> {
+    flaky(key)
+}
+
+fn acks_early_takes_the_task_out_of_the_broker_when_it_starts(w: Running) {
+    let r = w.app.send(early::s(500)).unwrap();
+    // Seen while it runs: no result yet, and nothing in the broker (a task acked late stays
+    // reserved until its result is stored).
+    let mut seen_running_unheld = false;
+    while !r.ready().unwrap() {
+        let held = !w.backend.broker.stats().unwrap().is_empty();
+        if !held && !r.ready().unwrap() && w.backend.results.get(r.id()).unwrap().is_none() {
+            seen_running_unheld = true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        seen_running_unheld,
+        "the task left the broker when it started"
+    );
+    assert_eq!(r.get(LONG).unwrap(), 500);
+    // Retries still happen: the retry is sent anew.
+    let key = format!("early-{}", TaskId::new());
+    let r = w.app.send(early_flaky::s(key)).unwrap();
+    assert_eq!(r.get(LONG).unwrap(), 3);
+    w.stop();
+}
+
+/// Fails with WorkerLost the first two times (as when a process-pool child dies).
+#[task(crate = lovage_core, reject_on_worker_lost = true)]
+fn loses_its_worker(key: String) -> Result<u32, lovage_core::TaskError> {
+    let n = {
+        let mut calls = FLAKY_CALLS.lock().unwrap();
+        let n = calls.entry(key).or_insert(0);
+        *n += 1;
+        *n
+    };
+    if n < 3 {
+        Err(lovage_core::TaskError::new(
+            kinds::WORKER_LOST,
+            "child killed by signal 9",
+        ))
+    } else {
+        Ok(n)
+    }
+}
+
+#[task(crate = lovage_core)]
+fn loses_its_worker_plainly() -> Result<u32, lovage_core::TaskError> {
+    Err(lovage_core::TaskError::new(
+        kinds::WORKER_LOST,
+        "child killed by signal 9",
+    ))
+}
+
+fn reject_on_worker_lost_runs_the_task_again(w: Running) {
+    let key = format!("lost-{}", TaskId::new());
+    let r = w.app.send(loses_its_worker::s(key)).unwrap();
+    assert_eq!(
+        r.get(LONG).unwrap(),
+        3,
+        "run again after each loss, then succeeded"
+    );
+    // Without the option, a lost worker fails the task.
+    let r = w.app.send(loses_its_worker_plainly::s()).unwrap();
+    assert_eq!(r.get(LONG).unwrap_err().kind, kinds::WORKER_LOST);
+    w.stop();
+}
+
 macro_rules! worker_tests {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -306,6 +405,9 @@ macro_rules! worker_tests {
                 graceful_shutdown_finishes_running_tasks,
                 revoking_a_running_task_cancels_it,
                 soft_time_limits_ask_the_task_to_stop,
+                track_started_records_started_while_it_runs,
+                acks_early_takes_the_task_out_of_the_broker_when_it_starts,
+                reject_on_worker_lost_runs_the_task_again,
             );
         }
     };
