@@ -637,7 +637,7 @@ impl Worker {
         if options.track_started == Some(true) {
             let started = s.record(&d, TaskState::Started, None, None, Some(Timestamp::now()));
             s.retry_broker("store started", || {
-                s.backend.results.store(&[started.clone()])
+                s.backend.results.store(std::slice::from_ref(&started))
             });
         }
         if options.acks_late == Some(false) {
