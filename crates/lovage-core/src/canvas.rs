@@ -318,6 +318,31 @@ pub fn starmap<A: Serialize>(
     Ok(group(sigs))
 }
 
+/// A group of `lovage.starmap` calls, each running `task` over `n` of the argument lists in
+/// `args` inside one worker (Celery's `chunks`): the result is a list of lists of results.
+/// The workers must have the `lovage.starmap` builtin (every `lovage` binary has it).
+pub fn chunks<A: Serialize>(
+    task: &str,
+    args: impl IntoIterator<Item = A>,
+    n: usize,
+    codec: Codec,
+) -> Result<Canvas, CodecError> {
+    let all: Vec<serde_json::Value> = args
+        .into_iter()
+        .map(|a| serde_json::to_value(&a))
+        .collect::<Result<_, _>>()
+        .map_err(|e| CodecError::Encode {
+            what: "chunk arguments",
+            codec,
+            reason: e.to_string(),
+        })?;
+    let sigs = all
+        .chunks(n.max(1))
+        .map(|chunk| Signature::new("lovage.starmap", &(task, chunk), codec))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(group(sigs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

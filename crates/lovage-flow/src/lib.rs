@@ -35,7 +35,9 @@ use lovage_core::{Codec, Registry, Signature, TaskError, TaskId, TaskState};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use lovage_core::canvas::{chain, chord, group, map, starmap, Canvas, Failure, Frame, Node};
+pub use lovage_core::canvas::{
+    chain, chord, chunks, group, map, starmap, Canvas, Failure, Frame, Node,
+};
 
 pub mod description;
 

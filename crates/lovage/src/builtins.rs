@@ -26,6 +26,28 @@ pub fn echo(value: serde_json::Value) -> serde_json::Value {
     value
 }
 
+/// Runs the registered task `task` once per argument list in `args`, in this worker, one
+/// after another; returns the results in order. The body of `chunks` (Celery's
+/// `task.chunks(items, n)`): fewer, bigger messages for many small calls.
+#[crate::task(name = "lovage.starmap")]
+pub fn starmap(
+    task: String,
+    args: Vec<serde_json::Value>,
+) -> Result<Vec<serde_json::Value>, TaskError> {
+    let entry = crate::Registry::global().get(&task)?;
+    args.iter()
+        .map(|a| {
+            let bytes =
+                serde_json::to_vec(a).map_err(|e| TaskError::new(kinds::CODEC, e.to_string()))?;
+            let out = match entry.run {
+                crate::TaskFn::Blocking(f) => f(&bytes, crate::Codec::Json)?,
+                crate::TaskFn::Async(f) => crate::block_on(f(bytes, crate::Codec::Json))?,
+            };
+            serde_json::from_slice(&out).map_err(|e| TaskError::new(kinds::CODEC, e.to_string()))
+        })
+        .collect()
+}
+
 /// Adds up a list of numbers (a chord's usual callback).
 #[crate::task(name = "lovage.sum")]
 pub fn sum(values: Vec<f64>) -> f64 {

@@ -33,8 +33,8 @@ pub use lovage_broker::{
 };
 pub use lovage_core::{
     block_on, kinds, parse_duration, parse_rate, Codec, CodecError, Dispatch, Message, Registry,
-    RetryPolicy, Signature, TaskEntry, TaskError, TaskId, TaskOptions, TaskState, TypedSignature,
-    WIRE_VERSION,
+    RetryPolicy, Signature, TaskEntry, TaskError, TaskFn, TaskId, TaskOptions, TaskState,
+    TypedSignature, WIRE_VERSION,
 };
 pub use lovage_macros::task;
 pub use lovage_pool::{

@@ -578,3 +578,26 @@ fn submit_a_workflow_and_see_it_as_a_tree() {
     );
     term(&mut worker);
 }
+
+/// `map`, `starmap` and `chunks` over a list, run by a worker process.
+#[test]
+fn map_starmap_and_chunks_over_a_list() {
+    let env = Env::new();
+    let mut worker = env.worker(&[]);
+    let app = env.app();
+    let long = Duration::from_secs(60);
+    let wf = lovage::flow::map("lovage.echo", ["a", "b", "c"], Codec::Json).unwrap();
+    let got: Vec<String> = lovage::flow::send(&app, &wf).unwrap().get(long).unwrap();
+    assert_eq!(got, ["a", "b", "c"]);
+    let wf =
+        lovage::flow::starmap("lovage.sum", [[vec![1, 2]], [vec![3, 4]]], Codec::Json).unwrap();
+    let got: Vec<f64> = lovage::flow::send(&app, &wf).unwrap().get(long).unwrap();
+    assert_eq!(got, [3.0, 7.0]);
+    let lists = (1..=5).map(|i| [vec![i, i]]);
+    let wf = lovage::flow::chunks("lovage.sum", lists, 2, Codec::Json).unwrap();
+    let sent = lovage::flow::send(&app, &wf).unwrap();
+    assert_eq!(sent.member_ids().len(), 3, "5 calls in chunks of 2");
+    let got: Vec<Vec<f64>> = sent.get(long).unwrap();
+    assert_eq!(got, vec![vec![2.0, 4.0], vec![6.0, 8.0], vec![10.0]]);
+    term(&mut worker);
+}
