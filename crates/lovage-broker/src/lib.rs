@@ -272,6 +272,15 @@ pub trait Broker: Send + Sync {
     /// Removes finished tasks. A lease from an older delivery is ignored.
     fn ack(&self, leases: &[Lease]) -> Result<()>;
 
+    /// Sends `next` as [`Broker::enqueue_once`] does, then acks `leases`: a finished workflow
+    /// step and the steps it starts. SQLite does both in one transaction.
+    fn ack_and_send_once(&self, leases: &[Lease], next: &[Envelope]) -> Result<()> {
+        if !next.is_empty() {
+            self.enqueue_once(next)?;
+        }
+        self.ack(leases)
+    }
+
     /// Returns a task to its queue, ready after `delay` (0: at once).
     fn nack(&self, lease: &Lease, delay: Duration) -> Result<()>;
 

@@ -221,61 +221,38 @@ impl SqliteBackend {
         if batch.is_empty() {
             return Ok(());
         }
-        let now = Timestamp::now();
-        let mut encoded = Vec::with_capacity(batch.len());
-        for e in batch {
-            let encode_err = |reason: String| BrokerError::Backend {
-                backend: "sqlite",
-                location: self.path.display().to_string(),
-                op,
-                reason,
-            };
-            let options =
-                serde_json::to_string(&e.options).map_err(|err| encode_err(err.to_string()))?;
-            let flow = if e.flow.is_empty() {
-                None
-            } else {
-                Some(rmp_serde::to_vec_named(&e.flow).map_err(|err| encode_err(err.to_string()))?)
-            };
-            encoded.push((options, flow));
-        }
-        self.write(op, |tx| {
-            let mut ins = tx.prepare_cached(
-                "INSERT OR REPLACE INTO tasks (id, queue, priority, state, due, attempts, task, codec, args, options, eta, expires, created, flow) \
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 \
-                 WHERE NOT EXISTS (SELECT 1 FROM revoked WHERE id = ?1)",
-            )?;
-            let mut mark = tx.prepare_cached(
-                "INSERT OR IGNORE INTO sent_once (id, until) VALUES (?1, ?2)",
-            )?;
-            let until = (now + ONCE_TTL).as_millis();
-            for (e, (options, flow)) in batch.iter().zip(&encoded) {
-                if once && mark.execute(params![e.id.to_string(), until])? == 0 {
-                    continue;
-                }
-                let (state, due) = match e.eta {
-                    Some(t) if t > now => (SCHEDULED, t.as_millis()),
-                    _ => (READY, 0),
+        let encoded = self.encode_tasks(op, batch)?;
+        self.write(op, |tx| insert_encoded(tx, batch, &encoded, once))
+    }
+
+    /// The columns of `batch` that need encoding: options (JSON) and workflow frames.
+    fn encode_tasks(
+        &self,
+        op: &'static str,
+        batch: &[Envelope],
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>> {
+        let encode_err = |reason: String| BrokerError::Backend {
+            backend: "sqlite",
+            location: self.path.display().to_string(),
+            op,
+            reason,
+        };
+        batch
+            .iter()
+            .map(|e| {
+                let options =
+                    serde_json::to_string(&e.options).map_err(|err| encode_err(err.to_string()))?;
+                let flow = if e.flow.is_empty() {
+                    None
+                } else {
+                    Some(
+                        rmp_serde::to_vec_named(&e.flow)
+                            .map_err(|err| encode_err(err.to_string()))?,
+                    )
                 };
-                ins.execute(params![
-                    e.id.to_string(),
-                    e.queue,
-                    e.priority as i64,
-                    state,
-                    due,
-                    e.attempts as i64,
-                    e.task,
-                    e.codec.as_str(),
-                    e.args,
-                    options,
-                    e.eta.map(Timestamp::as_millis),
-                    e.expires.map(Timestamp::as_millis),
-                    e.created.as_millis(),
-                    flow,
-                ])?;
-            }
-            Ok(())
-        })
+                Ok((options, flow))
+            })
+            .collect()
     }
 
     /// Brings a version 1 database (before workflows) to the current schema.
@@ -324,6 +301,19 @@ impl SqliteBackend {
         op: &'static str,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T> {
+        let out = self.write_quietly(op, f)?;
+        *self.local_writes.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.written.notify_all();
+        Ok(out)
+    }
+
+    /// A write that wakes no waiter in this process (a reserve: it makes nothing new to wait
+    /// for, and counting it would wake its own caller).
+    fn write_quietly<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let out = {
             let mut conn = self.lock();
             let tx = conn
@@ -333,9 +323,15 @@ impl SqliteBackend {
             tx.commit().map_err(|e| self.err(op, e))?;
             out
         };
-        *self.local_writes.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.written.notify_all();
         Ok(out)
+    }
+
+    /// Where the database stands: other connections' commits and this process's writes. Taken
+    /// *before* a look at the data, so a change between the look and the wait is not missed.
+    fn change_marker(&self) -> Result<(i64, u64)> {
+        let version = self.data_version()?;
+        let local = *self.local_writes.lock().unwrap_or_else(|p| p.into_inner());
+        Ok((version, local))
     }
 
     fn data_version(&self) -> Result<i64> {
@@ -345,10 +341,9 @@ impl SqliteBackend {
     }
 
     /// Blocks until another process commits, this process writes, or `until` passes.
-    fn wait_for_change(&self, until: Instant) -> Result<()> {
-        let start_version = self.data_version()?;
+    fn wait_for_change(&self, until: Instant, marker: (i64, u64)) -> Result<()> {
+        let (start_version, start_local) = marker;
         let mut local = self.local_writes.lock().unwrap_or_else(|p| p.into_inner());
-        let start_local = *local;
         let mut interval = Duration::from_millis(1);
         let idle_since = Instant::now();
         loop {
@@ -384,7 +379,7 @@ impl SqliteBackend {
     ) -> Result<(Vec<Delivery>, Option<Timestamp>)> {
         let now = Timestamp::now();
         let until = (now + lease).as_millis();
-        self.write("reserve", |tx| {
+        self.write_quietly("reserve", |tx| {
             tx.prepare_cached("UPDATE tasks SET state = 0 WHERE state != 0 AND due <= ?1")?
                 .execute([now.as_millis()])?;
             // Per queue, the best candidates by index; then the best of them all.
@@ -470,6 +465,7 @@ impl Broker for SqliteBackend {
     ) -> Result<Vec<Delivery>> {
         let deadline = Instant::now() + wait;
         loop {
+            let marker = self.change_marker()?;
             let (got, next_due) = self.try_reserve(queues, max, lease)?;
             if !got.is_empty() || Instant::now() >= deadline {
                 return Ok(got);
@@ -478,19 +474,19 @@ impl Broker for SqliteBackend {
                 Some(t) => deadline.min(Instant::now() + t.until().max(Duration::from_millis(1))),
                 None => deadline,
             };
-            self.wait_for_change(until)?;
+            self.wait_for_change(until, marker)?;
         }
     }
 
     fn ack(&self, leases: &[Lease]) -> Result<()> {
-        self.write("ack", |tx| {
-            let mut del = tx.prepare_cached(
-                "DELETE FROM tasks WHERE id = ?1 AND attempts = ?2 AND state = 1",
-            )?;
-            for l in leases {
-                del.execute(params![l.id.to_string(), l.delivery as i64])?;
-            }
-            Ok(())
+        self.write("ack", |tx| delete_acked(tx, leases))
+    }
+
+    fn ack_and_send_once(&self, leases: &[Lease], next: &[Envelope]) -> Result<()> {
+        let encoded = self.encode_tasks("ack and send", next)?;
+        self.write("ack and send", |tx| {
+            insert_encoded(tx, next, &encoded, true)?;
+            delete_acked(tx, leases)
         })
     }
 
@@ -779,6 +775,59 @@ fn row_to_result(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRecord> {
     })
 }
 
+/// Inserts encoded tasks in `tx`; with `once`, only ids never sent `once` before.
+fn insert_encoded(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &[Envelope],
+    encoded: &[(String, Option<Vec<u8>>)],
+    once: bool,
+) -> rusqlite::Result<()> {
+    let now = Timestamp::now();
+    let mut ins = tx.prepare_cached(
+        "INSERT OR REPLACE INTO tasks (id, queue, priority, state, due, attempts, task, codec, args, options, eta, expires, created, flow) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 \
+         WHERE NOT EXISTS (SELECT 1 FROM revoked WHERE id = ?1)",
+    )?;
+    let mut mark =
+        tx.prepare_cached("INSERT OR IGNORE INTO sent_once (id, until) VALUES (?1, ?2)")?;
+    let until = (now + ONCE_TTL).as_millis();
+    for (e, (options, flow)) in batch.iter().zip(encoded) {
+        if once && mark.execute(params![e.id.to_string(), until])? == 0 {
+            continue;
+        }
+        let (state, due) = match e.eta {
+            Some(t) if t > now => (SCHEDULED, t.as_millis()),
+            _ => (READY, 0),
+        };
+        ins.execute(params![
+            e.id.to_string(),
+            e.queue,
+            e.priority as i64,
+            state,
+            due,
+            e.attempts as i64,
+            e.task,
+            e.codec.as_str(),
+            e.args,
+            options,
+            e.eta.map(Timestamp::as_millis),
+            e.expires.map(Timestamp::as_millis),
+            e.created.as_millis(),
+            flow,
+        ])?;
+    }
+    Ok(())
+}
+
+fn delete_acked(tx: &rusqlite::Transaction<'_>, leases: &[Lease]) -> rusqlite::Result<()> {
+    let mut del =
+        tx.prepare_cached("DELETE FROM tasks WHERE id = ?1 AND attempts = ?2 AND state = 1")?;
+    for l in leases {
+        del.execute(params![l.id.to_string(), l.delivery as i64])?;
+    }
+    Ok(())
+}
+
 /// Columns: id, queue, priority, attempts, task, codec, args, options, eta, expires, created,
 /// flow.
 fn row_to_envelope(r: &rusqlite::Row<'_>) -> rusqlite::Result<Envelope> {
@@ -859,11 +908,12 @@ impl ResultStore for SqliteBackend {
     fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<ResultRecord>> {
         let deadline = Instant::now() + timeout;
         loop {
+            let marker = self.change_marker()?;
             let rec = self.get(id)?;
             if rec.as_ref().is_some_and(|r| r.state.is_final()) || Instant::now() >= deadline {
                 return Ok(rec);
             }
-            self.wait_for_change(deadline)?;
+            self.wait_for_change(deadline, marker)?;
         }
     }
 

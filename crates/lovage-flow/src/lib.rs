@@ -162,6 +162,22 @@ pub fn advance_many(
     ctx: &Context<'_>,
     finished: &[(&Envelope, Finished<'_>)],
 ) -> Result<(), BrokerError> {
+    let next = plan_many(ctx, finished)?;
+    if next.is_empty() {
+        Ok(())
+    } else {
+        ctx.backend.broker.enqueue_once(&next)
+    }
+}
+
+/// [`advance_many`] without the sends: stores what the next steps need (long chains, group
+/// results, failures) and records joins, then returns the next steps for the caller to send
+/// with `enqueue_once` — a worker sends them with its acks
+/// ([`lovage_broker::Broker::ack_and_send_once`]).
+pub fn plan_many(
+    ctx: &Context<'_>,
+    finished: &[(&Envelope, Finished<'_>)],
+) -> Result<Vec<Envelope>, BrokerError> {
     let mut run = Advance::new(ctx);
     for (env, how) in finished {
         if env.flow.is_empty() {
@@ -182,7 +198,8 @@ pub fn advance_many(
         run.absorb(outcome, env.flow.clone())?;
     }
     run.settle_joins()?;
-    run.flush(true)
+    run.store()?;
+    Ok(run.out)
 }
 
 fn failure_of(env: &Envelope, error: TaskError) -> Failure {
@@ -364,15 +381,24 @@ impl<'a> Advance<'a> {
         Ok(steps)
     }
 
-    /// Long chains first, records next (a group's list, failures of steps that will not run),
-    /// then the sends: nothing is sent before what it refers to is stored.
-    fn flush(self, once: bool) -> Result<(), BrokerError> {
-        for (key, bytes) in &self.blobs {
-            self.ctx.backend.results.put_blob(*key, bytes)?;
+    /// Long chains first, then records (a group's list, failures of steps that will not
+    /// run): before any send that refers to them.
+    fn store(&mut self) -> Result<(), BrokerError> {
+        for (key, bytes) in std::mem::take(&mut self.blobs) {
+            self.ctx.backend.results.put_blob(key, &bytes)?;
         }
         if !self.records.is_empty() {
-            self.ctx.backend.results.store(&self.records)?;
+            self.ctx
+                .backend
+                .results
+                .store(&std::mem::take(&mut self.records))?;
         }
+        Ok(())
+    }
+
+    /// Stores, then sends.
+    fn flush(mut self, once: bool) -> Result<(), BrokerError> {
+        self.store()?;
         if self.out.is_empty() {
             Ok(())
         } else if once {

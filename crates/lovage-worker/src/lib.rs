@@ -304,19 +304,35 @@ impl Shared {
         self.paced.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn flow_context(&self) -> lovage_flow::Context<'_> {
+        lovage_flow::Context {
+            backend: &self.backend,
+            result_ttl: self.config.result_ttl,
+            worker: Some(&self.id),
+        }
+    }
+
     /// Continues the workflows these tasks belong to, retrying while the broker is down.
     fn advance_flows(&self, finished: &[(&Envelope, Finished<'_>)]) {
         if finished.iter().all(|(env, _)| env.flow.is_empty()) {
             return;
         }
-        let ctx = lovage_flow::Context {
-            backend: &self.backend,
-            result_ttl: self.config.result_ttl,
-            worker: Some(&self.id),
-        };
+        let ctx = self.flow_context();
         self.retry_broker("continue workflows", || {
             lovage_flow::advance_many(&ctx, finished)
         });
+    }
+
+    /// Works out what follows these tasks in their workflows (joins and records done); the
+    /// returned steps are for the caller to send (with the acks).
+    fn plan_flows(&self, finished: &[(&Envelope, Finished<'_>)]) -> Option<Vec<Envelope>> {
+        if finished.iter().all(|(env, _)| env.flow.is_empty()) {
+            return Some(Vec::new());
+        }
+        let ctx = self.flow_context();
+        self.retry_broker("continue workflows", || {
+            lovage_flow::plan_many(&ctx, finished)
+        })
     }
 
     fn record(
@@ -854,7 +870,7 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
                 Err(err) => (env, Finished::Failure(err)),
             })
             .collect();
-        s.advance_flows(&finished);
+        let next = s.plan_flows(&finished);
         for step in &settle {
             match step {
                 Settle::Retry(lease, delay) => {
@@ -875,7 +891,12 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
                 }
             }
         }
-        s.retry_broker("ack", || s.backend.broker.ack(&acks));
+        // The steps these tasks start go out with their acks (one transaction on SQLite).
+        // Planning gives up only when an immediate stop meets a broker outage: then no acks
+        // either, and the leases bring these tasks back to be continued.
+        if let Some(next) = next {
+            s.retry_broker("ack", || s.backend.broker.ack_and_send_once(&acks, &next));
+        }
     }
     {
         let mut running = s.running();
