@@ -176,6 +176,27 @@ impl MemoryBackend {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// A held task back to its queue after `delay`; `attempted` says whether this delivery
+    /// counts as an attempt (a nack) or not (a deferral).
+    fn requeue(&self, lease: &Lease, delay: Duration, attempted: bool) {
+        let mut st = self.lock();
+        if st.holds(lease) {
+            if !attempted {
+                if let Some(e) = st.entries.get_mut(&lease.id) {
+                    e.env.attempts = e.env.attempts.saturating_sub(1);
+                }
+            }
+            let place = if delay.is_zero() {
+                Place::Ready
+            } else {
+                Place::Scheduled(Timestamp::now() + delay)
+            };
+            st.place(lease.id, place);
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
 }
 
 impl Broker for MemoryBackend {
@@ -301,35 +322,12 @@ impl Broker for MemoryBackend {
     }
 
     fn nack(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        let mut st = self.lock();
-        if st.holds(lease) {
-            let place = if delay.is_zero() {
-                Place::Ready
-            } else {
-                Place::Scheduled(Timestamp::now() + delay)
-            };
-            st.place(lease.id, place);
-        }
-        drop(st);
-        self.changed.notify_all();
+        self.requeue(lease, delay, true);
         Ok(())
     }
 
     fn defer(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        let mut st = self.lock();
-        if st.holds(lease) {
-            if let Some(e) = st.entries.get_mut(&lease.id) {
-                e.env.attempts = e.env.attempts.saturating_sub(1);
-            }
-            let place = if delay.is_zero() {
-                Place::Ready
-            } else {
-                Place::Scheduled(Timestamp::now() + delay)
-            };
-            st.place(lease.id, place);
-        }
-        drop(st);
-        self.changed.notify_all();
+        self.requeue(lease, delay, false);
         Ok(())
     }
 

@@ -588,6 +588,28 @@ impl RedisBackend {
         }
     }
 
+    /// Runs `script` (nack or defer: ARGV prefix, id, delivery, due or 0) for a held task.
+    fn requeue(
+        &self,
+        op: &'static str,
+        script: &Script,
+        lease: &Lease,
+        delay: Duration,
+    ) -> Result<()> {
+        let due = if delay.is_zero() {
+            0
+        } else {
+            (Timestamp::now() + delay).as_millis()
+        };
+        let mut inv = script.prepare_invoke();
+        inv.arg(&self.prefix)
+            .arg(lease.id.to_string())
+            .arg(lease.delivery)
+            .arg(due);
+        self.with_conn(op, |c| inv.invoke::<i64>(c))?;
+        Ok(())
+    }
+
     fn encode_env(&self, e: &Envelope) -> Result<Vec<u8>> {
         rmp_serde::to_vec_named(e).map_err(|err| self.err("encode envelope", err))
     }
@@ -777,33 +799,11 @@ impl Broker for RedisBackend {
     }
 
     fn nack(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        let due = if delay.is_zero() {
-            0
-        } else {
-            (Timestamp::now() + delay).as_millis()
-        };
-        let mut inv = self.scripts.nack.prepare_invoke();
-        inv.arg(&self.prefix)
-            .arg(lease.id.to_string())
-            .arg(lease.delivery)
-            .arg(due);
-        self.with_conn("nack", |c| inv.invoke::<i64>(c))?;
-        Ok(())
+        self.requeue("nack", &self.scripts.nack, lease, delay)
     }
 
     fn defer(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        let due = if delay.is_zero() {
-            0
-        } else {
-            (Timestamp::now() + delay).as_millis()
-        };
-        let mut inv = self.scripts.defer.prepare_invoke();
-        inv.arg(&self.prefix)
-            .arg(lease.id.to_string())
-            .arg(lease.delivery)
-            .arg(due);
-        self.with_conn("defer", |c| inv.invoke::<i64>(c))?;
-        Ok(())
+        self.requeue("defer", &self.scripts.defer, lease, delay)
     }
 
     fn acquire(

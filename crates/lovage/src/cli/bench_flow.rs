@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::demo::send_and_wait;
 use super::output::{si, Table};
-use super::procs::WorkerProcesses;
+use super::procs::{bench_broker, WorkerProcesses};
 use super::Exit;
 
 #[derive(Debug, clap::Args)]
@@ -48,15 +48,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
-    let dir = tempfile::Builder::new()
-        .prefix("lovage-bench-")
-        .tempdir()
-        .context("creating a temporary directory")?;
-    let url = a
-        .broker
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
-    let app = App::connect(&url).context("opening the broker")?;
+    let (_dir, url, app) = bench_broker(a.broker.as_deref())?;
     let concurrency = a.concurrency.to_string();
     let mut workers = WorkerProcesses::start(a.workers, &url, &["--concurrency", &concurrency])?;
     workers.wait_registered(&app, a.workers, Duration::from_secs(30))?;

@@ -3,12 +3,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use lovage::{App, Codec, Signature};
+use lovage::{Codec, Signature};
 use serde_json::{json, Map, Value};
 
 use super::demo::send_and_wait;
 use super::output::{si, Table};
-use super::procs::{rss_kib, RssSampler, WorkerProcesses};
+use super::procs::{bench_broker, rss_kib, RssSampler, WorkerProcesses};
 use super::Exit;
 
 #[derive(Debug, clap::Args)]
@@ -43,15 +43,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
-    let dir = tempfile::Builder::new()
-        .prefix("lovage-bench-")
-        .tempdir()
-        .context("creating a temporary directory")?;
-    let url = a
-        .broker
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
-    let app = App::connect(&url).context("opening the broker")?;
+    let (_dir, url, app) = bench_broker(a.broker.as_deref())?;
 
     // Enqueue alone: batches of 1000 into a queue no worker reads, then purged.
     let n = a.tasks.max(1);

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use lovage::{parse_rate, App, Codec, Signature};
+use lovage::{parse_rate, Codec, Signature};
 use serde_json::json;
 
 use super::demo::send_and_wait;
 use super::output::Table;
-use super::procs::WorkerProcesses;
+use super::procs::{bench_broker, WorkerProcesses};
 use super::Exit;
 
 #[derive(Debug, clap::Args)]
@@ -33,15 +33,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<(), Exit> {
     let interval = parse_rate(&a.limit).map_err(Exit::usage)?;
     let per_s = 1.0 / interval.as_secs_f64();
-    let dir = tempfile::Builder::new()
-        .prefix("lovage-bench-")
-        .tempdir()
-        .context("creating a temporary directory")?;
-    let url = a
-        .broker
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
-    let app = App::connect(&url).context("opening the broker")?;
+    let (_dir, url, app) = bench_broker(a.broker.as_deref())?;
     let mut workers = WorkerProcesses::start(a.workers, &url, &["--concurrency", "2"])?;
     workers.wait_registered(&app, a.workers, Duration::from_secs(30))?;
     let n = (per_s * a.seconds as f64).round().max(2.0) as usize;

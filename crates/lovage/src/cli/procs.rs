@@ -139,3 +139,19 @@ impl Drop for WorkerProcesses {
         self.stop();
     }
 }
+
+/// The broker a benchmark uses: `url` when given, else a fresh SQLite file in a temporary
+/// directory (returned so it lives as long as the run).
+pub fn bench_broker(url: Option<&str>) -> anyhow::Result<(tempfile::TempDir, String, lovage::App)> {
+    use anyhow::Context;
+    let dir = tempfile::Builder::new()
+        .prefix("lovage-bench-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let url = url.map_or_else(
+        || format!("sqlite://{}", dir.path().join("bench.db").display()),
+        str::to_owned,
+    );
+    let app = lovage::App::connect(&url).context("opening the broker")?;
+    Ok((dir, url, app))
+}
