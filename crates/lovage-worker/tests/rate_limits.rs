@@ -36,7 +36,8 @@ fn worker(
 }
 
 /// 40 tasks limited to 20/s on two workers: all succeed, each on its first attempt, and no
-/// one-second window holds more than the limit (plus one for the window's edge).
+/// one-second window holds much more than the limit (a task starts at its slot or later, so
+/// a late start can bunch a few; unlimited, all 40 start within a few milliseconds).
 fn two_workers_share_the_limit(url: &str) {
     let key = TaskId::new().to_string();
     let app = App::connect(url).unwrap();
