@@ -331,9 +331,22 @@ pub fn run(
         let now = Timestamp::now();
         if !leading {
             tracing::info!(holder = %config.holder, "leading: sending the schedule's ticks");
-            leading = true;
-            for (i, entry) in schedule.entries.iter().enumerate() {
-                next[i] = catch_up(backend, entry, now)?;
+            let caught_up: Result<Vec<_>, BeatError> = schedule
+                .entries
+                .iter()
+                .map(|entry| catch_up(backend, entry, now))
+                .collect();
+            match caught_up {
+                Ok(due) => {
+                    next = due;
+                    leading = true;
+                }
+                Err(e) => {
+                    // Still holding the lock: try again next round (the sends are idempotent).
+                    tracing::warn!(error = %e, "could not catch up with the schedule; retrying");
+                    sleep_until_stopped(config.lock_ttl / 10, stop);
+                    continue;
+                }
             }
         }
         for (i, entry) in schedule.entries.iter().enumerate() {

@@ -14,6 +14,7 @@
 //! | `P:leases` | sorted set | `{id}:{delivery}` of reserved tasks, score = lease deadline in ms |
 //! | `P:w:{queue}` | list | wake-up tokens: a waiting reserve blocks on them (BLPOP), no polling |
 //! | `P:queues` | set | queue names seen |
+//! | `P:layout` | string | this key layout's version (`2`); an older layout is refused |
 //! | `P:revoked` | sorted set | revoked ids, score = when to forget them (24 h) |
 //! | `P:r:{id}` | string, TTL | a result record (JSON) |
 //! | `P:waiting` | sorted set | ids someone waits for, score = when the entry goes stale |
@@ -87,6 +88,23 @@ fn next_sequence() -> u64 {
 }
 /// Dead letters kept.
 const DEAD_LETTERS_KEPT: isize = 10_000;
+/// The key layout this build reads and writes (stored in `P:layout`). Layout 1 (no key)
+/// kept a hash per task; it is recognised by its `P:seq` counter.
+const LAYOUT: &str = "2";
+
+const CLAIM_LAYOUT: &str = r#"
+-- ARGV: prefix, layout. Returns nil when the prefix is (now) ours, else the layout found.
+local key = ARGV[1] .. ':layout'
+local found = redis.call('GET', key)
+if found then
+  if found == ARGV[2] then return nil end
+  return found
+end
+if redis.call('EXISTS', ARGV[1] .. ':seq') == 1 then return '1' end
+redis.call('SET', key, ARGV[2])
+return nil
+"#;
+
 /// Tokens kept in a queue's wake-up list: enough for every waiting consumer.
 const WAKE_TOKENS: usize = 64;
 /// Tasks per pipelined send. Small enough that the command buffers (~200 bytes a task) stay
@@ -509,7 +527,30 @@ impl RedisBackend {
                 location: backend.location.clone(),
                 reason: e.to_string(),
             })?;
+        backend.check_layout()?;
         Ok(backend)
+    }
+
+    /// Marks the prefix with this build's key layout, or refuses one written by another: an
+    /// older layout's tasks would be invisible to this one (and dropped).
+    fn check_layout(&self) -> Result<()> {
+        let found: Option<String> = self.with_conn("check layout", |c| {
+            redis::Script::new(CLAIM_LAYOUT)
+                .arg(&self.prefix)
+                .arg(LAYOUT)
+                .invoke(c)
+        })?;
+        match found.as_deref() {
+            None => Ok(()),
+            Some(other) => Err(BrokerError::Open {
+                backend: "redis",
+                location: format!("{} (prefix {})", self.location, self.prefix),
+                reason: format!(
+                    "its keys are in lovage's Redis layout {other:?}, this build uses {LAYOUT:?}; \
+                     drain that prefix with the version that wrote it, or use another prefix"
+                ),
+            }),
+        }
     }
 
     /// The key prefix.

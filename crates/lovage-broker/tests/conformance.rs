@@ -747,3 +747,39 @@ conformance!(memory, memory());
 conformance!(sqlite, sqlite());
 #[cfg(feature = "redis")]
 conformance!(redis_backend, redis());
+
+/// A prefix written by another Redis key layout is refused, not silently misread.
+#[cfg(feature = "redis")]
+#[test]
+fn redis_refuses_a_prefix_in_another_layout() {
+    let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let client = redis::Client::open(base.as_str()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let (old, newer) = (
+        format!("lovage-test-{}", TaskId::new()),
+        format!("lovage-test-{}", TaskId::new()),
+    );
+    let _: () = redis::cmd("SET")
+        .arg(format!("{old}:seq"))
+        .arg(7)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{newer}:layout"))
+        .arg("9")
+        .query(&mut c)
+        .unwrap();
+    let err = connect(&format!("{base}?prefix={old}"))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("layout \"1\""), "{err}");
+    let err = connect(&format!("{base}?prefix={newer}"))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("layout \"9\""), "{err}");
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{old}:seq"))
+        .arg(format!("{newer}:layout"))
+        .query(&mut c)
+        .unwrap();
+}

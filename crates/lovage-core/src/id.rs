@@ -35,7 +35,7 @@ impl TaskId {
             }
         };
         let (ms, counter) = (stamp >> 16, (stamp & 0xffff) as u16);
-        let random = fastrand::u64(..);
+        let random = RNG.with(|rng| rng.borrow_mut().u64(..));
         let mut tail = [0u8; 10];
         // Bytes 6-7: version nibble (set by the builder) + the counter's top 12 bits; byte 8:
         // variant bits (set by the builder) + the counter's low 4 bits and 2 random bits; the
@@ -61,6 +61,19 @@ impl TaskId {
     pub fn as_uuid(&self) -> &uuid::Uuid {
         &self.0
     }
+}
+
+thread_local! {
+    /// Seeded from the OS (through `RandomState`, which asks the kernel once per thread) and
+    /// the process id: fastrand's own default seed hashes the monotonic clock and the thread
+    /// id, which two processes started together can share, and equal seeds would mint equal
+    /// ids.
+    static RNG: std::cell::RefCell<fastrand::Rng> = std::cell::RefCell::new({
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        fastrand::Rng::with_seed(h.finish())
+    });
 }
 
 impl Default for TaskId {

@@ -60,6 +60,19 @@ pub const WORKFLOW_ERROR: &str = "lovage.WorkflowError";
 /// Sends `canvas`; returns a handle on its result (and on its members' for a group or chord).
 pub fn send(app: &App, canvas: &Canvas) -> Result<WorkflowResult, FlowError> {
     validate(canvas, false)?;
+    // Ids are fixed when a workflow is built: sending one twice would mix the two runs.
+    if app
+        .backend()
+        .results
+        .get_blob(canvas.result_id())?
+        .is_some()
+    {
+        return Err(FlowError::Invalid(format!(
+            "this workflow (result id {}) was sent already; build a new one to run it again \
+             (its task ids are fixed when it is built)",
+            canvas.result_id()
+        )));
+    }
     let ctx = Context {
         backend: app.backend(),
         result_ttl: None,

@@ -476,6 +476,11 @@ impl Worker {
             self.fetch_loop(&tx);
             s.paced_changed.notify_all();
         });
+        // The fetcher may have booked slots after the pacer left: hand those back too.
+        let left: Vec<(Instant, Delivery)> = s.paced().drain(..).collect();
+        for (_, d) in left {
+            s.retry_broker("defer", || s.backend.broker.defer(&d.lease, Duration::ZERO));
+        }
         drop(tx);
         if s.shutdown.level() >= 2 {
             self.requeue_running();
@@ -870,32 +875,33 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
                 Err(err) => (env, Finished::Failure(err)),
             })
             .collect();
-        let next = s.plan_flows(&finished);
-        for step in &settle {
-            match step {
-                Settle::Retry(lease, delay) => {
-                    s.retry_broker("nack", || s.backend.broker.nack(lease, *delay));
-                }
-                Settle::Resend(env, delay) => {
-                    let mut again = (**env).clone();
-                    again.eta = Some(Timestamp::now() + *delay);
-                    s.retry_broker("send a retry", || {
-                        s.backend.broker.enqueue(std::slice::from_ref(&again))
-                    });
-                }
-                Settle::DeadLetter(dead) => {
-                    let (d, err) = &**dead;
-                    s.retry_broker("dead-letter", || {
-                        s.backend.broker.dead_letter(&d.lease, &d.envelope, err)
-                    });
+        // Planning gives up only when an immediate stop meets a broker outage: then nothing
+        // is settled or acked, and the leases bring these tasks back to be continued.
+        if let Some(next) = s.plan_flows(&finished) {
+            // What these tasks start (next steps, error callbacks) goes out with the acks (one
+            // transaction on SQLite), before any failed task is dead-lettered: a crash in
+            // between cannot lose an error callback.
+            s.retry_broker("ack", || s.backend.broker.ack_and_send_once(&acks, &next));
+            for step in &settle {
+                match step {
+                    Settle::Retry(lease, delay) => {
+                        s.retry_broker("nack", || s.backend.broker.nack(lease, *delay));
+                    }
+                    Settle::Resend(env, delay) => {
+                        let mut again = (**env).clone();
+                        again.eta = Some(Timestamp::now() + *delay);
+                        s.retry_broker("send a retry", || {
+                            s.backend.broker.enqueue(std::slice::from_ref(&again))
+                        });
+                    }
+                    Settle::DeadLetter(dead) => {
+                        let (d, err) = &**dead;
+                        s.retry_broker("dead-letter", || {
+                            s.backend.broker.dead_letter(&d.lease, &d.envelope, err)
+                        });
+                    }
                 }
             }
-        }
-        // The steps these tasks start go out with their acks (one transaction on SQLite).
-        // Planning gives up only when an immediate stop meets a broker outage: then no acks
-        // either, and the leases bring these tasks back to be continued.
-        if let Some(next) = next {
-            s.retry_broker("ack", || s.backend.broker.ack_and_send_once(&acks, &next));
         }
     }
     {

@@ -146,6 +146,13 @@ fn send(w: &Running, canvas: &Canvas) -> lovage_flow::WorkflowResult {
     lovage_flow::send(&w.app, canvas).unwrap()
 }
 
+fn a_workflow_is_sent_once(w: Running) {
+    let wf = chain([Canvas::from(add::s(1, 2)), add::partial(3).into()]);
+    assert_eq!(send(&w, &wf).get::<i64>(LONG).unwrap(), 6);
+    let err = lovage_flow::send(&w.app, &wf).unwrap_err();
+    assert!(err.to_string().contains("sent already"), "{err}");
+}
+
 fn chain_runs_in_order_passing_each_result_on(w: Running) {
     let wf = chain([
         Canvas::from(append::s(vec![], 1)),
@@ -374,4 +381,5 @@ on_every_backend!(
     a_retrying_member_does_not_fire_the_chord_early,
     arguments_by_name_cannot_take_a_result,
     a_member_finishing_twice_fires_the_chord_once,
+    a_workflow_is_sent_once,
 );
