@@ -769,13 +769,9 @@ fn redis_refuses_a_prefix_in_another_layout() {
         .arg("9")
         .query(&mut c)
         .unwrap();
-    let err = connect(&format!("{base}?prefix={old}"))
-        .err()
-        .expect("refused");
+    let err = connect(&format!("{base}?prefix={old}")).expect_err("refused");
     assert!(err.to_string().contains("layout \"1\""), "{err}");
-    let err = connect(&format!("{base}?prefix={newer}"))
-        .err()
-        .expect("refused");
+    let err = connect(&format!("{base}?prefix={newer}")).expect_err("refused");
     assert!(err.to_string().contains("layout \"9\""), "{err}");
     let _: () = redis::cmd("DEL")
         .arg(format!("{old}:seq"))
