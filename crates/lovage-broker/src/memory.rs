@@ -243,7 +243,9 @@ impl Broker for MemoryBackend {
         let now = Timestamp::now();
         let mut st = self.lock();
         for env in batch {
-            if st.revoked.contains_key(&env.id) {
+            // Revoked before it was sent: dropped, unless it is a workflow step (a worker
+            // drops it and fails the rest of its workflow).
+            if st.revoked.contains_key(&env.id) && env.flow.is_empty() {
                 continue;
             }
             st.next_seq += 1;
@@ -370,9 +372,16 @@ impl Broker for MemoryBackend {
         let mut st = self.lock();
         st.revoked.retain(|_, t| now - *t < REVOKE_MEMORY);
         st.revoked.insert(id, now);
-        let found = match st.entries.get(&id).map(|e| e.place) {
-            Some(Place::Reserved(_)) => Revoked::Running,
-            Some(_) => {
+        let found = match st
+            .entries
+            .get(&id)
+            .map(|e| (e.place, e.env.flow.is_empty()))
+        {
+            Some((Place::Reserved(_), _)) => Revoked::Running,
+            // A workflow step stays, to be delivered and dropped by a worker, which then fails
+            // the rest of its workflow.
+            Some((_, false)) => Revoked::Pending,
+            Some((_, true)) => {
                 st.remove(id);
                 Revoked::Pending
             }

@@ -143,6 +143,12 @@ local function forget(p, ids)
     redis.call('HDEL', p .. ':meta', unpack(ids))
   end
 end
+-- Whether an envelope (named MessagePack) has workflow frames: its `flow` field is written
+-- only when not empty. A false positive (the word in a task's arguments) only means the task
+-- is delivered and dropped by the worker instead of here.
+local function carries_flow(env)
+  return env and string.find(env, '\164flow', 1, true) ~= nil
+end
 local function is_revoked(p, id, now)
   local until_ = redis.call('ZSCORE', p .. ':revoked', id)
   return until_ and tonumber(until_) > now
@@ -212,8 +218,9 @@ if #ids > 0 then
   local revoked = redis.call('ZMSCORE', p .. ':revoked', unpack(ids))
   local held, dropped = {}, {}
   for j, id in ipairs(ids) do
-    if revoked[j] and tonumber(revoked[j]) > now then
-      -- Revoked before it was sent: never delivered.
+    if revoked[j] and tonumber(revoked[j]) > now and not carries_flow(envs[j]) then
+      -- Revoked before it was sent: never delivered (a workflow step is, to be dropped by a
+      -- worker, which then fails the rest of its workflow).
       dropped[#dropped + 1] = id
     elseif envs[j] and metas[j] then
       local d = string.sub(metas[j], 1, string.find(metas[j], ' ', 1, true) - 1)
@@ -274,6 +281,9 @@ redis.call('ZADD', p .. ':revoked', ARGV[4], id)
 local d, score, q = meta_of(p, id)
 if not d then return 0 end
 if redis.call('ZSCORE', p .. ':leases', id .. ':' .. d) then return 2 end
+-- A workflow step stays, to be delivered and dropped by a worker, which then fails the rest
+-- of its workflow.
+if carries_flow(redis.call('HGET', p .. ':env', id)) then return 1 end
 redis.call('ZREM', p .. ':q:' .. q, id)
 redis.call('ZREM', p .. ':s:' .. q, id)
 forget(p, {id})

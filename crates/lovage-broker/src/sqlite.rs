@@ -579,10 +579,22 @@ impl Broker for SqliteBackend {
                 params![id.to_string(), now.as_millis()],
             )?;
             if tx.execute(
-                "DELETE FROM tasks WHERE id = ?1 AND state != 1",
+                "DELETE FROM tasks WHERE id = ?1 AND state != 1 AND flow IS NULL",
                 [id.to_string()],
             )? > 0
             {
+                return Ok(Revoked::Pending);
+            }
+            // A workflow step stays, to be delivered and dropped by a worker, which then fails
+            // the rest of its workflow.
+            let waiting_step: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM tasks WHERE id = ?1 AND state != 1",
+                    [id.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if waiting_step.is_some() {
                 return Ok(Revoked::Pending);
             }
             let running: Option<i64> = tx
@@ -786,7 +798,7 @@ fn insert_encoded(
     let mut ins = tx.prepare_cached(
         "INSERT OR REPLACE INTO tasks (id, queue, priority, state, due, attempts, task, codec, args, options, eta, expires, created, flow) \
          SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 \
-         WHERE NOT EXISTS (SELECT 1 FROM revoked WHERE id = ?1)",
+         WHERE ?14 IS NOT NULL OR NOT EXISTS (SELECT 1 FROM revoked WHERE id = ?1)",
     )?;
     let mut mark =
         tx.prepare_cached("INSERT OR IGNORE INTO sent_once (id, until) VALUES (?1, ?2)")?;

@@ -146,6 +146,39 @@ fn send(w: &Running, canvas: &Canvas) -> lovage_flow::WorkflowResult {
     lovage_flow::send(&w.app, canvas).unwrap()
 }
 
+#[task(crate = lovage_core)]
+fn slow_add(a: i64, b: i64) -> i64 {
+    std::thread::sleep(Duration::from_millis(300));
+    a + b
+}
+
+/// Revoking a step that was not sent yet (or waits in the queue) stops the workflow there and
+/// says so: the steps after it fail with UpstreamFailed and the error callback runs.
+fn revoking_a_step_fails_the_rest_of_its_workflow(w: Running) {
+    let second = Canvas::from(add::partial(1));
+    let second_id = second.result_id();
+    let cb = Canvas::from(noted::partial("revoked".into()));
+    let cb_id = cb.result_id();
+    let wf = chain([
+        Canvas::from(slow_add::s(1, 1)),
+        second,
+        add::partial(2).into(),
+    ])
+    .on_error(cb);
+    let sent = send(&w, &wf);
+    w.app.revoke(second_id).unwrap();
+    let note: String = w.app.result(cb_id).get(LONG).unwrap();
+    assert!(
+        note.starts_with("revoked: ") && note.contains("revoked"),
+        "{note}"
+    );
+    assert_eq!(sent.get::<i64>(LONG).unwrap_err().kind, UPSTREAM_FAILED);
+    assert_eq!(
+        w.app.result::<i64>(second_id).state().unwrap(),
+        TaskState::Revoked
+    );
+}
+
 fn a_workflow_is_sent_once(w: Running) {
     let wf = chain([Canvas::from(add::s(1, 2)), add::partial(3).into()]);
     assert_eq!(send(&w, &wf).get::<i64>(LONG).unwrap(), 6);
@@ -382,4 +415,5 @@ on_every_backend!(
     arguments_by_name_cannot_take_a_result,
     a_member_finishing_twice_fires_the_chord_once,
     a_workflow_is_sent_once,
+    revoking_a_step_fails_the_rest_of_its_workflow,
 );
