@@ -287,6 +287,9 @@ pub struct BeatConfig {
     pub lock_ttl: Duration,
 }
 
+/// How often a leader re-remembers the entries' last ticks (the broker keeps them 7 days).
+const STATE_REFRESH: Duration = Duration::from_secs(24 * 3600);
+
 /// The lock beats compete for.
 pub const LOCK_NAME: &str = "lovage-beat";
 
@@ -300,6 +303,7 @@ pub fn run(
     let mut leading = false;
     let mut next: Vec<Option<Timestamp>> = vec![None; schedule.entries.len()];
     let mut outage_logged = false;
+    let mut last_refresh = std::time::Instant::now();
     while !stop() {
         let held = match backend
             .broker
@@ -364,6 +368,16 @@ pub fn run(
             }
             next[i] = entry.next_after(now);
         }
+        if last_refresh.elapsed() >= STATE_REFRESH {
+            // Re-remember each entry's last tick, so a sparse entry's survives the broker's
+            // 7-day expiry while a beat leads.
+            last_refresh = std::time::Instant::now();
+            for entry in &schedule.entries {
+                if let Ok(Some(b)) = backend.results.get_blob(entry.state_key()) {
+                    let _ = backend.results.put_blob(entry.state_key(), &b);
+                }
+            }
+        }
         let renew = Timestamp::now() + config.lock_ttl / 3;
         let wake = next.iter().flatten().copied().fold(renew, |a, b| a.min(b));
         sleep_until_stopped(wake.until(), stop);
@@ -385,13 +399,27 @@ fn catch_up(
         .get_blob(entry.state_key())?
         .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
         .map(|b| Timestamp::from_millis(i64::from_le_bytes(b)));
-    if let (Some(last), Missed::Once) = (last, entry.missed) {
-        if let Some(missed) = entry.latest_between(last, now) {
-            tracing::info!(entry = %entry.name, tick = %missed, "sending a tick missed while no beat led");
-            fire(backend, entry, missed)?;
-        }
+    match (last, entry.missed) {
+        (Some(last), Missed::Once) => match entry.latest_between(last, now) {
+            Some(missed) => {
+                tracing::info!(entry = %entry.name, tick = %missed, "sending a tick missed while no beat led");
+                fire(backend, entry, missed)?;
+            }
+            None => remember(backend, entry, last)?,
+        },
+        (Some(last), Missed::Skip) => remember(backend, entry, last)?,
+        (None, _) => {}
     }
     Ok(entry.next_after(now))
+}
+
+/// Keeps `tick` as the entry's last (again: the broker forgets it after 7 days, and an entry
+/// that fires less often than weekly must still know it).
+fn remember(backend: &Backend, entry: &Entry, tick: Timestamp) -> Result<(), BeatError> {
+    backend
+        .results
+        .put_blob(entry.state_key(), &tick.as_millis().to_le_bytes())?;
+    Ok(())
 }
 
 /// Sends the tick (once, whoever else sends it) and remembers it as the entry's last.
@@ -399,10 +427,7 @@ fn fire(backend: &Backend, entry: &Entry, tick: Timestamp) -> Result<(), BeatErr
     let env = entry.envelope(tick);
     tracing::debug!(entry = %entry.name, task_id = %env.id, %tick, "tick");
     backend.broker.enqueue_once(&[env])?;
-    backend
-        .results
-        .put_blob(entry.state_key(), &tick.as_millis().to_le_bytes())?;
-    Ok(())
+    remember(backend, entry, tick)
 }
 
 fn sleep_until_stopped(d: Duration, stop: &dyn Fn() -> bool) {
