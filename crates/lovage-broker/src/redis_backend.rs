@@ -124,10 +124,8 @@ local function meta_of(p, id)
   return tonumber(string.sub(m, 1, a - 1)), string.sub(m, a + 1, b - 1), string.sub(m, b + 1)
 end
 -- The task goes back to its queue (or its scheduled set at `due`) as its next delivery.
-local function requeue(p, id, due)
-  local d, score, q = meta_of(p, id)
-  if not d then return false end
-  redis.call('HSET', p .. ':meta', id, (d + 1) .. ' ' .. score .. ' ' .. q)
+-- Makes `id` ready in queue `q` (waking a waiting reserve) or schedules it at `due`.
+local function place(p, id, q, score, due)
   if due then
     redis.call('ZADD', p .. ':s:' .. q, due, id)
   else
@@ -135,6 +133,16 @@ local function requeue(p, id, due)
     redis.call('RPUSH', p .. ':w:' .. q, '1')
     redis.call('LTRIM', p .. ':w:' .. q, 0, 63)
   end
+end
+-- `attempted`: the delivery counts (a nack, an expired lease), so the next one gets the next
+-- number; a deferral does not.
+local function requeue(p, id, due, attempted)
+  local d, score, q = meta_of(p, id)
+  if not d then return false end
+  if attempted then
+    redis.call('HSET', p .. ':meta', id, (d + 1) .. ' ' .. score .. ' ' .. q)
+  end
+  place(p, id, q, score, due)
   return true
 end
 local function forget(p, ids)
@@ -174,7 +182,7 @@ end
 local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1000)
 for _, m in ipairs(expired) do
   redis.call('ZREM', leases, m)
-  requeue(p, string.sub(m, 1, string.find(m, ':', 1, true) - 1), false)
+  requeue(p, string.sub(m, 1, string.find(m, ':', 1, true) - 1), false, true)
 end
 earliest(leases)
 -- Scheduled tasks (ETA, retry delay) that are due join their queue.
@@ -253,7 +261,7 @@ const NACK: &str = r#"
 local p, id = ARGV[1], ARGV[2]
 if redis.call('ZREM', p .. ':leases', id .. ':' .. ARGV[3]) == 0 then return 0 end
 local due = tonumber(ARGV[4])
-requeue(p, id, due > 0 and due or false)
+requeue(p, id, due > 0 and due or false, true)
 return 1
 "#;
 
@@ -362,13 +370,7 @@ for i = 4, #ARGV, 6 do
     redis.call('HSET', p .. ':env', id, ARGV[i + 5])
     redis.call('HSET', p .. ':meta', id, ARGV[i + 3] .. ' ' .. score .. ' ' .. q)
     redis.call('SADD', p .. ':queues', q)
-    if due > 0 then
-      redis.call('ZADD', p .. ':s:' .. q, due, id)
-    else
-      redis.call('ZADD', p .. ':q:' .. q, score, id)
-      redis.call('RPUSH', p .. ':w:' .. q, '1')
-      redis.call('LTRIM', p .. ':w:' .. q, 0, 63)
-    end
+    place(p, id, q, score, due > 0 and due or false)
     sent = sent + 1
   end
 end
@@ -411,16 +413,8 @@ const DEFER: &str = r#"
 -- one's number: it was not an attempt.
 local p, id = ARGV[1], ARGV[2]
 if redis.call('ZREM', p .. ':leases', id .. ':' .. ARGV[3]) == 0 then return 0 end
-local d, score, q = meta_of(p, id)
-if not d then return 0 end
 local due = tonumber(ARGV[4])
-if due > 0 then
-  redis.call('ZADD', p .. ':s:' .. q, due, id)
-else
-  redis.call('ZADD', p .. ':q:' .. q, score, id)
-  redis.call('RPUSH', p .. ':w:' .. q, '1')
-  redis.call('LTRIM', p .. ':w:' .. q, 0, 63)
-end
+requeue(p, id, due > 0 and due or false, false)
 return 1
 "#;
 
@@ -522,7 +516,7 @@ impl RedisBackend {
                 dead_letter: with_meta(DEAD_LETTER),
                 stats: with_meta(STATS),
                 store: Script::new(STORE),
-                enqueue_once: Script::new(ENQUEUE_ONCE),
+                enqueue_once: with_meta(ENQUEUE_ONCE),
                 join: Script::new(JOIN),
                 lock: Script::new(LOCK),
                 defer: with_meta(DEFER),
