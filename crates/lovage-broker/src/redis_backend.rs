@@ -257,11 +257,12 @@ return #done
 "#;
 
 const NACK: &str = r#"
--- ARGV: prefix, id, delivery, due (0: now)
+-- ARGV: prefix, id, delivery, due (0: now), attempted (1: a nack; 0: a deferral, after which
+-- the next delivery keeps this one's number: it was not an attempt)
 local p, id = ARGV[1], ARGV[2]
 if redis.call('ZREM', p .. ':leases', id .. ':' .. ARGV[3]) == 0 then return 0 end
 local due = tonumber(ARGV[4])
-requeue(p, id, due > 0 and due or false, true)
+requeue(p, id, due > 0 and due or false, ARGV[5] == '1')
 return 1
 "#;
 
@@ -408,16 +409,6 @@ if redis.call('GET', ARGV[1]) == ARGV[2] then redis.call('DEL', ARGV[1]) end
 return 0
 "#;
 
-const DEFER: &str = r#"
--- ARGV: prefix, id, delivery, due (0: now). Like a nack, but the next delivery keeps this
--- one's number: it was not an attempt.
-local p, id = ARGV[1], ARGV[2]
-if redis.call('ZREM', p .. ':leases', id .. ':' .. ARGV[3]) == 0 then return 0 end
-local due = tonumber(ARGV[4])
-requeue(p, id, due > 0 and due or false, false)
-return 1
-"#;
-
 const ACQUIRE: &str = r#"
 -- ARGV: key, now µs, interval µs, n, horizon µs. The generic cell rate algorithm (see `gcra`
 -- in lib.rs): books up to n slots within the horizon; returns {offsets, wait for the next}.
@@ -470,7 +461,6 @@ struct Scripts {
     join: Script,
     lock: Script,
     unlock: Script,
-    defer: Script,
     acquire: Script,
 }
 
@@ -519,7 +509,6 @@ impl RedisBackend {
                 enqueue_once: with_meta(ENQUEUE_ONCE),
                 join: Script::new(JOIN),
                 lock: Script::new(LOCK),
-                defer: with_meta(DEFER),
                 acquire: Script::new(ACQUIRE),
                 unlock: Script::new(UNLOCK),
             },
@@ -637,24 +626,25 @@ impl RedisBackend {
         }
     }
 
-    /// Runs `script` (nack or defer: ARGV prefix, id, delivery, due or 0) for a held task.
+    /// Puts a held task back (the NACK script); `attempted` is false for a deferral.
     fn requeue(
         &self,
         op: &'static str,
-        script: &Script,
         lease: &Lease,
         delay: Duration,
+        attempted: bool,
     ) -> Result<()> {
         let due = if delay.is_zero() {
             0
         } else {
             (Timestamp::now() + delay).as_millis()
         };
-        let mut inv = script.prepare_invoke();
+        let mut inv = self.scripts.nack.prepare_invoke();
         inv.arg(&self.prefix)
             .arg(lease.id.to_string())
             .arg(lease.delivery)
-            .arg(due);
+            .arg(due)
+            .arg(u8::from(attempted));
         self.with_conn(op, |c| inv.invoke::<i64>(c))?;
         Ok(())
     }
@@ -848,11 +838,11 @@ impl Broker for RedisBackend {
     }
 
     fn nack(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        self.requeue("nack", &self.scripts.nack, lease, delay)
+        self.requeue("nack", lease, delay, true)
     }
 
     fn defer(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        self.requeue("defer", &self.scripts.defer, lease, delay)
+        self.requeue("defer", lease, delay, false)
     }
 
     fn acquire(
