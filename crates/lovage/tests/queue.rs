@@ -379,6 +379,31 @@ fn the_same_commands_work_on_redis() {
     assert!(term(&mut worker).success());
 }
 
+/// Kills one of the two workers with -9 and starts a new one in its place, every 300 ms, at
+/// most 8 times, until `enough()`; returns how many were killed. Fails after 3 minutes.
+fn kill_in_turn(
+    env: &Env,
+    workers: &mut [Killed],
+    lease: &[&str],
+    mut enough: impl FnMut() -> bool,
+) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut kills = 0;
+    while kills < 8 && !enough() {
+        assert!(
+            Instant::now() < deadline,
+            "the run did not get far enough in time"
+        );
+        let victim = &mut workers[kills % 2];
+        victim.kill().unwrap(); // SIGKILL
+        victim.wait().unwrap();
+        workers[kills % 2] = env.worker(lease);
+        kills += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    kills
+}
+
 /// Two workers, 2,000 tasks, one worker killed with -9 again and again (and restarted): every
 /// task ends SUCCESS, none lost, none missing.
 #[test]
@@ -397,35 +422,25 @@ fn chaos_kill_workers(env: Env) {
     let app = env.app();
     let calls = (0..2000).map(|_| Signature::new("lovage.sleep", &[0.002], Codec::Json).unwrap());
     let ids = app.send_batch(calls).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let mut kills = 0;
-    loop {
-        let done = ids
+    let succeeded = || {
+        app.backend()
+            .results
+            .get_many(&ids)
+            .unwrap()
             .iter()
-            .filter(|id| {
-                app.backend()
-                    .results
-                    .get(**id)
-                    .unwrap()
-                    .is_some_and(|r| r.state == TaskState::Success)
-            })
-            .count();
-        if done == ids.len() {
-            break;
-        }
+            .filter(|r| r.as_ref().is_some_and(|r| r.state == TaskState::Success))
+            .count()
+    };
+    let kills = kill_in_turn(&env, &mut workers, &lease, || succeeded() == ids.len());
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while succeeded() < ids.len() {
         assert!(
             Instant::now() < deadline,
-            "only {done} of {} tasks finished",
+            "only {} of {} tasks finished",
+            succeeded(),
             ids.len()
         );
-        if kills < 8 {
-            let victim = &mut workers[kills % 2];
-            victim.kill().unwrap(); // SIGKILL
-            victim.wait().unwrap();
-            kills += 1;
-            workers[(kills - 1) % 2] = env.worker(&lease);
-        }
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
         kills >= 1,
@@ -485,10 +500,8 @@ fn chaos_chord(env: Env) {
     .unwrap();
     let wf = lovage::chord(members, body);
     let sent = lovage::flow::send(&app, &wf).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let mut kills = 0;
     // Kill while the header runs; stop before it completes, so no kill hits the callback.
-    while kills < 8 {
+    let kills = kill_in_turn(&env, &mut workers, &lease, || {
         let done = app
             .backend()
             .results
@@ -497,20 +510,8 @@ fn chaos_chord(env: Env) {
             .iter()
             .filter(|r| r.as_ref().is_some_and(|r| r.state == TaskState::Success))
             .count();
-        if done > 1500 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {done} of 2000 members finished"
-        );
-        let victim = &mut workers[kills % 2];
-        victim.kill().unwrap(); // SIGKILL
-        victim.wait().unwrap();
-        kills += 1;
-        workers[(kills - 1) % 2] = env.worker(&lease);
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        done > 1500
+    });
     assert!(
         kills >= 1,
         "the header finished before any worker was killed"
