@@ -255,6 +255,36 @@ impl SqliteBackend {
             .collect()
     }
 
+    /// A held task back to its queue after `delay`; `attempted` says whether this delivery
+    /// counts as an attempt (a nack) or not (a deferral: the next delivery keeps its number).
+    fn requeue(
+        &self,
+        op: &'static str,
+        lease: &Lease,
+        delay: Duration,
+        attempted: bool,
+    ) -> Result<()> {
+        let (state, due) = if delay.is_zero() {
+            (READY, 0)
+        } else {
+            (SCHEDULED, (Timestamp::now() + delay).as_millis())
+        };
+        self.write(op, |tx| {
+            tx.prepare_cached(
+                "UPDATE tasks SET state = ?1, due = ?2, attempts = attempts - ?5 \
+                 WHERE id = ?3 AND attempts = ?4 AND state = 1",
+            )?
+            .execute(params![
+                state,
+                due,
+                lease.id.to_string(),
+                lease.delivery as i64,
+                i64::from(!attempted)
+            ])?;
+            Ok(())
+        })
+    }
+
     /// Brings a version 1 database (before workflows) to the current schema.
     fn upgrade(&self) -> Result<()> {
         self.write("upgrade schema", |tx| {
@@ -491,39 +521,11 @@ impl Broker for SqliteBackend {
     }
 
     fn nack(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        let (state, due) = if delay.is_zero() {
-            (READY, 0)
-        } else {
-            (SCHEDULED, (Timestamp::now() + delay).as_millis())
-        };
-        self.write("nack", |tx| {
-            tx.prepare_cached(
-                "UPDATE tasks SET state = ?1, due = ?2 WHERE id = ?3 AND attempts = ?4 AND state = 1",
-            )?
-            .execute(params![state, due, lease.id.to_string(), lease.delivery as i64])?;
-            Ok(())
-        })
+        self.requeue("nack", lease, delay, true)
     }
 
     fn defer(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        let (state, due) = if delay.is_zero() {
-            (READY, 0)
-        } else {
-            (SCHEDULED, (Timestamp::now() + delay).as_millis())
-        };
-        self.write("defer", |tx| {
-            tx.prepare_cached(
-                "UPDATE tasks SET state = ?1, due = ?2, attempts = attempts - 1 \
-                 WHERE id = ?3 AND attempts = ?4 AND state = 1",
-            )?
-            .execute(params![
-                state,
-                due,
-                lease.id.to_string(),
-                lease.delivery as i64
-            ])?;
-            Ok(())
-        })
+        self.requeue("defer", lease, delay, false)
     }
 
     fn acquire(
