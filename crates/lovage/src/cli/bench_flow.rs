@@ -48,7 +48,8 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
-    let (_dir, url, app) = bench_broker(a.broker.as_deref())?;
+    let broker = bench_broker(a.broker.as_deref())?;
+    let (url, app) = (broker.url.clone(), broker.app.clone());
     let concurrency = a.concurrency.to_string();
     let mut workers = WorkerProcesses::start(a.workers, &url, &["--concurrency", &concurrency])?;
     workers.wait_registered(&app, a.workers, Duration::from_secs(30))?;
@@ -78,11 +79,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let ratio = chord_s / plain_s;
     let steps_per_s = steps as f64 / chain_s;
 
-    let shown_url = if a.broker.is_some() {
-        url.clone()
-    } else {
-        "sqlite://<temp>/bench.db".into()
-    };
+    let shown_url = &broker.shown;
     println!(
         "lovage bench flow: {shown_url}, {} worker processes x {} threads, median of {} runs",
         a.workers, a.concurrency, a.runs

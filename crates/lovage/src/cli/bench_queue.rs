@@ -43,7 +43,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
-    let (_dir, url, app) = bench_broker(a.broker.as_deref())?;
+    let broker = bench_broker(a.broker.as_deref())?;
+    let (url, app) = (broker.url.clone(), broker.app.clone());
 
     // Enqueue alone: batches of 1000 into a queue no worker reads, then purged.
     let n = a.tasks.max(1);
@@ -114,11 +115,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     lat.sort_by(|x, y| x.total_cmp(y));
     let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
 
-    let shown_url = if a.broker.is_some() {
-        url.clone()
-    } else {
-        "sqlite://<temp>/bench.db".into()
-    };
+    let shown_url = &broker.shown;
     println!(
         "lovage bench queue: {shown_url}, {} worker processes x {} threads, {n} no-op tasks, {} round trips",
         a.workers, a.concurrency, a.round_trips

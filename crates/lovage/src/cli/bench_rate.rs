@@ -33,7 +33,8 @@ pub struct Args {
 pub fn run(a: Args) -> Result<(), Exit> {
     let interval = parse_rate(&a.limit).map_err(Exit::usage)?;
     let per_s = 1.0 / interval.as_secs_f64();
-    let (_dir, url, app) = bench_broker(a.broker.as_deref())?;
+    let broker = bench_broker(a.broker.as_deref())?;
+    let (url, app) = (broker.url.clone(), broker.app.clone());
     let mut workers = WorkerProcesses::start(a.workers, &url, &["--concurrency", "2"])?;
     workers.wait_registered(&app, a.workers, Duration::from_secs(30))?;
     let n = (per_s * a.seconds as f64).round().max(2.0) as usize;

@@ -141,17 +141,35 @@ impl Drop for WorkerProcesses {
 }
 
 /// The broker a benchmark uses: `url` when given, else a fresh SQLite file in a temporary
-/// directory (returned so it lives as long as the run).
-pub fn bench_broker(url: Option<&str>) -> anyhow::Result<(tempfile::TempDir, String, lovage::App)> {
+/// directory, which lives as long as this value.
+pub struct BenchBroker {
+    _dir: tempfile::TempDir,
+    /// Where to connect.
+    pub url: String,
+    /// How reports name it (the temporary file's path is left out).
+    pub shown: String,
+    /// A client on it.
+    pub app: lovage::App,
+}
+
+pub fn bench_broker(url: Option<&str>) -> anyhow::Result<BenchBroker> {
     use anyhow::Context;
     let dir = tempfile::Builder::new()
         .prefix("lovage-bench-")
         .tempdir()
         .context("creating a temporary directory")?;
-    let url = url.map_or_else(
-        || format!("sqlite://{}", dir.path().join("bench.db").display()),
-        str::to_owned,
-    );
+    let (url, shown) = match url {
+        Some(u) => (u.to_owned(), u.to_owned()),
+        None => (
+            format!("sqlite://{}", dir.path().join("bench.db").display()),
+            "sqlite://<temp>/bench.db".to_owned(),
+        ),
+    };
     let app = lovage::App::connect(&url).context("opening the broker")?;
-    Ok((dir, url, app))
+    Ok(BenchBroker {
+        _dir: dir,
+        url,
+        shown,
+        app,
+    })
 }
