@@ -167,7 +167,7 @@ struct Shared {
     /// Signalled when a running task is finished (room for more).
     room: Condvar,
     /// Rate-limited tasks waiting here for their booked slots.
-    paced: Mutex<Vec<(Instant, Delivery)>>,
+    paced: Mutex<Vec<(Instant, Ready)>>,
     /// Signalled when `paced` changes.
     paced_changed: Condvar,
     /// Running tasks revoked while they ran: their outcome is recorded REVOKED.
@@ -252,21 +252,24 @@ impl Shared {
     /// have a rate limit: a task whose slot is now starts now, one whose slot is within
     /// [`PACE_HORIZON`] waits here for it, and the rest go back to the broker until slots free
     /// up, without counting an attempt. Returns the tasks to start now.
-    fn hold_back_over_limit(&self, deliveries: Vec<Delivery>) -> Vec<Delivery> {
+    fn hold_back_over_limit(&self, deliveries: Vec<Delivery>) -> Vec<Ready> {
         let mut now = Vec::with_capacity(deliveries.len());
-        let mut limited: BTreeMap<(String, Duration), Vec<Delivery>> = BTreeMap::new();
+        let mut limited: BTreeMap<(String, Duration), Vec<Ready>> = BTreeMap::new();
         for d in deliveries {
-            let env = &d.envelope;
-            let rate = options_of(env).rate_limit;
-            match rate.as_deref().map(parse_rate) {
-                None => now.push(d),
+            let r = Ready {
+                options: options_of(&d.envelope),
+                d,
+            };
+            let env = &r.d.envelope;
+            match r.options.rate_limit.as_deref().map(parse_rate) {
+                None => now.push(r),
                 Some(Ok(interval)) => limited
                     .entry((env.task.clone(), interval))
                     .or_default()
-                    .push(d),
+                    .push(r),
                 Some(Err(e)) => {
                     tracing::warn!(task_id = %env.id, task = %env.task, error = %e, "ignoring a rate limit that does not parse");
-                    now.push(d);
+                    now.push(r);
                 }
             }
         }
@@ -282,26 +285,36 @@ impl Shared {
                 .unwrap_or((Vec::new(), interval));
             let mut held = held.into_iter();
             let started = Instant::now();
-            for (slot, d) in slots.iter().zip(held.by_ref()) {
+            for (slot, r) in slots.iter().zip(held.by_ref()) {
                 if *slot <= Duration::from_millis(1) {
-                    now.push(d);
+                    now.push(r);
                 } else {
-                    self.paced().push((started + *slot, d));
+                    self.paced().push((started + *slot, r));
                 }
             }
             self.paced_changed.notify_all();
             // The rest wait in the broker, spread one interval apart, from when slots free up.
-            for (k, d) in held.enumerate() {
+            for (k, r) in held.enumerate() {
                 let delay = next + interval * k as u32;
-                tracing::debug!(task_id = %d.envelope.id, task = %task, ?delay, "over its rate limit: back to the broker");
-                self.retry_broker("defer", || self.backend.broker.defer(&d.lease, delay));
+                tracing::debug!(task_id = %r.d.envelope.id, task = %task, ?delay, "over its rate limit: back to the broker");
+                self.retry_broker("defer", || self.backend.broker.defer(&r.d.lease, delay));
             }
         }
         now
     }
 
-    fn paced(&self) -> MutexGuard<'_, Vec<(Instant, Delivery)>> {
+    fn paced(&self) -> MutexGuard<'_, Vec<(Instant, Ready)>> {
         self.paced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands tasks waiting for their rate-limit slots back to the broker (not an attempt).
+    fn hand_back_paced(&self) {
+        let left: Vec<(Instant, Ready)> = self.paced().drain(..).collect();
+        for (_, r) in left {
+            self.retry_broker("defer", || {
+                self.backend.broker.defer(&r.d.lease, Duration::ZERO)
+            });
+        }
     }
 
     fn flow_context(&self) -> lovage_flow::Context<'_> {
@@ -477,10 +490,7 @@ impl Worker {
             s.paced_changed.notify_all();
         });
         // The fetcher may have booked slots after the pacer left: hand those back too.
-        let left: Vec<(Instant, Delivery)> = s.paced().drain(..).collect();
-        for (_, d) in left {
-            s.retry_broker("defer", || s.backend.broker.defer(&d.lease, Duration::ZERO));
-        }
+        s.hand_back_paced();
         drop(tx);
         if s.shutdown.level() >= 2 {
             self.requeue_running();
@@ -572,8 +582,8 @@ impl Worker {
                 }
                 ready.push(d);
             }
-            for d in s.hold_back_over_limit(ready) {
-                self.start(d, tx);
+            for r in s.hold_back_over_limit(ready) {
+                self.start(r, tx);
             }
             if !dropped.is_empty() {
                 let records: Vec<ResultRecord> = dropped
@@ -614,24 +624,21 @@ impl Worker {
         let mut paced = s.paced();
         loop {
             if s.shutdown.level() != 0 {
-                let back: Vec<(Instant, Delivery)> = paced.drain(..).collect();
                 drop(paced);
-                for (_, d) in back {
-                    s.retry_broker("defer", || s.backend.broker.defer(&d.lease, Duration::ZERO));
-                }
+                s.hand_back_paced();
                 return;
             }
             let now = Instant::now();
-            let due: Vec<Delivery> = {
+            let due: Vec<Ready> = {
                 let (ready, waiting): (Vec<_>, Vec<_>) =
                     paced.drain(..).partition(|(at, _)| *at <= now);
                 *paced = waiting;
-                ready.into_iter().map(|(_, d)| d).collect()
+                ready.into_iter().map(|(_, r)| r).collect()
             };
             if !due.is_empty() {
                 drop(paced);
-                for d in due {
-                    self.start(d, tx);
+                for r in due {
+                    self.start(r, tx);
                 }
                 paced = s.paced();
                 continue;
@@ -651,10 +658,10 @@ impl Worker {
     }
 
     /// Hands a delivery to the pool; its outcome goes to the finisher.
-    fn start(&self, d: Delivery, tx: &mpsc::Sender<Outcome>) {
+    fn start(&self, r: Ready, tx: &mpsc::Sender<Outcome>) {
         let s = &self.shared;
+        let Ready { d, options } = r;
         let env = &d.envelope;
-        let options = options_of(env);
         if options.track_started == Some(true) {
             let started = s.record(&d, TaskState::Started, None, None, Some(Timestamp::now()));
             s.retry_broker("store started", || {
@@ -746,6 +753,12 @@ fn finish_loop(s: &Shared, rx: mpsc::Receiver<Outcome>) {
         }
         finish_batch(s, batch);
     }
+}
+
+/// A reserved task with its options, worked out once for the rate limit and the start.
+struct Ready {
+    d: Delivery,
+    options: lovage_core::TaskOptions,
 }
 
 /// A task's options: the call's over the task's registered ones.
