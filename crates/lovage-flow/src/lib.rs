@@ -54,6 +54,8 @@ pub enum FlowError {
 
 /// The error kind recorded for steps that never ran because an earlier one failed.
 pub const UPSTREAM_FAILED: &str = "lovage.UpstreamFailed";
+/// The task name on the records of groups and chords (their lists of results, or failure).
+pub const GROUP_TASK: &str = "lovage.group";
 /// The error kind recorded when a workflow could not be continued.
 pub const WORKFLOW_ERROR: &str = "lovage.WorkflowError";
 
@@ -497,7 +499,7 @@ impl<'a> Advance<'a> {
         let list = Value::Array(values);
         let bytes = serde_json::to_vec(&list).map_err(|e| FlowError::Invalid(e.to_string()))?;
         self.records
-            .push(self.record(id, "lovage.group", TaskState::Success, Some(bytes), None));
+            .push(self.record(id, GROUP_TASK, TaskState::Success, Some(bytes), None));
         match body {
             Some(body) => self.apply(body, Some(&list), stack),
             None => self.resume(list, stack),
@@ -601,13 +603,7 @@ impl<'a> Advance<'a> {
                     Err(e) => tracing::warn!(error = %e, "the rest of a failed chain is unknown"),
                 },
                 Frame::Join { id, body, .. } => {
-                    self.records.push(self.record(
-                        id,
-                        "lovage.group",
-                        TaskState::Failure,
-                        None,
-                        Some(upstream.clone()),
-                    ));
+                    self.failed(id, GROUP_TASK, upstream.clone());
                     if let Some(body) = body {
                         self.fail_all(&body, &upstream);
                     }
@@ -620,37 +616,25 @@ impl<'a> Advance<'a> {
     fn fail_all(&mut self, canvas: &Canvas, error: &TaskError) {
         match &canvas.node {
             Node::Task(step) => {
-                self.records.push(self.record(
-                    step.id,
-                    &step.task,
-                    TaskState::Failure,
-                    None,
-                    Some(error.clone()),
-                ));
+                self.failed(step.id, &step.task, error.clone());
             }
             Node::Chain(items) => items.iter().for_each(|c| self.fail_all(c, error)),
             Node::Group { id, members } => {
-                self.records.push(self.record(
-                    *id,
-                    "lovage.group",
-                    TaskState::Failure,
-                    None,
-                    Some(error.clone()),
-                ));
+                self.failed(*id, GROUP_TASK, error.clone());
                 members.iter().for_each(|c| self.fail_all(c, error));
             }
             Node::Chord { id, header, body } => {
-                self.records.push(self.record(
-                    *id,
-                    "lovage.group",
-                    TaskState::Failure,
-                    None,
-                    Some(error.clone()),
-                ));
+                self.failed(*id, GROUP_TASK, error.clone());
                 header.iter().for_each(|c| self.fail_all(c, error));
                 self.fail_all(body, error);
             }
         }
+    }
+
+    /// Records `id` FAILED with `error` (a step that will not run, a failed group).
+    fn failed(&mut self, id: TaskId, task: &str, error: TaskError) {
+        let record = self.record(id, task, TaskState::Failure, None, Some(error));
+        self.records.push(record);
     }
 
     fn record(
