@@ -1,5 +1,7 @@
 //! Global rate limits: two workers share one token bucket in the broker.
 
+mod common;
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -87,16 +89,6 @@ fn two_workers_share_one_rate_limit_on_sqlite() {
 
 #[test]
 fn two_workers_share_one_rate_limit_on_redis() {
-    let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-    let prefix = format!("lovage-test-{}", TaskId::new());
-    two_workers_share_the_limit(&format!("{base}?prefix={prefix}"));
-    let client = redis::Client::open(base.as_str()).unwrap();
-    let mut c = client.get_connection().unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query(&mut c)
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL").arg(keys).query(&mut c).unwrap();
-    }
+    let prefix = common::RedisPrefix::new();
+    two_workers_share_the_limit(&prefix.url());
 }

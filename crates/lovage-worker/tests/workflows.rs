@@ -1,6 +1,8 @@
 //! Workflows (chain, group, chord, callbacks) run by a real worker on every backend: memory,
 //! SQLite and Redis (each test under its own key prefix).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -124,21 +126,9 @@ fn sqlite() -> Running {
 }
 
 fn redis() -> Running {
-    let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-    let prefix = format!("lovage-test-{}", TaskId::new());
-    let backend = connect(&format!("{base}?prefix={prefix}")).unwrap();
-    let mut w = start(backend);
-    w.cleanup = Some(Box::new(move || {
-        let client = redis::Client::open(base.as_str()).unwrap();
-        let mut c = client.get_connection().unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query(&mut c)
-            .unwrap();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(keys).query(&mut c).unwrap();
-        }
-    }));
+    let prefix = common::RedisPrefix::new();
+    let mut w = start(connect(&prefix.url()).unwrap());
+    w.cleanup = Some(Box::new(move || drop(prefix)));
     w
 }
 
