@@ -3,11 +3,10 @@
 
 mod common;
 
-use common::{output_text, Killed};
+use common::{output_text, retry_until_success, Killed};
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lovage");
 
@@ -71,22 +70,11 @@ fn a_worker_and_a_client_over_tls() {
     };
     let _server = Killed(server);
     let url = format!("rediss://127.0.0.1:{port}/0#insecure");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = Command::new(BIN)
-            .args(["queues", "--broker", &url])
-            .output()
-            .unwrap();
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no TLS connection: {}",
-            output_text(&out)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    retry_until_success("no TLS connection", || {
+        let mut c = Command::new(BIN);
+        c.args(["queues", "--broker", &url]);
+        c
+    });
     // Plain Redis protocol on the TLS port is refused with a clear error.
     let plain = Command::new(BIN)
         .args(["queues", "--broker", &format!("redis://127.0.0.1:{port}/0")])

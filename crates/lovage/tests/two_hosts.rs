@@ -4,10 +4,9 @@
 
 mod common;
 
-use common::{output_text, Killed};
+use common::{output_text, retry_until_success, Killed};
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lovage");
 
@@ -169,23 +168,11 @@ fn tasks_cross_a_network_between_two_namespaces() {
     );
     let url = "redis://10.77.0.1:6390/0";
     // Wait for Redis from the other side of the link.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = hosts
-            .exec(&hosts.worker_ns, BIN)
-            .args(["queues", "--broker", url])
-            .output()
-            .unwrap();
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Redis never answered across the link: {}",
-            output_text(&out)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    retry_until_success("Redis never answered across the link", || {
+        let mut c = hosts.exec(&hosts.worker_ns, BIN);
+        c.args(["queues", "--broker", url]);
+        c
+    });
     let _worker = Killed(
         hosts
             .exec(&hosts.worker_ns, BIN)

@@ -2,7 +2,8 @@
 // Each test file uses some of these, none uses all.
 #![allow(dead_code)]
 
-use std::process::{Child, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 /// A child process (a worker, a server) that is killed when the test ends or fails.
 pub struct Killed(pub Child);
@@ -55,5 +56,19 @@ pub fn delete_redis_prefix(base: &str, prefix: &str) {
         .unwrap_or_default();
     for chunk in keys.chunks(10_000) {
         let _: () = redis::cmd("DEL").arg(chunk).query(&mut c).unwrap();
+    }
+}
+
+/// Runs the command `make()` builds until it succeeds (a server coming up), for up to 30 s;
+/// fails the test with `what` and the last output after that.
+pub fn retry_until_success(what: &str, mut make: impl FnMut() -> Command) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = make().output().unwrap();
+        if out.status.success() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {}", output_text(&out));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
