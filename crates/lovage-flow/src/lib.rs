@@ -89,7 +89,7 @@ pub fn send(app: &App, canvas: &Canvas) -> Result<WorkflowResult, FlowError> {
     // Only empty groups can complete a join before anything runs.
     run.settle_joins()?;
     // Fresh ids: a plain send is enough (and faster for a 10,000-member chord).
-    run.flush(false)?;
+    run.flush()?;
     Ok(WorkflowResult {
         app: app.clone(),
         id: canvas.result_id(),
@@ -411,13 +411,11 @@ impl<'a> Advance<'a> {
         Ok(())
     }
 
-    /// Stores, then sends.
-    fn flush(mut self, once: bool) -> Result<(), BrokerError> {
+    /// Stores, then sends a new workflow's first steps (fresh ids: a plain send).
+    fn flush(mut self) -> Result<(), BrokerError> {
         self.store()?;
         if self.out.is_empty() {
             Ok(())
-        } else if once {
-            self.ctx.backend.broker.enqueue_once(&self.out)
         } else {
             self.ctx.backend.broker.enqueue(&self.out)
         }
