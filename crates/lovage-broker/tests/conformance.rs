@@ -168,6 +168,44 @@ pub fn queues_are_separate(f: Fixture) {
     assert!(reserve_all(b, "three", 10).is_empty());
 }
 
+/// A batch far bigger than any backend's send chunk, over three queues, with priorities and
+/// ETAs mixed in, lands whole: every task in its queue, in priority then FIFO order, and the
+/// ETA ones scheduled.
+pub fn a_big_mixed_batch_lands_whole(f: Fixture) {
+    let b = &*f.backend.broker;
+    let later = Timestamp::now() + Duration::from_secs(3600);
+    let sent: Vec<Envelope> = (0..1_100)
+        .map(|i| {
+            let mut e = env(["big-a", "big-b", "big-c"][i % 3], (i % 4) as u8);
+            if i % 7 == 0 {
+                e.eta = Some(later);
+            }
+            e
+        })
+        .collect();
+    b.enqueue(&sent).unwrap();
+    for queue in ["big-a", "big-b", "big-c"] {
+        let mut expected: Vec<&Envelope> = sent
+            .iter()
+            .filter(|e| e.queue == queue && e.eta.is_none())
+            .collect();
+        // Higher priority first; the sort is stable, so FIFO within a priority.
+        expected.sort_by_key(|e| std::cmp::Reverse(e.priority));
+        let got = reserve_all(b, queue, 1_000);
+        let got_ids: Vec<TaskId> = got.iter().map(|d| d.envelope.id).collect();
+        let expected_ids: Vec<TaskId> = expected.iter().map(|e| e.id).collect();
+        assert_eq!(got_ids, expected_ids, "queue {queue}");
+        assert!(got.iter().all(|d| d.envelope.queue == queue));
+        let scheduled = sent
+            .iter()
+            .filter(|e| e.queue == queue && e.eta.is_some())
+            .count() as u64;
+        let stats = b.stats().unwrap();
+        let s = stats.iter().find(|s| s.queue == queue).unwrap();
+        assert_eq!((s.ready, s.scheduled), (0, scheduled), "queue {queue}");
+    }
+}
+
 pub fn eta_tasks_wait_in_the_broker(f: Fixture) {
     let b = &*f.backend.broker;
     let mut e = env("eta", 0);
@@ -708,6 +746,7 @@ macro_rules! conformance {
                 enqueue_reserve_ack,
                 priority_first_then_fifo,
                 queues_are_separate,
+                a_big_mixed_batch_lands_whole,
                 eta_tasks_wait_in_the_broker,
                 an_expired_lease_delivers_again,
                 extend_keeps_a_lease,

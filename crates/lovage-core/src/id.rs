@@ -61,6 +61,12 @@ impl TaskId {
     pub fn as_uuid(&self) -> &uuid::Uuid {
         &self.0
     }
+
+    /// The id's text (as `Display` writes it) in `buf`, without allocating: for hot paths that
+    /// write thousands of ids into one buffer.
+    pub fn encode<'b>(&self, buf: &'b mut [u8; 36]) -> &'b str {
+        self.0.hyphenated().encode_lower(buf)
+    }
 }
 
 thread_local! {
@@ -130,6 +136,7 @@ mod tests {
         assert_eq!(ids[0].as_uuid().get_variant(), uuid::Variant::RFC4122);
         let text = ids[7].to_string();
         assert_eq!(text.parse::<TaskId>().unwrap(), ids[7]);
+        assert_eq!(ids[7].encode(&mut [0; 36]), text);
         assert!("nope"
             .parse::<TaskId>()
             .unwrap_err()

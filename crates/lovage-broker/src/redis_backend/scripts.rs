@@ -1,0 +1,347 @@
+//! The Lua scripts: every multi-key step of the Redis backend, atomic on the server.
+//!
+//! `META` holds helpers shared by the broker's scripts and is prepended to each of them.
+
+pub(super) const CLAIM_LAYOUT: &str = r#"
+-- ARGV: prefix, layout. Returns nil when the prefix is (now) ours, else the layout found.
+local key = ARGV[1] .. ':layout'
+local found = redis.call('GET', key)
+if found then
+  if found == ARGV[2] then return nil end
+  return found
+end
+if redis.call('EXISTS', ARGV[1] .. ':seq') == 1 then return '1' end
+redis.call('SET', key, ARGV[2])
+return nil
+"#;
+
+/// Shared by the scripts: a task's metadata is `"{next delivery} {score} {queue}"`.
+pub(super) const META: &str = r#"
+local function meta_of(p, id)
+  local m = redis.call('HGET', p .. ':meta', id)
+  if not m then return nil end
+  local a = string.find(m, ' ', 1, true)
+  local b = string.find(m, ' ', a + 1, true)
+  return tonumber(string.sub(m, 1, a - 1)), string.sub(m, a + 1, b - 1), string.sub(m, b + 1)
+end
+-- The task goes back to its queue (or its scheduled set at `due`) as its next delivery.
+-- Makes `id` ready in queue `q` (waking a waiting reserve) or schedules it at `due`.
+local function place(p, id, q, score, due)
+  if due then
+    redis.call('ZADD', p .. ':s:' .. q, due, id)
+  else
+    redis.call('ZADD', p .. ':q:' .. q, score, id)
+    redis.call('RPUSH', p .. ':w:' .. q, '1')
+    redis.call('LTRIM', p .. ':w:' .. q, 0, 63)
+  end
+end
+-- `attempted`: the delivery counts (a nack, an expired lease), so the next one gets the next
+-- number; a deferral does not.
+local function requeue(p, id, due, attempted)
+  local d, score, q = meta_of(p, id)
+  if not d then return false end
+  if attempted then
+    redis.call('HSET', p .. ':meta', id, (d + 1) .. ' ' .. score .. ' ' .. q)
+  end
+  place(p, id, q, score, due)
+  return true
+end
+local function forget(p, ids)
+  if #ids > 0 then
+    redis.call('HDEL', p .. ':env', unpack(ids))
+    redis.call('HDEL', p .. ':meta', unpack(ids))
+  end
+end
+-- Whether an envelope (named MessagePack) has workflow frames: its `flow` field is written
+-- only when not empty. A false positive (the word in a task's arguments) only means the task
+-- is delivered and dropped by the worker instead of here.
+local function carries_flow(env)
+  return env and string.find(env, '\164flow', 1, true) ~= nil
+end
+local function is_revoked(p, id, now)
+  local until_ = redis.call('ZSCORE', p .. ':revoked', id)
+  return until_ and tonumber(until_) > now
+end
+"#;
+
+pub(super) const RESERVE: &str = r#"
+-- ARGV: prefix, now, lease_until, max, queues...
+local p = ARGV[1]
+local now = tonumber(ARGV[2])
+local until_ = ARGV[3]
+local max = tonumber(ARGV[4])
+local leases = p .. ':leases'
+local next_due = false
+local function earliest(key)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local s = tonumber(first[2])
+    if not next_due or s < next_due then next_due = s end
+  end
+end
+-- Leases that ran out: the task goes back to its queue, as the next delivery.
+local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1000)
+for _, m in ipairs(expired) do
+  redis.call('ZREM', leases, m)
+  requeue(p, string.sub(m, 1, string.find(m, ':', 1, true) - 1), false, true)
+end
+earliest(leases)
+-- Scheduled tasks (ETA, retry delay) that are due join their queue.
+for i = 5, #ARGV do
+  local key = p .. ':s:' .. ARGV[i]
+  local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, 1000)
+  if #due > 0 then
+    redis.call('ZREM', key, unpack(due))
+    for _, id in ipairs(due) do
+      local d, score, q = meta_of(p, id)
+      if d then redis.call('ZADD', p .. ':q:' .. q, score, id) end
+    end
+  end
+  earliest(key)
+end
+-- Take the best `max` ids.
+local ids = {}
+if #ARGV == 5 then
+  local key = p .. ':q:' .. ARGV[5]
+  ids = redis.call('ZRANGE', key, 0, max - 1)
+  if #ids > 0 then redis.call('ZREMRANGEBYRANK', key, 0, #ids - 1) end
+else
+  while #ids < max do
+    local best_q, best_id, best_s = nil, nil, nil
+    for i = 5, #ARGV do
+      local top = redis.call('ZRANGE', p .. ':q:' .. ARGV[i], 0, 0, 'WITHSCORES')
+      if top[1] then
+        local s = tonumber(top[2])
+        if not best_s or s < best_s then best_q, best_id, best_s = ARGV[i], top[1], s end
+      end
+    end
+    if not best_q then break end
+    redis.call('ZREM', p .. ':q:' .. best_q, best_id)
+    ids[#ids + 1] = best_id
+  end
+end
+local out = {}
+if #ids > 0 then
+  local envs = redis.call('HMGET', p .. ':env', unpack(ids))
+  local metas = redis.call('HMGET', p .. ':meta', unpack(ids))
+  local revoked = redis.call('ZMSCORE', p .. ':revoked', unpack(ids))
+  local held, dropped = {}, {}
+  for j, id in ipairs(ids) do
+    if revoked[j] and tonumber(revoked[j]) > now and not carries_flow(envs[j]) then
+      -- Revoked before it was sent: never delivered (a workflow step is, to be dropped by a
+      -- worker, which then fails the rest of its workflow).
+      dropped[#dropped + 1] = id
+    elseif envs[j] and metas[j] then
+      local d = string.sub(metas[j], 1, string.find(metas[j], ' ', 1, true) - 1)
+      out[#out + 1] = {tonumber(d), envs[j]}
+      held[#held + 1] = until_
+      held[#held + 1] = id .. ':' .. d
+    end
+  end
+  if #held > 0 then redis.call('ZADD', leases, unpack(held)) end
+  forget(p, dropped)
+end
+return {out, next_due and tostring(next_due) or ''}
+"#;
+
+pub(super) const ACK: &str = r#"
+-- ARGV: prefix, then `id:delivery` lease members. Removing the member is the check that this
+-- delivery still holds the lease; a stale ack removes nothing. Variadic commands, not one per
+-- task: Redis spends far more per command than per element.
+local p = ARGV[1]
+local leases = p .. ':leases'
+local members = {unpack(ARGV, 2)}
+if #members == 0 then return 0 end
+local held = redis.call('ZMSCORE', leases, unpack(members))
+local gone, done = {}, {}
+for j = 1, #members do
+  if held[j] then
+    gone[#gone + 1] = members[j]
+    done[#done + 1] = string.sub(members[j], 1, string.find(members[j], ':', 1, true) - 1)
+  end
+end
+if #gone > 0 then redis.call('ZREM', leases, unpack(gone)) end
+forget(p, done)
+return #done
+"#;
+
+pub(super) const NACK: &str = r#"
+-- ARGV: prefix, id, delivery, due (0: now), attempted (1: a nack; 0: a deferral, after which
+-- the next delivery keeps this one's number: it was not an attempt)
+local p, id = ARGV[1], ARGV[2]
+if redis.call('ZREM', p .. ':leases', id .. ':' .. ARGV[3]) == 0 then return 0 end
+local due = tonumber(ARGV[4])
+requeue(p, id, due > 0 and due or false, ARGV[5] == '1')
+return 1
+"#;
+
+pub(super) const EXTEND: &str = r#"
+-- ARGV: prefix, now, until, then id, delivery pairs; returns the indexes (0-based pairs) lost
+local p, now, until_ = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local leases = p .. ':leases'
+local lost = {}
+for i = 4, #ARGV, 2 do
+  local m = ARGV[i] .. ':' .. ARGV[i + 1]
+  if redis.call('ZSCORE', leases, m) and not is_revoked(p, ARGV[i], now) then
+    redis.call('ZADD', leases, 'XX', until_, m)
+  else
+    lost[#lost + 1] = (i - 4) / 2
+  end
+end
+return lost
+"#;
+
+pub(super) const REVOKE: &str = r#"
+-- ARGV: prefix, id, now, remember until; returns 0 not found, 1 pending, 2 running
+local p, id = ARGV[1], ARGV[2]
+redis.call('ZREMRANGEBYSCORE', p .. ':revoked', '-inf', ARGV[3])
+redis.call('ZADD', p .. ':revoked', ARGV[4], id)
+local d, score, q = meta_of(p, id)
+if not d then return 0 end
+if redis.call('ZSCORE', p .. ':leases', id .. ':' .. d) then return 2 end
+-- A workflow step stays, to be delivered and dropped by a worker, which then fails the rest
+-- of its workflow.
+if carries_flow(redis.call('HGET', p .. ':env', id)) then return 1 end
+redis.call('ZREM', p .. ':q:' .. q, id)
+redis.call('ZREM', p .. ':s:' .. q, id)
+forget(p, {id})
+return 1
+"#;
+
+pub(super) const PURGE: &str = r#"
+-- ARGV: prefix, queue
+local p, q = ARGV[1], ARGV[2]
+local n = 0
+for _, key in ipairs({p .. ':q:' .. q, p .. ':s:' .. q}) do
+  while true do
+    local ids = redis.call('ZRANGE', key, 0, 999)
+    if #ids == 0 then break end
+    redis.call('ZREMRANGEBYRANK', key, 0, #ids - 1)
+    forget(p, ids)
+    n = n + #ids
+  end
+end
+return n
+"#;
+
+pub(super) const STATS: &str = r#"
+-- ARGV: prefix; returns {queue, ready, scheduled, reserved} per known queue
+local p = ARGV[1]
+local reserved = {}
+for _, m in ipairs(redis.call('ZRANGE', p .. ':leases', 0, -1)) do
+  local d, score, q = meta_of(p, string.sub(m, 1, string.find(m, ':', 1, true) - 1))
+  if q then reserved[q] = (reserved[q] or 0) + 1 end
+end
+local out = {}
+for _, q in ipairs(redis.call('SMEMBERS', p .. ':queues')) do
+  out[#out + 1] = {q, redis.call('ZCARD', p .. ':q:' .. q), redis.call('ZCARD', p .. ':s:' .. q), reserved[q] or 0}
+end
+return out
+"#;
+
+pub(super) const STORE: &str = r#"
+-- ARGV: prefix, count of final ids, the final ids, then (key, record, ttl ms: -1 none, 0 delete)
+-- triples. Waiters register in `waiting` before they read, so only ids found there cost a
+-- wake-up.
+local p, nf = ARGV[1], tonumber(ARGV[2])
+for i = 3 + nf, #ARGV, 3 do
+  local ttl = tonumber(ARGV[i + 2])
+  if ttl == 0 then
+    redis.call('DEL', ARGV[i])
+  elseif ttl > 0 then
+    redis.call('SET', ARGV[i], ARGV[i + 1], 'PX', ttl)
+  else
+    redis.call('SET', ARGV[i], ARGV[i + 1])
+  end
+end
+if nf > 0 then
+  local waited = redis.call('ZMSCORE', p .. ':waiting', unpack(ARGV, 3, 2 + nf))
+  for j = 1, nf do
+    if waited[j] then
+      local n = p .. ':n:' .. ARGV[2 + j]
+      redis.call('RPUSH', n, '1')
+      redis.call('EXPIRE', n, 60)
+    end
+  end
+end
+return 0
+"#;
+
+pub(super) const ENQUEUE_ONCE: &str = r#"
+-- ARGV: prefix, now, remember until, then per task: id, queue, score, delivery, due (0: ready),
+-- envelope. Ids sent once are remembered in `once` (score: until when).
+local p, now, until_ = ARGV[1], ARGV[2], ARGV[3]
+local once = p .. ':once'
+redis.call('ZREMRANGEBYSCORE', once, '-inf', now)
+local sent = 0
+for i = 4, #ARGV, 6 do
+  local id, q, score, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 4])
+  if redis.call('ZADD', once, 'NX', until_, id) == 1 then
+    redis.call('HSET', p .. ':env', id, ARGV[i + 5])
+    redis.call('HSET', p .. ':meta', id, ARGV[i + 3] .. ' ' .. score .. ' ' .. q)
+    redis.call('SADD', p .. ':queues', q)
+    place(p, id, q, score, due > 0 and due or false)
+    sent = sent + 1
+  end
+end
+return sent
+"#;
+
+pub(super) const JOIN: &str = r#"
+-- ARGV: ttl ms, then (key, index, size, value) per entry. Returns per entry {} until all `size`
+-- members of its join are in, then every (index, value) pair.
+local out = {}
+for i = 2, #ARGV, 4 do
+  local key = ARGV[i]
+  redis.call('HSET', key, ARGV[i + 1], ARGV[i + 3])
+  redis.call('PEXPIRE', key, ARGV[1])
+  if redis.call('HLEN', key) < tonumber(ARGV[i + 2]) then
+    out[#out + 1] = {}
+  else
+    out[#out + 1] = redis.call('HGETALL', key)
+  end
+end
+return out
+"#;
+
+pub(super) const LOCK: &str = r#"
+-- ARGV: key, holder, ttl ms. Taken when free or ours (renewed); a lapsed lock has expired.
+local h = redis.call('GET', ARGV[1])
+if h and h ~= ARGV[2] then return 0 end
+redis.call('SET', ARGV[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"#;
+
+pub(super) const UNLOCK: &str = r#"
+-- ARGV: key, holder
+if redis.call('GET', ARGV[1]) == ARGV[2] then redis.call('DEL', ARGV[1]) end
+return 0
+"#;
+
+pub(super) const ACQUIRE: &str = r#"
+-- ARGV: key, now µs, interval µs, n, horizon µs. The generic cell rate algorithm (see `gcra`
+-- in lib.rs): books up to n slots within the horizon; returns {offsets, wait for the next}.
+local now, interval, n, horizon = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local tat = tonumber(redis.call('GET', ARGV[1]) or now)
+if tat < now then tat = now end
+local slots = {}
+while #slots < n and tat <= now + horizon do
+  slots[#slots + 1] = tat - now
+  tat = tat + interval
+end
+redis.call('SET', ARGV[1], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 3600000)
+local next = tat - now - horizon
+if next < 0 then next = 0 end
+return {slots, next}
+"#;
+
+pub(super) const DEAD_LETTER: &str = r#"
+-- ARGV: prefix, id, delivery, record, keep
+local p, id = ARGV[1], ARGV[2]
+-- A stale lease: the task lives on elsewhere, so it is not dead.
+if redis.call('ZREM', p .. ':leases', id .. ':' .. ARGV[3]) == 0 then return 0 end
+forget(p, {id})
+redis.call('LPUSH', p .. ':dead', ARGV[4])
+redis.call('LTRIM', p .. ':dead', 0, tonumber(ARGV[5]) - 1)
+return 1
+"#;

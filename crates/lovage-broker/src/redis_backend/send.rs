@@ -1,0 +1,191 @@
+//! Sending tasks: their queue order and the commands that store a chunk of them.
+
+use super::resp;
+use crate::{Envelope, Timestamp};
+
+/// Tasks per pipelined send. Small enough that the send buffer (~250 bytes a task) stays under
+/// glibc's mmap threshold (bigger ones were mapped and unmapped each time, and page faults and
+/// copies took a third of a sender's CPU), and small enough that Redis starts storing one
+/// chunk while the sender writes the next.
+pub(super) const ENQUEUE_CHUNK: usize = 250;
+/// Tokens kept in a queue's wake-up list: enough for every waiting consumer.
+const WAKE_TOKENS: usize = 64;
+
+/// Scores of one priority level: (9 − priority) · band + sequence. Ten bands stay below 2⁵³,
+/// where a sorted-set score (a double) is still exact.
+const PRIORITY_BAND: u64 = 900_000_000_000_000;
+/// The sequence counts microseconds from 2025-01-01 (it fits a band until 2053).
+const SEQUENCE_EPOCH_MS: u64 = 1_735_689_600_000;
+
+/// The ready-queue score of a task of `priority` sent now: priority first, FIFO within.
+pub(super) fn ready_score(priority: u8) -> u64 {
+    (9 - u64::from(priority.min(9))) * PRIORITY_BAND + next_sequence()
+}
+
+/// The FIFO sequence a sender stamps: its clock in microseconds since [`SEQUENCE_EPOCH_MS`],
+/// strictly increasing within the process. Redis would make a shared counter one more round
+/// trip per send.
+fn next_sequence() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let now = micros.saturating_sub(SEQUENCE_EPOCH_MS * 1000);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// Writes chunks of tasks as the commands that store them (see the key table in the module
+/// above): `HSET env`, `HSET meta`, and per queue `SADD queues`, `ZADD` into its scheduled and
+/// ready sets, and wake-up tokens. Its buffers are kept from chunk to chunk.
+pub(super) struct EnqueuePacker {
+    prefix: String,
+    /// The commands of the last chunk packed, ready to send.
+    pub(super) buf: Vec<u8>,
+    /// The `HSET meta` command, written beside `HSET env` and appended after it.
+    meta: Vec<u8>,
+    /// One envelope, metadata value or key being written.
+    scratch: Vec<u8>,
+    queues: Vec<QueueShare>,
+}
+
+/// One queue's share of a chunk.
+struct QueueShare {
+    queue: String,
+    /// (score, id) of tasks ready now.
+    ready: Vec<(u64, [u8; 36])>,
+    /// (due in ms, id) of tasks with an ETA.
+    scheduled: Vec<(i64, [u8; 36])>,
+}
+
+impl EnqueuePacker {
+    /// A packer for keys under `prefix`.
+    pub(super) fn new(prefix: &str) -> Self {
+        EnqueuePacker {
+            prefix: prefix.to_owned(),
+            buf: Vec::with_capacity(ENQUEUE_CHUNK * 256),
+            meta: Vec::with_capacity(ENQUEUE_CHUNK * 96),
+            scratch: Vec::with_capacity(256),
+            queues: Vec::new(),
+        }
+    }
+
+    /// Writes the commands storing `chunk` into `buf` (replacing what was there) and returns
+    /// how many there are (each gets one reply).
+    pub(super) fn pack(
+        &mut self,
+        chunk: &[Envelope],
+        now: Timestamp,
+    ) -> Result<usize, rmp_serde::encode::Error> {
+        let (buf, meta, scratch) = (&mut self.buf, &mut self.meta, &mut self.scratch);
+        buf.clear();
+        meta.clear();
+        for q in &mut self.queues {
+            q.ready.clear();
+            q.scheduled.clear();
+        }
+        for (out, hash) in [(&mut *buf, "env"), (&mut *meta, "meta")] {
+            resp::command(out, 2 + 2 * chunk.len());
+            resp::arg(out, b"HSET");
+            key(out, scratch, &self.prefix, &[hash]);
+        }
+        for e in chunk {
+            let mut id = [0u8; 36];
+            e.id.encode(&mut id);
+            scratch.clear();
+            rmp_serde::encode::write_named(scratch, e)?;
+            resp::arg(buf, &id);
+            resp::arg(buf, scratch);
+            let score = ready_score(e.priority);
+            // "{next delivery} {score} {queue}"
+            scratch.clear();
+            let mut n = itoa::Buffer::new();
+            scratch.extend_from_slice(n.format(e.attempts + 1).as_bytes());
+            scratch.push(b' ');
+            scratch.extend_from_slice(n.format(score).as_bytes());
+            scratch.push(b' ');
+            scratch.extend_from_slice(e.queue.as_bytes());
+            resp::arg(meta, &id);
+            resp::arg(meta, scratch);
+            let share = match self.queues.iter().position(|q| q.queue == e.queue) {
+                Some(i) => &mut self.queues[i],
+                None => {
+                    self.queues.push(QueueShare {
+                        queue: e.queue.clone(),
+                        ready: Vec::new(),
+                        scheduled: Vec::new(),
+                    });
+                    self.queues.last_mut().expect("just pushed")
+                }
+            };
+            match e.eta {
+                Some(eta) if eta > now => share.scheduled.push((eta.as_millis(), id)),
+                _ => share.ready.push((score, id)),
+            }
+        }
+        buf.extend_from_slice(meta);
+        let mut commands = 2;
+        for share in &self.queues {
+            if share.ready.is_empty() && share.scheduled.is_empty() {
+                continue;
+            }
+            let q = share.queue.as_str();
+            resp::command(buf, 3);
+            resp::arg(buf, b"SADD");
+            key(buf, scratch, &self.prefix, &["queues"]);
+            resp::arg(buf, q.as_bytes());
+            commands += 1;
+            if !share.scheduled.is_empty() {
+                resp::command(buf, 2 + 2 * share.scheduled.len());
+                resp::arg(buf, b"ZADD");
+                key(buf, scratch, &self.prefix, &["s:", q]);
+                for (due, id) in &share.scheduled {
+                    resp::int_arg(buf, *due);
+                    resp::arg(buf, id);
+                }
+                commands += 1;
+            }
+            if !share.ready.is_empty() {
+                resp::command(buf, 2 + 2 * share.ready.len());
+                resp::arg(buf, b"ZADD");
+                key(buf, scratch, &self.prefix, &["q:", q]);
+                for (score, id) in &share.ready {
+                    resp::int_arg(buf, *score);
+                    resp::arg(buf, id);
+                }
+                let tokens = share.ready.len().min(WAKE_TOKENS);
+                resp::command(buf, 2 + tokens);
+                resp::arg(buf, b"RPUSH");
+                key(buf, scratch, &self.prefix, &["w:", q]);
+                for _ in 0..tokens {
+                    resp::arg(buf, b"1");
+                }
+                resp::command(buf, 4);
+                resp::arg(buf, b"LTRIM");
+                key(buf, scratch, &self.prefix, &["w:", q]);
+                resp::arg(buf, b"0");
+                resp::int_arg(buf, WAKE_TOKENS - 1);
+                commands += 3;
+            }
+        }
+        Ok(commands)
+    }
+}
+
+/// Writes the key `{prefix}:{parts...}` as an argument.
+fn key(out: &mut Vec<u8>, scratch: &mut Vec<u8>, prefix: &str, parts: &[&str]) {
+    scratch.clear();
+    scratch.extend_from_slice(prefix.as_bytes());
+    scratch.push(b':');
+    for p in parts {
+        scratch.extend_from_slice(p.as_bytes());
+    }
+    resp::arg(out, scratch);
+}
