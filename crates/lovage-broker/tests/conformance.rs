@@ -442,6 +442,43 @@ pub fn results_expire(f: Fixture) {
     assert!(r.get(drop_).unwrap().is_none() && r.get(keep).unwrap().is_some());
 }
 
+/// A result with a time to live is gone once it passes; a later record of a task without one
+/// is kept; of two records of one task in one batch, the later wins.
+pub fn a_result_lasts_its_time_to_live(f: Fixture) {
+    let r = &*f.backend.results;
+    let (short, kept) = (TaskId::new(), TaskId::new());
+    let ttl = Duration::from_millis(500);
+    let stored = Timestamp::now();
+    let mut a = record(short, TaskState::Success);
+    a.expires = Some(stored + ttl);
+    let mut started = record(kept, TaskState::Started);
+    started.expires = Some(stored + ttl);
+    r.store(&[a, started]).unwrap();
+    let mut retry = record(kept, TaskState::Retry);
+    retry.expires = Some(stored + ttl);
+    r.store(&[retry, record(kept, TaskState::Success)]).unwrap();
+    if Timestamp::now() < stored + ttl {
+        let got = r.get(short).unwrap();
+        // Read while the time to live had not passed (a slow machine may be past it already).
+        assert!(got.is_some() || Timestamp::now() >= stored + ttl);
+    }
+    std::thread::sleep(ttl + Duration::from_millis(100));
+    r.purge_expired().unwrap();
+    assert!(
+        r.get(short).unwrap().is_none(),
+        "gone after its time to live"
+    );
+    let got = r
+        .get(kept)
+        .unwrap()
+        .expect("a record without expiry is kept");
+    assert_eq!(
+        got.state,
+        TaskState::Success,
+        "the later record of the batch"
+    );
+}
+
 pub fn counters_are_atomic(f: Fixture) {
     let r = f.backend.results.clone();
     let threads: Vec<_> = (0..4)
@@ -759,6 +796,7 @@ macro_rules! conformance {
                 workers_are_listed_while_they_beat,
                 results_store_get_and_wait,
                 results_expire,
+                a_result_lasts_its_time_to_live,
                 counters_are_atomic,
                 enqueue_once_drops_repeats,
                 a_workflow_continuation_travels_with_the_task,
@@ -794,10 +832,19 @@ fn redis_refuses_a_prefix_in_another_layout() {
     let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
     let client = redis::Client::open(base.as_str()).unwrap();
     let mut c = client.get_connection().unwrap();
-    let (old, newer) = (
+    let (old, previous, newer) = (
+        format!("lovage-test-{}", TaskId::new()),
         format!("lovage-test-{}", TaskId::new()),
         format!("lovage-test-{}", TaskId::new()),
     );
+    // Layout 2 kept a key per result, which this layout would not find.
+    let _: () = redis::cmd("SET")
+        .arg(format!("{previous}:layout"))
+        .arg("2")
+        .query(&mut c)
+        .unwrap();
+    let err = connect(&format!("{base}?prefix={previous}")).expect_err("refused");
+    assert!(err.to_string().contains("layout \"2\""), "{err}");
     let _: () = redis::cmd("SET")
         .arg(format!("{old}:seq"))
         .arg(7)
@@ -814,6 +861,7 @@ fn redis_refuses_a_prefix_in_another_layout() {
     assert!(err.to_string().contains("layout \"9\""), "{err}");
     let _: () = redis::cmd("DEL")
         .arg(format!("{old}:seq"))
+        .arg(format!("{previous}:layout"))
         .arg(format!("{newer}:layout"))
         .query(&mut c)
         .unwrap();

@@ -239,34 +239,6 @@ end
 return out
 "#;
 
-pub(super) const STORE: &str = r#"
--- ARGV: prefix, count of final ids, the final ids, then (key, record, ttl ms: -1 none, 0 delete)
--- triples. Waiters register in `waiting` before they read, so only ids found there cost a
--- wake-up.
-local p, nf = ARGV[1], tonumber(ARGV[2])
-for i = 3 + nf, #ARGV, 3 do
-  local ttl = tonumber(ARGV[i + 2])
-  if ttl == 0 then
-    redis.call('DEL', ARGV[i])
-  elseif ttl > 0 then
-    redis.call('SET', ARGV[i], ARGV[i + 1], 'PX', ttl)
-  else
-    redis.call('SET', ARGV[i], ARGV[i + 1])
-  end
-end
-if nf > 0 then
-  local waited = redis.call('ZMSCORE', p .. ':waiting', unpack(ARGV, 3, 2 + nf))
-  for j = 1, nf do
-    if waited[j] then
-      local n = p .. ':n:' .. ARGV[2 + j]
-      redis.call('RPUSH', n, '1')
-      redis.call('EXPIRE', n, 60)
-    end
-  end
-end
-return 0
-"#;
-
 pub(super) const ENQUEUE_ONCE: &str = r#"
 -- ARGV: prefix, now, remember until, then per task: id, queue, score, delivery, due (0: ready),
 -- envelope. Ids sent once are remembered in `once` (score: until when).
