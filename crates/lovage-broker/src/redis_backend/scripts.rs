@@ -15,14 +15,24 @@ redis.call('SET', key, ARGV[2])
 return nil
 "#;
 
-/// Shared by the scripts: a task's metadata is `"{next delivery} {score} {queue}"`.
+/// Shared by the broker's scripts. A task's value in `P:tasks` is
+/// `"{next delivery} {score} {queue length} {queue}{envelope}"`: the metadata the scripts
+/// need in front of the envelope (MessagePack) they pass on untouched.
 pub(super) const META: &str = r#"
+-- The next delivery (a number), score (text) and queue of a task value.
+local function parse(v)
+  local a = string.find(v, ' ', 1, true)
+  local b = string.find(v, ' ', a + 1, true)
+  local c = string.find(v, ' ', b + 1, true)
+  local qlen = tonumber(string.sub(v, b + 1, c - 1))
+  return tonumber(string.sub(v, 1, a - 1)), string.sub(v, a + 1, b - 1), string.sub(v, c + 1, c + qlen)
+end
+-- A task's next delivery, score, queue and whole value; nil when it is not (or no longer) here.
 local function meta_of(p, id)
-  local m = redis.call('HGET', p .. ':meta', id)
-  if not m then return nil end
-  local a = string.find(m, ' ', 1, true)
-  local b = string.find(m, ' ', a + 1, true)
-  return tonumber(string.sub(m, 1, a - 1)), string.sub(m, a + 1, b - 1), string.sub(m, b + 1)
+  local v = redis.call('HGET', p .. ':tasks', id)
+  if not v then return nil end
+  local d, score, q = parse(v)
+  return d, score, q, v
 end
 -- The task goes back to its queue (or its scheduled set at `due`) as its next delivery.
 -- Makes `id` ready in queue `q` (waking a waiting reserve) or schedules it at `due`.
@@ -38,25 +48,26 @@ end
 -- `attempted`: the delivery counts (a nack, an expired lease), so the next one gets the next
 -- number; a deferral does not.
 local function requeue(p, id, due, attempted)
-  local d, score, q = meta_of(p, id)
+  local d, score, q, v = meta_of(p, id)
   if not d then return false end
   if attempted then
-    redis.call('HSET', p .. ':meta', id, (d + 1) .. ' ' .. score .. ' ' .. q)
+    -- (string.find returns where the space starts and ends: keep only the start)
+    local rest = string.find(v, ' ', 1, true)
+    redis.call('HSET', p .. ':tasks', id, (d + 1) .. string.sub(v, rest))
   end
   place(p, id, q, score, due)
   return true
 end
 local function forget(p, ids)
   if #ids > 0 then
-    redis.call('HDEL', p .. ':env', unpack(ids))
-    redis.call('HDEL', p .. ':meta', unpack(ids))
+    redis.call('HDEL', p .. ':tasks', unpack(ids))
   end
 end
--- Whether an envelope (named MessagePack) has workflow frames: its `flow` field is written
--- only when not empty. A false positive (the word in a task's arguments) only means the task
--- is delivered and dropped by the worker instead of here.
-local function carries_flow(env)
-  return env and string.find(env, '\164flow', 1, true) ~= nil
+-- Whether a task value's envelope (named MessagePack) has workflow frames: its `flow` field is
+-- written only when not empty. A false positive (the word in a task's arguments or queue) only
+-- means the task is delivered and dropped by the worker instead of here.
+local function carries_flow(v)
+  return v and string.find(v, '\164flow', 1, true) ~= nil
 end
 local function is_revoked(p, id, now)
   local until_ = redis.call('ZSCORE', p .. ':revoked', id)
@@ -122,20 +133,20 @@ else
 end
 local out = {}
 if #ids > 0 then
-  local envs = redis.call('HMGET', p .. ':env', unpack(ids))
-  local metas = redis.call('HMGET', p .. ':meta', unpack(ids))
+  local values = redis.call('HMGET', p .. ':tasks', unpack(ids))
   local revoked = redis.call('ZMSCORE', p .. ':revoked', unpack(ids))
   local held, dropped = {}, {}
   for j, id in ipairs(ids) do
-    if revoked[j] and tonumber(revoked[j]) > now and not carries_flow(envs[j]) then
+    local v = values[j]
+    if revoked[j] and tonumber(revoked[j]) > now and not carries_flow(v) then
       -- Revoked before it was sent: never delivered (a workflow step is, to be dropped by a
       -- worker, which then fails the rest of its workflow).
       dropped[#dropped + 1] = id
-    elseif envs[j] and metas[j] then
-      local d = string.sub(metas[j], 1, string.find(metas[j], ' ', 1, true) - 1)
-      out[#out + 1] = {tonumber(d), envs[j]}
+    elseif v then
+      -- The whole value goes out; the client reads the delivery from its front.
+      out[#out + 1] = v
       held[#held + 1] = until_
-      held[#held + 1] = id .. ':' .. d
+      held[#held + 1] = id .. ':' .. string.sub(v, 1, string.find(v, ' ', 1, true) - 1)
     end
   end
   if #held > 0 then redis.call('ZADD', leases, unpack(held)) end
@@ -196,12 +207,12 @@ pub(super) const REVOKE: &str = r#"
 local p, id = ARGV[1], ARGV[2]
 redis.call('ZREMRANGEBYSCORE', p .. ':revoked', '-inf', ARGV[3])
 redis.call('ZADD', p .. ':revoked', ARGV[4], id)
-local d, score, q = meta_of(p, id)
+local d, score, q, v = meta_of(p, id)
 if not d then return 0 end
 if redis.call('ZSCORE', p .. ':leases', id .. ':' .. d) then return 2 end
 -- A workflow step stays, to be delivered and dropped by a worker, which then fails the rest
 -- of its workflow.
-if carries_flow(redis.call('HGET', p .. ':env', id)) then return 1 end
+if carries_flow(v) then return 1 end
 redis.call('ZREM', p .. ':q:' .. q, id)
 redis.call('ZREM', p .. ':s:' .. q, id)
 forget(p, {id})
@@ -240,17 +251,16 @@ return out
 "#;
 
 pub(super) const ENQUEUE_ONCE: &str = r#"
--- ARGV: prefix, now, remember until, then per task: id, queue, score, delivery, due (0: ready),
--- envelope. Ids sent once are remembered in `once` (score: until when).
+-- ARGV: prefix, now, remember until, then per task: id, queue, score, due (0: ready), value.
+-- Ids sent once are remembered in `once` (score: until when).
 local p, now, until_ = ARGV[1], ARGV[2], ARGV[3]
 local once = p .. ':once'
 redis.call('ZREMRANGEBYSCORE', once, '-inf', now)
 local sent = 0
-for i = 4, #ARGV, 6 do
-  local id, q, score, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 4])
+for i = 4, #ARGV, 5 do
+  local id, q, score, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   if redis.call('ZADD', once, 'NX', until_, id) == 1 then
-    redis.call('HSET', p .. ':env', id, ARGV[i + 5])
-    redis.call('HSET', p .. ':meta', id, ARGV[i + 3] .. ' ' .. score .. ' ' .. q)
+    redis.call('HSET', p .. ':tasks', id, ARGV[i + 4])
     redis.call('SADD', p .. ':queues', q)
     place(p, id, q, score, due > 0 and due or false)
     sent = sent + 1

@@ -42,16 +42,40 @@ fn next_sequence() -> u64 {
     }
 }
 
+/// Writes a task's value in `P:tasks`: `"{next delivery} {score} {queue length} {queue}"`
+/// followed by the envelope (named MessagePack). The scripts read the front; the envelope goes
+/// to the worker untouched.
+pub(super) fn write_task_value(
+    out: &mut Vec<u8>,
+    e: &Envelope,
+    score: u64,
+) -> Result<(), rmp_serde::encode::Error> {
+    let mut n = itoa::Buffer::new();
+    for number in [u64::from(e.attempts) + 1, score, e.queue.len() as u64] {
+        out.extend_from_slice(n.format(number).as_bytes());
+        out.push(b' ');
+    }
+    out.extend_from_slice(e.queue.as_bytes());
+    rmp_serde::encode::write_named(out, e)
+}
+
+/// The delivery number and the envelope of a task value written by [`write_task_value`].
+pub(super) fn split_task_value(v: &[u8]) -> Option<(u32, &[u8])> {
+    let mut fields = v.splitn(4, |b| *b == b' ');
+    let delivery = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+    let _score = fields.next()?;
+    let queue_len: usize = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+    Some((delivery, fields.next()?.get(queue_len..)?))
+}
+
 /// Writes chunks of tasks as the commands that store them (see the key table in the module
-/// above): `HSET env`, `HSET meta`, and per queue `SADD queues`, `ZADD` into its scheduled and
+/// above): `HSET tasks`, and per queue `SADD queues`, `ZADD` into its scheduled and
 /// ready sets, and wake-up tokens. Its buffers are kept from chunk to chunk.
 pub(super) struct EnqueuePacker {
     prefix: String,
     /// The commands of the last chunk packed, ready to send.
     pub(super) buf: Vec<u8>,
-    /// The `HSET meta` command, written beside `HSET env` and appended after it.
-    meta: Vec<u8>,
-    /// One envelope, metadata value or key being written.
+    /// One task value or key being written.
     scratch: Vec<u8>,
     queues: Vec<QueueShare>,
 }
@@ -71,7 +95,6 @@ impl EnqueuePacker {
         EnqueuePacker {
             prefix: prefix.to_owned(),
             buf: Vec::with_capacity(ENQUEUE_CHUNK * 256),
-            meta: Vec::with_capacity(ENQUEUE_CHUNK * 96),
             scratch: Vec::with_capacity(256),
             queues: Vec::new(),
         }
@@ -84,36 +107,23 @@ impl EnqueuePacker {
         chunk: &[Envelope],
         now: Timestamp,
     ) -> Result<usize, rmp_serde::encode::Error> {
-        let (buf, meta, scratch) = (&mut self.buf, &mut self.meta, &mut self.scratch);
+        let (buf, scratch) = (&mut self.buf, &mut self.scratch);
         buf.clear();
-        meta.clear();
         for q in &mut self.queues {
             q.ready.clear();
             q.scheduled.clear();
         }
-        for (out, hash) in [(&mut *buf, "env"), (&mut *meta, "meta")] {
-            resp::command(out, 2 + 2 * chunk.len());
-            resp::arg(out, b"HSET");
-            key(out, scratch, &self.prefix, &[hash]);
-        }
+        resp::command(buf, 2 + 2 * chunk.len());
+        resp::arg(buf, b"HSET");
+        key(buf, scratch, &self.prefix, &["tasks"]);
         for e in chunk {
             let mut id = [0u8; 36];
             e.id.encode(&mut id);
+            let score = ready_score(e.priority);
             scratch.clear();
-            rmp_serde::encode::write_named(scratch, e)?;
+            write_task_value(scratch, e, score)?;
             resp::arg(buf, &id);
             resp::arg(buf, scratch);
-            let score = ready_score(e.priority);
-            // "{next delivery} {score} {queue}"
-            scratch.clear();
-            let mut n = itoa::Buffer::new();
-            scratch.extend_from_slice(n.format(e.attempts + 1).as_bytes());
-            scratch.push(b' ');
-            scratch.extend_from_slice(n.format(score).as_bytes());
-            scratch.push(b' ');
-            scratch.extend_from_slice(e.queue.as_bytes());
-            resp::arg(meta, &id);
-            resp::arg(meta, scratch);
             let share = match self.queues.iter().position(|q| q.queue == e.queue) {
                 Some(i) => &mut self.queues[i],
                 None => {
@@ -130,8 +140,7 @@ impl EnqueuePacker {
                 _ => share.ready.push((score, id)),
             }
         }
-        buf.extend_from_slice(meta);
-        let mut commands = 2;
+        let mut commands = 1;
         for share in &self.queues {
             if share.ready.is_empty() && share.scheduled.is_empty() {
                 continue;
@@ -188,4 +197,26 @@ fn key(out: &mut Vec<u8>, scratch: &mut Vec<u8>, prefix: &str, parts: &[&str]) {
         scratch.extend_from_slice(p.as_bytes());
     }
     resp::arg(out, scratch);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lovage_core::{Codec, Signature};
+
+    #[test]
+    fn a_task_value_splits_back_into_delivery_and_envelope() {
+        let mut sig = Signature::new("t", &[1], Codec::Json).unwrap();
+        // Spaces and digits in the queue name must not confuse the reader.
+        sig.options.queue = Some("a 12 queue".into());
+        let mut e = Envelope::from_signature(sig);
+        e.attempts = 2;
+        let mut v = Vec::new();
+        write_task_value(&mut v, &e, 123).unwrap();
+        let (delivery, envelope) = split_task_value(&v).unwrap();
+        assert_eq!(delivery, 3);
+        let back: Envelope = rmp_serde::from_slice(envelope).unwrap();
+        assert_eq!((back.id, back.queue.as_str()), (e.id, "a 12 queue"));
+        assert!(split_task_value(b"3 1 99 short").is_none());
+    }
 }
