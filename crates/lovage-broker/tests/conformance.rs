@@ -866,3 +866,38 @@ fn redis_refuses_a_prefix_in_another_layout() {
         .query(&mut c)
         .unwrap();
 }
+
+/// Results are stored and their waiters woken in one round trip with the script's hash; a
+/// server that lost its scripts (a restart, `SCRIPT FLUSH`) still wakes the waiter.
+#[cfg(feature = "redis")]
+#[test]
+fn redis_wakes_a_waiter_after_losing_its_scripts() {
+    let f = redis();
+    let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let r = f.backend.results.clone();
+    let id = TaskId::new();
+    // Loads the script once, so the pipelined EVALSHA is what meets the flushed cache.
+    r.store(&[record(TaskId::new(), TaskState::Success)])
+        .unwrap();
+    let client = redis::Client::open(base.as_str()).unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut client.get_connection().unwrap())
+        .unwrap();
+    let writer = {
+        let r = r.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            r.store(&[record(id, TaskState::Success)]).unwrap();
+        })
+    };
+    let start = std::time::Instant::now();
+    let done = r.wait(id, LONG).unwrap().unwrap();
+    writer.join().unwrap();
+    assert_eq!(done.state, TaskState::Success);
+    // A waiter not woken would find the result only at its 30-second re-check.
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "the waiter was not woken"
+    );
+}

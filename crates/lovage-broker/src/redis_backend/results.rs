@@ -5,13 +5,14 @@
 //! time at 50,000 tasks a second. Results of tasks created in the same minute (read from the
 //! id, a UUID v7) share a hash instead: `P:r:{minute}` for results with a time to live, whose
 //! expiry is raised to the latest of theirs, and `P:rk:{minute}` for results kept forever.
-//! A batch of results is a few variadic commands, sent in one round trip with no script; a
+//! A batch of results is a few variadic commands, sent in one round trip; a
 //! result therefore lives at least its time to live, and at most as long as the longest-lived
 //! result of a task created in the same minute (all of a worker's results have the same one).
 //!
-//! Waiters first add their id to `P:waiting`, then read; a batch is written, then checks
-//! `P:waiting` (commands on one connection run in order), and only the ids found there are
-//! woken through their `P:n:{id}` list. So no wake-up is lost and an unwatched result costs none.
+//! Waiters first add their id to `P:waiting`, then read; a batch is written, then a small
+//! script in the same round trip checks `P:waiting` (commands on one connection run in order)
+//! and wakes only the ids found there, through their `P:n:{id}` list. So no wake-up is lost
+//! and an unwatched result costs one element of one ZMSCORE.
 
 use std::collections::{HashMap, HashSet};
 
@@ -98,26 +99,29 @@ impl RedisBackend {
                     pipe.cmd("HDEL").arg(key).arg(&h.delete).ignore();
                 }
             }
-            let waiting = self.key("waiting");
-            let waited: Vec<Option<f64>> = if finals.is_empty() {
+            if finals.is_empty() {
                 self.with_conn("store results", |c| pipe.query::<()>(c))?;
-                Vec::new()
-            } else {
-                pipe.cmd("ZMSCORE").arg(&waiting).arg(&finals);
-                self.with_conn("store results", |c| pipe.query::<(Vec<Option<f64>>,)>(c))?
-                    .0
-            };
-            let mut wake = redis::pipe();
-            let mut woken = 0;
-            for (id, _) in finals.iter().zip(&waited).filter(|(_, w)| w.is_some()) {
-                let n = self.key(&format!("n:{id}"));
-                wake.cmd("RPUSH").arg(&n).arg("1").ignore();
-                wake.cmd("EXPIRE").arg(&n).arg(60).ignore();
-                woken += 1;
+                continue;
             }
-            if woken > 0 {
-                self.with_conn("wake result waiters", |c| wake.query::<()>(c))?;
-            }
+            // The wake-ups ride in the same round trip, after the writes.
+            let wake = &self.scripts.wake_waiters;
+            pipe.cmd("EVALSHA")
+                .arg(wake.get_hash())
+                .arg(0)
+                .arg(&self.prefix)
+                .arg(&finals)
+                .ignore();
+            let stored = self.with_conn("store results", |c| match pipe.query::<()>(c) {
+                // A server that has not seen the script yet (or lost it in a restart): the
+                // writes are done; run the wake-ups again, loading the script.
+                Err(e) if e.kind() == redis::ErrorKind::NoScriptError => wake
+                    .prepare_invoke()
+                    .arg(&self.prefix)
+                    .arg(&finals)
+                    .invoke::<()>(c),
+                other => other,
+            });
+            stored?;
         }
         Ok(())
     }

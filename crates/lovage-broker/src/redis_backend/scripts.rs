@@ -269,6 +269,22 @@ end
 return sent
 "#;
 
+pub(super) const WAKE_WAITERS: &str = r#"
+-- ARGV: prefix, then the ids of final results just stored. Wakes the ids someone waits for
+-- (see `results`); an id nobody waits for costs one element of one ZMSCORE.
+local p = ARGV[1]
+local ids = {unpack(ARGV, 2)}
+local waited = redis.call('ZMSCORE', p .. ':waiting', unpack(ids))
+for j = 1, #ids do
+  if waited[j] then
+    local n = p .. ':n:' .. ids[j]
+    redis.call('RPUSH', n, '1')
+    redis.call('EXPIRE', n, 60)
+  end
+end
+return 0
+"#;
+
 pub(super) const JOIN: &str = r#"
 -- ARGV: ttl ms, then (key, index, size, value) per entry. Returns per entry {} until all `size`
 -- members of its join are in, then every (index, value) pair.
