@@ -15,8 +15,8 @@
 //! | `P:queues` | set | queue names seen |
 //! | `P:layout` | string | this key layout's version (`3`); another layout is refused |
 //! | `P:revoked` | sorted set | revoked ids, score = when to forget them (24 h) |
-//! | `P:r:{minute}` | hash, TTL | results (JSON) with a time to live of tasks created in that minute (see `results`) |
-//! | `P:rk:{minute}` | hash | results kept forever, likewise |
+//! | `P:r:{second}` | hash, TTL | results (JSON) with a time to live of tasks created in that second (see `results`) |
+//! | `P:rk:{second}` | hash | results kept forever, likewise |
 //! | `P:waiting` | sorted set | ids someone waits for, score = when the entry goes stale |
 //! | `P:n:{id}` | list, short TTL | "a final result was stored": waiters block on it |
 //! | `P:c:{key}` | counter | `incr` |
@@ -34,13 +34,13 @@
 //! next chunk is written); reserving pops ids, reads their values and revoked marks with one
 //! HMGET/ZMSCORE and leases them with one ZADD; acking checks and removes the lease members
 //! (`id:delivery`, so a stale delivery removes nothing) and the tasks' fields with one
-//! ZMSCORE, ZREM and HDEL; results go into one hash per minute (`results`), in one round trip
-//! without a script. Measured on 2 cores, Redis's CPU per task fell by half from a hash per
+//! ZMSCORE, ZREM and HDEL; results go into one hash per second of task creation (`results`),
+//! in one round trip. Measured on 2 cores, Redis's CPU per task fell by half from a hash per
 //! task (layout 1) to layout 2, and by a further ~20% to this one (layout 3: results in
 //! hashes, metadata in front of the envelope).
 //!
-//! Multi-key steps (reserve, ack, nack, extend, revoke, purge) are Lua scripts, so they
-//! are atomic. A connection that fails is dropped and the error returned; the next call opens a
+//! Multi-key steps (reserve, ack, nack, extend, revoke, purge) are Lua scripts, and results
+//! are written and read in MULTI/EXEC transactions, so they are atomic. A connection that fails is dropped and the error returned; the next call opens a
 //! new one, so a worker retrying with backoff resumes by itself when Redis is back.
 
 use std::sync::Mutex;
@@ -66,7 +66,7 @@ use crate::{
 const REVOKE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Longest a single command may take before the connection is treated as broken.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
-/// A result waiter blocks at most this long before it renews its `wt:` flag.
+/// A result waiter blocks at most this long before it renews its entry in `P:waiting`.
 const WAIT_SLICE: Duration = Duration::from_secs(30);
 
 /// Dead letters kept.
@@ -162,8 +162,33 @@ impl RedisBackend {
                 location: backend.location.clone(),
                 reason: e.to_string(),
             })?;
+        backend.check_version()?;
         backend.check_layout()?;
         Ok(backend)
+    }
+
+    /// Refuses a server older than Redis 7.0 (the result store's `PEXPIRE ... NX|GT`).
+    fn check_version(&self) -> Result<()> {
+        let info: String = self.with_conn("check version", |c| {
+            redis::cmd("INFO").arg("server").query(c)
+        })?;
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .map(str::trim)
+            .unwrap_or("unknown");
+        match version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok())
+        {
+            Some(major) if major >= 7 => Ok(()),
+            _ => Err(BrokerError::Open {
+                backend: "redis",
+                location: self.location.clone(),
+                reason: format!("Redis {version} is too old; lovage needs Redis 7.0 or newer"),
+            }),
+        }
     }
 
     /// Marks the prefix with this build's key layout, or refuses one written by another: an
@@ -235,7 +260,7 @@ impl RedisBackend {
                 Ok(v)
             }
             Err(e) => {
-                if !e.is_io_error() && !e.is_connection_dropped() && !e.is_timeout() {
+                if in_step_after(&e) {
                     self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(c);
                 }
                 Err(self.err(op, e))
@@ -290,6 +315,19 @@ impl RedisBackend {
         self.with_conn(op, |c| inv.invoke::<i64>(c))?;
         Ok(())
     }
+}
+
+/// True when a connection is still usable after `e`: the server answered with an error, or a
+/// reply did not convert to the type asked for, and every reply was read. Anything else (a
+/// broken or timed-out connection, a reply that could not be parsed) may leave replies unread,
+/// which the next caller would take for its own.
+fn in_step_after(e: &redis::RedisError) -> bool {
+    use redis::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ResponseError | ExecAbortError | BusyLoadingError | NoScriptError | TypeError | ReadOnly
+    ) && !e.is_io_error()
+        && !e.is_timeout()
 }
 
 /// True when the error is an interrupted system call (EINTR). RedisError keeps its io::Error

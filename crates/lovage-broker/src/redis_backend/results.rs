@@ -1,13 +1,18 @@
-//! The result store's keys: one hash per minute of task creation, not one key per result.
+//! The result store's keys: one hash per second of task creation, not one key per result.
 //!
 //! A key per result made Redis look each one up in its keyspace and again in its table of
 //! expiry times, and a `SET` per result ran as a script call of its own: a fifth of Redis's
-//! time at 50,000 tasks a second. Results of tasks created in the same minute (read from the
-//! id, a UUID v7) share a hash instead: `P:r:{minute}` for results with a time to live, whose
-//! expiry is raised to the latest of theirs, and `P:rk:{minute}` for results kept forever.
-//! A batch of results is a few variadic commands, sent in one round trip; a
-//! result therefore lives at least its time to live, and at most as long as the longest-lived
-//! result of a task created in the same minute (all of a worker's results have the same one).
+//! time at 50,000 tasks a second. Results of tasks created in the same second (read from the
+//! id, a UUID v7) share a hash instead: `P:r:{second}` for results with a time to live, whose
+//! expiry is raised to the latest of theirs, and `P:rk:{second}` for results kept forever. A
+//! batch of results is a few variadic commands in one MULTI/EXEC transaction (a result moving
+//! from one hash to the other is never seen in neither), and reads are transactions too.
+//!
+//! A hash lives as long as its longest-lived result, so readers skip records past their own
+//! expiry; memory is held until the hash expires (tasks created in one second usually finish
+//! together with the same time to live). A second's hash stays small enough (50,000 fields at
+//! 50,000 tasks a second) that Redis frees it at expiry without a noticeable pause;
+//! `lazyfree-lazy-expire yes` moves even that off Redis's main thread.
 //!
 //! Waiters first add their id to `P:waiting`, then read; a batch is written, then a small
 //! script in the same round trip checks `P:waiting` (commands on one connection run in order)
@@ -22,9 +27,9 @@ use super::RedisBackend;
 use crate::{BrokerError, Result, ResultRecord, Timestamp};
 
 /// Tasks created within this span share their results' hashes.
-const BUCKET_MS: u64 = 60_000;
+const BUCKET_MS: u64 = 1_000;
 
-/// The minute of a task id: its first 48 bits are its creation time in milliseconds. Ids that
+/// The second of a task id: its first 48 bits are its creation time in milliseconds. Ids that
 /// are not UUID v7 (a beat tick's v5 id) have other bits there and land in buckets of their own.
 fn bucket(id: TaskId) -> u64 {
     let b = id.as_uuid().as_bytes();
@@ -36,8 +41,8 @@ fn bucket(id: TaskId) -> u64 {
 struct HashWrites {
     set: Vec<(String, String)>,
     delete: Vec<String>,
-    /// Latest expiry (ms) of the results set here; 0 for the hash of kept results.
-    expire_at: i64,
+    /// Latest expiry of the results set here; none for the hash of kept results.
+    expire_at: Option<Timestamp>,
 }
 
 impl RedisBackend {
@@ -70,7 +75,7 @@ impl RedisBackend {
                     }
                     Some(t) => {
                         let h = hashes.entry(expiring).or_default();
-                        h.expire_at = h.expire_at.max(t.as_millis());
+                        h.expire_at = h.expire_at.max(Some(t));
                         (Some(h), kept)
                     }
                     None => (Some(hashes.entry(kept).or_default()), expiring),
@@ -81,24 +86,24 @@ impl RedisBackend {
                 hashes.entry(delete_from).or_default().delete.push(id);
             }
             let mut pipe = redis::pipe();
+            pipe.cmd("MULTI").ignore();
             for (key, h) in &hashes {
                 if !h.set.is_empty() {
                     pipe.cmd("HSET").arg(key).arg(&h.set).ignore();
                 }
-                if h.expire_at > 0 {
-                    // NX sets an expiry on a new hash; GT only ever lengthens it.
+                if let Some(t) = h.expire_at {
+                    // Relative, so Redis's clock counts it. NX sets an expiry on a new hash;
+                    // GT only ever lengthens it.
+                    let ms = (t - now).as_millis().max(1) as u64;
                     for when in ["NX", "GT"] {
-                        pipe.cmd("PEXPIREAT")
-                            .arg(key)
-                            .arg(h.expire_at)
-                            .arg(when)
-                            .ignore();
+                        pipe.cmd("PEXPIRE").arg(key).arg(ms).arg(when).ignore();
                     }
                 }
                 if !h.delete.is_empty() {
                     pipe.cmd("HDEL").arg(key).arg(&h.delete).ignore();
                 }
             }
+            pipe.cmd("EXEC").ignore();
             if finals.is_empty() {
                 self.with_conn("store results", |c| pipe.query::<()>(c))?;
                 continue;
@@ -134,6 +139,7 @@ impl RedisBackend {
         waiter: Option<(&str, Timestamp)>,
     ) -> Result<Vec<Option<ResultRecord>>> {
         let mut pipe = redis::pipe();
+        pipe.atomic();
         if let Some((member, until)) = waiter {
             let waiting = self.key("waiting");
             pipe.cmd("ZREMRANGEBYSCORE")
@@ -164,15 +170,19 @@ impl RedisBackend {
         }
         let replies: Vec<Vec<Option<Vec<u8>>>> =
             self.with_conn("read results", |c| pipe.query(c))?;
+        let now = Timestamp::now();
         let mut out: Vec<Option<ResultRecord>> = (0..ids.len()).map(|_| None).collect();
         for ((_, at), pair) in buckets.iter().zip(replies.chunks(2)) {
             for (j, &i) in at.iter().enumerate() {
-                let body = pair[0][j].as_ref().or(pair[1][j].as_ref());
-                out[i] = body
-                    .map(|b| {
-                        serde_json::from_slice(b).map_err(|e| BrokerError::Corrupt(e.to_string()))
-                    })
-                    .transpose()?;
+                let Some(body) = pair[0][j].as_ref().or(pair[1][j].as_ref()) else {
+                    continue;
+                };
+                let record: ResultRecord = serde_json::from_slice(body)
+                    .map_err(|e| BrokerError::Corrupt(e.to_string()))?;
+                // Its hash may outlive it (see the module docs).
+                if record.expires.is_none_or(|t| t > now) {
+                    out[i] = Some(record);
+                }
             }
         }
         Ok(out)

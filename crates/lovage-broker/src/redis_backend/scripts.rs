@@ -34,7 +34,6 @@ local function meta_of(p, id)
   local d, score, q = parse(v)
   return d, score, q, v
 end
--- The task goes back to its queue (or its scheduled set at `due`) as its next delivery.
 -- Makes `id` ready in queue `q` (waking a waiting reserve) or schedules it at `due`.
 local function place(p, id, q, score, due)
   if due then
@@ -45,8 +44,8 @@ local function place(p, id, q, score, due)
     redis.call('LTRIM', p .. ':w:' .. q, 0, 63)
   end
 end
--- `attempted`: the delivery counts (a nack, an expired lease), so the next one gets the next
--- number; a deferral does not.
+-- The task goes back to its queue (or its scheduled set at `due`). `attempted`: the delivery
+-- counts (a nack, an expired lease), so the next one gets the next number; a deferral does not.
 local function requeue(p, id, due, attempted)
   local d, score, q, v = meta_of(p, id)
   if not d then return false end
@@ -156,7 +155,7 @@ return {out, next_due and tostring(next_due) or ''}
 "#;
 
 pub(super) const ACK: &str = r#"
--- ARGV: prefix, then `id:delivery` lease members. Removing the member is the check that this
+-- ARGV: prefix, then `id:delivery` lease members. Finding the member is the check that this
 -- delivery still holds the lease; a stale ack removes nothing. Variadic commands, not one per
 -- task: Redis spends far more per command than per element.
 local p = ARGV[1]
