@@ -86,7 +86,7 @@ struct QueueShare {
     /// (score, id) of tasks ready now.
     ready: Vec<(u64, [u8; 36])>,
     /// (due in ms, id) of tasks with an ETA.
-    scheduled: Vec<(i64, [u8; 36])>,
+    scheduled: Vec<(u64, [u8; 36])>,
 }
 
 impl EnqueuePacker {
@@ -136,7 +136,7 @@ impl EnqueuePacker {
                 }
             };
             match e.eta {
-                Some(eta) if eta > now => share.scheduled.push((eta.as_millis(), id)),
+                Some(eta) if eta > now => share.scheduled.push((eta.as_millis() as u64, id)),
                 _ => share.ready.push((score, id)),
             }
         }
@@ -152,23 +152,11 @@ impl EnqueuePacker {
             resp::arg(buf, q.as_bytes());
             commands += 1;
             if !share.scheduled.is_empty() {
-                resp::command(buf, 2 + 2 * share.scheduled.len());
-                resp::arg(buf, b"ZADD");
-                key(buf, scratch, &self.prefix, &["s:", q]);
-                for (due, id) in &share.scheduled {
-                    resp::int_arg(buf, *due);
-                    resp::arg(buf, id);
-                }
+                zadd(buf, scratch, &self.prefix, &["s:", q], &share.scheduled);
                 commands += 1;
             }
             if !share.ready.is_empty() {
-                resp::command(buf, 2 + 2 * share.ready.len());
-                resp::arg(buf, b"ZADD");
-                key(buf, scratch, &self.prefix, &["q:", q]);
-                for (score, id) in &share.ready {
-                    resp::int_arg(buf, *score);
-                    resp::arg(buf, id);
-                }
+                zadd(buf, scratch, &self.prefix, &["q:", q], &share.ready);
                 let tokens = share.ready.len().min(WAKE_TOKENS);
                 resp::command(buf, 2 + tokens);
                 resp::arg(buf, b"RPUSH");
@@ -185,6 +173,23 @@ impl EnqueuePacker {
             }
         }
         Ok(commands)
+    }
+}
+
+/// Writes `ZADD {prefix}:{parts...} score id score id ...`.
+fn zadd(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    prefix: &str,
+    parts: &[&str],
+    members: &[(u64, [u8; 36])],
+) {
+    resp::command(out, 2 + 2 * members.len());
+    resp::arg(out, b"ZADD");
+    key(out, scratch, prefix, parts);
+    for (score, id) in members {
+        resp::int_arg(out, *score);
+        resp::arg(out, id);
     }
 }
 
