@@ -102,10 +102,17 @@ for i = 5, #ARGV do
   local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, 1000)
   if #due > 0 then
     redis.call('ZREM', key, unpack(due))
-    for _, id in ipairs(due) do
-      local d, score, q = meta_of(p, id)
-      if d then redis.call('ZADD', p .. ':q:' .. q, score, id) end
+    -- A scheduled set holds its own queue's tasks: one read and one ZADD for all of them.
+    local values = redis.call('HMGET', p .. ':tasks', unpack(due))
+    local ready = {}
+    for j, id in ipairs(due) do
+      if values[j] then
+        local _, score = parse(values[j])
+        ready[#ready + 1] = score
+        ready[#ready + 1] = id
+      end
     end
+    if #ready > 0 then redis.call('ZADD', p .. ':q:' .. ARGV[i], unpack(ready)) end
   end
   earliest(key)
 end
