@@ -353,7 +353,7 @@ impl Broker for RedisBackend {
         // are read at the end. Sending the same ids again (a retry after a broken connection)
         // rewrites them in place.
         let now = Timestamp::now();
-        let mut packer = EnqueuePacker::new(&self.prefix);
+        let mut packer = EnqueuePacker::new(&self.prefix, batch.len());
         let failed = self.with_conn("enqueue", |c| {
             let (mut replies, mut failed) = (0, None);
             for chunk in batch.chunks(ENQUEUE_CHUNK) {

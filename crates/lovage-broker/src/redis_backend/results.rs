@@ -46,10 +46,10 @@ struct HashWrites {
 }
 
 impl RedisBackend {
-    /// The hashes that may hold `id`'s result: (with a time to live, kept).
-    fn result_keys(&self, id: TaskId) -> (String, String) {
-        let b = bucket(id);
-        (self.key(&format!("r:{b}")), self.key(&format!("rk:{b}")))
+    /// A bucket's hash of results with a time to live (`P:r:`), or of results kept (`P:rk:`).
+    fn result_key(&self, bucket: u64, kept: bool) -> String {
+        let family = if kept { "rk" } else { "r" };
+        self.key(&format!("{family}:{bucket}"))
     }
 
     /// Writes result records (a later record of the same id in `records` wins), then wakes the
@@ -57,12 +57,14 @@ impl RedisBackend {
     pub(super) fn store_results(&self, records: &[ResultRecord]) -> Result<()> {
         let now = Timestamp::now();
         for chunk in records.chunks(500) {
-            let mut hashes: HashMap<String, HashWrites> = HashMap::new();
+            // Keyed by (bucket, kept?): the key names are written once per hash.
+            let mut hashes: HashMap<(u64, bool), HashWrites> = HashMap::new();
             let mut seen = HashSet::new();
             let mut finals = Vec::new();
             for r in chunk.iter().rev().filter(|r| seen.insert(r.id)) {
                 let id = r.id.to_string();
-                let (expiring, kept) = self.result_keys(r.id);
+                let b = bucket(r.id);
+                let (expiring, kept) = ((b, false), (b, true));
                 let body = serde_json::to_string(r).map_err(|e| self.err("store results", e))?;
                 if r.state.is_final() {
                     finals.push(id.clone());
@@ -87,20 +89,21 @@ impl RedisBackend {
             }
             let mut pipe = redis::pipe();
             pipe.cmd("MULTI").ignore();
-            for (key, h) in &hashes {
+            for (&(b, kept), h) in &hashes {
+                let key = self.result_key(b, kept);
                 if !h.set.is_empty() {
-                    pipe.cmd("HSET").arg(key).arg(&h.set).ignore();
+                    pipe.cmd("HSET").arg(&key).arg(&h.set).ignore();
                 }
                 if let Some(t) = h.expire_at {
                     // Relative, so Redis's clock counts it. NX sets an expiry on a new hash;
                     // GT only ever lengthens it.
                     let ms = (t - now).as_millis().max(1) as u64;
                     for when in ["NX", "GT"] {
-                        pipe.cmd("PEXPIRE").arg(key).arg(ms).arg(when).ignore();
+                        pipe.cmd("PEXPIRE").arg(&key).arg(ms).arg(when).ignore();
                     }
                 }
                 if !h.delete.is_empty() {
-                    pipe.cmd("HDEL").arg(key).arg(&h.delete).ignore();
+                    pipe.cmd("HDEL").arg(&key).arg(&h.delete).ignore();
                 }
             }
             pipe.cmd("EXEC").ignore();
@@ -162,11 +165,14 @@ impl RedisBackend {
                 None => buckets.push((b, vec![i])),
             }
         }
-        for (_, at) in &buckets {
+        for (b, at) in &buckets {
             let fields: Vec<String> = at.iter().map(|&i| ids[i].to_string()).collect();
-            let (expiring, kept) = self.result_keys(ids[at[0]]);
-            pipe.cmd("HMGET").arg(expiring).arg(&fields);
-            pipe.cmd("HMGET").arg(kept).arg(&fields);
+            pipe.cmd("HMGET")
+                .arg(self.result_key(*b, false))
+                .arg(&fields);
+            pipe.cmd("HMGET")
+                .arg(self.result_key(*b, true))
+                .arg(&fields);
         }
         let replies: Vec<Vec<Option<Vec<u8>>>> =
             self.with_conn("read results", |c| pipe.query(c))?;

@@ -90,11 +90,12 @@ struct QueueShare {
 }
 
 impl EnqueuePacker {
-    /// A packer for keys under `prefix`.
-    pub(super) fn new(prefix: &str) -> Self {
+    /// A packer for keys under `prefix`, for chunks of up to `tasks` tasks (a single send
+    /// should not allocate room for a whole chunk).
+    pub(super) fn new(prefix: &str, tasks: usize) -> Self {
         EnqueuePacker {
             prefix: prefix.to_owned(),
-            buf: Vec::with_capacity(ENQUEUE_CHUNK * 256),
+            buf: Vec::with_capacity(tasks.min(ENQUEUE_CHUNK) * 256),
             scratch: Vec::with_capacity(256),
             queues: Vec::new(),
         }
