@@ -306,7 +306,7 @@ pub fn run(
     let mut last_refresh = std::time::Instant::now();
     while !stop() {
         let held = match backend
-            .broker
+            .locks()
             .lock(LOCK_NAME, &config.holder, config.lock_ttl)
         {
             Ok(held) => {
@@ -373,8 +373,8 @@ pub fn run(
             // 7-day expiry while a beat leads.
             last_refresh = std::time::Instant::now();
             for entry in &schedule.entries {
-                if let Ok(Some(b)) = backend.results.get_blob(entry.state_key()) {
-                    let _ = backend.results.put_blob(entry.state_key(), &b);
+                if let Ok(Some(b)) = backend.results().get_blob(entry.state_key()) {
+                    let _ = backend.results().put_blob(entry.state_key(), &b);
                 }
             }
         }
@@ -383,7 +383,7 @@ pub fn run(
         sleep_until_stopped(wake.until(), stop);
     }
     if leading {
-        let _ = backend.broker.unlock(LOCK_NAME, &config.holder);
+        let _ = backend.locks().unlock(LOCK_NAME, &config.holder);
     }
     Ok(())
 }
@@ -395,7 +395,7 @@ fn catch_up(
     now: Timestamp,
 ) -> Result<Option<Timestamp>, BeatError> {
     let last = backend
-        .results
+        .results()
         .get_blob(entry.state_key())?
         .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
         .map(|b| Timestamp::from_millis(i64::from_le_bytes(b)));
@@ -417,7 +417,7 @@ fn catch_up(
 /// that fires less often than weekly must still know it).
 fn remember(backend: &Backend, entry: &Entry, tick: Timestamp) -> Result<(), BeatError> {
     backend
-        .results
+        .results()
         .put_blob(entry.state_key(), &tick.as_millis().to_le_bytes())?;
     Ok(())
 }
@@ -426,7 +426,7 @@ fn remember(backend: &Backend, entry: &Entry, tick: Timestamp) -> Result<(), Bea
 fn fire(backend: &Backend, entry: &Entry, tick: Timestamp) -> Result<(), BeatError> {
     let env = entry.envelope(tick);
     tracing::debug!(entry = %entry.name, task_id = %env.id, %tick, "tick");
-    backend.broker.enqueue_once(&[env])?;
+    backend.broker().enqueue_once(&[env])?;
     remember(backend, entry, tick)
 }
 

@@ -13,7 +13,8 @@ use lovage_core::{
 use serde::de::DeserializeOwned;
 
 use crate::{
-    connect, Backend, BrokerError, Envelope, Result, ResultRecord, Revoked, Timestamp, DEFAULT_URL,
+    connect, Backend, BrokerError, DeadLetter, Envelope, QueueStats, Result, ResultRecord, Revoked,
+    Timestamp, WorkerInfo, DEFAULT_URL,
 };
 
 /// A connection to a broker and result store, for sending tasks (Celery's `app`).
@@ -72,14 +73,14 @@ impl App {
     /// Sends an untyped call (the CLI's path); returns its id.
     pub fn send_signature(&self, sig: Signature) -> Result<TaskId> {
         let env = self.envelope(sig);
-        self.backend.broker.enqueue(std::slice::from_ref(&env))?;
+        self.backend.broker().enqueue(std::slice::from_ref(&env))?;
         Ok(env.id)
     }
 
     /// Sends many calls in one broker write; returns their ids in order.
     pub fn send_batch(&self, sigs: impl IntoIterator<Item = Signature>) -> Result<Vec<TaskId>> {
         let envs: Vec<Envelope> = sigs.into_iter().map(|s| self.envelope(s)).collect();
-        self.backend.broker.enqueue(&envs)?;
+        self.backend.broker().enqueue(&envs)?;
         Ok(envs.iter().map(|e| e.id).collect())
     }
 
@@ -92,13 +93,48 @@ impl App {
         }
     }
 
+    /// The stored record of `id` (None: nothing known yet, PENDING to a client).
+    pub fn record(&self, id: TaskId) -> Result<Option<ResultRecord>> {
+        self.backend.results().get(id)
+    }
+
+    /// The stored records of many ids, in order (one round trip where the backend allows).
+    pub fn records(&self, ids: &[TaskId]) -> Result<Vec<Option<ResultRecord>>> {
+        self.backend.results().get_many(ids)
+    }
+
+    /// Waits until `id` reaches a final state or `timeout` passes; returns what is known then.
+    pub fn wait_record(&self, id: TaskId, timeout: Duration) -> Result<Option<ResultRecord>> {
+        self.backend.results().wait(id, timeout)
+    }
+
+    /// Counts per queue, for every queue that holds a task (`lovage queues`).
+    pub fn queues(&self) -> Result<Vec<QueueStats>> {
+        self.backend.admin().stats()
+    }
+
+    /// Workers that sent a heartbeat within `within` (`lovage workers`).
+    pub fn workers(&self, within: Duration) -> Result<Vec<WorkerInfo>> {
+        self.backend.presence().workers(within)
+    }
+
+    /// Removes every waiting (not reserved) task of `queue`; returns how many.
+    pub fn purge(&self, queue: &str) -> Result<u64> {
+        self.backend.admin().purge(queue)
+    }
+
+    /// The most recent dead letters, newest first.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.backend.admin().dead_letters(limit)
+    }
+
     /// Revokes a task: a waiting one never runs, a running one is cancelled by its worker.
     pub fn revoke(&self, id: TaskId) -> Result<Revoked> {
-        let found = self.backend.broker.revoke(id)?;
+        let found = self.backend.broker().revoke(id)?;
         if found == Revoked::Pending {
             // Nobody will run it, so nobody else will record the outcome.
             let now = Timestamp::now();
-            self.backend.results.store(&[ResultRecord {
+            self.backend.results().store(&[ResultRecord {
                 id,
                 task: String::new(),
                 state: TaskState::Revoked,
@@ -163,7 +199,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     /// The stored record, if any.
     pub fn record(&self) -> Result<Option<ResultRecord>> {
-        self.backend.results.get(self.id)
+        self.backend.results().get(self.id)
     }
 
     /// Where the task is; PENDING when nothing is recorded yet.
@@ -181,7 +217,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     pub fn get(&self, timeout: Duration) -> Result<R, TaskError> {
         let rec = self
             .backend
-            .results
+            .results()
             .wait(self.id, timeout)
             .map_err(broker_error)?;
         outcome(self.id, rec, timeout)

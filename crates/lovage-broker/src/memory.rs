@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use lovage_core::{TaskError, TaskId};
 
 use crate::{
-    Broker, DeadLetter, Delivery, Envelope, JoinEntry, Lease, QueueStats, Result, ResultRecord,
-    ResultStore, Revoked, Timestamp, WorkerInfo, ONCE_TTL,
+    Admin, Broker, DeadLetter, Delivery, Envelope, JoinEntry, Lease, Locks, Presence, QueueStats,
+    RateLimits, Result, ResultRecord, ResultStore, Revoked, Timestamp, WorkerInfo, ONCE_TTL,
 };
 
 /// How long a revoked id is remembered for tasks not (yet) in the broker.
@@ -173,14 +173,14 @@ impl MemoryBackend {
         map.entry(name.to_owned()).or_default().clone()
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A held task back to its queue after `delay`; `attempted` says whether this delivery
     /// counts as an attempt (a nack) or not (a deferral).
     fn requeue(&self, lease: &Lease, delay: Duration, attempted: bool) {
-        let mut st = self.lock();
+        let mut st = self.state();
         if st.holds(lease) {
             if !attempted {
                 if let Some(e) = st.entries.get_mut(&lease.id) {
@@ -200,48 +200,9 @@ impl MemoryBackend {
 }
 
 impl Broker for MemoryBackend {
-    fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
-        let now = Timestamp::now();
-        let mut st = self.lock();
-        match st.locks.get(name) {
-            Some((h, until)) if h != holder && *until > now => Ok(false),
-            _ => {
-                st.locks
-                    .insert(name.to_owned(), (holder.to_owned(), now + ttl));
-                Ok(true)
-            }
-        }
-    }
-
-    fn unlock(&self, name: &str, holder: &str) -> Result<()> {
-        let mut st = self.lock();
-        if st.locks.get(name).is_some_and(|(h, _)| h == holder) {
-            st.locks.remove(name);
-        }
-        Ok(())
-    }
-
-    fn enqueue_once(&self, batch: &[Envelope]) -> Result<()> {
-        let now = Timestamp::now();
-        let fresh: Vec<Envelope> = {
-            let mut st = self.lock();
-            // Forget expired ids now and then (amortised: when the map doubles).
-            if st.sent_once.len().is_power_of_two() {
-                st.sent_once.retain(|_, until| *until > now);
-            }
-            batch
-                .iter()
-                .filter(|e| st.sent_once.insert(e.id, now + ONCE_TTL).is_none())
-                .cloned()
-                .collect()
-        };
-        // Between the two locks nothing can take the ids back, so a repeat is still dropped.
-        self.enqueue(&fresh)
-    }
-
     fn enqueue(&self, batch: &[Envelope]) -> Result<()> {
         let now = Timestamp::now();
-        let mut st = self.lock();
+        let mut st = self.state();
         for env in batch {
             // Revoked before it was sent: dropped, unless it is a workflow step (a worker
             // drops it and fails the rest of its workflow).
@@ -270,6 +231,24 @@ impl Broker for MemoryBackend {
         Ok(())
     }
 
+    fn enqueue_once(&self, batch: &[Envelope]) -> Result<()> {
+        let now = Timestamp::now();
+        let fresh: Vec<Envelope> = {
+            let mut st = self.state();
+            // Forget expired ids now and then (amortised: when the map doubles).
+            if st.sent_once.len().is_power_of_two() {
+                st.sent_once.retain(|_, until| *until > now);
+            }
+            batch
+                .iter()
+                .filter(|e| st.sent_once.insert(e.id, now + ONCE_TTL).is_none())
+                .cloned()
+                .collect()
+        };
+        // Between the two locks nothing can take the ids back, so a repeat is still dropped.
+        self.enqueue(&fresh)
+    }
+
     fn reserve(
         &self,
         queues: &[String],
@@ -278,7 +257,7 @@ impl Broker for MemoryBackend {
         wait: Duration,
     ) -> Result<Vec<Delivery>> {
         let deadline = Instant::now() + wait;
-        let mut st = self.lock();
+        let mut st = self.state();
         loop {
             let now = Timestamp::now();
             st.promote(now);
@@ -313,49 +292,9 @@ impl Broker for MemoryBackend {
         }
     }
 
-    fn ack(&self, leases: &[Lease]) -> Result<()> {
-        let mut st = self.lock();
-        for l in leases {
-            if st.holds(l) {
-                st.remove(l.id);
-            }
-        }
-        Ok(())
-    }
-
-    fn nack(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        self.requeue(lease, delay, true);
-        Ok(())
-    }
-
-    fn defer(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        self.requeue(lease, delay, false);
-        Ok(())
-    }
-
-    fn acquire(
-        &self,
-        key: &str,
-        interval: Duration,
-        n: u32,
-        horizon: Duration,
-    ) -> Result<(Vec<Duration>, Duration)> {
-        let mut st = self.lock();
-        let tat = st.rates.get(key).copied();
-        let (slots, next, tat) = crate::gcra(
-            tat,
-            crate::now_micros(),
-            interval.as_micros() as i64,
-            n,
-            horizon.as_micros() as i64,
-        );
-        st.rates.insert(key.to_owned(), tat);
-        Ok(crate::slots_from_micros(&slots, next))
-    }
-
-    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {
+    fn renew(&self, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {
         let until = Timestamp::now() + lease;
-        let mut st = self.lock();
+        let mut st = self.state();
         let mut lost = Vec::new();
         for l in leases {
             if st.holds(l) && !st.revoked.contains_key(&l.id) {
@@ -367,9 +306,43 @@ impl Broker for MemoryBackend {
         Ok(lost)
     }
 
+    fn complete(&self, leases: &[Lease]) -> Result<()> {
+        let mut st = self.state();
+        for l in leases {
+            if st.holds(l) {
+                st.remove(l.id);
+            }
+        }
+        Ok(())
+    }
+
+    fn retry(&self, lease: &Lease, delay: Duration) -> Result<()> {
+        self.requeue(lease, delay, true);
+        Ok(())
+    }
+
+    fn snooze(&self, lease: &Lease, delay: Duration) -> Result<()> {
+        self.requeue(lease, delay, false);
+        Ok(())
+    }
+
+    fn discard(&self, lease: &Lease, envelope: &Envelope, error: &TaskError) -> Result<()> {
+        let mut st = self.state();
+        // A stale lease: the task lives on elsewhere, so it is not dead.
+        if st.holds(lease) {
+            st.remove(lease.id);
+            st.dead.push(DeadLetter {
+                envelope: envelope.clone(),
+                error: error.clone(),
+                at: Timestamp::now(),
+            });
+        }
+        Ok(())
+    }
+
     fn revoke(&self, id: TaskId) -> Result<Revoked> {
         let now = Timestamp::now();
-        let mut st = self.lock();
+        let mut st = self.state();
         st.revoked.retain(|_, t| now - *t < REVOKE_MEMORY);
         st.revoked.insert(id, now);
         let found = match st
@@ -391,16 +364,90 @@ impl Broker for MemoryBackend {
     }
 
     fn revoked(&self, ids: &[TaskId]) -> Result<Vec<TaskId>> {
-        let st = self.lock();
+        let st = self.state();
         Ok(ids
             .iter()
             .filter(|id| st.revoked.contains_key(id))
             .copied()
             .collect())
     }
+}
 
+impl Locks for MemoryBackend {
+    fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let now = Timestamp::now();
+        let mut st = self.state();
+        match st.locks.get(name) {
+            Some((h, until)) if h != holder && *until > now => Ok(false),
+            _ => {
+                st.locks
+                    .insert(name.to_owned(), (holder.to_owned(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    fn unlock(&self, name: &str, holder: &str) -> Result<()> {
+        let mut st = self.state();
+        if st.locks.get(name).is_some_and(|(h, _)| h == holder) {
+            st.locks.remove(name);
+        }
+        Ok(())
+    }
+}
+
+impl RateLimits for MemoryBackend {
+    fn acquire(
+        &self,
+        key: &str,
+        interval: Duration,
+        n: u32,
+        horizon: Duration,
+    ) -> Result<(Vec<Duration>, Duration)> {
+        let mut st = self.state();
+        let tat = st.rates.get(key).copied();
+        let (slots, next, tat) = crate::gcra(
+            tat,
+            crate::now_micros(),
+            interval.as_micros() as i64,
+            n,
+            horizon.as_micros() as i64,
+        );
+        st.rates.insert(key.to_owned(), tat);
+        Ok(crate::slots_from_micros(&slots, next))
+    }
+}
+
+impl Presence for MemoryBackend {
+    fn heartbeat(&self, worker: &WorkerInfo) -> Result<()> {
+        self.state()
+            .workers
+            .insert(worker.id.clone(), worker.clone());
+        Ok(())
+    }
+
+    fn unregister(&self, worker_id: &str) -> Result<()> {
+        self.state().workers.remove(worker_id);
+        Ok(())
+    }
+
+    fn workers(&self, within: Duration) -> Result<Vec<WorkerInfo>> {
+        let now = Timestamp::now();
+        let mut v: Vec<WorkerInfo> = self
+            .state()
+            .workers
+            .values()
+            .filter(|w| now - w.heartbeat <= within)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(v)
+    }
+}
+
+impl Admin for MemoryBackend {
     fn stats(&self) -> Result<Vec<QueueStats>> {
-        let st = self.lock();
+        let st = self.state();
         let mut by: HashMap<&str, QueueStats> = HashMap::new();
         for e in st.entries.values() {
             let s = by.entry(&e.env.queue).or_insert_with(|| QueueStats {
@@ -419,7 +466,7 @@ impl Broker for MemoryBackend {
     }
 
     fn purge(&self, queue: &str) -> Result<u64> {
-        let mut st = self.lock();
+        let mut st = self.state();
         let ids: Vec<TaskId> = st
             .entries
             .values()
@@ -432,53 +479,21 @@ impl Broker for MemoryBackend {
         Ok(ids.len() as u64)
     }
 
-    fn dead_letter(&self, lease: &Lease, envelope: &Envelope, error: &TaskError) -> Result<()> {
-        let mut st = self.lock();
-        // A stale lease: the task lives on elsewhere, so it is not dead.
-        if st.holds(lease) {
-            st.remove(lease.id);
-            st.dead.push(DeadLetter {
-                envelope: envelope.clone(),
-                error: error.clone(),
-                at: Timestamp::now(),
-            });
-        }
-        Ok(())
-    }
-
     fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        Ok(self.lock().dead.iter().rev().take(limit).cloned().collect())
-    }
-
-    fn heartbeat(&self, worker: &WorkerInfo) -> Result<()> {
-        self.lock()
-            .workers
-            .insert(worker.id.clone(), worker.clone());
-        Ok(())
-    }
-
-    fn unregister(&self, worker_id: &str) -> Result<()> {
-        self.lock().workers.remove(worker_id);
-        Ok(())
-    }
-
-    fn workers(&self, within: Duration) -> Result<Vec<WorkerInfo>> {
-        let now = Timestamp::now();
-        let mut v: Vec<WorkerInfo> = self
-            .lock()
-            .workers
-            .values()
-            .filter(|w| now - w.heartbeat <= within)
+        Ok(self
+            .state()
+            .dead
+            .iter()
+            .rev()
+            .take(limit)
             .cloned()
-            .collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(v)
+            .collect())
     }
 }
 
 impl ResultStore for MemoryBackend {
     fn store(&self, records: &[ResultRecord]) -> Result<()> {
-        let mut st = self.lock();
+        let mut st = self.state();
         for r in records {
             st.results.insert(r.id, r.clone());
         }
@@ -490,7 +505,7 @@ impl ResultStore for MemoryBackend {
     fn get(&self, id: TaskId) -> Result<Option<ResultRecord>> {
         let now = Timestamp::now();
         Ok(self
-            .lock()
+            .state()
             .results
             .get(&id)
             .filter(|r| r.expires.is_none_or(|e| e > now))
@@ -499,7 +514,7 @@ impl ResultStore for MemoryBackend {
 
     fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<ResultRecord>> {
         let deadline = Instant::now() + timeout;
-        let mut st = self.lock();
+        let mut st = self.state();
         loop {
             let now = Timestamp::now();
             let rec = st
@@ -521,7 +536,7 @@ impl ResultStore for MemoryBackend {
 
     fn join(&self, entries: &[JoinEntry<'_>]) -> Result<Vec<Option<Vec<Vec<u8>>>>> {
         let now = Timestamp::now();
-        let mut st = self.lock();
+        let mut st = self.state();
         if st.joins.len().is_power_of_two() {
             st.joins.retain(|_, (_, until)| *until > now);
         }
@@ -540,7 +555,7 @@ impl ResultStore for MemoryBackend {
 
     fn put_blob(&self, key: TaskId, bytes: &[u8]) -> Result<()> {
         let now = Timestamp::now();
-        let mut st = self.lock();
+        let mut st = self.state();
         if st.blobs.len().is_power_of_two() {
             st.blobs.retain(|_, (_, until)| *until > now);
         }
@@ -551,7 +566,7 @@ impl ResultStore for MemoryBackend {
     fn get_blob(&self, key: TaskId) -> Result<Option<Vec<u8>>> {
         let now = Timestamp::now();
         Ok(self
-            .lock()
+            .state()
             .blobs
             .get(&key)
             .filter(|(_, until)| *until > now)
@@ -559,7 +574,7 @@ impl ResultStore for MemoryBackend {
     }
 
     fn incr(&self, key: &str, by: i64) -> Result<i64> {
-        let mut st = self.lock();
+        let mut st = self.state();
         let v = st.counters.entry(key.to_owned()).or_insert(0);
         *v += by;
         Ok(*v)
@@ -567,7 +582,7 @@ impl ResultStore for MemoryBackend {
 
     fn purge_expired(&self) -> Result<u64> {
         let now = Timestamp::now();
-        let mut st = self.lock();
+        let mut st = self.state();
         let before = st.results.len();
         st.results.retain(|_, r| r.expires.is_none_or(|e| e > now));
         Ok((before - st.results.len()) as u64)

@@ -18,8 +18,9 @@ use lovage_core::{Codec, TaskError, TaskId, TaskState};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::{
-    Broker, BrokerError, DeadLetter, Delivery, Envelope, JoinEntry, Lease, QueueStats, Result,
-    ResultRecord, ResultStore, Revoked, Timestamp, WorkerInfo, ONCE_TTL,
+    Admin, Broker, BrokerError, DeadLetter, Delivery, Envelope, JoinEntry, Lease, Locks, Presence,
+    QueueStats, RateLimits, Result, ResultRecord, ResultStore, Revoked, Source, Timestamp,
+    WorkerInfo, ONCE_TTL,
 };
 
 /// `PRAGMA application_id` of a lovage database ("LOVA").
@@ -137,14 +138,14 @@ impl SqliteBackend {
     /// Opens (creating if needed) the broker database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let open_err = |reason: String| BrokerError::Open {
+        let open_err = |source: Source| BrokerError::Open {
             backend: "sqlite",
             location: path.display().to_string(),
-            reason,
+            source,
         };
-        let conn = Connection::open(&path).map_err(|e| open_err(e.to_string()))?;
+        let conn = Connection::open(&path).map_err(|e| open_err(e.into()))?;
         conn.busy_timeout(Duration::from_secs(10))
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(|e| open_err(e.into()))?;
         let not_lovage = |reason: String| BrokerError::NotLovage {
             location: path.display().to_string(),
             reason,
@@ -153,9 +154,9 @@ impl SqliteBackend {
         let app_id: i32 = conn
             .query_row("PRAGMA application_id", [], |r| r.get(0))
             .map_err(|e| not_lovage(e.to_string()))?;
-        set_wal(&conn).map_err(|e| open_err(format!("cannot switch to WAL mode: {e}")))?;
+        set_wal(&conn).map_err(|e| open_err(format!("cannot switch to WAL mode: {e}").into()))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(|e| open_err(e.into()))?;
         let backend = SqliteBackend {
             path: path.clone(),
             conn: Mutex::new(conn),
@@ -168,7 +169,7 @@ impl SqliteBackend {
         let version: i32 = backend
             .lock()
             .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| open_err(e.to_string()))?;
+            .map_err(|e| open_err(e.into()))?;
         if version > SCHEMA_VERSION {
             return Err(not_lovage(format!(
                 "its schema version {version} is newer than this lovage understands ({SCHEMA_VERSION}); upgrade lovage"
@@ -231,24 +232,21 @@ impl SqliteBackend {
         op: &'static str,
         batch: &[Envelope],
     ) -> Result<Vec<(String, Option<Vec<u8>>)>> {
-        let encode_err = |reason: String| BrokerError::Backend {
+        let encode_err = |source: Source| BrokerError::Backend {
             backend: "sqlite",
             location: self.path.display().to_string(),
             op,
-            reason,
+            source,
         };
         batch
             .iter()
             .map(|e| {
                 let options =
-                    serde_json::to_string(&e.options).map_err(|err| encode_err(err.to_string()))?;
+                    serde_json::to_string(&e.options).map_err(|err| encode_err(err.into()))?;
                 let flow = if e.flow.is_empty() {
                     None
                 } else {
-                    Some(
-                        rmp_serde::to_vec_named(&e.flow)
-                            .map_err(|err| encode_err(err.to_string()))?,
-                    )
+                    Some(rmp_serde::to_vec_named(&e.flow).map_err(|err| encode_err(err.into()))?)
                 };
                 Ok((options, flow))
             })
@@ -320,7 +318,7 @@ impl SqliteBackend {
             backend: "sqlite",
             location: self.path.display().to_string(),
             op,
-            reason: e.to_string(),
+            source: Box::new(e),
         }
     }
 
@@ -458,30 +456,6 @@ impl Broker for SqliteBackend {
         self.insert_tasks("enqueue", batch, false)
     }
 
-    fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
-        let now = Timestamp::now();
-        let until = (now + ttl).as_millis();
-        self.write("lock", |tx| {
-            // Taken when free, lapsed, or already ours.
-            let changed = tx
-                .prepare_cached(
-                    "INSERT INTO locks (name, holder, until) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
-                     WHERE locks.holder = excluded.holder OR locks.until <= ?4",
-                )?
-                .execute(params![name, holder, until, now.as_millis()])?;
-            Ok(changed == 1)
-        })
-    }
-
-    fn unlock(&self, name: &str, holder: &str) -> Result<()> {
-        self.write("unlock", |tx| {
-            tx.prepare_cached("DELETE FROM locks WHERE name = ?1 AND holder = ?2")?
-                .execute(params![name, holder])?;
-            Ok(())
-        })
-    }
-
     fn enqueue_once(&self, batch: &[Envelope]) -> Result<()> {
         self.insert_tasks("enqueue once", batch, true)
     }
@@ -508,53 +482,7 @@ impl Broker for SqliteBackend {
         }
     }
 
-    fn ack(&self, leases: &[Lease]) -> Result<()> {
-        self.write("ack", |tx| delete_acked(tx, leases))
-    }
-
-    fn ack_and_send_once(&self, leases: &[Lease], next: &[Envelope]) -> Result<()> {
-        let encoded = self.encode_tasks("ack and send", next)?;
-        self.write("ack and send", |tx| {
-            insert_encoded(tx, next, &encoded, true)?;
-            delete_acked(tx, leases)
-        })
-    }
-
-    fn nack(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        self.requeue("nack", lease, delay, true)
-    }
-
-    fn defer(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        self.requeue("defer", lease, delay, false)
-    }
-
-    fn acquire(
-        &self,
-        key: &str,
-        interval: Duration,
-        n: u32,
-        horizon: Duration,
-    ) -> Result<(Vec<Duration>, Duration)> {
-        let (slots, next) = self.write("rate limit", |tx| {
-            let tat: Option<i64> = tx
-                .prepare_cached("SELECT tat FROM rate_limits WHERE key = ?1")?
-                .query_row([key], |r| r.get(0))
-                .optional()?;
-            let (slots, next, tat) = crate::gcra(
-                tat,
-                crate::now_micros(),
-                interval.as_micros() as i64,
-                n,
-                horizon.as_micros() as i64,
-            );
-            tx.prepare_cached("INSERT OR REPLACE INTO rate_limits (key, tat) VALUES (?1, ?2)")?
-                .execute(params![key, tat])?;
-            Ok((slots, next))
-        })?;
-        Ok(crate::slots_from_micros(&slots, next))
-    }
-
-    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {
+    fn renew(&self, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {
         let until = (Timestamp::now() + lease).as_millis();
         self.write("extend lease", |tx| {
             let mut upd = tx.prepare_cached(
@@ -568,6 +496,49 @@ impl Broker for SqliteBackend {
                 }
             }
             Ok(lost)
+        })
+    }
+
+    fn complete(&self, leases: &[Lease]) -> Result<()> {
+        self.write("ack", |tx| delete_acked(tx, leases))
+    }
+
+    fn complete_and_send(&self, leases: &[Lease], next: &[Envelope]) -> Result<()> {
+        let encoded = self.encode_tasks("ack and send", next)?;
+        self.write("ack and send", |tx| {
+            insert_encoded(tx, next, &encoded, true)?;
+            delete_acked(tx, leases)
+        })
+    }
+
+    fn retry(&self, lease: &Lease, delay: Duration) -> Result<()> {
+        self.requeue("nack", lease, delay, true)
+    }
+
+    fn snooze(&self, lease: &Lease, delay: Duration) -> Result<()> {
+        self.requeue("defer", lease, delay, false)
+    }
+
+    fn discard(&self, lease: &Lease, envelope: &Envelope, error: &TaskError) -> Result<()> {
+        let env = serde_json::to_string(envelope).expect("envelope encodes");
+        let err = serde_json::to_string(error).expect("error encodes");
+        self.write("dead-letter", |tx| {
+            let held = tx
+                .prepare_cached("DELETE FROM tasks WHERE id = ?1 AND attempts = ?2 AND state = 1")?
+                .execute(params![lease.id.to_string(), lease.delivery as i64])?;
+            // A stale lease: the task lives on elsewhere, so it is not dead.
+            if held == 1 {
+                tx.prepare_cached(
+                    "INSERT INTO dead_letters (id, envelope, error, at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![
+                    envelope.id.to_string(),
+                    env,
+                    err,
+                    Timestamp::now().as_millis()
+                ])?;
+            }
+            Ok(())
         })
     }
 
@@ -627,7 +598,100 @@ impl Broker for SqliteBackend {
         }
         Ok(out)
     }
+}
 
+impl Locks for SqliteBackend {
+    fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let now = Timestamp::now();
+        let until = (now + ttl).as_millis();
+        self.write("lock", |tx| {
+            // Taken when free, lapsed, or already ours.
+            let changed = tx
+                .prepare_cached(
+                    "INSERT INTO locks (name, holder, until) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+                     WHERE locks.holder = excluded.holder OR locks.until <= ?4",
+                )?
+                .execute(params![name, holder, until, now.as_millis()])?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn unlock(&self, name: &str, holder: &str) -> Result<()> {
+        self.write("unlock", |tx| {
+            tx.prepare_cached("DELETE FROM locks WHERE name = ?1 AND holder = ?2")?
+                .execute(params![name, holder])?;
+            Ok(())
+        })
+    }
+}
+
+impl RateLimits for SqliteBackend {
+    fn acquire(
+        &self,
+        key: &str,
+        interval: Duration,
+        n: u32,
+        horizon: Duration,
+    ) -> Result<(Vec<Duration>, Duration)> {
+        let (slots, next) = self.write("rate limit", |tx| {
+            let tat: Option<i64> = tx
+                .prepare_cached("SELECT tat FROM rate_limits WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?;
+            let (slots, next, tat) = crate::gcra(
+                tat,
+                crate::now_micros(),
+                interval.as_micros() as i64,
+                n,
+                horizon.as_micros() as i64,
+            );
+            tx.prepare_cached("INSERT OR REPLACE INTO rate_limits (key, tat) VALUES (?1, ?2)")?
+                .execute(params![key, tat])?;
+            Ok((slots, next))
+        })?;
+        Ok(crate::slots_from_micros(&slots, next))
+    }
+}
+
+impl Presence for SqliteBackend {
+    fn heartbeat(&self, worker: &WorkerInfo) -> Result<()> {
+        let info = serde_json::to_string(worker).expect("worker info encodes");
+        self.write("heartbeat", |tx| {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO workers (id, info, heartbeat) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![worker.id, info, worker.heartbeat.as_millis()])?;
+            Ok(())
+        })
+    }
+
+    fn unregister(&self, worker_id: &str) -> Result<()> {
+        self.write("unregister", |tx| {
+            tx.execute("DELETE FROM workers WHERE id = ?1", [worker_id])?;
+            Ok(())
+        })
+    }
+
+    fn workers(&self, within: Duration) -> Result<Vec<WorkerInfo>> {
+        let since = Timestamp::now().as_millis() - within.as_millis() as i64;
+        let conn = self.lock();
+        let mut q = conn
+            .prepare("SELECT info FROM workers WHERE heartbeat >= ?1 ORDER BY id")
+            .map_err(|e| self.err("workers", e))?;
+        let rows = q
+            .query_map([since], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err("workers", e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let info = row.map_err(|e| self.err("workers", e))?;
+            out.push(serde_json::from_str(&info).map_err(|e| BrokerError::Corrupt(e.to_string()))?);
+        }
+        Ok(out)
+    }
+}
+
+impl Admin for SqliteBackend {
     fn stats(&self) -> Result<Vec<QueueStats>> {
         let conn = self.lock();
         let mut q = conn
@@ -669,29 +733,6 @@ impl Broker for SqliteBackend {
         })
     }
 
-    fn dead_letter(&self, lease: &Lease, envelope: &Envelope, error: &TaskError) -> Result<()> {
-        let env = serde_json::to_string(envelope).expect("envelope encodes");
-        let err = serde_json::to_string(error).expect("error encodes");
-        self.write("dead-letter", |tx| {
-            let held = tx
-                .prepare_cached("DELETE FROM tasks WHERE id = ?1 AND attempts = ?2 AND state = 1")?
-                .execute(params![lease.id.to_string(), lease.delivery as i64])?;
-            // A stale lease: the task lives on elsewhere, so it is not dead.
-            if held == 1 {
-                tx.prepare_cached(
-                    "INSERT INTO dead_letters (id, envelope, error, at) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![
-                    envelope.id.to_string(),
-                    env,
-                    err,
-                    Timestamp::now().as_millis()
-                ])?;
-            }
-            Ok(())
-        })
-    }
-
     fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
         let conn = self.lock();
         let mut q = conn
@@ -716,41 +757,6 @@ impl Broker for SqliteBackend {
                     .map_err(|e| BrokerError::Corrupt(e.to_string()))?,
                 at: Timestamp::from_millis(at),
             });
-        }
-        Ok(out)
-    }
-
-    fn heartbeat(&self, worker: &WorkerInfo) -> Result<()> {
-        let info = serde_json::to_string(worker).expect("worker info encodes");
-        self.write("heartbeat", |tx| {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO workers (id, info, heartbeat) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![worker.id, info, worker.heartbeat.as_millis()])?;
-            Ok(())
-        })
-    }
-
-    fn unregister(&self, worker_id: &str) -> Result<()> {
-        self.write("unregister", |tx| {
-            tx.execute("DELETE FROM workers WHERE id = ?1", [worker_id])?;
-            Ok(())
-        })
-    }
-
-    fn workers(&self, within: Duration) -> Result<Vec<WorkerInfo>> {
-        let since = Timestamp::now().as_millis() - within.as_millis() as i64;
-        let conn = self.lock();
-        let mut q = conn
-            .prepare("SELECT info FROM workers WHERE heartbeat >= ?1 ORDER BY id")
-            .map_err(|e| self.err("workers", e))?;
-        let rows = q
-            .query_map([since], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err("workers", e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let info = row.map_err(|e| self.err("workers", e))?;
-            out.push(serde_json::from_str(&info).map_err(|e| BrokerError::Corrupt(e.to_string()))?);
         }
         Ok(out)
     }

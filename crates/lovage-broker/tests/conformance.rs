@@ -7,7 +7,7 @@
 //! that must not happen before a time; none asserts that anything is fast.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+
 use std::time::Duration;
 
 use lovage_broker::{
@@ -110,7 +110,7 @@ fn record(id: TaskId, state: TaskState) -> ResultRecord {
 }
 
 pub fn enqueue_reserve_ack(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     let sent: Vec<Envelope> = (0..3).map(|_| env("a", 0)).collect();
     b.enqueue(&sent).unwrap();
     let got = reserve_all(b, "a", 10);
@@ -131,12 +131,12 @@ pub fn enqueue_reserve_ack(f: Fixture) {
         ("a", 3, 0)
     );
     let leases: Vec<Lease> = got.iter().map(|d| d.lease).collect();
-    b.ack(&leases).unwrap();
+    b.complete(&leases).unwrap();
     assert!(b.stats().unwrap().is_empty());
 }
 
 pub fn priority_first_then_fifo(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     let sent: Vec<Envelope> = [0u8, 5, 9, 5, 0].iter().map(|&p| env("p", p)).collect();
     b.enqueue(&sent).unwrap();
     let order: Vec<TaskId> = reserve_all(b, "p", 10)
@@ -160,7 +160,7 @@ pub fn priority_first_then_fifo(f: Fixture) {
 }
 
 pub fn queues_are_separate(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     b.enqueue(&[env("one", 0), env("two", 0), env("two", 0)])
         .unwrap();
     assert_eq!(reserve_all(b, "two", 10).len(), 2);
@@ -172,7 +172,7 @@ pub fn queues_are_separate(f: Fixture) {
 /// ETAs mixed in, lands whole: every task in its queue, in priority then FIFO order, and the
 /// ETA ones scheduled.
 pub fn a_big_mixed_batch_lands_whole(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     let later = Timestamp::now() + Duration::from_secs(3600);
     let sent: Vec<Envelope> = (0..1_100)
         .map(|i| {
@@ -209,13 +209,13 @@ pub fn a_big_mixed_batch_lands_whole(f: Fixture) {
 /// A queue's name is any text: spaces and digits in it must not confuse a backend that writes
 /// it beside other fields (the Redis task value).
 pub fn queue_names_may_hold_spaces_and_digits(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     let queue = "a 12 q";
     let e = env(queue, 3);
     b.enqueue(std::slice::from_ref(&e)).unwrap();
     let first = reserve_all(b, queue, 1);
     assert_eq!(first[0].envelope.queue, queue);
-    b.nack(&first[0].lease, Duration::ZERO).unwrap();
+    b.retry(&first[0].lease, Duration::ZERO).unwrap();
     let again = reserve_all(b, queue, 1);
     assert_eq!(
         (again[0].envelope.id, again[0].lease.delivery),
@@ -230,12 +230,12 @@ pub fn queue_names_may_hold_spaces_and_digits(f: Fixture) {
             .collect::<Vec<_>>(),
         vec![(queue, 1)]
     );
-    b.ack(&[again[0].lease]).unwrap();
+    b.complete(&[again[0].lease]).unwrap();
     assert!(reserve_all(b, queue, 1).is_empty());
 }
 
 pub fn eta_tasks_wait_in_the_broker(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     let mut e = env("eta", 0);
     let eta = Timestamp::now() + Duration::from_millis(300);
     e.eta = Some(eta);
@@ -248,7 +248,7 @@ pub fn eta_tasks_wait_in_the_broker(f: Fixture) {
 }
 
 pub fn an_expired_lease_delivers_again(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     b.enqueue(&[env("lease", 0)]).unwrap();
     let first = b
         .reserve(&q("lease"), 1, Duration::from_millis(200), Duration::ZERO)
@@ -258,23 +258,23 @@ pub fn an_expired_lease_delivers_again(f: Fixture) {
     assert_eq!(again[0].envelope.id, first[0].envelope.id);
     assert_eq!(again[0].lease.delivery, 2);
     // The first worker's late ack must not remove the second delivery.
-    b.ack(&[first[0].lease]).unwrap();
+    b.complete(&[first[0].lease]).unwrap();
     assert_eq!(b.stats().unwrap()[0].reserved, 1);
     assert_eq!(
-        b.extend(&[first[0].lease], LEASE).unwrap(),
+        b.renew(&[first[0].lease], LEASE).unwrap(),
         vec![first[0].lease]
     );
-    b.ack(&[again[0].lease]).unwrap();
+    b.complete(&[again[0].lease]).unwrap();
     assert!(b.stats().unwrap().is_empty());
 }
 
 pub fn extend_keeps_a_lease(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     b.enqueue(&[env("ext", 0)]).unwrap();
     let d = b
         .reserve(&q("ext"), 1, Duration::from_millis(300), Duration::ZERO)
         .unwrap();
-    assert!(b.extend(&[d[0].lease], LEASE).unwrap().is_empty());
+    assert!(b.renew(&[d[0].lease], LEASE).unwrap().is_empty());
     let none = b
         .reserve(&q("ext"), 1, LEASE, Duration::from_millis(600))
         .unwrap();
@@ -282,17 +282,17 @@ pub fn extend_keeps_a_lease(f: Fixture) {
 }
 
 pub fn nack_returns_a_task_after_a_delay(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     b.enqueue(&[env("nack", 0)]).unwrap();
     let d = reserve_all(b, "nack", 1);
     let before = Timestamp::now();
-    b.nack(&d[0].lease, Duration::from_millis(300)).unwrap();
+    b.retry(&d[0].lease, Duration::from_millis(300)).unwrap();
     assert!(reserve_all(b, "nack", 1).is_empty(), "not before its delay");
     let again = b.reserve(&q("nack"), 1, LEASE, LONG).unwrap();
     assert_eq!(again[0].envelope.id, d[0].envelope.id);
     assert_eq!(again[0].envelope.attempts, 2);
     assert!(Timestamp::now() - before >= Duration::from_millis(290));
-    b.nack(&again[0].lease, Duration::ZERO).unwrap();
+    b.retry(&again[0].lease, Duration::ZERO).unwrap();
     assert_eq!(
         reserve_all(b, "nack", 1).len(),
         1,
@@ -301,7 +301,7 @@ pub fn nack_returns_a_task_after_a_delay(f: Fixture) {
 }
 
 pub fn revoke_pending_running_and_unknown(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     let (waiting, running) = (env("rv", 0), env("rv", 0));
     b.enqueue(std::slice::from_ref(&running)).unwrap();
     let held = reserve_all(b, "rv", 1);
@@ -319,7 +319,7 @@ pub fn revoke_pending_running_and_unknown(f: Fixture) {
         2
     );
     assert_eq!(
-        b.extend(&[held[0].lease], LEASE).unwrap(),
+        b.renew(&[held[0].lease], LEASE).unwrap(),
         vec![held[0].lease],
         "the worker learns it lost the task"
     );
@@ -333,7 +333,7 @@ pub fn revoke_pending_running_and_unknown(f: Fixture) {
 }
 
 pub fn purge_removes_waiting_tasks_only(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     b.enqueue(&[env("pg", 0)]).unwrap();
     let held = reserve_all(b, "pg", 1);
     let mut later = env("pg", 0);
@@ -344,17 +344,17 @@ pub fn purge_removes_waiting_tasks_only(f: Fixture) {
     let stats = b.stats().unwrap();
     let pg = stats.iter().find(|s| s.queue == "pg").unwrap();
     assert_eq!((pg.ready, pg.scheduled, pg.reserved), (0, 0, 1));
-    b.ack(&[held[0].lease]).unwrap();
+    b.complete(&[held[0].lease]).unwrap();
     assert_eq!(b.stats().unwrap().len(), 1, "other queues untouched");
 }
 
 pub fn dead_letters_keep_the_last_failure(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     let e = env("dl", 0);
     b.enqueue(std::slice::from_ref(&e)).unwrap();
     let d = reserve_all(b, "dl", 1);
     let err = TaskError::new("ValueError", "bad input").with_cause("deeper");
-    b.dead_letter(&d[0].lease, &d[0].envelope, &err).unwrap();
+    b.discard(&d[0].lease, &d[0].envelope, &err).unwrap();
     assert!(b.stats().unwrap().is_empty());
     let dead = b.dead_letters(10).unwrap();
     assert_eq!(dead.len(), 1);
@@ -362,7 +362,7 @@ pub fn dead_letters_keep_the_last_failure(f: Fixture) {
 }
 
 pub fn a_stale_lease_cannot_dead_letter_a_live_task(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     b.enqueue(&[env("stale", 0)]).unwrap();
     let first = b
         .reserve(&q("stale"), 1, Duration::from_millis(200), Duration::ZERO)
@@ -370,7 +370,7 @@ pub fn a_stale_lease_cannot_dead_letter_a_live_task(f: Fixture) {
     let again = b.reserve(&q("stale"), 1, LEASE, LONG).unwrap();
     assert_eq!(again.len(), 1);
     let err = TaskError::new("Late", "from the first worker");
-    b.dead_letter(&first[0].lease, &first[0].envelope, &err)
+    b.discard(&first[0].lease, &first[0].envelope, &err)
         .unwrap();
     assert!(
         b.dead_letters(10).unwrap().is_empty(),
@@ -380,7 +380,7 @@ pub fn a_stale_lease_cannot_dead_letter_a_live_task(f: Fixture) {
 }
 
 pub fn a_queue_named_twice_delivers_each_task_once(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     b.enqueue(&[env("twice", 0), env("twice", 0)]).unwrap();
     let queues = vec!["twice".to_owned(), "twice".to_owned()];
     let got = b.reserve(&queues, 10, LEASE, Duration::ZERO).unwrap();
@@ -389,7 +389,7 @@ pub fn a_queue_named_twice_delivers_each_task_once(f: Fixture) {
 }
 
 pub fn workers_are_listed_while_they_beat(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     let mut w = WorkerInfo {
         id: "w1@host.1".into(),
         host: "host".into(),
@@ -420,7 +420,7 @@ pub fn workers_are_listed_while_they_beat(f: Fixture) {
 }
 
 pub fn results_store_get_and_wait(f: Fixture) {
-    let r = f.backend.results.clone();
+    let r = f.backend.results();
     let id = TaskId::new();
     assert!(r.get(id).unwrap().is_none());
     r.store(&[record(id, TaskState::Started)]).unwrap();
@@ -430,10 +430,12 @@ pub fn results_store_get_and_wait(f: Fixture) {
     assert_eq!(got.state, TaskState::Started);
     // ...and wakes when another thread stores the final state.
     let writer = {
-        let r = r.clone();
+        let r = f.backend.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
-            r.store(&[record(id, TaskState::Success)]).unwrap();
+            r.results()
+                .store(&[record(id, TaskState::Success)])
+                .unwrap();
         })
     };
     let done = r.wait(id, LONG).unwrap().unwrap();
@@ -454,7 +456,7 @@ pub fn results_store_get_and_wait(f: Fixture) {
 }
 
 pub fn results_expire(f: Fixture) {
-    let r = &*f.backend.results;
+    let r = &*f.backend.results();
     let (keep, drop_) = (TaskId::new(), TaskId::new());
     let mut old = record(drop_, TaskState::Success);
     old.expires = Some(Timestamp::from_millis(Timestamp::now().as_millis() - 1));
@@ -473,7 +475,7 @@ pub fn results_expire(f: Fixture) {
 /// A result with a time to live is gone once it passes; a later record of a task without one
 /// is kept; of two records of one task in one batch, the later wins.
 pub fn a_result_lasts_its_time_to_live(f: Fixture) {
-    let r = &*f.backend.results;
+    let r = &*f.backend.results();
     let (short, kept) = (TaskId::new(), TaskId::new());
     let ttl = Duration::from_millis(500);
     let stored = Timestamp::now();
@@ -513,13 +515,13 @@ pub fn a_result_lasts_its_time_to_live(f: Fixture) {
 }
 
 pub fn counters_are_atomic(f: Fixture) {
-    let r = f.backend.results.clone();
+    let r = f.backend.results();
     let threads: Vec<_> = (0..4)
         .map(|_| {
-            let r = r.clone();
+            let r = f.backend.clone();
             std::thread::spawn(move || {
                 for _ in 0..100 {
-                    r.incr("chord:x", 1).unwrap();
+                    r.results().incr("chord:x", 1).unwrap();
                 }
             })
         })
@@ -532,7 +534,7 @@ pub fn counters_are_atomic(f: Fixture) {
 }
 
 pub fn enqueue_once_drops_repeats(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     let (a, bb, c) = (env("once", 0), env("once", 0), env("once", 0));
     b.enqueue_once(&[a.clone(), bb.clone()]).unwrap();
     b.enqueue_once(&[a.clone(), c.clone()]).unwrap();
@@ -542,7 +544,7 @@ pub fn enqueue_once_drops_repeats(f: Fixture) {
     let mut want = vec![a.id, bb.id, c.id];
     want.sort();
     assert_eq!(ids, want, "each id once");
-    b.ack(&got.iter().map(|d| d.lease).collect::<Vec<_>>())
+    b.complete(&got.iter().map(|d| d.lease).collect::<Vec<_>>())
         .unwrap();
     b.enqueue_once(std::slice::from_ref(&a)).unwrap();
     assert!(
@@ -552,7 +554,7 @@ pub fn enqueue_once_drops_repeats(f: Fixture) {
 }
 
 pub fn a_workflow_continuation_travels_with_the_task(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     let next = lovage_core::Canvas::task(
         lovage_core::Signature::new("next", &(1,), lovage_core::Codec::Json).unwrap(),
     );
@@ -580,7 +582,7 @@ fn join_one(
 }
 
 pub fn joins_complete_once_every_member_is_in(f: Fixture) {
-    let r = &*f.backend.results;
+    let r = &*f.backend.results();
     let id = TaskId::new();
     assert_eq!(join_one(r, id, 1, 3, b"b"), None);
     assert_eq!(join_one(r, id, 0, 3, b"a"), None);
@@ -649,7 +651,7 @@ pub fn joins_complete_once_every_member_is_in(f: Fixture) {
 }
 
 pub fn a_lock_has_one_holder_and_lapses(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     let ttl = Duration::from_millis(300);
     assert!(b.lock("leader", "a", ttl).unwrap());
     assert!(!b.lock("leader", "b", ttl).unwrap(), "held by a");
@@ -665,11 +667,11 @@ pub fn a_lock_has_one_holder_and_lapses(f: Fixture) {
 }
 
 pub fn a_deferred_task_comes_back_without_counting_an_attempt(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     b.enqueue(&[env("defer", 0)]).unwrap();
     let first = reserve_all(b, "defer", 1);
     assert_eq!(first[0].envelope.attempts, 1);
-    b.defer(&first[0].lease, Duration::from_millis(200))
+    b.snooze(&first[0].lease, Duration::from_millis(200))
         .unwrap();
     assert!(
         reserve_all(b, "defer", 1).is_empty(),
@@ -681,10 +683,10 @@ pub fn a_deferred_task_comes_back_without_counting_an_attempt(f: Fixture) {
         "a deferral is not an attempt"
     );
     // A stale lease cannot defer the live delivery.
-    b.nack(&again[0].lease, Duration::ZERO).unwrap();
+    b.retry(&again[0].lease, Duration::ZERO).unwrap();
     let third = reserve_all(b, "defer", 1);
     assert_eq!(third[0].envelope.attempts, 2);
-    b.defer(&first[0].lease, Duration::ZERO).unwrap();
+    b.snooze(&first[0].lease, Duration::ZERO).unwrap();
     assert_eq!(
         b.stats().unwrap()[0].reserved,
         1,
@@ -693,7 +695,7 @@ pub fn a_deferred_task_comes_back_without_counting_an_attempt(f: Fixture) {
 }
 
 pub fn rate_limits_book_one_slot_per_interval(f: Fixture) {
-    let b = &*f.backend.broker;
+    let b = f.backend.driver();
     let key = format!("rate-{}", TaskId::new());
     let interval = Duration::from_millis(100);
     let horizon = Duration::from_millis(250);
@@ -730,7 +732,7 @@ pub fn rate_limits_book_one_slot_per_interval(f: Fixture) {
 }
 
 pub fn blobs_are_kept_by_key(f: Fixture) {
-    let r = &*f.backend.results;
+    let r = &*f.backend.results();
     let key = TaskId::new();
     assert_eq!(r.get_blob(key).unwrap(), None);
     r.put_blob(key, b"one").unwrap();
@@ -740,10 +742,10 @@ pub fn blobs_are_kept_by_key(f: Fixture) {
 }
 
 pub fn concurrent_consumers_get_every_task_once(f: Fixture) {
-    let b: Arc<dyn Broker> = f.backend.broker.clone();
+    let b = f.backend.clone();
     let sent: Vec<Envelope> = (0..3000).map(|i| env("many", (i % 10) as u8)).collect();
     for chunk in sent.chunks(500) {
-        b.enqueue(chunk).unwrap();
+        b.broker().enqueue(chunk).unwrap();
     }
     let consumers: Vec<_> = (0..4)
         .map(|_| {
@@ -752,6 +754,7 @@ pub fn concurrent_consumers_get_every_task_once(f: Fixture) {
                 let mut got = Vec::new();
                 loop {
                     let batch = b
+                        .broker()
                         .reserve(&q("many"), 64, LEASE, Duration::from_millis(200))
                         .unwrap();
                     if batch.is_empty() {
@@ -759,7 +762,7 @@ pub fn concurrent_consumers_get_every_task_once(f: Fixture) {
                     }
                     let leases: Vec<Lease> = batch.iter().map(|d| d.lease).collect();
                     got.extend(batch.into_iter().map(|d| d.envelope.id));
-                    b.ack(&leases).unwrap();
+                    b.broker().complete(&leases).unwrap();
                 }
             })
         })
@@ -776,7 +779,7 @@ pub fn concurrent_consumers_get_every_task_once(f: Fixture) {
     );
     assert_eq!(unique, sent.iter().map(|e| e.id).collect());
     all.clear();
-    assert!(b.stats().unwrap().is_empty());
+    assert!(b.admin().stats().unwrap().is_empty());
 }
 
 pub fn the_client_sends_and_reads_results(f: Fixture) {
@@ -791,12 +794,12 @@ pub fn the_client_sends_and_reads_results(f: Fixture) {
         kinds::TIMEOUT
     );
     // Play the worker.
-    let d = reserve_all(&*f.backend.broker, "default", 1);
+    let d = reserve_all(&*f.backend.broker(), "default", 1);
     assert_eq!(d[0].envelope.id, res.id());
     let mut rec = record(res.id(), TaskState::Success);
     rec.value = Some(b"5".to_vec());
-    f.backend.results.store(&[rec]).unwrap();
-    f.backend.broker.ack(&[d[0].lease]).unwrap();
+    f.backend.results().store(&[rec]).unwrap();
+    f.backend.broker().complete(&[d[0].lease]).unwrap();
     assert_eq!(res.get(LONG).unwrap(), 5);
     assert_eq!(lovage_core::block_on(res.get_async(LONG)).unwrap(), 5);
     // Revoking a waiting task records REVOKED for its waiters.
@@ -908,7 +911,7 @@ fn redis_refuses_a_prefix_in_another_layout() {
 fn redis_wakes_a_waiter_after_losing_its_scripts() {
     let f = redis();
     let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-    let r = f.backend.results.clone();
+    let r = f.backend.results();
     let id = TaskId::new();
     // Loads the script once, so the pipelined EVALSHA is what meets the flushed cache.
     r.store(&[record(TaskId::new(), TaskState::Success)])
@@ -919,10 +922,12 @@ fn redis_wakes_a_waiter_after_losing_its_scripts() {
         .query(&mut client.get_connection().unwrap())
         .unwrap();
     let writer = {
-        let r = r.clone();
+        let r = f.backend.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
-            r.store(&[record(id, TaskState::Success)]).unwrap();
+            r.results()
+                .store(&[record(id, TaskState::Success)])
+                .unwrap();
         })
     };
     let start = std::time::Instant::now();

@@ -65,7 +65,7 @@ pub fn send(app: &App, canvas: &Canvas) -> Result<WorkflowResult, FlowError> {
     // Ids are fixed when a workflow is built: sending one twice would mix the two runs.
     if app
         .backend()
-        .results
+        .results()
         .get_blob(canvas.result_id())?
         .is_some()
     {
@@ -99,7 +99,7 @@ pub fn send(app: &App, canvas: &Canvas) -> Result<WorkflowResult, FlowError> {
 
 /// The workflow sent by [`send`] whose result id is `id`, if it is still known.
 pub fn load(app: &App, id: TaskId) -> Result<Option<Canvas>, FlowError> {
-    let Some(bytes) = app.backend().results.get_blob(id)? else {
+    let Some(bytes) = app.backend().results().get_blob(id)? else {
         return Ok(None);
     };
     // A blob under a result id that is not a workflow (a chain's steps are a list) is not one.
@@ -181,7 +181,7 @@ pub fn advance_many(
     if next.is_empty() {
         Ok(())
     } else {
-        ctx.backend.broker.enqueue_once(&next)
+        ctx.backend.broker().enqueue_once(&next)
     }
 }
 
@@ -356,7 +356,7 @@ impl<'a> Advance<'a> {
                     value: &p.value,
                 })
                 .collect();
-            let answers = self.ctx.backend.results.join(&entries)?;
+            let answers = self.ctx.backend.results().join(&entries)?;
             for (p, answer) in pending.into_iter().zip(answers) {
                 let Some(all) = answer else { continue }; // others still running
                 self.origin = p.origin.clone();
@@ -384,7 +384,7 @@ impl<'a> Advance<'a> {
         {
             return Ok(steps);
         }
-        let bytes = self.ctx.backend.results.get_blob(blob)?.ok_or_else(|| {
+        let bytes = self.ctx.backend.results().get_blob(blob)?.ok_or_else(|| {
             FlowError::Invalid(format!(
                 "the rest of the chain (blob {blob}) is gone from the result store"
             ))
@@ -400,12 +400,12 @@ impl<'a> Advance<'a> {
     /// run): before any send that refers to them.
     fn store(&mut self) -> Result<(), BrokerError> {
         for (key, bytes) in std::mem::take(&mut self.blobs) {
-            self.ctx.backend.results.put_blob(key, &bytes)?;
+            self.ctx.backend.results().put_blob(key, &bytes)?;
         }
         if !self.records.is_empty() {
             self.ctx
                 .backend
-                .results
+                .results()
                 .store(&std::mem::take(&mut self.records))?;
         }
         Ok(())
@@ -417,7 +417,7 @@ impl<'a> Advance<'a> {
         if self.out.is_empty() {
             Ok(())
         } else {
-            self.ctx.backend.broker.enqueue(&self.out)
+            self.ctx.backend.broker().enqueue(&self.out)
         }
     }
 

@@ -279,7 +279,7 @@ impl Shared {
             let (slots, next) = self
                 .retry_broker("rate limit", || {
                     self.backend
-                        .broker
+                        .rate_limits()
                         .acquire(&key, interval, held.len() as u32, horizon)
                 })
                 .unwrap_or((Vec::new(), interval));
@@ -297,7 +297,7 @@ impl Shared {
             for (k, r) in held.enumerate() {
                 let delay = next + interval * k as u32;
                 tracing::debug!(task_id = %r.d.envelope.id, task = %task, ?delay, "over its rate limit: back to the broker");
-                self.retry_broker("defer", || self.backend.broker.defer(&r.d.lease, delay));
+                self.retry_broker("defer", || self.backend.broker().snooze(&r.d.lease, delay));
             }
         }
         now
@@ -312,7 +312,7 @@ impl Shared {
         let left: Vec<(Instant, Ready)> = self.paced().drain(..).collect();
         for (_, r) in left {
             self.retry_broker("defer", || {
-                self.backend.broker.defer(&r.d.lease, Duration::ZERO)
+                self.backend.broker().snooze(&r.d.lease, Duration::ZERO)
             });
         }
     }
@@ -462,7 +462,7 @@ impl Worker {
             || s.shutdown.level() >= 1,
             || {
                 s.backend
-                    .broker
+                    .presence()
                     .heartbeat(&s.info.lock().unwrap_or_else(|p| p.into_inner()))
             },
         );
@@ -514,7 +514,7 @@ impl Worker {
             let _ = finisher.join();
         }
         let _ = keeper.join();
-        let _ = s.backend.broker.unregister(&s.id);
+        let _ = s.backend.presence().unregister(&s.id);
         self.executor.shutdown(s.shutdown.level() < 2, true);
         let report = s.report.lock().unwrap_or_else(|p| p.into_inner()).clone();
         tracing::info!(worker = %s.id, ?report, "worker stopped");
@@ -544,9 +544,12 @@ impl Worker {
                 "reserve",
                 || s.shutdown.level() >= 1,
                 || {
-                    s.backend
-                        .broker
-                        .reserve(&s.config.queues, room, s.config.lease, s.config.poll)
+                    s.backend.broker().reserve(
+                        &s.config.queues,
+                        room,
+                        s.config.lease,
+                        s.config.poll,
+                    )
                 },
             );
             let Some(deliveries) = got else { break };
@@ -559,7 +562,7 @@ impl Worker {
             }
             let ids: Vec<TaskId> = deliveries.iter().map(|d| d.envelope.id).collect();
             let revoked: HashSet<TaskId> = s
-                .retry_broker("revoked", || s.backend.broker.revoked(&ids))
+                .retry_broker("revoked", || s.backend.broker().revoked(&ids))
                 .unwrap_or_default()
                 .into_iter()
                 .collect();
@@ -599,7 +602,7 @@ impl Worker {
                     })
                     .collect();
                 let leases: Vec<Lease> = dropped.iter().map(|(d, _)| d.lease).collect();
-                if s.retry_broker("store results", || s.backend.results.store(&records))
+                if s.retry_broker("store results", || s.backend.results().store(&records))
                     .is_some()
                 {
                     let finished: Vec<(&Envelope, Finished<'_>)> = records
@@ -610,7 +613,7 @@ impl Worker {
                         })
                         .collect();
                     s.advance_flows(&finished);
-                    s.retry_broker("ack", || s.backend.broker.ack(&leases));
+                    s.retry_broker("ack", || s.backend.broker().complete(&leases));
                 }
                 s.report.lock().unwrap_or_else(|p| p.into_inner()).revoked += dropped.len() as u64;
             }
@@ -665,12 +668,12 @@ impl Worker {
         if options.track_started == Some(true) {
             let started = s.record(&d, TaskState::Started, None, None, Some(Timestamp::now()));
             s.retry_broker("store started", || {
-                s.backend.results.store(std::slice::from_ref(&started))
+                s.backend.results().store(std::slice::from_ref(&started))
             });
         }
         if options.acks_late == Some(false) {
             // Early ack: from here on the task is the worker's alone (at most once).
-            s.retry_broker("ack", || s.backend.broker.ack(&[d.lease]));
+            s.retry_broker("ack", || s.backend.broker().complete(&[d.lease]));
         }
         let sig = Signature {
             task: env.task.clone(),
@@ -712,7 +715,7 @@ impl Worker {
         let s = &self.shared;
         let leases: Vec<Lease> = s.running().drain().map(|(_, r)| r.lease).collect();
         for l in &leases {
-            if let Err(e) = s.backend.broker.nack(l, Duration::ZERO) {
+            if let Err(e) = s.backend.broker().retry(l, Duration::ZERO) {
                 tracing::warn!(task_id = %l.id, error = %e, "could not requeue; its lease will bring it back");
             }
         }
@@ -876,7 +879,7 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     // Results first, then the broker: a task leaves the queue (or goes back for a retry) only
     // once its outcome is stored, so a crash in between runs it again rather than losing it.
     // If storing gave up (immediate shutdown during an outage), the leases bring them back.
-    if s.retry_broker("store results", || s.backend.results.store(&records))
+    if s.retry_broker("store results", || s.backend.results().store(&records))
         .is_some()
     {
         // Then what follows in their workflows, before the acks (a crash repeats it; it is
@@ -894,23 +897,23 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
             // What these tasks start (next steps, error callbacks) goes out with the acks (one
             // transaction on SQLite), before any failed task is dead-lettered: a crash in
             // between cannot lose an error callback.
-            s.retry_broker("ack", || s.backend.broker.ack_and_send_once(&acks, &next));
+            s.retry_broker("ack", || s.backend.broker().complete_and_send(&acks, &next));
             for step in &settle {
                 match step {
                     Settle::Retry(lease, delay) => {
-                        s.retry_broker("nack", || s.backend.broker.nack(lease, *delay));
+                        s.retry_broker("nack", || s.backend.broker().retry(lease, *delay));
                     }
                     Settle::Resend(env, delay) => {
                         let mut again = (**env).clone();
                         again.eta = Some(Timestamp::now() + *delay);
                         s.retry_broker("send a retry", || {
-                            s.backend.broker.enqueue(std::slice::from_ref(&again))
+                            s.backend.broker().enqueue(std::slice::from_ref(&again))
                         });
                     }
                     Settle::DeadLetter(dead) => {
                         let (d, err) = &**dead;
                         s.retry_broker("dead-letter", || {
-                            s.backend.broker.dead_letter(&d.lease, &d.envelope, err)
+                            s.backend.broker().discard(&d.lease, &d.envelope, err)
                         });
                     }
                 }
@@ -967,11 +970,11 @@ fn keep_loop(s: &Shared) {
         let leases: Vec<Lease> = s.running().values().map(|r| r.lease).collect();
         if !leases.is_empty() {
             if let Some(lost) = s.retry_broker_until("extend leases", keeper_done, || {
-                s.backend.broker.extend(&leases, s.config.lease)
+                s.backend.broker().renew(&leases, s.config.lease)
             }) {
                 if !lost.is_empty() {
                     let ids: Vec<TaskId> = lost.iter().map(|l| l.id).collect();
-                    let revoked = s.backend.broker.revoked(&ids).unwrap_or_default();
+                    let revoked = s.backend.broker().revoked(&ids).unwrap_or_default();
                     let mut set = s.revoked_running.lock().unwrap_or_else(|p| p.into_inner());
                     let running = s.running();
                     for id in revoked {
@@ -991,11 +994,11 @@ fn keep_loop(s: &Shared) {
             info.clone()
         };
         s.retry_broker_until("heartbeat", keeper_done, || {
-            s.backend.broker.heartbeat(&info)
+            s.backend.presence().heartbeat(&info)
         });
         if last_purge.elapsed() >= RESULT_PURGE_INTERVAL {
             last_purge = Instant::now();
-            match s.backend.results.purge_expired() {
+            match s.backend.results().purge_expired() {
                 Ok(n) if n > 0 => {
                     tracing::debug!(worker = %s.id, purged = n, "expired results deleted")
                 }

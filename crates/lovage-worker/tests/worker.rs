@@ -155,7 +155,7 @@ fn failures_are_recorded_and_dead_lettered(w: Running) {
     // The result is stored first, then the task is dead-lettered.
     let deadline = std::time::Instant::now() + LONG;
     let dead = loop {
-        let dead = w.backend.broker.dead_letters(10).unwrap();
+        let dead = w.backend.admin().dead_letters(10).unwrap();
         if !dead.is_empty() || std::time::Instant::now() > deadline {
             break dead;
         }
@@ -241,7 +241,7 @@ fn graceful_shutdown_finishes_running_tasks(w: Running) {
     let r = w.app.send(sleepy::s(300)).unwrap();
     while w
         .backend
-        .broker
+        .admin()
         .stats()
         .unwrap()
         .iter()
@@ -258,7 +258,7 @@ fn wait_until_reserved(w: &Running) {
     let deadline = std::time::Instant::now() + LONG;
     while w
         .backend
-        .broker
+        .admin()
         .stats()
         .unwrap()
         .iter()
@@ -333,8 +333,8 @@ fn acks_early_takes_the_task_out_of_the_broker_when_it_starts(w: Running) {
     // reserved until its result is stored).
     let mut seen_running_unheld = false;
     while !r.ready().unwrap() {
-        let held = !w.backend.broker.stats().unwrap().is_empty();
-        if !held && !r.ready().unwrap() && w.backend.results.get(r.id()).unwrap().is_none() {
+        let held = !w.backend.admin().stats().unwrap().is_empty();
+        if !held && !r.ready().unwrap() && w.backend.results().get(r.id()).unwrap().is_none() {
             seen_running_unheld = true;
         }
         std::thread::sleep(Duration::from_millis(5));

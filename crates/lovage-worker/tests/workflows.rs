@@ -347,7 +347,7 @@ fn a_member_finishing_twice_fires_the_chord_once(mut w: Running) {
     let sent = send(&w, &wf);
     let queues = vec!["default".to_owned()];
     let lease = Duration::from_secs(30);
-    let members = backend.broker.reserve(&queues, 10, lease, LONG).unwrap();
+    let members = backend.broker().reserve(&queues, 10, lease, LONG).unwrap();
     assert_eq!(members.len(), 2);
     let ctx = lovage_flow::Context {
         backend: &backend,
@@ -366,13 +366,13 @@ fn a_member_finishing_twice_fires_the_chord_once(mut w: Running) {
     finish(0, 2);
     finish(1, 4);
     finish(1, 4); // the repeat
-    let body = backend.broker.reserve(&queues, 10, lease, LONG).unwrap();
+    let body = backend.broker().reserve(&queues, 10, lease, LONG).unwrap();
     assert_eq!(body.len(), 1, "one callback");
     assert_eq!(body[0].envelope.id, sent.id());
-    backend.broker.ack(&[body[0].lease]).unwrap();
+    backend.broker().complete(&[body[0].lease]).unwrap();
     finish(0, 2); // a repeat after the callback ran
     let again = backend
-        .broker
+        .broker()
         .reserve(&queues, 10, lease, Duration::from_millis(300))
         .unwrap();
     assert!(

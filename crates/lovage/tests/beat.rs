@@ -159,7 +159,7 @@ fn two_beats(dir: &tempfile::TempDir, url: &str) {
     let app = App::connect(url).unwrap();
     let got = app
         .backend()
-        .broker
+        .broker()
         .reserve(
             &["ticks".to_owned()],
             1000,

@@ -258,7 +258,7 @@ fn send_sleep_and_wait_until_reserved(app: &App, seconds: f64) -> lovage::TaskId
     let deadline = Instant::now() + Duration::from_secs(30);
     while app
         .backend()
-        .broker
+        .admin()
         .stats()
         .unwrap()
         .iter()
@@ -278,7 +278,7 @@ fn graceful_stop_finishes_the_running_task() {
     let id = send_sleep_and_wait_until_reserved(&app, 1.0);
     assert!(term(&mut worker).success());
     assert_eq!(
-        app.backend().results.get(id).unwrap().unwrap().state,
+        app.backend().results().get(id).unwrap().unwrap().state,
         TaskState::Success
     );
 }
@@ -292,7 +292,7 @@ fn a_second_signal_requeues_the_running_task() {
     unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
     std::thread::sleep(Duration::from_millis(200));
     term(&mut worker);
-    let stats = app.backend().broker.stats().unwrap();
+    let stats = app.backend().admin().stats().unwrap();
     assert_eq!(
         (stats[0].ready, stats[0].reserved),
         (1, 0),
@@ -300,7 +300,7 @@ fn a_second_signal_requeues_the_running_task() {
     );
     assert!(app
         .backend()
-        .results
+        .results()
         .get(id)
         .unwrap()
         .is_none_or(|r| !r.state.is_final()));
@@ -424,7 +424,7 @@ fn chaos_kill_workers(env: Env) {
     let ids = app.send_batch(calls).unwrap();
     let succeeded = || {
         app.backend()
-            .results
+            .results()
             .get_many(&ids)
             .unwrap()
             .iter()
@@ -447,14 +447,14 @@ fn chaos_kill_workers(env: Env) {
         "the run finished before any worker was killed; make it longer"
     );
     for id in &ids {
-        let r = app.backend().results.get(*id).unwrap().unwrap();
+        let r = app.backend().results().get(*id).unwrap().unwrap();
         assert_eq!(r.state, TaskState::Success, "{id}");
     }
     // Results are stored before tasks are acked, and a killed worker's last tasks come back
     // when their leases run out (and run again): the broker drains shortly after.
     let drain_deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let stats = app.backend().broker.stats().unwrap();
+        let stats = app.backend().admin().stats().unwrap();
         if stats
             .iter()
             .all(|s| s.ready + s.reserved + s.scheduled == 0)
@@ -504,7 +504,7 @@ fn chaos_chord(env: Env) {
     let kills = kill_in_turn(&env, &mut workers, &lease, || {
         let done = app
             .backend()
-            .results
+            .results()
             .get_many(sent.member_ids())
             .unwrap()
             .iter()

@@ -93,7 +93,7 @@ impl Drop for Server {
 /// Results for `ids`, retrying while Redis is away.
 fn finished(app: &App, ids: &[TaskId]) -> usize {
     ids.chunks(1000)
-        .map(|chunk| match app.backend().results.get_many(chunk) {
+        .map(|chunk| match app.backend().results().get_many(chunk) {
             Ok(recs) => recs
                 .iter()
                 .filter(|r| r.as_ref().is_some_and(|r| r.state == TaskState::Success))
@@ -166,7 +166,7 @@ fn a_redis_restart_mid_run_loses_nothing() {
     // when their leases run out (and run again): the broker drains shortly after.
     let drain_deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let stats = app.backend().broker.stats().unwrap();
+        let stats = app.backend().admin().stats().unwrap();
         if stats
             .iter()
             .all(|s| s.ready + s.scheduled + s.reserved == 0)

@@ -36,7 +36,7 @@ fn eta_tasks_stay_in_the_broker(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while app
         .backend()
-        .broker
+        .presence()
         .workers(Duration::from_secs(30))
         .unwrap()
         .is_empty()
@@ -57,7 +57,7 @@ fn eta_tasks_stay_in_the_broker(url: &str) {
     // Give the worker several reserve rounds to (wrongly) pick anything up.
     std::thread::sleep(Duration::from_secs(2));
     let after = rss_kib(worker.0.id());
-    let stats = app.backend().broker.stats().unwrap();
+    let stats = app.backend().admin().stats().unwrap();
     assert_eq!(
         (stats[0].scheduled, stats[0].ready, stats[0].reserved),
         (100_000, 0, 0),
@@ -65,7 +65,7 @@ fn eta_tasks_stay_in_the_broker(url: &str) {
     );
     let w = &app
         .backend()
-        .broker
+        .presence()
         .workers(Duration::from_secs(30))
         .unwrap()[0];
     assert_eq!((w.tasks_done, w.active), (0, 0), "nothing ran early");

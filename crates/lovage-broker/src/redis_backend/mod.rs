@@ -58,8 +58,9 @@ use scripts::*;
 use send::{ready_score, split_task_value, write_task_value, EnqueuePacker, ENQUEUE_CHUNK};
 
 use crate::{
-    Broker, BrokerError, DeadLetter, Delivery, Envelope, JoinEntry, Lease, QueueStats, Result,
-    ResultRecord, ResultStore, Revoked, Timestamp, WorkerInfo, ONCE_TTL,
+    Admin, Broker, BrokerError, DeadLetter, Delivery, Envelope, JoinEntry, Lease, Locks, Presence,
+    QueueStats, RateLimits, Result, ResultRecord, ResultStore, Revoked, Source, Timestamp,
+    WorkerInfo, ONCE_TTL,
 };
 
 /// How long a revoked id is remembered.
@@ -157,10 +158,13 @@ impl RedisBackend {
         };
         backend
             .with_conn("connect", |c| redis::cmd("PING").query::<String>(c))
-            .map_err(|e| BrokerError::Open {
-                backend: "redis",
-                location: backend.location.clone(),
-                reason: e.to_string(),
+            .map_err(|e| match e {
+                BrokerError::Backend { source, .. } => BrokerError::Open {
+                    backend: "redis",
+                    location: backend.location.clone(),
+                    source,
+                },
+                other => other,
             })?;
         backend.check_version()?;
         backend.check_layout()?;
@@ -186,7 +190,8 @@ impl RedisBackend {
             _ => Err(BrokerError::Open {
                 backend: "redis",
                 location: self.location.clone(),
-                reason: format!("Redis {version} is too old; lovage needs Redis 7.0 or newer"),
+                source: format!("Redis {version} is too old; lovage needs Redis 7.0 or newer")
+                    .into(),
             }),
         }
     }
@@ -205,10 +210,11 @@ impl RedisBackend {
             Some(other) => Err(BrokerError::Open {
                 backend: "redis",
                 location: format!("{} (prefix {})", self.location, self.prefix),
-                reason: format!(
+                source: format!(
                     "its keys are in lovage's Redis layout {other:?}, this build uses {LAYOUT:?}; \
                      drain that prefix with the version that wrote it, or use another prefix"
-                ),
+                )
+                .into(),
             }),
         }
     }
@@ -222,12 +228,12 @@ impl RedisBackend {
         format!("{}:{parts}", self.prefix)
     }
 
-    fn err(&self, op: &'static str, e: impl std::fmt::Display) -> BrokerError {
+    fn err(&self, op: &'static str, e: impl Into<Source>) -> BrokerError {
         BrokerError::Backend {
             backend: "redis",
             location: self.location.clone(),
             op,
-            reason: e.to_string(),
+            source: e.into(),
         }
     }
 
@@ -378,21 +384,6 @@ impl Broker for RedisBackend {
         failed.map_or(Ok(()), |e| Err(self.err("encode envelope", e)))
     }
 
-    fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
-        let mut inv = self.scripts.lock.prepare_invoke();
-        inv.arg(self.key(&format!("lock:{name}")))
-            .arg(holder)
-            .arg(ttl.as_millis().max(1) as u64);
-        Ok(self.with_conn("lock", |c| inv.invoke::<i64>(c))? == 1)
-    }
-
-    fn unlock(&self, name: &str, holder: &str) -> Result<()> {
-        let mut inv = self.scripts.unlock.prepare_invoke();
-        inv.arg(self.key(&format!("lock:{name}"))).arg(holder);
-        self.with_conn("unlock", |c| inv.invoke::<i64>(c))?;
-        Ok(())
-    }
-
     fn enqueue_once(&self, batch: &[Envelope]) -> Result<()> {
         let now = Timestamp::now();
         for chunk in batch.chunks(500) {
@@ -474,44 +465,7 @@ impl Broker for RedisBackend {
         }
     }
 
-    fn ack(&self, leases: &[Lease]) -> Result<()> {
-        for chunk in leases.chunks(500) {
-            let mut inv = self.scripts.ack.prepare_invoke();
-            inv.arg(&self.prefix);
-            for l in chunk {
-                inv.arg(format!("{}:{}", l.id, l.delivery));
-            }
-            self.with_conn("ack", |c| inv.invoke::<i64>(c))?;
-        }
-        Ok(())
-    }
-
-    fn nack(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        self.requeue("nack", lease, delay, true)
-    }
-
-    fn defer(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        self.requeue("defer", lease, delay, false)
-    }
-
-    fn acquire(
-        &self,
-        key: &str,
-        interval: Duration,
-        n: u32,
-        horizon: Duration,
-    ) -> Result<(Vec<Duration>, Duration)> {
-        let mut inv = self.scripts.acquire.prepare_invoke();
-        inv.arg(self.key(&format!("rate:{key}")))
-            .arg(crate::now_micros())
-            .arg(interval.as_micros().max(1) as i64)
-            .arg(n)
-            .arg(horizon.as_micros() as i64);
-        let (slots, next): (Vec<i64>, i64) = self.with_conn("rate limit", |c| inv.invoke(c))?;
-        Ok(crate::slots_from_micros(&slots, next))
-    }
-
-    fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {
+    fn renew(&self, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -528,6 +482,43 @@ impl Broker for RedisBackend {
             .into_iter()
             .filter_map(|i| leases.get(i).copied())
             .collect())
+    }
+
+    fn complete(&self, leases: &[Lease]) -> Result<()> {
+        for chunk in leases.chunks(500) {
+            let mut inv = self.scripts.ack.prepare_invoke();
+            inv.arg(&self.prefix);
+            for l in chunk {
+                inv.arg(format!("{}:{}", l.id, l.delivery));
+            }
+            self.with_conn("ack", |c| inv.invoke::<i64>(c))?;
+        }
+        Ok(())
+    }
+
+    fn retry(&self, lease: &Lease, delay: Duration) -> Result<()> {
+        self.requeue("nack", lease, delay, true)
+    }
+
+    fn snooze(&self, lease: &Lease, delay: Duration) -> Result<()> {
+        self.requeue("defer", lease, delay, false)
+    }
+
+    fn discard(&self, lease: &Lease, envelope: &Envelope, error: &TaskError) -> Result<()> {
+        let record = serde_json::to_string(&DeadLetter {
+            envelope: envelope.clone(),
+            error: error.clone(),
+            at: Timestamp::now(),
+        })
+        .map_err(|e| self.err("dead-letter", e))?;
+        let mut inv = self.scripts.dead_letter.prepare_invoke();
+        inv.arg(&self.prefix)
+            .arg(lease.id.to_string())
+            .arg(lease.delivery)
+            .arg(record)
+            .arg(DEAD_LETTERS_KEPT);
+        self.with_conn("dead-letter", |c| inv.invoke::<i64>(c))?;
+        Ok(())
     }
 
     fn revoke(&self, id: TaskId) -> Result<Revoked> {
@@ -564,61 +555,45 @@ impl Broker for RedisBackend {
             .map(|(id, _)| *id)
             .collect())
     }
+}
 
-    fn stats(&self) -> Result<Vec<QueueStats>> {
-        let mut inv = self.scripts.stats.prepare_invoke();
-        inv.arg(&self.prefix);
-        let rows: Vec<(String, u64, u64, u64)> = self.with_conn("stats", |c| inv.invoke(c))?;
-        let mut stats: Vec<QueueStats> = rows
-            .into_iter()
-            .map(|(queue, ready, scheduled, reserved)| QueueStats {
-                queue,
-                ready,
-                scheduled,
-                reserved,
-            })
-            .filter(|s| s.ready + s.scheduled + s.reserved > 0)
-            .collect();
-        stats.sort_by(|a, b| a.queue.cmp(&b.queue));
-        Ok(stats)
+impl Locks for RedisBackend {
+    fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let mut inv = self.scripts.lock.prepare_invoke();
+        inv.arg(self.key(&format!("lock:{name}")))
+            .arg(holder)
+            .arg(ttl.as_millis().max(1) as u64);
+        Ok(self.with_conn("lock", |c| inv.invoke::<i64>(c))? == 1)
     }
 
-    fn purge(&self, queue: &str) -> Result<u64> {
-        let mut inv = self.scripts.purge.prepare_invoke();
-        inv.arg(&self.prefix).arg(queue);
-        self.with_conn("purge", |c| inv.invoke(c))
-    }
-
-    fn dead_letter(&self, lease: &Lease, envelope: &Envelope, error: &TaskError) -> Result<()> {
-        let record = serde_json::to_string(&DeadLetter {
-            envelope: envelope.clone(),
-            error: error.clone(),
-            at: Timestamp::now(),
-        })
-        .map_err(|e| self.err("dead-letter", e))?;
-        let mut inv = self.scripts.dead_letter.prepare_invoke();
-        inv.arg(&self.prefix)
-            .arg(lease.id.to_string())
-            .arg(lease.delivery)
-            .arg(record)
-            .arg(DEAD_LETTERS_KEPT);
-        self.with_conn("dead-letter", |c| inv.invoke::<i64>(c))?;
+    fn unlock(&self, name: &str, holder: &str) -> Result<()> {
+        let mut inv = self.scripts.unlock.prepare_invoke();
+        inv.arg(self.key(&format!("lock:{name}"))).arg(holder);
+        self.with_conn("unlock", |c| inv.invoke::<i64>(c))?;
         Ok(())
     }
+}
 
-    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        let rows: Vec<String> = self.with_conn("dead letters", |c| {
-            redis::cmd("LRANGE")
-                .arg(self.key("dead"))
-                .arg(0)
-                .arg(limit as isize - 1)
-                .query(c)
-        })?;
-        rows.iter()
-            .map(|r| serde_json::from_str(r).map_err(|e| BrokerError::Corrupt(e.to_string())))
-            .collect()
+impl RateLimits for RedisBackend {
+    fn acquire(
+        &self,
+        key: &str,
+        interval: Duration,
+        n: u32,
+        horizon: Duration,
+    ) -> Result<(Vec<Duration>, Duration)> {
+        let mut inv = self.scripts.acquire.prepare_invoke();
+        inv.arg(self.key(&format!("rate:{key}")))
+            .arg(crate::now_micros())
+            .arg(interval.as_micros().max(1) as i64)
+            .arg(n)
+            .arg(horizon.as_micros() as i64);
+        let (slots, next): (Vec<i64>, i64) = self.with_conn("rate limit", |c| inv.invoke(c))?;
+        Ok(crate::slots_from_micros(&slots, next))
     }
+}
 
+impl Presence for RedisBackend {
     fn heartbeat(&self, worker: &WorkerInfo) -> Result<()> {
         let info = serde_json::to_string(worker).map_err(|e| self.err("heartbeat", e))?;
         self.with_conn("heartbeat", |c| {
@@ -653,6 +628,45 @@ impl Broker for RedisBackend {
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+}
+
+impl Admin for RedisBackend {
+    fn stats(&self) -> Result<Vec<QueueStats>> {
+        let mut inv = self.scripts.stats.prepare_invoke();
+        inv.arg(&self.prefix);
+        let rows: Vec<(String, u64, u64, u64)> = self.with_conn("stats", |c| inv.invoke(c))?;
+        let mut stats: Vec<QueueStats> = rows
+            .into_iter()
+            .map(|(queue, ready, scheduled, reserved)| QueueStats {
+                queue,
+                ready,
+                scheduled,
+                reserved,
+            })
+            .filter(|s| s.ready + s.scheduled + s.reserved > 0)
+            .collect();
+        stats.sort_by(|a, b| a.queue.cmp(&b.queue));
+        Ok(stats)
+    }
+
+    fn purge(&self, queue: &str) -> Result<u64> {
+        let mut inv = self.scripts.purge.prepare_invoke();
+        inv.arg(&self.prefix).arg(queue);
+        self.with_conn("purge", |c| inv.invoke(c))
+    }
+
+    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        let rows: Vec<String> = self.with_conn("dead letters", |c| {
+            redis::cmd("LRANGE")
+                .arg(self.key("dead"))
+                .arg(0)
+                .arg(limit as isize - 1)
+                .query(c)
+        })?;
+        rows.iter()
+            .map(|r| serde_json::from_str(r).map_err(|e| BrokerError::Corrupt(e.to_string())))
+            .collect()
     }
 }
 

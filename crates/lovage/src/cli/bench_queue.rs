@@ -60,10 +60,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         }
     }
     let enqueue_per_s = n as f64 / start.elapsed().as_secs_f64();
-    app.backend()
-        .broker
-        .purge("lovage-bench-enqueue")
-        .context("purging")?;
+    app.purge("lovage-bench-enqueue").context("purging")?;
 
     let concurrency = a.concurrency.to_string();
     let mut workers = WorkerProcesses::start(a.workers, &url, &["--concurrency", &concurrency])?;
@@ -102,9 +99,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         let t = Instant::now();
         let id = app.send_signature(noop()).context("sending")?;
         let rec = app
-            .backend()
-            .results
-            .wait(id, Duration::from_secs(60))
+            .wait_record(id, Duration::from_secs(60))
             .context("waiting")?;
         if !rec.is_some_and(|r| r.state.is_final()) {
             return Err(Exit::failed("a latency round trip timed out after 60 s"));

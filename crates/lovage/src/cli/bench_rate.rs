@@ -53,9 +53,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     // When each finished, from the result store: the achieved rate is (n - 1) tasks over the
     // span from the first to the last; the busiest second shows bursts.
     let mut done: Vec<i64> = app
-        .backend()
-        .results
-        .get_many(&ids)
+        .records(&ids)
         .context("reading results")?
         .into_iter()
         .flatten()

@@ -216,11 +216,7 @@ pub fn status(a: IdArgs) -> Result<(), Exit> {
 /// A workflow as a tree, each node with its state (`--json`: the same as nested objects).
 fn workflow_status(app: &App, canvas: &lovage::Canvas, as_json: bool) -> Result<(), Exit> {
     let ids = canvas.task_ids();
-    let records = app
-        .backend()
-        .results
-        .get_many(&ids)
-        .context("reading the result store")?;
+    let records = app.records(&ids).context("reading the result store")?;
     let states: std::collections::HashMap<TaskId, ResultRecord> =
         records.into_iter().flatten().map(|r| (r.id, r)).collect();
     if as_json {
@@ -361,7 +357,7 @@ pub fn result(a: ResultArgs) -> Result<(), Exit> {
 fn print_result(app: &App, id: TaskId, wait: Option<Duration>) -> Result<(), Exit> {
     let handle = app.result::<Value>(id);
     let rec = match wait {
-        Some(t) => app.backend().results.wait(id, t),
+        Some(t) => app.wait_record(id, t),
         None => handle.record(),
     }
     .context("reading the result store")?;
@@ -418,13 +414,7 @@ pub struct PurgeArgs {
 }
 
 pub fn purge(a: PurgeArgs) -> Result<(), Exit> {
-    let n = a
-        .broker
-        .app()?
-        .backend()
-        .broker
-        .purge(&a.queue)
-        .context("purging")?;
+    let n = a.broker.app()?.purge(&a.queue).context("purging")?;
     println!("purged {n} waiting task(s) from queue {}", a.queue);
     Ok(())
 }
@@ -439,13 +429,7 @@ pub struct ListArgs {
 }
 
 pub fn queues(a: ListArgs) -> Result<(), Exit> {
-    let stats = a
-        .broker
-        .app()?
-        .backend()
-        .broker
-        .stats()
-        .context("reading queue lengths")?;
+    let stats = a.broker.app()?.queues().context("reading queue lengths")?;
     if a.json {
         println!("{}", serde_json::to_string(&stats).unwrap_or_default());
         return Ok(());
@@ -472,8 +456,6 @@ pub fn workers(a: ListArgs) -> Result<(), Exit> {
     let ws = a
         .broker
         .app()?
-        .backend()
-        .broker
         .workers(Duration::from_secs(30))
         .context("reading workers")?;
     if a.json {

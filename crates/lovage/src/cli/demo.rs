@@ -52,12 +52,11 @@ pub fn send_and_wait(
 /// Reads results in batches (one round trip per thousand on Redis) and blocks on the first
 /// unfinished id only when a batch is not done yet.
 pub fn wait_all(app: &App, ids: &[TaskId], bar: &ProgressBar) -> anyhow::Result<Vec<String>> {
-    let results = &app.backend().results;
     let mut failures = Vec::new();
     let mut rest = ids;
     while !rest.is_empty() {
         let chunk = &rest[..rest.len().min(1000)];
-        let recs = results.get_many(chunk)?;
+        let recs = app.records(chunk)?;
         let done = recs
             .iter()
             .take_while(|r| r.as_ref().is_some_and(|r| r.state.is_final()))
@@ -90,7 +89,7 @@ pub fn wait_all(app: &App, ids: &[TaskId], bar: &ProgressBar) -> anyhow::Result<
             } else {
                 chunk[chunk.len() - 1]
             };
-            let rec = results.wait(target, Duration::from_secs(600))?;
+            let rec = app.wait_record(target, Duration::from_secs(600))?;
             if !rec.is_some_and(|r| r.state.is_final()) {
                 // Nothing finished for ten minutes: give up on the rest of this batch.
                 let stuck = &rest[..left];

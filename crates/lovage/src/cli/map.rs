@@ -67,9 +67,7 @@ pub fn run(a: MapArgs) -> Result<(), Exit> {
     let mut failures = Vec::new();
     for ((line, cmd), id) in commands.iter().zip(&ids) {
         let rec = app
-            .backend()
-            .results
-            .wait(*id, Duration::from_secs(365 * 24 * 3600))
+            .wait_record(*id, Duration::from_secs(365 * 24 * 3600))
             .context("waiting for a result")?;
         bar.inc(1);
         match rec {

@@ -46,7 +46,7 @@ impl WorkerProcesses {
     ) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let seen = app.backend().broker.workers(Duration::from_secs(30))?.len();
+            let seen = app.workers(Duration::from_secs(30))?.len();
             if seen >= n {
                 return Ok(());
             }

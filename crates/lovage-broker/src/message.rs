@@ -1,0 +1,192 @@
+//! What travels through a broker and lands in a result store: the task message, the proof of
+//! a delivery, and the records read back by clients and operators.
+
+use std::time::Duration;
+
+use lovage_core::canvas::Frame;
+use lovage_core::{Codec, Signature, TaskError, TaskId, TaskOptions, TaskState};
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+
+/// How long `enqueue_once` remembers an id and a join its members.
+pub const ONCE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The queue a task goes to when nothing says otherwise.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// A task message as it waits in a broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The task's id.
+    pub id: TaskId,
+    /// Registered task name.
+    pub task: String,
+    /// Queue it waits in.
+    pub queue: String,
+    /// 0–9, higher first; FIFO within a priority.
+    pub priority: u8,
+    /// Codec of `args` and of the result.
+    pub codec: Codec,
+    /// Encoded arguments.
+    pub args: Vec<u8>,
+    /// Options of this call (retry policy, time limits, ...).
+    pub options: TaskOptions,
+    /// Not delivered before this time.
+    pub eta: Option<Timestamp>,
+    /// Not run after this time: a worker that receives it later records it REVOKED.
+    pub expires: Option<Timestamp>,
+    /// Deliveries so far, including the current one once reserved.
+    pub attempts: u32,
+    /// When it was first sent.
+    pub created: Timestamp,
+    /// Where its workflow goes next (empty for a plain task): see `lovage_core::canvas`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flow: Vec<Frame>,
+}
+
+impl Envelope {
+    /// An envelope for `sig` with a fresh id, taking queue, priority, countdown/ETA and
+    /// expiry from its options.
+    pub fn from_signature(sig: Signature) -> Self {
+        let now = Timestamp::now();
+        let o = &sig.options;
+        let eta = o
+            .eta
+            .map(Timestamp::from_millis)
+            .or_else(|| o.countdown.map(|d| now + d));
+        let expires = o.expires.map(|d| now + d);
+        Envelope {
+            id: TaskId::new(),
+            queue: o.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.to_owned()),
+            priority: o.priority.unwrap_or(0).min(9),
+            codec: sig.codec,
+            eta,
+            expires,
+            attempts: 0,
+            created: now,
+            task: sig.task,
+            args: sig.args,
+            options: sig.options,
+            flow: Vec::new(),
+        }
+    }
+}
+
+/// Proof of one delivery: acking, retrying or extending needs it, so a worker whose lease ran
+/// out cannot remove a task that was delivered again elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Lease {
+    /// The task.
+    pub id: TaskId,
+    /// Which delivery (the envelope's `attempts` at reserve time).
+    pub delivery: u32,
+}
+
+/// A reserved task and its lease.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The task, `attempts` counting this delivery.
+    pub envelope: Envelope,
+    /// What to ack, retry or extend with.
+    pub lease: Lease,
+}
+
+/// What `revoke` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Revoked {
+    /// It was waiting; it is gone and will not run.
+    Pending,
+    /// A worker holds it; the worker is told to cancel it.
+    Running,
+    /// The broker does not hold it (finished, or never sent); later deliveries are refused.
+    NotFound,
+}
+
+/// Counts for one queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Queue name.
+    pub queue: String,
+    /// Ready to run now.
+    pub ready: u64,
+    /// Waiting for their ETA or retry delay.
+    pub scheduled: u64,
+    /// Held by workers.
+    pub reserved: u64,
+}
+
+/// A task that failed its last attempt, kept for inspection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The task as it was last delivered.
+    pub envelope: Envelope,
+    /// Why it failed.
+    pub error: TaskError,
+    /// When it was dead-lettered.
+    pub at: Timestamp,
+}
+
+/// A worker's self-description, refreshed by its heartbeats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Unique id, `name@host.pid`.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Queues it consumes.
+    pub queues: Vec<String>,
+    /// Pool kind and size, e.g. "threads x2".
+    pub pool: String,
+    /// When it started.
+    pub started: Timestamp,
+    /// Last heartbeat.
+    pub heartbeat: Timestamp,
+    /// Tasks finished so far.
+    pub tasks_done: u64,
+    /// Tasks running now.
+    pub active: u64,
+}
+
+/// A task's outcome (or progress) as the result store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    /// The task.
+    pub id: TaskId,
+    /// Registered task name.
+    pub task: String,
+    /// Where it is in its life.
+    pub state: TaskState,
+    /// The encoded value, on SUCCESS.
+    pub value: Option<Vec<u8>>,
+    /// Codec of `value`.
+    pub codec: Codec,
+    /// The error, on FAILURE, RETRY or REVOKED.
+    pub error: Option<TaskError>,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// The worker that ran it last.
+    pub worker: Option<String>,
+    /// When it started (last attempt).
+    pub started: Option<Timestamp>,
+    /// When it reached this state.
+    pub updated: Timestamp,
+    /// When the record may be deleted.
+    pub expires: Option<Timestamp>,
+}
+
+/// One member's result for [`ResultStore::join`].
+#[derive(Debug, Clone, Copy)]
+pub struct JoinEntry<'a> {
+    /// The join (a group's or chord's id).
+    pub id: TaskId,
+    /// The member's place.
+    pub index: u32,
+    /// How many members the join has.
+    pub size: u32,
+    /// The member's result.
+    pub value: &'a [u8],
+}

@@ -1,0 +1,45 @@
+//! Where outcomes are kept: result records, workflow joins, blobs and counters.
+
+use std::time::Duration;
+
+use lovage_core::TaskId;
+
+use crate::{JoinEntry, Result, ResultRecord};
+
+/// Where outcomes are kept.
+pub trait ResultStore: Send + Sync {
+    /// Stores a batch of records, replacing earlier ones for the same ids.
+    fn store(&self, records: &[ResultRecord]) -> Result<()>;
+
+    /// The record for `id`, if any (an unknown id is PENDING to a client).
+    fn get(&self, id: TaskId) -> Result<Option<ResultRecord>>;
+
+    /// The records for many ids at once, in order (one round trip where the backend allows).
+    fn get_many(&self, ids: &[TaskId]) -> Result<Vec<Option<ResultRecord>>> {
+        ids.iter().map(|id| self.get(*id)).collect()
+    }
+
+    /// Waits until `id` reaches a final state or `timeout` passes; returns what is known then.
+    fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<ResultRecord>>;
+
+    /// Records each entry's `value` as member `index` of the join `id` of `size` members
+    /// (recording the same index again replaces it), in one step where the backend allows.
+    /// For each entry, in order: once all `size` members of its join are in, every value in
+    /// index order — on that call and any later one — else `None`. Joins are kept for
+    /// [`ONCE_TTL`](crate::ONCE_TTL).
+    fn join(&self, entries: &[JoinEntry<'_>]) -> Result<Vec<Option<Vec<Vec<u8>>>>>;
+
+    /// Keeps `bytes` under `key` for [`ONCE_TTL`](crate::ONCE_TTL) (a workflow's long chain, stored once instead
+    /// of in every step's message). Writing the same key again replaces it.
+    fn put_blob(&self, key: TaskId, bytes: &[u8]) -> Result<()>;
+
+    /// What [`ResultStore::put_blob`] kept under `key`, if it is still there.
+    fn get_blob(&self, key: TaskId) -> Result<Option<Vec<u8>>>;
+
+    /// Adds `by` to the counter `key` atomically and returns the new value.
+    fn incr(&self, key: &str, by: i64) -> Result<i64>;
+
+    /// Deletes records past their expiry; returns how many (0 for a backend whose keys expire
+    /// by themselves). An expired record is never returned by `get`, purged or not.
+    fn purge_expired(&self) -> Result<u64>;
+}
