@@ -456,7 +456,7 @@ pub fn results_store_get_and_wait(f: Fixture) {
 }
 
 pub fn results_expire(f: Fixture) {
-    let r = &*f.backend.results();
+    let r = f.backend.results();
     let (keep, drop_) = (TaskId::new(), TaskId::new());
     let mut old = record(drop_, TaskState::Success);
     old.expires = Some(Timestamp::from_millis(Timestamp::now().as_millis() - 1));
@@ -475,7 +475,7 @@ pub fn results_expire(f: Fixture) {
 /// A result with a time to live is gone once it passes; a later record of a task without one
 /// is kept; of two records of one task in one batch, the later wins.
 pub fn a_result_lasts_its_time_to_live(f: Fixture) {
-    let r = &*f.backend.results();
+    let r = f.backend.results();
     let (short, kept) = (TaskId::new(), TaskId::new());
     let ttl = Duration::from_millis(500);
     let stored = Timestamp::now();
@@ -582,7 +582,7 @@ fn join_one(
 }
 
 pub fn joins_complete_once_every_member_is_in(f: Fixture) {
-    let r = &*f.backend.results();
+    let r = f.backend.results();
     let id = TaskId::new();
     assert_eq!(join_one(r, id, 1, 3, b"b"), None);
     assert_eq!(join_one(r, id, 0, 3, b"a"), None);
@@ -732,7 +732,7 @@ pub fn rate_limits_book_one_slot_per_interval(f: Fixture) {
 }
 
 pub fn blobs_are_kept_by_key(f: Fixture) {
-    let r = &*f.backend.results();
+    let r = f.backend.results();
     let key = TaskId::new();
     assert_eq!(r.get_blob(key).unwrap(), None);
     r.put_blob(key, b"one").unwrap();
@@ -794,7 +794,7 @@ pub fn the_client_sends_and_reads_results(f: Fixture) {
         kinds::TIMEOUT
     );
     // Play the worker.
-    let d = reserve_all(&*f.backend.broker(), "default", 1);
+    let d = reserve_all(f.backend.broker(), "default", 1);
     assert_eq!(d[0].envelope.id, res.id());
     let mut rec = record(res.id(), TaskState::Success);
     rec.value = Some(b"5".to_vec());
