@@ -36,7 +36,7 @@ fn main() {
     };
     let worker = Worker::new(app.backend().clone(), config).expect("start the worker");
     let stop = worker.shutdown_handle();
-    let running = std::thread::spawn(move || worker.run());
+    let running = std::thread::spawn(move || worker.run().expect("start the worker threads"));
 
     // Celery-style: add.delay(2, 3), then .get(timeout).
     let sum = add::delay(&app, 2, 3).expect("send");

@@ -34,7 +34,10 @@ fn worker(
     };
     let w = Worker::new(backend, config).unwrap();
     let stop = w.shutdown_handle();
-    (stop, std::thread::spawn(move || w.run()))
+    (
+        stop,
+        std::thread::spawn(move || w.run().expect("start the worker threads")),
+    )
 }
 
 /// 40 tasks limited to 20/s on two workers: all succeed, each on its first attempt, and no

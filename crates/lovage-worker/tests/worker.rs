@@ -98,7 +98,7 @@ fn start(backend: Backend, dir: Option<tempfile::TempDir>, concurrency: usize) -
     };
     let worker = Worker::new(backend.clone(), config).unwrap();
     let shutdown = worker.shutdown_handle();
-    let thread = std::thread::spawn(move || worker.run());
+    let thread = std::thread::spawn(move || worker.run().expect("start the worker threads"));
     Running {
         app: App::with_backend(backend.clone()),
         backend,

@@ -103,7 +103,7 @@ fn start(backend: Backend) -> Running {
     };
     let worker = Worker::new(backend.clone(), config).unwrap();
     let shutdown = worker.shutdown_handle();
-    let thread = std::thread::spawn(move || worker.run());
+    let thread = std::thread::spawn(move || worker.run().expect("start the worker threads"));
     Running {
         app: App::with_backend(backend),
         shutdown,

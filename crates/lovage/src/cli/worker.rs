@@ -45,7 +45,9 @@ pub fn run(a: WorkerArgs) -> Result<(), Exit> {
     let worker = Worker::new(app.backend().clone(), config)
         .map_err(|e| Exit::failed(format!("cannot start the worker's pool: {e}")))?;
     lovage::worker::install_signal_handlers(worker.shutdown_handle());
-    worker.run();
+    worker
+        .run()
+        .map_err(|e| Exit::failed(format!("cannot start the worker's threads: {e}")))?;
     // After an immediate stop, tasks may still run in the pool (their leases are already
     // handed back); leave without waiting for them in destructors.
     std::process::exit(0);

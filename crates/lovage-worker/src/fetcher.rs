@@ -1,0 +1,146 @@
+//! The fetcher (the thread that called [`Worker::run`](crate::Worker::run)): reserves batches
+//! while there is room, merges each task's options once, sends revoked and expired tasks to
+//! the finisher without running them, passes rate-limited ones to the pacer, and hands the
+//! rest to the pool.
+
+use std::collections::HashSet;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use lovage_broker::{Delivery, Timestamp};
+use lovage_core::{kinds, CancelToken, Signature, TaskError, TaskId, TaskState};
+
+use crate::pacer;
+use crate::settle::Ran;
+use crate::shared::{Outcome, Ready, Running, Shared};
+
+/// Reserves and starts tasks until a stop is asked for.
+pub(crate) fn fetch_loop(s: &Shared, tx: &Sender<Outcome>) {
+    while !s.shutdown.requested() {
+        let Some(room) = wait_for_room(s) else { break };
+        // Nothing reserved yet, so a graceful stop need not wait for the broker.
+        let got = s.retry_broker_until(
+            "reserve",
+            || s.shutdown.requested(),
+            || {
+                s.backend
+                    .broker()
+                    .reserve(&s.config.queues, room, s.config.lease, s.config.poll)
+            },
+        );
+        let Some(deliveries) = got else { break };
+        if deliveries.is_empty() {
+            if s.running().is_empty() {
+                // Idle: what we measured may not fit the next tasks, so start cautious.
+                s.forget_run_time();
+            }
+            continue;
+        }
+        let ready = screen(s, deliveries, tx);
+        for r in pacer::hold_back_over_limit(s, ready) {
+            start(s, r, tx);
+        }
+    }
+}
+
+/// Waits until fewer than concurrency + prefetch tasks are in hand; returns how many more may
+/// be reserved, or None when a stop was asked for meanwhile.
+fn wait_for_room(s: &Shared) -> Option<usize> {
+    let capacity = s.config.concurrency + s.prefetch();
+    let mut running = s.running();
+    while running.len() >= capacity && !s.shutdown.requested() {
+        running = s
+            .room
+            .wait_timeout(running, Duration::from_millis(100))
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+    if s.shutdown.requested() {
+        return None;
+    }
+    Some(capacity.saturating_sub(running.len()))
+}
+
+/// Merges each delivery's options, and sends those revoked or expired before they started to
+/// the finisher (to be settled as REVOKED like any other outcome); returns the rest.
+fn screen(s: &Shared, deliveries: Vec<Delivery>, tx: &Sender<Outcome>) -> Vec<Ready> {
+    let ids: Vec<TaskId> = deliveries.iter().map(|d| d.envelope.id).collect();
+    let revoked: HashSet<TaskId> = s
+        .retry_broker("revoked", || s.backend.broker().revoked(&ids))
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let now = Timestamp::now();
+    let mut ready = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        let why = match d.envelope.expires {
+            Some(at) if at <= now => Some(format!("expired at {at} before a worker started it")),
+            _ if revoked.contains(&d.envelope.id) => Some("revoked before it started".to_owned()),
+            _ => None,
+        };
+        let r = Ready::new(d);
+        match why {
+            Some(why) => {
+                let _ = tx.send(Outcome {
+                    ready: r,
+                    ran: Ran::Revoked(TaskError::new(kinds::REVOKED, why)),
+                    started: None,
+                });
+            }
+            None => ready.push(r),
+        }
+    }
+    ready
+}
+
+/// Hands a task to the pool; its outcome goes to the finisher.
+pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
+    let env = &r.d.envelope;
+    if r.options.track_started == Some(true) {
+        let started = s.record(&r.d, TaskState::Started, None, None, Some(Timestamp::now()));
+        s.retry_broker("store started", || {
+            s.backend.results().store(std::slice::from_ref(&started))
+        });
+    }
+    if r.options.acks_late == Some(false) {
+        // Early ack: from here on the task is the worker's alone (at most once).
+        s.retry_broker("complete", || s.backend.broker().complete(&[r.d.lease]));
+    }
+    let sig = Signature {
+        task: env.task.clone(),
+        args: env.args.clone(),
+        codec: env.codec,
+        options: r.options.clone(),
+    };
+    let token = CancelToken::new();
+    let id = env.id;
+    s.running().insert(
+        id,
+        Running {
+            lease: r.d.lease,
+            token: token.clone(),
+            handle: None,
+            run_started: None,
+            soft_time_limit: r.options.soft_time_limit,
+        },
+    );
+    tracing::debug!(task_id = %id, task = %env.task, attempt = env.attempts, "starting");
+    let started = Timestamp::now();
+    let handle = s.executor.submit_cancellable(sig, token);
+    let tx = tx.clone();
+    handle.add_done_callback(move |result| {
+        let ran = match result {
+            Ok(value) => Ran::Succeeded(value.clone()),
+            Err(err) => Ran::Failed(err.clone()),
+        };
+        let _ = tx.send(Outcome {
+            ready: r,
+            ran,
+            started: Some(started),
+        });
+    });
+    // Unless it already finished (and the finisher removed it), keep the handle for the keeper.
+    if let Some(running) = s.running().get_mut(&id) {
+        running.handle = Some(handle);
+    }
+}

@@ -1,0 +1,224 @@
+//! The finisher: collects outcomes as the pool reports them and settles them in batches, in
+//! the order PROTOCOL.md explains: store the records, then plan what follows in workflows,
+//! then complete the tasks together with the next steps, then retry or discard the failures.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use lovage_broker::{Delivery, Envelope, Lease, Timestamp};
+use lovage_core::{kinds, TaskError, TaskId, TaskState};
+use lovage_flow::Finished;
+
+use crate::settle::{decide, Ran, Settle};
+use crate::shared::{Outcome, Shared};
+use crate::WorkerReport;
+
+/// Outcomes settled together at most (one store, one complete per batch).
+const MAX_BATCH: usize = 1024;
+
+/// Collects outcomes and settles them in batches until the worker is done.
+pub(crate) fn finish_loop(s: &Shared, rx: Receiver<Outcome>) {
+    let mut last_batch = Instant::now();
+    loop {
+        let first = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(o) => o,
+            Err(RecvTimeoutError::Timeout) => {
+                if s.done.load(Ordering::SeqCst) {
+                    return;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        // Time per task per slot, from the rate tasks finish while the worker is busy (a long
+        // idle gap says nothing about task length, so it is not counted).
+        let gap = last_batch.elapsed();
+        last_batch = Instant::now();
+        if gap < Duration::from_secs(1) {
+            s.observe_run(gap * s.config.concurrency as u32 / batch.len() as u32);
+        }
+        finish_batch(s, batch);
+    }
+}
+
+/// What is left to do in the broker for a failed task once its batch is completed.
+enum Afterwards {
+    /// Back to its queue after a delay (the broker's retry).
+    Retry(Lease, Duration),
+    /// Sent anew after a delay: it was acknowledged when it started.
+    Resend(Box<Envelope>, Duration),
+    /// To the dead letters.
+    Discard(Box<(Delivery, TaskError)>),
+}
+
+/// Settles one batch of outcomes.
+fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
+    let mut records = Vec::with_capacity(batch.len());
+    let mut completed = Vec::with_capacity(batch.len());
+    let mut afterwards = Vec::new();
+    let mut ended = Vec::with_capacity(batch.len());
+    // Workflow steps, continued once their outcomes are stored: (envelope, value or error).
+    let mut flows: Vec<(Envelope, Result<Vec<u8>, TaskError>)> = Vec::new();
+    let mut report = WorkerReport::default();
+    let revoked_running: HashSet<TaskId> = {
+        let mut set = s.revoked_running();
+        batch
+            .iter()
+            .filter_map(|o| set.take(&o.ready.d.envelope.id))
+            .collect()
+    };
+    for Outcome {
+        ready,
+        mut ran,
+        started,
+    } in batch
+    {
+        let d = ready.d;
+        let env = &d.envelope;
+        ended.push(env.id);
+        if revoked_running.contains(&env.id) {
+            // Whatever it returned, it was cancelled because it was revoked.
+            ran = Ran::Revoked(TaskError::new(kinds::REVOKED, "revoked while it ran"));
+        }
+        let settle = decide(&ran, env.attempts, &ready.options);
+        let in_flow = !env.flow.is_empty();
+        match ran {
+            Ran::Succeeded(value) => {
+                if in_flow {
+                    flows.push((env.clone(), Ok(value.clone())));
+                }
+                if settle == (Settle::Succeed { store: true }) {
+                    records.push(s.record(&d, TaskState::Success, Some(value), None, started));
+                }
+                completed.push(d.lease);
+                report.succeeded += 1;
+            }
+            Ran::Revoked(err) => {
+                tracing::info!(task_id = %env.id, task = %env.task, reason = %err.message, "revoked");
+                if in_flow {
+                    flows.push((env.clone(), Err(err.clone())));
+                }
+                records.push(s.record(&d, TaskState::Revoked, None, Some(err), started));
+                completed.push(d.lease);
+                report.revoked += 1;
+            }
+            Ran::Failed(err) => match settle {
+                Settle::Retry { resend, .. } => {
+                    let delay = settle.retry_delay();
+                    tracing::info!(task_id = %env.id, task = %env.task, attempt = env.attempts, error = %err, ?delay, "retrying");
+                    records.push(s.record(&d, TaskState::Retry, None, Some(err), started));
+                    afterwards.push(if resend {
+                        Afterwards::Resend(Box::new(d.envelope), delay)
+                    } else {
+                        Afterwards::Retry(d.lease, delay)
+                    });
+                    report.retried += 1;
+                }
+                _ => {
+                    tracing::info!(task_id = %env.id, task = %env.task, attempt = env.attempts, error = %err, "failed");
+                    if in_flow {
+                        flows.push((env.clone(), Err(err.clone())));
+                    }
+                    records.push(s.record(
+                        &d,
+                        TaskState::Failure,
+                        None,
+                        Some(err.clone()),
+                        started,
+                    ));
+                    afterwards.push(Afterwards::Discard(Box::new((d, err))));
+                    report.failed += 1;
+                }
+            },
+        }
+    }
+    // Records first, then the broker: a task leaves the queue (or goes back for a retry) only
+    // once its outcome is stored, so a crash in between runs it again rather than losing it.
+    // If storing gave up (immediate shutdown during an outage), the leases bring them back.
+    if s.retry_broker("store results", || s.backend.results().store(&records))
+        .is_some()
+    {
+        settle_in_broker(s, &flows, &completed, &afterwards);
+    }
+    {
+        let mut running = s.running();
+        for id in &ended {
+            running.remove(id);
+        }
+    }
+    s.room.notify_all();
+    let mut total = s.report();
+    total.add(&report);
+    let done = total.succeeded + total.failed;
+    drop(total);
+    s.info().tasks_done = done;
+}
+
+/// After the records are stored: plans what follows in workflows, completes the finished
+/// tasks together with their next steps, then retries, resends or discards the failures.
+fn settle_in_broker(
+    s: &Shared,
+    flows: &[(Envelope, Result<Vec<u8>, TaskError>)],
+    completed: &[Lease],
+    afterwards: &[Afterwards],
+) {
+    let finished: Vec<(&Envelope, Finished<'_>)> = flows
+        .iter()
+        .map(|(env, outcome)| match outcome {
+            Ok(value) => (env, Finished::Success(value)),
+            Err(err) => (env, Finished::Failure(err)),
+        })
+        .collect();
+    // Planning gives up only when an immediate stop meets a broker outage: then nothing is
+    // settled, and the leases bring these tasks back to be continued.
+    let Some(next) = plan_flows(s, &finished) else {
+        return;
+    };
+    // What these tasks start (next steps, error callbacks) goes out with the completions (one
+    // transaction on SQLite), before any failed task is discarded: a crash in between cannot
+    // lose an error callback.
+    s.retry_broker("complete", || {
+        s.backend.broker().complete_and_send(completed, &next)
+    });
+    for step in afterwards {
+        match step {
+            Afterwards::Retry(lease, delay) => {
+                s.retry_broker("retry", || s.backend.broker().retry(lease, *delay));
+            }
+            Afterwards::Resend(env, delay) => {
+                let mut again = (**env).clone();
+                again.eta = Some(Timestamp::now() + *delay);
+                s.retry_broker("send a retry", || {
+                    s.backend.broker().enqueue(std::slice::from_ref(&again))
+                });
+            }
+            Afterwards::Discard(dead) => {
+                let (d, err) = &**dead;
+                s.retry_broker("discard", || {
+                    s.backend.broker().discard(&d.lease, &d.envelope, err)
+                });
+            }
+        }
+    }
+}
+
+/// Works out what follows these tasks in their workflows (joins and records done); the
+/// returned steps are for the caller to send with the completions.
+fn plan_flows(s: &Shared, finished: &[(&Envelope, Finished<'_>)]) -> Option<Vec<Envelope>> {
+    if finished.is_empty() {
+        return Some(Vec::new());
+    }
+    let ctx = s.flow_context();
+    s.retry_broker("continue workflows", || {
+        lovage_flow::plan_many(&ctx, finished)
+    })
+}

@@ -1,0 +1,99 @@
+//! The keeper: while the worker runs, fires soft time limits, renews the leases of the tasks
+//! in hand, cancels those revoked while they run, writes the heartbeat, and now and then
+//! deletes expired results.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use lovage_broker::{Lease, Timestamp};
+use lovage_core::{CancelReason, TaskId};
+
+use crate::shared::Shared;
+
+/// How often a worker deletes results past their TTL.
+const RESULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Renews leases and writes heartbeats until the worker is done.
+pub(crate) fn keep_loop(s: &Shared) {
+    let tick = (s.config.lease / 3)
+        .min(s.config.heartbeat)
+        .max(Duration::from_millis(10));
+    let mut last_beat = Instant::now();
+    let mut last_purge = Instant::now();
+    // The keeper stops retrying an unreachable broker once the run is over.
+    let keeper_done = || s.done.load(Ordering::SeqCst) || s.shutdown.immediate_requested();
+    while !s.done.load(Ordering::SeqCst) {
+        std::thread::sleep(tick.min(Duration::from_millis(100)));
+        fire_soft_time_limits(s);
+        if last_beat.elapsed() < tick {
+            continue;
+        }
+        last_beat = Instant::now();
+        let leases: Vec<Lease> = s.running().values().map(|r| r.lease).collect();
+        if !leases.is_empty() {
+            if let Some(lost) = s.retry_broker_until("renew leases", keeper_done, || {
+                s.backend.broker().renew(&leases, s.config.lease)
+            }) {
+                cancel_revoked(s, &lost);
+            }
+        }
+        let info = {
+            let mut info = s.info();
+            info.heartbeat = Timestamp::now();
+            info.active = leases.len() as u64;
+            info.clone()
+        };
+        s.retry_broker_until("heartbeat", keeper_done, || {
+            s.backend.presence().heartbeat(&info)
+        });
+        if last_purge.elapsed() >= RESULT_PURGE_INTERVAL {
+            last_purge = Instant::now();
+            purge_expired_results(s);
+        }
+    }
+}
+
+/// Cancels the token of every running task past its soft time limit, counted from when it
+/// left the pool's queue.
+fn fire_soft_time_limits(s: &Shared) {
+    for r in s.running().values_mut() {
+        if r.run_started.is_none() && r.handle.as_ref().is_some_and(|h| h.running() || h.done()) {
+            r.run_started = Some(Instant::now());
+        }
+        let over = r
+            .soft_time_limit
+            .zip(r.run_started)
+            .is_some_and(|(limit, since)| since.elapsed() >= limit);
+        if over && !r.token.is_cancelled() {
+            tracing::info!(task_id = %r.lease.id, "soft time limit passed; asking the task to stop");
+            r.token.cancel(CancelReason::SoftTimeLimit);
+        }
+    }
+}
+
+/// Of the leases the broker no longer holds for us, cancels those revoked (the finisher then
+/// settles them as REVOKED).
+fn cancel_revoked(s: &Shared, lost: &[Lease]) {
+    if lost.is_empty() {
+        return;
+    }
+    let ids: Vec<TaskId> = lost.iter().map(|l| l.id).collect();
+    let revoked = s.backend.broker().revoked(&ids).unwrap_or_default();
+    let mut set = s.revoked_running();
+    let running = s.running();
+    for id in revoked {
+        if let Some(r) = running.get(&id) {
+            tracing::info!(task_id = %id, "revoked while running: cancelling it");
+            r.token.cancel(CancelReason::Revoked);
+            set.insert(id);
+        }
+    }
+}
+
+fn purge_expired_results(s: &Shared) {
+    match s.backend.results().purge_expired() {
+        Ok(n) if n > 0 => tracing::debug!(worker = %s.id, purged = n, "expired results deleted"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(worker = %s.id, error = %e, "could not delete expired results"),
+    }
+}

@@ -1,0 +1,233 @@
+//! What the worker's threads share: the backend and pool, the tasks in hand, the report, and
+//! the few helpers every thread uses (retrying the broker, making a result record).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lovage_broker::{Backend, BrokerError, Delivery, Lease, ResultRecord, Timestamp, WorkerInfo};
+use lovage_core::{CancelToken, Registry, TaskError, TaskId, TaskOptions, TaskState};
+use lovage_pool::{Executor, TaskHandle};
+
+use crate::settle::Ran;
+use crate::{Shutdown, WorkerConfig, WorkerReport};
+
+/// Reserve about this much work beyond what runs: enough that the pool never waits for the
+/// broker, little enough that one worker does not hoard slow tasks other workers could start.
+const PREFETCH_WORK: Duration = Duration::from_millis(20);
+
+/// A reserved task with its options: the call's merged over the registered task's, once, at
+/// reserve; everything after (rate limit, start, settle) reads these.
+pub(crate) struct Ready {
+    pub d: Delivery,
+    pub options: TaskOptions,
+}
+
+impl Ready {
+    pub fn new(d: Delivery) -> Ready {
+        let options = match Registry::global().get(&d.envelope.task) {
+            Ok(entry) => d.envelope.options.merged_over(&(entry.options)()),
+            // An unknown task fails when it runs; its call's options are all there is.
+            Err(_) => d.envelope.options.clone(),
+        };
+        Ready { d, options }
+    }
+}
+
+/// A task that ended (or was revoked before it started), on its way to the finisher.
+pub(crate) struct Outcome {
+    pub ready: Ready,
+    pub ran: Ran,
+    /// When it started; None for a task that never ran.
+    pub started: Option<Timestamp>,
+}
+
+/// A task handed to the pool, as the keeper and the finisher see it.
+pub(crate) struct Running {
+    pub lease: Lease,
+    /// Cancelled when the task is revoked while running or passes its soft time limit.
+    pub token: CancelToken,
+    /// The pool's handle, to see when the task leaves the pool's queue and starts.
+    pub handle: Option<TaskHandle<Vec<u8>>>,
+    /// When the keeper first saw it running: the soft time limit counts from here, not from
+    /// the time it waited in the pool as prefetch.
+    pub run_started: Option<Instant>,
+    pub soft_time_limit: Option<Duration>,
+}
+
+/// State shared by the worker's threads.
+pub(crate) struct Shared {
+    pub backend: Backend,
+    pub executor: std::sync::Arc<dyn Executor>,
+    pub config: WorkerConfig,
+    pub id: String,
+    pub info: Mutex<WorkerInfo>,
+    running: Mutex<HashMap<TaskId, Running>>,
+    /// Signalled when a running task is finished (room for more).
+    pub room: Condvar,
+    /// Rate-limited tasks waiting here for their booked slots (the pacer's).
+    paced: Mutex<Vec<(Instant, Ready)>>,
+    /// Signalled when `paced` changes.
+    pub paced_changed: Condvar,
+    /// Running tasks revoked while they ran (the keeper's finding): they settle as REVOKED.
+    revoked_running: Mutex<HashSet<TaskId>>,
+    pub shutdown: Shutdown,
+    /// Set when the run is over: the finisher and the keeper return.
+    pub done: AtomicBool,
+    report: Mutex<WorkerReport>,
+    /// Set while the broker is failing, so an outage is logged once.
+    broker_down: AtomicBool,
+    /// Moving average of a task's run time, in microseconds (0: none measured yet).
+    avg_run_us: AtomicU64,
+}
+
+fn unpoisoned<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    pub fn new(
+        backend: Backend,
+        executor: std::sync::Arc<dyn Executor>,
+        config: WorkerConfig,
+        info: WorkerInfo,
+    ) -> Shared {
+        Shared {
+            backend,
+            executor,
+            id: info.id.clone(),
+            config,
+            info: Mutex::new(info),
+            running: Mutex::new(HashMap::new()),
+            room: Condvar::new(),
+            paced: Mutex::new(Vec::new()),
+            paced_changed: Condvar::new(),
+            revoked_running: Mutex::new(HashSet::new()),
+            shutdown: Shutdown::default(),
+            done: AtomicBool::new(false),
+            report: Mutex::new(WorkerReport::default()),
+            broker_down: AtomicBool::new(false),
+            avg_run_us: AtomicU64::new(0),
+        }
+    }
+
+    pub fn running(&self) -> MutexGuard<'_, HashMap<TaskId, Running>> {
+        unpoisoned(&self.running)
+    }
+
+    pub fn paced(&self) -> MutexGuard<'_, Vec<(Instant, Ready)>> {
+        unpoisoned(&self.paced)
+    }
+
+    pub fn info(&self) -> MutexGuard<'_, WorkerInfo> {
+        unpoisoned(&self.info)
+    }
+
+    pub fn report(&self) -> MutexGuard<'_, WorkerReport> {
+        unpoisoned(&self.report)
+    }
+
+    pub fn revoked_running(&self) -> MutexGuard<'_, HashSet<TaskId>> {
+        unpoisoned(&self.revoked_running)
+    }
+
+    /// How many tasks to hold beyond the running ones, from the measured task run time.
+    pub fn prefetch(&self) -> usize {
+        let avg = self.avg_run_us.load(Ordering::Relaxed);
+        // No measurement yet (0): hold one extra task per slot.
+        let per_slot = (PREFETCH_WORK.as_micros() as u64)
+            .checked_div(avg)
+            .map_or(1, |n| n.max(1) as usize);
+        let adaptive = per_slot * self.config.concurrency;
+        adaptive.min(self.config.prefetch)
+    }
+
+    /// Feeds the moving average of a task's run time.
+    pub fn observe_run(&self, took: Duration) {
+        let us = took.as_micros().max(1) as u64;
+        let old = self.avg_run_us.load(Ordering::Relaxed);
+        let new = if old == 0 { us } else { (old * 7 + us) / 8 };
+        self.avg_run_us.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// Forgets the measured run time (idle: the next tasks may be of another kind).
+    pub fn forget_run_time(&self) {
+        self.avg_run_us.store(0, Ordering::Relaxed);
+    }
+
+    /// Runs a broker operation until it succeeds, backing off; gives up only on immediate
+    /// shutdown (the leases then bring the tasks back).
+    pub fn retry_broker<T>(
+        &self,
+        op: &str,
+        f: impl FnMut() -> Result<T, BrokerError>,
+    ) -> Option<T> {
+        self.retry_broker_until(op, || self.shutdown.immediate_requested(), f)
+    }
+
+    /// Like `retry_broker`, giving up as soon as `give_up()` holds (e.g. a graceful stop, for
+    /// work not yet started such as reserving, or the end of the run, for the keeper).
+    pub fn retry_broker_until<T>(
+        &self,
+        op: &str,
+        give_up: impl Fn() -> bool,
+        mut f: impl FnMut() -> Result<T, BrokerError>,
+    ) -> Option<T> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match f() {
+                Ok(v) => {
+                    if self.broker_down.swap(false, Ordering::SeqCst) {
+                        tracing::info!(worker = %self.id, "broker is back");
+                    }
+                    return Some(v);
+                }
+                Err(e) => {
+                    if !self.broker_down.swap(true, Ordering::SeqCst) {
+                        tracing::warn!(worker = %self.id, error = %e, transient = e.is_transient(), "broker {op} failed; retrying with backoff until it answers");
+                    }
+                    if give_up() {
+                        return None;
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// A result record of `d` in `state`, written by this worker now.
+    pub fn record(
+        &self,
+        d: &Delivery,
+        state: TaskState,
+        value: Option<Vec<u8>>,
+        error: Option<TaskError>,
+        started: Option<Timestamp>,
+    ) -> ResultRecord {
+        let now = Timestamp::now();
+        ResultRecord {
+            id: d.envelope.id,
+            task: d.envelope.task.clone(),
+            state,
+            value,
+            codec: d.envelope.codec,
+            error,
+            attempts: d.envelope.attempts,
+            worker: Some(self.id.clone()),
+            started,
+            updated: now,
+            expires: self.config.result_ttl.map(|t| now + t),
+        }
+    }
+
+    /// The workflow context for lovage-flow: this backend, this worker, its result TTL.
+    pub fn flow_context(&self) -> lovage_flow::Context<'_> {
+        lovage_flow::Context {
+            backend: &self.backend,
+            result_ttl: self.config.result_ttl,
+            worker: Some(&self.id),
+        }
+    }
+}

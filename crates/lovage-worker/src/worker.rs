@@ -1,0 +1,177 @@
+//! The [`Worker`]: starts its pool and its threads (fetcher, pacer, finisher, keeper; see
+//! PROTOCOL.md), runs until it is stopped, and reports what it did.
+
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use lovage_broker::{Backend, Lease, Timestamp, WorkerInfo};
+use lovage_pool::{Executor, ProcessPool, ThreadPool};
+
+use crate::shared::{Outcome, Shared};
+use crate::{fetcher, finisher, keeper, pacer, PoolKind, Shutdown, WorkerConfig};
+
+/// What a finished run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Tasks that ended SUCCESS.
+    pub succeeded: u64,
+    /// Tasks that ended FAILURE.
+    pub failed: u64,
+    /// Failures sent back for a retry.
+    pub retried: u64,
+    /// Tasks revoked or expired (before they started or while they ran).
+    pub revoked: u64,
+    /// Tasks handed back to the queue by an immediate shutdown.
+    pub requeued: u64,
+}
+
+impl WorkerReport {
+    pub(crate) fn add(&mut self, other: &WorkerReport) {
+        self.succeeded += other.succeeded;
+        self.failed += other.failed;
+        self.retried += other.retried;
+        self.revoked += other.revoked;
+        self.requeued += other.requeued;
+    }
+}
+
+/// A worker bound to a backend. [`run`](Worker::run) blocks until it is shut down.
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    /// A worker with its pool started.
+    pub fn new(backend: Backend, config: WorkerConfig) -> std::io::Result<Worker> {
+        let executor: Arc<dyn Executor> = match config.pool {
+            PoolKind::Threads => Arc::new(
+                ThreadPool::builder()
+                    .workers(config.concurrency)
+                    .thread_name("lovage-task")
+                    .build()?,
+            ),
+            PoolKind::Processes => {
+                Arc::new(ProcessPool::builder().workers(config.concurrency).build()?)
+            }
+        };
+        let host = hostname();
+        let pid = std::process::id();
+        let now = Timestamp::now();
+        let info = WorkerInfo {
+            id: format!("{}@{host}.{pid}", config.name),
+            host,
+            pid,
+            queues: config.queues.clone(),
+            pool: format!("{} x{}", config.pool.name(), config.concurrency),
+            started: now,
+            heartbeat: now,
+            tasks_done: 0,
+            active: 0,
+        };
+        Ok(Worker {
+            shared: Arc::new(Shared::new(backend, executor, config, info)),
+        })
+    }
+
+    /// The worker's id, `name@host.pid`.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// A handle to stop the worker from another thread (or a signal handler thread).
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shared.shutdown.clone()
+    }
+
+    /// Consumes the queues until shut down; returns counts of what happened. Fails only when
+    /// the worker's own threads cannot be started.
+    pub fn run(&self) -> std::io::Result<WorkerReport> {
+        let s = &self.shared;
+        tracing::info!(worker = %s.id, queues = ?s.config.queues, pool = %s.info().pool, "worker started");
+        s.retry_broker_until(
+            "heartbeat",
+            || s.shutdown.requested(),
+            || s.backend.presence().heartbeat(&s.info()),
+        );
+        let (tx, rx) = mpsc::channel::<Outcome>();
+        let finisher = {
+            let s = s.clone();
+            std::thread::Builder::new()
+                .name("lovage-finisher".into())
+                .spawn(move || finisher::finish_loop(&s, rx))?
+        };
+        let keeper = {
+            let s = s.clone();
+            std::thread::Builder::new()
+                .name("lovage-keeper".into())
+                .spawn(move || keeper::keep_loop(&s))?
+        };
+        let paced = std::thread::scope(|scope| {
+            let pacer = std::thread::Builder::new()
+                .name("lovage-pacer".into())
+                .spawn_scoped(scope, || pacer::pace_loop(s, &tx));
+            if pacer.is_ok() {
+                fetcher::fetch_loop(s, &tx);
+            } else {
+                s.shutdown.graceful();
+            }
+            s.paced_changed.notify_all();
+            pacer.map(|_| ())
+        });
+        // The fetcher may have booked slots after the pacer left: hand those back too.
+        pacer::hand_back_paced(s);
+        drop(tx);
+        if !s.shutdown.immediate_requested() {
+            // Graceful: let what runs finish.
+            let mut running = s.running();
+            while !running.is_empty() && !s.shutdown.immediate_requested() {
+                running = s
+                    .room
+                    .wait_timeout(running, Duration::from_millis(100))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        if s.shutdown.immediate_requested() {
+            requeue_running(s);
+        }
+        s.done.store(true, Ordering::SeqCst);
+        if !s.shutdown.immediate_requested() {
+            let _ = finisher.join();
+        }
+        let _ = keeper.join();
+        let _ = s.backend.presence().unregister(&s.id);
+        s.executor.shutdown(!s.shutdown.immediate_requested(), true);
+        paced?;
+        let report = s.report().clone();
+        tracing::info!(worker = %s.id, ?report, "worker stopped");
+        Ok(report)
+    }
+}
+
+/// Immediate shutdown: gives every running task back to the queue (an attempt that did not
+/// finish: the next delivery counts as another).
+fn requeue_running(s: &Shared) {
+    let leases: Vec<Lease> = s.running().drain().map(|(_, r)| r.lease).collect();
+    for l in &leases {
+        if let Err(e) = s.backend.broker().retry(l, Duration::ZERO) {
+            tracing::warn!(task_id = %l.id, error = %e, "could not requeue; its lease will bring it back");
+        }
+    }
+    s.report().requeued += leases.len() as u64;
+    if !leases.is_empty() {
+        tracing::info!(worker = %s.id, count = leases.len(), "requeued running tasks");
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
