@@ -1,0 +1,481 @@
+//! The broker half: a task's life ([`Broker`]: enqueue, reserve, renew, complete, retry,
+//! snooze, discard, revoke) and the side traits ([`Locks`], [`RateLimits`], [`Presence`],
+//! [`Admin`]). Every write is one IMMEDIATE transaction, so a batch lands whole or not at all.
+
+use std::time::{Duration, Instant};
+
+use lovage_core::{TaskError, TaskId};
+use rusqlite::{params, OptionalExtension};
+
+use super::rows::{dead_letter, encode_tasks, row_to_envelope, worker_info, TaskColumns};
+use super::schema::{READY, RESERVED, SCHEDULED};
+use super::SqliteBackend;
+use crate::{
+    Admin, Broker, DeadLetter, Delivery, Envelope, Lease, Locks, Presence, QueueStats, RateLimits,
+    Result, Revoked, Timestamp, WorkerInfo, ONCE_TTL,
+};
+
+/// How long a revoked id is remembered.
+const REVOKE_MEMORY: Duration = Duration::from_secs(24 * 3600);
+
+impl SqliteBackend {
+    /// Inserts tasks in one transaction; with `once`, only ids never sent `once` before.
+    fn insert_tasks(&self, op: &'static str, batch: &[Envelope], once: bool) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let encoded = encode_tasks(batch).map_err(|e| self.fail(op, e))?;
+        self.write(op, |tx| insert_encoded(tx, batch, &encoded, once))
+    }
+
+    /// A held task back to its queue after `delay`; `attempted` says whether this delivery
+    /// counts as an attempt (a nack) or not (a deferral: the next delivery keeps its number).
+    fn requeue(
+        &self,
+        op: &'static str,
+        lease: &Lease,
+        delay: Duration,
+        attempted: bool,
+    ) -> Result<()> {
+        let (state, due) = if delay.is_zero() {
+            (READY, 0)
+        } else {
+            (SCHEDULED, (Timestamp::now() + delay).as_millis())
+        };
+        self.write(op, |tx| {
+            tx.prepare_cached(
+                "UPDATE tasks SET state = ?1, due = ?2, attempts = attempts - ?5 \
+                 WHERE id = ?3 AND attempts = ?4 AND state = 1",
+            )?
+            .execute(params![
+                state,
+                due,
+                lease.id.to_string(),
+                lease.delivery as i64,
+                i64::from(!attempted)
+            ])?;
+            Ok(())
+        })
+    }
+
+    /// One attempt at reserving; also returns when the next scheduled task or lease falls due.
+    fn try_reserve(
+        &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+    ) -> Result<(Vec<Delivery>, Option<Timestamp>)> {
+        let now = Timestamp::now();
+        let until = (now + lease).as_millis();
+        self.write_quietly("reserve", |tx| {
+            tx.prepare_cached("UPDATE tasks SET state = 0 WHERE state != 0 AND due <= ?1")?
+                .execute([now.as_millis()])?;
+            // Per queue, the best candidates by index; then the best of them all.
+            let mut candidates: Vec<(i64, i64)> = Vec::new();
+            let mut pick = tx.prepare_cached(
+                "SELECT priority, seq FROM tasks WHERE state = 0 AND queue = ?1 ORDER BY priority DESC, seq LIMIT ?2",
+            )?;
+            for q in queues {
+                let rows = pick.query_map(params![q, max as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                for row in rows {
+                    candidates.push(row?);
+                }
+            }
+            candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            candidates.truncate(max);
+            let mut take = tx.prepare_cached(
+                "UPDATE tasks SET state = 1, due = ?1, attempts = attempts + 1 WHERE seq = ?2 AND state = 0 \
+                 RETURNING id, queue, priority, attempts, task, codec, args, options, eta, expires, created, flow",
+            )?;
+            let mut out = Vec::with_capacity(candidates.len());
+            for (_, seq) in candidates {
+                // `state = 0`: a candidate listed twice (a queue named twice) is taken once.
+                let Some(envelope) = take
+                    .query_row(params![until, seq], row_to_envelope)
+                    .optional()?
+                else {
+                    continue;
+                };
+                out.push(Delivery {
+                    lease: Lease {
+                        id: envelope.id,
+                        delivery: envelope.attempts,
+                    },
+                    envelope,
+                });
+            }
+            let next_due: Option<i64> = tx
+                .prepare_cached("SELECT min(due) FROM tasks WHERE state != 0")?
+                .query_row([], |r| r.get(0))?;
+            Ok((out, next_due.map(Timestamp::from_millis)))
+        })
+    }
+}
+
+impl Broker for SqliteBackend {
+    fn enqueue(&self, batch: &[Envelope]) -> Result<()> {
+        self.insert_tasks("enqueue", batch, false)
+    }
+
+    fn enqueue_once(&self, batch: &[Envelope]) -> Result<()> {
+        self.insert_tasks("enqueue once", batch, true)
+    }
+
+    fn reserve(
+        &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let marker = self.change_marker()?;
+            let (got, next_due) = self.try_reserve(queues, max, lease)?;
+            if !got.is_empty() || Instant::now() >= deadline {
+                return Ok(got);
+            }
+            let until = match next_due {
+                Some(t) => deadline.min(Instant::now() + t.until().max(Duration::from_millis(1))),
+                None => deadline,
+            };
+            self.wait_for_change(until, marker)?;
+        }
+    }
+
+    fn renew(&self, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>> {
+        let until = (Timestamp::now() + lease).as_millis();
+        self.write("extend lease", |tx| {
+            let mut upd = tx.prepare_cached(
+                "UPDATE tasks SET due = ?1 WHERE id = ?2 AND attempts = ?3 AND state = 1 \
+                 AND NOT EXISTS (SELECT 1 FROM revoked WHERE id = ?2)",
+            )?;
+            let mut lost = Vec::new();
+            for l in leases {
+                if upd.execute(params![until, l.id.to_string(), l.delivery as i64])? == 0 {
+                    lost.push(*l);
+                }
+            }
+            Ok(lost)
+        })
+    }
+
+    fn complete(&self, leases: &[Lease]) -> Result<()> {
+        self.write("ack", |tx| delete_acked(tx, leases))
+    }
+
+    fn complete_and_send(&self, leases: &[Lease], next: &[Envelope]) -> Result<()> {
+        let encoded = encode_tasks(next).map_err(|e| self.fail("ack and send", e))?;
+        self.write("ack and send", |tx| {
+            insert_encoded(tx, next, &encoded, true)?;
+            delete_acked(tx, leases)
+        })
+    }
+
+    fn retry(&self, lease: &Lease, delay: Duration) -> Result<()> {
+        self.requeue("nack", lease, delay, true)
+    }
+
+    fn snooze(&self, lease: &Lease, delay: Duration) -> Result<()> {
+        self.requeue("defer", lease, delay, false)
+    }
+
+    fn discard(&self, lease: &Lease, envelope: &Envelope, error: &TaskError) -> Result<()> {
+        let env =
+            serde_json::to_string(envelope).map_err(|e| self.fail("dead-letter", e.into()))?;
+        let err = serde_json::to_string(error).map_err(|e| self.fail("dead-letter", e.into()))?;
+        self.write("dead-letter", |tx| {
+            let held = tx
+                .prepare_cached("DELETE FROM tasks WHERE id = ?1 AND attempts = ?2 AND state = 1")?
+                .execute(params![lease.id.to_string(), lease.delivery as i64])?;
+            // A stale lease: the task lives on elsewhere, so it is not dead.
+            if held == 1 {
+                tx.prepare_cached(
+                    "INSERT INTO dead_letters (id, envelope, error, at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![
+                    envelope.id.to_string(),
+                    env,
+                    err,
+                    Timestamp::now().as_millis()
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn revoke(&self, id: TaskId) -> Result<Revoked> {
+        let now = Timestamp::now();
+        let forget_before = now.as_millis() - REVOKE_MEMORY.as_millis() as i64;
+        self.write("revoke", |tx| {
+            tx.execute("DELETE FROM revoked WHERE at < ?1", [forget_before])?;
+            tx.execute(
+                "INSERT OR REPLACE INTO revoked (id, at) VALUES (?1, ?2)",
+                params![id.to_string(), now.as_millis()],
+            )?;
+            if tx.execute(
+                "DELETE FROM tasks WHERE id = ?1 AND state != 1 AND flow IS NULL",
+                [id.to_string()],
+            )? > 0
+            {
+                return Ok(Revoked::Pending);
+            }
+            // A workflow step stays, to be delivered and dropped by a worker, which then fails
+            // the rest of its workflow.
+            let waiting_step: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM tasks WHERE id = ?1 AND state != 1",
+                    [id.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if waiting_step.is_some() {
+                return Ok(Revoked::Pending);
+            }
+            let running: Option<i64> = tx
+                .query_row("SELECT 1 FROM tasks WHERE id = ?1", [id.to_string()], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            Ok(if running.is_some() {
+                Revoked::Running
+            } else {
+                Revoked::NotFound
+            })
+        })
+    }
+
+    fn revoked(&self, ids: &[TaskId]) -> Result<Vec<TaskId>> {
+        let conn = self.conn();
+        let mut q = conn
+            .prepare_cached("SELECT 1 FROM revoked WHERE id = ?1")
+            .map_err(|e| self.err("revoked", e))?;
+        let mut out = Vec::new();
+        for id in ids {
+            if q.exists([id.to_string()])
+                .map_err(|e| self.err("revoked", e))?
+            {
+                out.push(*id);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Locks for SqliteBackend {
+    fn lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let now = Timestamp::now();
+        let until = (now + ttl).as_millis();
+        self.write("lock", |tx| {
+            // Taken when free, lapsed, or already ours.
+            let changed = tx
+                .prepare_cached(
+                    "INSERT INTO locks (name, holder, until) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+                     WHERE locks.holder = excluded.holder OR locks.until <= ?4",
+                )?
+                .execute(params![name, holder, until, now.as_millis()])?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn unlock(&self, name: &str, holder: &str) -> Result<()> {
+        self.write("unlock", |tx| {
+            tx.prepare_cached("DELETE FROM locks WHERE name = ?1 AND holder = ?2")?
+                .execute(params![name, holder])?;
+            Ok(())
+        })
+    }
+}
+
+impl RateLimits for SqliteBackend {
+    fn acquire(
+        &self,
+        key: &str,
+        interval: Duration,
+        n: u32,
+        horizon: Duration,
+    ) -> Result<(Vec<Duration>, Duration)> {
+        let (slots, next) = self.write("rate limit", |tx| {
+            let tat: Option<i64> = tx
+                .prepare_cached("SELECT tat FROM rate_limits WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?;
+            let (slots, next, tat) = crate::gcra(
+                tat,
+                crate::now_micros(),
+                interval.as_micros() as i64,
+                n,
+                horizon.as_micros() as i64,
+            );
+            tx.prepare_cached("INSERT OR REPLACE INTO rate_limits (key, tat) VALUES (?1, ?2)")?
+                .execute(params![key, tat])?;
+            Ok((slots, next))
+        })?;
+        Ok(crate::slots_from_micros(&slots, next))
+    }
+}
+
+impl Presence for SqliteBackend {
+    fn heartbeat(&self, worker: &WorkerInfo) -> Result<()> {
+        let info = serde_json::to_string(worker).map_err(|e| self.fail("heartbeat", e.into()))?;
+        self.write("heartbeat", |tx| {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO workers (id, info, heartbeat) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![worker.id, info, worker.heartbeat.as_millis()])?;
+            Ok(())
+        })
+    }
+
+    fn unregister(&self, worker_id: &str) -> Result<()> {
+        self.write("unregister", |tx| {
+            tx.execute("DELETE FROM workers WHERE id = ?1", [worker_id])?;
+            Ok(())
+        })
+    }
+
+    fn workers(&self, within: Duration) -> Result<Vec<WorkerInfo>> {
+        let since = Timestamp::now().as_millis() - within.as_millis() as i64;
+        let conn = self.conn();
+        let mut q = conn
+            .prepare("SELECT info FROM workers WHERE heartbeat >= ?1 ORDER BY id")
+            .map_err(|e| self.err("workers", e))?;
+        let rows = q
+            .query_map([since], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err("workers", e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let info = row.map_err(|e| self.err("workers", e))?;
+            out.push(worker_info(&info)?);
+        }
+        Ok(out)
+    }
+}
+
+impl Admin for SqliteBackend {
+    fn stats(&self) -> Result<Vec<QueueStats>> {
+        let conn = self.conn();
+        let mut q = conn
+            .prepare(
+                "SELECT queue, state, count(*) FROM tasks GROUP BY queue, state ORDER BY queue",
+            )
+            .map_err(|e| self.err("stats", e))?;
+        let rows = q
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(|e| self.err("stats", e))?;
+        let mut by: Vec<QueueStats> = Vec::new();
+        for row in rows {
+            let (queue, state, n) = row.map_err(|e| self.err("stats", e))?;
+            // Rows come ordered by queue, so a queue's counts are the last entry or a new one.
+            match by.last_mut() {
+                Some(s) if s.queue == queue => count(s, state, n),
+                _ => {
+                    let mut s = QueueStats {
+                        queue,
+                        ..Default::default()
+                    };
+                    count(&mut s, state, n);
+                    by.push(s);
+                }
+            }
+        }
+        Ok(by)
+    }
+
+    fn purge(&self, queue: &str) -> Result<u64> {
+        self.write("purge", |tx| {
+            Ok(tx.execute("DELETE FROM tasks WHERE queue = ?1 AND state != 1", [queue])? as u64)
+        })
+    }
+
+    fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        let conn = self.conn();
+        let mut q = conn
+            .prepare("SELECT envelope, error, at FROM dead_letters ORDER BY seq DESC LIMIT ?1")
+            .map_err(|e| self.err("dead letters", e))?;
+        let rows = q
+            .query_map([limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(|e| self.err("dead letters", e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (env, err, at) = row.map_err(|e| self.err("dead letters", e))?;
+            out.push(dead_letter(&env, &err, at)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Inserts encoded tasks in `tx`; with `once`, only ids never sent `once` before.
+fn insert_encoded(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &[Envelope],
+    encoded: &[TaskColumns],
+    once: bool,
+) -> rusqlite::Result<()> {
+    let now = Timestamp::now();
+    let mut ins = tx.prepare_cached(
+        "INSERT OR REPLACE INTO tasks (id, queue, priority, state, due, attempts, task, codec, args, options, eta, expires, created, flow) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 \
+         WHERE ?14 IS NOT NULL OR NOT EXISTS (SELECT 1 FROM revoked WHERE id = ?1)",
+    )?;
+    let mut mark =
+        tx.prepare_cached("INSERT OR IGNORE INTO sent_once (id, until) VALUES (?1, ?2)")?;
+    let until = (now + ONCE_TTL).as_millis();
+    for (e, (options, flow)) in batch.iter().zip(encoded) {
+        if once && mark.execute(params![e.id.to_string(), until])? == 0 {
+            continue;
+        }
+        let (state, due) = match e.eta {
+            Some(t) if t > now => (SCHEDULED, t.as_millis()),
+            _ => (READY, 0),
+        };
+        ins.execute(params![
+            e.id.to_string(),
+            e.queue,
+            e.priority as i64,
+            state,
+            due,
+            e.attempts as i64,
+            e.task,
+            e.codec.as_str(),
+            e.args,
+            options,
+            e.eta.map(Timestamp::as_millis),
+            e.expires.map(Timestamp::as_millis),
+            e.created.as_millis(),
+            flow,
+        ])?;
+    }
+    Ok(())
+}
+
+fn delete_acked(tx: &rusqlite::Transaction<'_>, leases: &[Lease]) -> rusqlite::Result<()> {
+    let mut del =
+        tx.prepare_cached("DELETE FROM tasks WHERE id = ?1 AND attempts = ?2 AND state = 1")?;
+    for l in leases {
+        del.execute(params![l.id.to_string(), l.delivery as i64])?;
+    }
+    Ok(())
+}
+
+/// Adds `n` tasks in `state` to a queue's counts.
+fn count(s: &mut QueueStats, state: i64, n: i64) {
+    match state {
+        READY => s.ready += n as u64,
+        RESERVED => s.reserved += n as u64,
+        _ => s.scheduled += n as u64,
+    }
+}

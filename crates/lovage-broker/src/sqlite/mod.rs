@@ -1,0 +1,132 @@
+//! The embedded default: broker and result store in one SQLite file (WAL mode), shared by every
+//! process on the host that opens it.
+//!
+//! Durability: each enqueue is a committed transaction before it returns, in WAL mode with
+//! `synchronous = NORMAL`, which survives the crash (`kill -9`) of every process; a power cut may
+//! lose the last transactions (set `synchronous = FULL` in `open_with` for that).
+//!
+//! Waiting: SQLite cannot push a change to another process, so a waiting reserve or result
+//! wait checks `PRAGMA data_version` (a counter in shared memory that moves when another
+//! connection commits) every millisecond, backing off to 10 ms when nothing happens, and is woken
+//! at once by writes from this process. It re-reads tables only when something changed.
+//!
+//! The file is marked as lovage's by `PRAGMA application_id` ("LOVA") and its schema version
+//! sits in `PRAGMA user_version` (see `schema`). Its tables:
+//!
+//! | table | holds |
+//! |---|---|
+//! | `tasks` | every waiting, scheduled or reserved task: state, due time (ETA or lease deadline), delivery count, envelope columns, workflow frames |
+//! | `results` | result records, with their expiry |
+//! | `counters` | `incr` |
+//! | `revoked` | revoked ids, forgotten after a day |
+//! | `dead_letters` | tasks that failed for the last time, with their error |
+//! | `workers` | worker id → info (JSON) and last heartbeat |
+//! | `sent_once` | ids sent with `enqueue_once`, until [`ONCE_TTL`](crate::ONCE_TTL) |
+//! | `joins`, `join_counts` | a join's member values, and how many are in |
+//! | `blobs` | a workflow's long chain, stored once |
+//! | `locks` | named locks: holder and lapse time |
+//! | `rate_limits` | a rate limit's theoretical arrival time (µs) |
+//!
+//! The code, by job: `schema` (create, check and upgrade the file), `conn` (the one connection
+//! and its transactions), `wait` (blocking until something changes), `broker` (a task's life,
+//! locks, rate limits, presence, admin), `results` (the result store) and `rows` (what goes in
+//! and out of a row).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::{BrokerError, Result, Source};
+
+mod broker;
+mod conn;
+mod results;
+mod rows;
+mod schema;
+mod wait;
+
+/// The SQLite backend: a broker and a result store in one file.
+pub struct SqliteBackend {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    /// Bumped on every write through this backend, so waiters in this process wake at once.
+    local_writes: Mutex<u64>,
+    written: Condvar,
+}
+
+impl SqliteBackend {
+    /// Opens (creating if needed) the broker database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let open_err = |source: Source| BrokerError::Open {
+            backend: "sqlite",
+            location: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(|e| open_err(e.into()))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| open_err(e.into()))?;
+        // Reading the header is the first thing that fails on a file that is not SQLite.
+        let app_id: i32 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| BrokerError::NotLovage {
+                location: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        set_wal(&conn).map_err(|e| open_err(format!("cannot switch to WAL mode: {e}").into()))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| open_err(e.into()))?;
+        let backend = SqliteBackend {
+            path: path.clone(),
+            conn: Mutex::new(conn),
+            local_writes: Mutex::new(0),
+            written: Condvar::new(),
+        };
+        backend.prepare_schema(app_id)?;
+        Ok(backend)
+    }
+
+    /// Caps the database at `pages` pages for this connection, so tests can see what a full
+    /// disk does without filling one.
+    #[doc(hidden)]
+    pub fn limit_pages(&self, pages: u64) -> Result<()> {
+        self.conn()
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(|e| self.err("max_page_count", e))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Puts the database in WAL mode (a setting stored in the file). Two processes opening a new
+/// file at once may collide on this switch, which does not wait for the busy timeout; retry.
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let mut attempt = 0;
+    loop {
+        let mode: rusqlite::Result<String> =
+            conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0));
+        match mode {
+            Ok(m) if m.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(m) => {
+                return Err(rusqlite::Error::InvalidParameterName(format!(
+                    "the file stays in journal mode {m:?}"
+                )))
+            }
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && attempt < 200 =>
+            {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The result-store half: result records, waits for them, workflow joins, blobs, counters and
+//! the purge of what has expired.
+
+use std::time::{Duration, Instant};
+
+use lovage_core::TaskId;
+use rusqlite::{params, OptionalExtension};
+
+use super::rows::row_to_result;
+use super::SqliteBackend;
+use crate::{JoinEntry, Result, ResultRecord, ResultStore, Timestamp, ONCE_TTL};
+
+impl ResultStore for SqliteBackend {
+    fn store(&self, records: &[ResultRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let errors = records
+            .iter()
+            .map(|r| r.error.as_ref().map(serde_json::to_string).transpose())
+            .collect::<serde_json::Result<Vec<Option<String>>>>()
+            .map_err(|e| self.fail("store results", e.into()))?;
+        self.write("store results", |tx| {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR REPLACE INTO results (id, task, state, value, codec, error, attempts, worker, started, updated, expires) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            for (r, err) in records.iter().zip(&errors) {
+                ins.execute(params![
+                    r.id.to_string(),
+                    r.task,
+                    r.state.as_str(),
+                    r.value,
+                    r.codec.as_str(),
+                    err,
+                    r.attempts as i64,
+                    r.worker,
+                    r.started.map(Timestamp::as_millis),
+                    r.updated.as_millis(),
+                    r.expires.map(Timestamp::as_millis),
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn get(&self, id: TaskId) -> Result<Option<ResultRecord>> {
+        let conn = self.conn();
+        let mut q = conn
+            .prepare_cached(
+                "SELECT id, task, state, value, codec, error, attempts, worker, started, updated, expires \
+                 FROM results WHERE id = ?1 AND (expires IS NULL OR expires > ?2)",
+            )
+            .map_err(|e| self.err("get result", e))?;
+        q.query_row(
+            params![id.to_string(), Timestamp::now().as_millis()],
+            row_to_result,
+        )
+        .optional()
+        .map_err(|e| self.err("get result", e))
+    }
+
+    fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<ResultRecord>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let marker = self.change_marker()?;
+            let rec = self.get(id)?;
+            if rec.as_ref().is_some_and(|r| r.state.is_final()) || Instant::now() >= deadline {
+                return Ok(rec);
+            }
+            self.wait_for_change(deadline, marker)?;
+        }
+    }
+
+    fn join(&self, entries: &[JoinEntry<'_>]) -> Result<Vec<Option<Vec<Vec<u8>>>>> {
+        let until = (Timestamp::now() + ONCE_TTL).as_millis();
+        self.write("join", |tx| {
+            let mut update =
+                tx.prepare_cached("UPDATE joins SET value = ?3 WHERE id = ?1 AND idx = ?2")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO joins (id, idx, value, until) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut bump = tx.prepare_cached(
+                "INSERT INTO join_counts (id, n, until) VALUES (?1, 1, ?2) \
+                 ON CONFLICT(id) DO UPDATE SET n = n + 1 RETURNING n",
+            )?;
+            let mut read_count = tx.prepare_cached("SELECT n FROM join_counts WHERE id = ?1")?;
+            let mut all =
+                tx.prepare_cached("SELECT value FROM joins WHERE id = ?1 ORDER BY idx")?;
+            let mut out = Vec::with_capacity(entries.len());
+            for e in entries {
+                let key = e.id.to_string();
+                // A member seen before replaces its value; a new one also counts (a counter
+                // row, so a join of 10,000 members never counts its rows).
+                let count: i64 = if update.execute(params![key, e.index, e.value])? == 0 {
+                    insert.execute(params![key, e.index, e.value, until])?;
+                    bump.query_row(params![key, until], |r| r.get(0))?
+                } else {
+                    read_count.query_row([&key], |r| r.get(0))?
+                };
+                if count < i64::from(e.size) {
+                    out.push(None);
+                    continue;
+                }
+                let values = all
+                    .query_map([&key], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<Vec<u8>>>>()?;
+                out.push(Some(values));
+            }
+            Ok(out)
+        })
+    }
+
+    fn put_blob(&self, key: TaskId, bytes: &[u8]) -> Result<()> {
+        let until = (Timestamp::now() + ONCE_TTL).as_millis();
+        self.write("put blob", |tx| {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO blobs (id, value, until) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![key.to_string(), bytes, until])?;
+            Ok(())
+        })
+    }
+
+    fn get_blob(&self, key: TaskId) -> Result<Option<Vec<u8>>> {
+        let now = Timestamp::now().as_millis();
+        self.conn()
+            .prepare_cached("SELECT value FROM blobs WHERE id = ?1 AND until > ?2")
+            .and_then(|mut q| {
+                q.query_row(params![key.to_string(), now], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(|e| self.err("get blob", e))
+    }
+
+    fn incr(&self, key: &str, by: i64) -> Result<i64> {
+        self.write("incr", |tx| {
+            tx.prepare_cached(
+                "INSERT INTO counters (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT(key) DO UPDATE SET value = value + excluded.value RETURNING value",
+            )?
+            .query_row(params![key, by], |r| r.get(0))
+        })
+    }
+
+    fn purge_expired(&self) -> Result<u64> {
+        let now = Timestamp::now().as_millis();
+        self.write("purge expired results", |tx| {
+            tx.execute("DELETE FROM sent_once WHERE until <= ?1", [now])?;
+            tx.execute("DELETE FROM joins WHERE until <= ?1", [now])?;
+            tx.execute("DELETE FROM join_counts WHERE until <= ?1", [now])?;
+            tx.execute("DELETE FROM blobs WHERE until <= ?1", [now])?;
+            Ok(tx.execute(
+                "DELETE FROM results WHERE expires IS NOT NULL AND expires <= ?1",
+                [now],
+            )? as u64)
+        })
+    }
+}

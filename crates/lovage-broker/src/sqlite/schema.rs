@@ -1,0 +1,158 @@
+//! The file's schema and its upgrades: a new file is created, a lovage file of an older version
+//! is brought up to date, and anything else (another application's database, a newer lovage's)
+//! is refused untouched.
+
+use rusqlite::TransactionBehavior;
+
+use super::SqliteBackend;
+use crate::{BrokerError, Result};
+
+/// `PRAGMA application_id` of a lovage database ("LOVA").
+const APPLICATION_ID: i32 = 0x4c4f_5641;
+/// Schema version in `PRAGMA user_version`.
+const SCHEMA_VERSION: i32 = 2;
+
+// The values of `tasks.state`.
+pub(super) const READY: i64 = 0;
+pub(super) const RESERVED: i64 = 1;
+pub(super) const SCHEDULED: i64 = 2;
+
+/// Tables added in schema version 2 (workflows); also created by the upgrade from 1.
+const WORKFLOW_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS sent_once (id TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS joins (
+    id    TEXT    NOT NULL,
+    idx   INTEGER NOT NULL,
+    value BLOB    NOT NULL,
+    until INTEGER NOT NULL,
+    PRIMARY KEY (id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS join_counts (id TEXT PRIMARY KEY, n INTEGER NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs (id TEXT PRIMARY KEY, value BLOB NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rate_limits (key TEXT PRIMARY KEY, tat INTEGER NOT NULL) WITHOUT ROWID;
+";
+
+const SCHEMA: &str = "
+CREATE TABLE tasks (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id       TEXT    NOT NULL UNIQUE,
+    queue    TEXT    NOT NULL,
+    priority INTEGER NOT NULL,
+    state    INTEGER NOT NULL,   -- 0 ready, 1 reserved, 2 scheduled
+    due      INTEGER NOT NULL,   -- ms: when a scheduled task is ready, when a lease runs out
+    attempts INTEGER NOT NULL,
+    task     TEXT    NOT NULL,
+    codec    TEXT    NOT NULL,
+    args     BLOB    NOT NULL,
+    options  TEXT    NOT NULL,
+    eta      INTEGER,
+    expires  INTEGER,
+    created  INTEGER NOT NULL,
+    flow     BLOB                -- MessagePack workflow frames, NULL for a plain task
+);
+CREATE INDEX tasks_ready ON tasks(queue, priority DESC, seq) WHERE state = 0;
+CREATE INDEX tasks_due ON tasks(due) WHERE state != 0;
+CREATE TABLE results (
+    id       TEXT PRIMARY KEY,
+    task     TEXT    NOT NULL,
+    state    TEXT    NOT NULL,
+    value    BLOB,
+    codec    TEXT    NOT NULL,
+    error    TEXT,
+    attempts INTEGER NOT NULL,
+    worker   TEXT,
+    started  INTEGER,
+    updated  INTEGER NOT NULL,
+    expires  INTEGER
+) WITHOUT ROWID;
+CREATE INDEX results_expires ON results(expires) WHERE expires IS NOT NULL;
+CREATE TABLE counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE revoked (id TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE dead_letters (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id       TEXT    NOT NULL,
+    envelope TEXT    NOT NULL,
+    error    TEXT    NOT NULL,
+    at       INTEGER NOT NULL
+);
+CREATE TABLE workers (id TEXT PRIMARY KEY, info TEXT NOT NULL, heartbeat INTEGER NOT NULL) WITHOUT ROWID;
+";
+
+impl SqliteBackend {
+    /// Makes the freshly opened file hold the current schema, given the `application_id` read
+    /// from its header: creates it in an empty file, upgrades an older one, refuses a newer one.
+    pub(super) fn prepare_schema(&self, app_id: i32) -> Result<()> {
+        if app_id != APPLICATION_ID {
+            self.initialise(app_id)?;
+        }
+        let version: i32 = self
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| BrokerError::Open {
+                backend: "sqlite",
+                location: self.path.display().to_string(),
+                source: e.into(),
+            })?;
+        if version > SCHEMA_VERSION {
+            return Err(BrokerError::NotLovage {
+                location: self.path.display().to_string(),
+                reason: format!(
+                    "its schema version {version} is newer than this lovage understands ({SCHEMA_VERSION}); upgrade lovage"
+                ),
+            });
+        }
+        if version < SCHEMA_VERSION {
+            self.upgrade()?;
+        }
+        Ok(())
+    }
+
+    /// Creates the schema in an empty file; refuses a database that holds other tables.
+    fn initialise(&self, app_id: i32) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err("initialise", e))?;
+        // Another process may have initialised it while we waited for the lock.
+        let now_id: i32 = tx
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| self.err("initialise", e))?;
+        if now_id == APPLICATION_ID {
+            return Ok(());
+        }
+        let tables: i64 = tx
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(|e| self.err("initialise", e))?;
+        if tables > 0 || app_id != 0 {
+            return Err(BrokerError::NotLovage {
+                location: self.path.display().to_string(),
+                reason: format!(
+                    "it is an SQLite database with {tables} other objects (application id {app_id:#x}); \
+                     refusing to touch it — point LOVAGE_BROKER at a new file"
+                ),
+            });
+        }
+        tx.execute_batch(SCHEMA)
+            .map_err(|e| self.err("create schema", e))?;
+        tx.execute_batch(WORKFLOW_TABLES)
+            .map_err(|e| self.err("create schema", e))?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(|e| self.err("initialise", e))?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(|e| self.err("initialise", e))?;
+        tx.commit().map_err(|e| self.err("initialise", e))
+    }
+
+    /// Brings a version 1 database (before workflows) to the current schema.
+    fn upgrade(&self) -> Result<()> {
+        self.write("upgrade schema", |tx| {
+            let version: i32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if version < 2 {
+                tx.execute_batch("ALTER TABLE tasks ADD COLUMN flow BLOB;")?;
+                tx.execute_batch(WORKFLOW_TABLES)?;
+            }
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        })
+    }
+}
