@@ -178,7 +178,7 @@ pub struct ResultRecord {
     pub expires: Option<Timestamp>,
 }
 
-/// One member's result for [`ResultStore::join`].
+/// One member's result for [`ResultStore::join`](crate::ResultStore::join).
 #[derive(Debug, Clone, Copy)]
 pub struct JoinEntry<'a> {
     /// The join (a group's or chord's id).

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-/// The generic cell rate algorithm behind [`Broker::acquire`], in microseconds: from the
+/// The generic cell rate algorithm behind [`RateLimits::acquire`](crate::RateLimits::acquire), in microseconds: from the
 /// stored theoretical arrival time `tat`, books up to `n` slots no later than `now + horizon`.
 /// Returns the slots' offsets from `now`, the wait until the next slot is within the horizon,
 /// and the new `tat`. An idle limit does not save up: `tat` never lags `now`.
@@ -25,7 +25,7 @@ pub fn gcra(
     (slots, next, tat)
 }
 
-/// [`Broker::acquire`]'s answer from microseconds.
+/// [`RateLimits::acquire`](crate::RateLimits::acquire)'s answer from microseconds.
 pub fn slots_from_micros(slots: &[i64], next: i64) -> (Vec<Duration>, Duration) {
     let d = |us: i64| Duration::from_micros(us.max(0) as u64);
     (slots.iter().map(|s| d(*s)).collect(), d(next))

@@ -188,7 +188,7 @@ pub fn advance_many(
 /// [`advance_many`] without the sends: stores what the next steps need (long chains, group
 /// results, failures) and records joins, then returns the next steps for the caller to send
 /// with `enqueue_once` — a worker sends them with its acks
-/// ([`lovage_broker::Broker::ack_and_send_once`]).
+/// ([`lovage_broker::Broker::complete_and_send`]).
 pub fn plan_many(
     ctx: &Context<'_>,
     finished: &[(&Envelope, Finished<'_>)],

@@ -3,10 +3,10 @@
 //! the leases of what it runs. A broker that goes away is retried with backoff, logged once
 //! per outage; nothing is dropped.
 //!
-//! Four threads share the work, each in its own module: the [`fetcher`](fetcher) reserves and
-//! starts, the [`pacer`](pacer) holds tasks for their rate-limit slots, the
-//! [`finisher`](finisher) settles outcomes (through the one decision in [`settle`](settle)),
-//! and the [`keeper`](keeper) renews leases and writes heartbeats. `PROTOCOL.md` beside this
+//! Four threads share the work, each in its own module: the fetcher (`fetcher.rs`) reserves and
+//! starts, the pacer (`pacer.rs`) holds tasks for their rate-limit slots, the finisher
+//! (`finisher.rs`) settles outcomes through the one decision in `settle.rs`, and the keeper
+//! (`keeper.rs`) renews leases and writes heartbeats. `PROTOCOL.md` beside this
 //! file says what each owns, in which order a finished task is stored, continued and
 //! completed, and what a crash between the steps does.
 

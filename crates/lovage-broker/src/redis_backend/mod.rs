@@ -497,11 +497,11 @@ impl Broker for RedisBackend {
     }
 
     fn retry(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        self.requeue("nack", lease, delay, true)
+        self.requeue("retry", lease, delay, true)
     }
 
     fn snooze(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        self.requeue("defer", lease, delay, false)
+        self.requeue("snooze", lease, delay, false)
     }
 
     fn discard(&self, lease: &Lease, envelope: &Envelope, error: &TaskError) -> Result<()> {

@@ -161,7 +161,7 @@ impl Broker for SqliteBackend {
     }
 
     fn complete(&self, leases: &[Lease]) -> Result<()> {
-        self.write("ack", |tx| delete_acked(tx, leases))
+        self.write("complete", |tx| delete_acked(tx, leases))
     }
 
     fn complete_and_send(&self, leases: &[Lease], next: &[Envelope]) -> Result<()> {
@@ -173,11 +173,11 @@ impl Broker for SqliteBackend {
     }
 
     fn retry(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        self.requeue("nack", lease, delay, true)
+        self.requeue("retry", lease, delay, true)
     }
 
     fn snooze(&self, lease: &Lease, delay: Duration) -> Result<()> {
-        self.requeue("defer", lease, delay, false)
+        self.requeue("snooze", lease, delay, false)
     }
 
     fn discard(&self, lease: &Lease, envelope: &Envelope, error: &TaskError) -> Result<()> {

@@ -3,7 +3,7 @@
 //!
 //! Durability: each enqueue is a committed transaction before it returns, in WAL mode with
 //! `synchronous = NORMAL`, which survives the crash (`kill -9`) of every process; a power cut may
-//! lose the last transactions (set `synchronous = FULL` in `open_with` for that).
+//! lose the last transactions (there is no option for `synchronous = FULL` yet).
 //!
 //! Waiting: SQLite cannot push a change to another process, so a waiting reserve or result
 //! wait checks `PRAGMA data_version` (a counter in shared memory that moves when another
