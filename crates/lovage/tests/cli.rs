@@ -1,12 +1,83 @@
 //! The `lovage` binary as a user runs it.
 
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
 
 fn lovage(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_lovage"))
         .args(args)
         .output()
         .expect("run lovage")
+}
+
+/// A SQLite broker of its own in a temporary directory, and the worker processes started on it
+/// (killed when dropped).
+struct Broker {
+    _dir: tempfile::TempDir,
+    url: String,
+    workers: Vec<Child>,
+}
+
+impl Broker {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("cli.db").display());
+        Broker {
+            _dir: dir,
+            url,
+            workers: Vec::new(),
+        }
+    }
+
+    /// Runs `lovage ARGS --broker URL`.
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let mut all = args.to_vec();
+        all.extend(["--broker", &self.url]);
+        lovage(&all)
+    }
+
+    /// Starts a worker process on this broker.
+    fn worker(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_lovage"))
+            .args(["worker", "--concurrency", "2", "--broker", &self.url])
+            .env("LOVAGE_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start a worker");
+        self.workers.push(child);
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        for c in &mut self.workers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Stdout as exactly one JSON document (fails, showing both streams, when it is not).
+fn json_doc(out: &std::process::Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}):\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -63,4 +134,158 @@ fn bad_flags_exit_2_with_a_message() {
     let out = lovage(&["bench", "pool", "--tasks", "lots"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tasks"));
+}
+
+#[test]
+fn submit_json_gives_the_id_that_status_knows() {
+    let b = Broker::new();
+    let out = b.run(&["submit", "lovage.echo", "[1]", "--json"]);
+    ok(&out);
+    let doc = json_doc(&out);
+    assert_eq!(doc["task"], "lovage.echo");
+    assert_eq!(doc["workflow"], false);
+    let id = doc["id"].as_str().expect("id is a string");
+    let status = b.run(&["status", id, "--json"]);
+    ok(&status);
+    let status = json_doc(&status);
+    assert_eq!(status["id"], id);
+    assert_eq!(status["state"], "PENDING");
+
+    // A workflow: its result id, and no task name.
+    let wf = r#"{"chain": [{"task": "lovage.echo", "args": [1]}, {"task": "lovage.echo"}]}"#;
+    let out = b.run(&["submit", "--workflow", wf, "--json"]);
+    ok(&out);
+    let doc = json_doc(&out);
+    assert_eq!(doc["workflow"], true);
+    assert_eq!(doc["task"], Value::Null);
+    assert!(doc["id"].as_str().is_some_and(|id| !id.is_empty()), "{doc}");
+
+    // Not finished: `result --json` says so, with exit 3.
+    let out = b.run(&["result", id, "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let doc = json_doc(&out);
+    assert_eq!(doc["finished"], false);
+    assert_eq!(doc["state"], "PENDING");
+}
+
+#[test]
+fn purge_json_counts_the_tasks_removed() {
+    let b = Broker::new();
+    for i in 0..3 {
+        ok(&b.run(&[
+            "submit",
+            "lovage.echo",
+            &format!("[{i}]"),
+            "-q",
+            "cli-purge",
+        ]));
+    }
+    let out = b.run(&["purge", "cli-purge", "--json"]);
+    ok(&out);
+    let doc = json_doc(&out);
+    assert_eq!(doc["queue"], "cli-purge");
+    assert_eq!(doc["purged"], 3);
+    let again = json_doc(&b.run(&["purge", "cli-purge", "--json"]));
+    assert_eq!(again["purged"], 0);
+}
+
+#[test]
+fn map_json_reports_each_command_and_exits_1_on_a_failure() {
+    let mut b = Broker::new();
+    b.worker();
+    let file = b._dir.path().join("commands");
+    std::fs::write(
+        &file,
+        "echo one\n# a comment\n\nsh -c 'echo bad >&2; exit 3'\necho three\n",
+    )
+    .expect("write the commands");
+    let out = b.run(&["map", file.to_str().expect("utf-8 path"), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "one command fails");
+    let doc = json_doc(&out);
+    assert_eq!(doc["commands"], 3);
+    assert_eq!(doc["succeeded"], 2);
+    assert_eq!(doc["failed"], 1);
+    let results = doc["results"].as_array().expect("results");
+    let lines: Vec<u64> = results
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(lines, [1, 4, 5], "input order, comments and blanks skipped");
+    assert_eq!(results[0]["command"], "echo one");
+    assert_eq!(results[0]["state"], "SUCCESS");
+    assert_eq!(results[0]["stdout"], "one\n");
+    assert_eq!(results[0]["exit_code"], 0);
+    assert_eq!(results[0]["error"], Value::Null);
+    assert_eq!(results[1]["state"], "FAILURE");
+    assert_eq!(results[1]["stdout"], Value::Null);
+    assert_eq!(results[1]["error"]["kind"], "NonZeroExit");
+    assert_eq!(results[2]["stdout"], "three\n");
+}
+
+#[test]
+fn a_failed_tasks_result_json_gives_the_error_and_exit_1() {
+    let mut b = Broker::new();
+    b.worker();
+    let id = String::from_utf8(
+        b.run(&[
+            "submit",
+            "lovage.shell",
+            r#"[["sh", "-c", "echo broken >&2; exit 7"]]"#,
+        ])
+        .stdout,
+    )
+    .expect("utf-8");
+    let id = id.trim();
+    let out = b.run(&["result", id, "--wait", "--timeout", "60s", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "a failed task exits 1");
+    let doc = json_doc(&out);
+    assert_eq!(doc["id"], id);
+    assert_eq!(doc["state"], "FAILURE");
+    assert_eq!(doc["finished"], true);
+    assert_eq!(doc["result"], Value::Null);
+    assert_eq!(doc["error"]["kind"], "NonZeroExit");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("code 7")),
+        "{doc}"
+    );
+    assert!(
+        doc["error"]["causes"].to_string().contains("broken"),
+        "the task's stderr is among the causes: {doc}"
+    );
+
+    // The same through `submit --wait --json`, and a success for contrast.
+    let out = b.run(&["submit", "lovage.echo", r#"[{"x": 1}]"#, "--wait", "--json"]);
+    ok(&out);
+    let doc = json_doc(&out);
+    assert_eq!(doc["state"], "SUCCESS");
+    assert_eq!(doc["result"], serde_json::json!({"x": 1}));
+    assert_eq!(doc["error"], Value::Null);
+}
+
+#[test]
+fn demo_quick_json_reports_every_phase() {
+    let out = lovage(&["demo", "--quick", "--json"]);
+    ok(&out);
+    let doc = json_doc(&out);
+    assert_eq!(doc["workers"], 2);
+    assert_eq!(doc["pids"].as_array().map(Vec::len), Some(2));
+    assert!(doc["broker"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("sqlite://")));
+    let phases = doc["phases"].as_array().expect("phases");
+    let names: Vec<&str> = phases.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["no-op", "primes", "pi", "fib"]);
+    for p in phases {
+        assert!(p["tasks"].as_u64().is_some_and(|n| n > 0), "{p}");
+        assert!(p["wall_s"].as_f64().is_some_and(|s| s > 0.0), "{p}");
+        assert!(p["tasks_per_s"].as_f64().is_some_and(|r| r > 0.0), "{p}");
+    }
+    assert_eq!(
+        phases[0]["serial_s"],
+        Value::Null,
+        "no-op has no serial run"
+    );
+    assert!(phases[1]["speedup"].as_f64().is_some_and(|s| s > 0.0));
 }

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use lovage::beat::{BeatConfig, Schedule};
 use lovage::Timestamp;
-use serde_json::json;
 
-use super::output::Table;
+use super::output::{self, ScheduleEntry};
 use super::{BrokerArgs, Exit};
 
 #[derive(Debug, clap::Args)]
@@ -71,48 +70,24 @@ pub fn run(a: BeatArgs) -> Result<(), Exit> {
 
 fn list(schedule: &Schedule, as_json: bool) -> Result<(), Exit> {
     let now = Timestamp::now();
-    let rows: Vec<(String, String, String, String, String)> = schedule
+    let entries: Vec<ScheduleEntry> = schedule
         .entries
         .iter()
-        .map(|e| {
-            let next = e
-                .next_after(now)
-                .map_or_else(|| "never".to_owned(), |t| t.to_string());
-            let queue = e
+        .map(|e| ScheduleEntry {
+            name: e.name.clone(),
+            task: e.signature.task.clone(),
+            when: e.describe(),
+            queue: e
                 .signature
                 .options
                 .queue
                 .clone()
-                .unwrap_or_else(|| lovage::DEFAULT_QUEUE.to_owned());
-            (
-                e.name.clone(),
-                e.signature.task.clone(),
-                e.describe(),
-                queue,
-                next,
-            )
+                .unwrap_or_else(|| lovage::DEFAULT_QUEUE.to_owned()),
+            next_run: e
+                .next_after(now)
+                .map_or_else(|| "never".to_owned(), |t| t.to_string()),
         })
         .collect();
-    if as_json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|(name, task, when, queue, next)| {
-                json!({"name": name, "task": task, "when": when, "queue": queue, "next_run": next})
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(v));
-        return Ok(());
-    }
-    let mut t = Table::new(&[
-        ("entry", false),
-        ("task", false),
-        ("when", false),
-        ("queue", false),
-        ("next run (UTC)", false),
-    ]);
-    for (name, task, when, queue, next) in rows {
-        t.row(vec![name, task, when, queue, next]);
-    }
-    print!("{}", t.render());
+    output::select(as_json).schedule(&entries);
     Ok(())
 }

@@ -9,7 +9,7 @@ use lovage::{App, Codec, Signature};
 use serde_json::json;
 
 use super::demo::send_and_wait;
-use super::output::{si, Table};
+use super::output::{self, si, BenchReport, Table};
 use super::procs::{bench_broker, WorkerProcesses};
 use super::Exit;
 
@@ -80,7 +80,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let steps_per_s = steps as f64 / chain_s;
 
     let shown_url = &broker.shown;
-    println!(
+    let title = format!(
         "lovage bench flow: {shown_url}, {} worker processes x {} threads, median of {} runs",
         a.workers, a.concurrency, a.runs
     );
@@ -100,9 +100,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         format!("{:.3} s", chain_s),
         format!("{} steps/s", si(steps_per_s)),
     ]);
-    print!("{}", t.render());
-    if a.json {
-        let figures = json!({
+    let figures = json!({
             "broker": shown_url,
             "workers": a.workers,
             "concurrency": a.concurrency,
@@ -113,9 +111,13 @@ pub fn run(a: Args) -> Result<(), Exit> {
             "chain_steps": steps,
             "chain_s": (chain_s * 1e4).round() / 1e4,
             "chain_steps_per_s": steps_per_s.round(),
-        });
-        println!("{figures}");
-    }
+    });
+    output::select(a.json).bench(&BenchReport {
+        title,
+        tables: vec![t],
+        spaced: false,
+        figures,
+    });
     Ok(())
 }
 

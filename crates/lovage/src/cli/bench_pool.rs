@@ -11,7 +11,7 @@ use lovage::workloads::{self, Scale};
 use lovage::{ProcessPool, ThreadPool};
 use serde_json::{json, Map, Value};
 
-use super::output::{secs, si, Table};
+use super::output::{self, secs, si, BenchReport, Table};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -243,23 +243,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     figs.json.insert("runs".into(), json!(runs));
     figs.json.insert("cpus".into(), json!(cpus));
 
-    println!(
+    let title = format!(
         "lovage bench pool: {workers} workers on {cpus} CPUs, {n} no-op tasks per run ({n_proc} for process submit), median of {runs}{}",
         if args.quick { " (--quick: smoke sizes, not a measurement)" } else { "" }
     );
-    println!();
     let mut t = Table::new(&[("no-op throughput", false), ("median", true)]);
     for r in figs.rows.drain(..) {
         t.row(r);
     }
-    print!("{}", t.render());
+    let mut tables = vec![t];
     if !loads.is_empty() {
-        println!();
-        print!("{}", table.render());
+        tables.push(table);
     }
-    if args.json {
-        println!("{}", Value::Object(figs.json));
-    }
+    output::select(args.json).bench(&BenchReport {
+        title,
+        tables,
+        spaced: true,
+        figures: Value::Object(figs.json),
+    });
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use lovage::{Codec, Signature};
 use serde_json::{json, Map, Value};
 
 use super::demo::send_and_wait;
-use super::output::{si, Table};
+use super::output::{self, si, BenchReport, Table};
 use super::procs::{bench_broker, rss_kib, RssSampler, WorkerProcesses};
 use super::Exit;
 
@@ -111,7 +111,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
 
     let shown_url = &broker.shown;
-    println!(
+    let title = format!(
         "lovage bench queue: {shown_url}, {} worker processes x {} threads, {n} no-op tasks, {} round trips",
         a.workers, a.concurrency, a.round_trips
     );
@@ -140,26 +140,28 @@ pub fn run(a: Args) -> Result<(), Exit> {
             max_rss as f64 / 1024.0
         ),
     ]);
-    print!("{}", t.render());
-    if a.json {
-        let mut m = Map::new();
-        m.insert("broker".into(), json!(shown_url));
-        m.insert("workers".into(), json!(a.workers));
-        m.insert("concurrency".into(), json!(a.concurrency));
-        m.insert("tasks".into(), json!(n));
-        m.insert("enqueue_per_s".into(), json!(enqueue_per_s.round()));
-        m.insert("end_to_end_per_s".into(), json!(end_to_end_per_s.round()));
-        m.insert(
-            "p50_latency_ms".into(),
-            json!((p50 * 1000.0).round() / 1000.0),
-        );
-        m.insert(
-            "p99_latency_ms".into(),
-            json!((p99 * 1000.0).round() / 1000.0),
-        );
-        m.insert("worker_idle_rss_kib".into(), json!(idle_rss));
-        m.insert("worker_max_rss_kib".into(), json!(max_rss));
-        println!("{}", Value::Object(m));
-    }
+    let mut m = Map::new();
+    m.insert("broker".into(), json!(shown_url));
+    m.insert("workers".into(), json!(a.workers));
+    m.insert("concurrency".into(), json!(a.concurrency));
+    m.insert("tasks".into(), json!(n));
+    m.insert("enqueue_per_s".into(), json!(enqueue_per_s.round()));
+    m.insert("end_to_end_per_s".into(), json!(end_to_end_per_s.round()));
+    m.insert(
+        "p50_latency_ms".into(),
+        json!((p50 * 1000.0).round() / 1000.0),
+    );
+    m.insert(
+        "p99_latency_ms".into(),
+        json!((p99 * 1000.0).round() / 1000.0),
+    );
+    m.insert("worker_idle_rss_kib".into(), json!(idle_rss));
+    m.insert("worker_max_rss_kib".into(), json!(max_rss));
+    output::select(a.json).bench(&BenchReport {
+        title,
+        tables: vec![t],
+        spaced: false,
+        figures: Value::Object(m),
+    });
     Ok(())
 }

@@ -7,7 +7,7 @@ use lovage::{parse_rate, Codec, Signature};
 use serde_json::json;
 
 use super::demo::send_and_wait;
-use super::output::Table;
+use super::output::{self, BenchReport, Table};
 use super::procs::{bench_broker, WorkerProcesses};
 use super::Exit;
 
@@ -68,7 +68,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
         .max()
         .unwrap_or(0);
     let off = (achieved - per_s) / per_s * 100.0;
-    println!(
+    let title = format!(
         "lovage bench rate: limit {} on lovage.noop, {n} tasks, {} worker processes",
         a.limit, a.workers
     );
@@ -80,20 +80,20 @@ pub fn run(a: Args) -> Result<(), Exit> {
     ]);
     t.row(vec!["busiest second".into(), format!("{busiest} tasks")]);
     t.row(vec!["wall".into(), format!("{:.2} s", wall.as_secs_f64())]);
-    print!("{}", t.render());
-    if a.json {
-        println!(
-            "{}",
-            json!({
-                "limit_per_s": per_s,
-                "tasks": n,
-                "workers": a.workers,
-                "achieved_per_s": (achieved * 10.0).round() / 10.0,
-                "deviation_pct": (off * 10.0).round() / 10.0,
-                "busiest_second": busiest,
-                "wall_s": (wall.as_secs_f64() * 100.0).round() / 100.0,
-            })
-        );
-    }
+    let figures = json!({
+        "limit_per_s": per_s,
+        "tasks": n,
+        "workers": a.workers,
+        "achieved_per_s": (achieved * 10.0).round() / 10.0,
+        "deviation_pct": (off * 10.0).round() / 10.0,
+        "busiest_second": busiest,
+        "wall_s": (wall.as_secs_f64() * 100.0).round() / 100.0,
+    });
+    output::select(a.json).bench(&BenchReport {
+        title,
+        tables: vec![t],
+        spaced: false,
+        figures,
+    });
     Ok(())
 }

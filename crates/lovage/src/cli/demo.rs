@@ -6,10 +6,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lovage::workloads::{fib, pi, primes, split_range};
-use lovage::{App, Codec, Signature, TaskId, TaskState};
+use lovage::{App, Codec, Signature, TaskId};
+use serde::de::IgnoredAny;
 use serde::Serialize;
 
-use super::output::{secs, si, Table};
+use super::outcome::{outcome, Outcome};
+use super::output::{self, DemoPhase, DemoReport};
 use super::procs::WorkerProcesses;
 use super::Exit;
 
@@ -24,6 +26,10 @@ pub struct DemoArgs {
     /// Small sizes: a smoke run of a few seconds.
     #[arg(long)]
     quick: bool,
+    /// Print one JSON object at the end: {"broker", "workers", "pids", "phases": [{"name",
+    /// "what", "tasks", "wall_s", "tasks_per_s", "serial_s", "speedup"}]}.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Sends `calls` in one batch and waits for every result with a progress bar.
@@ -62,16 +68,8 @@ pub fn wait_all(app: &App, ids: &[TaskId], bar: &ProgressBar) -> anyhow::Result<
             .take_while(|r| r.as_ref().is_some_and(|r| r.state.is_final()))
             .count();
         for (id, rec) in chunk.iter().zip(&recs).take(done) {
-            let rec = rec.as_ref().expect("counted as final");
-            if rec.state != TaskState::Success {
-                failures.push(format!(
-                    "{id}: {} {}",
-                    rec.state,
-                    rec.error
-                        .as_ref()
-                        .map(|e| e.to_string())
-                        .unwrap_or_default()
-                ));
+            if let Outcome::Failed { state, error } = outcome::<IgnoredAny>(*id, rec.as_ref()) {
+                failures.push(format!("{id}: {state} {error}"));
             }
         }
         bar.inc(done as u64);
@@ -110,24 +108,20 @@ pub fn wait_all(app: &App, ids: &[TaskId], bar: &ProgressBar) -> anyhow::Result<
 fn sum_results(app: &App, ids: &[TaskId]) -> anyhow::Result<u64> {
     let mut total = 0;
     for id in ids {
-        total += app
-            .result::<u64>(*id)
-            .get(Duration::from_secs(600))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let rec = app.wait_record(*id, Duration::from_secs(600))?;
+        total += match outcome::<u64>(*id, rec.as_ref()) {
+            Outcome::Done(v) => v,
+            Outcome::Failed { state, error } => anyhow::bail!("task {id} {state}: {error}"),
+            Outcome::Unfinished(state) => {
+                anyhow::bail!("task {id} is {state}, not finished after 10 minutes")
+            }
+        };
     }
     Ok(total)
 }
 
 fn call<A: Serialize>(task: &str, args: &A) -> Signature {
     Signature::new(task, args, Codec::Json).expect("arguments encode")
-}
-
-struct Phase {
-    name: &'static str,
-    what: String,
-    tasks: usize,
-    wall: Duration,
-    serial: Option<Duration>,
 }
 
 pub fn run(a: DemoArgs) -> Result<(), Exit> {
@@ -137,10 +131,11 @@ pub fn run(a: DemoArgs) -> Result<(), Exit> {
         .context("creating a temporary directory")?;
     let url = format!("sqlite://{}", dir.path().join("demo.db").display());
     let app = App::connect(&url).context("opening the demo broker")?;
-    println!("lovage demo: broker {url}, {} worker processes", a.workers);
+    let out = output::select(a.json);
     let mut workers = WorkerProcesses::start(a.workers, &url, &["--concurrency", "1"])?;
     workers.wait_registered(&app, a.workers, Duration::from_secs(30))?;
-    println!("workers up: pids {:?}\n", workers.pids());
+    let pids = workers.pids();
+    out.demo_started(&url, &pids);
 
     let quick = a.quick;
     let mut phases = Vec::new();
@@ -152,7 +147,7 @@ pub fn run(a: DemoArgs) -> Result<(), Exit> {
         "no-op",
         (0..n).map(|_| call("lovage.noop", &[0u8; 0])).collect(),
     )?;
-    phases.push(Phase {
+    phases.push(DemoPhase {
         name: "no-op",
         what: format!("{n} empty tasks, results stored"),
         tasks: n,
@@ -176,7 +171,7 @@ pub fn run(a: DemoArgs) -> Result<(), Exit> {
         ranges.iter().map(|r| call("lovage.primes", r)).collect(),
     )?;
     verify("primes", expect, sum_results(&app, &ids)?)?;
-    phases.push(Phase {
+    phases.push(DemoPhase {
         name: "primes",
         what: format!("{expect} primes in [{lo}, {hi})"),
         tasks: ranges.len(),
@@ -197,7 +192,7 @@ pub fn run(a: DemoArgs) -> Result<(), Exit> {
             .collect(),
     )?;
     verify("pi", expect, sum_results(&app, &ids)?)?;
-    phases.push(Phase {
+    phases.push(DemoPhase {
         name: "pi",
         what: format!(
             "π ≈ {:.6} from {} samples",
@@ -222,7 +217,7 @@ pub fn run(a: DemoArgs) -> Result<(), Exit> {
         (0..calls).map(|_| call("lovage.fib", &[nfib])).collect(),
     )?;
     verify("fib", expect, sum_results(&app, &ids)?)?;
-    phases.push(Phase {
+    phases.push(DemoPhase {
         name: "fib",
         what: format!("fib({nfib}) x {calls}"),
         tasks: calls,
@@ -232,30 +227,11 @@ pub fn run(a: DemoArgs) -> Result<(), Exit> {
 
     workers.stop();
 
-    let mut t = Table::new(&[
-        ("phase", false),
-        ("tasks", true),
-        ("wall", true),
-        ("tasks/s", true),
-        ("serial", true),
-        ("speed-up", true),
-        ("what", false),
-    ]);
-    for p in &phases {
-        t.row(vec![
-            p.name.into(),
-            p.tasks.to_string(),
-            secs(p.wall.as_secs_f64()),
-            si(p.tasks as f64 / p.wall.as_secs_f64()),
-            p.serial.map_or("-".into(), |s| secs(s.as_secs_f64())),
-            p.serial.map_or("-".into(), |s| {
-                format!("{:.2}x", s.as_secs_f64() / p.wall.as_secs_f64())
-            }),
-            p.what.clone(),
-        ]);
-    }
-    print!("{}", t.render());
-    println!("\nserial = the same work in this process on one core; speed-up = serial / wall through the queue.");
+    out.demo(&DemoReport {
+        broker: url,
+        pids,
+        phases,
+    });
     Ok(())
 }
 

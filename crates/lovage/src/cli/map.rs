@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use lovage::builtins::ShellOutput;
-use lovage::{Codec, Signature, TaskState};
+use lovage::{Codec, Signature};
 
+use super::outcome::{outcome, Outcome};
+use super::output::{self, MapItem};
 use super::{BrokerArgs, Exit};
 
 #[derive(Debug, clap::Args)]
@@ -22,9 +23,13 @@ pub struct MapArgs {
     /// Kill a command after this long.
     #[arg(long, value_parser = lovage::parse_duration)]
     timeout: Option<Duration>,
-    /// Do not print the commands' standard output.
+    /// Do not print the commands' standard output (as they finish; `--json` keeps it).
     #[arg(long)]
     quiet: bool,
+    /// Print one JSON object at the end: {"commands", "succeeded", "failed", "results": [{"line",
+    /// "command", "id", "state", "exit_code", "stdout", "stderr", "truncated", "error"}]}.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     broker: BrokerArgs,
 }
@@ -64,50 +69,33 @@ pub fn run(a: MapArgs) -> Result<(), Exit> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} commands ({elapsed}, {eta} left)")
             .expect("valid template"),
     );
-    let mut failures = Vec::new();
-    for ((line, cmd), id) in commands.iter().zip(&ids) {
+    let out = output::select(a.json);
+    let mut items = Vec::with_capacity(ids.len());
+    for ((line, cmd), id) in commands.into_iter().zip(&ids) {
         let rec = app
             .wait_record(*id, Duration::from_secs(365 * 24 * 3600))
             .context("waiting for a result")?;
         bar.inc(1);
-        match rec {
-            Some(r) if r.state == TaskState::Success => {
-                if !a.quiet {
-                    let out: Option<ShellOutput> = r
-                        .value
-                        .as_ref()
-                        .and_then(|v| r.codec.decode(v, "shell output").ok());
-                    if let Some(out) = out {
-                        bar.suspend(|| print!("{}", out.stdout));
-                    }
-                }
-            }
-            Some(r) => failures.push((
-                *line,
-                cmd.clone(),
-                r.error
-                    .map(|e| e.to_string())
-                    .unwrap_or_else(|| r.state.to_string()),
-            )),
-            None => failures.push((*line, cmd.clone(), "no result".into())),
+        let item = MapItem {
+            line,
+            command: cmd,
+            id: *id,
+            outcome: outcome(*id, rec.as_ref()),
+        };
+        if !a.quiet {
+            bar.suspend(|| out.map_item(&item));
         }
+        items.push(item);
     }
     bar.finish_and_clear();
-    eprintln!(
-        "{} command(s): {} succeeded, {} failed",
-        ids.len(),
-        ids.len() - failures.len(),
-        failures.len()
-    );
-    for (line, cmd, err) in &failures {
-        eprintln!("  line {line}: {cmd}\n    {err}");
-    }
-    if failures.is_empty() {
+    out.map_summary(&items);
+    let failed = items
+        .iter()
+        .filter(|i| !matches!(i.outcome, Outcome::Done(_)))
+        .count();
+    if failed == 0 {
         Ok(())
     } else {
-        Err(Exit::code(
-            1,
-            format!("{} command(s) failed", failures.len()),
-        ))
+        Err(Exit::code(1, format!("{failed} command(s) failed")))
     }
 }

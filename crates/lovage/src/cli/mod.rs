@@ -9,6 +9,7 @@ mod bench_rate;
 mod client;
 mod demo;
 mod map;
+mod outcome;
 mod output;
 mod procs;
 mod worker;
@@ -179,14 +180,7 @@ pub fn main() -> ExitCode {
         Command::Bench(BenchCommand::Flow(a)) => bench_flow::run(a),
         Command::Bench(BenchCommand::Rate(a)) => bench_rate::run(a),
         Command::Tasks { json } => {
-            let names = lovage::Registry::global().names();
-            if json {
-                println!("{}", serde_json::to_string(&names).expect("names encode"));
-            } else {
-                for n in names {
-                    println!("{n}");
-                }
-            }
+            output::select(json).tasks(&lovage::Registry::global().names());
             Ok(())
         }
     };

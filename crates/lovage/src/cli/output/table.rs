@@ -1,4 +1,5 @@
-//! Tables for people, one JSON object for scripts: every command's results go through here.
+//! Aligned text tables and number formats (rates, durations) for the human rendering and the
+//! benchmarks' tables.
 
 use std::fmt::Write as _;
 

@@ -1,0 +1,283 @@
+//! The rendering for people: tables with aligned columns, one line per fact, a workflow as a
+//! tree. What a command prints without `--json`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use lovage::flow::Node;
+use lovage::{Canvas, ResultRecord, Revoked, TaskId, Timestamp};
+use lovage_broker::{QueueStats, WorkerInfo};
+use serde_json::Value;
+
+use super::{
+    secs, si, state_of, BenchReport, DemoReport, MapItem, Output, ScheduleEntry, Submitted, Table,
+};
+use crate::cli::outcome::Outcome;
+
+/// Renders for a terminal.
+pub struct Human;
+
+impl Output for Human {
+    fn submitted(&self, sent: &Submitted<'_>) {
+        println!("{}", sent.id);
+    }
+
+    fn result(&self, _id: TaskId, outcome: &Outcome<Value>) {
+        if let Outcome::Done(v) = outcome {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        }
+    }
+
+    fn status(&self, id: TaskId, record: Option<&ResultRecord>) {
+        let Some(r) = record else {
+            println!("{id}  PENDING  (no record: waiting in a queue, or unknown)");
+            return;
+        };
+        println!("{}  {}  {}", r.id, r.state, r.task);
+        println!("  attempts  {}", r.attempts);
+        if let Some(w) = &r.worker {
+            println!("  worker    {w}");
+        }
+        if let Some(s) = r.started {
+            println!("  started   {s}");
+        }
+        println!("  updated   {}", r.updated);
+        if let Some(e) = &r.error {
+            println!("  error     {e}");
+        }
+    }
+
+    fn workflow(&self, canvas: &Canvas, records: &HashMap<TaskId, ResultRecord>) {
+        let mut out = String::new();
+        tree_lines(canvas, records, "", "", &mut out);
+        print!("{out}");
+    }
+
+    fn revoked(&self, id: TaskId, found: Revoked) {
+        let text = match found {
+            Revoked::Pending => "revoked: it was waiting and will not run",
+            Revoked::Running => "revoked: a worker is running it; its result will be discarded",
+            Revoked::NotFound => {
+                "revoked: not in the broker (finished or unknown); it will not run if sent later"
+            }
+        };
+        println!("{id}  {text}");
+    }
+
+    fn purged(&self, queue: &str, removed: u64) {
+        println!("purged {removed} waiting task(s) from queue {queue}");
+    }
+
+    fn queues(&self, stats: &[QueueStats]) {
+        let mut t = Table::new(&[
+            ("queue", false),
+            ("ready", true),
+            ("scheduled", true),
+            ("reserved", true),
+        ]);
+        for s in stats {
+            t.row(vec![
+                s.queue.clone(),
+                s.ready.to_string(),
+                s.scheduled.to_string(),
+                s.reserved.to_string(),
+            ]);
+        }
+        print!("{}", t.render());
+    }
+
+    fn workers(&self, workers: &[WorkerInfo]) {
+        let mut t = Table::new(&[
+            ("worker", false),
+            ("queues", false),
+            ("pool", false),
+            ("started", false),
+            ("last beat", false),
+            ("done", true),
+            ("active", true),
+        ]);
+        let now = Timestamp::now();
+        for w in workers {
+            t.row(vec![
+                w.id.clone(),
+                w.queues.join(","),
+                w.pool.clone(),
+                w.started.to_string(),
+                format!("{:.1}s ago", (now - w.heartbeat).as_secs_f64()),
+                w.tasks_done.to_string(),
+                w.active.to_string(),
+            ]);
+        }
+        print!("{}", t.render());
+    }
+
+    fn map_item(&self, item: &MapItem) {
+        if let Outcome::Done(out) = &item.outcome {
+            print!("{}", out.stdout);
+        }
+    }
+
+    fn map_summary(&self, items: &[MapItem]) {
+        let failed: Vec<&MapItem> = items
+            .iter()
+            .filter(|i| !matches!(i.outcome, Outcome::Done(_)))
+            .collect();
+        eprintln!(
+            "{} command(s): {} succeeded, {} failed",
+            items.len(),
+            items.len() - failed.len(),
+            failed.len()
+        );
+        for i in failed {
+            let err = match &i.outcome {
+                Outcome::Failed { error, .. } => error.to_string(),
+                Outcome::Unfinished(state) => format!("no result ({state})"),
+                Outcome::Done(_) => continue,
+            };
+            eprintln!("  line {}: {}\n    {err}", i.line, i.command);
+        }
+    }
+
+    fn demo_started(&self, broker: &str, pids: &[u32]) {
+        println!(
+            "lovage demo: broker {broker}, {} worker processes",
+            pids.len()
+        );
+        println!("workers up: pids {pids:?}\n");
+    }
+
+    fn demo(&self, report: &DemoReport) {
+        let mut t = Table::new(&[
+            ("phase", false),
+            ("tasks", true),
+            ("wall", true),
+            ("tasks/s", true),
+            ("serial", true),
+            ("speed-up", true),
+            ("what", false),
+        ]);
+        for p in &report.phases {
+            let wall = p.wall.as_secs_f64();
+            t.row(vec![
+                p.name.into(),
+                p.tasks.to_string(),
+                secs(wall),
+                si(p.tasks as f64 / wall),
+                p.serial.map_or("-".into(), |s| secs(s.as_secs_f64())),
+                p.serial
+                    .map_or("-".into(), |s| format!("{:.2}x", s.as_secs_f64() / wall)),
+                p.what.clone(),
+            ]);
+        }
+        print!("{}", t.render());
+        println!("\nserial = the same work in this process on one core; speed-up = serial / wall through the queue.");
+    }
+
+    fn tasks(&self, names: &[&str]) {
+        for n in names {
+            println!("{n}");
+        }
+    }
+
+    fn schedule(&self, entries: &[ScheduleEntry]) {
+        let mut t = Table::new(&[
+            ("entry", false),
+            ("task", false),
+            ("when", false),
+            ("queue", false),
+            ("next run (UTC)", false),
+        ]);
+        for e in entries {
+            t.row(vec![
+                e.name.clone(),
+                e.task.clone(),
+                e.when.clone(),
+                e.queue.clone(),
+                e.next_run.clone(),
+            ]);
+        }
+        print!("{}", t.render());
+    }
+
+    fn bench(&self, report: &BenchReport) {
+        print!("{}", bench_text(report));
+    }
+}
+
+/// A benchmark's title and tables as text (the JSON rendering prints them too).
+pub fn bench_text(report: &BenchReport) -> String {
+    let mut out = format!("{}\n", report.title);
+    for t in &report.tables {
+        if report.spaced {
+            out.push('\n');
+        }
+        out.push_str(&t.render());
+    }
+    out
+}
+
+/// One line per node: `head` prefixes this node's line, `rest` its children's.
+fn tree_lines(
+    c: &Canvas,
+    records: &HashMap<TaskId, ResultRecord>,
+    head: &str,
+    rest: &str,
+    out: &mut String,
+) {
+    let (label, children): (String, Vec<(&str, &Canvas)>) = match &c.node {
+        Node::Task(step) => {
+            let error = records
+                .get(&step.id)
+                .and_then(|r| r.error.as_ref())
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default();
+            (
+                format!(
+                    "{}  {}  {}{error}",
+                    step.task,
+                    step.id,
+                    state_of(step.id, records)
+                ),
+                step.link.iter().map(|l| ("link", l)).collect(),
+            )
+        }
+        Node::Chain(items) => ("chain".into(), items.iter().map(|i| ("", i)).collect()),
+        Node::Group { id, members } => (
+            format!("group  {id}  {}", state_of(*id, records)),
+            members.iter().map(|m| ("", m)).collect(),
+        ),
+        Node::Chord { id, header, body } => (
+            format!("chord  {id}  {}", state_of(*id, records)),
+            header
+                .iter()
+                .map(|m| ("", m))
+                .chain(std::iter::once(("body", &**body)))
+                .collect(),
+        ),
+    };
+    let _ = writeln!(out, "{head}{label}");
+    let children: Vec<(&str, &Canvas)> = children
+        .into_iter()
+        .chain(c.on_error.iter().map(|e| ("on_error", e)))
+        .collect();
+    for (i, (tag, child)) in children.iter().enumerate() {
+        let last = i + 1 == children.len();
+        let tag = if tag.is_empty() {
+            String::new()
+        } else {
+            format!("{tag}: ")
+        };
+        let (branch, indent) = if last {
+            ("└─ ", "   ")
+        } else {
+            ("├─ ", "│  ")
+        };
+        tree_lines(
+            child,
+            records,
+            &format!("{rest}{branch}{tag}"),
+            &format!("{rest}{indent}"),
+            out,
+        );
+    }
+}
