@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use lovage_broker::{connect, App, Backend, Revoked};
+use lovage_broker::{App, Backend, Revoked};
 use lovage_core::{kinds, Codec, Signature, TaskId, TaskState, TypedSignature};
 use lovage_macros::task;
 use lovage_worker::{PoolKind, Worker, WorkerConfig};
+
+use common::{memory_backend, redis_backend, sqlite_backend, Fresh};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -89,47 +91,6 @@ fn runs(key: &str) -> u32 {
 fn sleepy(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
     ms
-}
-
-/// A backend of a scenario's own, with what must live as long as it: the SQLite file's
-/// directory, or the Redis key prefix (deleted when dropped).
-struct Fresh {
-    backend: Backend,
-    _dir: Option<tempfile::TempDir>,
-    _redis: Option<common::RedisPrefix>,
-}
-
-impl Fresh {
-    fn app(&self) -> App {
-        App::with_backend(self.backend.clone())
-    }
-}
-
-fn memory_backend() -> Fresh {
-    Fresh {
-        backend: connect(&format!("memory://worker-{}", TaskId::new())).unwrap(),
-        _dir: None,
-        _redis: None,
-    }
-}
-
-fn sqlite_backend() -> Fresh {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = connect(&format!("sqlite://{}", dir.path().join("w.db").display())).unwrap();
-    Fresh {
-        backend,
-        _dir: Some(dir),
-        _redis: None,
-    }
-}
-
-fn redis_backend() -> Fresh {
-    let prefix = common::RedisPrefix::new();
-    Fresh {
-        backend: connect(&prefix.url()).unwrap(),
-        _dir: None,
-        _redis: Some(prefix),
-    }
 }
 
 struct Running {
