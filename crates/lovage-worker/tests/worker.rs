@@ -1,13 +1,18 @@
-//! A worker running against real backends (memory and SQLite) in this process.
+//! A worker running against real backends (memory, SQLite and Redis) in this process: each
+//! scenario runs once per backend, Redis under a key prefix of its own.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use lovage_broker::{connect, App, Backend, Revoked};
+use lovage_broker::{App, Backend, Revoked};
 use lovage_core::{kinds, Codec, Signature, TaskId, TaskState, TypedSignature};
 use lovage_macros::task;
 use lovage_worker::{PoolKind, Worker, WorkerConfig};
+
+use common::{memory_backend, redis_backend, sqlite_backend, Fresh};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -66,6 +71,22 @@ fn slow_but_polite(key: String) -> Result<u64, lovage_core::TaskError> {
     cooperative(key, 120_000)
 }
 
+/// Runs per key of [`counted`] (a map, so the scenarios' threads count separately).
+static RUNS: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());
+
+/// Counts its runs under `key` and returns the count so far.
+#[task(crate = lovage_core)]
+fn counted(key: String) -> u32 {
+    let mut runs = RUNS.lock().unwrap();
+    let n = runs.entry(key).or_insert(0);
+    *n += 1;
+    *n
+}
+
+fn runs(key: &str) -> u32 {
+    RUNS.lock().unwrap().get(key).copied().unwrap_or(0)
+}
+
 #[task(crate = lovage_core)]
 fn sleepy(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
@@ -77,25 +98,37 @@ struct Running {
     backend: Backend,
     shutdown: lovage_worker::Shutdown,
     thread: Option<std::thread::JoinHandle<lovage_worker::WorkerReport>>,
-    _dir: Option<tempfile::TempDir>,
+    _fresh: Fresh,
 }
 
 impl Running {
-    fn stop(mut self) -> lovage_worker::WorkerReport {
+    fn stop(self) -> lovage_worker::WorkerReport {
+        self.stop_keeping_backend().0
+    }
+
+    /// Stops the worker and hands back its backend, to read records afterwards (dropping it
+    /// deletes a Redis prefix's keys).
+    fn stop_keeping_backend(mut self) -> (lovage_worker::WorkerReport, Fresh) {
         self.shutdown.graceful();
-        self.thread.take().unwrap().join().unwrap()
+        let report = self.thread.take().unwrap().join().unwrap();
+        (report, self._fresh)
     }
 }
 
-fn start(backend: Backend, dir: Option<tempfile::TempDir>, concurrency: usize) -> Running {
-    let config = WorkerConfig {
+/// The scenarios' worker: two threads, a 5 s lease, polling every 50 ms.
+fn config(concurrency: usize) -> WorkerConfig {
+    WorkerConfig {
         concurrency,
         prefetch: 8,
         pool: PoolKind::Threads,
         poll: Duration::from_millis(50),
         lease: Duration::from_secs(5),
         ..Default::default()
-    };
+    }
+}
+
+fn start(fresh: Fresh, config: WorkerConfig) -> Running {
+    let backend = fresh.backend.clone();
     let worker = Worker::new(backend.clone(), config).unwrap();
     let shutdown = worker.shutdown_handle();
     let thread = std::thread::spawn(move || worker.run().expect("start the worker threads"));
@@ -104,22 +137,8 @@ fn start(backend: Backend, dir: Option<tempfile::TempDir>, concurrency: usize) -
         backend,
         shutdown,
         thread: Some(thread),
-        _dir: dir,
+        _fresh: fresh,
     }
-}
-
-fn memory_worker() -> Running {
-    start(
-        connect(&format!("memory://worker-{}", TaskId::new())).unwrap(),
-        None,
-        2,
-    )
-}
-
-fn sqlite_worker() -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = connect(&format!("sqlite://{}", dir.path().join("w.db").display())).unwrap();
-    start(backend, Some(dir), 2)
 }
 
 fn untyped<R: serde::de::DeserializeOwned>(
@@ -210,19 +229,21 @@ fn revoked_and_expired_tasks_do_not_run(w: Running) {
     let busy: Vec<_> = (0..2)
         .map(|_| w.app.send(sleepy::s(300)).unwrap())
         .collect();
-    let mut later = Vec::new();
-    for _ in 0..3 {
-        later.push(
+    let keys: Vec<String> = (0..3).map(|_| TaskId::new().to_string()).collect();
+    let later: Vec<_> = keys
+        .iter()
+        .map(|k| {
             w.app
-                .send(add::s(1, 2).countdown(Duration::from_millis(200)))
-                .unwrap(),
-        );
-    }
+                .send(counted::s(k.clone()).countdown(Duration::from_millis(200)))
+                .unwrap()
+        })
+        .collect();
     assert_eq!(later[0].revoke().unwrap(), Revoked::Pending);
+    let expired_key = TaskId::new().to_string();
     let expired = w
         .app
         .send(
-            add::s(5, 5)
+            counted::s(expired_key.clone())
                 .countdown(Duration::from_millis(200))
                 .expires(Duration::from_millis(50)),
         )
@@ -230,11 +251,22 @@ fn revoked_and_expired_tasks_do_not_run(w: Running) {
     assert_eq!(later[0].get(LONG).unwrap_err().kind, kinds::REVOKED);
     assert_eq!(expired.get(LONG).unwrap_err().kind, kinds::REVOKED);
     assert!(expired.get(LONG).unwrap_err().message.contains("expired"));
-    assert_eq!(later[1].get(LONG).unwrap(), 3);
+    assert_eq!(later[1].get(LONG).unwrap(), 1);
+    assert_eq!(later[2].get(LONG).unwrap(), 1);
     for b in busy {
         b.get(LONG).unwrap();
     }
-    w.stop();
+    // Stopped gracefully, the worker has finished all it took: a revoked or expired task it
+    // ran would be counted by now. (`App::revoke` writes REVOKED itself, so the records alone
+    // prove nothing.)
+    let (report, _backend) = w.stop_keeping_backend();
+    assert_eq!(runs(&keys[0]), 0, "the revoked task ran");
+    assert_eq!(runs(&expired_key), 0, "the expired task ran");
+    assert_eq!((runs(&keys[1]), runs(&keys[2])), (1, 1));
+    assert_eq!(report.succeeded, 4, "{report:?}");
+    // Revoked tasks are still readable as REVOKED afterwards.
+    assert_eq!(later[0].state().unwrap(), TaskState::Revoked);
+    assert_eq!(expired.state().unwrap(), TaskState::Revoked);
 }
 
 fn graceful_shutdown_finishes_running_tasks(w: Running) {
@@ -249,7 +281,7 @@ fn graceful_shutdown_finishes_running_tasks(w: Running) {
     {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let report = w.stop();
+    let (report, _backend) = w.stop_keeping_backend();
     assert_eq!(report.succeeded, 1);
     assert_eq!(r.get(Duration::ZERO).unwrap(), 300);
 }
@@ -392,11 +424,101 @@ fn reject_on_worker_lost_runs_the_task_again(w: Running) {
     w.stop();
 }
 
+/// Sleeps `ms`, counting its runs under `key`; returns this run's number.
+#[task(crate = lovage_core)]
+fn counted_sleep(key: String, ms: u64) -> u32 {
+    let n = counted(key);
+    std::thread::sleep(Duration::from_millis(ms));
+    n
+}
+
+fn a_task_longer_than_its_lease_runs_once(b: Fresh) {
+    // The keeper renews every third of the lease; without renewal the lease runs out five
+    // times over while the task runs, and the second thread would take it again.
+    let w = start(
+        b,
+        WorkerConfig {
+            lease: Duration::from_millis(300),
+            ..config(2)
+        },
+    );
+    let key = TaskId::new().to_string();
+    let r = w.app.send(counted_sleep::s(key.clone(), 1500)).unwrap();
+    assert_eq!(r.get(LONG).unwrap(), 1);
+    let (report, _backend) = w.stop_keeping_backend();
+    let rec = r.record().unwrap().unwrap();
+    assert_eq!(
+        (rec.state, rec.attempts),
+        (TaskState::Success, 1),
+        "{rec:?}"
+    );
+    assert_eq!(runs(&key), 1, "ran again while it was running");
+    assert_eq!(report.succeeded, 1, "{report:?}");
+}
+
+/// The order tasks ran in, per key of [`logged`].
+static RUN_LOG: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
+
+/// Writes `label` in the run log of `key`; with `fail_once`, fails its first run (and is
+/// retried at once).
+#[task(crate = lovage_core, max_retries = 1, retry_backoff = "0ms", retry_jitter = false)]
+fn logged(key: String, label: String, fail_once: bool) -> Result<(), String> {
+    let mut log = RUN_LOG.lock().unwrap();
+    let runs = log.entry(key).or_default();
+    let first = !runs.contains(&label);
+    runs.push(label);
+    if fail_once && first {
+        Err("first run fails".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn a_retried_task_keeps_its_priority_and_place(b: Fresh) {
+    let key = TaskId::new().to_string();
+    let app = b.app();
+    let send = |label: &str, priority: u8, fail_once: bool| {
+        app.send(logged::s(key.clone(), label.into(), fail_once).priority(priority))
+            .unwrap()
+    };
+    // All queued before the worker starts, lower priorities sent first (so a retry that lost
+    // its priority, or went to the back of its queue, runs later than it should).
+    let sent = [
+        send("low-1", 1, false),
+        send("mid-1", 5, false),
+        send("high-1", 9, true),
+        send("high-2", 9, false),
+        send("mid-2", 5, false),
+        send("low-2", 1, false),
+    ];
+    // One task at a time and none held beyond it: the broker's order is the run order.
+    let w = start(
+        b,
+        WorkerConfig {
+            prefetch: 0,
+            ..config(1)
+        },
+    );
+    for r in &sent {
+        r.get(LONG).unwrap();
+    }
+    let (report, _backend) = w.stop_keeping_backend();
+    assert_eq!(report.retried, 1, "{report:?}");
+    assert_eq!(sent[2].record().unwrap().unwrap().attempts, 2);
+    let log = RUN_LOG.lock().unwrap()[&key].clone();
+    assert_eq!(
+        log,
+        ["high-1", "high-1", "high-2", "mid-1", "mid-2", "low-1", "low-2"],
+        "the retry of high-1 kept its priority and its place before high-2"
+    );
+}
+
 macro_rules! worker_tests {
     ($backend:ident, $make:expr) => {
         mod $backend {
             use super::*;
-            worker_tests!(@tests $make;
+            // Scenarios on a worker started with the usual configuration.
+            worker_tests!(@running $make;
                 runs_tasks_and_records_results,
                 failures_are_recorded_and_dead_lettered,
                 bad_input_fails_the_task_not_the_worker,
@@ -409,9 +531,22 @@ macro_rules! worker_tests {
                 acks_early_takes_the_task_out_of_the_broker_when_it_starts,
                 reject_on_worker_lost_runs_the_task_again,
             );
+            // Scenarios that configure and start their worker themselves.
+            worker_tests!(@fresh $make;
+                a_task_longer_than_its_lease_runs_once,
+                a_retried_task_keeps_its_priority_and_place,
+            );
         }
     };
-    (@tests $make:expr; $($test:ident),* $(,)?) => {
+    (@running $make:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                super::$test(start($make, config(2)))
+            }
+        )*
+    };
+    (@fresh $make:expr; $($test:ident),* $(,)?) => {
         $(
             #[test]
             fn $test() {
@@ -421,5 +556,6 @@ macro_rules! worker_tests {
     };
 }
 
-worker_tests!(memory, memory_worker());
-worker_tests!(sqlite, sqlite_worker());
+worker_tests!(memory, memory_backend());
+worker_tests!(sqlite, sqlite_backend());
+worker_tests!(redis, redis_backend());

@@ -1,6 +1,52 @@
-//! Helpers shared by the worker's integration tests.
+//! Helpers shared by the worker's integration tests: a backend of a test's own (memory,
+//! SQLite in a temporary directory, or Redis under a key prefix of its own).
 
+// Each test file uses some of these helpers.
+#![allow(dead_code)]
+
+use lovage_broker::{connect, App, Backend};
 use lovage_core::TaskId;
+
+/// A backend of a scenario's own, with what must live as long as it: the SQLite file's
+/// directory, or the Redis key prefix (deleted when dropped).
+pub struct Fresh {
+    pub backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+    _redis: Option<RedisPrefix>,
+}
+
+impl Fresh {
+    pub fn app(&self) -> App {
+        App::with_backend(self.backend.clone())
+    }
+}
+
+pub fn memory_backend() -> Fresh {
+    Fresh {
+        backend: connect(&format!("memory://worker-{}", TaskId::new())).unwrap(),
+        _dir: None,
+        _redis: None,
+    }
+}
+
+pub fn sqlite_backend() -> Fresh {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = connect(&format!("sqlite://{}", dir.path().join("w.db").display())).unwrap();
+    Fresh {
+        backend,
+        _dir: Some(dir),
+        _redis: None,
+    }
+}
+
+pub fn redis_backend() -> Fresh {
+    let prefix = RedisPrefix::new();
+    Fresh {
+        backend: connect(&prefix.url()).unwrap(),
+        _dir: None,
+        _redis: Some(prefix),
+    }
+}
 
 /// A key prefix of this test's own on the machine's Redis (`REDIS_URL`); its keys are deleted
 /// when it is dropped, whether the test passed or not.
