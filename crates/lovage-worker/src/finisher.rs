@@ -85,8 +85,9 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
         let d = ready.d;
         let env = &d.envelope;
         ended.push(env.id);
-        if revoked_running.contains(&env.id) {
-            // Whatever it returned, it was cancelled because it was revoked.
+        if revoked_running.contains(&env.id) && !matches!(ran, Ran::Succeeded(_)) {
+            // It stopped because it was revoked (its token fired, or its child was killed).
+            // One that finished anyway is recorded as what it did: its effects happened.
             ran = Ran::Revoked(TaskError::new(kinds::REVOKED, "revoked while it ran"));
         }
         let settle = decide(&ran, env.attempts, &ready.options);

@@ -162,7 +162,7 @@ fn start(fresh: Fresh) -> Running {
     };
     let worker = Worker::new(fresh.backend.clone(), config).unwrap();
     let shutdown = worker.shutdown_handle();
-    let thread = std::thread::spawn(move || worker.run());
+    let thread = std::thread::spawn(move || worker.run().expect("start the worker threads"));
     Running {
         app: fresh.app(),
         shutdown,
