@@ -11,6 +11,8 @@
 //! only by an `ack` carrying the lease of its current delivery.
 
 pub mod client;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis_backend;
