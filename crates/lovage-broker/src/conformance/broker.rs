@@ -3,11 +3,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lovage_core::{TaskError, TaskId};
 
-use super::{env, q, reserve_all, Fixture, LEASE, LONG};
+use super::{env, q, reserve_all, reserve_when_due, Fixture, LEASE, LONG, WAKE};
 use crate::{Broker, Envelope, Lease, Revoked, Timestamp};
 
 conformance_tests! {
@@ -136,15 +136,41 @@ conformance_tests! {
         assert!(reserve_all(b, queue, 1).is_empty());
     }
 
+    /// A reserve waiting on an empty queue wakes when a task is sent, soon after, long before
+    /// its own wait is over.
+    fn a_waiting_reserve_wakes_on_enqueue(f: Fixture) {
+        let b: Arc<dyn Broker> = f.backend.broker.clone();
+        let e = env("wake", 0);
+        let waiter = {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                let got = b.reserve(&q("wake"), 1, LEASE, LONG).unwrap();
+                (got, Instant::now())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let sent = Instant::now();
+        b.enqueue(std::slice::from_ref(&e)).unwrap();
+        let (got, returned) = waiter.join().unwrap();
+        assert_eq!(got.len(), 1, "the waiting reserve got the task");
+        assert_eq!(got[0].envelope.id, e.id);
+        let after = returned.saturating_duration_since(sent);
+        assert!(
+            after < WAKE,
+            "the waiter was not woken: it returned {after:?} after the send"
+        );
+    }
+
     fn eta_tasks_wait_in_the_broker(f: Fixture) {
         let b = &*f.backend.broker;
         let mut e = env("eta", 0);
         let eta = Timestamp::now() + Duration::from_millis(300);
+        let due = Instant::now() + Duration::from_millis(300);
         e.eta = Some(eta);
         b.enqueue(std::slice::from_ref(&e)).unwrap();
         assert!(reserve_all(b, "eta", 1).is_empty(), "not before its ETA");
         assert_eq!(b.stats().unwrap()[0].scheduled, 1);
-        let got = b.reserve(&q("eta"), 1, LEASE, LONG).unwrap();
+        let got = reserve_when_due(b, "eta", due);
         assert_eq!(got[0].envelope.id, e.id);
         assert!(Timestamp::now() >= eta, "delivered before its ETA");
     }
@@ -155,8 +181,9 @@ conformance_tests! {
         let first = b
             .reserve(&q("lease"), 1, Duration::from_millis(200), Duration::ZERO)
             .unwrap();
-        let again = b.reserve(&q("lease"), 1, LEASE, LONG).unwrap();
-        assert_eq!(again.len(), 1, "the task came back after its lease ran out");
+        let due = Instant::now() + Duration::from_millis(200);
+        // The task comes back after its lease ran out.
+        let again = reserve_when_due(b, "lease", due);
         assert_eq!(again[0].envelope.id, first[0].envelope.id);
         assert_eq!(again[0].lease.delivery, 2);
         // The first worker's late ack must not remove the second delivery.
@@ -189,8 +216,9 @@ conformance_tests! {
         let d = reserve_all(b, "nack", 1);
         let before = Timestamp::now();
         b.nack(&d[0].lease, Duration::from_millis(300)).unwrap();
+        let due = Instant::now() + Duration::from_millis(300);
         assert!(reserve_all(b, "nack", 1).is_empty(), "not before its delay");
-        let again = b.reserve(&q("nack"), 1, LEASE, LONG).unwrap();
+        let again = reserve_when_due(b, "nack", due);
         assert_eq!(again[0].envelope.id, d[0].envelope.id);
         assert_eq!(again[0].envelope.attempts, 2);
         assert!(Timestamp::now() - before >= Duration::from_millis(290));
@@ -269,8 +297,8 @@ conformance_tests! {
         let first = b
             .reserve(&q("stale"), 1, Duration::from_millis(200), Duration::ZERO)
             .unwrap();
-        let again = b.reserve(&q("stale"), 1, LEASE, LONG).unwrap();
-        assert_eq!(again.len(), 1);
+        let again = reserve_when_due(b, "stale", Instant::now() + Duration::from_millis(200));
+        assert_eq!(again[0].lease.delivery, 2, "delivered again");
         let err = TaskError::new("Late", "from the first worker");
         b.dead_letter(&first[0].lease, &first[0].envelope, &err)
             .unwrap();
@@ -297,11 +325,12 @@ conformance_tests! {
         assert_eq!(first[0].envelope.attempts, 1);
         b.defer(&first[0].lease, Duration::from_millis(200))
             .unwrap();
+        let due = Instant::now() + Duration::from_millis(200);
         assert!(
             reserve_all(b, "defer", 1).is_empty(),
             "not before its delay"
         );
-        let again = b.reserve(&q("defer"), 1, LEASE, LONG).unwrap();
+        let again = reserve_when_due(b, "defer", due);
         assert_eq!(
             again[0].envelope.attempts, 1,
             "a deferral is not an attempt"

@@ -30,7 +30,9 @@
 //! files (the task's life in `broker`, outcomes in `results`, workflows in `workflow`, locks,
 //! rate limits and worker presence in `coordination`); the block makes both the function and
 //! the module's entry in the list, so no test is written without being run. A test takes the
-//! [`Fixture`] by value and drops it (cleaning up) when it returns or panics.
+//! [`Fixture`] by value and drops it (cleaning up) when it returns or panics. `cargo fmt` does
+//! not look inside a macro's braces; to format a block, rename `conformance_tests! {` to
+//! `mod conformance_tests_fmt {`, run `rustfmt --edition 2021` on the file, and rename it back.
 //!
 //! Timing: tests wait for things that must happen (with generous upper bounds) and check things
 //! that must not happen before a time; none asserts that anything is fast. A test that says a
@@ -40,7 +42,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Trial};
 use lovage_core::{Codec, Signature, TaskError, TaskId, TaskState};
@@ -196,6 +198,20 @@ pub fn env(queue: &str, priority: u8) -> Envelope {
 /// Reserves up to `max` ready tasks of `queue` without waiting.
 pub fn reserve_all(b: &dyn Broker, queue: &str, max: usize) -> Vec<Delivery> {
     b.reserve(&q(queue), max, LEASE, Duration::ZERO).unwrap()
+}
+
+/// Reserves one task of `queue` that becomes ready at `due` (an ETA, a delay, a lease running
+/// out), with a long wait; asserts it came, and within [`WAKE`] of `due` (a reserve that only
+/// looks again at the end of its wait fails).
+pub fn reserve_when_due(b: &dyn Broker, queue: &str, due: Instant) -> Vec<Delivery> {
+    let got = b.reserve(&q(queue), 1, LEASE, LONG).unwrap();
+    let late = Instant::now().saturating_duration_since(due);
+    assert_eq!(got.len(), 1, "queue {queue}: nothing came in {LONG:?}");
+    assert!(
+        late < WAKE,
+        "queue {queue}: the task came {late:?} after it was due"
+    );
+    got
 }
 
 /// A record of `id` in `state`: value `42` on success, an error on failure, no expiry.

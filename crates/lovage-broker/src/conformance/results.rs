@@ -1,11 +1,11 @@
 //! Outcomes: records stored, read, waited for (a waiter wakes on the write), expired; counters,
 //! blobs, and the client reading results through `App`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lovage_core::{kinds, Codec, Signature, TaskId, TaskState};
 
-use super::{record, reserve_all, Fixture, LONG};
+use super::{record, reserve_all, Fixture, LONG, WAKE};
 use crate::{App, Revoked, Timestamp};
 
 conformance_tests! {
@@ -18,25 +18,35 @@ conformance_tests! {
         // A waiter returns what it has when the timeout passes...
         let got = r.wait(id, Duration::from_millis(50)).unwrap().unwrap();
         assert_eq!(got.state, TaskState::Started);
-        // ...and wakes when another thread stores the final state.
+        // ...and wakes when another thread stores the final state: soon after the write, long
+        // before its own timeout.
         let writer = {
             let r = r.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(100));
+                let wrote = Instant::now();
                 r.store(&[record(id, TaskState::Success)]).unwrap();
+                wrote
             })
         };
         let done = r.wait(id, LONG).unwrap().unwrap();
-        writer.join().unwrap();
+        let returned = Instant::now();
+        let wrote = writer.join().unwrap();
         assert_eq!(
             (done.state, done.value.as_deref()),
             (TaskState::Success, Some(&b"42"[..]))
+        );
+        assert!(
+            returned.duration_since(wrote) < WAKE,
+            "the waiter was not woken by the write: it returned {:?} after it",
+            returned.duration_since(wrote)
         );
         let failed = TaskId::new();
         r.store(&[record(failed, TaskState::Failure)]).unwrap();
         assert_eq!(r.get(failed).unwrap().unwrap().error.unwrap().kind, "Boom");
         let many = r.get_many(&[failed, TaskId::new(), id]).unwrap();
-        let states: Vec<Option<TaskState>> = many.iter().map(|m| m.as_ref().map(|r| r.state)).collect();
+        let states: Vec<Option<TaskState>> =
+            many.iter().map(|m| m.as_ref().map(|r| r.state)).collect();
         assert_eq!(
             states,
             vec![Some(TaskState::Failure), None, Some(TaskState::Success)]
@@ -55,13 +65,21 @@ conformance_tests! {
             r.get(drop_).unwrap().is_none(),
             "an expired record is not returned"
         );
-        // A backend that expires keys itself (Redis) has nothing left to purge.
-        assert!(r.purge_expired().unwrap() <= 1);
+        // A backend that expires keys itself (Redis) has nothing to purge; any other deletes
+        // the expired record, and only it, once.
+        let purged = if f.expires_by_itself { 0 } else { 1 };
+        assert_eq!(
+            r.purge_expired().unwrap(),
+            purged,
+            "the expired record, once"
+        );
+        assert_eq!(r.purge_expired().unwrap(), 0, "nothing left to purge");
         assert!(r.get(drop_).unwrap().is_none() && r.get(keep).unwrap().is_some());
     }
 
-    /// A result with a time to live is gone once it passes; a later record of a task without one
-    /// is kept; of two records of one task in one batch, the later wins.
+    /// A result with a time to live is gone once it passes, purged or not, while one stored
+    /// beside it with a longer one is still there; a later record of a task without one is
+    /// kept; of two records of one task in one batch, the later wins.
     fn a_result_lasts_its_time_to_live(f: Fixture) {
         let r = &*f.backend.results;
         let (short, kept) = (TaskId::new(), TaskId::new());
@@ -86,19 +104,39 @@ conformance_tests! {
             assert!(got.is_some() || Timestamp::now() >= stored + ttl);
         }
         std::thread::sleep(ttl + Duration::from_millis(100));
-        r.purge_expired().unwrap();
         assert!(
             r.get(short).unwrap().is_none(),
-            "gone after its time to live"
+            "gone after its time to live, before any purge"
         );
-        let got = r
-            .get(kept)
-            .unwrap()
-            .expect("a record without expiry is kept");
+        let check = |when: &str| {
+            let got = r.get(long).unwrap().unwrap_or_else(|| {
+                panic!("a record stored beside it with an hour to live is kept ({when})")
+            });
+            assert_eq!((got.id, got.state), (long, TaskState::Success), "{when}");
+            let got = r
+                .get(kept)
+                .unwrap()
+                .unwrap_or_else(|| panic!("a record without expiry is kept ({when})"));
+            assert_eq!(
+                (got.state, got.expires),
+                (TaskState::Success, None),
+                "the later record of the batch ({when})"
+            );
+        };
+        check("before a purge");
+        // Only `short` has expired: `kept`'s last record has no expiry, `long` an hour.
+        let purged = if f.expires_by_itself { 0 } else { 1 };
+        assert_eq!(r.purge_expired().unwrap(), purged, "what a purge deletes");
+        assert!(r.get(short).unwrap().is_none(), "gone after a purge");
+        check("after a purge");
         assert_eq!(
-            got.state,
-            TaskState::Success,
-            "the later record of the batch"
+            r.get_many(&[short, long, kept])
+                .unwrap()
+                .iter()
+                .map(|g| g.as_ref().map(|g| g.id))
+                .collect::<Vec<_>>(),
+            vec![None, Some(long), Some(kept)],
+            "get_many agrees"
         );
     }
 
