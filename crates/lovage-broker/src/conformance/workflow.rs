@@ -1,10 +1,12 @@
 //! What workflows rely on: steps sent once (`enqueue_once`, `ack_and_send_once`), the
 //! continuation carried by a task, joins that complete once.
 
+use std::time::{Duration, Instant};
+
 use lovage_core::TaskId;
 
-use super::{env, reserve_all, Fixture};
-use crate::{JoinEntry, ResultStore};
+use super::{env, q, reserve_all, reserve_when_due, Fixture, LEASE};
+use crate::{JoinEntry, Lease, ResultStore};
 
 fn join_one(
     r: &dyn ResultStore,
@@ -41,6 +43,103 @@ conformance_tests! {
             reserve_all(b, "once", 10).is_empty(),
             "an id sent once is not sent again after it ran"
         );
+    }
+
+    /// A finished step and the steps it starts: the next steps are sent (each once) and the
+    /// leases acked; a repeat of the call (the step ran again) sends nothing new; a stale
+    /// lease acks nothing; an empty `next` only acks.
+    fn ack_and_send_once_sends_next_steps_once_and_acks(f: Fixture) {
+        let b = &*f.backend.broker;
+        let (one, two) = (env("step", 0), env("step", 0));
+        b.enqueue(&[one.clone(), two.clone()]).unwrap();
+        let held = reserve_all(b, "step", 10);
+        assert_eq!(held.len(), 2);
+        let (n1, n2) = (env("next", 0), env("next", 3));
+        b.ack_and_send_once(&[held[0].lease], &[n1.clone(), n2.clone()])
+            .unwrap();
+        let stats = b.stats().unwrap();
+        let count = |queue: &str| {
+            stats
+                .iter()
+                .find(|s| s.queue == queue)
+                .map(|s| (s.ready, s.scheduled, s.reserved))
+        };
+        assert_eq!(count("step"), Some((0, 0, 1)), "the first step is acked");
+        assert_eq!(count("next"), Some((2, 0, 0)), "its next steps are sent");
+        // The same step again (a delivery whose ack was lost) with the same next steps, and
+        // the second step starting one of them too: nothing is sent twice.
+        b.ack_and_send_once(&[held[0].lease], &[n1.clone(), n2.clone()])
+            .unwrap();
+        b.ack_and_send_once(&[held[1].lease], std::slice::from_ref(&n1))
+            .unwrap();
+        assert!(
+            reserve_all(b, "step", 10).is_empty(),
+            "the second step is acked"
+        );
+        let next = reserve_all(b, "next", 10);
+        assert_eq!(
+            next.iter().map(|d| d.envelope.id).collect::<Vec<_>>(),
+            vec![n2.id, n1.id],
+            "each next step once, in priority order"
+        );
+        assert_eq!(
+            (next[1].envelope.task.as_str(), &next[1].envelope.args),
+            (n1.task.as_str(), &n1.args)
+        );
+        // An empty `next` only acks.
+        b.ack_and_send_once(&next.iter().map(|d| d.lease).collect::<Vec<_>>(), &[])
+            .unwrap();
+        assert!(b.stats().unwrap().is_empty(), "everything acked");
+        // Sent once, even after it ran and was acked.
+        b.ack_and_send_once(&[], std::slice::from_ref(&n1)).unwrap();
+        assert!(
+            reserve_all(b, "next", 10).is_empty(),
+            "a next step that ran is not sent again"
+        );
+    }
+
+    /// A step whose lease ran out and was delivered again: the first worker's late
+    /// `ack_and_send_once` does not remove the live delivery (its next steps still go out,
+    /// once, as `enqueue_once` sends them).
+    fn ack_and_send_once_ignores_a_stale_lease(f: Fixture) {
+        let b = &*f.backend.broker;
+        b.enqueue(&[env("stale-step", 0)]).unwrap();
+        let first = b
+            .reserve(
+                &q("stale-step"),
+                1,
+                Duration::from_millis(200),
+                Duration::ZERO,
+            )
+            .unwrap();
+        let again = reserve_when_due(b, "stale-step", Instant::now() + Duration::from_millis(200));
+        assert_eq!(again[0].lease.delivery, 2);
+        let next = env("stale-next", 0);
+        b.ack_and_send_once(&[first[0].lease], std::slice::from_ref(&next))
+            .unwrap();
+        let stats = b.stats().unwrap();
+        let step = stats.iter().find(|s| s.queue == "stale-step");
+        assert_eq!(
+            step.map(|s| s.reserved),
+            Some(1),
+            "the live delivery is still held"
+        );
+        assert_eq!(
+            b.extend(&[again[0].lease], LEASE).unwrap(),
+            Vec::<Lease>::new(),
+            "and its lease is still good"
+        );
+        // The live delivery finishes the same step: its next step is not sent twice.
+        b.ack_and_send_once(&[again[0].lease], std::slice::from_ref(&next))
+            .unwrap();
+        let sent = reserve_all(b, "stale-next", 10);
+        assert_eq!(
+            sent.iter().map(|d| d.envelope.id).collect::<Vec<_>>(),
+            vec![next.id]
+        );
+        assert!(reserve_all(b, "stale-step", 10).is_empty());
+        b.ack(&[sent[0].lease]).unwrap();
+        assert!(b.stats().unwrap().is_empty());
     }
 
     fn a_workflow_continuation_travels_with_the_task(f: Fixture) {
