@@ -6,7 +6,8 @@
 //! [`ResultStore`] keeps outcomes and lets a client wait for one. [`connect`] opens a
 //! [`Backend`] from a URL. Backends: `memory` (one process, for tests), `sqlite` (the embedded
 //! default, one file shared by the processes of a host) and `redis` (feature `redis`, for many
-//! hosts). Every backend passes one conformance suite (`tests/conformance.rs`).
+//! hosts). Every backend passes one conformance suite ([`conformance`], feature `conformance`;
+//! `tests/conformance.rs` runs it on each backend of this crate).
 //!
 //! Delivery is at least once: a reserved task carries a lease the worker renews while it runs;
 //! when a lease runs out (the worker died), the task is delivered again. A message is removed
@@ -15,6 +16,8 @@
 mod backend;
 mod broker;
 pub mod client;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 pub mod memory;
 mod message;

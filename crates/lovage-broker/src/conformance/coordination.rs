@@ -1,0 +1,94 @@
+//! What workers share besides tasks: locks (beat's leader), rate limits, worker presence.
+
+use std::time::Duration;
+
+use lovage_core::TaskId;
+
+use super::Fixture;
+use crate::{Timestamp, WorkerInfo};
+
+conformance_tests! {
+    fn workers_are_listed_while_they_beat(f: Fixture) {
+        let b = f.backend.driver();
+        let mut w = WorkerInfo {
+            id: "w1@host.1".into(),
+            host: "host".into(),
+            pid: 1,
+            queues: vec!["a".into()],
+            pool: "threads x2".into(),
+            started: Timestamp::now(),
+            heartbeat: Timestamp::now(),
+            tasks_done: 0,
+            active: 0,
+        };
+        b.heartbeat(&w).unwrap();
+        w.tasks_done = 5;
+        b.heartbeat(&w).unwrap();
+        let seen = b.workers(Duration::from_secs(60)).unwrap();
+        assert_eq!(seen, vec![w.clone()]);
+        let mut old = w.clone();
+        old.id = "old@host.2".into();
+        old.heartbeat = Timestamp::from_millis(Timestamp::now().as_millis() - 3_600_000);
+        b.heartbeat(&old).unwrap();
+        assert_eq!(
+            b.workers(Duration::from_secs(60)).unwrap().len(),
+            1,
+            "stale workers are not listed"
+        );
+        b.unregister(&w.id).unwrap();
+        assert!(b.workers(Duration::from_secs(60)).unwrap().is_empty());
+    }
+
+    fn a_lock_has_one_holder_and_lapses(f: Fixture) {
+        let b = f.backend.driver();
+        let ttl = Duration::from_millis(300);
+        assert!(b.lock("leader", "a", ttl).unwrap());
+        assert!(!b.lock("leader", "b", ttl).unwrap(), "held by a");
+        assert!(b.lock("leader", "a", ttl).unwrap(), "a renews");
+        assert!(b.lock("other", "b", ttl).unwrap(), "locks are separate");
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(b.lock("leader", "b", ttl).unwrap(), "a lapsed; b takes it");
+        assert!(!b.lock("leader", "a", ttl).unwrap());
+        b.unlock("leader", "a").unwrap(); // not a's: no effect
+        assert!(!b.lock("leader", "a", ttl).unwrap());
+        b.unlock("leader", "b").unwrap();
+        assert!(b.lock("leader", "a", ttl).unwrap(), "free again");
+    }
+
+    fn rate_limits_book_one_slot_per_interval(f: Fixture) {
+        let b = f.backend.driver();
+        let key = format!("rate-{}", TaskId::new());
+        let interval = Duration::from_millis(100);
+        let horizon = Duration::from_millis(250);
+        let (slots, next) = b.acquire(&key, interval, 5, horizon).unwrap();
+        assert_eq!(
+            slots.len(),
+            3,
+            "slots at 0, 100 and 200 ms fit the horizon: {slots:?}"
+        );
+        assert!(slots[0] < Duration::from_millis(5));
+        assert!(slots[2] > Duration::from_millis(190) && slots[2] <= Duration::from_millis(200));
+        assert!(
+            next > Duration::from_millis(30) && next <= Duration::from_millis(50),
+            "{next:?}"
+        );
+        // Another worker asking at once gets the slots after those.
+        let (slots, _) = b
+            .acquire(&key, interval, 5, Duration::from_millis(400))
+            .unwrap();
+        assert_eq!(slots.len(), 2, "{slots:?}");
+        assert!(slots[0] > Duration::from_millis(290), "{slots:?}");
+        // An idle limit does not save up.
+        std::thread::sleep(Duration::from_millis(900));
+        let (slots, _) = b.acquire(&key, interval, 5, Duration::ZERO).unwrap();
+        assert_eq!(slots.len(), 1);
+        // Other keys are independent.
+        assert_eq!(
+            b.acquire("another", interval, 1, Duration::ZERO)
+                .unwrap()
+                .0
+                .len(),
+            1
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! Outcomes: records stored, read, waited for (a waiter wakes on the write), expired; counters,
+//! blobs, and the client reading results through `App`.
+
+use std::time::{Duration, Instant};
+
+use lovage_core::{kinds, Codec, Signature, TaskId, TaskState};
+
+use super::{record, reserve_all, Fixture, LONG, WAKE};
+use crate::{App, Revoked, Timestamp};
+
+conformance_tests! {
+    fn results_store_get_and_wait(f: Fixture) {
+        let r = f.backend.clone();
+        let id = TaskId::new();
+        assert!(r.results().get(id).unwrap().is_none());
+        r.results().store(&[record(id, TaskState::Started)]).unwrap();
+        assert_eq!(r.results().get(id).unwrap().unwrap().state, TaskState::Started);
+        // A waiter returns what it has when the timeout passes...
+        let got = r.results().wait(id, Duration::from_millis(50)).unwrap().unwrap();
+        assert_eq!(got.state, TaskState::Started);
+        // ...and wakes when another thread stores the final state: soon after the write, long
+        // before its own timeout.
+        let writer = {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                let wrote = Instant::now();
+                r.results().store(&[record(id, TaskState::Success)]).unwrap();
+                wrote
+            })
+        };
+        let done = r.results().wait(id, LONG).unwrap().unwrap();
+        let returned = Instant::now();
+        let wrote = writer.join().unwrap();
+        assert_eq!(
+            (done.state, done.value.as_deref()),
+            (TaskState::Success, Some(&b"42"[..]))
+        );
+        assert!(
+            returned.duration_since(wrote) < WAKE,
+            "the waiter was not woken by the write: it returned {:?} after it",
+            returned.duration_since(wrote)
+        );
+        let failed = TaskId::new();
+        r.results().store(&[record(failed, TaskState::Failure)]).unwrap();
+        assert_eq!(r.results().get(failed).unwrap().unwrap().error.unwrap().kind, "Boom");
+        let many = r.results().get_many(&[failed, TaskId::new(), id]).unwrap();
+        let states: Vec<Option<TaskState>> =
+            many.iter().map(|m| m.as_ref().map(|r| r.state)).collect();
+        assert_eq!(
+            states,
+            vec![Some(TaskState::Failure), None, Some(TaskState::Success)]
+        );
+    }
+
+    fn results_expire(f: Fixture) {
+        let r = f.backend.results();
+        let (keep, drop_) = (TaskId::new(), TaskId::new());
+        let mut old = record(drop_, TaskState::Success);
+        old.expires = Some(Timestamp::from_millis(Timestamp::now().as_millis() - 1));
+        let mut fresh = record(keep, TaskState::Success);
+        fresh.expires = Some(Timestamp::now() + Duration::from_secs(3600));
+        r.store(&[old, fresh]).unwrap();
+        assert!(
+            r.get(drop_).unwrap().is_none(),
+            "an expired record is not returned"
+        );
+        // A backend that expires keys itself (Redis) has nothing to purge; any other deletes
+        // the expired record, and only it, once.
+        let purged = if f.expires_by_itself { 0 } else { 1 };
+        assert_eq!(
+            r.purge_expired().unwrap(),
+            purged,
+            "the expired record, once"
+        );
+        assert_eq!(r.purge_expired().unwrap(), 0, "nothing left to purge");
+        assert!(r.get(drop_).unwrap().is_none() && r.get(keep).unwrap().is_some());
+    }
+
+    /// A result with a time to live is gone once it passes, purged or not, while one stored
+    /// beside it with a longer one is still there; a later record of a task without one is
+    /// kept; of two records of one task in one batch, the later wins.
+    fn a_result_lasts_its_time_to_live(f: Fixture) {
+        let r = f.backend.results();
+        let (short, kept) = (TaskId::new(), TaskId::new());
+        let ttl = Duration::from_millis(500);
+        let stored = Timestamp::now();
+        let mut a = record(short, TaskState::Success);
+        a.expires = Some(stored + ttl);
+        let mut started = record(kept, TaskState::Started);
+        started.expires = Some(stored + ttl);
+        // Minted with `short` (so stored beside it, where a backend groups by creation time) and
+        // kept far longer: it must not keep `short` alive.
+        let long = TaskId::new();
+        let mut b = record(long, TaskState::Success);
+        b.expires = Some(stored + Duration::from_secs(3600));
+        r.store(&[a, started, b]).unwrap();
+        let mut retry = record(kept, TaskState::Retry);
+        retry.expires = Some(stored + ttl);
+        r.store(&[retry, record(kept, TaskState::Success)]).unwrap();
+        if Timestamp::now() < stored + ttl {
+            let got = r.get(short).unwrap();
+            // Read while the time to live had not passed (a slow machine may be past it already).
+            assert!(got.is_some() || Timestamp::now() >= stored + ttl);
+        }
+        std::thread::sleep(ttl + Duration::from_millis(100));
+        assert!(
+            r.get(short).unwrap().is_none(),
+            "gone after its time to live, before any purge"
+        );
+        let check = |when: &str| {
+            let got = r.get(long).unwrap().unwrap_or_else(|| {
+                panic!("a record stored beside it with an hour to live is kept ({when})")
+            });
+            assert_eq!((got.id, got.state), (long, TaskState::Success), "{when}");
+            let got = r
+                .get(kept)
+                .unwrap()
+                .unwrap_or_else(|| panic!("a record without expiry is kept ({when})"));
+            assert_eq!(
+                (got.state, got.expires),
+                (TaskState::Success, None),
+                "the later record of the batch ({when})"
+            );
+        };
+        check("before a purge");
+        // Only `short` has expired: `kept`'s last record has no expiry, `long` an hour.
+        let purged = if f.expires_by_itself { 0 } else { 1 };
+        assert_eq!(r.purge_expired().unwrap(), purged, "what a purge deletes");
+        assert!(r.get(short).unwrap().is_none(), "gone after a purge");
+        check("after a purge");
+        assert_eq!(
+            r.get_many(&[short, long, kept])
+                .unwrap()
+                .iter()
+                .map(|g| g.as_ref().map(|g| g.id))
+                .collect::<Vec<_>>(),
+            vec![None, Some(long), Some(kept)],
+            "get_many agrees"
+        );
+    }
+
+    fn counters_are_atomic(f: Fixture) {
+        let r = f.backend.clone();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        r.results().incr("chord:x", 1).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(r.results().incr("chord:x", 0).unwrap(), 400);
+        assert_eq!(r.results().incr("chord:x", -400).unwrap(), 0);
+    }
+
+    fn blobs_are_kept_by_key(f: Fixture) {
+        let r = f.backend.results();
+        let key = TaskId::new();
+        assert_eq!(r.get_blob(key).unwrap(), None);
+        r.put_blob(key, b"one").unwrap();
+        r.put_blob(key, b"two").unwrap();
+        assert_eq!(r.get_blob(key).unwrap(), Some(b"two".to_vec()));
+        assert_eq!(r.get_blob(TaskId::new()).unwrap(), None);
+    }
+
+    fn the_client_sends_and_reads_results(f: Fixture) {
+        let app = App::with_backend(f.backend.clone());
+        let sig = lovage_core::TypedSignature::<i64>::new(
+            Signature::new("conformance.add", &(2, 3), Codec::Json).unwrap(),
+        );
+        let res = app.send(sig).unwrap();
+        assert_eq!(res.state().unwrap(), TaskState::Pending);
+        assert_eq!(
+            res.get(Duration::from_millis(20)).unwrap_err().kind,
+            kinds::TIMEOUT
+        );
+        // Play the worker.
+        let d = reserve_all(f.backend.broker(), "default", 1);
+        assert_eq!(d[0].envelope.id, res.id());
+        let mut rec = record(res.id(), TaskState::Success);
+        rec.value = Some(b"5".to_vec());
+        f.backend.results().store(&[rec]).unwrap();
+        f.backend.broker().complete(&[d[0].lease]).unwrap();
+        assert_eq!(res.get(LONG).unwrap(), 5);
+        assert_eq!(lovage_core::block_on(res.get_async(LONG)).unwrap(), 5);
+        // Revoking a waiting task records REVOKED for its waiters.
+        let sig = lovage_core::TypedSignature::<i64>::new(
+            Signature::new("conformance.add", &(1, 1), Codec::Json).unwrap(),
+        );
+        let res = app.send(sig).unwrap();
+        assert_eq!(res.revoke().unwrap(), Revoked::Pending);
+        assert_eq!(res.get(LONG).unwrap_err().kind, kinds::REVOKED);
+    }
+}
