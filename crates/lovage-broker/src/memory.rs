@@ -267,7 +267,9 @@ impl Broker for MemoryBackend {
                     break;
                 };
                 st.place(id, Place::Reserved(now + lease));
-                let e = st.entries.get_mut(&id).expect("ready entry exists");
+                let Some(e) = st.entries.get_mut(&id) else {
+                    break;
+                };
                 e.env.attempts += 1;
                 out.push(Delivery {
                     lease: Lease {

@@ -3,6 +3,14 @@
 //! or calls `conformance::exercise` from a test file of its own (see the module's docs).
 //! What only one backend promises lives in its own file (tests/sqlite.rs, tests/redis.rs).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::undocumented_unsafe_blocks
+)] // tests panic to fail and print what they saw
+
 use lovage_broker::conformance::{self, fixtures};
 
 fn main() {

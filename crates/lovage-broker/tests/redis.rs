@@ -3,6 +3,14 @@
 //! scripts. Each test works under a key prefix of its own on `REDIS_URL` (default
 //! 127.0.0.1:6379).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::undocumented_unsafe_blocks
+)] // tests panic to fail and print what they saw
+
 use std::time::{Duration, Instant};
 
 use lovage_broker::conformance::{fixtures, record, LONG, WAKE};

@@ -1,6 +1,14 @@
 //! What only the SQLite backend promises: one file, several processes, refusing files that are
 //! not lovage's, keeping what was enqueued.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::undocumented_unsafe_blocks
+)] // tests panic to fail and print what they saw
+
 use std::time::Duration;
 
 use lovage_broker::sqlite::SqliteBackend;

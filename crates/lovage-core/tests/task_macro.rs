@@ -1,5 +1,13 @@
 //! `#[task]` registers functions and round-trips arguments and results through the registry.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::undocumented_unsafe_blocks
+)] // tests panic to fail and print what they saw
+
 use lovage_core::{kinds, Codec, Registry, TaskError};
 use lovage_macros::task;
 use serde::{Deserialize, Serialize};

@@ -349,6 +349,7 @@ impl ThreadPool {
     /// # Panics
     /// If the operating system refuses to start a thread; use [`ThreadPool::builder`] to get the
     /// error instead.
+    #[allow(clippy::expect_used)] // documented above; the builder returns the error
     pub fn new(workers: usize) -> Self {
         Self::builder()
             .workers(workers)

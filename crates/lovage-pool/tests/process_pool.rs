@@ -3,6 +3,14 @@
 //! The pool re-runs this test binary as its children, so it has its own `main` (libtest-mimic)
 //! that calls `child_main` first.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::undocumented_unsafe_blocks
+)] // tests panic to fail and print what they saw
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,14 @@
 //! Behaviour of the thread pool and the futures API. No test depends on how fast anything runs:
 //! ordering is forced with channels and barriers, and timeouts are only upper bounds.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::undocumented_unsafe_blocks
+)] // tests panic to fail and print what they saw
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::Duration;

@@ -14,15 +14,10 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 /// Routes SIGTERM and SIGINT to `shutdown`: a watcher thread forwards each signal as one
-/// [`Shutdown::request`].
-pub fn install_signal_handlers(shutdown: Shutdown) {
-    // SAFETY: installing a handler that only touches an atomic.
-    unsafe {
-        let handler = on_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t;
-        libc::signal(libc::SIGTERM, handler);
-        libc::signal(libc::SIGINT, handler);
-    }
-    std::thread::Builder::new()
+/// [`Shutdown::request`]. Fails only when the watcher thread cannot start (the signals then
+/// keep their default action).
+pub fn install_signal_handlers(shutdown: Shutdown) -> std::io::Result<()> {
+    let watcher = std::thread::Builder::new()
         .name("lovage-signals".into())
         .spawn(move || {
             let mut seen = 0;
@@ -35,6 +30,13 @@ pub fn install_signal_handlers(shutdown: Shutdown) {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-        })
-        .expect("start signal thread");
+        })?;
+    drop(watcher);
+    // SAFETY: installing a handler that only touches an atomic.
+    unsafe {
+        let handler = on_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t;
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
+    Ok(())
 }

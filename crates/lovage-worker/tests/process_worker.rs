@@ -6,6 +6,14 @@
 //! `lovage_pool::child_main` first, so a constructor does (see `SERVE_AS_POOL_CHILD`).
 //! Task bodies run in the children, so they report through files, not statics.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::undocumented_unsafe_blocks
+)] // tests panic to fail and print what they saw
+
 mod common;
 
 use std::path::Path;

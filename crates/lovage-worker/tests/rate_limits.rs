@@ -1,5 +1,13 @@
 //! Global rate limits: two workers share one token bucket in the broker.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::undocumented_unsafe_blocks
+)] // tests panic to fail and print what they saw
+
 mod common;
 
 use std::sync::Mutex;

@@ -1,6 +1,14 @@
 //! A worker running against real backends (memory, SQLite and Redis) in this process: each
 //! scenario runs once per backend, Redis under a key prefix of its own.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::undocumented_unsafe_blocks
+)] // tests panic to fail and print what they saw
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,14 @@
 //! Workflows (chain, group, chord, callbacks) run by a real worker on every backend: memory,
 //! SQLite and Redis (each test under its own key prefix).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::undocumented_unsafe_blocks
+)] // tests panic to fail and print what they saw
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -38,6 +38,8 @@
 //! that must not happen before a time; none asserts that anything is fast. A test that says a
 //! waiter *wakes* gives it a long timeout ([`LONG`]) and checks it returned within [`WAKE`] of
 //! the event, far below that timeout: a waiter that only re-reads at its timeout fails.
+
+// Test code: it panics to fail.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::any::Any;

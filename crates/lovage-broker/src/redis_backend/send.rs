@@ -125,17 +125,18 @@ impl EnqueuePacker {
             write_task_value(scratch, e, score)?;
             resp::arg(buf, &id);
             resp::arg(buf, scratch);
-            let share = match self.queues.iter().position(|q| q.queue == e.queue) {
-                Some(i) => &mut self.queues[i],
+            let i = match self.queues.iter().position(|q| q.queue == e.queue) {
+                Some(i) => i,
                 None => {
                     self.queues.push(QueueShare {
                         queue: e.queue.clone(),
                         ready: Vec::new(),
                         scheduled: Vec::new(),
                     });
-                    self.queues.last_mut().expect("just pushed")
+                    self.queues.len() - 1
                 }
             };
+            let share = &mut self.queues[i];
             match e.eta {
                 Some(eta) if eta > now => share.scheduled.push((eta.as_millis() as u64, id)),
                 _ => share.ready.push((score, id)),

@@ -1,5 +1,8 @@
 //! The child side of a process pool: the current executable, started again in child mode.
 
+// A child reports what stops it on stderr, which is its parent's: it has no other channel.
+#![allow(clippy::print_stderr)]
+
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -89,14 +89,19 @@ impl<'a> Cursor<'a> {
     fn u8(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?[0])
     }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
     fn u16(&mut self) -> Result<u16, String> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
+        Ok(u16::from_le_bytes(self.array()?))
     }
     fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+        Ok(u32::from_le_bytes(self.array()?))
     }
     fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+        Ok(u64::from_le_bytes(self.array()?))
     }
 }
 
@@ -168,10 +173,10 @@ pub(crate) fn decode_reply(body: &[u8]) -> Result<(u64, Vec<Outcome>), String> {
 
 /// If `buf` starts with a whole frame, its body's range.
 pub(crate) fn split_frame(buf: &[u8]) -> Result<Option<std::ops::Range<usize>>, String> {
-    if buf.len() < 4 {
+    let Some(&[a, b, c, d]) = buf.first_chunk::<4>() else {
         return Ok(None);
-    }
-    let len = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
+    };
+    let len = u32::from_le_bytes([a, b, c, d]) as usize;
     if len > MAX_FRAME {
         return Err(format!(
             "frame of {len} bytes is larger than the {MAX_FRAME}-byte limit"

@@ -318,6 +318,7 @@ impl ProcessPool {
     /// # Panics
     /// If the current executable cannot be found or threads cannot start; use
     /// [`ProcessPool::builder`] to get the error instead.
+    #[allow(clippy::expect_used)] // documented above; the builder returns the error
     pub fn new(workers: usize) -> Self {
         Self::builder()
             .workers(workers)

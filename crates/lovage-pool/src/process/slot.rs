@@ -190,8 +190,13 @@ impl Slot {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut proc = cmd.spawn()?;
-        let stdin = proc.stdin.take().expect("piped stdin");
-        let stdout = proc.stdout.take().expect("piped stdout");
+        let (Some(stdin), Some(stdout)) = (proc.stdin.take(), proc.stdout.take()) else {
+            let _ = proc.kill();
+            let _ = proc.wait();
+            return Err(std::io::Error::other(
+                "the child's stdin or stdout is not a pipe",
+            ));
+        };
         set_nonblocking(stdin.as_raw_fd())?;
         set_nonblocking(stdout.as_raw_fd())?;
         self.shared.set_pid(self.index, Some(proc.id()));
@@ -367,6 +372,7 @@ impl Slot {
                 eof = true;
                 break;
             }
+            // SAFETY: read() initialised the n bytes after len, within the reserved capacity.
             unsafe { self.inbuf.set_len(len + n as usize) };
         }
         let mut pos = 0;

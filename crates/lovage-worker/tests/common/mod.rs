@@ -1,6 +1,14 @@
 //! Helpers shared by the worker's integration tests: a backend of a test's own (memory,
 //! SQLite in a temporary directory, or Redis under a key prefix of its own).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::undocumented_unsafe_blocks
+)] // tests panic to fail and print what they saw
+
 // Each test file uses some of these helpers.
 #![allow(dead_code)]
 

@@ -44,7 +44,8 @@ pub fn run(a: WorkerArgs) -> Result<(), Exit> {
     config.prefetch = a.prefetch.unwrap_or(config.concurrency * 64);
     let worker = Worker::new(app.backend().clone(), config)
         .map_err(|e| Exit::failed(format!("cannot start the worker's pool: {e}")))?;
-    lovage::worker::install_signal_handlers(worker.shutdown_handle());
+    lovage::worker::install_signal_handlers(worker.shutdown_handle())
+        .map_err(|e| Exit::failed(format!("cannot watch for SIGTERM: {e}")))?;
     worker
         .run()
         .map_err(|e| Exit::failed(format!("cannot start the worker's threads: {e}")))?;

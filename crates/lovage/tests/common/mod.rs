@@ -1,4 +1,12 @@
 //! Helpers shared by the `lovage` binary's integration tests.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::undocumented_unsafe_blocks
+)] // tests panic to fail and print what they saw
 // Each test file uses some of these, none uses all.
 #![allow(dead_code)]
 
