@@ -4,7 +4,7 @@ mod common;
 
 use common::{output_text, Killed};
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lovage::{App, Timestamp};
@@ -99,8 +99,8 @@ queue = "reports"
     );
 }
 
-/// Two beats: each tick is sent once; when one is killed with -9 the other goes on (taking
-/// over within the lock's TTL if it was the follower).
+/// Two beats: each tick is sent once; the leader (the one that says so in its log) is killed
+/// with -9 and the follower takes over within the lock's TTL.
 #[test]
 fn two_beats_send_each_tick_once_and_survive_a_kill() {
     let dir = tempfile::tempdir().unwrap();
@@ -119,6 +119,17 @@ fn two_beats_send_each_tick_once_and_survive_a_kill_on_redis() {
     two_beats(&dir, &format!("{base}?prefix={prefix}"));
 }
 
+/// What a beat logs when it becomes the leader.
+const LEADING: &str = "leading: sending the schedule's ticks";
+
+/// How many times the log at `path` says its beat became the leader.
+fn times_led(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .matches(LEADING)
+        .count()
+}
+
 fn two_beats(dir: &tempfile::TempDir, url: &str) {
     let schedule = dir.path().join("beat.toml");
     std::fs::write(
@@ -126,31 +137,45 @@ fn two_beats(dir: &tempfile::TempDir, url: &str) {
         "[[entry]]\nname = \"tick\"\ntask = \"lovage.noop\"\nevery = \"500ms\"\nqueue = \"ticks\"\n",
     )
     .unwrap();
-    let beat = || {
-        Killed(
-            lovage(
-                url,
-                &[
-                    "beat",
-                    "--schedule",
-                    schedule.to_str().unwrap(),
-                    "--lock-ttl",
-                    "1s",
-                ],
-            )
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-        )
+    // Each beat logs (info) to a file of its own: the one that says it leads is the leader.
+    let beat = |log: &std::path::Path| {
+        let mut c = lovage(
+            url,
+            &[
+                "beat",
+                "--schedule",
+                schedule.to_str().unwrap(),
+                "--lock-ttl",
+                "1s",
+            ],
+        );
+        c.env("LOVAGE_LOG", "info")
+            .stderr(std::fs::File::create(log).unwrap());
+        Killed(c.spawn().unwrap())
     };
+    let logs = [dir.path().join("beat-0.log"), dir.path().join("beat-1.log")];
     let started = Instant::now();
-    let mut a = beat();
-    let mut b = beat();
+    let mut beats = [beat(&logs[0]), beat(&logs[1])];
     std::thread::sleep(Duration::from_secs(3));
+    let led: Vec<usize> = logs.iter().map(|l| times_led(l)).collect();
+    assert_eq!(
+        led.iter().sum::<usize>(),
+        1,
+        "exactly one beat leads: {led:?}"
+    );
+    let leader = led.iter().position(|n| *n == 1).unwrap();
+    let follower = 1 - leader;
     let killed_at = Timestamp::now();
-    a.kill().unwrap(); // -9: no unlock, the lock has to lapse
-    a.wait().unwrap();
+    beats[leader].kill().unwrap(); // -9: no unlock, the lock has to lapse
+    beats[leader].wait().unwrap();
     std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        times_led(&logs[follower]),
+        1,
+        "the follower took over: {}",
+        std::fs::read_to_string(&logs[follower]).unwrap_or_default()
+    );
+    let b = &mut beats[follower];
     unsafe { libc::kill(b.id() as i32, libc::SIGTERM) };
     let status = b.wait().unwrap();
     assert!(status.success(), "beat exits cleanly on SIGTERM: {status}");
@@ -174,7 +199,7 @@ fn two_beats(dir: &tempfile::TempDir, url: &str) {
     assert_eq!(ticks.len(), sent, "a tick was sent twice: {ticks:?}");
     assert!(ticks.iter().all(|t| t % 500 == 0), "{ticks:?}");
     // Never more ticks than time allows (two beats did not both send), and some from after
-    // the kill (the survivor led, or took over).
+    // the kill (the follower took over).
     let most = (elapsed.as_millis() / 500) as usize + 1;
     assert!(sent <= most, "{sent} ticks in {elapsed:?}: {ticks:?}");
     let after_kill = ticks.iter().filter(|t| **t > killed_at.as_millis()).count();
