@@ -1,7 +1,7 @@
 //! The [`Worker`]: starts its pool and its threads (fetcher, pacer, finisher, keeper; see
 //! PROTOCOL.md), runs until it is stopped, and reports what it did.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -58,8 +58,15 @@ impl Worker {
         let host = hostname();
         let pid = std::process::id();
         let now = Timestamp::now();
+        // A second worker in one process gets a number, so their heartbeats do not overwrite
+        // each other's.
+        static IN_PROCESS: AtomicU32 = AtomicU32::new(0);
+        let id = match IN_PROCESS.fetch_add(1, Ordering::Relaxed) {
+            0 => format!("{}@{host}.{pid}", config.name),
+            n => format!("{}-{}@{host}.{pid}", config.name, n + 1),
+        };
         let info = WorkerInfo {
-            id: format!("{}@{host}.{pid}", config.name),
+            id,
             host,
             pid,
             queues: config.queues.clone(),
@@ -74,7 +81,7 @@ impl Worker {
         })
     }
 
-    /// The worker's id, `name@host.pid`.
+    /// The worker's id, `name@host.pid` (`name-N@host.pid` for the N-th worker of a process).
     pub fn id(&self) -> &str {
         &self.shared.id
     }

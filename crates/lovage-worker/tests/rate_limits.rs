@@ -27,8 +27,11 @@ fn limited(key: String) -> u32 {
     1
 }
 
+/// A worker named `name` (two in one process need names of their own: the id is
+/// `name@host.pid`).
 fn worker(
     backend: Backend,
+    name: &str,
 ) -> (
     lovage_worker::Shutdown,
     std::thread::JoinHandle<lovage_worker::WorkerReport>,
@@ -38,6 +41,7 @@ fn worker(
         prefetch: 16,
         pool: PoolKind::Threads,
         poll: Duration::from_millis(20),
+        name: name.into(),
         ..Default::default()
     };
     let w = Worker::new(backend, config).unwrap();
@@ -48,13 +52,16 @@ fn worker(
     )
 }
 
-/// 40 tasks limited to 20/s on two workers: all succeed, each on its first attempt, and no
-/// one-second window holds much more than the limit (a task starts at its slot or later, so
+/// 40 tasks limited to 20/s on two workers: all succeed, each on its first attempt, both
+/// workers run some, and no one-second window holds much more than the limit (a task starts at its slot or later, so
 /// a late start can bunch a few; unlimited, all 40 start within a few milliseconds).
 fn two_workers_share_the_limit(url: &str) {
     let key = TaskId::new().to_string();
     let app = App::connect(url).unwrap();
-    let workers = [worker(connect(url).unwrap()), worker(connect(url).unwrap())];
+    let workers = [
+        worker(connect(url).unwrap(), "one"),
+        worker(connect(url).unwrap(), "two"),
+    ];
     let results: Vec<_> = (0..40)
         .map(|_| app.send(limited::s(key.clone())).unwrap())
         .collect();
@@ -64,10 +71,17 @@ fn two_workers_share_the_limit(url: &str) {
         assert_eq!(rec.state, TaskState::Success);
         assert_eq!(rec.attempts, 1, "being held back is not an attempt");
     }
+    let mut ran = Vec::new();
     for (stop, thread) in workers {
         stop.graceful();
-        thread.join().unwrap();
+        ran.push(thread.join().unwrap().succeeded);
     }
+    // Both workers ran some: the limit held across workers, not within one.
+    assert!(
+        ran.iter().all(|n| *n > 0),
+        "each worker ran tasks (successes per worker: {ran:?})"
+    );
+    assert_eq!(ran.iter().sum::<u64>(), 40, "{ran:?}");
     let mut runs: Vec<Instant> = RUNS
         .lock()
         .unwrap()

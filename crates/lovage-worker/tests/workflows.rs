@@ -44,9 +44,10 @@ fn fails(msg: String) -> Result<i64, String> {
     Err(msg)
 }
 
-/// An error callback: says which callback saw which failure.
+/// An error callback: says which callback saw which failure, and counts its runs under `tag`.
 #[task(crate = lovage_core)]
 fn noted(failure: Failure, tag: String) -> String {
+    count(&tag);
     format!("{tag}: {} failed: {}", failure.task, failure.error.message)
 }
 
@@ -97,6 +98,41 @@ impl Drop for Running {
         if let Some(cleanup) = self.cleanup.take() {
             cleanup();
         }
+    }
+}
+
+impl Running {
+    /// Waits until the broker holds no task, then stops the worker gracefully and checks that
+    /// nothing was left to run later: the runs counted after this are all there will be (a
+    /// callback sent twice shows up, however late the second one comes).
+    fn stop(&mut self) {
+        let drained = || {
+            self.app
+                .backend()
+                .admin()
+                .stats()
+                .unwrap()
+                .iter()
+                .all(|s| s.ready + s.scheduled + s.reserved == 0)
+        };
+        let deadline = std::time::Instant::now() + LONG;
+        while !drained() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the broker did not drain: {:?}",
+                self.app.backend().admin().stats()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.shutdown.graceful();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        assert!(
+            drained(),
+            "left in the broker after the stop: {:?}",
+            self.app.backend().admin().stats()
+        );
     }
 }
 
@@ -216,7 +252,8 @@ fn group_results_come_back_in_member_order(w: Running) {
     assert_eq!(each, want);
 }
 
-fn chords_of_1_2_and_10000_members_fire_once_with_every_result(w: Running) {
+fn chords_of_1_2_and_10000_members_fire_once_with_every_result(mut w: Running) {
+    let mut keys = Vec::new();
     for n in [1i64, 2, 10_000] {
         let key = format!("chord-{}", TaskId::new());
         let wf = chord(
@@ -225,11 +262,17 @@ fn chords_of_1_2_and_10000_members_fire_once_with_every_result(w: Running) {
         );
         let got = send(&w, &wf).get::<i64>(LONG).unwrap();
         assert_eq!(got, n * (n - 1) / 2, "chord of {n}");
-        assert_eq!(calls(&key), 1, "the callback of a chord of {n} ran once");
+        keys.push((n, key));
     }
     // An empty chord calls its body with an empty list.
-    let wf = chord(Vec::<Canvas>::new(), total::partial());
+    let key = format!("chord-{}", TaskId::new());
+    let wf = chord(Vec::<Canvas>::new(), counted_total::partial(key.clone()));
     assert_eq!(send(&w, &wf).get::<i64>(LONG).unwrap(), 0);
+    keys.push((0, key));
+    w.stop();
+    for (n, key) in keys {
+        assert_eq!(calls(&key), 1, "the callback of a chord of {n} ran once");
+    }
 }
 
 fn nested_workflows_compose(w: Running) {
@@ -260,9 +303,11 @@ fn nested_workflows_compose(w: Running) {
     assert_eq!(w.app.result::<i64>(cb_id).get(LONG).unwrap(), 1003);
 }
 
-fn errors_reach_every_enclosing_error_callback_once(w: Running) {
-    let inner_cb = Canvas::from(noted::partial("inner".into()));
-    let outer_cb = Canvas::from(noted::partial("outer".into()));
+fn errors_reach_every_enclosing_error_callback_once(mut w: Running) {
+    let inner_tag = format!("inner-{}", TaskId::new());
+    let outer_tag = format!("outer-{}", TaskId::new());
+    let inner_cb = Canvas::from(noted::partial(inner_tag.clone()));
+    let outer_cb = Canvas::from(noted::partial(outer_tag.clone()));
     let (inner_id, outer_id) = (inner_cb.result_id(), outer_cb.result_id());
     let after = Canvas::from(add::partial(1));
     let after_id = after.result_id();
@@ -280,11 +325,11 @@ fn errors_reach_every_enclosing_error_callback_once(w: Running) {
     let inner: String = w.app.result(inner_id).get(LONG).unwrap();
     let outer: String = w.app.result(outer_id).get(LONG).unwrap();
     assert!(
-        inner.starts_with("inner: ") && inner.ends_with("failed: boom"),
+        inner.starts_with(&format!("{inner_tag}: ")) && inner.ends_with("failed: boom"),
         "{inner}"
     );
     assert!(
-        outer.starts_with("outer: ") && outer.ends_with("failed: boom"),
+        outer.starts_with(&format!("{outer_tag}: ")) && outer.ends_with("failed: boom"),
         "{outer}"
     );
     // What never ran says why, so nobody waits forever.
@@ -294,7 +339,8 @@ fn errors_reach_every_enclosing_error_callback_once(w: Running) {
 
     // A failing chord member fails the chord and calls its error callback with the cause.
     let key = format!("never-{}", TaskId::new());
-    let cb = Canvas::from(noted::partial("chord".into()));
+    let chord_tag = format!("chord-{}", TaskId::new());
+    let cb = Canvas::from(noted::partial(chord_tag.clone()));
     let cb_id = cb.result_id();
     let wf = chord(
         [
@@ -311,10 +357,14 @@ fn errors_reach_every_enclosing_error_callback_once(w: Running) {
     let err = sent.get::<i64>(LONG).unwrap_err();
     assert_eq!(err.kind, UPSTREAM_FAILED);
     assert!(err.to_string().contains("member down"), "{err}");
+    w.stop();
+    assert_eq!(calls(&inner_tag), 1, "the inner error callback ran once");
+    assert_eq!(calls(&outer_tag), 1, "the outer error callback ran once");
+    assert_eq!(calls(&chord_tag), 1, "the chord's error callback ran once");
     assert_eq!(calls(&key), 0, "the body of a failed chord never runs");
 }
 
-fn a_retrying_member_does_not_fire_the_chord_early(w: Running) {
+fn a_retrying_member_does_not_fire_the_chord_early(mut w: Running) {
     let flaky_key = format!("flaky-{}", TaskId::new());
     let body_key = format!("body-{}", TaskId::new());
     let wf = chord(
@@ -326,8 +376,9 @@ fn a_retrying_member_does_not_fire_the_chord_early(w: Running) {
     );
     let sent = send(&w, &wf);
     assert_eq!(sent.get::<i64>(LONG).unwrap(), 3 + 2);
+    w.stop();
     assert_eq!(calls(&flaky_key), 3, "two failures, then success");
-    assert_eq!(calls(&body_key), 1);
+    assert_eq!(calls(&body_key), 1, "the callback ran once");
     let state = w.app.result::<i64>(sent.member_ids()[0]).state().unwrap();
     assert_eq!(state, TaskState::Success);
 }

@@ -379,33 +379,96 @@ fn the_same_commands_work_on_redis() {
     assert!(term(&mut worker).success());
 }
 
-/// Kills one of the two workers with -9 and starts a new one in its place, every 300 ms, at
-/// most 8 times, until `enough()`; returns how many were killed. Fails after 3 minutes.
+/// Kills one of the two workers with -9 and starts a new one in its place, at most 8 times,
+/// until `enough()`; returns how many were killed. A worker is killed only once it has
+/// finished one of `ids` (it is consuming, so it holds tasks) while the broker holds reserved
+/// tasks, never while it is still starting up; then the test waits 300 ms. Fails after 3
+/// minutes.
 fn kill_in_turn(
     env: &Env,
+    app: &App,
+    ids: &[lovage::TaskId],
     workers: &mut [Killed],
     lease: &[&str],
     mut enough: impl FnMut() -> bool,
 ) -> usize {
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut kills = 0;
-    while kills < 8 && !enough() {
-        assert!(
-            Instant::now() < deadline,
-            "the run did not get far enough in time"
-        );
-        let victim = &mut workers[kills % 2];
-        victim.kill().unwrap(); // SIGKILL
-        victim.wait().unwrap();
-        workers[kills % 2] = env.worker(lease);
+    'kills: while kills < 8 {
+        let victim = kills % 2;
+        let suffix = format!(".{}", workers[victim].id());
+        // Wait until the victim is busy: it finished a task and some are reserved.
+        loop {
+            if enough() {
+                break 'kills;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the run did not get far enough in time"
+            );
+            let ran = app
+                .backend()
+                .results()
+                .get_many(ids)
+                .unwrap()
+                .iter()
+                .flatten()
+                .any(|r| r.worker.as_deref().is_some_and(|w| w.ends_with(&suffix)));
+            let reserved = app
+                .backend()
+                .admin()
+                .stats()
+                .unwrap()
+                .iter()
+                .any(|s| s.reserved > 0);
+            if ran && reserved {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let w = &mut workers[victim];
+        w.kill().unwrap(); // SIGKILL
+        w.wait().unwrap();
+        workers[victim] = env.worker(lease);
         kills += 1;
         std::thread::sleep(Duration::from_millis(300));
     }
     kills
 }
 
-/// Two workers, 2,000 tasks, one worker killed with -9 again and again (and restarted): every
-/// task ends SUCCESS, none lost, none missing.
+/// Fails unless some task of `ids` was delivered more than once (a kill caught it reserved
+/// or running, and its lease brought it back).
+fn assert_some_task_was_delivered_again(app: &App, ids: &[lovage::TaskId]) {
+    let records = app.backend().results().get_many(ids).unwrap();
+    let most = records.iter().flatten().map(|r| r.attempts).max();
+    assert!(
+        most.is_some_and(|a| a > 1),
+        "no task was delivered again (most attempts: {most:?}): the kills caught nothing"
+    );
+}
+
+/// Waits until the broker holds no task (ready, scheduled or reserved): a killed worker's
+/// tasks came back when their leases ran out and ran again.
+fn wait_until_drained(app: &App) {
+    let drain_deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = app.backend().admin().stats().unwrap();
+        if stats
+            .iter()
+            .all(|s| s.ready + s.reserved + s.scheduled == 0)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < drain_deadline,
+            "left behind in the broker: {stats:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two workers, 2,000 tasks, one worker killed with -9 again and again while it holds tasks
+/// (and restarted): some task is delivered again, and every task ends SUCCESS, none lost.
 #[test]
 fn chaos_killing_workers_loses_nothing() {
     chaos_kill_workers(Env::new());
@@ -431,7 +494,9 @@ fn chaos_kill_workers(env: Env) {
             .filter(|r| r.as_ref().is_some_and(|r| r.state == TaskState::Success))
             .count()
     };
-    let kills = kill_in_turn(&env, &mut workers, &lease, || succeeded() == ids.len());
+    let kills = kill_in_turn(&env, &app, &ids, &mut workers, &lease, || {
+        succeeded() == ids.len()
+    });
     let deadline = Instant::now() + Duration::from_secs(180);
     while succeeded() < ids.len() {
         assert!(
@@ -452,28 +517,15 @@ fn chaos_kill_workers(env: Env) {
     }
     // Results are stored before tasks are acked, and a killed worker's last tasks come back
     // when their leases run out (and run again): the broker drains shortly after.
-    let drain_deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let stats = app.backend().admin().stats().unwrap();
-        if stats
-            .iter()
-            .all(|s| s.ready + s.reserved + s.scheduled == 0)
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < drain_deadline,
-            "left behind in the broker: {stats:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_drained(&app);
+    assert_some_task_was_delivered_again(&app, &ids);
     for w in &mut workers {
         term(w);
     }
 }
 
 /// A chord of 2,000 members while workers are killed with -9 again and again: its callback
-/// runs exactly once (one delivery), with all 2,000 results in order.
+/// runs exactly once (one delivery), with all 2,000 results in member order.
 #[test]
 fn chaos_killing_workers_during_a_chord_fires_it_once() {
     chaos_chord(Env::new());
@@ -486,9 +538,11 @@ fn chaos_killing_workers_during_a_chord_fires_it_once_on_redis() {
 
 fn chaos_chord(env: Env) {
     let lease = ["--lease", "1s"];
-    let mut workers = vec![env.worker(&lease), env.worker(&lease)];
     let app = env.app();
-    let members = (0..2000).map(|_| Signature::new("lovage.sleep", &[0.002], Codec::Json).unwrap());
+    // Each member sleeps about 2 ms and returns its own value: 0.002 + i µs.
+    let value = |i: usize| 0.002 + i as f64 * 1e-6;
+    let members =
+        (0..2000).map(|i| Signature::new("lovage.sleep", &[value(i)], Codec::Json).unwrap());
     // The body appends what it receives (the list of the members' results) to a file: one
     // line per run.
     let sink = env.dir.path().join("chord.jsonl");
@@ -500,12 +554,19 @@ fn chaos_chord(env: Env) {
     .unwrap();
     let wf = lovage::chord(members, body);
     let sent = lovage::flow::send(&app, &wf).unwrap();
+    let member_ids = sent.member_ids().to_vec();
+    // Kills rarely land between a member's join and its ack, the moment that makes a member
+    // finish again after the callback was sent. So the test plays one such worker itself:
+    // it takes a member, runs it to its join, and hands it back unacked once the callback
+    // ran (below), as a lease running out would.
+    let held = hold_a_member_past_its_join(&app);
+    let mut workers = vec![env.worker(&lease), env.worker(&lease)];
     // Kill while the header runs; stop before it completes, so no kill hits the callback.
-    let kills = kill_in_turn(&env, &mut workers, &lease, || {
+    let kills = kill_in_turn(&env, &app, &member_ids, &mut workers, &lease, || {
         let done = app
             .backend()
             .results()
-            .get_many(sent.member_ids())
+            .get_many(&member_ids)
             .unwrap()
             .iter()
             .filter(|r| r.as_ref().is_some_and(|r| r.state == TaskState::Success))
@@ -517,19 +578,99 @@ fn chaos_chord(env: Env) {
         "the header finished before any worker was killed"
     );
     let written: u64 = sent.get(Duration::from_secs(180)).unwrap();
+    app.backend()
+        .broker()
+        .retry(&held.lease, Duration::ZERO)
+        .unwrap();
+    // Members whose worker was killed before their ack come back when their leases run out
+    // and finish again, after the callback was sent: count its runs only once the broker is
+    // empty, a lease has passed with nothing new in it, and the workers stopped gracefully.
+    wait_until_drained(&app);
+    std::thread::sleep(Duration::from_millis(1500));
+    wait_until_drained(&app);
+    for w in &mut workers {
+        assert!(term(w).success(), "SIGTERM: clean exit");
+    }
+    wait_until_drained(&app);
+    let again = app
+        .backend()
+        .results()
+        .get(held.envelope.id)
+        .unwrap()
+        .unwrap();
+    assert!(
+        again.attempts > 1 && again.worker.as_deref() != Some("by-hand"),
+        "a worker ran the handed-back member again: {again:?}"
+    );
+    let killed: Vec<lovage::TaskId> = member_ids
+        .iter()
+        .copied()
+        .filter(|id| *id != held.envelope.id)
+        .collect();
+    assert_some_task_was_delivered_again(&app, &killed);
     let text = std::fs::read_to_string(&sink).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "the callback ran once: {text:.300}"
+    );
     assert_eq!(text.len() as u64, written);
-    assert_eq!(text.lines().count(), 1, "the callback ran once");
     let results: Vec<f64> = serde_json::from_str(text.trim()).unwrap();
     assert_eq!(
         results.len(),
         2000,
         "the callback got every member's result"
     );
-    assert!(results.iter().all(|r| *r == 0.002));
-    for w in &mut workers {
-        term(w);
+    for (i, r) in results.iter().enumerate() {
+        assert!(
+            (r - value(i)).abs() < 1e-9,
+            "result {i} is {r}, not member {i}'s {}: out of order",
+            value(i)
+        );
     }
+}
+
+/// Reserves one chord member (no worker runs yet), stores its result and records it in its
+/// join as a worker does, and keeps it reserved (a long lease) without acking it.
+fn hold_a_member_past_its_join(app: &App) -> lovage_broker::Delivery {
+    let backend = app.backend();
+    let mut got = backend
+        .broker()
+        .reserve(
+            &[lovage::DEFAULT_QUEUE.to_owned()],
+            1,
+            Duration::from_secs(600),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(got.len(), 1, "a member to hold");
+    let d = got.remove(0);
+    let args: (f64,) = serde_json::from_slice(&d.envelope.args).unwrap();
+    let bytes = serde_json::to_vec(&args.0).unwrap();
+    let now = lovage::Timestamp::now();
+    backend
+        .results()
+        .store(&[lovage::ResultRecord {
+            id: d.envelope.id,
+            task: d.envelope.task.clone(),
+            state: TaskState::Success,
+            value: Some(bytes.clone()),
+            codec: d.envelope.codec,
+            error: None,
+            attempts: d.envelope.attempts,
+            worker: Some("by-hand".into()),
+            started: Some(now),
+            updated: now,
+            expires: None,
+        }])
+        .unwrap();
+    let ctx = lovage::flow::Context {
+        backend,
+        result_ttl: None,
+        worker: Some("by-hand"),
+    };
+    lovage::flow::advance(&ctx, &d.envelope, lovage::flow::Finished::Success(&bytes)).unwrap();
+    d
 }
 
 /// A workflow described in JSON, sent with `lovage submit --workflow`, run by a worker

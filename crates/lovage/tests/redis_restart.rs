@@ -106,11 +106,11 @@ fn finished(app: &App, ids: &[TaskId]) -> usize {
 #[test]
 fn a_redis_restart_mid_run_loses_nothing() {
     let Some(mut server) = Server::start() else {
-        eprintln!("SKIPPED: redis-server is not installed or could not start");
+        common::skip("redis-server is not installed or could not start");
         return;
     };
     let url = server.url();
-    let _workers: Vec<Killed> = (1..=2)
+    let mut workers: Vec<Killed> = (1..=2)
         .map(|i| {
             Killed(
                 Command::new(BIN)
@@ -144,6 +144,7 @@ fn a_redis_restart_mid_run_loses_nothing() {
     }
     let before = finished(&app, &ids);
     server.restart(Duration::from_millis(500));
+    let restarted = lovage::Timestamp::now();
     assert!(
         before < ids.len(),
         "the run ended before the restart; make it longer"
@@ -154,6 +155,10 @@ fn a_redis_restart_mid_run_loses_nothing() {
         let done = finished(&app, &ids);
         if done == ids.len() {
             break;
+        }
+        for (i, w) in workers.iter_mut().enumerate() {
+            let status = w.try_wait().unwrap();
+            assert!(status.is_none(), "worker w{} exited: {status:?}", i + 1);
         }
         assert!(
             Instant::now() < deadline,
@@ -179,4 +184,38 @@ fn a_redis_restart_mid_run_loses_nothing() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Both workers lived through the outage and both went on working after it.
+    for (i, w) in workers.iter_mut().enumerate() {
+        let status = w.try_wait().unwrap();
+        assert!(
+            status.is_none(),
+            "worker w{} exited during the run: {status:?}",
+            i + 1
+        );
+    }
+    let mut after = [0usize; 2];
+    for chunk in ids.chunks(1000) {
+        for r in app
+            .backend()
+            .results()
+            .get_many(chunk)
+            .unwrap()
+            .iter()
+            .flatten()
+        {
+            if r.updated <= restarted {
+                continue;
+            }
+            for (i, n) in after.iter_mut().enumerate() {
+                let name = format!("w{}@", i + 1);
+                if r.worker.as_deref().is_some_and(|w| w.starts_with(&name)) {
+                    *n += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        after.iter().all(|n| *n > 0),
+        "both workers finished tasks after the restart (w1, w2): {after:?}"
+    );
 }

@@ -80,3 +80,13 @@ pub fn retry_until_success(what: &str, mut make: impl FnMut() -> Command) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A test that cannot run here (a missing server, no permission): fails, saying why, unless
+/// `LOVAGE_ALLOW_SKIP=1` allows skipping; then it prints SKIPPED and the caller returns.
+pub fn skip(reason: &str) {
+    if std::env::var("LOVAGE_ALLOW_SKIP").is_ok_and(|v| v == "1") {
+        eprintln!("SKIPPED: {reason}");
+    } else {
+        panic!("cannot run: {reason} (set LOVAGE_ALLOW_SKIP=1 to skip instead)");
+    }
+}
