@@ -86,7 +86,8 @@ enum BenchCommand {
 /// The broker every queue command talks to.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BrokerArgs {
-    /// Broker URL: sqlite://PATH (one file, no server) or memory://NAME (this process only).
+    /// Broker URL: sqlite://PATH (one file, no server), redis://[user:pass@]host:port/db[?prefix=P]
+    /// (many hosts; rediss:// for TLS) or memory://NAME (this process only).
     #[arg(long, short = 'b', env = "LOVAGE_BROKER", default_value = lovage::DEFAULT_URL, global = true)]
     broker: String,
 }
