@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lovage_core::{block_on, kinds};
 use lovage_pool::{as_completed, wait, ReturnWhen, ThreadPool};
@@ -52,15 +52,30 @@ fn submit_returns_values_and_panics_fail_only_their_task() {
 fn cancel_succeeds_only_before_start() {
     let pool = ThreadPool::new(1);
     let (running, release) = blocker(&pool);
-    let queued = pool.submit(|| "ran");
+    let ran = Arc::new(AtomicUsize::new(0));
+    let queued = pool.submit({
+        let ran = ran.clone();
+        move || ran.fetch_add(1, Ordering::SeqCst)
+    });
     assert!(running.running());
     assert!(!running.cancel(), "a running task cannot be cancelled");
+    assert!(running.running() && !running.cancelled());
     assert!(queued.cancel(), "a queued task can be cancelled");
     assert!(queued.cancelled() && queued.done());
-    assert!(queued.cancel() || queued.cancelled());
+    // Cancelling again is not a second cancellation: this call cancels nothing, and the task
+    // stays cancelled.
+    assert!(
+        !queued.cancel(),
+        "a second cancel reports that it cancelled nothing"
+    );
+    assert!(queued.cancelled() && !queued.failed());
     release.send(()).unwrap();
     assert_eq!(running.result().unwrap(), "released");
     assert_eq!(queued.result().unwrap_err().kind, kinds::CANCELLED);
+    // The worker is free again; a task after the cancelled one runs, and the cancelled one never
+    // did (the pool has one thread, so it would have run before this one).
+    assert_eq!(pool.submit(|| 2).result().unwrap(), 2);
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "a cancelled task ran");
     let finished = pool.submit(|| 1);
     finished.wait();
     assert!(!finished.cancel());
@@ -236,13 +251,30 @@ fn first_exception_counts_cancellation_as_completion_not_failure() {
     let (running, release) = blocker(&pool);
     let queued = pool.submit(|| "never");
     assert!(queued.cancel());
+    // Only the cancelled task is done. Had `wait` taken the cancellation for a failure it would
+    // return at once with the same two sets, so what shows the difference is that it waited for
+    // its whole timeout: a wait whose condition does not hold cannot return before its deadline.
+    let timeout = Duration::from_millis(100);
+    let started = Instant::now();
     let w = wait(
         vec![running, queued],
         ReturnWhen::FirstException,
-        Some(Duration::from_millis(30)),
+        Some(timeout),
+    );
+    assert!(
+        started.elapsed() >= timeout,
+        "FirstException returned after {:?}, before its timeout: it took the cancellation for a failure",
+        started.elapsed()
     );
     assert_eq!((w.done.len(), w.not_done.len()), (1, 1));
+    assert!(w.done[0].cancelled() && !w.done[0].failed());
+    assert!(w.not_done[0].running());
+    // Once the running task finishes, the same wait returns with both done and no timeout.
     release.send(()).unwrap();
+    let mut handles = w.done;
+    handles.extend(w.not_done);
+    let w = wait(handles, ReturnWhen::FirstException, None);
+    assert_eq!((w.done.len(), w.not_done.len()), (2, 0));
 }
 
 #[test]

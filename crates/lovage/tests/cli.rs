@@ -1,6 +1,13 @@
 //! The `lovage` binary as a user runs it.
 
+mod common;
+
+use common::Killed;
+
+use std::io::{BufRead, Read};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -288,4 +295,106 @@ fn demo_quick_json_reports_every_phase() {
         "no-op has no serial run"
     );
     assert!(phases[1]["speedup"].as_f64().is_some_and(|s| s > 0.0));
+}
+
+/// A worker on a fresh SQLite broker with its stderr on a pipe, once it has logged "worker
+/// started" (its signal handlers are in place then): what it logged so far and the pipe.
+struct LoggingWorker {
+    worker: Killed,
+    log: Vec<u8>,
+    stderr: std::io::BufReader<std::process::ChildStderr>,
+    _dir: tempfile::TempDir,
+}
+
+impl LoggingWorker {
+    fn start() -> LoggingWorker {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = format!("sqlite://{}", dir.path().join("broker.db").display());
+        let mut worker = Killed(
+            Command::new(env!("CARGO_BIN_EXE_lovage"))
+                .args(["worker", "--concurrency", "1", "--broker", &broker])
+                // Whatever the environment says, colour must be off because stderr is a pipe.
+                .env_remove("NO_COLOR")
+                .env_remove("LOVAGE_LOG")
+                .env("TERM", "xterm-256color")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut stderr = std::io::BufReader::new(worker.stderr.take().unwrap());
+        // Read on a thread, so that a worker that never logs fails the test instead of hanging it.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut log = Vec::new();
+            while !String::from_utf8_lossy(&log).contains("worker started") {
+                match stderr.read_until(b'\n', &mut log) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+            let _ = tx.send((log, stderr));
+        });
+        let Ok((log, stderr)) = rx.recv_timeout(Duration::from_secs(60)) else {
+            panic!("the worker did not log its start within 60 s (or exited)");
+        };
+        LoggingWorker {
+            worker,
+            log,
+            stderr,
+            _dir: dir,
+        }
+    }
+}
+
+/// Sends SIGTERM and waits (up to a minute) for the worker to exit.
+fn stop(worker: &mut Killed) -> std::process::ExitStatus {
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = worker.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not stop within 60 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Logs that go to a file or a pipe are for grep and log collectors: plain text, no ANSI colour
+/// codes (colour is for a terminal only). A worker logs at info when it starts and stops.
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let mut w = LoggingWorker::start();
+    let status = stop(&mut w.worker);
+    // The worker has exited: the rest of the pipe ends.
+    w.stderr.read_to_end(&mut w.log).unwrap();
+    let text = String::from_utf8_lossy(&w.log);
+    assert!(status.success(), "worker exit {status}: {text}");
+    assert!(
+        text.contains("INFO") && text.contains("worker stopped"),
+        "no info log on stderr: {text:?}"
+    );
+    assert!(
+        !w.log.contains(&0x1b),
+        "ANSI escape codes in logs written to a pipe: {text:?}"
+    );
+}
+
+/// When whatever reads the worker's logs goes away (`lovage worker 2>&1 | head`, a collector
+/// that restarts), the worker still stops on SIGTERM: its log lines are dropped, not fatal.
+#[test]
+fn a_worker_whose_log_reader_is_gone_still_stops_on_sigterm() {
+    let LoggingWorker {
+        mut worker,
+        stderr,
+        _dir,
+        ..
+    } = LoggingWorker::start();
+    // Close the read end of the pipe: the worker's next log line meets EPIPE.
+    drop(stderr);
+    let status = stop(&mut worker);
+    assert!(status.success(), "worker exit {status}");
 }

@@ -151,8 +151,22 @@ fn init_logging(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_max_level(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(log_colour())
+        // A log line that cannot be written (stderr is a pipe whose reader went away) is
+        // dropped. By default tracing-subscriber reports that with `eprintln!`, which panics
+        // on the same closed stderr and kills the logging thread: a worker's signal thread
+        // died that way and the worker no longer stopped on SIGTERM.
+        .log_internal_errors(false)
         .with_target(false)
         .try_init();
+}
+
+/// Logs go to stderr; they carry ANSI colour codes only where a person reads them: stderr is a
+/// terminal and `NO_COLOR` is unset or empty (<https://no-color.org>). A file or a pipe gets
+/// plain text.
+fn log_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 pub fn main() -> ExitCode {
