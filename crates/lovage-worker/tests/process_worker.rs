@@ -2,9 +2,10 @@
 //! SIGUSR1, and revokes that kill the child running the task. Each scenario runs on memory,
 //! SQLite and Redis.
 //!
-//! The pool starts this test binary again as its children. libtest's `main` cannot call
-//! `lovage_pool::child_main` first, so a constructor does (see `SERVE_AS_POOL_CHILD`).
-//! Task bodies run in the children, so they report through files, not statics.
+//! The pool starts this test binary again as its children, so it has a `main` of its own
+//! (`harness = false`) that calls `lovage_pool::child_main` first, as lovage-pool's
+//! process_pool tests do. Task bodies run in the children, so they report through files, not
+//! statics.
 
 #![allow(
     clippy::unwrap_used,
@@ -19,6 +20,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use libtest_mimic::{Arguments, Trial};
 use lovage_broker::{App, Revoked};
 use lovage_core::{kinds, TaskState};
 use lovage_macros::task;
@@ -27,48 +29,6 @@ use lovage_worker::{PoolKind, Worker, WorkerConfig, WorkerReport};
 use common::{memory_backend, redis_backend, sqlite_backend, Fresh};
 
 const LONG: Duration = Duration::from_secs(30);
-
-type InitFn = extern "C" fn(libc::c_int, *const *const libc::c_char, *const *const libc::c_char);
-
-/// In a pool's child (`LOVAGE_POOL_CHILD` set), serves tasks instead of running the tests.
-///
-/// The tasks register themselves through constructors of their own (`inventory`), in the same
-/// `.init_array` and in no promised order; the registry is built once, when the child starts
-/// serving. So this runs the constructors that come after it first, as the C runtime would,
-/// then serves; `child_main` exits the process and never returns here.
-#[used]
-#[link_section = ".init_array"]
-static SERVE_AS_POOL_CHILD: InitFn = serve_as_pool_child;
-
-extern "C" fn serve_as_pool_child(
-    argc: libc::c_int,
-    argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
-) {
-    // SAFETY: getenv with a NUL-terminated name; nothing changes the environment this early.
-    if unsafe { libc::getenv(c"LOVAGE_POOL_CHILD".as_ptr()) }.is_null() {
-        return;
-    }
-    extern "C" {
-        // Bounds of the executable's `.init_array`, defined by the linker.
-        static __init_array_start: InitFn;
-        static __init_array_end: InitFn;
-    }
-    // SAFETY: `SERVE_AS_POOL_CHILD` is an entry of the array these symbols bound; the entries
-    // after it are the constructors not yet run, called with the arguments the runtime gave us.
-    unsafe {
-        let me: *const InitFn = &SERVE_AS_POOL_CHILD;
-        let end: *const InitFn = std::ptr::addr_of!(__init_array_end);
-        let start: *const InitFn = std::ptr::addr_of!(__init_array_start);
-        assert!(start <= me && me < end, "not in .init_array");
-        let mut next = me.add(1);
-        while next < end {
-            (*next)(argc, argv, envp);
-            next = next.add(1);
-        }
-    }
-    lovage_pool::child_main();
-}
 
 /// Adds one to the count in the file `path` and returns the new count.
 fn bump(path: &str) -> u32 {
@@ -268,27 +228,42 @@ fn revoking_a_running_task_kills_its_child(fresh: Fresh) {
     assert_eq!((report.succeeded, report.revoked), (1, 1), "{report:?}");
 }
 
-macro_rules! process_worker_tests {
-    ($backend:ident, $make:expr) => {
-        mod $backend {
-            use super::*;
-            process_worker_tests!(@tests $make;
-                reject_on_worker_lost_reruns_a_task_whose_child_died,
-                a_soft_time_limit_reaches_the_child_by_signal,
-                revoking_a_running_task_kills_its_child,
-            );
-        }
-    };
-    (@tests $make:expr; $($test:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $test() {
-                super::$test($make)
-            }
-        )*
-    };
-}
+/// A backend's name and how to open a fresh one.
+type Backend = (&'static str, fn() -> Fresh);
+/// A scenario's name and body.
+type Scenario = (&'static str, fn(Fresh));
 
-process_worker_tests!(memory, memory_backend());
-process_worker_tests!(sqlite, sqlite_backend());
-process_worker_tests!(redis, redis_backend());
+fn main() {
+    lovage_pool::child_main();
+    let backends: [Backend; 3] = [
+        ("memory", memory_backend),
+        ("sqlite", sqlite_backend),
+        ("redis", redis_backend),
+    ];
+    let scenarios: [Scenario; 3] = [
+        (
+            "reject_on_worker_lost_reruns_a_task_whose_child_died",
+            reject_on_worker_lost_reruns_a_task_whose_child_died,
+        ),
+        (
+            "a_soft_time_limit_reaches_the_child_by_signal",
+            a_soft_time_limit_reaches_the_child_by_signal,
+        ),
+        (
+            "revoking_a_running_task_kills_its_child",
+            revoking_a_running_task_kills_its_child,
+        ),
+    ];
+    let trials = backends
+        .iter()
+        .flat_map(|&(backend, make)| {
+            scenarios.iter().map(move |&(name, scenario)| {
+                Trial::test(format!("{backend}::{name}"), move || {
+                    scenario(make());
+                    Ok(())
+                })
+            })
+        })
+        .collect();
+    libtest_mimic::run(&Arguments::from_args(), trials).exit();
+}

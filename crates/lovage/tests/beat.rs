@@ -113,10 +113,8 @@ fn two_beats_send_each_tick_once_and_survive_a_kill() {
 #[test]
 fn two_beats_send_each_tick_once_and_survive_a_kill_on_redis() {
     let dir = tempfile::tempdir().unwrap();
-    let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-    let prefix = format!("lovage-test-{}", lovage::TaskId::new());
-    let _cleanup = common::RedisPrefix(base.clone(), prefix.clone());
-    two_beats(&dir, &format!("{base}?prefix={prefix}"));
+    let redis = common::RedisPrefix::new();
+    two_beats(&dir, &redis.url());
 }
 
 /// What a beat logs when it becomes the leader.
@@ -224,10 +222,8 @@ fn a_restarted_beat_catches_up_once_or_skips() {
 #[test]
 fn a_restarted_beat_catches_up_once_or_skips_on_redis() {
     let dir = tempfile::tempdir().unwrap();
-    let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-    let prefix = format!("lovage-test-{}", lovage::TaskId::new());
-    let _cleanup = common::RedisPrefix(base.clone(), prefix.clone());
-    catch_up_after_downtime(&dir, &format!("{base}?prefix={prefix}"));
+    let redis = common::RedisPrefix::new();
+    catch_up_after_downtime(&dir, &redis.url());
 }
 
 /// The ticks waiting in `queue`, as their times (ms), sorted.

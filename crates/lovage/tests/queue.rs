@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{delete_redis_prefix, Killed};
+use common::{Killed, RedisPrefix};
 
 use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
@@ -15,16 +15,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_lovage");
 struct Env {
     dir: tempfile::TempDir,
     url: String,
-    /// For a Redis queue: the server and the prefix to delete afterwards.
-    redis_prefix: Option<(String, String)>,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some((base, prefix)) = &self.redis_prefix {
-            delete_redis_prefix(base, prefix);
-        }
-    }
+    /// For a Redis queue: its prefix, deleted afterwards.
+    _redis: Option<RedisPrefix>,
 }
 
 impl Env {
@@ -34,18 +26,17 @@ impl Env {
         Env {
             dir,
             url,
-            redis_prefix: None,
+            _redis: None,
         }
     }
 
     /// A queue on the machine's Redis (`REDIS_URL`), under a prefix of its own.
     fn redis() -> Env {
-        let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-        let prefix = format!("lovage-test-{}", lovage::TaskId::new());
+        let redis = RedisPrefix::new();
         Env {
             dir: tempfile::tempdir().unwrap(),
-            url: format!("{base}?prefix={prefix}"),
-            redis_prefix: Some((base, prefix)),
+            url: redis.url(),
+            _redis: Some(redis),
         }
     }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{delete_redis_prefix, Killed};
+use common::{Killed, RedisPrefix};
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -86,8 +86,6 @@ fn eta_tasks_stay_in_sqlite() {
 
 #[test]
 fn eta_tasks_stay_in_redis() {
-    let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-    let prefix = format!("lovage-test-{}", lovage::TaskId::new());
-    eta_tasks_stay_in_the_broker(&format!("{base}?prefix={prefix}"));
-    delete_redis_prefix(&base, &prefix);
+    let redis = RedisPrefix::new();
+    eta_tasks_stay_in_the_broker(&redis.url());
 }

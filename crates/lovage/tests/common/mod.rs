@@ -45,12 +45,30 @@ pub fn output_text(o: &Output) -> String {
     )
 }
 
-/// Deletes a Redis prefix (server URL, prefix) when dropped, whether the test passed or not.
-pub struct RedisPrefix(pub String, pub String);
+/// A key prefix of a test's own on the machine's Redis (`REDIS_URL`, default 127.0.0.1:6379),
+/// deleted when dropped, whether the test passed or not.
+pub struct RedisPrefix {
+    base: String,
+    prefix: String,
+}
+
+impl RedisPrefix {
+    pub fn new() -> RedisPrefix {
+        RedisPrefix {
+            base: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into()),
+            prefix: format!("lovage-test-{}", lovage::TaskId::new()),
+        }
+    }
+
+    /// The broker URL of this prefix.
+    pub fn url(&self) -> String {
+        format!("{}?prefix={}", self.base, self.prefix)
+    }
+}
 
 impl Drop for RedisPrefix {
     fn drop(&mut self) {
-        delete_redis_prefix(&self.0, &self.1);
+        delete_redis_prefix(&self.base, &self.prefix);
     }
 }
 
