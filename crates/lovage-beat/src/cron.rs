@@ -43,7 +43,7 @@ const SEARCH_MINUTES: i64 = 4 * 366 * 24 * 60 + 60;
 
 impl Cron {
     /// Parses `minute hour day-of-month month day-of-week` (or an `@` shorthand).
-    pub fn parse(text: &str) -> Result<Cron, String> {
+    pub fn parse(text: &str) -> Result<Cron, CronError> {
         let expanded = match text.trim() {
             "@yearly" | "@annually" => "0 0 1 1 *",
             "@monthly" => "0 0 1 * *",
@@ -54,13 +54,17 @@ impl Cron {
         };
         let fields: Vec<&str> = expanded.split_whitespace().collect();
         let [min, hour, dom, month, dow] = fields[..] else {
-            return Err(format!(
-                "cron {text:?}: expected 5 fields (minute hour day-of-month month day-of-week), got {}",
-                fields.len()
-            ));
+            return Err(CronError::FieldCount {
+                text: text.to_owned(),
+                got: fields.len(),
+            });
         };
-        let field = |f: &str, what: &str, lo: u32, hi: u32, names: &[&str]| {
-            parse_field(f, lo, hi, names).map_err(|e| format!("cron {text:?}, {what}: {e}"))
+        let field = |f: &str, field: &'static str, lo: u32, hi: u32, names: &[&str]| {
+            parse_field(f, lo, hi, names).map_err(|reason| CronError::Field {
+                text: text.to_owned(),
+                field,
+                reason,
+            })
         };
         let mut weekdays = field(dow, "day of week", 0, 7, &WEEKDAYS)?;
         if weekdays & (1 << 7) != 0 {
@@ -108,17 +112,65 @@ impl Cron {
     }
 }
 
-fn parse_field(text: &str, lo: u32, hi: u32, names: &[&str]) -> Result<u64, String> {
-    let value = |v: &str| -> Result<u32, String> {
+/// A cron expression that does not parse, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CronError {
+    /// Not five fields (after expanding an `@` shorthand).
+    #[error(
+        "cron {text:?}: expected 5 fields (minute hour day-of-month month day-of-week), got {got}"
+    )]
+    FieldCount {
+        /// The expression.
+        text: String,
+        /// How many fields it has.
+        got: usize,
+    },
+    /// One field is wrong.
+    #[error("cron {text:?}, {field}: {reason}")]
+    Field {
+        /// The expression.
+        text: String,
+        /// Which field: minute, hour, day of month, month, day of week.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: FieldError,
+    },
+}
+
+/// What is wrong with one field of a cron expression.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    /// A value is neither a number nor one of the field's names.
+    #[error("{value:?} is not a number{hint}")]
+    NotANumber {
+        /// The value.
+        value: String,
+        /// The names the field takes, if any (e.g. " or a name (jan, feb, ...)").
+        hint: String,
+    },
+    /// A number outside the field's range.
+    #[error("{value} is outside {lo}-{hi}")]
+    OutOfRange { value: u32, lo: u32, hi: u32 },
+    /// A step (`*/n`) that is not a positive number.
+    #[error("step {0:?} must be a positive number")]
+    BadStep(String),
+    /// A range whose start is after its end.
+    #[error("range {0:?} runs backwards")]
+    Backwards(String),
+}
+
+fn parse_field(text: &str, lo: u32, hi: u32, names: &[&str]) -> Result<u64, FieldError> {
+    let value = |v: &str| -> Result<u32, FieldError> {
         if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(v)) {
             // Months are named from 1, weekdays from 0.
             return Ok(i as u32 + u32::from(names.len() == 12));
         }
-        let n: u32 = v
-            .parse()
-            .map_err(|_| format!("{v:?} is not a number{}", name_hint(names)))?;
+        let n: u32 = v.parse().map_err(|_| FieldError::NotANumber {
+            value: v.to_owned(),
+            hint: name_hint(names),
+        })?;
         if n < lo || n > hi {
-            return Err(format!("{n} is outside {lo}-{hi}"));
+            return Err(FieldError::OutOfRange { value: n, lo, hi });
         }
         Ok(n)
     };
@@ -130,7 +182,7 @@ fn parse_field(text: &str, lo: u32, hi: u32, names: &[&str]) -> Result<u64, Stri
                     .parse()
                     .ok()
                     .filter(|s| *s > 0)
-                    .ok_or_else(|| format!("step {s:?} must be a positive number"))?;
+                    .ok_or_else(|| FieldError::BadStep(s.to_owned()))?;
                 (r, step)
             }
             None => (part, 1),
@@ -147,7 +199,7 @@ fn parse_field(text: &str, lo: u32, hi: u32, names: &[&str]) -> Result<u64, Stri
             },
         };
         if from > to {
-            return Err(format!("range {range:?} runs backwards"));
+            return Err(FieldError::Backwards(range.to_owned()));
         }
         for v in (from..=to).step_by(step as usize) {
             mask |= 1 << v;
@@ -243,13 +295,31 @@ mod tests {
     #[test]
     fn mistakes_say_which_field() {
         let e = Cron::parse("61 * * * *").unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                CronError::Field {
+                    field: "minute",
+                    reason: FieldError::OutOfRange { value: 61, .. },
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.contains("minute") && e.contains("outside 0-59"), "{e}");
-        let e = Cron::parse("* * * *").unwrap_err();
+        let e = Cron::parse("* * * *").unwrap_err().to_string();
         assert!(e.contains("5 fields"), "{e}");
-        let e = Cron::parse("* * * foo *").unwrap_err();
+        let e = Cron::parse("* * * foo *").unwrap_err().to_string();
         assert!(e.contains("month") && e.contains("jan"), "{e}");
-        let e = Cron::parse("*/0 * * * *").unwrap_err();
+        let e = Cron::parse("*/0 * * * *").unwrap_err().to_string();
         assert!(e.contains("step"), "{e}");
-        assert!(Cron::parse("5-1 * * * *").is_err());
+        assert!(matches!(
+            Cron::parse("5-1 * * * *"),
+            Err(CronError::Field {
+                reason: FieldError::Backwards(_),
+                ..
+            })
+        ));
     }
 }

@@ -40,22 +40,98 @@ use lovage_broker::{Backend, BrokerError, Envelope, Timestamp};
 use lovage_core::{parse_duration, Codec, Signature, TaskId};
 use serde::Deserialize;
 
-pub use cron::Cron;
+pub use cron::{Cron, CronError, FieldError};
 
 /// Why a schedule cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BeatError {
+    /// The schedule file cannot be read.
+    #[error("schedule {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The schedule file is wrong; the message says where.
-    #[error("schedule {path}: {reason}")]
+    #[error("schedule {path}: {source}")]
     Schedule {
         /// The file.
         path: String,
-        /// What is wrong.
-        reason: String,
+        /// What is wrong, and in which entry (boxed: the broker's errors are the common case).
+        #[source]
+        source: Box<ScheduleError>,
     },
     /// The broker failed.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+}
+
+/// A schedule that does not parse, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// Not valid TOML, or a key the schedule does not know.
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+    /// The schedule's default time zone is unknown.
+    #[error("time zone {name:?}: {source}")]
+    TimeZone {
+        /// The zone's name.
+        name: String,
+        /// Why it is unknown.
+        #[source]
+        source: jiff::Error,
+    },
+    /// One entry is wrong.
+    #[error("entry {entry:?}: {problem}")]
+    Entry {
+        /// The entry's name.
+        entry: String,
+        /// What is wrong with it.
+        problem: EntryProblem,
+    },
+}
+
+/// What is wrong with one entry of a schedule.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryProblem {
+    /// Two entries have this name.
+    #[error("the name is used twice")]
+    DuplicateName,
+    /// Neither or both of `every` and `cron`.
+    #[error("give exactly one of every or cron")]
+    EveryOrCron,
+    /// `every` is not a duration.
+    #[error("every: {0}")]
+    Every(#[source] lovage_core::ParseError),
+    /// `every` is below 10 ms.
+    #[error("every must be at least 10ms")]
+    EveryTooShort,
+    /// `cron` does not parse.
+    #[error(transparent)]
+    Cron(#[from] CronError),
+    /// The entry's time zone is unknown.
+    #[error("time zone {name:?}: {source}")]
+    TimeZone {
+        /// The zone's name.
+        name: String,
+        /// Why it is unknown.
+        #[source]
+        source: jiff::Error,
+    },
+    /// `args` cannot be encoded.
+    #[error("args: {0}")]
+    Args(String),
+    /// `args` is neither an array nor a table.
+    #[error("args must be an array or a table")]
+    ArgsShape,
+    /// `priority` is above 9.
+    #[error("priority must be 0-9")]
+    Priority,
+    /// `expires` is not a duration.
+    #[error("expires: {0}")]
+    Expires(#[source] lovage_core::ParseError),
 }
 
 /// What to do with ticks missed while no beat was leading.
@@ -207,57 +283,65 @@ struct FileEntry {
 impl Schedule {
     /// Reads and checks a schedule file (TOML; see the crate docs).
     pub fn load(path: &Path) -> Result<Schedule, BeatError> {
-        let err = |reason: String| BeatError::Schedule {
+        let text = std::fs::read_to_string(path).map_err(|source| BeatError::Read {
             path: path.display().to_string(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        Schedule::parse(&text).map_err(err)
+            source,
+        })?;
+        Schedule::parse(&text).map_err(|source| BeatError::Schedule {
+            path: path.display().to_string(),
+            source: Box::new(source),
+        })
     }
 
     /// Parses a schedule's text.
-    pub fn parse(text: &str) -> Result<Schedule, String> {
-        let file: FileSchedule = toml::from_str(text).map_err(|e| e.to_string())?;
-        let zone = |name: Option<&str>| -> Result<TimeZone, String> {
+    pub fn parse(text: &str) -> Result<Schedule, ScheduleError> {
+        let file: FileSchedule = toml::from_str(text)?;
+        let zone = |name: Option<&str>| -> Result<TimeZone, (String, jiff::Error)> {
             match name {
                 None | Some("UTC") => Ok(TimeZone::UTC),
-                Some(n) => TimeZone::get(n).map_err(|e| format!("time zone {n:?}: {e}")),
+                Some(n) => TimeZone::get(n).map_err(|e| (n.to_owned(), e)),
             }
         };
         let default_tz = file.timezone.as_deref();
-        zone(default_tz)?;
+        zone(default_tz).map_err(|(name, source)| ScheduleError::TimeZone { name, source })?;
         let mut entries: Vec<Entry> = Vec::new();
         for e in file.entry {
-            let at = |what: String| format!("entry {:?}: {what}", e.name);
+            let at = |problem: EntryProblem| ScheduleError::Entry {
+                entry: e.name.clone(),
+                problem,
+            };
             if entries.iter().any(|x| x.name == e.name) {
-                return Err(at("the name is used twice".into()));
+                return Err(at(EntryProblem::DuplicateName));
             }
             let when = match (&e.every, &e.cron) {
                 (Some(every), None) => {
-                    let d = parse_duration(every).map_err(|m| at(format!("every: {m}")))?;
+                    let d = parse_duration(every).map_err(|p| at(EntryProblem::Every(p)))?;
                     if d < Duration::from_millis(10) {
-                        return Err(at("every must be at least 10ms".into()));
+                        return Err(at(EntryProblem::EveryTooShort));
                     }
                     When::Every(d)
                 }
                 (None, Some(c)) => When::Cron(
-                    Cron::parse(c).map_err(at)?,
-                    zone(e.timezone.as_deref().or(default_tz)).map_err(at)?,
+                    Cron::parse(c).map_err(|p| at(EntryProblem::Cron(p)))?,
+                    zone(e.timezone.as_deref().or(default_tz))
+                        .map_err(|(name, source)| at(EntryProblem::TimeZone { name, source }))?,
                 ),
-                _ => return Err(at("give exactly one of every or cron".into())),
+                _ => return Err(at(EntryProblem::EveryOrCron)),
             };
             let args = match e.args {
                 None => serde_json::Value::Array(Vec::new()),
-                Some(v) => serde_json::to_value(v).map_err(|m| at(m.to_string()))?,
+                Some(v) => {
+                    serde_json::to_value(v).map_err(|m| at(EntryProblem::Args(m.to_string())))?
+                }
             };
             if !(args.is_array() || args.is_object()) {
-                return Err(at("args must be an array or a table".into()));
+                return Err(at(EntryProblem::ArgsShape));
             }
             let mut signature = Signature::new(e.task.clone(), &args, Codec::Json)
-                .map_err(|m| at(m.to_string()))?;
+                .map_err(|m| at(EntryProblem::Args(m.to_string())))?;
             signature.options.queue = e.queue;
             signature.options.priority = match e.priority {
-                Some(p) if p > 9 => return Err(at("priority must be 0-9".into())),
+                Some(p) if p > 9 => return Err(at(EntryProblem::Priority)),
                 p => p,
             };
             signature.options.expires = e
@@ -265,7 +349,7 @@ impl Schedule {
                 .as_deref()
                 .map(parse_duration)
                 .transpose()
-                .map_err(|m| at(format!("expires: {m}")))?;
+                .map_err(|p| at(EntryProblem::Expires(p)))?;
             entries.push(Entry {
                 name: e.name,
                 signature,
@@ -509,23 +593,33 @@ missed = "skip"
 
     #[test]
     fn schedule_mistakes_name_the_entry() {
-        let e = Schedule::parse("[[entry]]\nname = \"x\"\ntask = \"t\"\n").unwrap_err();
+        assert!(matches!(
+            Schedule::parse("[[entry]]\nname = \"x\"\ntask = \"t\"\n"),
+            Err(ScheduleError::Entry { ref entry, problem: EntryProblem::EveryOrCron }) if entry == "x"
+        ));
+        let e = Schedule::parse("[[entry]]\nname = \"x\"\ntask = \"t\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("entry \"x\"") && e.contains("every or cron"),
             "{e}"
         );
-        let e =
-            Schedule::parse("[[entry]]\nname = \"x\"\ntask = \"t\"\ncron = \"* *\"\n").unwrap_err();
+        let e = Schedule::parse("[[entry]]\nname = \"x\"\ntask = \"t\"\ncron = \"* *\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("5 fields"), "{e}");
         let e = Schedule::parse(
             "[[entry]]\nname = \"x\"\ntask = \"t\"\nevery = \"1s\"\ntimezone = \"Mars/Base\"\ncron = \"* * * * *\"\n",
         )
-        .unwrap_err();
+        .unwrap_err().to_string();
         assert!(e.contains("exactly one"), "{e}");
-        let e = Schedule::parse("timezone = \"Mars/Base\"\n").unwrap_err();
+        let e = Schedule::parse("timezone = \"Mars/Base\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Mars/Base"), "{e}");
-        let e =
-            Schedule::parse("[[entry]]\nname = \"x\"\ntask = \"t\"\nevry = \"1s\"\n").unwrap_err();
+        let e = Schedule::parse("[[entry]]\nname = \"x\"\ntask = \"t\"\nevry = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("evry"), "{e}");
     }
 }

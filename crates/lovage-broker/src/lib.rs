@@ -39,7 +39,7 @@ pub use message::{
 };
 pub use rate::{gcra, now_micros, slots_from_micros};
 pub use results::ResultStore;
-pub use time::Timestamp;
+pub use time::{NotRfc3339, Timestamp};
 
 /// Result alias for broker operations.
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 #[serde(transparent)]
 pub struct Timestamp(i64);
 
+/// Text that is not an RFC 3339 UTC time (the text as given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not an RFC 3339 UTC time: {0:?} (expected e.g. 2026-11-24T10:00:00Z)")]
+pub struct NotRfc3339(pub String);
+
 impl Timestamp {
     /// Now, by the system clock.
     pub fn now() -> Self {
@@ -36,9 +41,8 @@ impl Timestamp {
     }
 
     /// Parses RFC 3339 UTC text (`2026-11-24T10:00:00Z`, optional fraction, `+00:00` too).
-    pub fn parse_rfc3339(text: &str) -> Result<Self, String> {
-        let bad =
-            || format!("not an RFC 3339 UTC time: {text:?} (expected e.g. 2026-11-24T10:00:00Z)");
+    pub fn parse_rfc3339(text: &str) -> Result<Self, NotRfc3339> {
+        let bad = || NotRfc3339(text.to_owned());
         let t = text.trim();
         let t = t
             .strip_suffix('Z')

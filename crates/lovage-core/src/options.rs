@@ -82,9 +82,39 @@ impl TaskOptions {
     }
 }
 
+/// A rate limit or a duration that does not parse: what was written, and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The count of a rate limit is not a positive number.
+    #[error("not a rate limit: {0:?} (expected e.g. 100/s, 30/m, 5/h)")]
+    NotARate(String),
+    /// The period of a rate limit is not s, m or h.
+    #[error("unknown period {period:?} in rate limit {text:?} (expected s, m or h)")]
+    UnknownPeriod {
+        /// The whole rate limit.
+        text: String,
+        /// What stood after the `/`.
+        period: String,
+    },
+    /// The number of a duration does not parse.
+    #[error("not a duration: {0:?} (expected e.g. 250ms, 30s, 5m, 2h)")]
+    NotADuration(String),
+    /// The unit of a duration is not one of ms, s, m, h, d.
+    #[error("unknown unit {unit:?} in duration {text:?} (expected ms, s, m, h or d)")]
+    UnknownUnit {
+        /// The whole duration.
+        text: String,
+        /// What followed the number.
+        unit: String,
+    },
+    /// The duration is negative, not finite, or too long to represent.
+    #[error("duration {0:?} is out of range")]
+    OutOfRange(String),
+}
+
 /// Parses a rate limit, `"100/s"`, `"30/m"`, `"5/h"` (a bare number is per second, as in
 /// Celery), into the time between two runs.
-pub fn parse_rate(text: &str) -> Result<Duration, String> {
+pub fn parse_rate(text: &str) -> Result<Duration, ParseError> {
     let t = text.trim();
     let (count, per) = t.split_once('/').unwrap_or((t, "s"));
     let count: f64 = count
@@ -92,15 +122,16 @@ pub fn parse_rate(text: &str) -> Result<Duration, String> {
         .parse()
         .ok()
         .filter(|c: &f64| *c > 0.0 && c.is_finite())
-        .ok_or_else(|| format!("not a rate limit: {text:?} (expected e.g. 100/s, 30/m, 5/h)"))?;
+        .ok_or_else(|| ParseError::NotARate(text.to_owned()))?;
     let period = match per.trim() {
         "s" | "sec" => 1.0,
         "m" | "min" => 60.0,
         "h" | "hour" => 3600.0,
         other => {
-            return Err(format!(
-                "unknown period {other:?} in rate limit {text:?} (expected s, m or h)"
-            ))
+            return Err(ParseError::UnknownPeriod {
+                text: text.to_owned(),
+                period: other.to_owned(),
+            })
         }
     };
     Ok(Duration::from_secs_f64(period / count))
@@ -108,7 +139,7 @@ pub fn parse_rate(text: &str) -> Result<Duration, String> {
 
 /// Parses a duration written as a number of seconds (`"2.5"`) or with a unit:
 /// `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, ParseError> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -116,7 +147,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (num, unit) = t.split_at(split);
     let value: f64 = num
         .parse()
-        .map_err(|_| format!("not a duration: {text:?} (expected e.g. 250ms, 30s, 5m, 2h)"))?;
+        .map_err(|_| ParseError::NotADuration(text.to_owned()))?;
     let scale = match unit.trim() {
         "" | "s" | "sec" | "secs" => 1.0,
         "ms" => 1e-3,
@@ -125,12 +156,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" | "hr" | "hours" => 3600.0,
         "d" | "days" => 86400.0,
         other => {
-            return Err(format!(
-                "unknown unit {other:?} in duration {text:?} (expected ms, s, m, h or d)"
-            ))
+            return Err(ParseError::UnknownUnit {
+                text: text.to_owned(),
+                unit: other.to_owned(),
+            })
         }
     };
-    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("duration {text:?}: {e}"))
+    Duration::try_from_secs_f64(value * scale).map_err(|_| ParseError::OutOfRange(text.to_owned()))
 }
 
 /// Serialises `Option<Duration>` as fractional seconds, readable in JSON.
@@ -162,8 +194,16 @@ mod tests {
         assert_eq!(parse_rate("30/m").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_rate("2/h").unwrap(), Duration::from_secs(1800));
         assert_eq!(parse_rate("4").unwrap(), Duration::from_millis(250));
-        assert!(parse_rate("0/s").is_err());
-        assert!(parse_rate("10/d").unwrap_err().contains("period"));
+        assert_eq!(parse_rate("0/s"), Err(ParseError::NotARate("0/s".into())));
+        let e = parse_rate("10/d").unwrap_err();
+        assert_eq!(
+            e,
+            ParseError::UnknownPeriod {
+                text: "10/d".into(),
+                period: "d".into()
+            }
+        );
+        assert!(e.to_string().contains("period"), "{e}");
         assert!(parse_rate("fast").is_err());
     }
 
@@ -173,10 +213,21 @@ mod tests {
         assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration(" 1h ").unwrap(), Duration::from_secs(3600));
-        assert!(parse_duration("5 parsecs")
-            .unwrap_err()
-            .contains("unknown unit"));
-        assert!(parse_duration("soon").is_err());
+        let e = parse_duration("5 parsecs").unwrap_err();
+        assert!(
+            matches!(&e, ParseError::UnknownUnit { unit, .. } if unit == "parsecs"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("unknown unit"), "{e}");
+        assert_eq!(
+            parse_duration("soon"),
+            Err(ParseError::NotADuration("soon".into()))
+        );
+        let huge = "9".repeat(400);
+        assert_eq!(
+            parse_duration(&huge),
+            Err(ParseError::OutOfRange(huge.clone()))
+        );
     }
 
     #[test]

@@ -160,9 +160,10 @@ pub enum Finished<'a> {
     Failure(&'a TaskError),
 }
 
-/// Takes the workflow of `env` one step further: called by the worker once the task's own
-/// result is stored and before it is acked, so a crash in between repeats this call (which
-/// is idempotent) rather than losing the continuation.
+/// Takes the workflow of `env` one step further and sends what follows at once, for a caller
+/// that settles a task by hand (tools, tests) once the task's own result is stored; it is
+/// idempotent, so repeating it after a crash loses nothing. The worker uses [`plan_many`]
+/// instead and sends the next steps together with its completions.
 pub fn advance(
     ctx: &Context<'_>,
     env: &Envelope,

@@ -28,12 +28,13 @@
 extern crate self as lovage;
 
 pub use lovage_broker::{
-    connect, App, AsyncResult, Backend, Broker, BrokerError, Envelope, ResultRecord, ResultStore,
-    Revoked, Timestamp, DEFAULT_QUEUE, DEFAULT_URL,
+    connect, Admin, App, AsyncResult, Backend, Broker, BrokerError, Envelope, Locks, NotRfc3339,
+    Presence, RateLimits, ResultRecord, ResultStore, Revoked, Timestamp, DEFAULT_QUEUE,
+    DEFAULT_URL,
 };
 pub use lovage_core::{
-    block_on, kinds, parse_duration, parse_rate, Codec, CodecError, Dispatch, Message, Registry,
-    RetryPolicy, Signature, TaskEntry, TaskError, TaskFn, TaskId, TaskOptions, TaskState,
+    block_on, kinds, parse_duration, parse_rate, Codec, CodecError, Dispatch, Message, ParseError,
+    Registry, RetryPolicy, Signature, TaskEntry, TaskError, TaskFn, TaskId, TaskOptions, TaskState,
     TypedSignature, WIRE_VERSION,
 };
 pub use lovage_macros::task;

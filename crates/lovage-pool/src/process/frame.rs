@@ -31,11 +31,11 @@ fn codec_byte(c: Codec) -> u8 {
     }
 }
 
-fn byte_codec(b: u8) -> Result<Codec, String> {
+fn byte_codec(b: u8) -> Result<Codec, FrameError> {
     match b {
         0 => Ok(Codec::Json),
         1 => Ok(Codec::Msgpack),
-        other => Err(format!("unknown codec byte {other}")),
+        other => Err(FrameError::UnknownCodec(other)),
     }
 }
 
@@ -79,40 +79,56 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        let end = end.ok_or_else(|| format!("frame truncated at byte {}", self.pos))?;
+        let end = end.ok_or(FrameError::Truncated { at: self.pos })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, FrameError> {
         Ok(self.take(1)?[0])
     }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
-    fn u16(&mut self) -> Result<u16, String> {
+    fn u16(&mut self) -> Result<u16, FrameError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, FrameError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, FrameError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 }
 
+/// A frame that does not decode: the other side is not speaking this protocol (or a newer
+/// version of it), or the pipe carried something else.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FrameError {
+    #[error("frame truncated at byte {at}")]
+    Truncated { at: usize },
+    #[error("unknown codec byte {0}")]
+    UnknownCodec(u8),
+    #[error("task name: {0}")]
+    TaskName(std::str::Utf8Error),
+    #[error("unknown reply status {0}")]
+    UnknownStatus(u8),
+    #[error("frame of {0} bytes is larger than the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+}
+
 /// Decodes a request body (the bytes after the length prefix).
-pub(crate) fn decode_request(body: &[u8]) -> Result<Request<'_>, String> {
+pub(crate) fn decode_request(body: &[u8]) -> Result<Request<'_>, FrameError> {
     let mut c = Cursor { buf: body, pos: 0 };
     let kind = c.u8()?;
     let seq = c.u64()?;
     let codec = byte_codec(c.u8()?)?;
     let name_len = c.u16()? as usize;
-    let name = std::str::from_utf8(c.take(name_len)?).map_err(|e| format!("task name: {e}"))?;
+    let name = std::str::from_utf8(c.take(name_len)?).map_err(FrameError::TaskName)?;
     let count = c.u32()? as usize;
     let mut args = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {
@@ -151,7 +167,7 @@ pub(crate) fn encode_reply(out: &mut Vec<u8>, seq: u64, outcomes: &[Outcome]) {
 }
 
 /// Decodes a reply body into its sequence number and outcomes.
-pub(crate) fn decode_reply(body: &[u8]) -> Result<(u64, Vec<Outcome>), String> {
+pub(crate) fn decode_reply(body: &[u8]) -> Result<(u64, Vec<Outcome>), FrameError> {
     let mut c = Cursor { buf: body, pos: 0 };
     let seq = c.u64()?;
     let count = c.u32()? as usize;
@@ -165,22 +181,20 @@ pub(crate) fn decode_reply(body: &[u8]) -> Result<(u64, Vec<Outcome>), String> {
             STATUS_ERR => Err(Codec::Json
                 .decode::<TaskError>(bytes, "task error")
                 .unwrap_or_else(|e| e.into())),
-            other => return Err(format!("unknown reply status {other}")),
+            other => return Err(FrameError::UnknownStatus(other)),
         });
     }
     Ok((seq, outcomes))
 }
 
 /// If `buf` starts with a whole frame, its body's range.
-pub(crate) fn split_frame(buf: &[u8]) -> Result<Option<std::ops::Range<usize>>, String> {
+pub(crate) fn split_frame(buf: &[u8]) -> Result<Option<std::ops::Range<usize>>, FrameError> {
     let Some(&[a, b, c, d]) = buf.first_chunk::<4>() else {
         return Ok(None);
     };
     let len = u32::from_le_bytes([a, b, c, d]) as usize;
     if len > MAX_FRAME {
-        return Err(format!(
-            "frame of {len} bytes is larger than the {MAX_FRAME}-byte limit"
-        ));
+        return Err(FrameError::TooLarge(len));
     }
     Ok((buf.len() >= 4 + len).then_some(4..4 + len))
 }

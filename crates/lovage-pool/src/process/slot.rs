@@ -376,12 +376,12 @@ impl Slot {
             unsafe { self.inbuf.set_len(len + n as usize) };
         }
         let mut pos = 0;
-        while let Some(body) =
-            frame::split_frame(&self.inbuf[pos..]).map_err(ChildFailure::Protocol)?
+        while let Some(body) = frame::split_frame(&self.inbuf[pos..])
+            .map_err(|e| ChildFailure::Protocol(e.to_string()))?
         {
             let body = pos + body.start..pos + body.end;
-            let (seq, outcomes) =
-                frame::decode_reply(&self.inbuf[body.clone()]).map_err(ChildFailure::Protocol)?;
+            let (seq, outcomes) = frame::decode_reply(&self.inbuf[body.clone()])
+                .map_err(|e| ChildFailure::Protocol(e.to_string()))?;
             pos = body.end;
             self.complete_front(seq, outcomes)?;
         }

@@ -31,7 +31,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), Exit> {
-    let interval = parse_rate(&a.limit).map_err(Exit::usage)?;
+    let interval = parse_rate(&a.limit).map_err(|e| Exit::usage(e.to_string()))?;
     let per_s = 1.0 / interval.as_secs_f64();
     let broker = bench_broker(a.broker.as_deref())?;
     let (url, app) = (broker.url.clone(), broker.app.clone());

@@ -11,10 +11,6 @@ use super::outcome::{outcome, Outcome};
 use super::output::{self, Output, Submitted};
 use super::{BrokerArgs, Exit};
 
-fn duration(text: &str) -> Result<Duration, String> {
-    parse_duration(text)
-}
-
 #[derive(Debug, clap::Args)]
 pub struct SubmitArgs {
     /// Registered task name, e.g. lovage.shell (see `lovage tasks`).
@@ -32,19 +28,19 @@ pub struct SubmitArgs {
     #[arg(long, short, value_parser = clap::value_parser!(u8).range(0..=9))]
     priority: Option<u8>,
     /// Run no sooner than this long from now (e.g. 30s, 5m).
-    #[arg(long, value_parser = duration)]
+    #[arg(long, value_parser = parse_duration)]
     countdown: Option<Duration>,
     /// Run no sooner than this time (RFC 3339 UTC, e.g. 2026-11-24T18:00:00Z).
     #[arg(long, conflicts_with = "countdown")]
     eta: Option<String>,
     /// Drop the task if it has not started this long after sending.
-    #[arg(long, value_parser = duration)]
+    #[arg(long, value_parser = parse_duration)]
     expires: Option<Duration>,
     /// Retry up to N times on failure (exponential backoff with jitter).
     #[arg(long)]
     retries: Option<u32>,
     /// Kill the task after this long (process pool workers).
-    #[arg(long, value_parser = duration)]
+    #[arg(long, value_parser = parse_duration)]
     time_limit: Option<Duration>,
     /// Send a workflow instead of one task: a JSON description (chain, group, chord,
     /// on_error; see the docs), as text, as @FILE, or - for standard input.
@@ -54,7 +50,7 @@ pub struct SubmitArgs {
     #[arg(long, short)]
     wait: bool,
     /// How long --wait waits.
-    #[arg(long, default_value = "1h", value_parser = duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
     timeout: Duration,
     /// Print JSON: {"id", "task", "workflow"}, or with --wait the result as `result --json`.
     #[arg(long)]
@@ -129,7 +125,7 @@ pub fn submit(a: SubmitArgs) -> Result<(), Exit> {
         .as_deref()
         .map(Timestamp::parse_rfc3339)
         .transpose()
-        .map_err(Exit::usage)?;
+        .map_err(|e| Exit::usage(e.to_string()))?;
     let mut sig =
         Signature::new(task.clone(), &args, Codec::Json).map_err(|e| Exit::usage(e.to_string()))?;
     let o = &mut sig.options;
@@ -196,7 +192,7 @@ pub struct ResultArgs {
     #[arg(long, short)]
     wait: bool,
     /// How long --wait waits.
-    #[arg(long, default_value = "1h", value_parser = duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
     timeout: Duration,
     /// Print one JSON object: {"id", "state", "finished", "result", "error"} (same exit codes).
     #[arg(long)]
