@@ -9,6 +9,7 @@ use lovage_broker::{Backend, Lease, Timestamp, WorkerInfo};
 use lovage_pool::{Executor, ProcessPool, ThreadPool};
 
 use crate::shared::{Outcome, Shared};
+use crate::signals::BrokerThreadSignals;
 use crate::{fetcher, finisher, keeper, pacer, PoolKind, Shutdown, WorkerConfig};
 
 /// What a finished run did.
@@ -95,6 +96,9 @@ impl Worker {
     /// the worker's own threads cannot be started.
     pub fn run(&self) -> std::io::Result<WorkerReport> {
         let s = &self.shared;
+        // The fetcher (this thread) and the threads it starts talk to the broker: signals go to
+        // other threads (see `BrokerThreadSignals`).
+        let _signals = BrokerThreadSignals::block();
         tracing::info!(worker = %s.id, queues = ?s.config.queues, pool = %s.info().pool, "worker started");
         s.retry_broker_until(
             "heartbeat",

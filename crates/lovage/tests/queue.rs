@@ -458,6 +458,78 @@ fn wait_until_drained(app: &App) {
     }
 }
 
+/// A signal that reaches the worker while a Redis call waits for its reply must not lose that
+/// reply. Redis sockets have read timeouts, so a signal makes the read fail with EINTR; a
+/// reserve whose reply is lost leaves its tasks leased until the lease runs out, and they run
+/// again. Here tasks go to an idle worker while a script holds Redis busy, so the worker's
+/// reserve is waiting for its reply when SIGTERM (a graceful stop) arrives: the worker must
+/// finish what it reserved, and a second worker finds nothing delivered twice. (SIGCHLD from a
+/// task's children cuts calls short the same way, but only by a race.)
+#[test]
+fn a_signal_while_redis_is_slow_loses_no_reply() {
+    let env = Env::redis();
+    let log = env.dir.path().join("worker.log");
+    let mut worker = Killed(
+        env.cmd(&["worker", "--concurrency", "2", "--lease", "1s"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let app = env.app();
+    let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let mut busy_conn = redis::Client::open(base.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let noop = || Signature::new("lovage.noop", &serde_json::json!([]), Codec::Json).unwrap();
+    // The worker is up and idle once a first task is done.
+    let first = app.send_signature(noop()).unwrap();
+    app.wait_record(first, Duration::from_secs(60)).unwrap();
+    let pid = worker.id() as i32;
+    let ids = app.send_batch((0..50).map(|_| noop())).unwrap();
+    let signaller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: a signal to our own child process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    });
+    let _: i64 = redis::cmd("EVAL")
+        .arg(BUSY_SCRIPT)
+        .arg(0)
+        .arg(300_000)
+        .query(&mut busy_conn)
+        .unwrap();
+    signaller.join().unwrap();
+    assert!(term(&mut worker).success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logged.contains("Interrupted system call"),
+        "a signal cut a broker call short:\n{logged}"
+    );
+    // Whatever the first worker left, a second one finishes.
+    let mut second = env.worker(&["--lease", "1s"]);
+    for id in &ids {
+        let rec = app.wait_record(*id, Duration::from_secs(60)).unwrap();
+        assert_eq!(rec.map(|r| r.state), Some(TaskState::Success), "{id}");
+    }
+    let again = app
+        .records(&ids)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.as_ref().is_some_and(|r| r.attempts != 1))
+        .count();
+    assert_eq!(again, 0, "tasks delivered again: a signal lost a reply");
+    assert!(term(&mut second).success());
+}
+
+/// Keeps Redis busy for ARGV[1] microseconds (every other client waits meanwhile).
+const BUSY_SCRIPT: &str = "local t = redis.call('TIME') \
+    local start = t[1] * 1000000 + t[2] \
+    while true do \
+        local n = redis.call('TIME') \
+        if n[1] * 1000000 + n[2] - start > tonumber(ARGV[1]) then return 1 end \
+    end";
+
 /// Two workers, 2,000 tasks, one worker killed with -9 again and again while it holds tasks
 /// (and restarted): some task is delivered again, and every task ends SUCCESS, none lost.
 #[test]
