@@ -251,27 +251,21 @@ impl<R: DeserializeOwned + Send + 'static> AsyncResult<R> {
     }
 }
 
-/// Turns a stored record into the caller's value or error.
+/// Turns a stored record into the caller's value or error; a task not finished by now has
+/// timed out.
 fn outcome<R: DeserializeOwned>(
     id: TaskId,
     rec: Option<ResultRecord>,
     timeout: Duration,
 ) -> Result<R, TaskError> {
-    let Some(rec) = rec.filter(|r| r.state.is_final()) else {
-        return Err(TaskError::new(
-            kinds::TIMEOUT,
-            format!("task {id} did not finish within {timeout:?}"),
-        ));
-    };
-    match rec.state {
-        TaskState::Success => {
-            let bytes = rec.value.unwrap_or_default();
-            Ok(rec.codec.decode(&bytes, "task result")?)
-        }
-        _ => Err(rec.error.unwrap_or_else(|| {
-            TaskError::new(kinds::FAILED, format!("task {id} ended {}", rec.state))
-        })),
-    }
+    rec.as_ref()
+        .and_then(ResultRecord::outcome)
+        .unwrap_or_else(|| {
+            Err(TaskError::new(
+                kinds::TIMEOUT,
+                format!("task {id} did not finish within {timeout:?}"),
+            ))
+        })
 }
 
 struct FutureSlot<R> {

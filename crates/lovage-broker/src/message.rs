@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use lovage_core::canvas::Frame;
 use lovage_core::{Codec, Signature, TaskError, TaskId, TaskOptions, TaskState};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::Timestamp;
@@ -178,6 +179,38 @@ pub struct ResultRecord {
     pub expires: Option<Timestamp>,
 }
 
+impl ResultRecord {
+    /// What a finished record says: on SUCCESS the stored value decoded as `R` (a result that
+    /// was not kept, `ignore_result`, reads as `null`), otherwise its error. `None` while the
+    /// task has not finished. Clients and the CLI all read records through this.
+    pub fn outcome<R: DeserializeOwned>(&self) -> Option<Result<R, TaskError>> {
+        if !self.state.is_final() {
+            return None;
+        }
+        Some(match (self.state, &self.value) {
+            (TaskState::Success, Some(bytes)) => self
+                .codec
+                .decode(bytes, "task result")
+                .map_err(TaskError::from),
+            (TaskState::Success, None) => {
+                serde_json::from_value(serde_json::Value::Null).map_err(|e| {
+                    TaskError::from(lovage_core::CodecError::Decode {
+                        codec: self.codec,
+                        what: "task result",
+                        reason: e.to_string(),
+                    })
+                })
+            }
+            _ => Err(self.error.clone().unwrap_or_else(|| {
+                TaskError::new(
+                    lovage_core::kinds::FAILED,
+                    format!("task {} ended {}", self.id, self.state),
+                )
+            })),
+        })
+    }
+}
+
 /// One member's result for [`ResultStore::join`](crate::ResultStore::join).
 #[derive(Debug, Clone, Copy)]
 pub struct JoinEntry<'a> {
@@ -189,4 +222,42 @@ pub struct JoinEntry<'a> {
     pub size: u32,
     /// The member's result.
     pub value: &'a [u8],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(state: TaskState, value: Option<&[u8]>, error: Option<TaskError>) -> ResultRecord {
+        ResultRecord {
+            id: TaskId::new(),
+            task: "t".into(),
+            state,
+            value: value.map(<[u8]>::to_vec),
+            codec: Codec::Json,
+            error,
+            attempts: 1,
+            worker: None,
+            started: None,
+            updated: Timestamp::now(),
+            expires: None,
+        }
+    }
+
+    #[test]
+    fn a_record_reads_as_its_value_its_error_or_not_yet() {
+        let ok = record(TaskState::Success, Some(b"7"), None);
+        assert_eq!(ok.outcome::<i64>(), Some(Ok(7)));
+        let not_kept = record(TaskState::Success, None, None);
+        assert_eq!(not_kept.outcome::<Option<i64>>(), Some(Ok(None)));
+        let boom = TaskError::new("Boom", "it broke");
+        let failed = record(TaskState::Failure, None, Some(boom.clone()));
+        assert_eq!(failed.outcome::<i64>(), Some(Err(boom)));
+        let revoked = record(TaskState::Revoked, None, None);
+        let e = revoked.outcome::<i64>().unwrap().unwrap_err();
+        assert!(e.message.contains("ended"), "{e:?}");
+        assert_eq!(record(TaskState::Retry, None, None).outcome::<i64>(), None);
+        let garbled = record(TaskState::Success, Some(b"{"), None);
+        assert!(garbled.outcome::<i64>().unwrap().is_err());
+    }
 }

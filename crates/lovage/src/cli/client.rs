@@ -225,7 +225,7 @@ fn print_result(
         None => app.record(id),
     }
     .context("reading the result store")?;
-    let o = outcome::<Value>(id, rec.as_ref());
+    let o = outcome::<Value>(rec.as_ref());
     out.result(id, &o);
     match o {
         Outcome::Done(_) => Ok(()),

@@ -68,7 +68,7 @@ pub fn wait_all(app: &App, ids: &[TaskId], bar: &ProgressBar) -> anyhow::Result<
             .take_while(|r| r.as_ref().is_some_and(|r| r.state.is_final()))
             .count();
         for (id, rec) in chunk.iter().zip(&recs).take(done) {
-            if let Outcome::Failed { state, error } = outcome::<IgnoredAny>(*id, rec.as_ref()) {
+            if let Outcome::Failed { state, error } = outcome::<IgnoredAny>(rec.as_ref()) {
                 failures.push(format!("{id}: {state} {error}"));
             }
         }
@@ -109,7 +109,7 @@ fn sum_results(app: &App, ids: &[TaskId]) -> anyhow::Result<u64> {
     let mut total = 0;
     for id in ids {
         let rec = app.wait_record(*id, Duration::from_secs(600))?;
-        total += match outcome::<u64>(*id, rec.as_ref()) {
+        total += match outcome::<u64>(rec.as_ref()) {
             Outcome::Done(v) => v,
             Outcome::Failed { state, error } => anyhow::bail!("task {id} {state}: {error}"),
             Outcome::Unfinished(state) => {

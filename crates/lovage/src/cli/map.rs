@@ -80,7 +80,7 @@ pub fn run(a: MapArgs) -> Result<(), Exit> {
             line,
             command: cmd,
             id: *id,
-            outcome: outcome(*id, rec.as_ref()),
+            outcome: outcome(rec.as_ref()),
         };
         if !a.quiet {
             bar.suspend(|| out.map_item(&item));

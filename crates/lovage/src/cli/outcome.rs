@@ -2,7 +2,7 @@
 //! error, or that it has not finished. `result`, `submit --wait`, `status`, `map`, `demo` and
 //! the benchmarks all go through [`outcome`], so they agree on what a record means.
 
-use lovage::{kinds, ResultRecord, TaskError, TaskId, TaskState};
+use lovage::{ResultRecord, TaskError, TaskState};
 use serde::de::DeserializeOwned;
 
 /// What a record says about a task.
@@ -26,35 +26,13 @@ impl<T> Outcome<T> {
     }
 }
 
-/// Reads `rec` (the record of task `id`, if any) as a value of type `T` or an error.
-pub fn outcome<T: DeserializeOwned>(id: TaskId, rec: Option<&ResultRecord>) -> Outcome<T> {
-    let Some(rec) = rec.filter(|r| r.state.is_final()) else {
-        return Outcome::Unfinished(rec.map_or(TaskState::Pending, |r| r.state));
-    };
-    if rec.state == TaskState::Success {
-        let decoded = match &rec.value {
-            Some(bytes) => rec.codec.decode(bytes, "task result"),
-            // A task whose result is not kept (`ignore_result`) reads as null.
-            None => serde_json::from_value(serde_json::Value::Null).map_err(|e| {
-                lovage::CodecError::Decode {
-                    codec: rec.codec,
-                    what: "task result",
-                    reason: e.to_string(),
-                }
-            }),
-        };
-        return match decoded {
-            Ok(v) => Outcome::Done(v),
-            Err(e) => Outcome::Failed {
-                state: rec.state,
-                error: e.into(),
-            },
-        };
-    }
-    Outcome::Failed {
-        state: rec.state,
-        error: rec.error.clone().unwrap_or_else(|| {
-            TaskError::new(kinds::FAILED, format!("task {id} ended {}", rec.state))
-        }),
+/// Reads `rec` (the record of a task, if any) as a value of type `T` or an error, through
+/// [`ResultRecord::outcome`].
+pub fn outcome<T: DeserializeOwned>(rec: Option<&ResultRecord>) -> Outcome<T> {
+    match rec.map(|r| (r.state, r.outcome())) {
+        None => Outcome::Unfinished(TaskState::Pending),
+        Some((state, None)) => Outcome::Unfinished(state),
+        Some((_, Some(Ok(v)))) => Outcome::Done(v),
+        Some((state, Some(Err(error)))) => Outcome::Failed { state, error },
     }
 }

@@ -30,7 +30,7 @@ fn outcome_fields<T: serde::Serialize>(o: &Outcome<T>) -> (Value, Value) {
 
 /// A task's record: its state, value or error, and bookkeeping.
 fn record_json(id: TaskId, rec: Option<&ResultRecord>) -> Value {
-    let o = outcome::<Value>(id, rec);
+    let o = outcome::<Value>(rec);
     let (result, error) = outcome_fields(&o);
     // An unfinished task may carry the error of its last attempt (RETRY).
     let error = match (error, rec.and_then(|r| r.error.as_ref())) {
