@@ -62,7 +62,7 @@ pub(crate) struct Shared {
     pub executor: std::sync::Arc<dyn Executor>,
     pub config: WorkerConfig,
     pub id: String,
-    pub info: Mutex<WorkerInfo>,
+    info: Mutex<WorkerInfo>,
     running: Mutex<HashMap<TaskId, Running>>,
     /// Signalled when a running task is finished (room for more).
     pub room: Condvar,

@@ -50,15 +50,12 @@ impl SqliteBackend {
         op: &'static str,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        let out = {
-            let mut conn = self.conn();
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| self.err(op, e))?;
-            let out = f(&tx).map_err(|e| self.err(op, e))?;
-            tx.commit().map_err(|e| self.err(op, e))?;
-            out
-        };
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(op, e))?;
+        let out = f(&tx).map_err(|e| self.err(op, e))?;
+        tx.commit().map_err(|e| self.err(op, e))?;
         Ok(out)
     }
 }
