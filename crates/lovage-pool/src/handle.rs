@@ -324,10 +324,11 @@ impl<T: Send + 'static> TaskHandle<T> {
         self.c().state() == FAILED
     }
 
-    /// Cancels the task if it has not started; true if it is now cancelled. A running or
-    /// finished task is not affected.
+    /// Cancels the task if it has not started; true if it is cancelled, by this call or an
+    /// earlier one (as `concurrent.futures.Future.cancel`). A running or finished task is not
+    /// affected, and false says so.
     pub fn cancel(&self) -> bool {
-        self.c().cancel()
+        self.c().cancel() || self.cancelled()
     }
 
     /// Calls `f` with the outcome when the task finishes, on the thread that finishes it; if the
