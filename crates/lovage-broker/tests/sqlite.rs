@@ -220,3 +220,71 @@ fn a_database_from_before_workflows_is_upgraded_in_place() {
     );
     assert!(got.iter().any(|d| d.envelope.id == waiting.id));
 }
+
+/// A message that does not decode (a row written by hand, a newer format from a rolling
+/// upgrade) goes to the dead letters with its decode error and a FAILURE record, and the rest
+/// are delivered: one bad row never stops a queue.
+#[test]
+fn a_corrupt_message_is_dead_lettered_and_the_rest_delivered() {
+    use lovage_broker::{Admin, ResultStore};
+    use lovage_core::{kinds, TaskState};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let b = SqliteBackend::open(&path).unwrap();
+    let sent: Vec<Envelope> = (0..4).map(|_| env()).collect();
+    b.enqueue(&sent).unwrap();
+    // Behind the broker's back: the second task's options are no JSON, the third's workflow
+    // frames are no MessagePack.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute(
+        "UPDATE tasks SET options = '{not json' WHERE id = ?1",
+        [sent[1].id.to_string()],
+    )
+    .unwrap();
+    raw.execute(
+        "UPDATE tasks SET flow = x'c1c1c1' WHERE id = ?1",
+        [sent[2].id.to_string()],
+    )
+    .unwrap();
+    drop(raw);
+    let got = b
+        .reserve(
+            &default_queue(),
+            10,
+            Duration::from_secs(60),
+            Duration::ZERO,
+        )
+        .unwrap();
+    let ids: Vec<_> = got.iter().map(|d| d.envelope.id).collect();
+    assert_eq!(
+        ids,
+        [sent[0].id, sent[3].id],
+        "the good tasks are delivered"
+    );
+    let dead = b.dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for d in &dead {
+        assert_eq!(d.error.kind, kinds::CORRUPT_MESSAGE);
+        assert!([sent[1].id, sent[2].id].contains(&d.envelope.id), "{d:?}");
+        assert_eq!(d.envelope.task, "t", "what could be read is kept");
+    }
+    for bad in [&sent[1], &sent[2]] {
+        let rec = b.get(bad.id).unwrap().expect("a FAILURE record");
+        assert_eq!(rec.state, TaskState::Failure);
+        let err = rec.error.unwrap();
+        assert_eq!(err.kind, kinds::CORRUPT_MESSAGE);
+        assert!(!err.message.is_empty());
+    }
+    // Nothing is left to trip the next reserve.
+    assert!(b
+        .reserve(
+            &default_queue(),
+            10,
+            Duration::from_secs(60),
+            Duration::ZERO
+        )
+        .unwrap()
+        .is_empty());
+    let stats = b.stats().unwrap();
+    assert_eq!(stats.iter().map(|s| s.ready).sum::<u64>(), 0, "{stats:?}");
+}

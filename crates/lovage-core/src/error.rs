@@ -38,6 +38,8 @@ pub mod kinds {
     pub const BROKER: &str = "BrokerError";
     /// A task returned an error whose type has no better name.
     pub const FAILED: &str = "Failed";
+    /// A message the broker held could not be decoded; it went to the dead letters.
+    pub const CORRUPT_MESSAGE: &str = "CorruptMessage";
 }
 
 /// Why a task failed: a kind to match on, a message for people, and the causes underneath.

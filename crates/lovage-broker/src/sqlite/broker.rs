@@ -4,10 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use lovage_core::{TaskError, TaskId};
+use lovage_core::{TaskError, TaskId, TaskState};
 use rusqlite::{params, OptionalExtension};
 
-use super::rows::{dead_letter, encode_tasks, row_to_envelope, worker_info, TaskColumns};
+use super::rows::{
+    dead_letter, encode_tasks, row_to_envelope_or_corrupt, worker_info, CorruptTask, TaskColumns,
+};
 use super::schema::{READY, RESERVED, SCHEDULED};
 use super::SqliteBackend;
 use crate::{
@@ -90,11 +92,20 @@ impl SqliteBackend {
             let mut out = Vec::with_capacity(candidates.len());
             for (_, seq) in candidates {
                 // `state = 0`: a candidate listed twice (a queue named twice) is taken once.
-                let Some(envelope) = take
-                    .query_row(params![until, seq], row_to_envelope)
+                let Some(decoded) = take
+                    .query_row(params![until, seq], row_to_envelope_or_corrupt)
                     .optional()?
                 else {
                     continue;
+                };
+                // Decoded row by row: one that does not decode is dead-lettered here, in the
+                // same transaction, and the others are delivered.
+                let envelope = match decoded {
+                    Ok(envelope) => envelope,
+                    Err(bad) => {
+                        discard_corrupt(tx, seq, &bad)?;
+                        continue;
+                    }
                 };
                 out.push(Delivery {
                     lease: Lease {
@@ -478,4 +489,43 @@ fn count(s: &mut QueueStats, state: i64, n: i64) {
         RESERVED => s.reserved += n as u64,
         _ => s.scheduled += n as u64,
     }
+}
+
+/// Takes a task whose row does not decode out of its queue (row `seq`), into the dead letters
+/// with the decode error, and records FAILURE for its id where the id is readable.
+fn discard_corrupt(
+    tx: &rusqlite::Transaction<'_>,
+    seq: i64,
+    bad: &CorruptTask,
+) -> rusqlite::Result<()> {
+    let error = bad.error();
+    tracing::warn!(task_id = %bad.raw_id, task = %bad.task, queue = %bad.queue, %error, "a message that cannot be decoded went to the dead letters");
+    let json = |v: serde_json::Result<String>| {
+        v.map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    };
+    let error_json = json(serde_json::to_string(&error))?;
+    let envelope_json = json(serde_json::to_string(&bad.envelope()))?;
+    let now = Timestamp::now().as_millis();
+    tx.prepare_cached("DELETE FROM tasks WHERE seq = ?1")?
+        .execute([seq])?;
+    tx.prepare_cached(
+        "INSERT INTO dead_letters (id, envelope, error, at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![bad.raw_id, envelope_json, error_json, now])?;
+    if let Some(id) = bad.id {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO results (id, task, state, value, codec, error, attempts, worker, started, updated, expires) \
+             VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?6, NULL, NULL, ?7, NULL)",
+        )?
+        .execute(params![
+            id.to_string(),
+            bad.task,
+            TaskState::Failure.as_str(),
+            lovage_core::Codec::Json.as_str(),
+            error_json,
+            bad.attempts as i64,
+            now
+        ])?;
+    }
+    Ok(())
 }
