@@ -18,6 +18,7 @@ mod broker;
 pub mod client;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod corrupt;
 mod error;
 pub mod memory;
 mod message;

@@ -96,3 +96,114 @@ fn redis_wakes_a_waiter_after_losing_its_scripts() {
         returned.duration_since(wrote)
     );
 }
+
+/// Task values that do not decode (written by something else, or by a newer layout) go to the
+/// dead letters with a FAILURE record, and the rest of the batch is delivered: before, garbage
+/// failed the reserve script midway ("attempt to perform arithmetic on a nil value"), leaving the
+/// good tasks of the batch leased until their lease ran out.
+#[test]
+fn redis_dead_letters_values_that_do_not_decode_and_delivers_the_rest() {
+    use lovage_broker::Envelope;
+    use lovage_core::{kinds, Codec, Signature};
+    let base = fixtures::redis_url();
+    let prefix = format!("lovage-test-{}", TaskId::new());
+    struct Cleanup(String, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let mut c = redis::Client::open(self.0.as_str())
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.1))
+                .query(&mut c)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: () = redis::cmd("DEL").arg(keys).query(&mut c).unwrap();
+            }
+        }
+    }
+    let _cleanup = Cleanup(base.clone(), prefix.clone());
+    let backend = connect(&format!("{base}?prefix={prefix}")).unwrap();
+    let b = backend.driver();
+    let sent: Vec<Envelope> = (0..4)
+        .map(|_| Envelope::from_signature(Signature::new("t", &[1], Codec::Json).unwrap()))
+        .collect();
+    b.enqueue(&sent).unwrap();
+    let mut c = redis::Client::open(base.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let tasks = format!("{prefix}:tasks");
+    // The second value is no task value at all; the third keeps its header but its envelope is
+    // not MessagePack.
+    let _: () = redis::cmd("HSET")
+        .arg(&tasks)
+        .arg(sent[1].id.to_string())
+        .arg("garbage")
+        .query(&mut c)
+        .unwrap();
+    let third: Vec<u8> = redis::cmd("HGET")
+        .arg(&tasks)
+        .arg(sent[2].id.to_string())
+        .query(&mut c)
+        .unwrap();
+    let header_end = {
+        let mut spaces = third.iter().enumerate().filter(|(_, b)| **b == b' ');
+        let (_, _, (c3, _)) = (spaces.next(), spaces.next(), spaces.next().unwrap());
+        let qlen: usize = std::str::from_utf8(&third[..c3])
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        c3 + 1 + qlen
+    };
+    let mut broken = third[..header_end].to_vec();
+    broken.extend_from_slice(&[0xc1, 0xc1, 0xc1]);
+    let _: () = redis::cmd("HSET")
+        .arg(&tasks)
+        .arg(sent[2].id.to_string())
+        .arg(broken)
+        .query(&mut c)
+        .unwrap();
+    let got = b
+        .reserve(
+            &["default".to_owned()],
+            10,
+            Duration::from_secs(60),
+            Duration::ZERO,
+        )
+        .unwrap();
+    let ids: Vec<_> = got.iter().map(|d| d.envelope.id).collect();
+    assert_eq!(
+        ids,
+        [sent[0].id, sent[3].id],
+        "the good tasks are delivered"
+    );
+    let dead = b.dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for d in &dead {
+        assert_eq!(d.error.kind, kinds::CORRUPT_MESSAGE);
+        assert!([sent[1].id, sent[2].id].contains(&d.envelope.id), "{d:?}");
+    }
+    for bad in [&sent[1], &sent[2]] {
+        let rec = b.get(bad.id).unwrap().expect("a FAILURE record");
+        assert_eq!(rec.state, TaskState::Failure);
+        assert_eq!(rec.error.unwrap().kind, kinds::CORRUPT_MESSAGE);
+    }
+    // Nothing is left leased, set aside or queued but the two delivered tasks.
+    let set_aside: i64 = redis::cmd("HLEN")
+        .arg(format!("{prefix}:corrupt"))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(set_aside, 0);
+    let stats = b.stats().unwrap();
+    assert_eq!(stats.iter().map(|s| s.ready).sum::<u64>(), 0, "{stats:?}");
+    assert_eq!(
+        stats.iter().map(|s| s.reserved).sum::<u64>(),
+        2,
+        "{stats:?}"
+    );
+}

@@ -26,6 +26,7 @@
 //! | `P:lock:{name}` | string, TTL | a lock's holder (`lovage beat`'s leader) |
 //! | `P:rate:{key}` | string, TTL | a rate limit's theoretical arrival time (µs) |
 //! | `P:dead` | list | dead letters, newest first, capped |
+//! | `P:corrupt` | hash | id → a task value that does not parse, set aside by a script until a reserve's client dead-letters it |
 //! | `P:workers` | hash | worker id → info (JSON) |
 //!
 //! Where the time goes decides the layout. Redis spends its time per command and per key far
@@ -46,6 +47,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::corrupt::CorruptMessage;
 use lovage_core::{TaskError, TaskId};
 use redis::{Connection, Script};
 
@@ -226,6 +228,58 @@ impl RedisBackend {
 
     fn key(&self, parts: &str) -> String {
         format!("{}:{parts}", self.prefix)
+    }
+
+    /// Dead-letters a reserved task whose value does not decode (it holds the lease of the
+    /// delivery its value names), and records FAILURE for it.
+    fn bury_leased(&self, id: &str, value: &[u8], reason: &str) -> Result<()> {
+        let bad = corrupt_message(id, value, reason);
+        let record =
+            serde_json::to_string(&bad.dead_letter()).map_err(|e| self.err("dead-letter", e))?;
+        let mut inv = self.scripts.dead_letter.prepare_invoke();
+        inv.arg(&self.prefix)
+            .arg(id)
+            .arg(bad.attempts)
+            .arg(record)
+            .arg(DEAD_LETTERS_KEPT);
+        self.with_conn("dead-letter", |c| inv.invoke::<i64>(c))?;
+        self.record_corrupt(&bad)
+    }
+
+    /// Dead-letters a task a script set aside because its value does not parse, and records
+    /// FAILURE for it.
+    fn bury_set_aside(&self, id: &str, value: &[u8]) -> Result<()> {
+        let bad = corrupt_message(id, value, "its value is not a lovage task value");
+        let record =
+            serde_json::to_string(&bad.dead_letter()).map_err(|e| self.err("dead-letter", e))?;
+        self.with_conn("dead-letter", |c| {
+            redis::pipe()
+                .atomic()
+                .cmd("LPUSH")
+                .arg(self.key("dead"))
+                .arg(&record)
+                .ignore()
+                .cmd("LTRIM")
+                .arg(self.key("dead"))
+                .arg(0)
+                .arg(DEAD_LETTERS_KEPT - 1)
+                .ignore()
+                .cmd("HDEL")
+                .arg(self.key("corrupt"))
+                .arg(id)
+                .ignore()
+                .query::<()>(c)
+        })?;
+        self.record_corrupt(&bad)
+    }
+
+    /// The FAILURE record of a task that could not be decoded, where its id parses; logged once.
+    fn record_corrupt(&self, bad: &CorruptMessage) -> Result<()> {
+        bad.log();
+        match bad.record() {
+            Some(r) => self.store(&[r]),
+            None => Ok(()),
+        }
     }
 
     fn err(&self, op: &'static str, e: impl Into<Source>) -> BrokerError {
@@ -430,23 +484,21 @@ impl Broker for RedisBackend {
             for q in queues {
                 inv.arg(q);
             }
-            let (values, next_due): (Vec<Vec<u8>>, String) =
+            type Reply = (Vec<Vec<u8>>, String, Vec<String>, Vec<Vec<u8>>);
+            let (values, next_due, ids, corrupt): Reply =
                 self.with_conn("reserve", |c| inv.invoke(c))?;
             let mut out = Vec::with_capacity(values.len());
-            for value in values {
-                let (attempts, env) = split_task_value(&value).ok_or_else(|| {
-                    BrokerError::Corrupt(format!("task value in redis ({} bytes)", value.len()))
-                })?;
-                let mut envelope: Envelope = rmp_serde::from_slice(env)
-                    .map_err(|e| BrokerError::Corrupt(format!("envelope in redis: {e}")))?;
-                envelope.attempts = attempts;
-                out.push(Delivery {
-                    lease: Lease {
-                        id: envelope.id,
-                        delivery: attempts,
-                    },
-                    envelope,
-                });
+            // Decoded one by one: a value that does not decode is dead-lettered, the rest are
+            // delivered.
+            for (value, id) in values.iter().zip(&ids) {
+                match decode_delivery(value) {
+                    Ok(d) => out.push(d),
+                    Err(reason) => self.bury_leased(id, value, &reason)?,
+                }
+            }
+            for pair in corrupt.chunks_exact(2) {
+                let id = String::from_utf8_lossy(&pair[0]).into_owned();
+                self.bury_set_aside(&id, &pair[1])?;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if !out.is_empty() || left.is_zero() {
@@ -775,5 +827,34 @@ impl ResultStore for RedisBackend {
 
     fn purge_expired(&self) -> Result<u64> {
         Ok(0) // Redis expires the result hashes itself
+    }
+}
+
+/// A reserved task value as a delivery, or why it does not decode.
+fn decode_delivery(value: &[u8]) -> std::result::Result<Delivery, String> {
+    let (attempts, env) = split_task_value(value)
+        .ok_or_else(|| format!("its value ({} bytes) has no delivery header", value.len()))?;
+    let mut envelope: Envelope =
+        rmp_serde::from_slice(env).map_err(|e| format!("its envelope does not decode: {e}"))?;
+    envelope.attempts = attempts;
+    Ok(Delivery {
+        lease: Lease {
+            id: envelope.id,
+            delivery: attempts,
+        },
+        envelope,
+    })
+}
+
+/// What can be read of a task value that does not decode: its id (from the key) and the
+/// delivery its header names, if it has one.
+fn corrupt_message(id: &str, value: &[u8], reason: &str) -> CorruptMessage {
+    let header = split_task_value(value);
+    CorruptMessage {
+        id: id.parse().ok(),
+        raw_id: id.to_owned(),
+        attempts: header.map_or(0, |(d, _)| d),
+        reason: reason.to_owned(),
+        ..CorruptMessage::default()
     }
 }

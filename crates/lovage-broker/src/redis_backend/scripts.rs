@@ -19,19 +19,35 @@ return nil
 /// `"{next delivery} {score} {queue length} {queue}{envelope}"`: the metadata the scripts
 /// need in front of the envelope (MessagePack) they pass on untouched.
 pub(super) const META: &str = r#"
--- The next delivery (a number), score (text) and queue of a task value.
+-- The next delivery (a number), score (text) and queue of a task value; nil for a value that
+-- is not one (written by something else, or by a newer layout).
 local function parse(v)
   local a = string.find(v, ' ', 1, true)
+  if not a then return nil end
   local b = string.find(v, ' ', a + 1, true)
+  if not b then return nil end
   local c = string.find(v, ' ', b + 1, true)
-  local qlen = tonumber(string.sub(v, b + 1, c - 1))
-  return tonumber(string.sub(v, 1, a - 1)), string.sub(v, a + 1, b - 1), string.sub(v, c + 1, c + qlen)
+  if not c then return nil end
+  local d, qlen = tonumber(string.sub(v, 1, a - 1)), tonumber(string.sub(v, b + 1, c - 1))
+  if not d or not qlen or #v < c + qlen then return nil end
+  return d, string.sub(v, a + 1, b - 1), string.sub(v, c + 1, c + qlen)
 end
--- A task's next delivery, score, queue and whole value; nil when it is not (or no longer) here.
+-- Sets aside a task whose value does not parse, out of every queue, for the next reserve to
+-- hand to its client (which dead-letters it): one bad value never stops a script.
+local function quarantine(p, id, v)
+  redis.call('HDEL', p .. ':tasks', id)
+  redis.call('HSET', p .. ':corrupt', id, v)
+end
+-- A task's next delivery, score, queue and whole value; nil when it is not (or no longer) here,
+-- or when its value does not parse (then it is set aside).
 local function meta_of(p, id)
   local v = redis.call('HGET', p .. ':tasks', id)
   if not v then return nil end
   local d, score, q = parse(v)
+  if not d then
+    quarantine(p, id, v)
+    return nil
+  end
   return d, score, q, v
 end
 -- Makes `id` ready in queue `q` (waking a waiting reserve) or schedules it at `due`.
@@ -108,8 +124,12 @@ for i = 5, #ARGV do
     for j, id in ipairs(due) do
       if values[j] then
         local _, score = parse(values[j])
-        ready[#ready + 1] = score
-        ready[#ready + 1] = id
+        if score then
+          ready[#ready + 1] = score
+          ready[#ready + 1] = id
+        else
+          quarantine(p, id, values[j])
+        end
       end
     end
     if #ready > 0 then redis.call('ZADD', p .. ':q:' .. ARGV[i], unpack(ready)) end
@@ -137,7 +157,7 @@ else
     ids[#ids + 1] = best_id
   end
 end
-local out = {}
+local out, out_ids = {}, {}
 if #ids > 0 then
   local values = redis.call('HMGET', p .. ':tasks', unpack(ids))
   local revoked = redis.call('ZMSCORE', p .. ':revoked', unpack(ids))
@@ -148,9 +168,13 @@ if #ids > 0 then
       -- Revoked before it was sent: never delivered (a workflow step is, to be dropped by a
       -- worker, which then fails the rest of its workflow).
       dropped[#dropped + 1] = id
+    elseif v and not parse(v) then
+      quarantine(p, id, v)
     elseif v then
-      -- The whole value goes out; the client reads the delivery from its front.
+      -- The whole value goes out, with its id (for a value the client cannot decode); the
+      -- client reads the delivery from its front.
       out[#out + 1] = v
+      out_ids[#out_ids + 1] = id
       held[#held + 1] = until_
       held[#held + 1] = id .. ':' .. string.sub(v, 1, string.find(v, ' ', 1, true) - 1)
     end
@@ -158,7 +182,9 @@ if #ids > 0 then
   if #held > 0 then redis.call('ZADD', leases, unpack(held)) end
   forget(p, dropped)
 end
-return {out, next_due and tostring(next_due) or ''}
+-- What was set aside, by this call or any other, for the client to dead-letter (a few at a time).
+local corrupt = redis.call('HRANDFIELD', p .. ':corrupt', 16, 'WITHVALUES')
+return {out, next_due and tostring(next_due) or '', out_ids, corrupt}
 "#;
 
 pub(super) const ACK: &str = r#"

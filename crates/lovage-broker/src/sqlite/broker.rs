@@ -4,14 +4,16 @@
 
 use std::time::{Duration, Instant};
 
-use lovage_core::{TaskError, TaskId, TaskState};
+use lovage_core::{TaskError, TaskId};
 use rusqlite::{params, OptionalExtension};
 
+use super::results::insert_result;
 use super::rows::{
-    dead_letter, encode_tasks, row_to_envelope_or_corrupt, worker_info, CorruptTask, TaskColumns,
+    dead_letter, encode_tasks, row_to_envelope_or_corrupt, worker_info, TaskColumns,
 };
 use super::schema::{READY, RESERVED, SCHEDULED};
 use super::SqliteBackend;
+use crate::corrupt::CorruptMessage;
 use crate::{
     Admin, Broker, DeadLetter, Delivery, Envelope, Lease, Locks, Presence, QueueStats, RateLimits,
     Result, Revoked, Timestamp, WorkerInfo, ONCE_TTL,
@@ -496,36 +498,27 @@ fn count(s: &mut QueueStats, state: i64, n: i64) {
 fn discard_corrupt(
     tx: &rusqlite::Transaction<'_>,
     seq: i64,
-    bad: &CorruptTask,
+    bad: &CorruptMessage,
 ) -> rusqlite::Result<()> {
-    let error = bad.error();
-    tracing::warn!(task_id = %bad.raw_id, task = %bad.task, queue = %bad.queue, %error, "a message that cannot be decoded went to the dead letters");
+    bad.log();
+    let dead = bad.dead_letter();
     let json = |v: serde_json::Result<String>| {
         v.map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
     };
-    let error_json = json(serde_json::to_string(&error))?;
-    let envelope_json = json(serde_json::to_string(&bad.envelope()))?;
-    let now = Timestamp::now().as_millis();
+    let error = json(serde_json::to_string(&dead.error))?;
     tx.prepare_cached("DELETE FROM tasks WHERE seq = ?1")?
         .execute([seq])?;
     tx.prepare_cached(
         "INSERT INTO dead_letters (id, envelope, error, at) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![bad.raw_id, envelope_json, error_json, now])?;
-    if let Some(id) = bad.id {
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO results (id, task, state, value, codec, error, attempts, worker, started, updated, expires) \
-             VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?6, NULL, NULL, ?7, NULL)",
-        )?
-        .execute(params![
-            id.to_string(),
-            bad.task,
-            TaskState::Failure.as_str(),
-            lovage_core::Codec::Json.as_str(),
-            error_json,
-            bad.attempts as i64,
-            now
-        ])?;
+    .execute(params![
+        bad.raw_id,
+        json(serde_json::to_string(&dead.envelope))?,
+        error,
+        dead.at.as_millis()
+    ])?;
+    if let Some(r) = bad.record() {
+        insert_result(tx, &r, Some(&error))?;
     }
     Ok(())
 }

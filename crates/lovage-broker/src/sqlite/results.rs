@@ -21,24 +21,8 @@ impl ResultStore for SqliteBackend {
             .collect::<serde_json::Result<Vec<Option<String>>>>()
             .map_err(|e| self.fail("store results", e.into()))?;
         self.write("store results", |tx| {
-            let mut ins = tx.prepare_cached(
-                "INSERT OR REPLACE INTO results (id, task, state, value, codec, error, attempts, worker, started, updated, expires) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?;
             for (r, err) in records.iter().zip(&errors) {
-                ins.execute(params![
-                    r.id.to_string(),
-                    r.task,
-                    r.state.as_str(),
-                    r.value,
-                    r.codec.as_str(),
-                    err,
-                    r.attempts as i64,
-                    r.worker,
-                    r.started.map(Timestamp::as_millis),
-                    r.updated.as_millis(),
-                    r.expires.map(Timestamp::as_millis),
-                ])?;
+                insert_result(tx, r, err.as_deref())?;
             }
             Ok(())
         })
@@ -156,4 +140,30 @@ impl ResultStore for SqliteBackend {
             )? as u64)
         })
     }
+}
+
+/// Writes one record (its error already encoded as JSON), replacing the id's earlier one.
+pub(super) fn insert_result(
+    tx: &rusqlite::Transaction<'_>,
+    r: &ResultRecord,
+    error_json: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO results (id, task, state, value, codec, error, attempts, worker, started, updated, expires) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        r.id.to_string(),
+        r.task,
+        r.state.as_str(),
+        r.value,
+        r.codec.as_str(),
+        error_json,
+        r.attempts as i64,
+        r.worker,
+        r.started.map(Timestamp::as_millis),
+        r.updated.as_millis(),
+        r.expires.map(Timestamp::as_millis),
+    ])?;
+    Ok(())
 }

@@ -3,8 +3,9 @@
 //! before the transaction that writes them starts (its body fails only with SQLite's errors, and
 //! holds the write lock).
 
-use lovage_core::{kinds, Codec, TaskError, TaskId, TaskState};
+use lovage_core::{Codec, TaskState};
 
+use crate::corrupt::CorruptMessage;
 use crate::{
     BrokerError, DeadLetter, Envelope, Result, ResultRecord, Source, Timestamp, WorkerInfo,
 };
@@ -86,33 +87,17 @@ pub(super) fn row_to_envelope(r: &rusqlite::Row<'_>) -> rusqlite::Result<Envelop
     })
 }
 
-/// What can still be read of a task row whose columns do not decode (a row written by hand, a
-/// newer format), for its dead letter and its FAILURE record.
-#[derive(Debug)]
-pub(super) struct CorruptTask {
-    /// The id, when it parses.
-    pub id: Option<TaskId>,
-    /// The id column as it is.
-    pub raw_id: String,
-    pub task: String,
-    pub queue: String,
-    pub attempts: u32,
-    pub args: Vec<u8>,
-    /// Why it does not decode.
-    pub reason: String,
-}
-
 /// A reserved row as an envelope, or what can be read of it when it does not decode. Only
 /// SQLite's own errors (a missing column) fail the call.
 pub(super) fn row_to_envelope_or_corrupt(
     r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<std::result::Result<Envelope, CorruptTask>> {
+) -> rusqlite::Result<std::result::Result<Envelope, CorruptMessage>> {
     match row_to_envelope(r) {
         Ok(env) => Ok(Ok(env)),
         Err(e) => {
             let text = |i: usize| r.get::<_, String>(i).unwrap_or_default();
             let raw_id = text(0);
-            Ok(Err(CorruptTask {
+            Ok(Err(CorruptMessage {
                 id: raw_id.parse().ok(),
                 raw_id,
                 task: text(4),
@@ -121,39 +106,6 @@ pub(super) fn row_to_envelope_or_corrupt(
                 args: r.get::<_, Vec<u8>>(6).unwrap_or_default(),
                 reason: e.to_string(),
             }))
-        }
-    }
-}
-
-impl CorruptTask {
-    /// The error its dead letter and its record carry.
-    pub fn error(&self) -> TaskError {
-        TaskError::new(
-            kinds::CORRUPT_MESSAGE,
-            format!(
-                "task {:?} ({:?}) in queue {:?} cannot be decoded: {}",
-                self.raw_id, self.task, self.queue, self.reason
-            ),
-        )
-    }
-
-    /// As much of its envelope as could be read (a fresh id when its own does not parse; the
-    /// error names the one stored).
-    pub fn envelope(&self) -> Envelope {
-        let now = Timestamp::now();
-        Envelope {
-            id: self.id.unwrap_or_default(),
-            task: self.task.clone(),
-            queue: self.queue.clone(),
-            priority: 0,
-            codec: Codec::Json,
-            args: self.args.clone(),
-            options: Default::default(),
-            eta: None,
-            expires: None,
-            attempts: self.attempts,
-            created: now,
-            flow: Vec::new(),
         }
     }
 }
