@@ -168,15 +168,19 @@ if #ids > 0 then
       -- Revoked before it was sent: never delivered (a workflow step is, to be dropped by a
       -- worker, which then fails the rest of its workflow).
       dropped[#dropped + 1] = id
-    elseif v and not parse(v) then
-      quarantine(p, id, v)
     elseif v then
-      -- The whole value goes out, with its id (for a value the client cannot decode); the
-      -- client reads the delivery from its front.
-      out[#out + 1] = v
-      out_ids[#out_ids + 1] = id
-      held[#held + 1] = until_
-      held[#held + 1] = id .. ':' .. string.sub(v, 1, string.find(v, ' ', 1, true) - 1)
+      -- The lease needs the delivery at the value's front; the client checks the rest (and
+      -- dead-letters what it cannot decode). A value without one is set aside.
+      local sp = string.find(v, ' ', 1, true)
+      local d = sp and tonumber(string.sub(v, 1, sp - 1))
+      if d then
+        out[#out + 1] = v
+        out_ids[#out_ids + 1] = id
+        held[#held + 1] = until_
+        held[#held + 1] = id .. ':' .. d
+      else
+        quarantine(p, id, v)
+      end
     end
   end
   if #held > 0 then redis.call('ZADD', leases, unpack(held)) end
