@@ -43,8 +43,15 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker with its pool started.
+    /// A worker with its pool started. A `concurrency` of 0 is refused (`InvalidInput`): such
+    /// a worker would never have room to reserve a task.
     pub fn new(backend: Backend, config: WorkerConfig) -> std::io::Result<Worker> {
+        if config.concurrency == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "WorkerConfig::concurrency must be at least 1 (a worker of 0 slots never runs a task)",
+            ));
+        }
         let executor: Arc<dyn Executor> = match config.pool {
             PoolKind::Threads => Arc::new(
                 ThreadPool::builder()

@@ -521,6 +521,24 @@ fn a_retried_task_keeps_its_priority_and_place(b: Fresh) {
     );
 }
 
+/// A worker of no slots would reserve nothing and wait for room forever: it is refused.
+#[test]
+fn a_worker_of_no_slots_is_refused() {
+    let fresh = memory_backend();
+    let refused = Worker::new(
+        fresh.backend.clone(),
+        WorkerConfig {
+            concurrency: 0,
+            ..config(1)
+        },
+    );
+    let Err(e) = refused else {
+        panic!("a worker of concurrency 0 was made")
+    };
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("concurrency"), "{e}");
+}
+
 macro_rules! worker_tests {
     ($backend:ident, $make:expr) => {
         mod $backend {
