@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lovage_broker::{Lease, Timestamp};
 use lovage_core::{CancelReason, TaskId};
 
-use crate::shared::Shared;
+use crate::shared::{Shared, Withdrawn};
 
 /// How often a worker deletes results past their TTL.
 const RESULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
@@ -25,6 +25,7 @@ pub(crate) fn keep_loop(s: &Shared) {
     while !s.done.load(Ordering::SeqCst) {
         std::thread::sleep(tick.min(Duration::from_millis(100)));
         fire_soft_time_limits(s);
+        withdraw_expired(s);
         if last_beat.elapsed() < tick {
             continue;
         }
@@ -67,6 +68,17 @@ fn fire_soft_time_limits(s: &Shared) {
         if over && !r.token.is_cancelled() {
             tracing::info!(task_id = %r.lease.id, "soft time limit passed; asking the task to stop");
             r.token.cancel(CancelReason::SoftTimeLimit);
+        }
+    }
+}
+
+/// Takes tasks that expired while they waited in the pool's queue back out of it: they are
+/// settled as REVOKED without running (as those expired when they were reserved).
+fn withdraw_expired(s: &Shared) {
+    let now = Timestamp::now();
+    for (id, r) in s.running().iter() {
+        if r.expires.is_some_and(|at| at <= now) && r.withdraw(Withdrawn::Expired) {
+            tracing::debug!(task_id = %id, "expired while it waited in the pool: not run");
         }
     }
 }

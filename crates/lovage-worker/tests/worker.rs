@@ -539,6 +539,26 @@ fn a_worker_of_no_slots_is_refused() {
     assert!(e.to_string().contains("concurrency"), "{e}");
 }
 
+fn a_prefetched_task_that_expires_before_it_starts_does_not_run(b: Fresh) {
+    let app = b.app();
+    let long = app.send(sleepy::s(3000)).unwrap();
+    let key = TaskId::new().to_string();
+    let short = app
+        .send(counted::s(key.clone()).expires(Duration::from_millis(1500)))
+        .unwrap();
+    // One slot: the long task runs, the short one is prefetched (reserved with it, before it
+    // expires) and waits in the pool behind it until after it expired.
+    let w = start(b, config(1));
+    assert_eq!(long.get(LONG).unwrap(), 3000);
+    let err = short.get(LONG).unwrap_err();
+    let (report, _backend) = w.stop_keeping_backend();
+    assert_eq!(runs(&key), 0, "the expired task ran");
+    assert_eq!(err.kind, kinds::REVOKED, "{err}");
+    assert!(err.message.contains("expired"), "{err}");
+    assert_eq!(short.state().unwrap(), TaskState::Revoked);
+    assert_eq!((report.succeeded, report.revoked), (1, 1), "{report:?}");
+}
+
 macro_rules! worker_tests {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -561,6 +581,7 @@ macro_rules! worker_tests {
             worker_tests!(@fresh $make;
                 a_task_longer_than_its_lease_runs_once,
                 a_retried_task_keeps_its_priority_and_place,
+                a_prefetched_task_that_expires_before_it_starts_does_not_run,
             );
         }
     };
