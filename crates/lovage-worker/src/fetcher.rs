@@ -147,6 +147,7 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
             run_started: None,
             soft_time_limit: r.options.soft_time_limit,
             expires: env.expires,
+            acked: r.options.acks_late == Some(false),
             withdrawal: withdrawal.clone(),
         },
     );
@@ -159,6 +160,8 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
             Ok(value) => (Ran::Succeeded(value.clone()), Some(started)),
             // Taken back out of the pool's queue by the worker (see `Running::withdraw`).
             Err(err) if err.kind == kinds::CANCELLED => match withdrawal.get() {
+                // Whoever handed it back holds its lease now.
+                Some(Withdrawn::HandedBack) => return,
                 Some(Withdrawn::Expired) => {
                     let why = expired(&r.d.envelope, Timestamp::now())
                         .unwrap_or_else(|| "expired before a worker started it".to_owned());

@@ -56,6 +56,9 @@ pub(crate) struct Running {
     pub soft_time_limit: Option<Duration>,
     /// When it expires (checked again while it waits in the pool's queue).
     pub expires: Option<Timestamp>,
+    /// Acknowledged when it was handed to the pool (`acks_late = false`): the broker no longer
+    /// holds it, so it cannot be handed back.
+    pub acked: bool,
     /// Why the worker took it back out of the pool's queue, if it did.
     pub withdrawal: Withdrawal,
 }
@@ -87,6 +90,8 @@ impl Running {
 pub(crate) enum Withdrawn {
     /// Its `expires` passed while it waited: settled as REVOKED without running.
     Expired = 1,
+    /// A graceful stop: its lease goes back to the broker (snoozed, not an attempt).
+    HandedBack = 2,
 }
 
 /// Set by [`Running::withdraw`] just before it cancels the pool's handle; read by the task's
@@ -98,6 +103,7 @@ impl Withdrawal {
     pub fn get(&self) -> Option<Withdrawn> {
         match self.0.load(Ordering::SeqCst) {
             1 => Some(Withdrawn::Expired),
+            2 => Some(Withdrawn::HandedBack),
             _ => None,
         }
     }
