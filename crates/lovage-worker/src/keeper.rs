@@ -35,7 +35,7 @@ pub(crate) fn keep_loop(s: &Shared) {
             if let Some(lost) = s.retry_broker_until("renew leases", keeper_done, || {
                 s.backend.broker().renew(&leases, s.config.lease)
             }) {
-                cancel_revoked(s, &lost);
+                cancel_revoked(s, &lost, keeper_done);
             }
         }
         let info = {
@@ -84,13 +84,18 @@ fn withdraw_expired(s: &Shared) {
 }
 
 /// Of the leases the broker no longer holds for us, cancels those revoked (the finisher then
-/// settles them as REVOKED).
-fn cancel_revoked(s: &Shared, lost: &[Lease]) {
+/// settles them as REVOKED). A failed lookup is retried like any broker call (until
+/// `give_up()`), so one broker error does not let a revoked task run on.
+fn cancel_revoked(s: &Shared, lost: &[Lease], give_up: impl Fn() -> bool) {
     if lost.is_empty() {
         return;
     }
     let ids: Vec<TaskId> = lost.iter().map(|l| l.id).collect();
-    let revoked = s.backend.broker().revoked(&ids).unwrap_or_default();
+    let Some(revoked) =
+        s.retry_broker_until("revoked", give_up, || s.backend.broker().revoked(&ids))
+    else {
+        return;
+    };
     let mut set = s.revoked_running();
     let running = s.running();
     for id in revoked {
