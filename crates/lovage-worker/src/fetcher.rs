@@ -7,12 +7,12 @@ use std::collections::HashSet;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
-use lovage_broker::{Delivery, Timestamp};
+use lovage_broker::{Delivery, Envelope, Timestamp};
 use lovage_core::{kinds, CancelToken, Signature, TaskError, TaskId, TaskState};
 
 use crate::pacer;
 use crate::settle::Ran;
-use crate::shared::{Outcome, Ready, Running, Shared};
+use crate::shared::{Outcome, Ready, Running, Shared, Withdrawal, Withdrawn};
 
 /// Reserves and starts tasks until a stop is asked for.
 pub(crate) fn fetch_loop(s: &Shared, tx: &Sender<Outcome>) {
@@ -43,22 +43,26 @@ pub(crate) fn fetch_loop(s: &Shared, tx: &Sender<Outcome>) {
     }
 }
 
-/// Waits until fewer than concurrency + prefetch tasks are in hand; returns how many more may
-/// be reserved, or None when a stop was asked for meanwhile.
+/// Waits until fewer than concurrency + prefetch tasks are in hand (handed to the pool, or
+/// waiting in the pacer for a rate-limit slot); returns how many more may be reserved, or None
+/// when a stop was asked for meanwhile.
 fn wait_for_room(s: &Shared) -> Option<usize> {
     let capacity = s.config.concurrency + s.prefetch();
     let mut running = s.running();
-    while running.len() >= capacity && !s.shutdown.requested() {
+    // `paced` is taken while `running` is held, never the other way round.
+    let mut held = running.len() + s.paced().len();
+    while held >= capacity && !s.shutdown.requested() {
         running = s
             .room
             .wait_timeout(running, Duration::from_millis(100))
             .unwrap_or_else(|p| p.into_inner())
             .0;
+        held = running.len() + s.paced().len();
     }
     if s.shutdown.requested() {
         return None;
     }
-    Some(capacity.saturating_sub(running.len()))
+    Some(capacity.saturating_sub(held))
 }
 
 /// Merges each delivery's options, and sends those revoked or expired before they started to
@@ -73,10 +77,12 @@ fn screen(s: &Shared, deliveries: Vec<Delivery>, tx: &Sender<Outcome>) -> Vec<Re
     let now = Timestamp::now();
     let mut ready = Vec::with_capacity(deliveries.len());
     for d in deliveries {
-        let why = match d.envelope.expires {
-            Some(at) if at <= now => Some(format!("expired at {at} before a worker started it")),
-            _ if revoked.contains(&d.envelope.id) => Some("revoked before it started".to_owned()),
-            _ => None,
+        let why = match expired(&d.envelope, now) {
+            Some(why) => Some(why),
+            None if revoked.contains(&d.envelope.id) => {
+                Some("revoked before it started".to_owned())
+            }
+            None => None,
         };
         let r = Ready::new(d);
         match why {
@@ -93,9 +99,26 @@ fn screen(s: &Shared, deliveries: Vec<Delivery>, tx: &Sender<Outcome>) -> Vec<Re
     ready
 }
 
-/// Hands a task to the pool; its outcome goes to the finisher.
+/// Why a task that has not started must not: its `expires` has passed by `now`.
+pub(crate) fn expired(env: &Envelope, now: Timestamp) -> Option<String> {
+    env.expires
+        .filter(|at| *at <= now)
+        .map(|at| format!("expired at {at} before a worker started it"))
+}
+
+/// Hands a task to the pool; its outcome goes to the finisher. One that expired since it was
+/// reserved (held for a rate-limit slot) goes to the finisher without running; one that
+/// expires while it waits in the pool's queue is taken back out by the keeper.
 pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
     let env = &r.d.envelope;
+    if let Some(why) = expired(env, Timestamp::now()) {
+        let _ = tx.send(Outcome {
+            ready: r,
+            ran: Ran::Revoked(TaskError::new(kinds::REVOKED, why)),
+            started: None,
+        });
+        return;
+    }
     if r.options.track_started == Some(true) {
         let started = s.record(&r.d, TaskState::Started, None, None, Some(Timestamp::now()));
         s.retry_broker("store started", || {
@@ -113,6 +136,7 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
         options: r.options.clone(),
     };
     let token = CancelToken::new();
+    let withdrawal = Withdrawal::default();
     let id = env.id;
     s.running().insert(
         id,
@@ -122,6 +146,9 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
             handle: None,
             run_started: None,
             soft_time_limit: r.options.soft_time_limit,
+            expires: env.expires,
+            acked: r.options.acks_late == Some(false),
+            withdrawal: withdrawal.clone(),
         },
     );
     tracing::debug!(task_id = %id, task = %env.task, attempt = env.attempts, "starting");
@@ -129,14 +156,25 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
     let handle = s.executor.submit_cancellable(sig, token);
     let tx = tx.clone();
     handle.add_done_callback(move |result| {
-        let ran = match result {
-            Ok(value) => Ran::Succeeded(value.clone()),
-            Err(err) => Ran::Failed(err.clone()),
+        let (ran, started) = match result {
+            Ok(value) => (Ran::Succeeded(value.clone()), Some(started)),
+            // Taken back out of the pool's queue by the worker (see `Running::withdraw`).
+            Err(err) if err.kind == kinds::CANCELLED => match withdrawal.get() {
+                // Whoever handed it back holds its lease now.
+                Some(Withdrawn::HandedBack) => return,
+                Some(Withdrawn::Expired) => {
+                    let why = expired(&r.d.envelope, Timestamp::now())
+                        .unwrap_or_else(|| "expired before a worker started it".to_owned());
+                    (Ran::Revoked(TaskError::new(kinds::REVOKED, why)), None)
+                }
+                None => (Ran::Failed(err.clone()), Some(started)),
+            },
+            Err(err) => (Ran::Failed(err.clone()), Some(started)),
         };
         let _ = tx.send(Outcome {
             ready: r,
             ran,
-            started: Some(started),
+            started,
         });
     });
     // Unless it already finished (and the finisher removed it), keep the handle for the keeper.

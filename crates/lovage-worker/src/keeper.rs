@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lovage_broker::{Lease, Timestamp};
 use lovage_core::{CancelReason, TaskId};
 
-use crate::shared::Shared;
+use crate::shared::{Shared, Withdrawn};
 
 /// How often a worker deletes results past their TTL.
 const RESULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
@@ -25,6 +25,7 @@ pub(crate) fn keep_loop(s: &Shared) {
     while !s.done.load(Ordering::SeqCst) {
         std::thread::sleep(tick.min(Duration::from_millis(100)));
         fire_soft_time_limits(s);
+        withdraw_expired(s);
         if last_beat.elapsed() < tick {
             continue;
         }
@@ -34,7 +35,7 @@ pub(crate) fn keep_loop(s: &Shared) {
             if let Some(lost) = s.retry_broker_until("renew leases", keeper_done, || {
                 s.backend.broker().renew(&leases, s.config.lease)
             }) {
-                cancel_revoked(s, &lost);
+                cancel_revoked(s, &lost, keeper_done);
             }
         }
         let info = {
@@ -71,14 +72,30 @@ fn fire_soft_time_limits(s: &Shared) {
     }
 }
 
+/// Takes tasks that expired while they waited in the pool's queue back out of it: they are
+/// settled as REVOKED without running (as those expired when they were reserved).
+fn withdraw_expired(s: &Shared) {
+    let now = Timestamp::now();
+    for (id, r) in s.running().iter() {
+        if r.expires.is_some_and(|at| at <= now) && r.withdraw(Withdrawn::Expired) {
+            tracing::debug!(task_id = %id, "expired while it waited in the pool: not run");
+        }
+    }
+}
+
 /// Of the leases the broker no longer holds for us, cancels those revoked (the finisher then
-/// settles them as REVOKED).
-fn cancel_revoked(s: &Shared, lost: &[Lease]) {
+/// settles them as REVOKED). A failed lookup is retried like any broker call (until
+/// `give_up()`), so one broker error does not let a revoked task run on.
+fn cancel_revoked(s: &Shared, lost: &[Lease], give_up: impl Fn() -> bool) {
     if lost.is_empty() {
         return;
     }
     let ids: Vec<TaskId> = lost.iter().map(|l| l.id).collect();
-    let revoked = s.backend.broker().revoked(&ids).unwrap_or_default();
+    let Some(revoked) =
+        s.retry_broker_until("revoked", give_up, || s.backend.broker().revoked(&ids))
+    else {
+        return;
+    };
     let mut set = s.revoked_running();
     let running = s.running();
     for id in revoked {

@@ -2,8 +2,8 @@
 //! the few helpers every thread uses (retrying the broker, making a result record).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lovage_broker::{Backend, BrokerError, Delivery, Lease, ResultRecord, Timestamp, WorkerInfo};
@@ -54,6 +54,59 @@ pub(crate) struct Running {
     /// the time it waited in the pool as prefetch.
     pub run_started: Option<Instant>,
     pub soft_time_limit: Option<Duration>,
+    /// When it expires (checked again while it waits in the pool's queue).
+    pub expires: Option<Timestamp>,
+    /// Acknowledged when it was handed to the pool (`acks_late = false`): the broker no longer
+    /// holds it, so it cannot be handed back.
+    pub acked: bool,
+    /// Why the worker took it back out of the pool's queue, if it did.
+    pub withdrawal: Withdrawal,
+}
+
+impl Running {
+    /// Takes the task back out of the pool's queue if it has not started (its done-callback
+    /// then sees `why`); true if it did.
+    pub fn withdraw(&self, why: Withdrawn) -> bool {
+        let Some(handle) = &self.handle else {
+            return false;
+        };
+        if handle.running() || handle.done() {
+            return false;
+        }
+        self.withdrawal.0.store(why as u8, Ordering::SeqCst);
+        if handle.cancel() {
+            true
+        } else {
+            // It started meanwhile: it runs and ends as usual.
+            self.withdrawal.0.store(0, Ordering::SeqCst);
+            false
+        }
+    }
+}
+
+/// Why a task was taken back out of the pool's queue before it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Withdrawn {
+    /// Its `expires` passed while it waited: settled as REVOKED without running.
+    Expired = 1,
+    /// A graceful stop: its lease goes back to the broker (snoozed, not an attempt).
+    HandedBack = 2,
+}
+
+/// Set by [`Running::withdraw`] just before it cancels the pool's handle; read by the task's
+/// done-callback, which then knows that the cancellation was the worker's and why.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Withdrawal(Arc<AtomicU8>);
+
+impl Withdrawal {
+    pub fn get(&self) -> Option<Withdrawn> {
+        match self.0.load(Ordering::SeqCst) {
+            1 => Some(Withdrawn::Expired),
+            2 => Some(Withdrawn::HandedBack),
+            _ => None,
+        }
+    }
 }
 
 /// State shared by the worker's threads.

@@ -6,9 +6,10 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use lovage_broker::{Backend, Lease, Timestamp, WorkerInfo};
+use lovage_core::TaskId;
 use lovage_pool::{Executor, ProcessPool, ThreadPool};
 
-use crate::shared::{Outcome, Shared};
+use crate::shared::{Outcome, Shared, Withdrawn};
 use crate::signals::BrokerThreadSignals;
 use crate::{fetcher, finisher, keeper, pacer, PoolKind, Shutdown, WorkerConfig};
 
@@ -23,7 +24,8 @@ pub struct WorkerReport {
     pub retried: u64,
     /// Tasks revoked or expired (before they started or while they ran).
     pub revoked: u64,
-    /// Tasks handed back to the queue by an immediate shutdown.
+    /// Tasks handed back to the queue by a stop: those not started yet (graceful), or every
+    /// one in hand (immediate).
     pub requeued: u64,
 }
 
@@ -43,8 +45,15 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker with its pool started.
+    /// A worker with its pool started. A `concurrency` of 0 is refused (`InvalidInput`): such
+    /// a worker would never have room to reserve a task.
     pub fn new(backend: Backend, config: WorkerConfig) -> std::io::Result<Worker> {
+        if config.concurrency == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "WorkerConfig::concurrency must be at least 1 (a worker of 0 slots never runs a task)",
+            ));
+        }
         let executor: Arc<dyn Executor> = match config.pool {
             PoolKind::Threads => Arc::new(
                 ThreadPool::builder()
@@ -134,7 +143,8 @@ impl Worker {
         pacer::hand_back_paced(s);
         drop(tx);
         if !s.shutdown.immediate_requested() {
-            // Graceful: let what runs finish.
+            // Graceful: hand back what has not started, let what runs finish.
+            hand_back_unstarted(s);
             let mut running = s.running();
             while !running.is_empty() && !s.shutdown.immediate_requested() {
                 running = s
@@ -158,6 +168,32 @@ impl Worker {
         let report = s.report().clone();
         tracing::info!(worker = %s.id, ?report, "worker stopped");
         Ok(report)
+    }
+}
+
+/// Graceful shutdown: takes the tasks still waiting in the pool's queue back out of it and
+/// hands them back to the broker (snoozed: not an attempt), for this or another worker to run.
+/// Those acknowledged when they were handed to the pool are the worker's alone: they run.
+fn hand_back_unstarted(s: &Shared) {
+    let leases: Vec<Lease> = {
+        let mut running = s.running();
+        let ids: Vec<TaskId> = running
+            .iter()
+            .filter(|(_, r)| !r.acked && r.withdraw(Withdrawn::HandedBack))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter()
+            .filter_map(|id| running.remove(id))
+            .map(|r| r.lease)
+            .collect()
+    };
+    s.room.notify_all();
+    for l in &leases {
+        s.retry_broker("hand back", || s.backend.broker().snooze(l, Duration::ZERO));
+    }
+    s.report().requeued += leases.len() as u64;
+    if !leases.is_empty() {
+        tracing::info!(worker = %s.id, count = leases.len(), "handed back tasks not started");
     }
 }
 

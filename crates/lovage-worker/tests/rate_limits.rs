@@ -117,3 +117,66 @@ fn two_workers_share_one_rate_limit_on_redis() {
     let prefix = common::RedisPrefix::new();
     two_workers_share_the_limit(&prefix.url());
 }
+
+#[task(crate = lovage_core, rate_limit = "50/s")]
+fn limited_fast() -> u32 {
+    1
+}
+
+/// Tasks waiting in a worker for their rate-limit slots count against what it may hold: one
+/// slot and a prefetch of one never hold more than a couple of tasks, though a 50/s limit
+/// books up to 50 slots within the pacer's horizon.
+fn tasks_waiting_for_a_slot_count_against_capacity(url: &str) {
+    let app = App::connect(url).unwrap();
+    let backend = connect(url).unwrap();
+    let results: Vec<_> = (0..60)
+        .map(|_| app.send(limited_fast::s()).unwrap())
+        .collect();
+    let config = WorkerConfig {
+        concurrency: 1,
+        prefetch: 1,
+        pool: PoolKind::Threads,
+        poll: Duration::from_millis(20),
+        name: "capacity".into(),
+        ..Default::default()
+    };
+    let w = Worker::new(connect(url).unwrap(), config).unwrap();
+    let stop = w.shutdown_handle();
+    let thread = std::thread::spawn(move || w.run().expect("start the worker threads"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut most_held = 0;
+    while !results.iter().all(|r| r.ready().unwrap()) {
+        assert!(Instant::now() < deadline, "the tasks did not all finish");
+        let held: u64 = backend
+            .admin()
+            .stats()
+            .unwrap()
+            .iter()
+            .map(|s| s.reserved)
+            .sum();
+        most_held = most_held.max(held);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.graceful();
+    assert_eq!(thread.join().unwrap().succeeded, 60);
+    // concurrency + prefetch is 2; twice that leaves room for how the counts are read.
+    assert!(
+        most_held <= 4,
+        "the worker held {most_held} tasks with concurrency 1 and prefetch 1"
+    );
+}
+
+#[test]
+fn tasks_waiting_for_a_slot_count_against_capacity_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    tasks_waiting_for_a_slot_count_against_capacity(&format!(
+        "sqlite://{}",
+        dir.path().join("r.db").display()
+    ));
+}
+
+#[test]
+fn tasks_waiting_for_a_slot_count_against_capacity_on_redis() {
+    let prefix = common::RedisPrefix::new();
+    tasks_waiting_for_a_slot_count_against_capacity(&prefix.url());
+}

@@ -521,6 +521,88 @@ fn a_retried_task_keeps_its_priority_and_place(b: Fresh) {
     );
 }
 
+/// A worker of no slots would reserve nothing and wait for room forever: it is refused.
+#[test]
+fn a_worker_of_no_slots_is_refused() {
+    let fresh = memory_backend();
+    let refused = Worker::new(
+        fresh.backend.clone(),
+        WorkerConfig {
+            concurrency: 0,
+            ..config(1)
+        },
+    );
+    let Err(e) = refused else {
+        panic!("a worker of concurrency 0 was made")
+    };
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("concurrency"), "{e}");
+}
+
+/// Sums a field of the queue counts.
+fn held(backend: &Backend, field: fn(&lovage_broker::QueueStats) -> u64) -> u64 {
+    backend.admin().stats().unwrap().iter().map(field).sum()
+}
+
+fn a_prefetched_task_that_expires_before_it_starts_does_not_run(b: Fresh) {
+    let app = b.app();
+    let long = app.send(sleepy::s(3000)).unwrap();
+    let key = TaskId::new().to_string();
+    let short = app
+        .send(counted::s(key.clone()).expires(Duration::from_millis(1500)))
+        .unwrap();
+    // One slot: the long task runs, the short one is prefetched (reserved with it, before it
+    // expires) and waits in the pool behind it until after it expired.
+    let w = start(b, config(1));
+    assert_eq!(long.get(LONG).unwrap(), 3000);
+    let err = short.get(LONG).unwrap_err();
+    let (report, _backend) = w.stop_keeping_backend();
+    assert_eq!(runs(&key), 0, "the expired task ran");
+    assert_eq!(err.kind, kinds::REVOKED, "{err}");
+    assert!(err.message.contains("expired"), "{err}");
+    assert_eq!(short.state().unwrap(), TaskState::Revoked);
+    assert_eq!((report.succeeded, report.revoked), (1, 1), "{report:?}");
+}
+
+fn a_graceful_stop_hands_back_tasks_not_started(b: Fresh) {
+    let app = b.app();
+    let long: Vec<_> = (0..2).map(|_| app.send(sleepy::s(2000)).unwrap()).collect();
+    let key = TaskId::new().to_string();
+    let waiting: Vec<_> = (0..2)
+        .map(|_| app.send(counted::s(key.clone())).unwrap())
+        .collect();
+    // Two slots and a prefetch of two: the long tasks run, the others wait in the pool.
+    let w = start(b, config(2));
+    let deadline = std::time::Instant::now() + LONG;
+    while held(&w.backend, |s| s.reserved) < 4 {
+        assert!(std::time::Instant::now() < deadline, "never took all four");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (report, b) = w.stop_keeping_backend();
+    assert_eq!(
+        report.succeeded, 2,
+        "the running tasks finished: {report:?}"
+    );
+    for r in &long {
+        assert_eq!(r.get(Duration::ZERO).unwrap(), 2000);
+    }
+    assert_eq!(runs(&key), 0, "a task not started ran during the stop");
+    assert_eq!(held(&b.backend, |s| s.reserved), 0);
+    assert_eq!(
+        held(&b.backend, |s| s.ready),
+        2,
+        "handed back, ready at once"
+    );
+    // Another worker runs them, each on its first attempt.
+    let w = start(b, config(2));
+    for r in &waiting {
+        r.get(LONG).unwrap();
+        assert_eq!(r.record().unwrap().unwrap().attempts, 1);
+    }
+    w.stop();
+    assert_eq!(runs(&key), 2);
+}
+
 macro_rules! worker_tests {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -543,6 +625,8 @@ macro_rules! worker_tests {
             worker_tests!(@fresh $make;
                 a_task_longer_than_its_lease_runs_once,
                 a_retried_task_keeps_its_priority_and_place,
+                a_prefetched_task_that_expires_before_it_starts_does_not_run,
+                a_graceful_stop_hands_back_tasks_not_started,
             );
         }
     };

@@ -144,6 +144,41 @@ fn bad_flags_exit_2_with_a_message() {
 }
 
 #[test]
+fn a_worker_of_concurrency_0_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("cli.db").display());
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_lovage"))
+            .args(["worker", "--concurrency", "0", "--broker", &url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start a worker"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the worker") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`lovage worker --concurrency 0` still runs after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--concurrency"), "{stderr}");
+}
+
+#[test]
 fn submit_json_gives_the_id_that_status_knows() {
     let b = Broker::new();
     let out = b.run(&["submit", "lovage.echo", "[1]", "--json"]);

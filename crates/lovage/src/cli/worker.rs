@@ -10,7 +10,7 @@ pub struct WorkerArgs {
     #[arg(long, short = 'Q', default_value = "default", value_delimiter = ',')]
     queues: Vec<String>,
     /// Tasks run at once (threads or child processes); default: the number of CPUs.
-    #[arg(long, short = 'c')]
+    #[arg(long, short = 'c', value_parser = at_least_one)]
     concurrency: Option<usize>,
     /// Where task bodies run: threads (cheapest) or processes (a crash or a hard time limit
     /// kills only that task's child).
@@ -29,6 +29,15 @@ pub struct WorkerArgs {
     broker: BrokerArgs,
 }
 
+/// A count of slots: 1 or more (a worker of 0 slots would never run a task).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 pub fn run(a: WorkerArgs) -> Result<(), Exit> {
     let app = a.broker.app()?;
     let mut config = WorkerConfig {
@@ -39,7 +48,7 @@ pub fn run(a: WorkerArgs) -> Result<(), Exit> {
         ..Default::default()
     };
     if let Some(c) = a.concurrency {
-        config.concurrency = c.max(1);
+        config.concurrency = c;
     }
     config.prefetch = a.prefetch.unwrap_or(config.concurrency * 64);
     let worker = Worker::new(app.backend().clone(), config)
