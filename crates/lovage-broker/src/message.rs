@@ -179,6 +179,18 @@ pub struct ResultRecord {
     pub expires: Option<Timestamp>,
 }
 
+impl WorkerInfo {
+    /// A worker's record from its JSON, or `None` (logged) for one that does not decode: one
+    /// bad record does not hide the others from `lovage workers`.
+    pub(crate) fn decode_or_skip(json: &str) -> Option<WorkerInfo> {
+        serde_json::from_str(json)
+            .map_err(
+                |e| tracing::warn!(error = %e, "skipping a worker record that does not decode"),
+            )
+            .ok()
+    }
+}
+
 impl ResultRecord {
     /// What a finished record says: on SUCCESS the stored value decoded as `R` (a result that
     /// was not kept, `ignore_result`, reads as `null`), otherwise its error. `None` while the

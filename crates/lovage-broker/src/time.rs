@@ -49,7 +49,13 @@ impl Timestamp {
             .or_else(|| t.strip_suffix("+00:00"))
             .ok_or_else(bad)?;
         let (date, time) = t.split_once(['T', ' ']).ok_or_else(bad)?;
-        let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
+        // Digits only (no sign), and few enough that no field can overflow.
+        let num = |s: &str| {
+            if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            s.parse::<i64>().map_err(|_| bad())
+        };
         let d: Vec<&str> = date.split('-').collect();
         let (time, frac) = time.split_once('.').unwrap_or((time, ""));
         let h: Vec<&str> = time.split(':').collect();
@@ -155,6 +161,11 @@ mod tests {
             "2000-03-01T00:00:00.000Z"
         );
         assert!(Timestamp::parse_rfc3339("tomorrow").is_err());
+        // Out of range, not an overflow: years past 9999, signs inside fields.
+        assert!(Timestamp::parse_rfc3339("99999999999999999-01-01T00:00:00Z").is_err());
+        assert!(Timestamp::parse_rfc3339("10000-01-01T00:00:00Z").is_err());
+        assert!(Timestamp::parse_rfc3339("2026-01-01T-1:00:00Z").is_err());
+        assert!(Timestamp::parse_rfc3339("2026-01-01T00:+5:00Z").is_err());
         assert!(Timestamp::parse_rfc3339("2026-13-01T00:00:00Z").is_err());
         let now = Timestamp::now();
         assert_eq!(Timestamp::parse_rfc3339(&now.to_string()).unwrap(), now);

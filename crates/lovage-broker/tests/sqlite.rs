@@ -288,3 +288,40 @@ fn a_corrupt_message_is_dead_lettered_and_the_rest_delivered() {
     let stats = b.stats().unwrap();
     assert_eq!(stats.iter().map(|s| s.ready).sum::<u64>(), 0, "{stats:?}");
 }
+
+/// A worker record that does not decode is skipped (and logged), not a failure of the whole
+/// list: `lovage workers` still shows the others, as on Redis.
+#[test]
+fn an_undecodable_worker_record_does_not_hide_the_others() {
+    use lovage_broker::{Presence, Timestamp, WorkerInfo};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let b = SqliteBackend::open(&path).unwrap();
+    let now = Timestamp::now();
+    let good = WorkerInfo {
+        id: "good@host.1".into(),
+        host: "host".into(),
+        pid: 1,
+        queues: vec!["default".into()],
+        pool: "threads x1".into(),
+        started: now,
+        heartbeat: now,
+        tasks_done: 0,
+        active: 0,
+    };
+    b.heartbeat(&good).unwrap();
+    b.heartbeat(&WorkerInfo {
+        id: "bad@host.2".into(),
+        ..good.clone()
+    })
+    .unwrap();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute(
+        "UPDATE workers SET info = '{oops' WHERE id = 'bad@host.2'",
+        [],
+    )
+    .unwrap();
+    drop(raw);
+    let seen = b.workers(Duration::from_secs(60)).unwrap();
+    assert_eq!(seen, [good]);
+}

@@ -288,6 +288,7 @@ conformance_tests! {
         let dead = b.dead_letters(10).unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!((dead[0].envelope.id, &dead[0].error), (e.id, &err));
+        assert!(b.dead_letters(0).unwrap().is_empty(), "a limit of 0 is none");
     }
 
     fn a_stale_lease_cannot_dead_letter_a_live_task(f: Fixture) {

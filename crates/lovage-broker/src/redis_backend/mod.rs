@@ -675,7 +675,7 @@ impl Presence for RedisBackend {
         let now = Timestamp::now();
         let mut out: Vec<WorkerInfo> = all
             .iter()
-            .filter_map(|s| serde_json::from_str::<WorkerInfo>(s).ok())
+            .filter_map(|s| WorkerInfo::decode_or_skip(s))
             .filter(|w| now - w.heartbeat <= within)
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -709,6 +709,10 @@ impl Admin for RedisBackend {
     }
 
     fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        // LRANGE 0 -1 would be the whole list.
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let rows: Vec<String> = self.with_conn("dead letters", |c| {
             redis::cmd("LRANGE")
                 .arg(self.key("dead"))

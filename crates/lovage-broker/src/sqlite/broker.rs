@@ -8,9 +8,7 @@ use lovage_core::{TaskError, TaskId};
 use rusqlite::{params, OptionalExtension};
 
 use super::results::insert_result;
-use super::rows::{
-    dead_letter, encode_tasks, row_to_envelope_or_corrupt, worker_info, TaskColumns,
-};
+use super::rows::{dead_letter, encode_tasks, row_to_envelope_or_corrupt, TaskColumns};
 use super::schema::{READY, RESERVED, SCHEDULED};
 use super::SqliteBackend;
 use crate::corrupt::CorruptMessage;
@@ -360,7 +358,7 @@ impl Presence for SqliteBackend {
         let mut out = Vec::new();
         for row in rows {
             let info = row.map_err(|e| self.err("workers", e))?;
-            out.push(worker_info(&info)?);
+            out.extend(WorkerInfo::decode_or_skip(&info));
         }
         Ok(out)
     }

@@ -6,9 +6,7 @@
 use lovage_core::{Codec, TaskState};
 
 use crate::corrupt::CorruptMessage;
-use crate::{
-    BrokerError, DeadLetter, Envelope, Result, ResultRecord, Source, Timestamp, WorkerInfo,
-};
+use crate::{BrokerError, DeadLetter, Envelope, Result, ResultRecord, Source, Timestamp};
 
 /// A task's encoded columns: options (JSON) and workflow frames (MessagePack, `None` for a
 /// plain task).
@@ -118,9 +116,4 @@ pub(super) fn dead_letter(envelope: &str, error: &str, at: i64) -> Result<DeadLe
         error: serde_json::from_str(error).map_err(|e| BrokerError::Corrupt(e.to_string()))?,
         at: Timestamp::from_millis(at),
     })
-}
-
-/// A worker's record from its `info` column (JSON).
-pub(super) fn worker_info(info: &str) -> Result<WorkerInfo> {
-    serde_json::from_str(info).map_err(|e| BrokerError::Corrupt(e.to_string()))
 }
