@@ -79,3 +79,24 @@ impl CorruptMessage {
         tracing::warn!(task_id = %self.raw_id, task = %self.task, queue = %self.queue, error = %self.error(), "a message that cannot be decoded went to the dead letters");
     }
 }
+
+/// What a reader gets for a stored result record that does not decode: a FAILURE of kind
+/// `CorruptMessage` for that id that says so, instead of an error for the whole batch.
+pub(crate) fn unreadable_result(id: TaskId, reason: impl std::fmt::Display) -> ResultRecord {
+    ResultRecord {
+        id,
+        task: String::new(),
+        state: TaskState::Failure,
+        value: None,
+        codec: Codec::Json,
+        error: Some(TaskError::new(
+            kinds::CORRUPT_MESSAGE,
+            format!("the stored result of task {id} cannot be decoded: {reason}"),
+        )),
+        attempts: 0,
+        worker: None,
+        started: None,
+        updated: Timestamp::now(),
+        expires: None,
+    }
+}

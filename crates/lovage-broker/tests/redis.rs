@@ -242,3 +242,55 @@ fn redis_skips_an_undecodable_worker_record() {
         .unwrap();
     assert_eq!(b.workers(Duration::from_secs(60)).unwrap(), [good]);
 }
+
+/// A stored result that does not decode reads as a FAILURE of kind CorruptMessage for its id,
+/// not as an error for every id read with it.
+#[test]
+fn redis_reads_an_undecodable_result_as_a_failure_for_its_id_alone() {
+    use lovage_core::kinds;
+    let f = fixtures::redis();
+    let b = f.backend.results();
+    let (good, bad) = (TaskId::new(), TaskId::new());
+    b.store(&[
+        record(good, TaskState::Success),
+        record(bad, TaskState::Success),
+    ])
+    .unwrap();
+    let url = f.backend.url().to_owned();
+    let prefix = url.rsplit("prefix=").next().unwrap().to_owned();
+    let mut c = redis::Client::open(fixtures::redis_url().as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // Whichever result hash holds it, its field is overwritten with garbage.
+    let hashes: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:r*"))
+        .query(&mut c)
+        .unwrap();
+    let mut overwritten = 0;
+    for h in hashes {
+        let has: bool = redis::cmd("HEXISTS")
+            .arg(&h)
+            .arg(bad.to_string())
+            .query(&mut c)
+            .unwrap();
+        if has {
+            let _: () = redis::cmd("HSET")
+                .arg(&h)
+                .arg(bad.to_string())
+                .arg("{garbage")
+                .query(&mut c)
+                .unwrap();
+            overwritten += 1;
+        }
+    }
+    assert_eq!(overwritten, 1);
+    let got = b.get_many(&[good, bad]).unwrap();
+    assert_eq!(got[0].as_ref().unwrap().state, TaskState::Success);
+    let unreadable = got[1].as_ref().unwrap();
+    assert_eq!(unreadable.state, TaskState::Failure);
+    assert_eq!(
+        unreadable.error.as_ref().unwrap().kind,
+        kinds::CORRUPT_MESSAGE
+    );
+}

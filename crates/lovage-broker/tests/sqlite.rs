@@ -325,3 +325,35 @@ fn an_undecodable_worker_record_does_not_hide_the_others() {
     let seen = b.workers(Duration::from_secs(60)).unwrap();
     assert_eq!(seen, [good]);
 }
+
+/// A stored result that does not decode reads as a FAILURE of kind CorruptMessage for its id,
+/// not as an error for every id read with it.
+#[test]
+fn an_undecodable_result_is_a_clear_failure_for_its_id_alone() {
+    use lovage_broker::conformance::record;
+    use lovage_broker::ResultStore;
+    use lovage_core::{kinds, TaskId, TaskState};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let b = SqliteBackend::open(&path).unwrap();
+    let (good, bad) = (TaskId::new(), TaskId::new());
+    b.store(&[
+        record(good, TaskState::Success),
+        record(bad, TaskState::Success),
+    ])
+    .unwrap();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute(
+        "UPDATE results SET state = 'EXPLODED' WHERE id = ?1",
+        [bad.to_string()],
+    )
+    .unwrap();
+    drop(raw);
+    let got = b.get_many(&[good, bad]).unwrap();
+    assert_eq!(got[0].as_ref().unwrap().state, TaskState::Success);
+    let unreadable = got[1].as_ref().unwrap();
+    assert_eq!(unreadable.state, TaskState::Failure);
+    let err = unreadable.error.as_ref().unwrap();
+    assert_eq!(err.kind, kinds::CORRUPT_MESSAGE);
+    assert!(err.message.contains(&bad.to_string()), "{err:?}");
+}

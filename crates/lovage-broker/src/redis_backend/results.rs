@@ -24,7 +24,8 @@ use std::collections::{HashMap, HashSet};
 use lovage_core::TaskId;
 
 use super::RedisBackend;
-use crate::{BrokerError, Result, ResultRecord, Timestamp};
+use crate::corrupt::unreadable_result;
+use crate::{Result, ResultRecord, Timestamp};
 
 /// Tasks created within this span share their results' hashes.
 const BUCKET_MS: u64 = 1_000;
@@ -183,8 +184,9 @@ impl RedisBackend {
                 let Some(body) = pair[0][j].as_ref().or(pair[1][j].as_ref()) else {
                     continue;
                 };
-                let record: ResultRecord = serde_json::from_slice(body)
-                    .map_err(|e| BrokerError::Corrupt(e.to_string()))?;
+                // One record that does not decode reads as a FAILURE saying so, for its id alone.
+                let record: ResultRecord =
+                    serde_json::from_slice(body).unwrap_or_else(|e| unreadable_result(ids[i], e));
                 // Its hash may outlive it (see the module docs).
                 if record.expires.is_none_or(|t| t > now) {
                     out[i] = Some(record);

@@ -8,6 +8,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::rows::row_to_result;
 use super::SqliteBackend;
+use crate::corrupt::unreadable_result;
 use crate::{JoinEntry, Result, ResultRecord, ResultStore, Timestamp, ONCE_TTL};
 
 impl ResultStore for SqliteBackend {
@@ -36,10 +37,9 @@ impl ResultStore for SqliteBackend {
                  FROM results WHERE id = ?1 AND (expires IS NULL OR expires > ?2)",
             )
             .map_err(|e| self.err("get result", e))?;
-        q.query_row(
-            params![id.to_string(), Timestamp::now().as_millis()],
-            row_to_result,
-        )
+        q.query_row(params![id.to_string(), Timestamp::now().as_millis()], |r| {
+            Ok(row_to_result(r).unwrap_or_else(|e| unreadable_result(id, e)))
+        })
         .optional()
         .map_err(|e| self.err("get result", e))
     }
