@@ -422,9 +422,12 @@ impl RateLimits for MemoryBackend {
 
 impl Presence for MemoryBackend {
     fn heartbeat(&self, worker: &WorkerInfo) -> Result<()> {
-        self.state()
-            .workers
-            .insert(worker.id.clone(), worker.clone());
+        let mut st = self.state();
+        st.workers.insert(worker.id.clone(), worker.clone());
+        // Records of workers gone without unregistering.
+        let now = Timestamp::now();
+        st.workers
+            .retain(|_, w| now - w.heartbeat <= crate::WORKER_RECORD_TTL);
         Ok(())
     }
 

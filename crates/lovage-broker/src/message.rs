@@ -13,6 +13,10 @@ use crate::Timestamp;
 /// How long `enqueue_once` remembers an id and a join its members.
 pub const ONCE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// A worker's record not refreshed for this long is deleted (a worker killed with -9 never
+/// unregisters): by the next heartbeat of any worker, or the next listing on Redis.
+pub const WORKER_RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// The queue a task goes to when nothing says otherwise.
 pub const DEFAULT_QUEUE: &str = "default";
 

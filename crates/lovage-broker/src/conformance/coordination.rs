@@ -37,6 +37,28 @@ conformance_tests! {
         );
         b.unregister(&w.id).unwrap();
         assert!(b.workers(Duration::from_secs(60)).unwrap().is_empty());
+        // A worker killed with -9 never unregisters: its record goes once it is older than
+        // WORKER_RECORD_TTL, at the next heartbeat or listing.
+        let mut ancient = w.clone();
+        ancient.id = "killed@host.3".into();
+        ancient.heartbeat = Timestamp::from_millis(
+            Timestamp::now().as_millis() - 2 * crate::WORKER_RECORD_TTL.as_millis() as i64,
+        );
+        b.heartbeat(&ancient).unwrap();
+        b.heartbeat(&w).unwrap();
+        let long_ago = crate::WORKER_RECORD_TTL * 10;
+        let _ = b.workers(long_ago).unwrap();
+        let ids: Vec<String> = b
+            .workers(long_ago)
+            .unwrap()
+            .into_iter()
+            .map(|w| w.id)
+            .collect();
+        assert_eq!(
+            ids,
+            ["old@host.2", "w1@host.1"],
+            "a record past its time to live is deleted, younger ones kept"
+        );
     }
 
     fn a_lock_has_one_holder_and_lapses(f: Fixture) {

@@ -673,9 +673,26 @@ impl Presence for RedisBackend {
             redis::cmd("HVALS").arg(self.key("workers")).query(c)
         })?;
         let now = Timestamp::now();
-        let mut out: Vec<WorkerInfo> = all
+        let known: Vec<WorkerInfo> = all
             .iter()
             .filter_map(|s| WorkerInfo::decode_or_skip(s))
+            .collect();
+        // Records of workers gone without unregistering (killed with -9).
+        let gone: Vec<&str> = known
+            .iter()
+            .filter(|w| now - w.heartbeat > crate::WORKER_RECORD_TTL)
+            .map(|w| w.id.as_str())
+            .collect();
+        if !gone.is_empty() {
+            self.with_conn("workers", |c| {
+                redis::cmd("HDEL")
+                    .arg(self.key("workers"))
+                    .arg(&gone)
+                    .query::<i64>(c)
+            })?;
+        }
+        let mut out: Vec<WorkerInfo> = known
+            .into_iter()
             .filter(|w| now - w.heartbeat <= within)
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));

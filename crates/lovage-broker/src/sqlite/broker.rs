@@ -14,7 +14,7 @@ use super::SqliteBackend;
 use crate::corrupt::CorruptMessage;
 use crate::{
     Admin, Broker, DeadLetter, Delivery, Envelope, Lease, Locks, Presence, QueueStats, RateLimits,
-    Result, Revoked, Timestamp, WorkerInfo, ONCE_TTL,
+    Result, Revoked, Timestamp, WorkerInfo, ONCE_TTL, WORKER_RECORD_TTL,
 };
 
 /// How long a revoked id is remembered.
@@ -335,6 +335,9 @@ impl Presence for SqliteBackend {
                 "INSERT OR REPLACE INTO workers (id, info, heartbeat) VALUES (?1, ?2, ?3)",
             )?
             .execute(params![worker.id, info, worker.heartbeat.as_millis()])?;
+            // Records of workers gone without unregistering (killed with -9).
+            tx.prepare_cached("DELETE FROM workers WHERE heartbeat < ?1")?
+                .execute([Timestamp::now().as_millis() - WORKER_RECORD_TTL.as_millis() as i64])?;
             Ok(())
         })
     }
