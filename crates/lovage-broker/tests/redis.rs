@@ -104,7 +104,7 @@ fn redis_wakes_a_waiter_after_losing_its_scripts() {
 #[test]
 fn redis_dead_letters_values_that_do_not_decode_and_delivers_the_rest() {
     use lovage_broker::Envelope;
-    use lovage_core::{kinds, Codec, Signature};
+    use lovage_core::{Codec, Signature};
     let base = fixtures::redis_url();
     let prefix = format!("lovage-test-{}", TaskId::new());
     struct Cleanup(String, String);
@@ -168,31 +168,7 @@ fn redis_dead_letters_values_that_do_not_decode_and_delivers_the_rest() {
         .arg(broken)
         .query(&mut c)
         .unwrap();
-    let got = b
-        .reserve(
-            &["default".to_owned()],
-            10,
-            Duration::from_secs(60),
-            Duration::ZERO,
-        )
-        .unwrap();
-    let ids: Vec<_> = got.iter().map(|d| d.envelope.id).collect();
-    assert_eq!(
-        ids,
-        [sent[0].id, sent[3].id],
-        "the good tasks are delivered"
-    );
-    let dead = b.dead_letters(10).unwrap();
-    assert_eq!(dead.len(), 2, "{dead:?}");
-    for d in &dead {
-        assert_eq!(d.error.kind, kinds::CORRUPT_MESSAGE);
-        assert!([sent[1].id, sent[2].id].contains(&d.envelope.id), "{d:?}");
-    }
-    for bad in [&sent[1], &sent[2]] {
-        let rec = b.get(bad.id).unwrap().expect("a FAILURE record");
-        assert_eq!(rec.state, TaskState::Failure);
-        assert_eq!(rec.error.unwrap().kind, kinds::CORRUPT_MESSAGE);
-    }
+    lovage_broker::conformance::check_bad_messages_set_aside(b, &sent, &[1, 2]);
     // Nothing is left leased, set aside or queued but the two delivered tasks.
     let set_aside: i64 = redis::cmd("HLEN")
         .arg(format!("{prefix}:corrupt"))

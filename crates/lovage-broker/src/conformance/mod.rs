@@ -47,7 +47,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Trial};
-use lovage_core::{Codec, Signature, TaskError, TaskId, TaskState};
+use lovage_core::{kinds, Codec, Signature, TaskError, TaskId, TaskState};
 
 use crate::{Backend, Broker, Delivery, Envelope, ResultRecord, Timestamp};
 
@@ -200,6 +200,38 @@ pub fn env(queue: &str, priority: u8) -> Envelope {
 /// Reserves up to `max` ready tasks of `queue` without waiting.
 pub fn reserve_all(b: &dyn Broker, queue: &str, max: usize) -> Vec<Delivery> {
     b.reserve(&q(queue), max, LEASE, Duration::ZERO).unwrap()
+}
+
+/// After tasks `bad` of `sent` (all in the `default` queue) were damaged straight in the
+/// backend's storage: a reserve delivers the others, in order, and each damaged one is in the
+/// dead letters and has a FAILURE record, both of kind `CorruptMessage`. Backends damage their
+/// own storage (tests/sqlite.rs, tests/redis.rs) and share this check.
+pub fn check_bad_messages_set_aside(b: &dyn crate::Driver, sent: &[Envelope], bad: &[usize]) {
+    let got = b
+        .reserve(&q("default"), sent.len() + 1, LEASE, Duration::ZERO)
+        .unwrap();
+    let good: Vec<TaskId> = (0..sent.len())
+        .filter(|i| !bad.contains(i))
+        .map(|i| sent[i].id)
+        .collect();
+    let ids: Vec<TaskId> = got.iter().map(|d| d.envelope.id).collect();
+    assert_eq!(ids, good, "the good tasks are delivered");
+    let damaged: Vec<TaskId> = bad.iter().map(|&i| sent[i].id).collect();
+    let dead = b.dead_letters(sent.len()).unwrap();
+    assert_eq!(dead.len(), bad.len(), "{dead:?}");
+    for d in &dead {
+        assert_eq!(d.error.kind, kinds::CORRUPT_MESSAGE);
+        assert!(damaged.contains(&d.envelope.id), "{d:?}");
+    }
+    for id in &damaged {
+        let rec = b.get(*id).unwrap().expect("a FAILURE record");
+        assert_eq!(rec.state, TaskState::Failure);
+        assert_eq!(rec.error.unwrap().kind, kinds::CORRUPT_MESSAGE);
+    }
+    assert!(
+        reserve_all(b, "default", 10).is_empty(),
+        "nothing is left to trip the next reserve"
+    );
 }
 
 /// Reserves one task of `queue` that becomes ready at `due` (an ETA, a delay, a lease running
