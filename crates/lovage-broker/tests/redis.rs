@@ -187,21 +187,9 @@ fn redis_dead_letters_values_that_do_not_decode_and_delivers_the_rest() {
 /// A worker record that does not decode is skipped (and logged), as on SQLite.
 #[test]
 fn redis_skips_an_undecodable_worker_record() {
-    use lovage_broker::{Timestamp, WorkerInfo};
     let f = fixtures::redis();
     let b = f.backend.driver();
-    let now = Timestamp::now();
-    let good = WorkerInfo {
-        id: "good@host.1".into(),
-        host: "host".into(),
-        pid: 1,
-        queues: vec!["default".into()],
-        pool: "threads x1".into(),
-        started: now,
-        heartbeat: now,
-        tasks_done: 0,
-        active: 0,
-    };
+    let good = lovage_broker::conformance::worker("good@host.1");
     b.heartbeat(&good).unwrap();
     // The prefix is in the backend's URL.
     let url = f.backend.url().to_owned();

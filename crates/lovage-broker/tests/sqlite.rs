@@ -261,22 +261,11 @@ fn a_corrupt_message_is_dead_lettered_and_the_rest_delivered() {
 /// list: `lovage workers` still shows the others, as on Redis.
 #[test]
 fn an_undecodable_worker_record_does_not_hide_the_others() {
-    use lovage_broker::{Presence, Timestamp, WorkerInfo};
+    use lovage_broker::{Presence, WorkerInfo};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.db");
     let b = SqliteBackend::open(&path).unwrap();
-    let now = Timestamp::now();
-    let good = WorkerInfo {
-        id: "good@host.1".into(),
-        host: "host".into(),
-        pid: 1,
-        queues: vec!["default".into()],
-        pool: "threads x1".into(),
-        started: now,
-        heartbeat: now,
-        tasks_done: 0,
-        active: 0,
-    };
+    let good = lovage_broker::conformance::worker("good@host.1");
     b.heartbeat(&good).unwrap();
     b.heartbeat(&WorkerInfo {
         id: "bad@host.2".into(),

@@ -4,23 +4,14 @@ use std::time::Duration;
 
 use lovage_core::TaskId;
 
+use super::worker;
 use super::Fixture;
-use crate::{Timestamp, WorkerInfo};
+use crate::Timestamp;
 
 conformance_tests! {
     fn workers_are_listed_while_they_beat(f: Fixture) {
         let b = f.backend.driver();
-        let mut w = WorkerInfo {
-            id: "w1@host.1".into(),
-            host: "host".into(),
-            pid: 1,
-            queues: vec!["a".into()],
-            pool: "threads x2".into(),
-            started: Timestamp::now(),
-            heartbeat: Timestamp::now(),
-            tasks_done: 0,
-            active: 0,
-        };
+        let mut w = worker("w1@host.1");
         b.heartbeat(&w).unwrap();
         w.tasks_done = 5;
         b.heartbeat(&w).unwrap();

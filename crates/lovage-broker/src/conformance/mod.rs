@@ -197,6 +197,22 @@ pub fn env(queue: &str, priority: u8) -> Envelope {
     Envelope::from_signature(sig)
 }
 
+/// A worker's record, beating now.
+pub fn worker(id: &str) -> crate::WorkerInfo {
+    let now = Timestamp::now();
+    crate::WorkerInfo {
+        id: id.into(),
+        host: "host".into(),
+        pid: 1,
+        queues: vec!["a".into()],
+        pool: "threads x2".into(),
+        started: now,
+        heartbeat: now,
+        tasks_done: 0,
+        active: 0,
+    }
+}
+
 /// Reserves up to `max` ready tasks of `queue` without waiting.
 pub fn reserve_all(b: &dyn Broker, queue: &str, max: usize) -> Vec<Delivery> {
     b.reserve(&q(queue), max, LEASE, Duration::ZERO).unwrap()
