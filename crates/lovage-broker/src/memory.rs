@@ -27,6 +27,8 @@ struct Entry {
     env: Envelope,
     seq: u64,
     place: Place,
+    /// The fencing token of the delivery that holds it; 0 when none does.
+    fence: u64,
 }
 
 #[derive(Default)]
@@ -52,6 +54,8 @@ struct State {
     /// Blobs and until when they are kept.
     blobs: HashMap<TaskId, (Vec<u8>, Timestamp)>,
     next_seq: u64,
+    /// The last fencing token drawn.
+    last_fence: u64,
 }
 
 impl State {
@@ -143,10 +147,14 @@ impl State {
             .map(|(_, _, id)| *id)
     }
 
+    /// Whether `lease` names the task's last delivery and that delivery has not ended: its
+    /// lease may have run out, but nobody else has taken the task since.
     fn holds(&self, lease: &Lease) -> bool {
-        self.entries.get(&lease.id).is_some_and(|e| {
-            matches!(e.place, Place::Reserved(_)) && e.env.attempts == lease.delivery
-        })
+        lease.fence != 0
+            && self
+                .entries
+                .get(&lease.id)
+                .is_some_and(|e| e.fence == lease.fence)
     }
 }
 
@@ -182,10 +190,11 @@ impl MemoryBackend {
     fn requeue(&self, lease: &Lease, delay: Duration, attempted: bool) {
         let mut st = self.state();
         if st.holds(lease) {
-            if !attempted {
-                if let Some(e) = st.entries.get_mut(&lease.id) {
+            if let Some(e) = st.entries.get_mut(&lease.id) {
+                if !attempted {
                     e.env.attempts = e.env.attempts.saturating_sub(1);
                 }
+                e.fence = 0;
             }
             let place = if delay.is_zero() {
                 Place::Ready
@@ -222,6 +231,7 @@ impl Broker for MemoryBackend {
                     env: env.clone(),
                     seq,
                     place,
+                    fence: 0,
                 },
             );
             st.attach(env.id, place);
@@ -267,15 +277,15 @@ impl Broker for MemoryBackend {
                     break;
                 };
                 st.place(id, Place::Reserved(now + lease));
+                st.last_fence += 1;
+                let fence = st.last_fence;
                 let Some(e) = st.entries.get_mut(&id) else {
                     break;
                 };
                 e.env.attempts += 1;
+                e.fence = fence;
                 out.push(Delivery {
-                    lease: Lease {
-                        id,
-                        delivery: e.env.attempts,
-                    },
+                    lease: Lease { id, fence },
                     envelope: e.env.clone(),
                 });
             }
@@ -299,7 +309,13 @@ impl Broker for MemoryBackend {
         let mut st = self.state();
         let mut lost = Vec::new();
         for l in leases {
-            if st.holds(l) && !st.revoked.contains_key(&l.id) {
+            // A lease that ran out and was seen to (the task is ready again) is lost even
+            // though a late ack would still be accepted.
+            let reserved = st
+                .entries
+                .get(&l.id)
+                .is_some_and(|e| matches!(e.place, Place::Reserved(_)));
+            if reserved && st.holds(l) && !st.revoked.contains_key(&l.id) {
                 st.place(l.id, Place::Reserved(until));
             } else {
                 lost.push(*l);

@@ -84,8 +84,12 @@ impl Envelope {
 pub struct Lease {
     /// The task.
     pub id: TaskId,
-    /// Which delivery (the envelope's `attempts` at reserve time).
-    pub delivery: u32,
+    /// The fencing token of this delivery: a number the backend draws afresh on every reserve
+    /// (unlike the attempt count, which a deferral keeps) and forgets when the delivery ends
+    /// with a retry or a deferral, so a call repeated from an ended delivery matches nothing.
+    /// While nobody else has reserved the task, it still holds after the lease ran out: a late
+    /// ack is accepted.
+    pub fence: u64,
 }
 
 /// A reserved task and its lease.

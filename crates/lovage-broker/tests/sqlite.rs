@@ -180,45 +180,67 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
     assert_eq!(ids, kept.iter().map(|e| e.id).collect::<Vec<_>>());
 }
 
-#[test]
-fn a_database_from_before_workflows_is_upgraded_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("b.db");
-    let waiting = env();
-    {
-        let b = SqliteBackend::open(&path).unwrap();
-        b.enqueue(std::slice::from_ref(&waiting)).unwrap();
-    }
-    // Make it look like a schema-1 file: no flow column, no workflow tables.
-    {
-        let c = rusqlite::Connection::open(&path).unwrap();
+/// Makes a current file look like one of schema `version`: what later versions added is dropped.
+fn downgrade(path: &std::path::Path, version: i32) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    // Version 3 added fencing tokens.
+    c.execute_batch("ALTER TABLE tasks DROP COLUMN fence; DROP TABLE meta;")
+        .unwrap();
+    if version < 2 {
+        // Version 2 added workflows.
         c.execute_batch(
             "ALTER TABLE tasks DROP COLUMN flow; DROP TABLE sent_once; DROP TABLE joins; \
-             DROP TABLE join_counts; DROP TABLE blobs; DROP TABLE locks; DROP TABLE rate_limits; PRAGMA user_version = 1;",
+             DROP TABLE join_counts; DROP TABLE blobs; DROP TABLE locks; DROP TABLE rate_limits;",
         )
         .unwrap();
     }
-    let b = SqliteBackend::open(&path).unwrap();
-    let version: i32 = rusqlite::Connection::open(&path)
-        .unwrap()
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, 2);
-    b.enqueue_once(&[env()]).unwrap();
-    let got = b
-        .reserve(
-            &default_queue(),
-            10,
-            Duration::from_secs(60),
-            Duration::ZERO,
-        )
-        .unwrap();
-    assert_eq!(
-        got.len(),
-        2,
-        "the old task is still there and a new one joined it"
-    );
-    assert!(got.iter().any(|d| d.envelope.id == waiting.id));
+    c.pragma_update(None, "user_version", version).unwrap();
+}
+
+#[test]
+fn databases_of_older_schemas_are_upgraded_in_place() {
+    for old in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let waiting = env();
+        {
+            let b = SqliteBackend::open(&path).unwrap();
+            b.enqueue(std::slice::from_ref(&waiting)).unwrap();
+        }
+        downgrade(&path, old);
+        let b = SqliteBackend::open(&path).unwrap();
+        let version: i32 = rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3, "from version {old}");
+        b.enqueue_once(&[env()]).unwrap();
+        let got = b
+            .reserve(
+                &default_queue(),
+                10,
+                Duration::from_secs(60),
+                Duration::ZERO,
+            )
+            .unwrap();
+        assert_eq!(
+            got.len(),
+            2,
+            "from version {old}: the old task is still there and a new one joined it"
+        );
+        assert!(got.iter().any(|d| d.envelope.id == waiting.id));
+        let leases: Vec<_> = got.iter().map(|d| d.lease).collect();
+        b.complete(&leases).unwrap();
+        assert!(b
+            .reserve(
+                &default_queue(),
+                10,
+                Duration::from_secs(60),
+                Duration::ZERO
+            )
+            .unwrap()
+            .is_empty());
+    }
 }
 
 /// A message that does not decode (a row written by hand, a newer format from a rolling

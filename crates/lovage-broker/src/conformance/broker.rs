@@ -20,7 +20,7 @@ conformance_tests! {
             assert_eq!(d.envelope.id, e.id, "FIFO within a priority");
             assert_eq!(d.envelope.args, e.args);
             assert_eq!(d.envelope.task, e.task);
-            assert_eq!((d.envelope.attempts, d.lease.delivery), (1, 1));
+            assert_eq!(d.envelope.attempts, 1);
         }
         assert!(
             reserve_all(b, "a", 10).is_empty(),
@@ -119,7 +119,7 @@ conformance_tests! {
         b.retry(&first[0].lease, Duration::ZERO).unwrap();
         let again = reserve_all(b, queue, 1);
         assert_eq!(
-            (again[0].envelope.id, again[0].lease.delivery),
+            (again[0].envelope.id, again[0].envelope.attempts),
             (e.id, 2),
             "back in its queue as the next delivery"
         );
@@ -184,7 +184,7 @@ conformance_tests! {
         // The task comes back after its lease ran out.
         let again = reserve_when_due(b, "lease", due);
         assert_eq!(again[0].envelope.id, first[0].envelope.id);
-        assert_eq!(again[0].lease.delivery, 2);
+        assert_eq!(again[0].envelope.attempts, 2);
         // The first worker's late ack must not remove the second delivery.
         b.complete(&[first[0].lease]).unwrap();
         assert_eq!(b.stats().unwrap()[0].reserved, 1);
@@ -298,7 +298,7 @@ conformance_tests! {
             .reserve(&q("stale"), 1, Duration::from_millis(200), Duration::ZERO)
             .unwrap();
         let again = reserve_when_due(b, "stale", Instant::now() + Duration::from_millis(200));
-        assert_eq!(again[0].lease.delivery, 2, "delivered again");
+        assert_eq!(again[0].envelope.attempts, 2, "delivered again");
         let err = TaskError::new("Late", "from the first worker");
         b.discard(&first[0].lease, &first[0].envelope, &err)
             .unwrap();
@@ -345,6 +345,67 @@ conformance_tests! {
             1,
             "still held by the third delivery"
         );
+    }
+
+    /// A deferral keeps the attempt count, so the next delivery has the same attempt number as
+    /// the deferred one: only a fencing token tells them apart. A deferral, a nack, an ack or a
+    /// dead letter repeated from the first delivery (a retry after a lost reply) leaves the
+    /// second alone.
+    fn a_repeated_call_from_a_deferred_delivery_cannot_touch_the_next(f: Fixture) {
+        let b = f.backend.driver();
+        b.enqueue(&[env("fence", 0)]).unwrap();
+        let first = reserve_all(b, "fence", 1);
+        b.snooze(&first[0].lease, Duration::ZERO).unwrap();
+        let second = reserve_all(b, "fence", 1);
+        assert_eq!(second[0].envelope.attempts, first[0].envelope.attempts);
+        let stale = first[0].lease;
+        b.snooze(&stale, Duration::ZERO).unwrap();
+        b.retry(&stale, Duration::ZERO).unwrap();
+        b.complete(&[stale]).unwrap();
+        b.discard(&stale, &first[0].envelope, &TaskError::new("Late", "stale"))
+            .unwrap();
+        assert_eq!(b.renew(&[stale], LEASE).unwrap(), vec![stale], "the stale lease is lost");
+        assert!(b.dead_letters(10).unwrap().is_empty(), "not dead-lettered");
+        assert!(reserve_all(b, "fence", 1).is_empty(), "not put back in its queue");
+        assert!(
+            b.renew(&[second[0].lease], LEASE).unwrap().is_empty(),
+            "the second delivery still holds its lease"
+        );
+        assert_eq!(b.stats().unwrap()[0].reserved, 1);
+        assert_ne!(second[0].lease, first[0].lease, "each delivery has its own lease");
+        b.complete(&[second[0].lease]).unwrap();
+        assert!(b.stats().unwrap().is_empty());
+    }
+
+    /// A nack repeated after a lost reply counts its attempt once.
+    fn a_repeated_nack_counts_one_attempt(f: Fixture) {
+        let b = f.backend.driver();
+        b.enqueue(&[env("renack", 0)]).unwrap();
+        let first = reserve_all(b, "renack", 1);
+        b.retry(&first[0].lease, Duration::ZERO).unwrap();
+        b.retry(&first[0].lease, Duration::ZERO).unwrap();
+        b.snooze(&first[0].lease, Duration::ZERO).unwrap();
+        let again = reserve_all(b, "renack", 1);
+        assert_eq!(again[0].envelope.attempts, 2);
+    }
+
+    /// A worker that finishes after its lease ran out, but before any other worker took the
+    /// task, still acks it: nobody else holds it, so the work is not done twice.
+    fn a_late_ack_is_accepted_while_nobody_else_took_the_task(f: Fixture) {
+        let b = f.backend.driver();
+        b.enqueue(&[env("late", 0)]).unwrap();
+        let first = b
+            .reserve(&q("late"), 1, Duration::from_millis(100), Duration::ZERO)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+        // Another worker's reserve on another queue sees the lease ran out.
+        assert!(reserve_all(b, "elsewhere", 1).is_empty());
+        b.complete(&[first[0].lease]).unwrap();
+        assert!(
+            reserve_all(b, "late", 1).is_empty(),
+            "the late ack removed the task"
+        );
+        assert!(b.stats().unwrap().iter().all(|s| s.ready + s.reserved + s.scheduled == 0));
     }
 
     fn concurrent_consumers_get_every_task_once(f: Fixture) {

@@ -113,7 +113,7 @@ conformance_tests! {
             )
             .unwrap();
         let again = reserve_when_due(b, "stale-step", Instant::now() + Duration::from_millis(200));
-        assert_eq!(again[0].lease.delivery, 2);
+        assert_eq!(again[0].envelope.attempts, 2);
         let next = env("stale-next", 0);
         b.complete_and_send(&[first[0].lease], std::slice::from_ref(&next))
             .unwrap();

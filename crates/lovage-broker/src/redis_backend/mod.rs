@@ -77,7 +77,10 @@ const DEAD_LETTERS_KEPT: isize = 10_000;
 /// The key layout this build reads and writes (stored in `P:layout`). Layout 1 (no key)
 /// kept a hash per task; it is recognised by its `P:seq` counter. Layout 2 kept a key per
 /// result.
-const LAYOUT: &str = "3";
+const LAYOUT: &str = "4";
+/// The layout this build upgrades in place: layout 4 only adds the fencing keys, so layout 3's
+/// tasks read the same (its in-flight leases run out and are delivered again).
+const UPGRADES_FROM: &str = "3";
 
 /// Most tasks one reserve call returns (Lua's `unpack` has a stack limit).
 const RESERVE_MAX: usize = 1000;
@@ -205,6 +208,7 @@ impl RedisBackend {
             redis::Script::new(CLAIM_LAYOUT)
                 .arg(&self.prefix)
                 .arg(LAYOUT)
+                .arg(UPGRADES_FROM)
                 .invoke(c)
         })?;
         match found.as_deref() {
@@ -232,14 +236,14 @@ impl RedisBackend {
 
     /// Dead-letters a reserved task whose value does not decode (it holds the lease of the
     /// delivery its value names), and records FAILURE for it.
-    fn bury_leased(&self, id: &str, value: &[u8], reason: &str) -> Result<()> {
+    fn bury_leased(&self, id: &str, fence: u64, value: &[u8], reason: &str) -> Result<()> {
         let bad = corrupt_message(id, value, reason);
         let record =
             serde_json::to_string(&bad.dead_letter()).map_err(|e| self.err("dead-letter", e))?;
         let mut inv = self.scripts.dead_letter.prepare_invoke();
         inv.arg(&self.prefix)
             .arg(id)
-            .arg(bad.attempts)
+            .arg(fence)
             .arg(record)
             .arg(DEAD_LETTERS_KEPT);
         self.with_conn("dead-letter", |c| inv.invoke::<i64>(c))?;
@@ -361,16 +365,11 @@ impl RedisBackend {
         delay: Duration,
         attempted: bool,
     ) -> Result<()> {
-        let due = if delay.is_zero() {
-            0
-        } else {
-            (Timestamp::now() + delay).as_millis()
-        };
         let mut inv = self.scripts.nack.prepare_invoke();
         inv.arg(&self.prefix)
             .arg(lease.id.to_string())
-            .arg(lease.delivery)
-            .arg(due)
+            .arg(lease.fence)
+            .arg(millis(delay))
             .arg(u8::from(attempted));
         self.with_conn(op, |c| inv.invoke::<i64>(c))?;
         Ok(())
@@ -396,6 +395,11 @@ fn is_interrupted(e: &redis::RedisError) -> bool {
     /// EINTR on Linux.
     const EINTR: i32 = 4;
     e.is_io_error() && e.to_string().contains(&format!("(os error {EINTR})"))
+}
+
+/// A duration in whole milliseconds, as the scripts take it.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The URL without a password, for messages.
@@ -439,18 +443,12 @@ impl Broker for RedisBackend {
     }
 
     fn enqueue_once(&self, batch: &[Envelope]) -> Result<()> {
-        let now = Timestamp::now();
         for chunk in batch.chunks(500) {
             let mut inv = self.scripts.enqueue_once.prepare_invoke();
-            inv.arg(&self.prefix)
-                .arg(now.as_millis())
-                .arg((now + ONCE_TTL).as_millis());
+            inv.arg(&self.prefix).arg(millis(ONCE_TTL));
             for e in chunk {
                 let score = ready_score(e.priority);
-                let due = match e.eta {
-                    Some(eta) if eta > now => eta.as_millis(),
-                    _ => 0,
-                };
+                let due = e.eta.map_or(0, Timestamp::as_millis);
                 let mut value = Vec::with_capacity(256);
                 write_task_value(&mut value, e, score)
                     .map_err(|err| self.err("encode envelope", err))?;
@@ -475,25 +473,23 @@ impl Broker for RedisBackend {
         let deadline = Instant::now() + wait;
         let wake_keys: Vec<String> = queues.iter().map(|q| self.key(&format!("w:{q}"))).collect();
         loop {
-            let now = Timestamp::now();
             let mut inv = self.scripts.reserve.prepare_invoke();
             inv.arg(&self.prefix)
-                .arg(now.as_millis())
-                .arg((now + lease).as_millis())
+                .arg(millis(lease))
                 .arg(max.clamp(1, RESERVE_MAX));
             for q in queues {
                 inv.arg(q);
             }
-            type Reply = (Vec<Vec<u8>>, String, Vec<String>, Vec<Vec<u8>>);
-            let (values, next_due, ids, corrupt): Reply =
+            type Reply = (Vec<Vec<u8>>, String, Vec<String>, Vec<Vec<u8>>, u64);
+            let (values, next_due, ids, corrupt, first_fence): Reply =
                 self.with_conn("reserve", |c| inv.invoke(c))?;
             let mut out = Vec::with_capacity(values.len());
             // Decoded one by one: a value that does not decode is dead-lettered, the rest are
             // delivered.
-            for (value, id) in values.iter().zip(&ids) {
-                match decode_delivery(value) {
+            for (fence, (value, id)) in (first_fence + 1..).zip(values.iter().zip(&ids)) {
+                match decode_delivery(value, fence) {
                     Ok(d) => out.push(d),
-                    Err(reason) => self.bury_leased(id, value, &reason)?,
+                    Err(reason) => self.bury_leased(id, fence, value, &reason)?,
                 }
             }
             for pair in corrupt.chunks_exact(2) {
@@ -504,11 +500,11 @@ impl Broker for RedisBackend {
             if !out.is_empty() || left.is_zero() {
                 return Ok(out);
             }
-            let until_due = next_due.parse::<f64>().ok().map(|ms| {
-                Timestamp::from_millis(ms as i64)
-                    .until()
-                    .max(Duration::from_millis(1))
-            });
+            // How long until then, on the server's clock.
+            let until_due = next_due
+                .parse::<u64>()
+                .ok()
+                .map(|ms| Duration::from_millis(ms).max(Duration::from_millis(1)));
             self.block_on_lists(
                 "wait for work",
                 &wake_keys,
@@ -521,13 +517,10 @@ impl Broker for RedisBackend {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let now = Timestamp::now();
         let mut inv = self.scripts.extend.prepare_invoke();
-        inv.arg(&self.prefix)
-            .arg(now.as_millis())
-            .arg((now + lease).as_millis());
+        inv.arg(&self.prefix).arg(millis(lease));
         for l in leases {
-            inv.arg(l.id.to_string()).arg(l.delivery);
+            inv.arg(l.id.to_string()).arg(l.fence);
         }
         let lost: Vec<usize> = self.with_conn("extend leases", |c| inv.invoke(c))?;
         Ok(lost
@@ -541,7 +534,7 @@ impl Broker for RedisBackend {
             let mut inv = self.scripts.ack.prepare_invoke();
             inv.arg(&self.prefix);
             for l in chunk {
-                inv.arg(format!("{}:{}", l.id, l.delivery));
+                inv.arg(format!("{}:{}", l.id, l.fence));
             }
             self.with_conn("ack", |c| inv.invoke::<i64>(c))?;
         }
@@ -566,7 +559,7 @@ impl Broker for RedisBackend {
         let mut inv = self.scripts.dead_letter.prepare_invoke();
         inv.arg(&self.prefix)
             .arg(lease.id.to_string())
-            .arg(lease.delivery)
+            .arg(lease.fence)
             .arg(record)
             .arg(DEAD_LETTERS_KEPT);
         self.with_conn("dead-letter", |c| inv.invoke::<i64>(c))?;
@@ -574,12 +567,10 @@ impl Broker for RedisBackend {
     }
 
     fn revoke(&self, id: TaskId) -> Result<Revoked> {
-        let now = Timestamp::now();
         let mut inv = self.scripts.revoke.prepare_invoke();
         inv.arg(&self.prefix)
             .arg(id.to_string())
-            .arg(now.as_millis())
-            .arg((now + REVOKE_TTL).as_millis());
+            .arg(millis(REVOKE_TTL));
         let found: i64 = self.with_conn("revoke", |c| inv.invoke(c))?;
         Ok(match found {
             1 => Revoked::Pending,
@@ -636,7 +627,6 @@ impl RateLimits for RedisBackend {
     ) -> Result<(Vec<Duration>, Duration)> {
         let mut inv = self.scripts.acquire.prepare_invoke();
         inv.arg(self.key(&format!("rate:{key}")))
-            .arg(crate::now_micros())
             .arg(interval.as_micros().max(1) as i64)
             .arg(n)
             .arg(horizon.as_micros() as i64);
@@ -852,7 +842,7 @@ impl ResultStore for RedisBackend {
 }
 
 /// A reserved task value as a delivery, or why it does not decode.
-fn decode_delivery(value: &[u8]) -> std::result::Result<Delivery, String> {
+fn decode_delivery(value: &[u8], fence: u64) -> std::result::Result<Delivery, String> {
     let (attempts, env) = split_task_value(value)
         .ok_or_else(|| format!("its value ({} bytes) has no delivery header", value.len()))?;
     let mut envelope: Envelope =
@@ -861,7 +851,7 @@ fn decode_delivery(value: &[u8]) -> std::result::Result<Delivery, String> {
     Ok(Delivery {
         lease: Lease {
             id: envelope.id,
-            delivery: attempts,
+            fence,
         },
         envelope,
     })

@@ -3,11 +3,16 @@
 //! `META` holds helpers shared by the broker's scripts and is prepended to each of them.
 
 pub(super) const CLAIM_LAYOUT: &str = r#"
--- ARGV: prefix, layout. Returns nil when the prefix is (now) ours, else the layout found.
+-- ARGV: prefix, layout, the older layout it upgrades in place. Returns nil when the prefix is
+-- (now) ours, else the layout found.
 local key = ARGV[1] .. ':layout'
 local found = redis.call('GET', key)
 if found then
   if found == ARGV[2] then return nil end
+  if found == ARGV[3] then
+    redis.call('SET', key, ARGV[2])
+    return nil
+  end
   return found
 end
 if redis.call('EXISTS', ARGV[1] .. ':seq') == 1 then return '1' end
@@ -17,8 +22,15 @@ return nil
 
 /// Shared by the broker's scripts. A task's value in `P:tasks` is
 /// `"{next delivery} {score} {queue length} {queue}{envelope}"`: the metadata the scripts
-/// need in front of the envelope (MessagePack) they pass on untouched.
+/// need in front of the envelope (MessagePack) they pass on untouched. A reserved task's
+/// fencing token is in `P:fence` (id → token) until its delivery ends; the lease member in
+/// `P:leases` is `{id}:{token}`. Times come from the server's clock (`TIME`), never a client's.
 pub(super) const META: &str = r#"
+-- The server's clock, in ms: every host's leases, ETAs and deadlines are read against it.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 -- The next delivery (a number), score (text) and queue of a task value; nil for a value that
 -- is not one (written by something else, or by a newer layout).
 local function parse(v)
@@ -36,6 +48,7 @@ end
 -- hand to its client (which dead-letters it): one bad value never stops a script.
 local function quarantine(p, id, v)
   redis.call('HDEL', p .. ':tasks', id)
+  redis.call('HDEL', p .. ':fence', id)
   redis.call('HSET', p .. ':corrupt', id, v)
 end
 -- A task's next delivery, score, queue and whole value; nil when it is not (or no longer) here,
@@ -60,23 +73,42 @@ local function place(p, id, q, score, due)
     redis.call('LTRIM', p .. ':w:' .. q, 0, 63)
   end
 end
--- The task goes back to its queue (or its scheduled set at `due`). `attempted`: the delivery
--- counts (a nack, an expired lease), so the next one gets the next number; a deferral does not.
-local function requeue(p, id, due, attempted)
+-- The task goes back to its queue (or its scheduled set at `due`), its next delivery number
+-- moved by `step`: +1 when this delivery counts (a nack, an expired lease), 0 for a deferral,
+-- -1 for a deferral of a delivery whose lease had run out (its expiry counted it already).
+-- `requeued`: it may already wait in its queue (an expired lease put it back).
+local function requeue(p, id, due, step, requeued)
   local d, score, q, v = meta_of(p, id)
   if not d then return false end
-  if attempted then
+  if step ~= 0 then
     -- (string.find returns where the space starts and ends: keep only the start)
     local rest = string.find(v, ' ', 1, true)
-    redis.call('HSET', p .. ':tasks', id, (d + 1) .. string.sub(v, rest))
+    redis.call('HSET', p .. ':tasks', id, math.max(d + step, 1) .. string.sub(v, rest))
   end
+  if requeued then redis.call('ZREM', p .. ':q:' .. q, id) end
   place(p, id, q, score, due)
   return true
 end
 local function forget(p, ids)
   if #ids > 0 then
     redis.call('HDEL', p .. ':tasks', unpack(ids))
+    redis.call('HDEL', p .. ':fence', unpack(ids))
   end
+end
+-- Takes tasks an expired lease put back in their queue out of it again (before `forget`).
+local function unqueue(p, ids)
+  for _, id in ipairs(ids) do
+    local d, score, q = meta_of(p, id)
+    if q then
+      redis.call('ZREM', p .. ':q:' .. q, id)
+      redis.call('ZREM', p .. ':s:' .. q, id)
+    end
+  end
+end
+-- Whether `token` is the fencing token of the delivery that holds `id`: the last delivery,
+-- not ended by a nack or a deferral (its lease may have run out with nobody taking it since).
+local function fenced(p, id, token)
+  return redis.call('HGET', p .. ':fence', id) == token
 end
 -- Whether a task value's envelope (named MessagePack) has workflow frames: its `flow` field is
 -- written only when not empty. A false positive (the word in a task's arguments or queue) only
@@ -91,11 +123,13 @@ end
 "#;
 
 pub(super) const RESERVE: &str = r#"
--- ARGV: prefix, now, lease_until, max, queues...
+-- ARGV: prefix, lease ms, max, queues... Returns the values, ms until the next scheduled task
+-- or lease falls due ('' for none), their ids, what was set aside, and the token before the
+-- first of the delivered tasks' fencing tokens (theirs follow in order).
 local p = ARGV[1]
-local now = tonumber(ARGV[2])
-local until_ = ARGV[3]
-local max = tonumber(ARGV[4])
+local now = now_ms()
+local until_ = now + tonumber(ARGV[2])
+local max = tonumber(ARGV[3])
 local leases = p .. ':leases'
 local next_due = false
 local function earliest(key)
@@ -109,11 +143,12 @@ end
 local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1000)
 for _, m in ipairs(expired) do
   redis.call('ZREM', leases, m)
-  requeue(p, string.sub(m, 1, string.find(m, ':', 1, true) - 1), false, true)
+  -- The fencing token stays: a late ack from this delivery is accepted until someone takes it.
+  requeue(p, string.sub(m, 1, string.find(m, ':', 1, true) - 1), false, 1, false)
 end
 earliest(leases)
 -- Scheduled tasks (ETA, retry delay) that are due join their queue.
-for i = 5, #ARGV do
+for i = 4, #ARGV do
   local key = p .. ':s:' .. ARGV[i]
   local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, 1000)
   if #due > 0 then
@@ -138,14 +173,14 @@ for i = 5, #ARGV do
 end
 -- Take the best `max` ids.
 local ids = {}
-if #ARGV == 5 then
-  local key = p .. ':q:' .. ARGV[5]
+if #ARGV == 4 then
+  local key = p .. ':q:' .. ARGV[4]
   ids = redis.call('ZRANGE', key, 0, max - 1)
   if #ids > 0 then redis.call('ZREMRANGEBYRANK', key, 0, #ids - 1) end
 else
   while #ids < max do
     local best_q, best_id, best_s = nil, nil, nil
-    for i = 5, #ARGV do
+    for i = 4, #ARGV do
       local top = redis.call('ZRANGE', p .. ':q:' .. ARGV[i], 0, 0, 'WITHSCORES')
       if top[1] then
         local s = tonumber(top[2])
@@ -157,11 +192,11 @@ else
     ids[#ids + 1] = best_id
   end
 end
-local out, out_ids = {}, {}
+local out, out_ids, first = {}, {}, 0
 if #ids > 0 then
   local values = redis.call('HMGET', p .. ':tasks', unpack(ids))
   local revoked = redis.call('ZMSCORE', p .. ':revoked', unpack(ids))
-  local held, dropped = {}, {}
+  local dropped = {}
   for j, id in ipairs(ids) do
     local v = values[j]
     if revoked[j] and tonumber(revoked[j]) > now and not carries_flow(v) then
@@ -176,76 +211,111 @@ if #ids > 0 then
       if d then
         out[#out + 1] = v
         out_ids[#out_ids + 1] = id
-        held[#held + 1] = until_
-        held[#held + 1] = id .. ':' .. d
       else
         quarantine(p, id, v)
       end
     end
   end
-  if #held > 0 then redis.call('ZADD', leases, unpack(held)) end
   forget(p, dropped)
+  if #out > 0 then
+    -- Fresh fencing tokens, one per delivery, never drawn before on this prefix.
+    first = redis.call('INCRBY', p .. ':fseq', #out) - #out
+    local held, fences = {}, {}
+    for j, id in ipairs(out_ids) do
+      local token = tostring(first + j)
+      held[#held + 1] = until_
+      held[#held + 1] = id .. ':' .. token
+      fences[#fences + 1] = id
+      fences[#fences + 1] = token
+    end
+    redis.call('ZADD', leases, unpack(held))
+    redis.call('HSET', p .. ':fence', unpack(fences))
+  end
 end
 -- What was set aside, by this call or any other, for the client to dead-letter (a few at a time).
 local corrupt = redis.call('HRANDFIELD', p .. ':corrupt', 16, 'WITHVALUES')
-return {out, next_due and tostring(next_due) or '', out_ids, corrupt}
+local wait = ''
+if next_due then wait = tostring(math.max(next_due - now, 0)) end
+return {out, wait, out_ids, corrupt, first}
 "#;
 
 pub(super) const ACK: &str = r#"
--- ARGV: prefix, then `id:delivery` lease members. Finding the member is the check that this
--- delivery still holds the lease; a stale ack removes nothing. Variadic commands, not one per
--- task: Redis spends far more per command than per element.
+-- ARGV: prefix, then `id:token` lease members. The fencing token is the check that this
+-- delivery is still the task's last one; a stale ack removes nothing, a late one (its lease ran
+-- out, nobody took the task since) is accepted. Variadic commands, not one per task: Redis
+-- spends far more per command than per element.
 local p = ARGV[1]
 local leases = p .. ':leases'
 local members = {unpack(ARGV, 2)}
 if #members == 0 then return 0 end
-local held = redis.call('ZMSCORE', leases, unpack(members))
-local gone, done = {}, {}
+local ids, tokens = {}, {}
 for j = 1, #members do
-  if held[j] then
-    gone[#gone + 1] = members[j]
-    done[#done + 1] = string.sub(members[j], 1, string.find(members[j], ':', 1, true) - 1)
+  local colon = string.find(members[j], ':', 1, true)
+  ids[j] = string.sub(members[j], 1, colon - 1)
+  tokens[j] = string.sub(members[j], colon + 1)
+end
+local fences = redis.call('HMGET', p .. ':fence', unpack(ids))
+local held = redis.call('ZMSCORE', leases, unpack(members))
+local gone, done, requeued = {}, {}, {}
+for j = 1, #members do
+  if fences[j] == tokens[j] then
+    done[#done + 1] = ids[j]
+    if held[j] then gone[#gone + 1] = members[j] else requeued[#requeued + 1] = ids[j] end
   end
 end
 if #gone > 0 then redis.call('ZREM', leases, unpack(gone)) end
+unqueue(p, requeued)
 forget(p, done)
 return #done
 "#;
 
 pub(super) const NACK: &str = r#"
--- ARGV: prefix, id, delivery, due (0: now), attempted (1: a nack; 0: a deferral, after which
--- the next delivery keeps this one's number: it was not an attempt)
+-- ARGV: prefix, id, token, delay ms (0: ready now), attempted (1: a nack; 0: a deferral, after
+-- which the next delivery keeps this one's number: it was not an attempt). The delivery ends:
+-- its token is forgotten, so the same call repeated (after a lost reply) does nothing.
 local p, id = ARGV[1], ARGV[2]
-if redis.call('ZREM', p .. ':leases', id .. ':' .. ARGV[3]) == 0 then return 0 end
-local due = tonumber(ARGV[4])
-requeue(p, id, due > 0 and due or false, ARGV[5] == '1')
+if not fenced(p, id, ARGV[3]) then return 0 end
+redis.call('HDEL', p .. ':fence', id)
+local expired = redis.call('ZREM', p .. ':leases', id .. ':' .. ARGV[3]) == 0
+local delay = tonumber(ARGV[4])
+local step = 0
+if ARGV[5] == '1' then
+  if not expired then step = 1 end
+elseif expired then
+  step = -1
+end
+requeue(p, id, delay > 0 and now_ms() + delay or false, step, expired)
 return 1
 "#;
 
 pub(super) const EXTEND: &str = r#"
--- ARGV: prefix, now, until, then id, delivery pairs; returns the indexes (0-based pairs) lost
-local p, now, until_ = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+-- ARGV: prefix, lease ms, then id, token pairs; returns the indexes (0-based pairs) lost
+local p = ARGV[1]
+local now = now_ms()
+local until_ = now + tonumber(ARGV[2])
 local leases = p .. ':leases'
 local lost = {}
-for i = 4, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local m = ARGV[i] .. ':' .. ARGV[i + 1]
   if redis.call('ZSCORE', leases, m) and not is_revoked(p, ARGV[i], now) then
     redis.call('ZADD', leases, 'XX', until_, m)
   else
-    lost[#lost + 1] = (i - 4) / 2
+    lost[#lost + 1] = (i - 3) / 2
   end
 end
 return lost
 "#;
 
 pub(super) const REVOKE: &str = r#"
--- ARGV: prefix, id, now, remember until; returns 0 not found, 1 pending, 2 running
+-- ARGV: prefix, id, remember ms; returns 0 not found, 1 pending, 2 running
 local p, id = ARGV[1], ARGV[2]
-redis.call('ZREMRANGEBYSCORE', p .. ':revoked', '-inf', ARGV[3])
-redis.call('ZADD', p .. ':revoked', ARGV[4], id)
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', p .. ':revoked', '-inf', now)
+redis.call('ZADD', p .. ':revoked', now + tonumber(ARGV[3]), id)
 local d, score, q, v = meta_of(p, id)
 if not d then return 0 end
-if redis.call('ZSCORE', p .. ':leases', id .. ':' .. d) then return 2 end
+local token = redis.call('HGET', p .. ':fence', id)
+if token and redis.call('ZSCORE', p .. ':leases', id .. ':' .. token) then return 2 end
 -- A workflow step stays, to be delivered and dropped by a worker, which then fails the rest
 -- of its workflow.
 if carries_flow(v) then return 1 end
@@ -287,18 +357,20 @@ return out
 "#;
 
 pub(super) const ENQUEUE_ONCE: &str = r#"
--- ARGV: prefix, now, remember until, then per task: id, queue, score, due (0: ready), value.
+-- ARGV: prefix, remember ms, then per task: id, queue, score, ETA ms (0: none), value.
 -- Ids sent once are remembered in `once` (score: until when).
-local p, now, until_ = ARGV[1], ARGV[2], ARGV[3]
+local p = ARGV[1]
+local now = now_ms()
+local until_ = now + tonumber(ARGV[2])
 local once = p .. ':once'
 redis.call('ZREMRANGEBYSCORE', once, '-inf', now)
 local sent = 0
-for i = 4, #ARGV, 5 do
-  local id, q, score, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+for i = 3, #ARGV, 5 do
+  local id, q, score, eta = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   if redis.call('ZADD', once, 'NX', until_, id) == 1 then
     redis.call('HSET', p .. ':tasks', id, ARGV[i + 4])
     redis.call('SADD', p .. ':queues', q)
-    place(p, id, q, score, due > 0 and due or false)
+    place(p, id, q, score, eta > now and eta or false)
     sent = sent + 1
   end
 end
@@ -353,9 +425,12 @@ return 0
 "#;
 
 pub(super) const ACQUIRE: &str = r#"
--- ARGV: key, now µs, interval µs, n, horizon µs. The generic cell rate algorithm (see `gcra`
--- in lib.rs): books up to n slots within the horizon; returns {offsets, wait for the next}.
-local now, interval, n, horizon = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+-- ARGV: key, interval µs, n, horizon µs. The generic cell rate algorithm (see `gcra` in
+-- lib.rs): books up to n slots within the horizon; returns {offsets, wait for the next}. The
+-- slots are on the server's clock, so a host whose clock runs ahead takes no more than its share.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval, n, horizon = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local tat = tonumber(redis.call('GET', ARGV[1]) or now)
 if tat < now then tat = now end
 local slots = {}
@@ -370,10 +445,11 @@ return {slots, next}
 "#;
 
 pub(super) const DEAD_LETTER: &str = r#"
--- ARGV: prefix, id, delivery, record, keep
+-- ARGV: prefix, id, token, record, keep
 local p, id = ARGV[1], ARGV[2]
 -- A stale lease: the task lives on elsewhere, so it is not dead.
-if redis.call('ZREM', p .. ':leases', id .. ':' .. ARGV[3]) == 0 then return 0 end
+if not fenced(p, id, ARGV[3]) then return 0 end
+if redis.call('ZREM', p .. ':leases', id .. ':' .. ARGV[3]) == 0 then unqueue(p, {id}) end
 forget(p, {id})
 redis.call('LPUSH', p .. ':dead', ARGV[4])
 redis.call('LTRIM', p .. ':dead', 0, tonumber(ARGV[5]) - 1)

@@ -46,14 +46,14 @@ impl SqliteBackend {
         };
         self.write(op, |tx| {
             tx.prepare_cached(
-                "UPDATE tasks SET state = ?1, due = ?2, attempts = attempts - ?5 \
-                 WHERE id = ?3 AND attempts = ?4 AND state = 1",
+                "UPDATE tasks SET state = ?1, due = ?2, attempts = attempts - ?5, fence = 0 \
+                 WHERE id = ?3 AND fence = ?4 AND fence != 0",
             )?
             .execute(params![
                 state,
                 due,
                 lease.id.to_string(),
-                lease.delivery as i64,
+                fence_param(lease),
                 i64::from(!attempted)
             ])?;
             Ok(())
@@ -85,15 +85,21 @@ impl SqliteBackend {
             }
             candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
             candidates.truncate(max);
+            let mut fence = if candidates.is_empty() {
+                0
+            } else {
+                draw_fences(tx, candidates.len() as i64)?
+            };
             let mut take = tx.prepare_cached(
-                "UPDATE tasks SET state = 1, due = ?1, attempts = attempts + 1 WHERE seq = ?2 AND state = 0 \
+                "UPDATE tasks SET state = 1, due = ?1, attempts = attempts + 1, fence = ?3 WHERE seq = ?2 AND state = 0 \
                  RETURNING id, queue, priority, attempts, task, codec, args, options, eta, expires, created, flow",
             )?;
             let mut out = Vec::with_capacity(candidates.len());
             for (_, seq) in candidates {
+                fence += 1;
                 // `state = 0`: a candidate listed twice (a queue named twice) is taken once.
                 let Some(decoded) = take
-                    .query_row(params![until, seq], row_to_envelope_or_corrupt)
+                    .query_row(params![until, seq, fence], row_to_envelope_or_corrupt)
                     .optional()?
                 else {
                     continue;
@@ -110,7 +116,7 @@ impl SqliteBackend {
                 out.push(Delivery {
                     lease: Lease {
                         id: envelope.id,
-                        delivery: envelope.attempts,
+                        fence: fence as u64,
                     },
                     envelope,
                 });
@@ -158,12 +164,12 @@ impl Broker for SqliteBackend {
         let until = (Timestamp::now() + lease).as_millis();
         self.write("extend lease", |tx| {
             let mut upd = tx.prepare_cached(
-                "UPDATE tasks SET due = ?1 WHERE id = ?2 AND attempts = ?3 AND state = 1 \
+                "UPDATE tasks SET due = ?1 WHERE id = ?2 AND fence = ?3 AND fence != 0 AND state = 1 \
                  AND NOT EXISTS (SELECT 1 FROM revoked WHERE id = ?2)",
             )?;
             let mut lost = Vec::new();
             for l in leases {
-                if upd.execute(params![until, l.id.to_string(), l.delivery as i64])? == 0 {
+                if upd.execute(params![until, l.id.to_string(), fence_param(l)])? == 0 {
                     lost.push(*l);
                 }
             }
@@ -197,8 +203,8 @@ impl Broker for SqliteBackend {
         let err = serde_json::to_string(error).map_err(|e| self.fail("dead-letter", e.into()))?;
         self.write("dead-letter", |tx| {
             let held = tx
-                .prepare_cached("DELETE FROM tasks WHERE id = ?1 AND attempts = ?2 AND state = 1")?
-                .execute(params![lease.id.to_string(), lease.delivery as i64])?;
+                .prepare_cached("DELETE FROM tasks WHERE id = ?1 AND fence = ?2 AND fence != 0")?
+                .execute(params![lease.id.to_string(), fence_param(lease)])?;
             // A stale lease: the task lives on elsewhere, so it is not dead.
             if held == 1 {
                 tx.prepare_cached(
@@ -476,13 +482,31 @@ fn insert_encoded(
     Ok(())
 }
 
+/// Deletes the tasks `leases` still hold: their delivery is the last one, even if its lease ran
+/// out, as long as nobody took the task since.
 fn delete_acked(tx: &rusqlite::Transaction<'_>, leases: &[Lease]) -> rusqlite::Result<()> {
     let mut del =
-        tx.prepare_cached("DELETE FROM tasks WHERE id = ?1 AND attempts = ?2 AND state = 1")?;
+        tx.prepare_cached("DELETE FROM tasks WHERE id = ?1 AND fence = ?2 AND fence != 0")?;
     for l in leases {
-        del.execute(params![l.id.to_string(), l.delivery as i64])?;
+        del.execute(params![l.id.to_string(), fence_param(l)])?;
     }
     Ok(())
+}
+
+/// Draws `n` fencing tokens; returns the one before the first (tokens are that + 1 ..= + n).
+fn draw_fences(tx: &rusqlite::Transaction<'_>, n: i64) -> rusqlite::Result<i64> {
+    let last: i64 = tx
+        .prepare_cached(
+            "INSERT INTO meta (key, value) VALUES ('fence', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = value + ?1 RETURNING value",
+        )?
+        .query_row([n], |r| r.get(0))?;
+    Ok(last - n)
+}
+
+/// A lease's token as SQLite stores it (tokens stay far below `i64::MAX`).
+fn fence_param(lease: &Lease) -> i64 {
+    i64::try_from(lease.fence).unwrap_or(-1)
 }
 
 /// Adds `n` tasks in `state` to a queue's counts.

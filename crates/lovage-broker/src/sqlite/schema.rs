@@ -10,7 +10,7 @@ use crate::{BrokerError, Result};
 /// `PRAGMA application_id` of a lovage database ("LOVA").
 const APPLICATION_ID: i32 = 0x4c4f_5641;
 /// Schema version in `PRAGMA user_version`.
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 
 // The values of `tasks.state`.
 pub(super) const READY: i64 = 0;
@@ -31,6 +31,13 @@ CREATE TABLE IF NOT EXISTS join_counts (id TEXT PRIMARY KEY, n INTEGER NOT NULL,
 CREATE TABLE IF NOT EXISTS blobs (id TEXT PRIMARY KEY, value BLOB NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rate_limits (key TEXT PRIMARY KEY, tat INTEGER NOT NULL) WITHOUT ROWID;
+";
+
+/// Added in schema version 3: fencing tokens. `tasks.fence` is the token of the delivery that
+/// holds a task (0: none); `meta`'s `fence` row is the last token drawn.
+const FENCES: &str = "
+ALTER TABLE tasks ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
 const SCHEMA: &str = "
@@ -137,6 +144,8 @@ impl SqliteBackend {
             .map_err(|e| self.err("create schema", e))?;
         tx.execute_batch(WORKFLOW_TABLES)
             .map_err(|e| self.err("create schema", e))?;
+        tx.execute_batch(FENCES)
+            .map_err(|e| self.err("create schema", e))?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)
             .map_err(|e| self.err("initialise", e))?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -144,13 +153,17 @@ impl SqliteBackend {
         tx.commit().map_err(|e| self.err("initialise", e))
     }
 
-    /// Brings a version 1 database (before workflows) to the current schema.
+    /// Brings an older database (1: before workflows; 2: before fencing tokens) to the current
+    /// schema.
     fn upgrade(&self) -> Result<()> {
         self.write("upgrade schema", |tx| {
             let version: i32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             if version < 2 {
                 tx.execute_batch("ALTER TABLE tasks ADD COLUMN flow BLOB;")?;
                 tx.execute_batch(WORKFLOW_TABLES)?;
+            }
+            if version < 3 {
+                tx.execute_batch(FENCES)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         })
