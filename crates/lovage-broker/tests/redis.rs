@@ -258,3 +258,122 @@ fn redis_reads_an_undecodable_result_as_a_failure_for_its_id_alone() {
         kinds::CORRUPT_MESSAGE
     );
 }
+
+/// A prefix in layout 3 (before fencing tokens) holds the same task values: it is upgraded in
+/// place, and its waiting tasks are delivered.
+#[test]
+fn redis_upgrades_a_layout_3_prefix_in_place() {
+    let base = fixtures::redis_url();
+    let prefix = format!("lovage-test-{}", TaskId::new());
+    let url = format!("{base}?prefix={prefix}");
+    let waiting = lovage_broker::conformance::env("up", 0);
+    connect(&url)
+        .unwrap()
+        .broker()
+        .enqueue(std::slice::from_ref(&waiting))
+        .unwrap();
+    let client = redis::Client::open(base.as_str()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}:layout"))
+        .arg("3")
+        .query(&mut c)
+        .unwrap();
+    let b = connect(&url).unwrap();
+    let layout: String = redis::cmd("GET")
+        .arg(format!("{prefix}:layout"))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(layout, "4");
+    let got = b
+        .broker()
+        .reserve(&["up".to_owned()], 10, LONG, Duration::ZERO)
+        .unwrap();
+    assert_eq!(got[0].envelope.id, waiting.id);
+    b.broker().complete(&[got[0].lease]).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("DEL").arg(keys).query(&mut c).unwrap();
+}
+
+/// Set in the child process that [`a_host_whose_clock_runs_ahead_takes_nothing_early`] starts
+/// under `faketime`: the Redis URL to reserve from.
+const SKEWED_CHILD: &str = "LOVAGE_TEST_SKEWED_CHILD";
+
+/// One host's clock 30 s ahead must not decide for the others: leases, ETAs, retry delays and
+/// rate-limit slots are read against the server's clock. The skewed host is this test binary started again under
+/// libfaketime (scripts/deps installs it), so the whole process, the redis crate included,
+/// lives 30 s ahead. Before the scripts took time from the server, its reserve took the running
+/// task (its 10 s lease looked expired), the ETA task (due in 20 s) and the retried one at once,
+/// and a rate-limit slot of the next 10 s.
+#[test]
+fn a_host_whose_clock_runs_ahead_takes_nothing_early() {
+    let queue = vec!["skew".to_owned()];
+    if let Ok(url) = std::env::var(SKEWED_CHILD) {
+        let b = connect(&url).unwrap();
+        let got = b
+            .broker()
+            .reserve(&queue, 10, LONG, Duration::ZERO)
+            .unwrap();
+        println!("skewed reserve got {}", got.len());
+        let (slots, _) = b
+            .rate_limits()
+            .acquire("skew", Duration::from_secs(10), 1, Duration::ZERO)
+            .unwrap();
+        println!("skewed rate limit got {}", slots.len());
+        return;
+    }
+    let fixture = fixtures::redis();
+    let b = fixture.backend.driver();
+    let url = fixture.backend.url().to_owned();
+    let running = lovage_broker::conformance::env("skew", 0);
+    b.enqueue(std::slice::from_ref(&running)).unwrap();
+    let held = b
+        .reserve(&queue, 1, Duration::from_secs(10), Duration::ZERO)
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    let mut later = lovage_broker::conformance::env("skew", 0);
+    later.eta = Some(lovage_broker::Timestamp::now() + Duration::from_secs(20));
+    let mut backoff = lovage_broker::conformance::env("skew", 0);
+    b.enqueue(&[later, backoff.clone()]).unwrap();
+    let retried = b.reserve(&queue, 1, LONG, Duration::ZERO).unwrap();
+    backoff.id = retried[0].envelope.id;
+    b.retry(&retried[0].lease, Duration::from_secs(20)).unwrap();
+    // The one slot of the next 10 s is taken.
+    let (slots, _) = b
+        .acquire("skew", Duration::from_secs(10), 1, Duration::ZERO)
+        .unwrap();
+    assert_eq!(slots.len(), 1);
+
+    let out = std::process::Command::new("faketime")
+        .args(["-f", "+30s"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_host_whose_clock_runs_ahead_takes_nothing_early",
+            "--nocapture",
+        ])
+        .env(SKEWED_CHILD, &url)
+        .output()
+        .expect("faketime runs (scripts/deps installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the skewed child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("skewed reserve got 0"),
+        "a host 30 s ahead took tasks before their time: {stdout}"
+    );
+    assert!(
+        stdout.contains("skewed rate limit got 0"),
+        "a host 30 s ahead took a rate-limit slot before its time: {stdout}"
+    );
+    assert!(
+        b.renew(&[held[0].lease], LONG).unwrap().is_empty(),
+        "the running task's lease still holds"
+    );
+}
