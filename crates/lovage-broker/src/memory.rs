@@ -516,7 +516,9 @@ impl ResultStore for MemoryBackend {
     fn store(&self, records: &[ResultRecord]) -> Result<()> {
         let mut st = self.state();
         for r in records {
-            st.results.insert(r.id, r.clone());
+            if st.results.get(&r.id).is_none_or(|old| r.supersedes(old)) {
+                st.results.insert(r.id, r.clone());
+            }
         }
         drop(st);
         self.changed.notify_all();

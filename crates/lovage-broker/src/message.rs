@@ -200,6 +200,14 @@ impl WorkerInfo {
 }
 
 impl ResultRecord {
+    /// Whether this record may replace `old`, the one stored for the same id: it is from the
+    /// same or a later attempt, and it does not take a finished task back to unfinished. A run
+    /// cut off past its lease may store its outcome after another worker's rerun stored its
+    /// own; every backend applies this rule as it stores, so the rerun's record stays.
+    pub fn supersedes(&self, old: &ResultRecord) -> bool {
+        self.attempts >= old.attempts && (self.state.is_final() || !old.state.is_final())
+    }
+
     /// What a finished record says: on SUCCESS the stored value decoded as `R` (a result that
     /// was not kept, `ignore_result`, reads as `null`), otherwise its error. `None` while the
     /// task has not finished. Clients and the CLI all read records through this.

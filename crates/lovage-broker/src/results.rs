@@ -8,7 +8,10 @@ use crate::{JoinEntry, Result, ResultRecord};
 
 /// Where outcomes are kept.
 pub trait ResultStore: Send + Sync {
-    /// Stores a batch of records, replacing earlier ones for the same ids.
+    /// Stores a batch of records, replacing earlier ones for the same ids where they
+    /// [supersede](ResultRecord::supersedes) them: a record from an older attempt, or an
+    /// unfinished one over a finished one, is dropped (a stale run's outcome). Only stored final
+    /// records wake waiters.
     fn store(&self, records: &[ResultRecord]) -> Result<()>;
 
     /// The record for `id`, if any (an unknown id is PENDING to a client).

@@ -377,3 +377,37 @@ fn a_host_whose_clock_runs_ahead_takes_nothing_early() {
         "the running task's lease still holds"
     );
 }
+
+/// A wake-up token left for an id whose record is not final (a stale one, or one whose final
+/// record was not stored) is taken once: the waiter reads, sees the task unfinished, and waits
+/// again without handing the token back to itself. Before, it passed every token on and woke
+/// itself again at once, spinning on Redis until its timeout (and left the token behind).
+#[test]
+fn a_waiter_does_not_pass_on_a_wake_up_for_an_unfinished_record() {
+    let fixture = fixtures::redis();
+    let results = fixture.backend.results();
+    let id = TaskId::new();
+    results.store(&[record(id, TaskState::Retry)]).unwrap();
+    let prefix = fixture
+        .backend
+        .url()
+        .split("?prefix=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let client = redis::Client::open(fixtures::redis_url().as_str()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let token = format!("{prefix}:n:{id}");
+    let _: () = redis::cmd("RPUSH")
+        .arg(&token)
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    let got = results.wait(id, Duration::from_millis(500)).unwrap();
+    assert_eq!(got.unwrap().state, TaskState::Retry);
+    let left: i64 = redis::cmd("LLEN").arg(&token).query(&mut c).unwrap();
+    assert_eq!(
+        left, 0,
+        "the waiter passed a wake-up for an unfinished record on"
+    );
+}

@@ -6,9 +6,42 @@ use std::time::{Duration, Instant};
 use lovage_core::{kinds, Codec, Signature, TaskId, TaskState};
 
 use super::{record, reserve_all, Fixture, LONG, WAKE};
-use crate::{App, Revoked, Timestamp};
+use crate::{App, ResultRecord, Revoked, Timestamp};
 
 conformance_tests! {
+    /// A run cut off past its lease stores its outcome after the rerun stored its own: a record
+    /// from an older attempt never replaces a newer one, and an unfinished record never replaces
+    /// a finished one; newer records still replace older ones, and a batch is judged record by
+    /// record.
+    fn a_stale_record_never_replaces_a_newer_one(f: Fixture) {
+        let r = f.backend.results();
+        let at = |id, state, attempts| ResultRecord {
+            attempts,
+            ..record(id, state)
+        };
+        let (id, other) = (TaskId::new(), TaskId::new());
+        r.store(&[at(id, TaskState::Started, 1)]).unwrap();
+        r.store(&[at(id, TaskState::Success, 2)]).unwrap();
+        r.store(&[at(id, TaskState::Failure, 1), at(other, TaskState::Retry, 1)])
+            .unwrap();
+        let kept = r.get(id).unwrap().unwrap();
+        assert_eq!((kept.state, kept.attempts), (TaskState::Success, 2), "older attempt");
+        assert_eq!(r.get(other).unwrap().unwrap().state, TaskState::Retry);
+        r.store(&[at(id, TaskState::Retry, 2)]).unwrap();
+        r.store(&[at(id, TaskState::Started, 3)]).unwrap();
+        assert_eq!(
+            r.get(id).unwrap().unwrap().state,
+            TaskState::Success,
+            "unfinished over finished"
+        );
+        // Later attempts move a record on, finished or not.
+        r.store(&[at(other, TaskState::Started, 2)]).unwrap();
+        assert_eq!(r.get(other).unwrap().unwrap().state, TaskState::Started);
+        r.store(&[at(other, TaskState::Failure, 2)]).unwrap();
+        r.store(&[at(other, TaskState::Success, 3)]).unwrap();
+        assert_eq!(r.get(other).unwrap().unwrap().state, TaskState::Success);
+    }
+
     fn results_store_get_and_wait(f: Fixture) {
         let r = f.backend.clone();
         let id = TaskId::new();

@@ -106,7 +106,7 @@ struct Scripts {
     stats: Script,
     enqueue_once: Script,
     join: Script,
-    wake_waiters: Script,
+    store_results: Script,
     lock: Script,
     unlock: Script,
     acquire: Script,
@@ -155,7 +155,7 @@ impl RedisBackend {
                 stats: with_meta(STATS),
                 enqueue_once: with_meta(ENQUEUE_ONCE),
                 join: Script::new(JOIN),
-                wake_waiters: Script::new(WAKE_WAITERS),
+                store_results: Script::new(STORE_RESULTS),
                 lock: Script::new(LOCK),
                 acquire: Script::new(ACQUIRE),
                 unlock: Script::new(UNLOCK),
@@ -754,18 +754,18 @@ impl ResultStore for RedisBackend {
         let deadline = Instant::now() + timeout;
         let notify = [self.key(&format!("n:{id}"))];
         let member = id.to_string();
+        let mut woken = false;
         let rec = loop {
             // Say a waiter is here before reading, so a result stored after the read wakes us.
             let rec = self
                 .read_results(&[id], Some((&member, Timestamp::now() + WAIT_SLICE * 2)))?
                 .pop()
                 .flatten();
-            let left = deadline.saturating_duration_since(Instant::now());
-            if rec.as_ref().is_some_and(|r| r.state.is_final()) || left.is_zero() {
-                break rec;
-            }
-            if self.block_on_lists("wait for result", &notify, left.min(WAIT_SLICE))? {
-                // Pass the wake-up on, so every waiter for this id sees it.
+            let done = rec.as_ref().is_some_and(|r| r.state.is_final());
+            // Pass a wake-up on, so every waiter for this id sees it, only when it was real: a
+            // token passed on after reading an unfinished record would wake this waiter again
+            // at once, and again, until its timeout.
+            if woken && done {
                 self.with_conn("wait for result", |c| {
                     redis::pipe()
                         .cmd("RPUSH")
@@ -779,6 +779,11 @@ impl ResultStore for RedisBackend {
                         .query::<()>(c)
                 })?;
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if done || left.is_zero() {
+                break rec;
+            }
+            woken = self.block_on_lists("wait for result", &notify, left.min(WAIT_SLICE))?;
         };
         // The entry stays until it is stale: another waiter for the same id may count on it.
         Ok(rec)

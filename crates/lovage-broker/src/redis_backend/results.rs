@@ -5,8 +5,10 @@
 //! time at 50,000 tasks a second. Results of tasks created in the same second (read from the
 //! id, a UUID v7) share a hash instead: `P:r:{second}` for results with a time to live, whose
 //! expiry is raised to the latest of theirs, and `P:rk:{second}` for results kept forever. A
-//! batch of results is a few variadic commands in one MULTI/EXEC transaction (a result moving
-//! from one hash to the other is never seen in neither), and reads are transactions too.
+//! batch of results is one script call (`STORE_RESULTS`): it reads each id's stored record,
+//! keeps it where the new one does not supersede it (a stale run's outcome), and writes the rest
+//! with a few variadic commands, atomically (a result moving from one hash to the other is never
+//! seen in neither). Reads are transactions.
 //!
 //! A hash lives as long as its longest-lived result, so readers skip records past their own
 //! expiry; memory is held until the hash expires (tasks created in one second usually finish
@@ -14,12 +16,11 @@
 //! 50,000 tasks a second) that Redis frees it at expiry without a noticeable pause;
 //! `lazyfree-lazy-expire yes` moves even that off Redis's main thread.
 //!
-//! Waiters first add their id to `P:waiting`, then read; a batch is written, then a small
-//! script in the same round trip checks `P:waiting` (commands on one connection run in order)
-//! and wakes only the ids found there, through their `P:n:{id}` list. So no wake-up is lost
-//! and an unwatched result costs one element of one ZMSCORE.
+//! Waiters first add their id to `P:waiting`, then read; the store script, having written,
+//! checks `P:waiting` and wakes only the ids found there, through their `P:n:{id}` list. So no
+//! wake-up is lost and an unwatched result costs one element of one ZMSCORE.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use lovage_core::TaskId;
 
@@ -37,15 +38,6 @@ fn bucket(id: TaskId) -> u64 {
     u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]) / BUCKET_MS
 }
 
-/// What one batch does to one result hash.
-#[derive(Default)]
-struct HashWrites {
-    set: Vec<(String, String)>,
-    delete: Vec<String>,
-    /// Latest expiry of the results set here; none for the hash of kept results.
-    expire_at: Option<Timestamp>,
-}
-
 impl RedisBackend {
     /// A bucket's hash of results with a time to live (`P:r:`), or of results kept (`P:rk:`).
     fn result_key(&self, bucket: u64, kept: bool) -> String {
@@ -53,84 +45,35 @@ impl RedisBackend {
         self.key(&format!("{family}:{bucket}"))
     }
 
-    /// Writes result records (a later record of the same id in `records` wins), then wakes the
-    /// waiters of the final ones.
+    /// Writes result records where they supersede the stored ones (a later record of the same
+    /// id in `records` wins), then wakes the waiters of the final ones stored: one script call
+    /// per chunk.
     pub(super) fn store_results(&self, records: &[ResultRecord]) -> Result<()> {
         let now = Timestamp::now();
         for chunk in records.chunks(500) {
-            // Keyed by (bucket, kept?): the key names are written once per hash.
-            let mut hashes: HashMap<(u64, bool), HashWrites> = HashMap::new();
             let mut seen = HashSet::new();
-            let mut finals = Vec::new();
+            let mut inv = self.scripts.store_results.prepare_invoke();
+            inv.arg(&self.prefix);
             for r in chunk.iter().rev().filter(|r| seen.insert(r.id)) {
-                let id = r.id.to_string();
                 let b = bucket(r.id);
-                let (expiring, kept) = ((b, false), (b, true));
                 let body = serde_json::to_string(r).map_err(|e| self.err("store results", e))?;
-                if r.state.is_final() {
-                    finals.push(id.clone());
-                }
-                // A record lives in one of the two hashes and is deleted from the other.
-                let (keep_in, delete_from) = match r.expires {
-                    Some(t) if t <= now => {
-                        hashes.entry(expiring).or_default().delete.push(id.clone());
-                        (None, kept)
-                    }
-                    Some(t) => {
-                        let h = hashes.entry(expiring).or_default();
-                        h.expire_at = h.expire_at.max(Some(t));
-                        (Some(h), kept)
-                    }
-                    None => (Some(hashes.entry(kept).or_default()), expiring),
+                // A record lives in one of the two hashes and is deleted from the other. Its
+                // time to live is relative, so Redis's clock counts it.
+                let (place, ttl_ms) = match r.expires {
+                    Some(t) if t <= now => ("-", 0),
+                    Some(t) => ("r", (t - now).as_millis().max(1) as u64),
+                    None => ("k", 0),
                 };
-                if let Some(h) = keep_in {
-                    h.set.push((id.clone(), body));
-                }
-                hashes.entry(delete_from).or_default().delete.push(id);
+                inv.arg(r.id.to_string())
+                    .arg(self.result_key(b, false))
+                    .arg(self.result_key(b, true))
+                    .arg(place)
+                    .arg(ttl_ms)
+                    .arg(r.attempts)
+                    .arg(u8::from(r.state.is_final()))
+                    .arg(body);
             }
-            let mut pipe = redis::pipe();
-            pipe.cmd("MULTI").ignore();
-            for (&(b, kept), h) in &hashes {
-                let key = self.result_key(b, kept);
-                if !h.set.is_empty() {
-                    pipe.cmd("HSET").arg(&key).arg(&h.set).ignore();
-                }
-                if let Some(t) = h.expire_at {
-                    // Relative, so Redis's clock counts it. NX sets an expiry on a new hash;
-                    // GT only ever lengthens it.
-                    let ms = (t - now).as_millis().max(1) as u64;
-                    for when in ["NX", "GT"] {
-                        pipe.cmd("PEXPIRE").arg(&key).arg(ms).arg(when).ignore();
-                    }
-                }
-                if !h.delete.is_empty() {
-                    pipe.cmd("HDEL").arg(&key).arg(&h.delete).ignore();
-                }
-            }
-            pipe.cmd("EXEC").ignore();
-            if finals.is_empty() {
-                self.with_conn("store results", |c| pipe.query::<()>(c))?;
-                continue;
-            }
-            // The wake-ups ride in the same round trip, after the writes.
-            let wake = &self.scripts.wake_waiters;
-            pipe.cmd("EVALSHA")
-                .arg(wake.get_hash())
-                .arg(0)
-                .arg(&self.prefix)
-                .arg(&finals)
-                .ignore();
-            let stored = self.with_conn("store results", |c| match pipe.query::<()>(c) {
-                // A server that has not seen the script yet (or lost it in a restart): the
-                // writes are done; run the wake-ups again, loading the script.
-                Err(e) if e.kind() == redis::ErrorKind::NoScriptError => wake
-                    .prepare_invoke()
-                    .arg(&self.prefix)
-                    .arg(&finals)
-                    .invoke::<()>(c),
-                other => other,
-            });
-            stored?;
+            self.with_conn("store results", |c| inv.invoke::<i64>(c))?;
         }
         Ok(())
     }

@@ -377,20 +377,83 @@ end
 return sent
 "#;
 
-pub(super) const WAKE_WAITERS: &str = r#"
--- ARGV: prefix, then the ids of final results just stored. Wakes the ids someone waits for
--- (see `results`); an id nobody waits for costs one element of one ZMSCORE.
+pub(super) const STORE_RESULTS: &str = r#"
+-- ARGV: prefix, then per record: id, its hash with a time to live, its hash of kept results,
+-- where it goes ('r': the first, 'k': the second, '-': neither, it has expired), its time to
+-- live in ms (0: none), attempts, final (1/0), JSON body. A record replaces the stored one only
+-- where it supersedes it (`ResultRecord::supersedes`: not from an older attempt, not unfinished
+-- over finished); a stale run's record is dropped. Wakes the ids someone waits for among the
+-- final records stored (see `results`): an id nobody waits for costs one element of one
+-- ZMSCORE. Returns how many records were stored.
 local p = ARGV[1]
-local ids = {unpack(ARGV, 2)}
-local waited = redis.call('ZMSCORE', p .. ':waiting', unpack(ids))
-for j = 1, #ids do
-  if waited[j] then
-    local n = p .. ':n:' .. ids[j]
-    redis.call('RPUSH', n, '1')
-    redis.call('EXPIRE', n, 60)
+local FINAL = {SUCCESS = true, FAILURE = true, REVOKED = true}
+local sets, dels, ttls, order = {}, {}, {}, {}
+local function add(t, key, ...)
+  local l = t[key]
+  if not l then
+    l = {}
+    t[key] = l
+    order[#order + 1] = key
+  end
+  for _, v in ipairs({...}) do l[#l + 1] = v end
+end
+local finals, stored = {}, 0
+for i = 2, #ARGV, 8 do
+  local id, r, rk, where = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local ttl, attempts, final = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6] == '1'
+  local old = redis.call('HGET', r, id) or redis.call('HGET', rk, id)
+  local take = true
+  if old then
+    -- A stored record that does not decode is replaced.
+    local ok, rec = pcall(cjson.decode, old)
+    if ok and type(rec) == 'table' then
+      local before = tonumber(rec.attempts) or 0
+      if attempts < before or (FINAL[rec.state] and not final) then take = false end
+    end
+  end
+  if take then
+    stored = stored + 1
+    if final then finals[#finals + 1] = id end
+    if where == 'r' then
+      add(sets, r, id, ARGV[i + 7])
+      add(dels, rk, id)
+      if not ttls[r] or ttl > ttls[r] then ttls[r] = ttl end
+    elseif where == 'k' then
+      add(sets, rk, id, ARGV[i + 7])
+      add(dels, r, id)
+    else
+      add(dels, r, id)
+      add(dels, rk, id)
+    end
   end
 end
-return 0
+for _, key in ipairs(order) do
+  if sets[key] then
+    redis.call('HSET', key, unpack(sets[key]))
+    sets[key] = nil
+  end
+  if ttls[key] then
+    -- NX sets an expiry on a new hash; GT only ever lengthens it.
+    redis.call('PEXPIRE', key, ttls[key], 'NX')
+    redis.call('PEXPIRE', key, ttls[key], 'GT')
+    ttls[key] = nil
+  end
+  if dels[key] then
+    redis.call('HDEL', key, unpack(dels[key]))
+    dels[key] = nil
+  end
+end
+if #finals > 0 then
+  local waited = redis.call('ZMSCORE', p .. ':waiting', unpack(finals))
+  for j = 1, #finals do
+    if waited[j] then
+      local n = p .. ':n:' .. finals[j]
+      redis.call('RPUSH', n, '1')
+      redis.call('EXPIRE', n, 60)
+    end
+  end
+end
+return stored
 "#;
 
 pub(super) const JOIN: &str = r#"

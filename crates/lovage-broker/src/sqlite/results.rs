@@ -142,15 +142,34 @@ impl ResultStore for SqliteBackend {
     }
 }
 
-/// Writes one record (its error already encoded as JSON), replacing the id's earlier one.
+/// The final states as an SQL list (a test keeps it equal to `TaskState::is_final`).
+macro_rules! final_states {
+    () => {
+        "('SUCCESS', 'FAILURE', 'REVOKED')"
+    };
+}
+
+/// Writes one record (its error already encoded as JSON), replacing the id's earlier one where
+/// it supersedes it (the rule of [`ResultRecord::supersedes`], in SQL).
 pub(super) fn insert_result(
     tx: &rusqlite::Transaction<'_>,
     r: &ResultRecord,
     error_json: Option<&str>,
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO results (id, task, state, value, codec, error, attempts, worker, started, updated, expires) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        concat!(
+            "INSERT INTO results (id, task, state, value, codec, error, attempts, worker, started, updated, expires) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             ON CONFLICT (id) DO UPDATE SET task = excluded.task, state = excluded.state, \
+             value = excluded.value, codec = excluded.codec, error = excluded.error, \
+             attempts = excluded.attempts, worker = excluded.worker, started = excluded.started, \
+             updated = excluded.updated, expires = excluded.expires \
+             WHERE excluded.attempts >= results.attempts AND (excluded.state IN ",
+            final_states!(),
+            " OR results.state NOT IN ",
+            final_states!(),
+            ")"
+        ),
     )?
     .execute(params![
         r.id.to_string(),
@@ -166,4 +185,21 @@ pub(super) fn insert_result(
         r.expires.map(Timestamp::as_millis),
     ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use lovage_core::TaskState;
+
+    #[test]
+    fn the_sql_list_of_final_states_is_is_final() {
+        for state in TaskState::ALL {
+            let quoted = format!("'{}'", state.as_str());
+            assert_eq!(
+                final_states!().contains(&quoted),
+                state.is_final(),
+                "{state:?}"
+            );
+        }
+    }
 }
