@@ -66,7 +66,10 @@ pub trait Broker: Send + Sync {
     /// Moves a task that failed for the last time to the dead letters and removes it.
     fn discard(&self, lease: &Lease, envelope: &Envelope, error: &TaskError) -> Result<()>;
 
-    /// Revokes a task: removes it if waiting, flags it if a worker holds it.
+    /// Revokes a task: removes it if waiting and records it REVOKED in the same step (one
+    /// operation, so a waiter never sees it PENDING for good); flags it if a worker holds it.
+    /// A waiting workflow step stays, recorded REVOKED, for the worker that gets it to drop it
+    /// and fail the rest of its workflow.
     fn revoke(&self, id: TaskId) -> Result<Revoked>;
 
     /// Which of `ids` have been revoked (a worker asks before it starts them, and for the

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     connect, Backend, BrokerError, DeadLetter, Envelope, QueueStats, Result, ResultRecord, Revoked,
-    Timestamp, WorkerInfo, DEFAULT_URL,
+    WorkerInfo, DEFAULT_URL,
 };
 
 /// A connection to a broker and result store, for sending tasks (Celery's `app`).
@@ -128,27 +128,10 @@ impl App {
         self.backend.admin().dead_letters(limit)
     }
 
-    /// Revokes a task: a waiting one never runs, a running one is cancelled by its worker.
+    /// Revokes a task: a waiting one never runs (and is recorded REVOKED in the same step), a
+    /// running one is cancelled by its worker.
     pub fn revoke(&self, id: TaskId) -> Result<Revoked> {
-        let found = self.backend.broker().revoke(id)?;
-        if found == Revoked::Pending {
-            // Nobody will run it, so nobody else will record the outcome.
-            let now = Timestamp::now();
-            self.backend.results().store(&[ResultRecord {
-                id,
-                task: String::new(),
-                state: TaskState::Revoked,
-                value: None,
-                codec: Default::default(),
-                error: Some(TaskError::new(kinds::REVOKED, "revoked before it started")),
-                attempts: 0,
-                worker: None,
-                started: None,
-                updated: now,
-                expires: None,
-            }])?;
-        }
-        Ok(found)
+        self.backend.broker().revoke(id)
     }
 }
 

@@ -363,22 +363,24 @@ impl Broker for MemoryBackend {
         let mut st = self.state();
         st.revoked.retain(|_, t| now - *t < REVOKE_MEMORY);
         st.revoked.insert(id, now);
-        let found = match st
-            .entries
-            .get(&id)
-            .map(|e| (e.place, e.env.flow.is_empty()))
-        {
-            Some((Place::Reserved(_), _)) => Revoked::Running,
-            // A workflow step stays, to be delivered and dropped by a worker, which then fails
-            // the rest of its workflow.
-            Some((_, false)) => Revoked::Pending,
-            Some((_, true)) => {
-                st.remove(id);
-                Revoked::Pending
-            }
-            None => Revoked::NotFound,
+        let Some(e) = st.entries.get(&id) else {
+            return Ok(Revoked::NotFound);
         };
-        Ok(found)
+        if matches!(e.place, Place::Reserved(_)) {
+            return Ok(Revoked::Running);
+        }
+        let record = ResultRecord::revoked_waiting(id, e.env.task.clone(), e.env.attempts);
+        // A workflow step stays, to be delivered and dropped by a worker, which then fails the
+        // rest of its workflow.
+        if e.env.flow.is_empty() {
+            st.remove(id);
+        }
+        if st.results.get(&id).is_none_or(|old| record.supersedes(old)) {
+            st.results.insert(id, record);
+        }
+        drop(st);
+        self.changed.notify_all();
+        Ok(Revoked::Pending)
     }
 
     fn revoked(&self, ids: &[TaskId]) -> Result<Vec<TaskId>> {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use lovage_core::canvas::Frame;
-use lovage_core::{Codec, Signature, TaskError, TaskId, TaskOptions, TaskState};
+use lovage_core::{kinds, Codec, Signature, TaskError, TaskId, TaskOptions, TaskState};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -200,6 +200,25 @@ impl WorkerInfo {
 }
 
 impl ResultRecord {
+    /// The REVOKED record a backend stores in the same step as it revokes a waiting task (so a
+    /// waiter never sees it PENDING for good): `attempts` are the task's attempts so far, so
+    /// the record supersedes a RETRY record of the last one.
+    pub(crate) fn revoked_waiting(id: TaskId, task: String, attempts: u32) -> ResultRecord {
+        ResultRecord {
+            id,
+            task,
+            state: TaskState::Revoked,
+            value: None,
+            codec: Codec::default(),
+            error: Some(TaskError::new(kinds::REVOKED, "revoked before it started")),
+            attempts,
+            worker: None,
+            started: None,
+            updated: Timestamp::now(),
+            expires: None,
+        }
+    }
+
     /// Whether this record may replace `old`, the one stored for the same id: it is from the
     /// same or a later attempt, and it does not take a finished task back to unfinished. A run
     /// cut off past its lease may store its outcome after another worker's rerun stored its

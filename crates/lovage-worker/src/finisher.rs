@@ -76,6 +76,13 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
             .filter_map(|o| set.take(&o.ready.d.envelope.id))
             .collect()
     };
+    let lost: HashSet<Lease> = {
+        let mut set = s.lost_leases();
+        batch
+            .iter()
+            .filter_map(|o| set.take(&o.ready.d.lease))
+            .collect()
+    };
     for Outcome {
         ready,
         mut ran,
@@ -85,6 +92,13 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
         let d = ready.d;
         let env = &d.envelope;
         ended.push(env.id);
+        if lost.contains(&d.lease) {
+            // Not stored, not continued, not acked: the broker put the task back in its queue,
+            // and the worker that takes it (or has taken it) settles it.
+            tracing::warn!(task_id = %env.id, task = %env.task, "outcome dropped: the lease was lost while it ran");
+            report.lost += 1;
+            continue;
+        }
         if revoked_running.contains(&env.id) && !matches!(ran, Ran::Succeeded(_)) {
             // It stopped because it was revoked (its token fired, or its child was killed).
             // One that finished anyway is recorded as what it did: its effects happened.
@@ -222,4 +236,102 @@ fn plan_flows(s: &Shared, finished: &[(&Envelope, Finished<'_>)]) -> Option<Vec<
     s.retry_broker("continue workflows", || {
         lovage_flow::plan_many(&ctx, finished)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use lovage_broker::{connect, Envelope, ResultRecord, Timestamp, WorkerInfo};
+    use lovage_core::{CancelToken, Codec, Signature, TaskError, TaskId, TaskState};
+    use lovage_pool::ThreadPool;
+
+    use super::finish_batch;
+    use crate::settle::Ran;
+    use crate::shared::{Outcome, Ready, Running, Shared};
+    use crate::WorkerConfig;
+
+    fn shared() -> Shared {
+        let backend = connect(&format!("memory://finisher-{}", TaskId::new())).unwrap();
+        let now = Timestamp::now();
+        let info = WorkerInfo {
+            id: "a".into(),
+            host: "h".into(),
+            pid: 1,
+            queues: vec!["q".into()],
+            pool: "threads x1".into(),
+            started: now,
+            heartbeat: now,
+            tasks_done: 0,
+            active: 0,
+        };
+        let pool = Arc::new(ThreadPool::builder().workers(1).build().unwrap());
+        Shared::new(backend, pool, WorkerConfig::default(), info)
+    }
+
+    /// Worker A is cut off past its lease; worker B takes the task, stores SUCCESS and holds
+    /// it; then A's renewal finds the lease lost and A's run fails. A's outcome is dropped: no
+    /// FAILURE over B's SUCCESS, no dead letter, B's delivery untouched. Before the keeper
+    /// marked lost leases, A settled it as failed (and only the store's attempt check and the
+    /// fencing token kept B's record and delivery).
+    #[test]
+    fn an_outcome_whose_lease_was_lost_is_dropped() {
+        let s = shared();
+        let b = s.backend.driver();
+        let mut sig = Signature::new("finisher.task", &[1], Codec::Json).unwrap();
+        sig.options.queue = Some("q".into());
+        b.enqueue(&[Envelope::from_signature(sig)]).unwrap();
+        let queues = vec!["q".to_owned()];
+        let a = b
+            .reserve(&queues, 1, Duration::from_millis(50), Duration::ZERO)
+            .unwrap()
+            .remove(0);
+        std::thread::sleep(Duration::from_millis(120));
+        let taken = b
+            .reserve(&queues, 1, Duration::from_secs(60), Duration::ZERO)
+            .unwrap()
+            .remove(0);
+        let success = ResultRecord {
+            attempts: taken.envelope.attempts,
+            ..s.record(&taken, TaskState::Success, Some(b"1".to_vec()), None, None)
+        };
+        b.store(&[success]).unwrap();
+        s.running().insert(
+            a.envelope.id,
+            Running {
+                lease: a.lease,
+                token: CancelToken::new(),
+                handle: None,
+                run_started: None,
+                soft_time_limit: None,
+                expires: None,
+                acked: false,
+                withdrawal: Default::default(),
+            },
+        );
+        let lost = b.renew(&[a.lease], Duration::from_secs(60)).unwrap();
+        assert_eq!(lost, vec![a.lease]);
+        crate::keeper::settle_lost(&s, &lost, || false);
+        finish_batch(
+            &s,
+            vec![Outcome {
+                ready: Ready::new(a.clone()),
+                ran: Ran::Failed(TaskError::new("Boom", "A's late failure")),
+                started: Some(Timestamp::now()),
+            }],
+        );
+        let report = s.report().clone();
+        assert_eq!((report.lost, report.failed), (1, 0), "{report:?}");
+        assert_eq!(
+            b.get(a.envelope.id).unwrap().unwrap().state,
+            TaskState::Success
+        );
+        assert!(b.dead_letters(10).unwrap().is_empty());
+        assert!(b
+            .renew(&[taken.lease], Duration::from_secs(60))
+            .unwrap()
+            .is_empty());
+        assert!(s.running().is_empty(), "A no longer counts it as running");
+    }
 }

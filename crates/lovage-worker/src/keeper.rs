@@ -1,6 +1,6 @@
 //! The keeper: while the worker runs, fires soft time limits, renews the leases of the tasks
-//! in hand, cancels those revoked while they run, writes the heartbeat, and now and then
-//! deletes expired results.
+//! in hand, cancels those revoked while they run, marks those whose lease was lost (their
+//! outcomes are dropped), writes the heartbeat, and now and then deletes expired results.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ pub(crate) fn keep_loop(s: &Shared) {
             if let Some(lost) = s.retry_broker_until("renew leases", keeper_done, || {
                 s.backend.broker().renew(&leases, s.config.lease)
             }) {
-                cancel_revoked(s, &lost, keeper_done);
+                settle_lost(s, &lost, keeper_done);
             }
         }
         let info = {
@@ -84,9 +84,13 @@ fn withdraw_expired(s: &Shared) {
 }
 
 /// Of the leases the broker no longer holds for us, cancels those revoked (the finisher then
-/// settles them as REVOKED). A failed lookup is retried like any broker call (until
-/// `give_up()`), so one broker error does not let a revoked task run on.
-fn cancel_revoked(s: &Shared, lost: &[Lease], give_up: impl Fn() -> bool) {
+/// settles them as REVOKED) and marks the others lost: the lease ran out while this worker was
+/// cut off, so another worker may have run the task and settled it, and this run's outcome
+/// must not overwrite that (the finisher drops it). Tasks acknowledged at start
+/// (`acks_late = false`) hold no lease to lose. A failed lookup is retried like any broker call
+/// (until `give_up()`), so one broker error does not let a revoked task run on; until it
+/// succeeds, nothing is marked lost.
+pub(crate) fn settle_lost(s: &Shared, lost: &[Lease], give_up: impl Fn() -> bool) {
     if lost.is_empty() {
         return;
     }
@@ -97,12 +101,22 @@ fn cancel_revoked(s: &Shared, lost: &[Lease], give_up: impl Fn() -> bool) {
         return;
     };
     let mut set = s.revoked_running();
+    let mut gone = s.lost_leases();
     let running = s.running();
-    for id in revoked {
-        if let Some(r) = running.get(&id) {
-            tracing::info!(task_id = %id, "revoked while running: cancelling it");
+    for lease in lost {
+        let Some(r) = running.get(&lease.id).filter(|r| r.lease == *lease) else {
+            continue;
+        };
+        if revoked.contains(&lease.id) {
+            tracing::info!(task_id = %lease.id, "revoked while running: cancelling it");
             r.token.cancel(CancelReason::Revoked);
-            set.insert(id);
+            set.insert(lease.id);
+        } else if !r.acked && gone.insert(*lease) {
+            tracing::warn!(
+                task_id = %lease.id,
+                "lost the task's lease while it ran (the broker was out of reach past the lease); \
+                 another worker may run it, so this run's outcome will be dropped"
+            );
         }
     }
 }

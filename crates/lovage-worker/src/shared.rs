@@ -125,6 +125,9 @@ pub(crate) struct Shared {
     pub paced_changed: Condvar,
     /// Running tasks revoked while they ran (the keeper's finding): they settle as REVOKED.
     revoked_running: Mutex<HashSet<TaskId>>,
+    /// Leases the broker no longer holds for us, of tasks not revoked (the keeper's finding):
+    /// another worker may be running them, so their outcomes are dropped, not settled.
+    lost_leases: Mutex<HashSet<Lease>>,
     pub shutdown: Shutdown,
     /// Set when the run is over: the finisher and the keeper return.
     pub done: AtomicBool,
@@ -157,6 +160,7 @@ impl Shared {
             paced: Mutex::new(Vec::new()),
             paced_changed: Condvar::new(),
             revoked_running: Mutex::new(HashSet::new()),
+            lost_leases: Mutex::new(HashSet::new()),
             shutdown: Shutdown::default(),
             done: AtomicBool::new(false),
             report: Mutex::new(WorkerReport::default()),
@@ -183,6 +187,10 @@ impl Shared {
 
     pub fn revoked_running(&self) -> MutexGuard<'_, HashSet<TaskId>> {
         unpoisoned(&self.revoked_running)
+    }
+
+    pub fn lost_leases(&self) -> MutexGuard<'_, HashSet<Lease>> {
+        unpoisoned(&self.lost_leases)
     }
 
     /// How many tasks to hold beyond the running ones, from the measured task run time.

@@ -27,6 +27,9 @@ pub struct WorkerReport {
     /// Tasks handed back to the queue by a stop: those not started yet (graceful), or every
     /// one in hand (immediate).
     pub requeued: u64,
+    /// Outcomes dropped because the task's lease was lost while it ran (the worker was cut off
+    /// from the broker past its lease): another worker may have run and settled it.
+    pub lost: u64,
 }
 
 impl WorkerReport {
@@ -36,6 +39,7 @@ impl WorkerReport {
         self.retried += other.retried;
         self.revoked += other.revoked;
         self.requeued += other.requeued;
+        self.lost += other.lost;
     }
 }
 

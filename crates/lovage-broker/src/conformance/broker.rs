@@ -261,6 +261,33 @@ conformance_tests! {
         );
     }
 
+    /// Revoking a waiting task records it REVOKED in the same operation (before, the client
+    /// stored the record in a second step, and a failure in between left it PENDING for good).
+    /// The record carries the attempts so far, so it supersedes the RETRY record of a task
+    /// revoked while it waits for its retry; a waiting workflow step is recorded too.
+    fn revoking_a_waiting_task_records_it_revoked_at_once(f: Fixture) {
+        let b = f.backend.driver();
+        let (plain, mut step, retried) = (env("rvr", 0), env("rvr", 0), env("rvr-retry", 0));
+        step.flow = vec![lovage_core::canvas::Frame::Link(Vec::new())];
+        b.enqueue(&[plain.clone(), step.clone(), retried.clone()]).unwrap();
+        let d = reserve_all(b, "rvr-retry", 1);
+        b.store(&[crate::ResultRecord {
+            attempts: 1,
+            ..super::record(retried.id, lovage_core::TaskState::Retry)
+        }])
+        .unwrap();
+        b.retry(&d[0].lease, Duration::from_secs(3600)).unwrap();
+        for (e, attempts) in [(&plain, 0), (&step, 0), (&retried, 1)] {
+            assert_eq!(b.revoke(e.id).unwrap(), Revoked::Pending);
+            let r = b.get(e.id).unwrap().expect("recorded by revoke itself");
+            assert_eq!(
+                (r.state, r.attempts),
+                (lovage_core::TaskState::Revoked, attempts),
+                "{e:?}"
+            );
+        }
+    }
+
     fn purge_removes_waiting_tasks_only(f: Fixture) {
         let b = f.backend.driver();
         b.enqueue(&[env("pg", 0)]).unwrap();

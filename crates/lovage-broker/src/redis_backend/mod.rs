@@ -155,7 +155,7 @@ impl RedisBackend {
                 stats: with_meta(STATS),
                 enqueue_once: with_meta(ENQUEUE_ONCE),
                 join: Script::new(JOIN),
-                store_results: Script::new(STORE_RESULTS),
+                store_results: with_meta(STORE_RESULTS),
                 lock: Script::new(LOCK),
                 acquire: Script::new(ACQUIRE),
                 unlock: Script::new(UNLOCK),
@@ -567,10 +567,21 @@ impl Broker for RedisBackend {
     }
 
     fn revoke(&self, id: TaskId) -> Result<Revoked> {
+        // The REVOKED record, but for its attempts count, which the script fills in.
+        const MARK: u32 = u32::MAX;
+        let record = ResultRecord::revoked_waiting(id, String::new(), MARK);
+        let json = serde_json::to_string(&record).map_err(|e| self.err("revoke", e))?;
+        let (before, after) = json
+            .split_once(&format!("\"attempts\":{MARK}"))
+            .ok_or_else(|| self.err("revoke", "the record has no attempts field"))?;
         let mut inv = self.scripts.revoke.prepare_invoke();
         inv.arg(&self.prefix)
             .arg(id.to_string())
-            .arg(millis(REVOKE_TTL));
+            .arg(millis(REVOKE_TTL))
+            .arg(self.result_key(results::bucket(id), false))
+            .arg(self.result_key(results::bucket(id), true))
+            .arg(format!("{before}\"attempts\":"))
+            .arg(after);
         let found: i64 = self.with_conn("revoke", |c| inv.invoke(c))?;
         Ok(match found {
             1 => Revoked::Pending,

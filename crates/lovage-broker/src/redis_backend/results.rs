@@ -33,14 +33,14 @@ const BUCKET_MS: u64 = 1_000;
 
 /// The second of a task id: its first 48 bits are its creation time in milliseconds. Ids that
 /// are not UUID v7 (a beat tick's v5 id) have other bits there and land in buckets of their own.
-fn bucket(id: TaskId) -> u64 {
+pub(super) fn bucket(id: TaskId) -> u64 {
     let b = id.as_uuid().as_bytes();
     u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]) / BUCKET_MS
 }
 
 impl RedisBackend {
     /// A bucket's hash of results with a time to live (`P:r:`), or of results kept (`P:rk:`).
-    fn result_key(&self, bucket: u64, kept: bool) -> String {
+    pub(super) fn result_key(&self, bucket: u64, kept: bool) -> String {
         let family = if kept { "rk" } else { "r" };
         self.key(&format!("{family}:{bucket}"))
     }

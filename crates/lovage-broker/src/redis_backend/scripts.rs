@@ -116,6 +116,16 @@ end
 local function carries_flow(v)
   return v and string.find(v, '\164flow', 1, true) ~= nil
 end
+-- Whether a record of `attempts` (final or not) may replace the stored JSON record `old`
+-- (`ResultRecord::supersedes`): not from an older attempt, not unfinished over finished. A
+-- stored record that does not decode is replaced.
+local FINAL = {SUCCESS = true, FAILURE = true, REVOKED = true}
+local function supersedes(old, attempts, final)
+  if not old then return true end
+  local ok, rec = pcall(cjson.decode, old)
+  if not ok or type(rec) ~= 'table' then return true end
+  return attempts >= (tonumber(rec.attempts) or 0) and (final or not FINAL[rec.state])
+end
 local function is_revoked(p, id, now)
   local until_ = redis.call('ZSCORE', p .. ':revoked', id)
   return until_ and tonumber(until_) > now
@@ -307,7 +317,10 @@ return lost
 "#;
 
 pub(super) const REVOKE: &str = r#"
--- ARGV: prefix, id, remember ms; returns 0 not found, 1 pending, 2 running
+-- ARGV: prefix, id, remember ms, the id's hash of results with a time to live and of kept
+-- results, then its REVOKED record's JSON in two parts around its attempts count (which only
+-- this script knows). Returns 0 not found, 1 pending (removed, or a workflow step left to be
+-- dropped by a worker; recorded REVOKED in the same step either way), 2 running.
 local p, id = ARGV[1], ARGV[2]
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', p .. ':revoked', '-inf', now)
@@ -316,6 +329,12 @@ local d, score, q, v = meta_of(p, id)
 if not d then return 0 end
 local token = redis.call('HGET', p .. ':fence', id)
 if token and redis.call('ZSCORE', p .. ':leases', id .. ':' .. token) then return 2 end
+local r, rk = ARGV[4], ARGV[5]
+local attempts = math.max(d - 1, 0)
+if supersedes(redis.call('HGET', r, id) or redis.call('HGET', rk, id), attempts, true) then
+  redis.call('HSET', rk, id, ARGV[6] .. attempts .. ARGV[7])
+  redis.call('HDEL', r, id)
+end
 -- A workflow step stays, to be delivered and dropped by a worker, which then fails the rest
 -- of its workflow.
 if carries_flow(v) then return 1 end
@@ -386,7 +405,6 @@ pub(super) const STORE_RESULTS: &str = r#"
 -- final records stored (see `results`): an id nobody waits for costs one element of one
 -- ZMSCORE. Returns how many records were stored.
 local p = ARGV[1]
-local FINAL = {SUCCESS = true, FAILURE = true, REVOKED = true}
 local sets, dels, ttls, order = {}, {}, {}, {}
 local function add(t, key, ...)
   local l = t[key]
@@ -402,16 +420,7 @@ for i = 2, #ARGV, 8 do
   local id, r, rk, where = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local ttl, attempts, final = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6] == '1'
   local old = redis.call('HGET', r, id) or redis.call('HGET', rk, id)
-  local take = true
-  if old then
-    -- A stored record that does not decode is replaced.
-    local ok, rec = pcall(cjson.decode, old)
-    if ok and type(rec) == 'table' then
-      local before = tonumber(rec.attempts) or 0
-      if attempts < before or (FINAL[rec.state] and not final) then take = false end
-    end
-  end
-  if take then
+  if supersedes(old, attempts, final) then
     stored = stored + 1
     if final then finals[#finals + 1] = id end
     if where == 'r' then

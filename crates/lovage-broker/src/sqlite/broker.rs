@@ -14,7 +14,7 @@ use super::SqliteBackend;
 use crate::corrupt::CorruptMessage;
 use crate::{
     Admin, Broker, DeadLetter, Delivery, Envelope, Lease, Locks, Presence, QueueStats, RateLimits,
-    Result, Revoked, Timestamp, WorkerInfo, ONCE_TTL, WORKER_RECORD_TTL,
+    Result, ResultRecord, Revoked, Timestamp, WorkerInfo, ONCE_TTL, WORKER_RECORD_TTL,
 };
 
 /// How long a revoked id is remembered.
@@ -230,35 +230,34 @@ impl Broker for SqliteBackend {
                 "INSERT OR REPLACE INTO revoked (id, at) VALUES (?1, ?2)",
                 params![id.to_string(), now.as_millis()],
             )?;
-            if tx.execute(
-                "DELETE FROM tasks WHERE id = ?1 AND state != 1 AND flow IS NULL",
-                [id.to_string()],
-            )? > 0
-            {
-                return Ok(Revoked::Pending);
+            let found: Option<(i64, bool, String, i64)> = tx
+                .query_row(
+                    "SELECT state, flow IS NULL, task, attempts FROM tasks WHERE id = ?1",
+                    [id.to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let Some((state, plain, task, attempts)) = found else {
+                return Ok(Revoked::NotFound);
+            };
+            if state == RESERVED {
+                return Ok(Revoked::Running);
             }
             // A workflow step stays, to be delivered and dropped by a worker, which then fails
             // the rest of its workflow.
-            let waiting_step: Option<i64> = tx
-                .query_row(
-                    "SELECT 1 FROM tasks WHERE id = ?1 AND state != 1",
-                    [id.to_string()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if waiting_step.is_some() {
-                return Ok(Revoked::Pending);
+            if plain {
+                tx.execute("DELETE FROM tasks WHERE id = ?1", [id.to_string()])?;
             }
-            let running: Option<i64> = tx
-                .query_row("SELECT 1 FROM tasks WHERE id = ?1", [id.to_string()], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            Ok(if running.is_some() {
-                Revoked::Running
-            } else {
-                Revoked::NotFound
-            })
+            // Recorded in the same transaction: a waiter never sees it PENDING for good.
+            let record = ResultRecord::revoked_waiting(id, task, attempts.max(0) as u32);
+            let error = record
+                .error
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            insert_result(tx, &record, error.as_deref())?;
+            Ok(Revoked::Pending)
         })
     }
 
