@@ -10,7 +10,7 @@ use crate::{BrokerError, Result};
 /// `PRAGMA application_id` of a lovage database ("LOVA").
 const APPLICATION_ID: i32 = 0x4c4f_5641;
 /// Schema version in `PRAGMA user_version`.
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 
 // The values of `tasks.state`.
 pub(super) const READY: i64 = 0;
@@ -31,6 +31,17 @@ CREATE TABLE IF NOT EXISTS join_counts (id TEXT PRIMARY KEY, n INTEGER NOT NULL,
 CREATE TABLE IF NOT EXISTS blobs (id TEXT PRIMARY KEY, value BLOB NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rate_limits (key TEXT PRIMARY KEY, tat INTEGER NOT NULL) WITHOUT ROWID;
+";
+
+/// Indexes added in schema version 3, so the purge of expired rows and the pruning of
+/// revoked ids read only what they delete instead of scanning their tables under the write
+/// lock; also created by the upgrade from 2.
+const V3_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS sent_once_until ON sent_once(until);
+CREATE INDEX IF NOT EXISTS joins_until ON joins(until);
+CREATE INDEX IF NOT EXISTS join_counts_until ON join_counts(until);
+CREATE INDEX IF NOT EXISTS blobs_until ON blobs(until);
+CREATE INDEX IF NOT EXISTS revoked_at ON revoked(at);
 ";
 
 const SCHEMA: &str = "
@@ -137,6 +148,8 @@ impl SqliteBackend {
             .map_err(|e| self.err("create schema", e))?;
         tx.execute_batch(WORKFLOW_TABLES)
             .map_err(|e| self.err("create schema", e))?;
+        tx.execute_batch(V3_INDEXES)
+            .map_err(|e| self.err("create schema", e))?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)
             .map_err(|e| self.err("initialise", e))?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -144,13 +157,17 @@ impl SqliteBackend {
         tx.commit().map_err(|e| self.err("initialise", e))
     }
 
-    /// Brings a version 1 database (before workflows) to the current schema.
+    /// Brings an older database (version 1: before workflows; 2: before the purge indexes) to
+    /// the current schema.
     fn upgrade(&self) -> Result<()> {
         self.write("upgrade schema", |tx| {
             let version: i32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             if version < 2 {
                 tx.execute_batch("ALTER TABLE tasks ADD COLUMN flow BLOB;")?;
                 tx.execute_batch(WORKFLOW_TABLES)?;
+            }
+            if version < 3 {
+                tx.execute_batch(V3_INDEXES)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         })
