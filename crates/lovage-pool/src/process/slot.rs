@@ -432,8 +432,11 @@ impl Slot {
                 )));
             }
         }
-        if let Some(InFlight::Call { started, .. }) = self.inflight.front_mut() {
-            started.get_or_insert(now);
+        if let Some(InFlight::Call { started, job, .. }) = self.inflight.front_mut() {
+            if started.is_none() {
+                *started = Some(now);
+                job.mark_started();
+            }
         }
         Ok(())
     }
