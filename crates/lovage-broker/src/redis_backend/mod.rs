@@ -20,12 +20,12 @@
 //! | `P:waiting` | sorted set | ids someone waits for, score = when the entry goes stale |
 //! | `P:n:{id}` | list, short TTL | "a final result was stored": waiters block on it |
 //! | `P:c:{key}` | counter | `incr` |
-//! | `P:once` | sorted set | ids sent with `enqueue_once`, score = when to forget them |
+//! | `P:once` | sorted set | ids sent with `enqueue_once`, score = when to forget them (~136 bytes an id; docs/guarantees.md) |
 //! | `P:j:{id}` | hash, TTL | a join (group/chord): member index → its result |
 //! | `P:b:{id}` | string, TTL | a blob: a long chain of a workflow, stored once |
 //! | `P:lock:{name}` | string, TTL | a lock's holder (`lovage beat`'s leader) |
 //! | `P:rate:{key}` | string, TTL | a rate limit's theoretical arrival time (µs) |
-//! | `P:dead` | list | dead letters, newest first, capped |
+//! | `P:dead` | list | dead letters, newest first, capped at [`DEAD_LETTERS_KEPT`] (or `?dead_letters=N`) |
 //! | `P:corrupt` | hash | id → a task value that does not parse, set aside by a script until a reserve's client dead-letters it |
 //! | `P:workers` | hash | worker id → info (JSON) |
 //!
