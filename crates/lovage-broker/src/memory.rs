@@ -585,10 +585,12 @@ impl ResultStore for MemoryBackend {
         Ok(entries
             .iter()
             .map(|e| {
-                let (members, _) = st
+                let (members, until) = st
                     .joins
                     .entry(e.id)
                     .or_insert_with(|| (BTreeMap::new(), now + ONCE_TTL));
+                // Kept ONCE_TTL after its last member, as on Redis and SQLite.
+                *until = now + ONCE_TTL;
                 members.insert(e.index, e.value.to_vec());
                 (members.len() >= e.size as usize).then(|| members.values().cloned().collect())
             })
