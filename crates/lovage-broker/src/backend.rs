@@ -96,13 +96,40 @@ pub const DEFAULT_URL: &str = "sqlite://lovage.db";
 /// also works), `redis://[user:pass@]host:port/db[?prefix=name]` or `rediss://` for TLS
 /// (features `redis`, `redis-tls`), or `memory://NAME` (shared by every `connect` in this
 /// process with that name).
+///
+/// Every backend takes `dead_letters=N` in the query (`sqlite://lovage.db?dead_letters=500`):
+/// the dead letters it keeps, [`DEAD_LETTERS_KEPT`](crate::DEAD_LETTERS_KEPT) by default. The
+/// cap is applied by whoever writes a dead letter, so give every process the same one.
 pub fn connect(url: &str) -> Result<Backend> {
+    let (stripped, kept) = take_param(url, "dead_letters");
+    let kept = match kept {
+        None => crate::DEAD_LETTERS_KEPT,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(BrokerError::BadUrl {
+                    url: redact(url),
+                    reason: format!("dead_letters={n:?}: expected a whole number above 0"),
+                })
+            }
+        },
+    };
+    let driver = open_driver(&stripped, kept)?;
+    Ok(Backend::new(driver, url))
+}
+
+/// The driver for `url` (without `dead_letters`), keeping `kept` dead letters.
+fn open_driver(url: &str, kept: usize) -> Result<Arc<dyn Driver>> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| BrokerError::BadUrl {
         url: redact(url),
         reason: "expected scheme://location, e.g. sqlite://lovage.db".into(),
     })?;
     let driver: Arc<dyn Driver> = match scheme {
-        "memory" => memory::MemoryBackend::named(rest),
+        "memory" => {
+            let b = memory::MemoryBackend::named(rest);
+            b.keep_dead_letters(kept);
+            b
+        }
         #[cfg(feature = "sqlite")]
         "sqlite" => {
             if rest.is_empty() {
@@ -111,10 +138,16 @@ pub fn connect(url: &str) -> Result<Backend> {
                     reason: "no file path after sqlite://".into(),
                 });
             }
-            Arc::new(crate::sqlite::SqliteBackend::open(rest)?)
+            let b = crate::sqlite::SqliteBackend::open(rest)?;
+            b.keep_dead_letters(kept);
+            Arc::new(b)
         }
         #[cfg(feature = "redis")]
-        "redis" | "rediss" => Arc::new(crate::redis_backend::RedisBackend::open(url)?),
+        "redis" | "rediss" => {
+            let b = crate::redis_backend::RedisBackend::open(url)?;
+            b.keep_dead_letters(kept);
+            Arc::new(b)
+        }
         other => {
             let mut have = vec!["memory"];
             if cfg!(feature = "sqlite") {
@@ -132,12 +165,69 @@ pub fn connect(url: &str) -> Result<Backend> {
             });
         }
     };
-    Ok(Backend::new(driver, url))
+    Ok(driver)
+}
+
+/// `url` without the query parameter `key`, and its value if it was there (the last one).
+fn take_param(url: &str, key: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    // A fragment (`#insecure`) stays at the end.
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let mut value = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some((k, v)) if k == key => value = Some(v.to_owned()),
+            _ if pair.is_empty() => {}
+            _ => kept.push(pair),
+        }
+    }
+    let mut out = base.to_owned();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    (out, value)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{redact, take_param};
+
+    #[test]
+    fn the_dead_letter_cap_is_taken_out_of_the_url() {
+        let take = |u| take_param(u, "dead_letters");
+        assert_eq!(take("sqlite://a.db"), ("sqlite://a.db".into(), None));
+        assert_eq!(
+            take("sqlite://a.db?dead_letters=5"),
+            ("sqlite://a.db".into(), Some("5".into()))
+        );
+        assert_eq!(
+            take("redis://h/0?dead_letters=5&prefix=p#insecure"),
+            ("redis://h/0?prefix=p#insecure".into(), Some("5".into()))
+        );
+        assert_eq!(
+            take("redis://h/0?prefix=p&dead_letters=7"),
+            ("redis://h/0?prefix=p".into(), Some("7".into()))
+        );
+    }
+
+    #[test]
+    fn a_bad_dead_letter_cap_is_refused() {
+        for bad in ["memory://x?dead_letters=0", "memory://x?dead_letters=many"] {
+            let err = super::connect(bad).expect_err("refused");
+            assert!(err.to_string().contains("dead_letters"), "{err}");
+        }
+    }
 
     #[test]
     fn a_password_is_not_kept() {

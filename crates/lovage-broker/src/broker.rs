@@ -66,6 +66,11 @@ pub trait Broker: Send + Sync {
     /// Moves a task that failed for the last time to the dead letters and removes it.
     fn discard(&self, lease: &Lease, envelope: &Envelope, error: &TaskError) -> Result<()>;
 
+    /// Adds a dead letter for a task the broker no longer holds: one acknowledged when it
+    /// started (`acks_late = false`) that then failed for the last time. Unlike
+    /// [`discard`](Broker::discard) it takes no lease and removes nothing.
+    fn bury(&self, envelope: &Envelope, error: &TaskError) -> Result<()>;
+
     /// Revokes a task: removes it if waiting and records it REVOKED in the same step (one
     /// operation, so a waiter never sees it PENDING for good); flags it if a worker holds it.
     /// A waiting workflow step stays, recorded REVOKED, for the worker that gets it to drop it

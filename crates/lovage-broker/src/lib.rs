@@ -36,7 +36,7 @@ pub use client::{App, AsyncResult};
 pub use error::{BrokerError, Source};
 pub use message::{
     DeadLetter, Delivery, Envelope, JoinEntry, Lease, QueueStats, ResultRecord, Revoked,
-    WorkerInfo, DEFAULT_QUEUE, ONCE_TTL, WORKER_RECORD_TTL,
+    WorkerInfo, DEAD_LETTERS_KEPT, DEFAULT_QUEUE, ONCE_TTL, WORKER_RECORD_TTL,
 };
 pub use rate::{gcra, now_micros, slots_from_micros};
 pub use results::ResultStore;

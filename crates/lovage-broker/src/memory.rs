@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,8 @@ use lovage_core::{TaskError, TaskId};
 
 use crate::{
     Admin, Broker, DeadLetter, Delivery, Envelope, JoinEntry, Lease, Locks, Presence, QueueStats,
-    RateLimits, Result, ResultRecord, ResultStore, Revoked, Timestamp, WorkerInfo, ONCE_TTL,
+    RateLimits, Result, ResultRecord, ResultStore, Revoked, Timestamp, WorkerInfo,
+    DEAD_LETTERS_KEPT, ONCE_TTL,
 };
 
 /// How long a revoked id is remembered for tasks not (yet) in the broker.
@@ -159,14 +161,31 @@ impl State {
 }
 
 /// The memory backend: a broker and a result store in one.
-#[derive(Default)]
 pub struct MemoryBackend {
     state: Mutex<State>,
     /// Signalled when tasks become ready or results are stored.
     changed: Condvar,
+    /// Dead letters kept; past this many, the oldest are dropped.
+    dead_kept: AtomicUsize,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        MemoryBackend {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            dead_kept: AtomicUsize::new(DEAD_LETTERS_KEPT),
+        }
+    }
 }
 
 impl MemoryBackend {
+    /// Keeps the `n` newest dead letters (at least one), dropping older ones as new ones come;
+    /// [`DEAD_LETTERS_KEPT`] by default. A named backend shares it with every `memory://NAME`.
+    pub fn keep_dead_letters(&self, n: usize) {
+        self.dead_kept.store(n.max(1), Ordering::Relaxed);
+    }
+
     /// A fresh, empty backend.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
@@ -179,6 +198,20 @@ impl MemoryBackend {
         let map = NAMED.get_or_init(Default::default);
         let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Adds a dead letter, dropping the oldest past the cap.
+    fn add_dead_letter(&self, st: &mut State, envelope: &Envelope, error: &TaskError) {
+        st.dead.push(DeadLetter {
+            envelope: envelope.clone(),
+            error: error.clone(),
+            at: Timestamp::now(),
+        });
+        let over = st
+            .dead
+            .len()
+            .saturating_sub(self.dead_kept.load(Ordering::Relaxed));
+        st.dead.drain(..over);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -349,19 +382,23 @@ impl Broker for MemoryBackend {
         // A stale lease: the task lives on elsewhere, so it is not dead.
         if st.holds(lease) {
             st.remove(lease.id);
-            st.dead.push(DeadLetter {
-                envelope: envelope.clone(),
-                error: error.clone(),
-                at: Timestamp::now(),
-            });
+            self.add_dead_letter(&mut st, envelope, error);
         }
+        Ok(())
+    }
+
+    fn bury(&self, envelope: &Envelope, error: &TaskError) -> Result<()> {
+        self.add_dead_letter(&mut self.state(), envelope, error);
         Ok(())
     }
 
     fn revoke(&self, id: TaskId) -> Result<Revoked> {
         let now = Timestamp::now();
         let mut st = self.state();
-        st.revoked.retain(|_, t| now - *t < REVOKE_MEMORY);
+        // Forget old ids now and then (amortised: when the map doubles), not on every revoke.
+        if st.revoked.len().is_power_of_two() {
+            st.revoked.retain(|_, t| now - *t < REVOKE_MEMORY);
+        }
         st.revoked.insert(id, now);
         let Some(e) = st.entries.get(&id) else {
             return Ok(Revoked::NotFound);
@@ -568,10 +605,12 @@ impl ResultStore for MemoryBackend {
         Ok(entries
             .iter()
             .map(|e| {
-                let (members, _) = st
+                let (members, until) = st
                     .joins
                     .entry(e.id)
                     .or_insert_with(|| (BTreeMap::new(), now + ONCE_TTL));
+                // Kept ONCE_TTL after its last member, as on Redis and SQLite.
+                *until = now + ONCE_TTL;
                 members.insert(e.index, e.value.to_vec());
                 (members.len() >= e.size as usize).then(|| members.values().cloned().collect())
             })

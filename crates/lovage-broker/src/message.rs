@@ -17,6 +17,10 @@ pub const ONCE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// unregisters): by the next heartbeat of any worker, or the next listing on Redis.
 pub const WORKER_RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// Dead letters each backend keeps unless its URL says otherwise (`?dead_letters=N`): past
+/// this many, the oldest are dropped, so a queue that fails for good cannot fill the storage.
+pub const DEAD_LETTERS_KEPT: usize = 10_000;
+
 /// The queue a task goes to when nothing says otherwise.
 pub const DEFAULT_QUEUE: &str = "default";
 

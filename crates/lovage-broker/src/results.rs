@@ -43,6 +43,7 @@ pub trait ResultStore: Send + Sync {
     fn incr(&self, key: &str, by: i64) -> Result<i64>;
 
     /// Deletes records past their expiry; returns how many (0 for a backend whose keys expire
-    /// by themselves). An expired record is never returned by `get`, purged or not.
+    /// by themselves, or when another process on the same storage purges for now, as on
+    /// SQLite). An expired record is never returned by `get`, purged or not.
     fn purge_expired(&self) -> Result<u64>;
 }

@@ -9,11 +9,12 @@
     clippy::undocumented_unsafe_blocks
 )] // tests panic to fail and print what they saw
 
+use std::path::Path;
 use std::time::Duration;
 
 use lovage_broker::sqlite::SqliteBackend;
-use lovage_broker::{connect, Broker, BrokerError, Envelope};
-use lovage_core::{Codec, Signature};
+use lovage_broker::{connect, Broker, BrokerError, Envelope, JoinEntry, ResultStore};
+use lovage_core::{Codec, Signature, TaskId};
 
 fn env() -> Envelope {
     Envelope::from_signature(Signature::new("t", &[1], Codec::Json).unwrap())
@@ -183,9 +184,12 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
 /// Makes a current file look like one of schema `version`: what later versions added is dropped.
 fn downgrade(path: &std::path::Path, version: i32) {
     let c = rusqlite::Connection::open(path).unwrap();
-    // Version 3 added fencing tokens.
+    // Version 3 added fencing tokens and the purge indexes.
     c.execute_batch("ALTER TABLE tasks DROP COLUMN fence; DROP TABLE meta;")
         .unwrap();
+    for name in V3_INDEX_NAMES {
+        c.execute_batch(&format!("DROP INDEX {name}")).unwrap();
+    }
     if version < 2 {
         // Version 2 added workflows.
         c.execute_batch(
@@ -209,11 +213,8 @@ fn databases_of_older_schemas_are_upgraded_in_place() {
         }
         downgrade(&path, old);
         let b = SqliteBackend::open(&path).unwrap();
-        let version: i32 = rusqlite::Connection::open(&path)
-            .unwrap()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, 3, "from version {old}");
+        assert_eq!(schema_version(&path), 3, "from version {old}");
+        assert_eq!(purge_indexes(&path), V3_INDEX_NAMES, "from version {old}");
         b.enqueue_once(&[env()]).unwrap();
         let got = b
             .reserve(
@@ -241,6 +242,166 @@ fn databases_of_older_schemas_are_upgraded_in_place() {
             .unwrap()
             .is_empty());
     }
+}
+
+/// The indexes schema version 3 added, by name.
+const V3_INDEX_NAMES: [&str; 5] = [
+    "blobs_until",
+    "join_counts_until",
+    "joins_until",
+    "revoked_at",
+    "sent_once_until",
+];
+
+fn schema_version(path: &Path) -> i32 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Which of the schema-3 indexes the file has, sorted.
+fn purge_indexes(path: &Path) -> Vec<String> {
+    let c = rusqlite::Connection::open(path).unwrap();
+    let mut q = c
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name IN (?1, ?2, ?3, ?4, ?5) ORDER BY name")
+        .unwrap();
+    q.query_map(V3_INDEX_NAMES, |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// Fills each table `purge_expired` empties with `n` rows that expired long ago, plus one
+/// row per table that has not.
+fn fill_expired(path: &Path, n: usize) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    let far = i64::MAX / 2;
+    c.execute_batch(&format!(
+        "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < {n})
+         INSERT INTO sent_once (id, until) SELECT 'o' || i, 1 FROM k;
+         WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < {n})
+         INSERT INTO joins (id, idx, value, until) SELECT 'j' || (i / 3), i, x'00', 1 FROM k;
+         INSERT OR IGNORE INTO join_counts (id, n, until) SELECT id, 1, 1 FROM joins;
+         WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < {n})
+         INSERT INTO blobs (id, value, until) SELECT 'b' || i, x'00', 1 FROM k;
+         WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < {n})
+         INSERT INTO revoked (id, at) SELECT 'r' || i, 1 FROM k;
+         WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < {n})
+         INSERT INTO results (id, task, state, codec, attempts, updated, expires)
+             SELECT 'x' || i, 't', 'SUCCESS', 'json', 1, 1, 1 FROM k;
+         INSERT OR REPLACE INTO sent_once (id, until) VALUES ('live', {far});
+         INSERT OR REPLACE INTO joins (id, idx, value, until) VALUES ('live', 0, x'00', {far});
+         INSERT OR REPLACE INTO join_counts (id, n, until) VALUES ('live', 1, {far});
+         INSERT OR REPLACE INTO blobs (id, value, until) VALUES ('live', x'00', {far});
+         INSERT OR REPLACE INTO revoked (id, at) VALUES ('live', {far});
+         INSERT OR REPLACE INTO results (id, task, state, codec, attempts, updated, expires)
+             VALUES ('live', 't', 'SUCCESS', 'json', 1, 1, {far});"
+    ))
+    .unwrap();
+}
+
+/// Rows per table that `purge_expired` empties.
+fn purgeable_rows(path: &Path) -> Vec<(&'static str, i64)> {
+    let c = rusqlite::Connection::open(path).unwrap();
+    [
+        "sent_once",
+        "joins",
+        "join_counts",
+        "blobs",
+        "revoked",
+        "results",
+    ]
+    .into_iter()
+    .map(|t| {
+        let n = c
+            .query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
+            .unwrap();
+        (t, n)
+    })
+    .collect()
+}
+
+fn only_live_rows() -> Vec<(&'static str, i64)> {
+    [
+        "sent_once",
+        "joins",
+        "join_counts",
+        "blobs",
+        "revoked",
+        "results",
+    ]
+    .into_iter()
+    .map(|t| (t, 1))
+    .collect()
+}
+
+#[test]
+fn many_expired_rows_are_purged_across_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let b = SqliteBackend::open(&path).unwrap();
+    // Several times a batch (1000 rows) in every table.
+    fill_expired(&path, 3500);
+    assert_eq!(b.purge_expired().unwrap(), 3500, "the expired results");
+    assert_eq!(purgeable_rows(&path), only_live_rows());
+}
+
+#[test]
+fn two_processes_on_one_file_do_not_both_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let first = SqliteBackend::open(&path).unwrap();
+    let second = SqliteBackend::open(&path).unwrap();
+    fill_expired(&path, 10);
+    assert_eq!(first.purge_expired().unwrap(), 10);
+    fill_expired(&path, 10);
+    assert_eq!(
+        second.purge_expired().unwrap(),
+        0,
+        "the first holds the purge for this interval"
+    );
+    assert_eq!(purgeable_rows(&path)[0], ("sent_once", 11), "untouched");
+    assert_eq!(
+        first.purge_expired().unwrap(),
+        10,
+        "its holder purges again"
+    );
+    assert_eq!(purgeable_rows(&path), only_live_rows());
+}
+
+/// A chord whose members come in over more than ONCE_TTL: each member stored keeps the join,
+/// so a purge between members does not lose the early ones.
+#[test]
+fn a_join_older_than_once_ttl_is_not_purged_midway() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let b = SqliteBackend::open(&path).unwrap();
+    let id = TaskId::new();
+    let join = |index: u32| {
+        let value = [index as u8];
+        let entry = JoinEntry {
+            id,
+            index,
+            size: 3,
+            value: &value,
+        };
+        b.join(&[entry]).unwrap().pop().unwrap()
+    };
+    assert_eq!(join(0), None);
+    // The first member came longer ago than ONCE_TTL.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("UPDATE joins SET until = 1; UPDATE join_counts SET until = 1;")
+        .unwrap();
+    assert_eq!(join(1), None);
+    b.purge_expired().unwrap();
+    assert_eq!(
+        join(2),
+        Some(vec![vec![0], vec![1], vec![2]]),
+        "every member is still there"
+    );
 }
 
 /// A message that does not decode (a row written by hand, a newer format from a rolling

@@ -6,7 +6,7 @@
 //! the same calls work there.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::error::{kinds, TaskError};
@@ -80,8 +80,13 @@ thread_local! {
     static CURRENT: RefCell<Option<CancelToken>> = const { RefCell::new(None) };
 }
 
-/// Set by a process pool child's signal handler; reset before each task.
-static PROCESS_CANCEL: AtomicU8 = AtomicU8::new(0);
+/// In a process pool's child: the parent's number for the task running now (0: none).
+static PROCESS_TASK: AtomicU64 = AtomicU64::new(0);
+/// In a process pool's child: the number of the task the parent last signalled past its soft
+/// time limit. Kept per task rather than as one flag cleared before each task, so a signal that
+/// arrives before its task begins is not lost, and one that arrives late for a finished task
+/// does not stop the next.
+static PROCESS_SOFT_LIMITED: AtomicU64 = AtomicU64::new(0);
 
 /// Runs `f` with `token` as this thread's current token.
 pub fn with_token<R>(token: &CancelToken, f: impl FnOnce() -> R) -> R {
@@ -101,7 +106,7 @@ pub fn with_token<R>(token: &CancelToken, f: impl FnOnce() -> R) -> R {
 pub fn cancel_reason() -> Option<CancelReason> {
     CURRENT
         .with(|c| c.borrow().as_ref().and_then(CancelToken::reason))
-        .or_else(|| CancelReason::from_code(PROCESS_CANCEL.load(Ordering::SeqCst)))
+        .or_else(process_cancel_reason)
 }
 
 /// True when the running task has been asked to stop.
@@ -117,25 +122,39 @@ pub fn check_cancelled() -> Result<(), TaskError> {
     }
 }
 
-/// For process pool children: marks this process's current task as cancelled. Async-signal
-/// safe (one atomic store).
-#[doc(hidden)]
-pub fn cancel_process_task(reason: CancelReason) {
-    PROCESS_CANCEL.store(reason.code(), Ordering::SeqCst);
+/// In a process pool's child, why its current task should stop: the parent signalled this
+/// task (by its number) past its soft time limit.
+fn process_cancel_reason() -> Option<CancelReason> {
+    let task = PROCESS_TASK.load(Ordering::SeqCst);
+    (task != 0 && PROCESS_SOFT_LIMITED.load(Ordering::SeqCst) == task)
+        .then_some(CancelReason::SoftTimeLimit)
 }
 
-/// For process pool children: clears the mark before the next task.
+/// For process pool children: the parent signalled that task number `task` (its request's
+/// sequence number, never 0) ran past its soft time limit, whether or not it has begun here.
+/// Async-signal safe (one atomic store).
 #[doc(hidden)]
-pub fn reset_process_task() {
-    PROCESS_CANCEL.store(0, Ordering::SeqCst);
+pub fn soft_limit_process_task(task: u64) {
+    PROCESS_SOFT_LIMITED.store(task, Ordering::SeqCst);
+}
+
+/// For process pool children: task number `task` begins now.
+#[doc(hidden)]
+pub fn begin_process_task(task: u64) {
+    PROCESS_TASK.store(task, Ordering::SeqCst);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Held by the tests that read the process-wide statics, which `cargo test` runs on
+    /// threads of one process.
+    static PROCESS_STATICS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn tokens_are_scoped_to_the_task() {
+        let _statics = PROCESS_STATICS.lock().unwrap_or_else(|p| p.into_inner());
         assert!(!is_cancelled());
         let t = CancelToken::new();
         with_token(&t, || {
@@ -148,5 +167,24 @@ mod tests {
             );
         });
         assert!(!is_cancelled(), "restored after the task");
+    }
+
+    #[test]
+    fn a_process_soft_limit_applies_to_its_own_task_alone() {
+        let _statics = PROCESS_STATICS.lock().unwrap_or_else(|p| p.into_inner());
+        // Signalled before its task begins (the child was still replying to the one before):
+        // not lost.
+        begin_process_task(1);
+        soft_limit_process_task(2);
+        assert!(!is_cancelled(), "not the task running now");
+        begin_process_task(2);
+        assert_eq!(cancel_reason(), Some(CancelReason::SoftTimeLimit));
+        // Arriving after its task finished: not applied to the next.
+        begin_process_task(3);
+        assert!(!is_cancelled(), "a late signal for task 2 stops task 3");
+        soft_limit_process_task(3);
+        assert!(is_cancelled());
+        begin_process_task(0);
+        assert!(!is_cancelled(), "no task, nothing to stop");
     }
 }

@@ -7,10 +7,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lovage_core::{kinds, TaskError};
 
@@ -20,8 +20,9 @@ const SUCCEEDED: u8 = 2;
 const FAILED: u8 = 3;
 const CANCELLED: u8 = 4;
 
-/// A callback run once when a task finishes, with a view of its outcome.
-pub(crate) type DoneCallback<T> = Box<dyn FnOnce(&Result<T, TaskError>) + Send>;
+/// A callback run once when a task finishes, with a view of its outcome and when a worker
+/// started it (None if none did).
+pub(crate) type DoneCallback<T> = Box<dyn FnOnce(&Result<T, TaskError>, Option<SystemTime>) + Send>;
 
 struct Slot<T> {
     result: Option<Result<T, TaskError>>,
@@ -34,6 +35,8 @@ struct Slot<T> {
 /// Where a task's outcome lands; shared by the pool (writer) and the handle (reader).
 pub(crate) struct Completion<T> {
     state: AtomicU8,
+    /// When a worker started the task, in µs since the Unix epoch; 0 until then.
+    started_us: AtomicU64,
     slot: Mutex<Slot<T>>,
     cond: Condvar,
 }
@@ -42,6 +45,7 @@ impl<T> Default for Completion<T> {
     fn default() -> Self {
         Completion {
             state: AtomicU8::new(PENDING),
+            started_us: AtomicU64::new(0),
             slot: Mutex::new(Slot {
                 result: None,
                 taken: false,
@@ -63,9 +67,31 @@ impl<T> Completion<T> {
 
     /// Claims the task for running. False if it was cancelled (or already claimed).
     pub(crate) fn try_start(&self) -> bool {
-        self.state
+        let claimed = self
+            .state
             .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+            .is_ok();
+        if claimed {
+            self.mark_started();
+        }
+        claimed
+    }
+
+    /// Records now as the time the task started (again, for a process pool: a claimed request
+    /// may wait behind others in its child until the reply before it arrives).
+    pub(crate) fn mark_started(&self) {
+        let us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros().max(1) as u64);
+        self.started_us.store(us, Ordering::Release);
+    }
+
+    /// When a worker started the task, if one did.
+    pub(crate) fn started_at(&self) -> Option<SystemTime> {
+        match self.started_us.load(Ordering::Acquire) {
+            0 => None,
+            us => Some(UNIX_EPOCH + Duration::from_micros(us)),
+        }
     }
 
     /// Claims a pending task and finishes it with `err` at once (shutdown, encode failure).
@@ -100,9 +126,10 @@ impl<T> Completion<T> {
     }
 
     fn publish(&self, result: Result<T, TaskError>) {
+        let started = self.started_at();
         let mut slot = self.lock();
         for cb in std::mem::take(&mut slot.callbacks) {
-            run_callback(cb, &result);
+            run_callback(cb, &result, started);
         }
         slot.result = Some(result);
         let sleepers = slot.sleepers;
@@ -197,9 +224,10 @@ impl<T> Completion<T> {
 
     /// Runs `cb` when the task finishes, or now (on this thread) if it already has.
     pub(crate) fn on_done(&self, cb: DoneCallback<T>) {
+        let started = self.started_at();
         let mut slot = self.lock();
         if let Some(r) = &slot.result {
-            run_callback(cb, r);
+            run_callback(cb, r, started);
         } else if slot.taken {
             run_callback(
                 cb,
@@ -207,6 +235,7 @@ impl<T> Completion<T> {
                     kinds::RESULT_TAKEN,
                     "the result was already taken",
                 )),
+                started,
             );
         } else {
             slot.callbacks.push(cb);
@@ -231,9 +260,13 @@ impl<T> Completion<T> {
     }
 }
 
-fn run_callback<T>(cb: DoneCallback<T>, result: &Result<T, TaskError>) {
+fn run_callback<T>(
+    cb: DoneCallback<T>,
+    result: &Result<T, TaskError>,
+    started: Option<SystemTime>,
+) {
     // A callback's panic must not take the worker (or the waiting thread) down with it.
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(result)));
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(result, started)));
 }
 
 /// Anything that owns a [`Completion`]: lets a thread-pool job keep its closure and its result
@@ -337,7 +370,22 @@ impl<T: Send + 'static> TaskHandle<T> {
     where
         F: FnOnce(&Result<T, TaskError>) + Send + 'static,
     {
+        self.c().on_done(Box::new(move |r, _| f(r)));
+    }
+
+    /// Like [`add_done_callback`](Self::add_done_callback), and also tells `f` when a worker
+    /// started the task (None when it never ran: cancelled, or failed before it started).
+    /// In a process pool, when its child began it.
+    pub fn add_done_callback_timed<F>(&self, f: F)
+    where
+        F: FnOnce(&Result<T, TaskError>, Option<SystemTime>) + Send + 'static,
+    {
         self.c().on_done(Box::new(f));
+    }
+
+    /// When a worker started the task, if one has.
+    pub fn started_at(&self) -> Option<SystemTime> {
+        self.c().started_at()
     }
 }
 

@@ -152,10 +152,15 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
         },
     );
     tracing::debug!(task_id = %id, task = %env.task, attempt = env.attempts, "starting");
-    let started = Timestamp::now();
     let handle = s.executor.submit_cancellable(sig, token);
     let tx = tx.clone();
-    handle.add_done_callback(move |result| {
+    // `started` is when the pool began running it, not when it was handed over: a prefetched
+    // task may wait in the pool's queue for a long time first.
+    handle.add_done_callback_timed(move |result, began| {
+        let started = began
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| Timestamp::from_millis(d.as_millis() as i64))
+            .unwrap_or_else(Timestamp::now);
         let (ran, started) = match result {
             Ok(value) => (Ran::Succeeded(value.clone()), Some(started)),
             // Taken back out of the pool's queue by the worker (see `Running::withdraw`).

@@ -58,6 +58,9 @@ enum Afterwards {
     Resend(Box<Envelope>, Duration),
     /// To the dead letters.
     Discard(Box<(Delivery, TaskError)>),
+    /// To the dead letters, though the broker no longer holds it: it was acknowledged when it
+    /// started (`acks_late = false`), so its lease names nothing to discard.
+    Bury(Box<(Delivery, TaskError)>),
 }
 
 /// Settles one batch of outcomes.
@@ -150,7 +153,12 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
                         Some(err.clone()),
                         started,
                     ));
-                    afterwards.push(Afterwards::Discard(Box::new((d, err))));
+                    let acked = ready.options.acks_late == Some(false);
+                    afterwards.push(if acked {
+                        Afterwards::Bury(Box::new((d, err)))
+                    } else {
+                        Afterwards::Discard(Box::new((d, err)))
+                    });
                     report.failed += 1;
                 }
             },
@@ -221,6 +229,10 @@ fn settle_in_broker(
                 s.retry_broker("discard", || {
                     s.backend.broker().discard(&d.lease, &d.envelope, err)
                 });
+            }
+            Afterwards::Bury(dead) => {
+                let (d, err) = &**dead;
+                s.retry_broker("dead-letter", || s.backend.broker().bury(&d.envelope, err));
             }
         }
     }

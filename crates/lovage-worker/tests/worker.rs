@@ -390,6 +390,29 @@ fn acks_early_takes_the_task_out_of_the_broker_when_it_starts(w: Running) {
     w.stop();
 }
 
+#[task(crate = lovage_core, acks_late = false)]
+fn early_fails() -> Result<(), String> {
+    Err("after the early ack".into())
+}
+
+fn a_task_acked_at_start_that_fails_for_good_is_dead_lettered(w: Running) {
+    let r = w.app.send(early_fails::s()).unwrap();
+    assert_eq!(r.get(LONG).unwrap_err().message, "after the early ack");
+    // The result is stored first, then the dead letter written.
+    let deadline = std::time::Instant::now() + LONG;
+    let dead = loop {
+        let dead = w.backend.admin().dead_letters(10).unwrap();
+        if !dead.is_empty() || std::time::Instant::now() > deadline {
+            break dead;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(dead.len(), 1, "one dead letter");
+    assert_eq!(dead[0].envelope.id, r.id());
+    assert_eq!(dead[0].error.message, "after the early ack");
+    w.stop();
+}
+
 /// Fails with WorkerLost the first two times (as when a process-pool child dies).
 #[task(crate = lovage_core, reject_on_worker_lost = true)]
 fn loses_its_worker(key: String) -> Result<u32, lovage_core::TaskError> {
@@ -563,6 +586,25 @@ fn a_prefetched_task_that_expires_before_it_starts_does_not_run(b: Fresh) {
     assert_eq!((report.succeeded, report.revoked), (1, 1), "{report:?}");
 }
 
+fn started_is_when_the_task_began_not_when_it_was_fetched(b: Fresh) {
+    let app = b.app();
+    let first = app.send(sleepy::s(1000)).unwrap();
+    let second = app.send(sleepy::s(0)).unwrap();
+    // One slot: both are fetched together, the second waits in the pool behind the first.
+    let w = start(b, config(1));
+    first.get(LONG).unwrap();
+    second.get(LONG).unwrap();
+    let (_, _backend) = w.stop_keeping_backend();
+    let began = |r: &lovage_broker::AsyncResult<u64>| {
+        r.record().unwrap().unwrap().started.unwrap().as_millis()
+    };
+    let waited = began(&second) - began(&first);
+    assert!(
+        waited >= 999,
+        "the second started {waited} ms after the first, which slept 1000 ms in the only slot"
+    );
+}
+
 fn a_graceful_stop_hands_back_tasks_not_started(b: Fresh) {
     let app = b.app();
     let long: Vec<_> = (0..2).map(|_| app.send(sleepy::s(2000)).unwrap()).collect();
@@ -619,6 +661,7 @@ macro_rules! worker_tests {
                 track_started_records_started_while_it_runs,
                 acks_early_takes_the_task_out_of_the_broker_when_it_starts,
                 reject_on_worker_lost_runs_the_task_again,
+                a_task_acked_at_start_that_fails_for_good_is_dead_lettered,
             );
             // Scenarios that configure and start their worker themselves.
             worker_tests!(@fresh $make;
@@ -626,6 +669,7 @@ macro_rules! worker_tests {
                 a_retried_task_keeps_its_priority_and_place,
                 a_prefetched_task_that_expires_before_it_starts_does_not_run,
                 a_graceful_stop_hands_back_tasks_not_started,
+                started_is_when_the_task_began_not_when_it_was_fetched,
             );
         }
     };

@@ -318,6 +318,47 @@ conformance_tests! {
         assert!(b.dead_letters(0).unwrap().is_empty(), "a limit of 0 is none");
     }
 
+    fn dead_letters_past_the_cap_drop_the_oldest(f: Fixture) {
+        let capped = f.reopen("dead_letters=3");
+        let b = capped.driver();
+        let sent: Vec<Envelope> = (0..4).map(|_| env("cap", 0)).collect();
+        b.enqueue(&sent).unwrap();
+        let err = TaskError::new("Boom", "for good");
+        for d in reserve_all(b, "cap", 10) {
+            b.discard(&d.lease, &d.envelope, &err).unwrap();
+        }
+        // A burial (a task no longer held) counts against the same cap.
+        let late = env("cap", 0);
+        b.bury(&late, &err).unwrap();
+        let kept: Vec<TaskId> = b
+            .dead_letters(10)
+            .unwrap()
+            .iter()
+            .map(|d| d.envelope.id)
+            .collect();
+        assert_eq!(kept, vec![late.id, sent[3].id, sent[2].id], "the newest three");
+    }
+
+    fn a_task_no_longer_held_can_be_buried(f: Fixture) {
+        let b = f.backend.driver();
+        let e = env("bury", 0);
+        b.enqueue(std::slice::from_ref(&e)).unwrap();
+        let d = reserve_all(b, "bury", 1);
+        // Acknowledged when it started (acks_late = false), then failed for good.
+        b.complete(&[d[0].lease]).unwrap();
+        let err = TaskError::new("Boom", "after the early ack");
+        b.discard(&d[0].lease, &d[0].envelope, &err).unwrap();
+        assert!(
+            b.dead_letters(10).unwrap().is_empty(),
+            "discard needs the lease"
+        );
+        b.bury(&d[0].envelope, &err).unwrap();
+        let dead = b.dead_letters(10).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!((dead[0].envelope.id, &dead[0].error), (e.id, &err));
+        assert!(b.stats().unwrap().is_empty(), "nothing is back in a queue");
+    }
+
     fn a_stale_lease_cannot_dead_letter_a_live_task(f: Fixture) {
         let b = f.backend.driver();
         b.enqueue(&[env("stale", 0)]).unwrap();

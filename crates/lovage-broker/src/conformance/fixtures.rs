@@ -7,7 +7,8 @@ use crate::connect;
 
 /// A memory backend under a name of its own.
 pub fn memory() -> Fixture {
-    Fixture::new(connect(&format!("memory://conformance-{}", TaskId::new())).unwrap())
+    let url = format!("memory://conformance-{}", TaskId::new());
+    Fixture::new(connect(&url).unwrap()).reopens_at(url)
 }
 
 /// A SQLite backend in a new temporary directory, removed afterwards.
@@ -15,7 +16,9 @@ pub fn memory() -> Fixture {
 pub fn sqlite() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("broker.db").display());
-    Fixture::new(connect(&url).unwrap()).keep(dir)
+    Fixture::new(connect(&url).unwrap())
+        .reopens_at(url)
+        .keep(dir)
 }
 
 /// The Redis server tests use: `REDIS_URL`, default `redis://127.0.0.1:6379/0`.
@@ -30,8 +33,8 @@ pub fn redis_url() -> String {
 pub fn redis() -> Fixture {
     let base = redis_url();
     let prefix = format!("lovage-test-{}", TaskId::new());
-    let backend = connect(&format!("{base}?prefix={prefix}"))
-        .unwrap_or_else(|e| panic!("Redis at {base}: {e} (set REDIS_URL)"));
+    let url = format!("{base}?prefix={prefix}");
+    let backend = connect(&url).unwrap_or_else(|e| panic!("Redis at {base}: {e} (set REDIS_URL)"));
     let cleanup = move || {
         let Ok(mut c) = redis::Client::open(base.as_str()).and_then(|c| c.get_connection()) else {
             return;
@@ -44,5 +47,8 @@ pub fn redis() -> Fixture {
             let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut c);
         }
     };
-    Fixture::new(backend).on_drop(cleanup).expires_by_itself()
+    Fixture::new(backend)
+        .reopens_at(url)
+        .on_drop(cleanup)
+        .expires_by_itself()
 }

@@ -80,6 +80,9 @@ pub struct Fixture {
     /// [`crate::ResultStore::purge_expired`] has nothing to delete and returns 0; false for one
     /// whose `purge_expired` deletes the expired records and counts them.
     pub expires_by_itself: bool,
+    /// The URL the backend was opened from (unredacted), so a test can open the same storage
+    /// again with other query parameters.
+    url: Option<String>,
     cleanup: Option<Box<dyn FnOnce()>>,
     // Dropped after `backend` (fields drop in order): a temporary directory, a server.
     _keep: Vec<Box<dyn Any>>,
@@ -91,6 +94,7 @@ impl Fixture {
         Fixture {
             backend,
             expires_by_itself: false,
+            url: None,
             cleanup: None,
             _keep: Vec::new(),
         }
@@ -107,6 +111,29 @@ impl Fixture {
     pub fn on_drop(mut self, cleanup: impl FnOnce() + 'static) -> Self {
         self.cleanup = Some(Box::new(cleanup));
         self
+    }
+
+    /// Records the URL `connect` opened the backend from, so tests can open the same storage
+    /// with query parameters of their own ([`Fixture::reopen`]).
+    pub fn reopens_at(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// The same storage opened again through [`connect`](crate::connect), with `param`
+    /// (`key=value`) added to its URL's query. Panics for a fixture without
+    /// [`Fixture::reopens_at`]: the tests that call it check options every backend takes.
+    pub fn reopen(&self, param: &str) -> Backend {
+        let url = self
+            .url
+            .as_deref()
+            .expect("this test opens the backend again: give its fixture `reopens_at(url)`");
+        let (base, fragment) = match url.split_once('#') {
+            Some((b, f)) => (b, format!("#{f}")),
+            None => (url, String::new()),
+        };
+        let sep = if base.contains('?') { '&' } else { '?' };
+        crate::connect(&format!("{base}{sep}{param}{fragment}")).unwrap()
     }
 
     /// Marks a backend whose records expire by themselves: `purge_expired` returns 0.

@@ -20,12 +20,12 @@
 //! | `P:waiting` | sorted set | ids someone waits for, score = when the entry goes stale |
 //! | `P:n:{id}` | list, short TTL | "a final result was stored": waiters block on it |
 //! | `P:c:{key}` | counter | `incr` |
-//! | `P:once` | sorted set | ids sent with `enqueue_once`, score = when to forget them |
+//! | `P:once` | sorted set | ids sent with `enqueue_once`, score = when to forget them (~136 bytes an id; docs/guarantees.md) |
 //! | `P:j:{id}` | hash, TTL | a join (group/chord): member index → its result |
 //! | `P:b:{id}` | string, TTL | a blob: a long chain of a workflow, stored once |
 //! | `P:lock:{name}` | string, TTL | a lock's holder (`lovage beat`'s leader) |
 //! | `P:rate:{key}` | string, TTL | a rate limit's theoretical arrival time (µs) |
-//! | `P:dead` | list | dead letters, newest first, capped |
+//! | `P:dead` | list | dead letters, newest first, capped at [`DEAD_LETTERS_KEPT`] (or `?dead_letters=N`) |
 //! | `P:corrupt` | hash | id → a task value that does not parse, set aside by a script until a reserve's client dead-letters it |
 //! | `P:workers` | hash | worker id → info (JSON) |
 //!
@@ -44,6 +44,7 @@
 //! are written and read in MULTI/EXEC transactions, so they are atomic. A connection that fails is dropped and the error returned; the next call opens a
 //! new one, so a worker retrying with backoff resumes by itself when Redis is back.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -62,7 +63,7 @@ use send::{ready_score, split_task_value, write_task_value, EnqueuePacker, ENQUE
 use crate::{
     Admin, Broker, BrokerError, DeadLetter, Delivery, Envelope, JoinEntry, Lease, Locks, Presence,
     QueueStats, RateLimits, Result, ResultRecord, ResultStore, Revoked, Source, Timestamp,
-    WorkerInfo, ONCE_TTL,
+    WorkerInfo, DEAD_LETTERS_KEPT, ONCE_TTL,
 };
 
 /// How long a revoked id is remembered.
@@ -72,8 +73,6 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// A result waiter blocks at most this long before it renews its entry in `P:waiting`.
 const WAIT_SLICE: Duration = Duration::from_secs(30);
 
-/// Dead letters kept.
-const DEAD_LETTERS_KEPT: isize = 10_000;
 /// The key layout this build reads and writes (stored in `P:layout`). Layout 1 (no key)
 /// kept a hash per task; it is recognised by its `P:seq` counter. Layout 2 kept a key per
 /// result.
@@ -93,6 +92,8 @@ pub struct RedisBackend {
     /// Idle connections; a call takes one (or opens one) and puts it back if it still works.
     pool: Mutex<Vec<Connection>>,
     scripts: Scripts,
+    /// Dead letters kept; past this many, the oldest are dropped.
+    dead_kept: AtomicUsize,
 }
 
 struct Scripts {
@@ -144,6 +145,7 @@ impl RedisBackend {
             prefix,
             location,
             pool: Mutex::new(Vec::new()),
+            dead_kept: AtomicUsize::new(DEAD_LETTERS_KEPT),
             scripts: Scripts {
                 reserve: with_meta(RESERVE),
                 ack: with_meta(ACK),
@@ -225,6 +227,19 @@ impl RedisBackend {
         }
     }
 
+    /// Keeps the `n` newest dead letters (at least one), dropping older ones as new ones come;
+    /// [`DEAD_LETTERS_KEPT`] by default.
+    pub fn keep_dead_letters(&self, n: usize) {
+        self.dead_kept.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Dead letters kept, as `LTRIM` counts.
+    fn dead_kept(&self) -> isize {
+        self.dead_kept
+            .load(Ordering::Relaxed)
+            .min(isize::MAX as usize) as isize
+    }
+
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -245,7 +260,7 @@ impl RedisBackend {
             .arg(id)
             .arg(fence)
             .arg(record)
-            .arg(DEAD_LETTERS_KEPT);
+            .arg(self.dead_kept());
         self.with_conn("dead-letter", |c| inv.invoke::<i64>(c))?;
         self.record_corrupt(&bad)
     }
@@ -266,7 +281,7 @@ impl RedisBackend {
                 .cmd("LTRIM")
                 .arg(self.key("dead"))
                 .arg(0)
-                .arg(DEAD_LETTERS_KEPT - 1)
+                .arg(self.dead_kept() - 1)
                 .ignore()
                 .cmd("HDEL")
                 .arg(self.key("corrupt"))
@@ -561,9 +576,32 @@ impl Broker for RedisBackend {
             .arg(lease.id.to_string())
             .arg(lease.fence)
             .arg(record)
-            .arg(DEAD_LETTERS_KEPT);
+            .arg(self.dead_kept());
         self.with_conn("dead-letter", |c| inv.invoke::<i64>(c))?;
         Ok(())
+    }
+
+    fn bury(&self, envelope: &Envelope, error: &TaskError) -> Result<()> {
+        let record = serde_json::to_string(&DeadLetter {
+            envelope: envelope.clone(),
+            error: error.clone(),
+            at: Timestamp::now(),
+        })
+        .map_err(|e| self.err("dead-letter", e))?;
+        self.with_conn("dead-letter", |c| {
+            redis::pipe()
+                .atomic()
+                .cmd("LPUSH")
+                .arg(self.key("dead"))
+                .arg(&record)
+                .ignore()
+                .cmd("LTRIM")
+                .arg(self.key("dead"))
+                .arg(0)
+                .arg(self.dead_kept() - 1)
+                .ignore()
+                .query::<()>(c)
+        })
     }
 
     fn revoke(&self, id: TaskId) -> Result<Revoked> {

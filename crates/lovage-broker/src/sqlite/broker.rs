@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// How long a revoked id is remembered.
-const REVOKE_MEMORY: Duration = Duration::from_secs(24 * 3600);
+pub(super) const REVOKE_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 impl SqliteBackend {
     /// Inserts tasks in one transaction; with `once`, only ids never sent `once` before.
@@ -109,7 +109,7 @@ impl SqliteBackend {
                 let envelope = match decoded {
                     Ok(envelope) => envelope,
                     Err(bad) => {
-                        discard_corrupt(tx, seq, &bad)?;
+                        discard_corrupt(tx, seq, &bad, self.dead_letters_kept())?;
                         continue;
                     }
                 };
@@ -207,17 +207,32 @@ impl Broker for SqliteBackend {
                 .execute(params![lease.id.to_string(), fence_param(lease)])?;
             // A stale lease: the task lives on elsewhere, so it is not dead.
             if held == 1 {
-                tx.prepare_cached(
-                    "INSERT INTO dead_letters (id, envelope, error, at) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![
-                    envelope.id.to_string(),
-                    env,
-                    err,
-                    Timestamp::now().as_millis()
-                ])?;
+                insert_dead_letter(
+                    tx,
+                    &envelope.id.to_string(),
+                    &env,
+                    &err,
+                    Timestamp::now(),
+                    self.dead_letters_kept(),
+                )?;
             }
             Ok(())
+        })
+    }
+
+    fn bury(&self, envelope: &Envelope, error: &TaskError) -> Result<()> {
+        let env =
+            serde_json::to_string(envelope).map_err(|e| self.fail("dead-letter", e.into()))?;
+        let err = serde_json::to_string(error).map_err(|e| self.fail("dead-letter", e.into()))?;
+        self.write("dead-letter", |tx| {
+            insert_dead_letter(
+                tx,
+                &envelope.id.to_string(),
+                &env,
+                &err,
+                Timestamp::now(),
+                self.dead_letters_kept(),
+            )
         })
     }
 
@@ -225,7 +240,13 @@ impl Broker for SqliteBackend {
         let now = Timestamp::now();
         let forget_before = now.as_millis() - REVOKE_MEMORY.as_millis() as i64;
         self.write("revoke", |tx| {
-            tx.execute("DELETE FROM revoked WHERE at < ?1", [forget_before])?;
+            // A few of the oldest at a time, by index: never a scan under the write lock
+            // (`purge_expired` forgets the rest).
+            tx.prepare_cached(
+                "DELETE FROM revoked WHERE id IN \
+                 (SELECT id FROM revoked WHERE at < ?1 ORDER BY at LIMIT 100)",
+            )?
+            .execute([forget_before])?;
             tx.execute(
                 "INSERT OR REPLACE INTO revoked (id, at) VALUES (?1, ?2)",
                 params![id.to_string(), now.as_millis()],
@@ -523,6 +544,7 @@ fn discard_corrupt(
     tx: &rusqlite::Transaction<'_>,
     seq: i64,
     bad: &CorruptMessage,
+    kept: usize,
 ) -> rusqlite::Result<()> {
     bad.log();
     let dead = bad.dead_letter();
@@ -532,17 +554,36 @@ fn discard_corrupt(
     let error = json(serde_json::to_string(&dead.error))?;
     tx.prepare_cached("DELETE FROM tasks WHERE seq = ?1")?
         .execute([seq])?;
-    tx.prepare_cached(
-        "INSERT INTO dead_letters (id, envelope, error, at) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![
-        bad.raw_id,
-        json(serde_json::to_string(&dead.envelope))?,
-        error,
-        dead.at.as_millis()
-    ])?;
+    insert_dead_letter(
+        tx,
+        &bad.raw_id,
+        &json(serde_json::to_string(&dead.envelope))?,
+        &error,
+        dead.at,
+        kept,
+    )?;
     if let Some(r) = bad.record() {
         insert_result(tx, &r, Some(&error))?;
     }
+    Ok(())
+}
+
+/// Adds a dead letter and drops the oldest past the newest `kept` (by `seq`, which only
+/// grows: a range of the primary key, never a scan).
+fn insert_dead_letter(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    envelope: &str,
+    error: &str,
+    at: Timestamp,
+    kept: usize,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO dead_letters (id, envelope, error, at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![id, envelope, error, at.as_millis()])?;
+    let newest = tx.last_insert_rowid();
+    tx.prepare_cached("DELETE FROM dead_letters WHERE seq <= ?1")?
+        .execute([newest.saturating_sub(i64::try_from(kept).unwrap_or(i64::MAX))])?;
     Ok(())
 }

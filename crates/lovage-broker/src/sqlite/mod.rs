@@ -19,12 +19,12 @@
 //! | `results` | result records, with their expiry |
 //! | `counters` | `incr` |
 //! | `revoked` | revoked ids, forgotten after a day |
-//! | `dead_letters` | tasks that failed for the last time, with their error |
+//! | `dead_letters` | tasks that failed for the last time, with their error; the newest [`DEAD_LETTERS_KEPT`] (or `?dead_letters=N`) are kept |
 //! | `workers` | worker id → info (JSON) and last heartbeat |
 //! | `sent_once` | ids sent with `enqueue_once`, until [`ONCE_TTL`](crate::ONCE_TTL) |
-//! | `joins`, `join_counts` | a join's member values, and how many are in |
+//! | `joins`, `join_counts` | a join's member values, and how many are in; kept until [`ONCE_TTL`](crate::ONCE_TTL) after its last member came (`join_counts.until`) |
 //! | `blobs` | a workflow's long chain, stored once |
-//! | `locks` | named locks: holder and lapse time |
+//! | `locks` | named locks: holder and lapse time (also who purges expired rows) |
 //! | `rate_limits` | a rate limit's theoretical arrival time (µs) |
 //!
 //! The code, by job: `schema` (create, check and upgrade the file), `conn` (the one connection
@@ -33,12 +33,13 @@
 //! and out of a row).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::{BrokerError, Result, Source};
+use crate::{BrokerError, Result, Source, DEAD_LETTERS_KEPT};
 
 mod broker;
 mod conn;
@@ -54,6 +55,11 @@ pub struct SqliteBackend {
     /// Bumped on every write through this backend, so waiters in this process wake at once.
     local_writes: Mutex<u64>,
     written: Condvar,
+    /// Dead letters kept; past this many, the oldest are dropped.
+    dead_kept: AtomicUsize,
+    /// Names this backend in the `locks` table when it takes the purge (one process purges
+    /// per interval).
+    holder: String,
 }
 
 impl SqliteBackend {
@@ -83,6 +89,8 @@ impl SqliteBackend {
             conn: Mutex::new(conn),
             local_writes: Mutex::new(0),
             written: Condvar::new(),
+            dead_kept: AtomicUsize::new(DEAD_LETTERS_KEPT),
+            holder: format!("{}:{}", std::process::id(), lovage_core::TaskId::new()),
         };
         backend.prepare_schema(app_id)?;
         Ok(backend)
@@ -95,6 +103,16 @@ impl SqliteBackend {
         self.conn()
             .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
             .map_err(|e| self.err("max_page_count", e))
+    }
+
+    /// Keeps the `n` newest dead letters (at least one), dropping older ones as new ones come;
+    /// [`DEAD_LETTERS_KEPT`] by default.
+    pub fn keep_dead_letters(&self, n: usize) {
+        self.dead_kept.store(n.max(1), Ordering::Relaxed);
+    }
+
+    fn dead_letters_kept(&self) -> usize {
+        self.dead_kept.load(Ordering::Relaxed)
     }
 
     /// The database file.

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 use lovage_core::TaskId;
 use rusqlite::{params, OptionalExtension};
 
+use super::broker::REVOKE_MEMORY;
 use super::rows::row_to_result;
 use super::SqliteBackend;
 use crate::corrupt::unreadable_result;
-use crate::{JoinEntry, Result, ResultRecord, ResultStore, Timestamp, ONCE_TTL};
+use crate::{JoinEntry, Locks, Result, ResultRecord, ResultStore, Timestamp, ONCE_TTL};
 
 impl ResultStore for SqliteBackend {
     fn store(&self, records: &[ResultRecord]) -> Result<()> {
@@ -64,11 +65,15 @@ impl ResultStore for SqliteBackend {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO joins (id, idx, value, until) VALUES (?1, ?2, ?3, ?4)",
             )?;
+            // Every member stored pushes the join's `until` (on its count row, which the purge
+            // goes by) to ONCE_TTL from now, as Redis's PEXPIRE does: a chord whose members
+            // trickle in over more than ONCE_TTL is not purged midway.
             let mut bump = tx.prepare_cached(
                 "INSERT INTO join_counts (id, n, until) VALUES (?1, 1, ?2) \
-                 ON CONFLICT(id) DO UPDATE SET n = n + 1 RETURNING n",
+                 ON CONFLICT(id) DO UPDATE SET n = n + 1, until = excluded.until RETURNING n",
             )?;
-            let mut read_count = tx.prepare_cached("SELECT n FROM join_counts WHERE id = ?1")?;
+            let mut read_count =
+                tx.prepare_cached("UPDATE join_counts SET until = ?2 WHERE id = ?1 RETURNING n")?;
             let mut all =
                 tx.prepare_cached("SELECT value FROM joins WHERE id = ?1 ORDER BY idx")?;
             let mut out = Vec::with_capacity(entries.len());
@@ -80,7 +85,7 @@ impl ResultStore for SqliteBackend {
                     insert.execute(params![key, e.index, e.value, until])?;
                     bump.query_row(params![key, until], |r| r.get(0))?
                 } else {
-                    read_count.query_row([&key], |r| r.get(0))?
+                    read_count.query_row(params![key, until], |r| r.get(0))?
                 };
                 if count < i64::from(e.size) {
                     out.push(None);
@@ -127,18 +132,79 @@ impl ResultStore for SqliteBackend {
         })
     }
 
+    /// Deletes what has expired, by index, in transactions of at most [`PURGE_BATCH`] rows so
+    /// other writers (lease renewals) wait for one short batch at most; and from one process
+    /// at a time: the first to call takes the lock `lovage:purge` for [`PURGE_HOLD`] and
+    /// renews it each time it purges, the others skip (returning 0) while it holds it.
     fn purge_expired(&self) -> Result<u64> {
+        if !self.lock(PURGE_LOCK, &self.holder, PURGE_HOLD)? {
+            return Ok(0);
+        }
         let now = Timestamp::now().as_millis();
-        self.write("purge expired results", |tx| {
-            tx.execute("DELETE FROM sent_once WHERE until <= ?1", [now])?;
-            tx.execute("DELETE FROM joins WHERE until <= ?1", [now])?;
-            tx.execute("DELETE FROM join_counts WHERE until <= ?1", [now])?;
-            tx.execute("DELETE FROM blobs WHERE until <= ?1", [now])?;
-            Ok(tx.execute(
-                "DELETE FROM results WHERE expires IS NOT NULL AND expires <= ?1",
-                [now],
-            )? as u64)
-        })
+        let revoked_before = now - REVOKE_MEMORY.as_millis() as i64;
+        self.delete_in_batches(
+            "purge sent-once ids",
+            "DELETE FROM sent_once WHERE id IN \
+             (SELECT id FROM sent_once WHERE until <= ?1 LIMIT ?2)",
+            now,
+        )?;
+        // A join's members go when its count row has expired (each member refreshes it), or
+        // when it has none (left by a purge before schema 3). Its count row goes after them.
+        self.delete_in_batches(
+            "purge joins",
+            "DELETE FROM joins WHERE (id, idx) IN \
+             (SELECT j.id, j.idx FROM joins j LEFT JOIN join_counts c ON c.id = j.id \
+              WHERE j.until <= ?1 AND (c.until IS NULL OR c.until <= ?1) LIMIT ?2)",
+            now,
+        )?;
+        self.delete_in_batches(
+            "purge join counts",
+            "DELETE FROM join_counts WHERE id IN \
+             (SELECT id FROM join_counts WHERE until <= ?1 LIMIT ?2)",
+            now,
+        )?;
+        self.delete_in_batches(
+            "purge blobs",
+            "DELETE FROM blobs WHERE id IN (SELECT id FROM blobs WHERE until <= ?1 LIMIT ?2)",
+            now,
+        )?;
+        self.delete_in_batches(
+            "purge revoked ids",
+            "DELETE FROM revoked WHERE id IN (SELECT id FROM revoked WHERE at < ?1 LIMIT ?2)",
+            revoked_before,
+        )?;
+        self.delete_in_batches(
+            "purge expired results",
+            "DELETE FROM results WHERE id IN \
+             (SELECT id FROM results WHERE expires IS NOT NULL AND expires <= ?1 LIMIT ?2)",
+            now,
+        )
+    }
+}
+
+/// Most rows one transaction of `purge_expired` deletes from a table.
+pub(super) const PURGE_BATCH: usize = 1000;
+/// The lock whose holder purges expired rows for every process on the file.
+const PURGE_LOCK: &str = "lovage:purge";
+/// How long the purge lock lasts without being renewed: a worker purges every minute, so its
+/// lock never lapses while it lives, and another takes over within this once it is gone.
+const PURGE_HOLD: Duration = Duration::from_secs(5 * 60);
+
+impl SqliteBackend {
+    /// Runs `sql` (a DELETE of at most `?2` rows expired by `?1`) in short transactions until
+    /// it deletes fewer than a batch; returns how many rows went.
+    fn delete_in_batches(&self, op: &'static str, sql: &str, expired_by: i64) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = self.write_quietly(op, |tx| {
+                tx.prepare_cached(sql)?
+                    .execute(params![expired_by, PURGE_BATCH as i64])
+            })?;
+            total += n as u64;
+            if n < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
     }
 }
 

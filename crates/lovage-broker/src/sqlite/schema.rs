@@ -40,6 +40,17 @@ ALTER TABLE tasks ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
+/// Indexes added in schema version 3, so the purge of expired rows and the pruning of
+/// revoked ids read only what they delete instead of scanning their tables under the write
+/// lock; also created by the upgrade from 2.
+const V3_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS sent_once_until ON sent_once(until);
+CREATE INDEX IF NOT EXISTS joins_until ON joins(until);
+CREATE INDEX IF NOT EXISTS join_counts_until ON join_counts(until);
+CREATE INDEX IF NOT EXISTS blobs_until ON blobs(until);
+CREATE INDEX IF NOT EXISTS revoked_at ON revoked(at);
+";
+
 const SCHEMA: &str = "
 CREATE TABLE tasks (
     seq      INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -146,6 +157,8 @@ impl SqliteBackend {
             .map_err(|e| self.err("create schema", e))?;
         tx.execute_batch(FENCES)
             .map_err(|e| self.err("create schema", e))?;
+        tx.execute_batch(V3_INDEXES)
+            .map_err(|e| self.err("create schema", e))?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)
             .map_err(|e| self.err("initialise", e))?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -153,8 +166,8 @@ impl SqliteBackend {
         tx.commit().map_err(|e| self.err("initialise", e))
     }
 
-    /// Brings an older database (1: before workflows; 2: before fencing tokens) to the current
-    /// schema.
+    /// Brings an older database (1: before workflows; 2: before fencing tokens and the purge
+    /// indexes) to the current schema.
     fn upgrade(&self) -> Result<()> {
         self.write("upgrade schema", |tx| {
             let version: i32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -164,6 +177,7 @@ impl SqliteBackend {
             }
             if version < 3 {
                 tx.execute_batch(FENCES)?;
+                tx.execute_batch(V3_INDEXES)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         })

@@ -14,8 +14,40 @@ use super::frame::{self, Outcome, KIND_CALL, KIND_INIT};
 /// The signal a parent sends when the running task passes its soft time limit.
 pub(crate) const SOFT_LIMIT_SIGNAL: i32 = libc::SIGUSR1;
 
-extern "C" fn on_soft_limit(_: libc::c_int) {
-    lovage_core::cancel::cancel_process_task(lovage_core::CancelReason::SoftTimeLimit);
+/// The parent queues the signal with the number of the request it is for (`sigqueue`), so it
+/// reaches that task even if it arrives before the task begins, and never the one after.
+extern "C" fn on_soft_limit(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    if info.is_null() {
+        return;
+    }
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler; a signal sent with
+    // `sigqueue` carries the value the parent gave it.
+    let task = unsafe { (*info).si_value().sival_ptr } as u64;
+    lovage_core::cancel::soft_limit_process_task(task);
+}
+
+/// Sends `pid` (a pool child) the soft time limit of its request number `task`.
+pub(crate) fn signal_soft_limit(pid: i32, task: u64) {
+    let value = libc::sigval {
+        sival_ptr: task as usize as *mut libc::c_void,
+    };
+    // SAFETY: signalling our own child; its handler only stores an atomic.
+    unsafe { libc::sigqueue(pid, SOFT_LIMIT_SIGNAL, value) };
+}
+
+/// Installs the soft time limit's handler in this process.
+fn install_soft_limit_handler() {
+    // SAFETY: a zeroed sigaction is valid; the handler only reads its siginfo and stores an
+    // atomic, which is async-signal safe.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_soft_limit
+            as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
+            as usize;
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(SOFT_LIMIT_SIGNAL, &action, std::ptr::null_mut());
+    }
 }
 
 /// Environment variable that marks a child process; its value is the parent's pid.
@@ -45,12 +77,7 @@ pub fn child_main() {
             libc::_exit(0);
         }
     }
-    // SAFETY: the handler only stores an atomic.
-    unsafe {
-        let handler =
-            on_soft_limit as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t;
-        libc::signal(SOFT_LIMIT_SIGNAL, handler);
-    }
+    install_soft_limit_handler();
     std::env::remove_var(CHILD_ENV);
     let code = match serve() {
         Ok(()) => 0,
@@ -88,7 +115,7 @@ fn serve() -> std::io::Result<()> {
             let outcomes: Vec<Outcome> = req
                 .args
                 .iter()
-                .map(|args| run_one(registry, req.name, args, req.codec))
+                .map(|args| run_one(registry, req.name, args, req.codec, req.seq))
                 .collect();
             if req.kind == KIND_INIT {
                 if let Some(Err(e)) = outcomes.first() {
@@ -119,14 +146,54 @@ fn serve() -> std::io::Result<()> {
     }
 }
 
+/// Runs one task of request number `seq`.
 fn run_one(
     registry: &Registry,
     name: &str,
     args: &[u8],
     codec: lovage_core::Codec,
+    seq: u64,
 ) -> Result<Vec<u8>, TaskError> {
     let entry = registry.get(name)?;
-    lovage_core::cancel::reset_process_task();
-    catch_unwind(AssertUnwindSafe(|| entry.call_blocking(args, codec)))
-        .unwrap_or_else(|p| Err(TaskError::from_panic(&*p)))
+    lovage_core::cancel::begin_process_task(seq);
+    let out = catch_unwind(AssertUnwindSafe(|| entry.call_blocking(args, codec)))
+        .unwrap_or_else(|p| Err(TaskError::from_panic(&*p)));
+    lovage_core::cancel::begin_process_task(0);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real handler, sent the real signal: a soft limit for a task that has not begun yet
+    /// reaches it when it begins, and one for a finished task does not touch the next.
+    #[test]
+    fn a_soft_limit_signal_reaches_its_own_task_alone() {
+        install_soft_limit_handler();
+        // Directed at this thread, so it is handled before `pthread_sigqueue` returns.
+        let signal = |task: u64| {
+            let value = libc::sigval {
+                sival_ptr: task as usize as *mut libc::c_void,
+            };
+            // SAFETY: signalling this thread, whose handler only stores an atomic.
+            let rc =
+                unsafe { libc::pthread_sigqueue(libc::pthread_self(), SOFT_LIMIT_SIGNAL, value) };
+            assert_eq!(rc, 0);
+        };
+        lovage_core::cancel::begin_process_task(41);
+        signal(42);
+        assert!(!lovage_core::is_cancelled(), "task 41 was not signalled");
+        lovage_core::cancel::begin_process_task(42);
+        assert!(
+            lovage_core::is_cancelled(),
+            "the signal for 42 came before it began"
+        );
+        lovage_core::cancel::begin_process_task(43);
+        assert!(
+            !lovage_core::is_cancelled(),
+            "a late signal for 42 stopped 43"
+        );
+        lovage_core::cancel::begin_process_task(0);
+    }
 }

@@ -39,6 +39,8 @@ pub(crate) struct CallRequest {
 pub(crate) trait ProcJob: Send + Sync {
     fn request(&self) -> &CallRequest;
     fn try_start(&self) -> bool;
+    /// The child began this request (the reply before it arrived).
+    fn mark_started(&self);
     fn cancel(&self) -> bool;
     /// Delivers the child's outcomes (one per argument set), or a failure of the whole request.
     fn finish(&self, outcomes: Result<Vec<Outcome>, TaskError>);
@@ -58,6 +60,9 @@ impl<T: Send> ProcJob for ProcCell<T> {
     }
     fn try_start(&self) -> bool {
         self.completion.try_start()
+    }
+    fn mark_started(&self) {
+        self.completion.mark_started();
     }
     fn cancel(&self) -> bool {
         self.completion.cancel()

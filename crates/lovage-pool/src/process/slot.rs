@@ -290,9 +290,9 @@ impl Slot {
         let pid = self.child.as_ref().map(|c| c.proc.id());
         let Some(InFlight::Call {
             job,
+            seq,
             started: Some(_),
             soft_signalled,
-            ..
         }) = self.inflight.front_mut()
         else {
             return Ok(());
@@ -302,8 +302,7 @@ impl Slot {
             Some(CancelReason::SoftTimeLimit) if !*soft_signalled => {
                 *soft_signalled = true;
                 if let Some(pid) = pid {
-                    // SAFETY: signalling our own child; its handler only stores an atomic.
-                    unsafe { libc::kill(pid as i32, super::child::SOFT_LIMIT_SIGNAL) };
+                    super::child::signal_soft_limit(pid as i32, *seq);
                 }
                 Ok(())
             }
@@ -432,8 +431,11 @@ impl Slot {
                 )));
             }
         }
-        if let Some(InFlight::Call { started, .. }) = self.inflight.front_mut() {
-            started.get_or_insert(now);
+        if let Some(InFlight::Call { started, job, .. }) = self.inflight.front_mut() {
+            if started.is_none() {
+                *started = Some(now);
+                job.mark_started();
+            }
         }
         Ok(())
     }
