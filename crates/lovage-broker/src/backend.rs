@@ -93,8 +93,8 @@ fn redact(url: &str) -> String {
 pub const DEFAULT_URL: &str = "sqlite://lovage.db";
 
 /// Opens the backend named by `url`: `sqlite://PATH` (relative or absolute; `sqlite:///abs`
-/// also works), `redis://[user:pass@]host:port/db[?prefix=name]` or `rediss://` for TLS
-/// (features `redis`, `redis-tls`), or `memory://NAME` (shared by every `connect` in this
+/// also works), `redis://[user:pass@]host:port/db[?prefix=name&eviction=warn&durable=1]` or
+/// `rediss://` for TLS (features `redis`, `redis-tls`; Cluster and Sentinel are refused), or `memory://NAME` (shared by every `connect` in this
 /// process with that name).
 pub fn connect(url: &str) -> Result<Backend> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| BrokerError::BadUrl {
@@ -115,6 +115,18 @@ pub fn connect(url: &str) -> Result<Backend> {
         }
         #[cfg(feature = "redis")]
         "redis" | "rediss" => Arc::new(crate::redis_backend::RedisBackend::open(url)?),
+        // `redis+sentinel://`, `rediss+cluster://`, `redis-cluster://`, `sentinel://`...
+        s if s.starts_with("redis") || s.contains("sentinel") || s.contains("cluster") => {
+            return Err(BrokerError::BadUrl {
+                url: redact(url),
+                reason: format!(
+                    "{s}:// is not supported: lovage's Redis backend works with one standalone \
+                     Redis server (redis:// or rediss://), not Redis Cluster or Sentinel \
+                     discovery; point it at the primary (after a failover, a READONLY reply \
+                     makes it reconnect to whatever the address leads to)"
+                ),
+            });
+        }
         other => {
             let mut have = vec!["memory"];
             if cfg!(feature = "sqlite") {
