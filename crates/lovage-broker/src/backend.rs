@@ -93,8 +93,8 @@ fn redact(url: &str) -> String {
 pub const DEFAULT_URL: &str = "sqlite://lovage.db";
 
 /// Opens the backend named by `url`: `sqlite://PATH` (relative or absolute; `sqlite:///abs`
-/// also works), `redis://[user:pass@]host:port/db[?prefix=name]` or `rediss://` for TLS
-/// (features `redis`, `redis-tls`), or `memory://NAME` (shared by every `connect` in this
+/// also works), `redis://[user:pass@]host:port/db[?prefix=name&eviction=warn&durable=1]` or
+/// `rediss://` for TLS (features `redis`, `redis-tls`; Cluster and Sentinel are refused), or `memory://NAME` (shared by every `connect` in this
 /// process with that name).
 ///
 /// Every backend takes `dead_letters=N` in the query (`sqlite://lovage.db?dead_letters=500`):
@@ -147,6 +147,18 @@ fn open_driver(url: &str, kept: usize) -> Result<Arc<dyn Driver>> {
             let b = crate::redis_backend::RedisBackend::open(url)?;
             b.keep_dead_letters(kept);
             Arc::new(b)
+        }
+        // `redis+sentinel://`, `rediss+cluster://`, `redis-cluster://`, `sentinel://`...
+        s if s.starts_with("redis") || s.contains("sentinel") || s.contains("cluster") => {
+            return Err(BrokerError::BadUrl {
+                url: redact(url),
+                reason: format!(
+                    "{s}:// is not supported: lovage's Redis backend works with one standalone \
+                     Redis server (redis:// or rediss://), not Redis Cluster or Sentinel \
+                     discovery; point it at the primary (after a failover, a READONLY reply \
+                     makes it reconnect to whatever the address leads to)"
+                ),
+            });
         }
         other => {
             let mut have = vec!["memory"];

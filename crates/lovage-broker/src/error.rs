@@ -58,7 +58,8 @@ impl BrokerError {
 }
 
 /// Walks a source chain for an error known to pass: I/O trouble, a locked or full SQLite
-/// file, a dropped or timed-out Redis connection. Unknown errors are taken as lasting.
+/// file, a dropped or timed-out Redis connection, a Redis server demoted to a replica.
+/// Unknown errors are taken as lasting.
 fn chain_is_transient(mut e: &(dyn StdError + 'static)) -> bool {
     loop {
         if e.downcast_ref::<std::io::Error>().is_some() {
@@ -80,7 +81,11 @@ fn chain_is_transient(mut e: &(dyn StdError + 'static)) -> bool {
                 || e.is_connection_refusal()
                 || matches!(
                     e.kind(),
-                    redis::ErrorKind::BusyLoadingError | redis::ErrorKind::TryAgain
+                    // READONLY: a failover demoted the server; the pool is emptied, and a retry
+                    // connects to whichever server the address leads to now.
+                    redis::ErrorKind::BusyLoadingError
+                        | redis::ErrorKind::TryAgain
+                        | redis::ErrorKind::ReadOnly
                 );
         }
         match e.source() {

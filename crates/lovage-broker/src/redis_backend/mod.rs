@@ -1,7 +1,11 @@
 //! The Redis broker and result store, for workers on many hosts.
 //!
 //! URLs: `redis://[user:pass@]host:port/db[?prefix=name]`, and `rediss://...` for TLS (feature
-//! `redis-tls`; add `#insecure` to accept a self-signed certificate).
+//! `redis-tls`; add `#insecure` to accept a self-signed certificate). More query options:
+//! `eviction=warn` opens a server whose `maxmemory-policy` is not `noeviction` (refused
+//! otherwise: evicted keys lose work silently); `durable=1` refuses a server without
+//! `appendonly yes` + `appendfsync always` and makes each send wait (`WAIT`) for the replicas
+//! counted at open. A standalone server only: a Cluster node is refused (see `checks`).
 //!
 //! Every key lives under one prefix (`lovage` unless the URL says `?prefix=...`):
 //!
@@ -52,6 +56,8 @@ use crate::corrupt::CorruptMessage;
 use lovage_core::{TaskError, TaskId};
 use redis::{Connection, Script};
 
+mod checks;
+mod options;
 mod resp;
 mod results;
 mod scripts;
@@ -73,6 +79,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// A result waiter blocks at most this long before it renews its entry in `P:waiting`.
 const WAIT_SLICE: Duration = Duration::from_secs(30);
 
+/// With `?durable=1`, the longest a send waits for its replicas.
+const DURABLE_WAIT: Duration = Duration::from_secs(5);
+
 /// The key layout this build reads and writes (stored in `P:layout`). Layout 1 (no key)
 /// kept a hash per task; it is recognised by its `P:seq` counter. Layout 2 kept a key per
 /// result.
@@ -91,6 +100,8 @@ pub struct RedisBackend {
     location: String,
     /// Idle connections; a call takes one (or opens one) and puts it back if it still works.
     pool: Mutex<Vec<Connection>>,
+    /// With `?durable=1`: the replicas a send waits for (`WAIT`), as counted at open.
+    wait_replicas: Option<usize>,
     scripts: Scripts,
     /// Dead letters kept; past this many, the oldest are dropped.
     dead_kept: AtomicUsize,
@@ -114,20 +125,14 @@ struct Scripts {
 }
 
 impl RedisBackend {
-    /// Opens `redis://[user:pass@]host:port/db[?prefix=name]` (or `rediss://` when built with
-    /// TLS); checks that the server answers.
+    /// Opens `redis://[user:pass@]host:port/db[?prefix=name&eviction=warn&durable=1]` (or
+    /// `rediss://` when built with TLS); checks that the server answers, is a standalone Redis
+    /// 7 or newer that never evicts keys (unless `eviction=warn`), and for `durable=1` that it
+    /// fsyncs every write.
     pub fn open(url: &str) -> Result<Self> {
-        // `#insecure` (rediss:// with a self-signed certificate) belongs to the client URL.
-        let (url, fragment) = match url.split_once('#') {
-            Some((u, f)) => (u, format!("#{f}")),
-            None => (url, String::new()),
-        };
-        let (base, prefix) = match url.split_once("?prefix=") {
-            Some((b, p)) if !p.is_empty() => (b, p.to_owned()),
-            _ => (url, "lovage".to_owned()),
-        };
-        let location = redact(base);
-        let base = format!("{base}{fragment}");
+        let location = redact(url.split(['?', '#']).next().unwrap_or(url));
+        let options = options::UrlOptions::parse(url, &location)?;
+        let (base, prefix) = (options.client_url.as_str(), options.prefix.clone());
         if base.starts_with("rediss://") && !cfg!(feature = "redis-tls") {
             return Err(BrokerError::BadUrl {
                 url: location,
@@ -135,17 +140,18 @@ impl RedisBackend {
                     .into(),
             });
         }
-        let client = redis::Client::open(base.as_str()).map_err(|e| BrokerError::BadUrl {
+        let client = redis::Client::open(base).map_err(|e| BrokerError::BadUrl {
             url: location.clone(),
             reason: e.to_string(),
         })?;
         let with_meta = |body: &str| Script::new(&format!("{META}\n{body}"));
-        let backend = RedisBackend {
+        let mut backend = RedisBackend {
             client,
             prefix,
             location,
             pool: Mutex::new(Vec::new()),
             dead_kept: AtomicUsize::new(DEAD_LETTERS_KEPT),
+            wait_replicas: None,
             scripts: Scripts {
                 reserve: with_meta(RESERVE),
                 ack: with_meta(ACK),
@@ -174,6 +180,11 @@ impl RedisBackend {
                 other => other,
             })?;
         backend.check_version()?;
+        backend.check_not_cluster()?;
+        backend.check_eviction(options.eviction)?;
+        if options.durable {
+            backend.wait_replicas = Some(backend.check_durable()?);
+        }
         backend.check_layout()?;
         Ok(backend)
     }
@@ -339,12 +350,53 @@ impl RedisBackend {
                 Ok(v)
             }
             Err(e) => {
-                if in_step_after(&e) {
+                if e.kind() == redis::ErrorKind::ReadOnly {
+                    // The server was demoted to a replica (a failover): every idle connection
+                    // leads to it too. Drop them all, so the retry connects afresh (to the new
+                    // primary, once the address points there).
+                    self.pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                } else if in_step_after(&e) {
                     self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(c);
                 }
                 Err(self.err(op, e))
             }
         }
+    }
+
+    /// Idle connections in the pool (for tests of what the pool keeps).
+    #[doc(hidden)]
+    pub fn idle_connections(&self) -> usize {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// With `?durable=1` and replicas: waits until every replica counted at open has the
+    /// writes made so far on `c` (WAIT counts a connection's own writes, so it runs on the
+    /// connection that sent), so a failover to one of them loses none of them. Returns how
+    /// many replicas lag, if any.
+    fn wait_for_replicas(&self, c: &mut Connection) -> redis::RedisResult<Option<(usize, usize)>> {
+        let Some(replicas) = self.wait_replicas.filter(|n| *n > 0) else {
+            return Ok(None);
+        };
+        let acked: usize = redis::cmd("WAIT")
+            .arg(replicas)
+            .arg(DURABLE_WAIT.as_millis() as u64)
+            .query(c)?;
+        Ok((acked < replicas).then_some((acked, replicas)))
+    }
+
+    /// The error of a send whose replicas did not all acknowledge it: transient, and a retry
+    /// rewrites the same tasks in place.
+    fn replicas_lag(&self, (acked, replicas): (usize, usize)) -> BrokerError {
+        self.err(
+            "wait for replicas",
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "stored on the primary, but only {acked} of {replicas} replicas had it \
+                     within {DURABLE_WAIT:?} (durable=1)"
+                ),
+            ),
+        )
     }
 
     /// Blocks on one of `keys` (BLPOP) for up to `timeout`; true if a token arrived.
@@ -399,7 +451,7 @@ fn in_step_after(e: &redis::RedisError) -> bool {
     use redis::ErrorKind::*;
     matches!(
         e.kind(),
-        ResponseError | ExecAbortError | BusyLoadingError | NoScriptError | TypeError | ReadOnly
+        ResponseError | ExecAbortError | BusyLoadingError | NoScriptError | TypeError
     ) && !e.is_io_error()
         && !e.is_timeout()
 }
@@ -433,7 +485,7 @@ impl Broker for RedisBackend {
         // rewrites them in place.
         let now = Timestamp::now();
         let mut packer = EnqueuePacker::new(&self.prefix, batch.len());
-        let failed = self.with_conn("enqueue", |c| {
+        let (failed, lag) = self.with_conn("enqueue", |c| {
             let (mut replies, mut failed) = (0, None);
             for chunk in batch.chunks(ENQUEUE_CHUNK) {
                 match packer.pack(chunk, now) {
@@ -452,9 +504,15 @@ impl Broker for RedisBackend {
                     first_error.get_or_insert(e);
                 }
             }
-            first_error.map_or(Ok(failed), Err)
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+            Ok((failed, self.wait_for_replicas(c)?))
         })?;
-        failed.map_or(Ok(()), |e| Err(self.err("encode envelope", e)))
+        if let Some(e) = failed {
+            return Err(self.err("encode envelope", e));
+        }
+        lag.map_or(Ok(()), |l| Err(self.replicas_lag(l)))
     }
 
     fn enqueue_once(&self, batch: &[Envelope]) -> Result<()> {
@@ -473,7 +531,13 @@ impl Broker for RedisBackend {
                     .arg(due)
                     .arg(value);
             }
-            self.with_conn("enqueue once", |c| inv.invoke::<i64>(c))?;
+            let lag = self.with_conn("enqueue once", |c| {
+                inv.invoke::<i64>(c)?;
+                self.wait_for_replicas(c)
+            })?;
+            if let Some(l) = lag {
+                return Err(self.replicas_lag(l));
+            }
         }
         Ok(())
     }

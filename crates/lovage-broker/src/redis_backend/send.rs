@@ -69,8 +69,8 @@ pub(super) fn split_task_value(v: &[u8]) -> Option<(u32, &[u8])> {
 }
 
 /// Writes chunks of tasks as the commands that store them (see the key table in the module
-/// above): `HSET tasks`, and per queue `SADD queues`, `ZADD` into its scheduled and
-/// ready sets, and wake-up tokens. Its buffers are kept from chunk to chunk.
+/// above), each chunk in MULTI/EXEC: `HSET tasks`, and per queue `SADD queues`, `ZADD` into
+/// its scheduled and ready sets, and wake-up tokens. Its buffers are kept from chunk to chunk.
 pub(super) struct EnqueuePacker {
     prefix: String,
     /// The commands of the last chunk packed, ready to send.
@@ -102,7 +102,9 @@ impl EnqueuePacker {
     }
 
     /// Writes the commands storing `chunk` into `buf` (replacing what was there) and returns
-    /// how many there are (each gets one reply).
+    /// how many replies they get. They are one MULTI/EXEC transaction, so Redis stores all of
+    /// the chunk or none of it: an OOM or a dropped connection between the task hash and the
+    /// queue entries would leave tasks in no queue, never delivered, never counted.
     pub(super) fn pack(
         &mut self,
         chunk: &[Envelope],
@@ -114,6 +116,8 @@ impl EnqueuePacker {
             q.ready.clear();
             q.scheduled.clear();
         }
+        resp::command(buf, 1);
+        resp::arg(buf, b"MULTI");
         resp::command(buf, 2 + 2 * chunk.len());
         resp::arg(buf, b"HSET");
         key(buf, scratch, &self.prefix, &["tasks"]);
@@ -174,7 +178,10 @@ impl EnqueuePacker {
                 commands += 3;
             }
         }
-        Ok(commands)
+        resp::command(buf, 1);
+        resp::arg(buf, b"EXEC");
+        // MULTI's OK, a QUEUED per command, and EXEC's array of their replies.
+        Ok(commands + 2)
     }
 }
 

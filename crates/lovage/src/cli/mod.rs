@@ -87,8 +87,9 @@ enum BenchCommand {
 #[derive(Debug, Clone, clap::Args)]
 pub struct BrokerArgs {
     /// Broker URL: sqlite://PATH (one file, no server), redis://[user:pass@]host:port/db[?prefix=P]
-    /// (many hosts; rediss:// for TLS) or memory://NAME (this process only); any of them takes
-    /// ?dead_letters=N (the dead letters kept, 10000 by default).
+    /// (many hosts; rediss:// for TLS; also &eviction=warn, &durable=1, see docs/guarantees.md)
+    /// or memory://NAME (this process only); any of them takes ?dead_letters=N (the dead letters
+    /// kept, 10000 by default).
     #[arg(long, short = 'b', env = "LOVAGE_BROKER", default_value = lovage::DEFAULT_URL, global = true)]
     broker: String,
 }
