@@ -852,7 +852,7 @@ impl ResultStore for RedisBackend {
 }
 
 /// A reserved task value as a delivery, or why it does not decode.
-fn decode_delivery(value: &[u8]) -> std::result::Result<Delivery, String> {
+pub(crate) fn decode_delivery(value: &[u8]) -> std::result::Result<Delivery, String> {
     let (attempts, env) = split_task_value(value)
         .ok_or_else(|| format!("its value ({} bytes) has no delivery header", value.len()))?;
     let mut envelope: Envelope =
@@ -869,7 +869,7 @@ fn decode_delivery(value: &[u8]) -> std::result::Result<Delivery, String> {
 
 /// What can be read of a task value that does not decode: its id (from the key) and the
 /// delivery its header names, if it has one.
-fn corrupt_message(id: &str, value: &[u8], reason: &str) -> CorruptMessage {
+pub(crate) fn corrupt_message(id: &str, value: &[u8], reason: &str) -> CorruptMessage {
     let header = split_task_value(value);
     CorruptMessage {
         id: id.parse().ok(),
