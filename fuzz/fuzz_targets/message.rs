@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = codec.transcode(data, Codec::Msgpack);
     }
     let _ = serde_json::from_slice::<TaskOptions>(data);
-    let _ = rmp_serde::from_slice::<Vec<Frame>>(data);
-    let _ = rmp_serde::from_slice::<Canvas>(data);
-    let _ = rmp_serde::from_slice::<Vec<Canvas>>(data);
+    let _ = lovage_core::codec::from_msgpack::<Vec<Frame>>(data);
+    let _ = lovage_core::codec::from_msgpack::<Canvas>(data);
+    let _ = lovage_core::codec::from_msgpack::<Vec<Canvas>>(data);
 });

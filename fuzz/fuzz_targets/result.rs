@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = t.to_string();
         }
     }
-    if let Ok(r) = rmp_serde::from_slice::<ResultRecord>(data) {
+    if let Ok(r) = lovage_core::codec::from_msgpack::<ResultRecord>(data) {
         let _ = r.outcome::<serde_json::Value>();
     }
     let _ = serde_json::from_slice::<TaskError>(data);

@@ -855,8 +855,8 @@ impl ResultStore for RedisBackend {
 pub(crate) fn decode_delivery(value: &[u8]) -> std::result::Result<Delivery, String> {
     let (attempts, env) = split_task_value(value)
         .ok_or_else(|| format!("its value ({} bytes) has no delivery header", value.len()))?;
-    let mut envelope: Envelope =
-        rmp_serde::from_slice(env).map_err(|e| format!("its envelope does not decode: {e}"))?;
+    let mut envelope: Envelope = lovage_core::codec::from_msgpack(env)
+        .map_err(|e| format!("its envelope does not decode: {e}"))?;
     envelope.attempts = attempts;
     Ok(Delivery {
         lease: Lease {
