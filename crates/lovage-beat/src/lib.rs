@@ -172,9 +172,11 @@ impl Entry {
     pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
         match &self.when {
             When::Every(every) => {
-                let step = every.as_millis().max(1) as i64;
+                let step = step_ms(*every);
                 let ms = after.as_millis();
-                Some(Timestamp::from_millis((ms.div_euclid(step) + 1) * step))
+                // None past the end of time, not an overflow.
+                let next = ms.div_euclid(step).checked_add(1)?.checked_mul(step)?;
+                Some(Timestamp::from_millis(next))
             }
             When::Cron(cron, tz) => {
                 let after = jiff::Timestamp::from_millisecond(after.as_millis()).ok()?;
@@ -192,7 +194,7 @@ impl Entry {
         }
         // Intervals jump straight there; cron steps (bounded: a missed day is 1,440 minutes).
         if let When::Every(every) = &self.when {
-            let step = every.as_millis().max(1) as i64;
+            let step = step_ms(*every);
             return Some(Timestamp::from_millis(
                 at.as_millis().div_euclid(step) * step,
             ));
@@ -236,6 +238,12 @@ impl Entry {
         env.created = tick;
         env
     }
+}
+
+/// An interval in whole milliseconds, at least one; one longer than an `i64` holds is as long
+/// as one can be (a bare `as` cast wrapped, down to zero for 2^61 s).
+fn step_ms(every: Duration) -> i64 {
+    i64::try_from(every.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
 fn humanize(d: Duration) -> String {
@@ -589,6 +597,32 @@ missed = "skip"
             Some(Timestamp::from_millis(1_050_000))
         );
         assert_eq!(e.latest_between(now, now), None);
+    }
+
+    /// Found while writing the fuzz target `schedule`: an interval whose milliseconds do not fit an i64
+    /// was cast to zero (2^61 s is 2^64 · 125 ms) and the next tick divided by it.
+    #[test]
+    fn intervals_too_long_for_the_clock_do_not_overflow() {
+        let t = Timestamp::from_millis(1_795_514_400_000);
+        for every in [
+            "2305843009213693952",
+            "18000000000000000000",
+            "100000000000000d",
+        ] {
+            let text = format!("[[entry]]\nname = \"x\"\ntask = \"t\"\nevery = \"{every}\"\n");
+            let s = Schedule::parse(&text).unwrap();
+            let e = &s.entries[0];
+            assert_eq!(
+                e.next_after(t),
+                Some(Timestamp::from_millis(i64::MAX)),
+                "{every}"
+            );
+            assert_eq!(e.latest_between(t, t), None, "{every}");
+        }
+        let late = Timestamp::from_millis(i64::MAX - 1);
+        let s =
+            Schedule::parse("[[entry]]\nname = \"x\"\ntask = \"t\"\nevery = \"10s\"\n").unwrap();
+        assert_eq!(s.entries[0].next_after(late), None);
     }
 
     #[test]

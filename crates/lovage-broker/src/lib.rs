@@ -44,3 +44,22 @@ pub use time::{NotRfc3339, Timestamp};
 
 /// Result alias for broker operations.
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+
+/// Decoders of stored bytes that are private to their backend, for the fuzz targets in
+/// `fuzz/`. Not a public API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// A Redis task value (`P:tasks`) as a reserve reads it: its delivery, or, when it does not
+    /// decode, the dead letter and FAILURE record it gets instead.
+    #[cfg(feature = "redis")]
+    pub fn redis_task_value(
+        id: &str,
+        value: &[u8],
+        fence: u64,
+    ) -> Result<crate::Delivery, Box<(crate::DeadLetter, Option<crate::ResultRecord>)>> {
+        crate::redis_backend::decode_delivery(value, fence).map_err(|reason| {
+            let bad = crate::redis_backend::corrupt_message(id, value, &reason);
+            Box::new((bad.dead_letter(), bad.record()))
+        })
+    }
+}

@@ -37,7 +37,8 @@ impl Timestamp {
 
     /// How long until `self` from now (zero if past).
     pub fn until(self) -> Duration {
-        Duration::from_millis((self.0 - Timestamp::now().0).max(0) as u64)
+        // Saturating: a stored time can be anything a row or a value says.
+        Duration::from_millis(self.0.saturating_sub(Timestamp::now().0).max(0) as u64)
     }
 
     /// Parses RFC 3339 UTC text (`2026-11-24T10:00:00Z`, optional fraction, `+00:00` too).
@@ -136,7 +137,7 @@ impl Sub for Timestamp {
     type Output = Duration;
     /// The time from `other` to `self`, zero if `other` is later.
     fn sub(self, other: Timestamp) -> Duration {
-        Duration::from_millis((self.0 - other.0).max(0) as u64)
+        Duration::from_millis(self.0.saturating_sub(other.0).max(0) as u64)
     }
 }
 
@@ -177,5 +178,20 @@ mod tests {
         assert_eq!((t + Duration::from_secs(2)).as_millis(), 3000);
         assert_eq!(Timestamp::from_millis(3000) - t, Duration::from_secs(2));
         assert_eq!(t - Timestamp::from_millis(3000), Duration::ZERO);
+    }
+
+    /// Found by the fuzz target `time`: a stored time is whatever a row or a value says, and
+    /// the far ends of the range overflowed (a panic in debug builds, a wrong wait in release).
+    #[test]
+    fn arithmetic_at_the_ends_of_the_range_saturates() {
+        let (min, max) = (
+            Timestamp::from_millis(i64::MIN),
+            Timestamp::from_millis(i64::MAX),
+        );
+        assert_eq!(min.until(), Duration::ZERO);
+        assert!(max.until() > Duration::from_secs(1 << 40));
+        assert_eq!(max - min, Duration::from_millis(i64::MAX as u64));
+        assert_eq!(min - max, Duration::ZERO);
+        assert_eq!(min - Timestamp::from_millis(1), Duration::ZERO);
     }
 }

@@ -14,6 +14,20 @@ use serde::{Deserialize, Serialize};
 /// higher version instead of guessing at fields it does not know.
 pub const WIRE_VERSION: u32 = 1;
 
+/// How deep MessagePack may nest when lovage decodes it. rmp-serde's own limit (1,024) let a
+/// message of a few KiB of nested workflow steps overflow the stack of the thread decoding it
+/// (a worker's 2 MiB), aborting the process instead of refusing the message; real workflows
+/// nest a few levels.
+pub const MSGPACK_MAX_DEPTH: usize = 256;
+
+/// Decodes MessagePack with the nesting limit [`MSGPACK_MAX_DEPTH`]. Every reader of stored
+/// MessagePack (messages, envelopes, workflow frames and blobs) goes through it.
+pub fn from_msgpack<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MSGPACK_MAX_DEPTH);
+    T::deserialize(&mut de)
+}
+
 /// A serialisation format for task arguments and results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -87,7 +101,7 @@ impl Codec {
     ) -> Result<T, CodecError> {
         let res = match self {
             Codec::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-            Codec::Msgpack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+            Codec::Msgpack => from_msgpack(bytes).map_err(|e| e.to_string()),
         };
         res.map_err(|reason| CodecError::Decode {
             codec: self,
@@ -179,6 +193,45 @@ mod tests {
         assert!(check_version(WIRE_VERSION).is_ok());
         let err = check_version(WIRE_VERSION + 1).unwrap_err();
         assert!(err.to_string().contains("newer"));
+    }
+
+    /// Found while writing the fuzz target `message`: deeply nested MessagePack (here a workflow step
+    /// nested in chains, ~11 bytes a level) overflowed the decoding thread's stack.
+    #[test]
+    fn deep_msgpack_is_refused_not_a_stack_overflow() {
+        use crate::canvas::Canvas;
+        // A canvas as [node, on_error], its node {"Chain": [canvas]}, 4,000 times.
+        let mut bytes = Vec::new();
+        for _ in 0..4000 {
+            bytes.extend_from_slice(b"\x92\x81\xa5Chain\x91");
+        }
+        // A worker's threads have 2 MiB stacks; the test's own thread may have more.
+        let decoded = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let canvas = Codec::Msgpack
+                    .decode::<Canvas>(&bytes, "workflow")
+                    .map(drop);
+                let frames = from_msgpack::<Vec<crate::canvas::Frame>>(&bytes).map(drop);
+                (canvas.is_err(), frames.is_err())
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(decoded, (true, true));
+        // A workflow nested as deep as people write them still decodes.
+        let mut c = Canvas::task(crate::Signature::new("t", &[1], Codec::Json).unwrap());
+        for _ in 0..20 {
+            c = crate::canvas::chain([
+                c,
+                Canvas::task(crate::Signature::new("u", &[2], Codec::Json).unwrap()),
+            ]);
+        }
+        let bytes = Codec::Msgpack.encode(&c, "workflow").unwrap();
+        assert_eq!(
+            Codec::Msgpack.decode::<Canvas>(&bytes, "workflow").unwrap(),
+            c
+        );
     }
 
     #[test]

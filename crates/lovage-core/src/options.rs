@@ -85,7 +85,8 @@ impl TaskOptions {
 /// A rate limit or a duration that does not parse: what was written, and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    /// The count of a rate limit is not a positive number.
+    /// The count of a rate limit is not a positive number (or so small that the interval
+    /// between two runs is past what a `Duration` holds).
     #[error("not a rate limit: {0:?} (expected e.g. 100/s, 30/m, 5/h)")]
     NotARate(String),
     /// The period of a rate limit is not s, m or h.
@@ -134,7 +135,8 @@ pub fn parse_rate(text: &str) -> Result<Duration, ParseError> {
             })
         }
     };
-    Ok(Duration::from_secs_f64(period / count))
+    // A count small enough makes the interval longer than a Duration holds.
+    Duration::try_from_secs_f64(period / count).map_err(|_| ParseError::NotARate(text.to_owned()))
 }
 
 /// Parses a duration written as a number of seconds (`"2.5"`) or with a unit:
@@ -205,6 +207,17 @@ mod tests {
         );
         assert!(e.to_string().contains("period"), "{e}");
         assert!(parse_rate("fast").is_err());
+    }
+
+    /// A count so small that the interval is past `Duration`'s range panicked
+    /// (`Duration::from_secs_f64` of infinity).
+    #[test]
+    fn rates_too_slow_to_represent_are_refused() {
+        assert_eq!(
+            parse_rate("1e-320/s"),
+            Err(ParseError::NotARate("1e-320/s".into()))
+        );
+        assert!(parse_rate("1e-300/h").is_err());
     }
 
     #[test]

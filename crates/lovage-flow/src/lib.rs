@@ -103,7 +103,7 @@ pub fn load(app: &App, id: TaskId) -> Result<Option<Canvas>, FlowError> {
         return Ok(None);
     };
     // A blob under a result id that is not a workflow (a chain's steps are a list) is not one.
-    Ok(rmp_serde::from_slice(&bytes).ok())
+    Ok(lovage_core::codec::from_msgpack(&bytes).ok())
 }
 
 /// A sent workflow.
@@ -390,7 +390,7 @@ impl<'a> Advance<'a> {
                 "the rest of the chain (blob {blob}) is gone from the result store"
             ))
         })?;
-        let steps: Vec<Canvas> = rmp_serde::from_slice(&bytes)
+        let steps: Vec<Canvas> = lovage_core::codec::from_msgpack(&bytes)
             .map_err(|e| FlowError::Invalid(format!("the stored chain {blob}: {e}")))?;
         let steps = Arc::new(steps);
         remember_chain(blob, steps.clone());

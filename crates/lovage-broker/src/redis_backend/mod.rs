@@ -565,7 +565,8 @@ impl Broker for RedisBackend {
             let mut out = Vec::with_capacity(values.len());
             // Decoded one by one: a value that does not decode is dead-lettered, the rest are
             // delivered.
-            for (fence, (value, id)) in (first_fence + 1..).zip(values.iter().zip(&ids)) {
+            for (k, (value, id)) in values.iter().zip(&ids).enumerate() {
+                let fence = first_fence.wrapping_add(k as u64 + 1);
                 match decode_delivery(value, fence) {
                     Ok(d) => out.push(d),
                     Err(reason) => self.bury_leased(id, fence, value, &reason)?,
@@ -960,11 +961,11 @@ impl ResultStore for RedisBackend {
 }
 
 /// A reserved task value as a delivery, or why it does not decode.
-fn decode_delivery(value: &[u8], fence: u64) -> std::result::Result<Delivery, String> {
+pub(crate) fn decode_delivery(value: &[u8], fence: u64) -> std::result::Result<Delivery, String> {
     let (attempts, env) = split_task_value(value)
         .ok_or_else(|| format!("its value ({} bytes) has no delivery header", value.len()))?;
-    let mut envelope: Envelope =
-        rmp_serde::from_slice(env).map_err(|e| format!("its envelope does not decode: {e}"))?;
+    let mut envelope: Envelope = lovage_core::codec::from_msgpack(env)
+        .map_err(|e| format!("its envelope does not decode: {e}"))?;
     envelope.attempts = attempts;
     Ok(Delivery {
         lease: Lease {
@@ -977,7 +978,7 @@ fn decode_delivery(value: &[u8], fence: u64) -> std::result::Result<Delivery, St
 
 /// What can be read of a task value that does not decode: its id (from the key) and the
 /// delivery its header names, if it has one.
-fn corrupt_message(id: &str, value: &[u8], reason: &str) -> CorruptMessage {
+pub(crate) fn corrupt_message(id: &str, value: &[u8], reason: &str) -> CorruptMessage {
     let header = split_task_value(value);
     CorruptMessage {
         id: id.parse().ok(),

@@ -79,7 +79,7 @@ pub(super) fn row_to_envelope(r: &rusqlite::Row<'_>) -> rusqlite::Result<Envelop
         expires: r.get::<_, Option<i64>>(9)?.map(Timestamp::from_millis),
         created: Timestamp::from_millis(r.get(10)?),
         flow: match r.get::<_, Option<Vec<u8>>>(11)? {
-            Some(bytes) => rmp_serde::from_slice(&bytes).map_err(|e| corrupt(11, e))?,
+            Some(bytes) => lovage_core::codec::from_msgpack(&bytes).map_err(|e| corrupt(11, e))?,
             None => Vec::new(),
         },
     })

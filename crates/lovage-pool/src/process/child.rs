@@ -100,8 +100,16 @@ fn serve() -> std::io::Result<()> {
         }
         std::fs::File::from_raw_fd(fd)
     };
-    let mut input = std::io::stdin().lock();
-    let registry = Registry::global();
+    serve_frames(&mut std::io::stdin().lock(), &mut out, Registry::global())
+}
+
+/// Reads request frames from `input` until it ends, running each and writing its reply to `out`
+/// before reading on. A frame that does not decode ends it with an error.
+pub(crate) fn serve_frames(
+    input: &mut impl Read,
+    out: &mut impl Write,
+    registry: &Registry,
+) -> std::io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut start = 0;
     let mut reply = Vec::with_capacity(4096);

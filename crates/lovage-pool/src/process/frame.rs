@@ -86,6 +86,9 @@ impl<'a> Cursor<'a> {
         self.pos = end;
         Ok(s)
     }
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
     fn u8(&mut self) -> Result<u8, FrameError> {
         Ok(self.take(1)?[0])
     }
@@ -130,7 +133,9 @@ pub(crate) fn decode_request(body: &[u8]) -> Result<Request<'_>, FrameError> {
     let name_len = c.u16()? as usize;
     let name = std::str::from_utf8(c.take(name_len)?).map_err(FrameError::TaskName)?;
     let count = c.u32()? as usize;
-    let mut args = Vec::with_capacity(count.min(1 << 16));
+    // Room for no more entries than the body can hold (each takes at least its 4-byte length),
+    // whatever count it claims.
+    let mut args = Vec::with_capacity(count.min(c.remaining() / 4));
     for _ in 0..count {
         let n = c.u32()? as usize;
         args.push(c.take(n)?);
@@ -171,7 +176,8 @@ pub(crate) fn decode_reply(body: &[u8]) -> Result<(u64, Vec<Outcome>), FrameErro
     let mut c = Cursor { buf: body, pos: 0 };
     let seq = c.u64()?;
     let count = c.u32()? as usize;
-    let mut outcomes = Vec::with_capacity(count.min(1 << 16));
+    // Each outcome takes at least 5 bytes (status and length).
+    let mut outcomes = Vec::with_capacity(count.min(c.remaining() / 5));
     for _ in 0..count {
         let status = c.u8()?;
         let n = c.u32()? as usize;

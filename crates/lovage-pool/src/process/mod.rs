@@ -6,8 +6,8 @@
 //! notices when the child dies, fails the task it was running with `WorkerLost`, hands the tasks
 //! queued behind it to a fresh child and carries on: there is no "broken pool".
 
-mod child;
-mod frame;
+pub(crate) mod child;
+pub(crate) mod frame;
 mod slot;
 
 use std::collections::VecDeque;
