@@ -15,13 +15,15 @@
 //! The evidence. Every task takes a `key` and, before it returns, appends a line to
 //! `marks/runs.jsonl` (key, a nonce unique to the run, pid, ok or not); its value carries the
 //! same nonce. The producer writes each task it sent (after the send returned) to
-//! `ledger.jsonl` with the outcome it must end in, and the first final state it saw for each
-//! to `finished.jsonl`. The check then knows, per task: whether it has a final record (none:
-//! lost or missing), whether the stored value comes from a run that happened, whether a
-//! RETRY/FAILURE sits where a run succeeded or a SUCCESS was already seen (a stale run wrote
-//! over a newer result), how often a chord callback ran against how often it was delivered (its
-//! record's attempts: more runs than deliveries means it fired twice), and which dead letters
-//! are the expected ones (`soak.doomed`, which fails on every attempt).
+//! `ledger.jsonl` with the outcome it must end in, and the first final record it read for each
+//! (state, attempts) to `finished.jsonl`. The check then knows, per task: whether it has a
+//! final record (none: lost or missing), whether the stored value comes from a run that
+//! happened, whether a RETRY/FAILURE sits where a run succeeded or a SUCCESS was already read,
+//! or an older attempt's SUCCESS where a newer one's was read (a stale run wrote over a newer
+//! result), how often a chord callback ran against how often it was delivered (its record's
+//! attempts: more runs than deliveries means it was sent twice — or that an older attempt's
+//! record replaced a newer one), and which dead letters are the expected ones (`soak.doomed`,
+//! which fails on every attempt). See docs/reliability.md.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, Write};
@@ -1252,7 +1254,7 @@ fn judge(app: &App, dir: &Path, label: &str) -> Summary {
     fail(
         s.chord_callbacks_fired_twice > 0,
         format!(
-            "{} chord callbacks fired twice",
+            "{} chord callbacks ran more often than they were delivered",
             s.chord_callbacks_fired_twice
         ),
     );
