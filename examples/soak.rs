@@ -1440,7 +1440,14 @@ fn quick() -> i32 {
     let _ = MARKS.set(marks);
     let url = format!("sqlite://{}", dir.path().join("soak.db").display());
     let app = App::connect(&url).expect("open the broker");
-    let a = Args(vec!["--concurrency".into(), "4".into()]);
+    // A longer lease than the soak's: with no faults injected, a renewal late on a busy CI
+    // machine should not make a task run twice.
+    let a = Args(vec![
+        "--concurrency".into(),
+        "4".into(),
+        "--lease".into(),
+        "4s".into(),
+    ]);
     let mut workers = Vec::new();
     for _ in 0..2 {
         let w = Worker::new(app.backend().clone(), worker_config(&a)).expect("start a worker");
@@ -1452,7 +1459,7 @@ fn quick() -> i32 {
         rate: 25.0,
         chords: 4.0,
         width: 3,
-        sleep_ms: 2500,
+        sleep_ms: 4500,
         drain: Duration::from_secs(60),
     };
     run_producer(&app, dir.path(), "quick", &load, Duration::from_secs(1));
