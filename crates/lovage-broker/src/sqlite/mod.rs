@@ -15,7 +15,7 @@
 //!
 //! | table | holds |
 //! |---|---|
-//! | `tasks` | every waiting, scheduled or reserved task: state, due time (ETA or lease deadline), delivery count, envelope columns, workflow frames |
+//! | `tasks` | every waiting, scheduled or reserved task: state, due time (ETA or lease deadline), attempts, the fencing token of the delivery that holds it (`fence`, 0: none), envelope columns, workflow frames |
 //! | `results` | result records, with their expiry |
 //! | `counters` | `incr` |
 //! | `revoked` | revoked ids, forgotten after a day |
@@ -26,6 +26,7 @@
 //! | `blobs` | a workflow's long chain, stored once |
 //! | `locks` | named locks: holder and lapse time (also who purges expired rows) |
 //! | `rate_limits` | a rate limit's theoretical arrival time (µs) |
+//! | `meta` | `fence`: the last fencing token drawn |
 //!
 //! The code, by job: `schema` (create, check and upgrade the file), `conn` (the one connection
 //! and its transactions), `wait` (blocking until something changes), `broker` (a task's life,
