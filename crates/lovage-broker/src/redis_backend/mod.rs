@@ -15,7 +15,7 @@
 //! | `P:q:{queue}` | sorted set | ready ids, score = (9 − priority)·band + sequence: priority first, FIFO within |
 //! | `P:s:{queue}` | sorted set | scheduled ids (ETA, retry delay), score = due time in ms |
 //! | `P:leases` | sorted set | `{id}:{token}` of reserved tasks, score = lease deadline in ms (server time) |
-//! | `P:fence` | hash | id → the fencing token of the delivery that holds it, until that delivery ends (ack, nack, deferral, dead letter) |
+//! | `P:fence` | hash | id → the fencing token of a delivery whose lease ran out, until someone takes the task again (or that delivery acks it late) |
 //! | `P:fseq` | counter | the last fencing token drawn |
 //! | `P:w:{queue}` | list | wake-up tokens: a waiting reserve blocks on them (BLPOP), no polling |
 //! | `P:queues` | set | queue names seen |
@@ -40,7 +40,7 @@
 //! not commands per task: sending is one round trip (HSET tasks, ZADD per queue, sent while the
 //! next chunk is written); reserving pops ids, reads their values and revoked marks with one
 //! HMGET/ZMSCORE and leases them with one ZADD; acking checks and removes the lease members
-//! (`id:token`, and the task's token in `P:fence`, so a stale delivery removes nothing) and the tasks' fields with one
+//! (`id:token`, so a stale delivery removes nothing) and the tasks' fields with one
 //! ZMSCORE, ZREM and HDEL; results go into one hash per second of task creation (`results`),
 //! in one round trip. Measured on 2 cores, Redis's CPU per task fell by half from a hash per
 //! task (layout 1) to layout 2, and by a further ~20% to this one (layout 3: results in

@@ -51,27 +51,42 @@ impl RedisBackend {
     pub(super) fn store_results(&self, records: &[ResultRecord]) -> Result<()> {
         let now = Timestamp::now();
         for chunk in records.chunks(500) {
+            // Per bucket (in order of first appearance): the longest time to live of its
+            // records with one, and (id, flags, body) per record.
+            let mut buckets: Vec<(u64, u64, Vec<(String, String, String)>)> = Vec::new();
             let mut seen = HashSet::new();
-            let mut inv = self.scripts.store_results.prepare_invoke();
-            inv.arg(&self.prefix);
             for r in chunk.iter().rev().filter(|r| seen.insert(r.id)) {
                 let b = bucket(r.id);
                 let body = serde_json::to_string(r).map_err(|e| self.err("store results", e))?;
                 // A record lives in one of the two hashes and is deleted from the other. Its
                 // time to live is relative, so Redis's clock counts it.
                 let (place, ttl_ms) = match r.expires {
-                    Some(t) if t <= now => ("-", 0),
-                    Some(t) => ("r", (t - now).as_millis().max(1) as u64),
-                    None => ("k", 0),
+                    Some(t) if t <= now => ('-', 0),
+                    Some(t) => ('r', (t - now).as_millis().max(1) as u64),
+                    None => ('k', 0),
                 };
-                inv.arg(r.id.to_string())
-                    .arg(self.result_key(b, false))
-                    .arg(self.result_key(b, true))
-                    .arg(place)
+                let flags = format!("{place}{}{}", u8::from(r.state.is_final()), r.attempts);
+                let at = match buckets.iter().position(|(x, _, _)| *x == b) {
+                    Some(at) => at,
+                    None => {
+                        buckets.push((b, 0, Vec::new()));
+                        buckets.len() - 1
+                    }
+                };
+                let entry = &mut buckets[at];
+                entry.1 = entry.1.max(ttl_ms);
+                entry.2.push((r.id.to_string(), flags, body));
+            }
+            let mut inv = self.scripts.store_results.prepare_invoke();
+            inv.arg(&self.prefix);
+            for (b, ttl_ms, rows) in &buckets {
+                inv.arg(self.result_key(*b, false))
+                    .arg(self.result_key(*b, true))
                     .arg(ttl_ms)
-                    .arg(r.attempts)
-                    .arg(u8::from(r.state.is_final()))
-                    .arg(body);
+                    .arg(rows.len());
+                for (id, flags, body) in rows {
+                    inv.arg(id).arg(flags).arg(body);
+                }
             }
             self.with_conn("store results", |c| inv.invoke::<i64>(c))?;
         }

@@ -22,9 +22,11 @@ return nil
 
 /// Shared by the broker's scripts. A task's value in `P:tasks` is
 /// `"{next delivery} {score} {queue length} {queue}{envelope}"`: the metadata the scripts
-/// need in front of the envelope (MessagePack) they pass on untouched. A reserved task's
-/// fencing token is in `P:fence` (id → token) until its delivery ends; the lease member in
-/// `P:leases` is `{id}:{token}`. Times come from the server's clock (`TIME`), never a client's.
+/// need in front of the envelope (MessagePack) they pass on untouched. A reserved task's lease
+/// member in `P:leases` is `{id}:{token}`, its fencing token drawn from `P:fseq`; when the lease
+/// runs out, the token moves to `P:fence` (id → token) until someone takes the task again, so a
+/// late ack from that delivery is still recognised. Times come from the server's clock (`TIME`),
+/// never a client's.
 pub(super) const META: &str = r#"
 -- The server's clock, in ms: every host's leases, ETAs and deadlines are read against it.
 local function now_ms()
@@ -89,10 +91,17 @@ local function requeue(p, id, due, step, requeued)
   place(p, id, q, score, due)
   return true
 end
+-- Forgets the fencing tokens of expired leases of `ids` (nothing to do, and one O(1) check,
+-- while no lease has run out).
+local function unfence(p, ids)
+  if #ids > 0 and redis.call('HLEN', p .. ':fence') > 0 then
+    redis.call('HDEL', p .. ':fence', unpack(ids))
+  end
+end
 local function forget(p, ids)
   if #ids > 0 then
     redis.call('HDEL', p .. ':tasks', unpack(ids))
-    redis.call('HDEL', p .. ':fence', unpack(ids))
+    unfence(p, ids)
   end
 end
 -- Takes tasks an expired lease put back in their queue out of it again (before `forget`).
@@ -105,10 +114,16 @@ local function unqueue(p, ids)
     end
   end
 end
--- Whether `token` is the fencing token of the delivery that holds `id`: the last delivery,
--- not ended by a nack or a deferral (its lease may have run out with nobody taking it since).
-local function fenced(p, id, token)
-  return redis.call('HGET', p .. ':fence', id) == token
+-- Whether `id` waits in its queue or scheduled set (not leased); `q` its queue.
+local function waiting(p, id, q)
+  return redis.call('ZSCORE', p .. ':q:' .. q, id) or redis.call('ZSCORE', p .. ':s:' .. q, id)
+end
+-- Whether `token` names the last delivery of `id` although its lease ran out and is gone from
+-- `P:leases`: the expiry kept the token in `P:fence`, and nobody has taken the task since.
+local function expired_holder(p, id, token)
+  if redis.call('HGET', p .. ':fence', id) ~= token then return false end
+  local d, score, q = meta_of(p, id)
+  return q and waiting(p, id, q) and true or false
 end
 -- Whether a task value's envelope (named MessagePack) has workflow frames: its `flow` field is
 -- written only when not empty. A false positive (the word in a task's arguments or queue) only
@@ -153,8 +168,12 @@ end
 local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1000)
 for _, m in ipairs(expired) do
   redis.call('ZREM', leases, m)
-  -- The fencing token stays: a late ack from this delivery is accepted until someone takes it.
-  requeue(p, string.sub(m, 1, string.find(m, ':', 1, true) - 1), false, 1, false)
+  local colon = string.find(m, ':', 1, true)
+  local id = string.sub(m, 1, colon - 1)
+  -- The fencing token is kept: a late ack from this delivery is accepted until someone takes
+  -- the task.
+  redis.call('HSET', p .. ':fence', id, string.sub(m, colon + 1))
+  requeue(p, id, false, 1, false)
 end
 earliest(leases)
 -- Scheduled tasks (ETA, retry delay) that are due join their queue.
@@ -230,16 +249,14 @@ if #ids > 0 then
   if #out > 0 then
     -- Fresh fencing tokens, one per delivery, never drawn before on this prefix.
     first = redis.call('INCRBY', p .. ':fseq', #out) - #out
-    local held, fences = {}, {}
+    local held = {}
     for j, id in ipairs(out_ids) do
-      local token = tostring(first + j)
       held[#held + 1] = until_
-      held[#held + 1] = id .. ':' .. token
-      fences[#fences + 1] = id
-      fences[#fences + 1] = token
+      held[#held + 1] = id .. ':' .. (first + j)
     end
     redis.call('ZADD', leases, unpack(held))
-    redis.call('HSET', p .. ':fence', unpack(fences))
+    -- Taken again: a late ack from an expired delivery of these no longer counts.
+    unfence(p, out_ids)
   end
 end
 -- What was set aside, by this call or any other, for the client to dead-letter (a few at a time).
@@ -258,19 +275,18 @@ local p = ARGV[1]
 local leases = p .. ':leases'
 local members = {unpack(ARGV, 2)}
 if #members == 0 then return 0 end
-local ids, tokens = {}, {}
-for j = 1, #members do
-  local colon = string.find(members[j], ':', 1, true)
-  ids[j] = string.sub(members[j], 1, colon - 1)
-  tokens[j] = string.sub(members[j], colon + 1)
-end
-local fences = redis.call('HMGET', p .. ':fence', unpack(ids))
 local held = redis.call('ZMSCORE', leases, unpack(members))
 local gone, done, requeued = {}, {}, {}
 for j = 1, #members do
-  if fences[j] == tokens[j] then
-    done[#done + 1] = ids[j]
-    if held[j] then gone[#gone + 1] = members[j] else requeued[#requeued + 1] = ids[j] end
+  local m = members[j]
+  local colon = string.find(m, ':', 1, true)
+  local id = string.sub(m, 1, colon - 1)
+  if held[j] then
+    gone[#gone + 1] = m
+    done[#done + 1] = id
+  elseif expired_holder(p, id, string.sub(m, colon + 1)) then
+    done[#done + 1] = id
+    requeued[#requeued + 1] = id
   end
 end
 if #gone > 0 then redis.call('ZREM', leases, unpack(gone)) end
@@ -284,9 +300,12 @@ pub(super) const NACK: &str = r#"
 -- which the next delivery keeps this one's number: it was not an attempt). The delivery ends:
 -- its token is forgotten, so the same call repeated (after a lost reply) does nothing.
 local p, id = ARGV[1], ARGV[2]
-if not fenced(p, id, ARGV[3]) then return 0 end
-redis.call('HDEL', p .. ':fence', id)
-local expired = redis.call('ZREM', p .. ':leases', id .. ':' .. ARGV[3]) == 0
+local expired = false
+if redis.call('ZREM', p .. ':leases', id .. ':' .. ARGV[3]) == 0 then
+  if not expired_holder(p, id, ARGV[3]) then return 0 end
+  expired = true
+  redis.call('HDEL', p .. ':fence', id)
+end
 local delay = tonumber(ARGV[4])
 local step = 0
 if ARGV[5] == '1' then
@@ -327,8 +346,8 @@ redis.call('ZREMRANGEBYSCORE', p .. ':revoked', '-inf', now)
 redis.call('ZADD', p .. ':revoked', now + tonumber(ARGV[3]), id)
 local d, score, q, v = meta_of(p, id)
 if not d then return 0 end
-local token = redis.call('HGET', p .. ':fence', id)
-if token and redis.call('ZSCORE', p .. ':leases', id .. ':' .. token) then return 2 end
+-- Neither in its queue nor in its scheduled set: a worker holds it.
+if not waiting(p, id, q) then return 2 end
 local r, rk = ARGV[4], ARGV[5]
 local attempts = math.max(d - 1, 0)
 if supersedes(redis.call('HGET', r, id) or redis.call('HGET', rk, id), attempts, true) then
@@ -397,60 +416,59 @@ return sent
 "#;
 
 pub(super) const STORE_RESULTS: &str = r#"
--- ARGV: prefix, then per record: id, its hash with a time to live, its hash of kept results,
--- where it goes ('r': the first, 'k': the second, '-': neither, it has expired), its time to
--- live in ms (0: none), attempts, final (1/0), JSON body. A record replaces the stored one only
--- where it supersedes it (`ResultRecord::supersedes`: not from an older attempt, not unfinished
--- over finished); a stale run's record is dropped. Wakes the ids someone waits for among the
--- final records stored (see `results`): an id nobody waits for costs one element of one
--- ZMSCORE. Returns how many records were stored.
+-- ARGV: prefix, then per bucket of task ids: its hash of results with a time to live, its hash
+-- of kept results, the longest time to live in ms of the records going to the first (0: none),
+-- how many records follow, then per record: id, flags, JSON body. Flags: where it goes ('r': the
+-- first hash, 'k': the second, '-': neither, it has expired), '1' if final else '0', then its
+-- attempts. A record replaces the stored one only where it supersedes it
+-- (`ResultRecord::supersedes`: not from an older attempt, not unfinished over finished); a stale
+-- run's record is dropped. Each hash is read with one HMGET and written with one HSET and one
+-- HDEL. Wakes the ids someone waits for among the final records stored (see `results`): an id
+-- nobody waits for costs one element of one ZMSCORE. Returns how many records were stored.
 local p = ARGV[1]
-local sets, dels, ttls, order = {}, {}, {}, {}
-local function add(t, key, ...)
-  local l = t[key]
-  if not l then
-    l = {}
-    t[key] = l
-    order[#order + 1] = key
-  end
-  for _, v in ipairs({...}) do l[#l + 1] = v end
-end
 local finals, stored = {}, 0
-for i = 2, #ARGV, 8 do
-  local id, r, rk, where = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local ttl, attempts, final = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6] == '1'
-  local old = redis.call('HGET', r, id) or redis.call('HGET', rk, id)
-  if supersedes(old, attempts, final) then
-    stored = stored + 1
-    if final then finals[#finals + 1] = id end
-    if where == 'r' then
-      add(sets, r, id, ARGV[i + 7])
-      add(dels, rk, id)
-      if not ttls[r] or ttl > ttls[r] then ttls[r] = ttl end
-    elseif where == 'k' then
-      add(sets, rk, id, ARGV[i + 7])
-      add(dels, r, id)
-    else
-      add(dels, r, id)
-      add(dels, rk, id)
+local i = 2
+while i <= #ARGV do
+  local r, rk, ttl, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local first = i + 4
+  local ids = {}
+  for j = 1, n do ids[j] = ARGV[first + (j - 1) * 3] end
+  local in_r = redis.call('HMGET', r, unpack(ids))
+  local in_rk = redis.call('HMGET', rk, unpack(ids))
+  local set_r, set_rk, del_r, del_rk = {}, {}, {}, {}
+  for j = 1, n do
+    local at = first + (j - 1) * 3
+    local id, flags = ids[j], ARGV[at + 1]
+    local final = string.byte(flags, 2) == 49
+    if supersedes(in_r[j] or in_rk[j], tonumber(string.sub(flags, 3)), final) then
+      stored = stored + 1
+      if final then finals[#finals + 1] = id end
+      -- A record lives in one of the two hashes; it leaves the other where it was there.
+      local where = string.byte(flags, 1)
+      if where == 114 then -- 'r'
+        set_r[#set_r + 1] = id
+        set_r[#set_r + 1] = ARGV[at + 2]
+        if in_rk[j] then del_rk[#del_rk + 1] = id end
+      elseif where == 107 then -- 'k'
+        set_rk[#set_rk + 1] = id
+        set_rk[#set_rk + 1] = ARGV[at + 2]
+        if in_r[j] then del_r[#del_r + 1] = id end
+      else
+        if in_r[j] then del_r[#del_r + 1] = id end
+        if in_rk[j] then del_rk[#del_rk + 1] = id end
+      end
     end
   end
-end
-for _, key in ipairs(order) do
-  if sets[key] then
-    redis.call('HSET', key, unpack(sets[key]))
-    sets[key] = nil
-  end
-  if ttls[key] then
+  if #set_r > 0 then
+    redis.call('HSET', r, unpack(set_r))
     -- NX sets an expiry on a new hash; GT only ever lengthens it.
-    redis.call('PEXPIRE', key, ttls[key], 'NX')
-    redis.call('PEXPIRE', key, ttls[key], 'GT')
-    ttls[key] = nil
+    redis.call('PEXPIRE', r, ttl, 'NX')
+    redis.call('PEXPIRE', r, ttl, 'GT')
   end
-  if dels[key] then
-    redis.call('HDEL', key, unpack(dels[key]))
-    dels[key] = nil
-  end
+  if #del_r > 0 then redis.call('HDEL', r, unpack(del_r)) end
+  if #set_rk > 0 then redis.call('HSET', rk, unpack(set_rk)) end
+  if #del_rk > 0 then redis.call('HDEL', rk, unpack(del_rk)) end
+  i = first + n * 3
 end
 if #finals > 0 then
   local waited = redis.call('ZMSCORE', p .. ':waiting', unpack(finals))
@@ -520,8 +538,10 @@ pub(super) const DEAD_LETTER: &str = r#"
 -- ARGV: prefix, id, token, record, keep
 local p, id = ARGV[1], ARGV[2]
 -- A stale lease: the task lives on elsewhere, so it is not dead.
-if not fenced(p, id, ARGV[3]) then return 0 end
-if redis.call('ZREM', p .. ':leases', id .. ':' .. ARGV[3]) == 0 then unqueue(p, {id}) end
+if redis.call('ZREM', p .. ':leases', id .. ':' .. ARGV[3]) == 0 then
+  if not expired_holder(p, id, ARGV[3]) then return 0 end
+  unqueue(p, {id})
+end
 forget(p, {id})
 redis.call('LPUSH', p .. ':dead', ARGV[4])
 redis.call('LTRIM', p .. ':dead', 0, tonumber(ARGV[5]) - 1)
