@@ -278,6 +278,23 @@ impl RedisBackend {
         self.record_corrupt(&bad)
     }
 
+    /// A transaction that adds the dead letter `record` (JSON) and trims the list to the cap;
+    /// callers may add commands to it.
+    fn dead_letter_pipe(&self, record: &str) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("LPUSH")
+            .arg(self.key("dead"))
+            .arg(record)
+            .ignore()
+            .cmd("LTRIM")
+            .arg(self.key("dead"))
+            .arg(0)
+            .arg(self.dead_kept() - 1)
+            .ignore();
+        pipe
+    }
+
     /// Dead-letters a task a script set aside because its value does not parse, and records
     /// FAILURE for it.
     fn bury_set_aside(&self, id: &str, value: &[u8]) -> Result<()> {
@@ -285,17 +302,7 @@ impl RedisBackend {
         let record =
             serde_json::to_string(&bad.dead_letter()).map_err(|e| self.err("dead-letter", e))?;
         self.with_conn("dead-letter", |c| {
-            redis::pipe()
-                .atomic()
-                .cmd("LPUSH")
-                .arg(self.key("dead"))
-                .arg(&record)
-                .ignore()
-                .cmd("LTRIM")
-                .arg(self.key("dead"))
-                .arg(0)
-                .arg(self.dead_kept() - 1)
-                .ignore()
+            self.dead_letter_pipe(&record)
                 .cmd("HDEL")
                 .arg(self.key("corrupt"))
                 .arg(id)
@@ -656,18 +663,7 @@ impl Broker for RedisBackend {
         })
         .map_err(|e| self.err("dead-letter", e))?;
         self.with_conn("dead-letter", |c| {
-            redis::pipe()
-                .atomic()
-                .cmd("LPUSH")
-                .arg(self.key("dead"))
-                .arg(&record)
-                .ignore()
-                .cmd("LTRIM")
-                .arg(self.key("dead"))
-                .arg(0)
-                .arg(self.dead_kept() - 1)
-                .ignore()
-                .query::<()>(c)
+            self.dead_letter_pipe(&record).query::<()>(c)
         })
     }
 

@@ -38,6 +38,15 @@ pub(super) fn bucket(id: TaskId) -> u64 {
     u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]) / BUCKET_MS
 }
 
+/// What one store call writes to one bucket's hashes.
+struct BucketWrites {
+    bucket: u64,
+    /// The longest time to live of its records that have one (ms).
+    ttl_ms: u64,
+    /// Per record: id, flags (see `STORE_RESULTS`), JSON body.
+    rows: Vec<(String, String, String)>,
+}
+
 impl RedisBackend {
     /// A bucket's hash of results with a time to live (`P:r:`), or of results kept (`P:rk:`).
     pub(super) fn result_key(&self, bucket: u64, kept: bool) -> String {
@@ -51,9 +60,8 @@ impl RedisBackend {
     pub(super) fn store_results(&self, records: &[ResultRecord]) -> Result<()> {
         let now = Timestamp::now();
         for chunk in records.chunks(500) {
-            // Per bucket (in order of first appearance): the longest time to live of its
-            // records with one, and (id, flags, body) per record.
-            let mut buckets: Vec<(u64, u64, Vec<(String, String, String)>)> = Vec::new();
+            // Per bucket, in order of first appearance.
+            let mut buckets: Vec<BucketWrites> = Vec::new();
             let mut seen = HashSet::new();
             for r in chunk.iter().rev().filter(|r| seen.insert(r.id)) {
                 let b = bucket(r.id);
@@ -66,25 +74,29 @@ impl RedisBackend {
                     None => ('k', 0),
                 };
                 let flags = format!("{place}{}{}", u8::from(r.state.is_final()), r.attempts);
-                let at = match buckets.iter().position(|(x, _, _)| *x == b) {
+                let at = match buckets.iter().position(|w| w.bucket == b) {
                     Some(at) => at,
                     None => {
-                        buckets.push((b, 0, Vec::new()));
+                        buckets.push(BucketWrites {
+                            bucket: b,
+                            ttl_ms: 0,
+                            rows: Vec::new(),
+                        });
                         buckets.len() - 1
                     }
                 };
-                let entry = &mut buckets[at];
-                entry.1 = entry.1.max(ttl_ms);
-                entry.2.push((r.id.to_string(), flags, body));
+                let w = &mut buckets[at];
+                w.ttl_ms = w.ttl_ms.max(ttl_ms);
+                w.rows.push((r.id.to_string(), flags, body));
             }
             let mut inv = self.scripts.store_results.prepare_invoke();
             inv.arg(&self.prefix);
-            for (b, ttl_ms, rows) in &buckets {
-                inv.arg(self.result_key(*b, false))
-                    .arg(self.result_key(*b, true))
-                    .arg(ttl_ms)
-                    .arg(rows.len());
-                for (id, flags, body) in rows {
+            for w in &buckets {
+                inv.arg(self.result_key(w.bucket, false))
+                    .arg(self.result_key(w.bucket, true))
+                    .arg(w.ttl_ms)
+                    .arg(w.rows.len());
+                for (id, flags, body) in &w.rows {
                     inv.arg(id).arg(flags).arg(body);
                 }
             }
