@@ -60,6 +60,36 @@ impl SqliteBackend {
         })
     }
 
+    /// Adds a dead letter for `envelope`: with a lease, only if that lease still holds the task,
+    /// which it then removes (`discard`); without one, for a task the broker no longer holds
+    /// (`bury`).
+    fn dead_letter(
+        &self,
+        lease: Option<&Lease>,
+        envelope: &Envelope,
+        error: &TaskError,
+    ) -> Result<()> {
+        let env =
+            serde_json::to_string(envelope).map_err(|e| self.fail("dead-letter", e.into()))?;
+        let err = serde_json::to_string(error).map_err(|e| self.fail("dead-letter", e.into()))?;
+        self.write("dead-letter", |tx| {
+            // A stale lease: the task lives on elsewhere, so it is not dead.
+            if let Some(lease) = lease {
+                if delete_held(tx, lease)? == 0 {
+                    return Ok(());
+                }
+            }
+            insert_dead_letter(
+                tx,
+                &envelope.id.to_string(),
+                &env,
+                &err,
+                Timestamp::now(),
+                self.dead_letters_kept(),
+            )
+        })
+    }
+
     /// One attempt at reserving; also returns when the next scheduled task or lease falls due.
     fn try_reserve(
         &self,
@@ -198,42 +228,11 @@ impl Broker for SqliteBackend {
     }
 
     fn discard(&self, lease: &Lease, envelope: &Envelope, error: &TaskError) -> Result<()> {
-        let env =
-            serde_json::to_string(envelope).map_err(|e| self.fail("dead-letter", e.into()))?;
-        let err = serde_json::to_string(error).map_err(|e| self.fail("dead-letter", e.into()))?;
-        self.write("dead-letter", |tx| {
-            let held = tx
-                .prepare_cached("DELETE FROM tasks WHERE id = ?1 AND fence = ?2 AND fence != 0")?
-                .execute(params![lease.id.to_string(), fence_param(lease)])?;
-            // A stale lease: the task lives on elsewhere, so it is not dead.
-            if held == 1 {
-                insert_dead_letter(
-                    tx,
-                    &envelope.id.to_string(),
-                    &env,
-                    &err,
-                    Timestamp::now(),
-                    self.dead_letters_kept(),
-                )?;
-            }
-            Ok(())
-        })
+        self.dead_letter(Some(lease), envelope, error)
     }
 
     fn bury(&self, envelope: &Envelope, error: &TaskError) -> Result<()> {
-        let env =
-            serde_json::to_string(envelope).map_err(|e| self.fail("dead-letter", e.into()))?;
-        let err = serde_json::to_string(error).map_err(|e| self.fail("dead-letter", e.into()))?;
-        self.write("dead-letter", |tx| {
-            insert_dead_letter(
-                tx,
-                &envelope.id.to_string(),
-                &env,
-                &err,
-                Timestamp::now(),
-                self.dead_letters_kept(),
-            )
-        })
+        self.dead_letter(None, envelope, error)
     }
 
     fn revoke(&self, id: TaskId) -> Result<Revoked> {
@@ -505,12 +504,16 @@ fn insert_encoded(
 /// Deletes the tasks `leases` still hold: their delivery is the last one, even if its lease ran
 /// out, as long as nobody took the task since.
 fn delete_acked(tx: &rusqlite::Transaction<'_>, leases: &[Lease]) -> rusqlite::Result<()> {
-    let mut del =
-        tx.prepare_cached("DELETE FROM tasks WHERE id = ?1 AND fence = ?2 AND fence != 0")?;
     for l in leases {
-        del.execute(params![l.id.to_string(), fence_param(l)])?;
+        delete_held(tx, l)?;
     }
     Ok(())
+}
+
+/// Deletes the task `lease` still holds; 1 if it did, 0 for a stale lease.
+fn delete_held(tx: &rusqlite::Transaction<'_>, lease: &Lease) -> rusqlite::Result<usize> {
+    tx.prepare_cached("DELETE FROM tasks WHERE id = ?1 AND fence = ?2 AND fence != 0")?
+        .execute(params![lease.id.to_string(), fence_param(lease)])
 }
 
 /// Draws `n` fencing tokens; returns the one before the first (tokens are that + 1 ..= + n).
