@@ -3,13 +3,25 @@
 
 use std::sync::Arc;
 
-use crate::{memory, Admin, Broker, BrokerError, Locks, Presence, RateLimits, Result, ResultStore};
+use crate::{
+    memory, Admin, Broker, BrokerError, Lease, Locks, Presence, RateLimits, Result, ResultRecord,
+    ResultStore,
+};
 
 /// Everything one storage provides: the [`Broker`] and its side traits plus the
-/// [`ResultStore`]. Implemented for every type that implements them all.
-pub trait Driver: Broker + Locks + RateLimits + Presence + Admin + ResultStore {}
-
-impl<T: Broker + Locks + RateLimits + Presence + Admin + ResultStore + ?Sized> Driver for T {}
+/// [`ResultStore`], and the steps that span both.
+pub trait Driver: Broker + Locks + RateLimits + Presence + Admin + ResultStore {
+    /// Stores `records`, then completes `leases`: a worker's batch of finished tasks whose
+    /// outcomes start nothing else. The records are stored before any lease is completed (a
+    /// crash in between runs a task again rather than losing its outcome); a storage that can do
+    /// both in one transaction or one round trip does (SQLite, Redis), which is most of what a
+    /// finished task costs there. Repeating the call after a lost reply is harmless: the same
+    /// record supersedes itself and a completed lease's token no longer matches.
+    fn store_and_complete(&self, records: &[ResultRecord], leases: &[Lease]) -> Result<()> {
+        self.store(records)?;
+        self.complete(leases)
+    }
+}
 
 /// A broker and a result store opened from one URL. Cheap to clone (one `Arc`).
 #[derive(Clone)]

@@ -551,6 +551,8 @@ impl Admin for MemoryBackend {
     }
 }
 
+impl crate::Driver for MemoryBackend {}
+
 impl ResultStore for MemoryBackend {
     fn store(&self, records: &[ResultRecord]) -> Result<()> {
         let mut st = self.state();

@@ -167,7 +167,18 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     // Records first, then the broker: a task leaves the queue (or goes back for a retry) only
     // once its outcome is stored, so a crash in between runs it again rather than losing it.
     // If storing gave up (immediate shutdown during an outage), the leases bring them back.
-    if s.retry_broker("store results", || s.backend.results().store(&records))
+    if flows.is_empty() {
+        // Nothing to plan in between: the records and the completions go together (one
+        // transaction on SQLite, one script on Redis).
+        if s.retry_broker("store results and complete", || {
+            s.backend.driver().store_and_complete(&records, &completed)
+        })
+        .is_some()
+        {
+            settle_failures(s, &afterwards);
+        }
+    } else if s
+        .retry_broker("store results", || s.backend.results().store(&records))
         .is_some()
     {
         settle_in_broker(s, &flows, &completed, &afterwards);
@@ -212,6 +223,11 @@ fn settle_in_broker(
     s.retry_broker("complete", || {
         s.backend.broker().complete_and_send(completed, &next)
     });
+    settle_failures(s, afterwards);
+}
+
+/// Once the finished tasks are completed: retries, resends or discards the failures.
+fn settle_failures(s: &Shared, afterwards: &[Afterwards]) {
     for step in afterwards {
         match step {
             Afterwards::Retry(lease, delay) => {

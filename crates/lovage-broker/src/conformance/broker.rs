@@ -445,6 +445,43 @@ conformance_tests! {
         assert!(b.stats().unwrap().is_empty());
     }
 
+    /// A worker's batch settled in one step: every record stored (a stale one refused as by
+    /// `store`), every lease completed; the same call repeated after a lost reply changes
+    /// nothing, and a stale lease in it completes nothing.
+    fn store_and_complete_settles_a_batch(f: Fixture) {
+        let b = f.backend.driver();
+        let sent: Vec<Envelope> = (0..3).map(|_| env("settle", 0)).collect();
+        b.enqueue(&sent).unwrap();
+        let got = reserve_all(b, "settle", 3);
+        assert_eq!(got.len(), 3);
+        // The third was deferred and taken again: its first lease is stale.
+        b.snooze(&got[2].lease, Duration::ZERO).unwrap();
+        let again = reserve_all(b, "settle", 1);
+        let newer = super::ResultRecord {
+            attempts: 5,
+            ..super::record(got[1].envelope.id, lovage_core::TaskState::Success)
+        };
+        b.store(&[newer]).unwrap();
+        let records: Vec<_> = got
+            .iter()
+            .map(|d| super::record(d.envelope.id, lovage_core::TaskState::Success))
+            .collect();
+        let leases: Vec<Lease> = got.iter().map(|d| d.lease).collect();
+        for _ in 0..2 {
+            b.store_and_complete(&records, &leases).unwrap();
+        }
+        let stored = b.get_many(&records.iter().map(|r| r.id).collect::<Vec<_>>()).unwrap();
+        assert!(stored.iter().all(|r| r.as_ref().unwrap().state.is_final()));
+        assert_eq!(stored[1].as_ref().unwrap().attempts, 5, "a stale record is refused");
+        let left = b.stats().unwrap();
+        assert_eq!(left.len(), 1, "only the redelivered task is left: {left:?}");
+        assert_eq!((left[0].ready, left[0].reserved), (0, 1));
+        assert!(b.renew(&[again[0].lease], LEASE).unwrap().is_empty(), "still held");
+        b.store_and_complete(&[], &[again[0].lease]).unwrap();
+        assert!(b.stats().unwrap().is_empty());
+        b.store_and_complete(&[], &[]).unwrap();
+    }
+
     /// A nack repeated after a lost reply counts its attempt once.
     fn a_repeated_nack_counts_one_attempt(f: Fixture) {
         let b = f.backend.driver();

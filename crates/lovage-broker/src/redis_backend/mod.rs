@@ -121,6 +121,7 @@ struct Scripts {
     enqueue_once: Script,
     join: Script,
     store_results: Script,
+    store_and_ack: Script,
     lock: Script,
     unlock: Script,
     acquire: Script,
@@ -156,7 +157,7 @@ impl RedisBackend {
             wait_replicas: None,
             scripts: Scripts {
                 reserve: with_meta(RESERVE),
-                ack: with_meta(ACK),
+                ack: with_meta(&format!("{ACK_FN}\n{ACK}")),
                 nack: with_meta(NACK),
                 extend: with_meta(EXTEND),
                 revoke: with_meta(REVOKE),
@@ -165,7 +166,8 @@ impl RedisBackend {
                 stats: with_meta(STATS),
                 enqueue_once: with_meta(ENQUEUE_ONCE),
                 join: Script::new(JOIN),
-                store_results: with_meta(STORE_RESULTS),
+                store_results: with_meta(&format!("{STORE_FN}\n{STORE_RESULTS}")),
+                store_and_ack: with_meta(&format!("{STORE_FN}\n{ACK_FN}\n{STORE_AND_ACK}")),
                 lock: Script::new(LOCK),
                 acquire: Script::new(ACQUIRE),
                 unlock: Script::new(UNLOCK),
@@ -842,6 +844,13 @@ impl Admin for RedisBackend {
         rows.iter()
             .map(|r| serde_json::from_str(r).map_err(|e| BrokerError::Corrupt(e.to_string())))
             .collect()
+    }
+}
+
+impl crate::Driver for RedisBackend {
+    /// One script call: the records are written and the leases completed atomically.
+    fn store_and_complete(&self, records: &[ResultRecord], leases: &[Lease]) -> Result<()> {
+        self.store_and_ack(records, leases)
     }
 }
 

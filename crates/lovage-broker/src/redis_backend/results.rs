@@ -26,7 +26,7 @@ use lovage_core::TaskId;
 
 use super::RedisBackend;
 use crate::corrupt::unreadable_result;
-use crate::{Result, ResultRecord, Timestamp};
+use crate::{Broker, Lease, Result, ResultRecord, Timestamp};
 
 /// Tasks created within this span share their results' hashes.
 const BUCKET_MS: u64 = 1_000;
@@ -58,49 +58,80 @@ impl RedisBackend {
     /// id in `records` wins), then wakes the waiters of the final ones stored: one script call
     /// per chunk.
     pub(super) fn store_results(&self, records: &[ResultRecord]) -> Result<()> {
-        let now = Timestamp::now();
         for chunk in records.chunks(500) {
-            // Per bucket, in order of first appearance.
-            let mut buckets: Vec<BucketWrites> = Vec::new();
-            let mut seen = HashSet::new();
-            for r in chunk.iter().rev().filter(|r| seen.insert(r.id)) {
-                let b = bucket(r.id);
-                let body = serde_json::to_string(r).map_err(|e| self.err("store results", e))?;
-                // A record lives in one of the two hashes and is deleted from the other. Its
-                // time to live is relative, so Redis's clock counts it.
-                let (place, ttl_ms) = match r.expires {
-                    Some(t) if t <= now => ('-', 0),
-                    Some(t) => ('r', (t - now).as_millis().max(1) as u64),
-                    None => ('k', 0),
-                };
-                let flags = format!("{place}{}{}", u8::from(r.state.is_final()), r.attempts);
-                let at = match buckets.iter().position(|w| w.bucket == b) {
-                    Some(at) => at,
-                    None => {
-                        buckets.push(BucketWrites {
-                            bucket: b,
-                            ttl_ms: 0,
-                            rows: Vec::new(),
-                        });
-                        buckets.len() - 1
-                    }
-                };
-                let w = &mut buckets[at];
-                w.ttl_ms = w.ttl_ms.max(ttl_ms);
-                w.rows.push((r.id.to_string(), flags, body));
-            }
             let mut inv = self.scripts.store_results.prepare_invoke();
             inv.arg(&self.prefix);
-            for w in &buckets {
-                inv.arg(self.result_key(w.bucket, false))
-                    .arg(self.result_key(w.bucket, true))
-                    .arg(w.ttl_ms)
-                    .arg(w.rows.len());
-                for (id, flags, body) in &w.rows {
-                    inv.arg(id).arg(flags).arg(body);
-                }
-            }
+            self.add_record_args(&mut inv, chunk)?;
             self.with_conn("store results", |c| inv.invoke::<i64>(c))?;
+        }
+        Ok(())
+    }
+
+    /// Stores `records` as [`Self::store_results`] does, then completes `leases`, in one script
+    /// call when both fit in one chunk (a worker's batch always does).
+    pub(super) fn store_and_ack(&self, records: &[ResultRecord], leases: &[Lease]) -> Result<()> {
+        if records.is_empty() && leases.is_empty() {
+            return Ok(());
+        }
+        if records.len() > 500 || leases.len() > 500 {
+            self.store_results(records)?;
+            return self.complete(leases);
+        }
+        let mut inv = self.scripts.store_and_ack.prepare_invoke();
+        inv.arg(&self.prefix).arg(leases.len());
+        for l in leases {
+            inv.arg(format!("{}:{}", l.id, l.fence));
+        }
+        self.add_record_args(&mut inv, records)?;
+        self.with_conn("store results and ack", |c| inv.invoke::<i64>(c))?;
+        Ok(())
+    }
+
+    /// Adds the arguments `store_records` reads (see `STORE_FN`) for `records`: grouped by
+    /// bucket, the last record of an id only.
+    fn add_record_args(
+        &self,
+        inv: &mut redis::ScriptInvocation<'_>,
+        records: &[ResultRecord],
+    ) -> Result<()> {
+        let now = Timestamp::now();
+        // Per bucket, in order of first appearance.
+        let mut buckets: Vec<BucketWrites> = Vec::new();
+        let mut seen = HashSet::new();
+        for r in records.iter().rev().filter(|r| seen.insert(r.id)) {
+            let b = bucket(r.id);
+            let body = serde_json::to_string(r).map_err(|e| self.err("store results", e))?;
+            // A record lives in one of the two hashes and is deleted from the other. Its
+            // time to live is relative, so Redis's clock counts it.
+            let (place, ttl_ms) = match r.expires {
+                Some(t) if t <= now => ('-', 0),
+                Some(t) => ('r', (t - now).as_millis().max(1) as u64),
+                None => ('k', 0),
+            };
+            let flags = format!("{place}{}{}", u8::from(r.state.is_final()), r.attempts);
+            let at = match buckets.iter().position(|w| w.bucket == b) {
+                Some(at) => at,
+                None => {
+                    buckets.push(BucketWrites {
+                        bucket: b,
+                        ttl_ms: 0,
+                        rows: Vec::new(),
+                    });
+                    buckets.len() - 1
+                }
+            };
+            let w = &mut buckets[at];
+            w.ttl_ms = w.ttl_ms.max(ttl_ms);
+            w.rows.push((r.id.to_string(), flags, body));
+        }
+        for w in &buckets {
+            inv.arg(self.result_key(w.bucket, false))
+                .arg(self.result_key(w.bucket, true))
+                .arg(w.ttl_ms)
+                .arg(w.rows.len());
+            for (id, flags, body) in &w.rows {
+                inv.arg(id).arg(flags).arg(body);
+            }
         }
         Ok(())
     }

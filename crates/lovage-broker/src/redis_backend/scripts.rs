@@ -266,33 +266,39 @@ if next_due then wait = tostring(math.max(next_due - now, 0)) end
 return {out, wait, out_ids, corrupt, first}
 "#;
 
-pub(super) const ACK: &str = r#"
--- ARGV: prefix, then `id:token` lease members. The fencing token is the check that this
--- delivery is still the task's last one; a stale ack removes nothing, a late one (its lease ran
--- out, nobody took the task since) is accepted. Variadic commands, not one per task: Redis
--- spends far more per command than per element.
-local p = ARGV[1]
-local leases = p .. ':leases'
-local members = {unpack(ARGV, 2)}
-if #members == 0 then return 0 end
-local held = redis.call('ZMSCORE', leases, unpack(members))
-local gone, done, requeued = {}, {}, {}
-for j = 1, #members do
-  local m = members[j]
-  local colon = string.find(m, ':', 1, true)
-  local id = string.sub(m, 1, colon - 1)
-  if held[j] then
-    gone[#gone + 1] = m
-    done[#done + 1] = id
-  elseif expired_holder(p, id, string.sub(m, colon + 1)) then
-    done[#done + 1] = id
-    requeued[#requeued + 1] = id
+/// Completes deliveries: `ack_leases(p, members)` with `id:token` lease members. The fencing
+/// token is the check that this delivery is still the task's last one; a stale ack removes
+/// nothing, a late one (its lease ran out, nobody took the task since) is accepted. Variadic
+/// commands, not one per task: Redis spends far more per command than per element. Returns how
+/// many tasks were completed.
+pub(super) const ACK_FN: &str = r#"
+local function ack_leases(p, members)
+  if #members == 0 then return 0 end
+  local leases = p .. ':leases'
+  local held = redis.call('ZMSCORE', leases, unpack(members))
+  local gone, done, requeued = {}, {}, {}
+  for j = 1, #members do
+    local m = members[j]
+    local colon = string.find(m, ':', 1, true)
+    local id = string.sub(m, 1, colon - 1)
+    if held[j] then
+      gone[#gone + 1] = m
+      done[#done + 1] = id
+    elseif expired_holder(p, id, string.sub(m, colon + 1)) then
+      done[#done + 1] = id
+      requeued[#requeued + 1] = id
+    end
   end
+  if #gone > 0 then redis.call('ZREM', leases, unpack(gone)) end
+  unqueue(p, requeued)
+  forget(p, done)
+  return #done
 end
-if #gone > 0 then redis.call('ZREM', leases, unpack(gone)) end
-unqueue(p, requeued)
-forget(p, done)
-return #done
+"#;
+
+pub(super) const ACK: &str = r#"
+-- ARGV: prefix, then `id:token` lease members.
+return ack_leases(ARGV[1], {unpack(ARGV, 2)})
 "#;
 
 pub(super) const NACK: &str = r#"
@@ -415,72 +421,88 @@ end
 return sent
 "#;
 
-pub(super) const STORE_RESULTS: &str = r#"
--- ARGV: prefix, then per bucket of task ids: its hash of results with a time to live, its hash
--- of kept results, the longest time to live in ms of the records going to the first (0: none),
--- how many records follow, then per record: id, flags, JSON body. Flags: where it goes ('r': the
--- first hash, 'k': the second, '-': neither, it has expired), '1' if final else '0', then its
--- attempts. A record replaces the stored one only where it supersedes it
--- (`ResultRecord::supersedes`: not from an older attempt, not unfinished over finished); a stale
--- run's record is dropped. Each hash is read with one HMGET and written with one HSET and one
--- HDEL. Wakes the ids someone waits for among the final records stored (see `results`): an id
--- nobody waits for costs one element of one ZMSCORE. Returns how many records were stored.
-local p = ARGV[1]
-local finals, stored = {}, 0
-local i = 2
-while i <= #ARGV do
-  local r, rk, ttl, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  local first = i + 4
-  local ids = {}
-  for j = 1, n do ids[j] = ARGV[first + (j - 1) * 3] end
-  local in_r = redis.call('HMGET', r, unpack(ids))
-  local in_rk = redis.call('HMGET', rk, unpack(ids))
-  local set_r, set_rk, del_r, del_rk = {}, {}, {}, {}
-  for j = 1, n do
-    local at = first + (j - 1) * 3
-    local id, flags = ids[j], ARGV[at + 1]
-    local final = string.byte(flags, 2) == 49
-    if supersedes(in_r[j] or in_rk[j], tonumber(string.sub(flags, 3)), final) then
-      stored = stored + 1
-      if final then finals[#finals + 1] = id end
-      -- A record lives in one of the two hashes; it leaves the other where it was there.
-      local where = string.byte(flags, 1)
-      if where == 114 then -- 'r'
-        set_r[#set_r + 1] = id
-        set_r[#set_r + 1] = ARGV[at + 2]
-        if in_rk[j] then del_rk[#del_rk + 1] = id end
-      elseif where == 107 then -- 'k'
-        set_rk[#set_rk + 1] = id
-        set_rk[#set_rk + 1] = ARGV[at + 2]
-        if in_r[j] then del_r[#del_r + 1] = id end
-      else
-        if in_r[j] then del_r[#del_r + 1] = id end
-        if in_rk[j] then del_rk[#del_rk + 1] = id end
+/// Stores result records: `store_records(p, args, i)` reads buckets of records from `args[i]`
+/// to the end: per bucket of task ids, its hash of results with a time to live, its hash of
+/// kept results, the longest time to live in ms of the records going to the first (0: none), how
+/// many records follow, then per record: id, flags, JSON body. Flags: where it goes ('r': the
+/// first hash, 'k': the second, '-': neither, it has expired), '1' if final else '0', then its
+/// attempts. A record replaces the stored one only where it supersedes it
+/// (`ResultRecord::supersedes`: not from an older attempt, not unfinished over finished); a stale
+/// run's record is dropped. Each hash is read with one HMGET and written with one HSET and one
+/// HDEL. Wakes the ids someone waits for among the final records stored (see `results`): an id
+/// nobody waits for costs one element of one ZMSCORE. Returns how many records were stored.
+pub(super) const STORE_FN: &str = r#"
+local function store_records(p, args, i)
+  local finals, stored = {}, 0
+  while i <= #args do
+    local r, rk, ttl, n = args[i], args[i + 1], tonumber(args[i + 2]), tonumber(args[i + 3])
+    local first = i + 4
+    local ids = {}
+    for j = 1, n do ids[j] = args[first + (j - 1) * 3] end
+    local in_r = redis.call('HMGET', r, unpack(ids))
+    local in_rk = redis.call('HMGET', rk, unpack(ids))
+    local set_r, set_rk, del_r, del_rk = {}, {}, {}, {}
+    for j = 1, n do
+      local at = first + (j - 1) * 3
+      local id, flags = ids[j], args[at + 1]
+      local final = string.byte(flags, 2) == 49
+      if supersedes(in_r[j] or in_rk[j], tonumber(string.sub(flags, 3)), final) then
+        stored = stored + 1
+        if final then finals[#finals + 1] = id end
+        -- A record lives in one of the two hashes; it leaves the other where it was there.
+        local where = string.byte(flags, 1)
+        if where == 114 then -- 'r'
+          set_r[#set_r + 1] = id
+          set_r[#set_r + 1] = args[at + 2]
+          if in_rk[j] then del_rk[#del_rk + 1] = id end
+        elseif where == 107 then -- 'k'
+          set_rk[#set_rk + 1] = id
+          set_rk[#set_rk + 1] = args[at + 2]
+          if in_r[j] then del_r[#del_r + 1] = id end
+        else
+          if in_r[j] then del_r[#del_r + 1] = id end
+          if in_rk[j] then del_rk[#del_rk + 1] = id end
+        end
+      end
+    end
+    if #set_r > 0 then
+      redis.call('HSET', r, unpack(set_r))
+      -- NX sets an expiry on a new hash; GT only ever lengthens it.
+      redis.call('PEXPIRE', r, ttl, 'NX')
+      redis.call('PEXPIRE', r, ttl, 'GT')
+    end
+    if #del_r > 0 then redis.call('HDEL', r, unpack(del_r)) end
+    if #set_rk > 0 then redis.call('HSET', rk, unpack(set_rk)) end
+    if #del_rk > 0 then redis.call('HDEL', rk, unpack(del_rk)) end
+    i = first + n * 3
+  end
+  if #finals > 0 then
+    local waited = redis.call('ZMSCORE', p .. ':waiting', unpack(finals))
+    for j = 1, #finals do
+      if waited[j] then
+        local n = p .. ':n:' .. finals[j]
+        redis.call('RPUSH', n, '1')
+        redis.call('EXPIRE', n, 60)
       end
     end
   end
-  if #set_r > 0 then
-    redis.call('HSET', r, unpack(set_r))
-    -- NX sets an expiry on a new hash; GT only ever lengthens it.
-    redis.call('PEXPIRE', r, ttl, 'NX')
-    redis.call('PEXPIRE', r, ttl, 'GT')
-  end
-  if #del_r > 0 then redis.call('HDEL', r, unpack(del_r)) end
-  if #set_rk > 0 then redis.call('HSET', rk, unpack(set_rk)) end
-  if #del_rk > 0 then redis.call('HDEL', rk, unpack(del_rk)) end
-  i = first + n * 3
+  return stored
 end
-if #finals > 0 then
-  local waited = redis.call('ZMSCORE', p .. ':waiting', unpack(finals))
-  for j = 1, #finals do
-    if waited[j] then
-      local n = p .. ':n:' .. finals[j]
-      redis.call('RPUSH', n, '1')
-      redis.call('EXPIRE', n, 60)
-    end
-  end
-end
-return stored
+"#;
+
+pub(super) const STORE_RESULTS: &str = r#"
+-- ARGV: prefix, then the buckets of records `store_records` reads.
+return store_records(ARGV[1], ARGV, 2)
+"#;
+
+pub(super) const STORE_AND_ACK: &str = r#"
+-- ARGV: prefix, how many lease members follow, the `id:token` members, then the buckets of
+-- records `store_records` reads. The records are written before the leases are completed, in
+-- one atomic step. Returns how many tasks were completed.
+local k = tonumber(ARGV[2])
+store_records(ARGV[1], ARGV, 3 + k)
+if k == 0 then return 0 end
+return ack_leases(ARGV[1], {unpack(ARGV, 3, 2 + k)})
 "#;
 
 pub(super) const JOIN: &str = r#"

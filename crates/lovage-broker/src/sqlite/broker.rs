@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use lovage_core::{TaskError, TaskId};
 use rusqlite::{params, OptionalExtension};
 
-use super::results::insert_result;
+use super::results::{insert_result, insert_results};
 use super::rows::{dead_letter, encode_tasks, row_to_envelope_or_corrupt, TaskColumns};
 use super::schema::{READY, RESERVED, SCHEDULED};
 use super::SqliteBackend;
 use crate::corrupt::CorruptMessage;
 use crate::{
-    Admin, Broker, DeadLetter, Delivery, Envelope, Lease, Locks, Presence, QueueStats, RateLimits,
-    Result, ResultRecord, Revoked, Timestamp, WorkerInfo, ONCE_TTL, WORKER_RECORD_TTL,
+    Admin, Broker, DeadLetter, Delivery, Driver, Envelope, Lease, Locks, Presence, QueueStats,
+    RateLimits, Result, ResultRecord, Revoked, Timestamp, WorkerInfo, ONCE_TTL, WORKER_RECORD_TTL,
 };
 
 /// How long a revoked id is remembered.
@@ -155,6 +155,20 @@ impl SqliteBackend {
                 .prepare_cached("SELECT min(due) FROM tasks WHERE state != 0")?
                 .query_row([], |r| r.get(0))?;
             Ok((out, next_due.map(Timestamp::from_millis)))
+        })
+    }
+}
+
+impl Driver for SqliteBackend {
+    /// One write transaction: the records and the deletes commit together.
+    fn store_and_complete(&self, records: &[ResultRecord], leases: &[Lease]) -> Result<()> {
+        if records.is_empty() && leases.is_empty() {
+            return Ok(());
+        }
+        let errors = self.encode_errors(records)?;
+        self.write("store results and complete", |tx| {
+            insert_results(tx, records, &errors)?;
+            delete_acked(tx, leases)
         })
     }
 }

@@ -17,17 +17,8 @@ impl ResultStore for SqliteBackend {
         if records.is_empty() {
             return Ok(());
         }
-        let errors = records
-            .iter()
-            .map(|r| r.error.as_ref().map(serde_json::to_string).transpose())
-            .collect::<serde_json::Result<Vec<Option<String>>>>()
-            .map_err(|e| self.fail("store results", e.into()))?;
-        self.write("store results", |tx| {
-            for (r, err) in records.iter().zip(&errors) {
-                insert_result(tx, r, err.as_deref())?;
-            }
-            Ok(())
-        })
+        let errors = self.encode_errors(records)?;
+        self.write("store results", |tx| insert_results(tx, records, &errors))
     }
 
     fn get(&self, id: TaskId) -> Result<Option<ResultRecord>> {
@@ -217,6 +208,30 @@ macro_rules! final_states {
 
 /// Writes one record (its error already encoded as JSON), replacing the id's earlier one where
 /// it supersedes it (the rule of [`ResultRecord::supersedes`], in SQL).
+impl SqliteBackend {
+    /// Each record's error as the JSON its row holds, encoded before the write transaction.
+    pub(super) fn encode_errors(&self, records: &[ResultRecord]) -> Result<Vec<Option<String>>> {
+        records
+            .iter()
+            .map(|r| r.error.as_ref().map(serde_json::to_string).transpose())
+            .collect::<serde_json::Result<Vec<Option<String>>>>()
+            .map_err(|e| self.fail("store results", e.into()))
+    }
+}
+
+/// Writes `records` (with their errors from [`SqliteBackend::encode_errors`]) where each
+/// supersedes the stored one.
+pub(super) fn insert_results(
+    tx: &rusqlite::Transaction<'_>,
+    records: &[ResultRecord],
+    errors: &[Option<String>],
+) -> rusqlite::Result<()> {
+    for (r, err) in records.iter().zip(errors) {
+        insert_result(tx, r, err.as_deref())?;
+    }
+    Ok(())
+}
+
 pub(super) fn insert_result(
     tx: &rusqlite::Transaction<'_>,
     r: &ResultRecord,
