@@ -148,6 +148,7 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
             soft_time_limit: r.options.soft_time_limit,
             expires: env.expires,
             acked: r.options.acks_late == Some(false),
+            settling: false,
             withdrawal: withdrawal.clone(),
         },
     );

@@ -79,6 +79,17 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
             .filter_map(|o| set.take(&o.ready.d.envelope.id))
             .collect()
     };
+    // From here on the keeper leaves these leases alone (see `Running::settling`); one it
+    // marked lost before is taken out of its set just below. Not under one lock with the set:
+    // the keeper takes the set's lock before `running`'s.
+    {
+        let mut running = s.running();
+        for o in &batch {
+            if let Some(r) = running.get_mut(&o.ready.d.envelope.id) {
+                r.settling = true;
+            }
+        }
+    }
     let lost: HashSet<Lease> = {
         let mut set = s.lost_leases();
         batch
@@ -335,6 +346,7 @@ mod tests {
                 soft_time_limit: None,
                 expires: None,
                 acked: false,
+                settling: false,
                 withdrawal: Default::default(),
             },
         );
@@ -361,5 +373,49 @@ mod tests {
             .unwrap()
             .is_empty());
         assert!(s.running().is_empty(), "A no longer counts it as running");
+    }
+
+    /// The finisher completes a lease while the keeper renews it: the renewal finds the lease
+    /// gone, but that is the completion, not a loss. Before the finisher marked what it settles,
+    /// the keeper warned that the lease was lost and left it in the lost set for good.
+    #[test]
+    fn a_lease_completed_while_the_keeper_renews_is_not_lost() {
+        let s = shared();
+        let b = s.backend.driver();
+        let mut sig = Signature::new("finisher.task", &[1], Codec::Json).unwrap();
+        sig.options.queue = Some("q".into());
+        b.enqueue(&[Envelope::from_signature(sig)]).unwrap();
+        let d = b
+            .reserve(
+                &["q".to_owned()],
+                1,
+                Duration::from_secs(60),
+                Duration::ZERO,
+            )
+            .unwrap()
+            .remove(0);
+        s.running().insert(
+            d.envelope.id,
+            Running {
+                lease: d.lease,
+                token: CancelToken::new(),
+                handle: None,
+                run_started: None,
+                soft_time_limit: None,
+                expires: None,
+                acked: false,
+                settling: true,
+                withdrawal: Default::default(),
+            },
+        );
+        // The finisher's store-and-complete went through; it has not yet forgotten the task.
+        b.complete(&[d.lease]).unwrap();
+        let gone = b.renew(&[d.lease], Duration::from_secs(60)).unwrap();
+        assert_eq!(gone, vec![d.lease]);
+        crate::keeper::settle_lost(&s, &gone, || false);
+        assert!(
+            s.lost_leases().is_empty(),
+            "a completion is not a lost lease"
+        );
     }
 }

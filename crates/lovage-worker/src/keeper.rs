@@ -111,7 +111,7 @@ pub(crate) fn settle_lost(s: &Shared, lost: &[Lease], give_up: impl Fn() -> bool
             tracing::info!(task_id = %lease.id, "revoked while running: cancelling it");
             r.token.cancel(CancelReason::Revoked);
             set.insert(lease.id);
-        } else if !r.acked && gone.insert(*lease) {
+        } else if !r.acked && !r.settling && gone.insert(*lease) {
             tracing::warn!(
                 task_id = %lease.id,
                 "lost the task's lease while it ran (the broker was out of reach past the lease); \

@@ -59,6 +59,9 @@ pub(crate) struct Running {
     /// Acknowledged when it was handed to the pool (`acks_late = false`): the broker no longer
     /// holds it, so it cannot be handed back.
     pub acked: bool,
+    /// Its outcome is with the finisher, which stores it and completes its lease: a renewal
+    /// that finds the lease gone from then on is that completion, not a lost lease.
+    pub settling: bool,
     /// Why the worker took it back out of the pool's queue, if it did.
     pub withdrawal: Withdrawal,
 }
