@@ -445,34 +445,53 @@ conformance_tests! {
         assert!(b.stats().unwrap().is_empty());
     }
 
-    /// A worker's batch settled in one step: every record stored (a stale one refused as by
-    /// `store`), every lease completed; the same call repeated after a lost reply changes
-    /// nothing, and a stale lease in it completes nothing.
+    /// A worker's batch settled in one step: every record stored, every lease completed; a
+    /// record from a delivery that is no longer the task's last is refused as by `store` (the
+    /// newer delivery's record stays) and its stale lease completes nothing; the same call
+    /// repeated after a lost reply changes nothing.
     fn store_and_complete_settles_a_batch(f: Fixture) {
+        use lovage_core::TaskState;
         let b = f.backend.driver();
         let sent: Vec<Envelope> = (0..3).map(|_| env("settle", 0)).collect();
         b.enqueue(&sent).unwrap();
         let got = reserve_all(b, "settle", 3);
         assert_eq!(got.len(), 3);
-        // The third was deferred and taken again: its first lease is stale.
-        b.snooze(&got[2].lease, Duration::ZERO).unwrap();
+        // The third was nacked and taken again, and its second run stored SUCCESS.
+        b.retry(&got[2].lease, Duration::ZERO).unwrap();
         let again = reserve_all(b, "settle", 1);
         let newer = super::ResultRecord {
-            attempts: 5,
-            ..super::record(got[1].envelope.id, lovage_core::TaskState::Success)
+            attempts: again[0].envelope.attempts,
+            ..super::record(again[0].envelope.id, TaskState::Success)
         };
+        assert!(newer.attempts > got[2].envelope.attempts);
         b.store(&[newer]).unwrap();
+        // The first had a STARTED record that expires; its final one is kept for good.
+        b.store(&[super::ResultRecord {
+            attempts: got[0].envelope.attempts,
+            expires: Some(Timestamp::now() + Duration::from_secs(3600)),
+            ..super::record(got[0].envelope.id, TaskState::Started)
+        }])
+        .unwrap();
         let records: Vec<_> = got
             .iter()
-            .map(|d| super::record(d.envelope.id, lovage_core::TaskState::Success))
+            .map(|d| super::ResultRecord {
+                attempts: d.envelope.attempts,
+                expires: None,
+                ..super::record(d.envelope.id, TaskState::Failure)
+            })
             .collect();
         let leases: Vec<Lease> = got.iter().map(|d| d.lease).collect();
-        for _ in 0..2 {
+        let ids: Vec<_> = records.iter().map(|r| r.id).collect();
+        for call in 0..2 {
             b.store_and_complete(&records, &leases).unwrap();
+            let stored = b.get_many(&ids).unwrap();
+            let states: Vec<_> = stored.iter().map(|r| r.as_ref().unwrap().state).collect();
+            assert_eq!(
+                states,
+                [TaskState::Failure, TaskState::Failure, TaskState::Success],
+                "call {call}: the stale run's record is refused, the STARTED one replaced"
+            );
         }
-        let stored = b.get_many(&records.iter().map(|r| r.id).collect::<Vec<_>>()).unwrap();
-        assert!(stored.iter().all(|r| r.as_ref().unwrap().state.is_final()));
-        assert_eq!(stored[1].as_ref().unwrap().attempts, 5, "a stale record is refused");
         let left = b.stats().unwrap();
         assert_eq!(left.len(), 1, "only the redelivered task is left: {left:?}");
         assert_eq!((left[0].ready, left[0].reserved), (0, 1));

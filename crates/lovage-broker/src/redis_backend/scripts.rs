@@ -272,24 +272,39 @@ return {out, wait, out_ids, corrupt, first}
 /// commands, not one per task: Redis spends far more per command than per element. Returns how
 /// many tasks were completed.
 pub(super) const ACK_FN: &str = r#"
-local function ack_leases(p, members)
-  if #members == 0 then return 0 end
-  local leases = p .. ':leases'
-  local held = redis.call('ZMSCORE', leases, unpack(members))
-  local gone, done, requeued = {}, {}, {}
+-- Which of `members` are their task's last delivery: true for a lease held, 'late' for one
+-- that ran out with nobody taking the task since, false for a stale one.
+local function current_deliveries(p, members)
+  local out = {}
+  if #members == 0 then return out end
+  local held = redis.call('ZMSCORE', p .. ':leases', unpack(members))
   for j = 1, #members do
     local m = members[j]
     local colon = string.find(m, ':', 1, true)
-    local id = string.sub(m, 1, colon - 1)
     if held[j] then
+      out[j] = true
+    else
+      out[j] = expired_holder(p, string.sub(m, 1, colon - 1), string.sub(m, colon + 1)) and 'late'
+    end
+  end
+  return out
+end
+local function ack_leases(p, members, current)
+  if #members == 0 then return 0 end
+  current = current or current_deliveries(p, members)
+  local gone, done, requeued = {}, {}, {}
+  for j = 1, #members do
+    local m = members[j]
+    local id = string.sub(m, 1, string.find(m, ':', 1, true) - 1)
+    if current[j] == true then
       gone[#gone + 1] = m
       done[#done + 1] = id
-    elseif expired_holder(p, id, string.sub(m, colon + 1)) then
+    elseif current[j] then
       done[#done + 1] = id
       requeued[#requeued + 1] = id
     end
   end
-  if #gone > 0 then redis.call('ZREM', leases, unpack(gone)) end
+  if #gone > 0 then redis.call('ZREM', p .. ':leases', unpack(gone)) end
   unqueue(p, requeued)
   forget(p, done)
   return #done
@@ -421,7 +436,7 @@ end
 return sent
 "#;
 
-/// Stores result records: `store_records(p, args, i)` reads buckets of records from `args[i]`
+/// Stores result records: `store_records(p, args, i, latest)` reads buckets of records from `args[i]`
 /// to the end: per bucket of task ids, its hash of results with a time to live, its hash of
 /// kept results, the longest time to live in ms of the records going to the first (0: none), how
 /// many records follow, then per record: id, flags, JSON body. Flags: where it goes ('r': the
@@ -429,24 +444,41 @@ return sent
 /// attempts. A record replaces the stored one only where it supersedes it
 /// (`ResultRecord::supersedes`: not from an older attempt, not unfinished over finished); a stale
 /// run's record is dropped. Each hash is read with one HMGET and written with one HSET and one
-/// HDEL. Wakes the ids someone waits for among the final records stored (see `results`): an id
-/// nobody waits for costs one element of one ZMSCORE. Returns how many records were stored.
+/// HDEL. An id in `latest` (a set, or nil) is written without reading: its record comes from
+/// the task's last delivery, so nothing stored can be newer, and it is deleted blindly from the
+/// other hash. Wakes the ids someone waits for among the final records stored (see `results`):
+/// an id nobody waits for costs one element of one ZMSCORE. Returns how many records were
+/// stored.
 pub(super) const STORE_FN: &str = r#"
-local function store_records(p, args, i)
+local function store_records(p, args, i, latest)
+  latest = latest or {}
   local finals, stored = {}, 0
   while i <= #args do
     local r, rk, ttl, n = args[i], args[i + 1], tonumber(args[i + 2]), tonumber(args[i + 3])
     local first = i + 4
-    local ids = {}
-    for j = 1, n do ids[j] = args[first + (j - 1) * 3] end
-    local in_r = redis.call('HMGET', r, unpack(ids))
-    local in_rk = redis.call('HMGET', rk, unpack(ids))
+    -- Only records that may be stale are checked against the stored ones.
+    local ids, checked = {}, {}
+    for j = 1, n do
+      local id = args[first + (j - 1) * 3]
+      ids[j] = id
+      if not latest[id] then checked[#checked + 1] = id end
+    end
+    local in_r, in_rk = {}, {}
+    if #checked > 0 then
+      local a = redis.call('HMGET', r, unpack(checked))
+      local b = redis.call('HMGET', rk, unpack(checked))
+      for j = 1, #checked do
+        in_r[checked[j]] = a[j]
+        in_rk[checked[j]] = b[j]
+      end
+    end
     local set_r, set_rk, del_r, del_rk = {}, {}, {}, {}
     for j = 1, n do
       local at = first + (j - 1) * 3
       local id, flags = ids[j], args[at + 1]
       local final = string.byte(flags, 2) == 49
-      if supersedes(in_r[j] or in_rk[j], tonumber(string.sub(flags, 3)), final) then
+      local blind = latest[id]
+      if blind or supersedes(in_r[id] or in_rk[id], tonumber(string.sub(flags, 3)), final) then
         stored = stored + 1
         if final then finals[#finals + 1] = id end
         -- A record lives in one of the two hashes; it leaves the other where it was there.
@@ -454,14 +486,14 @@ local function store_records(p, args, i)
         if where == 114 then -- 'r'
           set_r[#set_r + 1] = id
           set_r[#set_r + 1] = args[at + 2]
-          if in_rk[j] then del_rk[#del_rk + 1] = id end
+          if blind or in_rk[id] then del_rk[#del_rk + 1] = id end
         elseif where == 107 then -- 'k'
           set_rk[#set_rk + 1] = id
           set_rk[#set_rk + 1] = args[at + 2]
-          if in_r[j] then del_r[#del_r + 1] = id end
+          if blind or in_r[id] then del_r[#del_r + 1] = id end
         else
-          if in_r[j] then del_r[#del_r + 1] = id end
-          if in_rk[j] then del_rk[#del_rk + 1] = id end
+          if blind or in_r[id] then del_r[#del_r + 1] = id end
+          if blind or in_rk[id] then del_rk[#del_rk + 1] = id end
         end
       end
     end
@@ -497,12 +529,21 @@ return store_records(ARGV[1], ARGV, 2)
 
 pub(super) const STORE_AND_ACK: &str = r#"
 -- ARGV: prefix, how many lease members follow, the `id:token` members, then the buckets of
--- records `store_records` reads. The records are written before the leases are completed, in
--- one atomic step. Returns how many tasks were completed.
-local k = tonumber(ARGV[2])
-store_records(ARGV[1], ARGV, 3 + k)
-if k == 0 then return 0 end
-return ack_leases(ARGV[1], {unpack(ARGV, 3, 2 + k)})
+-- records `store_records` reads. The records and the completions are one atomic step. A record
+-- whose task this batch holds the last delivery of is the newest there can be, so it is written
+-- without reading what is stored (the common case: a finished batch costs no reads).
+local p, k = ARGV[1], tonumber(ARGV[2])
+local members = k > 0 and {unpack(ARGV, 3, 2 + k)} or {}
+local current = current_deliveries(p, members)
+local latest = {}
+for j = 1, k do
+  if current[j] then
+    local m = members[j]
+    latest[string.sub(m, 1, string.find(m, ':', 1, true) - 1)] = true
+  end
+end
+store_records(p, ARGV, 3 + k, latest)
+return ack_leases(p, members, current)
 "#;
 
 pub(super) const JOIN: &str = r#"
