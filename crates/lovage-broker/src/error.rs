@@ -58,7 +58,8 @@ impl BrokerError {
 }
 
 /// Walks a source chain for an error known to pass: I/O trouble, a locked or full SQLite
-/// file, a dropped or timed-out Redis connection, a Redis server demoted to a replica.
+/// file, a dropped or timed-out Redis connection, a Redis server demoted to a replica or out
+/// of memory.
 /// Unknown errors are taken as lasting.
 fn chain_is_transient(mut e: &(dyn StdError + 'static)) -> bool {
     loop {
@@ -86,7 +87,10 @@ fn chain_is_transient(mut e: &(dyn StdError + 'static)) -> bool {
                     redis::ErrorKind::BusyLoadingError
                         | redis::ErrorKind::TryAgain
                         | redis::ErrorKind::ReadOnly
-                );
+                )
+                // OOM: `maxmemory` reached under `noeviction`; it passes once workers drain
+                // queues and results expire (SQLite's full disk, the same way).
+                || e.code() == Some("OOM");
         }
         match e.source() {
             Some(next) => e = next,

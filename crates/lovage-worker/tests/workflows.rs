@@ -440,6 +440,38 @@ fn a_member_finishing_twice_fires_the_chord_once(mut w: Running) {
     );
 }
 
+/// A task whose rest-of-chain blob was damaged in the store: the task's own result stands,
+/// its workflow fails with WorkflowError naming the blob (the error callback in its stack hears
+/// it), and the worker goes on with other work. The blob's id was never seen by this process,
+/// so it is read from the store, not from the chain cache.
+fn a_corrupt_chain_blob_fails_its_workflow_and_nothing_else(mut w: Running) {
+    use lovage_broker::Envelope;
+    use lovage_core::canvas::Frame;
+    let blob = TaskId::new();
+    w.app
+        .backend()
+        .results()
+        .put_blob(blob, b"\xc1 not MessagePack")
+        .unwrap();
+    let tag = format!("blob-{}", TaskId::new());
+    let cb = Canvas::from(noted::partial(tag.clone()));
+    let cb_id = cb.result_id();
+    let mut env = Envelope::from_signature(add::s(1, 2).signature().clone());
+    env.flow = vec![Frame::OnError(vec![cb]), Frame::ChainRef { blob, next: 1 }];
+    let id = env.id;
+    w.app.backend().broker().enqueue(&[env]).unwrap();
+    let note: String = w.app.result(cb_id).get(LONG).unwrap();
+    assert!(
+        note.contains(&blob.to_string()),
+        "the error callback hears which blob: {note}"
+    );
+    assert_eq!(w.app.result::<i64>(id).get(LONG).unwrap(), 3);
+    let later = w.app.send(add::s(2, 3)).unwrap();
+    assert_eq!(later.get(LONG).unwrap(), 5, "the worker goes on");
+    w.stop();
+    assert_eq!(calls(&tag), 1);
+}
+
 macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
         mod memory_backend {
@@ -455,6 +487,7 @@ macro_rules! on_every_backend {
 }
 
 on_every_backend!(
+    a_corrupt_chain_blob_fails_its_workflow_and_nothing_else,
     chain_runs_in_order_passing_each_result_on,
     group_results_come_back_in_member_order,
     chords_of_1_2_and_10000_members_fire_once_with_every_result,
