@@ -252,13 +252,14 @@ impl<'g> Plan<'g> {
     fn threads(&self, pool: &ThreadPool) {
         // Roots go out in chunks (a million leaves are not a million jobs); each chunk's
         // job then follows what its nodes make ready.
-        let chunk = (self.roots.len() / (pool.workers().max(1) * 8)).max(1);
+        let split = pool.workers().max(1) * 8;
+        let chunk = (self.roots.len() / split).max(1);
         pool.scope(|s| {
             for roots in self.roots.chunks(chunk) {
                 self.dispatches.fetch_add(1, Ordering::Relaxed);
                 s.spawn(move || {
                     for &r in roots {
-                        self.follow(s, r);
+                        self.follow(s, r, split);
                     }
                 });
             }
@@ -266,8 +267,10 @@ impl<'g> Plan<'g> {
     }
 
     /// Runs `n`, then keeps going with the first dependent it makes ready (so a chain is one
-    /// dispatch and memory is freed depth-first); other ready dependents become pool jobs.
-    fn follow<'s>(&'s self, s: &'s Scope<'s, '_>, mut n: u32) {
+    /// dispatch and memory is freed depth-first); the other ready dependents become pool jobs,
+    /// in at most `split` chunks (a fan-out of a million is not a million jobs).
+    fn follow<'s>(&'s self, s: &'s Scope<'s, '_>, mut n: u32, split: usize) {
+        let mut rest: Vec<u32> = Vec::new();
         loop {
             self.run_node(n);
             let mut next = None;
@@ -275,10 +278,25 @@ impl<'g> Plan<'g> {
                 if next.is_none() {
                     next = Some(d);
                 } else {
-                    self.dispatches.fetch_add(1, Ordering::Relaxed);
-                    s.spawn(move || self.follow(s, d));
+                    rest.push(d);
                 }
             });
+            if !rest.is_empty() {
+                let chunk = (rest.len() / split).max(1);
+                let mut it = std::mem::take(&mut rest).into_iter();
+                loop {
+                    let part: Vec<u32> = it.by_ref().take(chunk).collect();
+                    if part.is_empty() {
+                        break;
+                    }
+                    self.dispatches.fetch_add(1, Ordering::Relaxed);
+                    s.spawn(move || {
+                        for d in part {
+                            self.follow(s, d, split);
+                        }
+                    });
+                }
+            }
             match next {
                 Some(d) => n = d,
                 None => return,
@@ -297,8 +315,12 @@ impl<'g> Plan<'g> {
         let (tx, rx) = mpsc::channel::<(u32, Result<Vec<u8>, TaskError>)>();
         let mut ready: Vec<u32> = self.roots.iter().rev().copied().collect();
         let mut in_flight = 0usize;
+        // Enough queued to keep every child's batches full, few enough that a million ready
+        // nodes cost a million indices, not a million requests.
+        let cap = pool.workers().max(1) * 1024;
         loop {
-            while let Some(n) = ready.pop() {
+            while in_flight < cap {
+                let Some(n) = ready.pop() else { break };
                 let op = &self.g.ops[n as usize];
                 if op.kind() != NodeKind::Task {
                     self.run_node(n);
