@@ -536,6 +536,22 @@ impl Graph {
         })
     }
 
+    /// One node whose result is the tuple of the results of `handles` (a tuple of up to 6
+    /// handles): the tuple form of [`collect`](Graph::collect).
+    pub fn tuple<H>(&self, handles: H) -> Delayed<<H::Args as ArgTuple>::Values>
+    where
+        H: HandleTuple,
+        <H::Args as ArgTuple>::Values: Send + Sync + 'static,
+    {
+        self.add(handles.into_args(), None, |args| {
+            Box::new(FnOp {
+                name: "tuple",
+                kind: NodeKind::Structural,
+                f: move |inputs: &Inputs<'_>| Ok(Box::new(args.resolve(inputs)?) as Value),
+            })
+        })
+    }
+
     /// A node that runs the closure `f` on the results of `args` (a tuple of handles). Only
     /// `Inline` and `Threads` run closures; a process pool refuses them (`NotRegistered`).
     pub fn local<H, F, R>(&self, f: F, args: H) -> Delayed<R>

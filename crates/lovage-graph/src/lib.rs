@@ -18,6 +18,28 @@
 //! assert_eq!(g.compute(Inline, total).unwrap(), 13);
 //! ```
 //!
+//! Arguments are checked against the task's parameters when the graph is built, not when it
+//! runs: a `&str` or a `Delayed<String>` where an `i64` goes does not compile.
+//!
+//! ```compile_fail,E0277
+//! # use lovage_graph::Graph;
+//! #[lovage_macros::task(crate = lovage_core, graph = lovage_graph)]
+//! fn add(a: i64, b: i64) -> i64 { a + b }
+//! let g = Graph::new();
+//! let _ = add::delayed(&g, "two", 3);
+//! ```
+//!
+//! ```compile_fail,E0277
+//! # use lovage_graph::Graph;
+//! #[lovage_macros::task(crate = lovage_core, graph = lovage_graph)]
+//! fn add(a: i64, b: i64) -> i64 { a + b }
+//! #[lovage_macros::task(crate = lovage_core, graph = lovage_graph)]
+//! fn shout(s: String) -> String { s.to_uppercase() }
+//! let g = Graph::new();
+//! let loud = shout::delayed(&g, "hi".to_string());
+//! let _ = add::delayed(&g, loud, 3);
+//! ```
+//!
 //! Why the graph is an explicit first argument rather than a thread-local "current graph":
 //! building is then visible in the types (a handle from another graph is caught and named),
 //! a graph can be built on any thread or several graphs at once, and there is no hidden state

@@ -57,6 +57,15 @@ async fn slow_double(x: i64) -> i64 {
     2 * x
 }
 
+/// Not `Clone`: it cannot be a graph value, yet the task (and its `delayed`, unused) compiles.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Opaque(u8);
+
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn opaque(x: u8) -> Opaque {
+    Opaque(x)
+}
+
 static PURE_RUNS: AtomicU64 = AtomicU64::new(0);
 static IMPURE_RUNS: AtomicU64 = AtomicU64::new(0);
 
@@ -208,7 +217,9 @@ fn collections_gather_into_one_handle() {
             g.collect(squares[2..].to_vec()),
         ]);
         let named = g.collect_map(vec![("one", squares[0]), ("four", squares[3])]);
-        let (sum, halves, named) = g.compute(s, (sum, halves, named)).unwrap();
+        let pair = g.tuple((squares[1], g.value("x".to_string())));
+        let (sum, halves, named, pair) = g.compute(s, (sum, halves, named, pair)).unwrap();
+        assert_eq!(pair, (4, "x".to_string()), "{name}");
         assert_eq!(sum, 30, "{name}");
         assert_eq!(halves, vec![vec![1, 4], vec![9, 16]], "{name}");
         assert_eq!(named.get("four"), Some(&16), "{name}");
@@ -481,6 +492,7 @@ macro_rules! trials {
 
 fn main() {
     lovage_pool::child_main();
+    assert_eq!(opaque(1).0, 1);
     let args = Arguments::from_args();
     let trials = trials![
         seed_add_of_squares_is_13_everywhere,
