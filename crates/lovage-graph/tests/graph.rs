@@ -478,8 +478,12 @@ fn random_dag(seed: u64, nodes: usize, s: Scheduler<'_>, name: &str) {
 }
 
 fn random_dags_match_a_serial_evaluation_on_every_scheduler() {
-    for seed in 0..6u64 {
-        let nodes = if seed < 3 { 300 } else { 3_000 };
+    for seed in 0..7u64 {
+        let nodes = match seed {
+            0..=2 => 300,
+            3..=5 => 3_000,
+            _ => 10_000,
+        };
         for (name, s) in schedulers() {
             random_dag(seed, nodes, s, name);
         }
