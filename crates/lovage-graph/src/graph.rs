@@ -709,39 +709,34 @@ impl Graph {
 /// The graph side of `#[lovage::task]`'s `delayed`: generic over the graph so that a task
 /// whose types cannot go in a graph (a result that is not `Clone`) still compiles until
 /// `delayed` is called. Not meant to be called by hand.
-pub trait TaskGraph<A, R> {
+pub trait TaskGraph<A, V, R> {
     /// Adds a call of the registered task `name` (`call` runs it on typed values).
-    fn task<V>(
+    fn task(
         &self,
         name: &'static str,
         pure: bool,
         codec: Codec,
         args: A,
         call: fn(V) -> Result<R, TaskError>,
-    ) -> Delayed<R>
-    where
-        A: ArgTuple<Values = V>;
+    ) -> Delayed<R>;
 
     /// The graph itself, for arguments that add nodes (a `Vec` of handles).
     fn graph(&self) -> &Graph;
 }
 
-impl<A, R> TaskGraph<A, R> for Graph
+impl<A, V, R> TaskGraph<A, V, R> for Graph
 where
-    A: TaskArgs,
+    A: TaskArgs<Values = V>,
     R: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
 {
-    fn task<V>(
+    fn task(
         &self,
         name: &'static str,
         pure: bool,
         codec: Codec,
         args: A,
         call: fn(V) -> Result<R, TaskError>,
-    ) -> Delayed<R>
-    where
-        A: ArgTuple<Values = V>,
-    {
+    ) -> Delayed<R> {
         self.task_node(name, pure, codec, args, call)
     }
 

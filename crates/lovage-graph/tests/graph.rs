@@ -57,13 +57,19 @@ async fn slow_double(x: i64) -> i64 {
     2 * x
 }
 
-/// Not `Clone`: it cannot be a graph value, yet the task (and its `delayed`, unused) compiles.
+/// Not `Clone`: it cannot be a graph value, yet tasks that take or return it (and their
+/// `delayed`, unused) compile.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Opaque(u8);
 
 #[task(crate = lovage_core, graph = lovage_graph)]
 fn opaque(x: u8) -> Opaque {
     Opaque(x)
+}
+
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn unwrap_opaque(o: Opaque, extra: u8) -> u8 {
+    o.0 + extra
 }
 
 static PURE_RUNS: AtomicU64 = AtomicU64::new(0);
@@ -496,7 +502,7 @@ macro_rules! trials {
 
 fn main() {
     lovage_pool::child_main();
-    assert_eq!(opaque(1).0, 1);
+    assert_eq!(unwrap_opaque(opaque(1), 1), 2);
     let args = Arguments::from_args();
     let trials = trials![
         seed_add_of_squares_is_13_everywhere,

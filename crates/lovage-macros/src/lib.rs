@@ -406,7 +406,7 @@ fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
                 /// `Delayed` of the parameter's type (Dask's `delayed(f)(...)`).
                 pub fn delayed<__G>(__g: &__G, #(#arg_names: impl #g::IntoArg<#arg_types>),*) -> #g::Delayed<#value_ty>
                 where
-                    __G: #g::TaskGraph<(#(#g::Arg<#arg_types>,)*), #value_ty>,
+                    __G: #g::TaskGraph<(#(#g::Arg<#arg_types>,)*), (#(#arg_types,)*), #value_ty>,
                 {
                     #[allow(unused_imports)]
                     use #p as __p;
