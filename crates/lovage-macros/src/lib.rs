@@ -46,6 +46,10 @@ struct Attr {
     option_setters: Vec<TokenStream2>,
     retry_setters: Vec<TokenStream2>,
     codec: Option<TokenStream2>,
+    /// Where `Graph`, `Delayed` and `IntoArg` live; `delayed` is generated when known.
+    graph: Option<syn::Path>,
+    /// Identical calls are one node in a graph (`pure = true`).
+    pure: bool,
 }
 
 impl Attr {
@@ -57,6 +61,10 @@ impl Attr {
             .unwrap_or_default();
         if key == "crate" {
             self.krate = Some(meta.value()?.parse()?);
+            return Ok(());
+        }
+        if key == "graph" {
+            self.graph = Some(meta.value()?.parse()?);
             return Ok(());
         }
         let lit: Lit = meta.value()?.parse()?;
@@ -106,6 +114,10 @@ impl Attr {
                 self.codec = Some(quote!(__p::Codec::#variant));
                 quote!(o.codec = Some(__p::Codec::#variant);)
             }
+            "pure" => {
+                self.pure = lit_bool(&lit)?;
+                return Ok(());
+            }
             "max_retries" => {
                 let n = lit_int(&lit)? as u32;
                 self.retry_setters.push(quote!(r.max_retries = #n;));
@@ -143,7 +155,7 @@ impl Attr {
                 "unknown lovage task option `{key}` (known: name, queue, priority, max_retries, \
                      retry_backoff, retry_backoff_max, retry_jitter, autoretry_for, time_limit, \
                      soft_time_limit, rate_limit, ignore_result, track_started, acks_late, \
-                     reject_on_worker_lost, codec, crate)"
+                     reject_on_worker_lost, codec, pure, crate, graph)"
             )))
             }
         };
@@ -362,6 +374,49 @@ fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
         }
         _ => quote!(),
     };
+    // `delayed`: with the default crate path the graph lives at `::lovage::graph`; a crate
+    // that names `crate = ...` names `graph = ...` too, or gets no `delayed`.
+    let graph_path: Option<syn::Path> = match (&attr.graph, &attr.krate) {
+        (Some(g), _) => Some(g.clone()),
+        (None, None) => Some(syn::parse_quote!(::lovage::graph)),
+        (None, Some(_)) => None,
+    };
+    let pure = attr.pure;
+    let delayed_fn = match &graph_path {
+        None => quote!(),
+        Some(gp) => {
+            let g = quote!(#gp::__private);
+            let into_args = arg_names
+                .iter()
+                .map(|a| quote!(#g::IntoArg::into_arg(#a, __graph)));
+            let call_body = quote! {
+                #[allow(unused_imports)]
+                use #p as __p;
+                let out = #call;
+                #unwrap
+                ::std::result::Result::Ok(out)
+            };
+            let call_fn = if is_async {
+                quote!(|(#(#arg_names,)*): (#(#arg_types,)*)| #krate::block_on(async move { #call_body }))
+            } else {
+                quote!(|(#(#arg_names,)*): (#(#arg_types,)*)| { #call_body })
+            };
+            quote! {
+                /// Adds a call of this task to a graph; each argument is a value or a
+                /// `Delayed` of the parameter's type (Dask's `delayed(f)(...)`).
+                pub fn delayed<__G>(__g: &__G, #(#arg_names: impl #g::IntoArg<#arg_types>),*) -> #g::Delayed<#value_ty>
+                where
+                    __G: #g::TaskGraph<(#(#g::Arg<#arg_types>,)*), (#(#arg_types,)*), #value_ty>,
+                {
+                    #[allow(unused_imports)]
+                    use #p as __p;
+                    let __graph = #g::TaskGraph::graph(__g);
+                    let __args = (#(#into_args,)*);
+                    #g::TaskGraph::task(__g, Self::NAME, Self::PURE, #default_codec, __args, #call_fn)
+                }
+            }
+        }
+    };
     let serde_path = quote!(#krate::__private::serde).to_string();
     let body = quote! {
         #[allow(unused_imports)]
@@ -414,6 +469,9 @@ fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
             /// The name this task is registered under.
             pub const NAME: &'static str = #name_expr;
 
+            /// True when identical calls may share one result (`pure = true`).
+            pub const PURE: bool = #pure;
+
             /// The options set on the task's attribute.
             pub fn options() -> #p::TaskOptions {
                 #[allow(unused_imports)]
@@ -438,6 +496,8 @@ fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
             }
 
             #partial_fn
+
+            #delayed_fn
 
             #invoke_fn
         }

@@ -48,6 +48,10 @@ pub mod builtins;
 /// Periodic tasks: schedules and the beat loop (see [`lovage_beat`]).
 pub use lovage_beat as beat;
 
+/// Delayed task graphs: `task::delayed(&g, …)`, compute on `Inline`, `Threads`, `Processes`
+/// (see [`lovage_graph`]).
+pub use lovage_graph as graph;
+
 /// Workflows: chain, group, chord, callbacks (see [`lovage_flow`]).
 pub use lovage_flow as flow;
 pub use lovage_flow::{chain, chord, group, Canvas, Failure, WorkflowResult};

@@ -433,3 +433,43 @@ fn a_worker_whose_log_reader_is_gone_still_stops_on_sigterm() {
     let status = stop(&mut worker);
     assert!(status.success(), "worker exit {status}");
 }
+
+#[test]
+fn bench_graph_runs_every_shape_on_every_local_scheduler() {
+    for shape in ["tree", "chains", "fanout"] {
+        for scheduler in ["inline", "threads", "processes"] {
+            let out = lovage(&[
+                "bench",
+                "graph",
+                "--nodes",
+                "2000",
+                "--shape",
+                shape,
+                "--scheduler",
+                scheduler,
+                "--runs",
+                "1",
+                "--json",
+            ]);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{shape} on {scheduler}: stdout:\n{stdout}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let last = stdout.lines().last().expect("output");
+            let json: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+            for key in ["build_us_per_node", "us_per_task", "peak_rss_mb"] {
+                let v = json.get(key).and_then(|v| v.as_f64());
+                assert!(
+                    v.is_some_and(|v| v > 0.0),
+                    "{key} missing or not positive in {last}"
+                );
+            }
+            assert_eq!(json["tasks"], json["nodes"], "every node ran: {last}");
+        }
+    }
+    let out = lovage(&["bench", "graph", "--shape", "star"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--shape"));
+}

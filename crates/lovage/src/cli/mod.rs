@@ -3,6 +3,7 @@
 
 mod beat;
 mod bench_flow;
+mod bench_graph;
 mod bench_pool;
 mod bench_queue;
 mod bench_rate;
@@ -81,6 +82,8 @@ enum BenchCommand {
     Flow(bench_flow::Args),
     /// A global rate limit across worker processes: the rate achieved against the limit.
     Rate(bench_rate::Args),
+    /// Delayed graphs: build cost per node, run cost per task, memory, on one local scheduler.
+    Graph(bench_graph::Args),
 }
 
 /// The broker every queue command talks to.
@@ -196,6 +199,7 @@ pub fn main() -> ExitCode {
         Command::Bench(BenchCommand::Queue(a)) => bench_queue::run(a),
         Command::Bench(BenchCommand::Flow(a)) => bench_flow::run(a),
         Command::Bench(BenchCommand::Rate(a)) => bench_rate::run(a),
+        Command::Bench(BenchCommand::Graph(a)) => bench_graph::run(a).map_err(Exit::from),
         Command::Tasks { json } => {
             output::select(json).tasks(&lovage::Registry::global().names());
             Ok(())

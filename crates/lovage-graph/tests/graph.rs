@@ -1,0 +1,524 @@
+//! Delayed graphs on every local scheduler: results, keys and caching, nout, collections, cull,
+//! fusion, failures, persist, pictures, and random DAGs against a serial evaluation.
+//!
+//! The process pool re-runs this test binary as its children, so it has its own `main`
+//! (libtest-mimic) that calls `child_main` first.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)] // tests panic to fail and print what they saw
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use libtest_mimic::{Arguments, Trial};
+use lovage_graph::{Delayed, Graph, GraphError, Inline, Processes, Scheduler, Threads};
+use lovage_macros::task;
+use lovage_pool::{ProcessPool, ThreadPool};
+
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn square(x: i64) -> i64 {
+    x * x
+}
+
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn inc(x: i64) -> i64 {
+    x + 1
+}
+
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn total(xs: Vec<i64>) -> i64 {
+    xs.iter().sum()
+}
+
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn divmod(a: i64, b: i64) -> Result<(i64, i64), String> {
+    if b == 0 {
+        return Err(format!("cannot divide {a} by zero"));
+    }
+    Ok((a / b, a % b))
+}
+
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn greet(name: String, times: u32) -> String {
+    format!("{}{}", "hello ".repeat(times as usize), name)
+}
+
+#[task(crate = lovage_core, graph = lovage_graph)]
+async fn slow_double(x: i64) -> i64 {
+    2 * x
+}
+
+/// Not `Clone`: it cannot be a graph value, yet tasks that take or return it (and their
+/// `delayed`, unused) compile.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Opaque(u8);
+
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn opaque(x: u8) -> Opaque {
+    Opaque(x)
+}
+
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn unwrap_opaque(o: Opaque, extra: u8) -> u8 {
+    o.0 + extra
+}
+
+static PURE_RUNS: AtomicU64 = AtomicU64::new(0);
+static IMPURE_RUNS: AtomicU64 = AtomicU64::new(0);
+
+#[task(crate = lovage_core, graph = lovage_graph, pure = true)]
+fn counted_pure(x: i64) -> i64 {
+    PURE_RUNS.fetch_add(1, Ordering::SeqCst);
+    x + 100
+}
+
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn counted_impure(x: i64) -> i64 {
+    IMPURE_RUNS.fetch_add(1, Ordering::SeqCst);
+    x + 100
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, pure = true)]
+fn pure_add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+/// One step of a random DAG: fails when told to, otherwise mixes its inputs.
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn mix(xs: Vec<i64>, salt: i64, fail: bool) -> Result<i64, String> {
+    if fail {
+        return Err(format!("planned failure (salt {salt})"));
+    }
+    Ok(xs
+        .iter()
+        .fold(salt, |acc, x| acc.wrapping_mul(31).wrapping_add(*x))
+        % 1_000_003)
+}
+
+fn threads() -> &'static ThreadPool {
+    static POOL: OnceLock<ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| ThreadPool::new(2))
+}
+
+fn processes() -> &'static ProcessPool {
+    static POOL: OnceLock<ProcessPool> = OnceLock::new();
+    POOL.get_or_init(|| ProcessPool::new(2))
+}
+
+/// Every local scheduler, named.
+fn schedulers() -> Vec<(&'static str, Scheduler<'static>)> {
+    vec![
+        ("inline", Inline),
+        ("threads", Threads(threads())),
+        ("processes", Processes(processes())),
+    ]
+}
+
+fn seed_add_of_squares_is_13_everywhere() {
+    for (name, s) in schedulers() {
+        let g = Graph::new();
+        let x = add::delayed(&g, square::delayed(&g, 2), square::delayed(&g, 3));
+        assert_eq!(g.compute(s, x).unwrap(), 13, "{name}");
+        // A value and a handle mix freely; strings and async tasks too.
+        let y = add::delayed(&g, 10, x);
+        let hello = greet::delayed(&g, "lovage".to_string(), 2);
+        let d = slow_double::delayed(&g, y);
+        assert_eq!(
+            g.compute(s, (y, hello, d)).unwrap(),
+            (23, "hello hello lovage".to_string(), 46),
+            "{name}"
+        );
+    }
+}
+
+fn pure_calls_are_one_node_impure_calls_two() {
+    let g = Graph::new();
+    let a = counted_pure::delayed(&g, 1);
+    let b = counted_pure::delayed(&g, 1);
+    let c = counted_pure::delayed(&g, 2);
+    assert_eq!(a.index(), b.index());
+    assert_ne!(a.index(), c.index());
+    assert_eq!(g.key(a).unwrap(), g.key(b).unwrap());
+    assert!(
+        g.key(a).unwrap().starts_with("graph::counted_pure-"),
+        "{}",
+        g.key(a).unwrap()
+    );
+    // Keys are the same in another graph (and another process): name + encoded arguments.
+    let g2 = Graph::new();
+    assert_eq!(
+        g.key(a).unwrap(),
+        g2.key(counted_pure::delayed(&g2, 1)).unwrap()
+    );
+    // A pure call of pure calls: the dependency enters the key by its key.
+    let s1 = pure_add::delayed(&g, a, c);
+    let s2 = pure_add::delayed(&g, b, c);
+    assert_eq!(s1.index(), s2.index());
+
+    let i1 = counted_impure::delayed(&g, 1);
+    let i2 = counted_impure::delayed(&g, 1);
+    assert_ne!(i1.index(), i2.index());
+    assert_ne!(g.key(i1).unwrap(), g.key(i2).unwrap());
+
+    PURE_RUNS.store(0, Ordering::SeqCst);
+    IMPURE_RUNS.store(0, Ordering::SeqCst);
+    let out = g.compute(Inline, (a, b, s1, i1, i2)).unwrap();
+    assert_eq!(out, (101, 101, 203, 101, 101));
+    assert_eq!(
+        PURE_RUNS.load(Ordering::SeqCst),
+        2,
+        "pure: f(1) and f(2) once each"
+    );
+    assert_eq!(IMPURE_RUNS.load(Ordering::SeqCst), 2, "impure: twice");
+    for (name, s) in schedulers() {
+        g.compute(s, (a, b, s1, i1, i2)).unwrap();
+        // a (=b), c, s1, i1, i2: five nodes ran, whatever the scheduler.
+        assert_eq!(g.last_stats().ran, 5, "{name}");
+    }
+}
+
+fn user_keys_are_kept_and_a_duplicate_is_refused() {
+    let g = Graph::new();
+    let a = square::delayed(&g, 4);
+    let b = square::delayed(&g, 5);
+    g.set_key(a, "sixteen").unwrap();
+    assert_eq!(g.key(a).unwrap(), "sixteen");
+    assert_eq!(
+        g.set_key(b, "sixteen").unwrap_err(),
+        GraphError::DuplicateKey {
+            key: "sixteen".into()
+        }
+    );
+    g.set_key(a, "still-sixteen").unwrap();
+    g.set_key(b, "sixteen").unwrap();
+}
+
+fn nout_splits_a_tuple_result() {
+    for (name, s) in schedulers() {
+        let g = Graph::new();
+        let (q, r) = g.split(divmod::delayed(&g, 17, 5));
+        let back = add::delayed(&g, square::delayed(&g, q), r);
+        assert_eq!(g.compute(s, (q, r, back)).unwrap(), (3, 2, 11), "{name}");
+    }
+}
+
+fn collections_gather_into_one_handle() {
+    for (name, s) in schedulers() {
+        let g = Graph::new();
+        let squares: Vec<Delayed<i64>> = (1..=4).map(|i| square::delayed(&g, i)).collect();
+        // A Vec of handles where the task takes a Vec.
+        let sum = total::delayed(&g, squares.clone());
+        // Nested: a collection of collections.
+        let halves = g.collect(vec![
+            g.collect(squares[..2].to_vec()),
+            g.collect(squares[2..].to_vec()),
+        ]);
+        let named = g.collect_map(vec![("one", squares[0]), ("four", squares[3])]);
+        let pair = g.tuple((squares[1], g.value("x".to_string())));
+        let (sum, halves, named, pair) = g.compute(s, (sum, halves, named, pair)).unwrap();
+        assert_eq!(pair, (4, "x".to_string()), "{name}");
+        assert_eq!(sum, 30, "{name}");
+        assert_eq!(halves, vec![vec![1, 4], vec![9, 16]], "{name}");
+        assert_eq!(named.get("four"), Some(&16), "{name}");
+        assert_eq!(named.len(), 2, "{name}");
+    }
+}
+
+fn cull_runs_only_the_ancestors_of_what_is_asked() {
+    for (name, s) in schedulers() {
+        let g = Graph::new();
+        let wanted = inc::delayed(&g, inc::delayed(&g, 1));
+        // A failing branch nobody asks for must not run (or fail the run).
+        let _unwanted = divmod::delayed(&g, 1, 0);
+        let _also = square::delayed(&g, 9);
+        assert_eq!(g.compute(s, wanted).unwrap(), 3, "{name}");
+        let st = g.last_stats();
+        assert_eq!((st.nodes, st.ran, st.failed), (4, 2, 0), "{name}");
+    }
+}
+
+fn a_single_consumer_chain_is_one_dispatch() {
+    let g = Graph::new();
+    let mut x = inc::delayed(&g, 0);
+    for _ in 1..10 {
+        x = inc::delayed(&g, x);
+    }
+    assert_eq!(g.compute(Threads(threads()), x).unwrap(), 10);
+    assert_eq!(g.last_stats().ran, 10);
+    assert_eq!(
+        g.last_stats().dispatches,
+        1,
+        "a fused 10-link chain is one dispatch"
+    );
+    // Two independent chains: two dispatches (one per root), not twenty.
+    let y0 = inc::delayed(&g, 100);
+    let mut y = y0;
+    for _ in 1..10 {
+        y = inc::delayed(&g, y);
+    }
+    assert_eq!(g.compute(Threads(threads()), (x, y)).unwrap(), (10, 110));
+    assert_eq!(g.last_stats().dispatches, 2);
+}
+
+fn failures_reach_dependents_and_other_branches_finish() {
+    for (name, s) in schedulers() {
+        let g = Graph::new();
+        let bad = divmod::delayed(&g, 1, 0);
+        let bad_key = g.key(bad).unwrap();
+        let (q, _r) = g.split(bad);
+        let downstream = inc::delayed(&g, inc::delayed(&g, q));
+        let fine = add::delayed(&g, square::delayed(&g, 3), 1);
+
+        let err = g.compute(s, (fine, downstream)).unwrap_err();
+        match &err {
+            GraphError::DependencyFailed { key, cause } => {
+                assert_eq!(key, &bad_key, "{name}");
+                assert_eq!(
+                    cause.kind, "Failed",
+                    "{name}: a String error has no type name to keep"
+                );
+                assert!(
+                    cause.message.contains("cannot divide 1 by zero"),
+                    "{name}: {cause}"
+                );
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        let (f, d, b) = g.compute_partial(s, (fine, downstream, bad)).unwrap();
+        assert_eq!(f.unwrap(), 10, "{name}: the other branch finished");
+        assert!(
+            matches!(d, Err(GraphError::DependencyFailed { .. })),
+            "{name}"
+        );
+        match b {
+            Err(GraphError::Failed { key, error }) => {
+                assert_eq!(key, bad_key);
+                assert!(error.message.contains("by zero"));
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        assert_eq!(
+            g.last_stats().failed,
+            4,
+            "{name}: bad, its getitem, two incs"
+        );
+    }
+}
+
+fn closures_run_locally_and_a_process_pool_refuses_them() {
+    for (name, s) in [("inline", Inline), ("threads", Threads(threads()))] {
+        let g = Graph::new();
+        let x = square::delayed(&g, 3);
+        let y = square::delayed(&g, 4);
+        let h = g.local(|a: i64, b: i64| ((a + b) as f64).sqrt(), (x, y));
+        let label = g.local(move |v: f64| format!("{name}: {v}"), (h,));
+        assert_eq!(g.compute(s, label).unwrap(), format!("{name}: 5"));
+        let panics = g.local(|a: i64| -> i64 { panic!("boom {a}") }, (x,));
+        match g.compute(s, panics).unwrap_err() {
+            GraphError::Failed { error, .. } => {
+                assert_eq!(error.kind, "Panic");
+                assert!(error.message.contains("boom 9"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let g = Graph::new();
+    let x = square::delayed(&g, 3);
+    let h = g.local(|a: i64| a + 1, (x,));
+    match g.compute(Processes(processes()), h).unwrap_err() {
+        GraphError::NotRegistered { key } => assert!(key.starts_with("local-"), "{key}"),
+        other => panic!("{other:?}"),
+    }
+    // What does not need the closure still runs there.
+    assert_eq!(g.compute(Processes(processes()), x).unwrap(), 9);
+}
+
+fn a_handle_of_another_graph_is_refused() {
+    let g1 = Graph::new();
+    let g2 = Graph::new();
+    let x = square::delayed(&g1, 3);
+    assert!(matches!(
+        g2.compute(Inline, x),
+        Err(GraphError::ForeignHandle { .. })
+    ));
+    // Used as an argument, the error is kept and reported by compute.
+    let y = inc::delayed(&g2, x);
+    assert!(matches!(
+        g2.compute(Inline, y),
+        Err(GraphError::ForeignHandle { .. })
+    ));
+}
+
+fn persist_keeps_values_so_ancestors_do_not_run_again() {
+    for (name, s) in schedulers() {
+        let g = Graph::new();
+        let base = add::delayed(&g, square::delayed(&g, 5), square::delayed(&g, 6));
+        g.persist(s, base).unwrap();
+        assert_eq!(g.last_stats().ran, 3, "{name}");
+        let next = inc::delayed(&g, base);
+        assert_eq!(g.compute(s, next).unwrap(), 62, "{name}");
+        assert_eq!(
+            g.last_stats().ran,
+            2,
+            "{name}: the persisted node and inc only"
+        );
+    }
+}
+
+const GOLDEN_DOT: &str = r##"digraph lovage {
+  rankdir=TB;
+  node [shape=box, style=filled, fontname="monospace"];
+  "two" [label="value", fillcolor="#e6e6e6"];
+  "graph::pure_add-79b184b8164a5df7" [label="pure_add", fillcolor="#cfe2ff"];
+  "sum" [label="pure_add", fillcolor="#cfe2ff"];
+  "graph::pure_add-6900639ae4962746" [label="pure_add", fillcolor="#cfe2ff"];
+  "two" -> "graph::pure_add-79b184b8164a5df7";
+  "two" -> "sum";
+  "graph::pure_add-79b184b8164a5df7" -> "sum";
+  "sum" -> "graph::pure_add-6900639ae4962746";
+  "sum" -> "graph::pure_add-6900639ae4962746";
+}
+"##;
+
+fn dot_matches_the_golden_text() {
+    let g = Graph::new();
+    let two = g.value(2i64);
+    g.set_key(two, "two").unwrap();
+    let a = pure_add::delayed(&g, 1, two);
+    let s = pure_add::delayed(&g, two, a);
+    g.set_key(s, "sum").unwrap();
+    let _double = pure_add::delayed(&g, s, s);
+    let dot = g.to_dot();
+    if dot != GOLDEN_DOT {
+        panic!("DOT changed; got:\n{dot}");
+    }
+}
+
+fn svg_parses_as_xml_and_large_graphs_are_grouped() {
+    let g = Graph::new();
+    let xs: Vec<_> = (0..5).map(|i| square::delayed(&g, i)).collect();
+    let t = total::delayed(&g, xs);
+    let _ = g.local(|v: i64| v < 5 && 1 > 0, (t,));
+    let svg = g.to_svg();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let rects = doc.descendants().filter(|n| n.has_tag_name("rect")).count();
+    assert_eq!(rects, g.len());
+    let lines = doc.descendants().filter(|n| n.has_tag_name("line")).count();
+    assert_eq!(lines, g.edges());
+
+    // Above 10,000 nodes: one box per task name, with counts.
+    let big = Graph::new();
+    let leaves: Vec<_> = (0..12_000).map(|i| square::delayed(&big, i)).collect();
+    let _sum = total::delayed(&big, leaves);
+    let svg = big.to_svg();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let rects = doc.descendants().filter(|n| n.has_tag_name("rect")).count();
+    assert_eq!(rects, 3, "square, collect, total");
+    assert!(svg.contains("square ×12000"), "{svg}");
+    let dot = big.to_dot();
+    assert!(dot.contains("[label=\"12000\"]"), "{dot}");
+}
+
+/// A random DAG of `mix` calls (some planned to fail), computed on `s` and checked node by
+/// node against a serial evaluation of the same plan.
+fn random_dag(seed: u64, nodes: usize, s: Scheduler<'_>, name: &str) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let g = Graph::new();
+    let mut handles: Vec<Delayed<i64>> = Vec::with_capacity(nodes);
+    // What a serial evaluation says: each node's value, or the index of the failure it shows.
+    let mut expect: Vec<Result<i64, usize>> = Vec::with_capacity(nodes);
+    for i in 0..nodes {
+        let k = if i == 0 { 0 } else { rng.usize(0..=3.min(i)) };
+        let deps: Vec<usize> = (0..k).map(|_| rng.usize(0..i)).collect();
+        let salt = rng.i64(0..1_000);
+        let fail = rng.u32(0..100) < 3;
+        let h = mix::delayed(
+            &g,
+            deps.iter().map(|&d| handles[d]).collect::<Vec<_>>(),
+            salt,
+            fail,
+        );
+        handles.push(h);
+        let first_failed = deps.iter().find_map(|&d| expect[d].err());
+        expect.push(match first_failed {
+            Some(origin) => Err(origin),
+            None if fail => Err(i),
+            None => Ok(deps
+                .iter()
+                .map(|&d| expect[d].unwrap_or_default())
+                .fold(salt, |acc, x| acc.wrapping_mul(31).wrapping_add(x))
+                % 1_000_003),
+        });
+    }
+    // Ask for a random half of the nodes (the rest is culled unless an ancestor).
+    let wanted: Vec<usize> = (0..nodes).filter(|_| rng.bool()).collect();
+    let got = g
+        .compute_partial(s, wanted.iter().map(|&i| handles[i]).collect::<Vec<_>>())
+        .unwrap();
+    for (&i, r) in wanted.iter().zip(got) {
+        match (&expect[i], r) {
+            (Ok(v), Ok(w)) => assert_eq!(*v, w, "{name} seed {seed} node {i}"),
+            (Err(origin), Err(GraphError::Failed { key, .. })) if *origin == i => {
+                assert_eq!(key, g.key(handles[i]).unwrap())
+            }
+            (Err(origin), Err(GraphError::DependencyFailed { key, cause })) => {
+                assert_eq!(
+                    key,
+                    g.key(handles[*origin]).unwrap(),
+                    "{name} seed {seed} node {i}"
+                );
+                assert!(cause.message.contains("planned failure"), "{cause}");
+            }
+            (e, r) => panic!("{name} seed {seed} node {i}: expected {e:?}, got {r:?}"),
+        }
+    }
+}
+
+fn random_dags_match_a_serial_evaluation_on_every_scheduler() {
+    for seed in 0..7u64 {
+        let nodes = match seed {
+            0..=2 => 300,
+            3..=5 => 3_000,
+            _ => 10_000,
+        };
+        for (name, s) in schedulers() {
+            random_dag(seed, nodes, s, name);
+        }
+    }
+}
+
+macro_rules! trials {
+    ($($f:ident),* $(,)?) => { vec![$(Trial::test(stringify!($f), || { $f(); Ok(()) })),*] };
+}
+
+fn main() {
+    lovage_pool::child_main();
+    assert_eq!(unwrap_opaque(opaque(1), 1), 2);
+    let args = Arguments::from_args();
+    let trials = trials![
+        seed_add_of_squares_is_13_everywhere,
+        pure_calls_are_one_node_impure_calls_two,
+        user_keys_are_kept_and_a_duplicate_is_refused,
+        nout_splits_a_tuple_result,
+        collections_gather_into_one_handle,
+        cull_runs_only_the_ancestors_of_what_is_asked,
+        a_single_consumer_chain_is_one_dispatch,
+        failures_reach_dependents_and_other_branches_finish,
+        closures_run_locally_and_a_process_pool_refuses_them,
+        a_handle_of_another_graph_is_refused,
+        persist_keeps_values_so_ancestors_do_not_run_again,
+        dot_matches_the_golden_text,
+        svg_parses_as_xml_and_large_graphs_are_grouped,
+        random_dags_match_a_serial_evaluation_on_every_scheduler,
+    ];
+    libtest_mimic::run(&args, trials).exit();
+}

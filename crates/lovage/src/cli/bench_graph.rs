@@ -1,0 +1,217 @@
+//! `lovage bench graph`: what a delayed graph costs per node to build and per task to run, on
+//! one local scheduler, with no-op tasks (Dask's measure of its scheduler overhead).
+
+use std::time::Instant;
+
+use anyhow::Context;
+use lovage::graph::{Delayed, Graph, Inline, Processes, Scheduler, Threads};
+use lovage::{ProcessPool, ThreadPool};
+use serde_json::json;
+
+use super::output::{self, si, BenchReport, Table};
+
+/// A leaf: its own index.
+#[lovage::task(name = "lovage.graph.leaf")]
+pub fn leaf(i: u64) -> u64 {
+    i
+}
+
+/// Joins two results (the tree's inner nodes).
+#[lovage::task(name = "lovage.graph.combine")]
+pub fn combine(a: u64, b: u64) -> u64 {
+    a.wrapping_add(b)
+}
+
+/// One link of a chain, or one branch of a fan-out.
+#[lovage::task(name = "lovage.graph.step")]
+pub fn step(x: u64) -> u64 {
+    x.wrapping_add(1)
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Shape {
+    /// A binary reduction: n/2 leaves combined pairwise up to one root.
+    Tree,
+    /// Chains of 10 links.
+    Chains,
+    /// One root and n-1 tasks that each take its result.
+    Fanout,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Sched {
+    Inline,
+    Threads,
+    Processes,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Nodes in the graph.
+    #[arg(long, default_value_t = 100_000)]
+    nodes: usize,
+    /// The graph's shape.
+    #[arg(long, value_enum, default_value_t = Shape::Tree)]
+    shape: Shape,
+    /// Where it runs.
+    #[arg(long, value_enum, default_value_t = Sched::Threads)]
+    scheduler: Sched,
+    /// Threads or processes of the pool.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Timed runs (a fresh graph each; the median is shown).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Print one JSON object with every figure as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Builds the shape; returns the graph and the handles to compute (the sinks).
+fn build(shape: Shape, n: usize) -> (Graph, Vec<Delayed<u64>>) {
+    let g = Graph::with_capacity(n, n * 2);
+    let mut outs = Vec::new();
+    match shape {
+        Shape::Tree => {
+            let mut level: Vec<Delayed<u64>> = (0..n.div_ceil(2) as u64)
+                .map(|i| leaf::delayed(&g, i))
+                .collect();
+            while level.len() > 1 {
+                let next = level
+                    .chunks(2)
+                    .map(|p| match p {
+                        [a, b] => combine::delayed(&g, *a, *b),
+                        [a, ..] => *a,
+                        [] => unreachable!("chunks are never empty"),
+                    })
+                    .collect();
+                level = next;
+            }
+            outs.extend(level);
+        }
+        Shape::Chains => {
+            for c in 0..n.div_ceil(10) as u64 {
+                let mut x = leaf::delayed(&g, c);
+                for _ in 1..10 {
+                    x = step::delayed(&g, x);
+                }
+                outs.push(x);
+            }
+        }
+        Shape::Fanout => {
+            let root = leaf::delayed(&g, 0);
+            outs.extend((1..n.max(2)).map(|_| step::delayed(&g, root)));
+        }
+    }
+    (g, outs)
+}
+
+/// This process's resident memory, current and peak (VmRSS, VmHWM), in bytes.
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let n = a.nodes.max(2);
+    let threads;
+    let procs;
+    let scheduler: Scheduler<'_> = match a.scheduler {
+        Sched::Inline => Inline,
+        Sched::Threads => {
+            threads = ThreadPool::builder()
+                .workers(a.workers.max(1))
+                .build()
+                .context("starting the thread pool")?;
+            Threads(&threads)
+        }
+        Sched::Processes => {
+            procs = ProcessPool::builder()
+                .workers(a.workers.max(1))
+                .build()
+                .context("starting the process pool")?;
+            Processes(&procs)
+        }
+    };
+    let (base_rss, _) = rss();
+    let (mut build_us, mut task_us, mut nodes, mut ran) = (Vec::new(), Vec::new(), 0, 0);
+    let mut peak_growth = 0u64;
+    for _ in 0..a.runs.max(1) {
+        let (before, _) = rss();
+        let t = Instant::now();
+        let (g, outs) = build(a.shape, n);
+        let built = t.elapsed();
+        let t = Instant::now();
+        let values = g
+            .compute(scheduler, outs)
+            .map_err(|e| anyhow::anyhow!("the graph failed: {e}"))?;
+        let took = t.elapsed();
+        std::hint::black_box(values);
+        let st = g.last_stats();
+        nodes = st.nodes;
+        ran = st.ran;
+        build_us.push(built.as_secs_f64() * 1e6 / st.nodes as f64);
+        task_us.push(took.as_secs_f64() * 1e6 / st.ran.max(1) as f64);
+        let (_, peak) = rss();
+        peak_growth = peak_growth.max(peak.saturating_sub(before.min(base_rss)));
+        drop(g);
+    }
+    let (_, peak) = rss();
+    let (build_us, task_us) = (median(build_us), median(task_us));
+    let bytes_per_node = peak_growth as f64 / nodes.max(1) as f64;
+
+    let title = format!(
+        "lovage bench graph: {:?} of {nodes} nodes on {:?} ({} workers), median of {} runs",
+        a.shape,
+        a.scheduler,
+        a.workers,
+        a.runs.max(1)
+    );
+    let mut t = Table::new(&[("measure", false), ("value", true)]);
+    t.row(vec![
+        "build".into(),
+        format!("{build_us:.3} µs/node ({} nodes/s)", si(1e6 / build_us)),
+    ]);
+    t.row(vec![
+        format!("run ({ran} tasks)"),
+        format!("{task_us:.3} µs/task ({} tasks/s)", si(1e6 / task_us)),
+    ]);
+    t.row(vec![
+        "memory".into(),
+        format!(
+            "peak RSS {:.1} MB; graph + run state ≈ {bytes_per_node:.0} bytes/node",
+            peak as f64 / 1e6
+        ),
+    ]);
+    let figures = json!({
+        "shape": format!("{:?}", a.shape).to_lowercase(),
+        "scheduler": format!("{:?}", a.scheduler).to_lowercase(),
+        "workers": a.workers,
+        "nodes": nodes,
+        "tasks": ran,
+        "build_us_per_node": (build_us * 1e4).round() / 1e4,
+        "us_per_task": (task_us * 1e4).round() / 1e4,
+        "peak_rss_mb": (peak as f64 / 1e5).round() / 10.0,
+        "bytes_per_node": bytes_per_node.round(),
+    });
+    output::select(a.json).bench(&BenchReport {
+        title,
+        tables: vec![t],
+        spaced: false,
+        figures,
+    });
+    Ok(())
+}
