@@ -16,9 +16,13 @@ mod array;
 mod error;
 mod lock;
 mod object;
+mod pipe;
 mod pod;
 mod process;
+mod queue;
+mod ring;
 mod shm;
+mod sync;
 mod sys;
 mod value;
 
@@ -26,9 +30,12 @@ pub use array::{Array, ArrayGuard, Chunk};
 pub use bytemuck::{Pod, Zeroable};
 pub use error::{Error, Result};
 pub use lock::{Lock, LockGuard, LockResult, OwnerDied, RLock, RLockGuard};
+pub use pipe::{Connection, Pipe, MAX_PIPE_MESSAGE};
 pub use pod::AtomicInt;
 pub use process::{
     child_main, ExitStatus, Process, EXIT_BAD_REQUEST, EXIT_PANIC, EXIT_TASK_FAILED,
 };
+pub use queue::{JoinableQueue, Queue, QueueItem, DEFAULT_CAPACITY};
 pub use shm::SharedMemory;
+pub use sync::{Barrier, BoundedSemaphore, Condition, ConditionGuard, Event, Semaphore};
 pub use value::{Value, ValueGuard};

@@ -17,7 +17,7 @@ use lovage_core::{Codec, Registry, Signature, TypedSignature};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::sys::map::{inherited_fds, keep_across_exec, take_kept};
+use crate::sys::map::{keep_across_exec, take_kept};
 
 /// Marks a child started by [`Process::spawn`]; its value is the parent's pid.
 const CHILD_ENV: &str = "LOVAGE_MP_CHILD";
@@ -118,8 +118,8 @@ impl Process {
         cmd.env(CHILD_ENV, std::process::id().to_string())
             .stdin(Stdio::piped());
         // Held until the child has started, so it inherits what the arguments describe.
-        let _kept = take_kept();
-        let fds = inherited_fds();
+        let kept = take_kept();
+        let fds: Vec<_> = kept.iter().map(|h| h.raw_fd()).collect();
         // SAFETY: the closure only calls fcntl, which is async-signal-safe, on a list made
         // before the fork.
         unsafe {
@@ -138,6 +138,7 @@ impl Process {
             .recv()
             .map_err(|_| Error::Invalid("the spawner thread is gone".into()))?
             .map_err(|e| Error::io("starting a child process", e))?;
+        drop(kept);
         let mut request = Vec::with_capacity(16 + sig.task.len() + sig.args.len());
         request.extend_from_slice(REQUEST_MAGIC);
         request.extend_from_slice(&(sig.task.len() as u32).to_le_bytes());

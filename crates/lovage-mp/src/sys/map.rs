@@ -1,11 +1,12 @@
 //! Shared mappings of a file descriptor (a memfd or a file in `/dev/shm`), and the list of
 //! descriptors a new child inherits.
 
+use std::cell::RefCell;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// One `MAP_SHARED` mapping of a whole object, with the descriptor that keeps it reopenable.
 pub(crate) struct Mapping {
@@ -86,7 +87,6 @@ impl Mapping {
         }
         let ptr =
             NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
-        inherit_register(fd.as_raw_fd());
         Ok(Mapping {
             ino: st.st_ino,
             dev: st.st_dev,
@@ -119,7 +119,6 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        inherit_unregister(self.fd.as_raw_fd());
         // SAFETY: ptr/len are exactly what mmap returned; every handle that borrows the memory
         // holds an `Arc<Mapping>`, so nobody uses it after this.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
@@ -163,51 +162,47 @@ fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
     }
 }
 
-/// Descriptors of live objects, which every child started by `Process::spawn` inherits (they are
-/// close-on-exec otherwise, so unrelated `Command`s do not leak them).
-static INHERIT: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+/// Something holding an open descriptor that a child may inherit (a mapping, a socket).
+pub(crate) trait HoldsFd: Send + Sync {
+    fn raw_fd(&self) -> RawFd;
+}
 
-fn inherit_register(fd: RawFd) {
-    if let Ok(mut fds) = INHERIT.lock() {
-        fds.push(fd);
+impl HoldsFd for Mapping {
+    fn raw_fd(&self) -> RawFd {
+        self.fd()
     }
 }
 
-fn inherit_unregister(fd: RawFd) {
-    if let Ok(mut fds) = INHERIT.lock() {
-        if let Some(i) = fds.iter().position(|&f| f == fd) {
-            fds.swap_remove(i);
-        }
-    }
+thread_local! {
+    /// Objects this thread serialised since it last spawned a child: exactly what that child
+    /// inherits. `task::s(queue)` takes its argument by value, so the handle it describes may
+    /// be dropped before `Process::spawn` runs; these references keep each object open until
+    /// the child has it. Per thread, so concurrent spawns do not take each other's.
+    static KEPT: RefCell<Vec<Arc<dyn HoldsFd>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Objects serialised since the last spawn. `task::s(queue)` takes its argument by value, so
-/// the handle it describes may be dropped before `Process::spawn` runs; these references keep
-/// each object open until the next child has inherited it. Bounded, for programs that
-/// serialise handles and never spawn.
-static KEPT: Mutex<Vec<Arc<Mapping>>> = Mutex::new(Vec::new());
+/// Bounded, for programs that serialise handles and never spawn.
 const KEPT_MAX: usize = 4096;
 
-/// Keeps `map` open until the next child starts.
+/// Keeps `map` open for the next child this thread starts, which inherits it.
 pub(crate) fn keep_for_spawn(map: &Arc<Mapping>) {
-    if let Ok(mut kept) = KEPT.lock() {
+    keep_fd_for_spawn(Arc::clone(map) as Arc<dyn HoldsFd>);
+}
+
+/// Keeps anything holding a descriptor open for the next child this thread starts.
+pub(crate) fn keep_fd_for_spawn(holder: Arc<dyn HoldsFd>) {
+    KEPT.with(|k| {
+        let mut kept = k.borrow_mut();
         if kept.len() >= KEPT_MAX {
             kept.drain(..KEPT_MAX / 2);
         }
-        kept.push(Arc::clone(map));
-    }
+        kept.push(holder);
+    });
 }
 
-/// Takes the objects kept for the child about to start (drop them once it has).
-pub(crate) fn take_kept() -> Vec<Arc<Mapping>> {
-    KEPT.lock()
-        .map(|mut k| std::mem::take(&mut *k))
-        .unwrap_or_default()
-}
-
-/// The descriptors a child about to start should inherit.
-pub(crate) fn inherited_fds() -> Vec<RawFd> {
-    INHERIT.lock().map(|fds| fds.clone()).unwrap_or_default()
+/// Takes what the child about to start inherits (drop it once the child has started).
+pub(crate) fn take_kept() -> Vec<Arc<dyn HoldsFd>> {
+    KEPT.with(|k| std::mem::take(&mut *k.borrow_mut()))
 }
 
 /// In a forked child before `exec`: lets `fds` survive the exec. Only `fcntl`, which is

@@ -11,7 +11,9 @@
 
 mod objects;
 mod process;
+mod queue;
 mod support;
+mod sync;
 
 use libtest_mimic::{Arguments, Trial};
 
@@ -41,6 +43,14 @@ fn main() {
         objects::rlock_is_recursive_and_robust,
         objects::bad_descriptors_are_clear_errors,
         objects::nothing_is_left_mapped_after_everything_is_killed,
+        queue::four_producers_four_consumers_nothing_lost_or_duplicated,
+        queue::a_producer_killed_mid_put_leaves_no_torn_message,
+        queue::bounded_timeouts_close_and_joinable,
+        sync::pipe_round_trips_with_a_child_and_closes,
+        sync::semaphores_bound_concurrency_across_processes,
+        sync::an_event_releases_every_waiter,
+        sync::condition_producer_consumer,
+        sync::a_barrier_holds_everyone_until_all_arrive,
     ];
     libtest_mimic::run(&args, trials).exit();
 }
