@@ -4,6 +4,7 @@
 mod beat;
 mod bench_flow;
 mod bench_graph;
+mod bench_mp;
 mod bench_pool;
 mod bench_queue;
 mod bench_rate;
@@ -84,6 +85,8 @@ enum BenchCommand {
     Rate(bench_rate::Args),
     /// Delayed graphs: build cost per node, run cost per task, memory, on one local scheduler.
     Graph(bench_graph::Args),
+    /// lovage::mp between processes: Queue, Pipe, Lock, shared-array squares.
+    Mp(bench_mp::Args),
 }
 
 /// The broker every queue command talks to.
@@ -200,6 +203,7 @@ pub fn main() -> ExitCode {
         Command::Bench(BenchCommand::Flow(a)) => bench_flow::run(a),
         Command::Bench(BenchCommand::Rate(a)) => bench_rate::run(a),
         Command::Bench(BenchCommand::Graph(a)) => bench_graph::run(a).map_err(Exit::from),
+        Command::Bench(BenchCommand::Mp(a)) => bench_mp::run(a).map_err(Exit::from),
         Command::Tasks { json } => {
             output::select(json).tasks(&lovage::Registry::global().names());
             Ok(())
