@@ -28,9 +28,9 @@
 extern crate self as lovage;
 
 pub use lovage_broker::{
-    connect, Admin, App, AsyncResult, Backend, Broker, BrokerError, Envelope, Locks, NotRfc3339,
-    Presence, RateLimits, ResultRecord, ResultStore, Revoked, Timestamp, DEFAULT_QUEUE,
-    DEFAULT_URL,
+    connect, Admin, App, AsyncResult, Backend, Broker, BrokerError, Client, Envelope, Locks,
+    NotRfc3339, Presence, RateLimits, ResultRecord, ResultStore, Revoked, TaskFuture, Timestamp,
+    DEFAULT_QUEUE, DEFAULT_URL,
 };
 pub use lovage_core::{
     block_on, kinds, parse_duration, parse_rate, Codec, CodecError, Dispatch, Message, ParseError,
@@ -51,6 +51,10 @@ pub use lovage_beat as beat;
 /// Delayed task graphs: `task::delayed(&g, …)`, compute on `Inline`, `Threads`, `Processes`
 /// (see [`lovage_graph`]).
 pub use lovage_graph as graph;
+
+/// The futures client (Dask's `Client`): `app.client()`, then `submit`, `map`, `gather`,
+/// `as_completed`, `wait`, `cancel`, `fire_and_forget`.
+pub use lovage_broker::futures;
 
 /// Workflows: chain, group, chord, callbacks (see [`lovage_flow`]).
 pub use lovage_flow as flow;
