@@ -66,7 +66,7 @@ pub use graph::Fnv;
 pub use graph::{Delayed, Graph, HandleTuple, Inputs, LocalFn, NodeKind, Nout, Stats, TaskGraph};
 pub use outputs::{Kept, Outputs, Results};
 pub use plan::Scheduler;
-pub use plan::Scheduler::{Inline, Processes, Threads};
+pub use plan::Scheduler::{Broker, Inline, Processes, Threads};
 
 use lovage_core::TaskError;
 

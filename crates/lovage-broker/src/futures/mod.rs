@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use lovage_core::{kinds, TaskError, TaskId, TypedSignature};
+use lovage_core::{kinds, Signature, TaskError, TaskId, TypedSignature};
 use lovage_pool::TaskHandle;
 use serde::de::DeserializeOwned;
 
@@ -197,9 +197,37 @@ impl Client {
         self.inner.watch.remove(future.id);
     }
 
+    /// Sends calls whose arguments are already encoded, in one broker write; each future gives
+    /// its result as stored, in the call's codec (for schedulers built on a client, such as a
+    /// graph's `Broker` scheduler).
+    pub fn submit_raw_many(&self, sigs: Vec<Signature>) -> Result<Vec<TaskFuture<Vec<u8>>>> {
+        let envs: Vec<_> = sigs.into_iter().map(|s| self.app.envelope(s)).collect();
+        let futures: Vec<TaskFuture<Vec<u8>>> = envs
+            .iter()
+            .map(|env| self.watch_with(env.id, watcher::raw_value))
+            .collect();
+        if let Err(e) = self.app.backend().broker().enqueue(&envs) {
+            for f in &futures {
+                self.inner.watch.remove(f.id);
+            }
+            return Err(e);
+        }
+        Ok(futures)
+    }
+
     fn watch<R: DeserializeOwned + Send + 'static>(&self, id: TaskId) -> TaskFuture<R> {
+        self.watch_with(id, watcher::decode_value::<R>)
+    }
+
+    fn watch_with<R: Send + 'static>(
+        &self,
+        id: TaskId,
+        decode: watcher::Decode<R>,
+    ) -> TaskFuture<R> {
         let (completer, handle) = TaskHandle::promise();
-        self.inner.watch.add(id, Box::new(Typed::new(completer)));
+        self.inner
+            .watch
+            .add(id, Box::new(Typed::new(completer, decode)));
         TaskFuture { id, handle }
     }
 }

@@ -39,21 +39,51 @@ pub(crate) trait Pending: Send {
     fn cancelled(&self) -> bool;
 }
 
+/// How a finished record becomes a future's outcome.
+pub(crate) type Decode<R> = fn(&ResultRecord) -> Result<R, TaskError>;
+
 pub(crate) struct Typed<R> {
-    pub(crate) completer: Completer<R>,
+    completer: Completer<R>,
+    decode: Decode<R>,
     started: bool,
 }
 
 impl<R> Typed<R> {
-    pub(crate) fn new(completer: Completer<R>) -> Self {
+    pub(crate) fn new(completer: Completer<R>, decode: Decode<R>) -> Self {
         Typed {
             completer,
+            decode,
             started: false,
         }
     }
 }
 
-impl<R: DeserializeOwned + Send + 'static> Pending for Typed<R> {
+/// The record's value decoded as `R`, or its error.
+pub(crate) fn decode_value<R: DeserializeOwned>(rec: &ResultRecord) -> Result<R, TaskError> {
+    rec.outcome::<R>().unwrap_or_else(|| Err(not_finished(rec)))
+}
+
+/// The record's value as stored (in the call's codec), or its error.
+pub(crate) fn raw_value(rec: &ResultRecord) -> Result<Vec<u8>, TaskError> {
+    match rec.state {
+        TaskState::Success => rec.value.clone().ok_or_else(|| {
+            TaskError::new(
+                kinds::BROKER,
+                format!("task {} succeeded but its value was not stored", rec.id),
+            )
+        }),
+        _ => match rec.outcome::<serde::de::IgnoredAny>() {
+            Some(Err(e)) => Err(e),
+            _ => Err(not_finished(rec)),
+        },
+    }
+}
+
+fn not_finished(rec: &ResultRecord) -> TaskError {
+    TaskError::new(kinds::BROKER, format!("task {} is not finished", rec.id))
+}
+
+impl<R: Send + 'static> Pending for Typed<R> {
     fn started(&mut self) {
         if !self.started {
             self.started = self.completer.start();
@@ -61,12 +91,7 @@ impl<R: DeserializeOwned + Send + 'static> Pending for Typed<R> {
     }
 
     fn finish(self: Box<Self>, rec: &ResultRecord) {
-        let outcome = rec.outcome::<R>().unwrap_or_else(|| {
-            Err(TaskError::new(
-                kinds::BROKER,
-                format!("task {} is not finished", rec.id),
-            ))
-        });
+        let outcome = (self.decode)(rec);
         self.completer.finish(outcome);
     }
 
