@@ -52,6 +52,12 @@ pub use lovage_beat as beat;
 /// (see [`lovage_graph`]).
 pub use lovage_graph as graph;
 
+/// Bags: lazy partitioned collections (Dask's `dask.bag`), see [`lovage_collections::bag`].
+pub use lovage_collections::bag;
+
+/// Chunked n-dimensional arrays (Dask's `dask.array`), see [`lovage_collections::array`].
+pub use lovage_collections::array;
+
 /// Workflows: chain, group, chord, callbacks (see [`lovage_flow`]).
 pub use lovage_flow as flow;
 pub use lovage_flow::{chain, chord, group, Canvas, Failure, WorkflowResult};

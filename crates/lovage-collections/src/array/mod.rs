@@ -1,0 +1,1 @@
+//! `Array`: a lazy n-dimensional `f64` array in a grid of blocks (Dask's `dask.array`).
