@@ -24,6 +24,7 @@
 
 pub mod array;
 pub mod bag;
+mod combine;
 mod progress;
 
 use lovage_core::{kinds, TaskError};

@@ -5,77 +5,12 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
 
-use lovage_graph::{Delayed, Graph};
+use lovage_graph::Delayed;
 
 use super::{Bag, Chunk, Item};
-use crate::internal;
+use crate::combine::{finish, tree};
 
-/// How many partials a combining node merges by default (Dask's `split_every` default).
-pub const SPLIT_EVERY: usize = 8;
-
-/// Merges one partial into an accumulator.
-type Merge<A> = Arc<dyn Fn(&mut A, &A) + Send + Sync>;
-
-/// Merges partials in groups of `split_every` until one is left. With no partial at all the
-/// result is `init()`.
-fn tree<A: Send + Sync + 'static>(
-    g: &Graph,
-    mut level: Vec<Delayed<Arc<A>>>,
-    split_every: usize,
-    init: Arc<dyn Fn() -> A + Send + Sync>,
-    merge: Merge<A>,
-) -> Delayed<Arc<A>> {
-    let k = split_every.max(2);
-    loop {
-        if level.len() == 1 {
-            if let Some(&one) = level.first() {
-                return one;
-            }
-        }
-        level = if level.is_empty() {
-            vec![Vec::new()]
-        } else {
-            level.chunks(k).map(<[_]>::to_vec).collect()
-        }
-        .into_iter()
-        .map(|group| {
-            let (init, merge) = (init.clone(), merge.clone());
-            g.try_local_all(
-                "bag-combine",
-                move |parts: Vec<Arc<A>>| {
-                    let mut acc = init();
-                    for p in &parts {
-                        merge(&mut acc, p);
-                    }
-                    Ok(Arc::new(acc))
-                },
-                group,
-            )
-        })
-        .collect();
-    }
-}
-
-/// The last step of a reduction: `f` on the merged accumulator.
-fn finish<A, R>(
-    g: &Graph,
-    acc: Delayed<Arc<A>>,
-    f: impl Fn(&A) -> R + Send + Sync + 'static,
-) -> Delayed<R>
-where
-    A: Send + Sync + 'static,
-    R: Send + Sync + 'static,
-{
-    g.try_local_all(
-        "bag-finish",
-        move |v: Vec<Arc<A>>| {
-            v.first()
-                .map(|a| f(a))
-                .ok_or_else(|| internal("a reduction lost its input"))
-        },
-        vec![acc],
-    )
-}
+pub use crate::combine::SPLIT_EVERY;
 
 impl<'g, T: Item> Bag<'g, T> {
     /// The general reduction: every partition folds its items into `init()` with `step`, then
@@ -108,7 +43,14 @@ impl<'g, T: Item> Bag<'g, T> {
                 )
             })
             .collect();
-        tree(self.g, partials, split_every, init, Arc::new(merge))
+        tree(
+            self.g,
+            partials,
+            split_every,
+            "bag-combine",
+            init,
+            Arc::new(merge),
+        )
     }
 
     /// Dask's `fold(binop, combine, initial)`: each partition folds from `initial` with
@@ -415,6 +357,7 @@ impl<'g> Bag<'g, String> {
                     self.g,
                     partials,
                     SPLIT_EVERY,
+                    "bag-combine",
                     Arc::new(HashMap::new),
                     Arc::new(merge),
                 )
