@@ -58,6 +58,9 @@ pub use lovage_collections::bag;
 /// Chunked n-dimensional arrays (Dask's `dask.array`), see [`lovage_collections::array`].
 pub use lovage_collections::array;
 
+/// Computing bags and arrays (with a progress bar on a terminal), see [`lovage_collections`].
+pub use lovage_collections as collections;
+
 /// Workflows: chain, group, chord, callbacks (see [`lovage_flow`]).
 pub use lovage_flow as flow;
 pub use lovage_flow::{chain, chord, group, Canvas, Failure, WorkflowResult};
