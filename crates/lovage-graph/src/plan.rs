@@ -10,7 +10,7 @@ use lovage_broker::Client;
 use lovage_core::{Signature, TaskError};
 use lovage_pool::{ProcessPool, Scope, ThreadPool};
 
-use crate::graph::{Inner, Inputs, NodeKind, Stats, Value};
+use crate::graph::{Inner, Inputs, NodeKind, Progress, Stats, Value};
 use crate::GraphError;
 
 /// Where a graph runs.
@@ -71,6 +71,7 @@ pub(crate) struct Plan<'g> {
     ran: AtomicUsize,
     dispatches: AtomicUsize,
     failed: AtomicUsize,
+    pub(crate) progress: Option<Arc<Progress>>,
 }
 
 impl<'g> Plan<'g> {
@@ -139,6 +140,7 @@ impl<'g> Plan<'g> {
             ran: AtomicUsize::new(0),
             dispatches: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
+            progress: None,
         }
     }
 
@@ -209,6 +211,9 @@ impl<'g> Plan<'g> {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
         self.ran.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = &self.progress {
+            p.done.fetch_add(1, Ordering::Relaxed);
+        }
         // SAFETY: see `Slot`: only the thread that runs `n` writes its slot, once.
         unsafe { *self.slots[n as usize].0.get() = Some(outcome) };
         for &d in self.g.deps_of(n) {
@@ -374,6 +379,11 @@ impl<'g> Plan<'g> {
             self.complete(n, outcome);
             self.ready_dependents(n, |d| ready.push(d));
         }
+    }
+
+    /// How many nodes this plan runs.
+    pub(crate) fn needed_count(&self) -> usize {
+        self.needed.iter().filter(|&&w| w).count()
     }
 
     /// True when `n` runs in this plan (an ancestor of an output).

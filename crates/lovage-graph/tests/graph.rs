@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 
 use libtest_mimic::{Arguments, Trial};
 use lovage_broker::{App, Client};
+use lovage_core::TaskError;
 use lovage_graph::{Broker, Delayed, Graph, GraphError, Inline, Processes, Scheduler, Threads};
 use lovage_macros::task;
 use lovage_pool::{ProcessPool, ThreadPool};
@@ -566,6 +567,29 @@ macro_rules! trials {
     ($($f:ident),* $(,)?) => { vec![$(Trial::test(stringify!($f), || { $f(); Ok(()) })),*] };
 }
 
+fn try_local_all_takes_any_number_of_inputs_and_may_fail_and_progress_counts() {
+    let g = Graph::new();
+    let xs: Vec<_> = (1..=5i64).map(|x| g.value(x)).collect();
+    let sum = g.try_local_all("sum", |v: Vec<i64>| Ok(v.iter().sum::<i64>()), xs.clone());
+    let bad = g.try_local_all(
+        "bad",
+        |v: Vec<i64>| Err::<i64, _>(TaskError::new("InputError", format!("{} inputs", v.len()))),
+        xs,
+    );
+    let after = g.try_local_all("after", |v: Vec<i64>| Ok(v[0]), vec![bad]);
+    let root = g.try_local_all("root", |v: Vec<i64>| Ok(v.len()), vec![]);
+    let progress = std::sync::Arc::new(lovage_graph::Progress::default());
+    g.set_progress(Some(progress.clone()));
+    assert_eq!(g.compute(Inline, (sum, root)).unwrap(), (15, 0));
+    assert_eq!(progress.total.load(Ordering::Relaxed), 7);
+    assert_eq!(progress.done.load(Ordering::Relaxed), 7);
+    assert!(g.key(sum).unwrap().starts_with("sum-"));
+    match g.compute(Inline, after) {
+        Err(GraphError::DependencyFailed { cause, .. }) => assert_eq!(cause.message, "5 inputs"),
+        other => panic!("{other:?}"),
+    }
+}
+
 fn main() {
     lovage_pool::child_main();
     assert_eq!(unwrap_opaque(opaque(1), 1), 2);
@@ -585,6 +609,7 @@ fn main() {
         dot_matches_the_golden_text,
         svg_parses_as_xml_and_large_graphs_are_grouped,
         random_dags_match_a_serial_evaluation_on_every_scheduler,
+        try_local_all_takes_any_number_of_inputs_and_may_fail_and_progress_counts,
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     clean_up_brokers();

@@ -56,6 +56,15 @@ pub use lovage_graph as graph;
 /// `as_completed`, `wait`, `cancel`, `fire_and_forget`.
 pub use lovage_broker::futures;
 
+/// Bags: lazy partitioned collections (Dask's `dask.bag`), see [`lovage_collections::bag`].
+pub use lovage_collections::bag;
+
+/// Chunked n-dimensional arrays (Dask's `dask.array`), see [`lovage_collections::array`].
+pub use lovage_collections::array;
+
+/// Computing bags and arrays (with a progress bar on a terminal), see [`lovage_collections`].
+pub use lovage_collections as collections;
+
 /// Workflows: chain, group, chord, callbacks (see [`lovage_flow`]).
 pub use lovage_flow as flow;
 pub use lovage_flow::{chain, chord, group, Canvas, Failure, WorkflowResult};
