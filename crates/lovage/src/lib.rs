@@ -74,12 +74,18 @@ pub use lovage_worker as worker;
 pub use lovage_worker::{PoolKind, Worker, WorkerConfig};
 pub mod workloads;
 
+/// Processes and shared state across them: Process, Value, Array, SharedMemory, locks (see
+/// [`lovage_mp`]; Linux only).
+pub use lovage_mp as mp;
+
 /// The process pool's entry point: call it first in `main`.
 ///
 /// In an ordinary run it returns at once. When a [`ProcessPool`] starts this executable as
-/// one of its children, it serves tasks instead and exits when the pool is done with it.
+/// one of its children, it serves tasks instead and exits when the pool is done with it; in a
+/// child started by [`mp::Process::spawn`] it runs that task and exits with its status.
 pub fn init() {
     lovage_pool::child_main();
+    lovage_mp::child_main();
 }
 
 #[doc(hidden)]
