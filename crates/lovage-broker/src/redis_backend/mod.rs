@@ -415,27 +415,7 @@ impl RedisBackend {
 
     /// Blocks on one of `keys` (BLPOP) for up to `timeout`; true if a token arrived.
     fn block_on_lists(&self, op: &'static str, keys: &[String], timeout: Duration) -> Result<bool> {
-        if timeout.is_zero() {
-            return Ok(false);
-        }
-        let secs = timeout.as_secs_f64().max(0.001);
-        let interrupted = std::cell::Cell::new(false);
-        let got = self.with_conn(op, |c| {
-            c.set_read_timeout(Some(timeout + Duration::from_secs(5)))?;
-            let got: redis::RedisResult<Option<(String, String)>> =
-                redis::cmd("BLPOP").arg(keys).arg(secs).query(c);
-            if let Err(e) = &got {
-                interrupted.set(is_interrupted(e));
-            }
-            c.set_read_timeout(Some(IO_TIMEOUT))?;
-            Ok(got?.is_some())
-        });
-        match got {
-            // A signal cut the wait short (a read with a timeout is not restarted); the
-            // connection was dropped, so no reply can arrive on it out of turn. Wake up early.
-            Err(_) if interrupted.get() => Ok(false),
-            other => other,
-        }
+        Ok(self.pop_any(op, keys, timeout)?.is_some())
     }
 
     /// BLPOP on `keys` for up to `timeout`: the key that had an entry, if any.
@@ -461,6 +441,8 @@ impl RedisBackend {
             Ok(got?.map(|(k, _)| k))
         });
         match got {
+            // A signal cut the wait short (a read with a timeout is not restarted); the
+            // connection was dropped, so no reply can arrive on it out of turn. Wake up early.
             Err(_) if interrupted.get() => Ok(None),
             other => other,
         }
