@@ -936,6 +936,12 @@ impl ResultStore for RedisBackend {
             .iter()
             .map(|id| self.key(&format!("n:{id}")))
             .collect();
+        // A busy client finds something final at once: read first, and register waiters
+        // (a write per id) only when it must block.
+        let recs = self.get_many(ids)?;
+        if crate::results::any_final(&recs) {
+            return Ok(recs);
+        }
         loop {
             let recs = self.read_results_watching(ids, watched, WAIT_SLICE * 2)?;
             let left = deadline.saturating_duration_since(Instant::now());
