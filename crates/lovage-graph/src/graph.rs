@@ -4,8 +4,8 @@ use std::any::Any;
 use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use lovage_core::{kinds, Codec, Signature, TaskError};
 use serde::de::DeserializeOwned;
@@ -322,6 +322,17 @@ pub struct Stats {
 pub struct Graph {
     inner: RefCell<Inner>,
     stats: Cell<Stats>,
+    progress: RefCell<Option<Arc<Progress>>>,
+}
+
+/// Counters a run updates as it goes, for a progress display on another thread: set with
+/// [`Graph::set_progress`]. `total` is the number of nodes the run will run (after cull).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Nodes to run in the current run.
+    pub total: AtomicUsize,
+    /// Nodes finished so far (failed ones included).
+    pub done: AtomicUsize,
 }
 
 impl Default for Graph {
@@ -366,7 +377,14 @@ impl Graph {
                 error: None,
             }),
             stats: Cell::new(Stats::default()),
+            progress: RefCell::new(None),
         }
+    }
+
+    /// Counters the next runs update (reset at each run's start); `None` stops it. Costs one
+    /// atomic increment per node.
+    pub fn set_progress(&self, progress: Option<Arc<Progress>>) {
+        *self.progress.borrow_mut() = progress;
     }
 
     /// An empty graph with room for `nodes` nodes and `edges` dependencies.
@@ -572,6 +590,38 @@ impl Graph {
         })
     }
 
+    /// A closure node over any number of handles of one type, which may fail: `f` gets their
+    /// results in order and an `Err` fails the node (its dependents then report
+    /// `DependencyFailed`). `name` is the node's name in keys and pictures, so a collection's
+    /// graph is drawn grouped by operation. Only `Inline` and `Threads` run it, like
+    /// [`local`](Graph::local); with no handles the node is a root.
+    pub fn try_local_all<T, R, F>(
+        &self,
+        name: &'static str,
+        f: F,
+        handles: Vec<Delayed<T>>,
+    ) -> Delayed<R>
+    where
+        T: Clone + Send + Sync + 'static,
+        R: Send + Sync + 'static,
+        F: Fn(Vec<T>) -> Result<R, TaskError> + Send + Sync + 'static,
+    {
+        let args = Handles(handles.into_iter().map(Arg::Node).collect());
+        self.add(args, None, move |_| {
+            Box::new(FnOp {
+                name,
+                kind: NodeKind::Local,
+                f: move |inputs: &Inputs<'_>| {
+                    let mut values = Vec::with_capacity(inputs.len());
+                    for i in 0..inputs.len() {
+                        values.push(inputs.get::<T>(i)?);
+                    }
+                    Ok(Box::new(f(values)?) as Value)
+                },
+            })
+        })
+    }
+
     /// Splits a node whose result is a tuple into one handle per element (Dask's `nout`).
     pub fn split<T: Nout>(&self, d: Delayed<T>) -> T::Handles {
         T::split(self, d)
@@ -663,7 +713,12 @@ impl Graph {
         }
         let mut wanted = Vec::new();
         outputs.nodes(g.id, &mut wanted)?;
-        let plan = Plan::new(g, &wanted);
+        let mut plan = Plan::new(g, &wanted);
+        plan.progress = self.progress.borrow().clone();
+        if let Some(p) = &plan.progress {
+            p.total.store(plan.needed_count(), Ordering::Relaxed);
+            p.done.store(0, Ordering::Relaxed);
+        }
         plan.execute(scheduler)?;
         self.stats.set(plan.stats());
         Ok(plan)

@@ -63,10 +63,12 @@ pub use args::TaskArgs;
 pub use args::{Arg, ArgTuple, IntoArg};
 #[doc(hidden)]
 pub use graph::Fnv;
-pub use graph::{Delayed, Graph, HandleTuple, Inputs, LocalFn, NodeKind, Nout, Stats, TaskGraph};
+pub use graph::{
+    Delayed, Graph, HandleTuple, Inputs, LocalFn, NodeKind, Nout, Progress, Stats, TaskGraph,
+};
 pub use outputs::{Kept, Outputs, Results};
 pub use plan::Scheduler;
-pub use plan::Scheduler::{Inline, Processes, Threads};
+pub use plan::Scheduler::{Broker, Inline, Processes, Threads};
 
 use lovage_core::TaskError;
 

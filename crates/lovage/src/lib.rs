@@ -28,9 +28,9 @@
 extern crate self as lovage;
 
 pub use lovage_broker::{
-    connect, Admin, App, AsyncResult, Backend, Broker, BrokerError, Envelope, Locks, NotRfc3339,
-    Presence, RateLimits, ResultRecord, ResultStore, Revoked, Timestamp, DEFAULT_QUEUE,
-    DEFAULT_URL,
+    connect, Admin, App, AsyncResult, Backend, Broker, BrokerError, Client, Envelope, Locks,
+    NotRfc3339, Presence, RateLimits, ResultRecord, ResultStore, Revoked, TaskFuture, Timestamp,
+    DEFAULT_QUEUE, DEFAULT_URL,
 };
 pub use lovage_core::{
     block_on, kinds, parse_duration, parse_rate, Codec, CodecError, Dispatch, Message, ParseError,
@@ -51,6 +51,19 @@ pub use lovage_beat as beat;
 /// Delayed task graphs: `task::delayed(&g, …)`, compute on `Inline`, `Threads`, `Processes`
 /// (see [`lovage_graph`]).
 pub use lovage_graph as graph;
+
+/// The futures client (Dask's `Client`): `app.client()`, then `submit`, `map`, `gather`,
+/// `as_completed`, `wait`, `cancel`, `fire_and_forget`.
+pub use lovage_broker::futures;
+
+/// Bags: lazy partitioned collections (Dask's `dask.bag`), see [`lovage_collections::bag`].
+pub use lovage_collections::bag;
+
+/// Chunked n-dimensional arrays (Dask's `dask.array`), see [`lovage_collections::array`].
+pub use lovage_collections::array;
+
+/// Computing bags and arrays (with a progress bar on a terminal), see [`lovage_collections`].
+pub use lovage_collections as collections;
 
 /// Workflows: chain, group, chord, callbacks (see [`lovage_flow`]).
 pub use lovage_flow as flow;

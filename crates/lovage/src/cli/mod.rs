@@ -2,6 +2,7 @@
 //! every result people compare goes through `output`.
 
 mod beat;
+mod bench_collections;
 mod bench_flow;
 mod bench_graph;
 mod bench_mp;
@@ -85,6 +86,9 @@ enum BenchCommand {
     Rate(bench_rate::Args),
     /// Delayed graphs: build cost per node, run cost per task, memory, on one local scheduler.
     Graph(bench_graph::Args),
+    /// Bags and arrays: a billion-value array mean (beside a hand-written loop), a word count,
+    /// a fold of ints.
+    Collections(bench_collections::Args),
     /// lovage::mp between processes: Queue, Pipe, Lock, shared-array squares.
     Mp(bench_mp::Args),
 }
@@ -203,6 +207,9 @@ pub fn main() -> ExitCode {
         Command::Bench(BenchCommand::Flow(a)) => bench_flow::run(a),
         Command::Bench(BenchCommand::Rate(a)) => bench_rate::run(a),
         Command::Bench(BenchCommand::Graph(a)) => bench_graph::run(a).map_err(Exit::from),
+        Command::Bench(BenchCommand::Collections(a)) => {
+            bench_collections::run(a).map_err(Exit::from)
+        }
         Command::Bench(BenchCommand::Mp(a)) => bench_mp::run(a).map_err(Exit::from),
         Command::Tasks { json } => {
             output::select(json).tasks(&lovage::Registry::global().names());

@@ -1,0 +1,619 @@
+//! `Array`: a lazy n-dimensional `f64` array in a grid of blocks (Dask's `dask.array`).
+//!
+//! An array is either *lazy* (its values are a function of the global index: `random`,
+//! `zeros`, `from_fn`, and element-wise steps on them) or a node per block (`from_ndarray`,
+//! and what slicing across blocks, `rechunk`, `map_blocks` and axis reductions make). A
+//! reduction of a lazy array runs one task per block that generates the block piece by piece
+//! (4,096 values at a time, on the stack) and folds it, so a billion-element mean never holds
+//! more than a few pieces per thread; a block of a node-backed array is one `ndarray` array.
+//!
+//! ```
+//! use lovage_collections::array::Array;
+//! use lovage_graph::{Graph, Inline};
+//!
+//! let g = Graph::new();
+//! let x = Array::random(&g, &[1_000], &[300], 7).unwrap();
+//! let y = x.map(|v| 2.0 * v);
+//! let (m, m2) = lovage_collections::compute(&g, Inline, (x.mean(), y.mean())).unwrap();
+//! assert!((m2 - 2.0 * m).abs() < 1e-12);
+//! ```
+
+mod grid;
+mod npy;
+mod reduce;
+
+pub use grid::ravel as flat_index;
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use lovage_graph::{Delayed, Graph, Scheduler};
+use ndarray::{ArrayD, ArrayViewD, IxDyn, Slice};
+
+use crate::{internal, Error};
+use grid::{for_each_row, ravel, Grid};
+
+/// One block's values (shared, never copied between tasks).
+pub type Block = Arc<ArrayD<f64>>;
+
+/// Values at consecutive indices along the last axis from a global multi-index, at most
+/// [`PIECE`] at a time.
+type Fill = Arc<dyn Fn(&[usize], &mut [f64]) + Send + Sync>;
+
+/// The most values a lazy array's function is asked for at once (32 KiB of `f64`: the stack
+/// buffer of a streaming reduction stays in L1/L2).
+const PIECE: usize = 4096;
+
+#[derive(Clone)]
+enum Src {
+    Lazy(Fill),
+    /// One node per block, row-major over the grid.
+    Blocks(Vec<Delayed<Block>>),
+}
+
+/// A lazy n-dimensional `f64` array cut into blocks, in a [`Graph`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Array<'g> {
+    g: &'g Graph,
+    grid: Grid,
+    src: Src,
+}
+
+impl std::fmt::Debug for Array<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Array(shape {:?}, {} blocks{})",
+            self.grid.shape,
+            self.grid.nblocks(),
+            if matches!(self.src, Src::Lazy(_)) {
+                ", lazy"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// splitmix64's output function.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The stream [`random`](Array::random) draws from for `seed` (the seed, mixed): element
+/// `i` is `random_at(seed_of(seed), i)`.
+pub fn seed_of(seed: u64) -> u64 {
+    mix(seed)
+}
+
+const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The uniform `[0, 1)` value at flat index `i` of the stream `seed`: splitmix64 is a counter
+/// (state `seed + (i + 1)·γ`) mixed, so any element is computed directly and the array is the
+/// same whatever its chunks.
+#[inline]
+pub fn random_at(seed: u64, i: u64) -> f64 {
+    let z = mix(seed.wrapping_add(i.wrapping_add(1).wrapping_mul(GAMMA)));
+    (z >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// Fills `out` from `fill` in pieces of at most [`PIECE`] along the last axis.
+fn fill_row(fill: &Fill, start: &[usize], out: &mut [f64]) {
+    let last = start.len() - 1;
+    let mut at = start.to_vec();
+    for (k, piece) in out.chunks_mut(PIECE).enumerate() {
+        at[last] = start[last] + k * PIECE;
+        fill(&at, piece);
+    }
+}
+
+/// Calls `f(offset, values)` for a row of `len` values from `start`, generated a piece at a
+/// time into `buf`.
+fn fill_row_pieces(
+    fill: &Fill,
+    start: &[usize],
+    len: usize,
+    buf: &mut [f64; PIECE],
+    mut f: impl FnMut(usize, &[f64]),
+) {
+    let last = start.len() - 1;
+    let mut at = start.to_vec();
+    let mut k = 0;
+    while k < len {
+        let n = PIECE.min(len - k);
+        at[last] = start[last] + k;
+        fill(&at, &mut buf[..n]);
+        f(k, &buf[..n]);
+        k += n;
+    }
+}
+
+impl<'g> Array<'g> {
+    fn lazy(g: &'g Graph, grid: Grid, fill: Fill) -> Self {
+        Array {
+            g,
+            grid,
+            src: Src::Lazy(fill),
+        }
+    }
+
+    /// Uniform random values in `[0, 1)` from `seed`: the same numbers whatever the chunks or
+    /// the scheduler (each value is a function of the seed and its flat index).
+    pub fn random(
+        g: &'g Graph,
+        shape: &[usize],
+        chunks: &[usize],
+        seed: u64,
+    ) -> Result<Self, Error> {
+        let grid = Grid::regular(shape, chunks)?;
+        let full = grid.shape.clone();
+        let seed = mix(seed);
+        Ok(Self::lazy(
+            g,
+            grid,
+            Arc::new(move |start: &[usize], out: &mut [f64]| {
+                let flat = ravel(start, &full) as u64;
+                for (k, x) in out.iter_mut().enumerate() {
+                    *x = random_at(seed, flat + k as u64);
+                }
+            }),
+        ))
+    }
+
+    /// Every value `v`.
+    pub fn full(g: &'g Graph, shape: &[usize], chunks: &[usize], v: f64) -> Result<Self, Error> {
+        let grid = Grid::regular(shape, chunks)?;
+        Ok(Self::lazy(
+            g,
+            grid,
+            Arc::new(move |_: &[usize], out: &mut [f64]| out.fill(v)),
+        ))
+    }
+
+    /// Zeros.
+    pub fn zeros(g: &'g Graph, shape: &[usize], chunks: &[usize]) -> Result<Self, Error> {
+        Self::full(g, shape, chunks, 0.0)
+    }
+
+    /// Ones.
+    pub fn ones(g: &'g Graph, shape: &[usize], chunks: &[usize]) -> Result<Self, Error> {
+        Self::full(g, shape, chunks, 1.0)
+    }
+
+    /// The value `f(index)` at every (global) index.
+    pub fn from_fn(
+        g: &'g Graph,
+        shape: &[usize],
+        chunks: &[usize],
+        f: impl Fn(&[usize]) -> f64 + Send + Sync + 'static,
+    ) -> Result<Self, Error> {
+        let grid = Grid::regular(shape, chunks)?;
+        Ok(Self::lazy(
+            g,
+            grid,
+            Arc::new(move |start: &[usize], out: &mut [f64]| {
+                let last = start.len() - 1;
+                let mut at = start.to_vec();
+                for (k, x) in out.iter_mut().enumerate() {
+                    at[last] = start[last] + k;
+                    *x = f(&at);
+                }
+            }),
+        ))
+    }
+
+    /// An array cut from `a` into blocks of `chunks` (one constant node per block).
+    pub fn from_ndarray(g: &'g Graph, a: &ArrayD<f64>, chunks: &[usize]) -> Result<Self, Error> {
+        let grid = Grid::regular(a.shape(), chunks)?;
+        let blocks = (0..grid.nblocks())
+            .map(|b| {
+                let (start, shape) = grid.block(b);
+                let view = a.slice_each_axis(|ax| {
+                    let i = ax.axis.index();
+                    Slice::from(start[i]..start[i] + shape[i])
+                });
+                g.value(Arc::new(view.as_standard_layout().into_owned()))
+            })
+            .collect();
+        Ok(Array {
+            g,
+            grid,
+            src: Src::Blocks(blocks),
+        })
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.grid.shape
+    }
+
+    /// Chunk lengths along each axis.
+    pub fn chunks(&self) -> &[Vec<usize>] {
+        &self.grid.chunks
+    }
+
+    /// Number of axes.
+    pub fn ndim(&self) -> usize {
+        self.grid.ndim()
+    }
+
+    /// Number of blocks.
+    pub fn nblocks(&self) -> usize {
+        self.grid.nblocks()
+    }
+
+    /// The graph the array adds its nodes to.
+    pub fn graph(&self) -> &'g Graph {
+        self.g
+    }
+
+    /// The node of block `b` (a lazy array's block is made by a new root node).
+    fn block_node(&self, b: usize) -> Delayed<Block> {
+        match &self.src {
+            Src::Blocks(v) => v[b],
+            Src::Lazy(fill) => {
+                let (start, shape) = self.grid.block(b);
+                let fill = fill.clone();
+                self.g.try_local_all(
+                    "array-block",
+                    move |_: Vec<Block>| {
+                        let mut a = ArrayD::zeros(IxDyn(&shape));
+                        let data = a
+                            .as_slice_mut()
+                            .ok_or_else(|| internal("a new block is not contiguous"))?;
+                        let len = shape.last().copied().unwrap_or(0);
+                        let mut row = 0;
+                        for_each_row(&start, &shape, |at, _| {
+                            fill_row(&fill, at, &mut data[row * len..(row + 1) * len]);
+                            row += 1;
+                        });
+                        Ok(Arc::new(a))
+                    },
+                    Vec::new(),
+                )
+            }
+        }
+    }
+
+    /// One handle per block, row-major over the block grid.
+    pub fn blocks(&self) -> Vec<Delayed<Block>> {
+        (0..self.grid.nblocks())
+            .map(|b| self.block_node(b))
+            .collect()
+    }
+
+    /// The same values as one node per block: a lazy array's blocks are made once and shared
+    /// by whatever reads them afterwards.
+    pub fn materialize(&self) -> Self {
+        Array {
+            g: self.g,
+            grid: self.grid.clone(),
+            src: Src::Blocks(self.blocks()),
+        }
+    }
+
+    /// The whole array, assembled from its blocks.
+    pub fn compute(&self, scheduler: Scheduler<'_>) -> Result<ArrayD<f64>, Error> {
+        let blocks = crate::compute(self.g, scheduler, self.blocks())?;
+        let mut out = ArrayD::zeros(IxDyn(&self.grid.shape));
+        for (b, block) in blocks.iter().enumerate() {
+            let (start, shape) = self.grid.block(b);
+            out.slice_each_axis_mut(|ax| {
+                let i = ax.axis.index();
+                Slice::from(start[i]..start[i] + shape[i])
+            })
+            .assign(&**block);
+        }
+        Ok(out)
+    }
+
+    /// `f` applied to every value. On a lazy array this adds no node.
+    pub fn map(&self, f: impl Fn(f64) -> f64 + Send + Sync + 'static) -> Self {
+        match &self.src {
+            Src::Lazy(fill) => {
+                let fill = fill.clone();
+                Self::lazy(
+                    self.g,
+                    self.grid.clone(),
+                    Arc::new(move |start: &[usize], out: &mut [f64]| {
+                        fill(start, out);
+                        out.iter_mut().for_each(|x| *x = f(*x));
+                    }),
+                )
+            }
+            Src::Blocks(blocks) => {
+                let f = Arc::new(f);
+                let blocks = blocks
+                    .iter()
+                    .map(|&b| {
+                        let f = f.clone();
+                        self.g.try_local_all(
+                            "array-map",
+                            move |v: Vec<Block>| {
+                                let a = v.first().ok_or_else(|| internal("map lost its block"))?;
+                                Ok(Arc::new(a.mapv(|x| f(x))))
+                            },
+                            vec![b],
+                        )
+                    })
+                    .collect();
+                self.with_blocks(self.grid.clone(), blocks)
+            }
+        }
+    }
+
+    fn with_blocks(&self, grid: Grid, blocks: Vec<Delayed<Block>>) -> Self {
+        Array {
+            g: self.g,
+            grid,
+            src: Src::Blocks(blocks),
+        }
+    }
+
+    /// `f(a, b)` of the values at the same index of two arrays of the same shape (the other
+    /// array is rechunked to these chunks if they differ; two lazy arrays stay lazy).
+    pub fn zip_with(
+        &self,
+        other: &Array<'g>,
+        f: impl Fn(f64, f64) -> f64 + Send + Sync + 'static,
+    ) -> Result<Self, Error> {
+        if self.grid.shape != other.grid.shape {
+            return Err(Error::Input(format!(
+                "element-wise arrays must have the same shape: {:?} and {:?} (broadcasting is \
+                 offered for scalars only: use map)",
+                self.grid.shape, other.grid.shape
+            )));
+        }
+        if let (Src::Lazy(a), Src::Lazy(b)) = (&self.src, &other.src) {
+            let (a, b) = (a.clone(), b.clone());
+            return Ok(Self::lazy(
+                self.g,
+                self.grid.clone(),
+                Arc::new(move |start: &[usize], out: &mut [f64]| {
+                    let mut tmp = [0f64; PIECE];
+                    let tmp = &mut tmp[..out.len()];
+                    a(start, out);
+                    b(start, tmp);
+                    out.iter_mut()
+                        .zip(tmp.iter())
+                        .for_each(|(x, y)| *x = f(*x, *y));
+                }),
+            ));
+        }
+        let other = if other.grid.chunks == self.grid.chunks {
+            other.clone()
+        } else {
+            other.regrid(self.grid.clone(), vec![0; self.ndim()])
+        };
+        let f = Arc::new(f);
+        let blocks = (0..self.grid.nblocks())
+            .map(|b| {
+                let f = f.clone();
+                self.g.try_local_all(
+                    "array-zip",
+                    move |v: Vec<Block>| match v.as_slice() {
+                        [a, b] => Ok(Arc::new(
+                            ndarray::Zip::from(&**a)
+                                .and(&**b)
+                                .map_collect(|&x, &y| f(x, y)),
+                        )),
+                        _ => Err(internal("zip lost a block")),
+                    },
+                    vec![self.block_node(b), other.block_node(b)],
+                )
+            })
+            .collect();
+        Ok(self.with_blocks(self.grid.clone(), blocks))
+    }
+
+    /// Element-wise `self + other`.
+    pub fn add(&self, other: &Array<'g>) -> Result<Self, Error> {
+        self.zip_with(other, |a, b| a + b)
+    }
+    /// Element-wise `self - other`.
+    pub fn sub(&self, other: &Array<'g>) -> Result<Self, Error> {
+        self.zip_with(other, |a, b| a - b)
+    }
+    /// Element-wise `self * other`.
+    pub fn mul(&self, other: &Array<'g>) -> Result<Self, Error> {
+        self.zip_with(other, |a, b| a * b)
+    }
+    /// Element-wise `self / other` (IEEE: `x / 0` is ±inf or NaN, as NumPy gives).
+    pub fn div(&self, other: &Array<'g>) -> Result<Self, Error> {
+        self.zip_with(other, |a, b| a / b)
+    }
+
+    /// The values at `ranges` (one `start..end` per axis, step 1); the result's chunks are
+    /// this array's cut at the range.
+    pub fn slice(&self, ranges: &[Range<usize>]) -> Result<Self, Error> {
+        if ranges.len() != self.ndim() {
+            return Err(Error::Input(format!(
+                "slice {ranges:?} has {} ranges for an array of {} axes",
+                ranges.len(),
+                self.ndim()
+            )));
+        }
+        for (axis, (r, &n)) in ranges.iter().zip(&self.grid.shape).enumerate() {
+            if r.start > r.end || r.end > n {
+                return Err(Error::Input(format!(
+                    "slice {r:?} is out of bounds on axis {axis} of length {n}"
+                )));
+            }
+        }
+        let mut chunks = Vec::new();
+        for (axis, r) in ranges.iter().enumerate() {
+            let offs = self.grid.offsets(axis);
+            let mut c: Vec<usize> = offs
+                .windows(2)
+                .map(|w| w[1].min(r.end).saturating_sub(w[0].max(r.start)))
+                .filter(|&len| len > 0)
+                .collect();
+            if c.is_empty() {
+                c.push(0);
+            }
+            chunks.push(c);
+        }
+        let grid = Grid {
+            shape: ranges.iter().map(|r| r.end - r.start).collect(),
+            chunks,
+        };
+        let offset: Vec<usize> = ranges.iter().map(|r| r.start).collect();
+        Ok(self.regrid(grid, offset))
+    }
+
+    /// The same values in blocks of `chunks` (the last of an axis ragged).
+    pub fn rechunk(&self, chunks: &[usize]) -> Result<Self, Error> {
+        let grid = Grid::regular(&self.grid.shape, chunks)?;
+        Ok(self.regrid(grid, vec![0; self.ndim()]))
+    }
+
+    /// An array on `grid` whose value at `i` is this one's at `i + offset`. Lazy stays lazy;
+    /// otherwise each new block gathers the blocks it overlaps.
+    fn regrid(&self, grid: Grid, offset: Vec<usize>) -> Self {
+        let blocks = match &self.src {
+            Src::Lazy(fill) => {
+                let fill = fill.clone();
+                return Self::lazy(
+                    self.g,
+                    grid,
+                    Arc::new(move |start: &[usize], out: &mut [f64]| {
+                        let at: Vec<usize> =
+                            start.iter().zip(&offset).map(|(a, b)| a + b).collect();
+                        fill(&at, out);
+                    }),
+                );
+            }
+            Src::Blocks(blocks) => blocks,
+        };
+        let out = (0..grid.nblocks())
+            .map(|b| {
+                let (ostart, oshape) = grid.block(b);
+                // The source region, and the source blocks it overlaps (per axis, then all
+                // combinations).
+                let lo: Vec<usize> = ostart.iter().zip(&offset).map(|(a, b)| a + b).collect();
+                let per_axis: Vec<Vec<usize>> = (0..self.ndim())
+                    .map(|axis| {
+                        let offs = self.grid.offsets(axis);
+                        let (a, z) = (lo[axis], lo[axis] + oshape[axis]);
+                        (0..offs.len() - 1)
+                            .filter(|&c| offs[c] < z && offs[c + 1] > a)
+                            .collect()
+                    })
+                    .collect();
+                let mut sources = Vec::new();
+                let mut starts = Vec::new();
+                let total: usize = per_axis.iter().map(Vec::len).product();
+                for k in 0..total {
+                    let pick = grid::unravel(k, &per_axis.iter().map(Vec::len).collect::<Vec<_>>());
+                    let pos: Vec<usize> = pick.iter().zip(&per_axis).map(|(&i, v)| v[i]).collect();
+                    let n = self.grid.number(&pos);
+                    sources.push(blocks[n]);
+                    starts.push(self.grid.block(n).0);
+                }
+                self.g.try_local_all(
+                    "array-rechunk",
+                    move |v: Vec<Block>| {
+                        let mut out = ArrayD::zeros(IxDyn(&oshape));
+                        for (src, sstart) in v.iter().zip(&starts) {
+                            copy_overlap(&mut out, &lo, src, sstart);
+                        }
+                        Ok(Arc::new(out))
+                    },
+                    sources,
+                )
+            })
+            .collect();
+        self.with_blocks(grid, out)
+    }
+
+    /// `f` on every block; it must return a block of the same shape (a task error names the
+    /// block otherwise).
+    pub fn map_blocks(
+        &self,
+        f: impl Fn(ArrayViewD<'_, f64>) -> ArrayD<f64> + Send + Sync + 'static,
+    ) -> Self {
+        let f = Arc::new(f);
+        let blocks = (0..self.grid.nblocks())
+            .map(|b| {
+                let f = f.clone();
+                self.g.try_local_all(
+                    "array-map-blocks",
+                    move |v: Vec<Block>| {
+                        let a = v
+                            .first()
+                            .ok_or_else(|| internal("map_blocks lost its block"))?;
+                        let out = f(a.view());
+                        if out.shape() != a.shape() {
+                            return Err(crate::data_error(format!(
+                                "map_blocks: block {b} has shape {:?} but the function returned \
+                                 shape {:?}",
+                                a.shape(),
+                                out.shape()
+                            )));
+                        }
+                        Ok(Arc::new(out))
+                    },
+                    vec![self.block_node(b)],
+                )
+            })
+            .collect();
+        self.with_blocks(self.grid.clone(), blocks)
+    }
+
+    /// The transpose (axes reversed; Dask's `.T`).
+    pub fn t(&self) -> Self {
+        let n = self.grid.nblocks();
+        let grid = Grid {
+            shape: self.grid.shape.iter().rev().copied().collect(),
+            chunks: self.grid.chunks.iter().rev().cloned().collect(),
+        };
+        let mut blocks = Vec::with_capacity(n);
+        for b in 0..n {
+            let mut pos = grid.position(b);
+            pos.reverse();
+            let src = self.block_node(self.grid.number(&pos));
+            blocks.push(self.g.try_local_all(
+                "array-transpose",
+                |v: Vec<Block>| {
+                    let a = v
+                        .first()
+                        .ok_or_else(|| internal("transpose lost its block"))?;
+                    Ok(Arc::new(a.t().as_standard_layout().into_owned()))
+                },
+                vec![src],
+            ));
+        }
+        self.with_blocks(grid, blocks)
+    }
+}
+
+/// Copies into `dst` (whose first element is at global `dst_start`) the part of `src` (at
+/// global `src_start`) that overlaps it.
+fn copy_overlap(
+    dst: &mut ArrayD<f64>,
+    dst_start: &[usize],
+    src: &ArrayD<f64>,
+    src_start: &[usize],
+) {
+    let nd = dst.ndim();
+    let mut lo = vec![0; nd];
+    let mut hi = vec![0; nd];
+    for i in 0..nd {
+        lo[i] = dst_start[i].max(src_start[i]);
+        hi[i] = (dst_start[i] + dst.shape()[i]).min(src_start[i] + src.shape()[i]);
+        if hi[i] <= lo[i] {
+            return;
+        }
+    }
+    let from = src.slice_each_axis(|ax| {
+        let i = ax.axis.index();
+        Slice::from(lo[i] - src_start[i]..hi[i] - src_start[i])
+    });
+    dst.slice_each_axis_mut(|ax| {
+        let i = ax.axis.index();
+        Slice::from(lo[i] - dst_start[i]..hi[i] - dst_start[i])
+    })
+    .assign(&from);
+}

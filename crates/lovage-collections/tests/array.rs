@@ -1,0 +1,272 @@
+//! Arrays against ndarray evaluated serially: random shapes and chunkings (ragged last
+//! blocks), NaN and infinities in reductions, one random array under two chunkings, on the
+//! inline and the thread-pool schedulers.
+
+use std::sync::OnceLock;
+
+use lovage_collections::array::{random_at, Array};
+use lovage_collections::compute;
+use lovage_graph::{Graph, Inline, Scheduler, Threads};
+use lovage_pool::ThreadPool;
+use ndarray::{ArrayD, Axis, IxDyn, Slice};
+use proptest::prelude::*;
+
+fn pool() -> &'static ThreadPool {
+    static POOL: OnceLock<ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| ThreadPool::new(2))
+}
+
+fn schedulers() -> [Scheduler<'static>; 2] {
+    [Inline, Threads(pool())]
+}
+
+/// Equal, NaN equal to NaN, within a relative tolerance for sums.
+fn close(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()))
+}
+
+/// Same shape and every value `close`.
+fn same(a: &ArrayD<f64>, b: &ArrayD<f64>) -> bool {
+    a.shape() == b.shape() && a.iter().zip(b.iter()).all(|(x, y)| close(*x, *y))
+}
+
+fn numpy_min(a: &ArrayD<f64>) -> f64 {
+    a.iter().fold(f64::INFINITY, |m, &x| {
+        if x.is_nan() || m.is_nan() {
+            f64::NAN
+        } else {
+            m.min(x)
+        }
+    })
+}
+
+fn numpy_max(a: &ArrayD<f64>) -> f64 {
+    a.iter().fold(f64::NEG_INFINITY, |m, &x| {
+        if x.is_nan() || m.is_nan() {
+            f64::NAN
+        } else {
+            m.max(x)
+        }
+    })
+}
+
+fn numpy_argmax(a: &ArrayD<f64>) -> usize {
+    if let Some(i) = a.iter().position(|x| x.is_nan()) {
+        return i;
+    }
+    let (mut best, mut at) = (f64::NEG_INFINITY, 0);
+    for (i, &x) in a.iter().enumerate() {
+        if x > best || i == 0 {
+            (best, at) = (x, i);
+        }
+    }
+    at
+}
+
+fn numpy_var(a: &ArrayD<f64>) -> f64 {
+    let n = a.len() as f64;
+    let m = a.sum() / n;
+    a.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n
+}
+
+/// A shape of 1 to 3 axes, chunk lengths for it, and values: mostly finite, some NaN/±inf.
+fn case() -> impl Strategy<Value = (Vec<usize>, Vec<usize>, Vec<f64>)> {
+    prop::collection::vec(1usize..7, 1..=3).prop_flat_map(|shape| {
+        let n: usize = shape.iter().product();
+        let chunks = shape.iter().map(|&s| 1..=s).collect::<Vec<_>>();
+        let value = prop_oneof![
+            20 => -100.0f64..100.0,
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+            1 => Just(f64::NEG_INFINITY),
+        ];
+        (Just(shape), chunks, prop::collection::vec(value, n))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(60))]
+
+    #[test]
+    fn reductions_match_serial_with_nan_and_inf((shape, chunks, values) in case(), finite in any::<bool>()) {
+        let values: Vec<f64> = if finite {
+            values.iter().map(|x| if x.is_finite() { *x } else { 1.5 }).collect()
+        } else {
+            values
+        };
+        let a = ArrayD::from_shape_vec(IxDyn(&shape), values).unwrap();
+        for s in schedulers() {
+            let g = Graph::new();
+            let x = Array::from_ndarray(&g, &a, &chunks).unwrap();
+            prop_assert!(same(&x.compute(s).unwrap(), &a));
+            let (sum, mean, var, std, min, max) =
+                compute(&g, s, (x.sum(), x.mean(), x.var(), x.std(), x.min(), x.max())).unwrap();
+            prop_assert!(close(sum, a.sum()), "sum {} vs {}", sum, a.sum());
+            prop_assert!(close(mean, a.sum() / a.len() as f64), "mean {}", mean);
+            prop_assert!(close(var, numpy_var(&a)), "var {} vs {}", var, numpy_var(&a));
+            prop_assert!(close(std, numpy_var(&a).sqrt()));
+            prop_assert!(close(min, numpy_min(&a)) && close(max, numpy_max(&a)));
+            prop_assert_eq!(compute(&g, s, x.argmax()).unwrap(), numpy_argmax(&a));
+            // The same from a lazy array with these values.
+            let flat = a.as_slice().unwrap().to_vec();
+            let shape2 = shape.clone();
+            let lazy = Array::from_fn(&g, &shape, &chunks, move |i| {
+                flat[lovage_collections::array::flat_index(i, &shape2)]
+            }).unwrap();
+            let (lsum, lvar, lmax) = compute(&g, s, (lazy.sum(), lazy.var(), lazy.max())).unwrap();
+            prop_assert!(close(lsum, sum) && close(lvar, var) && close(lmax, max));
+            prop_assert_eq!(compute(&g, s, lazy.argmax()).unwrap(), numpy_argmax(&a));
+            if shape.len() >= 2 {
+                for axis in 0..shape.len() {
+                    let got = x.sum_axis(axis).unwrap().compute(s).unwrap();
+                    let want = a.sum_axis(Axis(axis));
+                    prop_assert!(got.iter().zip(want.iter()).all(|(p, q)| close(*p, *q)), "sum_axis {}", axis);
+                    let got = x.max_axis(axis).unwrap().compute(s).unwrap();
+                    let want = a.map_axis(Axis(axis), |l| numpy_max(&l.to_owned().into_dyn()));
+                    prop_assert!(got.iter().zip(want.iter()).all(|(p, q)| close(*p, *q)), "max_axis {}", axis);
+                    let got = lazy.var_axis(axis).unwrap().compute(s).unwrap();
+                    let want = a.map_axis(Axis(axis), |l| numpy_var(&l.to_owned().into_dyn()));
+                    prop_assert!(got.iter().zip(want.iter()).all(|(p, q)| close(*p, *q)), "var_axis {}", axis);
+                    let got = x.argmax_axis(axis).unwrap().compute(s).unwrap();
+                    let want = a.map_axis(Axis(axis), |l| numpy_argmax(&l.to_owned().into_dyn()) as f64);
+                    prop_assert!(same(&got, &want), "argmax_axis {}", axis);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn slicing_rechunking_and_element_wise_steps_match_ndarray(
+        (shape, chunks, values) in case(),
+        cuts in prop::collection::vec((0usize..7, 0usize..7), 3),
+        rechunk in prop::collection::vec(1usize..5, 3),
+    ) {
+        let a = ArrayD::from_shape_vec(IxDyn(&shape), values).unwrap()
+            .mapv(|x| if x.is_finite() { x } else { 0.25 });
+        let ranges: Vec<std::ops::Range<usize>> = shape.iter().zip(&cuts)
+            .map(|(&n, &(p, q))| { let (p, q) = (p % (n + 1), q % (n + 1)); p.min(q)..p.max(q) })
+            .collect();
+        let g = Graph::new();
+        let nd = shape.len();
+        for x in [Array::from_ndarray(&g, &a, &chunks).unwrap(), {
+            let flat = a.as_slice().unwrap().to_vec();
+            let s2 = shape.clone();
+            Array::from_fn(&g, &shape, &chunks, move |i| flat[lovage_collections::array::flat_index(i, &s2)]).unwrap()
+        }] {
+            let sliced = x.slice(&ranges).unwrap();
+            let want = a.slice_each_axis(|ax| Slice::from(ranges[ax.axis.index()].clone())).to_owned();
+            for s in schedulers() {
+                prop_assert_eq!(sliced.compute(s).unwrap(), want.clone());
+                let re = x.rechunk(&rechunk[..nd]).unwrap();
+                prop_assert_eq!(re.compute(s).unwrap(), a.clone());
+                let y = x.map(|v| v * 2.0 + 1.0).add(&re).unwrap().map_blocks(|b| b.mapv(|v| v - 1.0));
+                prop_assert!(same(&y.compute(s).unwrap(), &a.mapv(|v| v * 3.0)));
+                prop_assert_eq!(x.t().compute(s).unwrap(), a.t().to_owned());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_random_array_is_the_same_under_any_chunking_and_scheduler() {
+    let g = Graph::new();
+    let a = Array::random(&g, &[1000], &[1000], 42)
+        .unwrap()
+        .compute(Inline)
+        .unwrap();
+    let b = Array::random(&g, &[1000], &[37], 42)
+        .unwrap()
+        .compute(Threads(pool()))
+        .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(
+        a[[999]],
+        random_at(lovage_collections::array::seed_of(42), 999)
+    );
+    assert!(a.iter().all(|&x| (0.0..1.0).contains(&x)));
+    let other = Array::random(&g, &[1000], &[1000], 43)
+        .unwrap()
+        .compute(Inline)
+        .unwrap();
+    assert_ne!(a, other);
+    let c = Array::random(&g, &[30, 40], &[7, 9], 5)
+        .unwrap()
+        .compute(Inline)
+        .unwrap();
+    let d = Array::random(&g, &[30, 40], &[30, 1], 5)
+        .unwrap()
+        .compute(Threads(pool()))
+        .unwrap();
+    assert_eq!(c, d);
+    // Streamed (never materialised) and materialised reductions agree exactly.
+    let x = Array::random(&g, &[100_003], &[10_000], 9).unwrap();
+    let (m1, m2) = compute(&g, Threads(pool()), (x.mean(), x.materialize().mean())).unwrap();
+    assert_eq!(m1, m2);
+    assert!((m1 - 0.5).abs() < 0.01);
+}
+
+#[test]
+fn empty_arrays_answer_as_numpy_does() {
+    let g = Graph::new();
+    let x = Array::zeros(&g, &[0], &[4]).unwrap();
+    assert_eq!(compute(&g, Inline, x.sum()).unwrap(), 0.0);
+    assert!(compute(&g, Inline, x.mean()).unwrap().is_nan());
+    let err = compute(&g, Inline, x.max()).unwrap_err();
+    assert!(err.to_string().contains("max of an empty array"), "{err}");
+    assert!(compute(&g, Inline, x.argmax()).is_err());
+    assert_eq!(x.compute(Inline).unwrap().len(), 0);
+}
+
+#[test]
+fn bad_shapes_and_axes_are_clear_errors() {
+    let g = Graph::new();
+    let e = Array::zeros(&g, &[4, 4], &[2]).unwrap_err();
+    assert!(e.to_string().contains("one chunk length per axis"), "{e}");
+    let e = Array::zeros(&g, &[4], &[0]).unwrap_err();
+    assert!(e.to_string().contains("chunk length 0 on axis 0"), "{e}");
+    let a = Array::ones(&g, &[4, 4], &[2, 2]).unwrap();
+    let b = Array::ones(&g, &[4, 5], &[2, 2]).unwrap();
+    assert!(a
+        .add(&b)
+        .unwrap_err()
+        .to_string()
+        .contains("[4, 4] and [4, 5]"));
+    assert!(a
+        .slice(&[0..5, 0..1])
+        .unwrap_err()
+        .to_string()
+        .contains("out of bounds on axis 0"));
+    assert!(a.sum_axis(2).is_err());
+    let bad = a.map_blocks(|b| b.slice_axis(Axis(0), Slice::from(0..1)).to_owned());
+    let e = compute(&g, Inline, bad.sum()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("map_blocks: block 0 has shape [2, 2]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn to_npy_writes_numpys_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Graph::new();
+    let x = Array::from_fn(&g, &[5, 3], &[2, 2], |i| (i[0] * 10 + i[1]) as f64).unwrap();
+    let path = compute(&g, Threads(pool()), x.to_npy(dir.path().join("x.npy"))).unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!((10 + hlen) % 64, 0);
+    let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
+    assert!(
+        header.contains("'descr': '<f8', 'fortran_order': False, 'shape': (5, 3)"),
+        "{header}"
+    );
+    let values: Vec<f64> = bytes[10 + hlen..]
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let want: Vec<f64> = (0..5)
+        .flat_map(|r| (0..3).map(move |c| (r * 10 + c) as f64))
+        .collect();
+    assert_eq!(values, want);
+}
