@@ -34,6 +34,7 @@ fn main() {
         process::join_timeout_terminate_and_kill,
         process::children_die_with_their_parent,
         process::spawning_an_unknown_task_is_an_error,
+        process::a_bad_request_is_a_clear_exit_not_a_panic,
         objects::value_increments_from_two_processes_sum_exactly_under_the_lock,
         objects::value_atomics_and_types,
         objects::array_squares_filled_by_four_processes_in_claimed_ranges,

@@ -100,3 +100,37 @@ pub fn spawning_an_unknown_task_is_an_error() {
     let err = Process::spawn_signature(sig).unwrap_err().to_string();
     assert!(err.contains("no::such::task"), "{err}");
 }
+
+/// A child started by hand with garbage (or an unknown task) on stdin says so and exits 70,
+/// never panics.
+pub fn a_bad_request_is_a_clear_exit_not_a_panic() {
+    use std::io::Write;
+    let exe = std::env::current_exe().unwrap();
+    let mut request_unknown = b"LMP1".to_vec();
+    request_unknown.extend_from_slice(&5u32.to_le_bytes());
+    request_unknown.extend_from_slice(b"nope!");
+    request_unknown.push(0);
+    request_unknown.extend_from_slice(b"[]");
+    for (input, says) in [
+        (b"garbage".to_vec(), "not a lovage mp request"),
+        (b"LMP1\xff\xff\xff\xff".to_vec(), "not a lovage mp request"),
+        (request_unknown, "nope!"),
+    ] {
+        let mut child = std::process::Command::new(&exe)
+            .env("LOVAGE_MP_CHILD", std::process::id().to_string())
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(lovage_mp::EXIT_BAD_REQUEST),
+            "{stderr}"
+        );
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
