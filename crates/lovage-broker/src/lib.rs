@@ -20,6 +20,7 @@ pub mod client;
 pub mod conformance;
 mod corrupt;
 mod error;
+pub mod futures;
 pub mod memory;
 mod message;
 mod rate;
@@ -34,6 +35,7 @@ pub use backend::{connect, Backend, Driver, DEFAULT_URL};
 pub use broker::{Admin, Broker, Locks, Presence, RateLimits};
 pub use client::{App, AsyncResult};
 pub use error::{BrokerError, Source};
+pub use futures::{Client, TaskFuture};
 pub use message::{
     DeadLetter, Delivery, Envelope, JoinEntry, Lease, QueueStats, ResultRecord, Revoked,
     WorkerInfo, DEAD_LETTERS_KEPT, DEFAULT_QUEUE, ONCE_TTL, WORKER_RECORD_TTL,

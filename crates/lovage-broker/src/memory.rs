@@ -576,6 +576,32 @@ impl ResultStore for MemoryBackend {
             .cloned())
     }
 
+    fn wait_any(&self, ids: &[TaskId], timeout: Duration) -> Result<Vec<Option<ResultRecord>>> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.state();
+        loop {
+            let now = Timestamp::now();
+            let recs: Vec<Option<ResultRecord>> = ids
+                .iter()
+                .map(|id| {
+                    st.results
+                        .get(id)
+                        .filter(|r| r.expires.is_none_or(|e| e > now))
+                        .cloned()
+                })
+                .collect();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if crate::results::any_final(&recs) || left.is_zero() {
+                return Ok(recs);
+            }
+            st = self
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<ResultRecord>> {
         let deadline = Instant::now() + timeout;
         let mut st = self.state();

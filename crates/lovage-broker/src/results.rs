@@ -25,6 +25,25 @@ pub trait ResultStore: Send + Sync {
     /// Waits until `id` reaches a final state or `timeout` passes; returns what is known then.
     fn wait(&self, id: TaskId, timeout: Duration) -> Result<Option<ResultRecord>>;
 
+    /// Waits until at least one of `ids` has a final record or `timeout` passes, and returns
+    /// every id's record as last read, in order: how one thread watches many tasks (a
+    /// [`Client`](crate::Client)'s futures) instead of a thread per task. This default polls
+    /// [`get_many`](Self::get_many) with a growing pause (1 to 20 ms); backends that can
+    /// block on a change do.
+    fn wait_any(&self, ids: &[TaskId], timeout: Duration) -> Result<Vec<Option<ResultRecord>>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let recs = self.get_many(ids)?;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if any_final(&recs) || left.is_zero() {
+                return Ok(recs);
+            }
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
     /// Records each entry's `value` as member `index` of the join `id` of `size` members
     /// (recording the same index again replaces it), in one step where the backend allows.
     /// For each entry, in order: once all `size` members of its join are in, every value in
@@ -46,4 +65,9 @@ pub trait ResultStore: Send + Sync {
     /// by themselves, or when another process on the same storage purges for now, as on
     /// SQLite). An expired record is never returned by `get`, purged or not.
     fn purge_expired(&self) -> Result<u64>;
+}
+
+/// True if any of `recs` is a final record.
+pub(crate) fn any_final(recs: &[Option<ResultRecord>]) -> bool {
+    recs.iter().flatten().any(|r| r.state.is_final())
 }

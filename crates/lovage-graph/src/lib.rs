@@ -68,7 +68,7 @@ pub use graph::{
 };
 pub use outputs::{Kept, Outputs, Results};
 pub use plan::Scheduler;
-pub use plan::Scheduler::{Inline, Processes, Threads};
+pub use plan::Scheduler::{Broker, Inline, Processes, Threads};
 
 use lovage_core::TaskError;
 

@@ -6,7 +6,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
-use lovage_core::TaskError;
+use lovage_broker::Client;
+use lovage_core::{Signature, TaskError};
 use lovage_pool::{ProcessPool, Scope, ThreadPool};
 
 use crate::graph::{Inner, Inputs, NodeKind, Progress, Stats, Value};
@@ -22,6 +23,10 @@ pub enum Scheduler<'a> {
     /// Registered tasks on a process pool's children; constants, collections and tuple
     /// elements are handled in this process. Closures are refused.
     Processes(&'a ProcessPool),
+    /// Registered tasks sent through a broker to its workers, on any host (a futures
+    /// [`Client`]); this process sends each node when its inputs are in and keeps the
+    /// values. Closures are refused.
+    Broker(&'a Client),
 }
 
 impl std::fmt::Debug for Scheduler<'_> {
@@ -30,6 +35,7 @@ impl std::fmt::Debug for Scheduler<'_> {
             Scheduler::Inline => "Inline",
             Scheduler::Threads(_) => "Threads",
             Scheduler::Processes(_) => "Processes",
+            Scheduler::Broker(_) => "Broker",
         })
     }
 }
@@ -241,7 +247,8 @@ impl<'g> Plan<'g> {
                 self.threads(pool);
                 Ok(())
             }
-            Scheduler::Processes(pool) => self.processes(pool),
+            Scheduler::Processes(pool) => self.remote(Remote::Pool(pool)),
+            Scheduler::Broker(client) => self.remote(Remote::Client(client)),
         }
     }
 
@@ -309,7 +316,9 @@ impl<'g> Plan<'g> {
         }
     }
 
-    fn processes(&self, pool: &ProcessPool) -> Result<(), GraphError> {
+    /// Runs the plan's task nodes elsewhere (a process pool's children, a broker's workers),
+    /// sending each once its inputs are in; other nodes run here.
+    fn remote(&self, to: Remote<'_>) -> Result<(), GraphError> {
         for (x, op) in self.g.ops.iter().enumerate() {
             if op.kind() == NodeKind::Local && self.in_plan(x as u32) {
                 return Err(GraphError::NotRegistered {
@@ -320,11 +329,12 @@ impl<'g> Plan<'g> {
         let (tx, rx) = mpsc::channel::<(u32, Result<Vec<u8>, TaskError>)>();
         let mut ready: Vec<u32> = self.roots.iter().rev().copied().collect();
         let mut in_flight = 0usize;
-        // Enough queued to keep every child's batches full, few enough that a million ready
+        // Enough queued to keep every worker's batches full, few enough that a million ready
         // nodes cost a million indices, not a million requests.
-        let cap = pool.workers().max(1) * 1024;
+        let cap = to.slots() * 1024;
+        let mut batch: Vec<(u32, Signature)> = Vec::new();
         loop {
-            while in_flight < cap {
+            while in_flight + batch.len() < cap {
                 let Some(n) = ready.pop() else { break };
                 let op = &self.g.ops[n as usize];
                 if op.kind() != NodeKind::Task {
@@ -344,23 +354,21 @@ impl<'g> Plan<'g> {
                         self.complete(n, Err(f));
                         self.ready_dependents(n, |d| ready.push(d));
                     }
-                    Ok(sig) => {
-                        let tx = tx.clone();
-                        pool.submit_raw(sig).add_done_callback(move |r| {
-                            // The receiver lives until every dispatched node has answered.
-                            let _ = tx.send((n, r.clone()));
-                        });
-                        self.dispatches.fetch_add(1, Ordering::Relaxed);
-                        in_flight += 1;
-                    }
+                    Ok(sig) => batch.push((n, sig)),
                 }
+            }
+            if !batch.is_empty() {
+                let sent = batch.len();
+                self.dispatches.fetch_add(sent, Ordering::Relaxed);
+                in_flight += sent;
+                to.send(std::mem::take(&mut batch), &tx);
             }
             if in_flight == 0 {
                 return Ok(());
             }
             let Ok((n, reply)) = rx.recv() else {
                 return Err(GraphError::Internal(
-                    "the process pool dropped a node's callback".into(),
+                    "a node's callback was dropped before it answered".into(),
                 ));
             };
             in_flight -= 1;
@@ -381,5 +389,64 @@ impl<'g> Plan<'g> {
     /// True when `n` runs in this plan (an ancestor of an output).
     fn in_plan(&self, n: u32) -> bool {
         self.needed[n as usize]
+    }
+}
+
+/// Where [`Plan::remote`] sends task nodes.
+enum Remote<'a> {
+    Pool(&'a ProcessPool),
+    Client(&'a Client),
+}
+
+impl Remote<'_> {
+    /// How many calls run at once there (for how many to keep queued).
+    fn slots(&self) -> usize {
+        match self {
+            Remote::Pool(pool) => pool.workers().max(1),
+            // The broker's workers are not known here; 8 × 1024 queued keeps a few hosts busy.
+            Remote::Client(_) => 8,
+        }
+    }
+
+    /// Sends `calls`; each answers on `tx` with its node index. A batch the broker refuses
+    /// answers at once with the broker's error for every node in it.
+    fn send(
+        &self,
+        calls: Vec<(u32, Signature)>,
+        tx: &mpsc::Sender<(u32, Result<Vec<u8>, TaskError>)>,
+    ) {
+        match self {
+            Remote::Pool(pool) => {
+                for (n, sig) in calls {
+                    let tx = tx.clone();
+                    pool.submit_raw(sig).add_done_callback(move |r| {
+                        // The receiver lives until every dispatched node has answered.
+                        let _ = tx.send((n, r.clone()));
+                    });
+                }
+            }
+            Remote::Client(client) => {
+                let (nodes, sigs): (Vec<u32>, Vec<Signature>) = calls.into_iter().unzip();
+                match client.submit_raw_many(sigs) {
+                    Ok(futures) => {
+                        for (n, f) in nodes.into_iter().zip(futures) {
+                            let tx = tx.clone();
+                            f.add_done_callback(move |r| {
+                                let _ = tx.send((n, r.clone()));
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        let err = TaskError::new(
+                            lovage_core::kinds::BROKER,
+                            format!("sending the graph's tasks failed: {e}"),
+                        );
+                        for n in nodes {
+                            let _ = tx.send((n, Err(err.clone())));
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -15,10 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use libtest_mimic::{Arguments, Trial};
+use lovage_broker::{App, Client};
 use lovage_core::TaskError;
-use lovage_graph::{Delayed, Graph, GraphError, Inline, Processes, Scheduler, Threads};
+use lovage_graph::{Broker, Delayed, Graph, GraphError, Inline, Processes, Scheduler, Threads};
 use lovage_macros::task;
 use lovage_pool::{ProcessPool, ThreadPool};
+use lovage_worker::{PoolKind, Worker, WorkerConfig};
+use std::time::Duration;
 
 #[task(crate = lovage_core, graph = lovage_graph)]
 fn square(x: i64) -> i64 {
@@ -115,12 +118,75 @@ fn processes() -> &'static ProcessPool {
     POOL.get_or_init(|| ProcessPool::new(2))
 }
 
-/// Every local scheduler, named.
+/// A broker with a worker of its own in this process (so it runs this file's tasks), and a
+/// futures client on it. Both live until the test binary exits.
+fn client_on(url: String) -> Client {
+    let backend = lovage_broker::connect(&url).unwrap();
+    let config = WorkerConfig {
+        pool: PoolKind::Threads,
+        concurrency: 2,
+        prefetch: 256,
+        poll: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let worker = Worker::new(backend.clone(), config).unwrap();
+    std::thread::spawn(move || worker.run().expect("start the worker threads"));
+    App::with_backend(backend).client().unwrap()
+}
+
+/// This run's own SQLite file and Redis key prefix, removed when `main` ends.
+fn sqlite_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("lovage-graph-test-{}.db", std::process::id()))
+}
+
+fn redis_base() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+fn redis_prefix() -> String {
+    format!("lovage-graph-test-{}", std::process::id())
+}
+
+fn brokers() -> [&'static Client; 3] {
+    static MEMORY: OnceLock<Client> = OnceLock::new();
+    static SQLITE: OnceLock<Client> = OnceLock::new();
+    static REDIS: OnceLock<Client> = OnceLock::new();
+    [
+        MEMORY.get_or_init(|| client_on(format!("memory://graph-{}", std::process::id()))),
+        SQLITE.get_or_init(|| client_on(format!("sqlite://{}", sqlite_path().display()))),
+        REDIS.get_or_init(|| client_on(format!("{}?prefix={}", redis_base(), redis_prefix()))),
+    ]
+}
+
+fn clean_up_brokers() {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", sqlite_path().display()));
+    }
+    let Ok(client) = redis::Client::open(redis_base()) else {
+        return;
+    };
+    let Ok(mut c) = client.get_connection() else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", redis_prefix()))
+        .query(&mut c)
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut c);
+    }
+}
+
+/// Every scheduler, named: the local ones and a broker of each kind.
 fn schedulers() -> Vec<(&'static str, Scheduler<'static>)> {
+    let [memory, sqlite, redis] = brokers();
     vec![
         ("inline", Inline),
         ("threads", Threads(threads())),
         ("processes", Processes(processes())),
+        ("broker memory", Broker(memory)),
+        ("broker sqlite", Broker(sqlite)),
+        ("broker redis", Broker(redis)),
     ]
 }
 
@@ -545,5 +611,7 @@ fn main() {
         random_dags_match_a_serial_evaluation_on_every_scheduler,
         try_local_all_takes_any_number_of_inputs_and_may_fail_and_progress_counts,
     ];
-    libtest_mimic::run(&args, trials).exit();
+    let conclusion = libtest_mimic::run(&args, trials);
+    clean_up_brokers();
+    conclusion.exit();
 }

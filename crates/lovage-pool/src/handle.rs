@@ -294,6 +294,18 @@ impl<T: Send + 'static> TaskHandle<T> {
         TaskHandle { inner }
     }
 
+    /// A handle with nothing behind it yet, and the [`Completer`] that finishes it: for work
+    /// that runs somewhere this crate does not see (a task sent to a broker).
+    pub fn promise() -> (Completer<T>, TaskHandle<T>) {
+        let inner = Arc::new(Completion::default());
+        (
+            Completer {
+                inner: inner.clone(),
+            },
+            TaskHandle { inner },
+        )
+    }
+
     /// A handle that is already finished with `err` (a submit that could not happen).
     pub(crate) fn already_failed(err: TaskError) -> Self {
         let c = Completion::default();
@@ -386,6 +398,50 @@ impl<T: Send + 'static> TaskHandle<T> {
     /// When a worker started the task, if one has.
     pub fn started_at(&self) -> Option<SystemTime> {
         self.c().started_at()
+    }
+}
+
+/// The writing side of a handle made by [`TaskHandle::promise`]: whatever runs the work
+/// elsewhere (a broker's worker, watched by a client) reports through it.
+///
+/// ```
+/// let (done, handle) = lovage_pool::TaskHandle::<u32>::promise();
+/// assert!(done.start());
+/// done.finish(Ok(7));
+/// assert_eq!(handle.result().unwrap(), 7);
+/// ```
+pub struct Completer<T> {
+    inner: Arc<Completion<T>>,
+}
+
+impl<T: Send + 'static> Completer<T> {
+    /// Marks the work as running (the handle's `running()` turns true); false if the handle
+    /// was cancelled first or the work was already marked.
+    pub fn start(&self) -> bool {
+        self.inner.try_start()
+    }
+
+    /// Delivers the outcome and wakes everyone waiting on the handle. A handle cancelled
+    /// before the work started keeps its `Cancelled` outcome and this one is dropped.
+    pub fn finish(self, result: Result<T, TaskError>) {
+        let c = &self.inner;
+        if c.state() == PENDING && !c.try_start() {
+            return;
+        }
+        if c.state() == RUNNING {
+            c.finish(result);
+        }
+    }
+
+    /// True if the handle was cancelled (nobody wants the outcome any more).
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.state() == CANCELLED
+    }
+}
+
+impl<T> std::fmt::Debug for Completer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Completer").finish_non_exhaustive()
     }
 }
 

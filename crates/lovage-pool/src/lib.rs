@@ -16,7 +16,7 @@ mod thread;
 mod wait;
 
 pub use executor::Executor;
-pub use handle::TaskHandle;
+pub use handle::{Completer, TaskHandle};
 pub use process::{child_main, ProcessPool, ProcessPoolBuilder};
 pub use thread::{MapUnordered, Scope, ThreadPool, ThreadPoolBuilder};
 pub use wait::{as_completed, wait, AsCompleted, ReturnWhen, Waited};

@@ -28,9 +28,9 @@
 extern crate self as lovage;
 
 pub use lovage_broker::{
-    connect, Admin, App, AsyncResult, Backend, Broker, BrokerError, Envelope, Locks, NotRfc3339,
-    Presence, RateLimits, ResultRecord, ResultStore, Revoked, Timestamp, DEFAULT_QUEUE,
-    DEFAULT_URL,
+    connect, Admin, App, AsyncResult, Backend, Broker, BrokerError, Client, Envelope, Locks,
+    NotRfc3339, Presence, RateLimits, ResultRecord, ResultStore, Revoked, TaskFuture, Timestamp,
+    DEFAULT_QUEUE, DEFAULT_URL,
 };
 pub use lovage_core::{
     block_on, kinds, parse_duration, parse_rate, Codec, CodecError, Dispatch, Message, ParseError,
@@ -52,6 +52,10 @@ pub use lovage_beat as beat;
 /// (see [`lovage_graph`]).
 pub use lovage_graph as graph;
 
+/// The futures client (Dask's `Client`): `app.client()`, then `submit`, `map`, `gather`,
+/// `as_completed`, `wait`, `cancel`, `fire_and_forget`.
+pub use lovage_broker::futures;
+
 /// Bags: lazy partitioned collections (Dask's `dask.bag`), see [`lovage_collections::bag`].
 pub use lovage_collections::bag;
 
@@ -70,12 +74,18 @@ pub use lovage_worker as worker;
 pub use lovage_worker::{PoolKind, Worker, WorkerConfig};
 pub mod workloads;
 
+/// Processes and shared state across them: Process, Value, Array, SharedMemory, locks (see
+/// [`lovage_mp`]; Linux only).
+pub use lovage_mp as mp;
+
 /// The process pool's entry point: call it first in `main`.
 ///
 /// In an ordinary run it returns at once. When a [`ProcessPool`] starts this executable as
-/// one of its children, it serves tasks instead and exits when the pool is done with it.
+/// one of its children, it serves tasks instead and exits when the pool is done with it; in a
+/// child started by [`mp::Process::spawn`] it runs that task and exits with its status.
 pub fn init() {
     lovage_pool::child_main();
+    lovage_mp::child_main();
 }
 
 #[doc(hidden)]

@@ -86,6 +86,45 @@ conformance_tests! {
         );
     }
 
+    /// One waiter on many ids (a futures client's watcher) returns the records of all of them
+    /// once any is final, woken by the write rather than by its timeout.
+    fn wait_any_wakes_on_any_of_its_ids(f: Fixture) {
+        let r = f.backend.clone();
+        let ids = [TaskId::new(), TaskId::new(), TaskId::new()];
+        r.results().store(&[record(ids[0], TaskState::Started)]).unwrap();
+        let states = |recs: &[Option<ResultRecord>]| -> Vec<Option<TaskState>> {
+            recs.iter().map(|m| m.as_ref().map(|r| r.state)).collect()
+        };
+        let got = r.results().wait_any(&ids, Duration::from_millis(50)).unwrap();
+        assert_eq!(states(&got), vec![Some(TaskState::Started), None, None]);
+        let writer = {
+            let r = r.clone();
+            let last = ids[2];
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                let wrote = Instant::now();
+                r.results().store(&[record(last, TaskState::Success)]).unwrap();
+                wrote
+            })
+        };
+        let got = r.results().wait_any(&ids, LONG).unwrap();
+        let returned = Instant::now();
+        let wrote = writer.join().unwrap();
+        assert_eq!(
+            states(&got),
+            vec![Some(TaskState::Started), None, Some(TaskState::Success)]
+        );
+        assert!(
+            returned.duration_since(wrote) < WAKE,
+            "wait_any was not woken by the write: it returned {:?} after it",
+            returned.duration_since(wrote)
+        );
+        // A final record already there returns at once; no ids, nothing to wait for.
+        let got = r.results().wait_any(&ids[1..], LONG).unwrap();
+        assert_eq!(states(&got), vec![None, Some(TaskState::Success)]);
+        assert!(r.results().wait_any(&[], Duration::from_millis(10)).unwrap().is_empty());
+    }
+
     fn results_expire(f: Fixture) {
         let r = f.backend.results();
         let (keep, drop_) = (TaskId::new(), TaskId::new());

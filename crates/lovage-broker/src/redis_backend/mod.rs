@@ -81,6 +81,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// A result waiter blocks at most this long before it renews its entry in `P:waiting`.
 const WAIT_SLICE: Duration = Duration::from_secs(30);
 
+/// How many ids' wake-up lists one `wait_any` blocks on.
+const MAX_WATCHED: usize = 256;
+
 /// With `?durable=1`, the longest a send waits for its replicas.
 const DURABLE_WAIT: Duration = Duration::from_secs(5);
 
@@ -412,8 +415,18 @@ impl RedisBackend {
 
     /// Blocks on one of `keys` (BLPOP) for up to `timeout`; true if a token arrived.
     fn block_on_lists(&self, op: &'static str, keys: &[String], timeout: Duration) -> Result<bool> {
-        if timeout.is_zero() {
-            return Ok(false);
+        Ok(self.pop_any(op, keys, timeout)?.is_some())
+    }
+
+    /// BLPOP on `keys` for up to `timeout`: the key that had an entry, if any.
+    fn pop_any(
+        &self,
+        op: &'static str,
+        keys: &[String],
+        timeout: Duration,
+    ) -> Result<Option<String>> {
+        if timeout.is_zero() || keys.is_empty() {
+            return Ok(None);
         }
         let secs = timeout.as_secs_f64().max(0.001);
         let interrupted = std::cell::Cell::new(false);
@@ -425,12 +438,12 @@ impl RedisBackend {
                 interrupted.set(is_interrupted(e));
             }
             c.set_read_timeout(Some(IO_TIMEOUT))?;
-            Ok(got?.is_some())
+            Ok(got?.map(|(k, _)| k))
         });
         match got {
             // A signal cut the wait short (a read with a timeout is not restarted); the
             // connection was dropped, so no reply can arrive on it out of turn. Wake up early.
-            Err(_) if interrupted.get() => Ok(false),
+            Err(_) if interrupted.get() => Ok(None),
             other => other,
         }
     }
@@ -908,6 +921,50 @@ impl ResultStore for RedisBackend {
         };
         // The entry stays until it is stale: another waiter for the same id may count on it.
         Ok(rec)
+    }
+
+    fn wait_any(&self, ids: &[TaskId], timeout: Duration) -> Result<Vec<Option<ResultRecord>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deadline = Instant::now() + timeout;
+        // Block on the wake-up lists of the first ids only: BLPOP's cost grows with its keys,
+        // and a client's oldest futures are the ones most likely to finish next. The others
+        // are read on every pass.
+        let watched = &ids[..ids.len().min(MAX_WATCHED)];
+        let notify: Vec<String> = watched
+            .iter()
+            .map(|id| self.key(&format!("n:{id}")))
+            .collect();
+        // A busy client finds something final at once: read first, and register waiters
+        // (a write per id) only when it must block.
+        let recs = self.get_many(ids)?;
+        if crate::results::any_final(&recs) {
+            return Ok(recs);
+        }
+        loop {
+            let recs = self.read_results_watching(ids, watched, WAIT_SLICE * 2)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if crate::results::any_final(&recs) || left.is_zero() {
+                return Ok(recs);
+            }
+            if let Some(key) = self.pop_any("wait for results", &notify, left.min(WAIT_SLICE))? {
+                // The token was for every waiter on that id: put it back for the others (it
+                // expires with its list).
+                self.with_conn("wait for results", |c| {
+                    redis::pipe()
+                        .cmd("RPUSH")
+                        .arg(&key)
+                        .arg("1")
+                        .ignore()
+                        .cmd("EXPIRE")
+                        .arg(&key)
+                        .arg(60)
+                        .ignore()
+                        .query::<()>(c)
+                })?;
+            }
+        }
     }
 
     fn join(&self, entries: &[JoinEntry<'_>]) -> Result<Vec<Option<Vec<Vec<u8>>>>> {

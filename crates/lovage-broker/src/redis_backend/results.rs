@@ -136,6 +136,36 @@ impl RedisBackend {
         Ok(())
     }
 
+    /// The records of `ids`, after registering a waiter for each of `watched` (for `ttl`) so
+    /// that a final record stored after the read pushes a wake-up to its `P:n:<id>` list.
+    pub(super) fn read_results_watching(
+        &self,
+        ids: &[TaskId],
+        watched: &[TaskId],
+        ttl: std::time::Duration,
+    ) -> Result<Vec<Option<ResultRecord>>> {
+        let waiting = self.key("waiting");
+        let until = (Timestamp::now() + ttl).as_millis();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(&waiting)
+            .arg("-inf")
+            .arg(Timestamp::now().as_millis())
+            .ignore();
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(&waiting);
+        for id in watched {
+            zadd.arg(until).arg(id.to_string());
+        }
+        pipe.add_command(zadd).ignore();
+        self.with_conn("register result waiters", |c| pipe.query::<()>(c))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            out.extend(self.read_results(chunk, None)?);
+        }
+        Ok(out)
+    }
+
     /// The records of `ids`, in order, read in one round trip. With `waiter` (an id and until
     /// when), that waiter is registered in `P:waiting` first, in the same round trip.
     pub(super) fn read_results(

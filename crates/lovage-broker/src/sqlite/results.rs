@@ -48,6 +48,18 @@ impl ResultStore for SqliteBackend {
         }
     }
 
+    fn wait_any(&self, ids: &[TaskId], timeout: Duration) -> Result<Vec<Option<ResultRecord>>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let marker = self.change_marker()?;
+            let recs = self.get_many(ids)?;
+            if crate::results::any_final(&recs) || Instant::now() >= deadline {
+                return Ok(recs);
+            }
+            self.wait_for_change(deadline, marker)?;
+        }
+    }
+
     fn join(&self, entries: &[JoinEntry<'_>]) -> Result<Vec<Option<Vec<Vec<u8>>>>> {
         let until = (Timestamp::now() + ONCE_TTL).as_millis();
         self.write("join", |tx| {

@@ -4,11 +4,13 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use lovage::graph::{Delayed, Graph, Inline, Processes, Scheduler, Threads};
+use lovage::graph::{Broker, Delayed, Graph, Inline, Processes, Scheduler, Threads};
 use lovage::{ProcessPool, ThreadPool};
 use serde_json::json;
+use std::time::Duration;
 
 use super::output::{self, si, BenchReport, Table};
+use super::procs::{bench_broker, WorkerProcesses};
 
 /// A leaf: its own index.
 #[lovage::task(name = "lovage.graph.leaf")]
@@ -43,6 +45,9 @@ pub enum Sched {
     Inline,
     Threads,
     Processes,
+    /// Worker processes (`--workers` of them, 2 threads each) on a broker: `--broker URL`, or
+    /// a temporary SQLite file; this process sends each node when its inputs are in.
+    Broker,
 }
 
 #[derive(Debug, clap::Args)]
@@ -65,6 +70,9 @@ pub struct Args {
     /// Print one JSON object with every figure as the last line.
     #[arg(long)]
     json: bool,
+    /// The broker for `--scheduler broker` (default: a temporary SQLite file).
+    #[arg(long)]
+    broker: Option<String>,
 }
 
 /// Builds the shape; returns the graph and the handles to compute (the sinks).
@@ -129,6 +137,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let n = a.nodes.max(2);
     let threads;
     let procs;
+    let client;
+    // The broker's temporary file and worker processes, kept until the runs are over.
+    let mut broker = None;
     let scheduler: Scheduler<'_> = match a.scheduler {
         Sched::Inline => Inline,
         Sched::Threads => {
@@ -144,6 +155,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .build()
                 .context("starting the process pool")?;
             Processes(&procs)
+        }
+        Sched::Broker => {
+            let b = bench_broker(a.broker.as_deref())?;
+            let mut w = WorkerProcesses::start(a.workers.max(1), &b.url, &["--concurrency", "2"])?;
+            w.wait_registered(&b.app, a.workers.max(1), Duration::from_secs(30))?;
+            client = b.app.client().context("starting the futures client")?;
+            broker = Some((b, w));
+            Broker(&client)
         }
     };
     let (base_rss, _) = rss();
@@ -213,5 +232,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         spaced: false,
         figures,
     });
+    if let Some((_, mut workers)) = broker {
+        workers.stop();
+    }
     Ok(())
 }

@@ -1,0 +1,306 @@
+//! A futures client over the broker (Dask's `Client`): `submit`, `map`, `gather`,
+//! `as_completed`, `wait`, `cancel`, `fire_and_forget`.
+//!
+//! ```
+//! # #[lovage_macros::task(crate = lovage_core)] fn square(x: i64) -> i64 { x * x }
+//! use std::time::Duration;
+//! let app = lovage_broker::App::connect("memory://futures-doc").unwrap();
+//! let client = app.client().unwrap();
+//! let futures = client.map(square::s, 0..10).unwrap();
+//! assert_eq!(client.pending(), 10);
+//! # // Nothing consumes the queue in this example, so only the submit side is shown.
+//! for f in futures { client.cancel(&f).unwrap(); }
+//! ```
+//!
+//! A future is a [`TaskHandle`] (the pools' future: `result`, `done`, `.await`, done
+//! callbacks) plus the task's id. One watcher thread per client completes every future from
+//! the result store (see `watcher.rs`); dropping a future does not cancel its task.
+
+mod waiting;
+mod watcher;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use lovage_core::{kinds, Signature, TaskError, TaskId, TypedSignature};
+use lovage_pool::TaskHandle;
+use serde::de::DeserializeOwned;
+
+pub use lovage_pool::ReturnWhen;
+pub use waiting::{AsCompleted, Waited};
+
+use crate::{App, BrokerError, Result};
+use watcher::{Typed, Watch};
+
+/// How many calls [`Client::map`] sends in one broker write.
+const MAP_BATCH: usize = 1000;
+
+/// Sends tasks and hands back futures that one watcher thread completes (Dask's `Client`).
+///
+/// Made by [`App::client`]. Clones share the watcher; when the last clone is dropped, the
+/// watcher stops and futures still pending fail with `Cancelled` (their tasks still run).
+#[derive(Clone)]
+pub struct Client {
+    app: App,
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    watch: Arc<Watch>,
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        self.watch.close(TaskError::new(
+            kinds::CANCELLED,
+            "the client was dropped before the task finished (the task itself goes on)",
+        ));
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("backend", self.app.backend())
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
+
+impl App {
+    /// A futures client on this app's broker: [`Client::submit`], [`Client::map`] and friends.
+    /// Fails only if its watcher thread cannot be started.
+    pub fn client(&self) -> Result<Client> {
+        let watch = Watch::new();
+        let thread_watch = watch.clone();
+        let backend = self.backend().clone();
+        std::thread::Builder::new()
+            .name("lovage-client-watch".into())
+            .spawn(move || thread_watch.run(backend))
+            .map_err(|e| BrokerError::Backend {
+                backend: "client",
+                location: self.backend().url().to_owned(),
+                op: "start the result watcher thread",
+                source: Box::new(e),
+            })?;
+        Ok(Client {
+            app: self.clone(),
+            inner: Arc::new(ClientInner { watch }),
+        })
+    }
+}
+
+impl Client {
+    /// The app this client sends through.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// How many futures the watcher still waits on.
+    pub fn pending(&self) -> usize {
+        self.inner.watch.len()
+    }
+
+    /// Sends one call; per-call options (`priority`, `queue`, `retry`, `countdown`…) are the
+    /// signature's own.
+    pub fn submit<R>(&self, sig: TypedSignature<R>) -> Result<TaskFuture<R>>
+    where
+        R: DeserializeOwned + Send + 'static,
+    {
+        sig.check()?;
+        let env = self.app.envelope(sig.into_signature());
+        let future = self.watch(env.id);
+        if let Err(e) = self
+            .app
+            .backend()
+            .broker()
+            .enqueue(std::slice::from_ref(&env))
+        {
+            self.inner.watch.remove(env.id);
+            return Err(e);
+        }
+        Ok(future)
+    }
+
+    /// Sends `f(item)` for every item, in broker writes of up to 1,000 calls, and returns
+    /// their futures in order.
+    pub fn map<A, R, F>(
+        &self,
+        mut f: F,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<TaskFuture<R>>>
+    where
+        F: FnMut(A) -> TypedSignature<R>,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let mut out = Vec::new();
+        let mut batch = Vec::with_capacity(MAP_BATCH);
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            batch.clear();
+            for item in items.by_ref().take(MAP_BATCH) {
+                let sig = f(item);
+                sig.check()?;
+                batch.push(self.app.envelope(sig.into_signature()));
+            }
+            let first = out.len();
+            out.extend(batch.iter().map(|env| self.watch(env.id)));
+            if let Err(e) = self.app.backend().broker().enqueue(&batch) {
+                for fut in out.drain(first..) {
+                    self.inner.watch.remove(fut.id);
+                }
+                return Err(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every future's value, in order; the first error (in order) if any failed.
+    pub fn gather<R: Send + 'static>(
+        &self,
+        futures: impl IntoIterator<Item = TaskFuture<R>>,
+    ) -> std::result::Result<Vec<R>, TaskError> {
+        futures.into_iter().map(TaskFuture::result).collect()
+    }
+
+    /// Futures in the order their tasks finish (see [`AsCompleted`]); more can be
+    /// [added](AsCompleted::add) while iterating.
+    pub fn as_completed<R: Send + 'static>(
+        &self,
+        futures: impl IntoIterator<Item = TaskFuture<R>>,
+    ) -> AsCompleted<R> {
+        AsCompleted::new(futures)
+    }
+
+    /// Waits until `when` holds or `timeout` passes; splits the futures into done and not done.
+    pub fn wait<R: Send + 'static>(
+        &self,
+        futures: impl IntoIterator<Item = TaskFuture<R>>,
+        when: ReturnWhen,
+        timeout: Option<Duration>,
+    ) -> Waited<R> {
+        waiting::wait(futures.into_iter().collect(), when, timeout)
+    }
+
+    /// Revokes the future's task (a waiting one never runs; a running one's result is
+    /// discarded) and cancels the future.
+    pub fn cancel<R: Send + 'static>(&self, future: &TaskFuture<R>) -> Result<()> {
+        future.cancel_with(&self.app)
+    }
+
+    /// Lets the task run to its end with nobody watching it: the client stops tracking it
+    /// and its result stays in the store for its usual expiry.
+    pub fn fire_and_forget<R: Send + 'static>(&self, future: TaskFuture<R>) {
+        self.inner.watch.remove(future.id);
+    }
+
+    /// Sends calls whose arguments are already encoded, in one broker write; each future gives
+    /// its result as stored, in the call's codec (for schedulers built on a client, such as a
+    /// graph's `Broker` scheduler).
+    pub fn submit_raw_many(&self, sigs: Vec<Signature>) -> Result<Vec<TaskFuture<Vec<u8>>>> {
+        let envs: Vec<_> = sigs.into_iter().map(|s| self.app.envelope(s)).collect();
+        let futures: Vec<TaskFuture<Vec<u8>>> = envs
+            .iter()
+            .map(|env| self.watch_with(env.id, watcher::raw_value))
+            .collect();
+        if let Err(e) = self.app.backend().broker().enqueue(&envs) {
+            for f in &futures {
+                self.inner.watch.remove(f.id);
+            }
+            return Err(e);
+        }
+        Ok(futures)
+    }
+
+    fn watch<R: DeserializeOwned + Send + 'static>(&self, id: TaskId) -> TaskFuture<R> {
+        self.watch_with(id, watcher::decode_value::<R>)
+    }
+
+    fn watch_with<R: Send + 'static>(
+        &self,
+        id: TaskId,
+        decode: watcher::Decode<R>,
+    ) -> TaskFuture<R> {
+        let (completer, handle) = TaskHandle::promise();
+        self.inner
+            .watch
+            .add(id, Box::new(Typed::new(completer, decode)));
+        TaskFuture { id, handle }
+    }
+}
+
+/// A task sent by a [`Client`]: its id and a [`TaskHandle`] the client's watcher completes.
+#[must_use = "a future is how you get the result; use Client::fire_and_forget to drop it on purpose"]
+pub struct TaskFuture<R> {
+    id: TaskId,
+    handle: TaskHandle<R>,
+}
+
+impl<R> std::fmt::Debug for TaskFuture<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskFuture").field("id", &self.id).finish()
+    }
+}
+
+impl<R: Send + 'static> TaskFuture<R> {
+    /// The task's id (for `lovage status ID`, the result store, a revoke from elsewhere).
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// Blocks until the task finishes; its value or its error.
+    pub fn result(self) -> std::result::Result<R, TaskError> {
+        self.handle.result()
+    }
+
+    /// Like [`result`](Self::result), giving up after `timeout` with a `Timeout` error (the
+    /// future stays usable).
+    pub fn result_timeout(&self, timeout: Duration) -> std::result::Result<R, TaskError> {
+        self.handle.result_timeout(timeout)
+    }
+
+    /// True once the task finished (or the future was cancelled).
+    pub fn done(&self) -> bool {
+        self.handle.done()
+    }
+
+    /// True once a worker was seen running the task.
+    pub fn running(&self) -> bool {
+        self.handle.running()
+    }
+
+    /// True if the future was cancelled.
+    pub fn cancelled(&self) -> bool {
+        self.handle.cancelled()
+    }
+
+    /// Calls `f` with the outcome when the task finishes (on the client's watcher thread).
+    pub fn add_done_callback<F>(&self, f: F)
+    where
+        F: FnOnce(&std::result::Result<R, TaskError>) + Send + 'static,
+    {
+        self.handle.add_done_callback(f);
+    }
+
+    /// The pool handle inside: for [`lovage_pool::as_completed`] and friends.
+    pub fn into_handle(self) -> TaskHandle<R> {
+        self.handle
+    }
+
+    fn cancel_with(&self, app: &App) -> Result<()> {
+        app.revoke(self.id)?;
+        self.handle.cancel();
+        Ok(())
+    }
+}
+
+impl<R: Send + 'static> Future for TaskFuture<R> {
+    type Output = std::result::Result<R, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.get_mut().handle).poll(cx)
+    }
+}

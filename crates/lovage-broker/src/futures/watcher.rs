@@ -1,0 +1,323 @@
+//! The one thread per [`Client`](super::Client) that watches every pending future's task in the
+//! result store, so 100,000 pending futures cost a map entry each, not a thread each.
+//!
+//! Protocol: a future is registered (id → completer) before its task is sent, so a result
+//! stored at once is still seen. Each pass asks the store to wait until one of a set of ids
+//! is final ([`ResultStore::wait_any`](crate::ResultStore::wait_any), which blocks on the
+//! backend's own wake-ups): the oldest pending ids (a queue is mostly first in, first out, so
+//! they are the likeliest to finish next) plus a slice of the rest taken round-robin, so a
+//! task that finishes out of order is seen within a bounded number of passes. Finished ids
+//! leave the map and their futures are completed outside the lock.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use lovage_core::{kinds, TaskError, TaskId, TaskState};
+use lovage_pool::Completer;
+use serde::de::DeserializeOwned;
+
+use crate::{Backend, ResultRecord};
+
+/// The oldest pending ids in every pass.
+const OLDEST: usize = 64;
+/// The other pending ids read per pass, round-robin.
+const SWEEP: usize = 256;
+/// How long one pass blocks when nothing it watches finishes; new futures wait at most this
+/// long to join the watched set.
+const PASS: Duration = Duration::from_millis(200);
+
+/// A pending future's completer with its type erased.
+pub(crate) trait Pending: Send {
+    /// The task was seen running.
+    fn started(&mut self);
+    /// The task's final record.
+    fn finish(self: Box<Self>, rec: &ResultRecord);
+    /// The watch ended without an outcome (the client was dropped with `cancel_on_drop`).
+    fn abandon(self: Box<Self>, err: TaskError);
+    /// Nobody wants the outcome any more (the future was cancelled).
+    fn cancelled(&self) -> bool;
+}
+
+/// How a finished record becomes a future's outcome.
+pub(crate) type Decode<R> = fn(&ResultRecord) -> Result<R, TaskError>;
+
+pub(crate) struct Typed<R> {
+    completer: Completer<R>,
+    decode: Decode<R>,
+    started: bool,
+}
+
+impl<R> Typed<R> {
+    pub(crate) fn new(completer: Completer<R>, decode: Decode<R>) -> Self {
+        Typed {
+            completer,
+            decode,
+            started: false,
+        }
+    }
+}
+
+/// The record's value decoded as `R`, or its error.
+pub(crate) fn decode_value<R: DeserializeOwned>(rec: &ResultRecord) -> Result<R, TaskError> {
+    rec.outcome::<R>().unwrap_or_else(|| Err(not_finished(rec)))
+}
+
+/// The record's value as stored (in the call's codec), or its error.
+pub(crate) fn raw_value(rec: &ResultRecord) -> Result<Vec<u8>, TaskError> {
+    match rec.state {
+        TaskState::Success => rec.value.clone().ok_or_else(|| {
+            TaskError::new(
+                kinds::BROKER,
+                format!("task {} succeeded but its value was not stored", rec.id),
+            )
+        }),
+        _ => match rec.outcome::<serde::de::IgnoredAny>() {
+            Some(Err(e)) => Err(e),
+            _ => Err(not_finished(rec)),
+        },
+    }
+}
+
+fn not_finished(rec: &ResultRecord) -> TaskError {
+    TaskError::new(kinds::BROKER, format!("task {} is not finished", rec.id))
+}
+
+impl<R: Send + 'static> Pending for Typed<R> {
+    fn started(&mut self) {
+        if !self.started {
+            self.started = self.completer.start();
+        }
+    }
+
+    fn finish(self: Box<Self>, rec: &ResultRecord) {
+        let outcome = (self.decode)(rec);
+        self.completer.finish(outcome);
+    }
+
+    fn abandon(self: Box<Self>, err: TaskError) {
+        self.completer.finish(Err(err));
+    }
+
+    fn cancelled(&self) -> bool {
+        self.completer.is_cancelled()
+    }
+}
+
+#[derive(Default)]
+struct Watched {
+    pending: HashMap<TaskId, Box<dyn Pending>>,
+    /// Ids in the order they were registered; ids no longer pending are skipped and dropped
+    /// lazily.
+    order: VecDeque<TaskId>,
+    /// Where the next round-robin slice starts in `order`.
+    sweep: usize,
+    closed: bool,
+}
+
+impl Watched {
+    /// Drops finished and cancelled ids from `order` when they make up most of it.
+    fn compact(&mut self) {
+        self.pending.retain(|_, p| !p.cancelled());
+        if self.order.len() > 2 * self.pending.len() + 1024 {
+            let pending = &self.pending;
+            self.order.retain(|id| pending.contains_key(id));
+            self.sweep = 0;
+        }
+        while self
+            .order
+            .front()
+            .is_some_and(|id| !self.pending.contains_key(id))
+        {
+            self.order.pop_front();
+            self.sweep = self.sweep.saturating_sub(1);
+        }
+    }
+
+    /// The ids one pass reads: the oldest pending, then a round-robin slice of the rest.
+    fn pass_ids(&mut self) -> Vec<TaskId> {
+        let mut ids = Vec::with_capacity(OLDEST + SWEEP);
+        let mut i = 0;
+        while ids.len() < OLDEST && i < self.order.len() {
+            let id = self.order[i];
+            if self.pending.contains_key(&id) {
+                ids.push(id);
+            }
+            i += 1;
+        }
+        let rest = self.order.len().saturating_sub(i);
+        if rest > 0 {
+            if self.sweep < i || self.sweep >= self.order.len() {
+                self.sweep = i;
+            }
+            let mut seen = 0;
+            while ids.len() < OLDEST + SWEEP && seen < rest {
+                let id = self.order[self.sweep];
+                if self.pending.contains_key(&id) {
+                    ids.push(id);
+                }
+                seen += 1;
+                self.sweep += 1;
+                if self.sweep >= self.order.len() {
+                    self.sweep = i;
+                }
+            }
+        }
+        ids
+    }
+}
+
+/// What the client and its watcher thread share.
+pub(crate) struct Watch {
+    state: Mutex<Watched>,
+    changed: Condvar,
+}
+
+impl Watch {
+    pub(crate) fn new() -> Arc<Watch> {
+        Arc::new(Watch {
+            state: Mutex::new(Watched::default()),
+            changed: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Watched> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts watching `id`.
+    pub(crate) fn add(&self, id: TaskId, pending: Box<dyn Pending>) {
+        let mut st = self.lock();
+        if st.pending.insert(id, pending).is_none() {
+            st.order.push_back(id);
+        }
+        drop(st);
+        self.changed.notify_one();
+    }
+
+    /// Stops watching `id` (its future was handed to fire-and-forget, or its send failed).
+    pub(crate) fn remove(&self, id: TaskId) -> Option<Box<dyn Pending>> {
+        self.lock().pending.remove(&id)
+    }
+
+    /// How many futures are watched.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// Ends the watcher thread; every future still pending fails with `err`.
+    pub(crate) fn close(&self, err: TaskError) {
+        let mut st = self.lock();
+        st.closed = true;
+        let left: Vec<Box<dyn Pending>> = st.pending.drain().map(|(_, p)| p).collect();
+        st.order.clear();
+        drop(st);
+        self.changed.notify_all();
+        for p in left {
+            p.abandon(err.clone());
+        }
+    }
+
+    /// The watcher thread's loop; returns when the watch is closed.
+    pub(crate) fn run(self: Arc<Self>, backend: Backend) {
+        let mut failures = 0u32;
+        loop {
+            let ids = {
+                let mut st = self.lock();
+                loop {
+                    if st.closed {
+                        return;
+                    }
+                    st.compact();
+                    if !st.pending.is_empty() {
+                        break;
+                    }
+                    st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                st.pass_ids()
+            };
+            let recs = match backend.results().wait_any(&ids, PASS) {
+                Ok(recs) => {
+                    failures = 0;
+                    recs
+                }
+                Err(e) => {
+                    // The broker went away: the futures stay pending (a caller's own timeout
+                    // decides how long to wait) and the watch tries again, slower each time.
+                    failures = (failures + 1).min(6);
+                    tracing::warn!(error = %e, "result watch failed; retrying");
+                    std::thread::sleep(Duration::from_millis(50) * (1 << failures));
+                    continue;
+                }
+            };
+            let mut done = Vec::new();
+            {
+                let mut st = self.lock();
+                for (id, rec) in ids.iter().zip(recs) {
+                    let Some(rec) = rec else { continue };
+                    if rec.state.is_final() {
+                        if let Some(p) = st.pending.remove(id) {
+                            done.push((p, rec));
+                        }
+                    } else if rec.state == TaskState::Started {
+                        if let Some(p) = st.pending.get_mut(id) {
+                            p.started();
+                        }
+                    }
+                }
+            }
+            for (p, rec) in done {
+                p.finish(&rec);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+    impl Pending for Nothing {
+        fn started(&mut self) {}
+        fn finish(self: Box<Self>, _: &ResultRecord) {}
+        fn abandon(self: Box<Self>, _: TaskError) {}
+        fn cancelled(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn every_pending_id_is_read_within_a_bounded_number_of_passes() {
+        let mut w = Watched::default();
+        let ids: Vec<TaskId> = (0..2000).map(|_| TaskId::new()).collect();
+        for id in &ids {
+            w.pending.insert(*id, Box::new(Nothing));
+            w.order.push_back(*id);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let passes = (2000 - OLDEST).div_ceil(SWEEP) + 1;
+        for _ in 0..passes {
+            let pass = w.pass_ids();
+            assert!(pass.len() <= OLDEST + SWEEP);
+            seen.extend(pass);
+        }
+        assert_eq!(seen.len(), 2000, "some ids were never read");
+    }
+
+    #[test]
+    fn finished_ids_leave_the_order_and_the_oldest_move_up() {
+        let mut w = Watched::default();
+        let ids: Vec<TaskId> = (0..10).map(|_| TaskId::new()).collect();
+        for id in &ids {
+            w.pending.insert(*id, Box::new(Nothing));
+            w.order.push_back(*id);
+        }
+        for id in &ids[..5] {
+            w.pending.remove(id);
+        }
+        w.compact();
+        assert_eq!(w.order.len(), 5);
+        assert_eq!(w.pass_ids(), ids[5..].to_vec());
+    }
+}
