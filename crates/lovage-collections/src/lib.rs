@@ -39,7 +39,7 @@ pub enum Error {
     /// Bad input when the collection was built: no file matched, shapes that do not agree, …
     #[error("{0}")]
     Input(String),
-    /// The scheduler cannot run closures.
+    /// The scheduler (a process pool or a broker) cannot run closures.
     #[error(
         "bags and arrays run closures, which cannot cross processes: compute them with Inline \
          or Threads(&pool), not {0}"
@@ -54,8 +54,10 @@ pub fn compute<O: Outputs>(
     scheduler: Scheduler<'_>,
     outputs: O,
 ) -> Result<O::Value, Error> {
-    if let Scheduler::Processes(_) = scheduler {
-        return Err(Error::Unsupported("Processes"));
+    match scheduler {
+        Scheduler::Processes(_) => return Err(Error::Unsupported("Processes")),
+        Scheduler::Broker(_) => return Err(Error::Unsupported("Broker")),
+        Scheduler::Inline | Scheduler::Threads(_) => {}
     }
     progress::with_bar(g, || g.compute(scheduler, outputs)).map_err(Error::from)
 }

@@ -435,6 +435,51 @@ fn a_worker_whose_log_reader_is_gone_still_stops_on_sigterm() {
 }
 
 #[test]
+fn bench_collections_reports_every_workload_as_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = lovage(&[
+        "bench",
+        "collections",
+        "--elements",
+        "100000",
+        "--chunk",
+        "30000",
+        "--text-mb",
+        "1",
+        "--blocksize",
+        "100000",
+        "--fold",
+        "1000",
+        "--runs",
+        "1",
+        "--dir",
+        dir.path().to_str().expect("utf-8 path"),
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("output");
+    let json: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    for key in [
+        "array_mean_s",
+        "hand_loop_s",
+        "wordcount_mb_per_s",
+        "fold_s",
+    ] {
+        let v = json.get(key).and_then(|v| v.as_f64());
+        assert!(
+            v.is_some_and(|v| v > 0.0),
+            "{key} missing or not positive in {last}"
+        );
+    }
+    assert_eq!(json["wordcount_mb"], 1);
+}
+
+#[test]
 fn bench_graph_runs_every_shape_on_every_local_scheduler() {
     for shape in ["tree", "chains", "fanout"] {
         for scheduler in ["inline", "threads", "processes"] {
