@@ -1,0 +1,373 @@
+//! The API served in this process over a real SQLite broker: auth, input checking, the error
+//! shape, the OpenAPI document, and the task endpoints that need no worker.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to fail
+
+#[path = "common/http.rs"]
+mod http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::Client;
+use lovage_broker::App;
+use lovage_server::{auth::hash_token, Auth, Config, Server, ServerState, Tokens};
+use serde_json::Value;
+
+const READ: &str = "read-token-for-tests";
+const ADMIN: &str = "admin-token-for-tests";
+
+/// A server on an ephemeral port over a fresh SQLite file, with a read and an admin token.
+struct Running {
+    client: Client,
+    app: App,
+    _dir: tempfile::TempDir,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::connect(&format!("sqlite://{}", dir.path().join("q.db").display())).unwrap();
+    let tokens = Tokens::parse(
+        &format!(
+            "read sha256:{} viewer\nadmin sha256:{} ops\n",
+            hash_token(READ),
+            hash_token(ADMIN)
+        ),
+        "test",
+    )
+    .unwrap();
+    let state = ServerState::new(app.clone(), Auth::Tokens(Arc::new(tokens)));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        axum::serve(listener, lovage_server::router(state))
+            .await
+            .unwrap()
+    });
+    Running {
+        client: Client::new(addr),
+        app,
+        _dir: dir,
+        _rt: rt,
+    }
+}
+
+fn error_code(r: &http::Response) -> String {
+    let v = r.json();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "no message: {v}"
+    );
+    v["error"]["code"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn no_token_is_401_and_a_read_token_on_a_mutation_is_403() {
+    let s = start();
+    let anon = &s.client;
+    let r = anon.get("/api/v1/overview");
+    assert_eq!(r.status, 401);
+    assert_eq!(error_code(&r), "unauthorized");
+    assert_eq!(anon.bearer("wrong").get("/api/v1/overview").status, 401);
+    let read = anon.bearer(READ);
+    assert_eq!(read.get("/api/v1/overview").status, 200);
+    let r = read.post("/api/v1/tasks", r#"{"name":"lovage.sleep","args":[1]}"#);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(error_code(&r), "forbidden");
+    let r = anon
+        .bearer(ADMIN)
+        .post("/api/v1/tasks", r#"{"name":"lovage.sleep","args":[1]}"#);
+    assert_eq!(r.status, 202, "{}", r.text());
+    // Health needs no token.
+    assert_eq!(anon.get("/healthz").status, 200);
+    assert_eq!(anon.get("/readyz").status, 200);
+}
+
+#[test]
+fn login_sets_an_http_only_cookie_and_cookie_mutations_are_csrf_checked() {
+    let s = start();
+    let r = s
+        .client
+        .post("/login", &format!(r#"{{"token":"{ADMIN}"}}"#));
+    assert_eq!(r.status, 204, "{}", r.text());
+    let cookie = r.header("set-cookie").unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let browser = s.client.with("cookie", &pair);
+    assert_eq!(browser.get("/api/v1/queues").status, 200);
+    let body = r#"{"name":"lovage.sleep","args":[1]}"#;
+    assert_eq!(browser.post("/api/v1/tasks", body).status, 403);
+    let same_site = browser.with("x-lovage-csrf", "1");
+    assert_eq!(same_site.post("/api/v1/tasks", body).status, 202);
+    let cross = same_site.with("origin", "https://evil.example");
+    assert_eq!(cross.post("/api/v1/tasks", body).status, 403);
+    let r = s.client.post("/login", r#"{"token":"nope"}"#);
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn bad_input_is_a_4xx_with_a_message_never_a_5xx() {
+    let s = start();
+    let c = s.client.bearer(ADMIN);
+    let cases: Vec<(&str, &str, Option<&str>, u16)> = vec![
+        ("POST", "/api/v1/tasks", Some(r#"{"name":"#), 400),
+        (
+            "POST",
+            "/api/v1/tasks",
+            Some(r#"{"name":"x","bogus":1}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/tasks",
+            Some(r#"{"name":"x","args":{"a":1}}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/tasks",
+            Some(r#"{"name":"x","args":[],"kwargs":{}}"#),
+            400,
+        ),
+        ("POST", "/api/v1/tasks", Some(r#"{"name":""}"#), 400),
+        (
+            "POST",
+            "/api/v1/tasks",
+            Some(r#"{"name":"x","priority":12}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/tasks",
+            Some(r#"{"name":"x","countdown":-1}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/tasks",
+            Some(r#"{"name":"x","eta":"tomorrow"}"#),
+            400,
+        ),
+        ("POST", "/api/v1/tasks", Some("[1,2]"), 400),
+        ("GET", "/api/v1/tasks/not-an-id", None, 400),
+        ("GET", "/api/v1/tasks/not-an-id/result", None, 400),
+        ("GET", "/api/v1/dead?group_by=colour", None, 400),
+        ("GET", "/api/v1/dead?limit=-3", None, 400),
+        ("GET", "/api/v1/dead?cursor=zzz", None, 400),
+        (
+            "POST",
+            "/api/v1/dead/retry",
+            Some(r#"{"filter":{"ids":["x"]}}"#),
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/tasks/01a23a05-f176-7000-8365-3124468734f6/revoke",
+            Some(r#"{"terminate":"yes"}"#),
+            400,
+        ),
+        ("GET", "/api/v1/no-such-thing", None, 404),
+        ("GET", "/api/v1/workers/nobody", None, 404),
+    ];
+    for (method, path, body, want) in cases {
+        let r = c.request(method, path, body.map(str::as_bytes));
+        assert_eq!(r.status, want, "{method} {path} {body:?}: {}", r.text());
+        error_code(&r);
+    }
+    let id = lovage_core::TaskId::new();
+    let r = c.get(&format!("/api/v1/tasks/{id}/result?wait=soon"));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("wait"), "{}", r.text());
+    // Larger than the body limit: 413, in the same error shape.
+    let big = format!(
+        r#"{{"name":"x","args":["{}"]}}"#,
+        "a".repeat(lovage_server::BODY_LIMIT)
+    );
+    let r = c.post("/api/v1/tasks", &big);
+    assert_eq!(r.status, 413);
+    assert_eq!(error_code(&r), "too_large");
+    // Not JSON at all.
+    let r = c
+        .with("content-type", "text/plain")
+        .request("POST", "/api/v1/login", None);
+    assert!((400..500).contains(&r.status), "{}", r.status);
+}
+
+#[test]
+fn a_sent_task_is_pending_and_revoking_it_makes_it_revoked_at_once() {
+    let s = start();
+    let c = s.client.bearer(ADMIN);
+    let r = c.post(
+        "/api/v1/tasks",
+        r#"{"name":"lovage.sleep","args":[5],"queue":"api-test","priority":3}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["task_id"].as_str().unwrap().to_owned();
+    let t = c.get(&format!("/api/v1/tasks/{id}")).json();
+    assert_eq!(t["state"], "PENDING");
+    assert_eq!(t["finished"], false);
+    let q = c.get("/api/v1/queues").json();
+    let q = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "api-test")
+        .unwrap()
+        .clone();
+    assert_eq!(q["ready"], 1, "{q}");
+    let r = c.post(&format!("/api/v1/tasks/{id}/revoke"), "{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["found"], "pending");
+    assert_eq!(r.json()["state"], "REVOKED");
+    let t = c.get(&format!("/api/v1/tasks/{id}")).json();
+    assert_eq!(t["state"], "REVOKED", "{t}");
+    assert_eq!(t["error"]["kind"], "Revoked", "{t}");
+    // The broker agrees: nothing waits in the queue any more.
+    let stats = s.app.queues().unwrap();
+    assert!(
+        stats.iter().all(|q| q.queue != "api-test" || q.ready == 0),
+        "{stats:?}"
+    );
+    // A result wait on a finished task answers at once.
+    let r = c.get(&format!("/api/v1/tasks/{id}/result?wait=10s")).json();
+    assert_eq!(r["state"], "REVOKED");
+}
+
+#[test]
+fn a_dead_letter_is_retried_as_a_new_task_with_the_same_arguments() {
+    let s = start();
+    let c = s.client.bearer(ADMIN);
+    // Fail a task for good by hand, as a worker would: reserve it, then discard it.
+    let sig = lovage_core::Signature::new(
+        "lovage.shell",
+        &serde_json::json!([["false"]]),
+        lovage_core::Codec::Json,
+    )
+    .unwrap();
+    let id = s.app.send_signature(sig).unwrap();
+    let broker = s.app.backend().broker();
+    let d = broker
+        .reserve(
+            &["default".to_owned()],
+            1,
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap()
+        .pop()
+        .unwrap();
+    broker
+        .discard(
+            &d.lease,
+            &d.envelope,
+            &lovage_core::TaskError::new("Exit", "exit 1"),
+        )
+        .unwrap();
+    let dead = c.get("/api/v1/dead").json();
+    assert_eq!(dead["total"], 1, "{dead}");
+    assert_eq!(dead["items"][0]["id"], id.to_string());
+    assert_eq!(dead["items"][0]["args_preview"], r#"[["false"]]"#);
+    let g = c.get("/api/v1/dead?group_by=error").json();
+    assert_eq!(g["groups"][0]["key"], "Exit", "{g}");
+    assert_eq!(g["groups"][0]["count"], 1);
+    let r = c.post(&format!("/api/v1/tasks/{id}/retry"), "");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let new = r.json();
+    assert_eq!(new["retry_of"], id.to_string());
+    let new_id: lovage_core::TaskId = new["task_id"].as_str().unwrap().parse().unwrap();
+    assert_ne!(new_id, id);
+    let again = broker
+        .reserve(
+            &["default".to_owned()],
+            1,
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(again.envelope.id, new_id);
+    assert_eq!(again.envelope.task, "lovage.shell");
+    assert_eq!(again.envelope.args, d.envelope.args);
+    // A task with no dead letter cannot be retried: its arguments are not known.
+    let r = c.post(
+        &format!("/api/v1/tasks/{}/retry", lovage_core::TaskId::new()),
+        "",
+    );
+    assert_eq!(r.status, 409);
+    // Bulk retry by error kind.
+    let r = c
+        .post("/api/v1/dead/retry", r#"{"filter":{"error":"Exit"}}"#)
+        .json();
+    assert_eq!(r["matched"], 1, "{r}");
+    assert_eq!(r["done"], 1);
+}
+
+#[test]
+fn the_openapi_document_lists_every_route() {
+    let s = start();
+    let doc: Value = s.client.get("/api/v1/openapi.json").json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/api/v1/overview",
+        "/api/v1/tasks",
+        "/api/v1/tasks/{id}",
+        "/api/v1/tasks/{id}/result",
+        "/api/v1/tasks/{id}/revoke",
+        "/api/v1/tasks/{id}/retry",
+        "/api/v1/queues",
+        "/api/v1/queues/{queue}/purge",
+        "/api/v1/dead",
+        "/api/v1/dead/retry",
+        "/api/v1/workers",
+        "/api/v1/workers/{id}",
+        "/healthz",
+        "/readyz",
+        "/login",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing from {:?}", paths.keys());
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for s in [
+        "Overview",
+        "TaskDetail",
+        "QueueView",
+        "WorkerView",
+        "ErrorBody",
+        "SubmitTask",
+    ] {
+        assert!(schemas.contains_key(s), "schema {s} missing");
+    }
+}
+
+#[test]
+fn a_non_loopback_bind_without_tokens_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |bind: &str, insecure| Config {
+        broker: format!("sqlite://{}", dir.path().join("q.db").display()),
+        bind: bind.parse().unwrap(),
+        token_file: None,
+        insecure_no_auth: insecure,
+    };
+    let e = Server::bind(&config("0.0.0.0:0", false)).unwrap_err();
+    assert!(
+        e.contains("--token-file") && e.contains("--insecure-no-auth"),
+        "{e}"
+    );
+    assert!(Server::bind(&config("0.0.0.0:0", true)).is_ok());
+    assert!(Server::bind(&config("127.0.0.1:0", false)).is_ok());
+}
