@@ -159,6 +159,8 @@ impl SqliteBackend {
     }
 }
 
+crate::ops::unsupported_ops!(SqliteBackend, "sqlite");
+
 impl Driver for SqliteBackend {
     /// One write transaction: the records and the deletes commit together.
     fn store_and_complete(&self, records: &[ResultRecord], leases: &[Lease]) -> Result<()> {
