@@ -18,8 +18,10 @@ pub use events::{Event, EventBatch, EventKind, Events, EVENTS_KEPT};
 pub use queues::{QueueInfo, QueueOps};
 pub use tasks::{
     args_preview, sent_of, Inspect, StateCounts, TaskCursor, TaskInfo, TaskPage, TaskQuery,
-    TaskSummary, ARGS_PREVIEW_BYTES, MAX_PAGE,
+    TaskSummary, ARGS_PREVIEW_BYTES, MAX_PAGE, SCAN_BUDGET,
 };
+#[allow(unused_imports)] // the Redis backend's, behind its feature
+pub(crate) use tasks::{id_floor, page, summarize, Candidates, Kept, Live};
 
 /// Implements the operators' traits for a backend that does not have them yet, each call a
 /// clear [`BrokerError::Unsupported`](crate::BrokerError::Unsupported).

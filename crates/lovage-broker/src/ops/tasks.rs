@@ -186,3 +186,151 @@ pub(crate) fn matches(q: &TaskQuery, s: &TaskSummary) -> bool {
 pub fn sent_of(id: TaskId) -> Timestamp {
     Timestamp::from_millis((id.as_uuid().as_u128() >> 80) as i64)
 }
+
+/// A task as the broker holds it, for [`summarize`].
+pub(crate) struct Live {
+    pub(crate) name: String,
+    pub(crate) queue: String,
+    pub(crate) reserved: bool,
+    pub(crate) attempts: u32,
+    pub(crate) sent: Timestamp,
+    pub(crate) received: Option<Timestamp>,
+    pub(crate) preview: Option<String>,
+}
+
+/// What the index kept beside a result record (from the task's message as it was stored).
+#[derive(Default)]
+pub(crate) struct Kept {
+    pub(crate) queue: Option<String>,
+    pub(crate) preview: Option<String>,
+    pub(crate) received: Option<Timestamp>,
+}
+
+/// One task's summary from what the broker holds (`live`) and what the result store keeps
+/// (`record`, `kept`): the record's state once final; otherwise PENDING or RETRY while it
+/// waits, RECEIVED or STARTED (its record says so for this attempt) while a worker holds it.
+/// `None` when neither knows it.
+pub(crate) fn summarize(
+    id: TaskId,
+    live: Option<Live>,
+    record: Option<&ResultRecord>,
+    kept: Kept,
+) -> Option<TaskSummary> {
+    let state = match (&live, record) {
+        (_, Some(r)) if r.state.is_final() => r.state,
+        (Some(l), r) if l.reserved => match r {
+            Some(r) if r.state == TaskState::Started && r.attempts == l.attempts => {
+                TaskState::Started
+            }
+            _ => TaskState::Received,
+        },
+        (Some(_), Some(r)) if r.state == TaskState::Retry => TaskState::Retry,
+        (Some(_), _) => TaskState::Pending,
+        (None, Some(r)) => r.state,
+        (None, None) => return None,
+    };
+    let attempts = live
+        .as_ref()
+        .map(|l| l.attempts)
+        .max(record.map(|r| r.attempts))
+        .unwrap_or(0);
+    let runtime_ms = record.and_then(|r| {
+        let started = r.started?;
+        r.state
+            .is_final()
+            .then(|| (r.updated - started).as_millis() as u64)
+    });
+    let (name, queue, sent, received, preview) = match live {
+        Some(l) => (l.name, Some(l.queue), Some(l.sent), l.received, l.preview),
+        None => (
+            record.map(|r| r.task.clone()).unwrap_or_default(),
+            kept.queue,
+            Some(sent_of(id)),
+            kept.received,
+            kept.preview,
+        ),
+    };
+    Some(TaskSummary {
+        id,
+        name,
+        state,
+        queue,
+        worker: record.and_then(|r| r.worker.clone()),
+        sent,
+        received,
+        started: record.and_then(|r| r.started),
+        runtime_ms,
+        retries: attempts.saturating_sub(1),
+        args_preview: preview,
+    })
+}
+
+/// The smallest id text of a task sent at `t` (hyphenated UUIDv7: the first 48 bits are the
+/// time in ms), for id-range filters in SQL and sorted sets.
+pub(crate) fn id_floor(t: Timestamp) -> String {
+    let hex = format!("{:012x}", t.as_millis().clamp(0, (1 << 48) - 1));
+    format!("{}-{}", &hex[..8], &hex[8..])
+}
+
+/// How many candidate tasks one listing reads at most before it returns what it found (a
+/// short page with a cursor to go on): a rare filter never makes one request scan the index.
+pub const SCAN_BUDGET: usize = 5_000;
+
+/// Where a listing reads candidates: ids newest first, below `below` (exclusive) and at or
+/// above `floor` (inclusive), both as id text, at most `n`, narrowed by what the storage's
+/// indexes can narrow by (the rest is checked on the summaries).
+pub(crate) type Candidates<'a> =
+    dyn FnMut(Option<&str>, Option<&str>, usize) -> Result<Vec<TaskId>> + 'a;
+
+/// The summaries of ids, in order, `None` for an id nobody knows now.
+pub(crate) type Summaries<'a> = dyn FnMut(&[TaskId]) -> Result<Vec<Option<TaskSummary>>> + 'a;
+
+/// A page of `query` from `candidates` and `summaries` (one per id, `None` for an id neither
+/// the broker nor the result store knows now): reads chunks of candidates until the page is
+/// full, the candidates end, or [`SCAN_BUDGET`] were read (then the page may be short, with a
+/// cursor to go on).
+pub(crate) fn page(
+    query: &TaskQuery,
+    candidates: &mut Candidates<'_>,
+    summaries: &mut Summaries<'_>,
+) -> Result<TaskPage> {
+    let size = query.page_size();
+    let mut below = query.after()?.map(|c| c.0.to_string());
+    if let Some(until) = query.until {
+        let cap = id_floor(until);
+        if below.as_ref().is_none_or(|b| *b > cap) {
+            below = Some(cap);
+        }
+    }
+    let floor = query.since.map(id_floor);
+    let chunk = (size + 1).max(32);
+    let mut items = Vec::with_capacity(size + 1);
+    let mut scanned = 0;
+    loop {
+        let ids = candidates(below.as_deref(), floor.as_deref(), chunk)?;
+        scanned += ids.len();
+        let found = summaries(&ids)?;
+        for (id, s) in ids.iter().zip(found) {
+            below = Some(id.to_string());
+            let Some(s) = s.filter(|s| matches(query, s)) else {
+                continue;
+            };
+            items.push(s);
+            if items.len() > size {
+                items.truncate(size);
+                let next_cursor = items.last().map(|s| TaskCursor(s.id).encode());
+                return Ok(TaskPage { items, next_cursor });
+            }
+        }
+        if ids.len() < chunk {
+            return Ok(TaskPage {
+                items,
+                next_cursor: None,
+            });
+        }
+        if scanned >= SCAN_BUDGET {
+            let next_cursor = ids.last().map(|id| TaskCursor(*id).encode());
+            return Ok(TaskPage { items, next_cursor });
+        }
+    }
+}
