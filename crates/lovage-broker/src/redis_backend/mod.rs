@@ -847,6 +847,8 @@ impl Admin for RedisBackend {
     }
 }
 
+crate::ops::unsupported_ops!(RedisBackend, "redis");
+
 impl crate::Driver for RedisBackend {
     /// One script call: the records are written and the leases completed atomically.
     fn store_and_complete(&self, records: &[ResultRecord], leases: &[Lease]) -> Result<()> {
