@@ -30,7 +30,7 @@ pub struct ErrorBody {
 /// What went wrong: `code` is stable (match on it), `message` says what and where.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// e.g. `bad_request`, `not_found`, `unauthorized`, `forbidden`, `broker`.
+    /// e.g. `bad_request`, `not_found`, `unauthorized`, `forbidden`, `broker`, `unsupported`.
     pub code: String,
     /// A sentence for people.
     pub message: String,
@@ -88,6 +88,10 @@ impl From<BrokerError> for ApiError {
     fn from(e: BrokerError) -> Self {
         match e {
             BrokerError::Codec(c) => ApiError::bad_request(c.to_string()),
+            e @ BrokerError::BadRequest { .. } => ApiError::bad_request(e.to_string()),
+            e @ BrokerError::Unsupported { .. } => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, "unsupported", e.to_string())
+            }
             e if e.is_transient() => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker", e.to_string())
             }

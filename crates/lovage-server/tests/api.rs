@@ -331,6 +331,9 @@ fn the_openapi_document_lists_every_route() {
         "/api/v1/tasks/{id}/retry",
         "/api/v1/queues",
         "/api/v1/queues/{queue}/purge",
+        "/api/v1/queues/{queue}/pause",
+        "/api/v1/queues/{queue}/resume",
+        "/api/v1/queues/{queue}/peek",
         "/api/v1/dead",
         "/api/v1/dead/retry",
         "/api/v1/workers",
@@ -370,4 +373,121 @@ fn a_non_loopback_bind_without_tokens_is_refused() {
     );
     assert!(Server::bind(&config("0.0.0.0:0", true)).is_ok());
     assert!(Server::bind(&config("127.0.0.1:0", false)).is_ok());
+}
+
+#[test]
+fn tasks_are_listed_in_keyset_pages_and_a_bad_cursor_is_a_400() {
+    let s = start();
+    let c = s.client.bearer(ADMIN);
+    let mut sent = Vec::new();
+    for i in 0..7 {
+        let body = format!(r#"{{"name":"lovage.sleep","args":[{i}],"queue":"list-test"}}"#);
+        let r = c.post("/api/v1/tasks", &body);
+        assert_eq!(r.status, 202, "{}", r.text());
+        sent.push(r.json()["task_id"].as_str().unwrap().to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let path = match &cursor {
+            Some(cur) => format!("/api/v1/tasks?queue=list-test&limit=3&cursor={cur}"),
+            None => "/api/v1/tasks?queue=list-test&limit=3".to_owned(),
+        };
+        let page = c.get(&path);
+        assert_eq!(page.status, 200, "{}", page.text());
+        let page = page.json();
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 3);
+        for it in items {
+            assert_eq!(it["state"], "PENDING", "{it}");
+            assert_eq!(it["name"], "lovage.sleep");
+            assert_eq!(it["queue"], "list-test");
+            seen.push(it["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    sent.reverse(); // newest first
+    assert_eq!(seen, sent);
+    // Filters and search.
+    let r = c.get("/api/v1/tasks?state=success").json();
+    assert_eq!(r["items"].as_array().unwrap().len(), 0, "{r}");
+    let r = c.get("/api/v1/tasks?q=%5B6%5D").json();
+    assert_eq!(r["items"].as_array().unwrap().len(), 1, "{r}");
+    for bad in [
+        "/api/v1/tasks?cursor=zzz",
+        "/api/v1/tasks?cursor=t123",
+        "/api/v1/tasks?state=DONE",
+        "/api/v1/tasks?since=yesterday",
+        "/api/v1/tasks?limit=x",
+        "/api/v1/tasks?colour=red",
+    ] {
+        let r = c.get(bad);
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        error_code(&r);
+    }
+    // The detail shows the arguments the broker holds.
+    let t = c.get(&format!("/api/v1/tasks/{}", sent[0])).json();
+    assert_eq!(t["args"], serde_json::json!([6]), "{t}");
+    assert_eq!(t["queue"], "list-test");
+    // Counts come from the broker's counters.
+    let o = c.get("/api/v1/overview").json();
+    assert_eq!(o["counts"]["sent"], 7, "{o}");
+    assert_eq!(o["counts"]["pending"], 7, "{o}");
+}
+
+#[test]
+fn a_queue_is_paused_peeked_and_resumed() {
+    let s = start();
+    let c = s.client.bearer(ADMIN);
+    for i in 0..3 {
+        let body = format!(r#"{{"name":"lovage.sleep","args":[{i}],"queue":"pq","priority":{i}}}"#);
+        assert_eq!(c.post("/api/v1/tasks", &body).status, 202);
+    }
+    let r = c.post("/api/v1/queues/pq/pause", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let q = c.get("/api/v1/queues").json();
+    let pq = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "pq")
+        .unwrap()
+        .clone();
+    assert_eq!(pq["paused"], true, "{pq}");
+    assert_eq!(pq["ready"], 3);
+    // Paused: a reserve on it gets nothing.
+    let got = s
+        .app
+        .backend()
+        .broker()
+        .reserve(
+            &["pq".to_owned()],
+            1,
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_millis(50),
+        )
+        .unwrap();
+    assert!(got.is_empty());
+    let peek = c.get("/api/v1/queues/pq/peek?limit=2").json();
+    let peek = peek.as_array().unwrap();
+    assert_eq!(peek.len(), 2);
+    assert_eq!(peek[0]["priority"], 2, "highest priority first: {peek:?}");
+    assert_eq!(c.post("/api/v1/queues/pq/resume", "").status, 200);
+    let got = s
+        .app
+        .backend()
+        .broker()
+        .reserve(
+            &["pq".to_owned()],
+            1,
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    let read = s.client.bearer(READ);
+    assert_eq!(read.post("/api/v1/queues/pq/pause", "").status, 403);
 }

@@ -2,6 +2,7 @@
 //! OpenAPI document is generated from) and handlers.
 
 pub mod health;
+mod list;
 mod overview;
 mod queues;
 pub mod session;
@@ -24,12 +25,16 @@ use crate::ServerState;
     paths(
         overview::overview,
         tasks::submit,
+        list::list,
         tasks::get_task,
         tasks::get_result,
         tasks::revoke,
         tasks::retry,
         queues::list,
         queues::purge,
+        queues::pause,
+        queues::resume,
+        queues::peek,
         queues::dead,
         queues::dead_retry,
         workers::list,
@@ -60,13 +65,16 @@ impl utoipa::Modify for Security {
 pub fn routes() -> Router<ServerState> {
     Router::new()
         .route("/overview", get(overview::overview))
-        .route("/tasks", post(tasks::submit))
+        .route("/tasks", post(tasks::submit).get(list::list))
         .route("/tasks/{id}", get(tasks::get_task))
         .route("/tasks/{id}/result", get(tasks::get_result))
         .route("/tasks/{id}/revoke", post(tasks::revoke))
         .route("/tasks/{id}/retry", post(tasks::retry))
         .route("/queues", get(queues::list))
         .route("/queues/{queue}/purge", post(queues::purge))
+        .route("/queues/{queue}/pause", post(queues::pause))
+        .route("/queues/{queue}/resume", post(queues::resume))
+        .route("/queues/{queue}/peek", get(queues::peek))
         .route("/dead", get(queues::dead))
         .route("/dead/retry", post(queues::dead_retry))
         .route("/workers", get(workers::list))

@@ -36,6 +36,27 @@ pub struct Totals {
     pub tasks_done: u64,
 }
 
+/// Counts by state from the broker's counters (null on a backend without them yet).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Counts {
+    /// Waiting and ready now.
+    pub pending: u64,
+    /// Waiting for an ETA or a retry delay now.
+    pub scheduled: u64,
+    /// Held by workers now.
+    pub reserved: u64,
+    /// Sent, ever.
+    pub sent: u64,
+    /// SUCCESS, ever.
+    pub succeeded: u64,
+    /// FAILURE, ever.
+    pub failed: u64,
+    /// Retried, ever.
+    pub retried: u64,
+    /// Revoked, ever.
+    pub revoked: u64,
+}
+
 /// `GET /api/v1/overview`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Overview {
@@ -43,6 +64,8 @@ pub struct Overview {
     pub workers: WorkerCounts,
     /// Totals over the queues.
     pub totals: Totals,
+    /// Counts by state, from the broker's counters.
+    pub counts: Option<Counts>,
     /// Each queue.
     pub queues: Vec<QueueView>,
     /// The server's version.
@@ -55,8 +78,24 @@ pub struct Overview {
 #[utoipa::path(get, path = "/api/v1/overview", responses((status = 200, body = Overview)),
     security(("bearer" = [])))]
 pub async fn overview(State(state): State<ServerState>) -> Result<Json<Overview>, ApiError> {
-    let (workers, queues) =
-        blocking(&state, |app| Ok((worker_views(app)?, queue_views(app)?))).await?;
+    let (workers, queues, counts) = blocking(&state, |app| {
+        let counts = match app.backend().inspect().task_counts() {
+            Ok(c) => Some(Counts {
+                pending: c.pending,
+                scheduled: c.scheduled,
+                reserved: c.reserved,
+                sent: c.sent,
+                succeeded: c.succeeded,
+                failed: c.failed,
+                retried: c.retried,
+                revoked: c.revoked,
+            }),
+            Err(lovage_broker::BrokerError::Unsupported { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok((worker_views(app)?, queue_views(app)?, counts))
+    })
+    .await?;
     let online = workers.iter().filter(|w| w.online).count() as u64;
     let sum = |f: fn(&QueueView) -> u64| queues.iter().map(f).sum::<u64>();
     let totals = Totals {
@@ -73,6 +112,7 @@ pub async fn overview(State(state): State<ServerState>) -> Result<Json<Overview>
             offline: workers.len() as u64 - online,
         },
         totals,
+        counts,
         queues,
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_s: state.started.elapsed().as_secs(),

@@ -32,8 +32,27 @@ pub struct QueueView {
     pub oldest_ready_age_s: Option<f64>,
 }
 
-/// Every queue that holds a task or a dead letter.
+/// Every queue that holds a task, a dead letter or is paused, from the broker's own queue
+/// details (or, on a backend without them yet, its counts and dead letters).
 pub fn queue_views(app: &App) -> Result<Vec<QueueView>, ApiError> {
+    match app.backend().queue_ops().queues() {
+        Ok(qs) => {
+            return Ok(qs
+                .into_iter()
+                .map(|q| QueueView {
+                    name: q.name,
+                    ready: q.ready,
+                    scheduled: q.scheduled,
+                    reserved: q.reserved,
+                    dead: q.dead,
+                    paused: q.paused,
+                    oldest_ready_age_s: Some(q.oldest_ready_age_s),
+                })
+                .collect())
+        }
+        Err(lovage_broker::BrokerError::Unsupported { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
     let stats = b(app.queues())?;
     let dead = b(app.dead_letters(DEAD_LETTERS_KEPT))?;
     let mut by_queue: BTreeMap<String, QueueView> = BTreeMap::new();
@@ -102,6 +121,108 @@ pub async fn purge(
     let q = queue.clone();
     let purged = blocking(&state, move |app| b(app.purge(&q))).await?;
     Ok(Json(Purged { queue, purged }))
+}
+
+/// A queue paused or resumed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Paused {
+    /// The queue.
+    pub queue: String,
+    /// Whether delivery from it is paused now.
+    pub paused: bool,
+}
+
+/// Stops delivery from a queue (tasks can still be sent to it; running ones finish).
+#[utoipa::path(post, path = "/api/v1/queues/{queue}/pause", params(("queue" = String, Path)),
+    responses((status = 200, body = Paused), (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn pause(
+    State(state): State<ServerState>,
+    Path(queue): Path<String>,
+) -> Result<Json<Paused>, ApiError> {
+    let q = queue.clone();
+    blocking(&state, move |app| b(app.backend().queue_ops().pause(&q))).await?;
+    Ok(Json(Paused {
+        queue,
+        paused: true,
+    }))
+}
+
+/// Delivers from a paused queue again.
+#[utoipa::path(post, path = "/api/v1/queues/{queue}/resume", params(("queue" = String, Path)),
+    responses((status = 200, body = Paused), (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn resume(
+    State(state): State<ServerState>,
+    Path(queue): Path<String>,
+) -> Result<Json<Paused>, ApiError> {
+    let q = queue.clone();
+    blocking(&state, move |app| b(app.backend().queue_ops().resume(&q))).await?;
+    Ok(Json(Paused {
+        queue,
+        paused: false,
+    }))
+}
+
+/// `?limit=` for a peek.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PeekQuery {
+    /// How many (default 20, at most 200).
+    pub limit: Option<usize>,
+}
+
+/// A waiting task, as a peek shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Peeked {
+    /// The id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// 0-9.
+    pub priority: u8,
+    /// Not before (RFC 3339), for a scheduled one.
+    pub eta: Option<String>,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When it was sent.
+    pub created: String,
+    /// The start of its arguments.
+    pub args_preview: String,
+}
+
+/// The next waiting tasks of a queue, in delivery order, without taking them.
+#[utoipa::path(get, path = "/api/v1/queues/{queue}/peek",
+    params(("queue" = String, Path), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = Vec<Peeked>), (status = 400, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn peek(
+    State(state): State<ServerState>,
+    Path(queue): Path<String>,
+    Query(q): Query<PeekQuery>,
+) -> Result<Json<Vec<Peeked>>, ApiError> {
+    let limit = q.limit.unwrap_or(20).min(200);
+    let envs = blocking(&state, move |app| {
+        b(app.backend().queue_ops().peek(&queue, limit))
+    })
+    .await?;
+    Ok(Json(
+        envs.iter()
+            .map(|e| Peeked {
+                id: e.id.to_string(),
+                name: e.task.clone(),
+                priority: e.priority,
+                eta: e.eta.map(|t| t.to_string()),
+                attempts: e.attempts,
+                created: e.created.to_string(),
+                args_preview: e
+                    .codec
+                    .decode::<Value>(&e.args, "task arguments")
+                    .map(|v| preview(&v, 120))
+                    .unwrap_or_else(|_| format!("<{} bytes>", e.args.len())),
+            })
+            .collect(),
+    ))
 }
 
 /// `GET /dead` parameters.

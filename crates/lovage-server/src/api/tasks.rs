@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use lovage_broker::ops::TaskInfo;
 use lovage_broker::{App, Envelope, ResultRecord, Revoked, Timestamp, DEAD_LETTERS_KEPT};
 use lovage_core::{Codec, RetryPolicy, Signature, TaskError, TaskId, TaskState};
 use serde::{Deserialize, Serialize};
@@ -107,6 +108,16 @@ pub struct TaskDetail {
     pub runtime_ms: Option<i64>,
     /// For a workflow's result id: the ids of its tasks.
     pub workflow: Option<Vec<String>>,
+    /// Its queue, while the broker knows it.
+    pub queue: Option<String>,
+    /// Its arguments (positional as an array, by name as an object), while the broker or its
+    /// dead letter holds them.
+    #[schema(value_type = Option<Object>)]
+    pub args: Option<Value>,
+    /// When it was sent (RFC 3339).
+    pub sent: Option<String>,
+    /// Whether a dead letter is kept for it (then it can be retried).
+    pub dead_letter: bool,
 }
 
 impl TaskDetail {
@@ -125,6 +136,10 @@ impl TaskDetail {
                 updated: None,
                 runtime_ms: None,
                 workflow: None,
+                queue: None,
+                args: None,
+                sent: None,
+                dead_letter: false,
             };
         };
         let result = match r.outcome::<Value>() {
@@ -147,6 +162,33 @@ impl TaskDetail {
                 _ => None,
             },
             workflow: None,
+            queue: None,
+            args: None,
+            sent: None,
+            dead_letter: false,
+        }
+    }
+
+    /// Adds what the broker's index knows beyond the record: queue, arguments, sent time.
+    fn add_info(&mut self, info: &TaskInfo) {
+        let s = &info.summary;
+        if self.name.is_none() && !s.name.is_empty() {
+            self.name = Some(s.name.clone());
+        }
+        if info.record.is_none() {
+            // No record yet: the index tells PENDING from RECEIVED.
+            self.state = s.state.to_string();
+        }
+        self.queue = s.queue.clone();
+        self.sent = s.sent.map(|t| t.to_string());
+        self.dead_letter = info.dead_letter.is_some();
+        let env = info
+            .envelope
+            .as_ref()
+            .or(info.dead_letter.as_ref().map(|d| &d.envelope));
+        if let Some(env) = env {
+            self.queue = Some(env.queue.clone());
+            self.args = env.codec.decode::<Value>(&env.args, "task arguments").ok();
         }
     }
 }
@@ -224,8 +266,20 @@ pub async fn get_task(
 ) -> Result<Json<TaskDetail>, ApiError> {
     let id = parse_id(&id)?;
     let detail = blocking(&state, move |app| {
-        let rec = b(app.record(id))?;
+        let info = match app.backend().inspect().task_info(id) {
+            Ok(info) => info,
+            // A backend without the task index yet: the result store alone.
+            Err(lovage_broker::BrokerError::Unsupported { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let rec = match &info {
+            Some(i) => i.record.clone(),
+            None => b(app.record(id))?,
+        };
         let mut d = TaskDetail::of(id, rec.as_ref());
+        if let Some(info) = &info {
+            d.add_info(info);
+        }
         // A workflow whose stored description does not decode is shown as a plain task.
         if let Ok(Some(canvas)) = lovage_flow::load(app, id) {
             d.workflow = Some(canvas.task_ids().iter().map(|t| t.to_string()).collect());
@@ -363,6 +417,17 @@ fn revoked_record(id: TaskId, last: Option<&ResultRecord>) -> ResultRecord {
 
 /// The envelope a task was last sent with, while the broker still keeps it (its dead letter).
 pub fn find_envelope(app: &App, id: TaskId) -> Result<Option<Envelope>, ApiError> {
+    match app.backend().inspect().task_info(id) {
+        Ok(Some(TaskInfo {
+            dead_letter: Some(d),
+            ..
+        })) => return Ok(Some(d.envelope)),
+        // The index knows tasks by their message or record; a letter buried without either
+        // is still found among the kept letters below.
+        Ok(_) => {}
+        Err(lovage_broker::BrokerError::Unsupported { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
     let letters = b(app.dead_letters(DEAD_LETTERS_KEPT))?;
     Ok(letters
         .into_iter()
