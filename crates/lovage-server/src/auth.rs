@@ -207,6 +207,8 @@ fn csrf_ok(headers: &HeaderMap) -> Result<(), ApiError> {
 /// Checks the caller of every API request: 401 without a valid credential, 403 when a read
 /// token asks for a mutation or a cookie-carried mutation fails the CSRF check.
 pub async fn require(State(state): State<ServerState>, mut req: Request, next: Next) -> Response {
+    // The event poller and the chart sampler run from the first request on.
+    state.hub.ensure_started(&state.app);
     match authorize(&state.auth, req.method(), req.headers()) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);

@@ -12,6 +12,8 @@
 mod api;
 pub mod auth;
 pub mod error;
+pub mod hub;
+mod metrics;
 mod serve;
 
 use std::sync::Arc;
@@ -36,6 +38,10 @@ pub struct ServerState {
     app: App,
     auth: Auth,
     started: Arc<Instant>,
+    started_unix_s: u64,
+    hub: Arc<hub::Hub>,
+    open_metrics: bool,
+    metrics_per_worker: bool,
 }
 
 impl ServerState {
@@ -45,7 +51,23 @@ impl ServerState {
             app,
             auth,
             started: Arc::new(Instant::now()),
+            started_unix_s: lovage_broker::Timestamp::now().as_millis() as u64 / 1000,
+            hub: Arc::new(hub::Hub::default()),
+            open_metrics: false,
+            metrics_per_worker: false,
         }
+    }
+
+    /// Serves `/metrics` without a token (for a scraper on a trusted network).
+    pub fn open_metrics(mut self, open: bool) -> Self {
+        self.open_metrics = open;
+        self
+    }
+
+    /// Adds per-worker series to `/metrics` (they drop out when a worker goes away).
+    pub fn metrics_per_worker(mut self, on: bool) -> Self {
+        self.metrics_per_worker = on;
+        self
     }
 
     /// The broker connection.
@@ -75,6 +97,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/login", post(api::session::login))
         .route("/logout", post(api::session::logout))
         .route("/api/v1/openapi.json", get(api::openapi))
+        .route("/metrics", get(metrics::metrics))
         .nest("/api/v1", api)
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -20,6 +20,10 @@ pub struct Config {
     pub token_file: Option<PathBuf>,
     /// Serve without tokens even on a non-loopback address.
     pub insecure_no_auth: bool,
+    /// Serve `/metrics` without a token.
+    pub open_metrics: bool,
+    /// Per-worker series in `/metrics`.
+    pub metrics_per_worker: bool,
 }
 
 /// A bound server, not yet serving: [`Server::local_addr`] tells the port when it was 0.
@@ -67,7 +71,9 @@ impl Server {
         Ok(Server {
             runtime,
             listener,
-            state: ServerState::new(app, auth),
+            state: ServerState::new(app, auth)
+                .open_metrics(config.open_metrics)
+                .metrics_per_worker(config.metrics_per_worker),
         })
     }
 

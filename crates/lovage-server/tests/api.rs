@@ -338,6 +338,8 @@ fn the_openapi_document_lists_every_route() {
         "/api/v1/dead/retry",
         "/api/v1/workers",
         "/api/v1/workers/{id}",
+        "/api/v1/events",
+        "/api/v1/charts",
         "/healthz",
         "/readyz",
         "/login",
@@ -365,6 +367,8 @@ fn a_non_loopback_bind_without_tokens_is_refused() {
         bind: bind.parse().unwrap(),
         token_file: None,
         insecure_no_auth: insecure,
+        open_metrics: false,
+        metrics_per_worker: false,
     };
     let e = Server::bind(&config("0.0.0.0:0", false)).unwrap_err();
     assert!(
@@ -490,4 +494,101 @@ fn a_queue_is_paused_peeked_and_resumed() {
     assert_eq!(got.len(), 1);
     let read = s.client.bearer(READ);
     assert_eq!(read.post("/api/v1/queues/pq/pause", "").status, 403);
+}
+
+fn publish(app: &App, n: usize, queue: &str) {
+    use lovage_broker::ops::{Event, EventKind};
+    let events: Vec<Event> = (0..n)
+        .map(|_| {
+            let mut e = Event::new(EventKind::TaskSucceeded);
+            e.task_id = Some(lovage_core::TaskId::new());
+            e.name = Some("lovage.sleep".into());
+            e.queue = Some(queue.into());
+            e.runtime_ms = Some(20);
+            e
+        })
+        .collect();
+    app.backend().events().publish(&events).unwrap();
+}
+
+#[test]
+fn the_event_stream_resumes_from_last_event_id_and_then_follows_live() {
+    let s = start();
+    let c = s.client.bearer(READ);
+    assert_eq!(s.client.events("/api/v1/events").status, 401);
+    // Start the poller, and put three events in the broker's stream.
+    assert_eq!(c.get("/api/v1/overview").status, 200);
+    publish(&s.app, 3, "ev");
+    let first = s.app.backend().events().read_events(0, 10).unwrap();
+    let seqs: Vec<u64> = first.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs.len(), 3);
+    // Resume after the first: the other two come from the broker, in order.
+    let mut stream = c
+        .with("last-event-id", &seqs[0].to_string())
+        .events("/api/v1/events");
+    assert_eq!(stream.status, 200);
+    for want in &seqs[1..] {
+        let e = stream.next();
+        assert_eq!(e.event, "task-succeeded", "{e:?}");
+        assert_eq!(e.id.as_deref(), Some(want.to_string().as_str()));
+        let data: Value = serde_json::from_str(&e.data).unwrap();
+        assert_eq!(data["seq"], *want);
+        assert_eq!(data["queue"], "ev");
+    }
+    // Then live ones, with nothing missed or repeated.
+    publish(&s.app, 2, "ev");
+    let mut live = Vec::new();
+    for _ in 0..2 {
+        live.push(stream.next().id.unwrap().parse::<u64>().unwrap());
+    }
+    assert_eq!(live, vec![seqs[2] + 1, seqs[2] + 2]);
+    // A filter by queue: only its events.
+    let mut other = c.events("/api/v1/events?queue=other");
+    publish(&s.app, 1, "ev");
+    publish(&s.app, 1, "other");
+    let e = other.next();
+    let data: Value = serde_json::from_str(&e.data).unwrap();
+    assert_eq!(data["queue"], "other", "{e:?}");
+    let r = c.get("/api/v1/events?types=task-exploded");
+    assert_eq!(r.status, 400);
+    let r = c.with("last-event-id", "yesterday").get("/api/v1/events");
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn metrics_are_prometheus_text_and_need_a_token() {
+    let s = start();
+    assert_eq!(s.client.get("/metrics").status, 401);
+    let c = s.client.bearer(ADMIN);
+    assert_eq!(
+        c.post(
+            "/api/v1/tasks",
+            r#"{"name":"lovage.sleep","args":[1],"queue":"m\"q"}"#
+        )
+        .status,
+        202
+    );
+    let r = s.client.bearer(READ).get("/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = r.text();
+    for want in [
+        "# TYPE lovage_queue_depth gauge",
+        r#"lovage_queue_depth{queue="m\"q",state="ready"} 1"#,
+        r#"lovage_tasks_total{state="sent"} 1"#,
+        r#"lovage_workers{state="online"} 0"#,
+        "lovage_server_sse_clients 0",
+        "# TYPE lovage_task_runtime_seconds histogram",
+        "process_resident_memory_bytes ",
+    ] {
+        assert!(text.contains(want), "{want} missing from\n{text}");
+    }
+    // Every sample line is `name{labels} value` with a number.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+    }
 }

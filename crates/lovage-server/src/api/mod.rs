@@ -1,6 +1,7 @@
 //! The JSON API under `/api/v1`: one module per resource, each with its types (which the
 //! OpenAPI document is generated from) and handlers.
 
+mod events;
 pub mod health;
 mod list;
 mod overview;
@@ -14,6 +15,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use lovage_broker::{App, BrokerError};
 use utoipa::OpenApi;
+
+pub use queues::queue_views;
+pub use workers::worker_views;
 
 use crate::error::ApiError;
 use crate::ServerState;
@@ -37,6 +41,8 @@ use crate::ServerState;
         queues::peek,
         queues::dead,
         queues::dead_retry,
+        events::events,
+        events::charts,
         workers::list,
         workers::get_worker,
         health::healthz,
@@ -77,6 +83,8 @@ pub fn routes() -> Router<ServerState> {
         .route("/queues/{queue}/peek", get(queues::peek))
         .route("/dead", get(queues::dead))
         .route("/dead/retry", post(queues::dead_retry))
+        .route("/events", get(events::events))
+        .route("/charts", get(events::charts))
         .route("/workers", get(workers::list))
         .route("/workers/{id}", get(workers::get_worker))
 }

@@ -149,3 +149,69 @@ fn read_response(r: &mut impl BufRead) -> Response {
         body,
     }
 }
+
+/// An open event stream: `GET path` with `headers`, read as SSE.
+pub struct EventStream {
+    reader: BufReader<TcpStream>,
+    pub status: u16,
+}
+
+/// One SSE event as read: `id`, `event` and `data` fields.
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+impl Client {
+    /// Opens an SSE stream (the answer's headers are read; events are read by `next`).
+    pub fn events(&self, path: &str) -> EventStream {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut head = format!(
+            "GET {path} HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\n",
+            self.addr
+        );
+        for (k, v) in &self.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        let mut reader = BufReader::new(s);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let status = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).unwrap();
+            if h.trim_end().is_empty() {
+                break;
+            }
+        }
+        EventStream { reader, status }
+    }
+}
+
+impl EventStream {
+    /// The next event (comments and keep-alives skipped); chunked framing lines are skipped
+    /// too, as they never start with a field name this stream uses.
+    pub fn next(&mut self) -> SseEvent {
+        let mut ev = SseEvent::default();
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).unwrap();
+            assert!(n > 0, "the stream ended");
+            let line = line.trim_end_matches(['\r', '\n']);
+            if let Some(v) = line.strip_prefix("id:") {
+                ev.id = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("event:") {
+                ev.event = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                ev.data.push_str(v.trim_start());
+            } else if line.is_empty() && (!ev.event.is_empty() || !ev.data.is_empty()) {
+                return ev;
+            }
+        }
+    }
+}

@@ -17,6 +17,12 @@ pub struct ServerArgs {
     /// Serve without tokens on any address: anyone who reaches it can send and revoke tasks.
     #[arg(long)]
     insecure_no_auth: bool,
+    /// Serve /metrics without a token (for a Prometheus scraper on a trusted network).
+    #[arg(long)]
+    open_metrics: bool,
+    /// Add per-worker series to /metrics (removed when a worker goes away).
+    #[arg(long)]
+    metrics_per_worker: bool,
     /// Read a token on standard input, print its token-file line (`admin sha256:...`) and exit.
     #[arg(long)]
     hash_token: bool,
@@ -39,6 +45,8 @@ pub fn run(a: ServerArgs) -> Result<(), Exit> {
         bind: a.bind,
         token_file: a.token_file,
         insecure_no_auth: a.insecure_no_auth,
+        open_metrics: a.open_metrics,
+        metrics_per_worker: a.metrics_per_worker,
     })
     .map_err(Exit::failed)?;
     let addr = server.local_addr().map_err(Exit::failed)?;
