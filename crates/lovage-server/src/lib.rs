@@ -11,6 +11,7 @@
 
 mod api;
 pub mod auth;
+mod dashboard;
 pub mod error;
 pub mod hub;
 mod metrics;
@@ -92,6 +93,9 @@ pub fn router(state: ServerState) -> Router {
         auth::require,
     ));
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/ui/app.css", get(dashboard::css))
+        .route("/ui/app.js", get(dashboard::js))
         .route("/healthz", get(api::health::healthz))
         .route("/readyz", get(api::health::readyz))
         .route("/login", post(api::session::login))

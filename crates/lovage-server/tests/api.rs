@@ -592,3 +592,22 @@ fn metrics_are_prometheus_text_and_need_a_token() {
         assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
     }
 }
+
+#[test]
+fn the_dashboard_is_served_from_the_binary_with_a_same_origin_policy() {
+    let s = start();
+    let r = s.client.get("/");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains(r#"<script src="ui/app.js">"#));
+    let csp = r.header("content-security-policy").unwrap();
+    assert!(csp.contains("default-src 'self'") && csp.contains("connect-src 'self'"), "{csp}");
+    let js = s.client.get("/ui/app.js");
+    assert_eq!(js.status, 200);
+    assert!(js.header("content-type").unwrap().starts_with("text/javascript"));
+    // Every API path the page uses is relative, so the page works under any prefix.
+    assert!(!js.text().contains("\"/api/"), "absolute API path in app.js");
+    assert_eq!(s.client.get("/ui/app.css").status, 200);
+    let me = s.client.bearer(READ).get("/api/v1/me").json();
+    assert_eq!(me["scope"], "read");
+    assert_eq!(me["name"], "viewer");
+}

@@ -48,6 +48,7 @@ use crate::ServerState;
         health::healthz,
         health::readyz,
         session::login,
+        session::me,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&Security)
@@ -71,6 +72,7 @@ impl utoipa::Modify for Security {
 pub fn routes() -> Router<ServerState> {
     Router::new()
         .route("/overview", get(overview::overview))
+        .route("/me", get(session::me))
         .route("/tasks", post(tasks::submit).get(list::list))
         .route("/tasks/{id}", get(tasks::get_task))
         .route("/tasks/{id}/result", get(tasks::get_result))

@@ -52,3 +52,25 @@ pub async fn logout() -> Response {
     let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
 }
+
+/// Who the caller is: the dashboard hides mutating buttons from a read token.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct Me {
+    /// The token's name from the token file (`anonymous` without auth).
+    pub name: String,
+    /// `read` or `admin`.
+    pub scope: String,
+}
+
+/// The caller's token name and scope.
+#[utoipa::path(get, path = "/api/v1/me", responses((status = 200, body = Me),
+    (status = 401, body = crate::error::ErrorBody)), security(("bearer" = [])))]
+pub async fn me(axum::Extension(caller): axum::Extension<crate::auth::Caller>) -> Json<Me> {
+    Json(Me {
+        name: caller.name,
+        scope: match caller.scope {
+            crate::auth::Scope::Read => "read".into(),
+            crate::auth::Scope::Admin => "admin".into(),
+        },
+    })
+}
