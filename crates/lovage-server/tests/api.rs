@@ -600,12 +600,21 @@ fn the_dashboard_is_served_from_the_binary_with_a_same_origin_policy() {
     assert_eq!(r.status, 200);
     assert!(r.text().contains(r#"<script src="ui/app.js">"#));
     let csp = r.header("content-security-policy").unwrap();
-    assert!(csp.contains("default-src 'self'") && csp.contains("connect-src 'self'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
     let js = s.client.get("/ui/app.js");
     assert_eq!(js.status, 200);
-    assert!(js.header("content-type").unwrap().starts_with("text/javascript"));
+    assert!(js
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/javascript"));
     // Every API path the page uses is relative, so the page works under any prefix.
-    assert!(!js.text().contains("\"/api/"), "absolute API path in app.js");
+    assert!(
+        !js.text().contains("\"/api/"),
+        "absolute API path in app.js"
+    );
     assert_eq!(s.client.get("/ui/app.css").status, 200);
     let me = s.client.bearer(READ).get("/api/v1/me").json();
     assert_eq!(me["scope"], "read");
