@@ -100,6 +100,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/readyz", get(api::health::readyz))
         .route("/login", post(api::session::login))
         .route("/logout", post(api::session::logout))
+        .route("/session", get(api::session::session))
         .route("/api/v1/openapi.json", get(api::openapi))
         .route("/metrics", get(metrics::metrics))
         .nest("/api/v1", api)

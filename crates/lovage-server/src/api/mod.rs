@@ -49,6 +49,7 @@ use crate::ServerState;
         health::readyz,
         session::login,
         session::me,
+        session::session,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&Security)

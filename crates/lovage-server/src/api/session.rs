@@ -74,3 +74,41 @@ pub async fn me(axum::Extension(caller): axum::Extension<crate::auth::Caller>) -
         },
     })
 }
+
+/// `GET /session`: who the browser is logged in as, 200 either way (the dashboard asks before
+/// it shows a login form, so a logged-out visit logs no failed request).
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct SessionInfo {
+    /// Whether the request carries a valid credential.
+    pub authenticated: bool,
+    /// The token's name, when authenticated.
+    pub name: Option<String>,
+    /// `read` or `admin`, when authenticated.
+    pub scope: Option<String>,
+}
+
+/// Who the caller is, without failing when nobody is logged in.
+#[utoipa::path(get, path = "/session", responses((status = 200, body = SessionInfo)))]
+pub async fn session(
+    State(state): State<ServerState>,
+    headers: axum::http::HeaderMap,
+) -> Json<SessionInfo> {
+    match crate::auth::authorize(&state.auth, &axum::http::Method::GET, &headers) {
+        Ok(c) => Json(SessionInfo {
+            authenticated: true,
+            name: Some(c.name),
+            scope: Some(
+                match c.scope {
+                    crate::auth::Scope::Read => "read",
+                    crate::auth::Scope::Admin => "admin",
+                }
+                .into(),
+            ),
+        }),
+        Err(_) => Json(SessionInfo {
+            authenticated: false,
+            name: None,
+            scope: None,
+        }),
+    }
+}

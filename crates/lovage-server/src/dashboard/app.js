@@ -190,7 +190,7 @@ window.login = async (e) => { e.preventDefault();
     if (!r.ok) { $("#login-err").textContent = "That token is not valid."; return false; } await loadMe(); connectEvents(); route(); } catch (err) { $("#login-err").textContent = err.message; }
   return false; };
 
-async function loadMe() { state.me = await api("api/v1/me"); document.body.classList.toggle("read-only", state.me.scope !== "admin"); $("#who").textContent = `${state.me.name} · ${state.me.scope}`; }
+async function loadMe() { const s = await api("session"); if (!s.authenticated) throw new Unauthorized(); state.me = s; document.body.classList.toggle("read-only", state.me.scope !== "admin"); $("#who").textContent = `${state.me.name} · ${state.me.scope}`; }
 
 let rendering = false;
 async function route(quiet) {
