@@ -34,6 +34,11 @@
 //! | `P:dead` | list | dead letters, newest first, capped at [`DEAD_LETTERS_KEPT`] (or `?dead_letters=N`) |
 //! | `P:corrupt` | hash | id → a task value that does not parse, set aside by a script until a reserve's client dead-letters it |
 //! | `P:workers` | hash | worker id → info (JSON) |
+//! | `P:ix` | sorted set | the task index: `{id} {queue}` of every task sent, score 0 (ordered by id, so by time); trimmed past [`INDEX_KEPT`](ops::INDEX_KEPT) by `purge_expired` |
+//! | `P:cnt` | hash | counts by state: `sent`, `succeeded`, `failed`, `retried`, `revoked`, moved by the scripts that change them (one HINCRBY per state per batch) |
+//! | `P:paused` | set | paused queues (reserves skip them) |
+//! | `P:events`, `P:eseq` | stream, counter | the event stream: an entry `0-{last seq}` per published batch (MessagePack), trimmed to about [`EVENTS_KEPT`](crate::ops::EVENTS_KEPT) events |
+//! | `P:ctl:{worker}`, `P:rep:{request}` | list, TTL | the control mailbox: a worker's requests, a request's replies (JSON), for [`CONTROL_TTL`](crate::ops::CONTROL_TTL) |
 //!
 //! Where the time goes decides the layout. Redis spends its time per command and per key far
 //! more than per element, so a batch of tasks costs a few variadic commands on a few big keys,
@@ -59,6 +64,7 @@ use lovage_core::{TaskError, TaskId};
 use redis::{Connection, Script};
 
 mod checks;
+mod ops;
 mod options;
 mod resp;
 mod results;
@@ -122,6 +128,7 @@ struct Scripts {
     join: Script,
     store_results: Script,
     store_and_ack: Script,
+    publish: Script,
     lock: Script,
     unlock: Script,
     acquire: Script,
@@ -167,7 +174,10 @@ impl RedisBackend {
                 enqueue_once: with_meta(ENQUEUE_ONCE),
                 join: Script::new(JOIN),
                 store_results: with_meta(&format!("{STORE_FN}\n{STORE_RESULTS}")),
-                store_and_ack: with_meta(&format!("{STORE_FN}\n{ACK_FN}\n{STORE_AND_ACK}")),
+                store_and_ack: with_meta(&format!(
+                    "{STORE_FN}\n{ACK_FN}\n{EVENTS_FN}\n{STORE_AND_ACK}"
+                )),
+                publish: Script::new(&format!("{EVENTS_FN}\n{PUBLISH}")),
                 lock: Script::new(LOCK),
                 acquire: Script::new(ACQUIRE),
                 unlock: Script::new(UNLOCK),
@@ -847,12 +857,20 @@ impl Admin for RedisBackend {
     }
 }
 
-crate::ops::unsupported_ops!(RedisBackend, "redis");
-
 impl crate::Driver for RedisBackend {
     /// One script call: the records are written and the leases completed atomically.
     fn store_and_complete(&self, records: &[ResultRecord], leases: &[Lease]) -> Result<()> {
-        self.store_and_ack(records, leases)
+        self.store_and_ack(records, leases, &[])
+    }
+
+    /// The same script call, with the events appended to the stream inside it.
+    fn store_complete_publish(
+        &self,
+        records: &[ResultRecord],
+        leases: &[Lease],
+        events: &[crate::ops::Event],
+    ) -> Result<()> {
+        self.store_and_ack(records, leases, events)
     }
 }
 
@@ -965,7 +983,19 @@ impl ResultStore for RedisBackend {
     }
 
     fn purge_expired(&self) -> Result<u64> {
-        Ok(0) // Redis expires the result hashes itself
+        // Redis expires the result hashes itself; the task index forgets ids older than
+        // INDEX_KEPT (their records are gone or kept forever: listing stops there).
+        let kept = ops::INDEX_KEPT.as_millis() as i64;
+        let floor =
+            crate::ops::id_floor(Timestamp::from_millis(Timestamp::now().as_millis() - kept));
+        self.with_conn("trim the task index", |c| {
+            redis::cmd("ZREMRANGEBYLEX")
+                .arg(self.key("ix"))
+                .arg("-")
+                .arg(format!("({floor}"))
+                .query::<i64>(c)
+        })?;
+        Ok(0)
     }
 }
 

@@ -146,7 +146,26 @@ impl EnqueuePacker {
                 _ => share.ready.push((score, id)),
             }
         }
-        let mut commands = 1;
+        // The task index (`{id} {queue}`, ordered by id) and the count of tasks sent: two
+        // variadic commands per chunk, no round trip of their own.
+        resp::command(buf, 2 + 2 * chunk.len());
+        resp::arg(buf, b"ZADD");
+        key(buf, scratch, &self.prefix, &["ix"]);
+        for e in chunk {
+            let mut id = [0u8; 36];
+            resp::arg(buf, b"0");
+            scratch.clear();
+            scratch.extend_from_slice(e.id.encode(&mut id).as_bytes());
+            scratch.push(b' ');
+            scratch.extend_from_slice(e.queue.as_bytes());
+            resp::arg(buf, scratch);
+        }
+        resp::command(buf, 4);
+        resp::arg(buf, b"HINCRBY");
+        key(buf, scratch, &self.prefix, &["cnt"]);
+        resp::arg(buf, b"sent");
+        resp::int_arg(buf, chunk.len());
+        let mut commands = 3;
         for share in &self.queues {
             if share.ready.is_empty() && share.scheduled.is_empty() {
                 continue;
