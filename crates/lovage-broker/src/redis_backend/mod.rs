@@ -5,7 +5,8 @@
 //! `eviction=warn` opens a server whose `maxmemory-policy` is not `noeviction` (refused
 //! otherwise: evicted keys lose work silently); `durable=1` refuses a server without
 //! `appendonly yes` + `appendfsync always` and makes each send wait (`WAIT`) for the replicas
-//! counted at open. A standalone server only: a Cluster node is refused (see `checks`).
+//! counted at open; `task_index=1` keeps the task index that `Inspect::list_tasks` reads (off by
+//! default: it costs the enqueue about a quarter). A standalone server only: a Cluster node is refused (see `checks`).
 //!
 //! Every key lives under one prefix (`lovage` unless the URL says `?prefix=...`):
 //!
@@ -34,7 +35,7 @@
 //! | `P:dead` | list | dead letters, newest first, capped at [`DEAD_LETTERS_KEPT`] (or `?dead_letters=N`) |
 //! | `P:corrupt` | hash | id → a task value that does not parse, set aside by a script until a reserve's client dead-letters it |
 //! | `P:workers` | hash | worker id → info (JSON) |
-//! | `P:ix` | sorted set | the task index: `{id} {queue}` of every task sent, score 0 (ordered by id, so by time); trimmed past [`INDEX_KEPT`](ops::INDEX_KEPT) by `purge_expired` |
+//! | `P:ix` | sorted set | with `?task_index=1` only: the task index: `{id} {queue}` of every task sent, score 0 (ordered by id, so by time); trimmed past [`INDEX_KEPT`](ops::INDEX_KEPT) by `purge_expired` |
 //! | `P:cnt` | hash | counts by state: `sent`, `succeeded`, `failed`, `retried`, `revoked`, moved by the scripts that change them (one HINCRBY per state per batch) |
 //! | `P:paused` | set | paused queues (reserves skip them) |
 //! | `P:events`, `P:eseq` | stream, counter | the event stream: an entry `0-{last seq}` per published batch (MessagePack), trimmed to about [`EVENTS_KEPT`](crate::ops::EVENTS_KEPT) events |
@@ -110,6 +111,8 @@ pub struct RedisBackend {
     pool: Mutex<Vec<Connection>>,
     /// With `?durable=1`: the replicas a send waits for (`WAIT`), as counted at open.
     wait_replicas: Option<usize>,
+    /// With `?task_index=1`: sends add their tasks to the index `P:ix`.
+    task_index: bool,
     scripts: Scripts,
     /// Dead letters kept; past this many, the oldest are dropped.
     dead_kept: AtomicUsize,
@@ -162,6 +165,7 @@ impl RedisBackend {
             pool: Mutex::new(Vec::new()),
             dead_kept: AtomicUsize::new(DEAD_LETTERS_KEPT),
             wait_replicas: None,
+            task_index: options.task_index,
             scripts: Scripts {
                 reserve: with_meta(RESERVE),
                 ack: with_meta(&format!("{ACK_FN}\n{ACK}")),
@@ -505,7 +509,7 @@ impl Broker for RedisBackend {
         // are read at the end. Sending the same ids again (a retry after a broken connection)
         // rewrites them in place.
         let now = Timestamp::now();
-        let mut packer = EnqueuePacker::new(&self.prefix, batch.len());
+        let mut packer = EnqueuePacker::new(&self.prefix, batch.len(), self.task_index);
         let (failed, lag) = self.with_conn("enqueue", |c| {
             let (mut replies, mut failed) = (0, None);
             for chunk in batch.chunks(ENQUEUE_CHUNK) {
@@ -539,7 +543,9 @@ impl Broker for RedisBackend {
     fn enqueue_once(&self, batch: &[Envelope]) -> Result<()> {
         for chunk in batch.chunks(500) {
             let mut inv = self.scripts.enqueue_once.prepare_invoke();
-            inv.arg(&self.prefix).arg(millis(ONCE_TTL));
+            inv.arg(&self.prefix)
+                .arg(millis(ONCE_TTL))
+                .arg(u8::from(self.task_index));
             for e in chunk {
                 let score = ready_score(e.priority);
                 let due = e.eta.map_or(0, Timestamp::as_millis);

@@ -153,6 +153,12 @@ impl RedisBackend {
 
 impl Inspect for RedisBackend {
     fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage> {
+        if !self.task_index {
+            return Err(BrokerError::Unsupported {
+                backend: "redis",
+                op: "listing tasks without the task index (open the broker with ?task_index=1)",
+            });
+        }
         let queues = RefCell::new(HashMap::new());
         ops::page(
             query,

@@ -438,7 +438,8 @@ return out
 "#;
 
 pub(super) const ENQUEUE_ONCE: &str = r#"
--- ARGV: prefix, remember ms, then per task: id, queue, score, ETA ms (0: none), value.
+-- ARGV: prefix, remember ms, '1' to add the tasks to the task index, then per task: id,
+-- queue, score, ETA ms (0: none), value.
 -- Ids sent once are remembered in `once` (score: until when).
 local p = ARGV[1]
 local now = now_ms()
@@ -446,11 +447,12 @@ local until_ = now + tonumber(ARGV[2])
 local once = p .. ':once'
 redis.call('ZREMRANGEBYSCORE', once, '-inf', now)
 local sent = 0
-for i = 3, #ARGV, 5 do
+local index = ARGV[3] == '1'
+for i = 4, #ARGV, 5 do
   local id, q, score, eta = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   if redis.call('ZADD', once, 'NX', until_, id) == 1 then
     redis.call('HSET', p .. ':tasks', id, ARGV[i + 4])
-    redis.call('ZADD', p .. ':ix', 0, id .. ' ' .. q)
+    if index then redis.call('ZADD', p .. ':ix', 0, id .. ' ' .. q) end
     redis.call('SADD', p .. ':queues', q)
     place(p, id, q, score, eta > now and eta or false)
     sent = sent + 1
