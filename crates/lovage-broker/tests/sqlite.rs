@@ -186,7 +186,7 @@ fn downgrade(path: &std::path::Path, version: i32) {
     let c = rusqlite::Connection::open(path).unwrap();
     // Version 4 added the operators' columns and tables.
     c.execute_batch(
-        "DROP INDEX results_state; DROP INDEX results_task; DROP INDEX dead_letters_id; \
+        "DROP INDEX results_state; DROP INDEX dead_letters_id; \
          ALTER TABLE tasks DROP COLUMN received; ALTER TABLE results DROP COLUMN queue; \
          ALTER TABLE results DROP COLUMN preview; ALTER TABLE results DROP COLUMN received; \
          DROP TABLE paused; DROP TABLE events; DROP TABLE control; DROP TABLE control_replies; \

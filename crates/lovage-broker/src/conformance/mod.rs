@@ -177,11 +177,7 @@ where
     F: Fn() -> Fixture + Send + Sync + 'static,
 {
     let factory = Arc::new(factory);
-    // The Redis backend does not keep the operators' state yet.
-    let has_ops = backend != "redis";
-    let ops_names: Vec<&str> = ops::TESTS.iter().map(|(n, _)| *n).collect();
     tests()
-        .filter(|(name, _)| has_ops || !ops_names.contains(name))
         .map(|(name, test)| {
             let factory = factory.clone();
             Trial::test(format!("{backend}::{name}"), move || {

@@ -91,7 +91,8 @@ pub struct TaskSummary {
     pub worker: Option<String>,
     /// When it was sent.
     pub sent: Option<Timestamp>,
-    /// When a worker reserved it last.
+    /// When a worker reserved it last, where the backend keeps it (memory and SQLite do;
+    /// Redis does not, to keep a reserve as cheap as it was: its `task-received` event says).
     pub received: Option<Timestamp>,
     /// When its last attempt started.
     pub started: Option<Timestamp>,

@@ -32,8 +32,8 @@
 //! | `control`, `control_replies` | the control mailbox: requests per worker and their replies, until they expire |
 //!
 //! The task index is columns of `tasks` (`received`) and `results` (`queue`, `preview`,
-//! `received`, copied from the task's row when its record is stored) with indexes on
-//! `results(state, id)` and `results(task, id)`; the counts by state are `counters` rows
+//! `received`, copied from the task's row when its record is stored) with an index of
+//! the records that are not SUCCESS (`results_state`); the counts by state are `counters` rows
 //! `lovage:count:*` moved by the transactions that change them (see `tally`).
 //!
 //! The code, by job: `schema` (create, check and upgrade the file), `conn` (the one connection

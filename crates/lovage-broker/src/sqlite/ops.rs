@@ -108,7 +108,11 @@ impl SqliteBackend {
             let mut extra = String::new();
             let mut args: Vec<&dyn ToSql> = Vec::new();
             if let Some(s) = &state_text {
-                extra.push_str(" AND state = ?");
+                // The literal term lets SQLite use the partial index of non-SUCCESS records.
+                extra.push_str(" AND state = ? AND state != 'SUCCESS'");
+                if *s == "SUCCESS" {
+                    extra.truncate(extra.len() - " AND state != 'SUCCESS'".len());
+                }
                 args.push(s);
             }
             if let Some(name) = &q.name {
