@@ -160,8 +160,15 @@ fn api_with_real_workers(env: Env) {
     assert_eq!(one.status, 200, "{}", one.text());
     assert_eq!(one.json()["online"], true);
 
-    // Success.
+    // Success, seen live on the event stream as the workers publish it.
+    let mut stream = read.events("/api/v1/events?types=task-succeeded");
+    assert_eq!(stream.status, 200);
     let ok = send(&admin, r#"{"name":"lovage.sleep","args":[0.2]}"#);
+    let e = stream.next();
+    assert_eq!(e.event, "task-succeeded", "{e:?}");
+    let data: Value = serde_json::from_str(&e.data).unwrap();
+    assert_eq!(data["task_id"], ok.as_str(), "{data}");
+    assert_eq!(data["name"], "lovage.sleep");
     let r = result(&admin, &ok);
     assert_eq!(r["state"], "SUCCESS", "{r}");
     assert_eq!(r["result"], 0.2);
