@@ -325,6 +325,7 @@ fn the_openapi_document_lists_every_route() {
     for p in [
         "/api/v1/overview",
         "/api/v1/tasks",
+        "/api/v1/tasks/bulk",
         "/api/v1/tasks/{id}",
         "/api/v1/tasks/{id}/result",
         "/api/v1/tasks/{id}/revoke",
@@ -619,4 +620,53 @@ fn the_dashboard_is_served_from_the_binary_with_a_same_origin_policy() {
     let me = s.client.bearer(READ).get("/api/v1/me").json();
     assert_eq!(me["scope"], "read");
     assert_eq!(me["name"], "viewer");
+}
+
+#[test]
+fn bulk_revoke_by_filter_and_bad_bulk_requests() {
+    let s = start();
+    let c = s.client.bearer(ADMIN);
+    for i in 0..4 {
+        let body = format!(r#"{{"name":"lovage.sleep","args":[{i}],"queue":"bulkq"}}"#);
+        assert_eq!(c.post("/api/v1/tasks", &body).status, 202);
+    }
+    assert_eq!(
+        c.post(
+            "/api/v1/tasks",
+            r#"{"name":"lovage.sleep","args":[9],"queue":"keep"}"#
+        )
+        .status,
+        202
+    );
+    let r = c.post(
+        "/api/v1/tasks/bulk",
+        r#"{"action":"revoke","filter":{"queue":"bulkq"}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["matched"], 4);
+    assert_eq!(r.json()["done"], 4);
+    let left = c.get("/api/v1/tasks?state=PENDING").json();
+    let left = left["items"].as_array().unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["queue"], "keep");
+    for (body, want) in [
+        (r#"{"action":"revoke","filter":{}}"#, 400),
+        (r#"{"action":"explode","filter":{"queue":"x"}}"#, 400),
+        (r#"{"action":"delete","filter":{"queue":"x"}}"#, 501),
+        (r#"{"action":"retry","filter":{"state":"LOST"}}"#, 400),
+        (r#"{"action":"retry"}"#, 400),
+    ] {
+        let r = c.post("/api/v1/tasks/bulk", body);
+        assert_eq!(r.status, want, "{body}: {}", r.text());
+    }
+    assert_eq!(
+        s.client
+            .bearer(READ)
+            .post(
+                "/api/v1/tasks/bulk",
+                r#"{"action":"revoke","filter":{"queue":"keep"}}"#
+            )
+            .status,
+        403
+    );
 }

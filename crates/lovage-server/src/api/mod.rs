@@ -1,6 +1,7 @@
 //! The JSON API under `/api/v1`: one module per resource, each with its types (which the
 //! OpenAPI document is generated from) and handlers.
 
+mod bulk;
 mod events;
 pub mod health;
 mod list;
@@ -30,6 +31,7 @@ use crate::ServerState;
         overview::overview,
         tasks::submit,
         list::list,
+        bulk::bulk,
         tasks::get_task,
         tasks::get_result,
         tasks::revoke,
@@ -75,6 +77,7 @@ pub fn routes() -> Router<ServerState> {
         .route("/overview", get(overview::overview))
         .route("/me", get(session::me))
         .route("/tasks", post(tasks::submit).get(list::list))
+        .route("/tasks/bulk", post(bulk::bulk))
         .route("/tasks/{id}", get(tasks::get_task))
         .route("/tasks/{id}/result", get(tasks::get_result))
         .route("/tasks/{id}/revoke", post(tasks::revoke))
