@@ -3,14 +3,17 @@
 
 use std::sync::Arc;
 
+use crate::ops::Event;
 use crate::{
-    memory, Admin, Broker, BrokerError, Lease, Locks, Presence, RateLimits, Result, ResultRecord,
-    ResultStore,
+    memory, Admin, Broker, BrokerError, Control, Events, Inspect, Lease, Locks, Presence, QueueOps,
+    RateLimits, Result, ResultRecord, ResultStore,
 };
 
 /// Everything one storage provides: the [`Broker`] and its side traits plus the
-/// [`ResultStore`], and the steps that span both.
-pub trait Driver: Broker + Locks + RateLimits + Presence + Admin + ResultStore {
+/// [`ResultStore`], the operators' traits ([`crate::ops`]), and the steps that span them.
+pub trait Driver:
+    Broker + Locks + RateLimits + Presence + Admin + ResultStore + Inspect + QueueOps + Events + Control
+{
     /// Stores `records`, then completes `leases`: a worker's batch of finished tasks whose
     /// outcomes start nothing else. The records are stored before any lease is completed (a
     /// crash in between runs a task again rather than losing its outcome); a storage that can do
@@ -20,6 +23,22 @@ pub trait Driver: Broker + Locks + RateLimits + Presence + Admin + ResultStore {
     fn store_and_complete(&self, records: &[ResultRecord], leases: &[Lease]) -> Result<()> {
         self.store(records)?;
         self.complete(leases)
+    }
+
+    /// [`store_and_complete`](Driver::store_and_complete), then appends `events` to the event
+    /// stream: a worker's finished batch and what it says about it. A storage that can do it all
+    /// in the same transaction or script does, so events cost a finished task no round trip.
+    fn store_complete_publish(
+        &self,
+        records: &[ResultRecord],
+        leases: &[Lease],
+        events: &[Event],
+    ) -> Result<()> {
+        self.store_and_complete(records, leases)?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.publish(events)
     }
 }
 
@@ -71,6 +90,26 @@ impl Backend {
 
     /// Queue counts, purges, dead letters.
     pub fn admin(&self) -> &dyn Admin {
+        &*self.driver
+    }
+
+    /// The task index and counts by state.
+    pub fn inspect(&self) -> &dyn Inspect {
+        &*self.driver
+    }
+
+    /// Pausing, resuming and peeking into queues.
+    pub fn queue_ops(&self) -> &dyn QueueOps {
+        &*self.driver
+    }
+
+    /// The bounded event stream.
+    pub fn events(&self) -> &dyn Events {
+        &*self.driver
+    }
+
+    /// The per-worker control mailbox.
+    pub fn control(&self) -> &dyn Control {
         &*self.driver
     }
 

@@ -38,6 +38,15 @@ pub enum BrokerError {
     /// Stored data could not be decoded.
     #[error("corrupt record in the broker: {0}")]
     Corrupt(String),
+    /// A caller's argument is not acceptable (a cursor a page did not hand out, a bad name).
+    #[error("bad {what}: {reason}")]
+    BadRequest { what: &'static str, reason: String },
+    /// This backend does not do this (yet).
+    #[error("the {backend} broker does not support {op} yet")]
+    Unsupported {
+        backend: &'static str,
+        op: &'static str,
+    },
 }
 
 impl BrokerError {
@@ -52,7 +61,9 @@ impl BrokerError {
             BrokerError::BadUrl { .. }
             | BrokerError::NotLovage { .. }
             | BrokerError::Codec(_)
-            | BrokerError::Corrupt(_) => false,
+            | BrokerError::Corrupt(_)
+            | BrokerError::BadRequest { .. }
+            | BrokerError::Unsupported { .. } => false,
         }
     }
 }

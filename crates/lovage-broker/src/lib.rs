@@ -2,7 +2,9 @@
 //!
 //! [`Broker`] reads as a task's life: enqueue, reserve (with a lease), renew the lease while
 //! it runs, then complete, retry, snooze, discard (dead-letter) or revoke. Side traits hold
-//! what is not a task's life: [`Locks`], [`RateLimits`], [`Presence`], [`Admin`].
+//! what is not a task's life: [`Locks`], [`RateLimits`], [`Presence`], [`Admin`], and for
+//! operators ([`ops`]) the task index [`Inspect`], [`QueueOps`], the event stream [`Events`]
+//! and the control mailbox [`Control`].
 //! [`ResultStore`] keeps outcomes and lets a client wait for one. [`connect`] opens a
 //! [`Backend`] from a URL. Backends: `memory` (one process, for tests), `sqlite` (the embedded
 //! default, one file shared by the processes of a host) and `redis` (feature `redis`, for many
@@ -23,6 +25,7 @@ mod error;
 pub mod futures;
 pub mod memory;
 mod message;
+pub mod ops;
 mod rate;
 #[cfg(feature = "redis")]
 pub mod redis_backend;
@@ -40,6 +43,7 @@ pub use message::{
     DeadLetter, Delivery, Envelope, JoinEntry, Lease, QueueStats, ResultRecord, Revoked,
     WorkerInfo, DEAD_LETTERS_KEPT, DEFAULT_QUEUE, ONCE_TTL, WORKER_RECORD_TTL,
 };
+pub use ops::{Control, Events, Inspect, QueueOps};
 pub use rate::{gcra, now_micros, slots_from_micros};
 pub use results::ResultStore;
 pub use time::{NotRfc3339, Timestamp};

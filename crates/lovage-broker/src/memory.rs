@@ -15,6 +15,8 @@ use crate::{
     DEAD_LETTERS_KEPT, ONCE_TTL,
 };
 
+mod ops;
+
 /// How long a revoked id is remembered for tasks not (yet) in the broker.
 const REVOKE_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
@@ -58,6 +60,8 @@ struct State {
     next_seq: u64,
     /// The last fencing token drawn.
     last_fence: u64,
+    /// The task index's notes, counters, paused queues, events and control mailboxes.
+    ops: ops::OpsState,
 }
 
 impl State {
@@ -144,6 +148,7 @@ impl State {
     fn best_ready(&self, queues: &[String]) -> Option<TaskId> {
         queues
             .iter()
+            .filter(|q| !self.ops.paused.contains(*q))
             .filter_map(|q| self.ready.get(q).and_then(|s| s.first()))
             .min()
             .map(|(_, _, id)| *id)
@@ -229,6 +234,9 @@ impl MemoryBackend {
                 }
                 e.fence = 0;
             }
+            if attempted {
+                st.ops.counts.retried += 1;
+            }
             let place = if delay.is_zero() {
                 Place::Ready
             } else {
@@ -268,6 +276,7 @@ impl Broker for MemoryBackend {
                 },
             );
             st.attach(env.id, place);
+            st.ops.sent(env);
         }
         drop(st);
         self.changed.notify_all();
@@ -321,6 +330,9 @@ impl Broker for MemoryBackend {
                     lease: Lease { id, fence },
                     envelope: e.env.clone(),
                 });
+                if let Some(n) = st.ops.noted.get_mut(&id) {
+                    n.received = Some(now);
+                }
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if !out.is_empty() || left.is_zero() {
@@ -412,7 +424,10 @@ impl Broker for MemoryBackend {
         if e.env.flow.is_empty() {
             st.remove(id);
         }
-        if st.results.get(&id).is_none_or(|old| record.supersedes(old)) {
+        let old = st.results.get(&id);
+        if old.is_none_or(|old| record.supersedes(old)) {
+            let old = old.map(|o| o.state);
+            st.ops.stored(old, record.state);
             st.results.insert(id, record);
         }
         drop(st);
@@ -557,7 +572,10 @@ impl ResultStore for MemoryBackend {
     fn store(&self, records: &[ResultRecord]) -> Result<()> {
         let mut st = self.state();
         for r in records {
-            if st.results.get(&r.id).is_none_or(|old| r.supersedes(old)) {
+            let old = st.results.get(&r.id);
+            if old.is_none_or(|old| r.supersedes(old)) {
+                let old = old.map(|o| o.state);
+                st.ops.stored(old, r.state);
                 st.results.insert(r.id, r.clone());
             }
         }
@@ -677,6 +695,15 @@ impl ResultStore for MemoryBackend {
         let mut st = self.state();
         let before = st.results.len();
         st.results.retain(|_, r| r.expires.is_none_or(|e| e > now));
+        // The index forgets what neither the broker nor the result store holds any more.
+        let State {
+            ops,
+            entries,
+            results,
+            ..
+        } = &mut *st;
+        ops.noted
+            .retain(|id, _| entries.contains_key(id) || results.contains_key(id));
         Ok((before - st.results.len()) as u64)
     }
 }

@@ -391,7 +391,7 @@ fn a_waiter_does_not_pass_on_a_wake_up_for_an_unfinished_record() {
     let prefix = fixture
         .backend
         .url()
-        .split("?prefix=")
+        .split("prefix=")
         .nth(1)
         .unwrap()
         .to_owned();

@@ -184,11 +184,22 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
 /// Makes a current file look like one of schema `version`: what later versions added is dropped.
 fn downgrade(path: &std::path::Path, version: i32) {
     let c = rusqlite::Connection::open(path).unwrap();
-    // Version 3 added fencing tokens and the purge indexes.
-    c.execute_batch("ALTER TABLE tasks DROP COLUMN fence; DROP TABLE meta;")
-        .unwrap();
-    for name in V3_INDEX_NAMES {
-        c.execute_batch(&format!("DROP INDEX {name}")).unwrap();
+    // Version 4 added the operators' columns and tables.
+    c.execute_batch(
+        "DROP INDEX results_state; DROP INDEX dead_letters_id; \
+         ALTER TABLE tasks DROP COLUMN received; ALTER TABLE results DROP COLUMN queue; \
+         ALTER TABLE results DROP COLUMN preview; ALTER TABLE results DROP COLUMN received; \
+         DROP TABLE paused; DROP TABLE events; DROP TABLE control; DROP TABLE control_replies; \
+         DELETE FROM counters;",
+    )
+    .unwrap();
+    if version < 3 {
+        // Version 3 added fencing tokens and the purge indexes.
+        c.execute_batch("ALTER TABLE tasks DROP COLUMN fence; DROP TABLE meta;")
+            .unwrap();
+        for name in V3_INDEX_NAMES {
+            c.execute_batch(&format!("DROP INDEX {name}")).unwrap();
+        }
     }
     if version < 2 {
         // Version 2 added workflows.
@@ -203,7 +214,7 @@ fn downgrade(path: &std::path::Path, version: i32) {
 
 #[test]
 fn databases_of_older_schemas_are_upgraded_in_place() {
-    for old in [1, 2] {
+    for old in [1, 2, 3] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
         let waiting = env();
@@ -213,7 +224,7 @@ fn databases_of_older_schemas_are_upgraded_in_place() {
         }
         downgrade(&path, old);
         let b = SqliteBackend::open(&path).unwrap();
-        assert_eq!(schema_version(&path), 3, "from version {old}");
+        assert_eq!(schema_version(&path), 4, "from version {old}");
         assert_eq!(purge_indexes(&path), V3_INDEX_NAMES, "from version {old}");
         b.enqueue_once(&[env()]).unwrap();
         let got = b
@@ -230,6 +241,13 @@ fn databases_of_older_schemas_are_upgraded_in_place() {
             "from version {old}: the old task is still there and a new one joined it"
         );
         assert!(got.iter().any(|d| d.envelope.id == waiting.id));
+        use lovage_broker::Inspect;
+        let counts = b.task_counts().unwrap();
+        assert_eq!(
+            (counts.pending, counts.reserved),
+            (0, 2),
+            "from version {old}: the live count starts from the tasks there"
+        );
         let leases: Vec<_> = got.iter().map(|d| d.lease).collect();
         b.complete(&leases).unwrap();
         assert!(b

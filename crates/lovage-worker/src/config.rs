@@ -58,6 +58,10 @@ pub struct WorkerConfig {
     pub result_ttl: Option<Duration>,
     /// Name part of the worker id (`name@host.pid`).
     pub name: String,
+    /// Publishes events (task-started, -succeeded, -failed, ..., worker-online, -heartbeat,
+    /// -offline) to the broker's event stream: batched with the finisher's store (no round
+    /// trip of their own) and the keeper's tick.
+    pub events: bool,
 }
 
 impl Default for WorkerConfig {
@@ -73,6 +77,7 @@ impl Default for WorkerConfig {
             poll: Duration::from_millis(500),
             result_ttl: Some(Duration::from_secs(24 * 3600)),
             name: "worker".into(),
+            events: true,
         }
     }
 }

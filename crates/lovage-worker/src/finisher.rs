@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use lovage_broker::ops::{Event, EventKind};
 use lovage_broker::{Delivery, Envelope, Lease, Timestamp};
 use lovage_core::{kinds, TaskError, TaskId, TaskState};
 use lovage_flow::Finished;
@@ -72,6 +73,7 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     // Workflow steps, continued once their outcomes are stored: (envelope, value or error).
     let mut flows: Vec<(Envelope, Result<Vec<u8>, TaskError>)> = Vec::new();
     let mut report = WorkerReport::default();
+    let mut events = Vec::new();
     let revoked_running: HashSet<TaskId> = {
         let mut set = s.revoked_running();
         batch
@@ -120,6 +122,9 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
         }
         let settle = decide(&ran, env.attempts, &ready.options);
         let in_flow = !env.flow.is_empty();
+        if s.config.events {
+            events.push(finished_event(s, env, &ran, &settle, started));
+        }
         match ran {
             Ran::Succeeded(value) => {
                 if in_flow {
@@ -182,7 +187,9 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
         // Nothing to plan in between: the records and the completions go together (one
         // transaction on SQLite, one script on Redis).
         if s.retry_broker("store results and complete", || {
-            s.backend.driver().store_and_complete(&records, &completed)
+            s.backend
+                .driver()
+                .store_complete_publish(&records, &completed, &events)
         })
         .is_some()
         {
@@ -193,6 +200,9 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
         .is_some()
     {
         settle_in_broker(s, &flows, &completed, &afterwards);
+        if !events.is_empty() {
+            s.retry_broker("publish events", || s.backend.events().publish(&events));
+        }
     }
     {
         let mut running = s.running();
@@ -206,6 +216,34 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     let done = total.succeeded + total.failed;
     drop(total);
     s.info().tasks_done = done;
+}
+
+/// The event that says how a task's run ended, from what the finisher knows of it.
+fn finished_event(
+    s: &Shared,
+    env: &Envelope,
+    ran: &Ran,
+    settle: &Settle,
+    started: Option<Timestamp>,
+) -> Event {
+    let (kind, state, error) = match ran {
+        Ran::Succeeded(_) => (EventKind::TaskSucceeded, TaskState::Success, None),
+        Ran::Revoked(e) => (EventKind::TaskRevoked, TaskState::Revoked, Some(e)),
+        Ran::Failed(e) if matches!(settle, Settle::Retry { .. }) => {
+            (EventKind::TaskRetried, TaskState::Retry, Some(e))
+        }
+        Ran::Failed(e) => (EventKind::TaskFailed, TaskState::Failure, Some(e)),
+    };
+    let mut ev = Event::new(kind);
+    ev.task_id = Some(env.id);
+    ev.name = Some(env.task.clone());
+    ev.queue = Some(env.queue.clone());
+    ev.worker = Some(s.id.clone());
+    ev.state = Some(state);
+    ev.runtime_ms = started.map(|t| (ev.ts - t).as_millis() as u64);
+    ev.retries = Some(env.attempts.saturating_sub(1));
+    ev.error = error.map(|e| format!("{}: {}", e.kind, e.message));
+    ev
 }
 
 /// After the records are stored: plans what follows in workflows, completes the finished

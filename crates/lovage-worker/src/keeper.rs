@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use lovage_broker::ops::{Event, EventKind};
 use lovage_broker::{Lease, Timestamp};
 use lovage_core::{CancelReason, TaskId};
 
@@ -20,11 +21,22 @@ pub(crate) fn keep_loop(s: &Shared) {
         .max(Duration::from_millis(10));
     let mut last_beat = Instant::now();
     let mut last_purge = Instant::now();
+    // `task-started` events noted since the last heartbeat.
+    let mut started: Vec<Event> = Vec::new();
     // The keeper stops retrying an unreachable broker once the run is over.
     let keeper_done = || s.done.load(Ordering::SeqCst) || s.shutdown.immediate_requested();
     while !s.done.load(Ordering::SeqCst) {
         std::thread::sleep(tick.min(Duration::from_millis(100)));
-        fire_soft_time_limits(s);
+        started.extend(fire_soft_time_limits(s));
+        if !started.is_empty() {
+            // Tasks seen starting: told within a tick (100 ms), one write for all of them.
+            let events = still_running(s, &mut started);
+            if !events.is_empty() {
+                s.retry_broker_until("publish events", keeper_done, || {
+                    s.backend.events().publish(&events)
+                });
+            }
+        }
         withdraw_expired(s);
         if last_beat.elapsed() < tick {
             continue;
@@ -47,6 +59,15 @@ pub(crate) fn keep_loop(s: &Shared) {
         s.retry_broker_until("heartbeat", keeper_done, || {
             s.backend.presence().heartbeat(&info)
         });
+        if s.config.events {
+            // The beat as an event too, so a reader of the stream sees the worker alive.
+            let mut beat = Event::new(EventKind::WorkerHeartbeat);
+            beat.worker = Some(s.id.clone());
+            let events = [beat];
+            s.retry_broker_until("publish events", keeper_done, || {
+                s.backend.events().publish(&events)
+            });
+        }
         if last_purge.elapsed() >= RESULT_PURGE_INTERVAL {
             last_purge = Instant::now();
             purge_expired_results(s);
@@ -54,12 +75,35 @@ pub(crate) fn keep_loop(s: &Shared) {
     }
 }
 
+/// Takes the noted `task-started` events of tasks still running: one that finished meanwhile
+/// was told of by its finished event (maybe already published), and a late `task-started`
+/// would say it runs again.
+fn still_running(s: &Shared, started: &mut Vec<Event>) -> Vec<Event> {
+    let running = s.running();
+    started
+        .drain(..)
+        .filter(|e| {
+            e.task_id
+                .is_some_and(|id| running.get(&id).is_some_and(|r| !r.settling))
+        })
+        .collect()
+}
+
 /// Cancels the token of every running task past its soft time limit, counted from when it
-/// left the pool's queue.
-fn fire_soft_time_limits(s: &Shared) {
+/// left the pool's queue; notes a `task-started` event for each task seen starting (sent with
+/// the keeper's next write: a task that ends first is told of by its finished event alone).
+fn fire_soft_time_limits(s: &Shared) -> Vec<Event> {
+    let mut started = Vec::new();
     for r in s.running().values_mut() {
         if r.run_started.is_none() && r.handle.as_ref().is_some_and(|h| h.running() || h.done()) {
             r.run_started = Some(Instant::now());
+            if s.config.events && !r.settling {
+                let mut ev = Event::new(EventKind::TaskStarted);
+                ev.task_id = Some(r.lease.id);
+                ev.worker = Some(s.id.clone());
+                ev.state = Some(lovage_core::TaskState::Started);
+                started.push(ev);
+            }
         }
         let over = r
             .soft_time_limit
@@ -70,6 +114,7 @@ fn fire_soft_time_limits(s: &Shared) {
             r.token.cancel(CancelReason::SoftTimeLimit);
         }
     }
+    started
 }
 
 /// Takes tasks that expired while they waited in the pool's queue back out of it: they are

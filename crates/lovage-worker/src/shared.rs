@@ -66,6 +66,21 @@ pub(crate) struct Running {
     pub withdrawal: Withdrawal,
 }
 
+impl Shared {
+    /// Publishes a worker event (online, offline) when events are on; a broker that fails
+    /// here only loses the event (logged), never the worker's start or stop.
+    pub fn publish_worker_event(&self, kind: lovage_broker::ops::EventKind) {
+        if !self.config.events {
+            return;
+        }
+        let mut ev = lovage_broker::ops::Event::new(kind);
+        ev.worker = Some(self.id.clone());
+        if let Err(e) = self.backend.events().publish(&[ev]) {
+            tracing::warn!(error = %e, event = %kind, "could not publish a worker event");
+        }
+    }
+}
+
 impl Running {
     /// Takes the task back out of the pool's queue if it has not started (its done-callback
     /// then sees `why`); true if it did.

@@ -118,6 +118,7 @@ impl Worker {
             || s.shutdown.requested(),
             || s.backend.presence().heartbeat(&s.info()),
         );
+        s.publish_worker_event(lovage_broker::ops::EventKind::WorkerOnline);
         let (tx, rx) = mpsc::channel::<Outcome>();
         let finisher = {
             let s = s.clone();
@@ -167,6 +168,7 @@ impl Worker {
         }
         let _ = keeper.join();
         let _ = s.backend.presence().unregister(&s.id);
+        s.publish_worker_event(lovage_broker::ops::EventKind::WorkerOffline);
         s.executor.shutdown(!s.shutdown.immediate_requested(), true);
         paced?;
         let report = s.report().clone();

@@ -644,6 +644,61 @@ fn a_graceful_stop_hands_back_tasks_not_started(b: Fresh) {
     assert_eq!(runs(&key), 2);
 }
 
+/// The worker publishes what happens to the broker's event stream: its start, how each task
+/// ended (batched with the finisher's store), a task seen running, its heartbeats.
+fn events_tell_what_the_worker_did(w: Running) {
+    use lovage_broker::ops::EventKind;
+    let ok = w.app.send(add::s(2, 3)).unwrap();
+    let bad = w.app.send(fails::s("no".into())).unwrap();
+    let slow = w.app.send(sleepy::s(400)).unwrap();
+    ok.get(LONG).unwrap();
+    bad.get(LONG).unwrap_err();
+    slow.get(LONG).unwrap();
+    let events = w.backend.events();
+    let deadline = std::time::Instant::now() + LONG;
+    let seen = loop {
+        let batch = events.read_events(0, 1000).unwrap();
+        let kinds: Vec<EventKind> = batch.events.iter().map(|e| e.kind).collect();
+        if kinds.contains(&EventKind::WorkerHeartbeat) && kinds.contains(&EventKind::TaskStarted)
+            || std::time::Instant::now() > deadline
+        {
+            break batch.events;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let of = |id: TaskId, kind: EventKind| {
+        seen.iter()
+            .find(|e| e.task_id == Some(id) && e.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind} for {id} in {seen:?}"))
+    };
+    let done = of(ok.id(), EventKind::TaskSucceeded);
+    assert!(
+        done.name.as_deref().is_some_and(|n| n.ends_with("add")),
+        "{done:?}"
+    );
+    assert_eq!(done.queue.as_deref(), Some("default"));
+    assert!(
+        done.worker.as_deref().is_some_and(|w| w.contains('@')),
+        "{done:?}"
+    );
+    assert!(done.runtime_ms.is_some());
+    let failed = of(bad.id(), EventKind::TaskFailed);
+    assert!(
+        failed.error.as_deref().is_some_and(|e| e.contains("no")),
+        "{failed:?}"
+    );
+    of(slow.id(), EventKind::TaskStarted);
+    let slow_done = of(slow.id(), EventKind::TaskSucceeded);
+    assert!(
+        slow_done.runtime_ms.is_some_and(|ms| ms >= 400),
+        "{slow_done:?}"
+    );
+    assert!(seen.iter().any(|e| e.kind == EventKind::WorkerOnline));
+    let seqs: Vec<u64> = seen.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|p| p[1] == p[0] + 1), "{seqs:?}");
+    w.stop();
+}
+
 macro_rules! worker_tests {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -662,6 +717,7 @@ macro_rules! worker_tests {
                 acks_early_takes_the_task_out_of_the_broker_when_it_starts,
                 reject_on_worker_lost_runs_the_task_again,
                 a_task_acked_at_start_that_fails_for_good_is_dead_lettered,
+                events_tell_what_the_worker_did,
             );
             // Scenarios that configure and start their worker themselves.
             worker_tests!(@fresh $make;

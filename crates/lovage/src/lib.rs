@@ -71,6 +71,10 @@ pub use lovage_flow::{chain, chord, group, Canvas, Failure, WorkflowResult};
 
 /// The worker: consume a broker, run tasks on a pool.
 pub use lovage_worker as worker;
+
+/// The HTTP API and dashboard (`lovage server`); mount [`server::router`] in your own axum app.
+#[cfg(feature = "server")]
+pub use lovage_server as server;
 pub use lovage_worker::{PoolKind, Worker, WorkerConfig};
 pub mod workloads;
 

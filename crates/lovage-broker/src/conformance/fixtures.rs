@@ -33,7 +33,7 @@ pub fn redis_url() -> String {
 pub fn redis() -> Fixture {
     let base = redis_url();
     let prefix = format!("lovage-test-{}", TaskId::new());
-    let url = format!("{base}?prefix={prefix}");
+    let url = format!("{base}?task_index=1&prefix={prefix}");
     let backend = connect(&url).unwrap_or_else(|e| panic!("Redis at {base}: {e} (set REDIS_URL)"));
     let cleanup = move || {
         let Ok(mut c) = redis::Client::open(base.as_str()).and_then(|c| c.get_connection()) else {

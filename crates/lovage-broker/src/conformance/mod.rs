@@ -28,7 +28,7 @@
 //!
 //! Tests are declared once, inside a `conformance_tests!` block of one of this module's
 //! files (the task's life in `broker`, outcomes in `results`, workflows in `workflow`, locks,
-//! rate limits and worker presence in `coordination`); the block makes both the function and
+//! rate limits and worker presence in `coordination`, the operators' traits in `ops`); the block makes both the function and
 //! the module's entry in the list, so no test is written without being run. A test takes the
 //! [`Fixture`] by value and drops it (cleaning up) when it returns or panics. `cargo fmt` does
 //! not look inside a macro's braces; to format a block, rename `conformance_tests! {` to
@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
 pub mod broker;
 pub mod coordination;
 pub mod fixtures;
+pub mod ops;
 pub mod results;
 pub mod workflow;
 
@@ -162,6 +163,7 @@ pub fn tests() -> impl Iterator<Item = (&'static str, Test)> {
         results::TESTS,
         workflow::TESTS,
         coordination::TESTS,
+        ops::TESTS,
     ]
     .into_iter()
     .flatten()

@@ -5,7 +5,8 @@
 //! `eviction=warn` opens a server whose `maxmemory-policy` is not `noeviction` (refused
 //! otherwise: evicted keys lose work silently); `durable=1` refuses a server without
 //! `appendonly yes` + `appendfsync always` and makes each send wait (`WAIT`) for the replicas
-//! counted at open. A standalone server only: a Cluster node is refused (see `checks`).
+//! counted at open; `task_index=1` keeps the task index that `Inspect::list_tasks` reads (off by
+//! default: it costs the enqueue about a quarter). A standalone server only: a Cluster node is refused (see `checks`).
 //!
 //! Every key lives under one prefix (`lovage` unless the URL says `?prefix=...`):
 //!
@@ -34,6 +35,11 @@
 //! | `P:dead` | list | dead letters, newest first, capped at [`DEAD_LETTERS_KEPT`] (or `?dead_letters=N`) |
 //! | `P:corrupt` | hash | id → a task value that does not parse, set aside by a script until a reserve's client dead-letters it |
 //! | `P:workers` | hash | worker id → info (JSON) |
+//! | `P:ix` | sorted set | with `?task_index=1` only: the task index: `{id} {queue}` of every task sent, score 0 (ordered by id, so by time); trimmed past [`INDEX_KEPT`](ops::INDEX_KEPT) by `purge_expired` |
+//! | `P:cnt` | hash | counts by state: `sent`, `succeeded`, `failed`, `retried`, `revoked`, moved by the scripts that change them (one HINCRBY per state per batch) |
+//! | `P:paused` | set | paused queues (reserves skip them) |
+//! | `P:events`, `P:eseq` | stream, counter | the event stream: an entry `0-{last seq}` per published batch (MessagePack), trimmed to about [`EVENTS_KEPT`](crate::ops::EVENTS_KEPT) events |
+//! | `P:ctl:{worker}`, `P:rep:{request}` | list, TTL | the control mailbox: a worker's requests, a request's replies (JSON), for [`CONTROL_TTL`](crate::ops::CONTROL_TTL) |
 //!
 //! Where the time goes decides the layout. Redis spends its time per command and per key far
 //! more than per element, so a batch of tasks costs a few variadic commands on a few big keys,
@@ -59,6 +65,7 @@ use lovage_core::{TaskError, TaskId};
 use redis::{Connection, Script};
 
 mod checks;
+mod ops;
 mod options;
 mod resp;
 mod results;
@@ -107,6 +114,8 @@ pub struct RedisBackend {
     pool: Mutex<Vec<Connection>>,
     /// With `?durable=1`: the replicas a send waits for (`WAIT`), as counted at open.
     wait_replicas: Option<usize>,
+    /// With `?task_index=1`: sends add their tasks to the index `P:ix`.
+    task_index: bool,
     scripts: Scripts,
     /// Dead letters kept; past this many, the oldest are dropped.
     dead_kept: AtomicUsize,
@@ -125,6 +134,7 @@ struct Scripts {
     join: Script,
     store_results: Script,
     store_and_ack: Script,
+    publish: Script,
     lock: Script,
     unlock: Script,
     acquire: Script,
@@ -158,6 +168,7 @@ impl RedisBackend {
             pool: Mutex::new(Vec::new()),
             dead_kept: AtomicUsize::new(DEAD_LETTERS_KEPT),
             wait_replicas: None,
+            task_index: options.task_index,
             scripts: Scripts {
                 reserve: with_meta(RESERVE),
                 ack: with_meta(&format!("{ACK_FN}\n{ACK}")),
@@ -170,7 +181,10 @@ impl RedisBackend {
                 enqueue_once: with_meta(ENQUEUE_ONCE),
                 join: Script::new(JOIN),
                 store_results: with_meta(&format!("{STORE_FN}\n{STORE_RESULTS}")),
-                store_and_ack: with_meta(&format!("{STORE_FN}\n{ACK_FN}\n{STORE_AND_ACK}")),
+                store_and_ack: with_meta(&format!(
+                    "{STORE_FN}\n{ACK_FN}\n{EVENTS_FN}\n{STORE_AND_ACK}"
+                )),
+                publish: Script::new(&format!("{EVENTS_FN}\n{PUBLISH}")),
                 lock: Script::new(LOCK),
                 acquire: Script::new(ACQUIRE),
                 unlock: Script::new(UNLOCK),
@@ -508,7 +522,7 @@ impl Broker for RedisBackend {
         // are read at the end. Sending the same ids again (a retry after a broken connection)
         // rewrites them in place.
         let now = Timestamp::now();
-        let mut packer = EnqueuePacker::new(&self.prefix, batch.len());
+        let mut packer = EnqueuePacker::new(&self.prefix, batch.len(), self.task_index);
         let (failed, lag) = self.with_conn("enqueue", |c| {
             let (mut replies, mut failed) = (0, None);
             for chunk in batch.chunks(ENQUEUE_CHUNK) {
@@ -542,7 +556,9 @@ impl Broker for RedisBackend {
     fn enqueue_once(&self, batch: &[Envelope]) -> Result<()> {
         for chunk in batch.chunks(500) {
             let mut inv = self.scripts.enqueue_once.prepare_invoke();
-            inv.arg(&self.prefix).arg(millis(ONCE_TTL));
+            inv.arg(&self.prefix)
+                .arg(millis(ONCE_TTL))
+                .arg(u8::from(self.task_index));
             for e in chunk {
                 let score = ready_score(e.priority);
                 let due = e.eta.map_or(0, Timestamp::as_millis);
@@ -863,7 +879,17 @@ impl Admin for RedisBackend {
 impl crate::Driver for RedisBackend {
     /// One script call: the records are written and the leases completed atomically.
     fn store_and_complete(&self, records: &[ResultRecord], leases: &[Lease]) -> Result<()> {
-        self.store_and_ack(records, leases)
+        self.store_and_ack(records, leases, &[])
+    }
+
+    /// The same script call, with the events appended to the stream inside it.
+    fn store_complete_publish(
+        &self,
+        records: &[ResultRecord],
+        leases: &[Lease],
+        events: &[crate::ops::Event],
+    ) -> Result<()> {
+        self.store_and_ack(records, leases, events)
     }
 }
 
@@ -1020,7 +1046,19 @@ impl ResultStore for RedisBackend {
     }
 
     fn purge_expired(&self) -> Result<u64> {
-        Ok(0) // Redis expires the result hashes itself
+        // Redis expires the result hashes itself; the task index forgets ids older than
+        // INDEX_KEPT (their records are gone or kept forever: listing stops there).
+        let kept = ops::INDEX_KEPT.as_millis() as i64;
+        let floor =
+            crate::ops::id_floor(Timestamp::from_millis(Timestamp::now().as_millis() - kept));
+        self.with_conn("trim the task index", |c| {
+            redis::cmd("ZREMRANGEBYLEX")
+                .arg(self.key("ix"))
+                .arg("-")
+                .arg(format!("({floor}"))
+                .query::<i64>(c)
+        })?;
+        Ok(0)
     }
 }
 

@@ -23,6 +23,9 @@ pub(super) struct UrlOptions {
     /// `?durable=1`: refuse a server that does not fsync every write, and wait for replicas
     /// after each send.
     pub(super) durable: bool,
+    /// `?task_index=1`: keep the task index `P:ix` (one ZADD per enqueued chunk), which
+    /// listing tasks needs; off by default, as it costs Redis's enqueue about a quarter.
+    pub(super) task_index: bool,
 }
 
 impl UrlOptions {
@@ -43,6 +46,7 @@ impl UrlOptions {
             prefix: "lovage".to_owned(),
             eviction: Eviction::Refuse,
             durable: false,
+            task_index: false,
         };
         let mut passed = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -67,6 +71,15 @@ impl UrlOptions {
                         "0" | "false" | "no" => false,
                         other => {
                             return Err(bad(format!("durable={other:?}: expected 1 or 0")));
+                        }
+                    }
+                }
+                "task_index" => {
+                    options.task_index = match value {
+                        "1" | "true" | "yes" => true,
+                        "0" | "false" | "no" => false,
+                        other => {
+                            return Err(bad(format!("task_index={other:?}: expected 1 or 0")));
                         }
                     }
                 }

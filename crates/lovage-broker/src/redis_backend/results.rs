@@ -43,7 +43,7 @@ struct BucketWrites {
     bucket: u64,
     /// The longest time to live of its records that have one (ms).
     ttl_ms: u64,
-    /// Per record: id, flags (see `STORE_RESULTS`), JSON body.
+    /// Per record: id, flags (see `STORE_FN`), JSON body.
     rows: Vec<(String, String, String)>,
 }
 
@@ -69,19 +69,28 @@ impl RedisBackend {
 
     /// Stores `records` as [`Self::store_results`] does, then completes `leases`, in one script
     /// call when both fit in one chunk (a worker's batch always does).
-    pub(super) fn store_and_ack(&self, records: &[ResultRecord], leases: &[Lease]) -> Result<()> {
+    pub(super) fn store_and_ack(
+        &self,
+        records: &[ResultRecord],
+        leases: &[Lease],
+        events: &[crate::ops::Event],
+    ) -> Result<()> {
         if records.is_empty() && leases.is_empty() {
-            return Ok(());
+            return crate::Events::publish(self, events);
         }
         if records.len() > 500 || leases.len() > 500 {
             self.store_results(records)?;
-            return self.complete(leases);
+            self.complete(leases)?;
+            return crate::Events::publish(self, events);
         }
         let mut inv = self.scripts.store_and_ack.prepare_invoke();
         inv.arg(&self.prefix).arg(leases.len());
         for l in leases {
             inv.arg(format!("{}:{}", l.id, l.fence));
         }
+        // The events ride in the same script call: one round trip for the whole batch.
+        let body = super::ops::encode_events(events).map_err(|e| self.err("publish events", e))?;
+        inv.arg(events.len()).arg(body);
         self.add_record_args(&mut inv, records)?;
         self.with_conn("store results and ack", |c| inv.invoke::<i64>(c))?;
         Ok(())
@@ -108,7 +117,18 @@ impl RedisBackend {
                 Some(t) => ('r', (t - now).as_millis().max(1) as u64),
                 None => ('k', 0),
             };
-            let flags = format!("{place}{}{}", u8::from(r.state.is_final()), r.attempts);
+            // The state's letter: what the script counts (SUCCESS, FAILURE, REVOKED).
+            let counted = match r.state {
+                lovage_core::TaskState::Success => 'S',
+                lovage_core::TaskState::Failure => 'F',
+                lovage_core::TaskState::Revoked => 'R',
+                _ => '-',
+            };
+            let flags = format!(
+                "{place}{}{counted}{}",
+                u8::from(r.state.is_final()),
+                r.attempts
+            );
             let at = match buckets.iter().position(|w| w.bucket == b) {
                 Some(at) => at,
                 None => {

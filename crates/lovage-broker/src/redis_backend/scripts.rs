@@ -141,6 +141,13 @@ local function supersedes(old, attempts, final)
   if not ok or type(rec) ~= 'table' then return true end
   return attempts >= (tonumber(rec.attempts) or 0) and (final or not FINAL[rec.state])
 end
+-- Whether the stored JSON record `old` is already in `state` at `attempts` (a store repeated
+-- after a lost reply): such a store is not counted again.
+local function same_record(old, state, attempts)
+  if not old then return false end
+  local ok, rec = pcall(cjson.decode, old)
+  return ok and type(rec) == 'table' and rec.state == state and tonumber(rec.attempts) == attempts
+end
 local function is_revoked(p, id, now)
   local until_ = redis.call('ZSCORE', p .. ':revoked', id)
   return until_ and tonumber(until_) > now
@@ -200,20 +207,30 @@ for i = 4, #ARGV do
   end
   earliest(key)
 end
+-- Paused queues deliver nothing (one O(1) check while none is paused).
+local qs = {unpack(ARGV, 4)}
+if redis.call('SCARD', p .. ':paused') > 0 then
+  local open = {}
+  local paused = redis.call('SMISMEMBER', p .. ':paused', unpack(qs))
+  for i, q in ipairs(qs) do
+    if paused[i] == 0 then open[#open + 1] = q end
+  end
+  qs = open
+end
 -- Take the best `max` ids.
 local ids = {}
-if #ARGV == 4 then
-  local key = p .. ':q:' .. ARGV[4]
+if #qs == 1 then
+  local key = p .. ':q:' .. qs[1]
   ids = redis.call('ZRANGE', key, 0, max - 1)
   if #ids > 0 then redis.call('ZREMRANGEBYRANK', key, 0, #ids - 1) end
-else
+elseif #qs > 1 then
   while #ids < max do
     local best_q, best_id, best_s = nil, nil, nil
-    for i = 4, #ARGV do
-      local top = redis.call('ZRANGE', p .. ':q:' .. ARGV[i], 0, 0, 'WITHSCORES')
+    for _, q in ipairs(qs) do
+      local top = redis.call('ZRANGE', p .. ':q:' .. q, 0, 0, 'WITHSCORES')
       if top[1] then
         local s = tonumber(top[2])
-        if not best_s or s < best_s then best_q, best_id, best_s = ARGV[i], top[1], s end
+        if not best_s or s < best_s then best_q, best_id, best_s = q, top[1], s end
       end
     end
     if not best_q then break end
@@ -330,6 +347,7 @@ end
 local delay = tonumber(ARGV[4])
 local step = 0
 if ARGV[5] == '1' then
+  redis.call('HINCRBY', p .. ':cnt', 'retried', 1)
   if not expired then step = 1 end
 elseif expired then
   step = -1
@@ -371,7 +389,11 @@ if not d then return 0 end
 if not waiting(p, id, q) then return 2 end
 local r, rk = ARGV[4], ARGV[5]
 local attempts = math.max(d - 1, 0)
-if supersedes(redis.call('HGET', r, id) or redis.call('HGET', rk, id), attempts, true) then
+local old = redis.call('HGET', r, id) or redis.call('HGET', rk, id)
+if supersedes(old, attempts, true) then
+  if not same_record(old, 'REVOKED', attempts) then
+    redis.call('HINCRBY', p .. ':cnt', 'revoked', 1)
+  end
   redis.call('HSET', rk, id, ARGV[6] .. attempts .. ARGV[7])
   redis.call('HDEL', r, id)
 end
@@ -416,7 +438,8 @@ return out
 "#;
 
 pub(super) const ENQUEUE_ONCE: &str = r#"
--- ARGV: prefix, remember ms, then per task: id, queue, score, ETA ms (0: none), value.
+-- ARGV: prefix, remember ms, '1' to add the tasks to the task index, then per task: id,
+-- queue, score, ETA ms (0: none), value.
 -- Ids sent once are remembered in `once` (score: until when).
 local p = ARGV[1]
 local now = now_ms()
@@ -424,15 +447,18 @@ local until_ = now + tonumber(ARGV[2])
 local once = p .. ':once'
 redis.call('ZREMRANGEBYSCORE', once, '-inf', now)
 local sent = 0
-for i = 3, #ARGV, 5 do
+local index = ARGV[3] == '1'
+for i = 4, #ARGV, 5 do
   local id, q, score, eta = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   if redis.call('ZADD', once, 'NX', until_, id) == 1 then
     redis.call('HSET', p .. ':tasks', id, ARGV[i + 4])
+    if index then redis.call('ZADD', p .. ':ix', 0, id .. ' ' .. q) end
     redis.call('SADD', p .. ':queues', q)
     place(p, id, q, score, eta > now and eta or false)
     sent = sent + 1
   end
 end
+if sent > 0 then redis.call('HINCRBY', p .. ':cnt', 'sent', sent) end
 return sent
 "#;
 
@@ -440,8 +466,10 @@ return sent
 /// to the end: per bucket of task ids, its hash of results with a time to live, its hash of
 /// kept results, the longest time to live in ms of the records going to the first (0: none), how
 /// many records follow, then per record: id, flags, JSON body. Flags: where it goes ('r': the
-/// first hash, 'k': the second, '-': neither, it has expired), '1' if final else '0', then its
-/// attempts. A record replaces the stored one only where it supersedes it
+/// first hash, 'k': the second, '-': neither, it has expired), '1' if final else '0', the state's
+/// letter for the counts in `P:cnt` ('S' SUCCESS, 'F' FAILURE, 'R' REVOKED, '-' not counted),
+/// then its attempts. A record counts once: a blind write (its delivery's last) or one whose
+/// stored record differs in state or attempt. A record replaces the stored one only where it supersedes it
 /// (`ResultRecord::supersedes`: not from an older attempt, not unfinished over finished); a stale
 /// run's record is dropped. Each hash is read with one HMGET and written with one HSET and one
 /// HDEL. An id in `latest` (a set, or nil) is written without reading: its record comes from
@@ -450,9 +478,11 @@ return sent
 /// an id nobody waits for costs one element of one ZMSCORE. Returns how many records were
 /// stored.
 pub(super) const STORE_FN: &str = r#"
+local COUNTED = {S = 'succeeded', F = 'failed', R = 'revoked'}
+local STATE_OF = {S = 'SUCCESS', F = 'FAILURE', R = 'REVOKED'}
 local function store_records(p, args, i, latest)
   latest = latest or {}
-  local finals, stored = {}, 0
+  local finals, stored, counts = {}, 0, {}
   while i <= #args do
     local r, rk, ttl, n = args[i], args[i + 1], tonumber(args[i + 2]), tonumber(args[i + 3])
     local first = i + 4
@@ -478,8 +508,14 @@ local function store_records(p, args, i, latest)
       local id, flags = ids[j], args[at + 1]
       local final = string.byte(flags, 2) == 49
       local blind = latest[id]
-      if blind or supersedes(in_r[id] or in_rk[id], tonumber(string.sub(flags, 3)), final) then
+      local attempts = tonumber(string.sub(flags, 4))
+      local old = in_r[id] or in_rk[id]
+      if blind or supersedes(old, attempts, final) then
         stored = stored + 1
+        local counted = COUNTED[string.sub(flags, 3, 3)]
+        if counted and (blind or not same_record(old, STATE_OF[string.sub(flags, 3, 3)], attempts)) then
+          counts[counted] = (counts[counted] or 0) + 1
+        end
         if final then finals[#finals + 1] = id end
         -- A record lives in one of the two hashes; it leaves the other where it was there.
         local where = string.byte(flags, 1)
@@ -508,6 +544,7 @@ local function store_records(p, args, i, latest)
     if #del_rk > 0 then redis.call('HDEL', rk, unpack(del_rk)) end
     i = first + n * 3
   end
+  for name, n in pairs(counts) do redis.call('HINCRBY', p .. ':cnt', name, n) end
   if #finals > 0 then
     local waited = redis.call('ZMSCORE', p .. ':waiting', unpack(finals))
     for j = 1, #finals do
@@ -528,8 +565,9 @@ return store_records(ARGV[1], ARGV, 2)
 "#;
 
 pub(super) const STORE_AND_ACK: &str = r#"
--- ARGV: prefix, how many lease members follow, the `id:token` members, then the buckets of
--- records `store_records` reads. The records and the completions are one atomic step. A record
+-- ARGV: prefix, how many lease members follow, the `id:token` members, how many events follow
+-- (0: none), their batch (MessagePack; empty when none), then the buckets of records
+-- `store_records` reads. The records and the completions are one atomic step. A record
 -- whose task this batch holds the last delivery of is the newest there can be, so it is written
 -- without reading what is stored (the common case: a finished batch costs no reads).
 local p, k = ARGV[1], tonumber(ARGV[2])
@@ -542,7 +580,9 @@ for j = 1, k do
     latest[string.sub(m, 1, string.find(m, ':', 1, true) - 1)] = true
   end
 end
-store_records(p, ARGV, 3 + k, latest)
+local events = tonumber(ARGV[3 + k])
+if events > 0 then publish_events(p, events, ARGV[4 + k]) end
+store_records(p, ARGV, 5 + k, latest)
 return ack_leases(p, members, current)
 "#;
 
@@ -609,4 +649,24 @@ forget(p, {id})
 redis.call('LPUSH', p .. ':dead', ARGV[4])
 redis.call('LTRIM', p .. ':dead', 0, tonumber(ARGV[5]) - 1)
 return 1
+"#;
+
+/// Appends a batch of `n` events as one entry of the stream `P:events`, its id `0-{last seq}`
+/// (seqs from `P:eseq`), and trims entries of seqs older than the newest [`EVENTS_KEPT`]
+/// (`MINID ~`: Redis trims whole nodes, so about that many are kept).
+///
+/// [`EVENTS_KEPT`]: crate::ops::EVENTS_KEPT
+pub(super) const EVENTS_FN: &str = r#"
+local function publish_events(p, n, body)
+  local last = redis.call('INCRBY', p .. ':eseq', n)
+  local keep = 100000 -- EVENTS_KEPT (a test keeps them equal)
+  redis.call('XADD', p .. ':events', 'MINID', '~', '0-' .. math.max(last - keep, 0), '0-' .. last,
+    'first', last - n + 1, 'b', body)
+  return last
+end
+"#;
+
+pub(super) const PUBLISH: &str = r#"
+-- ARGV: prefix, how many events, their batch (MessagePack). Returns the last seq.
+return publish_events(ARGV[1], tonumber(ARGV[2]), ARGV[3])
 "#;

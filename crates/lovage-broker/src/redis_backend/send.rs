@@ -78,6 +78,8 @@ pub(super) struct EnqueuePacker {
     /// One task value or key being written.
     scratch: Vec<u8>,
     queues: Vec<QueueShare>,
+    /// Adds the tasks to the task index `P:ix` (`?task_index=1`).
+    index: bool,
 }
 
 /// One queue's share of a chunk.
@@ -92,12 +94,13 @@ struct QueueShare {
 impl EnqueuePacker {
     /// A packer for keys under `prefix`, for chunks of up to `tasks` tasks (a single send
     /// should not allocate room for a whole chunk).
-    pub(super) fn new(prefix: &str, tasks: usize) -> Self {
+    pub(super) fn new(prefix: &str, tasks: usize, index: bool) -> Self {
         EnqueuePacker {
             prefix: prefix.to_owned(),
             buf: Vec::with_capacity(tasks.min(ENQUEUE_CHUNK) * 256),
             scratch: Vec::with_capacity(256),
             queues: Vec::new(),
+            index,
         }
     }
 
@@ -146,7 +149,29 @@ impl EnqueuePacker {
                 _ => share.ready.push((score, id)),
             }
         }
-        let mut commands = 1;
+        // The task index (`{id} {queue}`, ordered by id) and the count of tasks sent: two
+        // variadic commands per chunk, no round trip of their own.
+        let mut commands = 2;
+        if self.index {
+            resp::command(buf, 2 + 2 * chunk.len());
+            resp::arg(buf, b"ZADD");
+            key(buf, scratch, &self.prefix, &["ix"]);
+            for e in chunk {
+                let mut id = [0u8; 36];
+                resp::arg(buf, b"0");
+                scratch.clear();
+                scratch.extend_from_slice(e.id.encode(&mut id).as_bytes());
+                scratch.push(b' ');
+                scratch.extend_from_slice(e.queue.as_bytes());
+                resp::arg(buf, scratch);
+            }
+            commands += 1;
+        }
+        resp::command(buf, 4);
+        resp::arg(buf, b"HINCRBY");
+        key(buf, scratch, &self.prefix, &["cnt"]);
+        resp::arg(buf, b"sent");
+        resp::int_arg(buf, chunk.len());
         for share in &self.queues {
             if share.ready.is_empty() && share.scheduled.is_empty() {
                 continue;

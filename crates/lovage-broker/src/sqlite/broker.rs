@@ -10,6 +10,7 @@ use rusqlite::{params, OptionalExtension};
 use super::results::{insert_result, insert_results};
 use super::rows::{dead_letter, encode_tasks, row_to_envelope_or_corrupt, TaskColumns};
 use super::schema::{READY, RESERVED, SCHEDULED};
+use super::tally::Tally;
 use super::SqliteBackend;
 use crate::corrupt::CorruptMessage;
 use crate::{
@@ -27,7 +28,11 @@ impl SqliteBackend {
             return Ok(());
         }
         let encoded = encode_tasks(batch).map_err(|e| self.fail(op, e))?;
-        self.write(op, |tx| insert_encoded(tx, batch, &encoded, once))
+        self.write(op, |tx| {
+            let mut tally = Tally::default();
+            insert_encoded(tx, batch, &encoded, once, &mut tally)?;
+            tally.flush(tx)
+        })
     }
 
     /// A held task back to its queue after `delay`; `attempted` says whether this delivery
@@ -45,18 +50,23 @@ impl SqliteBackend {
             (SCHEDULED, (Timestamp::now() + delay).as_millis())
         };
         self.write(op, |tx| {
-            tx.prepare_cached(
-                "UPDATE tasks SET state = ?1, due = ?2, attempts = attempts - ?5, fence = 0 \
-                 WHERE id = ?3 AND fence = ?4 AND fence != 0",
-            )?
-            .execute(params![
-                state,
-                due,
-                lease.id.to_string(),
-                fence_param(lease),
-                i64::from(!attempted)
-            ])?;
-            Ok(())
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE tasks SET state = ?1, due = ?2, attempts = attempts - ?5, fence = 0 \
+                     WHERE id = ?3 AND fence = ?4 AND fence != 0",
+                )?
+                .execute(params![
+                    state,
+                    due,
+                    lease.id.to_string(),
+                    fence_param(lease),
+                    i64::from(!attempted)
+                ])?;
+            let tally = Tally {
+                retried: i64::from(attempted) * changed as i64,
+                ..Tally::default()
+            };
+            tally.flush(tx)
         })
     }
 
@@ -78,6 +88,11 @@ impl SqliteBackend {
                 if delete_held(tx, lease)? == 0 {
                     return Ok(());
                 }
+                Tally {
+                    live: -1,
+                    ..Tally::default()
+                }
+                .flush(tx)?;
             }
             insert_dead_letter(
                 tx,
@@ -102,12 +117,13 @@ impl SqliteBackend {
         self.write_quietly("reserve", |tx| {
             tx.prepare_cached("UPDATE tasks SET state = 0 WHERE state != 0 AND due <= ?1")?
                 .execute([now.as_millis()])?;
+            let paused = paused_queues(tx)?;
             // Per queue, the best candidates by index; then the best of them all.
             let mut candidates: Vec<(i64, i64)> = Vec::new();
             let mut pick = tx.prepare_cached(
                 "SELECT priority, seq FROM tasks WHERE state = 0 AND queue = ?1 ORDER BY priority DESC, seq LIMIT ?2",
             )?;
-            for q in queues {
+            for q in queues.iter().filter(|q| !paused.contains(q)) {
                 let rows = pick.query_map(params![q, max as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 for row in rows {
                     candidates.push(row?);
@@ -121,7 +137,8 @@ impl SqliteBackend {
                 draw_fences(tx, candidates.len() as i64)?
             };
             let mut take = tx.prepare_cached(
-                "UPDATE tasks SET state = 1, due = ?1, attempts = attempts + 1, fence = ?3 WHERE seq = ?2 AND state = 0 \
+                "UPDATE tasks SET state = 1, due = ?1, attempts = attempts + 1, fence = ?3, received = ?4 \
+                 WHERE seq = ?2 AND state = 0 \
                  RETURNING id, queue, priority, attempts, task, codec, args, options, eta, expires, created, flow",
             )?;
             let mut out = Vec::with_capacity(candidates.len());
@@ -129,7 +146,7 @@ impl SqliteBackend {
                 fence += 1;
                 // `state = 0`: a candidate listed twice (a queue named twice) is taken once.
                 let Some(decoded) = take
-                    .query_row(params![until, seq, fence], row_to_envelope_or_corrupt)
+                    .query_row(params![until, seq, fence, now.as_millis()], row_to_envelope_or_corrupt)
                     .optional()?
                 else {
                     continue;
@@ -139,7 +156,9 @@ impl SqliteBackend {
                 let envelope = match decoded {
                     Ok(envelope) => envelope,
                     Err(bad) => {
-                        discard_corrupt(tx, seq, &bad, self.dead_letters_kept())?;
+                        let mut tally = Tally { live: -1, ..Tally::default() };
+                        discard_corrupt(tx, seq, &bad, self.dead_letters_kept(), &mut tally)?;
+                        tally.flush(tx)?;
                         continue;
                     }
                 };
@@ -167,8 +186,31 @@ impl Driver for SqliteBackend {
         }
         let errors = self.encode_errors(records)?;
         self.write("store results and complete", |tx| {
-            insert_results(tx, records, &errors)?;
-            delete_acked(tx, leases)
+            let mut tally = Tally::default();
+            insert_results(tx, records, &errors, &mut tally)?;
+            delete_acked(tx, leases, &mut tally)?;
+            tally.flush(tx)
+        })
+    }
+
+    /// The same transaction, with the events appended as one row.
+    fn store_complete_publish(
+        &self,
+        records: &[ResultRecord],
+        leases: &[Lease],
+        events: &[crate::ops::Event],
+    ) -> Result<()> {
+        if events.is_empty() {
+            return self.store_and_complete(records, leases);
+        }
+        let errors = self.encode_errors(records)?;
+        let body = super::ops::encode_events(events).map_err(|e| self.fail("publish events", e))?;
+        self.write("store results, complete and publish", |tx| {
+            let mut tally = Tally::default();
+            insert_results(tx, records, &errors, &mut tally)?;
+            delete_acked(tx, leases, &mut tally)?;
+            tally.flush(tx)?;
+            super::ops::append_events(tx, &body, events.len())
         })
     }
 }
@@ -222,14 +264,20 @@ impl Broker for SqliteBackend {
     }
 
     fn complete(&self, leases: &[Lease]) -> Result<()> {
-        self.write("complete", |tx| delete_acked(tx, leases))
+        self.write("complete", |tx| {
+            let mut tally = Tally::default();
+            delete_acked(tx, leases, &mut tally)?;
+            tally.flush(tx)
+        })
     }
 
     fn complete_and_send(&self, leases: &[Lease], next: &[Envelope]) -> Result<()> {
         let encoded = encode_tasks(next).map_err(|e| self.fail("ack and send", e))?;
         self.write("ack and send", |tx| {
-            insert_encoded(tx, next, &encoded, true)?;
-            delete_acked(tx, leases)
+            let mut tally = Tally::default();
+            insert_encoded(tx, next, &encoded, true, &mut tally)?;
+            delete_acked(tx, leases, &mut tally)?;
+            tally.flush(tx)
         })
     }
 
@@ -279,8 +327,10 @@ impl Broker for SqliteBackend {
             }
             // A workflow step stays, to be delivered and dropped by a worker, which then fails
             // the rest of its workflow.
+            let mut tally = Tally::default();
             if plain {
-                tx.execute("DELETE FROM tasks WHERE id = ?1", [id.to_string()])?;
+                let gone = tx.execute("DELETE FROM tasks WHERE id = ?1", [id.to_string()])?;
+                tally.live -= gone as i64;
             }
             // Recorded in the same transaction: a waiter never sees it PENDING for good.
             let record = ResultRecord::revoked_waiting(id, task, attempts.max(0) as u32);
@@ -290,7 +340,8 @@ impl Broker for SqliteBackend {
                 .map(serde_json::to_string)
                 .transpose()
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-            insert_result(tx, &record, error.as_deref())?;
+            insert_result(tx, &record, error.as_deref(), &mut tally)?;
+            tally.flush(tx)?;
             Ok(Revoked::Pending)
         })
     }
@@ -444,7 +495,13 @@ impl Admin for SqliteBackend {
 
     fn purge(&self, queue: &str) -> Result<u64> {
         self.write("purge", |tx| {
-            Ok(tx.execute("DELETE FROM tasks WHERE queue = ?1 AND state != 1", [queue])? as u64)
+            let gone = tx.execute("DELETE FROM tasks WHERE queue = ?1 AND state != 1", [queue])?;
+            Tally {
+                live: -(gone as i64),
+                ..Tally::default()
+            }
+            .flush(tx)?;
+            Ok(gone as u64)
         })
     }
 
@@ -477,6 +534,7 @@ fn insert_encoded(
     batch: &[Envelope],
     encoded: &[TaskColumns],
     once: bool,
+    tally: &mut Tally,
 ) -> rusqlite::Result<()> {
     let now = Timestamp::now();
     let mut ins = tx.prepare_cached(
@@ -495,7 +553,7 @@ fn insert_encoded(
             Some(t) if t > now => (SCHEDULED, t.as_millis()),
             _ => (READY, 0),
         };
-        ins.execute(params![
+        let added = ins.execute(params![
             e.id.to_string(),
             e.queue,
             e.priority as i64,
@@ -510,18 +568,31 @@ fn insert_encoded(
             e.expires.map(Timestamp::as_millis),
             e.created.as_millis(),
             flow,
-        ])?;
+        ])? as i64;
+        tally.sent += added;
+        tally.live += added;
     }
     Ok(())
 }
 
 /// Deletes the tasks `leases` still hold: their delivery is the last one, even if its lease ran
 /// out, as long as nobody took the task since.
-fn delete_acked(tx: &rusqlite::Transaction<'_>, leases: &[Lease]) -> rusqlite::Result<()> {
+fn delete_acked(
+    tx: &rusqlite::Transaction<'_>,
+    leases: &[Lease],
+    tally: &mut Tally,
+) -> rusqlite::Result<()> {
     for l in leases {
-        delete_held(tx, l)?;
+        tally.live -= delete_held(tx, l)? as i64;
     }
     Ok(())
+}
+
+/// The paused queues (a short table, read once per reserve).
+fn paused_queues(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Vec<String>> {
+    let mut q = tx.prepare_cached("SELECT queue FROM paused")?;
+    let rows = q.query_map([], |r| r.get(0))?;
+    rows.collect()
 }
 
 /// Deletes the task `lease` still holds; 1 if it did, 0 for a stale lease.
@@ -562,6 +633,7 @@ fn discard_corrupt(
     seq: i64,
     bad: &CorruptMessage,
     kept: usize,
+    tally: &mut Tally,
 ) -> rusqlite::Result<()> {
     bad.log();
     let dead = bad.dead_letter();
@@ -580,7 +652,7 @@ fn discard_corrupt(
         kept,
     )?;
     if let Some(r) = bad.record() {
-        insert_result(tx, &r, Some(&error))?;
+        insert_result(tx, &r, Some(&error), tally)?;
     }
     Ok(())
 }

@@ -26,12 +26,21 @@
 //! | `blobs` | a workflow's long chain, stored once |
 //! | `locks` | named locks: holder and lapse time (also who purges expired rows) |
 //! | `rate_limits` | a rate limit's theoretical arrival time (µs) |
-//! | `meta` | `fence`: the last fencing token drawn |
+//! | `meta` | `fence`: the last fencing token drawn; `events`: the last event's seq |
+//! | `paused` | paused queues (reserves skip them) |
+//! | `events` | the event stream, a row per published batch (`first`..=`last` seq, MessagePack), the newest [`EVENTS_KEPT`](crate::ops::EVENTS_KEPT) kept |
+//! | `control`, `control_replies` | the control mailbox: requests per worker and their replies, until they expire |
+//!
+//! The task index is columns of `tasks` (`received`) and `results` (`queue`, `preview`,
+//! `received`, copied from the task's row when its record is stored) with an index of
+//! the records that are not SUCCESS (`results_state`); the counts by state are `counters` rows
+//! `lovage:count:*` moved by the transactions that change them (see `tally`).
 //!
 //! The code, by job: `schema` (create, check and upgrade the file), `conn` (the one connection
 //! and its transactions), `wait` (blocking until something changes), `broker` (a task's life,
-//! locks, rate limits, presence, admin), `results` (the result store) and `rows` (what goes in
-//! and out of a row).
+//! locks, rate limits, presence, admin), `results` (the result store), `ops` (what operators
+//! read and ask: index, pause, events, control), `tally` (the counts by state) and `rows` (what
+//! goes in and out of a row).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,9 +53,11 @@ use crate::{BrokerError, Result, Source, DEAD_LETTERS_KEPT};
 
 mod broker;
 mod conn;
+mod ops;
 mod results;
 mod rows;
 mod schema;
+mod tally;
 mod wait;
 
 /// The SQLite backend: a broker and a result store in one file.

@@ -8,6 +8,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::broker::REVOKE_MEMORY;
 use super::rows::row_to_result;
+use super::tally::Tally;
 use super::SqliteBackend;
 use crate::corrupt::unreadable_result;
 use crate::{JoinEntry, Locks, Result, ResultRecord, ResultStore, Timestamp, ONCE_TTL};
@@ -18,7 +19,11 @@ impl ResultStore for SqliteBackend {
             return Ok(());
         }
         let errors = self.encode_errors(records)?;
-        self.write("store results", |tx| insert_results(tx, records, &errors))
+        self.write("store results", |tx| {
+            let mut tally = Tally::default();
+            insert_results(tx, records, &errors, &mut tally)?;
+            tally.flush(tx)
+        })
     }
 
     fn get(&self, id: TaskId) -> Result<Option<ResultRecord>> {
@@ -232,36 +237,48 @@ impl SqliteBackend {
 }
 
 /// Writes `records` (with their errors from [`SqliteBackend::encode_errors`]) where each
-/// supersedes the stored one.
+/// supersedes the stored one, tallying the states they change.
 pub(super) fn insert_results(
     tx: &rusqlite::Transaction<'_>,
     records: &[ResultRecord],
     errors: &[Option<String>],
+    tally: &mut Tally,
 ) -> rusqlite::Result<()> {
     for (r, err) in records.iter().zip(errors) {
-        insert_result(tx, r, err.as_deref())?;
+        insert_result(tx, r, err.as_deref(), tally)?;
     }
     Ok(())
 }
 
+/// Writes one record where it supersedes the stored one. The task index's columns (queue,
+/// argument preview, when it was received) are copied from the task's row in the same
+/// statement while the broker still holds it. A record equal in state and attempt to the
+/// stored one (a store repeated after a lost reply) changes nothing, so it is not counted
+/// twice.
 pub(super) fn insert_result(
     tx: &rusqlite::Transaction<'_>,
     r: &ResultRecord,
     error_json: Option<&str>,
+    tally: &mut Tally,
 ) -> rusqlite::Result<()> {
-    tx.prepare_cached(
+    let changed = tx.prepare_cached(
         concat!(
-            "INSERT INTO results (id, task, state, value, codec, error, attempts, worker, started, updated, expires) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+            "INSERT INTO results (id, task, state, value, codec, error, attempts, worker, started, updated, expires, \
+             queue, preview, received) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, t.queue, substr(t.args, 1, ?12), t.received \
+             FROM (SELECT 1) LEFT JOIN tasks t ON t.id = ?1 WHERE true \
              ON CONFLICT (id) DO UPDATE SET task = excluded.task, state = excluded.state, \
              value = excluded.value, codec = excluded.codec, error = excluded.error, \
              attempts = excluded.attempts, worker = excluded.worker, started = excluded.started, \
-             updated = excluded.updated, expires = excluded.expires \
+             updated = excluded.updated, expires = excluded.expires, \
+             queue = coalesce(excluded.queue, results.queue), \
+             preview = coalesce(excluded.preview, results.preview), \
+             received = coalesce(excluded.received, results.received) \
              WHERE excluded.attempts >= results.attempts AND (excluded.state IN ",
             final_states!(),
             " OR results.state NOT IN ",
             final_states!(),
-            ")"
+            ") AND NOT (excluded.state = results.state AND excluded.attempts = results.attempts)"
         ),
     )?
     .execute(params![
@@ -276,7 +293,11 @@ pub(super) fn insert_result(
         r.started.map(Timestamp::as_millis),
         r.updated.as_millis(),
         r.expires.map(Timestamp::as_millis),
+        crate::ops::ARGS_PREVIEW_BYTES as i64,
     ])?;
+    if changed > 0 {
+        tally.stored(r.state);
+    }
     Ok(())
 }
 

@@ -15,6 +15,8 @@ mod map;
 mod outcome;
 mod output;
 mod procs;
+#[cfg(feature = "server")]
+mod server;
 mod worker;
 
 use std::process::ExitCode;
@@ -68,6 +70,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the HTTP API, dashboard and metrics over the broker (default 127.0.0.1:5555).
+    #[cfg(feature = "server")]
+    Server(server::ServerArgs),
     /// Measure lovage on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -181,10 +186,18 @@ fn log_colour() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+fn is_server(_c: &Command) -> bool {
+    #[cfg(feature = "server")]
+    if matches!(_c, Command::Server(_)) {
+        return true;
+    }
+    false
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(
-        if matches!(cli.command, Command::Worker(_) | Command::Beat(_)) {
+        if matches!(cli.command, Command::Worker(_) | Command::Beat(_)) || is_server(&cli.command) {
             "info"
         } else {
             "warn"
@@ -202,6 +215,8 @@ pub fn main() -> ExitCode {
         Command::Queues(a) => client::queues(a),
         Command::Workers(a) => client::workers(a),
         Command::Map(a) => map::run(a),
+        #[cfg(feature = "server")]
+        Command::Server(a) => server::run(a),
         Command::Bench(BenchCommand::Pool(a)) => bench_pool::run(a).map_err(Exit::from),
         Command::Bench(BenchCommand::Queue(a)) => bench_queue::run(a),
         Command::Bench(BenchCommand::Flow(a)) => bench_flow::run(a),

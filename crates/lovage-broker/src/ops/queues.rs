@@ -1,0 +1,44 @@
+//! Queues as operators handle them: paused and resumed, peeked at, and described.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Envelope, Result};
+
+/// One queue as an operator sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueInfo {
+    /// Queue name.
+    pub name: String,
+    /// Ready to run now.
+    pub ready: u64,
+    /// Waiting for an ETA or a retry delay.
+    pub scheduled: u64,
+    /// Held by workers.
+    pub reserved: u64,
+    /// Dead letters kept for tasks of this queue.
+    pub dead: u64,
+    /// Whether reserves skip it.
+    pub paused: bool,
+    /// How long the oldest ready task has waited, in seconds (0 when none is ready).
+    pub oldest_ready_age_s: f64,
+}
+
+/// Pausing, resuming and looking into queues.
+pub trait QueueOps: Send + Sync {
+    /// Stops delivery from `queue`: reserves skip it until [`resume`](QueueOps::resume). Tasks
+    /// can still be sent to it; tasks already reserved run on. Pausing twice is harmless.
+    fn pause(&self, queue: &str) -> Result<()>;
+
+    /// Delivers from `queue` again.
+    fn resume(&self, queue: &str) -> Result<()>;
+
+    /// The paused queues, by name.
+    fn paused(&self) -> Result<Vec<String>>;
+
+    /// Up to `limit` waiting tasks of `queue` without reserving them: ready ones in the order
+    /// they would be delivered, then scheduled ones by due time.
+    fn peek(&self, queue: &str, limit: usize) -> Result<Vec<Envelope>>;
+
+    /// Every queue that holds a task, a dead letter or is paused, by name.
+    fn queues(&self) -> Result<Vec<QueueInfo>>;
+}

@@ -1,0 +1,369 @@
+//! What the server keeps in memory, all of it bounded: the broker's event stream fanned out to
+//! SSE clients through one broadcast ring, counters for `/metrics`, and ring buffers of
+//! throughput for the dashboard's charts. Nothing per task: state is read from the broker.
+//!
+//! One poller reads the broker's stream for every client (a client costs no broker reads); a
+//! sampler reads the broker's counters every few seconds for the charts. Both start with the
+//! first request, inside whatever runtime serves the router.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lovage_broker::ops::{Event, EventKind};
+use lovage_broker::{App, BrokerError, Timestamp};
+use tokio::sync::broadcast;
+
+/// Events the broadcast ring holds: a client further behind than this gets `lagged`.
+pub const CLIENT_BUFFER: usize = 1024;
+/// How often the poller reads the broker's stream when it is idle.
+const POLL: Duration = Duration::from_millis(200);
+/// How often the sampler reads the counters (the finest chart step).
+pub const SAMPLE: Duration = Duration::from_secs(5);
+/// Points per chart range.
+pub const POINTS: usize = 180;
+/// Histogram series (task, queue) kept for `/metrics`; more are folded into `(other)`.
+pub const MAX_SERIES: usize = 500;
+/// Upper bounds of the runtime histogram's buckets, in seconds.
+pub const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
+
+/// One chart point: finished tasks in one step.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct Point {
+    /// Start of the step, ms since the epoch.
+    pub t: i64,
+    /// SUCCESS in the step.
+    pub succeeded: u64,
+    /// FAILURE in the step.
+    pub failed: u64,
+}
+
+/// A ring of points, each `step` long.
+#[derive(Debug)]
+struct Ring {
+    step_ms: i64,
+    points: VecDeque<Point>,
+}
+
+impl Ring {
+    fn new(step: Duration) -> Ring {
+        Ring {
+            step_ms: step.as_millis() as i64,
+            points: VecDeque::with_capacity(POINTS),
+        }
+    }
+
+    fn add(&mut self, now: i64, succeeded: u64, failed: u64) {
+        let t = now - now.rem_euclid(self.step_ms);
+        match self.points.back_mut() {
+            Some(p) if p.t == t => {
+                p.succeeded += succeeded;
+                p.failed += failed;
+            }
+            _ => {
+                if self.points.len() == POINTS {
+                    self.points.pop_front();
+                }
+                self.points.push_back(Point {
+                    t,
+                    succeeded,
+                    failed,
+                });
+            }
+        }
+    }
+}
+
+/// A runtime histogram for one (task, queue).
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    /// Cumulative counts per bucket of [`BUCKETS`].
+    pub buckets: [u64; BUCKETS.len()],
+    /// All observations.
+    pub count: u64,
+    /// Their sum, seconds.
+    pub sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (b, le) in self.buckets.iter_mut().zip(BUCKETS) {
+            if seconds <= le {
+                *b += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+}
+
+/// The bounded in-memory part of the server.
+#[derive(Debug)]
+pub struct Hub {
+    started: AtomicBool,
+    tx: broadcast::Sender<Arc<Event>>,
+    /// The newest seq the poller has read (0: none yet).
+    pub last_seq: AtomicU64,
+    /// SSE clients connected now.
+    pub sse_clients: AtomicU64,
+    /// Times a client fell behind by more than its buffer.
+    pub lagged_total: AtomicU64,
+    /// Whether the broker has an event stream (false: it answered Unsupported).
+    pub events_supported: AtomicBool,
+    /// Set once the poller knows where the stream ends: from then on `last_seq` is the seq up
+    /// to which every event was fanned out, and everything after it will be.
+    pub polling: AtomicBool,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    events_total: HashMap<EventKind, u64>,
+    runtime: HashMap<(String, String), Histogram>,
+    charts: [Ring; 3],
+    last_counts: Option<(u64, u64)>,
+}
+
+/// The chart ranges: 15 min in 5 s steps, 1 h in 20 s, 24 h in 8 min.
+pub const RANGES: [(&str, Duration); 3] = [
+    ("15m", Duration::from_secs(5)),
+    ("1h", Duration::from_secs(20)),
+    ("24h", Duration::from_secs(480)),
+];
+
+impl Default for Hub {
+    fn default() -> Self {
+        let (tx, _) = broadcast::channel(CLIENT_BUFFER);
+        Hub {
+            started: AtomicBool::new(false),
+            tx,
+            last_seq: AtomicU64::new(0),
+            sse_clients: AtomicU64::new(0),
+            lagged_total: AtomicU64::new(0),
+            events_supported: AtomicBool::new(true),
+            polling: AtomicBool::new(false),
+            inner: Mutex::new(Inner {
+                events_total: HashMap::new(),
+                runtime: HashMap::new(),
+                charts: RANGES.map(|(_, step)| Ring::new(step)),
+                last_counts: None,
+            }),
+        }
+    }
+}
+
+impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the poller and the sampler once, on the current tokio runtime.
+    pub fn ensure_started(self: &Arc<Self>, app: &App) {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.started.store(false, Ordering::Release);
+            return;
+        };
+        rt.spawn(poll(self.clone(), app.clone()));
+        rt.spawn(sample(self.clone(), app.clone()));
+    }
+
+    /// Waits (up to a few seconds) until the poller knows where the stream ends.
+    pub async fn wait_polling(&self) {
+        for _ in 0..250 {
+            if self.polling.load(Ordering::Acquire)
+                || !self.events_supported.load(Ordering::Acquire)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A receiver of every event read from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+
+    /// Events seen by type, since the server started.
+    pub fn events_total(&self) -> Vec<(EventKind, u64)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .events_total
+            .iter()
+            .map(|(k, n)| (*k, *n))
+            .collect();
+        v.sort_by_key(|(k, _)| k.as_str());
+        v
+    }
+
+    /// Runtime histograms by (task, queue), from the finished-task events seen.
+    pub fn runtimes(&self) -> Vec<((String, String), Histogram)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .runtime
+            .iter()
+            .map(|(k, h)| (k.clone(), h.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The chart for `range` (`15m`, `1h`, `24h`): its step and points, oldest first.
+    pub fn chart(&self, range: &str) -> Option<(Duration, Vec<Point>)> {
+        let i = RANGES.iter().position(|(r, _)| *r == range)?;
+        let inner = self.lock();
+        Some((
+            RANGES[i].1,
+            inner.charts[i].points.iter().copied().collect(),
+        ))
+    }
+
+    fn record(&self, events: &[Event]) {
+        let mut inner = self.lock();
+        for e in events {
+            *inner.events_total.entry(e.kind).or_insert(0) += 1;
+            if matches!(e.kind, EventKind::TaskSucceeded | EventKind::TaskFailed) {
+                if let Some(ms) = e.runtime_ms {
+                    let mut key = (
+                        e.name.clone().unwrap_or_default(),
+                        e.queue.clone().unwrap_or_default(),
+                    );
+                    if !inner.runtime.contains_key(&key) && inner.runtime.len() >= MAX_SERIES {
+                        key = ("(other)".into(), "(other)".into());
+                    }
+                    inner
+                        .runtime
+                        .entry(key)
+                        .or_default()
+                        .observe(ms as f64 / 1000.0);
+                }
+            }
+        }
+    }
+
+    /// Adds a sample of the broker's finished counters to the charts.
+    fn sample(&self, now: i64, succeeded: u64, failed: u64) {
+        let mut inner = self.lock();
+        if let Some((s0, f0)) = inner.last_counts {
+            let (ds, df) = (succeeded.saturating_sub(s0), failed.saturating_sub(f0));
+            for ring in &mut inner.charts {
+                ring.add(now, ds, df);
+            }
+        }
+        inner.last_counts = Some((succeeded, failed));
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    app: &App,
+    f: impl FnOnce(&App) -> Result<T, BrokerError> + Send + 'static,
+) -> Option<Result<T, BrokerError>> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || f(&app)).await.ok()
+}
+
+/// Reads the broker's event stream and fans it out; starts at its end (clients that want
+/// history read it from the broker themselves, by Last-Event-ID).
+async fn poll(hub: Arc<Hub>, app: App) {
+    let mut after = match blocking(&app, |a| a.backend().events().read_events(0, 1)).await {
+        Some(Ok(b)) => b.last_seq,
+        Some(Err(BrokerError::Unsupported { .. })) => {
+            hub.events_supported.store(false, Ordering::Release);
+            return;
+        }
+        _ => 0,
+    };
+    hub.last_seq.store(after, Ordering::Release);
+    hub.polling.store(true, Ordering::Release);
+    loop {
+        let read = blocking(&app, move |a| a.backend().events().read_events(after, 1000)).await;
+        let batch = match read {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "reading the event stream; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            None => return,
+        };
+        let full = batch.events.len() >= 1000;
+        if batch.last_seq < after {
+            // The stream was recreated (a new broker file): follow it from its end.
+            after = batch.last_seq;
+        }
+        hub.record(&batch.events);
+        for e in batch.events {
+            after = after.max(e.seq);
+            // No receiver is fine: nobody is watching.
+            let _ = hub.tx.send(Arc::new(e));
+        }
+        hub.last_seq.store(after, Ordering::Release);
+        if !full {
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Samples the broker's counters (or, without them, the workers' own totals) for the charts.
+async fn sample(hub: Arc<Hub>, app: App) {
+    let mut tick = tokio::time::interval(SAMPLE);
+    loop {
+        tick.tick().await;
+        let counts = blocking(&app, |a| match a.backend().inspect().task_counts() {
+            Ok(c) => Ok((c.succeeded, c.failed)),
+            Err(BrokerError::Unsupported { .. }) => {
+                let ws = a.workers(lovage_broker::WORKER_RECORD_TTL)?;
+                Ok((ws.iter().map(|w| w.tasks_done).sum(), 0))
+            }
+            Err(e) => Err(e),
+        })
+        .await;
+        if let Some(Ok((s, f))) = counts {
+            hub.sample(Timestamp::now().as_millis(), s, f);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rings_stay_bounded_and_sum_within_a_step() {
+        let mut r = Ring::new(Duration::from_secs(5));
+        r.add(10_000, 1, 0);
+        r.add(12_000, 2, 1);
+        assert_eq!(r.points.len(), 1);
+        assert_eq!((r.points[0].succeeded, r.points[0].failed), (3, 1));
+        for i in 0..1000 {
+            r.add(20_000 + i * 5000, 1, 0);
+        }
+        assert_eq!(r.points.len(), POINTS);
+    }
+
+    #[test]
+    fn histogram_series_are_capped() {
+        let hub = Hub::default();
+        let events: Vec<Event> = (0..MAX_SERIES + 50)
+            .map(|i| {
+                let mut e = Event::new(EventKind::TaskSucceeded);
+                e.name = Some(format!("t{i}"));
+                e.runtime_ms = Some(30);
+                e
+            })
+            .collect();
+        hub.record(&events);
+        let r = hub.runtimes();
+        assert_eq!(r.len(), MAX_SERIES + 1);
+        let other = r.iter().find(|(k, _)| k.0 == "(other)").unwrap();
+        assert_eq!(other.1.count, 50);
+        assert_eq!(other.1.buckets[3], 50); // 0.03 s <= 0.05
+        assert_eq!(other.1.buckets[2], 0); // not <= 0.025
+    }
+}

@@ -1,0 +1,57 @@
+//! `lovage server`: the HTTP API and dashboard over a broker (crate `lovage-server`).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::{BrokerArgs, Exit};
+
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Address to listen on; a non-loopback one needs --token-file (or --insecure-no-auth).
+    #[arg(long, default_value = "127.0.0.1:5555")]
+    bind: SocketAddr,
+    /// Tokens, one a line: `read|admin sha256:HEX [NAME]` (see --hash-token).
+    #[arg(long, env = "LOVAGE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve without tokens on any address: anyone who reaches it can send and revoke tasks.
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// Serve /metrics without a token (for a Prometheus scraper on a trusted network).
+    #[arg(long)]
+    open_metrics: bool,
+    /// Add per-worker series to /metrics (removed when a worker goes away).
+    #[arg(long)]
+    metrics_per_worker: bool,
+    /// Read a token on standard input, print its token-file line (`admin sha256:...`) and exit.
+    #[arg(long)]
+    hash_token: bool,
+    #[command(flatten)]
+    broker: BrokerArgs,
+}
+
+pub fn run(a: ServerArgs) -> Result<(), Exit> {
+    if a.hash_token {
+        let token = std::io::read_to_string(std::io::stdin())
+            .map_err(|e| Exit::failed(format!("reading the token: {e}")))?;
+        if token.trim().is_empty() {
+            return Err(Exit::usage("--hash-token: no token on standard input"));
+        }
+        println!("admin sha256:{}", lovage_server::auth::hash_token(&token));
+        return Ok(());
+    }
+    let server = lovage_server::Server::bind(&lovage_server::Config {
+        broker: a.broker.broker.clone(),
+        bind: a.bind,
+        token_file: a.token_file,
+        insecure_no_auth: a.insecure_no_auth,
+        open_metrics: a.open_metrics,
+        metrics_per_worker: a.metrics_per_worker,
+    })
+    .map_err(Exit::failed)?;
+    let addr = server.local_addr().map_err(Exit::failed)?;
+    // Tests and scripts read the port from this line when they bind port 0.
+    println!("lovage server listening on http://{addr}/");
+    let _ = std::io::stdout().flush();
+    server.run().map_err(Exit::failed)
+}

@@ -1,0 +1,296 @@
+//! `lovage server` as a process, with two real `lovage worker` processes, on SQLite and on
+//! Redis: tasks sent over the API run, fail, are retried and revoked; the server killed -9 and
+//! started again shows the same tasks and counts (it keeps no state of its own).
+
+mod common;
+
+#[path = "../../lovage-server/tests/common/http.rs"]
+mod http;
+
+use common::{Killed, RedisPrefix};
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http::Client;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lovage");
+const ADMIN: &str = "server-test-admin-token";
+const READ: &str = "server-test-read-token";
+
+struct Env {
+    dir: tempfile::TempDir,
+    url: String,
+    _redis: Option<RedisPrefix>,
+}
+
+impl Env {
+    fn sqlite() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("q.db").display());
+        Env {
+            dir,
+            url,
+            _redis: None,
+        }
+    }
+
+    fn redis() -> Env {
+        let redis = RedisPrefix::new();
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            url: redis.url(),
+            _redis: Some(redis),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("LOVAGE_BROKER", &self.url)
+            .env("LOVAGE_LOG", "warn");
+        c
+    }
+
+    /// A token file with a read and an admin token, hashed by `lovage server --hash-token`.
+    fn token_file(&self) -> std::path::PathBuf {
+        let path = self.dir.path().join("tokens");
+        let mut lines = String::new();
+        for (scope, token) in [("read", READ), ("admin", ADMIN)] {
+            let mut c = self
+                .cmd(&["server", "--hash-token"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(token.as_bytes()).unwrap();
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success());
+            let line = String::from_utf8(out.stdout).unwrap();
+            lines.push_str(&line.replacen("admin", scope, 1));
+        }
+        std::fs::write(&path, lines).unwrap();
+        path
+    }
+
+    /// Starts `lovage server` on an ephemeral port; returns it and its address.
+    fn server(&self, tokens: &std::path::Path) -> (Killed, SocketAddr) {
+        let mut child = Killed(
+            self.cmd(&["server", "--bind", "127.0.0.1:0", "--token-file"])
+                .arg(tokens)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut line = String::new();
+        BufReader::new(child.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("lovage server listening on http://")
+            .and_then(|a| a.strip_suffix('/'))
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        (child, addr)
+    }
+
+    fn worker(&self) -> Killed {
+        Killed(
+            self.cmd(&["worker", "--concurrency", "2"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+/// Polls `f` until it gives a value, for up to 60 s.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn send(c: &Client, body: &str) -> String {
+    let r = c.post("/api/v1/tasks", body);
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json()["task_id"].as_str().unwrap().to_owned()
+}
+
+fn result(c: &Client, id: &str) -> Value {
+    let r = c.get(&format!("/api/v1/tasks/{id}/result?wait=30s"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+fn api_with_real_workers(env: Env) {
+    let tokens = env.token_file();
+    let (mut server, addr) = env.server(&tokens);
+    let _w1 = env.worker();
+    let _w2 = env.worker();
+    let anon = Client::new(addr);
+    let admin = anon.bearer(ADMIN);
+    let read = anon.bearer(READ);
+    assert_eq!(anon.get("/api/v1/overview").status, 401);
+    assert_eq!(
+        read.post("/api/v1/tasks", r#"{"name":"lovage.sleep","args":[0]}"#)
+            .status,
+        403
+    );
+
+    let workers = eventually("two workers online", || {
+        let o = read.get("/api/v1/overview").json();
+        (o["workers"]["online"] == 2).then_some(o)
+    });
+    assert_eq!(workers["workers"]["offline"], 0);
+    let ws = read.get("/api/v1/workers").json();
+    let first = ws[0]["id"].as_str().unwrap().to_owned();
+    let one = read.get(&format!("/api/v1/workers/{}", first));
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(one.json()["online"], true);
+
+    // Success, seen live on the event stream as the workers publish it.
+    let mut stream = read.events("/api/v1/events?types=task-succeeded");
+    assert_eq!(stream.status, 200);
+    let ok = send(&admin, r#"{"name":"lovage.sleep","args":[0.2]}"#);
+    let e = stream.next();
+    assert_eq!(e.event, "task-succeeded", "{e:?}");
+    let data: Value = serde_json::from_str(&e.data).unwrap();
+    assert_eq!(data["task_id"], ok.as_str(), "{data}");
+    assert_eq!(data["name"], "lovage.sleep");
+    let r = result(&admin, &ok);
+    assert_eq!(r["state"], "SUCCESS", "{r}");
+    assert_eq!(r["result"], 0.2);
+    assert!(r["worker"].is_string() && r["runtime_ms"].is_i64(), "{r}");
+
+    // Failure, dead-lettered; retried as a new linked task that fails the same way.
+    let bad = send(&admin, r#"{"name":"lovage.shell","args":[["false"]]}"#);
+    let r = result(&admin, &bad);
+    assert_eq!(r["state"], "FAILURE", "{r}");
+    assert!(r["error"]["message"].as_str().is_some(), "{r}");
+    let dead = eventually("the dead letter", || {
+        let d = read.get("/api/v1/dead?group_by=task").json();
+        (d["total"] == 1).then_some(d)
+    });
+    assert_eq!(dead["groups"][0]["key"], "lovage.shell");
+    let r = admin.post(&format!("/api/v1/tasks/{bad}/retry"), "");
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["retry_of"], bad.as_str());
+    let again = r.json()["task_id"].as_str().unwrap().to_owned();
+    assert_eq!(result(&admin, &again)["state"], "FAILURE");
+
+    // Revoking a running task shows REVOKED at once.
+    let long = send(&admin, r#"{"name":"lovage.sleep","args":[60]}"#);
+    eventually("a worker to reserve the long task", || {
+        let q = read.get("/api/v1/queues").json();
+        let q = q
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == "default")
+            .cloned();
+        q.filter(|q| q["reserved"] == 1).map(|_| ())
+    });
+    let r = admin.post(
+        &format!("/api/v1/tasks/{long}/revoke"),
+        r#"{"terminate":true}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["found"], "running");
+    assert_eq!(r.json()["state"], "REVOKED");
+    assert_eq!(result(&admin, &long)["state"], "REVOKED");
+
+    // A pending task (in a queue no worker consumes) revoked: REVOKED at once.
+    let waiting = send(
+        &admin,
+        r#"{"name":"lovage.sleep","args":[1],"queue":"nobody"}"#,
+    );
+    let r = admin
+        .post(&format!("/api/v1/tasks/{waiting}/revoke"), "")
+        .json();
+    assert_eq!(r["found"], "pending");
+    assert_eq!(
+        read.get(&format!("/api/v1/tasks/{waiting}")).json()["state"],
+        "REVOKED"
+    );
+    let parked = send(
+        &admin,
+        r#"{"name":"lovage.sleep","args":[1],"queue":"parked"}"#,
+    );
+
+    // Killed -9 and started again: the same tasks, states and counts.
+    let ids = [&ok, &bad, &again, &long, &waiting, &parked];
+    let states = |c: &Client| -> Vec<Value> {
+        ids.iter()
+            .map(|id| c.get(&format!("/api/v1/tasks/{id}")).json()["state"].clone())
+            .collect()
+    };
+    // Everything but the ages, which grow.
+    let queues = |c: &Client| {
+        let mut q = c.get("/api/v1/queues").json();
+        for q in q.as_array_mut().unwrap() {
+            q.as_object_mut().unwrap().remove("oldest_ready_age_s");
+        }
+        (q, c.get("/api/v1/overview").json()["counts"].clone())
+    };
+    let before = (
+        states(&read),
+        queues(&read),
+        read.get("/api/v1/dead").json()["total"].clone(),
+    );
+    unsafe { libc::kill(server.id() as i32, libc::SIGKILL) };
+    server.wait().unwrap();
+    let (_server, addr) = env.server(&tokens);
+    let read = Client::new(addr).bearer(READ);
+    let after = (
+        states(&read),
+        queues(&read),
+        read.get("/api/v1/dead").json()["total"].clone(),
+    );
+    assert_eq!(before, after);
+    assert_eq!(
+        after.0,
+        ["SUCCESS", "FAILURE", "FAILURE", "REVOKED", "REVOKED", "PENDING"]
+    );
+    let parked_q = (after.1)
+        .0
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "parked")
+        .cloned();
+    assert_eq!(parked_q.unwrap()["ready"], 1);
+}
+
+#[test]
+fn the_api_with_real_workers_on_sqlite() {
+    api_with_real_workers(Env::sqlite());
+}
+
+#[test]
+fn the_api_with_real_workers_on_redis() {
+    api_with_real_workers(Env::redis());
+}
+
+#[test]
+fn a_non_loopback_bind_without_tokens_refuses_to_start() {
+    let env = Env::sqlite();
+    let out = env
+        .cmd(&["server", "--bind", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--token-file"), "{err}");
+}
