@@ -60,7 +60,9 @@ pub struct WorkerConfig {
     pub name: String,
     /// Publishes events (task-started, -succeeded, -failed, ..., worker-online, -heartbeat,
     /// -offline) to the broker's event stream: batched with the finisher's store (no round
-    /// trip of their own) and the keeper's tick.
+    /// trip of their own) and the keeper's tick. Off by default, as in Celery (`-E`): in this
+    /// session's noisy runs they cost SQLite's end-to-end throughput 0–14%, over the 10%
+    /// budget in some (docs/benchmarks.md).
     pub events: bool,
 }
 
@@ -77,7 +79,7 @@ impl Default for WorkerConfig {
             poll: Duration::from_millis(500),
             result_ttl: Some(Duration::from_secs(24 * 3600)),
             name: "worker".into(),
-            events: true,
+            events: false,
         }
     }
 }

@@ -135,6 +135,8 @@ fn config(concurrency: usize) -> WorkerConfig {
         pool: PoolKind::Threads,
         poll: Duration::from_millis(50),
         lease: Duration::from_secs(5),
+        // On, so every scenario also runs with the events written beside its results.
+        events: true,
         ..Default::default()
     }
 }
@@ -169,7 +171,8 @@ fn runs_tasks_and_records_results(w: Running) {
         assert_eq!(r.state().unwrap(), TaskState::Success);
     }
     let rec = results[0].record().unwrap().unwrap();
-    assert!(rec.worker.unwrap().starts_with("worker@"));
+    let who = rec.worker.unwrap();
+    assert!(who.starts_with("worker") && who.contains('@'), "{who}");
     assert_eq!(rec.attempts, 1);
     let report = w.stop();
     assert_eq!(report.succeeded, 200);
