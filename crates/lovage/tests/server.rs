@@ -102,7 +102,7 @@ impl Env {
 
     fn worker(&self) -> Killed {
         Killed(
-            self.cmd(&["worker", "--concurrency", "2"])
+            self.cmd(&["worker", "--concurrency", "2", "--events"])
                 .stdout(Stdio::null())
                 .spawn()
                 .unwrap(),

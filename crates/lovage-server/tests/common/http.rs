@@ -197,8 +197,15 @@ impl EventStream {
     /// The next event (comments and keep-alives skipped); chunked framing lines are skipped
     /// too, as they never start with a field name this stream uses.
     pub fn next(&mut self) -> SseEvent {
+        // Keep-alives reset the socket's read timeout, so a stream that never sends the
+        // awaited event needs a deadline of its own to fail instead of hanging.
+        let until = std::time::Instant::now() + Duration::from_secs(60);
         let mut ev = SseEvent::default();
         loop {
+            assert!(
+                std::time::Instant::now() < until,
+                "no event within 60 s (got so far: {ev:?})"
+            );
             let mut line = String::new();
             let n = self.reader.read_line(&mut line).unwrap();
             assert!(n > 0, "the stream ended");
