@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::ops::Event;
+use crate::shared::SharedState;
 use crate::{
     memory, Admin, Broker, BrokerError, Control, Events, Inspect, Lease, Locks, Presence, QueueOps,
     RateLimits, Result, ResultRecord, ResultStore,
@@ -12,7 +13,17 @@ use crate::{
 /// Everything one storage provides: the [`Broker`] and its side traits plus the
 /// [`ResultStore`], the operators' traits ([`crate::ops`]), and the steps that span them.
 pub trait Driver:
-    Broker + Locks + RateLimits + Presence + Admin + ResultStore + Inspect + QueueOps + Events + Control
+    Broker
+    + Locks
+    + RateLimits
+    + Presence
+    + Admin
+    + ResultStore
+    + Inspect
+    + QueueOps
+    + Events
+    + Control
+    + SharedState
 {
     /// Stores `records`, then completes `leases`: a worker's batch of finished tasks whose
     /// outcomes start nothing else. The records are stored before any lease is completed (a
@@ -110,6 +121,11 @@ impl Backend {
 
     /// The per-worker control mailbox.
     pub fn control(&self) -> &dyn Control {
+        &*self.driver
+    }
+
+    /// Shared dicts and lists ([`crate::shared`]).
+    pub fn shared(&self) -> &dyn SharedState {
         &*self.driver
     }
 

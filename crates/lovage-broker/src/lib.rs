@@ -30,6 +30,7 @@ mod rate;
 #[cfg(feature = "redis")]
 pub mod redis_backend;
 mod results;
+pub mod shared;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod time;
@@ -46,6 +47,7 @@ pub use message::{
 pub use ops::{Control, Events, Inspect, QueueOps};
 pub use rate::{gcra, now_micros, slots_from_micros};
 pub use results::ResultStore;
+pub use shared::{Manager, SharedDict, SharedList, SharedState};
 pub use time::{NotRfc3339, Timestamp};
 
 /// Result alias for broker operations.

@@ -16,6 +16,7 @@ use crate::{
 };
 
 mod ops;
+mod shared;
 
 /// How long a revoked id is remembered for tasks not (yet) in the broker.
 const REVOKE_MEMORY: Duration = Duration::from_secs(24 * 3600);
@@ -172,6 +173,8 @@ pub struct MemoryBackend {
     changed: Condvar,
     /// Dead letters kept; past this many, the oldest are dropped.
     dead_kept: AtomicUsize,
+    /// Shared dicts and lists, apart from the queue's lock.
+    shared: Mutex<shared::Objects>,
 }
 
 impl Default for MemoryBackend {
@@ -180,6 +183,7 @@ impl Default for MemoryBackend {
             state: Mutex::default(),
             changed: Condvar::new(),
             dead_kept: AtomicUsize::new(DEAD_LETTERS_KEPT),
+            shared: Mutex::default(),
         }
     }
 }

@@ -184,15 +184,20 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
 /// Makes a current file look like one of schema `version`: what later versions added is dropped.
 fn downgrade(path: &std::path::Path, version: i32) {
     let c = rusqlite::Connection::open(path).unwrap();
-    // Version 4 added the operators' columns and tables.
-    c.execute_batch(
-        "DROP INDEX results_state; DROP INDEX dead_letters_id; \
-         ALTER TABLE tasks DROP COLUMN received; ALTER TABLE results DROP COLUMN queue; \
-         ALTER TABLE results DROP COLUMN preview; ALTER TABLE results DROP COLUMN received; \
-         DROP TABLE paused; DROP TABLE events; DROP TABLE control; DROP TABLE control_replies; \
-         DELETE FROM counters;",
-    )
-    .unwrap();
+    // Version 5 added shared dicts and lists.
+    c.execute_batch("DROP TABLE shared_dicts; DROP TABLE shared_lists;")
+        .unwrap();
+    if version < 4 {
+        // Version 4 added the operators' columns and tables.
+        c.execute_batch(
+            "DROP INDEX results_state; DROP INDEX dead_letters_id; \
+             ALTER TABLE tasks DROP COLUMN received; ALTER TABLE results DROP COLUMN queue; \
+             ALTER TABLE results DROP COLUMN preview; ALTER TABLE results DROP COLUMN received; \
+             DROP TABLE paused; DROP TABLE events; DROP TABLE control; DROP TABLE control_replies; \
+             DELETE FROM counters;",
+        )
+        .unwrap();
+    }
     if version < 3 {
         // Version 3 added fencing tokens and the purge indexes.
         c.execute_batch("ALTER TABLE tasks DROP COLUMN fence; DROP TABLE meta;")
@@ -214,7 +219,7 @@ fn downgrade(path: &std::path::Path, version: i32) {
 
 #[test]
 fn databases_of_older_schemas_are_upgraded_in_place() {
-    for old in [1, 2, 3] {
+    for old in [1, 2, 3, 4] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
         let waiting = env();
@@ -224,7 +229,11 @@ fn databases_of_older_schemas_are_upgraded_in_place() {
         }
         downgrade(&path, old);
         let b = SqliteBackend::open(&path).unwrap();
-        assert_eq!(schema_version(&path), 4, "from version {old}");
+        assert_eq!(schema_version(&path), 5, "from version {old}");
+        use lovage_broker::SharedState;
+        b.dict_set("upgraded", &[(b"k".to_vec(), b"v".to_vec())])
+            .unwrap();
+        assert_eq!(b.list_push("upgraded", &[b"x".to_vec()], false).unwrap(), 1);
         assert_eq!(purge_indexes(&path), V3_INDEX_NAMES, "from version {old}");
         b.enqueue_once(&[env()]).unwrap();
         let got = b

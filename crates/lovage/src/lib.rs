@@ -78,9 +78,14 @@ pub use lovage_server as server;
 pub use lovage_worker::{PoolKind, Worker, WorkerConfig};
 pub mod workloads;
 
-/// Processes and shared state across them: Process, Value, Array, SharedMemory, locks (see
-/// [`lovage_mp`]; Linux only).
-pub use lovage_mp as mp;
+/// Processes and shared state across them: Process, Value, Array, SharedMemory, locks, queues
+/// and pipes between related processes on one host (see [`lovage_mp`]; Linux only), and
+/// [`Manager`](mp::Manager)'s dicts and lists in the broker for processes on any host (see
+/// [`lovage_broker::shared`]).
+pub mod mp {
+    pub use lovage_broker::shared::{Manager, SharedDict, SharedList};
+    pub use lovage_mp::*;
+}
 
 /// The process pool's entry point: call it first in `main`.
 ///

@@ -28,7 +28,7 @@
 //!
 //! Tests are declared once, inside a `conformance_tests!` block of one of this module's
 //! files (the task's life in `broker`, outcomes in `results`, workflows in `workflow`, locks,
-//! rate limits and worker presence in `coordination`, the operators' traits in `ops`); the block makes both the function and
+//! rate limits and worker presence in `coordination`, the operators' traits in `ops`, shared dicts and lists in `shared`); the block makes both the function and
 //! the module's entry in the list, so no test is written without being run. A test takes the
 //! [`Fixture`] by value and drops it (cleaning up) when it returns or panics. `cargo fmt` does
 //! not look inside a macro's braces; to format a block, rename `conformance_tests! {` to
@@ -70,6 +70,7 @@ pub mod coordination;
 pub mod fixtures;
 pub mod ops;
 pub mod results;
+pub mod shared;
 pub mod workflow;
 
 /// A backend for one test, what keeps its storage alive, what cleans it up afterwards, and
@@ -164,6 +165,7 @@ pub fn tests() -> impl Iterator<Item = (&'static str, Test)> {
         workflow::TESTS,
         coordination::TESTS,
         ops::TESTS,
+        shared::TESTS,
     ]
     .into_iter()
     .flatten()

@@ -40,6 +40,7 @@
 //! | `P:paused` | set | paused queues (reserves skip them) |
 //! | `P:events`, `P:eseq` | stream, counter | the event stream: an entry `0-{last seq}` per published batch (MessagePack), trimmed to about [`EVENTS_KEPT`](crate::ops::EVENTS_KEPT) events |
 //! | `P:ctl:{worker}`, `P:rep:{request}` | list, TTL | the control mailbox: a worker's requests, a request's replies (JSON), for [`CONTROL_TTL`](crate::ops::CONTROL_TTL) |
+//! | `P:sd:{name}`, `P:sl:{name}` | hash, list | a shared dict (key → value) and a shared list, MessagePack ([`crate::shared`]) |
 //!
 //! Where the time goes decides the layout. Redis spends its time per command and per key far
 //! more than per element, so a batch of tasks costs a few variadic commands on a few big keys,
@@ -71,6 +72,7 @@ mod resp;
 mod results;
 mod scripts;
 mod send;
+mod shared;
 
 use scripts::*;
 use send::{ready_score, split_task_value, write_task_value, EnqueuePacker, ENQUEUE_CHUNK};

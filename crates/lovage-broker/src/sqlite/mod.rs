@@ -30,6 +30,7 @@
 //! | `paused` | paused queues (reserves skip them) |
 //! | `events` | the event stream, a row per published batch (`first`..=`last` seq, MessagePack), the newest [`EVENTS_KEPT`](crate::ops::EVENTS_KEPT) kept |
 //! | `control`, `control_replies` | the control mailbox: requests per worker and their replies, until they expire |
+//! | `shared_dicts`, `shared_lists` | shared dicts (name, key → value) and lists (name, position → item), see [`crate::shared`] |
 //!
 //! The task index is columns of `tasks` (`received`) and `results` (`queue`, `preview`,
 //! `received`, copied from the task's row when its record is stored) with an index of
@@ -39,7 +40,7 @@
 //! The code, by job: `schema` (create, check and upgrade the file), `conn` (the one connection
 //! and its transactions), `wait` (blocking until something changes), `broker` (a task's life,
 //! locks, rate limits, presence, admin), `results` (the result store), `ops` (what operators
-//! read and ask: index, pause, events, control), `tally` (the counts by state) and `rows` (what
+//! read and ask: index, pause, events, control), `shared` (shared dicts and lists), `tally` (the counts by state) and `rows` (what
 //! goes in and out of a row).
 
 use std::path::{Path, PathBuf};
@@ -57,6 +58,7 @@ mod ops;
 mod results;
 mod rows;
 mod schema;
+mod shared;
 mod tally;
 mod wait;
 

@@ -10,7 +10,7 @@ use crate::{BrokerError, Result};
 /// `PRAGMA application_id` of a lovage database ("LOVA").
 const APPLICATION_ID: i32 = 0x4c4f_5641;
 /// Schema version in `PRAGMA user_version`.
-const SCHEMA_VERSION: i32 = 4;
+const SCHEMA_VERSION: i32 = 5;
 
 // The values of `tasks.state`.
 pub(super) const READY: i64 = 0;
@@ -82,6 +82,23 @@ CREATE TABLE IF NOT EXISTS control_replies (
 );
 CREATE INDEX IF NOT EXISTS control_replies_request ON control_replies(request, seq);
 INSERT OR REPLACE INTO counters (key, value) VALUES ('lovage:count:live', (SELECT count(*) FROM tasks));
+";
+
+/// Added in schema version 5: shared dicts and lists ([`crate::shared`]). A list item's `pos`
+/// grows at the back and shrinks at the front, so pushes at either end never move a row.
+const SHARED: &str = "
+CREATE TABLE IF NOT EXISTS shared_dicts (
+    name  TEXT NOT NULL,
+    key   BLOB NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (name, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shared_lists (
+    name  TEXT    NOT NULL,
+    pos   INTEGER NOT NULL,
+    value BLOB    NOT NULL,
+    PRIMARY KEY (name, pos)
+) WITHOUT ROWID;
 ";
 
 const SCHEMA: &str = "
@@ -194,6 +211,8 @@ impl SqliteBackend {
             .map_err(|e| self.err("create schema", e))?;
         tx.execute_batch(OPS)
             .map_err(|e| self.err("create schema", e))?;
+        tx.execute_batch(SHARED)
+            .map_err(|e| self.err("create schema", e))?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)
             .map_err(|e| self.err("initialise", e))?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -202,7 +221,7 @@ impl SqliteBackend {
     }
 
     /// Brings an older database (1: before workflows; 2: before fencing tokens and the purge
-    /// indexes; 3: before the operators' tables) to the current schema.
+    /// indexes; 3: before the operators' tables; 4: before shared dicts and lists) to the current schema.
     fn upgrade(&self) -> Result<()> {
         self.write("upgrade schema", |tx| {
             let version: i32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -216,6 +235,9 @@ impl SqliteBackend {
             }
             if version < 4 {
                 tx.execute_batch(OPS)?;
+            }
+            if version < 5 {
+                tx.execute_batch(SHARED)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         })
