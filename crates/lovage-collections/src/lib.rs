@@ -56,7 +56,9 @@ pub fn compute<O: Outputs>(
 ) -> Result<O::Value, Error> {
     match scheduler {
         Scheduler::Processes(_) => return Err(Error::Unsupported("Processes")),
-        Scheduler::Broker(_) => return Err(Error::Unsupported("Broker")),
+        Scheduler::Broker(_) | Scheduler::BrokerFromCaller(_) => {
+            return Err(Error::Unsupported("Broker"))
+        }
         Scheduler::Inline | Scheduler::Threads(_) => {}
     }
     progress::with_bar(g, || g.compute(scheduler, outputs)).map_err(Error::from)

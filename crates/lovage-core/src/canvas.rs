@@ -112,6 +112,14 @@ pub enum Frame {
         /// The chord's callback.
         body: Option<Box<Canvas>>,
     },
+    /// Node `node` of a task graph stored as a blob under `graph` (lovage-flow's
+    /// `graph::StoredGraph`): the worker that finishes it releases the node's dependents.
+    Graph {
+        /// The stored graph's key.
+        graph: TaskId,
+        /// This task's index among the stored graph's nodes.
+        node: u32,
+    },
 }
 
 impl Canvas {

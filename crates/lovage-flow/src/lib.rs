@@ -40,6 +40,7 @@ pub use lovage_core::canvas::{
 };
 
 pub mod description;
+pub mod graph;
 
 /// Why a workflow could not be sent or continued.
 #[derive(Debug, thiserror::Error)]
@@ -270,6 +271,8 @@ struct Advance<'a> {
     blobs: Vec<(TaskId, Vec<u8>)>,
     /// Members waiting to record their results in their joins (one call for all).
     pending: Vec<PendingJoin>,
+    /// Graph nodes' values waiting to be recorded in their dependents' joins.
+    graph_pending: Vec<GraphJoin>,
     /// The task whose continuation is being worked out, to blame if it cannot go on.
     origin: Option<Failure>,
 }
@@ -283,6 +286,17 @@ struct PendingJoin {
     body: Option<Box<Canvas>>,
     stack: Vec<Frame>,
     origin: Option<Failure>,
+}
+
+/// A graph node's value on its way to a dependent's join.
+struct GraphJoin {
+    graph: TaskId,
+    /// The dependent.
+    node: u32,
+    id: TaskId,
+    index: u32,
+    size: u32,
+    value: Vec<u8>,
 }
 
 /// Chains longer than this travel as a blob reference rather than inline.
@@ -315,6 +329,7 @@ impl<'a> Advance<'a> {
             records: Vec::new(),
             blobs: Vec::new(),
             pending: Vec::new(),
+            graph_pending: Vec::new(),
             origin: None,
         }
     }
@@ -346,8 +361,12 @@ impl<'a> Advance<'a> {
     /// Records the pending members in their joins, one call per round, and goes on past the
     /// joins they complete (which may meet further joins: another round).
     fn settle_joins(&mut self) -> Result<(), BrokerError> {
-        while !self.pending.is_empty() {
+        while !self.pending.is_empty() || !self.graph_pending.is_empty() {
+            self.settle_graph_joins()?;
             let pending = std::mem::take(&mut self.pending);
+            if pending.is_empty() {
+                continue;
+            }
             let entries: Vec<JoinEntry<'_>> = pending
                 .iter()
                 .map(|p| JoinEntry {
@@ -373,6 +392,183 @@ impl<'a> Advance<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The stored graph `id` (read once per process).
+    fn stored_graph(&self, id: TaskId) -> Result<Arc<graph::StoredGraph>, FlowError> {
+        if let Some(g) = graph::cached(id) {
+            return Ok(g);
+        }
+        let bytes = self.ctx.backend.results().get_blob(id)?.ok_or_else(|| {
+            FlowError::Invalid(format!("the task graph {id} is gone from the result store"))
+        })?;
+        let g = Arc::new(graph::StoredGraph::decode(&bytes).map_err(FlowError::Invalid)?);
+        graph::remember(id, g.clone());
+        Ok(g)
+    }
+
+    /// Graph node `node` produced `value`: each dependent gets it, in its join or (when it
+    /// is the dependent's only input) directly.
+    fn graph_finished(&mut self, graph: TaskId, node: u32, value: Value) -> Result<(), FlowError> {
+        let g = self.stored_graph(graph)?;
+        let stored = g
+            .nodes
+            .get(node as usize)
+            .ok_or_else(|| FlowError::Invalid(format!("graph {graph} has no node {node}")))?;
+        let mut encoded = None;
+        for &(d, index) in &stored.next {
+            let dependent = g
+                .nodes
+                .get(d as usize)
+                .ok_or_else(|| FlowError::Invalid(format!("graph {graph} has no node {d}")))?;
+            if dependent.inputs <= 1 {
+                self.graph_ready(&g, graph, d, vec![value.clone()]);
+                continue;
+            }
+            if encoded.is_none() {
+                encoded = Some(
+                    serde_json::to_vec(&value).map_err(|e| FlowError::Invalid(e.to_string()))?,
+                );
+            }
+            self.graph_pending.push(GraphJoin {
+                graph,
+                node: d,
+                id: dependent.id,
+                index,
+                size: dependent.inputs,
+                value: encoded.clone().unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records the graph values waiting for joins, in one call; sends (or evaluates) the
+    /// dependents whose inputs are all in.
+    fn settle_graph_joins(&mut self) -> Result<(), BrokerError> {
+        let pending = std::mem::take(&mut self.graph_pending);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<JoinEntry<'_>> = pending
+            .iter()
+            .map(|p| JoinEntry {
+                id: p.id,
+                index: p.index,
+                size: p.size,
+                value: &p.value,
+            })
+            .collect();
+        let answers = self.ctx.backend.results().join(&entries)?;
+        for (p, answer) in pending.into_iter().zip(answers) {
+            let Some(all) = answer else { continue };
+            let g = match self.stored_graph(p.graph) {
+                Ok(g) => g,
+                Err(FlowError::Broker(e)) => return Err(e),
+                Err(FlowError::Invalid(reason)) => {
+                    tracing::warn!(graph = %p.graph, %reason, "a graph cannot continue");
+                    continue;
+                }
+            };
+            match all
+                .iter()
+                .map(|v| serde_json::from_slice(v))
+                .collect::<Result<Vec<Value>, _>>()
+            {
+                Ok(values) => self.graph_ready(&g, p.graph, p.node, values),
+                Err(e) => self.graph_broken(&g, p.node, format!("a joined input: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every input of graph node `d` is in: send its task, or evaluate it here and go on.
+    fn graph_ready(&mut self, g: &graph::StoredGraph, id: TaskId, d: u32, inputs: Vec<Value>) {
+        let Some(node) = g.nodes.get(d as usize) else {
+            return;
+        };
+        match &node.op {
+            graph::StoredOp::Task {
+                task,
+                codec,
+                args,
+                slots,
+            } => {
+                let encoded = graph::fill_args(args, slots, inputs).and_then(|args| {
+                    codec
+                        .encode(&args, "task arguments")
+                        .map_err(|e| e.to_string())
+                });
+                match encoded {
+                    Ok(bytes) => {
+                        let mut sig = Signature::from_encoded(task.clone(), bytes, *codec);
+                        if let Ok(entry) = Registry::global().get(&sig.task) {
+                            sig.options = sig.options.merged_over(&(entry.options)());
+                        }
+                        let mut env = Envelope::from_signature(sig);
+                        env.id = node.id;
+                        env.flow = vec![Frame::Graph { graph: id, node: d }];
+                        self.out.push(env);
+                    }
+                    Err(reason) => self.graph_broken(g, d, format!("its arguments: {reason}")),
+                }
+            }
+            op => match graph::evaluate(op, inputs) {
+                Ok(value) => {
+                    let bytes = serde_json::to_vec(&value).ok();
+                    let name = g.name_of(d).to_owned();
+                    self.records
+                        .push(self.record(node.id, &name, TaskState::Success, bytes, None));
+                    if let Err(e) = self.graph_finished(id, d, value) {
+                        self.graph_broken(g, d, e.to_string());
+                    }
+                }
+                Err(reason) => self.graph_broken(g, d, reason),
+            },
+        }
+    }
+
+    /// Graph node `d` cannot go on (its stored form is wrong): it fails, and so does every
+    /// node downstream.
+    fn graph_broken(&mut self, g: &graph::StoredGraph, d: u32, reason: String) {
+        let Some(node) = g.nodes.get(d as usize) else {
+            return;
+        };
+        tracing::warn!(node = %node.key, %reason, "a graph node cannot run");
+        let error = TaskError::new(WORKFLOW_ERROR, format!("graph node {}: {reason}", node.key));
+        let name = g.name_of(d).to_owned();
+        self.failed(node.id, &name, error.clone());
+        self.graph_descendants_failed(g, d, &node.key, &error);
+    }
+
+    /// Graph node `node`'s task failed for good: every node downstream is marked failed.
+    fn graph_node_failed(&mut self, graph: TaskId, node: u32, failure: &Failure) {
+        match self.stored_graph(graph) {
+            Ok(g) => {
+                let key = g
+                    .nodes
+                    .get(node as usize)
+                    .map_or_else(|| failure.task.clone(), |n| n.key.clone());
+                self.graph_descendants_failed(&g, node, &key, &failure.error);
+            }
+            Err(e) => {
+                tracing::warn!(graph = %graph, error = %e, "the nodes after a failed one are unknown")
+            }
+        }
+    }
+
+    fn graph_descendants_failed(
+        &mut self,
+        g: &graph::StoredGraph,
+        node: u32,
+        key: &str,
+        error: &TaskError,
+    ) {
+        let upstream = graph::dependency_failed(key, error);
+        for d in g.descendants(node) {
+            let id = g.nodes[d as usize].id;
+            let name = g.name_of(d).to_owned();
+            self.failed(id, &name, upstream.clone());
+        }
     }
 
     /// The steps of the long chain stored as `blob`.
@@ -538,6 +734,9 @@ impl<'a> Advance<'a> {
                     }
                     return self.apply(step, Some(&value), stack);
                 }
+                Frame::Graph { graph, node } => {
+                    self.graph_finished(graph, node, value.clone())?;
+                }
                 Frame::Join {
                     id,
                     index,
@@ -601,6 +800,7 @@ impl<'a> Advance<'a> {
                     }
                     Err(e) => tracing::warn!(error = %e, "the rest of a failed chain is unknown"),
                 },
+                Frame::Graph { graph, node } => self.graph_node_failed(graph, node, failure),
                 Frame::Join { id, body, .. } => {
                     self.failed(id, GROUP_TASK, upstream.clone());
                     if let Some(body) = body {

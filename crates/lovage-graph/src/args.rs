@@ -56,6 +56,25 @@ pub trait TaskArgs: ArgTuple {
     fn hash_args(&self, h: &mut Fnv, codec: Codec, hashes: &[u64]) -> Result<(), CodecError>;
     /// Encodes resolved values as the task's argument sequence (as `task::s` does).
     fn encode(values: &Self::Values, codec: Codec) -> Result<Vec<u8>, CodecError>;
+    /// The arguments as JSON values for a broker's workers: constants and dependencies that
+    /// have a value here (in `inputs`) filled in, the others left as `null` with their
+    /// position pushed to `slots` (in dependency order).
+    fn template(
+        &self,
+        inputs: &Inputs<'_>,
+        args: &mut Vec<serde_json::Value>,
+        slots: &mut Vec<u32>,
+    ) -> Result<(), TaskError>;
+}
+
+/// A value as JSON, for a stored graph's arguments.
+fn json_arg<T: Serialize>(v: &T) -> Result<serde_json::Value, TaskError> {
+    serde_json::to_value(v).map_err(|e| {
+        TaskError::new(
+            lovage_core::kinds::FAILED,
+            format!("a delayed call's argument cannot be written as JSON: {e}"),
+        )
+    })
 }
 
 impl ArgTuple for () {
@@ -75,6 +94,14 @@ impl TaskArgs for () {
     fn encode(_values: &(), codec: Codec) -> Result<Vec<u8>, CodecError> {
         // `task::s()` encodes no arguments as an empty sequence, not as unit.
         codec.encode(&[0u8; 0], "task arguments")
+    }
+    fn template(
+        &self,
+        _inputs: &Inputs<'_>,
+        _args: &mut Vec<serde_json::Value>,
+        _slots: &mut Vec<u32>,
+    ) -> Result<(), TaskError> {
+        Ok(())
     }
 }
 
@@ -119,6 +146,30 @@ macro_rules! arg_tuples {
             }
             fn encode(values: &Self::Values, codec: Codec) -> Result<Vec<u8>, CodecError> {
                 codec.encode(values, "task arguments")
+            }
+            fn template(
+                &self,
+                inputs: &Inputs<'_>,
+                args: &mut Vec<serde_json::Value>,
+                slots: &mut Vec<u32>,
+            ) -> Result<(), TaskError> {
+                let mut _k = 0usize;
+                $(
+                    match &self.$i {
+                        Arg::Value(v) => args.push(json_arg(v)?),
+                        Arg::Node(_) => {
+                            match inputs.known::<$T>(_k) {
+                                Some(v) => args.push(json_arg(v)?),
+                                None => {
+                                    slots.push(args.len() as u32);
+                                    args.push(serde_json::Value::Null);
+                                }
+                            }
+                            _k += 1;
+                        }
+                    }
+                )+
+                Ok(())
             }
         }
     )*};

@@ -104,6 +104,12 @@ impl Inputs<'_> {
             .ok_or_else(mismatch)
     }
 
+    /// Dependency `i`'s result if it has one here (a node run in this process).
+    pub(crate) fn known<T: 'static>(&self, i: usize) -> Option<&T> {
+        let node = *self.deps.get(i)?;
+        self.plan.value(node).and_then(|v| v.downcast_ref::<T>())
+    }
+
     /// Number of dependencies.
     pub fn len(&self) -> usize {
         self.deps.len()
@@ -135,6 +141,40 @@ pub(crate) trait NodeOp: Send + Sync {
             "internal: only a registered task's result is decoded",
         ))
     }
+    /// What the node is to a broker's workers (see `lovage_flow::graph`): a task with its
+    /// arguments known so far (the results of dependencies without a value here left as
+    /// places), a structural operation on JSON values, or nothing they can run.
+    fn stored(&self, _inputs: &Inputs<'_>) -> Result<Stored, TaskError> {
+        Ok(Stored::Opaque)
+    }
+}
+
+/// A node as a broker's workers see it.
+pub(crate) enum Stored {
+    /// A registered task; `slots` are where the dependencies without a value go in `args`.
+    Task {
+        task: &'static str,
+        codec: Codec,
+        args: Vec<serde_json::Value>,
+        slots: Vec<u32>,
+    },
+    /// The list of its inputs.
+    Collect,
+    /// Element `i` of its one input.
+    Item(u32),
+    /// Only this process can evaluate it (a closure, a map, a constant of any type).
+    Opaque,
+}
+
+/// What a structural node is, to a broker's workers.
+#[derive(Clone, Copy)]
+pub(crate) enum Form {
+    /// Not expressible on JSON values.
+    Opaque,
+    /// The list (or tuple) of its inputs.
+    Collect,
+    /// Element `i` of its input.
+    Item(u32),
 }
 
 struct TaskOp<A: ArgTuple, R> {
@@ -167,12 +207,23 @@ where
     fn decode(&self, bytes: &[u8]) -> Result<Value, TaskError> {
         Ok(Box::new(self.codec.decode::<R>(bytes, "task result")?))
     }
+    fn stored(&self, inputs: &Inputs<'_>) -> Result<Stored, TaskError> {
+        let (mut args, mut slots) = (Vec::new(), Vec::new());
+        self.args.template(inputs, &mut args, &mut slots)?;
+        Ok(Stored::Task {
+            task: self.name,
+            codec: self.codec,
+            args,
+            slots,
+        })
+    }
 }
 
 /// A closure node (local graphs) or a structural one; `f` gets the inputs directly.
 pub(crate) struct FnOp<F> {
     pub(crate) name: &'static str,
     pub(crate) kind: NodeKind,
+    pub(crate) form: Form,
     pub(crate) f: F,
 }
 
@@ -188,6 +239,13 @@ where
     }
     fn run(&self, inputs: &Inputs<'_>) -> Result<Value, TaskError> {
         (self.f)(inputs)
+    }
+    fn stored(&self, _inputs: &Inputs<'_>) -> Result<Stored, TaskError> {
+        Ok(match self.form {
+            Form::Opaque => Stored::Opaque,
+            Form::Collect => Stored::Collect,
+            Form::Item(i) => Stored::Item(i),
+        })
     }
 }
 
@@ -501,6 +559,7 @@ impl Graph {
             Box::new(FnOp {
                 name: "value",
                 kind: NodeKind::Structural,
+                form: Form::Opaque,
                 f: move |_: &Inputs<'_>| Ok(Box::new(v.clone()) as Value),
             })
         })
@@ -517,6 +576,7 @@ impl Graph {
             Box::new(FnOp {
                 name: "collect",
                 kind: NodeKind::Structural,
+                form: Form::Collect,
                 f: |inputs: &Inputs<'_>| {
                     let mut out = Vec::with_capacity(inputs.len());
                     for i in 0..inputs.len() {
@@ -543,6 +603,7 @@ impl Graph {
             Box::new(FnOp {
                 name: "collect_map",
                 kind: NodeKind::Structural,
+                form: Form::Opaque,
                 f: move |inputs: &Inputs<'_>| {
                     let mut out = std::collections::BTreeMap::new();
                     for (i, k) in keys.iter().enumerate() {
@@ -565,6 +626,7 @@ impl Graph {
             Box::new(FnOp {
                 name: "tuple",
                 kind: NodeKind::Structural,
+                form: Form::Collect,
                 f: move |inputs: &Inputs<'_>| Ok(Box::new(args.resolve(inputs)?) as Value),
             })
         })
@@ -582,6 +644,7 @@ impl Graph {
             Box::new(FnOp {
                 name: "local",
                 kind: NodeKind::Local,
+                form: Form::Opaque,
                 f: move |inputs: &Inputs<'_>| {
                     let values = args.resolve(inputs)?;
                     Ok(Box::new(f.call(values)) as Value)
@@ -611,6 +674,7 @@ impl Graph {
             Box::new(FnOp {
                 name,
                 kind: NodeKind::Local,
+                form: Form::Opaque,
                 f: move |inputs: &Inputs<'_>| {
                     let mut values = Vec::with_capacity(inputs.len());
                     for i in 0..inputs.len() {
@@ -628,7 +692,7 @@ impl Graph {
     }
 
     /// Adds a node that takes element `f` of `d`'s result.
-    fn item<T, U>(&self, d: Delayed<T>, f: fn(&T) -> U) -> Delayed<U>
+    fn item<T, U>(&self, d: Delayed<T>, index: u32, f: fn(&T) -> U) -> Delayed<U>
     where
         T: Send + Sync + 'static,
         U: Send + Sync + 'static,
@@ -638,6 +702,7 @@ impl Graph {
             Box::new(FnOp {
                 name: "getitem",
                 kind: NodeKind::Structural,
+                form: Form::Item(index),
                 f: move |inputs: &Inputs<'_>| {
                     let node = inputs.deps.first().copied();
                     let tuple = node
@@ -702,6 +767,47 @@ impl Graph {
         }
     }
 
+    /// Sends what `outputs` need to `client`'s broker and returns at once with one future per
+    /// output (Dask's `client.compute` / `client.persist`): the graph is stored in the broker,
+    /// the workers release each node's dependents as its inputs finish, and the graph
+    /// completes even if this process exits. An output must depend on a task; closures are
+    /// refused, and so is a graph the workers cannot evaluate (a `collect_map` or a
+    /// collection mixing this process's values with task results: use
+    /// [`compute`](Graph::compute) on `Broker` for those).
+    pub fn submit<T>(
+        &self,
+        client: &lovage_broker::Client,
+        outputs: Vec<Delayed<T>>,
+    ) -> Result<Submitted<T>, GraphError>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        let g = self.inner.borrow();
+        if let Some(e) = &g.error {
+            return Err(e.clone());
+        }
+        let wanted = outputs
+            .iter()
+            .map(|d| d.checked(g.id))
+            .collect::<Result<Vec<u32>, _>>()?;
+        let plan = Plan::new(&g, &wanted);
+        let sent = plan.send_to_workers(client, true)?.ok_or_else(|| {
+            GraphError::NotForWorkers(
+                "a node between the tasks is a map or mixes this process's values with task \
+                 results; compute it on Broker instead"
+                    .into(),
+            )
+        })?;
+        self.stats.set(plan.stats());
+        Ok(Submitted {
+            graph: sent.graph,
+            futures: wanted
+                .iter()
+                .map(|&w| client.future(sent.ids[w as usize]))
+                .collect(),
+        })
+    }
+
     fn run<'g, O: Outputs>(
         &self,
         g: &'g Inner,
@@ -759,6 +865,16 @@ impl Graph {
             })
         })
     }
+}
+
+/// A graph handed to a broker's workers by [`Graph::submit`].
+#[derive(Debug)]
+pub struct Submitted<T> {
+    /// The stored graph's id (`lovage graph ID` shows its state).
+    pub graph: lovage_core::TaskId,
+    /// One future per output, in order. Dropping the client that made them cancels the
+    /// futures, not the graph: `client.future(f.id())` on another client waits again.
+    pub futures: Vec<lovage_broker::TaskFuture<T>>,
 }
 
 /// The graph side of `#[lovage::task]`'s `delayed`: generic over the graph so that a task
@@ -865,7 +981,7 @@ macro_rules! handle_tuples {
         impl<$($T: Clone + Send + Sync + 'static),+> Nout for ($($T,)+) {
             type Handles = ($(Delayed<$T>,)+);
             fn split(g: &Graph, d: Delayed<Self>) -> Self::Handles {
-                ($(g.item(d, |t: &Self| t.$i.clone()),)+)
+                ($(g.item(d, $i, |t: &Self| t.$i.clone()),)+)
             }
         }
     )*};

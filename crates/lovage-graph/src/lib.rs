@@ -64,11 +64,12 @@ pub use args::{Arg, ArgTuple, IntoArg};
 #[doc(hidden)]
 pub use graph::Fnv;
 pub use graph::{
-    Delayed, Graph, HandleTuple, Inputs, LocalFn, NodeKind, Nout, Progress, Stats, TaskGraph,
+    Delayed, Graph, HandleTuple, Inputs, LocalFn, NodeKind, Nout, Progress, Stats, Submitted,
+    TaskGraph,
 };
 pub use outputs::{Kept, Outputs, Results};
 pub use plan::Scheduler;
-pub use plan::Scheduler::{Broker, Inline, Processes, Threads};
+pub use plan::Scheduler::{Broker, BrokerFromCaller, Inline, Processes, Threads};
 
 use lovage_core::TaskError;
 
@@ -113,6 +114,9 @@ pub enum GraphError {
         /// The key.
         key: String,
     },
+    /// The graph cannot be handed to a broker's workers as it is.
+    #[error("the graph cannot be sent to the workers: {0}")]
+    NotForWorkers(String),
     /// The graph was computed but this output's value was not kept (a bug if it happens).
     #[error("internal: {0}")]
     Internal(String),

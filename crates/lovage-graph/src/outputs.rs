@@ -59,6 +59,7 @@ impl<T: Clone + Send + Sync + 'static> Outputs for crate::Delayed<T> {
             let op = FnOp {
                 name,
                 kind: NodeKind::Structural,
+                form: crate::graph::Form::Opaque,
                 f: move |_: &crate::Inputs<'_>| Ok(Box::new(v.clone()) as Value),
             };
             kept.0.push((self.node, Box::new(op)));

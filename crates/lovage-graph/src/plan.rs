@@ -13,6 +13,8 @@ use lovage_pool::{ProcessPool, Scope, ThreadPool};
 use crate::graph::{Inner, Inputs, NodeKind, Progress, Stats, Value};
 use crate::GraphError;
 
+mod workers;
+
 /// Where a graph runs.
 #[derive(Clone, Copy)]
 pub enum Scheduler<'a> {
@@ -23,10 +25,21 @@ pub enum Scheduler<'a> {
     /// Registered tasks on a process pool's children; constants, collections and tuple
     /// elements are handled in this process. Closures are refused.
     Processes(&'a ProcessPool),
-    /// Registered tasks sent through a broker to its workers, on any host (a futures
-    /// [`Client`]); this process sends each node when its inputs are in and keeps the
-    /// values. Closures are refused.
+    /// Registered tasks run by a broker's workers, on any host: the graph is stored in the
+    /// broker once and the workers release each node's dependents as its inputs finish,
+    /// passing values worker to worker through the result store (`lovage_flow::graph`).
+    /// This process waits only for the tasks its outputs read. Closures that a task reads
+    /// are refused; a graph the workers cannot evaluate (a `collect_map`, or a collection
+    /// mixing values of this process with task results) runs as [`BrokerFromCaller`]
+    /// instead.
+    ///
+    /// [`BrokerFromCaller`]: Scheduler::BrokerFromCaller
     Broker(&'a Client),
+    /// Registered tasks sent through a broker's workers, scheduled by this process: it sends
+    /// each node when its inputs are in and keeps the values (so an intermediate value
+    /// travels worker → store → here → broker → worker, and this process must stay up).
+    /// Closures are refused.
+    BrokerFromCaller(&'a Client),
 }
 
 impl std::fmt::Debug for Scheduler<'_> {
@@ -36,6 +49,7 @@ impl std::fmt::Debug for Scheduler<'_> {
             Scheduler::Threads(_) => "Threads",
             Scheduler::Processes(_) => "Processes",
             Scheduler::Broker(_) => "Broker",
+            Scheduler::BrokerFromCaller(_) => "BrokerFromCaller",
         })
     }
 }
@@ -68,6 +82,8 @@ pub(crate) struct Plan<'g> {
     slots: Vec<Slot>,
     roots: Vec<u32>,
     needed: Vec<bool>,
+    /// The requested outputs.
+    wanted: Vec<u32>,
     ran: AtomicUsize,
     dispatches: AtomicUsize,
     failed: AtomicUsize,
@@ -137,6 +153,7 @@ impl<'g> Plan<'g> {
             slots: (0..n).map(|_| Slot(UnsafeCell::new(None))).collect(),
             roots,
             needed,
+            wanted: wanted.to_vec(),
             ran: AtomicUsize::new(0),
             dispatches: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
@@ -248,7 +265,14 @@ impl<'g> Plan<'g> {
                 Ok(())
             }
             Scheduler::Processes(pool) => self.remote(Remote::Pool(pool)),
-            Scheduler::Broker(client) => self.remote(Remote::Client(client)),
+            Scheduler::Broker(client) => {
+                if self.on_workers(client)? {
+                    Ok(())
+                } else {
+                    self.remote(Remote::Client(client))
+                }
+            }
+            Scheduler::BrokerFromCaller(client) => self.remote(Remote::Client(client)),
         }
     }
 

@@ -17,7 +17,9 @@ use std::sync::OnceLock;
 use libtest_mimic::{Arguments, Trial};
 use lovage_broker::{App, Client};
 use lovage_core::TaskError;
-use lovage_graph::{Broker, Delayed, Graph, GraphError, Inline, Processes, Scheduler, Threads};
+use lovage_graph::{
+    Broker, BrokerFromCaller, Delayed, Graph, GraphError, Inline, Processes, Scheduler, Threads,
+};
 use lovage_macros::task;
 use lovage_pool::{ProcessPool, ThreadPool};
 use lovage_worker::{PoolKind, Worker, WorkerConfig};
@@ -187,7 +189,93 @@ fn schedulers() -> Vec<(&'static str, Scheduler<'static>)> {
         ("broker memory", Broker(memory)),
         ("broker sqlite", Broker(sqlite)),
         ("broker redis", Broker(redis)),
+        (
+            "broker sqlite, scheduled by the caller",
+            BrokerFromCaller(sqlite),
+        ),
     ]
+}
+
+/// The broker schedulers only, named (the workers resolve dependencies).
+fn broker_clients() -> Vec<(&'static str, &'static Client)> {
+    let [memory, sqlite, redis] = brokers();
+    vec![("memory", memory), ("sqlite", sqlite), ("redis", redis)]
+}
+
+fn a_submitted_graph_completes_after_its_client_is_gone() {
+    for (name, shared) in broker_clients() {
+        let g = Graph::new();
+        // A binary reduction of 64 squares (127 tasks), a nout split and a collection read
+        // by a task, all released by the workers.
+        let mut level: Vec<Delayed<i64>> = (1..=64).map(|i| square::delayed(&g, i)).collect();
+        while level.len() > 1 {
+            level = level
+                .chunks(2)
+                .map(|p| add::delayed(&g, p[0], p[1]))
+                .collect();
+        }
+        let sum = level[0];
+        let (q, r) = g.split(divmod::delayed(&g, sum, 7));
+        let both = total::delayed(&g, vec![q, r]);
+        let listed = g.collect(vec![q, r, both]);
+        let own = shared.app().client().unwrap();
+        let sent = g.submit(&own, vec![sum, both]).unwrap();
+        let listed_sent = g.submit(&own, vec![listed]).unwrap();
+        assert!(
+            shared
+                .app()
+                .backend()
+                .results()
+                .get_blob(sent.graph)
+                .unwrap()
+                .is_some(),
+            "{name}: the graph is stored in the broker"
+        );
+        let ids: Vec<_> = sent.futures.iter().map(|f| f.id()).collect();
+        let listed_id = listed_sent.futures[0].id();
+        // The sender goes away at once; the workers finish the graph without it.
+        drop(sent);
+        drop(listed_sent);
+        drop(own);
+        let expect: i64 = (1..=64).map(|i: i64| i * i).sum();
+        let wait = Duration::from_secs(60);
+        assert_eq!(
+            shared.future::<i64>(ids[0]).result_timeout(wait).unwrap(),
+            expect,
+            "{name}"
+        );
+        assert_eq!(
+            shared.future::<i64>(ids[1]).result_timeout(wait).unwrap(),
+            expect / 7 + expect % 7,
+            "{name}"
+        );
+        assert_eq!(
+            shared
+                .future::<Vec<i64>>(listed_id)
+                .result_timeout(wait)
+                .unwrap(),
+            vec![expect / 7, expect % 7, expect / 7 + expect % 7],
+            "{name}: a collection output is evaluated by the workers"
+        );
+    }
+}
+
+fn a_closure_read_by_a_task_is_refused_on_a_broker() {
+    for (name, client) in broker_clients() {
+        let g = Graph::new();
+        let x = square::delayed(&g, 3);
+        let local = g.local(|a: i64| a + 1, (x,));
+        let after = inc::delayed(&g, local);
+        match g.compute(Broker(client), after).unwrap_err() {
+            GraphError::NotRegistered { key } => {
+                assert!(key.starts_with("local-"), "{name}: {key}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        // A closure over task results that only the caller reads runs in the caller.
+        let shown = g.local(|a: i64| format!("<{a}>"), (x,));
+        assert_eq!(g.compute(Broker(client), shown).unwrap(), "<9>", "{name}");
+    }
 }
 
 fn seed_add_of_squares_is_13_everywhere() {
@@ -610,6 +698,8 @@ fn main() {
         svg_parses_as_xml_and_large_graphs_are_grouped,
         random_dags_match_a_serial_evaluation_on_every_scheduler,
         try_local_all_takes_any_number_of_inputs_and_may_fail_and_progress_counts,
+        a_submitted_graph_completes_after_its_client_is_gone,
+        a_closure_read_by_a_task_is_refused_on_a_broker,
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     clean_up_brokers();

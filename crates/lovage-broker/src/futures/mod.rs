@@ -215,6 +215,17 @@ impl Client {
         Ok(futures)
     }
 
+    /// A future on a task sent some other way (a graph's node the workers send, a task
+    /// another process sent): it completes when the task's record is final.
+    pub fn future<R: DeserializeOwned + Send + 'static>(&self, id: TaskId) -> TaskFuture<R> {
+        self.watch(id)
+    }
+
+    /// Like [`future`](Self::future), giving the value as stored (in the task's codec).
+    pub fn future_raw(&self, id: TaskId) -> TaskFuture<Vec<u8>> {
+        self.watch_with(id, watcher::raw_value)
+    }
+
     fn watch<R: DeserializeOwned + Send + 'static>(&self, id: TaskId) -> TaskFuture<R> {
         self.watch_with(id, watcher::decode_value::<R>)
     }

@@ -39,6 +39,27 @@ pub(crate) trait Pending: Send {
     fn cancelled(&self) -> bool;
 }
 
+/// Two futures on one task.
+struct Both(Box<dyn Pending>, Box<dyn Pending>);
+
+impl Pending for Both {
+    fn started(&mut self) {
+        self.0.started();
+        self.1.started();
+    }
+    fn finish(self: Box<Self>, rec: &ResultRecord) {
+        self.0.finish(rec);
+        self.1.finish(rec);
+    }
+    fn abandon(self: Box<Self>, err: TaskError) {
+        self.0.abandon(err.clone());
+        self.1.abandon(err);
+    }
+    fn cancelled(&self) -> bool {
+        self.0.cancelled() && self.1.cancelled()
+    }
+}
+
 /// How a finished record becomes a future's outcome.
 pub(crate) type Decode<R> = fn(&ResultRecord) -> Result<R, TaskError>;
 
@@ -188,8 +209,16 @@ impl Watch {
     /// Starts watching `id`.
     pub(crate) fn add(&self, id: TaskId, pending: Box<dyn Pending>) {
         let mut st = self.lock();
-        if st.pending.insert(id, pending).is_none() {
-            st.order.push_back(id);
+        // A second future on the same task (`Client::future` of an id already watched)
+        // completes with the first: both are kept.
+        match st.pending.remove(&id) {
+            Some(earlier) => {
+                st.pending.insert(id, Box::new(Both(earlier, pending)));
+            }
+            None => {
+                st.pending.insert(id, pending);
+                st.order.push_back(id);
+            }
         }
         drop(st);
         self.changed.notify_one();
@@ -285,6 +314,27 @@ mod tests {
         fn cancelled(&self) -> bool {
             false
         }
+    }
+
+    #[test]
+    fn two_futures_on_one_task_both_end() {
+        let w = Watch::new();
+        let id = TaskId::new();
+        let (first, first_handle) = lovage_pool::TaskHandle::<Vec<u8>>::promise();
+        let (second, second_handle) = lovage_pool::TaskHandle::<Vec<u8>>::promise();
+        w.add(id, Box::new(Typed::new(first, raw_value)));
+        w.add(id, Box::new(Typed::new(second, raw_value)));
+        assert_eq!(w.len(), 1, "one task watched");
+        w.close(TaskError::new(kinds::CANCELLED, "closed"));
+        let wait = std::time::Duration::from_secs(5);
+        assert_eq!(
+            first_handle.result_timeout(wait).unwrap_err().kind,
+            kinds::CANCELLED
+        );
+        assert_eq!(
+            second_handle.result_timeout(wait).unwrap_err().kind,
+            kinds::CANCELLED
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use lovage::graph::{Broker, Delayed, Graph, Inline, Processes, Scheduler, Threads};
+use lovage::graph::{
+    Broker, BrokerFromCaller, Delayed, Graph, Inline, Processes, Scheduler, Threads,
+};
 use lovage::{ProcessPool, ThreadPool};
 use serde_json::json;
 use std::time::Duration;
@@ -46,8 +48,12 @@ pub enum Sched {
     Threads,
     Processes,
     /// Worker processes (`--workers` of them, 2 threads each) on a broker: `--broker URL`, or
-    /// a temporary SQLite file; this process sends each node when its inputs are in.
+    /// a temporary SQLite file; the graph is stored in the broker and the workers release
+    /// each node's dependents.
     Broker,
+    /// The same workers, but this process sends each node when its inputs are in (the
+    /// client-scheduled path, for comparison).
+    BrokerFromCaller,
 }
 
 #[derive(Debug, clap::Args)]
@@ -156,13 +162,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .context("starting the process pool")?;
             Processes(&procs)
         }
-        Sched::Broker => {
+        Sched::Broker | Sched::BrokerFromCaller => {
             let b = bench_broker(a.broker.as_deref())?;
             let mut w = WorkerProcesses::start(a.workers.max(1), &b.url, &["--concurrency", "2"])?;
             w.wait_registered(&b.app, a.workers.max(1), Duration::from_secs(30))?;
             client = b.app.client().context("starting the futures client")?;
             broker = Some((b, w));
-            Broker(&client)
+            if matches!(a.scheduler, Sched::Broker) {
+                Broker(&client)
+            } else {
+                BrokerFromCaller(&client)
+            }
         }
     };
     let (base_rss, _) = rss();

@@ -11,6 +11,7 @@ mod bench_queue;
 mod bench_rate;
 mod client;
 mod demo;
+mod graph;
 mod map;
 mod outcome;
 mod output;
@@ -64,6 +65,8 @@ enum Command {
     Workers(client::ListArgs),
     /// Run a file of shell commands (one per line, or - for stdin) on the workers.
     Map(map::MapArgs),
+    /// A task graph the workers resolve: its nodes by task and state (`--json`: every node).
+    Graph(graph::GraphArgs),
     /// List the tasks this binary has registered.
     Tasks {
         /// Print one JSON array instead of a list.
@@ -215,6 +218,7 @@ pub fn main() -> ExitCode {
         Command::Queues(a) => client::queues(a),
         Command::Workers(a) => client::workers(a),
         Command::Map(a) => map::run(a),
+        Command::Graph(a) => graph::run(a),
         #[cfg(feature = "server")]
         Command::Server(a) => server::run(a),
         Command::Bench(BenchCommand::Pool(a)) => bench_pool::run(a).map_err(Exit::from),

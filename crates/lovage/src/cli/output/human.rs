@@ -10,7 +10,8 @@ use lovage_broker::{QueueStats, WorkerInfo};
 use serde_json::Value;
 
 use super::{
-    secs, si, state_of, BenchReport, DemoReport, MapItem, Output, ScheduleEntry, Submitted, Table,
+    secs, si, state_of, BenchReport, DemoReport, GraphReport, MapItem, Output, ScheduleEntry,
+    Submitted, Table,
 };
 use crate::cli::outcome::Outcome;
 
@@ -201,6 +202,17 @@ impl Output for Human {
 
     fn bench(&self, report: &BenchReport) {
         print!("{}", bench_text(report));
+    }
+
+    fn graph(&self, report: &GraphReport) {
+        println!("graph {}: {} nodes", report.id, report.nodes.len());
+        let mut t = Table::new(&[("task", false), ("nodes", true), ("states", false)]);
+        for (name, states) in report.by_task() {
+            let total: usize = states.iter().map(|(_, c)| c).sum();
+            let states: Vec<String> = states.iter().map(|(s, c)| format!("{s} {c}")).collect();
+            t.row(vec![name, total.to_string(), states.join(", ")]);
+        }
+        print!("{}", t.render());
     }
 }
 

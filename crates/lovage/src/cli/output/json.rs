@@ -9,7 +9,9 @@ use lovage_broker::{QueueStats, WorkerInfo};
 use serde_json::{json, Value};
 
 use super::human::bench_text;
-use super::{state_of, BenchReport, DemoReport, MapItem, Output, ScheduleEntry, Submitted};
+use super::{
+    state_of, BenchReport, DemoReport, GraphReport, MapItem, Output, ScheduleEntry, Submitted,
+};
 use crate::cli::outcome::{outcome, Outcome};
 
 /// Renders JSON.
@@ -180,6 +182,36 @@ impl Output for Json {
     fn bench(&self, report: &BenchReport) {
         print!("{}", bench_text(report));
         print(&report.figures);
+    }
+
+    fn graph(&self, report: &GraphReport) {
+        let by_task: Vec<Value> = report
+            .by_task()
+            .into_iter()
+            .map(|(task, states)| {
+                let states: serde_json::Map<String, Value> =
+                    states.into_iter().map(|(s, c)| (s, json!(c))).collect();
+                json!({ "task": task, "states": states })
+            })
+            .collect();
+        let nodes: Vec<Value> = report
+            .nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "key": n.key,
+                    "task": n.name,
+                    "id": n.id.to_string(),
+                    "state": n.state,
+                    "next": n.next,
+                })
+            })
+            .collect();
+        print(&json!({
+            "id": report.id.to_string(),
+            "by_task": by_task,
+            "nodes": nodes,
+        }));
     }
 }
 

@@ -64,6 +64,51 @@ pub trait Output {
     fn schedule(&self, entries: &[ScheduleEntry]);
     /// `bench ...`: a benchmark's tables and figures.
     fn bench(&self, report: &BenchReport);
+    /// `graph ID`: a stored task graph's nodes and their states.
+    fn graph(&self, report: &GraphReport);
+}
+
+/// What `lovage graph ID` found: a task graph the workers resolve, node by node.
+#[derive(Debug)]
+pub struct GraphReport {
+    /// The graph's id (printed by `Graph::submit`'s `Submitted::graph`).
+    pub id: TaskId,
+    /// Every node, in the stored (topological) order.
+    pub nodes: Vec<GraphNodeState>,
+}
+
+/// One node of a stored graph and the state its record gives.
+#[derive(Debug)]
+pub struct GraphNodeState {
+    /// Its key in the graph.
+    pub key: String,
+    /// Its task (or operation) name.
+    pub name: String,
+    /// Its result id.
+    pub id: TaskId,
+    /// Its record's state; PENDING without a record.
+    pub state: String,
+    /// The nodes (indices) that read its result.
+    pub next: Vec<u32>,
+}
+
+impl GraphReport {
+    /// Node counts by task name, then by state (both sorted).
+    pub fn by_task(&self) -> Vec<(String, Vec<(String, usize)>)> {
+        let mut map: std::collections::BTreeMap<&str, std::collections::BTreeMap<&str, usize>> =
+            Default::default();
+        for n in &self.nodes {
+            *map.entry(&n.name).or_default().entry(&n.state).or_default() += 1;
+        }
+        map.into_iter()
+            .map(|(k, v)| {
+                (
+                    k.to_owned(),
+                    v.into_iter().map(|(s, c)| (s.to_owned(), c)).collect(),
+                )
+            })
+            .collect()
+    }
 }
 
 /// What `submit` sent.

@@ -1,0 +1,364 @@
+//! A graph run by a broker's workers (issue 16, item 6): this process sends the graph once and
+//! the workers release each node's dependents as its inputs finish (`lovage_flow::graph`).
+//!
+//! The plan's nodes fall in three sets. *Before*: nodes that need no task (constants,
+//! persisted values, closures over them) run here first; their values are written into the
+//! arguments of the tasks that read them. *Workers*: every task, and every collection or tuple
+//! element between tasks, goes into the stored graph with a fixed result id. *After*: what the
+//! outputs need beyond the tasks (a collection of results, a closure over them) runs here from
+//! the results of the tasks it reads, once they are in. A graph whose workers' part holds
+//! something they cannot evaluate (a map, a constant of a type that is not serialised here)
+//! is run from this process instead (`Ok(false)`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use lovage_broker::Client;
+use lovage_core::canvas::Frame;
+use lovage_core::{kinds, Signature, TaskError, TaskId, TaskState};
+use lovage_flow::graph::{StoredGraph, StoredNode, StoredOp, DEPENDENCY_FAILED};
+
+use super::{Failure, Plan};
+use crate::graph::{Inputs, NodeKind, Stored};
+use crate::GraphError;
+
+/// How many root tasks go to the broker in one write.
+const SEND_BATCH: usize = 1000;
+
+/// The graph as stored and sent: ids by plan node (nil for nodes not on the workers).
+pub(crate) struct Sent {
+    /// The stored graph's key.
+    pub(crate) graph: TaskId,
+    /// Each plan node's result id on the workers (nil for nodes run here).
+    pub(crate) ids: Vec<TaskId>,
+}
+
+fn broker_error(what: &str, e: impl std::fmt::Display) -> GraphError {
+    GraphError::Failed {
+        key: "graph".into(),
+        error: TaskError::new(kinds::BROKER, format!("{what}: {e}")),
+    }
+}
+
+impl Plan<'_> {
+    /// Runs the plan on `client`'s broker with the workers resolving dependencies; `Ok(false)`
+    /// when the graph cannot be stored for them (nothing was sent then).
+    pub(crate) fn on_workers(&self, client: &Client) -> Result<bool, GraphError> {
+        let Some(sent) = self.send_to_workers(client, false)? else {
+            return Ok(false);
+        };
+        self.collect_after(client, &sent)?;
+        Ok(true)
+    }
+
+    /// Which plan nodes depend on a task (tasks included).
+    fn tainted(&self) -> Vec<bool> {
+        let n = self.g.len();
+        let mut tainted = vec![false; n];
+        // Node indices are topological: a node's dependencies were added before it.
+        for x in 0..n {
+            if !self.needed[x] {
+                continue;
+            }
+            tainted[x] = self.g.ops[x].kind() == NodeKind::Task
+                || self
+                    .g
+                    .deps_of(x as u32)
+                    .iter()
+                    .any(|&d| tainted[d as usize]);
+        }
+        tainted
+    }
+
+    /// Stores the graph for the workers and sends its roots. With `detach`, the outputs
+    /// themselves go to the workers too (so their records exist without this process).
+    /// `None`: the graph cannot run there (nothing was sent).
+    pub(crate) fn send_to_workers(
+        &self,
+        client: &Client,
+        detach: bool,
+    ) -> Result<Option<Sent>, GraphError> {
+        let n = self.g.len();
+        let tainted = self.tainted();
+        // The workers' nodes: every task, and what tasks (or, detached, the outputs) read
+        // from other tasks.
+        let mut on_workers = vec![false; n];
+        let mut stack: Vec<u32> = (0..n as u32)
+            .filter(|&x| tainted[x as usize] && self.g.ops[x as usize].kind() == NodeKind::Task)
+            .collect();
+        if detach {
+            for &w in &self.wanted {
+                if !tainted[w as usize] {
+                    return Err(GraphError::Internal(format!(
+                        "output {} needs no task: nothing to send to the workers",
+                        self.g.key(w)
+                    )));
+                }
+                stack.push(w);
+            }
+        }
+        while let Some(x) = stack.pop() {
+            if std::mem::replace(&mut on_workers[x as usize], true) {
+                continue;
+            }
+            match self.g.ops[x as usize].kind() {
+                NodeKind::Local => return Err(GraphError::NotRegistered { key: self.g.key(x) }),
+                NodeKind::Structural => {
+                    // A structural node there reads only values there (JSON), never one of
+                    // this process's typed values.
+                    if self.g.deps_of(x).iter().any(|&d| !tainted[d as usize]) {
+                        return Ok(None);
+                    }
+                }
+                NodeKind::Task => {}
+            }
+            stack.extend(
+                self.g
+                    .deps_of(x)
+                    .iter()
+                    .filter(|&&d| tainted[d as usize] && !on_workers[d as usize]),
+            );
+        }
+        // Before: what needs no task runs here now.
+        for x in 0..n as u32 {
+            if self.needed[x as usize] && !tainted[x as usize] {
+                self.run_node(x);
+                if self.failure(x).is_some() {
+                    // Failures before any task are the caller's scheduler's business.
+                    return Ok(None);
+                }
+            }
+        }
+        // The stored graph, in plan order (topological).
+        let mut index = vec![u32::MAX; n];
+        let mut ids = vec![TaskId::nil(); n];
+        let mut nodes: Vec<StoredNode> = Vec::new();
+        for x in 0..n {
+            if !on_workers[x] {
+                continue;
+            }
+            let deps = self.g.deps_of(x as u32);
+            let inputs = Inputs { plan: self, deps };
+            let op = match self.g.ops[x].stored(&inputs) {
+                Err(error) => {
+                    return Err(GraphError::Failed {
+                        key: self.g.key(x as u32),
+                        error,
+                    })
+                }
+                Ok(Stored::Opaque) => return Ok(None),
+                Ok(Stored::Collect) => StoredOp::Collect,
+                Ok(Stored::Item(i)) => StoredOp::Item(i),
+                Ok(Stored::Task {
+                    task,
+                    codec,
+                    args,
+                    slots,
+                }) => StoredOp::Task {
+                    task: task.to_owned(),
+                    codec,
+                    args,
+                    slots,
+                },
+            };
+            let me = nodes.len() as u32;
+            let mut inputs = 0u32;
+            for &d in deps.iter().filter(|&&d| on_workers[d as usize]) {
+                nodes[index[d as usize] as usize].next.push((me, inputs));
+                inputs += 1;
+            }
+            index[x] = me;
+            ids[x] = TaskId::new();
+            nodes.push(StoredNode {
+                id: ids[x],
+                key: self.g.key(x as u32),
+                op,
+                inputs,
+                next: Vec::new(),
+            });
+        }
+        let stored = StoredGraph { nodes };
+        let graph = TaskId::new();
+        let bytes = stored
+            .encode()
+            .map_err(|e| broker_error("storing the graph", e))?;
+        let app = client.app();
+        app.backend()
+            .results()
+            .put_blob(graph, &bytes)
+            .map_err(|e| broker_error("storing the graph", e))?;
+        // Its roots: tasks whose arguments are all known.
+        let mut batch = Vec::with_capacity(SEND_BATCH);
+        for (s, node) in stored.nodes.iter().enumerate() {
+            let StoredOp::Task {
+                task,
+                codec,
+                args,
+                slots,
+            } = &node.op
+            else {
+                continue;
+            };
+            if node.inputs > 0 {
+                continue;
+            }
+            let bytes = codec
+                .encode(&serde_json::Value::Array(args.clone()), "task arguments")
+                .map_err(|e| GraphError::Failed {
+                    key: node.key.clone(),
+                    error: e.into(),
+                })?;
+            debug_assert!(slots.is_empty());
+            let mut env = app.envelope(Signature::from_encoded(task.clone(), bytes, *codec));
+            env.id = node.id;
+            env.flow = vec![Frame::Graph {
+                graph,
+                node: s as u32,
+            }];
+            batch.push(env);
+            if batch.len() == SEND_BATCH {
+                app.backend()
+                    .broker()
+                    .enqueue(&std::mem::take(&mut batch))
+                    .map_err(|e| broker_error("sending the graph's roots", e))?;
+            }
+        }
+        if !batch.is_empty() {
+            app.backend()
+                .broker()
+                .enqueue(&batch)
+                .map_err(|e| broker_error("sending the graph's roots", e))?;
+        }
+        let tasks = stored
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, StoredOp::Task { .. }))
+            .count();
+        self.dispatches.fetch_add(tasks, Ordering::Relaxed);
+        self.ran.fetch_add(stored.nodes.len(), Ordering::Relaxed);
+        Ok(Some(Sent { graph, ids }))
+    }
+
+    /// After: waits for the tasks the outputs read and runs what lies between them here.
+    fn collect_after(&self, client: &Client, sent: &Sent) -> Result<(), GraphError> {
+        let n = self.g.len();
+        let on_workers = |x: u32| sent.ids[x as usize] != TaskId::nil();
+        let mut here = vec![false; n];
+        let mut frontier = Vec::new();
+        let mut stack: Vec<u32> = self.wanted.clone();
+        while let Some(x) = stack.pop() {
+            if std::mem::replace(&mut here[x as usize], true) {
+                continue;
+            }
+            if self.g.ops[x as usize].kind() == NodeKind::Task {
+                frontier.push(x);
+                continue;
+            }
+            if self.value(x).is_some() || self.failure(x).is_some() {
+                continue; // ran before the tasks
+            }
+            stack.extend(self.g.deps_of(x).iter().copied());
+        }
+        let futures: Vec<_> = frontier
+            .iter()
+            .map(|&x| (x, client.future_raw(sent.ids[x as usize])))
+            .collect();
+        let mut any_failed = false;
+        for (x, future) in futures {
+            let op = &self.g.ops[x as usize];
+            let outcome = match future.result() {
+                Ok(bytes) => op
+                    .decode(&bytes)
+                    .map_err(|error| Arc::new(Failure { origin: x, error })),
+                Err(e) if e.kind == DEPENDENCY_FAILED => {
+                    Err(Arc::new(self.origin(client, sent, x, e)))
+                }
+                Err(error) => Err(Arc::new(Failure { origin: x, error })),
+            };
+            any_failed |= outcome.is_err();
+            // Counted when sent; `complete` counts it again.
+            self.ran.fetch_sub(1, Ordering::Relaxed);
+            if outcome.is_err() {
+                self.failed.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.complete(x, outcome);
+        }
+        let mut rerun = 0;
+        for x in 0..n as u32 {
+            // Collections on the workers that an output reads are evaluated here again, on
+            // typed values (the workers' copy is JSON); they were counted when sent.
+            if here[x as usize]
+                && self.g.ops[x as usize].kind() != NodeKind::Task
+                && self.value(x).is_none()
+                && self.failure(x).is_none()
+            {
+                self.run_node(x);
+                if on_workers(x) {
+                    rerun += 1;
+                    if self.failure(x).is_some() {
+                        self.failed.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        self.ran.fetch_sub(rerun, Ordering::Relaxed);
+        if any_failed {
+            // A failure anywhere on the workers reaches an output's task: only then are the
+            // workers' records read, to count the nodes that failed or did not run.
+            let ids: Vec<TaskId> = sent
+                .ids
+                .iter()
+                .copied()
+                .filter(|&id| id != TaskId::nil())
+                .collect();
+            let results = client.app().backend().results();
+            for chunk in ids.chunks(1000) {
+                let records = results
+                    .get_many(chunk)
+                    .map_err(|e| broker_error("reading the graph's results", e))?;
+                let failed = records
+                    .iter()
+                    .flatten()
+                    .filter(|r| r.state == TaskState::Failure)
+                    .count();
+                self.failed.fetch_add(failed, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// The node whose failure kept `x` from running: its first failed dependency in argument
+    /// order, followed upstream (as a local run reports it). Each dependency on the way is
+    /// waited for, so the answer does not depend on which failure reached the workers first.
+    fn origin(&self, client: &Client, sent: &Sent, x: u32, error: TaskError) -> Failure {
+        let mut at = x;
+        let mut last = error;
+        'up: loop {
+            for &d in self.g.deps_of(at) {
+                let id = sent.ids[d as usize];
+                if id == TaskId::nil() {
+                    continue;
+                }
+                match client.future_raw(id).result() {
+                    Ok(_) => continue,
+                    Err(e) if e.kind == DEPENDENCY_FAILED => {
+                        at = d;
+                        last = e;
+                        continue 'up;
+                    }
+                    Err(e) => {
+                        return Failure {
+                            origin: d,
+                            error: e,
+                        }
+                    }
+                }
+            }
+            // No failed dependency on the workers: blame what the record says.
+            return Failure {
+                origin: at,
+                error: last,
+            };
+        }
+    }
+}
