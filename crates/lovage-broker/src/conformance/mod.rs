@@ -239,6 +239,8 @@ pub fn worker(id: &str) -> crate::WorkerInfo {
         heartbeat: now,
         tasks_done: 0,
         active: 0,
+        registered: Vec::new(),
+        limits: Default::default(),
     }
 }
 
