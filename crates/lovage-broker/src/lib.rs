@@ -42,7 +42,7 @@ pub use error::{BrokerError, Source};
 pub use futures::{Client, TaskFuture};
 pub use message::{
     DeadLetter, Delivery, Envelope, JoinEntry, Lease, QueueStats, ResultRecord, Revoked,
-    WorkerInfo, DEAD_LETTERS_KEPT, DEFAULT_QUEUE, ONCE_TTL, WORKER_RECORD_TTL,
+    TaskLimits, WorkerInfo, DEAD_LETTERS_KEPT, DEFAULT_QUEUE, ONCE_TTL, WORKER_RECORD_TTL,
 };
 pub use ops::{Control, Events, Inspect, QueueOps};
 pub use rate::{gcra, now_micros, slots_from_micros};

@@ -1,6 +1,7 @@
 //! What travels through a broker and lands in a result store: the task message, the proof of
 //! a delivery, and the records read back by clients and operators.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lovage_core::canvas::Frame;
@@ -162,6 +163,35 @@ pub struct WorkerInfo {
     pub tasks_done: u64,
     /// Tasks running now.
     pub active: u64,
+    /// The task names it can run (its registry), so a server can refuse a name no live worker
+    /// knows and list the task types. Empty in records of workers older than this field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registered: Vec<String>,
+    /// Rate and time limits of those tasks that have any (the registered options, with what a
+    /// `rate_limit` or `time_limit` control command set over them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, TaskLimits>,
+}
+
+/// A task type's limits as a worker applies them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskLimits {
+    /// Rate limit such as `"10/s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
+    /// Soft time limit, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_time_limit_s: Option<f64>,
+    /// Hard time limit, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit_s: Option<f64>,
+}
+
+impl TaskLimits {
+    /// Whether no limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.rate_limit.is_none() && self.soft_time_limit_s.is_none() && self.time_limit_s.is_none()
+    }
 }
 
 /// A task's outcome (or progress) as the result store keeps it.

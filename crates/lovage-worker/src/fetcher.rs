@@ -25,7 +25,7 @@ pub(crate) fn fetch_loop(s: &Shared, tx: &Sender<Outcome>) {
             || {
                 s.backend
                     .broker()
-                    .reserve(&s.config.queues, room, s.config.lease, s.config.poll)
+                    .reserve(&s.queues(), room, s.config.lease, s.config.poll)
             },
         );
         let Some(deliveries) = got else { break };
@@ -84,7 +84,7 @@ fn screen(s: &Shared, deliveries: Vec<Delivery>, tx: &Sender<Outcome>) -> Vec<Re
             }
             None => None,
         };
-        let r = Ready::new(d);
+        let r = s.ready(d);
         match why {
             Some(why) => {
                 let _ = tx.send(Outcome {
@@ -142,6 +142,7 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
         id,
         Running {
             lease: r.d.lease,
+            task: env.task.clone(),
             token: token.clone(),
             handle: None,
             run_started: None,

@@ -2,7 +2,7 @@
 //! the order PROTOCOL.md explains: store the records, then plan what follows in workflows,
 //! then complete the tasks together with the next steps, then retry or discard the failures.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -92,6 +92,14 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
             }
         }
     }
+    {
+        // Counted by name for `inspect stats`, before the outcomes are taken apart below.
+        let mut by_name: HashMap<&str, u64> = HashMap::new();
+        for o in &batch {
+            *by_name.entry(o.ready.d.envelope.task.as_str()).or_default() += 1;
+        }
+        s.count_settled(&by_name);
+    }
     let lost: HashSet<Lease> = {
         let mut set = s.lost_leases();
         batch
@@ -122,7 +130,7 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
         }
         let settle = decide(&ran, env.attempts, &ready.options);
         let in_flow = !env.flow.is_empty();
-        if s.config.events {
+        if s.events_on() {
             events.push(finished_event(s, env, &ran, &settle, started));
         }
         match ran {
@@ -342,6 +350,8 @@ mod tests {
             heartbeat: now,
             tasks_done: 0,
             active: 0,
+            registered: Vec::new(),
+            limits: Default::default(),
         };
         let pool = Arc::new(ThreadPool::builder().workers(1).build().unwrap());
         Shared::new(backend, pool, WorkerConfig::default(), info)
@@ -378,6 +388,7 @@ mod tests {
             a.envelope.id,
             Running {
                 lease: a.lease,
+                task: "finisher.task".into(),
                 token: CancelToken::new(),
                 handle: None,
                 run_started: None,
@@ -436,6 +447,7 @@ mod tests {
             d.envelope.id,
             Running {
                 lease: d.lease,
+                task: "finisher.task".into(),
                 token: CancelToken::new(),
                 handle: None,
                 run_started: None,

@@ -61,7 +61,7 @@ pub(crate) fn keep_loop(s: &Shared) {
         s.retry_broker_until("heartbeat", keeper_done, || {
             s.backend.presence().heartbeat(&info)
         });
-        if s.config.events {
+        if s.events_on() {
             // The beat as an event too, so a reader of the stream sees the worker alive.
             let mut beat = Event::new(EventKind::WorkerHeartbeat);
             beat.worker = Some(s.id.clone());
@@ -99,7 +99,7 @@ fn fire_soft_time_limits(s: &Shared) -> Vec<Event> {
     for r in s.running().values_mut() {
         if r.run_started.is_none() && r.handle.as_ref().is_some_and(|h| h.running() || h.done()) {
             r.run_started = Some(Instant::now());
-            if s.config.events && !r.settling {
+            if s.events_on() && !r.settling {
                 let mut ev = Event::new(EventKind::TaskStarted);
                 ev.task_id = Some(r.lease.id);
                 ev.worker = Some(s.id.clone());

@@ -1,12 +1,14 @@
 //! What the worker's threads share: the backend and pool, the tasks in hand, the report, and
 //! the few helpers every thread uses (retrying the broker, making a result record).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use lovage_broker::{Backend, BrokerError, Delivery, Lease, ResultRecord, Timestamp, WorkerInfo};
+use lovage_broker::{
+    Backend, BrokerError, Delivery, Lease, ResultRecord, TaskLimits, Timestamp, WorkerInfo,
+};
 use lovage_core::{CancelToken, Registry, TaskError, TaskId, TaskOptions, TaskState};
 use lovage_pool::{Executor, TaskHandle};
 
@@ -46,6 +48,8 @@ pub(crate) struct Outcome {
 /// A task handed to the pool, as the keeper and the finisher see it.
 pub(crate) struct Running {
     pub lease: Lease,
+    /// The task's name (for `inspect active` and `reserved`).
+    pub task: String,
     /// Cancelled when the task is revoked while running or passes its soft time limit.
     pub token: CancelToken,
     /// The pool's handle, to see when the task leaves the pool's queue and starts.
@@ -70,7 +74,7 @@ impl Shared {
     /// Publishes a worker event (online, offline) when events are on; a broker that fails
     /// here only loses the event (logged), never the worker's start or stop.
     pub fn publish_worker_event(&self, kind: lovage_broker::ops::EventKind) {
-        if !self.config.events {
+        if !self.events_on() {
             return;
         }
         let mut ev = lovage_broker::ops::Event::new(kind);
@@ -154,7 +158,23 @@ pub(crate) struct Shared {
     broker_down: AtomicBool,
     /// Moving average of a task's run time, in microseconds (0: none measured yet).
     avg_run_us: AtomicU64,
+    /// The queues consumed now (`add_consumer` and `cancel_consumer` change them).
+    queues: RwLock<Vec<String>>,
+    /// Whether events are published now (`enable_events` and `disable_events` change it).
+    events: AtomicBool,
+    /// Limits set by `rate_limit` and `time_limit` commands, by task name, over the registered
+    /// options and the call's.
+    overrides: Mutex<HashMap<String, TaskLimits>>,
+    /// Set once any override exists, so tasks skip the lookup until then.
+    has_overrides: AtomicBool,
+    /// Tasks settled so far by name (`inspect stats`); at most [`MAX_TOTALS`] names.
+    totals: Mutex<BTreeMap<String, u64>>,
+    /// When the worker was made, for its uptime.
+    pub born: Instant,
 }
+
+/// Task names counted one by one in `inspect stats`; the rest are summed under `other`.
+pub(crate) const MAX_TOTALS: usize = 256;
 
 fn unpoisoned<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -171,6 +191,8 @@ impl Shared {
             backend,
             executor,
             id: info.id.clone(),
+            queues: RwLock::new(config.queues.clone()),
+            events: AtomicBool::new(config.events),
             config,
             info: Mutex::new(info),
             running: Mutex::new(HashMap::new()),
@@ -184,7 +206,81 @@ impl Shared {
             report: Mutex::new(WorkerReport::default()),
             broker_down: AtomicBool::new(false),
             avg_run_us: AtomicU64::new(0),
+            overrides: Mutex::new(HashMap::new()),
+            has_overrides: AtomicBool::new(false),
+            totals: Mutex::new(BTreeMap::new()),
+            born: Instant::now(),
         }
+    }
+
+    /// The queues consumed now.
+    pub fn queues(&self) -> Vec<String> {
+        self.queues
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets the queues consumed (also in the worker's record, at its next heartbeat).
+    pub fn set_queues(&self, queues: Vec<String>) {
+        self.info().queues = queues.clone();
+        *self.queues.write().unwrap_or_else(|p| p.into_inner()) = queues;
+    }
+
+    /// Whether events are published now.
+    pub fn events_on(&self) -> bool {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    /// Turns events on or off.
+    pub fn set_events(&self, on: bool) {
+        self.events.store(on, Ordering::Relaxed);
+    }
+
+    /// The limits set by control commands, by task name.
+    pub fn overrides(&self) -> MutexGuard<'_, HashMap<String, TaskLimits>> {
+        self.has_overrides.store(true, Ordering::Relaxed);
+        unpoisoned(&self.overrides)
+    }
+
+    /// A reserved task with its options, and the limits control commands set for its name
+    /// laid over them (an operator's command wins over the code's and the call's).
+    pub fn ready(&self, d: Delivery) -> Ready {
+        let mut r = Ready::new(d);
+        if self.has_overrides.load(Ordering::Relaxed) {
+            if let Some(o) = unpoisoned(&self.overrides).get(&r.d.envelope.task) {
+                if let Some(rate) = &o.rate_limit {
+                    // An empty rate clears the limit.
+                    r.options.rate_limit = Some(rate.clone()).filter(|r| !r.is_empty());
+                }
+                if let Some(soft) = o.soft_time_limit_s {
+                    r.options.soft_time_limit = Some(Duration::from_secs_f64(soft));
+                }
+                if let Some(hard) = o.time_limit_s {
+                    r.options.time_limit = Some(Duration::from_secs_f64(hard));
+                }
+            }
+        }
+        r
+    }
+
+    /// Counts settled tasks by name (a batch's counts at once).
+    pub fn count_settled(&self, names: &HashMap<&str, u64>) {
+        let mut totals = unpoisoned(&self.totals);
+        for (name, n) in names {
+            if let Some(t) = totals.get_mut(*name) {
+                *t += n;
+            } else if totals.len() < MAX_TOTALS {
+                totals.insert((*name).to_owned(), *n);
+            } else {
+                *totals.entry("other".to_owned()).or_default() += n;
+            }
+        }
+    }
+
+    /// Tasks settled so far by name.
+    pub fn totals(&self) -> BTreeMap<String, u64> {
+        unpoisoned(&self.totals).clone()
     }
 
     pub fn running(&self) -> MutexGuard<'_, HashMap<TaskId, Running>> {

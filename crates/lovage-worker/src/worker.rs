@@ -11,7 +11,7 @@ use lovage_pool::{Executor, ProcessPool, ThreadPool};
 
 use crate::shared::{Outcome, Shared, Withdrawn};
 use crate::signals::BrokerThreadSignals;
-use crate::{fetcher, finisher, keeper, pacer, PoolKind, Shutdown, WorkerConfig};
+use crate::{control, fetcher, finisher, keeper, pacer, PoolKind, Shutdown, WorkerConfig};
 
 /// What a finished run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,6 +89,8 @@ impl Worker {
             heartbeat: now,
             tasks_done: 0,
             active: 0,
+            registered: crate::control::registered_names(),
+            limits: crate::control::registered_limits(),
         };
         Ok(Worker {
             shared: Arc::new(Shared::new(backend, executor, config, info)),
@@ -132,6 +134,14 @@ impl Worker {
                 .name("lovage-keeper".into())
                 .spawn(move || keeper::keep_loop(&s))?
         };
+        // Its own thread, so a worker whose pool is busy (or whose fetcher waits for room)
+        // still answers inspect and control commands.
+        let control = {
+            let s = s.clone();
+            std::thread::Builder::new()
+                .name("lovage-control".into())
+                .spawn(move || control::control_loop(&s))?
+        };
         let paced = std::thread::scope(|scope| {
             let pacer = std::thread::Builder::new()
                 .name("lovage-pacer".into())
@@ -167,6 +177,7 @@ impl Worker {
             let _ = finisher.join();
         }
         let _ = keeper.join();
+        let _ = control.join();
         let _ = s.backend.presence().unregister(&s.id);
         s.publish_worker_event(lovage_broker::ops::EventKind::WorkerOffline);
         s.executor.shutdown(!s.shutdown.immediate_requested(), true);

@@ -241,6 +241,8 @@ pub fn worker(id: &str) -> crate::WorkerInfo {
         heartbeat: now,
         tasks_done: 0,
         active: 0,
+        registered: Vec::new(),
+        limits: Default::default(),
     }
 }
 

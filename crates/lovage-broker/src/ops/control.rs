@@ -68,3 +68,78 @@ pub trait Control: Send + Sync {
     /// The answers to `request_id` so far, in the order they came.
     fn replies(&self, request_id: &str) -> Result<Vec<ControlReply>>;
 }
+
+/// Workers heard from within this long are the default destinations of a broadcast, and those
+/// of them that do not answer are listed as missing.
+pub const LIVE_WITHIN: Duration = Duration::from_secs(30);
+
+/// What a broadcast gathered: each answer under its worker's id, and the destinations that
+/// did not answer within the timeout.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Gathered {
+    /// Answers, by worker id. A worker answers `{"ok": ...}` or `{"error": "..."}`.
+    pub replies: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Destinations (the live workers, when none were named) that did not answer in time.
+    pub missing: Vec<String>,
+}
+
+/// Sends `request` to `destinations` (every worker heard from within [`LIVE_WITHIN`] when
+/// empty) and gathers replies until each has answered or `timeout` passes. With `audit`, a
+/// `control-issued` event per destination is published first (the control commands' audit
+/// trail; inspect commands change nothing and are not recorded).
+///
+/// The replies are polled every 20 ms: a request is a rare, human-paced thing, and polling
+/// keeps the mailbox the same plain table or list on every backend.
+pub fn broadcast(
+    backend: &crate::Backend,
+    destinations: &[String],
+    request: &ControlRequest,
+    timeout: Duration,
+    audit: bool,
+) -> Result<Gathered> {
+    let destinations: Vec<String> = if destinations.is_empty() {
+        backend
+            .presence()
+            .workers(LIVE_WITHIN)?
+            .into_iter()
+            .map(|w| w.id)
+            .collect()
+    } else {
+        destinations.to_vec()
+    };
+    if destinations.is_empty() {
+        return Ok(Gathered::default());
+    }
+    if audit {
+        let events: Vec<super::Event> = destinations
+            .iter()
+            .map(|w| {
+                let mut ev = super::Event::new(super::EventKind::ControlIssued);
+                ev.name = Some(request.command.clone());
+                ev.worker = Some(w.clone());
+                ev.error = Some(request.issued_by.clone());
+                ev
+            })
+            .collect();
+        backend.events().publish(&events)?;
+    }
+    backend.control().send_control(&destinations, request)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut replies = std::collections::BTreeMap::new();
+    loop {
+        for r in backend.control().replies(&request.id)? {
+            replies.insert(r.worker, r.reply);
+        }
+        let all_in = destinations.iter().all(|d| replies.contains_key(d));
+        let now = std::time::Instant::now();
+        if all_in || now >= deadline {
+            break;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(20)));
+    }
+    let missing = destinations
+        .into_iter()
+        .filter(|d| !replies.contains_key(d))
+        .collect();
+    Ok(Gathered { replies, missing })
+}

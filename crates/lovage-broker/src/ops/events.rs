@@ -37,7 +37,7 @@ pub enum EventKind {
     /// A worker stopped.
     WorkerOffline,
     /// Someone sent a control command (the audit trail): `worker` names the destination,
-    /// `error` carries nothing, `name` the command and who issued it as `command by who`.
+    /// `name` the command and `error` who issued it.
     ControlIssued,
 }
 

@@ -13,7 +13,9 @@ mod tasks;
 
 pub(crate) use tasks::matches;
 
-pub use control::{Control, ControlReply, ControlRequest, CONTROL_TTL};
+pub use control::{
+    broadcast, Control, ControlReply, ControlRequest, Gathered, CONTROL_TTL, LIVE_WITHIN,
+};
 pub use events::{Event, EventBatch, EventKind, Events, EVENTS_KEPT};
 pub use queues::{QueueInfo, QueueOps};
 pub use tasks::{
