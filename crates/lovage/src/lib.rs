@@ -65,6 +65,11 @@ pub use lovage_collections::array;
 /// Computing bags and arrays (with a progress bar on a terminal), see [`lovage_collections`].
 pub use lovage_collections as collections;
 
+/// Partitioned data frames on Polars (Dask's `dask.dataframe`), see [`lovage_frame`]. Only
+/// with the `frames` feature.
+#[cfg(feature = "frames")]
+pub use lovage_frame as frame;
+
 /// Workflows: chain, group, chord, callbacks (see [`lovage_flow`]).
 pub use lovage_flow as flow;
 pub use lovage_flow::{chain, chord, group, Canvas, Failure, WorkflowResult};

@@ -4,6 +4,8 @@
 mod beat;
 mod bench_collections;
 mod bench_flow;
+#[cfg(feature = "frames")]
+mod bench_frames;
 mod bench_graph;
 mod bench_mp;
 mod bench_pool;
@@ -99,6 +101,10 @@ enum BenchCommand {
     Collections(bench_collections::Args),
     /// lovage::mp between processes: Queue, Pipe, Lock, shared-array squares.
     Mp(bench_mp::Args),
+    /// Data frames on Polars: group-by with few and many groups, the e-commerce mini project,
+    /// each beside single-process Polars (needs the `frames` feature).
+    #[cfg(feature = "frames")]
+    Frames(bench_frames::Args),
 }
 
 /// The broker every queue command talks to.
@@ -230,6 +236,8 @@ pub fn main() -> ExitCode {
             bench_collections::run(a).map_err(Exit::from)
         }
         Command::Bench(BenchCommand::Mp(a)) => bench_mp::run(a).map_err(Exit::from),
+        #[cfg(feature = "frames")]
+        Command::Bench(BenchCommand::Frames(a)) => bench_frames::run(a).map_err(Exit::from),
         Command::Tasks { json } => {
             output::select(json).tasks(&lovage::Registry::global().names());
             Ok(())

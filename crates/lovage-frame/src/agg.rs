@@ -1,0 +1,174 @@
+//! Aggregations for [`Frame::reduce`](crate::Frame::reduce) and
+//! [`GroupBy::agg`](crate::GroupBy::agg), each split into a partial step (per partition), a
+//! combining step (merging partials, any number of times) and a finishing step.
+
+use polars::prelude::*;
+
+/// What an [`Agg`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The sum of the non-null values (0 when there are none).
+    Sum,
+    /// The mean of the non-null values (null when there are none), as `f64`.
+    Mean,
+    /// The smallest value.
+    Min,
+    /// The largest value.
+    Max,
+    /// The number of non-null values.
+    Count,
+    /// The number of rows, nulls included (Polars' `len`).
+    Len,
+    /// The sample standard deviation (ddof 1), as `f64`.
+    Std,
+    /// The sample variance (ddof 1), as `f64`.
+    Var,
+}
+
+/// One aggregation of one column, named like the column unless [`alias`](Agg::alias)ed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Agg {
+    pub(crate) kind: Kind,
+    pub(crate) column: PlSmallStr,
+    pub(crate) name: PlSmallStr,
+}
+
+impl Agg {
+    /// `kind` of `column`.
+    pub fn new(kind: Kind, column: impl Into<PlSmallStr>) -> Self {
+        let column = column.into();
+        Agg {
+            kind,
+            name: column.clone(),
+            column,
+        }
+    }
+
+    /// The same aggregation with the output column called `name`.
+    pub fn alias(mut self, name: impl Into<PlSmallStr>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The partial columns' names for the aggregation at position `i`.
+    fn slot(i: usize, what: &str) -> PlSmallStr {
+        format!("__lovage_{i}_{what}").into()
+    }
+
+    /// Expressions of the per-partition step.
+    pub(crate) fn partial(&self, i: usize) -> Vec<Expr> {
+        let c = col(self.column.clone());
+        let f = c.clone().cast(DataType::Float64);
+        let n = || {
+            c.clone()
+                .count()
+                .cast(DataType::Int64)
+                .alias(Self::slot(i, "n"))
+        };
+        match self.kind {
+            Kind::Sum => vec![c.sum().alias(Self::slot(i, "s"))],
+            Kind::Mean => vec![f.sum().alias(Self::slot(i, "s")), n()],
+            Kind::Min => vec![c.min().alias(Self::slot(i, "lo"))],
+            Kind::Max => vec![c.max().alias(Self::slot(i, "hi"))],
+            Kind::Count => vec![n()],
+            Kind::Len => vec![polars::prelude::len()
+                .cast(DataType::Int64)
+                .alias(Self::slot(i, "n"))],
+            Kind::Std | Kind::Var => vec![
+                n(),
+                f.clone().mean().alias(Self::slot(i, "m")),
+                (f.var(0) * c.count().cast(DataType::Float64)).alias(Self::slot(i, "q")),
+            ],
+        }
+    }
+
+    /// Expressions merging partials (or earlier merges) into one of the same shape.
+    pub(crate) fn combine(&self, i: usize) -> Vec<Expr> {
+        let s = |w: &str| col(Self::slot(i, w));
+        match self.kind {
+            Kind::Sum => vec![s("s").sum()],
+            Kind::Mean => vec![s("s").sum(), s("n").sum()],
+            Kind::Min => vec![s("lo").min()],
+            Kind::Max => vec![s("hi").max()],
+            Kind::Count | Kind::Len => vec![s("n").sum()],
+            Kind::Std | Kind::Var => {
+                // Chan et al.: n = Σnᵢ, mean = Σnᵢmᵢ / n, M2 = ΣM2ᵢ + Σnᵢ(mᵢ - mean)².
+                let nf = s("n").cast(DataType::Float64);
+                let total = s("n").sum();
+                let mean = when(total.clone().gt(lit(0)))
+                    .then((nf.clone() * s("m")).sum() / total.clone().cast(DataType::Float64))
+                    .otherwise(lit(NULL).cast(DataType::Float64));
+                let d = s("m") - mean.clone();
+                vec![
+                    total.alias(Self::slot(i, "n")),
+                    mean.alias(Self::slot(i, "m")),
+                    (s("q").sum() + (nf * d.clone() * d).sum()).alias(Self::slot(i, "q")),
+                ]
+            }
+        }
+    }
+
+    /// The expression turning merged partials into the result column.
+    pub(crate) fn finish(&self, i: usize) -> Expr {
+        let s = |w: &str| col(Self::slot(i, w));
+        let null = || lit(NULL).cast(DataType::Float64);
+        let var = || {
+            when(s("n").gt(lit(1)))
+                .then(s("q") / (s("n") - lit(1)).cast(DataType::Float64))
+                .otherwise(null())
+        };
+        let e = match self.kind {
+            Kind::Sum => s("s"),
+            Kind::Mean => when(s("n").gt(lit(0)))
+                .then(s("s") / s("n").cast(DataType::Float64))
+                .otherwise(null()),
+            Kind::Min => s("lo"),
+            Kind::Max => s("hi"),
+            Kind::Count | Kind::Len => s("n"),
+            Kind::Var => var(),
+            Kind::Std => var().sqrt(),
+        };
+        e.alias(self.name.clone())
+    }
+}
+
+/// The sum of `column`.
+pub fn sum(column: impl Into<PlSmallStr>) -> Agg {
+    Agg::new(Kind::Sum, column)
+}
+
+/// The mean of `column`.
+pub fn mean(column: impl Into<PlSmallStr>) -> Agg {
+    Agg::new(Kind::Mean, column)
+}
+
+/// The smallest value of `column`.
+pub fn min(column: impl Into<PlSmallStr>) -> Agg {
+    Agg::new(Kind::Min, column)
+}
+
+/// The largest value of `column`.
+pub fn max(column: impl Into<PlSmallStr>) -> Agg {
+    Agg::new(Kind::Max, column)
+}
+
+/// The number of non-null values of `column`.
+pub fn count(column: impl Into<PlSmallStr>) -> Agg {
+    Agg::new(Kind::Count, column)
+}
+
+/// The number of rows (of the group), in a column called `len`.
+pub fn len() -> Agg {
+    // The column is only a name here: `len` counts rows whatever their values.
+    Agg::new(Kind::Len, "len")
+}
+
+/// The sample standard deviation (ddof 1) of `column`.
+pub fn std(column: impl Into<PlSmallStr>) -> Agg {
+    Agg::new(Kind::Std, column)
+}
+
+/// The sample variance (ddof 1) of `column`.
+pub fn var(column: impl Into<PlSmallStr>) -> Agg {
+    Agg::new(Kind::Var, column)
+}

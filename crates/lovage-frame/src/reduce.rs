@@ -1,0 +1,361 @@
+//! Reductions and group-by: a partial step per partition, a tree of combining nodes
+//! (`split_every` partials each) or a hash split into `split_out` parts, and a finish.
+
+use std::sync::Arc;
+
+use lovage_core::TaskError;
+use lovage_graph::{Delayed, Graph};
+use polars::prelude::*;
+
+use crate::agg::Agg;
+use crate::frame::{concat_frames, Frame, GroupBy};
+use crate::{polars_error, Error};
+
+/// How many partials a combining node merges by default (Dask's `split_every` default).
+pub(crate) const SPLIT_EVERY: usize = 8;
+
+/// A step on one (concatenated) frame: a combine or a finish.
+type Step = Arc<dyn Fn(DataFrame) -> Result<DataFrame, TaskError> + Send + Sync>;
+
+/// Concatenates `parts` (of `schema` when there are none) and runs `step` on the result.
+fn merge(parts: Vec<DataFrame>, schema: &SchemaRef, step: &Step) -> Result<DataFrame, TaskError> {
+    step(concat_frames(parts, schema)?)
+}
+
+/// Merges `level` `k` at a time with `combine` until one node is left, then `finish`es it.
+fn tree(
+    g: &Graph,
+    mut level: Vec<Delayed<DataFrame>>,
+    k: usize,
+    schema: SchemaRef,
+    combine: Step,
+    finish: Step,
+) -> Delayed<DataFrame> {
+    let k = k.max(2);
+    while level.len() > k {
+        level = level
+            .chunks(k)
+            .map(|group| {
+                let (schema, combine) = (schema.clone(), combine.clone());
+                g.try_local_all(
+                    "combine",
+                    move |parts: Vec<DataFrame>| merge(parts, &schema, &combine),
+                    group.to_vec(),
+                )
+            })
+            .collect();
+    }
+    g.try_local_all(
+        "finish",
+        move |parts: Vec<DataFrame>| {
+            let merged = merge(parts, &schema, &combine)?;
+            finish(merged)
+        },
+        level,
+    )
+}
+
+/// Runs `f` on `df` as a lazy frame.
+fn lazy(what: &'static str, f: impl Fn(LazyFrame) -> LazyFrame + Send + Sync + 'static) -> Step {
+    Arc::new(move |df: DataFrame| f(df.lazy()).collect().map_err(|e| polars_error(what, e)))
+}
+
+/// The schema `step` gives a frame of `schema` (checked on an empty frame, so bad column
+/// names and types are errors when the graph is built).
+fn schema_after(step: &Step, schema: &SchemaRef) -> Result<SchemaRef, Error> {
+    step(DataFrame::empty_with_schema(schema))
+        .map(|df| df.schema().clone())
+        .map_err(|e| Error::Input(e.message.to_string()))
+}
+
+/// The rows of `df` whose key hash falls in each of `n` parts.
+fn hash_split(df: &DataFrame, keys: &[PlSmallStr], n: usize) -> Result<Vec<DataFrame>, TaskError> {
+    let fail = |e| polars_error("hashing group keys", e);
+    let mut key_frame = df.select(keys.iter().cloned()).map_err(fail)?;
+    let hashes = key_frame
+        .hash_rows(Some(PlSeedableRandomStateQuality::fixed()))
+        .map_err(fail)?;
+    let part = &hashes % (n as u64);
+    (0..n as u64)
+        .map(|j| df.filter(&part.equal(j)).map_err(fail))
+        .collect()
+}
+
+impl<'g> Frame<'g> {
+    /// Aggregations over whole columns: a one-row frame with a column per aggregation.
+    pub fn reduce<A: AsRef<[Agg]>>(&self, aggs: A) -> Result<Delayed<DataFrame>, Error> {
+        self.group_by(Vec::<PlSmallStr>::new()).agg(aggs)
+    }
+
+    /// The number of distinct values of `column` (null counts as a value, as in Polars).
+    pub fn n_unique(&self, column: &str) -> Result<Delayed<usize>, Error> {
+        let c: PlSmallStr = column.into();
+        let uniq = {
+            let c = c.clone();
+            lazy("n_unique", move |lf| {
+                lf.select([col(c.clone())])
+                    .unique(None, UniqueKeepStrategy::Any)
+            })
+        };
+        let schema = schema_after(&uniq, &self.schema)?;
+        let partial = uniq.clone();
+        let parts = self.map_parts("n_unique", move |df| partial(df));
+        let last = tree(self.g, parts, SPLIT_EVERY, schema, uniq.clone(), uniq);
+        Ok(self.g.try_local_all(
+            "n_unique",
+            |v: Vec<DataFrame>| Ok(v.first().map_or(0, DataFrame::height)),
+            vec![last],
+        ))
+    }
+
+    /// The distinct rows (of the `subset` columns' values; all columns when `None`), one
+    /// of each kept, in no particular order.
+    pub fn drop_duplicates(
+        &self,
+        subset: Option<Vec<PlSmallStr>>,
+    ) -> Result<Delayed<DataFrame>, Error> {
+        let uniq = lazy("drop_duplicates", move |lf| {
+            lf.unique(subset.clone().map(cols), UniqueKeepStrategy::Any)
+        });
+        schema_after(&uniq, &self.schema)?;
+        let partial = uniq.clone();
+        let parts = self.map_parts("drop_duplicates", move |df| partial(df));
+        Ok(tree(
+            self.g,
+            parts,
+            SPLIT_EVERY,
+            self.schema.clone(),
+            uniq.clone(),
+            uniq,
+        ))
+    }
+
+    /// The `n` rows with the largest values of `column` (nulls last), largest first.
+    pub fn nlargest(&self, n: usize, column: &str) -> Result<Delayed<DataFrame>, Error> {
+        self.top(n, column, true)
+    }
+
+    /// The `n` rows with the smallest values of `column` (nulls last), smallest first.
+    pub fn nsmallest(&self, n: usize, column: &str) -> Result<Delayed<DataFrame>, Error> {
+        self.top(n, column, false)
+    }
+
+    fn top(&self, n: usize, column: &str, descending: bool) -> Result<Delayed<DataFrame>, Error> {
+        let c: PlSmallStr = column.into();
+        let top = lazy("nlargest", move |lf| {
+            lf.sort(
+                [c.clone()],
+                SortMultipleOptions::default()
+                    .with_order_descending(descending)
+                    .with_nulls_last(true)
+                    .with_maintain_order(true),
+            )
+            .limit(n as IdxSize)
+        });
+        schema_after(&top, &self.schema)?;
+        let partial = top.clone();
+        let parts = self.map_parts("nlargest", move |df| partial(df));
+        Ok(tree(
+            self.g,
+            parts,
+            SPLIT_EVERY,
+            self.schema.clone(),
+            top.clone(),
+            top,
+        ))
+    }
+
+    /// How many rows hold each value of `column` (nulls included), most frequent first:
+    /// columns `column` and `count`.
+    pub fn value_counts(&self, column: &str) -> Result<Delayed<DataFrame>, Error> {
+        let counts = self
+            .group_by([column])
+            .agg([crate::agg::len().alias("count")])?;
+        Ok(self.g.try_local_all(
+            "value_counts",
+            |v: Vec<DataFrame>| {
+                let df = v.into_iter().next().unwrap_or_default();
+                df.sort(
+                    ["count"],
+                    SortMultipleOptions::default()
+                        .with_order_descending(true)
+                        .with_maintain_order(true),
+                )
+                .map_err(|e| polars_error("value_counts", e))
+            },
+            vec![counts],
+        ))
+    }
+
+    /// Count, mean, std, min and max of every numeric column, one row per statistic (a
+    /// `statistic` column names them). Quantiles are not offered.
+    pub fn describe(&self) -> Result<Delayed<DataFrame>, Error> {
+        let numeric: Vec<PlSmallStr> = self
+            .schema
+            .iter()
+            .filter(|(_, d)| d.is_primitive_numeric())
+            .map(|(n, _)| n.clone())
+            .collect();
+        if numeric.is_empty() {
+            return Err(Error::Input(
+                "describe: the frame has no numeric column".into(),
+            ));
+        }
+        let stats = ["count", "mean", "std", "min", "max"];
+        let aggs: Vec<Agg> = numeric
+            .iter()
+            .flat_map(|c| {
+                [
+                    crate::agg::count(c.clone()),
+                    crate::agg::mean(c.clone()),
+                    crate::agg::std(c.clone()),
+                    crate::agg::min(c.clone()),
+                    crate::agg::max(c.clone()),
+                ]
+                .into_iter()
+                .zip(stats)
+                .map(move |(a, s)| a.alias(format!("{s}:{c}")))
+            })
+            .collect();
+        let one_row = self.reduce(aggs)?;
+        Ok(self.g.try_local_all(
+            "describe",
+            move |v: Vec<DataFrame>| {
+                let row = v.into_iter().next().unwrap_or_default();
+                let fail = |e| polars_error("describe", e);
+                let mut columns = vec![Column::new("statistic".into(), stats)];
+                for c in &numeric {
+                    let values: Vec<Option<f64>> = stats
+                        .iter()
+                        .map(|s| {
+                            let col = row.column(&format!("{s}:{c}"))?.cast(&DataType::Float64)?;
+                            Ok(col.f64()?.get(0))
+                        })
+                        .collect::<PolarsResult<_>>()
+                        .map_err(fail)?;
+                    columns.push(Column::new(c.clone(), values));
+                }
+                DataFrame::new_infer_height(columns).map_err(fail)
+            },
+            vec![one_row],
+        ))
+    }
+}
+
+impl<'g> GroupBy<'g> {
+    /// Runs `aggs` per group: each partition is aggregated by Polars, the partials are
+    /// merged `split_every` at a time (or, with `split_out(n)`, split by key hash into `n`
+    /// parts merged independently), and the result is finished (mean = sum / count,
+    /// variance from count, mean and M2). One row per group, in no particular order; with
+    /// no keys, one row.
+    pub fn agg<A: AsRef<[Agg]>>(&self, aggs: A) -> Result<Delayed<DataFrame>, Error> {
+        let aggs = aggs.as_ref().to_vec();
+        if aggs.is_empty() {
+            return Err(Error::Input("agg: no aggregation given".into()));
+        }
+        let keys = self.keys.clone();
+        let key_exprs: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
+        let by = |exprs: Vec<Expr>, name: &'static str| {
+            let key_exprs = key_exprs.clone();
+            lazy(name, move |lf| {
+                if key_exprs.is_empty() {
+                    lf.select(exprs.clone())
+                } else {
+                    lf.group_by(key_exprs.clone()).agg(exprs.clone())
+                }
+            })
+        };
+        let partial = by(
+            aggs.iter()
+                .enumerate()
+                .flat_map(|(i, a)| a.partial(i))
+                .collect(),
+            "partial aggregation",
+        );
+        let combine = by(
+            aggs.iter()
+                .enumerate()
+                .flat_map(|(i, a)| a.combine(i))
+                .collect(),
+            "combining partials",
+        );
+        let finish = {
+            let exprs: Vec<Expr> = key_exprs
+                .iter()
+                .cloned()
+                .chain(aggs.iter().enumerate().map(|(i, a)| a.finish(i)))
+                .collect();
+            lazy("finishing an aggregation", move |lf| {
+                lf.select(exprs.clone())
+            })
+        };
+        let frame = &self.frame;
+        let partial_schema = schema_after(&partial, &frame.schema)?;
+        let final_schema = schema_after(&finish, &schema_after(&combine, &partial_schema)?)?;
+        let g = frame.g;
+        let partials = {
+            let partial = partial.clone();
+            frame.map_parts("partial", move |df| partial(df))
+        };
+        if self.split_out <= 1 || keys.is_empty() {
+            return Ok(tree(
+                g,
+                partials,
+                self.split_every,
+                partial_schema,
+                combine,
+                finish,
+            ));
+        }
+        // Many groups: every partial is split by key hash; part j of every partial is merged
+        // in a tree of its own, so no node holds all the groups.
+        let n = self.split_out;
+        let splits: Vec<Delayed<Arc<Vec<DataFrame>>>> = partials
+            .into_iter()
+            .map(|p| {
+                let keys = keys.clone();
+                g.try_local_all(
+                    "hash split",
+                    move |v: Vec<DataFrame>| {
+                        let df = v.into_iter().next().unwrap_or_default();
+                        Ok(Arc::new(hash_split(&df, &keys, n)?))
+                    },
+                    vec![p],
+                )
+            })
+            .collect();
+        let outs: Vec<Delayed<DataFrame>> = (0..n)
+            .map(|j| {
+                let pieces = splits
+                    .iter()
+                    .map(|s| {
+                        g.try_local_all(
+                            "hash part",
+                            move |v: Vec<Arc<Vec<DataFrame>>>| {
+                                v.first()
+                                    .and_then(|parts| parts.get(j).cloned())
+                                    .ok_or_else(|| {
+                                        crate::data_error("internal: a hash split lost a part")
+                                    })
+                            },
+                            vec![*s],
+                        )
+                    })
+                    .collect();
+                tree(
+                    g,
+                    pieces,
+                    self.split_every,
+                    partial_schema.clone(),
+                    combine.clone(),
+                    finish.clone(),
+                )
+            })
+            .collect();
+        Ok(g.try_local_all(
+            "concat",
+            move |parts: Vec<DataFrame>| concat_frames(parts, &final_schema),
+            outs,
+        ))
+    }
+}
