@@ -53,8 +53,11 @@ fn main() {
     // A broker (an SQLite file) with a worker in a thread; in production the workers are
     // `lovage worker` processes on any host.
     let dir = tempfile::tempdir().expect("temporary directory");
-    let app = App::connect(&format!("sqlite://{}", dir.path().join("graph.db").display()))
-        .expect("open the broker");
+    let app = App::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("graph.db").display()
+    ))
+    .expect("open the broker");
     let config = WorkerConfig {
         pool: PoolKind::Threads,
         concurrency: 2,

@@ -235,7 +235,11 @@ fn pure_and_keyed_submits_share_a_task_and_plain_ones_do_not() {
         let k1 = client.submit_keyed(&key, keyed_echo::s(42)).unwrap();
         let k2 = client.submit_keyed(&key, keyed_echo::s(7)).unwrap();
         assert_eq!(k1.id(), k2.id(), "{name}");
-        assert_eq!(k2.result_timeout(wait).unwrap(), 42, "{name}: the first call's value");
+        assert_eq!(
+            k2.result_timeout(wait).unwrap(),
+            42,
+            "{name}: the first call's value"
+        );
         assert_eq!(k1.result_timeout(wait).unwrap(), 42, "{name}");
         assert_eq!(KEYED_RUNS.load(Ordering::SeqCst), 4, "{name}");
     }

@@ -303,7 +303,10 @@ fn fnv128(parts: &[&[u8]]) -> u128 {
 
 /// The task id a user key stands for (the same in every process).
 fn key_id(key: &str) -> TaskId {
-    TaskId::from_uuid(uuid::Uuid::from_u128(fnv128(&[b"lovage-key:", key.as_bytes()])))
+    TaskId::from_uuid(uuid::Uuid::from_u128(fnv128(&[
+        b"lovage-key:",
+        key.as_bytes(),
+    ])))
 }
 
 /// A call's pure key: its task name and a hash of its codec and encoded arguments.
