@@ -1,14 +1,16 @@
 //! The seed's `dask.delayed` example, `add(square(2), square(3)).compute()`, on every local
-//! scheduler, then a larger reduction: a tree of sums over squares, with one bad input whose
-//! failure reaches only the branch that depends on it.
+//! scheduler and on a broker (whose workers resolve the dependencies), then a larger
+//! reduction: a tree of sums over squares, with one bad input whose failure reaches only the
+//! branch that depends on it. Last, a graph handed to the broker with `submit`, whose client
+//! goes away before it finishes.
 //!
 //! Run: `cargo run --release --example graph_delayed` (add `--quick` for a tiny run)
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use lovage::graph::{Delayed, Graph, GraphError, Inline, Processes, Scheduler, Threads};
+use lovage::graph::{Broker, Delayed, Graph, GraphError, Inline, Processes, Scheduler, Threads};
 use lovage::workloads::quick_from_args;
-use lovage::{ProcessPool, ThreadPool};
+use lovage::{App, PoolKind, ProcessPool, ThreadPool, Worker, WorkerConfig};
 
 #[lovage::task]
 fn square(x: i64) -> i64 {
@@ -48,13 +50,32 @@ fn main() {
     let n: i64 = if quick_from_args() { 1_000 } else { 200_000 };
     let threads = ThreadPool::new(2);
     let processes = ProcessPool::new(2);
-    let schedulers: [(&str, Scheduler<'_>); 3] = [
-        ("inline", Inline),
-        ("threads", Threads(&threads)),
-        ("processes", Processes(&processes)),
+    // A broker (an SQLite file) with a worker in a thread; in production the workers are
+    // `lovage worker` processes on any host.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let app = App::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("graph.db").display()
+    ))
+    .expect("open the broker");
+    let config = WorkerConfig {
+        pool: PoolKind::Threads,
+        concurrency: 2,
+        ..Default::default()
+    };
+    let worker = Worker::new(app.backend().clone(), config).expect("start the worker");
+    let stop = worker.shutdown_handle();
+    let running = std::thread::spawn(move || worker.run().expect("start the worker threads"));
+    let client = app.client().expect("start the client");
+    // Every node is a message on the broker: a smaller reduction there.
+    let schedulers: [(&str, Scheduler<'_>, i64); 4] = [
+        ("inline", Inline, n),
+        ("threads", Threads(&threads), n),
+        ("processes", Processes(&processes), n),
+        ("broker", Broker(&client), n.min(10_000)),
     ];
 
-    for (name, s) in schedulers {
+    for (name, s, n) in schedulers {
         // The seed: add(square(2), square(3)).
         let g = Graph::new();
         let total = add::delayed(&g, square::delayed(&g, 2), square::delayed(&g, 3));
@@ -90,6 +111,25 @@ fn main() {
             st.failed,
         );
     }
+
+    // Dask's client.compute: the graph goes to the broker and this client may leave; any
+    // other client waits on the outputs by id.
+    let g = Graph::new();
+    let squares = (1..=100).map(|i| square::delayed(&g, i)).collect();
+    let sum = tree_sum(&g, squares);
+    let sender = app.client().expect("start a client");
+    let sent = g.submit(&sender, vec![sum]).expect("submit the graph");
+    let id = sent.futures[0].id();
+    drop(sent);
+    drop(sender);
+    let value = client
+        .future::<i64>(id)
+        .result_timeout(Duration::from_secs(60))
+        .expect("the graph finishes without its sender");
+    assert_eq!(value, 338_350);
+    println!("submitted, sender gone: sum of 100 squares = {value}");
+    stop.graceful();
+    running.join().expect("worker thread");
 
     // The picture of a small graph (DOT for Graphviz, or SVG drawn here).
     let g = Graph::new();

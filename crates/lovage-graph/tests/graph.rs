@@ -196,6 +196,55 @@ fn schedulers() -> Vec<(&'static str, Scheduler<'static>)> {
     ]
 }
 
+static KEYED_RUNS: AtomicU64 = AtomicU64::new(0);
+
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn keyed_echo(x: i64) -> i64 {
+    KEYED_RUNS.fetch_add(1, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(30));
+    x
+}
+
+fn pure_and_keyed_submits_share_a_task_and_plain_ones_do_not() {
+    let wait = Duration::from_secs(60);
+    for (name, client) in broker_clients() {
+        KEYED_RUNS.store(0, Ordering::SeqCst);
+        let x = fastrand::i64(1..i64::MAX);
+        // Identical pure calls while the first is pending: one task.
+        let a = client.submit_pure(keyed_echo::s(x)).unwrap();
+        let b = client.submit_pure(keyed_echo::s(x)).unwrap();
+        assert_eq!(a.id(), b.id(), "{name}");
+        assert_eq!(a.result_timeout(wait).unwrap(), x, "{name}");
+        assert_eq!(b.result_timeout(wait).unwrap(), x, "{name}");
+        // Its result is held: the same task again, nothing runs.
+        let c = client.submit_pure(keyed_echo::s(x)).unwrap();
+        assert_eq!(c.id(), a.id(), "{name}");
+        assert_eq!(c.result_timeout(wait).unwrap(), x, "{name}");
+        assert_eq!(KEYED_RUNS.load(Ordering::SeqCst), 1, "{name}: pure, once");
+        // Another argument is another key.
+        let d = client.submit_pure(keyed_echo::s(x - 1)).unwrap();
+        assert_ne!(d.id(), a.id(), "{name}");
+        // The opt-out: a plain submit always runs.
+        let e = client.submit(keyed_echo::s(x)).unwrap();
+        assert_ne!(e.id(), a.id(), "{name}");
+        assert_eq!(e.result_timeout(wait).unwrap(), x, "{name}");
+        assert_eq!(d.result_timeout(wait).unwrap(), x - 1, "{name}");
+        assert_eq!(KEYED_RUNS.load(Ordering::SeqCst), 3, "{name}");
+        // A user key names the task, whatever the arguments.
+        let key = format!("answer-{x}");
+        let k1 = client.submit_keyed(&key, keyed_echo::s(42)).unwrap();
+        let k2 = client.submit_keyed(&key, keyed_echo::s(7)).unwrap();
+        assert_eq!(k1.id(), k2.id(), "{name}");
+        assert_eq!(
+            k2.result_timeout(wait).unwrap(),
+            42,
+            "{name}: the first call's value"
+        );
+        assert_eq!(k1.result_timeout(wait).unwrap(), 42, "{name}");
+        assert_eq!(KEYED_RUNS.load(Ordering::SeqCst), 4, "{name}");
+    }
+}
+
 /// The broker schedulers only, named (the workers resolve dependencies).
 fn broker_clients() -> Vec<(&'static str, &'static Client)> {
     let [memory, sqlite, redis] = brokers();
@@ -700,6 +749,7 @@ fn main() {
         try_local_all_takes_any_number_of_inputs_and_may_fail_and_progress_counts,
         a_submitted_graph_completes_after_its_client_is_gone,
         a_closure_read_by_a_task_is_refused_on_a_broker,
+        pure_and_keyed_submits_share_a_task_and_plain_ones_do_not,
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     clean_up_brokers();

@@ -146,6 +146,20 @@ fn graph_survives_kills(url: &str) {
         shown_nodes.iter().all(|n| n["state"] == "SUCCESS"),
         "{shown}"
     );
+    let out = Command::new(BIN)
+        .args(["graph", &graph_id.to_string(), "--dot"])
+        .env("LOVAGE_BROKER", url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::output_text(&out));
+    let dot = String::from_utf8(out.stdout).unwrap();
+    assert!(dot.starts_with("digraph lovage {"), "{dot}");
+    assert_eq!(dot.matches("\\nSUCCESS\"").count(), ids.len());
+    assert_eq!(
+        dot.matches(" -> ").count(),
+        ids.len() - 1,
+        "a tree: one edge per non-root"
+    );
     // Nothing is left behind in the broker.
     let drain = Instant::now() + Duration::from_secs(60);
     loop {

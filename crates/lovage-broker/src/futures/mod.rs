@@ -125,6 +125,49 @@ impl Client {
         Ok(future)
     }
 
+    /// Sends `sig` under `key` (Dask's `key=`): the task's id is derived from the key, so
+    /// while a task with this key is pending in this client, or its record is still held by
+    /// the result store (from any client), the existing task's future is returned and
+    /// nothing is sent. Once the record has expired, the key runs again. A task queued by
+    /// another client that has not started yet is not seen (it would run twice, under the
+    /// same id). Plain [`submit`](Self::submit) never deduplicates (Dask's `pure=False`).
+    pub fn submit_keyed<R>(&self, key: &str, sig: TypedSignature<R>) -> Result<TaskFuture<R>>
+    where
+        R: DeserializeOwned + Send + 'static,
+    {
+        sig.check()?;
+        let id = key_id(key);
+        if self.inner.watch.contains(id) || self.app.backend().results().get(id)?.is_some() {
+            return Ok(self.watch(id));
+        }
+        let mut env = self.app.envelope(sig.into_signature());
+        env.id = id;
+        let future = self.watch(id);
+        if let Err(e) = self
+            .app
+            .backend()
+            .broker()
+            .enqueue(std::slice::from_ref(&env))
+        {
+            self.inner.watch.remove(id);
+            return Err(e);
+        }
+        Ok(future)
+    }
+
+    /// [`submit_keyed`](Self::submit_keyed) under the call's own key, `task-<hash of the
+    /// task name, codec and encoded arguments>` (Dask's `pure=True`): identical calls share
+    /// one task while it is pending or its result is held. Use it for deterministic tasks
+    /// only; [`submit`](Self::submit) is the opt-out (a fresh task every call).
+    pub fn submit_pure<R>(&self, sig: TypedSignature<R>) -> Result<TaskFuture<R>>
+    where
+        R: DeserializeOwned + Send + 'static,
+    {
+        sig.check()?;
+        let key = pure_key(sig.signature());
+        self.submit_keyed(&key, sig)
+    }
+
     /// Sends `f(item)` for every item, in broker writes of up to 1,000 calls, and returns
     /// their futures in order.
     pub fn map<A, R, F>(
@@ -241,6 +284,36 @@ impl Client {
             .add(id, Box::new(Typed::new(completer, decode)));
         TaskFuture { id, handle }
     }
+}
+
+/// FNV-1a over 128 bits: stable across processes and releases.
+fn fnv128(parts: &[&[u8]]) -> u128 {
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for part in parts {
+        for &b in *part {
+            h ^= u128::from(b);
+            h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+        }
+        // A separator, so ("ab", "c") and ("a", "bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    h
+}
+
+/// The task id a user key stands for (the same in every process).
+fn key_id(key: &str) -> TaskId {
+    TaskId::from_uuid(uuid::Uuid::from_u128(fnv128(&[
+        b"lovage-key:",
+        key.as_bytes(),
+    ])))
+}
+
+/// A call's pure key: its task name and a hash of its codec and encoded arguments.
+fn pure_key(sig: &Signature) -> String {
+    let codec = format!("{:?}", sig.codec);
+    let h = fnv128(&[sig.task.as_bytes(), codec.as_bytes(), &sig.args]);
+    format!("{}-{:032x}", sig.task, h)
 }
 
 /// A task sent by a [`Client`]: its id and a [`TaskHandle`] the client's watcher completes.

@@ -229,6 +229,11 @@ impl Watch {
         self.lock().pending.remove(&id)
     }
 
+    /// True while some future waits on `id`.
+    pub(crate) fn contains(&self, id: TaskId) -> bool {
+        self.lock().pending.contains_key(&id)
+    }
+
     /// How many futures are watched.
     pub(crate) fn len(&self) -> usize {
         self.lock().pending.len()

@@ -177,6 +177,13 @@ impl Plan<'_> {
                 next: Vec::new(),
             });
         }
+        if nodes.is_empty() {
+            // No task in the plan: nothing to store or send.
+            return Ok(Some(Sent {
+                graph: TaskId::nil(),
+                ids,
+            }));
+        }
         let stored = StoredGraph { nodes };
         let graph = TaskId::new();
         let bytes = stored

@@ -13,8 +13,12 @@ pub struct GraphArgs {
     /// The graph's id (`Submitted::graph`).
     id: String,
     /// Print JSON: counts by task and state, and every node with its state.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dot")]
     json: bool,
+    /// Print the graph in Graphviz's DOT, each node coloured by its state (grouped by task
+    /// name above 10,000 nodes).
+    #[arg(long)]
+    dot: bool,
     #[command(flatten)]
     broker: BrokerArgs,
 }
@@ -52,6 +56,11 @@ pub fn run(a: GraphArgs) -> Result<(), Exit> {
             });
         }
     }
-    output::select(a.json).graph(&GraphReport { id, nodes });
+    let report = GraphReport { id, nodes };
+    if a.dot {
+        output::select(false).graph_dot(&report.dot());
+    } else {
+        output::select(a.json).graph(&report);
+    }
     Ok(())
 }
