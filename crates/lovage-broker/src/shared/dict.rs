@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{decode, encode, HandleWire, SharedState};
-use crate::{Backend, BrokerError, Result};
+use super::{decode, encode, Handle, SharedState};
+use crate::{BrokerError, Result};
 
 /// The entry types of a handle, as a function type so the handle is Send and Sync whatever
 /// they are.
@@ -29,33 +29,31 @@ const UPDATE_ATTEMPTS: u32 = 10_000;
 /// assert_eq!(seen.get(&"a".to_owned()).unwrap(), Some(2));
 /// ```
 pub struct SharedDict<K, V> {
-    backend: Backend,
-    name: String,
+    handle: Handle,
     // Owns no K or V and needs neither Send nor Sync: the values live in the broker.
     types: PhantomData<Entry<K, V>>,
 }
 
 impl<K, V> SharedDict<K, V> {
-    pub(super) fn new(backend: Backend, name: &str) -> Self {
+    pub(super) fn new(handle: Handle) -> Self {
         SharedDict {
-            backend,
-            name: name.to_owned(),
+            handle,
             types: PhantomData,
         }
     }
 
     /// Its name in the broker.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.handle.name
     }
 
     fn store(&self) -> &dyn SharedState {
-        self.backend.shared()
+        self.handle.store()
     }
 
     /// How many keys it holds.
     pub fn len(&self) -> Result<u64> {
-        self.store().dict_len(&self.name)
+        self.store().dict_len(&self.handle.name)
     }
 
     /// Whether it holds no key.
@@ -65,7 +63,7 @@ impl<K, V> SharedDict<K, V> {
 
     /// Removes every entry.
     pub fn clear(&self) -> Result<()> {
-        self.store().dict_clear(&self.name)
+        self.store().dict_clear(&self.handle.name)
     }
 }
 
@@ -74,7 +72,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
     pub fn get(&self, key: &K) -> Result<Option<V>> {
         let key = encode(key, "shared dict key")?;
         self.store()
-            .dict_get(&self.name, &key)?
+            .dict_get(&self.handle.name, &key)?
             .map(|v| decode(&v, "shared dict value"))
             .transpose()
     }
@@ -82,7 +80,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
     /// Whether `key` is set.
     pub fn contains_key(&self, key: &K) -> Result<bool> {
         let key = encode(key, "shared dict key")?;
-        Ok(self.store().dict_get(&self.name, &key)?.is_some())
+        Ok(self.store().dict_get(&self.handle.name, &key)?.is_some())
     }
 
     /// Sets `key` to `value` (Python's `d[key] = value`).
@@ -108,14 +106,14 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
         if entries.is_empty() {
             return Ok(());
         }
-        self.store().dict_set(&self.name, &entries)
+        self.store().dict_set(&self.handle.name, &entries)
     }
 
     /// Removes `key`, returning its value (Python's `d.pop(key, None)`).
     pub fn remove(&self, key: &K) -> Result<Option<V>> {
         let key = encode(key, "shared dict key")?;
         self.store()
-            .dict_remove(&self.name, &key)?
+            .dict_remove(&self.handle.name, &key)?
             .map(|v| decode(&v, "shared dict value"))
             .transpose()
     }
@@ -123,7 +121,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
     /// Every entry, read in one step, in no particular order.
     pub fn entries(&self) -> Result<Vec<(K, V)>> {
         self.store()
-            .dict_entries(&self.name)?
+            .dict_entries(&self.handle.name)?
             .into_iter()
             .map(|(k, v)| {
                 Ok((
@@ -137,7 +135,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
     /// Every key, read in one step.
     pub fn keys(&self) -> Result<Vec<K>> {
         self.store()
-            .dict_entries(&self.name)?
+            .dict_entries(&self.handle.name)?
             .into_iter()
             .map(|(k, _)| decode(&k, "shared dict key"))
             .collect()
@@ -154,7 +152,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
     ) -> Result<Option<V>> {
         let key_bytes = encode(key, "shared dict key")?;
         let store = self.store();
-        let mut current = store.dict_get(&self.name, &key_bytes)?;
+        let mut current = store.dict_get(&self.handle.name, &key_bytes)?;
         for attempt in 0..UPDATE_ATTEMPTS {
             let value = current
                 .as_deref()
@@ -166,7 +164,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
                 .map(|v| encode(v, "shared dict value"))
                 .transpose()?;
             if store.dict_compare_and_set(
-                &self.name,
+                &self.handle.name,
                 &key_bytes,
                 current.as_deref(),
                 next_bytes.as_deref(),
@@ -178,13 +176,13 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
             if attempt >= 8 {
                 std::thread::sleep(Duration::from_micros(50 << (attempt - 8).min(6)));
             }
-            current = store.dict_get(&self.name, &key_bytes)?;
+            current = store.dict_get(&self.handle.name, &key_bytes)?;
         }
         Err(BrokerError::BadRequest {
             what: "shared dict update",
             reason: format!(
                 "{:?}: the key changed under {UPDATE_ATTEMPTS} attempts in a row; too many writers on one key",
-                self.name
+                self.handle.name
             ),
         })
     }
@@ -192,28 +190,24 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> SharedDic
 
 impl<K, V> Clone for SharedDict<K, V> {
     fn clone(&self) -> Self {
-        SharedDict::new(self.backend.clone(), &self.name)
+        SharedDict::new(self.handle.clone())
     }
 }
 
 impl<K, V> fmt::Debug for SharedDict<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedDict")
-            .field("broker", &self.backend.url())
-            .field("name", &self.name)
-            .finish()
+        self.handle.debug("SharedDict", f)
     }
 }
 
 impl<K, V> Serialize for SharedDict<K, V> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        HandleWire::of(&self.backend, &self.name)?.serialize(s)
+        self.handle.serialize(s)
     }
 }
 
 impl<'de, K, V> Deserialize<'de> for SharedDict<K, V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (backend, name) = HandleWire::deserialize(d)?.open()?;
-        Ok(SharedDict::new(backend, &name))
+        Handle::deserialize(d).map(SharedDict::new)
     }
 }

@@ -7,8 +7,8 @@ use std::ops::Range;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{decode, encode, HandleWire, SharedState};
-use crate::{Backend, BrokerError, Result};
+use super::{decode, encode, Handle, SharedState};
+use crate::{BrokerError, Result};
 
 /// A list of `T` that lives in the broker, reached by name from any process (Python's
 /// `Manager().list()`). Pushes and pops at either end are atomic, so it also serves as a
@@ -24,32 +24,30 @@ use crate::{Backend, BrokerError, Result};
 /// assert_eq!(log.pop_front().unwrap().as_deref(), Some("started"));
 /// ```
 pub struct SharedList<T> {
-    backend: Backend,
-    name: String,
+    handle: Handle,
     types: PhantomData<fn(T) -> T>,
 }
 
 impl<T> SharedList<T> {
-    pub(super) fn new(backend: Backend, name: &str) -> Self {
+    pub(super) fn new(handle: Handle) -> Self {
         SharedList {
-            backend,
-            name: name.to_owned(),
+            handle,
             types: PhantomData,
         }
     }
 
     /// Its name in the broker.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.handle.name
     }
 
     fn store(&self) -> &dyn SharedState {
-        self.backend.shared()
+        self.handle.store()
     }
 
     /// How many items it holds.
     pub fn len(&self) -> Result<u64> {
-        self.store().list_len(&self.name)
+        self.store().list_len(&self.handle.name)
     }
 
     /// Whether it holds no item.
@@ -59,7 +57,7 @@ impl<T> SharedList<T> {
 
     /// Removes every item.
     pub fn clear(&self) -> Result<()> {
-        self.store().list_clear(&self.name)
+        self.store().list_clear(&self.handle.name)
     }
 }
 
@@ -75,41 +73,41 @@ impl<T: Serialize + DeserializeOwned> SharedList<T> {
             .iter()
             .map(|i| encode(i, "shared list item"))
             .collect::<Result<Vec<_>>>()?;
-        self.store().list_push(&self.name, &items, false)
+        self.store().list_push(&self.handle.name, &items, false)
     }
 
     /// Puts an item first; returns the new length.
     pub fn push_front(&self, item: &T) -> Result<u64> {
         let item = encode(item, "shared list item")?;
-        self.store().list_push(&self.name, &[item], true)
+        self.store().list_push(&self.handle.name, &[item], true)
     }
 
     /// Removes and returns the last item.
     pub fn pop(&self) -> Result<Option<T>> {
-        self.decode_opt(self.store().list_pop(&self.name, false)?)
+        self.decode_opt(self.store().list_pop(&self.handle.name, false)?)
     }
 
     /// Removes and returns the first item (a FIFO when pushed with [`push`](Self::push)).
     pub fn pop_front(&self) -> Result<Option<T>> {
-        self.decode_opt(self.store().list_pop(&self.name, true)?)
+        self.decode_opt(self.store().list_pop(&self.handle.name, true)?)
     }
 
     /// The item at `index`.
     pub fn get(&self, index: u64) -> Result<Option<T>> {
-        self.decode_opt(self.store().list_get(&self.name, index)?)
+        self.decode_opt(self.store().list_get(&self.handle.name, index)?)
     }
 
     /// Replaces the item at `index`; an index past the end is an error that says so.
     pub fn set(&self, index: u64, item: &T) -> Result<()> {
         let item = encode(item, "shared list item")?;
-        if self.store().list_set(&self.name, index, &item)? {
+        if self.store().list_set(&self.handle.name, index, &item)? {
             return Ok(());
         }
         Err(BrokerError::BadRequest {
             what: "shared list index",
             reason: format!(
                 "{:?} has no index {index} (it holds {} items)",
-                self.name,
+                self.handle.name,
                 self.len()?
             ),
         })
@@ -122,7 +120,7 @@ impl<T: Serialize + DeserializeOwned> SharedList<T> {
             return Ok(Vec::new());
         }
         self.store()
-            .list_range(&self.name, range.start, count)?
+            .list_range(&self.handle.name, range.start, count)?
             .iter()
             .map(|i| decode(i, "shared list item"))
             .collect()
@@ -140,28 +138,24 @@ impl<T: Serialize + DeserializeOwned> SharedList<T> {
 
 impl<T> Clone for SharedList<T> {
     fn clone(&self) -> Self {
-        SharedList::new(self.backend.clone(), &self.name)
+        SharedList::new(self.handle.clone())
     }
 }
 
 impl<T> fmt::Debug for SharedList<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedList")
-            .field("broker", &self.backend.url())
-            .field("name", &self.name)
-            .finish()
+        self.handle.debug("SharedList", f)
     }
 }
 
 impl<T> Serialize for SharedList<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        HandleWire::of(&self.backend, &self.name)?.serialize(s)
+        self.handle.serialize(s)
     }
 }
 
 impl<'de, T> Deserialize<'de> for SharedList<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (backend, name) = HandleWire::deserialize(d)?.open()?;
-        Ok(SharedList::new(backend, &name))
+        Handle::deserialize(d).map(SharedList::new)
     }
 }

@@ -121,18 +121,58 @@ impl Manager {
     /// name in this broker.
     pub fn dict<K, V>(&self, name: &str) -> Result<SharedDict<K, V>> {
         check_name(name)?;
-        Ok(SharedDict::new(self.backend.clone(), name))
+        Ok(SharedDict::new(self.handle(name)))
     }
 
     /// The list called `name` (dicts and lists have separate names).
     pub fn list<T>(&self, name: &str) -> Result<SharedList<T>> {
         check_name(name)?;
-        Ok(SharedList::new(self.backend.clone(), name))
+        Ok(SharedList::new(self.handle(name)))
     }
 
     /// The backend it stores in.
     pub fn backend(&self) -> &Backend {
         &self.backend
+    }
+
+    fn handle(&self, name: &str) -> Handle {
+        Handle {
+            backend: self.backend.clone(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// What a typed handle holds: its broker and its name. It crosses into a task or a child
+/// process as [`HandleWire`].
+#[derive(Clone)]
+struct Handle {
+    backend: Backend,
+    name: String,
+}
+
+impl Handle {
+    fn store(&self) -> &dyn SharedState {
+        self.backend.shared()
+    }
+
+    fn debug(&self, kind: &str, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(kind)
+            .field("broker", &self.backend.url())
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl serde::Serialize for Handle {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        HandleWire::of(&self.backend, &self.name)?.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Handle {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        HandleWire::deserialize(d)?.open()
     }
 }
 
@@ -164,9 +204,12 @@ impl HandleWire {
         })
     }
 
-    fn open<E: serde::de::Error>(self) -> Result<(Backend, String), E> {
+    fn open<E: serde::de::Error>(self) -> Result<Handle, E> {
         check_name(&self.name).map_err(E::custom)?;
-        Ok((reopen(&self.broker).map_err(E::custom)?, self.name))
+        Ok(Handle {
+            backend: reopen(&self.broker).map_err(E::custom)?,
+            name: self.name,
+        })
     }
 }
 
