@@ -74,6 +74,16 @@ impl Source {
     }
 }
 
+/// Whether `e` is a column, maybe renamed: selecting it keeps every row (an aggregation
+/// inside the expression would not).
+fn is_plain_column(e: &Expr) -> bool {
+    match e {
+        Expr::Column(_) => true,
+        Expr::Alias(inner, _) => is_plain_column(inner),
+        _ => false,
+    }
+}
+
 /// One step of a partition's lazy plan (Polars runs it).
 #[derive(Clone)]
 pub(crate) enum Op {
@@ -95,9 +105,7 @@ impl Op {
     fn keeps_rows(&self) -> bool {
         match self {
             Op::WithColumns(_) => true,
-            Op::Select(e) => e
-                .iter()
-                .all(|e| matches!(e, Expr::Column(_) | Expr::Alias(..))),
+            Op::Select(e) => e.iter().all(is_plain_column),
             Op::Filter(_) => false,
         }
     }

@@ -255,6 +255,14 @@ fn steps_len_head_and_collect() {
     assert_eq!(n, want.height());
     assert_eq!(n_all, 1000);
     assert_eq!(head, want.head(Some(5)));
+    // `len` from the heights needs no partition run; a select of an aggregate is not a row
+    // count kept, so it is counted.
+    let g = Graph::new();
+    let f = Frame::from_polars(&g, df.clone(), 7).unwrap();
+    let renamed = f.select([col("x").alias("z")]).unwrap();
+    let summed = f.select([col("x").sum().alias("z")]).unwrap();
+    let (n_renamed, n_summed) = compute(&g, Inline, (renamed.len(), summed.len())).unwrap();
+    assert_eq!((n_renamed, n_summed), (1000, 7), "one sum per partition");
     // A missing column is an error when the step is added, naming the column.
     let err = f.select([col("nope")]).unwrap_err().to_string();
     assert!(err.contains("nope"), "{err}");
