@@ -11,6 +11,7 @@
 //! completed, and what a crash between the steps does.
 
 mod config;
+mod data;
 mod fetcher;
 mod finisher;
 mod keeper;
@@ -22,6 +23,7 @@ mod signals;
 mod worker;
 
 pub use config::{PoolKind, UnknownPool, WorkerConfig};
+pub use data::{DataConfig, DEFAULT_THRESHOLD};
 pub use shutdown::{Shutdown, ShutdownMode};
 pub use signals::install_signal_handlers;
 pub use worker::{Worker, WorkerReport};

@@ -154,6 +154,8 @@ pub(crate) struct Shared {
     broker_down: AtomicBool,
     /// Moving average of a task's run time, in microseconds (0: none measured yet).
     avg_run_us: AtomicU64,
+    /// Where large results stay (the data plane), when it is on.
+    pub data: Option<std::sync::Arc<crate::data::DataStore>>,
 }
 
 fn unpoisoned<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -166,6 +168,7 @@ impl Shared {
         executor: std::sync::Arc<dyn Executor>,
         config: WorkerConfig,
         info: WorkerInfo,
+        data: Option<std::sync::Arc<crate::data::DataStore>>,
     ) -> Shared {
         Shared {
             backend,
@@ -184,6 +187,7 @@ impl Shared {
             report: Mutex::new(WorkerReport::default()),
             broker_down: AtomicBool::new(false),
             avg_run_us: AtomicU64::new(0),
+            data,
         }
     }
 
