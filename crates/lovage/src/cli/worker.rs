@@ -116,3 +116,21 @@ pub fn run(a: WorkerArgs) -> Result<(), Exit> {
     // handed back); leave without waiting for them in destructors.
     std::process::exit(0);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_take_binary_suffixes_and_a_bad_one_says_what_is_expected() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("64K"), Ok(64 << 10));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_bytes("512m"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert_eq!(parse_bytes("0"), Ok(0));
+        let e = parse_bytes("lots").unwrap_err();
+        assert!(e.contains("\"lots\"") && e.contains("K, M or G"), "{e}");
+        assert!(parse_bytes("99999999999999999999G").is_err());
+    }
+}
