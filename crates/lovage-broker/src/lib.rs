@@ -21,6 +21,7 @@ pub mod client;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod corrupt;
+pub mod dataref;
 mod error;
 pub mod futures;
 pub mod memory;
@@ -38,6 +39,7 @@ mod time;
 pub use backend::{connect, Backend, Driver, DEFAULT_URL};
 pub use broker::{Admin, Broker, Locks, Presence, RateLimits};
 pub use client::{App, AsyncResult};
+pub use dataref::{FetchError, ResultRef};
 pub use error::{BrokerError, Source};
 pub use futures::{Client, TaskFuture};
 pub use message::{

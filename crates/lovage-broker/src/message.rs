@@ -261,6 +261,13 @@ impl ResultRecord {
         self.attempts >= old.attempts && (self.state.is_final() || !old.state.is_final())
     }
 
+    /// The reference stored in place of the value when the worker kept a large result (the
+    /// data plane): `None` for an inline value or none; an error if the reference is garbled.
+    /// Reading it fetches nothing, unlike [`outcome`](Self::outcome).
+    pub fn result_ref(&self) -> Option<Result<crate::ResultRef, crate::FetchError>> {
+        crate::ResultRef::decode(self.value.as_deref()?)
+    }
+
     /// What a finished record says: on SUCCESS the stored value decoded as `R` (a result that
     /// was not kept, `ignore_result`, reads as `null`), otherwise its error. `None` while the
     /// task has not finished. Clients and the CLI all read records through this.
@@ -269,10 +276,14 @@ impl ResultRecord {
             return None;
         }
         Some(match (self.state, &self.value) {
-            (TaskState::Success, Some(bytes)) => self
-                .codec
-                .decode(bytes, "task result")
-                .map_err(TaskError::from),
+            // A value kept by its worker (the data plane) is fetched here, on first read.
+            (TaskState::Success, Some(bytes)) => match crate::dataref::resolve(bytes) {
+                Ok(bytes) => self
+                    .codec
+                    .decode(&bytes, "task result")
+                    .map_err(TaskError::from),
+                Err(e) => Err(TaskError::new(lovage_core::kinds::BROKER, e.to_string())),
+            },
             (TaskState::Success, None) => {
                 serde_json::from_value(serde_json::Value::Null).map_err(|e| {
                     TaskError::from(lovage_core::CodecError::Decode {

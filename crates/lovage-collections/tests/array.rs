@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use lovage_collections::array::{random_at, Array};
+use lovage_collections::array::{random_at, random_fill, Array};
 use lovage_collections::compute;
 use lovage_graph::{Graph, Inline, Scheduler, Threads};
 use lovage_pool::ThreadPool;
@@ -162,6 +162,25 @@ proptest! {
                 let y = x.map(|v| v * 2.0 + 1.0).add(&re).unwrap().map_blocks(|b| b.mapv(|v| v - 1.0));
                 prop_assert!(same(&y.compute(s).unwrap(), &a.mapv(|v| v * 3.0)));
                 prop_assert_eq!(x.t().compute(s).unwrap(), a.t().to_owned());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_vectorized_fill_gives_random_at_bits_exactly() {
+    // Lengths around the vector widths, and starts that wrap the counter.
+    for (seed, first) in [(0u64, 0u64), (12345, 999_999_937), (u64::MAX, u64::MAX - 5)] {
+        for len in [0usize, 1, 7, 8, 9, 63, 4096] {
+            let mut out = vec![f64::NAN; len];
+            random_fill(seed, first, &mut out);
+            for (k, x) in out.iter().enumerate() {
+                let want = random_at(seed, first.wrapping_add(k as u64));
+                assert_eq!(
+                    x.to_bits(),
+                    want.to_bits(),
+                    "seed {seed} first {first} k {k}"
+                );
             }
         }
     }

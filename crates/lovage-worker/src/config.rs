@@ -64,6 +64,11 @@ pub struct WorkerConfig {
     /// session's noisy runs they cost SQLite's end-to-end throughput 0–14%, over the 10%
     /// budget in some (docs/benchmarks.md).
     pub events: bool,
+    /// The data plane: results of at least [`DataConfig::threshold`](crate::DataConfig::threshold)
+    /// bytes stay with this worker and the result store gets a reference
+    /// ([`lovage_broker::ResultRef`]). Off (`None`) by default: a kept value goes when its
+    /// worker does, and recomputing a lost one from its task is not built yet.
+    pub data: Option<crate::DataConfig>,
 }
 
 impl Default for WorkerConfig {
@@ -80,6 +85,7 @@ impl Default for WorkerConfig {
             result_ttl: Some(Duration::from_secs(24 * 3600)),
             name: "worker".into(),
             events: false,
+            data: None,
         }
     }
 }

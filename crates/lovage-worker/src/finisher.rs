@@ -51,6 +51,23 @@ pub(crate) fn finish_loop(s: &Shared, rx: Receiver<Outcome>) {
     }
 }
 
+/// The value to store for a result: itself, or, when the data plane is on and the value is
+/// at least its threshold, a reference to the copy this worker keeps (stored inline, with a
+/// warning, if keeping it fails: nothing is lost).
+fn keep_if_large(s: &Shared, id: TaskId, value: Vec<u8>) -> Vec<u8> {
+    let Some(data) = &s.data else { return value };
+    if value.len() < data.threshold() {
+        return value;
+    }
+    match data.keep(&id.to_string(), value) {
+        Ok(r) => r.encode(),
+        Err((e, value)) => {
+            tracing::warn!(task_id = %id, error = %e, "could not keep a large result here; storing it inline");
+            value
+        }
+    }
+}
+
 /// What is left to do in the broker for a failed task once its batch is completed.
 enum Afterwards {
     /// Back to its queue after a delay (the broker's retry).
@@ -139,6 +156,7 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
                     flows.push((env.clone(), Ok(value.clone())));
                 }
                 if settle == (Settle::Succeed { store: true }) {
+                    let value = keep_if_large(s, env.id, value);
                     records.push(s.record(&d, TaskState::Success, Some(value), None, started));
                 }
                 completed.push(d.lease);
@@ -354,7 +372,7 @@ mod tests {
             limits: Default::default(),
         };
         let pool = Arc::new(ThreadPool::builder().workers(1).build().unwrap());
-        Shared::new(backend, pool, WorkerConfig::default(), info)
+        Shared::new(backend, pool, WorkerConfig::default(), info, None)
     }
 
     /// Worker A is cut off past its lease; worker B takes the task, stores SUCCESS and holds

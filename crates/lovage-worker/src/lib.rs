@@ -12,6 +12,7 @@
 
 mod config;
 mod control;
+mod data;
 mod fetcher;
 mod finisher;
 mod keeper;
@@ -24,6 +25,7 @@ mod worker;
 
 pub use config::{PoolKind, UnknownPool, WorkerConfig};
 pub use control::COMMANDS;
+pub use data::{DataConfig, DEFAULT_THRESHOLD};
 pub use shutdown::{Shutdown, ShutdownMode};
 pub use signals::install_signal_handlers;
 pub use worker::{Worker, WorkerReport};

@@ -171,6 +171,8 @@ pub(crate) struct Shared {
     totals: Mutex<BTreeMap<String, u64>>,
     /// When the worker was made, for its uptime.
     pub born: Instant,
+    /// Where large results stay (the data plane), when it is on.
+    pub data: Option<std::sync::Arc<crate::data::DataStore>>,
 }
 
 /// Task names counted one by one in `inspect stats`; the rest are summed under `other`.
@@ -186,6 +188,7 @@ impl Shared {
         executor: std::sync::Arc<dyn Executor>,
         config: WorkerConfig,
         info: WorkerInfo,
+        data: Option<std::sync::Arc<crate::data::DataStore>>,
     ) -> Shared {
         Shared {
             backend,
@@ -210,6 +213,7 @@ impl Shared {
             has_overrides: AtomicBool::new(false),
             totals: Mutex::new(BTreeMap::new()),
             born: Instant::now(),
+            data,
         }
     }
 

@@ -92,8 +92,12 @@ impl Worker {
             registered: crate::control::registered_names(),
             limits: crate::control::registered_limits(),
         };
+        let data = match &config.data {
+            Some(d) => Some(crate::data::DataStore::start(d.clone(), &info.id)?),
+            None => None,
+        };
         Ok(Worker {
-            shared: Arc::new(Shared::new(backend, executor, config, info)),
+            shared: Arc::new(Shared::new(backend, executor, config, info, data)),
         })
     }
 
@@ -181,6 +185,10 @@ impl Worker {
         let _ = s.backend.presence().unregister(&s.id);
         s.publish_worker_event(lovage_broker::ops::EventKind::WorkerOffline);
         s.executor.shutdown(!s.shutdown.immediate_requested(), true);
+        if let Some(d) = &s.data {
+            // Its values go with it: readers now get "unreachable" and must recompute.
+            d.stop();
+        }
         paced?;
         let report = s.report().clone();
         tracing::info!(worker = %s.id, ?report, "worker stopped");

@@ -87,12 +87,18 @@ pub(crate) fn decode_value<R: DeserializeOwned>(rec: &ResultRecord) -> Result<R,
 /// The record's value as stored (in the call's codec), or its error.
 pub(crate) fn raw_value(rec: &ResultRecord) -> Result<Vec<u8>, TaskError> {
     match rec.state {
-        TaskState::Success => rec.value.clone().ok_or_else(|| {
-            TaskError::new(
-                kinds::BROKER,
-                format!("task {} succeeded but its value was not stored", rec.id),
-            )
-        }),
+        TaskState::Success => {
+            let value = rec.value.as_deref().ok_or_else(|| {
+                TaskError::new(
+                    kinds::BROKER,
+                    format!("task {} succeeded but its value was not stored", rec.id),
+                )
+            })?;
+            // A value kept by its worker (the data plane) is fetched from it.
+            crate::dataref::resolve(value)
+                .map(|v| v.into_owned())
+                .map_err(|e| TaskError::new(kinds::BROKER, e.to_string()))
+        }
         _ => match rec.outcome::<serde::de::IgnoredAny>() {
             Some(Err(e)) => Err(e),
             _ => Err(not_finished(rec)),

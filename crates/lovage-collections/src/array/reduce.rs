@@ -160,19 +160,29 @@ impl Acc {
     }
 }
 
-/// A sum in four lanes (independent adds the CPU overlaps; also a little more accurate than
-/// one running total).
+/// A sum in sixteen lanes: independent adds the CPU overlaps (a single running total waits
+/// on each add's latency), and a little more accurate than one total. Lazy and materialised
+/// blocks are summed in the same pieces, so they give the same bits.
 #[inline]
 fn sum(xs: &[f64]) -> f64 {
-    let mut lanes = [0f64; 4];
-    let mut it = xs.chunks_exact(4);
+    const LANES: usize = 16;
+    let mut lanes = [0f64; LANES];
+    let mut it = xs.chunks_exact(LANES);
     for c in &mut it {
-        for k in 0..4 {
+        for k in 0..LANES {
             lanes[k] += c[k];
         }
     }
     let tail: f64 = it.remainder().iter().sum();
-    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + tail
+    // Pairwise: 16 → 8 → 4 → 2 → 1.
+    let mut w = LANES;
+    while w > 1 {
+        w /= 2;
+        for k in 0..w {
+            lanes[k] += lanes[k + w];
+        }
+    }
+    lanes[0] + tail
 }
 
 /// A finished statistic from a merged partial.

@@ -29,8 +29,48 @@ pub struct WorkerArgs {
     /// as Celery's `-E`: off by default (they cost a busy SQLite queue up to ~14%).
     #[arg(long, short = 'E', env = "LOVAGE_EVENTS")]
     events: bool,
+    /// The data plane: results of at least --data-threshold bytes stay with this worker
+    /// (memory, spilled to files past --memory-limit) and the result store gets a reference
+    /// that readers fetch from the worker. A kept value goes when the worker does.
+    #[arg(long)]
+    data_plane: bool,
+    /// With --data-plane: results this large or larger stay here (K, M, G suffixes: KiB…).
+    #[arg(long, default_value = "64K", value_parser = parse_bytes)]
+    data_threshold: usize,
+    /// With --data-plane: bytes of kept results held in memory before they spill to files.
+    #[arg(long, default_value = "1G", value_parser = parse_bytes)]
+    memory_limit: usize,
+    /// With --data-plane: where spilled results go (default: the temporary directory).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// With --data-plane: where the data endpoint listens (`0.0.0.0:0` to serve other hosts).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    data_bind: std::net::SocketAddr,
+    /// With --data-plane: the `host:port` put in references when the bound address is not
+    /// the one others should dial.
+    #[arg(long)]
+    data_advertise: Option<String>,
     #[command(flatten)]
     broker: BrokerArgs,
+}
+
+/// A byte count: a number with an optional K, M or G suffix (powers of 1024).
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s
+        .trim()
+        .trim_end_matches(['B', 'b'])
+        .trim_end_matches(['i']);
+    let (num, mul) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1usize << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| format!("{s:?} is not a byte count (a number, optionally with K, M or G)"))
 }
 
 /// A count of slots: 1 or more (a worker of 0 slots would never run a task).
@@ -56,6 +96,15 @@ pub fn run(a: WorkerArgs) -> Result<(), Exit> {
         config.concurrency = c;
     }
     config.prefetch = a.prefetch.unwrap_or(config.concurrency * 64);
+    if a.data_plane {
+        config.data = Some(lovage::worker::DataConfig {
+            threshold: a.data_threshold,
+            memory_limit: a.memory_limit,
+            dir: a.data_dir,
+            bind: a.data_bind,
+            advertise: a.data_advertise,
+        });
+    }
     let worker = Worker::new(app.backend().clone(), config)
         .map_err(|e| Exit::failed(format!("cannot start the worker's pool: {e}")))?;
     lovage::worker::install_signal_handlers(worker.shutdown_handle())
@@ -66,4 +115,22 @@ pub fn run(a: WorkerArgs) -> Result<(), Exit> {
     // After an immediate stop, tasks may still run in the pool (their leases are already
     // handed back); leave without waiting for them in destructors.
     std::process::exit(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_take_binary_suffixes_and_a_bad_one_says_what_is_expected() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("64K"), Ok(64 << 10));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_bytes("512m"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert_eq!(parse_bytes("0"), Ok(0));
+        let e = parse_bytes("lots").unwrap_err();
+        assert!(e.contains("\"lots\"") && e.contains("K, M or G"), "{e}");
+        assert!(parse_bytes("99999999999999999999G").is_err());
+    }
 }

@@ -1,0 +1,371 @@
+//! The worker's side of the data plane: large results stay here, and the result store gets a
+//! [`ResultRef`] to them. Values live in memory up to `memory_limit` bytes; past it they are
+//! written to files in the worker's data directory (which a reader on the same host opens
+//! directly). A small HTTP/1.1 endpoint on std threads serves `GET /values/<key>` (with
+//! `Range: bytes=a-b`) to anyone presenting the worker's token: readers on other hosts, or
+//! ones whose file is not there. Values go when the worker does (its directory is removed).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use lovage_broker::dataref::{content_hash, this_host};
+use lovage_broker::ResultRef;
+
+/// Results this large or larger stay with the worker by default (64 KiB).
+pub const DEFAULT_THRESHOLD: usize = 64 << 10;
+
+/// How the worker keeps large results (off unless [`WorkerConfig::data`](crate::WorkerConfig::data)
+/// is set).
+#[derive(Debug, Clone)]
+pub struct DataConfig {
+    /// Results of at least this many bytes stay with the worker.
+    pub threshold: usize,
+    /// Bytes of kept values held in memory; more are spilled to files.
+    pub memory_limit: usize,
+    /// Where spilled values go (a directory of the worker's own is made inside, and removed
+    /// when the worker ends). The system's temporary directory when `None`.
+    pub dir: Option<PathBuf>,
+    /// Where the endpoint listens (`127.0.0.1:0`: a free port on loopback; use `0.0.0.0:0`
+    /// or a host's address for readers on other hosts).
+    pub bind: SocketAddr,
+    /// The address put in references, when the bound one is not what others should dial
+    /// (a wildcard bind, or a NAT).
+    pub advertise: Option<String>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            threshold: DEFAULT_THRESHOLD,
+            memory_limit: 1 << 30,
+            dir: None,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+        }
+    }
+}
+
+/// Where a kept value is.
+#[derive(Clone)]
+enum Kept {
+    Memory(Arc<Vec<u8>>),
+    File(PathBuf),
+}
+
+struct Values {
+    by_key: HashMap<String, Kept>,
+    in_memory: usize,
+}
+
+/// The values a worker keeps, and the endpoint serving them.
+pub(crate) struct DataStore {
+    config: DataConfig,
+    worker: String,
+    host: String,
+    addr: String,
+    /// The address the endpoint is bound to (what `stop` dials to wake it).
+    bound: SocketAddr,
+    token: String,
+    dir: tempfile::TempDir,
+    values: Mutex<Values>,
+    stop: AtomicBool,
+}
+
+impl DataStore {
+    /// Makes the data directory, binds the endpoint and starts its accept thread.
+    pub fn start(config: DataConfig, worker: &str) -> std::io::Result<Arc<DataStore>> {
+        let dir = match &config.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                tempfile::Builder::new()
+                    .prefix("lovage-data-")
+                    .tempdir_in(d)?
+            }
+            None => tempfile::Builder::new().prefix("lovage-data-").tempdir()?,
+        };
+        let listener = TcpListener::bind(config.bind)?;
+        let bound = listener.local_addr()?;
+        let addr = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| bound.to_string());
+        let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        let store = Arc::new(DataStore {
+            config,
+            worker: worker.to_owned(),
+            host: this_host(),
+            addr,
+            bound,
+            token,
+            dir,
+            values: Mutex::new(Values {
+                by_key: HashMap::new(),
+                in_memory: 0,
+            }),
+            stop: AtomicBool::new(false),
+        });
+        let s = store.clone();
+        std::thread::Builder::new()
+            .name("lovage-data".into())
+            .spawn(move || s.accept_loop(listener))?;
+        tracing::info!(worker = %store.worker, addr = %store.addr, dir = %store.dir.path().display(), "data endpoint listening");
+        Ok(store)
+    }
+
+    /// The size from which results stay here.
+    pub fn threshold(&self) -> usize {
+        self.config.threshold
+    }
+
+    fn values(&self) -> MutexGuard<'_, Values> {
+        self.values.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `value` under `key` (in memory if it fits under the limit, else in a file) and
+    /// returns its reference; a file that cannot be written gives the value back with the error.
+    pub fn keep(&self, key: &str, value: Vec<u8>) -> Result<ResultRef, (std::io::Error, Vec<u8>)> {
+        let size = value.len();
+        let hash = content_hash(&value);
+        let fits = {
+            let mut v = self.values();
+            let fits = v.in_memory + size <= self.config.memory_limit;
+            if fits {
+                v.in_memory += size;
+            }
+            fits
+        };
+        let (kept, path) = if fits {
+            (Kept::Memory(Arc::new(value)), None)
+        } else {
+            let path = self.dir.path().join(key);
+            if let Err(e) = std::fs::write(&path, &value) {
+                return Err((e, value));
+            }
+            (Kept::File(path.clone()), Some(path.display().to_string()))
+        };
+        if let Some(Kept::Memory(old)) = self.values().by_key.insert(key.to_owned(), kept) {
+            // The same task again (a retry that finished twice): the older copy goes.
+            self.values().in_memory -= old.len();
+        }
+        Ok(ResultRef {
+            worker: self.worker.clone(),
+            host: self.host.clone(),
+            addr: self.addr.clone(),
+            key: key.to_owned(),
+            path,
+            token: self.token.clone(),
+            size: size as u64,
+            hash,
+        })
+    }
+
+    fn get(&self, key: &str) -> Option<Kept> {
+        self.values().by_key.get(key).cloned()
+    }
+
+    /// Stops the endpoint; the directory goes when the last handle on the store is dropped.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop (a wildcard bind is dialled on loopback).
+        let mut a = self.bound;
+        if a.ip().is_unspecified() {
+            a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let _ = TcpStream::connect_timeout(&a, Duration::from_millis(200));
+    }
+
+    fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        for conn in listener.incoming() {
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(conn) = conn else { continue };
+            let s = self.clone();
+            // A thread per connection: readers are few (other workers and clients), and a
+            // slow one must not hold up the rest.
+            let spawned = std::thread::Builder::new()
+                .name("lovage-data-conn".into())
+                .spawn(move || {
+                    if let Err(e) = s.serve(conn) {
+                        tracing::debug!(error = %e, "data connection ended");
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start a data connection thread");
+            }
+        }
+    }
+
+    /// Answers one request.
+    fn serve(&self, conn: TcpStream) -> std::io::Result<()> {
+        conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut r = BufReader::new(conn.try_clone()?);
+        let mut w = conn;
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let mut parts = line.split_whitespace();
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (mut auth, mut range) = (None, None);
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h)? == 0 {
+                break;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = h.split_once(':') {
+                let value = value.trim().to_owned();
+                if name.eq_ignore_ascii_case("authorization") {
+                    auth = Some(value);
+                } else if name.eq_ignore_ascii_case("range") {
+                    range = Some(value);
+                }
+            }
+        }
+        if method != "GET" {
+            return reply(&mut w, "405 Method Not Allowed", b"only GET\n");
+        }
+        let Some(key) = target.strip_prefix("/values/") else {
+            return reply(&mut w, "404 Not Found", b"no such path\n");
+        };
+        if auth.as_deref().and_then(|a| a.strip_prefix("Bearer ")) != Some(self.token.as_str()) {
+            return reply(&mut w, "401 Unauthorized", b"a wrong or missing token\n");
+        }
+        let Some(kept) = self.get(key) else {
+            return reply(
+                &mut w,
+                "404 Not Found",
+                b"no such value (freed, or never here)\n",
+            );
+        };
+        let size = match &kept {
+            Kept::Memory(v) => v.len() as u64,
+            Kept::File(p) => std::fs::metadata(p)?.len(),
+        };
+        let (start, end, status) = match range.as_deref().map(|r| parse_range(r, size)) {
+            None => (0, size, "200 OK"),
+            Some(Some((a, z))) => (a, z, "206 Partial Content"),
+            Some(None) => {
+                return reply(
+                    &mut w,
+                    "416 Range Not Satisfiable",
+                    format!("the value has {size} bytes\n").as_bytes(),
+                )
+            }
+        };
+        write!(
+            w,
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+            end - start
+        )?;
+        match kept {
+            Kept::Memory(v) => w.write_all(&v[start as usize..end as usize])?,
+            Kept::File(p) => {
+                use std::io::Seek;
+                let mut f = std::fs::File::open(p)?;
+                f.seek(std::io::SeekFrom::Start(start))?;
+                std::io::copy(&mut f.take(end - start), &mut w)?;
+            }
+        }
+        w.flush()
+    }
+}
+
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` as a half-open `[start, end)` within `size`; `None`
+/// when it is malformed or outside the value.
+fn parse_range(r: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = r.strip_prefix("bytes=")?.trim();
+    let (a, z) = spec.split_once('-')?;
+    let (start, end) = match (a.is_empty(), z.is_empty()) {
+        (false, false) => (
+            a.parse::<u64>().ok()?,
+            z.parse::<u64>().ok()?.saturating_add(1),
+        ),
+        (false, true) => (a.parse().ok()?, size),
+        (true, false) => (size.saturating_sub(z.parse().ok()?), size),
+        (true, true) => return None,
+    };
+    let end = end.min(size);
+    (start < end).then_some((start, end))
+}
+
+fn reply(w: &mut TcpStream, status: &str, body: &[u8]) -> std::io::Result<()> {
+    write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    w.write_all(body)?;
+    w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(memory_limit: usize) -> Arc<DataStore> {
+        DataStore::start(
+            DataConfig {
+                memory_limit,
+                ..DataConfig::default()
+            },
+            "test@here.1",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn ranges_parse_as_http_says() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 10)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 100)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 100)));
+        assert_eq!(parse_range("bytes=95-200", 100), Some((95, 100)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=-", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+
+    #[test]
+    fn a_value_in_memory_is_served_whole_and_by_range_over_http() {
+        let s = store(1 << 20);
+        let value: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let r = s.keep("k1", value.clone()).unwrap();
+        assert_eq!(r.path, None, "under the limit it stays in memory");
+        assert_eq!(r.fetch().unwrap(), value);
+        assert_eq!(r.fetch_range(1000, 10).unwrap(), &value[1000..1010]);
+        assert_eq!(r.fetch_range(99_995, 10).unwrap(), &value[99_995..]);
+    }
+
+    #[test]
+    fn past_the_memory_limit_a_value_is_spilled_and_read_from_its_file() {
+        let s = store(10);
+        let r = s.keep("k2", vec![7u8; 5000]).unwrap();
+        let path = r.path.clone().expect("spilled");
+        assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 5000]);
+        assert_eq!(r.fetch().unwrap(), vec![7u8; 5000]);
+        // Another host would ask the endpoint: it serves the file too.
+        let mut elsewhere = r.clone();
+        elsewhere.host = "another-host".into();
+        assert_eq!(elsewhere.fetch().unwrap(), vec![7u8; 5000]);
+    }
+
+    #[test]
+    fn a_wrong_token_or_unknown_key_is_refused() {
+        let s = store(1 << 20);
+        let mut r = s.keep("k3", vec![1u8; 10]).unwrap();
+        r.token = "guess".into();
+        let e = r.fetch().unwrap_err().to_string();
+        assert!(e.contains("401"), "{e}");
+        let mut r = s.keep("k4", vec![1u8; 10]).unwrap();
+        r.key = "nothing-here".into();
+        let e = r.fetch().unwrap_err().to_string();
+        assert!(e.contains("404"), "{e}");
+    }
+}
