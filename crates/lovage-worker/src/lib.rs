@@ -6,8 +6,9 @@
 //! Four threads share the work, each in its own module: the fetcher (`fetcher.rs`) reserves and
 //! starts, the pacer (`pacer.rs`) holds tasks for their rate-limit slots, the finisher
 //! (`finisher.rs`) settles outcomes through the one decision in `settle.rs`, and the keeper
-//! (`keeper.rs`) renews leases and writes heartbeats. `PROTOCOL.md` beside this
-//! file says what each owns, in which order a finished task is stored, continued and
+//! (`keeper.rs`) renews leases and writes heartbeats; a fifth, the control thread
+//! (`control.rs`), answers inspect and control commands from the worker's mailbox.
+//! `PROTOCOL.md` beside this file says what each owns, in which order a finished task is stored, continued and
 //! completed, and what a crash between the steps does.
 
 mod config;

@@ -283,6 +283,155 @@ fn the_api_with_real_workers_on_redis() {
     api_with_real_workers(Env::redis());
 }
 
+/// Inspect, control and task types over the API with two real workers: a worker answers
+/// through its mailbox, a read token cannot issue a control command, a task name no live worker
+/// knows is refused, a rate limit set for a task type reaches every worker that runs it, a
+/// worker killed -9 is listed as missing, and the server's task-sent and control-issued events
+/// are in the stream.
+fn inspect_and_control_over_the_api(env: Env) {
+    let tokens = env.token_file();
+    let (_server, addr) = env.server(&tokens);
+    let _w1 = env.worker();
+    let mut w2 = env.worker();
+    let anon = Client::new(addr);
+    let admin = anon.bearer(ADMIN);
+    let read = anon.bearer(READ);
+    let types = eventually("both workers report their task types", || {
+        let t = read.get("/api/v1/task-types").json();
+        let sleep = t
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == "lovage.sleep")?
+            .clone();
+        (sleep["workers"].as_array()?.len() == 2).then_some(sleep)
+    });
+    let ids: Vec<String> = types["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_owned())
+        .collect();
+
+    let r = admin.post("/api/v1/tasks", r#"{"name":"no.such.task","args":[]}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("no.such.task"), "{}", r.text());
+    let sent = send(&admin, r#"{"name":"lovage.sleep","args":[0]}"#);
+
+    let r = read.get(&format!("/api/v1/workers/{}/inspect/ping", ids[0]));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["replies"][&ids[0]]["ok"], "pong", "{}", r.text());
+    let r = read.get(&format!("/api/v1/workers/{}/inspect/registered", ids[1]));
+    assert!(r.text().contains("lovage.shell"), "{}", r.text());
+    assert_eq!(
+        read.get(&format!("/api/v1/workers/{}/inspect/bogus", ids[0]))
+            .status,
+        400
+    );
+    assert_eq!(
+        read.get("/api/v1/workers/ghost@x.1/inspect/ping").status,
+        404
+    );
+    let r = read.get(&format!(
+        "/api/v1/workers/{}/inspect/ping?timeout=99",
+        ids[0]
+    ));
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    let control = format!("/api/v1/workers/{}/control", ids[0]);
+    assert_eq!(
+        read.post(&control, r#"{"command":"pool_grow"}"#).status,
+        403
+    );
+    let r = admin.post(&control, r#"{"command":"pool_grow","args":{"n":1}}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let reply = r.json()["replies"][&ids[0]]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reply.starts_with("unsupported"), "{}", r.text());
+    assert_eq!(admin.post(&control, r#"{"command":"explode"}"#).status, 400);
+
+    let r = admin.post(
+        "/api/v1/task-types/lovage.sleep/rate-limit",
+        r#"{"rate":"fast"}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = admin.post(
+        "/api/v1/task-types/lovage.sleep/rate-limit",
+        r#"{"rate":"500/s"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let replies = r.json()["replies"].clone();
+    assert!(
+        ids.iter().all(|id| replies[id]["ok"].is_string()),
+        "{replies}"
+    );
+    eventually("the limit in both workers' records", || {
+        let t = read.get("/api/v1/task-types").json();
+        let sleep = t
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == "lovage.sleep")?
+            .clone();
+        ids.iter()
+            .all(|id| sleep["limits"][id]["rate_limit"] == "500/s")
+            .then_some(())
+    });
+
+    w2.kill().unwrap();
+    w2.wait().unwrap();
+    let r = read.get(&format!(
+        "/api/v1/workers/{}/inspect/ping?timeout=0.5",
+        ids[1]
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["missing"],
+        serde_json::json!([ids[1]]),
+        "{}",
+        r.text()
+    );
+
+    let out = env
+        .cmd(&[
+            "events",
+            "--json",
+            "-n",
+            "100000",
+            "--types",
+            "task-sent,control-issued",
+        ])
+        .output()
+        .unwrap();
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "task-sent" && e["task_id"] == sent.as_str()),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "control-issued" && e["name"] == "rate_limit"),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn inspect_and_control_over_the_api_on_sqlite() {
+    inspect_and_control_over_the_api(Env::sqlite());
+}
+
+#[test]
+fn inspect_and_control_over_the_api_on_redis() {
+    inspect_and_control_over_the_api(Env::redis());
+}
+
 #[test]
 fn a_non_loopback_bind_without_tokens_refuses_to_start() {
     let env = Env::sqlite();

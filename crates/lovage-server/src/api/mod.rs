@@ -2,6 +2,7 @@
 //! OpenAPI document is generated from) and handlers.
 
 mod bulk;
+mod control;
 mod events;
 pub mod health;
 mod list;
@@ -17,6 +18,7 @@ use axum::Router;
 use lovage_broker::{App, BrokerError};
 use utoipa::OpenApi;
 
+pub use control::check_task_name;
 pub use queues::queue_views;
 pub use workers::worker_views;
 
@@ -47,6 +49,11 @@ use crate::ServerState;
         events::charts,
         workers::list,
         workers::get_worker,
+        control::inspect,
+        control::control,
+        control::list_task_types,
+        control::rate_limit,
+        control::time_limit,
         health::healthz,
         health::readyz,
         session::login,
@@ -93,6 +100,11 @@ pub fn routes() -> Router<ServerState> {
         .route("/charts", get(events::charts))
         .route("/workers", get(workers::list))
         .route("/workers/{id}", get(workers::get_worker))
+        .route("/workers/{id}/inspect/{what}", get(control::inspect))
+        .route("/workers/{id}/control", post(control::control))
+        .route("/task-types", get(control::list_task_types))
+        .route("/task-types/{name}/rate-limit", post(control::rate_limit))
+        .route("/task-types/{name}/time-limit", post(control::time_limit))
 }
 
 /// `GET /api/v1/openapi.json`.

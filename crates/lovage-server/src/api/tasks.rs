@@ -245,7 +245,23 @@ pub async fn submit(
     o.eta = eta.map(Timestamp::as_millis);
     o.expires = seconds("expires", t.expires)?;
     o.retry = t.retries.map(RetryPolicy::retries);
-    let id = blocking(&state, move |app| b(app.send_signature(sig))).await?;
+    let id = blocking(&state, move |app| {
+        super::check_task_name(app, &sig.task)?;
+        let env = app.envelope(sig);
+        b(app.backend().broker().enqueue(std::slice::from_ref(&env)))?;
+        // The task-sent event, after the send (an event must never tell of a task the broker
+        // does not hold); a failure here loses only the event.
+        let mut ev = lovage_broker::ops::Event::new(lovage_broker::ops::EventKind::TaskSent);
+        ev.task_id = Some(env.id);
+        ev.name = Some(env.task.clone());
+        ev.queue = Some(env.queue.clone());
+        ev.state = Some(TaskState::Pending);
+        if let Err(e) = app.backend().events().publish(&[ev]) {
+            tracing::warn!(task_id = %env.id, error = %e, "could not publish task-sent");
+        }
+        Ok(env.id)
+    })
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Submitted {

@@ -15,6 +15,7 @@ mod client;
 mod demo;
 mod graph;
 mod map;
+mod ops;
 mod outcome;
 mod output;
 mod procs;
@@ -65,6 +66,15 @@ enum Command {
     Queues(client::ListArgs),
     /// Workers with a recent heartbeat.
     Workers(client::ListArgs),
+    /// Ask live workers through their mailboxes: ping, stats, active, reserved, scheduled,
+    /// registered, conf (`--destination w1,w2`, `--timeout 1s`).
+    Inspect(ops::InspectArgs),
+    /// Tell live workers to do something: revoke, rate_limit, time_limit, add_consumer,
+    /// cancel_consumer, enable_events, disable_events, shutdown (each one is recorded as a
+    /// control-issued event).
+    Control(ops::ControlArgs),
+    /// Print the broker's event stream (workers publish with `lovage worker -E`); --follow tails it.
+    Events(ops::EventsArgs),
     /// Run a file of shell commands (one per line, or - for stdin) on the workers.
     Map(map::MapArgs),
     /// A task graph the workers resolve: its nodes by task and state (`--json`: every node).
@@ -225,6 +235,9 @@ pub fn main() -> ExitCode {
         Command::Workers(a) => client::workers(a),
         Command::Map(a) => map::run(a),
         Command::Graph(a) => graph::run(a),
+        Command::Inspect(a) => ops::inspect(a),
+        Command::Control(a) => ops::control(a),
+        Command::Events(a) => ops::events(a),
         #[cfg(feature = "server")]
         Command::Server(a) => server::run(a),
         Command::Bench(BenchCommand::Pool(a)) => bench_pool::run(a).map_err(Exit::from),

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use lovage::flow::Node;
 use lovage::{Canvas, ResultRecord, Revoked, TaskId, Timestamp};
+use lovage_broker::ops::{Event, Gathered};
 use lovage_broker::{QueueStats, WorkerInfo};
 use serde_json::Value;
 
@@ -19,6 +20,57 @@ use crate::cli::outcome::Outcome;
 pub struct Human;
 
 impl Output for Human {
+    fn gathered(&self, _command: &str, gathered: &Gathered) {
+        for (worker, reply) in &gathered.replies {
+            match (reply.get("ok"), reply.get("error")) {
+                (Some(ok), _) => {
+                    println!("-> {worker}: OK");
+                    print!("{}", indented(ok));
+                }
+                (None, Some(err)) => {
+                    println!(
+                        "-> {worker}: ERROR {}",
+                        err.as_str().unwrap_or(&err.to_string())
+                    );
+                }
+                _ => println!("-> {worker}: {reply}"),
+            }
+        }
+        for worker in &gathered.missing {
+            println!("-> {worker}: no reply");
+        }
+        println!(
+            "{} repl{}, {} missing",
+            gathered.replies.len(),
+            if gathered.replies.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            },
+            gathered.missing.len()
+        );
+    }
+
+    fn event(&self, e: &Event) {
+        let mut line = format!("{:>8}  {}  {:<16}", e.seq, e.ts, e.kind.as_str());
+        for part in [
+            e.task_id.map(|t| t.to_string()),
+            e.name.clone(),
+            e.queue.as_ref().map(|q| format!("queue={q}")),
+            e.worker.as_ref().map(|w| format!("worker={w}")),
+            e.runtime_ms.map(|ms| format!("{ms}ms")),
+            e.retries.filter(|r| *r > 0).map(|r| format!("retries={r}")),
+            e.error.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            line.push_str("  ");
+            line.push_str(&part);
+        }
+        println!("{line}");
+    }
+
     fn submitted(&self, sent: &Submitted<'_>) {
         println!("{}", sent.id);
     }
@@ -292,4 +344,39 @@ fn tree_lines(
             out,
         );
     }
+}
+
+/// A reply's value for people: a string as it is, a list a line per item, an object a line per
+/// field; each line indented under its worker.
+fn indented(v: &Value) -> String {
+    let line = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join("  "),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    match v {
+        Value::Array(items) if items.is_empty() => out.push_str("    (none)\n"),
+        Value::Array(items) => {
+            for i in items {
+                let _ = writeln!(out, "    {}", line(i));
+            }
+        }
+        Value::Object(m) => {
+            for (k, v) in m {
+                let _ = writeln!(out, "    {k}: {}", line(v));
+            }
+        }
+        other => {
+            let _ = writeln!(out, "    {}", line(other));
+        }
+    }
+    out
 }

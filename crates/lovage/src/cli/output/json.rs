@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use lovage::flow::Node;
 use lovage::{Canvas, ResultRecord, Revoked, TaskError, TaskId};
+use lovage_broker::ops::{Event, Gathered};
 use lovage_broker::{QueueStats, WorkerInfo};
 use serde_json::{json, Value};
 
@@ -53,6 +54,14 @@ fn record_json(id: TaskId, rec: Option<&ResultRecord>) -> Value {
 }
 
 impl Output for Json {
+    fn gathered(&self, _command: &str, gathered: &Gathered) {
+        print(&json!(gathered));
+    }
+
+    fn event(&self, event: &Event) {
+        print(&json!(event));
+    }
+
     fn submitted(&self, sent: &Submitted<'_>) {
         print(&json!({
             "id": sent.id.to_string(),

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use lovage::builtins::ShellOutput;
 use lovage::{Canvas, ResultRecord, Revoked, TaskId, TaskState};
+use lovage_broker::ops::{Event, Gathered};
 use lovage_broker::{QueueStats, WorkerInfo};
 use serde_json::Value;
 
@@ -64,6 +65,10 @@ pub trait Output {
     fn schedule(&self, entries: &[ScheduleEntry]);
     /// `bench ...`: a benchmark's tables and figures.
     fn bench(&self, report: &BenchReport);
+    /// `inspect` and `control`: each worker's reply, and the workers that did not answer.
+    fn gathered(&self, command: &str, gathered: &Gathered);
+    /// `events`: one event of the stream.
+    fn event(&self, event: &Event);
     /// `graph ID`: a stored task graph's nodes and their states.
     fn graph(&self, report: &GraphReport);
     /// `graph ID --dot`: the graph in Graphviz's language (the same text in both renderings).

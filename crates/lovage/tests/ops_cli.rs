@@ -1,0 +1,140 @@
+//! `lovage inspect`, `lovage control` and `lovage events` against real `lovage worker`
+//! processes on an SQLite broker and on Redis: replies, error replies with their exit code, a
+//! worker killed -9 listed as missing, and the control audit trail in the event stream.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to fail
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Killed, RedisPrefix};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lovage");
+
+fn lovage(broker: &str, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("LOVAGE_BROKER", broker)
+        .env("USER", "tester")
+        .output()
+        .unwrap()
+}
+
+fn json_of(o: &std::process::Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", common::output_text(o)))
+}
+
+fn worker(broker: &str, name: &str) -> Killed {
+    Killed(
+        Command::new(BIN)
+            .args(["worker", "-c", "1", "-n", name])
+            .env("LOVAGE_BROKER", broker)
+            .env("LOVAGE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Pings until `n` workers answer (they register at start).
+fn wait_for_workers(broker: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = lovage(broker, &["inspect", "ping", "--json", "-t", "2s"]);
+        if o.status.success() {
+            let v = json_of(&o);
+            let ids: Vec<String> = v["replies"].as_object().unwrap().keys().cloned().collect();
+            if ids.len() == n {
+                return ids;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workers never answered: {}",
+            common::output_text(&o)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn scenario(broker: &str) {
+    let a = worker(broker, "opsa");
+    let mut b = worker(broker, "opsb");
+    let ids = wait_for_workers(broker, 2);
+    let b_id = ids.iter().find(|i| i.starts_with("opsb@")).unwrap().clone();
+
+    // Human output: one line per worker, then a count.
+    let o = lovage(broker, &["inspect", "ping"]);
+    let text = common::output_text(&o);
+    assert!(
+        o.status.success() && text.contains("pong") && text.contains("2 replies, 0 missing"),
+        "{text}"
+    );
+
+    // A command the pool cannot do: an error reply, exit 1.
+    let o = lovage(
+        broker,
+        &["control", "pool_grow", "2", "--json", "-d", &b_id],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", common::output_text(&o));
+    let v = json_of(&o);
+    assert!(
+        v["replies"][&b_id]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("unsupported"),
+        "{v}"
+    );
+    // Bad words never reach a worker.
+    let o = lovage(broker, &["control", "time_limit", "lovage.sleep", "soon"]);
+    assert_eq!(o.status.code(), Some(2), "{}", common::output_text(&o));
+
+    // A worker killed -9 is still live to the broker for a while: it is listed as missing.
+    b.kill().unwrap();
+    b.wait().unwrap();
+    let o = lovage(broker, &["inspect", "ping", "--json", "-t", "700ms"]);
+    let v = json_of(&o);
+    assert_eq!(v["missing"], serde_json::json!([b_id]), "{v}");
+    assert_eq!(v["replies"].as_object().unwrap().len(), 1, "{v}");
+
+    // The audit trail: the control command is an event naming who issued it.
+    let o = lovage(
+        broker,
+        &[
+            "events",
+            "--json",
+            "--types",
+            "control-issued",
+            "-n",
+            "1000",
+        ],
+    );
+    let events: Vec<Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["name"] == "pool_grow"
+            && e["worker"] == b_id.as_str()
+            && e["error"] == "cli:tester"),
+        "{events:?}"
+    );
+    drop(a);
+}
+
+#[test]
+fn inspect_and_control_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    scenario(&format!("sqlite://{}", dir.path().join("ops.db").display()));
+}
+
+#[test]
+fn inspect_and_control_on_redis() {
+    let prefix = RedisPrefix::new();
+    scenario(&prefix.url());
+}
