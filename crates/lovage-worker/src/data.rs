@@ -168,9 +168,21 @@ impl DataStore {
         self.values().by_key.get(key).cloned()
     }
 
-    /// Stops the endpoint; the directory goes when the last handle on the store is dropped.
+    /// Stops the endpoint and drops every value kept (memory and files): readers now get
+    /// "unreachable".
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        // The values go now, not when the last handle drops: the accept thread holds one and
+        // may outlive the worker's return (a process exits without waiting for it), which
+        // left spilled files behind for same-host readers to find.
+        {
+            let mut values = self.values();
+            values.by_key.clear();
+            values.in_memory = 0;
+        }
+        if let Err(e) = std::fs::remove_dir_all(self.dir.path()) {
+            tracing::warn!(dir = %self.dir.path().display(), error = %e, "could not remove the data directory");
+        }
         // Wakes the accept loop (a wildcard bind is dialled on loopback).
         let mut a = self.bound;
         if a.ip().is_unspecified() {

@@ -375,9 +375,11 @@ impl<R: Send + 'static> TaskFuture<R> {
     }
 
     fn cancel_with(&self, app: &App) -> Result<()> {
-        app.revoke(self.id)?;
+        // The future ends first: the revoke stores a REVOKED record, and the watcher, reading
+        // it before this thread went on, would end the future as Revoked instead of Cancelled.
+        // When the revoke fails, the future has still ended and the error says the task may run.
         self.handle.cancel();
-        Ok(())
+        app.revoke(self.id).map(|_| ())
     }
 }
 
