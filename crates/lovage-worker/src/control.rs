@@ -20,27 +20,15 @@ use crate::shared::Shared;
 /// How often the mailbox is looked at: well inside the 1 s a caller waits by default.
 const CONTROL_POLL: Duration = Duration::from_millis(100);
 
-/// Every command a worker answers, for `lovage inspect --help` and an unknown command's reply.
-pub const COMMANDS: &[&str] = &[
-    "ping",
-    "stats",
-    "active",
-    "reserved",
-    "scheduled",
-    "registered",
-    "conf",
-    "revoke",
-    "rate_limit",
-    "time_limit",
-    "pool_grow",
-    "pool_shrink",
-    "autoscale",
-    "add_consumer",
-    "cancel_consumer",
-    "enable_events",
-    "disable_events",
-    "shutdown",
-];
+/// Every command a worker answers, for an unknown command's reply.
+fn known_commands() -> String {
+    let all: Vec<&str> = lovage_broker::ops::INSPECT_COMMANDS
+        .iter()
+        .chain(lovage_broker::ops::CONTROL_COMMANDS)
+        .copied()
+        .collect();
+    all.join(", ")
+}
 
 /// Answers the mailbox until the worker is done.
 pub(crate) fn control_loop(s: &Shared) {
@@ -140,7 +128,7 @@ fn run(s: &Shared, command: &str, args: &Value) -> Result<Value, String> {
         }
         other => Err(format!(
             "unknown command {other:?} (known: {})",
-            COMMANDS.join(", ")
+            known_commands()
         )),
     }
 }

@@ -25,7 +25,6 @@ mod signals;
 mod worker;
 
 pub use config::{PoolKind, UnknownPool, WorkerConfig};
-pub use control::COMMANDS;
 pub use data::{DataConfig, DEFAULT_THRESHOLD};
 pub use shutdown::{Shutdown, ShutdownMode};
 pub use signals::install_signal_handlers;

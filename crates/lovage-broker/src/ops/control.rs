@@ -8,6 +8,32 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Result, Timestamp};
 
+/// The inspect commands a worker answers: they read, and change nothing.
+pub const INSPECT_COMMANDS: &[&str] = &[
+    "ping",
+    "stats",
+    "active",
+    "reserved",
+    "scheduled",
+    "registered",
+    "conf",
+];
+
+/// The control commands a worker carries out (or refuses with a reason).
+pub const CONTROL_COMMANDS: &[&str] = &[
+    "revoke",
+    "rate_limit",
+    "time_limit",
+    "pool_grow",
+    "pool_shrink",
+    "autoscale",
+    "add_consumer",
+    "cancel_consumer",
+    "enable_events",
+    "disable_events",
+    "shutdown",
+];
+
 /// How long a request waits in a mailbox and a reply is kept.
 pub const CONTROL_TTL: Duration = Duration::from_secs(60);
 

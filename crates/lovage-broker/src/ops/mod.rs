@@ -14,7 +14,8 @@ mod tasks;
 pub(crate) use tasks::matches;
 
 pub use control::{
-    broadcast, Control, ControlReply, ControlRequest, Gathered, CONTROL_TTL, LIVE_WITHIN,
+    broadcast, Control, ControlReply, ControlRequest, Gathered, CONTROL_COMMANDS, CONTROL_TTL,
+    INSPECT_COMMANDS, LIVE_WITHIN,
 };
 pub use events::{Event, EventBatch, EventKind, Events, EVENTS_KEPT};
 pub use queues::{QueueInfo, QueueOps};

@@ -21,31 +21,8 @@ use crate::auth::Caller;
 use crate::error::{ApiError, Json, Query};
 use crate::ServerState;
 
-/// The inspect commands a worker answers.
-pub const INSPECT: &[&str] = &[
-    "ping",
-    "stats",
-    "active",
-    "reserved",
-    "scheduled",
-    "registered",
-    "conf",
-];
-
-/// The control commands a worker carries out (or refuses with a reason).
-pub const CONTROL: &[&str] = &[
-    "revoke",
-    "rate_limit",
-    "time_limit",
-    "pool_grow",
-    "pool_shrink",
-    "autoscale",
-    "add_consumer",
-    "cancel_consumer",
-    "enable_events",
-    "disable_events",
-    "shutdown",
-];
+/// The command names, shared with the worker that answers them and the CLI.
+pub use lovage_broker::ops::{CONTROL_COMMANDS as CONTROL, INSPECT_COMMANDS as INSPECT};
 
 /// Longest a request waits for replies.
 const MAX_TIMEOUT_S: f64 = 10.0;

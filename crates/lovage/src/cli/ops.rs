@@ -3,8 +3,11 @@
 
 use std::time::Duration;
 
+use clap::builder::PossibleValuesParser;
 use lovage::parse_duration;
-use lovage_broker::ops::{broadcast, ControlRequest, EventKind};
+use lovage_broker::ops::{
+    broadcast, ControlRequest, EventKind, CONTROL_COMMANDS, INSPECT_COMMANDS,
+};
 use serde_json::{json, Value};
 
 use super::output;
@@ -29,7 +32,7 @@ pub struct Reach {
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
     /// What to ask: ping, stats, active, reserved, scheduled, registered or conf.
-    #[arg(value_parser = ["ping", "stats", "active", "reserved", "scheduled", "registered", "conf"])]
+    #[arg(value_parser = PossibleValuesParser::new(INSPECT_COMMANDS.iter().copied()))]
     what: String,
     #[command(flatten)]
     reach: Reach,
@@ -42,10 +45,10 @@ pub struct ControlArgs {
     ///   time_limit TASK SOFT_S [HARD_S]   pool_grow N | pool_shrink N | autoscale MAX,MIN
     ///   add_consumer QUEUE | cancel_consumer QUEUE
     ///   enable_events | disable_events | shutdown (warm)
-    #[arg(verbatim_doc_comment, value_parser = [
-        "revoke", "rate_limit", "time_limit", "pool_grow", "pool_shrink", "autoscale",
-        "add_consumer", "cancel_consumer", "enable_events", "disable_events", "shutdown",
-    ])]
+    #[arg(
+        verbatim_doc_comment,
+        value_parser = PossibleValuesParser::new(CONTROL_COMMANDS.iter().copied())
+    )]
     command: String,
     /// The command's arguments.
     args: Vec<String>,
