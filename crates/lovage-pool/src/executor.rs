@@ -25,8 +25,12 @@ pub trait Executor: Send + Sync {
     /// a revoke kills the child and a soft time limit is signalled to it.
     fn submit_cancellable(&self, sig: Signature, token: CancelToken) -> TaskHandle<Vec<u8>>;
 
-    /// Number of workers (threads or child processes).
+    /// Number of workers (threads or child processes) that take tasks now.
     fn workers(&self) -> usize;
+
+    /// Changes the number of workers that take tasks (see the pools' own `resize`): a shrink
+    /// lets running tasks finish, a grow wakes parked workers before starting new ones.
+    fn resize(&self, n: usize) -> std::io::Result<()>;
 
     /// Stops the pool (see the pools' own `shutdown`).
     fn shutdown(&self, wait: bool, cancel_pending: bool);
@@ -45,6 +49,10 @@ impl Executor for ThreadPool {
 
     fn workers(&self) -> usize {
         ThreadPool::workers(self)
+    }
+
+    fn resize(&self, n: usize) -> std::io::Result<()> {
+        ThreadPool::resize(self, n)
     }
 
     fn shutdown(&self, wait: bool, cancel_pending: bool) {
@@ -72,6 +80,10 @@ impl Executor for ProcessPool {
 
     fn workers(&self) -> usize {
         ProcessPool::workers(self)
+    }
+
+    fn resize(&self, n: usize) -> std::io::Result<()> {
+        ProcessPool::resize(self, n)
     }
 
     fn shutdown(&self, wait: bool, cancel_pending: bool) {

@@ -4,6 +4,10 @@
 //! a worker goes to that worker's own deque, where idle workers steal it (the rayon layout).
 //! Idle workers spin briefly, then sleep on a condition variable; a submitter wakes one only
 //! when the sleeper count says someone sleeps, so a busy pool makes no system calls per task.
+//!
+//! The pool can be resized while it runs ([`ThreadPool::resize`]): threads numbered at or
+//! above the size park on their own condition variable (after the job they are running) and
+//! wake when it grows again; growing past every thread started so far starts more.
 
 use std::cell::{Cell, UnsafeCell};
 use std::marker::PhantomData;
@@ -81,6 +85,11 @@ struct Shared {
     sleepers: AtomicUsize,
     sleep_lock: Mutex<()>,
     sleep_cond: Condvar,
+    /// Threads numbered at or above this park (see [`ThreadPool::resize`]).
+    limit: AtomicUsize,
+    /// Where parked threads wait, apart from the sleepers, so that waking a sleeper for a new
+    /// job never wakes a parked thread instead.
+    park_cond: Condvar,
     shutdown: AtomicBool,
 }
 
@@ -122,6 +131,12 @@ impl Shared {
     fn wake_all(&self) {
         let _g = self.sleep_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.sleep_cond.notify_all();
+        self.park_cond.notify_all();
+    }
+
+    /// Whether thread `index` is beyond the pool's size now.
+    fn over_limit(&self, index: usize) -> bool {
+        index >= self.limit.load(Ordering::SeqCst)
     }
 
     /// Cancels and releases every queued job.
@@ -138,6 +153,9 @@ struct WorkerContext {
     shared: Arc<Shared>,
     local: Worker<JobRef>,
     index: usize,
+    /// Whether the other threads can steal from `local`: not for threads started by a resize
+    /// (the stealers are fixed at build), which therefore never take batches into it.
+    stealable: bool,
 }
 
 impl WorkerContext {
@@ -147,7 +165,7 @@ impl WorkerContext {
         }
         // Take a batch only when the queue is long: batches make tiny tasks cheap, but with a
         // few long tasks they would park work behind a busy worker while another sits idle.
-        let batch = self.shared.injector.len() > 4 * self.shared.stealers.len();
+        let batch = self.stealable && self.shared.injector.len() > 4 * self.shared.stealers.len();
         loop {
             let stolen = if batch {
                 self.shared.injector.steal_batch_and_pop(&self.local)
@@ -161,10 +179,18 @@ impl WorkerContext {
             }
         }
         let n = self.shared.stealers.len();
-        for k in 1..n {
+        for k in 1..=n {
             let victim = &self.shared.stealers[(self.index + k) % n];
+            if self.stealable && (self.index + k) % n == self.index {
+                continue; // its own deque
+            }
             loop {
-                match victim.steal_batch_and_pop(&self.local) {
+                let stolen = if self.stealable {
+                    victim.steal_batch_and_pop(&self.local)
+                } else {
+                    victim.steal()
+                };
+                match stolen {
                     Steal::Success(j) => return Some(j),
                     Steal::Retry => continue,
                     Steal::Empty => break,
@@ -211,6 +237,19 @@ fn worker_main(ctx: WorkerContext) {
     let shared = &ctx.shared;
     let mut idle = 0u32;
     loop {
+        // Beyond the pool's size: park once its own deque is empty (nobody may be able to
+        // steal from it), until the pool grows again or shuts down.
+        if shared.over_limit(ctx.index) && ctx.local.is_empty() {
+            let mut guard = shared.sleep_lock.lock().unwrap_or_else(|p| p.into_inner());
+            while shared.over_limit(ctx.index) && !shared.shutdown.load(Ordering::SeqCst) {
+                guard = shared
+                    .park_cond
+                    .wait(guard)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            drop(guard);
+            idle = 0;
+        }
         if let Some(job) = ctx.find_job() {
             job.run();
             idle = 0;
@@ -233,7 +272,12 @@ fn worker_main(ctx: WorkerContext) {
         let guard = shared.sleep_lock.lock().unwrap_or_else(|p| p.into_inner());
         shared.sleepers.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        if !shared.has_queued() && !shared.shutdown.load(Ordering::SeqCst) {
+        // Checked under the lock a resize notifies under, so a thread parked by a shrink is
+        // never left among the sleepers (where a wake meant for a job could pick it).
+        if !shared.has_queued()
+            && !shared.shutdown.load(Ordering::SeqCst)
+            && !shared.over_limit(ctx.index)
+        {
             drop(
                 shared
                     .sleep_cond
@@ -293,6 +337,8 @@ impl ThreadPoolBuilder {
             sleepers: AtomicUsize::new(0),
             sleep_lock: Mutex::new(()),
             sleep_cond: Condvar::new(),
+            limit: AtomicUsize::new(self.workers),
+            park_cond: Condvar::new(),
             shutdown: AtomicBool::new(false),
         });
         let mut threads = Vec::with_capacity(self.workers);
@@ -301,12 +347,9 @@ impl ThreadPoolBuilder {
                 shared: shared.clone(),
                 local,
                 index,
+                stealable: true,
             };
-            let mut b = std::thread::Builder::new().name(format!("{}-{index}", self.thread_name));
-            if let Some(s) = self.stack_size {
-                b = b.stack_size(s);
-            }
-            match b.spawn(move || worker_main(ctx)) {
+            match spawn_worker(&self.thread_name, self.stack_size, ctx) {
                 Ok(h) => threads.push(h),
                 Err(e) => {
                     shared.shutdown.store(true, Ordering::SeqCst);
@@ -317,10 +360,32 @@ impl ThreadPoolBuilder {
         }
         Ok(ThreadPool {
             shared,
-            workers: self.workers,
-            threads: Mutex::new(threads),
+            threads: Mutex::new(Threads {
+                handles: threads,
+                started: self.workers,
+            }),
+            thread_name: self.thread_name,
+            stack_size: self.stack_size,
         })
     }
+}
+
+fn spawn_worker(
+    name: &str,
+    stack_size: Option<usize>,
+    ctx: WorkerContext,
+) -> std::io::Result<JoinHandle<()>> {
+    let mut b = std::thread::Builder::new().name(format!("{name}-{}", ctx.index));
+    if let Some(s) = stack_size {
+        b = b.stack_size(s);
+    }
+    b.spawn(move || worker_main(ctx))
+}
+
+/// The pool's threads: their handles (taken by a waiting shutdown) and how many were started.
+struct Threads {
+    handles: Vec<JoinHandle<()>>,
+    started: usize,
 }
 
 /// A pool of worker threads running closures: `submit` returns a [`TaskHandle`], `map` runs a
@@ -339,8 +404,9 @@ impl ThreadPoolBuilder {
 /// ```
 pub struct ThreadPool {
     shared: Arc<Shared>,
-    workers: usize,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    threads: Mutex<Threads>,
+    thread_name: String,
+    stack_size: Option<usize>,
 }
 
 impl ThreadPool {
@@ -362,9 +428,48 @@ impl ThreadPool {
         ThreadPoolBuilder::default()
     }
 
-    /// Number of worker threads.
+    /// Number of worker threads that take jobs (the pool's size; see [`resize`](Self::resize)).
     pub fn workers(&self) -> usize {
-        self.workers
+        self.shared.limit.load(Ordering::SeqCst)
+    }
+
+    /// Sets the number of threads that take jobs (at least 1). Shrinking never stops a
+    /// running job: a thread beyond the new size finishes its job, then parks. Growing wakes
+    /// parked threads first and starts new ones only past every thread started so far.
+    /// Fails after [`shutdown`](Self::shutdown), or when a new thread cannot start (the
+    /// threads started before that one then take jobs).
+    pub fn resize(&self, n: usize) -> std::io::Result<()> {
+        let n = n.max(1);
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_shutdown() {
+            return Err(std::io::Error::other("the thread pool is shut down"));
+        }
+        let mut result = Ok(());
+        while threads.started < n {
+            let ctx = WorkerContext {
+                shared: self.shared.clone(),
+                local: Worker::new_fifo(),
+                index: threads.started,
+                stealable: false,
+            };
+            match spawn_worker(&self.thread_name, self.stack_size, ctx) {
+                Ok(h) => {
+                    threads.handles.push(h);
+                    threads.started += 1;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.shared
+            .limit
+            .store(n.min(threads.started), Ordering::SeqCst);
+        // Under the sleep lock (see `worker_main`): parked threads within the size wake, and
+        // sleepers beyond it go to park.
+        self.shared.wake_all();
+        result
     }
 
     /// Schedules `f` and returns its handle. After [`shutdown`](Self::shutdown) the handle is
@@ -444,7 +549,7 @@ impl ThreadPool {
         OrderedChunks::new(
             items.into_iter(),
             chunksize,
-            self.workers * 4,
+            self.workers() * 4,
             move |chunk| {
                 let f = f.clone();
                 self.submit(move || run_chunk(&*f, chunk))
@@ -476,7 +581,7 @@ impl ThreadPool {
             rx,
             in_flight: 0,
             current: Vec::new().into_iter(),
-            max_in_flight: self.workers * 4,
+            max_in_flight: self.workers() * 4,
         };
         m.fill();
         m
@@ -514,8 +619,13 @@ impl ThreadPool {
         self.shared.wake_all();
         if wait {
             let me = std::thread::current().id();
-            let threads =
-                std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+            let threads = std::mem::take(
+                &mut self
+                    .threads
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .handles,
+            );
             for t in threads {
                 if t.thread().id() != me {
                     let _ = t.join();
@@ -539,7 +649,7 @@ impl Drop for ThreadPool {
 impl std::fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ThreadPool")
-            .field("workers", &self.workers)
+            .field("workers", &self.workers())
             .field("shutdown", &self.is_shutdown())
             .finish()
     }

@@ -146,6 +146,24 @@ fn long_tasks_spread_over_idle_children() {
     }
 }
 
+fn resize_adds_children_and_a_shrunk_pool_runs_on_fewer() {
+    let p = pool(1);
+    let spread = |n: usize| -> std::collections::HashSet<u32> {
+        let handles: Vec<_> = (0..n).map(|_| p.submit(sleep_then_pid::s(300))).collect();
+        handles.into_iter().map(|h| h.result().unwrap()).collect()
+    };
+    p.resize(3).unwrap();
+    assert_eq!(p.workers(), 3);
+    // Warm the new children so none is still starting when the tasks arrive.
+    let _ = p.map(|_| pid::s(), 0..6, 1).count();
+    assert_eq!(spread(3).len(), 3, "three slots run three long tasks apart");
+    p.resize(1).unwrap();
+    assert_eq!(p.workers(), 1);
+    assert_eq!(spread(3).len(), 1, "one slot left: one child runs them all");
+    p.shutdown(true, false);
+    assert!(p.resize(2).is_err(), "a shut-down pool cannot grow");
+}
+
 /// The same checks against either pool, through the shared trait.
 fn check_executor<E: Executor>(pool: &E) {
     assert_eq!(pool.submit_task(square::s(11)).result().unwrap(), 121);
@@ -517,6 +535,7 @@ fn main() {
     let trials = trials![
         submit_and_map_return_results,
         long_tasks_spread_over_idle_children,
+        resize_adds_children_and_a_shrunk_pool_runs_on_fewer,
         both_pools_run_registered_tasks_through_one_trait,
         cancel_tokens_kill_on_revoke_and_signal_soft_limits,
         every_kind_of_child_death_fails_one_task_and_the_next_succeeds,

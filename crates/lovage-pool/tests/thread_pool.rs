@@ -397,3 +397,66 @@ fn many_submitters_many_results() {
         }
     });
 }
+
+/// Waits (bounded) until `cond` holds; fails the test with `what` otherwise.
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn resize_changes_how_many_tasks_run_at_once_and_never_stops_a_running_one() {
+    let pool = ThreadPool::new(1);
+    let running = Arc::new(AtomicUsize::new(0));
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Arc::new(std::sync::Mutex::new(release_rx));
+    let submit = |n: usize| -> Vec<_> {
+        (0..n)
+            .map(|_| {
+                let (running, release) = (running.clone(), release_rx.clone());
+                pool.submit(move || {
+                    running.fetch_add(1, Ordering::SeqCst);
+                    let _ = release.lock().unwrap().recv();
+                    running.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect()
+    };
+    let handles = submit(4);
+    wait_for("one task running", || running.load(Ordering::SeqCst) == 1);
+    // Grow past every thread started: three new threads start and take the queued tasks.
+    pool.resize(4).unwrap();
+    assert_eq!(pool.workers(), 4);
+    wait_for("four tasks running", || running.load(Ordering::SeqCst) == 4);
+    // Shrink while all four run: none is stopped; they finish as they are released.
+    pool.resize(2).unwrap();
+    assert_eq!(pool.workers(), 2);
+    assert_eq!(running.load(Ordering::SeqCst), 4);
+    for _ in 0..4 {
+        release_tx.send(()).unwrap();
+    }
+    for h in handles {
+        h.result().unwrap();
+    }
+    // From now on at most two run at once: the other two threads parked.
+    let handles = submit(4);
+    wait_for("two tasks running", || running.load(Ordering::SeqCst) == 2);
+    let queued = handles.iter().filter(|h| !h.running() && !h.done()).count();
+    assert_eq!(queued, 2, "two tasks wait for a thread");
+    // Growing again wakes the parked threads.
+    pool.resize(3).unwrap();
+    wait_for("three tasks running", || {
+        running.load(Ordering::SeqCst) == 3
+    });
+    for _ in 0..4 {
+        release_tx.send(()).unwrap();
+    }
+    for h in handles {
+        h.result().unwrap();
+    }
+    pool.shutdown(true, false);
+    assert!(pool.resize(2).is_err(), "a shut-down pool cannot grow");
+}

@@ -11,7 +11,9 @@ pub(crate) mod frame;
 mod slot;
 
 use std::collections::VecDeque;
+use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -129,7 +131,10 @@ pub(crate) struct Shared {
     queue: Mutex<Queue>,
     cond: Condvar,
     config: Config,
-    workers: usize,
+    /// Slots numbered at or above this take no new work (see [`ProcessPool::resize`]); changed
+    /// under the queue's lock.
+    limit: AtomicUsize,
+    /// One entry per slot started (its child's pid while it has one).
     pids: Mutex<Vec<Option<u32>>>,
 }
 
@@ -141,22 +146,34 @@ impl Shared {
     /// Takes up to `max` jobs, at most a fair share of the queue so other children get work.
     /// With `block` (the caller is idle), waits for work; `None` means shut down with nothing
     /// queued. `busy` is the caller's own mark in the count of busy supervisors.
-    fn take(&self, max: usize, block: bool, busy: &mut bool) -> Option<Vec<Arc<dyn ProcJob>>> {
+    /// A slot beyond the pool's size takes nothing (and, idle, waits until it grows).
+    fn take(
+        &self,
+        index: usize,
+        max: usize,
+        block: bool,
+        busy: &mut bool,
+    ) -> Option<Vec<Arc<dyn ProcJob>>> {
         let mut q = self.lock();
+        let over = |q: &Queue| !q.shutdown && index >= self.limit.load(Ordering::SeqCst);
         if block {
             if *busy {
                 q.busy_slots -= 1;
                 *busy = false;
             }
-            while q.jobs.is_empty() && !q.shutdown {
+            while (q.jobs.is_empty() || over(&q)) && !q.shutdown {
                 q = self.cond.wait(q).unwrap_or_else(|p| p.into_inner());
             }
+        }
+        if over(&q) {
+            return Some(Vec::new());
         }
         if q.jobs.is_empty() {
             return if q.shutdown { None } else { Some(Vec::new()) };
         }
+        let workers = self.limit.load(Ordering::SeqCst).max(1);
         // A busy child prefetches only what the idle children would not start at once.
-        let idle = self.workers - q.busy_slots;
+        let idle = workers.saturating_sub(q.busy_slots);
         let available = if block {
             q.jobs.len()
         } else {
@@ -165,7 +182,7 @@ impl Shared {
         if available == 0 {
             return Some(Vec::new());
         }
-        let share = available.div_ceil(self.workers).clamp(1, max);
+        let share = available.div_ceil(workers).clamp(1, max);
         let taken: Vec<_> = q.jobs.drain(..share).collect();
         if !*busy {
             q.busy_slots += 1;
@@ -177,6 +194,13 @@ impl Shared {
     fn set_pid(&self, index: usize, pid: Option<u32>) {
         self.pids.lock().unwrap_or_else(|p| p.into_inner())[index] = pid;
     }
+}
+
+fn spawn_slot(shared: &Arc<Shared>, index: usize) -> io::Result<JoinHandle<()>> {
+    let s = shared.clone();
+    std::thread::Builder::new()
+        .name(format!("lovage-proc-{index}"))
+        .spawn(move || slot::Slot::new(s, index).run())
 }
 
 /// Builds a [`ProcessPool`].
@@ -268,16 +292,12 @@ impl ProcessPoolBuilder {
                 initializer: self.initializer,
                 max_batch: self.max_batch,
             },
-            workers: self.workers,
+            limit: AtomicUsize::new(self.workers),
             pids: Mutex::new(vec![None; self.workers]),
         });
         let mut threads = Vec::new();
         for index in 0..self.workers {
-            let s = shared.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("lovage-proc-{index}"))
-                .spawn(move || slot::Slot::new(s, index).run());
-            match spawned {
+            match spawn_slot(&shared, index) {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     shared.lock().shutdown = true;
@@ -336,9 +356,57 @@ impl ProcessPool {
         ProcessPoolBuilder::default()
     }
 
-    /// Number of child processes.
+    /// Number of slots that take work (each runs one child; see [`resize`](Self::resize)).
     pub fn workers(&self) -> usize {
-        self.shared.workers
+        self.shared.limit.load(Ordering::SeqCst)
+    }
+
+    /// Sets the number of slots that take work (at least 1). Shrinking never stops a running
+    /// call: a slot beyond the new size finishes the calls it has sent, then idles (its child
+    /// stays, ready for a grow). Growing wakes idle slots first and starts new ones only past
+    /// every slot started so far. Fails after [`shutdown`](Self::shutdown), or when a new
+    /// slot's thread cannot start (those started before it then take work).
+    pub fn resize(&self, n: usize) -> std::io::Result<()> {
+        let n = n.max(1);
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        if self.shared.lock().shutdown {
+            return Err(io::Error::other("the process pool is shut down"));
+        }
+        let mut started = self
+            .shared
+            .pids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let mut result = Ok(());
+        while started < n {
+            self.shared
+                .pids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(None);
+            match spawn_slot(&self.shared, started) {
+                Ok(t) => {
+                    threads.push(t);
+                    started += 1;
+                }
+                Err(e) => {
+                    self.shared
+                        .pids
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .pop();
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        {
+            let _q = self.shared.lock();
+            self.shared.limit.store(n.min(started), Ordering::SeqCst);
+        }
+        self.shared.cond.notify_all();
+        result
     }
 
     /// Process ids of the children running now (a child starts on first use).
@@ -444,7 +512,7 @@ impl ProcessPool {
         OrderedChunks::new(
             items.into_iter(),
             chunksize,
-            self.shared.workers * 4,
+            self.workers() * 4,
             move |chunk: Vec<I::Item>| self.submit_chunk(chunk.into_iter().map(&make).collect()),
         )
     }
@@ -506,7 +574,7 @@ impl Drop for ProcessPool {
 impl std::fmt::Debug for ProcessPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcessPool")
-            .field("workers", &self.shared.workers)
+            .field("workers", &self.workers())
             .field("program", &self.shared.config.program)
             .finish()
     }

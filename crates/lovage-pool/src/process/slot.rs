@@ -129,10 +129,12 @@ impl Slot {
             }
         }
         if jobs.is_empty() {
-            match self
-                .shared
-                .take(room, idle && self.resend.is_empty(), &mut self.busy)
-            {
+            match self.shared.take(
+                self.index,
+                room,
+                idle && self.resend.is_empty(),
+                &mut self.busy,
+            ) {
                 None => return !idle,
                 Some(taken) => jobs.extend(taken.into_iter().filter(|j| j.try_start())),
             }
