@@ -37,13 +37,61 @@ impl std::str::FromStr for PoolKind {
     }
 }
 
+/// The autoscaler's bounds: the worker grows its pool toward `max` while tasks in hand wait
+/// for a slot, and shrinks it toward `min` once slots have been idle for `idle`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Autoscale {
+    /// Most slots.
+    pub max: usize,
+    /// Fewest slots (at least 1).
+    pub min: usize,
+    /// How long some slot must stay idle before the pool shrinks (Celery's keepalive, 30 s by
+    /// default).
+    pub idle: std::time::Duration,
+}
+
+impl Autoscale {
+    /// Bounds checked: `1 <= min <= max`.
+    pub fn new(max: usize, min: usize, idle: Duration) -> Result<Autoscale, String> {
+        if min == 0 {
+            return Err("autoscale: min must be at least 1 (a worker keeps one slot)".into());
+        }
+        if max < min {
+            return Err(format!(
+                "autoscale: max ({max}) is below min ({min}); give MAX,MIN as in Celery"
+            ));
+        }
+        Ok(Autoscale { max, min, idle })
+    }
+
+    /// `"MAX,MIN"` as in Celery's `--autoscale 10,3` (a single number is `MAX,1`), with the
+    /// default idle time.
+    pub fn parse(text: &str) -> Result<Autoscale, String> {
+        let count = |w: &str| {
+            w.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("autoscale {text:?}: {w:?} is not a count (give MAX,MIN)"))
+        };
+        let (max, min) = match text.split_once(',') {
+            Some((max, min)) => (count(max)?, count(min)?),
+            None => (count(text)?, 1),
+        };
+        Autoscale::new(max, min, crate::scale::DEFAULT_AUTOSCALE_IDLE)
+    }
+}
+
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Queues to consume, in no particular order (priority decides within them).
     pub queues: Vec<String>,
-    /// Tasks running at once (pool size).
+    /// Tasks running at once (pool size) when the worker starts; `pool_grow` and
+    /// `pool_shrink` commands change it while it runs. Ignored with `autoscale`, which starts
+    /// at its min.
     pub concurrency: usize,
+    /// Grow and shrink the pool with the backlog, within these bounds (off by default). The
+    /// pool is built at max and parked down to min, so growing starts no thread.
+    pub autoscale: Option<Autoscale>,
     /// Which pool.
     pub pool: PoolKind,
     /// Most tasks reserved beyond those running (the worker holds fewer when tasks are slow).
@@ -84,8 +132,26 @@ impl Default for WorkerConfig {
             poll: Duration::from_millis(500),
             result_ttl: Some(Duration::from_secs(24 * 3600)),
             name: "worker".into(),
+            autoscale: None,
             events: false,
             data: None,
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// The autoscaler's idle time (its default when the autoscaler is off, for an
+    /// `autoscale` command that turns it on).
+    pub(crate) fn autoscale_idle(&self) -> Duration {
+        self.autoscale
+            .map_or(crate::scale::DEFAULT_AUTOSCALE_IDLE, |a| a.idle)
+    }
+
+    /// Slots when the worker starts, and the most it is built with.
+    pub(crate) fn initial_and_built_slots(&self) -> (usize, usize) {
+        match self.autoscale {
+            Some(a) => (a.min, a.max),
+            None => (self.concurrency, self.concurrency),
         }
     }
 }
@@ -93,6 +159,16 @@ impl Default for WorkerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn autoscale_bounds_parse_like_celery_and_bad_ones_say_why() {
+        let a = Autoscale::parse("10,3").unwrap();
+        assert_eq!((a.max, a.min), (10, 3));
+        assert_eq!(Autoscale::parse(" 4 ").map(|a| (a.max, a.min)), Ok((4, 1)));
+        assert!(Autoscale::parse("3,10").unwrap_err().contains("below min"));
+        assert!(Autoscale::parse("3,0").unwrap_err().contains("at least 1"));
+        assert!(Autoscale::parse("x,1").unwrap_err().contains("not a count"));
+    }
 
     #[test]
     fn pool_names_parse_and_a_wrong_one_says_what_is_expected() {

@@ -82,12 +82,28 @@ fn run(s: &Shared, command: &str, args: &Value) -> Result<Value, String> {
         "revoke" => revoke(s, args),
         "rate_limit" => rate_limit(s, args),
         "time_limit" => time_limit(s, args),
-        "pool_grow" | "pool_shrink" | "autoscale" => Err(format!(
-            "unsupported: this worker's {} pool has a fixed size of {} (set --concurrency when \
-             starting it)",
-            s.config.pool.name(),
-            s.config.concurrency
-        )),
+        "pool_grow" => {
+            let n = count_arg(args)?;
+            let to = crate::scale::grow(s, n)?;
+            Ok(json!(format!("pool grown by {n} to {to}")))
+        }
+        "pool_shrink" => {
+            let n = count_arg(args)?;
+            let to = crate::scale::shrink(s, n)?;
+            Ok(json!(format!(
+                "pool shrunk by {n} to {to} (running tasks finish first)"
+            )))
+        }
+        "autoscale" => {
+            let (max, min) = autoscale_args(args)?;
+            let a = crate::scale::set_autoscale(s, max, min)?;
+            Ok(json!(format!(
+                "autoscale {},{} (now {})",
+                a.max,
+                a.min,
+                s.slots.current()
+            )))
+        }
         "add_consumer" => {
             let queue = str_arg(args, "queue")?;
             let mut queues = s.queues();
@@ -140,6 +156,35 @@ fn str_arg<'a>(args: &'a Value, key: &str) -> Result<&'a str, String> {
         .ok_or_else(|| format!("argument {key:?} (a non-empty string) is missing"))
 }
 
+/// `n` of `pool_grow` and `pool_shrink`: a count ≥ 1, 1 when absent (as Celery's).
+fn count_arg(args: &Value) -> Result<usize, String> {
+    match args.get("n") {
+        None | Some(Value::Null) => Ok(1),
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 => Ok(n as usize),
+            _ => Err(format!("argument \"n\" must be a count ≥ 1, not {v}")),
+        },
+    }
+}
+
+/// `autoscale`'s bounds: `{"max_min": "MAX,MIN"}` (what `lovage control autoscale 10,3`
+/// sends) or `{"max": MAX, "min": MIN}`.
+fn autoscale_args(args: &Value) -> Result<(usize, usize), String> {
+    if let Some(text) = args.get("max_min").and_then(Value::as_str) {
+        let a = crate::Autoscale::parse(text)?;
+        return Ok((a.max, a.min));
+    }
+    let count = |key: &str| {
+        args.get(key)
+            .and_then(Value::as_u64)
+            .map(|n| n as usize)
+            .ok_or_else(|| {
+                format!("argument {key:?} is missing (give \"max_min\": \"MAX,MIN\", or \"max\" and \"min\")")
+            })
+    };
+    Ok((count("max")?, count("min")?))
+}
+
 /// `seconds` from an argument that may be absent or null (None), or else a number ≥ 0.
 fn secs_arg(args: &Value, key: &str) -> Result<Option<f64>, String> {
     match args.get(key) {
@@ -159,11 +204,7 @@ fn stats(s: &Shared) -> Value {
     json!({
         "pid": info.pid,
         "host": info.host,
-        "pool": {
-            "kind": s.config.pool.name(),
-            "size": s.config.concurrency,
-            "prefetch_max": s.config.prefetch,
-        },
+        "pool": pool_json(s),
         "uptime_s": s.born.elapsed().as_secs_f64(),
         "broker": s.backend.url(),
         "rusage": rusage(),
@@ -177,6 +218,21 @@ fn stats(s: &Shared) -> Value {
             "requeued": report.requeued,
             "lost": report.lost,
         },
+    })
+}
+
+/// The pool's kind and size now, with the bounds it may move within: the autoscaler's, or,
+/// without it, the size itself (only commands change it).
+fn pool_json(s: &Shared) -> Value {
+    let size = s.slots.current();
+    let (max, min) = s.slots.autoscale().map_or((size, size), |a| (a.max, a.min));
+    json!({
+        "kind": s.config.pool.name(),
+        "size": size,
+        "max_concurrency": max,
+        "min_concurrency": min,
+        "autoscale": s.slots.autoscale().is_some(),
+        "prefetch_max": s.config.prefetch,
     })
 }
 
@@ -263,7 +319,12 @@ fn conf(s: &Shared) -> Value {
     json!({
         "name": c.name,
         "queues": s.queues(),
-        "concurrency": c.concurrency,
+        "concurrency": s.slots.current(),
+        "autoscale": s.slots.autoscale().map(|a| json!({
+            "max": a.max,
+            "min": a.min,
+            "idle_s": a.idle.as_secs_f64(),
+        })),
         "pool": c.pool.name(),
         "prefetch": c.prefetch,
         "lease_s": c.lease.as_secs_f64(),

@@ -43,15 +43,15 @@ pub(crate) fn fetch_loop(s: &Shared, tx: &Sender<Outcome>) {
     }
 }
 
-/// Waits until fewer than concurrency + prefetch tasks are in hand (handed to the pool, or
+/// Waits until fewer than slots + prefetch tasks are in hand (handed to the pool, or
 /// waiting in the pacer for a rate-limit slot); returns how many more may be reserved, or None
 /// when a stop was asked for meanwhile.
 fn wait_for_room(s: &Shared) -> Option<usize> {
-    let capacity = s.config.concurrency + s.prefetch();
+    let capacity = || s.slots.current() + s.prefetch();
     let mut running = s.running();
     // `paced` is taken while `running` is held, never the other way round.
     let mut held = running.len() + s.paced().len();
-    while held >= capacity && !s.shutdown.requested() {
+    while held >= capacity() && !s.shutdown.requested() {
         running = s
             .room
             .wait_timeout(running, Duration::from_millis(100))
@@ -62,7 +62,7 @@ fn wait_for_room(s: &Shared) -> Option<usize> {
     if s.shutdown.requested() {
         return None;
     }
-    Some(capacity.saturating_sub(held))
+    Some(capacity().saturating_sub(held))
 }
 
 /// Merges each delivery's options, and sends those revoked or expired before they started to

@@ -45,7 +45,7 @@ pub(crate) fn finish_loop(s: &Shared, rx: Receiver<Outcome>) {
         let gap = last_batch.elapsed();
         last_batch = Instant::now();
         if gap < Duration::from_secs(1) {
-            s.observe_run(gap * s.config.concurrency as u32 / batch.len() as u32);
+            s.observe_run(gap * s.slots.current() as u32 / batch.len() as u32);
         }
         finish_batch(s, batch);
     }
@@ -372,7 +372,7 @@ mod tests {
             limits: Default::default(),
         };
         let pool = Arc::new(ThreadPool::builder().workers(1).build().unwrap());
-        Shared::new(backend, pool, WorkerConfig::default(), info, None)
+        Shared::new(backend, pool, WorkerConfig::default(), info, None, 1)
     }
 
     /// Worker A is cut off past its lease; worker B takes the task, stores SUCCESS and holds

@@ -40,6 +40,7 @@ pub(crate) fn keep_loop(s: &Shared) {
         }
         started.extend(fire_soft_time_limits(s));
         withdraw_expired(s);
+        crate::scale::autoscale_tick(s);
         if last_beat.elapsed() < tick {
             continue;
         }

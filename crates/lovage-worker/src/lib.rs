@@ -18,13 +18,14 @@ mod fetcher;
 mod finisher;
 mod keeper;
 mod pacer;
+mod scale;
 mod settle;
 mod shared;
 mod shutdown;
 mod signals;
 mod worker;
 
-pub use config::{PoolKind, UnknownPool, WorkerConfig};
+pub use config::{Autoscale, PoolKind, UnknownPool, WorkerConfig};
 pub use data::{DataConfig, DEFAULT_THRESHOLD};
 pub use shutdown::{Shutdown, ShutdownMode};
 pub use signals::install_signal_handlers;

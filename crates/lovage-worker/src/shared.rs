@@ -173,6 +173,8 @@ pub(crate) struct Shared {
     pub born: Instant,
     /// Where large results stay (the data plane), when it is on.
     pub data: Option<std::sync::Arc<crate::data::DataStore>>,
+    /// The pool's size now and the autoscaler's bounds (see `scale.rs`).
+    pub slots: crate::scale::Slots,
 }
 
 /// Task names counted one by one in `inspect stats`; the rest are summed under `other`.
@@ -189,7 +191,9 @@ impl Shared {
         config: WorkerConfig,
         info: WorkerInfo,
         data: Option<std::sync::Arc<crate::data::DataStore>>,
+        slots: usize,
     ) -> Shared {
+        let config_autoscale = config.autoscale;
         Shared {
             backend,
             executor,
@@ -214,6 +218,7 @@ impl Shared {
             totals: Mutex::new(BTreeMap::new()),
             born: Instant::now(),
             data,
+            slots: crate::scale::Slots::new(slots, config_autoscale),
         }
     }
 
@@ -318,7 +323,7 @@ impl Shared {
         let per_slot = (PREFETCH_WORK.as_micros() as u64)
             .checked_div(avg)
             .map_or(1, |n| n.max(1) as usize);
-        let adaptive = per_slot * self.config.concurrency;
+        let adaptive = per_slot * self.slots.current();
         adaptive.min(self.config.prefetch)
     }
 

@@ -11,7 +11,9 @@ use lovage_pool::{Executor, ProcessPool, ThreadPool};
 
 use crate::shared::{Outcome, Shared, Withdrawn};
 use crate::signals::BrokerThreadSignals;
-use crate::{control, fetcher, finisher, keeper, pacer, PoolKind, Shutdown, WorkerConfig};
+use crate::{
+    control, fetcher, finisher, keeper, pacer, Autoscale, PoolKind, Shutdown, WorkerConfig,
+};
 
 /// What a finished run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,17 +60,22 @@ impl Worker {
                 "WorkerConfig::concurrency must be at least 1 (a worker of 0 slots never runs a task)",
             ));
         }
+        if let Some(a) = config.autoscale {
+            Autoscale::new(a.max, a.min, a.idle)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        }
+        let (slots, built) = config.initial_and_built_slots();
         let executor: Arc<dyn Executor> = match config.pool {
             PoolKind::Threads => Arc::new(
                 ThreadPool::builder()
-                    .workers(config.concurrency)
+                    .workers(built)
                     .thread_name("lovage-task")
                     .build()?,
             ),
-            PoolKind::Processes => {
-                Arc::new(ProcessPool::builder().workers(config.concurrency).build()?)
-            }
+            PoolKind::Processes => Arc::new(ProcessPool::builder().workers(built).build()?),
         };
+        // Built at the autoscaler's max, parked down to its min: growing starts nothing.
+        executor.resize(slots)?;
         let host = hostname();
         let pid = std::process::id();
         let now = Timestamp::now();
@@ -84,7 +91,7 @@ impl Worker {
             host,
             pid,
             queues: config.queues.clone(),
-            pool: format!("{} x{}", config.pool.name(), config.concurrency),
+            pool: crate::scale::describe(config.pool.name(), slots, config.autoscale),
             started: now,
             heartbeat: now,
             tasks_done: 0,
@@ -97,7 +104,7 @@ impl Worker {
             None => None,
         };
         Ok(Worker {
-            shared: Arc::new(Shared::new(backend, executor, config, info, data)),
+            shared: Arc::new(Shared::new(backend, executor, config, info, data, slots)),
         })
     }
 

@@ -59,20 +59,23 @@ impl Drop for Running {
 
 /// A worker of one thread on queue `q-main`, heartbeating every 100 ms.
 fn start(fresh: Fresh) -> Running {
+    start_with(fresh, |_| {})
+}
+
+/// [`start`] with the config changed by `tweak` first.
+fn start_with(fresh: Fresh, tweak: impl FnOnce(&mut WorkerConfig)) -> Running {
     let backend = fresh.backend.clone();
-    let worker = Worker::new(
-        backend.clone(),
-        WorkerConfig {
-            queues: vec!["q-main".into()],
-            concurrency: 1,
-            prefetch: 4,
-            pool: PoolKind::Threads,
-            poll: Duration::from_millis(50),
-            heartbeat: Duration::from_millis(100),
-            ..WorkerConfig::default()
-        },
-    )
-    .unwrap();
+    let mut config = WorkerConfig {
+        queues: vec!["q-main".into()],
+        concurrency: 1,
+        prefetch: 4,
+        pool: PoolKind::Threads,
+        poll: Duration::from_millis(50),
+        heartbeat: Duration::from_millis(100),
+        ..WorkerConfig::default()
+    };
+    tweak(&mut config);
+    let worker = Worker::new(backend.clone(), config).unwrap();
     let id = worker.id().to_owned();
     let shutdown = worker.shutdown_handle();
     let thread = std::thread::spawn(move || worker.run().unwrap());
@@ -217,7 +220,10 @@ fn bad_commands_get_clear_errors(fresh: Fresh) {
         json!({"task": echo::NAME, "soft_s": 5, "hard_s": 1})
     ))
     .contains("over the hard"));
-    assert!(err(ask(&w, "pool_grow", json!({"n": 1}))).starts_with("unsupported"));
+    assert!(err(ask(&w, "pool_shrink", json!({"n": 1}))).contains("at least 1 slot"));
+    assert!(err(ask(&w, "pool_grow", json!({"n": 0}))).contains("count ≥ 1"));
+    assert!(err(ask(&w, "autoscale", json!({"max_min": "1,3"}))).contains("below min"));
+    assert!(err(ask(&w, "autoscale", json!({"max": 3}))).contains("\"min\""));
     assert!(err(ask(&w, "frobnicate", json!(null))).contains("known: ping"));
     assert!(err(ask(&w, "revoke", json!({"task_id": "nope"}))).contains("\"nope\""));
     assert!(err(ask(&w, "cancel_consumer", json!({"queue": "q-main"}))).contains("only queue"));
@@ -315,6 +321,117 @@ fn missing_audit_and_shutdown(fresh: Fresh) {
     );
 }
 
+/// `(running, waiting in the pool's queue)` as `active` and `reserved` tell.
+fn in_hand(w: &Running) -> (usize, usize) {
+    let count = |what| ask(w, what, json!(null))["ok"].as_array().unwrap().len();
+    (count("active"), count("reserved"))
+}
+
+fn pool_of(w: &Running) -> Value {
+    ask(w, "stats", json!(null))["ok"]["pool"].clone()
+}
+
+/// `pool_grow` lets more tasks run at once, `pool_shrink` fewer, and never stops a running
+/// one; `autoscale` brings the pool within its bounds at once. Seen through `active`.
+fn grow_and_shrink_change_how_many_run_at_once(fresh: Fresh) {
+    let w = start(fresh);
+    let group = lovage_core::TaskId::new().to_string();
+    let first: Vec<_> = (0..3)
+        .map(|_| send(&w, held::NAME, json!([group]), "q-main"))
+        .collect();
+    eventually("one running, one waiting for the only slot", || {
+        in_hand(&w) == (1, 1)
+    });
+    assert_eq!(
+        ask(&w, "pool_grow", json!({"n": 2}))["ok"],
+        json!("pool grown by 2 to 3")
+    );
+    eventually("three running", || in_hand(&w).0 == 3);
+    let pool = pool_of(&w);
+    assert_eq!(
+        (pool["size"].as_u64(), pool["autoscale"].as_bool()),
+        (Some(3), Some(false))
+    );
+    assert_eq!(ask(&w, "conf", json!(null))["ok"]["concurrency"], json!(3));
+    // A shrink takes effect as tasks end: all three still run.
+    assert!(ask(&w, "pool_shrink", json!({"n": 2}))["ok"].is_string());
+    assert_eq!(in_hand(&w).0, 3);
+    assert_eq!(pool_of(&w)["size"], json!(1));
+    RELEASED.lock().unwrap().push(group);
+    for id in first {
+        wait_state(&w, id, TaskState::Success);
+    }
+    // One slot again: of the next tasks one runs while the other waits.
+    let group = lovage_core::TaskId::new().to_string();
+    let next: Vec<_> = (0..2)
+        .map(|_| send(&w, held::NAME, json!([group]), "q-main"))
+        .collect();
+    eventually("one running, one waiting after the shrink", || {
+        in_hand(&w) == (1, 1)
+    });
+    // Turning the autoscaler on with min 2 grows the pool to 2 at once.
+    assert_eq!(
+        ask(&w, "autoscale", json!({"max_min": "4,2"}))["ok"],
+        json!("autoscale 4,2 (now 2)")
+    );
+    eventually("both running", || in_hand(&w) == (2, 0));
+    let conf = ask(&w, "conf", json!(null))["ok"].clone();
+    assert_eq!(
+        (
+            conf["autoscale"]["max"].as_u64(),
+            conf["autoscale"]["min"].as_u64()
+        ),
+        (Some(4), Some(2))
+    );
+    RELEASED.lock().unwrap().push(group);
+    for id in next {
+        wait_state(&w, id, TaskState::Success);
+    }
+}
+
+/// With `autoscale 3,1` a backlog of held tasks grows the pool to 3 (they run at once), and
+/// once they end and the slots stay idle past the idle time it shrinks back to 1.
+fn autoscale_grows_under_backlog_and_shrinks_when_idle(fresh: Fresh) {
+    let w = start_with(fresh, |c| {
+        c.autoscale = Some(lovage_worker::Autoscale {
+            max: 3,
+            min: 1,
+            idle: Duration::from_millis(300),
+        });
+    });
+    assert_eq!(pool_of(&w)["size"], json!(1));
+    let group = lovage_core::TaskId::new().to_string();
+    let ids: Vec<_> = (0..5)
+        .map(|_| send(&w, held::NAME, json!([group]), "q-main"))
+        .collect();
+    eventually("grown to max: three running", || in_hand(&w).0 == 3);
+    let pool = pool_of(&w);
+    assert_eq!(
+        (
+            pool["size"].as_u64(),
+            pool["max_concurrency"].as_u64(),
+            pool["min_concurrency"].as_u64()
+        ),
+        (Some(3), Some(3), Some(1))
+    );
+    assert_eq!(in_hand(&w).0, 3, "never more than max");
+    RELEASED.lock().unwrap().push(group);
+    for id in ids {
+        wait_state(&w, id, TaskState::Success);
+    }
+    eventually("shrunk back to min when idle", || {
+        pool_of(&w)["size"] == json!(1)
+    });
+    eventually("the record shows the size", || {
+        w.backend
+            .presence()
+            .workers(Duration::from_secs(60))
+            .unwrap()
+            .iter()
+            .any(|i| i.id == w.id && i.pool == "threads x1 (autoscale 3,1)")
+    });
+}
+
 macro_rules! on_backends {
     ($($name:ident),*) => {
         mod sqlite {
@@ -330,5 +447,7 @@ on_backends!(
     a_busy_worker_answers_and_terminates,
     bad_commands_get_clear_errors,
     limits_and_consumers_change_the_worker,
-    missing_audit_and_shutdown
+    missing_audit_and_shutdown,
+    grow_and_shrink_change_how_many_run_at_once,
+    autoscale_grows_under_backlog_and_shrinks_when_idle
 );

@@ -27,10 +27,11 @@ fn json_of(o: &std::process::Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", common::output_text(o)))
 }
 
-fn worker(broker: &str, name: &str) -> Killed {
+fn worker(broker: &str, name: &str, extra: &[&str]) -> Killed {
     Killed(
         Command::new(BIN)
             .args(["worker", "-c", "1", "-n", name])
+            .args(extra)
             .env("LOVAGE_BROKER", broker)
             .env("LOVAGE_LOG", "warn")
             .stdout(Stdio::null())
@@ -62,10 +63,33 @@ fn wait_for_workers(broker: &str, n: usize) -> Vec<String> {
 }
 
 fn scenario(broker: &str) {
-    let a = worker(broker, "opsa");
-    let mut b = worker(broker, "opsb");
+    let a = worker(
+        broker,
+        "opsa",
+        &["--autoscale", "3,2", "--autoscale-idle", "1m"],
+    );
+    let mut b = worker(broker, "opsb", &[]);
     let ids = wait_for_workers(broker, 2);
+    let a_id = ids.iter().find(|i| i.starts_with("opsa@")).unwrap().clone();
     let b_id = ids.iter().find(|i| i.starts_with("opsb@")).unwrap().clone();
+
+    // --autoscale starts the pool at its min and shows the bounds.
+    let o = lovage(broker, &["inspect", "conf", "--json", "-d", &a_id]);
+    let conf = &json_of(&o)["replies"][&a_id]["ok"];
+    assert_eq!(conf["concurrency"], 2, "{conf}");
+    assert_eq!(
+        (
+            &conf["autoscale"]["max"],
+            &conf["autoscale"]["min"],
+            &conf["autoscale"]["idle_s"]
+        ),
+        (
+            &serde_json::json!(3),
+            &serde_json::json!(2),
+            &serde_json::json!(60.0)
+        ),
+        "{conf}"
+    );
 
     // Human output: one line per worker, then a count.
     let o = lovage(broker, &["inspect", "ping"]);
@@ -75,10 +99,10 @@ fn scenario(broker: &str) {
         "{text}"
     );
 
-    // A command the pool cannot do: an error reply, exit 1.
+    // A command the worker refuses: an error reply, exit 1.
     let o = lovage(
         broker,
-        &["control", "pool_grow", "2", "--json", "-d", &b_id],
+        &["control", "pool_shrink", "1000", "--json", "-d", &b_id],
     );
     assert_eq!(o.status.code(), Some(1), "{}", common::output_text(&o));
     let v = json_of(&o);
@@ -86,7 +110,21 @@ fn scenario(broker: &str) {
         v["replies"][&b_id]["error"]
             .as_str()
             .unwrap()
-            .starts_with("unsupported"),
+            .starts_with("cannot shrink"),
+        "{v}"
+    );
+    // One it does: the pool grows, exit 0.
+    let o = lovage(
+        broker,
+        &["control", "pool_grow", "2", "--json", "-d", &b_id],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", common::output_text(&o));
+    let v = json_of(&o);
+    assert!(
+        v["replies"][&b_id]["ok"]
+            .as_str()
+            .unwrap()
+            .starts_with("pool grown by 2"),
         "{v}"
     );
     // Bad words never reach a worker.
@@ -125,6 +163,17 @@ fn scenario(broker: &str) {
         "{events:?}"
     );
     drop(a);
+}
+
+#[test]
+fn a_worker_with_bad_autoscale_bounds_is_refused_with_why() {
+    let o = lovage("memory://", &["worker", "--autoscale", "1,3"]);
+    assert_eq!(o.status.code(), Some(2), "{}", common::output_text(&o));
+    assert!(
+        common::output_text(&o).contains("below min"),
+        "{}",
+        common::output_text(&o)
+    );
 }
 
 #[test]

@@ -342,13 +342,20 @@ fn inspect_and_control_over_the_api(env: Env) {
         read.post(&control, r#"{"command":"pool_grow"}"#).status,
         403
     );
-    let r = admin.post(&control, r#"{"command":"pool_grow","args":{"n":1}}"#);
+    let r = admin.post(&control, r#"{"command":"pool_shrink","args":{"n":1000}}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     let reply = r.json()["replies"][&ids[0]]["error"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    assert!(reply.starts_with("unsupported"), "{}", r.text());
+    assert!(reply.starts_with("cannot shrink"), "{}", r.text());
+    let r = admin.post(&control, r#"{"command":"pool_grow","args":{"n":1}}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["replies"][&ids[0]]["ok"].is_string(),
+        "{}",
+        r.text()
+    );
     assert_eq!(admin.post(&control, r#"{"command":"explode"}"#).status, 400);
 
     let r = admin.post(

@@ -16,6 +16,13 @@ pub struct WorkerArgs {
     /// kills only that task's child).
     #[arg(long, short = 'P', default_value = "threads")]
     pool: PoolKind,
+    /// Grow the pool toward MAX while tasks wait for a slot and shrink it toward MIN when
+    /// slots stay idle (as Celery's `--autoscale 10,3`); --concurrency is then ignored.
+    #[arg(long, value_name = "MAX,MIN", value_parser = lovage::worker::Autoscale::parse)]
+    autoscale: Option<lovage::worker::Autoscale>,
+    /// With --autoscale: how long slots stay idle before the pool shrinks.
+    #[arg(long, default_value = "30s", value_parser = lovage::parse_duration)]
+    autoscale_idle: std::time::Duration,
     /// Tasks reserved ahead of those running; default 64 per slot.
     #[arg(long)]
     prefetch: Option<usize>,
@@ -95,7 +102,12 @@ pub fn run(a: WorkerArgs) -> Result<(), Exit> {
     if let Some(c) = a.concurrency {
         config.concurrency = c;
     }
-    config.prefetch = a.prefetch.unwrap_or(config.concurrency * 64);
+    if let Some(mut scale) = a.autoscale {
+        scale.idle = a.autoscale_idle;
+        config.autoscale = Some(scale);
+    }
+    let most_slots = a.autoscale.map_or(config.concurrency, |s| s.max);
+    config.prefetch = a.prefetch.unwrap_or(most_slots * 64);
     if a.data_plane {
         config.data = Some(lovage::worker::DataConfig {
             threshold: a.data_threshold,
