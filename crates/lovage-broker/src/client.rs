@@ -28,25 +28,58 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct App {
     backend: Backend,
+    /// Publish a `task-sent` event for each task sent (Celery's `task_send_sent_event`).
+    sent_events: bool,
 }
+
+/// The environment variable that turns `task-sent` events on for [`App::from_env`] (and the
+/// CLI's `lovage submit`): `1`, `true`, `yes` or `on`.
+pub const SENT_EVENTS_ENV: &str = "LOVAGE_SEND_SENT_EVENT";
 
 impl App {
     /// Connects to the backend at `url` (see [`connect`]).
     pub fn connect(url: &str) -> Result<App> {
-        Ok(App {
-            backend: connect(url)?,
-        })
+        Ok(App::with_backend(connect(url)?))
     }
 
-    /// Connects to `$LOVAGE_BROKER`, or to `sqlite://lovage.db` when it is not set.
+    /// Connects to `$LOVAGE_BROKER`, or to `sqlite://lovage.db` when it is not set; publishes
+    /// `task-sent` events when `$LOVAGE_SEND_SENT_EVENT` is on ([`SENT_EVENTS_ENV`]).
     pub fn from_env() -> Result<App> {
         let url = std::env::var("LOVAGE_BROKER").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-        Self::connect(&url)
+        Ok(Self::connect(&url)?.sent_events(sent_events_from_env()?))
     }
 
     /// Wraps an opened backend.
     pub fn with_backend(backend: Backend) -> App {
-        App { backend }
+        App {
+            backend,
+            sent_events: false,
+        }
+    }
+
+    /// With `on`, every send also publishes a `task-sent` event per task to the broker's event
+    /// stream (Celery's `task_send_sent_event`), one write per send or batch, after the tasks
+    /// are enqueued. Off by default: a send then costs nothing more.
+    pub fn sent_events(mut self, on: bool) -> App {
+        self.sent_events = on;
+        self
+    }
+
+    /// Whether sends publish `task-sent` events.
+    pub fn sends_sent_events(&self) -> bool {
+        self.sent_events
+    }
+
+    /// Publishes `task-sent` for `envs` when that is on; a broker that fails here loses only
+    /// the events (logged): the tasks are sent, so the send succeeded.
+    fn publish_sent(&self, envs: &[Envelope]) {
+        if !self.sent_events || envs.is_empty() {
+            return;
+        }
+        let events: Vec<crate::ops::Event> = envs.iter().map(crate::ops::Event::sent).collect();
+        if let Err(e) = self.backend.events().publish(&events) {
+            tracing::warn!(error = %e, count = events.len(), "could not publish task-sent events");
+        }
     }
 
     /// The broker and result store.
@@ -73,7 +106,9 @@ impl App {
     /// Sends an untyped call (the CLI's path); returns its id.
     pub fn send_signature(&self, sig: Signature) -> Result<TaskId> {
         let env = self.envelope(sig);
-        self.backend.broker().enqueue(std::slice::from_ref(&env))?;
+        let envs = std::slice::from_ref(&env);
+        self.backend.broker().enqueue(envs)?;
+        self.publish_sent(envs);
         Ok(env.id)
     }
 
@@ -81,6 +116,7 @@ impl App {
     pub fn send_batch(&self, sigs: impl IntoIterator<Item = Signature>) -> Result<Vec<TaskId>> {
         let envs: Vec<Envelope> = sigs.into_iter().map(|s| self.envelope(s)).collect();
         self.backend.broker().enqueue(&envs)?;
+        self.publish_sent(&envs);
         Ok(envs.iter().map(|e| e.id).collect())
     }
 
@@ -144,6 +180,22 @@ impl Dispatch for App {
         sig: TypedSignature<R>,
     ) -> Result<AsyncResult<R>> {
         self.send(sig)
+    }
+}
+
+/// `$LOVAGE_SEND_SENT_EVENT` as a switch (unset or empty: off); another value is an error
+/// naming what is accepted.
+fn sent_events_from_env() -> Result<bool> {
+    let Ok(v) = std::env::var(SENT_EVENTS_ENV) else {
+        return Ok(false);
+    };
+    match v.trim().to_ascii_lowercase().as_str() {
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        "1" | "true" | "yes" | "on" => Ok(true),
+        other => Err(BrokerError::BadRequest {
+            what: SENT_EVENTS_ENV,
+            reason: format!("{other:?}: expected 1/true/yes/on or 0/false/no/off"),
+        }),
     }
 }
 

@@ -38,7 +38,7 @@ mod time;
 
 pub use backend::{connect, Backend, Driver, DEFAULT_URL};
 pub use broker::{Admin, Broker, Locks, Presence, RateLimits};
-pub use client::{App, AsyncResult};
+pub use client::{App, AsyncResult, SENT_EVENTS_ENV};
 pub use dataref::{FetchError, ResultRef};
 pub use error::{BrokerError, Source};
 pub use futures::{Client, TaskFuture};

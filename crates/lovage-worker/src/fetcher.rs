@@ -36,6 +36,7 @@ pub(crate) fn fetch_loop(s: &Shared, tx: &Sender<Outcome>) {
             }
             continue;
         }
+        s.note_received(&deliveries);
         let ready = screen(s, deliveries, tx);
         for r in pacer::hold_back_over_limit(s, ready) {
             start(s, r, tx);

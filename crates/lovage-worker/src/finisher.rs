@@ -26,12 +26,17 @@ pub(crate) fn finish_loop(s: &Shared, rx: Receiver<Outcome>) {
         let first = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(o) => o,
             Err(RecvTimeoutError::Timeout) => {
+                // Nothing finished for a while: what was received goes out on its own.
+                publish_received(s);
                 if s.done.load(Ordering::SeqCst) {
                     return;
                 }
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => {
+                publish_received(s);
+                return;
+            }
         };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -90,7 +95,10 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     // Workflow steps, continued once their outcomes are stored: (envelope, value or error).
     let mut flows: Vec<(Envelope, Result<Vec<u8>, TaskError>)> = Vec::new();
     let mut report = WorkerReport::default();
-    let mut events = Vec::new();
+    // `task-received` events noted so far go first, in the same write as the outcomes: a
+    // task's received event always precedes its outcome's (this thread is their only
+    // publisher).
+    let mut events = s.take_received();
     let revoked_running: HashSet<TaskId> = {
         let mut set = s.revoked_running();
         batch
@@ -258,6 +266,10 @@ fn finished_event(
         Ran::Failed(e) if matches!(settle, Settle::Retry { .. }) => {
             (EventKind::TaskRetried, TaskState::Retry, Some(e))
         }
+        // Refused rather than failed: no worker can run it as sent (Celery's task-rejected).
+        Ran::Failed(e) if e.is(kinds::UNKNOWN_TASK) || e.is(kinds::CODEC) => {
+            (EventKind::TaskRejected, TaskState::Failure, Some(e))
+        }
         Ran::Failed(e) => (EventKind::TaskFailed, TaskState::Failure, Some(e)),
     };
     let mut ev = Event::new(kind);
@@ -270,6 +282,18 @@ fn finished_event(
     ev.retries = Some(env.attempts.saturating_sub(1));
     ev.error = error.map(|e| format!("{}: {}", e.kind, e.message));
     ev
+}
+
+/// Publishes the `task-received` events noted since the last batch (a broker that fails here
+/// only loses them, logged: the tasks themselves are not held up).
+fn publish_received(s: &Shared) {
+    let events = s.take_received();
+    if events.is_empty() {
+        return;
+    }
+    if let Err(e) = s.backend.events().publish(&events) {
+        tracing::warn!(worker = %s.id, error = %e, count = events.len(), "could not publish task-received events");
+    }
 }
 
 /// After the records are stored: plans what follows in workflows, completes the finished

@@ -175,6 +175,9 @@ pub(crate) struct Shared {
     pub data: Option<std::sync::Arc<crate::data::DataStore>>,
     /// The pool's size now and the autoscaler's bounds (see `scale.rs`).
     pub slots: crate::scale::Slots,
+    /// `task-received` events noted by the fetcher, published by the finisher with its next
+    /// batch's write (or on their own when nothing finishes for a while).
+    received: Mutex<Vec<lovage_broker::ops::Event>>,
 }
 
 /// Task names counted one by one in `inspect stats`; the rest are summed under `other`.
@@ -219,6 +222,7 @@ impl Shared {
             born: Instant::now(),
             data,
             slots: crate::scale::Slots::new(slots, config_autoscale),
+            received: Mutex::new(Vec::new()),
         }
     }
 
@@ -244,6 +248,31 @@ impl Shared {
     /// Turns events on or off.
     pub fn set_events(&self, on: bool) {
         self.events.store(on, Ordering::Relaxed);
+    }
+
+    /// Notes a `task-received` event for each delivery (when events are on).
+    pub fn note_received(&self, deliveries: &[Delivery]) {
+        if !self.events_on() || deliveries.is_empty() {
+            return;
+        }
+        let events = deliveries.iter().map(|d| {
+            let env = &d.envelope;
+            let mut ev =
+                lovage_broker::ops::Event::new(lovage_broker::ops::EventKind::TaskReceived);
+            ev.task_id = Some(env.id);
+            ev.name = Some(env.task.clone());
+            ev.queue = Some(env.queue.clone());
+            ev.worker = Some(self.id.clone());
+            ev.state = Some(TaskState::Received);
+            ev.retries = Some(env.attempts.saturating_sub(1));
+            ev
+        });
+        unpoisoned(&self.received).extend(events);
+    }
+
+    /// The `task-received` events noted so far.
+    pub fn take_received(&self) -> Vec<lovage_broker::ops::Event> {
+        std::mem::take(&mut *unpoisoned(&self.received))
     }
 
     /// The limits set by control commands, by task name.

@@ -647,16 +647,29 @@ fn a_graceful_stop_hands_back_tasks_not_started(b: Fresh) {
     assert_eq!(runs(&key), 2);
 }
 
-/// The worker publishes what happens to the broker's event stream: its start, how each task
-/// ended (batched with the finisher's store), a task seen running, its heartbeats.
+/// The worker publishes what happens to the broker's event stream: its start, each task it
+/// took (received) and how each ended (batched with the finisher's store), a task seen
+/// running, tasks it refused (unknown name, arguments that do not decode), its heartbeats.
 fn events_tell_what_the_worker_did(w: Running) {
     use lovage_broker::ops::EventKind;
     let ok = w.app.send(add::s(2, 3)).unwrap();
     let bad = w.app.send(fails::s("no".into())).unwrap();
     let slow = w.app.send(sleepy::s(400)).unwrap();
+    let unknown = w
+        .app
+        .send_signature(Signature::new("no.such.task", &[1], Codec::Json).unwrap())
+        .unwrap();
+    let garbled = w
+        .app
+        .send_signature(Signature::new(add::NAME, &["two", "three"], Codec::Json).unwrap())
+        .unwrap();
     ok.get(LONG).unwrap();
     bad.get(LONG).unwrap_err();
     slow.get(LONG).unwrap();
+    for id in [unknown, garbled] {
+        let rec = w.app.wait_record(id, LONG).unwrap();
+        assert_eq!(rec.map(|r| r.state), Some(TaskState::Failure), "{id}");
+    }
     let events = w.backend.events();
     let deadline = std::time::Instant::now() + LONG;
     let seen = loop {
@@ -689,6 +702,44 @@ fn events_tell_what_the_worker_did(w: Running) {
     assert!(
         failed.error.as_deref().is_some_and(|e| e.contains("no")),
         "{failed:?}"
+    );
+    for id in [ok.id(), bad.id(), slow.id(), unknown, garbled] {
+        let received = of(id, EventKind::TaskReceived);
+        assert_eq!(received.state, Some(TaskState::Received), "{received:?}");
+        assert!(
+            received.worker.is_some() && received.queue.is_some(),
+            "{received:?}"
+        );
+        let last = seen
+            .iter()
+            .filter(|e| e.task_id == Some(id) && e.kind != EventKind::TaskReceived)
+            .map(|e| e.seq)
+            .max()
+            .unwrap();
+        assert!(received.seq < last, "received after its outcome: {seen:?}");
+    }
+    let refused = of(unknown, EventKind::TaskRejected);
+    assert!(
+        refused
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("no.such.task")),
+        "{refused:?}"
+    );
+    let refused = of(garbled, EventKind::TaskRejected);
+    assert!(
+        refused
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(kinds::CODEC)),
+        "{refused:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|e| e.kind == EventKind::TaskFailed
+                && [unknown, garbled].contains(&e.task_id.unwrap())),
+        "a refused task is rejected, not failed: {seen:?}"
     );
     of(slow.id(), EventKind::TaskStarted);
     let slow_done = of(slow.id(), EventKind::TaskSucceeded);

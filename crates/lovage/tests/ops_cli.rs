@@ -131,6 +131,32 @@ fn scenario(broker: &str) {
     let o = lovage(broker, &["control", "time_limit", "lovage.sleep", "soon"]);
     assert_eq!(o.status.code(), Some(2), "{}", common::output_text(&o));
 
+    // `submit --sent-event` publishes task-sent (a plain submit does not).
+    let sent_id = |extra: &[&str]| {
+        let mut args = vec!["submit", "lovage.sleep", "[0]", "--json"];
+        args.extend_from_slice(extra);
+        let o = lovage(broker, &args);
+        assert!(o.status.success(), "{}", common::output_text(&o));
+        json_of(&o)["id"].as_str().unwrap().to_owned()
+    };
+    let quiet = sent_id(&[]);
+    let loud = sent_id(&["--sent-event"]);
+    let o = lovage(
+        broker,
+        &["events", "--json", "--types", "task-sent", "-n", "1000"],
+    );
+    let told: Vec<String> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["task_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(told, [loud], "only the send asked for it: {quiet} {told:?}");
+
     // A worker killed -9 is still live to the broker for a while: it is listed as missing.
     b.kill().unwrap();
     b.wait().unwrap();

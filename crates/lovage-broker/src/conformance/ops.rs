@@ -201,6 +201,32 @@ conformance_tests! {
         assert!(b.read_events(seqs[2], 10).unwrap().events.is_empty());
     }
 
+    fn an_app_publishes_task_sent_only_when_asked(f: Fixture) {
+        let quiet = crate::App::with_backend(f.backend.clone());
+        assert!(!quiet.sends_sent_events(), "off by default");
+        let before = f.backend.events().read_events(0, 1).unwrap().last_seq;
+        let sig = |q: &str| {
+            let mut s = lovage_core::Signature::new("conformance.task", &[1], lovage_core::Codec::Json)
+                .unwrap();
+            s.options.queue = Some(q.into());
+            s
+        };
+        quiet.send_signature(sig("ops-sent")).unwrap();
+        assert!(f.backend.events().read_events(before, 10).unwrap().events.is_empty());
+        let loud = quiet.sent_events(true);
+        let one = loud.send_signature(sig("ops-sent")).unwrap();
+        let many = loud.send_batch([sig("ops-sent"), sig("ops-sent-2")]).unwrap();
+        let events = f.backend.events().read_events(before, 10).unwrap().events;
+        let told: Vec<_> = events.iter().map(|e| (e.kind, e.task_id.unwrap())).collect();
+        let want: Vec<_> = [one, many[0], many[1]].into_iter().map(|id| (EventKind::TaskSent, id)).collect();
+        assert_eq!(told, want, "one task-sent per task sent, in order");
+        assert_eq!(events[2].queue.as_deref(), Some("ops-sent-2"));
+        assert_eq!(events[0].name.as_deref(), Some("conformance.task"));
+        assert_eq!(events[0].state, Some(TaskState::Pending));
+        // Each event tells of a task the broker holds.
+        assert_eq!(f.backend.driver().peek("ops-sent", 10).unwrap().len(), 3);
+    }
+
     fn a_finished_batch_and_its_events_land_together(f: Fixture) {
         let b = f.backend.driver();
         let e = env("ops-finish", 0);

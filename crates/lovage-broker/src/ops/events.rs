@@ -127,6 +127,16 @@ pub struct Event {
 }
 
 impl Event {
+    /// The `task-sent` event of a task just enqueued (PENDING, no worker yet).
+    pub fn sent(env: &crate::Envelope) -> Event {
+        let mut ev = Event::new(EventKind::TaskSent);
+        ev.task_id = Some(env.id);
+        ev.name = Some(env.task.clone());
+        ev.queue = Some(env.queue.clone());
+        ev.state = Some(TaskState::Pending);
+        ev
+    }
+
     /// An event of `kind` now, with nothing else filled in.
     pub fn new(kind: EventKind) -> Event {
         Event {

@@ -55,6 +55,10 @@ pub struct SubmitArgs {
     /// Print JSON: {"id", "task", "workflow"}, or with --wait the result as `result --json`.
     #[arg(long)]
     json: bool,
+    /// Also publish a `task-sent` event to the broker's event stream (Celery's
+    /// task_send_sent_event; off by default: one more write per send).
+    #[arg(long, env = "LOVAGE_SEND_SENT_EVENT")]
+    sent_event: bool,
     #[command(flatten)]
     broker: BrokerArgs,
 }
@@ -136,7 +140,7 @@ pub fn submit(a: SubmitArgs) -> Result<(), Exit> {
     o.expires = a.expires;
     o.time_limit = a.time_limit;
     o.retry = a.retries.map(lovage::RetryPolicy::retries);
-    let app = a.broker.app()?;
+    let app = a.broker.app()?.sent_events(a.sent_event);
     let id = app.send_signature(sig).context("sending the task")?;
     let out = output::select(a.json);
     if !a.wait {
