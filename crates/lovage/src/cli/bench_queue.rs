@@ -28,6 +28,9 @@ pub struct Args {
     /// Sequential submit→result round trips for the latency figures.
     #[arg(long, default_value_t = 1000)]
     round_trips: usize,
+    /// Start the workers with events on (`lovage worker -E`), to weigh what they cost.
+    #[arg(long)]
+    worker_events: bool,
     /// Print one JSON object with every figure as the last line.
     #[arg(long)]
     json: bool,
@@ -63,7 +66,11 @@ pub fn run(a: Args) -> Result<(), Exit> {
     app.purge("lovage-bench-enqueue").context("purging")?;
 
     let concurrency = a.concurrency.to_string();
-    let mut workers = WorkerProcesses::start(a.workers, &url, &["--concurrency", &concurrency])?;
+    let mut worker_args = vec!["--concurrency", &concurrency];
+    if a.worker_events {
+        worker_args.push("--events");
+    }
+    let mut workers = WorkerProcesses::start(a.workers, &url, &worker_args)?;
     workers.wait_registered(&app, a.workers, Duration::from_secs(30))?;
     // Warm up: workers' pools and caches, the broker's pages.
     let (_, _, failures) = send_and_wait(&app, "warm-up", (0..200).map(|_| noop()).collect())?;
@@ -112,8 +119,11 @@ pub fn run(a: Args) -> Result<(), Exit> {
 
     let shown_url = &broker.shown;
     let title = format!(
-        "lovage bench queue: {shown_url}, {} worker processes x {} threads, {n} no-op tasks, {} round trips",
-        a.workers, a.concurrency, a.round_trips
+        "lovage bench queue: {shown_url}, {} worker processes x {} threads{}, {n} no-op tasks, {} round trips",
+        a.workers,
+        a.concurrency,
+        if a.worker_events { " (events on)" } else { "" },
+        a.round_trips
     );
     let mut t = Table::new(&[("measure", false), ("figure", true)]);
     t.row(vec![
@@ -145,6 +155,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
     m.insert("workers".into(), json!(a.workers));
     m.insert("concurrency".into(), json!(a.concurrency));
     m.insert("tasks".into(), json!(n));
+    m.insert("worker_events".into(), json!(a.worker_events));
     m.insert("enqueue_per_s".into(), json!(enqueue_per_s.round()));
     m.insert("end_to_end_per_s".into(), json!(end_to_end_per_s.round()));
     m.insert(
