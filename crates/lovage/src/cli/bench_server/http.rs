@@ -106,9 +106,7 @@ pub struct Sse {
     reader: BufReader<TcpStream>,
     chunk_left: usize,
     line: Vec<u8>,
-    id: Option<u64>,
-    kind: Vec<u8>,
-    data: Vec<u8>,
+    state: Pending,
     /// Counts so far.
     pub seen: Seen,
 }
@@ -130,9 +128,7 @@ impl Sse {
             reader,
             chunk_left: 0,
             line: Vec::new(),
-            id: None,
-            kind: Vec::new(),
-            data: Vec::new(),
+            state: Pending::default(),
             seen: Seen::default(),
         })
     }
@@ -172,56 +168,66 @@ impl Sse {
             bail!("the event stream ended");
         }
         let n = buf.len().min(self.chunk_left);
-        let bytes = buf[..n].to_vec();
+        // Whole lines are read in place; only a line cut by the buffer's end is copied.
+        let mut rest = &buf[..n];
+        while let Some(i) = rest.iter().position(|b| *b == b'\n') {
+            let (line, tail) = rest.split_at(i);
+            if self.line.is_empty() {
+                field(&mut self.state, &mut self.seen, line);
+            } else {
+                self.line.extend_from_slice(line);
+                let whole = std::mem::take(&mut self.line);
+                field(&mut self.state, &mut self.seen, &whole);
+            }
+            rest = &tail[1..];
+        }
+        self.line.extend_from_slice(rest);
         self.reader.consume(n);
         self.chunk_left -= n;
-        for b in bytes {
-            if b == b'\n' {
-                let line = std::mem::take(&mut self.line);
-                self.field(&line);
-            } else {
-                self.line.push(b);
-            }
-        }
         Ok(true)
     }
+}
 
-    fn field(&mut self, line: &[u8]) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            self.dispatch();
-        } else if let Some(v) = line.strip_prefix(b"id:") {
-            self.id = std::str::from_utf8(v)
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-        } else if let Some(v) = line.strip_prefix(b"event:") {
-            self.kind = v.trim_ascii().to_vec();
-        } else if let Some(v) = line.strip_prefix(b"data:") {
-            self.data = v.trim_ascii().to_vec();
-        }
-    }
+/// The fields of the event being read.
+#[derive(Default)]
+struct Pending {
+    id: Option<u64>,
+    lagged: bool,
+    missed: u64,
+}
 
-    fn dispatch(&mut self) {
-        let kind = std::mem::take(&mut self.kind);
-        let data = std::mem::take(&mut self.data);
-        let id = self.id.take();
-        if kind == b"lagged" {
-            self.seen.lagged += 1;
-            self.seen.missed += serde_json::from_slice::<serde_json::Value>(&data)
+fn field(p: &mut Pending, seen: &mut Seen, line: &[u8]) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        dispatch(std::mem::take(p), seen);
+    } else if let Some(v) = line.strip_prefix(b"id:") {
+        p.id = std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+    } else if let Some(v) = line.strip_prefix(b"event:") {
+        p.lagged = v.trim_ascii() == b"lagged";
+    } else if let Some(v) = line.strip_prefix(b"data:") {
+        if p.lagged {
+            p.missed = serde_json::from_slice::<serde_json::Value>(v)
                 .ok()
                 .and_then(|v| v["missed"].as_u64())
                 .unwrap_or(0);
-        } else if let Some(seq) = id {
-            let s = &mut self.seen;
-            if seq != s.last_seq + 1 {
-                s.out_of_order += 1;
-            }
-            s.last_seq = seq;
-            s.events += 1;
         }
     }
 }
 
+fn dispatch(p: Pending, s: &mut Seen) {
+    if p.lagged {
+        s.lagged += 1;
+        s.missed += p.missed;
+    } else if let Some(seq) = p.id {
+        if seq != s.last_seq + 1 {
+            s.out_of_order += 1;
+        }
+        s.last_seq = seq;
+        s.events += 1;
+    }
+}
 fn is_timeout(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
