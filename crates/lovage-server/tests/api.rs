@@ -580,7 +580,7 @@ fn metrics_are_prometheus_text_and_need_a_token() {
     for want in [
         "# TYPE lovage_queue_depth gauge",
         r#"lovage_queue_depth{queue="m\"q",state="ready"} 1"#,
-        r#"lovage_tasks_total{state="sent"} 1"#,
+        r#"lovage_broker_tasks_total{state="sent"} 1"#,
         r#"lovage_workers{state="online"} 0"#,
         "lovage_server_sse_clients 0",
         "# TYPE lovage_task_runtime_seconds histogram",

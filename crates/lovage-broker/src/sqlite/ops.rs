@@ -311,6 +311,17 @@ impl QueueOps for SqliteBackend {
         })
     }
 
+    fn discard_dead(&self, ids: &[TaskId]) -> Result<u64> {
+        self.write("discard dead letters", |tx| {
+            let mut del = tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
+            let mut gone = 0;
+            for id in ids {
+                gone += del.execute([id.to_string()])? as u64;
+            }
+            Ok(gone)
+        })
+    }
+
     fn paused(&self) -> Result<Vec<String>> {
         let conn = self.conn();
         let mut q = conn

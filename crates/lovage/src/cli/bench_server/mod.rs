@@ -264,12 +264,15 @@ pub fn run(a: Args) -> Result<(), Exit> {
         };
         row(
             format!("events {asked}: published, fanned out to {} SSE", a.clients),
-            format!(
-                "{}, {} events/s, {} lost",
-                si(fan.publish_per_s),
-                si(fan.delivered_per_s),
-                fan.lost()
-            ),
+            // With a loss the clients stopped at their first `lagged`: no rate to speak of.
+            match fan.lost() {
+                0 => format!(
+                    "{}, {} events/s, 0 lost",
+                    si(fan.publish_per_s),
+                    si(fan.delivered_per_s)
+                ),
+                lost => format!("{}, clients lagged, {lost} lost", si(fan.publish_per_s)),
+            },
         );
         row(
             format!("events {asked}: stalled client; server peak RSS"),
@@ -320,7 +323,7 @@ pub fn run(a: Args) -> Result<(), Exit> {
                 "rate_asked": f.rate,
                 "events": f.events,
                 "published_per_s": f.publish_per_s.round(),
-                "fanned_out_per_s": f.delivered_per_s.round(),
+                "fanned_out_per_s": (f.lost() == 0).then(|| f.delivered_per_s.round()),
                 "lost_keeping_up": f.lost(),
                 "stalled_events": f.stalled.events,
                 "stalled_lagged": f.stalled.lagged,
