@@ -92,7 +92,7 @@ const pages = {
         ${w.online ? `<form class="row admin-only" style="margin-top:10px" onsubmit="return workerForm(event, '${esc(id)}', 'add_consumer')"><input name="queue" placeholder="queue" required><button>Add consumer</button></form>` : ""}</div>
       ${w.online ? `<div class="panel admin-only"><h2>Controls</h2>
         <form class="row" onsubmit="return workerForm(event, '${esc(id)}', 'revoke')"><input name="task_id" placeholder="task id" required style="flex:1"><label class="muted"><input type="checkbox" name="terminate" checked> terminate</label><button class="danger">Revoke</button></form>
-        <form class="row" style="margin-top:10px" onsubmit="return workerForm(event, '${esc(id)}', 'rate_limit')"><select name="task">${names.map((x) => `<option>${esc(x.name)}</option>`).join("")}</select><input name="rate" placeholder="10/s, 100/m or empty" style="width:150px"><button>Set rate limit</button></form>
+        <form class="row" style="margin-top:10px" onsubmit="return workerForm(event, '${esc(id)}', 'rate_limit')"><select name="task">${names.map((x) => `<option>${esc(x.name)}</option>`).join("")}</select><input name="rate" placeholder="10/s; empty: none" style="width:150px"><button>Set rate limit</button></form>
         <div class="row" style="margin-top:14px"><button class="danger" onclick="shutdownWorker('${esc(id)}')">Shut down (warm)</button></div></div>` : ""}
       </div></div>
       <div class="panel"><h2>Recent tasks on this worker</h2>${taskTable(t.items)}</div>`;
