@@ -184,9 +184,14 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
 /// Makes a current file look like one of schema `version`: what later versions added is dropped.
 fn downgrade(path: &std::path::Path, version: i32) {
     let c = rusqlite::Connection::open(path).unwrap();
-    // Version 5 added shared dicts and lists.
-    c.execute_batch("DROP TABLE shared_dicts; DROP TABLE shared_lists;")
+    // Version 6 added the per-queue counts.
+    c.execute_batch("DELETE FROM counters WHERE key LIKE 'lovage:count:live:%';")
         .unwrap();
+    if version < 5 {
+        // Version 5 added shared dicts and lists.
+        c.execute_batch("DROP TABLE shared_dicts; DROP TABLE shared_lists;")
+            .unwrap();
+    }
     if version < 4 {
         // Version 4 added the operators' columns and tables.
         c.execute_batch(
@@ -219,7 +224,7 @@ fn downgrade(path: &std::path::Path, version: i32) {
 
 #[test]
 fn databases_of_older_schemas_are_upgraded_in_place() {
-    for old in [1, 2, 3, 4] {
+    for old in [1, 2, 3, 4, 5] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
         let waiting = env();
@@ -229,7 +234,20 @@ fn databases_of_older_schemas_are_upgraded_in_place() {
         }
         downgrade(&path, old);
         let b = SqliteBackend::open(&path).unwrap();
-        assert_eq!(schema_version(&path), 5, "from version {old}");
+        assert_eq!(schema_version(&path), 6, "from version {old}");
+        use lovage_broker::Admin;
+        let depth = |b: &SqliteBackend| {
+            b.stats()
+                .unwrap()
+                .iter()
+                .map(|s| (s.queue.clone(), s.ready, s.reserved))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            depth(&b),
+            vec![("default".to_owned(), 1, 0)],
+            "from version {old}: the queue's count starts from the tasks there"
+        );
         use lovage_broker::SharedState;
         b.dict_set("upgraded", &[(b"k".to_vec(), b"v".to_vec())])
             .unwrap();
@@ -257,8 +275,14 @@ fn databases_of_older_schemas_are_upgraded_in_place() {
             (0, 2),
             "from version {old}: the live count starts from the tasks there"
         );
+        assert_eq!(
+            depth(&b),
+            vec![("default".to_owned(), 0, 2)],
+            "from version {old}"
+        );
         let leases: Vec<_> = got.iter().map(|d| d.lease).collect();
         b.complete(&leases).unwrap();
+        assert_eq!(depth(&b), Vec::new(), "from version {old}");
         assert!(b
             .reserve(
                 &default_queue(),

@@ -13,7 +13,7 @@ use lovage_broker::BrokerError;
 use crate::api::{blocking, queue_views, worker_views};
 use crate::auth::authorize;
 use crate::error::ApiError;
-use crate::hub::BUCKETS;
+use crate::hub::{Histogram, Series, BUCKETS, MAX_SERIES, STATE_LABELS, WAIT_BUCKETS};
 use crate::ServerState;
 
 /// A label value with `\`, `"` and newlines escaped.
@@ -57,9 +57,10 @@ pub async fn metrics(
     if let Some(c) = counts {
         head(
             &mut out,
-            "lovage_tasks_total",
+            "lovage_broker_tasks_total",
             "counter",
-            "Tasks by state change, from the broker's counters.",
+            "Tasks by state change over every task and queue, from the broker's counters (they \
+             survive server restarts).",
         );
         for (state, n) in [
             ("sent", c.sent),
@@ -68,7 +69,7 @@ pub async fn metrics(
             ("retried", c.retried),
             ("revoked", c.revoked),
         ] {
-            let _ = writeln!(out, "lovage_tasks_total{{state=\"{state}\"}} {n}");
+            let _ = writeln!(out, "lovage_broker_tasks_total{{state=\"{state}\"}} {n}");
         }
         head(
             &mut out,
@@ -176,32 +177,7 @@ pub async fn metrics(
             );
         }
     }
-    head(
-        &mut out,
-        "lovage_task_runtime_seconds",
-        "histogram",
-        "Run time of finished tasks seen in the event stream since the server started.",
-    );
-    for ((task, queue), h) in state.hub.runtimes() {
-        let labels = format!("task=\"{}\",queue=\"{}\"", esc(&task), esc(&queue));
-        for (le, n) in BUCKETS.iter().zip(h.buckets) {
-            let _ = writeln!(
-                out,
-                "lovage_task_runtime_seconds_bucket{{{labels},le=\"{le}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "lovage_task_runtime_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-            h.count
-        );
-        let _ = writeln!(out, "lovage_task_runtime_seconds_sum{{{labels}}} {}", h.sum);
-        let _ = writeln!(
-            out,
-            "lovage_task_runtime_seconds_count{{{labels}}} {}",
-            h.count
-        );
-    }
+    task_series(&mut out, &state.hub.series());
     head(
         &mut out,
         "lovage_events_total",
@@ -257,4 +233,68 @@ pub async fn metrics(
         out,
     )
         .into_response())
+}
+
+/// One histogram metric: name, help, bucket bounds and where a series keeps it.
+type HistogramFamily = (
+    &'static str,
+    &'static str,
+    &'static [f64; 12],
+    fn(&Series) -> &Histogram,
+);
+
+/// `lovage_tasks_total{task,queue,state}` and the runtime and queue-wait histograms, from the
+/// task events seen since the server started; at most [`MAX_SERIES`] (task, queue) pairs, the
+/// rest under `(other)`.
+fn task_series(out: &mut String, series: &[((String, String), Series)]) {
+    let labels: Vec<String> = series
+        .iter()
+        .map(|((task, queue), _)| format!("task=\"{}\",queue=\"{}\"", esc(task), esc(queue)))
+        .collect();
+    head(
+        out,
+        "lovage_tasks_total",
+        "counter",
+        &format!(
+            "Task events by task, queue and state since the server started ({MAX_SERIES} \
+             task/queue pairs at most, then task=\"(other)\")."
+        ),
+    );
+    for (l, (_, s)) in labels.iter().zip(series) {
+        for ((_, state), n) in STATE_LABELS.iter().zip(s.states) {
+            if n > 0 {
+                let _ = writeln!(out, "lovage_tasks_total{{{l},state=\"{state}\"}} {n}");
+            }
+        }
+    }
+    let histograms: [HistogramFamily; 2] = [
+        (
+            "lovage_task_runtime_seconds",
+            "Run time of finished attempts seen in the event stream since the server started.",
+            &BUCKETS,
+            |s| &s.runtime,
+        ),
+        (
+            "lovage_task_queue_wait_seconds",
+            "From sending to the start of the attempt that finished (a retried task's earlier \
+             attempts included), since the server started.",
+            &WAIT_BUCKETS,
+            |s| &s.wait,
+        ),
+    ];
+    for (name, help, bounds, pick) in histograms {
+        head(out, name, "histogram", help);
+        for (l, (_, s)) in labels.iter().zip(series) {
+            let h = pick(s);
+            if h.count == 0 {
+                continue;
+            }
+            for (le, n) in bounds.iter().zip(h.buckets) {
+                let _ = writeln!(out, "{name}_bucket{{{l},le=\"{le}\"}} {n}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "{name}_sum{{{l}}} {}", h.sum);
+            let _ = writeln!(out, "{name}_count{{{l}}} {}", h.count);
+        }
+    }
 }

@@ -8,6 +8,7 @@ mod http;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Client;
 use lovage_broker::App;
@@ -579,7 +580,7 @@ fn metrics_are_prometheus_text_and_need_a_token() {
     for want in [
         "# TYPE lovage_queue_depth gauge",
         r#"lovage_queue_depth{queue="m\"q",state="ready"} 1"#,
-        r#"lovage_tasks_total{state="sent"} 1"#,
+        r#"lovage_broker_tasks_total{state="sent"} 1"#,
         r#"lovage_workers{state="online"} 0"#,
         "lovage_server_sse_clients 0",
         "# TYPE lovage_task_runtime_seconds histogram",
@@ -668,5 +669,61 @@ fn bulk_revoke_by_filter_and_bad_bulk_requests() {
             )
             .status,
         403
+    );
+}
+
+#[test]
+fn a_stalled_event_client_is_told_it_lagged_while_one_that_keeps_up_misses_nothing() {
+    let s = start();
+    let c = s.client.bearer(READ);
+    // Starts the poller.
+    assert_eq!(c.get("/api/v1/overview").status, 200);
+    let base = s
+        .app
+        .backend()
+        .events()
+        .read_events(u64::MAX - 1, 1)
+        .unwrap()
+        .last_seq;
+    let path = format!("/api/v1/events?last_event_id={base}");
+    let mut stalled = c.events(&path);
+    let mut keeping = c.events(&path);
+    // Far more than the shared ring (8192) and the socket buffers (a few MiB) hold.
+    const N: u64 = 80_000;
+    let reader = std::thread::spawn(move || {
+        for want in base + 1..=base + N {
+            let e = keeping.next();
+            assert_eq!(e.event, "task-succeeded", "{e:?}");
+            assert_eq!(e.id.as_deref(), Some(want.to_string().as_str()), "{e:?}");
+        }
+    });
+    // Paced as busy workers publish: about 100,000 events/s.
+    for _ in 0..N / 500 {
+        publish(&s.app, 500, "lag");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    reader.join().unwrap();
+    // The stalled client: what its buffers held, then `lagged` saying how many it skipped.
+    let mut got = 0;
+    let missed = loop {
+        let e = stalled.next();
+        if e.event == "lagged" {
+            let data: Value = serde_json::from_str(&e.data).unwrap();
+            break data["missed"].as_u64().unwrap();
+        }
+        got += 1;
+        assert!(
+            got < N,
+            "every event reached the stalled client: no lag shown"
+        );
+    };
+    assert!(
+        missed > 0 && got + missed <= N,
+        "got {got}, missed {missed}"
+    );
+    let metrics = c.get("/metrics").text();
+    assert!(
+        metrics.contains("lovage_server_events_lagged_total 1"),
+        "{metrics}"
     );
 }

@@ -296,6 +296,28 @@ fn log_in_submit_watch_it_finish_and_revoke_in_a_real_browser() {
         std::thread::sleep(Duration::from_millis(300));
         driver.screenshot(page);
     }
+    // A worker's page: what it runs and holds and its registered tasks, asked through its
+    // mailbox; in both themes.
+    driver.go(&format!("{base}#/workers"));
+    driver.wait(
+        "a worker link",
+        "return !!document.querySelector('main a[href^=\"#/worker/\"]')",
+    );
+    driver.js(
+        "document.querySelector('main a[href^=\"#/worker/\"]').click();",
+        json!([]),
+    );
+    driver.wait(
+        "the worker's registered tasks",
+        "const t = document.getElementById('registered'); return !!t && t.textContent.includes('lovage.sleep')",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    driver.screenshot("worker");
+    driver.js("document.getElementById('theme').click();", json!([]));
+    std::thread::sleep(Duration::from_millis(300));
+    driver.screenshot("worker-light");
+    driver.js("document.getElementById('theme').click();", json!([]));
+
     let logs = driver.call("POST", "/se/log", json!({"type": "browser"}));
     let errors: Vec<&Value> = logs
         .as_array()

@@ -190,6 +190,49 @@ fn api_with_real_workers(env: Env) {
     let again = r.json()["task_id"].as_str().unwrap().to_owned();
     assert_eq!(result(&admin, &again)["state"], "FAILURE");
 
+    // Discarding the first failure's letter leaves the retry's.
+    eventually("both dead letters", || {
+        (read.get("/api/v1/dead").json()["total"] == 2).then_some(())
+    });
+    let discard = format!(r#"{{"filter":{{"ids":["{bad}"]}}}}"#);
+    assert_eq!(read.post("/api/v1/dead/discard", &discard).status, 403);
+    let r = admin.post("/api/v1/dead/discard", &discard);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = r.json();
+    assert_eq!(
+        (&r["matched"], &r["done"]),
+        (&Value::from(1), &Value::from(1)),
+        "{r}"
+    );
+    let dead = read.get("/api/v1/dead").json();
+    assert_eq!(dead["total"], 1, "{dead}");
+    assert_eq!(dead["items"][0]["id"], again.as_str(), "{dead}");
+    assert_eq!(
+        result(&admin, &bad)["state"],
+        "FAILURE",
+        "the record stays; only the letter went"
+    );
+    let r = admin.post("/api/v1/dead/discard", r#"{"filter":{"ids":["nope"]}}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // The per-task series, from the workers' events, labelled by task and queue.
+    let metrics = eventually("both failures in /metrics", || {
+        let text = read.get("/metrics").text();
+        text.contains(r#"lovage_tasks_total{task="lovage.shell",queue="default",state="failed"} 2"#)
+            .then_some(text)
+    });
+    for want in [
+        r#"lovage_tasks_total{task="lovage.sleep",queue="default",state="succeeded"} 1"#,
+        r#"lovage_task_runtime_seconds_count{task="lovage.sleep",queue="default"} 1"#,
+        r#"lovage_task_runtime_seconds_bucket{task="lovage.sleep",queue="default",le="0.1"} 0"#,
+        r#"lovage_task_runtime_seconds_bucket{task="lovage.sleep",queue="default",le="0.25"} 1"#,
+        r#"lovage_task_queue_wait_seconds_count{task="lovage.sleep",queue="default"} 1"#,
+        r#"lovage_task_queue_wait_seconds_count{task="lovage.shell",queue="default"} 2"#,
+        r#"lovage_broker_tasks_total{state="failed"} 2"#,
+    ] {
+        assert!(metrics.contains(want), "{want} missing from\n{metrics}");
+    }
+
     // Revoking a running task shows REVOKED at once.
     let long = send(&admin, r#"{"name":"lovage.sleep","args":[60]}"#);
     eventually("a worker to reserve the long task", || {

@@ -144,6 +144,40 @@ conformance_tests! {
         assert_eq!(b.task_counts().unwrap().failed - before.failed, 1);
     }
 
+    fn dead_letters_are_discarded_by_task_id(f: Fixture) {
+        let b = f.backend.driver();
+        let err = lovage_core::TaskError::new("ValueError", "bad input");
+        let (a, c, kept) = (env("ops-dead", 0), env("ops-dead", 0), env("ops-dead", 0));
+        // `a` failed twice (retried from its letter, failed again): two letters.
+        for e in [&a, &a, &c, &kept] {
+            b.bury(e, &err).unwrap();
+        }
+        // One held task dead-lettered through its lease, so the live counts move too.
+        let held = env("ops-dead", 0);
+        b.enqueue(std::slice::from_ref(&held)).unwrap();
+        let d = reserve_all(b, "ops-dead", 1);
+        b.discard(&d[0].lease, &d[0].envelope, &err).unwrap();
+        let counts = b.task_counts().unwrap();
+        let dead_in = |b: &dyn crate::Driver| {
+            b.queues().unwrap().iter().find(|q| q.name == "ops-dead").map_or(0, |q| q.dead)
+        };
+        assert_eq!(dead_in(b), 5);
+        assert_eq!(b.discard_dead(&[a.id, c.id, held.id]).unwrap(), 4);
+        let left: Vec<TaskId> = b
+            .dead_letters(100)
+            .unwrap()
+            .iter()
+            .filter(|d| d.envelope.queue == "ops-dead")
+            .map(|d| d.envelope.id)
+            .collect();
+        assert_eq!(left, vec![kept.id], "only the letter not named stays");
+        assert_eq!(dead_in(b), 1);
+        assert_eq!(b.discard_dead(&[a.id, TaskId::new()]).unwrap(), 0, "nothing left to discard");
+        assert_eq!(b.discard_dead(&[]).unwrap(), 0);
+        assert_eq!(b.task_counts().unwrap(), counts, "counts are about tasks, not letters");
+        assert!(b.stats().unwrap().iter().all(|s| s.queue != "ops-dead"), "no task left");
+    }
+
     fn a_paused_queue_is_not_delivered_until_resumed(f: Fixture) {
         let b = f.backend.driver();
         b.pause("ops-paused").unwrap();

@@ -187,6 +187,13 @@ impl QueueOps for MemoryBackend {
         Ok(())
     }
 
+    fn discard_dead(&self, ids: &[TaskId]) -> Result<u64> {
+        let mut st = self.state();
+        let before = st.dead.len();
+        st.dead.retain(|d| !ids.contains(&d.envelope.id));
+        Ok((before - st.dead.len()) as u64)
+    }
+
     fn paused(&self) -> Result<Vec<String>> {
         Ok(self.state().ops.paused.iter().cloned().collect())
     }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use lovage_core::TaskId;
+
 use crate::{Envelope, Result};
 
 /// One queue as an operator sees it.
@@ -41,4 +43,9 @@ pub trait QueueOps: Send + Sync {
 
     /// Every queue that holds a task, a dead letter or is paused, by name.
     fn queues(&self) -> Result<Vec<QueueInfo>>;
+
+    /// Removes every dead letter kept for the tasks `ids`, in one step; returns how many
+    /// letters went. The tasks' result records stay (a FAILURE stays a FAILURE): only the
+    /// letters an operator would retry from are dropped.
+    fn discard_dead(&self, ids: &[TaskId]) -> Result<u64>;
 }

@@ -243,6 +243,31 @@ impl Inspect for RedisBackend {
     }
 }
 
+/// Drops the dead letters (JSON in the list `KEYS[1]`) whose task id is one of `ARGV`, in one
+/// atomic step: the list is rebuilt from the letters kept, in their order, so a discard of
+/// thousands costs one pass over the capped list, not one `LREM` scan per letter.
+const DISCARD_DEAD: &str = r#"
+local want = {}
+for i = 1, #ARGV do want[ARGV[i]] = true end
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local kept, gone = {}, 0
+for _, v in ipairs(items) do
+  local ok, d = pcall(cjson.decode, v)
+  if ok and type(d) == 'table' and type(d.envelope) == 'table' and want[d.envelope.id] then
+    gone = gone + 1
+  else
+    kept[#kept + 1] = v
+  end
+end
+if gone > 0 then
+  redis.call('DEL', KEYS[1])
+  for i = 1, #kept, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(kept, i, math.min(i + 999, #kept)))
+  end
+end
+return gone
+"#;
+
 impl QueueOps for RedisBackend {
     fn pause(&self, queue: &str) -> Result<()> {
         self.with_conn("pause", |c| {
@@ -273,6 +298,22 @@ impl QueueOps for RedisBackend {
                 .ignore()
                 .query::<()>(c)
         })
+    }
+
+    fn discard_dead(&self, ids: &[TaskId]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let script = redis::Script::new(DISCARD_DEAD);
+        let gone: i64 = self.with_conn("discard dead letters", |c| {
+            let mut inv = script.prepare_invoke();
+            inv.key(self.key("dead"));
+            for id in ids {
+                inv.arg(id.to_string());
+            }
+            inv.invoke(c)
+        })?;
+        Ok(gone.max(0) as u64)
     }
 
     fn paused(&self) -> Result<Vec<String>> {

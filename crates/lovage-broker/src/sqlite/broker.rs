@@ -10,7 +10,7 @@ use rusqlite::{params, OptionalExtension};
 use super::results::{insert_result, insert_results};
 use super::rows::{dead_letter, encode_tasks, row_to_envelope_or_corrupt, TaskColumns};
 use super::schema::{READY, RESERVED, SCHEDULED};
-use super::tally::Tally;
+use super::tally::{Tally, LIVE_IN};
 use super::SqliteBackend;
 use crate::corrupt::CorruptMessage;
 use crate::{
@@ -85,14 +85,12 @@ impl SqliteBackend {
         self.write("dead-letter", |tx| {
             // A stale lease: the task lives on elsewhere, so it is not dead.
             if let Some(lease) = lease {
-                if delete_held(tx, lease)? == 0 {
+                let Some(queue) = delete_held(tx, lease)? else {
                     return Ok(());
-                }
-                Tally {
-                    live: -1,
-                    ..Tally::default()
-                }
-                .flush(tx)?;
+                };
+                let mut tally = Tally::default();
+                tally.live_in(&queue, -1);
+                tally.flush(tx)?;
             }
             insert_dead_letter(
                 tx,
@@ -156,7 +154,7 @@ impl SqliteBackend {
                 let envelope = match decoded {
                     Ok(envelope) => envelope,
                     Err(bad) => {
-                        let mut tally = Tally { live: -1, ..Tally::default() };
+                        let mut tally = Tally::default();
                         discard_corrupt(tx, seq, &bad, self.dead_letters_kept(), &mut tally)?;
                         tally.flush(tx)?;
                         continue;
@@ -329,8 +327,13 @@ impl Broker for SqliteBackend {
             // the rest of its workflow.
             let mut tally = Tally::default();
             if plain {
-                let gone = tx.execute("DELETE FROM tasks WHERE id = ?1", [id.to_string()])?;
-                tally.live -= gone as i64;
+                let gone: Option<String> = tx
+                    .prepare_cached("DELETE FROM tasks WHERE id = ?1 RETURNING queue")?
+                    .query_row([id.to_string()], |r| r.get(0))
+                    .optional()?;
+                if let Some(queue) = gone {
+                    tally.live_in(&queue, -1);
+                }
             }
             // Recorded in the same transaction: a waiter never sees it PENDING for good.
             let record = ResultRecord::revoked_waiting(id, task, attempts.max(0) as u32);
@@ -459,13 +462,37 @@ impl Presence for SqliteBackend {
 
 impl Admin for SqliteBackend {
     fn stats(&self) -> Result<Vec<QueueStats>> {
+        // Rows per queue from the counters the writes keep; the scheduled and reserved ones
+        // (few beside the ready ones) counted through their partial index; ready is the rest.
+        // Counting every row was a full scan: ~0.9 s per call at a million waiting tasks.
         let conn = self.conn();
-        let mut q = conn
-            .prepare(
-                "SELECT queue, state, count(*) FROM tasks GROUP BY queue, state ORDER BY queue",
+        let err = |e| self.err("stats", e);
+        let mut by: std::collections::BTreeMap<String, QueueStats> = Default::default();
+        let mut live = conn
+            .prepare_cached(
+                "SELECT substr(key, ?1), value FROM counters WHERE key >= ?2 AND key < ?3 AND value > 0",
             )
-            .map_err(|e| self.err("stats", e))?;
-        let rows = q
+            .map_err(err)?;
+        let upper = format!("{};", LIVE_IN.trim_end_matches(':'));
+        let rows = live
+            .query_map(params![LIVE_IN.len() as i64 + 1, LIVE_IN, upper], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(err)?;
+        for row in rows {
+            let (queue, n) = row.map_err(err)?;
+            let s = by.entry(queue.clone()).or_insert_with(|| QueueStats {
+                queue,
+                ..Default::default()
+            });
+            s.ready = n.max(0) as u64;
+        }
+        let mut held = conn
+            .prepare_cached(
+                "SELECT queue, state, count(*) FROM tasks WHERE state != 0 GROUP BY queue, state",
+            )
+            .map_err(err)?;
+        let rows = held
             .query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -473,34 +500,28 @@ impl Admin for SqliteBackend {
                     r.get::<_, i64>(2)?,
                 ))
             })
-            .map_err(|e| self.err("stats", e))?;
-        let mut by: Vec<QueueStats> = Vec::new();
+            .map_err(err)?;
         for row in rows {
-            let (queue, state, n) = row.map_err(|e| self.err("stats", e))?;
-            // Rows come ordered by queue, so a queue's counts are the last entry or a new one.
-            match by.last_mut() {
-                Some(s) if s.queue == queue => count(s, state, n),
-                _ => {
-                    let mut s = QueueStats {
-                        queue,
-                        ..Default::default()
-                    };
-                    count(&mut s, state, n);
-                    by.push(s);
-                }
-            }
+            let (queue, state, n) = row.map_err(err)?;
+            let s = by.entry(queue.clone()).or_insert_with(|| QueueStats {
+                queue,
+                ..Default::default()
+            });
+            count(s, state, n);
+            s.ready = s.ready.saturating_sub(n.max(0) as u64);
         }
-        Ok(by)
+        Ok(by
+            .into_values()
+            .filter(|s| s.ready + s.scheduled + s.reserved > 0)
+            .collect())
     }
 
     fn purge(&self, queue: &str) -> Result<u64> {
         self.write("purge", |tx| {
             let gone = tx.execute("DELETE FROM tasks WHERE queue = ?1 AND state != 1", [queue])?;
-            Tally {
-                live: -(gone as i64),
-                ..Tally::default()
-            }
-            .flush(tx)?;
+            let mut tally = Tally::default();
+            tally.live_in(queue, -(gone as i64));
+            tally.flush(tx)?;
             Ok(gone as u64)
         })
     }
@@ -570,7 +591,7 @@ fn insert_encoded(
             flow,
         ])? as i64;
         tally.sent += added;
-        tally.live += added;
+        tally.live_in(&e.queue, added);
     }
     Ok(())
 }
@@ -583,7 +604,9 @@ fn delete_acked(
     tally: &mut Tally,
 ) -> rusqlite::Result<()> {
     for l in leases {
-        tally.live -= delete_held(tx, l)? as i64;
+        if let Some(queue) = delete_held(tx, l)? {
+            tally.live_in(&queue, -1);
+        }
     }
     Ok(())
 }
@@ -595,10 +618,15 @@ fn paused_queues(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Vec<String>
     rows.collect()
 }
 
-/// Deletes the task `lease` still holds; 1 if it did, 0 for a stale lease.
-fn delete_held(tx: &rusqlite::Transaction<'_>, lease: &Lease) -> rusqlite::Result<usize> {
-    tx.prepare_cached("DELETE FROM tasks WHERE id = ?1 AND fence = ?2 AND fence != 0")?
-        .execute(params![lease.id.to_string(), fence_param(lease)])
+/// Deletes the task `lease` still holds; its queue if it did, `None` for a stale lease.
+fn delete_held(tx: &rusqlite::Transaction<'_>, lease: &Lease) -> rusqlite::Result<Option<String>> {
+    tx.prepare_cached(
+        "DELETE FROM tasks WHERE id = ?1 AND fence = ?2 AND fence != 0 RETURNING queue",
+    )?
+    .query_row(params![lease.id.to_string(), fence_param(lease)], |r| {
+        r.get(0)
+    })
+    .optional()
 }
 
 /// Draws `n` fencing tokens; returns the one before the first (tokens are that + 1 ..= + n).
@@ -641,8 +669,13 @@ fn discard_corrupt(
         v.map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
     };
     let error = json(serde_json::to_string(&dead.error))?;
-    tx.prepare_cached("DELETE FROM tasks WHERE seq = ?1")?
-        .execute([seq])?;
+    let queue: Option<String> = tx
+        .prepare_cached("DELETE FROM tasks WHERE seq = ?1 RETURNING queue")?
+        .query_row([seq], |r| r.get(0))
+        .optional()?;
+    if let Some(queue) = queue {
+        tally.live_in(&queue, -1);
+    }
     insert_dead_letter(
         tx,
         &bad.raw_id,

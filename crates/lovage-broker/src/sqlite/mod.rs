@@ -34,8 +34,10 @@
 //!
 //! The task index is columns of `tasks` (`received`) and `results` (`queue`, `preview`,
 //! `received`, copied from the task's row when its record is stored) with an index of
-//! the records that are not SUCCESS (`results_state`); the counts by state are `counters` rows
-//! `lovage:count:*` moved by the transactions that change them (see `tally`).
+//! the records that are not SUCCESS (`results_state`); the counts by state, and since schema 6
+//! each queue's row count (`lovage:count:live:QUEUE`, so queue depths are never counted over
+//! the rows), are `counters` rows `lovage:count:*` moved by the transactions that change them
+//! (see `tally`).
 //!
 //! The code, by job: `schema` (create, check and upgrade the file), `conn` (the one connection
 //! and its transactions), `wait` (blocking until something changes), `broker` (a task's life,

@@ -311,6 +311,17 @@ impl QueueOps for SqliteBackend {
         })
     }
 
+    fn discard_dead(&self, ids: &[TaskId]) -> Result<u64> {
+        self.write("discard dead letters", |tx| {
+            let mut del = tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?;
+            let mut gone = 0;
+            for id in ids {
+                gone += del.execute([id.to_string()])? as u64;
+            }
+            Ok(gone)
+        })
+    }
+
     fn paused(&self) -> Result<Vec<String>> {
         let conn = self.conn();
         let mut q = conn
@@ -370,9 +381,20 @@ impl QueueOps for SqliteBackend {
                 dead_by.insert(queue.unwrap_or_default(), n.max(0) as u64);
             }
         }
+        // The first task of each priority lane (index seeks on `tasks_ready`, at most one per
+        // priority in use), not a min over every ready row: that read the whole queue.
         let mut oldest = conn
             .prepare_cached(
-                "SELECT min(coalesce(eta, created)) FROM tasks WHERE state = 0 AND queue = ?1",
+                "WITH RECURSIVE lanes(p) AS ( \
+                   SELECT max(priority) FROM tasks WHERE state = 0 AND queue = ?1 \
+                   UNION ALL \
+                   SELECT (SELECT max(priority) FROM tasks \
+                           WHERE state = 0 AND queue = ?1 AND priority < lanes.p) \
+                   FROM lanes WHERE lanes.p IS NOT NULL) \
+                 SELECT min((SELECT coalesce(eta, created) FROM tasks \
+                             WHERE state = 0 AND queue = ?1 AND priority = lanes.p \
+                             ORDER BY seq LIMIT 1)) \
+                 FROM lanes WHERE lanes.p IS NOT NULL",
             )
             .map_err(|e| self.err("queues", e))?;
         let mut out: std::collections::BTreeMap<String, QueueInfo> = Default::default();

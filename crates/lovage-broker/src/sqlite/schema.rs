@@ -10,7 +10,7 @@ use crate::{BrokerError, Result};
 /// `PRAGMA application_id` of a lovage database ("LOVA").
 const APPLICATION_ID: i32 = 0x4c4f_5641;
 /// Schema version in `PRAGMA user_version`.
-const SCHEMA_VERSION: i32 = 5;
+const SCHEMA_VERSION: i32 = 6;
 
 // The values of `tasks.state`.
 pub(super) const READY: i64 = 0;
@@ -82,6 +82,14 @@ CREATE TABLE IF NOT EXISTS control_replies (
 );
 CREATE INDEX IF NOT EXISTS control_replies_request ON control_replies(request, seq);
 INSERT OR REPLACE INTO counters (key, value) VALUES ('lovage:count:live', (SELECT count(*) FROM tasks));
+";
+
+/// Added in schema version 6: each queue's row count as a counter (`lovage:count:live:QUEUE`),
+/// kept from then on by the writes that add and remove rows, so queue depths are read, not
+/// counted.
+const QUEUE_COUNTS: &str = "
+INSERT OR REPLACE INTO counters (key, value)
+    SELECT 'lovage:count:live:' || queue, count(*) FROM tasks GROUP BY queue;
 ";
 
 /// Added in schema version 5: shared dicts and lists ([`crate::shared`]). A list item's `pos`
@@ -221,7 +229,8 @@ impl SqliteBackend {
     }
 
     /// Brings an older database (1: before workflows; 2: before fencing tokens and the purge
-    /// indexes; 3: before the operators' tables; 4: before shared dicts and lists) to the current schema.
+    /// indexes; 3: before the operators' tables; 4: before shared dicts and lists; 5: before the
+    /// per-queue counts) to the current schema.
     fn upgrade(&self) -> Result<()> {
         self.write("upgrade schema", |tx| {
             let version: i32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -238,6 +247,9 @@ impl SqliteBackend {
             }
             if version < 5 {
                 tx.execute_batch(SHARED)?;
+            }
+            if version < 6 {
+                tx.execute_batch(QUEUE_COUNTS)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         })

@@ -13,6 +13,9 @@ pub(super) const RETRIED: &str = "lovage:count:retried";
 pub(super) const REVOKED: &str = "lovage:count:revoked";
 /// Rows of `tasks`: waiting, scheduled or reserved.
 pub(super) const LIVE: &str = "lovage:count:live";
+/// The prefix of one queue's [`LIVE`] count (`lovage:count:live:QUEUE`): queue depths read
+/// from counters, not by counting a million rows.
+pub(super) const LIVE_IN: &str = "lovage:count:live:";
 
 /// What one transaction changed, to add to the counters before it commits.
 #[derive(Debug, Default)]
@@ -23,6 +26,8 @@ pub(super) struct Tally {
     pub(super) retried: i64,
     pub(super) revoked: i64,
     pub(super) live: i64,
+    /// `live` by queue (added to it by [`Tally::live_in`]).
+    pub(super) live_by_queue: Vec<(String, i64)>,
 }
 
 impl Tally {
@@ -36,6 +41,16 @@ impl Tally {
         }
     }
 
+    /// Counts `by` more rows of `tasks` in `queue` (fewer when negative).
+    pub(super) fn live_in(&mut self, queue: &str, by: i64) {
+        self.live += by;
+        // A batch touches one queue or a few: a short list beats a map.
+        match self.live_by_queue.iter_mut().find(|(q, _)| q == queue) {
+            Some((_, n)) => *n += by,
+            None => self.live_by_queue.push((queue.to_owned(), by)),
+        }
+    }
+
     /// Adds the tally to the counters, one statement per count that moved.
     pub(super) fn flush(&self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
         let moved = [
@@ -46,7 +61,7 @@ impl Tally {
             (REVOKED, self.revoked),
             (LIVE, self.live),
         ];
-        for (key, by) in moved {
+        let add = |key: &str, by: i64| -> rusqlite::Result<()> {
             if by != 0 {
                 tx.prepare_cached(
                     "INSERT INTO counters (key, value) VALUES (?1, ?2) \
@@ -54,6 +69,13 @@ impl Tally {
                 )?
                 .execute(params![key, by])?;
             }
+            Ok(())
+        };
+        for (key, by) in moved {
+            add(key, by)?;
+        }
+        for (queue, by) in &self.live_by_queue {
+            add(&format!("{LIVE_IN}{queue}"), *by)?;
         }
         Ok(())
     }

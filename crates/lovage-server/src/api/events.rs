@@ -12,17 +12,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
 use lovage_broker::ops::{Event, EventKind};
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, Json, Query};
-use crate::hub::{Hub, Point};
+use crate::hub::{sse_frame, Fanned, Hub, Point};
 use crate::ServerState;
 
 /// `GET /events` filters.
@@ -65,12 +66,16 @@ impl Drop for ClientGuard {
     }
 }
 
-fn sse(e: &Event) -> SseEvent {
-    let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
-    SseEvent::default()
-        .id(e.seq.to_string())
-        .event(e.kind.as_str())
-        .data(data)
+/// How often an idle stream gets a comment, so proxies keep it open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// The most bytes one write to a client gathers (many frames per write when it is behind).
+const WRITE_BYTES: usize = 16 * 1024;
+/// Writes queued for one client before its task waits for it: with [`WRITE_BYTES`], what a
+/// stalled client holds beside the shared ring.
+const QUEUED_WRITES: usize = 8;
+
+fn lagged(missed: u64) -> Bytes {
+    Bytes::from(format!("event: lagged\ndata: {{\"missed\":{missed}}}\n\n"))
 }
 
 /// Server-Sent Events: every event as `id: seq`, `event: type`, `data: {seq,ts,type,...}`;
@@ -87,7 +92,7 @@ pub async fn events(
     State(state): State<ServerState>,
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let types = q
         .types
         .as_deref()
@@ -117,7 +122,7 @@ pub async fn events(
     let hub = state.hub.clone();
     if !hub.events_supported.load(Ordering::Acquire) {
         return Err(ApiError::new(
-            axum::http::StatusCode::NOT_IMPLEMENTED,
+            StatusCode::NOT_IMPLEMENTED,
             "unsupported",
             "this broker has no event stream yet",
         ));
@@ -131,22 +136,27 @@ pub async fn events(
     let live = hub.subscribe();
     hub.sse_clients.fetch_add(1, Ordering::AcqRel);
     let guard = ClientGuard(hub.clone());
-    let (tx, rx) = mpsc::channel::<SseEvent>(64);
+    let (tx, rx) = mpsc::channel::<Bytes>(QUEUED_WRITES);
     tokio::spawn(feed(state, guard, live, last, filter, tx));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
-/// One client's task: its backlog from the broker, then the live fan-out.
+/// One client's task: its backlog from the broker, then the live fan-out. Frames are encoded
+/// once by the poller; a client that is behind gets many in one write.
 async fn feed(
     state: ServerState,
     guard: ClientGuard,
-    mut live: broadcast::Receiver<Arc<Event>>,
+    mut live: broadcast::Receiver<Arc<Fanned>>,
     last: Option<u64>,
     filter: Filter,
-    tx: mpsc::Sender<SseEvent>,
+    tx: mpsc::Sender<Bytes>,
 ) {
     let hub = guard.0.clone();
     // Subscribed already; once the poller runs, every event after `upto` reaches `live`.
@@ -162,57 +172,74 @@ async fn feed(
                 tokio::task::spawn_blocking(move || app.backend().events().read_events(from, 1000))
                     .await;
             let Ok(Ok(batch)) = read else { return };
+            let mut out = Vec::new();
             if batch.missed(from) {
-                let data = format!(
-                    r#"{{"oldest_seq":{},"last_seq":{}}}"#,
-                    batch.oldest_seq, batch.last_seq
+                out.extend_from_slice(
+                    format!(
+                        "event: resync\ndata: {{\"oldest_seq\":{},\"last_seq\":{}}}\n\n",
+                        batch.oldest_seq, batch.last_seq
+                    )
+                    .as_bytes(),
                 );
-                if tx
-                    .send(SseEvent::default().event("resync").data(data))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            if batch.events.is_empty() {
-                break;
             }
             for e in batch.events.iter().filter(|e| e.seq <= upto) {
                 from = e.seq;
-                if filter.wants(e) && tx.send(sse(e)).await.is_err() {
-                    return;
+                if filter.wants(e) {
+                    out.extend_from_slice(&sse_frame(e));
                 }
             }
-            if batch.events.last().is_some_and(|e| e.seq >= upto) {
+            if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
+                return;
+            }
+            if batch.events.is_empty() || batch.events.last().is_some_and(|e| e.seq >= upto) {
                 break;
             }
         }
         sent = upto.max(after);
     }
     loop {
-        match live.recv().await {
-            Ok(e) => {
-                if e.seq <= sent {
-                    continue;
+        let first = match tokio::time::timeout(KEEP_ALIVE, live.recv()).await {
+            Ok(r) => r,
+            Err(_) => {
+                if tx.send(Bytes::from_static(b":\n\n")).await.is_err() {
+                    return;
                 }
-                sent = e.seq;
-                if filter.wants(&e) && tx.send(sse(&e)).await.is_err() {
+                continue;
+            }
+        };
+        let mut out = Vec::new();
+        let mut next = Some(first);
+        while let Some(r) = next.take() {
+            match r {
+                Ok(f) => {
+                    if f.event.seq > sent {
+                        sent = f.event.seq;
+                        if filter.wants(&f.event) {
+                            out.extend_from_slice(&f.frame);
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    hub.lagged_total.fetch_add(1, Ordering::AcqRel);
+                    out.extend_from_slice(&lagged(n));
+                }
+                Err(RecvError::Closed) => {
+                    let _ = tx.send(Bytes::from(out)).await;
                     return;
                 }
             }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                hub.lagged_total.fetch_add(1, Ordering::AcqRel);
-                let data = format!(r#"{{"missed":{n}}}"#);
-                if tx
-                    .send(SseEvent::default().event("lagged").data(data))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+            // What else is ready goes in the same write.
+            if out.len() < WRITE_BYTES {
+                next = match live.try_recv() {
+                    Ok(f) => Some(Ok(f)),
+                    Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                    Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+                    Err(TryRecvError::Empty) => None,
+                };
             }
-            Err(broadcast::error::RecvError::Closed) => return,
+        }
+        if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
+            return;
         }
     }
 }

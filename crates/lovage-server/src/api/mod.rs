@@ -45,6 +45,7 @@ use crate::ServerState;
         queues::peek,
         queues::dead,
         queues::dead_retry,
+        queues::dead_discard,
         events::events,
         events::charts,
         workers::list,
@@ -96,6 +97,7 @@ pub fn routes() -> Router<ServerState> {
         .route("/queues/{queue}/peek", get(queues::peek))
         .route("/dead", get(queues::dead))
         .route("/dead/retry", post(queues::dead_retry))
+        .route("/dead/discard", post(queues::dead_discard))
         .route("/events", get(events::events))
         .route("/charts", get(events::charts))
         .route("/workers", get(workers::list))

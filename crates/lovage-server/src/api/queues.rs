@@ -385,6 +385,57 @@ pub struct BulkResult {
     pub task_ids: Vec<String>,
 }
 
+/// The filter's ids, parsed (a malformed one is a 400 naming it).
+fn filter_ids(f: &DeadFilter) -> Result<Option<Vec<lovage_core::TaskId>>, ApiError> {
+    f.ids
+        .as_ref()
+        .map(|ids| ids.iter().map(|i| super::parse_id(i)).collect())
+        .transpose()
+}
+
+/// The letters `f` matches, newest first.
+fn matching<'a>(
+    letters: &'a [DeadLetter],
+    f: &DeadFilter,
+    ids: Option<&[lovage_core::TaskId]>,
+) -> Vec<&'a DeadLetter> {
+    letters
+        .iter()
+        .filter(|d| f.task.as_ref().is_none_or(|t| &d.envelope.task == t))
+        .filter(|d| f.error.as_ref().is_none_or(|k| &d.error.kind == k))
+        .filter(|d| ids.is_none_or(|ids| ids.contains(&d.envelope.id)))
+        .collect()
+}
+
+/// Drops the matching dead letters (every letter kept for a matched task); the tasks' result
+/// records stay. `done` counts the letters dropped, `task_ids` names their tasks.
+#[utoipa::path(post, path = "/api/v1/dead/discard", request_body = DeadAction,
+    responses((status = 200, body = BulkResult), (status = 400, body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn dead_discard(
+    State(state): State<ServerState>,
+    Json(a): Json<DeadAction>,
+) -> Result<Json<BulkResult>, ApiError> {
+    let f = a.filter;
+    let ids = filter_ids(&f)?;
+    let result = blocking(&state, move |app| {
+        let letters = b(app.dead_letters(DEAD_LETTERS_KEPT))?;
+        let matched = matching(&letters, &f, ids.as_deref());
+        let mut task_ids: Vec<lovage_core::TaskId> =
+            matched.iter().map(|d| d.envelope.id).collect();
+        task_ids.sort_unstable();
+        task_ids.dedup();
+        let done = b(app.backend().queue_ops().discard_dead(&task_ids))?;
+        Ok(BulkResult {
+            matched: matched.len() as u64,
+            done,
+            task_ids: task_ids.iter().map(|id| id.to_string()).collect(),
+        })
+    })
+    .await?;
+    Ok(Json(result))
+}
+
 /// Sends each matching dead letter again as a new task.
 #[utoipa::path(post, path = "/api/v1/dead/retry", request_body = DeadAction,
     responses((status = 200, body = BulkResult), (status = 400, body = crate::error::ErrorBody)),
@@ -394,19 +445,10 @@ pub async fn dead_retry(
     Json(a): Json<DeadAction>,
 ) -> Result<Json<BulkResult>, ApiError> {
     let f = a.filter;
-    let ids: Option<Vec<lovage_core::TaskId>> = f
-        .ids
-        .as_ref()
-        .map(|ids| ids.iter().map(|i| super::parse_id(i)).collect())
-        .transpose()?;
+    let ids = filter_ids(&f)?;
     let result = blocking(&state, move |app| {
         let letters = b(app.dead_letters(DEAD_LETTERS_KEPT))?;
-        let matched: Vec<&DeadLetter> = letters
-            .iter()
-            .filter(|d| f.task.as_ref().is_none_or(|t| &d.envelope.task == t))
-            .filter(|d| f.error.as_ref().is_none_or(|k| &d.error.kind == k))
-            .filter(|d| ids.as_ref().is_none_or(|ids| ids.contains(&d.envelope.id)))
-            .collect();
+        let matched = matching(&letters, &f, ids.as_deref());
         let mut task_ids = Vec::with_capacity(matched.len());
         for d in &matched {
             task_ids.push(resend(app, &d.envelope)?.to_string());

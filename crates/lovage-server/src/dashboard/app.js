@@ -70,11 +70,31 @@ const pages = {
       <td class="num">${fmt(w.active)}</td><td class="num">${fmt(w.tasks_done)}</td><td>${ago(w.heartbeat)}</td><td>${ago(w.started)}</td></tr>`).join("")}</table>` : `<div class="empty">No worker has sent a heartbeat. Start one: <span class="mono">lovage worker</span></div>`}</div>`;
   },
   async worker(id) {
-    const w = await api(`api/v1/workers/${encodeURIComponent(id)}`);
-    const t = await api(`api/v1/tasks?worker=${encodeURIComponent(id)}&limit=20`);
+    const enc = encodeURIComponent(id);
+    const w = await api(`api/v1/workers/${enc}`);
+    // Asked through the worker's mailbox in the broker; a busy or gone worker answers nothing.
+    const ask = (what) => w.online ? api(`api/v1/workers/${enc}/inspect/${what}?timeout=2`).then((r) => r.replies[id] ?? null, () => null) : Promise.resolve(null);
+    const [t, active, reserved, registered] = await Promise.all([api(`api/v1/tasks?worker=${enc}&limit=20`), ask("active"), ask("reserved"), ask("registered")]);
+    const reply = (r, f) => !w.online ? `<div class="empty">Offline: nothing to ask.</div>` : r == null ? `<div class="empty">No answer within 2 s (busy, or gone).</div>` : r.error ? `<div class="err">${esc(r.error)}</div>` : f(r.ok);
+    const held = (xs, running) => xs.length ? `<table><tr><th>Task</th><th>Name</th>${running ? `<th class="num">Elapsed</th><th></th>` : ""}</tr>${xs.map((x) => `<tr><td><a class="mono" href="#/task/${x.id}">${x.id.slice(0, 13)}…</a></td><td>${esc(x.name)}</td>
+      ${running ? `<td class="num">${ms(Math.round(x.elapsed_s * 1000))}</td><td class="admin-only"><button class="danger" onclick="control('${esc(id)}', 'revoke', { task_id: '${x.id}', terminate: true })">Revoke</button></td>` : ""}</tr>`).join("")}</table>` : `<div class="empty">${running ? "Nothing running." : "Nothing prefetched."}</div>`;
+    const names = registered?.ok ?? [];
+    const limit = (l) => l ? [l.rate_limit && `rate ${esc(l.rate_limit)}`, l.soft_time_limit_s != null && `soft ${l.soft_time_limit_s} s`, l.time_limit_s != null && `hard ${l.time_limit_s} s`].filter(Boolean).join(", ") || "—" : "—";
     return `<h1>${esc(w.id)} <span class="${w.online ? "on-dot" : "off-dot"}">●</span></h1>
-      <div class="panel kv"><div>Host</div><div>${esc(w.host)} (pid ${w.pid})</div><div>Pool</div><div>${esc(w.pool)}</div><div>Queues</div><div>${w.queues.map(esc).join(", ")}</div>
-      <div>Active</div><div>${fmt(w.active)}</div><div>Done</div><div>${fmt(w.tasks_done)}</div><div>Heartbeat</div><div>${ago(w.heartbeat)}</div><div>Started</div><div>${esc(w.started)}</div></div>
+      <div class="grid2"><div>
+      <div class="panel"><h2>Active</h2>${reply(active, (xs) => held(xs, true))}</div>
+      <div class="panel"><h2>Reserved</h2>${reply(reserved, (xs) => held(xs, false))}</div>
+      <div class="panel"><h2>Registered tasks</h2>${reply(registered, (xs) => xs.length ? `<table id="registered"><tr><th>Task</th><th>Limits</th></tr>${xs.map((x) => `<tr><td class="mono">${esc(x.name)}</td><td class="muted">${limit(x.limits)}</td></tr>`).join("")}</table>` : `<div class="empty">No tasks registered.</div>`)}</div>
+      </div><div>
+      <div class="panel kv"><div>Host</div><div>${esc(w.host)} (pid ${w.pid})</div><div>Pool</div><div>${esc(w.pool)}</div>
+      <div>Active</div><div>${fmt(w.active)}</div><div>Done</div><div>${fmt(w.tasks_done)}</div><div>Heartbeat</div><div>${ago(w.heartbeat)}</div><div>Started</div><div>${ago(w.started)}</div></div>
+      <div class="panel"><h2>Queues</h2><table>${w.queues.map((q) => `<tr><td>${esc(q)}</td><td class="num admin-only">${w.online && w.queues.length > 1 ? `<button onclick="control('${esc(id)}', 'cancel_consumer', { queue: '${esc(q)}' })">Stop consuming</button>` : ""}</td></tr>`).join("")}</table>
+        ${w.online ? `<form class="row admin-only" style="margin-top:10px" onsubmit="return workerForm(event, '${esc(id)}', 'add_consumer')"><input name="queue" placeholder="queue" required><button>Add consumer</button></form>` : ""}</div>
+      ${w.online ? `<div class="panel admin-only"><h2>Controls</h2>
+        <form class="row" onsubmit="return workerForm(event, '${esc(id)}', 'revoke')"><input name="task_id" placeholder="task id" required style="flex:1"><label class="muted"><input type="checkbox" name="terminate" checked> terminate</label><button class="danger">Revoke</button></form>
+        <form class="row" style="margin-top:10px" onsubmit="return workerForm(event, '${esc(id)}', 'rate_limit')"><select name="task">${names.map((x) => `<option>${esc(x.name)}</option>`).join("")}</select><input name="rate" placeholder="10/s; empty: none" style="width:150px"><button>Set rate limit</button></form>
+        <div class="row" style="margin-top:14px"><button class="danger" onclick="shutdownWorker('${esc(id)}')">Shut down (warm)</button></div></div>` : ""}
+      </div></div>
       <div class="panel"><h2>Recent tasks on this worker</h2>${taskTable(t.items)}</div>`;
   },
   async tasks() {
@@ -113,10 +133,10 @@ const pages = {
       <div class="seg" style="margin-bottom:12px"><button class="${by === "task" ? "on" : ""}" onclick="location.hash='#/dead?by=task'">by task</button><button class="${by === "error" ? "on" : ""}" onclick="location.hash='#/dead?by=error'">by error</button></div>
       <div class="panel">${g.groups.length ? `<table><tr><th>${by === "task" ? "Task" : "Error"}</th><th class="num">Count</th><th>Latest</th><th>Example</th><th></th></tr>
       ${g.groups.map((x) => `<tr><td>${esc(x.key)}</td><td class="num">${fmt(x.count)}</td><td>${ago(x.latest)}</td><td class="muted">${esc(x.example)}</td>
-      <td class="admin-only"><button onclick="retryGroup('${by}', '${esc(x.key)}')">Retry group</button></td></tr>`).join("")}</table>` : `<div class="empty">No dead letters.</div>`}</div>
+      <td class="admin-only"><div class="row"><button onclick="retryGroup('${by}', '${esc(x.key)}')">Retry group</button><button class="danger" onclick="discardDead(${by === "task" ? "'task'" : "'error'"}, '${esc(x.key)}')">Discard group</button></div></td></tr>`).join("")}</table>` : `<div class="empty">No dead letters.</div>`}</div>
       <div class="panel"><h2>Newest</h2>${d.items.length ? `<table><tr><th>Task</th><th>Name</th><th>Queue</th><th>Error</th><th>Args</th><th>When</th><th></th></tr>
       ${d.items.map((x) => `<tr><td><a class="mono" href="#/task/${x.id}">${x.id.slice(0, 13)}…</a></td><td>${esc(x.name)}</td><td>${esc(x.queue)}</td><td class="err">${esc(x.error.kind)}: ${esc(x.error.message)}</td>
-      <td class="mono">${esc(x.args_preview)}</td><td>${ago(x.at)}</td><td class="admin-only"><button onclick="act('retry','${x.id}')">Retry</button></td></tr>`).join("")}</table>` : `<div class="empty">Nothing here.</div>`}</div>`;
+      <td class="mono">${esc(x.args_preview)}</td><td>${ago(x.at)}</td><td class="admin-only"><div class="row"><button onclick="act('retry','${x.id}')">Retry</button><button class="danger" onclick="discardDead('ids', '${x.id}')">Discard</button></div></td></tr>`).join("")}</table>` : `<div class="empty">Nothing here.</div>`}</div>`;
   },
   async submit() {
     return `<h1>Submit a task</h1><div class="panel" style="max-width:640px"><form class="stack" id="submit" onsubmit="return submitTask(event)">
@@ -169,6 +189,20 @@ window.bulk = async (what) => { const ids = [...document.querySelectorAll(".pick
   toast(`${what}: ${done} of ${ids.length}`); route(); };
 window.retryGroup = async (by, key) => { try { const r = await post("api/v1/dead/retry", { filter: by === "task" ? { task: key } : { error: key } });
   toast(`Retried ${r.done} of ${r.matched}`); route(); } catch (e) { handle(e); } };
+window.discardDead = async (by, key) => { const what = by === "ids" ? "this dead letter" : `every dead letter of ${by} ${key}`;
+  if (!confirm(`Discard ${what}? The tasks' results stay; they can no longer be retried from here.`)) return;
+  try { const r = await post("api/v1/dead/discard", { filter: by === "ids" ? { ids: [key] } : { [by]: key } });
+    toast(`Discarded ${r.done} dead letter${r.done === 1 ? "" : "s"}`); route(); } catch (e) { handle(e); } };
+window.control = async (id, command, args) => { try { const r = await post(`api/v1/workers/${encodeURIComponent(id)}/control`, { command, args, timeout: 2 });
+    const rep = r.replies[id];
+    if (rep === undefined) toast(`${command}: no answer within 2 s`, true); else if (rep.error) toast(`${command}: ${rep.error}`, true);
+    else toast(`${command}: ${typeof rep.ok === "string" ? rep.ok : "done"}`);
+    route(); } catch (e) { handle(e); } };
+window.workerForm = (e, id, command) => { e.preventDefault(); const f = new FormData(e.target);
+  const args = command === "revoke" ? { task_id: f.get("task_id").trim(), terminate: f.get("terminate") === "on" }
+    : command === "rate_limit" ? { task: f.get("task"), rate: f.get("rate").trim() || null } : { queue: f.get("queue").trim() };
+  control(id, command, args); return false; };
+window.shutdownWorker = (id) => { if (confirm(`Shut ${id} down? It finishes what it runs and stops.`)) control(id, "shutdown", {}); };
 window.queueAct = async (q, what) => { if (what === "purge" && !confirm(`Remove every waiting task of ${q}?`)) return;
   try { await post(`api/v1/queues/${encodeURIComponent(q)}/${what}`, {}); toast(`${q}: ${what} done`); route(); } catch (e) { handle(e); } };
 window.peek = async (q) => { try { const xs = await api(`api/v1/queues/${encodeURIComponent(q)}/peek?limit=20`);

@@ -11,6 +11,8 @@ mod bench_mp;
 mod bench_pool;
 mod bench_queue;
 mod bench_rate;
+#[cfg(feature = "server")]
+mod bench_server;
 mod client;
 mod demo;
 mod graph;
@@ -104,6 +106,10 @@ enum BenchCommand {
     Flow(bench_flow::Args),
     /// A global rate limit across worker processes: the rate achieved against the limit.
     Rate(bench_rate::Args),
+    /// `lovage server` under load: its memory at 10k and 1M tasks, API latency, event
+    /// fan-out to SSE clients, worker throughput with events on and off.
+    #[cfg(feature = "server")]
+    Server(bench_server::Args),
     /// Delayed graphs: build cost per node, run cost per task, memory, on one local scheduler.
     Graph(bench_graph::Args),
     /// Bags and arrays: a billion-value array mean (beside a hand-written loop), a word count,
@@ -244,6 +250,8 @@ pub fn main() -> ExitCode {
         Command::Bench(BenchCommand::Queue(a)) => bench_queue::run(a),
         Command::Bench(BenchCommand::Flow(a)) => bench_flow::run(a),
         Command::Bench(BenchCommand::Rate(a)) => bench_rate::run(a),
+        #[cfg(feature = "server")]
+        Command::Bench(BenchCommand::Server(a)) => bench_server::run(a),
         Command::Bench(BenchCommand::Graph(a)) => bench_graph::run(a).map_err(Exit::from),
         Command::Bench(BenchCommand::Collections(a)) => {
             bench_collections::run(a).map_err(Exit::from)
