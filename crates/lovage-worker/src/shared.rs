@@ -173,6 +173,41 @@ pub(crate) struct Shared {
     pub born: Instant,
     /// Where large results stay (the data plane), when it is on.
     pub data: Option<std::sync::Arc<crate::data::DataStore>>,
+    /// Slots given back by tasks that wait (an implicit secede).
+    pub slots: std::sync::Arc<Slots>,
+    /// What tasks reach through `lovage::ctx()`: this worker's broker and client.
+    pub task_host: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+}
+
+/// The slots that running tasks gave back while they wait on other tasks: the fetcher
+/// reserves that many more.
+#[derive(Default)]
+pub(crate) struct Slots {
+    seceded: std::sync::atomic::AtomicUsize,
+    /// The worker, to wake its fetcher when a slot comes back.
+    pub owner: std::sync::OnceLock<std::sync::Weak<Shared>>,
+}
+
+impl Slots {
+    /// Slots given back now.
+    pub fn seceded(&self) -> usize {
+        self.seceded.load(Ordering::SeqCst)
+    }
+}
+
+impl lovage_core::context::SlotGate for Slots {
+    fn give_back(&self) {
+        self.seceded.fetch_add(1, Ordering::SeqCst);
+        if let Some(s) = self.owner.get().and_then(std::sync::Weak::upgrade) {
+            s.room.notify_all();
+        }
+    }
+
+    fn retake(&self) {
+        let _ = self
+            .seceded
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
 }
 
 /// Task names counted one by one in `inspect stats`; the rest are summed under `other`.
@@ -190,6 +225,7 @@ impl Shared {
         info: WorkerInfo,
         data: Option<std::sync::Arc<crate::data::DataStore>>,
     ) -> Shared {
+        let backend_for_host = backend.clone();
         Shared {
             backend,
             executor,
@@ -214,6 +250,10 @@ impl Shared {
             totals: Mutex::new(BTreeMap::new()),
             born: Instant::now(),
             data,
+            slots: Default::default(),
+            task_host: lovage_broker::ctx::TaskHost::shared(lovage_broker::App::with_backend(
+                backend_for_host,
+            )),
         }
     }
 
