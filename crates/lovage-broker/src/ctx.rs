@@ -125,10 +125,7 @@ impl TaskCtx {
         sig: TypedSignature<R>,
     ) -> Result<TaskId> {
         let id = match self.info.scope {
-            Some(scope) => {
-                let scope = scope.as_uuid().as_bytes().to_vec();
-                crate::futures::derived_id(&[b"lovage-scope-key:", &scope, key.as_bytes()])
-            }
+            Some(scope) => crate::scope::keyed_id(scope, key),
             None => {
                 let root = self.info.root.as_uuid().as_bytes().to_vec();
                 crate::futures::derived_id(&[b"lovage-root-key:", &root, key.as_bytes()])

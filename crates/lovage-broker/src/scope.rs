@@ -86,9 +86,18 @@ pub(crate) fn spawned_frame(parent: Option<TaskId>, root: TaskId, scope: Option<
     }
 }
 
+/// The id of the task spawned under `key` in `scope` (by the scope or by a task inside it),
+/// the same in every process: to read its record or wait on it.
+pub fn keyed_id(scope: TaskId, key: &str) -> TaskId {
+    let scope = scope.as_uuid().as_bytes().to_vec();
+    crate::futures::derived_id(&[b"lovage-scope-key:", &scope, key.as_bytes()])
+}
+
 /// How a scope ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScopeReport<R> {
+    /// The scope's id.
+    pub id: TaskId,
     /// What the scope's closure returned.
     pub value: R,
     /// Tasks counted in the scope (each once, however often it was spawned or delivered).
@@ -127,11 +136,7 @@ impl Scope<'_> {
         key: &str,
         sig: TypedSignature<R>,
     ) -> Result<TaskId> {
-        let scope = self.id.as_uuid().as_bytes().to_vec();
-        self.send(
-            crate::futures::derived_id(&[b"lovage-scope-key:", &scope, key.as_bytes()]),
-            sig,
-        )
+        self.send(keyed_id(self.id, key), sig)
     }
 
     fn send<R: DeserializeOwned>(&self, id: TaskId, sig: TypedSignature<R>) -> Result<TaskId> {
@@ -203,6 +208,7 @@ fn join(backend: &Backend, scope: TaskId, timeout: Option<Duration>) -> Result<(
 fn report<R>(app: &App, scope: TaskId, value: R) -> Result<ScopeReport<R>> {
     let entries = app.backend().shared().dict_entries(&dict_all(scope))?;
     let mut out = ScopeReport {
+        id: scope,
         value,
         spawned: entries.len() as u64,
         succeeded: 0,
