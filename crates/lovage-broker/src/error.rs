@@ -47,6 +47,9 @@ pub enum BrokerError {
         backend: &'static str,
         op: &'static str,
     },
+    /// A wait (a scope's join) ran past the caller's limit; what it waited for goes on.
+    #[error("timed out: {0}")]
+    Timeout(String),
 }
 
 impl BrokerError {
@@ -63,7 +66,8 @@ impl BrokerError {
             | BrokerError::Codec(_)
             | BrokerError::Corrupt(_)
             | BrokerError::BadRequest { .. }
-            | BrokerError::Unsupported { .. } => false,
+            | BrokerError::Unsupported { .. }
+            | BrokerError::Timeout(_) => false,
         }
     }
 }

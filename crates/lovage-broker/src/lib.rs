@@ -21,6 +21,7 @@ pub mod client;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod corrupt;
+pub mod ctx;
 pub mod dataref;
 mod error;
 pub mod futures;
@@ -31,6 +32,7 @@ mod rate;
 #[cfg(feature = "redis")]
 pub mod redis_backend;
 mod results;
+pub mod scope;
 pub mod shared;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -49,6 +51,7 @@ pub use message::{
 pub use ops::{Control, Events, Inspect, QueueOps};
 pub use rate::{gcra, now_micros, slots_from_micros};
 pub use results::ResultStore;
+pub use scope::{Scope, ScopeReport};
 pub use shared::{Manager, SharedDict, SharedList, SharedState};
 pub use time::{NotRfc3339, Timestamp};
 

@@ -120,6 +120,16 @@ pub enum Frame {
         /// This task's index among the stored graph's nodes.
         node: u32,
     },
+    /// A task spawned by another task or into a scope (`ctx.spawn`, `app.scope`): who spawned
+    /// it, the first task of its tree, and the scope whose count falls when it finishes.
+    Spawned {
+        /// The task that spawned it (none for a scope's first tasks, sent by a client).
+        parent: Option<TaskId>,
+        /// The first task of its tree.
+        root: TaskId,
+        /// The scope whose join waits for it.
+        scope: Option<TaskId>,
+    },
 }
 
 impl Canvas {

@@ -6,6 +6,7 @@
 pub mod cancel;
 pub mod canvas;
 pub mod codec;
+pub mod context;
 pub mod dispatch;
 pub mod error;
 pub mod id;

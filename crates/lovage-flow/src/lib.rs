@@ -216,6 +216,20 @@ pub fn plan_many(
     }
     run.settle_joins()?;
     run.store()?;
+    // Scope counts fall last, after everything the tasks' outcomes lead to is recorded and
+    // before their leases are completed: a crash in between delivers them again, and a
+    // fall is idempotent.
+    for (env, how) in finished {
+        for frame in &env.flow {
+            if let Frame::Spawned {
+                scope: Some(scope), ..
+            } = frame
+            {
+                let ok = matches!(how, Finished::Success(_));
+                lovage_broker::scope::fall(ctx.backend, *scope, env.id, ok)?;
+            }
+        }
+    }
     Ok(run.out)
 }
 
@@ -737,6 +751,8 @@ impl<'a> Advance<'a> {
                 Frame::Graph { graph, node } => {
                     self.graph_finished(graph, node, value.clone())?;
                 }
+                // Its scope's count falls in `plan_many`, once the batch is settled.
+                Frame::Spawned { .. } => {}
                 Frame::Join {
                     id,
                     index,
@@ -801,6 +817,7 @@ impl<'a> Advance<'a> {
                     Err(e) => tracing::warn!(error = %e, "the rest of a failed chain is unknown"),
                 },
                 Frame::Graph { graph, node } => self.graph_node_failed(graph, node, failure),
+                Frame::Spawned { .. } => {}
                 Frame::Join { id, body, .. } => {
                     self.failed(id, GROUP_TASK, upstream.clone());
                     if let Some(body) = body {

@@ -1,6 +1,9 @@
 //! What both pools can do with a registered task, so code (and the queue worker) can take either.
 
+use std::sync::Arc;
+
 use lovage_core::cancel::with_token;
+use lovage_core::context::{with_task, TaskInfo};
 use lovage_core::{CancelToken, Registry, Signature, TaskError, TypedSignature};
 use serde::de::DeserializeOwned;
 
@@ -25,6 +28,19 @@ pub trait Executor: Send + Sync {
     /// a revoke kills the child and a soft time limit is signalled to it.
     fn submit_cancellable(&self, sig: Signature, token: CancelToken) -> TaskHandle<Vec<u8>>;
 
+    /// Like [`submit_cancellable`](Self::submit_cancellable), with the task's context
+    /// (`lovage_core::context::current()` inside its body). A process pool's children do not
+    /// get it: the default ignores `info`.
+    fn submit_in(
+        &self,
+        sig: Signature,
+        token: CancelToken,
+        info: Arc<TaskInfo>,
+    ) -> TaskHandle<Vec<u8>> {
+        let _ = info;
+        self.submit_cancellable(sig, token)
+    }
+
     /// Number of workers (threads or child processes) that take tasks now.
     fn workers(&self) -> usize;
 
@@ -45,6 +61,17 @@ pub trait Executor: Send + Sync {
 impl Executor for ThreadPool {
     fn submit_cancellable(&self, sig: Signature, token: CancelToken) -> TaskHandle<Vec<u8>> {
         self.submit_fallible(move || with_token(&token, || run_registered(&sig)))
+    }
+
+    fn submit_in(
+        &self,
+        sig: Signature,
+        token: CancelToken,
+        info: Arc<TaskInfo>,
+    ) -> TaskHandle<Vec<u8>> {
+        self.submit_fallible(move || {
+            with_task(info, || with_token(&token, || run_registered(&sig)))
+        })
     }
 
     fn workers(&self) -> usize {

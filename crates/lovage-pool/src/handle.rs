@@ -319,8 +319,14 @@ impl<T: Send + 'static> TaskHandle<T> {
 
     /// Blocks until the task finishes and returns its value, or its error: the task's own
     /// failure, a panic (`Panic`), `Cancelled`, `WorkerLost`, `TimeLimitExceeded`…
+    ///
+    /// Inside a task that a `lovage worker` runs, a wait that blocks gives the task's slot back
+    /// for its length (an implicit `secede`/`rejoin`); see [`lovage_core::context`].
     pub fn result(self) -> Result<T, TaskError> {
         crate::thread::help_while(|| self.done());
+        if !self.done() {
+            return crate::thread::blocking(|| self.c().wait_take());
+        }
         self.c().wait_take()
     }
 
@@ -328,7 +334,9 @@ impl<T: Send + 'static> TaskHandle<T> {
     /// task keeps running and the handle stays usable. The value can be taken once: later calls
     /// return `ResultTaken`.
     pub fn result_timeout(&self, timeout: Duration) -> Result<T, TaskError> {
-        if self.c().wait_until(Some(Instant::now() + timeout)) {
+        let deadline = Instant::now() + timeout;
+        let done = self.done() || crate::thread::blocking(|| self.c().wait_until(Some(deadline)));
+        if done {
             self.c().take()
         } else {
             Err(TaskError::new(
@@ -341,12 +349,15 @@ impl<T: Send + 'static> TaskHandle<T> {
     /// Blocks until the task finishes.
     pub fn wait(&self) {
         crate::thread::help_while(|| self.done());
-        self.c().wait_until(None);
+        if !self.done() {
+            crate::thread::blocking(|| self.c().wait_until(None));
+        }
     }
 
     /// Blocks until the task finishes or `timeout` passes; true if it finished.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.c().wait_until(Some(Instant::now() + timeout))
+        let deadline = Instant::now() + timeout;
+        self.done() || crate::thread::blocking(|| self.c().wait_until(Some(deadline)))
     }
 
     /// True once the task has finished: returned, failed or been cancelled.

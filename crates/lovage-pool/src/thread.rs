@@ -203,6 +203,64 @@ impl WorkerContext {
 
 thread_local! {
     static CURRENT_WORKER: Cell<*const WorkerContext> = const { Cell::new(std::ptr::null()) };
+    /// The pool this thread runs jobs for: a worker thread's or a stand-in's (see [`blocking`]).
+    static CURRENT_POOL: std::cell::RefCell<Option<Arc<Shared>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, a blocking wait of a task a worker runs (one whose context lends a slot gate),
+/// as Dask's `secede`/`rejoin`: the task's slot goes back to the worker for the wait, and a
+/// stand-in thread runs the pool's queued jobs meanwhile, so the pool keeps its number of
+/// running threads and a tree of waiting parents cannot hold every thread. Elsewhere `f` just
+/// runs.
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    let in_task = lovage_core::context::current().is_some_and(|t| t.slots.is_some());
+    let pool = CURRENT_POOL.with(|p| p.borrow().clone());
+    let (Some(shared), true) = (pool, in_task) else {
+        return f();
+    };
+    struct Release(Arc<AtomicBool>, Arc<Shared>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+            self.1.wake_all();
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (thread_stop, thread_shared) = (stop.clone(), shared.clone());
+    let started = std::thread::Builder::new()
+        .name("lovage-pool-standin".into())
+        .spawn(move || stand_in(thread_shared, thread_stop));
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "no stand-in thread for a waiting task; waiting in its slot");
+        return f();
+    }
+    let _release = Release(stop, shared);
+    lovage_core::context::seceded(f)
+}
+
+/// A stand-in for a pool thread whose task waits: runs queued jobs until `stop`.
+fn stand_in(shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+    CURRENT_POOL.with(|p| *p.borrow_mut() = Some(shared.clone()));
+    while !stop.load(Ordering::SeqCst) && !shared.shutdown.load(Ordering::SeqCst) {
+        if let Some(job) = shared.steal_any() {
+            job.run();
+            continue;
+        }
+        let guard = shared.sleep_lock.lock().unwrap_or_else(|p| p.into_inner());
+        shared.sleepers.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if !shared.has_queued() && !stop.load(Ordering::SeqCst) {
+            // Bounded: a stop that raced the check above is seen at the next turn.
+            drop(
+                shared
+                    .sleep_cond
+                    .wait_timeout(guard, Duration::from_millis(50))
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+        }
+        shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+    CURRENT_POOL.with(|p| *p.borrow_mut() = None);
 }
 
 /// Runs `f` with this thread's worker context, if this thread is a pool worker.
@@ -234,6 +292,7 @@ const SPIN_ROUNDS: u32 = 64;
 
 fn worker_main(ctx: WorkerContext) {
     CURRENT_WORKER.with(|c| c.set(&ctx));
+    CURRENT_POOL.with(|p| *p.borrow_mut() = Some(ctx.shared.clone()));
     let shared = &ctx.shared;
     let mut idle = 0u32;
     loop {
@@ -289,6 +348,7 @@ fn worker_main(ctx: WorkerContext) {
         idle = 0;
     }
     CURRENT_WORKER.with(|c| c.set(std::ptr::null()));
+    CURRENT_POOL.with(|p| *p.borrow_mut() = None);
 }
 
 /// Builds a [`ThreadPool`] with a chosen size and thread names.

@@ -8,6 +8,8 @@ use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use lovage_broker::{Delivery, Envelope, Timestamp};
+use lovage_core::canvas::Frame;
+use lovage_core::context::TaskInfo;
 use lovage_core::{kinds, CancelToken, Signature, TaskError, TaskId, TaskState};
 
 use crate::pacer;
@@ -51,14 +53,16 @@ fn wait_for_room(s: &Shared) -> Option<usize> {
     let capacity = || s.slots.current() + s.prefetch();
     let mut running = s.running();
     // `paced` is taken while `running` is held, never the other way round.
-    let mut held = running.len() + s.paced().len();
+    // Tasks waiting on other tasks gave their slots back (see `Seceded`).
+    let held_now = |running: usize| (running + s.paced().len()).saturating_sub(s.seceded.count());
+    let mut held = held_now(running.len());
     while held >= capacity() && !s.shutdown.requested() {
         running = s
             .room
             .wait_timeout(running, Duration::from_millis(100))
             .unwrap_or_else(|p| p.into_inner())
             .0;
-        held = running.len() + s.paced().len();
+        held = held_now(running.len());
     }
     if s.shutdown.requested() {
         return None;
@@ -155,7 +159,7 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
         },
     );
     tracing::debug!(task_id = %id, task = %env.task, attempt = env.attempts, "starting");
-    let handle = s.executor.submit_cancellable(sig, token);
+    let handle = s.executor.submit_in(sig, token, task_info(s, env));
     let tx = tx.clone();
     // `started` is when the pool began running it, not when it was handed over: a prefetched
     // task may wait in the pool's queue for a long time first.
@@ -189,4 +193,31 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
     if let Some(running) = s.running().get_mut(&id) {
         running.handle = Some(handle);
     }
+}
+
+/// What the task sees of itself through `lovage::ctx()`: its id, its parent, root and scope
+/// (from its `Spawned` frame), this worker's slots and broker.
+fn task_info(s: &Shared, env: &Envelope) -> std::sync::Arc<TaskInfo> {
+    let (parent, root, scope) = env
+        .flow
+        .iter()
+        .find_map(|f| match f {
+            Frame::Spawned {
+                parent,
+                root,
+                scope,
+            } => Some((*parent, *root, *scope)),
+            _ => None,
+        })
+        .unwrap_or((None, env.id, None));
+    let slots: std::sync::Arc<dyn lovage_core::context::SlotGate> = s.seceded.clone();
+    std::sync::Arc::new(TaskInfo {
+        id: env.id,
+        parent,
+        root,
+        scope,
+        slots: Some(slots),
+        host: Some(s.task_host.clone()),
+        spawned: std::sync::atomic::AtomicU32::new(0),
+    })
 }

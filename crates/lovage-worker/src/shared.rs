@@ -178,6 +178,41 @@ pub(crate) struct Shared {
     /// `task-received` events noted by the fetcher, published by the finisher with its next
     /// batch's write (or on their own when nothing finishes for a while).
     received: Mutex<Vec<lovage_broker::ops::Event>>,
+    /// Slots given back by tasks that wait (an implicit secede).
+    pub seceded: std::sync::Arc<Seceded>,
+    /// What tasks reach through `lovage::ctx()`: this worker's broker and client.
+    pub task_host: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+}
+
+/// The slots that running tasks gave back while they wait on other tasks: the fetcher
+/// reserves that many more.
+#[derive(Default)]
+pub(crate) struct Seceded {
+    seceded: std::sync::atomic::AtomicUsize,
+    /// The worker, to wake its fetcher when a slot comes back.
+    pub owner: std::sync::OnceLock<std::sync::Weak<Shared>>,
+}
+
+impl Seceded {
+    /// Slots given back now.
+    pub fn count(&self) -> usize {
+        self.seceded.load(Ordering::SeqCst)
+    }
+}
+
+impl lovage_core::context::SlotGate for Seceded {
+    fn give_back(&self) {
+        self.seceded.fetch_add(1, Ordering::SeqCst);
+        if let Some(s) = self.owner.get().and_then(std::sync::Weak::upgrade) {
+            s.room.notify_all();
+        }
+    }
+
+    fn retake(&self) {
+        let _ = self
+            .seceded
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
 }
 
 /// Task names counted one by one in `inspect stats`; the rest are summed under `other`.
@@ -197,6 +232,7 @@ impl Shared {
         slots: usize,
     ) -> Shared {
         let config_autoscale = config.autoscale;
+        let backend_for_host = backend.clone();
         Shared {
             backend,
             executor,
@@ -223,6 +259,10 @@ impl Shared {
             data,
             slots: crate::scale::Slots::new(slots, config_autoscale),
             received: Mutex::new(Vec::new()),
+            seceded: Default::default(),
+            task_host: lovage_broker::ctx::TaskHost::shared(lovage_broker::App::with_backend(
+                backend_for_host,
+            )),
         }
     }
 

@@ -103,9 +103,9 @@ impl Worker {
             Some(d) => Some(crate::data::DataStore::start(d.clone(), &info.id)?),
             None => None,
         };
-        Ok(Worker {
-            shared: Arc::new(Shared::new(backend, executor, config, info, data, slots)),
-        })
+        let shared = Arc::new(Shared::new(backend, executor, config, info, data, slots));
+        let _ = shared.seceded.owner.set(Arc::downgrade(&shared));
+        Ok(Worker { shared })
     }
 
     /// The worker's id, `name@host.pid` (`name-N@host.pid` for the N-th worker of a process).

@@ -52,6 +52,19 @@ pub use lovage_beat as beat;
 /// (see [`lovage_graph`]).
 pub use lovage_graph as graph;
 
+/// Inside a task a `lovage worker` runs: the task's context (Dask's `get_client()`):
+/// `ctx().spawn(sig)`, `ctx().submit(sig)`, `ctx().client()`, parent and root ids (see
+/// [`lovage_broker::ctx`]). `None` outside such a task.
+pub fn ctx() -> Option<TaskCtx> {
+    lovage_broker::ctx::current()
+}
+pub use lovage_broker::ctx::TaskCtx;
+
+/// Scope joins across hosts: `app.scope(|s| s.spawn(sig))` returns when every task spawned
+/// inside, transitively, has finished (see [`lovage_broker::scope`]).
+pub use lovage_broker::scope;
+pub use lovage_broker::ScopeReport;
+
 /// The futures client (Dask's `Client`): `app.client()`, then `submit`, `map`, `gather`,
 /// `as_completed`, `wait`, `cancel`, `fire_and_forget`.
 pub use lovage_broker::futures;

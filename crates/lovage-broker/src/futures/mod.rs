@@ -301,6 +301,12 @@ fn fnv128(parts: &[&[u8]]) -> u128 {
     h
 }
 
+/// A task id derived from `parts` (the same in every process): a spawned task's, from its
+/// parent's id and its spawn number or key, so a parent that runs again spawns the same ids.
+pub(crate) fn derived_id(parts: &[&[u8]]) -> TaskId {
+    TaskId::from_uuid(uuid::Uuid::from_u128(fnv128(parts)))
+}
+
 /// The task id a user key stands for (the same in every process).
 fn key_id(key: &str) -> TaskId {
     TaskId::from_uuid(uuid::Uuid::from_u128(fnv128(&[

@@ -4,6 +4,7 @@
 //! They back `lovage bench pool` and the examples in `examples/`; their kernels are also
 //! registered tasks (`lovage.primes`, `lovage.pi`, ...), so a process pool or a queue can run them.
 
+pub mod crawl;
 pub mod fib;
 pub mod matmul;
 pub mod pi;

@@ -1,0 +1,165 @@
+//! Tasks that submit tasks (Dask's `get_client()` inside a task): [`current()`] gives the
+//! running task's [`TaskCtx`] when a `lovage worker` runs it on a thread pool.
+//!
+//! `ctx.spawn(sig)` sends a task whose `parent_id` is this task and whose `root_id` is this
+//! task's root; inside a scope ([`App::scope`]) the child joins the same scope, so the scope
+//! waits for it too. Children's ids are derived from the parent's id and their spawn number
+//! (or a key), so a parent delivered again after a crash spawns the same ids, which
+//! `enqueue_once` and the scope's count take once.
+//!
+//! Waiting inside a task never holds a slot: a blocking wait on a future
+//! (`TaskFuture::result`, `wait`, …) gives the task's slot back to the worker and a stand-in
+//! thread takes its place in the pool until the wait is over (an implicit
+//! `secede`/`rejoin`), so a tree of parents waiting on their children cannot deadlock.
+
+use std::any::Any;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use lovage_core::context::TaskInfo;
+use lovage_core::{TaskId, TypedSignature};
+use serde::de::DeserializeOwned;
+
+use crate::scope::{rise, spawned_frame, Rose};
+use crate::{App, Client, Result, TaskFuture};
+
+/// What a worker lends the tasks it runs: its broker, and one futures client for all of them
+/// (started on first use).
+pub struct TaskHost {
+    app: App,
+    client: Mutex<Option<Client>>,
+}
+
+impl TaskHost {
+    /// The host of a worker on `app`'s broker.
+    pub fn shared(app: App) -> Arc<dyn Any + Send + Sync> {
+        Arc::new(TaskHost {
+            app,
+            client: Mutex::new(None),
+        })
+    }
+}
+
+/// The running task, seen from inside (see the module docs).
+#[derive(Clone)]
+pub struct TaskCtx {
+    info: Arc<TaskInfo>,
+    host: Arc<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for TaskCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskCtx").field("info", &self.info).finish()
+    }
+}
+
+/// The task this thread runs for a `lovage worker` (on a thread pool), or `None` elsewhere: on
+/// a local pool, in a process pool's child, outside any task.
+pub fn current() -> Option<TaskCtx> {
+    let info = lovage_core::context::current()?;
+    let host = info.host.clone()?;
+    host.downcast_ref::<TaskHost>()?;
+    Some(TaskCtx { info, host })
+}
+
+impl TaskCtx {
+    fn host(&self) -> &TaskHost {
+        // `current` only builds a context whose host is a `TaskHost`.
+        self.host
+            .downcast_ref::<TaskHost>()
+            .unwrap_or_else(|| unreachable!("a TaskCtx is built over a TaskHost"))
+    }
+
+    /// This task's id.
+    pub fn id(&self) -> TaskId {
+        self.info.id
+    }
+
+    /// The task that spawned this one, if a task did.
+    pub fn parent_id(&self) -> Option<TaskId> {
+        self.info.parent
+    }
+
+    /// The first task of this task's tree (its own id when nobody spawned it).
+    pub fn root_id(&self) -> TaskId {
+        self.info.root
+    }
+
+    /// The scope this task counts in, if any.
+    pub fn scope_id(&self) -> Option<TaskId> {
+        self.info.scope
+    }
+
+    /// The worker's app (its broker).
+    pub fn app(&self) -> &App {
+        &self.host().app
+    }
+
+    /// The worker's futures client (Dask's `get_client()`), shared by its tasks and started
+    /// on first use.
+    pub fn client(&self) -> Result<Client> {
+        let mut slot = self.host().client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = self.app().client()?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Sends `sig` as a child of this task (in this task's scope, if it has one); returns its
+    /// id. Its id is derived from this task's and the number of children spawned before it.
+    pub fn spawn<R: DeserializeOwned>(&self, sig: TypedSignature<R>) -> Result<TaskId> {
+        let n = self.info.spawned.fetch_add(1, Ordering::Relaxed);
+        let me = self.info.id.as_uuid().as_bytes().to_vec();
+        let id = crate::futures::derived_id(&[b"lovage-spawn:", &me, &n.to_le_bytes()]);
+        self.send(id, sig)
+    }
+
+    /// Sends `sig` as a child of this task under `key`: its id is derived from the scope (or,
+    /// outside a scope, the root) and the key, so every task that spawns the same key —
+    /// a page found from two others, say — spawns one task, run and counted once.
+    pub fn spawn_keyed<R: DeserializeOwned>(
+        &self,
+        key: &str,
+        sig: TypedSignature<R>,
+    ) -> Result<TaskId> {
+        let id = match self.info.scope {
+            Some(scope) => crate::scope::keyed_id(scope, key),
+            None => {
+                let root = self.info.root.as_uuid().as_bytes().to_vec();
+                crate::futures::derived_id(&[b"lovage-root-key:", &root, key.as_bytes()])
+            }
+        };
+        self.send(id, sig)
+    }
+
+    /// [`spawn`](Self::spawn), returning a future on the child's result (from the worker's
+    /// [`client`](Self::client)); waiting on it gives this task's slot back meanwhile.
+    pub fn submit<R>(&self, sig: TypedSignature<R>) -> Result<TaskFuture<R>>
+    where
+        R: DeserializeOwned + Send + 'static,
+    {
+        let id = self.spawn(sig)?;
+        Ok(self.client()?.future(id))
+    }
+
+    fn send<R: DeserializeOwned>(&self, id: TaskId, sig: TypedSignature<R>) -> Result<TaskId> {
+        sig.check()?;
+        let app = self.app();
+        let mut env = app.envelope(sig.into_signature());
+        env.id = id;
+        env.flow = vec![spawned_frame(
+            Some(self.info.id),
+            self.info.root,
+            self.info.scope,
+        )];
+        if let Some(scope) = self.info.scope {
+            if rise(app.backend(), scope, id)? == Rose::Finished {
+                return Ok(id);
+            }
+        }
+        app.backend().broker().enqueue_once(&[env])?;
+        Ok(id)
+    }
+}

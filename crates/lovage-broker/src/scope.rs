@@ -1,0 +1,239 @@
+//! Scope joins across hosts (the seeds' `queue.join()`): `app.scope(|s| s.spawn(..))` returns
+//! when every task spawned inside it — by the caller, or by those tasks through
+//! [`ctx().spawn`](crate::ctx::TaskCtx::spawn), transitively — has finished, with counts and
+//! failures.
+//!
+//! The count lives in the broker, as two shared dicts per scope (each step one atomic call,
+//! so it holds on every backend): `all` maps each member to its state (`p` pending, `d` done,
+//! `f` failed) and `open` holds the members not finished. A member **rises** before it is
+//! enqueued: `all[m]` goes from absent to `p` (compare-and-set), then `m` enters `open`. It
+//! **falls** when its task settles for good, in the worker's continue step (before the task's
+//! lease is completed): `all[m]` goes from `p` to `d` or `f` (compare-and-set), then `m` leaves
+//! `open`. Both are idempotent per member, so a redelivered task, or a parent that runs again
+//! and spawns the same (derived) ids, never counts twice: the chord joins' discipline. The
+//! join is done when `open` is empty, which cannot happen early: a member's children rise while
+//! it runs, so it is still open then.
+
+use std::time::{Duration, Instant};
+
+use lovage_core::canvas::Frame;
+use lovage_core::{TaskError, TaskId, TypedSignature};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{App, Backend, BrokerError, Result};
+
+const PENDING: &[u8] = b"p";
+const DONE: &[u8] = b"d";
+const FAILED: &[u8] = b"f";
+
+fn dict_all(scope: TaskId) -> String {
+    format!("lovage.scope.{scope}.all")
+}
+
+fn dict_open(scope: TaskId) -> String {
+    format!("lovage.scope.{scope}.open")
+}
+
+/// What [`rise`] found for a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rose {
+    /// It is counted and pending: send it (with `enqueue_once`, as a repeat may have sent it).
+    Send,
+    /// It finished already (a parent that runs again spawned it again): send nothing.
+    Finished,
+}
+
+/// Counts `member` in `scope` before it is enqueued.
+pub(crate) fn rise(backend: &Backend, scope: TaskId, member: TaskId) -> Result<Rose> {
+    let shared = backend.shared();
+    let (all, open) = (dict_all(scope), dict_open(scope));
+    let key = member.as_uuid().as_bytes();
+    if shared.dict_compare_and_set(&all, key, None, Some(PENDING))? {
+        shared.dict_set(&open, &[(key.to_vec(), Vec::new())])?;
+        return Ok(Rose::Send);
+    }
+    if shared.dict_get(&all, key)?.as_deref() != Some(PENDING) {
+        return Ok(Rose::Finished);
+    }
+    // Counted by an earlier run of the spawner, which may have died before `open`: put it
+    // there again, then look once more, since the member may have fallen meanwhile (its fall
+    // writes `all` before it clears `open`, so one of the two of us clears it).
+    shared.dict_set(&open, &[(key.to_vec(), Vec::new())])?;
+    if shared.dict_get(&all, key)?.as_deref() != Some(PENDING) {
+        shared.dict_remove(&open, key)?;
+        return Ok(Rose::Finished);
+    }
+    Ok(Rose::Send)
+}
+
+/// `member` of `scope` settled for good (`ok`: it succeeded): it no longer counts. Idempotent.
+pub fn fall(backend: &Backend, scope: TaskId, member: TaskId, ok: bool) -> Result<()> {
+    let shared = backend.shared();
+    let key = member.as_uuid().as_bytes();
+    let state = if ok { DONE } else { FAILED };
+    shared.dict_compare_and_set(&dict_all(scope), key, Some(PENDING), Some(state))?;
+    shared.dict_remove(&dict_open(scope), key)?;
+    Ok(())
+}
+
+/// The frame a spawned task carries: who spawned it, its tree's root, its scope.
+pub(crate) fn spawned_frame(parent: Option<TaskId>, root: TaskId, scope: Option<TaskId>) -> Frame {
+    Frame::Spawned {
+        parent,
+        root,
+        scope,
+    }
+}
+
+/// The id of the task spawned under `key` in `scope` (by the scope or by a task inside it),
+/// the same in every process: to read its record or wait on it.
+pub fn keyed_id(scope: TaskId, key: &str) -> TaskId {
+    let scope = scope.as_uuid().as_bytes().to_vec();
+    crate::futures::derived_id(&[b"lovage-scope-key:", &scope, key.as_bytes()])
+}
+
+/// How a scope ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScopeReport<R> {
+    /// The scope's id.
+    pub id: TaskId,
+    /// What the scope's closure returned.
+    pub value: R,
+    /// Tasks counted in the scope (each once, however often it was spawned or delivered).
+    pub spawned: u64,
+    /// Those that succeeded.
+    pub succeeded: u64,
+    /// Those that failed for good (or were revoked), with their errors where the result store
+    /// still holds them.
+    pub failed: Vec<(TaskId, Option<TaskError>)>,
+}
+
+/// Sends tasks into a scope: see [`App::scope`].
+#[derive(Debug)]
+pub struct Scope<'a> {
+    app: &'a App,
+    id: TaskId,
+}
+
+impl Scope<'_> {
+    /// The scope's id (tasks inside see it as `ctx().scope_id()`).
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// Sends `sig` into the scope; returns its task id.
+    pub fn spawn<R: DeserializeOwned>(&self, sig: TypedSignature<R>) -> Result<TaskId> {
+        let id = TaskId::new();
+        self.send(id, sig)
+    }
+
+    /// Sends `sig` into the scope under `key`: its id is derived from the scope and the key, so
+    /// a second spawn of the same key in this scope (by anyone) is the same task, counted and
+    /// run once.
+    pub fn spawn_keyed<R: DeserializeOwned>(
+        &self,
+        key: &str,
+        sig: TypedSignature<R>,
+    ) -> Result<TaskId> {
+        self.send(keyed_id(self.id, key), sig)
+    }
+
+    fn send<R: DeserializeOwned>(&self, id: TaskId, sig: TypedSignature<R>) -> Result<TaskId> {
+        sig.check()?;
+        let mut env = self.app.envelope(sig.into_signature());
+        env.id = id;
+        env.flow = vec![spawned_frame(None, id, Some(self.id))];
+        if rise(self.app.backend(), self.id, id)? == Rose::Send {
+            self.app.backend().broker().enqueue_once(&[env])?;
+        }
+        Ok(id)
+    }
+}
+
+impl App {
+    /// Runs `f` with a [`Scope`], then waits until every task spawned in it — by `f`, or by
+    /// those tasks through `ctx().spawn`, transitively — has finished, and reports the counts
+    /// and failures (the seeds' `queue.join()`, across hosts). Waits without a limit; see
+    /// [`App::scope_timeout`].
+    pub fn scope<R>(&self, f: impl FnOnce(&Scope<'_>) -> R) -> Result<ScopeReport<R>> {
+        self.scope_timeout(None, f)
+    }
+
+    /// [`App::scope`] that gives up after `timeout` (`None`: never) with
+    /// [`BrokerError::Timeout`]; the tasks go on.
+    pub fn scope_timeout<R>(
+        &self,
+        timeout: Option<Duration>,
+        f: impl FnOnce(&Scope<'_>) -> R,
+    ) -> Result<ScopeReport<R>> {
+        let scope = Scope {
+            app: self,
+            id: TaskId::new(),
+        };
+        let value = f(&scope);
+        join(self.backend(), scope.id, timeout)?;
+        let report = report(self, scope.id, value)?;
+        // The counts are read; the scope's dicts go (a repeat of a finished member finds
+        // nothing to change).
+        let shared = self.backend().shared();
+        shared.dict_clear(&dict_all(scope.id))?;
+        shared.dict_clear(&dict_open(scope.id))?;
+        Ok(report)
+    }
+}
+
+/// Waits until no member of `scope` is open (polling, 1 to 20 ms apart).
+fn join(backend: &Backend, scope: TaskId, timeout: Option<Duration>) -> Result<()> {
+    let started = Instant::now();
+    let open = dict_open(scope);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if backend.shared().dict_len(&open)? == 0 {
+            return Ok(());
+        }
+        if let Some(t) = timeout {
+            if started.elapsed() >= t {
+                return Err(BrokerError::Timeout(format!(
+                    "scope {scope}: {} tasks still open after {t:?}",
+                    backend.shared().dict_len(&open)?
+                )));
+            }
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+fn report<R>(app: &App, scope: TaskId, value: R) -> Result<ScopeReport<R>> {
+    let entries = app.backend().shared().dict_entries(&dict_all(scope))?;
+    let mut out = ScopeReport {
+        id: scope,
+        value,
+        spawned: entries.len() as u64,
+        succeeded: 0,
+        failed: Vec::new(),
+    };
+    let mut failed_ids = Vec::new();
+    for (key, state) in &entries {
+        let id = uuid::Uuid::from_slice(key)
+            .map(TaskId::from_uuid)
+            .map_err(|e| BrokerError::Corrupt(format!("scope {scope}: a member key: {e}")))?;
+        match state.as_slice() {
+            DONE => out.succeeded += 1,
+            FAILED => failed_ids.push(id),
+            other => {
+                return Err(BrokerError::Corrupt(format!(
+                    "scope {scope}: member {id} in state {other:?} after the join"
+                )))
+            }
+        }
+    }
+    let records = app.backend().results().get_many(&failed_ids)?;
+    out.failed = failed_ids
+        .into_iter()
+        .zip(records)
+        .map(|(id, r)| (id, r.and_then(|r| r.error)))
+        .collect();
+    Ok(out)
+}
