@@ -164,6 +164,23 @@ pub(crate) fn evaluate(op: &StoredOp, mut inputs: Vec<Value>) -> Result<Value, S
     }
 }
 
+/// The inputs of a structural node, with kept values fetched where the node must look inside
+/// them (an element of a kept tuple); a collection keeps its references as they are. A value
+/// that cannot be fetched stays a reference, and [`evaluate`] says it has no such element.
+pub(crate) fn fetched_for(op: &StoredOp, mut inputs: Vec<Value>) -> Vec<Value> {
+    if matches!(op, StoredOp::Item(_)) {
+        for v in &mut inputs {
+            if let Some(r) = lovage_broker::ResultRef::from_value(v) {
+                match r.fetch_value() {
+                    Ok(got) => *v = got,
+                    Err(e) => tracing::warn!(error = %e, "an element of a kept value"),
+                }
+            }
+        }
+    }
+    inputs
+}
+
 fn short(v: &Value) -> String {
     let s = v.to_string();
     if s.chars().count() > 80 {

@@ -512,7 +512,7 @@ impl<'a> Advance<'a> {
                     Err(reason) => self.graph_broken(g, d, format!("its arguments: {reason}")),
                 }
             }
-            op => match graph::evaluate(op, inputs) {
+            op => match graph::evaluate(op, graph::fetched_for(op, inputs)) {
                 Ok(value) => {
                     let bytes = serde_json::to_vec(&value).ok();
                     let name = g.name_of(d).to_owned();

@@ -13,8 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use lovage_broker::dataref::Lineage;
 use lovage_broker::dataref::{content_hash, this_host};
 use lovage_broker::ResultRef;
+use lovage_core::Codec;
 
 /// Results this large or larger stay with the worker by default (64 KiB).
 pub const DEFAULT_THRESHOLD: usize = 64 << 10;
@@ -128,7 +130,13 @@ impl DataStore {
 
     /// Keeps `value` under `key` (in memory if it fits under the limit, else in a file) and
     /// returns its reference; a file that cannot be written gives the value back with the error.
-    pub fn keep(&self, key: &str, value: Vec<u8>) -> Result<ResultRef, (std::io::Error, Vec<u8>)> {
+    pub fn keep(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        codec: Codec,
+        lineage: Option<Lineage>,
+    ) -> Result<ResultRef, (std::io::Error, Vec<u8>)> {
         let size = value.len();
         let hash = content_hash(&value);
         let fits = {
@@ -161,6 +169,8 @@ impl DataStore {
             token: self.token.clone(),
             size: size as u64,
             hash,
+            codec,
+            lineage,
         })
     }
 
@@ -348,7 +358,7 @@ mod tests {
     fn a_value_in_memory_is_served_whole_and_by_range_over_http() {
         let s = store(1 << 20);
         let value: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let r = s.keep("k1", value.clone()).unwrap();
+        let r = s.keep("k1", value.clone(), Codec::Json, None).unwrap();
         assert_eq!(r.path, None, "under the limit it stays in memory");
         assert_eq!(r.fetch().unwrap(), value);
         assert_eq!(r.fetch_range(1000, 10).unwrap(), &value[1000..1010]);
@@ -358,7 +368,7 @@ mod tests {
     #[test]
     fn past_the_memory_limit_a_value_is_spilled_and_read_from_its_file() {
         let s = store(10);
-        let r = s.keep("k2", vec![7u8; 5000]).unwrap();
+        let r = s.keep("k2", vec![7u8; 5000], Codec::Json, None).unwrap();
         let path = r.path.clone().expect("spilled");
         assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 5000]);
         assert_eq!(r.fetch().unwrap(), vec![7u8; 5000]);
@@ -371,11 +381,11 @@ mod tests {
     #[test]
     fn a_wrong_token_or_unknown_key_is_refused() {
         let s = store(1 << 20);
-        let mut r = s.keep("k3", vec![1u8; 10]).unwrap();
+        let mut r = s.keep("k3", vec![1u8; 10], Codec::Json, None).unwrap();
         r.token = "guess".into();
         let e = r.fetch().unwrap_err().to_string();
         assert!(e.contains("401"), "{e}");
-        let mut r = s.keep("k4", vec![1u8; 10]).unwrap();
+        let mut r = s.keep("k4", vec![1u8; 10], Codec::Json, None).unwrap();
         r.key = "nothing-here".into();
         let e = r.fetch().unwrap_err().to_string();
         assert!(e.contains("404"), "{e}");

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use lovage_broker::dataref::Lineage;
 use lovage_broker::ops::{Event, EventKind};
-use lovage_broker::{Delivery, Envelope, Lease, Timestamp};
+use lovage_broker::{Delivery, Envelope, Lease, ResultRef, Timestamp};
 use lovage_core::{kinds, TaskError, TaskId, TaskState};
 use lovage_flow::Finished;
 
@@ -53,19 +54,38 @@ pub(crate) fn finish_loop(s: &Shared, rx: Receiver<Outcome>) {
 
 /// The value to store for a result: itself, or, when the data plane is on and the value is
 /// at least its threshold, a reference to the copy this worker keeps (stored inline, with a
-/// warning, if keeping it fails: nothing is lost).
-fn keep_if_large(s: &Shared, id: TaskId, value: Vec<u8>) -> Vec<u8> {
-    let Some(data) = &s.data else { return value };
+/// warning, if keeping it fails: nothing is lost). The reference, if any, comes back too:
+/// a workflow passes it on instead of the value.
+fn keep_if_large(s: &Shared, env: &Envelope, value: Vec<u8>) -> (Vec<u8>, Option<ResultRef>) {
+    let Some(data) = &s.data else {
+        return (value, None);
+    };
     if value.len() < data.threshold() {
-        return value;
+        return (value, None);
     }
-    match data.keep(&id.to_string(), value) {
-        Ok(r) => r.encode(),
+    match data.keep(&env.id.to_string(), value, env.codec, lineage_of(env)) {
+        Ok(r) => (r.encode(), Some(r)),
         Err((e, value)) => {
-            tracing::warn!(task_id = %id, error = %e, "could not keep a large result here; storing it inline");
-            value
+            tracing::warn!(task_id = %env.id, error = %e, "could not keep a large result here; storing it inline");
+            (value, None)
         }
     }
+}
+
+/// Arguments larger than this are not recorded in a reference's lineage (the value then
+/// cannot be made again once its worker is lost).
+const LINEAGE_MAX_ARGS: usize = 64 << 10;
+
+/// The call that made `env`'s result, recorded in its reference.
+fn lineage_of(env: &Envelope) -> Option<Lineage> {
+    if env.args.len() > LINEAGE_MAX_ARGS {
+        return None;
+    }
+    let args = env.codec.decode(&env.args, "task arguments").ok()?;
+    Some(Lineage {
+        task: env.task.clone(),
+        args,
+    })
 }
 
 /// What is left to do in the broker for a failed task once its batch is completed.
@@ -152,12 +172,19 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
         }
         match ran {
             Ran::Succeeded(value) => {
-                if in_flow {
-                    flows.push((env.clone(), Ok(value.clone())));
-                }
                 if settle == (Settle::Succeed { store: true }) {
-                    let value = keep_if_large(s, env.id, value);
-                    records.push(s.record(&d, TaskState::Success, Some(value), None, started));
+                    let (stored, kept) = keep_if_large(s, env, value);
+                    if in_flow {
+                        // A kept value stays here: what follows gets its reference.
+                        let passed = match kept {
+                            Some(r) => env.codec.encode(&r.to_value(), "a reference"),
+                            None => Ok(stored.clone()),
+                        };
+                        flows.push((env.clone(), passed.map_err(TaskError::from)));
+                    }
+                    records.push(s.record(&d, TaskState::Success, Some(stored), None, started));
+                } else if in_flow {
+                    flows.push((env.clone(), Ok(value)));
                 }
                 completed.push(d.lease);
                 report.succeeded += 1;

@@ -1,0 +1,363 @@
+//! The data plane under a task graph (issue 17), with two real worker processes on SQLite
+//! and on Redis: a 64 MiB intermediate made on worker A feeds a task on worker B.
+//!
+//! - It stays put: it crosses neither the broker (the SQLite file and its WAL stay small;
+//!   Redis's `total_net_input_bytes` and `used_memory` do not grow by it) nor the client's
+//!   connection (the client process's own read-byte counter, `rchar` in `/proc/self/io`, stays
+//!   small while the graph runs and its futures finish), and the client gets the bytes only
+//!   when it calls `result()`.
+//!
+//! The workers and the client are this test binary started again with `DATA_STAYS_ROLE` set
+//! (so they know its tasks), hence `harness = false`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)] // tests panic to fail and print what they saw
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use libtest_mimic::{Arguments, Trial};
+use lovage_broker::dataref::bytes_fetched;
+use lovage_broker::{connect, App};
+use lovage_graph::Graph;
+use lovage_worker::{DataConfig, Worker, WorkerConfig};
+
+/// The intermediate's size.
+const BIG: usize = 64 << 20;
+const LONG: Duration = Duration::from_secs(120);
+
+/// `n` letters that depend on `seed` (xorshift).
+fn text(n: usize, seed: u64) -> String {
+    let mut x = seed | 1;
+    let bytes: Vec<u8> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'a' + (x % 26) as u8
+        })
+        .collect();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// What `digest` says of a text: its length and byte sum.
+fn summary(s: &str) -> String {
+    format!("{}:{}", s.len(), s.bytes().map(u64::from).sum::<u64>())
+}
+
+/// The large intermediate: made on worker A (its queue).
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, queue = "stays-make")]
+fn make_text(n: usize, seed: u64) -> String {
+    text(n, seed)
+}
+
+/// Its reader: runs on worker B (its queue), so the value must travel A → B.
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, queue = "stays-use")]
+fn digest(s: String) -> String {
+    summary(&s)
+}
+
+/// A worker process: `worker|url|queue|name|data_dir`.
+fn worker_main(url: &str, queue: &str, name: &str, dir: &str) {
+    let config = WorkerConfig {
+        queues: vec![queue.to_owned()],
+        concurrency: 2,
+        name: name.to_owned(),
+        data: Some(DataConfig {
+            dir: Some(PathBuf::from(dir)),
+            ..DataConfig::default()
+        }),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(connect(url).unwrap(), config).unwrap();
+    lovage_worker::install_signal_handlers(worker.shutdown_handle()).unwrap();
+    worker.run().unwrap();
+}
+
+/// Bytes this process has read with `read(2)` (the SQLite file's pages among them; socket
+/// `recv`s are not counted, hence the proxy for Redis).
+fn rchar() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+static PROXIED: AtomicU64 = AtomicU64::new(0);
+
+/// A TCP proxy to `upstream` that counts every byte it carries (both ways) in [`PROXIED`]:
+/// the client's connections to Redis go through it. Its address.
+fn counting_proxy(upstream: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(down) = conn else { continue };
+            let Ok(up) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                (up, down),
+            ] {
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 1 << 16];
+                    loop {
+                        let n = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        PROXIED.fetch_add(n as u64, Ordering::Relaxed);
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    addr
+}
+
+/// What crossed the client's connection to the broker so far: the SQLite file's reads, or
+/// the bytes through the Redis proxy.
+fn connection_bytes() -> u64 {
+    rchar() + PROXIED.load(Ordering::Relaxed)
+}
+
+/// The client process: sends the graph, waits for both futures to finish, then reads the
+/// small result and the large one, printing at each step its broker connection's byte count
+/// and the bytes of kept values it fetched.
+fn client_main(url: &str) {
+    let url = match url.strip_prefix("redis://") {
+        Some(rest) => {
+            let (hostport, tail) = rest.split_once('/').unwrap();
+            format!("redis://{}/{tail}", counting_proxy(hostport.to_owned()))
+        }
+        None => url.to_owned(),
+    };
+    let app = App::with_backend(connect(&url).unwrap());
+    let client = app.client().unwrap();
+    let g = Graph::new();
+    let big = make_text::delayed(&g, BIG, 7);
+    let small = digest::delayed(&g, big);
+    let start = connection_bytes();
+    let mut futures = g.submit(&client, vec![big, small]).unwrap().futures;
+    let deadline = Instant::now() + LONG;
+    while !futures.iter().all(|f| f.done()) {
+        assert!(Instant::now() < deadline, "the graph did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let done = connection_bytes() - start;
+    let fetched_done = bytes_fetched();
+    let small = futures.pop().unwrap().result().unwrap();
+    let fetched_small = bytes_fetched();
+    let big = futures.pop().unwrap().result().unwrap();
+    let conn = connection_bytes() - start;
+    let fetched_big = bytes_fetched();
+    println!(
+        "client: conn_done={done} conn_end={conn} fetched_done={fetched_done} fetched_small={fetched_small} fetched_big={fetched_big} summary={small} big_ok={}",
+        big == text(BIG, 7)
+    );
+}
+
+/// A child process of this binary, killed with -9 when dropped (a test that fails must not
+/// leave it running).
+struct Process(Child);
+
+impl Process {
+    fn start(role: &str, out: Stdio) -> Process {
+        let exe = std::env::current_exe().unwrap();
+        let child = Command::new(exe)
+            .env("DATA_STAYS_ROLE", role)
+            .env("LOVAGE_LOG", "warn")
+            .stdout(out)
+            .spawn()
+            .unwrap();
+        Process(child)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A number from `key=value` in the client's line.
+fn field(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        .to_owned()
+}
+
+/// What the broker holds or has received, in bytes, to compare before and after.
+trait Meter {
+    fn read(&self) -> Vec<(&'static str, u64)>;
+}
+
+/// The SQLite file and its write-ahead log.
+struct SqliteFiles(PathBuf);
+
+impl Meter for SqliteFiles {
+    fn read(&self) -> Vec<(&'static str, u64)> {
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let wal = PathBuf::from(format!("{}-wal", self.0.display()));
+        vec![("sqlite file", size(&self.0)), ("sqlite wal", size(&wal))]
+    }
+}
+
+/// Redis's byte counters (the whole server's: other tests add noise, never 64 MiB).
+struct RedisInfo(String);
+
+impl Meter for RedisInfo {
+    fn read(&self) -> Vec<(&'static str, u64)> {
+        let client = redis::Client::open(self.0.as_str()).unwrap();
+        let mut c = client.get_connection().unwrap();
+        let info: String = redis::cmd("INFO").arg("all").query(&mut c).unwrap();
+        let get = |k: &str| -> u64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}:")))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        vec![
+            ("redis total_net_input_bytes", get("total_net_input_bytes")),
+            ("redis used_memory", get("used_memory")),
+        ]
+    }
+}
+
+fn stays_put(url: &str, meter: &dyn Meter) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let _a = Process::start(
+        &format!("worker|{url}|stays-make|stays-a|{d}"),
+        Stdio::null(),
+    );
+    let _b = Process::start(
+        &format!("worker|{url}|stays-use|stays-b|{d}"),
+        Stdio::null(),
+    );
+    let before = meter.read();
+    let mut client = Process::start(&format!("client|{url}"), Stdio::piped());
+    let out = client.0.wait_with_output_ref();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("client:"))
+        .unwrap_or_else(|| panic!("the client said {out:?}"))
+        .to_owned();
+    let after = meter.read();
+    eprintln!("{line}");
+    let want = summary(&text(BIG, 7));
+    assert_eq!(field(&line, "summary"), want, "B read A's value");
+    assert_eq!(field(&line, "big_ok"), "true");
+    let n = |k: &str| field(&line, k).parse::<u64>().unwrap();
+    let big = BIG as u64;
+    // Only records crossed the client's broker connection, the value never did.
+    assert!(n("conn_done") < big / 16, "{line}");
+    assert!(n("conn_end") < big / 16, "{line}");
+    // The value came to the client from its worker, and only when result() asked for it.
+    assert_eq!(n("fetched_done"), 0, "{line}");
+    assert_eq!(n("fetched_small"), 0, "{line}");
+    assert!(n("fetched_big") > big, "{line}");
+    for ((what, b), (_, a)) in before.iter().zip(&after) {
+        eprintln!("{what}: {b} → {a}");
+        assert!(
+            a.saturating_sub(*b) < big / 4,
+            "{what} grew from {b} to {a}: the value went through the broker"
+        );
+    }
+}
+
+/// `wait_with_output` for a child behind `&mut` (the wrapper kills it when dropped).
+trait WaitOut {
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl WaitOut for Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut out) = self.stdout.take() {
+            out.read_to_string(&mut s).unwrap();
+        }
+        let status = self.wait().unwrap();
+        assert!(status.success(), "the client failed ({status}): {s}");
+        s
+    }
+}
+
+fn redis_base() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// Deletes a Redis prefix's keys when dropped.
+struct RedisPrefix(String);
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(redis_base()) else {
+            return;
+        };
+        let Ok(mut c) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.0))
+            .query(&mut c)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut c);
+        }
+    }
+}
+
+fn main() {
+    if let Ok(role) = std::env::var("DATA_STAYS_ROLE") {
+        let parts: Vec<&str> = role.split('|').collect();
+        match parts[..] {
+            ["worker", url, queue, name, dir] => worker_main(url, queue, name, dir),
+            ["client", url] => client_main(url),
+            _ => panic!("bad DATA_STAYS_ROLE {role:?}"),
+        }
+        return;
+    }
+    let args = Arguments::from_args();
+    let trials = vec![
+        Trial::test("sqlite_a_64_mib_intermediate_stays_with_its_worker", || {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("stays.db");
+            stays_put(
+                &format!("sqlite://{}", file.display()),
+                &SqliteFiles(file.clone()),
+            );
+            Ok(())
+        }),
+        Trial::test("redis_a_64_mib_intermediate_stays_with_its_worker", || {
+            let prefix = RedisPrefix(format!("lovage-test-{}", lovage_core::TaskId::new()));
+            stays_put(
+                &format!("{}?prefix={}", redis_base(), prefix.0),
+                &RedisInfo(redis_base()),
+            );
+            Ok(())
+        }),
+    ];
+    libtest_mimic::run(&args, trials).exit();
+}
