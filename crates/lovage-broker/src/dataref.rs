@@ -61,6 +61,10 @@ pub struct ResultRef {
     /// arguments were too large to record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lineage: Option<Lineage>,
+    /// How many releases free it: its graph dependents, plus one for the client when it is
+    /// what a caller waits for. 0: not counted (kept until its worker stops).
+    #[serde(default)]
+    pub readers: u32,
 }
 
 /// The call that produced a kept value: enough to run it again elsewhere.
@@ -240,6 +244,30 @@ impl ResultRef {
     /// `GET /values/<key>` (with an inclusive byte range if given) over one HTTP/1.1
     /// connection; the body of a 200 or 206 answer.
     fn http_get(&self, range: Option<(u64, u64)>) -> Result<Vec<u8>, FetchError> {
+        let path = format!("/values/{}", self.key);
+        self.http("GET", &path, range)
+    }
+
+    /// Frees the value in its worker's store (memory and file): `DELETE /values/<key>`.
+    pub fn free(&self) -> Result<(), FetchError> {
+        let path = format!("/values/{}", self.key);
+        self.http("DELETE", &path, None).map(|_| ())
+    }
+
+    /// What the worker holding it keeps (`GET /stats`, JSON: `values`, `memory_bytes`,
+    /// `files`, `file_bytes`).
+    pub fn store_stats(&self) -> Result<Value, FetchError> {
+        let body = self.http("GET", "/stats", None)?;
+        serde_json::from_slice(&body).map_err(|e| FetchError::BadRef(e.to_string()))
+    }
+
+    /// One request over its own HTTP/1.1 connection; the body of a 2xx answer.
+    fn http(
+        &self,
+        method: &str,
+        path: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<u8>, FetchError> {
         let unreachable = |reason: String| FetchError::Unreachable {
             key: self.key.clone(),
             worker: self.worker.clone(),
@@ -262,8 +290,8 @@ impl ResultRef {
             .unwrap_or_default();
         write!(
             stream,
-            "GET /values/{} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n{range}Connection: close\r\n\r\n",
-            self.key, self.addr, self.token
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n{range}Connection: close\r\n\r\n",
+            self.addr, self.token
         )
         .map_err(|e| unreachable(format!("send: {e}")))?;
         let mut r = BufReader::with_capacity(1 << 16, stream);
@@ -290,7 +318,7 @@ impl ResultRef {
                 }
             }
         }
-        if !(status.starts_with("200") || status.starts_with("206")) {
+        if !status.starts_with('2') {
             return Err(FetchError::Refused {
                 key: self.key.clone(),
                 worker: self.worker.clone(),
@@ -311,6 +339,39 @@ pub fn resolve(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, FetchError> {
     match ResultRef::decode(bytes) {
         None => Ok(std::borrow::Cow::Borrowed(bytes)),
         Some(r) => Ok(std::borrow::Cow::Owned(r?.fetch()?)),
+    }
+}
+
+/// One reader of `r` is done with it (a dependent finished for good, or a client let its
+/// future go): counted in the result store, and the value is freed in its worker when the
+/// last of its [`ResultRef::readers`] is. A reference not counted (`readers == 0`) is left.
+pub fn release(results: &dyn crate::ResultStore, r: &ResultRef) {
+    if r.readers == 0 {
+        return;
+    }
+    let counter = format!("lovage-ref-done:{}", r.key);
+    match results.incr(&counter, 1) {
+        Ok(n) if n >= i64::from(r.readers) => {
+            if let Err(e) = r.free() {
+                tracing::debug!(key = %r.key, error = %e, "freeing a kept value");
+            }
+            let _ = results.incr(&counter, -n);
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(key = %r.key, error = %e, "counting a kept value's readers"),
+    }
+}
+
+/// Every reference inside `v` (not inside the values they stand for).
+pub fn refs_in(v: &Value, out: &mut Vec<ResultRef>) {
+    if let Some(r) = ResultRef::from_value(v) {
+        out.push(r);
+        return;
+    }
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| refs_in(i, out)),
+        Value::Object(m) => m.values().for_each(|i| refs_in(i, out)),
+        _ => {}
     }
 }
 
@@ -435,6 +496,7 @@ mod tests {
             hash: content_hash(b"abc"),
             codec: Codec::Json,
             lineage: None,
+            readers: 0,
         }
     }
 

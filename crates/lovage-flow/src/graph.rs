@@ -43,6 +43,10 @@ pub struct StoredNode {
     pub inputs: u32,
     /// Its dependents: (node index, which of that node's inputs this node's value is).
     pub next: Vec<(u32, u32)>,
+    /// Whether the caller reads its result too (an output, or a task an output reads): a
+    /// value its worker keeps is then freed only once the caller's future lets it go.
+    #[serde(default)]
+    pub held: bool,
 }
 
 /// What a stored node does with its inputs (in input order).
@@ -108,6 +112,26 @@ impl StoredGraph {
             None => "lovage.graph",
         }
     }
+}
+
+/// How many readers free a kept result of graph node `node` (see
+/// [`lovage_broker::ResultRef::readers`]): its dependents, plus the caller when it holds it;
+/// 0 (never freed by count) when a dependent is a collection or an element, which pass the
+/// reference on to readers of their own.
+pub fn kept_readers(g: &StoredGraph, node: u32) -> u32 {
+    let Some(n) = g.nodes.get(node as usize) else {
+        return 0;
+    };
+    let all_tasks = n.next.iter().all(|&(d, _)| {
+        matches!(
+            g.nodes.get(d as usize).map(|x| &x.op),
+            Some(StoredOp::Task { .. })
+        )
+    });
+    if !all_tasks {
+        return 0;
+    }
+    n.next.len() as u32 + u32::from(n.held)
 }
 
 /// The error recorded for a node that did not run because `origin_key`'s node failed.
@@ -245,6 +269,7 @@ mod tests {
             op: StoredOp::Collect,
             inputs: 1,
             next,
+            held: false,
         };
         // 0 → 1, 0 → 2, 1 → 3, 2 → 3 (a diamond), 3 → 4.
         let g = StoredGraph {

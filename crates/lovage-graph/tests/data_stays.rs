@@ -7,6 +7,9 @@
 //!   small while the graph runs and its futures finish), and the client gets the bytes only
 //!   when it calls `result()`.
 //!
+//! - Values nobody needs are freed: an intermediate once its readers finished, a result once
+//!   the caller's future let it go; the workers' stores (memory and files) return to empty.
+//!
 //! The workers and the client are this test binary started again with `DATA_STAYS_ROLE` set
 //! (so they know its tasks), hence `harness = false`.
 
@@ -34,6 +37,7 @@ use lovage_worker::{DataConfig, Worker, WorkerConfig};
 /// The intermediate's size.
 const BIG: usize = 64 << 20;
 const LONG: Duration = Duration::from_secs(120);
+const GIB: usize = 1 << 30;
 
 /// `n` letters that depend on `seed` (xorshift).
 fn text(n: usize, seed: u64) -> String {
@@ -66,14 +70,15 @@ fn digest(s: String) -> String {
     summary(&s)
 }
 
-/// A worker process: `worker|url|queue|name|data_dir`.
-fn worker_main(url: &str, queue: &str, name: &str, dir: &str) {
+/// A worker process: `worker|url|queue|name|data_dir|memory_limit`.
+fn worker_main(url: &str, queue: &str, name: &str, dir: &str, limit: &str) {
     let config = WorkerConfig {
         queues: vec![queue.to_owned()],
         concurrency: 2,
         name: name.to_owned(),
         data: Some(DataConfig {
             dir: Some(PathBuf::from(dir)),
+            memory_limit: limit.parse().unwrap(),
             ..DataConfig::default()
         }),
         ..WorkerConfig::default()
@@ -174,6 +179,131 @@ fn client_main(url: &str) {
     );
 }
 
+/// Its reader on worker B, kept there too.
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, queue = "stays-use")]
+fn shout(s: String) -> String {
+    s.to_ascii_uppercase()
+}
+
+/// Files in worker A's data directory (it spills everything: its memory limit is 0).
+fn files_in(dir: &Path) -> usize {
+    walk(dir)
+}
+
+fn walk(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(&p)
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Polls `f` until it is true, for at most ten seconds.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "not within 10 s: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The freeing client: `a` (made and spilled on A) feeds `b` (kept in B's memory), which
+/// feeds `out`; the caller asks for `b` and `out`. Once the graph is done, `a` is freed (its
+/// only reader finished) and A's directory is empty again; `b` stays while the caller's
+/// future holds it, and goes once the caller took it: both stores back to their baseline.
+fn free_main(url: &str, dir_a: &Path) {
+    const N: usize = 1 << 20;
+    let app = App::with_backend(connect(url).unwrap());
+    let client = app.client().unwrap();
+    assert_eq!(files_in(dir_a), 0, "A's baseline: nothing kept");
+    let g = Graph::new();
+    let a = make_text::delayed(&g, N, 3);
+    let b = shout::delayed(&g, a);
+    let out = digest::delayed(&g, b);
+    let sent = g.submit(&client, vec![b, out]).unwrap();
+    let mut futures = sent.futures;
+    let deadline = Instant::now() + LONG;
+    while !futures.iter().all(|f| f.done()) {
+        assert!(Instant::now() < deadline, "the graph did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rec = app
+        .backend()
+        .results()
+        .get(futures[0].id())
+        .unwrap()
+        .unwrap();
+    let on_b = rec.result_ref().expect("b is kept").unwrap();
+    assert!(on_b.worker.starts_with("stays-b@"), "{on_b:?}");
+    let stats = |what: &str| on_b.store_stats().unwrap()[what].as_u64().unwrap();
+    // `a`'s reference, from its record (the stored graph names its id).
+    let stored = app
+        .backend()
+        .results()
+        .get_blob(sent.graph)
+        .unwrap()
+        .unwrap();
+    let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
+    let a_id = stored
+        .nodes
+        .iter()
+        .find(|n| n.key.contains("make_text"))
+        .unwrap()
+        .id;
+    let rec = app.backend().results().get(a_id).unwrap().unwrap();
+    let on_a = rec.result_ref().expect("a is kept").unwrap();
+    assert!(
+        on_a.path.is_some(),
+        "a was spilled to A's directory: {on_a:?}"
+    );
+    assert_eq!(on_a.readers, 1, "shout reads it, the caller does not");
+    eventually("a is freed on A once shout read it", || {
+        on_a.store_stats().unwrap()["values"] == 0
+    });
+    assert_eq!(files_in(dir_a), 0, "a's file is gone");
+    assert_eq!(stats("values"), 1, "b is held by the caller's future");
+    assert_eq!(stats("memory_bytes"), N as u64 + 2);
+    let out = futures.pop().unwrap().result().unwrap();
+    let b = futures.pop().unwrap().result().unwrap();
+    assert_eq!(out, summary(&b));
+    assert_eq!(b, text(N, 3).to_ascii_uppercase());
+    eventually("b is freed on B once the caller took it", || {
+        stats("values") == 0
+    });
+    assert_eq!(
+        on_b.store_stats().unwrap(),
+        serde_json::json!({"values": 0, "memory_bytes": 0, "files": 0, "file_bytes": 0})
+    );
+    println!("client: freed");
+}
+
+fn freed(url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    let _a = Process::start(
+        &format!("worker|{url}|stays-make|stays-a|{}|0", dir_a.display()),
+        Stdio::null(),
+    );
+    let _b = Process::start(
+        &format!("worker|{url}|stays-use|stays-b|{}|{GIB}", dir_b.display()),
+        Stdio::null(),
+    );
+    let mut client = Process::start(&format!("free|{url}|{}", dir_a.display()), Stdio::piped());
+    let out = client.0.wait_with_output_ref();
+    assert!(out.contains("client: freed"), "{out}");
+}
+
 /// A child process of this binary, killed with -9 when dropped (a test that fails must not
 /// leave it running).
 struct Process(Child);
@@ -249,11 +379,11 @@ fn stays_put(url: &str, meter: &dyn Meter) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let _a = Process::start(
-        &format!("worker|{url}|stays-make|stays-a|{d}"),
+        &format!("worker|{url}|stays-make|stays-a|{d}|{GIB}"),
         Stdio::null(),
     );
     let _b = Process::start(
-        &format!("worker|{url}|stays-use|stays-b|{d}"),
+        &format!("worker|{url}|stays-use|stays-b|{d}|{GIB}"),
         Stdio::null(),
     );
     let before = meter.read();
@@ -333,8 +463,9 @@ fn main() {
     if let Ok(role) = std::env::var("DATA_STAYS_ROLE") {
         let parts: Vec<&str> = role.split('|').collect();
         match parts[..] {
-            ["worker", url, queue, name, dir] => worker_main(url, queue, name, dir),
+            ["worker", url, queue, name, dir, limit] => worker_main(url, queue, name, dir, limit),
             ["client", url] => client_main(url),
+            ["free", url, dir_a] => free_main(url, Path::new(dir_a)),
             _ => panic!("bad DATA_STAYS_ROLE {role:?}"),
         }
         return;
@@ -356,6 +487,19 @@ fn main() {
                 &format!("{}?prefix={}", redis_base(), prefix.0),
                 &RedisInfo(redis_base()),
             );
+            Ok(())
+        }),
+        Trial::test("sqlite_values_nobody_needs_are_freed", || {
+            let dir = tempfile::tempdir().unwrap();
+            freed(&format!(
+                "sqlite://{}",
+                dir.path().join("free.db").display()
+            ));
+            Ok(())
+        }),
+        Trial::test("redis_values_nobody_needs_are_freed", || {
+            let prefix = RedisPrefix(format!("lovage-test-{}", lovage_core::TaskId::new()));
+            freed(&format!("{}?prefix={}", redis_base(), prefix.0));
             Ok(())
         }),
     ];

@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use lovage_broker::dataref::Lineage;
+use lovage_broker::dataref::{may_hold_refs, refs_in, release, Lineage};
 use lovage_broker::ops::{Event, EventKind};
 use lovage_broker::{Delivery, Envelope, Lease, ResultRef, Timestamp};
-use lovage_core::{kinds, TaskError, TaskId, TaskState};
+use lovage_core::{kinds, Codec, TaskError, TaskId, TaskState};
 use lovage_flow::Finished;
 
 use crate::settle::{decide, Ran, Settle};
@@ -63,7 +63,14 @@ fn keep_if_large(s: &Shared, env: &Envelope, value: Vec<u8>) -> (Vec<u8>, Option
     if value.len() < data.threshold() {
         return (value, None);
     }
-    match data.keep(&env.id.to_string(), value, env.codec, lineage_of(env)) {
+    let readers = lovage_flow::kept_readers(&s.backend, env);
+    match data.keep(
+        &env.id.to_string(),
+        value,
+        env.codec,
+        lineage_of(env),
+        readers,
+    ) {
         Ok(r) => (r.encode(), Some(r)),
         Err((e, value)) => {
             tracing::warn!(task_id = %env.id, error = %e, "could not keep a large result here; storing it inline");
@@ -107,6 +114,7 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     let mut completed = Vec::with_capacity(batch.len());
     let mut afterwards = Vec::new();
     let mut ended = Vec::with_capacity(batch.len());
+    let mut read_for_good = Vec::new();
     // Workflow steps, continued once their outcomes are stored: (envelope, value or error).
     let mut flows: Vec<(Envelope, Result<Vec<u8>, TaskError>)> = Vec::new();
     let mut report = WorkerReport::default();
@@ -167,6 +175,10 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
         }
         let settle = decide(&ran, env.attempts, &ready.options);
         let in_flow = !env.flow.is_empty();
+        if !matches!(settle, Settle::Retry { .. }) && may_hold_refs(&env.args) {
+            // It will not read its inputs again: the values it read are released below.
+            read_for_good.push((env.codec, env.args.clone()));
+        }
         if s.events_on() {
             events.push(finished_event(s, env, &ran, &settle, started));
         }
@@ -257,6 +269,7 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
             s.retry_broker("publish events", || s.backend.events().publish(&events));
         }
     }
+    release_inputs(s, &read_for_good);
     {
         let mut running = s.running();
         for id in &ended {
@@ -269,6 +282,21 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     let done = total.succeeded + total.failed;
     drop(total);
     s.info().tasks_done = done;
+}
+
+/// Releases the kept values these finished tasks read (their arguments' references), once
+/// their outcomes are stored; the last reader's release frees a value in its worker.
+fn release_inputs(s: &Shared, read: &[(Codec, Vec<u8>)]) {
+    for (codec, args) in read {
+        let Ok(args) = codec.decode::<serde_json::Value>(args, "task arguments") else {
+            continue;
+        };
+        let mut refs = Vec::new();
+        refs_in(&args, &mut refs);
+        for r in &refs {
+            release(s.backend.results(), r);
+        }
+    }
 }
 
 /// The event that says how a task's run ended, from what the finisher knows of it.

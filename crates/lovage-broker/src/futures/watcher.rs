@@ -31,8 +31,8 @@ const PASS: Duration = Duration::from_millis(200);
 pub(crate) trait Pending: Send {
     /// The task was seen running.
     fn started(&mut self);
-    /// The task's final record.
-    fn finish(self: Box<Self>, rec: &ResultRecord);
+    /// The task's final record (`backend`: where a kept value's reader is released).
+    fn finish(self: Box<Self>, rec: &ResultRecord, backend: &Backend);
     /// The watch ended without an outcome (the client was dropped with `cancel_on_drop`).
     fn abandon(self: Box<Self>, err: TaskError);
     /// Nobody wants the outcome any more (the future was cancelled).
@@ -47,9 +47,9 @@ impl Pending for Both {
         self.0.started();
         self.1.started();
     }
-    fn finish(self: Box<Self>, rec: &ResultRecord) {
-        self.0.finish(rec);
-        self.1.finish(rec);
+    fn finish(self: Box<Self>, rec: &ResultRecord, backend: &Backend) {
+        self.0.finish(rec, backend);
+        self.1.finish(rec, backend);
     }
     fn abandon(self: Box<Self>, err: TaskError) {
         self.0.abandon(err.clone());
@@ -71,7 +71,29 @@ pub(crate) enum Fetched<R> {
     /// plain handle can move it out of a done callback.
     Ready(Mutex<Option<Result<R, TaskError>>>),
     /// Kept by a worker: fetched and decoded on demand.
-    Kept(Box<ResultRecord>, Decode<R>),
+    Kept(Box<KeptValue<R>>),
+}
+
+/// A finished future's kept value: the record to fetch it from. Dropping it (the future
+/// dropped, or its result taken) releases the client's hold on the value, so its worker
+/// frees it once every reader has (see [`crate::dataref::release`]).
+pub(crate) struct KeptValue<R> {
+    rec: Box<ResultRecord>,
+    decode: Decode<R>,
+    held: crate::ResultRef,
+    backend: Backend,
+}
+
+impl<R> KeptValue<R> {
+    fn get(&self) -> Result<R, TaskError> {
+        (self.decode)(&self.rec)
+    }
+}
+
+impl<R> Drop for KeptValue<R> {
+    fn drop(&mut self) {
+        crate::dataref::release(self.backend.results(), &self.held);
+    }
 }
 
 impl<R> Fetched<R> {
@@ -82,7 +104,7 @@ impl<R> Fetched<R> {
                 .into_inner()
                 .unwrap_or_else(|p| p.into_inner())
                 .unwrap_or_else(|| Err(taken())),
-            Fetched::Kept(rec, decode) => decode(&rec),
+            Fetched::Kept(k) => k.get(),
         }
     }
 
@@ -93,7 +115,7 @@ impl<R> Fetched<R> {
                 Some(r) => f(r),
                 None => f(&Err(taken())),
             },
-            Fetched::Kept(rec, decode) => f(&decode(rec)),
+            Fetched::Kept(k) => f(&k.get()),
         }
     }
 
@@ -105,7 +127,7 @@ impl<R> Fetched<R> {
                 .unwrap_or_else(|p| p.into_inner())
                 .take()
                 .unwrap_or_else(|| Err(taken())),
-            Fetched::Kept(rec, decode) => decode(rec),
+            Fetched::Kept(k) => k.get(),
         }
     }
 
@@ -180,9 +202,14 @@ impl<R: Send + 'static> Pending for Typed<R> {
         }
     }
 
-    fn finish(self: Box<Self>, rec: &ResultRecord) {
-        let fetched = if rec.state == TaskState::Success && rec.result_ref().is_some() {
-            Fetched::Kept(Box::new(rec.clone()), self.decode)
+    fn finish(self: Box<Self>, rec: &ResultRecord, backend: &Backend) {
+        let fetched = if let (TaskState::Success, Some(Ok(r))) = (rec.state, rec.result_ref()) {
+            Fetched::Kept(Box::new(KeptValue {
+                rec: Box::new(rec.clone()),
+                decode: self.decode,
+                held: r,
+                backend: backend.clone(),
+            }))
         } else {
             Fetched::Ready(Mutex::new(Some((self.decode)(rec))))
         };
@@ -374,7 +401,7 @@ impl Watch {
                 }
             }
             for (p, rec) in done {
-                p.finish(&rec);
+                p.finish(&rec, &backend);
             }
         }
     }
@@ -387,7 +414,7 @@ mod tests {
     struct Nothing;
     impl Pending for Nothing {
         fn started(&mut self) {}
-        fn finish(self: Box<Self>, _: &ResultRecord) {}
+        fn finish(self: Box<Self>, _: &ResultRecord, _: &Backend) {}
         fn abandon(self: Box<Self>, _: TaskError) {}
         fn cancelled(&self) -> bool {
             false
