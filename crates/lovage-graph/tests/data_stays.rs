@@ -10,6 +10,9 @@
 //! - Values nobody needs are freed: an intermediate once its readers finished, a result once
 //!   the caller's future let it go; the workers' stores (memory and files) return to empty.
 //!
+//! - A value lost with its worker (killed -9) is made again from its recorded task by the
+//!   worker that needs it, and its reader's result is right.
+//!
 //! The workers and the client are this test binary started again with `DATA_STAYS_ROLE` set
 //! (so they know its tasks), hence `harness = false`.
 
@@ -304,6 +307,65 @@ fn freed(url: &str) {
     assert!(out.contains("client: freed"), "{out}");
 }
 
+/// Lineage: `a` is made and kept (in memory) on worker A; A is killed with -9 before any
+/// worker reads it; worker B, started only then, runs `a`'s reader: the fetch fails, B makes
+/// `a` again from the task its reference records, and the reader's result is right.
+fn remade(url: &str) {
+    const N: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let app = App::with_backend(connect(url).unwrap());
+    let client = app.client().unwrap();
+    let mut a_worker = Process::start(
+        &format!("worker|{url}|stays-make|stays-a|{d}|{GIB}"),
+        Stdio::null(),
+    );
+    let g = Graph::new();
+    let a = make_text::delayed(&g, N, 11);
+    let out = digest::delayed(&g, a);
+    let sent = g.submit(&client, vec![out]).unwrap();
+    let stored = app
+        .backend()
+        .results()
+        .get_blob(sent.graph)
+        .unwrap()
+        .unwrap();
+    let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
+    let a_id = stored
+        .nodes
+        .iter()
+        .find(|n| n.key.contains("make_text"))
+        .unwrap()
+        .id;
+    let rec = app.backend().results().wait(a_id, LONG).unwrap().unwrap();
+    let on_a = rec.result_ref().expect("a is kept").unwrap();
+    assert!(
+        on_a.worker.starts_with("stays-a@") && on_a.path.is_none(),
+        "{on_a:?}"
+    );
+    a_worker.0.kill().unwrap(); // SIGKILL
+    a_worker.0.wait().unwrap();
+    assert!(on_a.fetch().is_err(), "a went with its worker");
+    let started = Instant::now();
+    let _b = Process::start(
+        &format!("worker|{url}|stays-use|stays-b|{d}|{GIB}"),
+        Stdio::null(),
+    );
+    let got = sent
+        .futures
+        .into_iter()
+        .next()
+        .unwrap()
+        .result_timeout(Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(
+        got,
+        summary(&text(N, 11)),
+        "the reader's result, from a remade a"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
 /// A child process of this binary, killed with -9 when dropped (a test that fails must not
 /// leave it running).
 struct Process(Child);
@@ -500,6 +562,19 @@ fn main() {
         Trial::test("redis_values_nobody_needs_are_freed", || {
             let prefix = RedisPrefix(format!("lovage-test-{}", lovage_core::TaskId::new()));
             freed(&format!("{}?prefix={}", redis_base(), prefix.0));
+            Ok(())
+        }),
+        Trial::test("sqlite_a_value_lost_with_its_worker_is_remade", || {
+            let dir = tempfile::tempdir().unwrap();
+            remade(&format!(
+                "sqlite://{}",
+                dir.path().join("remade.db").display()
+            ));
+            Ok(())
+        }),
+        Trial::test("redis_a_value_lost_with_its_worker_is_remade", || {
+            let prefix = RedisPrefix(format!("lovage-test-{}", lovage_core::TaskId::new()));
+            remade(&format!("{}?prefix={}", redis_base(), prefix.0));
             Ok(())
         }),
     ];
