@@ -13,6 +13,8 @@
 //! - A value lost with its worker (killed -9) is made again from its recorded task by the
 //!   worker that needs it, and its reader's result is right.
 //!
+//! - A value put in once with `scatter` is an input of later calls by reference.
+//!
 //! The workers and the client are this test binary started again with `DATA_STAYS_ROLE` set
 //! (so they know its tasks), hence `harness = false`.
 
@@ -366,6 +368,48 @@ fn remade(url: &str) {
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 
+/// `scatter`: a 1 MiB value put in once lands with worker A (the scatter task on A's queue);
+/// two calls on worker B take its reference as their argument (a few hundred bytes each) and
+/// read the value from A.
+fn scattered(url: &str) {
+    const N: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let _a = Process::start(
+        &format!("worker|{url}|stays-make|stays-a|{d}|{GIB}"),
+        Stdio::null(),
+    );
+    let _b = Process::start(
+        &format!("worker|{url}|stays-use|stays-b|{d}|{GIB}"),
+        Stdio::null(),
+    );
+    let app = App::with_backend(connect(url).unwrap());
+    let client = app.client().unwrap();
+    let value = text(N, 13);
+    let s = client.scatter(&value, Some("stays-make")).unwrap();
+    let arg = s.arg(LONG).unwrap();
+    let r = lovage_broker::ResultRef::from_value(&arg).expect("kept by a worker");
+    assert!(r.worker.starts_with("stays-a@"), "{r:?}");
+    assert_eq!(
+        r.size,
+        N as u64 + 2,
+        "the JSON string, as the caller encoded it"
+    );
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let sig = lovage_core::Signature::new(digest::NAME, &(&arg,), lovage_core::Codec::Json)
+                .unwrap();
+            assert!(sig.args.len() < 2048, "the call carries the reference only");
+            client.submit_raw_many(vec![sig]).unwrap().remove(0)
+        })
+        .collect();
+    for f in calls {
+        let bytes = f.result_timeout(LONG).unwrap();
+        let got: String = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(got, summary(&value));
+    }
+}
+
 /// A child process of this binary, killed with -9 when dropped (a test that fails must not
 /// leave it running).
 struct Process(Child);
@@ -575,6 +619,19 @@ fn main() {
         Trial::test("redis_a_value_lost_with_its_worker_is_remade", || {
             let prefix = RedisPrefix(format!("lovage-test-{}", lovage_core::TaskId::new()));
             remade(&format!("{}?prefix={}", redis_base(), prefix.0));
+            Ok(())
+        }),
+        Trial::test("sqlite_a_scattered_value_is_an_input_by_reference", || {
+            let dir = tempfile::tempdir().unwrap();
+            scattered(&format!(
+                "sqlite://{}",
+                dir.path().join("scatter.db").display()
+            ));
+            Ok(())
+        }),
+        Trial::test("redis_a_scattered_value_is_an_input_by_reference", || {
+            let prefix = RedisPrefix(format!("lovage-test-{}", lovage_core::TaskId::new()));
+            scattered(&format!("{}?prefix={}", redis_base(), prefix.0));
             Ok(())
         }),
     ];

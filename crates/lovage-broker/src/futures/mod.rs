@@ -16,6 +16,7 @@
 //! callbacks) plus the task's id. One watcher thread per client completes every future from
 //! the result store (see `watcher.rs`); dropping a future does not cancel its task.
 
+mod scatter;
 mod waiting;
 mod watcher;
 
@@ -30,6 +31,7 @@ use lovage_pool::TaskHandle;
 use serde::de::DeserializeOwned;
 
 pub use lovage_pool::ReturnWhen;
+pub use scatter::{Scattered, SCATTER_TASK};
 pub use waiting::{AsCompleted, Waited};
 
 use crate::{App, BrokerError, Result};
