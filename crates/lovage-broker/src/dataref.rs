@@ -13,12 +13,24 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use lovage_core::Codec;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// What a stored value that is a reference starts with.
 pub const REF_MAGIC: &[u8] = b"\0lovage-ref\0";
+
+/// Bytes of kept values this process has fetched (files and endpoints), for tests and
+/// metrics: what the data plane moved into this process.
+static FETCHED: AtomicU64 = AtomicU64::new(0);
+
+/// How many bytes of kept values this process has fetched so far.
+pub fn bytes_fetched() -> u64 {
+    FETCHED.load(Ordering::Relaxed)
+}
 
 /// How long a fetch waits to connect, and for each read.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,7 +54,33 @@ pub struct ResultRef {
     pub size: u64,
     /// [`content_hash`] of its bytes.
     pub hash: u64,
+    /// How the bytes are encoded (the producing task's codec).
+    #[serde(default)]
+    pub codec: Codec,
+    /// The task that made it, to make it again if its worker is lost (absent when the task's
+    /// arguments were too large to record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Lineage>,
+    /// How many releases free it: its graph dependents, plus one for the client when it is
+    /// what a caller waits for. 0: not counted (kept until its worker stops).
+    #[serde(default)]
+    pub readers: u32,
 }
+
+/// The call that produced a kept value: enough to run it again elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The registered task's name.
+    pub task: String,
+    /// Its arguments, decoded (they are encoded again with [`ResultRef::codec`] to run it);
+    /// they may hold references themselves.
+    pub args: Value,
+}
+
+/// The key of the one-entry object that stands for a kept value inside a task's arguments or
+/// a workflow's value (`{"lovage.ref": {...}}`): a dependent's arguments carry the reference,
+/// and the worker running it puts the value in its place.
+pub const REF_KEY: &str = "lovage.ref";
 
 /// Why a referenced value could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +139,44 @@ impl ResultRef {
         Some(serde_json::from_slice(json).map_err(|e| FetchError::BadRef(e.to_string())))
     }
 
+    /// The reference as it stands inside arguments or a workflow's value.
+    pub fn to_value(&self) -> Value {
+        let mut m = serde_json::Map::with_capacity(1);
+        m.insert(
+            REF_KEY.to_owned(),
+            serde_json::to_value(self).unwrap_or(Value::Null),
+        );
+        Value::Object(m)
+    }
+
+    /// The reference `v` stands for, if it is one (an object whose only key is [`REF_KEY`]
+    /// and whose value decodes as a reference).
+    pub fn from_value(v: &Value) -> Option<ResultRef> {
+        match v {
+            Value::Object(m) if m.len() == 1 => {
+                serde_json::from_value(m.get(REF_KEY)?.clone()).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// The fetched value decoded into a JSON value (from the producing task's codec).
+    pub fn fetch_value(&self) -> Result<Value, FetchError> {
+        let bytes = self.fetch()?;
+        self.decode_value(&bytes)
+    }
+
+    /// `bytes` (this reference's value) decoded with its codec.
+    pub fn decode_value(&self, bytes: &[u8]) -> Result<Value, FetchError> {
+        self.codec
+            .decode::<Value>(bytes, "a kept value")
+            .map_err(|e| FetchError::Damaged {
+                key: self.key.clone(),
+                from: self.addr.clone(),
+                reason: e.to_string(),
+            })
+    }
+
     /// The whole value: from the spilled file on this host if it is there, else from the
     /// worker's endpoint. Checked against the size and hash either way.
     pub fn fetch(&self) -> Result<Vec<u8>, FetchError> {
@@ -126,11 +202,14 @@ impl ResultRef {
                 let mut buf = vec![0u8; (end - start) as usize];
                 if f.seek(std::io::SeekFrom::Start(start)).is_ok() && f.read_exact(&mut buf).is_ok()
                 {
+                    FETCHED.fetch_add(buf.len() as u64, Ordering::Relaxed);
                     return Ok(buf);
                 }
             }
         }
-        self.http_get(Some((start, end - 1)))
+        let buf = self.http_get(Some((start, end - 1)))?;
+        FETCHED.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        Ok(buf)
     }
 
     /// The spilled file, if the value has one and this process runs on the same host.
@@ -139,6 +218,7 @@ impl ResultRef {
     }
 
     fn checked(&self, bytes: Vec<u8>, from: &str) -> Result<Vec<u8>, FetchError> {
+        FETCHED.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let damaged = |reason: String| FetchError::Damaged {
             key: self.key.clone(),
             from: from.to_owned(),
@@ -164,6 +244,30 @@ impl ResultRef {
     /// `GET /values/<key>` (with an inclusive byte range if given) over one HTTP/1.1
     /// connection; the body of a 200 or 206 answer.
     fn http_get(&self, range: Option<(u64, u64)>) -> Result<Vec<u8>, FetchError> {
+        let path = format!("/values/{}", self.key);
+        self.http("GET", &path, range)
+    }
+
+    /// Frees the value in its worker's store (memory and file): `DELETE /values/<key>`.
+    pub fn free(&self) -> Result<(), FetchError> {
+        let path = format!("/values/{}", self.key);
+        self.http("DELETE", &path, None).map(|_| ())
+    }
+
+    /// What the worker holding it keeps (`GET /stats`, JSON: `values`, `memory_bytes`,
+    /// `files`, `file_bytes`).
+    pub fn store_stats(&self) -> Result<Value, FetchError> {
+        let body = self.http("GET", "/stats", None)?;
+        serde_json::from_slice(&body).map_err(|e| FetchError::BadRef(e.to_string()))
+    }
+
+    /// One request over its own HTTP/1.1 connection; the body of a 2xx answer.
+    fn http(
+        &self,
+        method: &str,
+        path: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<u8>, FetchError> {
         let unreachable = |reason: String| FetchError::Unreachable {
             key: self.key.clone(),
             worker: self.worker.clone(),
@@ -186,8 +290,8 @@ impl ResultRef {
             .unwrap_or_default();
         write!(
             stream,
-            "GET /values/{} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n{range}Connection: close\r\n\r\n",
-            self.key, self.addr, self.token
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n{range}Connection: close\r\n\r\n",
+            self.addr, self.token
         )
         .map_err(|e| unreachable(format!("send: {e}")))?;
         let mut r = BufReader::with_capacity(1 << 16, stream);
@@ -214,7 +318,7 @@ impl ResultRef {
                 }
             }
         }
-        if !(status.starts_with("200") || status.starts_with("206")) {
+        if !status.starts_with('2') {
             return Err(FetchError::Refused {
                 key: self.key.clone(),
                 worker: self.worker.clone(),
@@ -236,6 +340,111 @@ pub fn resolve(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, FetchError> {
         None => Ok(std::borrow::Cow::Borrowed(bytes)),
         Some(r) => Ok(std::borrow::Cow::Owned(r?.fetch()?)),
     }
+}
+
+/// One reader of `r` is done with it (a dependent finished for good, or a client let its
+/// future go): counted in the result store, and the value is freed in its worker when the
+/// last of its [`ResultRef::readers`] is. A reference not counted (`readers == 0`) is left.
+pub fn release(results: &dyn crate::ResultStore, r: &ResultRef) {
+    if r.readers == 0 {
+        return;
+    }
+    let counter = format!("lovage-ref-done:{}", r.key);
+    match results.incr(&counter, 1) {
+        Ok(n) if n >= i64::from(r.readers) => {
+            if let Err(e) = r.free() {
+                tracing::debug!(key = %r.key, error = %e, "freeing a kept value");
+            }
+            let _ = results.incr(&counter, -n);
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(key = %r.key, error = %e, "counting a kept value's readers"),
+    }
+}
+
+/// Every reference inside `v` (not inside the values they stand for).
+pub fn refs_in(v: &Value, out: &mut Vec<ResultRef>) {
+    if let Some(r) = ResultRef::from_value(v) {
+        out.push(r);
+        return;
+    }
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| refs_in(i, out)),
+        Value::Object(m) => m.values().for_each(|i| refs_in(i, out)),
+        _ => {}
+    }
+}
+
+/// Whether encoded arguments or a value may hold references (a cheap byte search for
+/// [`REF_KEY`]; a false positive only costs a decode).
+pub fn may_hold_refs(bytes: &[u8]) -> bool {
+    let key = REF_KEY.as_bytes();
+    bytes.len() >= key.len() && bytes.windows(key.len()).any(|w| w == key)
+}
+
+/// Puts in place of every reference inside `v` the value `fetch` gives for it (nested
+/// references included, since a fetched value may hold some); how many it replaced.
+pub fn resolve_value(
+    v: &mut Value,
+    fetch: &mut dyn FnMut(&ResultRef) -> Result<Value, FetchError>,
+) -> Result<usize, FetchError> {
+    if let Some(r) = ResultRef::from_value(v) {
+        let mut got = fetch(&r)?;
+        let n = resolve_value(&mut got, fetch)?;
+        *v = got;
+        return Ok(n + 1);
+    }
+    let mut n = 0;
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                n += resolve_value(item, fetch)?;
+            }
+        }
+        Value::Object(m) => {
+            for item in m.values_mut() {
+                n += resolve_value(item, fetch)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(n)
+}
+
+/// `bytes` (encoded with `codec`) with every reference inside replaced by its fetched value,
+/// encoded again; the bytes themselves (borrowed) when they hold none.
+pub fn resolve_encoded(
+    bytes: &[u8],
+    codec: Codec,
+) -> Result<std::borrow::Cow<'_, [u8]>, FetchError> {
+    if !may_hold_refs(bytes) {
+        return Ok(std::borrow::Cow::Borrowed(bytes));
+    }
+    let bad = |reason: String| FetchError::BadRef(reason);
+    let mut v: Value = codec
+        .decode(bytes, "a value holding references")
+        .map_err(|e| bad(e.to_string()))?;
+    if resolve_value(&mut v, &mut |r| r.fetch_value())? == 0 {
+        return Ok(std::borrow::Cow::Borrowed(bytes));
+    }
+    let out = codec
+        .encode(&v, "a value with its references resolved")
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+/// A stored value read in full: a reference fetched, and any reference inside resolved.
+pub fn resolve_all(bytes: &[u8], codec: Codec) -> Result<std::borrow::Cow<'_, [u8]>, FetchError> {
+    use std::borrow::Cow;
+    let top = resolve(bytes)?;
+    let inner = match resolve_encoded(&top, codec)? {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(v) => Some(v),
+    };
+    Ok(match inner {
+        Some(v) => Cow::Owned(v),
+        None => top,
+    })
 }
 
 /// This host's name, as workers record it in their references.
@@ -285,6 +494,9 @@ mod tests {
             token: "t".into(),
             size: 3,
             hash: content_hash(b"abc"),
+            codec: Codec::Json,
+            lineage: None,
+            readers: 0,
         }
     }
 

@@ -277,13 +277,16 @@ impl ResultRecord {
         }
         Some(match (self.state, &self.value) {
             // A value kept by its worker (the data plane) is fetched here, on first read.
-            (TaskState::Success, Some(bytes)) => match crate::dataref::resolve(bytes) {
-                Ok(bytes) => self
-                    .codec
-                    .decode(&bytes, "task result")
-                    .map_err(TaskError::from),
-                Err(e) => Err(TaskError::new(lovage_core::kinds::BROKER, e.to_string())),
-            },
+            // So is each one inside it (a graph's collection of kept results).
+            (TaskState::Success, Some(bytes)) => {
+                match crate::dataref::resolve_all(bytes, self.codec) {
+                    Ok(bytes) => self
+                        .codec
+                        .decode(&bytes, "task result")
+                        .map_err(TaskError::from),
+                    Err(e) => Err(TaskError::new(lovage_core::kinds::BROKER, e.to_string())),
+                }
+            }
             (TaskState::Success, None) => {
                 serde_json::from_value(serde_json::Value::Null).map_err(|e| {
                     TaskError::from(lovage_core::CodecError::Decode {

@@ -43,6 +43,10 @@ pub struct StoredNode {
     pub inputs: u32,
     /// Its dependents: (node index, which of that node's inputs this node's value is).
     pub next: Vec<(u32, u32)>,
+    /// Whether the caller reads its result too (an output, or a task an output reads): a
+    /// value its worker keeps is then freed only once the caller's future lets it go.
+    #[serde(default)]
+    pub held: bool,
 }
 
 /// What a stored node does with its inputs (in input order).
@@ -110,6 +114,26 @@ impl StoredGraph {
     }
 }
 
+/// How many readers free a kept result of graph node `node` (see
+/// [`lovage_broker::ResultRef::readers`]): its dependents, plus the caller when it holds it;
+/// 0 (never freed by count) when a dependent is a collection or an element, which pass the
+/// reference on to readers of their own.
+pub fn kept_readers(g: &StoredGraph, node: u32) -> u32 {
+    let Some(n) = g.nodes.get(node as usize) else {
+        return 0;
+    };
+    let all_tasks = n.next.iter().all(|&(d, _)| {
+        matches!(
+            g.nodes.get(d as usize).map(|x| &x.op),
+            Some(StoredOp::Task { .. })
+        )
+    });
+    if !all_tasks {
+        return 0;
+    }
+    n.next.len() as u32 + u32::from(n.held)
+}
+
 /// The error recorded for a node that did not run because `origin_key`'s node failed.
 pub fn dependency_failed(origin_key: &str, error: &TaskError) -> TaskError {
     TaskError::new(
@@ -162,6 +186,23 @@ pub(crate) fn evaluate(op: &StoredOp, mut inputs: Vec<Value>) -> Result<Value, S
         }
         StoredOp::Task { .. } => Err("a task is run, not evaluated".into()),
     }
+}
+
+/// The inputs of a structural node, with kept values fetched where the node must look inside
+/// them (an element of a kept tuple); a collection keeps its references as they are. A value
+/// that cannot be fetched stays a reference, and [`evaluate`] says it has no such element.
+pub(crate) fn fetched_for(op: &StoredOp, mut inputs: Vec<Value>) -> Vec<Value> {
+    if matches!(op, StoredOp::Item(_)) {
+        for v in &mut inputs {
+            if let Some(r) = lovage_broker::ResultRef::from_value(v) {
+                match r.fetch_value() {
+                    Ok(got) => *v = got,
+                    Err(e) => tracing::warn!(error = %e, "an element of a kept value"),
+                }
+            }
+        }
+    }
+    inputs
 }
 
 fn short(v: &Value) -> String {
@@ -228,6 +269,7 @@ mod tests {
             op: StoredOp::Collect,
             inputs: 1,
             next,
+            held: false,
         };
         // 0 → 1, 0 → 2, 1 → 3, 2 → 3 (a diamond), 3 → 4.
         let g = StoredGraph {

@@ -241,6 +241,29 @@ fn failure_of(env: &Envelope, error: TaskError) -> Failure {
     }
 }
 
+/// How many readers free a kept result of `env` (0: not counted): for a task graph's node,
+/// [`graph::kept_readers`]; for anything else 0. Reads the stored graph once per process.
+pub fn kept_readers(backend: &Backend, env: &Envelope) -> u32 {
+    let [Frame::Graph { graph: id, node }] = env.flow.as_slice() else {
+        return 0;
+    };
+    let g = match graph::cached(*id) {
+        Some(g) => g,
+        None => {
+            let Ok(Some(bytes)) = backend.results().get_blob(*id) else {
+                return 0;
+            };
+            let Ok(g) = graph::StoredGraph::decode(&bytes) else {
+                return 0;
+            };
+            let g = Arc::new(g);
+            graph::remember(*id, g.clone());
+            g
+        }
+    };
+    graph::kept_readers(&g, *node)
+}
+
 /// Checks, before anything is sent, that every step that receives a previous result can take
 /// it as its first positional argument.
 fn validate(canvas: &Canvas, gets_input: bool) -> Result<(), FlowError> {
@@ -526,7 +549,7 @@ impl<'a> Advance<'a> {
                     Err(reason) => self.graph_broken(g, d, format!("its arguments: {reason}")),
                 }
             }
-            op => match graph::evaluate(op, inputs) {
+            op => match graph::evaluate(op, graph::fetched_for(op, inputs)) {
                 Ok(value) => {
                     let bytes = serde_json::to_vec(&value).ok();
                     let name = g.name_of(d).to_owned();

@@ -13,8 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use lovage_broker::dataref::Lineage;
 use lovage_broker::dataref::{content_hash, this_host};
 use lovage_broker::ResultRef;
+use lovage_core::Codec;
 
 /// Results this large or larger stay with the worker by default (64 KiB).
 pub const DEFAULT_THRESHOLD: usize = 64 << 10;
@@ -128,7 +130,14 @@ impl DataStore {
 
     /// Keeps `value` under `key` (in memory if it fits under the limit, else in a file) and
     /// returns its reference; a file that cannot be written gives the value back with the error.
-    pub fn keep(&self, key: &str, value: Vec<u8>) -> Result<ResultRef, (std::io::Error, Vec<u8>)> {
+    pub fn keep(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        codec: Codec,
+        lineage: Option<Lineage>,
+        readers: u32,
+    ) -> Result<ResultRef, (std::io::Error, Vec<u8>)> {
         let size = value.len();
         let hash = content_hash(&value);
         let fits = {
@@ -161,11 +170,60 @@ impl DataStore {
             token: self.token.clone(),
             size: size as u64,
             hash,
+            codec,
+            lineage,
+            readers,
         })
     }
 
     fn get(&self, key: &str) -> Option<Kept> {
         self.values().by_key.get(key).cloned()
+    }
+
+    /// Drops the value `key` (memory, or its file); false if it is not here.
+    pub fn free(&self, key: &str) -> bool {
+        let removed = {
+            let mut v = self.values();
+            let removed = v.by_key.remove(key);
+            if let Some(Kept::Memory(m)) = &removed {
+                v.in_memory -= m.len();
+            }
+            removed
+        };
+        match removed {
+            None => false,
+            Some(Kept::Memory(_)) => true,
+            Some(Kept::File(p)) => {
+                if let Err(e) = std::fs::remove_file(&p) {
+                    tracing::warn!(file = %p.display(), error = %e, "could not remove a freed value's file");
+                }
+                true
+            }
+        }
+    }
+
+    /// What is kept: values, bytes in memory, files and their bytes (as `GET /stats` says).
+    pub fn stats(&self) -> serde_json::Value {
+        let v = self.values();
+        let files: Vec<&PathBuf> = v
+            .by_key
+            .values()
+            .filter_map(|k| match k {
+                Kept::File(p) => Some(p),
+                Kept::Memory(_) => None,
+            })
+            .collect();
+        let file_bytes: u64 = files
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        serde_json::json!({
+            "values": v.by_key.len(),
+            "memory_bytes": v.in_memory,
+            "files": files.len(),
+            "file_bytes": file_bytes,
+        })
     }
 
     /// Stops the endpoint and drops every value kept (memory and files): readers now get
@@ -241,14 +299,20 @@ impl DataStore {
                 }
             }
         }
-        if method != "GET" {
-            return reply(&mut w, "405 Method Not Allowed", b"only GET\n");
+        if auth.as_deref().and_then(|a| a.strip_prefix("Bearer ")) != Some(self.token.as_str()) {
+            return reply(&mut w, "401 Unauthorized", b"a wrong or missing token\n");
+        }
+        if (method, target) == ("GET", "/stats") {
+            return reply(&mut w, "200 OK", self.stats().to_string().as_bytes());
         }
         let Some(key) = target.strip_prefix("/values/") else {
             return reply(&mut w, "404 Not Found", b"no such path\n");
         };
-        if auth.as_deref().and_then(|a| a.strip_prefix("Bearer ")) != Some(self.token.as_str()) {
-            return reply(&mut w, "401 Unauthorized", b"a wrong or missing token\n");
+        match method {
+            "GET" => {}
+            "DELETE" if self.free(key) => return reply(&mut w, "200 OK", b"freed\n"),
+            "DELETE" => return reply(&mut w, "404 Not Found", b"no such value\n"),
+            _ => return reply(&mut w, "405 Method Not Allowed", b"GET or DELETE\n"),
         }
         let Some(kept) = self.get(key) else {
             return reply(
@@ -348,7 +412,7 @@ mod tests {
     fn a_value_in_memory_is_served_whole_and_by_range_over_http() {
         let s = store(1 << 20);
         let value: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let r = s.keep("k1", value.clone()).unwrap();
+        let r = s.keep("k1", value.clone(), Codec::Json, None, 0).unwrap();
         assert_eq!(r.path, None, "under the limit it stays in memory");
         assert_eq!(r.fetch().unwrap(), value);
         assert_eq!(r.fetch_range(1000, 10).unwrap(), &value[1000..1010]);
@@ -358,7 +422,7 @@ mod tests {
     #[test]
     fn past_the_memory_limit_a_value_is_spilled_and_read_from_its_file() {
         let s = store(10);
-        let r = s.keep("k2", vec![7u8; 5000]).unwrap();
+        let r = s.keep("k2", vec![7u8; 5000], Codec::Json, None, 0).unwrap();
         let path = r.path.clone().expect("spilled");
         assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 5000]);
         assert_eq!(r.fetch().unwrap(), vec![7u8; 5000]);
@@ -369,13 +433,41 @@ mod tests {
     }
 
     #[test]
+    fn a_freed_value_leaves_memory_and_its_file_goes() {
+        let s = store(100);
+        let in_memory = s.keep("m", vec![1u8; 50], Codec::Json, None, 1).unwrap();
+        let in_file = s.keep("f", vec![2u8; 500], Codec::Json, None, 1).unwrap();
+        let path = in_file.path.clone().expect("spilled");
+        let stats = in_memory.store_stats().unwrap();
+        assert_eq!(
+            (stats["values"].as_u64(), stats["memory_bytes"].as_u64()),
+            (Some(2), Some(50))
+        );
+        assert_eq!(
+            (stats["files"].as_u64(), stats["file_bytes"].as_u64()),
+            (Some(1), Some(500))
+        );
+        in_memory.free().unwrap();
+        in_file.free().unwrap();
+        assert!(!std::path::Path::new(&path).exists());
+        let stats = in_file.store_stats().unwrap();
+        assert_eq!(
+            stats,
+            serde_json::json!({"values": 0, "memory_bytes": 0, "files": 0, "file_bytes": 0})
+        );
+        let e = in_memory.fetch().unwrap_err().to_string();
+        assert!(e.contains("404"), "{e}");
+        assert!(in_memory.free().is_err(), "freeing twice says it is gone");
+    }
+
+    #[test]
     fn a_wrong_token_or_unknown_key_is_refused() {
         let s = store(1 << 20);
-        let mut r = s.keep("k3", vec![1u8; 10]).unwrap();
+        let mut r = s.keep("k3", vec![1u8; 10], Codec::Json, None, 0).unwrap();
         r.token = "guess".into();
         let e = r.fetch().unwrap_err().to_string();
         assert!(e.contains("401"), "{e}");
-        let mut r = s.keep("k4", vec![1u8; 10]).unwrap();
+        let mut r = s.keep("k4", vec![1u8; 10], Codec::Json, None, 0).unwrap();
         r.key = "nothing-here".into();
         let e = r.fetch().unwrap_err().to_string();
         assert!(e.contains("404"), "{e}");

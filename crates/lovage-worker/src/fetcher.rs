@@ -134,9 +134,23 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
         // Early ack: from here on the task is the worker's alone (at most once).
         s.retry_broker("complete", || s.backend.broker().complete(&[r.d.lease]));
     }
+    // Inputs kept by other workers are read (or made again) now, on this thread: a task's
+    // inputs must be in before it runs, and the pool's threads may be child processes.
+    let args = match crate::inputs::resolve_args(env) {
+        Ok(Some(args)) => args,
+        Ok(None) => env.args.clone(),
+        Err(err) => {
+            let _ = tx.send(Outcome {
+                ready: r,
+                ran: Ran::Failed(err),
+                started: None,
+            });
+            return;
+        }
+    };
     let sig = Signature {
         task: env.task.clone(),
-        args: env.args.clone(),
+        args,
         codec: env.codec,
         options: r.options.clone(),
     };

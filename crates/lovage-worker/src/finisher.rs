@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use lovage_broker::dataref::{may_hold_refs, refs_in, release, Lineage};
 use lovage_broker::ops::{Event, EventKind};
-use lovage_broker::{Delivery, Envelope, Lease, Timestamp};
-use lovage_core::{kinds, TaskError, TaskId, TaskState};
+use lovage_broker::{Delivery, Envelope, Lease, ResultRef, Timestamp};
+use lovage_core::{kinds, Codec, TaskError, TaskId, TaskState};
 use lovage_flow::Finished;
 
 use crate::settle::{decide, Ran, Settle};
@@ -58,19 +59,45 @@ pub(crate) fn finish_loop(s: &Shared, rx: Receiver<Outcome>) {
 
 /// The value to store for a result: itself, or, when the data plane is on and the value is
 /// at least its threshold, a reference to the copy this worker keeps (stored inline, with a
-/// warning, if keeping it fails: nothing is lost).
-fn keep_if_large(s: &Shared, id: TaskId, value: Vec<u8>) -> Vec<u8> {
-    let Some(data) = &s.data else { return value };
+/// warning, if keeping it fails: nothing is lost). The reference, if any, comes back too:
+/// a workflow passes it on instead of the value.
+fn keep_if_large(s: &Shared, env: &Envelope, value: Vec<u8>) -> (Vec<u8>, Option<ResultRef>) {
+    let Some(data) = &s.data else {
+        return (value, None);
+    };
     if value.len() < data.threshold() {
-        return value;
+        return (value, None);
     }
-    match data.keep(&id.to_string(), value) {
-        Ok(r) => r.encode(),
+    let readers = lovage_flow::kept_readers(&s.backend, env);
+    match data.keep(
+        &env.id.to_string(),
+        value,
+        env.codec,
+        lineage_of(env),
+        readers,
+    ) {
+        Ok(r) => (r.encode(), Some(r)),
         Err((e, value)) => {
-            tracing::warn!(task_id = %id, error = %e, "could not keep a large result here; storing it inline");
-            value
+            tracing::warn!(task_id = %env.id, error = %e, "could not keep a large result here; storing it inline");
+            (value, None)
         }
     }
+}
+
+/// Arguments larger than this are not recorded in a reference's lineage (the value then
+/// cannot be made again once its worker is lost).
+const LINEAGE_MAX_ARGS: usize = 64 << 10;
+
+/// The call that made `env`'s result, recorded in its reference.
+fn lineage_of(env: &Envelope) -> Option<Lineage> {
+    if env.args.len() > LINEAGE_MAX_ARGS {
+        return None;
+    }
+    let args = env.codec.decode(&env.args, "task arguments").ok()?;
+    Some(Lineage {
+        task: env.task.clone(),
+        args,
+    })
 }
 
 /// What is left to do in the broker for a failed task once its batch is completed.
@@ -92,6 +119,7 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     let mut completed = Vec::with_capacity(batch.len());
     let mut afterwards = Vec::new();
     let mut ended = Vec::with_capacity(batch.len());
+    let mut read_for_good = Vec::new();
     // Workflow steps, continued once their outcomes are stored: (envelope, value or error).
     let mut flows: Vec<(Envelope, Result<Vec<u8>, TaskError>)> = Vec::new();
     let mut report = WorkerReport::default();
@@ -155,17 +183,28 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
         }
         let settle = decide(&ran, env.attempts, &ready.options);
         let in_flow = !env.flow.is_empty();
+        if !matches!(settle, Settle::Retry { .. }) && may_hold_refs(&env.args) {
+            // It will not read its inputs again: the values it read are released below.
+            read_for_good.push((env.codec, env.args.clone()));
+        }
         if s.events_on() {
             events.push(finished_event(s, env, &ran, &settle, started));
         }
         match ran {
             Ran::Succeeded(value) => {
-                if in_flow {
-                    flows.push((env.clone(), Ok(value.clone())));
-                }
                 if settle == (Settle::Succeed { store: true }) {
-                    let value = keep_if_large(s, env.id, value);
-                    records.push(s.record(&d, TaskState::Success, Some(value), None, started));
+                    let (stored, kept) = keep_if_large(s, env, value);
+                    if in_flow {
+                        // A kept value stays here: what follows gets its reference.
+                        let passed = match kept {
+                            Some(r) => env.codec.encode(&r.to_value(), "a reference"),
+                            None => Ok(stored.clone()),
+                        };
+                        flows.push((env.clone(), passed.map_err(TaskError::from)));
+                    }
+                    records.push(s.record(&d, TaskState::Success, Some(stored), None, started));
+                } else if in_flow {
+                    flows.push((env.clone(), Ok(value)));
                 }
                 completed.push(d.lease);
                 report.succeeded += 1;
@@ -238,6 +277,7 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
             s.retry_broker("publish events", || s.backend.events().publish(&events));
         }
     }
+    release_inputs(s, &read_for_good);
     {
         let mut running = s.running();
         for id in &ended {
@@ -250,6 +290,21 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     let done = total.succeeded + total.failed;
     drop(total);
     s.info().tasks_done = done;
+}
+
+/// Releases the kept values these finished tasks read (their arguments' references), once
+/// their outcomes are stored; the last reader's release frees a value in its worker.
+fn release_inputs(s: &Shared, read: &[(Codec, Vec<u8>)]) {
+    for (codec, args) in read {
+        let Ok(args) = codec.decode::<serde_json::Value>(args, "task arguments") else {
+            continue;
+        };
+        let mut refs = Vec::new();
+        refs_in(&args, &mut refs);
+        for r in &refs {
+            release(s.backend.results(), r);
+        }
+    }
 }
 
 /// The event that says how a task's run ended, from what the finisher knows of it.

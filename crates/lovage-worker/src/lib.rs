@@ -16,6 +16,7 @@ mod control;
 mod data;
 mod fetcher;
 mod finisher;
+mod inputs;
 mod keeper;
 mod pacer;
 mod scale;
@@ -27,6 +28,7 @@ mod worker;
 
 pub use config::{Autoscale, PoolKind, UnknownPool, WorkerConfig};
 pub use data::{DataConfig, DEFAULT_THRESHOLD};
+pub use inputs::INPUT_LOST;
 pub use shutdown::{Shutdown, ShutdownMode};
 pub use signals::install_signal_handlers;
 pub use worker::{Worker, WorkerReport};

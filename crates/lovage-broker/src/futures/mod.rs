@@ -16,6 +16,7 @@
 //! callbacks) plus the task's id. One watcher thread per client completes every future from
 //! the result store (see `watcher.rs`); dropping a future does not cancel its task.
 
+mod scatter;
 mod waiting;
 mod watcher;
 
@@ -30,10 +31,11 @@ use lovage_pool::TaskHandle;
 use serde::de::DeserializeOwned;
 
 pub use lovage_pool::ReturnWhen;
+pub use scatter::{Scattered, SCATTER_TASK};
 pub use waiting::{AsCompleted, Waited};
 
 use crate::{App, BrokerError, Result};
-use watcher::{Typed, Watch};
+use watcher::{Fetched, Typed, Watch};
 
 /// How many calls [`Client::map`] sends in one broker write.
 const MAP_BATCH: usize = 1000;
@@ -326,7 +328,8 @@ fn pure_key(sig: &Signature) -> String {
 #[must_use = "a future is how you get the result; use Client::fire_and_forget to drop it on purpose"]
 pub struct TaskFuture<R> {
     id: TaskId,
-    handle: TaskHandle<R>,
+    /// A value its worker kept is fetched when asked for, not when the task finishes.
+    handle: TaskHandle<Fetched<R>>,
 }
 
 impl<R> std::fmt::Debug for TaskFuture<R> {
@@ -341,15 +344,16 @@ impl<R: Send + 'static> TaskFuture<R> {
         self.id
     }
 
-    /// Blocks until the task finishes; its value or its error.
+    /// Blocks until the task finishes; its value or its error. A value its worker kept (the
+    /// data plane) is fetched now, not before.
     pub fn result(self) -> std::result::Result<R, TaskError> {
-        self.handle.result()
+        self.handle.result().and_then(Fetched::take)
     }
 
     /// Like [`result`](Self::result), giving up after `timeout` with a `Timeout` error (the
     /// future stays usable).
     pub fn result_timeout(&self, timeout: Duration) -> std::result::Result<R, TaskError> {
-        self.handle.result_timeout(timeout)
+        self.handle.result_timeout(timeout).and_then(Fetched::take)
     }
 
     /// True once the task finished (or the future was cancelled).
@@ -367,17 +371,40 @@ impl<R: Send + 'static> TaskFuture<R> {
         self.handle.cancelled()
     }
 
-    /// Calls `f` with the outcome when the task finishes (on the client's watcher thread).
+    /// Calls `f` with the outcome when the task finishes (on the client's watcher thread). A
+    /// value its worker kept is fetched for the call (and again by a later `result()`).
     pub fn add_done_callback<F>(&self, f: F)
     where
         F: FnOnce(&std::result::Result<R, TaskError>) + Send + 'static,
     {
-        self.handle.add_done_callback(f);
+        self.handle.add_done_callback(move |r| match r {
+            Ok(fetched) => fetched.peek(f),
+            Err(e) => f(&Err(e.clone())),
+        });
     }
 
-    /// The pool handle inside: for [`lovage_pool::as_completed`] and friends.
+    /// Calls `f` once the task finished, with whether it failed (not cancelled), fetching
+    /// nothing: for `wait` and `as_completed`.
+    pub(crate) fn on_done(&self, f: impl FnOnce(bool) + Send + 'static) {
+        self.handle.add_done_callback(move |r| {
+            f(match r {
+                Ok(fetched) => fetched.failed(),
+                Err(e) => e.kind != kinds::CANCELLED,
+            })
+        });
+    }
+
+    /// A pool handle on the same outcome: for [`lovage_pool::as_completed`] and friends. A
+    /// value its worker kept is fetched when the task finishes (on the watcher thread).
     pub fn into_handle(self) -> TaskHandle<R> {
-        self.handle
+        let (completer, handle) = TaskHandle::promise();
+        self.handle.add_done_callback(move |r| {
+            completer.finish(match r {
+                Ok(fetched) => fetched.take_shared(),
+                Err(e) => Err(e.clone()),
+            })
+        });
+        handle
     }
 
     fn cancel_with(&self, app: &App) -> Result<()> {
@@ -393,6 +420,8 @@ impl<R: Send + 'static> Future for TaskFuture<R> {
     type Output = std::result::Result<R, TaskError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.get_mut().handle).poll(cx)
+        Pin::new(&mut self.get_mut().handle)
+            .poll(cx)
+            .map(|r| r.and_then(Fetched::take))
     }
 }

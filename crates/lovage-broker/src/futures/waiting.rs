@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lovage_core::{kinds, TaskId};
+use lovage_core::TaskId;
 use lovage_pool::ReturnWhen;
 
 use super::TaskFuture;
@@ -38,7 +38,7 @@ impl<R: Send + 'static> AsCompleted<R> {
         // Registered before the callback can fire: a finished future calls it at once.
         self.waiting.insert(id, future);
         if let Some(f) = self.waiting.get(&id) {
-            f.add_done_callback(move |_| {
+            f.on_done(move |_| {
                 let _ = tx.send(id);
             });
         }
@@ -103,8 +103,8 @@ pub(super) fn wait<R: Send + 'static>(
     let (tx, rx) = mpsc::channel::<bool>();
     for f in &futures {
         let tx = tx.clone();
-        f.add_done_callback(move |r| {
-            let _ = tx.send(r.as_ref().is_err_and(|e| e.kind != kinds::CANCELLED));
+        f.on_done(move |failed| {
+            let _ = tx.send(failed);
         });
     }
     drop(tx);

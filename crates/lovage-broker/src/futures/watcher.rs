@@ -31,8 +31,8 @@ const PASS: Duration = Duration::from_millis(200);
 pub(crate) trait Pending: Send {
     /// The task was seen running.
     fn started(&mut self);
-    /// The task's final record.
-    fn finish(self: Box<Self>, rec: &ResultRecord);
+    /// The task's final record (`backend`: where a kept value's reader is released).
+    fn finish(self: Box<Self>, rec: &ResultRecord, backend: &Backend);
     /// The watch ended without an outcome (the client was dropped with `cancel_on_drop`).
     fn abandon(self: Box<Self>, err: TaskError);
     /// Nobody wants the outcome any more (the future was cancelled).
@@ -47,9 +47,9 @@ impl Pending for Both {
         self.0.started();
         self.1.started();
     }
-    fn finish(self: Box<Self>, rec: &ResultRecord) {
-        self.0.finish(rec);
-        self.1.finish(rec);
+    fn finish(self: Box<Self>, rec: &ResultRecord, backend: &Backend) {
+        self.0.finish(rec, backend);
+        self.1.finish(rec, backend);
     }
     fn abandon(self: Box<Self>, err: TaskError) {
         self.0.abandon(err.clone());
@@ -63,14 +63,99 @@ impl Pending for Both {
 /// How a finished record becomes a future's outcome.
 pub(crate) type Decode<R> = fn(&ResultRecord) -> Result<R, TaskError>;
 
+/// What a future holds once its task finished: the outcome, or (for a value its worker kept)
+/// the record to fetch it from when the value is asked for, so a finished future costs no
+/// transfer until `result()`.
+pub(crate) enum Fetched<R> {
+    /// Decoded already (an inline value, or an error). In a mutex so a future turned into a
+    /// plain handle can move it out of a done callback.
+    Ready(Mutex<Option<Result<R, TaskError>>>),
+    /// Kept by a worker: fetched and decoded on demand.
+    Kept(Box<KeptValue<R>>),
+}
+
+/// A finished future's kept value: the record to fetch it from. Dropping it (the future
+/// dropped, or its result taken) releases the client's hold on the value, so its worker
+/// frees it once every reader has (see [`crate::dataref::release`]).
+pub(crate) struct KeptValue<R> {
+    rec: Box<ResultRecord>,
+    decode: Decode<R>,
+    held: crate::ResultRef,
+    backend: Backend,
+}
+
+impl<R> KeptValue<R> {
+    fn get(&self) -> Result<R, TaskError> {
+        (self.decode)(&self.rec)
+    }
+}
+
+impl<R> Drop for KeptValue<R> {
+    fn drop(&mut self) {
+        crate::dataref::release(self.backend.results(), &self.held);
+    }
+}
+
+impl<R> Fetched<R> {
+    /// The outcome, fetching a kept value now.
+    pub(crate) fn take(self) -> Result<R, TaskError> {
+        match self {
+            Fetched::Ready(m) => m
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(|| Err(taken())),
+            Fetched::Kept(k) => k.get(),
+        }
+    }
+
+    /// Calls `f` with the outcome, a kept value fetched for the call.
+    pub(crate) fn peek<T>(&self, f: impl FnOnce(&Result<R, TaskError>) -> T) -> T {
+        match self {
+            Fetched::Ready(m) => match &*m.lock().unwrap_or_else(|p| p.into_inner()) {
+                Some(r) => f(r),
+                None => f(&Err(taken())),
+            },
+            Fetched::Kept(k) => f(&k.get()),
+        }
+    }
+
+    /// Moves the outcome out (a kept value fetched now); later calls get `ResultTaken`.
+    pub(crate) fn take_shared(&self) -> Result<R, TaskError> {
+        match self {
+            Fetched::Ready(m) => m
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_else(|| Err(taken())),
+            Fetched::Kept(k) => k.get(),
+        }
+    }
+
+    /// Whether the task failed (a kept value is a success).
+    pub(crate) fn failed(&self) -> bool {
+        match self {
+            Fetched::Ready(m) => m
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|r| r.is_err()),
+            Fetched::Kept(..) => false,
+        }
+    }
+}
+
+fn taken() -> TaskError {
+    TaskError::new(kinds::RESULT_TAKEN, "the result was already taken")
+}
+
 pub(crate) struct Typed<R> {
-    completer: Completer<R>,
+    completer: Completer<Fetched<R>>,
     decode: Decode<R>,
     started: bool,
 }
 
 impl<R> Typed<R> {
-    pub(crate) fn new(completer: Completer<R>, decode: Decode<R>) -> Self {
+    pub(crate) fn new(completer: Completer<Fetched<R>>, decode: Decode<R>) -> Self {
         Typed {
             completer,
             decode,
@@ -117,9 +202,18 @@ impl<R: Send + 'static> Pending for Typed<R> {
         }
     }
 
-    fn finish(self: Box<Self>, rec: &ResultRecord) {
-        let outcome = (self.decode)(rec);
-        self.completer.finish(outcome);
+    fn finish(self: Box<Self>, rec: &ResultRecord, backend: &Backend) {
+        let fetched = if let (TaskState::Success, Some(Ok(r))) = (rec.state, rec.result_ref()) {
+            Fetched::Kept(Box::new(KeptValue {
+                rec: Box::new(rec.clone()),
+                decode: self.decode,
+                held: r,
+                backend: backend.clone(),
+            }))
+        } else {
+            Fetched::Ready(Mutex::new(Some((self.decode)(rec))))
+        };
+        self.completer.finish(Ok(fetched));
     }
 
     fn abandon(self: Box<Self>, err: TaskError) {
@@ -307,7 +401,7 @@ impl Watch {
                 }
             }
             for (p, rec) in done {
-                p.finish(&rec);
+                p.finish(&rec, &backend);
             }
         }
     }
@@ -320,7 +414,7 @@ mod tests {
     struct Nothing;
     impl Pending for Nothing {
         fn started(&mut self) {}
-        fn finish(self: Box<Self>, _: &ResultRecord) {}
+        fn finish(self: Box<Self>, _: &ResultRecord, _: &Backend) {}
         fn abandon(self: Box<Self>, _: TaskError) {}
         fn cancelled(&self) -> bool {
             false
@@ -331,19 +425,19 @@ mod tests {
     fn two_futures_on_one_task_both_end() {
         let w = Watch::new();
         let id = TaskId::new();
-        let (first, first_handle) = lovage_pool::TaskHandle::<Vec<u8>>::promise();
-        let (second, second_handle) = lovage_pool::TaskHandle::<Vec<u8>>::promise();
+        let (first, first_handle) = lovage_pool::TaskHandle::<Fetched<Vec<u8>>>::promise();
+        let (second, second_handle) = lovage_pool::TaskHandle::<Fetched<Vec<u8>>>::promise();
         w.add(id, Box::new(Typed::new(first, raw_value)));
         w.add(id, Box::new(Typed::new(second, raw_value)));
         assert_eq!(w.len(), 1, "one task watched");
         w.close(TaskError::new(kinds::CANCELLED, "closed"));
         let wait = std::time::Duration::from_secs(5);
         assert_eq!(
-            first_handle.result_timeout(wait).unwrap_err().kind,
+            first_handle.result_timeout(wait).err().unwrap().kind,
             kinds::CANCELLED
         );
         assert_eq!(
-            second_handle.result_timeout(wait).unwrap_err().kind,
+            second_handle.result_timeout(wait).err().unwrap().kind,
             kinds::CANCELLED
         );
     }

@@ -129,6 +129,18 @@ impl Plan<'_> {
                 }
             }
         }
+        // What the caller reads: the outputs, and the tasks they read through nodes that
+        // run here (as `collect_after` finds them).
+        let mut held = vec![false; n];
+        let mut stack: Vec<u32> = self.wanted.clone();
+        while let Some(x) = stack.pop() {
+            if std::mem::replace(&mut held[x as usize], true) {
+                continue;
+            }
+            if self.g.ops[x as usize].kind() != NodeKind::Task {
+                stack.extend(self.g.deps_of(x).iter().copied());
+            }
+        }
         // The stored graph, in plan order (topological).
         let mut index = vec![u32::MAX; n];
         let mut ids = vec![TaskId::nil(); n];
@@ -175,6 +187,7 @@ impl Plan<'_> {
                 op,
                 inputs,
                 next: Vec::new(),
+                held: held[x],
             });
         }
         if nodes.is_empty() {
