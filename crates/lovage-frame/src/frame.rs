@@ -377,8 +377,20 @@ impl<'g> Frame<'g> {
     /// (in-memory partitions, Parquet footers) and no step drops rows; otherwise each
     /// partition is computed and counted.
     pub fn len(&self) -> Delayed<usize> {
-        let known: Option<usize> = self
-            .parts
+        match self.known_len() {
+            Some(n) => self.g.value(n),
+            None => {
+                let counts = self.map_parts("len", |df| Ok(df.height()));
+                self.g
+                    .try_local_all("len", |v: Vec<usize>| Ok(v.iter().sum()), counts)
+            }
+        }
+    }
+
+    /// The number of rows when the metadata knows it without reading data (see
+    /// [`len`](Frame::len)).
+    pub(crate) fn known_len(&self) -> Option<usize> {
+        self.parts
             .iter()
             .map(|p| {
                 p.ops
@@ -387,15 +399,7 @@ impl<'g> Frame<'g> {
                     .then(|| p.source.known_rows())
                     .flatten()
             })
-            .sum();
-        match known {
-            Some(n) => self.g.value(n),
-            None => {
-                let counts = self.map_parts("len", |df| Ok(df.height()));
-                self.g
-                    .try_local_all("len", |v: Vec<usize>| Ok(v.iter().sum()), counts)
-            }
-        }
+            .sum()
     }
 
     /// Whether the frame has no partition at all (a frame of empty partitions is not

@@ -28,12 +28,15 @@ pub mod agg;
 mod csv;
 pub mod ecommerce;
 mod frame;
+mod join;
 mod parquet;
 mod reduce;
+mod shuffle;
 
 pub use agg::Agg;
 pub use csv::{read_csv, CsvOptions};
 pub use frame::{Frame, GroupBy};
+pub use join::{How, Strategy, BROADCAST_ROWS};
 pub use parquet::read_parquet;
 pub use polars;
 
