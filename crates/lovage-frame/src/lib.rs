@@ -32,6 +32,7 @@ mod join;
 mod parquet;
 mod reduce;
 mod shuffle;
+mod sort;
 
 pub use agg::Agg;
 pub use csv::{read_csv, CsvOptions};

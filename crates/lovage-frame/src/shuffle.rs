@@ -14,18 +14,19 @@ use polars::prelude::*;
 use crate::frame::concat_frames;
 use crate::polars_error;
 
-/// Cuts one partition into the pieces bound for each output partition.
-pub(crate) type Splitter =
-    Arc<dyn Fn(DataFrame) -> Result<Vec<DataFrame>, TaskError> + Send + Sync>;
+/// Cuts one partition (with whatever else the cut needs, `T`) into the pieces bound for
+/// each output partition.
+pub(crate) type Splitter<T = DataFrame> =
+    Arc<dyn Fn(T) -> Result<Vec<DataFrame>, TaskError> + Send + Sync>;
 
 /// Exchanges `parts` into `n` outputs: `split` cuts each input into `n` pieces, output `j`
 /// concatenates the `j`th pieces in input order (an empty frame of `schema` when there are
 /// none).
-pub(crate) fn exchange(
+pub(crate) fn exchange<T: Clone + Default + Send + Sync + 'static>(
     g: &Graph,
-    parts: Vec<Delayed<DataFrame>>,
+    parts: Vec<Delayed<T>>,
     n: usize,
-    split: Splitter,
+    split: Splitter<T>,
     schema: SchemaRef,
 ) -> Vec<Delayed<DataFrame>> {
     let splits: Vec<Delayed<Arc<Vec<DataFrame>>>> = parts
@@ -34,9 +35,8 @@ pub(crate) fn exchange(
             let split = split.clone();
             g.try_local_all(
                 "shuffle split",
-                move |v: Vec<DataFrame>| {
-                    let df = v.into_iter().next().unwrap_or_default();
-                    let pieces = split(df)?;
+                move |v: Vec<T>| {
+                    let pieces = split(v.into_iter().next().unwrap_or_default())?;
                     if pieces.len() != n {
                         return Err(crate::data_error(format!(
                             "internal: a shuffle split gave {} pieces, not {n}",

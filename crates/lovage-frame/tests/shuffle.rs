@@ -151,3 +151,92 @@ fn join_with_bad_keys_is_a_clear_error() {
     let e = msg(l.join(&r, &["nope"], &["k"], How::Left).unwrap_err());
     assert!(e.contains("no column nope on the left"), "{e}");
 }
+
+fn sort_keys() -> impl proptest::strategy::Strategy<Value = Vec<&'static str>> {
+    prop_oneof![
+        Just(vec!["k"]),
+        Just(vec!["s", "k"]),
+        Just(vec!["y"]),
+        Just(vec!["x", "s"])
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn sort_matches_polars_stable_sort_on_any_partitioning(
+        n in 0usize..300,
+        groups in 1i64..40,
+        seed in any::<u64>(),
+        points in proptest::collection::vec(0usize..400, 0..8),
+        by in sort_keys(),
+        desc in proptest::collection::vec(any::<bool>(), 2),
+    ) {
+        let df = data(n, groups, seed);
+        let desc = &desc[..by.len()];
+        let opts = SortMultipleOptions::default()
+            .with_order_descending_multi(desc.to_vec())
+            .with_nulls_last(true)
+            .with_maintain_order(true);
+        let want = df.sort(by.clone(), opts).unwrap();
+        for sched in schedulers() {
+            let g = Graph::new();
+            let parts = cut(&df, points.clone());
+            let np = parts.len();
+            let f = Frame::from_partitions(&g, parts).unwrap();
+            let sorted = f.sort(&by, desc).unwrap();
+            prop_assert_eq!(sorted.npartitions(), np);
+            let got = compute(&g, sched, sorted.collect()).unwrap();
+            prop_assert!(got.equals_missing(&want), "by {:?} {:?}:\n{}\n{}", by, desc, got, want);
+        }
+    }
+
+    #[test]
+    fn repartition_keeps_rows_and_order_in_even_partitions(
+        n in 0usize..300,
+        seed in any::<u64>(),
+        points in proptest::collection::vec(0usize..400, 0..8),
+        k in 1usize..9,
+    ) {
+        let df = data(n, 5, seed);
+        for sched in schedulers() {
+            let g = Graph::new();
+            let f = Frame::from_partitions(&g, cut(&df, points.clone())).unwrap();
+            let r = f.repartition(k);
+            prop_assert_eq!(r.npartitions(), k);
+            let (all, parts) = compute(&g, sched, (r.collect(), r.partitions())).unwrap();
+            prop_assert!(all.equals_missing(&df));
+            let hs: Vec<usize> = parts.iter().map(DataFrame::height).collect();
+            prop_assert!(hs.iter().max().unwrap() - hs.iter().min().unwrap() <= 1, "{:?}", hs);
+        }
+    }
+}
+
+#[test]
+fn sort_ranges_are_balanced_and_set_index_orders_partitions() {
+    let df = data(20_000, 1_000_000, 7);
+    let g = Graph::new();
+    let f = Frame::from_polars(&g, df.clone(), 4).unwrap();
+    let indexed = f.set_index("y").unwrap();
+    let parts = compute(&g, schedulers()[1], indexed.partitions()).unwrap();
+    let mut last = f64::NEG_INFINITY;
+    for p in &parts {
+        // Ranges from 320 sampled keys: each near a quarter of the rows.
+        assert!(
+            (3_000..=7_000).contains(&p.height()),
+            "range of {} rows",
+            p.height()
+        );
+        let y = p.column("y").unwrap().f64().unwrap();
+        assert!(y.get(0).unwrap() >= last, "ranges overlap");
+        last = y.get(y.len() - 1).unwrap();
+    }
+    let e = f.sort(&["nope"], &[false]).unwrap_err().to_string();
+    assert!(e.contains("no column nope"), "{e}");
+    let e = f
+        .sort(&["k", "y"], &[true, false, true])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("3 descending flags for 2 columns"), "{e}");
+}
