@@ -119,6 +119,15 @@ pub(crate) struct Part {
 }
 
 impl Part {
+    /// The partition's row count when the source's metadata knows it and no step drops rows.
+    pub(crate) fn known_rows(&self) -> Option<usize> {
+        self.ops
+            .iter()
+            .all(Op::keeps_rows)
+            .then(|| self.source.known_rows())
+            .flatten()
+    }
+
     /// Loads the partition and runs its plan.
     pub(crate) fn run(&self, input: Option<DataFrame>) -> Result<DataFrame, TaskError> {
         let df = self.source.load(input)?;
@@ -156,7 +165,7 @@ pub struct GroupBy<'g> {
     pub(crate) frame: Frame<'g>,
     pub(crate) keys: Vec<PlSmallStr>,
     pub(crate) split_every: usize,
-    pub(crate) split_out: usize,
+    pub(crate) split_out: Option<usize>,
 }
 
 impl<'g> GroupBy<'g> {
@@ -167,9 +176,11 @@ impl<'g> GroupBy<'g> {
     }
 
     /// Hashes the keys into `n` output partitions combined independently, instead of one
-    /// tree: for many groups, where one combining node would hold them all (default 1).
+    /// tree: for many groups, where one combining node would hold them all. When not set,
+    /// chosen from the first partition's partial (see [`GroupBy::agg`]); `split_out(1)`
+    /// always merges in a tree.
     pub fn split_out(mut self, n: usize) -> Self {
-        self.split_out = n.max(1);
+        self.split_out = Some(n.max(1));
         self
     }
 }
@@ -390,16 +401,7 @@ impl<'g> Frame<'g> {
     /// The number of rows when the metadata knows it without reading data (see
     /// [`len`](Frame::len)).
     pub(crate) fn known_len(&self) -> Option<usize> {
-        self.parts
-            .iter()
-            .map(|p| {
-                p.ops
-                    .iter()
-                    .all(Op::keeps_rows)
-                    .then(|| p.source.known_rows())
-                    .flatten()
-            })
-            .sum()
+        self.parts.iter().map(Part::known_rows).sum()
     }
 
     /// Whether the frame has no partition at all (a frame of empty partitions is not
@@ -418,7 +420,7 @@ impl<'g> Frame<'g> {
             frame: self.clone(),
             keys: keys.into_iter().map(Into::into).collect(),
             split_every: crate::reduce::SPLIT_EVERY,
-            split_out: 1,
+            split_out: None,
         }
     }
 }

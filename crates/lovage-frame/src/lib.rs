@@ -30,6 +30,7 @@ pub mod ecommerce;
 mod frame;
 mod join;
 mod parquet;
+mod quantile;
 mod reduce;
 mod shuffle;
 mod sort;
@@ -40,6 +41,7 @@ pub use frame::{Frame, GroupBy};
 pub use join::{How, Strategy, BROADCAST_ROWS};
 pub use parquet::read_parquet;
 pub use polars;
+pub use quantile::{DIGEST_SIZE, QUANTILE_RANK_ERROR};
 
 use lovage_core::TaskError;
 use lovage_graph::{Graph, Outputs, Scheduler};
