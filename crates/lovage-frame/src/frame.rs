@@ -21,7 +21,12 @@ pub(crate) enum Source {
     Parquet(Arc<RowGroup>),
     /// Partition `i` of a generating function (`from_fn`), with the schema it must have.
     Generated(Arc<Generator>, usize),
+    /// A file read whole by a function (JSON Lines), and the file's name.
+    Reader(Arc<ReadFn>, String),
 }
+
+/// Reads a whole partition (its errors name the file and line).
+pub(crate) type ReadFn = dyn Fn() -> Result<DataFrame, TaskError> + Send + Sync;
 
 /// A function making a partition from its index (`Frame::from_fn`).
 pub(crate) struct Generator {
@@ -38,6 +43,7 @@ impl Source {
             Source::Csv(r) => r.describe(),
             Source::Parquet(r) => r.describe(),
             Source::Generated(_, i) => format!("generated partition {i}"),
+            Source::Reader(_, name) => name.clone(),
         }
     }
 
@@ -49,6 +55,7 @@ impl Source {
                 .ok_or_else(|| crate::data_error("internal: a persisted partition lost its input")),
             Source::Csv(r) => r.read(),
             Source::Parquet(r) => r.read(),
+            Source::Reader(read, _) => read(),
             Source::Generated(gen, i) => {
                 let df = (gen.make)(*i).map_err(|e| polars_error(self.describe(), e))?;
                 if **df.schema() != *gen.schema {
@@ -69,7 +76,7 @@ impl Source {
         match self {
             Source::Memory(df) => Some(df.height()),
             Source::Parquet(r) => Some(r.rows),
-            Source::Node(_) | Source::Csv(_) | Source::Generated(..) => None,
+            Source::Node(_) | Source::Csv(_) | Source::Generated(..) | Source::Reader(..) => None,
         }
     }
 }
