@@ -145,10 +145,24 @@ fn first_line(path: &Path) -> Result<Vec<u8>, Error> {
 /// is parsed with that schema (a row that does not fit is an error naming file and line).
 pub fn read_csv<'g>(g: &'g Graph, pattern: &str, options: CsvOptions) -> Result<Frame<'g>, Error> {
     let files = glob_files(pattern)?;
-    let first = &files[0];
     // Only the header and the first `infer_rows` lines are parsed for the types, so a bad
-    // row further on is reported by its partition (with its line), not here.
-    let head = head_lines(first, options.infer_rows + 1)?;
+    // row further on is reported by its partition (with its line), not here. The types come
+    // from the first file with a row (a file of only a header would make every column text).
+    let mut first = &files[0];
+    let mut head = head_lines(first, options.infer_rows + 1)?;
+    for path in &files {
+        let lines = head_lines(path, 2)?;
+        if lines.iter().filter(|b| **b == b'\n').count() >= 2
+            || lines
+                .split(|b| *b == b'\n')
+                .nth(1)
+                .is_some_and(|l| !l.is_empty())
+        {
+            first = path;
+            head = head_lines(path, options.infer_rows + 1)?;
+            break;
+        }
+    }
     let inferred = CsvReadOptions::default()
         .with_has_header(true)
         .with_infer_schema_length(Some(options.infer_rows))

@@ -21,7 +21,12 @@ pub(crate) enum Source {
     Parquet(Arc<RowGroup>),
     /// Partition `i` of a generating function (`from_fn`), with the schema it must have.
     Generated(Arc<Generator>, usize),
+    /// A file read whole by a function (JSON Lines), and the file's name.
+    Reader(Arc<ReadFn>, String),
 }
+
+/// Reads a whole partition (its errors name the file and line).
+pub(crate) type ReadFn = dyn Fn() -> Result<DataFrame, TaskError> + Send + Sync;
 
 /// A function making a partition from its index (`Frame::from_fn`).
 pub(crate) struct Generator {
@@ -38,6 +43,7 @@ impl Source {
             Source::Csv(r) => r.describe(),
             Source::Parquet(r) => r.describe(),
             Source::Generated(_, i) => format!("generated partition {i}"),
+            Source::Reader(_, name) => name.clone(),
         }
     }
 
@@ -49,6 +55,7 @@ impl Source {
                 .ok_or_else(|| crate::data_error("internal: a persisted partition lost its input")),
             Source::Csv(r) => r.read(),
             Source::Parquet(r) => r.read(),
+            Source::Reader(read, _) => read(),
             Source::Generated(gen, i) => {
                 let df = (gen.make)(*i).map_err(|e| polars_error(self.describe(), e))?;
                 if **df.schema() != *gen.schema {
@@ -69,7 +76,7 @@ impl Source {
         match self {
             Source::Memory(df) => Some(df.height()),
             Source::Parquet(r) => Some(r.rows),
-            Source::Node(_) | Source::Csv(_) | Source::Generated(..) => None,
+            Source::Node(_) | Source::Csv(_) | Source::Generated(..) | Source::Reader(..) => None,
         }
     }
 }
@@ -119,6 +126,15 @@ pub(crate) struct Part {
 }
 
 impl Part {
+    /// The partition's row count when the source's metadata knows it and no step drops rows.
+    pub(crate) fn known_rows(&self) -> Option<usize> {
+        self.ops
+            .iter()
+            .all(Op::keeps_rows)
+            .then(|| self.source.known_rows())
+            .flatten()
+    }
+
     /// Loads the partition and runs its plan.
     pub(crate) fn run(&self, input: Option<DataFrame>) -> Result<DataFrame, TaskError> {
         let df = self.source.load(input)?;
@@ -156,7 +172,7 @@ pub struct GroupBy<'g> {
     pub(crate) frame: Frame<'g>,
     pub(crate) keys: Vec<PlSmallStr>,
     pub(crate) split_every: usize,
-    pub(crate) split_out: usize,
+    pub(crate) split_out: Option<usize>,
 }
 
 impl<'g> GroupBy<'g> {
@@ -167,9 +183,11 @@ impl<'g> GroupBy<'g> {
     }
 
     /// Hashes the keys into `n` output partitions combined independently, instead of one
-    /// tree: for many groups, where one combining node would hold them all (default 1).
+    /// tree: for many groups, where one combining node would hold them all. When not set,
+    /// chosen from the first partition's partial (see [`GroupBy::agg`]); `split_out(1)`
+    /// always merges in a tree.
     pub fn split_out(mut self, n: usize) -> Self {
-        self.split_out = n.max(1);
+        self.split_out = Some(n.max(1));
         self
     }
 }
@@ -377,18 +395,7 @@ impl<'g> Frame<'g> {
     /// (in-memory partitions, Parquet footers) and no step drops rows; otherwise each
     /// partition is computed and counted.
     pub fn len(&self) -> Delayed<usize> {
-        let known: Option<usize> = self
-            .parts
-            .iter()
-            .map(|p| {
-                p.ops
-                    .iter()
-                    .all(Op::keeps_rows)
-                    .then(|| p.source.known_rows())
-                    .flatten()
-            })
-            .sum();
-        match known {
+        match self.known_len() {
             Some(n) => self.g.value(n),
             None => {
                 let counts = self.map_parts("len", |df| Ok(df.height()));
@@ -396,6 +403,12 @@ impl<'g> Frame<'g> {
                     .try_local_all("len", |v: Vec<usize>| Ok(v.iter().sum()), counts)
             }
         }
+    }
+
+    /// The number of rows when the metadata knows it without reading data (see
+    /// [`len`](Frame::len)).
+    pub(crate) fn known_len(&self) -> Option<usize> {
+        self.parts.iter().map(Part::known_rows).sum()
     }
 
     /// Whether the frame has no partition at all (a frame of empty partitions is not
@@ -414,7 +427,7 @@ impl<'g> Frame<'g> {
             frame: self.clone(),
             keys: keys.into_iter().map(Into::into).collect(),
             split_every: crate::reduce::SPLIT_EVERY,
-            split_out: 1,
+            split_out: None,
         }
     }
 }

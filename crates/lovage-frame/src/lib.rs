@@ -28,14 +28,23 @@ pub mod agg;
 mod csv;
 pub mod ecommerce;
 mod frame;
+mod join;
+mod json;
 mod parquet;
+mod quantile;
 mod reduce;
+mod shuffle;
+mod sort;
+mod write;
 
 pub use agg::Agg;
 pub use csv::{read_csv, CsvOptions};
 pub use frame::{Frame, GroupBy};
+pub use join::{How, Strategy, BROADCAST_ROWS};
+pub use json::read_jsonl;
 pub use parquet::read_parquet;
 pub use polars;
+pub use quantile::{DIGEST_SIZE, QUANTILE_RANK_ERROR};
 
 use lovage_core::TaskError;
 use lovage_graph::{Graph, Outputs, Scheduler};

@@ -9,6 +9,7 @@ use polars::prelude::*;
 
 use crate::agg::Agg;
 use crate::frame::{concat_frames, Frame, GroupBy};
+use crate::shuffle::{exchange, hash_split, Splitter};
 use crate::{polars_error, Error};
 
 /// How many partials a combining node merges by default (Dask's `split_every` default).
@@ -66,19 +67,6 @@ fn schema_after(step: &Step, schema: &SchemaRef) -> Result<SchemaRef, Error> {
     step(DataFrame::empty_with_schema(schema))
         .map(|df| df.schema().clone())
         .map_err(|e| Error::Input(e.message.to_string()))
-}
-
-/// The rows of `df` whose key hash falls in each of `n` parts.
-fn hash_split(df: &DataFrame, keys: &[PlSmallStr], n: usize) -> Result<Vec<DataFrame>, TaskError> {
-    let fail = |e| polars_error("hashing group keys", e);
-    let mut key_frame = df.select(keys.iter().cloned()).map_err(fail)?;
-    let hashes = key_frame
-        .hash_rows(Some(PlSeedableRandomStateQuality::fixed()))
-        .map_err(fail)?;
-    let part = &hashes % (n as u64);
-    (0..n as u64)
-        .map(|j| df.filter(&part.equal(j)).map_err(fail))
-        .collect()
 }
 
 impl<'g> Frame<'g> {
@@ -297,7 +285,13 @@ impl<'g> GroupBy<'g> {
             let partial = partial.clone();
             frame.map_parts("partial", move |df| partial(df))
         };
-        if self.split_out <= 1 || keys.is_empty() {
+        let n_parts = frame.npartitions();
+        let fixed = match self.split_out {
+            _ if keys.is_empty() || n_parts <= 1 => Some(1),
+            Some(n) => Some(n),
+            None => None,
+        };
+        if fixed == Some(1) {
             return Ok(tree(
                 g,
                 partials,
@@ -307,48 +301,42 @@ impl<'g> GroupBy<'g> {
                 finish,
             ));
         }
-        // Many groups: every partial is split by key hash; part j of every partial is merged
-        // in a tree of its own, so no node holds all the groups.
-        let n = self.split_out;
-        let splits: Vec<Delayed<Arc<Vec<DataFrame>>>> = partials
+        // Many groups (or maybe many): every partial is split by key hash into `n_out` parts
+        // and part j of every partial is merged in a node of its own, so no node holds all
+        // the groups. Unset, `n_out` is measured from partial 0's group count (as
+        // DataFusion decides from its first batches): the exchange has `most` outputs, the
+        // ones past `n_out` receive nothing.
+        let most = fixed.unwrap_or_else(|| n_parts.min(AUTO_SPLIT_OUT_MAX));
+        let n_out: Delayed<usize> = match fixed {
+            Some(n) => g.value(n),
+            None => {
+                let rows = frame.parts[0].known_rows();
+                g.try_local_all(
+                    "choose split_out",
+                    move |v: Vec<DataFrame>| {
+                        let groups = v.first().map_or(0, DataFrame::height);
+                        Ok(auto_split_out(groups, rows, n_parts, most))
+                    },
+                    vec![partials[0]],
+                )
+            }
+        };
+        let inputs = partials.iter().map(|p| g.tuple((*p, n_out))).collect();
+        let split: Splitter<(DataFrame, usize)> = Arc::new(move |(df, n): (DataFrame, usize)| {
+            let mut pieces = hash_split(&df, &keys, n.clamp(1, most))?;
+            pieces.resize_with(most, || df.clear());
+            Ok(pieces)
+        });
+        let outs = exchange(g, inputs, most, split, partial_schema)
             .into_iter()
             .map(|p| {
-                let keys = keys.clone();
+                let (combine, finish) = (combine.clone(), finish.clone());
                 g.try_local_all(
-                    "hash split",
+                    "finish",
                     move |v: Vec<DataFrame>| {
-                        let df = v.into_iter().next().unwrap_or_default();
-                        Ok(Arc::new(hash_split(&df, &keys, n)?))
+                        finish(combine(v.into_iter().next().unwrap_or_default())?)
                     },
                     vec![p],
-                )
-            })
-            .collect();
-        let outs: Vec<Delayed<DataFrame>> = (0..n)
-            .map(|j| {
-                let pieces = splits
-                    .iter()
-                    .map(|s| {
-                        g.try_local_all(
-                            "hash part",
-                            move |v: Vec<Arc<Vec<DataFrame>>>| {
-                                v.first()
-                                    .and_then(|parts| parts.get(j).cloned())
-                                    .ok_or_else(|| {
-                                        crate::data_error("internal: a hash split lost a part")
-                                    })
-                            },
-                            vec![*s],
-                        )
-                    })
-                    .collect();
-                tree(
-                    g,
-                    pieces,
-                    self.split_every,
-                    partial_schema.clone(),
-                    combine.clone(),
-                    finish.clone(),
                 )
             })
             .collect();
@@ -357,5 +345,43 @@ impl<'g> GroupBy<'g> {
             move |parts: Vec<DataFrame>| concat_frames(parts, &final_schema),
             outs,
         ))
+    }
+}
+
+/// The most output partitions an unset `split_out` chooses.
+const AUTO_SPLIT_OUT_MAX: usize = 16;
+
+/// Groups per output partition an unset `split_out` aims at: below it, one tree-like
+/// merge is cheaper than an exchange.
+const GROUPS_PER_SPLIT: usize = 100_000;
+
+/// `split_out` from partition 0's group count: when most of its rows are distinct groups,
+/// other partitions likely hold other groups, so the total is estimated as `groups` times
+/// the partitions; otherwise as `groups`. One output per `GROUPS_PER_SPLIT` groups.
+fn auto_split_out(groups: usize, rows: Option<usize>, partitions: usize, most: usize) -> usize {
+    let mostly_distinct = rows.is_none_or(|r| groups * 2 > r);
+    let total = if mostly_distinct {
+        groups.saturating_mul(partitions)
+    } else {
+        groups
+    };
+    total.div_ceil(GROUPS_PER_SPLIT).clamp(1, most.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auto_split_out;
+
+    #[test]
+    fn auto_split_out_grows_with_the_measured_groups() {
+        // Few groups in a partition of many rows: one output, whatever the partitions.
+        assert_eq!(auto_split_out(10, Some(1_000_000), 50, 16), 1);
+        assert_eq!(auto_split_out(5, None, 50, 16), 1);
+        // Most rows distinct: groups scale with the partitions, capped at `most`.
+        assert_eq!(auto_split_out(632_000, Some(1_000_000), 10, 10), 10);
+        assert_eq!(auto_split_out(60_000, Some(100_000), 4, 16), 3);
+        // Many groups that repeat across partitions: counted once.
+        assert_eq!(auto_split_out(300_000, Some(10_000_000), 50, 16), 3);
+        assert_eq!(auto_split_out(0, Some(0), 8, 16), 1);
     }
 }

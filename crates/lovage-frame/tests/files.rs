@@ -1,14 +1,19 @@
-//! CSV and Parquet sources against Polars reading the same files whole: byte-range
-//! partitions, quoted newlines, a bad row (file and line in the error), a Parquet file with
-//! another schema, `len` from the footers and a filter that skips row groups.
+//! CSV, Parquet and JSON Lines sources against Polars reading the same files whole:
+//! byte-range partitions, quoted newlines, a bad row (file and line in the error), a Parquet
+//! file with another schema, `len` from the footers and a filter that skips row groups; the
+//! writers round-tripping through the readers; frames from bags.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic to fail
 
 use std::io::Write;
 
+use lovage_collections::bag::Bag;
 use lovage_frame::polars::prelude::*;
-use lovage_frame::{agg, compute, read_csv, read_parquet, CsvOptions};
+use lovage_frame::{agg, compute, read_csv, read_jsonl, read_parquet, CsvOptions, Frame};
 use lovage_graph::{Graph, Inline};
+
+mod common;
+use common::{assert_same, cut, data, schedulers};
 
 fn sorted(df: &DataFrame) -> DataFrame {
     let names: Vec<PlSmallStr> = df.get_column_names().into_iter().cloned().collect();
@@ -253,5 +258,140 @@ fn parquet_file_with_another_schema_is_a_clear_error() {
     assert!(
         err.contains("b.parquet") && err.contains("a.parquet") && err.contains("price"),
         "{err}"
+    );
+}
+
+#[test]
+fn to_parquet_and_to_csv_round_trip_through_the_readers() {
+    let df = data(2_000, 30, 5);
+    for sched in schedulers() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Graph::new();
+        // Empty partitions write files of no rows, read back as nothing.
+        let f = Frame::from_partitions(&g, cut(&df, vec![0, 700, 700, 1_999])).unwrap();
+        let (pq, csv) = (dir.path().join("pq"), dir.path().join("csv"));
+        let written = compute(
+            &g,
+            sched,
+            (f.to_parquet(&pq).unwrap(), f.to_csv(&csv).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(written.0.len(), 5);
+        assert_eq!(written.0[2], pq.join("part-00002.parquet"));
+        assert_eq!(written.1[4], csv.join("part-00004.csv"));
+
+        let g = Graph::new();
+        let back = read_parquet(&g, pq.join("*.parquet").to_str().unwrap()).unwrap();
+        let back_csv = read_csv(
+            &g,
+            csv.join("*.csv").to_str().unwrap(),
+            CsvOptions::default(),
+        )
+        .unwrap();
+        let (p, c, n) =
+            compute(&g, sched, (back.collect(), back_csv.collect(), back.len())).unwrap();
+        assert_eq!(n, df.height());
+        assert!(p.equals_missing(&df), "parquet:\n{p}\n{df}");
+        // CSV keeps the types and the order; floats within the comparison's tolerance.
+        assert_same(&c, &df, &[]);
+        assert_eq!(
+            c.column("k").unwrap().null_count(),
+            df.column("k").unwrap().null_count()
+        );
+    }
+}
+
+#[test]
+fn read_jsonl_reads_every_file_with_one_schema_and_names_a_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.jsonl");
+    let b = dir.path().join("b.jsonl");
+    std::fs::write(
+        &a,
+        "{\"id\": 1, \"name\": \"x\", \"score\": 2, \"ok\": true}\n\n{\"id\": 2, \"score\": 2.5, \"ok\": null}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &b,
+        "{\"id\": 3, \"name\": \"z\", \"score\": -1, \"ok\": false}\n",
+    )
+    .unwrap();
+    let g = Graph::new();
+    let f = read_jsonl(&g, dir.path().join("*.jsonl").to_str().unwrap()).unwrap();
+    assert_eq!(f.npartitions(), 2);
+    let got = compute(&g, Inline, f.collect()).unwrap();
+    // Columns in order of first appearance, an object's fields by name.
+    let want = df!(
+        "id" => [1i64, 2, 3],
+        "name" => [Some("x"), None, Some("z")],
+        "ok" => [Some(true), None, Some(false)],
+        "score" => [2.0, 2.5, -1.0]
+    )
+    .unwrap();
+    assert!(
+        got.equals_missing(&want),
+        "{:?}\n{:?}",
+        got.columns(),
+        want.columns()
+    );
+
+    // A row whose field does not fit the schema, and a line that is not JSON.
+    std::fs::write(&b, "{\"id\": 3}\n{\"id\": \"four\"}\n").unwrap();
+    let g = Graph::new();
+    let f = read_jsonl(&g, dir.path().join("*.jsonl").to_str().unwrap()).unwrap();
+    let e = compute(&g, Inline, f.collect()).unwrap_err().to_string();
+    assert!(e.contains("b.jsonl:2") && e.contains("field id"), "{e}");
+    std::fs::write(&b, "{\"id\": 3}\n{\"id\": 4\n").unwrap();
+    let g = Graph::new();
+    let f = read_jsonl(&g, dir.path().join("*.jsonl").to_str().unwrap()).unwrap();
+    let e = compute(&g, Inline, f.len()).unwrap_err().to_string();
+    assert!(e.contains("b.jsonl:2: not JSON"), "{e}");
+}
+
+#[test]
+fn from_bag_makes_a_partition_per_bag_partition() {
+    let g = Graph::new();
+    let items: Vec<serde_json::Value> = (0..100)
+        .map(|i| {
+            if i % 10 == 3 {
+                serde_json::json!({"k": i % 4})
+            } else {
+                serde_json::json!({"k": i % 4, "v": f64::from(i) / 2.0})
+            }
+        })
+        .collect();
+    let bag = Bag::from_iter(&g, items, 6);
+    let schema = Schema::from_iter([
+        Field::new("k".into(), DataType::Int64),
+        Field::new("v".into(), DataType::Float64),
+    ]);
+    let f = Frame::from_bag(&bag, schema.clone()).unwrap();
+    assert_eq!(f.npartitions(), 6);
+    let sums = f.group_by(["k"]).agg([agg::sum("v"), agg::len()]).unwrap();
+    let got = compute(&g, schedulers()[1], sums).unwrap();
+    let k = got.column("k").unwrap().i64().unwrap();
+    let len = got.column("len").unwrap().i64().unwrap();
+    assert_eq!(len.iter().flatten().sum::<i64>(), 100);
+    let total: f64 = got
+        .column("v")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .iter()
+        .flatten()
+        .sum();
+    let want: f64 = (0..100)
+        .filter(|i| i % 10 != 3)
+        .map(|i| f64::from(i) / 2.0)
+        .sum();
+    assert!((total - want).abs() < 1e-9, "{total} against {want}");
+    assert_eq!(k.len(), 4);
+
+    let bad = Bag::from_iter(&g, vec![serde_json::json!({"k": 1, "w": 2})], 1);
+    let f = Frame::from_bag(&bad, schema).unwrap();
+    let e = compute(&g, Inline, f.collect()).unwrap_err().to_string();
+    assert!(
+        e.contains("bag partition 0, item 0: field w is not in the schema"),
+        "{e}"
     );
 }

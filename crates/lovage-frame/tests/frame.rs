@@ -5,107 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic to fail
 
-use std::sync::OnceLock;
-
 use lovage_frame::polars::prelude::*;
-use lovage_frame::{agg, compute, Agg, Frame};
-use lovage_graph::{Graph, Inline, Scheduler, Threads};
-use lovage_pool::ThreadPool;
+use lovage_frame::{agg, compute, Agg, Frame, QUANTILE_RANK_ERROR};
+use lovage_graph::{Graph, Inline, Threads};
 use proptest::prelude::*;
 
-fn pool() -> &'static ThreadPool {
-    static POOL: OnceLock<ThreadPool> = OnceLock::new();
-    POOL.get_or_init(|| ThreadPool::new(2))
-}
-
-fn schedulers() -> [Scheduler<'static>; 2] {
-    [Inline, Threads(pool())]
-}
-
-/// Relative tolerance for float results (sums of floats are added in another order).
-const TOL: f64 = 1e-9;
-
-/// A frame of `n` rows: `k` (i64 key in 0..groups, every 7th null), `s` (string key),
-/// `x` (i64 with every 5th null) and `y` (f64).
-fn data(n: usize, groups: i64, seed: u64) -> DataFrame {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let k: Vec<Option<i64>> = (0..n)
-        .map(|i| (i % 7 != 3).then(|| rng.i64(0..groups.max(1))))
-        .collect();
-    let s: Vec<String> = (0..n).map(|_| format!("c{}", rng.u8(0..3))).collect();
-    let x: Vec<Option<i64>> = (0..n)
-        .map(|i| (i % 5 != 1).then(|| rng.i64(-1000..1000)))
-        .collect();
-    let y: Vec<f64> = (0..n).map(|_| rng.f64() * 100.0 - 20.0).collect();
-    df!("k" => k, "s" => s, "x" => x, "y" => y).unwrap()
-}
-
-/// Cuts `df` at the given points (sorted; repeated points give empty partitions).
-fn cut(df: &DataFrame, mut points: Vec<usize>) -> Vec<DataFrame> {
-    points.iter_mut().for_each(|p| *p %= df.height() + 1);
-    points.sort_unstable();
-    let mut out = Vec::new();
-    let mut at = 0;
-    for p in points {
-        out.push(df.slice(at as i64, p - at));
-        at = p;
-    }
-    out.push(df.slice(at as i64, df.height() - at));
-    out
-}
-
-/// Asserts that two frames hold the same rows once sorted by `keys` (all columns when
-/// empty): exact for everything but floats, which agree within `TOL`.
-fn assert_same(got: &DataFrame, want: &DataFrame, keys: &[&str]) {
-    assert_eq!(
-        got.height(),
-        want.height(),
-        "heights differ:\n{got}\n{want}"
-    );
-    let names: Vec<PlSmallStr> = want.get_column_names().into_iter().cloned().collect();
-    let sort_by: Vec<PlSmallStr> = if keys.is_empty() {
-        names.clone()
-    } else {
-        keys.iter().map(|k| PlSmallStr::from(*k)).collect()
-    };
-    let opts = SortMultipleOptions::default()
-        .with_nulls_last(true)
-        .with_maintain_order(true);
-    let got = got.sort(sort_by.clone(), opts.clone()).unwrap();
-    let want = want.sort(sort_by, opts).unwrap();
-    for name in &names {
-        let (a, b) = (got.column(name).unwrap(), want.column(name).unwrap());
-        assert_eq!(a.dtype(), b.dtype(), "column {name}: types differ");
-        if matches!(b.dtype(), DataType::Float64 | DataType::Float32) {
-            let (a, b) = (
-                a.cast(&DataType::Float64).unwrap(),
-                b.cast(&DataType::Float64).unwrap(),
-            );
-            for (i, (u, v)) in a
-                .f64()
-                .unwrap()
-                .iter()
-                .zip(b.f64().unwrap().iter())
-                .enumerate()
-            {
-                match (u, v) {
-                    (Some(u), Some(v)) if u.is_nan() && v.is_nan() => {}
-                    (Some(u), Some(v)) => assert!(
-                        (u - v).abs() <= TOL * v.abs().max(1.0),
-                        "column {name} row {i}: {u} against {v}"
-                    ),
-                    (u, v) => assert_eq!(u, v, "column {name} row {i}"),
-                }
-            }
-        } else {
-            assert!(
-                a.as_materialized_series()
-                    .equals_missing(b.as_materialized_series()),
-                "column {name}:\n{a:?}\n{b:?}"
-            );
-        }
-    }
-}
+mod common;
+use common::{assert_same, cut, data, pool, schedulers};
 
 fn all_aggs() -> Vec<Agg> {
     vec![
@@ -158,14 +64,19 @@ proptest! {
         seed in any::<u64>(),
         points in proptest::collection::vec(0usize..400, 0..8),
         split_every in 2usize..5,
-        split_out in 1usize..4,
+        split_out in 0usize..4,
     ) {
         let df = data(n, groups, seed);
         let want = polars_group_by(&df, &["k"]);
         for sched in schedulers() {
             let g = Graph::new();
             let f = Frame::from_partitions(&g, cut(&df, points.clone())).unwrap();
-            let out = f.group_by(["k"]).split_every(split_every).split_out(split_out).agg(all_aggs()).unwrap();
+            // 0 leaves split_out unset: chosen from the first partial.
+            let mut by = f.group_by(["k"]).split_every(split_every);
+            if split_out > 0 {
+                by = by.split_out(split_out);
+            }
+            let out = by.agg(all_aggs()).unwrap();
             let got = compute(&g, sched, out).unwrap();
             assert_same(&got, &want, &["k"]);
         }
@@ -216,14 +127,14 @@ fn two_keys_with_nulls_one_group_and_many_groups() {
     // Many groups: nearly every row its own group, tree and hash split alike.
     let many = data(60_000, 50_000, 11);
     let want = polars_group_by(&many, &["k"]);
-    for split_out in [1, 4] {
+    for split_out in [Some(1), Some(4), None] {
         let g = Graph::new();
         let f = Frame::from_polars(&g, many.clone(), 12).unwrap();
-        let out = f
-            .group_by(["k"])
-            .split_out(split_out)
-            .agg(all_aggs())
-            .unwrap();
+        let mut by = f.group_by(["k"]);
+        if let Some(n) = split_out {
+            by = by.split_out(n);
+        }
+        let out = by.agg(all_aggs()).unwrap();
         let got = compute(&g, Threads(pool()), out).unwrap();
         assert_same(&got, &want, &["k"]);
     }
@@ -351,4 +262,71 @@ fn nlargest_value_counts_drop_duplicates_describe_n_unique() {
         row("count").0,
         df.column("x").unwrap().len() as f64 - df.column("x").unwrap().null_count() as f64
     );
+}
+
+/// Values for quantile tests: uniform floats, few distinct integers (ties), or a long tail.
+fn quantile_values(n: usize, kind: u8, seed: u64) -> Vec<Option<f64>> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..n)
+        .map(|i| {
+            (i % 11 != 4).then(|| match kind {
+                0 => rng.f64() * 1000.0 - 300.0,
+                1 => f64::from(rng.u8(0..7)),
+                _ => (-(1.0 - rng.f64()).ln()).powi(3),
+            })
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn quantiles_are_within_the_stated_rank_error(
+        n in 0usize..5000,
+        kind in 0u8..3,
+        seed in any::<u64>(),
+        points in proptest::collection::vec(0usize..6000, 0..12),
+    ) {
+        let values = quantile_values(n, kind, seed);
+        let df = df!("v" => values.clone()).unwrap();
+        let qs = [0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0];
+        let g = Graph::new();
+        let f = Frame::from_partitions(&g, cut(&df, points)).unwrap();
+        let got = compute(&g, Threads(pool()), f.quantiles("v", &qs).unwrap()).unwrap();
+        let mut sorted: Vec<f64> = values.into_iter().flatten().collect();
+        sorted.sort_by(f64::total_cmp);
+        let total = sorted.len();
+        for (q, est) in qs.iter().zip(got) {
+            if sorted.is_empty() {
+                prop_assert_eq!(est, None);
+                continue;
+            }
+            let est = est.unwrap();
+            // Between the values whose ranks are q - tolerance and q + tolerance, widened to
+            // the next distinct value on each side (the digest interpolates between
+            // neighbouring centroids, which on tied values lands between two values).
+            let last = (sorted.len() - 1) as f64;
+            let lo = sorted[((q - QUANTILE_RANK_ERROR).max(0.0) * last).floor() as usize];
+            let hi = sorted[((q + QUANTILE_RANK_ERROR).min(1.0) * last).ceil() as usize];
+            let lo = sorted.iter().rev().find(|v| **v < lo).copied().unwrap_or(lo);
+            let hi = sorted.iter().find(|v| **v > hi).copied().unwrap_or(hi);
+            prop_assert!(
+                lo <= est && est <= hi,
+                "q {} estimate {} outside {}..={} ({} values)", q, est, lo, hi, total
+            );
+        }
+    }
+}
+
+#[test]
+fn quantile_of_a_bad_column_or_q_is_a_clear_error() {
+    let g = Graph::new();
+    let f = Frame::from_polars(&g, data(10, 3, 1), 2).unwrap();
+    let e = f.quantile("s", 0.5).unwrap_err().to_string();
+    assert!(e.contains("column s is str, not numeric"), "{e}");
+    let e = f.quantile("x", 1.5).unwrap_err().to_string();
+    assert!(e.contains("q = 1.5 is not in 0..=1"), "{e}");
+    let median = compute(&g, Inline, f.quantile("x", 0.5).unwrap()).unwrap();
+    assert!(median.is_some());
 }

@@ -1,0 +1,104 @@
+//! Helpers shared by the frame tests: schedulers, random data, random partitionings and a
+//! comparison against one-partition Polars.
+
+#![allow(dead_code, clippy::unwrap_used)] // each test binary uses some of the helpers
+
+use std::sync::OnceLock;
+
+use lovage_frame::polars::prelude::*;
+use lovage_graph::{Inline, Scheduler, Threads};
+use lovage_pool::ThreadPool;
+
+pub fn pool() -> &'static ThreadPool {
+    static POOL: OnceLock<ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| ThreadPool::new(2))
+}
+
+pub fn schedulers() -> [Scheduler<'static>; 2] {
+    [Inline, Threads(pool())]
+}
+
+/// Relative tolerance for float results (sums of floats are added in another order).
+pub const TOL: f64 = 1e-9;
+
+/// A frame of `n` rows: `k` (i64 key in 0..groups, every 7th null), `s` (string key),
+/// `x` (i64 with every 5th null) and `y` (f64).
+pub fn data(n: usize, groups: i64, seed: u64) -> DataFrame {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let k: Vec<Option<i64>> = (0..n)
+        .map(|i| (i % 7 != 3).then(|| rng.i64(0..groups.max(1))))
+        .collect();
+    let s: Vec<String> = (0..n).map(|_| format!("c{}", rng.u8(0..3))).collect();
+    let x: Vec<Option<i64>> = (0..n)
+        .map(|i| (i % 5 != 1).then(|| rng.i64(-1000..1000)))
+        .collect();
+    let y: Vec<f64> = (0..n).map(|_| rng.f64() * 100.0 - 20.0).collect();
+    df!("k" => k, "s" => s, "x" => x, "y" => y).unwrap()
+}
+
+/// Cuts `df` at the given points (sorted; repeated points give empty partitions).
+pub fn cut(df: &DataFrame, mut points: Vec<usize>) -> Vec<DataFrame> {
+    points.iter_mut().for_each(|p| *p %= df.height() + 1);
+    points.sort_unstable();
+    let mut out = Vec::new();
+    let mut at = 0;
+    for p in points {
+        out.push(df.slice(at as i64, p - at));
+        at = p;
+    }
+    out.push(df.slice(at as i64, df.height() - at));
+    out
+}
+
+/// Asserts that two frames hold the same rows once sorted by `keys` (all columns when
+/// empty): exact for everything but floats, which agree within `TOL`.
+pub fn assert_same(got: &DataFrame, want: &DataFrame, keys: &[&str]) {
+    assert_eq!(
+        got.height(),
+        want.height(),
+        "heights differ:\n{got}\n{want}"
+    );
+    let names: Vec<PlSmallStr> = want.get_column_names().into_iter().cloned().collect();
+    let sort_by: Vec<PlSmallStr> = if keys.is_empty() {
+        names.clone()
+    } else {
+        keys.iter().map(|k| PlSmallStr::from(*k)).collect()
+    };
+    let opts = SortMultipleOptions::default()
+        .with_nulls_last(true)
+        .with_maintain_order(true);
+    let got = got.sort(sort_by.clone(), opts.clone()).unwrap();
+    let want = want.sort(sort_by, opts).unwrap();
+    for name in &names {
+        let (a, b) = (got.column(name).unwrap(), want.column(name).unwrap());
+        assert_eq!(a.dtype(), b.dtype(), "column {name}: types differ");
+        if matches!(b.dtype(), DataType::Float64 | DataType::Float32) {
+            let (a, b) = (
+                a.cast(&DataType::Float64).unwrap(),
+                b.cast(&DataType::Float64).unwrap(),
+            );
+            for (i, (u, v)) in a
+                .f64()
+                .unwrap()
+                .iter()
+                .zip(b.f64().unwrap().iter())
+                .enumerate()
+            {
+                match (u, v) {
+                    (Some(u), Some(v)) if u.is_nan() && v.is_nan() => {}
+                    (Some(u), Some(v)) => assert!(
+                        (u - v).abs() <= TOL * v.abs().max(1.0),
+                        "column {name} row {i}: {u} against {v}"
+                    ),
+                    (u, v) => assert_eq!(u, v, "column {name} row {i}"),
+                }
+            }
+        } else {
+            assert!(
+                a.as_materialized_series()
+                    .equals_missing(b.as_materialized_series()),
+                "column {name}:\n{a:?}\n{b:?}"
+            );
+        }
+    }
+}
