@@ -288,6 +288,18 @@ fn log_in_submit_watch_it_finish_and_revoke_in_a_real_browser() {
     );
     driver.screenshot("task-revoked");
 
+    // A failure, so the Dead letters page has a letter to show (and later to discard).
+    let r = api.post(
+        "/api/v1/tasks",
+        r#"{"name":"lovage.shell","args":[["false"]]}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.get("/api/v1/dead").json()["total"] != 1 {
+        assert!(Instant::now() < deadline, "no dead letter within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     for page in [
         "overview", "workers", "tasks", "queues", "dead", "submit", "schedule",
     ] {
@@ -317,6 +329,22 @@ fn log_in_submit_watch_it_finish_and_revoke_in_a_real_browser() {
     std::thread::sleep(Duration::from_millis(300));
     driver.screenshot("worker-light");
     driver.js("document.getElementById('theme').click();", json!([]));
+
+    // Discard the dead letter from its row.
+    driver.go(&format!("{base}#/dead"));
+    driver.wait(
+        "a Discard button",
+        "return [...document.querySelectorAll('main button')].some((b) => b.textContent === 'Discard')",
+    );
+    driver.js(
+        "window.confirm = () => true; [...document.querySelectorAll('main button')].find((b) => b.textContent === 'Discard').click();",
+        json!([]),
+    );
+    driver.wait(
+        "the letter gone",
+        "return document.querySelector('main h1').textContent.includes('(0)')",
+    );
+    assert_eq!(api.get("/api/v1/dead").json()["total"], 0);
 
     let logs = driver.call("POST", "/se/log", json!({"type": "browser"}));
     let errors: Vec<&Value> = logs
