@@ -28,14 +28,14 @@ pub(crate) fn finish_loop(s: &Shared, rx: Receiver<Outcome>) {
             Ok(o) => o,
             Err(RecvTimeoutError::Timeout) => {
                 // Nothing finished for a while: what was received goes out on its own.
-                publish_received(s);
+                publish_received(s, false);
                 if s.done.load(Ordering::SeqCst) {
                     return;
                 }
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => {
-                publish_received(s);
+                publish_received(s, true);
                 return;
             }
         };
@@ -123,10 +123,12 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     // Workflow steps, continued once their outcomes are stored: (envelope, value or error).
     let mut flows: Vec<(Envelope, Result<Vec<u8>, TaskError>)> = Vec::new();
     let mut report = WorkerReport::default();
-    // `task-received` events noted so far go first, in the same write as the outcomes: a
-    // task's received event always precedes its outcome's (this thread is their only
-    // publisher).
-    let mut events = s.take_received();
+    // Due `task-received` events go first, in the same write as the outcomes: a task's
+    // received event always precedes its outcome's (this thread is their only publisher).
+    let mut events = s.take_received(
+        || batch.iter().map(|o| o.ready.d.envelope.id).collect(),
+        false,
+    );
     let revoked_running: HashSet<TaskId> = {
         let mut set = s.revoked_running();
         batch
@@ -339,10 +341,10 @@ fn finished_event(
     ev
 }
 
-/// Publishes the `task-received` events noted since the last batch (a broker that fails here
-/// only loses them, logged: the tasks themselves are not held up).
-fn publish_received(s: &Shared) {
-    let events = s.take_received();
+/// Publishes the due `task-received` events (every one noted with `all`); a broker that fails
+/// here only loses them, logged: the tasks themselves are not held up.
+fn publish_received(s: &Shared, all: bool) {
+    let events = s.take_received(HashSet::new, all);
     if events.is_empty() {
         return;
     }

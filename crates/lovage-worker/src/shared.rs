@@ -175,9 +175,9 @@ pub(crate) struct Shared {
     pub data: Option<std::sync::Arc<crate::data::DataStore>>,
     /// The pool's size now and the autoscaler's bounds (see `scale.rs`).
     pub slots: crate::scale::Slots,
-    /// `task-received` events noted by the fetcher, published by the finisher with its next
-    /// batch's write (or on their own when nothing finishes for a while).
-    received: Mutex<Vec<lovage_broker::ops::Event>>,
+    /// `task-received` events noted by the fetcher (with when), published by the finisher
+    /// for tasks still unsettled [`RECEIVED_DELAY`] later (see [`Shared::take_received`]).
+    received: Mutex<Vec<(Instant, lovage_broker::ops::Event)>>,
     /// Slots given back by tasks that wait (an implicit secede).
     pub seceded: std::sync::Arc<Seceded>,
     /// What tasks reach through `lovage::ctx()`: this worker's broker and client.
@@ -214,6 +214,11 @@ impl lovage_core::context::SlotGate for Seceded {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 }
+
+/// How long a `task-received` event waits for its task to settle before it is published: a
+/// task settled sooner is told of by its outcome's event alone (as `task-started`), so a
+/// stream of quick tasks adds no events.
+pub(crate) const RECEIVED_DELAY: Duration = Duration::from_millis(100);
 
 /// Task names counted one by one in `inspect stats`; the rest are summed under `other`.
 pub(crate) const MAX_TOTALS: usize = 256;
@@ -295,6 +300,7 @@ impl Shared {
         if !self.events_on() || deliveries.is_empty() {
             return;
         }
+        let now = Instant::now();
         let events = deliveries.iter().map(|d| {
             let env = &d.envelope;
             let mut ev =
@@ -305,14 +311,40 @@ impl Shared {
             ev.worker = Some(self.id.clone());
             ev.state = Some(TaskState::Received);
             ev.retries = Some(env.attempts.saturating_sub(1));
-            ev
+            (now, ev)
         });
         unpoisoned(&self.received).extend(events);
     }
 
-    /// The `task-received` events noted so far.
-    pub fn take_received(&self) -> Vec<lovage_broker::ops::Event> {
-        std::mem::take(&mut *unpoisoned(&self.received))
+    /// The noted `task-received` events to publish now: those of tasks in `settling` are
+    /// dropped (their outcome's event, in the same write, tells of them), those noted at least
+    /// [`RECEIVED_DELAY`] ago are taken (all of them with `all`, at the end of the run), the
+    /// rest wait. Only the finisher calls this, so a received event is never published after
+    /// its task's outcome.
+    /// `settling` is asked only when there is something noted (events off: never).
+    pub fn take_received(
+        &self,
+        settling: impl FnOnce() -> HashSet<TaskId>,
+        all: bool,
+    ) -> Vec<lovage_broker::ops::Event> {
+        let mut noted = unpoisoned(&self.received);
+        if noted.is_empty() {
+            return Vec::new();
+        }
+        let settling = settling();
+        let now = Instant::now();
+        let mut due = Vec::new();
+        noted.retain(|(at, ev)| {
+            if ev.task_id.is_some_and(|id| settling.contains(&id)) {
+                false
+            } else if all || now.duration_since(*at) >= RECEIVED_DELAY {
+                due.push(ev.clone());
+                false
+            } else {
+                true
+            }
+        });
+        due
     }
 
     /// The limits set by control commands, by task name.
