@@ -20,7 +20,7 @@ use lovage_core::context::TaskInfo;
 use lovage_core::{TaskId, TypedSignature};
 use serde::de::DeserializeOwned;
 
-use crate::scope::{rise, spawned_frame, Rose};
+use crate::scope::{rise_many, spawned_frame, Rose};
 use crate::{App, Client, Result, TaskFuture};
 
 /// What a worker lends the tasks it runs: its broker, and one futures client for all of them
@@ -124,14 +124,30 @@ impl TaskCtx {
         key: &str,
         sig: TypedSignature<R>,
     ) -> Result<TaskId> {
-        let id = match self.info.scope {
-            Some(scope) => crate::scope::keyed_id(scope, key),
-            None => {
-                let root = self.info.root.as_uuid().as_bytes().to_vec();
-                crate::futures::derived_id(&[b"lovage-root-key:", &root, key.as_bytes()])
-            }
-        };
-        self.send(id, sig)
+        Ok(self.spawn_keyed_many([(key, sig)])?[0])
+    }
+
+    /// [`spawn_keyed`](Self::spawn_keyed) for many children at once: in a scope, a few broker
+    /// calls for the lot instead of a few per child.
+    pub fn spawn_keyed_many<'k, R: DeserializeOwned>(
+        &self,
+        children: impl IntoIterator<Item = (&'k str, TypedSignature<R>)>,
+    ) -> Result<Vec<TaskId>> {
+        let mut ids = Vec::new();
+        let mut envs = Vec::new();
+        for (key, sig) in children {
+            let id = match self.info.scope {
+                Some(scope) => crate::scope::keyed_id(scope, key),
+                None => {
+                    let root = self.info.root.as_uuid().as_bytes().to_vec();
+                    crate::futures::derived_id(&[b"lovage-root-key:", &root, key.as_bytes()])
+                }
+            };
+            ids.push(id);
+            envs.push(self.envelope(id, sig)?);
+        }
+        self.send_all(&ids, envs)?;
+        Ok(ids)
     }
 
     /// [`spawn`](Self::spawn), returning a future on the child's result (from the worker's
@@ -145,21 +161,42 @@ impl TaskCtx {
     }
 
     fn send<R: DeserializeOwned>(&self, id: TaskId, sig: TypedSignature<R>) -> Result<TaskId> {
+        let env = self.envelope(id, sig)?;
+        self.send_all(&[id], vec![env])?;
+        Ok(id)
+    }
+
+    fn envelope<R: DeserializeOwned>(
+        &self,
+        id: TaskId,
+        sig: TypedSignature<R>,
+    ) -> Result<crate::Envelope> {
         sig.check()?;
-        let app = self.app();
-        let mut env = app.envelope(sig.into_signature());
+        let mut env = self.app().envelope(sig.into_signature());
         env.id = id;
         env.flow = vec![spawned_frame(
             Some(self.info.id),
             self.info.root,
             self.info.scope,
         )];
+        Ok(env)
+    }
+
+    /// Counts the children in this task's scope (if any), then sends those not counted
+    /// before. A task delivered again repairs what its earlier run may have left half done.
+    fn send_all(&self, ids: &[TaskId], mut envs: Vec<crate::Envelope>) -> Result<()> {
+        let app = self.app();
         if let Some(scope) = self.info.scope {
-            if rise(app.backend(), scope, id)? == Rose::Finished {
-                return Ok(id);
-            }
+            let rose = rise_many(app.backend(), scope, ids, self.info.attempt > 1)?;
+            let mut keep = rose.iter().map(|r| *r == Rose::Send);
+            envs.retain(|_| keep.next().unwrap_or(false));
         }
-        app.backend().broker().enqueue_once(&[env])?;
-        Ok(id)
+        // Two keys spawned twice in one call are one task.
+        let mut seen = std::collections::HashSet::new();
+        envs.retain(|e| seen.insert(e.id));
+        if envs.is_empty() {
+            return Ok(());
+        }
+        app.backend().broker().enqueue_once(&envs)
     }
 }

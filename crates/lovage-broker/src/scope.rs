@@ -40,28 +40,65 @@ fn dict_open(scope: TaskId) -> String {
 pub(crate) enum Rose {
     /// It is counted and pending: send it (with `enqueue_once`, as a repeat may have sent it).
     Send,
-    /// It finished already (a parent that runs again spawned it again): send nothing.
+    /// It was counted before (by another spawner, which sends it) or has finished: send
+    /// nothing.
     Finished,
 }
 
-/// Counts `member` in `scope` before it is enqueued.
-pub(crate) fn rise(backend: &Backend, scope: TaskId, member: TaskId) -> Result<Rose> {
+/// Counts `members` in `scope` before they are enqueued (three calls for the lot: insert the
+/// absent ones as pending, put those in `open`, then, with `repair`, look at the rest).
+///
+/// A member already counted was counted by whoever spawned it first, and that spawner is still
+/// open until it has sent it, so it is skipped — unless `repair` is set: a spawner running
+/// again after its worker died (or a client) may have counted a member and died before it
+/// reached `open` or the queue, so it puts a still-pending member in `open` again and sends
+/// it again (`enqueue_once` drops a repeat).
+pub(crate) fn rise_many(
+    backend: &Backend,
+    scope: TaskId,
+    members: &[TaskId],
+    repair: bool,
+) -> Result<Vec<Rose>> {
     let shared = backend.shared();
     let (all, open) = (dict_all(scope), dict_open(scope));
-    let key = member.as_uuid().as_bytes();
-    if shared.dict_compare_and_set(&all, key, None, Some(PENDING))? {
-        shared.dict_set(&open, &[(key.to_vec(), Vec::new())])?;
-        return Ok(Rose::Send);
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = members
+        .iter()
+        .map(|m| (m.as_uuid().as_bytes().to_vec(), PENDING.to_vec()))
+        .collect();
+    let inserted = shared.dict_insert_absent(&all, &entries)?;
+    let fresh: Vec<(Vec<u8>, Vec<u8>)> = entries
+        .iter()
+        .zip(&inserted)
+        .filter(|(_, new)| **new)
+        .map(|((k, _), _)| (k.clone(), Vec::new()))
+        .collect();
+    if !fresh.is_empty() {
+        shared.dict_set(&open, &fresh)?;
     }
-    if shared.dict_get(&all, key)?.as_deref() != Some(PENDING) {
+    let mut out = Vec::with_capacity(members.len());
+    for ((key, _), new) in entries.iter().zip(inserted) {
+        out.push(if new {
+            Rose::Send
+        } else if repair {
+            repair_one(backend, &all, &open, key)?
+        } else {
+            Rose::Finished
+        });
+    }
+    Ok(out)
+}
+
+/// A member counted before by a spawner that may have died before `open`: put it there again
+/// if it is still pending, then look once more, since it may have fallen meanwhile (its fall
+/// writes `all` before it clears `open`, so one of the two of us clears it).
+fn repair_one(backend: &Backend, all: &str, open: &str, key: &[u8]) -> Result<Rose> {
+    let shared = backend.shared();
+    if shared.dict_get(all, key)?.as_deref() != Some(PENDING) {
         return Ok(Rose::Finished);
     }
-    // Counted by an earlier run of the spawner, which may have died before `open`: put it
-    // there again, then look once more, since the member may have fallen meanwhile (its fall
-    // writes `all` before it clears `open`, so one of the two of us clears it).
-    shared.dict_set(&open, &[(key.to_vec(), Vec::new())])?;
-    if shared.dict_get(&all, key)?.as_deref() != Some(PENDING) {
-        shared.dict_remove(&open, key)?;
+    shared.dict_set(open, &[(key.to_vec(), Vec::new())])?;
+    if shared.dict_get(all, key)?.as_deref() != Some(PENDING) {
+        shared.dict_remove(open, key)?;
         return Ok(Rose::Finished);
     }
     Ok(Rose::Send)
@@ -144,7 +181,7 @@ impl Scope<'_> {
         let mut env = self.app.envelope(sig.into_signature());
         env.id = id;
         env.flow = vec![spawned_frame(None, id, Some(self.id))];
-        if rise(self.app.backend(), self.id, id)? == Rose::Send {
+        if rise_many(self.app.backend(), self.id, &[id], true)?[0] == Rose::Send {
             self.app.backend().broker().enqueue_once(&[env])?;
         }
         Ok(id)

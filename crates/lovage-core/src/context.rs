@@ -33,6 +33,9 @@ pub struct TaskInfo {
     pub root: TaskId,
     /// The scope whose join waits for it, if any.
     pub scope: Option<TaskId>,
+    /// Which delivery of the task this is (1 for the first): a task delivered again may find
+    /// what its earlier run half did.
+    pub attempt: u32,
     /// The worker's slot counter, if it lends one.
     pub slots: Option<Arc<dyn SlotGate>>,
     /// Whatever the runner shares with the task (a worker: its broker), for the layer that
@@ -119,6 +122,7 @@ mod tests {
             parent: None,
             root: id,
             scope: None,
+            attempt: 1,
             slots: Some(slots.clone()),
             host: None,
             spawned: AtomicU32::new(0),

@@ -230,6 +230,7 @@ fn task_info(s: &Shared, env: &Envelope) -> std::sync::Arc<TaskInfo> {
         parent,
         root,
         scope,
+        attempt: env.attempts,
         slots: Some(slots),
         host: Some(s.task_host.clone()),
         spawned: std::sync::atomic::AtomicU32::new(0),

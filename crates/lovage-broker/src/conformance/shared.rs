@@ -53,6 +53,19 @@ conformance_tests! {
         assert!(!s.dict_compare_and_set("cas", b"k", Some(b"2"), None).unwrap());
     }
 
+    fn insert_absent_sets_only_the_keys_not_there(f: Fixture) {
+        let s = f.backend.shared();
+        s.dict_set("ia", &[(b("a"), b("old"))]).unwrap();
+        let set = s
+            .dict_insert_absent("ia", &[(b("a"), b("1")), (b("b"), b("2")), (b("b"), b("3"))])
+            .unwrap();
+        // `a` was there; `b` is set by its first entry, not its second.
+        assert_eq!(set, vec![false, true, false]);
+        assert_eq!(s.dict_get("ia", b"a").unwrap(), Some(b("old")));
+        assert_eq!(s.dict_get("ia", b"b").unwrap(), Some(b("2")));
+        assert_eq!(s.dict_insert_absent("ia", &[]).unwrap(), Vec::<bool>::new());
+    }
+
     fn a_shared_list_pushes_and_pops_at_both_ends(f: Fixture) {
         let s = f.backend.shared();
         assert_eq!(s.list_pop("l", false).unwrap(), None);

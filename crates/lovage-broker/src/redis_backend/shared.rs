@@ -89,6 +89,20 @@ impl SharedState for RedisBackend {
         self.with_conn("shared dict set", |c| cmd.query::<()>(c))
     }
 
+    fn dict_insert_absent(&self, dict: &str, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<bool>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.dict_key(dict);
+        let mut pipe = redis::pipe();
+        for (k, v) in entries {
+            pipe.cmd("HSETNX").arg(&key).arg(k).arg(v);
+        }
+        let set: Vec<i64> =
+            self.with_conn("shared dict insert absent", |c| pipe.query::<Vec<i64>>(c))?;
+        Ok(set.into_iter().map(|n| n == 1).collect())
+    }
+
     fn dict_compare_and_set(
         &self,
         dict: &str,

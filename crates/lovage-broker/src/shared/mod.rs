@@ -47,6 +47,16 @@ pub trait SharedState: Send + Sync {
         new: Option<&[u8]>,
     ) -> Result<bool>;
 
+    /// Sets each entry's key to its value only where the key is absent, in as few steps as
+    /// the backend allows (each key on its own is one atomic step); for each entry, true when
+    /// it was set. The default asks [`dict_compare_and_set`](Self::dict_compare_and_set) per key.
+    fn dict_insert_absent(&self, dict: &str, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<bool>> {
+        entries
+            .iter()
+            .map(|(k, v)| self.dict_compare_and_set(dict, k, None, Some(v)))
+            .collect()
+    }
+
     /// Removes `key` from `dict` and returns the value it had.
     fn dict_remove(&self, dict: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
 

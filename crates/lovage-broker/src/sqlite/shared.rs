@@ -40,6 +40,20 @@ impl SharedState for SqliteBackend {
         })
     }
 
+    fn dict_insert_absent(&self, dict: &str, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<bool>> {
+        self.write("shared dict insert absent", |tx| {
+            let mut q = tx.prepare_cached(
+                "INSERT INTO shared_dicts (name, key, value) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(name, key) DO NOTHING",
+            )?;
+            let mut set = Vec::with_capacity(entries.len());
+            for (k, v) in entries {
+                set.push(q.execute(params![dict, k, v])? == 1);
+            }
+            Ok(set)
+        })
+    }
+
     fn dict_compare_and_set(
         &self,
         dict: &str,

@@ -40,6 +40,10 @@ pub enum Shape {
     Chains,
     /// One root and n-1 tasks that each take its result.
     Fanout,
+    /// The seeds' crawler: a synthetic site of n pages (8 links a page, duplicates and
+    /// cycles), found at run time; on `threads` tasks spawn tasks in a pool scope, on `broker`
+    /// each page's task spawns its links from inside into one `app.scope`.
+    Crawl,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -116,6 +120,8 @@ fn build(shape: Shape, n: usize) -> (Graph, Vec<Delayed<u64>>) {
             let root = leaf::delayed(&g, 0);
             outs.extend((1..n.max(2)).map(|_| step::delayed(&g, root)));
         }
+        // Found at run time, not built: `run_crawl`.
+        Shape::Crawl => {}
     }
     (g, outs)
 }
@@ -140,6 +146,9 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if matches!(a.shape, Shape::Crawl) {
+        return run_crawl(a);
+    }
     let n = a.nodes.max(2);
     let threads;
     let procs;
@@ -244,6 +253,93 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     });
     if let Some((_, mut workers)) = broker {
         workers.stop();
+    }
+    Ok(())
+}
+
+/// `--shape crawl`: pages found at run time, each fetched once (checked against a serial
+/// crawl); µs per page fetched.
+fn run_crawl(a: Args) -> anyhow::Result<()> {
+    use lovage::workloads::crawl::{crawl, on_threads, page_key, reachable};
+    let size = a.nodes.max(2) as u64;
+    let expected = reachable(size);
+    let mut task_us = Vec::new();
+    let mut workers = None;
+    match a.scheduler {
+        Sched::Threads => {
+            let pool = ThreadPool::builder()
+                .workers(a.workers.max(1))
+                .build()
+                .context("starting the thread pool")?;
+            for _ in 0..a.runs.max(1) {
+                let t = Instant::now();
+                let pages = on_threads(&pool, size);
+                let took = t.elapsed();
+                anyhow::ensure!(
+                    pages == expected,
+                    "{pages} pages fetched, {expected} reachable"
+                );
+                task_us.push(took.as_secs_f64() * 1e6 / pages as f64);
+            }
+        }
+        Sched::Broker => {
+            let b = bench_broker(a.broker.as_deref())?;
+            let mut w = WorkerProcesses::start(a.workers.max(1), &b.url, &["--concurrency", "2"])?;
+            w.wait_registered(&b.app, a.workers.max(1), Duration::from_secs(30))?;
+            for _ in 0..a.runs.max(1) {
+                let t = Instant::now();
+                let report = b
+                    .app
+                    .scope(|s| s.spawn_keyed(&page_key(0), crawl::s(0, size)))
+                    .context("the crawl's scope")?;
+                let took = t.elapsed();
+                report.value.context("sending page 0")?;
+                anyhow::ensure!(
+                    report.spawned as usize == expected && report.failed.is_empty(),
+                    "{} pages counted ({} failed), {expected} reachable",
+                    report.spawned,
+                    report.failed.len()
+                );
+                task_us.push(took.as_secs_f64() * 1e6 / report.spawned as f64);
+            }
+            workers = Some((b, w));
+        }
+        other => anyhow::bail!(
+            "--shape crawl runs on --scheduler threads or broker, not {other:?}: its pages are \
+             found at run time by tasks that spawn tasks"
+        ),
+    }
+    let task_us = median(task_us);
+    let (_, peak) = rss();
+    let title = format!(
+        "lovage bench graph: crawl of a {size}-page site ({expected} reachable) on {:?} ({} workers), median of {} runs",
+        a.scheduler,
+        a.workers,
+        a.runs.max(1)
+    );
+    let mut t = Table::new(&[("measure", false), ("value", true)]);
+    t.row(vec![
+        format!("crawl ({expected} pages)"),
+        format!("{task_us:.3} µs/page ({} pages/s)", si(1e6 / task_us)),
+    ]);
+    let figures = json!({
+        "shape": "crawl",
+        "scheduler": format!("{:?}", a.scheduler).to_lowercase(),
+        "workers": a.workers,
+        "nodes": size,
+        "tasks": expected,
+        "build_us_per_node": 0.0,
+        "us_per_task": (task_us * 1e4).round() / 1e4,
+        "peak_rss_mb": (peak as f64 / 1e5).round() / 10.0,
+    });
+    output::select(a.json).bench(&BenchReport {
+        title,
+        tables: vec![t],
+        spaced: false,
+        figures,
+    });
+    if let Some((_, mut w)) = workers {
+        w.stop();
     }
     Ok(())
 }

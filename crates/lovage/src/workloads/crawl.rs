@@ -57,13 +57,10 @@ pub fn crawl(page: u64, size: u64) -> Result<u32, String> {
     }
     let ctx = crate::ctx().ok_or("lovage.crawl spawns its links: run it on a lovage worker")?;
     let links = links_of(page, size);
-    let mut sent = HashSet::with_capacity(8);
-    for l in links {
-        if sent.insert(l) {
-            ctx.spawn_keyed(&page_key(l), crawl::s(l, size))
-                .map_err(|e| format!("spawning page {l}: {e}"))?;
-        }
-    }
+    let keys: Vec<(u64, String)> = links.iter().map(|&l| (l, page_key(l))).collect();
+    // One call for the page's links: a few broker writes, not a few per link.
+    ctx.spawn_keyed_many(keys.iter().map(|(l, k)| (k.as_str(), crawl::s(*l, size))))
+        .map_err(|e| format!("spawning the links of page {page}: {e}"))?;
     Ok(links.len() as u32)
 }
 
