@@ -632,7 +632,10 @@ fn a_graceful_stop_hands_back_tasks_not_started(b: Fresh) {
         report.succeeded, 2,
         "the running tasks finished: {report:?}"
     );
-    let mut ends: Vec<u32> = long.iter().map(|r| r.get(Duration::ZERO).unwrap()).collect();
+    let mut ends: Vec<u32> = long
+        .iter()
+        .map(|r| r.get(Duration::ZERO).unwrap())
+        .collect();
     ends.sort_unstable();
     assert_eq!(ends, [1, 2], "each long task ran once");
     assert_eq!(runs(&key), 0, "a task not started ran during the stop");
