@@ -345,6 +345,20 @@ fn remade(url: &str) {
         on_a.worker.starts_with("stays-a@") && on_a.path.is_none(),
         "{on_a:?}"
     );
+    // Kill A only once it has finished with `a` (its reader enqueued, its lease completed): a
+    // kill between the store and the continue step would strand `a` on a queue nobody serves.
+    let deadline = Instant::now() + LONG;
+    loop {
+        let stats = app.backend().admin().stats().unwrap();
+        let on = |q: &str| stats.iter().find(|s| s.queue == q).cloned();
+        let use_ready = on("stays-use").map_or(0, |s| s.ready);
+        let make_held = on("stays-make").map_or(0, |s| s.ready + s.reserved + s.scheduled);
+        if use_ready >= 1 && make_held == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never finished with a: {stats:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     a_worker.0.kill().unwrap(); // SIGKILL
     a_worker.0.wait().unwrap();
     assert!(on_a.fetch().is_err(), "a went with its worker");
