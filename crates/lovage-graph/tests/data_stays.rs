@@ -356,7 +356,10 @@ fn remade(url: &str) {
         if use_ready >= 1 && make_held == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "A never finished with a: {stats:?}");
+        assert!(
+            Instant::now() < deadline,
+            "A never finished with a: {stats:?}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     a_worker.0.kill().unwrap(); // SIGKILL

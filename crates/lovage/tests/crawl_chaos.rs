@@ -44,7 +44,8 @@ fn worker(url: &str) -> Killed {
     )
 }
 
-fn crawl_survives_a_kill(url: &str) {
+/// Crawls through a kill and checks it; returns how many pages were delivered again.
+fn crawl_survives_a_kill(url: &str) -> usize {
     let app = App::connect(url).unwrap();
     let expected = reachable(SITE) as u64;
     let mut workers = [worker(url), worker(url)];
@@ -95,21 +96,39 @@ fn crawl_survives_a_kill(url: &str) {
             redelivered += usize::from(rec.attempts > 1);
         }
     }
+    redelivered
+}
+
+/// A kill that lands between a page's store and its ack repeats it without a trace in the
+/// records (a final record is never rewritten), so one run may catch nothing in flight by
+/// chance: up to three runs, each checked in full, and at least one must see a redelivery.
+fn crawl_catching_work(url: impl Fn(usize) -> String) {
+    let mut redelivered = 0;
+    for run in 0..3 {
+        redelivered = crawl_survives_a_kill(&url(run));
+        if redelivered > 0 {
+            break;
+        }
+    }
     assert!(
         redelivered > 0,
-        "no page was delivered again: the kill caught nothing in flight"
+        "no page was delivered again in three runs: the kill caught nothing in flight"
     );
 }
 
 #[test]
 fn the_crawl_on_sqlite_counts_every_page_once_through_a_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("crawl.db").display());
-    crawl_survives_a_kill(&url);
+    crawl_catching_work(|run| {
+        format!(
+            "sqlite://{}",
+            dir.path().join(format!("crawl-{run}.db")).display()
+        )
+    });
 }
 
 #[test]
 fn the_crawl_on_redis_counts_every_page_once_through_a_kill_9() {
-    let redis = RedisPrefix::new();
-    crawl_survives_a_kill(&redis.url());
+    let prefixes: Vec<RedisPrefix> = (0..3).map(|_| RedisPrefix::new()).collect();
+    crawl_catching_work(|run| prefixes[run].url());
 }

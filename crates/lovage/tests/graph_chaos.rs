@@ -83,7 +83,8 @@ fn done(app: &App, ids: &[TaskId]) -> usize {
         .sum()
 }
 
-fn graph_survives_kills(url: &str) {
+/// Runs the graph through two kills and checks it; returns how many tasks were delivered again.
+fn graph_survives_kills(url: &str) -> usize {
     let app = App::connect(url).unwrap();
     let mut workers = [worker(url), worker(url)];
     let g = Graph::new();
@@ -128,10 +129,6 @@ fn graph_survives_kills(url: &str) {
             }
         }
     }
-    assert!(
-        redelivered > 0,
-        "no task was delivered again: the kills caught nothing in flight"
-    );
     // `lovage graph ID` reads the same state from the broker.
     let out = Command::new(BIN)
         .args(["graph", &graph_id.to_string(), "--json"])
@@ -176,17 +173,39 @@ fn graph_survives_kills(url: &str) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    redelivered
+}
+
+/// A kill that lands between a no-op task's store and its ack is repeated without a trace in
+/// the records (a final record is never rewritten), so a run may catch nothing in flight by
+/// chance: up to three runs, each checked in full, and at least one must see a redelivery.
+fn survives_kills_catching_work(url: impl Fn(usize) -> String) {
+    let mut redelivered = 0;
+    for run in 0..3 {
+        redelivered = graph_survives_kills(&url(run));
+        if redelivered > 0 {
+            break;
+        }
+    }
+    assert!(
+        redelivered > 0,
+        "no task was delivered again in three runs: the kills caught nothing in flight"
+    );
 }
 
 #[test]
 fn a_graph_on_sqlite_survives_workers_killed_with_9() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("graph.db").display());
-    graph_survives_kills(&url);
+    survives_kills_catching_work(|run| {
+        format!(
+            "sqlite://{}",
+            dir.path().join(format!("graph-{run}.db")).display()
+        )
+    });
 }
 
 #[test]
 fn a_graph_on_redis_survives_workers_killed_with_9() {
-    let redis = RedisPrefix::new();
-    graph_survives_kills(&redis.url());
+    let prefixes: Vec<RedisPrefix> = (0..3).map(|_| RedisPrefix::new()).collect();
+    survives_kills_catching_work(|run| prefixes[run].url());
 }
