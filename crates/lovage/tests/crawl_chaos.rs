@@ -99,36 +99,17 @@ fn crawl_survives_a_kill(url: &str) -> usize {
     redelivered
 }
 
-/// A kill that lands between a page's store and its ack repeats it without a trace in the
-/// records (a final record is never rewritten), so one run may catch nothing in flight by
-/// chance: up to three runs, each checked in full, and at least one must see a redelivery.
-fn crawl_catching_work(url: impl Fn(usize) -> String) {
-    let mut redelivered = 0;
-    for run in 0..3 {
-        redelivered = crawl_survives_a_kill(&url(run));
-        if redelivered > 0 {
-            break;
-        }
-    }
-    assert!(
-        redelivered > 0,
-        "no page was delivered again in three runs: the kill caught nothing in flight"
-    );
-}
-
 #[test]
 fn the_crawl_on_sqlite_counts_every_page_once_through_a_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    crawl_catching_work(|run| {
-        format!(
-            "sqlite://{}",
-            dir.path().join(format!("crawl-{run}.db")).display()
-        )
+    common::until_a_redelivery(|run| {
+        let db = dir.path().join(format!("crawl-{run}.db"));
+        crawl_survives_a_kill(&format!("sqlite://{}", db.display()))
     });
 }
 
 #[test]
 fn the_crawl_on_redis_counts_every_page_once_through_a_kill_9() {
     let prefixes: Vec<RedisPrefix> = (0..3).map(|_| RedisPrefix::new()).collect();
-    crawl_catching_work(|run| prefixes[run].url());
+    common::until_a_redelivery(|run| crawl_survives_a_kill(&prefixes[run].url()));
 }

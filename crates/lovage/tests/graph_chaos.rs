@@ -176,36 +176,17 @@ fn graph_survives_kills(url: &str) -> usize {
     redelivered
 }
 
-/// A kill that lands between a no-op task's store and its ack is repeated without a trace in
-/// the records (a final record is never rewritten), so a run may catch nothing in flight by
-/// chance: up to three runs, each checked in full, and at least one must see a redelivery.
-fn survives_kills_catching_work(url: impl Fn(usize) -> String) {
-    let mut redelivered = 0;
-    for run in 0..3 {
-        redelivered = graph_survives_kills(&url(run));
-        if redelivered > 0 {
-            break;
-        }
-    }
-    assert!(
-        redelivered > 0,
-        "no task was delivered again in three runs: the kills caught nothing in flight"
-    );
-}
-
 #[test]
 fn a_graph_on_sqlite_survives_workers_killed_with_9() {
     let dir = tempfile::tempdir().unwrap();
-    survives_kills_catching_work(|run| {
-        format!(
-            "sqlite://{}",
-            dir.path().join(format!("graph-{run}.db")).display()
-        )
+    common::until_a_redelivery(|run| {
+        let db = dir.path().join(format!("graph-{run}.db"));
+        graph_survives_kills(&format!("sqlite://{}", db.display()))
     });
 }
 
 #[test]
 fn a_graph_on_redis_survives_workers_killed_with_9() {
     let prefixes: Vec<RedisPrefix> = (0..3).map(|_| RedisPrefix::new()).collect();
-    survives_kills_catching_work(|run| prefixes[run].url());
+    common::until_a_redelivery(|run| graph_survives_kills(&prefixes[run].url()));
 }

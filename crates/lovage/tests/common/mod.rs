@@ -108,3 +108,21 @@ pub fn skip(reason: &str) {
         panic!("cannot run: {reason} (set LOVAGE_ALLOW_SKIP=1 to skip instead)");
     }
 }
+
+/// Runs a kill -9 scenario (each run checks everything itself and returns how many tasks were
+/// delivered again) up to three times, until one run caught work in flight. A kill that lands
+/// between a no-op task's store and its ack repeats it without a trace in the records (a final
+/// record is never rewritten), so one run may catch nothing by chance; three in a row fail.
+pub fn until_a_redelivery(mut run: impl FnMut(usize) -> usize) {
+    let mut redelivered = 0;
+    for attempt in 0..3 {
+        redelivered = run(attempt);
+        if redelivered > 0 {
+            break;
+        }
+    }
+    assert!(
+        redelivered > 0,
+        "nothing was delivered again in three runs: the kills caught nothing in flight"
+    );
+}
