@@ -58,6 +58,7 @@ mod graph;
 mod outputs;
 mod plan;
 mod viz;
+pub use viz::{Picture, PictureNode, GROUP_ABOVE};
 
 pub use args::TaskArgs;
 pub use args::{Arg, ArgTuple, IntoArg};

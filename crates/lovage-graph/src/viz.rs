@@ -9,14 +9,32 @@ use crate::graph::{Graph, Inner, NodeKind};
 /// Graphs with more nodes than this are drawn grouped by task name.
 pub const GROUP_ABOVE: usize = 10_000;
 
-/// What is drawn: boxes with a label, a layer and a kind, and counted edges between them.
-struct Drawing {
+/// A picture of a graph, ready to render as DOT or SVG: boxes with a label and a fill colour,
+/// each in a layer (one below its deepest input), and counted edges between them. Built from a
+/// local [`Graph`] by [`Graph::to_dot`]/[`Graph::to_svg`], or from any list of nodes with
+/// [`Picture::new`] (`lovage graph ID` draws a broker run's nodes coloured by state). Above
+/// [`GROUP_ABOVE`] nodes it holds one box per group (task name) instead of one per node.
+#[derive(Debug, Clone)]
+pub struct Picture {
     ids: Vec<String>,
     labels: Vec<String>,
-    kinds: Vec<NodeKind>,
+    fills: Vec<String>,
     layers: Vec<u32>,
     /// (from, to, how many edges of the graph this stands for)
     edges: Vec<(usize, usize, usize)>,
+}
+
+/// One node given to [`Picture::new`].
+#[derive(Debug, Clone)]
+pub struct PictureNode {
+    /// Unique among the nodes: the DOT node name and the SVG box's tooltip.
+    pub id: String,
+    /// What the box says; a `\n` starts a new line.
+    pub label: String,
+    /// The box's fill, a CSS colour.
+    pub fill: String,
+    /// The group it joins when the picture is grouped (its task name).
+    pub group: String,
 }
 
 /// The last `::` segment of a task name.
@@ -24,81 +42,234 @@ fn short(name: &str) -> &str {
     name.rsplit("::").next().unwrap_or(name)
 }
 
-/// Each node's layer: one below its deepest dependency. A node only depends on nodes added
-/// before it, so one pass in index order suffices.
-fn layers(g: &Inner) -> Vec<u32> {
-    let mut layer = vec![0u32; g.len()];
-    for n in 0..g.len() {
-        let l = g
-            .deps_of(n as u32)
-            .iter()
-            .map(|&d| layer[d as usize] + 1)
-            .max()
-            .unwrap_or(0);
-        layer[n] = l;
+/// Each node's layer: one below its deepest input (longest path from a root, Kahn's order, so
+/// the nodes may come in any order). Nodes on a cycle, which a graph never has, stay in layer 0.
+fn layers_of(n: usize, edges: &[(u32, u32)]) -> Vec<u32> {
+    let mut indegree = vec![0u32; n];
+    let mut out_start = vec![0usize; n + 1];
+    for &(a, b) in edges {
+        indegree[b as usize] += 1;
+        out_start[a as usize + 1] += 1;
+    }
+    for i in 0..n {
+        out_start[i + 1] += out_start[i];
+    }
+    let mut fill = out_start.clone();
+    let mut outs = vec![0u32; edges.len()];
+    for &(a, b) in edges {
+        outs[fill[a as usize]] = b;
+        fill[a as usize] += 1;
+    }
+    let mut layer = vec![0u32; n];
+    let mut ready: Vec<u32> = (0..n as u32).filter(|&i| indegree[i as usize] == 0).collect();
+    while let Some(a) = ready.pop() {
+        for &b in &outs[out_start[a as usize]..out_start[a as usize + 1]] {
+            let b = b as usize;
+            layer[b] = layer[b].max(layer[a as usize] + 1);
+            indegree[b] -= 1;
+            if indegree[b] == 0 {
+                ready.push(b as u32);
+            }
+        }
     }
     layer
 }
 
-fn drawing(g: &Inner) -> Drawing {
-    let layer = layers(g);
-    if g.len() <= GROUP_ABOVE {
-        let mut edges = Vec::with_capacity(g.deps.len());
-        for n in 0..g.len() {
-            for &d in g.deps_of(n as u32) {
-                edges.push((d as usize, n, 1));
+impl Picture {
+    /// A picture of `nodes` and `edges` (`(from, to)` indices into `nodes`, an input to its
+    /// reader). Above [`GROUP_ABOVE`] nodes, one box per [`PictureNode::group`], at the shallowest
+    /// layer of its members, labelled and filled by `group_box(group, members)`; edges between
+    /// groups carry their counts.
+    pub fn new(
+        nodes: Vec<PictureNode>,
+        edges: &[(u32, u32)],
+        group_box: impl Fn(&str, &[usize]) -> (String, String),
+    ) -> Picture {
+        let layer = layers_of(nodes.len(), edges);
+        if nodes.len() <= GROUP_ABOVE {
+            let mut p = Picture {
+                ids: Vec::with_capacity(nodes.len()),
+                labels: Vec::with_capacity(nodes.len()),
+                fills: Vec::with_capacity(nodes.len()),
+                layers: layer,
+                edges: edges
+                    .iter()
+                    .map(|&(a, b)| (a as usize, b as usize, 1))
+                    .collect(),
+            };
+            for n in nodes {
+                p.ids.push(n.id);
+                p.labels.push(n.label);
+                p.fills.push(n.fill);
             }
+            return p;
         }
-        return Drawing {
-            ids: (0..g.len()).map(|n| g.key(n as u32)).collect(),
-            labels: g.ops.iter().map(|op| short(op.name()).to_owned()).collect(),
-            kinds: g.ops.iter().map(|op| op.kind()).collect(),
-            layers: layer,
-            edges,
-        };
-    }
-    // Grouped: one box per task name at the shallowest layer of its nodes.
-    let mut group_of_name: BTreeMap<&str, usize> = BTreeMap::new();
-    for op in &g.ops {
-        let next = group_of_name.len();
-        group_of_name.entry(op.name()).or_insert(next);
-    }
-    let groups = group_of_name.len();
-    let mut names = vec![""; groups];
-    for (name, &i) in &group_of_name {
-        names[i] = name;
-    }
-    let mut count = vec![0usize; groups];
-    let mut kinds = vec![NodeKind::Structural; groups];
-    let mut glayer = vec![u32::MAX; groups];
-    let mut member: Vec<u32> = Vec::with_capacity(g.len());
-    for (n, op) in g.ops.iter().enumerate() {
-        let i = group_of_name[op.name()];
-        count[i] += 1;
-        kinds[i] = op.kind();
-        glayer[i] = glayer[i].min(layer[n]);
-        member.push(i as u32);
-    }
-    let mut edge_count: BTreeMap<(usize, usize), usize> = BTreeMap::new();
-    for n in 0..g.len() {
-        for &d in g.deps_of(n as u32) {
+        let mut group_of_name: BTreeMap<&str, usize> = BTreeMap::new();
+        for n in &nodes {
+            let next = group_of_name.len();
+            group_of_name.entry(n.group.as_str()).or_insert(next);
+        }
+        let groups = group_of_name.len();
+        let mut names = vec![""; groups];
+        for (name, &i) in &group_of_name {
+            names[i] = name;
+        }
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); groups];
+        let mut glayer = vec![u32::MAX; groups];
+        let mut member_of: Vec<usize> = Vec::with_capacity(nodes.len());
+        for (n, node) in nodes.iter().enumerate() {
+            let i = group_of_name[node.group.as_str()];
+            members[i].push(n);
+            glayer[i] = glayer[i].min(layer[n]);
+            member_of.push(i);
+        }
+        let mut edge_count: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+        for &(a, b) in edges {
             *edge_count
-                .entry((member[d as usize] as usize, member[n] as usize))
+                .entry((member_of[a as usize], member_of[b as usize]))
                 .or_default() += 1;
         }
+        let (labels, fills) = (0..groups).map(|i| group_box(names[i], &members[i])).unzip();
+        Picture {
+            ids: names.iter().map(|n| n.to_string()).collect(),
+            labels,
+            fills,
+            layers: glayer,
+            edges: edge_count
+                .into_iter()
+                .map(|((a, b), c)| (a, b, c))
+                .collect(),
+        }
     }
-    Drawing {
-        ids: names.iter().map(|n| n.to_string()).collect(),
-        labels: (0..groups)
-            .map(|i| format!("{} ×{}", short(names[i]), count[i]))
-            .collect(),
-        kinds,
-        layers: glayer,
-        edges: edge_count
-            .into_iter()
-            .map(|((a, b), c)| (a, b, c))
-            .collect(),
+
+    /// How many boxes it draws (nodes, or groups when grouped).
+    pub fn boxes(&self) -> usize {
+        self.ids.len()
     }
+
+    /// DOT text for Graphviz: one filled box per node, an edge from each input to its reader
+    /// (labelled with its count when it stands for several).
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from("digraph lovage {\n  rankdir=TB;\n  node [shape=box, style=filled, fontname=\"monospace\"];\n");
+        for i in 0..self.ids.len() {
+            let _ = writeln!(
+                out,
+                "  \"{}\" [label=\"{}\", fillcolor=\"{}\"];",
+                dot_escape(&self.ids[i]),
+                dot_escape(&self.labels[i]).replace('\n', "\\n"),
+                dot_escape(&self.fills[i])
+            );
+        }
+        for &(a, b, c) in &self.edges {
+            let label = if c > 1 {
+                format!(" [label=\"{c}\"]")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "  \"{}\" -> \"{}\"{label};",
+                dot_escape(&self.ids[a]),
+                dot_escape(&self.ids[b])
+            );
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// An SVG picture laid out here in layers (in order of the nodes within a layer); no
+    /// Graphviz needed.
+    pub fn to_svg(&self) -> String {
+        const W: usize = 160;
+        const LINE: usize = 14;
+        const GAP_X: usize = 20;
+        const GAP_Y: usize = 40;
+        let lines = self
+            .labels
+            .iter()
+            .map(|l| l.lines().count().max(1))
+            .max()
+            .unwrap_or(1);
+        let h = 14 + lines * LINE;
+        let depth = self.layers.iter().copied().max().map_or(0, |m| m as usize + 1);
+        let mut width_of = vec![0usize; depth];
+        let mut pos = vec![(0usize, 0usize); self.ids.len()];
+        for (i, &l) in self.layers.iter().enumerate() {
+            let l = l as usize;
+            pos[i] = (
+                GAP_X + width_of[l] * (W + GAP_X),
+                GAP_Y / 2 + l * (h + GAP_Y),
+            );
+            width_of[l] += 1;
+        }
+        let width = width_of.iter().copied().max().unwrap_or(0) * (W + GAP_X) + GAP_X;
+        let height = depth * (h + GAP_Y) + GAP_Y / 2;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"monospace\" font-size=\"12\">"
+        );
+        out.push_str("<g stroke=\"#555\" fill=\"none\">\n");
+        for &(a, b, c) in &self.edges {
+            let (ax, ay) = (pos[a].0 + W / 2, pos[a].1 + h);
+            let (bx, by) = (pos[b].0 + W / 2, pos[b].1);
+            let _ = writeln!(
+                out,
+                "<line x1=\"{ax}\" y1=\"{ay}\" x2=\"{bx}\" y2=\"{by}\"><title>{c}</title></line>"
+            );
+        }
+        out.push_str("</g>\n");
+        for (i, &(x, y)) in pos.iter().enumerate() {
+            let label = &self.labels[i];
+            let n = label.lines().count().max(1);
+            let first = y + h / 2 + 4 - (n - 1) * LINE / 2;
+            let mut text = String::new();
+            for (k, line) in label.lines().enumerate() {
+                let _ = write!(
+                    text,
+                    "<tspan x=\"{}\" y=\"{}\">{}</tspan>",
+                    x + W / 2,
+                    first + k * LINE,
+                    xml_escape(line)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "<g><title>{}</title><rect x=\"{x}\" y=\"{y}\" width=\"{W}\" height=\"{h}\" rx=\"4\" fill=\"{}\" stroke=\"#333\"/><text text-anchor=\"middle\">{text}</text></g>",
+                xml_escape(&self.ids[i]),
+                xml_escape(&self.fills[i]),
+            );
+        }
+        out.push_str("</svg>\n");
+        out
+    }
+}
+
+fn picture(g: &Inner) -> Picture {
+    let nodes = (0..g.len())
+        .map(|n| {
+            let op = &g.ops[n];
+            PictureNode {
+                id: g.key(n as u32),
+                label: short(op.name()).to_owned(),
+                fill: colour(op.kind()).to_owned(),
+                group: op.name().to_owned(),
+            }
+        })
+        .collect();
+    let mut edges = Vec::with_capacity(g.deps.len());
+    for n in 0..g.len() {
+        for &d in g.deps_of(n as u32) {
+            edges.push((d, n as u32));
+        }
+    }
+    Picture::new(nodes, &edges, |name, members| {
+        let kind = g.ops[members[0]].kind();
+        (
+            format!("{} ×{}", short(name), members.len()),
+            colour(kind).to_owned(),
+        )
+    })
 }
 
 fn dot_escape(s: &str) -> String {
@@ -125,83 +296,13 @@ impl Graph {
     /// by its task's short name; an edge from each dependency to its dependent. Above 10,000
     /// nodes, one box per task name with its count, edges labelled with theirs.
     pub fn to_dot(&self) -> String {
-        let d = drawing(&self.inner());
-        let mut out = String::from("digraph lovage {\n  rankdir=TB;\n  node [shape=box, style=filled, fontname=\"monospace\"];\n");
-        for i in 0..d.ids.len() {
-            let _ = writeln!(
-                out,
-                "  \"{}\" [label=\"{}\", fillcolor=\"{}\"];",
-                dot_escape(&d.ids[i]),
-                dot_escape(&d.labels[i]),
-                colour(d.kinds[i])
-            );
-        }
-        for &(a, b, c) in &d.edges {
-            let label = if c > 1 {
-                format!(" [label=\"{c}\"]")
-            } else {
-                String::new()
-            };
-            let _ = writeln!(
-                out,
-                "  \"{}\" -> \"{}\"{label};",
-                dot_escape(&d.ids[a]),
-                dot_escape(&d.ids[b])
-            );
-        }
-        out.push_str("}\n");
-        out
+        picture(&self.inner()).to_dot()
     }
 
     /// The graph as an SVG picture, laid out here in layers (a node one layer below its
     /// deepest dependency, in order of addition within a layer). Above 10,000 nodes, grouped
     /// by task name as [`to_dot`](Graph::to_dot) is.
     pub fn to_svg(&self) -> String {
-        const W: usize = 140;
-        const H: usize = 28;
-        const GAP_X: usize = 20;
-        const GAP_Y: usize = 40;
-        let d = drawing(&self.inner());
-        let depth = d.layers.iter().copied().max().map_or(0, |m| m as usize + 1);
-        let mut width_of = vec![0usize; depth];
-        let mut pos = vec![(0usize, 0usize); d.ids.len()];
-        for (i, &l) in d.layers.iter().enumerate() {
-            let l = l as usize;
-            pos[i] = (
-                GAP_X + width_of[l] * (W + GAP_X),
-                GAP_Y / 2 + l * (H + GAP_Y),
-            );
-            width_of[l] += 1;
-        }
-        let width = width_of.iter().copied().max().unwrap_or(0) * (W + GAP_X) + GAP_X;
-        let height = depth * (H + GAP_Y) + GAP_Y / 2;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"monospace\" font-size=\"12\">"
-        );
-        out.push_str("<g stroke=\"#555\" fill=\"none\">\n");
-        for &(a, b, c) in &d.edges {
-            let (ax, ay) = (pos[a].0 + W / 2, pos[a].1 + H);
-            let (bx, by) = (pos[b].0 + W / 2, pos[b].1);
-            let _ = writeln!(
-                out,
-                "<line x1=\"{ax}\" y1=\"{ay}\" x2=\"{bx}\" y2=\"{by}\"><title>{c}</title></line>"
-            );
-        }
-        out.push_str("</g>\n");
-        for (i, &(x, y)) in pos.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "<g><title>{}</title><rect x=\"{x}\" y=\"{y}\" width=\"{W}\" height=\"{H}\" rx=\"4\" fill=\"{}\" stroke=\"#333\"/><text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text></g>",
-                xml_escape(&d.ids[i]),
-                colour(d.kinds[i]),
-                x + W / 2,
-                y + H / 2 + 4,
-                xml_escape(&d.labels[i]),
-            );
-        }
-        out.push_str("</svg>\n");
-        out
+        picture(&self.inner()).to_svg()
     }
 }

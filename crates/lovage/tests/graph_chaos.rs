@@ -157,6 +157,17 @@ fn graph_survives_kills(url: &str) -> usize {
         ids.len() - 1,
         "a tree: one edge per non-root"
     );
+    let out = Command::new(BIN)
+        .args(["graph", &graph_id.to_string(), "--format", "svg"])
+        .env("LOVAGE_BROKER", url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::output_text(&out));
+    let svg = String::from_utf8(out.stdout).unwrap();
+    assert!(svg.starts_with("<svg"), "{svg}");
+    assert_eq!(svg.matches("<rect").count(), ids.len(), "a box per node");
+    assert_eq!(svg.matches(">SUCCESS</tspan>").count(), ids.len());
+    assert_eq!(svg.matches("<line").count(), ids.len() - 1);
     // Nothing is left behind in the broker.
     let drain = Instant::now() + Duration::from_secs(60);
     loop {

@@ -12,15 +12,29 @@ use super::{BrokerArgs, Exit};
 pub struct GraphArgs {
     /// The graph's id (`Submitted::graph`).
     id: String,
-    /// Print JSON: counts by task and state, and every node with its state.
-    #[arg(long, conflicts_with = "dot")]
+    /// What to print: `table` (counts by task and state), `json` (those counts and every node
+    /// with its state), `dot` (Graphviz's language) or `svg` (a picture laid out here, no
+    /// Graphviz needed); in dot and svg each node is coloured by its state, and above 10,000
+    /// nodes one box stands for each task name.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// The same as `--format json`.
+    #[arg(long, conflicts_with_all = ["dot", "format"])]
     json: bool,
-    /// Print the graph in Graphviz's DOT, each node coloured by its state (grouped by task
-    /// name above 10,000 nodes).
-    #[arg(long)]
+    /// The same as `--format dot`.
+    #[arg(long, conflicts_with = "format")]
     dot: bool,
     #[command(flatten)]
     broker: BrokerArgs,
+}
+
+/// How `lovage graph` prints a graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Dot,
+    Svg,
 }
 
 pub fn run(a: GraphArgs) -> Result<(), Exit> {
@@ -57,10 +71,15 @@ pub fn run(a: GraphArgs) -> Result<(), Exit> {
         }
     }
     let report = GraphReport { id, nodes };
-    if a.dot {
-        output::select(false).graph_dot(&report.dot());
-    } else {
-        output::select(a.json).graph(&report);
+    let format = match (a.json, a.dot) {
+        (true, _) => Format::Json,
+        (_, true) => Format::Dot,
+        _ => a.format,
+    };
+    match format {
+        Format::Table | Format::Json => output::select(format == Format::Json).graph(&report),
+        Format::Dot => output::select(false).graph_picture(&report.picture().to_dot()),
+        Format::Svg => output::select(false).graph_picture(&report.picture().to_svg()),
     }
     Ok(())
 }

@@ -71,9 +71,9 @@ pub trait Output {
     fn event(&self, event: &Event);
     /// `graph ID`: a stored task graph's nodes and their states.
     fn graph(&self, report: &GraphReport);
-    /// `graph ID --dot`: the graph in Graphviz's language (the same text in both renderings).
-    fn graph_dot(&self, dot: &str) {
-        print!("{dot}");
+    /// `graph ID --format dot|svg`: the graph as DOT or SVG text (the same in both renderings).
+    fn graph_picture(&self, text: &str) {
+        print!("{text}");
     }
 }
 
@@ -102,70 +102,58 @@ pub struct GraphNodeState {
 }
 
 impl GraphReport {
-    /// The graph in DOT, each node filled by its state; above 10,000 nodes one box per task
-    /// name (with counts by state) and one edge per pair of names.
-    pub fn dot(&self) -> String {
-        use std::fmt::Write as _;
-        let colour = |state: &str| match state {
-            "SUCCESS" => "#c8e6c9",
-            "FAILURE" => "#ffcdd2",
-            "STARTED" | "RETRY" => "#fff3c4",
-            _ => "#e6e6e6",
+    /// A picture of the graph, each node filled by its state and labelled with its key and
+    /// state; above 10,000 nodes one box per task name with its counts by state (filled by the
+    /// worst) and one edge per pair of names.
+    pub fn picture(&self) -> lovage::graph::Picture {
+        use lovage::graph::{Picture, PictureNode};
+        let fill = |state: &str| {
+            match state {
+                "SUCCESS" => "#c8e6c9",
+                "FAILURE" => "#ffcdd2",
+                "STARTED" | "RETRY" => "#fff3c4",
+                _ => "#e6e6e6",
+            }
+            .to_owned()
         };
-        let mut out = String::from(
-            "digraph lovage {\n  rankdir=TB;\n  node [shape=box, style=filled, fontname=\"monospace\"];\n",
-        );
-        if self.nodes.len() <= 10_000 {
-            for (i, n) in self.nodes.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "  n{i} [label=\"{}\\n{}\", fillcolor=\"{}\"];",
-                    n.key.replace('"', "'"),
-                    n.state,
-                    colour(&n.state)
-                );
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| PictureNode {
+                id: n.key.clone(),
+                label: format!("{}\n{}", n.key, n.state),
+                fill: fill(&n.state),
+                group: n.name.clone(),
+            })
+            .collect();
+        let edges: Vec<(u32, u32)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| {
+                n.next
+                    .iter()
+                    .filter(|&&d| (d as usize) < self.nodes.len())
+                    .map(move |&d| (i as u32, d))
+            })
+            .collect();
+        Picture::new(nodes, &edges, |name, members| {
+            let mut states: std::collections::BTreeMap<&str, usize> = Default::default();
+            for &m in members {
+                *states.entry(self.nodes[m].state.as_str()).or_default() += 1;
             }
-            for (i, n) in self.nodes.iter().enumerate() {
-                for d in &n.next {
-                    let _ = writeln!(out, "  n{i} -> n{d};");
-                }
-            }
-        } else {
-            for (name, states) in self.by_task() {
-                let counts: Vec<String> = states.iter().map(|(s, c)| format!("{s} {c}")).collect();
-                let worst = if states.iter().any(|(s, _)| s == "FAILURE") {
-                    "FAILURE"
-                } else if states.iter().all(|(s, _)| s == "SUCCESS") {
-                    "SUCCESS"
-                } else {
-                    "PENDING"
-                };
-                let _ = writeln!(
-                    out,
-                    "  \"{}\" [label=\"{}\\n{}\", fillcolor=\"{}\"];",
-                    name.replace('"', "'"),
-                    name.replace('"', "'"),
-                    counts.join(", "),
-                    colour(worst)
-                );
-            }
-            let mut pairs: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
-            for n in &self.nodes {
-                for &d in &n.next {
-                    if let Some(to) = self.nodes.get(d as usize) {
-                        *pairs
-                            .entry((n.name.as_str(), to.name.as_str()))
-                            .or_default() += 1;
-                    }
-                }
-            }
-            for ((a, b), c) in pairs {
-                let _ = writeln!(out, "  \"{a}\" -> \"{b}\" [label=\"{c}\"];");
-            }
-        }
-        out.push_str("}\n");
-        out
+            let counts: Vec<String> = states.iter().map(|(s, c)| format!("{s} {c}")).collect();
+            let worst = if states.contains_key("FAILURE") {
+                "FAILURE"
+            } else if states.keys().all(|s| *s == "SUCCESS") {
+                "SUCCESS"
+            } else {
+                "PENDING"
+            };
+            (format!("{name}\n{}", counts.join(", ")), fill(worst))
+        })
     }
+
 
     /// Node counts by task name, then by state (both sorted).
     pub fn by_task(&self) -> Vec<(String, Vec<(String, usize)>)> {
