@@ -61,7 +61,9 @@ fn layers_of(n: usize, edges: &[(u32, u32)]) -> Vec<u32> {
         fill[a as usize] += 1;
     }
     let mut layer = vec![0u32; n];
-    let mut ready: Vec<u32> = (0..n as u32).filter(|&i| indegree[i as usize] == 0).collect();
+    let mut ready: Vec<u32> = (0..n as u32)
+        .filter(|&i| indegree[i as usize] == 0)
+        .collect();
     while let Some(a) = ready.pop() {
         for &b in &outs[out_start[a as usize]..out_start[a as usize + 1]] {
             let b = b as usize;
@@ -129,7 +131,9 @@ impl Picture {
                 .entry((member_of[a as usize], member_of[b as usize]))
                 .or_default() += 1;
         }
-        let (labels, fills) = (0..groups).map(|i| group_box(names[i], &members[i])).unzip();
+        let (labels, fills) = (0..groups)
+            .map(|i| group_box(names[i], &members[i]))
+            .unzip();
         Picture {
             ids: names.iter().map(|n| n.to_string()).collect(),
             labels,
@@ -191,7 +195,12 @@ impl Picture {
             .max()
             .unwrap_or(1);
         let h = 14 + lines * LINE;
-        let depth = self.layers.iter().copied().max().map_or(0, |m| m as usize + 1);
+        let depth = self
+            .layers
+            .iter()
+            .copied()
+            .max()
+            .map_or(0, |m| m as usize + 1);
         let mut width_of = vec![0usize; depth];
         let mut pos = vec![(0usize, 0usize); self.ids.len()];
         for (i, &l) in self.layers.iter().enumerate() {

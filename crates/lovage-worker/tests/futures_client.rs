@@ -107,6 +107,28 @@ fn as_completed_yields_each_future_once_and_takes_more(w: Running) {
     assert_eq!(total, (0..300).map(|x| x * x).sum::<i64>() + 1_000_000);
 }
 
+/// `as_completed` as an async `Stream`: awaited with no thread parked per future, it yields
+/// every future once and then ends.
+fn as_completed_is_a_stream(w: Running) {
+    use futures_core::Stream;
+    let client = w.app.client().unwrap();
+    let futures = client.map(square::s, 0..200).unwrap();
+    let mut stream = client.as_completed(futures);
+    let mut total = 0i64;
+    let mut seen = 0;
+    lovage_core::block_on(async {
+        while let Some(f) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_next(cx)).await
+        {
+            assert!(f.done());
+            total += f.result().unwrap();
+            seen += 1;
+        }
+    });
+    assert_eq!(seen, 200);
+    assert_eq!(total, (0..200).map(|x| x * x).sum::<i64>());
+}
+
 fn wait_returns_when_its_condition_holds(w: Running) {
     let client = w.app.client().unwrap();
     let slow = client
@@ -215,6 +237,7 @@ macro_rules! on_every_backend {
 on_every_backend!(
     submit_map_and_gather_give_every_value_in_order,
     as_completed_yields_each_future_once_and_takes_more,
+    as_completed_is_a_stream,
     wait_returns_when_its_condition_holds,
     cancel_revokes_the_task_and_ends_the_future,
     a_forgotten_task_still_runs_and_a_dropped_client_ends_its_futures,

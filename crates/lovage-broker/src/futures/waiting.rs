@@ -1,7 +1,9 @@
 //! Waiting on many client futures: `as_completed` (with `add`) and `wait`.
 
-use std::collections::HashMap;
-use std::sync::mpsc;
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use lovage_core::TaskId;
@@ -11,19 +13,50 @@ use super::TaskFuture;
 
 /// Yields futures as their tasks finish (Dask's `as_completed`); [`add`](Self::add) puts more
 /// in while iterating. Each yielded future is done: its `result()` does not block.
+///
+/// Both an [`Iterator`] (blocking) and a [`Stream`](futures_core::Stream) (for async code: it
+/// parks no thread, the futures' completion wakes the task polling it).
 pub struct AsCompleted<R> {
     waiting: HashMap<TaskId, TaskFuture<R>>,
-    tx: mpsc::Sender<TaskId>,
-    rx: mpsc::Receiver<TaskId>,
+    finished: Arc<Finished>,
+}
+
+/// Ids whose futures finished, in the order they did, and who to wake.
+#[derive(Default)]
+struct Finished {
+    state: Mutex<FinishedState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct FinishedState {
+    ids: VecDeque<TaskId>,
+    waker: Option<Waker>,
+}
+
+impl Finished {
+    fn lock(&self) -> MutexGuard<'_, FinishedState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, id: TaskId) {
+        let waker = {
+            let mut st = self.lock();
+            st.ids.push_back(id);
+            st.waker.take()
+        };
+        self.changed.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
 }
 
 impl<R: Send + 'static> AsCompleted<R> {
     pub(super) fn new(futures: impl IntoIterator<Item = TaskFuture<R>>) -> Self {
-        let (tx, rx) = mpsc::channel();
         let mut me = AsCompleted {
             waiting: HashMap::new(),
-            tx,
-            rx,
+            finished: Arc::default(),
         };
         for f in futures {
             me.add(f);
@@ -33,14 +66,12 @@ impl<R: Send + 'static> AsCompleted<R> {
 
     /// Adds a future to those being waited on.
     pub fn add(&mut self, future: TaskFuture<R>) {
-        let tx = self.tx.clone();
+        let finished = Arc::clone(&self.finished);
         let id = future.id;
         // Registered before the callback can fire: a finished future calls it at once.
         self.waiting.insert(id, future);
         if let Some(f) = self.waiting.get(&id) {
-            f.on_done(move |_| {
-                let _ = tx.send(id);
-            });
+            f.on_done(move |_| finished.push(id));
         }
     }
 
@@ -54,16 +85,32 @@ impl<R: Send + 'static> AsCompleted<R> {
         self.waiting.is_empty()
     }
 
+    /// Takes the next finished future out of `st`, if one is there.
+    fn take(&mut self, st: &mut FinishedState) -> Option<TaskFuture<R>> {
+        while let Some(id) = st.ids.pop_front() {
+            if let Some(f) = self.waiting.remove(&id) {
+                return Some(f);
+            }
+        }
+        None
+    }
+
     /// The next future to finish, waiting at most `timeout`; None if none finished by then
     /// (or none is left).
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<TaskFuture<R>> {
         let deadline = Instant::now() + timeout;
+        let finished = Arc::clone(&self.finished);
+        let mut st = finished.lock();
         while !self.waiting.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let id = self.rx.recv_timeout(left).ok()?;
-            if let Some(f) = self.waiting.remove(&id) {
+            if let Some(f) = self.take(&mut st) {
                 return Some(f);
             }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            st = finished
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         None
     }
@@ -73,14 +120,40 @@ impl<R: Send + 'static> Iterator for AsCompleted<R> {
     type Item = TaskFuture<R>;
 
     fn next(&mut self) -> Option<TaskFuture<R>> {
+        let finished = Arc::clone(&self.finished);
+        let mut st = finished.lock();
         while !self.waiting.is_empty() {
-            // The sender half lives in `self`, so this never sees a disconnect.
-            let id = self.rx.recv().ok()?;
-            if let Some(f) = self.waiting.remove(&id) {
+            if let Some(f) = self.take(&mut st) {
                 return Some(f);
             }
+            st = finished.changed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         None
+    }
+}
+
+impl<R: Send + 'static> futures_core::Stream for AsCompleted<R> {
+    type Item = TaskFuture<R>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.waiting.is_empty() {
+            return Poll::Ready(None);
+        }
+        let finished = Arc::clone(&this.finished);
+        let mut st = finished.lock();
+        match this.take(&mut st) {
+            Some(f) => Poll::Ready(Some(f)),
+            None => {
+                // Stored under the same lock `push` takes: a finish after this is not missed.
+                st.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.waiting.len()))
     }
 }
 

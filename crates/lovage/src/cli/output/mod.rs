@@ -154,7 +154,6 @@ impl GraphReport {
         })
     }
 
-
     /// Node counts by task name, then by state (both sorted).
     pub fn by_task(&self) -> Vec<(String, Vec<(String, usize)>)> {
         let mut map: std::collections::BTreeMap<&str, std::collections::BTreeMap<&str, usize>> =
