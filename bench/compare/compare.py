@@ -832,7 +832,7 @@ def graphs_chart(g, img_dir):
             lo, hi = ax.get_xlim()
             ax.set_xlim(lo, hi * 4)
         for y, v in zip(ys, vals):
-            ax.text(v if v else ax.get_xlim()[0], y, f" {v:,.3g} µs" if v else " n/a", va="center", fontsize=7)
+            ax.text(v if v else ax.get_xlim()[0], y, (f" {v:,.3g} µs" if v < 1000 else f" {v:,.0f} µs") if v else " n/a", va="center", fontsize=7)
         ax.set_title(shape, loc="left", fontsize=9)
         ax.spines[["top", "right"]].set_visible(False)
     axes[-1].set_xlabel("µs per task (log scale; lower is better)")
