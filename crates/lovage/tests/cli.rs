@@ -518,3 +518,45 @@ fn bench_graph_runs_every_shape_on_every_local_scheduler() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--shape"));
 }
+
+#[test]
+fn bench_graph_map_sends_and_gathers_every_task_through_the_futures_client() {
+    let out = lovage(&[
+        "bench",
+        "graph",
+        "--shape",
+        "map",
+        "--scheduler",
+        "broker",
+        "--nodes",
+        "500",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("output");
+    let json: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    assert_eq!(json["shape"], "map", "{last}");
+    assert_eq!(json["tasks"], 500, "{last}");
+    for key in ["us_per_task", "send_us_per_task", "tasks_per_s"] {
+        let v = json.get(key).and_then(|v| v.as_f64());
+        assert!(
+            v.is_some_and(|v| v > 0.0),
+            "{key} missing or not positive in {last}"
+        );
+    }
+    // The futures client lives on a broker; a local scheduler is refused with the reason.
+    let out = lovage(&["bench", "graph", "--shape", "map", "--scheduler", "threads"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--scheduler broker"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

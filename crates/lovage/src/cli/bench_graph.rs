@@ -44,6 +44,9 @@ pub enum Shape {
     /// cycles), found at run time; on `threads` tasks spawn tasks in a pool scope, on `broker`
     /// each page's task spawns its links from inside into one `app.scope`.
     Crawl,
+    /// No graph: Dask's `client.map` + `gather` of n no-ops through the futures client, on
+    /// `--scheduler broker` (µs per task from the first send to the last value read back).
+    Map,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -120,8 +123,8 @@ fn build(shape: Shape, n: usize) -> (Graph, Vec<Delayed<u64>>) {
             let root = leaf::delayed(&g, 0);
             outs.extend((1..n.max(2)).map(|_| step::delayed(&g, root)));
         }
-        // Found at run time, not built: `run_crawl`.
-        Shape::Crawl => {}
+        // Found at run time, or no graph at all: `run_crawl`, `run_map`.
+        Shape::Crawl | Shape::Map => {}
     }
     (g, outs)
 }
@@ -146,8 +149,10 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if matches!(a.shape, Shape::Crawl) {
-        return run_crawl(a);
+    match a.shape {
+        Shape::Crawl => return run_crawl(a),
+        Shape::Map => return run_map(a),
+        Shape::Tree | Shape::Chains | Shape::Fanout => {}
     }
     let n = a.nodes.max(2);
     let threads;
@@ -341,5 +346,82 @@ fn run_crawl(a: Args) -> anyhow::Result<()> {
     if let Some((_, mut w)) = workers {
         w.stop();
     }
+    Ok(())
+}
+
+/// `--shape map`: `client.map(step::s, 0..n)` then `gather`, checked; µs per task from the
+/// first send to the last value read back (Dask's `client.map` + `client.gather`).
+fn run_map(a: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        matches!(a.scheduler, Sched::Broker | Sched::BrokerFromCaller),
+        "--shape map runs on --scheduler broker, not {:?}: it measures the futures client",
+        a.scheduler
+    );
+    let n = a.nodes.max(1) as u64;
+    let b = bench_broker(a.broker.as_deref())?;
+    let mut w = WorkerProcesses::start(a.workers.max(1), &b.url, &["--concurrency", "2"])?;
+    w.wait_registered(&b.app, a.workers.max(1), Duration::from_secs(30))?;
+    let client = b.app.client().context("starting the futures client")?;
+    // Warm-up, as `bench queue` does: the workers' first tasks open their connections.
+    client
+        .gather(
+            client
+                .map(step::s, 0..200u64)
+                .context("sending the warm-up")?,
+        )
+        .map_err(|e| anyhow::anyhow!("a warm-up task failed: {e}"))?;
+    let (mut task_us, mut send_us) = (Vec::new(), Vec::new());
+    for _ in 0..a.runs.max(1) {
+        let t = Instant::now();
+        let futures = client.map(step::s, 0..n).context("client.map")?;
+        let sent = t.elapsed();
+        let values = client
+            .gather(futures)
+            .map_err(|e| anyhow::anyhow!("a mapped task failed: {e}"))?;
+        let took = t.elapsed();
+        anyhow::ensure!(
+            values.len() as u64 == n && values.iter().zip(1..).all(|(v, want)| *v == want),
+            "client.map gave back wrong values"
+        );
+        task_us.push(took.as_secs_f64() * 1e6 / n as f64);
+        send_us.push(sent.as_secs_f64() * 1e6 / n as f64);
+    }
+    let (task_us, send_us) = (median(task_us), median(send_us));
+    let (_, peak) = rss();
+    let title = format!(
+        "lovage bench graph: client.map of {n} no-ops on {} ({} workers × 2 threads), median of {} runs",
+        b.shown,
+        a.workers,
+        a.runs.max(1)
+    );
+    let mut t = Table::new(&[("measure", false), ("value", true)]);
+    t.row(vec![
+        "send (client.map)".into(),
+        format!("{send_us:.3} µs/task ({} tasks/s)", si(1e6 / send_us)),
+    ]);
+    t.row(vec![
+        format!("map + gather ({n} tasks)"),
+        format!("{task_us:.3} µs/task ({} tasks/s)", si(1e6 / task_us)),
+    ]);
+    let figures = json!({
+        "shape": "map",
+        "scheduler": format!("{:?}", a.scheduler).to_lowercase(),
+        "workers": a.workers,
+        "nodes": n,
+        "tasks": n,
+        "build_us_per_node": 0.0,
+        "send_us_per_task": (send_us * 1e4).round() / 1e4,
+        "us_per_task": (task_us * 1e4).round() / 1e4,
+        "tasks_per_s": (1e6 / task_us).round(),
+        "peak_rss_mb": (peak as f64 / 1e5).round() / 10.0,
+    });
+    output::select(a.json).bench(&BenchReport {
+        title,
+        tables: vec![t],
+        spaced: false,
+        figures,
+    });
+    drop(client);
+    w.stop();
     Ok(())
 }
