@@ -371,7 +371,24 @@ fn a_non_loopback_bind_without_tokens_is_refused() {
         insecure_no_auth: insecure,
         open_metrics: false,
         metrics_per_worker: false,
+        trust_user_header: None,
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        proxy_admins: Vec::new(),
     };
+    let behind_proxy = Config {
+        trust_user_header: Some("X-Forwarded-User".into()),
+        ..config("0.0.0.0:0", false)
+    };
+    assert!(
+        Server::bind(&behind_proxy).is_ok(),
+        "a proxy signs users in"
+    );
+    let bad_header = Config {
+        trust_user_header: Some("not a header".into()),
+        ..config("127.0.0.1:0", false)
+    };
+    let e = Server::bind(&bad_header).unwrap_err();
+    assert!(e.contains("--trust-user-header"), "{e}");
     let e = Server::bind(&config("0.0.0.0:0", false)).unwrap_err();
     assert!(
         e.contains("--token-file") && e.contains("--insecure-no-auth"),
