@@ -694,7 +694,7 @@ pub fn read_published(backend: &Backend) -> Result<Vec<Published>, BrokerError> 
         .into_iter()
         .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
         .collect();
-    out.sort_by(|a, b| b.published.cmp(&a.published));
+    out.sort_by_key(|p| std::cmp::Reverse(p.published));
     out.truncate(PUBLISHED_SCHEDULES);
     Ok(out)
 }

@@ -670,13 +670,25 @@ fn bulk_revoke_by_filter_and_bad_bulk_requests() {
     for (body, want) in [
         (r#"{"action":"revoke","filter":{}}"#, 400),
         (r#"{"action":"explode","filter":{"queue":"x"}}"#, 400),
-        (r#"{"action":"delete","filter":{"queue":"x"}}"#, 501),
+        (r#"{"action":"delete","filter":{}}"#, 400),
         (r#"{"action":"retry","filter":{"state":"LOST"}}"#, 400),
         (r#"{"action":"retry"}"#, 400),
     ] {
         let r = c.post("/api/v1/tasks/bulk", body);
         assert_eq!(r.status, want, "{body}: {}", r.text());
     }
+    // Delete by filter: the waiting task leaves its queue and the index.
+    let r = c.post(
+        "/api/v1/tasks/bulk",
+        r#"{"action":"delete","filter":{"queue":"keep"}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        (r.json()["matched"].clone(), r.json()["done"].clone()),
+        (1.into(), 1.into())
+    );
+    let left = c.get("/api/v1/tasks?queue=keep").json();
+    assert!(left["items"].as_array().unwrap().is_empty(), "{left}");
     assert_eq!(
         s.client
             .bearer(READ)

@@ -372,10 +372,16 @@ fn log_in_submit_watch_it_finish_and_revoke_in_a_real_browser() {
     driver.screenshot("worker-light");
     driver.js("document.getElementById('theme').click();", json!([]));
 
-    // Delete the revoked task from the Tasks page's bulk action.
+    // Delete a waiting task (its queue has no consumer) with the Tasks page's bulk action.
+    let r = api.post(
+        "/api/v1/tasks",
+        r#"{"name":"lovage.sleep","args":[1],"queue":"nobody"}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["task_id"].as_str().unwrap().to_owned();
     driver.go(&format!("{base}#/tasks"));
     driver.wait(
-        "the revoked task's checkbox",
+        "the waiting task's checkbox",
         &format!("return !!document.querySelector('.pick[value=\"{id}\"]')"),
     );
     driver.js(
