@@ -148,12 +148,12 @@ const pages = {
     const secs = (v) => v == null ? "—" : v < 1 ? `${Math.round(v * 1000)} ms` : `${v.toFixed(2)} s`;
     const limits = (t) => { const ls = Object.values(t.limits || {}); if (!ls.length) return "—"; const l = ls[0];
       return [l.rate_limit && `rate ${esc(l.rate_limit)}`, l.soft_time_limit_s != null && `soft ${l.soft_time_limit_s} s`, l.time_limit_s != null && `hard ${l.time_limit_s} s`].filter(Boolean).join(", ") || "—"; };
-    const n = (t, k) => `<td class="num${k === "failed" && t.counts[k] ? " err" : ""}">${fmt(t.counts[k] || 0)}</td>`;
+    const n = (t, k) => { const v = t.counts[k] || 0; return `<td class="num${!v ? " muted" : k === "failed" ? " err" : ""}">${fmt(v)}</td>`; };
     return `<h1>Task types</h1><div class="panel">${ts.length ? `<table id="task-types"><tr><th>Task</th><th class="num">Workers</th><th>Limits</th><th class="num">Succeeded</th><th class="num">Failed</th><th class="num">Retried</th><th class="num">Revoked</th><th class="num">p50</th><th class="num">p95</th><th class="admin-only">Set limits</th></tr>
       ${ts.map((t) => `<tr><td class="mono">${esc(t.name)}</td><td class="num">${t.workers.length ? fmt(t.workers.length) : `<span class="muted">none live</span>`}</td><td class="muted">${limits(t)}</td>
       ${n(t, "succeeded")}${n(t, "failed")}${n(t, "retried")}${n(t, "revoked")}<td class="num">${secs(t.runtime_p50_s)}</td><td class="num">${secs(t.runtime_p95_s)}</td>
       <td class="admin-only">${t.workers.length ? `<div class="row"><form class="row" onsubmit="return typeLimit(event, '${esc(t.name)}', 'rate-limit')"><input name="rate" placeholder="10/s" style="width:70px"><button>Rate</button></form>
-        <form class="row" onsubmit="return typeLimit(event, '${esc(t.name)}', 'time-limit')"><input name="soft_s" type="number" min="0" step="any" placeholder="soft s" style="width:70px"><input name="hard_s" type="number" min="0" step="any" placeholder="hard s" style="width:70px"><button>Time</button></form></div>` : ""}</td></tr>`).join("")}</table>
+        <form class="row" onsubmit="return typeLimit(event, '${esc(t.name)}', 'time-limit')"><input name="soft_s" type="number" min="0" step="any" placeholder="soft" title="soft limit, seconds" style="width:70px"><input name="hard_s" type="number" min="0" step="any" placeholder="hard" title="hard limit, seconds" style="width:70px"><button>Time</button></form></div>` : ""}</td></tr>`).join("")}</table>
       <p class="muted">Counts and run times are from the events seen since the server started; p50 and p95 are estimated from histogram buckets.</p>` : `<div class="empty">No live worker reports its tasks yet.</div>`}</div>`;
   },
   async submit() {
