@@ -394,6 +394,7 @@ pub fn run(
 ) -> Result<(), BeatError> {
     let mut leading = false;
     let mut next: Vec<Option<Timestamp>> = vec![None; schedule.entries.len()];
+    let mut last: Vec<Option<Timestamp>> = vec![None; schedule.entries.len()];
     let mut outage_logged = false;
     let mut last_refresh = std::time::Instant::now();
     while !stop() {
@@ -434,8 +435,11 @@ pub fn run(
                 .collect();
             match caught_up {
                 Ok(due) => {
-                    next = due;
+                    (next, last) = due.into_iter().unzip();
                     leading = true;
+                    if let Err(e) = prune_published(backend) {
+                        tracing::warn!(error = %e, "could not prune old published schedules");
+                    }
                 }
                 Err(e) => {
                     // Still holding the lock: try again next round (the sends are idempotent).
@@ -457,6 +461,7 @@ pub fn run(
                     tracing::warn!(entry = %entry.name, error = %e, "could not send a tick; retrying");
                     continue; // `next` unchanged: tried again next round
                 }
+                last[i] = Some(tick);
             }
             next[i] = entry.next_after(now);
         }
@@ -470,6 +475,10 @@ pub fn run(
                 }
             }
         }
+        // Each round, so a reader sees the next runs and this leader within a lock TTL.
+        if let Err(e) = publish(backend, &published(schedule, config, &next, &last)) {
+            tracing::warn!(error = %e, "could not publish the schedule; retrying");
+        }
         let renew = Timestamp::now() + config.lock_ttl / 3;
         let wake = next.iter().flatten().copied().fold(renew, |a, b| a.min(b));
         sleep_until_stopped(wake.until(), stop);
@@ -480,29 +489,37 @@ pub fn run(
     Ok(())
 }
 
-/// On becoming leader: the entry's missed tick (per its policy), then its next tick.
+/// On becoming leader: the entry's missed tick (per its policy), then its next tick and its
+/// last tick sent.
 fn catch_up(
     backend: &Backend,
     entry: &Entry,
     now: Timestamp,
-) -> Result<Option<Timestamp>, BeatError> {
+) -> Result<(Option<Timestamp>, Option<Timestamp>), BeatError> {
     let last = backend
         .results()
         .get_blob(entry.state_key())?
         .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
         .map(|b| Timestamp::from_millis(i64::from_le_bytes(b)));
-    match (last, entry.missed) {
+    let sent = match (last, entry.missed) {
         (Some(last), Missed::Once) => match entry.latest_between(last, now) {
             Some(missed) => {
                 tracing::info!(entry = %entry.name, tick = %missed, "sending a tick missed while no beat led");
                 fire(backend, entry, missed)?;
+                Some(missed)
             }
-            None => remember(backend, entry, last)?,
+            None => {
+                remember(backend, entry, last)?;
+                Some(last)
+            }
         },
-        (Some(last), Missed::Skip) => remember(backend, entry, last)?,
-        (None, _) => {}
-    }
-    Ok(entry.next_after(now))
+        (Some(last), Missed::Skip) => {
+            remember(backend, entry, last)?;
+            Some(last)
+        }
+        (None, _) => None,
+    };
+    Ok((entry.next_after(now), sent))
 }
 
 /// Keeps `tick` as the entry's last (again: the broker forgets it after 7 days, and an entry
@@ -520,6 +537,166 @@ fn fire(backend: &Backend, entry: &Entry, tick: Timestamp) -> Result<(), BeatErr
     tracing::debug!(entry = %entry.name, task_id = %env.id, %tick, "tick");
     backend.broker().enqueue_once(&[env])?;
     remember(backend, entry, tick)
+}
+
+/// The shared dict ([`lovage_broker::shared`]) where leading beats publish their schedules:
+/// one key per schedule (its [`Schedule::fingerprint`]), so beats that run the same schedule
+/// write the same key and a reader sees it once.
+pub const PUBLISHED_DICT: &str = "lovage:beat:schedules";
+
+/// The most entries of one schedule that are published (the rest are counted in
+/// [`Published::more`]), so a key stays small whatever the file holds.
+pub const PUBLISHED_ENTRIES: usize = 500;
+
+/// The most schedules a reader lists; past it, the oldest published are left out.
+pub const PUBLISHED_SCHEDULES: usize = 50;
+
+/// A published schedule unrefreshed for this long is removed by the next beat that leads
+/// (its beats are gone; a reader also marks it stale long before).
+pub const PUBLISHED_KEPT: Duration = Duration::from_secs(24 * 3600);
+
+/// One entry as a leading beat publishes it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+pub struct PublishedEntry {
+    /// The entry's name.
+    pub name: String,
+    /// The task it sends.
+    pub task: String,
+    /// The queue it sends to.
+    pub queue: String,
+    /// When it fires ([`Entry::describe`]).
+    pub schedule: String,
+    /// Its next tick, if it has one.
+    pub next_run: Option<Timestamp>,
+    /// The last tick sent (by this beat or one that led before), if known.
+    pub last_run: Option<Timestamp>,
+}
+
+/// A schedule as the beat leading it publishes it in the broker, refreshed each round.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+pub struct Published {
+    /// The schedule's fingerprint (its key in [`PUBLISHED_DICT`]).
+    pub id: String,
+    /// The leading beat's lock holder name.
+    pub leader: String,
+    /// When it last published.
+    pub published: Timestamp,
+    /// Its lock's TTL in ms: a reader counts the schedule stale once it is unrefreshed for
+    /// a few of these.
+    pub lock_ttl_ms: u64,
+    /// The entries, in file order (at most [`PUBLISHED_ENTRIES`]).
+    pub entries: Vec<PublishedEntry>,
+    /// How many entries were left out past [`PUBLISHED_ENTRIES`].
+    pub more: usize,
+}
+
+impl Published {
+    /// Whether no beat refreshed it lately (three lock TTLs, at least 30 s): its beats stopped.
+    pub fn is_stale(&self, now: Timestamp) -> bool {
+        let within =
+            Duration::from_millis(self.lock_ttl_ms.saturating_mul(3)).max(Duration::from_secs(30));
+        now - self.published > within
+    }
+}
+
+impl Schedule {
+    /// A name for this schedule that every beat running the same entries computes alike.
+    pub fn fingerprint(&self) -> String {
+        let mut text = String::new();
+        for e in &self.entries {
+            let queue = e
+                .signature
+                .options
+                .queue
+                .as_deref()
+                .unwrap_or(lovage_broker::DEFAULT_QUEUE);
+            text.push_str(&format!(
+                "{}\0{}\0{}\0{}\n",
+                e.name,
+                e.signature.task,
+                queue,
+                e.describe()
+            ));
+        }
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, text.as_bytes()).to_string()
+    }
+}
+
+/// What a leading beat publishes now: each entry with its next and last tick.
+fn published(
+    schedule: &Schedule,
+    config: &BeatConfig,
+    next: &[Option<Timestamp>],
+    last: &[Option<Timestamp>],
+) -> Published {
+    let entries = schedule
+        .entries
+        .iter()
+        .enumerate()
+        .take(PUBLISHED_ENTRIES)
+        .map(|(i, e)| PublishedEntry {
+            name: e.name.clone(),
+            task: e.signature.task.clone(),
+            queue: e
+                .signature
+                .options
+                .queue
+                .clone()
+                .unwrap_or_else(|| lovage_broker::DEFAULT_QUEUE.to_owned()),
+            schedule: e.describe(),
+            next_run: next.get(i).copied().flatten(),
+            last_run: last.get(i).copied().flatten(),
+        })
+        .collect();
+    Published {
+        id: schedule.fingerprint(),
+        leader: config.holder.clone(),
+        published: Timestamp::now(),
+        lock_ttl_ms: u64::try_from(config.lock_ttl.as_millis()).unwrap_or(u64::MAX),
+        entries,
+        more: schedule.entries.len().saturating_sub(PUBLISHED_ENTRIES),
+    }
+}
+
+/// Writes `p` under its key (one atomic step).
+fn publish(backend: &Backend, p: &Published) -> Result<(), BeatError> {
+    let value = serde_json::to_vec(p)
+        .map_err(|e| BeatError::Broker(BrokerError::Corrupt(format!("published schedule: {e}"))))?;
+    backend
+        .shared()
+        .dict_set(PUBLISHED_DICT, &[(p.id.clone().into_bytes(), value)])?;
+    Ok(())
+}
+
+/// Removes published schedules nobody refreshed for [`PUBLISHED_KEPT`] (and values that do
+/// not decode), so the dict holds only schedules beats still run.
+fn prune_published(backend: &Backend) -> Result<(), BeatError> {
+    let now = Timestamp::now();
+    for (key, value) in backend.shared().dict_entries(PUBLISHED_DICT)? {
+        let gone = serde_json::from_slice::<Published>(&value)
+            .map_or(true, |p| now - p.published > PUBLISHED_KEPT);
+        if gone {
+            // Only if unchanged: a beat may have refreshed it meanwhile.
+            backend
+                .shared()
+                .dict_compare_and_set(PUBLISHED_DICT, &key, Some(&value), None)?;
+        }
+    }
+    Ok(())
+}
+
+/// The schedules leading beats publish, newest first (at most [`PUBLISHED_SCHEDULES`]);
+/// values that do not decode are skipped.
+pub fn read_published(backend: &Backend) -> Result<Vec<Published>, BrokerError> {
+    let mut out: Vec<Published> = backend
+        .shared()
+        .dict_entries(PUBLISHED_DICT)?
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.published));
+    out.truncate(PUBLISHED_SCHEDULES);
+    Ok(out)
 }
 
 fn sleep_until_stopped(d: Duration, stop: &dyn Fn() -> bool) {
@@ -584,6 +761,62 @@ missed = "skip"
         let a = s.entries[0].tick_id(t);
         assert_eq!(a, s.entries[0].tick_id(t));
         assert_ne!(a, s.entries[0].tick_id(Timestamp::from_millis(1)));
+    }
+
+    /// A leading beat publishes its schedule under one key, which a second beat running the
+    /// same schedule shares; a reader sees each entry with a next run to come.
+    #[test]
+    fn a_leading_beat_publishes_its_schedule_once_per_schedule() {
+        let backend = lovage_broker::connect("memory://beat-publish").unwrap();
+        let s = Schedule::parse(SCHEDULE).unwrap();
+        let same = Schedule::parse(SCHEDULE).unwrap();
+        assert_eq!(s.fingerprint(), same.fingerprint());
+        let other =
+            Schedule::parse("[[entry]]\nname = \"x\"\ntask = \"t\"\nevery = \"1m\"\n").unwrap();
+        assert_ne!(s.fingerprint(), other.fingerprint());
+        let config = |holder: &str| BeatConfig {
+            holder: holder.into(),
+            lock_ttl: Duration::from_millis(300),
+        };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for holder in ["beat-a", "beat-b"] {
+                let (backend, s, stop) = (&backend, &s, &stop);
+                scope.spawn(move || {
+                    run(backend, s, &config(holder), &|| {
+                        stop.load(std::sync::atomic::Ordering::SeqCst)
+                    })
+                    .unwrap()
+                });
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let found = loop {
+                let p = read_published(&backend).unwrap();
+                if !p.is_empty() {
+                    break p;
+                }
+                assert!(std::time::Instant::now() < deadline, "nothing published");
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(found.len(), 1, "one key per schedule: {found:?}");
+            let p = &found[0];
+            assert_eq!(p.id, s.fingerprint());
+            assert!(p.leader == "beat-a" || p.leader == "beat-b", "{p:?}");
+            assert!(!p.is_stale(Timestamp::now()));
+            let names: Vec<&str> = p.entries.iter().map(|e| e.name.as_str()).collect();
+            assert_eq!(names, ["heartbeat", "report"]);
+            assert_eq!(p.entries[1].queue, "reports");
+            assert_eq!(p.entries[0].schedule, "every 10s");
+            assert!(p.entries.iter().all(|e| e
+                .next_run
+                .is_some_and(|t| t.as_millis() > p.published.as_millis() - 1_000)));
+        });
+        assert_eq!(
+            read_published(&backend).unwrap().len(),
+            1,
+            "still one after both ran"
+        );
     }
 
     #[test]

@@ -7,11 +7,12 @@
 //! grants). A bearer token is never sent by a browser on its own, so it needs neither.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method};
+use axum::http::{header, HeaderMap, HeaderName, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -54,6 +55,110 @@ pub enum Auth {
     Tokens(Arc<Tokens>),
     /// Everyone is admin (`--insecure-no-auth`, or a loopback bind with no token file).
     Open,
+}
+
+/// Sign-in by a reverse proxy (oauth2-proxy, nginx `auth_request`, ...): a request from a
+/// trusted peer that carries the proxy's user header is that user's, with scope read unless
+/// the user is one of `admins`. The header is believed from trusted peers only (anyone else
+/// could set it); without it, tokens apply as before.
+#[derive(Debug, Clone)]
+pub struct ProxyAuth {
+    header: HeaderName,
+    trusted: Vec<IpAddr>,
+    admins: Vec<String>,
+}
+
+/// The longest user name a proxy header may carry.
+const MAX_USER_LEN: usize = 256;
+
+impl ProxyAuth {
+    /// Trusts `header` (e.g. `X-Forwarded-User`) from the peers `trusted`; `admins` get scope
+    /// admin. An invalid header name or an empty peer list is refused, named.
+    pub fn new(
+        header: &str,
+        trusted: Vec<IpAddr>,
+        admins: Vec<String>,
+    ) -> Result<ProxyAuth, String> {
+        let header = HeaderName::from_bytes(header.trim().as_bytes())
+            .map_err(|_| format!("--trust-user-header {header:?}: not a valid HTTP header name"))?;
+        if trusted.is_empty() {
+            return Err(
+                "--trusted-proxy: no address given; the user header would be believed from nobody"
+                    .into(),
+            );
+        }
+        Ok(ProxyAuth {
+            header,
+            trusted: trusted.into_iter().map(|ip| ip.to_canonical()).collect(),
+            admins: admins
+                .into_iter()
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty())
+                .collect(),
+        })
+    }
+
+    /// The header it trusts.
+    pub fn header(&self) -> &HeaderName {
+        &self.header
+    }
+
+    /// The caller the proxy vouches for: `None` when the peer is not trusted or the header is
+    /// absent (tokens decide then); an error for a bad user name, a read-only user's mutation,
+    /// or a mutation without the CSRF header (the proxy's own cookie rides on cross-site
+    /// requests as a token cookie would).
+    fn caller(
+        &self,
+        peer: Option<IpAddr>,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<Option<Caller>, ApiError> {
+        let Some(peer) = peer.map(|p| p.to_canonical()) else {
+            return Ok(None);
+        };
+        if !self.trusted.contains(&peer) {
+            return Ok(None);
+        }
+        let Some(value) = headers.get(&self.header) else {
+            return Ok(None);
+        };
+        let name = value
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|n| !n.is_empty() && n.len() <= MAX_USER_LEN)
+            .ok_or_else(|| {
+                ApiError::unauthorized(format!(
+                    "header {}: not a user name (1-{MAX_USER_LEN} visible ASCII characters)",
+                    self.header
+                ))
+            })?;
+        let scope = if self.admins.iter().any(|a| a == name) {
+            Scope::Admin
+        } else {
+            Scope::Read
+        };
+        if is_mutation(method) {
+            if scope < Scope::Admin {
+                return Err(ApiError::forbidden(format!(
+                    "user {name:?} has scope read; this needs admin (--proxy-admins)"
+                )));
+            }
+            csrf_ok(headers)?;
+        }
+        Ok(Some(Caller {
+            scope,
+            name: name.to_owned(),
+        }))
+    }
+}
+
+/// The peer address of a request, when the server was started with connection info (a router
+/// mounted in a user's own app without it has none, and trusts no proxy header).
+pub fn peer(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// The hex SHA-256 of a token, as the token file stores it.
@@ -209,13 +314,29 @@ fn csrf_ok(headers: &HeaderMap) -> Result<(), ApiError> {
 pub async fn require(State(state): State<ServerState>, mut req: Request, next: Next) -> Response {
     // The event poller and the chart sampler run from the first request on.
     state.hub.ensure_started(&state.app);
-    match authorize(&state.auth, req.method(), req.headers()) {
+    let peer = peer(req.extensions());
+    match authorize_from(&state, req.method(), req.headers(), peer) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
         Err(e) => e.into_response(),
     }
+}
+
+/// The caller of a request from `peer`: the user a trusted proxy names, else by token.
+pub fn authorize_from(
+    state: &ServerState,
+    method: &Method,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+) -> Result<Caller, ApiError> {
+    if let Some(proxy) = &state.proxy {
+        if let Some(caller) = proxy.caller(peer, method, headers)? {
+            return Ok(caller);
+        }
+    }
+    authorize(&state.auth, method, headers)
 }
 
 /// The caller of a request under `auth`, or why it is refused.
@@ -264,6 +385,56 @@ mod tests {
             hash_token("a-secret")
         );
         Tokens::parse(&text, "tokens").unwrap()
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_user_and_others_are_ignored() {
+        let p = ProxyAuth::new(
+            "X-Forwarded-User",
+            vec!["127.0.0.1".parse().unwrap()],
+            vec!["alice".into()],
+        )
+        .unwrap();
+        let local: Option<IpAddr> = Some("127.0.0.1".parse().unwrap());
+        let mapped: Option<IpAddr> = Some("::ffff:127.0.0.1".parse().unwrap());
+        let far: Option<IpAddr> = Some("10.0.0.9".parse().unwrap());
+        let mut h = HeaderMap::new();
+        assert!(
+            p.caller(local, &Method::GET, &h).unwrap().is_none(),
+            "no header"
+        );
+        h.insert("x-forwarded-user", "bob".parse().unwrap());
+        let bob = p.caller(local, &Method::GET, &h).unwrap().unwrap();
+        assert_eq!((bob.scope, bob.name.as_str()), (Scope::Read, "bob"));
+        assert!(
+            p.caller(mapped, &Method::GET, &h).unwrap().is_some(),
+            "IPv4-mapped"
+        );
+        assert!(
+            p.caller(far, &Method::GET, &h).unwrap().is_none(),
+            "untrusted peer"
+        );
+        assert!(
+            p.caller(None, &Method::GET, &h).unwrap().is_none(),
+            "no peer known"
+        );
+        assert_eq!(
+            p.caller(local, &Method::POST, &h).unwrap_err().status(),
+            403
+        );
+        h.insert("x-forwarded-user", "alice".parse().unwrap());
+        assert_eq!(
+            p.caller(local, &Method::POST, &h).unwrap_err().status(),
+            403,
+            "a mutation needs the CSRF header"
+        );
+        h.insert(CSRF_HEADER, "1".parse().unwrap());
+        let alice = p.caller(local, &Method::POST, &h).unwrap().unwrap();
+        assert_eq!(alice.scope, Scope::Admin);
+        h.insert("x-forwarded-user", "".parse().unwrap());
+        assert_eq!(p.caller(local, &Method::GET, &h).unwrap_err().status(), 401);
+        assert!(ProxyAuth::new("bad header", vec![], vec![]).is_err());
+        assert!(ProxyAuth::new("X-User", vec![], vec![]).is_err());
     }
 
     #[test]

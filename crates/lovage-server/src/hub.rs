@@ -119,6 +119,34 @@ impl Histogram {
         self.count += 1;
         self.sum += seconds;
     }
+
+    /// Adds `other`'s observations (kept over the same bounds).
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+    }
+
+    /// The `q` quantile (0 to 1) in seconds, estimated from the buckets as Prometheus'
+    /// `histogram_quantile` does: linear within the bucket it falls in, and the highest bound
+    /// when it falls past them. `None` before any observation.
+    pub fn quantile(&self, bounds: &[f64; 12], q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * self.count as f64;
+        let (mut below, mut lower) = (0u64, 0.0);
+        for (n, upper) in self.buckets.iter().zip(bounds) {
+            if *n as f64 >= rank && *n > below {
+                let within = (rank - below as f64) / (*n - below) as f64;
+                return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
+            }
+            (below, lower) = (*n, *upper);
+        }
+        Some(lower)
+    }
 }
 
 /// An event as the fan-out carries it: with its SSE frame encoded once, for every client.
@@ -399,6 +427,30 @@ async fn sample(hub: Arc<Hub>, app: App) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn quantiles_are_estimated_within_their_bucket() {
+        let mut h = super::Histogram::default();
+        assert_eq!(h.quantile(&super::BUCKETS, 0.5), None);
+        // 0.3 s, 0.4 s: the (0.25, 0.5] bucket; 30 s: the (10, 60] one.
+        for s in [0.3, 0.4, 0.4, 30.0] {
+            h.observe(&super::BUCKETS, s);
+        }
+        let p50 = h.quantile(&super::BUCKETS, 0.5).unwrap();
+        assert!((p50 - (0.25 + 0.25 * 2.0 / 3.0)).abs() < 1e-9, "{p50}");
+        let p95 = h.quantile(&super::BUCKETS, 0.95).unwrap();
+        assert!(p95 > 10.0 && p95 <= 60.0, "{p95}");
+        h.observe(&super::BUCKETS, 500.0);
+        assert_eq!(
+            h.quantile(&super::BUCKETS, 1.0),
+            Some(60.0),
+            "past the last bound"
+        );
+        let mut m = super::Histogram::default();
+        m.merge(&h);
+        m.merge(&h);
+        assert_eq!((m.count, m.buckets[6]), (10, 6));
+    }
+
     use super::*;
 
     #[test]

@@ -26,7 +26,7 @@ use axum::Router;
 use lovage_broker::App;
 
 pub use api::ApiDoc;
-pub use auth::{Auth, Scope, Tokens};
+pub use auth::{Auth, ProxyAuth, Scope, Tokens};
 pub use error::ApiError;
 pub use serve::{Config, Server};
 
@@ -43,6 +43,7 @@ pub struct ServerState {
     hub: Arc<hub::Hub>,
     open_metrics: bool,
     metrics_per_worker: bool,
+    proxy: Option<Arc<auth::ProxyAuth>>,
 }
 
 impl ServerState {
@@ -56,6 +57,7 @@ impl ServerState {
             hub: Arc::new(hub::Hub::default()),
             open_metrics: false,
             metrics_per_worker: false,
+            proxy: None,
         }
     }
 
@@ -68,6 +70,13 @@ impl ServerState {
     /// Adds per-worker series to `/metrics` (they drop out when a worker goes away).
     pub fn metrics_per_worker(mut self, on: bool) -> Self {
         self.metrics_per_worker = on;
+        self
+    }
+
+    /// Signs in the user a trusted reverse proxy names in its header ([`auth::ProxyAuth`]);
+    /// requests without it are checked by token as before.
+    pub fn trust_proxy(mut self, proxy: Option<auth::ProxyAuth>) -> Self {
+        self.proxy = proxy.map(Arc::new);
         self
     }
 

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use lovage_broker::BrokerError;
 
 use crate::api::{blocking, queue_views, worker_views};
-use crate::auth::authorize;
+use crate::auth::authorize_from;
 use crate::error::ApiError;
 use crate::hub::{Histogram, Series, BUCKETS, MAX_SERIES, STATE_LABELS, WAIT_BUCKETS};
 use crate::ServerState;
@@ -38,10 +38,11 @@ fn rss_bytes() -> Option<u64> {
 pub async fn metrics(
     State(state): State<ServerState>,
     method: Method,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !state.open_metrics {
-        authorize(&state.auth, &method, &headers)?;
+        authorize_from(&state, &method, &headers, crate::auth::peer(&extensions))?;
     }
     state.hub.ensure_started(&state.app);
     let (queues, workers, counts) = blocking(&state, |app| {

@@ -1,12 +1,12 @@
 //! Running the router on a socket until SIGTERM or SIGINT, for `lovage server`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use lovage_broker::App;
 
-use crate::auth::{Auth, Tokens};
+use crate::auth::{Auth, ProxyAuth, Tokens};
 use crate::{router, ServerState};
 
 /// What `lovage server` was asked for.
@@ -24,6 +24,12 @@ pub struct Config {
     pub open_metrics: bool,
     /// Per-worker series in `/metrics`.
     pub metrics_per_worker: bool,
+    /// Sign in the user a reverse proxy names in this header (`--trust-user-header`).
+    pub trust_user_header: Option<String>,
+    /// Peers whose user header is believed (`--trusted-proxy`).
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Proxy users with scope admin (`--proxy-admins`); the others get read.
+    pub proxy_admins: Vec<String>,
 }
 
 /// A bound server, not yet serving: [`Server::local_addr`] tells the port when it was 0.
@@ -43,17 +49,32 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Opens the broker, reads the tokens and binds. Refuses a non-loopback address without
-    /// tokens unless `insecure_no_auth`: the API can send and revoke tasks.
+    /// tokens unless `insecure_no_auth` or a trusted proxy signs users in: the API can send
+    /// and revoke tasks.
     pub fn bind(config: &Config) -> Result<Server, String> {
+        let proxy = config
+            .trust_user_header
+            .as_deref()
+            .map(|h| {
+                ProxyAuth::new(
+                    h,
+                    config.trusted_proxies.clone(),
+                    config.proxy_admins.clone(),
+                )
+            })
+            .transpose()?;
         let auth = match (&config.token_file, config.insecure_no_auth) {
             (Some(path), _) => Auth::Tokens(Arc::new(Tokens::load(path)?)),
             (None, true) => Auth::Open,
+            // The proxy signs people in; with no token file, no token is accepted, so a
+            // request that goes around the proxy gets 401 even on a loopback address.
+            (None, false) if proxy.is_some() => Auth::Tokens(Arc::new(Tokens::default())),
             (None, false) if config.bind.ip().is_loopback() => Auth::Open,
             (None, false) => {
                 return Err(format!(
                     "refusing to listen on {} without tokens: anyone who can reach it could send \
-                     and revoke tasks; give --token-file F, bind to 127.0.0.1, or pass \
-                     --insecure-no-auth",
+                     and revoke tasks; give --token-file F, bind to 127.0.0.1, sign users in \
+                     through a proxy with --trust-user-header, or pass --insecure-no-auth",
                     config.bind
                 ))
             }
@@ -73,7 +94,8 @@ impl Server {
             listener,
             state: ServerState::new(app, auth)
                 .open_metrics(config.open_metrics)
-                .metrics_per_worker(config.metrics_per_worker),
+                .metrics_per_worker(config.metrics_per_worker)
+                .trust_proxy(proxy),
         })
     }
 
@@ -90,10 +112,15 @@ impl Server {
             state,
         } = self;
         runtime.block_on(async move {
-            axum::serve(listener, router(state))
-                .with_graceful_shutdown(shutdown())
-                .await
-                .map_err(|e| format!("serving: {e}"))
+            // With each connection's peer address: a proxy's user header is believed only from
+            // a trusted peer.
+            axum::serve(
+                listener,
+                router(state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown())
+            .await
+            .map_err(|e| format!("serving: {e}"))
         })
     }
 }

@@ -371,7 +371,24 @@ fn a_non_loopback_bind_without_tokens_is_refused() {
         insecure_no_auth: insecure,
         open_metrics: false,
         metrics_per_worker: false,
+        trust_user_header: None,
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        proxy_admins: Vec::new(),
     };
+    let behind_proxy = Config {
+        trust_user_header: Some("X-Forwarded-User".into()),
+        ..config("0.0.0.0:0", false)
+    };
+    assert!(
+        Server::bind(&behind_proxy).is_ok(),
+        "a proxy signs users in"
+    );
+    let bad_header = Config {
+        trust_user_header: Some("not a header".into()),
+        ..config("127.0.0.1:0", false)
+    };
+    let e = Server::bind(&bad_header).unwrap_err();
+    assert!(e.contains("--trust-user-header"), "{e}");
     let e = Server::bind(&config("0.0.0.0:0", false)).unwrap_err();
     assert!(
         e.contains("--token-file") && e.contains("--insecure-no-auth"),
@@ -653,13 +670,25 @@ fn bulk_revoke_by_filter_and_bad_bulk_requests() {
     for (body, want) in [
         (r#"{"action":"revoke","filter":{}}"#, 400),
         (r#"{"action":"explode","filter":{"queue":"x"}}"#, 400),
-        (r#"{"action":"delete","filter":{"queue":"x"}}"#, 501),
+        (r#"{"action":"delete","filter":{}}"#, 400),
         (r#"{"action":"retry","filter":{"state":"LOST"}}"#, 400),
         (r#"{"action":"retry"}"#, 400),
     ] {
         let r = c.post("/api/v1/tasks/bulk", body);
         assert_eq!(r.status, want, "{body}: {}", r.text());
     }
+    // Delete by filter: the waiting task leaves its queue and the index.
+    let r = c.post(
+        "/api/v1/tasks/bulk",
+        r#"{"action":"delete","filter":{"queue":"keep"}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        (r.json()["matched"].clone(), r.json()["done"].clone()),
+        (1.into(), 1.into())
+    );
+    let left = c.get("/api/v1/tasks?queue=keep").json();
+    assert!(left["items"].as_array().unwrap().is_empty(), "{left}");
     assert_eq!(
         s.client
             .bearer(READ)

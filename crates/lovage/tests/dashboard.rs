@@ -198,6 +198,26 @@ fn log_in_submit_watch_it_finish_and_revoke_in_a_real_browser() {
             .unwrap(),
     );
 
+    // A beat, so the Schedule page has entries to show (its queue has no consumer).
+    let schedule = dir.path().join("beat.toml");
+    std::fs::write(
+        &schedule,
+        "[[entry]]\nname = \"digest\"\ntask = \"lovage.sleep\"\nargs = [0]\nevery = \"1m\"\nqueue = \"beat\"\n\n\
+         [[entry]]\nname = \"nightly-report\"\ntask = \"lovage.shell\"\nargs = [[\"true\"]]\n\
+         cron = \"30 2 * * *\"\nqueue = \"beat\"\n",
+    )
+    .unwrap();
+    let _beat = Killed(
+        Command::new(BIN)
+            .args(["beat", "--schedule"])
+            .arg(&schedule)
+            .env("LOVAGE_BROKER", &url)
+            .env("LOVAGE_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
     driver.go(&base);
     driver.wait(
         "the login form",
@@ -301,12 +321,34 @@ fn log_in_submit_watch_it_finish_and_revoke_in_a_real_browser() {
     }
 
     for page in [
-        "overview", "workers", "tasks", "queues", "dead", "submit", "schedule",
+        "overview", "workers", "tasks", "queues", "dead", "types", "submit", "schedule",
     ] {
         driver.go(&format!("{base}#/{page}"));
         driver.wait(page, "return !!document.querySelector('main h1')");
+        if page == "schedule" {
+            // The beat's entries, with a next run counting down.
+            driver.wait(
+                "the beat's entries",
+                "const n = document.querySelector('main .next'); return !!n && n.textContent.startsWith('in ')",
+            );
+        }
+        if page == "types" {
+            driver.wait(
+                "lovage.sleep's counts",
+                "const t = document.getElementById('task-types'); return !!t && t.textContent.includes('lovage.sleep')",
+            );
+        }
         std::thread::sleep(Duration::from_millis(300));
         driver.screenshot(page);
+    }
+    // The pages this issue added, in the light theme too.
+    for page in ["schedule", "types"] {
+        driver.go(&format!("{base}#/{page}"));
+        driver.wait(page, "return !!document.querySelector('main table')");
+        driver.js("document.getElementById('theme').click();", json!([]));
+        std::thread::sleep(Duration::from_millis(300));
+        driver.screenshot(&format!("{page}-light"));
+        driver.js("document.getElementById('theme').click();", json!([]));
     }
     // A worker's page: what it runs and holds and its registered tasks, asked through its
     // mailbox; in both themes.
@@ -329,6 +371,29 @@ fn log_in_submit_watch_it_finish_and_revoke_in_a_real_browser() {
     std::thread::sleep(Duration::from_millis(300));
     driver.screenshot("worker-light");
     driver.js("document.getElementById('theme').click();", json!([]));
+
+    // Delete a waiting task (its queue has no consumer) with the Tasks page's bulk action.
+    let r = api.post(
+        "/api/v1/tasks",
+        r#"{"name":"lovage.sleep","args":[1],"queue":"nobody"}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["task_id"].as_str().unwrap().to_owned();
+    driver.go(&format!("{base}#/tasks"));
+    driver.wait(
+        "the waiting task's checkbox",
+        &format!("return !!document.querySelector('.pick[value=\"{id}\"]')"),
+    );
+    driver.js(
+        "window.confirm = () => true; document.querySelector(`.pick[value=\"${arguments[0]}\"]`).checked = true; document.getElementById('bulk-delete').click();",
+        json!([id]),
+    );
+    driver.wait(
+        "the deleted task gone from the list",
+        &format!("return !!document.getElementById('bulk-delete') && !document.querySelector('.pick[value=\"{id}\"]')"),
+    );
+    let gone = api.get(&format!("/api/v1/tasks/{id}")).json();
+    assert!(gone["queue"].is_null(), "deleted: {gone}");
 
     // Discard the dead letter from its row.
     driver.go(&format!("{base}#/dead"));

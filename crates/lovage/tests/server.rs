@@ -79,9 +79,15 @@ impl Env {
 
     /// Starts `lovage server` on an ephemeral port; returns it and its address.
     fn server(&self, tokens: &std::path::Path) -> (Killed, SocketAddr) {
+        let tokens = tokens.to_str().unwrap();
+        self.server_with(&["--bind", "127.0.0.1:0", "--token-file", tokens])
+    }
+
+    /// Starts `lovage server ARGS` (which bind port 0); returns it and its address.
+    fn server_with(&self, args: &[&str]) -> (Killed, SocketAddr) {
         let mut child = Killed(
-            self.cmd(&["server", "--bind", "127.0.0.1:0", "--token-file"])
-                .arg(tokens)
+            self.cmd(&["server"])
+                .args(args)
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap(),
@@ -480,6 +486,260 @@ fn inspect_and_control_over_the_api_on_sqlite() {
 #[test]
 fn inspect_and_control_over_the_api_on_redis() {
     inspect_and_control_over_the_api(Env::redis());
+}
+
+/// Bulk delete with a real worker: a finished and a waiting task go (record, index entry,
+/// queue place), a running one stays and is not counted as done; a read token may not delete.
+fn bulk_delete_over_the_api(env: Env) {
+    let tokens = env.token_file();
+    let (_server, addr) = env.server(&tokens);
+    let _w = env.worker();
+    let anon = Client::new(addr);
+    let admin = anon.bearer(ADMIN);
+    let read = anon.bearer(READ);
+    let finished = send(&admin, r#"{"name":"lovage.sleep","args":[0]}"#);
+    assert_eq!(result(&admin, &finished)["state"], "SUCCESS");
+    let running = send(&admin, r#"{"name":"lovage.sleep","args":[60]}"#);
+    let depth = |c: &Client, queue: &str, what: &str| {
+        let q = c.get("/api/v1/queues").json();
+        q.as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == queue)
+            .map_or(0, |q| q[what].as_u64().unwrap())
+    };
+    eventually("the worker to reserve the long task", || {
+        (depth(&read, "default", "reserved") == 1).then_some(())
+    });
+    let waiting = send(
+        &admin,
+        r#"{"name":"lovage.sleep","args":[1],"queue":"nobody"}"#,
+    );
+    assert_eq!(depth(&read, "nobody", "ready"), 1);
+    let body = format!(
+        r#"{{"action":"delete","filter":{{"ids":["{finished}","{running}","{waiting}"]}}}}"#
+    );
+    assert_eq!(read.post("/api/v1/tasks/bulk", &body).status, 403);
+    let r = admin.post("/api/v1/tasks/bulk", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = r.json();
+    assert_eq!(
+        (&r["matched"], &r["done"]),
+        (&Value::from(3), &Value::from(2)),
+        "{r}"
+    );
+    let mut done: Vec<&str> = r["task_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    done.sort_unstable();
+    let mut want = vec![finished.as_str(), waiting.as_str()];
+    want.sort_unstable();
+    assert_eq!(done, want, "{r}");
+    // Nothing is known about them any more (an unknown id reads as PENDING, as in Celery).
+    for id in [&finished, &waiting] {
+        let t = read.get(&format!("/api/v1/tasks/{id}")).json();
+        assert_eq!(t["state"], "PENDING", "{t}");
+        assert!(t["queue"].is_null() && t["result"].is_null(), "{t}");
+    }
+    assert_eq!(depth(&read, "nobody", "ready"), 0, "left its queue");
+    let t = read.get(&format!("/api/v1/tasks/{running}")).json();
+    assert!(
+        t["state"] == "RECEIVED" || t["state"] == "STARTED",
+        "the running task stays: {t}"
+    );
+    assert_eq!(depth(&read, "default", "reserved"), 1);
+    let r = admin.post("/api/v1/tasks/bulk", r#"{"action":"delete","filter":{}}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = admin.post(
+        "/api/v1/tasks/bulk",
+        r#"{"action":"shred","filter":{"ids":[]}}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+}
+
+#[test]
+fn bulk_delete_over_the_api_on_sqlite() {
+    bulk_delete_over_the_api(Env::sqlite());
+}
+
+#[test]
+fn bulk_delete_over_the_api_on_redis() {
+    bulk_delete_over_the_api(Env::redis());
+}
+
+/// A real `lovage beat` publishes its schedule in the broker; `GET /schedule` shows its
+/// entries, their next runs to come and the beat that leads.
+fn schedule_from_a_real_beat(env: Env) {
+    let tokens = env.token_file();
+    let (_server, addr) = env.server(&tokens);
+    let anon = Client::new(addr);
+    let read = anon.bearer(READ);
+    assert_eq!(anon.get("/api/v1/schedule").status, 401);
+    let none = read.get("/api/v1/schedule");
+    assert_eq!(none.status, 200, "{}", none.text());
+    assert_eq!(none.json(), serde_json::json!([]));
+    let file = env.dir.path().join("beat.toml");
+    std::fs::write(
+        &file,
+        "[[entry]]\nname = \"hourly\"\ntask = \"lovage.noop\"\nevery = \"1h\"\n\n\
+         [[entry]]\nname = \"nightly\"\ntask = \"lovage.shell\"\nargs = [[\"true\"]]\n\
+         cron = \"30 2 * * *\"\nqueue = \"reports\"\n",
+    )
+    .unwrap();
+    let _beat = Killed(
+        env.cmd(&["beat", "--lock-ttl", "2s", "--schedule"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let all = eventually("the beat's schedule", || {
+        let s = read.get("/api/v1/schedule").json();
+        (s.as_array()?.len() == 1).then_some(s)
+    });
+    let s = &all[0];
+    assert!(s["leader"].as_str().unwrap().starts_with("beat@"), "{s}");
+    assert_eq!(s["stale"], false, "{s}");
+    let entries = s["entries"].as_array().unwrap();
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["hourly", "nightly"], "{s}");
+    assert_eq!(entries[0]["schedule"], "every 1h", "{s}");
+    assert_eq!(entries[0]["queue"], "default", "{s}");
+    assert_eq!(entries[1]["queue"], "reports", "{s}");
+    assert!(
+        entries[1]["schedule"]
+            .as_str()
+            .unwrap()
+            .contains("30 2 * * *"),
+        "{s}"
+    );
+    for e in entries {
+        assert!(e["next_run"].is_string(), "{e}");
+        assert!(
+            e["next_run_in_s"].as_f64().unwrap() > 0.0,
+            "in the future: {e}"
+        );
+    }
+    let doc = read.get("/api/v1/openapi.json").json();
+    assert!(
+        doc["paths"]["/api/v1/schedule"]["get"].is_object(),
+        "in the OpenAPI document"
+    );
+}
+
+#[test]
+fn schedule_from_a_real_beat_on_sqlite() {
+    schedule_from_a_real_beat(Env::sqlite());
+}
+
+#[test]
+fn schedule_from_a_real_beat_on_redis() {
+    schedule_from_a_real_beat(Env::redis());
+}
+
+/// SSO behind a reverse proxy: the user a trusted peer names in `--trust-user-header` is
+/// signed in (read, or admin for `--proxy-admins`), a read-only user's mutation is a 403, the
+/// admin's control command is audited under their name, tokens still work without the header,
+/// and the header from an untrusted peer is ignored.
+fn a_proxy_signs_users_in(env: Env) {
+    let tokens = env.token_file();
+    let (_server, addr) = env.server_with(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--token-file",
+        tokens.to_str().unwrap(),
+        "--trust-user-header",
+        "X-Forwarded-User",
+        "--proxy-admins",
+        "alice,carol",
+    ]);
+    let _w = env.worker();
+    let anon = Client::new(addr);
+    let bob = anon.with("x-forwarded-user", "bob");
+    let alice = anon
+        .with("x-forwarded-user", "alice")
+        .with("x-lovage-csrf", "1");
+    let me = bob.get("/api/v1/me");
+    assert_eq!(me.status, 200, "{}", me.text());
+    assert_eq!(
+        (&me.json()["name"], &me.json()["scope"]),
+        (&Value::from("bob"), &Value::from("read"))
+    );
+    assert_eq!(bob.get("/session").json()["name"], "bob");
+    let task = r#"{"name":"lovage.sleep","args":[0]}"#;
+    assert_eq!(bob.post("/api/v1/tasks", task).status, 403);
+    let no_csrf = anon.with("x-forwarded-user", "alice");
+    assert_eq!(no_csrf.post("/api/v1/tasks", task).status, 403);
+    let r = alice.post("/api/v1/tasks", task);
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(alice.get("/api/v1/me").json()["scope"], "admin");
+    assert_eq!(
+        anon.get("/api/v1/overview").status,
+        401,
+        "no header, no token"
+    );
+    assert_eq!(anon.bearer(READ).get("/api/v1/overview").status, 200);
+
+    let worker = eventually("the worker online", || {
+        let ws = bob.get("/api/v1/workers").json();
+        ws.as_array()?.first()?["id"].as_str().map(str::to_owned)
+    });
+    let control = format!("/api/v1/workers/{worker}/control");
+    let body = r#"{"command":"pool_grow","args":{"n":1}}"#;
+    assert_eq!(bob.post(&control, body).status, 403);
+    let r = alice.post(&control, body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = env
+        .cmd(&[
+            "events",
+            "--json",
+            "-n",
+            "100000",
+            "--types",
+            "control-issued",
+        ])
+        .output()
+        .unwrap();
+    let audit: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["name"] == "pool_grow" && e["error"] == "alice"),
+        "the audit names who: {audit:?}"
+    );
+
+    // A non-loopback bind without tokens starts behind a proxy; a peer that is not the
+    // proxy cannot sign in by setting the header itself.
+    let (_s2, far) = env.server_with(&[
+        "--bind",
+        "0.0.0.0:0",
+        "--trust-user-header",
+        "X-Forwarded-User",
+        "--trusted-proxy",
+        "10.9.9.9",
+    ]);
+    let spoof = Client::new(far).with("x-forwarded-user", "alice");
+    assert_eq!(spoof.get("/api/v1/overview").status, 401);
+}
+
+#[test]
+fn a_proxy_signs_users_in_on_sqlite() {
+    a_proxy_signs_users_in(Env::sqlite());
+}
+
+#[test]
+fn a_proxy_signs_users_in_on_redis() {
+    a_proxy_signs_users_in(Env::redis());
 }
 
 #[test]

@@ -178,6 +178,49 @@ conformance_tests! {
         assert!(b.stats().unwrap().iter().all(|s| s.queue != "ops-dead"), "no task left");
     }
 
+    fn deleting_drops_waiting_and_finished_tasks_but_not_held_ones(f: Fixture) {
+        let b = f.backend.driver();
+        let (done, held) = (env("ops-del", 0), env("ops-del", 0));
+        b.enqueue(&[done.clone(), held.clone()]).unwrap();
+        let got = reserve_all(b, "ops-del", 2);
+        assert_eq!(got.len(), 2);
+        let finished = record(done.id, TaskState::Success);
+        b.store_and_complete(&[finished], &[got[0].lease]).unwrap();
+        let ready = env("ops-del", 0);
+        let mut later = env("ops-del", 0);
+        later.eta = Some(Timestamp::from_millis(Timestamp::now().as_millis() + 60_000));
+        b.enqueue(&[ready.clone(), later.clone()]).unwrap();
+        let before = b.task_counts().unwrap();
+        assert_eq!((before.pending, before.scheduled, before.reserved), (1, 1, 1), "{before:?}");
+        let unknown = TaskId::new();
+        let mut gone = b.delete_tasks(&[ready.id, later.id, held.id, done.id, unknown]).unwrap();
+        gone.sort();
+        let mut want = vec![ready.id, later.id, done.id];
+        want.sort();
+        assert_eq!(gone, want, "the held task and the unknown id are not deleted");
+        for id in [ready.id, later.id, done.id] {
+            assert!(b.task_info(id).unwrap().is_none(), "{id} is gone from the index");
+            assert!(b.get(id).unwrap().is_none(), "{id}'s record is gone");
+        }
+        assert_eq!(list_all(b, in_queue("ops-del")), vec![held.id], "only the held task is listed");
+        assert!(b.peek("ops-del", 10).unwrap().is_empty(), "nothing waits");
+        let after = b.task_counts().unwrap();
+        assert_eq!((after.pending, after.scheduled, after.reserved), (0, 0, 1), "{after:?}");
+        assert_eq!(
+            (after.sent, after.succeeded),
+            (before.sent, before.succeeded),
+            "totals count what happened"
+        );
+        let info = b.task_info(held.id).unwrap().expect("the held task stays");
+        assert_eq!(info.summary.state, TaskState::Received);
+        b.store_and_complete(&[record(held.id, TaskState::Success)], &[got[1].lease]).unwrap();
+        assert_eq!(b.get(held.id).unwrap().map(|r| r.state), Some(TaskState::Success));
+        assert!(b.delete_tasks(&[ready.id, later.id]).unwrap().is_empty(), "deleted once");
+        assert!(b.delete_tasks(&[]).unwrap().is_empty());
+        assert_eq!(b.delete_tasks(&[held.id]).unwrap(), vec![held.id], "finished now");
+        assert!(list_all(b, in_queue("ops-del")).is_empty());
+    }
+
     fn a_paused_queue_is_not_delivered_until_resumed(f: Fixture) {
         let b = f.backend.driver();
         b.pause("ops-paused").unwrap();

@@ -194,6 +194,27 @@ impl QueueOps for MemoryBackend {
         Ok((before - st.dead.len()) as u64)
     }
 
+    fn delete_tasks(&self, ids: &[TaskId]) -> Result<Vec<TaskId>> {
+        let mut st = self.state();
+        let mut gone = Vec::new();
+        for id in ids {
+            let held = st
+                .entries
+                .get(id)
+                .is_some_and(|e| matches!(e.place, Place::Reserved(_)));
+            if held {
+                continue;
+            }
+            let live = st.remove(*id).is_some();
+            let record = st.results.remove(id).is_some();
+            st.ops.noted.remove(id);
+            if live || record {
+                gone.push(*id);
+            }
+        }
+        Ok(gone)
+    }
+
     fn paused(&self) -> Result<Vec<String>> {
         Ok(self.state().ops.paused.iter().cloned().collect())
     }

@@ -48,4 +48,13 @@ pub trait QueueOps: Send + Sync {
     /// letters went. The tasks' result records stay (a FAILURE stays a FAILURE): only the
     /// letters an operator would retry from are dropped.
     fn discard_dead(&self, ids: &[TaskId]) -> Result<u64>;
+
+    /// Deletes the tasks `ids`, in one step, and returns the ids it deleted: a task that
+    /// waits (ready or scheduled) leaves its queue, and its result record and task-index entry
+    /// go; a finished task's record and index entry go. A task a worker holds is left alone
+    /// (revoke it first) and is not returned, nor is an id nobody knows. Dead letters stay:
+    /// [`discard_dead`](QueueOps::discard_dead) drops those. The totals in
+    /// [`StateCounts`](crate::ops::StateCounts) stay too (they count what happened); the
+    /// gauges drop by the waiting tasks deleted.
+    fn delete_tasks(&self, ids: &[TaskId]) -> Result<Vec<TaskId>>;
 }

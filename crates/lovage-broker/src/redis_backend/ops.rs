@@ -316,6 +316,27 @@ impl QueueOps for RedisBackend {
         Ok(gone.max(0) as u64)
     }
 
+    fn delete_tasks(&self, ids: &[TaskId]) -> Result<Vec<TaskId>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.scripts.delete_tasks.prepare_invoke();
+        inv.arg(&self.prefix);
+        for id in ids {
+            let bucket = super::results::bucket(*id);
+            inv.arg(id.to_string())
+                .arg(self.result_key(bucket, false))
+                .arg(self.result_key(bucket, true));
+        }
+        let gone: Vec<String> = self.with_conn("delete tasks", |c| inv.invoke(c))?;
+        gone.iter()
+            .map(|id| {
+                id.parse::<TaskId>()
+                    .map_err(|e| BrokerError::Corrupt(format!("deleted task id {id:?}: {e}")))
+            })
+            .collect()
+    }
+
     fn paused(&self) -> Result<Vec<String>> {
         let mut v: Vec<String> = self.with_conn("paused", |c| {
             redis::cmd("SMEMBERS").arg(self.key("paused")).query(c)

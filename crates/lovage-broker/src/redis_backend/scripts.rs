@@ -422,6 +422,33 @@ end
 return n
 "#;
 
+pub(super) const DELETE_TASKS: &str = r#"
+-- ARGV: prefix, then per task: id, its bucket's hash of results with a time to live, its
+-- bucket's hash of kept results. A task that waits leaves its queue or scheduled set; its
+-- record and its task-index entries (`{id} {queue}`, found by a lex range on the id) go. A
+-- task a worker holds is left alone. Returns the ids deleted.
+local p = ARGV[1]
+local gone = {}
+for i = 2, #ARGV, 3 do
+  local id, r, rk = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local d, score, q = meta_of(p, id)
+  if not d or waiting(p, id, q) then
+    local found = false
+    if d then
+      redis.call('ZREM', p .. ':q:' .. q, id)
+      redis.call('ZREM', p .. ':s:' .. q, id)
+      forget(p, {id})
+      found = true
+    end
+    if redis.call('HDEL', r, id) + redis.call('HDEL', rk, id) > 0 then found = true end
+    local ix = redis.call('ZRANGEBYLEX', p .. ':ix', '[' .. id, '(' .. id .. '!')
+    if #ix > 0 then redis.call('ZREM', p .. ':ix', unpack(ix)) end
+    if found then gone[#gone + 1] = id end
+  end
+end
+return gone
+"#;
+
 pub(super) const STATS: &str = r#"
 -- ARGV: prefix; returns {queue, ready, scheduled, reserved} per known queue
 local p = ARGV[1]

@@ -322,6 +322,37 @@ impl QueueOps for SqliteBackend {
         })
     }
 
+    fn delete_tasks(&self, ids: &[TaskId]) -> Result<Vec<TaskId>> {
+        self.write("delete tasks", |tx| {
+            let mut tally = tally::Tally::default();
+            let mut gone = Vec::new();
+            {
+                let mut held =
+                    tx.prepare_cached("SELECT 1 FROM tasks WHERE id = ?1 AND state = 1")?;
+                let mut unqueue =
+                    tx.prepare_cached("DELETE FROM tasks WHERE id = ?1 RETURNING queue")?;
+                let mut forget = tx.prepare_cached("DELETE FROM results WHERE id = ?1")?;
+                for id in ids {
+                    let text = id.to_string();
+                    if held.exists([&text])? {
+                        continue;
+                    }
+                    let queue: Option<String> =
+                        unqueue.query_row([&text], |r| r.get(0)).optional()?;
+                    if let Some(queue) = &queue {
+                        tally.live_in(queue, -1);
+                    }
+                    let record = forget.execute([&text])? > 0;
+                    if queue.is_some() || record {
+                        gone.push(*id);
+                    }
+                }
+            }
+            tally.flush(tx)?;
+            Ok(gone)
+        })
+    }
+
     fn paused(&self) -> Result<Vec<String>> {
         let conn = self.conn();
         let mut q = conn

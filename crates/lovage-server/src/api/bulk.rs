@@ -1,5 +1,5 @@
-//! `POST /api/v1/tasks/bulk`: revoke or retry every task a filter matches, read from the
-//! broker's task index in bounded pages.
+//! `POST /api/v1/tasks/bulk`: revoke, retry or delete every task a filter matches, read from
+//! the broker's task index in bounded pages.
 
 use axum::extract::State;
 use lovage_broker::ops::TaskQuery;
@@ -15,6 +15,16 @@ use crate::ServerState;
 
 /// The most tasks one bulk request acts on; ask again for the rest.
 pub const BULK_MAX: usize = 10_000;
+
+/// How many tasks one broker step deletes.
+const DELETE_CHUNK: usize = 500;
+
+#[derive(Clone, Copy)]
+enum Action {
+    Retry,
+    Revoke,
+    Delete,
+}
 
 /// Which tasks: all fields given must match.
 #[derive(Debug, Deserialize, Default, ToSchema)]
@@ -36,31 +46,26 @@ pub struct TaskFilter {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRequest {
-    /// `retry` (a new task per match, from its dead letter), `revoke` or `delete`.
+    /// `retry` (a new task per match, from its dead letter), `revoke`, or `delete` (a waiting
+    /// task leaves its queue; a finished one's result and index entry go; a running one is
+    /// left alone and not counted as done).
     pub action: String,
     /// Which tasks; an empty filter is refused (name at least one field).
     pub filter: TaskFilter,
 }
 
-/// Revokes or retries the tasks a filter matches (at most 10,000 per request).
+/// Revokes, retries or deletes the tasks a filter matches (at most 10,000 per request).
 #[utoipa::path(post, path = "/api/v1/tasks/bulk", request_body = BulkRequest,
-    responses((status = 200, body = BulkResult), (status = 400, body = crate::error::ErrorBody),
-        (status = 501, body = crate::error::ErrorBody)),
+    responses((status = 200, body = BulkResult), (status = 400, body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn bulk(
     State(state): State<ServerState>,
     Json(req): Json<BulkRequest>,
 ) -> Result<Json<BulkResult>, ApiError> {
-    let retry = match req.action.as_str() {
-        "retry" => true,
-        "revoke" => false,
-        "delete" => {
-            return Err(ApiError::new(
-                axum::http::StatusCode::NOT_IMPLEMENTED,
-                "unsupported",
-                "action delete: the brokers cannot delete a task's records yet; revoke it",
-            ))
-        }
+    let action = match req.action.as_str() {
+        "retry" => Action::Retry,
+        "revoke" => Action::Revoke,
+        "delete" => Action::Delete,
         other => {
             return Err(ApiError::bad_request(format!(
                 "action {other:?}: expected retry, revoke or delete"
@@ -112,13 +117,27 @@ pub async fn bulk(
             }
         };
         let mut done = Vec::new();
-        for id in &targets {
-            if retry {
-                if let Some(env) = find_envelope(app, *id)? {
-                    done.push(resend(app, &env)?.to_string());
+        match action {
+            // A chunk per broker step: one transaction or script each, none unbounded.
+            Action::Delete => {
+                for chunk in targets.chunks(DELETE_CHUNK) {
+                    let gone = b(app.backend().queue_ops().delete_tasks(chunk))?;
+                    done.extend(gone.iter().map(TaskId::to_string));
                 }
-            } else if b(app.revoke(*id))? != lovage_broker::Revoked::NotFound {
-                done.push(id.to_string());
+            }
+            Action::Retry => {
+                for id in &targets {
+                    if let Some(env) = find_envelope(app, *id)? {
+                        done.push(resend(app, &env)?.to_string());
+                    }
+                }
+            }
+            Action::Revoke => {
+                for id in &targets {
+                    if b(app.revoke(*id))? != lovage_broker::Revoked::NotFound {
+                        done.push(id.to_string());
+                    }
+                }
             }
         }
         Ok(BulkResult {

@@ -19,6 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{b, blocking};
 use crate::auth::Caller;
 use crate::error::{ApiError, Json, Query};
+use crate::hub::{Series, BUCKETS, STATE_LABELS};
 use crate::ServerState;
 
 /// The command names, shared with the worker that answers them and the CLI.
@@ -179,6 +180,67 @@ pub struct TaskType {
     /// Its limits per worker that has any (workers may differ after a control command).
     #[schema(value_type = Object)]
     pub limits: BTreeMap<String, TaskLimits>,
+    /// Task events seen since the server started, by state (`sent`, `received`, `started`,
+    /// `succeeded`, `failed`, `retried`, `revoked`, `rejected`) over every queue: the same
+    /// bounded aggregates as `lovage_tasks_total` (a name past its cap is counted under
+    /// `(other)` there, and has no counts here).
+    #[schema(value_type = Object)]
+    pub counts: BTreeMap<String, u64>,
+    /// Median run time of the finished attempts seen since the server started, in seconds:
+    /// an estimate from the buckets of `lovage_task_runtime_seconds` (interpolated within the
+    /// bucket it falls in, as Prometheus' `histogram_quantile` does; 60 s at most). `None`
+    /// before one finished.
+    pub runtime_p50_s: Option<f64>,
+    /// The 95th percentile run time, estimated from the same buckets.
+    pub runtime_p95_s: Option<f64>,
+}
+
+/// Adds each task name's counts and run time percentiles from the hub's series; a name seen
+/// in the events that no live worker serves is listed too (with no workers).
+fn add_stats(types: &mut Vec<TaskType>, series: &[((String, String), Series)]) {
+    let mut by_name: BTreeMap<&str, Series> = BTreeMap::new();
+    for ((task, _), s) in series {
+        if task.is_empty() || task == "(other)" {
+            continue;
+        }
+        let m = by_name.entry(task.as_str()).or_default();
+        for (a, b) in m.states.iter_mut().zip(s.states) {
+            *a += b;
+        }
+        m.runtime.merge(&s.runtime);
+    }
+    for (name, s) in by_name {
+        let i = match types.iter().position(|t| t.name == name) {
+            Some(i) => i,
+            None => {
+                types.push(TaskType::named(name));
+                types.len() - 1
+            }
+        };
+        let t = &mut types[i];
+        t.counts = STATE_LABELS
+            .iter()
+            .zip(s.states)
+            .filter(|(_, n)| *n > 0)
+            .map(|((_, label), n)| ((*label).to_owned(), n))
+            .collect();
+        t.runtime_p50_s = s.runtime.quantile(&BUCKETS, 0.5);
+        t.runtime_p95_s = s.runtime.quantile(&BUCKETS, 0.95);
+    }
+    types.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
+impl TaskType {
+    fn named(name: &str) -> TaskType {
+        TaskType {
+            name: name.to_owned(),
+            workers: Vec::new(),
+            limits: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            runtime_p50_s: None,
+            runtime_p95_s: None,
+        }
+    }
 }
 
 /// The task names each live worker has registered, by name (empty when no live worker reports
@@ -187,11 +249,9 @@ pub fn task_types(app: &App) -> Result<Vec<TaskType>, ApiError> {
     let mut by_name: BTreeMap<String, TaskType> = BTreeMap::new();
     for w in b(app.workers(LIVE_WITHIN))? {
         for name in &w.registered {
-            let t = by_name.entry(name.clone()).or_insert_with(|| TaskType {
-                name: name.clone(),
-                workers: Vec::new(),
-                limits: BTreeMap::new(),
-            });
+            let t = by_name
+                .entry(name.clone())
+                .or_insert_with(|| TaskType::named(name));
             t.workers.push(w.id.clone());
             if let Some(l) = w.limits.get(name) {
                 t.limits.insert(w.id.clone(), l.clone());
@@ -201,13 +261,17 @@ pub fn task_types(app: &App) -> Result<Vec<TaskType>, ApiError> {
     Ok(by_name.into_values().collect())
 }
 
-/// Every task type a live worker can run, with the workers and their limits.
+/// Every task type a live worker can run, with the workers and their limits, and per name
+/// the event counts and run time percentiles since the server started.
 #[utoipa::path(get, path = "/api/v1/task-types",
     responses((status = 200, body = Vec<TaskType>)), security(("bearer" = [])))]
 pub async fn list_task_types(
     State(state): State<ServerState>,
 ) -> Result<Json<Vec<TaskType>>, ApiError> {
-    Ok(Json(blocking(&state, task_types).await?))
+    state.hub.ensure_started(&state.app);
+    let mut types = blocking(&state, task_types).await?;
+    add_stats(&mut types, &state.hub.series());
+    Ok(Json(types))
 }
 
 /// Refuses a task name no live worker has registered, when live workers report their names;

@@ -8,6 +8,7 @@ pub mod health;
 mod list;
 mod overview;
 mod queues;
+mod schedule;
 pub mod session;
 mod tasks;
 mod workers;
@@ -55,6 +56,7 @@ use crate::ServerState;
         control::list_task_types,
         control::rate_limit,
         control::time_limit,
+        schedule::schedule,
         health::healthz,
         health::readyz,
         session::login,
@@ -107,6 +109,7 @@ pub fn routes() -> Router<ServerState> {
         .route("/task-types", get(control::list_task_types))
         .route("/task-types/{name}/rate-limit", post(control::rate_limit))
         .route("/task-types/{name}/time-limit", post(control::time_limit))
+        .route("/schedule", get(schedule::schedule))
 }
 
 /// `GET /api/v1/openapi.json`.

@@ -381,7 +381,7 @@ pub struct BulkResult {
     pub matched: u64,
     /// How many it acted on.
     pub done: u64,
-    /// The ids acted on: the new tasks' for a retry, the revoked ones' for a revoke.
+    /// The ids acted on: the new tasks' for a retry, the revoked or deleted ones' otherwise.
     pub task_ids: Vec<String>,
 }
 

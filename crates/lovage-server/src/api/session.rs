@@ -91,9 +91,11 @@ pub struct SessionInfo {
 #[utoipa::path(get, path = "/session", responses((status = 200, body = SessionInfo)))]
 pub async fn session(
     State(state): State<ServerState>,
+    extensions: axum::http::Extensions,
     headers: axum::http::HeaderMap,
 ) -> Json<SessionInfo> {
-    match crate::auth::authorize(&state.auth, &axum::http::Method::GET, &headers) {
+    let peer = crate::auth::peer(&extensions);
+    match crate::auth::authorize_from(&state, &axum::http::Method::GET, &headers, peer) {
         Ok(c) => Json(SessionInfo {
             authenticated: true,
             name: Some(c.name),

@@ -7,6 +7,9 @@ const fmt = (n) => (n ?? 0).toLocaleString();
 const badge = (s) => `<span class="badge s-${esc(s)}">${esc(s)}</span>`;
 const ago = (t) => { if (!t) return "—"; const s = (Date.now() - Date.parse(t)) / 1000;
   return s < 60 ? `${Math.max(0, Math.round(s))}s ago` : s < 3600 ? `${Math.round(s / 60)}m ago` : s < 86400 ? `${Math.round(s / 3600)}h ago` : new Date(t).toLocaleString(); };
+const until = (t) => { const s = Math.round((Date.parse(t) - Date.now()) / 1000); if (s <= 0) return "due now";
+  const d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24, m = Math.floor(s / 60) % 60, r = s % 60;
+  return "in " + (d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : m ? `${m}m ${r}s` : `${r}s`); };
 const ms = (v) => v == null ? "—" : v < 1000 ? `${v} ms` : `${(v / 1000).toFixed(2)} s`;
 const state = { me: null, chartRange: "15m", newTasks: 0, timer: null, es: null };
 
@@ -93,6 +96,8 @@ const pages = {
       ${w.online ? `<div class="panel admin-only"><h2>Controls</h2>
         <form class="row" onsubmit="return workerForm(event, '${esc(id)}', 'revoke')"><input name="task_id" placeholder="task id" required style="flex:1"><label class="muted"><input type="checkbox" name="terminate" checked> terminate</label><button class="danger">Revoke</button></form>
         <form class="row" style="margin-top:10px" onsubmit="return workerForm(event, '${esc(id)}', 'rate_limit')"><select name="task">${names.map((x) => `<option>${esc(x.name)}</option>`).join("")}</select><input name="rate" placeholder="10/s; empty: none" style="width:150px"><button>Set rate limit</button></form>
+        <div class="row" style="margin-top:10px"><span class="muted">Pool ${esc(w.pool)}</span><button id="pool-grow" onclick="control('${esc(id)}', 'pool_grow', { n: 1 })">Pool +1</button><button id="pool-shrink" onclick="control('${esc(id)}', 'pool_shrink', { n: 1 })">Pool −1</button></div>
+        <form class="row" style="margin-top:10px" onsubmit="return workerForm(event, '${esc(id)}', 'autoscale')"><input name="max" type="number" min="1" placeholder="max" required style="width:80px"><input name="min" type="number" min="0" placeholder="min" required style="width:80px"><button>Autoscale</button></form>
         <div class="row" style="margin-top:14px"><button class="danger" onclick="shutdownWorker('${esc(id)}')">Shut down (warm)</button></div></div>` : ""}
       </div></div>
       <div class="panel"><h2>Recent tasks on this worker</h2>${taskTable(t.items)}</div>`;
@@ -110,7 +115,7 @@ const pages = {
       <input name="q" placeholder="search arguments" value="${esc(p.get("q"))}"><button class="primary">Filter</button></form>
       <div class="panel">${taskTable(t.items, true)}</div>
       <div class="row">${p.get("cursor") ? `<a class="btn" href="#/tasks">⟵ newest</a>` : ""}${t.next_cursor ? `<a class="btn" href="#/tasks?${withParam(p, "cursor", t.next_cursor)}">older ⟶</a>` : ""}
-      <span class="admin-only" style="margin-left:auto"><button onclick="bulk('revoke')">Revoke selected</button> <button onclick="bulk('retry')">Retry selected</button></span></div>`;
+      <span class="admin-only" style="margin-left:auto"><button onclick="bulk('revoke')">Revoke selected</button> <button onclick="bulk('retry')">Retry selected</button> <button class="danger" id="bulk-delete" onclick="bulkDelete()">Delete selected</button></span></div>`;
   },
   async task(id) {
     const t = await api(`api/v1/tasks/${id}`);
@@ -138,6 +143,19 @@ const pages = {
       ${d.items.map((x) => `<tr><td><a class="mono" href="#/task/${x.id}">${x.id.slice(0, 13)}…</a></td><td>${esc(x.name)}</td><td>${esc(x.queue)}</td><td class="err">${esc(x.error.kind)}: ${esc(x.error.message)}</td>
       <td class="mono">${esc(x.args_preview)}</td><td>${ago(x.at)}</td><td class="admin-only"><div class="row"><button onclick="act('retry','${x.id}')">Retry</button><button class="danger" onclick="discardDead('ids', '${x.id}')">Discard</button></div></td></tr>`).join("")}</table>` : `<div class="empty">Nothing here.</div>`}</div>`;
   },
+  async types() {
+    const ts = await api("api/v1/task-types");
+    const secs = (v) => v == null ? "—" : v < 1 ? `${Math.round(v * 1000)} ms` : `${v.toFixed(2)} s`;
+    const limits = (t) => { const ls = Object.values(t.limits || {}); if (!ls.length) return "—"; const l = ls[0];
+      return [l.rate_limit && `rate ${esc(l.rate_limit)}`, l.soft_time_limit_s != null && `soft ${l.soft_time_limit_s} s`, l.time_limit_s != null && `hard ${l.time_limit_s} s`].filter(Boolean).join(", ") || "—"; };
+    const n = (t, k) => { const v = t.counts[k] || 0; return `<td class="num${!v ? " muted" : k === "failed" ? " err" : ""}">${fmt(v)}</td>`; };
+    return `<h1>Task types</h1><div class="panel">${ts.length ? `<table id="task-types"><tr><th>Task</th><th class="num">Workers</th><th>Limits</th><th class="num">Succeeded</th><th class="num">Failed</th><th class="num">Retried</th><th class="num">Revoked</th><th class="num">p50</th><th class="num">p95</th><th class="admin-only">Set limits</th></tr>
+      ${ts.map((t) => `<tr><td class="mono">${esc(t.name)}</td><td class="num">${t.workers.length ? fmt(t.workers.length) : `<span class="muted">none live</span>`}</td><td class="muted">${limits(t)}</td>
+      ${n(t, "succeeded")}${n(t, "failed")}${n(t, "retried")}${n(t, "revoked")}<td class="num">${secs(t.runtime_p50_s)}</td><td class="num">${secs(t.runtime_p95_s)}</td>
+      <td class="admin-only">${t.workers.length ? `<div class="row"><form class="row" onsubmit="return typeLimit(event, '${esc(t.name)}', 'rate-limit')"><input name="rate" placeholder="10/s" style="width:70px"><button>Rate</button></form>
+        <form class="row" onsubmit="return typeLimit(event, '${esc(t.name)}', 'time-limit')"><input name="soft_s" type="number" min="0" step="any" placeholder="soft" title="soft limit, seconds" style="width:70px"><input name="hard_s" type="number" min="0" step="any" placeholder="hard" title="hard limit, seconds" style="width:70px"><button>Time</button></form></div>` : ""}</td></tr>`).join("")}</table>
+      <p class="muted">Counts and run times are from the events seen since the server started; p50 and p95 are estimated from histogram buckets.</p>` : `<div class="empty">No live worker reports its tasks yet.</div>`}</div>`;
+  },
   async submit() {
     return `<h1>Submit a task</h1><div class="panel" style="max-width:640px"><form class="stack" id="submit" onsubmit="return submitTask(event)">
       <label>Task name</label><input name="name" id="f-name" value="lovage.sleep" required>
@@ -147,8 +165,17 @@ const pages = {
       <p><button class="primary" id="f-send">Send</button> <span id="f-err" class="err"></span></p></form></div>`;
   },
   async schedule() {
-    return `<h1>Schedule</h1><div class="panel"><div class="empty">Periodic tasks run by <span class="mono">lovage beat --schedule FILE</span>.<br>
-      The beat does not publish its entries to the broker yet, so this page cannot list them; see the schedule file.</div></div>`;
+    const ss = await api("api/v1/schedule");
+    if (!ss.length) return `<h1>Schedule</h1><div class="panel"><div class="empty">No beat has published a schedule to this broker.<br>
+      Start one: <span class="mono">lovage beat --schedule beat.toml</span></div></div>`;
+    return `<h1>Schedule</h1>${ss.map((s) => `<div class="panel schedule">
+      <div class="row" style="justify-content:space-between;margin-bottom:8px"><h2 style="margin:0">${fmt(s.entries.length + s.more)} periodic task${s.entries.length + s.more === 1 ? "" : "s"}</h2>
+      <span class="muted">${s.stale ? `<span class="badge s-FAILURE">stale</span> no beat has refreshed it since ${ago(s.published)}` : `led by <span class="mono">${esc(s.leader)}</span> · refreshed <span data-ago="${esc(s.published)}">${ago(s.published)}</span>`}</span></div>
+      <table><tr><th>Entry</th><th>Task</th><th>Queue</th><th>When</th><th>Next run</th><th>Last sent</th></tr>
+      ${s.entries.map((e) => `<tr><td>${esc(e.name)}</td><td class="mono">${esc(e.task)}</td><td>${esc(e.queue)}</td><td class="mono">${esc(e.schedule)}</td>
+      <td>${e.next_run ? `<span class="next" data-until="${esc(e.next_run)}" title="${esc(e.next_run)}">${until(e.next_run)}</span>` : `<span class="muted">never</span>`}</td>
+      <td>${e.last_run ? `<span data-ago="${esc(e.last_run)}" title="${esc(e.last_run)}">${ago(e.last_run)}</span>` : `<span class="muted">—</span>`}</td></tr>`).join("")}</table>
+      ${s.more ? `<p class="muted">and ${fmt(s.more)} more not listed</p>` : ""}</div>`).join("")}`;
   },
 };
 
@@ -187,6 +214,19 @@ window.bulk = async (what) => { const ids = [...document.querySelectorAll(".pick
   if (!ids.length) return toast("Select tasks first");
   let done = 0; for (const id of ids) { try { await post(`api/v1/tasks/${id}/${what}`, {}); done++; } catch (_) {} }
   toast(`${what}: ${done} of ${ids.length}`); route(); };
+window.bulkDelete = async () => { const ids = [...document.querySelectorAll(".pick:checked")].map((c) => c.value);
+  if (!ids.length) return toast("Select tasks first");
+  if (!confirm(`Delete ${ids.length} task${ids.length === 1 ? "" : "s"}? Waiting ones leave their queue and finished ones lose their results; running ones are left alone.`)) return;
+  try { const r = await post("api/v1/tasks/bulk", { action: "delete", filter: { ids } });
+    toast(`Deleted ${r.done} of ${r.matched}${r.done < r.matched ? " (running tasks stay)" : ""}`); route(); } catch (e) { handle(e); } };
+window.typeLimit = async (e, name, what) => { e.preventDefault(); const f = new FormData(e.target);
+  const num = (k) => f.get(k) === "" ? null : Number(f.get(k));
+  const body = what === "rate-limit" ? { rate: f.get("rate").trim() || null } : { soft_s: num("soft_s"), hard_s: num("hard_s") };
+  try { const r = await post(`api/v1/task-types/${encodeURIComponent(name)}/${what}`, body);
+    const bad = Object.entries(r.replies).filter(([, v]) => v.error);
+    toast(bad.length ? `${name}: ${bad[0][1].error}` : `${name}: ${what.replace("-", " ")} set on ${Object.keys(r.replies).length} worker(s)${r.missing.length ? `, ${r.missing.length} did not answer` : ""}`, bad.length > 0);
+    route(); } catch (err) { handle(err); }
+  return false; };
 window.retryGroup = async (by, key) => { try { const r = await post("api/v1/dead/retry", { filter: by === "task" ? { task: key } : { error: key } });
   toast(`Retried ${r.done} of ${r.matched}`); route(); } catch (e) { handle(e); } };
 window.discardDead = async (by, key) => { const what = by === "ids" ? "this dead letter" : `every dead letter of ${by} ${key}`;
@@ -200,7 +240,8 @@ window.control = async (id, command, args) => { try { const r = await post(`api/
     route(); } catch (e) { handle(e); } };
 window.workerForm = (e, id, command) => { e.preventDefault(); const f = new FormData(e.target);
   const args = command === "revoke" ? { task_id: f.get("task_id").trim(), terminate: f.get("terminate") === "on" }
-    : command === "rate_limit" ? { task: f.get("task"), rate: f.get("rate").trim() || null } : { queue: f.get("queue").trim() };
+    : command === "rate_limit" ? { task: f.get("task"), rate: f.get("rate").trim() || null }
+    : command === "autoscale" ? { max: Number(f.get("max")), min: Number(f.get("min")) } : { queue: f.get("queue").trim() };
   control(id, command, args); return false; };
 window.shutdownWorker = (id) => { if (confirm(`Shut ${id} down? It finishes what it runs and stops.`)) control(id, "shutdown", {}); };
 window.queueAct = async (q, what) => { if (what === "purge" && !confirm(`Remove every waiting task of ${q}?`)) return;
@@ -242,4 +283,7 @@ $("#theme").onclick = () => { const t = document.documentElement.dataset.theme =
 window.addEventListener("hashchange", () => route());
 // The stream drives updates; a slow refresh covers workers that publish no events.
 setInterval(() => { if (!document.hidden && !$("#login")) route(true); }, 5000);
+// Relative times tick between refreshes.
+setInterval(() => { for (const el of document.querySelectorAll("[data-until]")) el.textContent = until(el.dataset.until);
+  for (const el of document.querySelectorAll("[data-ago]")) el.textContent = ago(el.dataset.ago); }, 1000);
 route();

@@ -1,7 +1,7 @@
 //! `lovage server`: the HTTP API and dashboard over a broker (crate `lovage-server`).
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use super::{BrokerArgs, Exit};
@@ -23,6 +23,23 @@ pub struct ServerArgs {
     /// Add per-worker series to /metrics (removed when a worker goes away).
     #[arg(long)]
     metrics_per_worker: bool,
+    /// Sign in the user a reverse proxy names in this header (e.g. X-Forwarded-User from
+    /// oauth2-proxy) on requests from a --trusted-proxy address: scope read, admin for
+    /// --proxy-admins. Requests without the header use tokens as before; with no --token-file,
+    /// none is accepted (and a non-loopback bind is allowed).
+    #[arg(long, value_name = "NAME")]
+    trust_user_header: Option<String>,
+    /// Peers whose --trust-user-header is believed, comma-separated.
+    #[arg(
+        long,
+        value_name = "IP[,IP]",
+        value_delimiter = ',',
+        default_value = "127.0.0.1,::1"
+    )]
+    trusted_proxy: Vec<IpAddr>,
+    /// Users signed in by the proxy who get scope admin, comma-separated.
+    #[arg(long, value_name = "USER[,USER]", value_delimiter = ',')]
+    proxy_admins: Vec<String>,
     /// Read a token on standard input, print its token-file line (`admin sha256:...`) and exit.
     #[arg(long)]
     hash_token: bool,
@@ -47,6 +64,9 @@ pub fn run(a: ServerArgs) -> Result<(), Exit> {
         insecure_no_auth: a.insecure_no_auth,
         open_metrics: a.open_metrics,
         metrics_per_worker: a.metrics_per_worker,
+        trust_user_header: a.trust_user_header,
+        trusted_proxies: a.trusted_proxy,
+        proxy_admins: a.proxy_admins,
     })
     .map_err(Exit::failed)?;
     let addr = server.local_addr().map_err(Exit::failed)?;
