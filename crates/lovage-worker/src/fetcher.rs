@@ -79,6 +79,9 @@ fn screen(s: &Shared, deliveries: Vec<Delivery>, tx: &Sender<Outcome>) -> Vec<Re
         .unwrap_or_default()
         .into_iter()
         .collect();
+    if !revoked.is_empty() {
+        s.note_revoked(revoked.iter().copied());
+    }
     let now = Timestamp::now();
     let mut ready = Vec::with_capacity(deliveries.len());
     for d in deliveries {

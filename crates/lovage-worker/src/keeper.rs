@@ -148,6 +148,9 @@ pub(crate) fn settle_lost(s: &Shared, lost: &[Lease], give_up: impl Fn() -> bool
     else {
         return;
     };
+    if !revoked.is_empty() {
+        s.note_revoked(revoked.iter().copied());
+    }
     let mut set = s.revoked_running();
     let mut gone = s.lost_leases();
     let running = s.running();
