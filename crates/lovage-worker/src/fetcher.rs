@@ -31,6 +31,7 @@ pub(crate) fn fetch_loop(s: &Shared, tx: &Sender<Outcome>) {
             },
         );
         let Some(deliveries) = got else { break };
+        publish_rejected(s);
         if deliveries.is_empty() {
             if s.running().is_empty() {
                 // Idle: what we measured may not fit the next tasks, so start cautious.
@@ -43,6 +44,22 @@ pub(crate) fn fetch_loop(s: &Shared, tx: &Sender<Outcome>) {
         for r in pacer::hold_back_over_limit(s, ready) {
             start(s, r, tx);
         }
+    }
+}
+
+/// Publishes `task-rejected` for the messages the reserve set aside because they do not
+/// decode (when events are on; taken either way, so turning events on later does not tell of
+/// old ones). A broker that fails here loses only the events, logged.
+fn publish_rejected(s: &Shared) {
+    let mut events = s.backend.broker().take_rejected();
+    if events.is_empty() || !s.events_on() {
+        return;
+    }
+    for ev in &mut events {
+        ev.worker = Some(s.id.clone());
+    }
+    if let Err(e) = s.backend.events().publish(&events) {
+        tracing::warn!(worker = %s.id, error = %e, count = events.len(), "could not publish task-rejected events");
     }
 }
 
