@@ -274,6 +274,7 @@ impl Shared {
         slots: usize,
     ) -> Shared {
         let config_autoscale = config.autoscale;
+        let sent_events = config.sent_events;
         let backend_for_host = backend.clone();
         Shared {
             backend,
@@ -303,9 +304,9 @@ impl Shared {
             slots: crate::scale::Slots::new(slots, config_autoscale),
             received: Mutex::new(Vec::new()),
             seceded: Default::default(),
-            task_host: lovage_broker::ctx::TaskHost::shared(lovage_broker::App::with_backend(
-                backend_for_host,
-            )),
+            task_host: lovage_broker::ctx::TaskHost::shared(
+                lovage_broker::App::with_backend(backend_for_host).sent_events(sent_events),
+            ),
         }
     }
 
