@@ -63,8 +63,13 @@ fn wait_for_workers(broker: &str, n: usize) -> Vec<String> {
 }
 
 /// Asks `f` until it gives something (at most 30 s).
-fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
+fn until<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    until_within(Duration::from_secs(30), what, f)
+}
+
+/// Asks `f` until it gives something, for at most `bound`.
+fn until_within<T>(bound: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + bound;
     loop {
         if let Some(v) = f() {
             return v;
@@ -195,17 +200,24 @@ fn scenario(broker: &str) {
     });
     let o = lovage(broker, &["revoke", &long]);
     assert!(o.status.success(), "{}", common::output_text(&o));
-    let listed = until(&format!("{runner} lists {long} as revoked"), || {
-        let o = lovage(broker, &["inspect", "revoked", "--json", "-d", &runner]);
-        let v = json_of(&o);
-        let r = &v["replies"][&runner]["ok"];
-        r["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|i| i == long.as_str())
-            .then(|| r.clone())
-    });
+    // Within half the workers' 30 s lease: past it the broker would deliver the (still
+    // sleeping) task again, and the worker would list it as revoked when it reserved it, not
+    // because its keeper saw the revoke while it ran.
+    let listed = until_within(
+        Duration::from_secs(15),
+        &format!("{runner} lists {long} as revoked"),
+        || {
+            let o = lovage(broker, &["inspect", "revoked", "--json", "-d", &runner]);
+            let v = json_of(&o);
+            let r = &v["replies"][&runner]["ok"];
+            r["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i == long.as_str())
+                .then(|| r.clone())
+        },
+    );
     assert_eq!(listed["truncated"], false, "{listed}");
     assert!(listed["count"].as_u64().unwrap() >= 1, "{listed}");
     // A revoke command sent to a worker is listed there too, newest first; human output works.
