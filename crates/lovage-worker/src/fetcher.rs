@@ -144,12 +144,8 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
         });
         return;
     }
-    if r.options.track_started == Some(true) {
-        let started = s.record(&r.d, TaskState::Started, None, None, Some(Timestamp::now()));
-        s.retry_broker("store started", || {
-            s.backend.results().store(std::slice::from_ref(&started))
-        });
-    }
+    let started_record = (r.options.track_started == Some(true))
+        .then(|| s.record(&r.d, TaskState::Started, None, None, None));
     if r.options.acks_late == Some(false) {
         // Early ack: from here on the task is the worker's alone (at most once).
         s.retry_broker("complete", || s.backend.broker().complete(&[r.d.lease]));
@@ -190,6 +186,7 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
             acked: r.options.acks_late == Some(false),
             settling: false,
             withdrawal: withdrawal.clone(),
+            started_record,
         },
     );
     tracing::debug!(task_id = %id, task = %env.task, attempt = env.attempts, "starting");

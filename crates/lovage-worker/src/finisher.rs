@@ -506,6 +506,7 @@ mod tests {
                 acked: false,
                 settling: false,
                 withdrawal: Default::default(),
+                started_record: None,
             },
         );
         let lost = b.renew(&[a.lease], Duration::from_secs(60)).unwrap();
@@ -565,6 +566,7 @@ mod tests {
                 acked: false,
                 settling: true,
                 withdrawal: Default::default(),
+                started_record: None,
             },
         );
         // The finisher's store-and-complete went through; it has not yet forgotten the task.

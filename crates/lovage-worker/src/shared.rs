@@ -68,6 +68,10 @@ pub(crate) struct Running {
     pub settling: bool,
     /// Why the worker took it back out of the pool's queue, if it did.
     pub withdrawal: Withdrawal,
+    /// Its STARTED record (`track_started`), stored by the keeper once it sees the task leave
+    /// the pool's queue, with when the pool really started it: a prefetched task is not
+    /// STARTED while it waits.
+    pub started_record: Option<ResultRecord>,
 }
 
 impl Shared {
