@@ -80,6 +80,15 @@ pub trait Broker: Send + Sync {
     /// Which of `ids` have been revoked (a worker asks before it starts them, and for the
     /// leases it lost while they ran).
     fn revoked(&self, ids: &[TaskId]) -> Result<Vec<TaskId>>;
+
+    /// `task-rejected` events (no worker named) for the messages this process's reserves set
+    /// aside since the last call because they do not decode (dead-lettered with a FAILURE
+    /// record, kind `CorruptMessage`), oldest first; a bounded number is kept. A worker that
+    /// publishes events takes them after each reserve: empty, at the cost of one atomic load,
+    /// when nothing was set aside. Backends that cannot hold undecodable messages keep none.
+    fn take_rejected(&self) -> Vec<crate::ops::Event> {
+        Vec::new()
+    }
 }
 
 /// Named locks with a time to live, held by one holder at a time.

@@ -70,9 +70,11 @@ impl App {
         self.sent_events
     }
 
-    /// Publishes `task-sent` for `envs` when that is on; a broker that fails here loses only
-    /// the events (logged): the tasks are sent, so the send succeeded.
-    fn publish_sent(&self, envs: &[Envelope]) {
+    /// Publishes `task-sent` for `envs` (just enqueued) in one write when
+    /// [`sent_events`](App::sent_events) is on, else does nothing; a broker that fails here
+    /// loses only the events (logged): the tasks are sent, so the send succeeded. Workflows
+    /// (lovage-flow) call it for the steps they send.
+    pub fn publish_sent(&self, envs: &[Envelope]) {
         if !self.sent_events || envs.is_empty() {
             return;
         }

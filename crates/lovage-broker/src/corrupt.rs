@@ -2,8 +2,12 @@
 //! format during a rolling upgrade): what can still be read of it, and the dead letter and
 //! FAILURE record every backend gives it instead of failing the reserve that met it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
 use lovage_core::{kinds, Codec, TaskError, TaskId, TaskState};
 
+use crate::ops::{Event, EventKind};
 use crate::{DeadLetter, Envelope, ResultRecord, Timestamp};
 
 /// What can be read of a task message that does not decode.
@@ -74,6 +78,18 @@ impl CorruptMessage {
         })
     }
 
+    /// Its `task-rejected` event (no worker named: the reserving worker adds itself).
+    pub fn rejected_event(&self) -> Event {
+        let mut ev = Event::new(EventKind::TaskRejected);
+        ev.task_id = self.id;
+        ev.name = Some(self.task.clone()).filter(|t| !t.is_empty());
+        ev.queue = Some(self.queue.clone()).filter(|q| !q.is_empty());
+        ev.state = Some(TaskState::Failure);
+        let e = self.error();
+        ev.error = Some(format!("{}: {}", e.kind, e.message));
+        ev
+    }
+
     /// Logs it, once, where it is set aside.
     pub fn log(&self) {
         tracing::warn!(task_id = %self.raw_id, task = %self.task, queue = %self.queue, error = %self.error(), "a message that cannot be decoded went to the dead letters");
@@ -98,5 +114,41 @@ pub(crate) fn unreadable_result(id: TaskId, reason: impl std::fmt::Display) -> R
         started: None,
         updated: Timestamp::now(),
         expires: None,
+    }
+}
+
+/// `task-rejected` events a backend keeps for messages its reserves set aside, until a worker
+/// takes them ([`Broker::take_rejected`](crate::Broker::take_rejected)); the newest
+/// [`REJECTED_KEPT`]. Noted only after the set-aside is written, so a rolled-back reserve
+/// tells of nothing; taken with one atomic load when there is nothing (the usual case).
+#[derive(Debug, Default)]
+pub(crate) struct RejectedLog {
+    any: AtomicBool,
+    events: Mutex<Vec<Event>>,
+}
+
+/// Rejections a backend holds for a worker that does not take them (events off in every
+/// worker of the process): a bound, not a queue to drain.
+pub(crate) const REJECTED_KEPT: usize = 1000;
+
+impl RejectedLog {
+    /// Keeps `bad`'s `task-rejected` event.
+    pub fn note(&self, bad: &CorruptMessage) {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if events.len() >= REJECTED_KEPT {
+            events.remove(0);
+        }
+        events.push(bad.rejected_event());
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// The events kept so far, oldest first, and forgets them.
+    pub fn take(&self) -> Vec<Event> {
+        if !self.any.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        self.any.store(false, Ordering::Release);
+        std::mem::take(&mut *events)
     }
 }

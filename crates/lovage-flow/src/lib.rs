@@ -90,7 +90,9 @@ pub fn send(app: &App, canvas: &Canvas) -> Result<WorkflowResult, FlowError> {
     // Only empty groups can complete a join before anything runs.
     run.settle_joins()?;
     // Fresh ids: a plain send is enough (and faster for a 10,000-member chord).
-    run.flush()?;
+    let first = run.flush()?;
+    // One event write for all of them, when the app publishes `task-sent`.
+    app.publish_sent(&first);
     Ok(WorkflowResult {
         app: app.clone(),
         id: canvas.result_id(),
@@ -645,14 +647,13 @@ impl<'a> Advance<'a> {
         Ok(())
     }
 
-    /// Stores, then sends a new workflow's first steps (fresh ids: a plain send).
-    fn flush(mut self) -> Result<(), BrokerError> {
+    /// Stores, then sends a new workflow's first steps (fresh ids: a plain send); returns them.
+    fn flush(mut self) -> Result<Vec<Envelope>, BrokerError> {
         self.store()?;
-        if self.out.is_empty() {
-            Ok(())
-        } else {
-            self.ctx.backend.broker().enqueue(&self.out)
+        if !self.out.is_empty() {
+            self.ctx.backend.broker().enqueue(&self.out)?;
         }
+        Ok(self.out)
     }
 
     /// Starts `canvas` with `input` (the previous result), `stack` being what follows it.

@@ -112,6 +112,11 @@ pub struct WorkerConfig {
     /// session's noisy runs they cost SQLite's end-to-end throughput 0–14%, over the 10%
     /// budget in some (docs/benchmarks.md).
     pub events: bool,
+    /// Publishes `task-sent` for the workflow steps this worker sends as workflows continue
+    /// (and for what tasks send through `lovage::ctx()`), one event write per finished batch:
+    /// the worker's side of [`App::sent_events`](lovage_broker::App::sent_events) (Celery's
+    /// `task_send_sent_event`). Off by default, apart from `events`.
+    pub sent_events: bool,
     /// The data plane: results of at least [`DataConfig::threshold`](crate::DataConfig::threshold)
     /// bytes stay with this worker and the result store gets a reference
     /// ([`lovage_broker::ResultRef`]). Off (`None`) by default: a kept value goes when its
@@ -134,6 +139,7 @@ impl Default for WorkerConfig {
             name: "worker".into(),
             autoscale: None,
             events: false,
+            sent_events: false,
             data: None,
         }
     }

@@ -79,6 +79,7 @@ fn run(s: &Shared, command: &str, args: &Value) -> Result<Value, String> {
         "scheduled" => Ok(scheduled(s)),
         "registered" => Ok(registered(s)),
         "conf" => Ok(conf(s)),
+        "revoked" => Ok(revoked(s)),
         "revoke" => revoke(s, args),
         "rate_limit" => rate_limit(s, args),
         "time_limit" => time_limit(s, args),
@@ -298,6 +299,25 @@ fn scheduled(s: &Shared) -> Value {
     )
 }
 
+/// The revoked task ids this worker met (before it started them, while they ran, or in a
+/// `revoke` sent to it), newest first: at most [`MAX_REVOKED_KEPT`](crate::shared::MAX_REVOKED_KEPT),
+/// with `count` (ids noted since the worker started) and `truncated` when older ones were
+/// dropped. Revocation itself is kept by the broker, so every worker honours a revoke whether
+/// or not its id is listed here.
+fn revoked(s: &Shared) -> Value {
+    let known = s.revoked_known();
+    let ids: Vec<String> = known
+        .newest_first()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    json!({
+        "truncated": known.count > ids.len() as u64,
+        "count": known.count,
+        "ids": ids,
+    })
+}
+
 fn registered(s: &Shared) -> Value {
     let limits = s.info().limits.clone();
     Value::Array(
@@ -362,6 +382,7 @@ fn revoke(s: &Shared, args: &Value) -> Result<Value, String> {
             .revoke(*id)
             .map_err(|e| format!("could not revoke {id} in the broker: {e}"))?;
     }
+    s.note_revoked(ids.iter().copied());
     let mut terminated = Vec::new();
     if terminate {
         // The keeper's lock order: the revoked set before the running map.

@@ -31,6 +31,7 @@ pub(crate) fn fetch_loop(s: &Shared, tx: &Sender<Outcome>) {
             },
         );
         let Some(deliveries) = got else { break };
+        publish_rejected(s);
         if deliveries.is_empty() {
             if s.running().is_empty() {
                 // Idle: what we measured may not fit the next tasks, so start cautious.
@@ -43,6 +44,22 @@ pub(crate) fn fetch_loop(s: &Shared, tx: &Sender<Outcome>) {
         for r in pacer::hold_back_over_limit(s, ready) {
             start(s, r, tx);
         }
+    }
+}
+
+/// Publishes `task-rejected` for the messages the reserve set aside because they do not
+/// decode (when events are on; taken either way, so turning events on later does not tell of
+/// old ones). A broker that fails here loses only the events, logged.
+fn publish_rejected(s: &Shared) {
+    let mut events = s.backend.broker().take_rejected();
+    if events.is_empty() || !s.events_on() {
+        return;
+    }
+    for ev in &mut events {
+        ev.worker = Some(s.id.clone());
+    }
+    if let Err(e) = s.backend.events().publish(&events) {
+        tracing::warn!(worker = %s.id, error = %e, count = events.len(), "could not publish task-rejected events");
     }
 }
 
@@ -79,6 +96,9 @@ fn screen(s: &Shared, deliveries: Vec<Delivery>, tx: &Sender<Outcome>) -> Vec<Re
         .unwrap_or_default()
         .into_iter()
         .collect();
+    if !revoked.is_empty() {
+        s.note_revoked(revoked.iter().copied());
+    }
     let now = Timestamp::now();
     let mut ready = Vec::with_capacity(deliveries.len());
     for d in deliveries {
@@ -124,12 +144,8 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
         });
         return;
     }
-    if r.options.track_started == Some(true) {
-        let started = s.record(&r.d, TaskState::Started, None, None, Some(Timestamp::now()));
-        s.retry_broker("store started", || {
-            s.backend.results().store(std::slice::from_ref(&started))
-        });
-    }
+    let started_record = (r.options.track_started == Some(true))
+        .then(|| s.record(&r.d, TaskState::Started, None, None, None));
     if r.options.acks_late == Some(false) {
         // Early ack: from here on the task is the worker's alone (at most once).
         s.retry_broker("complete", || s.backend.broker().complete(&[r.d.lease]));
@@ -170,6 +186,7 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
             acked: r.options.acks_late == Some(false),
             settling: false,
             withdrawal: withdrawal.clone(),
+            started_record,
         },
     );
     tracing::debug!(task_id = %id, task = %env.task, attempt = env.attempts, "starting");

@@ -274,7 +274,11 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
         .retry_broker("store results", || s.backend.results().store(&records))
         .is_some()
     {
-        settle_in_broker(s, &flows, &completed, &afterwards);
+        let sent = settle_in_broker(s, &flows, &completed, &afterwards);
+        if s.config.sent_events {
+            // The steps this batch sent, in the same write as its outcomes' events.
+            events.extend(sent.iter().map(Event::sent));
+        }
         if !events.is_empty() {
             s.retry_broker("publish events", || s.backend.events().publish(&events));
         }
@@ -355,12 +359,13 @@ fn publish_received(s: &Shared, all: bool) {
 
 /// After the records are stored: plans what follows in workflows, completes the finished
 /// tasks together with their next steps, then retries, resends or discards the failures.
+/// Returns the next steps sent (none if it gave up).
 fn settle_in_broker(
     s: &Shared,
     flows: &[(Envelope, Result<Vec<u8>, TaskError>)],
     completed: &[Lease],
     afterwards: &[Afterwards],
-) {
+) -> Vec<Envelope> {
     let finished: Vec<(&Envelope, Finished<'_>)> = flows
         .iter()
         .map(|(env, outcome)| match outcome {
@@ -371,15 +376,20 @@ fn settle_in_broker(
     // Planning gives up only when an immediate stop meets a broker outage: then nothing is
     // settled, and the leases bring these tasks back to be continued.
     let Some(next) = plan_flows(s, &finished) else {
-        return;
+        return Vec::new();
     };
     // What these tasks start (next steps, error callbacks) goes out with the completions (one
     // transaction on SQLite), before any failed task is discarded: a crash in between cannot
     // lose an error callback.
-    s.retry_broker("complete", || {
+    let sent = s.retry_broker("complete", || {
         s.backend.broker().complete_and_send(completed, &next)
     });
     settle_failures(s, afterwards);
+    if sent.is_some() {
+        next
+    } else {
+        Vec::new()
+    }
 }
 
 /// Once the finished tasks are completed: retries, resends or discards the failures.
@@ -496,6 +506,7 @@ mod tests {
                 acked: false,
                 settling: false,
                 withdrawal: Default::default(),
+                started_record: None,
             },
         );
         let lost = b.renew(&[a.lease], Duration::from_secs(60)).unwrap();
@@ -555,6 +566,7 @@ mod tests {
                 acked: false,
                 settling: true,
                 withdrawal: Default::default(),
+                started_record: None,
             },
         );
         // The finisher's store-and-complete went through; it has not yet forgotten the task.

@@ -38,7 +38,15 @@ pub(crate) fn keep_loop(s: &Shared) {
                 });
             }
         }
-        started.extend(fire_soft_time_limits(s));
+        let (events, records) = fire_soft_time_limits(s);
+        started.extend(events);
+        if !records.is_empty() {
+            // Not final, so a task that finished meanwhile keeps its final record: the store
+            // never puts a running state over a final one.
+            s.retry_broker_until("store started", keeper_done, || {
+                s.backend.results().store(&records)
+            });
+        }
         withdraw_expired(s);
         crate::scale::autoscale_tick(s);
         if last_beat.elapsed() < tick {
@@ -94,12 +102,28 @@ fn still_running(s: &Shared, started: &mut Vec<Event>) -> Vec<Event> {
 
 /// Cancels the token of every running task past its soft time limit, counted from when it
 /// left the pool's queue; notes a `task-started` event for each task seen starting (sent with
-/// the keeper's next write: a task that ends first is told of by its finished event alone).
-fn fire_soft_time_limits(s: &Shared) -> Vec<Event> {
+/// the keeper's next write: a task that ends first is told of by its finished event alone),
+/// and returns the STARTED records (`track_started`) of those still running, dated when the
+/// pool started them.
+fn fire_soft_time_limits(s: &Shared) -> (Vec<Event>, Vec<lovage_broker::ResultRecord>) {
     let mut started = Vec::new();
+    let mut records = Vec::new();
     for r in s.running().values_mut() {
         if r.run_started.is_none() && r.handle.as_ref().is_some_and(|h| h.running() || h.done()) {
             r.run_started = Some(Instant::now());
+            if let (Some(mut rec), Some(h)) = (r.started_record.take(), r.handle.as_ref()) {
+                if h.running() && !r.settling {
+                    rec.started = Some(
+                        h.started_at()
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map_or_else(Timestamp::now, |d| {
+                                Timestamp::from_millis(d.as_millis() as i64)
+                            }),
+                    );
+                    rec.updated = Timestamp::now();
+                    records.push(rec);
+                }
+            }
             if s.events_on() && !r.settling {
                 let mut ev = Event::new(EventKind::TaskStarted);
                 ev.task_id = Some(r.lease.id);
@@ -117,7 +141,7 @@ fn fire_soft_time_limits(s: &Shared) -> Vec<Event> {
             r.token.cancel(CancelReason::SoftTimeLimit);
         }
     }
-    started
+    (started, records)
 }
 
 /// Takes tasks that expired while they waited in the pool's queue back out of it: they are
@@ -148,6 +172,9 @@ pub(crate) fn settle_lost(s: &Shared, lost: &[Lease], give_up: impl Fn() -> bool
     else {
         return;
     };
+    if !revoked.is_empty() {
+        s.note_revoked(revoked.iter().copied());
+    }
     let mut set = s.revoked_running();
     let mut gone = s.lost_leases();
     let running = s.running();

@@ -68,6 +68,10 @@ pub(crate) struct Running {
     pub settling: bool,
     /// Why the worker took it back out of the pool's queue, if it did.
     pub withdrawal: Withdrawal,
+    /// Its STARTED record (`track_started`), stored by the keeper once it sees the task leave
+    /// the pool's queue, with when the pool really started it: a prefetched task is not
+    /// STARTED while it waits.
+    pub started_record: Option<ResultRecord>,
 }
 
 impl Shared {
@@ -150,6 +154,8 @@ pub(crate) struct Shared {
     /// Leases the broker no longer holds for us, of tasks not revoked (the keeper's finding):
     /// another worker may be running them, so their outcomes are dropped, not settled.
     lost_leases: Mutex<HashSet<Lease>>,
+    /// Revoked task ids this worker met (`inspect revoked`), the newest [`MAX_REVOKED_KEPT`].
+    revoked_known: Mutex<RevokedKnown>,
     pub shutdown: Shutdown,
     /// Set when the run is over: the finisher and the keeper return.
     pub done: AtomicBool,
@@ -223,6 +229,41 @@ pub(crate) const RECEIVED_DELAY: Duration = Duration::from_millis(100);
 /// Task names counted one by one in `inspect stats`; the rest are summed under `other`.
 pub(crate) const MAX_TOTALS: usize = 256;
 
+/// Revoked ids a worker remembers for `inspect revoked`: the revocation itself lives in the
+/// broker, so this list is only what an operator sees, and a long-lived worker must not grow
+/// it for good.
+pub(crate) const MAX_REVOKED_KEPT: usize = 1000;
+
+/// The revoked task ids a worker met: revoked before it started them, while they ran, or
+/// named in a `revoke` command sent to it. Newest last.
+#[derive(Default)]
+pub(crate) struct RevokedKnown {
+    ids: std::collections::VecDeque<TaskId>,
+    kept: HashSet<TaskId>,
+    /// Distinct ids noted since the worker started (more than `ids` holds once truncated).
+    pub count: u64,
+}
+
+impl RevokedKnown {
+    fn note(&mut self, id: TaskId) {
+        if !self.kept.insert(id) {
+            return;
+        }
+        self.count += 1;
+        self.ids.push_back(id);
+        if self.ids.len() > MAX_REVOKED_KEPT {
+            if let Some(old) = self.ids.pop_front() {
+                self.kept.remove(&old);
+            }
+        }
+    }
+
+    /// The kept ids, newest first.
+    pub fn newest_first(&self) -> Vec<TaskId> {
+        self.ids.iter().rev().copied().collect()
+    }
+}
+
 fn unpoisoned<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -237,6 +278,7 @@ impl Shared {
         slots: usize,
     ) -> Shared {
         let config_autoscale = config.autoscale;
+        let sent_events = config.sent_events;
         let backend_for_host = backend.clone();
         Shared {
             backend,
@@ -252,6 +294,7 @@ impl Shared {
             paced_changed: Condvar::new(),
             revoked_running: Mutex::new(HashSet::new()),
             lost_leases: Mutex::new(HashSet::new()),
+            revoked_known: Mutex::new(RevokedKnown::default()),
             shutdown: Shutdown::default(),
             done: AtomicBool::new(false),
             report: Mutex::new(WorkerReport::default()),
@@ -265,9 +308,9 @@ impl Shared {
             slots: crate::scale::Slots::new(slots, config_autoscale),
             received: Mutex::new(Vec::new()),
             seceded: Default::default(),
-            task_host: lovage_broker::ctx::TaskHost::shared(lovage_broker::App::with_backend(
-                backend_for_host,
-            )),
+            task_host: lovage_broker::ctx::TaskHost::shared(
+                lovage_broker::App::with_backend(backend_for_host).sent_events(sent_events),
+            ),
         }
     }
 
@@ -411,6 +454,18 @@ impl Shared {
 
     pub fn revoked_running(&self) -> MutexGuard<'_, HashSet<TaskId>> {
         unpoisoned(&self.revoked_running)
+    }
+
+    /// Notes revoked task ids for `inspect revoked`.
+    pub fn note_revoked(&self, ids: impl IntoIterator<Item = TaskId>) {
+        let mut known = unpoisoned(&self.revoked_known);
+        for id in ids {
+            known.note(id);
+        }
+    }
+
+    pub fn revoked_known(&self) -> MutexGuard<'_, RevokedKnown> {
+        unpoisoned(&self.revoked_known)
     }
 
     pub fn lost_leases(&self) -> MutexGuard<'_, HashSet<Lease>> {

@@ -432,6 +432,44 @@ fn autoscale_grows_under_backlog_and_shrinks_when_idle(fresh: Fresh) {
     });
 }
 
+/// A message the worker's reserve cannot decode is set aside by the broker (dead letter,
+/// FAILURE record) and, with events on, told of as `task-rejected` with its id, the decode
+/// error and the worker; the good message beside it runs.
+fn a_corrupt_message_is_a_task_rejected_event(fresh: Fresh) {
+    let app = fresh.app();
+    let mut ids = Vec::new();
+    for x in [1, 2] {
+        let mut sig = Signature::new(echo::NAME, &[x], Codec::Json).unwrap();
+        sig.options.queue = Some("q-main".into());
+        ids.push(app.send_signature(sig).unwrap());
+    }
+    fresh.damage(ids[0]);
+    let w = start_with(fresh, |c| c.events = true);
+    wait_state(&w, ids[1], TaskState::Success);
+    wait_state(&w, ids[0], TaskState::Failure);
+    let mut rejected = Vec::new();
+    eventually("a task-rejected event", || {
+        let events = w.backend.events().read_events(0, 1000).unwrap().events;
+        rejected = events
+            .into_iter()
+            .filter(|e| e.kind == EventKind::TaskRejected)
+            .collect();
+        !rejected.is_empty()
+    });
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    let e = &rejected[0];
+    assert_eq!(e.task_id, Some(ids[0]), "{e:?}");
+    assert_eq!(e.worker.as_deref(), Some(w.id.as_str()), "{e:?}");
+    assert_eq!(e.state, Some(TaskState::Failure), "{e:?}");
+    assert!(
+        e.error
+            .as_deref()
+            .unwrap()
+            .starts_with(lovage_core::kinds::CORRUPT_MESSAGE),
+        "{e:?}"
+    );
+}
+
 macro_rules! on_backends {
     ($($name:ident),*) => {
         mod sqlite {
@@ -449,5 +487,6 @@ on_backends!(
     limits_and_consumers_change_the_worker,
     missing_audit_and_shutdown,
     grow_and_shrink_change_how_many_run_at_once,
-    autoscale_grows_under_backlog_and_shrinks_when_idle
+    autoscale_grows_under_backlog_and_shrinks_when_idle,
+    a_corrupt_message_is_a_task_rejected_event
 );

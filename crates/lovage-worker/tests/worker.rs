@@ -608,6 +608,51 @@ fn started_is_when_the_task_began_not_when_it_was_fetched(b: Fresh) {
     );
 }
 
+/// With `track_started`, a task prefetched behind another in the only slot is not STARTED
+/// while it waits in the pool's queue; its STARTED record comes when the pool starts it, dated
+/// then (after the first task's 2 s).
+fn track_started_is_stored_when_the_task_starts_not_when_it_is_prefetched(b: Fresh) {
+    let app = b.app();
+    let first = app.send(tracked::s(2000)).unwrap();
+    let second = app.send(tracked::s(1000)).unwrap();
+    let w = start(b, config(1));
+    let deadline = std::time::Instant::now() + LONG;
+    // Both fetched together: the first runs, the second waits in the pool behind it.
+    while first.state().unwrap() != TaskState::Started || held(&w.backend, |s| s.reserved) < 2 {
+        assert!(std::time::Instant::now() < deadline, "never took both");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        second.record().unwrap().map(|r| r.state),
+        None,
+        "STARTED while it waited behind the first"
+    );
+    while second.state().unwrap() != TaskState::Started {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second never STARTED"
+        );
+        assert_ne!(
+            second.state().unwrap(),
+            TaskState::Success,
+            "finished without STARTED"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let began = |r: &lovage_broker::AsyncResult<u64>| {
+        r.record().unwrap().unwrap().started.unwrap().as_millis()
+    };
+    let second_began = began(&second);
+    first.get(LONG).unwrap();
+    let waited = second_began - began(&first);
+    assert!(
+        waited >= 1999,
+        "the second's STARTED says it began {waited} ms after the first, which slept 2000 ms in the only slot"
+    );
+    second.get(LONG).unwrap();
+    w.stop();
+}
+
 fn a_graceful_stop_hands_back_tasks_not_started(b: Fresh) {
     let app = b.app();
     let long_key = TaskId::new().to_string();
@@ -797,6 +842,7 @@ macro_rules! worker_tests {
                 a_prefetched_task_that_expires_before_it_starts_does_not_run,
                 a_graceful_stop_hands_back_tasks_not_started,
                 started_is_when_the_task_began_not_when_it_was_fetched,
+                track_started_is_stored_when_the_task_starts_not_when_it_is_prefetched,
             );
         }
     };

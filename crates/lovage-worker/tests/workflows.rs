@@ -137,7 +137,12 @@ impl Running {
 }
 
 fn start(backend: Backend) -> Running {
-    let config = WorkerConfig {
+    start_with(backend, |_| {})
+}
+
+/// [`start`] with the config changed by `tweak` first.
+fn start_with(backend: Backend, tweak: impl FnOnce(&mut WorkerConfig)) -> Running {
+    let mut config = WorkerConfig {
         concurrency: 2,
         prefetch: 64,
         pool: PoolKind::Threads,
@@ -145,6 +150,7 @@ fn start(backend: Backend) -> Running {
         lease: Duration::from_secs(10),
         ..Default::default()
     };
+    tweak(&mut config);
     let worker = Worker::new(backend.clone(), config).unwrap();
     let shutdown = worker.shutdown_handle();
     let thread = std::thread::spawn(move || worker.run().expect("start the worker threads"));
@@ -470,6 +476,50 @@ fn a_corrupt_chain_blob_fails_its_workflow_and_nothing_else(mut w: Running) {
     assert_eq!(later.get(LONG).unwrap(), 5, "the worker goes on");
     w.stop();
     assert_eq!(calls(&tag), 1);
+}
+
+/// With `task-sent` opted in where a chain of 3 is sent and in the worker that continues it,
+/// each step is told of as sent, once and in order: the first by `lovage_flow::send`, the
+/// others by the worker as it sends them. Worker events (`--events`) stay off: the opt-in is
+/// its own, as Celery's `task_send_sent_event`.
+fn each_chain_step_is_told_of_as_sent(backend: Backend) {
+    let mut w = start_with(backend, |c| c.sent_events = true);
+    let app = w.app.clone().sent_events(true);
+    let steps = [
+        Canvas::from(add::s(1, 2)),
+        add::partial(3).into(),
+        add::partial(4).into(),
+    ];
+    let ids: Vec<Option<TaskId>> = steps.iter().map(|c| Some(c.result_id())).collect();
+    let sent = lovage_flow::send(&app, &chain(steps)).unwrap();
+    assert_eq!(sent.get::<i64>(LONG).unwrap(), 10);
+    w.stop();
+    let events = app.backend().events().read_events(0, 1000).unwrap().events;
+    let told: Vec<Option<TaskId>> = events
+        .iter()
+        .filter(|e| e.kind == lovage_broker::ops::EventKind::TaskSent)
+        .map(|e| e.task_id)
+        .collect();
+    assert_eq!(told, ids, "{events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e.kind == lovage_broker::ops::EventKind::TaskSent),
+        "worker events are off: {events:?}"
+    );
+}
+
+#[test]
+fn each_chain_step_is_told_of_as_sent_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = connect(&format!("sqlite://{}", dir.path().join("f.db").display())).unwrap();
+    each_chain_step_is_told_of_as_sent(backend);
+}
+
+#[test]
+fn each_chain_step_is_told_of_as_sent_on_redis() {
+    let prefix = common::RedisPrefix::new();
+    each_chain_step_is_told_of_as_sent(connect(&prefix.url()).unwrap());
 }
 
 macro_rules! on_every_backend {

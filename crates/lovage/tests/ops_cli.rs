@@ -62,6 +62,28 @@ fn wait_for_workers(broker: &str, n: usize) -> Vec<String> {
     }
 }
 
+/// Asks `f` until it gives something (at most 30 s).
+fn until<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    until_within(Duration::from_secs(30), what, f)
+}
+
+/// Asks `f` until it gives something, for at most `bound`.
+fn until_within<T>(bound: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A fresh task id, as text.
+fn fresh_id() -> String {
+    lovage::TaskId::new().to_string()
+}
+
 fn scenario(broker: &str) {
     let a = worker(
         broker,
@@ -156,6 +178,61 @@ fn scenario(broker: &str) {
         })
         .collect();
     assert_eq!(told, [loud], "only the send asked for it: {quiet} {told:?}");
+
+    // `inspect revoked`: a running task revoked in the broker (not through a command to its
+    // worker) is listed by the worker that was running it, once its keeper has seen it.
+    let o = lovage(broker, &["submit", "lovage.sleep", "[60]", "--json"]);
+    let long = json_of(&o)["id"].as_str().unwrap().to_owned();
+    let runner = until(&format!("{long} runs"), || {
+        let v = json_of(&lovage(broker, &["inspect", "active", "--json"]));
+        v["replies"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(_, r)| {
+                r["ok"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|t| t["id"] == long.as_str())
+            })
+            .map(|(w, _)| w.clone())
+    });
+    let o = lovage(broker, &["revoke", &long]);
+    assert!(o.status.success(), "{}", common::output_text(&o));
+    // Within half the workers' 30 s lease: past it the broker would deliver the (still
+    // sleeping) task again, and the worker would list it as revoked when it reserved it, not
+    // because its keeper saw the revoke while it ran.
+    let listed = until_within(
+        Duration::from_secs(15),
+        &format!("{runner} lists {long} as revoked"),
+        || {
+            let o = lovage(broker, &["inspect", "revoked", "--json", "-d", &runner]);
+            let v = json_of(&o);
+            let r = &v["replies"][&runner]["ok"];
+            r["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i == long.as_str())
+                .then(|| r.clone())
+        },
+    );
+    assert_eq!(listed["truncated"], false, "{listed}");
+    assert!(listed["count"].as_u64().unwrap() >= 1, "{listed}");
+    // A revoke command sent to a worker is listed there too, newest first; human output works.
+    let other = fresh_id();
+    let o = lovage(broker, &["control", "revoke", &other, "-d", &a_id]);
+    assert!(o.status.success(), "{}", common::output_text(&o));
+    let o = lovage(broker, &["inspect", "revoked", "--json", "-d", &a_id]);
+    let v = json_of(&o);
+    assert_eq!(v["replies"][&a_id]["ok"]["ids"][0], other.as_str(), "{v}");
+    let o = lovage(broker, &["inspect", "revoked", "-d", &a_id]);
+    assert!(
+        o.status.success() && common::output_text(&o).contains(&other),
+        "{}",
+        common::output_text(&o)
+    );
 
     // A worker killed -9 is still live to the broker for a while: it is listed as missing.
     b.kill().unwrap();

@@ -277,10 +277,23 @@ pub fn check_bad_messages_set_aside(b: &dyn crate::Driver, sent: &[Envelope], ba
         assert_eq!(rec.state, TaskState::Failure);
         assert_eq!(rec.error.unwrap().kind, kinds::CORRUPT_MESSAGE);
     }
+    // Each is told of once, as a `task-rejected` event with its id and the decode error.
+    let rejected = b.take_rejected();
+    let mut told: Vec<Option<TaskId>> = rejected.iter().map(|e| e.task_id).collect();
+    let mut want: Vec<Option<TaskId>> = damaged.iter().copied().map(Some).collect();
+    told.sort();
+    want.sort();
+    assert_eq!(told, want, "{rejected:?}");
+    for e in &rejected {
+        assert_eq!(e.kind, crate::ops::EventKind::TaskRejected);
+        let error = e.error.as_deref().unwrap_or_default();
+        assert!(error.starts_with(kinds::CORRUPT_MESSAGE), "{e:?}");
+    }
     assert!(
         reserve_all(b, "default", 10).is_empty(),
         "nothing is left to trip the next reserve"
     );
+    assert!(b.take_rejected().is_empty(), "told of once");
 }
 
 /// Reserves one task of `queue` that becomes ready at `due` (an ETA, a delay, a lease running

@@ -16,6 +16,7 @@ pub const INSPECT_COMMANDS: &[&str] = &[
     "reserved",
     "scheduled",
     "registered",
+    "revoked",
     "conf",
 ];
 

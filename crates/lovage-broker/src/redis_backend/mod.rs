@@ -121,6 +121,8 @@ pub struct RedisBackend {
     scripts: Scripts,
     /// Dead letters kept; past this many, the oldest are dropped.
     dead_kept: AtomicUsize,
+    /// `task-rejected` events of messages this process's reserves set aside.
+    rejected: crate::corrupt::RejectedLog,
 }
 
 struct Scripts {
@@ -170,6 +172,7 @@ impl RedisBackend {
             location,
             pool: Mutex::new(Vec::new()),
             dead_kept: AtomicUsize::new(DEAD_LETTERS_KEPT),
+            rejected: Default::default(),
             wait_replicas: None,
             task_index: options.task_index,
             scripts: Scripts {
@@ -338,6 +341,8 @@ impl RedisBackend {
     /// The FAILURE record of a task that could not be decoded, where its id parses; logged once.
     fn record_corrupt(&self, bad: &CorruptMessage) -> Result<()> {
         bad.log();
+        // Its dead letter is written: a worker may tell of it now.
+        self.rejected.note(bad);
         match bad.record() {
             Some(r) => self.store(&[r]),
             None => Ok(()),
@@ -724,6 +729,10 @@ impl Broker for RedisBackend {
             2 => Revoked::Running,
             _ => Revoked::NotFound,
         })
+    }
+
+    fn take_rejected(&self) -> Vec<crate::ops::Event> {
+        self.rejected.take()
     }
 
     fn revoked(&self, ids: &[TaskId]) -> Result<Vec<TaskId>> {

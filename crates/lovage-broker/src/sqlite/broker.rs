@@ -112,7 +112,7 @@ impl SqliteBackend {
     ) -> Result<(Vec<Delivery>, Option<Timestamp>)> {
         let now = Timestamp::now();
         let until = (now + lease).as_millis();
-        self.write_quietly("reserve", |tx| {
+        let (out, next_due, set_aside) = self.write_quietly("reserve", |tx| {
             tx.prepare_cached("UPDATE tasks SET state = 0 WHERE state != 0 AND due <= ?1")?
                 .execute([now.as_millis()])?;
             let paused = paused_queues(tx)?;
@@ -140,6 +140,7 @@ impl SqliteBackend {
                  RETURNING id, queue, priority, attempts, task, codec, args, options, eta, expires, created, flow",
             )?;
             let mut out = Vec::with_capacity(candidates.len());
+            let mut set_aside = Vec::new();
             for (_, seq) in candidates {
                 fence += 1;
                 // `state = 0`: a candidate listed twice (a queue named twice) is taken once.
@@ -157,6 +158,7 @@ impl SqliteBackend {
                         let mut tally = Tally::default();
                         discard_corrupt(tx, seq, &bad, self.dead_letters_kept(), &mut tally)?;
                         tally.flush(tx)?;
+                        set_aside.push(bad);
                         continue;
                     }
                 };
@@ -171,8 +173,13 @@ impl SqliteBackend {
             let next_due: Option<i64> = tx
                 .prepare_cached("SELECT min(due) FROM tasks WHERE state != 0")?
                 .query_row([], |r| r.get(0))?;
-            Ok((out, next_due.map(Timestamp::from_millis)))
-        })
+            Ok((out, next_due.map(Timestamp::from_millis), set_aside))
+        })?;
+        // Told of once the transaction that set them aside committed.
+        for bad in &set_aside {
+            self.rejected.note(bad);
+        }
+        Ok((out, next_due))
     }
 }
 
@@ -347,6 +354,10 @@ impl Broker for SqliteBackend {
             tally.flush(tx)?;
             Ok(Revoked::Pending)
         })
+    }
+
+    fn take_rejected(&self) -> Vec<crate::ops::Event> {
+        self.rejected.take()
     }
 
     fn revoked(&self, ids: &[TaskId]) -> Result<Vec<TaskId>> {

@@ -73,6 +73,8 @@ pub struct SqliteBackend {
     written: Condvar,
     /// Dead letters kept; past this many, the oldest are dropped.
     dead_kept: AtomicUsize,
+    /// `task-rejected` events of messages this process's reserves set aside.
+    rejected: crate::corrupt::RejectedLog,
     /// Names this backend in the `locks` table when it takes the purge (one process purges
     /// per interval).
     holder: String,
@@ -106,6 +108,7 @@ impl SqliteBackend {
             local_writes: Mutex::new(0),
             written: Condvar::new(),
             dead_kept: AtomicUsize::new(DEAD_LETTERS_KEPT),
+            rejected: Default::default(),
             holder: format!("{}:{}", std::process::id(), lovage_core::TaskId::new()),
         };
         backend.prepare_schema(app_id)?;

@@ -96,7 +96,7 @@ async fn ask(
     .await
 }
 
-/// Asks one worker `what` (ping, stats, active, reserved, scheduled, registered, conf).
+/// Asks one worker `what` (ping, stats, active, reserved, scheduled, registered, revoked, conf).
 #[utoipa::path(get, path = "/api/v1/workers/{id}/inspect/{what}",
     params(("id" = String, Path), ("what" = String, Path), Wait),
     responses((status = 200, body = Replies), (status = 400, body = crate::error::ErrorBody),

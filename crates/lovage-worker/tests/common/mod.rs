@@ -27,6 +27,35 @@ impl Fresh {
     pub fn app(&self) -> App {
         App::with_backend(self.backend.clone())
     }
+
+    /// Damages the stored message of task `id` behind the broker's back, as the brokers'
+    /// poison-message tests do: SQLite's options column made no JSON, Redis's value no task
+    /// value. Memory holds no message to damage.
+    pub fn damage(&self, id: TaskId) {
+        if let Some(dir) = &self._dir {
+            let raw = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+            let n = raw
+                .execute(
+                    "UPDATE tasks SET options = '{not json' WHERE id = ?1",
+                    [id.to_string()],
+                )
+                .unwrap();
+            assert_eq!(n, 1, "task {id} is stored");
+        } else if let Some(r) = &self._redis {
+            let mut c = redis::Client::open(r.base.as_str())
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let _: () = redis::cmd("HSET")
+                .arg(format!("{}:tasks", r.prefix))
+                .arg(id.to_string())
+                .arg("garbage")
+                .query(&mut c)
+                .unwrap();
+        } else {
+            panic!("memory holds no message to damage");
+        }
+    }
 }
 
 pub fn memory_backend() -> Fresh {

@@ -69,7 +69,7 @@ enum Command {
     /// Workers with a recent heartbeat.
     Workers(client::ListArgs),
     /// Ask live workers through their mailboxes: ping, stats, active, reserved, scheduled,
-    /// registered, conf (`--destination w1,w2`, `--timeout 1s`).
+    /// registered, revoked, conf (`--destination w1,w2`, `--timeout 1s`).
     Inspect(ops::InspectArgs),
     /// Tell live workers to do something: revoke, rate_limit, time_limit, add_consumer,
     /// cancel_consumer, enable_events, disable_events, shutdown (each one is recorded as a

@@ -31,7 +31,7 @@ pub struct Reach {
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// What to ask: ping, stats, active, reserved, scheduled, registered or conf.
+    /// What to ask: ping, stats, active, reserved, scheduled, registered, revoked or conf.
     #[arg(value_parser = PossibleValuesParser::new(INSPECT_COMMANDS.iter().copied()))]
     what: String,
     #[command(flatten)]

@@ -36,6 +36,10 @@ pub struct WorkerArgs {
     /// as Celery's `-E`: off by default (they cost a busy SQLite queue up to ~14%).
     #[arg(long, short = 'E', env = "LOVAGE_EVENTS")]
     events: bool,
+    /// Publish `task-sent` for the workflow steps this worker sends as workflows continue, and
+    /// for what tasks send (as `lovage submit --sent-event`; Celery's task_send_sent_event).
+    #[arg(long, env = "LOVAGE_SEND_SENT_EVENT")]
+    sent_event: bool,
     /// The data plane: results of at least --data-threshold bytes stay with this worker
     /// (memory, spilled to files past --memory-limit) and the result store gets a reference
     /// that readers fetch from the worker. A kept value goes when the worker does.
@@ -97,6 +101,7 @@ pub fn run(a: WorkerArgs) -> Result<(), Exit> {
         lease: a.lease,
         name: a.name,
         events: a.events,
+        sent_events: a.sent_event,
         ..Default::default()
     };
     if let Some(c) = a.concurrency {
