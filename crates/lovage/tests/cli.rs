@@ -518,3 +518,53 @@ fn bench_graph_runs_every_shape_on_every_local_scheduler() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--shape"));
 }
+
+/// `--zero-worker`: two worker processes finish a tree's tasks without running them (the
+/// graph still completes, every node finished); a crawl, whose pages are found by running
+/// its tasks, and a local scheduler refuse it and say why.
+#[test]
+fn bench_graph_zero_worker_finishes_a_broker_graph_and_is_refused_elsewhere() {
+    let out = lovage(&[
+        "bench",
+        "graph",
+        "--nodes",
+        "300",
+        "--shape",
+        "tree",
+        "--scheduler",
+        "broker",
+        "--runs",
+        "1",
+        "--zero-worker",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("output");
+    let json: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    assert_eq!(json["zero_worker"], true, "{last}");
+    assert_eq!(json["tasks"], json["nodes"], "every node finished: {last}");
+    for (shape, scheduler, says) in [
+        ("crawl", "broker", "found by running"),
+        ("tree", "threads", "broker"),
+    ] {
+        let out = lovage(&[
+            "bench",
+            "graph",
+            "--nodes",
+            "100",
+            "--shape",
+            shape,
+            "--scheduler",
+            scheduler,
+            "--zero-worker",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{shape} on {scheduler} ran");
+        assert!(err.contains("--zero-worker") && err.contains(says), "{err}");
+    }
+}
