@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
+use lovage_core::TaskId;
+
 use crate::ops::Event;
+use crate::scope::ScopeFall;
 use crate::shared::SharedState;
 use crate::{
-    memory, Admin, Broker, BrokerError, Control, Events, Inspect, Lease, Locks, Presence, QueueOps,
-    RateLimits, Result, ResultRecord, ResultStore,
+    memory, Admin, Broker, BrokerError, Control, Envelope, Events, Inspect, Lease, Locks, Presence,
+    QueueOps, RateLimits, Result, ResultRecord, ResultStore,
 };
 
 /// Everything one storage provides: the [`Broker`] and its side traits plus the
@@ -50,6 +53,46 @@ pub trait Driver:
             return Ok(());
         }
         self.publish(events)
+    }
+
+    /// Counts each envelope of `batch` as a member of `scope` and sends those it counted (as
+    /// [`Broker::enqueue_once`] does), the count rising before the member is sent: a member
+    /// already counted (by whoever spawned it first, who sends it) is skipped, unless `repair`
+    /// is set and it is still pending, then it is put in the scope's open set again and sent
+    /// again (a repeat of a send is dropped). For each envelope, true when it was sent. SQLite
+    /// does it in one transaction and Redis in one script; the default is the step-by-step
+    /// [`rise_and_send`](crate::scope::rise_and_send), where `repair` mends a rise that a
+    /// crash left half done.
+    fn enqueue_in_scope(
+        &self,
+        scope: TaskId,
+        batch: &[Envelope],
+        repair: bool,
+    ) -> Result<Vec<bool>> {
+        crate::scope::rise_and_send(self, scope, batch, repair)
+    }
+
+    /// [`store_complete_publish`](Driver::store_complete_publish) for a batch whose tasks also
+    /// leave scopes: stores `records`, then lets each of `falls` fall out of its scope's count
+    /// (idempotently: a member that fell before is left alone), then completes `leases` and
+    /// appends `events`. A crash before the completions delivers the tasks again and their
+    /// falls change nothing the second time. SQLite does it all in one transaction and Redis
+    /// in one script.
+    fn store_fall_complete(
+        &self,
+        records: &[ResultRecord],
+        falls: &[ScopeFall],
+        leases: &[Lease],
+        events: &[Event],
+    ) -> Result<()> {
+        if falls.is_empty() {
+            return self.store_complete_publish(records, leases, events);
+        }
+        self.store(records)?;
+        for f in falls {
+            crate::scope::fall_in(self, f)?;
+        }
+        self.store_complete_publish(&[], leases, events)
     }
 }
 

@@ -20,7 +20,7 @@ use lovage_core::context::TaskInfo;
 use lovage_core::{TaskId, TypedSignature};
 use serde::de::DeserializeOwned;
 
-use crate::scope::{rise_many, spawned_frame, Rose};
+use crate::scope::spawned_frame;
 use crate::{App, Client, Result, TaskFuture};
 
 /// What a worker lends the tasks it runs: its broker, and one futures client for all of them
@@ -146,7 +146,7 @@ impl TaskCtx {
             ids.push(id);
             envs.push(self.envelope(id, sig)?);
         }
-        self.send_all(&ids, envs)?;
+        self.send_all(envs)?;
         Ok(ids)
     }
 
@@ -162,7 +162,7 @@ impl TaskCtx {
 
     fn send<R: DeserializeOwned>(&self, id: TaskId, sig: TypedSignature<R>) -> Result<TaskId> {
         let env = self.envelope(id, sig)?;
-        self.send_all(&[id], vec![env])?;
+        self.send_all(vec![env])?;
         Ok(id)
     }
 
@@ -182,21 +182,22 @@ impl TaskCtx {
         Ok(env)
     }
 
-    /// Counts the children in this task's scope (if any), then sends those not counted
-    /// before. A task delivered again repairs what its earlier run may have left half done.
-    fn send_all(&self, ids: &[TaskId], mut envs: Vec<crate::Envelope>) -> Result<()> {
-        let app = self.app();
-        if let Some(scope) = self.info.scope {
-            let rose = rise_many(app.backend(), scope, ids, self.info.attempt > 1)?;
-            let mut keep = rose.iter().map(|r| *r == Rose::Send);
-            envs.retain(|_| keep.next().unwrap_or(false));
-        }
+    /// Counts the children in this task's scope (if any) and sends those not counted before,
+    /// in one step where the broker can (one SQLite transaction, one Redis script). A task
+    /// delivered again repairs what its earlier run may have left half done.
+    fn send_all(&self, mut envs: Vec<crate::Envelope>) -> Result<()> {
         // Two keys spawned twice in one call are one task.
         let mut seen = std::collections::HashSet::new();
         envs.retain(|e| seen.insert(e.id));
         if envs.is_empty() {
             return Ok(());
         }
-        app.backend().broker().enqueue_once(&envs)
+        let driver = self.app().backend().driver();
+        match self.info.scope {
+            Some(scope) => driver
+                .enqueue_in_scope(scope, &envs, self.info.attempt > 1)
+                .map(drop),
+            None => driver.enqueue_once(&envs),
+        }
     }
 }

@@ -3,16 +3,22 @@
 //! [`ctx().spawn`](crate::ctx::TaskCtx::spawn), transitively — has finished, with counts and
 //! failures.
 //!
-//! The count lives in the broker, as two shared dicts per scope (each step one atomic call,
-//! so it holds on every backend): `all` maps each member to its state (`p` pending, `d` done,
-//! `f` failed) and `open` holds the members not finished. A member **rises** before it is
-//! enqueued: `all[m]` goes from absent to `p` (compare-and-set), then `m` enters `open`. It
-//! **falls** when its task settles for good, in the worker's continue step (before the task's
-//! lease is completed): `all[m]` goes from `p` to `d` or `f` (compare-and-set), then `m` leaves
-//! `open`. Both are idempotent per member, so a redelivered task, or a parent that runs again
-//! and spawns the same (derived) ids, never counts twice: the chord joins' discipline. The
-//! join is done when `open` is empty, which cannot happen early: a member's children rise while
-//! it runs, so it is still open then.
+//! The count lives in the broker, as two shared dicts per scope: `all` maps each member to its
+//! state (`p` pending, `d` done, `f` failed) and `open` holds the members not finished. A
+//! member **rises** before it is enqueued: `all[m]` goes from absent to `p` (compare-and-set),
+//! then `m` enters `open`, then the member is sent with `enqueue_once`. It **falls** when its
+//! task settles for good, before the task's lease is completed: `all[m]` goes from `p` to `d`
+//! or `f` (compare-and-set), then `m` leaves `open`. Both are idempotent per member, so a
+//! redelivered task, or a parent that runs again and spawns the same (derived) ids, never
+//! counts twice: the chord joins' discipline. The join is done when `open` is empty, which
+//! cannot happen early: a member's children rise while it runs, so it is still open then.
+//!
+//! SQLite and Redis do a rise with its send in one transaction (one script):
+//! [`Driver::enqueue_in_scope`](crate::Driver::enqueue_in_scope); and a fall with its task's
+//! record and completion in one: [`Driver::store_fall_complete`](crate::Driver::store_fall_complete).
+//! Elsewhere (the memory broker, and the defaults of those two methods) each step is one
+//! atomic call of [`SharedState`], in the order above, and a spawner delivered again repairs
+//! a rise its earlier run left half done.
 
 use std::time::{Duration, Instant};
 
@@ -21,18 +27,41 @@ use lovage_core::{TaskError, TaskId, TypedSignature};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{App, Backend, BrokerError, Result};
+use crate::shared::SharedState;
+use crate::{App, Backend, Broker, BrokerError, Envelope, Result};
 
-const PENDING: &[u8] = b"p";
-const DONE: &[u8] = b"d";
-const FAILED: &[u8] = b"f";
+/// A member's state in `all`: pending (counted, not finished).
+pub(crate) const PENDING: &[u8] = b"p";
+/// A member's state in `all`: succeeded.
+pub(crate) const DONE: &[u8] = b"d";
+/// A member's state in `all`: failed for good (or revoked).
+pub(crate) const FAILED: &[u8] = b"f";
 
-fn dict_all(scope: TaskId) -> String {
+/// The shared dict of every member of `scope` and its state.
+pub(crate) fn dict_all(scope: TaskId) -> String {
     format!("lovage.scope.{scope}.all")
 }
 
-fn dict_open(scope: TaskId) -> String {
+/// The shared dict of the members of `scope` not finished.
+pub(crate) fn dict_open(scope: TaskId) -> String {
     format!("lovage.scope.{scope}.open")
+}
+
+/// A member's key in both dicts: its id's 16 bytes.
+pub(crate) fn member_key(member: TaskId) -> [u8; 16] {
+    *member.as_uuid().as_bytes()
+}
+
+/// A member of a scope that settled for good: its count falls with its task's record and
+/// completion ([`Driver::store_fall_complete`](crate::Driver::store_fall_complete)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScopeFall {
+    /// The scope it counts in.
+    pub scope: TaskId,
+    /// The member (its task id).
+    pub member: TaskId,
+    /// True when it succeeded; false when it failed for good or was revoked.
+    pub ok: bool,
 }
 
 /// What [`rise`] found for a member.
@@ -53,13 +82,12 @@ pub(crate) enum Rose {
 /// again after its worker died (or a client) may have counted a member and died before it
 /// reached `open` or the queue, so it puts a still-pending member in `open` again and sends
 /// it again (`enqueue_once` drops a repeat).
-pub(crate) fn rise_many(
-    backend: &Backend,
+pub(crate) fn rise_many<S: SharedState + ?Sized>(
+    shared: &S,
     scope: TaskId,
     members: &[TaskId],
     repair: bool,
 ) -> Result<Vec<Rose>> {
-    let shared = backend.shared();
     let (all, open) = (dict_all(scope), dict_open(scope));
     let entries: Vec<(Vec<u8>, Vec<u8>)> = members
         .iter()
@@ -80,7 +108,7 @@ pub(crate) fn rise_many(
         out.push(if new {
             Rose::Send
         } else if repair {
-            repair_one(backend, &all, &open, key)?
+            repair_one(shared, &all, &open, key)?
         } else {
             Rose::Finished
         });
@@ -91,8 +119,12 @@ pub(crate) fn rise_many(
 /// A member counted before by a spawner that may have died before `open`: put it there again
 /// if it is still pending, then look once more, since it may have fallen meanwhile (its fall
 /// writes `all` before it clears `open`, so one of the two of us clears it).
-fn repair_one(backend: &Backend, all: &str, open: &str, key: &[u8]) -> Result<Rose> {
-    let shared = backend.shared();
+fn repair_one<S: SharedState + ?Sized>(
+    shared: &S,
+    all: &str,
+    open: &str,
+    key: &[u8],
+) -> Result<Rose> {
     if shared.dict_get(all, key)?.as_deref() != Some(PENDING) {
         return Ok(Rose::Finished);
     }
@@ -104,13 +136,42 @@ fn repair_one(backend: &Backend, all: &str, open: &str, key: &[u8]) -> Result<Ro
     Ok(Rose::Send)
 }
 
+/// Counts `batch` in `scope` and sends what was counted, step by step (three shared-dict
+/// calls, then one `enqueue_once`): the default of
+/// [`Driver::enqueue_in_scope`](crate::Driver::enqueue_in_scope). For each envelope, true
+/// when it was sent.
+pub fn rise_and_send<D: SharedState + Broker + ?Sized>(
+    driver: &D,
+    scope: TaskId,
+    batch: &[Envelope],
+    repair: bool,
+) -> Result<Vec<bool>> {
+    let ids: Vec<TaskId> = batch.iter().map(|e| e.id).collect();
+    let rose = rise_many(driver, scope, &ids, repair)?;
+    let sent: Vec<bool> = rose.iter().map(|r| *r == Rose::Send).collect();
+    let send: Vec<Envelope> = batch
+        .iter()
+        .zip(&sent)
+        .filter(|(_, s)| **s)
+        .map(|(e, _)| e.clone())
+        .collect();
+    if !send.is_empty() {
+        driver.enqueue_once(&send)?;
+    }
+    Ok(sent)
+}
+
 /// `member` of `scope` settled for good (`ok`: it succeeded): it no longer counts. Idempotent.
 pub fn fall(backend: &Backend, scope: TaskId, member: TaskId, ok: bool) -> Result<()> {
-    let shared = backend.shared();
-    let key = member.as_uuid().as_bytes();
-    let state = if ok { DONE } else { FAILED };
-    shared.dict_compare_and_set(&dict_all(scope), key, Some(PENDING), Some(state))?;
-    shared.dict_remove(&dict_open(scope), key)?;
+    fall_in(backend.shared(), &ScopeFall { scope, member, ok })
+}
+
+/// [`fall`] on any shared state (two calls: `all` first, then `open`).
+pub fn fall_in<S: SharedState + ?Sized>(shared: &S, f: &ScopeFall) -> Result<()> {
+    let key = member_key(f.member);
+    let state = if f.ok { DONE } else { FAILED };
+    shared.dict_compare_and_set(&dict_all(f.scope), &key, Some(PENDING), Some(state))?;
+    shared.dict_remove(&dict_open(f.scope), &key)?;
     Ok(())
 }
 
@@ -181,9 +242,12 @@ impl Scope<'_> {
         let mut env = self.app.envelope(sig.into_signature());
         env.id = id;
         env.flow = vec![spawned_frame(None, id, Some(self.id))];
-        if rise_many(self.app.backend(), self.id, &[id], true)?[0] == Rose::Send {
-            self.app.backend().broker().enqueue_once(&[env])?;
-        }
+        // `repair`: a client that spawns the same key again may be retrying a rise that died
+        // half done.
+        self.app
+            .backend()
+            .driver()
+            .enqueue_in_scope(self.id, &[env], true)?;
         Ok(id)
     }
 }

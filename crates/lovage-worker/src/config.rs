@@ -122,6 +122,12 @@ pub struct WorkerConfig {
     /// ([`lovage_broker::ResultRef`]). Off (`None`) by default: a kept value goes when its
     /// worker does, and recomputing a lost one from its task is not built yet.
     pub data: Option<crate::DataConfig>,
+    /// Benchmark mode (HyperQueue's "zero worker"): every task is finished without running
+    /// its body — a fixed small result (the integer 0) is stored and what follows it (a
+    /// graph's dependents, a workflow's next step, a scope's count) is released as for a real
+    /// result — so a run measures the scheduling and broker cost alone. Off by default; only
+    /// `lovage bench graph --zero-worker` turns it on. Never use it for real work.
+    pub zero_worker: bool,
 }
 
 impl Default for WorkerConfig {
@@ -141,6 +147,7 @@ impl Default for WorkerConfig {
             events: false,
             sent_events: false,
             data: None,
+            zero_worker: false,
         }
     }
 }

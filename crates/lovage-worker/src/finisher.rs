@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use lovage_broker::dataref::{may_hold_refs, refs_in, release, Lineage};
 use lovage_broker::ops::{Event, EventKind};
-use lovage_broker::{Delivery, Envelope, Lease, ResultRef, Timestamp};
+use lovage_broker::scope::fall_in;
+use lovage_broker::{Delivery, Envelope, Lease, ResultRef, ScopeFall, Timestamp};
+use lovage_core::canvas::Frame;
 use lovage_core::{kinds, Codec, TaskError, TaskId, TaskState};
 use lovage_flow::Finished;
 
@@ -122,6 +124,9 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     let mut read_for_good = Vec::new();
     // Workflow steps, continued once their outcomes are stored: (envelope, value or error).
     let mut flows: Vec<(Envelope, Result<Vec<u8>, TaskError>)> = Vec::new();
+    // Tasks whose only workflow is a scope they count in (tasks spawned into `app.scope`):
+    // nothing to plan, so their scopes' counts fall with their records and completions.
+    let mut falls: Vec<ScopeFall> = Vec::new();
     let mut report = WorkerReport::default();
     // Due `task-received` events go first, in the same write as the outcomes: a task's
     // received event always precedes its outcome's (this thread is their only publisher).
@@ -184,7 +189,26 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
             ran = Ran::Revoked(TaskError::new(kinds::REVOKED, "revoked while it ran"));
         }
         let settle = decide(&ran, env.attempts, &ready.options);
-        let in_flow = !env.flow.is_empty();
+        let scoped_only =
+            !env.flow.is_empty() && env.flow.iter().all(|f| matches!(f, Frame::Spawned { .. }));
+        let in_flow = !env.flow.is_empty() && !scoped_only;
+        if scoped_only {
+            // The same outcomes that continue a workflow below: a success, a revocation, a
+            // failure for good (a retry is not final: it still counts).
+            let ok = match (&ran, &settle) {
+                (Ran::Succeeded(_), _) => Some(true),
+                (Ran::Revoked(_), _) => Some(false),
+                (Ran::Failed(_), Settle::Retry { .. }) => None,
+                (Ran::Failed(_), _) => Some(false),
+            };
+            if let Some(ok) = ok {
+                falls.extend(scopes_of(env).map(|scope| ScopeFall {
+                    scope,
+                    member: env.id,
+                    ok,
+                }));
+            }
+        }
         if !matches!(settle, Settle::Retry { .. }) && may_hold_refs(&env.args) {
             // It will not read its inputs again: the values it read are released below.
             read_for_good.push((env.codec, env.args.clone()));
@@ -259,12 +283,12 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     // once its outcome is stored, so a crash in between runs it again rather than losing it.
     // If storing gave up (immediate shutdown during an outage), the leases bring them back.
     if flows.is_empty() {
-        // Nothing to plan in between: the records and the completions go together (one
-        // transaction on SQLite, one script on Redis).
+        // Nothing to plan in between: the records, the scope counts' falls and the
+        // completions go together (one transaction on SQLite, one script on Redis).
         if s.retry_broker("store results and complete", || {
             s.backend
                 .driver()
-                .store_complete_publish(&records, &completed, &events)
+                .store_fall_complete(&records, &falls, &completed, &events)
         })
         .is_some()
         {
@@ -274,7 +298,7 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
         .retry_broker("store results", || s.backend.results().store(&records))
         .is_some()
     {
-        let sent = settle_in_broker(s, &flows, &completed, &afterwards);
+        let sent = settle_in_broker(s, &flows, &falls, &completed, &afterwards);
         if s.config.sent_events {
             // The steps this batch sent, in the same write as its outcomes' events.
             events.extend(sent.iter().map(Event::sent));
@@ -363,6 +387,7 @@ fn publish_received(s: &Shared, all: bool) {
 fn settle_in_broker(
     s: &Shared,
     flows: &[(Envelope, Result<Vec<u8>, TaskError>)],
+    falls: &[ScopeFall],
     completed: &[Lease],
     afterwards: &[Afterwards],
 ) -> Vec<Envelope> {
@@ -378,6 +403,16 @@ fn settle_in_broker(
     let Some(next) = plan_flows(s, &finished) else {
         return Vec::new();
     };
+    // Scope members settled in this batch leave their counts after the plan (as the plan's
+    // own falls do) and before their completions.
+    let shared = s.backend.shared();
+    if s.retry_broker("leave scopes", || {
+        falls.iter().try_for_each(|f| fall_in(shared, f))
+    })
+    .is_none()
+    {
+        return Vec::new();
+    }
     // What these tasks start (next steps, error callbacks) goes out with the completions (one
     // transaction on SQLite), before any failed task is discarded: a crash in between cannot
     // lose an error callback.
@@ -390,6 +425,14 @@ fn settle_in_broker(
     } else {
         Vec::new()
     }
+}
+
+/// The scopes `env` counts in (from its `Spawned` frames).
+fn scopes_of(env: &Envelope) -> impl Iterator<Item = TaskId> + '_ {
+    env.flow.iter().filter_map(|f| match f {
+        Frame::Spawned { scope, .. } => *scope,
+        _ => None,
+    })
 }
 
 /// Once the finished tasks are completed: retries, resends or discards the failures.

@@ -489,6 +489,40 @@ fn a_task_longer_than_its_lease_runs_once(b: Fresh) {
     assert_eq!(report.succeeded, 1, "{report:?}");
 }
 
+/// Benchmark mode: a zero-worker finishes every task without running it — a counted task's
+/// body never runs, a task no worker registered succeeds too — with the fixed result 0, and a
+/// chain's next step is still released (and finished the same way).
+fn a_zero_worker_finishes_tasks_without_running_them(b: Fresh) {
+    let w = start(
+        b,
+        WorkerConfig {
+            zero_worker: true,
+            ..config(2)
+        },
+    );
+    let key = TaskId::new().to_string();
+    let counted_run = w.app.send(counted::s(key.clone())).unwrap();
+    assert_eq!(counted_run.get(LONG).unwrap(), 0, "the fixed result");
+    let unknown = w
+        .app
+        .send(untyped::<u64>("nobody.registered.this", &[1]))
+        .unwrap();
+    assert_eq!(unknown.get(LONG).unwrap(), 0);
+    let chain = lovage_flow::chain([
+        lovage_core::Canvas::from(add::s(1, 2)),
+        lovage_core::Canvas::from(add::partial(10)),
+    ]);
+    let sent = lovage_flow::send(&w.app, &chain).unwrap();
+    assert_eq!(
+        sent.get::<i64>(LONG).unwrap(),
+        0,
+        "the chain's second step was released and finished"
+    );
+    let (report, _backend) = w.stop_keeping_backend();
+    assert_eq!(runs(&key), 0, "the task's body ran");
+    assert_eq!(report.succeeded, 4, "{report:?}");
+}
+
 /// The order tasks ran in, per key of [`logged`].
 static RUN_LOG: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
 
@@ -843,6 +877,7 @@ macro_rules! worker_tests {
                 a_graceful_stop_hands_back_tasks_not_started,
                 started_is_when_the_task_began_not_when_it_was_fetched,
                 track_started_is_stored_when_the_task_starts_not_when_it_is_prefetched,
+                a_zero_worker_finishes_tasks_without_running_them,
             );
         }
     };

@@ -560,3 +560,53 @@ fn bench_graph_map_sends_and_gathers_every_task_through_the_futures_client() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--zero-worker`: two worker processes finish a tree's tasks without running them (the
+/// graph still completes, every node finished); a crawl, whose pages are found by running
+/// its tasks, and a local scheduler refuse it and say why.
+#[test]
+fn bench_graph_zero_worker_finishes_a_broker_graph_and_is_refused_elsewhere() {
+    let out = lovage(&[
+        "bench",
+        "graph",
+        "--nodes",
+        "300",
+        "--shape",
+        "tree",
+        "--scheduler",
+        "broker",
+        "--runs",
+        "1",
+        "--zero-worker",
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("output");
+    let json: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    assert_eq!(json["zero_worker"], true, "{last}");
+    assert_eq!(json["tasks"], json["nodes"], "every node finished: {last}");
+    for (shape, scheduler, says) in [
+        ("crawl", "broker", "found by running"),
+        ("tree", "threads", "broker"),
+    ] {
+        let out = lovage(&[
+            "bench",
+            "graph",
+            "--nodes",
+            "100",
+            "--shape",
+            shape,
+            "--scheduler",
+            scheduler,
+            "--zero-worker",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{shape} on {scheduler} ran");
+        assert!(err.contains("--zero-worker") && err.contains(says), "{err}");
+    }
+}

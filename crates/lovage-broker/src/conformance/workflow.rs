@@ -222,4 +222,123 @@ conformance_tests! {
         assert_eq!(values.len(), n as usize);
         assert_eq!(values[5], 5u32.to_le_bytes().to_vec());
     }
+
+    /// A scope's rise with its send (`enqueue_in_scope`): a member is counted pending and
+    /// open before it is in the queue, once whoever spawns it again; with `repair` a member
+    /// still pending is put in the open set and sent again (the queue drops the repeat), one
+    /// that finished is not.
+    fn enqueue_in_scope_counts_each_member_once_before_it_is_sent(f: Fixture) {
+        use crate::scope::{dict_all, dict_open, member_key, ScopeFall};
+        let b = f.backend.driver();
+        let scope = TaskId::new();
+        let (all, open) = (dict_all(scope), dict_open(scope));
+        let (a, bb, c) = (env("scoped", 0), env("scoped", 0), env("scoped", 0));
+        assert_eq!(b.enqueue_in_scope(scope, &[], false).unwrap(), Vec::<bool>::new());
+        assert_eq!(
+            b.enqueue_in_scope(scope, &[a.clone(), bb.clone()], false).unwrap(),
+            vec![true, true]
+        );
+        let state = |m: &crate::Envelope| b.dict_get(&all, &member_key(m.id)).unwrap();
+        assert_eq!(state(&a).as_deref(), Some(&b"p"[..]));
+        assert_eq!(b.dict_len(&open).unwrap(), 2);
+        // `a` again (found from another page) and a new one: only the new one is counted.
+        assert_eq!(
+            b.enqueue_in_scope(scope, &[a.clone(), c.clone()], false).unwrap(),
+            vec![false, true]
+        );
+        assert_eq!(b.dict_len(&all).unwrap(), 3);
+        assert_eq!(b.dict_len(&open).unwrap(), 3);
+        let got = reserve_all(b, "scoped", 10);
+        let mut ids: Vec<TaskId> = got.iter().map(|d| d.envelope.id).collect();
+        ids.sort();
+        let mut want = vec![a.id, bb.id, c.id];
+        want.sort();
+        assert_eq!(ids, want, "each member sent once");
+        // A spawner delivered again: `a` is still pending, so it is open and "sent" (the
+        // queue drops the repeat); once it fell, a repair leaves it alone.
+        b.dict_remove(&open, &member_key(a.id)).unwrap();
+        assert_eq!(b.enqueue_in_scope(scope, std::slice::from_ref(&a), true).unwrap(), vec![true]);
+        assert!(b.dict_get(&open, &member_key(a.id)).unwrap().is_some(), "open again");
+        assert!(reserve_all(b, "scoped", 10).is_empty(), "sent once");
+        let fell = ScopeFall { scope, member: a.id, ok: true };
+        b.store_fall_complete(&[], &[fell], &[], &[]).unwrap();
+        assert_eq!(b.enqueue_in_scope(scope, std::slice::from_ref(&a), true).unwrap(), vec![false]);
+        assert_eq!(state(&a).as_deref(), Some(&b"d"[..]));
+        assert!(b.dict_get(&open, &member_key(a.id)).unwrap().is_none());
+        // Another scope counts on its own.
+        let other = TaskId::new();
+        let d = env("scoped", 0);
+        assert_eq!(b.enqueue_in_scope(other, std::slice::from_ref(&d), false).unwrap(), vec![true]);
+        assert_eq!(b.dict_len(&dict_all(other)).unwrap(), 1);
+        assert_eq!(b.dict_len(&all).unwrap(), 3);
+    }
+
+    /// A finished batch that leaves scopes (`store_fall_complete`): the records are stored,
+    /// each member falls (done or failed) and leaves the open set, the leases are completed;
+    /// a repeat of the call (a redelivery) changes no member's state, and a member never
+    /// counted does not appear.
+    fn store_fall_complete_settles_scope_members_once(f: Fixture) {
+        use crate::scope::{dict_all, dict_open, member_key, ScopeFall};
+        use lovage_core::TaskState;
+        let b = f.backend.driver();
+        let scope = TaskId::new();
+        let (all, open) = (dict_all(scope), dict_open(scope));
+        let (a, bb, c) = (env("falls", 0), env("falls", 0), env("falls", 0));
+        b.enqueue_in_scope(scope, &[a.clone(), bb.clone(), c.clone()], false)
+            .unwrap();
+        let got = reserve_all(b, "falls", 10);
+        assert_eq!(got.len(), 3);
+        let by_id = |id: TaskId| got.iter().find(|d| d.envelope.id == id).unwrap();
+        let (da, db) = (by_id(a.id), by_id(bb.id));
+        let records = vec![
+            super::ResultRecord {
+                attempts: da.envelope.attempts,
+                ..super::record(a.id, TaskState::Success)
+            },
+            super::ResultRecord {
+                attempts: db.envelope.attempts,
+                ..super::record(bb.id, TaskState::Failure)
+            },
+        ];
+        let falls = [
+            ScopeFall { scope, member: a.id, ok: true },
+            ScopeFall { scope, member: bb.id, ok: false },
+        ];
+        let leases = [da.lease, db.lease];
+        b.store_fall_complete(&records, &falls, &leases, &[]).unwrap();
+        let state = |id: TaskId| b.dict_get(&all, &member_key(id)).unwrap();
+        assert_eq!(state(a.id).as_deref(), Some(&b"d"[..]));
+        assert_eq!(state(bb.id).as_deref(), Some(&b"f"[..]));
+        assert_eq!(state(c.id).as_deref(), Some(&b"p"[..]), "c is still running");
+        assert_eq!(b.dict_len(&open).unwrap(), 1, "only c is open");
+        let stored = b.get_many(&[a.id, bb.id]).unwrap();
+        let states: Vec<_> = stored.iter().map(|r| r.as_ref().unwrap().state).collect();
+        assert_eq!(states, [TaskState::Success, TaskState::Failure]);
+        let left = b.stats().unwrap();
+        let reserved: u64 = left.iter().map(|s| s.reserved).sum();
+        assert_eq!(reserved, 1, "a and b are completed: {left:?}");
+        // Again, as a redelivery would, claiming b succeeded this time: nothing moves.
+        let again = [
+            ScopeFall { scope, member: bb.id, ok: true },
+            ScopeFall { scope, member: TaskId::new(), ok: true },
+        ];
+        b.store_fall_complete(&[], &again, &leases, &[]).unwrap();
+        assert_eq!(state(bb.id).as_deref(), Some(&b"f"[..]), "a member falls once");
+        assert_eq!(b.dict_len(&all).unwrap(), 3, "a member never counted stays out");
+        assert_eq!(b.dict_len(&open).unwrap(), 1);
+        // No falls: the plain store-and-complete.
+        let dc = by_id(c.id);
+        b.store_fall_complete(
+            &[super::ResultRecord {
+                attempts: dc.envelope.attempts,
+                ..super::record(c.id, TaskState::Success)
+            }],
+            &[],
+            &[dc.lease],
+            &[],
+        )
+        .unwrap();
+        assert!(b.stats().unwrap().iter().all(|s| s.reserved == 0));
+        assert_eq!(state(c.id).as_deref(), Some(&b"p"[..]), "no fall was asked for");
+    }
 }

@@ -136,6 +136,7 @@ struct Scripts {
     dead_letter: Script,
     stats: Script,
     enqueue_once: Script,
+    enqueue_in_scope: Script,
     join: Script,
     store_results: Script,
     store_and_ack: Script,
@@ -185,7 +186,8 @@ impl RedisBackend {
                 delete_tasks: with_meta(DELETE_TASKS),
                 dead_letter: with_meta(DEAD_LETTER),
                 stats: with_meta(STATS),
-                enqueue_once: with_meta(ENQUEUE_ONCE),
+                enqueue_once: with_meta(&format!("{SEND_ONCE_FN}\n{ENQUEUE_ONCE}")),
+                enqueue_in_scope: with_meta(&format!("{SEND_ONCE_FN}\n{ENQUEUE_IN_SCOPE}")),
                 join: Script::new(JOIN),
                 store_results: with_meta(&format!("{STORE_FN}\n{STORE_RESULTS}")),
                 store_and_ack: with_meta(&format!(
@@ -892,7 +894,7 @@ impl Admin for RedisBackend {
 impl crate::Driver for RedisBackend {
     /// One script call: the records are written and the leases completed atomically.
     fn store_and_complete(&self, records: &[ResultRecord], leases: &[Lease]) -> Result<()> {
-        self.store_and_ack(records, leases, &[])
+        self.store_and_ack(records, &[], leases, &[])
     }
 
     /// The same script call, with the events appended to the stream inside it.
@@ -902,7 +904,64 @@ impl crate::Driver for RedisBackend {
         leases: &[Lease],
         events: &[crate::ops::Event],
     ) -> Result<()> {
-        self.store_and_ack(records, leases, events)
+        self.store_and_ack(records, &[], leases, events)
+    }
+
+    /// The same script call, with the scope falls between the records and the completions.
+    fn store_fall_complete(
+        &self,
+        records: &[ResultRecord],
+        falls: &[crate::ScopeFall],
+        leases: &[Lease],
+        events: &[crate::ops::Event],
+    ) -> Result<()> {
+        self.store_and_ack(records, falls, leases, events)
+    }
+
+    /// One script call per 500 tasks: each is counted, put in the open set and sent together.
+    fn enqueue_in_scope(
+        &self,
+        scope: TaskId,
+        batch: &[Envelope],
+        repair: bool,
+    ) -> Result<Vec<bool>> {
+        use crate::scope::{dict_all, dict_open, member_key};
+        let (all, open) = (
+            self.dict_key(&dict_all(scope)),
+            self.dict_key(&dict_open(scope)),
+        );
+        let mut out = Vec::with_capacity(batch.len());
+        for chunk in batch.chunks(500) {
+            let mut inv = self.scripts.enqueue_in_scope.prepare_invoke();
+            inv.arg(&self.prefix)
+                .arg(millis(ONCE_TTL))
+                .arg(u8::from(self.task_index))
+                .arg(&all)
+                .arg(&open)
+                .arg(u8::from(repair));
+            for e in chunk {
+                let score = ready_score(e.priority);
+                let due = e.eta.map_or(0, Timestamp::as_millis);
+                let mut value = Vec::with_capacity(256);
+                write_task_value(&mut value, e, score)
+                    .map_err(|err| self.err("encode envelope", err))?;
+                inv.arg(&member_key(e.id)[..])
+                    .arg(e.id.to_string())
+                    .arg(&e.queue)
+                    .arg(score)
+                    .arg(due)
+                    .arg(value);
+            }
+            let (sent, lag) = self.with_conn("enqueue in scope", |c| {
+                let sent: Vec<i64> = inv.invoke(c)?;
+                Ok((sent, self.wait_for_replicas(c)?))
+            })?;
+            if let Some(l) = lag {
+                return Err(self.replicas_lag(l));
+            }
+            out.extend(sent.into_iter().map(|n| n == 1));
+        }
+        Ok(out)
     }
 }
 

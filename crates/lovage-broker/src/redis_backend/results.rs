@@ -72,14 +72,18 @@ impl RedisBackend {
     pub(super) fn store_and_ack(
         &self,
         records: &[ResultRecord],
+        falls: &[crate::ScopeFall],
         leases: &[Lease],
         events: &[crate::ops::Event],
     ) -> Result<()> {
-        if records.is_empty() && leases.is_empty() {
+        if records.is_empty() && leases.is_empty() && falls.is_empty() {
             return crate::Events::publish(self, events);
         }
-        if records.len() > 500 || leases.len() > 500 {
+        if records.len() > 500 || leases.len() > 500 || falls.len() > 500 {
             self.store_results(records)?;
+            for f in falls {
+                crate::scope::fall_in(self, f)?;
+            }
             self.complete(leases)?;
             return crate::Events::publish(self, events);
         }
@@ -91,6 +95,14 @@ impl RedisBackend {
         // The events ride in the same script call: one round trip for the whole batch.
         let body = super::ops::encode_events(events).map_err(|e| self.err("publish events", e))?;
         inv.arg(events.len()).arg(body);
+        inv.arg(falls.len());
+        for f in falls {
+            use crate::scope::{dict_all, dict_open, member_key};
+            inv.arg(self.dict_key(&dict_all(f.scope)))
+                .arg(self.dict_key(&dict_open(f.scope)))
+                .arg(&member_key(f.member)[..])
+                .arg(if f.ok { "d" } else { "f" });
+        }
         self.add_record_args(&mut inv, records)?;
         self.with_conn("store results and ack", |c| inv.invoke::<i64>(c))?;
         Ok(())

@@ -464,6 +464,19 @@ end
 return out
 "#;
 
+/// Sends a task once: `send_once(p, until_, now, index, id, queue, score, eta, value)` adds it
+/// unless its id is in `P:once` (remembered there until `until_`); true when it did.
+pub(super) const SEND_ONCE_FN: &str = r#"
+local function send_once(p, until_, now, index, id, q, score, eta, value)
+  if redis.call('ZADD', p .. ':once', 'NX', until_, id) ~= 1 then return false end
+  redis.call('HSET', p .. ':tasks', id, value)
+  if index then redis.call('ZADD', p .. ':ix', 0, id .. ' ' .. q) end
+  redis.call('SADD', p .. ':queues', q)
+  place(p, id, q, score, eta > now and eta or false)
+  return true
+end
+"#;
+
 pub(super) const ENQUEUE_ONCE: &str = r#"
 -- ARGV: prefix, remember ms, '1' to add the tasks to the task index, then per task: id,
 -- queue, score, ETA ms (0: none), value.
@@ -471,22 +484,47 @@ pub(super) const ENQUEUE_ONCE: &str = r#"
 local p = ARGV[1]
 local now = now_ms()
 local until_ = now + tonumber(ARGV[2])
-local once = p .. ':once'
-redis.call('ZREMRANGEBYSCORE', once, '-inf', now)
+redis.call('ZREMRANGEBYSCORE', p .. ':once', '-inf', now)
 local sent = 0
 local index = ARGV[3] == '1'
 for i = 4, #ARGV, 5 do
-  local id, q, score, eta = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  if redis.call('ZADD', once, 'NX', until_, id) == 1 then
-    redis.call('HSET', p .. ':tasks', id, ARGV[i + 4])
-    if index then redis.call('ZADD', p .. ':ix', 0, id .. ' ' .. q) end
-    redis.call('SADD', p .. ':queues', q)
-    place(p, id, q, score, eta > now and eta or false)
+  if send_once(p, until_, now, index, ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4]) then
     sent = sent + 1
   end
 end
 if sent > 0 then redis.call('HINCRBY', p .. ':cnt', 'sent', sent) end
 return sent
+"#;
+
+/// A scope's rise and its sends in one step (see `crate::scope`): a member is counted in the
+/// scope's `all` hash (`p`: pending) and put in its `open` hash before it is sent once.
+pub(super) const ENQUEUE_IN_SCOPE: &str = r#"
+-- ARGV: prefix, remember ms, '1' to add the tasks to the task index, the scope's `all` hash,
+-- its `open` hash, '1' to repair (resend a member still pending), then per task: its member
+-- key, id, queue, score, ETA ms (0: none), value. Returns per task 1 when it was sent (counted
+-- here, or repaired), else 0.
+local p = ARGV[1]
+local now = now_ms()
+local until_ = now + tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', p .. ':once', '-inf', now)
+local index = ARGV[3] == '1'
+local all, open, repair = ARGV[4], ARGV[5], ARGV[6] == '1'
+local out, sent = {}, 0
+for i = 7, #ARGV, 6 do
+  local m = ARGV[i]
+  local counted = redis.call('HSETNX', all, m, 'p') == 1
+  if counted or (repair and redis.call('HGET', all, m) == 'p') then
+    redis.call('HSET', open, m, '')
+    if send_once(p, until_, now, index, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5]) then
+      sent = sent + 1
+    end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+if sent > 0 then redis.call('HINCRBY', p .. ':cnt', 'sent', sent) end
+return out
 "#;
 
 /// Stores result records: `store_records(p, args, i, latest)` reads buckets of records from `args[i]`
@@ -593,8 +631,8 @@ return store_records(ARGV[1], ARGV, 2)
 
 pub(super) const STORE_AND_ACK: &str = r#"
 -- ARGV: prefix, how many lease members follow, the `id:token` members, how many events follow
--- (0: none), their batch (MessagePack; empty when none), then the buckets of records
--- `store_records` reads. The records and the completions are one atomic step. A record
+-- (0: none), their batch (MessagePack; empty when none), the scope falls (below), then the
+-- buckets of records `store_records` reads. The records and the completions are one atomic step. A record
 -- whose task this batch holds the last delivery of is the newest there can be, so it is written
 -- without reading what is stored (the common case: a finished batch costs no reads).
 local p, k = ARGV[1], tonumber(ARGV[2])
@@ -609,7 +647,16 @@ for j = 1, k do
 end
 local events = tonumber(ARGV[3 + k])
 if events > 0 then publish_events(p, events, ARGV[4 + k]) end
-store_records(p, ARGV, 5 + k, latest)
+-- Then how many scope falls follow, and per fall: the scope's `all` hash, its `open` hash,
+-- the member key, its final state ('d' or 'f'). A member falls once: only from pending.
+local falls = tonumber(ARGV[5 + k])
+local at = 6 + k
+store_records(p, ARGV, at + falls * 4, latest)
+for j = 0, falls - 1 do
+  local all, open, m, state = ARGV[at + j * 4], ARGV[at + j * 4 + 1], ARGV[at + j * 4 + 2], ARGV[at + j * 4 + 3]
+  if redis.call('HGET', all, m) == 'p' then redis.call('HSET', all, m, state) end
+  redis.call('HDEL', open, m)
+end
 return ack_leases(p, members, current)
 "#;
 

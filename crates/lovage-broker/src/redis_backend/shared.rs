@@ -53,7 +53,7 @@ return 1
 });
 
 impl RedisBackend {
-    fn dict_key(&self, dict: &str) -> String {
+    pub(super) fn dict_key(&self, dict: &str) -> String {
         self.key(&format!("sd:{dict}"))
     }
 

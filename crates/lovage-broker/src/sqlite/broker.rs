@@ -13,6 +13,7 @@ use super::schema::{READY, RESERVED, SCHEDULED};
 use super::tally::{Tally, LIVE_IN};
 use super::SqliteBackend;
 use crate::corrupt::CorruptMessage;
+use crate::scope::{self as scope_dicts, ScopeFall};
 use crate::{
     Admin, Broker, DeadLetter, Delivery, Driver, Envelope, Lease, Locks, Presence, QueueStats,
     RateLimits, Result, ResultRecord, Revoked, Timestamp, WorkerInfo, ONCE_TTL, WORKER_RECORD_TTL,
@@ -215,6 +216,100 @@ impl Driver for SqliteBackend {
             insert_results(tx, records, &errors, &mut tally)?;
             delete_acked(tx, leases, &mut tally)?;
             tally.flush(tx)?;
+            super::ops::append_events(tx, &body, events.len())
+        })
+    }
+
+    /// One write transaction: the members are counted, put in the open set and sent
+    /// together, so no rise is ever left half done (`repair` only resends a pending one).
+    fn enqueue_in_scope(
+        &self,
+        scope: TaskId,
+        batch: &[Envelope],
+        repair: bool,
+    ) -> Result<Vec<bool>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoded = encode_tasks(batch).map_err(|e| self.fail("enqueue in scope", e))?;
+        let (all, open) = (scope_dicts::dict_all(scope), scope_dicts::dict_open(scope));
+        self.write("enqueue in scope", |tx| {
+            let mut rise = tx.prepare_cached(
+                "INSERT INTO shared_dicts (name, key, value) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(name, key) DO NOTHING",
+            )?;
+            let mut state =
+                tx.prepare_cached("SELECT value FROM shared_dicts WHERE name = ?1 AND key = ?2")?;
+            let mut to_open = tx.prepare_cached(
+                "INSERT INTO shared_dicts (name, key, value) VALUES (?1, ?2, x'') \
+                 ON CONFLICT(name, key) DO NOTHING",
+            )?;
+            let mut sent = Vec::with_capacity(batch.len());
+            let (mut envs, mut cols) = (Vec::new(), Vec::new());
+            for (e, c) in batch.iter().zip(&encoded) {
+                let key = scope_dicts::member_key(e.id);
+                let send = rise.execute(params![all, &key[..], scope_dicts::PENDING])? == 1
+                    || (repair
+                        && state
+                            .query_row(params![all, &key[..]], |r| r.get::<_, Vec<u8>>(0))
+                            .optional()?
+                            .as_deref()
+                            == Some(scope_dicts::PENDING));
+                if send {
+                    to_open.execute(params![open, &key[..]])?;
+                    envs.push(e.clone());
+                    cols.push(c.clone());
+                }
+                sent.push(send);
+            }
+            let mut tally = Tally::default();
+            insert_encoded(tx, &envs, &cols, true, &mut tally)?;
+            tally.flush(tx)?;
+            Ok(sent)
+        })
+    }
+
+    /// One write transaction: records, falls, completions and events commit together.
+    fn store_fall_complete(
+        &self,
+        records: &[ResultRecord],
+        falls: &[ScopeFall],
+        leases: &[Lease],
+        events: &[crate::ops::Event],
+    ) -> Result<()> {
+        if falls.is_empty() {
+            return self.store_complete_publish(records, leases, events);
+        }
+        let errors = self.encode_errors(records)?;
+        let body = super::ops::encode_events(events).map_err(|e| self.fail("publish events", e))?;
+        self.write("store results, fall, complete", |tx| {
+            let mut tally = Tally::default();
+            insert_results(tx, records, &errors, &mut tally)?;
+            let mut settle = tx.prepare_cached(
+                "UPDATE shared_dicts SET value = ?3 WHERE name = ?1 AND key = ?2 AND value = ?4",
+            )?;
+            let mut close =
+                tx.prepare_cached("DELETE FROM shared_dicts WHERE name = ?1 AND key = ?2")?;
+            for f in falls {
+                let key = scope_dicts::member_key(f.member);
+                let state = if f.ok {
+                    scope_dicts::DONE
+                } else {
+                    scope_dicts::FAILED
+                };
+                settle.execute(params![
+                    scope_dicts::dict_all(f.scope),
+                    &key[..],
+                    state,
+                    scope_dicts::PENDING
+                ])?;
+                close.execute(params![scope_dicts::dict_open(f.scope), &key[..]])?;
+            }
+            delete_acked(tx, leases, &mut tally)?;
+            tally.flush(tx)?;
+            if events.is_empty() {
+                return Ok(());
+            }
             super::ops::append_events(tx, &body, events.len())
         })
     }

@@ -50,6 +50,9 @@ impl SqliteBackend {
         op: &'static str,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T> {
+        // One line per write transaction at trace level: how a workload's transactions are
+        // counted (docs/benchmarks.md, the crawl).
+        tracing::trace!(op, "sqlite write");
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -86,6 +86,11 @@ pub struct Args {
     /// The broker for `--scheduler broker` (default: a temporary SQLite file).
     #[arg(long)]
     broker: Option<String>,
+    /// With a broker: the workers finish each task without running it (a fixed result is
+    /// stored and its dependents released; HyperQueue's method), so the figure is the
+    /// scheduling and broker cost alone.
+    #[arg(long)]
+    zero_worker: bool,
 }
 
 /// Builds the shape; returns the graph and the handles to compute (the sinks).
@@ -154,6 +159,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Shape::Map => return run_map(a),
         Shape::Tree | Shape::Chains | Shape::Fanout => {}
     }
+    anyhow::ensure!(
+        !a.zero_worker || matches!(a.scheduler, Sched::Broker | Sched::BrokerFromCaller),
+        "--zero-worker is for the broker schedulers (--scheduler broker or broker-from-caller): \
+         it changes what the worker processes do"
+    );
     let n = a.nodes.max(2);
     let threads;
     let procs;
@@ -178,7 +188,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         Sched::Broker | Sched::BrokerFromCaller => {
             let b = bench_broker(a.broker.as_deref())?;
-            let mut w = WorkerProcesses::start(a.workers.max(1), &b.url, &["--concurrency", "2"])?;
+            let mut extra = vec!["--concurrency", "2"];
+            if a.zero_worker {
+                extra.push("--zero-worker");
+            }
+            let mut w = WorkerProcesses::start(a.workers.max(1), &b.url, &extra)?;
             w.wait_registered(&b.app, a.workers.max(1), Duration::from_secs(30))?;
             client = b.app.client().context("starting the futures client")?;
             broker = Some((b, w));
@@ -217,10 +231,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let bytes_per_node = peak_growth as f64 / nodes.max(1) as f64;
 
     let title = format!(
-        "lovage bench graph: {:?} of {nodes} nodes on {:?} ({} workers), median of {} runs",
+        "lovage bench graph: {:?} of {nodes} nodes on {:?} ({} workers{}), median of {} runs",
         a.shape,
         a.scheduler,
         a.workers,
+        if a.zero_worker { ", zero-worker" } else { "" },
         a.runs.max(1)
     );
     let mut t = Table::new(&[("measure", false), ("value", true)]);
@@ -243,6 +258,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "shape": format!("{:?}", a.shape).to_lowercase(),
         "scheduler": format!("{:?}", a.scheduler).to_lowercase(),
         "workers": a.workers,
+        "zero_worker": a.zero_worker,
         "nodes": nodes,
         "tasks": ran,
         "build_us_per_node": (build_us * 1e4).round() / 1e4,
@@ -266,6 +282,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 /// crawl); µs per page fetched.
 fn run_crawl(a: Args) -> anyhow::Result<()> {
     use lovage::workloads::crawl::{crawl, on_threads, page_key, reachable};
+    anyhow::ensure!(
+        !a.zero_worker,
+        "--zero-worker does not apply to --shape crawl: its pages are found by running the \
+         tasks, so a worker that skips them would crawl one page"
+    );
     let size = a.nodes.max(2) as u64;
     let expected = reachable(size);
     let mut task_us = Vec::new();

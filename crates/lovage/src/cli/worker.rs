@@ -61,6 +61,11 @@ pub struct WorkerArgs {
     /// the one others should dial.
     #[arg(long)]
     data_advertise: Option<String>,
+    /// Benchmark mode: finish every task without running it (a fixed result, 0, is stored
+    /// and its dependents released), to measure scheduling alone. For `lovage bench graph
+    /// --zero-worker`; never for real work.
+    #[arg(long, hide = true)]
+    zero_worker: bool,
     #[command(flatten)]
     broker: BrokerArgs,
 }
@@ -102,6 +107,7 @@ pub fn run(a: WorkerArgs) -> Result<(), Exit> {
         name: a.name,
         events: a.events,
         sent_events: a.sent_event,
+        zero_worker: a.zero_worker,
         ..Default::default()
     };
     if let Some(c) = a.concurrency {
