@@ -7,6 +7,7 @@
 //! state, never by a second writer that could drift.
 
 mod control;
+pub(crate) mod event_codec;
 mod events;
 mod queues;
 mod tasks;

@@ -25,7 +25,7 @@ pub(super) fn encode_events(events: &[Event]) -> Result<Vec<u8>, Source> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(rmp_serde::to_vec_named(events)?)
+    Ok(crate::ops::event_codec::encode_batch(events)?)
 }
 
 /// A task value's envelope, or `None` for one that does not decode (a reserve sets it aside).
@@ -461,7 +461,7 @@ impl Events for RedisBackend {
         'entries: for entry in &entries {
             let first = first_of(entry)?;
             let body = entry.1.get("b").map(Vec::as_slice).unwrap_or_default();
-            let batch: Vec<Event> = rmp_serde::from_slice(body).map_err(|e| {
+            let batch = crate::ops::event_codec::decode_batch(body).map_err(|e| {
                 BrokerError::Corrupt(format!("event stream entry {}: {e}", entry.0))
             })?;
             for (i, mut e) in batch.into_iter().enumerate() {

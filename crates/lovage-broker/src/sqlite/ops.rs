@@ -18,7 +18,7 @@ use crate::{Admin, Envelope, Result, ResultRecord, Source, Timestamp};
 
 /// A batch of events as its `events` row holds them.
 pub(super) fn encode_events(events: &[Event]) -> Result<Vec<u8>, Source> {
-    Ok(rmp_serde::to_vec_named(events)?)
+    Ok(ops::event_codec::encode_batch(events)?)
 }
 
 /// Appends an encoded batch of `n` events as one row numbered after the last, and drops rows
@@ -494,7 +494,7 @@ impl Events for SqliteBackend {
             .map_err(err)?;
         'rows: for row in rows {
             let (first, body) = row.map_err(err)?;
-            let batch: Vec<Event> = rmp_serde::from_slice(&body)
+            let batch = ops::event_codec::decode_batch(&body)
                 .map_err(|e| crate::BrokerError::Corrupt(format!("events row {first}: {e}")))?;
             for (i, mut e) in batch.into_iter().enumerate() {
                 e.seq = (first + i as i64) as u64;
