@@ -169,21 +169,7 @@ fn graph_survives_kills(url: &str) -> usize {
     assert_eq!(svg.matches(">SUCCESS</tspan>").count(), ids.len());
     assert_eq!(svg.matches("<line").count(), ids.len() - 1);
     // Nothing is left behind in the broker.
-    let drain = Instant::now() + Duration::from_secs(60);
-    loop {
-        let stats = app.backend().admin().stats().unwrap();
-        if stats
-            .iter()
-            .all(|s| s.ready + s.reserved + s.scheduled == 0)
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < drain,
-            "left behind in the broker: {stats:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_until_drained(&app);
     redelivered
 }
 

@@ -443,26 +443,6 @@ fn assert_some_task_was_delivered_again(app: &App, ids: &[lovage::TaskId]) {
     );
 }
 
-/// Waits until the broker holds no task (ready, scheduled or reserved): a killed worker's
-/// tasks came back when their leases ran out and ran again.
-fn wait_until_drained(app: &App) {
-    let drain_deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let stats = app.backend().admin().stats().unwrap();
-        if stats
-            .iter()
-            .all(|s| s.ready + s.reserved + s.scheduled == 0)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < drain_deadline,
-            "left behind in the broker: {stats:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A signal that reaches the worker while a Redis call waits for its reply must not lose that
 /// reply. Redis sockets have read timeouts, so a signal makes the read fail with EINTR; a
 /// reserve whose reply is lost leaves its tasks leased until the lease runs out, and they run
@@ -589,7 +569,7 @@ fn chaos_kill_workers(env: Env) {
     }
     // Results are stored before tasks are acked, and a killed worker's last tasks come back
     // when their leases run out (and run again): the broker drains shortly after.
-    wait_until_drained(&app);
+    common::wait_until_drained(&app);
     assert_some_task_was_delivered_again(&app, &ids);
     for w in &mut workers {
         term(w);
@@ -657,13 +637,13 @@ fn chaos_chord(env: Env) {
     // Members whose worker was killed before their ack come back when their leases run out
     // and finish again, after the callback was sent: count its runs only once the broker is
     // empty, a lease has passed with nothing new in it, and the workers stopped gracefully.
-    wait_until_drained(&app);
+    common::wait_until_drained(&app);
     std::thread::sleep(Duration::from_millis(1500));
-    wait_until_drained(&app);
+    common::wait_until_drained(&app);
     for w in &mut workers {
         assert!(term(w).success(), "SIGTERM: clean exit");
     }
-    wait_until_drained(&app);
+    common::wait_until_drained(&app);
     let again = app
         .backend()
         .results()

@@ -169,21 +169,7 @@ fn a_redis_restart_mid_run_loses_nothing() {
     }
     // Results are stored before tasks are acked, and a killed worker's last tasks come back
     // when their leases run out (and run again): the broker drains shortly after.
-    let drain_deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let stats = app.backend().admin().stats().unwrap();
-        if stats
-            .iter()
-            .all(|s| s.ready + s.scheduled + s.reserved == 0)
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < drain_deadline,
-            "left behind in the broker: {stats:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_until_drained(&app);
     // Both workers lived through the outage and both went on working after it.
     for (i, w) in workers.iter_mut().enumerate() {
         let status = w.try_wait().unwrap();

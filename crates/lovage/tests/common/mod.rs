@@ -126,3 +126,23 @@ pub fn until_a_redelivery(mut run: impl FnMut(usize) -> usize) {
         "nothing was delivered again in three runs: the kills caught nothing in flight"
     );
 }
+
+/// Waits until the broker holds no task (ready, scheduled or reserved): a killed worker's
+/// tasks came back when their leases ran out and ran again.
+pub fn wait_until_drained(app: &lovage::App) {
+    let drain_deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = app.backend().admin().stats().unwrap();
+        if stats
+            .iter()
+            .all(|s| s.ready + s.reserved + s.scheduled == 0)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < drain_deadline,
+            "left behind in the broker: {stats:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
