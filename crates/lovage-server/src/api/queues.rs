@@ -407,6 +407,21 @@ fn matching<'a>(
         .collect()
 }
 
+/// Runs `act` on a blocking thread with the dead letters `a`'s filter matches, newest first.
+async fn on_matched_letters<T, F>(state: &ServerState, a: DeadAction, act: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&App, &[&DeadLetter]) -> Result<T, ApiError> + Send + 'static,
+{
+    let f = a.filter;
+    let ids = filter_ids(&f)?;
+    blocking(state, move |app| {
+        let letters = b(app.dead_letters(DEAD_LETTERS_KEPT))?;
+        act(app, &matching(&letters, &f, ids.as_deref()))
+    })
+    .await
+}
+
 /// Drops the matching dead letters (every letter kept for a matched task); the tasks' result
 /// records stay. `done` counts the letters dropped, `task_ids` names their tasks.
 #[utoipa::path(post, path = "/api/v1/dead/discard", request_body = DeadAction,
@@ -416,11 +431,7 @@ pub async fn dead_discard(
     State(state): State<ServerState>,
     Json(a): Json<DeadAction>,
 ) -> Result<Json<BulkResult>, ApiError> {
-    let f = a.filter;
-    let ids = filter_ids(&f)?;
-    let result = blocking(&state, move |app| {
-        let letters = b(app.dead_letters(DEAD_LETTERS_KEPT))?;
-        let matched = matching(&letters, &f, ids.as_deref());
+    let result = on_matched_letters(&state, a, |app, matched| {
         let mut task_ids: Vec<lovage_core::TaskId> =
             matched.iter().map(|d| d.envelope.id).collect();
         task_ids.sort_unstable();
@@ -444,13 +455,9 @@ pub async fn dead_retry(
     State(state): State<ServerState>,
     Json(a): Json<DeadAction>,
 ) -> Result<Json<BulkResult>, ApiError> {
-    let f = a.filter;
-    let ids = filter_ids(&f)?;
-    let result = blocking(&state, move |app| {
-        let letters = b(app.dead_letters(DEAD_LETTERS_KEPT))?;
-        let matched = matching(&letters, &f, ids.as_deref());
+    let result = on_matched_letters(&state, a, |app, matched| {
         let mut task_ids = Vec::with_capacity(matched.len());
-        for d in &matched {
+        for d in matched {
             task_ids.push(resend(app, &d.envelope)?.to_string());
         }
         Ok(BulkResult {
