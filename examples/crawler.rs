@@ -3,6 +3,8 @@
 //!
 //! - on a thread pool, tasks spawning tasks in `pool.scope`, which returns when every one has
 //!   finished;
+//! - on a process pool, the registered task `lovage.crawl` spawning its links from inside its
+//!   child process into `pool.scope` (`lovage_pool::process::scope::spawn_keyed`);
 //! - on a broker, tasks spawning tasks from inside (`lovage::ctx().spawn_keyed`, keyed by page,
 //!   so a page found twice runs once) in `app.scope`, which returns when every task spawned
 //!   inside, transitively, has finished — counted in the broker, so any number of workers on
@@ -16,8 +18,8 @@
 
 use std::time::Instant;
 
-use lovage::workloads::crawl::{crawl, on_threads, page_key, reachable};
-use lovage::{App, PoolKind, ThreadPool, Worker, WorkerConfig};
+use lovage::workloads::crawl::{crawl, on_processes, on_threads, page_key, reachable};
+use lovage::{App, PoolKind, ProcessPool, ThreadPool, Worker, WorkerConfig};
 
 fn main() {
     lovage::init();
@@ -34,6 +36,21 @@ fn main() {
     println!(
         "thread pool (2 threads, tasks spawning tasks in a scope): {pages} pages in {took:?}, {:.2} µs/page",
         took.as_secs_f64() * 1e6 / pages as f64
+    );
+
+    let procs = ProcessPool::new(2);
+    let t = Instant::now();
+    let report = on_processes(&procs, size);
+    let took = t.elapsed();
+    assert_eq!(
+        report.spawned as usize, expected,
+        "processes: every page once"
+    );
+    assert!(report.failed.is_empty(), "failed: {:?}", report.failed);
+    println!(
+        "process pool (2 children, lovage.crawl spawning into pool.scope): {} pages in {took:?}, {:.2} µs/page",
+        report.succeeded,
+        took.as_secs_f64() * 1e6 / report.spawned as f64
     );
 
     let dir = tempfile::tempdir().expect("temporary directory");

@@ -121,13 +121,30 @@ fn request(kind: u8, seq: u64, codec: u8, name: &str, args: &[&[u8]]) -> Vec<u8>
     framed(body)
 }
 
-fn reply(seq: u64, outcomes: &[(u8, &[u8])]) -> Vec<u8> {
+/// A reply with its outcomes and what the call spawned: (codec, task, key, args) each.
+fn reply(seq: u64, outcomes: &[(u8, &[u8])], spawns: &[(u8, &str, Option<&str>, &[u8])]) -> Vec<u8> {
     let mut body = seq.to_le_bytes().to_vec();
     body.extend_from_slice(&(outcomes.len() as u32).to_le_bytes());
     for (status, bytes) in outcomes {
         body.push(*status);
         body.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         body.extend_from_slice(bytes);
+    }
+    body.extend_from_slice(&(spawns.len() as u32).to_le_bytes());
+    for (codec, task, key, args) in spawns {
+        body.push(*codec);
+        body.extend_from_slice(&(task.len() as u16).to_le_bytes());
+        body.extend_from_slice(task.as_bytes());
+        match key {
+            Some(k) => {
+                body.push(1);
+                body.extend_from_slice(&(k.len() as u16).to_le_bytes());
+                body.extend_from_slice(k.as_bytes());
+            }
+            None => body.push(0),
+        }
+        body.extend_from_slice(&(args.len() as u32).to_le_bytes());
+        body.extend_from_slice(args);
     }
     framed(body)
 }
@@ -286,10 +303,24 @@ fn main() {
     write("pool_requests", "empty-call", &one);
     let err = serde_json::to_vec(&TaskError::new("UnknownTask", "no task t")).unwrap();
     let mut reps = vec![4u8];
-    reps.extend(reply(1, &[(0, b"5")]));
-    reps.extend(reply(2, &[(0, b"\x05"), (1, &err)]));
+    reps.extend(reply(1, &[(0, b"5")], &[]));
+    reps.extend(reply(2, &[(0, b"\x05"), (1, &err)], &[]));
     write("pool_replies", "replies", &reps);
     let mut big = vec![255u8];
-    big.extend(reply(3, &[(0, &[b'7'; 300])]));
+    big.extend(reply(3, &[(0, &[b'7'; 300])], &[]));
     write("pool_replies", "long", &big);
+    // A scoped call's reply carrying what it spawned, keyed and not.
+    let mut spawned = vec![9u8];
+    spawned.extend(reply(
+        4,
+        &[(0, b"7")],
+        &[
+            (0, "crawl.page", Some("/a"), b"[1]"),
+            (1, "crawl.page", None, b"\x91\x02"),
+        ],
+    ));
+    write("pool_replies", "spawned", &spawned);
+    let mut scoped = vec![6u8];
+    scoped.extend(request(3, 5, 0, "crawl.page", &[b"[0]"]));
+    write("pool_requests", "scoped-call", &scoped);
 }

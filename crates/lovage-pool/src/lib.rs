@@ -17,7 +17,9 @@ mod wait;
 
 pub use executor::Executor;
 pub use handle::{Completer, TaskHandle};
-pub use process::{child_main, ProcessPool, ProcessPoolBuilder};
+pub use process::{
+    child_main, ProcessPool, ProcessPoolBuilder, ProcessScope, ProcessScopeReport, ScopeFailure,
+};
 pub use thread::{MapUnordered, Scope, ThreadPool, ThreadPoolBuilder};
 pub use wait::{as_completed, wait, AsCompleted, ReturnWhen, Waited};
 

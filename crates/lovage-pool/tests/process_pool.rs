@@ -47,6 +47,52 @@ fn sleep_with_own_limit(ms: u64) -> u64 {
     ms
 }
 
+/// The synthetic site's links from `page`: four each, with duplicates and cycles.
+fn links(page: u64, pages: u64) -> Vec<u64> {
+    (0..4).map(|k| (page * 7 + k * 13 + 1) % pages).collect()
+}
+
+/// Crawls one page of the site in a pool child: marks it done with a file that must not exist
+/// yet (a page crawled twice fails), then spawns its links, keyed so each page runs once.
+#[task(crate = lovage_core)]
+fn crawl_page(page: u64, pages: u64, dir: String) -> u64 {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(format!("{dir}/{page}"))
+        .unwrap_or_else(|e| panic!("page {page} crawled twice: {e}"));
+    for link in links(page, pages) {
+        lovage_pool::process::scope::spawn_keyed(
+            &link.to_string(),
+            crawl_page::s(link, pages, dir.clone()),
+        )
+        .unwrap();
+    }
+    page
+}
+
+/// Spawns `n` squares, then ends as `how` says: "ok", "panic" or "abort".
+#[task(crate = lovage_core)]
+fn spawn_then(n: u64, how: String) -> u64 {
+    for i in 0..n {
+        lovage_pool::process::scope::spawn(square::s(i)).unwrap();
+    }
+    match how.as_str() {
+        "panic" => panic!("failed after spawning"),
+        "abort" => std::process::abort(),
+        _ => n,
+    }
+}
+
+/// Tries to spawn and returns the error's message (empty if it spawned).
+#[task(crate = lovage_core)]
+fn spawn_error() -> String {
+    lovage_pool::process::scope::spawn(square::s(1))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+}
+
 #[task(crate = lovage_core)]
 fn die(how: String) -> u32 {
     match how.as_str() {
@@ -525,6 +571,85 @@ macro_rules! trials {
     };
 }
 
+fn a_scope_crawls_a_site_across_processes_and_counts_every_page_once() {
+    let pages = 2_000u64;
+    let mut reachable = std::collections::HashSet::from([0u64]);
+    let mut frontier = vec![0u64];
+    while let Some(p) = frontier.pop() {
+        for l in links(p, pages) {
+            if reachable.insert(l) {
+                frontier.push(l);
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let pool = ProcessPool::new(2);
+    let report = pool.scope(|s| {
+        s.spawn_keyed("0", crawl_page::s(0, pages, d.clone()))
+            .unwrap();
+        // The same key again from the caller is the same task.
+        s.spawn_keyed("0", crawl_page::s(0, pages, d.clone()))
+            .unwrap();
+        "returned"
+    });
+    assert_eq!(report.value, "returned");
+    assert!(report.failed.is_empty(), "{:?}", report.failed.first());
+    assert_eq!(
+        report.spawned,
+        reachable.len() as u64,
+        "each page counted once"
+    );
+    assert_eq!(report.succeeded, reachable.len() as u64);
+    let crawled = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(
+        crawled,
+        reachable.len(),
+        "every reachable page crawled, none twice"
+    );
+}
+
+fn a_scope_counts_failures_and_a_dead_child_loses_only_its_own_spawns() {
+    let pool = ProcessPool::new(2);
+    let report = pool.scope(|s| s.spawn(spawn_then::s(5, "panic".into())).unwrap());
+    assert_eq!(report.spawned, 6, "a failed call's spawns still run");
+    assert_eq!(report.succeeded, 5);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].task, "process_pool::spawn_then");
+    assert!(report.failed[0]
+        .error
+        .to_string()
+        .contains("failed after spawning"));
+
+    let report = pool.scope(|s| {
+        s.spawn(spawn_then::s(3, "abort".into())).unwrap();
+        s.spawn(spawn_then::s(2, "ok".into())).unwrap();
+    });
+    assert_eq!(
+        report.spawned, 4,
+        "the aborted call's spawns died with its child"
+    );
+    assert_eq!(report.succeeded, 3);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].error.kind, kinds::WORKER_LOST);
+}
+
+fn spawning_outside_a_scope_is_a_clear_error() {
+    let pool = ProcessPool::new(1);
+    let in_child = pool.submit(spawn_error::s()).result().unwrap();
+    assert!(
+        in_child.contains("only inside a task that a ProcessPool scope runs"),
+        "{in_child}"
+    );
+    let in_parent = lovage_pool::process::scope::spawn(square::s(2)).unwrap_err();
+    assert!(
+        in_parent
+            .to_string()
+            .contains("cannot spawn process_pool::square"),
+        "{in_parent}"
+    );
+}
+
 fn main() {
     lovage_pool::child_main();
     if std::env::var_os("LOVAGE_TEST_ORPHAN_PARENT").is_some() {
@@ -548,6 +673,9 @@ fn main() {
         child_output_does_not_break_frames,
         cancel_shutdown_and_as_completed,
         children_do_not_outlive_a_killed_parent,
+        a_scope_crawls_a_site_across_processes_and_counts_every_page_once,
+        a_scope_counts_failures_and_a_dead_child_loses_only_its_own_spawns,
+        spawning_outside_a_scope_is_a_clear_error,
     ];
     libtest_mimic::run(&args, trials).exit();
 }

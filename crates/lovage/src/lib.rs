@@ -40,7 +40,8 @@ pub use lovage_core::{
 pub use lovage_macros::task;
 pub use lovage_pool::{
     as_completed, wait, AsCompleted, Executor, MapUnordered, ProcessPool, ProcessPoolBuilder,
-    ReturnWhen, Scope, TaskHandle, ThreadPool, ThreadPoolBuilder, Waited,
+    ProcessScope, ProcessScopeReport, ReturnWhen, Scope, ScopeFailure, TaskHandle, ThreadPool,
+    ThreadPoolBuilder, Waited,
 };
 
 pub mod builtins;

@@ -9,7 +9,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use lovage_core::{Registry, TaskError};
 
-use super::frame::{self, Outcome, KIND_CALL, KIND_INIT};
+use super::frame::{self, Outcome, KIND_CALL, KIND_INIT, KIND_SCOPED_CALL};
+use super::scope;
 
 /// The signal a parent sends when the running task passes its soft time limit.
 pub(crate) const SOFT_LIMIT_SIGNAL: i32 = libc::SIGUSR1;
@@ -120,11 +121,17 @@ pub(crate) fn serve_frames(
         while let Some(body) = frame::split_frame(&buf[start..]).map_err(std::io::Error::other)? {
             let body = start + body.start..start + body.end;
             let req = frame::decode_request(&buf[body.clone()]).map_err(std::io::Error::other)?;
-            let outcomes: Vec<Outcome> = req
-                .args
-                .iter()
-                .map(|args| run_one(registry, req.name, args, req.codec, req.seq))
-                .collect();
+            let run_all = || -> Vec<Outcome> {
+                req.args
+                    .iter()
+                    .map(|args| run_one(registry, req.name, args, req.codec, req.seq))
+                    .collect()
+            };
+            let (outcomes, spawns) = if req.kind == KIND_SCOPED_CALL {
+                scope::collecting_spawns(run_all)
+            } else {
+                (run_all(), Vec::new())
+            };
             if req.kind == KIND_INIT {
                 if let Some(Err(e)) = outcomes.first() {
                     eprintln!(
@@ -133,14 +140,14 @@ pub(crate) fn serve_frames(
                         req.name
                     );
                 }
-            } else if req.kind != KIND_CALL {
+            } else if req.kind != KIND_CALL && req.kind != KIND_SCOPED_CALL {
                 return Err(std::io::Error::other(format!(
                     "unknown request kind {}",
                     req.kind
                 )));
             }
             reply.clear();
-            frame::encode_reply(&mut reply, req.seq, &outcomes);
+            frame::encode_reply(&mut reply, req.seq, &outcomes, &spawns);
             out.write_all(&reply)?;
             start = body.end;
         }

@@ -6,8 +6,13 @@
 //!
 //! ```text
 //! request: len u32 | kind u8 | seq u64 | codec u8 | name_len u16 | name | count u32 | (len u32, args)*
-//! reply:   len u32 | seq u64 | count u32 | (status u8, len u32, bytes)*
+//! reply:   len u32 | seq u64 | count u32 | (status u8, len u32, bytes)* | spawns u32 | spawn*
+//! spawn:   codec u8 | name_len u16 | name | keyed u8 | (key_len u16, key)? | len u32 | args
 //! ```
+//!
+//! A call of kind `KIND_SCOPED_CALL` runs inside a [`ProcessScope`](super::scope::ProcessScope):
+//! the tasks it spawns ride back in its reply, so they count in the scope exactly when the
+//! call's outcome does (a child that dies mid-call spawned nothing).
 
 use lovage_core::{Codec, TaskError};
 
@@ -17,6 +22,25 @@ pub(crate) type Outcome = Result<Vec<u8>, TaskError>;
 /// Request kinds.
 pub(crate) const KIND_CALL: u8 = 1;
 pub(crate) const KIND_INIT: u8 = 2;
+pub(crate) const KIND_SCOPED_CALL: u8 = 3;
+
+/// A task a scoped call spawned, as it crosses the pipe back to the parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Spawn {
+    pub task: String,
+    pub codec: Codec,
+    /// Spawns with the same key run once per scope.
+    pub key: Option<String>,
+    pub args: Vec<u8>,
+}
+
+/// A decoded reply: the request it answers, one outcome per argument set, what it spawned.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Reply {
+    pub seq: u64,
+    pub outcomes: Vec<Outcome>,
+    pub spawns: Vec<Spawn>,
+}
 
 const STATUS_OK: u8 = 0;
 const STATUS_ERR: u8 = 1;
@@ -120,6 +144,12 @@ pub(crate) enum FrameError {
     TaskName(std::str::Utf8Error),
     #[error("unknown reply status {0}")]
     UnknownStatus(u8),
+    #[error("spawn key: {0}")]
+    SpawnKey(std::str::Utf8Error),
+    #[error("unknown spawn key flag {0}")]
+    UnknownKeyFlag(u8),
+    #[error("{0} bytes after the end of a reply")]
+    Trailing(usize),
     #[error("frame of {0} bytes is larger than the {MAX_FRAME}-byte limit")]
     TooLarge(usize),
 }
@@ -150,7 +180,7 @@ pub(crate) fn decode_request(body: &[u8]) -> Result<Request<'_>, FrameError> {
 }
 
 /// Appends one reply frame to `out`.
-pub(crate) fn encode_reply(out: &mut Vec<u8>, seq: u64, outcomes: &[Outcome]) {
+pub(crate) fn encode_reply(out: &mut Vec<u8>, seq: u64, outcomes: &[Outcome], spawns: &[Spawn]) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&seq.to_le_bytes());
@@ -167,12 +197,28 @@ pub(crate) fn encode_reply(out: &mut Vec<u8>, seq: u64, outcomes: &[Outcome]) {
         out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         out.extend_from_slice(&bytes);
     }
+    out.extend_from_slice(&(spawns.len() as u32).to_le_bytes());
+    for s in spawns {
+        out.push(codec_byte(s.codec));
+        out.extend_from_slice(&(s.task.len() as u16).to_le_bytes());
+        out.extend_from_slice(s.task.as_bytes());
+        match &s.key {
+            Some(k) => {
+                out.push(1);
+                out.extend_from_slice(&(k.len() as u16).to_le_bytes());
+                out.extend_from_slice(k.as_bytes());
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&(s.args.len() as u32).to_le_bytes());
+        out.extend_from_slice(&s.args);
+    }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-/// Decodes a reply body into its sequence number and outcomes.
-pub(crate) fn decode_reply(body: &[u8]) -> Result<(u64, Vec<Outcome>), FrameError> {
+/// Decodes a reply body.
+pub(crate) fn decode_reply(body: &[u8]) -> Result<Reply, FrameError> {
     let mut c = Cursor { buf: body, pos: 0 };
     let seq = c.u64()?;
     let count = c.u32()? as usize;
@@ -190,7 +236,38 @@ pub(crate) fn decode_reply(body: &[u8]) -> Result<(u64, Vec<Outcome>), FrameErro
             other => return Err(FrameError::UnknownStatus(other)),
         });
     }
-    Ok((seq, outcomes))
+    let count = c.u32()? as usize;
+    // Each spawn takes at least 8 bytes (codec, name length, keyed, args length).
+    let mut spawns = Vec::with_capacity(count.min(c.remaining() / 8));
+    for _ in 0..count {
+        let codec = byte_codec(c.u8()?)?;
+        let name_len = c.u16()? as usize;
+        let task = std::str::from_utf8(c.take(name_len)?).map_err(FrameError::TaskName)?;
+        let key = match c.u8()? {
+            0 => None,
+            1 => {
+                let n = c.u16()? as usize;
+                let key = std::str::from_utf8(c.take(n)?).map_err(FrameError::SpawnKey)?;
+                Some(key.to_owned())
+            }
+            other => return Err(FrameError::UnknownKeyFlag(other)),
+        };
+        let n = c.u32()? as usize;
+        spawns.push(Spawn {
+            task: task.to_owned(),
+            codec,
+            key,
+            args: c.take(n)?.to_vec(),
+        });
+    }
+    if c.remaining() != 0 {
+        return Err(FrameError::Trailing(c.remaining()));
+    }
+    Ok(Reply {
+        seq,
+        outcomes,
+        spawns,
+    })
 }
 
 /// If `buf` starts with a whole frame, its body's range.
@@ -223,15 +300,59 @@ mod tests {
         }
 
         #[test]
-        fn replies_round_trip(seq in any::<u64>(), oks in proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 0..30)), 0..10)) {
+        fn replies_round_trip(
+            seq in any::<u64>(),
+            oks in proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 0..30)), 0..10),
+            spawned in proptest::collection::vec(("[a-z:._]{0,20}", proptest::option::of("[a-z0-9/ é]{0,20}"), proptest::collection::vec(any::<u8>(), 0..30), any::<bool>()), 0..6),
+        ) {
             let outcomes: Vec<Result<Vec<u8>, TaskError>> = oks.iter().map(|o| o.clone().ok_or_else(|| TaskError::new("K", "m"))).collect();
+            let spawns: Vec<Spawn> = spawned
+                .into_iter()
+                .map(|(task, key, args, json)| Spawn {
+                    task,
+                    codec: if json { Codec::Json } else { Codec::Msgpack },
+                    key,
+                    args,
+                })
+                .collect();
             let mut buf = Vec::new();
-            encode_reply(&mut buf, seq, &outcomes);
+            encode_reply(&mut buf, seq, &outcomes, &spawns);
             let body = split_frame(&buf).unwrap().unwrap();
-            let (s, back) = decode_reply(&buf[body]).unwrap();
-            prop_assert_eq!(s, seq);
-            prop_assert_eq!(back, outcomes);
+            let back = decode_reply(&buf[body.clone()]).unwrap();
+            prop_assert_eq!(back, Reply { seq, outcomes, spawns });
+            // A cut anywhere inside the body is an error, never a panic or a shorter reply.
+            for cut in 0..body.len() {
+                prop_assert!(decode_reply(&buf[body.start..body.start + cut]).is_err());
+            }
         }
+    }
+
+    /// The fuzz targets' seeds (fuzz/corpus, written by fuzz/examples/seeds.rs) keep up with
+    /// the format: each decodes whole (its first byte is the fuzzer's piece size).
+    #[test]
+    fn the_committed_fuzz_seeds_decode() {
+        let seeds: [(&[u8], usize); 3] = [
+            (
+                include_bytes!("../../../../fuzz/corpus/pool_replies/replies"),
+                2,
+            ),
+            (
+                include_bytes!("../../../../fuzz/corpus/pool_replies/long"),
+                1,
+            ),
+            (
+                include_bytes!("../../../../fuzz/corpus/pool_replies/spawned"),
+                1,
+            ),
+        ];
+        for (seed, replies) in seeds {
+            let mut stream = &seed[1..];
+            assert_eq!(crate::fuzzing::read_replies(&mut stream).unwrap(), replies);
+        }
+        let scoped = include_bytes!("../../../../fuzz/corpus/pool_requests/scoped-call");
+        let body = split_frame(&scoped[1..]).unwrap().unwrap();
+        let r = decode_request(&scoped[1..][body]).unwrap();
+        assert_eq!((r.kind, r.name), (KIND_SCOPED_CALL, "crawl.page"));
     }
 
     #[test]

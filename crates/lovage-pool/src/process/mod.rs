@@ -8,6 +8,7 @@
 
 pub(crate) mod child;
 pub(crate) mod frame;
+pub mod scope;
 mod slot;
 
 use std::collections::VecDeque;
@@ -26,6 +27,7 @@ use crate::ordered::{ChunkResults, OrderedChunks};
 use frame::Outcome;
 
 pub use child::child_main;
+pub use scope::{ProcessScope, ProcessScopeReport, ScopeFailure};
 
 /// What a child is asked to run: one task, one or more argument sets.
 pub(crate) struct CallRequest {
@@ -35,6 +37,8 @@ pub(crate) struct CallRequest {
     time_limit: Option<Duration>,
     /// Revoke kills the child running it; a soft time limit is signalled to the child.
     cancel: Option<CancelToken>,
+    /// Runs in a [`scope::ProcessScope`]: what it spawns comes back with its reply.
+    scoped: bool,
 }
 
 /// A queued request with its result cell, type-erased for the supervisor threads.
@@ -46,6 +50,9 @@ pub(crate) trait ProcJob: Send + Sync {
     fn cancel(&self) -> bool;
     /// Delivers the child's outcomes (one per argument set), or a failure of the whole request.
     fn finish(&self, outcomes: Result<Vec<Outcome>, TaskError>);
+    /// Hands over what the call spawned (just before [`finish`](Self::finish)); only a scoped
+    /// call's child may spawn, so other jobs get nothing.
+    fn spawned(&self, _spawns: Vec<frame::Spawn>) {}
 }
 
 type Decode<T> = fn(Codec, Vec<Outcome>) -> Result<T, TaskError>;
@@ -189,6 +196,46 @@ impl Shared {
             *busy = true;
         }
         Some(taken)
+    }
+
+    /// The request for one call of `sig`, with its time limit: the call's own, else the
+    /// task's registered one, else the pool's.
+    fn call_request(&self, sig: Signature) -> CallRequest {
+        let args = vec![sig.args.clone()];
+        self.request(sig, args)
+    }
+
+    fn request(&self, sig: Signature, args: Vec<Vec<u8>>) -> CallRequest {
+        let registered = Registry::global()
+            .get(&sig.task)
+            .ok()
+            .map(|e| (e.options)());
+        let time_limit = sig
+            .options
+            .time_limit
+            .or_else(|| registered.and_then(|o| o.time_limit))
+            .or(self.config.time_limit);
+        CallRequest {
+            task: sig.task,
+            codec: sig.codec,
+            args,
+            time_limit,
+            cancel: None,
+            scoped: false,
+        }
+    }
+
+    /// Queues `job` for the slots; false (and not queued) once the pool is shut down.
+    fn push(&self, job: Arc<dyn ProcJob>) -> bool {
+        {
+            let mut q = self.lock();
+            if q.shutdown {
+                return false;
+            }
+            q.jobs.push_back(job);
+        }
+        self.cond.notify_one();
+        true
     }
 
     fn set_pid(&self, index: usize, pid: Option<u32>) {
@@ -422,22 +469,7 @@ impl ProcessPool {
     }
 
     fn request(&self, sig: Signature, args: Vec<Vec<u8>>) -> CallRequest {
-        let registered = Registry::global()
-            .get(&sig.task)
-            .ok()
-            .map(|e| (e.options)());
-        let time_limit = sig
-            .options
-            .time_limit
-            .or_else(|| registered.and_then(|o| o.time_limit))
-            .or(self.shared.config.time_limit);
-        CallRequest {
-            task: sig.task,
-            codec: sig.codec,
-            args,
-            time_limit,
-            cancel: None,
-        }
+        self.shared.request(sig, args)
     }
 
     fn enqueue<T: Send + 'static>(&self, request: CallRequest, decode: Decode<T>) -> TaskHandle<T> {
@@ -446,17 +478,10 @@ impl ProcessPool {
             request,
             decode,
         });
-        {
-            let mut q = self.shared.lock();
-            if q.shutdown {
-                drop(q);
-                cell.completion
-                    .fail_pending(crate::thread::shutdown_error());
-                return TaskHandle::from_shared(cell);
-            }
-            q.jobs.push_back(cell.clone());
+        if !self.shared.push(cell.clone()) {
+            cell.completion
+                .fail_pending(crate::thread::shutdown_error());
         }
-        self.shared.cond.notify_one();
         TaskHandle::from_shared(cell)
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use lovage_core::{kinds, CancelReason, CancelToken, TaskError};
 
-use super::frame::{self, Outcome, KIND_CALL, KIND_INIT};
+use super::frame::{self, KIND_CALL, KIND_INIT, KIND_SCOPED_CALL};
 use super::{ProcJob, Shared};
 
 /// Aim for about this much queued work per child, so batches are large for tiny tasks and a
@@ -166,7 +166,11 @@ impl Slot {
         let req = job.request();
         frame::encode_request(
             &mut self.out,
-            KIND_CALL,
+            if req.scoped {
+                KIND_SCOPED_CALL
+            } else {
+                KIND_CALL
+            },
             self.seq,
             req.codec,
             &req.task,
@@ -381,10 +385,10 @@ impl Slot {
             .map_err(|e| ChildFailure::Protocol(e.to_string()))?
         {
             let body = pos + body.start..pos + body.end;
-            let (seq, outcomes) = frame::decode_reply(&self.inbuf[body.clone()])
+            let reply = frame::decode_reply(&self.inbuf[body.clone()])
                 .map_err(|e| ChildFailure::Protocol(e.to_string()))?;
             pos = body.end;
-            self.complete_front(seq, outcomes)?;
+            self.complete_front(reply)?;
         }
         self.inbuf.drain(..pos);
         if eof {
@@ -393,7 +397,12 @@ impl Slot {
         Ok(())
     }
 
-    fn complete_front(&mut self, seq: u64, outcomes: Vec<Outcome>) -> Result<(), ChildFailure> {
+    fn complete_front(&mut self, reply: frame::Reply) -> Result<(), ChildFailure> {
+        let frame::Reply {
+            seq,
+            outcomes,
+            spawns,
+        } = reply;
         let now = Instant::now();
         match self.inflight.pop_front() {
             Some(InFlight::Init) => {
@@ -425,6 +434,8 @@ impl Slot {
                         Some(a) => (a * 7 + per_item) / 8,
                     });
                 }
+                // Spawns count in their scope before the call that made them leaves it.
+                job.spawned(spawns);
                 job.finish(Ok(outcomes));
             }
             None => {

@@ -48,15 +48,23 @@ pub fn page_key(page: u64) -> String {
 }
 
 /// Fetches page `page` and spawns each page it links to (keyed, so each page runs once in
-/// the scope). Must run in a `lovage worker`'s task on a thread pool (it needs
-/// [`crate::ctx`]); returns how many links it found.
+/// the scope). Runs in a `lovage worker`'s task (it spawns through [`crate::ctx`]) or in a
+/// [`ProcessPool::scope`](crate::ProcessPool::scope) (through
+/// [`lovage_pool::process::scope::spawn_keyed`]); returns how many links it found.
 #[crate::task(name = "lovage.crawl")]
 pub fn crawl(page: u64, size: u64) -> Result<u32, String> {
     if size == 0 || page >= size {
         return Err(format!("page {page} is not in a site of {size} pages"));
     }
-    let ctx = crate::ctx().ok_or("lovage.crawl spawns its links: run it on a lovage worker")?;
     let links = links_of(page, size);
+    let Some(ctx) = crate::ctx() else {
+        for l in links {
+            lovage_pool::process::scope::spawn_keyed(&page_key(l), crawl::s(l, size)).map_err(
+                |_| "lovage.crawl spawns its links: run it on a lovage worker or in a process pool's scope",
+            )?;
+        }
+        return Ok(links.len() as u32);
+    };
     let keys: Vec<(u64, String)> = links.iter().map(|&l| (l, page_key(l))).collect();
     // One call for the page's links: a few broker writes, not a few per link.
     ctx.spawn_keyed_many(keys.iter().map(|(l, k)| (k.as_str(), crawl::s(*l, size))))
@@ -90,6 +98,15 @@ pub fn on_threads(pool: &ThreadPool, size: u64) -> usize {
     fetched.into_inner()
 }
 
+/// The crawl on a process pool: `lovage.crawl` in each child spawns its links into
+/// `pool.scope`, which returns when every one has finished; returns the scope's report.
+pub fn on_processes(pool: &crate::ProcessPool, size: u64) -> crate::ProcessScopeReport<()> {
+    pool.scope(|s| {
+        // A signature of plain integers always encodes.
+        let _ = s.spawn_keyed(&page_key(0), crawl::s(0, size));
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,7 +126,7 @@ mod tests {
     #[test]
     fn outside_a_worker_the_crawl_task_says_what_it_needs() {
         let err = crawl(0, 10).unwrap_err();
-        assert!(err.contains("lovage worker"), "{err}");
+        assert!(err.contains("lovage worker or in a process pool"), "{err}");
         assert!(crawl(10, 10).unwrap_err().contains("not in a site"));
     }
 }
