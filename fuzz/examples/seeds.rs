@@ -226,6 +226,8 @@ fn main() {
         heartbeat: Timestamp::from_millis(1_795_514_410_000),
         tasks_done: 7,
         active: 1,
+        registered: vec!["tasks.add".into()],
+        limits: Default::default(),
     };
     write("result", "worker", &serde_json::to_vec(&worker).unwrap());
     write("result", "state", b"SUCCESS");
