@@ -19,8 +19,12 @@
 //! function per partition, so a chain of them and the reduction after it run as one task per
 //! partition, pulling items through without building the intermediate lists.
 //!
-//! Bags and arrays run closures, so they do not run on a process pool or a broker (a closure
-//! cannot cross a process); [`compute`] says so instead of starting.
+//! Arrays built from data (`random`, `full`, `zeros`, `ones`, and `scalar`, `apply`, `zip`,
+//! slicing and `rechunk` on them) reduce with registered tasks (`lovage.array.*`), so they run
+//! on a process pool and on a broker's workers too, with the same results; a worker process
+//! calls [`register`] once. Closures (`map`, `from_fn`, `map_blocks`, every bag step) cannot
+//! cross a process: [`compute`] on a process pool or a broker names the closure step and
+//! stops before anything runs.
 
 pub mod array;
 pub mod bag;
@@ -39,12 +43,25 @@ pub enum Error {
     /// Bad input when the collection was built: no file matched, shapes that do not agree, …
     #[error("{0}")]
     Input(String),
-    /// The scheduler (a process pool or a broker) cannot run closures.
+    /// The scheduler (a process pool or a broker) cannot run a closure the collection has.
     #[error(
-        "bags and arrays run closures, which cannot cross processes: compute them with Inline \
-         or Threads(&pool), not {0}"
+        "{op} runs a closure, which cannot cross processes: compute it with Inline or \
+         Threads(&pool), not {scheduler} (arrays from random/full/zeros/ones with scalar, \
+         apply, zip, slicing and rechunk reduce on every scheduler)"
     )]
-    Unsupported(&'static str),
+    Unsupported {
+        /// `Processes` or `Broker`.
+        scheduler: &'static str,
+        /// The step that holds the closure (`array-map`, `bag-partial`, …).
+        op: String,
+    },
+}
+
+/// Makes sure the built-in collection tasks (`lovage.array.*`) are registered in this
+/// process and returns their names: a worker binary that runs collections calls it once
+/// (`lovage worker` does). An error names a task that is missing.
+pub fn register() -> Result<&'static [&'static str], TaskError> {
+    array::tasks::register()
 }
 
 /// Runs what `outputs` needs (a handle, a tuple or a `Vec` of handles) and returns the values.
@@ -54,14 +71,39 @@ pub fn compute<O: Outputs>(
     scheduler: Scheduler<'_>,
     outputs: O,
 ) -> Result<O::Value, Error> {
-    match scheduler {
-        Scheduler::Processes(_) => return Err(Error::Unsupported("Processes")),
-        Scheduler::Broker(_) | Scheduler::BrokerFromCaller(_) => {
-            return Err(Error::Unsupported("Broker"))
+    let remote = match scheduler {
+        Scheduler::Processes(_) => Some("Processes"),
+        Scheduler::Broker(_) | Scheduler::BrokerFromCaller(_) => Some("Broker"),
+        Scheduler::Inline | Scheduler::Threads(_) => None,
+    };
+    if let Some(scheduler) = remote {
+        // Refused before anything runs (a broker would otherwise run a graph of closures
+        // in this process), naming the step the caller wrote.
+        let steps = g.closure_steps(&outputs)?;
+        // A data array's blocks are made by a closure too; the step after them is the one
+        // the caller wrote (`map_blocks`), so it is named when there is one.
+        let named = steps
+            .iter()
+            .find(|&&s| s != "array-block")
+            .or(steps.first());
+        if let Some(op) = named {
+            return Err(Error::Unsupported {
+                scheduler,
+                op: (*op).to_owned(),
+            });
         }
-        Scheduler::Inline | Scheduler::Threads(_) => {}
     }
-    progress::with_bar(g, || g.compute(scheduler, outputs)).map_err(Error::from)
+    progress::with_bar(g, || g.compute(scheduler, outputs)).map_err(|e| match (e, remote) {
+        // Refused before anything ran: say which step and what runs there instead.
+        (GraphError::NotRegistered { key }, Some(scheduler)) => Error::Unsupported {
+            scheduler,
+            op: key
+                .rsplit_once('-')
+                .map_or(key.as_str(), |(op, _)| op)
+                .to_owned(),
+        },
+        (e, _) => Error::from(e),
+    })
 }
 
 /// A task's error for bad data met while running (a malformed line, an unreadable file).

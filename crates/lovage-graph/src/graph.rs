@@ -478,6 +478,29 @@ impl Graph {
         self.inner.borrow()
     }
 
+    /// The names of the closure nodes that `outputs` need, each once, in the order the
+    /// nodes were added (sources first); empty when every node they need is a registered
+    /// task, a value or structural: a process pool or a broker's workers can run them only
+    /// then. A collection asks this before it is sent, to name the step that cannot go.
+    pub fn closure_steps<O: Outputs>(&self, outputs: &O) -> Result<Vec<&'static str>, GraphError> {
+        let g = self.inner();
+        let mut stack = Vec::new();
+        outputs.nodes(g.id, &mut stack)?;
+        let mut seen = vec![false; g.len()];
+        while let Some(x) = stack.pop() {
+            if !std::mem::replace(&mut seen[x as usize], true) {
+                stack.extend(g.deps_of(x).iter().copied());
+            }
+        }
+        let mut names: Vec<&'static str> = Vec::new();
+        for (x, op) in g.ops.iter().enumerate() {
+            if seen[x] && op.kind() == NodeKind::Local && !names.contains(&op.name()) {
+                names.push(op.name());
+            }
+        }
+        Ok(names)
+    }
+
     /// Counts from the last `compute` or `persist`.
     pub fn last_stats(&self) -> Stats {
         self.stats.get()

@@ -131,6 +131,11 @@ fn tasks_lists_the_builtins() {
         "lovage.pi",
         "lovage.fib",
         "lovage.matmul_rows",
+        // The built-in collection tasks, so `lovage worker` reduces arrays.
+        "lovage.array.partial",
+        "lovage.array.combine",
+        "lovage.array.stat",
+        "lovage.array.index",
     ] {
         assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
     }

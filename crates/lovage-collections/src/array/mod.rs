@@ -18,9 +18,13 @@
 //! assert!((m2 - 2.0 * m).abs() < 1e-12);
 //! ```
 
+mod expr;
 mod grid;
 mod npy;
 mod reduce;
+pub(crate) mod tasks;
+
+pub use expr::{Func, Op};
 
 pub use grid::ravel as flat_index;
 
@@ -31,7 +35,8 @@ use lovage_graph::{Delayed, Graph, Scheduler};
 use ndarray::{ArrayD, ArrayViewD, IxDyn, Slice};
 
 use crate::{internal, Error};
-use grid::{for_each_row, ravel, Grid};
+use expr::Expr;
+use grid::{for_each_row, Grid};
 
 /// One block's values (shared, never copied between tasks).
 pub type Block = Arc<ArrayD<f64>>;
@@ -46,7 +51,10 @@ const PIECE: usize = 4096;
 
 #[derive(Clone)]
 enum Src {
-    Lazy(Fill),
+    /// Its generating function, and the same as data when it was built from data only (then
+    /// its reductions are registered tasks and run on every scheduler); otherwise the name
+    /// of the closure step that made it (its nodes carry it, and errors name it).
+    Lazy(Fill, Result<Arc<Expr>, &'static str>),
     /// One node per block, row-major over the grid.
     Blocks(Vec<Delayed<Block>>),
 }
@@ -66,7 +74,7 @@ impl std::fmt::Debug for Array<'_> {
             "Array(shape {:?}, {} blocks{})",
             self.grid.shape,
             self.grid.nblocks(),
-            if matches!(self.src, Src::Lazy(_)) {
+            if matches!(self.src, Src::Lazy(..)) {
                 ", lazy"
             } else {
                 ""
@@ -187,11 +195,29 @@ fn fill_row_pieces(
 }
 
 impl<'g> Array<'g> {
-    fn lazy(g: &'g Graph, grid: Grid, fill: Fill) -> Self {
+    /// A lazy array from a closure: local schedulers only.
+    fn lazy(g: &'g Graph, grid: Grid, fill: Fill, step: &'static str) -> Self {
         Array {
             g,
             grid,
-            src: Src::Lazy(fill),
+            src: Src::Lazy(fill, Err(step)),
+        }
+    }
+
+    /// A lazy array from data: its reductions run on every scheduler.
+    fn lazy_expr(g: &'g Graph, grid: Grid, expr: Expr) -> Self {
+        Array {
+            g,
+            grid,
+            src: Src::Lazy(expr.fill(), Ok(Arc::new(expr))),
+        }
+    }
+
+    /// This array's expression, if it has one.
+    fn expr(&self) -> Option<&Expr> {
+        match &self.src {
+            Src::Lazy(_, Ok(e)) => Some(e),
+            _ => None,
         }
     }
 
@@ -204,25 +230,21 @@ impl<'g> Array<'g> {
         seed: u64,
     ) -> Result<Self, Error> {
         let grid = Grid::regular(shape, chunks)?;
-        let full = grid.shape.clone();
-        let seed = mix(seed);
-        Ok(Self::lazy(
+        let shape = grid.shape.clone();
+        Ok(Self::lazy_expr(
             g,
             grid,
-            Arc::new(move |start: &[usize], out: &mut [f64]| {
-                random_fill(seed, ravel(start, &full) as u64, out);
-            }),
+            Expr::Random {
+                seed: mix(seed),
+                shape,
+            },
         ))
     }
 
     /// Every value `v`.
     pub fn full(g: &'g Graph, shape: &[usize], chunks: &[usize], v: f64) -> Result<Self, Error> {
         let grid = Grid::regular(shape, chunks)?;
-        Ok(Self::lazy(
-            g,
-            grid,
-            Arc::new(move |_: &[usize], out: &mut [f64]| out.fill(v)),
-        ))
+        Ok(Self::lazy_expr(g, grid, Expr::Full(v.to_bits())))
     }
 
     /// Zeros.
@@ -254,6 +276,7 @@ impl<'g> Array<'g> {
                     *x = f(&at);
                 }
             }),
+            "array-from-fn",
         ))
     }
 
@@ -306,11 +329,11 @@ impl<'g> Array<'g> {
     fn block_node(&self, b: usize) -> Delayed<Block> {
         match &self.src {
             Src::Blocks(v) => v[b],
-            Src::Lazy(fill) => {
+            Src::Lazy(fill, origin) => {
                 let (start, shape) = self.grid.block(b);
                 let fill = fill.clone();
                 self.g.try_local_all(
-                    "array-block",
+                    origin.as_ref().map_or_else(|step| *step, |_| "array-block"),
                     move |_: Vec<Block>| {
                         let mut a = ArrayD::zeros(IxDyn(&shape));
                         let data = a
@@ -365,7 +388,7 @@ impl<'g> Array<'g> {
     /// `f` applied to every value. On a lazy array this adds no node.
     pub fn map(&self, f: impl Fn(f64) -> f64 + Send + Sync + 'static) -> Self {
         match &self.src {
-            Src::Lazy(fill) => {
+            Src::Lazy(fill, _) => {
                 let fill = fill.clone();
                 Self::lazy(
                     self.g,
@@ -374,6 +397,7 @@ impl<'g> Array<'g> {
                         fill(start, out);
                         out.iter_mut().for_each(|x| *x = f(*x));
                     }),
+                    "array-map",
                 )
             }
             Src::Blocks(blocks) => {
@@ -419,7 +443,7 @@ impl<'g> Array<'g> {
                 self.grid.shape, other.grid.shape
             )));
         }
-        if let (Src::Lazy(a), Src::Lazy(b)) = (&self.src, &other.src) {
+        if let (Src::Lazy(a, _), Src::Lazy(b, _)) = (&self.src, &other.src) {
             let (a, b) = (a.clone(), b.clone());
             return Ok(Self::lazy(
                 self.g,
@@ -433,6 +457,7 @@ impl<'g> Array<'g> {
                         .zip(tmp.iter())
                         .for_each(|(x, y)| *x = f(*x, *y));
                 }),
+                "array-zip-with",
             ));
         }
         let other = if other.grid.chunks == self.grid.chunks {
@@ -461,21 +486,82 @@ impl<'g> Array<'g> {
         Ok(self.with_blocks(self.grid.clone(), blocks))
     }
 
+    /// Element-wise `self op other` of two arrays of the same shape. Between arrays built
+    /// from data (`random`, `full`, and these steps on them) it stays data, so its
+    /// reductions run on every scheduler; otherwise it is a closure (local schedulers only).
+    pub fn zip(&self, op: Op, other: &Array<'g>) -> Result<Self, Error> {
+        if let (Some(a), Some(b)) = (self.expr(), other.expr()) {
+            if self.grid.shape != other.grid.shape {
+                return self.zip_with(other, move |x, y| op.apply(x, y));
+            }
+            let (a, b) = (Box::new(a.clone()), Box::new(b.clone()));
+            return Ok(Self::lazy_expr(
+                self.g,
+                self.grid.clone(),
+                Expr::Zip { op, a, b },
+            ));
+        }
+        self.zip_with(other, move |x, y| op.apply(x, y))
+    }
+
+    /// Element-wise `self op v` (`v op self` with [`scalar_left`](Array::scalar_left)). On an
+    /// array built from data it stays data (every scheduler); otherwise a closure like `map`.
+    pub fn scalar(&self, op: Op, v: f64) -> Self {
+        self.scalar_on(op, v, false)
+    }
+
+    /// Element-wise `v op self` (`2.0 - x`, `1.0 / x`).
+    pub fn scalar_left(&self, op: Op, v: f64) -> Self {
+        self.scalar_on(op, v, true)
+    }
+
+    fn scalar_on(&self, op: Op, v: f64, left: bool) -> Self {
+        match self.expr() {
+            Some(e) => Self::lazy_expr(
+                self.g,
+                self.grid.clone(),
+                Expr::Scalar {
+                    op,
+                    value: v.to_bits(),
+                    left,
+                    of: Box::new(e.clone()),
+                },
+            ),
+            None if left => self.map(move |x| op.apply(v, x)),
+            None => self.map(move |x| op.apply(x, v)),
+        }
+    }
+
+    /// `f` of every value: like `map`, but data, so an array built from data stays so.
+    pub fn apply(&self, f: Func) -> Self {
+        match self.expr() {
+            Some(e) => Self::lazy_expr(
+                self.g,
+                self.grid.clone(),
+                Expr::Map {
+                    f,
+                    of: Box::new(e.clone()),
+                },
+            ),
+            None => self.map(move |x| f.apply(x)),
+        }
+    }
+
     /// Element-wise `self + other`.
     pub fn add(&self, other: &Array<'g>) -> Result<Self, Error> {
-        self.zip_with(other, |a, b| a + b)
+        self.zip(Op::Add, other)
     }
     /// Element-wise `self - other`.
     pub fn sub(&self, other: &Array<'g>) -> Result<Self, Error> {
-        self.zip_with(other, |a, b| a - b)
+        self.zip(Op::Sub, other)
     }
     /// Element-wise `self * other`.
     pub fn mul(&self, other: &Array<'g>) -> Result<Self, Error> {
-        self.zip_with(other, |a, b| a * b)
+        self.zip(Op::Mul, other)
     }
     /// Element-wise `self / other` (IEEE: `x / 0` is ±inf or NaN, as NumPy gives).
     pub fn div(&self, other: &Array<'g>) -> Result<Self, Error> {
-        self.zip_with(other, |a, b| a / b)
+        self.zip(Op::Div, other)
     }
 
     /// The values at `ranges` (one `start..end` per axis, step 1); the result's chunks are
@@ -526,7 +612,14 @@ impl<'g> Array<'g> {
     /// otherwise each new block gathers the blocks it overlaps.
     fn regrid(&self, grid: Grid, offset: Vec<usize>) -> Self {
         let blocks = match &self.src {
-            Src::Lazy(fill) => {
+            Src::Lazy(fill, origin) => {
+                let step = match origin {
+                    Ok(e) => {
+                        let of = Box::new(Expr::clone(e));
+                        return Self::lazy_expr(self.g, grid, Expr::Shift { offset, of });
+                    }
+                    Err(step) => *step,
+                };
                 let fill = fill.clone();
                 return Self::lazy(
                     self.g,
@@ -536,6 +629,7 @@ impl<'g> Array<'g> {
                             start.iter().zip(&offset).map(|(a, b)| a + b).collect();
                         fill(&at, out);
                     }),
+                    step,
                 );
             }
             Src::Blocks(blocks) => blocks,

@@ -7,14 +7,17 @@ use std::sync::Arc;
 use lovage_core::TaskError;
 use lovage_graph::Delayed;
 use ndarray::{ArrayD, Axis, IxDyn};
+use serde::{Deserialize, Serialize};
 
+use super::expr::Expr;
 use super::grid::{for_each_row, ravel, Grid};
-use super::{fill_row_pieces, Array, Block, Src};
+use super::tasks;
+use super::{fill_row_pieces, Array, Block, Fill, Src};
 use crate::combine::{finish, tree, SPLIT_EVERY};
 use crate::{data_error, internal, Error};
 
 /// What a reduction keeps per partial: only what its answer needs, so a mean pays for a sum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Kind {
     Sum,
     Moments,
@@ -26,18 +29,47 @@ pub(crate) enum Kind {
 
 /// A partial: `n` values seen; their sum; for `Moments` their mean and sum of squared
 /// deviations (M2); for extremes the best value and its index (flat, or along the axis).
-#[derive(Debug, Clone, Copy)]
+/// Sent between processes as six integers (the floats' bits), so NaN and infinities
+/// survive JSON.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(from = "[u64; 6]", into = "[u64; 6]")]
 pub(crate) struct Acc {
-    n: u64,
+    pub(crate) n: u64,
     sum: f64,
     mean: f64,
     m2: f64,
     best: f64,
-    at: u64,
+    pub(crate) at: u64,
+}
+
+impl From<[u64; 6]> for Acc {
+    fn from([n, sum, mean, m2, best, at]: [u64; 6]) -> Self {
+        Acc {
+            n,
+            sum: f64::from_bits(sum),
+            mean: f64::from_bits(mean),
+            m2: f64::from_bits(m2),
+            best: f64::from_bits(best),
+            at,
+        }
+    }
+}
+
+impl From<Acc> for [u64; 6] {
+    fn from(a: Acc) -> Self {
+        [
+            a.n,
+            a.sum.to_bits(),
+            a.mean.to_bits(),
+            a.m2.to_bits(),
+            a.best.to_bits(),
+            a.at,
+        ]
+    }
 }
 
 impl Acc {
-    const EMPTY: Acc = Acc {
+    pub(crate) const EMPTY: Acc = Acc {
         n: 0,
         sum: 0.0,
         mean: 0.0,
@@ -116,7 +148,7 @@ impl Acc {
         }
     }
 
-    fn merge(&mut self, kind: Kind, o: &Acc) {
+    pub(crate) fn merge(&mut self, kind: Kind, o: &Acc) {
         if o.n == 0 {
             return;
         }
@@ -186,8 +218,8 @@ fn sum(xs: &[f64]) -> f64 {
 }
 
 /// A finished statistic from a merged partial.
-#[derive(Debug, Clone, Copy)]
-enum Stat {
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Stat {
     Sum,
     Mean,
     Var(f64),
@@ -210,7 +242,7 @@ impl Stat {
     }
 
     /// NumPy's answer: an empty mean or variance is NaN, an empty min/max is an error.
-    fn value(self, a: &Acc, what: &str) -> Result<f64, TaskError> {
+    pub(crate) fn value(self, a: &Acc, what: &str) -> Result<f64, TaskError> {
         let n = a.n as f64;
         Ok(match self {
             Stat::Sum => a.sum,
@@ -231,6 +263,26 @@ impl Stat {
     }
 }
 
+/// The partial of the block at `start` of shape `bshape` of a lazy array of shape `shape`,
+/// generated piece by piece: the block is never held.
+pub(crate) fn lazy_partial(
+    fill: &Fill,
+    kind: Kind,
+    shape: &[usize],
+    start: &[usize],
+    bshape: &[usize],
+) -> Acc {
+    let mut acc = Acc::EMPTY;
+    let mut buf = [0f64; super::PIECE];
+    for_each_row(start, bshape, |at, len| {
+        let flat = ravel(at, shape) as u64;
+        fill_row_pieces(fill, at, len, &mut buf, |k, xs| {
+            acc.push(kind, xs, flat + k as u64)
+        });
+    });
+    acc
+}
+
 impl<'g> Array<'g> {
     /// One partial per block, merged in a tree.
     fn reduce_all(&self, kind: Kind) -> Delayed<Arc<Acc>> {
@@ -241,20 +293,14 @@ impl<'g> Array<'g> {
                 let shape = shape.clone();
                 match &self.src {
                     // Generated piece by piece: the block is never held.
-                    Src::Lazy(fill) => {
+                    Src::Lazy(fill, origin) => {
                         let fill = fill.clone();
                         self.g.try_local_all(
-                            "array-partial",
+                            origin
+                                .as_ref()
+                                .map_or_else(|step| *step, |_| "array-partial"),
                             move |_: Vec<Block>| {
-                                let mut acc = Acc::EMPTY;
-                                let mut buf = [0f64; super::PIECE];
-                                for_each_row(&start, &bshape, |at, len| {
-                                    let flat = ravel(at, &shape) as u64;
-                                    fill_row_pieces(&fill, at, len, &mut buf, |k, xs| {
-                                        acc.push(kind, xs, flat + k as u64)
-                                    });
-                                });
-                                Ok(Arc::new(acc))
+                                Ok(Arc::new(lazy_partial(&fill, kind, &shape, &start, &bshape)))
                             },
                             Vec::new(),
                         )
@@ -297,7 +343,41 @@ impl<'g> Array<'g> {
         )
     }
 
+    /// [`reduce_all`](Self::reduce_all) of an array built from data, as registered tasks
+    /// (every scheduler): one task per block that generates it and folds it (the block is
+    /// never held, never sent), then a tree of combining tasks `split_every` partials wide.
+    fn reduce_all_tasks(&self, expr: &Expr, kind: Kind) -> Delayed<Acc> {
+        let mut level: Vec<Delayed<Acc>> = (0..self.grid.nblocks())
+            .map(|b| {
+                let (start, bshape) = self.grid.block(b);
+                tasks::partial::delayed(
+                    self.g,
+                    expr.clone(),
+                    kind,
+                    self.grid.shape.clone(),
+                    start,
+                    bshape,
+                )
+            })
+            .collect();
+        loop {
+            match level.as_slice() {
+                [one] => return *one,
+                [] => return tasks::combine::delayed(self.g, kind, Vec::<Acc>::new()),
+                _ => {}
+            }
+            level = level
+                .chunks(SPLIT_EVERY)
+                .map(|group| tasks::combine::delayed(self.g, kind, group.to_vec()))
+                .collect();
+        }
+    }
+
     fn stat(&self, stat: Stat, what: &'static str) -> Delayed<f64> {
+        if let Some(expr) = self.expr() {
+            let acc = self.reduce_all_tasks(expr, stat.kind(true));
+            return tasks::stat::delayed(self.g, stat, what.to_owned(), acc);
+        }
         let acc = self.reduce_all(stat.kind(true));
         self.g.try_local_all(
             what,
@@ -342,12 +422,20 @@ impl<'g> Array<'g> {
     /// The flat (row-major) index of the largest value: the first NaN if there is one, else
     /// the first of equal maxima.
     pub fn argmax(&self) -> Delayed<usize> {
+        if let Some(expr) = self.expr() {
+            let acc = self.reduce_all_tasks(expr, Kind::ArgMax);
+            return tasks::index::delayed(self.g, "argmax".to_owned(), acc);
+        }
         let acc = self.reduce_all(Kind::ArgMax);
         finish(self.g, acc, |a| a.at as usize)
             .pipe_empty_check(self.g, self.grid.shape.iter().product::<usize>() == 0)
     }
     /// The flat index of the smallest value (NaN first, like [`argmax`](Array::argmax)).
     pub fn argmin(&self) -> Delayed<usize> {
+        if let Some(expr) = self.expr() {
+            let acc = self.reduce_all_tasks(expr, Kind::ArgMin);
+            return tasks::index::delayed(self.g, "argmin".to_owned(), acc);
+        }
         let acc = self.reduce_all(Kind::ArgMin);
         finish(self.g, acc, |a| a.at as usize)
             .pipe_empty_check(self.g, self.grid.shape.iter().product::<usize>() == 0)

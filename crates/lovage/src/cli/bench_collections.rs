@@ -4,16 +4,17 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use lovage::array::{random_fill, seed_of, Array};
 use lovage::bag::{read_text, Bag};
-use lovage::graph::{Graph, Threads};
+use lovage::graph::{Broker, Graph, Processes, Scheduler, Threads};
 use lovage::ThreadPool;
 use serde_json::json;
 
 use super::output::{self, BenchReport, Table};
+use super::procs::{bench_broker, BenchBroker, WorkerProcesses};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -51,6 +52,85 @@ pub struct Args {
     /// Print one JSON object with every figure as the last line.
     #[arg(long)]
     json: bool,
+    /// Also take the array mean on these schedulers, alternating with the threads run and
+    /// each other: `processes` (a process pool of `--workers`), `sqlite` and `redis`
+    /// (`--workers` `lovage worker` processes of one slot each on a temporary SQLite file /
+    /// on `--redis`, under a fresh key prefix). Comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    array_on: Vec<ArrayOn>,
+    /// The Redis server for `--array-on redis`.
+    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
+    redis: String,
+    /// Mostly the array mean: the word count and the fold shrink to 1 MB of text and 1,000
+    /// ints (their rows are then not figures).
+    #[arg(long)]
+    array_only: bool,
+}
+
+/// Where else the array mean runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArrayOn {
+    Processes,
+    Sqlite,
+    Redis,
+}
+
+impl ArrayOn {
+    fn label(self) -> &'static str {
+        match self {
+            ArrayOn::Processes => "processes",
+            ArrayOn::Sqlite => "sqlite",
+            ArrayOn::Redis => "redis",
+        }
+    }
+}
+
+/// A scheduler the array mean also runs on, with what it keeps alive.
+enum Other {
+    Pool(lovage::ProcessPool),
+    Broker {
+        client: lovage::Client,
+        // Stopped (and the temporary SQLite file removed) when dropped; on Redis the run's
+        // records expire by the store's TTL under their fresh prefix.
+        _workers: WorkerProcesses,
+        _broker: BenchBroker,
+    },
+}
+
+impl Other {
+    fn start(on: ArrayOn, workers: usize, redis: &str) -> anyhow::Result<Other> {
+        let url = match on {
+            ArrayOn::Processes => {
+                let pool = lovage::ProcessPool::builder()
+                    .workers(workers)
+                    .build()
+                    .context("starting the process pool")?;
+                return Ok(Other::Pool(pool));
+            }
+            ArrayOn::Sqlite => None,
+            ArrayOn::Redis => {
+                let prefix = format!("lovage-bench-coll-{}", lovage::TaskId::new());
+                let sep = if redis.contains('?') { '&' } else { '?' };
+                Some(format!("{redis}{sep}prefix={prefix}"))
+            }
+        };
+        let broker = bench_broker(url.as_deref())?;
+        let mut w = WorkerProcesses::start(workers, &broker.url, &["--concurrency", "1"])?;
+        w.wait_registered(&broker.app, workers, Duration::from_secs(30))?;
+        let client = broker.app.client().context("starting the futures client")?;
+        Ok(Other::Broker {
+            client,
+            _workers: w,
+            _broker: broker,
+        })
+    }
+
+    fn scheduler(&self) -> Scheduler<'_> {
+        match self {
+            Other::Pool(p) => Processes(p),
+            Other::Broker { client, .. } => Broker(client),
+        }
+    }
 }
 
 /// Median, min and max.
@@ -180,6 +260,10 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         a.fold = a.fold.min(1_000_000);
         a.runs = 1;
     }
+    if a.array_only {
+        a.text_mb = 1;
+        a.fold = 1000;
+    }
     let workers = a.workers.max(1);
     let runs = a.runs.max(1);
     let pool = ThreadPool::builder()
@@ -188,7 +272,13 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         .context("starting the thread pool")?;
     let sched = Threads(&pool);
 
-    // 1. Array mean, alternating with the hand-written loop.
+    // The other schedulers, started before any timing (their start is not measured).
+    let mut others = Vec::new();
+    for &on in &a.array_on {
+        others.push((on, Other::start(on, workers, &a.redis)?, Vec::new()));
+    }
+
+    // 1. Array mean, alternating with the hand-written loop and the other schedulers.
     let (mut lov, mut hand) = (Vec::new(), Vec::new());
     let (mut m_lov, mut m_hand) = (0.0, 0.0);
     for run in 0..runs {
@@ -200,7 +290,28 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         let x = Array::random(&g, &[a.elements], &[a.chunk], run as u64)?;
         m_lov = lovage::collections::compute(&g, sched, x.mean())?;
         lov.push(t.elapsed().as_secs_f64());
+        for (on, other, times) in &mut others {
+            let t = Instant::now();
+            let g = Graph::new();
+            let x = Array::random(&g, &[a.elements], &[a.chunk], run as u64)?;
+            let m = lovage::collections::compute(&g, other.scheduler(), x.mean())?;
+            times.push(t.elapsed().as_secs_f64());
+            // The same bits as on threads: the same tasks, the same partials, the same tree.
+            anyhow::ensure!(
+                m.to_bits() == m_lov.to_bits(),
+                "the array mean on {} is {m}, on threads {m_lov}",
+                on.label()
+            );
+        }
     }
+    // The workers stop (and their broker goes) before the bag workloads.
+    let other_times: Vec<(ArrayOn, (f64, f64, f64))> = others
+        .into_iter()
+        .map(|(on, other, times)| {
+            drop(other);
+            (on, stats(times))
+        })
+        .collect();
     let rss_after_array = peak_rss_mb();
     anyhow::ensure!(
         (m_lov - m_hand).abs() < 1e-9,
@@ -266,6 +377,29 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             lov / hand
         ),
     ]);
+    let on_processes = other_times
+        .iter()
+        .find(|(on, _)| *on == ArrayOn::Processes)
+        .map(|(_, (m, _, _))| *m);
+    for (on, (m, lo, hi)) in &other_times {
+        let vs = match on_processes {
+            Some(p) if *on != ArrayOn::Processes => format!("; {:.2}× the process pool", m / p),
+            _ => String::new(),
+        };
+        t.row(vec![
+            format!(
+                "the same mean on {} ({workers} {})",
+                on.label(),
+                if *on == ArrayOn::Processes {
+                    "child processes"
+                } else {
+                    "worker processes × 1 slot"
+                }
+            ),
+            format!("{m:.3} s ({lo:.3}–{hi:.3})"),
+            format!("{:.2}× threads{vs}", m / lov),
+        ]);
+    }
     t.row(vec![
         format!(
             "word count over {} MB ({distinct} distinct words)",
@@ -308,6 +442,10 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         "hand_loop_s": hand,
         "hand_loop_s_range": [hand_lo, hand_hi],
         "array_vs_hand_ratio": lov / hand,
+        "array_mean_on": other_times
+            .iter()
+            .map(|(on, (m, lo, hi))| (on.label().to_owned(), json!({"s": m, "s_range": [lo, hi]})))
+            .collect::<serde_json::Map<_, _>>(),
         "peak_rss_mb_after_array": rss_after_array,
         "wordcount_mb": bytes >> 20,
         "wordcount_s": wc,

@@ -128,6 +128,9 @@ pub fn run(a: WorkerArgs) -> Result<(), Exit> {
             advertise: a.data_advertise,
         });
     }
+    // The built-in collection tasks (`lovage.array.*`): arrays reduce on these workers.
+    lovage::collections::register()
+        .map_err(|e| Exit::failed(format!("the built-in collection tasks: {e}")))?;
     let worker = Worker::new(app.backend().clone(), config)
         .map_err(|e| Exit::failed(format!("cannot start the worker's pool: {e}")))?;
     lovage::worker::install_signal_handlers(worker.shutdown_handle())
