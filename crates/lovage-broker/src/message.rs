@@ -57,10 +57,18 @@ pub struct Envelope {
 
 impl Envelope {
     /// An envelope for `sig` with a fresh id, taking queue, priority, countdown/ETA and
-    /// expiry from its options.
+    /// expiry from its options. A call that needs resources waits in its queue's resource
+    /// queue (`queue[gpu]`, see [`lovage_core::resource_queue`]), which only workers that
+    /// have those resources consume.
     pub fn from_signature(sig: Signature) -> Self {
         let now = Timestamp::now();
         let o = &sig.options;
+        let queue = o.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
+        let queue = if o.resources_needed().next().is_some() {
+            lovage_core::resource_queue(queue, o.resources_needed().map(|(n, _)| n))
+        } else {
+            queue.to_owned()
+        };
         let eta = o
             .eta
             .map(Timestamp::from_millis)
@@ -68,7 +76,7 @@ impl Envelope {
         let expires = o.expires.map(|d| now + d);
         Envelope {
             id: TaskId::new(),
-            queue: o.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.to_owned()),
+            queue,
             priority: o.priority.unwrap_or(0).min(9),
             codec: sig.codec,
             eta,
