@@ -331,6 +331,26 @@ pub struct JoinEntry<'a> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_call_needing_resources_waits_in_its_queues_resource_queue() {
+        let sig = |queue: Option<&str>, res: &[(&str, u32)]| {
+            let mut s = Signature::from_encoded("t", b"[]".to_vec(), Codec::Json);
+            s.options.queue = queue.map(str::to_owned);
+            if !res.is_empty() {
+                s.options.resources =
+                    Some(res.iter().map(|(n, u)| ((*n).to_owned(), *u)).collect());
+            }
+            s
+        };
+        let q = |s| Envelope::from_signature(s).queue;
+        assert_eq!(q(sig(None, &[])), "default");
+        assert_eq!(q(sig(None, &[("gpu", 1)])), "default[gpu]");
+        // Names sorted, whatever the order given; amounts do not change the queue.
+        assert_eq!(q(sig(Some("ml"), &[("mem", 8), ("gpu", 2)])), "ml[gpu,mem]");
+        // An entry of 0 units needs nothing.
+        assert_eq!(q(sig(Some("ml"), &[("gpu", 0)])), "ml");
+    }
+
     fn record(state: TaskState, value: Option<&[u8]>, error: Option<TaskError>) -> ResultRecord {
         ResultRecord {
             id: TaskId::new(),

@@ -337,6 +337,34 @@ mod tests {
     }
 
     #[test]
+    fn resources_parse_as_on_the_command_line_and_bad_ones_say_why() {
+        let r = parse_resources("gpu=2, mem=16,fpga").unwrap();
+        assert_eq!(
+            r.into_iter().collect::<Vec<_>>(),
+            vec![("fpga".into(), 1), ("gpu".into(), 2), ("mem".into(), 16)]
+        );
+        assert!(parse_resources("gpu=x")
+            .unwrap_err()
+            .contains("whole number"));
+        assert!(parse_resources("gpu=0")
+            .unwrap_err()
+            .contains("at least 1 unit"));
+        assert!(parse_resources("gpu=1,gpu=2")
+            .unwrap_err()
+            .contains("twice"));
+        assert!(parse_resources("g pu=1")
+            .unwrap_err()
+            .contains("resource name"));
+        assert_eq!(resource_queue("q", ["a", "b"]), "q[a,b]");
+        let call = TaskOptions {
+            resources: Some(Resources::from([("gpu".into(), 1)])),
+            ..Default::default()
+        };
+        let m = TaskOptions::default().merged_over(&call);
+        assert_eq!(m.resources_needed().collect::<Vec<_>>(), vec![("gpu", 1)]);
+    }
+
+    #[test]
     fn call_options_override_task_options() {
         let task = TaskOptions {
             queue: Some("cpu".into()),
