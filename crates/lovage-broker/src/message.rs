@@ -57,10 +57,18 @@ pub struct Envelope {
 
 impl Envelope {
     /// An envelope for `sig` with a fresh id, taking queue, priority, countdown/ETA and
-    /// expiry from its options.
+    /// expiry from its options. A call that needs resources waits in its queue's resource
+    /// queue (`queue[gpu]`, see [`lovage_core::resource_queue`]), which only workers that
+    /// have those resources consume.
     pub fn from_signature(sig: Signature) -> Self {
         let now = Timestamp::now();
         let o = &sig.options;
+        let queue = o.queue.as_deref().unwrap_or(DEFAULT_QUEUE);
+        let queue = if o.resources_needed().next().is_some() {
+            lovage_core::resource_queue(queue, o.resources_needed().map(|(n, _)| n))
+        } else {
+            queue.to_owned()
+        };
         let eta = o
             .eta
             .map(Timestamp::from_millis)
@@ -68,7 +76,7 @@ impl Envelope {
         let expires = o.expires.map(|d| now + d);
         Envelope {
             id: TaskId::new(),
-            queue: o.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.to_owned()),
+            queue,
             priority: o.priority.unwrap_or(0).min(9),
             codec: sig.codec,
             eta,
@@ -322,6 +330,26 @@ pub struct JoinEntry<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_needing_resources_waits_in_its_queues_resource_queue() {
+        let sig = |queue: Option<&str>, res: &[(&str, u32)]| {
+            let mut s = Signature::from_encoded("t", b"[]".to_vec(), Codec::Json);
+            s.options.queue = queue.map(str::to_owned);
+            if !res.is_empty() {
+                s.options.resources =
+                    Some(res.iter().map(|(n, u)| ((*n).to_owned(), *u)).collect());
+            }
+            s
+        };
+        let q = |s| Envelope::from_signature(s).queue;
+        assert_eq!(q(sig(None, &[])), "default");
+        assert_eq!(q(sig(None, &[("gpu", 1)])), "default[gpu]");
+        // Names sorted, whatever the order given; amounts do not change the queue.
+        assert_eq!(q(sig(Some("ml"), &[("mem", 8), ("gpu", 2)])), "ml[gpu,mem]");
+        // An entry of 0 units needs nothing.
+        assert_eq!(q(sig(Some("ml"), &[("gpu", 0)])), "ml");
+    }
 
     fn record(state: TaskState, value: Option<&[u8]>, error: Option<TaskError>) -> ResultRecord {
         ResultRecord {

@@ -59,6 +59,12 @@ pub enum CodecError {
     /// The message was written by a newer lovage.
     #[error("message format version {found} is newer than this lovage understands (up to {supported}); upgrade this process")]
     NewerVersion { found: u32, supported: u32 },
+    /// A call option that cannot be sent as given (a resource name with a space, 0 units).
+    #[error("invalid {option} option: {reason}")]
+    InvalidOption {
+        option: &'static str,
+        reason: String,
+    },
 }
 
 impl From<CodecError> for crate::TaskError {

@@ -22,7 +22,9 @@ pub use codec::{Codec, CodecError, WIRE_VERSION};
 pub use dispatch::Dispatch;
 pub use error::{kinds, TaskError};
 pub use id::TaskId;
-pub use options::{parse_duration, parse_rate, ParseError, TaskOptions};
+pub use options::{
+    parse_duration, parse_rate, parse_resources, resource_queue, ParseError, Resources, TaskOptions,
+};
 pub use registry::{block_on, Registry, TaskEntry, TaskFn};
 pub use retry::RetryPolicy;
 pub use signature::{Message, Signature, TypedSignature};

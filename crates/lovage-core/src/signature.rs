@@ -160,6 +160,26 @@ impl<R: DeserializeOwned> TypedSignature<R> {
         self
     }
 
+    /// Holds `units` of the abstract resource `name` while it runs (Dask's
+    /// `resources={'GPU': 1}`): only workers started with `--resources name=N` (N ≥ units)
+    /// run it, and each runs at most as many at once as its units allow. Call it once per
+    /// resource. A bad name or 0 units makes sending fail (see [`check`](Self::check)).
+    pub fn resource(mut self, name: &str, units: u32) -> Self {
+        let one = crate::options::Resources::from([(name.to_owned(), units)]);
+        if let Err(reason) = crate::options::check_resources(&one) {
+            self.error.get_or_insert(CodecError::InvalidOption {
+                option: "resources",
+                reason,
+            });
+        }
+        self.sig
+            .options
+            .resources
+            .get_or_insert_with(Default::default)
+            .insert(name.to_owned(), units);
+        self
+    }
+
     /// Retries with this policy.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.sig.options.retry = Some(policy);

@@ -63,6 +63,13 @@ pub enum StoredOp {
         args: Vec<Value>,
         /// Where each input goes among `args`.
         slots: Vec<u32>,
+        /// The node's own call options (`Graph::set_options`: priority, retry, resources…)
+        /// as JSON, laid over the registered task's; None for most nodes. JSON because the
+        /// graph itself is positional MessagePack, which options' skipped fields would shift.
+        /// Left out when None (it is the last field), so a node without options is written
+        /// as before and a worker of an older build still reads it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        options: Option<String>,
     },
     /// The list of its inputs (a collection of results, or a tuple).
     Collect,
@@ -141,6 +148,24 @@ pub fn dependency_failed(origin_key: &str, error: &TaskError) -> TaskError {
         format!("not run: graph node {origin_key} failed"),
     )
     .with_cause(error.to_string())
+}
+
+/// A task node's signature: `task` with `args`, its own `options` (JSON) over the registered
+/// task's. Options that do not decode are an error naming them.
+pub fn node_signature(
+    task: &str,
+    args: Vec<u8>,
+    codec: Codec,
+    options: Option<&str>,
+) -> Result<lovage_core::Signature, String> {
+    let mut sig = lovage_core::Signature::from_encoded(task.to_owned(), args, codec);
+    if let Some(json) = options {
+        sig.options = serde_json::from_str(json).map_err(|e| format!("its options: {e}"))?;
+    }
+    if let Ok(entry) = lovage_core::Registry::global().get(&sig.task) {
+        sig.options = sig.options.merged_over(&(entry.options)());
+    }
+    Ok(sig)
 }
 
 /// A node's arguments once every input is in: the template with each input at its place.

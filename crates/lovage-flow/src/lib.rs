@@ -531,18 +531,16 @@ impl<'a> Advance<'a> {
                 codec,
                 args,
                 slots,
+                options,
             } => {
-                let encoded = graph::fill_args(args, slots, inputs).and_then(|args| {
-                    codec
+                let sig = graph::fill_args(args, slots, inputs).and_then(|args| {
+                    let bytes = codec
                         .encode(&args, "task arguments")
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| e.to_string())?;
+                    graph::node_signature(task, bytes, *codec, options.as_deref())
                 });
-                match encoded {
-                    Ok(bytes) => {
-                        let mut sig = Signature::from_encoded(task.clone(), bytes, *codec);
-                        if let Ok(entry) = Registry::global().get(&sig.task) {
-                            sig.options = sig.options.merged_over(&(entry.options)());
-                        }
+                match sig {
+                    Ok(sig) => {
                         let mut env = Envelope::from_signature(sig);
                         env.id = node.id;
                         env.flow = vec![Frame::Graph { graph: id, node: d }];

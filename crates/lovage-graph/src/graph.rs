@@ -312,6 +312,9 @@ pub(crate) struct Inner {
     pure_index: HashMap<u64, u32>,
     pub(crate) user_keys: HashMap<u32, String>,
     key_owner: HashMap<String, u32>,
+    /// Per-call options of task nodes that have any ([`Graph::set_options`]); few nodes have
+    /// them, so a map keeps the rest at no cost.
+    pub(crate) options: HashMap<u32, lovage_core::TaskOptions>,
     /// The first error met while building; computing reports it.
     pub(crate) error: Option<GraphError>,
 }
@@ -431,6 +434,7 @@ impl Graph {
                 persisted: Vec::new(),
                 pure_index: HashMap::new(),
                 user_keys: HashMap::new(),
+                options: HashMap::new(),
                 key_owner: HashMap::new(),
                 error: None,
             }),
@@ -535,6 +539,36 @@ impl Graph {
         h.bytes(key.as_bytes());
         g.hashes[n as usize] = h.finish();
         g.key_owner.insert(key, n);
+        Ok(())
+    }
+
+    /// Sets a task node's per-call options, as `f::s(x).priority(5)` does for a single call
+    /// (`priority`, `retry`, `resources`, `queue`, time limits…), over the registered task's.
+    /// They apply where the node is sent to a broker (`Broker`, `BrokerFromCaller`,
+    /// [`submit`](Self::submit)); the local schedulers run a node once, at once, wherever a
+    /// slot is. Refused for a node that is not a registered task (`InvalidOptions`).
+    pub fn set_options<T>(
+        &self,
+        d: Delayed<T>,
+        options: lovage_core::TaskOptions,
+    ) -> Result<(), GraphError> {
+        let mut g = self.inner.borrow_mut();
+        let n = d.checked(g.id)?;
+        if g.ops[n as usize].kind() != NodeKind::Task {
+            return Err(GraphError::InvalidOptions {
+                key: g.key(n),
+                reason: "only a registered task's node takes call options".into(),
+            });
+        }
+        if let Some(r) = &options.resources {
+            lovage_core::options::check_resources(r).map_err(|reason| {
+                GraphError::InvalidOptions {
+                    key: g.key(n),
+                    reason,
+                }
+            })?;
+        }
+        g.options.insert(n, options);
         Ok(())
     }
 

@@ -115,6 +115,14 @@ pub enum GraphError {
         /// The key.
         key: String,
     },
+    /// Options refused for a node: it is not a registered task, or a resource is malformed.
+    #[error("options of node {key}: {reason}")]
+    InvalidOptions {
+        /// The node's key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
     /// The graph cannot be handed to a broker's workers as it is.
     #[error("the graph cannot be sent to the workers: {0}")]
     NotForWorkers(String),

@@ -371,6 +371,12 @@ impl<'g> Plan<'g> {
                     Some(f) => Err(f),
                     None => op
                         .signature(&Inputs { plan: self, deps })
+                        .map(|mut sig| {
+                            if let Some(o) = self.g.options.get(&n) {
+                                sig.options = o.clone();
+                            }
+                            sig
+                        })
                         .map_err(|error| Arc::new(Failure { origin: n, error })),
                 };
                 match sig {

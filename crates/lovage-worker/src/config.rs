@@ -128,6 +128,14 @@ pub struct WorkerConfig {
     /// result — so a run measures the scheduling and broker cost alone. Off by default; only
     /// `lovage bench graph --zero-worker` turns it on. Never use it for real work.
     pub zero_worker: bool,
+    /// Abstract resources this worker has, name → units (`--resources gpu=2`; Dask's
+    /// `dask worker --resources "GPU=2"`). Tasks sent with
+    /// [`resource`](lovage_core::TypedSignature::resource) run only on workers that have
+    /// enough units of each, at most as many at once as the units allow (beside tasks that
+    /// need none, up to the worker's slots). At most
+    /// [`MAX_WORKER_RESOURCES`](lovage_core::options::MAX_WORKER_RESOURCES) names. Empty by
+    /// default: such a worker never takes a task that needs a resource.
+    pub resources: lovage_core::Resources,
 }
 
 impl Default for WorkerConfig {
@@ -148,6 +156,7 @@ impl Default for WorkerConfig {
             sent_events: false,
             data: None,
             zero_worker: false,
+            resources: Default::default(),
         }
     }
 }

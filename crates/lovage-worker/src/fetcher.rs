@@ -20,16 +20,10 @@ use crate::shared::{Outcome, Ready, Running, Shared, Withdrawal, Withdrawn};
 pub(crate) fn fetch_loop(s: &Shared, tx: &Sender<Outcome>) {
     while !s.shutdown.requested() {
         let Some(room) = wait_for_room(s) else { break };
-        // Nothing reserved yet, so a graceful stop need not wait for the broker.
-        let got = s.retry_broker_until(
-            "reserve",
-            || s.shutdown.requested(),
-            || {
-                s.backend
-                    .broker()
-                    .reserve(&s.queues(), room, s.config.lease, s.config.poll)
-            },
-        );
+        let got = match &s.units {
+            None => reserve(s, &s.queues(), room, s.config.poll),
+            Some(units) => reserve_with_units(s, units, room),
+        };
         let Some(deliveries) = got else { break };
         publish_rejected(s);
         if deliveries.is_empty() {
@@ -45,6 +39,83 @@ pub(crate) fn fetch_loop(s: &Shared, tx: &Sender<Outcome>) {
             start(s, r, tx);
         }
     }
+}
+
+/// Reserves up to `max` tasks from `queues`, waiting up to `wait` for one; None when a stop
+/// was asked for meanwhile (nothing reserved yet, so a graceful stop need not wait for the
+/// broker).
+fn reserve(s: &Shared, queues: &[String], max: usize, wait: Duration) -> Option<Vec<Delivery>> {
+    s.retry_broker_until(
+        "reserve",
+        || s.shutdown.requested(),
+        || {
+            s.backend
+                .broker()
+                .reserve(queues, max, s.config.lease, wait)
+        },
+    )
+}
+
+/// How long a worker with resources waits on its plain queues while none of its units is
+/// free: a unit given back meanwhile is noticed this soon.
+const UNITS_POLL: Duration = Duration::from_millis(100);
+
+/// Reserves for a worker with resources (see `units.rs`): from the resource queues as many
+/// tasks as its free units allow, then from its plain queues for the rest of `room`, neither
+/// waiting; when both are empty, waits on all of them at once for at most as many as the
+/// free units allow. Tasks whose units are not free here are handed back.
+fn reserve_with_units(
+    s: &Shared,
+    units: &crate::units::Units,
+    room: usize,
+) -> Option<Vec<Delivery>> {
+    let plain = s.queues();
+    let (with_units, unit_room) = units.queues_with_room(&plain);
+    if with_units.is_empty() {
+        let got = reserve(s, &plain, room, s.config.poll.min(UNITS_POLL))?;
+        return Some(admit(s, units, got));
+    }
+    let first = admit(
+        s,
+        units,
+        reserve(s, &with_units, room.min(unit_room), Duration::ZERO)?,
+    );
+    let rest = room.saturating_sub(first.len());
+    let mut got = first;
+    if rest > 0 {
+        got.extend(admit(s, units, reserve(s, &plain, rest, Duration::ZERO)?));
+    }
+    if got.is_empty() {
+        let mut all = plain;
+        all.extend(with_units);
+        let waited = reserve(s, &all, room.min(unit_room), s.config.poll)?;
+        got = admit(s, units, waited);
+    }
+    Some(got)
+}
+
+/// Takes the units of each delivery that needs resources; one that does not fit now is
+/// handed back (snoozed: not an attempt), soon if this worker could run it once units are
+/// given back, later if it never could (another worker should take it).
+fn admit(s: &Shared, units: &crate::units::Units, got: Vec<Delivery>) -> Vec<Delivery> {
+    use crate::units::Admit;
+    let mut out = Vec::with_capacity(got.len());
+    for d in got {
+        // The sender merged the registered task's options into the call's (`App::envelope`).
+        let delay = match units.admit(d.envelope.id, &d.envelope.options) {
+            Admit::Yes => {
+                out.push(d);
+                continue;
+            }
+            Admit::NotNow => UNITS_POLL,
+            Admit::Never(why) => {
+                tracing::warn!(task_id = %d.envelope.id, task = %d.envelope.task, %why, "cannot hold this task's resources; handed back");
+                Duration::from_secs(1)
+            }
+        };
+        s.retry_broker("snooze", || s.backend.broker().snooze(&d.lease, delay));
+    }
+    out
 }
 
 /// Publishes `task-rejected` for the messages the reserve set aside because they do not

@@ -314,6 +314,7 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
             running.remove(id);
         }
     }
+    s.release_units(ended.iter().copied());
     s.room.notify_all();
     let mut total = s.report();
     total.add(&report);

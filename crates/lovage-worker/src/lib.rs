@@ -24,6 +24,7 @@ mod settle;
 mod shared;
 mod shutdown;
 mod signals;
+mod units;
 mod worker;
 
 pub use config::{Autoscale, PoolKind, UnknownPool, WorkerConfig};

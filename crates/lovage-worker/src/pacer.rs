@@ -59,6 +59,7 @@ pub(crate) fn hold_back_over_limit(s: &Shared, ready: Vec<Ready>) -> Vec<Ready> 
             let delay = next + interval * k as u32;
             tracing::debug!(task_id = %r.d.envelope.id, task = %task, ?delay, "over its rate limit: back to the broker");
             s.retry_broker("snooze", || s.backend.broker().snooze(&r.d.lease, delay));
+            s.release_units([r.d.envelope.id]);
         }
     }
     now
@@ -110,5 +111,6 @@ pub(crate) fn hand_back_paced(s: &Shared) {
         s.retry_broker("snooze", || {
             s.backend.broker().snooze(&r.d.lease, Duration::ZERO)
         });
+        s.release_units([r.d.envelope.id]);
     }
 }

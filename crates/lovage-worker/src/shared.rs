@@ -188,6 +188,9 @@ pub(crate) struct Shared {
     pub seceded: std::sync::Arc<Seceded>,
     /// What tasks reach through `lovage::ctx()`: this worker's broker and client.
     pub task_host: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+    /// The resources this worker declared and which tasks hold them (None: it declared none,
+    /// and consumes no resource queue).
+    pub units: Option<crate::units::Units>,
 }
 
 /// The slots that running tasks gave back while they wait on other tasks: the fetcher
@@ -280,7 +283,9 @@ impl Shared {
         let config_autoscale = config.autoscale;
         let sent_events = config.sent_events;
         let backend_for_host = backend.clone();
+        let units = crate::units::Units::new(&config.resources);
         Shared {
+            units,
             backend,
             executor,
             id: info.id.clone(),
@@ -470,6 +475,13 @@ impl Shared {
 
     pub fn lost_leases(&self) -> MutexGuard<'_, HashSet<Lease>> {
         unpoisoned(&self.lost_leases)
+    }
+
+    /// Gives back the resource units these tasks held (when the worker has resources).
+    pub fn release_units(&self, ids: impl IntoIterator<Item = TaskId>) {
+        if let Some(units) = &self.units {
+            units.release(ids);
+        }
     }
 
     /// How many tasks to hold beyond the running ones, from the measured task run time.

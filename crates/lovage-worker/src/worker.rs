@@ -60,6 +60,22 @@ impl Worker {
                 "WorkerConfig::concurrency must be at least 1 (a worker of 0 slots never runs a task)",
             ));
         }
+        lovage_core::options::check_resources(&config.resources).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("WorkerConfig::resources: {e}"),
+            )
+        })?;
+        if config.resources.len() > lovage_core::options::MAX_WORKER_RESOURCES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "WorkerConfig::resources: {} names, at most {} (a worker consumes a queue per subset of them)",
+                    config.resources.len(),
+                    lovage_core::options::MAX_WORKER_RESOURCES
+                ),
+            ));
+        }
         if let Some(a) = config.autoscale {
             Autoscale::new(a.max, a.min, a.idle)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -214,10 +230,13 @@ fn hand_back_unstarted(s: &Shared) {
             .filter(|(_, r)| !r.acked && r.withdraw(Withdrawn::HandedBack))
             .map(|(id, _)| *id)
             .collect();
-        ids.iter()
+        let leases = ids
+            .iter()
             .filter_map(|id| running.remove(id))
             .map(|r| r.lease)
-            .collect()
+            .collect();
+        s.release_units(ids);
+        leases
     };
     s.room.notify_all();
     for l in &leases {
@@ -233,6 +252,7 @@ fn hand_back_unstarted(s: &Shared) {
 /// finish: the next delivery counts as another).
 fn requeue_running(s: &Shared) {
     let leases: Vec<Lease> = s.running().drain().map(|(_, r)| r.lease).collect();
+    s.release_units(leases.iter().map(|l| l.id));
     for l in &leases {
         if let Err(e) = s.backend.broker().retry(l, Duration::ZERO) {
             tracing::warn!(task_id = %l.id, error = %e, "could not requeue; its lease will bring it back");

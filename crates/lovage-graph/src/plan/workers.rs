@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use lovage_broker::Client;
 use lovage_core::canvas::Frame;
-use lovage_core::{kinds, Signature, TaskError, TaskId, TaskState};
+use lovage_core::{kinds, TaskError, TaskId, TaskState};
 use lovage_flow::graph::{StoredGraph, StoredNode, StoredOp, DEPENDENCY_FAILED};
 
 use super::{Failure, Plan};
@@ -171,6 +171,15 @@ impl Plan<'_> {
                     codec,
                     args,
                     slots,
+                    options: match self.g.options.get(&(x as u32)) {
+                        None => None,
+                        Some(o) => Some(serde_json::to_string(o).map_err(|e| {
+                            GraphError::InvalidOptions {
+                                key: self.g.key(x as u32),
+                                reason: e.to_string(),
+                            }
+                        })?),
+                    },
                 },
             };
             let me = nodes.len() as u32;
@@ -215,6 +224,7 @@ impl Plan<'_> {
                 codec,
                 args,
                 slots,
+                options,
             } = &node.op
             else {
                 continue;
@@ -229,7 +239,12 @@ impl Plan<'_> {
                     error: e.into(),
                 })?;
             debug_assert!(slots.is_empty());
-            let mut env = app.envelope(Signature::from_encoded(task.clone(), bytes, *codec));
+            let sig = lovage_flow::graph::node_signature(task, bytes, *codec, options.as_deref())
+                .map_err(|reason| GraphError::InvalidOptions {
+                key: node.key.clone(),
+                reason,
+            })?;
+            let mut env = app.envelope(sig);
             env.id = node.id;
             env.flow = vec![Frame::Graph {
                 graph,

@@ -61,6 +61,11 @@ pub struct WorkerArgs {
     /// the one others should dial.
     #[arg(long)]
     data_advertise: Option<String>,
+    /// Abstract resources this worker has, `NAME=UNITS` comma-separated (`gpu=2,mem=16`; Dask's
+    /// `--resources "GPU=2"`): tasks sent needing a resource run only on workers that have
+    /// enough of it, at most as many at once as the units allow. At most 4 names.
+    #[arg(long, value_name = "NAME=N,...", value_parser = lovage_core::parse_resources)]
+    resources: Option<lovage_core::Resources>,
     /// Benchmark mode: finish every task without running it (a fixed result, 0, is stored
     /// and its dependents released), to measure scheduling alone. For `lovage bench graph
     /// --zero-worker`; never for real work.
@@ -108,6 +113,7 @@ pub fn run(a: WorkerArgs) -> Result<(), Exit> {
         events: a.events,
         sent_events: a.sent_event,
         zero_worker: a.zero_worker,
+        resources: a.resources.unwrap_or_default(),
         ..Default::default()
     };
     if let Some(c) = a.concurrency {
@@ -132,7 +138,7 @@ pub fn run(a: WorkerArgs) -> Result<(), Exit> {
     lovage::collections::register()
         .map_err(|e| Exit::failed(format!("the built-in collection tasks: {e}")))?;
     let worker = Worker::new(app.backend().clone(), config)
-        .map_err(|e| Exit::failed(format!("cannot start the worker's pool: {e}")))?;
+        .map_err(|e| Exit::failed(format!("cannot start the worker: {e}")))?;
     lovage::worker::install_signal_handlers(worker.shutdown_handle())
         .map_err(|e| Exit::failed(format!("cannot watch for SIGTERM: {e}")))?;
     worker

@@ -1,0 +1,346 @@
+//! Per-node call options of a graph sent to a broker (`Graph::set_options`), against real
+//! workers on memory, SQLite and Redis: `resources` (a node needing `gpu` runs only on the
+//! worker with `gpu=1`, one at a time), `retry` (a node that fails twice then succeeds) and
+//! `priority` (a high-priority root runs before the others).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)] // tests panic to fail and print what they saw
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lovage_broker::{App, Backend};
+use lovage_core::{Resources, RetryPolicy, TaskId, TaskOptions, TaskState};
+use lovage_graph::{Broker, Delayed, Graph, GraphError};
+use lovage_macros::task;
+use lovage_worker::{PoolKind, Worker, WorkerConfig};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Sleeps `ms`; returns when it started and ended (ns since the epoch, this process's clock).
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn hold(ms: u64, tag: u64) -> (u128, u128) {
+    let _ = tag;
+    let now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    };
+    let start = now();
+    std::thread::sleep(Duration::from_millis(ms));
+    (start, now())
+}
+
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn count(spans: Vec<(u128, u128)>) -> u64 {
+    spans.len() as u64
+}
+
+static FLAKY: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+
+/// Fails its first `fails` runs for `tag`, then returns the number of runs.
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn flaky(tag: String, fails: u32) -> Result<u32, String> {
+    let mut runs = FLAKY.lock().unwrap();
+    let n = runs
+        .get_or_insert_with(HashMap::new)
+        .entry(tag)
+        .or_default();
+    *n += 1;
+    if *n <= fails {
+        return Err(format!("run {n} fails on purpose"));
+    }
+    Ok(*n)
+}
+
+static ORDER: AtomicU64 = AtomicU64::new(0);
+
+/// The order in which it ran among `ordered` calls of this process.
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn ordered(tag: u64) -> u64 {
+    let _ = tag;
+    ORDER.fetch_add(1, Ordering::SeqCst)
+}
+
+/// A backend of a test's own and what must live as long as it.
+struct Fresh {
+    backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+    redis_prefix: Option<String>,
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        let Some(prefix) = &self.redis_prefix else {
+            return;
+        };
+        let Ok(client) = ::redis::Client::open(redis_base()) else {
+            return;
+        };
+        let Ok(mut c) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query(&mut c)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: ::redis::RedisResult<()> = ::redis::cmd("DEL").arg(keys).query(&mut c);
+        }
+    }
+}
+
+fn redis_base() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+fn fresh(kind: &str) -> Fresh {
+    match kind {
+        "memory" => Fresh {
+            backend: lovage_broker::connect(&format!("memory://node-options-{}", TaskId::new()))
+                .unwrap(),
+            _dir: None,
+            redis_prefix: None,
+        },
+        "sqlite" => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("g.db").display());
+            Fresh {
+                backend: lovage_broker::connect(&url).unwrap(),
+                _dir: Some(dir),
+                redis_prefix: None,
+            }
+        }
+        _ => {
+            let prefix = format!("lovage-node-options-{}", TaskId::new());
+            Fresh {
+                backend: lovage_broker::connect(&format!("{}?prefix={prefix}", redis_base()))
+                    .unwrap(),
+                _dir: None,
+                redis_prefix: Some(prefix),
+            }
+        }
+    }
+}
+
+/// Workers on one backend, stopped when dropped.
+struct Workers {
+    stops: Vec<lovage_worker::Shutdown>,
+    threads: Vec<std::thread::JoinHandle<lovage_worker::WorkerReport>>,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for s in &self.stops {
+            s.graceful();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts one worker per (name, slots, resources).
+fn start(backend: &Backend, workers: &[(&str, usize, Resources)]) -> Workers {
+    let mut stops = Vec::new();
+    let mut threads = Vec::new();
+    for (name, slots, resources) in workers {
+        let config = WorkerConfig {
+            name: (*name).into(),
+            concurrency: *slots,
+            prefetch: 1,
+            pool: PoolKind::Threads,
+            poll: Duration::from_millis(20),
+            resources: resources.clone(),
+            ..Default::default()
+        };
+        let worker = Worker::new(backend.clone(), config).unwrap();
+        stops.push(worker.shutdown_handle());
+        threads.push(std::thread::spawn(move || worker.run().expect("worker")));
+    }
+    Workers { stops, threads }
+}
+
+fn gpu() -> TaskOptions {
+    TaskOptions {
+        resources: Some(Resources::from([("gpu".to_owned(), 1)])),
+        ..Default::default()
+    }
+}
+
+/// The name part of the id of the worker that stored `id`'s record.
+fn ran_on(backend: &Backend, id: TaskId) -> String {
+    let rec = backend.results().get(id).unwrap().expect("a record");
+    assert_eq!(rec.state, TaskState::Success, "{rec:?}");
+    let worker = rec.worker.expect("the worker is recorded");
+    let name = worker.split('@').next().unwrap();
+    name.split('-').next().unwrap().to_owned()
+}
+
+fn gpu_nodes_run_only_on_the_gpu_worker_one_at_a_time(kind: &str) {
+    let f = fresh(kind);
+    let _w = start(
+        &f.backend,
+        &[
+            ("gpu", 2, Resources::from([("gpu".to_owned(), 1)])),
+            ("plain", 2, Resources::new()),
+        ],
+    );
+    let client = App::with_backend(f.backend.clone()).client().unwrap();
+    let g = Graph::new();
+    let gpu_nodes: Vec<Delayed<(u128, u128)>> = (0..5)
+        .map(|i| {
+            let d = hold::delayed(&g, 30, i);
+            g.set_options(d, gpu()).unwrap();
+            d
+        })
+        .collect();
+    let plain_nodes: Vec<Delayed<(u128, u128)>> =
+        (0..8).map(|i| hold::delayed(&g, 5, 100 + i)).collect();
+    let gpu_count = count::delayed(&g, gpu_nodes.clone());
+    let plain_count = count::delayed(&g, plain_nodes.clone());
+    let mut outputs = gpu_nodes.clone();
+    outputs.extend(plain_nodes.iter().copied());
+    let sent = g.submit(&client, outputs).unwrap();
+    let ids: Vec<TaskId> = sent.futures.iter().map(|f| f.id()).collect();
+    let mut spans = Vec::new();
+    for f in sent.futures {
+        spans.push(f.result_timeout(LONG).unwrap());
+    }
+    for id in &ids[..5] {
+        assert_eq!(
+            ran_on(&f.backend, *id),
+            "gpu",
+            "{kind}: a gpu node ran elsewhere"
+        );
+    }
+    let mut gpu_spans = spans[..5].to_vec();
+    gpu_spans.sort();
+    for w in gpu_spans.windows(2) {
+        assert!(
+            w[1].0 >= w[0].1,
+            "{kind}: two gpu nodes overlapped: {:?} {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    assert_eq!(
+        g.compute(Broker(&client), (gpu_count, plain_count))
+            .unwrap(),
+        (5, 8),
+        "{kind}"
+    );
+}
+
+fn a_node_with_retries_succeeds_after_failing_and_one_without_fails(kind: &str) {
+    let f = fresh(kind);
+    let _w = start(&f.backend, &[("w", 2, Resources::new())]);
+    let client = App::with_backend(f.backend.clone()).client().unwrap();
+    let tag = TaskId::new().to_string();
+    let g = Graph::new();
+    let retried = flaky::delayed(&g, format!("{tag}-a"), 2);
+    g.set_options(
+        retried,
+        TaskOptions {
+            retry: Some(RetryPolicy {
+                max_retries: 3,
+                backoff_base: Duration::from_millis(1),
+                jitter: false,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        g.compute(Broker(&client), retried).unwrap(),
+        3,
+        "{kind}: run 3 succeeds"
+    );
+    let g = Graph::new();
+    let once = flaky::delayed(&g, format!("{tag}-b"), 2);
+    match g.compute(Broker(&client), once) {
+        Err(GraphError::Failed { error, .. }) => {
+            assert!(error.message.contains("run 1 fails"), "{kind}: {error}")
+        }
+        other => panic!("{kind}: {other:?}"),
+    }
+}
+
+fn a_high_priority_root_runs_first(kind: &str) {
+    let f = fresh(kind);
+    let client = App::with_backend(f.backend.clone()).client().unwrap();
+    let g = Graph::new();
+    let low: Vec<Delayed<u64>> = (0..12).map(|i| ordered::delayed(&g, i)).collect();
+    let high = ordered::delayed(&g, 99);
+    g.set_options(
+        high,
+        TaskOptions {
+            priority: Some(9),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut outputs = low.clone();
+    outputs.push(high);
+    // Sent before any worker runs, so every root waits in the queue when the worker starts.
+    let sent = g.submit(&client, outputs).unwrap();
+    let _w = start(&f.backend, &[("w", 1, Resources::new())]);
+    let orders: Vec<u64> = sent
+        .futures
+        .into_iter()
+        .map(|f| f.result_timeout(LONG).unwrap())
+        .collect();
+    let high_order = *orders.last().unwrap();
+    assert!(
+        orders[..12].iter().all(|o| *o > high_order),
+        "{kind}: the priority-9 root ran at {high_order}, the others at {:?}",
+        &orders[..12]
+    );
+}
+
+fn options_on_a_node_that_is_not_a_task_are_refused() {
+    let g = Graph::new();
+    let v = g.value(3i64);
+    match g.set_options(v, gpu()) {
+        Err(GraphError::InvalidOptions { reason, .. }) => {
+            assert!(reason.contains("registered task"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let d = hold::delayed(&g, 1, 1);
+    let bad = TaskOptions {
+        resources: Some(Resources::from([("g pu".to_owned(), 1)])),
+        ..Default::default()
+    };
+    assert!(matches!(
+        g.set_options(d, bad),
+        Err(GraphError::InvalidOptions { .. })
+    ));
+}
+
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory { $( #[test] fn $name() { super::$name("memory") } )* }
+        mod sqlite { $( #[test] fn $name() { super::$name("sqlite") } )* }
+        mod redis { $( #[test] fn $name() { super::$name("redis") } )* }
+    };
+}
+
+on_every_backend!(
+    gpu_nodes_run_only_on_the_gpu_worker_one_at_a_time,
+    a_node_with_retries_succeeds_after_failing_and_one_without_fails,
+    a_high_priority_root_runs_first,
+);
+
+#[test]
+fn bad_options_are_refused() {
+    options_on_a_node_that_is_not_a_task_are_refused();
+}

@@ -1,0 +1,188 @@
+//! Resources (issue 16, item 5; Dask's `resources={'GPU': 1}`) against real workers on memory,
+//! SQLite and Redis: a task needing `gpu` runs only on the worker started with `gpu=1`, never
+//! two at once there even with two slots, while other tasks run anywhere; a task needing more
+//! than any worker has is not run (nor failed) by anyone.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::undocumented_unsafe_blocks
+)] // tests panic to fail and print what they saw
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lovage_broker::{App, Backend};
+use lovage_core::{Resources, TaskState};
+use lovage_macros::task;
+use lovage_worker::{PoolKind, Worker, WorkerConfig};
+
+use common::Fresh;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Sleeps `ms`; returns when it started and ended (nanoseconds since the epoch): the
+/// workers share this process's clock, so the intervals of two tasks compare.
+#[task(crate = lovage_core)]
+fn hold(ms: u64) -> (u128, u128) {
+    let now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    };
+    let start = now();
+    std::thread::sleep(Duration::from_millis(ms));
+    (start, now())
+}
+
+/// Two workers of two slots each on one backend, `gpu` (with `gpu=1`) and `plain` (no
+/// resources); stopped when dropped.
+struct Pair {
+    app: App,
+    stops: Vec<lovage_worker::Shutdown>,
+    threads: Vec<std::thread::JoinHandle<lovage_worker::WorkerReport>>,
+    _fresh: Fresh,
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for s in &self.stops {
+            s.graceful();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start(fresh: Fresh) -> Pair {
+    let backend: Backend = fresh.backend.clone();
+    let mut stops = Vec::new();
+    let mut threads = Vec::new();
+    for (name, resources) in [
+        ("gpu", Resources::from([("gpu".to_owned(), 1)])),
+        ("plain", Resources::new()),
+    ] {
+        let config = WorkerConfig {
+            name: name.into(),
+            concurrency: 2,
+            pool: PoolKind::Threads,
+            poll: Duration::from_millis(20),
+            resources,
+            ..Default::default()
+        };
+        let worker = Worker::new(backend.clone(), config).unwrap();
+        stops.push(worker.shutdown_handle());
+        threads.push(std::thread::spawn(move || worker.run().expect("worker")));
+    }
+    Pair {
+        app: App::with_backend(backend),
+        stops,
+        threads,
+        _fresh: fresh,
+    }
+}
+
+/// The name part of the worker id that stored `id`'s record (`gpu@host.pid`, `gpu-3@…`).
+fn ran_on(app: &App, id: lovage_core::TaskId) -> String {
+    let rec = app.backend().results().get(id).unwrap().expect("a record");
+    assert_eq!(rec.state, TaskState::Success, "{rec:?}");
+    let worker = rec.worker.expect("the worker is recorded");
+    let name = worker.split('@').next().unwrap();
+    name.split('-').next().unwrap().to_owned()
+}
+
+fn gpu_tasks_run_only_on_the_gpu_worker_one_at_a_time(p: Pair) {
+    let client = p.app.client().unwrap();
+    // Needs more than any worker has: nobody runs it, nobody fails it.
+    let too_big = client.submit(hold::s(0).resource("gpu", 2)).unwrap();
+    let gpu = client
+        .map(|_| hold::s(30).resource("gpu", 1), 0..6)
+        .unwrap();
+    let plain = client.map(|_| hold::s(5), 0..12).unwrap();
+    let gpu_ids: Vec<_> = gpu.iter().map(|f| f.id()).collect();
+    let plain_ids: Vec<_> = plain.iter().map(|f| f.id()).collect();
+    let mut spans: Vec<(u128, u128)> = gpu
+        .into_iter()
+        .map(|f| f.result_timeout(LONG).unwrap())
+        .collect();
+    for f in plain {
+        f.result_timeout(LONG).unwrap();
+    }
+    for id in gpu_ids {
+        assert_eq!(
+            ran_on(&p.app, id),
+            "gpu",
+            "a gpu task ran on a worker without gpu"
+        );
+    }
+    let plain_on: std::collections::BTreeSet<String> =
+        plain_ids.iter().map(|id| ran_on(&p.app, *id)).collect();
+    assert!(!plain_on.is_empty());
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(
+            w[1].0 >= w[0].1,
+            "two gpu tasks overlapped on a worker with gpu=1: {:?} and {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    assert!(!too_big.done(), "a task needing 2 gpus ran or failed");
+    let rec = p.app.backend().results().get(too_big.id()).unwrap();
+    assert!(
+        rec.as_ref().is_none_or(|r| !r.state.is_final()),
+        "a task needing 2 gpus has a final record: {rec:?}"
+    );
+    client.cancel(&too_big).unwrap();
+}
+
+fn a_bad_resource_is_refused_when_sent(p: Pair) {
+    let client = p.app.client().unwrap();
+    let Err(err) = client.submit(hold::s(0).resource("g pu", 1)) else {
+        panic!("a resource name with a space is refused");
+    };
+    assert!(err.to_string().contains("resource name \"g pu\""), "{err}");
+    let Err(err) = client.submit(hold::s(0).resource("gpu", 0)) else {
+        panic!("0 units are refused");
+    };
+    assert!(err.to_string().contains("at least 1 unit"), "{err}");
+}
+
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory { $( #[test] fn $name() { super::$name(super::start(super::common::memory_backend())) } )* }
+        mod sqlite { $( #[test] fn $name() { super::$name(super::start(super::common::sqlite_backend())) } )* }
+        mod redis { $( #[test] fn $name() { super::$name(super::start(super::common::redis_backend())) } )* }
+    };
+}
+
+on_every_backend!(
+    gpu_tasks_run_only_on_the_gpu_worker_one_at_a_time,
+    a_bad_resource_is_refused_when_sent,
+);
+
+#[test]
+fn a_worker_refuses_bad_resources_with_the_reason() {
+    let fresh = common::memory_backend();
+    let config = |resources: Resources| WorkerConfig {
+        resources,
+        ..Default::default()
+    };
+    let e = Worker::new(
+        fresh.backend.clone(),
+        config(Resources::from([("gpu".to_owned(), 0)])),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("at least 1 unit"), "{e}");
+    let five: Resources = (0..5).map(|i| (format!("r{i}"), 1)).collect();
+    let e = Worker::new(fresh.backend.clone(), config(five))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("at most 4"), "{e}");
+}
