@@ -623,10 +623,7 @@ fn the_event_ring_is_trimmed_in_chunks() {
     );
     assert!(r.missed(1), "the first events are gone");
     // 110,001..=110,010 crosses no multiple of 4,096: nothing is dropped.
-    assert!(
-        r.last_seq % 4096 + 10 < 4096,
-        "the test's own arithmetic"
-    );
+    assert!(r.last_seq % 4096 + 10 < 4096, "the test's own arithmetic");
     b.publish(&batch(10)).unwrap();
     let after = b.read_events(0, 1).unwrap();
     assert_eq!(after.last_seq, r.last_seq + 10);
