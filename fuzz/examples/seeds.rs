@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use lovage_broker::ops::{Event, EventKind};
 use lovage_broker::{DeadLetter, Envelope, ResultRecord, Timestamp, WorkerInfo};
 use lovage_core::canvas::{chain, chord, group, Canvas, Frame};
 use lovage_core::{Codec, RetryPolicy, Signature, TaskError, TaskId, TaskState};
@@ -155,6 +156,36 @@ fn framed(body: Vec<u8>) -> Vec<u8> {
     out
 }
 
+/// Events as a busy worker's batch holds them: outcomes, a failure with its error, a
+/// heartbeat.
+fn events() -> Vec<Event> {
+    let at = Timestamp::from_millis(1_795_514_400_000);
+    let task = |kind, n, state| {
+        let mut e = Event::new(kind);
+        e.ts = at;
+        e.task_id = Some(id(n));
+        e.name = Some("tasks.add".into());
+        e.queue = Some("default".into());
+        e.worker = Some("w1@host.42".into());
+        e.state = Some(state);
+        e.runtime_ms = Some(3);
+        e.retries = Some(0);
+        e
+    };
+    let mut failed = task(EventKind::TaskFailed, 3, TaskState::Failure);
+    failed.error = Some("ValueError: bad input".into());
+    failed.retries = Some(2);
+    let mut beat = Event::new(EventKind::WorkerHeartbeat);
+    beat.ts = at;
+    beat.worker = Some("w2@host.43".into());
+    vec![
+        task(EventKind::TaskSucceeded, 1, TaskState::Success),
+        task(EventKind::TaskSucceeded, 2, TaskState::Success),
+        failed,
+        beat,
+    ]
+}
+
 fn main() {
     // message
     for codec in [Codec::Json, Codec::Msgpack] {
@@ -287,6 +318,20 @@ fn main() {
         "join",
         b"\x01*1\r\n*2\r\n*2\r\n:0\r\n$1\r\n5\r\n*2\r\n:1\r\n$1\r\n6\r\n",
     );
+
+    // events: the compact form the brokers write, and the earlier form with field names
+    let batch = events();
+    write(
+        "events",
+        "compact",
+        &lovage_broker::fuzzing::encode_event_batch(&batch).unwrap(),
+    );
+    write(
+        "events",
+        "compact-one",
+        &lovage_broker::fuzzing::encode_event_batch(&batch[2..3]).unwrap(),
+    );
+    write("events", "named", &rmp_serde::to_vec_named(&batch).unwrap());
 
     // pool_requests and pool_replies (first byte: piece size less one, as above)
     let mut reqs = vec![6u8];

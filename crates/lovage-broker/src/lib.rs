@@ -75,4 +75,15 @@ pub mod fuzzing {
             Box::new((bad.dead_letter(), bad.record()))
         })
     }
+
+    /// A batch of events as an SQLite `events` row or a Redis stream entry holds it, read
+    /// back as `read_events` does (either form), or what is wrong with it.
+    pub fn event_batch(body: &[u8]) -> Result<Vec<crate::ops::Event>, String> {
+        crate::ops::event_codec::decode_batch(body)
+    }
+
+    /// `events` encoded as a backend stores them.
+    pub fn encode_event_batch(events: &[crate::ops::Event]) -> Result<Vec<u8>, String> {
+        crate::ops::event_codec::encode_batch(events).map_err(|e| e.to_string())
+    }
 }

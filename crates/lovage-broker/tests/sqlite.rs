@@ -12,8 +12,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use lovage_broker::ops::{Event, EventKind};
 use lovage_broker::sqlite::SqliteBackend;
-use lovage_broker::{connect, Broker, BrokerError, Envelope, JoinEntry, ResultStore};
+use lovage_broker::{connect, Broker, BrokerError, Envelope, Events, JoinEntry, ResultStore};
 use lovage_core::{Codec, Signature, TaskId};
 
 fn env() -> Envelope {
@@ -184,9 +185,20 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
 /// Makes a current file look like one of schema `version`: what later versions added is dropped.
 fn downgrade(path: &std::path::Path, version: i32) {
     let c = rusqlite::Connection::open(path).unwrap();
-    // Version 6 added the per-queue counts.
-    c.execute_batch("DELETE FROM counters WHERE key LIKE 'lovage:count:live:%';")
+    if version < 7 {
+        // Version 7 numbers events from the newest `events` row; 6 kept the last number in
+        // `meta`.
+        c.execute_batch(
+            "INSERT INTO meta (key, value) VALUES ('events', \
+             (SELECT coalesce(max(last), 0) FROM events));",
+        )
         .unwrap();
+    }
+    if version < 6 {
+        // Version 6 added the per-queue counts.
+        c.execute_batch("DELETE FROM counters WHERE key LIKE 'lovage:count:live:%';")
+            .unwrap();
+    }
     if version < 5 {
         // Version 5 added shared dicts and lists.
         c.execute_batch("DROP TABLE shared_dicts; DROP TABLE shared_lists;")
@@ -224,17 +236,50 @@ fn downgrade(path: &std::path::Path, version: i32) {
 
 #[test]
 fn databases_of_older_schemas_are_upgraded_in_place() {
-    for old in [1, 2, 3, 4, 5] {
+    for old in [1, 2, 3, 4, 5, 6] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
         let waiting = env();
+        let events = |n: usize| -> Vec<Event> {
+            (0..n)
+                .map(|_| Event::new(EventKind::WorkerHeartbeat))
+                .collect()
+        };
         {
             let b = SqliteBackend::open(&path).unwrap();
             b.enqueue(std::slice::from_ref(&waiting)).unwrap();
+            b.publish(&events(3)).unwrap();
         }
         downgrade(&path, old);
         let b = SqliteBackend::open(&path).unwrap();
-        assert_eq!(schema_version(&path), 6, "from version {old}");
+        assert_eq!(schema_version(&path), 7, "from version {old}");
+        b.publish(&events(2)).unwrap();
+        let seqs: Vec<u64> = b
+            .read_events(0, 100)
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        let numbered_on = if old >= 4 {
+            vec![1, 2, 3, 4, 5]
+        } else {
+            vec![1, 2]
+        };
+        assert_eq!(
+            seqs, numbered_on,
+            "from version {old}: numbers go on from the rows"
+        );
+        let meta_events: i64 = rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM meta WHERE key = 'events'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(
+            meta_events, 0,
+            "from version {old}: the old counter row is gone"
+        );
         use lovage_broker::Admin;
         let depth = |b: &SqliteBackend| {
             b.stats()
@@ -547,4 +592,44 @@ fn an_undecodable_result_is_a_clear_failure_for_its_id_alone() {
     let err = unreadable.error.as_ref().unwrap();
     assert_eq!(err.kind, kinds::CORRUPT_MESSAGE);
     assert!(err.message.contains(&bad.to_string()), "{err:?}");
+}
+
+/// The event ring keeps at least the newest `EVENTS_KEPT` events and drops older ones in
+/// chunks (when a batch's numbers cross a multiple of 4,096), so most batches delete nothing;
+/// the numbering goes on across the trims.
+#[test]
+fn the_event_ring_is_trimmed_in_chunks() {
+    use lovage_broker::ops::EVENTS_KEPT;
+    let dir = tempfile::tempdir().unwrap();
+    let b = SqliteBackend::open(dir.path().join("ring.db")).unwrap();
+    let batch = |n: usize| -> Vec<Event> {
+        (0..n)
+            .map(|_| Event::new(EventKind::WorkerHeartbeat))
+            .collect()
+    };
+    let thousand = batch(1000);
+    let batches = EVENTS_KEPT / 1000 + 10;
+    for _ in 0..batches {
+        b.publish(&thousand).unwrap();
+    }
+    let r = b.read_events(0, 1).unwrap();
+    assert_eq!(r.last_seq, batches * 1000);
+    let kept = r.last_seq - r.oldest_seq + 1;
+    assert!(
+        (EVENTS_KEPT..=EVENTS_KEPT + 4096 + 1000).contains(&kept),
+        "kept {kept} (oldest {}, last {})",
+        r.oldest_seq,
+        r.last_seq
+    );
+    assert!(r.missed(1), "the first events are gone");
+    // 110,001..=110,010 crosses no multiple of 4,096: nothing is dropped.
+    assert!(r.last_seq % 4096 + 10 < 4096, "the test's own arithmetic");
+    b.publish(&batch(10)).unwrap();
+    let after = b.read_events(0, 1).unwrap();
+    assert_eq!(after.last_seq, r.last_seq + 10);
+    assert_eq!(
+        after.oldest_seq, r.oldest_seq,
+        "a batch within a chunk trims nothing"
+    );
+    assert_eq!(after.events[0].seq, r.oldest_seq);
 }

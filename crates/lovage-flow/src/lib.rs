@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lovage_broker::ops::Event;
 use lovage_broker::{
     App, AsyncResult, Backend, BrokerError, Envelope, JoinEntry, ResultRecord, Timestamp,
 };
@@ -80,6 +81,8 @@ pub fn send(app: &App, canvas: &Canvas) -> Result<WorkflowResult, FlowError> {
         backend: app.backend(),
         result_ttl: None,
         worker: None,
+        // The first steps' events are published below, after the flush.
+        sent_events: false,
     };
     let mut run = Advance::new(&ctx);
     // The workflow itself, under its result id, so `lovage status` can show it as a tree.
@@ -152,6 +155,10 @@ pub struct Context<'a> {
     pub result_ttl: Option<Duration>,
     /// The worker, for records.
     pub worker: Option<&'a str>,
+    /// Publish a `task-sent` event for each step [`advance`] and [`advance_many`] send, as
+    /// [`App::sent_events`](lovage_broker::App::sent_events) does for a send (a worker, which
+    /// sends its steps itself after [`plan_many`], publishes them with its batch's events).
+    pub sent_events: bool,
 }
 
 /// How a task of a workflow ended.
@@ -183,10 +190,18 @@ pub fn advance_many(
 ) -> Result<(), BrokerError> {
     let next = plan_many(ctx, finished)?;
     if next.is_empty() {
-        Ok(())
-    } else {
-        ctx.backend.broker().enqueue_once(&next)
+        return Ok(());
     }
+    ctx.backend.broker().enqueue_once(&next)?;
+    if ctx.sent_events {
+        // As a send does: the tasks are sent, so a broker that fails here loses only the
+        // events (logged). One write for the batch.
+        let events: Vec<Event> = next.iter().map(Event::sent).collect();
+        if let Err(e) = ctx.backend.events().publish(&events) {
+            tracing::warn!(error = %e, count = events.len(), "could not publish task-sent events");
+        }
+    }
+    Ok(())
 }
 
 /// [`advance_many`] without the sends: stores what the next steps need (long chains, group

@@ -574,12 +574,14 @@ impl Shared {
         }
     }
 
-    /// The workflow context for lovage-flow: this backend, this worker, its result TTL.
+    /// The workflow context for lovage-flow: this backend, this worker, its result TTL, its
+    /// `task-sent` opt-in.
     pub fn flow_context(&self) -> lovage_flow::Context<'_> {
         lovage_flow::Context {
             backend: &self.backend,
             result_ttl: self.config.result_ttl,
             worker: Some(&self.id),
+            sent_events: self.config.sent_events,
         }
     }
 }

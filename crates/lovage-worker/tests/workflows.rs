@@ -418,6 +418,7 @@ fn a_member_finishing_twice_fires_the_chord_once(mut w: Running) {
         backend: &backend,
         result_ttl: None,
         worker: Some("by-hand"),
+        sent_events: false,
     };
     let finish = |i: usize, value: i64| {
         let bytes = serde_json::to_vec(&value).unwrap();
@@ -507,6 +508,72 @@ fn each_chain_step_is_told_of_as_sent(backend: Backend) {
             .all(|e| e.kind == lovage_broker::ops::EventKind::TaskSent),
         "worker events are off: {events:?}"
     );
+}
+
+/// A step sent by `lovage_flow::advance` (a tool or test that settles a task by hand) is
+/// told of as sent when its context opts in, once per step it sends, and not when it does not.
+fn a_step_sent_by_advance_is_told_of_as_sent(mut w: Running) {
+    use lovage_broker::ops::EventKind;
+    // Stop the worker: this test settles the steps itself.
+    w.shutdown.graceful();
+    w.thread.take().unwrap().join().unwrap();
+    let backend = w.app.backend().clone();
+    let steps = [
+        Canvas::from(add::s(1, 2)),
+        add::partial(3).into(),
+        add::partial(4).into(),
+    ];
+    let ids: Vec<TaskId> = steps.iter().map(|c| c.result_id()).collect();
+    send(&w, &chain(steps));
+    let queues = vec!["default".to_owned()];
+    let lease = Duration::from_secs(30);
+    let told_sent = || -> Vec<TaskId> {
+        backend
+            .events()
+            .read_events(0, 1000)
+            .unwrap()
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::TaskSent)
+            .filter_map(|e| e.task_id)
+            .collect()
+    };
+    let finish_next = |sent_events: bool, value: i64| {
+        let got = backend.broker().reserve(&queues, 10, lease, LONG).unwrap();
+        assert_eq!(got.len(), 1, "one step at a time");
+        let ctx = lovage_flow::Context {
+            backend: &backend,
+            result_ttl: None,
+            worker: Some("by-hand"),
+            sent_events,
+        };
+        let bytes = serde_json::to_vec(&value).unwrap();
+        lovage_flow::advance(
+            &ctx,
+            &got[0].envelope,
+            lovage_flow::Finished::Success(&bytes),
+        )
+        .unwrap();
+        backend.broker().complete(&[got[0].lease]).unwrap();
+    };
+    finish_next(false, 3);
+    assert_eq!(
+        told_sent(),
+        Vec::<TaskId>::new(),
+        "not opted in: nothing told"
+    );
+    finish_next(true, 6);
+    assert_eq!(told_sent(), vec![ids[2]], "the third step, told once");
+}
+
+#[test]
+fn a_step_sent_by_advance_is_told_of_as_sent_on_sqlite() {
+    a_step_sent_by_advance_is_told_of_as_sent(sqlite());
+}
+
+#[test]
+fn a_step_sent_by_advance_is_told_of_as_sent_on_redis() {
+    a_step_sent_by_advance_is_told_of_as_sent(redis());
 }
 
 #[test]

@@ -720,6 +720,7 @@ fn hold_a_member_past_its_join(app: &App) -> lovage_broker::Delivery {
         backend,
         result_ttl: None,
         worker: Some("by-hand"),
+        sent_events: false,
     };
     lovage::flow::advance(&ctx, &d.envelope, lovage::flow::Finished::Success(&bytes)).unwrap();
     d

@@ -29,8 +29,12 @@ type Row = (
     Option<String>,
 );
 
-/// Encodes a batch (`seq` is not stored: the broker numbers events as it appends them).
+/// Encodes a batch (`seq` is not stored: the broker numbers events as it appends them); no
+/// events encode as no bytes, which a backend stores nothing for.
 pub(crate) fn encode_batch(events: &[Event]) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut names: Vec<&str> = Vec::new();
     let mut rows: Vec<Row> = Vec::with_capacity(events.len());
     for e in events {
@@ -74,8 +78,12 @@ fn name_index<'a>(names: &mut Vec<&'a str>, s: &'a Option<String>) -> Option<u32
     })
 }
 
-/// Decodes a batch in either form; says what is wrong with one that does not decode.
+/// Decodes a batch in either form (no bytes: no events); says what is wrong with one that does
+/// not decode.
 pub(crate) fn decode_batch(body: &[u8]) -> Result<Vec<Event>, String> {
+    if body.is_empty() {
+        return Ok(Vec::new());
+    }
     let Some(rest) = body.strip_prefix(&[COMPACT]) else {
         return rmp_serde::from_slice(body).map_err(|e| e.to_string());
     };
@@ -159,6 +167,12 @@ mod tests {
             compact.len(),
             named.len()
         );
+    }
+
+    #[test]
+    fn no_events_are_no_bytes() {
+        assert_eq!(encode_batch(&[]).unwrap(), Vec::<u8>::new());
+        assert_eq!(decode_batch(&[]).unwrap(), Vec::new());
     }
 
     #[test]

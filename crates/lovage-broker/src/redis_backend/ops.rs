@@ -14,19 +14,11 @@ use crate::ops::{
     self, Control, ControlReply, ControlRequest, Event, EventBatch, Events, Inspect, Kept, Live,
     QueueInfo, QueueOps, StateCounts, TaskInfo, TaskPage, TaskQuery, TaskSummary,
 };
-use crate::{Admin, BrokerError, Envelope, Result, ResultStore, Source, Timestamp};
+use crate::{Admin, BrokerError, Envelope, Result, ResultStore, Timestamp};
 
 /// How long the task index keeps an id: past this, a task is listed no more (its record has
 /// usually expired long before; one kept forever is still read by id).
 pub(crate) const INDEX_KEPT: Duration = crate::ONCE_TTL;
-
-/// A batch of events as a stream entry holds it.
-pub(super) fn encode_events(events: &[Event]) -> Result<Vec<u8>, Source> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(crate::ops::event_codec::encode_batch(events)?)
-}
 
 /// A task value's envelope, or `None` for one that does not decode (a reserve sets it aside).
 fn envelope_of(value: &[u8]) -> Option<(u32, Envelope)> {
@@ -423,7 +415,8 @@ impl Events for RedisBackend {
         if events.is_empty() {
             return Ok(());
         }
-        let body = encode_events(events).map_err(|e| self.err("publish events", e))?;
+        let body = crate::ops::event_codec::encode_batch(events)
+            .map_err(|e| self.err("publish events", e))?;
         let mut inv = self.scripts.publish.prepare_invoke();
         inv.arg(&self.prefix).arg(events.len()).arg(body);
         self.with_conn("publish events", |c| inv.invoke::<i64>(c))?;

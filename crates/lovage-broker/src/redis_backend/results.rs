@@ -93,7 +93,8 @@ impl RedisBackend {
             inv.arg(format!("{}:{}", l.id, l.fence));
         }
         // The events ride in the same script call: one round trip for the whole batch.
-        let body = super::ops::encode_events(events).map_err(|e| self.err("publish events", e))?;
+        let body = crate::ops::event_codec::encode_batch(events)
+            .map_err(|e| self.err("publish events", e))?;
         inv.arg(events.len()).arg(body);
         inv.arg(falls.len());
         for f in falls {

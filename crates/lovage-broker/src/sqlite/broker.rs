@@ -210,7 +210,8 @@ impl Driver for SqliteBackend {
             return self.store_and_complete(records, leases);
         }
         let errors = self.encode_errors(records)?;
-        let body = super::ops::encode_events(events).map_err(|e| self.fail("publish events", e))?;
+        let body = crate::ops::event_codec::encode_batch(events)
+            .map_err(|e| self.fail("publish events", e.into()))?;
         self.write("store results, complete and publish", |tx| {
             let mut tally = Tally::default();
             insert_results(tx, records, &errors, &mut tally)?;
@@ -281,7 +282,8 @@ impl Driver for SqliteBackend {
             return self.store_complete_publish(records, leases, events);
         }
         let errors = self.encode_errors(records)?;
-        let body = super::ops::encode_events(events).map_err(|e| self.fail("publish events", e))?;
+        let body = crate::ops::event_codec::encode_batch(events)
+            .map_err(|e| self.fail("publish events", e.into()))?;
         self.write("store results, fall, complete", |tx| {
             let mut tally = Tally::default();
             insert_results(tx, records, &errors, &mut tally)?;

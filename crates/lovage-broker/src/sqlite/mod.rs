@@ -26,9 +26,9 @@
 //! | `blobs` | a workflow's long chain, stored once |
 //! | `locks` | named locks: holder and lapse time (also who purges expired rows) |
 //! | `rate_limits` | a rate limit's theoretical arrival time (µs) |
-//! | `meta` | `fence`: the last fencing token drawn; `events`: the last event's seq |
+//! | `meta` | `fence`: the last fencing token drawn |
 //! | `paused` | paused queues (reserves skip them) |
-//! | `events` | the event stream, a row per published batch (`first`..=`last` seq, MessagePack), the newest [`EVENTS_KEPT`](crate::ops::EVENTS_KEPT) kept |
+//! | `events` | the event stream, a row per published batch (`first`..=`last` seq, MessagePack; the newest row's `last` is the stream's last seq), the newest [`EVENTS_KEPT`](crate::ops::EVENTS_KEPT) kept, trimmed every 4,096 events |
 //! | `control`, `control_replies` | the control mailbox: requests per worker and their replies, until they expire |
 //! | `shared_dicts`, `shared_lists` | shared dicts (name, key → value) and lists (name, position → item), see [`crate::shared`] |
 //!
@@ -63,6 +63,10 @@ mod schema;
 mod shared;
 mod tally;
 mod wait;
+
+/// Prepared statements kept per connection (there are about a hundred in this module; a
+/// worker's busy path uses a few dozen).
+const STATEMENTS_CACHED: usize = 64;
 
 /// The SQLite backend: a broker and a result store in one file.
 pub struct SqliteBackend {
@@ -102,6 +106,9 @@ impl SqliteBackend {
         set_wal(&conn).map_err(|e| open_err(format!("cannot switch to WAL mode: {e}").into()))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| open_err(e.into()))?;
+        // One connection serves a worker's reserves, settles, heartbeats and waits: more
+        // distinct statements than rusqlite's default cache of 16, which then re-prepares them.
+        conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);
         let backend = SqliteBackend {
             path: path.clone(),
             conn: Mutex::new(conn),

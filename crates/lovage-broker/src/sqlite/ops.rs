@@ -14,30 +14,34 @@ use crate::ops::{
     self, Control, ControlReply, ControlRequest, Event, EventBatch, Events, Inspect, Kept, Live,
     QueueInfo, QueueOps, StateCounts, TaskInfo, TaskPage, TaskQuery, TaskSummary, EVENTS_KEPT,
 };
-use crate::{Admin, Envelope, Result, ResultRecord, Source, Timestamp};
+use crate::{Admin, Envelope, Result, ResultRecord, Timestamp};
 
-/// A batch of events as its `events` row holds them.
-pub(super) fn encode_events(events: &[Event]) -> Result<Vec<u8>, Source> {
-    Ok(ops::event_codec::encode_batch(events)?)
-}
+/// The ring drops its oldest rows only when a batch's numbers cross a multiple of this, so
+/// most batches delete nothing: a delete in every batch's transaction rewrote the table's
+/// first pages each time. The ring so holds up to this many events more than [`EVENTS_KEPT`].
+pub(super) const TRIM_EVERY: i64 = 4096;
 
-/// Appends an encoded batch of `n` events as one row numbered after the last, and drops rows
-/// older than the newest [`EVENTS_KEPT`] events (a range of the primary key).
+/// Appends an encoded batch of `n` events as one row numbered after the last, and now and then
+/// drops rows older than the newest [`EVENTS_KEPT`] events (a range of the primary key).
+///
+/// The last number is the newest row's `last` (the rowid: one seek to the page this insert
+/// writes anyway), not a counter row, which cost every batch's transaction one more page.
+/// The trim never drops the newest row, so the numbering never goes back.
 pub(super) fn append_events(
     tx: &rusqlite::Transaction<'_>,
     body: &[u8],
     n: usize,
 ) -> rusqlite::Result<()> {
-    let last: i64 = tx
-        .prepare_cached(
-            "INSERT INTO meta (key, value) VALUES ('events', ?1) \
-             ON CONFLICT (key) DO UPDATE SET value = value + ?1 RETURNING value",
-        )?
-        .query_row([n as i64], |r| r.get(0))?;
+    let prev: i64 = tx
+        .prepare_cached("SELECT coalesce(max(last), 0) FROM events")?
+        .query_row([], |r| r.get(0))?;
+    let last = prev + n as i64;
     tx.prepare_cached("INSERT INTO events (last, first, body) VALUES (?1, ?2, ?3)")?
-        .execute(params![last, last - n as i64 + 1, body])?;
-    tx.prepare_cached("DELETE FROM events WHERE last <= ?1")?
-        .execute([last - EVENTS_KEPT as i64])?;
+        .execute(params![last, prev + 1, body])?;
+    if prev / TRIM_EVERY != last / TRIM_EVERY {
+        tx.prepare_cached("DELETE FROM events WHERE last <= ?1")?
+            .execute([last - EVENTS_KEPT as i64])?;
+    }
     Ok(())
 }
 
@@ -465,7 +469,8 @@ impl Events for SqliteBackend {
         if events.is_empty() {
             return Ok(());
         }
-        let body = encode_events(events).map_err(|e| self.fail("publish events", e))?;
+        let body = ops::event_codec::encode_batch(events)
+            .map_err(|e| self.fail("publish events", e.into()))?;
         self.write_quietly("publish events", |tx| {
             append_events(tx, &body, events.len())
         })
@@ -479,7 +484,7 @@ impl Events for SqliteBackend {
             .and_then(|mut q| q.query_row([], |r| r.get(0)))
             .map_err(err)?;
         let last_seq: i64 = conn
-            .prepare_cached("SELECT coalesce((SELECT value FROM meta WHERE key = 'events'), 0)")
+            .prepare_cached("SELECT coalesce(max(last), 0) FROM events")
             .and_then(|mut q| q.query_row([], |r| r.get(0)))
             .map_err(err)?;
         let mut events = Vec::new();

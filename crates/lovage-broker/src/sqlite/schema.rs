@@ -10,7 +10,7 @@ use crate::{BrokerError, Result};
 /// `PRAGMA application_id` of a lovage database ("LOVA").
 const APPLICATION_ID: i32 = 0x4c4f_5641;
 /// Schema version in `PRAGMA user_version`.
-const SCHEMA_VERSION: i32 = 6;
+const SCHEMA_VERSION: i32 = 7;
 
 // The values of `tasks.state`.
 pub(super) const READY: i64 = 0;
@@ -90,6 +90,13 @@ INSERT OR REPLACE INTO counters (key, value) VALUES ('lovage:count:live', (SELEC
 const QUEUE_COUNTS: &str = "
 INSERT OR REPLACE INTO counters (key, value)
     SELECT 'lovage:count:live:' || queue, count(*) FROM tasks GROUP BY queue;
+";
+
+/// Schema version 7: an event's number is counted from the newest `events` row, no longer from
+/// `meta`'s `events` row, which is dropped. Nothing else changes, but a lovage of version 6
+/// would number its events from that row, so the bump makes it refuse the file.
+const EVENTS_NUMBERED_BY_ROWS: &str = "
+DELETE FROM meta WHERE key = 'events';
 ";
 
 /// Added in schema version 5: shared dicts and lists ([`crate::shared`]). A list item's `pos`
@@ -230,7 +237,7 @@ impl SqliteBackend {
 
     /// Brings an older database (1: before workflows; 2: before fencing tokens and the purge
     /// indexes; 3: before the operators' tables; 4: before shared dicts and lists; 5: before the
-    /// per-queue counts) to the current schema.
+    /// per-queue counts; 6: before events were numbered by their rows) to the current schema.
     fn upgrade(&self) -> Result<()> {
         self.write("upgrade schema", |tx| {
             let version: i32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -250,6 +257,9 @@ impl SqliteBackend {
             }
             if version < 6 {
                 tx.execute_batch(QUEUE_COUNTS)?;
+            }
+            if version < 7 {
+                tx.execute_batch(EVENTS_NUMBERED_BY_ROWS)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         })

@@ -23,8 +23,10 @@ impl SqliteBackend {
     }
 
     fn data_version(&self) -> Result<i64> {
+        // Asked every millisecond or so while waiting: prepared once.
         self.conn()
-            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut q| q.query_row([], |r| r.get(0)))
             .map_err(|e| self.err("data_version", e))
     }
 
