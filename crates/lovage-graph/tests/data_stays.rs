@@ -41,7 +41,7 @@ use lovage_worker::{DataConfig, Worker, WorkerConfig};
 
 /// The intermediate's size.
 const BIG: usize = 64 << 20;
-const LONG: Duration = Duration::from_secs(120);
+const LONG: Duration = Duration::from_secs(300);
 const GIB: usize = 1 << 30;
 
 /// `n` letters that depend on `seed` (xorshift).
