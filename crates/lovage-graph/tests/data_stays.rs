@@ -531,10 +531,13 @@ fn stays_put(url: &str, meter: &dyn Meter) {
     assert_eq!(n("fetched_done"), 0, "{line}");
     assert_eq!(n("fetched_small"), 0, "{line}");
     assert!(n("fetched_big") > big, "{line}");
+    // The meters are the whole server's, and the suite's other Redis tests run meanwhile (up
+    // to ~30 MB of their traffic was seen during this test): a value that went through the
+    // broker adds its 64 MiB on top, so the bound sits between the two.
     for ((what, b), (_, a)) in before.iter().zip(&after) {
         eprintln!("{what}: {b} → {a}");
         assert!(
-            a.saturating_sub(*b) < big / 4,
+            a.saturating_sub(*b) < big * 3 / 4,
             "{what} grew from {b} to {a}: the value went through the broker"
         );
     }
