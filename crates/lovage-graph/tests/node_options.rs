@@ -16,10 +16,11 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lovage_broker::{App, Backend};
-use lovage_core::{Resources, RetryPolicy, TaskId, TaskOptions, TaskState};
+use lovage_core::{Resources, RetryPolicy, TaskId, TaskOptions};
 use lovage_graph::{Broker, Delayed, Graph, GraphError};
 use lovage_macros::task;
-use lovage_worker::{PoolKind, Worker, WorkerConfig};
+use lovage_testkit::{ran_on, Fresh, Workers};
+use lovage_worker::{PoolKind, WorkerConfig};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -69,103 +70,18 @@ fn ordered(tag: u64) -> u64 {
     ORDER.fetch_add(1, Ordering::SeqCst)
 }
 
-/// A backend of a test's own and what must live as long as it.
-struct Fresh {
-    backend: Backend,
-    _dir: Option<tempfile::TempDir>,
-    redis_prefix: Option<String>,
-}
-
-impl Drop for Fresh {
-    fn drop(&mut self) {
-        let Some(prefix) = &self.redis_prefix else {
-            return;
-        };
-        let Ok(client) = ::redis::Client::open(redis_base()) else {
-            return;
-        };
-        let Ok(mut c) = client.get_connection() else {
-            return;
-        };
-        let keys: Vec<String> = ::redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query(&mut c)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: ::redis::RedisResult<()> = ::redis::cmd("DEL").arg(keys).query(&mut c);
-        }
-    }
-}
-
-fn redis_base() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
-fn fresh(kind: &str) -> Fresh {
-    match kind {
-        "memory" => Fresh {
-            backend: lovage_broker::connect(&format!("memory://node-options-{}", TaskId::new()))
-                .unwrap(),
-            _dir: None,
-            redis_prefix: None,
-        },
-        "sqlite" => {
-            let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}", dir.path().join("g.db").display());
-            Fresh {
-                backend: lovage_broker::connect(&url).unwrap(),
-                _dir: Some(dir),
-                redis_prefix: None,
-            }
-        }
-        _ => {
-            let prefix = format!("lovage-node-options-{}", TaskId::new());
-            Fresh {
-                backend: lovage_broker::connect(&format!("{}?prefix={prefix}", redis_base()))
-                    .unwrap(),
-                _dir: None,
-                redis_prefix: Some(prefix),
-            }
-        }
-    }
-}
-
-/// Workers on one backend, stopped when dropped.
-struct Workers {
-    stops: Vec<lovage_worker::Shutdown>,
-    threads: Vec<std::thread::JoinHandle<lovage_worker::WorkerReport>>,
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for s in &self.stops {
-            s.graceful();
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Starts one worker per (name, slots, resources).
+/// Starts one worker per (name, slots, resources), stopped when dropped.
 fn start(backend: &Backend, workers: &[(&str, usize, Resources)]) -> Workers {
-    let mut stops = Vec::new();
-    let mut threads = Vec::new();
-    for (name, slots, resources) in workers {
-        let config = WorkerConfig {
-            name: (*name).into(),
-            concurrency: *slots,
-            prefetch: 1,
-            pool: PoolKind::Threads,
-            poll: Duration::from_millis(20),
-            resources: resources.clone(),
-            ..Default::default()
-        };
-        let worker = Worker::new(backend.clone(), config).unwrap();
-        stops.push(worker.shutdown_handle());
-        threads.push(std::thread::spawn(move || worker.run().expect("worker")));
-    }
-    Workers { stops, threads }
+    let configs = workers.iter().map(|(name, slots, resources)| WorkerConfig {
+        name: (*name).into(),
+        concurrency: *slots,
+        prefetch: 1,
+        pool: PoolKind::Threads,
+        poll: Duration::from_millis(20),
+        resources: resources.clone(),
+        ..Default::default()
+    });
+    Workers::start(backend, configs)
 }
 
 fn gpu() -> TaskOptions {
@@ -175,17 +91,8 @@ fn gpu() -> TaskOptions {
     }
 }
 
-/// The name part of the id of the worker that stored `id`'s record.
-fn ran_on(backend: &Backend, id: TaskId) -> String {
-    let rec = backend.results().get(id).unwrap().expect("a record");
-    assert_eq!(rec.state, TaskState::Success, "{rec:?}");
-    let worker = rec.worker.expect("the worker is recorded");
-    let name = worker.split('@').next().unwrap();
-    name.split('-').next().unwrap().to_owned()
-}
-
 fn gpu_nodes_run_only_on_the_gpu_worker_one_at_a_time(kind: &str) {
-    let f = fresh(kind);
+    let f = Fresh::new(kind);
     let _w = start(
         &f.backend,
         &[
@@ -240,7 +147,7 @@ fn gpu_nodes_run_only_on_the_gpu_worker_one_at_a_time(kind: &str) {
 }
 
 fn a_node_with_retries_succeeds_after_failing_and_one_without_fails(kind: &str) {
-    let f = fresh(kind);
+    let f = Fresh::new(kind);
     let _w = start(&f.backend, &[("w", 2, Resources::new())]);
     let client = App::with_backend(f.backend.clone()).client().unwrap();
     let tag = TaskId::new().to_string();
@@ -275,7 +182,7 @@ fn a_node_with_retries_succeeds_after_failing_and_one_without_fails(kind: &str) 
 }
 
 fn a_high_priority_root_runs_first(kind: &str) {
-    let f = fresh(kind);
+    let f = Fresh::new(kind);
     let client = App::with_backend(f.backend.clone()).client().unwrap();
     let g = Graph::new();
     let low: Vec<Delayed<u64>> = (0..12).map(|i| ordered::delayed(&g, i)).collect();

@@ -252,17 +252,11 @@ impl Plan<'_> {
             }];
             batch.push(env);
             if batch.len() == SEND_BATCH {
-                app.backend()
-                    .broker()
-                    .enqueue(&std::mem::take(&mut batch))
-                    .map_err(|e| broker_error("sending the graph's roots", e))?;
+                send_roots(app, &std::mem::take(&mut batch))?;
             }
         }
         if !batch.is_empty() {
-            app.backend()
-                .broker()
-                .enqueue(&batch)
-                .map_err(|e| broker_error("sending the graph's roots", e))?;
+            send_roots(app, &batch)?;
         }
         let tasks = stored
             .nodes
@@ -396,4 +390,18 @@ impl Plan<'_> {
             };
         }
     }
+}
+
+/// Enqueues a batch of a graph's roots and tells of them as sent (`task-sent`, when the app
+/// opts in), as a send does; the workers tell of the nodes they send later.
+fn send_roots(
+    app: &lovage_broker::App,
+    roots: &[lovage_broker::Envelope],
+) -> Result<(), GraphError> {
+    app.backend()
+        .broker()
+        .enqueue(roots)
+        .map_err(|e| broker_error("sending the graph's roots", e))?;
+    app.publish_sent(roots);
+    Ok(())
 }
