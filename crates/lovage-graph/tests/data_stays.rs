@@ -26,17 +26,18 @@
 )] // tests panic to fail and print what they saw
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use libtest_mimic::{Arguments, Trial};
+use libtest_mimic::Arguments;
 use lovage_broker::dataref::bytes_fetched;
 use lovage_broker::{connect, App};
 use lovage_graph::Graph;
+use lovage_testkit::{on_brokers, redis_base, Process};
 use lovage_worker::{DataConfig, Worker, WorkerConfig};
 
 /// The intermediate's size.
@@ -296,16 +297,16 @@ fn freed(url: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir_all(&dir_a).unwrap();
-    let _a = Process::start(
+    let _a = start(
         &format!("worker|{url}|stays-make|stays-a|{}|0", dir_a.display()),
         Stdio::null(),
     );
-    let _b = Process::start(
+    let _b = start(
         &format!("worker|{url}|stays-use|stays-b|{}|{GIB}", dir_b.display()),
         Stdio::null(),
     );
-    let mut client = Process::start(&format!("free|{url}|{}", dir_a.display()), Stdio::piped());
-    let out = client.0.wait_with_output_ref();
+    let mut client = start(&format!("free|{url}|{}", dir_a.display()), Stdio::piped());
+    let out = client.output();
     assert!(out.contains("client: freed"), "{out}");
 }
 
@@ -318,7 +319,7 @@ fn remade(url: &str) {
     let d = dir.path().display();
     let app = App::with_backend(connect(url).unwrap());
     let client = app.client().unwrap();
-    let mut a_worker = Process::start(
+    let mut a_worker = start(
         &format!("worker|{url}|stays-make|stays-a|{d}|{GIB}"),
         Stdio::null(),
     );
@@ -366,7 +367,7 @@ fn remade(url: &str) {
     a_worker.0.wait().unwrap();
     assert!(on_a.fetch().is_err(), "a went with its worker");
     let started = Instant::now();
-    let _b = Process::start(
+    let _b = start(
         &format!("worker|{url}|stays-use|stays-b|{d}|{GIB}"),
         Stdio::null(),
     );
@@ -392,11 +393,11 @@ fn scattered(url: &str) {
     const N: usize = 1 << 20;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
-    let _a = Process::start(
+    let _a = start(
         &format!("worker|{url}|stays-make|stays-a|{d}|{GIB}"),
         Stdio::null(),
     );
-    let _b = Process::start(
+    let _b = start(
         &format!("worker|{url}|stays-use|stays-b|{d}|{GIB}"),
         Stdio::null(),
     );
@@ -427,28 +428,9 @@ fn scattered(url: &str) {
     }
 }
 
-/// A child process of this binary, killed with -9 when dropped (a test that fails must not
-/// leave it running).
-struct Process(Child);
-
-impl Process {
-    fn start(role: &str, out: Stdio) -> Process {
-        let exe = std::env::current_exe().unwrap();
-        let child = Command::new(exe)
-            .env("DATA_STAYS_ROLE", role)
-            .env("LOVAGE_LOG", "warn")
-            .stdout(out)
-            .spawn()
-            .unwrap();
-        Process(child)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// This binary again in `role` (see `main`), killed with -9 when dropped.
+fn start(role: &str, out: Stdio) -> Process {
+    Process::this_binary("DATA_STAYS_ROLE", role, out)
 }
 
 /// A number from `key=value` in the client's line.
@@ -501,17 +483,17 @@ impl Meter for RedisInfo {
 fn stays_put(url: &str, meter: &dyn Meter) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
-    let _a = Process::start(
+    let _a = start(
         &format!("worker|{url}|stays-make|stays-a|{d}|{GIB}"),
         Stdio::null(),
     );
-    let _b = Process::start(
+    let _b = start(
         &format!("worker|{url}|stays-use|stays-b|{d}|{GIB}"),
         Stdio::null(),
     );
     let before = meter.read();
-    let mut client = Process::start(&format!("client|{url}"), Stdio::piped());
-    let out = client.0.wait_with_output_ref();
+    let mut client = start(&format!("client|{url}"), Stdio::piped());
+    let out = client.output();
     let line = out
         .lines()
         .find(|l| l.starts_with("client:"))
@@ -543,48 +525,6 @@ fn stays_put(url: &str, meter: &dyn Meter) {
     }
 }
 
-/// `wait_with_output` for a child behind `&mut` (the wrapper kills it when dropped).
-trait WaitOut {
-    fn wait_with_output_ref(&mut self) -> String;
-}
-
-impl WaitOut for Child {
-    fn wait_with_output_ref(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(mut out) = self.stdout.take() {
-            out.read_to_string(&mut s).unwrap();
-        }
-        let status = self.wait().unwrap();
-        assert!(status.success(), "the client failed ({status}): {s}");
-        s
-    }
-}
-
-fn redis_base() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
-/// Deletes a Redis prefix's keys when dropped.
-struct RedisPrefix(String);
-
-impl Drop for RedisPrefix {
-    fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(redis_base()) else {
-            return;
-        };
-        let Ok(mut c) = client.get_connection() else {
-            return;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.0))
-            .query(&mut c)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut c);
-        }
-    }
-}
-
 fn main() {
     if let Ok(role) = std::env::var("DATA_STAYS_ROLE") {
         let parts: Vec<&str> = role.split('|').collect();
@@ -597,63 +537,26 @@ fn main() {
         return;
     }
     let args = Arguments::from_args();
-    let trials = vec![
-        Trial::test("sqlite_a_64_mib_intermediate_stays_with_its_worker", || {
-            let dir = tempfile::tempdir().unwrap();
-            let file = dir.path().join("stays.db");
-            stays_put(
-                &format!("sqlite://{}", file.display()),
-                &SqliteFiles(file.clone()),
-            );
-            Ok(())
+    let kinds = ["sqlite", "redis"];
+    let trials: Vec<_> = [
+        on_brokers(
+            &kinds,
+            "a_64_mib_intermediate_stays_with_its_worker",
+            |f| match f.sqlite_path() {
+                Some(file) => stays_put(&f.url, &SqliteFiles(file)),
+                None => stays_put(&f.url, &RedisInfo(redis_base())),
+            },
+        ),
+        on_brokers(&kinds, "values_nobody_needs_are_freed", |f| freed(&f.url)),
+        on_brokers(&kinds, "a_value_lost_with_its_worker_is_remade", |f| {
+            remade(&f.url)
         }),
-        Trial::test("redis_a_64_mib_intermediate_stays_with_its_worker", || {
-            let prefix = RedisPrefix(format!("lovage-test-{}", lovage_core::TaskId::new()));
-            stays_put(
-                &format!("{}?prefix={}", redis_base(), prefix.0),
-                &RedisInfo(redis_base()),
-            );
-            Ok(())
+        on_brokers(&kinds, "a_scattered_value_is_an_input_by_reference", |f| {
+            scattered(&f.url)
         }),
-        Trial::test("sqlite_values_nobody_needs_are_freed", || {
-            let dir = tempfile::tempdir().unwrap();
-            freed(&format!(
-                "sqlite://{}",
-                dir.path().join("free.db").display()
-            ));
-            Ok(())
-        }),
-        Trial::test("redis_values_nobody_needs_are_freed", || {
-            let prefix = RedisPrefix(format!("lovage-test-{}", lovage_core::TaskId::new()));
-            freed(&format!("{}?prefix={}", redis_base(), prefix.0));
-            Ok(())
-        }),
-        Trial::test("sqlite_a_value_lost_with_its_worker_is_remade", || {
-            let dir = tempfile::tempdir().unwrap();
-            remade(&format!(
-                "sqlite://{}",
-                dir.path().join("remade.db").display()
-            ));
-            Ok(())
-        }),
-        Trial::test("redis_a_value_lost_with_its_worker_is_remade", || {
-            let prefix = RedisPrefix(format!("lovage-test-{}", lovage_core::TaskId::new()));
-            remade(&format!("{}?prefix={}", redis_base(), prefix.0));
-            Ok(())
-        }),
-        Trial::test("sqlite_a_scattered_value_is_an_input_by_reference", || {
-            let dir = tempfile::tempdir().unwrap();
-            scattered(&format!(
-                "sqlite://{}",
-                dir.path().join("scatter.db").display()
-            ));
-            Ok(())
-        }),
-        Trial::test("redis_a_scattered_value_is_an_input_by_reference", || {
-            let prefix = RedisPrefix(format!("lovage-test-{}", lovage_core::TaskId::new()));
-            scattered(&format!("{}?prefix={}", redis_base(), prefix.0));
-            Ok(())
-        }),
-    ];
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     libtest_mimic::run(&args, trials).exit();
 }

@@ -5,10 +5,15 @@
 //!   dropped) — so tests run in parallel on the machine's one Redis.
 //! - [`Workers`]: in-process workers on one backend, stopped gracefully and joined when
 //!   dropped (also when the test panics), so a failing test leaves no thread behind.
+//! - [`Process`]: this test binary started again in a role (a worker, a client), killed with
+//!   -9 when dropped; and [`on_brokers`], one libtest-mimic trial per broker kind, for the
+//!   test binaries that run their workers as processes (`harness = false`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a helper that cannot set up fails its test
 
+use std::io::Read;
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 
 use lovage_broker::{connect, App, Backend};
 use lovage_core::TaskId;
@@ -27,6 +32,8 @@ pub fn redis_base() -> String {
 pub struct Fresh {
     /// The broker and result store.
     pub backend: Backend,
+    /// Its URL, for another process (a memory backend's is this process's only).
+    pub url: String,
     dir: Option<tempfile::TempDir>,
     redis: Option<RedisPrefix>,
 }
@@ -50,8 +57,10 @@ impl Fresh {
 
     /// A memory backend under a name of its own.
     pub fn memory() -> Fresh {
+        let url = format!("memory://test-{}", TaskId::new());
         Fresh {
-            backend: connect(&format!("memory://test-{}", TaskId::new())).unwrap(),
+            backend: connect(&url).unwrap(),
+            url,
             dir: None,
             redis: None,
         }
@@ -63,6 +72,7 @@ impl Fresh {
         let url = format!("sqlite://{}", dir.path().join(SQLITE_FILE).display());
         Fresh {
             backend: connect(&url).unwrap(),
+            url,
             dir: Some(dir),
             redis: None,
         }
@@ -71,8 +81,10 @@ impl Fresh {
     /// A Redis backend under a key prefix of its own.
     pub fn redis() -> Fresh {
         let prefix = RedisPrefix::new();
+        let url = prefix.url();
         Fresh {
-            backend: connect(&prefix.url()).unwrap(),
+            backend: connect(&url).unwrap(),
+            url,
             dir: None,
             redis: Some(prefix),
         }
@@ -214,4 +226,62 @@ pub fn ran_on(backend: &Backend, id: TaskId) -> String {
     let worker = rec.worker.expect("the worker is recorded");
     let name = worker.split('@').next().unwrap();
     name.split('-').next().unwrap().to_owned()
+}
+
+/// One libtest-mimic trial per broker kind in `kinds`, named `{kind}_{name}`, each running
+/// `test` on a [`Fresh`] backend of its own (dropped, so cleaned up, when the trial ends).
+pub fn on_brokers(kinds: &[&str], name: &str, test: fn(&Fresh)) -> Vec<libtest_mimic::Trial> {
+    kinds
+        .iter()
+        .map(|&kind| {
+            let kind = kind.to_owned();
+            libtest_mimic::Trial::test(format!("{kind}_{name}"), move || {
+                test(&Fresh::new(&kind));
+                Ok(())
+            })
+        })
+        .collect()
+}
+
+/// This test binary started again as a child process in a role its `main` serves (read from
+/// the environment variable given), killed with -9 when dropped: a test that fails must not
+/// leave it running.
+pub struct Process(pub Child);
+
+impl Process {
+    /// Starts this binary with `var=role` (and `LOVAGE_LOG=warn`), its stdout to `out`.
+    ///
+    /// # Panics
+    /// When it cannot be started.
+    pub fn this_binary(var: &str, role: &str, out: Stdio) -> Process {
+        let exe = std::env::current_exe().unwrap();
+        let child = Command::new(exe)
+            .env(var, role)
+            .env("LOVAGE_LOG", "warn")
+            .stdout(out)
+            .spawn()
+            .unwrap();
+        Process(child)
+    }
+
+    /// Waits for it to end and returns what it printed (started with `Stdio::piped()`).
+    ///
+    /// # Panics
+    /// When it failed, with what it printed.
+    pub fn output(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut out) = self.0.stdout.take() {
+            out.read_to_string(&mut s).unwrap();
+        }
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "the child failed ({status}): {s}");
+        s
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
