@@ -290,7 +290,7 @@ fn join(backend: &Backend, scope: TaskId, timeout: Option<Duration>) -> Result<(
     let open = dict_open(scope);
     let mut pause = Duration::from_millis(1);
     loop {
-        if backend.shared().dict_len(&open)? == 0 {
+        if backend.shared().dict_is_empty(&open)? {
             return Ok(());
         }
         if let Some(t) = timeout {

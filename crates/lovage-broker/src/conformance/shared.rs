@@ -16,6 +16,7 @@ conformance_tests! {
         let s = f.backend.shared();
         assert_eq!(s.dict_get("d", b"k").unwrap(), None);
         assert_eq!(s.dict_len("d").unwrap(), 0);
+        assert!(s.dict_is_empty("d").unwrap());
         s.dict_set("d", &[(b("a"), b("1")), (b("b"), b("2"))]).unwrap();
         s.dict_set("d", &[(b("a"), b("3"))]).unwrap();
         // Another dict of another name is apart, and so is a list of the same name.
@@ -28,8 +29,10 @@ conformance_tests! {
         assert_eq!(s.dict_remove("d", b"a").unwrap(), Some(b("3")));
         assert_eq!(s.dict_remove("d", b"a").unwrap(), None);
         assert_eq!(s.dict_len("d").unwrap(), 1);
+        assert!(!s.dict_is_empty("d").unwrap());
         s.dict_clear("d").unwrap();
         assert_eq!(s.dict_len("d").unwrap(), 0);
+        assert!(s.dict_is_empty("d").unwrap());
         assert_eq!(s.dict_get("other", b"a").unwrap(), Some(b("x")));
         assert_eq!(s.list_len("d").unwrap(), 1);
     }

@@ -63,6 +63,12 @@ pub trait SharedState: Send + Sync {
     /// How many keys `dict` holds.
     fn dict_len(&self, dict: &str) -> Result<u64>;
 
+    /// Whether `dict` holds no key: what a scope's join asks again and again, so a backend
+    /// whose count walks the dict (SQLite's `count(*)`) answers it with one seek instead.
+    fn dict_is_empty(&self, dict: &str) -> Result<bool> {
+        Ok(self.dict_len(dict)? == 0)
+    }
+
     /// Every entry of `dict`, read in one step (in no particular order).
     fn dict_entries(&self, dict: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 

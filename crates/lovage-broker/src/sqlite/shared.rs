@@ -102,6 +102,13 @@ impl SharedState for SqliteBackend {
             .map_err(|e| self.err("shared dict len", e))
     }
 
+    fn dict_is_empty(&self, dict: &str) -> Result<bool> {
+        let conn = self.conn();
+        conn.prepare_cached("SELECT NOT EXISTS (SELECT 1 FROM shared_dicts WHERE name = ?1)")
+            .and_then(|mut q| q.query_row([dict], |r| r.get::<_, bool>(0)))
+            .map_err(|e| self.err("shared dict is empty", e))
+    }
+
     fn dict_entries(&self, dict: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let conn = self.conn();
         conn.prepare_cached("SELECT key, value FROM shared_dicts WHERE name = ?1")
