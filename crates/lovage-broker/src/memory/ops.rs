@@ -9,7 +9,8 @@ use lovage_core::{TaskId, TaskState};
 use super::{MemoryBackend, Place, State};
 use crate::ops::{
     self, Control, ControlReply, ControlRequest, Event, EventBatch, Events, Inspect, QueueInfo,
-    QueueOps, StateCounts, TaskCursor, TaskInfo, TaskPage, TaskQuery, TaskSummary, EVENTS_KEPT,
+    QueueOps, QueueTable, StateCounts, TaskCursor, TaskInfo, TaskPage, TaskQuery, TaskSummary,
+    EVENTS_KEPT,
 };
 use crate::{Envelope, Result, Timestamp};
 
@@ -240,18 +241,9 @@ impl QueueOps for MemoryBackend {
     fn queues(&self) -> Result<Vec<QueueInfo>> {
         let now = Timestamp::now();
         let st = self.state();
-        let mut by: std::collections::BTreeMap<String, QueueInfo> = Default::default();
-        fn info<'a>(
-            by: &'a mut std::collections::BTreeMap<String, QueueInfo>,
-            q: &str,
-        ) -> &'a mut QueueInfo {
-            by.entry(q.to_owned()).or_insert_with(|| QueueInfo {
-                name: q.to_owned(),
-                ..Default::default()
-            })
-        }
+        let mut by = QueueTable::default();
         for e in st.entries.values() {
-            let i = info(&mut by, &e.env.queue);
+            let i = by.entry(&e.env.queue);
             match e.place {
                 Place::Ready => {
                     i.ready += 1;
@@ -263,12 +255,10 @@ impl QueueOps for MemoryBackend {
             }
         }
         for d in &st.dead {
-            info(&mut by, &d.envelope.queue).dead += 1;
+            by.entry(&d.envelope.queue).dead += 1;
         }
-        for q in &st.ops.paused {
-            info(&mut by, q).paused = true;
-        }
-        Ok(by.into_values().collect())
+        by.paused(st.ops.paused.iter().cloned());
+        Ok(by.into_vec())
     }
 }
 

@@ -19,6 +19,7 @@ pub use control::{
     INSPECT_COMMANDS, LIVE_WITHIN,
 };
 pub use events::{Event, EventBatch, EventKind, Events, EVENTS_KEPT};
+pub(crate) use queues::QueueTable;
 pub use queues::{QueueInfo, QueueOps};
 pub use tasks::{
     args_preview, sent_of, Inspect, StateCounts, TaskCursor, TaskInfo, TaskPage, TaskQuery,

@@ -25,6 +25,42 @@ pub struct QueueInfo {
     pub oldest_ready_age_s: f64,
 }
 
+/// The queues a backend's [`QueueOps::queues`] describes, gathered by name from its parts
+/// (counts, dead letters, paused names), each described once whichever part names it first.
+#[derive(Default)]
+pub(crate) struct QueueTable(std::collections::BTreeMap<String, QueueInfo>);
+
+impl QueueTable {
+    /// Queue `q`'s description, blank until a part fills it.
+    pub(crate) fn entry(&mut self, q: &str) -> &mut QueueInfo {
+        self.0.entry(q.to_owned()).or_insert_with(|| QueueInfo {
+            name: q.to_owned(),
+            ..QueueInfo::default()
+        })
+    }
+
+    /// A queue's counts and the age of its oldest ready task.
+    pub(crate) fn counts(&mut self, s: &crate::QueueStats, oldest_ready_age_s: f64) {
+        let i = self.entry(&s.queue);
+        i.ready = s.ready;
+        i.scheduled = s.scheduled;
+        i.reserved = s.reserved;
+        i.oldest_ready_age_s = oldest_ready_age_s;
+    }
+
+    /// Marks `paused` as paused.
+    pub(crate) fn paused(&mut self, paused: impl IntoIterator<Item = String>) {
+        for q in paused {
+            self.entry(&q).paused = true;
+        }
+    }
+
+    /// The descriptions, by name.
+    pub(crate) fn into_vec(self) -> Vec<QueueInfo> {
+        self.0.into_values().collect()
+    }
+}
+
 /// Pausing, resuming and looking into queues.
 pub trait QueueOps: Send + Sync {
     /// Stops delivery from `queue`: reserves skip it until [`resume`](QueueOps::resume). Tasks

@@ -12,7 +12,7 @@ use super::send::split_task_value;
 use super::RedisBackend;
 use crate::ops::{
     self, Control, ControlReply, ControlRequest, Event, EventBatch, Events, Inspect, Kept, Live,
-    QueueInfo, QueueOps, StateCounts, TaskInfo, TaskPage, TaskQuery, TaskSummary,
+    QueueInfo, QueueOps, QueueTable, StateCounts, TaskInfo, TaskPage, TaskQuery, TaskSummary,
 };
 use crate::{Admin, BrokerError, Envelope, Result, ResultStore, Timestamp};
 
@@ -375,38 +375,21 @@ impl QueueOps for RedisBackend {
         let paused = self.paused()?;
         let dead = self.dead_letters(crate::DEAD_LETTERS_KEPT)?;
         let now = Timestamp::now();
-        let mut out: std::collections::BTreeMap<String, QueueInfo> = Default::default();
-        for s in stats {
+        let mut out = QueueTable::default();
+        for s in &stats {
             // The first task in delivery order: the oldest of the highest priority waiting.
             let first = self.peek(&s.queue, 1)?;
             let age = first
                 .first()
                 .filter(|e| s.ready > 0 && e.eta.is_none_or(|t| t <= now))
                 .map_or(0.0, |e| (now - e.eta.unwrap_or(e.created)).as_secs_f64());
-            out.insert(
-                s.queue.clone(),
-                QueueInfo {
-                    name: s.queue,
-                    ready: s.ready,
-                    scheduled: s.scheduled,
-                    reserved: s.reserved,
-                    oldest_ready_age_s: age,
-                    ..QueueInfo::default()
-                },
-            );
+            out.counts(s, age);
         }
-        let blank = |q: &str| QueueInfo {
-            name: q.to_owned(),
-            ..QueueInfo::default()
-        };
         for d in dead {
-            let q = d.envelope.queue;
-            out.entry(q.clone()).or_insert_with(|| blank(&q)).dead += 1;
+            out.entry(&d.envelope.queue).dead += 1;
         }
-        for q in paused {
-            out.entry(q.clone()).or_insert_with(|| blank(&q)).paused = true;
-        }
-        Ok(out.into_values().collect())
+        out.paused(paused);
+        Ok(out.into_vec())
     }
 }
 

@@ -12,7 +12,8 @@ use super::tally;
 use super::SqliteBackend;
 use crate::ops::{
     self, Control, ControlReply, ControlRequest, Event, EventBatch, Events, Inspect, Kept, Live,
-    QueueInfo, QueueOps, StateCounts, TaskInfo, TaskPage, TaskQuery, TaskSummary, EVENTS_KEPT,
+    QueueInfo, QueueOps, QueueTable, StateCounts, TaskInfo, TaskPage, TaskQuery, TaskSummary,
+    EVENTS_KEPT,
 };
 use crate::{Admin, Envelope, Result, ResultRecord, Timestamp};
 
@@ -432,35 +433,19 @@ impl QueueOps for SqliteBackend {
                  FROM lanes WHERE lanes.p IS NOT NULL",
             )
             .map_err(|e| self.err("queues", e))?;
-        let mut out: std::collections::BTreeMap<String, QueueInfo> = Default::default();
-        for s in stats {
+        let mut out = QueueTable::default();
+        for s in &stats {
             let first: Option<i64> = oldest
                 .query_row([&s.queue], |r| r.get(0))
                 .map_err(|e| self.err("queues", e))?;
-            out.insert(
-                s.queue.clone(),
-                QueueInfo {
-                    oldest_ready_age_s: first
-                        .map_or(0.0, |t| (now - Timestamp::from_millis(t)).as_secs_f64()),
-                    name: s.queue,
-                    ready: s.ready,
-                    scheduled: s.scheduled,
-                    reserved: s.reserved,
-                    ..Default::default()
-                },
-            );
+            let age = first.map_or(0.0, |t| (now - Timestamp::from_millis(t)).as_secs_f64());
+            out.counts(s, age);
         }
-        let blank = |q: &str| QueueInfo {
-            name: q.to_owned(),
-            ..Default::default()
-        };
         for (q, n) in dead_by {
-            out.entry(q.clone()).or_insert_with(|| blank(&q)).dead = n;
+            out.entry(&q).dead = n;
         }
-        for q in paused {
-            out.entry(q.clone()).or_insert_with(|| blank(&q)).paused = true;
-        }
-        Ok(out.into_values().collect())
+        out.paused(paused);
+        Ok(out.into_vec())
     }
 }
 
