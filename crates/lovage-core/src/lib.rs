@@ -36,7 +36,7 @@ pub mod __private {
     pub use crate::error::{ErrorConverter, ViaBoxedError, ViaDisplay, ViaStdError};
     pub use crate::registry::{TaskEntry, TaskFn, TaskFuture};
     pub use crate::{
-        Codec, Dispatch, RetryPolicy, Signature, TaskError, TaskOptions, TypedSignature,
+        Codec, Dispatch, Resources, RetryPolicy, Signature, TaskError, TaskOptions, TypedSignature,
     };
     pub use inventory;
     pub use serde;

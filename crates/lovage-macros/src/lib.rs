@@ -25,6 +25,8 @@ use syn::{parse_macro_input, spanned::Spanned, FnArg, ItemFn, Lit, Pat, ReturnTy
 /// `retry_backoff = "1s"`, `retry_backoff_max = "10m"`, `retry_jitter = bool`,
 /// `autoretry_for = "KindA,KindB"`, `time_limit = "30s"`, `soft_time_limit = "25s"`,
 /// `rate_limit = "100/s"`, `ignore_result = bool`, `codec = "json" | "msgpack"`,
+/// `resources = "gpu=1,mem=2"` (Dask's `resources=`: runs only on workers started with at least
+/// those units, `lovage worker --resources gpu=N`; a bare name is 1 unit),
 /// `crate = path` (where lovage's items live, default `::lovage`).
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -94,6 +96,13 @@ impl Attr {
                 let s = lit_str(&lit)?;
                 quote!(o.rate_limit = Some(#s.to_owned());)
             }
+            "resources" => {
+                let s = lit_str(&lit)?;
+                let pairs =
+                    parse_resources(&s.value()).map_err(|e| syn::Error::new(s.span(), e))?;
+                let (names, units): (Vec<String>, Vec<u32>) = pairs.into_iter().unzip();
+                quote!(o.resources = Some(__p::Resources::from([#((#names.to_owned(), #units)),*]));)
+            }
             "ignore_result" | "track_started" | "acks_late" | "reject_on_worker_lost" => {
                 let b = lit_bool(&lit)?;
                 let field = format_ident!("{}", key);
@@ -154,14 +163,54 @@ impl Attr {
                 return Err(meta.error(format!(
                 "unknown lovage task option `{key}` (known: name, queue, priority, max_retries, \
                      retry_backoff, retry_backoff_max, retry_jitter, autoretry_for, time_limit, \
-                     soft_time_limit, rate_limit, ignore_result, track_started, acks_late, \
-                     reject_on_worker_lost, codec, pure, crate, graph)"
+                     soft_time_limit, rate_limit, resources, ignore_result, track_started, \
+                     acks_late, reject_on_worker_lost, codec, pure, crate, graph)"
             )))
             }
         };
         self.option_setters.push(setter);
         Ok(())
     }
+}
+
+/// `resources = "gpu=2,mem"` as (name, units) pairs, checked as `lovage_core::check_resources`
+/// and `parse_resources` do at run time, so a bad attribute fails the build instead of every send.
+fn parse_resources(text: &str) -> Result<Vec<(String, u32)>, String> {
+    let mut out: Vec<(String, u32)> = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, units) = match part.split_once('=') {
+            Some((n, u)) => (
+                n.trim(),
+                u.trim().parse::<u32>().map_err(|_| {
+                    format!("resources: {u:?} is not a whole number of units (give e.g. gpu=2)")
+                })?,
+            ),
+            None => (part, 1),
+        };
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !name_ok {
+            return Err(format!(
+                "resources: {name:?} is not a resource name (1-64 characters of A-Z a-z 0-9 _ . -)"
+            ));
+        }
+        if units == 0 {
+            return Err(format!(
+                "resources: {name} needs at least 1 unit (leave it out instead of 0)"
+            ));
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(format!("resources: {name} is given twice"));
+        }
+        out.push((name.to_owned(), units));
+    }
+    if out.is_empty() {
+        return Err("resources: give at least one, e.g. \"gpu=1\"".into());
+    }
+    Ok(out)
 }
 
 fn lit_str(lit: &Lit) -> syn::Result<syn::LitStr> {
@@ -506,4 +555,31 @@ fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
             #p::TaskEntry { name: <#fn_name>::NAME, run: #run, options: <#fn_name>::options }
         }
     })
+}
+
+#[cfg(test)]
+mod resources_tests {
+    use super::parse_resources;
+
+    #[test]
+    fn resources_parse_as_on_the_command_line() {
+        assert_eq!(
+            parse_resources("gpu=2, mem").unwrap(),
+            vec![("gpu".to_owned(), 2), ("mem".to_owned(), 1)]
+        );
+    }
+
+    #[test]
+    fn bad_resources_say_what_is_wrong() {
+        for (text, says) in [
+            ("gpu=0", "at least 1 unit"),
+            ("gpu=two", "not a whole number"),
+            ("g pu", "not a resource name"),
+            ("gpu,gpu=2", "given twice"),
+            ("", "at least one"),
+        ] {
+            let e = parse_resources(text).unwrap_err();
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
+    }
 }

@@ -39,6 +39,12 @@ fn hold(ms: u64) -> (u128, u128) {
     (start, now())
 }
 
+/// `hold` with its resources in its registration (`#[task(resources = "gpu")]`), not per call.
+#[task(crate = lovage_core, resources = "gpu")]
+fn gpu_hold(ms: u64) -> (u128, u128) {
+    hold(ms)
+}
+
 /// Two workers of two slots each on one backend, `gpu` (with `gpu=1`) and `plain` (no
 /// resources); stopped when dropped.
 struct Pair {
@@ -141,6 +147,26 @@ fn gpu_tasks_run_only_on_the_gpu_worker_one_at_a_time(p: Pair) {
     client.cancel(&too_big).unwrap();
 }
 
+/// A task registered with `resources = "gpu"` needs it on every call: every call runs on the
+/// gpu worker, one at a time there.
+fn a_task_registered_with_resources_runs_only_where_they_are(p: Pair) {
+    let client = p.app.client().unwrap();
+    let calls = client.map(|_| gpu_hold::s(10), 0..6).unwrap();
+    let ids: Vec<_> = calls.iter().map(|f| f.id()).collect();
+    let mut spans: Vec<(u128, u128)> = calls
+        .into_iter()
+        .map(|f| f.result_timeout(LONG).unwrap())
+        .collect();
+    for id in ids {
+        assert_eq!(ran_on(&p.app, id), "gpu", "a gpu task ran without gpu");
+    }
+    spans.sort();
+    assert!(
+        spans.windows(2).all(|w| w[1].0 >= w[0].1),
+        "two gpu tasks overlapped: {spans:?}"
+    );
+}
+
 fn a_bad_resource_is_refused_when_sent(p: Pair) {
     let client = p.app.client().unwrap();
     let Err(err) = client.submit(hold::s(0).resource("g pu", 1)) else {
@@ -163,6 +189,7 @@ macro_rules! on_every_backend {
 
 on_every_backend!(
     gpu_tasks_run_only_on_the_gpu_worker_one_at_a_time,
+    a_task_registered_with_resources_runs_only_where_they_are,
     a_bad_resource_is_refused_when_sent,
 );
 
