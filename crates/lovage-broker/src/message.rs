@@ -179,6 +179,10 @@ pub struct WorkerInfo {
     /// `rate_limit` or `time_limit` control command set over them).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub limits: BTreeMap<String, TaskLimits>,
+    /// The resources it was started with (`lovage worker --resources gpu=2`): only tasks that
+    /// need at most these run on it. Empty for a worker without any (and in older records).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: lovage_core::Resources,
 }
 
 /// A task type's limits as a worker applies them.

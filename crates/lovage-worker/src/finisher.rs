@@ -505,6 +505,7 @@ mod tests {
             active: 0,
             registered: Vec::new(),
             limits: Default::default(),
+            resources: Default::default(),
         };
         let pool = Arc::new(ThreadPool::builder().workers(1).build().unwrap());
         Shared::new(backend, pool, WorkerConfig::default(), info, None, 1)

@@ -114,6 +114,7 @@ impl Worker {
             active: 0,
             registered: crate::control::registered_names(),
             limits: crate::control::registered_limits(),
+            resources: config.resources.clone(),
         };
         let data = match &config.data {
             Some(d) => Some(crate::data::DataStore::start(d.clone(), &info.id)?),

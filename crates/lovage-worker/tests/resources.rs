@@ -167,6 +167,31 @@ fn a_task_registered_with_resources_runs_only_where_they_are(p: Pair) {
     );
 }
 
+/// A worker's heartbeat record tells what it was started with (`lovage workers`, the
+/// server's `/api/v1/workers`).
+fn a_worker_record_shows_its_resources(p: Pair) {
+    // Each worker's first heartbeat is written when its thread starts running.
+    let deadline = std::time::Instant::now() + LONG;
+    let ws = loop {
+        let ws = p.app.workers(LONG).unwrap();
+        if ws.len() == 2 || std::time::Instant::now() > deadline {
+            break ws;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let of = |name: &str| {
+        ws.iter()
+            .find(|w| {
+                w.id.starts_with(&format!("{name}@")) || w.id.starts_with(&format!("{name}-"))
+            })
+            .unwrap_or_else(|| panic!("no {name} worker in {ws:?}"))
+            .resources
+            .clone()
+    };
+    assert_eq!(of("gpu"), Resources::from([("gpu".to_owned(), 1)]));
+    assert!(of("plain").is_empty());
+}
+
 fn a_bad_resource_is_refused_when_sent(p: Pair) {
     let client = p.app.client().unwrap();
     let Err(err) = client.submit(hold::s(0).resource("g pu", 1)) else {
@@ -190,6 +215,7 @@ macro_rules! on_every_backend {
 on_every_backend!(
     gpu_tasks_run_only_on_the_gpu_worker_one_at_a_time,
     a_task_registered_with_resources_runs_only_where_they_are,
+    a_worker_record_shows_its_resources,
     a_bad_resource_is_refused_when_sent,
 );
 

@@ -243,6 +243,8 @@ pub fn worker(id: &str) -> crate::WorkerInfo {
         active: 0,
         registered: Vec::new(),
         limits: Default::default(),
+        // Kept through every backend's heartbeat record.
+        resources: lovage_core::Resources::from([("gpu".to_owned(), 2)]),
     }
 }
 

@@ -40,6 +40,8 @@ pub struct WorkerView {
     pub tasks_done: u64,
     /// Tasks running now.
     pub active: u64,
+    /// The resources it was started with (`--resources gpu=2`), by name; empty for none.
+    pub resources: std::collections::BTreeMap<String, u32>,
 }
 
 impl From<&WorkerInfo> for WorkerView {
@@ -57,6 +59,7 @@ impl From<&WorkerInfo> for WorkerView {
             online: (age_ms as u128) < ONLINE_WITHIN.as_millis(),
             tasks_done: w.tasks_done,
             active: w.active,
+            resources: w.resources.clone(),
         }
     }
 }

@@ -144,6 +144,7 @@ impl Output for Human {
             ("worker", false),
             ("queues", false),
             ("pool", false),
+            ("resources", false),
             ("started", false),
             ("last beat", false),
             ("done", true),
@@ -155,6 +156,15 @@ impl Output for Human {
                 w.id.clone(),
                 w.queues.join(","),
                 w.pool.clone(),
+                if w.resources.is_empty() {
+                    "-".to_owned()
+                } else {
+                    w.resources
+                        .iter()
+                        .map(|(name, units)| format!("{name}={units}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
                 w.started.to_string(),
                 format!("{:.1}s ago", (now - w.heartbeat).as_secs_f64()),
                 w.tasks_done.to_string(),
