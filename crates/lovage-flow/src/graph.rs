@@ -364,18 +364,20 @@ pub fn chain_signature(
     }
     let first = links.first().ok_or("a fused chain of no links")?;
     let task = first.task.clone();
-    let bytes = codec
-        .encode(
-            &Value::Array(vec![
-                serde_json::to_value(&links).map_err(|e| e.to_string())?
-            ]),
-            "a fused chain",
-        )
-        .map_err(|e| e.to_string())?;
+    let bytes = chain_args(&links, codec)?;
     // The options the links share, as the first link's node gives them.
     let mut sig = node_signature(&task, bytes, codec, options.as_deref())?;
     sig.task = CHAIN_TASK.to_owned();
     Ok(sig)
+}
+
+/// The arguments of a [`CHAIN_TASK`] call running `links`, encoded with `codec` (the last
+/// link's, which its result is read with).
+pub fn chain_args(links: &[ChainLink], codec: Codec) -> Result<Vec<u8>, String> {
+    let links = serde_json::to_value(links).map_err(|e| e.to_string())?;
+    codec
+        .encode(&Value::Array(vec![links]), "a fused chain")
+        .map_err(|e| e.to_string())
 }
 
 /// A node's arguments once every input is in: the template with each input at its place.

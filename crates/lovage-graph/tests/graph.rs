@@ -486,27 +486,37 @@ fn cull_runs_only_the_ancestors_of_what_is_asked() {
     }
 }
 
+/// On the local pools (the brokers: `a_fused_ten_link_chain_is_one_dispatch_on_brokers`).
 fn a_single_consumer_chain_is_one_dispatch() {
-    let g = Graph::new();
-    let mut x = inc::delayed(&g, 0);
-    for _ in 1..10 {
-        x = inc::delayed(&g, x);
+    for (name, s) in [
+        ("threads", Threads(threads())),
+        ("processes", Processes(processes())),
+    ] {
+        let g = Graph::new();
+        let mut x = inc::delayed(&g, 0);
+        for _ in 1..10 {
+            x = inc::delayed(&g, x);
+        }
+        assert_eq!(g.compute(s, x).unwrap(), 10, "{name}");
+        assert_eq!(g.last_stats().ran, 10, "{name}");
+        assert_eq!(
+            g.last_stats().dispatches,
+            1,
+            "{name}: a fused 10-link chain is one dispatch"
+        );
+        // Two independent chains: two dispatches (one per root), not twenty.
+        let y0 = inc::delayed(&g, 100);
+        let mut y = y0;
+        for _ in 1..10 {
+            y = inc::delayed(&g, y);
+        }
+        assert_eq!(g.compute(s, (x, y)).unwrap(), (10, 110), "{name}");
+        assert_eq!(g.last_stats().dispatches, 2, "{name}");
+        // An output inside a chain ends it: its value comes back.
+        let mid = inc::delayed(&g, 0);
+        let end = inc::delayed(&g, inc::delayed(&g, mid));
+        assert_eq!(g.compute(s, (mid, end)).unwrap(), (1, 3), "{name}");
     }
-    assert_eq!(g.compute(Threads(threads()), x).unwrap(), 10);
-    assert_eq!(g.last_stats().ran, 10);
-    assert_eq!(
-        g.last_stats().dispatches,
-        1,
-        "a fused 10-link chain is one dispatch"
-    );
-    // Two independent chains: two dispatches (one per root), not twenty.
-    let y0 = inc::delayed(&g, 100);
-    let mut y = y0;
-    for _ in 1..10 {
-        y = inc::delayed(&g, y);
-    }
-    assert_eq!(g.compute(Threads(threads()), (x, y)).unwrap(), (10, 110));
-    assert_eq!(g.last_stats().dispatches, 2);
 }
 
 /// Issue 16's "a fused 10-link chain is one dispatch", on the brokers: the graph goes out
