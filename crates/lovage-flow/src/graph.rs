@@ -498,6 +498,57 @@ mod tests {
         assert!(evaluate(&StoredOp::Item(2), vec![serde_json::json!([7, 8])]).is_err());
     }
 
+    #[lovage_macros::task(crate = lovage_core, name = "lovage.flow.test.halve")]
+    fn halve(x: i64) -> Result<i64, String> {
+        if x % 2 != 0 {
+            return Err(format!("{x} is odd"));
+        }
+        Ok(x / 2)
+    }
+
+    fn halving(codec: Codec, start: i64, links: u32) -> Vec<ChainLink> {
+        (0..links)
+            .map(|i| ChainLink {
+                task: "lovage.flow.test.halve".into(),
+                codec,
+                args: vec![if i == 0 { start.into() } else { Value::Null }],
+                slot: 0,
+                node: 10 + i,
+                key: format!("halve-{i}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chain_runs_its_links_in_order_in_either_codec() {
+        for codec in [Codec::Json, Codec::Msgpack] {
+            let args = chain_args(&halving(codec, 40, 3), codec).unwrap();
+            let out = chain_body(&args, codec).unwrap();
+            assert_eq!(codec.decode::<i64>(&out, "result").unwrap(), 5);
+        }
+    }
+
+    #[test]
+    fn a_failed_link_is_named_and_recorded_as_unfused() {
+        // 12 → 6 → 3 → fails at the third link (node 12) of four.
+        let err = run_chain(&halving(Codec::Json, 12, 4)).unwrap_err();
+        let f = chain_failure(&err).unwrap();
+        assert_eq!((f.node, f.last, f.key.as_str()), (12, false, "halve-2"));
+        assert_eq!(f.error.message, "3 is odd");
+        assert!(f.error.causes.is_empty(), "{:?}", f.error.causes);
+        let recorded = chain_recorded_error(&err);
+        assert_eq!(recorded.kind, DEPENDENCY_FAILED);
+        assert!(recorded.message.contains("halve-2"), "{recorded}");
+        // The last link failing: its own error, unmarked.
+        let err = run_chain(&halving(Codec::Json, 12, 3)).unwrap_err();
+        assert!(chain_failure(&err).unwrap().last);
+        assert_eq!(chain_recorded_error(&err).message, "3 is odd");
+        // Any other error passes as it is.
+        let plain = TaskError::new("WorkerLost", "gone");
+        assert_eq!(chain_failure(&plain), None);
+        assert_eq!(chain_recorded_error(&plain), plain);
+    }
+
     #[test]
     fn descendants_are_each_listed_once() {
         let node = |next: Vec<(u32, u32)>| StoredNode {
