@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use lovage_core::{Codec, TaskError, TaskId};
+use lovage_core::{kinds, Codec, TaskError, TaskId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -47,6 +47,12 @@ pub struct StoredNode {
     /// value its worker keeps is then freed only once the caller's future lets it go.
     #[serde(default)]
     pub held: bool,
+    /// On the head of a fused chain: the nodes that run after it in the same dispatch, in
+    /// order (each the only reader of the one before, see [`CHAIN_TASK`]). Empty for every
+    /// other node, and left out then, so a graph without fusion is written as before and an
+    /// older stored graph (which has no such field) still runs, unfused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fused: Vec<u32>,
 }
 
 /// What a stored node does with its inputs (in input order).
@@ -168,6 +174,212 @@ pub fn node_signature(
     Ok(sig)
 }
 
+/// The built-in task that runs a fused chain of graph nodes in one dispatch: a chain of task
+/// nodes in which each node's only reader is the next, and whose call options are the same
+/// (queue, priority, retries, resources…), goes to the workers as one message of this task
+/// rather than one message per node. Its id is the last node's, its flow the last node's
+/// `Frame::Graph`, so its result is stored and its dependents released as that node's
+/// would be; the values between the links stay in the worker's memory and are not stored.
+///
+/// A link that fails ends the chain with that link's error (so the retry policy, the same
+/// for every link, sees the real error kind; a retry runs the chain again from its first
+/// link). The error carries a last cause naming the link ([`chain_failure`]): once the
+/// failure is final, the worker records the chain's last node as a
+/// [`DEPENDENCY_FAILED`] on that link (or the error itself when the last link failed), and
+/// the workflow step records the failed link and marks every node after it failed, as an
+/// unfused graph would have recorded them.
+pub const CHAIN_TASK: &str = "lovage.graph.chain";
+
+/// One link of a [`CHAIN_TASK`] message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChainLink {
+    /// The registered task's name.
+    pub task: String,
+    /// How its arguments and result are encoded.
+    pub codec: Codec,
+    /// Its arguments: complete for the first link; for the others, a template with the
+    /// previous link's value put at `slot`.
+    pub args: Vec<Value>,
+    /// Where the previous link's value goes among `args` (unused for the first link).
+    pub slot: u32,
+    /// The link's node index in its graph, to name it when it fails.
+    pub node: u32,
+    /// The link's key, for the error of the nodes after it.
+    pub key: String,
+}
+
+/// The start of the last cause of a chain's error, which names the link that failed.
+const CHAIN_MARK: &str = "lovage.graph.chain failed at node ";
+
+/// What [`chain_failure`] reads from a fused chain's error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainFailure {
+    /// The failed link's node index.
+    pub node: u32,
+    /// Whether it is the chain's last link.
+    pub last: bool,
+    /// Its key.
+    pub key: String,
+    /// Its own error (the mark taken off).
+    pub error: TaskError,
+}
+
+/// The failed link of a fused chain's error, or `None` for an error that is not one (a
+/// chain lost with its worker, revoked, past its time limit: blamed on its last node).
+pub fn chain_failure(error: &TaskError) -> Option<ChainFailure> {
+    let mark = error.causes.last()?.strip_prefix(CHAIN_MARK)?;
+    let (node, rest) = mark.split_once(' ')?;
+    let (last, key) = rest.split_once(' ')?;
+    let mut own = error.clone();
+    own.causes.pop();
+    Some(ChainFailure {
+        node: node.parse().ok()?,
+        last: last == "last",
+        key: key.to_owned(),
+        error: own,
+    })
+}
+
+/// The error recorded for a fused chain's last node once the chain failed for good: a
+/// [`DEPENDENCY_FAILED`] on the link that failed, or that link's own error when it is the
+/// last; any other error as it is.
+pub fn chain_recorded_error(error: &TaskError) -> TaskError {
+    match chain_failure(error) {
+        Some(f) if f.last => f.error,
+        Some(f) => dependency_failed(&f.key, &f.error),
+        None => error.clone(),
+    }
+}
+
+/// The body of [`CHAIN_TASK`]: its one argument is the list of links.
+fn chain_body(args: &[u8], codec: Codec) -> Result<Vec<u8>, TaskError> {
+    let (links,): (Vec<ChainLink>,) = codec.decode(args, "a fused chain's links")?;
+    run_chain(&links)
+}
+
+/// Runs `links` one after the other on this thread, each given the value of the one before;
+/// the last link's result as its task encoded it.
+pub fn run_chain(links: &[ChainLink]) -> Result<Vec<u8>, TaskError> {
+    let registry = lovage_core::Registry::global();
+    let mut previous: Option<Value> = None;
+    for (i, link) in links.iter().enumerate() {
+        let last = i + 1 == links.len();
+        let fail = |mut e: TaskError| {
+            let which = if last { "last" } else { "inner" };
+            e.causes
+                .push(format!("{CHAIN_MARK}{} {which} {}", link.node, link.key));
+            e
+        };
+        let args = match previous.take() {
+            None => Value::Array(link.args.clone()),
+            Some(v) => fill_args(&link.args, &[link.slot], vec![v])
+                .map_err(|reason| fail(TaskError::new(kinds::CODEC, reason)))?,
+        };
+        let bytes = link
+            .codec
+            .encode(&args, "task arguments")
+            .map_err(|e| fail(e.into()))?;
+        let entry = registry.get(&link.task).map_err(fail)?;
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            entry.call_blocking(&bytes, link.codec)
+        }))
+        .unwrap_or_else(|p| Err(TaskError::from_panic(&*p)))
+        .map_err(fail)?;
+        if last {
+            return Ok(out);
+        }
+        previous = Some(
+            link.codec
+                .decode::<Value>(&out, "task result")
+                .map_err(|e| fail(e.into()))?,
+        );
+    }
+    Err(TaskError::new(kinds::FAILED, "a fused chain of no links"))
+}
+
+fn chain_options() -> lovage_core::TaskOptions {
+    lovage_core::TaskOptions::default()
+}
+
+lovage_core::__private::inventory::submit! {
+    lovage_core::__private::TaskEntry {
+        name: CHAIN_TASK,
+        run: lovage_core::__private::TaskFn::Blocking(chain_body),
+        options: chain_options,
+    }
+}
+
+/// The signature of the fused chain whose head is `head`, given the head's arguments: one
+/// [`CHAIN_TASK`] call with the links' common options, encoded with the last link's codec
+/// (the codec its result is read with).
+pub fn chain_signature(
+    g: &StoredGraph,
+    head: u32,
+    head_args: Value,
+) -> Result<lovage_core::Signature, String> {
+    let mut links = Vec::new();
+    let mut options = None;
+    let mut codec = Codec::Json;
+    for (i, &n) in std::iter::once(&head)
+        .chain(g.nodes.get(head as usize).map_or(&[][..], |h| &h.fused[..]))
+        .enumerate()
+    {
+        let node = g
+            .nodes
+            .get(n as usize)
+            .ok_or_else(|| format!("a fused chain names node {n}, which the graph has not"))?;
+        let StoredOp::Task {
+            task,
+            codec: c,
+            args,
+            slots,
+            options: o,
+        } = &node.op
+        else {
+            return Err(format!("a fused chain names node {n}, which is not a task"));
+        };
+        if i == 0 {
+            options = o.clone();
+        }
+        codec = *c;
+        let (args, slot) = if i == 0 {
+            match &head_args {
+                Value::Array(a) => (a.clone(), 0),
+                _ => return Err("a fused chain's first arguments are not a list".into()),
+            }
+        } else {
+            match slots[..] {
+                [slot] => (args.clone(), slot),
+                _ => return Err(format!("node {n} of a fused chain has not one input")),
+            }
+        };
+        links.push(ChainLink {
+            task: task.clone(),
+            codec: *c,
+            args,
+            slot,
+            node: n,
+            key: node.key.clone(),
+        });
+    }
+    let first = links.first().ok_or("a fused chain of no links")?;
+    let task = first.task.clone();
+    let bytes = chain_args(&links, codec)?;
+    // The options the links share, as the first link's node gives them.
+    let mut sig = node_signature(&task, bytes, codec, options.as_deref())?;
+    sig.task = CHAIN_TASK.to_owned();
+    Ok(sig)
+}
+
+/// The arguments of a [`CHAIN_TASK`] call running `links`, encoded with `codec` (the last
+/// link's, which its result is read with).
+pub fn chain_args(links: &[ChainLink], codec: Codec) -> Result<Vec<u8>, String> {
+    let links = serde_json::to_value(links).map_err(|e| e.to_string())?;
+    codec
+        .encode(&Value::Array(vec![links]), "a fused chain")
+        .map_err(|e| e.to_string())
+}
+
 /// A node's arguments once every input is in: the template with each input at its place.
 pub(crate) fn fill_args(
     args: &[Value],
@@ -286,6 +498,57 @@ mod tests {
         assert!(evaluate(&StoredOp::Item(2), vec![serde_json::json!([7, 8])]).is_err());
     }
 
+    #[lovage_macros::task(crate = lovage_core, name = "lovage.flow.test.halve")]
+    fn halve(x: i64) -> Result<i64, String> {
+        if x % 2 != 0 {
+            return Err(format!("{x} is odd"));
+        }
+        Ok(x / 2)
+    }
+
+    fn halving(codec: Codec, start: i64, links: u32) -> Vec<ChainLink> {
+        (0..links)
+            .map(|i| ChainLink {
+                task: "lovage.flow.test.halve".into(),
+                codec,
+                args: vec![if i == 0 { start.into() } else { Value::Null }],
+                slot: 0,
+                node: 10 + i,
+                key: format!("halve-{i}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chain_runs_its_links_in_order_in_either_codec() {
+        for codec in [Codec::Json, Codec::Msgpack] {
+            let args = chain_args(&halving(codec, 40, 3), codec).unwrap();
+            let out = chain_body(&args, codec).unwrap();
+            assert_eq!(codec.decode::<i64>(&out, "result").unwrap(), 5);
+        }
+    }
+
+    #[test]
+    fn a_failed_link_is_named_and_recorded_as_unfused() {
+        // 12 → 6 → 3 → fails at the third link (node 12) of four.
+        let err = run_chain(&halving(Codec::Json, 12, 4)).unwrap_err();
+        let f = chain_failure(&err).unwrap();
+        assert_eq!((f.node, f.last, f.key.as_str()), (12, false, "halve-2"));
+        assert_eq!(f.error.message, "3 is odd");
+        assert!(f.error.causes.is_empty(), "{:?}", f.error.causes);
+        let recorded = chain_recorded_error(&err);
+        assert_eq!(recorded.kind, DEPENDENCY_FAILED);
+        assert!(recorded.message.contains("halve-2"), "{recorded}");
+        // The last link failing: its own error, unmarked.
+        let err = run_chain(&halving(Codec::Json, 12, 3)).unwrap_err();
+        assert!(chain_failure(&err).unwrap().last);
+        assert_eq!(chain_recorded_error(&err).message, "3 is odd");
+        // Any other error passes as it is.
+        let plain = TaskError::new("WorkerLost", "gone");
+        assert_eq!(chain_failure(&plain), None);
+        assert_eq!(chain_recorded_error(&plain), plain);
+    }
+
     #[test]
     fn descendants_are_each_listed_once() {
         let node = |next: Vec<(u32, u32)>| StoredNode {
@@ -295,6 +558,7 @@ mod tests {
             inputs: 1,
             next,
             held: false,
+            fused: Vec::new(),
         };
         // 0 → 1, 0 → 2, 1 → 3, 2 → 3 (a diamond), 3 → 4.
         let g = StoredGraph {

@@ -541,6 +541,29 @@ impl<'a> Advance<'a> {
             return;
         };
         match &node.op {
+            graph::StoredOp::Task { args, slots, .. } if !node.fused.is_empty() => {
+                // A fused chain: one message for all its links, under its last node's id.
+                let tail = node.fused[node.fused.len() - 1];
+                let sig = graph::fill_args(args, slots, inputs)
+                    .and_then(|args| graph::chain_signature(g, d, args));
+                match (sig, g.nodes.get(tail as usize)) {
+                    (Ok(sig), Some(last)) => {
+                        let mut env = Envelope::from_signature(sig);
+                        env.id = last.id;
+                        env.flow = vec![Frame::Graph {
+                            graph: id,
+                            node: tail,
+                        }];
+                        self.out.push(env);
+                    }
+                    (Err(reason), _) => self.graph_broken(g, d, format!("its arguments: {reason}")),
+                    (_, None) => self.graph_broken(
+                        g,
+                        d,
+                        format!("its chain ends at node {tail}, which the graph has not"),
+                    ),
+                }
+            }
             graph::StoredOp::Task {
                 task,
                 codec,
@@ -595,6 +618,23 @@ impl<'a> Advance<'a> {
     /// Graph node `node`'s task failed for good: every node downstream is marked failed.
     fn graph_node_failed(&mut self, graph: TaskId, node: u32, failure: &Failure) {
         match self.stored_graph(graph) {
+            Ok(g)
+                if failure.task == graph::CHAIN_TASK
+                    && graph::chain_failure(&failure.error).is_some() =>
+            {
+                // A fused chain ending at `node` failed at one of its links: that link is
+                // recorded with its own error and every node after it (the rest of the
+                // chain, then what follows it) as not run, as if each had been its own
+                // message. The links before it ran, but their values were never stored.
+                let Some(f) = graph::chain_failure(&failure.error) else {
+                    return;
+                };
+                if let Some(link) = g.nodes.get(f.node as usize) {
+                    let name = g.name_of(f.node).to_owned();
+                    self.failed(link.id, &name, f.error.clone());
+                    self.graph_descendants_failed(&g, f.node, &f.key, &f.error);
+                }
+            }
             Ok(g) => {
                 let key = g
                     .nodes

@@ -49,7 +49,9 @@
 //! of the requested outputs run (cull), identical calls of `pure` tasks are already one node
 //! (merged when built), and a node whose finish makes exactly one dependent ready runs that
 //! dependent on the same thread at once, so a single-consumer chain is one dispatch (fusion)
-//! and the ready order is depth-first (a reduction frees its inputs early). Scheduling state
+//! and the ready order is depth-first (a reduction frees its inputs early); on a process pool
+//! and a broker's workers such a chain goes as one request or message
+//! (`lovage_flow::graph::CHAIN_TASK`, docs/graphs.md "Fused chains"). Scheduling state
 //! is an atomic in-degree and an atomic consumer count per node; a thread pool run takes no
 //! lock beyond the pool's own deques.
 

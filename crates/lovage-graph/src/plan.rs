@@ -10,7 +10,7 @@ use lovage_broker::Client;
 use lovage_core::{Signature, TaskError};
 use lovage_pool::{ProcessPool, Scope, ThreadPool};
 
-use crate::graph::{Inner, Inputs, NodeKind, Progress, Stats, Value};
+use crate::graph::{Inner, Inputs, NodeKind, Progress, Stats, Stored, Value};
 use crate::GraphError;
 
 mod workers;
@@ -357,6 +357,14 @@ impl<'g> Plan<'g> {
         // nodes cost a million indices, not a million requests.
         let cap = to.slots() * 1024;
         let mut batch: Vec<(u32, Signature)> = Vec::new();
+        // On a process pool, single-consumer chains go as one request each (fusion): their
+        // heads, with the nodes of each chain in order.
+        let fusing = matches!(to, Remote::Pool(_));
+        let mut wanted = vec![false; if fusing { self.g.len() } else { 0 }];
+        for &w in self.wanted.iter().filter(|_| fusing) {
+            wanted[w as usize] = true;
+        }
+        let mut chains: std::collections::HashMap<u32, Vec<u32>> = Default::default();
         loop {
             while in_flight + batch.len() < cap {
                 let Some(n) = ready.pop() else { break };
@@ -384,7 +392,13 @@ impl<'g> Plan<'g> {
                         self.complete(n, Err(f));
                         self.ready_dependents(n, |d| ready.push(d));
                     }
-                    Ok(sig) => batch.push((n, sig)),
+                    Ok(sig) => match fusing.then(|| self.fused_chain(n, &wanted)).flatten() {
+                        Some((nodes, chain)) => {
+                            chains.insert(n, nodes);
+                            batch.push((n, chain));
+                        }
+                        None => batch.push((n, sig)),
+                    },
                 }
             }
             if !batch.is_empty() {
@@ -402,12 +416,146 @@ impl<'g> Plan<'g> {
                 ));
             };
             in_flight -= 1;
+            if let Some(nodes) = chains.remove(&n) {
+                self.chain_replied(&nodes, reply, |d| ready.push(d));
+                continue;
+            }
             let op = &self.g.ops[n as usize];
             let outcome = reply
                 .and_then(|bytes| op.decode(&bytes))
                 .map_err(|error| Arc::new(Failure { origin: n, error }));
             self.complete(n, outcome);
             self.ready_dependents(n, |d| ready.push(d));
+        }
+    }
+
+    /// The node fused after `n` on a process pool: its only reader, a task reading nothing
+    /// else, with the same options, when `n` is not an output.
+    fn next_link(&self, n: u32, wanted: &[bool]) -> Option<u32> {
+        if wanted.get(n as usize).copied().unwrap_or(true) {
+            return None;
+        }
+        let (a, b) = (
+            self.out_start[n as usize] as usize,
+            self.out_start[n as usize + 1] as usize,
+        );
+        let &[d] = &self.outs[a..b] else {
+            return None;
+        };
+        let fusable = self.g.ops[d as usize].kind() == NodeKind::Task
+            && self.g.deps_of(d).len() == 1
+            && self.g.options.get(&n) == self.g.options.get(&d);
+        fusable.then_some(d)
+    }
+
+    /// The chain starting at task node `head` (its inputs in) as one request of
+    /// `lovage_flow::graph::CHAIN_TASK`: its nodes in order and the request. `None` when
+    /// nothing follows `head`, or a link's arguments are not JSON (it then goes alone).
+    fn fused_chain(&self, head: u32, wanted: &[bool]) -> Option<(Vec<u32>, Signature)> {
+        use lovage_flow::graph::{chain_args, ChainLink, CHAIN_TASK};
+        let mut nodes = vec![head];
+        let mut at = head;
+        while let Some(d) = self.next_link(at, wanted) {
+            nodes.push(d);
+            at = d;
+        }
+        if nodes.len() < 2 {
+            return None;
+        }
+        let mut links = Vec::with_capacity(nodes.len());
+        let mut codec = lovage_core::Codec::Json;
+        for (i, &x) in nodes.iter().enumerate() {
+            let deps = self.g.deps_of(x);
+            let Ok(Stored::Task {
+                task,
+                codec: c,
+                args,
+                slots,
+            }) = self.g.ops[x as usize].stored(&Inputs { plan: self, deps })
+            else {
+                return None;
+            };
+            let slot = match (i, &slots[..]) {
+                (0, []) => 0,
+                (0, _) => return None,
+                (_, &[slot]) => slot,
+                _ => return None,
+            };
+            codec = c;
+            links.push(ChainLink {
+                task: task.to_owned(),
+                codec: c,
+                args,
+                slot,
+                node: x,
+                key: self.g.key(x),
+            });
+        }
+        let bytes = chain_args(&links, codec).ok()?;
+        let mut sig = Signature::from_encoded(CHAIN_TASK.to_owned(), bytes, codec);
+        if let Some(o) = self.g.options.get(&head) {
+            sig.options = o.clone();
+        }
+        Some((nodes, sig))
+    }
+
+    /// A fused chain's request answered: its nodes complete in order, as if each had been
+    /// its own request. On a failure, the links before the failed one ran (their values
+    /// stayed in the child: nothing reads them but the next link) and those after it did
+    /// not run.
+    fn chain_replied(
+        &self,
+        nodes: &[u32],
+        reply: Result<Vec<u8>, TaskError>,
+        mut ready: impl FnMut(u32),
+    ) {
+        let Some(&tail) = nodes.last() else {
+            return;
+        };
+        let ran = || Ok(Box::new(()) as Value);
+        let (failed_at, failure) = match reply {
+            Ok(bytes) => {
+                let outcome = self.g.ops[tail as usize].decode(&bytes).map_err(|error| {
+                    Arc::new(Failure {
+                        origin: tail,
+                        error,
+                    })
+                });
+                for &x in &nodes[..nodes.len() - 1] {
+                    self.complete(x, ran());
+                    self.ready_dependents(x, |_| {});
+                }
+                self.complete(tail, outcome);
+                self.ready_dependents(tail, ready);
+                return;
+            }
+            Err(e) => match lovage_flow::graph::chain_failure(&e) {
+                Some(f) => match nodes.iter().position(|&x| x == f.node) {
+                    Some(k) => (k, f.error),
+                    None => (0, e),
+                },
+                // Not a link's own failure (the child died, say): blamed on the first link.
+                None => (0, e),
+            },
+        };
+        let failure = Arc::new(Failure {
+            origin: nodes[failed_at],
+            error: failure,
+        });
+        for (i, &x) in nodes.iter().enumerate() {
+            self.complete(
+                x,
+                if i < failed_at {
+                    ran()
+                } else {
+                    Err(failure.clone())
+                },
+            );
+            if x == tail {
+                self.ready_dependents(x, &mut ready);
+            } else {
+                self.ready_dependents(x, |_| {});
+            }
         }
     }
 

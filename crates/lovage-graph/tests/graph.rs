@@ -98,6 +98,42 @@ fn pure_add(a: i64, b: i64) -> i64 {
     a + b
 }
 
+/// The message each run of `link` belonged to (the running task's id, as its worker set
+/// it): the links of a fused chain share one. Only the broker tests read it.
+static LINK_MESSAGES: std::sync::Mutex<Vec<Option<lovage_core::TaskId>>> =
+    std::sync::Mutex::new(Vec::new());
+
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn link(x: i64) -> i64 {
+    LINK_MESSAGES
+        .lock()
+        .unwrap()
+        .push(lovage_core::context::current().map(|t| t.id));
+    x + 1
+}
+
+/// A chain link that fails when its input is `fail_at`.
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn step(x: i64, fail_at: i64) -> Result<i64, String> {
+    if x == fail_at {
+        return Err(format!("planned failure at {x}"));
+    }
+    Ok(x + 1)
+}
+
+static FLAKY_RUNS: AtomicU64 = AtomicU64::new(0);
+static FLAKY_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A chain link that fails once, the first time it is given 4, then succeeds.
+#[task(crate = lovage_core, graph = lovage_graph, max_retries = 2, retry_backoff = "0s")]
+fn flaky_link(x: i64) -> Result<i64, String> {
+    FLAKY_RUNS.fetch_add(1, Ordering::SeqCst);
+    if x == 4 && !FLAKY_FAILED.swap(true, Ordering::SeqCst) {
+        return Err("flaky".into());
+    }
+    Ok(x + 1)
+}
+
 /// One step of a random DAG: fails when told to, otherwise mixes its inputs.
 #[task(crate = lovage_core, graph = lovage_graph)]
 fn mix(xs: Vec<i64>, salt: i64, fail: bool) -> Result<i64, String> {
@@ -450,27 +486,140 @@ fn cull_runs_only_the_ancestors_of_what_is_asked() {
     }
 }
 
+/// On the local pools (the brokers: `a_fused_ten_link_chain_is_one_dispatch_on_brokers`).
 fn a_single_consumer_chain_is_one_dispatch() {
-    let g = Graph::new();
-    let mut x = inc::delayed(&g, 0);
-    for _ in 1..10 {
-        x = inc::delayed(&g, x);
+    for (name, s) in [
+        ("threads", Threads(threads())),
+        ("processes", Processes(processes())),
+    ] {
+        let g = Graph::new();
+        let mut x = inc::delayed(&g, 0);
+        for _ in 1..10 {
+            x = inc::delayed(&g, x);
+        }
+        assert_eq!(g.compute(s, x).unwrap(), 10, "{name}");
+        assert_eq!(g.last_stats().ran, 10, "{name}");
+        assert_eq!(
+            g.last_stats().dispatches,
+            1,
+            "{name}: a fused 10-link chain is one dispatch"
+        );
+        // Two independent chains: two dispatches (one per root), not twenty.
+        let y0 = inc::delayed(&g, 100);
+        let mut y = y0;
+        for _ in 1..10 {
+            y = inc::delayed(&g, y);
+        }
+        assert_eq!(g.compute(s, (x, y)).unwrap(), (10, 110), "{name}");
+        assert_eq!(g.last_stats().dispatches, 2, "{name}");
+        // An output inside a chain ends it: its value comes back.
+        let mid = inc::delayed(&g, 0);
+        let end = inc::delayed(&g, inc::delayed(&g, mid));
+        assert_eq!(g.compute(s, (mid, end)).unwrap(), (1, 3), "{name}");
     }
-    assert_eq!(g.compute(Threads(threads()), x).unwrap(), 10);
-    assert_eq!(g.last_stats().ran, 10);
-    assert_eq!(
-        g.last_stats().dispatches,
-        1,
-        "a fused 10-link chain is one dispatch"
-    );
-    // Two independent chains: two dispatches (one per root), not twenty.
-    let y0 = inc::delayed(&g, 100);
-    let mut y = y0;
-    for _ in 1..10 {
-        y = inc::delayed(&g, y);
+}
+
+/// Issue 16's "a fused 10-link chain is one dispatch", on the brokers: the graph goes out
+/// as one message (the caller's count) and the workers run the ten links inside one task
+/// (each link sees the same running task id); the chain's value still reaches a dependent.
+fn a_fused_ten_link_chain_is_one_dispatch_on_brokers() {
+    for (name, client) in broker_clients() {
+        let g = Graph::new();
+        let mut x = link::delayed(&g, 0);
+        for _ in 1..10 {
+            x = link::delayed(&g, x);
+        }
+        LINK_MESSAGES.lock().unwrap().clear();
+        assert_eq!(g.compute(Broker(client), x).unwrap(), 10, "{name}");
+        assert_eq!(g.last_stats().ran, 10, "{name}");
+        let runs = std::mem::take(&mut *LINK_MESSAGES.lock().unwrap());
+        assert_eq!(runs.len(), 10, "{name}: {runs:?}");
+        let mut messages: Vec<_> = runs.iter().map(|m| m.expect("run by a worker")).collect();
+        messages.dedup();
+        assert_eq!(messages.len(), 1, "{name}: the links ran in {messages:?}");
+        assert_eq!(
+            g.last_stats().dispatches,
+            1,
+            "{name}: a fused 10-link chain is one dispatch"
+        );
+
+        // Downstream of the chain, a join with another branch: the chain's last value is
+        // stored and read as an unfused node's would be.
+        let both = add::delayed(&g, x, square::delayed(&g, 3));
+        assert_eq!(g.compute(Broker(client), both).unwrap(), 19, "{name}");
+        // A node with two readers ends a chain: three messages for a → (b, c).
+        let a = link::delayed(&g, 0);
+        let (b, c) = (link::delayed(&g, a), link::delayed(&g, a));
+        assert_eq!(g.compute(Broker(client), (b, c)).unwrap(), (2, 2), "{name}");
+        assert_eq!(g.last_stats().dispatches, 3, "{name}");
+        // A requested link ends a chain too (its value must be stored).
+        let mid = link::delayed(&g, 0);
+        let end = link::delayed(&g, link::delayed(&g, mid));
+        assert_eq!(
+            g.compute(Broker(client), (mid, end)).unwrap(),
+            (1, 3),
+            "{name}"
+        );
+        assert_eq!(g.last_stats().dispatches, 2, "{name}");
     }
-    assert_eq!(g.compute(Threads(threads()), (x, y)).unwrap(), (10, 110));
-    assert_eq!(g.last_stats().dispatches, 2);
+}
+
+/// A link failing inside a fused chain fails what follows as an unfused chain would: the
+/// nodes after it (the chain's last one included) with `DependencyFailed` naming it, the
+/// last link with its own error; on every scheduler.
+fn a_failing_link_of_a_fused_chain_fails_what_follows() {
+    for (name, s) in schedulers() {
+        for fail_at in [0, 4, 9] {
+            let g = Graph::new();
+            let mut links = vec![step::delayed(&g, 0, fail_at)];
+            for _ in 1..10 {
+                let x = *links.last().unwrap();
+                links.push(step::delayed(&g, x, fail_at));
+            }
+            let tail = *links.last().unwrap();
+            let failed_key = g.key(links[fail_at as usize]).unwrap();
+            let after = add::delayed(&g, tail, square::delayed(&g, 2));
+            let fine = square::delayed(&g, 5);
+            let got = g.compute_partial(s, vec![tail, after, fine]).unwrap();
+            let what = format!("{name}, failing at link {fail_at}");
+            match &got[0] {
+                Err(GraphError::Failed { key, error }) if fail_at == 9 => {
+                    assert_eq!(key, &failed_key, "{what}");
+                    assert!(error.message.contains("planned failure"), "{what}: {error}");
+                }
+                Err(GraphError::DependencyFailed { key, cause }) if fail_at < 9 => {
+                    assert_eq!(key, &failed_key, "{what}");
+                    assert!(cause.message.contains("planned failure"), "{what}: {cause}");
+                }
+                other => panic!("{what}: the chain's last node gave {other:?}"),
+            }
+            match &got[1] {
+                Err(GraphError::DependencyFailed { key, cause }) => {
+                    assert_eq!(key, &failed_key, "{what}");
+                    assert!(cause.message.contains("planned failure"), "{what}: {cause}");
+                }
+                other => panic!("{what}: the node after the chain gave {other:?}"),
+            }
+            assert_eq!(got[2], Ok(25), "{what}: another branch finishes");
+        }
+    }
+}
+
+/// A fused chain whose links retry is retried as one message: the whole chain runs again
+/// from its first link (links 0–4 of the first run, then all ten).
+fn a_retried_fused_chain_runs_again_from_its_first_link() {
+    for (name, client) in broker_clients() {
+        let g = Graph::new();
+        let mut x = flaky_link::delayed(&g, 0);
+        for _ in 1..10 {
+            x = flaky_link::delayed(&g, x);
+        }
+        FLAKY_RUNS.store(0, Ordering::SeqCst);
+        FLAKY_FAILED.store(false, Ordering::SeqCst);
+        assert_eq!(g.compute(Broker(client), x).unwrap(), 10, "{name}");
+        assert_eq!(g.last_stats().dispatches, 1, "{name}");
+        assert_eq!(FLAKY_RUNS.load(Ordering::SeqCst), 15, "{name}");
+    }
 }
 
 fn failures_reach_dependents_and_other_branches_finish() {
@@ -739,6 +888,9 @@ fn main() {
         collections_gather_into_one_handle,
         cull_runs_only_the_ancestors_of_what_is_asked,
         a_single_consumer_chain_is_one_dispatch,
+        a_fused_ten_link_chain_is_one_dispatch_on_brokers,
+        a_failing_link_of_a_fused_chain_fails_what_follows,
+        a_retried_fused_chain_runs_again_from_its_first_link,
         failures_reach_dependents_and_other_branches_finish,
         closures_run_locally_and_a_process_pool_refuses_them,
         a_handle_of_another_graph_is_refused,

@@ -261,6 +261,14 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
                     if in_flow {
                         flows.push((env.clone(), Err(err.clone())));
                     }
+                    // A fused graph chain's last node is recorded as the unfused node would
+                    // be (not run, when a link before it failed); its workflow step above
+                    // gets the error naming the link, to record the links after it.
+                    let err = if env.task == lovage_flow::graph::CHAIN_TASK {
+                        lovage_flow::graph::chain_recorded_error(&err)
+                    } else {
+                        err
+                    };
                     records.push(s.record(
                         &d,
                         TaskState::Failure,

@@ -197,8 +197,10 @@ impl Plan<'_> {
                 inputs,
                 next: Vec::new(),
                 held: held[x],
+                fused: Vec::new(),
             });
         }
+        let messages = fuse(&mut nodes);
         if nodes.is_empty() {
             // No task in the plan: nothing to store or send.
             return Ok(Some(Sent {
@@ -232,6 +234,26 @@ impl Plan<'_> {
             if node.inputs > 0 {
                 continue;
             }
+            if let Some(&tail) = node.fused.last() {
+                // A fused chain: one message, under its last node's id.
+                let sig = lovage_flow::graph::chain_signature(
+                    &stored,
+                    s as u32,
+                    serde_json::Value::Array(args.clone()),
+                )
+                .map_err(|reason| GraphError::InvalidOptions {
+                    key: node.key.clone(),
+                    reason,
+                })?;
+                let mut env = app.envelope(sig);
+                env.id = stored.nodes[tail as usize].id;
+                env.flow = vec![Frame::Graph { graph, node: tail }];
+                batch.push(env);
+                if batch.len() == SEND_BATCH {
+                    send_roots(app, &std::mem::take(&mut batch))?;
+                }
+                continue;
+            }
             let bytes = codec
                 .encode(&serde_json::Value::Array(args.clone()), "task arguments")
                 .map_err(|e| GraphError::Failed {
@@ -258,12 +280,7 @@ impl Plan<'_> {
         if !batch.is_empty() {
             send_roots(app, &batch)?;
         }
-        let tasks = stored
-            .nodes
-            .iter()
-            .filter(|n| matches!(n.op, StoredOp::Task { .. }))
-            .count();
-        self.dispatches.fetch_add(tasks, Ordering::Relaxed);
+        self.dispatches.fetch_add(messages, Ordering::Relaxed);
         self.ran.fetch_add(stored.nodes.len(), Ordering::Relaxed);
         Ok(Some(Sent { graph, ids }))
     }
@@ -404,4 +421,64 @@ fn send_roots(
         .map_err(|e| broker_error("sending the graph's roots", e))?;
     app.publish_sent(roots);
     Ok(())
+}
+
+/// Fuses the graph's single-consumer chains (issue 16, item 3: always on brokers): a task
+/// node whose only reader is a task with no other input from the graph, whose value the
+/// caller does not read, and whose call options are the same as its reader's, runs in one
+/// message with it ([`lovage_flow::graph::CHAIN_TASK`]). Each maximal chain is marked on its
+/// head (`fused`: the nodes after it). Returns how many messages the graph's tasks take.
+fn fuse(nodes: &mut [StoredNode]) -> usize {
+    // Each task node's effective options, to compare (a node whose options do not decode
+    // is not fused: sending it alone reports the error as before).
+    let options: Vec<Option<lovage_core::TaskOptions>> = nodes
+        .iter()
+        .map(|n| match &n.op {
+            StoredOp::Task {
+                task,
+                codec,
+                options,
+                ..
+            } => lovage_flow::graph::node_signature(task, Vec::new(), *codec, options.as_deref())
+                .ok()
+                .map(|sig| sig.options),
+            _ => None,
+        })
+        .collect();
+    // `follows[a]`: the node fused after `a`, if any.
+    let follows: Vec<Option<u32>> = nodes
+        .iter()
+        .enumerate()
+        .map(|(a, n)| {
+            let [(b, _)] = n.next[..] else {
+                return None;
+            };
+            let reader = nodes.get(b as usize)?;
+            let fusable = !n.held
+                && reader.inputs == 1
+                && matches!(reader.op, StoredOp::Task { ref slots, .. } if slots.len() == 1)
+                && options[a].is_some()
+                && options[a] == options[b as usize];
+            fusable.then_some(b)
+        })
+        .collect();
+    let mut inside = vec![false; nodes.len()];
+    for b in follows.iter().flatten() {
+        inside[*b as usize] = true;
+    }
+    let mut messages = 0;
+    for a in 0..nodes.len() {
+        if !matches!(nodes[a].op, StoredOp::Task { .. }) || inside[a] {
+            continue;
+        }
+        messages += 1;
+        let mut chain = Vec::new();
+        let mut at = a;
+        while let Some(b) = follows[at] {
+            chain.push(b);
+            at = b as usize;
+        }
+        nodes[a].fused = chain;
+    }
+    messages
 }

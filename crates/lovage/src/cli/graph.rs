@@ -3,7 +3,7 @@
 //! records of its nodes.
 
 use lovage::flow::graph::StoredGraph;
-use lovage::TaskId;
+use lovage::{TaskId, TaskState};
 
 use super::output::{self, GraphNodeState, GraphReport};
 use super::{BrokerArgs, Exit};
@@ -53,22 +53,42 @@ pub fn run(a: GraphArgs) -> Result<(), Exit> {
     let stored = StoredGraph::decode(&bytes)
         .map_err(|e| Exit::failed(format!("{id} is not a stored task graph: {e}")))?;
     let ids: Vec<TaskId> = stored.nodes.iter().map(|n| n.id).collect();
-    let mut nodes = Vec::with_capacity(ids.len());
-    for (chunk_start, chunk) in ids.chunks(1000).enumerate() {
+    let mut states = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(1000) {
         let records = results
             .get_many(chunk)
             .map_err(|e| Exit::failed(e.to_string()))?;
-        for (i, rec) in records.into_iter().enumerate() {
-            let index = chunk_start * 1000 + i;
-            let node = &stored.nodes[index];
-            nodes.push(GraphNodeState {
-                key: node.key.clone(),
-                name: stored.name_of(index as u32).to_owned(),
-                id: node.id,
-                state: rec.map_or_else(|| "PENDING".to_owned(), |r| r.state.to_string()),
-                next: node.next.iter().map(|&(d, _)| d).collect(),
-            });
+        states.extend(records.into_iter().map(|r| r.map(|r| r.state)));
+    }
+    // A link inside a fused chain has no record of its own when it ran: it shows as its
+    // chain's last node does (a chain that failed recorded the failed link and those after).
+    let mut tail_of: Vec<Option<usize>> = vec![None; ids.len()];
+    for (head, node) in stored.nodes.iter().enumerate() {
+        if let Some(&tail) = node.fused.last() {
+            for n in std::iter::once(head).chain(node.fused.iter().map(|&n| n as usize)) {
+                if let Some(t) = tail_of.get_mut(n) {
+                    *t = Some(tail as usize);
+                }
+            }
         }
+    }
+    let mut nodes = Vec::with_capacity(ids.len());
+    for (index, node) in stored.nodes.iter().enumerate() {
+        let state = match (states[index], tail_of[index].and_then(|t| states.get(t))) {
+            (Some(own), _) => own.to_string(),
+            (None, Some(Some(TaskState::Success | TaskState::Failure))) => {
+                TaskState::Success.to_string()
+            }
+            (None, Some(Some(tail))) => tail.to_string(),
+            (None, _) => "PENDING".to_owned(),
+        };
+        nodes.push(GraphNodeState {
+            key: node.key.clone(),
+            name: stored.name_of(index as u32).to_owned(),
+            id: node.id,
+            state,
+            next: node.next.iter().map(|&(d, _)| d).collect(),
+        });
     }
     let report = GraphReport { id, nodes };
     let format = match (a.json, a.dot) {
