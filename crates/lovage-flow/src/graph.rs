@@ -47,6 +47,10 @@ pub struct StoredNode {
     /// value its worker keeps is then freed only once the caller's future lets it go.
     #[serde(default)]
     pub held: bool,
+    /// Whether a futures client hands out a future on it (`SubmitAfter::submit_after`): its
+    /// task then carries `Frame::Awaited`, so calls given that future wait for it.
+    #[serde(default)]
+    pub awaited: bool,
 }
 
 /// What a stored node does with its inputs (in input order).
@@ -295,6 +299,7 @@ mod tests {
             inputs: 1,
             next,
             held: false,
+            awaited: false,
         };
         // 0 → 1, 0 → 2, 1 → 3, 2 → 3 (a diamond), 3 → 4.
         let g = StoredGraph {

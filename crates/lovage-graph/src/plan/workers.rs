@@ -197,6 +197,7 @@ impl Plan<'_> {
                 inputs,
                 next: Vec::new(),
                 held: held[x],
+                awaited: false,
             });
         }
         if nodes.is_empty() {
