@@ -14,6 +14,30 @@
 //! caller adds its entry to the input's list *then* reads the input's record (and fills the
 //! slot itself when the input is done); the worker stores the input's record *then* reads the
 //! list. At least one of them sees the other; both filling the same slot is harmless.
+//!
+//! ```
+//! # #[lovage_macros::task(crate = lovage_core)] fn square(x: i64) -> i64 { x * x }
+//! # #[lovage_macros::task(crate = lovage_core)] fn add(a: i64, b: i64) -> i64 { a + b }
+//! use lovage_flow::SubmitAfter;
+//! let app = lovage_broker::App::connect("memory://after-doc").unwrap();
+//! let client = app.client().unwrap();
+//! let a = client.submit(square::s(3)).unwrap();
+//! let b = client.submit_after(add::after(&a, 1)).unwrap();
+//! # // Nothing consumes the queue here: a worker would run `a`, then release `b` (10).
+//! # client.cancel(&b).unwrap();
+//! # client.cancel(&a).unwrap();
+//! ```
+//!
+//! A future of another type where a parameter goes does not build:
+//!
+//! ```compile_fail,E0277
+//! # #[lovage_macros::task(crate = lovage_core)] fn shout(s: String) -> String { s }
+//! # #[lovage_macros::task(crate = lovage_core)] fn add(a: i64, b: i64) -> i64 { a + b }
+//! let app = lovage_broker::App::connect("memory://after-doc-bad").unwrap();
+//! let client = app.client().unwrap();
+//! let loud = client.submit(shout::s("hi".into())).unwrap();
+//! let _ = add::after(&loud, 1);
+//! ```
 
 use lovage_broker::Envelope;
 use lovage_broker::{Client, TaskFuture};
