@@ -453,7 +453,8 @@ impl<'a> Advance<'a> {
                 self.absorb(outcome, p.stack)?;
             }
         }
-        Ok(())
+        // A call that could not be sent above (`graph_broken`) fails its waiting calls too.
+        self.settle_awaited_failures()
     }
 
     /// The stored graph `id` (read once per process).
