@@ -20,6 +20,8 @@ pub enum AfterArg {
     Value(serde_json::Value),
     /// The result of task `id` (a future's task).
     Future(TaskId),
+    /// The list of the results of these tasks, in order (futures given where a `Vec` goes).
+    Futures(Vec<TaskId>),
     /// A value that could not be written as JSON; sending the call fails with this reason.
     Invalid(String),
 }
@@ -65,10 +67,14 @@ impl<R> After<R> {
 
     /// The ids of the tasks it waits for, in argument order (a task given twice appears twice).
     pub fn inputs(&self) -> impl Iterator<Item = TaskId> + '_ {
-        self.args.iter().filter_map(|a| match a {
-            AfterArg::Future(id) => Some(*id),
-            _ => None,
-        })
+        self.args
+            .iter()
+            .flat_map(|a| match a {
+                AfterArg::Future(id) => std::slice::from_ref(id),
+                AfterArg::Futures(ids) => ids.as_slice(),
+                _ => &[] as &[TaskId],
+            })
+            .copied()
     }
 
     /// Refuses an argument that could not be written as JSON, naming its position.

@@ -98,12 +98,40 @@ impl SubmitAfter for Client {
         R: DeserializeOwned + Send + 'static,
     {
         call.check().map_err(FlowError::Invalid)?;
-        let inputs: Vec<TaskId> = call.inputs().collect();
+        // The call is the last node; a list of futures is a collection node before it.
+        let lists = call
+            .args
+            .iter()
+            .filter(|a| matches!(a, AfterArg::Futures(ids) if !ids.is_empty()))
+            .count();
+        let me = lists as u32;
+        let id = TaskId::new();
+        let mut nodes = Vec::with_capacity(lists + 1);
+        // (input task, node, which of the node's inputs it is)
+        let mut waits: Vec<(TaskId, u32, u32)> = Vec::new();
         let (mut args, mut slots) = (Vec::new(), Vec::new());
         for a in call.args {
             match a {
                 AfterArg::Value(v) => args.push(v),
-                AfterArg::Future(_) => {
+                AfterArg::Futures(ids) if ids.is_empty() => args.push(Value::Array(Vec::new())),
+                AfterArg::Future(input) => {
+                    waits.push((input, me, slots.len() as u32));
+                    slots.push(args.len() as u32);
+                    args.push(Value::Null);
+                }
+                AfterArg::Futures(ids) => {
+                    let c = nodes.len() as u32;
+                    let collect = TaskId::new();
+                    nodes.push(StoredNode {
+                        id: collect,
+                        key: task_key("lovage.graph.collect", collect),
+                        op: StoredOp::Collect,
+                        inputs: ids.len() as u32,
+                        next: vec![(me, slots.len() as u32)],
+                        held: false,
+                        awaited: false,
+                    });
+                    waits.extend(ids.into_iter().enumerate().map(|(j, t)| (t, c, j as u32)));
                     slots.push(args.len() as u32);
                     args.push(Value::Null);
                 }
@@ -112,8 +140,7 @@ impl SubmitAfter for Client {
         }
         let app = self.app();
         let backend = app.backend();
-        let id = TaskId::new();
-        if inputs.is_empty() {
+        if slots.is_empty() {
             let bytes = call
                 .codec
                 .encode(&Value::Array(args), "task arguments")
@@ -127,34 +154,35 @@ impl SubmitAfter for Client {
             backend.broker().enqueue(std::slice::from_ref(&env))?;
             return Ok(future);
         }
-        let stored = StoredGraph {
-            nodes: vec![StoredNode {
-                id,
-                key: task_key(call.task, id),
-                op: StoredOp::Task {
-                    task: call.task.to_owned(),
-                    codec: call.codec,
-                    args,
-                    slots,
-                    options: None,
-                },
-                inputs: inputs.len() as u32,
-                next: Vec::new(),
-                held: false,
-                awaited: true,
-            }],
-        };
+        let inputs = slots.len() as u32;
+        nodes.push(StoredNode {
+            id,
+            key: task_key(call.task, id),
+            op: StoredOp::Task {
+                task: call.task.to_owned(),
+                codec: call.codec,
+                args,
+                slots,
+                options: None,
+            },
+            inputs,
+            next: Vec::new(),
+            held: false,
+            awaited: true,
+        });
+        let stored = StoredGraph { nodes };
         let graph = TaskId::new();
         let bytes = stored.encode().map_err(FlowError::Invalid)?;
         backend.results().put_blob(graph, &bytes)?;
         // Watched before anything can finish it.
         let future = self.future(id);
-        for (k, input) in inputs.iter().enumerate() {
+        for &(input, node, index) in &waits {
             backend.shared().dict_set(
-                &waiting_dict(*input),
-                &[(encode_entry(graph, 0, k as u32), Vec::new())],
+                &waiting_dict(input),
+                &[(encode_entry(graph, node, index), Vec::new())],
             )?;
         }
+        let inputs: Vec<TaskId> = waits.iter().map(|w| w.0).collect();
         // Inputs that finished before their entries were there: their slots are filled here.
         let records = backend.results().get_many(&inputs)?;
         let ctx = Context {
@@ -164,7 +192,7 @@ impl SubmitAfter for Client {
             sent_events: false,
         };
         let mut run = Advance::new(&ctx);
-        for (k, rec) in records.into_iter().enumerate() {
+        for (&(_, node, index), rec) in waits.iter().zip(records) {
             let Some(rec) = rec.filter(|r| r.state.is_final()) else {
                 continue;
             };
@@ -176,7 +204,7 @@ impl SubmitAfter for Client {
                         .map_err(|e| FlowError::Invalid(e.to_string()))?,
                     None => Value::Null,
                 };
-                run.graph_input(graph, 0, k as u32, &value)?;
+                run.graph_input(graph, node, index, &value)?;
             } else {
                 let error = rec.error.clone().unwrap_or_else(|| {
                     TaskError::new(lovage_core::kinds::FAILED, format!("{:?}", rec.state))

@@ -13,6 +13,7 @@ mod common;
 
 use std::time::Duration;
 
+use lovage_broker::futures::all;
 use lovage_broker::{App, Backend};
 use lovage_core::TaskState;
 use lovage_flow::graph::DEPENDENCY_FAILED;
@@ -32,6 +33,11 @@ fn square(x: i64) -> i64 {
 #[task(crate = lovage_core)]
 fn add(a: i64, b: i64) -> i64 {
     a + b
+}
+
+#[task(crate = lovage_core)]
+fn total(xs: Vec<i64>) -> i64 {
+    xs.iter().sum()
 }
 
 #[task(crate = lovage_core)]
@@ -105,6 +111,33 @@ fn dependents_sent_while_inputs_finish(fresh: Fresh) {
     for (x, f) in outs.iter().enumerate() {
         assert_eq!(f.result_timeout(LONG).unwrap(), 2 * (x * x) as i64);
     }
+}
+
+/// A list of futures where the task takes a `Vec` (Dask's `client.submit(sum, futures)`): the
+/// call waits for every one, some of them done before it is sent.
+fn a_list_of_futures_is_one_argument(fresh: Fresh) {
+    let _w = worker(&fresh.backend);
+    let client = fresh.app().client().unwrap();
+    let early = client.submit(square::s(100)).unwrap();
+    assert_eq!(early.result_timeout(LONG).unwrap(), 10_000);
+    let mut futs = client.map(square::s, 0..50).unwrap();
+    futs.push(early);
+    let sum = client.submit_after(total::after(all(&futs))).unwrap();
+    let want: i64 = (0..50).map(|x| x * x).sum::<i64>() + 10_000;
+    assert_eq!(sum.result_timeout(LONG).unwrap(), want);
+    let one = client.submit_after(total::after(all(&futs[3..4]))).unwrap();
+    assert_eq!(one.result_timeout(LONG).unwrap(), 9);
+    let none = client.submit_after(total::after(all::<i64>(&[]))).unwrap();
+    assert_eq!(none.result_timeout(LONG).unwrap(), 0);
+    let bad = client.submit(refuse::s("one bad page".into())).unwrap();
+    let with_bad = vec![client.submit(square::s(2)).unwrap(), bad];
+    let failed = client.submit_after(total::after(all(&with_bad))).unwrap();
+    let err = failed.result_timeout(LONG).unwrap_err();
+    assert_eq!(err.kind, DEPENDENCY_FAILED, "{err:?}");
+    assert!(
+        err.causes.iter().any(|c| c.contains("one bad page")),
+        "{err:?}"
+    );
 }
 
 /// A failed input fails its dependents, transitively, with DependencyFailed naming it.
@@ -189,6 +222,7 @@ on_every_backend!(
     a_chain_of_futures_runs_in_order,
     dependents_sent_while_inputs_finish,
     a_failed_input_fails_its_dependents,
+    a_list_of_futures_is_one_argument,
     an_input_finished_before_its_dependent_is_sent,
     the_chain_finishes_after_the_caller_is_gone,
 );

@@ -441,6 +441,29 @@ impl<R> IntoAfterArg<R> for TaskFuture<R> {
     }
 }
 
+/// Futures given together where a call takes a `Vec<T>` (Dask's `client.submit(sum, futures)`):
+/// made by [`all`].
+#[derive(Debug, Clone)]
+pub struct AllOf<T> {
+    ids: Vec<TaskId>,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+/// The list of these futures' values, in order, as one argument of a call that takes a
+/// `Vec<T>`: `total::after(all(&futures))` waits for every one of them.
+pub fn all<T>(futures: &[TaskFuture<T>]) -> AllOf<T> {
+    AllOf {
+        ids: futures.iter().map(|f| f.id).collect(),
+        _t: std::marker::PhantomData,
+    }
+}
+
+impl<T> IntoAfterArg<Vec<T>> for AllOf<T> {
+    fn into_after_arg(self) -> AfterArg {
+        AfterArg::Futures(self.ids)
+    }
+}
+
 impl<R: Send + 'static> Future for TaskFuture<R> {
     type Output = std::result::Result<R, TaskError>;
 
