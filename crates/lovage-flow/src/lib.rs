@@ -216,6 +216,20 @@ pub fn plan_many(
     finished: &[(&Envelope, Finished<'_>)],
 ) -> Result<Vec<Envelope>, BrokerError> {
     let mut run = Advance::new(ctx);
+    // The waiting lists of the client tasks that succeeded, in one read (their records are
+    // stored already: see `after` for why that order matters).
+    let awaited: Vec<TaskId> = finished
+        .iter()
+        .filter(|(env, how)| {
+            matches!(how, Finished::Success(_)) && env.flow.contains(&Frame::Awaited)
+        })
+        .map(|(env, _)| env.id)
+        .collect();
+    if !awaited.is_empty() {
+        let dicts: Vec<String> = awaited.iter().map(|&id| after::waiting_dict(id)).collect();
+        let lists = ctx.backend.shared().dict_entries_many(&dicts)?;
+        run.waiting = awaited.into_iter().zip(lists).collect();
+    }
     for (env, how) in finished {
         if env.flow.is_empty() {
             continue;
@@ -335,6 +349,8 @@ struct Advance<'a> {
     /// Client tasks that failed for good, whose waiting calls fail too (see `after`): (id,
     /// key named in the error, the error).
     awaited_failed: Vec<(TaskId, String, TaskError)>,
+    /// Waiting lists of this batch's finished client tasks, read at once (see `after`).
+    waiting: HashMap<TaskId, Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 /// A member's result on its way to its join, and what follows the join.
@@ -392,6 +408,7 @@ impl<'a> Advance<'a> {
             graph_pending: Vec::new(),
             origin: None,
             awaited_failed: Vec::new(),
+            waiting: HashMap::new(),
         }
     }
 
@@ -502,11 +519,14 @@ impl<'a> Advance<'a> {
 
     /// Client task `id` produced `value`: the calls waiting for it get it (see `after`).
     fn awaited_done(&mut self, id: TaskId, value: &Value) -> Result<(), FlowError> {
-        let waiting = self
-            .ctx
-            .backend
-            .shared()
-            .dict_entries(&after::waiting_dict(id))?;
+        let waiting = match self.waiting.remove(&id) {
+            Some(w) => w,
+            None => self
+                .ctx
+                .backend
+                .shared()
+                .dict_entries(&after::waiting_dict(id))?,
+        };
         for (entry, _) in waiting {
             let Some((graph, d, index)) = after::decode_entry(&entry) else {
                 tracing::warn!(task_id = %id, "an unreadable entry among the calls waiting for a task");

@@ -66,6 +66,12 @@ pub trait SharedState: Send + Sync {
     /// Every entry of `dict`, read in one step (in no particular order).
     fn dict_entries(&self, dict: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 
+    /// Every entry of each of `dicts`, in order: one round trip where the backend allows (a
+    /// worker reads the waiting lists of a batch of finished tasks at once).
+    fn dict_entries_many(&self, dicts: &[String]) -> Result<Vec<Vec<(Vec<u8>, Vec<u8>)>>> {
+        dicts.iter().map(|d| self.dict_entries(d)).collect()
+    }
+
     /// Removes every entry of `dict`.
     fn dict_clear(&self, dict: &str) -> Result<()>;
 
