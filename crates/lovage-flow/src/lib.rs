@@ -350,7 +350,7 @@ struct Advance<'a> {
     /// key named in the error, the error).
     awaited_failed: Vec<(TaskId, String, TaskError)>,
     /// Waiting lists of this batch's finished client tasks, read at once (see `after`).
-    waiting: HashMap<TaskId, Vec<(Vec<u8>, Vec<u8>)>>,
+    waiting: HashMap<TaskId, lovage_broker::DictEntries>,
 }
 
 /// A member's result on its way to its join, and what follows the join.

@@ -138,7 +138,7 @@ impl SharedState for RedisBackend {
         })
     }
 
-    fn dict_entries_many(&self, dicts: &[String]) -> Result<Vec<Vec<(Vec<u8>, Vec<u8>)>>> {
+    fn dict_entries_many(&self, dicts: &[String]) -> Result<Vec<crate::shared::DictEntries>> {
         if dicts.is_empty() {
             return Ok(Vec::new());
         }
