@@ -1,5 +1,5 @@
 //! Dask's futures client on lovage's queue: `submit`, `map`, `as_completed`, `wait`, `gather`,
-//! `cancel`, and `.await`, all watched by one thread of the client whatever the number of
+//! `cancel`, `.await` and futures as arguments (`submit_after`), all watched by one thread of the client whatever the number of
 //! futures. The worker runs in a thread here; in production it is `lovage worker` on any host.
 //!
 //! Run: `cargo run --release --example futures_client` (`--quick`: fewer tasks)
@@ -7,11 +7,16 @@
 use std::time::{Duration, Instant};
 
 use lovage::futures::ReturnWhen;
-use lovage::{App, PoolKind, Worker, WorkerConfig};
+use lovage::{App, PoolKind, SubmitAfter, Worker, WorkerConfig};
 
 #[lovage::task]
 fn square(x: i64) -> i64 {
     x * x
+}
+
+#[lovage::task]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
 }
 
 #[lovage::task]
@@ -85,6 +90,16 @@ fn main() {
     // A future is a std Future too.
     let awaited = lovage::block_on(client.submit(square::s(12)).expect("submit"));
     println!("awaited square(12) = {}", awaited.expect("result"));
+
+    // client.submit(add, a, b) with futures as arguments: the workers release it once a and
+    // b are done (the caller could exit meanwhile).
+    let a = client.submit(square::s(3)).expect("submit");
+    let b = client.submit_after(add::after(&a, 1)).expect("submit");
+    let c = client.submit_after(add::after(&a, &b)).expect("submit");
+    println!(
+        "add(square(3), square(3) + 1) = {}",
+        c.result().expect("result")
+    );
 
     // A cancelled future's task never runs.
     let later = client

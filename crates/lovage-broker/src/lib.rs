@@ -52,7 +52,7 @@ pub use ops::{Control, Events, Inspect, QueueOps};
 pub use rate::{gcra, now_micros, slots_from_micros};
 pub use results::ResultStore;
 pub use scope::{Scope, ScopeFall, ScopeReport};
-pub use shared::{Manager, SharedDict, SharedList, SharedState};
+pub use shared::{DictEntries, Manager, SharedDict, SharedList, SharedState};
 pub use time::{NotRfc3339, Timestamp};
 
 /// Result alias for broker operations.

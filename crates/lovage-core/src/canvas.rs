@@ -130,6 +130,10 @@ pub enum Frame {
         /// The scope whose join waits for it.
         scope: Option<TaskId>,
     },
+    /// A task sent by a futures client, whose future may be passed as another call's
+    /// argument (`Client::submit_after`): the worker that finishes it releases the calls
+    /// registered as waiting for it (lovage-flow's `after`).
+    Awaited,
 }
 
 impl Canvas {

@@ -3,6 +3,7 @@
 //! The layers above (pools, brokers, workers) all speak these types. Most users reach them
 //! through the `lovage` crate.
 
+pub mod after;
 pub mod cancel;
 pub mod canvas;
 pub mod codec;
@@ -16,6 +17,7 @@ pub mod retry;
 pub mod signature;
 pub mod state;
 
+pub use after::{After, AfterArg, IntoAfterArg};
 pub use cancel::{check_cancelled, is_cancelled, CancelReason, CancelToken};
 pub use canvas::{chain, chord, group, Canvas, Failure};
 pub use codec::{Codec, CodecError, WIRE_VERSION};
@@ -36,7 +38,8 @@ pub mod __private {
     pub use crate::error::{ErrorConverter, ViaBoxedError, ViaDisplay, ViaStdError};
     pub use crate::registry::{TaskEntry, TaskFn, TaskFuture};
     pub use crate::{
-        Codec, Dispatch, Resources, RetryPolicy, Signature, TaskError, TaskOptions, TypedSignature,
+        After, Codec, Dispatch, IntoAfterArg, Resources, RetryPolicy, Signature, TaskError,
+        TaskOptions, TypedSignature,
     };
     pub use inventory;
     pub use serde;

@@ -47,10 +47,19 @@ pub struct StoredNode {
     /// value its worker keeps is then freed only once the caller's future lets it go.
     #[serde(default)]
     pub held: bool,
+    /// Whether a futures client hands out a future on it (`SubmitAfter::submit_after`): its
+    /// task then carries `Frame::Awaited`, so calls given that future wait for it.
+    #[serde(default)]
+    pub awaited: bool,
     /// On the head of a fused chain: the nodes that run after it in the same dispatch, in
     /// order (each the only reader of the one before, see [`CHAIN_TASK`]). Empty for every
     /// other node, and left out then, so a graph without fusion is written as before and an
     /// older stored graph (which has no such field) still runs, unfused.
+    ///
+    /// The graph is MessagePack with fields by position, so only the **last** field may be
+    /// left out (a decoder fills what is missing at the end from the defaults; one missing in
+    /// the middle would shift the rest): keep this one last, and add new fields before it,
+    /// always written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fused: Vec<u32>,
 }
@@ -550,6 +559,41 @@ mod tests {
     }
 
     #[test]
+    fn nodes_round_trip_with_and_without_a_fused_chain() {
+        let node = |awaited: bool, fused: Vec<u32>| StoredNode {
+            id: TaskId::new(),
+            key: "k".into(),
+            op: StoredOp::Collect,
+            inputs: 0,
+            next: vec![(1, 0)],
+            held: true,
+            awaited,
+            fused,
+        };
+        let g = StoredGraph {
+            nodes: vec![
+                node(true, Vec::new()),
+                node(false, vec![2, 3]),
+                node(true, vec![4]),
+            ],
+        };
+        let back = StoredGraph::decode(&g.encode().unwrap()).unwrap();
+        let seen: Vec<(bool, Vec<u32>, bool)> = back
+            .nodes
+            .iter()
+            .map(|n| (n.awaited, n.fused.clone(), n.held))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (true, vec![], true),
+                (false, vec![2, 3], true),
+                (true, vec![4], true)
+            ]
+        );
+    }
+
+    #[test]
     fn descendants_are_each_listed_once() {
         let node = |next: Vec<(u32, u32)>| StoredNode {
             id: TaskId::new(),
@@ -559,6 +603,7 @@ mod tests {
             next,
             held: false,
             fused: Vec::new(),
+            awaited: false,
         };
         // 0 → 1, 0 → 2, 1 → 3, 2 → 3 (a diamond), 3 → 4.
         let g = StoredGraph {

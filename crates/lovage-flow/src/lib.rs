@@ -40,8 +40,11 @@ pub use lovage_core::canvas::{
     chain, chord, chunks, group, map, starmap, Canvas, Failure, Frame, Node,
 };
 
+pub mod after;
 pub mod description;
 pub mod graph;
+
+pub use after::SubmitAfter;
 
 /// Why a workflow could not be sent or continued.
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +216,20 @@ pub fn plan_many(
     finished: &[(&Envelope, Finished<'_>)],
 ) -> Result<Vec<Envelope>, BrokerError> {
     let mut run = Advance::new(ctx);
+    // The waiting lists of the client tasks that succeeded, in one read (their records are
+    // stored already: see `after` for why that order matters).
+    let awaited: Vec<TaskId> = finished
+        .iter()
+        .filter(|(env, how)| {
+            matches!(how, Finished::Success(_)) && env.flow.contains(&Frame::Awaited)
+        })
+        .map(|(env, _)| env.id)
+        .collect();
+    if !awaited.is_empty() {
+        let dicts: Vec<String> = awaited.iter().map(|&id| after::waiting_dict(id)).collect();
+        let lists = ctx.backend.shared().dict_entries_many(&dicts)?;
+        run.waiting = awaited.into_iter().zip(lists).collect();
+    }
     for (env, how) in finished {
         if env.flow.is_empty() {
             continue;
@@ -329,6 +346,11 @@ struct Advance<'a> {
     graph_pending: Vec<GraphJoin>,
     /// The task whose continuation is being worked out, to blame if it cannot go on.
     origin: Option<Failure>,
+    /// Client tasks that failed for good, whose waiting calls fail too (see `after`): (id,
+    /// key named in the error, the error).
+    awaited_failed: Vec<(TaskId, String, TaskError)>,
+    /// Waiting lists of this batch's finished client tasks, read at once (see `after`).
+    waiting: HashMap<TaskId, lovage_broker::DictEntries>,
 }
 
 /// A member's result on its way to its join, and what follows the join.
@@ -385,6 +407,8 @@ impl<'a> Advance<'a> {
             pending: Vec::new(),
             graph_pending: Vec::new(),
             origin: None,
+            awaited_failed: Vec::new(),
+            waiting: HashMap::new(),
         }
     }
 
@@ -415,6 +439,7 @@ impl<'a> Advance<'a> {
     /// Records the pending members in their joins, one call per round, and goes on past the
     /// joins they complete (which may meet further joins: another round).
     fn settle_joins(&mut self) -> Result<(), BrokerError> {
+        self.settle_awaited_failures()?;
         while !self.pending.is_empty() || !self.graph_pending.is_empty() {
             self.settle_graph_joins()?;
             let pending = std::mem::take(&mut self.pending);
@@ -445,7 +470,8 @@ impl<'a> Advance<'a> {
                 self.absorb(outcome, p.stack)?;
             }
         }
-        Ok(())
+        // A call that could not be sent above (`graph_broken`) fails its waiting calls too.
+        self.settle_awaited_failures()
     }
 
     /// The stored graph `id` (read once per process).
@@ -459,6 +485,121 @@ impl<'a> Advance<'a> {
         let g = Arc::new(graph::StoredGraph::decode(&bytes).map_err(FlowError::Invalid)?);
         graph::remember(id, g.clone());
         Ok(g)
+    }
+
+    /// Input `index` of graph node `d` is `value`: it goes to the node's join, or (when it
+    /// is the node's only input) the node is ready.
+    fn graph_input(
+        &mut self,
+        graph: TaskId,
+        d: u32,
+        index: u32,
+        value: &Value,
+    ) -> Result<(), FlowError> {
+        let g = self.stored_graph(graph)?;
+        let node = g
+            .nodes
+            .get(d as usize)
+            .ok_or_else(|| FlowError::Invalid(format!("graph {graph} has no node {d}")))?;
+        if node.inputs <= 1 {
+            self.graph_ready(&g, graph, d, vec![value.clone()]);
+            return Ok(());
+        }
+        let encoded = serde_json::to_vec(value).map_err(|e| FlowError::Invalid(e.to_string()))?;
+        self.graph_pending.push(GraphJoin {
+            graph,
+            node: d,
+            id: node.id,
+            index,
+            size: node.inputs,
+            value: encoded,
+        });
+        Ok(())
+    }
+
+    /// Client task `id` produced `value`: the calls waiting for it get it (see `after`).
+    fn awaited_done(&mut self, id: TaskId, value: &Value) -> Result<(), FlowError> {
+        let waiting = match self.waiting.remove(&id) {
+            Some(w) => w,
+            None => self
+                .ctx
+                .backend
+                .shared()
+                .dict_entries(&after::waiting_dict(id))?,
+        };
+        for (entry, _) in waiting {
+            let Some((graph, d, index)) = after::decode_entry(&entry) else {
+                tracing::warn!(task_id = %id, "an unreadable entry among the calls waiting for a task");
+                continue;
+            };
+            match self.graph_input(graph, d, index, value) {
+                Err(FlowError::Invalid(reason)) => {
+                    // Its stored form expired or is wrong: that call cannot go on, the others do.
+                    tracing::warn!(task_id = %id, %graph, %reason, "a call waiting for a task cannot continue");
+                }
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The calls waiting for the failed client tasks in `awaited_failed` fail, and so do the
+    /// calls waiting for those, transitively. Each level's failure records are stored before
+    /// its waiting lists are read: a call registered meanwhile sees the record and fails
+    /// itself (see `after`).
+    fn settle_awaited_failures(&mut self) -> Result<(), BrokerError> {
+        let mut seen = std::collections::HashSet::new();
+        while !self.awaited_failed.is_empty() {
+            let level = std::mem::take(&mut self.awaited_failed);
+            let mut records = Vec::new();
+            let mut next = Vec::new();
+            for (id, key, error) in level {
+                if !seen.insert(id) {
+                    continue;
+                }
+                let waiting = self
+                    .ctx
+                    .backend
+                    .shared()
+                    .dict_entries(&after::waiting_dict(id))?;
+                let upstream = graph::dependency_failed(&key, &error);
+                for (entry, _) in waiting {
+                    let Some((graph_id, d, _)) = after::decode_entry(&entry) else {
+                        continue;
+                    };
+                    let g = match self.stored_graph(graph_id) {
+                        Ok(g) => g,
+                        Err(FlowError::Broker(e)) => return Err(e),
+                        Err(FlowError::Invalid(reason)) => {
+                            tracing::warn!(%graph_id, %reason, "a call waiting for a failed task is unknown");
+                            continue;
+                        }
+                    };
+                    let mut hit = vec![d];
+                    hit.extend(g.descendants(d));
+                    for n in hit {
+                        let Some(node) = g.nodes.get(n as usize) else {
+                            continue;
+                        };
+                        records.push(self.record(
+                            node.id,
+                            g.name_of(n),
+                            TaskState::Failure,
+                            None,
+                            Some(upstream.clone()),
+                        ));
+                        if node.awaited {
+                            next.push((node.id, key.clone(), error.clone()));
+                        }
+                    }
+                }
+            }
+            if !records.is_empty() {
+                self.ctx.backend.results().store(&records)?;
+            }
+            self.awaited_failed = next;
+        }
+        Ok(())
     }
 
     /// Graph node `node` produced `value`: each dependent gets it, in its join or (when it
@@ -582,6 +723,9 @@ impl<'a> Advance<'a> {
                         let mut env = Envelope::from_signature(sig);
                         env.id = node.id;
                         env.flow = vec![Frame::Graph { graph: id, node: d }];
+                        if node.awaited {
+                            env.flow.push(Frame::Awaited);
+                        }
                         self.out.push(env);
                     }
                     Err(reason) => self.graph_broken(g, d, format!("its arguments: {reason}")),
@@ -612,6 +756,10 @@ impl<'a> Advance<'a> {
         let error = TaskError::new(WORKFLOW_ERROR, format!("graph node {}: {reason}", node.key));
         let name = g.name_of(d).to_owned();
         self.failed(node.id, &name, error.clone());
+        if node.awaited {
+            self.awaited_failed
+                .push((node.id, node.key.clone(), error.clone()));
+        }
         self.graph_descendants_failed(g, d, &node.key, &error);
     }
 
@@ -828,6 +976,12 @@ impl<'a> Advance<'a> {
                 Frame::Graph { graph, node } => {
                     self.graph_finished(graph, node, value.clone())?;
                 }
+                Frame::Awaited => {
+                    if let Some(origin) = &self.origin {
+                        let id = origin.task_id;
+                        self.awaited_done(id, &value)?;
+                    }
+                }
                 // Its scope's count falls in `plan_many`, once the batch is settled.
                 Frame::Spawned { .. } => {}
                 Frame::Join {
@@ -894,6 +1048,11 @@ impl<'a> Advance<'a> {
                     Err(e) => tracing::warn!(error = %e, "the rest of a failed chain is unknown"),
                 },
                 Frame::Graph { graph, node } => self.graph_node_failed(graph, node, failure),
+                Frame::Awaited => self.awaited_failed.push((
+                    failure.task_id,
+                    after::task_key(&failure.task, failure.task_id),
+                    failure.error.clone(),
+                )),
                 Frame::Spawned { .. } => {}
                 Frame::Join { id, body, .. } => {
                     self.failed(id, GROUP_TASK, upstream.clone());

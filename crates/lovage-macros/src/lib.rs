@@ -539,6 +539,15 @@ fn expand(attr: Attr, func: ItemFn) -> syn::Result<TokenStream2> {
                 __p::TypedSignature::encode(Self::NAME, #args_tuple, #default_codec)
             }
 
+            /// A call whose arguments are values or futures of the parameters' types (Dask's
+            /// `client.submit(f, future, …)`): sent with a client's `submit_after`, it runs once
+            /// every future it takes has finished, with their values.
+            pub fn after(#(#arg_names: impl #p::IntoAfterArg<#arg_types>),*) -> #p::After<#value_ty> {
+                #[allow(unused_imports)]
+                use #p as __p;
+                __p::After::new(Self::NAME, #default_codec, ::std::vec![#(#p::IntoAfterArg::<#arg_types>::into_after_arg(#arg_names)),*])
+            }
+
             /// Sends a call with these arguments to a pool or a queue (Celery's `delay`).
             pub fn delay<D: #p::Dispatch>(to: &D, #(#arg_names: #arg_types),*) -> ::std::result::Result<D::Handle<#value_ty>, D::Error> {
                 to.dispatch(Self::s(#(#arg_names),*))

@@ -70,6 +70,10 @@ pub use lovage_broker::ScopeReport;
 /// `as_completed`, `wait`, `cancel`, `fire_and_forget`.
 pub use lovage_broker::futures;
 
+/// `client.submit_after(add::after(&fa, &fb))`: a call whose arguments are futures, released
+/// by the workers once its inputs are done (see [`lovage_flow::after`]).
+pub use lovage_flow::SubmitAfter;
+
 /// Bags: lazy partitioned collections (Dask's `dask.bag`), see [`lovage_collections::bag`].
 pub use lovage_collections::bag;
 

@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use lovage_core::{kinds, Signature, TaskError, TaskId, TypedSignature};
+use lovage_core::canvas::Frame;
+use lovage_core::{kinds, AfterArg, IntoAfterArg, Signature, TaskError, TaskId, TypedSignature};
 use lovage_pool::TaskHandle;
 use serde::de::DeserializeOwned;
 
@@ -113,7 +114,7 @@ impl Client {
         R: DeserializeOwned + Send + 'static,
     {
         sig.check()?;
-        let env = self.app.envelope(sig.into_signature());
+        let env = awaited(self.app.envelope(sig.into_signature()));
         let future = self.watch(env.id);
         if let Err(e) = self
             .app
@@ -142,7 +143,7 @@ impl Client {
         if self.inner.watch.contains(id) || self.app.backend().results().get(id)?.is_some() {
             return Ok(self.watch(id));
         }
-        let mut env = self.app.envelope(sig.into_signature());
+        let mut env = awaited(self.app.envelope(sig.into_signature()));
         env.id = id;
         let future = self.watch(id);
         if let Err(e) = self
@@ -189,7 +190,7 @@ impl Client {
             for item in items.by_ref().take(MAP_BATCH) {
                 let sig = f(item);
                 sig.check()?;
-                batch.push(self.app.envelope(sig.into_signature()));
+                batch.push(awaited(self.app.envelope(sig.into_signature())));
             }
             let first = out.len();
             out.extend(batch.iter().map(|env| self.watch(env.id)));
@@ -286,6 +287,16 @@ impl Client {
             .add(id, Box::new(Typed::new(completer, decode)));
         TaskFuture { id, handle }
     }
+}
+
+/// Marks a task whose future may become another call's argument: the worker that finishes
+/// it releases the calls waiting for it (`Client::submit_after` in lovage-flow). Costs the
+/// worker one read of the (usually empty) waiting list per task.
+pub(crate) fn awaited(mut env: crate::Envelope) -> crate::Envelope {
+    if !env.flow.contains(&Frame::Awaited) {
+        env.flow.push(Frame::Awaited);
+    }
+    env
 }
 
 /// FNV-1a over 128 bits: stable across processes and releases.
@@ -413,6 +424,43 @@ impl<R: Send + 'static> TaskFuture<R> {
         // When the revoke fails, the future has still ended and the error says the task may run.
         self.handle.cancel();
         app.revoke(self.id).map(|_| ())
+    }
+}
+
+/// A future where a call takes a `T` (`task::after(&future, …)`): the call waits for its task.
+impl<R> IntoAfterArg<R> for &TaskFuture<R> {
+    fn into_after_arg(self) -> AfterArg {
+        AfterArg::Future(self.id)
+    }
+}
+
+/// A future given away to a call (`task::after(future, …)`): the call still waits for its task.
+impl<R> IntoAfterArg<R> for TaskFuture<R> {
+    fn into_after_arg(self) -> AfterArg {
+        AfterArg::Future(self.id)
+    }
+}
+
+/// Futures given together where a call takes a `Vec<T>` (Dask's `client.submit(sum, futures)`):
+/// made by [`all`].
+#[derive(Debug, Clone)]
+pub struct AllOf<T> {
+    ids: Vec<TaskId>,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+/// The list of these futures' values, in order, as one argument of a call that takes a
+/// `Vec<T>`: `total::after(all(&futures))` waits for every one of them.
+pub fn all<T>(futures: &[TaskFuture<T>]) -> AllOf<T> {
+    AllOf {
+        ids: futures.iter().map(|f| f.id).collect(),
+        _t: std::marker::PhantomData,
+    }
+}
+
+impl<T> IntoAfterArg<Vec<T>> for AllOf<T> {
+    fn into_after_arg(self) -> AfterArg {
+        AfterArg::Futures(self.ids)
     }
 }
 

@@ -138,6 +138,19 @@ impl SharedState for RedisBackend {
         })
     }
 
+    fn dict_entries_many(&self, dicts: &[String]) -> Result<Vec<crate::shared::DictEntries>> {
+        if dicts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with_conn("shared dict entries", |c| {
+            let mut p = redis::pipe();
+            for d in dicts {
+                p.cmd("HGETALL").arg(self.dict_key(d));
+            }
+            p.query(c)
+        })
+    }
+
     fn dict_clear(&self, dict: &str) -> Result<()> {
         self.with_conn("shared dict clear", |c| {
             redis::cmd("DEL").arg(self.dict_key(dict)).query::<()>(c)

@@ -27,6 +27,9 @@ pub use list::SharedList;
 /// The longest name a shared dict or list may have, in bytes.
 pub const MAX_NAME_LEN: usize = 200;
 
+/// Every entry of one shared dict: (key, value) pairs.
+pub type DictEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Storage of named dicts (byte keys to byte values) and lists (of byte values) in a broker.
 /// Each method is one atomic step, safe from several threads and processes; a dict or list
 /// that was never written reads as empty.
@@ -71,6 +74,12 @@ pub trait SharedState: Send + Sync {
 
     /// Every entry of `dict`, read in one step (in no particular order).
     fn dict_entries(&self, dict: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Every entry of each of `dicts`, in order: one round trip where the backend allows (a
+    /// worker reads the waiting lists of a batch of finished tasks at once).
+    fn dict_entries_many(&self, dicts: &[String]) -> Result<Vec<DictEntries>> {
+        dicts.iter().map(|d| self.dict_entries(d)).collect()
+    }
 
     /// Removes every entry of `dict`.
     fn dict_clear(&self, dict: &str) -> Result<()>;

@@ -198,6 +198,7 @@ impl Plan<'_> {
                 next: Vec::new(),
                 held: held[x],
                 fused: Vec::new(),
+                awaited: false,
             });
         }
         let messages = fuse(&mut nodes);

@@ -1,0 +1,92 @@
+//! A call whose arguments may be futures of earlier calls (Dask's `client.submit(add, fa, fb)`).
+//!
+//! `#[lovage::task]` generates `add::after(a, b)`: each argument is a value of the parameter's
+//! type or a future of that type (a client future on a broker implements
+//! [`IntoAfterArg`]), so a future of a `String` where an `i64` goes does not build. The call
+//! is sent with a client's `submit_after` and runs once every future it takes has finished,
+//! with their values; the workers release it, not the caller.
+
+use std::marker::PhantomData;
+
+use serde::Serialize;
+
+use crate::{Codec, TaskId};
+
+/// One argument of an [`After`] call: a value known now (as JSON), or the result of the task
+/// `id` once it has finished.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AfterArg {
+    /// A value given now.
+    Value(serde_json::Value),
+    /// The result of task `id` (a future's task).
+    Future(TaskId),
+    /// The list of the results of these tasks, in order (futures given where a `Vec` goes).
+    Futures(Vec<TaskId>),
+    /// A value that could not be written as JSON; sending the call fails with this reason.
+    Invalid(String),
+}
+
+/// What an [`After`] call accepts where the task takes a `T`: a `T`, or a future of a `T`.
+pub trait IntoAfterArg<T> {
+    /// The argument.
+    fn into_after_arg(self) -> AfterArg;
+}
+
+impl<T: Serialize> IntoAfterArg<T> for T {
+    fn into_after_arg(self) -> AfterArg {
+        match serde_json::to_value(&self) {
+            Ok(v) => AfterArg::Value(v),
+            Err(e) => AfterArg::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// A call of the registered task `task` whose arguments may be futures; `R` is its return
+/// type. Made by `task::after(..)`.
+#[derive(Debug, Clone)]
+pub struct After<R> {
+    /// The registered task's name.
+    pub task: &'static str,
+    /// How its arguments are encoded when it is sent.
+    pub codec: Codec,
+    /// Its positional arguments.
+    pub args: Vec<AfterArg>,
+    ret: PhantomData<fn() -> R>,
+}
+
+impl<R> After<R> {
+    /// A call of `task` with `args` (what `task::after` builds).
+    pub fn new(task: &'static str, codec: Codec, args: Vec<AfterArg>) -> Self {
+        After {
+            task,
+            codec,
+            args,
+            ret: PhantomData,
+        }
+    }
+
+    /// The ids of the tasks it waits for, in argument order (a task given twice appears twice).
+    pub fn inputs(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.args
+            .iter()
+            .flat_map(|a| match a {
+                AfterArg::Future(id) => std::slice::from_ref(id),
+                AfterArg::Futures(ids) => ids.as_slice(),
+                _ => &[] as &[TaskId],
+            })
+            .copied()
+    }
+
+    /// Refuses an argument that could not be written as JSON, naming its position.
+    pub fn check(&self) -> Result<(), String> {
+        for (i, a) in self.args.iter().enumerate() {
+            if let AfterArg::Invalid(reason) = a {
+                return Err(format!(
+                    "argument {i} of a call of {} cannot be written as JSON: {reason}",
+                    self.task
+                ));
+            }
+        }
+        Ok(())
+    }
+}
