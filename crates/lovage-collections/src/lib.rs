@@ -57,11 +57,18 @@ pub enum Error {
     },
 }
 
-/// Makes sure the built-in collection tasks (`lovage.array.*`) are registered in this
+/// Makes sure the built-in collection tasks (`lovage.array.*`, `lovage.bag.*`) are registered in this
 /// process and returns their names: a worker binary that runs collections calls it once
 /// (`lovage worker` does). An error names a task that is missing.
 pub fn register() -> Result<&'static [&'static str], TaskError> {
-    array::tasks::register()
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    array::tasks::register()?;
+    bag::register()?;
+    Ok(NAMES.get_or_init(|| {
+        let mut names = array::tasks::NAMES.to_vec();
+        names.extend(bag::TASKS);
+        names
+    }))
 }
 
 /// Runs what `outputs` needs (a handle, a tuple or a `Vec` of handles) and returns the values.
