@@ -4,6 +4,11 @@
 //! element-wise steps applied to it so far, composed into one function that pushes items into a
 //! sink. Steps add no nodes; a reduction (or `compute`) adds one node per partition running
 //! the whole chain, then a tree of combining nodes.
+//!
+//! A bag whose sources are data and whose steps are registered tasks (`map_task`,
+//! `filter_task`, `flat_map_task`) also keeps itself as data (`tasks::Plan`); its reductions
+//! are then the registered tasks of `tasks.rs`, which run on a process pool and on a broker's
+//! workers as well as locally, with the same results.
 
 mod reduce;
 mod tasks;

@@ -340,7 +340,8 @@ impl<'g> Bag<'g, String> {
     /// How often each word (a run of non-ASCII-whitespace) occurs across the items. On a bag
     /// straight from [`read_text`](super::read_text) it counts over each partition's raw bytes,
     /// keeping words as borrowed slices in a per-partition hash map until the partition ends
-    /// (no allocation per line or per occurrence).
+    /// (no allocation per line or per occurrence). A bag that is data (`read_text`, task steps)
+    /// counts in registered tasks, so on every scheduler.
     pub fn word_frequencies(&self) -> Delayed<HashMap<String, u64>> {
         if let Some(plan) = &self.data {
             return finish_node(self.g, Agg::Words, plan.reduce(self.g, Agg::Words));
