@@ -22,9 +22,13 @@
 //! Arrays built from data (`random`, `full`, `zeros`, `ones`, and `scalar`, `apply`, `zip`,
 //! slicing and `rechunk` on them) reduce with registered tasks (`lovage.array.*`), so they run
 //! on a process pool and on a broker's workers too, with the same results; a worker process
-//! calls [`register`] once. Closures (`map`, `from_fn`, `map_blocks`, every bag step) cannot
-//! cross a process: [`compute`] on a process pool or a broker names the closure step and
-//! stops before anything runs.
+//! calls [`register`] once. So do bags whose sources are data (items, `read_text`,
+//! `read_jsonl`) and whose element-wise steps are registered tasks (`map_task`,
+//! `filter_task`, `flat_map_task`): their `count`, `sum`, `min`, `max`, `mean`,
+//! `frequencies`, `distinct`, `word_frequencies` and `compute` are `lovage.bag.*` tasks.
+//! Closures (`map`, `from_fn`, `map_blocks`, a bag's `map`/`filter`/`fold`…) cannot cross a
+//! process: [`compute`] on a process pool or a broker names the closure step and stops before
+//! anything runs.
 
 pub mod array;
 pub mod bag;
@@ -47,7 +51,8 @@ pub enum Error {
     #[error(
         "{op} runs a closure, which cannot cross processes: compute it with Inline or \
          Threads(&pool), not {scheduler} (arrays from random/full/zeros/ones with scalar, \
-         apply, zip, slicing and rechunk reduce on every scheduler)"
+         apply, zip, slicing and rechunk reduce on every scheduler, and so do bags whose \
+         steps are registered tasks: map_task, filter_task, flat_map_task)"
     )]
     Unsupported {
         /// `Processes` or `Broker`.
@@ -57,11 +62,18 @@ pub enum Error {
     },
 }
 
-/// Makes sure the built-in collection tasks (`lovage.array.*`) are registered in this
+/// Makes sure the built-in collection tasks (`lovage.array.*`, `lovage.bag.*`) are registered in this
 /// process and returns their names: a worker binary that runs collections calls it once
 /// (`lovage worker` does). An error names a task that is missing.
 pub fn register() -> Result<&'static [&'static str], TaskError> {
-    array::tasks::register()
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    array::tasks::register()?;
+    bag::register()?;
+    Ok(NAMES.get_or_init(|| {
+        let mut names = array::tasks::NAMES.to_vec();
+        names.extend(bag::TASKS);
+        names
+    }))
 }
 
 /// Runs what `outputs` needs (a handle, a tuple or a `Vec` of handles) and returns the values.

@@ -35,8 +35,71 @@ fn cut(items: &[i64], mut points: Vec<usize>) -> Vec<Vec<i64>> {
     out
 }
 
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "bag.triple")]
+fn triple(x: i64) -> i64 {
+    x * 3
+}
+
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "bag.even")]
+fn even(x: i64) -> bool {
+    x % 2 == 0
+}
+
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "bag.and_next")]
+fn and_next(x: i64) -> Vec<i64> {
+    vec![x, x + 1]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// The same steps as registered tasks (a bag that is data, reduced by `lovage.bag.*`).
+    #[test]
+    fn task_steps_and_reductions_match_serial(
+        items in prop::collection::vec(-50i64..50, 0..200),
+        points in prop::collection::vec(0usize..400, 0..12),
+    ) {
+        let parts = cut(&items, points);
+        let serial: Vec<i64> = items
+            .iter()
+            .map(|x| x * 3)
+            .filter(|x| x % 2 == 0)
+            .flat_map(|x| [x, x + 1])
+            .collect();
+        let mut seen = HashSet::new();
+        let distinct: Vec<i64> = serial.iter().copied().filter(|x| seen.insert(*x)).collect();
+        let mut freq = HashMap::new();
+        for &x in &serial {
+            *freq.entry(x).or_insert(0u64) += 1;
+        }
+        for s in schedulers() {
+            let g = Graph::new();
+            let b = Bag::from_partitions(&g, parts.clone())
+                .map_task::<i64>(triple::NAME)
+                .filter_task(even::NAME)
+                .flat_map_task::<i64>(and_next::NAME);
+            prop_assert_eq!(b.compute(s).unwrap(), serial.clone());
+            let got = compute(
+                &g,
+                s,
+                (b.count(), b.sum(), b.min(), b.max(), b.distinct(), b.frequencies()),
+            )
+            .unwrap();
+            prop_assert_eq!(
+                got,
+                (
+                    serial.len() as u64,
+                    serial.iter().sum::<i64>(),
+                    serial.iter().min().copied(),
+                    serial.iter().max().copied(),
+                    distinct.clone(),
+                    freq.clone(),
+                )
+            );
+            // No closure node: the whole computation could go to a process pool or a broker.
+            prop_assert!(g.closure_steps(&b.count()).unwrap().is_empty());
+        }
+    }
 
     #[test]
     fn steps_and_reductions_match_serial(

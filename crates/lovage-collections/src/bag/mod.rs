@@ -4,8 +4,14 @@
 //! element-wise steps applied to it so far, composed into one function that pushes items into a
 //! sink. Steps add no nodes; a reduction (or `compute`) adds one node per partition running
 //! the whole chain, then a tree of combining nodes.
+//!
+//! A bag whose sources are data and whose steps are registered tasks (`map_task`,
+//! `filter_task`, `flat_map_task`) also keeps itself as data (`tasks::Plan`); its reductions
+//! are then the registered tasks of `tasks.rs`, which run on a process pool and on a broker's
+//! workers as well as locally, with the same results.
 
 mod reduce;
+mod tasks;
 mod text;
 
 use std::any::Any;
@@ -16,7 +22,23 @@ use lovage_graph::{Delayed, Graph, Scheduler};
 
 use crate::{internal, Error};
 
+pub use tasks::Data;
 pub use text::{read_jsonl, read_text, OnError};
+
+use tasks::{Plan, Source, StepKind};
+
+/// The names of the built-in bag tasks (`lovage.bag.partial`, `.combine`, `.finish`).
+pub(crate) const TASKS: [&str; 3] = tasks::NAMES;
+
+/// Keeps the built-in bag tasks linked and checks that they are registered.
+pub(crate) fn register() -> Result<(), TaskError> {
+    tasks::keep_linked();
+    let registry = lovage_core::Registry::global();
+    for name in TASKS {
+        registry.get(name)?;
+    }
+    Ok(())
+}
 
 /// What a bag holds: any `Clone + Send + Sync` value.
 pub trait Item: Clone + Send + Sync + 'static {}
@@ -62,9 +84,12 @@ impl<T: Item> Part<T> {
 pub struct Bag<'g, T> {
     pub(crate) g: &'g Graph,
     pub(crate) parts: Vec<Part<T>>,
-    /// Set by `read_text` while the bag is exactly the files' lines: `word_frequencies` then
-    /// counts over the raw bytes instead of building a `String` per line.
-    pub(crate) text: Option<Arc<Vec<text::TextRange>>>,
+    /// The bag as data while its sources are and every step is a registered task: its
+    /// reductions are then registered tasks too (`lovage.bag.*`) and run on every scheduler.
+    pub(crate) data: Option<Plan<T>>,
+    /// The items of each partition (`Vec<T>`) while the bag is exactly what `from_iter` or
+    /// `from_partitions` was given: a task step turns them into data (it knows `T: Data`).
+    pub(crate) raw: Option<Vec<Chunk>>,
 }
 
 impl<T> Clone for Bag<'_, T> {
@@ -72,7 +97,8 @@ impl<T> Clone for Bag<'_, T> {
         Bag {
             g: self.g,
             parts: self.parts.clone(),
-            text: self.text.clone(),
+            data: self.data.clone(),
+            raw: self.raw.clone(),
         }
     }
 }
@@ -114,17 +140,22 @@ impl<'g, T: Item> Bag<'g, T> {
 
     /// A bag whose partitions are exactly `partitions` (empty ones allowed).
     pub fn from_partitions(g: &'g Graph, partitions: Vec<Vec<T>>) -> Self {
-        let parts = partitions
+        let raw: Vec<Chunk> = partitions
             .into_iter()
+            .map(|p| Arc::new(p) as Chunk)
+            .collect();
+        let parts = raw
+            .iter()
             .map(|p| Part {
-                input: Some(g.value(Arc::new(p) as Chunk)),
+                input: Some(g.value(p.clone())),
                 pipe: emit_vec::<T>(),
             })
             .collect();
         Bag {
             g,
             parts,
-            text: None,
+            data: None,
+            raw: Some(raw),
         }
     }
 
@@ -150,7 +181,8 @@ impl<'g, T: Item> Bag<'g, T> {
                     pipe: wrap(&p.pipe),
                 })
                 .collect(),
-            text: None,
+            data: None,
+            raw: None,
         }
     }
 
@@ -257,7 +289,8 @@ impl<'g, T: Item> Bag<'g, T> {
         Bag {
             g: self.g,
             parts,
-            text: None,
+            data: None,
+            raw: None,
         }
     }
 
@@ -283,10 +316,118 @@ impl<'g, T: Item> Bag<'g, T> {
             .collect()
     }
 
-    /// Every item, in partition order.
+    /// Every item, in partition order. A bag that is data (see [`map_task`](Self::map_task))
+    /// gathers them with registered tasks, so it computes on every scheduler.
     pub fn compute(&self, scheduler: Scheduler<'_>) -> Result<Vec<T>, Error> {
+        if let Some(plan) = &self.data {
+            let acc = plan.reduce(self.g, tasks::Agg::Items);
+            return crate::compute(
+                self.g,
+                scheduler,
+                (plan.typed.all)(self.g, tasks::Agg::Items, acc),
+            );
+        }
         let parts = crate::compute(self.g, scheduler, self.partitions())?;
         Ok(parts.iter().flat_map(|p| p.iter().cloned()).collect())
+    }
+}
+
+impl<'g, T: Data> Bag<'g, T> {
+    /// A bag of `items` in `npartitions` partitions, as [`from_iter`](Self::from_iter), whose
+    /// items travel as data: its reductions run on every scheduler (a process pool, a broker's
+    /// workers) even before any task step.
+    pub fn from_data(
+        g: &'g Graph,
+        items: impl IntoIterator<Item = T>,
+        npartitions: usize,
+    ) -> Result<Self, Error> {
+        let mut bag = Self::from_iter(g, items, npartitions);
+        bag.data = Some(Plan::new(bag.sources()?.ok_or_else(|| {
+            Error::Input("from_data: the partitions are not the given items".into())
+        })?));
+        Ok(bag)
+    }
+
+    /// The partitions' items as data sources while the bag is exactly what `from_iter` or
+    /// `from_partitions` was given (`None` otherwise).
+    fn sources(&self) -> Result<Option<Vec<Source>>, Error> {
+        let Some(raw) = &self.raw else {
+            return Ok(None);
+        };
+        raw.iter()
+            .map(|chunk| {
+                let items = chunk.downcast_ref::<Vec<T>>().ok_or_else(|| {
+                    Error::Input("a bag partition holds items of another type".into())
+                })?;
+                items
+                    .iter()
+                    .map(|x| {
+                        serde_json::to_value(x).map_err(|e| {
+                            Error::Input(format!("a bag item cannot be written as JSON: {e}"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Source::Items)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// A bag with one more step, the registered task `task`, as data when this bag is.
+    fn task_step<U: Data>(&self, kind: StepKind, task: &str) -> Bag<'g, U> {
+        let plan = match (&self.data, self.sources()) {
+            (Some(plan), _) => Some(plan.then::<U>(kind, task)),
+            (None, Ok(Some(sources))) => Some(Plan::<T>::new(sources).then::<U>(kind, task)),
+            // Items that cannot be written as JSON: the step runs locally and fails there.
+            (None, _) => None,
+        };
+        let steps = vec![tasks::Step {
+            kind,
+            task: task.to_owned(),
+        }];
+        let mut bag = self.step(move |prev| {
+            let (prev, steps) = (prev.clone(), steps.clone());
+            Arc::new(move |input: Option<&Chunk>, sink: Sink<'_, U>| {
+                prev(input, &mut |x: T| {
+                    let v = serde_json::to_value(&x).map_err(|e| {
+                        crate::data_error(format!("a bag item cannot be written as JSON: {e}"))
+                    })?;
+                    tasks::run_steps(&steps, v, &mut |y| {
+                        sink(serde_json::from_value(y).map_err(|e| {
+                            crate::data_error(format!(
+                                "{}: its answer is not a bag item of the expected type: {e}",
+                                steps[0].task
+                            ))
+                        })?)
+                    })
+                })
+            })
+        });
+        bag.data = plan;
+        bag
+    }
+
+    /// Applies the registered task `task` (its name, `my_task::NAME`: a `#[lovage::task]`
+    /// with one argument, a `T`, answering a `U`) to every item. Unlike [`map`](Self::map),
+    /// this runs on every scheduler: on a bag that is data (from `from_iter`,
+    /// `from_partitions`, `from_data`, `read_text` or `read_jsonl`, and task steps only), the
+    /// reductions are registered tasks too, one per partition running every item through the
+    /// task bodies in process (no message per item). Items cross as JSON values between steps.
+    pub fn map_task<U: Data>(&self, task: &str) -> Bag<'g, U> {
+        self.task_step(StepKind::Map, task)
+    }
+
+    /// Keeps the items for which the registered task `task` (one argument, a `T`; answering a
+    /// `bool`) answers `true`. Runs on every scheduler, as [`map_task`](Self::map_task).
+    pub fn filter_task(&self, task: &str) -> Bag<'g, T> {
+        self.task_step(StepKind::Filter, task)
+    }
+
+    /// Replaces every item by the items the registered task `task` (one argument, a `T`;
+    /// answering a list of `U`) answers. Runs on every scheduler, as
+    /// [`map_task`](Self::map_task).
+    pub fn flat_map_task<U: Data>(&self, task: &str) -> Bag<'g, U> {
+        self.task_step(StepKind::FlatMap, task)
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use lovage_graph::Delayed;
 
-use super::{Bag, Chunk, Item};
+use super::tasks::{finish_node, Agg};
+use super::{Bag, Chunk, Data, Item};
 use crate::combine::{finish, tree};
 
 pub use crate::combine::SPLIT_EVERY;
@@ -107,6 +108,9 @@ impl<'g, T: Item> Bag<'g, T> {
 
     /// The number of items.
     pub fn count(&self) -> Delayed<u64> {
+        if let Some(plan) = &self.data {
+            return finish_node(self.g, Agg::Count, plan.reduce(self.g, Agg::Count));
+        }
         let acc = self.aggregate(|| 0u64, |n, _| *n += 1, |a, b| *a += *b, SPLIT_EVERY);
         finish(self.g, acc, |n| *n)
     }
@@ -117,6 +121,9 @@ impl<'g, T: Item> Bag<'g, T> {
     where
         T: PartialOrd,
     {
+        if let Some(plan) = &self.data {
+            return (plan.typed.opt)(self.g, Agg::Min, plan.reduce(self.g, Agg::Min));
+        }
         self.reduce(|a, b| if b < a { b } else { a })
     }
 
@@ -125,6 +132,9 @@ impl<'g, T: Item> Bag<'g, T> {
     where
         T: PartialOrd,
     {
+        if let Some(plan) = &self.data {
+            return (plan.typed.opt)(self.g, Agg::Max, plan.reduce(self.g, Agg::Max));
+        }
         self.reduce(|a, b| if b > a { b } else { a })
     }
 
@@ -133,6 +143,9 @@ impl<'g, T: Item> Bag<'g, T> {
     where
         T: std::ops::Add<Output = T> + Default,
     {
+        if let Some(plan) = &self.data {
+            return (plan.typed.one)(self.g, Agg::Sum, plan.reduce(self.g, Agg::Sum));
+        }
         self.fold(T::default(), |a, b| a + b, |a, b| a + b, SPLIT_EVERY)
     }
 
@@ -141,6 +154,9 @@ impl<'g, T: Item> Bag<'g, T> {
     where
         T: Into<f64>,
     {
+        if let Some(plan) = &self.data {
+            return finish_node(self.g, Agg::Mean, plan.reduce(self.g, Agg::Mean));
+        }
         let acc = self.aggregate(
             || (0u64, 0f64),
             |a, x| {
@@ -156,11 +172,16 @@ impl<'g, T: Item> Bag<'g, T> {
         finish(self.g, acc, |a| a.1 / a.0 as f64)
     }
 
-    /// How many times each distinct item occurs.
+    /// How many times each distinct item occurs. (Items are [`Data`] so that a bag that is
+    /// data counts with registered tasks, on every scheduler.)
     pub fn frequencies(&self) -> Delayed<HashMap<T, u64>>
     where
-        T: Hash + Eq,
+        T: Hash + Eq + Data,
     {
+        if let Some(plan) = &self.data {
+            let acc = plan.reduce(self.g, Agg::Frequencies);
+            return finish_node(self.g, Agg::Frequencies, acc);
+        }
         let acc = self.aggregate(
             HashMap::new,
             |m: &mut HashMap<T, u64>, x| *m.entry(x).or_insert(0) += 1,
@@ -210,6 +231,9 @@ impl<'g, T: Item> Bag<'g, T> {
     where
         T: Hash + Eq,
     {
+        if let Some(plan) = &self.data {
+            return (plan.typed.all)(self.g, Agg::Distinct, plan.reduce(self.g, Agg::Distinct));
+        }
         let acc = self.aggregate(
             || (Vec::<T>::new(), HashSet::<T>::new()),
             |(order, seen), x| {
@@ -289,7 +313,8 @@ impl<'g, T: Item> Bag<'g, T> {
                 .take(npartitions.max(1))
                 .cloned()
                 .collect(),
-            text: None,
+            data: None,
+            raw: None,
         };
         let acc = firsts.aggregate(
             Vec::new,
@@ -315,8 +340,12 @@ impl<'g> Bag<'g, String> {
     /// How often each word (a run of non-ASCII-whitespace) occurs across the items. On a bag
     /// straight from [`read_text`](super::read_text) it counts over each partition's raw bytes,
     /// keeping words as borrowed slices in a per-partition hash map until the partition ends
-    /// (no allocation per line or per occurrence).
+    /// (no allocation per line or per occurrence). A bag that is data (`read_text`, task steps)
+    /// counts in registered tasks, so on every scheduler.
     pub fn word_frequencies(&self) -> Delayed<HashMap<String, u64>> {
+        if let Some(plan) = &self.data {
+            return finish_node(self.g, Agg::Words, plan.reduce(self.g, Agg::Words));
+        }
         let merge = |m: &mut HashMap<String, u64>, other: &HashMap<String, u64>| {
             if m.is_empty() {
                 m.clone_from(other);
@@ -331,60 +360,28 @@ impl<'g> Bag<'g, String> {
                 }
             }
         };
-        let acc = match &self.text {
-            Some(ranges) => {
-                let partials = ranges
-                    .iter()
-                    .map(|r| {
-                        let r = r.clone();
-                        self.g.try_local_all(
-                            "bag-word-count",
-                            move |_: Vec<Chunk>| {
-                                let bytes = r.read()?;
-                                count_words(&bytes.bytes).map(Arc::new).map_err(|at| {
-                                    crate::data_error(format!(
-                                        "{}:{}: not UTF-8 text",
-                                        r.path.display(),
-                                        r.line_number(&bytes, at)
-                                    ))
-                                })
-                            },
-                            Vec::new(),
-                        )
-                    })
-                    .collect();
-                tree(
-                    self.g,
-                    partials,
-                    SPLIT_EVERY,
-                    "bag-combine",
-                    Arc::new(HashMap::new),
-                    Arc::new(merge),
-                )
-            }
-            None => self.aggregate(
-                HashMap::new,
-                |m: &mut HashMap<String, u64>, line: String| {
-                    for w in line.split_ascii_whitespace() {
-                        match m.get_mut(w) {
-                            Some(n) => *n += 1,
-                            None => {
-                                m.insert(w.to_string(), 1);
-                            }
+        let acc = self.aggregate(
+            HashMap::new,
+            |m: &mut HashMap<String, u64>, line: String| {
+                for w in line.split_ascii_whitespace() {
+                    match m.get_mut(w) {
+                        Some(n) => *n += 1,
+                        None => {
+                            m.insert(w.to_string(), 1);
                         }
                     }
-                },
-                merge,
-                SPLIT_EVERY,
-            ),
-        };
+                }
+            },
+            merge,
+            SPLIT_EVERY,
+        );
         finish(self.g, acc, HashMap::clone)
     }
 }
 
 /// Counts the words of `text` (UTF-8, split at ASCII whitespace) with borrowed keys; the error
 /// is the byte position of invalid UTF-8.
-fn count_words(text: &[u8]) -> Result<HashMap<String, u64>, usize> {
+pub(crate) fn count_words(text: &[u8]) -> Result<HashMap<String, u64>, usize> {
     if let Err(e) = std::str::from_utf8(text) {
         return Err(e.valid_up_to());
     }

@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use lovage_core::TaskError;
 use lovage_graph::{Delayed, Graph};
+use serde::{Deserialize, Serialize};
 
+use super::tasks::{Plan, Source};
 use super::{Bag, Chunk, Item, Part, Sink};
 use crate::{data_error, io_error, Error};
 
 /// How a file is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Compression {
     None,
     Gzip,
@@ -21,8 +23,8 @@ pub(crate) enum Compression {
 }
 
 /// One partition of a text source: the lines of `path` that begin in `start..end` (a whole
-/// file for a compressed one).
-#[derive(Debug, Clone)]
+/// file for a compressed one). It is data: a worker on the same host reads the range itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TextRange {
     pub(crate) path: PathBuf,
     pub(crate) start: u64,
@@ -144,6 +146,49 @@ pub(crate) fn for_each_line(
     Ok(())
 }
 
+/// Calls `sink` with every line of the range as text; a line that is not UTF-8 fails, naming
+/// the file and line.
+pub(crate) fn text_lines(
+    r: &TextRange,
+    sink: &mut dyn FnMut(&str) -> Result<(), TaskError>,
+) -> Result<(), TaskError> {
+    let bytes = r.read()?;
+    for_each_line(&bytes.bytes, |line, at| {
+        let s = std::str::from_utf8(line).map_err(|e| {
+            data_error(format!(
+                "{}:{}: not UTF-8 text: {e}",
+                r.path.display(),
+                r.line_number(&bytes, at)
+            ))
+        })?;
+        sink(s)
+    })
+}
+
+/// Calls `sink` with the JSON value of every non-blank line of the range; a malformed line
+/// fails naming the file and line, or is left out, as `on_error` says.
+pub(crate) fn json_lines(
+    r: &TextRange,
+    on_error: OnError,
+    sink: &mut dyn FnMut(serde_json::Value) -> Result<(), TaskError>,
+) -> Result<(), TaskError> {
+    let bytes = r.read()?;
+    for_each_line(&bytes.bytes, |line, at| {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        match serde_json::from_slice(line) {
+            Ok(v) => sink(v),
+            Err(_) if on_error == OnError::Skip => Ok(()),
+            Err(e) => Err(data_error(format!(
+                "{}:{}: invalid JSON: {e}",
+                r.path.display(),
+                r.line_number(&bytes, at)
+            ))),
+        }
+    })
+}
+
 /// The files `pattern` matches, sorted, cut into ranges of about `blocksize` bytes.
 fn ranges(pattern: &str, blocksize: Option<usize>) -> Result<Vec<TextRange>, Error> {
     let paths = glob::glob(pattern)
@@ -211,30 +256,22 @@ pub fn read_text<'g>(
             Part {
                 input: None,
                 pipe: Arc::new(move |_: Option<&Chunk>, sink: Sink<'_, String>| {
-                    let bytes = r.read()?;
-                    for_each_line(&bytes.bytes, |line, at| {
-                        let s = std::str::from_utf8(line).map_err(|e| {
-                            data_error(format!(
-                                "{}:{}: not UTF-8 text: {e}",
-                                r.path.display(),
-                                r.line_number(&bytes, at)
-                            ))
-                        })?;
-                        sink(s.to_string())
-                    })
+                    text_lines(&r, &mut |s| sink(s.to_string()))
                 }),
             }
         })
         .collect();
+    let sources = ranges.iter().cloned().map(Source::Lines).collect();
     Ok(Bag {
         g,
         parts,
-        text: Some(Arc::new(ranges)),
+        data: Some(Plan::new(sources)),
+        raw: None,
     })
 }
 
 /// What to do with a line that is not valid JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OnError {
     /// Fail the partition's task with an error naming the file and line.
     Fail,
@@ -252,34 +289,28 @@ pub fn read_jsonl<'g>(
 ) -> Result<Bag<'g, serde_json::Value>, Error> {
     let ranges = ranges(pattern, blocksize)?;
     let parts = ranges
-        .into_iter()
-        .map(|r| Part {
-            input: None,
-            pipe: Arc::new(
-                move |_: Option<&Chunk>, sink: Sink<'_, serde_json::Value>| {
-                    let bytes = r.read()?;
-                    for_each_line(&bytes.bytes, |line, at| {
-                        if line.iter().all(u8::is_ascii_whitespace) {
-                            return Ok(());
-                        }
-                        match serde_json::from_slice(line) {
-                            Ok(v) => sink(v),
-                            Err(_) if on_error == OnError::Skip => Ok(()),
-                            Err(e) => Err(data_error(format!(
-                                "{}:{}: invalid JSON: {e}",
-                                r.path.display(),
-                                r.line_number(&bytes, at)
-                            ))),
-                        }
-                    })
-                },
-            ),
+        .iter()
+        .map(|r| {
+            let r = r.clone();
+            Part {
+                input: None,
+                pipe: Arc::new(
+                    move |_: Option<&Chunk>, sink: Sink<'_, serde_json::Value>| {
+                        json_lines(&r, on_error, sink)
+                    },
+                ),
+            }
         })
+        .collect();
+    let sources = ranges
+        .into_iter()
+        .map(|range| Source::Json { range, on_error })
         .collect();
     Ok(Bag {
         g,
         parts,
-        text: None,
+        data: Some(Plan::new(sources)),
+        raw: None,
     })
 }
 

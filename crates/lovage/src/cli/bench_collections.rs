@@ -58,7 +58,12 @@ pub struct Args {
     /// on `--redis`, under a fresh key prefix). Comma-separated.
     #[arg(long, value_delimiter = ',')]
     array_on: Vec<ArrayOn>,
-    /// The Redis server for `--array-on redis`.
+    /// Also take the word count on these schedulers (as `--array-on`, started after the array
+    /// runs): a bag from `read_text` is data, so its partitions' tasks read their byte ranges
+    /// in the pool's children or the workers (same host) and only the counts travel.
+    #[arg(long, value_delimiter = ',')]
+    wordcount_on: Vec<ArrayOn>,
+    /// The Redis server for `--array-on redis` and `--wordcount-on redis`.
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     redis: String,
     /// Mostly the array mean: the word count and the fold shrink to 1 MB of text and 1,000
@@ -342,6 +347,27 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     }
     let (wc, wc_lo, wc_hi) = stats(wc);
     let mbps = |s: f64| bytes as f64 / 1e6 / s;
+    // The same word count on the other schedulers, each started only now.
+    let mut wc_on = Vec::new();
+    for &on in &a.wordcount_on {
+        let other = Other::start(on, workers, &a.redis)?;
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let g = Graph::new();
+            let words = read_text(&g, &pattern, Some(a.blocksize))?.word_frequencies();
+            let counts = lovage::collections::compute(&g, other.scheduler(), words)?;
+            times.push(t.elapsed().as_secs_f64());
+            anyhow::ensure!(
+                counts.len() == distinct,
+                "the word count on {} found {} distinct words, on threads {distinct}",
+                on.label(),
+                counts.len()
+            );
+        }
+        drop(other);
+        wc_on.push((on, stats(times)));
+    }
 
     // 3. Fold of integers.
     let mut fold = Vec::new();
@@ -413,6 +439,26 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         ),
         "target ≥ 200 MB/s".into(),
     ]);
+    for (on, (m, lo, hi)) in &wc_on {
+        t.row(vec![
+            format!(
+                "the same word count on {} ({workers} {})",
+                on.label(),
+                if *on == ArrayOn::Processes {
+                    "child processes"
+                } else {
+                    "worker processes × 1 slot"
+                }
+            ),
+            format!(
+                "{m:.3} s = {:.0} MB/s ({:.0}–{:.0})",
+                mbps(*m),
+                mbps(*hi),
+                mbps(*lo)
+            ),
+            format!("{:.2}× threads", m / wc),
+        ]);
+    }
     t.row(vec![
         format!(
             "bag fold of {} ints ({} partitions)",
@@ -451,6 +497,15 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         "wordcount_s": wc,
         "wordcount_mb_per_s": mbps(wc),
         "wordcount_mb_per_s_range": [mbps(wc_hi), mbps(wc_lo)],
+        "wordcount_on": wc_on
+            .iter()
+            .map(|(on, (m, lo, hi))| {
+                (
+                    on.label().to_owned(),
+                    json!({"s": m, "s_range": [lo, hi], "mb_per_s": mbps(*m)}),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>(),
         "fold_ints": a.fold,
         "fold_s": fold,
         "fold_s_range": [fold_lo, fold_hi],

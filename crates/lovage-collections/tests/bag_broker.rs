@@ -1,0 +1,482 @@
+//! Bags on every scheduler (issue 17, item 4): a bag whose steps are registered tasks
+//! (`map_task`, `filter_task`, `flat_map_task`) over `from_iter` items, `read_text` byte ranges
+//! and `read_jsonl` gives the same results on `Inline`, `Threads`, a process pool, a memory
+//! broker with a worker in this process, and SQLite and Redis brokers with two worker processes
+//! each, all checked against the answer computed serially here. A closure step is still refused
+//! before anything is sent, and a task step's errors come back named.
+//!
+//! The process pool's children and the broker's worker processes are this test binary started
+//! again (so they know its tasks), hence `harness = false`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to fail
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Trial};
+use lovage_broker::{connect, App};
+use lovage_collections::bag::{read_jsonl, read_text, Bag, OnError};
+use lovage_collections::{compute, Error};
+use lovage_graph::{Broker, Graph, Inline, Processes, Scheduler, Threads};
+use lovage_macros::task;
+use lovage_pool::{ProcessPool, ThreadPool};
+use lovage_worker::{PoolKind, Worker, WorkerConfig};
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.split_words")]
+fn split_words(line: String) -> Vec<String> {
+    line.split_ascii_whitespace().map(str::to_owned).collect()
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.lower")]
+fn lower(word: String) -> String {
+    word.to_lowercase()
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.is_long")]
+fn is_long(word: String) -> bool {
+    word.len() > 4
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.square")]
+fn square(x: i32) -> i32 {
+    x * x
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.odd")]
+fn odd(x: i32) -> bool {
+    x % 2 != 0
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.halve")]
+fn halve(x: f64) -> f64 {
+    x / 2.0
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.level")]
+fn level(record: serde_json::Value) -> Result<String, String> {
+    match record.get("level").and_then(|l| l.as_str()) {
+        Some(l) => Ok(l.to_owned()),
+        None => Err(format!("no level in {record}")),
+    }
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.never")]
+fn never(_x: i32) -> bool {
+    false
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.not_a_bool")]
+fn not_a_bool(x: i32) -> i32 {
+    x
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.pid")]
+fn pid(_x: i32) -> u32 {
+    std::process::id()
+}
+
+/// The step tasks ran in other processes, not in this one.
+fn ran_elsewhere(sched: Scheduler<'_>) {
+    let g = Graph::new();
+    let pids = Bag::from_iter(&g, 0..32i32, 8)
+        .map_task::<u32>(pid::NAME)
+        .distinct();
+    let pids = compute(&g, sched, pids).unwrap();
+    assert!(
+        !pids.is_empty() && !pids.contains(&std::process::id()),
+        "{pids:?}"
+    );
+}
+
+const WORDS: [&str; 12] = [
+    "Lovage",
+    "celery",
+    "DASK",
+    "bag",
+    "Partition",
+    "worker",
+    "broker",
+    "the",
+    "a",
+    "Graph",
+    "lovage",
+    "Celery",
+];
+
+/// A directory of text files (one with a line longer than a partition, one with a CRLF line
+/// and no final newline) and a JSON-lines log with a malformed line.
+fn data_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = fastrand::Rng::with_seed(17);
+        for f in 0..3 {
+            let mut out = std::fs::File::create(dir.path().join(format!("{f}.txt"))).unwrap();
+            for line in 0..120 {
+                let n = if line == 7 { 400 } else { rng.usize(0..9) };
+                let words: Vec<&str> = (0..n).map(|_| WORDS[rng.usize(0..WORDS.len())]).collect();
+                write!(out, "{}", words.join(" ")).unwrap();
+                if !(f == 2 && line == 119) {
+                    write!(out, "{}", if line == 3 { "\r\n" } else { "\n" }).unwrap();
+                }
+            }
+        }
+        let mut log = std::fs::File::create(dir.path().join("log.jsonl")).unwrap();
+        for i in 0..200 {
+            let level = ["info", "warn", "error"][rng.usize(0..3)];
+            writeln!(log, "{{\"level\": \"{level}\", \"n\": {i}}}").unwrap();
+            if i == 50 {
+                writeln!(log, "{{not json").unwrap();
+            }
+        }
+        dir
+    })
+    .path()
+}
+
+/// Every line of the text files, in file order, serially.
+fn lines() -> Vec<String> {
+    let mut out = Vec::new();
+    for f in 0..3 {
+        let text = std::fs::read_to_string(data_dir().join(format!("{f}.txt"))).unwrap();
+        out.extend(text.lines().map(str::to_owned));
+    }
+    out
+}
+
+fn count<T: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>) -> HashMap<T, u64> {
+    let mut m = HashMap::new();
+    for x in items {
+        *m.entry(x).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Everything computed on `sched`, checked against the serial answers; also returned, so
+/// the floats can be compared bit for bit with `Inline`'s.
+fn check(name: &str, sched: Scheduler<'_>) -> (f64, f64) {
+    let g = Graph::new();
+    let pattern = format!("{}/*.txt", data_dir().display());
+    let text = read_text(&g, &pattern, Some(700)).unwrap();
+    assert!(
+        text.npartitions() > 3,
+        "{name}: several partitions per file"
+    );
+
+    // Word count over the files' byte ranges (read by the tasks, not sent).
+    let words = compute(&g, sched, text.word_frequencies()).unwrap();
+    let want_words = count(
+        lines()
+            .iter()
+            .flat_map(|l| l.split_ascii_whitespace().map(str::to_owned)),
+    );
+    assert_eq!(words, want_words, "{name}: word_frequencies");
+
+    // A pipeline of task steps, fused into one task per partition.
+    let long = text
+        .flat_map_task::<String>(split_words::NAME)
+        .map_task::<String>(lower::NAME)
+        .filter_task(is_long::NAME);
+    let (freq, n, distinct, longest, first) = compute(
+        &g,
+        sched,
+        (
+            long.frequencies(),
+            long.count(),
+            long.distinct(),
+            long.max(),
+            long.min(),
+        ),
+    )
+    .unwrap();
+    let serial: Vec<String> = lines()
+        .iter()
+        .flat_map(|l| l.split_ascii_whitespace().map(str::to_lowercase))
+        .filter(|w| w.len() > 4)
+        .collect();
+    assert_eq!(freq, count(serial.iter().cloned()), "{name}: frequencies");
+    assert_eq!(n, serial.len() as u64, "{name}: count");
+    let mut seen = HashSet::new();
+    let want_distinct: Vec<String> = serial
+        .iter()
+        .filter(|w| seen.insert(w.to_string()))
+        .cloned()
+        .collect();
+    assert_eq!(distinct, want_distinct, "{name}: distinct");
+    assert_eq!(longest, serial.iter().max().cloned(), "{name}: max");
+    assert_eq!(first, serial.iter().min().cloned(), "{name}: min");
+    assert_eq!(
+        compute(&g, sched, text.map_task::<String>(lower::NAME).count()).unwrap(),
+        lines().len() as u64,
+        "{name}: lines"
+    );
+
+    // Numbers from items given here, with empty partitions at the end.
+    let xs = Bag::from_iter(&g, -300..700i32, 7)
+        .map_task::<i32>(square::NAME)
+        .filter_task(odd::NAME);
+    let (sum, k, lo, hi, mean) = compute(
+        &g,
+        sched,
+        (xs.sum(), xs.count(), xs.min(), xs.max(), xs.mean()),
+    )
+    .unwrap();
+    let want: Vec<i32> = (-300..700i32)
+        .map(|x| x * x)
+        .filter(|x| x % 2 != 0)
+        .collect();
+    assert_eq!(sum, want.iter().sum::<i32>(), "{name}: sum");
+    assert_eq!(k, want.len() as u64, "{name}: count");
+    assert_eq!(
+        (lo, hi),
+        (want.iter().min().copied(), want.iter().max().copied()),
+        "{name}"
+    );
+    let want_mean = want.iter().map(|&x| f64::from(x)).sum::<f64>() / want.len() as f64;
+    assert!((mean - want_mean).abs() < 1e-9 * want_mean, "{name}: mean");
+    assert_eq!(xs.compute(sched).unwrap(), want, "{name}: compute");
+    let few = Bag::from_iter(&g, 1..4i32, 6).map_task::<i32>(square::NAME);
+    let (s, m, none) = compute(
+        &g,
+        sched,
+        (few.sum(), few.max(), few.filter_task(never::NAME).max()),
+    )
+    .unwrap();
+    assert_eq!(
+        (s, m, none),
+        (14, Some(9), None),
+        "{name}: empty partitions"
+    );
+
+    // Floats: a sum that is not exact, and an empty mean (NaN) through every encoding.
+    let fs = Bag::from_data(&g, (0..999).map(|i| f64::from(i) * 0.1), 5)
+        .unwrap()
+        .map_task::<f64>(halve::NAME);
+    let empty = Bag::from_data(&g, Vec::<f64>::new(), 3).unwrap();
+    let (fsum, nan) = compute(&g, sched, (fs.sum(), empty.mean())).unwrap();
+    let want_fsum: f64 = (0..999).map(|i| f64::from(i) * 0.1 / 2.0).sum();
+    assert!(
+        (fsum - want_fsum).abs() < 1e-9 * want_fsum,
+        "{name}: float sum"
+    );
+    assert!(nan.is_nan(), "{name}: mean of nothing");
+
+    // JSON lines: a malformed line skipped, levels counted by a task.
+    let logs = read_jsonl(
+        &g,
+        &format!("{}/*.jsonl", data_dir().display()),
+        Some(1000),
+        OnError::Skip,
+    )
+    .unwrap();
+    let levels = compute(
+        &g,
+        sched,
+        logs.map_task::<String>(level::NAME).frequencies(),
+    )
+    .unwrap();
+    let log = std::fs::read_to_string(data_dir().join("log.jsonl")).unwrap();
+    let want_levels = count(
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["level"].as_str().unwrap().to_owned()),
+    );
+    assert_eq!(levels, want_levels, "{name}: levels");
+
+    // Errors come back named: a malformed line, a task's own error, a filter that answers
+    // no bool, an unknown task.
+    let strict = read_jsonl(
+        &g,
+        &format!("{}/*.jsonl", data_dir().display()),
+        None,
+        OnError::Fail,
+    )
+    .unwrap();
+    let err = compute(&g, sched, strict.count()).unwrap_err().to_string();
+    assert!(err.contains("log.jsonl:52: invalid JSON"), "{name}: {err}");
+    let plain = Bag::from_iter(&g, [serde_json::json!({"n": 1})], 1);
+    let err = compute(&g, sched, plain.map_task::<String>(level::NAME).count())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no level in"), "{name}: {err}");
+    let err = compute(&g, sched, few.filter_task(not_a_bool::NAME).count())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a bool"), "{name}: {err}");
+    let err = compute(&g, sched, few.map_task::<i32>("bag_broker.nowhere").count())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bag_broker.nowhere"), "{name}: {err}");
+    (fsum, mean)
+}
+
+/// A closure step cannot cross processes: refused before anything runs, naming the step.
+fn closure_refused(sched: Scheduler<'_>, scheduler: &'static str) {
+    let g = Graph::new();
+    let b = Bag::from_iter(&g, 0..10i32, 2).map_task::<i32>(square::NAME);
+    let err = compute(&g, sched, b.map(|x| x + 1).count()).unwrap_err();
+    assert_eq!(
+        err,
+        Error::Unsupported {
+            scheduler,
+            op: "bag-partial".into()
+        }
+    );
+}
+
+fn threads() -> &'static ThreadPool {
+    static POOL: OnceLock<ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| ThreadPool::new(2))
+}
+
+/// Inline's answers, for the bit-for-bit comparison of the floats.
+fn inline() -> (f64, f64) {
+    static INLINE: OnceLock<(f64, f64)> = OnceLock::new();
+    *INLINE.get_or_init(|| check("inline", Inline))
+}
+
+fn same_floats(name: &str, got: (f64, f64)) {
+    let want = inline();
+    assert_eq!(
+        (got.0.to_bits(), got.1.to_bits()),
+        (want.0.to_bits(), want.1.to_bits()),
+        "{name}: {got:?} vs inline {want:?}"
+    );
+}
+
+/// A worker process: `worker|url|name`, two slots, the built-in collection tasks registered.
+fn worker_main(url: &str, name: &str) {
+    lovage_collections::register().unwrap();
+    let config = WorkerConfig {
+        concurrency: 2,
+        name: name.to_owned(),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(connect(url).unwrap(), config).unwrap();
+    lovage_worker::install_signal_handlers(worker.shutdown_handle()).unwrap();
+    worker.run().unwrap();
+}
+
+/// A child process of this binary, killed with -9 when dropped (a test that fails must not
+/// leave it running).
+struct Process(Child);
+
+impl Process {
+    fn worker(url: &str, name: &str) -> Process {
+        let exe = std::env::current_exe().unwrap();
+        let child = Command::new(exe)
+            .env("BAG_BROKER_ROLE", format!("worker|{url}|{name}"))
+            .env("LOVAGE_LOG", "warn")
+            .spawn()
+            .unwrap();
+        Process(child)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two worker processes on `url`, the same answers as serially and as `Inline`.
+fn on_broker(url: &str, name: &str) {
+    let _a = Process::worker(url, "bag-a");
+    let _b = Process::worker(url, "bag-b");
+    let app = App::with_backend(connect(url).unwrap());
+    let client = app.client().unwrap();
+    same_floats(name, check(name, Broker(&client)));
+    closure_refused(Broker(&client), "Broker");
+    ran_elsewhere(Broker(&client));
+}
+
+fn redis_base() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// Deletes a Redis prefix's keys when dropped.
+struct RedisPrefix(String);
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(redis_base()) else {
+            return;
+        };
+        let Ok(mut c) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.0))
+            .query(&mut c)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut c);
+        }
+    }
+}
+
+fn main() {
+    lovage_pool::child_main();
+    if let Ok(role) = std::env::var("BAG_BROKER_ROLE") {
+        match role.split('|').collect::<Vec<_>>()[..] {
+            ["worker", url, name] => worker_main(url, name),
+            _ => panic!("bad BAG_BROKER_ROLE {role:?}"),
+        }
+        return;
+    }
+    let args = Arguments::from_args();
+    let trials = vec![
+        Trial::test("bags_on_local_schedulers_match_serial", || {
+            inline();
+            same_floats("threads", check("threads", Threads(threads())));
+            Ok(())
+        }),
+        Trial::test("bags_on_a_process_pool_match_serial", || {
+            let pool = ProcessPool::new(2);
+            same_floats("processes", check("processes", Processes(&pool)));
+            closure_refused(Processes(&pool), "Processes");
+            ran_elsewhere(Processes(&pool));
+            Ok(())
+        }),
+        Trial::test("bags_on_a_memory_broker_match_serial", || {
+            let url = format!("memory://bag-broker-{}", lovage_core::TaskId::new());
+            let backend = connect(&url).unwrap();
+            let config = WorkerConfig {
+                pool: PoolKind::Threads,
+                concurrency: 2,
+                poll: Duration::from_millis(20),
+                ..WorkerConfig::default()
+            };
+            let worker = Worker::new(backend.clone(), config).unwrap();
+            let stop = worker.shutdown_handle();
+            let running = std::thread::spawn(move || worker.run());
+            let client = App::with_backend(backend).client().unwrap();
+            same_floats("broker memory", check("broker memory", Broker(&client)));
+            closure_refused(Broker(&client), "Broker");
+            drop(client);
+            stop.graceful();
+            running.join().unwrap().unwrap();
+            Ok(())
+        }),
+        Trial::test("bags_on_sqlite_workers_match_serial", || {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("bags.db");
+            on_broker(&format!("sqlite://{}", file.display()), "broker sqlite");
+            Ok(())
+        }),
+        Trial::test("bags_on_redis_workers_match_serial", || {
+            let prefix = RedisPrefix(format!("lovage-test-{}", lovage_core::TaskId::new()));
+            on_broker(
+                &format!("{}?prefix={}", redis_base(), prefix.0),
+                "broker redis",
+            );
+            Ok(())
+        }),
+    ];
+    libtest_mimic::run(&args, trials).exit();
+}
