@@ -13,9 +13,10 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::time::Duration;
+
+mod common;
 
 use libtest_mimic::{Arguments, Trial};
 use lovage_broker::{connect, App};
@@ -24,6 +25,7 @@ use lovage_collections::{compute, Error};
 use lovage_graph::{Broker, Graph, Inline, Processes, Scheduler, Threads};
 use lovage_macros::task;
 use lovage_pool::{ProcessPool, ThreadPool};
+use lovage_testkit::on_brokers;
 use lovage_worker::{PoolKind, Worker, WorkerConfig};
 
 #[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.split_words")]
@@ -348,46 +350,10 @@ fn same_floats(name: &str, got: (f64, f64)) {
     );
 }
 
-/// A worker process: `worker|url|name`, two slots, the built-in collection tasks registered.
-fn worker_main(url: &str, name: &str) {
-    lovage_collections::register().unwrap();
-    let config = WorkerConfig {
-        concurrency: 2,
-        name: name.to_owned(),
-        ..WorkerConfig::default()
-    };
-    let worker = Worker::new(connect(url).unwrap(), config).unwrap();
-    lovage_worker::install_signal_handlers(worker.shutdown_handle()).unwrap();
-    worker.run().unwrap();
-}
-
-/// A child process of this binary, killed with -9 when dropped (a test that fails must not
-/// leave it running).
-struct Process(Child);
-
-impl Process {
-    fn worker(url: &str, name: &str) -> Process {
-        let exe = std::env::current_exe().unwrap();
-        let child = Command::new(exe)
-            .env("BAG_BROKER_ROLE", format!("worker|{url}|{name}"))
-            .env("LOVAGE_LOG", "warn")
-            .spawn()
-            .unwrap();
-        Process(child)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Two worker processes on `url`, the same answers as serially and as `Inline`.
 fn on_broker(url: &str, name: &str) {
-    let _a = Process::worker(url, "bag-a");
-    let _b = Process::worker(url, "bag-b");
+    let _a = common::worker(url, "bag-a");
+    let _b = common::worker(url, "bag-b");
     let app = App::with_backend(connect(url).unwrap());
     let client = app.client().unwrap();
     same_floats(name, check(name, Broker(&client)));
@@ -395,42 +361,13 @@ fn on_broker(url: &str, name: &str) {
     ran_elsewhere(Broker(&client));
 }
 
-fn redis_base() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
-/// Deletes a Redis prefix's keys when dropped.
-struct RedisPrefix(String);
-
-impl Drop for RedisPrefix {
-    fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(redis_base()) else {
-            return;
-        };
-        let Ok(mut c) = client.get_connection() else {
-            return;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.0))
-            .query(&mut c)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut c);
-        }
-    }
-}
-
 fn main() {
     lovage_pool::child_main();
-    if let Ok(role) = std::env::var("BAG_BROKER_ROLE") {
-        match role.split('|').collect::<Vec<_>>()[..] {
-            ["worker", url, name] => worker_main(url, name),
-            _ => panic!("bad BAG_BROKER_ROLE {role:?}"),
-        }
+    if common::serve_role() {
         return;
     }
     let args = Arguments::from_args();
-    let trials = vec![
+    let mut trials = vec![
         Trial::test("bags_on_local_schedulers_match_serial", || {
             inline();
             same_floats("threads", check("threads", Threads(threads())));
@@ -463,20 +400,16 @@ fn main() {
             running.join().unwrap().unwrap();
             Ok(())
         }),
-        Trial::test("bags_on_sqlite_workers_match_serial", || {
-            let dir = tempfile::tempdir().unwrap();
-            let file = dir.path().join("bags.db");
-            on_broker(&format!("sqlite://{}", file.display()), "broker sqlite");
-            Ok(())
-        }),
-        Trial::test("bags_on_redis_workers_match_serial", || {
-            let prefix = RedisPrefix(format!("lovage-test-{}", lovage_core::TaskId::new()));
-            on_broker(
-                &format!("{}?prefix={}", redis_base(), prefix.0),
-                "broker redis",
-            );
-            Ok(())
-        }),
     ];
+    trials.extend(on_brokers(
+        &["sqlite", "redis"],
+        "bags_on_workers_match_serial",
+        |f| {
+            on_broker(
+                &f.url,
+                &format!("broker {}", f.url.split(':').next().unwrap_or("?")),
+            )
+        },
+    ));
     libtest_mimic::run(&args, trials).exit();
 }

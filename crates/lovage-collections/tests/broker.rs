@@ -8,15 +8,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to fail
 
-use std::process::{Child, Command};
+mod common;
 
-use libtest_mimic::{Arguments, Trial};
+use libtest_mimic::Arguments;
 use lovage_broker::{connect, App};
 use lovage_collections::array::{Array, Func, Op};
 use lovage_collections::bag::Bag;
 use lovage_collections::{compute, Error};
 use lovage_graph::{Broker, Graph, Inline, Scheduler};
-use lovage_worker::{Worker, WorkerConfig};
+use lovage_testkit::on_brokers;
 
 /// Sum, mean, var, std, min, max (bits) and argmax.
 fn stats(g: &Graph, x: &Array<'_>, sched: Scheduler<'_>) -> ([u64; 6], usize) {
@@ -30,46 +30,10 @@ fn stats(g: &Graph, x: &Array<'_>, sched: Scheduler<'_>) -> ([u64; 6], usize) {
     ([s, m, v, sd, lo, hi].map(f64::to_bits), at)
 }
 
-/// A worker process: `worker|url|name`, two slots, the built-in collection tasks registered.
-fn worker_main(url: &str, name: &str) {
-    lovage_collections::register().unwrap();
-    let config = WorkerConfig {
-        concurrency: 2,
-        name: name.to_owned(),
-        ..WorkerConfig::default()
-    };
-    let worker = Worker::new(connect(url).unwrap(), config).unwrap();
-    lovage_worker::install_signal_handlers(worker.shutdown_handle()).unwrap();
-    worker.run().unwrap();
-}
-
-/// A child process of this binary, killed with -9 when dropped (a test that fails must not
-/// leave it running).
-struct Process(Child);
-
-impl Process {
-    fn worker(url: &str, name: &str) -> Process {
-        let exe = std::env::current_exe().unwrap();
-        let child = Command::new(exe)
-            .env("COLL_BROKER_ROLE", format!("worker|{url}|{name}"))
-            .env("LOVAGE_LOG", "warn")
-            .spawn()
-            .unwrap();
-        Process(child)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The test on one broker: two workers, the same arrays as `Inline`.
 fn same_on_broker(url: &str) {
-    let _a = Process::worker(url, "coll-a");
-    let _b = Process::worker(url, "coll-b");
+    let _a = common::worker(url, "coll-a");
+    let _b = common::worker(url, "coll-b");
     let app = App::with_backend(connect(url).unwrap());
     let client = app.client().unwrap();
     for chunks in [[200usize, 16], [333, 37]] {
@@ -124,52 +88,13 @@ fn same_on_broker(url: &str) {
     );
 }
 
-fn redis_base() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
-/// Deletes a Redis prefix's keys when dropped.
-struct RedisPrefix(String);
-
-impl Drop for RedisPrefix {
-    fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(redis_base()) else {
-            return;
-        };
-        let Ok(mut c) = client.get_connection() else {
-            return;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.0))
-            .query(&mut c)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut c);
-        }
-    }
-}
-
 fn main() {
-    if let Ok(role) = std::env::var("COLL_BROKER_ROLE") {
-        match role.split('|').collect::<Vec<_>>()[..] {
-            ["worker", url, name] => worker_main(url, name),
-            _ => panic!("bad COLL_BROKER_ROLE {role:?}"),
-        }
+    if common::serve_role() {
         return;
     }
     let args = Arguments::from_args();
-    let trials = vec![
-        Trial::test("sqlite_array_reductions_match_inline", || {
-            let dir = tempfile::tempdir().unwrap();
-            let file = dir.path().join("arrays.db");
-            same_on_broker(&format!("sqlite://{}", file.display()));
-            Ok(())
-        }),
-        Trial::test("redis_array_reductions_match_inline", || {
-            let prefix = RedisPrefix(format!("lovage-test-{}", lovage_core::TaskId::new()));
-            same_on_broker(&format!("{}?prefix={}", redis_base(), prefix.0));
-            Ok(())
-        }),
-    ];
+    let trials = on_brokers(&["sqlite", "redis"], "array_reductions_match_inline", |f| {
+        same_on_broker(&f.url)
+    });
     libtest_mimic::run(&args, trials).exit();
 }
