@@ -190,7 +190,7 @@ fn log_in_submit_watch_it_finish_and_revoke_in_a_real_browser() {
         .to_owned();
     let _worker = Killed(
         Command::new(BIN)
-            .args(["worker", "--concurrency", "2"])
+            .args(["worker", "--concurrency", "2", "--resources", "gpu=1"])
             .env("LOVAGE_BROKER", &url)
             .env("LOVAGE_LOG", "warn")
             .stdout(Stdio::null())
@@ -364,6 +364,10 @@ fn log_in_submit_watch_it_finish_and_revoke_in_a_real_browser() {
     driver.wait(
         "the worker's registered tasks",
         "const t = document.getElementById('registered'); return !!t && t.textContent.includes('lovage.sleep')",
+    );
+    driver.wait(
+        "the worker's resources",
+        "const kv = document.querySelector('main .kv'); return !!kv && kv.textContent.includes('gpu=1')",
     );
     std::thread::sleep(Duration::from_millis(300));
     driver.screenshot("worker");

@@ -90,6 +90,7 @@ const pages = {
       <div class="panel"><h2>Registered tasks</h2>${reply(registered, (xs) => xs.length ? `<table id="registered"><tr><th>Task</th><th>Limits</th></tr>${xs.map((x) => `<tr><td class="mono">${esc(x.name)}</td><td class="muted">${limit(x.limits)}</td></tr>`).join("")}</table>` : `<div class="empty">No tasks registered.</div>`)}</div>
       </div><div>
       <div class="panel kv"><div>Host</div><div>${esc(w.host)} (pid ${w.pid})</div><div>Pool</div><div>${esc(w.pool)}</div>
+      <div>Resources</div><div class="mono">${Object.entries(w.resources || {}).map(([n, u]) => `${esc(n)}=${u}`).join(", ") || "none"}</div>
       <div>Active</div><div>${fmt(w.active)}</div><div>Done</div><div>${fmt(w.tasks_done)}</div><div>Heartbeat</div><div>${ago(w.heartbeat)}</div><div>Started</div><div>${ago(w.started)}</div></div>
       <div class="panel"><h2>Queues</h2><table>${w.queues.map((q) => `<tr><td>${esc(q)}</td><td class="num admin-only">${w.online && w.queues.length > 1 ? `<button onclick="control('${esc(id)}', 'cancel_consumer', { queue: '${esc(q)}' })">Stop consuming</button>` : ""}</td></tr>`).join("")}</table>
         ${w.online ? `<form class="row admin-only" style="margin-top:10px" onsubmit="return workerForm(event, '${esc(id)}', 'add_consumer')"><input name="queue" placeholder="queue" required><button>Add consumer</button></form>` : ""}</div>
