@@ -59,6 +59,8 @@ impl SqliteBackend {
             .map_err(|e| self.err(op, e))?;
         let out = f(&tx).map_err(|e| self.err(op, e))?;
         tx.commit().map_err(|e| self.err(op, e))?;
+        drop(conn);
+        self.checkpoints.committed();
         Ok(out)
     }
 }

@@ -55,6 +55,7 @@ use rusqlite::Connection;
 use crate::{BrokerError, Result, Source, DEAD_LETTERS_KEPT};
 
 mod broker;
+mod checkpoint;
 mod conn;
 mod ops;
 mod results;
@@ -82,6 +83,8 @@ pub struct SqliteBackend {
     /// Names this backend in the `locks` table when it takes the purge (one process purges
     /// per interval).
     holder: String,
+    /// Copies the WAL back into the file off the writers' path.
+    checkpoints: checkpoint::Checkpointer,
 }
 
 impl SqliteBackend {
@@ -109,6 +112,9 @@ impl SqliteBackend {
         // One connection serves a worker's reserves, settles, heartbeats and waits: more
         // distinct statements than rusqlite's default cache of 16, which then re-prepares them.
         conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);
+        // Checkpoints are the `checkpoints` thread's job; SQLite's own is the backstop.
+        conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)
+            .map_err(|e| open_err(e.into()))?;
         let backend = SqliteBackend {
             path: path.clone(),
             conn: Mutex::new(conn),
@@ -117,6 +123,7 @@ impl SqliteBackend {
             dead_kept: AtomicUsize::new(DEAD_LETTERS_KEPT),
             rejected: Default::default(),
             holder: format!("{}:{}", std::process::id(), lovage_core::TaskId::new()),
+            checkpoints: checkpoint::Checkpointer::new(path.clone()),
         };
         backend.prepare_schema(app_id)?;
         Ok(backend)
