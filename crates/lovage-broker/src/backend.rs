@@ -94,6 +94,25 @@ pub trait Driver:
         }
         self.store_complete_publish(&[], leases, events)
     }
+
+    /// [`store_fall_complete`](Driver::store_fall_complete) for a batch whose tasks also held
+    /// back children spawned into scopes: the children rise and are sent first (as
+    /// [`enqueue_in_scope`](Driver::enqueue_in_scope)), so a scope never looks finished between
+    /// a parent's fall and its children's rise. SQLite does it all in one transaction; the
+    /// default sends the children, then settles.
+    fn spawn_store_fall_complete(
+        &self,
+        spawns: &[crate::ScopeSpawn],
+        records: &[ResultRecord],
+        falls: &[ScopeFall],
+        leases: &[Lease],
+        events: &[Event],
+    ) -> Result<()> {
+        for sp in spawns {
+            self.enqueue_in_scope(sp.scope, &sp.children, sp.repair)?;
+        }
+        self.store_fall_complete(records, falls, leases, events)
+    }
 }
 
 /// A broker and a result store opened from one URL. Cheap to clone (one `Arc`).

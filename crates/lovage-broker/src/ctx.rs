@@ -7,36 +7,98 @@
 //! (or a key), so a parent delivered again after a crash spawns the same ids, which
 //! `enqueue_once` and the scope's count take once.
 //!
+//! Children spawned into a scope are held back and sent with the task's outcome, in the same
+//! write as its record and its own fall out of the scope (one SQLite transaction; see
+//! [`Driver::spawn_store_fall_complete`](crate::Driver::spawn_store_fall_complete)): a crawled
+//! page and the links it found commit together, and a page killed before it settles sends
+//! nothing (its next delivery spawns the same ids). They go earlier whenever the task might
+//! wait for them: before any blocking wait, and when it reaches the broker itself through
+//! [`TaskCtx::client`] or [`TaskCtx::app`].
+//!
 //! Waiting inside a task never holds a slot: a blocking wait on a future
 //! (`TaskFuture::result`, `wait`, …) gives the task's slot back to the worker and a stand-in
 //! thread takes its place in the pool until the wait is over (an implicit
 //! `secede`/`rejoin`), so a tree of parents waiting on their children cannot deadlock.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use lovage_core::context::TaskInfo;
+use lovage_core::context::{Host, TaskInfo};
 use lovage_core::{TaskId, TypedSignature};
 use serde::de::DeserializeOwned;
 
-use crate::scope::spawned_frame;
+use crate::scope::{spawned_frame, ScopeSpawn};
 use crate::{App, Client, Result, TaskFuture};
 
-/// What a worker lends the tasks it runs: its broker, and one futures client for all of them
-/// (started on first use).
+/// What a worker lends the tasks it runs: its broker, one futures client for all of them
+/// (started on first use), and the children each task spawned into its scope and holds back
+/// to send with its outcome.
 pub struct TaskHost {
     app: App,
     client: Mutex<Option<Client>>,
+    held: Mutex<HashMap<TaskId, ScopeSpawn>>,
 }
 
 impl TaskHost {
     /// The host of a worker on `app`'s broker.
-    pub fn shared(app: App) -> Arc<dyn Any + Send + Sync> {
+    pub fn shared(app: App) -> Arc<TaskHost> {
         Arc::new(TaskHost {
             app,
             client: Mutex::new(None),
+            held: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, ScopeSpawn>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The children `task` spawned into its scope and has not sent yet, for the worker to send
+    /// with its outcome ([`Driver::spawn_store_fall_complete`](crate::Driver::spawn_store_fall_complete)).
+    pub fn take_held(&self, task: TaskId) -> Option<ScopeSpawn> {
+        self.held().remove(&task)
+    }
+
+    fn hold(&self, task: TaskId, scope: TaskId, repair: bool, children: Vec<crate::Envelope>) {
+        self.held()
+            .entry(task)
+            .or_insert_with(|| ScopeSpawn {
+                scope,
+                children: Vec::new(),
+                repair,
+            })
+            .children
+            .extend(children);
+    }
+
+    /// Sends what `task` holds back now (before it waits, or reaches the broker itself); kept
+    /// to go with the outcome if the broker refuses.
+    fn send_held(&self, task: TaskId) -> Result<()> {
+        let Some(sp) = self.take_held(task) else {
+            return Ok(());
+        };
+        let driver = self.app.backend().driver();
+        match driver.enqueue_in_scope(sp.scope, &sp.children, sp.repair) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.hold(task, sp.scope, sp.repair, sp.children);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Host for TaskHost {
+    fn before_wait(&self, task: &TaskInfo) {
+        if let Err(e) = self.send_held(task.id) {
+            tracing::warn!(task_id = %task.id, error = %e, "children not sent before a wait; they go with the outcome");
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
@@ -44,7 +106,7 @@ impl TaskHost {
 #[derive(Clone)]
 pub struct TaskCtx {
     info: Arc<TaskInfo>,
-    host: Arc<dyn Any + Send + Sync>,
+    host: Arc<dyn Host>,
 }
 
 impl std::fmt::Debug for TaskCtx {
@@ -58,7 +120,7 @@ impl std::fmt::Debug for TaskCtx {
 pub fn current() -> Option<TaskCtx> {
     let info = lovage_core::context::current()?;
     let host = info.host.clone()?;
-    host.downcast_ref::<TaskHost>()?;
+    host.as_any().downcast_ref::<TaskHost>()?;
     Some(TaskCtx { info, host })
 }
 
@@ -66,6 +128,7 @@ impl TaskCtx {
     fn host(&self) -> &TaskHost {
         // `current` only builds a context whose host is a `TaskHost`.
         self.host
+            .as_any()
             .downcast_ref::<TaskHost>()
             .unwrap_or_else(|| unreachable!("a TaskCtx is built over a TaskHost"))
     }
@@ -90,19 +153,24 @@ impl TaskCtx {
         self.info.scope
     }
 
-    /// The worker's app (its broker).
+    /// The worker's app (its broker). The children this task holds back are sent first, as
+    /// whatever it does through the app may wait for them.
     pub fn app(&self) -> &App {
+        if let Err(e) = self.host().send_held(self.info.id) {
+            tracing::warn!(task_id = %self.info.id, error = %e, "children not sent yet; they go with the outcome");
+        }
         &self.host().app
     }
 
     /// The worker's futures client (Dask's `get_client()`), shared by its tasks and started
-    /// on first use.
+    /// on first use. The children this task holds back are sent first.
     pub fn client(&self) -> Result<Client> {
+        self.host().send_held(self.info.id)?;
         let mut slot = self.host().client.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let c = self.app().client()?;
+        let c = self.host().app.client()?;
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -172,7 +240,7 @@ impl TaskCtx {
         sig: TypedSignature<R>,
     ) -> Result<crate::Envelope> {
         sig.check()?;
-        let mut env = self.app().envelope(sig.into_signature());
+        let mut env = self.host().app.envelope(sig.into_signature());
         env.id = id;
         env.flow = vec![spawned_frame(
             Some(self.info.id),
@@ -182,9 +250,8 @@ impl TaskCtx {
         Ok(env)
     }
 
-    /// Counts the children in this task's scope (if any) and sends those not counted before,
-    /// in one step where the broker can (one SQLite transaction, one Redis script). A task
-    /// delivered again repairs what its earlier run may have left half done.
+    /// In a scope, holds the children back to be counted and sent with this task's outcome
+    /// (see the module docs); outside one, sends them now, each id once.
     fn send_all(&self, mut envs: Vec<crate::Envelope>) -> Result<()> {
         // Two keys spawned twice in one call are one task.
         let mut seen = std::collections::HashSet::new();
@@ -192,12 +259,13 @@ impl TaskCtx {
         if envs.is_empty() {
             return Ok(());
         }
-        let driver = self.app().backend().driver();
         match self.info.scope {
-            Some(scope) => driver
-                .enqueue_in_scope(scope, &envs, self.info.attempt > 1)
-                .map(drop),
-            None => driver.enqueue_once(&envs),
+            Some(scope) => {
+                self.host()
+                    .hold(self.info.id, scope, self.info.attempt > 1, envs);
+                Ok(())
+            }
+            None => self.host().app.backend().driver().enqueue_once(&envs),
         }
     }
 }

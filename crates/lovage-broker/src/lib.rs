@@ -51,7 +51,7 @@ pub use message::{
 pub use ops::{Control, Events, Inspect, QueueOps};
 pub use rate::{gcra, now_micros, slots_from_micros};
 pub use results::ResultStore;
-pub use scope::{Scope, ScopeFall, ScopeReport};
+pub use scope::{Scope, ScopeFall, ScopeReport, ScopeSpawn};
 pub use shared::{DictEntries, Manager, SharedDict, SharedList, SharedState};
 pub use time::{NotRfc3339, Timestamp};
 

@@ -64,6 +64,20 @@ pub struct ScopeFall {
     pub ok: bool,
 }
 
+/// Children a task spawned into its scope and held back to send with its outcome
+/// ([`Driver::spawn_store_fall_complete`](crate::Driver::spawn_store_fall_complete)): they rise
+/// in the scope's count and are sent in the same write as their parent's record and fall.
+#[derive(Debug, Clone)]
+pub struct ScopeSpawn {
+    /// The scope they count in.
+    pub scope: TaskId,
+    /// The children, in spawn order.
+    pub children: Vec<crate::Envelope>,
+    /// Whether the parent is a delivery after the first, which mends a rise its earlier run
+    /// may have left half done (see [`Driver::enqueue_in_scope`](crate::Driver::enqueue_in_scope)).
+    pub repair: bool,
+}
+
 /// What [`rise`] found for a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rose {

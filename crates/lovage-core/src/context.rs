@@ -23,6 +23,16 @@ pub trait SlotGate: Send + Sync {
     fn retake(&self);
 }
 
+/// What a runner lends the tasks it runs (a worker: its broker), for the layer that knows its
+/// type to take back out ([`as_any`](Host::as_any)), and told before a task blocks.
+pub trait Host: Any + Send + Sync {
+    /// On the task's thread, before a blocking wait: what the task has held back to send with
+    /// its outcome (the children it spawned) goes now, since the wait may be for them.
+    fn before_wait(&self, task: &TaskInfo);
+    /// The host as `Any`, to downcast to the runner's type.
+    fn as_any(&self) -> &dyn Any;
+}
+
 /// The running task's identity and what the worker running it lends it.
 pub struct TaskInfo {
     /// The task's id.
@@ -40,7 +50,7 @@ pub struct TaskInfo {
     pub slots: Option<Arc<dyn SlotGate>>,
     /// Whatever the runner shares with the task (a worker: its broker), for the layer that
     /// knows its type to take back out.
-    pub host: Option<Arc<dyn Any + Send + Sync>>,
+    pub host: Option<Arc<dyn Host>>,
     /// Children spawned so far: the next child's number, which fixes its id, so a task that
     /// runs again spawns the same ids.
     pub spawned: AtomicU32,
@@ -81,7 +91,8 @@ pub fn current() -> Option<Arc<TaskInfo>> {
 }
 
 /// Runs `f`, a blocking wait, with the current task's slot given back to its worker for the
-/// length of the wait (nothing to give back outside a worker's task).
+/// length of the wait (nothing to give back outside a worker's task), after telling the
+/// task's [`Host`] (it sends the children the task held back).
 pub fn seceded<R>(f: impl FnOnce() -> R) -> R {
     struct Rejoin(Arc<dyn SlotGate>);
     impl Drop for Rejoin {
@@ -89,7 +100,13 @@ pub fn seceded<R>(f: impl FnOnce() -> R) -> R {
             self.0.retake();
         }
     }
-    let gate = current().and_then(|t| t.slots.clone());
+    let task = current();
+    if let Some(t) = &task {
+        if let Some(h) = &t.host {
+            h.before_wait(t);
+        }
+    }
+    let gate = task.and_then(|t| t.slots.clone());
     let _rejoin = gate.map(|g| {
         g.give_back();
         Rejoin(g)

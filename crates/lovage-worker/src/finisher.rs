@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use lovage_broker::dataref::{may_hold_refs, refs_in, release, Lineage};
 use lovage_broker::ops::{Event, EventKind};
 use lovage_broker::scope::fall_in;
-use lovage_broker::{Delivery, Envelope, Lease, ResultRef, ScopeFall, Timestamp};
+use lovage_broker::{Delivery, Envelope, Lease, ResultRef, ScopeFall, ScopeSpawn, Timestamp};
 use lovage_core::canvas::Frame;
 use lovage_core::{kinds, Codec, TaskError, TaskId, TaskState};
 use lovage_flow::Finished;
@@ -128,6 +128,22 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     // nothing to plan, so their scopes' counts fall with their records and completions.
     let mut falls: Vec<ScopeFall> = Vec::new();
     let mut report = WorkerReport::default();
+    // Children the tasks spawned into their scopes and held back: they rise and are sent
+    // before their parents fall (in the same transaction on SQLite).
+    // One send per scope, not one per parent: a Redis script or SQL batch for the lot.
+    let mut spawns: Vec<ScopeSpawn> = Vec::new();
+    for held in batch
+        .iter()
+        .filter_map(|o| s.task_host.take_held(o.ready.d.envelope.id))
+    {
+        match spawns
+            .iter_mut()
+            .find(|sp| sp.scope == held.scope && sp.repair == held.repair)
+        {
+            Some(sp) => sp.children.extend(held.children),
+            None => spawns.push(held),
+        }
+    }
     // Due `task-received` events go first, in the same write as the outcomes: a task's
     // received event always precedes its outcome's (this thread is their only publisher).
     let mut events = s.take_received(
@@ -296,15 +312,24 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
         if s.retry_broker("store results and complete", || {
             s.backend
                 .driver()
-                .store_fall_complete(&records, &falls, &completed, &events)
+                .spawn_store_fall_complete(&spawns, &records, &falls, &completed, &events)
         })
         .is_some()
         {
             settle_failures(s, &afterwards);
         }
     } else if s
-        .retry_broker("store results", || s.backend.results().store(&records))
+        .retry_broker("send spawned children", || {
+            let driver = s.backend.driver();
+            spawns.iter().try_for_each(|sp| {
+                driver
+                    .enqueue_in_scope(sp.scope, &sp.children, sp.repair)
+                    .map(drop)
+            })
+        })
         .is_some()
+        && s.retry_broker("store results", || s.backend.results().store(&records))
+            .is_some()
     {
         let sent = settle_in_broker(s, &flows, &falls, &completed, &afterwards);
         if s.config.sent_events {

@@ -187,7 +187,7 @@ pub(crate) struct Shared {
     /// Slots given back by tasks that wait (an implicit secede).
     pub seceded: std::sync::Arc<Seceded>,
     /// What tasks reach through `lovage::ctx()`: this worker's broker and client.
-    pub task_host: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+    pub task_host: std::sync::Arc<lovage_broker::ctx::TaskHost>,
     /// The resources this worker declared and which tasks hold them (None: it declared none,
     /// and consumes no resource queue).
     pub units: Option<crate::units::Units>,

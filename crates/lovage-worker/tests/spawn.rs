@@ -77,6 +77,26 @@ fn spread(depth: u32, fanout: u32, number: u64, fail_every: u64) -> Result<(), S
     Ok(())
 }
 
+/// Takes the worker's client first, then spawns a child (`depth - 1`) into its scope and
+/// waits for it through that client: the child, held back to go with this task's outcome,
+/// must be sent before the wait. Returns the depth below it.
+#[task(crate = lovage_core)]
+fn wait_for_own_child(depth: u32) -> Result<u32, String> {
+    if depth == 0 {
+        return Ok(0);
+    }
+    let ctx = lovage_broker::ctx::current().ok_or("not run by a worker")?;
+    let client = ctx.client().map_err(|e| e.to_string())?;
+    let child = ctx
+        .spawn(wait_for_own_child::s(depth - 1))
+        .map_err(|e| e.to_string())?;
+    let below: u32 = client
+        .future(child)
+        .result_timeout(Duration::from_secs(30))
+        .map_err(|e| e.to_string())?;
+    Ok(below + 1)
+}
+
 /// Workers sharing one backend, stopped when dropped.
 struct Workers {
     app: App,
@@ -174,6 +194,19 @@ fn a_scope_joins_every_task_spawned_inside_with_counts_and_failures(w: Workers) 
     assert!(rec.state.is_final());
 }
 
+fn a_child_held_back_is_sent_before_its_parent_waits_for_it(w: Workers) {
+    let report = w
+        .app
+        .scope_timeout(Some(BOUND), |s| s.spawn(wait_for_own_child::s(4)))
+        .unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!((report.spawned, report.succeeded), (5, 5));
+    let root = report.value.unwrap();
+    let rec = w.app.backend().results().get(root).unwrap().unwrap();
+    let depth: u32 = serde_json::from_slice(rec.value.as_deref().unwrap()).unwrap();
+    assert_eq!(depth, 4);
+}
+
 fn a_scope_with_nothing_spawned_returns_at_once(w: Workers) {
     let report = w.app.scope_timeout(Some(BOUND), |_| 5).unwrap();
     assert_eq!((report.value, report.spawned, report.succeeded), (5, 0, 0));
@@ -192,4 +225,5 @@ on_every_backend!(
     a_depth_10_tree_of_waiting_parents_completes_on_two_single_slot_workers,
     a_scope_joins_every_task_spawned_inside_with_counts_and_failures,
     a_scope_with_nothing_spawned_returns_at_once,
+    a_child_held_back_is_sent_before_its_parent_waits_for_it,
 );

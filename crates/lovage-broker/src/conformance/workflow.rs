@@ -341,4 +341,54 @@ conformance_tests! {
         assert!(b.stats().unwrap().iter().all(|s| s.reserved == 0));
         assert_eq!(state(c.id).as_deref(), Some(&b"p"[..]), "no fall was asked for");
     }
+
+    /// A parent's held-back children go with its outcome (`spawn_store_fall_complete`): they
+    /// are counted and sent, the parent falls, and the scope stays open for them; a child
+    /// already counted (found by another parent) is not sent again, and a redelivered parent
+    /// (`repair`) sends nothing twice.
+    fn spawn_store_fall_complete_sends_children_before_the_parent_falls(f: Fixture) {
+        use crate::scope::{dict_all, dict_open, member_key, ScopeFall};
+        use crate::ScopeSpawn;
+        use lovage_core::TaskState;
+        let b = f.backend.driver();
+        let scope = TaskId::new();
+        let (all, open) = (dict_all(scope), dict_open(scope));
+        let (p, x, y) = (env("spawns", 0), env("spawns", 0), env("spawns", 0));
+        b.enqueue_in_scope(scope, &[p.clone(), y.clone()], false).unwrap();
+        let got = reserve_all(b, "spawns", 10);
+        assert_eq!(got.len(), 2);
+        let dp = got.iter().find(|d| d.envelope.id == p.id).unwrap();
+        let dy = got.iter().find(|d| d.envelope.id == y.id).unwrap();
+        let settle = |repair: bool| {
+            b.spawn_store_fall_complete(
+                &[ScopeSpawn { scope, children: vec![x.clone(), y.clone()], repair }],
+                &[super::ResultRecord {
+                    attempts: dp.envelope.attempts,
+                    ..super::record(p.id, TaskState::Success)
+                }],
+                &[ScopeFall { scope, member: p.id, ok: true }],
+                &[dp.lease],
+                &[],
+            )
+            .unwrap()
+        };
+        settle(false);
+        let state = |id: TaskId| b.dict_get(&all, &member_key(id)).unwrap();
+        assert_eq!(state(p.id).as_deref(), Some(&b"d"[..]), "the parent fell");
+        assert_eq!(state(x.id).as_deref(), Some(&b"p"[..]), "its new child rose");
+        assert_eq!(b.dict_len(&open).unwrap(), 2, "x and y are open: the scope is not done");
+        assert_eq!(
+            b.get(p.id).unwrap().map(|r| r.state),
+            Some(TaskState::Success)
+        );
+        let sent = reserve_all(b, "spawns", 10);
+        let ids: Vec<TaskId> = sent.iter().map(|d| d.envelope.id).collect();
+        assert_eq!(ids, vec![x.id], "only the new child is sent; y was counted before");
+        // The parent delivered again settles again: nothing is sent or counted twice.
+        settle(true);
+        assert!(reserve_all(b, "spawns", 10).is_empty(), "sent once");
+        assert_eq!(b.dict_len(&all).unwrap(), 3);
+        assert_eq!(b.dict_len(&open).unwrap(), 2);
+        b.complete(&[dy.lease, sent[0].lease]).unwrap();
+    }
 }

@@ -233,40 +233,8 @@ impl Driver for SqliteBackend {
             return Ok(Vec::new());
         }
         let encoded = encode_tasks(batch).map_err(|e| self.fail("enqueue in scope", e))?;
-        let (all, open) = (scope_dicts::dict_all(scope), scope_dicts::dict_open(scope));
         self.write("enqueue in scope", |tx| {
-            let mut rise = tx.prepare_cached(
-                "INSERT INTO shared_dicts (name, key, value) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(name, key) DO NOTHING",
-            )?;
-            let mut state =
-                tx.prepare_cached("SELECT value FROM shared_dicts WHERE name = ?1 AND key = ?2")?;
-            let mut to_open = tx.prepare_cached(
-                "INSERT INTO shared_dicts (name, key, value) VALUES (?1, ?2, x'') \
-                 ON CONFLICT(name, key) DO NOTHING",
-            )?;
-            let mut sent = Vec::with_capacity(batch.len());
-            let (mut envs, mut cols) = (Vec::new(), Vec::new());
-            for (e, c) in batch.iter().zip(&encoded) {
-                let key = scope_dicts::member_key(e.id);
-                let send = rise.execute(params![all, &key[..], scope_dicts::PENDING])? == 1
-                    || (repair
-                        && state
-                            .query_row(params![all, &key[..]], |r| r.get::<_, Vec<u8>>(0))
-                            .optional()?
-                            .as_deref()
-                            == Some(scope_dicts::PENDING));
-                if send {
-                    to_open.execute(params![open, &key[..]])?;
-                    envs.push(e.clone());
-                    cols.push(c.clone());
-                }
-                sent.push(send);
-            }
-            let mut tally = Tally::default();
-            insert_encoded(tx, &envs, &cols, true, &mut tally)?;
-            tally.flush(tx)?;
-            Ok(sent)
+            rise_and_insert(tx, scope, batch, &encoded, repair)
         })
     }
 
@@ -278,35 +246,37 @@ impl Driver for SqliteBackend {
         leases: &[Lease],
         events: &[crate::ops::Event],
     ) -> Result<()> {
-        if falls.is_empty() {
+        self.spawn_store_fall_complete(&[], records, falls, leases, events)
+    }
+
+    /// One write transaction: the children's rises and sends, then the records, falls,
+    /// completions and events — a page of a crawl and the links it found commit together.
+    fn spawn_store_fall_complete(
+        &self,
+        spawns: &[crate::ScopeSpawn],
+        records: &[ResultRecord],
+        falls: &[ScopeFall],
+        leases: &[Lease],
+        events: &[crate::ops::Event],
+    ) -> Result<()> {
+        if falls.is_empty() && spawns.is_empty() {
             return self.store_complete_publish(records, leases, events);
         }
         let errors = self.encode_errors(records)?;
         let body = crate::ops::event_codec::encode_batch(events)
             .map_err(|e| self.fail("publish events", e.into()))?;
-        self.write("store results, fall, complete", |tx| {
+        let encoded = spawns
+            .iter()
+            .map(|sp| encode_tasks(&sp.children))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.fail("enqueue in scope", e))?;
+        self.write("spawn, store results, fall, complete", |tx| {
+            for (sp, cols) in spawns.iter().zip(&encoded) {
+                rise_and_insert(tx, sp.scope, &sp.children, cols, sp.repair)?;
+            }
             let mut tally = Tally::default();
             insert_results(tx, records, &errors, &mut tally)?;
-            let mut settle = tx.prepare_cached(
-                "UPDATE shared_dicts SET value = ?3 WHERE name = ?1 AND key = ?2 AND value = ?4",
-            )?;
-            let mut close =
-                tx.prepare_cached("DELETE FROM shared_dicts WHERE name = ?1 AND key = ?2")?;
-            for f in falls {
-                let key = scope_dicts::member_key(f.member);
-                let state = if f.ok {
-                    scope_dicts::DONE
-                } else {
-                    scope_dicts::FAILED
-                };
-                settle.execute(params![
-                    scope_dicts::dict_all(f.scope),
-                    &key[..],
-                    state,
-                    scope_dicts::PENDING
-                ])?;
-                close.execute(params![scope_dicts::dict_open(f.scope), &key[..]])?;
-            }
+            fall(tx, falls)?;
             delete_acked(tx, leases, &mut tally)?;
             tally.flush(tx)?;
             if events.is_empty() {
@@ -315,6 +285,74 @@ impl Driver for SqliteBackend {
             super::ops::append_events(tx, &body, events.len())
         })
     }
+}
+
+/// Counts each of `batch` in `scope` (its rise) and sends those it counted; for each, true
+/// when it was sent (see [`Driver::enqueue_in_scope`]).
+fn rise_and_insert(
+    tx: &rusqlite::Transaction<'_>,
+    scope: TaskId,
+    batch: &[Envelope],
+    encoded: &[TaskColumns],
+    repair: bool,
+) -> rusqlite::Result<Vec<bool>> {
+    let (all, open) = (scope_dicts::dict_all(scope), scope_dicts::dict_open(scope));
+    let mut rise = tx.prepare_cached(
+        "INSERT INTO shared_dicts (name, key, value) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(name, key) DO NOTHING",
+    )?;
+    let mut state =
+        tx.prepare_cached("SELECT value FROM shared_dicts WHERE name = ?1 AND key = ?2")?;
+    let mut to_open = tx.prepare_cached(
+        "INSERT INTO shared_dicts (name, key, value) VALUES (?1, ?2, x'') \
+         ON CONFLICT(name, key) DO NOTHING",
+    )?;
+    let mut sent = Vec::with_capacity(batch.len());
+    let (mut envs, mut cols) = (Vec::new(), Vec::new());
+    for (e, c) in batch.iter().zip(encoded) {
+        let key = scope_dicts::member_key(e.id);
+        let send = rise.execute(params![all, &key[..], scope_dicts::PENDING])? == 1
+            || (repair
+                && state
+                    .query_row(params![all, &key[..]], |r| r.get::<_, Vec<u8>>(0))
+                    .optional()?
+                    .as_deref()
+                    == Some(scope_dicts::PENDING));
+        if send {
+            to_open.execute(params![open, &key[..]])?;
+            envs.push(e.clone());
+            cols.push(c.clone());
+        }
+        sent.push(send);
+    }
+    let mut tally = Tally::default();
+    insert_encoded(tx, &envs, &cols, true, &mut tally)?;
+    tally.flush(tx)?;
+    Ok(sent)
+}
+
+/// Each member of `falls` leaves its scope's open set and is marked done or failed, once.
+fn fall(tx: &rusqlite::Transaction<'_>, falls: &[ScopeFall]) -> rusqlite::Result<()> {
+    let mut settle = tx.prepare_cached(
+        "UPDATE shared_dicts SET value = ?3 WHERE name = ?1 AND key = ?2 AND value = ?4",
+    )?;
+    let mut close = tx.prepare_cached("DELETE FROM shared_dicts WHERE name = ?1 AND key = ?2")?;
+    for f in falls {
+        let key = scope_dicts::member_key(f.member);
+        let state = if f.ok {
+            scope_dicts::DONE
+        } else {
+            scope_dicts::FAILED
+        };
+        settle.execute(params![
+            scope_dicts::dict_all(f.scope),
+            &key[..],
+            state,
+            scope_dicts::PENDING
+        ])?;
+        close.execute(params![scope_dicts::dict_open(f.scope), &key[..]])?;
+    }
+    Ok(())
 }
 
 impl Broker for SqliteBackend {
