@@ -341,7 +341,12 @@ fn to_textfiles_writes_one_file_per_partition() {
     let dir = tempfile::tempdir().unwrap();
     let g = Graph::new();
     let b = Bag::from_iter(&g, 0..10i64, 3).map(|x| x * 10);
-    let files = compute(&g, Threads(pool()), b.to_textfiles(dir.path().join("out"))).unwrap();
+    let files = compute(
+        &g,
+        Threads(pool()),
+        b.to_textfiles(dir.path().join("out")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(files.len(), 3);
     let back = read_text(&g, &format!("{}/out/*.part", dir.path().display()), None).unwrap();
     let back: Vec<i64> = back

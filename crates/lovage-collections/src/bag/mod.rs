@@ -10,6 +10,8 @@
 //! are then the registered tasks of `tasks.rs`, which run on a process pool and on a broker's
 //! workers as well as locally, with the same results.
 
+mod acc;
+mod by_task;
 mod reduce;
 mod tasks;
 mod text;

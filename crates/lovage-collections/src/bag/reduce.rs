@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use lovage_graph::Delayed;
 
-use super::tasks::{finish_node, Agg};
+use super::tasks::{combine_tree, finish_node, Agg};
 use super::{Bag, Chunk, Data, Item};
 use crate::combine::{finish, tree};
 
@@ -304,7 +304,19 @@ impl<'g, T: Item> Bag<'g, T> {
 
     /// The first `n` items of the first `npartitions` partitions (Dask's `take(n,
     /// npartitions=1)`: only those partitions run).
+    /// On a bag that is data this is registered tasks, so it runs on every scheduler; a
+    /// partition's task stops reading once it has `n` items.
     pub fn take(&self, n: usize, npartitions: usize) -> Delayed<Vec<T>> {
+        if let Some(plan) = &self.data {
+            let firsts = plan.first(npartitions.max(1));
+            let acc = combine_tree(
+                self.g,
+                firsts.partials(self.g, |_| Agg::Take(n)),
+                &Agg::Take(n),
+                usize::MAX,
+            );
+            return (plan.typed.all)(self.g, Agg::Take(n), acc);
+        }
         let firsts = Bag {
             g: self.g,
             parts: self
