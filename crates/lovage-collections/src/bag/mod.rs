@@ -8,7 +8,8 @@
 //! A bag whose sources are data and whose steps are registered tasks (`map_task`,
 //! `filter_task`, `flat_map_task`) also keeps itself as data (`tasks::Plan`); its reductions
 //! are then the registered tasks of `tasks.rs`, which run on a process pool and on a broker's
-//! workers as well as locally, with the same results.
+//! workers as well as locally, with the same results. Reductions that would take closures have
+//! forms naming registered tasks instead (`by_task.rs`: `fold_task`, `group_by_task`, …).
 
 mod acc;
 mod by_task;

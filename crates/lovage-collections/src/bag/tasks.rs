@@ -9,6 +9,7 @@
 //! process (through the registry: one call per item and step, no message), folding into a
 //! small accumulator; a tree of `combine` tasks `split_every` wide; and one `finish` task that
 //! answers in MessagePack, decoded as the caller's type (so NaN and infinities travel too).
+//! What they compute (the reduction, its partial, its accumulator) is `acc.rs`.
 //!
 //! Items cross as JSON values (`serde_json::Value`) between the steps: a float item that is
 //! NaN or infinite is not representable (it becomes `null`).
