@@ -65,6 +65,16 @@ fn last_digit(x: i64) -> i64 {
     x.rem_euclid(10)
 }
 
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "bag.running_sums")]
+fn running_sums(xs: Vec<i64>) -> Vec<i64> {
+    xs.iter()
+        .scan(0, |s, x| {
+            *s += x;
+            Some(*s)
+        })
+        .collect()
+}
+
 /// How many times a fold over `n` partitions, `split_every` wide, starts from its initial
 /// value: once per partition and once per combining node.
 fn fold_starts(mut n: usize, split_every: usize) -> usize {
@@ -141,6 +151,23 @@ proptest! {
                     m
                 });
                 prop_assert_eq!(fb, want_sums);
+
+                // A partition step between item steps: running sums within each partition.
+                let sums = b
+                    .map_partitions_task::<i64>(running_sums::NAME)
+                    .filter_task(even::NAME);
+                let want_sums: Vec<i64> = parts
+                    .iter()
+                    .flat_map(|p| {
+                        p.iter().scan(0, |s, x| {
+                            *s += x * 3;
+                            Some(*s)
+                        }).collect::<Vec<_>>()
+                    })
+                    .filter(|x| x % 2 == 0)
+                    .collect();
+                prop_assert_eq!(sums.compute(s).unwrap(), want_sums.clone());
+                prop_assert_eq!(compute(&g, s, sums.count()).unwrap(), want_sums.len() as u64);
             }
         }
     }

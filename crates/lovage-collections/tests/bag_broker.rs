@@ -120,6 +120,16 @@ fn picky_key(x: i32) -> Result<i32, String> {
     }
 }
 
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.len_and_sum")]
+fn len_and_sum(xs: Vec<i32>) -> Vec<i64> {
+    vec![xs.len() as i64, xs.iter().map(|&x| i64::from(x)).sum()]
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.not_a_list")]
+fn not_a_list(xs: Vec<i32>) -> usize {
+    xs.len()
+}
+
 /// The step tasks ran in other processes, not in this one.
 fn ran_elsewhere(sched: Scheduler<'_>) {
     let g = Graph::new();
@@ -513,6 +523,37 @@ fn check_task_reductions(name: &str, sched: Scheduler<'_>) {
         })
         .collect();
     assert_eq!(back, want, "{name}: to_textfiles of numbers");
+
+    // A partition step between item steps: each partition's length and sum, then a filter.
+    let stats = Bag::from_iter(&g, -300..700i32, 7)
+        .map_task::<i32>(square::NAME)
+        .filter_task(odd::NAME)
+        .map_partitions_task::<i64>(len_and_sum::NAME);
+    let all = stats.compute(sched).unwrap();
+    let (total_of_stats, first_stats) =
+        compute(&g, sched, (stats.sum(), stats.take(2, 1))).unwrap();
+    let mut want_stats = Vec::new();
+    let (mut at, items): (usize, Vec<i32>) = (0, (-300..700).collect());
+    for len in [143, 143, 143, 143, 143, 143, 142] {
+        let part: Vec<i64> = items[at..at + len]
+            .iter()
+            .map(|x| i64::from(x * x))
+            .filter(|x| x % 2 != 0)
+            .collect();
+        want_stats.extend([part.len() as i64, part.iter().sum()]);
+        at += len;
+    }
+    assert_eq!(all, want_stats, "{name}: map_partitions_task");
+    assert_eq!(total_of_stats, want_stats.iter().sum::<i64>(), "{name}");
+    assert_eq!(first_stats, want_stats[..2], "{name}");
+    let err = compute(
+        &g,
+        sched,
+        xs.map_partitions_task::<usize>(not_a_list::NAME).count(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("not a list"), "{name}: {err}");
 
     // Errors come back named: a key task that fails, an unknown task.
     let err = compute(&g, sched, xs.group_by_task::<i32>(picky_key::NAME))

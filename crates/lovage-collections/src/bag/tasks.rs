@@ -60,6 +60,9 @@ pub(crate) enum StepKind {
     Filter,
     /// The answer's items (a list) replace the item.
     FlatMap,
+    /// The task is called once per partition with the partition's items (a list) and its
+    /// answer (a list) replaces them (`map_partitions_task`).
+    Partitions,
 }
 
 /// One element-wise step: a registered task called with the item as its only argument.
@@ -165,6 +168,9 @@ fn push(
     let Some((first, rest)) = steps.split_first() else {
         return sink(item);
     };
+    if first.step.kind == StepKind::Partitions {
+        return Err(internal("a partition step met item by item"));
+    }
     let out = first.task.call(&[&item])?;
     match (first.step.kind, out) {
         (StepKind::Map, y) => push(rest, y, sink),
@@ -192,6 +198,61 @@ fn push(
             }
         ))),
     }
+}
+
+/// Where a partition's items go.
+type Sink<'a> = &'a mut dyn FnMut(Value) -> Result<(), TaskError>;
+
+/// Runs the items `feed` pushes into the sink it is given through `steps`, into `sink`. The
+/// steps up to a partition step run item by item into a list; the partition step's answer
+/// feeds the steps after it.
+fn drive(
+    steps: &[Resolved<'_>],
+    feed: &mut dyn FnMut(Sink<'_>) -> Result<(), TaskError>,
+    sink: Sink<'_>,
+) -> Result<(), TaskError> {
+    let Some(p) = steps
+        .iter()
+        .position(|r| r.step.kind == StepKind::Partitions)
+    else {
+        return feed(&mut |x| push(steps, x, &mut *sink));
+    };
+    let mut items = Vec::new();
+    feed(&mut |x| {
+        push(&steps[..p], x, &mut |y| {
+            items.push(y);
+            Ok(())
+        })
+    })?;
+    let mut answer = Some(call_partition(&steps[p].task, items)?);
+    drive(
+        &steps[p + 1..],
+        &mut |s| {
+            answer
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .try_for_each(&mut *s)
+        },
+        sink,
+    )
+}
+
+/// Calls a partition step's task with the partition's items; it must answer a list.
+fn call_partition(task: &Task, items: Vec<Value>) -> Result<Vec<Value>, TaskError> {
+    match task.call(&[&Value::Array(items)])? {
+        Value::Array(ys) => Ok(ys),
+        other => Err(data_error(format!(
+            "map_partitions_task {}: the task answered {other}, not a list",
+            task.name
+        ))),
+    }
+}
+
+/// A partition's items through the registered task `task`: the local schedulers' form of a
+/// partition step, the same call as in a worker.
+pub(crate) fn run_partition_step(task: &str, items: Vec<Value>) -> Result<Vec<Value>, TaskError> {
+    call_partition(&Task::find(task)?, items)
 }
 
 /// Runs one item through the steps into `sink`: the local schedulers' form of a task step,
@@ -234,7 +295,7 @@ pub(crate) fn partial(source: Source, steps: Vec<Step>, agg: Agg) -> Result<Part
     }
     let steps = resolve(&steps)?;
     fold_items(agg, |sink| {
-        for_each_item(&source, &mut |x| push(&steps, x, &mut *sink))
+        drive(&steps, &mut |s| for_each_item(&source, s), sink)
     })
 }
 
