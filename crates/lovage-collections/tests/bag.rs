@@ -129,12 +129,14 @@ proptest! {
                     b.top_k_task(k, last_digit::NAME),
                     b.take(k, take_parts),
                 )).unwrap();
+                let closure_top = compute(&g, s, b.top_k(k, |x| x.rem_euclid(10))).unwrap();
                 let tripled: Vec<i64> = items.iter().map(|x| x * 3).collect();
                 prop_assert_eq!(got.0, 3 * sum + 3 * fold_starts(n, split_every) as i64);
                 prop_assert_eq!(got.0, got.1);
                 prop_assert_eq!(got.2, tripled.iter().copied().max());
                 prop_assert_eq!(got.3, top(&tripled, k, |x| x));
                 prop_assert_eq!(got.4, top(&tripled, k, |x| x.rem_euclid(10)));
+                prop_assert_eq!(closure_top, top(&tripled, k, |x| x.rem_euclid(10)));
                 prop_assert_eq!(got.5, firsts.iter().map(|x| x * 3).collect::<Vec<_>>());
                 let (gr, fb) = compute(
                     &g,
