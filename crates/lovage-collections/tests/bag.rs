@@ -341,6 +341,33 @@ fn take_runs_only_the_partitions_it_reads() {
     assert!(err.to_string().contains("item 50 must not run"), "{err}");
 }
 
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "bag.below_50")]
+fn below_50(x: i64) -> Result<i64, String> {
+    if x >= 50 {
+        Err(format!("item {x} must not run"))
+    } else {
+        Ok(x)
+    }
+}
+
+#[test]
+fn take_of_a_data_bag_stops_reading_its_partition() {
+    let g = Graph::new();
+    let b = Bag::from_data(&g, 0..100i64, 2)
+        .unwrap()
+        .map_task::<i64>(below_50::NAME);
+    assert_eq!(compute(&g, Inline, b.take(3, 1)).unwrap(), [0, 1, 2]);
+    let b = Bag::from_data(&g, 0..100i64, 1)
+        .unwrap()
+        .map_task::<i64>(below_50::NAME);
+    assert_eq!(
+        compute(&g, Inline, b.take(50, 1)).unwrap(),
+        (0..50).collect::<Vec<_>>()
+    );
+    let err = compute(&g, Inline, b.take(51, 1)).unwrap_err();
+    assert!(err.to_string().contains("item 50 must not run"), "{err}");
+}
+
 fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(dir.join(name), bytes)
 }
