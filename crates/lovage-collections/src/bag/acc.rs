@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::tasks::Task;
+use super::values::{add_num, compare, incomparable, number, write_line, Num};
 use crate::{data_error, internal, io_error};
 
 /// Which reduction a `partial`/`combine`/`finish` computes. The registered tasks it names are
@@ -66,14 +67,6 @@ pub(crate) enum Agg {
     /// Writes the partition's items to the file, one per line (`to_textfiles`); the partial is
     /// the file's path, as an `Items` partial (so `combine` and `finish` are `Items`').
     Write(PathBuf),
-}
-
-/// A sum so far: exact while every item is an integer.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub(crate) enum Num {
-    Int(i64),
-    /// An `f64`'s bits (JSON carries neither NaN nor infinities).
-    Float(u64),
 }
 
 /// A reduction's partial result: small, and JSON-safe (floats as bits).
@@ -428,21 +421,6 @@ fn need(task: &Option<Task>) -> Result<&Task, TaskError> {
         .ok_or_else(|| internal("a bag reduction's task was not looked up"))
 }
 
-/// Writes an item as a line, as `Display` writes the Rust types it comes from: a string as
-/// itself, a number as Rust prints it, anything else as its JSON text.
-fn write_line(out: &mut impl Write, x: &Value) -> std::io::Result<()> {
-    match x {
-        Value::String(s) => writeln!(out, "{s}"),
-        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => writeln!(out, "{i}"),
-            (None, Some(u), _) => writeln!(out, "{u}"),
-            (None, None, Some(f)) => writeln!(out, "{f}"),
-            _ => writeln!(out, "{n}"),
-        },
-        other => writeln!(out, "{other}"),
-    }
-}
-
 /// Keeps the `k` entries with the largest keys, largest first; the sort is stable, so among
 /// equal keys the earlier item (the list is in order of appearance between sorts) stays first.
 fn keep_top(v: &mut Vec<(Value, Value)>, k: usize) -> Result<(), TaskError> {
@@ -455,69 +433,4 @@ fn keep_top(v: &mut Vec<(Value, Value)>, k: usize) -> Result<(), TaskError> {
     });
     v.truncate(k);
     failed.map_or(Ok(()), Err)
-}
-
-/// An item as a number, for `sum` and `mean`.
-fn number(x: &Value, what: &str) -> Result<Num, TaskError> {
-    match x {
-        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => Ok(Num::Int(i)),
-            (None, Some(f)) if !n.is_u64() => Ok(Num::Float(f.to_bits())),
-            _ => Err(data_error(format!(
-                "{what}: the item {n} is above i64::MAX"
-            ))),
-        },
-        other => Err(data_error(format!(
-            "{what}: an item is not a number: {other}"
-        ))),
-    }
-}
-
-/// `a + b`, in integers while both are (an overflow fails, as it would panic in Rust).
-fn add_num(a: Num, b: Num) -> Result<Num, TaskError> {
-    let f = |n: Num| match n {
-        Num::Int(i) => i as f64,
-        Num::Float(bits) => f64::from_bits(bits),
-    };
-    match (a, b) {
-        (Num::Int(x), Num::Int(y)) => x
-            .checked_add(y)
-            .map(Num::Int)
-            .ok_or_else(|| data_error("sum: the integers overflow i64")),
-        _ => Ok(Num::Float((f(a) + f(b)).to_bits())),
-    }
-}
-
-/// The error for two items (or keys) that do not compare.
-fn incomparable(what: &str, a: &Value, b: &Value) -> TaskError {
-    data_error(format!(
-        "{what}: the items {a} and {b} do not compare (numbers, strings, booleans and lists do)"
-    ))
-}
-
-/// The order of two items as Rust orders the types they come from: numbers by value, strings
-/// by bytes, lists (tuples, `Vec`s) element by element, `false < true`; `None` for values that
-/// do not compare.
-fn compare(a: &Value, b: &Value) -> Option<Ordering> {
-    Some(match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
-            (Some(i), Some(j)) => i.cmp(&j),
-            _ => match (x.as_u64(), y.as_u64()) {
-                (Some(i), Some(j)) => i.cmp(&j),
-                _ => x.as_f64()?.partial_cmp(&y.as_f64()?)?,
-            },
-        },
-        (Value::String(x), Value::String(y)) => x.cmp(y),
-        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
-        (Value::Array(x), Value::Array(y)) => {
-            for (p, q) in x.iter().zip(y) {
-                match compare(p, q)? {
-                    Ordering::Equal => {}
-                    o => return Some(o),
-                }
-            }
-            x.len().cmp(&y.len())
-        }
-        _ => return None,
-    })
 }

@@ -16,6 +16,7 @@ mod by_task;
 mod reduce;
 mod tasks;
 mod text;
+mod values;
 
 use std::any::Any;
 use std::sync::Arc;

@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 pub(crate) use super::acc::Agg;
-use super::acc::{fold_items, Acc, Num, Partial};
+use super::acc::{fold_items, Acc, Partial};
 use super::text::{json_lines, text_lines, OnError, TextRange};
+use super::values::Num;
 use crate::combine::SPLIT_EVERY;
 use crate::{data_error, internal};
 
