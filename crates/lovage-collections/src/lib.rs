@@ -24,8 +24,10 @@
 //! on a process pool and on a broker's workers too, with the same results; a worker process
 //! calls [`register`] once. So do bags whose sources are data (items, `read_text`,
 //! `read_jsonl`) and whose element-wise steps are registered tasks (`map_task`,
-//! `filter_task`, `flat_map_task`): their `count`, `sum`, `min`, `max`, `mean`,
-//! `frequencies`, `distinct`, `word_frequencies` and `compute` are `lovage.bag.*` tasks.
+//! `filter_task`, `flat_map_task`, `map_partitions_task`): their `count`, `sum`, `min`,
+//! `max`, `mean`, `frequencies`, `distinct`, `word_frequencies`, `take`, `to_textfiles`,
+//! `compute`, and the reductions by registered tasks (`fold_task`, `reduce_task`,
+//! `top_k_items`, `top_k_task`, `group_by_task`, `fold_by_task`) are `lovage.bag.*` tasks.
 //! Closures (`map`, `from_fn`, `map_blocks`, a bag's `map`/`filter`/`fold`…) cannot cross a
 //! process: [`compute`] on a process pool or a broker names the closure step and stops before
 //! anything runs.
@@ -52,7 +54,9 @@ pub enum Error {
         "{op} runs a closure, which cannot cross processes: compute it with Inline or \
          Threads(&pool), not {scheduler} (arrays from random/full/zeros/ones with scalar, \
          apply, zip, slicing and rechunk reduce on every scheduler, and so do bags whose \
-         steps are registered tasks: map_task, filter_task, flat_map_task)"
+         steps are registered tasks: map_task, filter_task, flat_map_task, \
+         map_partitions_task, reduced by registered tasks too: fold_task, reduce_task, \
+         top_k_task, group_by_task, fold_by_task)"
     )]
     Unsupported {
         /// `Processes` or `Broker`.

@@ -50,8 +50,129 @@ fn and_next(x: i64) -> Vec<i64> {
     vec![x, x + 1]
 }
 
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "bag.add")]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "bag.larger")]
+fn larger(a: i64, b: i64) -> i64 {
+    a.max(b)
+}
+
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "bag.last_digit")]
+fn last_digit(x: i64) -> i64 {
+    x.rem_euclid(10)
+}
+
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "bag.running_sums")]
+fn running_sums(xs: Vec<i64>) -> Vec<i64> {
+    xs.iter()
+        .scan(0, |s, x| {
+            *s += x;
+            Some(*s)
+        })
+        .collect()
+}
+
+/// How many times a fold over `n` partitions, `split_every` wide, starts from its initial
+/// value: once per partition and once per combining node.
+fn fold_starts(mut n: usize, split_every: usize) -> usize {
+    let mut starts = n;
+    while n > 1 {
+        n = n.div_ceil(split_every);
+        starts += n;
+    }
+    starts.max(1)
+}
+
+/// The `k` items with the largest `key`, ties in order of appearance, serially.
+fn top(items: &[i64], k: usize, key: impl Fn(i64) -> i64) -> Vec<i64> {
+    let mut sorted = items.to_vec();
+    sorted.sort_by_key(|&x| std::cmp::Reverse(key(x)));
+    sorted.truncate(k);
+    sorted
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// The reductions with registered functions on random partitionings and tree widths, on a
+    /// bag that is data and on one with a closure step (the same accumulators in local nodes),
+    /// against serial evaluation and the closure reductions.
+    #[test]
+    fn task_reductions_match_serial(
+        items in prop::collection::vec(-50i64..50, 0..200),
+        points in prop::collection::vec(0usize..400, 0..12),
+        split_every in 2usize..6,
+        k in 0usize..8,
+        take_parts in 1usize..4,
+    ) {
+        let parts = cut(&items, points);
+        let n = parts.len();
+        let sum: i64 = items.iter().sum();
+        let firsts: Vec<i64> = parts.iter().take(take_parts).flatten().copied().take(k).collect();
+        for s in schedulers() {
+            let g = Graph::new();
+            let data = Bag::from_partitions(&g, parts.clone()).map_task::<i64>(triple::NAME);
+            let local = Bag::from_partitions(&g, parts.clone()).map(|x| x * 3);
+            prop_assert!(g.closure_steps(&data.reduce_task(larger::NAME)).unwrap().is_empty());
+            for b in [&data, &local] {
+                let fold = b.fold_task(3i64, add::NAME, add::NAME, split_every).unwrap();
+                let closure_fold = b.fold(3i64, |a, x| a + x, |a, c| a + c, split_every);
+                let fold_by = b.fold_by_task::<i64, i64>(last_digit::NAME, 0, add::NAME, add::NAME);
+                let got = compute(&g, s, (
+                    fold,
+                    closure_fold,
+                    b.reduce_task(larger::NAME),
+                    b.top_k_items(k),
+                    b.top_k_task(k, last_digit::NAME),
+                    b.take(k, take_parts),
+                )).unwrap();
+                let closure_top = compute(&g, s, b.top_k(k, |x| x.rem_euclid(10))).unwrap();
+                let tripled: Vec<i64> = items.iter().map(|x| x * 3).collect();
+                prop_assert_eq!(got.0, 3 * sum + 3 * fold_starts(n, split_every) as i64);
+                prop_assert_eq!(got.0, got.1);
+                prop_assert_eq!(got.2, tripled.iter().copied().max());
+                prop_assert_eq!(got.3, top(&tripled, k, |x| x));
+                prop_assert_eq!(got.4, top(&tripled, k, |x| x.rem_euclid(10)));
+                prop_assert_eq!(closure_top, top(&tripled, k, |x| x.rem_euclid(10)));
+                prop_assert_eq!(got.5, firsts.iter().map(|x| x * 3).collect::<Vec<_>>());
+                let (gr, fb) = compute(
+                    &g,
+                    s,
+                    (b.group_by_task::<i64>(last_digit::NAME), fold_by.unwrap()),
+                ).unwrap();
+                let want_groups: HashMap<i64, Vec<i64>> = tripled.iter().fold(HashMap::new(), |mut m, &x| {
+                    m.entry(x.rem_euclid(10)).or_insert_with(Vec::new).push(x);
+                    m
+                });
+                prop_assert_eq!(gr, want_groups);
+                let want_sums: HashMap<i64, i64> = tripled.iter().fold(HashMap::new(), |mut m, &x| {
+                    *m.entry(x.rem_euclid(10)).or_insert(0) += x;
+                    m
+                });
+                prop_assert_eq!(fb, want_sums);
+
+                // A partition step between item steps: running sums within each partition.
+                let sums = b
+                    .map_partitions_task::<i64>(running_sums::NAME)
+                    .filter_task(even::NAME);
+                let want_sums: Vec<i64> = parts
+                    .iter()
+                    .flat_map(|p| {
+                        p.iter().scan(0, |s, x| {
+                            *s += x * 3;
+                            Some(*s)
+                        }).collect::<Vec<_>>()
+                    })
+                    .filter(|x| x % 2 == 0)
+                    .collect();
+                prop_assert_eq!(sums.compute(s).unwrap(), want_sums.clone());
+                prop_assert_eq!(compute(&g, s, sums.count()).unwrap(), want_sums.len() as u64);
+            }
+        }
+    }
 
     /// The same steps as registered tasks (a bag that is data, reduced by `lovage.bag.*`).
     #[test]
@@ -220,6 +341,33 @@ fn take_runs_only_the_partitions_it_reads() {
     assert!(err.to_string().contains("item 50 must not run"), "{err}");
 }
 
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "bag.below_50")]
+fn below_50(x: i64) -> Result<i64, String> {
+    if x >= 50 {
+        Err(format!("item {x} must not run"))
+    } else {
+        Ok(x)
+    }
+}
+
+#[test]
+fn take_of_a_data_bag_stops_reading_its_partition() {
+    let g = Graph::new();
+    let b = Bag::from_data(&g, 0..100i64, 2)
+        .unwrap()
+        .map_task::<i64>(below_50::NAME);
+    assert_eq!(compute(&g, Inline, b.take(3, 1)).unwrap(), [0, 1, 2]);
+    let b = Bag::from_data(&g, 0..100i64, 1)
+        .unwrap()
+        .map_task::<i64>(below_50::NAME);
+    assert_eq!(
+        compute(&g, Inline, b.take(50, 1)).unwrap(),
+        (0..50).collect::<Vec<_>>()
+    );
+    let err = compute(&g, Inline, b.take(51, 1)).unwrap_err();
+    assert!(err.to_string().contains("item 50 must not run"), "{err}");
+}
+
 fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(dir.join(name), bytes)
 }
@@ -341,7 +489,12 @@ fn to_textfiles_writes_one_file_per_partition() {
     let dir = tempfile::tempdir().unwrap();
     let g = Graph::new();
     let b = Bag::from_iter(&g, 0..10i64, 3).map(|x| x * 10);
-    let files = compute(&g, Threads(pool()), b.to_textfiles(dir.path().join("out"))).unwrap();
+    let files = compute(
+        &g,
+        Threads(pool()),
+        b.to_textfiles(dir.path().join("out")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(files.len(), 3);
     let back = read_text(&g, &format!("{}/out/*.part", dir.path().display()), None).unwrap();
     let back: Vec<i64> = back
@@ -351,6 +504,28 @@ fn to_textfiles_writes_one_file_per_partition() {
         .map(|l| l.parse().unwrap())
         .collect();
     assert_eq!(back, (0..10).map(|x| x * 10).collect::<Vec<_>>());
+}
+
+#[test]
+fn to_textfiles_replaces_the_star_and_refuses_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Graph::new();
+    let b = Bag::from_data(&g, ["a b".to_owned(), "c".to_owned(), "d".to_owned()], 2).unwrap();
+    let files = compute(
+        &g,
+        Inline,
+        b.to_textfiles(dir.path().join("x/part-*.txt")).unwrap(),
+    )
+    .unwrap();
+    let want = [
+        dir.path().join("x/part-000.txt"),
+        dir.path().join("x/part-001.txt"),
+    ];
+    assert_eq!(files, want);
+    assert_eq!(std::fs::read_to_string(&want[0]).unwrap(), "a b\nc\n");
+    assert_eq!(std::fs::read_to_string(&want[1]).unwrap(), "d\n");
+    let err = b.to_textfiles(dir.path().join("*/*.txt")).unwrap_err();
+    assert!(err.to_string().contains("more than one '*'"), "{err}");
 }
 
 #[test]

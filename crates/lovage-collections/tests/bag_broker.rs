@@ -81,6 +81,55 @@ fn pid(_x: i32) -> u32 {
     std::process::id()
 }
 
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.plus_item")]
+fn plus_item(acc: i64, x: i32) -> i64 {
+    acc + i64::from(x)
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.plus")]
+fn plus(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.larger")]
+fn larger(a: i32, b: i32) -> i32 {
+    a.max(b)
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.last_digit")]
+fn last_digit(x: i32) -> i32 {
+    x % 10
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.rem5")]
+fn rem5(x: i32) -> i32 {
+    x.rem_euclid(5)
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.word_len")]
+fn word_len(word: String) -> usize {
+    word.len()
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.picky_key")]
+fn picky_key(x: i32) -> Result<i32, String> {
+    if x == 49 {
+        Err(format!("no key for {x}"))
+    } else {
+        Ok(x)
+    }
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.len_and_sum")]
+fn len_and_sum(xs: Vec<i32>) -> Vec<i64> {
+    vec![xs.len() as i64, xs.iter().map(|&x| i64::from(x)).sum()]
+}
+
+#[task(crate = lovage_core, graph = lovage_graph, name = "bag_broker.not_a_list")]
+fn not_a_list(xs: Vec<i32>) -> usize {
+    xs.len()
+}
+
 /// The step tasks ran in other processes, not in this one.
 fn ran_elsewhere(sched: Scheduler<'_>) {
     let g = Graph::new();
@@ -316,6 +365,211 @@ fn check(name: &str, sched: Scheduler<'_>) -> (f64, f64) {
     (fsum, mean)
 }
 
+/// How many times a fold over `n` partitions, `split_every` wide, starts from its initial
+/// value: once per partition and once per combining node.
+fn fold_starts(mut n: usize, split_every: usize) -> usize {
+    let mut starts = n;
+    while n > 1 {
+        n = n.div_ceil(split_every);
+        starts += n;
+    }
+    starts.max(1)
+}
+
+/// The reductions with registered functions (`fold_task`, `reduce_task`, `top_k_*`,
+/// `group_by_task`, `fold_by_task`), `take` and `to_textfiles` on `sched`, against serial
+/// answers.
+fn check_task_reductions(name: &str, sched: Scheduler<'_>) {
+    let g = Graph::new();
+    let xs = Bag::from_iter(&g, -300..700i32, 7)
+        .map_task::<i32>(square::NAME)
+        .filter_task(odd::NAME);
+    let want: Vec<i32> = (-300..700i32)
+        .map(|x| x * x)
+        .filter(|x| x % 2 != 0)
+        .collect();
+    let total: i64 = want.iter().map(|&x| i64::from(x)).sum();
+
+    // An initial value that is not the identity counts the tree's nodes: split_every shapes it.
+    for split_every in [2, 3, 8] {
+        let folded = xs
+            .fold_task(10i64, plus_item::NAME, plus::NAME, split_every)
+            .unwrap();
+        assert_eq!(
+            compute(&g, sched, folded).unwrap(),
+            total + 10 * fold_starts(7, split_every) as i64,
+            "{name}: fold_task, split_every {split_every}"
+        );
+    }
+    let none = xs.filter_task(never::NAME);
+    let (biggest, nothing, empty_fold) = compute(
+        &g,
+        sched,
+        (
+            xs.reduce_task(larger::NAME),
+            none.reduce_task(larger::NAME),
+            none.fold_task(5i64, plus_item::NAME, plus::NAME, 3)
+                .unwrap(),
+        ),
+    )
+    .unwrap();
+    assert_eq!(biggest, want.iter().max().copied(), "{name}: reduce_task");
+    assert_eq!(nothing, None, "{name}: reduce_task of nothing");
+    // 7 empty partials, 3 combining nodes, then 1.
+    assert_eq!(empty_fold, 5 * 11, "{name}: fold_task of nothing");
+
+    // top_k by the items and by a key task, with ties (in order of appearance).
+    let (top, by_digit) = compute(
+        &g,
+        sched,
+        (xs.top_k_items(5), xs.top_k_task(6, last_digit::NAME)),
+    )
+    .unwrap();
+    let mut sorted = want.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(top, sorted[..5], "{name}: top_k_items");
+    let mut by_key = want.clone();
+    by_key.sort_by_key(|x| std::cmp::Reverse(x % 10));
+    assert_eq!(by_digit, by_key[..6], "{name}: top_k_task");
+
+    // take: only the first partitions (-300..-14 are the first two of seven).
+    let (five, firsts) = compute(&g, sched, (xs.take(5, 1), xs.take(10_000, 2))).unwrap();
+    assert_eq!(five, want[..5], "{name}: take");
+    let want_firsts: Vec<i32> = (-300..-14i32)
+        .map(|x| x * x)
+        .filter(|x| x % 2 != 0)
+        .collect();
+    assert_eq!(firsts, want_firsts, "{name}: take of two partitions");
+
+    // group_by / fold_by with key tasks.
+    let (groups, sums) = compute(
+        &g,
+        sched,
+        (
+            xs.group_by_task::<i32>(rem5::NAME),
+            xs.fold_by_task::<i32, i64>(rem5::NAME, 0, plus_item::NAME, plus::NAME)
+                .unwrap(),
+        ),
+    )
+    .unwrap();
+    let mut want_groups: HashMap<i32, Vec<i32>> = HashMap::new();
+    for &x in &want {
+        want_groups.entry(x.rem_euclid(5)).or_default().push(x);
+    }
+    assert_eq!(groups, want_groups, "{name}: group_by_task");
+    let want_sums: HashMap<i32, i64> = want_groups
+        .iter()
+        .map(|(k, v)| (*k, v.iter().map(|&x| i64::from(x)).sum()))
+        .collect();
+    assert_eq!(sums, want_sums, "{name}: fold_by_task");
+
+    // Over files: words grouped by length, the first lines, and the words written back out.
+    let pattern = format!("{}/*.txt", data_dir().display());
+    let text = read_text(&g, &pattern, Some(700)).unwrap();
+    let words = text
+        .flat_map_task::<String>(split_words::NAME)
+        .map_task::<String>(lower::NAME);
+    let serial: Vec<String> = lines()
+        .iter()
+        .flat_map(|l| l.split_ascii_whitespace().map(str::to_lowercase))
+        .collect();
+    let (by_len, first_lines, longest) = compute(
+        &g,
+        sched,
+        (
+            words.group_by_task::<usize>(word_len::NAME),
+            text.take(3, 1),
+            words.top_k_task(3, word_len::NAME),
+        ),
+    )
+    .unwrap();
+    let mut want_by_len: HashMap<usize, Vec<String>> = HashMap::new();
+    for w in &serial {
+        want_by_len.entry(w.len()).or_default().push(w.clone());
+    }
+    assert_eq!(by_len, want_by_len, "{name}: group_by_task over files");
+    assert_eq!(first_lines, lines()[..3], "{name}: take over files");
+    let mut by_len = serial.clone();
+    by_len.sort_by_key(|w| std::cmp::Reverse(w.len()));
+    assert_eq!(longest, by_len[..3], "{name}: top_k_task over files");
+
+    let out = tempfile::tempdir().unwrap();
+    let paths = compute(
+        &g,
+        sched,
+        words.to_textfiles(out.path().join("words-*.txt")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        paths.len(),
+        text.npartitions(),
+        "{name}: one file per partition"
+    );
+    assert_eq!(paths[1], out.path().join("words-001.txt"), "{name}");
+    let back: Vec<String> = paths
+        .iter()
+        .flat_map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            text.lines().map(str::to_owned).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(back, serial, "{name}: to_textfiles");
+    let paths = compute(&g, sched, xs.to_textfiles(out.path().join("xs")).unwrap()).unwrap();
+    let back: Vec<i32> = paths
+        .iter()
+        .flat_map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            text.lines().map(|l| l.parse().unwrap()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(back, want, "{name}: to_textfiles of numbers");
+
+    // A partition step between item steps: each partition's length and sum, then a filter.
+    let stats = Bag::from_iter(&g, -300..700i32, 7)
+        .map_task::<i32>(square::NAME)
+        .filter_task(odd::NAME)
+        .map_partitions_task::<i64>(len_and_sum::NAME);
+    let all = stats.compute(sched).unwrap();
+    let (total_of_stats, first_stats) =
+        compute(&g, sched, (stats.sum(), stats.take(2, 1))).unwrap();
+    let mut want_stats = Vec::new();
+    let (mut at, items): (usize, Vec<i32>) = (0, (-300..700).collect());
+    for len in [143, 143, 143, 143, 143, 143, 142] {
+        let part: Vec<i64> = items[at..at + len]
+            .iter()
+            .map(|x| i64::from(x * x))
+            .filter(|x| x % 2 != 0)
+            .collect();
+        want_stats.extend([part.len() as i64, part.iter().sum()]);
+        at += len;
+    }
+    assert_eq!(all, want_stats, "{name}: map_partitions_task");
+    assert_eq!(total_of_stats, want_stats.iter().sum::<i64>(), "{name}");
+    assert_eq!(first_stats, want_stats[..2], "{name}");
+    let err = compute(
+        &g,
+        sched,
+        xs.map_partitions_task::<usize>(not_a_list::NAME).count(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("not a list"), "{name}: {err}");
+
+    // Errors come back named: a key task that fails, an unknown task.
+    let err = compute(&g, sched, xs.group_by_task::<i32>(picky_key::NAME))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no key for 49"), "{name}: {err}");
+    let err = compute(&g, sched, xs.reduce_task("bag_broker.nowhere_binop"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bag_broker.nowhere_binop"), "{name}: {err}");
+    let err = compute(&g, sched, xs.top_k_task(2, "bag_broker.nowhere_key"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bag_broker.nowhere_key"), "{name}: {err}");
+}
+
 /// A closure step cannot cross processes: refused before anything runs, naming the step.
 fn closure_refused(sched: Scheduler<'_>, scheduler: &'static str) {
     let g = Graph::new();
@@ -357,6 +611,7 @@ fn on_broker(url: &str, name: &str) {
     let app = App::with_backend(connect(url).unwrap());
     let client = app.client().unwrap();
     same_floats(name, check(name, Broker(&client)));
+    check_task_reductions(name, Broker(&client));
     closure_refused(Broker(&client), "Broker");
     ran_elsewhere(Broker(&client));
 }
@@ -371,11 +626,14 @@ fn main() {
         Trial::test("bags_on_local_schedulers_match_serial", || {
             inline();
             same_floats("threads", check("threads", Threads(threads())));
+            check_task_reductions("inline", Inline);
+            check_task_reductions("threads", Threads(threads()));
             Ok(())
         }),
         Trial::test("bags_on_a_process_pool_match_serial", || {
             let pool = ProcessPool::new(2);
             same_floats("processes", check("processes", Processes(&pool)));
+            check_task_reductions("processes", Processes(&pool));
             closure_refused(Processes(&pool), "Processes");
             ran_elsewhere(Processes(&pool));
             Ok(())
@@ -394,6 +652,7 @@ fn main() {
             let running = std::thread::spawn(move || worker.run());
             let client = App::with_backend(backend).client().unwrap();
             same_floats("broker memory", check("broker memory", Broker(&client)));
+            check_task_reductions("broker memory", Broker(&client));
             closure_refused(Broker(&client), "Broker");
             drop(client);
             stop.graceful();

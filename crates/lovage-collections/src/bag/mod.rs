@@ -8,11 +8,15 @@
 //! A bag whose sources are data and whose steps are registered tasks (`map_task`,
 //! `filter_task`, `flat_map_task`) also keeps itself as data (`tasks::Plan`); its reductions
 //! are then the registered tasks of `tasks.rs`, which run on a process pool and on a broker's
-//! workers as well as locally, with the same results.
+//! workers as well as locally, with the same results. Reductions that would take closures have
+//! forms naming registered tasks instead (`by_task.rs`: `fold_task`, `group_by_task`, …).
 
+mod acc;
+mod by_task;
 mod reduce;
 mod tasks;
 mod text;
+mod values;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -385,20 +389,25 @@ impl<'g, T: Data> Bag<'g, T> {
             kind,
             task: task.to_owned(),
         }];
-        let mut bag = self.step(move |prev| {
+        let mut bag = self.step(move |prev| -> Pipe<U> {
             let (prev, steps) = (prev.clone(), steps.clone());
+            if kind == StepKind::Partitions {
+                return Arc::new(move |input: Option<&Chunk>, sink: Sink<'_, U>| {
+                    let mut items = Vec::new();
+                    prev(input, &mut |x: T| {
+                        items.push(to_json(&x)?);
+                        Ok(())
+                    })?;
+                    for y in tasks::run_partition_step(&steps[0].task, items)? {
+                        sink(from_json(&steps[0].task, y)?)?;
+                    }
+                    Ok(())
+                });
+            }
             Arc::new(move |input: Option<&Chunk>, sink: Sink<'_, U>| {
                 prev(input, &mut |x: T| {
-                    let v = serde_json::to_value(&x).map_err(|e| {
-                        crate::data_error(format!("a bag item cannot be written as JSON: {e}"))
-                    })?;
-                    tasks::run_steps(&steps, v, &mut |y| {
-                        sink(serde_json::from_value(y).map_err(|e| {
-                            crate::data_error(format!(
-                                "{}: its answer is not a bag item of the expected type: {e}",
-                                steps[0].task
-                            ))
-                        })?)
+                    tasks::run_steps(&steps, to_json(&x)?, &mut |y| {
+                        sink(from_json(&steps[0].task, y)?)
                     })
                 })
             })
@@ -417,6 +426,14 @@ impl<'g, T: Data> Bag<'g, T> {
         self.task_step(StepKind::Map, task)
     }
 
+    /// Replaces each partition's items by what the registered task `task` (one argument, the
+    /// partition's items as a `Vec<T>`; answering a `Vec<U>`) makes of them (Dask's
+    /// `map_partitions`). Runs on every scheduler, as [`map_task`](Self::map_task): in the
+    /// partition's task, the steps before it item by item, the steps after it on its answer.
+    pub fn map_partitions_task<U: Data>(&self, task: &str) -> Bag<'g, U> {
+        self.task_step(StepKind::Partitions, task)
+    }
+
     /// Keeps the items for which the registered task `task` (one argument, a `T`; answering a
     /// `bool`) answers `true`. Runs on every scheduler, as [`map_task`](Self::map_task).
     pub fn filter_task(&self, task: &str) -> Bag<'g, T> {
@@ -429,6 +446,21 @@ impl<'g, T: Data> Bag<'g, T> {
     pub fn flat_map_task<U: Data>(&self, task: &str) -> Bag<'g, U> {
         self.task_step(StepKind::FlatMap, task)
     }
+}
+
+/// An item as a task step's argument.
+fn to_json<T: Data>(x: &T) -> Result<serde_json::Value, TaskError> {
+    serde_json::to_value(x)
+        .map_err(|e| crate::data_error(format!("a bag item cannot be written as JSON: {e}")))
+}
+
+/// A task step's answer as the next step's item.
+fn from_json<U: Data>(task: &str, y: serde_json::Value) -> Result<U, TaskError> {
+    serde_json::from_value(y).map_err(|e| {
+        crate::data_error(format!(
+            "{task}: its answer is not a bag item of the expected type: {e}"
+        ))
+    })
 }
 
 impl<'g> Bag<'g, serde_json::Value> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use lovage_graph::Delayed;
 
-use super::tasks::{finish_node, Agg};
+use super::tasks::{combine_tree, finish_node, Agg};
 use super::{Bag, Chunk, Data, Item};
 use crate::combine::{finish, tree};
 
@@ -195,7 +195,7 @@ impl<'g, T: Item> Bag<'g, T> {
         finish(self.g, acc, HashMap::clone)
     }
 
-    /// The `k` items with the largest `key`, largest first (ties in partition order).
+    /// The `k` items with the largest `key`, largest first (ties in order of appearance).
     pub fn top_k<K: Ord + Send + Sync + 'static>(
         &self,
         k: usize,
@@ -203,12 +203,12 @@ impl<'g, T: Item> Bag<'g, T> {
     ) -> Delayed<Vec<T>> {
         let key = Arc::new(key);
         let (key1, key2) = (key.clone(), key.clone());
-        // Items keep their arrival number so ties resolve the same whatever the partitioning.
+        // Each list stays in order of appearance up to its sorts, and the sort is stable, so
+        // ties keep that order whatever the partitioning.
         let acc = self.aggregate(
-            Vec::<(T, u64)>::new,
+            Vec::<T>::new,
             move |v, x| {
-                let seq = v.len() as u64;
-                v.push((x, seq));
+                v.push(x);
                 if v.len() >= 2 * k.max(1) {
                     keep_top(v, k, &*key1);
                 }
@@ -222,7 +222,7 @@ impl<'g, T: Item> Bag<'g, T> {
         finish(self.g, acc, move |v| {
             let mut v = v.clone();
             keep_top(&mut v, k, &*key);
-            v.into_iter().map(|(x, _)| x).collect()
+            v
         })
     }
 
@@ -304,7 +304,19 @@ impl<'g, T: Item> Bag<'g, T> {
 
     /// The first `n` items of the first `npartitions` partitions (Dask's `take(n,
     /// npartitions=1)`: only those partitions run).
+    /// On a bag that is data this is registered tasks, so it runs on every scheduler; a
+    /// partition's task stops reading once it has `n` items.
     pub fn take(&self, n: usize, npartitions: usize) -> Delayed<Vec<T>> {
+        if let Some(plan) = &self.data {
+            let firsts = plan.first(npartitions.max(1));
+            let acc = combine_tree(
+                self.g,
+                firsts.partials(self.g, |_| Agg::Take(n)),
+                &Agg::Take(n),
+                usize::MAX,
+            );
+            return (plan.typed.all)(self.g, Agg::Take(n), acc);
+        }
         let firsts = Bag {
             g: self.g,
             parts: self
@@ -330,9 +342,9 @@ impl<'g, T: Item> Bag<'g, T> {
     }
 }
 
-/// Keeps the `k` largest by key (ties: smaller arrival number first), largest first.
-fn keep_top<T, K: Ord>(v: &mut Vec<(T, u64)>, k: usize, key: &dyn Fn(&T) -> K) {
-    v.sort_by(|a, b| key(&b.0).cmp(&key(&a.0)).then(a.1.cmp(&b.1)));
+/// Keeps the `k` largest by key, largest first (a stable sort: ties keep their order).
+fn keep_top<T, K: Ord>(v: &mut Vec<T>, k: usize, key: &dyn Fn(&T) -> K) {
+    v.sort_by_key(|x| std::cmp::Reverse(key(x)));
     v.truncate(k);
 }
 

@@ -9,12 +9,12 @@
 //! process (through the registry: one call per item and step, no message), folding into a
 //! small accumulator; a tree of `combine` tasks `split_every` wide; and one `finish` task that
 //! answers in MessagePack, decoded as the caller's type (so NaN and infinities travel too).
+//! What they compute (the reduction, its partial, its accumulator) is `acc.rs`.
 //!
 //! Items cross as JSON values (`serde_json::Value`) between the steps: a float item that is
 //! NaN or infinite is not representable (it becomes `null`).
 
-use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use lovage_core::{Codec, Registry, TaskEntry, TaskError};
@@ -24,7 +24,10 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
+pub(crate) use super::acc::Agg;
+use super::acc::{fold_items, Acc, Partial};
 use super::text::{json_lines, text_lines, OnError, TextRange};
+use super::values::Num;
 use crate::combine::SPLIT_EVERY;
 use crate::{data_error, internal};
 
@@ -58,6 +61,9 @@ pub(crate) enum StepKind {
     Filter,
     /// The answer's items (a list) replace the item.
     FlatMap,
+    /// The task is called once per partition with the partition's items (a list) and its
+    /// answer (a list) replaces them (`map_partitions_task`).
+    Partitions,
 }
 
 /// One element-wise step: a registered task called with the item as its only argument.
@@ -67,46 +73,6 @@ pub(crate) struct Step {
     pub(crate) task: String,
 }
 
-/// Which reduction a `partial`/`combine`/`finish` computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Agg {
-    /// Every item, in order (`compute`).
-    Items,
-    Count,
-    Sum,
-    Min,
-    Max,
-    Mean,
-    Frequencies,
-    Distinct,
-    /// Words of string items (`word_frequencies`).
-    Words,
-}
-
-/// A sum so far: exact while every item is an integer.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub(crate) enum Num {
-    Int(i64),
-    /// An `f64`'s bits (JSON carries neither NaN nor infinities).
-    Float(u64),
-}
-
-/// A reduction's partial result: small, and JSON-safe (floats as bits).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum Partial {
-    Items(Vec<Value>),
-    Count(u64),
-    Sum(Num),
-    /// The smallest or largest item so far.
-    Best(Option<Value>),
-    /// Count and the sum's bits.
-    Mean(u64, u64),
-    /// Count per item, keyed by the item's JSON text (or per word for `Words`).
-    Counts(HashMap<String, u64>),
-    /// Distinct items in order of first appearance.
-    Distinct(Vec<Value>),
-}
-
 /// What `finish` answers, encoded as the caller's type would be (a MessagePack map keyed by
 /// the items themselves for the frequencies).
 pub(crate) enum Wire {
@@ -114,7 +80,8 @@ pub(crate) enum Wire {
     U64(u64),
     I64(i64),
     F64(f64),
-    Pairs(Vec<(Value, u64)>),
+    /// A map keyed by values (counts, groups, folds by key).
+    Pairs(Vec<(Value, Value)>),
     Words(HashMap<String, u64>),
 }
 
@@ -144,221 +111,53 @@ impl Serialize for Wire {
     }
 }
 
-/// The state of a reduction inside one task.
-struct Acc {
-    agg: Agg,
-    part: Partial,
-    /// The JSON text of the distinct items kept so far.
-    seen: HashSet<String>,
+/// A registered task found in this process's registry.
+pub(crate) struct Task {
+    name: String,
+    entry: &'static TaskEntry,
 }
 
-impl Acc {
-    fn new(agg: Agg) -> Acc {
-        let part = match agg {
-            Agg::Items => Partial::Items(Vec::new()),
-            Agg::Count => Partial::Count(0),
-            Agg::Sum => Partial::Sum(Num::Int(0)),
-            Agg::Min | Agg::Max => Partial::Best(None),
-            Agg::Mean => Partial::Mean(0, 0f64.to_bits()),
-            Agg::Frequencies | Agg::Words => Partial::Counts(HashMap::new()),
-            Agg::Distinct => Partial::Distinct(Vec::new()),
-        };
-        Acc {
-            agg,
-            part,
-            seen: HashSet::new(),
-        }
+impl Task {
+    /// Looks `name` up (an unknown one fails, listing the registered names).
+    pub(crate) fn find(name: &str) -> Result<Task, TaskError> {
+        Ok(Task {
+            name: name.to_owned(),
+            entry: Registry::global().get(name)?,
+        })
     }
 
-    fn add(&mut self, x: Value) -> Result<(), TaskError> {
-        match (&mut self.part, self.agg) {
-            (Partial::Items(v), _) => v.push(x),
-            (Partial::Count(n), _) => *n += 1,
-            (Partial::Sum(s), _) => *s = add_num(*s, number(&x, "sum")?)?,
-            (Partial::Best(b), agg) => {
-                let better = match b {
-                    None => true,
-                    Some(cur) => {
-                        let o = compare(&x, cur)?;
-                        if agg == Agg::Min {
-                            o == Ordering::Less
-                        } else {
-                            o == Ordering::Greater
-                        }
-                    }
-                };
-                if better {
-                    *b = Some(x);
-                }
-            }
-            (Partial::Mean(n, sum), _) => {
-                let v = match number(&x, "mean")? {
-                    Num::Int(i) => i as f64,
-                    Num::Float(bits) => f64::from_bits(bits),
-                };
-                *n += 1;
-                *sum = (f64::from_bits(*sum) + v).to_bits();
-            }
-            (Partial::Counts(m), Agg::Words) => match &x {
-                Value::String(line) => {
-                    for w in line.split_ascii_whitespace() {
-                        match m.get_mut(w) {
-                            Some(n) => *n += 1,
-                            None => {
-                                m.insert(w.to_owned(), 1);
-                            }
-                        }
-                    }
-                }
-                other => {
-                    return Err(data_error(format!(
-                        "word_frequencies: an item is not a string: {other}"
-                    )))
-                }
-            },
-            (Partial::Counts(m), _) => *m.entry(x.to_string()).or_insert(0) += 1,
-            (Partial::Distinct(v), _) => {
-                if self.seen.insert(x.to_string()) {
-                    v.push(x);
-                }
-            }
-        }
-        Ok(())
+    /// Calls the task here with `args` (as `task::s(args..)` would encode them); its own error
+    /// comes back as it is.
+    pub(crate) fn call(&self, args: &[&Value]) -> Result<Value, TaskError> {
+        let args = serde_json::to_vec(args)
+            .map_err(|e| internal(&format!("an item cannot be written as JSON: {e}")))?;
+        let out = self.entry.call_blocking(&args, Codec::Json)?;
+        serde_json::from_slice(&out).map_err(|e| {
+            data_error(format!(
+                "the task {} answered what is not JSON: {e}",
+                self.name
+            ))
+        })
     }
-
-    fn merge(&mut self, other: Partial) -> Result<(), TaskError> {
-        match (&mut self.part, other) {
-            (Partial::Items(v), Partial::Items(o)) => v.extend(o),
-            (Partial::Count(n), Partial::Count(o)) => *n += o,
-            (Partial::Sum(s), Partial::Sum(o)) => *s = add_num(*s, o)?,
-            (Partial::Best(_), Partial::Best(o)) => {
-                if let Some(x) = o {
-                    self.add(x)?;
-                }
-            }
-            (Partial::Mean(n, sum), Partial::Mean(on, osum)) => {
-                *n += on;
-                *sum = (f64::from_bits(*sum) + f64::from_bits(osum)).to_bits();
-            }
-            (Partial::Counts(m), Partial::Counts(o)) => {
-                if m.is_empty() {
-                    *m = o;
-                } else {
-                    for (k, v) in o {
-                        *m.entry(k).or_insert(0) += v;
-                    }
-                }
-            }
-            (Partial::Distinct(_), Partial::Distinct(o)) => {
-                for x in o {
-                    self.add(x)?;
-                }
-            }
-            _ => return Err(internal("a bag's partials of two different reductions")),
-        }
-        Ok(())
-    }
-}
-
-/// An item as a number, for `sum` and `mean`.
-fn number(x: &Value, what: &str) -> Result<Num, TaskError> {
-    match x {
-        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => Ok(Num::Int(i)),
-            (None, Some(f)) if !n.is_u64() => Ok(Num::Float(f.to_bits())),
-            _ => Err(data_error(format!(
-                "{what}: the item {n} is above i64::MAX"
-            ))),
-        },
-        other => Err(data_error(format!(
-            "{what}: an item is not a number: {other}"
-        ))),
-    }
-}
-
-/// `a + b`, in integers while both are (an overflow fails, as it would panic in Rust).
-fn add_num(a: Num, b: Num) -> Result<Num, TaskError> {
-    let f = |n: Num| match n {
-        Num::Int(i) => i as f64,
-        Num::Float(bits) => f64::from_bits(bits),
-    };
-    match (a, b) {
-        (Num::Int(x), Num::Int(y)) => x
-            .checked_add(y)
-            .map(Num::Int)
-            .ok_or_else(|| data_error("sum: the integers overflow i64")),
-        _ => Ok(Num::Float((f(a) + f(b)).to_bits())),
-    }
-}
-
-/// The order of two items as Rust orders the types they come from: numbers by value, strings
-/// by bytes, lists (tuples, `Vec`s) element by element, `false < true`.
-fn compare(a: &Value, b: &Value) -> Result<Ordering, TaskError> {
-    let fail = || {
-        data_error(format!(
-            "min/max: the items {a} and {b} do not compare (numbers, strings, booleans and lists do)"
-        ))
-    };
-    Ok(match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
-            (Some(i), Some(j)) => i.cmp(&j),
-            _ => match (x.as_u64(), y.as_u64()) {
-                (Some(i), Some(j)) => i.cmp(&j),
-                _ => {
-                    let (Some(p), Some(q)) = (x.as_f64(), y.as_f64()) else {
-                        return Err(fail());
-                    };
-                    p.partial_cmp(&q).ok_or_else(fail)?
-                }
-            },
-        },
-        (Value::String(x), Value::String(y)) => x.cmp(y),
-        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
-        (Value::Array(x), Value::Array(y)) => {
-            for (p, q) in x.iter().zip(y) {
-                match compare(p, q)? {
-                    Ordering::Equal => {}
-                    o => return Ok(o),
-                }
-            }
-            x.len().cmp(&y.len())
-        }
-        _ => return Err(fail()),
-    })
 }
 
 /// A step with its registered body found.
 struct Resolved<'a> {
     step: &'a Step,
-    entry: &'static TaskEntry,
+    task: Task,
 }
 
-/// Finds every step's task in this process's registry (an unknown one fails, listing those
-/// that are registered).
+/// Finds every step's task in this process's registry.
 fn resolve(steps: &[Step]) -> Result<Vec<Resolved<'_>>, TaskError> {
-    let registry = Registry::global();
     steps
         .iter()
         .map(|step| {
             Ok(Resolved {
                 step,
-                entry: registry.get(&step.task)?,
+                task: Task::find(&step.task)?,
             })
         })
         .collect()
-}
-
-/// Calls a step's task with one item, here (as `task::s(item)` would encode it).
-fn call(r: &Resolved<'_>, item: &Value) -> Result<Value, TaskError> {
-    let args = serde_json::to_vec(&[item])
-        .map_err(|e| internal(&format!("an item cannot be written as JSON: {e}")))?;
-    let out = r.entry.call_blocking(&args, Codec::Json)?;
-    serde_json::from_slice(&out).map_err(|e| {
-        data_error(format!(
-            "the task {} answered what is not JSON: {e}",
-            r.step.task
-        ))
-    })
 }
 
 /// Runs `item` through `steps`, pushing what comes out into `sink`.
@@ -370,7 +169,10 @@ fn push(
     let Some((first, rest)) = steps.split_first() else {
         return sink(item);
     };
-    let out = call(first, &item)?;
+    if first.step.kind == StepKind::Partitions {
+        return Err(internal("a partition step met item by item"));
+    }
+    let out = first.task.call(&[&item])?;
     match (first.step.kind, out) {
         (StepKind::Map, y) => push(rest, y, sink),
         (StepKind::Filter, Value::Bool(keep)) => {
@@ -399,6 +201,61 @@ fn push(
     }
 }
 
+/// Where a partition's items go.
+type Sink<'a> = &'a mut dyn FnMut(Value) -> Result<(), TaskError>;
+
+/// Runs the items `feed` pushes into the sink it is given through `steps`, into `sink`. The
+/// steps up to a partition step run item by item into a list; the partition step's answer
+/// feeds the steps after it.
+fn drive(
+    steps: &[Resolved<'_>],
+    feed: &mut dyn FnMut(Sink<'_>) -> Result<(), TaskError>,
+    sink: Sink<'_>,
+) -> Result<(), TaskError> {
+    let Some(p) = steps
+        .iter()
+        .position(|r| r.step.kind == StepKind::Partitions)
+    else {
+        return feed(&mut |x| push(steps, x, &mut *sink));
+    };
+    let mut items = Vec::new();
+    feed(&mut |x| {
+        push(&steps[..p], x, &mut |y| {
+            items.push(y);
+            Ok(())
+        })
+    })?;
+    let mut answer = Some(call_partition(&steps[p].task, items)?);
+    drive(
+        &steps[p + 1..],
+        &mut |s| {
+            answer
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .try_for_each(&mut *s)
+        },
+        sink,
+    )
+}
+
+/// Calls a partition step's task with the partition's items; it must answer a list.
+fn call_partition(task: &Task, items: Vec<Value>) -> Result<Vec<Value>, TaskError> {
+    match task.call(&[&Value::Array(items)])? {
+        Value::Array(ys) => Ok(ys),
+        other => Err(data_error(format!(
+            "map_partitions_task {}: the task answered {other}, not a list",
+            task.name
+        ))),
+    }
+}
+
+/// A partition's items through the registered task `task`: the local schedulers' form of a
+/// partition step, the same call as in a worker.
+pub(crate) fn run_partition_step(task: &str, items: Vec<Value>) -> Result<Vec<Value>, TaskError> {
+    call_partition(&Task::find(task)?, items)
+}
+
 /// Runs one item through the steps into `sink`: the local schedulers' form of a task step,
 /// the same calls as in a worker.
 pub(crate) fn run_steps(
@@ -425,7 +282,7 @@ fn for_each_item(
 #[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.bag.partial")]
 pub(crate) fn partial(source: Source, steps: Vec<Step>, agg: Agg) -> Result<Partial, TaskError> {
     // The word count of plain lines counts over the raw bytes, as the local fast path does.
-    if let (Agg::Words, Source::Lines(r), true) = (agg, &source, steps.is_empty()) {
+    if let (Agg::Words, Source::Lines(r), true) = (&agg, &source, steps.is_empty()) {
         let bytes = r.read()?;
         return super::reduce::count_words(&bytes.bytes)
             .map(Partial::Counts)
@@ -438,19 +295,19 @@ pub(crate) fn partial(source: Source, steps: Vec<Step>, agg: Agg) -> Result<Part
             });
     }
     let steps = resolve(&steps)?;
-    let mut acc = Acc::new(agg);
-    for_each_item(&source, &mut |x| push(&steps, x, &mut |y| acc.add(y)))?;
-    Ok(acc.part)
+    fold_items(agg, |sink| {
+        drive(&steps, &mut |s| for_each_item(&source, s), sink)
+    })
 }
 
 /// Partials merged into one, in order.
 #[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.bag.combine")]
 pub(crate) fn combine(agg: Agg, parts: Vec<Partial>) -> Result<Partial, TaskError> {
-    let mut acc = Acc::new(agg);
+    let mut acc = Acc::new(agg)?;
     for p in parts {
         acc.merge(p)?;
     }
-    Ok(acc.part)
+    acc.into_partial()
 }
 
 /// The reduction's answer from the merged partial. MessagePack, so NaN, infinities and maps
@@ -465,6 +322,14 @@ pub(crate) fn finish(agg: Agg, acc: Partial) -> Result<Wire, TaskError> {
     Ok(match (agg, acc) {
         (_, Partial::Items(v)) | (_, Partial::Distinct(v)) => Wire::Value(Value::Array(v)),
         (_, Partial::Count(n)) => Wire::U64(n),
+        (_, Partial::Fold(mut v)) => Wire::Value(v.pop().unwrap_or(Value::Null)),
+        (_, Partial::Top(v)) => Wire::Value(Value::Array(v.into_iter().map(|(_, x)| x).collect())),
+        (_, Partial::Groups(v)) => Wire::Pairs(
+            v.into_iter()
+                .map(|(k, items)| (k, Value::Array(items)))
+                .collect(),
+        ),
+        (_, Partial::ByKey(v)) => Wire::Pairs(v),
         (_, Partial::Sum(Num::Int(i))) => Wire::I64(i),
         (_, Partial::Sum(Num::Float(bits))) => Wire::F64(f64::from_bits(bits)),
         (_, Partial::Best(b)) => Wire::Value(b.unwrap_or(Value::Null)),
@@ -474,7 +339,7 @@ pub(crate) fn finish(agg: Agg, acc: Partial) -> Result<Wire, TaskError> {
             m.into_iter()
                 .map(|(k, n)| {
                     serde_json::from_str(&k)
-                        .map(|v| (v, n))
+                        .map(|v| (v, Value::from(n)))
                         .map_err(|e| internal(&format!("a counted item's key: {e}")))
                 })
                 .collect::<Result<_, _>>()?,
@@ -572,25 +437,49 @@ impl<T: Data> Plan<T> {
 }
 
 impl<T> Plan<T> {
-    /// One `partial` task per partition, then `combine` tasks `split_every` wide until one
-    /// partial is left.
+    /// One `partial` task per partition, then `combine` tasks 8 wide until one partial is left.
     pub(crate) fn reduce(&self, g: &Graph, agg: Agg) -> Delayed<Partial> {
-        let mut level: Vec<Delayed<Partial>> = self
-            .sources
+        let partials = self.partials(g, |_| agg.clone());
+        combine_tree(g, partials, &agg, SPLIT_EVERY)
+    }
+
+    /// One `partial` task per partition, partition `i` computing `agg(i)`.
+    pub(crate) fn partials(&self, g: &Graph, agg: impl Fn(usize) -> Agg) -> Vec<Delayed<Partial>> {
+        self.sources
             .iter()
-            .map(|s| partial::delayed(g, s.clone(), (*self.steps).clone(), agg))
-            .collect();
-        loop {
-            match level.as_slice() {
-                [one] => return *one,
-                [] => return combine::delayed(g, agg, Vec::<Partial>::new()),
-                _ => {}
-            }
-            level = level
-                .chunks(SPLIT_EVERY)
-                .map(|group| combine::delayed(g, agg, group.to_vec()))
-                .collect();
+            .enumerate()
+            .map(|(i, s)| partial::delayed(g, s.clone(), (*self.steps).clone(), agg(i)))
+            .collect()
+    }
+
+    /// The same bag cut to its first `n` partitions.
+    pub(crate) fn first(&self, n: usize) -> Plan<T> {
+        Plan {
+            sources: Arc::new(self.sources.iter().take(n).cloned().collect()),
+            steps: self.steps.clone(),
+            typed: self.typed.clone(),
         }
+    }
+}
+
+/// `combine` tasks merging `split_every` partials at a time until one is left (one with no
+/// partial at all: the reduction's empty value).
+pub(crate) fn combine_tree(
+    g: &Graph,
+    mut level: Vec<Delayed<Partial>>,
+    agg: &Agg,
+    split_every: usize,
+) -> Delayed<Partial> {
+    loop {
+        match level.as_slice() {
+            [one] => return *one,
+            [] => return combine::delayed(g, agg.clone(), Vec::<Partial>::new()),
+            _ => {}
+        }
+        level = level
+            .chunks(split_every.max(2))
+            .map(|group| combine::delayed(g, agg.clone(), group.to_vec()))
+            .collect();
     }
 }
 

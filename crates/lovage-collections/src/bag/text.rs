@@ -10,8 +10,9 @@ use lovage_core::TaskError;
 use lovage_graph::{Delayed, Graph};
 use serde::{Deserialize, Serialize};
 
-use super::tasks::{Plan, Source};
+use super::tasks::{combine_tree, finish_node, Agg, Plan, Source};
 use super::{Bag, Chunk, Item, Part, Sink};
+use crate::combine::SPLIT_EVERY;
 use crate::{data_error, io_error, Error};
 
 /// How a file is stored.
@@ -314,35 +315,68 @@ pub fn read_jsonl<'g>(
     })
 }
 
+/// The file of each of `n` partitions: `*` in `path` replaced by the partition's number
+/// (zero-padded to at least 3 digits, so the files sort in order), or `path/<number>.part`
+/// when `path` has no `*` (a directory). A relative path is made absolute here, so a worker
+/// in another directory writes where the caller meant.
+fn textfile_paths(path: &Path, n: usize) -> Result<Vec<PathBuf>, Error> {
+    let path = std::path::absolute(path)
+        .map_err(|e| Error::Input(format!("to_textfiles: {}: {e}", path.display())))?;
+    let text = path.to_string_lossy().into_owned();
+    let pattern = match text.matches('*').count() {
+        0 => path.join("*.part").to_string_lossy().into_owned(),
+        1 => text,
+        _ => {
+            return Err(Error::Input(format!(
+                "to_textfiles: {text:?} has more than one '*'"
+            )))
+        }
+    };
+    let width = n.max(1).to_string().len().max(3);
+    Ok((0..n)
+        .map(|i| PathBuf::from(pattern.replace('*', &format!("{i:0width$}"))))
+        .collect())
+}
+
 impl<'g, T: Item + std::fmt::Display> Bag<'g, T> {
-    /// Writes partition `i` to `dir/<i>.part` (one item per line, zero-padded numbers so the
-    /// files sort in order) and returns the paths. The directory is created if missing.
-    pub fn to_textfiles(&self, dir: impl AsRef<Path>) -> Delayed<Vec<PathBuf>> {
-        let dir = dir.as_ref().to_path_buf();
-        let width = self.parts.len().max(1).to_string().len().max(3);
+    /// Dask's `to_textfiles(path)`: writes each partition to its own file, one item per line,
+    /// and returns the paths. `path` is a pattern with one `*`, replaced by the partition's
+    /// number (zero-padded to at least 3 digits: `out/*.txt` gives `out/000.txt`, …), or a
+    /// directory (`dir/000.part`, …); missing directories are created. On a bag that is data
+    /// each partition is written by the task (the worker) that computes it, so on every
+    /// scheduler: strings as themselves, numbers as Rust prints them, other items as their
+    /// JSON text. An error: a pattern with several `*`.
+    pub fn to_textfiles(&self, path: impl AsRef<Path>) -> Result<Delayed<Vec<PathBuf>>, Error> {
+        let paths = textfile_paths(path.as_ref(), self.parts.len())?;
+        if let Some(plan) = &self.data {
+            let partials = plan.partials(self.g, |i| Agg::Write(paths[i].clone()));
+            let acc = combine_tree(self.g, partials, &Agg::Items, SPLIT_EVERY);
+            return Ok(finish_node(self.g, Agg::Items, acc));
+        }
         let files: Vec<Delayed<PathBuf>> = self
             .parts
             .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let (part, dir) = (p.clone(), dir.clone());
+            .zip(paths)
+            .map(|(p, path)| {
+                let part = p.clone();
                 self.g.try_local_all(
                     "bag-to-textfile",
                     move |inputs: Vec<Chunk>| {
-                        std::fs::create_dir_all(&dir).map_err(|e| io_error(dir.display(), e))?;
-                        let path = dir.join(format!("{i:0width$}.part"));
+                        if let Some(dir) = path.parent() {
+                            std::fs::create_dir_all(dir).map_err(|e| io_error(dir.display(), e))?;
+                        }
                         let f = File::create(&path).map_err(|e| io_error(path.display(), e))?;
                         let mut w = std::io::BufWriter::new(f);
                         part.run(&inputs, &mut |x| {
                             writeln!(w, "{x}").map_err(|e| io_error(path.display(), e))
                         })?;
                         w.flush().map_err(|e| io_error(path.display(), e))?;
-                        Ok(path)
+                        Ok(path.clone())
                     },
                     p.inputs(),
                 )
             })
             .collect();
-        self.g.collect(files)
+        Ok(self.g.collect(files))
     }
 }
