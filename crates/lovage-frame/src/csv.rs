@@ -39,10 +39,12 @@ impl Default for CsvOptions {
 }
 
 /// One partition of a CSV file: the lines that start in `start..end`.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct CsvRange {
     path: PathBuf,
     start: u64,
     end: u64,
+    #[serde(with = "crate::data::schema_ref")]
     schema: SchemaRef,
     separator: u8,
 }
