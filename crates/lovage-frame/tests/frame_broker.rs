@@ -5,7 +5,8 @@
 //! process, and SQLite and Redis brokers with two worker processes each (data plane on, so
 //! partials of 64 KiB and more stay in their worker). Every answer is checked against Polars on
 //! the same rows as one frame: integers, strings and counts exactly, floats within a relative
-//! 1e-9. The data has nulls in the keys, a CSV file of only a header (an empty partition) and
+//! 1e-9. On SQLite and Redis a worker holding kept partials is killed with -9 and the answer is
+//! still exact (lineage). The data has nulls in the keys, a CSV file of only a header (an empty partition) and
 //! a filter that empties some partitions; a CSV row that does not fit its column comes back as
 //! an error naming `file:line`, and a closure step is refused before anything runs.
 //!
@@ -17,11 +18,12 @@
 use std::io::Write;
 use std::process::Stdio;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Trial};
 use lovage_broker::dataref::bytes_fetched;
-use lovage_broker::{connect, App};
+use lovage_broker::{connect, App, DEFAULT_QUEUE};
+use lovage_core::{TaskId, TaskOptions};
 use lovage_frame::polars::prelude::*;
 use lovage_frame::{
     agg, compute, read_csv, read_jsonl, read_parquet, Agg, CsvOptions, Error, Frame,
@@ -222,6 +224,28 @@ fn want(rows: &DataFrame) -> [DataFrame; 4] {
     ]
 }
 
+/// The CSV files' rows as Polars reads them whole with `schema` (floats through text).
+fn csv_rows(schema: &SchemaRef) -> DataFrame {
+    let mut all: Option<DataFrame> = None;
+    for f in 0..FILES {
+        let path = files().dir.path().join(format!("csv/{f}.csv"));
+        let df = CsvReadOptions::default()
+            .with_has_header(true)
+            .with_schema(Some(schema.clone()))
+            .try_into_reader_with_file_path(Some(path))
+            .unwrap()
+            .finish()
+            .unwrap();
+        match &mut all {
+            None => all = Some(df),
+            Some(all) => {
+                all.vstack_mut(&df).unwrap();
+            }
+        }
+    }
+    all.unwrap()
+}
+
 /// Every frame source, planned, grouped three ways and reduced on `sched`, checked against
 /// Polars on the same rows as one frame.
 fn check(name: &str, sched: Scheduler<'_>) {
@@ -239,27 +263,7 @@ fn check(name: &str, sched: Scheduler<'_>) {
         csv.npartitions() > 3 * FILES as usize,
         "{name}: several partitions per CSV file"
     );
-    // The CSV files' rows as Polars reads them whole (floats through text).
-    let csv_rows = {
-        let mut parts = Vec::new();
-        for f in 0..FILES {
-            let path = files().dir.path().join(format!("csv/{f}.csv"));
-            parts.push(
-                CsvReadOptions::default()
-                    .with_has_header(true)
-                    .with_schema(Some(csv.schema().clone()))
-                    .try_into_reader_with_file_path(Some(path))
-                    .unwrap()
-                    .finish()
-                    .unwrap(),
-            );
-        }
-        let mut all = parts.remove(0);
-        for p in parts {
-            all.vstack_mut(&p).unwrap();
-        }
-        all
-    };
+    let csv_rows = csv_rows(csv.schema());
     let frames = [
         ("csv", csv, csv_rows),
         (
@@ -339,10 +343,11 @@ fn serve_role() -> bool {
         return false;
     };
     match role.split('|').collect::<Vec<_>>()[..] {
-        ["worker", url, name] => {
+        ["worker", url, name, queues] => {
             let config = WorkerConfig {
                 concurrency: 2,
                 name: name.to_owned(),
+                queues: queues.split(',').map(str::to_owned).collect(),
                 data: Some(DataConfig::default()),
                 ..WorkerConfig::default()
             };
@@ -355,15 +360,20 @@ fn serve_role() -> bool {
     true
 }
 
-/// A worker process on `url` named `name`, killed when dropped.
-fn worker(url: &str, name: &str) -> Process {
-    Process::this_binary(ROLE, &format!("worker|{url}|{name}"), Stdio::inherit())
+/// A worker process on `url` named `name`, serving `queues` (comma-separated), data plane on,
+/// killed when dropped.
+fn worker(url: &str, name: &str, queues: &str) -> Process {
+    Process::this_binary(
+        ROLE,
+        &format!("worker|{url}|{name}|{queues}"),
+        Stdio::inherit(),
+    )
 }
 
 /// Two worker processes on `url`, the same answers as Polars.
 fn on_broker(url: &str, name: &str) {
-    let _a = worker(url, "frame-a");
-    let _b = worker(url, "frame-b");
+    let _a = worker(url, "frame-a", DEFAULT_QUEUE);
+    let _b = worker(url, "frame-b", DEFAULT_QUEUE);
     let app = App::with_backend(connect(url).unwrap());
     let client = app.client().unwrap();
     let fetched = bytes_fetched();
@@ -375,6 +385,93 @@ fn on_broker(url: &str, name: &str) {
         "{name}: nothing came by the data plane"
     );
     closure_refused(Broker(&client), "Broker");
+}
+
+/// The queue of the kill test's `finish` node, which only the second worker serves.
+const FINISH_QUEUE: &str = "frame-finish";
+
+/// Lineage: a group-by's partials (one per CSV file, over 64 KiB each) are made and kept on
+/// worker A; A is killed with -9 once they are all done and the `finish` node waits on a queue
+/// A does not serve; worker B, started only then, runs `finish`: its fetches from A fail, B
+/// makes the partials again from the tasks their references record (reading the files
+/// itself), and the answer is exactly Polars'.
+fn lost_partials_are_remade(url: &str) {
+    const LONG: Duration = Duration::from_secs(120);
+    let app = App::with_backend(connect(url).unwrap());
+    let client = app.client().unwrap();
+    let mut a = worker(url, "frame-a", DEFAULT_QUEUE);
+    let g = Graph::new();
+    let csv = read_csv(
+        &g,
+        &pattern("csv", "csv"),
+        CsvOptions {
+            whole_file: true,
+            ..CsvOptions::default()
+        },
+    )
+    .unwrap();
+    let want_u = want(&csv_rows(csv.schema()))[2].clone();
+    let out = planned(&csv).group_by(["u"]).agg(aggs()).unwrap();
+    let finish_on = TaskOptions {
+        queue: Some(FINISH_QUEUE.to_owned()),
+        ..TaskOptions::default()
+    };
+    g.set_options(out, finish_on).unwrap();
+    let sent = g.submit(&client, vec![out]).unwrap();
+    let stored = app
+        .backend()
+        .results()
+        .get_blob(sent.graph)
+        .unwrap()
+        .unwrap();
+    let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
+    let partials: Vec<TaskId> = stored
+        .nodes
+        .iter()
+        .filter(|n| n.key.contains("lovage.frame.partial"))
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(partials.len(), FILES as usize + 1, "a partial per file");
+    let mut kept = Vec::new();
+    for id in partials {
+        let rec = app.backend().results().wait(id, LONG).unwrap().unwrap();
+        if let Some(r) = rec.result_ref() {
+            kept.push(r.unwrap());
+        }
+    }
+    assert_eq!(kept.len(), FILES as usize, "the files' partials are kept");
+    assert!(
+        kept.iter().all(|r| r.worker.starts_with("frame-a@")),
+        "{kept:?}"
+    );
+    // Kill A only once it has finished with the partials (`finish` enqueued, nothing held).
+    let deadline = Instant::now() + LONG;
+    loop {
+        let stats = app.backend().admin().stats().unwrap();
+        let on = |q: &str| stats.iter().find(|s| s.queue == q).cloned();
+        let finish_ready = on(FINISH_QUEUE).map_or(0, |s| s.ready);
+        let held = on(DEFAULT_QUEUE).map_or(0, |s| s.ready + s.reserved + s.scheduled);
+        if finish_ready >= 1 && held == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never finished: {stats:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    a.0.kill().unwrap(); // SIGKILL
+    a.0.wait().unwrap();
+    assert!(
+        kept.iter().all(|r| r.fetch().is_err()),
+        "the partials went with A"
+    );
+    let _b = worker(url, "frame-b", &format!("{DEFAULT_QUEUE},{FINISH_QUEUE}"));
+    let got = sent
+        .futures
+        .into_iter()
+        .next()
+        .unwrap()
+        .result_timeout(LONG)
+        .unwrap();
+    assert_same(&got, &want_u, &["u"]);
 }
 
 fn main() {
@@ -398,7 +495,7 @@ fn main() {
             Ok(())
         }),
         Trial::test("frames_on_a_memory_broker_match_polars", || {
-            let url = format!("memory://frame-broker-{}", lovage_core::TaskId::new());
+            let url = format!("memory://frame-broker-{}", TaskId::new());
             let backend = connect(&url).unwrap();
             let config = WorkerConfig {
                 pool: PoolKind::Threads,
@@ -427,6 +524,11 @@ fn main() {
                 &format!("broker {}", f.url.split(':').next().unwrap_or("?")),
             )
         },
+    ));
+    trials.extend(on_brokers(
+        &["sqlite", "redis"],
+        "frames_lost_partials_are_remade",
+        |f| lost_partials_are_remade(&f.url),
     ));
     libtest_mimic::run(&args, trials).exit();
 }
