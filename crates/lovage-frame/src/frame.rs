@@ -417,10 +417,18 @@ impl<'g> Frame<'g> {
 
     /// The number of rows. From the metadata when every source knows its row count
     /// (in-memory partitions, Parquet footers) and no step drops rows; otherwise each
-    /// partition is computed and counted.
+    /// partition is computed and counted (with the `lovage.frame.*` tasks when every
+    /// partition is data, so on every scheduler).
     pub fn len(&self) -> Delayed<usize> {
-        match self.known_len() {
-            Some(n) => self.g.value(n),
+        if let Some(n) = self.known_len() {
+            return self.g.value(n);
+        }
+        // A frame of data counts with registered tasks, so on any scheduler.
+        let counted = self
+            .data_parts()
+            .and_then(|parts| crate::tasks::count_rows(self.g, parts, &self.schema).ok());
+        match counted {
+            Some(d) => d,
             None => {
                 let counts = self.map_parts("len", |df| Ok(df.height()));
                 self.g

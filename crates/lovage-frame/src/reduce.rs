@@ -67,7 +67,7 @@ fn lazy(what: &'static str, f: impl Fn(LazyFrame) -> LazyFrame + Send + Sync + '
 
 /// The schema `step` gives a frame of `schema` (checked on an empty frame, so bad column
 /// names and types are errors when the graph is built).
-fn schema_after(step: &Step, schema: &SchemaRef) -> Result<SchemaRef, Error> {
+pub(crate) fn schema_after(step: &Step, schema: &SchemaRef) -> Result<SchemaRef, Error> {
     step(DataFrame::empty_with_schema(schema))
         .map(|df| df.schema().clone())
         .map_err(|e| Error::Input(e.message.to_string()))

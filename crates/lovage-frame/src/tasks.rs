@@ -13,7 +13,8 @@ use polars::prelude::*;
 
 use crate::agg::Agg;
 use crate::data::{Ipc, Packed, PartData};
-use crate::reduce::{agg_steps, merge};
+use crate::reduce::{agg_steps, merge, schema_after, SPLIT_EVERY};
+use crate::{polars_error, Error};
 
 /// One partition's partial aggregation: the source read here, its plan run, and `aggs`
 /// grouped by `keys`.
@@ -49,6 +50,23 @@ pub(crate) fn finish(
 ) -> Result<DataFrame, TaskError> {
     (agg_steps(&keys, &aggs).finish)(merged(&keys, &aggs, empty, parts)?)
 }
+
+/// The row count a finished `len` aggregation holds (`Frame::len` of a frame of data).
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.rows")]
+pub(crate) fn rows(counted: DataFrame) -> Result<usize, TaskError> {
+    let n = counted
+        .column(ROWS)
+        .and_then(|c| c.cast(&DataType::UInt64))
+        .map_err(|e| polars_error("counting rows", e))?;
+    let n = n
+        .u64()
+        .map_err(|e| polars_error("counting rows", e))?
+        .get(0);
+    Ok(n.unwrap_or(0) as usize)
+}
+
+/// The column `count_rows` counts into.
+const ROWS: &str = "__lovage_rows";
 
 fn merged(
     keys: &[PlSmallStr],
@@ -88,8 +106,20 @@ pub(crate) fn agg_tree(
     finish::delayed(g, keys, aggs, empty, level)
 }
 
+/// The number of rows of `parts` (of `schema`): a `len` aggregation in a tree, then `rows`.
+pub(crate) fn count_rows(
+    g: &Graph,
+    parts: Vec<PartData>,
+    schema: &SchemaRef,
+) -> Result<Delayed<usize>, Error> {
+    let aggs = vec![crate::agg::len().alias(ROWS)];
+    let partial_schema = schema_after(&agg_steps(&[], &aggs).partial, schema)?;
+    let counted = agg_tree(g, parts, Vec::new(), aggs, SPLIT_EVERY, &partial_schema);
+    Ok(rows::delayed(g, counted))
+}
+
 /// The names of the built-in frame tasks.
-pub const NAMES: [&str; 3] = [partial::NAME, combine::NAME, finish::NAME];
+pub const NAMES: [&str; 4] = [partial::NAME, combine::NAME, finish::NAME, rows::NAME];
 
 /// Makes sure the built-in frame tasks (`lovage.frame.*`) are in this process's registry and
 /// returns their names: a worker binary that runs frames calls it once (`lovage worker`
@@ -101,6 +131,7 @@ pub fn register() -> Result<&'static [&'static str], TaskError> {
         partial::__invoke as *const () as usize,
         combine::__invoke as *const () as usize,
         finish::__invoke as *const () as usize,
+        rows::__invoke as *const () as usize,
     ]);
     let registry = Registry::global();
     for name in NAMES {

@@ -6,9 +6,10 @@
 //! partials of 64 KiB and more stay in their worker). Every answer is checked against Polars on
 //! the same rows as one frame: integers, strings and counts exactly, floats within a relative
 //! 1e-9. On SQLite and Redis a worker holding kept partials is killed with -9 and the answer is
-//! still exact (lineage). The data has nulls in the keys, a CSV file of only a header (an empty partition) and
-//! a filter that empties some partitions; a CSV row that does not fit its column comes back as
-//! an error naming `file:line`, and a closure step is refused before anything runs.
+//! still exact (lineage). The data has nulls in the keys, a CSV file of only a header (an empty
+//! partition) and a filter that empties some partitions; a CSV row that does not fit its column
+//! comes back as an error naming `file:line`, and a closure step is refused before anything
+//! runs.
 //!
 //! The process pool's children and the broker's worker processes are this test binary started
 //! again (so they know the `lovage.frame.*` tasks), hence `harness = false`.
@@ -290,9 +291,13 @@ fn check(name: &str, sched: Scheduler<'_>) {
             f.group_by(["k", "s"]).agg(aggs()).unwrap(),
             f.group_by(["u"]).split_every(2).agg(aggs()).unwrap(),
             f.reduce(aggs()).unwrap(),
+            (f.len(), frame.len()),
         );
-        let (k, ks, u, t) = compute(&g, sched, outs).unwrap();
+        let (k, ks, u, t, (n, n_all)) = compute(&g, sched, outs).unwrap();
         let what = format!("{name}: {source}");
+        let planned_rows = total.column("len").unwrap().i64().unwrap().get(0).unwrap();
+        assert_eq!(n as i64, planned_rows, "{what}: len after the plan");
+        assert_eq!(n_all, rows.height(), "{what}: len");
         assert!(
             by_k.column("k").unwrap().null_count() > 0,
             "{what}: a null key"
