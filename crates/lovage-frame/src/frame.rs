@@ -355,6 +355,13 @@ impl<'g> Frame<'g> {
         self.parts.iter().map(Part::data).collect()
     }
 
+    /// Whether some partition's rows are given in memory (`from_polars`, `from_partitions`).
+    pub(crate) fn in_memory(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p.source, Source::Memory(_)))
+    }
+
     /// One node per partition running its plan and then `f` on the rows (the node's name
     /// is `name`). A reduction's partial step runs in the same node as the plan.
     pub(crate) fn map_parts<R, F>(&self, name: &'static str, f: F) -> Vec<Delayed<R>>

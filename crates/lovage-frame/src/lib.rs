@@ -24,13 +24,15 @@
 //!
 //! A frame whose partitions are data — read from files (`read_csv`, `read_parquet`,
 //! `read_jsonl`) or given here (`from_polars`, `from_partitions`), with `select`,
-//! `with_columns` and `filter` steps — aggregates (`reduce`, `group_by(..).agg(..)`) with the
-//! registered tasks `lovage.frame.partial`, `lovage.frame.combine` and `lovage.frame.finish`,
-//! so it runs on every scheduler: a process pool, and a broker's workers that called
-//! [`register`] (`lovage worker` built with the `frames` feature does). The plan travels as
-//! Polars' own serialization of its `Expr`s, the partials as Arrow IPC. Everything else (joins,
-//! sorts, `from_fn`, `persist`, `split_out(n > 1)`, …) runs closures, so on `Inline` and
-//! `Threads` only; [`compute`] on a process pool or a broker refuses it before anything runs.
+//! `with_columns` and `filter` steps — aggregates (`reduce`, `len`, `group_by(..).agg(..)`)
+//! with the registered tasks `lovage.frame.partial`, `lovage.frame.combine` and
+//! `lovage.frame.finish` (a group-by of rows in memory only with `split_out(1)`: unset, it
+//! keeps the run-time choice of an exchange), so it runs on every scheduler: a process pool,
+//! and a broker's workers that called [`register`] (`lovage worker` built with the `frames`
+//! feature does). The plan travels as Polars' own serialization of its `Expr`s, the partials
+//! as Arrow IPC. Everything else (joins, sorts, `from_fn`, `persist`, `split_out(n > 1)`, …)
+//! runs closures, so on `Inline` and `Threads` only; [`compute`] on a process pool or a broker
+//! refuses it before anything runs.
 
 pub mod agg;
 mod csv;
@@ -72,9 +74,10 @@ pub enum Error {
     /// The scheduler (a process pool or a broker) cannot run a closure the frame has.
     #[error(
         "{op} runs a closure, which cannot cross processes: compute it with Inline or \
-         Threads(&pool), not {scheduler} (reduce and group_by().agg() run on every scheduler \
-         when the frame comes from read_csv, read_parquet, read_jsonl, from_polars or \
-         from_partitions with select, with_columns and filter steps, and split_out is at most 1)"
+         Threads(&pool), not {scheduler} (reduce, len and group_by().agg() run on every \
+         scheduler when the frame comes from read_csv, read_parquet or read_jsonl with select, \
+         with_columns and filter steps and split_out is unset or 1; from from_polars or \
+         from_partitions, with split_out(1))"
     )]
     Unsupported {
         /// `Processes` or `Broker`.

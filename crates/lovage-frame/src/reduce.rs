@@ -304,11 +304,15 @@ impl<'g> GroupBy<'g> {
         let partial_schema = schema_after(&partial, &frame.schema)?;
         let final_schema = schema_after(&finish, &schema_after(&combine, &partial_schema)?)?;
         let g = frame.g;
-        let tree_only =
-            keys.is_empty() || frame.npartitions() <= 1 || self.split_out.is_none_or(|n| n == 1);
+        // Data all the way: registered tasks, so any scheduler runs it. A tree only: a broker
+        // cannot run the in-process exchange. So an unset split_out merges in a tree for a
+        // frame of files; a frame in memory keeps the run-time choice (its local schedulers'
+        // figures rely on it) unless split_out(1) is asked for.
+        let tree_only = keys.is_empty()
+            || frame.npartitions() <= 1
+            || self.split_out == Some(1)
+            || (self.split_out.is_none() && !frame.in_memory());
         if let (true, Some(parts)) = (tree_only, frame.data_parts()) {
-            // Data all the way: registered tasks, so any scheduler runs it (an unset split_out
-            // merges in a tree here, as a broker cannot run the in-process exchange).
             return Ok(crate::tasks::agg_tree(
                 g,
                 parts,
