@@ -360,12 +360,15 @@ fn serve_role() -> bool {
         return false;
     };
     match role.split('|').collect::<Vec<_>>()[..] {
-        ["worker", url, name, queues] => {
+        ["worker", url, name, queues, dir] => {
             let config = WorkerConfig {
                 concurrency: 2,
                 name: name.to_owned(),
                 queues: queues.split(',').map(str::to_owned).collect(),
-                data: Some(DataConfig::default()),
+                data: Some(DataConfig {
+                    dir: Some(dir.into()),
+                    ..DataConfig::default()
+                }),
                 ..WorkerConfig::default()
             };
             let worker = Worker::new(connect(url).unwrap(), config).unwrap();
@@ -377,20 +380,23 @@ fn serve_role() -> bool {
     true
 }
 
-/// A worker process on `url` named `name`, serving `queues` (comma-separated), data plane on,
+/// A worker process on `url` named `name`, serving `queues` (comma-separated), data plane on
+/// (its directory inside `dir`, which the test removes: a killed worker leaves its own),
 /// killed when dropped.
-fn worker(url: &str, name: &str, queues: &str) -> Process {
+fn worker(url: &str, name: &str, queues: &str, dir: &tempfile::TempDir) -> Process {
+    let dir = dir.path().display();
     Process::this_binary(
         ROLE,
-        &format!("worker|{url}|{name}|{queues}"),
+        &format!("worker|{url}|{name}|{queues}|{dir}"),
         Stdio::inherit(),
     )
 }
 
 /// Two worker processes on `url`, the same answers as Polars.
 fn on_broker(url: &str, name: &str) {
-    let _a = worker(url, "frame-a", DEFAULT_QUEUE);
-    let _b = worker(url, "frame-b", DEFAULT_QUEUE);
+    let dir = tempfile::tempdir().unwrap();
+    let _a = worker(url, "frame-a", DEFAULT_QUEUE, &dir);
+    let _b = worker(url, "frame-b", DEFAULT_QUEUE, &dir);
     let app = App::with_backend(connect(url).unwrap());
     let client = app.client().unwrap();
     let fetched = bytes_fetched();
@@ -416,7 +422,8 @@ fn lost_partials_are_remade(url: &str) {
     const LONG: Duration = Duration::from_secs(120);
     let app = App::with_backend(connect(url).unwrap());
     let client = app.client().unwrap();
-    let mut a = worker(url, "frame-a", DEFAULT_QUEUE);
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = worker(url, "frame-a", DEFAULT_QUEUE, &dir);
     let g = Graph::new();
     let csv = read_csv(
         &g,
@@ -480,7 +487,12 @@ fn lost_partials_are_remade(url: &str) {
         kept.iter().all(|r| r.fetch().is_err()),
         "the partials went with A"
     );
-    let _b = worker(url, "frame-b", &format!("{DEFAULT_QUEUE},{FINISH_QUEUE}"));
+    let _b = worker(
+        url,
+        "frame-b",
+        &format!("{DEFAULT_QUEUE},{FINISH_QUEUE}"),
+        &dir,
+    );
     let got = sent
         .futures
         .into_iter()
