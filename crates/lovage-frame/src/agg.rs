@@ -5,7 +5,7 @@
 use polars::prelude::*;
 
 /// What an [`Agg`] computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     /// The sum of the non-null values (0 when there are none).
     Sum,
@@ -26,7 +26,7 @@ pub enum Kind {
 }
 
 /// One aggregation of one column, named like the column unless [`alias`](Agg::alias)ed.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Agg {
     pub(crate) kind: Kind,
     pub(crate) column: PlSmallStr,

@@ -39,10 +39,12 @@ impl Default for CsvOptions {
 }
 
 /// One partition of a CSV file: the lines that start in `start..end`.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct CsvRange {
     path: PathBuf,
     start: u64,
     end: u64,
+    #[serde(with = "crate::data::schema_ref")]
     schema: SchemaRef,
     separator: u8,
 }
@@ -51,12 +53,14 @@ fn io_input(path: &Path, e: std::io::Error) -> Error {
     Error::Input(format!("{}: {e}", path.display()))
 }
 
-/// The files `pattern` matches, sorted; an error when none does.
+/// The files `pattern` matches, sorted, made absolute against this process's directory (a
+/// worker that reads them may run elsewhere); an error when none does.
 pub(crate) fn glob_files(pattern: &str) -> Result<Vec<PathBuf>, Error> {
     let mut files: Vec<PathBuf> = glob::glob(pattern)
         .map_err(|e| Error::Input(format!("bad glob {pattern:?}: {e}")))?
         .filter_map(Result::ok)
         .filter(|p| p.is_file())
+        .map(|p| std::path::absolute(&p).unwrap_or(p))
         .collect();
     files.sort();
     if files.is_empty() {

@@ -6,7 +6,8 @@ use lovage_core::TaskError;
 use lovage_graph::{Delayed, Graph};
 use polars::prelude::*;
 
-use crate::{csv::CsvRange, parquet::RowGroup, polars_error, Error};
+use crate::data::{DataSource, PartData};
+use crate::{csv::CsvRange, json::JsonlFile, parquet::RowGroup, polars_error, Error};
 
 /// Where a partition's rows come from.
 #[derive(Clone)]
@@ -21,12 +22,9 @@ pub(crate) enum Source {
     Parquet(Arc<RowGroup>),
     /// Partition `i` of a generating function (`from_fn`), with the schema it must have.
     Generated(Arc<Generator>, usize),
-    /// A file read whole by a function (JSON Lines), and the file's name.
-    Reader(Arc<ReadFn>, String),
+    /// A JSON Lines file, read whole.
+    Jsonl(Arc<JsonlFile>),
 }
-
-/// Reads a whole partition (its errors name the file and line).
-pub(crate) type ReadFn = dyn Fn() -> Result<DataFrame, TaskError> + Send + Sync;
 
 /// A function making a partition from its index (`Frame::from_fn`).
 pub(crate) struct Generator {
@@ -43,7 +41,7 @@ impl Source {
             Source::Csv(r) => r.describe(),
             Source::Parquet(r) => r.describe(),
             Source::Generated(_, i) => format!("generated partition {i}"),
-            Source::Reader(_, name) => name.clone(),
+            Source::Jsonl(f) => f.describe(),
         }
     }
 
@@ -55,7 +53,7 @@ impl Source {
                 .ok_or_else(|| crate::data_error("internal: a persisted partition lost its input")),
             Source::Csv(r) => r.read(),
             Source::Parquet(r) => r.read(),
-            Source::Reader(read, _) => read(),
+            Source::Jsonl(f) => f.read(),
             Source::Generated(gen, i) => {
                 let df = (gen.make)(*i).map_err(|e| polars_error(self.describe(), e))?;
                 if **df.schema() != *gen.schema {
@@ -71,12 +69,23 @@ impl Source {
         }
     }
 
+    /// The source as data, when it is data (not a closure or another node's result).
+    fn data(&self) -> Option<DataSource> {
+        match self {
+            Source::Memory(df) => Some(DataSource::Memory(df.clone())),
+            Source::Csv(r) => Some(DataSource::Csv((**r).clone())),
+            Source::Parquet(r) => Some(DataSource::Parquet((**r).clone())),
+            Source::Jsonl(f) => Some(DataSource::Jsonl((**f).clone())),
+            Source::Node(_) | Source::Generated(..) => None,
+        }
+    }
+
     /// The number of rows when the metadata knows it without reading the data.
     fn known_rows(&self) -> Option<usize> {
         match self {
             Source::Memory(df) => Some(df.height()),
             Source::Parquet(r) => Some(r.rows),
-            Source::Node(_) | Source::Csv(_) | Source::Generated(..) | Source::Reader(..) => None,
+            Source::Node(_) | Source::Csv(_) | Source::Generated(..) | Source::Jsonl(_) => None,
         }
     }
 }
@@ -91,8 +100,9 @@ fn is_plain_column(e: &Expr) -> bool {
     }
 }
 
-/// One step of a partition's lazy plan (Polars runs it).
-#[derive(Clone)]
+/// One step of a partition's lazy plan (Polars runs it). Serializable (Polars' own serde
+/// of `Expr`), so a plan travels to a process pool or a broker's workers.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Op {
     Select(Vec<Expr>),
     WithColumns(Vec<Expr>),
@@ -133,6 +143,14 @@ impl Part {
             .all(Op::keeps_rows)
             .then(|| self.source.known_rows())
             .flatten()
+    }
+
+    /// The partition as data, when its source is data.
+    pub(crate) fn data(&self) -> Option<PartData> {
+        Some(PartData {
+            source: self.source.data()?,
+            ops: (*self.ops).clone(),
+        })
     }
 
     /// Loads the partition and runs its plan.
@@ -331,6 +349,19 @@ impl<'g> Frame<'g> {
         Ok(out)
     }
 
+    /// Every partition as data, when every source is data: the frame can then run as
+    /// registered tasks (`lovage.frame.*`) on any scheduler.
+    pub(crate) fn data_parts(&self) -> Option<Vec<PartData>> {
+        self.parts.iter().map(Part::data).collect()
+    }
+
+    /// Whether some partition's rows are given in memory (`from_polars`, `from_partitions`).
+    pub(crate) fn in_memory(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p.source, Source::Memory(_)))
+    }
+
     /// One node per partition running its plan and then `f` on the rows (the node's name
     /// is `name`). A reduction's partial step runs in the same node as the plan.
     pub(crate) fn map_parts<R, F>(&self, name: &'static str, f: F) -> Vec<Delayed<R>>
@@ -393,10 +424,18 @@ impl<'g> Frame<'g> {
 
     /// The number of rows. From the metadata when every source knows its row count
     /// (in-memory partitions, Parquet footers) and no step drops rows; otherwise each
-    /// partition is computed and counted.
+    /// partition is computed and counted (with the `lovage.frame.*` tasks when every
+    /// partition is data, so on every scheduler).
     pub fn len(&self) -> Delayed<usize> {
-        match self.known_len() {
-            Some(n) => self.g.value(n),
+        if let Some(n) = self.known_len() {
+            return self.g.value(n);
+        }
+        // A frame of data counts with registered tasks, so on any scheduler.
+        let counted = self
+            .data_parts()
+            .and_then(|parts| crate::tasks::count_rows(self.g, parts, &self.schema).ok());
+        match counted {
+            Some(d) => d,
             None => {
                 let counts = self.map_parts("len", |df| Ok(df.height()));
                 self.g

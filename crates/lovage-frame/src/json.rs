@@ -11,6 +11,7 @@ use lovage_collections::bag::Bag;
 use lovage_core::TaskError;
 use lovage_graph::Graph;
 use polars::prelude::*;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::csv::glob_files;
@@ -172,17 +173,34 @@ pub fn read_jsonl<'g>(g: &'g Graph, pattern: &str) -> Result<Frame<'g>, Error> {
     let sources = files
         .into_iter()
         .map(|path| {
-            let schema = schema.clone();
-            let name = path.display().to_string();
-            let read = move || -> Result<DataFrame, TaskError> {
-                let rows = parse_lines(&path, usize::MAX).map_err(data_error)?;
-                let what = |line: usize| format!("{}:{line}", path.display());
-                to_frame(&rows, &schema, &what)
-            };
-            Source::Reader(Arc::new(read), name)
+            Source::Jsonl(Arc::new(JsonlFile {
+                path,
+                schema: schema.clone(),
+            }))
         })
         .collect();
     Ok(Frame::new(g, sources, schema))
+}
+
+/// One JSON Lines file of a frame, read whole with the frame's schema.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct JsonlFile {
+    path: PathBuf,
+    #[serde(with = "crate::data::schema_ref")]
+    schema: SchemaRef,
+}
+
+impl JsonlFile {
+    pub(crate) fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// The file's rows (an error names the file and line of a row that does not fit).
+    pub(crate) fn read(&self) -> Result<DataFrame, TaskError> {
+        let rows = parse_lines(&self.path, usize::MAX).map_err(data_error)?;
+        let what = |line: usize| format!("{}:{line}", self.path.display());
+        to_frame(&rows, &self.schema, &what)
+    }
 }
 
 impl<'g> Frame<'g> {

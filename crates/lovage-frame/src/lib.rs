@@ -22,10 +22,21 @@
 //! assert_eq!(out.column("x").unwrap().i64().unwrap().get(0), Some(4));
 //! ```
 //!
-//! Frames run closures, so like bags they run on `Inline` and `Threads` only.
+//! A frame whose partitions are data — read from files (`read_csv`, `read_parquet`,
+//! `read_jsonl`) or given here (`from_polars`, `from_partitions`), with `select`,
+//! `with_columns` and `filter` steps — aggregates (`reduce`, `len`, `group_by(..).agg(..)`)
+//! with the registered tasks `lovage.frame.partial`, `lovage.frame.combine` and
+//! `lovage.frame.finish` (a group-by of rows in memory only with `split_out(1)`: unset, it
+//! keeps the run-time choice of an exchange), so it runs on every scheduler: a process pool,
+//! and a broker's workers that called [`register`] (`lovage worker` built with the `frames`
+//! feature does). The plan travels as Polars' own serialization of its `Expr`s, the partials
+//! as Arrow IPC. Everything else (joins, sorts, `from_fn`, `persist`, `split_out(n > 1)`, …)
+//! runs closures, so on `Inline` and `Threads` only; [`compute`] on a process pool or a broker
+//! refuses it before anything runs.
 
 pub mod agg;
 mod csv;
+mod data;
 pub mod ecommerce;
 mod frame;
 mod join;
@@ -35,6 +46,7 @@ mod quantile;
 mod reduce;
 mod shuffle;
 mod sort;
+mod tasks;
 mod write;
 
 pub use agg::Agg;
@@ -45,6 +57,7 @@ pub use json::read_jsonl;
 pub use parquet::read_parquet;
 pub use polars;
 pub use quantile::{DIGEST_SIZE, QUANTILE_RANK_ERROR};
+pub use tasks::{register, NAMES};
 
 use lovage_core::TaskError;
 use lovage_graph::{Graph, Outputs, Scheduler};
@@ -58,16 +71,36 @@ pub enum Error {
     /// Bad input when the frame was built: no file matched, a schema that differs, …
     #[error("{0}")]
     Input(String),
+    /// The scheduler (a process pool or a broker) cannot run a closure the frame has.
+    #[error(
+        "{op} runs a closure, which cannot cross processes: compute it with Inline or \
+         Threads(&pool), not {scheduler} (reduce, len and group_by().agg() run on every \
+         scheduler when the frame comes from read_csv, read_parquet or read_jsonl with select, \
+         with_columns and filter steps and split_out is unset or 1; from from_polars or \
+         from_partitions, with split_out(1))"
+    )]
+    Unsupported {
+        /// `Processes` or `Broker`.
+        scheduler: &'static str,
+        /// The step that holds the closure (`partial`, `join`, …).
+        op: String,
+    },
 }
 
-/// Runs what `outputs` needs (a handle, a tuple or a `Vec` of handles) on `Inline` or
-/// `Threads` and returns the values; a progress bar counts the tasks on a terminal.
+/// Runs what `outputs` needs (a handle, a tuple or a `Vec` of handles) and returns the
+/// values; a progress bar counts the tasks on a terminal. On a process pool or a broker, a
+/// closure in the graph is refused before anything runs, naming its step.
 pub fn compute<O: Outputs>(
     g: &Graph,
     scheduler: Scheduler<'_>,
     outputs: O,
 ) -> Result<O::Value, Error> {
-    Ok(lovage_collections::compute(g, scheduler, outputs)?)
+    lovage_collections::compute(g, scheduler, outputs).map_err(|e| match e {
+        lovage_collections::Error::Unsupported { scheduler, op } => {
+            Error::Unsupported { scheduler, op }
+        }
+        e => Error::Collections(e),
+    })
 }
 
 /// A task's error for bad data met while running (a malformed row, an unreadable file).

@@ -24,13 +24,16 @@ pub(crate) enum Bound {
 }
 
 /// One row group of a Parquet file.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RowGroup {
     path: PathBuf,
     index: usize,
     /// Rows in the file before this row group.
     offset: usize,
     pub(crate) rows: usize,
-    /// Per column, (min, max) when the footer has them.
+    /// Per column, (min, max) when the footer has them (only the graph's builder reads
+    /// them, so they do not travel).
+    #[serde(skip)]
     stats: HashMap<String, (Bound, Bound)>,
 }
 

@@ -16,10 +16,14 @@ use crate::{polars_error, Error};
 pub(crate) const SPLIT_EVERY: usize = 8;
 
 /// A step on one (concatenated) frame: a combine or a finish.
-type Step = Arc<dyn Fn(DataFrame) -> Result<DataFrame, TaskError> + Send + Sync>;
+pub(crate) type Step = Arc<dyn Fn(DataFrame) -> Result<DataFrame, TaskError> + Send + Sync>;
 
 /// Concatenates `parts` (of `schema` when there are none) and runs `step` on the result.
-fn merge(parts: Vec<DataFrame>, schema: &SchemaRef, step: &Step) -> Result<DataFrame, TaskError> {
+pub(crate) fn merge(
+    parts: Vec<DataFrame>,
+    schema: &SchemaRef,
+    step: &Step,
+) -> Result<DataFrame, TaskError> {
     step(concat_frames(parts, schema)?)
 }
 
@@ -63,7 +67,7 @@ fn lazy(what: &'static str, f: impl Fn(LazyFrame) -> LazyFrame + Send + Sync + '
 
 /// The schema `step` gives a frame of `schema` (checked on an empty frame, so bad column
 /// names and types are errors when the graph is built).
-fn schema_after(step: &Step, schema: &SchemaRef) -> Result<SchemaRef, Error> {
+pub(crate) fn schema_after(step: &Step, schema: &SchemaRef) -> Result<SchemaRef, Error> {
     step(DataFrame::empty_with_schema(schema))
         .map(|df| df.schema().clone())
         .map_err(|e| Error::Input(e.message.to_string()))
@@ -230,6 +234,55 @@ impl<'g> Frame<'g> {
     }
 }
 
+/// An aggregation's three steps: per partition, merging partials, and finishing.
+pub(crate) struct AggSteps {
+    pub(crate) partial: Step,
+    pub(crate) combine: Step,
+    pub(crate) finish: Step,
+}
+
+/// The steps of `aggs` grouped by `keys` (over the whole frame when there are none).
+pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
+    let key_exprs: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
+    let by = |exprs: Vec<Expr>, name: &'static str| {
+        let key_exprs = key_exprs.clone();
+        lazy(name, move |lf| {
+            if key_exprs.is_empty() {
+                lf.select(exprs.clone())
+            } else {
+                lf.group_by(key_exprs.clone()).agg(exprs.clone())
+            }
+        })
+    };
+    let partial = by(
+        aggs.iter()
+            .enumerate()
+            .flat_map(|(i, a)| a.partial(i))
+            .collect(),
+        "partial aggregation",
+    );
+    let combine = by(
+        aggs.iter()
+            .enumerate()
+            .flat_map(|(i, a)| a.combine(i))
+            .collect(),
+        "combining partials",
+    );
+    let exprs: Vec<Expr> = key_exprs
+        .iter()
+        .cloned()
+        .chain(aggs.iter().enumerate().map(|(i, a)| a.finish(i)))
+        .collect();
+    let finish = lazy("finishing an aggregation", move |lf| {
+        lf.select(exprs.clone())
+    });
+    AggSteps {
+        partial,
+        combine,
+        finish,
+    }
+}
+
 impl<'g> GroupBy<'g> {
     /// Runs `aggs` per group: each partition is aggregated by Polars, the partials are
     /// merged `split_every` at a time (or, with `split_out(n)`, split by key hash into `n`
@@ -242,45 +295,33 @@ impl<'g> GroupBy<'g> {
             return Err(Error::Input("agg: no aggregation given".into()));
         }
         let keys = self.keys.clone();
-        let key_exprs: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
-        let by = |exprs: Vec<Expr>, name: &'static str| {
-            let key_exprs = key_exprs.clone();
-            lazy(name, move |lf| {
-                if key_exprs.is_empty() {
-                    lf.select(exprs.clone())
-                } else {
-                    lf.group_by(key_exprs.clone()).agg(exprs.clone())
-                }
-            })
-        };
-        let partial = by(
-            aggs.iter()
-                .enumerate()
-                .flat_map(|(i, a)| a.partial(i))
-                .collect(),
-            "partial aggregation",
-        );
-        let combine = by(
-            aggs.iter()
-                .enumerate()
-                .flat_map(|(i, a)| a.combine(i))
-                .collect(),
-            "combining partials",
-        );
-        let finish = {
-            let exprs: Vec<Expr> = key_exprs
-                .iter()
-                .cloned()
-                .chain(aggs.iter().enumerate().map(|(i, a)| a.finish(i)))
-                .collect();
-            lazy("finishing an aggregation", move |lf| {
-                lf.select(exprs.clone())
-            })
-        };
+        let AggSteps {
+            partial,
+            combine,
+            finish,
+        } = agg_steps(&keys, &aggs);
         let frame = &self.frame;
         let partial_schema = schema_after(&partial, &frame.schema)?;
         let final_schema = schema_after(&finish, &schema_after(&combine, &partial_schema)?)?;
         let g = frame.g;
+        // Data all the way: registered tasks, so any scheduler runs it. A tree only: a broker
+        // cannot run the in-process exchange. So an unset split_out merges in a tree for a
+        // frame of files; a frame in memory keeps the run-time choice (its local schedulers'
+        // figures rely on it) unless split_out(1) is asked for.
+        let tree_only = keys.is_empty()
+            || frame.npartitions() <= 1
+            || self.split_out == Some(1)
+            || (self.split_out.is_none() && !frame.in_memory());
+        if let (true, Some(parts)) = (tree_only, frame.data_parts()) {
+            return Ok(crate::tasks::agg_tree(
+                g,
+                parts,
+                keys,
+                aggs,
+                self.split_every,
+                &partial_schema,
+            ));
+        }
         let partials = {
             let partial = partial.clone();
             frame.map_parts("partial", move |df| partial(df))

@@ -137,6 +137,10 @@ pub fn run(a: WorkerArgs) -> Result<(), Exit> {
     // The built-in collection tasks (`lovage.array.*`): arrays reduce on these workers.
     lovage::collections::register()
         .map_err(|e| Exit::failed(format!("the built-in collection tasks: {e}")))?;
+    // The built-in frame tasks (`lovage.frame.*`): frames of files reduce on these workers.
+    #[cfg(feature = "frames")]
+    lovage::frame::register()
+        .map_err(|e| Exit::failed(format!("the built-in frame tasks: {e}")))?;
     let worker = Worker::new(app.backend().clone(), config)
         .map_err(|e| Exit::failed(format!("cannot start the worker: {e}")))?;
     lovage::worker::install_signal_handlers(worker.shutdown_handle())

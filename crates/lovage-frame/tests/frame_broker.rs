@@ -1,0 +1,563 @@
+//! Frames on every scheduler (issue 18): frames read from CSV byte ranges, Parquet row groups,
+//! JSON Lines files and in-memory partitions, with `with_columns`, `filter` and `select`
+//! steps, reduced and grouped (`reduce`, `group_by(..).agg(..)`: sum, mean, min, max, count,
+//! len, std, var) on `Inline`, `Threads`, a process pool, a memory broker with a worker in this
+//! process, and SQLite and Redis brokers with two worker processes each (data plane on, so
+//! partials of 64 KiB and more stay in their worker). Every answer is checked against Polars on
+//! the same rows as one frame: integers, strings and counts exactly, floats within a relative
+//! 1e-9. On SQLite and Redis a worker holding kept partials is killed with -9 and the answer is
+//! still exact (lineage). The data has nulls in the keys, a CSV file of only a header (an empty
+//! partition) and a filter that empties some partitions; a CSV row that does not fit its column
+//! comes back as an error naming `file:line`, and a closure step is refused before anything
+//! runs.
+//!
+//! The process pool's children and the broker's worker processes are this test binary started
+//! again (so they know the `lovage.frame.*` tasks), hence `harness = false`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to fail
+
+use std::io::Write;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Trial};
+use lovage_broker::dataref::bytes_fetched;
+use lovage_broker::{connect, App, DEFAULT_QUEUE};
+use lovage_core::{TaskId, TaskOptions};
+use lovage_frame::polars::prelude::*;
+use lovage_frame::{
+    agg, compute, read_csv, read_jsonl, read_parquet, Agg, CsvOptions, Error, Frame,
+};
+use lovage_graph::{Broker, Graph, Inline, Processes, Scheduler, Threads};
+use lovage_pool::ProcessPool;
+use lovage_testkit::{on_brokers, Process};
+use lovage_worker::{DataConfig, PoolKind, Worker, WorkerConfig};
+
+mod common;
+use common::{assert_same, data, pool};
+
+/// The environment variable that tells this binary which role to play.
+const ROLE: &str = "LOVAGE_FRAME_TEST_ROLE";
+
+/// Rows per data file, and the files.
+const ROWS: usize = 3000;
+const FILES: u64 = 3;
+
+/// The line of `bad/bad.csv` that does not fit its column.
+const BAD_LINE: usize = 37;
+
+/// The data files, and the frames they hold (the expected rows, file by file).
+struct Files {
+    dir: tempfile::TempDir,
+    frames: Vec<DataFrame>,
+}
+
+/// `data()` with a many-valued key `u` (about a thousand groups) besides `k` (nulls) and `s`.
+fn frame_for(file: u64) -> DataFrame {
+    let df = data(ROWS, 6, 100 + file);
+    let u: Vec<i64> = (0..ROWS as i64)
+        .map(|i| (i * 7919 + file as i64) % 1009)
+        .collect();
+    df.hstack(&[Column::new("u".into(), u)]).unwrap()
+}
+
+fn json_value<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or("null".to_owned(), |v| v.to_string())
+}
+
+fn files() -> &'static Files {
+    static FILES_: OnceLock<Files> = OnceLock::new();
+    FILES_.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["csv", "pq", "jsonl", "bad"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let mut frames = Vec::new();
+        for f in 0..FILES {
+            let mut df = frame_for(f);
+            let csv = std::fs::File::create(dir.path().join(format!("csv/{f}.csv"))).unwrap();
+            CsvWriter::new(csv).finish(&mut df).unwrap();
+            let pq = std::fs::File::create(dir.path().join(format!("pq/{f}.parquet"))).unwrap();
+            ParquetWriter::new(pq)
+                .with_row_group_size(Some(700))
+                .finish(&mut df)
+                .unwrap();
+            let mut out =
+                std::fs::File::create(dir.path().join(format!("jsonl/{f}.jsonl"))).unwrap();
+            let cols = |n: &str| df.column(n).unwrap().as_materialized_series().clone();
+            let (k, s, x, y, u) = (cols("k"), cols("s"), cols("x"), cols("y"), cols("u"));
+            for i in 0..df.height() {
+                writeln!(
+                    out,
+                    r#"{{"k": {}, "s": "{}", "x": {}, "y": {:?}, "u": {}}}"#,
+                    json_value(k.i64().unwrap().get(i)),
+                    s.str().unwrap().get(i).unwrap(),
+                    json_value(x.i64().unwrap().get(i)),
+                    y.f64().unwrap().get(i).unwrap(),
+                    json_value(u.i64().unwrap().get(i)),
+                )
+                .unwrap();
+            }
+            frames.push(df);
+        }
+        // A file of only a header: an empty partition.
+        let header = std::fs::read_to_string(dir.path().join("csv/0.csv")).unwrap();
+        let header = header.lines().next().unwrap();
+        std::fs::write(dir.path().join("csv/3.csv"), format!("{header}\n")).unwrap();
+        // A row whose `x` is not an integer, far from the start of the file.
+        let mut bad = String::from("k,x\n");
+        for line in 2..=60 {
+            if line == BAD_LINE {
+                bad.push_str("4,oops\n");
+            } else {
+                bad.push_str(&format!("{},{}\n", line % 3, line * 10));
+            }
+        }
+        std::fs::write(dir.path().join("bad/bad.csv"), bad).unwrap();
+        Files { dir, frames }
+    })
+}
+
+fn pattern(sub: &str, ext: &str) -> String {
+    files()
+        .dir
+        .path()
+        .join(sub)
+        .join(format!("*.{ext}"))
+        .display()
+        .to_string()
+}
+
+/// The rows of every file, as one frame.
+fn all_rows() -> DataFrame {
+    let mut it = files().frames.iter();
+    let mut all = it.next().unwrap().clone();
+    for df in it {
+        all.vstack_mut(df).unwrap();
+    }
+    all
+}
+
+/// The plan: new columns, a filter that drops most rows of some partitions, a select.
+fn plan_exprs() -> (Vec<Expr>, Expr, Vec<Expr>) {
+    (
+        vec![
+            (col("x") * lit(3i64)).alias("x3"),
+            (col("y") * lit(0.5) + col("x").cast(DataType::Float64)).alias("xy"),
+        ],
+        col("y").gt(lit(10.0)).or(col("k").is_null()),
+        vec![
+            col("k"),
+            col("s"),
+            col("u"),
+            col("x"),
+            col("x3"),
+            col("y"),
+            col("xy"),
+        ],
+    )
+}
+
+fn planned<'g>(f: &Frame<'g>) -> Frame<'g> {
+    let (with, filter, select) = plan_exprs();
+    f.with_columns(with)
+        .unwrap()
+        .filter(filter)
+        .unwrap()
+        .select(select)
+        .unwrap()
+}
+
+fn aggs() -> Vec<Agg> {
+    vec![
+        agg::sum("x"),
+        agg::sum("x3"),
+        agg::mean("y").alias("y_mean"),
+        agg::min("x").alias("x_min"),
+        agg::max("y").alias("y_max"),
+        agg::count("x").alias("x_count"),
+        agg::len(),
+        agg::std("xy").alias("xy_std"),
+        agg::var("y").alias("y_var"),
+        agg::min("s").alias("s_min"),
+    ]
+}
+
+/// The same aggregations in Polars on one frame.
+fn polars_aggs() -> Vec<Expr> {
+    vec![
+        col("x").sum(),
+        col("x3").sum(),
+        col("y").mean().alias("y_mean"),
+        col("x").min().alias("x_min"),
+        col("y").max().alias("y_max"),
+        col("x").count().cast(DataType::Int64).alias("x_count"),
+        len().cast(DataType::Int64).alias("len"),
+        col("xy").std(1).alias("xy_std"),
+        col("y").var(1).alias("y_var"),
+        col("s").min().alias("s_min"),
+    ]
+}
+
+/// Polars' answers on `rows` as one frame: by `k`, by `k` and `s`, by `u`, and no keys.
+fn want(rows: &DataFrame) -> [DataFrame; 4] {
+    let (with, filter, select) = plan_exprs();
+    let lf = rows
+        .clone()
+        .lazy()
+        .with_columns(with)
+        .filter(filter)
+        .select(select);
+    let by = |keys: &[&str]| {
+        let keys: Vec<Expr> = keys.iter().map(|k| col(*k)).collect();
+        lf.clone()
+            .group_by(keys)
+            .agg(polars_aggs())
+            .collect()
+            .unwrap()
+    };
+    [
+        by(&["k"]),
+        by(&["k", "s"]),
+        by(&["u"]),
+        lf.clone().select(polars_aggs()).collect().unwrap(),
+    ]
+}
+
+/// The CSV files' rows as Polars reads them whole with `schema` (floats through text).
+fn csv_rows(schema: &SchemaRef) -> DataFrame {
+    let mut all: Option<DataFrame> = None;
+    for f in 0..FILES {
+        let path = files().dir.path().join(format!("csv/{f}.csv"));
+        let df = CsvReadOptions::default()
+            .with_has_header(true)
+            .with_schema(Some(schema.clone()))
+            .try_into_reader_with_file_path(Some(path))
+            .unwrap()
+            .finish()
+            .unwrap();
+        match &mut all {
+            None => all = Some(df),
+            Some(all) => {
+                all.vstack_mut(&df).unwrap();
+            }
+        }
+    }
+    all.unwrap()
+}
+
+/// Every frame source, planned, grouped three ways and reduced on `sched`, checked against
+/// Polars on the same rows as one frame.
+fn check(name: &str, sched: Scheduler<'_>) {
+    let g = Graph::new();
+    let csv = read_csv(
+        &g,
+        &pattern("csv", "csv"),
+        CsvOptions {
+            blocksize: 16 << 10,
+            ..CsvOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        csv.npartitions() > 3 * FILES as usize,
+        "{name}: several partitions per CSV file"
+    );
+    let csv_rows = csv_rows(csv.schema());
+    let frames = [
+        ("csv", csv, csv_rows),
+        (
+            "parquet",
+            read_parquet(&g, &pattern("pq", "parquet")).unwrap(),
+            all_rows(),
+        ),
+        (
+            "jsonl",
+            read_jsonl(&g, &pattern("jsonl", "jsonl")).unwrap(),
+            all_rows(),
+        ),
+        (
+            "memory",
+            Frame::from_polars(&g, all_rows(), 5).unwrap(),
+            all_rows(),
+        ),
+    ];
+    for (source, frame, rows) in frames {
+        let f = planned(&frame);
+        let [by_k, by_ks, by_u, total] = want(&rows);
+        // Rows in memory keep the run-time choice of an exchange unless split_out(1).
+        let by = |keys: &[&str]| {
+            let by = f.group_by(keys.iter().copied());
+            if source == "memory" {
+                by.split_out(1)
+            } else {
+                by
+            }
+        };
+        let outs = (
+            by(&["k"]).split_every(3).agg(aggs()).unwrap(),
+            by(&["k", "s"]).agg(aggs()).unwrap(),
+            by(&["u"]).split_every(2).agg(aggs()).unwrap(),
+            f.reduce(aggs()).unwrap(),
+            (f.len(), frame.len()),
+        );
+        let (k, ks, u, t, (n, n_all)) = compute(&g, sched, outs).unwrap();
+        let what = format!("{name}: {source}");
+        let planned_rows = total.column("len").unwrap().i64().unwrap().get(0).unwrap();
+        assert_eq!(n as i64, planned_rows, "{what}: len after the plan");
+        assert_eq!(n_all, rows.height(), "{what}: len");
+        assert!(
+            by_k.column("k").unwrap().null_count() > 0,
+            "{what}: a null key"
+        );
+        assert_same(&k, &by_k, &["k"]);
+        assert_same(&ks, &by_ks, &["k", "s"]);
+        assert!(by_u.height() > 1000, "{what}: many groups");
+        assert_same(&u, &by_u, &["u"]);
+        assert_same(&t, &total, &[]);
+    }
+
+    // A row that does not fit its column: the error names the file and line.
+    let bad = read_csv(
+        &g,
+        &pattern("bad", "csv"),
+        CsvOptions {
+            infer_rows: 10,
+            blocksize: 200,
+            ..CsvOptions::default()
+        },
+    )
+    .unwrap();
+    let err = compute(&g, sched, bad.reduce([agg::sum("x")]).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("bad.csv:{BAD_LINE}: bad row")),
+        "{name}: {err}"
+    );
+}
+
+/// A step that runs a closure cannot cross processes: refused before anything runs.
+fn closure_refused(sched: Scheduler<'_>, scheduler: &'static str) {
+    let g = Graph::new();
+    let schema = Schema::from_iter([Field::new("x".into(), DataType::Int64)]);
+    let f = Frame::from_fn(&g, schema, 2, |i| df!("x" => [i as i64]));
+    let err = compute(&g, sched, f.reduce([agg::sum("x")]).unwrap()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Unsupported { scheduler: s, .. } if *s == scheduler),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("read_csv"), "{err}");
+    let mem = Frame::from_polars(&g, data(50, 3, 1), 3).unwrap();
+    let err = compute(&g, sched, mem.group_by(["k"]).agg([agg::len()]).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("split_out(1)"), "{err}");
+}
+
+/// Serves the role this process was started in, if any; true when it did.
+fn serve_role() -> bool {
+    let Ok(role) = std::env::var(ROLE) else {
+        return false;
+    };
+    match role.split('|').collect::<Vec<_>>()[..] {
+        ["worker", url, name, queues, dir] => {
+            let config = WorkerConfig {
+                concurrency: 2,
+                name: name.to_owned(),
+                queues: queues.split(',').map(str::to_owned).collect(),
+                data: Some(DataConfig {
+                    dir: Some(dir.into()),
+                    ..DataConfig::default()
+                }),
+                ..WorkerConfig::default()
+            };
+            let worker = Worker::new(connect(url).unwrap(), config).unwrap();
+            lovage_worker::install_signal_handlers(worker.shutdown_handle()).unwrap();
+            worker.run().unwrap();
+        }
+        _ => panic!("bad {ROLE} {role:?}"),
+    }
+    true
+}
+
+/// A worker process on `url` named `name`, serving `queues` (comma-separated), data plane on
+/// (its directory inside `dir`, which the test removes: a killed worker leaves its own),
+/// killed when dropped.
+fn worker(url: &str, name: &str, queues: &str, dir: &tempfile::TempDir) -> Process {
+    let dir = dir.path().display();
+    Process::this_binary(
+        ROLE,
+        &format!("worker|{url}|{name}|{queues}|{dir}"),
+        Stdio::inherit(),
+    )
+}
+
+/// Two worker processes on `url`, the same answers as Polars.
+fn on_broker(url: &str, name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let _a = worker(url, "frame-a", DEFAULT_QUEUE, &dir);
+    let _b = worker(url, "frame-b", DEFAULT_QUEUE, &dir);
+    let app = App::with_backend(connect(url).unwrap());
+    let client = app.client().unwrap();
+    let fetched = bytes_fetched();
+    check(name, Broker(&client));
+    // The largest answers (a thousand groups) stayed with their workers and were fetched
+    // from there: frames travel by the data plane.
+    assert!(
+        bytes_fetched() > fetched,
+        "{name}: nothing came by the data plane"
+    );
+    closure_refused(Broker(&client), "Broker");
+}
+
+/// The queue of the kill test's `finish` node, which only the second worker serves.
+const FINISH_QUEUE: &str = "frame-finish";
+
+/// Lineage: a group-by's partials (one per CSV file, over 64 KiB each) are made and kept on
+/// worker A; A is killed with -9 once they are all done and the `finish` node waits on a queue
+/// A does not serve; worker B, started only then, runs `finish`: its fetches from A fail, B
+/// makes the partials again from the tasks their references record (reading the files
+/// itself), and the answer is exactly Polars'.
+fn lost_partials_are_remade(url: &str) {
+    const LONG: Duration = Duration::from_secs(120);
+    let app = App::with_backend(connect(url).unwrap());
+    let client = app.client().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = worker(url, "frame-a", DEFAULT_QUEUE, &dir);
+    let g = Graph::new();
+    let csv = read_csv(
+        &g,
+        &pattern("csv", "csv"),
+        CsvOptions {
+            whole_file: true,
+            ..CsvOptions::default()
+        },
+    )
+    .unwrap();
+    let want_u = want(&csv_rows(csv.schema()))[2].clone();
+    let out = planned(&csv).group_by(["u"]).agg(aggs()).unwrap();
+    let finish_on = TaskOptions {
+        queue: Some(FINISH_QUEUE.to_owned()),
+        ..TaskOptions::default()
+    };
+    g.set_options(out, finish_on).unwrap();
+    let sent = g.submit(&client, vec![out]).unwrap();
+    let stored = app
+        .backend()
+        .results()
+        .get_blob(sent.graph)
+        .unwrap()
+        .unwrap();
+    let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
+    let partials: Vec<TaskId> = stored
+        .nodes
+        .iter()
+        .filter(|n| n.key.contains("lovage.frame.partial"))
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(partials.len(), FILES as usize + 1, "a partial per file");
+    let mut kept = Vec::new();
+    for id in partials {
+        let rec = app.backend().results().wait(id, LONG).unwrap().unwrap();
+        if let Some(r) = rec.result_ref() {
+            kept.push(r.unwrap());
+        }
+    }
+    assert_eq!(kept.len(), FILES as usize, "the files' partials are kept");
+    assert!(
+        kept.iter().all(|r| r.worker.starts_with("frame-a@")),
+        "{kept:?}"
+    );
+    // Kill A only once it has finished with the partials (`finish` enqueued, nothing held).
+    let deadline = Instant::now() + LONG;
+    loop {
+        let stats = app.backend().admin().stats().unwrap();
+        let on = |q: &str| stats.iter().find(|s| s.queue == q).cloned();
+        let finish_ready = on(FINISH_QUEUE).map_or(0, |s| s.ready);
+        let held = on(DEFAULT_QUEUE).map_or(0, |s| s.ready + s.reserved + s.scheduled);
+        if finish_ready >= 1 && held == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never finished: {stats:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    a.0.kill().unwrap(); // SIGKILL
+    a.0.wait().unwrap();
+    assert!(
+        kept.iter().all(|r| r.fetch().is_err()),
+        "the partials went with A"
+    );
+    let _b = worker(
+        url,
+        "frame-b",
+        &format!("{DEFAULT_QUEUE},{FINISH_QUEUE}"),
+        &dir,
+    );
+    let got = sent
+        .futures
+        .into_iter()
+        .next()
+        .unwrap()
+        .result_timeout(LONG)
+        .unwrap();
+    assert_same(&got, &want_u, &["u"]);
+}
+
+fn main() {
+    // The frame tasks, linked into this binary: the pool's children and the workers are it.
+    lovage_frame::register().unwrap();
+    lovage_pool::child_main();
+    if serve_role() {
+        return;
+    }
+    let args = Arguments::from_args();
+    let mut trials = vec![
+        Trial::test("frames_on_local_schedulers_match_polars", || {
+            check("inline", Inline);
+            check("threads", Threads(pool()));
+            Ok(())
+        }),
+        Trial::test("frames_on_a_process_pool_match_polars", || {
+            let pool = ProcessPool::new(2);
+            check("processes", Processes(&pool));
+            closure_refused(Processes(&pool), "Processes");
+            Ok(())
+        }),
+        Trial::test("frames_on_a_memory_broker_match_polars", || {
+            let url = format!("memory://frame-broker-{}", TaskId::new());
+            let backend = connect(&url).unwrap();
+            let config = WorkerConfig {
+                pool: PoolKind::Threads,
+                concurrency: 2,
+                poll: Duration::from_millis(20),
+                ..WorkerConfig::default()
+            };
+            let worker = Worker::new(backend.clone(), config).unwrap();
+            let stop = worker.shutdown_handle();
+            let running = std::thread::spawn(move || worker.run());
+            let client = App::with_backend(backend).client().unwrap();
+            check("broker memory", Broker(&client));
+            closure_refused(Broker(&client), "Broker");
+            drop(client);
+            stop.graceful();
+            running.join().unwrap().unwrap();
+            Ok(())
+        }),
+    ];
+    trials.extend(on_brokers(
+        &["sqlite", "redis"],
+        "frames_on_workers_match_polars",
+        |f| {
+            on_broker(
+                &f.url,
+                &format!("broker {}", f.url.split(':').next().unwrap_or("?")),
+            )
+        },
+    ));
+    trials.extend(on_brokers(
+        &["sqlite", "redis"],
+        "frames_lost_partials_are_remade",
+        |f| lost_partials_are_remade(&f.url),
+    ));
+    libtest_mimic::run(&args, trials).exit();
+}
