@@ -8,7 +8,9 @@
 //! records its value in each one's join, or marks each one failed with
 //! [`DEPENDENCY_FAILED`](crate::graph::DEPENDENCY_FAILED). Whoever fills a join's last slot
 //! sends the call under its fixed id with `enqueue_once`, so a redelivered input never sends
-//! it twice.
+//! it twice. Once what follows is sent, the worker empties the input's waiting list
+//! ([`consumed`]); a caller that filled a slot itself removes its own entry. So the lists are
+//! empty again after a run.
 //!
 //! The race between a call being registered and its input finishing is closed by order: the
 //! caller adds its entry to the input's list *then* reads the input's record (and fills the
@@ -39,7 +41,7 @@
 //! let _ = add::after(&loud, 1);
 //! ```
 
-use lovage_broker::Envelope;
+use lovage_broker::{Backend, BrokerError, Envelope};
 use lovage_broker::{Client, TaskFuture};
 use lovage_core::canvas::Frame;
 use lovage_core::{After, AfterArg, TaskError, TaskId, TaskState};
@@ -49,9 +51,15 @@ use serde_json::Value;
 use crate::graph::{self, StoredGraph, StoredNode, StoredOp};
 use crate::{Advance, Context, FlowError};
 
-/// The shared dict listing the calls that wait for task `id` (key: graph, node, input index).
-pub fn waiting_dict(id: TaskId) -> String {
-    format!("lovage.after.{id}")
+pub use lovage_broker::futures::waiting_dict;
+
+/// Empties the waiting lists whose calls were served (see [`crate::Planned`]), in one step
+/// where the backend allows.
+pub fn consumed(backend: &Backend, dicts: &[String]) -> Result<(), BrokerError> {
+    if dicts.is_empty() {
+        return Ok(());
+    }
+    backend.shared().dict_clear_many(dicts)
 }
 
 /// A waiting call's entry: the stored graph's id, the node, which of its inputs `id` is.
@@ -98,9 +106,11 @@ impl SubmitAfter for Client {
         R: DeserializeOwned + Send + 'static,
     {
         call.check().map_err(FlowError::Invalid)?;
+        // The futures' holds on their results live until the call is registered below.
+        let (call_args, _keeps): (Vec<AfterArg>, Vec<_>) =
+            call.args.into_iter().map(AfterArg::unkept).unzip();
         // The call is the last node; a list of futures is a collection node before it.
-        let lists = call
-            .args
+        let lists = call_args
             .iter()
             .filter(|a| matches!(a, AfterArg::Futures(ids) if !ids.is_empty()))
             .count();
@@ -110,7 +120,7 @@ impl SubmitAfter for Client {
         // (input task, node, which of the node's inputs it is)
         let mut waits: Vec<(TaskId, u32, u32)> = Vec::new();
         let (mut args, mut slots) = (Vec::new(), Vec::new());
-        for a in call.args {
+        for a in call_args {
             match a {
                 AfterArg::Value(v) => args.push(v),
                 AfterArg::Futures(ids) if ids.is_empty() => args.push(Value::Array(Vec::new())),
@@ -137,6 +147,10 @@ impl SubmitAfter for Client {
                     args.push(Value::Null);
                 }
                 AfterArg::Invalid(reason) => return Err(FlowError::Invalid(reason)),
+                // `unkept` took every keep off above.
+                AfterArg::Kept(..) => {
+                    return Err(FlowError::Invalid("an argument kept twice".into()))
+                }
             }
         }
         let app = self.app();
@@ -194,10 +208,13 @@ impl SubmitAfter for Client {
             sent_events: false,
         };
         let mut run = Advance::new(&ctx);
-        for (&(_, node, index), rec) in waits.iter().zip(records) {
+        // The entries of the inputs found finished: this call serves them, not their workers.
+        let mut served = Vec::new();
+        for (&(input, node, index), rec) in waits.iter().zip(records) {
             let Some(rec) = rec.filter(|r| r.state.is_final()) else {
                 continue;
             };
+            served.push((input, encode_entry(graph, node, index)));
             if rec.state == TaskState::Success {
                 let value = match &rec.value {
                     Some(b) => rec
@@ -227,6 +244,10 @@ impl SubmitAfter for Client {
         if !run.out.is_empty() {
             backend.broker().enqueue_once(&run.out)?;
         }
+        for (input, entry) in served {
+            backend.shared().dict_remove(&waiting_dict(input), &entry)?;
+        }
+        consumed(backend, &run.consumed)?;
         Ok(future)
     }
 }

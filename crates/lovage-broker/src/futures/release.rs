@@ -1,0 +1,168 @@
+//! Releasing results nobody holds (Dask's release when the last future is gone).
+//!
+//! Every future on a task this client sent holds the task's record through a [`Hold`] (one per
+//! future, shared by its clones), counted per task id in the watch. When the last hold of a
+//! finished task goes, or a task whose holds are all gone finishes, its id is *released*; the
+//! watcher thread forgets the released records in one batch per pass (a read of their waiting
+//! lists, then one `forget`), off the caller's thread. A released task that a call sent with
+//! `submit_after` still waits for (its waiting list is not empty) keeps its record; it is
+//! checked again every [`RECHECK`] for [`GIVE_UP`], then left to its time to live. Tasks handed
+//! to `fire_and_forget` are not counted: their records live out their time to live.
+//!
+//! The count is per client: a task whose futures live in two clients (or processes) is
+//! released by the first to drop its last one. Keep a future alive in the client that sent
+//! the task, or fire-and-forget it, while others use the task.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lovage_core::TaskId;
+
+use super::watcher::{Watch, Watched};
+use crate::Backend;
+
+/// How often a released record still waited for is checked again.
+const RECHECK: Duration = Duration::from_millis(500);
+/// How long a released record still waited for is checked before its time to live takes over.
+const GIVE_UP: Duration = Duration::from_secs(60);
+
+/// The live holds on one task's record, and whether the task was seen finished.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    count: usize,
+    finished: bool,
+}
+
+/// Released records still waited for: when each was first found so, and when to check next.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred {
+    ids: Vec<(TaskId, Instant)>,
+    next: Option<Instant>,
+}
+
+impl Deferred {
+    /// When the watcher should look again, if anything is deferred.
+    pub(super) fn due(&self) -> Option<Instant> {
+        self.next
+    }
+}
+
+/// A future's hold on its task's record (shared by the future's clones); dropping the last
+/// hold of a finished task releases its record.
+pub(crate) struct Hold {
+    id: TaskId,
+    watch: Arc<Watch>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut st = self.watch.lock();
+        let Some(h) = st.held.get_mut(&self.id) else {
+            return; // handed to fire_and_forget
+        };
+        h.count -= 1;
+        if h.count > 0 {
+            return;
+        }
+        if h.finished {
+            st.held.remove(&self.id);
+            if !st.closed {
+                st.released.push(self.id);
+                drop(st);
+                self.watch.changed.notify_one();
+            }
+        } else if !Watch::is_pending(&st, self.id) {
+            // Cancelled, or never sent: there is nothing to wait for.
+            st.held.remove(&self.id);
+        }
+        // Otherwise the watcher releases it when it sees the task finish.
+    }
+}
+
+impl Watched {
+    /// The watcher saw `id` finish: a task nobody holds any more is released now.
+    pub(super) fn finished(&mut self, id: TaskId) {
+        if let Some(h) = self.held.get_mut(&id) {
+            if h.count == 0 {
+                self.held.remove(&id);
+                self.released.push(id);
+            } else {
+                h.finished = true;
+            }
+        }
+    }
+}
+
+impl Watch {
+    /// A new hold on `id`'s record, by a future on a task this client sent; with `only_if_held`,
+    /// only when the client holds it already (a future on a task sent elsewhere holds nothing).
+    pub(super) fn hold(self: &Arc<Self>, id: TaskId, only_if_held: bool) -> Option<Arc<Hold>> {
+        let mut st = self.lock();
+        if only_if_held && !st.held.contains_key(&id) {
+            return None;
+        }
+        st.held.entry(id).or_default().count += 1;
+        Some(Arc::new(Hold {
+            id,
+            watch: self.clone(),
+        }))
+    }
+
+    /// Stops counting the holds on `id` (fire-and-forget): its record lives its time to live.
+    pub(super) fn unhold_all(&self, id: TaskId) {
+        self.lock().held.remove(&id);
+    }
+
+    /// Forgets the released records that no call waits for and no hold came back to; those
+    /// still waited for are checked again later. Runs on the watcher thread.
+    pub(super) fn release(&self, backend: &Backend) {
+        let now = Instant::now();
+        // Each id with when it was first found still waited for (now, for a new one).
+        let ids: Vec<(TaskId, Instant)> = {
+            let mut st = self.lock();
+            let mut ids: Vec<_> = st.released.drain(..).map(|id| (id, now)).collect();
+            if st.deferred.next.is_some_and(|t| t <= now) {
+                ids.append(&mut st.deferred.ids);
+                st.deferred.next = None;
+            }
+            ids
+        };
+        if ids.is_empty() {
+            return;
+        }
+        let _forgetting = self.forgetting.lock().unwrap_or_else(|p| p.into_inner());
+        let dicts: Vec<String> = ids.iter().map(|&(id, _)| super::waiting_dict(id)).collect();
+        let lists = match backend.shared().dict_entries_many(&dicts) {
+            Ok(lists) => lists,
+            Err(e) => {
+                tracing::warn!(error = %e, count = ids.len(), "could not read the waiting lists of released results; they live out their time to live");
+                return;
+            }
+        };
+        let mut free = Vec::with_capacity(ids.len());
+        let mut busy = Vec::new();
+        {
+            let st = self.lock();
+            for ((id, first), list) in ids.into_iter().zip(lists) {
+                if st.held.contains_key(&id) {
+                    continue; // held again (a keyed submit found it)
+                }
+                if list.is_empty() {
+                    free.push(id);
+                } else if now.duration_since(first) < GIVE_UP {
+                    busy.push((id, first));
+                }
+            }
+        }
+        if !free.is_empty() {
+            if let Err(e) = backend.results().forget(&free) {
+                tracing::warn!(error = %e, count = free.len(), "could not forget released results; they live out their time to live");
+            }
+        }
+        if !busy.is_empty() {
+            let mut st = self.lock();
+            st.deferred.ids.append(&mut busy);
+            st.deferred.next = Some(now + RECHECK);
+        }
+    }
+}
