@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::{Codec, TaskId};
+use crate::{Codec, RetryPolicy, TaskId, TaskOptions};
 
 /// One argument of an [`After`] call: a value known now (as JSON), or the result of the task
 /// `id` once it has finished.
@@ -94,6 +94,9 @@ pub struct After<R> {
     pub codec: Codec,
     /// Its positional arguments.
     pub args: Vec<AfterArg>,
+    /// Its per-call options (queue, priority, retries…), laid over the task's registered ones
+    /// as a signature's are.
+    pub options: TaskOptions,
     ret: PhantomData<fn() -> R>,
 }
 
@@ -104,8 +107,39 @@ impl<R> After<R> {
             task,
             codec,
             args,
+            options: TaskOptions::default(),
             ret: PhantomData,
         }
+    }
+
+    /// Sends it to this queue once its inputs are in.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.options.queue = Some(queue.into());
+        self
+    }
+
+    /// Runs it at this priority (0–9, higher first; values above 9 are capped).
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.options.priority = Some(priority.min(9));
+        self
+    }
+
+    /// Retries it with this policy.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.options.retry = Some(policy);
+        self
+    }
+
+    /// Kills it after this long.
+    pub fn time_limit(mut self, limit: std::time::Duration) -> Self {
+        self.options.time_limit = Some(limit);
+        self
+    }
+
+    /// Replaces every option set so far with `options`.
+    pub fn options(mut self, options: TaskOptions) -> Self {
+        self.options = options;
+        self
     }
 
     /// The ids of the tasks it waits for, in argument order (a task given twice appears twice).

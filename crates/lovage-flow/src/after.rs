@@ -153,6 +153,15 @@ impl SubmitAfter for Client {
                 }
             }
         }
+        // Per-call options travel in the stored node, as a graph node's do.
+        let options = if call.options == lovage_core::TaskOptions::default() {
+            None
+        } else {
+            Some(
+                serde_json::to_string(&call.options)
+                    .map_err(|e| FlowError::Invalid(e.to_string()))?,
+            )
+        };
         let app = self.app();
         let backend = app.backend();
         if slots.is_empty() {
@@ -160,7 +169,7 @@ impl SubmitAfter for Client {
                 .codec
                 .encode(&Value::Array(args), "task arguments")
                 .map_err(|e| FlowError::Invalid(e.to_string()))?;
-            let sig = graph::node_signature(call.task, bytes, call.codec, None)
+            let sig = graph::node_signature(call.task, bytes, call.codec, options.as_deref())
                 .map_err(FlowError::Invalid)?;
             let mut env = Envelope::from_signature(sig);
             env.id = id;
@@ -178,7 +187,7 @@ impl SubmitAfter for Client {
                 codec: call.codec,
                 args,
                 slots,
-                options: None,
+                options,
             },
             inputs,
             next: Vec::new(),

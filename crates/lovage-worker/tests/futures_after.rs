@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{worker, Fresh};
+use common::{worker, worker_on, Fresh};
 use lovage_broker::futures::all;
 use lovage_broker::{App, Backend};
 use lovage_core::TaskState;
@@ -229,6 +229,39 @@ fn a_future_from_a_task_is_a_real_input(fresh: Fresh) {
     assert_eq!(parent.get(LONG).unwrap(), 305);
 }
 
+/// Per-call options on `after` calls (with an input, and with none): the queue and priority
+/// are the message's once the inputs are in, over the task's registered ones.
+fn an_after_call_takes_per_call_options(fresh: Fresh) {
+    let w = worker(&fresh.backend);
+    let client = fresh.app().client().unwrap();
+    let a = client.submit(square::s(3)).unwrap();
+    let b = client
+        .submit_after(add::after(&a, 1).queue("after-q").priority(7))
+        .unwrap();
+    let c = client
+        .submit_after(add::after(1, 2).queue("after-q").priority(3))
+        .unwrap();
+    assert_eq!(a.result_timeout(LONG).unwrap(), 9);
+    drop(w);
+    // Nobody consumes "after-q" yet: both wait there with their priorities.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut queued = Vec::new();
+    while queued.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the calls never reached their queue: {queued:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        queued = fresh.backend.queue_ops().peek("after-q", 10).unwrap();
+    }
+    let priority_of = |id| queued.iter().find(|e| e.id == id).map(|e| e.priority);
+    assert_eq!(priority_of(b.id()), Some(7), "{queued:?}");
+    assert_eq!(priority_of(c.id()), Some(3), "{queued:?}");
+    let _w = worker_on(&fresh.backend, &["after-q"]);
+    assert_eq!(b.result_timeout(LONG).unwrap(), 10);
+    assert_eq!(c.result_timeout(LONG).unwrap(), 3);
+}
+
 #[task(crate = lovage_core)]
 fn nap(ms: u64) -> i64 {
     std::thread::sleep(Duration::from_millis(ms));
@@ -275,4 +308,5 @@ on_every_backend!(
     the_chain_finishes_after_the_caller_is_gone,
     the_waiting_lists_are_empty_after_a_run,
     a_future_from_a_task_is_a_real_input,
+    an_after_call_takes_per_call_options,
 );

@@ -76,13 +76,20 @@ impl Drop for Running {
     }
 }
 
+/// A 2-thread worker on the default queue, running in this process until dropped.
 pub fn worker(backend: &Backend) -> Running {
+    worker_on(backend, &[lovage_broker::DEFAULT_QUEUE])
+}
+
+/// [`worker`] consuming `queues`.
+pub fn worker_on(backend: &Backend, queues: &[&str]) -> Running {
     let config = WorkerConfig {
         concurrency: 2,
         prefetch: 64,
         pool: PoolKind::Threads,
         poll: Duration::from_millis(50),
         lease: Duration::from_secs(10),
+        queues: queues.iter().map(|q| q.to_string()).collect(),
         ..Default::default()
     };
     let worker = Worker::new(backend.clone(), config).unwrap();
