@@ -165,8 +165,12 @@ impl TaskCtx {
         let id = self.next_child_id();
         let env = crate::futures::awaited(self.envelope(id, sig)?);
         // Watched before it is sent, as a client's future is.
-        let future = self.client()?.sent_future(id);
-        self.send_all(vec![env])?;
+        let client = self.client()?;
+        let future = client.sent_future(id);
+        if let Err(e) = self.send_all(vec![env]) {
+            client.unwatch(id);
+            return Err(e);
+        }
         Ok(future)
     }
 

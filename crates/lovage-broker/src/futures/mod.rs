@@ -303,6 +303,11 @@ impl Client {
         self.watch(id)
     }
 
+    /// Stops watching `id` (its send failed).
+    pub(crate) fn unwatch(&self, id: TaskId) {
+        self.inner.watch.remove(id);
+    }
+
     fn watch<R: DeserializeOwned + Send + 'static>(&self, id: TaskId) -> TaskFuture<R> {
         self.watch_with(id, watcher::decode_value::<R>, Holds::Sent)
     }

@@ -21,6 +21,8 @@ use lovage_core::TaskId;
 use super::watcher::{Watch, Watched};
 use crate::Backend;
 
+/// Most released records one pass forgets: the watcher's other work waits for one batch only.
+const BATCH: usize = 4096;
 /// How often a released record still waited for is checked again.
 const RECHECK: Duration = Duration::from_millis(500);
 /// How long a released record still waited for is checked before its time to live takes over.
@@ -120,7 +122,8 @@ impl Watch {
         // Each id with when it was first found still waited for (now, for a new one).
         let ids: Vec<(TaskId, Instant)> = {
             let mut st = self.lock();
-            let mut ids: Vec<_> = st.released.drain(..).map(|id| (id, now)).collect();
+            let take = st.released.len().min(BATCH);
+            let mut ids: Vec<_> = st.released.drain(..take).map(|id| (id, now)).collect();
             if st.deferred.next.is_some_and(|t| t <= now) {
                 ids.append(&mut st.deferred.ids);
                 st.deferred.next = None;
