@@ -41,7 +41,7 @@
 //! let _ = add::after(&loud, 1);
 //! ```
 
-use lovage_broker::{Backend, BrokerError, Envelope};
+use lovage_broker::{Backend, BrokerError, Envelope, ResultRecord};
 use lovage_broker::{Client, TaskFuture};
 use lovage_core::canvas::Frame;
 use lovage_core::{After, AfterArg, TaskError, TaskId, TaskState};
@@ -174,7 +174,7 @@ impl SubmitAfter for Client {
             let mut env = Envelope::from_signature(sig);
             env.id = id;
             env.flow = vec![Frame::Awaited];
-            let future = self.future(id);
+            let future = self.sent_future(id);
             backend.broker().enqueue(std::slice::from_ref(&env))?;
             return Ok(future);
         }
@@ -200,7 +200,7 @@ impl SubmitAfter for Client {
         let bytes = stored.encode().map_err(FlowError::Invalid)?;
         backend.results().put_blob(graph, &bytes)?;
         // Watched before anything can finish it.
-        let future = self.future(id);
+        let future = self.sent_future(id);
         for &(input, node, index) in &waits {
             backend.shared().dict_set(
                 &waiting_dict(input),
@@ -208,6 +208,15 @@ impl SubmitAfter for Client {
             )?;
         }
         let inputs: Vec<TaskId> = waits.iter().map(|w| w.0).collect();
+        // An input this client did not send (`app.send`, a graph's node, another client's
+        // task) may carry no marker: no worker would serve its list, so this client does once
+        // its record is final (a marked one is served twice, harmlessly).
+        let mut relayed = std::collections::HashSet::new();
+        for &input in &inputs {
+            if !self.holds(input) && relayed.insert(input) {
+                self.on_final(input, relay);
+            }
+        }
         // Inputs that finished before their entries were there: their slots are filled here.
         let records = backend.results().get_many(&inputs)?;
         let ctx = Context {
@@ -225,13 +234,7 @@ impl SubmitAfter for Client {
             };
             served.push((input, encode_entry(graph, node, index)));
             if rec.state == TaskState::Success {
-                let value = match &rec.value {
-                    Some(b) => rec
-                        .codec
-                        .decode::<Value>(b, "task result")
-                        .map_err(|e| FlowError::Invalid(e.to_string()))?,
-                    None => Value::Null,
-                };
+                let value = record_value(&rec)?;
                 run.graph_input(graph, node, index, &value)?;
             } else {
                 let error = rec.error.clone().unwrap_or_else(|| {
@@ -259,6 +262,52 @@ impl SubmitAfter for Client {
         consumed(backend, &run.consumed)?;
         Ok(future)
     }
+}
+
+/// A successful record's value as JSON.
+fn record_value(rec: &ResultRecord) -> Result<Value, FlowError> {
+    match &rec.value {
+        Some(b) => rec
+            .codec
+            .decode::<Value>(b, "task result")
+            .map_err(|e| FlowError::Invalid(e.to_string())),
+        None => Ok(Value::Null),
+    }
+}
+
+/// Serves the calls waiting for a task sent without the marker, from its final record, on
+/// the client's watcher thread: what a worker does for a marked task. A failure is logged
+/// (the calls then wait for the stored graph's time to live).
+fn relay(rec: &ResultRecord, backend: &Backend) {
+    if let Err(e) = serve(rec, backend) {
+        tracing::warn!(task_id = %rec.id, error = %e, "could not release the calls waiting for a task");
+    }
+}
+
+fn serve(rec: &ResultRecord, backend: &Backend) -> Result<(), FlowError> {
+    let ctx = Context {
+        backend,
+        result_ttl: None,
+        worker: None,
+        sent_events: false,
+    };
+    let mut run = Advance::new(&ctx);
+    if rec.state == TaskState::Success {
+        run.awaited_done(rec.id, &record_value(rec)?)?;
+    } else {
+        let error = rec.error.clone().unwrap_or_else(|| {
+            TaskError::new(lovage_core::kinds::FAILED, format!("{:?}", rec.state))
+        });
+        run.awaited_failed
+            .push((rec.id, task_key(&rec.task, rec.id), error));
+    }
+    run.settle_joins()?;
+    run.store()?;
+    if !run.out.is_empty() {
+        backend.broker().enqueue_once(&run.out)?;
+    }
+    consumed(backend, &run.consumed)?;
+    Ok(())
 }
 
 #[cfg(test)]

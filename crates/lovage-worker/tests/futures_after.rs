@@ -229,6 +229,21 @@ fn a_future_from_a_task_is_a_real_input(fresh: Fresh) {
     assert_eq!(parent.get(LONG).unwrap(), 305);
 }
 
+/// A future from `client.future(id)` on a task sent without the marker (`app.send`) is an
+/// input too: a call given it while the task runs waits for it (the client serves the
+/// task's waiting list when it sees the record final), and the list is empty afterwards.
+fn a_future_on_a_task_sent_elsewhere_is_a_real_input(fresh: Fresh) {
+    let _w = worker(&fresh.backend);
+    let app = fresh.app();
+    let client = app.client().unwrap();
+    let sent = app.send(nap::s(300)).unwrap();
+    let input = client.future::<i64>(sent.id());
+    let b = client.submit_after(add::after(&input, 1)).unwrap();
+    let c = client.submit_after(add::after(&b, &input)).unwrap();
+    assert_eq!(c.result_timeout(LONG).unwrap(), 601);
+    until_waiting_lists_are_empty(&fresh.backend, &[sent.id(), b.id()]);
+}
+
 /// Per-call options on `after` calls (with an input, and with none): the queue and priority
 /// are the message's once the inputs are in, over the task's registered ones.
 fn an_after_call_takes_per_call_options(fresh: Fresh) {
@@ -309,4 +324,5 @@ on_every_backend!(
     the_waiting_lists_are_empty_after_a_run,
     a_future_from_a_task_is_a_real_input,
     an_after_call_takes_per_call_options,
+    a_future_on_a_task_sent_elsewhere_is_a_real_input,
 );

@@ -61,7 +61,7 @@ fn until_forgotten(app: &App, ids: &[TaskId]) {
 }
 
 /// Futures dropped after their tasks finished (taken by `result`, `gather`, or dropped
-/// unread) release their records.
+/// unread; from `submit`, `map` or `submit_after`) release their records.
 fn dropped_futures_release_their_results(fresh: Fresh) {
     let _w = worker(&fresh.backend);
     let app = fresh.app();
@@ -83,7 +83,11 @@ fn dropped_futures_release_their_results(fresh: Fresh) {
     }
     drop(unread);
     assert_eq!(client.gather(many).unwrap().len(), 50);
-    until_forgotten(&app, &[id, unread_id]);
+    let call = client.submit_after(add::after(1, 2)).unwrap();
+    let call_id = call.id();
+    assert_eq!(call.result_timeout(LONG).unwrap(), 3);
+    drop(call);
+    until_forgotten(&app, &[id, unread_id, call_id]);
     until_forgotten(&app, &ids);
 }
 

@@ -44,7 +44,7 @@ pub use lovage_pool::ReturnWhen;
 pub use scatter::{Scattered, SCATTER_TASK};
 pub use waiting::{AsCompleted, Waited};
 
-use crate::{App, BrokerError, Result};
+use crate::{App, BrokerError, Result, ResultRecord};
 use release::Hold;
 use watcher::{Fetched, Typed, Watch};
 
@@ -294,13 +294,36 @@ impl Client {
         self.watch_with(id, watcher::raw_value, Holds::IfHeld)
     }
 
-    /// A future on a task this client's process sent itself (`ctx.submit`): it holds the
-    /// task's result as [`submit`](Self::submit)'s futures do.
-    pub(crate) fn sent_future<R: DeserializeOwned + Send + 'static>(
+    /// A future on a task this client sends itself by other means (`submit_after` in
+    /// lovage-flow, `ctx.submit`), made before the task is sent: it holds the task's result
+    /// as [`submit`](Self::submit)'s futures do. The task must carry the `Awaited` marker
+    /// for the future to be another call's input.
+    pub fn sent_future<R: DeserializeOwned + Send + 'static>(
         &self,
         id: TaskId,
     ) -> TaskFuture<R> {
         self.watch(id)
+    }
+
+    /// True while a future of this client holds `id`'s result: this client (or a task of
+    /// this worker, through `ctx.submit`) sent the task, so it carries the marker that lets
+    /// the workers release the calls waiting for it.
+    pub fn holds(&self, id: TaskId) -> bool {
+        self.inner.watch.holds(id)
+    }
+
+    /// Calls `f` on this client's watcher thread once `id`'s record is final (at once if it
+    /// is already), with the record and the broker; nothing if the client is dropped first.
+    /// How `submit_after` releases a call waiting for a task sent without the marker
+    /// (`app.send`, a graph's node) while the client lives.
+    pub fn on_final(
+        &self,
+        id: TaskId,
+        f: impl FnOnce(&ResultRecord, &crate::Backend) + Send + 'static,
+    ) {
+        self.inner
+            .watch
+            .add(id, Box::new(watcher::OnFinal(Box::new(f))));
     }
 
     /// Stops watching `id` (its send failed).

@@ -110,6 +110,11 @@ impl Watch {
         }))
     }
 
+    /// True while some future holds `id`'s result.
+    pub(super) fn holds(&self, id: TaskId) -> bool {
+        self.lock().held.contains_key(&id)
+    }
+
     /// Stops counting the holds on `id` (fire-and-forget): its record lives its time to live.
     pub(super) fn unhold_all(&self, id: TaskId) {
         self.lock().held.remove(&id);

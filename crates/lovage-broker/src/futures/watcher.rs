@@ -61,6 +61,24 @@ impl Pending for Both {
     }
 }
 
+/// Work to do on the watcher thread once a task's record is final (see
+/// [`Client::on_final`](super::Client::on_final)).
+pub(crate) type FinalHook = Box<dyn FnOnce(&ResultRecord, &Backend) + Send>;
+
+/// A [`FinalHook`] waiting for its task.
+pub(crate) struct OnFinal(pub(crate) FinalHook);
+
+impl Pending for OnFinal {
+    fn started(&mut self) {}
+    fn finish(self: Box<Self>, rec: &ResultRecord, backend: &Backend) {
+        (self.0)(rec, backend);
+    }
+    fn abandon(self: Box<Self>, _: TaskError) {}
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
 /// How a finished record becomes a future's outcome.
 pub(crate) type Decode<R> = fn(&ResultRecord) -> Result<R, TaskError>;
 
