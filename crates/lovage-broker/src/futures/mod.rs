@@ -298,10 +298,7 @@ impl Client {
     /// lovage-flow, `ctx.submit`), made before the task is sent: it holds the task's result
     /// as [`submit`](Self::submit)'s futures do. The task must carry the `Awaited` marker
     /// for the future to be another call's input.
-    pub fn sent_future<R: DeserializeOwned + Send + 'static>(
-        &self,
-        id: TaskId,
-    ) -> TaskFuture<R> {
+    pub fn sent_future<R: DeserializeOwned + Send + 'static>(&self, id: TaskId) -> TaskFuture<R> {
         self.watch(id)
     }
 
@@ -342,9 +339,9 @@ impl Client {
         holds: Holds,
     ) -> TaskFuture<R> {
         let watch = &self.inner.watch;
-        let hold = watch.hold(id, holds == Holds::IfHeld);
         let (completer, handle) = TaskHandle::promise();
-        watch.add(id, Box::new(Typed::new(completer, decode)));
+        let pending = Box::new(Typed::new(completer, decode));
+        let hold = watch.add_holding(id, pending, holds == Holds::IfHeld);
         TaskFuture {
             id,
             handle,

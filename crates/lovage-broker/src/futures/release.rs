@@ -96,18 +96,25 @@ impl Watched {
 }
 
 impl Watch {
-    /// A new hold on `id`'s record, by a future on a task this client sent; with `only_if_held`,
-    /// only when the client holds it already (a future on a task sent elsewhere holds nothing).
-    pub(super) fn hold(self: &Arc<Self>, id: TaskId, only_if_held: bool) -> Option<Arc<Hold>> {
+    /// Starts watching `id` for a new future and gives it a hold on the task's record, in one
+    /// step; with `only_if_held`, the hold only when the client holds the record already (a
+    /// future on a task sent elsewhere holds nothing).
+    pub(super) fn add_holding(
+        self: &Arc<Self>,
+        id: TaskId,
+        pending: Box<dyn super::watcher::Pending>,
+        only_if_held: bool,
+    ) -> Option<Arc<Hold>> {
         let mut st = self.lock();
-        if only_if_held && !st.held.contains_key(&id) {
-            return None;
-        }
-        st.held.entry(id).or_default().count += 1;
-        Some(Arc::new(Hold {
-            id,
-            watch: self.clone(),
-        }))
+        let hold = (!only_if_held || st.held.contains_key(&id)).then(|| {
+            st.held.entry(id).or_default().count += 1;
+            Arc::new(Hold {
+                id,
+                watch: self.clone(),
+            })
+        });
+        self.add_locked(st, id, pending);
+        hold
     }
 
     /// True while some future holds `id`'s result.

@@ -338,7 +338,16 @@ impl Watch {
 
     /// Starts watching `id`.
     pub(crate) fn add(&self, id: TaskId, pending: Box<dyn Pending>) {
-        let mut st = self.lock();
+        self.add_locked(self.lock(), id, pending);
+    }
+
+    /// [`add`](Self::add) under a lock already taken (released here).
+    pub(super) fn add_locked(
+        &self,
+        mut st: MutexGuard<'_, Watched>,
+        id: TaskId,
+        pending: Box<dyn Pending>,
+    ) {
         if st.closed {
             drop(st);
             pending.abandon(TaskError::new(
