@@ -144,6 +144,8 @@ impl Client {
     /// nothing is sent. Once the record has expired, the key runs again. A task queued by
     /// another client that has not started yet is not seen (it would run twice, under the
     /// same id). Plain [`submit`](Self::submit) never deduplicates (Dask's `pure=False`).
+    /// The record is released with the key's last future in this client (see the module
+    /// docs): after that, the key runs again.
     pub fn submit_keyed<R>(&self, key: &str, sig: TypedSignature<R>) -> Result<TaskFuture<R>>
     where
         R: DeserializeOwned + Send + 'static,
