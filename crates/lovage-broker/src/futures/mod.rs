@@ -252,9 +252,12 @@ impl Client {
     }
 
     /// Revokes the future's task (a waiting one never runs; a running one's result is
-    /// discarded) and cancels the future.
+    /// discarded) and cancels the future. The REVOKED record is kept for its time to live,
+    /// for whoever else looks at the task (it is not released with the futures).
     pub fn cancel<R: Send + 'static>(&self, future: &TaskFuture<R>) -> Result<()> {
-        future.cancel_with(&self.app)
+        let revoked = future.cancel_with(&self.app);
+        self.inner.watch.unhold_all(future.id);
+        revoked
     }
 
     /// Lets the task run to its end with nobody watching it: the client stops tracking it
