@@ -3,8 +3,9 @@
 //! Every future on a task this client sent holds the task's record through a [`Hold`] (one per
 //! future, shared by its clones), counted per task id in the watch. When the last hold of a
 //! finished task goes, or a task whose holds are all gone finishes, its id is *released*; the
-//! watcher thread forgets the released records in one batch per pass (a read of their waiting
-//! lists, then one `forget`), off the caller's thread. A released task that a call sent with
+//! watcher thread forgets the released records in batches (once [`MIN_BATCH`] wait or the
+//! oldest has waited [`LINGER`]: a read of their waiting lists, then one `forget`), off the
+//! caller's thread. A released task that a call sent with
 //! `submit_after` still waits for (its waiting list is not empty) keeps its record; it is
 //! checked again every [`RECHECK`] for [`GIVE_UP`], then left to its time to live. Tasks handed
 //! to `fire_and_forget` are not counted: their records live out their time to live.
@@ -23,6 +24,12 @@ use crate::Backend;
 
 /// Most released records one pass forgets: the watcher's other work waits for one batch only.
 const BATCH: usize = 4096;
+/// Released records are forgotten once this many wait, or the oldest has waited [`LINGER`]:
+/// a few large deletes rather than one per pass (on SQLite each is a write transaction
+/// beside the workers').
+const MIN_BATCH: usize = 256;
+/// See [`MIN_BATCH`].
+const LINGER: Duration = Duration::from_millis(100);
 /// How often a released record still waited for is checked again.
 const RECHECK: Duration = Duration::from_millis(500);
 /// How long a released record still waited for is checked before its time to live takes over.
@@ -69,7 +76,7 @@ impl Drop for Hold {
         if h.finished {
             st.held.remove(&self.id);
             if !st.closed {
-                st.released.push(self.id);
+                st.release_id(self.id);
                 drop(st);
                 self.watch.changed.notify_one();
             }
@@ -82,12 +89,32 @@ impl Drop for Hold {
 }
 
 impl Watched {
+    fn release_id(&mut self, id: TaskId) {
+        self.released.push(id);
+        self.released_since.get_or_insert_with(Instant::now);
+    }
+
+    /// When the watcher next has releasing to do, if it has any.
+    pub(super) fn release_due(&self) -> Option<Instant> {
+        let released = self.released_since.map(|t| {
+            if self.released.len() >= MIN_BATCH {
+                t
+            } else {
+                t + LINGER
+            }
+        });
+        match (released, self.deferred.due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// The watcher saw `id` finish: a task nobody holds any more is released now.
     pub(super) fn finished(&mut self, id: TaskId) {
         if let Some(h) = self.held.get_mut(&id) {
             if h.count == 0 {
                 self.held.remove(&id);
-                self.released.push(id);
+                self.release_id(id);
             } else {
                 h.finished = true;
             }
@@ -134,8 +161,15 @@ impl Watch {
         // Each id with when it was first found still waited for (now, for a new one).
         let ids: Vec<(TaskId, Instant)> = {
             let mut st = self.lock();
-            let take = st.released.len().min(BATCH);
+            let due = st.released.len() >= MIN_BATCH
+                || st
+                    .released_since
+                    .is_some_and(|t| now.duration_since(t) >= LINGER);
+            let take = if due { st.released.len().min(BATCH) } else { 0 };
             let mut ids: Vec<_> = st.released.drain(..take).map(|id| (id, now)).collect();
+            if take > 0 {
+                st.released_since = (!st.released.is_empty()).then_some(now);
+            }
             if st.deferred.next.is_some_and(|t| t <= now) {
                 ids.append(&mut st.deferred.ids);
                 st.deferred.next = None;

@@ -251,6 +251,8 @@ pub(super) struct Watched {
     pub(super) held: HashMap<TaskId, Held>,
     /// Finished tasks no future holds any more, whose records the next pass forgets.
     pub(super) released: Vec<TaskId>,
+    /// When the oldest of `released` was released.
+    pub(super) released_since: Option<std::time::Instant>,
     /// Released tasks a call still waits for, checked again later.
     pub(super) deferred: Deferred,
     /// Ids in the order they were registered; ids no longer pending are skipped and dropped
@@ -419,13 +421,7 @@ impl Watch {
                     if !st.pending.is_empty() {
                         break;
                     }
-                    if !st.released.is_empty() {
-                        drop(st);
-                        self.release(&backend);
-                        st = self.lock();
-                        continue;
-                    }
-                    st = match st.deferred.due() {
+                    st = match st.release_due() {
                         Some(at) => {
                             let left = at.saturating_duration_since(std::time::Instant::now());
                             let (st, _) = self
