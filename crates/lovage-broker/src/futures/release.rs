@@ -40,6 +40,9 @@ const GIVE_UP: Duration = Duration::from_secs(60);
 pub(crate) struct Held {
     count: usize,
     finished: bool,
+    /// Which counting this is: a hold from before a `fire_and_forget` (or `cancel`) ended the
+    /// counting does not count against a later one.
+    generation: u64,
 }
 
 /// Released records still waited for: when each was first found so, and when to check next.
@@ -60,13 +63,18 @@ impl Deferred {
 /// hold of a finished task releases its record.
 pub(crate) struct Hold {
     id: TaskId,
+    generation: u64,
     watch: Arc<Watch>,
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
         let mut st = self.watch.lock();
-        let Some(h) = st.held.get_mut(&self.id) else {
+        let Some(h) = st
+            .held
+            .get_mut(&self.id)
+            .filter(|h| h.generation == self.generation)
+        else {
             return; // handed to fire_and_forget
         };
         h.count -= 1;
@@ -134,9 +142,16 @@ impl Watch {
     ) -> Option<Arc<Hold>> {
         let mut st = self.lock();
         let hold = (!only_if_held || st.held.contains_key(&id)).then(|| {
-            st.held.entry(id).or_default().count += 1;
+            st.generations += 1;
+            let next = st.generations;
+            let h = st.held.entry(id).or_insert_with(|| Held {
+                generation: next,
+                ..Held::default()
+            });
+            h.count += 1;
             Arc::new(Hold {
                 id,
+                generation: h.generation,
                 watch: self.clone(),
             })
         });
@@ -213,5 +228,37 @@ impl Watch {
             st.deferred.ids.append(&mut busy);
             st.deferred.next = Some(now + RECHECK);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::futures::watcher::{raw_value, Fetched, Typed};
+
+    fn pending() -> Box<dyn crate::futures::watcher::Pending> {
+        let (completer, _handle) = lovage_pool::TaskHandle::<Fetched<Vec<u8>>>::promise();
+        Box::new(Typed::new(completer, raw_value))
+    }
+
+    /// A hold from before `fire_and_forget` ended the counting, dropped after a new future
+    /// on the same task started another, does not count against the new one.
+    #[test]
+    fn an_old_hold_does_not_count_against_a_new_one() {
+        let w = Watch::new();
+        let id = TaskId::new();
+        let old = w.add_holding(id, pending(), false).unwrap();
+        w.unhold_all(id);
+        let new = w.add_holding(id, pending(), false).unwrap();
+        w.lock().finished(id);
+        drop(old);
+        assert!(w.holds(id), "the new hold was counted down");
+        assert!(w.lock().released.is_empty());
+        drop(new);
+        assert_eq!(
+            w.lock().released,
+            vec![id],
+            "the last hold of a finished task"
+        );
     }
 }

@@ -251,6 +251,8 @@ pub(super) struct Watched {
     pub(super) held: HashMap<TaskId, Held>,
     /// Finished tasks no future holds any more, whose records the next pass forgets.
     pub(super) released: Vec<TaskId>,
+    /// Counts the [`Held`] entries ever made (each one's generation).
+    pub(super) generations: u64,
     /// When the oldest of `released` was released.
     pub(super) released_since: Option<std::time::Instant>,
     /// Released tasks a call still waits for, checked again later.
