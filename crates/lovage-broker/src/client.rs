@@ -260,6 +260,12 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         outcome(self.id, rec, timeout)
     }
 
+    /// Deletes the task's record now (Celery's `forget()`) instead of at its expiry; true if
+    /// there was one. A task still running stores its record again when it finishes.
+    pub fn forget(&self) -> Result<bool> {
+        Ok(self.backend.results().forget(&[self.id])? > 0)
+    }
+
     /// Revokes the task.
     pub fn revoke(&self) -> Result<Revoked> {
         App::with_backend(self.backend.clone()).revoke(self.id)

@@ -178,10 +178,14 @@ impl TaskCtx {
     /// Sends `sig` as a child of this task (in this task's scope, if it has one); returns its
     /// id. Its id is derived from this task's and the number of children spawned before it.
     pub fn spawn<R: DeserializeOwned>(&self, sig: TypedSignature<R>) -> Result<TaskId> {
+        self.send(self.next_child_id(), sig)
+    }
+
+    /// The id of the next child spawned without a key.
+    fn next_child_id(&self) -> TaskId {
         let n = self.info.spawned.fetch_add(1, Ordering::Relaxed);
         let me = self.info.id.as_uuid().as_bytes().to_vec();
-        let id = crate::futures::derived_id(&[b"lovage-spawn:", &me, &n.to_le_bytes()]);
-        self.send(id, sig)
+        crate::futures::derived_id(&[b"lovage-spawn:", &me, &n.to_le_bytes()])
     }
 
     /// Sends `sig` as a child of this task under `key`: its id is derived from the scope (or,
@@ -219,13 +223,23 @@ impl TaskCtx {
     }
 
     /// [`spawn`](Self::spawn), returning a future on the child's result (from the worker's
-    /// [`client`](Self::client)); waiting on it gives this task's slot back meanwhile.
+    /// [`client`](Self::client)); waiting on it gives this task's slot back meanwhile. The
+    /// future can be another call's argument (`submit_after`), as a client's can, and holds
+    /// the child's result as a client's does.
     pub fn submit<R>(&self, sig: TypedSignature<R>) -> Result<TaskFuture<R>>
     where
         R: DeserializeOwned + Send + 'static,
     {
-        let id = self.spawn(sig)?;
-        Ok(self.client()?.future(id))
+        let id = self.next_child_id();
+        let env = crate::futures::awaited(self.envelope(id, sig)?);
+        // Watched before it is sent, as a client's future is.
+        let client = self.client()?;
+        let future = client.sent_future(id);
+        if let Err(e) = self.send_all(vec![env]) {
+            client.unwatch(id);
+            return Err(e);
+        }
+        Ok(future)
     }
 
     fn send<R: DeserializeOwned>(&self, id: TaskId, sig: TypedSignature<R>) -> Result<TaskId> {

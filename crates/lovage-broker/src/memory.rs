@@ -694,6 +694,17 @@ impl ResultStore for MemoryBackend {
         Ok(*v)
     }
 
+    fn forget(&self, ids: &[TaskId]) -> Result<u64> {
+        let mut st = self.state();
+        let mut gone = 0;
+        for id in ids {
+            gone += u64::from(st.results.remove(id).is_some());
+            st.joins.remove(id);
+            st.blobs.remove(id);
+        }
+        Ok(gone)
+    }
+
     fn purge_expired(&self) -> Result<u64> {
         let now = Timestamp::now();
         let mut st = self.state();

@@ -61,6 +61,12 @@ pub trait ResultStore: Send + Sync {
     /// Adds `by` to the counter `key` atomically and returns the new value.
     fn incr(&self, key: &str, by: i64) -> Result<i64>;
 
+    /// Deletes the records of `ids` now (Celery's `AsyncResult.forget()`), with the join and
+    /// the blob kept under the same ids (a group's or a workflow's, which its record stands
+    /// for); returns how many records went. An unknown id is skipped. A task still running
+    /// stores its record again when it finishes.
+    fn forget(&self, ids: &[TaskId]) -> Result<u64>;
+
     /// Deletes records past their expiry; returns how many (0 for a backend whose keys expire
     /// by themselves, or when another process on the same storage purges for now, as on
     /// SQLite). An expired record is never returned by `get`, purged or not.

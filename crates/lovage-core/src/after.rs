@@ -6,11 +6,13 @@
 //! is sent with a client's `submit_after` and runs once every future it takes has finished,
 //! with their values; the workers release it, not the caller.
 
+use std::any::Any;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::{Codec, TaskId};
+use crate::{Codec, RetryPolicy, TaskId, TaskOptions};
 
 /// One argument of an [`After`] call: a value known now (as JSON), or the result of the task
 /// `id` once it has finished.
@@ -24,6 +26,47 @@ pub enum AfterArg {
     Futures(Vec<TaskId>),
     /// A value that could not be written as JSON; sending the call fails with this reason.
     Invalid(String),
+    /// `arg`, with what must live until the call is sent (a client future's hold on its
+    /// task's result, so the result is not released between `task::after(future)` and the
+    /// send).
+    Kept(Box<AfterArg>, Keep),
+}
+
+impl AfterArg {
+    /// The ids of the tasks this argument waits for.
+    pub fn ids(&self) -> &[TaskId] {
+        match self {
+            AfterArg::Future(id) => std::slice::from_ref(id),
+            AfterArg::Futures(ids) => ids,
+            AfterArg::Kept(arg, _) => arg.ids(),
+            _ => &[],
+        }
+    }
+
+    /// The argument without its [`Keep`], and the keep (to hold until the call is sent).
+    pub fn unkept(self) -> (AfterArg, Option<Keep>) {
+        match self {
+            AfterArg::Kept(arg, keep) => (arg.unkept().0, Some(keep)),
+            other => (other, None),
+        }
+    }
+}
+
+/// Something an [`AfterArg`] keeps alive until its call is sent; opaque, and equal to any
+/// other (it does not change what the argument is).
+#[derive(Clone)]
+pub struct Keep(pub Arc<dyn Any + Send + Sync>);
+
+impl std::fmt::Debug for Keep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keep")
+    }
+}
+
+impl PartialEq for Keep {
+    fn eq(&self, _: &Keep) -> bool {
+        true
+    }
 }
 
 /// What an [`After`] call accepts where the task takes a `T`: a `T`, or a future of a `T`.
@@ -51,6 +94,9 @@ pub struct After<R> {
     pub codec: Codec,
     /// Its positional arguments.
     pub args: Vec<AfterArg>,
+    /// Its per-call options (queue, priority, retries…), laid over the task's registered ones
+    /// as a signature's are.
+    pub options: TaskOptions,
     ret: PhantomData<fn() -> R>,
 }
 
@@ -61,20 +107,44 @@ impl<R> After<R> {
             task,
             codec,
             args,
+            options: TaskOptions::default(),
             ret: PhantomData,
         }
     }
 
+    /// Sends it to this queue once its inputs are in.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.options.queue = Some(queue.into());
+        self
+    }
+
+    /// Runs it at this priority (0–9, higher first; values above 9 are capped).
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.options.priority = Some(priority.min(9));
+        self
+    }
+
+    /// Retries it with this policy.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.options.retry = Some(policy);
+        self
+    }
+
+    /// Kills it after this long.
+    pub fn time_limit(mut self, limit: std::time::Duration) -> Self {
+        self.options.time_limit = Some(limit);
+        self
+    }
+
+    /// Replaces every option set so far with `options`.
+    pub fn options(mut self, options: TaskOptions) -> Self {
+        self.options = options;
+        self
+    }
+
     /// The ids of the tasks it waits for, in argument order (a task given twice appears twice).
     pub fn inputs(&self) -> impl Iterator<Item = TaskId> + '_ {
-        self.args
-            .iter()
-            .flat_map(|a| match a {
-                AfterArg::Future(id) => std::slice::from_ref(id),
-                AfterArg::Futures(ids) => ids.as_slice(),
-                _ => &[] as &[TaskId],
-            })
-            .copied()
+        self.args.iter().flat_map(AfterArg::ids).copied()
     }
 
     /// Refuses an argument that could not be written as JSON, naming its position.

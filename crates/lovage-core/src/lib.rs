@@ -17,7 +17,7 @@ pub mod retry;
 pub mod signature;
 pub mod state;
 
-pub use after::{After, AfterArg, IntoAfterArg};
+pub use after::{After, AfterArg, IntoAfterArg, Keep};
 pub use cancel::{check_cancelled, is_cancelled, CancelReason, CancelToken};
 pub use canvas::{chain, chord, group, Canvas, Failure};
 pub use codec::{Codec, CodecError, WIRE_VERSION};

@@ -8,7 +8,9 @@
 //! records its value in each one's join, or marks each one failed with
 //! [`DEPENDENCY_FAILED`](crate::graph::DEPENDENCY_FAILED). Whoever fills a join's last slot
 //! sends the call under its fixed id with `enqueue_once`, so a redelivered input never sends
-//! it twice.
+//! it twice. Once what follows is sent, the worker empties the input's waiting list
+//! ([`consumed`]); a caller that filled a slot itself removes its own entry. So the lists are
+//! empty again after a run.
 //!
 //! The race between a call being registered and its input finishing is closed by order: the
 //! caller adds its entry to the input's list *then* reads the input's record (and fills the
@@ -39,7 +41,7 @@
 //! let _ = add::after(&loud, 1);
 //! ```
 
-use lovage_broker::Envelope;
+use lovage_broker::{Backend, BrokerError, Envelope, ResultRecord};
 use lovage_broker::{Client, TaskFuture};
 use lovage_core::canvas::Frame;
 use lovage_core::{After, AfterArg, TaskError, TaskId, TaskState};
@@ -49,9 +51,15 @@ use serde_json::Value;
 use crate::graph::{self, StoredGraph, StoredNode, StoredOp};
 use crate::{Advance, Context, FlowError};
 
-/// The shared dict listing the calls that wait for task `id` (key: graph, node, input index).
-pub fn waiting_dict(id: TaskId) -> String {
-    format!("lovage.after.{id}")
+pub use lovage_broker::futures::waiting_dict;
+
+/// Empties the waiting lists whose calls were served (see [`crate::Planned`]), in one step
+/// where the backend allows.
+pub fn consumed(backend: &Backend, dicts: &[String]) -> Result<(), BrokerError> {
+    if dicts.is_empty() {
+        return Ok(());
+    }
+    backend.shared().dict_clear_many(dicts)
 }
 
 /// A waiting call's entry: the stored graph's id, the node, which of its inputs `id` is.
@@ -98,9 +106,11 @@ impl SubmitAfter for Client {
         R: DeserializeOwned + Send + 'static,
     {
         call.check().map_err(FlowError::Invalid)?;
+        // The futures' holds on their results live until the call is registered below.
+        let (call_args, _keeps): (Vec<AfterArg>, Vec<_>) =
+            call.args.into_iter().map(AfterArg::unkept).unzip();
         // The call is the last node; a list of futures is a collection node before it.
-        let lists = call
-            .args
+        let lists = call_args
             .iter()
             .filter(|a| matches!(a, AfterArg::Futures(ids) if !ids.is_empty()))
             .count();
@@ -110,7 +120,7 @@ impl SubmitAfter for Client {
         // (input task, node, which of the node's inputs it is)
         let mut waits: Vec<(TaskId, u32, u32)> = Vec::new();
         let (mut args, mut slots) = (Vec::new(), Vec::new());
-        for a in call.args {
+        for a in call_args {
             match a {
                 AfterArg::Value(v) => args.push(v),
                 AfterArg::Futures(ids) if ids.is_empty() => args.push(Value::Array(Vec::new())),
@@ -137,8 +147,21 @@ impl SubmitAfter for Client {
                     args.push(Value::Null);
                 }
                 AfterArg::Invalid(reason) => return Err(FlowError::Invalid(reason)),
+                // `unkept` took every keep off above.
+                AfterArg::Kept(..) => {
+                    return Err(FlowError::Invalid("an argument kept twice".into()))
+                }
             }
         }
+        // Per-call options travel in the stored node, as a graph node's do.
+        let options = if call.options == lovage_core::TaskOptions::default() {
+            None
+        } else {
+            Some(
+                serde_json::to_string(&call.options)
+                    .map_err(|e| FlowError::Invalid(e.to_string()))?,
+            )
+        };
         let app = self.app();
         let backend = app.backend();
         if slots.is_empty() {
@@ -146,12 +169,12 @@ impl SubmitAfter for Client {
                 .codec
                 .encode(&Value::Array(args), "task arguments")
                 .map_err(|e| FlowError::Invalid(e.to_string()))?;
-            let sig = graph::node_signature(call.task, bytes, call.codec, None)
+            let sig = graph::node_signature(call.task, bytes, call.codec, options.as_deref())
                 .map_err(FlowError::Invalid)?;
             let mut env = Envelope::from_signature(sig);
             env.id = id;
             env.flow = vec![Frame::Awaited];
-            let future = self.future(id);
+            let future = self.sent_future(id);
             backend.broker().enqueue(std::slice::from_ref(&env))?;
             return Ok(future);
         }
@@ -164,7 +187,7 @@ impl SubmitAfter for Client {
                 codec: call.codec,
                 args,
                 slots,
-                options: None,
+                options,
             },
             inputs,
             next: Vec::new(),
@@ -177,7 +200,7 @@ impl SubmitAfter for Client {
         let bytes = stored.encode().map_err(FlowError::Invalid)?;
         backend.results().put_blob(graph, &bytes)?;
         // Watched before anything can finish it.
-        let future = self.future(id);
+        let future = self.sent_future(id);
         for &(input, node, index) in &waits {
             backend.shared().dict_set(
                 &waiting_dict(input),
@@ -185,6 +208,15 @@ impl SubmitAfter for Client {
             )?;
         }
         let inputs: Vec<TaskId> = waits.iter().map(|w| w.0).collect();
+        // An input this client did not send (`app.send`, a graph's node, another client's
+        // task) may carry no marker: no worker would serve its list, so this client does once
+        // its record is final (a marked one is served twice, harmlessly).
+        let mut relayed = std::collections::HashSet::new();
+        for &input in &inputs {
+            if !self.holds(input) && relayed.insert(input) {
+                self.on_final(input, relay);
+            }
+        }
         // Inputs that finished before their entries were there: their slots are filled here.
         let records = backend.results().get_many(&inputs)?;
         let ctx = Context {
@@ -194,18 +226,15 @@ impl SubmitAfter for Client {
             sent_events: false,
         };
         let mut run = Advance::new(&ctx);
-        for (&(_, node, index), rec) in waits.iter().zip(records) {
+        // The entries of the inputs found finished: this call serves them, not their workers.
+        let mut served = Vec::new();
+        for (&(input, node, index), rec) in waits.iter().zip(records) {
             let Some(rec) = rec.filter(|r| r.state.is_final()) else {
                 continue;
             };
+            served.push((input, encode_entry(graph, node, index)));
             if rec.state == TaskState::Success {
-                let value = match &rec.value {
-                    Some(b) => rec
-                        .codec
-                        .decode::<Value>(b, "task result")
-                        .map_err(|e| FlowError::Invalid(e.to_string()))?,
-                    None => Value::Null,
-                };
+                let value = record_value(&rec)?;
                 run.graph_input(graph, node, index, &value)?;
             } else {
                 let error = rec.error.clone().unwrap_or_else(|| {
@@ -227,8 +256,58 @@ impl SubmitAfter for Client {
         if !run.out.is_empty() {
             backend.broker().enqueue_once(&run.out)?;
         }
+        for (input, entry) in served {
+            backend.shared().dict_remove(&waiting_dict(input), &entry)?;
+        }
+        consumed(backend, &run.consumed)?;
         Ok(future)
     }
+}
+
+/// A successful record's value as JSON.
+fn record_value(rec: &ResultRecord) -> Result<Value, FlowError> {
+    match &rec.value {
+        Some(b) => rec
+            .codec
+            .decode::<Value>(b, "task result")
+            .map_err(|e| FlowError::Invalid(e.to_string())),
+        None => Ok(Value::Null),
+    }
+}
+
+/// Serves the calls waiting for a task sent without the marker, from its final record, on
+/// the client's watcher thread: what a worker does for a marked task. A failure is logged
+/// (the calls then wait for the stored graph's time to live).
+fn relay(rec: &ResultRecord, backend: &Backend) {
+    if let Err(e) = serve(rec, backend) {
+        tracing::warn!(task_id = %rec.id, error = %e, "could not release the calls waiting for a task");
+    }
+}
+
+fn serve(rec: &ResultRecord, backend: &Backend) -> Result<(), FlowError> {
+    let ctx = Context {
+        backend,
+        result_ttl: None,
+        worker: None,
+        sent_events: false,
+    };
+    let mut run = Advance::new(&ctx);
+    if rec.state == TaskState::Success {
+        run.awaited_done(rec.id, &record_value(rec)?)?;
+    } else {
+        let error = rec.error.clone().unwrap_or_else(|| {
+            TaskError::new(lovage_core::kinds::FAILED, format!("{:?}", rec.state))
+        });
+        run.awaited_failed
+            .push((rec.id, task_key(&rec.task, rec.id), error));
+    }
+    run.settle_joins()?;
+    run.store()?;
+    if !run.out.is_empty() {
+        backend.broker().enqueue_once(&run.out)?;
+    }
+    consumed(backend, &run.consumed)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -191,11 +191,12 @@ pub fn advance_many(
     ctx: &Context<'_>,
     finished: &[(&Envelope, Finished<'_>)],
 ) -> Result<(), BrokerError> {
-    let next = plan_many(ctx, finished)?;
+    let Planned { next, consumed } = plan(ctx, finished)?;
     if next.is_empty() {
-        return Ok(());
+        return after::consumed(ctx.backend, &consumed);
     }
     ctx.backend.broker().enqueue_once(&next)?;
+    after::consumed(ctx.backend, &consumed)?;
     if ctx.sent_events {
         // As a send does: the tasks are sent, so a broker that fails here loses only the
         // events (logged). One write for the batch.
@@ -207,14 +208,34 @@ pub fn advance_many(
     Ok(())
 }
 
-/// [`advance_many`] without the sends: stores what the next steps need (long chains, group
-/// results, failures) and records joins, then returns the next steps for the caller to send
-/// with `enqueue_once` — a worker sends them with its acks
-/// ([`lovage_broker::Broker::complete_and_send`]).
+/// What follows a batch of finished tasks, worked out by [`plan`].
+#[derive(Debug, Default)]
+pub struct Planned {
+    /// The next steps, for the caller to send with `enqueue_once`.
+    pub next: Vec<Envelope>,
+    /// The waiting lists (see `after`) whose calls these steps serve: once the steps are
+    /// sent, [`after::consumed`] empties them (not before: a crash in between would lose
+    /// the calls).
+    pub consumed: Vec<String>,
+}
+
+/// [`plan`]'s next steps alone; the waiting lists it consumed are left for their time to
+/// live (a caller that sends the steps should use [`plan`] and empty them).
 pub fn plan_many(
     ctx: &Context<'_>,
     finished: &[(&Envelope, Finished<'_>)],
 ) -> Result<Vec<Envelope>, BrokerError> {
+    plan(ctx, finished).map(|p| p.next)
+}
+
+/// [`advance_many`] without the sends: stores what the next steps need (long chains, group
+/// results, failures) and records joins, then returns the next steps for the caller to send
+/// with `enqueue_once` — a worker sends them with its acks
+/// ([`lovage_broker::Broker::complete_and_send`]) — and the waiting lists to empty after.
+pub fn plan(
+    ctx: &Context<'_>,
+    finished: &[(&Envelope, Finished<'_>)],
+) -> Result<Planned, BrokerError> {
     let mut run = Advance::new(ctx);
     // The waiting lists of the client tasks that succeeded, in one read (their records are
     // stored already: see `after` for why that order matters).
@@ -228,6 +249,13 @@ pub fn plan_many(
     if !awaited.is_empty() {
         let dicts: Vec<String> = awaited.iter().map(|&id| after::waiting_dict(id)).collect();
         let lists = ctx.backend.shared().dict_entries_many(&dicts)?;
+        run.consumed.extend(
+            dicts
+                .into_iter()
+                .zip(&lists)
+                .filter(|(_, l)| !l.is_empty())
+                .map(|(d, _)| d),
+        );
         run.waiting = awaited.into_iter().zip(lists).collect();
     }
     for (env, how) in finished {
@@ -264,7 +292,10 @@ pub fn plan_many(
             }
         }
     }
-    Ok(run.out)
+    Ok(Planned {
+        next: run.out,
+        consumed: run.consumed,
+    })
 }
 
 fn failure_of(env: &Envelope, error: TaskError) -> Failure {
@@ -351,6 +382,8 @@ struct Advance<'a> {
     awaited_failed: Vec<(TaskId, String, TaskError)>,
     /// Waiting lists of this batch's finished client tasks, read at once (see `after`).
     waiting: HashMap<TaskId, lovage_broker::DictEntries>,
+    /// The waiting lists read with calls in them, to empty once what follows is sent.
+    consumed: Vec<String>,
 }
 
 /// A member's result on its way to its join, and what follows the join.
@@ -409,6 +442,7 @@ impl<'a> Advance<'a> {
             origin: None,
             awaited_failed: Vec::new(),
             waiting: HashMap::new(),
+            consumed: Vec::new(),
         }
     }
 
@@ -521,11 +555,7 @@ impl<'a> Advance<'a> {
     fn awaited_done(&mut self, id: TaskId, value: &Value) -> Result<(), FlowError> {
         let waiting = match self.waiting.remove(&id) {
             Some(w) => w,
-            None => self
-                .ctx
-                .backend
-                .shared()
-                .dict_entries(&after::waiting_dict(id))?,
+            None => self.read_waiting(id)?,
         };
         for (entry, _) in waiting {
             let Some((graph, d, index)) = after::decode_entry(&entry) else {
@@ -543,6 +573,16 @@ impl<'a> Advance<'a> {
         Ok(())
     }
 
+    /// The calls waiting for client task `id`, noting the list as consumed when it has any.
+    fn read_waiting(&mut self, id: TaskId) -> Result<lovage_broker::DictEntries, BrokerError> {
+        let dict = after::waiting_dict(id);
+        let waiting = self.ctx.backend.shared().dict_entries(&dict)?;
+        if !waiting.is_empty() {
+            self.consumed.push(dict);
+        }
+        Ok(waiting)
+    }
+
     /// The calls waiting for the failed client tasks in `awaited_failed` fail, and so do the
     /// calls waiting for those, transitively. Each level's failure records are stored before
     /// its waiting lists are read: a call registered meanwhile sees the record and fails
@@ -557,11 +597,7 @@ impl<'a> Advance<'a> {
                 if !seen.insert(id) {
                     continue;
                 }
-                let waiting = self
-                    .ctx
-                    .backend
-                    .shared()
-                    .dict_entries(&after::waiting_dict(id))?;
+                let waiting = self.read_waiting(id)?;
                 let upstream = graph::dependency_failed(&key, &error);
                 for (entry, _) in waiting {
                     let Some((graph_id, d, _)) = after::decode_entry(&entry) else {

@@ -434,7 +434,7 @@ fn settle_in_broker(
         .collect();
     // Planning gives up only when an immediate stop meets a broker outage: then nothing is
     // settled, and the leases bring these tasks back to be continued.
-    let Some(next) = plan_flows(s, &finished) else {
+    let Some(lovage_flow::Planned { next, consumed }) = plan_flows(s, &finished) else {
         return Vec::new();
     };
     // Scope members settled in this batch leave their counts after the plan (as the plan's
@@ -453,6 +453,13 @@ fn settle_in_broker(
     let sent = s.retry_broker("complete", || {
         s.backend.broker().complete_and_send(completed, &next)
     });
+    // The calls these tasks released are sent: their entries in the waiting lists go. A
+    // failure here only leaves the lists to their time to live.
+    if sent.is_some() {
+        if let Err(e) = lovage_flow::after::consumed(&s.backend, &consumed) {
+            tracing::warn!(worker = %s.id, error = %e, "could not empty the waiting lists of finished tasks");
+        }
+    }
     settle_failures(s, afterwards);
     if sent.is_some() {
         next
@@ -499,14 +506,12 @@ fn settle_failures(s: &Shared, afterwards: &[Afterwards]) {
 
 /// Works out what follows these tasks in their workflows (joins and records done); the
 /// returned steps are for the caller to send with the completions.
-fn plan_flows(s: &Shared, finished: &[(&Envelope, Finished<'_>)]) -> Option<Vec<Envelope>> {
+fn plan_flows(s: &Shared, finished: &[(&Envelope, Finished<'_>)]) -> Option<lovage_flow::Planned> {
     if finished.is_empty() {
-        return Some(Vec::new());
+        return Some(lovage_flow::Planned::default());
     }
     let ctx = s.flow_context();
-    s.retry_broker("continue workflows", || {
-        lovage_flow::plan_many(&ctx, finished)
-    })
+    s.retry_broker("continue workflows", || lovage_flow::plan(&ctx, finished))
 }
 
 #[cfg(test)]

@@ -13,15 +13,14 @@ mod common;
 
 use std::time::Duration;
 
+use common::{worker, worker_on, Fresh};
 use lovage_broker::futures::all;
 use lovage_broker::{App, Backend};
 use lovage_core::TaskState;
+use lovage_flow::after::waiting_dict;
 use lovage_flow::graph::DEPENDENCY_FAILED;
 use lovage_flow::SubmitAfter;
 use lovage_macros::task;
-use lovage_worker::{PoolKind, Worker, WorkerConfig};
-
-use common::Fresh;
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -43,39 +42,6 @@ fn total(xs: Vec<i64>) -> i64 {
 #[task(crate = lovage_core)]
 fn refuse(why: String) -> Result<i64, String> {
     Err(why)
-}
-
-/// A worker running in this process until dropped.
-struct Running {
-    shutdown: lovage_worker::Shutdown,
-    thread: Option<std::thread::JoinHandle<lovage_worker::WorkerReport>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.graceful();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn worker(backend: &Backend) -> Running {
-    let config = WorkerConfig {
-        concurrency: 2,
-        prefetch: 64,
-        pool: PoolKind::Threads,
-        poll: Duration::from_millis(50),
-        lease: Duration::from_secs(10),
-        ..Default::default()
-    };
-    let worker = Worker::new(backend.clone(), config).unwrap();
-    let shutdown = worker.shutdown_handle();
-    let thread = std::thread::spawn(move || worker.run().expect("start the worker threads"));
-    Running {
-        shutdown,
-        thread: Some(thread),
-    }
 }
 
 /// a = 3², b = a + 1, c = b + a, d = c + c: each call waits for the futures it takes.
@@ -204,6 +170,136 @@ fn the_chain_finishes_after_the_caller_is_gone(fresh: Fresh) {
     }
 }
 
+/// Waits (bounded) until every one of `ids`' waiting lists is empty; panics naming one that
+/// is not.
+fn until_waiting_lists_are_empty(backend: &Backend, ids: &[lovage_core::TaskId]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: Vec<_> = ids
+            .iter()
+            .filter(|&&id| backend.shared().dict_len(&waiting_dict(id)).unwrap() > 0)
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} waiting lists still hold entries after the run, {}'s among them",
+            left.len(),
+            left[0]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// After a run of `after` calls (inputs done before and after their dependents were sent,
+/// lists of futures, a failed input), every waiting list is empty again: the worker that
+/// sends a call, or the caller that served it, removes its entry.
+fn the_waiting_lists_are_empty_after_a_run(fresh: Fresh) {
+    let _w = worker(&fresh.backend);
+    let client = fresh.app().client().unwrap();
+    let a = client.submit(square::s(3)).unwrap();
+    let b = client.submit_after(add::after(&a, 1)).unwrap();
+    let c = client.submit_after(add::after(&b, &a)).unwrap();
+    let xs = client.map(square::s, 0..20).unwrap();
+    let sum = client.submit_after(total::after(all(&xs))).unwrap();
+    assert_eq!(c.result_timeout(LONG).unwrap(), 19);
+    assert_eq!(
+        sum.result_timeout(LONG).unwrap(),
+        (0..20).map(|x| x * x).sum::<i64>()
+    );
+    // An input finished before its dependent was sent: the caller fills the slot itself.
+    let late = client.submit_after(add::after(&a, &b)).unwrap();
+    assert_eq!(late.result_timeout(LONG).unwrap(), 19);
+    let bad = client.submit(refuse::s("no".into())).unwrap();
+    let dep = client.submit_after(add::after(&bad, 1)).unwrap();
+    let dep2 = client.submit_after(add::after(&dep, 1)).unwrap();
+    assert!(dep2.result_timeout(LONG).is_err());
+    let mut ids = vec![a.id(), b.id(), c.id(), sum.id(), bad.id(), dep.id()];
+    ids.extend(xs.iter().map(|f| f.id()));
+    until_waiting_lists_are_empty(&fresh.backend, &ids);
+}
+
+/// A future a task got from `ctx.submit` is an input like a client's: a call given it while
+/// the child still runs waits for it (before, only a child already finished was seen).
+fn a_future_from_a_task_is_a_real_input(fresh: Fresh) {
+    let _w = worker(&fresh.backend);
+    let app = fresh.app();
+    let parent = app.send(nap_then_add::s(300, 5)).unwrap();
+    assert_eq!(parent.get(LONG).unwrap(), 305);
+}
+
+/// A future from `client.future(id)` on a task sent without the marker (`app.send`) is an
+/// input too: a call given it while the task runs waits for it (the client serves the
+/// task's waiting list when it sees the record final), and the list is empty afterwards.
+fn a_future_on_a_task_sent_elsewhere_is_a_real_input(fresh: Fresh) {
+    let _w = worker(&fresh.backend);
+    let app = fresh.app();
+    let client = app.client().unwrap();
+    let sent = app.send(nap::s(300)).unwrap();
+    let input = client.future::<i64>(sent.id());
+    let b = client.submit_after(add::after(&input, 1)).unwrap();
+    let c = client.submit_after(add::after(&b, &input)).unwrap();
+    assert_eq!(c.result_timeout(LONG).unwrap(), 601);
+    until_waiting_lists_are_empty(&fresh.backend, &[sent.id(), b.id()]);
+}
+
+/// Per-call options on `after` calls (with an input, and with none): the queue and priority
+/// are the message's once the inputs are in, over the task's registered ones.
+fn an_after_call_takes_per_call_options(fresh: Fresh) {
+    let w = worker(&fresh.backend);
+    let client = fresh.app().client().unwrap();
+    let a = client.submit(square::s(3)).unwrap();
+    let b = client
+        .submit_after(add::after(&a, 1).queue("after-q").priority(7))
+        .unwrap();
+    let c = client
+        .submit_after(add::after(1, 2).queue("after-q").priority(3))
+        .unwrap();
+    assert_eq!(a.result_timeout(LONG).unwrap(), 9);
+    drop(w);
+    // Nobody consumes "after-q" yet: both wait there with their priorities.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut queued = Vec::new();
+    while queued.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the calls never reached their queue: {queued:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        queued = fresh.backend.queue_ops().peek("after-q", 10).unwrap();
+    }
+    let priority_of = |id| queued.iter().find(|e| e.id == id).map(|e| e.priority);
+    assert_eq!(priority_of(b.id()), Some(7), "{queued:?}");
+    assert_eq!(priority_of(c.id()), Some(3), "{queued:?}");
+    let _w = worker_on(&fresh.backend, &["after-q"]);
+    assert_eq!(b.result_timeout(LONG).unwrap(), 10);
+    assert_eq!(c.result_timeout(LONG).unwrap(), 3);
+}
+
+#[task(crate = lovage_core)]
+fn nap(ms: u64) -> i64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms as i64
+}
+
+/// Submits `nap(ms)` as a child, then `add(child, k)` while the child sleeps, and returns
+/// the sum (bounded: an input never released fails the task instead of hanging it).
+#[task(crate = lovage_core)]
+fn nap_then_add(ms: u64, k: i64) -> Result<i64, String> {
+    let ctx = lovage_broker::ctx::current().ok_or("not run by a worker")?;
+    let child = ctx.submit(nap::s(ms)).map_err(|e| e.to_string())?;
+    let client = ctx.client().map_err(|e| e.to_string())?;
+    let sum = client
+        .submit_after(add::after(&child, k))
+        .map_err(|e| e.to_string())?;
+    if child.done() {
+        return Err("the child finished before its dependent was sent".into());
+    }
+    sum.result_timeout(Duration::from_secs(20))
+        .map_err(|e| e.to_string())
+}
+
 macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
         mod memory_backend {
@@ -225,4 +321,8 @@ on_every_backend!(
     a_list_of_futures_is_one_argument,
     an_input_finished_before_its_dependent_is_sent,
     the_chain_finishes_after_the_caller_is_gone,
+    the_waiting_lists_are_empty_after_a_run,
+    a_future_from_a_task_is_a_real_input,
+    an_after_call_takes_per_call_options,
+    a_future_on_a_task_sent_elsewhere_is_a_real_input,
 );

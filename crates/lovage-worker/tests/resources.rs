@@ -112,11 +112,12 @@ fn gpu_tasks_run_only_on_the_gpu_worker_one_at_a_time(p: Pair) {
     let plain = client.map(|_| hold::s(5), 0..12).unwrap();
     let gpu_ids: Vec<_> = gpu.iter().map(|f| f.id()).collect();
     let plain_ids: Vec<_> = plain.iter().map(|f| f.id()).collect();
+    // The futures live on while their records are read: they hold them.
     let mut spans: Vec<(u128, u128)> = gpu
-        .into_iter()
+        .iter()
         .map(|f| f.result_timeout(LONG).unwrap())
         .collect();
-    for f in plain {
+    for f in &plain {
         f.result_timeout(LONG).unwrap();
     }
     for id in gpu_ids {
@@ -153,8 +154,9 @@ fn a_task_registered_with_resources_runs_only_where_they_are(p: Pair) {
     let client = p.app.client().unwrap();
     let calls = client.map(|_| gpu_hold::s(10), 0..6).unwrap();
     let ids: Vec<_> = calls.iter().map(|f| f.id()).collect();
+    // The futures live on while their records are read: they hold them.
     let mut spans: Vec<(u128, u128)> = calls
-        .into_iter()
+        .iter()
         .map(|f| f.result_timeout(LONG).unwrap())
         .collect();
     for id in ids {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use lovage_core::{kinds, Codec, Signature, TaskId, TaskState};
 
 use super::{record, reserve_all, Fixture, LONG, WAKE};
-use crate::{App, ResultRecord, Revoked, Timestamp};
+use crate::{App, JoinEntry, ResultRecord, Revoked, Timestamp};
 
 conformance_tests! {
     /// A run cut off past its lease stores its outcome after the rerun stored its own: a record
@@ -239,6 +239,40 @@ conformance_tests! {
         r.put_blob(key, b"two").unwrap();
         assert_eq!(r.get_blob(key).unwrap(), Some(b"two".to_vec()));
         assert_eq!(r.get_blob(TaskId::new()).unwrap(), None);
+    }
+
+    /// `forget` deletes records now, kept forever or with a time to live, with the join and
+    /// blob under the same id; others stay, and an unknown id is skipped.
+    fn forgotten_results_are_gone(f: Fixture) {
+        let r = f.backend.results();
+        let (kept, ttl, other) = (TaskId::new(), TaskId::new(), TaskId::new());
+        let with_ttl = ResultRecord {
+            expires: Some(Timestamp::now() + Duration::from_secs(3600)),
+            ..record(ttl, TaskState::Failure)
+        };
+        r.store(&[record(kept, TaskState::Success), with_ttl, record(other, TaskState::Success)])
+            .unwrap();
+        let member = |id, index| JoinEntry { id, index, size: 2, value: b"1" };
+        assert_eq!(r.join(&[member(kept, 0), member(other, 0)]).unwrap(), vec![None, None]);
+        r.put_blob(kept, b"graph").unwrap();
+        r.put_blob(other, b"graph").unwrap();
+        assert_eq!(r.forget(&[kept, ttl, TaskId::new()]).unwrap(), 2);
+        assert!(r.get(kept).unwrap().is_none());
+        assert!(r.get(ttl).unwrap().is_none());
+        assert_eq!(r.get_many(&[kept, ttl]).unwrap(), vec![None, None]);
+        assert_eq!(r.get_blob(kept).unwrap(), None);
+        // The join starts over: its first member went with it.
+        assert_eq!(r.join(&[member(kept, 1)]).unwrap(), vec![None]);
+        assert_eq!(r.get(other).unwrap().unwrap().state, TaskState::Success);
+        assert_eq!(r.get_blob(other).unwrap(), Some(b"graph".to_vec()));
+        assert!(r.join(&[member(other, 1)]).unwrap()[0].is_some());
+        assert_eq!(r.forget(&[]).unwrap(), 0);
+        assert_eq!(r.forget(&[kept]).unwrap(), 0, "forgotten twice");
+        // Through the client's handle.
+        let app = App::with_backend(f.backend.clone());
+        assert!(app.result::<i64>(other).forget().unwrap());
+        assert!(r.get(other).unwrap().is_none());
+        assert!(!app.result::<i64>(other).forget().unwrap());
     }
 
     fn the_client_sends_and_reads_results(f: Fixture) {

@@ -37,6 +37,24 @@ conformance_tests! {
         assert_eq!(s.list_len("d").unwrap(), 1);
     }
 
+    /// Many dicts emptied at once (a worker empties its batch's waiting lists so); the others,
+    /// and a list of the same name, stay.
+    fn many_dicts_are_cleared_at_once(f: Fixture) {
+        let s = f.backend.shared();
+        for d in ["w1", "w2", "kept"] {
+            s.dict_set(d, &[(b("a"), b("1")), (b("b"), b("2"))]).unwrap();
+        }
+        s.list_push("w1", &[b("item")], false).unwrap();
+        let names = ["w1".to_owned(), "w2".to_owned(), "never-written".to_owned()];
+        s.dict_clear_many(&names).unwrap();
+        s.dict_clear_many(&[]).unwrap();
+        assert!(s.dict_is_empty("w1").unwrap());
+        assert!(s.dict_is_empty("w2").unwrap());
+        assert!(s.dict_is_empty("never-written").unwrap());
+        assert_eq!(s.dict_len("kept").unwrap(), 2);
+        assert_eq!(s.list_len("w1").unwrap(), 1);
+    }
+
     fn compare_and_set_acts_only_on_the_expected_value(f: Fixture) {
         let s = f.backend.shared();
         // Absent expected absent: set.

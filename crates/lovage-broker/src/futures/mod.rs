@@ -15,7 +15,14 @@
 //! A future is a [`TaskHandle`] (the pools' future: `result`, `done`, `.await`, done
 //! callbacks) plus the task's id. One watcher thread per client completes every future from
 //! the result store (see `watcher.rs`); dropping a future does not cancel its task.
+//!
+//! A task's result is released when no future needs it (Dask's semantics): once the task has
+//! finished and the last future on it (clones count) is dropped, the client forgets its record
+//! — unless a call sent with `submit_after` still waits for it, or the future was handed to
+//! [`Client::fire_and_forget`]. The record's time to live stays the backstop (see
+//! `release.rs`).
 
+mod release;
 mod scatter;
 mod waiting;
 mod watcher;
@@ -27,7 +34,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use lovage_core::canvas::Frame;
-use lovage_core::{kinds, AfterArg, IntoAfterArg, Signature, TaskError, TaskId, TypedSignature};
+use lovage_core::{
+    kinds, AfterArg, IntoAfterArg, Keep, Signature, TaskError, TaskId, TypedSignature,
+};
 use lovage_pool::TaskHandle;
 use serde::de::DeserializeOwned;
 
@@ -35,7 +44,8 @@ pub use lovage_pool::ReturnWhen;
 pub use scatter::{Scattered, SCATTER_TASK};
 pub use waiting::{AsCompleted, Waited};
 
-use crate::{App, BrokerError, Result};
+use crate::{App, BrokerError, Result, ResultRecord};
+use release::Hold;
 use watcher::{Fetched, Typed, Watch};
 
 /// How many calls [`Client::map`] sends in one broker write.
@@ -134,18 +144,28 @@ impl Client {
     /// nothing is sent. Once the record has expired, the key runs again. A task queued by
     /// another client that has not started yet is not seen (it would run twice, under the
     /// same id). Plain [`submit`](Self::submit) never deduplicates (Dask's `pure=False`).
+    /// The record is released with the key's last future in this client (see the module
+    /// docs): after that, the key runs again.
     pub fn submit_keyed<R>(&self, key: &str, sig: TypedSignature<R>) -> Result<TaskFuture<R>>
     where
         R: DeserializeOwned + Send + 'static,
     {
         sig.check()?;
         let id = key_id(key);
-        if self.inner.watch.contains(id) || self.app.backend().results().get(id)?.is_some() {
-            return Ok(self.watch(id));
-        }
+        let future = {
+            // The hold is taken before the record is read, and the release of a record this
+            // client dropped cannot come in between (see `release.rs`).
+            let watch = &self.inner.watch;
+            let _forgetting = watch.forgetting.lock().unwrap_or_else(|p| p.into_inner());
+            let known = watch.contains(id);
+            let future = self.watch(id);
+            if known || self.app.backend().results().get(id)?.is_some() {
+                return Ok(future);
+            }
+            future
+        };
         let mut env = awaited(self.app.envelope(sig.into_signature()));
         env.id = id;
-        let future = self.watch(id);
         if let Err(e) = self
             .app
             .backend()
@@ -232,15 +252,20 @@ impl Client {
     }
 
     /// Revokes the future's task (a waiting one never runs; a running one's result is
-    /// discarded) and cancels the future.
+    /// discarded) and cancels the future. The REVOKED record is kept for its time to live,
+    /// for whoever else looks at the task (it is not released with the futures).
     pub fn cancel<R: Send + 'static>(&self, future: &TaskFuture<R>) -> Result<()> {
-        future.cancel_with(&self.app)
+        let revoked = future.cancel_with(&self.app);
+        self.inner.watch.unhold_all(future.id);
+        revoked
     }
 
     /// Lets the task run to its end with nobody watching it: the client stops tracking it
-    /// and its result stays in the store for its usual expiry.
+    /// and its result stays in the store for its usual expiry (it is not released when the
+    /// client's futures on it are dropped).
     pub fn fire_and_forget<R: Send + 'static>(&self, future: TaskFuture<R>) {
         self.inner.watch.remove(future.id);
+        self.inner.watch.unhold_all(future.id);
     }
 
     /// Sends calls whose arguments are already encoded, in one broker write; each future gives
@@ -250,7 +275,7 @@ impl Client {
         let envs: Vec<_> = sigs.into_iter().map(|s| self.app.envelope(s)).collect();
         let futures: Vec<TaskFuture<Vec<u8>>> = envs
             .iter()
-            .map(|env| self.watch_with(env.id, watcher::raw_value))
+            .map(|env| self.watch_with(env.id, watcher::raw_value, Holds::Sent))
             .collect();
         if let Err(e) = self.app.backend().broker().enqueue(&envs) {
             for f in &futures {
@@ -262,31 +287,89 @@ impl Client {
     }
 
     /// A future on a task sent some other way (a graph's node the workers send, a task
-    /// another process sent): it completes when the task's record is final.
+    /// another process sent): it completes when the task's record is final. It holds the
+    /// task's result only if this client sent the task and still has a future on it (the
+    /// result of a task sent elsewhere is not this client's to release).
     pub fn future<R: DeserializeOwned + Send + 'static>(&self, id: TaskId) -> TaskFuture<R> {
-        self.watch(id)
+        self.watch_with(id, watcher::decode_value::<R>, Holds::IfHeld)
     }
 
     /// Like [`future`](Self::future), giving the value as stored (in the task's codec).
     pub fn future_raw(&self, id: TaskId) -> TaskFuture<Vec<u8>> {
-        self.watch_with(id, watcher::raw_value)
+        self.watch_with(id, watcher::raw_value, Holds::IfHeld)
+    }
+
+    /// A future on a task this client sends itself by other means (`submit_after` in
+    /// lovage-flow, `ctx.submit`), made before the task is sent: it holds the task's result
+    /// as [`submit`](Self::submit)'s futures do. The task must carry the `Awaited` marker
+    /// for the future to be another call's input.
+    pub fn sent_future<R: DeserializeOwned + Send + 'static>(&self, id: TaskId) -> TaskFuture<R> {
+        self.watch(id)
+    }
+
+    /// True while a future of this client holds `id`'s result: this client (or a task of
+    /// this worker, through `ctx.submit`) sent the task, so it carries the marker that lets
+    /// the workers release the calls waiting for it.
+    pub fn holds(&self, id: TaskId) -> bool {
+        self.inner.watch.holds(id)
+    }
+
+    /// Calls `f` on this client's watcher thread once `id`'s record is final (at once if it
+    /// is already), with the record and the broker; nothing if the client is dropped first.
+    /// How `submit_after` releases a call waiting for a task sent without the marker
+    /// (`app.send`, a graph's node) while the client lives.
+    pub fn on_final(
+        &self,
+        id: TaskId,
+        f: impl FnOnce(&ResultRecord, &crate::Backend) + Send + 'static,
+    ) {
+        self.inner
+            .watch
+            .add(id, Box::new(watcher::OnFinal(Box::new(f))));
+    }
+
+    /// Stops watching `id` (its send failed).
+    pub(crate) fn unwatch(&self, id: TaskId) {
+        self.inner.watch.remove(id);
     }
 
     fn watch<R: DeserializeOwned + Send + 'static>(&self, id: TaskId) -> TaskFuture<R> {
-        self.watch_with(id, watcher::decode_value::<R>)
+        self.watch_with(id, watcher::decode_value::<R>, Holds::Sent)
     }
 
     fn watch_with<R: Send + 'static>(
         &self,
         id: TaskId,
         decode: watcher::Decode<R>,
+        holds: Holds,
     ) -> TaskFuture<R> {
+        let watch = &self.inner.watch;
         let (completer, handle) = TaskHandle::promise();
-        self.inner
-            .watch
-            .add(id, Box::new(Typed::new(completer, decode)));
-        TaskFuture { id, handle }
+        let pending = Box::new(Typed::new(completer, decode));
+        let hold = watch.add_holding(id, pending, holds == Holds::IfHeld);
+        TaskFuture {
+            id,
+            handle,
+            decode,
+            watch: watch.clone(),
+            hold,
+        }
     }
+}
+
+/// Whether a new future holds its task's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holds {
+    /// The client sent the task: the future holds it.
+    Sent,
+    /// Only if the client holds it already.
+    IfHeld,
+}
+
+/// The shared dict listing the calls sent with `submit_after` that wait for task `id` (key:
+/// graph, node, input index); a released result is kept while it is not empty.
+pub fn waiting_dict(id: TaskId) -> String {
+    format!("lovage.after.{id}")
 }
 
 /// Marks a task whose future may become another call's argument: the worker that finishes
@@ -336,11 +419,35 @@ fn pure_key(sig: &Signature) -> String {
 }
 
 /// A task sent by a [`Client`]: its id and a [`TaskHandle`] the client's watcher completes.
+///
+/// Holds the task's result while it (or a clone) lives: once the last one is dropped and the
+/// task has finished, the client forgets the result (see the module docs).
 #[must_use = "a future is how you get the result; use Client::fire_and_forget to drop it on purpose"]
 pub struct TaskFuture<R> {
     id: TaskId,
     /// A value its worker kept is fetched when asked for, not when the task finishes.
     handle: TaskHandle<Fetched<R>>,
+    decode: watcher::Decode<R>,
+    watch: Arc<Watch>,
+    /// None for a future on a task sent elsewhere.
+    hold: Option<Arc<Hold>>,
+}
+
+/// Another future on the same task, holding its result with this one; it completes from the
+/// result store as the first did (at once, when the task has finished).
+impl<R: Send + 'static> Clone for TaskFuture<R> {
+    fn clone(&self) -> Self {
+        let (completer, handle) = TaskHandle::promise();
+        self.watch
+            .add(self.id, Box::new(Typed::new(completer, self.decode)));
+        TaskFuture {
+            id: self.id,
+            handle,
+            decode: self.decode,
+            watch: self.watch.clone(),
+            hold: self.hold.clone(),
+        }
+    }
 }
 
 impl<R> std::fmt::Debug for TaskFuture<R> {
@@ -380,6 +487,16 @@ impl<R: Send + 'static> TaskFuture<R> {
     /// True if the future was cancelled.
     pub fn cancelled(&self) -> bool {
         self.handle.cancelled()
+    }
+
+    /// Lets go of the task's result (Dask's `release`): the same as dropping the future.
+    pub fn release(self) {}
+
+    /// What keeps the task's result while a call built with this future is sent.
+    fn keep(&self) -> Option<Keep> {
+        self.hold
+            .clone()
+            .map(|h| Keep(h as Arc<dyn std::any::Any + Send + Sync>))
     }
 
     /// Calls `f` with the outcome when the task finishes (on the client's watcher thread). A
@@ -427,40 +544,52 @@ impl<R: Send + 'static> TaskFuture<R> {
     }
 }
 
-/// A future where a call takes a `T` (`task::after(&future, …)`): the call waits for its task.
-impl<R> IntoAfterArg<R> for &TaskFuture<R> {
-    fn into_after_arg(self) -> AfterArg {
-        AfterArg::Future(self.id)
+/// An argument that keeps `keep` (a future's hold on its task's result) until it is sent.
+fn kept(arg: AfterArg, keep: Option<Keep>) -> AfterArg {
+    match keep {
+        Some(k) => AfterArg::Kept(Box::new(arg), k),
+        None => arg,
     }
 }
 
-/// A future given away to a call (`task::after(future, …)`): the call still waits for its task.
-impl<R> IntoAfterArg<R> for TaskFuture<R> {
+/// A future where a call takes a `T` (`task::after(&future, …)`): the call waits for its task.
+impl<R: Send + 'static> IntoAfterArg<R> for &TaskFuture<R> {
     fn into_after_arg(self) -> AfterArg {
-        AfterArg::Future(self.id)
+        kept(AfterArg::Future(self.id), self.keep())
+    }
+}
+
+/// A future given away to a call (`task::after(future, …)`): the call still waits for its
+/// task, and holds its result until it is sent.
+impl<R: Send + 'static> IntoAfterArg<R> for TaskFuture<R> {
+    fn into_after_arg(self) -> AfterArg {
+        kept(AfterArg::Future(self.id), self.keep())
     }
 }
 
 /// Futures given together where a call takes a `Vec<T>` (Dask's `client.submit(sum, futures)`):
-/// made by [`all`].
+/// made by [`all`]. Holds the futures' results until the call is sent.
 #[derive(Debug, Clone)]
 pub struct AllOf<T> {
     ids: Vec<TaskId>,
+    holds: Vec<Keep>,
     _t: std::marker::PhantomData<fn() -> T>,
 }
 
 /// The list of these futures' values, in order, as one argument of a call that takes a
 /// `Vec<T>`: `total::after(all(&futures))` waits for every one of them.
-pub fn all<T>(futures: &[TaskFuture<T>]) -> AllOf<T> {
+pub fn all<T: Send + 'static>(futures: &[TaskFuture<T>]) -> AllOf<T> {
     AllOf {
         ids: futures.iter().map(|f| f.id).collect(),
+        holds: futures.iter().filter_map(TaskFuture::keep).collect(),
         _t: std::marker::PhantomData,
     }
 }
 
 impl<T> IntoAfterArg<Vec<T>> for AllOf<T> {
     fn into_after_arg(self) -> AfterArg {
-        AfterArg::Futures(self.ids)
+        let keep = (!self.holds.is_empty()).then(|| Keep(Arc::new(self.holds)));
+        kept(AfterArg::Futures(self.ids), keep)
     }
 }
 

@@ -17,6 +17,7 @@ use lovage_core::{kinds, TaskError, TaskId, TaskState};
 use lovage_pool::Completer;
 use serde::de::DeserializeOwned;
 
+use super::release::{Deferred, Held};
 use crate::{Backend, ResultRecord};
 
 /// The oldest pending ids in every pass.
@@ -57,6 +58,24 @@ impl Pending for Both {
     }
     fn cancelled(&self) -> bool {
         self.0.cancelled() && self.1.cancelled()
+    }
+}
+
+/// Work to do on the watcher thread once a task's record is final (see
+/// [`Client::on_final`](super::Client::on_final)).
+pub(crate) type FinalHook = Box<dyn FnOnce(&ResultRecord, &Backend) + Send>;
+
+/// A [`FinalHook`] waiting for its task.
+pub(crate) struct OnFinal(pub(crate) FinalHook);
+
+impl Pending for OnFinal {
+    fn started(&mut self) {}
+    fn finish(self: Box<Self>, rec: &ResultRecord, backend: &Backend) {
+        (self.0)(rec, backend);
+    }
+    fn abandon(self: Box<Self>, _: TaskError) {}
+    fn cancelled(&self) -> bool {
+        false
     }
 }
 
@@ -226,14 +245,24 @@ impl<R: Send + 'static> Pending for Typed<R> {
 }
 
 #[derive(Default)]
-struct Watched {
+pub(super) struct Watched {
     pending: HashMap<TaskId, Box<dyn Pending>>,
+    /// Who holds the records of the tasks this client sent (see `release.rs`).
+    pub(super) held: HashMap<TaskId, Held>,
+    /// Finished tasks no future holds any more, whose records the next pass forgets.
+    pub(super) released: Vec<TaskId>,
+    /// Counts the [`Held`] entries ever made (each one's generation).
+    pub(super) generations: u64,
+    /// When the oldest of `released` was released.
+    pub(super) released_since: Option<std::time::Instant>,
+    /// Released tasks a call still waits for, checked again later.
+    pub(super) deferred: Deferred,
     /// Ids in the order they were registered; ids no longer pending are skipped and dropped
     /// lazily.
     order: VecDeque<TaskId>,
     /// Where the next round-robin slice starts in `order`.
     sweep: usize,
-    closed: bool,
+    pub(super) closed: bool,
 }
 
 impl Watched {
@@ -291,7 +320,11 @@ impl Watched {
 /// What the client and its watcher thread share.
 pub(crate) struct Watch {
     state: Mutex<Watched>,
-    changed: Condvar,
+    pub(super) changed: Condvar,
+    /// Taken while released records are checked and forgotten, and by a keyed submit while
+    /// it takes its hold and reads the record: a record is never forgotten under a keyed
+    /// submit that just found it.
+    pub(super) forgetting: Mutex<()>,
 }
 
 impl Watch {
@@ -299,16 +332,34 @@ impl Watch {
         Arc::new(Watch {
             state: Mutex::new(Watched::default()),
             changed: Condvar::new(),
+            forgetting: Mutex::new(()),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Watched> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Watched> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts watching `id`.
     pub(crate) fn add(&self, id: TaskId, pending: Box<dyn Pending>) {
-        let mut st = self.lock();
+        self.add_locked(self.lock(), id, pending);
+    }
+
+    /// [`add`](Self::add) under a lock already taken (released here).
+    pub(super) fn add_locked(
+        &self,
+        mut st: MutexGuard<'_, Watched>,
+        id: TaskId,
+        pending: Box<dyn Pending>,
+    ) {
+        if st.closed {
+            drop(st);
+            pending.abandon(TaskError::new(
+                kinds::CANCELLED,
+                "the client was dropped before the task finished (the task itself goes on)",
+            ));
+            return;
+        }
         // A second future on the same task (`Client::future` of an id already watched)
         // completes with the first: both are kept.
         match st.pending.remove(&id) {
@@ -327,6 +378,11 @@ impl Watch {
     /// Stops watching `id` (its future was handed to fire-and-forget, or its send failed).
     pub(crate) fn remove(&self, id: TaskId) -> Option<Box<dyn Pending>> {
         self.lock().pending.remove(&id)
+    }
+
+    /// True while `id` waits to be seen finished.
+    pub(super) fn is_pending(st: &Watched, id: TaskId) -> bool {
+        st.pending.contains_key(&id)
     }
 
     /// True while some future waits on `id`.
@@ -356,6 +412,7 @@ impl Watch {
     pub(crate) fn run(self: Arc<Self>, backend: Backend) {
         let mut failures = 0u32;
         loop {
+            self.release(&backend);
             let ids = {
                 let mut st = self.lock();
                 loop {
@@ -366,7 +423,19 @@ impl Watch {
                     if !st.pending.is_empty() {
                         break;
                     }
-                    st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                    st = match st.release_due() {
+                        Some(at) => {
+                            let left = at.saturating_duration_since(std::time::Instant::now());
+                            let (st, _) = self
+                                .changed
+                                .wait_timeout(st, left)
+                                .unwrap_or_else(|p| p.into_inner());
+                            drop(st);
+                            self.release(&backend);
+                            self.lock()
+                        }
+                        None => self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
+                    };
                 }
                 st.pass_ids()
             };
@@ -391,6 +460,7 @@ impl Watch {
                     let Some(rec) = rec else { continue };
                     if rec.state.is_final() {
                         if let Some(p) = st.pending.remove(id) {
+                            st.finished(*id);
                             done.push((p, rec));
                         }
                     } else if rec.state == TaskState::Started {

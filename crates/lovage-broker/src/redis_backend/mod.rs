@@ -1117,6 +1117,10 @@ impl ResultStore for RedisBackend {
         })
     }
 
+    fn forget(&self, ids: &[TaskId]) -> Result<u64> {
+        self.forget_results(ids)
+    }
+
     fn purge_expired(&self) -> Result<u64> {
         // Redis expires the result hashes itself; the task index forgets ids older than
         // INDEX_KEPT (their records are gone or kept forever: listing stops there).

@@ -169,6 +169,31 @@ impl RedisBackend {
         Ok(())
     }
 
+    /// Deletes the records of `ids` from their buckets' hashes, with the joins and blobs under
+    /// the same ids: one transaction per chunk. Returns how many records went.
+    pub(super) fn forget_results(&self, ids: &[TaskId]) -> Result<u64> {
+        let mut gone = 0;
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            let mut deletes = 0;
+            for id in chunk {
+                let (b, field) = (bucket(*id), id.to_string());
+                pipe.cmd("HDEL").arg(self.result_key(b, false)).arg(&field);
+                pipe.cmd("HDEL").arg(self.result_key(b, true)).arg(&field);
+                pipe.cmd("DEL")
+                    .arg(self.key(&format!("j:{id}")))
+                    .arg(self.key(&format!("b:{id}")))
+                    .ignore();
+                deletes += 2;
+            }
+            let counts: Vec<u64> = self.with_conn("forget results", |c| pipe.query(c))?;
+            debug_assert_eq!(counts.len(), deletes);
+            gone += counts.iter().sum::<u64>();
+        }
+        Ok(gone)
+    }
+
     /// The records of `ids`, after registering a waiter for each of `watched` (for `ttl`) so
     /// that a final record stored after the read pushes a wake-up to its `P:n:<id>` list.
     pub(super) fn read_results_watching(

@@ -157,6 +157,17 @@ impl SharedState for RedisBackend {
         })
     }
 
+    fn dict_clear_many(&self, dicts: &[String]) -> Result<()> {
+        if dicts.is_empty() {
+            return Ok(());
+        }
+        let mut del = redis::cmd("DEL");
+        for d in dicts {
+            del.arg(self.dict_key(d));
+        }
+        self.with_conn("shared dict clear", |c| del.query::<()>(c))
+    }
+
     fn list_push(&self, list: &str, items: &[Vec<u8>], front: bool) -> Result<u64> {
         if items.is_empty() {
             return self.list_len(list);

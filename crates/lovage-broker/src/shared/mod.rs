@@ -84,6 +84,12 @@ pub trait SharedState: Send + Sync {
     /// Removes every entry of `dict`.
     fn dict_clear(&self, dict: &str) -> Result<()>;
 
+    /// Removes every entry of each of `dicts`: one round trip where the backend allows (a
+    /// worker empties the waiting lists its batch of finished tasks consumed).
+    fn dict_clear_many(&self, dicts: &[String]) -> Result<()> {
+        dicts.iter().try_for_each(|d| self.dict_clear(d))
+    }
+
     /// Appends `items` to `list` (at its front, in reverse order, when `front`: Redis' LPUSH);
     /// returns its new length.
     fn list_push(&self, list: &str, items: &[Vec<u8>], front: bool) -> Result<u64>;

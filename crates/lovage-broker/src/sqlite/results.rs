@@ -140,6 +140,27 @@ impl ResultStore for SqliteBackend {
         })
     }
 
+    fn forget(&self, ids: &[TaskId]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.write("forget results", |tx| {
+            let mut record = tx.prepare_cached("DELETE FROM results WHERE id = ?1")?;
+            let mut join = tx.prepare_cached("DELETE FROM joins WHERE id = ?1")?;
+            let mut count = tx.prepare_cached("DELETE FROM join_counts WHERE id = ?1")?;
+            let mut blob = tx.prepare_cached("DELETE FROM blobs WHERE id = ?1")?;
+            let mut gone = 0;
+            for id in ids {
+                let key = id.to_string();
+                gone += record.execute([&key])? as u64;
+                join.execute([&key])?;
+                count.execute([&key])?;
+                blob.execute([&key])?;
+            }
+            Ok(gone)
+        })
+    }
+
     /// Deletes what has expired, by index, in transactions of at most [`PURGE_BATCH`] rows so
     /// other writers (lease renewals) wait for one short batch at most; and from one process
     /// at a time: the first to call takes the lock `lovage:purge` for [`PURGE_HOLD`] and

@@ -127,6 +127,19 @@ impl SharedState for SqliteBackend {
         })
     }
 
+    fn dict_clear_many(&self, dicts: &[String]) -> Result<()> {
+        if dicts.is_empty() {
+            return Ok(());
+        }
+        self.write("shared dict clear", |tx| {
+            let mut clear = tx.prepare_cached("DELETE FROM shared_dicts WHERE name = ?1")?;
+            for d in dicts {
+                clear.execute([d])?;
+            }
+            Ok(())
+        })
+    }
+
     fn list_push(&self, list: &str, items: &[Vec<u8>], front: bool) -> Result<u64> {
         self.write("shared list push", |tx| {
             let (first, last): (Option<i64>, Option<i64>) = tx

@@ -12,8 +12,11 @@
 // Each test file uses some of these helpers.
 #![allow(dead_code)]
 
+use std::time::Duration;
+
 use lovage_broker::{connect, App, Backend};
 use lovage_core::TaskId;
+use lovage_worker::{PoolKind, Worker, WorkerConfig};
 
 /// A backend of a scenario's own, with what must live as long as it: the SQLite file's
 /// directory, or the Redis key prefix (deleted when dropped).
@@ -55,6 +58,46 @@ impl Fresh {
         } else {
             panic!("memory holds no message to damage");
         }
+    }
+}
+
+/// A worker running in this process until dropped.
+pub struct Running {
+    shutdown: lovage_worker::Shutdown,
+    thread: Option<std::thread::JoinHandle<lovage_worker::WorkerReport>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.graceful();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A 2-thread worker on the default queue, running in this process until dropped.
+pub fn worker(backend: &Backend) -> Running {
+    worker_on(backend, &[lovage_broker::DEFAULT_QUEUE])
+}
+
+/// [`worker`] consuming `queues`.
+pub fn worker_on(backend: &Backend, queues: &[&str]) -> Running {
+    let config = WorkerConfig {
+        concurrency: 2,
+        prefetch: 64,
+        pool: PoolKind::Threads,
+        poll: Duration::from_millis(50),
+        lease: Duration::from_secs(10),
+        queues: queues.iter().map(|q| q.to_string()).collect(),
+        ..Default::default()
+    };
+    let worker = Worker::new(backend.clone(), config).unwrap();
+    let shutdown = worker.shutdown_handle();
+    let thread = std::thread::spawn(move || worker.run().expect("start the worker threads"));
+    Running {
+        shutdown,
+        thread: Some(thread),
     }
 }
 

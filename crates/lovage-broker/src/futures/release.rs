@@ -1,0 +1,264 @@
+//! Releasing results nobody holds (Dask's release when the last future is gone).
+//!
+//! Every future on a task this client sent holds the task's record through a [`Hold`] (one per
+//! future, shared by its clones), counted per task id in the watch. When the last hold of a
+//! finished task goes, or a task whose holds are all gone finishes, its id is *released*; the
+//! watcher thread forgets the released records in batches (once [`MIN_BATCH`] wait or the
+//! oldest has waited [`LINGER`]: a read of their waiting lists, then one `forget`), off the
+//! caller's thread. A released task that a call sent with
+//! `submit_after` still waits for (its waiting list is not empty) keeps its record; it is
+//! checked again every [`RECHECK`] for [`GIVE_UP`], then left to its time to live. Tasks handed
+//! to `fire_and_forget` are not counted: their records live out their time to live.
+//!
+//! The count is per client: a task whose futures live in two clients (or processes) is
+//! released by the first to drop its last one. Keep a future alive in the client that sent
+//! the task, or fire-and-forget it, while others use the task.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lovage_core::TaskId;
+
+use super::watcher::{Watch, Watched};
+use crate::Backend;
+
+/// Most released records one pass forgets: the watcher's other work waits for one batch only.
+const BATCH: usize = 4096;
+/// Released records are forgotten once this many wait, or the oldest has waited [`LINGER`]:
+/// a few large deletes rather than one per pass (on SQLite each is a write transaction
+/// beside the workers').
+const MIN_BATCH: usize = 256;
+/// See [`MIN_BATCH`].
+const LINGER: Duration = Duration::from_millis(100);
+/// How often a released record still waited for is checked again.
+const RECHECK: Duration = Duration::from_millis(500);
+/// How long a released record still waited for is checked before its time to live takes over.
+const GIVE_UP: Duration = Duration::from_secs(60);
+
+/// The live holds on one task's record, and whether the task was seen finished.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    count: usize,
+    finished: bool,
+    /// Which counting this is: a hold from before a `fire_and_forget` (or `cancel`) ended the
+    /// counting does not count against a later one.
+    generation: u64,
+}
+
+/// Released records still waited for: when each was first found so, and when to check next.
+#[derive(Debug, Default)]
+pub(crate) struct Deferred {
+    ids: Vec<(TaskId, Instant)>,
+    next: Option<Instant>,
+}
+
+impl Deferred {
+    /// When the watcher should look again, if anything is deferred.
+    pub(super) fn due(&self) -> Option<Instant> {
+        self.next
+    }
+}
+
+/// A future's hold on its task's record (shared by the future's clones); dropping the last
+/// hold of a finished task releases its record.
+pub(crate) struct Hold {
+    id: TaskId,
+    generation: u64,
+    watch: Arc<Watch>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut st = self.watch.lock();
+        let Some(h) = st
+            .held
+            .get_mut(&self.id)
+            .filter(|h| h.generation == self.generation)
+        else {
+            return; // handed to fire_and_forget
+        };
+        h.count -= 1;
+        if h.count > 0 {
+            return;
+        }
+        if h.finished {
+            st.held.remove(&self.id);
+            if !st.closed {
+                st.release_id(self.id);
+                drop(st);
+                self.watch.changed.notify_one();
+            }
+        } else if !Watch::is_pending(&st, self.id) {
+            // Cancelled, or never sent: there is nothing to wait for.
+            st.held.remove(&self.id);
+        }
+        // Otherwise the watcher releases it when it sees the task finish.
+    }
+}
+
+impl Watched {
+    fn release_id(&mut self, id: TaskId) {
+        self.released.push(id);
+        self.released_since.get_or_insert_with(Instant::now);
+    }
+
+    /// When the watcher next has releasing to do, if it has any.
+    pub(super) fn release_due(&self) -> Option<Instant> {
+        let released = self.released_since.map(|t| {
+            if self.released.len() >= MIN_BATCH {
+                t
+            } else {
+                t + LINGER
+            }
+        });
+        match (released, self.deferred.due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The watcher saw `id` finish: a task nobody holds any more is released now.
+    pub(super) fn finished(&mut self, id: TaskId) {
+        if let Some(h) = self.held.get_mut(&id) {
+            if h.count == 0 {
+                self.held.remove(&id);
+                self.release_id(id);
+            } else {
+                h.finished = true;
+            }
+        }
+    }
+}
+
+impl Watch {
+    /// Starts watching `id` for a new future and gives it a hold on the task's record, in one
+    /// step; with `only_if_held`, the hold only when the client holds the record already (a
+    /// future on a task sent elsewhere holds nothing).
+    pub(super) fn add_holding(
+        self: &Arc<Self>,
+        id: TaskId,
+        pending: Box<dyn super::watcher::Pending>,
+        only_if_held: bool,
+    ) -> Option<Arc<Hold>> {
+        let mut st = self.lock();
+        let hold = (!only_if_held || st.held.contains_key(&id)).then(|| {
+            st.generations += 1;
+            let next = st.generations;
+            let h = st.held.entry(id).or_insert_with(|| Held {
+                generation: next,
+                ..Held::default()
+            });
+            h.count += 1;
+            Arc::new(Hold {
+                id,
+                generation: h.generation,
+                watch: self.clone(),
+            })
+        });
+        self.add_locked(st, id, pending);
+        hold
+    }
+
+    /// True while some future holds `id`'s result.
+    pub(super) fn holds(&self, id: TaskId) -> bool {
+        self.lock().held.contains_key(&id)
+    }
+
+    /// Stops counting the holds on `id` (fire-and-forget): its record lives its time to live.
+    pub(super) fn unhold_all(&self, id: TaskId) {
+        self.lock().held.remove(&id);
+    }
+
+    /// Forgets the released records that no call waits for and no hold came back to; those
+    /// still waited for are checked again later. Runs on the watcher thread.
+    pub(super) fn release(&self, backend: &Backend) {
+        let now = Instant::now();
+        // Each id with when it was first found still waited for (now, for a new one).
+        let ids: Vec<(TaskId, Instant)> = {
+            let mut st = self.lock();
+            let due = st.released.len() >= MIN_BATCH
+                || st
+                    .released_since
+                    .is_some_and(|t| now.duration_since(t) >= LINGER);
+            let take = if due { st.released.len().min(BATCH) } else { 0 };
+            let mut ids: Vec<_> = st.released.drain(..take).map(|id| (id, now)).collect();
+            if take > 0 {
+                st.released_since = (!st.released.is_empty()).then_some(now);
+            }
+            if st.deferred.next.is_some_and(|t| t <= now) {
+                ids.append(&mut st.deferred.ids);
+                st.deferred.next = None;
+            }
+            ids
+        };
+        if ids.is_empty() {
+            return;
+        }
+        let _forgetting = self.forgetting.lock().unwrap_or_else(|p| p.into_inner());
+        let dicts: Vec<String> = ids.iter().map(|&(id, _)| super::waiting_dict(id)).collect();
+        let lists = match backend.shared().dict_entries_many(&dicts) {
+            Ok(lists) => lists,
+            Err(e) => {
+                tracing::warn!(error = %e, count = ids.len(), "could not read the waiting lists of released results; they live out their time to live");
+                return;
+            }
+        };
+        let mut free = Vec::with_capacity(ids.len());
+        let mut busy = Vec::new();
+        {
+            let st = self.lock();
+            for ((id, first), list) in ids.into_iter().zip(lists) {
+                if st.held.contains_key(&id) {
+                    continue; // held again (a keyed submit found it)
+                }
+                if list.is_empty() {
+                    free.push(id);
+                } else if now.duration_since(first) < GIVE_UP {
+                    busy.push((id, first));
+                }
+            }
+        }
+        if !free.is_empty() {
+            if let Err(e) = backend.results().forget(&free) {
+                tracing::warn!(error = %e, count = free.len(), "could not forget released results; they live out their time to live");
+            }
+        }
+        if !busy.is_empty() {
+            let mut st = self.lock();
+            st.deferred.ids.append(&mut busy);
+            st.deferred.next = Some(now + RECHECK);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::futures::watcher::{raw_value, Fetched, Typed};
+
+    fn pending() -> Box<dyn crate::futures::watcher::Pending> {
+        let (completer, _handle) = lovage_pool::TaskHandle::<Fetched<Vec<u8>>>::promise();
+        Box::new(Typed::new(completer, raw_value))
+    }
+
+    /// A hold from before `fire_and_forget` ended the counting, dropped after a new future
+    /// on the same task started another, does not count against the new one.
+    #[test]
+    fn an_old_hold_does_not_count_against_a_new_one() {
+        let w = Watch::new();
+        let id = TaskId::new();
+        let old = w.add_holding(id, pending(), false).unwrap();
+        w.unhold_all(id);
+        let new = w.add_holding(id, pending(), false).unwrap();
+        w.lock().finished(id);
+        drop(old);
+        assert!(w.holds(id), "the new hold was counted down");
+        assert!(w.lock().released.is_empty());
+        drop(new);
+        assert_eq!(
+            w.lock().released,
+            vec![id],
+            "the last hold of a finished task"
+        );
+    }
+}
