@@ -461,17 +461,18 @@ fn counted_sleep(key: String, ms: u64) -> u32 {
 }
 
 fn a_task_longer_than_its_lease_runs_once(b: Fresh) {
-    // The keeper renews every third of the lease; without renewal the lease runs out five
-    // times over while the task runs, and the second thread would take it again.
+    // The keeper renews every third of the lease; without renewal the lease runs out three
+    // times over while the task runs, and the second thread would take it again. A lease of
+    // a second leaves the keeper ~660 ms of slack: CI once starved it past a 300 ms lease.
     let w = start(
         b,
         WorkerConfig {
-            lease: Duration::from_millis(300),
+            lease: Duration::from_millis(1000),
             ..config(2)
         },
     );
     let key = TaskId::new().to_string();
-    let r = w.app.send(counted_sleep::s(key.clone(), 1500)).unwrap();
+    let r = w.app.send(counted_sleep::s(key.clone(), 3500)).unwrap();
     assert_eq!(r.get(LONG).unwrap(), 1);
     let (report, _backend) = w.stop_keeping_backend();
     let rec = r.record().unwrap().unwrap();
