@@ -27,9 +27,9 @@ const BATCH: usize = 4096;
 /// Released records are forgotten once this many wait, or the oldest has waited [`LINGER`]:
 /// a few large deletes rather than one per pass (on SQLite each is a write transaction
 /// beside the workers').
-const MIN_BATCH: usize = 256;
+const MIN_BATCH: usize = 4096;
 /// See [`MIN_BATCH`].
-const LINGER: Duration = Duration::from_millis(100);
+const LINGER: Duration = Duration::from_millis(500);
 /// How often a released record still waited for is checked again.
 const RECHECK: Duration = Duration::from_millis(500);
 /// How long a released record still waited for is checked before its time to live takes over.
