@@ -54,12 +54,14 @@ conformance_tests! {
 
     fn a_lock_has_one_holder_and_lapses(f: Fixture) {
         let b = f.backend.driver();
-        let ttl = Duration::from_millis(300);
+        // Long enough that the four calls before the sleep finish well inside it on a loaded
+        // machine (300 ms once lapsed between the first two calls on Redis).
+        let ttl = Duration::from_millis(1500);
         assert!(b.lock("leader", "a", ttl).unwrap());
         assert!(!b.lock("leader", "b", ttl).unwrap(), "held by a");
         assert!(b.lock("leader", "a", ttl).unwrap(), "a renews");
         assert!(b.lock("other", "b", ttl).unwrap(), "locks are separate");
-        std::thread::sleep(Duration::from_millis(400));
+        std::thread::sleep(ttl + Duration::from_millis(100));
         assert!(b.lock("leader", "b", ttl).unwrap(), "a lapsed; b takes it");
         assert!(!b.lock("leader", "a", ttl).unwrap());
         b.unlock("leader", "a").unwrap(); // not a's: no effect
