@@ -569,7 +569,7 @@ mod resources_tests {
             ("gpu=NaN", "not a number of units"),
             ("gpu=-0.5", "negative"),
             ("gpu=0.0001", "more than 3 decimals"),
-            ("g pu", "not a resource name"),
+            ("g pu", "resource name \"g pu\""),
             ("gpu,gpu=2", "given twice"),
             ("", "at least one"),
         ] {
