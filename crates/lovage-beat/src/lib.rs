@@ -28,6 +28,12 @@
 //! priority = 5
 //! expires = "1h"
 //! missed = "skip"
+//!
+//! [[entry]]
+//! name = "retrain"
+//! task = "ml.retrain"
+//! every = "1h"
+//! resources = "gpu=1,mem=0.5"        # runs only on workers started with --resources gpu=…
 //! ```
 
 pub mod cron;
@@ -132,6 +138,9 @@ pub enum EntryProblem {
     /// `expires` is not a duration.
     #[error("expires: {0}")]
     Expires(#[source] lovage_core::ParseError),
+    /// `resources` does not parse (`gpu=1,mem=0.5`).
+    #[error("{0}")]
+    Resources(String),
 }
 
 /// What to do with ticks missed while no beat was leading.
@@ -284,6 +293,7 @@ struct FileEntry {
     queue: Option<String>,
     priority: Option<u8>,
     expires: Option<String>,
+    resources: Option<String>,
     #[serde(default)]
     missed: Missed,
 }
@@ -358,6 +368,15 @@ impl Schedule {
                 .map(parse_duration)
                 .transpose()
                 .map_err(|p| at(EntryProblem::Expires(p)))?;
+            // As a client call's resources: the tick waits in the resource queue
+            // (`Envelope::from_signature`) and only a worker that has them takes it.
+            signature.options.resources = e
+                .resources
+                .as_deref()
+                .map(lovage_core::parse_resources)
+                .transpose()
+                .map_err(|m| at(EntryProblem::Resources(m)))?
+                .filter(|r| !r.is_empty());
             entries.push(Entry {
                 name: e.name,
                 signature,

@@ -341,8 +341,11 @@ mod tests {
             let mut s = Signature::from_encoded("t", b"[]".to_vec(), Codec::Json);
             s.options.queue = queue.map(str::to_owned);
             if !res.is_empty() {
-                s.options.resources =
-                    Some(res.iter().map(|(n, u)| ((*n).to_owned(), *u)).collect());
+                s.options.resources = Some(
+                    res.iter()
+                        .map(|(n, u)| ((*n).to_owned(), (*u).into()))
+                        .collect(),
+                );
             }
             s
         };

@@ -13,6 +13,7 @@ pub mod error;
 pub mod id;
 pub mod options;
 pub mod registry;
+pub mod resources;
 pub mod retry;
 pub mod signature;
 pub mod state;
@@ -24,10 +25,9 @@ pub use codec::{Codec, CodecError, WIRE_VERSION};
 pub use dispatch::Dispatch;
 pub use error::{kinds, TaskError};
 pub use id::TaskId;
-pub use options::{
-    parse_duration, parse_rate, parse_resources, resource_queue, ParseError, Resources, TaskOptions,
-};
+pub use options::{parse_duration, parse_rate, ParseError, TaskOptions};
 pub use registry::{block_on, Registry, TaskEntry, TaskFn};
+pub use resources::{parse_resources, resource_queue, IntoResourceUnits, ResourceUnits, Resources};
 pub use retry::RetryPolicy;
 pub use signature::{Message, Signature, TypedSignature};
 pub use state::TaskState;
@@ -38,8 +38,8 @@ pub mod __private {
     pub use crate::error::{ErrorConverter, ViaBoxedError, ViaDisplay, ViaStdError};
     pub use crate::registry::{TaskEntry, TaskFn, TaskFuture};
     pub use crate::{
-        After, Codec, Dispatch, IntoAfterArg, Resources, RetryPolicy, Signature, TaskError,
-        TaskOptions, TypedSignature,
+        After, Codec, Dispatch, IntoAfterArg, ResourceUnits, Resources, RetryPolicy, Signature,
+        TaskError, TaskOptions, TypedSignature,
     };
     pub use inventory;
     pub use serde;

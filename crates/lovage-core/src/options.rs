@@ -1,12 +1,16 @@
 //! Per-task options: what the `#[task(...)]` attribute sets and a call may override.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
 use crate::retry::RetryPolicy;
+
+pub use crate::resources::{
+    check_resource_name, check_resources, parse_resources, resource_queue, ResourceUnits,
+    Resources, MAX_WORKER_RESOURCES,
+};
 
 /// Options of a task or of one call to it. `None` means "not set here": a call's options are
 /// laid over the task's with [`TaskOptions::merged_over`].
@@ -67,89 +71,13 @@ pub struct TaskOptions {
     pub resources: Option<Resources>,
 }
 
-/// Resources a task needs or a worker has: name → units.
-pub type Resources = BTreeMap<String, u32>;
-
-/// Most resource names one worker may declare: it consumes one queue per non-empty subset
-/// of its names (2^n − 1 per queue), so this bounds that to 15.
-pub const MAX_WORKER_RESOURCES: usize = 4;
-
-/// Checks a resource name: 1–64 characters of `[A-Za-z0-9_.-]` (it becomes part of a queue
-/// name, see [`resource_queue`]).
-pub fn check_resource_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "resource name {name:?} is not 1-64 characters of letters, digits, '_', '.' or '-'"
-        ))
-    }
-}
-
-/// Checks resources as a call or a worker gives them: valid names, at least one unit each.
-pub fn check_resources(resources: &Resources) -> Result<(), String> {
-    for (name, units) in resources {
-        check_resource_name(name)?;
-        if *units == 0 {
-            return Err(format!(
-                "resource {name} needs at least 1 unit (leave it out instead of 0)"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Parses resources written as on the command line: `gpu=2,mem=16` (a bare name is 1 unit).
-pub fn parse_resources(text: &str) -> Result<Resources, String> {
-    let mut out = Resources::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, units) = match part.split_once('=') {
-            Some((n, u)) => {
-                let units = u.trim().parse::<u32>().map_err(|_| {
-                    format!("resources {text:?}: {u:?} is not a whole number of units (give e.g. gpu=2)")
-                })?;
-                (n.trim(), units)
-            }
-            None => (part, 1),
-        };
-        if out.insert(name.to_owned(), units).is_some() {
-            return Err(format!("resources {text:?}: {name} is given twice"));
-        }
-    }
-    check_resources(&out).map_err(|e| format!("resources {text:?}: {e}"))?;
-    Ok(out)
-}
-
-/// The queue a task needing `names` (sorted, as a [`Resources`] map keeps them) waits in
-/// when sent to `queue`: `queue[gpu]`, `queue[gpu,mem]`. Only workers that declared every one
-/// of those resources consume it, so a worker without them never even reserves the task; the
-/// amounts travel in the task's options and the worker that reserves it counts its units.
-pub fn resource_queue<'a>(queue: &str, names: impl IntoIterator<Item = &'a str>) -> String {
-    let mut out = String::with_capacity(queue.len() + 8);
-    out.push_str(queue);
-    out.push('[');
-    for (i, name) in names.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(name);
-    }
-    out.push(']');
-    out
-}
-
 impl TaskOptions {
     /// The resources this call holds while it runs (entries of 0 units left out).
-    pub fn resources_needed(&self) -> impl Iterator<Item = (&str, u32)> + '_ {
+    pub fn resources_needed(&self) -> impl Iterator<Item = (&str, ResourceUnits)> + '_ {
         self.resources
             .iter()
             .flatten()
-            .filter(|(_, u)| **u > 0)
+            .filter(|(_, u)| !u.is_zero())
             .map(|(n, u)| (n.as_str(), *u))
     }
 
@@ -337,31 +265,16 @@ mod tests {
     }
 
     #[test]
-    fn resources_parse_as_on_the_command_line_and_bad_ones_say_why() {
-        let r = parse_resources("gpu=2, mem=16,fpga").unwrap();
-        assert_eq!(
-            r.into_iter().collect::<Vec<_>>(),
-            vec![("fpga".into(), 1), ("gpu".into(), 2), ("mem".into(), 16)]
-        );
-        assert!(parse_resources("gpu=x")
-            .unwrap_err()
-            .contains("whole number"));
-        assert!(parse_resources("gpu=0")
-            .unwrap_err()
-            .contains("at least 1 unit"));
-        assert!(parse_resources("gpu=1,gpu=2")
-            .unwrap_err()
-            .contains("twice"));
-        assert!(parse_resources("g pu=1")
-            .unwrap_err()
-            .contains("resource name"));
-        assert_eq!(resource_queue("q", ["a", "b"]), "q[a,b]");
+    fn call_resources_fill_in_for_the_task() {
         let call = TaskOptions {
-            resources: Some(Resources::from([("gpu".into(), 1)])),
+            resources: Some(parse_resources("gpu=0.5").unwrap()),
             ..Default::default()
         };
         let m = TaskOptions::default().merged_over(&call);
-        assert_eq!(m.resources_needed().collect::<Vec<_>>(), vec![("gpu", 1)]);
+        assert_eq!(
+            m.resources_needed().collect::<Vec<_>>(),
+            vec![("gpu", ResourceUnits::from_milli(500))]
+        );
     }
 
     #[test]

@@ -162,21 +162,33 @@ impl<R: DeserializeOwned> TypedSignature<R> {
 
     /// Holds `units` of the abstract resource `name` while it runs (Dask's
     /// `resources={'GPU': 1}`): only workers started with `--resources name=N` (N ≥ units)
-    /// run it, and each runs at most as many at once as its units allow. Call it once per
-    /// resource. A bad name or 0 units makes sending fail (see [`check`](Self::check)).
-    pub fn resource(mut self, name: &str, units: u32) -> Self {
-        let one = crate::options::Resources::from([(name.to_owned(), units)]);
-        if let Err(reason) = crate::options::check_resources(&one) {
-            self.error.get_or_insert(CodecError::InvalidOption {
-                option: "resources",
-                reason,
+    /// run it, and each runs at most as many at once as its units allow. `units` is whole
+    /// (`1`) or fractional with at most 3 decimals (`0.5`, `"0.25"`): two `0.5` calls share
+    /// one unit. Call it once per resource. A bad name or amount (0, negative, NaN, more than
+    /// 3 decimals) makes sending fail (see [`check`](Self::check)).
+    pub fn resource(mut self, name: &str, units: impl crate::resources::IntoResourceUnits) -> Self {
+        let units = units
+            .into_resource_units()
+            .map_err(|e| format!("resource {name}: {e}"))
+            .and_then(|units| {
+                let one = crate::options::Resources::from([(name.to_owned(), units)]);
+                crate::options::check_resources(&one).map(|()| units)
             });
+        match units {
+            Ok(units) => {
+                self.sig
+                    .options
+                    .resources
+                    .get_or_insert_with(Default::default)
+                    .insert(name.to_owned(), units);
+            }
+            Err(e) => {
+                self.error.get_or_insert(CodecError::InvalidOption {
+                    option: "resources",
+                    reason: e,
+                });
+            }
         }
-        self.sig
-            .options
-            .resources
-            .get_or_insert_with(Default::default)
-            .insert(name.to_owned(), units);
         self
     }
 

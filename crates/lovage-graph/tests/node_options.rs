@@ -86,7 +86,7 @@ fn start(backend: &Backend, workers: &[(&str, usize, Resources)]) -> Workers {
 
 fn gpu() -> TaskOptions {
     TaskOptions {
-        resources: Some(Resources::from([("gpu".to_owned(), 1)])),
+        resources: Some(lovage_core::parse_resources("gpu=1").unwrap()),
         ..Default::default()
     }
 }
@@ -96,7 +96,7 @@ fn gpu_nodes_run_only_on_the_gpu_worker_one_at_a_time(kind: &str) {
     let _w = start(
         &f.backend,
         &[
-            ("gpu", 2, Resources::from([("gpu".to_owned(), 1)])),
+            ("gpu", 2, lovage_core::parse_resources("gpu=1").unwrap()),
             ("plain", 2, Resources::new()),
         ],
     );
@@ -224,7 +224,10 @@ fn options_on_a_node_that_is_not_a_task_are_refused() {
     }
     let d = hold::delayed(&g, 1, 1);
     let bad = TaskOptions {
-        resources: Some(Resources::from([("g pu".to_owned(), 1)])),
+        resources: Some(Resources::from([(
+            "g pu".to_owned(),
+            lovage_core::ResourceUnits::whole(1),
+        )])),
         ..Default::default()
     };
     assert!(matches!(

@@ -26,7 +26,8 @@ use syn::{parse_macro_input, spanned::Spanned, FnArg, ItemFn, Lit, Pat, ReturnTy
 /// `autoretry_for = "KindA,KindB"`, `time_limit = "30s"`, `soft_time_limit = "25s"`,
 /// `rate_limit = "100/s"`, `ignore_result = bool`, `codec = "json" | "msgpack"`,
 /// `resources = "gpu=1,mem=2"` (Dask's `resources=`: runs only on workers started with at least
-/// those units, `lovage worker --resources gpu=N`; a bare name is 1 unit),
+/// those units, `lovage worker --resources gpu=N`; a bare name is 1 unit, `gpu=0.5` half of
+/// one: at most 3 decimals),
 /// `crate = path` (where lovage's items live, default `::lovage`).
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -100,8 +101,10 @@ impl Attr {
                 let s = lit_str(&lit)?;
                 let pairs =
                     parse_resources(&s.value()).map_err(|e| syn::Error::new(s.span(), e))?;
-                let (names, units): (Vec<String>, Vec<u32>) = pairs.into_iter().unzip();
-                quote!(o.resources = Some(__p::Resources::from([#((#names.to_owned(), #units)),*]));)
+                let (names, milli): (Vec<String>, Vec<u64>) = pairs.into_iter().unzip();
+                quote!(o.resources = Some(__p::Resources::from([
+                    #((#names.to_owned(), __p::ResourceUnits::from_milli(#milli))),*
+                ]));)
             }
             "ignore_result" | "track_started" | "acks_late" | "reject_on_worker_lost" => {
                 let b = lit_bool(&lit)?;
@@ -173,40 +176,16 @@ impl Attr {
     }
 }
 
-/// `resources = "gpu=2,mem"` as (name, units) pairs, checked as `lovage_core::check_resources`
-/// and `parse_resources` do at run time, so a bad attribute fails the build instead of every send.
-fn parse_resources(text: &str) -> Result<Vec<(String, u32)>, String> {
-    let mut out: Vec<(String, u32)> = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, units) = match part.split_once('=') {
-            Some((n, u)) => (
-                n.trim(),
-                u.trim().parse::<u32>().map_err(|_| {
-                    format!("resources: {u:?} is not a whole number of units (give e.g. gpu=2)")
-                })?,
-            ),
-            None => (part, 1),
-        };
-        let name_ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-        if !name_ok {
-            return Err(format!(
-                "resources: {name:?} is not a resource name (1-64 characters of A-Z a-z 0-9 _ . -)"
-            ));
-        }
-        if units == 0 {
-            return Err(format!(
-                "resources: {name} needs at least 1 unit (leave it out instead of 0)"
-            ));
-        }
-        if out.iter().any(|(n, _)| n == name) {
-            return Err(format!("resources: {name} is given twice"));
-        }
-        out.push((name.to_owned(), units));
-    }
+/// The resource text rules of `lovage_core::parse_resources`, from the very same file, so a
+/// bad attribute fails the build with the words a bad `--resources` gets at run time.
+#[path = "../../lovage-core/src/resources/text.rs"]
+mod resource_text;
+
+/// `resources = "gpu=2,mem,tpu=0.5"` as (name, milli-units) pairs, checked as
+/// `lovage_core::parse_resources` does at run time, so a bad attribute fails the build instead
+/// of every send.
+fn parse_resources(text: &str) -> Result<Vec<(String, u64)>, String> {
+    let out = resource_text::parse_list(text).map_err(|e| format!("resources: {e}"))?;
     if out.is_empty() {
         return Err("resources: give at least one, e.g. \"gpu=1\"".into());
     }
@@ -573,17 +552,24 @@ mod resources_tests {
     #[test]
     fn resources_parse_as_on_the_command_line() {
         assert_eq!(
-            parse_resources("gpu=2, mem").unwrap(),
-            vec![("gpu".to_owned(), 2), ("mem".to_owned(), 1)]
+            parse_resources("gpu=2, mem,tpu=0.25").unwrap(),
+            vec![
+                ("gpu".to_owned(), 2000),
+                ("mem".to_owned(), 1000),
+                ("tpu".to_owned(), 250)
+            ]
         );
     }
 
     #[test]
     fn bad_resources_say_what_is_wrong() {
         for (text, says) in [
-            ("gpu=0", "at least 1 unit"),
-            ("gpu=two", "not a whole number"),
-            ("g pu", "not a resource name"),
+            ("gpu=0", "more than 0 units"),
+            ("gpu=two", "not a number of units"),
+            ("gpu=NaN", "not a number of units"),
+            ("gpu=-0.5", "negative"),
+            ("gpu=0.0001", "more than 3 decimals"),
+            ("g pu", "resource name \"g pu\""),
             ("gpu,gpu=2", "given twice"),
             ("", "at least one"),
         ] {

@@ -128,7 +128,8 @@ pub struct WorkerConfig {
     /// result — so a run measures the scheduling and broker cost alone. Off by default; only
     /// `lovage bench graph --zero-worker` turns it on. Never use it for real work.
     pub zero_worker: bool,
-    /// Abstract resources this worker has, name → units (`--resources gpu=2`; Dask's
+    /// Abstract resources this worker has, name → units (`--resources gpu=2`, or fractional
+    /// with at most 3 decimals, `gpu=1.5`; Dask's
     /// `dask worker --resources "GPU=2"`). Tasks sent with
     /// [`resource`](lovage_core::TypedSignature::resource) run only on workers that have
     /// enough units of each, at most as many at once as the units allow (beside tasks that

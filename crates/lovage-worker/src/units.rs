@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use lovage_core::{Resources, TaskId, TaskOptions};
+use lovage_core::{ResourceUnits, Resources, TaskId, TaskOptions};
 
 /// The worker's units: free ones, and those each task in hand holds.
 pub(crate) struct Units {
@@ -24,7 +24,7 @@ pub(crate) struct Units {
 #[derive(Default)]
 struct Held {
     free: Resources,
-    by_task: HashMap<TaskId, Vec<(String, u32)>>,
+    by_task: HashMap<TaskId, Vec<(String, ResourceUnits)>>,
 }
 
 /// Whether a reserved task may run here, as far as resources go.
@@ -43,7 +43,7 @@ impl Units {
     pub fn new(declared: &Resources) -> Option<Units> {
         let declared: Resources = declared
             .iter()
-            .filter(|(_, u)| **u > 0)
+            .filter(|(_, u)| !u.is_zero())
             .map(|(n, u)| (n.clone(), *u))
             .collect();
         if declared.is_empty() {
@@ -62,24 +62,27 @@ impl Units {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The resource queues to reserve from now and how many tasks they may give at most: for
-    /// each of `queues`, one per non-empty subset of the resource names that have a free unit
-    /// (every task there needs at least one unit of each name in it), bounded by the fewest
-    /// free units among those names. Empty while no unit is free.
+    /// The resource queues to reserve from now and how many tasks to take from them at most:
+    /// for each of `queues`, one per non-empty subset of the resource names with anything
+    /// free (every task there needs some of each name in it), bounded by the fewest whole free
+    /// units among those names but at least 1 (a task may need a fraction of a unit; one that
+    /// does not fit is handed back by `admit`). Empty while nothing is free.
     pub fn queues_with_room(&self, queues: &[String]) -> (Vec<String>, usize) {
         let held = self.state();
         let names: Vec<&str> = held
             .free
             .iter()
-            .filter(|(_, u)| **u > 0)
+            .filter(|(_, u)| !u.is_zero())
             .map(|(n, _)| n.as_str())
             .collect();
         let room = held
             .free
             .values()
-            .filter(|u| **u > 0)
+            .filter(|u| !u.is_zero())
             .min()
-            .map_or(0, |u| *u as usize);
+            .map_or(0, |u| {
+                usize::try_from(u.whole_part()).unwrap_or(usize::MAX).max(1)
+            });
         if names.is_empty() {
             return (Vec::new(), 0);
         }
@@ -99,12 +102,12 @@ impl Units {
 
     /// Takes the units `options` asks for, for task `id`, if they are free.
     pub fn admit(&self, id: TaskId, options: &TaskOptions) -> Admit {
-        let need: Vec<(&str, u32)> = options.resources_needed().collect();
+        let need: Vec<(&str, ResourceUnits)> = options.resources_needed().collect();
         if need.is_empty() {
             return Admit::Yes;
         }
         for (name, units) in &need {
-            let have = self.declared.get(*name).copied().unwrap_or(0);
+            let have = self.declared.get(*name).copied().unwrap_or_default();
             if have < *units {
                 return Admit::Never(format!("it needs {units} {name}, this worker has {have}"));
             }
@@ -112,13 +115,14 @@ impl Units {
         let mut held = self.state();
         if need
             .iter()
-            .any(|(name, units)| held.free.get(*name).copied().unwrap_or(0) < *units)
+            .any(|(name, units)| held.free.get(*name).copied().unwrap_or_default() < *units)
         {
             return Admit::NotNow;
         }
         for (name, units) in &need {
             if let Some(free) = held.free.get_mut(*name) {
-                *free -= units;
+                // Checked just above, under the same lock.
+                *free = free.checked_sub(*units).unwrap_or_default();
             }
         }
         let taken = need.into_iter().map(|(n, u)| (n.to_owned(), u)).collect();
@@ -136,7 +140,7 @@ impl Units {
             if let Some(taken) = held.by_task.remove(&id) {
                 for (name, units) in taken {
                     if let Some(free) = held.free.get_mut(&name) {
-                        *free += units;
+                        *free = free.saturating_add(units);
                     }
                 }
             }
@@ -156,14 +160,19 @@ mod tests {
 
     fn needs(pairs: &[(&str, u32)]) -> TaskOptions {
         TaskOptions {
-            resources: Some(pairs.iter().map(|(n, u)| ((*n).to_owned(), *u)).collect()),
+            resources: Some(
+                pairs
+                    .iter()
+                    .map(|(n, u)| ((*n).to_owned(), ResourceUnits::whole(*u)))
+                    .collect(),
+            ),
             ..Default::default()
         }
     }
 
     #[test]
     fn units_are_taken_at_admission_and_given_back_on_release() {
-        let u = Units::new(&Resources::from([("gpu".into(), 2)])).unwrap();
+        let u = Units::new(&lovage_core::parse_resources("gpu=2").unwrap()).unwrap();
         let (a, b, c) = (TaskId::new(), TaskId::new(), TaskId::new());
         assert_eq!(u.admit(a, &needs(&[("gpu", 1)])), Admit::Yes);
         assert_eq!(u.admit(b, &needs(&[("gpu", 1)])), Admit::Yes);
@@ -186,7 +195,7 @@ mod tests {
 
     #[test]
     fn the_queues_are_every_subset_of_the_names_with_a_free_unit() {
-        let u = Units::new(&Resources::from([("gpu".into(), 1), ("mem".into(), 4)])).unwrap();
+        let u = Units::new(&lovage_core::parse_resources("gpu=1,mem=4").unwrap()).unwrap();
         let (qs, room) = u.queues_with_room(&["a".into()]);
         assert_eq!(qs, vec!["a[gpu]", "a[mem]", "a[gpu,mem]"]);
         assert_eq!(room, 1, "bounded by the scarcest name");
@@ -195,5 +204,48 @@ mod tests {
         assert_eq!(qs, vec!["a[mem]", "b[mem]"]);
         assert_eq!(room, 4);
         assert!(Units::new(&Resources::new()).is_none());
+    }
+
+    fn needs_text(text: &str) -> TaskOptions {
+        TaskOptions {
+            resources: Some(lovage_core::parse_resources(text).unwrap()),
+            ..Default::default()
+        }
+    }
+
+    /// Fractions add up exactly: two halves share one unit, a 0.75 and a 0.5 do not, and
+    /// after any order of releases every unit is free again (no drift).
+    #[test]
+    fn fractional_units_share_a_unit_exactly() {
+        let u = Units::new(&lovage_core::parse_resources("gpu=1").unwrap()).unwrap();
+        let (a, b, c) = (TaskId::new(), TaskId::new(), TaskId::new());
+        assert_eq!(u.admit(a, &needs_text("gpu=0.5")), Admit::Yes);
+        assert_eq!(
+            u.queues_with_room(&["q".into()]),
+            (vec!["q[gpu]".to_owned()], 1),
+            "half a unit free still takes a task"
+        );
+        assert_eq!(u.admit(b, &needs_text("gpu=0.5")), Admit::Yes);
+        assert_eq!(u.admit(c, &needs_text("gpu=0.5")), Admit::NotNow);
+        u.release([a, b]);
+        assert_eq!(u.admit(a, &needs_text("gpu=0.75")), Admit::Yes);
+        assert_eq!(u.admit(b, &needs_text("gpu=0.5")), Admit::NotNow);
+        assert_eq!(u.admit(b, &needs_text("gpu=0.25")), Admit::Yes);
+        u.release([a, b]);
+        for _ in 0..10 {
+            let ids: Vec<TaskId> = (0..10).map(|_| TaskId::new()).collect();
+            for id in &ids {
+                assert_eq!(u.admit(*id, &needs_text("gpu=0.1")), Admit::Yes);
+            }
+            assert_eq!(u.admit(c, &needs_text("gpu=0.001")), Admit::NotNow);
+            u.release(ids);
+        }
+        assert!(u.all_free());
+        let big = Units::new(&lovage_core::parse_resources("gpu=1.5").unwrap()).unwrap();
+        assert!(matches!(
+            big.admit(a, &needs_text("gpu=2")),
+            Admit::Never(why) if why.contains("needs 2 gpu, this worker has 1.5")
+        ));
+        assert_eq!(big.admit(a, &needs_text("gpu=1.5")), Admit::Yes);
     }
 }

@@ -13,10 +13,12 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lovage_broker::{App, Backend};
-use lovage_core::{Resources, TaskState};
+use lovage_core::{ResourceUnits, Resources, TaskState};
 use lovage_macros::task;
 use lovage_worker::{PoolKind, Worker, WorkerConfig};
 
@@ -45,6 +47,24 @@ fn gpu_hold(ms: u64) -> (u128, u128) {
     hold(ms)
 }
 
+/// Calls met so far, by meeting key; `meet` waits on it.
+static MET: (Mutex<BTreeMap<String, usize>>, Condvar) =
+    (Mutex::new(BTreeMap::new()), Condvar::new());
+
+/// Waits (at most 30 s) until `n` calls with this key are running at once; returns whether
+/// they met, i.e. ran side by side.
+#[task(crate = lovage_core)]
+fn meet(key: String, n: usize) -> bool {
+    let (lock, cv) = &MET;
+    let mut met = lock.lock().unwrap();
+    *met.entry(key.clone()).or_default() += 1;
+    cv.notify_all();
+    let (met, _) = cv
+        .wait_timeout_while(met, LONG / 2, |m| m[&key] < n)
+        .unwrap();
+    met[&key] >= n
+}
+
 /// Two workers of two slots each on one backend, `gpu` (with `gpu=1`) and `plain` (no
 /// resources); stopped when dropped.
 struct Pair {
@@ -70,7 +90,7 @@ fn start(fresh: Fresh) -> Pair {
     let mut stops = Vec::new();
     let mut threads = Vec::new();
     for (name, resources) in [
-        ("gpu", Resources::from([("gpu".to_owned(), 1)])),
+        ("gpu", lovage_core::parse_resources("gpu=1").unwrap()),
         ("plain", Resources::new()),
     ] {
         let config = WorkerConfig {
@@ -190,8 +210,52 @@ fn a_worker_record_shows_its_resources(p: Pair) {
             .resources
             .clone()
     };
-    assert_eq!(of("gpu"), Resources::from([("gpu".to_owned(), 1)]));
+    assert_eq!(of("gpu"), lovage_core::parse_resources("gpu=1").unwrap());
     assert!(of("plain").is_empty());
+}
+
+/// Fractional units (Dask's `resources={'GPU': 0.5}`) on the `gpu=1` worker: two halves run
+/// there side by side, while a 0.75 task never runs beside another gpu task (0.75 + 0.5 > 1).
+fn fractional_units_share_the_gpu_worker(p: Pair) {
+    let client = p.app.client().unwrap();
+    let key = lovage_core::TaskId::new().to_string();
+    let halves = client
+        .map(|_| meet::s(key.clone(), 2).resource("gpu", 0.5), 0..2)
+        .unwrap();
+    for f in &halves {
+        assert!(
+            f.result_timeout(LONG).unwrap(),
+            "two gpu=0.5 tasks did not run at once on a gpu=1 worker"
+        );
+        assert_eq!(ran_on(&p.app, f.id()), "gpu");
+    }
+    let big = client
+        .map(|_| hold::s(40).resource("gpu", 0.75), 0..3)
+        .unwrap();
+    let small = client
+        .map(|_| hold::s(40).resource("gpu", "0.5"), 0..3)
+        .unwrap();
+    let spans = |fs: &[lovage_broker::TaskFuture<(u128, u128)>]| -> Vec<(u128, u128)> {
+        fs.iter().map(|f| f.result_timeout(LONG).unwrap()).collect()
+    };
+    let (big_spans, small_spans) = (spans(&big), spans(&small));
+    for f in big.iter().chain(&small) {
+        assert_eq!(ran_on(&p.app, f.id()), "gpu");
+    }
+    for (i, b) in big_spans.iter().enumerate() {
+        let others = big_spans
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, s)| s)
+            .chain(&small_spans);
+        for o in others {
+            assert!(
+                o.0 >= b.1 || b.0 >= o.1,
+                "a gpu=0.75 task overlapped another gpu task on a gpu=1 worker: {b:?} and {o:?}"
+            );
+        }
+    }
 }
 
 fn a_bad_resource_is_refused_when_sent(p: Pair) {
@@ -203,7 +267,21 @@ fn a_bad_resource_is_refused_when_sent(p: Pair) {
     let Err(err) = client.submit(hold::s(0).resource("gpu", 0)) else {
         panic!("0 units are refused");
     };
-    assert!(err.to_string().contains("at least 1 unit"), "{err}");
+    assert!(err.to_string().contains("more than 0 units"), "{err}");
+    for (units, says) in [
+        (f64::NAN, "not a number of units"),
+        (-0.5, "not a number of units"),
+        (0.0005, "more than 3 decimals"),
+    ] {
+        let Err(err) = client.submit(hold::s(0).resource("gpu", units)) else {
+            panic!("{units} gpu is refused");
+        };
+        assert!(err.to_string().contains(says), "{units}: {err}");
+    }
+    let Err(err) = client.submit(hold::s(0).resource("gpu", "0.12345")) else {
+        panic!("5 decimals are refused");
+    };
+    assert!(err.to_string().contains("more than 3 decimals"), "{err}");
 }
 
 macro_rules! on_every_backend {
@@ -219,6 +297,7 @@ on_every_backend!(
     a_task_registered_with_resources_runs_only_where_they_are,
     a_worker_record_shows_its_resources,
     a_bad_resource_is_refused_when_sent,
+    fractional_units_share_the_gpu_worker,
 );
 
 #[test]
@@ -230,12 +309,14 @@ fn a_worker_refuses_bad_resources_with_the_reason() {
     };
     let e = Worker::new(
         fresh.backend.clone(),
-        config(Resources::from([("gpu".to_owned(), 0)])),
+        config(Resources::from([("gpu".to_owned(), ResourceUnits::ZERO)])),
     )
     .err()
     .unwrap();
-    assert!(e.to_string().contains("at least 1 unit"), "{e}");
-    let five: Resources = (0..5).map(|i| (format!("r{i}"), 1)).collect();
+    assert!(e.to_string().contains("more than 0 units"), "{e}");
+    let five: Resources = (0..5)
+        .map(|i| (format!("r{i}"), ResourceUnits::whole(1)))
+        .collect();
     let e = Worker::new(fresh.backend.clone(), config(five))
         .err()
         .unwrap();

@@ -243,8 +243,8 @@ pub fn worker(id: &str) -> crate::WorkerInfo {
         active: 0,
         registered: Vec::new(),
         limits: Default::default(),
-        // Kept through every backend's heartbeat record.
-        resources: lovage_core::Resources::from([("gpu".to_owned(), 2)]),
+        // Kept through every backend's heartbeat record, fractions exactly.
+        resources: lovage_core::parse_resources("gpu=2,tpu=0.125").unwrap_or_default(),
     }
 }
 

@@ -40,8 +40,10 @@ pub struct WorkerView {
     pub tasks_done: u64,
     /// Tasks running now.
     pub active: u64,
-    /// The resources it was started with (`--resources gpu=2`), by name; empty for none.
-    pub resources: std::collections::BTreeMap<String, u32>,
+    /// The resources it was started with (`--resources gpu=2,mem=0.5`), by name: whole
+    /// units as integers, fractional ones as numbers with at most 3 decimals; empty for none.
+    #[schema(value_type = std::collections::BTreeMap<String, f64>)]
+    pub resources: lovage_core::Resources,
 }
 
 impl From<&WorkerInfo> for WorkerView {

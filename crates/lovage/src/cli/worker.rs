@@ -61,9 +61,10 @@ pub struct WorkerArgs {
     /// the one others should dial.
     #[arg(long)]
     data_advertise: Option<String>,
-    /// Abstract resources this worker has, `NAME=UNITS` comma-separated (`gpu=2,mem=16`; Dask's
-    /// `--resources "GPU=2"`): tasks sent needing a resource run only on workers that have
-    /// enough of it, at most as many at once as the units allow. At most 4 names.
+    /// Abstract resources this worker has, `NAME=UNITS` comma-separated (`gpu=2,mem=16`, or
+    /// fractional with at most 3 decimals, `gpu=1.5`; Dask's `--resources "GPU=2"`): tasks
+    /// sent needing a resource run only on workers that have enough of it, at most as many at
+    /// once as the units allow (two `gpu=0.5` tasks share one unit). At most 4 names.
     #[arg(long, value_name = "NAME=N,...", value_parser = lovage_core::parse_resources)]
     resources: Option<lovage_core::Resources>,
     /// Benchmark mode: finish every task without running it (a fixed result, 0, is stored
