@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use lovage_core::{TaskError, TaskId};
 
-use super::{env, q, reserve_all, reserve_when_due, Fixture, LEASE, LONG, WAKE};
+use super::{env, q, reserve_all, reserve_when_due, Fixture, LEASE, LONG, SHORT, WAKE};
 use crate::{Envelope, Lease, Revoked, Timestamp};
 
 conformance_tests! {
@@ -163,8 +163,8 @@ conformance_tests! {
     fn eta_tasks_wait_in_the_broker(f: Fixture) {
         let b = f.backend.driver();
         let mut e = env("eta", 0);
-        let eta = Timestamp::now() + Duration::from_millis(300);
-        let due = Instant::now() + Duration::from_millis(300);
+        let eta = Timestamp::now() + SHORT;
+        let due = Instant::now() + SHORT;
         e.eta = Some(eta);
         b.enqueue(std::slice::from_ref(&e)).unwrap();
         assert!(reserve_all(b, "eta", 1).is_empty(), "not before its ETA");
@@ -200,11 +200,11 @@ conformance_tests! {
         let b = f.backend.driver();
         b.enqueue(&[env("ext", 0)]).unwrap();
         let d = b
-            .reserve(&q("ext"), 1, Duration::from_millis(300), Duration::ZERO)
+            .reserve(&q("ext"), 1, SHORT, Duration::ZERO)
             .unwrap();
         assert!(b.renew(&[d[0].lease], LEASE).unwrap().is_empty());
         let none = b
-            .reserve(&q("ext"), 1, LEASE, Duration::from_millis(600))
+            .reserve(&q("ext"), 1, LEASE, SHORT * 2)
             .unwrap();
         assert!(none.is_empty(), "an extended lease is still held");
     }
@@ -214,9 +214,7 @@ conformance_tests! {
         b.enqueue(&[env("nack", 0)]).unwrap();
         let d = reserve_all(b, "nack", 1);
         let before = Timestamp::now();
-        // Long enough that the check below lands inside it on CI, whose shared Redis once
-        // stalled past a 300 ms delay (tests beside it move 64 MiB values through it).
-        let delay = Duration::from_millis(1500);
+        let delay = SHORT;
         b.retry(&d[0].lease, delay).unwrap();
         let due = Instant::now() + delay;
         assert!(reserve_all(b, "nack", 1).is_empty(), "not before its delay");
@@ -394,9 +392,8 @@ conformance_tests! {
         b.enqueue(&[env("defer", 0)]).unwrap();
         let first = reserve_all(b, "defer", 1);
         assert_eq!(first[0].envelope.attempts, 1);
-        b.snooze(&first[0].lease, Duration::from_millis(200))
-            .unwrap();
-        let due = Instant::now() + Duration::from_millis(200);
+        b.snooze(&first[0].lease, SHORT).unwrap();
+        let due = Instant::now() + SHORT;
         assert!(
             reserve_all(b, "defer", 1).is_empty(),
             "not before its delay"
