@@ -240,16 +240,17 @@ fn retries_follow_the_policy(w: Running) {
 }
 
 fn revoked_and_expired_tasks_do_not_run(w: Running) {
-    // Keep both workers busy so the next tasks wait in the broker.
+    // Keep both workers busy so the next tasks wait in the broker. The delays leave CI's
+    // loaded Redis 1.5 s for the sends and the revoke below.
     let busy: Vec<_> = (0..2)
-        .map(|_| w.app.send(sleepy::s(300)).unwrap())
+        .map(|_| w.app.send(sleepy::s(2000)).unwrap())
         .collect();
     let keys: Vec<String> = (0..3).map(|_| TaskId::new().to_string()).collect();
     let later: Vec<_> = keys
         .iter()
         .map(|k| {
             w.app
-                .send(counted::s(k.clone()).countdown(Duration::from_millis(200)))
+                .send(counted::s(k.clone()).countdown(Duration::from_millis(1500)))
                 .unwrap()
         })
         .collect();
@@ -259,7 +260,7 @@ fn revoked_and_expired_tasks_do_not_run(w: Running) {
         .app
         .send(
             counted::s(expired_key.clone())
-                .countdown(Duration::from_millis(200))
+                .countdown(Duration::from_millis(1500))
                 .expires(Duration::from_millis(50)),
         )
         .unwrap();

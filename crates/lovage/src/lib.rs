@@ -33,9 +33,9 @@ pub use lovage_broker::{
     DEFAULT_QUEUE, DEFAULT_URL,
 };
 pub use lovage_core::{
-    block_on, kinds, parse_duration, parse_rate, Codec, CodecError, Dispatch, Message, ParseError,
-    Registry, RetryPolicy, Signature, TaskEntry, TaskError, TaskFn, TaskId, TaskOptions, TaskState,
-    TypedSignature, WIRE_VERSION,
+    block_on, kinds, parse_duration, parse_rate, parse_resources, Codec, CodecError, Dispatch,
+    Message, ParseError, Registry, ResourceUnits, Resources, RetryPolicy, Signature, TaskEntry,
+    TaskError, TaskFn, TaskId, TaskOptions, TaskState, TypedSignature, WIRE_VERSION,
 };
 pub use lovage_macros::task;
 pub use lovage_pool::{

@@ -39,6 +39,7 @@ task = "lovage.echo"
 args = ["daily"]
 cron = "30 8 * * mon-fri"
 queue = "reports"
+resources = "gpu=0.5, mem=2"
 "#,
     )
     .unwrap();
@@ -59,6 +60,7 @@ queue = "reports"
         text.contains("cron 30 8 * * mon-fri (Europe/Paris)"),
         "{text}"
     );
+    assert!(text.contains("gpu=0.5,mem=2"), "{text}");
     let out = lovage(
         &url,
         &[
@@ -73,6 +75,8 @@ queue = "reports"
     .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[1]["queue"], "reports");
+    assert_eq!(v[1]["resources"], "gpu=0.5,mem=2");
+    assert_eq!(v[0]["resources"], "");
     let next = Timestamp::parse_rfc3339(v[0]["next_run"].as_str().unwrap()).unwrap();
     assert_eq!(
         next.as_millis() % 10_000,

@@ -83,6 +83,15 @@ fn list(schedule: &Schedule, as_json: bool) -> Result<(), Exit> {
                 .queue
                 .clone()
                 .unwrap_or_else(|| lovage::DEFAULT_QUEUE.to_owned()),
+            resources: e
+                .signature
+                .options
+                .resources
+                .iter()
+                .flatten()
+                .map(|(name, units)| format!("{name}={units}"))
+                .collect::<Vec<_>>()
+                .join(","),
             next_run: e
                 .next_after(now)
                 .map_or_else(|| "never".to_owned(), |t| t.to_string()),

@@ -248,6 +248,7 @@ impl Output for Human {
             ("task", false),
             ("when", false),
             ("queue", false),
+            ("resources", false),
             ("next run (UTC)", false),
         ]);
         for e in entries {
@@ -256,6 +257,11 @@ impl Output for Human {
                 e.task.clone(),
                 e.when.clone(),
                 e.queue.clone(),
+                if e.resources.is_empty() {
+                    "-".to_owned()
+                } else {
+                    e.resources.clone()
+                },
                 e.next_run.clone(),
             ]);
         }

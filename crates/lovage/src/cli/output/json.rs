@@ -181,7 +181,7 @@ impl Output for Json {
             .map(|e| {
                 json!({
                     "name": e.name, "task": e.task, "when": e.when, "queue": e.queue,
-                    "next_run": e.next_run,
+                    "resources": e.resources, "next_run": e.next_run,
                 })
             })
             .collect();

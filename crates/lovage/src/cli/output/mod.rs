@@ -225,6 +225,8 @@ pub struct ScheduleEntry {
     /// When it runs, for people ("every 30s", a cron line).
     pub when: String,
     pub queue: String,
+    /// What each run holds while it runs (`gpu=0.5,mem=2`), empty for none.
+    pub resources: String,
     /// The next run (UTC), or "never".
     pub next_run: String,
 }
