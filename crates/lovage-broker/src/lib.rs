@@ -8,7 +8,7 @@
 //! [`ResultStore`] keeps outcomes and lets a client wait for one. [`connect`] opens a
 //! [`Backend`] from a URL. Backends: `memory` (one process, for tests), `sqlite` (the embedded
 //! default, one file shared by the processes of a host) and `redis` (feature `redis`, for many
-//! hosts). Every backend passes one conformance suite ([`conformance`], feature `conformance`;
+//! hosts). Every backend passes one conformance suite (`conformance`, feature `conformance`;
 //! `tests/conformance.rs` runs it on each backend of this crate).
 //!
 //! Delivery is at least once: a reserved task carries a lease the worker renews while it runs;

@@ -2,7 +2,7 @@
 //!
 //! A [`bag::Bag`] is a lazy, partitioned collection of any items; an [`array::Array`] is a lazy
 //! n-dimensional `f64` array cut into a grid of blocks. Both add nodes to a
-//! [`Graph`](lovage_graph::Graph) and run when computed, on [`Inline`](lovage_graph::Inline) or
+//! [`Graph`] and run when computed, on [`Inline`](lovage_graph::Inline) or
 //! [`Threads`](lovage_graph::Threads):
 //!
 //! ```

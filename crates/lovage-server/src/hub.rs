@@ -18,7 +18,7 @@ use tokio::sync::broadcast;
 
 /// Events the broadcast ring holds: a client further behind than this gets `lagged`. The ring
 /// is shared (one slot per event, not per client), so it is sized for the poller's bursts: at
-/// 100,000 events/s a [`POLL`] gathers 5,000.
+/// 100,000 events/s a `POLL` gathers 5,000.
 pub const CLIENT_BUFFER: usize = 8192;
 /// How often the poller reads the broker's stream when it is idle (shorter: smaller bursts
 /// into the ring, at the cost of an indexed read of the stream's tail).

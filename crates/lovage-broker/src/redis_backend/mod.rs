@@ -35,7 +35,7 @@
 //! | `P:dead` | list | dead letters, newest first, capped at [`DEAD_LETTERS_KEPT`] (or `?dead_letters=N`) |
 //! | `P:corrupt` | hash | id → a task value that does not parse, set aside by a script until a reserve's client dead-letters it |
 //! | `P:workers` | hash | worker id → info (JSON) |
-//! | `P:ix` | sorted set | with `?task_index=1` only: the task index: `{id} {queue}` of every task sent, score 0 (ordered by id, so by time); trimmed past [`INDEX_KEPT`](ops::INDEX_KEPT) by `purge_expired` |
+//! | `P:ix` | sorted set | with `?task_index=1` only: the task index: `{id} {queue}` of every task sent, score 0 (ordered by id, so by time); trimmed past `INDEX_KEPT` by `purge_expired` |
 //! | `P:cnt` | hash | counts by state: `sent`, `succeeded`, `failed`, `retried`, `revoked`, moved by the scripts that change them (one HINCRBY per state per batch) |
 //! | `P:paused` | set | paused queues (reserves skip them) |
 //! | `P:events`, `P:eseq` | stream, counter | the event stream: an entry `0-{last seq}` per published batch (MessagePack), trimmed to about [`EVENTS_KEPT`](crate::ops::EVENTS_KEPT) events |

@@ -143,7 +143,7 @@ impl Manager {
         Manager { backend }
     }
 
-    /// Opens the broker at `url` (see [`connect`](crate::connect)).
+    /// Opens the broker at `url` (see [`connect`](crate::connect())).
     pub fn connect(url: &str) -> Result<Manager> {
         connect(url).map(Manager::new)
     }

@@ -161,9 +161,9 @@ impl ResultStore for SqliteBackend {
         })
     }
 
-    /// Deletes what has expired, by index, in transactions of at most [`PURGE_BATCH`] rows so
+    /// Deletes what has expired, by index, in transactions of at most `PURGE_BATCH` rows so
     /// other writers (lease renewals) wait for one short batch at most; and from one process
-    /// at a time: the first to call takes the lock `lovage:purge` for [`PURGE_HOLD`] and
+    /// at a time: the first to call takes the lock `lovage:purge` for `PURGE_HOLD` and
     /// renews it each time it purges, the others skip (returning 0) while it holds it.
     fn purge_expired(&self) -> Result<u64> {
         if !self.lock(PURGE_LOCK, &self.holder, PURGE_HOLD)? {

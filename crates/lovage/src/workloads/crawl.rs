@@ -2,7 +2,7 @@
 //! links to 8 pages picked by a hash of `p` — half near it (cycles, duplicates), half anywhere.
 //! Work is found at run time: every page fetched spawns the pages it links to, each once.
 //!
-//! [`crawl`] is a registered task (`lovage.crawl`) that spawns its links itself through
+//! [`crawl()`] is a registered task (`lovage.crawl`) that spawns its links itself through
 //! [`crate::ctx`], keyed by page number, so the scope that contains it (`app.scope`) counts
 //! every reachable page once, whoever finds it first and however often a worker dies.
 //! [`on_threads`] is the same crawl in a [`ThreadPool`] scope; [`reachable`] the serial answer.
