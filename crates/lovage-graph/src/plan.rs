@@ -357,11 +357,10 @@ impl<'g> Plan<'g> {
         // nodes cost a million indices, not a million requests.
         let cap = to.slots() * 1024;
         let mut batch: Vec<(u32, Signature)> = Vec::new();
-        // On a process pool, single-consumer chains go as one request each (fusion): their
-        // heads, with the nodes of each chain in order.
-        let fusing = matches!(to, Remote::Pool(_));
-        let mut wanted = vec![false; if fusing { self.g.len() } else { 0 }];
-        for &w in self.wanted.iter().filter(|_| fusing) {
+        // Single-consumer chains go as one request each (fusion): their heads, with the
+        // nodes of each chain in order.
+        let mut wanted = vec![false; self.g.len()];
+        for &w in &self.wanted {
             wanted[w as usize] = true;
         }
         let mut chains: std::collections::HashMap<u32, Vec<u32>> = Default::default();
@@ -392,7 +391,7 @@ impl<'g> Plan<'g> {
                         self.complete(n, Err(f));
                         self.ready_dependents(n, |d| ready.push(d));
                     }
-                    Ok(sig) => match fusing.then(|| self.fused_chain(n, &wanted)).flatten() {
+                    Ok(sig) => match self.fused_chain(n, &wanted) {
                         Some((nodes, chain)) => {
                             chains.insert(n, nodes);
                             batch.push((n, chain));

@@ -542,6 +542,20 @@ fn a_fused_ten_link_chain_is_one_dispatch_on_brokers() {
             1,
             "{name}: a fused 10-link chain is one dispatch"
         );
+        // Scheduled by the caller, the chain is one message too.
+        assert_eq!(
+            g.compute(BrokerFromCaller(client), x).unwrap(),
+            10,
+            "{name}"
+        );
+        let runs = std::mem::take(&mut *LINK_MESSAGES.lock().unwrap());
+        let mut messages: Vec<_> = runs.iter().map(|m| m.expect("run by a worker")).collect();
+        messages.dedup();
+        assert_eq!(
+            (runs.len(), messages.len(), g.last_stats().dispatches),
+            (10, 1, 1),
+            "{name}, scheduled by the caller: the links ran in {messages:?}"
+        );
 
         // Downstream of the chain, a join with another branch: the chain's last value is
         // stored and read as an unfused node's would be.

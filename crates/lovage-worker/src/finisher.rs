@@ -277,10 +277,13 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
                     if in_flow {
                         flows.push((env.clone(), Err(err.clone())));
                     }
-                    // A fused graph chain's last node is recorded as the unfused node would
-                    // be (not run, when a link before it failed); its workflow step above
-                    // gets the error naming the link, to record the links after it.
-                    let err = if env.task == lovage_flow::graph::CHAIN_TASK {
+                    // A fused chain of a stored graph: its last node is recorded as the
+                    // unfused node would be (not run, when a link before it failed); its
+                    // workflow step above gets the error naming the link, to record the
+                    // links after it. A chain sent on its own (`BrokerFromCaller`) keeps the
+                    // mark: its caller reads the failed link from the record.
+                    let in_graph = env.flow.iter().any(|f| matches!(f, Frame::Graph { .. }));
+                    let err = if env.task == lovage_flow::graph::CHAIN_TASK && in_graph {
                         lovage_flow::graph::chain_recorded_error(&err)
                     } else {
                         err
