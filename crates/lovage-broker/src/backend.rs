@@ -95,6 +95,29 @@ pub trait Driver:
         self.store_complete_publish(&[], leases, events)
     }
 
+    /// Lets each of `falls` fall out of its scope's count, idempotently (a member that fell
+    /// before is left alone): for falls settled apart from their tasks' records, e.g. after a
+    /// workflow's plan. The default is [`fall_in`](crate::scope::fall_in) for each; SQLite
+    /// does them in one transaction, with its count of the open members.
+    fn scope_fall(&self, falls: &[ScopeFall]) -> Result<()> {
+        for f in falls {
+            crate::scope::fall_in(self, f)?;
+        }
+        Ok(())
+    }
+
+    /// How many members of `scope` have risen and not yet fallen: the scope's join is done
+    /// at 0. The default counts the scope's `open` dict; SQLite keeps the number itself.
+    fn scope_open(&self, scope: TaskId) -> Result<u64> {
+        self.dict_len(&crate::scope::dict_open(scope))
+    }
+
+    /// Forgets what `scope` counted, once its join has read the report.
+    fn scope_forget(&self, scope: TaskId) -> Result<()> {
+        self.dict_clear(&crate::scope::dict_all(scope))?;
+        self.dict_clear(&crate::scope::dict_open(scope))
+    }
+
     /// [`store_fall_complete`](Driver::store_fall_complete) for a batch whose tasks also held
     /// back children spawned into scopes: the children rise and are sent first (as
     /// [`enqueue_in_scope`](Driver::enqueue_in_scope)), so a scope never looks finished between

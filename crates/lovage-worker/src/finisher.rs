@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use lovage_broker::dataref::{may_hold_refs, refs_in, release, Lineage};
 use lovage_broker::ops::{Event, EventKind};
-use lovage_broker::scope::fall_in;
 use lovage_broker::{Delivery, Envelope, Lease, ResultRef, ScopeFall, ScopeSpawn, Timestamp};
 use lovage_core::canvas::Frame;
 use lovage_core::{kinds, Codec, TaskError, TaskId, TaskState};
@@ -442,11 +441,8 @@ fn settle_in_broker(
     };
     // Scope members settled in this batch leave their counts after the plan (as the plan's
     // own falls do) and before their completions.
-    let shared = s.backend.shared();
-    if s.retry_broker("leave scopes", || {
-        falls.iter().try_for_each(|f| fall_in(shared, f))
-    })
-    .is_none()
+    if s.retry_broker("leave scopes", || s.backend.driver().scope_fall(falls))
+        .is_none()
     {
         return Vec::new();
     }

@@ -251,6 +251,41 @@ impl Driver for SqliteBackend {
 
     /// One write transaction: the children's rises and sends, then the records, falls,
     /// completions and events — a page of a crawl and the links it found commit together.
+    /// One write transaction for the lot.
+    fn scope_fall(&self, falls: &[ScopeFall]) -> Result<()> {
+        if falls.is_empty() {
+            return Ok(());
+        }
+        self.write("leave scopes", |tx| fall(tx, falls))
+    }
+
+    fn scope_open(&self, scope: TaskId) -> Result<u64> {
+        let n: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT value FROM counters WHERE key = ?1",
+                [open_count_key(scope)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err("count a scope's open members", e))?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
+    fn scope_forget(&self, scope: TaskId) -> Result<()> {
+        self.write("forget a scope", |tx| {
+            tx.execute(
+                "DELETE FROM shared_dicts WHERE name = ?1",
+                [scope_dicts::dict_all(scope)],
+            )?;
+            tx.execute(
+                "DELETE FROM counters WHERE key = ?1",
+                [open_count_key(scope)],
+            )?;
+            Ok(())
+        })
+    }
+
     fn spawn_store_fall_complete(
         &self,
         spawns: &[crate::ScopeSpawn],
@@ -287,8 +322,17 @@ impl Driver for SqliteBackend {
     }
 }
 
+/// The `counters` row holding how many members of `scope` are open (risen, not fallen).
+fn open_count_key(scope: TaskId) -> String {
+    format!("lovage:scope:{scope}:open")
+}
+
 /// Counts each of `batch` in `scope` (its rise) and sends those it counted; for each, true
 /// when it was sent (see [`Driver::enqueue_in_scope`]).
+///
+/// A member's rise and send share this transaction, so a member found pending was sent: with
+/// `repair` it is reported sent (a repeat the queue would drop) and nothing is written. So
+/// neither the open count's entry nor `enqueue_once`'s mark is needed to send it once.
 fn rise_and_insert(
     tx: &rusqlite::Transaction<'_>,
     scope: TaskId,
@@ -296,47 +340,56 @@ fn rise_and_insert(
     encoded: &[TaskColumns],
     repair: bool,
 ) -> rusqlite::Result<Vec<bool>> {
-    let (all, open) = (scope_dicts::dict_all(scope), scope_dicts::dict_open(scope));
+    let all = scope_dicts::dict_all(scope);
     let mut rise = tx.prepare_cached(
         "INSERT INTO shared_dicts (name, key, value) VALUES (?1, ?2, ?3) \
          ON CONFLICT(name, key) DO NOTHING",
     )?;
     let mut state =
         tx.prepare_cached("SELECT value FROM shared_dicts WHERE name = ?1 AND key = ?2")?;
-    let mut to_open = tx.prepare_cached(
-        "INSERT INTO shared_dicts (name, key, value) VALUES (?1, ?2, x'') \
-         ON CONFLICT(name, key) DO NOTHING",
-    )?;
     let mut sent = Vec::with_capacity(batch.len());
     let (mut envs, mut cols) = (Vec::new(), Vec::new());
     for (e, c) in batch.iter().zip(encoded) {
         let key = scope_dicts::member_key(e.id);
-        let send = rise.execute(params![all, &key[..], scope_dicts::PENDING])? == 1
-            || (repair
+        if rise.execute(params![all, &key[..], scope_dicts::PENDING])? == 1 {
+            envs.push(e.clone());
+            cols.push(c.clone());
+            sent.push(true);
+            continue;
+        }
+        sent.push(
+            repair
                 && state
                     .query_row(params![all, &key[..]], |r| r.get::<_, Vec<u8>>(0))
                     .optional()?
                     .as_deref()
-                    == Some(scope_dicts::PENDING));
-        if send {
-            to_open.execute(params![open, &key[..]])?;
-            envs.push(e.clone());
-            cols.push(c.clone());
-        }
-        sent.push(send);
+                    == Some(scope_dicts::PENDING),
+        );
+    }
+    if !envs.is_empty() {
+        add_open(tx, scope, envs.len() as i64)?;
     }
     let mut tally = Tally::default();
-    insert_encoded(tx, &envs, &cols, true, &mut tally)?;
+    insert_encoded(tx, &envs, &cols, false, &mut tally)?;
     tally.flush(tx)?;
     Ok(sent)
 }
 
-/// Each member of `falls` leaves its scope's open set and is marked done or failed, once.
+/// Adds `n` (negative: takes) to the open count of `scope`.
+fn add_open(tx: &rusqlite::Transaction<'_>, scope: TaskId, n: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO counters (key, value) VALUES (?1, ?2) \
+         ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+    )?
+    .execute(params![open_count_key(scope), n])?;
+    Ok(())
+}
+
+/// Each member of `falls` is marked done or failed and leaves its scope's open count, once.
 fn fall(tx: &rusqlite::Transaction<'_>, falls: &[ScopeFall]) -> rusqlite::Result<()> {
     let mut settle = tx.prepare_cached(
         "UPDATE shared_dicts SET value = ?3 WHERE name = ?1 AND key = ?2 AND value = ?4",
     )?;
-    let mut close = tx.prepare_cached("DELETE FROM shared_dicts WHERE name = ?1 AND key = ?2")?;
     for f in falls {
         let key = scope_dicts::member_key(f.member);
         let state = if f.ok {
@@ -344,13 +397,15 @@ fn fall(tx: &rusqlite::Transaction<'_>, falls: &[ScopeFall]) -> rusqlite::Result
         } else {
             scope_dicts::FAILED
         };
-        settle.execute(params![
+        let fell = settle.execute(params![
             scope_dicts::dict_all(f.scope),
             &key[..],
             state,
             scope_dicts::PENDING
         ])?;
-        close.execute(params![scope_dicts::dict_open(f.scope), &key[..]])?;
+        if fell == 1 {
+            add_open(tx, f.scope, -1)?;
+        }
     }
     Ok(())
 }
