@@ -27,7 +27,7 @@ use lovage_broker::{connect, App, DEFAULT_QUEUE};
 use lovage_core::{TaskId, TaskOptions};
 use lovage_frame::polars::prelude::*;
 use lovage_frame::{
-    agg, compute, read_csv, read_jsonl, read_parquet, Agg, CsvOptions, Error, Frame,
+    agg, compute, read_csv, read_jsonl, read_parquet, Agg, CsvOptions, Error, Frame, How, Strategy,
 };
 use lovage_graph::{Broker, Graph, Inline, Processes, Scheduler, Threads};
 use lovage_pool::ProcessPool;
@@ -338,6 +338,225 @@ fn check(name: &str, sched: Scheduler<'_>) {
     );
 }
 
+/// The planned CSV files' rows as Polars computes them on one frame, whole-file partitions
+/// (over 64 KiB each, so kept by their workers on a broker), and a small frame to join with:
+/// duplicate keys (`0`), a key no row has (`99`) and a null key.
+struct RowsCase<'g> {
+    f: Frame<'g>,
+    want: DataFrame,
+    dim: DataFrame,
+}
+
+fn rows_case(g: &Graph) -> RowsCase<'_> {
+    let csv = read_csv(
+        g,
+        &pattern("csv", "csv"),
+        CsvOptions {
+            whole_file: true,
+            ..CsvOptions::default()
+        },
+    )
+    .unwrap();
+    let (with, filter, select) = plan_exprs();
+    let want = csv_rows(csv.schema())
+        .lazy()
+        .with_columns(with)
+        .filter(filter)
+        .select(select)
+        .collect()
+        .unwrap();
+    let dim = df!(
+        "k" => [Some(0i64), Some(0), Some(2), Some(99), None],
+        "label" => ["a", "b", "c", "z", "n"],
+    )
+    .unwrap();
+    RowsCase {
+        f: planned(&csv),
+        want,
+        dim,
+    }
+}
+
+/// Polars' join of `l` and `r` on one column each.
+fn polars_join(l: &DataFrame, r: &DataFrame, on: &str, how: JoinType) -> DataFrame {
+    l.clone()
+        .lazy()
+        .join(r.clone().lazy(), [col(on)], [col(on)], JoinArgs::new(how))
+        .collect()
+        .unwrap()
+}
+
+/// Asserts `got` is `want` row for row, in order (floats within the tolerance).
+fn assert_in_order(got: &DataFrame, want: &DataFrame, what: &str) {
+    assert_eq!(got.height(), want.height(), "{what}: heights");
+    for c in ["u", "x"] {
+        assert!(
+            got.column(c)
+                .unwrap()
+                .as_materialized_series()
+                .equals_missing(want.column(c).unwrap().as_materialized_series()),
+            "{what}: column {c} in order"
+        );
+    }
+    assert_same(got, want, &[]);
+}
+
+/// `collect`, `head`, `to_parquet`, `to_csv`, group-bys through a hash exchange
+/// (`split_out(n > 1)`, keys with nulls and a thousand groups) and joins (hash and broadcast,
+/// inner and left, duplicate keys, a key with no match, null keys, a join feeding a group-by)
+/// of frames of data on `sched`, against Polars on the same rows as one frame.
+fn check_rows(name: &str, sched: Scheduler<'_>) {
+    let g = Graph::new();
+    let RowsCase { f, want, dim } = rows_case(&g);
+    let pq = planned(&read_parquet(&g, &pattern("pq", "parquet")).unwrap());
+    let out = tempfile::tempdir().unwrap();
+    let (pq_dir, csv_dir) = (out.path().join("pq"), out.path().join("csv"));
+    let [by_k, _, by_u, _] = want_of(&want);
+    let outs = (
+        f.collect(),
+        pq.head(1500),
+        f.to_parquet(&pq_dir).unwrap(),
+        f.to_csv(&csv_dir).unwrap(),
+        f.group_by(["u"]).split_out(3).agg(aggs()).unwrap(),
+        f.group_by(["k"]).split_out(2).agg(aggs()).unwrap(),
+    );
+    let (all, head, pq_files, csv_files, u, k) = compute(&g, sched, outs).unwrap();
+    assert_in_order(&all, &want, &format!("{name}: collect"));
+    let pq_want = planned_rows(&all_rows()).head(Some(1500));
+    assert_in_order(&head, &pq_want, &format!("{name}: head"));
+    assert_same(&u, &by_u, &["u"]);
+    assert!(
+        by_k.column("k").unwrap().null_count() > 0,
+        "{name}: a null key"
+    );
+    assert_same(&k, &by_k, &["k"]);
+    // The files, one per partition (the header-only CSV file gives an empty one), read back.
+    assert_eq!(
+        pq_files.len(),
+        f.npartitions(),
+        "{name}: a file per partition"
+    );
+    assert_eq!(
+        csv_files.len(),
+        f.npartitions(),
+        "{name}: a file per partition"
+    );
+    let read_back = |files: &[std::path::PathBuf], parquet: bool| {
+        let mut all = DataFrame::empty_with_schema(f.schema());
+        for p in files {
+            let df = if parquet {
+                ParquetReader::new(std::fs::File::open(p).unwrap())
+                    .finish()
+                    .unwrap()
+            } else {
+                CsvReadOptions::default()
+                    .with_has_header(true)
+                    .with_schema(Some(f.schema().clone()))
+                    .try_into_reader_with_file_path(Some(p.clone()))
+                    .unwrap()
+                    .finish()
+                    .unwrap()
+            };
+            all.vstack_mut(&df).unwrap();
+        }
+        all
+    };
+    assert_in_order(
+        &read_back(&pq_files, true),
+        &want,
+        &format!("{name}: to_parquet"),
+    );
+    assert_in_order(
+        &read_back(&csv_files, false),
+        &want,
+        &format!("{name}: to_csv"),
+    );
+
+    // Joins: with a small frame by hash and by broadcast, and two frames of files by hash
+    // feeding a group-by.
+    let right = Frame::from_polars(&g, dim.clone(), 2).unwrap();
+    let big_right = pq
+        .select([col("u"), col("x").alias("rx")])
+        .unwrap()
+        .filter(col("rx").gt(lit(500i64)))
+        .unwrap();
+    let big_right_rows = planned_rows(&all_rows())
+        .lazy()
+        .select([col("u"), col("x").alias("rx")])
+        .filter(col("rx").gt(lit(500i64)))
+        .collect()
+        .unwrap();
+    let join = |how, strategy| {
+        f.join_with(&right, &["k"], &["k"], how, strategy)
+            .unwrap()
+            .collect()
+    };
+    let outs = (
+        join(How::Inner, Strategy::Hash),
+        join(How::Left, Strategy::Hash),
+        join(How::Inner, Strategy::Broadcast),
+        join(How::Left, Strategy::Auto),
+        f.join_with(&big_right, &["u"], &["u"], How::Inner, Strategy::Hash)
+            .unwrap()
+            .group_by(["k"])
+            .agg([agg::sum("rx"), agg::len()])
+            .unwrap(),
+    );
+    let (inner, left, inner_b, left_b, joined_by_k) = compute(&g, sched, outs).unwrap();
+    let (want_inner, want_left) = (
+        polars_join(&want, &dim, "k", JoinType::Inner),
+        polars_join(&want, &dim, "k", JoinType::Left),
+    );
+    assert!(want_inner.height() > 0 && want_left.height() > want_inner.height());
+    assert!(
+        want_left.column("label").unwrap().null_count() > 0,
+        "{name}: left rows without a match"
+    );
+    assert_same(&inner, &want_inner, &[]);
+    assert_same(&left, &want_left, &[]);
+    assert_same(&inner_b, &want_inner, &[]);
+    assert_same(&left_b, &want_left, &[]);
+    let want_joined_by_k = polars_join(&want, &big_right_rows, "u", JoinType::Inner)
+        .lazy()
+        .group_by([col("k")])
+        .agg([col("rx").sum(), len().cast(DataType::Int64).alias("len")])
+        .collect()
+        .unwrap();
+    assert!(want_joined_by_k.height() > 1, "{name}: the join matched");
+    assert_same(&joined_by_k, &want_joined_by_k, &["k"]);
+}
+
+/// `rows` with the test's plan run by Polars.
+fn planned_rows(rows: &DataFrame) -> DataFrame {
+    let (with, filter, select) = plan_exprs();
+    rows.clone()
+        .lazy()
+        .with_columns(with)
+        .filter(filter)
+        .select(select)
+        .collect()
+        .unwrap()
+}
+
+/// Polars' group-bys of rows already planned: by `k`, by `k` and `s`, by `u`, and no keys.
+fn want_of(planned: &DataFrame) -> [DataFrame; 4] {
+    let lf = planned.clone().lazy();
+    let by = |keys: &[&str]| {
+        let keys: Vec<Expr> = keys.iter().map(|k| col(*k)).collect();
+        lf.clone()
+            .group_by(keys)
+            .agg(polars_aggs())
+            .collect()
+            .unwrap()
+    };
+    [
+        by(&["k"]),
+        by(&["k", "s"]),
+        by(&["u"]),
+        lf.clone().select(polars_aggs()).collect().unwrap(),
+    ]
+}
+
 /// A step that runs a closure cannot cross processes: refused before anything runs.
 fn closure_refused(sched: Scheduler<'_>, scheduler: &'static str) {
     let g = Graph::new();
@@ -401,6 +620,7 @@ fn on_broker(url: &str, name: &str) {
     let client = app.client().unwrap();
     let fetched = bytes_fetched();
     check(name, Broker(&client));
+    check_rows(name, Broker(&client));
     // The largest answers (a thousand groups) stayed with their workers and were fetched
     // from there: frames travel by the data plane.
     assert!(
@@ -503,6 +723,84 @@ fn lost_partials_are_remade(url: &str) {
     assert_same(&got, &want_u, &["u"]);
 }
 
+/// The shuffles' map tasks on two workers: each whole-file partition's pieces (a group-by's
+/// partial split three ways, a join side split by key) are over 64 KiB, so they stay in the
+/// store of the worker that made them (their result records hold references), the reduce
+/// tasks fetch them from there, and the answers are Polars'.
+fn shuffle_pieces_stay_with_their_workers(url: &str) {
+    const LONG: Duration = Duration::from_secs(120);
+    let app = App::with_backend(connect(url).unwrap());
+    let client = app.client().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let _a = worker(url, "frame-a", DEFAULT_QUEUE, &dir);
+    let _b = worker(url, "frame-b", DEFAULT_QUEUE, &dir);
+    let g = Graph::new();
+    let RowsCase { f, want, .. } = rows_case(&g);
+    let by_u = f.group_by(["u"]).split_out(3).agg(aggs()).unwrap();
+    let self_join = f
+        .select([col("u"), col("x").alias("x2")])
+        .unwrap()
+        .filter(col("x2").gt(lit(900i64)))
+        .unwrap();
+    let joined = f
+        .join_with(&self_join, &["u"], &["u"], How::Inner, Strategy::Hash)
+        .unwrap()
+        .collect();
+    let sent = g.submit(&client, vec![by_u, joined]).unwrap();
+    let stored = app
+        .backend()
+        .results()
+        .get_blob(sent.graph)
+        .unwrap()
+        .unwrap();
+    let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
+    let maps = |task: &str| -> Vec<TaskId> {
+        stored
+            .nodes
+            .iter()
+            .filter(|n| n.key.split('-').next() == Some(task))
+            .map(|n| n.id)
+            .collect()
+    };
+    for task in ["lovage.frame.split_partial", "lovage.frame.split"] {
+        let ids = maps(task);
+        assert!(
+            !ids.is_empty(),
+            "{task}: no map node in {:?}",
+            stored.nodes.iter().map(|n| &n.key).collect::<Vec<_>>()
+        );
+        let kept = ids
+            .iter()
+            .filter(|id| {
+                let rec = app.backend().results().wait(**id, LONG).unwrap().unwrap();
+                rec.result_ref().is_some()
+            })
+            .count();
+        // The left side's three files (the header-only one is small) at least.
+        assert!(
+            kept >= FILES as usize,
+            "{task}: {kept} of {} kept",
+            ids.len()
+        );
+    }
+    let mut futures = sent.futures.into_iter();
+    let got_u = futures.next().unwrap().result_timeout(LONG).unwrap();
+    assert_same(&got_u, &want_of(&want)[2], &["u"]);
+    let right = want
+        .clone()
+        .lazy()
+        .select([col("u"), col("x").alias("x2")])
+        .filter(col("x2").gt(lit(900i64)))
+        .collect()
+        .unwrap();
+    let got_join = futures.next().unwrap().result_timeout(LONG).unwrap();
+    assert_same(
+        &got_join,
+        &polars_join(&want, &right, "u", JoinType::Inner),
+        &[],
+    );
+}
+
 fn main() {
     // The frame tasks, linked into this binary: the pool's children and the workers are it.
     lovage_frame::register().unwrap();
@@ -515,11 +813,14 @@ fn main() {
         Trial::test("frames_on_local_schedulers_match_polars", || {
             check("inline", Inline);
             check("threads", Threads(pool()));
+            check_rows("inline", Inline);
+            check_rows("threads", Threads(pool()));
             Ok(())
         }),
         Trial::test("frames_on_a_process_pool_match_polars", || {
             let pool = ProcessPool::new(2);
             check("processes", Processes(&pool));
+            check_rows("processes", Processes(&pool));
             closure_refused(Processes(&pool), "Processes");
             Ok(())
         }),
@@ -537,6 +838,7 @@ fn main() {
             let running = std::thread::spawn(move || worker.run());
             let client = App::with_backend(backend).client().unwrap();
             check("broker memory", Broker(&client));
+            check_rows("broker memory", Broker(&client));
             closure_refused(Broker(&client), "Broker");
             drop(client);
             stop.graceful();
@@ -553,6 +855,11 @@ fn main() {
                 &format!("broker {}", f.url.split(':').next().unwrap_or("?")),
             )
         },
+    ));
+    trials.extend(on_brokers(
+        &["sqlite", "redis"],
+        "frames_shuffle_pieces_stay_with_their_workers",
+        |f| shuffle_pieces_stay_with_their_workers(&f.url),
     ));
     trials.extend(on_brokers(
         &["sqlite", "redis"],
