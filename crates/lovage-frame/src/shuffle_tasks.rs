@@ -20,7 +20,7 @@ use crate::data::{Ipc, Packed, PartData, TaskPart};
 use crate::join::{join_frames, How};
 use crate::polars_error;
 use crate::reduce::{agg_steps, merge};
-use crate::row_tasks::concat;
+use crate::row_tasks::{concat, part};
 use crate::shuffle::hash_split;
 
 /// One partition's rows split by the hash of `keys` into `n` pieces (all rows in piece 0
@@ -122,13 +122,33 @@ pub(crate) fn join_piece(
 
 /// The addresses of this module's task bodies, for [`crate::register`] to name (so the
 /// linker keeps them and their registrations).
-pub(crate) fn bodies() -> [usize; 4] {
+pub(crate) fn bodies() -> [usize; 5] {
     [
+        join_broadcast::__invoke as *const () as usize,
         split::__invoke as *const () as usize,
         split_partial::__invoke as *const () as usize,
         agg_piece::__invoke as *const () as usize,
         join_piece::__invoke as *const () as usize,
     ]
+}
+
+/// One left partition (its source read here, or `input`, and its plan run) joined with the
+/// whole right side (`rights`, every right partition's rows): a broadcast join's task.
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.join_broadcast")]
+pub(crate) fn join_broadcast(
+    spec: JoinSpec,
+    left: Packed<PartData>,
+    input: Vec<Ipc>,
+    rights: Vec<Ipc>,
+) -> Result<Ipc, TaskError> {
+    let l = left.0.rows(input)?;
+    let schema = spec.right_empty.into_inner().schema().clone();
+    let r =
+        crate::frame::concat_frames(rights.into_iter().map(Ipc::into_inner).collect(), &schema)?;
+    let on = |keys: &[PlSmallStr]| keys.iter().cloned().map(col).collect::<Vec<_>>();
+    join_frames(l, r, &on(&spec.left_on), &on(&spec.right_on), spec.how)
+        .map(Ipc)
+        .map_err(|e| polars_error("join", e))
 }
 
 /// A group-by of `parts` through a hash exchange into `n` outputs: a `split_partial` task
@@ -164,8 +184,9 @@ pub(crate) fn agg_shuffle(
 }
 
 /// A join of two frames of data as tasks: each output partition's rows (`Source::Rows`).
-/// Hash: both sides split into `n` pieces by their keys' hash, output `j` joins the `j`th
-/// pieces. Broadcast: each left partition joined with every right partition's rows.
+/// Hash: both sides split into `n` pieces by their keys' hash (`split`), output `j` joins the
+/// `j`th pieces (`join_piece`). Broadcast: each right partition's rows (`part`), and each
+/// left partition joined with all of them (`join_broadcast`).
 pub(crate) fn join_tasks(
     g: &Graph,
     left: Vec<TaskPart>,
@@ -180,11 +201,15 @@ pub(crate) fn join_tasks(
             .collect()
     };
     if broadcast {
-        let rights = maps(right, &spec.right_on, 1);
-        let lefts = maps(left, &spec.left_on, 1);
-        return lefts
+        let rights: Vec<Delayed<Ipc>> = right
             .into_iter()
-            .map(|l| join_piece::delayed(g, spec.clone(), vec![l], rights.clone(), 0))
+            .map(|p| part::delayed(g, Packed(p.data), p.input, None::<usize>))
+            .collect();
+        return left
+            .into_iter()
+            .map(|l| {
+                join_broadcast::delayed(g, spec.clone(), Packed(l.data), l.input, rights.clone())
+            })
             .collect();
     }
     let n = left.len().max(right.len()).max(1);

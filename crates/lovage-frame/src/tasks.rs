@@ -120,7 +120,7 @@ pub(crate) fn count_rows(
 }
 
 /// The names of the built-in frame tasks.
-pub const NAMES: [&str; 11] = [
+pub const NAMES: [&str; 12] = [
     partial::NAME,
     combine::NAME,
     finish::NAME,
@@ -132,6 +132,7 @@ pub const NAMES: [&str; 11] = [
     crate::shuffle_tasks::split_partial::NAME,
     crate::shuffle_tasks::agg_piece::NAME,
     crate::shuffle_tasks::join_piece::NAME,
+    crate::shuffle_tasks::join_broadcast::NAME,
 ];
 
 /// Makes sure the built-in frame tasks (`lovage.frame.*`) are in this process's registry and
