@@ -17,7 +17,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to fail
 
 use std::io::Write;
-use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -31,8 +30,8 @@ use lovage_frame::{
 };
 use lovage_graph::{Broker, Graph, Inline, Processes, Scheduler, Threads};
 use lovage_pool::ProcessPool;
-use lovage_testkit::{on_brokers, Process};
-use lovage_worker::{DataConfig, PoolKind, Worker, WorkerConfig};
+use lovage_testkit::{on_brokers, serve_worker_role, Process, WorkerRole};
+use lovage_worker::{PoolKind, Worker, WorkerConfig};
 
 mod common;
 use common::{assert_same, data, pool};
@@ -573,42 +572,14 @@ fn closure_refused(sched: Scheduler<'_>, scheduler: &'static str) {
     assert!(err.to_string().contains("split_out(1)"), "{err}");
 }
 
-/// Serves the role this process was started in, if any; true when it did.
-fn serve_role() -> bool {
-    let Ok(role) = std::env::var(ROLE) else {
-        return false;
-    };
-    match role.split('|').collect::<Vec<_>>()[..] {
-        ["worker", url, name, queues, dir] => {
-            let config = WorkerConfig {
-                concurrency: 2,
-                name: name.to_owned(),
-                queues: queues.split(',').map(str::to_owned).collect(),
-                data: Some(DataConfig {
-                    dir: Some(dir.into()),
-                    ..DataConfig::default()
-                }),
-                ..WorkerConfig::default()
-            };
-            let worker = Worker::new(connect(url).unwrap(), config).unwrap();
-            lovage_worker::install_signal_handlers(worker.shutdown_handle()).unwrap();
-            worker.run().unwrap();
-        }
-        _ => panic!("bad {ROLE} {role:?}"),
-    }
-    true
-}
-
 /// A worker process on `url` named `name`, serving `queues` (comma-separated), data plane on
 /// (its directory inside `dir`, which the test removes: a killed worker leaves its own),
 /// killed when dropped.
 fn worker(url: &str, name: &str, queues: &str, dir: &tempfile::TempDir) -> Process {
-    let dir = dir.path().display();
-    Process::this_binary(
-        ROLE,
-        &format!("worker|{url}|{name}|{queues}|{dir}"),
-        Stdio::inherit(),
-    )
+    WorkerRole::new(url, name)
+        .queues(queues)
+        .data_plane(dir.path())
+        .start(ROLE)
 }
 
 /// Two worker processes on `url`, the same answers as Polars.
@@ -805,7 +776,7 @@ fn main() {
     // The frame tasks, linked into this binary: the pool's children and the workers are it.
     lovage_frame::register().unwrap();
     lovage_pool::child_main();
-    if serve_role() {
+    if serve_worker_role(ROLE) {
         return;
     }
     let args = Arguments::from_args();
