@@ -502,6 +502,27 @@ fn check_rows(name: &str, sched: Scheduler<'_>) {
             .unwrap(),
     );
     let (inner, left, inner_b, left_b, joined_by_k) = compute(&g, sched, outs).unwrap();
+    // No key matches at all: inner is empty, left keeps every row with nulls.
+    let nowhere = df!("k" => [1000i64, 1001], "label" => ["p", "q"]).unwrap();
+    let nowhere_f = Frame::from_polars(&g, nowhere.clone(), 2).unwrap();
+    let none = |how| {
+        f.join_with(&nowhere_f, &["k"], &["k"], how, Strategy::Hash)
+            .unwrap()
+            .collect()
+    };
+    let (no_inner, no_left) = compute(&g, sched, (none(How::Inner), none(How::Left))).unwrap();
+    assert_eq!(no_inner.height(), 0, "{name}: no match, no inner row");
+    assert_same(
+        &no_inner,
+        &polars_join(&want, &nowhere, "k", JoinType::Inner),
+        &[],
+    );
+    assert_eq!(no_left.column("label").unwrap().null_count(), want.height());
+    assert_same(
+        &no_left,
+        &polars_join(&want, &nowhere, "k", JoinType::Left),
+        &[],
+    );
     let (want_inner, want_left) = (
         polars_join(&want, &dim, "k", JoinType::Inner),
         polars_join(&want, &dim, "k", JoinType::Left),
