@@ -622,8 +622,106 @@ fn on_broker(url: &str, name: &str) {
     closure_refused(Broker(&client), "Broker");
 }
 
-/// The queue of the kill test's `finish` node, which only the second worker serves.
+/// The queue of the kill tests' last node, which only the second worker serves.
 const FINISH_QUEUE: &str = "frame-finish";
+
+/// Waits until the last node is enqueued on `FINISH_QUEUE` and nothing is left on the default
+/// queue (the first worker has done all it can).
+fn wait_until_only_finish_waits(app: &App) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let stats = app.backend().admin().stats().unwrap();
+        let on = |q: &str| stats.iter().find(|s| s.queue == q).cloned();
+        let finish_ready = on(FINISH_QUEUE).map_or(0, |s| s.ready);
+        let held = on(DEFAULT_QUEUE).map_or(0, |s| s.ready + s.reserved + s.scheduled);
+        if finish_ready >= 1 && held == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "A never finished: {stats:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Lineage through a shuffle: a group-by with `split_out(2)` by `u` and `s` (some 3000 groups)
+/// runs its map tasks (`split_partial`) and reduce tasks (`agg_piece`, over 64 KiB each) on
+/// worker A, whose values are all kept there; A is killed with -9 once the final `concat` waits
+/// on a queue A does not serve. Worker B, started only then, cannot fetch the reducers' outputs:
+/// it makes them again from their lineage, which needs the map pieces, lost too, so it makes
+/// those again from theirs (reading the CSV files itself); the answer is exactly Polars'.
+fn lost_shuffle_values_are_remade(url: &str) {
+    const LONG: Duration = Duration::from_secs(120);
+    let app = App::with_backend(connect(url).unwrap());
+    let client = app.client().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = worker(url, "frame-a", DEFAULT_QUEUE, &dir);
+    let g = Graph::new();
+    let RowsCase { f, want, .. } = rows_case(&g);
+    let want_us = want
+        .clone()
+        .lazy()
+        .group_by([col("u"), col("s")])
+        .agg(polars_aggs())
+        .collect()
+        .unwrap();
+    let out = f.group_by(["u", "s"]).split_out(2).agg(aggs()).unwrap();
+    let finish_on = TaskOptions {
+        queue: Some(FINISH_QUEUE.to_owned()),
+        ..TaskOptions::default()
+    };
+    g.set_options(out, finish_on).unwrap();
+    let sent = g.submit(&client, vec![out]).unwrap();
+    let stored = app
+        .backend()
+        .results()
+        .get_blob(sent.graph)
+        .unwrap()
+        .unwrap();
+    let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
+    let ids = |task: &str| -> Vec<TaskId> {
+        stored
+            .nodes
+            .iter()
+            .filter(|n| n.key.split('-').next() == Some(task))
+            .map(|n| n.id)
+            .collect()
+    };
+    let kept = |ids: Vec<TaskId>| -> Vec<lovage_broker::ResultRef> {
+        ids.into_iter()
+            .filter_map(|id| {
+                let rec = app.backend().results().wait(id, LONG).unwrap().unwrap();
+                rec.result_ref().map(Result::unwrap)
+            })
+            .collect()
+    };
+    let reduced = kept(ids("lovage.frame.agg_piece"));
+    assert_eq!(reduced.len(), 2, "both reducers' outputs are kept");
+    let mapped = kept(ids("lovage.frame.split_partial"));
+    assert!(
+        mapped.len() >= FILES as usize,
+        "the files' map pieces are kept"
+    );
+    wait_until_only_finish_waits(&app);
+    a.0.kill().unwrap(); // SIGKILL
+    a.0.wait().unwrap();
+    assert!(
+        reduced.iter().chain(&mapped).all(|r| r.fetch().is_err()),
+        "the shuffle's values went with A"
+    );
+    let _b = worker(
+        url,
+        "frame-b",
+        &format!("{DEFAULT_QUEUE},{FINISH_QUEUE}"),
+        &dir,
+    );
+    let got = sent
+        .futures
+        .into_iter()
+        .next()
+        .unwrap()
+        .result_timeout(LONG)
+        .unwrap();
+    assert_same(&got, &want_us, &["u", "s"]);
+}
 
 /// Lineage: a group-by's partials (one per CSV file, over 64 KiB each) are made and kept on
 /// worker A; A is killed with -9 once they are all done and the `finish` node waits on a queue
@@ -681,18 +779,7 @@ fn lost_partials_are_remade(url: &str) {
         "{kept:?}"
     );
     // Kill A only once it has finished with the partials (`finish` enqueued, nothing held).
-    let deadline = Instant::now() + LONG;
-    loop {
-        let stats = app.backend().admin().stats().unwrap();
-        let on = |q: &str| stats.iter().find(|s| s.queue == q).cloned();
-        let finish_ready = on(FINISH_QUEUE).map_or(0, |s| s.ready);
-        let held = on(DEFAULT_QUEUE).map_or(0, |s| s.ready + s.reserved + s.scheduled);
-        if finish_ready >= 1 && held == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "A never finished: {stats:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until_only_finish_waits(&app);
     a.0.kill().unwrap(); // SIGKILL
     a.0.wait().unwrap();
     assert!(
@@ -852,6 +939,11 @@ fn main() {
         &["sqlite", "redis"],
         "frames_shuffle_pieces_stay_with_their_workers",
         |f| shuffle_pieces_stay_with_their_workers(&f.url),
+    ));
+    trials.extend(on_brokers(
+        &["sqlite", "redis"],
+        "frames_lost_shuffle_values_are_remade",
+        |f| lost_shuffle_values_are_remade(&f.url),
     ));
     trials.extend(on_brokers(
         &["sqlite", "redis"],
