@@ -3,7 +3,7 @@
 //! NaN and infinities come back as themselves; a closure step is refused before anything is
 //! sent, naming the step.
 //!
-//! The workers are this test binary started again with `COLL_BROKER_ROLE` set (so they know
+//! The workers are this test binary started again with `LOVAGE_COLLECTIONS_TEST_ROLE` set (so they know
 //! its tasks), hence `harness = false`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to fail

@@ -4,20 +4,23 @@
 //! Everything here travels as a JSON value at some point (the broker's graph splices a node's
 //! result into the next node's arguments as one, and records a kept value's lineage as one),
 //! and JSON has no bytes. So a plan and a frame are packed once into bytes (MessagePack of
-//! Polars' own serde for a plan; an Arrow IPC stream for a frame) and those bytes travel as one
-//! base64 string: a third larger, but a single string wherever it goes, never a list of numbers.
+//! Polars' own serde for a plan; Arrow IPC, Polars' `IpcWriter`, for a frame) and those bytes
+//! travel as one base64 string: a third larger, but a single string wherever it goes, never a
+//! list of numbers.
 
 use std::io::Cursor;
 use std::sync::Arc;
 
 use base64::Engine;
+use lovage_core::TaskError;
+use lovage_graph::Delayed;
 use polars::prelude::*;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::csv::CsvRange;
-use crate::frame::{Op, Part, Source};
+use crate::frame::{run_plan, Op, Part, Source};
 use crate::json::JsonlFile;
 use crate::parquet::RowGroup;
 
@@ -32,6 +35,9 @@ pub(crate) enum DataSource {
     Parquet(RowGroup),
     /// A JSON Lines file, read where the task runs.
     Jsonl(JsonlFile),
+    /// Another task's result (a join's output partition): the task gets it as its `input`
+    /// argument, fetched from the worker that keeps it when it is large (the data plane).
+    Input,
 }
 
 /// A partition as data: its source and its plan.
@@ -42,19 +48,35 @@ pub(crate) struct PartData {
 }
 
 impl PartData {
-    /// The partition it describes.
-    pub(crate) fn into_part(self) -> Part {
+    /// The partition's rows: its source read (or `input`, the rows of an `Input` source)
+    /// and its plan run.
+    pub(crate) fn rows(self, input: Vec<Ipc>) -> Result<DataFrame, TaskError> {
         let source = match self.source {
             DataSource::Memory(df) => Source::Memory(df),
             DataSource::Csv(r) => Source::Csv(Arc::new(r)),
             DataSource::Parquet(r) => Source::Parquet(Arc::new(r)),
             DataSource::Jsonl(f) => Source::Jsonl(Arc::new(f)),
+            DataSource::Input => {
+                let rows = input.into_iter().next().ok_or_else(|| {
+                    crate::data_error("internal: a partition of another task's rows lost them")
+                })?;
+                return run_plan(rows.0, &self.ops, "a partition of another task's rows");
+            }
         };
-        Part {
+        let part = Part {
             source,
             ops: Arc::new(self.ops),
-        }
+        };
+        part.run(None)
     }
+}
+
+/// A partition as the arguments of a `lovage.frame.*` task: its source and plan, and the
+/// node whose result holds its rows when the source is another task's (`DataSource::Input`).
+#[derive(Clone)]
+pub(crate) struct TaskPart {
+    pub(crate) data: PartData,
+    pub(crate) input: Vec<Delayed<Ipc>>,
 }
 
 fn b64() -> &'static base64::engine::GeneralPurpose {
@@ -107,19 +129,26 @@ impl Ipc {
     }
 }
 
-/// A `DataFrame` field as an Arrow IPC stream in base64 (`#[serde(with)]`).
+/// A `DataFrame` field as Arrow IPC (Polars' `IpcWriter`, uncompressed: a value read on the
+/// same host is read from a file, where compressing would only cost time) in base64
+/// (`#[serde(with)]`).
 pub(crate) mod ipc_frame {
     use super::*;
 
     pub(crate) fn serialize<S: Serializer>(df: &DataFrame, s: S) -> Result<S::Ok, S::Error> {
-        let bytes = df.clone().serialize_to_bytes().map_err(S::Error::custom)?;
+        let mut bytes = Vec::new();
+        polars_io::ipc::IpcWriter::new(&mut bytes)
+            .finish(&mut df.clone())
+            .map_err(|e| S::Error::custom(format!("encoding a frame as Arrow IPC: {e}")))?;
         s.serialize_str(&b64().encode(bytes))
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DataFrame, D::Error> {
         let text = String::deserialize(d)?;
         let bytes = b64().decode(text).map_err(D::Error::custom)?;
-        DataFrame::deserialize_from_reader(&mut Cursor::new(bytes)).map_err(D::Error::custom)
+        polars_io::ipc::IpcReader::new(Cursor::new(bytes))
+            .finish()
+            .map_err(|e| D::Error::custom(format!("decoding a frame from Arrow IPC: {e}")))
     }
 }
 

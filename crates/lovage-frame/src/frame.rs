@@ -6,7 +6,7 @@ use lovage_core::TaskError;
 use lovage_graph::{Delayed, Graph};
 use polars::prelude::*;
 
-use crate::data::{DataSource, PartData};
+use crate::data::{DataSource, Ipc, PartData, TaskPart};
 use crate::{csv::CsvRange, json::JsonlFile, parquet::RowGroup, polars_error, Error};
 
 /// Where a partition's rows come from.
@@ -24,6 +24,9 @@ pub(crate) enum Source {
     Generated(Arc<Generator>, usize),
     /// A JSON Lines file, read whole.
     Jsonl(Arc<JsonlFile>),
+    /// The rows a registered task made (a join's output partition), as Arrow IPC: data, so
+    /// the tasks that read it run on every scheduler.
+    Rows(Delayed<Ipc>),
 }
 
 /// A function making a partition from its index (`Frame::from_fn`).
@@ -42,6 +45,7 @@ impl Source {
             Source::Parquet(r) => r.describe(),
             Source::Generated(_, i) => format!("generated partition {i}"),
             Source::Jsonl(f) => f.describe(),
+            Source::Rows(_) => "a partition of another task's rows".into(),
         }
     }
 
@@ -49,7 +53,7 @@ impl Source {
     fn load(&self, input: Option<DataFrame>) -> Result<DataFrame, TaskError> {
         match self {
             Source::Memory(df) => Ok(df.clone()),
-            Source::Node(_) => input
+            Source::Node(_) | Source::Rows(_) => input
                 .ok_or_else(|| crate::data_error("internal: a persisted partition lost its input")),
             Source::Csv(r) => r.read(),
             Source::Parquet(r) => r.read(),
@@ -76,6 +80,7 @@ impl Source {
             Source::Csv(r) => Some(DataSource::Csv((**r).clone())),
             Source::Parquet(r) => Some(DataSource::Parquet((**r).clone())),
             Source::Jsonl(f) => Some(DataSource::Jsonl((**f).clone())),
+            Source::Rows(_) => Some(DataSource::Input),
             Source::Node(_) | Source::Generated(..) => None,
         }
     }
@@ -85,7 +90,11 @@ impl Source {
         match self {
             Source::Memory(df) => Some(df.height()),
             Source::Parquet(r) => Some(r.rows),
-            Source::Node(_) | Source::Csv(_) | Source::Generated(..) | Source::Jsonl(_) => None,
+            Source::Node(_)
+            | Source::Csv(_)
+            | Source::Generated(..)
+            | Source::Jsonl(_)
+            | Source::Rows(_) => None,
         }
     }
 }
@@ -145,24 +154,37 @@ impl Part {
             .flatten()
     }
 
-    /// The partition as data, when its source is data.
-    pub(crate) fn data(&self) -> Option<PartData> {
-        Some(PartData {
+    /// The partition as a task's arguments, when its source is data.
+    pub(crate) fn data(&self) -> Option<TaskPart> {
+        let data = PartData {
             source: self.source.data()?,
             ops: (*self.ops).clone(),
-        })
+        };
+        let input = match &self.source {
+            Source::Rows(d) => vec![*d],
+            _ => Vec::new(),
+        };
+        Some(TaskPart { data, input })
     }
 
     /// Loads the partition and runs its plan.
     pub(crate) fn run(&self, input: Option<DataFrame>) -> Result<DataFrame, TaskError> {
         let df = self.source.load(input)?;
-        if self.ops.is_empty() {
-            return Ok(df);
-        }
-        let lf = self.ops.iter().fold(df.lazy(), |lf, op| op.apply(lf));
-        lf.collect()
-            .map_err(|e| polars_error(self.source.describe(), e))
+        run_plan(df, &self.ops, self.source.describe())
     }
+}
+
+/// Runs the steps `ops` on `df` in Polars (`what` names the partition in an error).
+pub(crate) fn run_plan(
+    df: DataFrame,
+    ops: &[Op],
+    what: impl std::fmt::Display,
+) -> Result<DataFrame, TaskError> {
+    if ops.is_empty() {
+        return Ok(df);
+    }
+    let lf = ops.iter().fold(df.lazy(), |lf, op| op.apply(lf));
+    lf.collect().map_err(|e| polars_error(what, e))
 }
 
 /// A lazy, partitioned data frame in a [`Graph`]: Dask's `DataFrame`. Cheap to clone.
@@ -351,7 +373,7 @@ impl<'g> Frame<'g> {
 
     /// Every partition as data, when every source is data: the frame can then run as
     /// registered tasks (`lovage.frame.*`) on any scheduler.
-    pub(crate) fn data_parts(&self) -> Option<Vec<PartData>> {
+    pub(crate) fn data_parts(&self) -> Option<Vec<TaskPart>> {
         self.parts.iter().map(Part::data).collect()
     }
 
@@ -374,6 +396,17 @@ impl<'g> Frame<'g> {
             .map(|part| {
                 let inputs = match &part.source {
                     Source::Node(d) => vec![*d],
+                    // The task's rows, decoded for a closure (local schedulers only).
+                    Source::Rows(d) => vec![self.g.try_local_all(
+                        "rows",
+                        |v: Vec<Ipc>| {
+                            Ok(v.into_iter()
+                                .next()
+                                .map(Ipc::into_inner)
+                                .unwrap_or_default())
+                        },
+                        vec![*d],
+                    )],
                     _ => Vec::new(),
                 };
                 let (part, f) = (part.clone(), f.clone());
@@ -401,8 +434,13 @@ impl<'g> Frame<'g> {
         Self::new(self.g, sources, self.schema.clone())
     }
 
-    /// All partitions concatenated, in order, into one Polars frame.
+    /// All partitions concatenated, in order, into one Polars frame. For a frame of data
+    /// (see [`compute`](crate::compute)) with the `lovage.frame.part` and `concat` tasks, so
+    /// on every scheduler.
     pub fn collect(&self) -> Delayed<DataFrame> {
+        if let Some(parts) = self.data_parts() {
+            return crate::row_tasks::gather(self.g, parts, &self.schema, None);
+        }
         let schema = self.schema.clone();
         self.g.try_local_all(
             "collect",
@@ -411,8 +449,12 @@ impl<'g> Frame<'g> {
         )
     }
 
-    /// The first `n` rows (in partition order).
+    /// The first `n` rows (in partition order): the first `n` of every partition, then the
+    /// first `n` of those. For a frame of data with registered tasks, so on every scheduler.
     pub fn head(&self, n: usize) -> Delayed<DataFrame> {
+        if let Some(parts) = self.data_parts() {
+            return crate::row_tasks::gather(self.g, parts, &self.schema, Some(n));
+        }
         let schema = self.schema.clone();
         let parts = self.map_parts("head", move |df| Ok(df.head(Some(n))));
         self.g.try_local_all(

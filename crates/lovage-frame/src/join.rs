@@ -7,8 +7,10 @@ use std::sync::Arc;
 use lovage_graph::Delayed;
 use polars::prelude::*;
 
+use crate::data::Ipc;
 use crate::frame::{Frame, Source};
 use crate::shuffle::{exchange, hash_split, Splitter};
+use crate::shuffle_tasks::{join_tasks, JoinSpec};
 use crate::{polars_error, Error};
 
 /// A right side with at most this many rows (known from metadata without reading data) or
@@ -17,7 +19,7 @@ use crate::{polars_error, Error};
 pub const BROADCAST_ROWS: usize = 1_000_000;
 
 /// Which rows a join keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum How {
     /// Rows whose keys match on both sides.
     Inner,
@@ -38,7 +40,7 @@ pub enum Strategy {
 }
 
 /// Polars' join of `l` and `r` (lazily, so the two sides may have zero rows).
-fn join_frames(
+pub(crate) fn join_frames(
     l: DataFrame,
     r: DataFrame,
     left_on: &[Expr],
@@ -126,6 +128,21 @@ impl<'g> Frame<'g> {
             }
         };
         let g = self.g;
+        // Two frames of data: registered tasks, so every scheduler runs it.
+        if let (Some(left), Some(right)) = (self.data_parts(), other.data_parts()) {
+            let spec = JoinSpec {
+                left_on: lk,
+                right_on: rk,
+                how,
+                left_empty: Ipc(DataFrame::empty_with_schema(&self.schema)),
+                right_empty: Ipc(DataFrame::empty_with_schema(&other.schema)),
+            };
+            let sources = join_tasks(g, left, right, spec, broadcast)
+                .into_iter()
+                .map(Source::Rows)
+                .collect();
+            return Ok(Frame::new(g, sources, schema));
+        }
         let join = move |v: Vec<DataFrame>| {
             let mut v = v.into_iter();
             let (l, r) = (v.next().unwrap_or_default(), v.next().unwrap_or_default());

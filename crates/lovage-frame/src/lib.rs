@@ -24,15 +24,17 @@
 //!
 //! A frame whose partitions are data — read from files (`read_csv`, `read_parquet`,
 //! `read_jsonl`) or given here (`from_polars`, `from_partitions`), with `select`,
-//! `with_columns` and `filter` steps — aggregates (`reduce`, `len`, `group_by(..).agg(..)`)
-//! with the registered tasks `lovage.frame.partial`, `lovage.frame.combine` and
-//! `lovage.frame.finish` (a group-by of rows in memory only with `split_out(1)`: unset, it
-//! keeps the run-time choice of an exchange), so it runs on every scheduler: a process pool,
-//! and a broker's workers that called [`register`] (`lovage worker` built with the `frames`
-//! feature does). The plan travels as Polars' own serialization of its `Expr`s, the partials
-//! as Arrow IPC. Everything else (joins, sorts, `from_fn`, `persist`, `split_out(n > 1)`, …)
-//! runs closures, so on `Inline` and `Threads` only; [`compute`] on a process pool or a broker
-//! refuses it before anything runs.
+//! `with_columns` and `filter` steps, and the joins of such frames — runs as registered
+//! `lovage.frame.*` tasks: aggregations (`reduce`, `len`, `group_by(..).agg(..)`, through a
+//! tree or, with `split_out(n > 1)`, a hash exchange), `collect`, `head`, `to_parquet`,
+//! `to_csv`, and hash and broadcast joins (inner, left). So it runs on every scheduler: a
+//! process pool, and a broker's workers that called [`register`] (`lovage worker` built with
+//! the `frames` feature does). The plan travels as Polars' own serialization of its `Expr`s;
+//! partitions, partials and shuffle pieces as Arrow IPC, kept by the worker that made them
+//! when large (the data plane). Everything else (sorts, `repartition`, `from_fn`, `persist`,
+//! the run-time choice of `split_out` for rows in memory, …) runs closures, so on `Inline`
+//! and `Threads` only; [`compute`] on a process pool or a broker refuses it before anything
+//! runs.
 
 pub mod agg;
 mod csv;
@@ -44,7 +46,9 @@ mod json;
 mod parquet;
 mod quantile;
 mod reduce;
+mod row_tasks;
 mod shuffle;
+mod shuffle_tasks;
 mod sort;
 mod tasks;
 mod write;
@@ -74,10 +78,10 @@ pub enum Error {
     /// The scheduler (a process pool or a broker) cannot run a closure the frame has.
     #[error(
         "{op} runs a closure, which cannot cross processes: compute it with Inline or \
-         Threads(&pool), not {scheduler} (reduce, len and group_by().agg() run on every \
-         scheduler when the frame comes from read_csv, read_parquet or read_jsonl with select, \
-         with_columns and filter steps and split_out is unset or 1; from from_polars or \
-         from_partitions, with split_out(1))"
+         Threads(&pool), not {scheduler} (reductions, group-bys, collect, head, to_parquet, \
+         to_csv and joins run on every scheduler when the frame comes from read_csv, \
+         read_parquet or read_jsonl with select, with_columns and filter steps; from \
+         from_polars or from_partitions, a group-by needs split_out set, e.g. split_out(1))"
     )]
     Unsupported {
         /// `Processes` or `Broker`.

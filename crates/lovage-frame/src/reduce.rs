@@ -322,6 +322,18 @@ impl<'g> GroupBy<'g> {
                 &partial_schema,
             ));
         }
+        // A fixed split_out of a frame of data: the exchange as registered tasks.
+        if let (Some(n), Some(parts)) = (self.split_out, frame.data_parts()) {
+            return Ok(crate::shuffle_tasks::agg_shuffle(
+                g,
+                parts,
+                keys,
+                aggs,
+                n,
+                &partial_schema,
+                &final_schema,
+            ));
+        }
         let partials = {
             let partial = partial.clone();
             frame.map_parts("partial", move |df| partial(df))

@@ -12,19 +12,20 @@ use lovage_graph::{Delayed, Graph};
 use polars::prelude::*;
 
 use crate::agg::Agg;
-use crate::data::{Ipc, Packed, PartData};
+use crate::data::{Ipc, Packed, PartData, TaskPart};
 use crate::reduce::{agg_steps, merge, schema_after, SPLIT_EVERY};
 use crate::{polars_error, Error};
 
-/// One partition's partial aggregation: the source read here, its plan run, and `aggs`
-/// grouped by `keys`.
+/// One partition's partial aggregation: the source read here (or `input`, another task's
+/// rows), its plan run, and `aggs` grouped by `keys`.
 #[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.partial")]
 pub(crate) fn partial(
     part: Packed<PartData>,
+    input: Vec<Ipc>,
     keys: Vec<PlSmallStr>,
     aggs: Vec<Agg>,
 ) -> Result<Ipc, TaskError> {
-    let df = part.0.into_part().run(None)?;
+    let df = part.0.rows(input)?;
     (agg_steps(&keys, &aggs).partial)(df).map(Ipc)
 }
 
@@ -83,7 +84,7 @@ fn merged(
 /// until at most `k` are left, and a `finish` task.
 pub(crate) fn agg_tree(
     g: &Graph,
-    parts: Vec<PartData>,
+    parts: Vec<TaskPart>,
     keys: Vec<PlSmallStr>,
     aggs: Vec<Agg>,
     k: usize,
@@ -93,7 +94,7 @@ pub(crate) fn agg_tree(
     let empty = Ipc(DataFrame::empty_with_schema(partial_schema));
     let mut level: Vec<Delayed<Ipc>> = parts
         .into_iter()
-        .map(|p| partial::delayed(g, Packed(p), keys.clone(), aggs.clone()))
+        .map(|p| partial::delayed(g, Packed(p.data), p.input, keys.clone(), aggs.clone()))
         .collect();
     while level.len() > k {
         level = level
@@ -109,7 +110,7 @@ pub(crate) fn agg_tree(
 /// The number of rows of `parts` (of `schema`): a `len` aggregation in a tree, then `rows`.
 pub(crate) fn count_rows(
     g: &Graph,
-    parts: Vec<PartData>,
+    parts: Vec<TaskPart>,
     schema: &SchemaRef,
 ) -> Result<Delayed<usize>, Error> {
     let aggs = vec![crate::agg::len().alias(ROWS)];
@@ -119,7 +120,20 @@ pub(crate) fn count_rows(
 }
 
 /// The names of the built-in frame tasks.
-pub const NAMES: [&str; 4] = [partial::NAME, combine::NAME, finish::NAME, rows::NAME];
+pub const NAMES: [&str; 12] = [
+    partial::NAME,
+    combine::NAME,
+    finish::NAME,
+    rows::NAME,
+    crate::row_tasks::part::NAME,
+    crate::row_tasks::concat::NAME,
+    crate::row_tasks::write::NAME,
+    crate::shuffle_tasks::split::NAME,
+    crate::shuffle_tasks::split_partial::NAME,
+    crate::shuffle_tasks::agg_piece::NAME,
+    crate::shuffle_tasks::join_piece::NAME,
+    crate::shuffle_tasks::join_broadcast::NAME,
+];
 
 /// Makes sure the built-in frame tasks (`lovage.frame.*`) are in this process's registry and
 /// returns their names: a worker binary that runs frames calls it once (`lovage worker`
@@ -133,6 +147,8 @@ pub fn register() -> Result<&'static [&'static str], TaskError> {
         finish::__invoke as *const () as usize,
         rows::__invoke as *const () as usize,
     ]);
+    std::hint::black_box(crate::row_tasks::bodies());
+    std::hint::black_box(crate::shuffle_tasks::bodies());
     let registry = Registry::global();
     for name in NAMES {
         registry.get(name)?;

@@ -17,7 +17,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to fail
 
 use std::io::Write;
-use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -27,12 +26,12 @@ use lovage_broker::{connect, App, DEFAULT_QUEUE};
 use lovage_core::{TaskId, TaskOptions};
 use lovage_frame::polars::prelude::*;
 use lovage_frame::{
-    agg, compute, read_csv, read_jsonl, read_parquet, Agg, CsvOptions, Error, Frame,
+    agg, compute, read_csv, read_jsonl, read_parquet, Agg, CsvOptions, Error, Frame, How, Strategy,
 };
 use lovage_graph::{Broker, Graph, Inline, Processes, Scheduler, Threads};
 use lovage_pool::ProcessPool;
-use lovage_testkit::{on_brokers, Process};
-use lovage_worker::{DataConfig, PoolKind, Worker, WorkerConfig};
+use lovage_testkit::{on_brokers, serve_worker_role, Process, WorkerRole};
+use lovage_worker::{PoolKind, Worker, WorkerConfig};
 
 mod common;
 use common::{assert_same, data, pool};
@@ -338,6 +337,246 @@ fn check(name: &str, sched: Scheduler<'_>) {
     );
 }
 
+/// The planned CSV files' rows as Polars computes them on one frame, whole-file partitions
+/// (over 64 KiB each, so kept by their workers on a broker), and a small frame to join with:
+/// duplicate keys (`0`), a key no row has (`99`) and a null key.
+struct RowsCase<'g> {
+    f: Frame<'g>,
+    want: DataFrame,
+    dim: DataFrame,
+}
+
+fn rows_case(g: &Graph) -> RowsCase<'_> {
+    let csv = read_csv(
+        g,
+        &pattern("csv", "csv"),
+        CsvOptions {
+            whole_file: true,
+            ..CsvOptions::default()
+        },
+    )
+    .unwrap();
+    let (with, filter, select) = plan_exprs();
+    let want = csv_rows(csv.schema())
+        .lazy()
+        .with_columns(with)
+        .filter(filter)
+        .select(select)
+        .collect()
+        .unwrap();
+    let dim = df!(
+        "k" => [Some(0i64), Some(0), Some(2), Some(99), None],
+        "label" => ["a", "b", "c", "z", "n"],
+    )
+    .unwrap();
+    RowsCase {
+        f: planned(&csv),
+        want,
+        dim,
+    }
+}
+
+/// Polars' join of `l` and `r` on one column each.
+fn polars_join(l: &DataFrame, r: &DataFrame, on: &str, how: JoinType) -> DataFrame {
+    l.clone()
+        .lazy()
+        .join(r.clone().lazy(), [col(on)], [col(on)], JoinArgs::new(how))
+        .collect()
+        .unwrap()
+}
+
+/// Asserts `got` is `want` row for row, in order (floats within the tolerance).
+fn assert_in_order(got: &DataFrame, want: &DataFrame, what: &str) {
+    assert_eq!(got.height(), want.height(), "{what}: heights");
+    for c in ["u", "x"] {
+        assert!(
+            got.column(c)
+                .unwrap()
+                .as_materialized_series()
+                .equals_missing(want.column(c).unwrap().as_materialized_series()),
+            "{what}: column {c} in order"
+        );
+    }
+    assert_same(got, want, &[]);
+}
+
+/// `collect`, `head`, `to_parquet`, `to_csv`, group-bys through a hash exchange
+/// (`split_out(n > 1)`, keys with nulls and a thousand groups) and joins (hash and broadcast,
+/// inner and left, duplicate keys, a key with no match, null keys, a join feeding a group-by)
+/// of frames of data on `sched`, against Polars on the same rows as one frame.
+fn check_rows(name: &str, sched: Scheduler<'_>) {
+    let g = Graph::new();
+    let RowsCase { f, want, dim } = rows_case(&g);
+    let pq = planned(&read_parquet(&g, &pattern("pq", "parquet")).unwrap());
+    let out = tempfile::tempdir().unwrap();
+    let (pq_dir, csv_dir) = (out.path().join("pq"), out.path().join("csv"));
+    let [by_k, _, by_u, _] = want_of(&want);
+    let outs = (
+        f.collect(),
+        pq.head(1500),
+        f.to_parquet(&pq_dir).unwrap(),
+        f.to_csv(&csv_dir).unwrap(),
+        f.group_by(["u"]).split_out(3).agg(aggs()).unwrap(),
+        f.group_by(["k"]).split_out(2).agg(aggs()).unwrap(),
+    );
+    let (all, head, pq_files, csv_files, u, k) = compute(&g, sched, outs).unwrap();
+    assert_in_order(&all, &want, &format!("{name}: collect"));
+    let pq_want = planned_rows(&all_rows()).head(Some(1500));
+    assert_in_order(&head, &pq_want, &format!("{name}: head"));
+    assert_same(&u, &by_u, &["u"]);
+    assert!(
+        by_k.column("k").unwrap().null_count() > 0,
+        "{name}: a null key"
+    );
+    assert_same(&k, &by_k, &["k"]);
+    // The files, one per partition (the header-only CSV file gives an empty one), read back.
+    assert_eq!(
+        pq_files.len(),
+        f.npartitions(),
+        "{name}: a file per partition"
+    );
+    assert_eq!(
+        csv_files.len(),
+        f.npartitions(),
+        "{name}: a file per partition"
+    );
+    let read_back = |files: &[std::path::PathBuf], parquet: bool| {
+        let mut all = DataFrame::empty_with_schema(f.schema());
+        for p in files {
+            let df = if parquet {
+                ParquetReader::new(std::fs::File::open(p).unwrap())
+                    .finish()
+                    .unwrap()
+            } else {
+                CsvReadOptions::default()
+                    .with_has_header(true)
+                    .with_schema(Some(f.schema().clone()))
+                    .try_into_reader_with_file_path(Some(p.clone()))
+                    .unwrap()
+                    .finish()
+                    .unwrap()
+            };
+            all.vstack_mut(&df).unwrap();
+        }
+        all
+    };
+    assert_in_order(
+        &read_back(&pq_files, true),
+        &want,
+        &format!("{name}: to_parquet"),
+    );
+    assert_in_order(
+        &read_back(&csv_files, false),
+        &want,
+        &format!("{name}: to_csv"),
+    );
+
+    // Joins: with a small frame by hash and by broadcast, and two frames of files by hash
+    // feeding a group-by.
+    let right = Frame::from_polars(&g, dim.clone(), 2).unwrap();
+    let big_right = pq
+        .select([col("u"), col("x").alias("rx")])
+        .unwrap()
+        .filter(col("rx").gt(lit(500i64)))
+        .unwrap();
+    let big_right_rows = planned_rows(&all_rows())
+        .lazy()
+        .select([col("u"), col("x").alias("rx")])
+        .filter(col("rx").gt(lit(500i64)))
+        .collect()
+        .unwrap();
+    let join = |how, strategy| {
+        f.join_with(&right, &["k"], &["k"], how, strategy)
+            .unwrap()
+            .collect()
+    };
+    let outs = (
+        join(How::Inner, Strategy::Hash),
+        join(How::Left, Strategy::Hash),
+        join(How::Inner, Strategy::Broadcast),
+        join(How::Left, Strategy::Auto),
+        f.join_with(&big_right, &["u"], &["u"], How::Inner, Strategy::Hash)
+            .unwrap()
+            .group_by(["k"])
+            .agg([agg::sum("rx"), agg::len()])
+            .unwrap(),
+    );
+    let (inner, left, inner_b, left_b, joined_by_k) = compute(&g, sched, outs).unwrap();
+    // No key matches at all: inner is empty, left keeps every row with nulls.
+    let nowhere = df!("k" => [1000i64, 1001], "label" => ["p", "q"]).unwrap();
+    let nowhere_f = Frame::from_polars(&g, nowhere.clone(), 2).unwrap();
+    let none = |how| {
+        f.join_with(&nowhere_f, &["k"], &["k"], how, Strategy::Hash)
+            .unwrap()
+            .collect()
+    };
+    let (no_inner, no_left) = compute(&g, sched, (none(How::Inner), none(How::Left))).unwrap();
+    assert_eq!(no_inner.height(), 0, "{name}: no match, no inner row");
+    assert_same(
+        &no_inner,
+        &polars_join(&want, &nowhere, "k", JoinType::Inner),
+        &[],
+    );
+    assert_eq!(no_left.column("label").unwrap().null_count(), want.height());
+    assert_same(
+        &no_left,
+        &polars_join(&want, &nowhere, "k", JoinType::Left),
+        &[],
+    );
+    let (want_inner, want_left) = (
+        polars_join(&want, &dim, "k", JoinType::Inner),
+        polars_join(&want, &dim, "k", JoinType::Left),
+    );
+    assert!(want_inner.height() > 0 && want_left.height() > want_inner.height());
+    assert!(
+        want_left.column("label").unwrap().null_count() > 0,
+        "{name}: left rows without a match"
+    );
+    assert_same(&inner, &want_inner, &[]);
+    assert_same(&left, &want_left, &[]);
+    assert_same(&inner_b, &want_inner, &[]);
+    assert_same(&left_b, &want_left, &[]);
+    let want_joined_by_k = polars_join(&want, &big_right_rows, "u", JoinType::Inner)
+        .lazy()
+        .group_by([col("k")])
+        .agg([col("rx").sum(), len().cast(DataType::Int64).alias("len")])
+        .collect()
+        .unwrap();
+    assert!(want_joined_by_k.height() > 1, "{name}: the join matched");
+    assert_same(&joined_by_k, &want_joined_by_k, &["k"]);
+}
+
+/// `rows` with the test's plan run by Polars.
+fn planned_rows(rows: &DataFrame) -> DataFrame {
+    let (with, filter, select) = plan_exprs();
+    rows.clone()
+        .lazy()
+        .with_columns(with)
+        .filter(filter)
+        .select(select)
+        .collect()
+        .unwrap()
+}
+
+/// Polars' group-bys of rows already planned: by `k`, by `k` and `s`, by `u`, and no keys.
+fn want_of(planned: &DataFrame) -> [DataFrame; 4] {
+    let lf = planned.clone().lazy();
+    let by = |keys: &[&str]| {
+        let keys: Vec<Expr> = keys.iter().map(|k| col(*k)).collect();
+        lf.clone()
+            .group_by(keys)
+            .agg(polars_aggs())
+            .collect()
+            .unwrap()
+    };
+    [
+        by(&["k"]),
+        by(&["k", "s"]),
+        by(&["u"]),
+        lf.clone().select(polars_aggs()).collect().unwrap(),
+    ]
+}
+
 /// A step that runs a closure cannot cross processes: refused before anything runs.
 fn closure_refused(sched: Scheduler<'_>, scheduler: &'static str) {
     let g = Graph::new();
@@ -354,42 +593,14 @@ fn closure_refused(sched: Scheduler<'_>, scheduler: &'static str) {
     assert!(err.to_string().contains("split_out(1)"), "{err}");
 }
 
-/// Serves the role this process was started in, if any; true when it did.
-fn serve_role() -> bool {
-    let Ok(role) = std::env::var(ROLE) else {
-        return false;
-    };
-    match role.split('|').collect::<Vec<_>>()[..] {
-        ["worker", url, name, queues, dir] => {
-            let config = WorkerConfig {
-                concurrency: 2,
-                name: name.to_owned(),
-                queues: queues.split(',').map(str::to_owned).collect(),
-                data: Some(DataConfig {
-                    dir: Some(dir.into()),
-                    ..DataConfig::default()
-                }),
-                ..WorkerConfig::default()
-            };
-            let worker = Worker::new(connect(url).unwrap(), config).unwrap();
-            lovage_worker::install_signal_handlers(worker.shutdown_handle()).unwrap();
-            worker.run().unwrap();
-        }
-        _ => panic!("bad {ROLE} {role:?}"),
-    }
-    true
-}
-
 /// A worker process on `url` named `name`, serving `queues` (comma-separated), data plane on
 /// (its directory inside `dir`, which the test removes: a killed worker leaves its own),
 /// killed when dropped.
 fn worker(url: &str, name: &str, queues: &str, dir: &tempfile::TempDir) -> Process {
-    let dir = dir.path().display();
-    Process::this_binary(
-        ROLE,
-        &format!("worker|{url}|{name}|{queues}|{dir}"),
-        Stdio::inherit(),
-    )
+    WorkerRole::new(url, name)
+        .queues(queues)
+        .data_plane(dir.path())
+        .start(ROLE)
 }
 
 /// Two worker processes on `url`, the same answers as Polars.
@@ -401,6 +612,7 @@ fn on_broker(url: &str, name: &str) {
     let client = app.client().unwrap();
     let fetched = bytes_fetched();
     check(name, Broker(&client));
+    check_rows(name, Broker(&client));
     // The largest answers (a thousand groups) stayed with their workers and were fetched
     // from there: frames travel by the data plane.
     assert!(
@@ -410,8 +622,106 @@ fn on_broker(url: &str, name: &str) {
     closure_refused(Broker(&client), "Broker");
 }
 
-/// The queue of the kill test's `finish` node, which only the second worker serves.
+/// The queue of the kill tests' last node, which only the second worker serves.
 const FINISH_QUEUE: &str = "frame-finish";
+
+/// Waits until the last node is enqueued on `FINISH_QUEUE` and nothing is left on the default
+/// queue (the first worker has done all it can).
+fn wait_until_only_finish_waits(app: &App) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let stats = app.backend().admin().stats().unwrap();
+        let on = |q: &str| stats.iter().find(|s| s.queue == q).cloned();
+        let finish_ready = on(FINISH_QUEUE).map_or(0, |s| s.ready);
+        let held = on(DEFAULT_QUEUE).map_or(0, |s| s.ready + s.reserved + s.scheduled);
+        if finish_ready >= 1 && held == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "A never finished: {stats:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Lineage through a shuffle: a group-by with `split_out(2)` by `u` and `s` (some 3000 groups)
+/// runs its map tasks (`split_partial`) and reduce tasks (`agg_piece`, over 64 KiB each) on
+/// worker A, whose values are all kept there; A is killed with -9 once the final `concat` waits
+/// on a queue A does not serve. Worker B, started only then, cannot fetch the reducers' outputs:
+/// it makes them again from their lineage, which needs the map pieces, lost too, so it makes
+/// those again from theirs (reading the CSV files itself); the answer is exactly Polars'.
+fn lost_shuffle_values_are_remade(url: &str) {
+    const LONG: Duration = Duration::from_secs(120);
+    let app = App::with_backend(connect(url).unwrap());
+    let client = app.client().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = worker(url, "frame-a", DEFAULT_QUEUE, &dir);
+    let g = Graph::new();
+    let RowsCase { f, want, .. } = rows_case(&g);
+    let want_us = want
+        .clone()
+        .lazy()
+        .group_by([col("u"), col("s")])
+        .agg(polars_aggs())
+        .collect()
+        .unwrap();
+    let out = f.group_by(["u", "s"]).split_out(2).agg(aggs()).unwrap();
+    let finish_on = TaskOptions {
+        queue: Some(FINISH_QUEUE.to_owned()),
+        ..TaskOptions::default()
+    };
+    g.set_options(out, finish_on).unwrap();
+    let sent = g.submit(&client, vec![out]).unwrap();
+    let stored = app
+        .backend()
+        .results()
+        .get_blob(sent.graph)
+        .unwrap()
+        .unwrap();
+    let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
+    let ids = |task: &str| -> Vec<TaskId> {
+        stored
+            .nodes
+            .iter()
+            .filter(|n| n.key.split('-').next() == Some(task))
+            .map(|n| n.id)
+            .collect()
+    };
+    let kept = |ids: Vec<TaskId>| -> Vec<lovage_broker::ResultRef> {
+        ids.into_iter()
+            .filter_map(|id| {
+                let rec = app.backend().results().wait(id, LONG).unwrap().unwrap();
+                rec.result_ref().map(Result::unwrap)
+            })
+            .collect()
+    };
+    let reduced = kept(ids("lovage.frame.agg_piece"));
+    assert_eq!(reduced.len(), 2, "both reducers' outputs are kept");
+    let mapped = kept(ids("lovage.frame.split_partial"));
+    assert!(
+        mapped.len() >= FILES as usize,
+        "the files' map pieces are kept"
+    );
+    wait_until_only_finish_waits(&app);
+    a.0.kill().unwrap(); // SIGKILL
+    a.0.wait().unwrap();
+    assert!(
+        reduced.iter().chain(&mapped).all(|r| r.fetch().is_err()),
+        "the shuffle's values went with A"
+    );
+    let _b = worker(
+        url,
+        "frame-b",
+        &format!("{DEFAULT_QUEUE},{FINISH_QUEUE}"),
+        &dir,
+    );
+    let got = sent
+        .futures
+        .into_iter()
+        .next()
+        .unwrap()
+        .result_timeout(LONG)
+        .unwrap();
+    assert_same(&got, &want_us, &["u", "s"]);
+}
 
 /// Lineage: a group-by's partials (one per CSV file, over 64 KiB each) are made and kept on
 /// worker A; A is killed with -9 once they are all done and the `finish` node waits on a queue
@@ -469,18 +779,7 @@ fn lost_partials_are_remade(url: &str) {
         "{kept:?}"
     );
     // Kill A only once it has finished with the partials (`finish` enqueued, nothing held).
-    let deadline = Instant::now() + LONG;
-    loop {
-        let stats = app.backend().admin().stats().unwrap();
-        let on = |q: &str| stats.iter().find(|s| s.queue == q).cloned();
-        let finish_ready = on(FINISH_QUEUE).map_or(0, |s| s.ready);
-        let held = on(DEFAULT_QUEUE).map_or(0, |s| s.ready + s.reserved + s.scheduled);
-        if finish_ready >= 1 && held == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "A never finished: {stats:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until_only_finish_waits(&app);
     a.0.kill().unwrap(); // SIGKILL
     a.0.wait().unwrap();
     assert!(
@@ -503,11 +802,89 @@ fn lost_partials_are_remade(url: &str) {
     assert_same(&got, &want_u, &["u"]);
 }
 
+/// The shuffles' map tasks on two workers: each whole-file partition's pieces (a group-by's
+/// partial split three ways, a join side split by key) are over 64 KiB, so they stay in the
+/// store of the worker that made them (their result records hold references), the reduce
+/// tasks fetch them from there, and the answers are Polars'.
+fn shuffle_pieces_stay_with_their_workers(url: &str) {
+    const LONG: Duration = Duration::from_secs(120);
+    let app = App::with_backend(connect(url).unwrap());
+    let client = app.client().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let _a = worker(url, "frame-a", DEFAULT_QUEUE, &dir);
+    let _b = worker(url, "frame-b", DEFAULT_QUEUE, &dir);
+    let g = Graph::new();
+    let RowsCase { f, want, .. } = rows_case(&g);
+    let by_u = f.group_by(["u"]).split_out(3).agg(aggs()).unwrap();
+    let self_join = f
+        .select([col("u"), col("x").alias("x2")])
+        .unwrap()
+        .filter(col("x2").gt(lit(900i64)))
+        .unwrap();
+    let joined = f
+        .join_with(&self_join, &["u"], &["u"], How::Inner, Strategy::Hash)
+        .unwrap()
+        .collect();
+    let sent = g.submit(&client, vec![by_u, joined]).unwrap();
+    let stored = app
+        .backend()
+        .results()
+        .get_blob(sent.graph)
+        .unwrap()
+        .unwrap();
+    let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
+    let maps = |task: &str| -> Vec<TaskId> {
+        stored
+            .nodes
+            .iter()
+            .filter(|n| n.key.split('-').next() == Some(task))
+            .map(|n| n.id)
+            .collect()
+    };
+    for task in ["lovage.frame.split_partial", "lovage.frame.split"] {
+        let ids = maps(task);
+        assert!(
+            !ids.is_empty(),
+            "{task}: no map node in {:?}",
+            stored.nodes.iter().map(|n| &n.key).collect::<Vec<_>>()
+        );
+        let kept = ids
+            .iter()
+            .filter(|id| {
+                let rec = app.backend().results().wait(**id, LONG).unwrap().unwrap();
+                rec.result_ref().is_some()
+            })
+            .count();
+        // The left side's three files (the header-only one is small) at least.
+        assert!(
+            kept >= FILES as usize,
+            "{task}: {kept} of {} kept",
+            ids.len()
+        );
+    }
+    let mut futures = sent.futures.into_iter();
+    let got_u = futures.next().unwrap().result_timeout(LONG).unwrap();
+    assert_same(&got_u, &want_of(&want)[2], &["u"]);
+    let right = want
+        .clone()
+        .lazy()
+        .select([col("u"), col("x").alias("x2")])
+        .filter(col("x2").gt(lit(900i64)))
+        .collect()
+        .unwrap();
+    let got_join = futures.next().unwrap().result_timeout(LONG).unwrap();
+    assert_same(
+        &got_join,
+        &polars_join(&want, &right, "u", JoinType::Inner),
+        &[],
+    );
+}
+
 fn main() {
     // The frame tasks, linked into this binary: the pool's children and the workers are it.
     lovage_frame::register().unwrap();
     lovage_pool::child_main();
-    if serve_role() {
+    if serve_worker_role(ROLE) {
         return;
     }
     let args = Arguments::from_args();
@@ -515,11 +892,14 @@ fn main() {
         Trial::test("frames_on_local_schedulers_match_polars", || {
             check("inline", Inline);
             check("threads", Threads(pool()));
+            check_rows("inline", Inline);
+            check_rows("threads", Threads(pool()));
             Ok(())
         }),
         Trial::test("frames_on_a_process_pool_match_polars", || {
             let pool = ProcessPool::new(2);
             check("processes", Processes(&pool));
+            check_rows("processes", Processes(&pool));
             closure_refused(Processes(&pool), "Processes");
             Ok(())
         }),
@@ -537,6 +917,7 @@ fn main() {
             let running = std::thread::spawn(move || worker.run());
             let client = App::with_backend(backend).client().unwrap();
             check("broker memory", Broker(&client));
+            check_rows("broker memory", Broker(&client));
             closure_refused(Broker(&client), "Broker");
             drop(client);
             stop.graceful();
@@ -553,6 +934,16 @@ fn main() {
                 &format!("broker {}", f.url.split(':').next().unwrap_or("?")),
             )
         },
+    ));
+    trials.extend(on_brokers(
+        &["sqlite", "redis"],
+        "frames_shuffle_pieces_stay_with_their_workers",
+        |f| shuffle_pieces_stay_with_their_workers(&f.url),
+    ));
+    trials.extend(on_brokers(
+        &["sqlite", "redis"],
+        "frames_lost_shuffle_values_are_remade",
+        |f| lost_shuffle_values_are_remade(&f.url),
     ));
     trials.extend(on_brokers(
         &["sqlite", "redis"],

@@ -7,7 +7,8 @@
 //!   dropped (also when the test panics), so a failing test leaves no thread behind.
 //! - [`Process`]: this test binary started again in a role (a worker, a client), killed with
 //!   -9 when dropped; and [`on_brokers`], one libtest-mimic trial per broker kind, for the
-//!   test binaries that run their workers as processes (`harness = false`).
+//!   test binaries that run their workers as processes (`harness = false`);
+//!   [`WorkerRole`] / [`serve_worker_role`], such a worker process.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a helper that cannot set up fails its test
 
@@ -18,6 +19,9 @@ use std::process::{Child, Command, Stdio};
 use lovage_broker::{connect, App, Backend};
 use lovage_core::TaskId;
 use lovage_worker::{Shutdown, Worker, WorkerConfig, WorkerReport};
+
+mod worker_role;
+pub use worker_role::{serve_worker_role, WorkerRole};
 
 /// The broker kinds every broker test runs on, by the names [`Fresh::new`] takes.
 pub const KINDS: [&str; 3] = ["memory", "sqlite", "redis"];

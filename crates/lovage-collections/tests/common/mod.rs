@@ -1,45 +1,24 @@
 //! What the collections' broker tests share: their workers are this test binary started again
-//! as processes (`worker|url|name` in [`ROLE`]), with the built-in collection tasks registered.
+//! as processes (lovage-testkit's [`WorkerRole`], in [`ROLE`]), with the built-in collection
+//! tasks registered.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to fail
 // Each test file uses some of these helpers.
 #![allow(dead_code)]
 
-use std::process::Stdio;
-
-use lovage_broker::connect;
-use lovage_testkit::Process;
-use lovage_worker::{Worker, WorkerConfig};
+use lovage_testkit::{serve_worker_role, Process, WorkerRole};
 
 /// The environment variable that tells this binary which role to play.
 pub const ROLE: &str = "LOVAGE_COLLECTIONS_TEST_ROLE";
 
-/// Serves the role this process was started in, if any; true when it did (then `main` returns).
+/// Serves the role this process was started in, if any (a two-slot worker with the built-in
+/// collection tasks); true when it did (then `main` returns).
 pub fn serve_role() -> bool {
-    let Ok(role) = std::env::var(ROLE) else {
-        return false;
-    };
-    match role.split('|').collect::<Vec<_>>()[..] {
-        ["worker", url, name] => worker_main(url, name),
-        _ => panic!("bad {ROLE} {role:?}"),
-    }
-    true
+    lovage_collections::register().unwrap();
+    serve_worker_role(ROLE)
 }
 
 /// A worker process on `url` named `name`, killed when dropped.
 pub fn worker(url: &str, name: &str) -> Process {
-    Process::this_binary(ROLE, &format!("worker|{url}|{name}"), Stdio::inherit())
-}
-
-/// A worker process's life: two slots, the built-in collection tasks registered.
-fn worker_main(url: &str, name: &str) {
-    lovage_collections::register().unwrap();
-    let config = WorkerConfig {
-        concurrency: 2,
-        name: name.to_owned(),
-        ..WorkerConfig::default()
-    };
-    let worker = Worker::new(connect(url).unwrap(), config).unwrap();
-    lovage_worker::install_signal_handlers(worker.shutdown_handle()).unwrap();
-    worker.run().unwrap();
+    WorkerRole::new(url, name).start(ROLE)
 }

@@ -1,0 +1,221 @@
+//! Hash shuffles as registered tasks, so a group-by with `split_out(n > 1)` and a hash join
+//! of frames of data run on every scheduler (the closure exchange in [`crate::shuffle`] is
+//! for the rest, on the local schedulers).
+//!
+//! A map task reads its partition, runs its plan (and, for a group-by, the partial
+//! aggregation), hashes the keys and answers **one value holding all `n` pieces** (a list of
+//! Arrow IPC frames). On a broker's workers a value of 64 KiB or more stays in the map
+//! worker's store; reduce task `j` gets every map's value (fetched from its keeper), takes
+//! piece `j` of each and concatenates them: so each reducer reads every map value whole (the
+//! data moved is `n` times the map outputs; fetching only piece `j`'s byte range is not
+//! built). A lost map value is made again from its lineage by the reducer's worker.
+
+use lovage_core::TaskError;
+use lovage_graph::{Delayed, Graph};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::agg::Agg;
+use crate::data::{Ipc, Packed, PartData, TaskPart};
+use crate::join::{join_frames, How};
+use crate::polars_error;
+use crate::reduce::{agg_steps, merge};
+use crate::row_tasks::{concat, part};
+use crate::shuffle::hash_split;
+
+/// One partition's rows split by the hash of `keys` into `n` pieces (all rows in piece 0
+/// when `n` is 1).
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.split")]
+pub(crate) fn split(
+    part: Packed<PartData>,
+    input: Vec<Ipc>,
+    keys: Vec<PlSmallStr>,
+    n: usize,
+) -> Result<Vec<Ipc>, TaskError> {
+    let df = part.0.rows(input)?;
+    Ok(hash_split(&df, &keys, n)?.into_iter().map(Ipc).collect())
+}
+
+/// One partition's partial aggregation split by the hash of `keys` into `n` pieces.
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.split_partial")]
+pub(crate) fn split_partial(
+    part: Packed<PartData>,
+    input: Vec<Ipc>,
+    keys: Vec<PlSmallStr>,
+    aggs: Vec<Agg>,
+    n: usize,
+) -> Result<Vec<Ipc>, TaskError> {
+    let df = part.0.rows(input)?;
+    let partial = (agg_steps(&keys, &aggs).partial)(df)?;
+    Ok(hash_split(&partial, &keys, n)?
+        .into_iter()
+        .map(Ipc)
+        .collect())
+}
+
+/// Piece `j` of every map task's answer, in map order.
+fn pieces(maps: Vec<Vec<Ipc>>, j: usize) -> Result<Vec<DataFrame>, TaskError> {
+    maps.into_iter()
+        .enumerate()
+        .map(|(i, pieces)| {
+            let n = pieces.len();
+            pieces
+                .into_iter()
+                .nth(j)
+                .map(Ipc::into_inner)
+                .ok_or_else(|| {
+                    crate::data_error(format!(
+                        "internal: shuffle map {i} gave {n} pieces, reducer {j} wants one more"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Output partition `j` of a group-by's exchange: piece `j` of every partial merged and
+/// finished (`empty` is a partial with no rows, for its schema).
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.agg_piece")]
+pub(crate) fn agg_piece(
+    keys: Vec<PlSmallStr>,
+    aggs: Vec<Agg>,
+    empty: Ipc,
+    maps: Vec<Vec<Ipc>>,
+    j: usize,
+) -> Result<Ipc, TaskError> {
+    let steps = agg_steps(&keys, &aggs);
+    let schema = empty.into_inner().schema().clone();
+    let merged = merge(pieces(maps, j)?, &schema, &steps.combine)?;
+    (steps.finish)(merged).map(Ipc)
+}
+
+/// What a join's reduce tasks need besides the pieces: the keys, which rows are kept, and
+/// an empty frame of each side (their schemas, for sides with no pieces).
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct JoinSpec {
+    pub(crate) left_on: Vec<PlSmallStr>,
+    pub(crate) right_on: Vec<PlSmallStr>,
+    pub(crate) how: How,
+    pub(crate) left_empty: Ipc,
+    pub(crate) right_empty: Ipc,
+}
+
+/// Output partition `j` of a join: piece `j` of every left map joined with piece `j` of
+/// every right map.
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.join_piece")]
+pub(crate) fn join_piece(
+    spec: JoinSpec,
+    lefts: Vec<Vec<Ipc>>,
+    rights: Vec<Vec<Ipc>>,
+    j: usize,
+) -> Result<Ipc, TaskError> {
+    let side = |maps, empty: Ipc| -> Result<DataFrame, TaskError> {
+        let schema = empty.into_inner().schema().clone();
+        crate::frame::concat_frames(pieces(maps, j)?, &schema)
+    };
+    let l = side(lefts, spec.left_empty)?;
+    let r = side(rights, spec.right_empty)?;
+    let on = |keys: &[PlSmallStr]| keys.iter().cloned().map(col).collect::<Vec<_>>();
+    join_frames(l, r, &on(&spec.left_on), &on(&spec.right_on), spec.how)
+        .map(Ipc)
+        .map_err(|e| polars_error("join", e))
+}
+
+/// The addresses of this module's task bodies, for [`crate::register`] to name (so the
+/// linker keeps them and their registrations).
+pub(crate) fn bodies() -> [usize; 5] {
+    [
+        join_broadcast::__invoke as *const () as usize,
+        split::__invoke as *const () as usize,
+        split_partial::__invoke as *const () as usize,
+        agg_piece::__invoke as *const () as usize,
+        join_piece::__invoke as *const () as usize,
+    ]
+}
+
+/// One left partition (its source read here, or `input`, and its plan run) joined with the
+/// whole right side (`rights`, every right partition's rows): a broadcast join's task.
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.join_broadcast")]
+pub(crate) fn join_broadcast(
+    spec: JoinSpec,
+    left: Packed<PartData>,
+    input: Vec<Ipc>,
+    rights: Vec<Ipc>,
+) -> Result<Ipc, TaskError> {
+    let l = left.0.rows(input)?;
+    let schema = spec.right_empty.into_inner().schema().clone();
+    let r =
+        crate::frame::concat_frames(rights.into_iter().map(Ipc::into_inner).collect(), &schema)?;
+    let on = |keys: &[PlSmallStr]| keys.iter().cloned().map(col).collect::<Vec<_>>();
+    join_frames(l, r, &on(&spec.left_on), &on(&spec.right_on), spec.how)
+        .map(Ipc)
+        .map_err(|e| polars_error("join", e))
+}
+
+/// A group-by of `parts` through a hash exchange into `n` outputs: a `split_partial` task
+/// per partition, an `agg_piece` task per output, and a `concat` of the outputs.
+pub(crate) fn agg_shuffle(
+    g: &Graph,
+    parts: Vec<TaskPart>,
+    keys: Vec<PlSmallStr>,
+    aggs: Vec<Agg>,
+    n: usize,
+    partial_schema: &SchemaRef,
+    final_schema: &SchemaRef,
+) -> Delayed<DataFrame> {
+    let maps: Vec<Delayed<Vec<Ipc>>> = parts
+        .into_iter()
+        .map(|p| split_partial::delayed(g, Packed(p.data), p.input, keys.clone(), aggs.clone(), n))
+        .collect();
+    let empty = Ipc(DataFrame::empty_with_schema(partial_schema));
+    let outs: Vec<Delayed<Ipc>> = (0..n)
+        .map(|j| {
+            agg_piece::delayed(
+                g,
+                keys.clone(),
+                aggs.clone(),
+                empty.clone(),
+                maps.clone(),
+                j,
+            )
+        })
+        .collect();
+    let empty_out = Ipc(DataFrame::empty_with_schema(final_schema));
+    concat::delayed(g, empty_out, outs, None::<usize>)
+}
+
+/// A join of two frames of data as tasks: each output partition's rows (`Source::Rows`).
+/// Hash: both sides split into `n` pieces by their keys' hash (`split`), output `j` joins the
+/// `j`th pieces (`join_piece`). Broadcast: each right partition's rows (`part`), and each
+/// left partition joined with all of them (`join_broadcast`).
+pub(crate) fn join_tasks(
+    g: &Graph,
+    left: Vec<TaskPart>,
+    right: Vec<TaskPart>,
+    spec: JoinSpec,
+    broadcast: bool,
+) -> Vec<Delayed<Ipc>> {
+    let maps = |parts: Vec<TaskPart>, keys: &[PlSmallStr], n: usize| -> Vec<Delayed<Vec<Ipc>>> {
+        parts
+            .into_iter()
+            .map(|p| split::delayed(g, Packed(p.data), p.input, keys.to_vec(), n))
+            .collect()
+    };
+    if broadcast {
+        let rights: Vec<Delayed<Ipc>> = right
+            .into_iter()
+            .map(|p| part::delayed(g, Packed(p.data), p.input, None::<usize>))
+            .collect();
+        return left
+            .into_iter()
+            .map(|l| {
+                join_broadcast::delayed(g, spec.clone(), Packed(l.data), l.input, rights.clone())
+            })
+            .collect();
+    }
+    let n = left.len().max(right.len()).max(1);
+    let lefts = maps(left, &spec.left_on, n);
+    let rights = maps(right, &spec.right_on, n);
+    (0..n)
+        .map(|j| join_piece::delayed(g, spec.clone(), lefts.clone(), rights.clone(), j))
+        .collect()
+}
