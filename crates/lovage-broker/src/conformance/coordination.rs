@@ -86,16 +86,21 @@ conformance_tests! {
             next > Duration::from_millis(30) && next <= Duration::from_millis(50),
             "{next:?}"
         );
-        // Another worker asking at once gets the slots after those.
+        // Another worker asking soon after gets the slots after those: from 300 ms after the
+        // first call, 100 ms apart, within its horizon. Counted from this call, and a loaded
+        // machine may have let time pass between the two, so more of them may fit.
         let (slots, _) = b
             .acquire(&key, interval, 5, Duration::from_millis(400))
             .unwrap();
-        assert_eq!(slots.len(), 2, "{slots:?}");
-        // The slot at 300 ms after the first call, counted from this one (a loaded machine may
-        // have let time pass between them).
         let between = first_call.elapsed();
+        assert!((2..=5).contains(&slots.len()), "{slots:?} {between:?}");
         assert!(slots[0] <= Duration::from_millis(300), "{slots:?}");
         assert!(slots[0] + between > Duration::from_millis(290), "{slots:?} {between:?}");
+        for pair in slots.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap > Duration::from_millis(95) && gap <= interval, "{slots:?}");
+        }
+        assert!(slots.iter().all(|s| *s <= Duration::from_millis(400)), "{slots:?}");
         // An idle limit does not save up.
         std::thread::sleep(Duration::from_millis(900));
         let (slots, _) = b.acquire(&key, interval, 5, Duration::ZERO).unwrap();
