@@ -130,13 +130,13 @@ fn main() {
         matches!(&err, Error::Unsupported { op, .. } if op == "array-map-blocks"),
         "{err:?}"
     );
-    // The whole array assembled from blocks is local-only too, and says so.
+    // The whole array of a closure step is local-only, and says so.
     assert!(matches!(
-        x.compute(Processes(&procs)),
+        x.map(|v| v + 1.0).compute(Processes(&procs)),
         Err(Error::Unsupported {
             scheduler: "Processes",
-            ..
-        })
+            op,
+        }) if op == "array-map"
     ));
     // The graph alone refuses the closure nodes too, naming one.
     let direct = g.compute(Processes(&procs), b.count()).err();
