@@ -71,6 +71,13 @@ fn same_on_broker(url: &str) {
         err.to_string().contains("argmax of an empty array"),
         "{err}"
     );
+    // Node-backed arrays: blocks travel between the workers as task data; the same bits as
+    // Inline (the `.npy` file is written and read by the workers, on this host).
+    let dir = tempfile::tempdir().unwrap();
+    common::arrays::node_backed(Inline, dir.path()).assert_same_bits(
+        &common::arrays::node_backed(Broker(&client), dir.path()),
+        "node-backed arrays on the broker",
+    );
     // Closure steps are refused before anything is sent, naming the step.
     let b = Bag::from_iter(&g, 0..10i64, 2);
     let err = compute(&g, Broker(&client), b.count()).unwrap_err();

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to fail
 
+mod common;
+
 use lovage_collections::array::{Array, Func, Op};
 use lovage_collections::bag::Bag;
 use lovage_collections::{compute, Error};
@@ -101,6 +103,26 @@ fn main() {
     assert!(compute(&g, Processes(&procs), empty.mean())
         .unwrap()
         .is_nan());
+
+    // Node-backed arrays (blocks travel as task data): the same bits as Inline and Threads,
+    // and the values NumPy would give.
+    let dir = tempfile::tempdir().unwrap();
+    let inline = common::arrays::node_backed(Inline, dir.path());
+    inline.assert_same_bits(
+        &common::arrays::node_backed(Threads(&threads), dir.path()),
+        "node-backed, threads",
+    );
+    inline.assert_same_bits(
+        &common::arrays::node_backed(Processes(&procs), dir.path()),
+        "node-backed, processes",
+    );
+    let a = common::arrays::values();
+    assert_eq!(inline.arrays[0], a);
+    let col_sums = a.sum_axis(ndarray::Axis(0));
+    assert!(inline.arrays[3]
+        .iter()
+        .zip(col_sums.iter())
+        .all(|(p, q)| close(*p, *q)));
 
     // Closure steps are refused before anything runs, naming the step.
     let g = Graph::new();

@@ -11,6 +11,8 @@ use lovage_broker::connect;
 use lovage_testkit::Process;
 use lovage_worker::{Worker, WorkerConfig};
 
+pub mod arrays;
+
 /// The environment variable that tells this binary which role to play.
 pub const ROLE: &str = "LOVAGE_COLLECTIONS_TEST_ROLE";
 
