@@ -2,6 +2,8 @@
 //! blocks), NaN and infinities in reductions, one random array under two chunkings, on the
 //! inline and the thread-pool schedulers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to fail
+
 use std::sync::OnceLock;
 
 use lovage_collections::array::{random_at, random_fill, Array, Op};

@@ -110,10 +110,10 @@ pub(crate) fn copy_overlap(
 pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, Error> {
     let nd = a.len().max(b.len());
     let mut out = vec![0; nd];
-    for i in 0..nd {
+    for (i, o) in out.iter_mut().enumerate() {
         let da = (i + a.len()).checked_sub(nd).map_or(1, |j| a[j]);
         let db = (i + b.len()).checked_sub(nd).map_or(1, |j| b[j]);
-        out[i] = match (da, db) {
+        *o = match (da, db) {
             _ if da == db => da,
             (1, _) => db,
             (_, 1) => da,

@@ -22,7 +22,10 @@ impl Answers {
         assert_eq!(self.arrays.len(), other.arrays.len(), "{what}");
         for (k, (a, b)) in self.arrays.iter().zip(&other.arrays).enumerate() {
             assert_eq!(a.shape(), b.shape(), "{what}: array {k}");
-            let same = a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits());
+            let same = a
+                .iter()
+                .zip(b.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits());
             assert!(same, "{what}: array {k}: {a:?} vs {b:?}");
         }
         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -39,7 +42,9 @@ impl Answers {
 
 /// The values `from_ndarray` gets.
 pub fn values() -> ArrayD<f64> {
-    ArrayD::from_shape_fn(IxDyn(&[40, 30]), |i| ((i[0] * 30 + i[1]) as f64 * 0.37).sin())
+    ArrayD::from_shape_fn(IxDyn(&[40, 30]), |i| {
+        ((i[0] * 30 + i[1]) as f64 * 0.37).sin()
+    })
 }
 
 /// `from_ndarray`, `materialize`, broadcasting with a lazy operand, data steps on blocks,
@@ -62,7 +67,11 @@ pub fn node_backed(sched: Scheduler<'_>, dir: &Path) -> Answers {
         .scalar_left(Op::Sub, 1.0);
     let product = x.t().dot(&m).unwrap();
     let mv = x.dot(&row).unwrap();
-    let cut = x.slice(&[3..37, 2..29]).unwrap().rechunk(&[10, 10]).unwrap();
+    let cut = x
+        .slice(&[3..37, 2..29])
+        .unwrap()
+        .rechunk(&[10, 10])
+        .unwrap();
     let path = compute(&g, sched, shifted.to_npy(dir.join("shifted.npy"))).unwrap();
     let back = Array::from_npy(&g, &path, &[12, 12]).unwrap();
     let mut arrays = vec![];
@@ -81,12 +90,8 @@ pub fn node_backed(sched: Scheduler<'_>, dir: &Path) -> Answers {
     ] {
         arrays.push(arr.compute(sched).unwrap());
     }
-    let (s, mean, var, hi) = compute(
-        &g,
-        sched,
-        (x.sum(), m.mean(), shifted.var(), steps.max()),
-    )
-    .unwrap();
+    let (s, mean, var, hi) =
+        compute(&g, sched, (x.sum(), m.mean(), shifted.var(), steps.max())).unwrap();
     let (amax, amin) = compute(&g, sched, (x.argmax(), product.argmin())).unwrap();
     Answers {
         arrays,
