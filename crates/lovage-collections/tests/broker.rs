@@ -10,6 +10,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use libtest_mimic::Arguments;
 use lovage_broker::{connect, App};
 use lovage_collections::array::{Array, Func, Op};
@@ -95,13 +97,62 @@ fn same_on_broker(url: &str) {
     );
 }
 
+/// Node-backed blocks of 128 KiB on two data-plane workers: `xᵀ·(x + row)` of 16 blocks by
+/// 16 (64 block products, their sums, transposes and broadcast sums: some 20 MiB of block
+/// values passed between tasks) gives Inline's bits, and no block enters the broker: the
+/// result store (and the joins the workers record inputs in) holds references only, every
+/// value under the 64 KiB threshold, a few hundred KiB in all.
+fn blocks_stay_with_their_workers(url: &str, file: &Path) {
+    let _a = common::data_worker(url, "coll-data-a");
+    let _b = common::data_worker(url, "coll-data-b");
+    let app = App::with_backend(connect(url).unwrap());
+    let client = app.client().unwrap();
+    let g = Graph::new();
+    let x = Array::random(&g, &[512, 512], &[128, 128], 21)
+        .unwrap()
+        .materialize();
+    let row = Array::random(&g, &[512], &[128], 22).unwrap();
+    let y = x.t().dot(&x.add(&row).unwrap()).unwrap();
+    let on_broker = compute(&g, Broker(&client), (y.sum(), y.max(), y.argmin())).unwrap();
+    let inline = compute(&g, Inline, (y.sum(), y.max(), y.argmin())).unwrap();
+    assert_eq!(
+        (on_broker.0.to_bits(), on_broker.1.to_bits(), on_broker.2),
+        (inline.0.to_bits(), inline.1.to_bits(), inline.2)
+    );
+    // What the broker stored: the results and the joins' input slots.
+    let db = rusqlite::Connection::open(file).unwrap();
+    let (mut largest, mut total) = (0u64, 0u64);
+    for table in ["results", "joins"] {
+        let (max, sum): (Option<i64>, Option<i64>) = db
+            .query_row(
+                &format!("SELECT max(length(value)), sum(length(value)) FROM {table}"),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        largest = largest.max(max.unwrap_or(0) as u64);
+        total += sum.unwrap_or(0) as u64;
+    }
+    eprintln!("the broker holds {total} bytes of values, the largest {largest}");
+    assert!(
+        largest < 64 << 10,
+        "a value of {largest} bytes is in the broker"
+    );
+    assert!(total < 2 << 20, "{total} bytes of values are in the broker");
+}
+
 fn main() {
     if common::serve_role() {
         return;
     }
     let args = Arguments::from_args();
-    let trials = on_brokers(&["sqlite", "redis"], "array_reductions_match_inline", |f| {
+    let mut trials = on_brokers(&["sqlite", "redis"], "array_reductions_match_inline", |f| {
         same_on_broker(&f.url)
     });
+    trials.extend(on_brokers(
+        &["sqlite"],
+        "node_backed_blocks_stay_with_their_workers",
+        |f| blocks_stay_with_their_workers(&f.url, &f.sqlite_path().unwrap()),
+    ));
     libtest_mimic::run(&args, trials).exit();
 }

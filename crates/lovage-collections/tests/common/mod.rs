@@ -22,7 +22,8 @@ pub fn serve_role() -> bool {
         return false;
     };
     match role.split('|').collect::<Vec<_>>()[..] {
-        ["worker", url, name] => worker_main(url, name),
+        ["worker", url, name] => worker_main(url, name, false),
+        ["data-worker", url, name] => worker_main(url, name, true),
         _ => panic!("bad {ROLE} {role:?}"),
     }
     true
@@ -33,12 +34,20 @@ pub fn worker(url: &str, name: &str) -> Process {
     Process::this_binary(ROLE, &format!("worker|{url}|{name}"), Stdio::inherit())
 }
 
-/// A worker process's life: two slots, the built-in collection tasks registered.
-fn worker_main(url: &str, name: &str) {
+/// A worker process on `url` named `name` with the data plane on (results of 64 KiB or more
+/// stay with it), killed when dropped.
+pub fn data_worker(url: &str, name: &str) -> Process {
+    Process::this_binary(ROLE, &format!("data-worker|{url}|{name}"), Stdio::inherit())
+}
+
+/// A worker process's life: two slots, the built-in collection tasks registered, the data
+/// plane on when `data`.
+fn worker_main(url: &str, name: &str, data: bool) {
     lovage_collections::register().unwrap();
     let config = WorkerConfig {
         concurrency: 2,
         name: name.to_owned(),
+        data: data.then(lovage_worker::DataConfig::default),
         ..WorkerConfig::default()
     };
     let worker = Worker::new(connect(url).unwrap(), config).unwrap();
