@@ -133,7 +133,6 @@ fn blocks_stay_with_their_workers(url: &str, file: &Path) {
         largest = largest.max(max.unwrap_or(0) as u64);
         total += sum.unwrap_or(0) as u64;
     }
-    eprintln!("the broker holds {total} bytes of values, the largest {largest}");
     assert!(
         largest < 64 << 10,
         "a value of {largest} bytes is in the broker"
