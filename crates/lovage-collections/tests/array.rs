@@ -506,6 +506,15 @@ fn to_raw_and_from_npy_round_trip() {
         let (m1, m2) = compute(&g, s, (y.mean(), x.mean())).unwrap();
         assert!(close(m1, m2));
     }
+    // The raw file read back, given its shape; one of the wrong shape is refused.
+    let r = Array::from_raw(&g, &raw, &[7, 5], &[3, 3]).unwrap();
+    assert_eq!(r.compute(Threads(pool())).unwrap(), a);
+    let e = Array::from_raw(&g, &raw, &[7, 6], &[3, 3]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("280 bytes, but an array of shape [7, 6] needs 336"),
+        "{e}"
+    );
     // A node-backed array writes its blocks too.
     let z = Array::from_ndarray(&g, &a, &[4, 4]).unwrap().t();
     let p = compute(&g, Inline, z.to_npy(dir.path().join("z.npy"))).unwrap();

@@ -266,6 +266,18 @@ impl<'g> Array<'g> {
         files_done::delayed(self.g, path, writes)
     }
 
+    /// An array of the raw file at `path` (row-major little-endian `f64`, as
+    /// [`to_raw`](Array::to_raw) and NumPy's `tofile` write it) of shape `shape`, in blocks of
+    /// `chunks`; like [`from_npy`](Array::from_npy), each block's task maps the file.
+    pub fn from_raw(
+        g: &'g Graph,
+        path: impl AsRef<Path>,
+        shape: &[usize],
+        chunks: &[usize],
+    ) -> Result<Self, Error> {
+        Self::from_file(g, &absolute(path.as_ref()), shape.to_vec(), 0, chunks)
+    }
+
     /// An array of the `.npy` file at `path` (`<f8` values in C order, as `np.save` writes
     /// them) in blocks of `chunks`: the header is read now; each block's task maps the file
     /// and copies its block out when it runs, so the file must not change until then.
@@ -278,13 +290,25 @@ impl<'g> Array<'g> {
                 path.display()
             )));
         }
+        Self::from_file(g, &path, shape, data_start, chunks)
+    }
+
+    /// The blocks of a file of `shape` whose values start at `data_start`, checked against
+    /// the file's length.
+    fn from_file(
+        g: &'g Graph,
+        path: &Path,
+        shape: Vec<usize>,
+        data_start: u64,
+        chunks: &[usize],
+    ) -> Result<Self, Error> {
         let need = data_start + 8 * shape.iter().product::<usize>() as u64;
         let len = std::fs::metadata(&path)
             .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?
             .len();
         if len < need {
             return Err(Error::Input(format!(
-                "{}: {len} bytes, but its header says shape {shape:?} ({need} bytes)",
+                "{}: {len} bytes, but an array of shape {shape:?} needs {need}",
                 path.display()
             )));
         }
@@ -292,7 +316,14 @@ impl<'g> Array<'g> {
         let blocks = (0..grid.nblocks())
             .map(|b| {
                 let (start, bshape) = grid.block(b);
-                read_block::delayed(g, path.clone(), data_start, shape.clone(), start, bshape)
+                read_block::delayed(
+                    g,
+                    path.to_path_buf(),
+                    data_start,
+                    shape.clone(),
+                    start,
+                    bshape,
+                )
             })
             .collect();
         Ok(Array {
