@@ -303,7 +303,7 @@ impl<'g> Array<'g> {
         chunks: &[usize],
     ) -> Result<Self, Error> {
         let need = data_start + 8 * shape.iter().product::<usize>() as u64;
-        let len = std::fs::metadata(&path)
+        let len = std::fs::metadata(path)
             .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?
             .len();
         if len < need {
