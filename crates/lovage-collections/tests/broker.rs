@@ -80,6 +80,7 @@ fn same_on_broker(url: &str) {
         &common::arrays::node_backed(Broker(&client), dir.path()),
         "node-backed arrays on the broker",
     );
+    common::arrays::random_dots_and_broadcasts(Broker(&client), 9, 6);
     // Closure steps are refused before anything is sent, naming the step.
     let b = Bag::from_iter(&g, 0..10i64, 2);
     let err = compute(&g, Broker(&client), b.count()).unwrap_err();

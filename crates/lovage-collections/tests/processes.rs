@@ -73,6 +73,8 @@ fn node_backed() {
         &common::arrays::node_backed(Processes(&procs), dir.path()),
         "node-backed, processes",
     );
+    // Random dots and broadcasts there, against ndarray.
+    common::arrays::random_dots_and_broadcasts(Processes(&procs), 24, 5);
     let a = common::arrays::values();
     assert_eq!(inline.arrays[0], a);
     let col_sums = a.sum_axis(ndarray::Axis(0));

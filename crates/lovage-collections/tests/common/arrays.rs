@@ -99,3 +99,92 @@ pub fn node_backed(sched: Scheduler<'_>, dir: &Path) -> Answers {
         indices: vec![amax, amin],
     }
 }
+
+/// Equal within a relative tolerance (sums in another order), NaN equal to NaN.
+fn close(a: &ArrayD<f64>, b: &ArrayD<f64>) -> bool {
+    a.shape() == b.shape()
+        && a.iter().zip(b.iter()).all(|(x, y)| {
+            (x.is_nan() && y.is_nan())
+                || x == y
+                || (x - y).abs() <= 1e-9 * (1.0 + x.abs().max(y.abs()))
+        })
+}
+
+/// An operand of `shape` in blocks of `chunks`, node-backed or random (data), and its values.
+fn operand<'g>(
+    g: &'g Graph,
+    shape: &[usize],
+    chunks: &[usize],
+    rng: &mut fastrand::Rng,
+) -> (Array<'g>, ArrayD<f64>) {
+    if rng.bool() {
+        let a = ArrayD::from_shape_fn(IxDyn(shape), |_| rng.f64() * 2.0 - 1.0);
+        (Array::from_ndarray(g, &a, chunks).unwrap(), a)
+    } else {
+        let x = Array::random(g, shape, chunks, rng.u64(..)).unwrap();
+        let a = x.compute(lovage_graph::Inline).unwrap();
+        (x, a)
+    }
+}
+
+/// `cases` random `dot`s (2-D·2-D, 2-D·1-D, 1-D·2-D, each operand with its own chunks) and
+/// broadcasting sums (`(n, m) + (m,)`, `(n, 1) + (1, m)`, `(n, m) * (n, 1)`) on `sched`,
+/// against ndarray's `dot` and its own broadcasting.
+pub fn random_dots_and_broadcasts(sched: Scheduler<'_>, cases: usize, seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for case in 0..cases {
+        let g = Graph::new();
+        let (n, k, m) = (rng.usize(1..9), rng.usize(1..9), rng.usize(1..9));
+        let form = case % 3;
+        let (ls, lc) = if form == 2 {
+            (vec![k], vec![rng.usize(1..=k)])
+        } else {
+            (vec![n, k], vec![rng.usize(1..=n), rng.usize(1..=k)])
+        };
+        let (rs, rc) = if form == 1 {
+            (vec![k], vec![rng.usize(1..=k)])
+        } else {
+            (vec![k, m], vec![rng.usize(1..=k), rng.usize(1..=m)])
+        };
+        let (x, a) = operand(&g, &ls, &lc, &mut rng);
+        let (y, b) = operand(&g, &rs, &rc, &mut rng);
+        let want = match form {
+            0 => a
+                .clone()
+                .into_dimensionality::<ndarray::Ix2>()
+                .unwrap()
+                .dot(&b.clone().into_dimensionality::<ndarray::Ix2>().unwrap())
+                .into_dyn(),
+            1 => a
+                .clone()
+                .into_dimensionality::<ndarray::Ix2>()
+                .unwrap()
+                .dot(&b.clone().into_dimensionality::<ndarray::Ix1>().unwrap())
+                .into_dyn(),
+            _ => a
+                .clone()
+                .into_dimensionality::<ndarray::Ix1>()
+                .unwrap()
+                .dot(&b.clone().into_dimensionality::<ndarray::Ix2>().unwrap())
+                .into_dyn(),
+        };
+        let got = x.dot(&y).unwrap().compute(sched).unwrap();
+        assert!(
+            close(&got, &want),
+            "dot {ls:?}{lc:?} · {rs:?}{rc:?}: {got:?} vs {want:?}"
+        );
+        // Broadcasting: the left operand 2-D, the right a row, a column or a (1, m).
+        let (x, a) = operand(&g, &[n, m], &[rng.usize(1..=n), rng.usize(1..=m)], &mut rng);
+        let other: Vec<usize> = match case % 3 {
+            0 => vec![m],
+            1 => vec![n, 1],
+            _ => vec![1, m],
+        };
+        let oc: Vec<usize> = other.iter().map(|&l| rng.usize(1..=l)).collect();
+        let (y, b) = operand(&g, &other, &oc, &mut rng);
+        let got = x.add(&y).unwrap().compute(sched).unwrap();
+        assert!(close(&got, &(&a + &b)), "{:?} + {other:?}", [n, m]);
+        let got = y.mul(&x).unwrap().compute(sched).unwrap();
+        assert!(close(&got, &(&b * &a)), "{other:?} * {:?}", [n, m]);
+    }
+}
