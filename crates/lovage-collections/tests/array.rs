@@ -433,6 +433,11 @@ fn broadcasting_named_cases_and_errors() {
     // (n, m) + (m,): the row added to every row.
     let got = x.add(&row).unwrap().compute(Threads(pool())).unwrap();
     assert!(same(&got, &(&a + &r)));
+    // The larger operand keeps its chunks, on either side; the row is rechunked.
+    assert_eq!(row.add(&x).unwrap().chunks(), x.chunks());
+    assert_eq!(x.sub(&row).unwrap().chunks(), x.chunks());
+    let got = row.sub(&x).unwrap().compute(Inline).unwrap();
+    assert!(same(&got, &(&r - &a)));
     // (n, 1) + (1, m): an outer sum, both operands broadcast; data stays data.
     let outer = col.add(&row).unwrap();
     assert_eq!(outer.shape(), &[5, 4]);

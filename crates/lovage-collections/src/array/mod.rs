@@ -471,8 +471,9 @@ impl<'g> Array<'g> {
     /// does: shapes aligned at their last axes, each pair of lengths equal or one of them 1
     /// (a missing axis counts as 1), so `(n, m) + (m,)` adds a row to every row and
     /// `(n, 1) + (1, m)` is an outer sum. Shapes that do not broadcast are an `Error::Input`
-    /// naming both. The result's chunks are this array's along its axes (the other's where
-    /// only the other has the axis); the other operand is rechunked to match.
+    /// naming both. The result is chunked as the larger operand (by number of values; this
+    /// one when they are as large) along its axes, as the other where only the other has the
+    /// axis: the smaller operand is the one rechunked to match.
     ///
     /// Between arrays built from data (`random`, `full`, and data steps on them) the result
     /// stays a lazy expression; with a node-backed operand it is one registered task per
@@ -512,10 +513,18 @@ impl<'g> Array<'g> {
             let j = (i + x.ndim()).checked_sub(nd)?;
             (x.grid.shape[j] == shape[i]).then(|| x.grid.chunks[j].clone())
         };
+        // Each axis is chunked as the larger operand has it (by number of values; this one
+        // when they are as large), so the smaller one is what is rechunked.
+        let size = |x: &Array<'g>| x.grid.shape.iter().product::<usize>();
+        let (first, second) = if size(other) > size(self) {
+            (other, self)
+        } else {
+            (self, other)
+        };
         let chunks: Vec<Vec<usize>> = (0..nd)
             .map(|i| {
-                chunks_of(self, i)
-                    .or_else(|| chunks_of(other, i))
+                chunks_of(first, i)
+                    .or_else(|| chunks_of(second, i))
                     .unwrap_or_else(|| vec![shape[i]])
             })
             .collect();
