@@ -1,11 +1,14 @@
 //! `Array`: a lazy n-dimensional `f64` array in a grid of blocks (Dask's `dask.array`).
 //!
 //! An array is either *lazy* (its values are a function of the global index: `random`,
-//! `zeros`, `from_fn`, and element-wise steps on them) or a node per block (`from_ndarray`,
-//! and what slicing across blocks, `rechunk`, `map_blocks` and axis reductions make). A
-//! reduction of a lazy array runs one task per block that generates the block piece by piece
-//! (4,096 values at a time, on the stack) and folds it, so a billion-element mean never holds
-//! more than a few pieces per thread; a block of a node-backed array is one `ndarray` array.
+//! `zeros`, `from_fn`, and element-wise steps on them, broadcasting included) or a node per
+//! block (`from_ndarray`, `from_npy`, `materialize`, and what steps on such an array, axis
+//! reductions, `t`, `dot` and `map_blocks` make). A reduction of a lazy array runs one task
+//! per block that generates the block piece by piece (4,096 values at a time, on the stack)
+//! and folds it, so a billion-element mean never holds more than a few pieces per thread; a
+//! block of a node-backed array is one `ndarray` array ([`Block`]), made by a registered task
+//! unless a closure step made it, so it runs on a process pool and a broker's workers too
+//! (the block crosses as its raw little-endian bytes).
 //!
 //! ```
 //! use lovage_collections::array::Array;
