@@ -139,6 +139,14 @@ fn blocks_stay_with_their_workers(url: &str, file: &Path) {
         "a value of {largest} bytes is in the broker"
     );
     assert!(total < 2 << 20, "{total} bytes of values are in the broker");
+    // The whole product (its blocks kept by the workers and fetched by this process), as
+    // Inline's.
+    let whole = y.compute(Broker(&client)).unwrap();
+    let want = y.compute(Inline).unwrap();
+    assert!(whole
+        .iter()
+        .zip(want.iter())
+        .all(|(p, q)| p.to_bits() == q.to_bits()));
 }
 
 fn main() {
