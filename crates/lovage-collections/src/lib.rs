@@ -19,10 +19,11 @@
 //! function per partition, so a chain of them and the reduction after it run as one task per
 //! partition, pulling items through without building the intermediate lists.
 //!
-//! Arrays built from data (`random`, `full`, `zeros`, `ones`, and `scalar`, `apply`, `zip`,
-//! slicing and `rechunk` on them) reduce with registered tasks (`lovage.array.*`), so they run
-//! on a process pool and on a broker's workers too, with the same results; a worker process
-//! calls [`register`] once. So do bags whose sources are data (items, `read_text`,
+//! Arrays built from data (`random`, `full`, `zeros`, `ones`, `from_ndarray`, `from_npy`, and
+//! `scalar`, `apply`, `zip` with broadcasting, slicing, `rechunk`, `materialize`, axis
+//! reductions, `t`, `dot` on them) are registered tasks (`lovage.array.*`; a node-backed
+//! block travels as raw little-endian `f64` bytes), so they run on a process pool and on a
+//! broker's workers too, with the same results; a worker process calls [`register`] once. So do bags whose sources are data (items, `read_text`,
 //! `read_jsonl`) and whose element-wise steps are registered tasks (`map_task`,
 //! `filter_task`, `flat_map_task`, `map_partitions_task`): their `count`, `sum`, `min`,
 //! `max`, `mean`, `frequencies`, `distinct`, `word_frequencies`, `take`, `to_textfiles`,
@@ -52,8 +53,9 @@ pub enum Error {
     /// The scheduler (a process pool or a broker) cannot run a closure the collection has.
     #[error(
         "{op} runs a closure, which cannot cross processes: compute it with Inline or \
-         Threads(&pool), not {scheduler} (arrays from random/full/zeros/ones with scalar, \
-         apply, zip, slicing and rechunk reduce on every scheduler, and so do bags whose \
+         Threads(&pool), not {scheduler} (arrays from random/full/zeros/ones/from_ndarray/\
+         from_npy with scalar, apply, zip, slicing, rechunk, axis reductions, t and dot run \
+         on every scheduler, and so do bags whose \
          steps are registered tasks: map_task, filter_task, flat_map_task, \
          map_partitions_task, reduced by registered tasks too: fold_task, reduce_task, \
          top_k_task, group_by_task, fold_by_task)"
@@ -96,13 +98,7 @@ pub fn compute<O: Outputs>(
         // Refused before anything runs (a broker would otherwise run a graph of closures
         // in this process), naming the step the caller wrote.
         let steps = g.closure_steps(&outputs)?;
-        // A data array's blocks are made by a closure too; the step after them is the one
-        // the caller wrote (`map_blocks`), so it is named when there is one.
-        let named = steps
-            .iter()
-            .find(|&&s| s != "array-block")
-            .or(steps.first());
-        if let Some(op) = named {
+        if let Some(op) = steps.first() {
             return Err(Error::Unsupported {
                 scheduler,
                 op: (*op).to_owned(),

@@ -2,9 +2,11 @@
 //! blocks), NaN and infinities in reductions, one random array under two chunkings, on the
 //! inline and the thread-pool schedulers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to fail
+
 use std::sync::OnceLock;
 
-use lovage_collections::array::{random_at, random_fill, Array};
+use lovage_collections::array::{random_at, random_fill, Array, Op};
 use lovage_collections::compute;
 use lovage_graph::{Graph, Inline, Scheduler, Threads};
 use lovage_pool::ThreadPool;
@@ -288,4 +290,253 @@ fn to_npy_writes_numpys_format() {
         .flat_map(|r| (0..3).map(move |c| (r * 10 + c) as f64))
         .collect();
     assert_eq!(values, want);
+}
+
+/// How a test operand is built: node-backed (`from_ndarray`), a closure (`from_fn`), or
+/// data (`random`, whose values are `random_at`).
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Blocks,
+    Closure,
+    Random,
+}
+
+/// An operand of `shape` in blocks of `chunks` built as `kind`, and its values.
+fn operand<'g>(
+    g: &'g Graph,
+    shape: &[usize],
+    chunks: &[usize],
+    kind: Kind,
+    salt: u64,
+) -> (Array<'g>, ArrayD<f64>) {
+    let seed = lovage_collections::array::seed_of(salt);
+    let values = ArrayD::from_shape_fn(IxDyn(shape), |i| {
+        let flat =
+            lovage_collections::array::flat_index(ndarray::Dimension::slice(&i), shape) as u64;
+        match kind {
+            Kind::Random => random_at(seed, flat),
+            _ => ((flat + salt) as f64 * 0.37).sin() * 10.0,
+        }
+    });
+    let x = match kind {
+        Kind::Blocks => Array::from_ndarray(g, &values, chunks).unwrap(),
+        Kind::Closure => {
+            let v = values.clone();
+            Array::from_fn(g, shape, chunks, move |i| v[i]).unwrap()
+        }
+        Kind::Random => Array::random(g, shape, chunks, salt).unwrap(),
+    };
+    (x, values)
+}
+
+/// An operand shape that broadcasts to `out`: its last `keep` axes, those marked in `ones`
+/// of length 1; and its chunks from `seeds`.
+fn broadcast_operand(
+    out: &[usize],
+    keep: usize,
+    ones: &[bool],
+    seeds: &[usize],
+) -> (Vec<usize>, Vec<usize>) {
+    let k = keep % out.len() + 1;
+    let shape: Vec<usize> = out[out.len() - k..]
+        .iter()
+        .zip(ones)
+        .map(|(&n, &one)| if one { 1 } else { n })
+        .collect();
+    let chunks = shape.iter().zip(seeds).map(|(&n, &c)| c % n + 1).collect();
+    (shape, chunks)
+}
+
+const KINDS: [Kind; 3] = [Kind::Blocks, Kind::Closure, Kind::Random];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(60))]
+
+    #[test]
+    fn broadcasting_matches_ndarray(
+        out in prop::collection::vec(1usize..6, 1..=3),
+        keep in (0usize..3, 0usize..3),
+        ones in (prop::collection::vec(any::<bool>(), 3), prop::collection::vec(any::<bool>(), 3)),
+        seeds in (prop::collection::vec(0usize..6, 3), prop::collection::vec(0usize..6, 3)),
+        kinds in (0usize..3, 0usize..3),
+        op in 0usize..4,
+    ) {
+        let (sa, ca) = broadcast_operand(&out, keep.0, &ones.0, &seeds.0);
+        let (sb, cb) = broadcast_operand(&out, keep.1, &ones.1, &seeds.1);
+        let g = Graph::new();
+        let (x, a) = operand(&g, &sa, &ca, KINDS[kinds.0], 1);
+        let (y, b) = operand(&g, &sb, &cb, KINDS[kinds.1], 2);
+        let ops = [Op::Add, Op::Sub, Op::Mul, Op::Div];
+        // ndarray's own broadcasting (co-broadcasting of both operands).
+        let want = match op { 0 => &a + &b, 1 => &a - &b, 2 => &a * &b, _ => &a / &b };
+        let want_rev = match op { 0 => &b + &a, 1 => &b - &a, 2 => &b * &a, _ => &b / &a };
+        let xy = x.zip(ops[op], &y).unwrap();
+        let yx = y.zip(ops[op], &x).unwrap();
+        prop_assert_eq!(xy.shape(), want.shape());
+        for s in schedulers() {
+            prop_assert!(same(&xy.compute(s).unwrap(), &want), "{:?} {:?} {:?}", sa, sb, s);
+            prop_assert!(same(&yx.compute(s).unwrap(), &want_rev));
+            let (total, top) = compute(&g, s, (xy.sum(), xy.max())).unwrap();
+            prop_assert!(close(total, want.sum()), "{} vs {}", total, want.sum());
+            prop_assert!(close(top, numpy_max(&want)));
+        }
+        // The same through a closure (zip_with) and on a rechunked result.
+        let z = x.zip_with(&y, |p, q| p * 2.0 - q).unwrap().rechunk(&vec![2; want.ndim()]).unwrap();
+        let want_z = ndarray::Zip::from(&a.broadcast(IxDyn(want.shape())).unwrap())
+            .and(&b.broadcast(IxDyn(want.shape())).unwrap())
+            .map_collect(|p, q| p * 2.0 - q);
+        prop_assert!(same(&z.compute(Inline).unwrap(), &want_z));
+    }
+
+    #[test]
+    fn dot_by_blocks_matches_ndarray(
+        dims in (1usize..8, 1usize..8, 1usize..8),
+        chunks in prop::collection::vec(1usize..8, 4),
+        form in 0usize..3,
+        kinds in (0usize..3, 0usize..3),
+    ) {
+        let (n, k, m) = dims;
+        let c = |i: usize, len: usize| chunks[i] % len + 1;
+        let g = Graph::new();
+        // Left (n, k) or (k,); right (k, m) or (k,): each with its own chunks, so the inner
+        // ones mostly differ and the right operand is rechunked.
+        let (ls, lc) = if form == 2 { (vec![k], vec![c(1, k)]) } else { (vec![n, k], vec![c(0, n), c(1, k)]) };
+        let (rs, rc) = if form == 1 { (vec![k], vec![c(2, k)]) } else { (vec![k, m], vec![c(2, k), c(3, m)]) };
+        let (x, a) = operand(&g, &ls, &lc, KINDS[kinds.0], 3);
+        let (y, b) = operand(&g, &rs, &rc, KINDS[kinds.1], 4);
+        let want: ArrayD<f64> = match form {
+            0 => a.clone().into_dimensionality::<ndarray::Ix2>().unwrap()
+                .dot(&b.clone().into_dimensionality::<ndarray::Ix2>().unwrap()).into_dyn(),
+            1 => a.clone().into_dimensionality::<ndarray::Ix2>().unwrap()
+                .dot(&b.clone().into_dimensionality::<ndarray::Ix1>().unwrap()).into_dyn(),
+            _ => a.clone().into_dimensionality::<ndarray::Ix1>().unwrap()
+                .dot(&b.clone().into_dimensionality::<ndarray::Ix2>().unwrap()).into_dyn(),
+        };
+        let xy = x.dot(&y).unwrap();
+        prop_assert_eq!(xy.shape(), want.shape());
+        let mm = x.matmul(&y).unwrap();
+        prop_assert_eq!(mm.shape(), want.shape());
+        for s in schedulers() {
+            prop_assert!(same(&xy.compute(s).unwrap(), &want), "{:?}·{:?} on {:?}", ls, rs, s);
+            prop_assert!(close(compute(&g, s, xy.sum()).unwrap(), want.sum()));
+        }
+    }
+}
+
+#[test]
+fn broadcasting_named_cases_and_errors() {
+    let g = Graph::new();
+    let (x, a) = operand(&g, &[5, 4], &[2, 3], Kind::Blocks, 7);
+    let (row, r) = operand(&g, &[4], &[4], Kind::Random, 8);
+    let (col, c) = operand(&g, &[5, 1], &[3, 1], Kind::Random, 9);
+    let (top, t) = operand(&g, &[1, 4], &[1, 1], Kind::Blocks, 10);
+    // (n, m) + (m,): the row added to every row.
+    let got = x.add(&row).unwrap().compute(Threads(pool())).unwrap();
+    assert!(same(&got, &(&a + &r)));
+    // The larger operand keeps its chunks, on either side; the row is rechunked.
+    assert_eq!(row.add(&x).unwrap().chunks(), x.chunks());
+    assert_eq!(x.sub(&row).unwrap().chunks(), x.chunks());
+    let got = row.sub(&x).unwrap().compute(Inline).unwrap();
+    assert!(same(&got, &(&r - &a)));
+    // (n, 1) + (1, m): an outer sum, both operands broadcast; data stays data.
+    let outer = col.add(&row).unwrap();
+    assert_eq!(outer.shape(), &[5, 4]);
+    assert!(same(&outer.compute(Inline).unwrap(), &(&c + &r)));
+    let got = col.mul(&top).unwrap().compute(Inline).unwrap();
+    assert!(same(&got, &(&c * &t)));
+    // Shapes that do not broadcast: an input error naming both.
+    let (bad, _) = operand(&g, &[5], &[2], Kind::Random, 11);
+    let e = x.add(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("[5, 4] and [5]") && e.contains("do not broadcast"),
+        "{e}"
+    );
+    let e = col
+        .sub(&Array::ones(&g, &[3, 2], &[1, 1]).unwrap())
+        .unwrap_err();
+    assert!(e.to_string().contains("[5, 1] and [3, 2]"), "{e}");
+}
+
+#[test]
+fn dot_errors_and_inner() {
+    let g = Graph::new();
+    let (x, _) = operand(&g, &[4, 3], &[2, 2], Kind::Blocks, 1);
+    let (y, _) = operand(&g, &[4, 2], &[2, 2], Kind::Blocks, 2);
+    let e = x.dot(&y).unwrap_err().to_string();
+    assert!(e.contains("[4, 3] and [4, 2] are not aligned"), "{e}");
+    let (v, a) = operand(&g, &[6], &[4], Kind::Random, 3);
+    let (w, b) = operand(&g, &[6], &[5], Kind::Blocks, 4);
+    let e = v.dot(&w).unwrap_err().to_string();
+    assert!(e.contains("use inner"), "{e}");
+    let got = compute(&g, Inline, v.inner(&w).unwrap()).unwrap();
+    let want = a
+        .into_dimensionality::<ndarray::Ix1>()
+        .unwrap()
+        .dot(&b.into_dimensionality::<ndarray::Ix1>().unwrap());
+    assert!(close(got, want), "{got} vs {want}");
+    let (cube, _) = operand(&g, &[2, 2, 2], &[1, 1, 1], Kind::Blocks, 5);
+    assert!(cube
+        .dot(&x)
+        .unwrap_err()
+        .to_string()
+        .contains("1-D and 2-D"));
+}
+
+#[test]
+fn to_raw_and_from_npy_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Graph::new();
+    let (x, a) = operand(&g, &[7, 5], &[3, 2], Kind::Random, 12);
+    let (npy, raw) = compute(
+        &g,
+        Threads(pool()),
+        (
+            x.to_npy(dir.path().join("x.npy")),
+            x.to_raw(dir.path().join("x.f64")),
+        ),
+    )
+    .unwrap();
+    // Raw: the values only, row-major little-endian.
+    let bytes = std::fs::read(&raw).unwrap();
+    let values: Vec<f64> = bytes
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(values, a.iter().copied().collect::<Vec<_>>());
+    // Read back in other chunks, on either scheduler: the same bits.
+    for s in schedulers() {
+        let y = Array::from_npy(&g, &npy, &[2, 4]).unwrap();
+        assert_eq!(y.shape(), &[7, 5]);
+        assert_eq!(y.compute(s).unwrap(), a);
+        let (m1, m2) = compute(&g, s, (y.mean(), x.mean())).unwrap();
+        assert!(close(m1, m2));
+    }
+    // The raw file read back, given its shape; one of the wrong shape is refused.
+    let r = Array::from_raw(&g, &raw, &[7, 5], &[3, 3]).unwrap();
+    assert_eq!(r.compute(Threads(pool())).unwrap(), a);
+    let e = Array::from_raw(&g, &raw, &[7, 6], &[3, 3]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("280 bytes, but an array of shape [7, 6] needs 336"),
+        "{e}"
+    );
+    // A node-backed array writes its blocks too.
+    let z = Array::from_ndarray(&g, &a, &[4, 4]).unwrap().t();
+    let p = compute(&g, Inline, z.to_npy(dir.path().join("z.npy"))).unwrap();
+    let back = Array::from_npy(&g, &p, &[5, 7])
+        .unwrap()
+        .compute(Inline)
+        .unwrap();
+    assert_eq!(back, a.t().to_owned());
+    // What is not read is said, naming the file.
+    let e = Array::from_npy(&g, &raw, &[2]).unwrap_err().to_string();
+    assert!(e.contains("x.f64") && e.contains("not a .npy file"), "{e}");
+    let mut f4 = std::fs::read(&npy).unwrap();
+    let at = f4.windows(3).position(|w| w == b"<f8").unwrap();
+    f4[at + 2] = b'4';
+    std::fs::write(dir.path().join("f4.npy"), &f4).unwrap();
+    let e = Array::from_npy(&g, dir.path().join("f4.npy"), &[2, 2]).unwrap_err();
+    assert!(e.to_string().contains("'<f4'"), "{e}");
+    let e = Array::from_npy(&g, dir.path().join("none.npy"), &[2]).unwrap_err();
+    assert!(e.to_string().contains("none.npy"), "{e}");
 }

@@ -1,9 +1,12 @@
 //! Arrays on a process pool: an array built from data (random, full, scalar/zip/apply steps,
 //! slices) reduces there to the same bits as on `Inline` and `Threads`; a collection with a
 //! closure step is refused before anything runs, naming the step.
+//! Node-backed arrays (blocks as task data) give the same bits there too.
 //! (Its own `main`: a process pool re-runs this executable as its children.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to fail
+
+mod common;
 
 use lovage_collections::array::{Array, Func, Op};
 use lovage_collections::bag::Bag;
@@ -41,6 +44,48 @@ fn close(a: f64, b: f64) -> bool {
 
 fn main() {
     lovage_pool::child_main();
+    let args = libtest_mimic::Arguments::from_args();
+    let trials = vec![
+        libtest_mimic::Trial::test("data_arrays_reduce_to_the_same_bits", || {
+            data_arrays();
+            Ok(())
+        }),
+        libtest_mimic::Trial::test("node_backed_arrays_give_the_same_bits", || {
+            node_backed();
+            Ok(())
+        }),
+    ];
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// Node-backed arrays (blocks travel as task data): the same bits as Inline and Threads, and
+/// the values ndarray gives.
+fn node_backed() {
+    let procs = ProcessPool::new(2);
+    let threads = ThreadPool::new(2);
+    let dir = tempfile::tempdir().unwrap();
+    let inline = common::arrays::node_backed(Inline, dir.path());
+    inline.assert_same_bits(
+        &common::arrays::node_backed(Threads(&threads), dir.path()),
+        "node-backed, threads",
+    );
+    inline.assert_same_bits(
+        &common::arrays::node_backed(Processes(&procs), dir.path()),
+        "node-backed, processes",
+    );
+    // Random dots and broadcasts there, against ndarray.
+    common::arrays::random_dots_and_broadcasts(Processes(&procs), 24, 5);
+    let a = common::arrays::values();
+    assert_eq!(inline.arrays[0], a);
+    let col_sums = a.sum_axis(ndarray::Axis(0));
+    assert!(inline.arrays[3]
+        .iter()
+        .zip(col_sums.iter())
+        .all(|(p, q)| close(*p, *q)));
+}
+
+/// Arrays built from data and closure steps refused.
+fn data_arrays() {
     let procs = ProcessPool::new(2);
     let threads = ThreadPool::new(2);
 
@@ -130,13 +175,13 @@ fn main() {
         matches!(&err, Error::Unsupported { op, .. } if op == "array-map-blocks"),
         "{err:?}"
     );
-    // The whole array assembled from blocks is local-only too, and says so.
+    // The whole array of a closure step is local-only, and says so.
     assert!(matches!(
-        x.compute(Processes(&procs)),
+        x.map(|v| v + 1.0).compute(Processes(&procs)),
         Err(Error::Unsupported {
             scheduler: "Processes",
-            ..
-        })
+            op,
+        }) if op == "array-map"
     ));
     // The graph alone refuses the closure nodes too, naming one.
     let direct = g.compute(Processes(&procs), b.count()).err();

@@ -29,6 +29,9 @@ pub struct WorkerRole {
 /// Separates the settings in the environment variable (none of them holds it).
 const SEP: char = '|';
 
+/// The data directory that stands for the worker's default one.
+const DEFAULT_DIR: &str = "-";
+
 impl WorkerRole {
     /// A worker named `name` on `url`, serving the default queue, no data plane.
     pub fn new(url: &str, name: &str) -> WorkerRole {
@@ -49,6 +52,12 @@ impl WorkerRole {
     /// under `dir`.
     pub fn data_plane(mut self, dir: &Path) -> WorkerRole {
         self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// With the data plane on, spilling where the worker chooses by default.
+    pub fn data_plane_default(mut self) -> WorkerRole {
+        self.data_dir = Some(PathBuf::from(DEFAULT_DIR));
         self
     }
 
@@ -90,7 +99,7 @@ impl WorkerRole {
             config.queues = self.queues.split(',').map(str::to_owned).collect();
         }
         config.data = self.data_dir.as_ref().map(|dir| DataConfig {
-            dir: Some(dir.clone()),
+            dir: (dir.as_os_str() != DEFAULT_DIR).then(|| dir.clone()),
             ..DataConfig::default()
         });
         let worker = Worker::new(connect(&self.url).unwrap(), config).unwrap();

@@ -113,9 +113,29 @@ pub(crate) enum Expr {
     Map { f: Func, of: Box<Expr> },
     /// `a ⊕ b` at the same index.
     Zip { op: Op, a: Box<Expr>, b: Box<Expr> },
+    /// `of` (of shape `shape`) broadcast to `ndim` axes (NumPy's rules): leading axes dropped
+    /// from the index, axes of length 1 read at 0.
+    Broadcast {
+        shape: Vec<usize>,
+        ndim: usize,
+        of: Box<Expr>,
+    },
 }
 
 impl Expr {
+    /// This expression, of shape `shape`, read at the indices of the shape `out` it
+    /// broadcasts to (itself when the shapes are the same).
+    pub(crate) fn broadcast(&self, shape: &[usize], out: &[usize]) -> Expr {
+        if shape == out {
+            return self.clone();
+        }
+        Expr::Broadcast {
+            shape: shape.to_vec(),
+            ndim: out.len(),
+            of: Box::new(self.clone()),
+        }
+    }
+
     /// The generating function: values at consecutive indices along the last axis from a
     /// global multi-index, at most [`PIECE`] at a time.
     pub(crate) fn fill(&self) -> Fill {
@@ -171,6 +191,9 @@ impl Expr {
                         .zip(tmp.iter())
                         .for_each(|(x, y)| *x = op.apply(*x, *y));
                 })
+            }
+            Expr::Broadcast { shape, ndim, of } => {
+                super::ops::broadcast_fill(of.fill(), shape.clone(), *ndim)
             }
         }
     }

@@ -1,11 +1,14 @@
 //! `Array`: a lazy n-dimensional `f64` array in a grid of blocks (Dask's `dask.array`).
 //!
 //! An array is either *lazy* (its values are a function of the global index: `random`,
-//! `zeros`, `from_fn`, and element-wise steps on them) or a node per block (`from_ndarray`,
-//! and what slicing across blocks, `rechunk`, `map_blocks` and axis reductions make). A
-//! reduction of a lazy array runs one task per block that generates the block piece by piece
-//! (4,096 values at a time, on the stack) and folds it, so a billion-element mean never holds
-//! more than a few pieces per thread; a block of a node-backed array is one `ndarray` array.
+//! `zeros`, `from_fn`, and element-wise steps on them, broadcasting included) or a node per
+//! block (`from_ndarray`, `from_npy`, `materialize`, and what steps on such an array, axis
+//! reductions, `t`, `dot` and `map_blocks` make). A reduction of a lazy array runs one task
+//! per block that generates the block piece by piece (4,096 values at a time, on the stack)
+//! and folds it, so a billion-element mean never holds more than a few pieces per thread; a
+//! block of a node-backed array is one `ndarray` array ([`Block`]), made by a registered task
+//! unless a closure step made it, so it runs on a process pool and a broker's workers too
+//! (the block crosses as its raw little-endian bytes).
 //!
 //! ```
 //! use lovage_collections::array::Array;
@@ -18,12 +21,16 @@
 //! assert!((m2 - 2.0 * m).abs() < 1e-12);
 //! ```
 
+mod block;
+mod dot;
 mod expr;
 mod grid;
 mod npy;
+mod ops;
 mod reduce;
 pub(crate) mod tasks;
 
+pub use block::Block;
 pub use expr::{Func, Op};
 
 pub use grid::ravel as flat_index;
@@ -36,10 +43,8 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn, Slice};
 
 use crate::{internal, Error};
 use expr::Expr;
-use grid::{for_each_row, Grid};
-
-/// One block's values (shared, never copied between tasks).
-pub type Block = Arc<ArrayD<f64>>;
+use grid::Grid;
+use ops::Step;
 
 /// Values at consecutive indices along the last axis from a global multi-index, at most
 /// [`PIECE`] at a time.
@@ -280,7 +285,8 @@ impl<'g> Array<'g> {
         ))
     }
 
-    /// An array cut from `a` into blocks of `chunks` (one constant node per block).
+    /// An array cut from `a` into blocks of `chunks`: one node per block, whose call carries
+    /// the block as data (so it runs on every scheduler).
     pub fn from_ndarray(g: &'g Graph, a: &ArrayD<f64>, chunks: &[usize]) -> Result<Self, Error> {
         let grid = Grid::regular(a.shape(), chunks)?;
         let blocks = (0..grid.nblocks())
@@ -290,7 +296,7 @@ impl<'g> Array<'g> {
                     let i = ax.axis.index();
                     Slice::from(start[i]..start[i] + shape[i])
                 });
-                g.value(Arc::new(view.as_standard_layout().into_owned()))
+                tasks::data::delayed(g, Block::new(view.to_owned()))
             })
             .collect();
         Ok(Array {
@@ -325,28 +331,21 @@ impl<'g> Array<'g> {
         self.g
     }
 
-    /// The node of block `b` (a lazy array's block is made by a new root node).
+    /// The node of block `b` (a lazy array's block is made by a new root node: the registered
+    /// task `generate` for an array of data, else a closure).
     fn block_node(&self, b: usize) -> Delayed<Block> {
         match &self.src {
             Src::Blocks(v) => v[b],
-            Src::Lazy(fill, origin) => {
+            Src::Lazy(_, Ok(expr)) => {
+                let (start, shape) = self.grid.block(b);
+                tasks::generate::delayed(self.g, Expr::clone(expr), start, shape)
+            }
+            Src::Lazy(fill, Err(step)) => {
                 let (start, shape) = self.grid.block(b);
                 let fill = fill.clone();
                 self.g.try_local_all(
-                    origin.as_ref().map_or_else(|step| *step, |_| "array-block"),
-                    move |_: Vec<Block>| {
-                        let mut a = ArrayD::zeros(IxDyn(&shape));
-                        let data = a
-                            .as_slice_mut()
-                            .ok_or_else(|| internal("a new block is not contiguous"))?;
-                        let len = shape.last().copied().unwrap_or(0);
-                        let mut row = 0;
-                        for_each_row(&start, &shape, |at, _| {
-                            fill_row(&fill, at, &mut data[row * len..(row + 1) * len]);
-                            row += 1;
-                        });
-                        Ok(Arc::new(a))
-                    },
+                    step,
+                    move |_: Vec<Block>| ops::generate_block(&fill, &start, &shape),
                     Vec::new(),
                 )
             }
@@ -410,7 +409,7 @@ impl<'g> Array<'g> {
                             "array-map",
                             move |v: Vec<Block>| {
                                 let a = v.first().ok_or_else(|| internal("map lost its block"))?;
-                                Ok(Arc::new(a.mapv(|x| f(x))))
+                                Ok(Block::new(a.mapv(|x| f(x))))
                             },
                             vec![b],
                         )
@@ -429,30 +428,27 @@ impl<'g> Array<'g> {
         }
     }
 
-    /// `f(a, b)` of the values at the same index of two arrays of the same shape (the other
-    /// array is rechunked to these chunks if they differ; two lazy arrays stay lazy).
+    /// `f(a, b)` element-wise, the two arrays broadcast against each other as NumPy does
+    /// (`(n, m)` with `(m,)`, `(n, 1)` with `(1, m)`, …; see [`zip`](Array::zip)). Two lazy
+    /// arrays stay lazy; otherwise one closure node per block (local schedulers only).
     pub fn zip_with(
         &self,
         other: &Array<'g>,
         f: impl Fn(f64, f64) -> f64 + Send + Sync + 'static,
     ) -> Result<Self, Error> {
-        if self.grid.shape != other.grid.shape {
-            return Err(Error::Input(format!(
-                "element-wise arrays must have the same shape: {:?} and {:?} (broadcasting is \
-                 offered for scalars only: use map)",
-                self.grid.shape, other.grid.shape
-            )));
-        }
-        if let (Src::Lazy(a, _), Src::Lazy(b, _)) = (&self.src, &other.src) {
-            let (a, b) = (a.clone(), b.clone());
+        let (grid, a, b) = self.broadcast_with(other)?;
+        if let (Src::Lazy(fa, _), Src::Lazy(fb, _)) = (&a.src, &b.src) {
+            let nd = grid.ndim();
+            let fa = ops::broadcast_fill(fa.clone(), a.grid.shape.clone(), nd);
+            let fb = ops::broadcast_fill(fb.clone(), b.grid.shape.clone(), nd);
             return Ok(Self::lazy(
                 self.g,
-                self.grid.clone(),
+                grid,
                 Arc::new(move |start: &[usize], out: &mut [f64]| {
                     let mut tmp = [0f64; PIECE];
                     let tmp = &mut tmp[..out.len()];
-                    a(start, out);
-                    b(start, tmp);
+                    fa(start, out);
+                    fb(start, tmp);
                     out.iter_mut()
                         .zip(tmp.iter())
                         .for_each(|(x, y)| *x = f(*x, *y));
@@ -460,48 +456,156 @@ impl<'g> Array<'g> {
                 "array-zip-with",
             ));
         }
-        let other = if other.grid.chunks == self.grid.chunks {
-            other.clone()
-        } else {
-            other.regrid(self.grid.clone(), vec![0; self.ndim()])
-        };
         let f = Arc::new(f);
-        let blocks = (0..self.grid.nblocks())
-            .map(|b| {
-                let f = f.clone();
-                self.g.try_local_all(
-                    "array-zip",
-                    move |v: Vec<Block>| match v.as_slice() {
-                        [a, b] => Ok(Arc::new(
-                            ndarray::Zip::from(&**a)
-                                .and(&**b)
-                                .map_collect(|&x, &y| f(x, y)),
-                        )),
-                        _ => Err(internal("zip lost a block")),
-                    },
-                    vec![self.block_node(b), other.block_node(b)],
-                )
-            })
-            .collect();
-        Ok(self.with_blocks(self.grid.clone(), blocks))
+        Ok(Self::zip_blocks(grid, &a, &b, |g, shape, x, y| {
+            let f = f.clone();
+            g.try_local_all(
+                "array-zip",
+                move |v: Vec<Block>| match v.as_slice() {
+                    [x, y] => ops::zip_blocks(|p, q| f(p, q), &shape, x, y),
+                    _ => Err(internal("zip lost a block")),
+                },
+                vec![x, y],
+            )
+        }))
     }
 
-    /// Element-wise `self op other` of two arrays of the same shape. Between arrays built
-    /// from data (`random`, `full`, and these steps on them) it stays data, so its
-    /// reductions run on every scheduler; otherwise it is a closure (local schedulers only).
+    /// Element-wise `self op other`, the two arrays broadcast against each other as NumPy
+    /// does: shapes aligned at their last axes, each pair of lengths equal or one of them 1
+    /// (a missing axis counts as 1), so `(n, m) + (m,)` adds a row to every row and
+    /// `(n, 1) + (1, m)` is an outer sum. Shapes that do not broadcast are an `Error::Input`
+    /// naming both. The result is chunked as the larger operand (by number of values; this
+    /// one when they are as large) along its axes, as the other where only the other has the
+    /// axis: the smaller operand is the one rechunked to match.
+    ///
+    /// Between arrays built from data (`random`, `full`, and data steps on them) the result
+    /// stays a lazy expression; with a node-backed operand it is one registered task per
+    /// block (both run on every scheduler). With an operand made by a closure it is a
+    /// closure (local schedulers only).
     pub fn zip(&self, op: Op, other: &Array<'g>) -> Result<Self, Error> {
-        if let (Some(a), Some(b)) = (self.expr(), other.expr()) {
-            if self.grid.shape != other.grid.shape {
-                return self.zip_with(other, move |x, y| op.apply(x, y));
-            }
-            let (a, b) = (Box::new(a.clone()), Box::new(b.clone()));
+        let (grid, a, b) = self.broadcast_with(other)?;
+        if let (Some(ea), Some(eb)) = (a.expr(), b.expr()) {
+            let ea = ea.broadcast(&a.grid.shape, &grid.shape);
+            let eb = eb.broadcast(&b.grid.shape, &grid.shape);
             return Ok(Self::lazy_expr(
                 self.g,
-                self.grid.clone(),
-                Expr::Zip { op, a, b },
+                grid,
+                Expr::Zip {
+                    op,
+                    a: Box::new(ea),
+                    b: Box::new(eb),
+                },
             ));
         }
-        self.zip_with(other, move |x, y| op.apply(x, y))
+        if matches!(a.src, Src::Lazy(..)) && matches!(b.src, Src::Lazy(..)) {
+            return self.zip_with(other, move |x, y| op.apply(x, y));
+        }
+        Ok(Self::zip_blocks(grid, &a, &b, |g, shape, x, y| {
+            tasks::zip::delayed(g, op, shape, x, y)
+        }))
+    }
+
+    /// The result's grid of `self ⊕ other` under broadcasting, and each operand with its own
+    /// shape but chunked to match it (a lazy operand is only given the new grid; a
+    /// node-backed one is rechunked when its chunks differ).
+    fn broadcast_with(&self, other: &Array<'g>) -> Result<(Grid, Array<'g>, Array<'g>), Error> {
+        let shape = ops::broadcast_shape(&self.grid.shape, &other.grid.shape)?;
+        let nd = shape.len();
+        // The chunks along result axis `i` of an operand that has that axis unbroadcast.
+        let chunks_of = |x: &Array<'g>, i: usize| {
+            let j = (i + x.ndim()).checked_sub(nd)?;
+            (x.grid.shape[j] == shape[i]).then(|| x.grid.chunks[j].clone())
+        };
+        // Each axis is chunked as the larger operand has it (by number of values; this one
+        // when they are as large), so the smaller one is what is rechunked.
+        let size = |x: &Array<'g>| x.grid.shape.iter().product::<usize>();
+        let (first, second) = if size(other) > size(self) {
+            (other, self)
+        } else {
+            (self, other)
+        };
+        let chunks: Vec<Vec<usize>> = (0..nd)
+            .map(|i| {
+                chunks_of(first, i)
+                    .or_else(|| chunks_of(second, i))
+                    .unwrap_or_else(|| vec![shape[i]])
+            })
+            .collect();
+        let grid = Grid { shape, chunks };
+        let align = |x: &Array<'g>| {
+            let lead = nd - x.ndim();
+            let chunks: Vec<Vec<usize>> = x
+                .grid
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(j, &n)| {
+                    if n == grid.shape[j + lead] {
+                        grid.chunks[j + lead].clone()
+                    } else {
+                        vec![n]
+                    }
+                })
+                .collect();
+            if chunks == x.grid.chunks {
+                return x.clone();
+            }
+            let aligned = Grid {
+                shape: x.grid.shape.clone(),
+                chunks,
+            };
+            match &x.src {
+                // A lazy array is a function of the global index: any grid will do.
+                Src::Lazy(..) => Array {
+                    g: x.g,
+                    grid: aligned,
+                    src: x.src.clone(),
+                },
+                Src::Blocks(_) => x.regrid(aligned, vec![0; x.ndim()]),
+            }
+        };
+        let (a, b) = (align(self), align(other));
+        Ok((grid, a, b))
+    }
+
+    /// One node per block of `grid` made by `node(graph, block shape, a's block, b's block)`
+    /// from operands aligned to it by [`broadcast_with`](Array::broadcast_with): an operand's
+    /// block is the one at the same grid position, at 0 along the axes it is broadcast on.
+    fn zip_blocks(
+        grid: Grid,
+        a: &Array<'g>,
+        b: &Array<'g>,
+        node: impl Fn(&'g Graph, Vec<usize>, Delayed<Block>, Delayed<Block>) -> Delayed<Block>,
+    ) -> Self {
+        let nd = grid.ndim();
+        let (ablocks, bblocks) = (a.blocks(), b.blocks());
+        let pick = |x: &Array<'g>, blocks: &[Delayed<Block>], pos: &[usize]| {
+            let lead = nd - x.ndim();
+            let q: Vec<usize> = x
+                .grid
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(j, &n)| {
+                    if n == grid.shape[j + lead] {
+                        pos[j + lead]
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            blocks[x.grid.number(&q)]
+        };
+        let out = (0..grid.nblocks())
+            .map(|ob| {
+                let pos = grid.position(ob);
+                let (_, shape) = grid.block(ob);
+                let x = pick(a, &ablocks, &pos);
+                let y = pick(b, &bblocks, &pos);
+                node(a.g, shape, x, y)
+            })
+            .collect();
+        a.with_blocks(grid, out)
     }
 
     /// Element-wise `self op v` (`v op self` with [`scalar_left`](Array::scalar_left)). On an
@@ -527,8 +631,11 @@ impl<'g> Array<'g> {
                     of: Box::new(e.clone()),
                 },
             ),
-            None if left => self.map(move |x| op.apply(v, x)),
-            None => self.map(move |x| op.apply(x, v)),
+            None => self.step(Step::Scalar {
+                op,
+                value: v.to_bits(),
+                left,
+            }),
         }
     }
 
@@ -543,7 +650,22 @@ impl<'g> Array<'g> {
                     of: Box::new(e.clone()),
                 },
             ),
-            None => self.map(move |x| f.apply(x)),
+            None => self.step(Step::Map(f)),
+        }
+    }
+
+    /// An element-wise step as data on an array that is not an expression: a registered task
+    /// per block of a node-backed array; on a lazy array made by a closure, a closure too.
+    fn step(&self, step: Step) -> Self {
+        match &self.src {
+            Src::Blocks(blocks) => {
+                let out = blocks
+                    .iter()
+                    .map(|&b| tasks::map::delayed(self.g, step, b))
+                    .collect();
+                self.with_blocks(self.grid.clone(), out)
+            }
+            Src::Lazy(..) => self.map(move |x| step.apply(x)),
         }
     }
 
@@ -659,17 +781,7 @@ impl<'g> Array<'g> {
                     sources.push(blocks[n]);
                     starts.push(self.grid.block(n).0);
                 }
-                self.g.try_local_all(
-                    "array-rechunk",
-                    move |v: Vec<Block>| {
-                        let mut out = ArrayD::zeros(IxDyn(&oshape));
-                        for (src, sstart) in v.iter().zip(&starts) {
-                            copy_overlap(&mut out, &lo, src, sstart);
-                        }
-                        Ok(Arc::new(out))
-                    },
-                    sources,
-                )
+                tasks::regrid::delayed(self.g, oshape, lo, starts, sources)
             })
             .collect();
         self.with_blocks(grid, out)
@@ -700,7 +812,7 @@ impl<'g> Array<'g> {
                                 out.shape()
                             )));
                         }
-                        Ok(Arc::new(out))
+                        Ok(Block::new(out))
                     },
                     vec![self.block_node(b)],
                 )
@@ -721,46 +833,8 @@ impl<'g> Array<'g> {
             let mut pos = grid.position(b);
             pos.reverse();
             let src = self.block_node(self.grid.number(&pos));
-            blocks.push(self.g.try_local_all(
-                "array-transpose",
-                |v: Vec<Block>| {
-                    let a = v
-                        .first()
-                        .ok_or_else(|| internal("transpose lost its block"))?;
-                    Ok(Arc::new(a.t().as_standard_layout().into_owned()))
-                },
-                vec![src],
-            ));
+            blocks.push(tasks::transpose::delayed(self.g, src));
         }
         self.with_blocks(grid, blocks)
     }
-}
-
-/// Copies into `dst` (whose first element is at global `dst_start`) the part of `src` (at
-/// global `src_start`) that overlaps it.
-fn copy_overlap(
-    dst: &mut ArrayD<f64>,
-    dst_start: &[usize],
-    src: &ArrayD<f64>,
-    src_start: &[usize],
-) {
-    let nd = dst.ndim();
-    let mut lo = vec![0; nd];
-    let mut hi = vec![0; nd];
-    for i in 0..nd {
-        lo[i] = dst_start[i].max(src_start[i]);
-        hi[i] = (dst_start[i] + dst.shape()[i]).min(src_start[i] + src.shape()[i]);
-        if hi[i] <= lo[i] {
-            return;
-        }
-    }
-    let from = src.slice_each_axis(|ax| {
-        let i = ax.axis.index();
-        Slice::from(lo[i] - src_start[i]..hi[i] - src_start[i])
-    });
-    dst.slice_each_axis_mut(|ax| {
-        let i = ax.axis.index();
-        Slice::from(lo[i] - dst_start[i]..hi[i] - dst_start[i])
-    })
-    .assign(&from);
 }

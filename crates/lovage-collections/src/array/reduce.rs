@@ -283,54 +283,86 @@ pub(crate) fn lazy_partial(
     acc
 }
 
+/// The partial of a whole block at global `start` of an array of shape `shape`: folded in the
+/// same pieces as a lazy array's, so a materialised block sums to the same bits.
+pub(crate) fn block_partial(kind: Kind, shape: &[usize], start: &[usize], block: &Block) -> Acc {
+    let data = block.values();
+    let bshape = block.shape();
+    let len = bshape.last().copied().unwrap_or(0);
+    let mut acc = Acc::EMPTY;
+    let mut row = 0;
+    for_each_row(start, bshape, |at, _| {
+        let flat = ravel(at, shape) as u64;
+        let row_data = &data[row * len..(row + 1) * len];
+        for (k, xs) in row_data.chunks(super::PIECE).enumerate() {
+            acc.push(kind, xs, flat + (k * super::PIECE) as u64);
+        }
+        row += 1;
+    });
+    acc
+}
+
+/// One output block of a reduction along `axis`: `blocks` are the input blocks along that
+/// axis in order, `offsets` their start offsets along it.
+pub(crate) fn axis_block(
+    stat: Stat,
+    axis: usize,
+    offsets: &[usize],
+    what: &str,
+    blocks: &[Block],
+) -> Result<Block, TaskError> {
+    let kind = stat.kind(true);
+    let mut accs: Option<ArrayD<Acc>> = None;
+    for (c, a) in blocks.iter().enumerate() {
+        if axis >= a.ndim() {
+            return Err(internal("an axis reduction's block has too few axes"));
+        }
+        let at0 = offsets.get(c).copied().unwrap_or(0) as u64;
+        let part = a.map_axis(Axis(axis), |lane| {
+            let mut acc = Acc::EMPTY;
+            let lane = lane.to_vec();
+            acc.push(kind, &lane, at0);
+            acc
+        });
+        match &mut accs {
+            None => accs = Some(part),
+            Some(acc) => ndarray::Zip::from(acc)
+                .and(&part)
+                .for_each(|x, y| x.merge(kind, y)),
+        }
+    }
+    let accs = accs.ok_or_else(|| internal("an axis reduction has no block"))?;
+    let mut out = ArrayD::zeros(IxDyn(accs.shape()));
+    for (o, a) in out.iter_mut().zip(accs.iter()) {
+        *o = stat.value(a, what)?;
+    }
+    Ok(Block::new(out))
+}
+
+/// A whole-array reduction's merged partial: registered tasks (an array of data, every
+/// scheduler) or closures (an array made by a closure, local schedulers).
+enum Reduction {
+    Tasks(Delayed<Acc>),
+    Local(Delayed<Arc<Acc>>),
+}
+
 impl<'g> Array<'g> {
-    /// One partial per block, merged in a tree.
-    fn reduce_all(&self, kind: Kind) -> Delayed<Arc<Acc>> {
+    /// One partial per block of an array made by a closure, merged in a tree of closures
+    /// (local schedulers only).
+    fn reduce_all(&self, fill: &Fill, step: &'static str, kind: Kind) -> Delayed<Arc<Acc>> {
         let shape = self.grid.shape.clone();
         let partials = (0..self.grid.nblocks())
             .map(|b| {
                 let (start, bshape) = self.grid.block(b);
-                let shape = shape.clone();
-                match &self.src {
-                    // Generated piece by piece: the block is never held.
-                    Src::Lazy(fill, origin) => {
-                        let fill = fill.clone();
-                        self.g.try_local_all(
-                            origin
-                                .as_ref()
-                                .map_or_else(|step| *step, |_| "array-partial"),
-                            move |_: Vec<Block>| {
-                                Ok(Arc::new(lazy_partial(&fill, kind, &shape, &start, &bshape)))
-                            },
-                            Vec::new(),
-                        )
-                    }
-                    Src::Blocks(blocks) => self.g.try_local_all(
-                        "array-partial",
-                        move |v: Vec<Block>| {
-                            let a = v
-                                .first()
-                                .ok_or_else(|| internal("a partial lost its block"))?;
-                            let data = a
-                                .as_slice()
-                                .ok_or_else(|| internal("a block is not contiguous"))?;
-                            let len = bshape.last().copied().unwrap_or(0);
-                            let mut acc = Acc::EMPTY;
-                            let mut row = 0;
-                            for_each_row(&start, &bshape, |at, _| {
-                                let flat = ravel(at, &shape) as u64;
-                                // In the same pieces as a lazy array's, so both sum alike.
-                                let row_data = &data[row * len..(row + 1) * len];
-                                for (k, xs) in row_data.chunks(super::PIECE).enumerate() {
-                                    acc.push(kind, xs, flat + (k * super::PIECE) as u64);
-                                }
-                                row += 1;
-                            });
-                            Ok(Arc::new(acc))
-                        },
-                        vec![blocks[b]],
-                    ),
-                }
+                let (shape, fill) = (shape.clone(), fill.clone());
+                // Generated piece by piece: the block is never held.
+                self.g.try_local_all(
+                    step,
+                    move |_: Vec<Block>| {
+                        Ok(Arc::new(lazy_partial(&fill, kind, &shape, &start, &bshape)))
+                    },
+                    Vec::new(),
+                )
             })
             .collect();
         tree(
@@ -343,27 +375,45 @@ impl<'g> Array<'g> {
         )
     }
 
-    /// [`reduce_all`](Self::reduce_all) of an array built from data, as registered tasks
-    /// (every scheduler): one task per block that generates it and folds it (the block is
-    /// never held, never sent), then a tree of combining tasks `split_every` partials wide.
-    fn reduce_all_tasks(&self, expr: &Expr, kind: Kind) -> Delayed<Acc> {
-        let mut level: Vec<Delayed<Acc>> = (0..self.grid.nblocks())
-            .map(|b| {
-                let (start, bshape) = self.grid.block(b);
-                tasks::partial::delayed(
-                    self.g,
-                    expr.clone(),
-                    kind,
-                    self.grid.shape.clone(),
-                    start,
-                    bshape,
-                )
-            })
-            .collect();
+    /// The reduction of an array built from data, as registered tasks (every scheduler):
+    /// one partial per block, then a tree of combining tasks `SPLIT_EVERY` partials wide. A
+    /// lazy array's partial generates its block and folds it (the block is never held, never
+    /// sent); a node-backed array's folds the block its node made.
+    fn reduce(&self, kind: Kind) -> Reduction {
+        let shape = &self.grid.shape;
+        let mut level: Vec<Delayed<Acc>> = match &self.src {
+            Src::Lazy(_, Ok(expr)) => (0..self.grid.nblocks())
+                .map(|b| {
+                    let (start, bshape) = self.grid.block(b);
+                    tasks::partial::delayed(
+                        self.g,
+                        Expr::clone(expr),
+                        kind,
+                        shape.clone(),
+                        start,
+                        bshape,
+                    )
+                })
+                .collect(),
+            Src::Blocks(blocks) => blocks
+                .iter()
+                .enumerate()
+                .map(|(b, &block)| {
+                    let (start, _) = self.grid.block(b);
+                    tasks::block_partial::delayed(self.g, kind, shape.clone(), start, block)
+                })
+                .collect(),
+            Src::Lazy(fill, Err(step)) => {
+                return Reduction::Local(self.reduce_all(fill, step, kind))
+            }
+        };
         loop {
             match level.as_slice() {
-                [one] => return *one,
-                [] => return tasks::combine::delayed(self.g, kind, Vec::<Acc>::new()),
+                [one] => return Reduction::Tasks(*one),
+                [] => {
+                    let none = tasks::combine::delayed(self.g, kind, Vec::<Acc>::new());
+                    return Reduction::Tasks(none);
+                }
                 _ => {}
             }
             level = level
@@ -374,11 +424,12 @@ impl<'g> Array<'g> {
     }
 
     fn stat(&self, stat: Stat, what: &'static str) -> Delayed<f64> {
-        if let Some(expr) = self.expr() {
-            let acc = self.reduce_all_tasks(expr, stat.kind(true));
-            return tasks::stat::delayed(self.g, stat, what.to_owned(), acc);
-        }
-        let acc = self.reduce_all(stat.kind(true));
+        let acc = match self.reduce(stat.kind(true)) {
+            Reduction::Tasks(acc) => {
+                return tasks::stat::delayed(self.g, stat, what.to_owned(), acc)
+            }
+            Reduction::Local(acc) => acc,
+        };
         self.g.try_local_all(
             what,
             move |v: Vec<Arc<Acc>>| {
@@ -422,27 +473,24 @@ impl<'g> Array<'g> {
     /// The flat (row-major) index of the largest value: the first NaN if there is one, else
     /// the first of equal maxima.
     pub fn argmax(&self) -> Delayed<usize> {
-        if let Some(expr) = self.expr() {
-            let acc = self.reduce_all_tasks(expr, Kind::ArgMax);
-            return tasks::index::delayed(self.g, "argmax".to_owned(), acc);
-        }
-        let acc = self.reduce_all(Kind::ArgMax);
-        finish(self.g, acc, |a| a.at as usize)
-            .pipe_empty_check(self.g, self.grid.shape.iter().product::<usize>() == 0)
+        self.arg(Kind::ArgMax, "argmax")
     }
     /// The flat index of the smallest value (NaN first, like [`argmax`](Array::argmax)).
     pub fn argmin(&self) -> Delayed<usize> {
-        if let Some(expr) = self.expr() {
-            let acc = self.reduce_all_tasks(expr, Kind::ArgMin);
-            return tasks::index::delayed(self.g, "argmin".to_owned(), acc);
-        }
-        let acc = self.reduce_all(Kind::ArgMin);
+        self.arg(Kind::ArgMin, "argmin")
+    }
+
+    fn arg(&self, kind: Kind, what: &'static str) -> Delayed<usize> {
+        let acc = match self.reduce(kind) {
+            Reduction::Tasks(acc) => return tasks::index::delayed(self.g, what.to_owned(), acc),
+            Reduction::Local(acc) => acc,
+        };
         finish(self.g, acc, |a| a.at as usize)
             .pipe_empty_check(self.g, self.grid.shape.iter().product::<usize>() == 0)
     }
 
     /// A reduction along `axis`: an array with that axis removed (its blocks those of the
-    /// other axes). Every block along the axis feeds each output block's one combining node.
+    /// other axes). Every block along the axis feeds each output block's one task.
     fn reduce_axis(&self, stat: Stat, axis: usize, what: &'static str) -> Result<Self, Error> {
         if axis >= self.ndim() {
             return Err(Error::Input(format!(
@@ -455,7 +503,6 @@ impl<'g> Array<'g> {
                 "{what} over axis {axis} of a 1-D array is the whole reduction: use {what}()"
             )));
         }
-        let kind = stat.kind(true);
         let mut oshape = self.grid.shape.clone();
         oshape.remove(axis);
         let mut ochunks = self.grid.chunks.clone();
@@ -476,40 +523,11 @@ impl<'g> Array<'g> {
                         blocks[self.grid.number(&pos)]
                     })
                     .collect();
-                let offs = offs.clone();
-                self.g.try_local_all(
-                    what,
-                    move |v: Vec<Block>| {
-                        let mut accs: Option<ArrayD<Acc>> = None;
-                        for (c, a) in v.iter().enumerate() {
-                            let part = a.map_axis(Axis(axis), |lane| {
-                                let mut acc = Acc::EMPTY;
-                                let lane = lane.to_vec();
-                                acc.push(kind, &lane, offs[c] as u64);
-                                acc
-                            });
-                            match &mut accs {
-                                None => accs = Some(part),
-                                Some(acc) => ndarray::Zip::from(acc)
-                                    .and(&part)
-                                    .for_each(|x, y| x.merge(kind, y)),
-                            }
-                        }
-                        let accs =
-                            accs.ok_or_else(|| internal("an axis reduction has no block"))?;
-                        let mut out = ArrayD::zeros(IxDyn(accs.shape()));
-                        for (o, a) in out.iter_mut().zip(accs.iter()) {
-                            *o = stat.value(a, what)?;
-                        }
-                        Ok(Arc::new(out))
-                    },
-                    inputs,
-                )
+                tasks::axis::delayed(self.g, stat, axis, offs.clone(), what.to_owned(), inputs)
             })
             .collect();
         Ok(self.with_blocks(ogrid, out))
     }
-
     /// Sums along `axis`.
     pub fn sum_axis(&self, axis: usize) -> Result<Self, Error> {
         self.reduce_axis(Stat::Sum, axis, "sum")

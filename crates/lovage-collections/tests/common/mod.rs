@@ -8,6 +8,8 @@
 
 use lovage_testkit::{serve_worker_role, Process, WorkerRole};
 
+pub mod arrays;
+
 /// The environment variable that tells this binary which role to play.
 pub const ROLE: &str = "LOVAGE_COLLECTIONS_TEST_ROLE";
 
@@ -21,4 +23,10 @@ pub fn serve_role() -> bool {
 /// A worker process on `url` named `name`, killed when dropped.
 pub fn worker(url: &str, name: &str) -> Process {
     WorkerRole::new(url, name).start(ROLE)
+}
+
+/// A worker process on `url` named `name` with the data plane on (results of 64 KiB or more
+/// stay with it), killed when dropped.
+pub fn data_worker(url: &str, name: &str) -> Process {
+    WorkerRole::new(url, name).data_plane_default().start(ROLE)
 }

@@ -135,7 +135,8 @@ pub fn run(a: WorkerArgs) -> Result<(), Exit> {
             advertise: a.data_advertise,
         });
     }
-    // The built-in collection tasks (`lovage.array.*`): arrays reduce on these workers.
+    // The built-in collection tasks (`lovage.array.*`, `lovage.bag.*`): arrays and bags run
+    // on these workers.
     lovage::collections::register()
         .map_err(|e| Exit::failed(format!("the built-in collection tasks: {e}")))?;
     // The built-in frame tasks (`lovage.frame.*`): frames of files reduce on these workers.
