@@ -32,6 +32,20 @@ pub fn bytes_fetched() -> u64 {
     FETCHED.load(Ordering::Relaxed)
 }
 
+/// Bytes of kept values this process read from its own worker's store (no fetch: the value
+/// was made here, or copied here by a broadcast), for tests and metrics.
+static READ_LOCALLY: AtomicU64 = AtomicU64::new(0);
+
+/// How many bytes of kept values this process has read from its own store so far.
+pub fn bytes_read_locally() -> u64 {
+    READ_LOCALLY.load(Ordering::Relaxed)
+}
+
+/// Counts `n` bytes read from this process's own store (see [`bytes_read_locally`]).
+pub fn note_read_locally(n: u64) {
+    READ_LOCALLY.fetch_add(n, Ordering::Relaxed);
+}
+
 /// How long a fetch waits to connect, and for each read.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -373,6 +387,25 @@ pub fn refs_in(v: &Value, out: &mut Vec<ResultRef>) {
         Value::Object(m) => m.values().for_each(|i| refs_in(i, out)),
         _ => {}
     }
+}
+
+/// The worker holding most bytes of the values referenced inside `values` (references nested
+/// in them counted, not what they stand for), and how many: where a task reading them runs
+/// without moving them. `None` when they reference nothing. Ties go to the first worker met.
+pub fn heaviest_holder<'a>(values: impl IntoIterator<Item = &'a Value>) -> Option<(String, u64)> {
+    let mut refs = Vec::new();
+    for v in values {
+        refs_in(v, &mut refs);
+    }
+    let mut by_worker: Vec<(String, u64)> = Vec::new();
+    for r in refs {
+        match by_worker.iter_mut().find(|(w, _)| *w == r.worker) {
+            Some((_, bytes)) => *bytes += r.size,
+            None => by_worker.push((r.worker, r.size)),
+        }
+    }
+    // `max_by_key` keeps the last of equal maxima; reversed, that is the first met.
+    by_worker.into_iter().rev().max_by_key(|(_, bytes)| *bytes)
 }
 
 /// Whether encoded arguments or a value may hold references (a cheap byte search for

@@ -49,9 +49,11 @@ fn reserve(s: &Shared, queues: &[String], max: usize, wait: Duration) -> Option<
         "reserve",
         || s.shutdown.requested(),
         || {
+            // Under its own id: the graph nodes queued for this worker (it holds their
+            // inputs) come first.
             s.backend
                 .broker()
-                .reserve(queues, max, s.config.lease, wait)
+                .reserve_as(Some(&s.id), queues, max, s.config.lease, wait)
         },
     )
 }
@@ -236,7 +238,7 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
     }
     // Inputs kept by other workers are read (or made again) now, on this thread: a task's
     // inputs must be in before it runs, and the pool's threads may be child processes.
-    let args = match crate::inputs::resolve_args(env) {
+    let args = match crate::inputs::resolve_args(env, s.data.as_deref()) {
         Ok(Some(args)) => args,
         Ok(None) => env.args.clone(),
         Err(err) => {

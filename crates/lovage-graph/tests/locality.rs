@@ -1,0 +1,238 @@
+//! Locality-aware queueing (issue 17, item 1), with two real worker processes on SQLite and on
+//! Redis: a graph node whose input is a value kept by worker A is queued for A, which reads
+//! the value from its own store (no bytes fetched); when A is busy, idle worker B steals the
+//! node once its steal delay has passed, fetching the value across. Also `scatter` with
+//! broadcast: a copy in every live worker's store, read there without a fetch.
+//!
+//! The workers are this test binary started again with `LOCALITY_ROLE` set (so they know its
+//! tasks), hence `harness = false`. Each task that reads a kept value reports, from its
+//! worker's process, the bytes of kept values fetched and read in place so far
+//! (`lovage_broker::dataref::bytes_fetched` and `bytes_read_locally`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)] // tests panic to fail and print what they saw
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use libtest_mimic::Arguments;
+use lovage_broker::dataref::{bytes_fetched, bytes_read_locally};
+use lovage_broker::{connect, App, Client};
+use lovage_core::{Codec, Signature, TaskId};
+use lovage_graph::Graph;
+use lovage_testkit::{on_brokers, Process};
+use lovage_worker::{DataConfig, Worker, WorkerConfig};
+
+/// The kept value's size: well above the 64 KiB threshold.
+const N: usize = 1 << 20;
+const LONG: Duration = Duration::from_secs(120);
+
+/// `n` letters that depend on `seed` (xorshift).
+fn text(n: usize, seed: u64) -> String {
+    let mut x = seed | 1;
+    let bytes: Vec<u8> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'a' + (x % 26) as u8
+        })
+        .collect();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// A text's length and byte sum.
+fn summary(s: &str) -> String {
+    format!("{}:{}", s.len(), s.bytes().map(u64::from).sum::<u64>())
+}
+
+/// What a reader reports: the summary of what it read, then its process's bytes of kept
+/// values fetched and read in place so far.
+type Report = (String, u64, u64);
+
+/// The kept value: made on worker A (only A serves this queue).
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, queue = "loc-make")]
+fn make_value(n: usize, seed: u64) -> String {
+    text(n, seed)
+}
+
+/// A reader either worker may run.
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, queue = "loc-any")]
+fn probe(s: String) -> Report {
+    (summary(&s), bytes_fetched(), bytes_read_locally())
+}
+
+/// A reader either worker may run, that also waits for `gate`.
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, queue = "loc-any")]
+fn probe_after(s: String, _gate: u64) -> Report {
+    (summary(&s), bytes_fetched(), bytes_read_locally())
+}
+
+/// Sleeps `secs` on worker B (only B serves this queue): holds a reader back until A is busy.
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, queue = "loc-gate")]
+fn gate(secs: u64) -> u64 {
+    std::thread::sleep(Duration::from_secs(secs));
+    secs
+}
+
+/// Keeps worker A busy for `secs`.
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, queue = "loc-make")]
+fn block(secs: u64) -> u64 {
+    std::thread::sleep(Duration::from_secs(secs));
+    secs
+}
+
+/// A worker process: `worker|url|queue,queue|name|concurrency|prefetch|steal ms|data dir`.
+fn worker_main(role: &[&str]) {
+    let [url, queues, name, concurrency, prefetch, steal_ms, dir] = role else {
+        panic!("bad worker role {role:?}");
+    };
+    let config = WorkerConfig {
+        queues: queues.split(',').map(str::to_owned).collect(),
+        concurrency: concurrency.parse().unwrap(),
+        prefetch: prefetch.parse().unwrap(),
+        name: (*name).to_owned(),
+        data: Some(DataConfig {
+            dir: Some(PathBuf::from(dir)),
+            steal_after: Duration::from_millis(steal_ms.parse().unwrap()),
+            ..DataConfig::default()
+        }),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(connect(url).unwrap(), config).unwrap();
+    lovage_worker::install_signal_handlers(worker.shutdown_handle()).unwrap();
+    worker.run().unwrap();
+}
+
+/// This binary again as a worker (see `worker_main`), killed with -9 when dropped.
+fn start_worker(url: &str, spec: &str, dir: &tempfile::TempDir) -> Process {
+    let role = format!("worker|{url}|{spec}|{}", dir.path().display());
+    Process::this_binary("LOCALITY_ROLE", &role, Stdio::null())
+}
+
+/// The worker that ran `id`, from its record.
+fn ran_on(app: &App, id: TaskId) -> String {
+    let rec = app.backend().results().get(id).unwrap().unwrap();
+    rec.worker.unwrap_or_default()
+}
+
+/// Waits until both workers have registered (so neither misses what is sent next).
+fn both_up(app: &App) {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let workers = app.backend().presence().workers(LONG).unwrap();
+        let up = |name: &str| workers.iter().any(|w| w.id.starts_with(name));
+        if up("loc-a@") && up("loc-b@") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the workers did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Six readers of a value kept on A, which either worker may run. A takes one task at a time
+/// (one slot, no prefetch) and B up to ten, so from a shared queue B would take most of them;
+/// queued for A with a steal delay (10 s) far longer than A takes to run them one by one, they
+/// all run on A, which reads the value in place, fetching nothing; idle B gets none.
+fn dependents_run_where_their_input_is(url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let _a = start_worker(url, "loc-make,loc-any|loc-a|1|0|10000", &dir);
+    let _b = start_worker(url, "loc-any|loc-b|2|8|10000", &dir);
+    let app = App::with_backend(connect(url).unwrap());
+    both_up(&app);
+    let client = app.client().unwrap();
+    let g = Graph::new();
+    let value = make_value::delayed(&g, N, 3);
+    let readers: Vec<_> = (0..6).map(|_| probe::delayed(&g, value)).collect();
+    let futures = g.submit(&client, readers).unwrap().futures;
+    let want = summary(&text(N, 3));
+    for f in futures {
+        let id = f.id();
+        let (got, fetched, local): Report = f.result_timeout(LONG).unwrap();
+        let worker = ran_on(&app, id);
+        eprintln!("reader {id}: on {worker}, fetched {fetched}, read in place {local}");
+        assert_eq!(got, want);
+        assert!(
+            worker.starts_with("loc-a@"),
+            "ran on {worker}, not where its input is"
+        );
+        assert_eq!(fetched, 0, "A fetched nothing: the value is its own");
+        assert!(
+            local >= N as u64,
+            "A read the value in place ({local} bytes)"
+        );
+    }
+}
+
+/// A reader of a value kept on A becomes ready (its gate on B opened) while A is busy with a
+/// long task (one slot, no prefetch): B, idle, steals it once the steal delay (1 s) passed,
+/// fetching the value from A, long before A is free again.
+fn an_idle_worker_steals_from_a_busy_one(url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let _a = start_worker(url, "loc-make,loc-any|loc-a|1|0|1000", &dir);
+    let _b = start_worker(url, "loc-any,loc-gate|loc-b|2|0|1000", &dir);
+    let app = App::with_backend(connect(url).unwrap());
+    both_up(&app);
+    let client = app.client().unwrap();
+    let g = Graph::new();
+    let value = make_value::delayed(&g, N, 5);
+    let opened = gate::delayed(&g, 2);
+    let reader = probe_after::delayed(&g, value, opened);
+    let reader = g.submit(&client, vec![reader]).unwrap().futures.remove(0);
+    // Sent after the graph's roots: A makes the value first (FIFO), then blocks.
+    let busy = block_for(&client, 60);
+    let id = reader.id();
+    let (got, fetched, _): Report = reader.result_timeout(LONG).unwrap();
+    let worker = ran_on(&app, id);
+    eprintln!("reader {id}: on {worker}, fetched {fetched}");
+    assert_eq!(got, summary(&text(N, 5)));
+    assert!(
+        worker.starts_with("loc-b@"),
+        "ran on {worker}: B did not steal it"
+    );
+    assert!(
+        fetched >= N as u64,
+        "B fetched the value from A ({fetched} bytes)"
+    );
+    assert!(
+        !busy.done(),
+        "A was still busy: the reader did not wait for it"
+    );
+}
+
+/// Sends `block(secs)` to A's queue.
+fn block_for(client: &Client, secs: u64) -> lovage_broker::TaskFuture<Vec<u8>> {
+    let mut sig = Signature::new(block::NAME, &(secs,), Codec::Json).unwrap();
+    sig.options.queue = Some("loc-make".into());
+    client.submit_raw_many(vec![sig]).unwrap().remove(0)
+}
+
+fn main() {
+    if let Ok(role) = std::env::var("LOCALITY_ROLE") {
+        let parts: Vec<&str> = role.split('|').collect();
+        match parts[..] {
+            ["worker", ref rest @ ..] => worker_main(rest),
+            _ => panic!("bad LOCALITY_ROLE {role:?}"),
+        }
+        return;
+    }
+    let args = Arguments::from_args();
+    let kinds = ["sqlite", "redis"];
+    let trials: Vec<_> = [
+        on_brokers(&kinds, "dependents_run_where_their_input_is", |f| {
+            dependents_run_where_their_input_is(&f.url)
+        }),
+        on_brokers(&kinds, "an_idle_worker_steals_from_a_busy_one", |f| {
+            an_idle_worker_steals_from_a_busy_one(&f.url)
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
