@@ -79,7 +79,17 @@ pub struct ResultRef {
     /// what a caller waits for. 0: not counted (kept until its worker stops).
     #[serde(default)]
     pub readers: u32,
+    /// A copy is in every live worker's store (a broadcast, see
+    /// [`Scattered::broadcast`](crate::futures::Scattered::broadcast)): a worker holding one
+    /// reads its own, and no task is queued for this reference's worker on its account.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub everywhere: bool,
 }
+
+/// The internal control command that has a worker copy a kept value into its own store (a
+/// broadcast); its argument is `{"ref": <the reference>}`. Not among the commands operators
+/// send ([`CONTROL_COMMANDS`](crate::ops::CONTROL_COMMANDS)).
+pub const REPLICATE_COMMAND: &str = "lovage.replicate";
 
 /// The call that produced a kept value: enough to run it again elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -398,7 +408,7 @@ pub fn heaviest_holder<'a>(values: impl IntoIterator<Item = &'a Value>) -> Optio
         refs_in(v, &mut refs);
     }
     let mut by_worker: Vec<(String, u64)> = Vec::new();
-    for r in refs {
+    for r in refs.into_iter().filter(|r| !r.everywhere) {
         match by_worker.iter_mut().find(|(w, _)| *w == r.worker) {
             Some((_, bytes)) => *bytes += r.size,
             None => by_worker.push((r.worker, r.size)),
@@ -530,6 +540,7 @@ mod tests {
             codec: Codec::Json,
             lineage: None,
             readers: 0,
+            everywhere: false,
         }
     }
 

@@ -205,6 +205,55 @@ fn an_idle_worker_steals_from_a_busy_one(url: &str) {
     );
 }
 
+/// `scatter` with broadcast: a value put in once lands with A (the scatter task on A's queue);
+/// `broadcast` copies it into B's store; a call on B then reads it in place, fetching nothing.
+fn a_broadcast_value_is_read_in_place_everywhere(url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let _a = start_worker(url, "loc-make|loc-a|2|8|200", &dir);
+    let _b = start_worker(url, "loc-gate|loc-b|2|8|200", &dir);
+    let app = App::with_backend(connect(url).unwrap());
+    both_up(&app);
+    let client = app.client().unwrap();
+    let value = text(N, 17);
+    let scattered = client.scatter(&value, Some("loc-make")).unwrap();
+    let sent = scattered.broadcast(LONG).unwrap();
+    eprintln!(
+        "broadcast: copies {:?}, without {:?}",
+        sent.copies, sent.without
+    );
+    let r = lovage_broker::ResultRef::from_value(&sent.arg).expect("kept by a worker");
+    assert!(r.worker.starts_with("loc-a@") && r.everywhere, "{r:?}");
+    assert_eq!(sent.copies.len(), 1, "{sent:?}");
+    assert!(sent.copies[0].starts_with("loc-b@"), "{sent:?}");
+    assert!(sent.without.is_empty(), "{sent:?}");
+    for queue in ["loc-gate", "loc-make"] {
+        let mut sig = Signature::new(probe::NAME, &(&sent.arg,), Codec::Json).unwrap();
+        sig.options.queue = Some(queue.into());
+        assert!(sig.args.len() < 2048, "the call carries the reference only");
+        let f = client.submit_raw_many(vec![sig]).unwrap().remove(0);
+        let id = f.id();
+        let bytes = f.result_timeout(LONG).unwrap();
+        let (got, fetched, local): Report = serde_json::from_slice(&bytes).unwrap();
+        let worker = ran_on(&app, id);
+        eprintln!("reader on {worker}: fetched {fetched}, read in place {local}");
+        assert_eq!(got, summary(&value));
+        // B fetched the value once, for its copy (counted in its process), and no more.
+        let copy = if worker.starts_with("loc-b@") {
+            r.size
+        } else {
+            0
+        };
+        assert_eq!(
+            fetched, copy,
+            "{worker} read its own copy, fetching nothing for the call"
+        );
+        assert!(
+            local >= r.size,
+            "{worker} read the value in place ({local} bytes)"
+        );
+    }
+}
+
 /// Sends `block(secs)` to A's queue.
 fn block_for(client: &Client, secs: u64) -> lovage_broker::TaskFuture<Vec<u8>> {
     let mut sig = Signature::new(block::NAME, &(secs,), Codec::Json).unwrap();
@@ -230,6 +279,11 @@ fn main() {
         on_brokers(&kinds, "an_idle_worker_steals_from_a_busy_one", |f| {
             an_idle_worker_steals_from_a_busy_one(&f.url)
         }),
+        on_brokers(
+            &kinds,
+            "a_broadcast_value_is_read_in_place_everywhere",
+            |f| a_broadcast_value_is_read_in_place_everywhere(&f.url),
+        ),
     ]
     .into_iter()
     .flatten()

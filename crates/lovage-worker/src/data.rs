@@ -182,7 +182,21 @@ impl DataStore {
             codec,
             lineage,
             readers,
+            everywhere: false,
         })
+    }
+
+    /// Copies the value `r` stands for into this store under its key (a broadcast), fetched
+    /// from its keeper; how many bytes were copied (0: it is here already).
+    pub fn copy_in(&self, r: &ResultRef) -> Result<u64, String> {
+        if self.get(&r.key).is_some() {
+            return Ok(0);
+        }
+        let bytes = r.fetch().map_err(|e| e.to_string())?;
+        let size = bytes.len() as u64;
+        self.keep(&r.key, bytes, r.codec, None, 0)
+            .map_err(|(e, _)| format!("keeping a copy of {}: {e}", r.key))?;
+        Ok(size)
     }
 
     fn get(&self, key: &str) -> Option<Kept> {
