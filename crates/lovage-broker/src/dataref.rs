@@ -545,6 +545,32 @@ mod tests {
     }
 
     #[test]
+    fn the_heaviest_holder_is_the_worker_with_most_input_bytes() {
+        let on = |worker: &str, size: u64| {
+            let mut r = sample();
+            r.worker = worker.into();
+            r.size = size;
+            r
+        };
+        // A's two values outweigh B's one; references nested in a collection count too.
+        let inputs = vec![
+            on("b", 100).to_value(),
+            serde_json::json!([on("a", 60).to_value(), 7]),
+            serde_json::json!({"x": on("a", 50).to_value()}),
+        ];
+        assert_eq!(heaviest_holder(&inputs), Some(("a".into(), 110)));
+        // Ties go to the first worker met.
+        let tie = vec![on("b", 10).to_value(), on("a", 10).to_value()];
+        assert_eq!(heaviest_holder(&tie), Some(("b".into(), 10)));
+        // A broadcast value is everywhere: it queues the task for nobody.
+        let mut everywhere = on("a", 1000);
+        everywhere.everywhere = true;
+        let inputs = vec![everywhere.to_value(), on("b", 1).to_value()];
+        assert_eq!(heaviest_holder(&inputs), Some(("b".into(), 1)));
+        assert_eq!(heaviest_holder(&[serde_json::json!("inline")]), None);
+    }
+
+    #[test]
     fn a_reference_round_trips_and_an_inline_value_is_not_one() {
         let r = sample();
         assert_eq!(ResultRef::decode(&r.encode()).unwrap().unwrap(), r);

@@ -254,6 +254,47 @@ fn a_broadcast_value_is_read_in_place_everywhere(url: &str) {
     }
 }
 
+/// A measurement, not a check (ignored unless asked for: `cargo test -p lovage-graph --test
+/// locality -- --ignored`): four readers of a 64 MiB value kept on A, both workers serving the
+/// readers' queue (two slots, prefetch 8 each), with a steal delay of 0 (no worker is
+/// preferred: the behaviour before locality), the default 200 ms, and 2 s. Prints where the
+/// readers ran, the bytes the workers fetched, and the wall time from submit to the last result.
+fn measure_bytes_moved(url: &str) {
+    const BIG: usize = 64 << 20;
+    for steal_ms in [0, 200, 2000] {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = start_worker(url, &format!("loc-make,loc-any|loc-a|2|8|{steal_ms}"), &dir);
+        let _b = start_worker(url, &format!("loc-any|loc-b|2|8|{steal_ms}"), &dir);
+        let app = App::with_backend(connect(url).unwrap());
+        both_up(&app);
+        let client = app.client().unwrap();
+        let g = Graph::new();
+        let value = make_value::delayed(&g, BIG, 9);
+        let readers: Vec<_> = (0..4).map(|_| probe::delayed(&g, value)).collect();
+        let started = Instant::now();
+        let futures = g.submit(&client, readers).unwrap().futures;
+        let mut fetched_by: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut on_b = 0;
+        for f in futures {
+            let id = f.id();
+            let (got, fetched, _): Report = f.result_timeout(LONG).unwrap();
+            assert_eq!(got, summary(&text(BIG, 9)));
+            let worker = ran_on(&app, id);
+            on_b += usize::from(worker.starts_with("loc-b@"));
+            let most = fetched_by.entry(worker).or_default();
+            *most = (*most).max(fetched);
+        }
+        let wall = started.elapsed();
+        let fetched: u64 = fetched_by.values().sum();
+        println!(
+            "measure: steal_after={steal_ms}ms readers_on_a={} readers_on_b={on_b} \
+             bytes_fetched_by_workers={fetched} wall_ms={}",
+            4 - on_b,
+            wall.as_millis()
+        );
+    }
+}
+
 /// Sends `block(secs)` to A's queue.
 fn block_for(client: &Client, secs: u64) -> lovage_broker::TaskFuture<Vec<u8>> {
     let mut sig = Signature::new(block::NAME, &(secs,), Codec::Json).unwrap();
@@ -287,6 +328,13 @@ fn main() {
     ]
     .into_iter()
     .flatten()
+    .chain(
+        on_brokers(&kinds, "measure_bytes_moved", |f| {
+            measure_bytes_moved(&f.url)
+        })
+        .into_iter()
+        .map(|t| t.with_ignored_flag(true)),
+    )
     .collect();
     libtest_mimic::run(&args, trials).exit();
 }

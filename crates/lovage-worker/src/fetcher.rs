@@ -49,11 +49,13 @@ fn reserve(s: &Shared, queues: &[String], max: usize, wait: Duration) -> Option<
         "reserve",
         || s.shutdown.requested(),
         || {
-            // Under its own id: the graph nodes queued for this worker (it holds their
-            // inputs) come first.
+            // Under its own id when it keeps values (the data plane): the graph nodes queued
+            // for it (it holds their inputs) come first. Nothing is ever queued for a worker
+            // without one, so it reserves as before.
+            let me = s.data.as_ref().map(|_| s.id.as_str());
             s.backend
                 .broker()
-                .reserve_as(Some(&s.id), queues, max, s.config.lease, wait)
+                .reserve_as(me, queues, max, s.config.lease, wait)
         },
     )
 }
