@@ -30,9 +30,26 @@ pub trait Broker: Send + Sync {
 
     /// Leases up to `max` ready tasks from `queues` for `lease`, highest priority first and FIFO
     /// within a priority; tasks whose lease ran out are ready again. Waits up to `wait` when
-    /// none is ready.
+    /// none is ready. A task queued with an [`Affinity`](crate::Affinity) is left to its
+    /// worker until the affinity's steal time; [`reserve_as`](Broker::reserve_as) is how a
+    /// worker takes its own at once.
     fn reserve(
         &self,
+        queues: &[String],
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>> {
+        self.reserve_as(None, queues, max, lease, wait)
+    }
+
+    /// [`reserve`](Broker::reserve) by the worker `worker` (its id): the ready tasks of
+    /// `queues` queued for it (an [`Affinity`](crate::Affinity) naming it whose steal time has
+    /// not come) first, oldest first, then the shared queues as `reserve` takes them. No
+    /// worker (`None`) takes only what every worker may.
+    fn reserve_as(
+        &self,
+        worker: Option<&str>,
         queues: &[String],
         max: usize,
         lease: Duration,

@@ -55,6 +55,7 @@ impl CorruptMessage {
                 attempts: self.attempts,
                 created: now,
                 flow: Vec::new(),
+                affinity: None,
             },
             error: self.error(),
             at: now,

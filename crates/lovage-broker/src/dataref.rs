@@ -32,6 +32,20 @@ pub fn bytes_fetched() -> u64 {
     FETCHED.load(Ordering::Relaxed)
 }
 
+/// Bytes of kept values this process read from its own worker's store (no fetch: the value
+/// was made here, or copied here by a broadcast), for tests and metrics.
+static READ_LOCALLY: AtomicU64 = AtomicU64::new(0);
+
+/// How many bytes of kept values this process has read from its own store so far.
+pub fn bytes_read_locally() -> u64 {
+    READ_LOCALLY.load(Ordering::Relaxed)
+}
+
+/// Counts `n` bytes read from this process's own store (see [`bytes_read_locally`]).
+pub fn note_read_locally(n: u64) {
+    READ_LOCALLY.fetch_add(n, Ordering::Relaxed);
+}
+
 /// How long a fetch waits to connect, and for each read.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -65,7 +79,17 @@ pub struct ResultRef {
     /// what a caller waits for. 0: not counted (kept until its worker stops).
     #[serde(default)]
     pub readers: u32,
+    /// A copy is in every live worker's store (a broadcast, see
+    /// [`Scattered::broadcast`](crate::futures::Scattered::broadcast)): a worker holding one
+    /// reads its own, and no task is queued for this reference's worker on its account.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub everywhere: bool,
 }
+
+/// The internal control command that has a worker copy a kept value into its own store (a
+/// broadcast); its argument is `{"ref": <the reference>}`. Not among the commands operators
+/// send ([`CONTROL_COMMANDS`](crate::ops::CONTROL_COMMANDS)).
+pub const REPLICATE_COMMAND: &str = "lovage.replicate";
 
 /// The call that produced a kept value: enough to run it again elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -375,6 +399,25 @@ pub fn refs_in(v: &Value, out: &mut Vec<ResultRef>) {
     }
 }
 
+/// The worker holding most bytes of the values referenced inside `values` (references nested
+/// in them counted, not what they stand for), and how many: where a task reading them runs
+/// without moving them. `None` when they reference nothing. Ties go to the first worker met.
+pub fn heaviest_holder<'a>(values: impl IntoIterator<Item = &'a Value>) -> Option<(String, u64)> {
+    let mut refs = Vec::new();
+    for v in values {
+        refs_in(v, &mut refs);
+    }
+    let mut by_worker: Vec<(String, u64)> = Vec::new();
+    for r in refs.into_iter().filter(|r| !r.everywhere) {
+        match by_worker.iter_mut().find(|(w, _)| *w == r.worker) {
+            Some((_, bytes)) => *bytes += r.size,
+            None => by_worker.push((r.worker, r.size)),
+        }
+    }
+    // `max_by_key` keeps the last of equal maxima; reversed, that is the first met.
+    by_worker.into_iter().rev().max_by_key(|(_, bytes)| *bytes)
+}
+
 /// Whether encoded arguments or a value may hold references (a cheap byte search for
 /// [`REF_KEY`]; a false positive only costs a decode).
 pub fn may_hold_refs(bytes: &[u8]) -> bool {
@@ -497,7 +540,34 @@ mod tests {
             codec: Codec::Json,
             lineage: None,
             readers: 0,
+            everywhere: false,
         }
+    }
+
+    #[test]
+    fn the_heaviest_holder_is_the_worker_with_most_input_bytes() {
+        let on = |worker: &str, size: u64| {
+            let mut r = sample();
+            r.worker = worker.into();
+            r.size = size;
+            r
+        };
+        // A's two values outweigh B's one; references nested in a collection count too.
+        let inputs = vec![
+            on("b", 100).to_value(),
+            serde_json::json!([on("a", 60).to_value(), 7]),
+            serde_json::json!({"x": on("a", 50).to_value()}),
+        ];
+        assert_eq!(heaviest_holder(&inputs), Some(("a".into(), 110)));
+        // Ties go to the first worker met.
+        let tie = vec![on("b", 10).to_value(), on("a", 10).to_value()];
+        assert_eq!(heaviest_holder(&tie), Some(("b".into(), 10)));
+        // A broadcast value is everywhere: it queues the task for nobody.
+        let mut everywhere = on("a", 1000);
+        everywhere.everywhere = true;
+        let inputs = vec![everywhere.to_value(), on("b", 1).to_value()];
+        assert_eq!(heaviest_holder(&inputs), Some(("b".into(), 1)));
+        assert_eq!(heaviest_holder(&[serde_json::json!("inline")]), None);
     }
 
     #[test]

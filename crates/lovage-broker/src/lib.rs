@@ -45,7 +45,7 @@ pub use dataref::{FetchError, ResultRef};
 pub use error::{BrokerError, Source};
 pub use futures::{Client, TaskFuture};
 pub use message::{
-    DeadLetter, Delivery, Envelope, JoinEntry, Lease, QueueStats, ResultRecord, Revoked,
+    Affinity, DeadLetter, Delivery, Envelope, JoinEntry, Lease, QueueStats, ResultRecord, Revoked,
     TaskLimits, WorkerInfo, DEAD_LETTERS_KEPT, DEFAULT_QUEUE, ONCE_TTL, WORKER_RECORD_TTL,
 };
 pub use ops::{Control, Events, Inspect, QueueOps};

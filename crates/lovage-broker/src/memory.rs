@@ -34,6 +34,9 @@ struct Entry {
     place: Place,
     /// The fencing token of the delivery that holds it; 0 when none does.
     fence: u64,
+    /// The worker it is queued for while it waits in `scheduled` until its steal time (see
+    /// [`Envelope::affinity`]); cleared when it leaves that first place.
+    affine: Option<String>,
 }
 
 #[derive(Default)]
@@ -42,6 +45,8 @@ struct State {
     /// Per queue: ready tasks by (priority high first, then FIFO).
     ready: HashMap<String, BTreeSet<(Reverse<u8>, u64, TaskId)>>,
     scheduled: BTreeSet<(Timestamp, u64, TaskId)>,
+    /// Per worker: tasks queued for it (also in `scheduled`, at their steal time), oldest first.
+    affine: HashMap<String, BTreeSet<(u64, TaskId)>>,
     reserved: BTreeSet<(Timestamp, TaskId)>,
     revoked: HashMap<TaskId, Timestamp>,
     dead: Vec<DeadLetter>,
@@ -68,9 +73,18 @@ struct State {
 impl State {
     /// Takes `id` out of whichever index its place puts it in.
     fn detach(&mut self, id: TaskId) {
-        let Some(e) = self.entries.get(&id) else {
+        let Some(e) = self.entries.get_mut(&id) else {
             return;
         };
+        // An affinity is used up once the task leaves the place it was queued in.
+        if let Some(worker) = e.affine.take() {
+            if let Some(mine) = self.affine.get_mut(&worker) {
+                mine.remove(&(e.seq, id));
+                if mine.is_empty() {
+                    self.affine.remove(&worker);
+                }
+            }
+        }
         match e.place {
             Place::Ready => {
                 if let Some(q) = self.ready.get_mut(&e.env.queue) {
@@ -102,6 +116,12 @@ impl State {
             }
             Place::Scheduled(t) => {
                 self.scheduled.insert((t, e.seq, id));
+                if let Some(worker) = &e.affine {
+                    self.affine
+                        .entry(worker.clone())
+                        .or_default()
+                        .insert((e.seq, id));
+                }
             }
             Place::Reserved(t) => {
                 self.reserved.insert((t, id));
@@ -143,6 +163,17 @@ impl State {
         let s = self.scheduled.first().map(|(t, _, _)| *t);
         let r = self.reserved.first().map(|(t, _)| *t);
         s.into_iter().chain(r).min()
+    }
+
+    /// The oldest task of `queues` queued for `worker` and not yet stealable (see
+    /// [`Envelope::affinity`]).
+    fn oldest_affine(&self, worker: &str, queues: &[String]) -> Option<TaskId> {
+        let mine = self.affine.get(worker)?;
+        mine.iter().map(|(_, id)| *id).find(|id| {
+            self.entries.get(id).is_some_and(|e| {
+                queues.contains(&e.env.queue) && !self.ops.paused.contains(&e.env.queue)
+            })
+        })
     }
 
     /// The best ready task among `queues`.
@@ -265,18 +296,23 @@ impl Broker for MemoryBackend {
             }
             st.next_seq += 1;
             let seq = st.next_seq;
-            let place = match env.eta {
-                Some(t) if t > now => Place::Scheduled(t),
+            let affine = env.affinity_at(now).cloned();
+            let place = match (env.eta, &affine) {
+                (Some(t), _) if t > now => Place::Scheduled(t),
+                (_, Some(a)) => Place::Scheduled(a.until),
                 _ => Place::Ready,
             };
             st.remove(env.id);
+            let mut kept = env.clone();
+            kept.affinity = None;
             st.entries.insert(
                 env.id,
                 Entry {
-                    env: env.clone(),
+                    env: kept,
                     seq,
                     place,
                     fence: 0,
+                    affine: affine.map(|a| a.worker),
                 },
             );
             st.attach(env.id, place);
@@ -305,8 +341,9 @@ impl Broker for MemoryBackend {
         self.enqueue(&fresh)
     }
 
-    fn reserve(
+    fn reserve_as(
         &self,
+        worker: Option<&str>,
         queues: &[String],
         max: usize,
         lease: Duration,
@@ -319,7 +356,8 @@ impl Broker for MemoryBackend {
             st.promote(now);
             let mut out = Vec::new();
             while out.len() < max {
-                let Some(id) = st.best_ready(queues) else {
+                let mine = worker.and_then(|w| st.oldest_affine(w, queues));
+                let Some(id) = mine.or_else(|| st.best_ready(queues)) else {
                     break;
                 };
                 st.place(id, Place::Reserved(now + lease));

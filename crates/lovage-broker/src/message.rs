@@ -53,6 +53,33 @@ pub struct Envelope {
     /// Where its workflow goes next (empty for a plain task): see `lovage_core::canvas`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flow: Vec<Frame>,
+    /// The worker it is queued for (the data plane puts a graph node with the worker holding
+    /// most of its input bytes): that worker may take it at once, any other only once the
+    /// affinity's `until` passed (work stealing), so a worker that is gone or busy never
+    /// strands it. Used up when the task is queued: a delivered envelope carries none, and a
+    /// task put back (a retry, a lease that ran out) waits for every worker alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+}
+
+/// A task's preferred worker and until when only that worker may take it (see
+/// [`Envelope::affinity`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Affinity {
+    /// The worker's id (`name@host.pid`, as its heartbeats and its `reserve_as` name it).
+    pub worker: String,
+    /// From this time on any worker may take the task (steal it).
+    pub until: Timestamp,
+}
+
+impl Affinity {
+    /// An affinity to `worker` that other workers may steal after `delay` from now.
+    pub fn for_worker(worker: impl Into<String>, delay: Duration) -> Affinity {
+        Affinity {
+            worker: worker.into(),
+            until: Timestamp::now() + delay,
+        }
+    }
 }
 
 impl Envelope {
@@ -87,7 +114,17 @@ impl Envelope {
             args: sig.args,
             options: sig.options,
             flow: Vec::new(),
+            affinity: None,
         }
+    }
+
+    /// The affinity a backend queues this task with when it is sent at `now`: none when it
+    /// has none, when its steal time has passed already, or when the task waits for a later
+    /// ETA (at which time every worker may take it alike).
+    pub fn affinity_at(&self, now: Timestamp) -> Option<&Affinity> {
+        let a = self.affinity.as_ref()?;
+        let later_eta = self.eta.is_some_and(|t| t > now);
+        (a.until > now && !later_eta).then_some(a)
     }
 }
 

@@ -185,6 +185,11 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
 /// Makes a current file look like one of schema `version`: what later versions added is dropped.
 fn downgrade(path: &std::path::Path, version: i32) {
     let c = rusqlite::Connection::open(path).unwrap();
+    if version < 8 {
+        // Version 8 added the worker a task is queued for.
+        c.execute_batch("DROP INDEX tasks_affine; ALTER TABLE tasks DROP COLUMN affinity;")
+            .unwrap();
+    }
     if version < 7 {
         // Version 7 numbers events from the newest `events` row; 6 kept the last number in
         // `meta`.
@@ -236,7 +241,7 @@ fn downgrade(path: &std::path::Path, version: i32) {
 
 #[test]
 fn databases_of_older_schemas_are_upgraded_in_place() {
-    for old in [1, 2, 3, 4, 5, 6] {
+    for old in [1, 2, 3, 4, 5, 6, 7] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.db");
         let waiting = env();
@@ -252,7 +257,7 @@ fn databases_of_older_schemas_are_upgraded_in_place() {
         }
         downgrade(&path, old);
         let b = SqliteBackend::open(&path).unwrap();
-        assert_eq!(schema_version(&path), 7, "from version {old}");
+        assert_eq!(schema_version(&path), 8, "from version {old}");
         b.publish(&events(2)).unwrap();
         let seqs: Vec<u64> = b
             .read_events(0, 100)

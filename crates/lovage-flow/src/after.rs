@@ -224,6 +224,7 @@ impl SubmitAfter for Client {
             result_ttl: None,
             worker: None,
             sent_events: false,
+            steal_after: None,
         };
         let mut run = Advance::new(&ctx);
         // The entries of the inputs found finished: this call serves them, not their workers.
@@ -290,6 +291,7 @@ fn serve(rec: &ResultRecord, backend: &Backend) -> Result<(), FlowError> {
         result_ttl: None,
         worker: None,
         sent_events: false,
+        steal_after: None,
     };
     let mut run = Advance::new(&ctx);
     if rec.state == TaskState::Success {

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use lovage_broker::ops::Event;
 use lovage_broker::{
-    App, AsyncResult, Backend, BrokerError, Envelope, JoinEntry, ResultRecord, Timestamp,
+    Affinity, App, AsyncResult, Backend, BrokerError, Envelope, JoinEntry, ResultRecord, Timestamp,
 };
 use lovage_core::canvas::Step;
 use lovage_core::{Codec, Registry, Signature, TaskError, TaskId, TaskState};
@@ -84,6 +84,7 @@ pub fn send(app: &App, canvas: &Canvas) -> Result<WorkflowResult, FlowError> {
         backend: app.backend(),
         result_ttl: None,
         worker: None,
+        steal_after: None,
         // The first steps' events are published below, after the flush.
         sent_events: false,
     };
@@ -162,6 +163,11 @@ pub struct Context<'a> {
     /// [`App::sent_events`](lovage_broker::App::sent_events) does for a send (a worker, which
     /// sends its steps itself after [`plan_many`], publishes them with its batch's events).
     pub sent_events: bool,
+    /// Queue a graph node whose inputs are values kept by workers (the data plane) for the
+    /// worker holding most of their bytes, which takes it at once; any other worker may steal
+    /// it after this delay ([`Affinity`](lovage_broker::Affinity)). `None`: every node goes to
+    /// the shared queue.
+    pub steal_after: Option<Duration>,
 }
 
 /// How a task of a workflow ended.
@@ -717,6 +723,14 @@ impl<'a> Advance<'a> {
         let Some(node) = g.nodes.get(d as usize) else {
             return;
         };
+        // Where its inputs are (kept values), so it runs there: only a task reads them.
+        let affinity = match (&node.op, self.ctx.steal_after) {
+            (graph::StoredOp::Task { .. }, Some(delay)) => {
+                lovage_broker::dataref::heaviest_holder(&inputs)
+                    .map(|(worker, _)| Affinity::for_worker(worker, delay))
+            }
+            _ => None,
+        };
         match &node.op {
             graph::StoredOp::Task { args, slots, .. } if !node.fused.is_empty() => {
                 // A fused chain: one message for all its links, under its last node's id.
@@ -731,6 +745,7 @@ impl<'a> Advance<'a> {
                             graph: id,
                             node: tail,
                         }];
+                        env.affinity = affinity;
                         self.out.push(env);
                     }
                     (Err(reason), _) => self.graph_broken(g, d, format!("its arguments: {reason}")),
@@ -762,6 +777,7 @@ impl<'a> Advance<'a> {
                         if node.awaited {
                             env.flow.push(Frame::Awaited);
                         }
+                        env.affinity = affinity;
                         self.out.push(env);
                     }
                     Err(reason) => self.graph_broken(g, d, format!("its arguments: {reason}")),

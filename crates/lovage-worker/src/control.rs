@@ -143,11 +143,26 @@ fn run(s: &Shared, command: &str, args: &Value) -> Result<Value, String> {
             s.shutdown.graceful();
             Ok(json!("shutting down (warm: running tasks finish)"))
         }
+        lovage_broker::dataref::REPLICATE_COMMAND => replicate(s, args),
         other => Err(format!(
             "unknown command {other:?} (known: {})",
             known_commands()
         )),
     }
+}
+
+/// A broadcast: copies the kept value `args.ref` into this worker's store.
+fn replicate(s: &Shared, args: &Value) -> Result<Value, String> {
+    let Some(store) = &s.data else {
+        return Err("this worker has no data plane (--data-plane) to keep a copy in".into());
+    };
+    let r = args
+        .get("ref")
+        .and_then(lovage_broker::ResultRef::from_value)
+        .ok_or("argument \"ref\" (a kept value's reference) is missing")?;
+    let copied = store.copy_in(&r)?;
+    tracing::debug!(worker = %s.id, key = %r.key, copied, "kept a copy of a broadcast value");
+    Ok(json!({ "copied": copied }))
 }
 
 fn str_arg<'a>(args: &'a Value, key: &str) -> Result<&'a str, String> {

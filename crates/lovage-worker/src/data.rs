@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use lovage_broker::dataref::Lineage;
 use lovage_broker::dataref::{content_hash, this_host};
-use lovage_broker::ResultRef;
+use lovage_broker::{FetchError, ResultRef};
 use lovage_core::Codec;
 
 /// Results this large or larger stay with the worker by default (64 KiB).
@@ -38,7 +38,15 @@ pub struct DataConfig {
     /// The address put in references, when the bound one is not what others should dial
     /// (a wildcard bind, or a NAT).
     pub advertise: Option<String>,
+    /// A graph node whose inputs are kept values is queued for the worker holding most of
+    /// their bytes; another worker may steal it once this long has passed (an idle worker
+    /// still helps a busy one, and a worker that is gone strands nothing).
+    pub steal_after: std::time::Duration,
 }
+
+/// How long a graph node waits for the worker holding its inputs before another may take it
+/// (200 ms by default).
+pub const DEFAULT_STEAL_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Default for DataConfig {
     fn default() -> Self {
@@ -48,6 +56,7 @@ impl Default for DataConfig {
             dir: None,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
+            steal_after: DEFAULT_STEAL_AFTER,
         }
     }
 }
@@ -173,11 +182,44 @@ impl DataStore {
             codec,
             lineage,
             readers,
+            everywhere: false,
         })
+    }
+
+    /// Copies the value `r` stands for into this store under its key (a broadcast), fetched
+    /// from its keeper; how many bytes were copied (0: it is here already).
+    pub fn copy_in(&self, r: &ResultRef) -> Result<u64, String> {
+        if self.get(&r.key).is_some() {
+            return Ok(0);
+        }
+        let bytes = r.fetch().map_err(|e| e.to_string())?;
+        let size = bytes.len() as u64;
+        self.keep(&r.key, bytes, r.codec, None, 0)
+            .map_err(|(e, _)| format!("keeping a copy of {}: {e}", r.key))?;
+        Ok(size)
     }
 
     fn get(&self, key: &str) -> Option<Kept> {
         self.values().by_key.get(key).cloned()
+    }
+
+    /// The value `r` stands for, decoded, when this store holds it (this worker made it, or
+    /// a broadcast copied it here): read in place, no fetch. `None` when it is not here (or
+    /// its file cannot be read), so the caller fetches it.
+    pub fn read_own(&self, r: &ResultRef) -> Option<Result<serde_json::Value, FetchError>> {
+        let decoded = match self.get(&r.key)? {
+            Kept::Memory(bytes) if bytes.len() as u64 == r.size => r.decode_value(&bytes),
+            Kept::File(path) => {
+                let bytes = std::fs::read(path).ok()?;
+                if bytes.len() as u64 != r.size {
+                    return None;
+                }
+                r.decode_value(&bytes)
+            }
+            Kept::Memory(_) => return None,
+        };
+        lovage_broker::dataref::note_read_locally(r.size);
+        Some(decoded)
     }
 
     /// Drops the value `key` (memory, or its file); false if it is not here.

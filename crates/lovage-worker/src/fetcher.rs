@@ -49,9 +49,13 @@ fn reserve(s: &Shared, queues: &[String], max: usize, wait: Duration) -> Option<
         "reserve",
         || s.shutdown.requested(),
         || {
+            // Under its own id when it keeps values (the data plane): the graph nodes queued
+            // for it (it holds their inputs) come first. Nothing is ever queued for a worker
+            // without one, so it reserves as before.
+            let me = s.data.as_ref().map(|_| s.id.as_str());
             s.backend
                 .broker()
-                .reserve(queues, max, s.config.lease, wait)
+                .reserve_as(me, queues, max, s.config.lease, wait)
         },
     )
 }
@@ -236,7 +240,7 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
     }
     // Inputs kept by other workers are read (or made again) now, on this thread: a task's
     // inputs must be in before it runs, and the pool's threads may be child processes.
-    let args = match crate::inputs::resolve_args(env) {
+    let args = match crate::inputs::resolve_args(env, s.data.as_deref()) {
         Ok(Some(args)) => args,
         Ok(None) => env.args.clone(),
         Err(err) => {

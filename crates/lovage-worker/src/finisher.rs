@@ -510,7 +510,20 @@ fn plan_flows(s: &Shared, finished: &[(&Envelope, Finished<'_>)]) -> Option<lova
         return Some(lovage_flow::Planned::default());
     }
     let ctx = s.flow_context();
-    s.retry_broker("continue workflows", || lovage_flow::plan(&ctx, finished))
+    let mut planned = s.retry_broker("continue workflows", || lovage_flow::plan(&ctx, finished))?;
+    // A step queued for this worker in a queue it does not serve would only wait out its steal
+    // delay: it goes to the shared queue at once instead (of another worker's queues this one
+    // knows nothing, so such an affinity stays).
+    let mine = |e: &Envelope| e.affinity.as_ref().is_some_and(|a| a.worker == s.id);
+    if planned.next.iter().any(mine) {
+        let queues = s.queues();
+        for env in planned.next.iter_mut().filter(|e| mine(e)) {
+            if !queues.contains(&env.queue) {
+                env.affinity = None;
+            }
+        }
+    }
+    Some(planned)
 }
 
 #[cfg(test)]

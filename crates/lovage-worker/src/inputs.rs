@@ -13,6 +13,8 @@ use lovage_core::registry::Registry;
 use lovage_core::{kinds, TaskError};
 use serde_json::Value;
 
+use crate::data::DataStore;
+
 /// The error kind of a task whose input could neither be fetched nor made again.
 pub const INPUT_LOST: &str = "lovage.InputLost";
 
@@ -20,8 +22,12 @@ pub const INPUT_LOST: &str = "lovage.InputLost";
 const MAX_DEPTH: usize = 16;
 
 /// `env`'s arguments with every reference replaced by its value; `None` when they hold none
-/// (the envelope's own bytes are used as they are).
-pub(crate) fn resolve_args(env: &Envelope) -> Result<Option<Vec<u8>>, TaskError> {
+/// (the envelope's own bytes are used as they are). A value this worker's own store holds
+/// (`own`: it made it, or a broadcast copied it here) is read in place, not fetched.
+pub(crate) fn resolve_args(
+    env: &Envelope,
+    own: Option<&DataStore>,
+) -> Result<Option<Vec<u8>>, TaskError> {
     if !may_hold_refs(&env.args) {
         return Ok(None);
     }
@@ -29,8 +35,14 @@ pub(crate) fn resolve_args(env: &Envelope) -> Result<Option<Vec<u8>>, TaskError>
         .codec
         .decode(&env.args, "task arguments")
         .map_err(TaskError::from)?;
-    let replaced = resolve_value(&mut args, &mut |r| fetch_or_remake(r, 0))
-        .map_err(|e| TaskError::new(INPUT_LOST, e.to_string()))?;
+    let replaced = resolve_value(
+        &mut args,
+        &mut |r| match own.and_then(|store| store.read_own(r)) {
+            Some(value) => value,
+            None => fetch_or_remake(r, 0),
+        },
+    )
+    .map_err(|e| TaskError::new(INPUT_LOST, e.to_string()))?;
     if replaced == 0 {
         return Ok(None);
     }

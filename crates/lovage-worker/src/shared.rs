@@ -582,6 +582,7 @@ impl Shared {
             result_ttl: self.config.result_ttl,
             worker: Some(&self.id),
             sent_events: self.config.sent_events,
+            steal_after: self.config.data.as_ref().map(|d| d.steal_after),
         }
     }
 }

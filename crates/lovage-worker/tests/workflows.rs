@@ -419,6 +419,7 @@ fn a_member_finishing_twice_fires_the_chord_once(mut w: Running) {
         result_ttl: None,
         worker: Some("by-hand"),
         sent_events: false,
+        steal_after: None,
     };
     let finish = |i: usize, value: i64| {
         let bytes = serde_json::to_vec(&value).unwrap();
@@ -546,6 +547,7 @@ fn a_step_sent_by_advance_is_told_of_as_sent(mut w: Running) {
             result_ttl: None,
             worker: Some("by-hand"),
             sent_events,
+            steal_after: None,
         };
         let bytes = serde_json::to_vec(&value).unwrap();
         lovage_flow::advance(

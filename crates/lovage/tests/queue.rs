@@ -721,6 +721,7 @@ fn hold_a_member_past_its_join(app: &App) -> lovage_broker::Delivery {
         result_ttl: None,
         worker: Some("by-hand"),
         sent_events: false,
+        steal_after: None,
     };
     lovage::flow::advance(&ctx, &d.envelope, lovage::flow::Finished::Success(&bytes)).unwrap();
     d

@@ -27,7 +27,7 @@
 //! # Writing a test
 //!
 //! Tests are declared once, inside a `conformance_tests!` block of one of this module's
-//! files (the task's life in `broker`, outcomes in `results`, workflows in `workflow`, locks,
+//! files (the task's life in `broker`, tasks queued for a worker in `affinity`, outcomes in `results`, workflows in `workflow`, locks,
 //! rate limits and worker presence in `coordination`, the operators' traits in `ops`, shared dicts and lists in `shared`); the block makes both the function and
 //! the module's entry in the list, so no test is written without being run. A test takes the
 //! [`Fixture`] by value and drops it (cleaning up) when it returns or panics. `cargo fmt` does
@@ -65,6 +65,7 @@ macro_rules! conformance_tests {
     };
 }
 
+pub mod affinity;
 pub mod broker;
 pub mod coordination;
 pub mod fixtures;
@@ -161,6 +162,7 @@ pub type Test = fn(Fixture);
 pub fn tests() -> impl Iterator<Item = (&'static str, Test)> {
     [
         broker::TESTS,
+        affinity::TESTS,
         results::TESTS,
         workflow::TESTS,
         coordination::TESTS,

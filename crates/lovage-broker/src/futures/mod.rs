@@ -41,7 +41,7 @@ use lovage_pool::TaskHandle;
 use serde::de::DeserializeOwned;
 
 pub use lovage_pool::ReturnWhen;
-pub use scatter::{Scattered, SCATTER_TASK};
+pub use scatter::{Broadcast, Scattered, SCATTER_TASK};
 pub use waiting::{AsCompleted, Waited};
 
 use crate::{App, BrokerError, Result, ResultRecord};

@@ -58,10 +58,78 @@ pub struct Scattered {
     client: Client,
 }
 
+/// What [`Scattered::broadcast`] did.
+#[derive(Debug, Clone)]
+pub struct Broadcast {
+    /// What to pass where the value goes, as [`Scattered::arg`] gives, its reference marked
+    /// as held everywhere (so no task is queued for its first worker on its account).
+    pub arg: Value,
+    /// The workers that now hold a copy (besides the one that kept it first).
+    pub copies: Vec<String>,
+    /// Live workers that hold none: those that refused (no data plane, the fetch failed) with
+    /// their reason, and those that did not answer in time. Their tasks fetch the value from
+    /// its first worker, as without a broadcast.
+    pub without: Vec<(String, String)>,
+}
+
 impl Scattered {
     /// The holding task's id (its record holds the value's reference).
     pub fn id(&self) -> TaskId {
         self.id
+    }
+
+    /// Copies the value into the store of every other live worker (heard from within
+    /// [`LIVE_WITHIN`](crate::ops::LIVE_WITHIN)), so tasks on any of them read it in place:
+    /// Dask's `client.scatter(x, broadcast=True)`. Waits up to `timeout` for a worker to take
+    /// the value in, then up to `timeout` for the copies. Each worker fetches the value from
+    /// its first worker once (told through its control mailbox). A value small enough to be
+    /// stored inline needs no copies. Copies go when their workers stop (they are not
+    /// counted); a worker that starts later has none.
+    pub fn broadcast(&self, timeout: Duration) -> Result<Broadcast> {
+        let arg = self.arg(timeout)?;
+        let Some(mut r) = crate::ResultRef::from_value(&arg) else {
+            return Ok(Broadcast {
+                arg,
+                copies: Vec::new(),
+                without: Vec::new(),
+            });
+        };
+        let backend = self.client.app().backend().clone();
+        let others: Vec<String> = backend
+            .presence()
+            .workers(crate::ops::LIVE_WITHIN)?
+            .into_iter()
+            .map(|w| w.id)
+            .filter(|w| *w != r.worker)
+            .collect();
+        let mut copies = Vec::new();
+        let mut without = Vec::new();
+        if !others.is_empty() {
+            let request = crate::ops::ControlRequest::new(
+                crate::dataref::REPLICATE_COMMAND,
+                serde_json::json!({ "ref": r.to_value() }),
+                "client",
+            );
+            let gathered = crate::ops::broadcast(&backend, &others, &request, timeout, false)?;
+            for (worker, reply) in gathered.replies {
+                match reply.get("error").and_then(Value::as_str) {
+                    None => copies.push(worker),
+                    Some(reason) => without.push((worker, reason.to_owned())),
+                }
+            }
+            without.extend(
+                gathered
+                    .missing
+                    .into_iter()
+                    .map(|w| (w, format!("no answer within {timeout:?}"))),
+            );
+        }
+        r.everywhere = true;
+        Ok(Broadcast {
+            arg: r.to_value(),
+            copies,
+            without,
+        })
     }
 
     /// What to pass where the value goes in a later call's arguments: the value's reference

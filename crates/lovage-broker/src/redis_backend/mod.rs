@@ -14,11 +14,13 @@
 //! |---|---|---|
 //! | `P:tasks` | hash | id → `"{next delivery} {score} {queue length} {queue}"` + envelope (MessagePack), of every waiting or running task |
 //! | `P:q:{queue}` | sorted set | ready ids, score = (9 − priority)·band + sequence: priority first, FIFO within |
-//! | `P:s:{queue}` | sorted set | scheduled ids (ETA, retry delay), score = due time in ms |
+//! | `P:s:{queue}` | sorted set | scheduled ids (ETA, retry delay, a task queued for a worker until its steal time), score = due time in ms |
+//! | `P:a:{queue}:{worker}` | sorted set, expires | ids queued for that worker (`Envelope::affinity`), score = steal time in ms: taken first by its reserve while they still wait in `P:s:{queue}` at that score; a hint that expires a minute after its newest steal time |
 //! | `P:leases` | sorted set | `{id}:{token}` of reserved tasks, score = lease deadline in ms (server time) |
 //! | `P:fence` | hash | id → the fencing token of a delivery whose lease ran out, until someone takes the task again (or that delivery acks it late) |
 //! | `P:fseq` | counter | the last fencing token drawn |
 //! | `P:w:{queue}` | list | wake-up tokens: a waiting reserve blocks on them (BLPOP), no polling |
+//! | `P:w:{queue}:{worker}` | list, expires | wake-up tokens for the tasks queued for that worker: its waiting reserve blocks on them too |
 //! | `P:queues` | set | queue names seen |
 //! | `P:layout` | string | this key layout's version (`4`); layout 3 is upgraded in place, another is refused |
 //! | `P:revoked` | sorted set | revoked ids, score = when to forget them (24 h) |
@@ -513,6 +515,15 @@ fn is_interrupted(e: &redis::RedisError) -> bool {
     e.is_io_error() && e.to_string().contains(&format!("(os error {EINTR})"))
 }
 
+/// A task's affinity as the send scripts take it: its worker and steal time in ms, or `""` and
+/// 0 when it is sent without one (or one whose steal time has passed).
+fn affine_args(e: &Envelope) -> (&str, i64) {
+    match e.affinity_at(Timestamp::now()) {
+        Some(a) => (a.worker.as_str(), a.until.as_millis()),
+        None => ("", 0),
+    }
+}
+
 /// A duration in whole milliseconds, as the scripts take it.
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -573,6 +584,7 @@ impl Broker for RedisBackend {
             for e in chunk {
                 let score = ready_score(e.priority);
                 let due = e.eta.map_or(0, Timestamp::as_millis);
+                let (aw, au) = affine_args(e);
                 let mut value = Vec::with_capacity(256);
                 write_task_value(&mut value, e, score)
                     .map_err(|err| self.err("encode envelope", err))?;
@@ -580,7 +592,9 @@ impl Broker for RedisBackend {
                     .arg(&e.queue)
                     .arg(score)
                     .arg(due)
-                    .arg(value);
+                    .arg(value)
+                    .arg(aw)
+                    .arg(au);
             }
             let lag = self.with_conn("enqueue once", |c| {
                 inv.invoke::<i64>(c)?;
@@ -593,20 +607,27 @@ impl Broker for RedisBackend {
         Ok(())
     }
 
-    fn reserve(
+    fn reserve_as(
         &self,
+        worker: Option<&str>,
         queues: &[String],
         max: usize,
         lease: Duration,
         wait: Duration,
     ) -> Result<Vec<Delivery>> {
         let deadline = Instant::now() + wait;
-        let wake_keys: Vec<String> = queues.iter().map(|q| self.key(&format!("w:{q}"))).collect();
+        let mut wake_keys: Vec<String> =
+            queues.iter().map(|q| self.key(&format!("w:{q}"))).collect();
+        // A worker also wakes for the tasks queued for it (their own tokens, see `place_affine`).
+        if let Some(w) = worker {
+            wake_keys.extend(queues.iter().map(|q| self.key(&format!("w:{q}:{w}"))));
+        }
         loop {
             let mut inv = self.scripts.reserve.prepare_invoke();
             inv.arg(&self.prefix)
                 .arg(millis(lease))
-                .arg(max.clamp(1, RESERVE_MAX));
+                .arg(max.clamp(1, RESERVE_MAX))
+                .arg(worker.unwrap_or(""));
             for q in queues {
                 inv.arg(q);
             }
@@ -942,6 +963,7 @@ impl crate::Driver for RedisBackend {
             for e in chunk {
                 let score = ready_score(e.priority);
                 let due = e.eta.map_or(0, Timestamp::as_millis);
+                let (aw, au) = affine_args(e);
                 let mut value = Vec::with_capacity(256);
                 write_task_value(&mut value, e, score)
                     .map_err(|err| self.err("encode envelope", err))?;
@@ -950,7 +972,9 @@ impl crate::Driver for RedisBackend {
                     .arg(&e.queue)
                     .arg(score)
                     .arg(due)
-                    .arg(value);
+                    .arg(value)
+                    .arg(aw)
+                    .arg(au);
             }
             let (sent, lag) = self.with_conn("enqueue in scope", |c| {
                 let sent: Vec<i64> = inv.invoke(c)?;
@@ -1145,6 +1169,8 @@ pub(crate) fn decode_delivery(value: &[u8], fence: u64) -> std::result::Result<D
     let mut envelope: Envelope = lovage_core::codec::from_msgpack(env)
         .map_err(|e| format!("its envelope does not decode: {e}"))?;
     envelope.attempts = attempts;
+    // Used up when the task was queued (see `Envelope::affinity`).
+    envelope.affinity = None;
     Ok(Delivery {
         lease: Lease {
             id: envelope.id,

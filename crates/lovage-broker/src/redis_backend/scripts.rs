@@ -75,6 +75,22 @@ local function place(p, id, q, score, due)
     redis.call('LTRIM', p .. ':w:' .. q, 0, 63)
   end
 end
+-- Queues `id` for worker `w` until `until_ms` (`Envelope::affinity`): it waits in its scheduled
+-- set, due then (when every worker may take it), and in the worker's own set, which that
+-- worker's reserve takes from first. The worker's set is only a hint, expiring a minute after
+-- its newest steal time (a worker that is gone leaves nothing behind); the scheduled set is the
+-- truth, so an entry whose task was promoted, taken or put back is skipped.
+local function place_affine(p, id, q, w, until_ms)
+  redis.call('ZADD', p .. ':s:' .. q, until_ms, id)
+  local key = p .. ':a:' .. q .. ':' .. w
+  redis.call('ZADD', key, until_ms, id)
+  redis.call('PEXPIREAT', key, until_ms + 60000)
+  -- That worker's own wake-up tokens: a reserve of it waiting on its queues wakes.
+  local wake = p .. ':w:' .. q .. ':' .. w
+  redis.call('RPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, 63)
+  redis.call('PEXPIREAT', wake, until_ms + 60000)
+end
 -- The task goes back to its queue (or its scheduled set at `due`), its next delivery number
 -- moved by `step`: +1 when this delivery counts (a nack, an expired lease), 0 for a deferral,
 -- -1 for a deferral of a delivery whose lease had run out (its expiry counted it already).
@@ -155,7 +171,7 @@ end
 "#;
 
 pub(super) const RESERVE: &str = r#"
--- ARGV: prefix, lease ms, max, queues... Returns the values, ms until the next scheduled task
+-- ARGV: prefix, lease ms, max, worker ('' for none), queues... Returns the values, ms until the next scheduled task
 -- or lease falls due ('' for none), their ids, what was set aside, and the token before the
 -- first of the delivered tasks' fencing tokens (theirs follow in order).
 local p = ARGV[1]
@@ -184,7 +200,8 @@ for _, m in ipairs(expired) do
 end
 earliest(leases)
 -- Scheduled tasks (ETA, retry delay) that are due join their queue.
-for i = 4, #ARGV do
+local worker = ARGV[4]
+for i = 5, #ARGV do
   local key = p .. ':s:' .. ARGV[i]
   local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, 1000)
   if #due > 0 then
@@ -208,7 +225,7 @@ for i = 4, #ARGV do
   earliest(key)
 end
 -- Paused queues deliver nothing (one O(1) check while none is paused).
-local qs = {unpack(ARGV, 4)}
+local qs = {unpack(ARGV, 5)}
 if redis.call('SCARD', p .. ':paused') > 0 then
   local open = {}
   local paused = redis.call('SMISMEMBER', p .. ':paused', unpack(qs))
@@ -217,12 +234,35 @@ if redis.call('SCARD', p .. ':paused') > 0 then
   end
   qs = open
 end
--- Take the best `max` ids.
+-- The tasks queued for this worker first, oldest first: each still waiting in its scheduled
+-- set at the score its entry names is taken out of it; any other entry is stale and dropped.
 local ids = {}
-if #qs == 1 then
+if worker ~= '' then
+  for _, q in ipairs(qs) do
+    local key = p .. ':a:' .. q .. ':' .. worker
+    while #ids < max do
+      local batch = redis.call('ZRANGE', key, 0, max - #ids - 1, 'WITHSCORES')
+      if #batch == 0 then break end
+      for j = 1, #batch, 2 do
+        local id = batch[j]
+        redis.call('ZREM', key, id)
+        local s = redis.call('ZSCORE', p .. ':s:' .. q, id)
+        if s and tonumber(s) == tonumber(batch[j + 1]) then
+          redis.call('ZREM', p .. ':s:' .. q, id)
+          ids[#ids + 1] = id
+        end
+      end
+    end
+  end
+end
+-- Then the best ids of the shared queues.
+local room = max - #ids
+if room <= 0 then
+elseif #qs == 1 then
   local key = p .. ':q:' .. qs[1]
-  ids = redis.call('ZRANGE', key, 0, max - 1)
-  if #ids > 0 then redis.call('ZREMRANGEBYRANK', key, 0, #ids - 1) end
+  local got = redis.call('ZRANGE', key, 0, room - 1)
+  if #got > 0 then redis.call('ZREMRANGEBYRANK', key, 0, #got - 1) end
+  for _, id in ipairs(got) do ids[#ids + 1] = id end
 elseif #qs > 1 then
   while #ids < max do
     local best_q, best_id, best_s = nil, nil, nil
@@ -464,22 +504,27 @@ end
 return out
 "#;
 
-/// Sends a task once: `send_once(p, until_, now, index, id, queue, score, eta, value)` adds it
-/// unless its id is in `P:once` (remembered there until `until_`); true when it did.
+/// Sends a task once: `send_once(p, until_, now, index, id, queue, score, eta, value, aw, au)`
+/// adds it unless its id is in `P:once` (remembered there until `until_`); true when it did.
+/// `aw` and `au` are its affinity's worker and steal time in ms (`''` and 0: none).
 pub(super) const SEND_ONCE_FN: &str = r#"
-local function send_once(p, until_, now, index, id, q, score, eta, value)
+local function send_once(p, until_, now, index, id, q, score, eta, value, aw, au)
   if redis.call('ZADD', p .. ':once', 'NX', until_, id) ~= 1 then return false end
   redis.call('HSET', p .. ':tasks', id, value)
   if index then redis.call('ZADD', p .. ':ix', 0, id .. ' ' .. q) end
   redis.call('SADD', p .. ':queues', q)
-  place(p, id, q, score, eta > now and eta or false)
+  if eta <= now and aw ~= '' and au > now then
+    place_affine(p, id, q, aw, au)
+  else
+    place(p, id, q, score, eta > now and eta or false)
+  end
   return true
 end
 "#;
 
 pub(super) const ENQUEUE_ONCE: &str = r#"
 -- ARGV: prefix, remember ms, '1' to add the tasks to the task index, then per task: id,
--- queue, score, ETA ms (0: none), value.
+-- queue, score, ETA ms (0: none), value, affinity's worker ('': none), its steal time ms.
 -- Ids sent once are remembered in `once` (score: until when).
 local p = ARGV[1]
 local now = now_ms()
@@ -487,8 +532,8 @@ local until_ = now + tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', p .. ':once', '-inf', now)
 local sent = 0
 local index = ARGV[3] == '1'
-for i = 4, #ARGV, 5 do
-  if send_once(p, until_, now, index, ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4]) then
+for i = 4, #ARGV, 7 do
+  if send_once(p, until_, now, index, ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])) then
     sent = sent + 1
   end
 end
@@ -501,7 +546,8 @@ return sent
 pub(super) const ENQUEUE_IN_SCOPE: &str = r#"
 -- ARGV: prefix, remember ms, '1' to add the tasks to the task index, the scope's `all` hash,
 -- its `open` hash, '1' to repair (resend a member still pending), then per task: its member
--- key, id, queue, score, ETA ms (0: none), value. Returns per task 1 when it was sent (counted
+-- key, id, queue, score, ETA ms (0: none), value, affinity's worker ('': none), its steal time
+-- ms. Returns per task 1 when it was sent (counted
 -- here, or repaired), else 0.
 local p = ARGV[1]
 local now = now_ms()
@@ -510,12 +556,12 @@ redis.call('ZREMRANGEBYSCORE', p .. ':once', '-inf', now)
 local index = ARGV[3] == '1'
 local all, open, repair = ARGV[4], ARGV[5], ARGV[6] == '1'
 local out, sent = {}, 0
-for i = 7, #ARGV, 6 do
+for i = 7, #ARGV, 8 do
   local m = ARGV[i]
   local counted = redis.call('HSETNX', all, m, 'p') == 1
   if counted or (repair and redis.call('HGET', all, m) == 'p') then
     redis.call('HSET', open, m, '')
-    if send_once(p, until_, now, index, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5]) then
+    if send_once(p, until_, now, index, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])) then
       sent = sent + 1
     end
     out[#out + 1] = 1

@@ -87,9 +87,14 @@ struct QueueShare {
     queue: String,
     /// (score, id) of tasks ready now.
     ready: Vec<(u64, [u8; 36])>,
-    /// (due in ms, id) of tasks with an ETA.
+    /// (due in ms, id) of tasks with an ETA, or queued for a worker until their steal time.
     scheduled: Vec<(u64, [u8; 36])>,
+    /// Per worker, (steal time in ms, id) of the tasks queued for it (also in `scheduled`).
+    affine: Vec<(String, Vec<Member>)>,
 }
+
+/// A sorted-set member as the packer writes it: (score, id).
+type Member = (u64, [u8; 36]);
 
 impl EnqueuePacker {
     /// A packer for keys under `prefix`, for chunks of up to `tasks` tasks (a single send
@@ -118,6 +123,7 @@ impl EnqueuePacker {
         for q in &mut self.queues {
             q.ready.clear();
             q.scheduled.clear();
+            q.affine.clear();
         }
         resp::command(buf, 1);
         resp::arg(buf, b"MULTI");
@@ -139,13 +145,22 @@ impl EnqueuePacker {
                         queue: e.queue.clone(),
                         ready: Vec::new(),
                         scheduled: Vec::new(),
+                        affine: Vec::new(),
                     });
                     self.queues.len() - 1
                 }
             };
             let share = &mut self.queues[i];
-            match e.eta {
-                Some(eta) if eta > now => share.scheduled.push((eta.as_millis() as u64, id)),
+            match (e.eta, e.affinity_at(now)) {
+                (Some(eta), _) if eta > now => share.scheduled.push((eta.as_millis() as u64, id)),
+                (_, Some(a)) => {
+                    let until = a.until.as_millis() as u64;
+                    share.scheduled.push((until, id));
+                    match share.affine.iter_mut().find(|(w, _)| *w == a.worker) {
+                        Some((_, ids)) => ids.push((until, id)),
+                        None => share.affine.push((a.worker.clone(), vec![(until, id)])),
+                    }
+                }
                 _ => share.ready.push((score, id)),
             }
         }
@@ -185,6 +200,33 @@ impl EnqueuePacker {
             if !share.scheduled.is_empty() {
                 zadd(buf, scratch, &self.prefix, &["s:", q], &share.scheduled);
                 commands += 1;
+            }
+            // A worker's own set of the tasks queued for it: a hint (the scheduled set is the
+            // truth) that expires a minute after its newest steal time, as the scripts' `place_affine`.
+            for (worker, ids) in &share.affine {
+                let parts = ["a:", q, ":", worker.as_str()];
+                zadd(buf, scratch, &self.prefix, &parts, ids);
+                let newest = ids.iter().map(|(t, _)| *t).max().unwrap_or(0);
+                resp::command(buf, 3);
+                resp::arg(buf, b"PEXPIREAT");
+                key(buf, scratch, &self.prefix, &parts);
+                resp::int_arg(buf, newest + 60_000);
+                // That worker's own wake-up token, so its waiting reserve wakes.
+                let wake = ["w:", q, ":", worker.as_str()];
+                resp::command(buf, 3);
+                resp::arg(buf, b"RPUSH");
+                key(buf, scratch, &self.prefix, &wake);
+                resp::arg(buf, b"1");
+                resp::command(buf, 4);
+                resp::arg(buf, b"LTRIM");
+                key(buf, scratch, &self.prefix, &wake);
+                resp::arg(buf, b"0");
+                resp::int_arg(buf, WAKE_TOKENS - 1);
+                resp::command(buf, 3);
+                resp::arg(buf, b"PEXPIREAT");
+                key(buf, scratch, &self.prefix, &wake);
+                resp::int_arg(buf, newest + 60_000);
+                commands += 5;
             }
             if !share.ready.is_empty() {
                 zadd(buf, scratch, &self.prefix, &["q:", q], &share.ready);

@@ -107,6 +107,7 @@ impl SqliteBackend {
     /// One attempt at reserving; also returns when the next scheduled task or lease falls due.
     fn try_reserve(
         &self,
+        worker: Option<&str>,
         queues: &[String],
         max: usize,
         lease: Duration,
@@ -117,34 +118,54 @@ impl SqliteBackend {
             tx.prepare_cached("UPDATE tasks SET state = 0 WHERE state != 0 AND due <= ?1")?
                 .execute([now.as_millis()])?;
             let paused = paused_queues(tx)?;
+            let open: Vec<&String> = queues.iter().filter(|q| !paused.contains(q)).collect();
+            // The tasks queued for this worker first, oldest first (by their partial index).
+            let mut mine: Vec<(i64, i64)> = Vec::new();
+            if let Some(w) = worker {
+                let mut pick_mine = tx.prepare_cached(
+                    "SELECT priority, seq FROM tasks WHERE affinity = ?1 AND queue = ?2 AND state = 2 \
+                     ORDER BY seq LIMIT ?3",
+                )?;
+                for q in &open {
+                    let rows = pick_mine
+                        .query_map(params![w, q, max as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    for row in rows {
+                        mine.push(row?);
+                    }
+                }
+                mine.sort_by_key(|c| c.1);
+                mine.truncate(max);
+            }
             // Per queue, the best candidates by index; then the best of them all.
             let mut candidates: Vec<(i64, i64)> = Vec::new();
             let mut pick = tx.prepare_cached(
                 "SELECT priority, seq FROM tasks WHERE state = 0 AND queue = ?1 ORDER BY priority DESC, seq LIMIT ?2",
             )?;
-            for q in queues.iter().filter(|q| !paused.contains(q)) {
+            for q in &open {
                 let rows = pick.query_map(params![q, max as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 for row in rows {
                     candidates.push(row?);
                 }
             }
             candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-            candidates.truncate(max);
+            candidates.truncate(max - mine.len());
+            mine.append(&mut candidates);
+            let candidates = mine;
             let mut fence = if candidates.is_empty() {
                 0
             } else {
                 draw_fences(tx, candidates.len() as i64)?
             };
             let mut take = tx.prepare_cached(
-                "UPDATE tasks SET state = 1, due = ?1, attempts = attempts + 1, fence = ?3, received = ?4 \
-                 WHERE seq = ?2 AND state = 0 \
+                "UPDATE tasks SET state = 1, due = ?1, attempts = attempts + 1, fence = ?3, received = ?4, affinity = NULL \
+                 WHERE seq = ?2 AND state != 1 \
                  RETURNING id, queue, priority, attempts, task, codec, args, options, eta, expires, created, flow",
             )?;
             let mut out = Vec::with_capacity(candidates.len());
             let mut set_aside = Vec::new();
             for (_, seq) in candidates {
                 fence += 1;
-                // `state = 0`: a candidate listed twice (a queue named twice) is taken once.
+                // `state != 1`: a candidate listed twice (a queue named twice) is taken once.
                 let Some(decoded) = take
                     .query_row(params![until, seq, fence, now.as_millis()], row_to_envelope_or_corrupt)
                     .optional()?
@@ -419,8 +440,9 @@ impl Broker for SqliteBackend {
         self.insert_tasks("enqueue once", batch, true)
     }
 
-    fn reserve(
+    fn reserve_as(
         &self,
+        worker: Option<&str>,
         queues: &[String],
         max: usize,
         lease: Duration,
@@ -429,7 +451,7 @@ impl Broker for SqliteBackend {
         let deadline = Instant::now() + wait;
         loop {
             let marker = self.change_marker()?;
-            let (got, next_due) = self.try_reserve(queues, max, lease)?;
+            let (got, next_due) = self.try_reserve(worker, queues, max, lease)?;
             if !got.is_empty() || Instant::now() >= deadline {
                 return Ok(got);
             }
@@ -760,8 +782,8 @@ fn insert_encoded(
 ) -> rusqlite::Result<()> {
     let now = Timestamp::now();
     let mut ins = tx.prepare_cached(
-        "INSERT OR REPLACE INTO tasks (id, queue, priority, state, due, attempts, task, codec, args, options, eta, expires, created, flow) \
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 \
+        "INSERT OR REPLACE INTO tasks (id, queue, priority, state, due, attempts, task, codec, args, options, eta, expires, created, flow, affinity) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15 \
          WHERE ?14 IS NOT NULL OR NOT EXISTS (SELECT 1 FROM revoked WHERE id = ?1)",
     )?;
     let mut mark =
@@ -771,8 +793,12 @@ fn insert_encoded(
         if once && mark.execute(params![e.id.to_string(), until])? == 0 {
             continue;
         }
-        let (state, due) = match e.eta {
-            Some(t) if t > now => (SCHEDULED, t.as_millis()),
+        // A task queued for a worker waits as a scheduled row due at its steal time; that
+        // worker's reserve takes it before then by its `affinity`.
+        let affine = e.affinity_at(now);
+        let (state, due) = match (e.eta, affine) {
+            (Some(t), _) if t > now => (SCHEDULED, t.as_millis()),
+            (_, Some(a)) => (SCHEDULED, a.until.as_millis()),
             _ => (READY, 0),
         };
         let added = ins.execute(params![
@@ -790,6 +816,7 @@ fn insert_encoded(
             e.expires.map(Timestamp::as_millis),
             e.created.as_millis(),
             flow,
+            affine.map(|a| a.worker.as_str()),
         ])? as i64;
         tally.sent += added;
         tally.live_in(&e.queue, added);

@@ -82,6 +82,8 @@ pub(super) fn row_to_envelope(r: &rusqlite::Row<'_>) -> rusqlite::Result<Envelop
             Some(bytes) => lovage_core::codec::from_msgpack(&bytes).map_err(|e| corrupt(11, e))?,
             None => Vec::new(),
         },
+        // Used up when the task was queued (the `affinity` column, cleared when it is taken).
+        affinity: None,
     })
 }
 

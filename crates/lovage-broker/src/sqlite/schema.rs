@@ -10,7 +10,7 @@ use crate::{BrokerError, Result};
 /// `PRAGMA application_id` of a lovage database ("LOVA").
 const APPLICATION_ID: i32 = 0x4c4f_5641;
 /// Schema version in `PRAGMA user_version`.
-const SCHEMA_VERSION: i32 = 7;
+const SCHEMA_VERSION: i32 = 8;
 
 // The values of `tasks.state`.
 pub(super) const READY: i64 = 0;
@@ -97,6 +97,14 @@ INSERT OR REPLACE INTO counters (key, value)
 /// would number its events from that row, so the bump makes it refuse the file.
 const EVENTS_NUMBERED_BY_ROWS: &str = "
 DELETE FROM meta WHERE key = 'events';
+";
+
+/// Added in schema version 8: the worker a task is queued for (see `Envelope::affinity`), set
+/// while it waits as a scheduled row due at its steal time and cleared when it is taken; the
+/// index holds only such rows, so the common path (no affinity) pays for nothing.
+const AFFINITY: &str = "
+ALTER TABLE tasks ADD COLUMN affinity TEXT;
+CREATE INDEX IF NOT EXISTS tasks_affine ON tasks(affinity, queue, seq) WHERE affinity IS NOT NULL;
 ";
 
 /// Added in schema version 5: shared dicts and lists ([`crate::shared`]). A list item's `pos`
@@ -228,6 +236,8 @@ impl SqliteBackend {
             .map_err(|e| self.err("create schema", e))?;
         tx.execute_batch(SHARED)
             .map_err(|e| self.err("create schema", e))?;
+        tx.execute_batch(AFFINITY)
+            .map_err(|e| self.err("create schema", e))?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)
             .map_err(|e| self.err("initialise", e))?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -237,7 +247,7 @@ impl SqliteBackend {
 
     /// Brings an older database (1: before workflows; 2: before fencing tokens and the purge
     /// indexes; 3: before the operators' tables; 4: before shared dicts and lists; 5: before the
-    /// per-queue counts; 6: before events were numbered by their rows) to the current schema.
+    /// per-queue counts; 6: before events were numbered by their rows; 7: before affinities) to the current schema.
     fn upgrade(&self) -> Result<()> {
         self.write("upgrade schema", |tx| {
             let version: i32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -260,6 +270,9 @@ impl SqliteBackend {
             }
             if version < 7 {
                 tx.execute_batch(EVENTS_NUMBERED_BY_ROWS)?;
+            }
+            if version < 8 {
+                tx.execute_batch(AFFINITY)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         })

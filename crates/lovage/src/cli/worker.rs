@@ -61,6 +61,10 @@ pub struct WorkerArgs {
     /// the one others should dial.
     #[arg(long)]
     data_advertise: Option<String>,
+    /// With --data-plane: a graph node whose inputs are kept values is queued for the worker
+    /// holding most of their bytes; another worker may steal it after this many milliseconds.
+    #[arg(long, default_value_t = 200)]
+    steal_after_ms: u64,
     /// Abstract resources this worker has, `NAME=UNITS` comma-separated (`gpu=2,mem=16`, or
     /// fractional with at most 3 decimals, `gpu=1.5`; Dask's `--resources "GPU=2"`): tasks
     /// sent needing a resource run only on workers that have enough of it, at most as many at
@@ -133,6 +137,7 @@ pub fn run(a: WorkerArgs) -> Result<(), Exit> {
             dir: a.data_dir,
             bind: a.data_bind,
             advertise: a.data_advertise,
+            steal_after: std::time::Duration::from_millis(a.steal_after_ms),
         });
     }
     // The built-in collection tasks (`lovage.array.*`, `lovage.bag.*`): arrays and bags run
