@@ -325,23 +325,6 @@ pub(super) fn insert_result(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use lovage_core::TaskState;
-
-    #[test]
-    fn the_sql_list_of_final_states_is_is_final() {
-        for state in TaskState::ALL {
-            let quoted = format!("'{}'", state.as_str());
-            assert_eq!(
-                final_states!().contains(&quoted),
-                state.is_final(),
-                "{state:?}"
-            );
-        }
-    }
-}
-
 /// The records of `ids` not expired, in order.
 fn read_results(
     conn: &rusqlite::Connection,
@@ -360,4 +343,21 @@ fn read_results(
             .optional()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use lovage_core::TaskState;
+
+    #[test]
+    fn the_sql_list_of_final_states_is_is_final() {
+        for state in TaskState::ALL {
+            let quoted = format!("'{}'", state.as_str());
+            assert_eq!(
+                final_states!().contains(&quoted),
+                state.is_final(),
+                "{state:?}"
+            );
+        }
+    }
 }
