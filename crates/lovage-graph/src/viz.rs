@@ -36,6 +36,10 @@ pub struct PictureNode {
     pub fill: String,
     /// The group it joins when the picture is grouped (its task name).
     pub group: String,
+    /// A structural node (a collect, an item of a tuple) that a grouped picture leaves out,
+    /// drawing an edge from each of its inputs straight to each of its readers instead, so
+    /// that operations connect to the operations they read. Ungrouped pictures draw it.
+    pub through: bool,
 }
 
 /// The last `::` segment of a task name.
@@ -78,6 +82,97 @@ fn layers_of(n: usize, edges: &[(u32, u32)]) -> Vec<u32> {
     layer
 }
 
+/// `nodes` and `edges` without the nodes marked [`PictureNode::through`]: an edge into one
+/// of those becomes an edge from each (drawn) node behind it to each of its readers. Also
+/// each kept node's index in `nodes`.
+fn skip_through(nodes: Vec<PictureNode>, edges: &[(u32, u32)]) -> Skipped {
+    if !nodes.iter().any(|n| n.through) {
+        let original = (0..nodes.len()).collect();
+        return (nodes, edges.to_vec(), original);
+    }
+    let through: Vec<bool> = nodes.iter().map(|n| n.through).collect();
+    let layer = layers_of(nodes.len(), edges);
+    let mut inputs: Vec<Vec<u32>> = vec![Vec::new(); nodes.len()];
+    for &(a, b) in edges {
+        if through[b as usize] {
+            inputs[b as usize].push(a);
+        }
+    }
+    // Resolved in layer order, so a skipped node's skipped inputs are resolved before it.
+    let mut order: Vec<usize> = (0..nodes.len()).filter(|&n| through[n]).collect();
+    order.sort_by_key(|&n| layer[n]);
+    let mut behind: Vec<Vec<u32>> = vec![Vec::new(); nodes.len()];
+    for n in order {
+        let mut drawn = Vec::new();
+        for &a in &inputs[n] {
+            if through[a as usize] {
+                drawn.extend_from_slice(&behind[a as usize]);
+            } else {
+                drawn.push(a);
+            }
+        }
+        behind[n] = drawn;
+    }
+    let mut index = vec![u32::MAX; nodes.len()];
+    let mut kept = Vec::with_capacity(nodes.len());
+    let mut original = Vec::with_capacity(nodes.len());
+    for (n, node) in nodes.into_iter().enumerate() {
+        if !through[n] {
+            index[n] = kept.len() as u32;
+            kept.push(node);
+            original.push(n);
+        }
+    }
+    let mut out = Vec::with_capacity(edges.len());
+    for &(a, b) in edges {
+        if through[b as usize] {
+            continue;
+        }
+        if through[a as usize] {
+            out.extend(
+                behind[a as usize]
+                    .iter()
+                    .map(|&s| (index[s as usize], index[b as usize])),
+            );
+        } else {
+            out.push((index[a as usize], index[b as usize]));
+        }
+    }
+    (kept, out, original)
+}
+
+/// What [`skip_through`] leaves: the drawn nodes, their edges, and each one's original index.
+type Skipped = (Vec<PictureNode>, Vec<(u32, u32)>, Vec<usize>);
+
+/// Each group's layer: one below its deepest input group (edges inside a group left out).
+/// When the groups' edges go round a cycle (a group feeding one that feeds it back), each
+/// group keeps its shallowest member's layer instead, with empty layers closed up.
+fn group_layers(
+    groups: usize,
+    edge_count: &BTreeMap<(usize, usize), usize>,
+    shallowest: &[u32],
+) -> Vec<u32> {
+    let between: Vec<(u32, u32)> = edge_count
+        .keys()
+        .filter(|(a, b)| a != b)
+        .map(|&(a, b)| (a as u32, b as u32))
+        .collect();
+    let layers = layers_of(groups, &between);
+    if between
+        .iter()
+        .all(|&(a, b)| layers[a as usize] < layers[b as usize])
+    {
+        return layers;
+    }
+    let mut used: Vec<u32> = shallowest.to_vec();
+    used.sort_unstable();
+    used.dedup();
+    shallowest
+        .iter()
+        .map(|l| used.binary_search(l).unwrap_or(0) as u32)
+        .collect()
+}
+
 impl Picture {
     /// A picture of `nodes` and `edges` (`(from, to)` indices into `nodes`, an input to its
     /// reader). Above [`GROUP_ABOVE`] nodes, one box per [`PictureNode::group`], at the shallowest
@@ -111,16 +206,18 @@ impl Picture {
     }
 
     /// A picture of `nodes` and `edges` with one box per [`PictureNode::group`] whatever the
-    /// size (what [`Picture::new`] draws above [`GROUP_ABOVE`] nodes): each box at the
-    /// shallowest layer of its members, labelled and filled by `group_box(group, members)`
+    /// size (what [`Picture::new`] draws above [`GROUP_ABOVE`] nodes): each box one layer
+    /// below the groups it reads, labelled and filled by `group_box(group, members)`
     /// (`members` are indices into `nodes`), and one edge per pair of groups carrying how many
-    /// edges of the graph it stands for (edges inside a group draw as a loop).
+    /// edges of the graph it stands for (edges inside a group draw as a loop). Nodes marked
+    /// [`PictureNode::through`] are left out, their inputs joined to their readers.
     pub fn grouped(
         nodes: Vec<PictureNode>,
         edges: &[(u32, u32)],
         group_box: impl Fn(&str, &[usize]) -> (String, String),
     ) -> Picture {
-        let layer = layers_of(nodes.len(), edges);
+        let (nodes, edges, original) = skip_through(nodes, edges);
+        let layer = layers_of(nodes.len(), &edges);
         let mut group_of_name: BTreeMap<&str, usize> = BTreeMap::new();
         for n in &nodes {
             let next = group_of_name.len();
@@ -132,20 +229,21 @@ impl Picture {
             names[i] = name;
         }
         let mut members: Vec<Vec<usize>> = vec![Vec::new(); groups];
-        let mut glayer = vec![u32::MAX; groups];
+        let mut shallowest = vec![u32::MAX; groups];
         let mut member_of: Vec<usize> = Vec::with_capacity(nodes.len());
         for (n, node) in nodes.iter().enumerate() {
             let i = group_of_name[node.group.as_str()];
-            members[i].push(n);
-            glayer[i] = glayer[i].min(layer[n]);
+            members[i].push(original[n]);
+            shallowest[i] = shallowest[i].min(layer[n]);
             member_of.push(i);
         }
         let mut edge_count: BTreeMap<(usize, usize), usize> = BTreeMap::new();
-        for &(a, b) in edges {
+        for &(a, b) in &edges {
             *edge_count
                 .entry((member_of[a as usize], member_of[b as usize]))
                 .or_default() += 1;
         }
+        let glayer = group_layers(groups, &edge_count, &shallowest);
         let (labels, fills) = (0..groups)
             .map(|i| group_box(names[i], &members[i]))
             .unzip();
@@ -237,7 +335,8 @@ impl Picture {
             );
             width_of[l] += 1;
         }
-        let width = width_of.iter().copied().max().unwrap_or(0) * (w + GAP_X) + GAP_X;
+        // Room on the right for loops and bowed edges.
+        let width = width_of.iter().copied().max().unwrap_or(0) * (w + GAP_X) + GAP_X + w / 2;
         let height = depth * (h + GAP_Y) + GAP_Y / 2;
         let mut out = String::new();
         let _ = writeln!(
@@ -253,7 +352,7 @@ impl Picture {
                 let (x, y) = (pos[a].0 + w, pos[a].1);
                 let _ = writeln!(
                     out,
-                    "<path d=\"M {x} {} C {} {}, {} {}, {x} {}\"><title>{c}</title></path>",
+                    "<path class=\"loop\" d=\"M {x} {} C {} {}, {} {}, {x} {}\"><title>{c}</title></path>",
                     y + h / 4,
                     x + 24,
                     y,
@@ -271,15 +370,32 @@ impl Picture {
             }
             let (ax, ay) = (pos[a].0 + w / 2, pos[a].1 + h);
             let (bx, by) = (pos[b].0 + w / 2, pos[b].1);
-            let _ = writeln!(
-                out,
-                "<line x1=\"{ax}\" y1=\"{ay}\" x2=\"{bx}\" y2=\"{by}\"><title>{c}</title></line>"
-            );
+            // An edge over more than one layer bows out to the right, past the boxes between.
+            let bow = if by > ay + GAP_Y {
+                w / 2 + GAP_X / 2
+            } else {
+                0
+            };
+            if bow == 0 {
+                let _ = writeln!(
+                    out,
+                    "<line x1=\"{ax}\" y1=\"{ay}\" x2=\"{bx}\" y2=\"{by}\"><title>{c}</title></line>"
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "<path class=\"long\" d=\"M {ax} {ay} C {} {}, {} {}, {bx} {by}\"><title>{c}</title></path>",
+                    ax + bow * 4 / 3,
+                    ay + GAP_Y,
+                    bx + bow * 4 / 3,
+                    by - GAP_Y
+                );
+            }
             if c > 1 {
                 let _ = writeln!(
                     counts,
                     "<text x=\"{}\" y=\"{}\">{c}</text>",
-                    (ax + bx) / 2 + 4,
+                    (ax + bx) / 2 + 4 + bow,
                     (ay + by) / 2 + 4
                 );
             }
@@ -344,6 +460,9 @@ fn picture(g: &Inner, keep: Option<&[bool]>, grouping: Grouping) -> Picture {
                 label: short(op.name()).to_owned(),
                 fill: colour(op.kind()).to_owned(),
                 group: op.name().to_owned(),
+                through: grouping == Grouping::Always
+                    && op.kind() == NodeKind::Structural
+                    && !g.deps_of(n as u32).is_empty(),
             }
         })
         .collect();
