@@ -541,14 +541,9 @@ fn a_panic_in_a_step_fails_that_computation_only() {
 fn grouped_boxes(dot: &str) -> Vec<(String, usize)> {
     dot.lines()
         .filter_map(|l| {
-            l.split_once("[label=\"")?
-                .1
-                .split_once("\", fillcolor")
-                .map(|x| x.0)
-        })
-        .map(|label| {
-            let (name, count) = label.rsplit_once(" ×").expect("a grouped label");
-            (name.to_owned(), count.parse().unwrap())
+            let label = l.split_once("[label=\"")?.1.split_once("\", fillcolor")?.0;
+            let (name, count) = label.rsplit_once(" ×")?;
+            Some((name.to_owned(), count.parse().ok()?))
         })
         .collect()
 }
