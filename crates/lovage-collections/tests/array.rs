@@ -540,3 +540,48 @@ fn to_raw_and_from_npy_round_trip() {
     let e = Array::from_npy(&g, dir.path().join("none.npy"), &[2]).unwrap_err();
     assert!(e.to_string().contains("none.npy"), "{e}");
 }
+
+/// The boxes of a grouped DOT picture: (operation, node count) from labels `name ×count`.
+fn grouped_boxes(dot: &str) -> Vec<(String, usize)> {
+    dot.lines()
+        .filter_map(|l| {
+            let label = l.split_once("[label=\"")?.1.split_once("\", fillcolor")?.0;
+            let (name, count) = label.rsplit_once(" ×")?;
+            Some((name.to_owned(), count.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn an_array_draws_its_graph_grouped_by_operation() {
+    let g = Graph::new();
+    let a = Array::random(&g, &[40, 40], &[10, 10], 1)
+        .unwrap()
+        .materialize();
+    let b = a.map(|x| x * 2.0).rechunk(&[20, 20]).unwrap();
+    let c = b.dot(&b.t()).unwrap();
+    let dot = c.to_dot().unwrap();
+    let boxes = grouped_boxes(&dot);
+    let count = |op: &str| boxes.iter().find(|(n, _)| n == op).map(|b| b.1);
+    // The 16 materialised blocks of `a` are one box, and so are the map's 16.
+    assert_eq!(count("lovage.array.generate"), Some(16), "{dot}");
+    assert_eq!(count("array-map"), Some(16), "{dot}");
+    // 2×2 blocks of 20 after the rechunk: each of the 2×2 output blocks sums 2 products.
+    assert_eq!(count("lovage.array.regrid"), Some(4), "{dot}");
+    assert_eq!(count("lovage.array.matmul"), Some(2 * 2 * 2), "{dot}");
+    assert_eq!(count("lovage.array.add_blocks"), Some(2 * 2), "{dot}");
+    assert!(
+        dot.contains("\"lovage.array.regrid\" -> \"lovage.array.matmul\" [label=\"8\"]"),
+        "{dot}"
+    );
+    assert!(
+        boxes.len() < 16,
+        "one box per operation, not per node: {dot}"
+    );
+    let svg = c.to_svg().unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let rects = doc.descendants().filter(|n| n.has_tag_name("rect")).count();
+    assert_eq!(rects, boxes.len(), "{svg}");
+    // The picture still computes: drawing it added nodes but changed no value.
+    assert_eq!(c.compute(Inline).unwrap().shape(), &[40, 40]);
+}

@@ -536,3 +536,51 @@ fn a_panic_in_a_step_fails_that_computation_only() {
     assert!(compute(&g, Threads(pool()), bad.count()).is_err());
     assert_eq!(compute(&g, Threads(pool()), b.count()).unwrap(), 10);
 }
+
+/// The boxes of a grouped DOT picture: (operation, node count) from labels `name ×count`.
+fn grouped_boxes(dot: &str) -> Vec<(String, usize)> {
+    dot.lines()
+        .filter_map(|l| {
+            let label = l.split_once("[label=\"")?.1.split_once("\", fillcolor")?.0;
+            let (name, count) = label.rsplit_once(" ×")?;
+            Some((name.to_owned(), count.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_bag_draws_its_graph_grouped_by_operation() {
+    for n in [1usize, 5, 20, 70] {
+        let g = Graph::new();
+        let data = Bag::from_iter(&g, 0..200i64, n).map_task::<i64>(triple::NAME);
+        let dot = data.to_dot().unwrap();
+        let boxes = grouped_boxes(&dot);
+        // A combine tree of 8 at a time over n partials.
+        let (mut level, mut combines) = (n, 0);
+        while level > 1 {
+            level = level.div_ceil(8);
+            combines += level;
+        }
+        let count = |op: &str| boxes.iter().find(|(name, _)| name == op).map(|b| b.1);
+        assert_eq!(count("lovage.bag.partial"), Some(n), "{dot}");
+        assert_eq!(
+            count("lovage.bag.combine"),
+            (combines > 0).then_some(combines),
+            "{dot}"
+        );
+        assert_eq!(count("lovage.bag.finish"), Some(1), "{dot}");
+        let svg = data.to_svg().unwrap();
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        let rects = doc.descendants().filter(|n| n.has_tag_name("rect")).count();
+        assert_eq!(rects, boxes.len(), "{svg}");
+
+        let local = Bag::from_iter(&g, 0..200i64, n)
+            .map(|x| x + 1)
+            .filter(|x| x % 2 == 0);
+        let dot = local.to_dot().unwrap();
+        let boxes = grouped_boxes(&dot);
+        // The fused map and filter: one node per partition.
+        assert!(boxes.contains(&("bag-partition".to_owned(), n)), "{dot}");
+        assert!(boxes.len() <= 2, "{dot}");
+    }
+}

@@ -795,6 +795,70 @@ fn svg_parses_as_xml_and_large_graphs_are_grouped() {
     assert!(dot.contains("[label=\"12000\"]"), "{dot}");
 }
 
+const GOLDEN_GROUPED_DOT: &str = r##"digraph lovage {
+  rankdir=TB;
+  node [shape=box, style=filled, fontname="monospace"];
+  "graph::square" [label="square ×6", fillcolor="#cfe2ff"];
+  "graph::total" [label="total ×1", fillcolor="#cfe2ff"];
+  "graph::square" -> "graph::total" [label="5"];
+}
+"##;
+
+/// Forced grouping draws one box per task name at any size, collects left out (their inputs
+/// joined to their readers); a picture of what a handle needs leaves out the rest; edges inside
+/// a group are loops.
+fn small_graphs_group_by_task_name_when_asked() {
+    let g = Graph::new();
+    let xs: Vec<_> = (0..5).map(|i| square::delayed(&g, i)).collect();
+    let t = total::delayed(&g, xs);
+    let _unrelated = square::delayed(&g, 9);
+    let dot = g.to_dot_grouped();
+    if dot != GOLDEN_GROUPED_DOT {
+        panic!("grouped DOT changed; got:\n{dot}");
+    }
+    // The ungrouped picture of the same small graph still has a box per node.
+    assert_eq!(g.to_dot().matches("fillcolor").count(), g.len());
+
+    let svg = g.to_svg_grouped();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let rects = doc.descendants().filter(|n| n.has_tag_name("rect")).count();
+    assert_eq!(
+        rects, 2,
+        "square and total, the collect between them left out: {svg}"
+    );
+    let lines = doc.descendants().filter(|n| n.has_tag_name("line")).count();
+    assert_eq!(lines, 1, "{svg}");
+    assert!(svg.contains("square ×6"), "{svg}");
+
+    // Only what `t` needs: five squares, not the unrelated sixth.
+    let picture = g.grouped_picture(&t).unwrap();
+    assert_eq!(picture.boxes(), 2);
+    assert!(
+        picture.to_dot().contains("square ×5"),
+        "{}",
+        picture.to_dot()
+    );
+
+    // A chain of one task: a single box with a loop carrying the count of its edges.
+    let chain = Graph::new();
+    let mut x = inc::delayed(&chain, 0);
+    for _ in 0..3 {
+        x = inc::delayed(&chain, x);
+    }
+    let dot = chain.grouped_picture(&x).unwrap().to_dot();
+    assert!(dot.contains("-> \"graph::inc\" [label=\"3\"]"), "{dot}");
+    let svg = chain.to_svg_grouped();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let loops: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("loop"))
+        .collect();
+    assert_eq!(loops.len(), 1, "{svg}");
+
+    // A handle of another graph is refused.
+    assert!(chain.grouped_picture(&t).is_err());
+}
+
 /// A random DAG of `mix` calls (some planned to fail), computed on `s` and checked node by
 /// node against a serial evaluation of the same plan.
 fn random_dag(seed: u64, nodes: usize, s: Scheduler<'_>, name: &str) {
@@ -911,6 +975,7 @@ fn main() {
         persist_keeps_values_so_ancestors_do_not_run_again,
         dot_matches_the_golden_text,
         svg_parses_as_xml_and_large_graphs_are_grouped,
+        small_graphs_group_by_task_name_when_asked,
         random_dags_match_a_serial_evaluation_on_every_scheduler,
         try_local_all_takes_any_number_of_inputs_and_may_fail_and_progress_counts,
         a_submitted_graph_completes_after_its_client_is_gone,

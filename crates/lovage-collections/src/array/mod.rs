@@ -38,7 +38,7 @@ pub use grid::ravel as flat_index;
 use std::ops::Range;
 use std::sync::Arc;
 
-use lovage_graph::{Delayed, Graph, Scheduler};
+use lovage_graph::{Delayed, Graph, Picture, Scheduler};
 use ndarray::{ArrayD, ArrayViewD, IxDyn, Slice};
 
 use crate::{internal, Error};
@@ -382,6 +382,26 @@ impl<'g> Array<'g> {
             .assign(&**block);
         }
         Ok(out)
+    }
+
+    /// A picture of the graph [`compute`](Self::compute) runs, one box per operation whatever
+    /// the size (`array-from-fn`, `lovage.array.map`, `lovage.array.regrid`,
+    /// `lovage.array.matmul`, …), each labelled with its node count, and one edge per pair of
+    /// operations carrying its count. It adds the block nodes `compute` would (a lazy array's
+    /// steps fuse into its blocks); to draw a reduction instead, pass its handle to
+    /// [`Graph::grouped_picture`].
+    pub fn picture(&self) -> Result<Picture, Error> {
+        Ok(self.g.grouped_picture(&self.blocks())?)
+    }
+
+    /// [`picture`](Self::picture) in Graphviz's DOT language.
+    pub fn to_dot(&self) -> Result<String, Error> {
+        Ok(self.picture()?.to_dot())
+    }
+
+    /// [`picture`](Self::picture) as SVG, laid out here (no Graphviz needed).
+    pub fn to_svg(&self) -> Result<String, Error> {
+        Ok(self.picture()?.to_svg())
     }
 
     /// `f` applied to every value. On a lazy array this adds no node.

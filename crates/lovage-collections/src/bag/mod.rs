@@ -22,7 +22,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 use lovage_core::TaskError;
-use lovage_graph::{Delayed, Graph, Scheduler};
+use lovage_graph::{Delayed, Graph, Picture, Scheduler};
 
 use crate::{internal, Error};
 
@@ -333,6 +333,31 @@ impl<'g, T: Item> Bag<'g, T> {
         }
         let parts = crate::compute(self.g, scheduler, self.partitions())?;
         Ok(parts.iter().flat_map(|p| p.iter().cloned()).collect())
+    }
+
+    /// A picture of the graph [`compute`](Self::compute) runs, one box per operation whatever
+    /// the size: `bag-partition` (a partition's source and its fused element-wise steps) or
+    /// `lovage.bag.partial`, `lovage.bag.combine`, `lovage.bag.finish` for a bag that is
+    /// data, each labelled with its node count, and one edge per pair of operations carrying
+    /// its count. It adds the nodes `compute` would (as a reduction does); to draw a
+    /// reduction instead, pass its handle to [`Graph::grouped_picture`].
+    pub fn picture(&self) -> Result<Picture, Error> {
+        if let Some(plan) = &self.data {
+            let acc = plan.reduce(self.g, tasks::Agg::Items);
+            let all = (plan.typed.all)(self.g, tasks::Agg::Items, acc);
+            return Ok(self.g.grouped_picture(&all)?);
+        }
+        Ok(self.g.grouped_picture(&self.partitions())?)
+    }
+
+    /// [`picture`](Self::picture) in Graphviz's DOT language.
+    pub fn to_dot(&self) -> Result<String, Error> {
+        Ok(self.picture()?.to_dot())
+    }
+
+    /// [`picture`](Self::picture) as SVG, laid out here (no Graphviz needed).
+    pub fn to_svg(&self) -> Result<String, Error> {
+        Ok(self.picture()?.to_svg())
     }
 }
 

@@ -52,11 +52,13 @@ impl TextRange {
                 flate2::read::MultiGzDecoder::new(f)
                     .read_to_end(&mut bytes)
                     .map_err(|e| io_error(format!("{} (gzip)", what()), e))?;
+                crate::progress::count_read(bytes.len());
                 return Ok(RangeBytes { bytes, offset: 0 });
             }
             Compression::Zstd => {
                 let bytes = zstd::stream::decode_all(f)
                     .map_err(|e| io_error(format!("{} (zstd)", what()), e))?;
+                crate::progress::count_read(bytes.len());
                 return Ok(RangeBytes { bytes, offset: 0 });
             }
             Compression::None => {}
@@ -96,6 +98,7 @@ impl TextRange {
                 }
             }
         }
+        crate::progress::count_read(bytes.len());
         bytes.drain(..skip);
         Ok(RangeBytes {
             bytes,

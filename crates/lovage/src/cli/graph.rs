@@ -18,6 +18,11 @@ pub struct GraphArgs {
     /// nodes one box stands for each task name.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// In dot and svg, one box per task name whatever the size: a collection's graph drawn
+    /// by operation (`lovage.bag.partial`, `lovage.array.matmul`, …), each box with its node
+    /// count and counts by state, collects left out (their inputs joined to their readers).
+    #[arg(long)]
+    grouped: bool,
     /// The same as `--format json`.
     #[arg(long, conflicts_with_all = ["dot", "format"])]
     json: bool,
@@ -98,8 +103,8 @@ pub fn run(a: GraphArgs) -> Result<(), Exit> {
     };
     match format {
         Format::Table | Format::Json => output::select(format == Format::Json).graph(&report),
-        Format::Dot => output::select(false).graph_picture(&report.picture().to_dot()),
-        Format::Svg => output::select(false).graph_picture(&report.picture().to_svg()),
+        Format::Dot => output::select(false).graph_picture(&report.picture(a.grouped).to_dot()),
+        Format::Svg => output::select(false).graph_picture(&report.picture(a.grouped).to_svg()),
     }
     Ok(())
 }

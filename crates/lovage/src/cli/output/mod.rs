@@ -103,9 +103,11 @@ pub struct GraphNodeState {
 
 impl GraphReport {
     /// A picture of the graph, each node filled by its state and labelled with its key and
-    /// state; above 10,000 nodes one box per task name with its counts by state (filled by the
-    /// worst) and one edge per pair of names.
-    pub fn picture(&self) -> lovage::graph::Picture {
+    /// state; when `grouped`, or above 10,000 nodes, one box per task name (a collection's
+    /// operation: `lovage.bag.partial`, `lovage.array.matmul`, …) with its counts by state
+    /// (filled by the worst) and one edge per pair of names, collects and items left out
+    /// (their inputs joined to their readers).
+    pub fn picture(&self, grouped: bool) -> lovage::graph::Picture {
         use lovage::graph::{Picture, PictureNode};
         let fill = |state: &str| {
             match state {
@@ -124,6 +126,10 @@ impl GraphReport {
                 label: format!("{}\n{}", n.key, n.state),
                 fill: fill(&n.state),
                 group: n.name.clone(),
+                through: matches!(
+                    n.name.as_str(),
+                    "lovage.graph.collect" | "lovage.graph.getitem"
+                ),
             })
             .collect();
         let edges: Vec<(u32, u32)> = self
@@ -137,7 +143,7 @@ impl GraphReport {
                     .map(move |&d| (i as u32, d))
             })
             .collect();
-        Picture::new(nodes, &edges, |name, members| {
+        let group_box = |name: &str, members: &[usize]| {
             let mut states: std::collections::BTreeMap<&str, usize> = Default::default();
             for &m in members {
                 *states.entry(self.nodes[m].state.as_str()).or_default() += 1;
@@ -150,8 +156,16 @@ impl GraphReport {
             } else {
                 "PENDING"
             };
-            (format!("{name}\n{}", counts.join(", ")), fill(worst))
-        })
+            (
+                format!("{name} ×{}\n{}", members.len(), counts.join(", ")),
+                fill(worst),
+            )
+        };
+        if grouped {
+            Picture::grouped(nodes, &edges, group_box)
+        } else {
+            Picture::new(nodes, &edges, group_box)
+        }
     }
 
     /// Node counts by task name, then by state (both sorted).
