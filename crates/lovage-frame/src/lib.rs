@@ -50,6 +50,7 @@ mod row_tasks;
 mod shuffle;
 mod shuffle_tasks;
 mod sort;
+mod sort_tasks;
 mod tasks;
 mod write;
 

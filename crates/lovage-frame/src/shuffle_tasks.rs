@@ -54,7 +54,7 @@ pub(crate) fn split_partial(
 }
 
 /// Piece `j` of every map task's answer, in map order.
-fn pieces(maps: Vec<Vec<Ipc>>, j: usize) -> Result<Vec<DataFrame>, TaskError> {
+pub(crate) fn pieces(maps: Vec<Vec<Ipc>>, j: usize) -> Result<Vec<DataFrame>, TaskError> {
     maps.into_iter()
         .enumerate()
         .map(|(i, pieces)| {

@@ -546,6 +546,106 @@ fn check_rows(name: &str, sched: Scheduler<'_>) {
     assert_same(&joined_by_k, &want_joined_by_k, &["k"]);
 }
 
+/// Polars' stable sort of `df` by `by` (`descending` per column), nulls last: what a frame's
+/// `sort` must give, exactly.
+fn polars_sort(df: &DataFrame, by: &[&str], descending: &[bool]) -> DataFrame {
+    df.sort(
+        by.iter().map(|c| PlSmallStr::from(*c)).collect::<Vec<_>>(),
+        SortMultipleOptions::default()
+            .with_order_descending_multi(descending.iter().copied())
+            .with_nulls_last(true)
+            .with_maintain_order(true),
+    )
+    .unwrap()
+}
+
+/// Asserts `got` is `want` exactly: every column, in order, nulls in the same places (the
+/// floats are the same values computed the same way, so bit for bit).
+fn assert_exact(got: &DataFrame, want: &DataFrame, what: &str) {
+    assert_eq!(got.height(), want.height(), "{what}: heights");
+    assert!(got.equals_missing(want), "{what}:\n{got}\n{want}");
+}
+
+/// `sort` (keys with nulls, descending, several keys, a string key, floats), `set_index` and
+/// `repartition` of frames of data on `sched`, exactly as Polars' stable sort of the same rows
+/// as one frame (nulls last) and, for `repartition`, the same rows in the same order; a sorted
+/// frame feeds a group-by and a `head`. On the local schedulers the partitions themselves
+/// are checked too: each a key range, or heights that differ by at most one.
+fn check_sorts(name: &str, sched: Scheduler<'_>) {
+    let g = Graph::new();
+    let RowsCase { f, want, .. } = rows_case(&g);
+    let pq = planned(&read_parquet(&g, &pattern("pq", "parquet")).unwrap());
+    let pq_want = planned_rows(&all_rows());
+    let by_k_x = f.sort(&["k", "x"], &[true, false]).unwrap();
+    let by_y = pq.sort(&["y"], &[true]).unwrap();
+    let by_s_u = pq.sort(&["s", "u"], &[false]).unwrap();
+    let by_u = f.set_index("u").unwrap();
+    let re = pq.repartition(4);
+    let re_up = f.repartition(7);
+    assert_eq!(by_k_x.npartitions(), f.npartitions());
+    assert_eq!((re.npartitions(), re_up.npartitions()), (4, 7));
+    let outs = (
+        by_k_x.collect(),
+        by_y.collect(),
+        by_s_u.collect(),
+        by_u.collect(),
+    );
+    let (k_x, y, s_u, u) = compute(&g, sched, outs).unwrap();
+    let outs = (
+        re.collect(),
+        re_up.collect(),
+        by_u.head(25),
+        by_k_x.group_by(["k"]).split_out(2).agg(aggs()).unwrap(),
+    );
+    let (re_rows, re_up_rows, u_head, grouped) = compute(&g, sched, outs).unwrap();
+    assert!(
+        want.column("k").unwrap().null_count() > 0,
+        "{name}: null keys to place"
+    );
+    assert_exact(
+        &k_x,
+        &polars_sort(&want, &["k", "x"], &[true, false]),
+        &format!("{name}: sort by k desc, x"),
+    );
+    assert_exact(
+        &y,
+        &polars_sort(&pq_want, &["y"], &[true]),
+        &format!("{name}: sort by y desc"),
+    );
+    assert_exact(
+        &s_u,
+        &polars_sort(&pq_want, &["s", "u"], &[false, false]),
+        &format!("{name}: sort by s, u"),
+    );
+    let u_want = polars_sort(&want, &["u"], &[false]);
+    assert_exact(&u, &u_want, &format!("{name}: set_index(u)"));
+    assert_exact(&u_head, &u_want.head(Some(25)), &format!("{name}: head"));
+    assert_exact(&re_rows, &pq_want, &format!("{name}: repartition(4)"));
+    assert_exact(&re_up_rows, &want, &format!("{name}: repartition(7)"));
+    let [by_k, ..] = want_of(&want);
+    assert_same(&grouped, &by_k, &["k"]);
+    if matches!(sched, Scheduler::Inline | Scheduler::Threads(_)) {
+        // Each partition of set_index(u) is one range of u, every one holding rows.
+        let parts = compute(&g, sched, by_u.partitions()).unwrap();
+        let mut last: Option<i64> = None;
+        for p in &parts {
+            assert!(p.height() > 0, "{name}: an empty range: {parts:?}");
+            let u = p.column("u").unwrap().i64().unwrap();
+            if let Some(last) = last {
+                assert!(u.min().unwrap() >= last, "{name}: ranges overlap");
+            }
+            last = u.max();
+        }
+        let heights: Vec<usize> = compute(&g, sched, re_up.partitions())
+            .unwrap()
+            .iter()
+            .map(DataFrame::height)
+            .collect();
+        let (lo, hi) = (heights.iter().min(), heights.iter().max());
+        assert!(hi.unwrap() - lo.unwrap() <= 1, "{name}: {heights:?}");
+    }
+}
+
 /// `rows` with the test's plan run by Polars.
 fn planned_rows(rows: &DataFrame) -> DataFrame {
     let (with, filter, select) = plan_exprs();
@@ -613,6 +713,7 @@ fn on_broker(url: &str, name: &str) {
     let fetched = bytes_fetched();
     check(name, Broker(&client));
     check_rows(name, Broker(&client));
+    check_sorts(name, Broker(&client));
     // The largest answers (a thousand groups) stayed with their workers and were fetched
     // from there: frames travel by the data plane.
     assert!(
@@ -894,12 +995,15 @@ fn main() {
             check("threads", Threads(pool()));
             check_rows("inline", Inline);
             check_rows("threads", Threads(pool()));
+            check_sorts("inline", Inline);
+            check_sorts("threads", Threads(pool()));
             Ok(())
         }),
         Trial::test("frames_on_a_process_pool_match_polars", || {
             let pool = ProcessPool::new(2);
             check("processes", Processes(&pool));
             check_rows("processes", Processes(&pool));
+            check_sorts("processes", Processes(&pool));
             closure_refused(Processes(&pool), "Processes");
             Ok(())
         }),
@@ -918,6 +1022,7 @@ fn main() {
             let client = App::with_backend(backend).client().unwrap();
             check("broker memory", Broker(&client));
             check_rows("broker memory", Broker(&client));
+            check_sorts("broker memory", Broker(&client));
             closure_refused(Broker(&client), "Broker");
             drop(client);
             stop.graceful();
