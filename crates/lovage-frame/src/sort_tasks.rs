@@ -8,8 +8,9 @@
 //! a `range_piece` task per range (piece `j` of every split, in input order, concatenated and
 //! sorted stably). `repartition` has a `height` task per partition, a `repartition_split` per
 //! partition (its rows cut at the global row positions of the outputs) and `range_piece` tasks
-//! that only concatenate. Map values are one list of `n` pieces, fetched whole by each reducer
-//! (as in [`crate::shuffle_tasks`]).
+//! that only concatenate. A map's value is one list of `n` pieces; reducer `j` reads piece `j`
+//! of each through an element node, so on a broker it fetches only that piece's bytes (as in
+//! [`crate::shuffle_tasks`]).
 
 use lovage_core::TaskError;
 use lovage_graph::{Delayed, Graph};
@@ -19,7 +20,7 @@ use crate::data::{Ipc, Packed, PartData, TaskPart};
 use crate::frame::concat_frames;
 use crate::polars_error;
 use crate::shuffle::split_by;
-use crate::shuffle_tasks::pieces;
+use crate::shuffle_tasks::piece_of;
 use crate::sort::{slice_for, Order, SAMPLES_PER_RANGE};
 
 /// Up to `k` random rows of a partition's key columns (seeded by `seed`: the same rows again
@@ -107,17 +108,17 @@ pub(crate) fn repartition_split(
         .collect())
 }
 
-/// Output partition `j` of a sort or a repartition: piece `j` of every map, in map order,
-/// concatenated (of `empty`'s schema when all are empty) and, for a sort, sorted stably.
+/// Output partition `j` of a sort or a repartition: piece `j` of every map (`pieces`, in map
+/// order) concatenated (of `empty`'s schema when all are empty) and, for a sort, sorted
+/// stably.
 #[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.range_piece")]
 pub(crate) fn range_piece(
     empty: Ipc,
-    maps: Vec<Vec<Ipc>>,
-    j: usize,
+    pieces: Vec<Ipc>,
     order: Option<Order>,
 ) -> Result<Ipc, TaskError> {
     let schema = empty.into_inner().schema().clone();
-    let df = concat_frames(pieces(maps, j)?, &schema)?;
+    let df = concat_frames(pieces.into_iter().map(Ipc::into_inner).collect(), &schema)?;
     match order {
         Some(order) => order
             .sort(&df)
@@ -209,6 +210,6 @@ fn reduce(
 ) -> Vec<Delayed<Ipc>> {
     let empty = Ipc(DataFrame::empty_with_schema(schema));
     (0..n)
-        .map(|j| range_piece::delayed(g, empty.clone(), maps.clone(), j, order.clone()))
+        .map(|j| range_piece::delayed(g, empty.clone(), piece_of(g, &maps, j), order.clone()))
         .collect()
 }

@@ -981,6 +981,116 @@ fn shuffle_pieces_stay_with_their_workers(url: &str) {
     );
 }
 
+/// A reducer reads only its piece of each map: on a memory broker with a worker in this
+/// process (so this process's byte counter sees every fetch) keeping every value of 1 KiB or
+/// more, a sort into four ranges and a `split_out(4)` group-by are computed; every map value
+/// (`sort_split`, `split_partial`) is kept and indexed per piece, each kept value is fetched
+/// once, and the maps' bytes are fetched about once in all (the four reducers a quarter
+/// each), not four times as when every reducer fetched whole map values.
+fn reducers_fetch_only_their_pieces() {
+    const LONG: Duration = Duration::from_secs(120);
+    let url = format!("memory://frame-pieces-{}", TaskId::new());
+    let backend = connect(&url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = WorkerConfig {
+        pool: PoolKind::Threads,
+        concurrency: 2,
+        poll: Duration::from_millis(20),
+        data: Some(lovage_worker::DataConfig {
+            threshold: 1 << 10,
+            dir: Some(dir.path().to_owned()),
+            ..lovage_worker::DataConfig::default()
+        }),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(backend.clone(), config).unwrap();
+    let stop = worker.shutdown_handle();
+    let running = std::thread::spawn(move || worker.run());
+    let app = App::with_backend(backend);
+    let client = app.client().unwrap();
+    for (what, maps_task) in [
+        ("sort", "lovage.frame.sort_split"),
+        ("split_out(4) group-by", "lovage.frame.split_partial"),
+    ] {
+        let g = Graph::new();
+        let RowsCase { f, want, .. } = rows_case(&g);
+        assert_eq!(f.npartitions(), 4);
+        let out = if what == "sort" {
+            f.sort(&["u", "x"], &[false]).unwrap().collect()
+        } else {
+            f.group_by(["u", "s"]).split_out(4).agg(aggs()).unwrap()
+        };
+        let before = bytes_fetched();
+        let sent = g.submit(&client, vec![out]).unwrap();
+        let got = sent
+            .futures
+            .into_iter()
+            .next()
+            .unwrap()
+            .result_timeout(LONG)
+            .unwrap();
+        let fetched = bytes_fetched() - before;
+        if what == "sort" {
+            assert_exact(
+                &got,
+                &polars_sort(&want, &["u", "x"], &[false, false]),
+                what,
+            );
+        } else {
+            let lf = want.lazy().group_by([col("u"), col("s")]);
+            assert_same(&got, &lf.agg(polars_aggs()).collect().unwrap(), &["u", "s"]);
+        }
+        let stored = app
+            .backend()
+            .results()
+            .get_blob(sent.graph)
+            .unwrap()
+            .unwrap();
+        let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
+        let (mut maps, mut others) = (0u64, 0u64);
+        let (mut kept, mut indexed) = (0, 0);
+        for n in &stored.nodes {
+            let Ok(Some(rec)) = app.backend().results().get(n.id) else {
+                continue;
+            };
+            let Some(r) = rec.result_ref() else { continue };
+            let r = r.unwrap();
+            if n.key.split('-').next() == Some(maps_task) {
+                maps += r.size;
+                kept += 1;
+                indexed += usize::from(r.items.len() == 4);
+            } else if r.item.is_none() {
+                others += r.size;
+            }
+        }
+        eprintln!(
+            "{what}: fetched {fetched} bytes; kept map values {maps} bytes, other kept values \
+             {others} bytes"
+        );
+        assert!(kept >= 3, "{what}: the files' map values are kept");
+        assert_eq!(
+            indexed, kept,
+            "{what}: every kept map value is indexed by piece"
+        );
+        // Every kept value is read, the maps piece by piece (their pieces add up to a little
+        // less than the values: the list's brackets and commas), a few small ones (the sort's
+        // boundaries) by several tasks; whole map values fetched by every reducer would be
+        // 4 x `maps` and more.
+        assert!(
+            fetched + 64 >= maps + others,
+            "{what}: fetched {fetched} bytes, less than maps {maps} + others {others}"
+        );
+        assert!(
+            fetched <= maps + maps / 4 + others,
+            "{what}: fetched {fetched} bytes: the reducers read more than their pieces of the \
+             maps ({maps} bytes; others {others})"
+        );
+    }
+    drop(client);
+    stop.graceful();
+    running.join().unwrap().unwrap();
+}
+
 fn main() {
     // The frame tasks, linked into this binary: the pool's children and the workers are it.
     lovage_frame::register().unwrap();
@@ -1030,6 +1140,13 @@ fn main() {
             Ok(())
         }),
     ];
+    trials.push(Trial::test(
+        "frames_reducers_fetch_only_their_pieces",
+        || {
+            reducers_fetch_only_their_pieces();
+            Ok(())
+        },
+    ));
     trials.extend(on_brokers(
         &["sqlite", "redis"],
         "frames_on_workers_match_polars",

@@ -173,6 +173,8 @@ impl DataStore {
             codec,
             lineage,
             readers,
+            items: Vec::new(),
+            item: None,
         })
     }
 
