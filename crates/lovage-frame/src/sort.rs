@@ -1,4 +1,5 @@
-//! `sort` and `set_index` by sampled range partitioning, and `repartition`.
+//! `sort` and `set_index` by sampled range partitioning, and `repartition` (the closures,
+//! for frames that are not data; a frame of data runs `crate::sort_tasks`).
 //!
 //! A sort samples the key columns of every partition, picks `n - 1` boundary rows from the
 //! sorted sample, sends each row to the range it falls in (an exchange), and sorts each range
@@ -113,7 +114,8 @@ impl<'g> Frame<'g> {
     /// The frame sorted by the `by` columns (`descending` per column, or one flag for all;
     /// nulls last), in as many partitions as now: partition `j` holds the `j`th range of
     /// keys, each sorted, so the partitions concatenated are the stable sort of the frame.
-    /// The ranges come from a random sample of the keys (Dask's `sort_values`).
+    /// The ranges come from a random sample of the keys (Dask's `sort_values`). A frame of
+    /// data sorts with registered tasks, so on every scheduler (`crate::sort_tasks`).
     pub fn sort(&self, by: &[&str], descending: &[bool]) -> Result<Frame<'g>, Error> {
         if by.is_empty() {
             return Err(Error::Input("sort: no column given".into()));
@@ -225,7 +227,8 @@ impl<'g> Frame<'g> {
 
     /// The same rows in the same order in `n` partitions of nearly equal height (at least
     /// one): each partition's rows go to the output partitions their global positions fall
-    /// in, once every partition's height is known.
+    /// in, once every partition's height is known. Registered tasks for a frame of data, so
+    /// on every scheduler.
     pub fn repartition(&self, n: usize) -> Frame<'g> {
         let n = n.max(1);
         let g = self.g;
