@@ -1063,10 +1063,6 @@ fn reducers_fetch_only_their_pieces() {
                 others += r.size;
             }
         }
-        eprintln!(
-            "{what}: fetched {fetched} bytes; kept map values {maps} bytes, other kept values \
-             {others} bytes"
-        );
         assert!(kept >= 3, "{what}: the files' map values are kept");
         assert_eq!(
             indexed, kept,
