@@ -84,6 +84,35 @@ pub struct ResultRef {
     /// reads its own, and no task is queued for this reference's worker on its account.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub everywhere: bool,
+    /// Where each element of the value (a JSON array) lies in its bytes, when its readers
+    /// take elements (a graph's `getitem` nodes): each element is then a reference of its
+    /// own ([`ResultRef::element`]), and a reader fetches only its bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ItemSpan>,
+    /// Set when this reference stands for one element of the kept value (not the whole):
+    /// which, and where its bytes start. `size` and `hash` are then the element's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<ItemOf>,
+}
+
+/// One element's bytes within a kept value (a JSON array).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemSpan {
+    /// Its first byte's offset.
+    pub start: u64,
+    /// Its length in bytes.
+    pub len: u64,
+    /// [`content_hash`] of its bytes.
+    pub hash: u64,
+}
+
+/// Which element of a kept value a reference stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemOf {
+    /// Its index in the array (to take it from the value made again by the lineage).
+    pub index: u32,
+    /// Its first byte's offset in the kept value.
+    pub start: u64,
 }
 
 /// The internal control command that has a worker copy a kept value into its own store (a
@@ -201,9 +230,36 @@ impl ResultRef {
             })
     }
 
-    /// The whole value: from the spilled file on this host if it is there, else from the
-    /// worker's endpoint. Checked against the size and hash either way.
+    /// The reference to element `index` of this value, when the value is indexed per element
+    /// ([`ResultRef::items`]): the same key, worker and lineage, only that element's bytes.
+    pub fn element(&self, index: u32) -> Option<ResultRef> {
+        let span = *self.items.get(index as usize)?;
+        Some(ResultRef {
+            size: span.len,
+            hash: span.hash,
+            items: Vec::new(),
+            item: Some(ItemOf {
+                index,
+                start: span.start,
+            }),
+            ..self.clone()
+        })
+    }
+
+    /// The whole value (or, for an element's reference, that element's bytes alone): from
+    /// the spilled file on this host if it is there, else from the worker's endpoint (a
+    /// range request for an element). Checked against the size and hash either way.
     pub fn fetch(&self) -> Result<Vec<u8>, FetchError> {
+        if let Some(item) = self.item {
+            if let Some(path) = self.local_path() {
+                if let Some(bytes) = read_file_range(path, item.start, self.size) {
+                    return self.checked(bytes, path);
+                }
+            }
+            let last = (item.start + self.size).saturating_sub(1);
+            let bytes = self.http_get(Some((item.start, last)))?;
+            return self.checked(bytes, &self.addr);
+        }
         if let Some(path) = self.local_path() {
             if let Ok(bytes) = std::fs::read(path) {
                 return self.checked(bytes, path);
@@ -356,6 +412,87 @@ impl ResultRef {
             .map_err(|e| unreachable(format!("read body: {e}")))?;
         Ok(body)
     }
+}
+
+/// `len` bytes of the file at `path` from `start`; `None` if it cannot be read.
+fn read_file_range(path: &str, start: u64, len: u64) -> Option<Vec<u8>> {
+    use std::io::Seek;
+    let mut f = std::fs::File::open(path).ok()?;
+    f.seek(std::io::SeekFrom::Start(start)).ok()?;
+    let mut buf = vec![0u8; usize::try_from(len).ok()?];
+    f.read_exact(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Where each element of `bytes` lies when they are a JSON array (surrounding whitespace
+/// allowed), with each element's hash; `None` when they are not one.
+pub fn json_array_items(bytes: &[u8]) -> Option<Vec<ItemSpan>> {
+    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let mut i = bytes.iter().position(|b| !is_space(b))?;
+    if bytes[i] != b'[' {
+        return None;
+    }
+    i += 1;
+    let mut spans = Vec::new();
+    // Depth inside the top-level array, whether inside a string, and the element's start.
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    let mut start: Option<usize> = None;
+    let mut end_of_last = None;
+    let push = |from: usize, to: usize, spans: &mut Vec<ItemSpan>| {
+        let (a, z) = (from, to);
+        spans.push(ItemSpan {
+            start: a as u64,
+            len: (z - a) as u64,
+            hash: content_hash(&bytes[a..z]),
+        });
+    };
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_str = false;
+                end_of_last = Some(i + 1);
+            }
+            i += 1;
+            continue;
+        }
+        match b {
+            b'"' => {
+                start.get_or_insert(i);
+                in_str = true;
+            }
+            b'[' | b'{' => {
+                start.get_or_insert(i);
+                depth += 1;
+            }
+            b']' | b'}' if depth > 0 => {
+                depth -= 1;
+                end_of_last = Some(i + 1);
+            }
+            b',' | b']' if depth == 0 => {
+                if let (Some(a), Some(z)) = (start.take(), end_of_last.take()) {
+                    push(a, z, &mut spans);
+                } else if b == b',' {
+                    return None;
+                }
+                if b == b']' {
+                    return bytes[i + 1..].iter().all(is_space).then_some(spans);
+                }
+            }
+            _ if is_space(&b) => {}
+            _ => {
+                // A number, `true`, `false` or `null`: ends at the next delimiter.
+                start.get_or_insert(i);
+                end_of_last = Some(i + 1);
+            }
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The value `bytes` stands for: itself if inline, else the referenced value fetched.
@@ -541,6 +678,8 @@ mod tests {
             lineage: None,
             readers: 0,
             everywhere: false,
+            items: Vec::new(),
+            item: None,
         }
     }
 
@@ -568,6 +707,43 @@ mod tests {
         let inputs = vec![everywhere.to_value(), on("b", 1).to_value()];
         assert_eq!(heaviest_holder(&inputs), Some(("b".into(), 1)));
         assert_eq!(heaviest_holder(&[serde_json::json!("inline")]), None);
+    }
+
+    #[test]
+    fn a_json_array_is_indexed_and_an_element_read_alone() {
+        let value = br#" [ "ab\"c,]" , 12, {"x": [1, "]"]}, null,[] ] "#;
+        let spans = json_array_items(value).unwrap();
+        let texts: Vec<&[u8]> = spans
+            .iter()
+            .map(|s| &value[s.start as usize..(s.start + s.len) as usize])
+            .collect();
+        let want: [&[u8]; 5] = [
+            br#""ab\"c,]""#,
+            b"12",
+            br#"{"x": [1, "]"]}"#,
+            b"null",
+            b"[]",
+        ];
+        assert_eq!(texts, want);
+        assert!(json_array_items(b"{\"a\": 1}").is_none());
+        assert!(json_array_items(b"[1, 2").is_none());
+        assert_eq!(json_array_items(b"[]").unwrap(), vec![]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v");
+        std::fs::write(&path, value).unwrap();
+        let mut r = sample();
+        r.host = this_host();
+        r.path = Some(path.display().to_string());
+        r.size = value.len() as u64;
+        r.hash = content_hash(value);
+        r.items = spans;
+        let third = r.element(2).unwrap();
+        assert_eq!(third.fetch().unwrap(), want[2]);
+        assert_eq!(third.item.unwrap().index, 2);
+        assert!(r.element(5).is_none());
+        std::fs::write(&path, value.to_ascii_uppercase()).unwrap();
+        assert!(matches!(third.fetch(), Err(FetchError::Damaged { .. })));
     }
 
     #[test]

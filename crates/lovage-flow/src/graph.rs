@@ -140,20 +140,46 @@ impl StoredGraph {
 /// [`lovage_broker::ResultRef::readers`]): its dependents, plus the caller when it holds it;
 /// 0 (never freed by count) when a dependent is a collection or an element, which pass the
 /// reference on to readers of their own.
+///
+/// Dependents that take one element each (`getitem`) pass on a reference to their element
+/// alone (the same kept value, see [`kept_element`]): their own task readers count instead,
+/// when those are all tasks and no caller holds the element.
 pub fn kept_readers(g: &StoredGraph, node: u32) -> u32 {
     let Some(n) = g.nodes.get(node as usize) else {
         return 0;
     };
-    let all_tasks = n.next.iter().all(|&(d, _)| {
+    let is_task = |d: u32| {
         matches!(
             g.nodes.get(d as usize).map(|x| &x.op),
             Some(StoredOp::Task { .. })
         )
-    });
-    if !all_tasks {
-        return 0;
+    };
+    let mut readers = u32::from(n.held);
+    for &(d, _) in &n.next {
+        let Some(dep) = g.nodes.get(d as usize) else {
+            return 0;
+        };
+        match dep.op {
+            StoredOp::Task { .. } => readers += 1,
+            StoredOp::Item(_) if !dep.held && dep.next.iter().all(|&(t, _)| is_task(t)) => {
+                readers += dep.next.len() as u32;
+            }
+            _ => return 0,
+        }
     }
-    n.next.len() as u32 + u32::from(n.held)
+    readers
+}
+
+/// Whether some dependent of `node` takes one element of its value (`getitem`).
+pub fn elements_read(g: &StoredGraph, node: u32) -> bool {
+    g.nodes.get(node as usize).is_some_and(|n| {
+        n.next.iter().any(|&(d, _)| {
+            matches!(
+                g.nodes.get(d as usize).map(|x| &x.op),
+                Some(StoredOp::Item(_))
+            )
+        })
+    })
 }
 
 /// The error recorded for a node that did not run because `origin_key`'s node failed.
@@ -432,6 +458,19 @@ pub(crate) fn evaluate(op: &StoredOp, mut inputs: Vec<Value>) -> Result<Value, S
         }
         StoredOp::Task { .. } => Err("a task is run, not evaluated".into()),
     }
+}
+
+/// An element node's value without fetching anything, when its input is a kept value indexed
+/// per element: a reference to the element's bytes alone, so its readers fetch only those.
+pub(crate) fn kept_element(op: &StoredOp, inputs: &[Value]) -> Option<Value> {
+    let StoredOp::Item(i) = op else {
+        return None;
+    };
+    let [whole] = inputs else {
+        return None;
+    };
+    let r = lovage_broker::ResultRef::from_value(whole)?;
+    Some(r.element(*i)?.to_value())
 }
 
 /// The inputs of a structural node, with kept values fetched where the node must look inside

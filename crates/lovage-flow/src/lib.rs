@@ -315,24 +315,31 @@ fn failure_of(env: &Envelope, error: TaskError) -> Failure {
 /// How many readers free a kept result of `env` (0: not counted): for a task graph's node,
 /// [`graph::kept_readers`]; for anything else 0. Reads the stored graph once per process.
 pub fn kept_readers(backend: &Backend, env: &Envelope) -> u32 {
+    node_graph(backend, env).map_or(0, |(g, node)| graph::kept_readers(&g, node))
+}
+
+/// Whether `env`'s result is read element by element: it is a task graph's node and some
+/// of its dependents take one element of it (`getitem`), so a kept copy is worth indexing
+/// per element ([`lovage_broker::ResultRef::items`]).
+pub fn elements_read(backend: &Backend, env: &Envelope) -> bool {
+    node_graph(backend, env).is_some_and(|(g, node)| graph::elements_read(&g, node))
+}
+
+/// The stored graph `env` is a node of, and the node; read once per process.
+fn node_graph(backend: &Backend, env: &Envelope) -> Option<(Arc<graph::StoredGraph>, u32)> {
     let [Frame::Graph { graph: id, node }] = env.flow.as_slice() else {
-        return 0;
+        return None;
     };
     let g = match graph::cached(*id) {
         Some(g) => g,
         None => {
-            let Ok(Some(bytes)) = backend.results().get_blob(*id) else {
-                return 0;
-            };
-            let Ok(g) = graph::StoredGraph::decode(&bytes) else {
-                return 0;
-            };
-            let g = Arc::new(g);
+            let bytes = backend.results().get_blob(*id).ok()??;
+            let g = Arc::new(graph::StoredGraph::decode(&bytes).ok()?);
             graph::remember(*id, g.clone());
             g
         }
     };
-    graph::kept_readers(&g, *node)
+    Some((g, *node))
 }
 
 /// Checks, before anything is sent, that every step that receives a previous result can take
@@ -783,7 +790,9 @@ impl<'a> Advance<'a> {
                     Err(reason) => self.graph_broken(g, d, format!("its arguments: {reason}")),
                 }
             }
-            op => match graph::evaluate(op, graph::fetched_for(op, inputs)) {
+            op => match graph::kept_element(op, &inputs)
+                .map_or_else(|| graph::evaluate(op, graph::fetched_for(op, inputs)), Ok)
+            {
                 Ok(value) => {
                     let bytes = serde_json::to_vec(&value).ok();
                     let name = g.name_of(d).to_owned();

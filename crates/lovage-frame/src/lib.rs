@@ -27,11 +27,13 @@
 //! `with_columns` and `filter` steps, and the joins of such frames — runs as registered
 //! `lovage.frame.*` tasks: aggregations (`reduce`, `len`, `group_by(..).agg(..)`, through a
 //! tree or, with `split_out(n > 1)`, a hash exchange), `collect`, `head`, `to_parquet`,
-//! `to_csv`, and hash and broadcast joins (inner, left). So it runs on every scheduler: a
+//! `to_csv`, hash and broadcast joins (inner, left), `sort` / `set_index` (sampled range
+//! partitioning) and `repartition`. So it runs on every scheduler: a
 //! process pool, and a broker's workers that called [`register`] (`lovage worker` built with
 //! the `frames` feature does). The plan travels as Polars' own serialization of its `Expr`s;
 //! partitions, partials and shuffle pieces as Arrow IPC, kept by the worker that made them
-//! when large (the data plane). Everything else (sorts, `repartition`, `from_fn`, `persist`,
+//! when large (the data plane); a shuffle's reducer fetches only its pieces of the maps'
+//! values. Everything else (`from_fn`, `from_bag`, `persist` and what is built on them,
 //! the run-time choice of `split_out` for rows in memory, …) runs closures, so on `Inline`
 //! and `Threads` only; [`compute`] on a process pool or a broker refuses it before anything
 //! runs.
@@ -50,6 +52,7 @@ mod row_tasks;
 mod shuffle;
 mod shuffle_tasks;
 mod sort;
+mod sort_tasks;
 mod tasks;
 mod write;
 
@@ -79,7 +82,7 @@ pub enum Error {
     #[error(
         "{op} runs a closure, which cannot cross processes: compute it with Inline or \
          Threads(&pool), not {scheduler} (reductions, group-bys, collect, head, to_parquet, \
-         to_csv and joins run on every scheduler when the frame comes from read_csv, \
+         to_csv, joins, sorts and repartition run on every scheduler when the frame comes from read_csv, \
          read_parquet or read_jsonl with select, with_columns and filter steps; from \
          from_polars or from_partitions, a group-by needs split_out set, e.g. split_out(1))"
     )]

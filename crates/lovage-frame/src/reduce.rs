@@ -334,15 +334,28 @@ impl<'g> GroupBy<'g> {
                 &final_schema,
             ));
         }
-        let partials = {
-            let partial = partial.clone();
-            frame.map_parts("partial", move |df| partial(df))
-        };
         let n_parts = frame.npartitions();
         let fixed = match self.split_out {
             _ if keys.is_empty() || n_parts <= 1 => Some(1),
             Some(n) => Some(n),
             None => None,
+        };
+        if fixed.is_none() {
+            return Ok(auto_exchange(
+                frame,
+                keys,
+                AggSteps {
+                    partial,
+                    combine,
+                    finish,
+                },
+                partial_schema,
+                final_schema,
+            ));
+        }
+        let partials = {
+            let partial = partial.clone();
+            frame.map_parts("partial", move |df| partial(df))
         };
         if fixed == Some(1) {
             return Ok(tree(
@@ -354,33 +367,11 @@ impl<'g> GroupBy<'g> {
                 finish,
             ));
         }
-        // Many groups (or maybe many): every partial is split by key hash into `n_out` parts
-        // and part j of every partial is merged in a node of its own, so no node holds all
-        // the groups. Unset, `n_out` is measured from partial 0's group count (as
-        // DataFusion decides from its first batches): the exchange has `most` outputs, the
-        // ones past `n_out` receive nothing.
-        let most = fixed.unwrap_or_else(|| n_parts.min(AUTO_SPLIT_OUT_MAX));
-        let n_out: Delayed<usize> = match fixed {
-            Some(n) => g.value(n),
-            None => {
-                let rows = frame.parts[0].known_rows();
-                g.try_local_all(
-                    "choose split_out",
-                    move |v: Vec<DataFrame>| {
-                        let groups = v.first().map_or(0, DataFrame::height);
-                        Ok(auto_split_out(groups, rows, n_parts, most))
-                    },
-                    vec![partials[0]],
-                )
-            }
-        };
-        let inputs = partials.iter().map(|p| g.tuple((*p, n_out))).collect();
-        let split: Splitter<(DataFrame, usize)> = Arc::new(move |(df, n): (DataFrame, usize)| {
-            let mut pieces = hash_split(&df, &keys, n.clamp(1, most))?;
-            pieces.resize_with(most, || df.clear());
-            Ok(pieces)
-        });
-        let outs = exchange(g, inputs, most, split, partial_schema)
+        // A fixed split_out: every partial is split by key hash into `n` parts and part j of
+        // every partial is merged in a node of its own, so no node holds all the groups.
+        let n = fixed.unwrap_or(1);
+        let split: Splitter = Arc::new(move |df: DataFrame| hash_split(&df, &keys, n));
+        let outs = exchange(g, partials, n, split, partial_schema)
             .into_iter()
             .map(|p| {
                 let (combine, finish) = (combine.clone(), finish.clone());
@@ -399,6 +390,113 @@ impl<'g> GroupBy<'g> {
             outs,
         ))
     }
+}
+
+/// What partition 0's partial aggregation decided for an exchange with `split_out` unset.
+#[derive(Clone, Default)]
+struct Choice {
+    /// Outputs that receive rows (of the exchange's `most`).
+    n: usize,
+    /// Send rows, not partials: the partial barely shrank partition 0.
+    skip_partial: bool,
+    /// Partition 0's partial (its map sends it on when the partials are kept).
+    partial0: DataFrame,
+}
+
+/// A group-by with `split_out` unset on the local schedulers, decided at run time from
+/// partition 0 (as DataFusion decides from its first batches): its partial aggregation gives
+/// the group count, hence the outputs (`auto_split_out`), and, when the partial kept more
+/// than half of the rows (`skip_partial`), the other partitions skip their partial step:
+/// their rows go straight to the hash exchange and each output aggregates its rows once
+/// (partial then finish), instead of aggregating nearly every row twice.
+fn auto_exchange<'g>(
+    frame: &Frame<'g>,
+    keys: Vec<PlSmallStr>,
+    steps: AggSteps,
+    partial_schema: SchemaRef,
+    final_schema: SchemaRef,
+) -> Delayed<DataFrame> {
+    let g = frame.g;
+    let n_parts = frame.npartitions();
+    let most = n_parts.min(AUTO_SPLIT_OUT_MAX);
+    let AggSteps {
+        partial,
+        combine,
+        finish,
+    } = steps;
+    let rows = frame.partitions();
+    let choice: Delayed<Choice> = {
+        let partial = partial.clone();
+        g.try_local_all(
+            "choose split_out",
+            move |v: Vec<DataFrame>| {
+                let df = v.into_iter().next().unwrap_or_default();
+                let rows = df.height();
+                let partial0 = partial(df)?;
+                let groups = partial0.height();
+                Ok(Choice {
+                    n: auto_split_out(groups, Some(rows), n_parts, most),
+                    skip_partial: skip_partial(groups, rows),
+                    partial0,
+                })
+            },
+            vec![rows[0]],
+        )
+    };
+    let maps: Vec<Delayed<Arc<Vec<DataFrame>>>> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (keys, partial) = (keys.clone(), partial.clone());
+            g.try_local_all(
+                "shuffle split",
+                move |v: Vec<(DataFrame, Choice)>| {
+                    let (df, c) = v.into_iter().next().unwrap_or_default();
+                    let sent = match (c.skip_partial, i) {
+                        (true, _) => df,
+                        (false, 0) => c.partial0,
+                        (false, _) => partial(df)?,
+                    };
+                    let mut pieces = hash_split(&sent, &keys, c.n.clamp(1, most))?;
+                    pieces.resize_with(most, || sent.clear());
+                    Ok(Arc::new(pieces))
+                },
+                vec![g.tuple((*r, choice))],
+            )
+        })
+        .collect();
+    let maps = g.collect(maps);
+    let row_schema = frame.schema.clone();
+    let outs = (0..most)
+        .map(|j| {
+            let (partial, combine, finish) = (partial.clone(), combine.clone(), finish.clone());
+            let (row_schema, partial_schema) = (row_schema.clone(), partial_schema.clone());
+            g.try_local_all(
+                "finish",
+                move |v: Vec<(Vec<Arc<Vec<DataFrame>>>, Choice)>| {
+                    let (maps, c) = v.into_iter().next().unwrap_or_default();
+                    let pieces = maps.iter().map(|m| m[j].clone()).collect();
+                    if c.skip_partial {
+                        finish(partial(concat_frames(pieces, &row_schema)?)?)
+                    } else {
+                        finish(combine(concat_frames(pieces, &partial_schema)?)?)
+                    }
+                },
+                vec![g.tuple((maps, choice))],
+            )
+        })
+        .collect();
+    g.try_local_all(
+        "concat",
+        move |parts: Vec<DataFrame>| concat_frames(parts, &final_schema),
+        outs,
+    )
+}
+
+/// Whether a partial aggregation that left `groups` of `rows` rows shrank them too little to
+/// be worth its cost (more than half kept): DataFusion's test for skipping it.
+fn skip_partial(groups: usize, rows: usize) -> bool {
+    rows > 0 && groups * 2 > rows
 }
 
 /// The most output partitions an unset `split_out` chooses.
@@ -423,7 +521,15 @@ fn auto_split_out(groups: usize, rows: Option<usize>, partitions: usize, most: u
 
 #[cfg(test)]
 mod tests {
-    use super::auto_split_out;
+    use super::{auto_split_out, skip_partial};
+
+    #[test]
+    fn the_partial_is_skipped_when_it_keeps_most_rows() {
+        assert!(skip_partial(390_000, 500_000));
+        assert!(!skip_partial(10, 500_000));
+        assert!(!skip_partial(250_000, 500_000));
+        assert!(!skip_partial(0, 0));
+    }
 
     #[test]
     fn auto_split_out_grows_with_the_measured_groups() {

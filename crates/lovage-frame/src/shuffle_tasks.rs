@@ -4,11 +4,13 @@
 //!
 //! A map task reads its partition, runs its plan (and, for a group-by, the partial
 //! aggregation), hashes the keys and answers **one value holding all `n` pieces** (a list of
-//! Arrow IPC frames). On a broker's workers a value of 64 KiB or more stays in the map
-//! worker's store; reduce task `j` gets every map's value (fetched from its keeper), takes
-//! piece `j` of each and concatenates them: so each reducer reads every map value whole (the
-//! data moved is `n` times the map outputs; fetching only piece `j`'s byte range is not
-//! built). A lost map value is made again from its lineage by the reducer's worker.
+//! Arrow IPC frames). Reduce task `j` takes piece `j` of every map through an element node
+//! (`Graph::element`). On a broker's workers a map value of 64 KiB or more stays in the map
+//! worker's store, indexed per element (where each piece's bytes lie), and the element node
+//! passes on a reference to piece `j`'s bytes alone: each reducer fetches only its pieces
+//! (a range of the kept value), so the data moved is about the map outputs once, not `n`
+//! times. A lost map value is made again from its lineage by the reducer's worker, which then
+//! takes its piece.
 
 use lovage_core::TaskError;
 use lovage_graph::{Delayed, Graph};
@@ -53,38 +55,29 @@ pub(crate) fn split_partial(
         .collect())
 }
 
-/// Piece `j` of every map task's answer, in map order.
-fn pieces(maps: Vec<Vec<Ipc>>, j: usize) -> Result<Vec<DataFrame>, TaskError> {
-    maps.into_iter()
-        .enumerate()
-        .map(|(i, pieces)| {
-            let n = pieces.len();
-            pieces
-                .into_iter()
-                .nth(j)
-                .map(Ipc::into_inner)
-                .ok_or_else(|| {
-                    crate::data_error(format!(
-                        "internal: shuffle map {i} gave {n} pieces, reducer {j} wants one more"
-                    ))
-                })
-        })
-        .collect()
+/// Piece `j` of every map, in map order: one element node per map, so on a broker's
+/// workers each reducer fetches only its piece of a kept map value (see
+/// `lovage_graph::Graph::element`).
+pub(crate) fn piece_of(g: &Graph, maps: &[Delayed<Vec<Ipc>>], j: usize) -> Vec<Delayed<Ipc>> {
+    maps.iter().map(|m| g.element(*m, j)).collect()
 }
 
-/// Output partition `j` of a group-by's exchange: piece `j` of every partial merged and
-/// finished (`empty` is a partial with no rows, for its schema).
+fn frames(pieces: Vec<Ipc>) -> Vec<DataFrame> {
+    pieces.into_iter().map(Ipc::into_inner).collect()
+}
+
+/// Output partition `j` of a group-by's exchange: piece `j` of every partial (`pieces`)
+/// merged and finished (`empty` is a partial with no rows, for its schema).
 #[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.agg_piece")]
 pub(crate) fn agg_piece(
     keys: Vec<PlSmallStr>,
     aggs: Vec<Agg>,
     empty: Ipc,
-    maps: Vec<Vec<Ipc>>,
-    j: usize,
+    pieces: Vec<Ipc>,
 ) -> Result<Ipc, TaskError> {
     let steps = agg_steps(&keys, &aggs);
     let schema = empty.into_inner().schema().clone();
-    let merged = merge(pieces(maps, j)?, &schema, &steps.combine)?;
+    let merged = merge(frames(pieces), &schema, &steps.combine)?;
     (steps.finish)(merged).map(Ipc)
 }
 
@@ -99,18 +92,17 @@ pub(crate) struct JoinSpec {
     pub(crate) right_empty: Ipc,
 }
 
-/// Output partition `j` of a join: piece `j` of every left map joined with piece `j` of
-/// every right map.
+/// Output partition `j` of a join: piece `j` of every left map (`lefts`) joined with piece
+/// `j` of every right map (`rights`).
 #[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.join_piece")]
 pub(crate) fn join_piece(
     spec: JoinSpec,
-    lefts: Vec<Vec<Ipc>>,
-    rights: Vec<Vec<Ipc>>,
-    j: usize,
+    lefts: Vec<Ipc>,
+    rights: Vec<Ipc>,
 ) -> Result<Ipc, TaskError> {
-    let side = |maps, empty: Ipc| -> Result<DataFrame, TaskError> {
+    let side = |pieces, empty: Ipc| -> Result<DataFrame, TaskError> {
         let schema = empty.into_inner().schema().clone();
-        crate::frame::concat_frames(pieces(maps, j)?, &schema)
+        crate::frame::concat_frames(frames(pieces), &schema)
     };
     let l = side(lefts, spec.left_empty)?;
     let r = side(rights, spec.right_empty)?;
@@ -174,8 +166,7 @@ pub(crate) fn agg_shuffle(
                 keys.clone(),
                 aggs.clone(),
                 empty.clone(),
-                maps.clone(),
-                j,
+                piece_of(g, &maps, j),
             )
         })
         .collect();
@@ -216,6 +207,13 @@ pub(crate) fn join_tasks(
     let lefts = maps(left, &spec.left_on, n);
     let rights = maps(right, &spec.right_on, n);
     (0..n)
-        .map(|j| join_piece::delayed(g, spec.clone(), lefts.clone(), rights.clone(), j))
+        .map(|j| {
+            join_piece::delayed(
+                g,
+                spec.clone(),
+                piece_of(g, &lefts, j),
+                piece_of(g, &rights, j),
+            )
+        })
         .collect()
 }

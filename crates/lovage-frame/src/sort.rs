@@ -1,4 +1,5 @@
-//! `sort` and `set_index` by sampled range partitioning, and `repartition`.
+//! `sort` and `set_index` by sampled range partitioning, and `repartition` (the closures,
+//! for frames that are not data; a frame of data runs `crate::sort_tasks`).
 //!
 //! A sort samples the key columns of every partition, picks `n - 1` boundary rows from the
 //! sorted sample, sends each row to the range it falls in (an exchange), and sorts each range
@@ -13,20 +14,22 @@ use polars::prelude::*;
 
 use crate::frame::{concat_frames, Frame, Source};
 use crate::shuffle::{exchange, split_by, Splitter};
+use crate::sort_tasks::{repartition_tasks, sort_tasks};
 use crate::{polars_error, Error};
 
 /// Sample rows taken per partition for each output range: enough that ranges come out
 /// within a few tens of percent of each other on skew-free keys.
-const SAMPLES_PER_RANGE: usize = 20;
+pub(crate) const SAMPLES_PER_RANGE: usize = 20;
 
 const ROW: &str = "__lovage_row";
 const MARK: &str = "__lovage_mark";
 
 /// The sort order of `keys`: nulls last, as the boundaries and the final sort both use.
-#[derive(Clone)]
-struct Order {
-    keys: Vec<PlSmallStr>,
-    descending: Vec<bool>,
+/// Data, so the sort's registered tasks (`crate::sort_tasks`) carry it.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Order {
+    pub(crate) keys: Vec<PlSmallStr>,
+    pub(crate) descending: Vec<bool>,
 }
 
 impl Order {
@@ -44,12 +47,12 @@ impl Order {
             .with_maintain_order(true)
     }
 
-    fn sort(&self, df: &DataFrame) -> PolarsResult<DataFrame> {
+    pub(crate) fn sort(&self, df: &DataFrame) -> PolarsResult<DataFrame> {
         df.sort(self.keys.clone(), self.options(0))
     }
 
     /// Up to `k` rows of `df`'s key columns, drawn at random (same seed, same rows).
-    fn sample(&self, df: &DataFrame, k: usize, seed: u64) -> PolarsResult<DataFrame> {
+    pub(crate) fn sample(&self, df: &DataFrame, k: usize, seed: u64) -> PolarsResult<DataFrame> {
         let keys = df.select(self.keys.iter().cloned())?;
         if keys.height() <= k {
             return Ok(keys);
@@ -63,7 +66,7 @@ impl Order {
 
     /// `n - 1` boundary rows, evenly spaced through the sorted `sample` (fewer when the
     /// sample is empty).
-    fn boundaries(&self, sample: DataFrame, n: usize) -> PolarsResult<DataFrame> {
+    pub(crate) fn boundaries(&self, sample: DataFrame, n: usize) -> PolarsResult<DataFrame> {
         let sorted = self.sort(&sample)?;
         let h = sorted.height();
         if h == 0 {
@@ -76,7 +79,7 @@ impl Order {
     /// For each row of `df`, the number of boundary rows at or before it in the sort order:
     /// sorts the keys with the boundaries mixed in (a boundary before rows equal to it) and
     /// counts the boundaries passed.
-    fn ranges(&self, df: &DataFrame, bounds: &DataFrame) -> PolarsResult<Vec<usize>> {
+    pub(crate) fn ranges(&self, df: &DataFrame, bounds: &DataFrame) -> PolarsResult<Vec<usize>> {
         let keys = df.select(self.keys.iter().cloned())?;
         let tag = |mut f: DataFrame, mark: u32| -> PolarsResult<DataFrame> {
             let h = f.height();
@@ -111,7 +114,8 @@ impl<'g> Frame<'g> {
     /// The frame sorted by the `by` columns (`descending` per column, or one flag for all;
     /// nulls last), in as many partitions as now: partition `j` holds the `j`th range of
     /// keys, each sorted, so the partitions concatenated are the stable sort of the frame.
-    /// The ranges come from a random sample of the keys (Dask's `sort_values`).
+    /// The ranges come from a random sample of the keys (Dask's `sort_values`). A frame of
+    /// data sorts with registered tasks, so on every scheduler (`crate::sort_tasks`).
     pub fn sort(&self, by: &[&str], descending: &[bool]) -> Result<Frame<'g>, Error> {
         if by.is_empty() {
             return Err(Error::Input("sort: no column given".into()));
@@ -136,6 +140,23 @@ impl<'g> Frame<'g> {
         });
         let g = self.g;
         let n = self.npartitions().max(1);
+        let key_schema: SchemaRef = Arc::new(
+            by.iter()
+                .map(|c| {
+                    let t = self.schema.get(c).cloned().unwrap_or(DataType::Null);
+                    Field::new((*c).into(), t)
+                })
+                .collect(),
+        );
+        // A frame of data: registered tasks, so every scheduler runs it.
+        if let Some(parts) = self.data_parts() {
+            let order = (*order).clone();
+            let sources = sort_tasks(g, parts, order, n, &self.schema, &key_schema)
+                .into_iter()
+                .map(Source::Rows)
+                .collect();
+            return Ok(Frame::new(g, sources, self.schema.clone()));
+        }
         let parts = self.partitions();
         let samples: Vec<Delayed<DataFrame>> = parts
             .iter()
@@ -154,14 +175,6 @@ impl<'g> Frame<'g> {
                 )
             })
             .collect();
-        let key_schema: SchemaRef = Arc::new(
-            by.iter()
-                .map(|c| {
-                    let t = self.schema.get(c).cloned().unwrap_or(DataType::Null);
-                    Field::new((*c).into(), t)
-                })
-                .collect(),
-        );
         let bounds = {
             let order = order.clone();
             g.try_local_all(
@@ -214,10 +227,19 @@ impl<'g> Frame<'g> {
 
     /// The same rows in the same order in `n` partitions of nearly equal height (at least
     /// one): each partition's rows go to the output partitions their global positions fall
-    /// in, once every partition's height is known.
+    /// in, once every partition's height is known. Registered tasks for a frame of data, so
+    /// on every scheduler.
     pub fn repartition(&self, n: usize) -> Frame<'g> {
         let n = n.max(1);
         let g = self.g;
+        // A frame of data: registered tasks, so every scheduler runs it.
+        if let Some(parts) = self.data_parts() {
+            let sources = repartition_tasks(g, parts, n, &self.schema)
+                .into_iter()
+                .map(Source::Rows)
+                .collect();
+            return Frame::new(g, sources, self.schema.clone());
+        }
         let parts = self.partitions();
         let heights: Vec<Delayed<usize>> = parts
             .iter()
@@ -263,7 +285,7 @@ impl<'g> Frame<'g> {
 
 /// Partition `i` (of the heights `heights`) cut into the pieces bound for each of `n`
 /// equal output partitions.
-fn slice_for(df: &DataFrame, heights: &[usize], i: usize, n: usize) -> Vec<DataFrame> {
+pub(crate) fn slice_for(df: &DataFrame, heights: &[usize], i: usize, n: usize) -> Vec<DataFrame> {
     let total: usize = heights.iter().sum();
     let start: usize = heights[..i].iter().sum();
     // Output j holds global rows [bound(j), bound(j + 1)).

@@ -120,7 +120,7 @@ pub(crate) fn count_rows(
 }
 
 /// The names of the built-in frame tasks.
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 18] = [
     partial::NAME,
     combine::NAME,
     finish::NAME,
@@ -133,6 +133,12 @@ pub const NAMES: [&str; 12] = [
     crate::shuffle_tasks::agg_piece::NAME,
     crate::shuffle_tasks::join_piece::NAME,
     crate::shuffle_tasks::join_broadcast::NAME,
+    crate::sort_tasks::sort_sample::NAME,
+    crate::sort_tasks::sort_bounds::NAME,
+    crate::sort_tasks::sort_split::NAME,
+    crate::sort_tasks::height::NAME,
+    crate::sort_tasks::repartition_split::NAME,
+    crate::sort_tasks::range_piece::NAME,
 ];
 
 /// Makes sure the built-in frame tasks (`lovage.frame.*`) are in this process's registry and
@@ -149,6 +155,7 @@ pub fn register() -> Result<&'static [&'static str], TaskError> {
     ]);
     std::hint::black_box(crate::row_tasks::bodies());
     std::hint::black_box(crate::shuffle_tasks::bodies());
+    std::hint::black_box(crate::sort_tasks::bodies());
     let registry = Registry::global();
     for name in NAMES {
         registry.get(name)?;

@@ -546,6 +546,106 @@ fn check_rows(name: &str, sched: Scheduler<'_>) {
     assert_same(&joined_by_k, &want_joined_by_k, &["k"]);
 }
 
+/// Polars' stable sort of `df` by `by` (`descending` per column), nulls last: what a frame's
+/// `sort` must give, exactly.
+fn polars_sort(df: &DataFrame, by: &[&str], descending: &[bool]) -> DataFrame {
+    df.sort(
+        by.iter().map(|c| PlSmallStr::from(*c)).collect::<Vec<_>>(),
+        SortMultipleOptions::default()
+            .with_order_descending_multi(descending.iter().copied())
+            .with_nulls_last(true)
+            .with_maintain_order(true),
+    )
+    .unwrap()
+}
+
+/// Asserts `got` is `want` exactly: every column, in order, nulls in the same places (the
+/// floats are the same values computed the same way, so bit for bit).
+fn assert_exact(got: &DataFrame, want: &DataFrame, what: &str) {
+    assert_eq!(got.height(), want.height(), "{what}: heights");
+    assert!(got.equals_missing(want), "{what}:\n{got}\n{want}");
+}
+
+/// `sort` (keys with nulls, descending, several keys, a string key, floats), `set_index` and
+/// `repartition` of frames of data on `sched`, exactly as Polars' stable sort of the same rows
+/// as one frame (nulls last) and, for `repartition`, the same rows in the same order; a sorted
+/// frame feeds a group-by and a `head`. On the local schedulers the partitions themselves
+/// are checked too: each a key range, or heights that differ by at most one.
+fn check_sorts(name: &str, sched: Scheduler<'_>) {
+    let g = Graph::new();
+    let RowsCase { f, want, .. } = rows_case(&g);
+    let pq = planned(&read_parquet(&g, &pattern("pq", "parquet")).unwrap());
+    let pq_want = planned_rows(&all_rows());
+    let by_k_x = f.sort(&["k", "x"], &[true, false]).unwrap();
+    let by_y = pq.sort(&["y"], &[true]).unwrap();
+    let by_s_u = pq.sort(&["s", "u"], &[false]).unwrap();
+    let by_u = f.set_index("u").unwrap();
+    let re = pq.repartition(4);
+    let re_up = f.repartition(7);
+    assert_eq!(by_k_x.npartitions(), f.npartitions());
+    assert_eq!((re.npartitions(), re_up.npartitions()), (4, 7));
+    let outs = (
+        by_k_x.collect(),
+        by_y.collect(),
+        by_s_u.collect(),
+        by_u.collect(),
+    );
+    let (k_x, y, s_u, u) = compute(&g, sched, outs).unwrap();
+    let outs = (
+        re.collect(),
+        re_up.collect(),
+        by_u.head(25),
+        by_k_x.group_by(["k"]).split_out(2).agg(aggs()).unwrap(),
+    );
+    let (re_rows, re_up_rows, u_head, grouped) = compute(&g, sched, outs).unwrap();
+    assert!(
+        want.column("k").unwrap().null_count() > 0,
+        "{name}: null keys to place"
+    );
+    assert_exact(
+        &k_x,
+        &polars_sort(&want, &["k", "x"], &[true, false]),
+        &format!("{name}: sort by k desc, x"),
+    );
+    assert_exact(
+        &y,
+        &polars_sort(&pq_want, &["y"], &[true]),
+        &format!("{name}: sort by y desc"),
+    );
+    assert_exact(
+        &s_u,
+        &polars_sort(&pq_want, &["s", "u"], &[false, false]),
+        &format!("{name}: sort by s, u"),
+    );
+    let u_want = polars_sort(&want, &["u"], &[false]);
+    assert_exact(&u, &u_want, &format!("{name}: set_index(u)"));
+    assert_exact(&u_head, &u_want.head(Some(25)), &format!("{name}: head"));
+    assert_exact(&re_rows, &pq_want, &format!("{name}: repartition(4)"));
+    assert_exact(&re_up_rows, &want, &format!("{name}: repartition(7)"));
+    let [by_k, ..] = want_of(&want);
+    assert_same(&grouped, &by_k, &["k"]);
+    if matches!(sched, Scheduler::Inline | Scheduler::Threads(_)) {
+        // Each partition of set_index(u) is one range of u, every one holding rows.
+        let parts = compute(&g, sched, by_u.partitions()).unwrap();
+        let mut last: Option<i64> = None;
+        for p in &parts {
+            assert!(p.height() > 0, "{name}: an empty range: {parts:?}");
+            let u = p.column("u").unwrap().i64().unwrap();
+            if let Some(last) = last {
+                assert!(u.min().unwrap() >= last, "{name}: ranges overlap");
+            }
+            last = u.max();
+        }
+        let heights: Vec<usize> = compute(&g, sched, re_up.partitions())
+            .unwrap()
+            .iter()
+            .map(DataFrame::height)
+            .collect();
+        let (lo, hi) = (heights.iter().min(), heights.iter().max());
+        assert!(hi.unwrap() - lo.unwrap() <= 1, "{name}: {heights:?}");
+    }
+}
+
 /// `rows` with the test's plan run by Polars.
 fn planned_rows(rows: &DataFrame) -> DataFrame {
     let (with, filter, select) = plan_exprs();
@@ -613,6 +713,7 @@ fn on_broker(url: &str, name: &str) {
     let fetched = bytes_fetched();
     check(name, Broker(&client));
     check_rows(name, Broker(&client));
+    check_sorts(name, Broker(&client));
     // The largest answers (a thousand groups) stayed with their workers and were fetched
     // from there: frames travel by the data plane.
     assert!(
@@ -880,6 +981,112 @@ fn shuffle_pieces_stay_with_their_workers(url: &str) {
     );
 }
 
+/// A reducer reads only its piece of each map: on a memory broker with a worker in this
+/// process (so this process's byte counter sees every fetch) keeping every value of 1 KiB or
+/// more, a sort into four ranges and a `split_out(4)` group-by are computed; every map value
+/// (`sort_split`, `split_partial`) is kept and indexed per piece, each kept value is fetched
+/// once, and the maps' bytes are fetched about once in all (the four reducers a quarter
+/// each), not four times as when every reducer fetched whole map values.
+fn reducers_fetch_only_their_pieces() {
+    const LONG: Duration = Duration::from_secs(120);
+    let url = format!("memory://frame-pieces-{}", TaskId::new());
+    let backend = connect(&url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = WorkerConfig {
+        pool: PoolKind::Threads,
+        concurrency: 2,
+        poll: Duration::from_millis(20),
+        data: Some(lovage_worker::DataConfig {
+            threshold: 1 << 10,
+            dir: Some(dir.path().to_owned()),
+            ..lovage_worker::DataConfig::default()
+        }),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(backend.clone(), config).unwrap();
+    let stop = worker.shutdown_handle();
+    let running = std::thread::spawn(move || worker.run());
+    let app = App::with_backend(backend);
+    let client = app.client().unwrap();
+    for (what, maps_task) in [
+        ("sort", "lovage.frame.sort_split"),
+        ("split_out(4) group-by", "lovage.frame.split_partial"),
+    ] {
+        let g = Graph::new();
+        let RowsCase { f, want, .. } = rows_case(&g);
+        assert_eq!(f.npartitions(), 4);
+        let out = if what == "sort" {
+            f.sort(&["u", "x"], &[false]).unwrap().collect()
+        } else {
+            f.group_by(["u", "s"]).split_out(4).agg(aggs()).unwrap()
+        };
+        let before = bytes_fetched();
+        let sent = g.submit(&client, vec![out]).unwrap();
+        let got = sent
+            .futures
+            .into_iter()
+            .next()
+            .unwrap()
+            .result_timeout(LONG)
+            .unwrap();
+        let fetched = bytes_fetched() - before;
+        if what == "sort" {
+            assert_exact(
+                &got,
+                &polars_sort(&want, &["u", "x"], &[false, false]),
+                what,
+            );
+        } else {
+            let lf = want.lazy().group_by([col("u"), col("s")]);
+            assert_same(&got, &lf.agg(polars_aggs()).collect().unwrap(), &["u", "s"]);
+        }
+        let stored = app
+            .backend()
+            .results()
+            .get_blob(sent.graph)
+            .unwrap()
+            .unwrap();
+        let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
+        let (mut maps, mut others) = (0u64, 0u64);
+        let (mut kept, mut indexed) = (0, 0);
+        for n in &stored.nodes {
+            let Ok(Some(rec)) = app.backend().results().get(n.id) else {
+                continue;
+            };
+            let Some(r) = rec.result_ref() else { continue };
+            let r = r.unwrap();
+            if n.key.split('-').next() == Some(maps_task) {
+                maps += r.size;
+                kept += 1;
+                indexed += usize::from(r.items.len() == 4);
+            } else if r.item.is_none() {
+                others += r.size;
+            }
+        }
+        assert!(kept >= 3, "{what}: the files' map values are kept");
+        assert_eq!(
+            indexed, kept,
+            "{what}: every kept map value is indexed by piece"
+        );
+        // Every kept value is read, the maps piece by piece (their pieces add up to a little
+        // less than the values: the list's brackets and commas), a few small ones (the sort's
+        // boundaries) by several tasks; whole map values fetched by every reducer would be
+        // 4 x `maps` and more.
+        assert!(
+            fetched + 64 >= maps + others,
+            "{what}: fetched {fetched} bytes, less than maps {maps} + others {others}"
+        );
+        assert!(
+            fetched <= maps + maps / 4 + others,
+            "{what}: fetched {fetched} bytes: the reducers read more than their pieces of the \
+             maps ({maps} bytes; others {others})"
+        );
+    }
+    drop(client);
+    stop.graceful();
+    running.join().unwrap().unwrap();
+}
+
 fn main() {
     // The frame tasks, linked into this binary: the pool's children and the workers are it.
     lovage_frame::register().unwrap();
@@ -894,12 +1101,15 @@ fn main() {
             check("threads", Threads(pool()));
             check_rows("inline", Inline);
             check_rows("threads", Threads(pool()));
+            check_sorts("inline", Inline);
+            check_sorts("threads", Threads(pool()));
             Ok(())
         }),
         Trial::test("frames_on_a_process_pool_match_polars", || {
             let pool = ProcessPool::new(2);
             check("processes", Processes(&pool));
             check_rows("processes", Processes(&pool));
+            check_sorts("processes", Processes(&pool));
             closure_refused(Processes(&pool), "Processes");
             Ok(())
         }),
@@ -918,6 +1128,7 @@ fn main() {
             let client = App::with_backend(backend).client().unwrap();
             check("broker memory", Broker(&client));
             check_rows("broker memory", Broker(&client));
+            check_sorts("broker memory", Broker(&client));
             closure_refused(Broker(&client), "Broker");
             drop(client);
             stop.graceful();
@@ -925,6 +1136,13 @@ fn main() {
             Ok(())
         }),
     ];
+    trials.push(Trial::test(
+        "frames_reducers_fetch_only_their_pieces",
+        || {
+            reducers_fetch_only_their_pieces();
+            Ok(())
+        },
+    ));
     trials.extend(on_brokers(
         &["sqlite", "redis"],
         "frames_on_workers_match_polars",

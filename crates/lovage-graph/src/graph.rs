@@ -748,6 +748,42 @@ impl Graph {
         T::split(self, d)
     }
 
+    /// Element `index` of the list `d` computes (Dask's `getitem`): a structural node, so on
+    /// a broker it is no task of its own; when `d`'s value is kept by a worker (the data
+    /// plane) and indexed per element, the element's readers fetch only its bytes. Indexing
+    /// past the list's end fails the node.
+    pub fn element<T>(&self, d: Delayed<Vec<T>>, index: usize) -> Delayed<T>
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let args = Handles(vec![Arg::<Marker<Vec<T>>>::Node(Delayed::new(
+            d.graph, d.node,
+        ))]);
+        self.add(args, None, move |_| {
+            Box::new(FnOp {
+                name: "getitem",
+                kind: NodeKind::Structural,
+                form: Form::Item(index as u32),
+                f: move |inputs: &Inputs<'_>| {
+                    let node = inputs.deps.first().copied();
+                    let list = node
+                        .and_then(|n| inputs.plan.value(n))
+                        .and_then(|v| v.downcast_ref::<Vec<T>>())
+                        .ok_or_else(|| {
+                            TaskError::new(kinds::FAILED, "internal: getitem's input is missing")
+                        })?;
+                    let item = list.get(index).cloned().ok_or_else(|| {
+                        TaskError::new(
+                            kinds::FAILED,
+                            format!("element {index} of a list of {}", list.len()),
+                        )
+                    })?;
+                    Ok(Box::new(item) as Value)
+                },
+            })
+        })
+    }
+
     /// Adds a node that takes element `f` of `d`'s result.
     fn item<T, U>(&self, d: Delayed<T>, index: u32, f: fn(&T) -> U) -> Delayed<U>
     where

@@ -183,6 +183,8 @@ impl DataStore {
             lineage,
             readers,
             everywhere: false,
+            items: Vec::new(),
+            item: None,
         })
     }
 

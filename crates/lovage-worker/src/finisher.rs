@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use lovage_broker::dataref::{may_hold_refs, refs_in, release, Lineage};
+use lovage_broker::dataref::{json_array_items, may_hold_refs, refs_in, release, Lineage};
 use lovage_broker::ops::{Event, EventKind};
 use lovage_broker::{Delivery, Envelope, Lease, ResultRef, ScopeFall, ScopeSpawn, Timestamp};
 use lovage_core::canvas::Frame;
@@ -70,6 +70,11 @@ fn keep_if_large(s: &Shared, env: &Envelope, value: Vec<u8>) -> (Vec<u8>, Option
         return (value, None);
     }
     let readers = lovage_flow::kept_readers(&s.backend, env);
+    // Read element by element (a shuffle's reducers each take one piece of a map's list):
+    // indexed, so each reader fetches only its element's bytes.
+    let items = (env.codec == Codec::Json && lovage_flow::elements_read(&s.backend, env))
+        .then(|| json_array_items(&value))
+        .flatten();
     match data.keep(
         &env.id.to_string(),
         value,
@@ -77,7 +82,10 @@ fn keep_if_large(s: &Shared, env: &Envelope, value: Vec<u8>) -> (Vec<u8>, Option
         lineage_of(env),
         readers,
     ) {
-        Ok(r) => (r.encode(), Some(r)),
+        Ok(mut r) => {
+            r.items = items.unwrap_or_default();
+            (r.encode(), Some(r))
+        }
         Err((e, value)) => {
             tracing::warn!(task_id = %env.id, error = %e, "could not keep a large result here; storing it inline");
             (value, None)

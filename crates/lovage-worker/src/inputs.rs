@@ -95,7 +95,23 @@ fn remake(r: &ResultRef, lineage: &Lineage, depth: usize) -> Result<Value, Strin
             entry.call_blocking(&encoded, r.codec)
         }));
         match ran {
-            Ok(Ok(bytes)) => return r.decode_value(&bytes).map_err(|e| e.to_string()),
+            Ok(Ok(bytes)) => {
+                let whole = r.codec.decode::<Value>(&bytes, "a remade value");
+                let whole = whole.map_err(|e| e.to_string())?;
+                return match r.item {
+                    None => Ok(whole),
+                    // The reference stood for one element of the value.
+                    Some(item) => match whole {
+                        Value::Array(mut items) if (item.index as usize) < items.len() => {
+                            Ok(items.swap_remove(item.index as usize))
+                        }
+                        _ => Err(format!(
+                            "the remade value has no element {} (a list was expected)",
+                            item.index
+                        )),
+                    },
+                };
+            }
             Ok(Err(e)) => last = e.to_string(),
             Err(_) => last = TaskError::new(kinds::PANIC, "the task panicked").to_string(),
         }

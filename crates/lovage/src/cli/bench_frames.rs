@@ -88,8 +88,21 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             whole.vstack_mut(p)?;
         }
         whole.rechunk_mut();
-        let (mut lov, mut pol) = (Vec::new(), Vec::new());
+        let (mut lov, mut pol, mut fixed) = (Vec::new(), Vec::new(), Vec::new());
+        // The same exchange with every partition's partial kept (a fixed split_out never
+        // skips it): what an unset split_out did before it could skip, for comparison.
+        let fixed_out = a.partitions.clamp(1, 16);
         for _ in 0..runs {
+            let g = Graph::new();
+            let f = Frame::from_partitions(&g, parts.clone())?;
+            let out = f
+                .group_by(["k"])
+                .split_out(fixed_out)
+                .agg([agg::sum("v")])?;
+            let t0 = Instant::now();
+            let got = lovage::frame::compute(&g, Threads(&pool), out)?;
+            fixed.push(t0.elapsed().as_secs_f64());
+            anyhow::ensure!(got.height() as i64 <= groups, "too many groups");
             let g = Graph::new();
             let f = Frame::from_partitions(&g, parts.clone())?;
             // split_out unset: chosen from the first partial (one output for 10 groups,
@@ -117,6 +130,15 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             fmt(l),
             format!("{}; ratio {:.2}", fmt(p), l.0 / p.0),
         ]);
+        let fx = stats(fixed);
+        t.row(vec![
+            format!(
+                "the same with split_out({fixed_out}) fixed (a partial per partition, never skipped)"
+            ),
+            fmt(fx),
+            String::new(),
+        ]);
+        figures.insert(format!("groupby_{groups}_fixed_s"), json!(fx.0));
         figures.insert(format!("groupby_{groups}_s"), json!(l.0));
         figures.insert(format!("groupby_{groups}_s_range"), json!([l.1, l.2]));
         figures.insert(format!("groupby_{groups}_polars_s"), json!(p.0));

@@ -1,0 +1,215 @@
+//! `sort`, `set_index` and `repartition` of a frame of data as registered tasks, so they run
+//! on every scheduler (the closures in [`crate::sort`] are for the other frames, on the local
+//! schedulers).
+//!
+//! A sort is a sampled range partitioning: a `sort_sample` task per partition (its keys, drawn
+//! at random), one `sort_bounds` task (the `n - 1` boundary rows from the sorted samples), a
+//! `sort_split` task per partition (its rows cut into the `n` ranges, as Arrow IPC pieces) and
+//! a `range_piece` task per range (piece `j` of every split, in input order, concatenated and
+//! sorted stably). `repartition` has a `height` task per partition, a `repartition_split` per
+//! partition (its rows cut at the global row positions of the outputs) and `range_piece` tasks
+//! that only concatenate. A map's value is one list of `n` pieces; reducer `j` reads piece `j`
+//! of each through an element node, so on a broker it fetches only that piece's bytes (as in
+//! [`crate::shuffle_tasks`]).
+
+use lovage_core::TaskError;
+use lovage_graph::{Delayed, Graph};
+use polars::prelude::*;
+
+use crate::data::{Ipc, Packed, PartData, TaskPart};
+use crate::frame::concat_frames;
+use crate::polars_error;
+use crate::shuffle::split_by;
+use crate::shuffle_tasks::piece_of;
+use crate::sort::{slice_for, Order, SAMPLES_PER_RANGE};
+
+/// Up to `k` random rows of a partition's key columns (seeded by `seed`: the same rows again
+/// when the task is run again).
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.sort_sample")]
+pub(crate) fn sort_sample(
+    part: Packed<PartData>,
+    input: Vec<Ipc>,
+    order: Order,
+    k: usize,
+    seed: u64,
+) -> Result<Ipc, TaskError> {
+    let df = part.0.rows(input)?;
+    order
+        .sample(&df, k, seed)
+        .map(Ipc)
+        .map_err(|e| polars_error("sampling sort keys", e))
+}
+
+/// The `n - 1` boundary rows of a sort, from every partition's sample (`key_empty`: the key
+/// columns with no rows, for their schema).
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.sort_bounds")]
+pub(crate) fn sort_bounds(
+    order: Order,
+    key_empty: Ipc,
+    samples: Vec<Ipc>,
+    n: usize,
+) -> Result<Ipc, TaskError> {
+    let schema = key_empty.into_inner().schema().clone();
+    let sample = concat_frames(samples.into_iter().map(Ipc::into_inner).collect(), &schema)?;
+    order
+        .boundaries(sample, n)
+        .map(Ipc)
+        .map_err(|e| polars_error("choosing sort boundaries", e))
+}
+
+/// A partition's rows cut into the `n` key ranges `bounds` delimit (rows equal to a boundary
+/// go to the range after it), each piece in the partition's order.
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.sort_split")]
+pub(crate) fn sort_split(
+    part: Packed<PartData>,
+    input: Vec<Ipc>,
+    order: Order,
+    bounds: Ipc,
+    n: usize,
+) -> Result<Vec<Ipc>, TaskError> {
+    let df = part.0.rows(input)?;
+    let ranges = order
+        .ranges(&df, &bounds.into_inner())
+        .map_err(|e| polars_error("splitting a partition into ranges", e))?;
+    Ok(split_by(&df, n, ranges.into_iter())?
+        .into_iter()
+        .map(Ipc)
+        .collect())
+}
+
+/// A partition's row count (for `repartition`).
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.height")]
+pub(crate) fn height(part: Packed<PartData>, input: Vec<Ipc>) -> Result<usize, TaskError> {
+    Ok(part.0.rows(input)?.height())
+}
+
+/// Partition `i` cut into the pieces bound for each of `n` output partitions of nearly equal
+/// height, given every partition's height.
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.repartition_split")]
+pub(crate) fn repartition_split(
+    part: Packed<PartData>,
+    input: Vec<Ipc>,
+    heights: Vec<usize>,
+    i: usize,
+    n: usize,
+) -> Result<Vec<Ipc>, TaskError> {
+    let df = part.0.rows(input)?;
+    if heights.get(i) != Some(&df.height()) {
+        return Err(crate::data_error(format!(
+            "repartition: partition {i} has {} rows now but {:?} when counted (a source that \
+             changed between reads?)",
+            df.height(),
+            heights.get(i)
+        )));
+    }
+    Ok(slice_for(&df, &heights, i, n)
+        .into_iter()
+        .map(Ipc)
+        .collect())
+}
+
+/// Output partition `j` of a sort or a repartition: piece `j` of every map (`pieces`, in map
+/// order) concatenated (of `empty`'s schema when all are empty) and, for a sort, sorted
+/// stably.
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.range_piece")]
+pub(crate) fn range_piece(
+    empty: Ipc,
+    pieces: Vec<Ipc>,
+    order: Option<Order>,
+) -> Result<Ipc, TaskError> {
+    let schema = empty.into_inner().schema().clone();
+    let df = concat_frames(pieces.into_iter().map(Ipc::into_inner).collect(), &schema)?;
+    match order {
+        Some(order) => order
+            .sort(&df)
+            .map(Ipc)
+            .map_err(|e| polars_error("sorting a range", e)),
+        None => Ok(Ipc(df)),
+    }
+}
+
+/// The addresses of this module's task bodies, for [`crate::register`] to name (so the
+/// linker keeps them and their registrations).
+pub(crate) fn bodies() -> [usize; 6] {
+    [
+        sort_sample::__invoke as *const () as usize,
+        sort_bounds::__invoke as *const () as usize,
+        sort_split::__invoke as *const () as usize,
+        height::__invoke as *const () as usize,
+        repartition_split::__invoke as *const () as usize,
+        range_piece::__invoke as *const () as usize,
+    ]
+}
+
+/// A sort of `parts` (rows of `schema`) by `order` into `n` ranges, as tasks: each output
+/// partition's rows.
+pub(crate) fn sort_tasks(
+    g: &Graph,
+    parts: Vec<TaskPart>,
+    order: Order,
+    n: usize,
+    schema: &SchemaRef,
+    key_schema: &SchemaRef,
+) -> Vec<Delayed<Ipc>> {
+    let samples: Vec<Delayed<Ipc>> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            sort_sample::delayed(
+                g,
+                Packed(p.data.clone()),
+                p.input.clone(),
+                order.clone(),
+                SAMPLES_PER_RANGE * n,
+                i as u64,
+            )
+        })
+        .collect();
+    let bounds = sort_bounds::delayed(
+        g,
+        order.clone(),
+        Ipc(DataFrame::empty_with_schema(key_schema)),
+        samples,
+        n,
+    );
+    let maps: Vec<Delayed<Vec<Ipc>>> = parts
+        .into_iter()
+        .map(|p| sort_split::delayed(g, Packed(p.data), p.input, order.clone(), bounds, n))
+        .collect();
+    reduce(g, maps, n, schema, Some(order))
+}
+
+/// `parts` (rows of `schema`) in `n` partitions of nearly equal height, in the same order, as
+/// tasks: each output partition's rows.
+pub(crate) fn repartition_tasks(
+    g: &Graph,
+    parts: Vec<TaskPart>,
+    n: usize,
+    schema: &SchemaRef,
+) -> Vec<Delayed<Ipc>> {
+    let heights: Vec<Delayed<usize>> = parts
+        .iter()
+        .map(|p| height::delayed(g, Packed(p.data.clone()), p.input.clone()))
+        .collect();
+    let heights = g.collect(heights);
+    let maps: Vec<Delayed<Vec<Ipc>>> = parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| repartition_split::delayed(g, Packed(p.data), p.input, heights, i, n))
+        .collect();
+    reduce(g, maps, n, schema, None)
+}
+
+/// A `range_piece` task per output.
+fn reduce(
+    g: &Graph,
+    maps: Vec<Delayed<Vec<Ipc>>>,
+    n: usize,
+    schema: &SchemaRef,
+    order: Option<Order>,
+) -> Vec<Delayed<Ipc>> {
+    let empty = Ipc(DataFrame::empty_with_schema(schema));
+    (0..n)
+        .map(|j| range_piece::delayed(g, empty.clone(), piece_of(g, &maps, j), order.clone()))
+        .collect()
+}
