@@ -144,8 +144,9 @@ impl Client {
     /// nothing is sent. Once the record has expired, the key runs again. A task queued by
     /// another client that has not started yet is not seen (it would run twice, under the
     /// same id). Plain [`submit`](Self::submit) never deduplicates (Dask's `pure=False`).
-    /// The record is released with the key's last future in this client (see the module
-    /// docs): after that, the key runs again.
+    /// The record is released with the key's last future in any client that holds it (a
+    /// client that found another's task registers in its holders dict: see `release.rs`):
+    /// after that, the key runs again.
     pub fn submit_keyed<R>(&self, key: &str, sig: TypedSignature<R>) -> Result<TaskFuture<R>>
     where
         R: DeserializeOwned + Send + 'static,

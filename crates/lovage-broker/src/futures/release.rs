@@ -10,9 +10,19 @@
 //! checked again every [`RECHECK`] for [`GIVE_UP`], then left to its time to live. Tasks handed
 //! to `fire_and_forget` are not counted: their records live out their time to live.
 //!
-//! The count is per client: a task whose futures live in two clients (or processes) is
-//! released by the first to drop its last one. Keep a future alive in the client that sent
-//! the task, or fire-and-forget it, while others use the task.
+//! Holds are counted per client; a task another client sent is *shared*. A keyed submit that
+//! does not hold its task already first registers the client in the task's holders dict
+//! ([`holders_dict`](crate::holders_dict), keyed by a token per client), then reads the
+//! record: found, the client holds it as a sharer; not found, it removes its entry and sends
+//! the task itself. The sender's pass forgets with
+//! [`forget_unshared`](crate::ResultStore::forget_unshared), which in one atomic step skips
+//! (and marks with [`SENDER_RELEASED`](crate::SENDER_RELEASED)) every id with a holder entry;
+//! a sharer's pass lets go with [`unshare`](crate::ResultStore::unshare), which removes its
+//! entry and, when only the sender's mark is left, forgets the record. So the record goes
+//! with the last hold in any client, and `map`, `submit` and a keyed submit of a task this
+//! client sent never touch the holders dicts. A sharer's future handed to `fire_and_forget` (or
+//! cancelled) only removes its entry, and a client dropped with shared futures alive leaves
+//! its entry: those records live out their time to live.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -307,6 +317,38 @@ mod tests {
     fn pending() -> Box<dyn crate::futures::watcher::Pending> {
         let (completer, _handle) = lovage_pool::TaskHandle::<Fetched<Vec<u8>>>::promise();
         Box::new(Typed::new(completer, raw_value))
+    }
+
+    /// A shared hold is let go of as shared (the pass unshares it, not forgets it), and a
+    /// keyed submit before the pass joins it as shared; a sender's released id is its own.
+    #[test]
+    fn a_shared_hold_is_released_as_shared() {
+        let w = Watch::new();
+        let (shared, sent, other) = (TaskId::new(), TaskId::new(), TaskId::new());
+        let s = w.add_holding(shared, pending(), Holds::Shared).unwrap();
+        let o = w.add_holding(sent, pending(), Holds::Sent).unwrap();
+        assert_eq!(
+            (w.hold_kind(shared), w.hold_kind(sent)),
+            (Some(true), Some(false))
+        );
+        assert_eq!(w.hold_kind(other), None);
+        w.lock().finished(shared);
+        w.lock().finished(sent);
+        drop((s, o));
+        assert_eq!(w.lock().released, vec![shared, sent]);
+        assert!(w.lock().unsharing.contains(&shared));
+        assert!(!w.lock().unsharing.contains(&sent));
+        // Released, not forgotten yet: still this client's, as before.
+        assert_eq!(
+            (w.hold_kind(shared), w.hold_kind(sent)),
+            (Some(true), Some(false))
+        );
+        // A keyed submit that finds no record sends the task: its hold becomes a sender's.
+        let t = w.add_holding(other, pending(), Holds::Shared).unwrap();
+        w.hold_as_sender(other);
+        assert_eq!(w.hold_kind(other), Some(false));
+        assert!(!w.unhold_all(other), "not shared any more");
+        drop(t);
     }
 
     /// A hold from before `fire_and_forget` ended the counting, dropped after a new future
