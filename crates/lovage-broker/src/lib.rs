@@ -50,7 +50,7 @@ pub use message::{
 };
 pub use ops::{Control, Events, Inspect, QueueOps};
 pub use rate::{gcra, now_micros, slots_from_micros};
-pub use results::ResultStore;
+pub use results::{holders_dict, ResultStore, SENDER_RELEASED};
 pub use scope::{Scope, ScopeFall, ScopeReport, ScopeSpawn};
 pub use shared::{DictEntries, Manager, SharedDict, SharedList, SharedState};
 pub use time::{NotRfc3339, Timestamp};

@@ -610,6 +610,13 @@ impl Admin for MemoryBackend {
 
 impl crate::Driver for MemoryBackend {}
 
+/// Deletes `id`'s record, join and blob; 1 if there was a record.
+fn forget_one(st: &mut State, id: TaskId) -> u64 {
+    st.joins.remove(&id);
+    st.blobs.remove(&id);
+    u64::from(st.results.remove(&id).is_some())
+}
+
 impl ResultStore for MemoryBackend {
     fn store(&self, records: &[ResultRecord]) -> Result<()> {
         let mut st = self.state();
@@ -734,13 +741,34 @@ impl ResultStore for MemoryBackend {
 
     fn forget(&self, ids: &[TaskId]) -> Result<u64> {
         let mut st = self.state();
-        let mut gone = 0;
+        Ok(ids.iter().map(|id| forget_one(&mut st, *id)).sum())
+    }
+
+    // Both take the shared objects' lock, then the state's (the only place both are held).
+    fn forget_unshared(&self, ids: &[TaskId]) -> Result<Vec<TaskId>> {
+        let mut objects = self.objects();
+        let mut st = self.state();
+        let mut kept = Vec::new();
         for id in ids {
-            gone += u64::from(st.results.remove(id).is_some());
-            st.joins.remove(id);
-            st.blobs.remove(id);
+            let dict = crate::holders_dict(*id);
+            if objects.mark_if_held(&dict) {
+                kept.push(*id);
+            } else {
+                objects.drop_dict(&dict);
+                forget_one(&mut st, *id);
+            }
         }
-        Ok(gone)
+        Ok(kept)
+    }
+
+    fn unshare(&self, id: TaskId, holder: &[u8]) -> Result<bool> {
+        let mut objects = self.objects();
+        let mut st = self.state();
+        let forgot = objects.unhold(&crate::holders_dict(id), holder);
+        if forgot {
+            forget_one(&mut st, id);
+        }
+        Ok(forgot)
     }
 
     fn purge_expired(&self) -> Result<u64> {

@@ -67,10 +67,39 @@ pub trait ResultStore: Send + Sync {
     /// stores its record again when it finishes.
     fn forget(&self, ids: &[TaskId]) -> Result<u64>;
 
+    /// The release of the client that sent `ids` (see `futures/release.rs`): in one atomic
+    /// step, [forgets](Self::forget) the ids whose [holders dict](holders_dict) has no holder
+    /// entry, and marks the others with [`SENDER_RELEASED`] so that their last holder forgets
+    /// them ([`unshare`](Self::unshare)). Returns the ids kept because another client holds
+    /// them. No default: a forget between the check and the mark would free a held result.
+    fn forget_unshared(&self, ids: &[TaskId]) -> Result<Vec<TaskId>>;
+
+    /// A client that shared `id` (it found another client's record) lets go of it: in one
+    /// atomic step, removes its entry `holder` from the [holders dict](holders_dict), and when
+    /// only [`SENDER_RELEASED`] is left (the sender released the task, and this was its last
+    /// other holder), forgets the record and clears the dict. Returns whether it forgot.
+    fn unshare(&self, id: TaskId, holder: &[u8]) -> Result<bool>;
+
     /// Deletes records past their expiry; returns how many (0 for a backend whose keys expire
     /// by themselves, or when another process on the same storage purges for now, as on
     /// SQLite). An expired record is never returned by `get`, purged or not.
     fn purge_expired(&self) -> Result<u64>;
+}
+
+/// The shared dict of the clients that share task `id`'s record without having sent it (key:
+/// a per-client token), plus [`SENDER_RELEASED`] once the sender has released it. Written
+/// only when a keyed submit finds another client's task: the common path never touches it.
+pub fn holders_dict(id: TaskId) -> String {
+    format!("lovage.holders.{id}")
+}
+
+/// The entry of a [holders dict](holders_dict) that says the task's sender released it (not a
+/// client token: those are 36-character ids).
+pub const SENDER_RELEASED: &[u8] = b"sender-released";
+
+/// True if a holders dict's keys name a holder (not only [`SENDER_RELEASED`]).
+pub(crate) fn any_holder<'a>(mut keys: impl Iterator<Item = &'a [u8]>) -> bool {
+    keys.any(|k| k != SENDER_RELEASED)
 }
 
 /// True if any of `recs` is a final record.

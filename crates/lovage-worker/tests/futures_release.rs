@@ -1,7 +1,7 @@
 //! Results released when no future needs them (Dask's semantics), on memory, SQLite and
 //! Redis: the client forgets a finished task's record once its last future is dropped, but
-//! not while a clone lives, a call sent with `submit_after` waits for it, or after
-//! `fire_and_forget`.
+//! not while a clone lives, a call sent with `submit_after` waits for it, another client
+//! holds it (a keyed submit found it), or after `fire_and_forget`.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,7 +15,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use lovage_broker::{App, ResultRecord, Timestamp};
+use lovage_broker::{connect, holders_dict, App, ResultRecord, Timestamp};
 use lovage_core::{Codec, TaskId, TaskState};
 use lovage_flow::SubmitAfter;
 use lovage_macros::task;
@@ -162,6 +162,62 @@ fn a_waiting_dependent_keeps_its_input(fresh: Fresh) {
     until_forgotten(&app, &[a_id]);
 }
 
+/// A keyed result two clients hold (each on its own connection, as two processes would):
+/// the first to drop its last future does not forget it under the other, whichever of them
+/// sent the task; the last one does.
+fn two_clients_release_a_shared_result_once(fresh: Fresh) {
+    let _w = worker(&fresh.backend);
+    let app_a = fresh.app();
+    let app_b = App::with_backend(connect(fresh.backend.url()).unwrap());
+    let a = app_a.client().unwrap();
+    let b = app_b.client().unwrap();
+
+    // The sender lets go first.
+    let sent = a.submit_keyed("shared-square", square::s(7)).unwrap();
+    assert_eq!(sent.result_timeout(LONG).unwrap(), 49);
+    let id = sent.id();
+    let found = b.submit_keyed("shared-square", square::s(7)).unwrap();
+    assert_eq!(found.id(), id, "B's keyed submit found A's task");
+    drop(sent);
+    std::thread::sleep(SETTLE);
+    assert!(
+        app_a.record(id).unwrap().is_some(),
+        "A's release forgot a result B still holds"
+    );
+    assert_eq!(found.result_timeout(LONG).unwrap(), 49);
+    drop(found);
+    until_forgotten(&app_a, &[id]);
+    assert!(
+        fresh
+            .backend
+            .shared()
+            .dict_is_empty(&holders_dict(id))
+            .unwrap(),
+        "the holders are cleared with the record"
+    );
+
+    // The other client lets go first.
+    let sent = a.submit_keyed("shared-cube", square::s(8)).unwrap();
+    assert_eq!(sent.result_timeout(LONG).unwrap(), 64);
+    let id = sent.id();
+    let found = b.submit_keyed("shared-cube", square::s(8)).unwrap();
+    assert_eq!(found.id(), id);
+    assert_eq!(found.result_timeout(LONG).unwrap(), 64);
+    drop(found);
+    std::thread::sleep(SETTLE);
+    assert!(
+        app_a.record(id).unwrap().is_some(),
+        "B's release forgot a result A (its sender) still holds"
+    );
+    drop(sent);
+    until_forgotten(&app_a, &[id]);
+    assert!(fresh
+        .backend
+        .shared()
+        .dict_is_empty(&holders_dict(id))
+        .unwrap());
+}
+
 macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
         mod memory_backend {
@@ -180,4 +236,5 @@ on_every_backend!(
     dropped_futures_release_their_results,
     a_clone_keeps_the_result,
     a_waiting_dependent_keeps_its_input,
+    two_clients_release_a_shared_result_once,
 );

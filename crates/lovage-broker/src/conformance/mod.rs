@@ -27,7 +27,7 @@
 //! # Writing a test
 //!
 //! Tests are declared once, inside a `conformance_tests!` block of one of this module's
-//! files (the task's life in `broker`, tasks queued for a worker in `affinity`, outcomes in `results`, workflows in `workflow`, locks,
+//! files (the task's life in `broker`, tasks queued for a worker in `affinity`, outcomes in `results`, results two clients share in `holders`, workflows in `workflow`, locks,
 //! rate limits and worker presence in `coordination`, the operators' traits in `ops`, shared dicts and lists in `shared`); the block makes both the function and
 //! the module's entry in the list, so no test is written without being run. A test takes the
 //! [`Fixture`] by value and drops it (cleaning up) when it returns or panics. `cargo fmt` does
@@ -69,6 +69,7 @@ pub mod affinity;
 pub mod broker;
 pub mod coordination;
 pub mod fixtures;
+pub mod holders;
 pub mod ops;
 pub mod results;
 pub mod shared;
@@ -164,6 +165,7 @@ pub fn tests() -> impl Iterator<Item = (&'static str, Test)> {
         broker::TESTS,
         affinity::TESTS,
         results::TESTS,
+        holders::TESTS,
         workflow::TESTS,
         coordination::TESTS,
         ops::TESTS,

@@ -144,8 +144,9 @@ impl Client {
     /// nothing is sent. Once the record has expired, the key runs again. A task queued by
     /// another client that has not started yet is not seen (it would run twice, under the
     /// same id). Plain [`submit`](Self::submit) never deduplicates (Dask's `pure=False`).
-    /// The record is released with the key's last future in this client (see the module
-    /// docs): after that, the key runs again.
+    /// The record is released with the key's last future in any client that holds it (a
+    /// client that found another's task registers in its holders dict: see `release.rs`):
+    /// after that, the key runs again.
     pub fn submit_keyed<R>(&self, key: &str, sig: TypedSignature<R>) -> Result<TaskFuture<R>>
     where
         R: DeserializeOwned + Send + 'static,
@@ -158,12 +159,44 @@ impl Client {
             let watch = &self.inner.watch;
             let _forgetting = watch.forgetting.lock().unwrap_or_else(|p| p.into_inner());
             let known = watch.contains(id);
-            let future = self.watch(id);
-            if known || self.app.backend().results().get(id)?.is_some() {
-                return Ok(future);
+            let results = self.app.backend().results();
+            if watch.hold_kind(id).is_some() {
+                // This client sent it, or shares it already: the new hold joins its count.
+                let future = self.watch(id);
+                if known || results.get(id)?.is_some() {
+                    return Ok(future);
+                }
+                future
+            } else {
+                // Maybe another client's task: this client registers as its holder before it
+                // reads the record, so the sender's release (atomic with its check of the
+                // holders) keeps a record found here.
+                let holders = crate::holders_dict(id);
+                let shared = self.app.backend().shared();
+                shared.dict_set(&holders, &[(watch.token.clone(), Vec::new())])?;
+                let future = self.watch_with(id, watcher::decode_value::<R>, Holds::Shared);
+                if known || results.get(id)?.is_some() {
+                    return Ok(future);
+                }
+                // Not there: this client sends it, and holds it as its sender.
+                watch.hold_as_sender(id);
+                shared.dict_remove(&holders, &watch.token)?;
+                future
             }
-            future
         };
+        self.send_keyed(id, sig, future)
+    }
+
+    /// Sends `sig` under the key's `id`, for `future` (made already).
+    fn send_keyed<R>(
+        &self,
+        id: TaskId,
+        sig: TypedSignature<R>,
+        future: TaskFuture<R>,
+    ) -> Result<TaskFuture<R>>
+    where
+        R: DeserializeOwned + Send + 'static,
+    {
         let mut env = awaited(self.app.envelope(sig.into_signature()));
         env.id = id;
         if let Err(e) = self
@@ -256,7 +289,9 @@ impl Client {
     /// for whoever else looks at the task (it is not released with the futures).
     pub fn cancel<R: Send + 'static>(&self, future: &TaskFuture<R>) -> Result<()> {
         let revoked = future.cancel_with(&self.app);
-        self.inner.watch.unhold_all(future.id);
+        if self.inner.watch.unhold_all(future.id) {
+            leave_holders(self.app.backend(), future.id, &self.inner.watch.token);
+        }
         revoked
     }
 
@@ -265,7 +300,9 @@ impl Client {
     /// client's futures on it are dropped).
     pub fn fire_and_forget<R: Send + 'static>(&self, future: TaskFuture<R>) {
         self.inner.watch.remove(future.id);
-        self.inner.watch.unhold_all(future.id);
+        if self.inner.watch.unhold_all(future.id) {
+            leave_holders(self.app.backend(), future.id, &self.inner.watch.token);
+        }
     }
 
     /// Sends calls whose arguments are already encoded, in one broker write; each future gives
@@ -346,7 +383,7 @@ impl Client {
         let watch = &self.inner.watch;
         let (completer, handle) = TaskHandle::promise();
         let pending = Box::new(Typed::new(completer, decode));
-        let hold = watch.add_holding(id, pending, holds == Holds::IfHeld);
+        let hold = watch.add_holding(id, pending, holds);
         TaskFuture {
             id,
             handle,
@@ -362,6 +399,9 @@ impl Client {
 enum Holds {
     /// The client sent the task: the future holds it.
     Sent,
+    /// Another client sent it (a keyed submit found its record): the future holds it with
+    /// that client, through the task's [holders dict](crate::holders_dict).
+    Shared,
     /// Only if the client holds it already.
     IfHeld,
 }
@@ -370,6 +410,18 @@ enum Holds {
 /// graph, node, input index); a released result is kept while it is not empty.
 pub fn waiting_dict(id: TaskId) -> String {
     format!("lovage.after.{id}")
+}
+
+/// Removes this client's entry (`token`) from `id`'s holders dict without forgetting anything:
+/// a shared future handed to `fire_and_forget` or cancelled, whose record lives out its time
+/// to live.
+fn leave_holders(backend: &crate::Backend, id: TaskId, token: &[u8]) {
+    if let Err(e) = backend
+        .shared()
+        .dict_remove(&crate::holders_dict(id), token)
+    {
+        tracing::warn!(error = %e, %id, "could not remove this client from a task's holders");
+    }
 }
 
 /// Marks a task whose future may become another call's argument: the worker that finishes

@@ -10,9 +10,19 @@
 //! checked again every [`RECHECK`] for [`GIVE_UP`], then left to its time to live. Tasks handed
 //! to `fire_and_forget` are not counted: their records live out their time to live.
 //!
-//! The count is per client: a task whose futures live in two clients (or processes) is
-//! released by the first to drop its last one. Keep a future alive in the client that sent
-//! the task, or fire-and-forget it, while others use the task.
+//! Holds are counted per client; a task another client sent is *shared*. A keyed submit that
+//! does not hold its task already first registers the client in the task's holders dict
+//! ([`holders_dict`](crate::holders_dict), keyed by a token per client), then reads the
+//! record: found, the client holds it as a sharer; not found, it removes its entry and sends
+//! the task itself. The sender's pass forgets with
+//! [`forget_unshared`](crate::ResultStore::forget_unshared), which in one atomic step skips
+//! (and marks with [`SENDER_RELEASED`](crate::SENDER_RELEASED)) every id with a holder entry;
+//! a sharer's pass lets go with [`unshare`](crate::ResultStore::unshare), which removes its
+//! entry and, when only the sender's mark is left, forgets the record. So the record goes
+//! with the last hold in any client, and `map`, `submit` and a keyed submit of a task this
+//! client sent never touch the holders dicts. A sharer's future handed to `fire_and_forget` (or
+//! cancelled) only removes its entry, and a client dropped with shared futures alive leaves
+//! its entry: those records live out their time to live.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +30,7 @@ use std::time::{Duration, Instant};
 use lovage_core::TaskId;
 
 use super::watcher::{Watch, Watched};
+use super::Holds;
 use crate::Backend;
 
 /// Most released records one pass forgets: the watcher's other work waits for one batch only.
@@ -40,6 +51,9 @@ const GIVE_UP: Duration = Duration::from_secs(60);
 pub(crate) struct Held {
     count: usize,
     finished: bool,
+    /// Another client sent the task: its release removes this client's holder entry
+    /// ([`ResultStore::unshare`](crate::ResultStore::unshare)) instead of forgetting.
+    shared: bool,
     /// Which counting this is: a hold from before a `fire_and_forget` (or `cancel`) ended the
     /// counting does not count against a later one.
     generation: u64,
@@ -82,9 +96,10 @@ impl Drop for Hold {
             return;
         }
         if h.finished {
+            let shared = h.shared;
             st.held.remove(&self.id);
             if !st.closed {
-                st.release_id(self.id);
+                st.release_id(self.id, shared);
                 drop(st);
                 self.watch.changed.notify_one();
             }
@@ -97,7 +112,10 @@ impl Drop for Hold {
 }
 
 impl Watched {
-    fn release_id(&mut self, id: TaskId) {
+    fn release_id(&mut self, id: TaskId, shared: bool) {
+        if shared {
+            self.unsharing.insert(id);
+        }
         self.released.push(id);
         self.released_since.get_or_insert_with(Instant::now);
     }
@@ -121,8 +139,9 @@ impl Watched {
     pub(super) fn finished(&mut self, id: TaskId) {
         if let Some(h) = self.held.get_mut(&id) {
             if h.count == 0 {
+                let shared = h.shared;
                 self.held.remove(&id);
-                self.release_id(id);
+                self.release_id(id, shared);
             } else {
                 h.finished = true;
             }
@@ -132,20 +151,22 @@ impl Watched {
 
 impl Watch {
     /// Starts watching `id` for a new future and gives it a hold on the task's record, in one
-    /// step; with `only_if_held`, the hold only when the client holds the record already (a
-    /// future on a task sent elsewhere holds nothing).
+    /// step; with [`Holds::IfHeld`], the hold only when the client holds the record already (a
+    /// future on a task sent elsewhere holds nothing). A new count of holds is shared with
+    /// [`Holds::Shared`]; a hold joins an existing count as it is.
     pub(super) fn add_holding(
         self: &Arc<Self>,
         id: TaskId,
         pending: Box<dyn super::watcher::Pending>,
-        only_if_held: bool,
+        holds: Holds,
     ) -> Option<Arc<Hold>> {
         let mut st = self.lock();
-        let hold = (!only_if_held || st.held.contains_key(&id)).then(|| {
+        let hold = (holds != Holds::IfHeld || st.held.contains_key(&id)).then(|| {
             st.generations += 1;
             let next = st.generations;
             let h = st.held.entry(id).or_insert_with(|| Held {
                 generation: next,
+                shared: holds == Holds::Shared,
                 ..Held::default()
             });
             h.count += 1;
@@ -164,9 +185,34 @@ impl Watch {
         self.lock().held.contains_key(&id)
     }
 
+    /// How this client holds `id`, if it does: `Some(false)` for a task it sent (held, or
+    /// released and not forgotten yet), `Some(true)` for one it shares (see
+    /// [`Client::submit_keyed`](super::Client::submit_keyed)). Scans the released ids: for a
+    /// keyed submit only.
+    pub(super) fn hold_kind(&self, id: TaskId) -> Option<bool> {
+        let st = self.lock();
+        if let Some(h) = st.held.get(&id) {
+            return Some(h.shared);
+        }
+        if st.unsharing.contains(&id) {
+            return Some(true);
+        }
+        let released = st.released.contains(&id) || st.deferred.ids.iter().any(|(i, _)| *i == id);
+        released.then_some(false)
+    }
+
+    /// The shared hold on `id` becomes a sender's (its keyed submit found no record, so the
+    /// client sends the task itself).
+    pub(super) fn hold_as_sender(&self, id: TaskId) {
+        if let Some(h) = self.lock().held.get_mut(&id) {
+            h.shared = false;
+        }
+    }
+
     /// Stops counting the holds on `id` (fire-and-forget): its record lives its time to live.
-    pub(super) fn unhold_all(&self, id: TaskId) {
-        self.lock().held.remove(&id);
+    /// True if the holds were shared (the caller removes this client's holder entry).
+    pub(super) fn unhold_all(&self, id: TaskId) -> bool {
+        self.lock().held.remove(&id).is_some_and(|h| h.shared)
     }
 
     /// Forgets the released records that no call waits for and no hold came back to; those
@@ -204,23 +250,55 @@ impl Watch {
             }
         };
         let mut free = Vec::with_capacity(ids.len());
+        let mut unshared = Vec::new();
+        let mut given_up = Vec::new();
         let mut busy = Vec::new();
         {
-            let st = self.lock();
+            let mut st = self.lock();
             for ((id, first), list) in ids.into_iter().zip(lists) {
                 if st.held.contains_key(&id) {
-                    continue; // held again (a keyed submit found it)
+                    // Held again (a keyed submit found it): the new count says how.
+                    st.unsharing.remove(&id);
+                    continue;
                 }
+                let shared = st.unsharing.remove(&id);
                 if list.is_empty() {
-                    free.push(id);
+                    if shared {
+                        unshared.push(id);
+                    } else {
+                        free.push(id);
+                    }
                 } else if now.duration_since(first) < GIVE_UP {
+                    if shared {
+                        st.unsharing.insert(id);
+                    }
                     busy.push((id, first));
+                } else if shared {
+                    // Left to its time to live, as a sender's: only this client's entry goes.
+                    given_up.push(id);
                 }
             }
         }
         if !free.is_empty() {
-            if let Err(e) = backend.results().forget(&free) {
-                tracing::warn!(error = %e, count = free.len(), "could not forget released results; they live out their time to live");
+            match backend.results().forget_unshared(&free) {
+                Ok(kept) if !kept.is_empty() => {
+                    tracing::debug!(
+                        count = kept.len(),
+                        "released results other clients share are kept for them"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, count = free.len(), "could not forget released results; they live out their time to live");
+                }
+            }
+        }
+        for id in given_up {
+            super::leave_holders(backend, id, &self.token);
+        }
+        for id in unshared {
+            if let Err(e) = backend.results().unshare(id, &self.token) {
+                tracing::warn!(error = %e, %id, "could not let go of a shared result; it lives out its time to live");
             }
         }
         if !busy.is_empty() {
@@ -241,15 +319,47 @@ mod tests {
         Box::new(Typed::new(completer, raw_value))
     }
 
+    /// A shared hold is let go of as shared (the pass unshares it, not forgets it), and a
+    /// keyed submit before the pass joins it as shared; a sender's released id is its own.
+    #[test]
+    fn a_shared_hold_is_released_as_shared() {
+        let w = Watch::new();
+        let (shared, sent, other) = (TaskId::new(), TaskId::new(), TaskId::new());
+        let s = w.add_holding(shared, pending(), Holds::Shared).unwrap();
+        let o = w.add_holding(sent, pending(), Holds::Sent).unwrap();
+        assert_eq!(
+            (w.hold_kind(shared), w.hold_kind(sent)),
+            (Some(true), Some(false))
+        );
+        assert_eq!(w.hold_kind(other), None);
+        w.lock().finished(shared);
+        w.lock().finished(sent);
+        drop((s, o));
+        assert_eq!(w.lock().released, vec![shared, sent]);
+        assert!(w.lock().unsharing.contains(&shared));
+        assert!(!w.lock().unsharing.contains(&sent));
+        // Released, not forgotten yet: still this client's, as before.
+        assert_eq!(
+            (w.hold_kind(shared), w.hold_kind(sent)),
+            (Some(true), Some(false))
+        );
+        // A keyed submit that finds no record sends the task: its hold becomes a sender's.
+        let t = w.add_holding(other, pending(), Holds::Shared).unwrap();
+        w.hold_as_sender(other);
+        assert_eq!(w.hold_kind(other), Some(false));
+        assert!(!w.unhold_all(other), "not shared any more");
+        drop(t);
+    }
+
     /// A hold from before `fire_and_forget` ended the counting, dropped after a new future
     /// on the same task started another, does not count against the new one.
     #[test]
     fn an_old_hold_does_not_count_against_a_new_one() {
         let w = Watch::new();
         let id = TaskId::new();
-        let old = w.add_holding(id, pending(), false).unwrap();
+        let old = w.add_holding(id, pending(), Holds::Sent).unwrap();
         w.unhold_all(id);
-        let new = w.add_holding(id, pending(), false).unwrap();
+        let new = w.add_holding(id, pending(), Holds::Sent).unwrap();
         w.lock().finished(id);
         drop(old);
         assert!(w.holds(id), "the new hold was counted down");

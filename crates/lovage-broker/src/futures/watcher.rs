@@ -251,6 +251,9 @@ pub(super) struct Watched {
     pub(super) held: HashMap<TaskId, Held>,
     /// Finished tasks no future holds any more, whose records the next pass forgets.
     pub(super) released: Vec<TaskId>,
+    /// The ids of `released` (and `deferred`) whose holds were shared: the pass lets go of
+    /// them with `unshare`, not `forget_unshared`.
+    pub(super) unsharing: std::collections::HashSet<TaskId>,
     /// Counts the [`Held`] entries ever made (each one's generation).
     pub(super) generations: u64,
     /// When the oldest of `released` was released.
@@ -325,6 +328,9 @@ pub(crate) struct Watch {
     /// it takes its hold and reads the record: a record is never forgotten under a keyed
     /// submit that just found it.
     pub(super) forgetting: Mutex<()>,
+    /// This client's key in the holders dicts of the tasks it shares
+    /// ([`crate::holders_dict`]).
+    pub(super) token: Vec<u8>,
 }
 
 impl Watch {
@@ -333,6 +339,7 @@ impl Watch {
             state: Mutex::new(Watched::default()),
             changed: Condvar::new(),
             forgetting: Mutex::new(()),
+            token: TaskId::new().to_string().into_bytes(),
         })
     }
 

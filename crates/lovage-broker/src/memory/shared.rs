@@ -14,8 +14,44 @@ pub(super) struct Objects {
     lists: HashMap<String, VecDeque<Vec<u8>>>,
 }
 
+impl Objects {
+    /// A holders dict (see [`crate::holders_dict`]) with a holder gets the sender's mark:
+    /// true; one without is left alone: false.
+    pub(super) fn mark_if_held(&mut self, dict: &str) -> bool {
+        let Some(d) = self.dicts.get_mut(dict) else {
+            return false;
+        };
+        let held = crate::results::any_holder(d.keys().map(Vec::as_slice));
+        if held {
+            d.insert(crate::SENDER_RELEASED.to_vec(), b"1".to_vec());
+        }
+        held
+    }
+
+    /// Removes `dict` altogether.
+    pub(super) fn drop_dict(&mut self, dict: &str) {
+        self.dicts.remove(dict);
+    }
+
+    /// Removes `holder` from the holders dict `dict`; true (and the dict cleared) when only
+    /// the sender's mark is left.
+    pub(super) fn unhold(&mut self, dict: &str, holder: &[u8]) -> bool {
+        let Some(d) = self.dicts.get_mut(dict) else {
+            return false;
+        };
+        d.remove(holder);
+        let last = !crate::results::any_holder(d.keys().map(Vec::as_slice));
+        let released = d.contains_key(crate::SENDER_RELEASED);
+        if last {
+            // Empty, or only the mark: nothing is left to keep.
+            self.dicts.remove(dict);
+        }
+        last && released
+    }
+}
+
 impl MemoryBackend {
-    fn objects(&self) -> MutexGuard<'_, Objects> {
+    pub(super) fn objects(&self) -> MutexGuard<'_, Objects> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -1145,6 +1145,14 @@ impl ResultStore for RedisBackend {
         self.forget_results(ids)
     }
 
+    fn forget_unshared(&self, ids: &[TaskId]) -> Result<Vec<TaskId>> {
+        self.forget_unshared_results(ids)
+    }
+
+    fn unshare(&self, id: TaskId, holder: &[u8]) -> Result<bool> {
+        self.unshare_result(id, holder)
+    }
+
     fn purge_expired(&self) -> Result<u64> {
         // Redis expires the result hashes itself; the task index forgets ids older than
         // INDEX_KEPT (their records are gone or kept forever: listing stops there).

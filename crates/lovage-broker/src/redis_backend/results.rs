@@ -202,6 +202,54 @@ impl RedisBackend {
         Ok(gone)
     }
 
+    /// The keys `FORGET_UNSHARED` and `UNSHARE` take after an id: its holders dict, its two
+    /// result hashes, its join and its blob.
+    fn id_keys(&self, id: TaskId) -> [String; 5] {
+        let b = bucket(id);
+        [
+            self.dict_key(&crate::holders_dict(id)),
+            self.result_key(b, false),
+            self.result_key(b, true),
+            self.key(&format!("j:{id}")),
+            self.key(&format!("b:{id}")),
+        ]
+    }
+
+    /// [`ResultStore::forget_unshared`](crate::ResultStore::forget_unshared): one script call
+    /// per chunk of ids, each atomic (an id is checked and forgotten or marked in one step).
+    pub(super) fn forget_unshared_results(&self, ids: &[TaskId]) -> Result<Vec<TaskId>> {
+        let script = redis::Script::new(super::scripts::FORGET_UNSHARED);
+        let mut kept = Vec::new();
+        for chunk in ids.chunks(500) {
+            let mut inv = script.prepare_invoke();
+            inv.arg(crate::SENDER_RELEASED);
+            for id in chunk {
+                inv.arg(id.to_string()).arg(&self.id_keys(*id)[..]);
+            }
+            let held: Vec<String> = self.with_conn("forget unshared results", |c| inv.invoke(c))?;
+            for id in held {
+                kept.push(id.parse().map_err(|_| {
+                    crate::BrokerError::Corrupt(format!(
+                        "forget_unshared returned {id:?}, which is not a task id"
+                    ))
+                })?);
+            }
+        }
+        Ok(kept)
+    }
+
+    /// [`ResultStore::unshare`](crate::ResultStore::unshare): one script call.
+    pub(super) fn unshare_result(&self, id: TaskId, holder: &[u8]) -> Result<bool> {
+        let script = redis::Script::new(super::scripts::UNSHARE);
+        let mut inv = script.prepare_invoke();
+        inv.arg(holder)
+            .arg(crate::SENDER_RELEASED)
+            .arg(id.to_string())
+            .arg(&self.id_keys(id)[..]);
+        let forgot: i64 = self.with_conn("unshare a result", |c| inv.invoke(c))?;
+        Ok(forgot == 1)
+    }
+
     /// The records of `ids`, after registering a waiter for each of `watched` (for `ttl`) so
     /// that a final record stored after the read pushes a wake-up to its `P:n:<id>` list.
     pub(super) fn read_results_watching(

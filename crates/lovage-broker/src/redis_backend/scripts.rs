@@ -723,6 +723,42 @@ end
 return out
 "#;
 
+pub(super) const FORGET_UNSHARED: &str = r#"
+-- ARGV: the sender's mark, then (id, holders dict, result hash, kept result hash, join, blob)
+-- per id. An id whose holders dict names a holder is marked and returned; the others are
+-- forgotten with their dict (see ResultStore::forget_unshared).
+local mark = ARGV[1]
+local kept = {}
+for i = 2, #ARGV, 6 do
+  local id, holders = ARGV[i], ARGV[i + 1]
+  if redis.call('HLEN', holders) - redis.call('HEXISTS', holders, mark) > 0 then
+    redis.call('HSET', holders, mark, '1')
+    kept[#kept + 1] = id
+  else
+    redis.call('HDEL', ARGV[i + 2], id)
+    redis.call('HDEL', ARGV[i + 3], id)
+    redis.call('UNLINK', holders, ARGV[i + 4], ARGV[i + 5])
+  end
+end
+return kept
+"#;
+
+pub(super) const UNSHARE: &str = r#"
+-- ARGV: holder token, the sender's mark, id, holders dict, result hash, kept result hash, join,
+-- blob. Removes the holder; with no holder left the dict goes, and the record too if the
+-- sender's mark was there. Returns 1 if it forgot.
+local holders = ARGV[4]
+redis.call('HDEL', holders, ARGV[1])
+local marked = redis.call('HEXISTS', holders, ARGV[2])
+if redis.call('HLEN', holders) - marked > 0 then return 0 end
+redis.call('UNLINK', holders)
+if marked == 0 then return 0 end
+redis.call('HDEL', ARGV[5], ARGV[3])
+redis.call('HDEL', ARGV[6], ARGV[3])
+redis.call('UNLINK', ARGV[7], ARGV[8])
+return 1
+"#;
+
 pub(super) const LOCK: &str = r#"
 -- ARGV: key, holder, ttl ms. Taken when free or ours (renewed); a lapsed lock has expired.
 local h = redis.call('GET', ARGV[1])

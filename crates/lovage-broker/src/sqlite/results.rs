@@ -13,6 +13,21 @@ use super::SqliteBackend;
 use crate::corrupt::unreadable_result;
 use crate::{JoinEntry, Locks, Result, ResultRecord, ResultStore, Timestamp, ONCE_TTL};
 
+/// Deletes `id`'s record, join and blob in `tx`; 1 if there was a record.
+fn forget_in(tx: &rusqlite::Transaction<'_>, id: TaskId) -> rusqlite::Result<u64> {
+    let key = id.to_string();
+    let gone = tx
+        .prepare_cached("DELETE FROM results WHERE id = ?1")?
+        .execute([&key])?;
+    tx.prepare_cached("DELETE FROM joins WHERE id = ?1")?
+        .execute([&key])?;
+    tx.prepare_cached("DELETE FROM join_counts WHERE id = ?1")?
+        .execute([&key])?;
+    tx.prepare_cached("DELETE FROM blobs WHERE id = ?1")?
+        .execute([&key])?;
+    Ok(gone as u64)
+}
+
 impl ResultStore for SqliteBackend {
     fn store(&self, records: &[ResultRecord]) -> Result<()> {
         if records.is_empty() {
@@ -148,19 +163,62 @@ impl ResultStore for SqliteBackend {
             return Ok(0);
         }
         self.write("forget results", |tx| {
-            let mut record = tx.prepare_cached("DELETE FROM results WHERE id = ?1")?;
-            let mut join = tx.prepare_cached("DELETE FROM joins WHERE id = ?1")?;
-            let mut count = tx.prepare_cached("DELETE FROM join_counts WHERE id = ?1")?;
-            let mut blob = tx.prepare_cached("DELETE FROM blobs WHERE id = ?1")?;
-            let mut gone = 0;
+            ids.iter().map(|id| forget_in(tx, *id)).sum()
+        })
+    }
+
+    fn forget_unshared(&self, ids: &[TaskId]) -> Result<Vec<TaskId>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write("forget unshared results", |tx| {
+            let mut holders = tx.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM shared_dicts WHERE name = ?1 AND key != ?2)",
+            )?;
+            let mut mark = tx.prepare_cached(
+                "INSERT INTO shared_dicts (name, key, value) VALUES (?1, ?2, x'31') \
+                 ON CONFLICT(name, key) DO NOTHING",
+            )?;
+            let mut clear = tx.prepare_cached("DELETE FROM shared_dicts WHERE name = ?1")?;
+            let mut kept = Vec::new();
             for id in ids {
-                let key = id.to_string();
-                gone += record.execute([&key])? as u64;
-                join.execute([&key])?;
-                count.execute([&key])?;
-                blob.execute([&key])?;
+                let dict = crate::holders_dict(*id);
+                let held: bool =
+                    holders.query_row(params![dict, crate::SENDER_RELEASED], |r| r.get(0))?;
+                if held {
+                    mark.execute(params![dict, crate::SENDER_RELEASED])?;
+                    kept.push(*id);
+                } else {
+                    clear.execute([&dict])?;
+                    forget_in(tx, *id)?;
+                }
             }
-            Ok(gone)
+            Ok(kept)
+        })
+    }
+
+    fn unshare(&self, id: TaskId, holder: &[u8]) -> Result<bool> {
+        let dict = crate::holders_dict(id);
+        self.write("unshare a result", |tx| {
+            tx.prepare_cached("DELETE FROM shared_dicts WHERE name = ?1 AND key = ?2")?
+                .execute(params![dict, holder])?;
+            let held: bool = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM shared_dicts WHERE name = ?1 AND key != ?2)",
+                )?
+                .query_row(params![dict, crate::SENDER_RELEASED], |r| r.get(0))?;
+            if held {
+                return Ok(false);
+            }
+            // No holder left: the sender's mark (if any) goes with the dict.
+            let released = tx
+                .prepare_cached("DELETE FROM shared_dicts WHERE name = ?1")?
+                .execute([&dict])?
+                > 0;
+            if released {
+                forget_in(tx, id)?;
+            }
+            Ok(released)
         })
     }
 
