@@ -209,19 +209,18 @@ impl DataStore {
     /// a broadcast copied it here): read in place, no fetch. `None` when it is not here (or
     /// its file cannot be read), so the caller fetches it.
     pub fn read_own(&self, r: &ResultRef) -> Option<Result<serde_json::Value, FetchError>> {
-        let decoded = match self.get(&r.key)? {
-            Kept::Memory(bytes) if bytes.len() as u64 == r.size => r.decode_value(&bytes),
-            Kept::File(path) => {
-                let bytes = std::fs::read(path).ok()?;
-                if bytes.len() as u64 != r.size {
-                    return None;
-                }
-                r.decode_value(&bytes)
-            }
-            Kept::Memory(_) => return None,
+        let whole = match self.get(&r.key)? {
+            Kept::Memory(bytes) => bytes,
+            Kept::File(path) => Arc::new(std::fs::read(path).ok()?),
         };
+        // An element's reference (a shuffle's piece) reads its range of the value.
+        let start = r.item.map_or(0, |i| i.start) as usize;
+        let bytes = whole.get(start..start.checked_add(r.size as usize)?)?;
+        if r.item.is_none() && bytes.len() != whole.len() {
+            return None;
+        }
         lovage_broker::dataref::note_read_locally(r.size);
-        Some(decoded)
+        Some(r.decode_value(bytes))
     }
 
     /// Drops the value `key` (memory, or its file); false if it is not here.
