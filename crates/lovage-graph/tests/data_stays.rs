@@ -37,27 +37,13 @@ use libtest_mimic::Arguments;
 use lovage_broker::dataref::bytes_fetched;
 use lovage_broker::{connect, App};
 use lovage_graph::Graph;
-use lovage_testkit::{on_brokers, redis_base, Process};
+use lovage_testkit::{letters as text, on_brokers, redis_base, Process};
 use lovage_worker::{DataConfig, Worker, WorkerConfig};
 
 /// The intermediate's size.
 const BIG: usize = 64 << 20;
 const LONG: Duration = Duration::from_secs(300);
 const GIB: usize = 1 << 30;
-
-/// `n` letters that depend on `seed` (xorshift).
-fn text(n: usize, seed: u64) -> String {
-    let mut x = seed | 1;
-    let bytes: Vec<u8> = (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            b'a' + (x % 26) as u8
-        })
-        .collect();
-    String::from_utf8(bytes).unwrap()
-}
 
 /// What `digest` says of a text: its length and byte sum.
 fn summary(s: &str) -> String {

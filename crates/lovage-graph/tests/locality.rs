@@ -25,26 +25,12 @@ use lovage_broker::dataref::{bytes_fetched, bytes_read_locally};
 use lovage_broker::{connect, App, Client};
 use lovage_core::{Codec, Signature, TaskId};
 use lovage_graph::Graph;
-use lovage_testkit::{on_brokers, Process};
+use lovage_testkit::{letters as text, on_brokers, Process};
 use lovage_worker::{DataConfig, Worker, WorkerConfig};
 
 /// The kept value's size: well above the 64 KiB threshold.
 const N: usize = 1 << 20;
 const LONG: Duration = Duration::from_secs(120);
-
-/// `n` letters that depend on `seed` (xorshift).
-fn text(n: usize, seed: u64) -> String {
-    let mut x = seed | 1;
-    let bytes: Vec<u8> = (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            b'a' + (x % 26) as u8
-        })
-        .collect();
-    String::from_utf8(bytes).unwrap()
-}
 
 /// A text's length and byte sum.
 fn summary(s: &str) -> String {

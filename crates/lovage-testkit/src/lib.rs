@@ -289,3 +289,17 @@ impl Drop for Process {
         let _ = self.0.wait();
     }
 }
+
+/// `n` lowercase letters that depend only on `seed` (xorshift): test data whose content differs
+/// by seed and is the same in every process.
+pub fn letters(n: usize, seed: u64) -> String {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
+}
