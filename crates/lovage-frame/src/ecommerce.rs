@@ -4,6 +4,7 @@
 //! the max and min price, sales by category, the top 5 products, a bar chart, and the mean of
 //! many random numbers with `lovage::array`.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lovage_collections::array::Array;
@@ -151,9 +152,49 @@ pub fn run(scheduler: Scheduler<'_>, sizes: &Sizes) -> Result<Report, Error> {
         result: format!("{} rows in {} partitions", sizes.rows, parts.len()),
     });
     let g = Graph::new();
-    let df = Frame::from_partitions(&g, parts)?.with_columns([(col("price")
-        * col("units_sold").cast(DataType::Float64))
-    .alias("total_sales")])?;
+    let df = Frame::from_partitions(&g, parts)?;
+    questions(scheduler, df, sizes, steps)
+}
+
+/// Runs every step on `scheduler` (a broker's workers, say) over Parquet files: the rows are
+/// generated on `local` (a thread pool of this process: generating runs a closure) and
+/// written to `dir`, a file per partition, once; then each question is one computation
+/// that reads the files where its tasks run (Dask's `read_parquet`), so no rows travel
+/// through the broker. `dir` must be readable by every worker.
+pub fn run_on_files(
+    local: Scheduler<'_>,
+    scheduler: Scheduler<'_>,
+    sizes: &Sizes,
+    dir: &Path,
+) -> Result<Report, Error> {
+    let mut steps = Vec::new();
+    let g = Graph::new();
+    let (files, took) = timed(|| {
+        let written = sales(&g, sizes.rows, sizes.partitions).to_parquet(dir)?;
+        compute(&g, local, written)
+    })?;
+    steps.push(Step {
+        name: "generate (Parquet files)",
+        took,
+        result: format!("{} rows in {} files", sizes.rows, files.len()),
+    });
+    let g = Graph::new();
+    let pattern = dir.join("*.parquet");
+    let df = crate::read_parquet(&g, &pattern.display().to_string())?;
+    questions(scheduler, df, sizes, steps)
+}
+
+/// The seed's questions over `sales` (the generated rows), each timed and pushed on `steps`.
+fn questions(
+    scheduler: Scheduler<'_>,
+    sales: Frame<'_>,
+    sizes: &Sizes,
+    mut steps: Vec<Step>,
+) -> Result<Report, Error> {
+    let g = sales.graph();
+    let df = sales.with_columns([
+        (col("price") * col("units_sold").cast(DataType::Float64)).alias("total_sales")
+    ])?;
 
     let (mean, took) = timed(|| compute(&g, scheduler, df.reduce([agg::mean("total_sales")])?))?;
     let mean_total_sales = f64_at(&mean, "total_sales", 0)?;

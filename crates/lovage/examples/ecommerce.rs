@@ -4,7 +4,9 @@
 //! a billion random numbers with `lovage::array`. Each step's time is printed.
 //!
 //! Run: `cargo run --release -p lovage --features frames --example ecommerce` (add `--quick`
-//! for 200,000 rows and ten million numbers).
+//! for 200,000 rows and ten million numbers). This runs on a thread pool; `lovage demo
+//! --frames` runs the same steps on threads and then on two worker processes through a
+//! broker.
 
 use lovage::frame::ecommerce::{run, Sizes};
 use lovage::graph::Threads;
