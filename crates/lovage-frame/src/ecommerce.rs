@@ -196,7 +196,7 @@ fn questions(
         (col("price") * col("units_sold").cast(DataType::Float64)).alias("total_sales")
     ])?;
 
-    let (mean, took) = timed(|| compute(&g, scheduler, df.reduce([agg::mean("total_sales")])?))?;
+    let (mean, took) = timed(|| compute(g, scheduler, df.reduce([agg::mean("total_sales")])?))?;
     let mean_total_sales = f64_at(&mean, "total_sales", 0)?;
     steps.push(Step {
         name: "mean total_sales",
@@ -206,7 +206,7 @@ fn questions(
 
     let (mm, took) = timed(|| {
         compute(
-            &g,
+            g,
             scheduler,
             df.reduce([
                 agg::max("price").alias("max"),
@@ -226,7 +226,7 @@ fn questions(
 
     let (cats, took) = timed(|| {
         compute(
-            &g,
+            g,
             scheduler,
             df.group_by(["category"]).agg([agg::sum("total_sales")])?,
         )
@@ -254,7 +254,7 @@ fn questions(
 
     let (top, took) = timed(|| {
         let totals = compute(
-            &g,
+            g,
             scheduler,
             df.group_by(["product_id"]).agg([agg::sum("total_sales")])?,
         )?;
