@@ -78,6 +78,18 @@ pub struct Report {
     pub svg: String,
 }
 
+/// Each step's name, time and finding on a line of its own, then the total time.
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for s in &self.steps {
+            let took = s.took.as_secs_f64();
+            writeln!(f, "  {:<40} {took:>9.3} s  {}", s.name, s.result)?;
+        }
+        let total: f64 = self.steps.iter().map(|s| s.took.as_secs_f64()).sum();
+        write!(f, "  {:<40} {total:>9.3} s", "total")
+    }
+}
+
 /// The schema of the generated rows.
 pub fn schema() -> Schema {
     Schema::from_iter([

@@ -21,16 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let pool = ThreadPool::new(2);
     let report = run(Threads(&pool), &sizes)?;
-    for step in &report.steps {
-        println!(
-            "{:<40} {:>9.3} s  {}",
-            step.name,
-            step.took.as_secs_f64(),
-            step.result
-        );
-    }
-    let total: f64 = report.steps.iter().map(|s| s.took.as_secs_f64()).sum();
-    println!("{:<40} {total:>9.3} s", "total");
+    println!("{report}");
     let path = std::env::temp_dir().join("lovage-ecommerce-sales-by-category.svg");
     std::fs::write(&path, &report.svg)?;
     println!("bar chart: {}", path.display());

@@ -287,7 +287,7 @@ fn frames(a: &DemoArgs) -> Result<(), Exit> {
     std::fs::write(&svg, &on_threads.svg).context("writing the bar chart")?;
     if !a.json {
         println!("on a thread pool of {} threads:", a.workers.max(1));
-        print_steps(&on_threads);
+        println!("{on_threads}");
         println!("bar chart: {}", svg.display());
     }
 
@@ -343,21 +343,7 @@ fn frames(a: &DemoArgs) -> Result<(), Exit> {
             "\non {} worker processes through {url} (the rows as Parquet files):",
             a.workers
         );
-        print_steps(&on_workers);
+        println!("{on_workers}");
     }
     Ok(())
-}
-
-#[cfg(feature = "frames")]
-fn print_steps(report: &lovage::frame::ecommerce::Report) {
-    for s in &report.steps {
-        println!(
-            "  {:<40} {:>9.3} s  {}",
-            s.name,
-            s.took.as_secs_f64(),
-            s.result
-        );
-    }
-    let total: f64 = report.steps.iter().map(|s| s.took.as_secs_f64()).sum();
-    println!("  {:<40} {total:>9.3} s", "total");
 }
