@@ -424,7 +424,10 @@ fn redis_deletes_the_keys_of_its_prefix_and_no_others() {
     let r = RedisBackend::open(&format!("{base}?prefix={prefix}")).unwrap();
     let backend = connect(&format!("{base}?prefix={prefix}")).unwrap();
     let ids: Vec<TaskId> = (0..3).map(|_| TaskId::new()).collect();
-    let records: Vec<_> = ids.iter().map(|id| record(*id, TaskState::Success)).collect();
+    let records: Vec<_> = ids
+        .iter()
+        .map(|id| record(*id, TaskState::Success))
+        .collect();
     backend.results().store(&records).unwrap();
     backend.results().put_blob(ids[0], b"blob").unwrap();
     let client = redis::Client::open(base.as_str()).unwrap();

@@ -154,9 +154,10 @@ pub struct BenchBroker {
     pub shown: String,
     /// A client on it.
     pub app: lovage::App,
-    /// The prefix to empty when dropped: Redis, and fresh when opened.
+    /// The prefix to empty when dropped: Redis, and fresh when opened (boxed: the backend is
+    /// large, and benches keep this beside smaller things).
     #[cfg(feature = "redis")]
-    cleanup: Option<lovage_broker::redis_backend::RedisBackend>,
+    cleanup: Option<Box<lovage_broker::redis_backend::RedisBackend>>,
 }
 
 pub fn bench_broker(url: Option<&str>) -> anyhow::Result<BenchBroker> {
@@ -212,7 +213,7 @@ pub fn bench_cluster(url: Option<&str>, n: usize, extra: &[&str]) -> anyhow::Res
 #[cfg(feature = "redis")]
 fn fresh_redis_prefix(
     url: &str,
-) -> anyhow::Result<Option<lovage_broker::redis_backend::RedisBackend>> {
+) -> anyhow::Result<Option<Box<lovage_broker::redis_backend::RedisBackend>>> {
     use lovage_broker::redis_backend::RedisBackend;
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
         return Ok(None);
@@ -233,7 +234,7 @@ fn fresh_redis_prefix(
         );
         return Ok(None);
     }
-    Ok(Some(r))
+    Ok(Some(Box::new(r)))
 }
 
 impl Drop for BenchBroker {
