@@ -566,8 +566,8 @@ fn bench_graph_map_sends_and_gathers_every_task_through_the_futures_client() {
     );
 }
 
-/// On a Redis broker, `bench graph` deletes the keys of its prefix once it is done (a run of
-/// 100,000 tasks left ~290,000); a prefix that held keys before it started is left alone,
+/// On a Redis broker, `bench graph` deletes the keys of its prefix once it is done (they were
+/// left behind); a prefix that held keys before it started is left alone,
 /// with a warning.
 #[test]
 fn bench_graph_on_redis_leaves_no_keys_behind_in_a_fresh_prefix() {

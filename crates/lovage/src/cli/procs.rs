@@ -143,7 +143,7 @@ impl Drop for WorkerProcesses {
 /// The broker a benchmark uses: `url` when given, else a fresh SQLite file in a temporary
 /// directory, which lives as long as this value. On a Redis URL whose prefix held no key when
 /// the bench opened it, every key under the prefix is deleted when this value is dropped (at
-/// the end of the bench, or on its error): a run of 100,000 tasks left ~290,000 keys. A prefix
+/// the end of the bench, or on its error), which a run would otherwise leave behind. A prefix
 /// that held keys already (another bench's, or a deployment's) is left as it is, with a
 /// warning.
 pub struct BenchBroker {
