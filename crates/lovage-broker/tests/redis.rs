@@ -411,3 +411,44 @@ fn a_waiter_does_not_pass_on_a_wake_up_for_an_unfinished_record() {
         "the waiter passed a wake-up for an unfinished record on"
     );
 }
+
+/// A tool's prefix is emptied whole (`delete_prefix_keys`), and only it: the glob characters
+/// of the prefix match themselves, so a neighbour that the unescaped pattern would match keeps
+/// its keys.
+#[test]
+fn redis_deletes_the_keys_of_its_prefix_and_no_others() {
+    use lovage_broker::redis_backend::RedisBackend;
+    let base = fixtures::redis_url();
+    let tag = TaskId::new();
+    let (prefix, neighbour) = (format!("lt-{tag}-[ab]"), format!("lt-{tag}-a"));
+    let r = RedisBackend::open(&format!("{base}?prefix={prefix}")).unwrap();
+    let backend = connect(&format!("{base}?prefix={prefix}")).unwrap();
+    let ids: Vec<TaskId> = (0..3).map(|_| TaskId::new()).collect();
+    let records: Vec<_> = ids
+        .iter()
+        .map(|id| record(*id, TaskState::Success))
+        .collect();
+    backend.results().store(&records).unwrap();
+    backend.results().put_blob(ids[0], b"blob").unwrap();
+    let client = redis::Client::open(base.as_str()).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{neighbour}:kept"))
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    let before = r.count_prefix_keys().unwrap();
+    assert!(before >= 3, "layout, results, blob: {before}");
+    assert_eq!(r.delete_prefix_keys().unwrap(), before);
+    assert_eq!(r.count_prefix_keys().unwrap(), 0);
+    assert!(backend.results().get(ids[1]).unwrap().is_none());
+    let kept: i64 = redis::cmd("EXISTS")
+        .arg(format!("{neighbour}:kept"))
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(kept, 1, "the neighbour's key stays");
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{neighbour}:kept"))
+        .query(&mut c)
+        .unwrap();
+}

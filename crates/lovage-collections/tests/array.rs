@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to fail
 
+mod common;
+
+use common::pictures::{assert_one_rect_per_box, box_count, grouped_boxes};
 use std::sync::OnceLock;
 
 use lovage_collections::array::{random_at, random_fill, Array, Op};
@@ -541,17 +544,6 @@ fn to_raw_and_from_npy_round_trip() {
     assert!(e.to_string().contains("none.npy"), "{e}");
 }
 
-/// The boxes of a grouped DOT picture: (operation, node count) from labels `name ×count`.
-fn grouped_boxes(dot: &str) -> Vec<(String, usize)> {
-    dot.lines()
-        .filter_map(|l| {
-            let label = l.split_once("[label=\"")?.1.split_once("\", fillcolor")?.0;
-            let (name, count) = label.rsplit_once(" ×")?;
-            Some((name.to_owned(), count.parse().ok()?))
-        })
-        .collect()
-}
-
 #[test]
 fn an_array_draws_its_graph_grouped_by_operation() {
     let g = Graph::new();
@@ -562,7 +554,7 @@ fn an_array_draws_its_graph_grouped_by_operation() {
     let c = b.dot(&b.t()).unwrap();
     let dot = c.to_dot().unwrap();
     let boxes = grouped_boxes(&dot);
-    let count = |op: &str| boxes.iter().find(|(n, _)| n == op).map(|b| b.1);
+    let count = |op: &str| box_count(&boxes, op);
     // The 16 materialised blocks of `a` are one box, and so are the map's 16.
     assert_eq!(count("lovage.array.generate"), Some(16), "{dot}");
     assert_eq!(count("array-map"), Some(16), "{dot}");
@@ -579,9 +571,7 @@ fn an_array_draws_its_graph_grouped_by_operation() {
         "one box per operation, not per node: {dot}"
     );
     let svg = c.to_svg().unwrap();
-    let doc = roxmltree::Document::parse(&svg).unwrap();
-    let rects = doc.descendants().filter(|n| n.has_tag_name("rect")).count();
-    assert_eq!(rects, boxes.len(), "{svg}");
+    assert_one_rect_per_box(&svg, &boxes);
     // The picture still computes: drawing it added nodes but changed no value.
     assert_eq!(c.compute(Inline).unwrap().shape(), &[40, 40]);
 }

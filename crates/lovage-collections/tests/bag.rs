@@ -1,6 +1,9 @@
 //! Bags against serial evaluation: random partitionings (empty partitions included), on the
 //! inline and the thread-pool schedulers; text and JSON-lines files read back exactly.
 
+mod common;
+
+use common::pictures::{assert_one_rect_per_box, box_count, grouped_boxes};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::OnceLock;
@@ -537,17 +540,6 @@ fn a_panic_in_a_step_fails_that_computation_only() {
     assert_eq!(compute(&g, Threads(pool()), b.count()).unwrap(), 10);
 }
 
-/// The boxes of a grouped DOT picture: (operation, node count) from labels `name ×count`.
-fn grouped_boxes(dot: &str) -> Vec<(String, usize)> {
-    dot.lines()
-        .filter_map(|l| {
-            let label = l.split_once("[label=\"")?.1.split_once("\", fillcolor")?.0;
-            let (name, count) = label.rsplit_once(" ×")?;
-            Some((name.to_owned(), count.parse().ok()?))
-        })
-        .collect()
-}
-
 #[test]
 fn a_bag_draws_its_graph_grouped_by_operation() {
     for n in [1usize, 5, 20, 70] {
@@ -561,7 +553,7 @@ fn a_bag_draws_its_graph_grouped_by_operation() {
             level = level.div_ceil(8);
             combines += level;
         }
-        let count = |op: &str| boxes.iter().find(|(name, _)| name == op).map(|b| b.1);
+        let count = |op: &str| box_count(&boxes, op);
         assert_eq!(count("lovage.bag.partial"), Some(n), "{dot}");
         assert_eq!(
             count("lovage.bag.combine"),
@@ -570,9 +562,7 @@ fn a_bag_draws_its_graph_grouped_by_operation() {
         );
         assert_eq!(count("lovage.bag.finish"), Some(1), "{dot}");
         let svg = data.to_svg().unwrap();
-        let doc = roxmltree::Document::parse(&svg).unwrap();
-        let rects = doc.descendants().filter(|n| n.has_tag_name("rect")).count();
-        assert_eq!(rects, boxes.len(), "{svg}");
+        assert_one_rect_per_box(&svg, &boxes);
 
         let local = Bag::from_iter(&g, 0..200i64, n)
             .map(|x| x + 1)

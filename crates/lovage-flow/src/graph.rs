@@ -243,6 +243,18 @@ pub struct ChainLink {
     pub key: String,
 }
 
+/// The task names of a [`CHAIN_TASK`] message's links, in order (for counting what ran:
+/// `inspect stats`); `None` when `args` are not a chain's. Reads only the names: the rest of
+/// each link is skipped, not built.
+pub fn chain_link_names(args: &[u8], codec: Codec) -> Option<Vec<String>> {
+    #[derive(Deserialize)]
+    struct Name {
+        task: String,
+    }
+    let (links,): (Vec<Name>,) = codec.decode(args, "a fused chain's links").ok()?;
+    Some(links.into_iter().map(|l| l.task).collect())
+}
+
 /// The start of the last cause of a chain's error, which names the link that failed.
 const CHAIN_MARK: &str = "lovage.graph.chain failed at node ";
 

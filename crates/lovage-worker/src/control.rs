@@ -217,6 +217,7 @@ fn secs_arg(args: &Value, key: &str) -> Result<Option<f64>, String> {
 fn stats(s: &Shared) -> Value {
     let report = s.report().clone();
     let info = s.info().clone();
+    let chains = s.chain_totals();
     json!({
         "pid": info.pid,
         "host": info.host,
@@ -225,7 +226,10 @@ fn stats(s: &Shared) -> Value {
         "broker": s.backend.url(),
         "rusage": rusage(),
         "running": s.running().len(),
+        // By task name; a fused chain's links under their own names.
         "total": s.totals(),
+        // The `lovage.graph.chain` messages that ran several graph nodes each, and those nodes.
+        "fused_chains": {"messages": chains.messages, "links": chains.links},
         "report": {
             "succeeded": report.succeeded,
             "failed": report.failed,

@@ -122,6 +122,38 @@ enum Afterwards {
     Bury(Box<(Delivery, TaskError)>),
 }
 
+/// Counts a batch's settled tasks by name for `inspect stats`. A fused chain's links count
+/// under their own task names (what ran, as the unfused nodes would have counted), and the
+/// chain messages with their links beside them; a chain whose links do not read counts as
+/// one task of its own name.
+fn count_settled(s: &Shared, batch: &[Outcome]) {
+    use lovage_flow::graph::{chain_link_names, CHAIN_TASK};
+    let mut links: HashMap<String, u64> = HashMap::new();
+    let (mut chains, mut linked) = (0, 0);
+    let mut by_name: HashMap<&str, u64> = HashMap::new();
+    for o in batch {
+        let env = &o.ready.d.envelope;
+        if env.task == CHAIN_TASK {
+            if let Some(names) = chain_link_names(&env.args, env.codec) {
+                chains += 1;
+                linked += names.len() as u64;
+                for name in names {
+                    *links.entry(name).or_default() += 1;
+                }
+                continue;
+            }
+        }
+        *by_name.entry(env.task.as_str()).or_default() += 1;
+    }
+    for (name, n) in &links {
+        *by_name.entry(name.as_str()).or_default() += n;
+    }
+    s.count_settled(&by_name);
+    if chains > 0 {
+        s.count_chains(chains, linked);
+    }
+}
+
 /// Settles one batch of outcomes.
 fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
     let mut records = Vec::with_capacity(batch.len());
@@ -175,14 +207,8 @@ fn finish_batch(s: &Shared, batch: Vec<Outcome>) {
             }
         }
     }
-    {
-        // Counted by name for `inspect stats`, before the outcomes are taken apart below.
-        let mut by_name: HashMap<&str, u64> = HashMap::new();
-        for o in &batch {
-            *by_name.entry(o.ready.d.envelope.task.as_str()).or_default() += 1;
-        }
-        s.count_settled(&by_name);
-    }
+    // Counted by name for `inspect stats`, before the outcomes are taken apart below.
+    count_settled(s, &batch);
     let lost: HashSet<Lease> = {
         let mut set = s.lost_leases();
         batch

@@ -173,8 +173,11 @@ pub(crate) struct Shared {
     overrides: Mutex<HashMap<String, TaskLimits>>,
     /// Set once any override exists, so tasks skip the lookup until then.
     has_overrides: AtomicBool,
-    /// Tasks settled so far by name (`inspect stats`); at most [`MAX_TOTALS`] names.
+    /// Tasks settled so far by name (`inspect stats`); at most [`MAX_TOTALS`] names. The links
+    /// of a fused chain count under their own names, as unfused nodes would.
     totals: Mutex<BTreeMap<String, u64>>,
+    /// Fused chain messages settled so far, and the links they held (`inspect stats`).
+    chains: Mutex<ChainTotals>,
     /// When the worker was made, for its uptime.
     pub born: Instant,
     /// Where large results stay (the data plane), when it is on.
@@ -231,6 +234,17 @@ pub(crate) const RECEIVED_DELAY: Duration = Duration::from_millis(100);
 
 /// Task names counted one by one in `inspect stats`; the rest are summed under `other`.
 pub(crate) const MAX_TOTALS: usize = 256;
+
+/// What a worker's fused chains (`lovage.graph.chain` messages, each running several graph
+/// nodes) settled: `inspect stats` counts their links by task name in `total`, and these
+/// beside it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChainTotals {
+    /// Chain messages settled.
+    pub messages: u64,
+    /// Links in them (graph nodes).
+    pub links: u64,
+}
 
 /// Revoked ids a worker remembers for `inspect revoked`: the revocation itself lives in the
 /// broker, so this list is only what an operator sees, and a long-lived worker must not grow
@@ -308,6 +322,7 @@ impl Shared {
             overrides: Mutex::new(HashMap::new()),
             has_overrides: AtomicBool::new(false),
             totals: Mutex::new(BTreeMap::new()),
+            chains: Mutex::new(ChainTotals::default()),
             born: Instant::now(),
             data,
             slots: crate::scale::Slots::new(slots, config_autoscale),
@@ -439,6 +454,18 @@ impl Shared {
     /// Tasks settled so far by name.
     pub fn totals(&self) -> BTreeMap<String, u64> {
         unpoisoned(&self.totals).clone()
+    }
+
+    /// Counts fused chain messages settled, and their links.
+    pub fn count_chains(&self, messages: u64, links: u64) {
+        let mut c = unpoisoned(&self.chains);
+        c.messages += messages;
+        c.links += links;
+    }
+
+    /// Fused chain messages settled so far, and their links.
+    pub fn chain_totals(&self) -> ChainTotals {
+        *unpoisoned(&self.chains)
     }
 
     pub fn running(&self) -> MutexGuard<'_, HashMap<TaskId, Running>> {

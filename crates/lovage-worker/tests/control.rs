@@ -470,6 +470,46 @@ fn a_corrupt_message_is_a_task_rejected_event(fresh: Fresh) {
     );
 }
 
+/// `stats` counts a fused chain (one `lovage.graph.chain` message) per link, under the
+/// links' own task names, and the chain messages with their links beside them.
+fn stats_count_a_fused_chain_per_link(fresh: Fresh) {
+    use lovage_flow::graph::{chain_args, ChainLink, CHAIN_TASK};
+    let w = start(fresh);
+    let link = |i: u32, args: Value| ChainLink {
+        task: echo::NAME.into(),
+        codec: Codec::Json,
+        args: vec![args],
+        slot: 0,
+        node: i,
+        key: format!("echo-{i}"),
+    };
+    let links = [
+        link(0, json!(7)),
+        link(1, Value::Null),
+        link(2, Value::Null),
+    ];
+    let mut chain = Signature::from_encoded(
+        CHAIN_TASK,
+        chain_args(&links, Codec::Json).unwrap(),
+        Codec::Json,
+    );
+    chain.options.queue = Some("q-main".into());
+    let chain = w.app.send_signature(chain).unwrap();
+    let plain = send(&w, echo::NAME, json!([1]), "q-main");
+    wait_state(&w, chain, TaskState::Success);
+    wait_state(&w, plain, TaskState::Success);
+    eventually("stats count the chain's links and the plain task", || {
+        ask(&w, "stats", json!(null))["ok"]["total"][echo::NAME] == json!(4)
+    });
+    let stats = ask(&w, "stats", json!(null))["ok"].clone();
+    assert_eq!(stats["total"], json!({ echo::NAME: 4 }), "{stats}");
+    assert_eq!(
+        stats["fused_chains"],
+        json!({"messages": 1, "links": 3}),
+        "{stats}"
+    );
+}
+
 macro_rules! on_backends {
     ($($name:ident),*) => {
         mod sqlite {
@@ -488,5 +528,6 @@ on_backends!(
     missing_audit_and_shutdown,
     grow_and_shrink_change_how_many_run_at_once,
     autoscale_grows_under_backlog_and_shrinks_when_idle,
-    a_corrupt_message_is_a_task_rejected_event
+    a_corrupt_message_is_a_task_rejected_event,
+    stats_count_a_fused_chain_per_link
 );

@@ -566,6 +566,48 @@ fn bench_graph_map_sends_and_gathers_every_task_through_the_futures_client() {
     );
 }
 
+/// On a Redis broker, `bench graph` deletes the keys of its prefix once it is done (they were
+/// left behind); a prefix that held keys before it started is left alone,
+/// with a warning.
+#[test]
+fn bench_graph_on_redis_leaves_no_keys_behind_in_a_fresh_prefix() {
+    let bench = |url: &str, shape: &str| {
+        let out = lovage(&[
+            "bench",
+            "graph",
+            "--shape",
+            shape,
+            "--scheduler",
+            "broker",
+            "--nodes",
+            "300",
+            "--runs",
+            "1",
+            "--json",
+            "--broker",
+            url,
+        ]);
+        assert!(out.status.success(), "{}", common::output_text(&out));
+        out
+    };
+    for shape in ["map", "tree", "crawl"] {
+        let prefix = common::RedisPrefix::new();
+        bench(&prefix.url(), shape);
+        assert_eq!(prefix.keys(), Vec::<String>::new(), "{shape}");
+    }
+    let used = common::RedisPrefix::new();
+    used.set("someone-elses");
+    let out = bench(&used.url(), "map");
+    let keys = used.keys();
+    assert!(keys.len() > 2, "the bench's keys stay: {keys:?}");
+    assert!(
+        keys.iter().any(|k| k.ends_with(":someone-elses")),
+        "{keys:?}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds 1 key besides"), "{err}");
+}
+
 /// `--zero-worker`: two worker processes finish a tree's tasks without running them (the
 /// graph still completes, every node finished); a crawl, whose pages are found by running
 /// its tasks, and a local scheduler refuse it and say why.

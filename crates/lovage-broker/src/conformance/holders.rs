@@ -100,6 +100,49 @@ conformance_tests! {
         assert!(b.results().forget_unshared(&[]).unwrap().is_empty());
     }
 
+    /// A release of many ids from three different seconds (the time buckets of Redis's result
+    /// hashes), more than one chunk of them, with one shared in the middle: that one is kept
+    /// and marked, every other record goes, with its join and blob.
+    fn a_release_of_many_ids_over_several_seconds_keeps_only_the_shared_one(f: Fixture) {
+        let b = &f.backend;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let ids: Vec<TaskId> = (0..1203u16)
+            .map(|i| {
+                let mut tail = [0u8; 10];
+                tail.copy_from_slice(&TaskId::new().as_uuid().as_bytes()[6..]);
+                tail[..2].copy_from_slice(&i.to_be_bytes());
+                let ms = now_ms - 2_000 + u64::from(i % 3) * 1_000;
+                TaskId::from_uuid(uuid::Builder::from_unix_timestamp_millis(ms, &tail).into_uuid())
+            })
+            .collect();
+        let records: Vec<_> = ids.iter().map(|id| record(*id, TaskState::Success)).collect();
+        b.results().store(&records).unwrap();
+        let (first, shared, last) = (ids[0], ids[601], ids[1202]);
+        for id in [first, shared, last] {
+            assert_eq!(b.results().join(&[member(id, 0)]).unwrap(), vec![None]);
+            b.results().put_blob(id, b"graph").unwrap();
+        }
+        hold(b, shared, b"client-b");
+        assert_eq!(b.results().forget_unshared(&ids).unwrap(), vec![shared]);
+        assert_kept(b, shared, "the shared one");
+        assert_eq!(
+            holders(b, shared),
+            vec![b"client-b".to_vec(), SENDER_RELEASED.to_vec()]
+        );
+        assert_forgotten(b, first, "the first");
+        assert_forgotten(b, last, "the last");
+        let left = b.results().get_many(&ids).unwrap();
+        let left: Vec<TaskId> = ids
+            .iter()
+            .zip(left)
+            .filter_map(|(id, r)| r.map(|_| *id))
+            .collect();
+        assert_eq!(left, vec![shared], "only the shared record is left");
+    }
+
     /// Holders that let go before the sender's release forget nothing; the sender's release
     /// after all of them left forgets the record as if it had never been shared.
     fn sharers_leaving_first_leave_the_record_to_its_sender(f: Fixture) {

@@ -70,6 +70,7 @@ use redis::{Connection, Script};
 mod checks;
 mod ops;
 mod options;
+mod prefix;
 mod resp;
 mod results;
 mod scripts;

@@ -202,8 +202,8 @@ impl RedisBackend {
         Ok(gone)
     }
 
-    /// The keys `FORGET_UNSHARED` and `UNSHARE` take after an id: its holders dict, its two
-    /// result hashes, its join and its blob.
+    /// The keys `UNSHARE` takes after an id: its holders dict, its two result hashes, its join
+    /// and its blob.
     fn id_keys(&self, id: TaskId) -> [String; 5] {
         let b = bucket(id);
         [
@@ -217,14 +217,38 @@ impl RedisBackend {
 
     /// [`ResultStore::forget_unshared`](crate::ResultStore::forget_unshared): one script call
     /// per chunk of ids, each atomic (an id is checked and forgotten or marked in one step).
+    /// The ids go grouped by time bucket (see `FORGET_UNSHARED` for the layout), so that the
+    /// common call, where no id is shared, is a few variadic commands on ranges of the
+    /// arguments: a client releasing 100,000 futures cost Redis 0.4 s with five commands an id.
     pub(super) fn forget_unshared_results(&self, ids: &[TaskId]) -> Result<Vec<TaskId>> {
         let script = redis::Script::new(super::scripts::FORGET_UNSHARED);
         let mut kept = Vec::new();
+        // The script unpacks up to two keys per id into one UNLINK: 500 ids stay far below
+        // the Lua stack's limit on unpack (about 8,000).
         for chunk in ids.chunks(500) {
-            let mut inv = script.prepare_invoke();
-            inv.arg(crate::SENDER_RELEASED);
+            let mut by_bucket: std::collections::BTreeMap<u64, Vec<TaskId>> = Default::default();
             for id in chunk {
-                inv.arg(id.to_string()).arg(&self.id_keys(*id)[..]);
+                by_bucket.entry(bucket(*id)).or_default().push(*id);
+            }
+            let mut inv = script.prepare_invoke();
+            inv.arg(crate::SENDER_RELEASED)
+                .arg(chunk.len())
+                .arg(by_bucket.len());
+            for (b, ids) in &by_bucket {
+                inv.arg(self.result_key(*b, false))
+                    .arg(self.result_key(*b, true))
+                    .arg(ids.len());
+                for id in ids {
+                    inv.arg(id.to_string());
+                }
+            }
+            let in_order = || by_bucket.values().flatten();
+            for id in in_order() {
+                inv.arg(self.dict_key(&crate::holders_dict(*id)));
+            }
+            for id in in_order() {
+                inv.arg(self.key(&format!("j:{id}")))
+                    .arg(self.key(&format!("b:{id}")));
             }
             let held: Vec<String> = self.with_conn("forget unshared results", |c| inv.invoke(c))?;
             for id in held {

@@ -9,6 +9,7 @@
 use lovage_testkit::{serve_worker_role, Process, WorkerRole};
 
 pub mod arrays;
+pub mod pictures;
 
 /// The environment variable that tells this binary which role to play.
 pub const ROLE: &str = "LOVAGE_COLLECTIONS_TEST_ROLE";

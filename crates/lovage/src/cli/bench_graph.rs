@@ -9,10 +9,9 @@ use lovage::graph::{
 };
 use lovage::{ProcessPool, ThreadPool};
 use serde_json::json;
-use std::time::Duration;
 
 use super::output::{self, si, BenchReport, Table};
-use super::procs::{bench_broker, WorkerProcesses};
+use super::procs::{bench_cluster, BenchCluster};
 
 /// A leaf: its own index.
 #[lovage::task(name = "lovage.graph.leaf")]
@@ -153,6 +152,26 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// `us` microseconds per `unit`, with the rate: `12.345 µs/task (81.0k tasks/s)`.
+fn per_unit(us: f64, unit: &str) -> String {
+    format!("{us:.3} µs/{unit} ({} {unit}s/s)", si(1e6 / us))
+}
+
+/// Prints a run's report: its (measure, value) rows as a table, and `figures` as the JSON
+/// line with `--json`.
+fn report(json: bool, title: String, rows: Vec<[String; 2]>, figures: serde_json::Value) {
+    let mut t = Table::new(&[("measure", false), ("value", true)]);
+    for row in rows {
+        t.row(row.into());
+    }
+    output::select(json).bench(&BenchReport {
+        title,
+        tables: vec![t],
+        spaced: false,
+        figures,
+    });
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
     match a.shape {
         Shape::Crawl => return run_crawl(a),
@@ -167,9 +186,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let n = a.nodes.max(2);
     let threads;
     let procs;
+    // The broker and its worker processes, kept until the runs are over; declared before the
+    // client, so that the client goes first, then the workers, then the broker's keys.
+    let cluster: BenchCluster;
     let client;
-    // The broker's temporary file and worker processes, kept until the runs are over.
-    let mut broker = None;
     let scheduler: Scheduler<'_> = match a.scheduler {
         Sched::Inline => Inline,
         Sched::Threads => {
@@ -187,15 +207,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             Processes(&procs)
         }
         Sched::Broker | Sched::BrokerFromCaller => {
-            let b = bench_broker(a.broker.as_deref())?;
             let mut extra = vec!["--concurrency", "2"];
             if a.zero_worker {
                 extra.push("--zero-worker");
             }
-            let mut w = WorkerProcesses::start(a.workers.max(1), &b.url, &extra)?;
-            w.wait_registered(&b.app, a.workers.max(1), Duration::from_secs(30))?;
-            client = b.app.client().context("starting the futures client")?;
-            broker = Some((b, w));
+            cluster = bench_cluster(a.broker.as_deref(), a.workers.max(1), &extra)?;
+            client = cluster
+                .broker
+                .app
+                .client()
+                .context("starting the futures client")?;
             if matches!(a.scheduler, Sched::Broker) {
                 Broker(&client)
             } else {
@@ -238,22 +259,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if a.zero_worker { ", zero-worker" } else { "" },
         a.runs.max(1)
     );
-    let mut t = Table::new(&[("measure", false), ("value", true)]);
-    t.row(vec![
-        "build".into(),
-        format!("{build_us:.3} µs/node ({} nodes/s)", si(1e6 / build_us)),
-    ]);
-    t.row(vec![
-        format!("run ({ran} tasks)"),
-        format!("{task_us:.3} µs/task ({} tasks/s)", si(1e6 / task_us)),
-    ]);
-    t.row(vec![
-        "memory".into(),
-        format!(
-            "peak RSS {:.1} MB; graph + run state ≈ {bytes_per_node:.0} bytes/node",
-            peak as f64 / 1e6
-        ),
-    ]);
+    let rows = vec![
+        ["build".into(), per_unit(build_us, "node")],
+        [format!("run ({ran} tasks)"), per_unit(task_us, "task")],
+        [
+            "memory".into(),
+            format!(
+                "peak RSS {:.1} MB; graph + run state ≈ {bytes_per_node:.0} bytes/node",
+                peak as f64 / 1e6
+            ),
+        ],
+    ];
     let figures = json!({
         "shape": format!("{:?}", a.shape).to_lowercase(),
         "scheduler": format!("{:?}", a.scheduler).to_lowercase(),
@@ -266,15 +282,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "peak_rss_mb": (peak as f64 / 1e5).round() / 10.0,
         "bytes_per_node": bytes_per_node.round(),
     });
-    output::select(a.json).bench(&BenchReport {
-        title,
-        tables: vec![t],
-        spaced: false,
-        figures,
-    });
-    if let Some((_, mut workers)) = broker {
-        workers.stop();
-    }
+    report(a.json, title, rows, figures);
     Ok(())
 }
 
@@ -290,7 +298,8 @@ fn run_crawl(a: Args) -> anyhow::Result<()> {
     let size = a.nodes.max(2) as u64;
     let expected = reachable(size);
     let mut task_us = Vec::new();
-    let mut workers = None;
+    // Kept until the report is out (dropped: workers stopped, the broker's keys deleted).
+    let mut cluster = None;
     match a.scheduler {
         Sched::Threads => {
             let pool = ThreadPool::builder()
@@ -309,12 +318,15 @@ fn run_crawl(a: Args) -> anyhow::Result<()> {
             }
         }
         Sched::Broker => {
-            let b = bench_broker(a.broker.as_deref())?;
-            let mut w = WorkerProcesses::start(a.workers.max(1), &b.url, &["--concurrency", "2"])?;
-            w.wait_registered(&b.app, a.workers.max(1), Duration::from_secs(30))?;
+            let c = bench_cluster(
+                a.broker.as_deref(),
+                a.workers.max(1),
+                &["--concurrency", "2"],
+            )?;
             for _ in 0..a.runs.max(1) {
                 let t = Instant::now();
-                let report = b
+                let report = c
+                    .broker
                     .app
                     .scope(|s| s.spawn_keyed(&page_key(0), crawl::s(0, size)))
                     .context("the crawl's scope")?;
@@ -328,7 +340,7 @@ fn run_crawl(a: Args) -> anyhow::Result<()> {
                 );
                 task_us.push(took.as_secs_f64() * 1e6 / report.spawned as f64);
             }
-            workers = Some((b, w));
+            cluster = Some(c);
         }
         other => anyhow::bail!(
             "--shape crawl runs on --scheduler threads or broker, not {other:?}: its pages are \
@@ -343,11 +355,10 @@ fn run_crawl(a: Args) -> anyhow::Result<()> {
         a.workers,
         a.runs.max(1)
     );
-    let mut t = Table::new(&[("measure", false), ("value", true)]);
-    t.row(vec![
+    let rows = vec![[
         format!("crawl ({expected} pages)"),
-        format!("{task_us:.3} µs/page ({} pages/s)", si(1e6 / task_us)),
-    ]);
+        per_unit(task_us, "page"),
+    ]];
     let figures = json!({
         "shape": "crawl",
         "scheduler": format!("{:?}", a.scheduler).to_lowercase(),
@@ -358,15 +369,8 @@ fn run_crawl(a: Args) -> anyhow::Result<()> {
         "us_per_task": (task_us * 1e4).round() / 1e4,
         "peak_rss_mb": (peak as f64 / 1e5).round() / 10.0,
     });
-    output::select(a.json).bench(&BenchReport {
-        title,
-        tables: vec![t],
-        spaced: false,
-        figures,
-    });
-    if let Some((_, mut w)) = workers {
-        w.stop();
-    }
+    report(a.json, title, rows, figures);
+    drop(cluster);
     Ok(())
 }
 
@@ -379,10 +383,16 @@ fn run_map(a: Args) -> anyhow::Result<()> {
         a.scheduler
     );
     let n = a.nodes.max(1) as u64;
-    let b = bench_broker(a.broker.as_deref())?;
-    let mut w = WorkerProcesses::start(a.workers.max(1), &b.url, &["--concurrency", "2"])?;
-    w.wait_registered(&b.app, a.workers.max(1), Duration::from_secs(30))?;
-    let client = b.app.client().context("starting the futures client")?;
+    let c = bench_cluster(
+        a.broker.as_deref(),
+        a.workers.max(1),
+        &["--concurrency", "2"],
+    )?;
+    let client = c
+        .broker
+        .app
+        .client()
+        .context("starting the futures client")?;
     // Warm-up, as `bench queue` does: the workers' first tasks open their connections.
     client
         .gather(
@@ -411,19 +421,17 @@ fn run_map(a: Args) -> anyhow::Result<()> {
     let (_, peak) = rss();
     let title = format!(
         "lovage bench graph: client.map of {n} no-ops on {} ({} workers × 2 threads), median of {} runs",
-        b.shown,
+        c.broker.shown,
         a.workers,
         a.runs.max(1)
     );
-    let mut t = Table::new(&[("measure", false), ("value", true)]);
-    t.row(vec![
-        "send (client.map)".into(),
-        format!("{send_us:.3} µs/task ({} tasks/s)", si(1e6 / send_us)),
-    ]);
-    t.row(vec![
-        format!("map + gather ({n} tasks)"),
-        format!("{task_us:.3} µs/task ({} tasks/s)", si(1e6 / task_us)),
-    ]);
+    let rows = vec![
+        ["send (client.map)".into(), per_unit(send_us, "task")],
+        [
+            format!("map + gather ({n} tasks)"),
+            per_unit(task_us, "task"),
+        ],
+    ];
     let figures = json!({
         "shape": "map",
         "scheduler": format!("{:?}", a.scheduler).to_lowercase(),
@@ -436,13 +444,9 @@ fn run_map(a: Args) -> anyhow::Result<()> {
         "tasks_per_s": (1e6 / task_us).round(),
         "peak_rss_mb": (peak as f64 / 1e5).round() / 10.0,
     });
-    output::select(a.json).bench(&BenchReport {
-        title,
-        tables: vec![t],
-        spaced: false,
-        figures,
-    });
+    report(a.json, title, rows, figures);
+    // The client first (its last releases), then the workers, then the broker's keys.
     drop(client);
-    w.stop();
+    drop(c);
     Ok(())
 }

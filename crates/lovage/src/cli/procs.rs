@@ -141,7 +141,11 @@ impl Drop for WorkerProcesses {
 }
 
 /// The broker a benchmark uses: `url` when given, else a fresh SQLite file in a temporary
-/// directory, which lives as long as this value.
+/// directory, which lives as long as this value. On a Redis URL whose prefix held no key when
+/// the bench opened it, every key under the prefix is deleted when this value is dropped (at
+/// the end of the bench, or on its error), which a run would otherwise leave behind. A prefix
+/// that held keys already (another bench's, or a deployment's) is left as it is, with a
+/// warning.
 pub struct BenchBroker {
     _dir: tempfile::TempDir,
     /// Where to connect.
@@ -150,6 +154,10 @@ pub struct BenchBroker {
     pub shown: String,
     /// A client on it.
     pub app: lovage::App,
+    /// The prefix to empty when dropped: Redis, and fresh when opened (boxed: the backend is
+    /// large, and benches keep this beside smaller things).
+    #[cfg(feature = "redis")]
+    cleanup: Option<Box<lovage_broker::redis_backend::RedisBackend>>,
 }
 
 pub fn bench_broker(url: Option<&str>) -> anyhow::Result<BenchBroker> {
@@ -165,11 +173,81 @@ pub fn bench_broker(url: Option<&str>) -> anyhow::Result<BenchBroker> {
             "sqlite://<temp>/bench.db".to_owned(),
         ),
     };
+    #[cfg(feature = "redis")]
+    let cleanup = fresh_redis_prefix(&url)?;
     let app = lovage::App::connect(&url).context("opening the broker")?;
     Ok(BenchBroker {
         _dir: dir,
         url,
         shown,
         app,
+        #[cfg(feature = "redis")]
+        cleanup,
     })
+}
+
+/// A bench's broker with its worker processes running on it. The fields drop in order: the
+/// workers stop before the broker's keys are deleted (a running worker writes its own again).
+pub struct BenchCluster {
+    /// The `lovage worker` processes: held only to be stopped when this is dropped.
+    _workers: WorkerProcesses,
+    /// Their broker.
+    pub broker: BenchBroker,
+}
+
+/// Opens the bench's broker ([`bench_broker`]) and starts `n` workers on it with `extra`
+/// arguments; returns once all `n` have registered (at most 30 s).
+pub fn bench_cluster(url: Option<&str>, n: usize, extra: &[&str]) -> anyhow::Result<BenchCluster> {
+    let broker = bench_broker(url)?;
+    let mut workers = WorkerProcesses::start(n, &broker.url, extra)?;
+    workers.wait_registered(&broker.app, n, Duration::from_secs(30))?;
+    Ok(BenchCluster {
+        _workers: workers,
+        broker,
+    })
+}
+
+/// For a Redis URL, the backend whose prefix the bench empties at its end: `None` for another
+/// broker, or when the prefix holds keys already (only this build's layout mark, which
+/// opening it writes, may be there).
+#[cfg(feature = "redis")]
+fn fresh_redis_prefix(
+    url: &str,
+) -> anyhow::Result<Option<Box<lovage_broker::redis_backend::RedisBackend>>> {
+    use lovage_broker::redis_backend::RedisBackend;
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Ok(None);
+    }
+    let r = RedisBackend::open(url).context("opening the Redis broker")?;
+    let found = r
+        .count_prefix_keys()
+        .context("counting the prefix's keys")?;
+    // Opening it wrote the layout mark (or found it): that one key does not count.
+    let others = found.saturating_sub(1);
+    if others > 0 {
+        eprintln!(
+            "lovage bench: the prefix {:?} holds {others} key{} besides its layout mark \
+             already; the bench's keys are left there too (name a fresh ?prefix= to have them \
+             deleted at the end)",
+            r.prefix(),
+            if others == 1 { "" } else { "s" }
+        );
+        return Ok(None);
+    }
+    Ok(Some(Box::new(r)))
+}
+
+impl Drop for BenchBroker {
+    fn drop(&mut self) {
+        #[cfg(feature = "redis")]
+        if let Some(r) = self.cleanup.take() {
+            if let Err(e) = r.delete_prefix_keys() {
+                eprintln!(
+                    "lovage bench: could not delete the keys under the prefix {p:?}: {e}; \
+                     redis-cli --scan --pattern '{p}:*' | xargs redis-cli unlink",
+                    p = r.prefix()
+                );
+            }
+        }
+    }
 }

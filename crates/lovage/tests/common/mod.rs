@@ -64,6 +64,29 @@ impl RedisPrefix {
     pub fn url(&self) -> String {
         format!("{}?prefix={}", self.base, self.prefix)
     }
+
+    /// The keys under this prefix now, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let client = redis::Client::open(self.base.as_str()).unwrap();
+        let mut c = client.get_connection().unwrap();
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut c)
+            .unwrap();
+        keys.sort();
+        keys
+    }
+
+    /// Writes the string key `{prefix}:{name}`.
+    pub fn set(&self, name: &str) {
+        let client = redis::Client::open(self.base.as_str()).unwrap();
+        let mut c = client.get_connection().unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("{}:{name}", self.prefix))
+            .arg("1")
+            .query(&mut c)
+            .unwrap();
+    }
 }
 
 impl Drop for RedisPrefix {
