@@ -226,6 +226,9 @@ fn stats(s: &Shared) -> Value {
         "rusage": rusage(),
         "running": s.running().len(),
         "total": s.totals(),
+        // The data plane's store (null without one): kept values in memory and in files,
+        // and what was spilled since the worker started.
+        "data": s.data.as_ref().map(|d| d.stats()),
         "report": {
             "succeeded": report.succeeded,
             "failed": report.failed,
