@@ -1,8 +1,8 @@
 //! Frames' shuffles in bounded memory on the real `lovage worker` binary (issue 18, item 3):
 //! two worker processes with `--data-plane --memory-limit 16M` on a SQLite broker run a
 //! group-by with half a million groups through a hash exchange (`split_out(16)`) and a sort
-//! (sampled range partitioning) over Parquet files of about three times the limit (48 MiB of
-//! decoded columns). The answers are Polars' on the same rows as one frame, exactly; each
+//! (sampled range partitioning, its partitions written to Parquet by the workers) over Parquet
+//! files of more than three times the limit (60 MB of decoded columns). The answers are Polars' on the same rows as one frame, exactly; each
 //! worker's store spilled (bytes written to files > 0, from `lovage inspect stats`); no worker
 //! kept more values in memory than its share of the limit, and the tasks a worker had in hand
 //! never held more kept inputs than their share of the limit (but for one task alone whose
@@ -27,7 +27,7 @@ use lovage::{connect, App};
 const BIN: &str = env!("CARGO_BIN_EXE_lovage");
 
 /// Files, rows per file, rows per row group (a partition each), and distinct keys.
-const FILES: usize = 4;
+const FILES: usize = 5;
 const ROWS: usize = 500_000;
 const ROW_GROUP: usize = 125_000;
 const GROUPS: i64 = 500_000;
@@ -114,8 +114,11 @@ fn shuffles_past_the_memory_limit_spill_and_stay_within_their_shares() {
         .split_out(16)
         .agg([agg::sum("v"), agg::max("w"), agg::len()])
         .unwrap();
-    let sorted = f.sort(&["w"], &[false]).unwrap().collect();
-    let (by_k, sorted) = compute(&g, Broker(&client), (by_k, sorted)).unwrap();
+    // The sorted partitions written by the workers (one file each), not collected by a task:
+    // a `concat` of every row would be one task reading all of them.
+    let out_dir = dir.path().join("sorted");
+    let sorted = f.sort(&["w"], &[false]).unwrap().to_parquet(&out_dir).unwrap();
+    let (by_k, files) = compute(&g, Broker(&client), (by_k, sorted)).unwrap();
 
     let want = all
         .clone()
@@ -133,6 +136,13 @@ fn shuffles_past_the_memory_limit_spill_and_stay_within_their_shares() {
     assert!(got.height() > 400_000, "{} groups", got.height());
     assert!(got.equals_missing(&want), "group_by(k):\n{got}\nwant:\n{want}");
     // `w` is random over all of i64: no ties, so the order is the one answer.
+    let mut sorted = all.clear();
+    for p in &files {
+        let part = ParquetReader::new(std::fs::File::open(p).unwrap())
+            .finish()
+            .unwrap();
+        sorted.vstack_mut(&part).unwrap();
+    }
     let want = all.sort(["w"], Default::default()).unwrap();
     assert!(sorted.equals_missing(&want), "sort(w):\n{sorted}\nwant:\n{want}");
 

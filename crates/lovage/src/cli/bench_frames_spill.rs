@@ -97,10 +97,10 @@ fn write_dataset(
         let path = dir.join(format!("part-{f:04}.parquet"));
         let out = std::fs::File::create(&path)
             .with_context(|| format!("creating {}", path.display()))?;
-        ParquetWriter::new(out)
+        let written = ParquetWriter::new(out)
             .with_row_group_size(Some(row_group))
-            .finish(&mut df)
-            .with_context(|| format!("writing {}", path.display()))?;
+            .finish(&mut df);
+        anyhow::Context::with_context(written, || format!("writing {}", path.display()))?;
     }
     Ok(Expected { few, many })
 }
