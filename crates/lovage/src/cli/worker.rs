@@ -112,6 +112,10 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 }
 
 pub fn run(a: WorkerArgs) -> Result<(), Exit> {
+    if a.data_plane {
+        // Its memory is bounded (--memory-limit): freed memory must leave the process.
+        lovage::worker::bound_allocator();
+    }
     let app = a.broker.app()?;
     let mut config = WorkerConfig {
         queues: a.queues,
