@@ -118,8 +118,8 @@ fn resident_field(name: &str) -> Option<u64> {
 /// so a frame's buffers, made on a pool thread and freed on the finisher's or an endpoint
 /// connection's, stay resident) and free memory at the top of the heap returned past 64 KiB
 /// (Dask's nanny sets `MALLOC_TRIM_THRESHOLD_=65536` for the same reason). Measured on a
-/// group-by over 1 GiB of Parquet with a 256 MiB limit: peak resident 580 MiB without,
-/// about 300 MiB with (docs/benchmarks.md, 2026-12-04). Call it first thing, before threads
+/// 1e6-group group-by over 1 GiB of Parquet with a 256 MiB limit, the rest of the bounds on:
+/// peak resident 446–580 MiB without it, 262–307 MiB with (docs/benchmarks.md, 2026-12-04). Call it first thing, before threads
 /// start; it does nothing on other systems. Setting `MALLOC_ARENA_MAX` or
 /// `MALLOC_TRIM_THRESHOLD_` in the environment overrides it.
 pub fn bound_allocator() {
