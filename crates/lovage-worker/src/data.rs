@@ -780,7 +780,10 @@ mod tests {
         assert!(s.take_input_room(50, false));
         assert!(s.inputs_full());
         s.give_input_room(250);
-        assert!(s.take_input_room(10_000, false), "alone, a task always runs");
+        assert!(
+            s.take_input_room(10_000, false),
+            "alone, a task always runs"
+        );
         assert!(!s.take_input_room(1, false));
         assert!(s.take_input_room(1, true), "let through while a task waits");
         s.give_input_room(10_001);

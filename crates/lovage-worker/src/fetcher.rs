@@ -150,8 +150,7 @@ fn wait_for_room(s: &Shared) -> Option<usize> {
     // With the data plane, no more is reserved while the tasks in hand have read all the
     // kept inputs the memory limit leaves them: what came would only go back to the broker.
     // (Not while a task waits for others: see `start`.)
-    let inputs_full =
-        || s.seceded.count() == 0 && s.data.as_ref().is_some_and(|d| d.inputs_full());
+    let inputs_full = || s.seceded.count() == 0 && s.data.as_ref().is_some_and(|d| d.inputs_full());
     let mut held = held_now(running.len());
     while (held >= capacity() || inputs_full()) && !s.shutdown.requested() {
         running = s

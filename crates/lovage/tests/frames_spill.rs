@@ -117,7 +117,11 @@ fn shuffles_past_the_memory_limit_spill_and_stay_within_their_shares() {
     // The sorted partitions written by the workers (one file each), not collected by a task:
     // a `concat` of every row would be one task reading all of them.
     let out_dir = dir.path().join("sorted");
-    let sorted = f.sort(&["w"], &[false]).unwrap().to_parquet(&out_dir).unwrap();
+    let sorted = f
+        .sort(&["w"], &[false])
+        .unwrap()
+        .to_parquet(&out_dir)
+        .unwrap();
     let (by_k, files) = compute(&g, Broker(&client), (by_k, sorted)).unwrap();
 
     let want = all
@@ -134,7 +138,10 @@ fn shuffles_past_the_memory_limit_spill_and_stay_within_their_shares() {
         .unwrap();
     let got = by_k.sort(["k"], Default::default()).unwrap();
     assert!(got.height() > 400_000, "{} groups", got.height());
-    assert!(got.equals_missing(&want), "group_by(k):\n{got}\nwant:\n{want}");
+    assert!(
+        got.equals_missing(&want),
+        "group_by(k):\n{got}\nwant:\n{want}"
+    );
     // `w` is random over all of i64: no ties, so the order is the one answer.
     let mut sorted = all.clear();
     for p in &files {
@@ -144,7 +151,10 @@ fn shuffles_past_the_memory_limit_spill_and_stay_within_their_shares() {
         sorted.vstack_mut(&part).unwrap();
     }
     let want = all.sort(["w"], Default::default()).unwrap();
-    assert!(sorted.equals_missing(&want), "sort(w):\n{sorted}\nwant:\n{want}");
+    assert!(
+        sorted.equals_missing(&want),
+        "sort(w):\n{sorted}\nwant:\n{want}"
+    );
 
     let stats = store_stats(&url);
     assert_eq!(stats.len(), workers.len(), "{stats:?}");

@@ -99,8 +99,8 @@ fn write_dataset(
         }
         let mut df = df!("few" => k_few, "many" => k_many, "v" => v)?;
         let path = dir.join(format!("part-{f:04}.parquet"));
-        let out = std::fs::File::create(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
+        let out =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         let written = ParquetWriter::new(out)
             .with_row_group_size(Some(row_group))
             .finish(&mut df);
@@ -335,11 +335,7 @@ pub fn run(a: &SpillArgs, runs: usize, json_out: bool) -> anyhow::Result<()> {
             .collect();
         t.row(vec![
             name.clone(),
-            format!(
-                "{median:.2} s ({:.2}–{:.2})",
-                secs[0],
-                secs[secs.len() - 1]
-            ),
+            format!("{median:.2} s ({:.2}–{:.2})", secs[0], secs[secs.len() - 1]),
             peaks
                 .iter()
                 .map(|k| format!("{:.0}", *k as f64 / 1024.0))
@@ -358,7 +354,10 @@ pub fn run(a: &SpillArgs, runs: usize, json_out: bool) -> anyhow::Result<()> {
                 .join(", "),
         ]);
         figures.insert(format!("{key}_s"), json!(median));
-        figures.insert(format!("{key}_s_range"), json!([secs[0], secs[secs.len() - 1]]));
+        figures.insert(
+            format!("{key}_s_range"),
+            json!([secs[0], secs[secs.len() - 1]]),
+        );
         figures.insert(format!("{key}_peak_rss_kib"), json!(peaks));
         figures.insert(format!("{key}_within_limit_plus_25"), json!(within));
         figures.insert(format!("{key}_spilled_bytes"), json!(spilled));
