@@ -16,7 +16,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::Killed;
 use lovage::frame::polars::prelude::*;
@@ -63,17 +63,7 @@ fn write_files(dir: &Path) -> DataFrame {
 
 /// A `lovage worker` with the data plane on, its memory limit `LIMIT`.
 fn worker(url: &str, data_dir: &Path) -> Killed {
-    let child = Command::new(BIN)
-        .args(["worker", "--concurrency", "2", "--data-plane"])
-        .args(["--memory-limit", LIMIT_FLAG, "--broker", url])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("LOVAGE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start a worker");
-    Killed(child)
+    common::data_plane_worker(url, data_dir, &["--memory-limit", LIMIT_FLAG])
 }
 
 /// Each worker's data store figures, from `lovage inspect stats --json`.
