@@ -230,6 +230,9 @@ fn stats(s: &Shared) -> Value {
         "total": s.totals(),
         // The `lovage.graph.chain` messages that ran several graph nodes each, and those nodes.
         "fused_chains": {"messages": chains.messages, "links": chains.links},
+        // The data plane's store (null without one): kept values in memory and in files,
+        // and what was spilled since the worker started.
+        "data": s.data.as_ref().map(|d| d.stats()),
         "report": {
             "succeeded": report.succeeded,
             "failed": report.failed,

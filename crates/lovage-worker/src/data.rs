@@ -1,7 +1,16 @@
 //! The worker's side of the data plane: large results stay here, and the result store gets a
-//! [`ResultRef`] to them. Values live in memory up to `memory_limit` bytes; past it they are
-//! written to files in the worker's data directory (which a reader on the same host opens
-//! directly). A small HTTP/1.1 endpoint on std threads serves `GET /values/<key>` (with
+//! [`ResultRef`] to them. Values live in memory up to a share of `memory_limit`
+//! ([`KEPT_SHARE`]); past it, or once the process's resident memory passes
+//! [`SPILL_RSS_SHARE`] of the limit, they are written to files in the worker's data directory
+//! (which a reader on the same host opens directly).
+//!
+//! `memory_limit` is the worker's whole memory, as a Dask user expects of
+//! `--memory-limit`: the kept values in memory, the working set of the tasks in hand (their
+//! inputs read from kept values, decoded, and what they make) and the process itself. So
+//! kept values get [`KEPT_SHARE`] of it, and the tasks in hand may have read at most
+//! [`INPUT_SHARE`] of it in kept inputs (encoded bytes; decoded they take a few times that):
+//! the fetcher hands a task whose inputs do not fit back to the broker for a moment
+//! ([`DataStore::take_input_room`]) unless nothing else is in hand. A small HTTP/1.1 endpoint on std threads serves `GET /values/<key>` (with
 //! `Range: bytes=a-b`) to anyone presenting the worker's token: readers on other hosts, or
 //! ones whose file is not there. Values go when the worker does (its directory is removed).
 
@@ -27,7 +36,10 @@ pub const DEFAULT_THRESHOLD: usize = 64 << 10;
 pub struct DataConfig {
     /// Results of at least this many bytes stay with the worker.
     pub threshold: usize,
-    /// Bytes of kept values held in memory; more are spilled to files.
+    /// The worker's memory (kept values, the tasks in hand, the process): kept values hold
+    /// [`KEPT_SHARE`] of it in memory and spill to files past that, and past
+    /// [`SPILL_RSS_SHARE`] of it in resident memory; tasks in hand read at most
+    /// [`INPUT_SHARE`] of it in kept inputs.
     pub memory_limit: usize,
     /// Where spilled values go (a directory of the worker's own is made inside, and removed
     /// when the worker ends). The system's temporary directory when `None`.
@@ -61,6 +73,69 @@ impl Default for DataConfig {
     }
 }
 
+/// Of `memory_limit`, the share kept values may hold in memory (40%): the rest is the
+/// working set of the tasks in hand and the process itself.
+pub const KEPT_SHARE: (usize, usize) = (2, 5);
+
+/// Of `memory_limit`, the encoded bytes of kept inputs the tasks in hand may have read (10%):
+/// a task's inputs are held as JSON text, then as its arguments, then decoded (a frame's
+/// Arrow IPC), so a running task takes about four times this.
+pub const INPUT_SHARE: (usize, usize) = (1, 10);
+
+/// Of `memory_limit`, the resident memory past which new values go to files whatever the
+/// kept values' own count says (70%, Dask's `spill` threshold): the count does not see what
+/// running tasks hold.
+pub const SPILL_RSS_SHARE: (usize, usize) = (7, 10);
+
+/// `share` of `limit` (without overflowing on a huge limit).
+fn share(limit: usize, (num, den): (usize, usize)) -> usize {
+    (limit as u128 * num as u128 / den as u128) as usize
+}
+
+/// The process's resident memory in bytes (`VmRSS`), where the system says it (Linux).
+pub fn resident_bytes() -> Option<u64> {
+    resident_field("VmRSS:")
+}
+
+/// The process's peak resident memory in bytes (`VmHWM`), where the system says it (Linux).
+pub fn peak_resident_bytes() -> Option<u64> {
+    resident_field("VmHWM:")
+}
+
+fn resident_field(name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+}
+
+/// Makes glibc's allocator give freed memory back, for a process whose resident memory is
+/// bounded (`lovage worker --data-plane`, whose `--memory-limit` is its whole memory): at
+/// most 2 arenas (by default glibc makes up to 8 per core, one per thread that allocates
+/// while another holds an arena; memory freed in one is not reused by the threads of another,
+/// so a frame's buffers, made on a pool thread and freed on the finisher's or an endpoint
+/// connection's, stay resident) and free memory at the top of the heap returned past 64 KiB
+/// (Dask's nanny sets `MALLOC_TRIM_THRESHOLD_=65536` for the same reason). Measured on a
+/// 1e6-group group-by over 1 GiB of Parquet with a 256 MiB limit, the rest of the bounds on:
+/// peak resident 446–580 MiB without it, 262–307 MiB with (docs/benchmarks.md, 2026-12-04). Call it first thing, before threads
+/// start; it does nothing on other systems. Setting `MALLOC_ARENA_MAX` or
+/// `MALLOC_TRIM_THRESHOLD_` in the environment overrides it.
+pub fn bound_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            // SAFETY: mallopt only sets the allocator's parameters; no memory is touched.
+            unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+        }
+        if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none() {
+            // SAFETY: as above.
+            unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 10) };
+        }
+    }
+}
+
 /// Where a kept value is.
 #[derive(Clone)]
 enum Kept {
@@ -71,6 +146,16 @@ enum Kept {
 struct Values {
     by_key: HashMap<String, Kept>,
     in_memory: usize,
+    /// The most `in_memory` has been.
+    memory_peak: usize,
+    /// Values written to files, and their bytes, since the worker started (freed ones too).
+    spilled: u64,
+    spilled_bytes: u64,
+    /// Encoded bytes of kept inputs the tasks in hand have read (see `take_input_room`),
+    /// the most they have been, and the most one task has read.
+    inputs_in_hand: u64,
+    inputs_peak: u64,
+    inputs_largest: u64,
 }
 
 /// The values a worker keeps, and the endpoint serving them.
@@ -85,11 +170,22 @@ pub(crate) struct DataStore {
     dir: tempfile::TempDir,
     values: Mutex<Values>,
     stop: AtomicBool,
+    /// Whether resident memory counts (`memory_pressed`): off only in this module's tests,
+    /// whose small limits the test process itself passes.
+    watch_rss: bool,
 }
 
 impl DataStore {
     /// Makes the data directory, binds the endpoint and starts its accept thread.
     pub fn start(config: DataConfig, worker: &str) -> std::io::Result<Arc<DataStore>> {
+        Self::start_watching(config, worker, true)
+    }
+
+    fn start_watching(
+        config: DataConfig,
+        worker: &str,
+        watch_rss: bool,
+    ) -> std::io::Result<Arc<DataStore>> {
         let dir = match &config.dir {
             Some(d) => {
                 std::fs::create_dir_all(d)?;
@@ -117,8 +213,15 @@ impl DataStore {
             values: Mutex::new(Values {
                 by_key: HashMap::new(),
                 in_memory: 0,
+                memory_peak: 0,
+                spilled: 0,
+                spilled_bytes: 0,
+                inputs_in_hand: 0,
+                inputs_peak: 0,
+                inputs_largest: 0,
             }),
             stop: AtomicBool::new(false),
+            watch_rss,
         });
         let s = store.clone();
         std::thread::Builder::new()
@@ -137,6 +240,47 @@ impl DataStore {
         self.values.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether the process's resident memory with `more` bytes on top passes
+    /// [`SPILL_RSS_SHARE`] of the limit (never where the system does not say).
+    fn memory_pressed(&self, more: usize) -> bool {
+        if !self.watch_rss {
+            return false;
+        }
+        let limit = share(self.config.memory_limit, SPILL_RSS_SHARE) as u64;
+        resident_bytes().is_some_and(|rss| rss.saturating_add(more as u64) > limit)
+    }
+
+    /// Books `need` bytes of kept inputs for a task about to read them; false when they do
+    /// not fit [`INPUT_SHARE`] of the limit beside those of the tasks in hand (the task then
+    /// waits in the broker). A task alone is always let through, however large its inputs:
+    /// it could never run otherwise; so is any when `anyway` (a task in hand waits for
+    /// others, which must be let run). Each `true` is matched by a
+    /// [`give_input_room`](Self::give_input_room) when the task ends.
+    pub fn take_input_room(&self, need: u64, anyway: bool) -> bool {
+        let budget = share(self.config.memory_limit, INPUT_SHARE) as u64;
+        let mut v = self.values();
+        if !anyway && v.inputs_in_hand > 0 && v.inputs_in_hand.saturating_add(need) > budget {
+            return false;
+        }
+        v.inputs_in_hand += need;
+        v.inputs_peak = v.inputs_peak.max(v.inputs_in_hand);
+        v.inputs_largest = v.inputs_largest.max(need);
+        true
+    }
+
+    /// Whether the tasks in hand have read all the kept inputs [`INPUT_SHARE`] allows.
+    pub fn inputs_full(&self) -> bool {
+        let budget = share(self.config.memory_limit, INPUT_SHARE) as u64;
+        let v = self.values();
+        v.inputs_in_hand > 0 && v.inputs_in_hand >= budget
+    }
+
+    /// Gives back what [`take_input_room`](Self::take_input_room) booked.
+    pub fn give_input_room(&self, need: u64) {
+        let mut v = self.values();
+        v.inputs_in_hand = v.inputs_in_hand.saturating_sub(need);
+    }
+
     /// Keeps `value` under `key` (in memory if it fits under the limit, else in a file) and
     /// returns its reference; a file that cannot be written gives the value back with the error.
     pub fn keep(
@@ -149,14 +293,22 @@ impl DataStore {
     ) -> Result<ResultRef, (std::io::Error, Vec<u8>)> {
         let size = value.len();
         let hash = content_hash(&value);
+        // Read before the lock: /proc costs a few microseconds.
+        let pressed = self.memory_pressed(size);
         let fits = {
             let mut v = self.values();
-            let fits = v.in_memory + size <= self.config.memory_limit;
+            let fits =
+                !pressed && v.in_memory + size <= share(self.config.memory_limit, KEPT_SHARE);
             if fits {
                 v.in_memory += size;
+                v.memory_peak = v.memory_peak.max(v.in_memory);
             }
             fits
         };
+        if pressed {
+            // What the count let stay in memory before must make room too.
+            self.spill_memory();
+        }
         let (kept, path) = if fits {
             (Kept::Memory(Arc::new(value)), None)
         } else {
@@ -164,6 +316,9 @@ impl DataStore {
             if let Err(e) = std::fs::write(&path, &value) {
                 return Err((e, value));
             }
+            let mut v = self.values();
+            v.spilled += 1;
+            v.spilled_bytes += size as u64;
             (Kept::File(path.clone()), Some(path.display().to_string()))
         };
         if let Some(Kept::Memory(old)) = self.values().by_key.insert(key.to_owned(), kept) {
@@ -186,6 +341,44 @@ impl DataStore {
             items: Vec::new(),
             item: None,
         })
+    }
+
+    /// Moves every value kept in memory to its file (the process's resident memory passed
+    /// [`SPILL_RSS_SHARE`] of the limit). Readers holding one read on from their copy; later
+    /// ones read the file (its reference, made while it was in memory, names no file, so
+    /// readers on other hosts and this one alike ask the endpoint, which serves the file).
+    fn spill_memory(&self) {
+        let in_memory: Vec<(String, Arc<Vec<u8>>)> = self
+            .values()
+            .by_key
+            .iter()
+            .filter_map(|(k, v)| match v {
+                Kept::Memory(bytes) => Some((k.clone(), bytes.clone())),
+                Kept::File(_) => None,
+            })
+            .collect();
+        for (key, bytes) in in_memory {
+            // A name of its own: a retry keeping the same key meanwhile has the plain one.
+            let path = self.dir.path().join(format!("{key}.moved"));
+            if let Err(e) = std::fs::write(&path, &*bytes) {
+                tracing::warn!(file = %path.display(), error = %e, "could not move a kept value to a file; it stays in memory");
+                continue;
+            }
+            let mut v = self.values();
+            match v.by_key.get(&key) {
+                Some(Kept::Memory(now)) if Arc::ptr_eq(now, &bytes) => {
+                    v.by_key.insert(key, Kept::File(path));
+                    v.in_memory -= bytes.len();
+                    v.spilled += 1;
+                    v.spilled_bytes += bytes.len() as u64;
+                }
+                // Freed or replaced while it was written.
+                _ => {
+                    drop(v);
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
     }
 
     /// Copies the value `r` stands for into this store under its key (a broadcast), fetched
@@ -211,6 +404,14 @@ impl DataStore {
     pub fn read_own(&self, r: &ResultRef) -> Option<Result<serde_json::Value, FetchError>> {
         let whole = match self.get(&r.key)? {
             Kept::Memory(bytes) => bytes,
+            // An element of a spilled value: only its range is read (a shuffle's map value
+            // holds every reducer's piece; reading it whole per reducer would hold them all).
+            Kept::File(path) if r.item.is_some() => {
+                let start = r.item.map_or(0, |i| i.start);
+                let bytes = read_range(&path, start, r.size).ok()?;
+                lovage_broker::dataref::note_read_locally(r.size);
+                return Some(r.decode_value(&bytes));
+            }
             Kept::File(path) => Arc::new(std::fs::read(path).ok()?),
         };
         // An element's reference (a shuffle's piece) reads its range of the value.
@@ -245,7 +446,11 @@ impl DataStore {
         }
     }
 
-    /// What is kept: values, bytes in memory, files and their bytes (as `GET /stats` says).
+    /// What is kept: values, bytes in memory, files and their bytes (as `GET /stats` says);
+    /// and since the worker started: the most bytes kept in memory at once, values spilled to
+    /// files and their bytes, the most bytes of kept inputs the tasks in hand held at once
+    /// and the most one task read, the process's peak resident memory; and the limit with
+    /// its shares (kept values, inputs in hand).
     pub fn stats(&self) -> serde_json::Value {
         let v = self.values();
         let files: Vec<&PathBuf> = v
@@ -266,6 +471,15 @@ impl DataStore {
             "memory_bytes": v.in_memory,
             "files": files.len(),
             "file_bytes": file_bytes,
+            "memory_peak": v.memory_peak,
+            "spilled": v.spilled,
+            "spilled_bytes": v.spilled_bytes,
+            "inputs_peak": v.inputs_peak,
+            "inputs_largest": v.inputs_largest,
+            "memory_limit": self.config.memory_limit,
+            "kept_limit": share(self.config.memory_limit, KEPT_SHARE),
+            "inputs_limit": share(self.config.memory_limit, INPUT_SHARE),
+            "peak_resident_bytes": peak_resident_bytes(),
         })
     }
 
@@ -397,6 +611,16 @@ impl DataStore {
     }
 }
 
+/// `len` bytes of the file at `path` from `start`.
+fn read_range(path: &std::path::Path, start: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Seek;
+    let mut f = std::fs::File::open(path)?;
+    f.seek(std::io::SeekFrom::Start(start))?;
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
 /// `bytes=a-b`, `bytes=a-` or `bytes=-n` as a half-open `[start, end)` within `size`; `None`
 /// when it is malformed or outside the value.
 fn parse_range(r: &str, size: u64) -> Option<(u64, u64)> {
@@ -429,13 +653,16 @@ fn reply(w: &mut TcpStream, status: &str, body: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn store(memory_limit: usize) -> Arc<DataStore> {
-        DataStore::start(
+    /// A store whose kept values get `kept` bytes of memory (the limit's [`KEPT_SHARE`]);
+    /// resident memory not watched.
+    fn store(kept: usize) -> Arc<DataStore> {
+        DataStore::start_watching(
             DataConfig {
-                memory_limit,
+                memory_limit: kept * KEPT_SHARE.1 / KEPT_SHARE.0,
                 ..DataConfig::default()
             },
             "test@here.1",
+            false,
         )
         .unwrap()
     }
@@ -494,13 +721,86 @@ mod tests {
         in_file.free().unwrap();
         assert!(!std::path::Path::new(&path).exists());
         let stats = in_file.store_stats().unwrap();
-        assert_eq!(
-            stats,
-            serde_json::json!({"values": 0, "memory_bytes": 0, "files": 0, "file_bytes": 0})
-        );
+        let now: Vec<_> = ["values", "memory_bytes", "files", "file_bytes"]
+            .map(|k| stats[k].as_u64())
+            .into();
+        assert_eq!(now, [Some(0); 4], "{stats}");
+        // What went through stays counted: the most in memory, and what was spilled.
+        let since: Vec<_> = ["memory_peak", "spilled", "spilled_bytes"]
+            .map(|k| stats[k].as_u64())
+            .into();
+        assert_eq!(since, [Some(50), Some(1), Some(500)], "{stats}");
         let e = in_memory.fetch().unwrap_err().to_string();
         assert!(e.contains("404"), "{e}");
         assert!(in_memory.free().is_err(), "freeing twice says it is gone");
+    }
+
+    #[test]
+    fn kept_values_get_their_share_of_the_limit_and_the_rest_spills() {
+        let s = DataStore::start_watching(
+            DataConfig {
+                memory_limit: 1000,
+                ..DataConfig::default()
+            },
+            "test@here.1",
+            false,
+        )
+        .unwrap();
+        // 40% of 1000: the first 300 bytes stay, the next 300 would pass 400.
+        let a = s.keep("a", vec![1u8; 300], Codec::Json, None, 0).unwrap();
+        let b = s.keep("b", vec![2u8; 300], Codec::Json, None, 0).unwrap();
+        assert_eq!((a.path.is_none(), b.path.is_some()), (true, true));
+        let stats = s.stats();
+        assert_eq!(stats["memory_peak"], 300, "{stats}");
+        assert_eq!(stats["spilled_bytes"], 300, "{stats}");
+    }
+
+    #[test]
+    fn values_in_memory_move_to_files_and_are_still_served() {
+        let s = store(1 << 20);
+        let r = s.keep("m", vec![3u8; 1000], Codec::Json, None, 0).unwrap();
+        assert_eq!(r.path, None);
+        s.spill_memory();
+        let stats = s.stats();
+        assert_eq!(
+            (stats["memory_bytes"].as_u64(), stats["files"].as_u64()),
+            (Some(0), Some(1)),
+            "{stats}"
+        );
+        assert_eq!(r.fetch().unwrap(), vec![3u8; 1000], "served from its file");
+        assert!(s.free("m"));
+        assert_eq!(s.stats()["files"], 0);
+    }
+
+    #[test]
+    fn tasks_in_hand_read_at_most_their_share_of_the_limit_unless_alone() {
+        let s = store(1000); // a limit of 2500: 250 bytes of inputs in hand
+        assert!(s.take_input_room(200, false));
+        assert!(!s.take_input_room(100, false), "200 + 100 passes 250");
+        assert!(s.take_input_room(50, false));
+        assert!(s.inputs_full());
+        s.give_input_room(250);
+        assert!(
+            s.take_input_room(10_000, false),
+            "alone, a task always runs"
+        );
+        assert!(!s.take_input_room(1, false));
+        assert!(s.take_input_room(1, true), "let through while a task waits");
+        s.give_input_room(10_001);
+        assert!(s.take_input_room(1, false));
+        assert!(!s.inputs_full());
+    }
+
+    #[test]
+    fn an_element_of_a_spilled_value_is_read_in_place_by_its_range() {
+        let s = store(0);
+        let value = br#"["aaaa","bbbbbb"]"#.to_vec();
+        let mut r = s.keep("l", value.clone(), Codec::Json, None, 0).unwrap();
+        assert!(r.path.is_some(), "spilled");
+        r.items = lovage_broker::dataref::json_array_items(&value).unwrap();
+        let second = r.element(1).unwrap();
+        let got = s.read_own(&second).unwrap().unwrap();
+        assert_eq!(got, serde_json::json!("bbbbbb"));
     }
 
     #[test]

@@ -147,8 +147,12 @@ fn wait_for_room(s: &Shared) -> Option<usize> {
     // `paced` is taken while `running` is held, never the other way round.
     // Tasks waiting on other tasks gave their slots back (see `Seceded`).
     let held_now = |running: usize| (running + s.paced().len()).saturating_sub(s.seceded.count());
+    // With the data plane, no more is reserved while the tasks in hand have read all the
+    // kept inputs the memory limit leaves them: what came would only go back to the broker.
+    // (Not while a task waits for others: see `start`.)
+    let inputs_full = || s.seceded.count() == 0 && s.data.as_ref().is_some_and(|d| d.inputs_full());
     let mut held = held_now(running.len());
-    while held >= capacity() && !s.shutdown.requested() {
+    while (held >= capacity() || inputs_full()) && !s.shutdown.requested() {
         running = s
             .room
             .wait_timeout(running, Duration::from_millis(100))
@@ -232,6 +236,27 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
         });
         return;
     }
+    // Bounded memory (the data plane): the kept inputs this task reads must fit the share of
+    // `--memory-limit` left to the tasks in hand, else it waits in the broker a moment (not an
+    // attempt) and another worker, or this one once a task ends, takes it.
+    let inputs = match &s.data {
+        Some(data) => {
+            let need = crate::inputs::input_bytes(env);
+            // A task in hand that waits for others (it gave its slot back) may be waiting
+            // for this one: it is let through, or the two would wait for each other.
+            let waiting = s.seceded.count() > 0;
+            if need > 0 && !data.take_input_room(need, waiting) {
+                tracing::debug!(task_id = %env.id, need, "its inputs do not fit the memory left to tasks: back to the broker");
+                s.retry_broker("snooze", || {
+                    s.backend.broker().snooze(&r.d.lease, INPUTS_WAIT)
+                });
+                s.release_units([env.id]);
+                return;
+            }
+            need
+        }
+        None => 0,
+    };
     let started_record = (r.options.track_started == Some(true))
         .then(|| s.record(&r.d, TaskState::Started, None, None, None));
     if r.options.acks_late == Some(false) {
@@ -244,6 +269,7 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
         Ok(Some(args)) => args,
         Ok(None) => env.args.clone(),
         Err(err) => {
+            give_inputs_back(s, inputs);
             let _ = tx.send(Outcome {
                 ready: r,
                 ran: Ran::Failed(err),
@@ -280,9 +306,13 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
     tracing::debug!(task_id = %id, task = %env.task, attempt = env.attempts, "starting");
     let handle = s.executor.submit_in(sig, token, task_info(s, env));
     let tx = tx.clone();
+    let data = s.data.clone();
     // `started` is when the pool began running it, not when it was handed over: a prefetched
     // task may wait in the pool's queue for a long time first.
     handle.add_done_callback_timed(move |result, began| {
+        if let Some(data) = &data {
+            data.give_input_room(inputs);
+        }
         let started = began
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| Timestamp::from_millis(d.as_millis() as i64))
@@ -311,6 +341,16 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
     // Unless it already finished (and the finisher removed it), keep the handle for the keeper.
     if let Some(running) = s.running().get_mut(&id) {
         running.handle = Some(handle);
+    }
+}
+
+/// How long a task whose inputs do not fit the memory left to tasks waits in the broker.
+const INPUTS_WAIT: Duration = Duration::from_millis(250);
+
+/// Gives back the input room a task booked (see `DataStore::take_input_room`).
+fn give_inputs_back(s: &Shared, inputs: u64) {
+    if let Some(data) = &s.data {
+        data.give_input_room(inputs);
     }
 }
 

@@ -7,7 +7,7 @@
 //! the registered task run on this thread, up to `1 + max_retries` times by the task's own
 //! retry policy. Only when that fails too does the dependent fail, naming the lost value.
 
-use lovage_broker::dataref::{may_hold_refs, resolve_value, Lineage};
+use lovage_broker::dataref::{may_hold_refs, refs_in, resolve_value, Lineage};
 use lovage_broker::{Envelope, FetchError, ResultRef};
 use lovage_core::registry::Registry;
 use lovage_core::{kinds, TaskError};
@@ -50,6 +50,20 @@ pub(crate) fn resolve_args(
         .encode(&args, "task arguments")
         .map(Some)
         .map_err(TaskError::from)
+}
+
+/// The bytes of the kept values `env`'s arguments reference (0 when none): what resolving
+/// them reads. Arguments that do not decode count 0 (resolving them fails anyway).
+pub(crate) fn input_bytes(env: &Envelope) -> u64 {
+    if !may_hold_refs(&env.args) {
+        return 0;
+    }
+    let Ok(args) = env.codec.decode::<Value>(&env.args, "task arguments") else {
+        return 0;
+    };
+    let mut refs = Vec::new();
+    refs_in(&args, &mut refs);
+    refs.iter().map(|r| r.size).sum()
 }
 
 /// The value `r` stands for: fetched, or made again from its lineage if it cannot be.

@@ -28,7 +28,9 @@ mod units;
 mod worker;
 
 pub use config::{Autoscale, PoolKind, UnknownPool, WorkerConfig};
-pub use data::{DataConfig, DEFAULT_THRESHOLD};
+pub use data::{
+    bound_allocator, DataConfig, DEFAULT_THRESHOLD, INPUT_SHARE, KEPT_SHARE, SPILL_RSS_SHARE,
+};
 pub use inputs::INPUT_LOST;
 pub use shutdown::{Shutdown, ShutdownMode};
 pub use signals::install_signal_handlers;

@@ -12,7 +12,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use common::{Killed, RedisPrefix};
 use lovage::frame::polars::prelude::*;
@@ -64,23 +63,7 @@ fn assert_same_rows(got: &DataFrame, want: &DataFrame, what: &str) {
 
 /// Starts a `lovage worker` (frames built in, data plane on) on `url`.
 fn worker(url: &str, data_dir: &Path) -> Killed {
-    let child = Command::new(env!("CARGO_BIN_EXE_lovage"))
-        .args([
-            "worker",
-            "--concurrency",
-            "2",
-            "--data-plane",
-            "--broker",
-            url,
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("LOVAGE_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start a worker");
-    Killed(child)
+    common::data_plane_worker(url, data_dir, &[])
 }
 
 fn frames_on_the_worker_binary(url: &str) {

@@ -40,6 +40,9 @@ pub struct Args {
     /// Print one JSON object with every figure as the last line.
     #[arg(long)]
     json: bool,
+    /// The spill benchmark (`--spill`) and its settings.
+    #[command(flatten)]
+    spill: super::bench_frames_spill::SpillArgs,
 }
 
 /// Median, min and max.
@@ -62,6 +65,9 @@ fn keyed(rows: usize, groups: i64, partitions: usize) -> anyhow::Result<Vec<Data
 }
 
 pub fn run(mut a: Args) -> anyhow::Result<()> {
+    if a.spill.spill {
+        return super::bench_frames_spill::run(&a.spill, a.runs.max(1), a.json);
+    }
     if a.quick {
         a.rows = a.rows.min(100_000);
         a.project_rows = a.project_rows.min(200_000);

@@ -6,6 +6,8 @@ mod bench_collections;
 mod bench_flow;
 #[cfg(feature = "frames")]
 mod bench_frames;
+#[cfg(feature = "frames")]
+mod bench_frames_spill;
 mod bench_graph;
 mod bench_mp;
 mod bench_pool;

@@ -16,11 +16,22 @@ impl WorkerProcesses {
     /// Starts `n` `lovage worker` processes on `broker_url` with `extra` arguments.
     pub fn start(n: usize, broker_url: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("finding the lovage executable")?;
+        Self::start_exe(&exe, n, broker_url, extra)
+    }
+
+    /// [`start`](Self::start) with another `lovage` executable (a benchmark comparing
+    /// builds).
+    pub fn start_exe(
+        exe: &std::path::Path,
+        n: usize,
+        broker_url: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut me = WorkerProcesses {
             children: Vec::new(),
         };
         for i in 0..n {
-            let child = Command::new(&exe)
+            let child = Command::new(exe)
                 .arg("worker")
                 .args(["--broker", broker_url, "--name", &format!("w{}", i + 1)])
                 .args(extra)

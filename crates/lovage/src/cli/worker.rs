@@ -48,7 +48,10 @@ pub struct WorkerArgs {
     /// With --data-plane: results this large or larger stay here (K, M, G suffixes: KiB…).
     #[arg(long, default_value = "64K", value_parser = parse_bytes)]
     data_threshold: usize,
-    /// With --data-plane: bytes of kept results held in memory before they spill to files.
+    /// With --data-plane: the worker's memory, as Dask's `--memory-limit`. Kept results hold
+    /// up to 40% of it in memory and spill to files past that (or once the process's resident
+    /// memory passes 70% of it); the tasks in hand read at most 10% of it in kept inputs (a
+    /// task whose inputs do not fit waits in the broker, unless it would run alone).
     #[arg(long, default_value = "1G", value_parser = parse_bytes)]
     memory_limit: usize,
     /// With --data-plane: where spilled results go (default: the temporary directory).
@@ -81,7 +84,7 @@ pub struct WorkerArgs {
 }
 
 /// A byte count: a number with an optional K, M or G suffix (powers of 1024).
-fn parse_bytes(s: &str) -> Result<usize, String> {
+pub(super) fn parse_bytes(s: &str) -> Result<usize, String> {
     let t = s
         .trim()
         .trim_end_matches(['B', 'b'])
@@ -109,6 +112,10 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 }
 
 pub fn run(a: WorkerArgs) -> Result<(), Exit> {
+    if a.data_plane {
+        // Its memory is bounded (--memory-limit): freed memory must leave the process.
+        lovage::worker::bound_allocator();
+    }
     let app = a.broker.app()?;
     let mut config = WorkerConfig {
         queues: a.queues,

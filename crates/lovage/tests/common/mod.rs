@@ -169,3 +169,26 @@ pub fn wait_until_drained(app: &lovage::App) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Starts a `lovage worker` with 2 slots and the data plane on (`--data-plane`, its kept
+/// values spilled under `data_dir`) on `url`, with `extra` arguments.
+pub fn data_plane_worker(url: &str, data_dir: &std::path::Path, extra: &[&str]) -> Killed {
+    let child = Command::new(env!("CARGO_BIN_EXE_lovage"))
+        .args([
+            "worker",
+            "--concurrency",
+            "2",
+            "--data-plane",
+            "--broker",
+            url,
+        ])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("LOVAGE_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start a worker");
+    Killed(child)
+}
