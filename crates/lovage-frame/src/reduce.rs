@@ -244,11 +244,16 @@ pub(crate) struct AggSteps {
 /// The steps of `aggs` grouped by `keys` (over the whole frame when there are none).
 pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
     let key_exprs: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
+    let quantiles = aggs.iter().any(|a| a.kind == Kind::Quantile);
     let by = |exprs: Vec<Expr>, name: &'static str| {
         let key_exprs = key_exprs.clone();
         lazy(name, move |lf| {
             if key_exprs.is_empty() {
-                lf.select(exprs.clone())
+                // Polars' common subexpression elimination breaks a `select` of several
+                // `implode`s of one column (a column of height 1 beside the whole column).
+                let mut opts = lf.get_current_optimizations();
+                opts.set(OptFlags::COMM_SUBEXPR_ELIM, !quantiles);
+                lf.with_optimizations(opts).select(exprs.clone())
             } else {
                 lf.group_by(key_exprs.clone()).agg(exprs.clone())
             }
@@ -285,7 +290,7 @@ pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
     let finish = lazy("finishing an aggregation", move |lf| {
         lf.select(exprs.clone())
     });
-    if !aggs.iter().any(|a| a.kind == Kind::Quantile) {
+    if !quantiles {
         return AggSteps {
             partial,
             combine,

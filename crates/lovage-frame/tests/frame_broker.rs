@@ -34,7 +34,7 @@ use lovage_testkit::{on_brokers, serve_worker_role, Process, WorkerRole};
 use lovage_worker::{PoolKind, Worker, WorkerConfig};
 
 mod common;
-use common::{assert_same, data, pool};
+use common::{assert_quantiles, assert_same, data, pool};
 
 /// The environment variable that tells this binary which role to play.
 const ROLE: &str = "LOVAGE_FRAME_TEST_ROLE";
@@ -183,6 +183,19 @@ fn aggs() -> Vec<Agg> {
     ]
 }
 
+/// The quantiles `check` asks for, by output name.
+const QS: [(&str, f64); 4] = [("q1", 0.01), ("q25", 0.25), ("median", 0.5), ("q90", 0.9)];
+
+/// `QS` of `y`, as `agg::quantile` (and `agg::median`).
+fn quantile_aggs() -> Vec<Agg> {
+    QS.iter()
+        .map(|(name, q)| match *q {
+            0.5 => agg::median("y").alias(*name),
+            q => agg::quantile("y", q).alias(*name),
+        })
+        .collect()
+}
+
 /// The same aggregations in Polars on one frame.
 fn polars_aggs() -> Vec<Expr> {
     vec![
@@ -300,11 +313,16 @@ fn check(name: &str, sched: Scheduler<'_>) {
             by(&["u"]).split_every(2).agg(aggs()).unwrap(),
             f.reduce(aggs()).unwrap(),
             (f.len(), frame.len()),
+            (
+                by(&["k"]).split_every(3).agg(quantile_aggs()).unwrap(),
+                f.group_by(["u"]).split_out(2).agg(quantile_aggs()).unwrap(),
+                f.reduce(quantile_aggs()).unwrap(),
+            ),
         );
-        let (k, ks, u, t, (n, n_all)) = compute(&g, sched, outs).unwrap();
+        let (k, ks, u, t, (n, n_all), (qk, qu, qt)) = compute(&g, sched, outs).unwrap();
         let what = format!("{name}: {source}");
-        let planned_rows = total.column("len").unwrap().i64().unwrap().get(0).unwrap();
-        assert_eq!(n as i64, planned_rows, "{what}: len after the plan");
+        let n_planned = total.column("len").unwrap().i64().unwrap().get(0).unwrap();
+        assert_eq!(n as i64, n_planned, "{what}: len after the plan");
         assert_eq!(n_all, rows.height(), "{what}: len");
         assert!(
             by_k.column("k").unwrap().null_count() > 0,
@@ -315,6 +333,12 @@ fn check(name: &str, sched: Scheduler<'_>) {
         assert!(by_u.height() > 1000, "{what}: many groups");
         assert_same(&u, &by_u, &["u"]);
         assert_same(&t, &total, &[]);
+        // Quantiles: in a tree by `k` (nulls), through an exchange by `u` (a thousand groups
+        // of a few rows), and over the whole frame.
+        let planned = planned_rows(&rows);
+        assert_quantiles(&qk, &planned, &["k"], "y", &QS);
+        assert_quantiles(&qu, &planned, &["u"], "y", &QS);
+        assert_quantiles(&qt, &planned, &[], "y", &QS);
     }
 
     // A row that does not fit its column: the error names the file and line.
