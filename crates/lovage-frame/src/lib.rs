@@ -46,6 +46,7 @@ mod frame;
 mod join;
 mod json;
 mod parquet;
+mod picture;
 mod quantile;
 mod reduce;
 mod row_tasks;

@@ -446,3 +446,97 @@ fn group_by_quantile_of_a_bad_column_or_q_is_a_clear_error() {
     let e = by.agg([agg::median("nope")]).unwrap_err().to_string();
     assert!(e.contains("no column nope"), "{e}");
 }
+
+/// The boxes of a grouped DOT picture: (operation, node count) from labels `name ×count`.
+fn grouped_boxes(dot: &str) -> Vec<(String, usize)> {
+    dot.lines()
+        .filter_map(|l| {
+            let label = l.split_once("[label=\"")?.1.split_once("\", fillcolor")?.0;
+            let (name, count) = label.rsplit_once(" ×")?;
+            Some((name.to_owned(), count.parse().ok()?))
+        })
+        .collect()
+}
+
+/// 20 CSV files of `data` rows, one partition each (a frame of files: no source nodes).
+fn csv_frame<'g>(g: &'g Graph, dir: &tempfile::TempDir) -> Frame<'g> {
+    for i in 0..20 {
+        let mut df = data(50, 5, i);
+        let path = dir.path().join(format!("{i:02}.csv"));
+        CsvWriter::new(std::fs::File::create(path).unwrap())
+            .finish(&mut df)
+            .unwrap();
+    }
+    let pattern = format!("{}/*.csv", dir.path().display());
+    lovage_frame::read_csv(g, &pattern, lovage_frame::CsvOptions::default()).unwrap()
+}
+
+/// The grouped pictures of a frame's graphs: the DOT exactly (golden), and the SVG parsed
+/// as XML with a box per operation.
+#[test]
+fn a_frame_draws_its_graph_grouped_by_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Graph::new();
+    let f = csv_frame(&g, &dir);
+    assert_eq!(f.npartitions(), 20);
+    let by = f.group_by(["k"]).split_every(8);
+    let tree = by.to_dot([agg::sum("x"), agg::median("y")]).unwrap();
+    assert_eq!(
+        tree,
+        r##"digraph lovage {
+  rankdir=TB;
+  node [shape=box, style=filled, fontname="monospace"];
+  "lovage.frame.partial" [label="lovage.frame.partial ×20", fillcolor="#cfe2ff"];
+  "lovage.frame.combine" [label="lovage.frame.combine ×3", fillcolor="#cfe2ff"];
+  "lovage.frame.finish" [label="lovage.frame.finish ×1", fillcolor="#cfe2ff"];
+  "lovage.frame.partial" -> "lovage.frame.combine" [label="20"];
+  "lovage.frame.combine" -> "lovage.frame.finish" [label="3"];
+}
+"##
+    );
+    let exchange = f.group_by(["k"]).split_out(4).to_dot([agg::len()]).unwrap();
+    assert_eq!(
+        exchange,
+        r##"digraph lovage {
+  rankdir=TB;
+  node [shape=box, style=filled, fontname="monospace"];
+  "lovage.frame.split_partial" [label="lovage.frame.split_partial ×20", fillcolor="#cfe2ff"];
+  "lovage.frame.agg_piece" [label="lovage.frame.agg_piece ×4", fillcolor="#cfe2ff"];
+  "lovage.frame.concat" [label="lovage.frame.concat ×1", fillcolor="#cfe2ff"];
+  "lovage.frame.split_partial" -> "lovage.frame.agg_piece" [label="80"];
+  "lovage.frame.agg_piece" -> "lovage.frame.concat" [label="4"];
+}
+"##
+    );
+    let sorted = f.sort(&["k"], &[false]).unwrap();
+    assert_eq!(
+        grouped_boxes(&sorted.to_dot().unwrap()),
+        [
+            ("lovage.frame.sort_sample", 20),
+            ("lovage.frame.sort_bounds", 1),
+            ("lovage.frame.sort_split", 20),
+            ("lovage.frame.range_piece", 20),
+            ("lovage.frame.part", 20),
+            ("lovage.frame.concat", 1),
+        ]
+        .map(|(n, c)| (n.to_owned(), c))
+    );
+    for (svg, boxes) in [
+        (by.to_svg([agg::sum("x")]).unwrap(), 3),
+        (sorted.to_svg().unwrap(), 6),
+        (f.to_svg().unwrap(), 2),
+    ] {
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        let rects = doc.descendants().filter(|n| n.has_tag_name("rect")).count();
+        assert_eq!(rects, boxes, "{svg}");
+        let labels: Vec<&str> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("tspan"))
+            .filter_map(|n| n.text())
+            .collect();
+        assert!(labels.iter().all(|l| l.contains(" ×")), "{labels:?}");
+    }
+    if let Ok(out) = std::env::var("LOVAGE_FRAME_SVG") {
+        std::fs::write(out, by.to_svg([agg::sum("x")]).unwrap()).unwrap();
+    }
+}
