@@ -152,8 +152,12 @@ fn each(list: &ListChunked) -> Vec<Option<Series>> {
 /// A `List<f64>` column of `rows`, one list each.
 fn lists(rows: Vec<Vec<f64>>, name: PlSmallStr) -> Column {
     let values = rows.iter().map(Vec::len).sum();
-    let mut b =
-        ListPrimitiveChunkedBuilder::<Float64Type>::new(name, rows.len(), values, DataType::Float64);
+    let mut b = ListPrimitiveChunkedBuilder::<Float64Type>::new(
+        name,
+        rows.len(),
+        values,
+        DataType::Float64,
+    );
     for r in &rows {
         b.append_slice(r);
     }
@@ -201,7 +205,12 @@ fn rewrite(
         }
         let name = Agg::slot(i, DIGEST);
         let fail = |e| polars_error(what, e);
-        let list = df.column(&name).map_err(fail)?.list().map_err(fail)?.clone();
+        let list = df
+            .column(&name)
+            .map_err(fail)?
+            .list()
+            .map_err(fail)?
+            .clone();
         let rows = each(&list)
             .into_iter()
             .map(&mut f)
@@ -220,7 +229,12 @@ pub(crate) fn estimate(df: DataFrame, aggs: &[Agg]) -> Result<DataFrame, TaskErr
         }
         let name = Agg::slot(i, DIGEST);
         let fail = |e| polars_error("quantile estimate", e);
-        let list = df.column(&name).map_err(fail)?.list().map_err(fail)?.clone();
+        let list = df
+            .column(&name)
+            .map_err(fail)?
+            .list()
+            .map_err(fail)?
+            .clone();
         let mut out: Vec<Option<f64>> = Vec::with_capacity(list.len());
         for d in each(&list) {
             let values: Vec<f64> = match d {

@@ -417,7 +417,11 @@ fn group_by_quantiles_one_group_many_groups_and_a_group_of_nulls() {
         )
         .collect()
         .unwrap();
-    for (what, df) in [("one group", one), ("many groups", many), ("a null group", nulls)] {
+    for (what, df) in [
+        ("one group", one),
+        ("many groups", many),
+        ("a null group", nulls),
+    ] {
         for split_out in [Some(1), Some(3), None] {
             for sched in schedulers() {
                 let g = Graph::new();

@@ -37,12 +37,24 @@ fn sort_reads_once(name: &str, sched: Scheduler<'_>) {
     let f = csv_frame(&g, &dir, 12);
     assert_eq!(f.npartitions(), 12);
     let before = sources_read();
-    let got = compute(&g, sched, f.sort(&["k", "x"], &[true, false]).unwrap().collect()).unwrap();
+    let got = compute(
+        &g,
+        sched,
+        f.sort(&["k", "x"], &[true, false]).unwrap().collect(),
+    )
+    .unwrap();
     let reads = sources_read() - before;
-    assert_eq!(reads, 12, "{name}: a sort read {reads} sources for 12 partitions");
+    assert_eq!(
+        reads, 12,
+        "{name}: a sort read {reads} sources for 12 partitions"
+    );
     let before = sources_read();
     let all = compute(&g, sched, f.collect()).unwrap();
-    assert_eq!(sources_read() - before, 12, "{name}: collect reads each once");
+    assert_eq!(
+        sources_read() - before,
+        12,
+        "{name}: collect reads each once"
+    );
     let want = all
         .sort(
             ["k", "x"],

@@ -15,6 +15,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use lovage_broker::{connect, App, Backend};
 use lovage_core::TaskId;
@@ -280,6 +281,43 @@ impl Process {
         let status = self.0.wait().unwrap();
         assert!(status.success(), "the child failed ({status}): {s}");
         s
+    }
+}
+
+impl Process {
+    /// Kills it with -9 (SIGKILL, no chance to clean up) and waits for it to end: a worker
+    /// lost with the values it keeps.
+    ///
+    /// # Panics
+    /// When it cannot be killed or waited for.
+    pub fn kill9(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+/// Waits until a worker has handed its work on: at least one task is ready on queue `next`
+/// (which it does not serve) and nothing is ready, reserved or scheduled on queue `done`
+/// (which it does). A kill -9 before that could strand a value whose continuation was not
+/// yet enqueued; after it, what is lost with the worker is only what it keeps.
+///
+/// # Panics
+/// When that does not happen within `timeout`, with the queues' counts.
+pub fn wait_until_handed_on(app: &App, next: &str, done: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stats = app.backend().admin().stats().unwrap();
+        let on = |q: &str| stats.iter().find(|s| s.queue == q).cloned();
+        let ready = on(next).map_or(0, |s| s.ready);
+        let held = on(done).map_or(0, |s| s.ready + s.reserved + s.scheduled);
+        if ready >= 1 && held == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never handed on from {done} to {next}: {stats:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

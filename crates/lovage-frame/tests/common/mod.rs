@@ -112,7 +112,12 @@ pub fn rank_interval(sorted: &[f64], q: f64) -> (f64, f64) {
     let last = (sorted.len() - 1) as f64;
     let lo = sorted[((q - tol).max(0.0) * last).floor() as usize];
     let hi = sorted[((q + tol).min(1.0) * last).ceil() as usize];
-    let lo = sorted.iter().rev().find(|v| **v < lo).copied().unwrap_or(lo);
+    let lo = sorted
+        .iter()
+        .rev()
+        .find(|v| **v < lo)
+        .copied()
+        .unwrap_or(lo);
     let hi = sorted.iter().find(|v| **v > hi).copied().unwrap_or(hi);
     (lo, hi)
 }
@@ -133,8 +138,14 @@ pub fn assert_quantiles(
     let v = || col(column).cast(DataType::Float64);
     let mut exprs = vec![v().drop_nulls().alias("__sorted")];
     for (i, (_, q)) in quantiles.iter().enumerate() {
-        exprs.push(v().quantile(lit(*q), QuantileMethod::Linear).alias(format!("__linear{i}")));
-        exprs.push(v().quantile(lit(*q), QuantileMethod::Nearest).alias(format!("__nearest{i}")));
+        exprs.push(
+            v().quantile(lit(*q), QuantileMethod::Linear)
+                .alias(format!("__linear{i}")),
+        );
+        exprs.push(
+            v().quantile(lit(*q), QuantileMethod::Nearest)
+                .alias(format!("__nearest{i}")),
+        );
     }
     let lf = rows.clone().lazy();
     let want = if keys.is_empty() {
@@ -142,7 +153,8 @@ pub fn assert_quantiles(
         exprs.insert(0, imploded);
         lf.select(exprs)
     } else {
-        lf.group_by(keys.iter().map(|k| col(*k)).collect::<Vec<_>>()).agg(exprs)
+        lf.group_by(keys.iter().map(|k| col(*k)).collect::<Vec<_>>())
+            .agg(exprs)
     };
     let want = want.collect().unwrap();
     assert_eq!(got.height(), want.height(), "groups differ:\n{got}\n{want}");
@@ -152,12 +164,16 @@ pub fn assert_quantiles(
     let (got, want) = if keys.is_empty() {
         (got.clone(), want)
     } else {
-        (got.sort(keys.to_vec(), opts.clone()).unwrap(), want.sort(keys.to_vec(), opts).unwrap())
+        (
+            got.sort(keys.to_vec(), opts.clone()).unwrap(),
+            want.sort(keys.to_vec(), opts).unwrap(),
+        )
     };
     for k in keys {
         let (a, b) = (got.column(k).unwrap(), want.column(k).unwrap());
         assert!(
-            a.as_materialized_series().equals_missing(b.as_materialized_series()),
+            a.as_materialized_series()
+                .equals_missing(b.as_materialized_series()),
             "keys {k} differ"
         );
     }
