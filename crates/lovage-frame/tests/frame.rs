@@ -396,14 +396,14 @@ fn group_by_quantiles_one_group_many_groups_and_a_group_of_nulls() {
     let v = Column::new("v".into(), values);
     // One group: every key the same (nulls in the key column are a group of their own).
     let one = base
-        .hstack(&[v.clone()])
+        .hstack(std::slice::from_ref(&v))
         .unwrap()
         .lazy()
         .with_column(lit(1i64).alias("k"))
         .collect()
         .unwrap();
     // Many groups: about 20,000 of three rows each.
-    let many = data(n, 20_000, 5).hstack(&[v.clone()]).unwrap();
+    let many = data(n, 20_000, 5).hstack(std::slice::from_ref(&v)).unwrap();
     // A group whose values are all null (key 7: every `v` nulled there).
     let nulls = data(n, 10, 9)
         .hstack(&[v])
