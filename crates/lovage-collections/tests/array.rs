@@ -10,6 +10,7 @@ use lovage_collections::array::{random_at, random_fill, Array, Op};
 use lovage_collections::compute;
 use lovage_graph::{Graph, Inline, Scheduler, Threads};
 use lovage_pool::ThreadPool;
+use lovage_testkit::grouped_boxes;
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use proptest::prelude::*;
 
@@ -539,17 +540,6 @@ fn to_raw_and_from_npy_round_trip() {
     assert!(e.to_string().contains("'<f4'"), "{e}");
     let e = Array::from_npy(&g, dir.path().join("none.npy"), &[2]).unwrap_err();
     assert!(e.to_string().contains("none.npy"), "{e}");
-}
-
-/// The boxes of a grouped DOT picture: (operation, node count) from labels `name ×count`.
-fn grouped_boxes(dot: &str) -> Vec<(String, usize)> {
-    dot.lines()
-        .filter_map(|l| {
-            let label = l.split_once("[label=\"")?.1.split_once("\", fillcolor")?.0;
-            let (name, count) = label.rsplit_once(" ×")?;
-            Some((name.to_owned(), count.parse().ok()?))
-        })
-        .collect()
 }
 
 #[test]

@@ -9,6 +9,7 @@ use lovage_collections::bag::{read_jsonl, read_text, Bag, OnError};
 use lovage_collections::{compute, Error};
 use lovage_graph::{Graph, GraphError, Inline, Scheduler, Threads};
 use lovage_pool::ThreadPool;
+use lovage_testkit::grouped_boxes;
 use proptest::prelude::*;
 
 fn pool() -> &'static ThreadPool {
@@ -535,17 +536,6 @@ fn a_panic_in_a_step_fails_that_computation_only() {
     let bad = b.map(|x| if x == 7 { panic!("seven") } else { x });
     assert!(compute(&g, Threads(pool()), bad.count()).is_err());
     assert_eq!(compute(&g, Threads(pool()), b.count()).unwrap(), 10);
-}
-
-/// The boxes of a grouped DOT picture: (operation, node count) from labels `name ×count`.
-fn grouped_boxes(dot: &str) -> Vec<(String, usize)> {
-    dot.lines()
-        .filter_map(|l| {
-            let label = l.split_once("[label=\"")?.1.split_once("\", fillcolor")?.0;
-            let (name, count) = label.rsplit_once(" ×")?;
-            Some((name.to_owned(), count.parse().ok()?))
-        })
-        .collect()
 }
 
 #[test]

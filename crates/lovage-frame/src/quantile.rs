@@ -194,10 +194,27 @@ pub(crate) fn merge_digests(df: DataFrame, aggs: &[Agg]) -> Result<DataFrame, Ta
 
 /// Replaces each quantile aggregation's column of `df` by `f` of each row's list.
 fn rewrite(
-    mut df: DataFrame,
+    df: DataFrame,
     aggs: &[Agg],
     what: &str,
     mut f: impl FnMut(Option<Series>) -> Result<Vec<f64>, TaskError>,
+) -> Result<DataFrame, TaskError> {
+    per_quantile(df, aggs, what, |_, rows, name| {
+        let rows = rows
+            .into_iter()
+            .map(&mut f)
+            .collect::<Result<Vec<_>, TaskError>>()?;
+        Ok(lists(rows, name))
+    })
+}
+
+/// Replaces each quantile aggregation's column of `df` (a list column) by the column `f`
+/// makes of the aggregation, the column's rows and its name.
+fn per_quantile(
+    mut df: DataFrame,
+    aggs: &[Agg],
+    what: &str,
+    mut f: impl FnMut(&Agg, Vec<Option<Series>>, PlSmallStr) -> Result<Column, TaskError>,
 ) -> Result<DataFrame, TaskError> {
     for (i, a) in aggs.iter().enumerate() {
         if a.kind != Kind::Quantile {
@@ -205,45 +222,25 @@ fn rewrite(
         }
         let name = Agg::slot(i, DIGEST);
         let fail = |e| polars_error(what, e);
-        let list = df
-            .column(&name)
-            .map_err(fail)?
-            .list()
-            .map_err(fail)?
-            .clone();
-        let rows = each(&list)
-            .into_iter()
-            .map(&mut f)
-            .collect::<Result<Vec<_>, TaskError>>()?;
-        df.with_column(lists(rows, name)).map_err(fail)?;
+        let rows = each(df.column(&name).map_err(fail)?.list().map_err(fail)?);
+        df.with_column(f(a, rows, name)?).map_err(fail)?;
     }
     Ok(df)
 }
 
 /// The finishing step's first part: each quantile aggregation's digest read at its `q`.
 pub(crate) fn estimate(df: DataFrame, aggs: &[Agg]) -> Result<DataFrame, TaskError> {
-    let mut df = df;
-    for (i, a) in aggs.iter().enumerate() {
-        if a.kind != Kind::Quantile {
-            continue;
-        }
-        let name = Agg::slot(i, DIGEST);
-        let fail = |e| polars_error("quantile estimate", e);
-        let list = df
-            .column(&name)
-            .map_err(fail)?
-            .list()
-            .map_err(fail)?
-            .clone();
-        let mut out: Vec<Option<f64>> = Vec::with_capacity(list.len());
-        for d in each(&list) {
+    let what = "quantile estimate";
+    per_quantile(df, aggs, what, |a, rows, name| {
+        let fail = |e| polars_error(what, e);
+        let mut out: Vec<Option<f64>> = Vec::with_capacity(rows.len());
+        for d in rows {
             let values: Vec<f64> = match d {
                 Some(d) => d.f64().map_err(fail)?.iter().flatten().collect(),
                 None => Vec::new(),
             };
-            out.push(decode(&values, "quantile estimate")?.estimate_quantile(a.q));
+            out.push(decode(&values, what)?.estimate_quantile(a.q));
         }
-        df.with_column(Column::new(name, out)).map_err(fail)?;
-    }
-    Ok(df)
+        Ok(Column::new(name, out))
+    })
 }

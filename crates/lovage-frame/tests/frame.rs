@@ -8,10 +8,11 @@
 use lovage_frame::polars::prelude::*;
 use lovage_frame::{agg, compute, Agg, Frame, QUANTILE_RANK_ERROR};
 use lovage_graph::{Graph, Inline, Threads};
+use lovage_testkit::grouped_boxes;
 use proptest::prelude::*;
 
 mod common;
-use common::{assert_quantiles, assert_same, cut, data, pool, schedulers};
+use common::{assert_quantiles, assert_same, csv_files, cut, data, pool, schedulers};
 
 fn all_aggs() -> Vec<Agg> {
     vec![
@@ -451,37 +452,13 @@ fn group_by_quantile_of_a_bad_column_or_q_is_a_clear_error() {
     assert!(e.contains("no column nope"), "{e}");
 }
 
-/// The boxes of a grouped DOT picture: (operation, node count) from labels `name ×count`.
-fn grouped_boxes(dot: &str) -> Vec<(String, usize)> {
-    dot.lines()
-        .filter_map(|l| {
-            let label = l.split_once("[label=\"")?.1.split_once("\", fillcolor")?.0;
-            let (name, count) = label.rsplit_once(" ×")?;
-            Some((name.to_owned(), count.parse().ok()?))
-        })
-        .collect()
-}
-
-/// 20 CSV files of `data` rows, one partition each (a frame of files: no source nodes).
-fn csv_frame<'g>(g: &'g Graph, dir: &tempfile::TempDir) -> Frame<'g> {
-    for i in 0..20 {
-        let mut df = data(50, 5, i);
-        let path = dir.path().join(format!("{i:02}.csv"));
-        CsvWriter::new(std::fs::File::create(path).unwrap())
-            .finish(&mut df)
-            .unwrap();
-    }
-    let pattern = format!("{}/*.csv", dir.path().display());
-    lovage_frame::read_csv(g, &pattern, lovage_frame::CsvOptions::default()).unwrap()
-}
-
 /// The grouped pictures of a frame's graphs: the DOT exactly (golden), and the SVG parsed
 /// as XML with a box per operation.
 #[test]
 fn a_frame_draws_its_graph_grouped_by_operation() {
     let dir = tempfile::tempdir().unwrap();
     let g = Graph::new();
-    let f = csv_frame(&g, &dir);
+    let f = csv_files(&g, &dir, 20, 50);
     assert_eq!(f.npartitions(), 20);
     let by = f.group_by(["k"]).split_every(8);
     let tree = by.to_dot([agg::sum("x"), agg::median("y")]).unwrap();

@@ -34,7 +34,7 @@ use lovage_testkit::{on_brokers, serve_worker_role, wait_until_handed_on, Proces
 use lovage_worker::{PoolKind, Worker, WorkerConfig};
 
 mod common;
-use common::{assert_quantiles, assert_same, data, pool};
+use common::{assert_quantiles, assert_same, data, pool, KeepingWorker};
 
 /// The environment variable that tells this binary which role to play.
 const ROLE: &str = "LOVAGE_FRAME_TEST_ROLE";
@@ -956,20 +956,7 @@ fn reducers_fetch_only_their_pieces() {
     let url = format!("memory://frame-pieces-{}", TaskId::new());
     let backend = connect(&url).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = WorkerConfig {
-        pool: PoolKind::Threads,
-        concurrency: 2,
-        poll: Duration::from_millis(20),
-        data: Some(lovage_worker::DataConfig {
-            threshold: 1 << 10,
-            dir: Some(dir.path().to_owned()),
-            ..lovage_worker::DataConfig::default()
-        }),
-        ..WorkerConfig::default()
-    };
-    let worker = Worker::new(backend.clone(), config).unwrap();
-    let stop = worker.shutdown_handle();
-    let running = std::thread::spawn(move || worker.run());
+    let worker = KeepingWorker::start(backend.clone(), &dir);
     let app = App::with_backend(backend);
     let client = app.client().unwrap();
     for (what, maps_task) in [
@@ -1049,8 +1036,7 @@ fn reducers_fetch_only_their_pieces() {
         );
     }
     drop(client);
-    stop.graceful();
-    running.join().unwrap().unwrap();
+    worker.stop();
 }
 
 fn main() {

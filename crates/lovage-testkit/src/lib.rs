@@ -341,3 +341,14 @@ pub fn letters(n: usize, seed: u64) -> String {
         })
         .collect()
 }
+
+/// The boxes of a grouped DOT picture (`Graph::to_dot_grouped`, a collection's `to_dot`): (operation, node count) from labels `name ×count`.
+pub fn grouped_boxes(dot: &str) -> Vec<(String, usize)> {
+    dot.lines()
+        .filter_map(|l| {
+            let label = l.split_once("[label=\"")?.1.split_once("\", fillcolor")?.0;
+            let (name, count) = label.rsplit_once(" ×")?;
+            Some((name.to_owned(), count.parse().ok()?))
+        })
+        .collect()
+}

@@ -208,3 +208,55 @@ pub fn assert_quantiles(
         }
     }
 }
+
+/// `parts` CSV files of `rows` rows of `data` each in `dir`, read as a frame: one partition
+/// per file (a frame of files, so every scheduler runs it with registered tasks).
+pub fn csv_files<'g>(
+    g: &'g lovage_graph::Graph,
+    dir: &tempfile::TempDir,
+    parts: u64,
+    rows: usize,
+) -> lovage_frame::Frame<'g> {
+    for i in 0..parts {
+        let mut df = data(rows, 50, i);
+        let path = dir.path().join(format!("{i:02}.csv"));
+        CsvWriter::new(std::fs::File::create(path).unwrap())
+            .finish(&mut df)
+            .unwrap();
+    }
+    let pattern = format!("{}/*.csv", dir.path().display());
+    lovage_frame::read_csv(g, &pattern, lovage_frame::CsvOptions::default()).unwrap()
+}
+
+/// A worker in this process on `backend` (two threads), keeping every value of 1 KiB or more
+/// in its store (in `dir`): the process's counters see every read and fetch.
+pub struct KeepingWorker {
+    stop: lovage_worker::Shutdown,
+    running: std::thread::JoinHandle<std::io::Result<lovage_worker::WorkerReport>>,
+}
+
+impl KeepingWorker {
+    pub fn start(backend: lovage_broker::Backend, dir: &tempfile::TempDir) -> KeepingWorker {
+        let config = lovage_worker::WorkerConfig {
+            pool: lovage_worker::PoolKind::Threads,
+            concurrency: 2,
+            poll: std::time::Duration::from_millis(20),
+            data: Some(lovage_worker::DataConfig {
+                threshold: 1 << 10,
+                dir: Some(dir.path().to_owned()),
+                ..lovage_worker::DataConfig::default()
+            }),
+            ..lovage_worker::WorkerConfig::default()
+        };
+        let worker = lovage_worker::Worker::new(backend, config).unwrap();
+        let stop = worker.shutdown_handle();
+        let running = std::thread::spawn(move || worker.run());
+        KeepingWorker { stop, running }
+    }
+
+    /// Stops it once its tasks are done.
+    pub fn stop(self) {
+        self.stop.graceful();
+        self.running.join().unwrap().unwrap();
+    }
+}
