@@ -13,6 +13,7 @@ use lovage_collections::array::{random_at, random_fill, Array, Op};
 use lovage_collections::compute;
 use lovage_graph::{Graph, Inline, Scheduler, Threads};
 use lovage_pool::ThreadPool;
+use lovage_testkit::grouped_boxes;
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use proptest::prelude::*;
 

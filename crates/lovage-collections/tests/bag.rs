@@ -12,6 +12,7 @@ use lovage_collections::bag::{read_jsonl, read_text, Bag, OnError};
 use lovage_collections::{compute, Error};
 use lovage_graph::{Graph, GraphError, Inline, Scheduler, Threads};
 use lovage_pool::ThreadPool;
+use lovage_testkit::grouped_boxes;
 use proptest::prelude::*;
 
 fn pool() -> &'static ThreadPool {

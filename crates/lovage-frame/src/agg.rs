@@ -23,6 +23,9 @@ pub enum Kind {
     Std,
     /// The sample variance (ddof 1), as `f64`.
     Var,
+    /// An approximate quantile (the agg's `q`) of the finite values, as `f64` (null when
+    /// there are none): a t-digest per group (see [`quantile`]).
+    Quantile,
 }
 
 /// One aggregation of one column, named like the column unless [`alias`](Agg::alias)ed.
@@ -31,6 +34,9 @@ pub struct Agg {
     pub(crate) kind: Kind,
     pub(crate) column: PlSmallStr,
     pub(crate) name: PlSmallStr,
+    /// The quantile asked for, for [`Kind::Quantile`] (0 otherwise).
+    #[serde(default)]
+    pub(crate) q: f64,
 }
 
 impl Agg {
@@ -41,6 +47,7 @@ impl Agg {
             kind,
             name: column.clone(),
             column,
+            q: 0.0,
         }
     }
 
@@ -51,7 +58,7 @@ impl Agg {
     }
 
     /// The partial columns' names for the aggregation at position `i`.
-    fn slot(i: usize, what: &str) -> PlSmallStr {
+    pub(crate) fn slot(i: usize, what: &str) -> PlSmallStr {
         format!("__lovage_{i}_{what}").into()
     }
 
@@ -79,6 +86,8 @@ impl Agg {
                 f.clone().mean().alias(Self::slot(i, "m")),
                 (f.var(0) * c.count().cast(DataType::Float64)).alias(Self::slot(i, "q")),
             ],
+            // The group's values as a list; `quantile::digest_values` makes it a digest.
+            Kind::Quantile => vec![f.alias(Self::slot(i, DIGEST))],
         }
     }
 
@@ -105,6 +114,8 @@ impl Agg {
                     (s("q").sum() + (nf * d.clone() * d).sum()).alias(Self::slot(i, "q")),
                 ]
             }
+            // The group's digests as a list; `quantile::merge_digests` merges them.
+            Kind::Quantile => vec![s(DIGEST)],
         }
     }
 
@@ -127,9 +138,31 @@ impl Agg {
             Kind::Count | Kind::Len => s("n"),
             Kind::Var => var(),
             Kind::Std => var().sqrt(),
+            // `quantile::estimate` made the digest the estimate.
+            Kind::Quantile => s(DIGEST),
         };
         e.alias(self.name.clone())
     }
+}
+
+/// The partial column of a quantile's digest (see `crate::quantile`).
+pub(crate) const DIGEST: &str = "td";
+
+/// The approximate quantile `q` (in 0..=1; checked by [`GroupBy::agg`](crate::GroupBy::agg))
+/// of the numeric `column`, as `f64`: a t-digest of each group's finite values per partition
+/// (nulls, NaN and infinities skipped), merged as the partials are, and read at `q` in the
+/// finish. Null when a group has no finite value. Within a rank error of
+/// [`QUANTILE_RANK_ERROR`](crate::QUANTILE_RANK_ERROR), as [`Frame::quantile`](crate::Frame::quantile).
+pub fn quantile(column: impl Into<PlSmallStr>, q: f64) -> Agg {
+    Agg {
+        q,
+        ..Agg::new(Kind::Quantile, column)
+    }
+}
+
+/// The approximate median of `column`: [`quantile`]`(column, 0.5)`.
+pub fn median(column: impl Into<PlSmallStr>) -> Agg {
+    quantile(column, 0.5)
 }
 
 /// The sum of `column`.

@@ -40,6 +40,17 @@ pub(crate) enum DataSource {
     Input,
 }
 
+/// Partition sources (a CSV byte range, a Parquet row group, a JSON Lines file, rows given
+/// in memory) read by the `lovage.frame.*` tasks in this process.
+static SOURCES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many partition sources (a CSV byte range, a Parquet row group, a JSON Lines file, or
+/// rows given in memory) the `lovage.frame.*` tasks run in this process have read so far:
+/// for tests and benchmarks of how often a plan reads its data (a sort reads each once).
+pub fn sources_read() -> u64 {
+    SOURCES_READ.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A partition as data: its source and its plan.
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct PartData {
@@ -63,6 +74,7 @@ impl PartData {
                 return run_plan(rows.0, &self.ops, "a partition of another task's rows");
             }
         };
+        SOURCES_READ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let part = Part {
             source,
             ops: Arc::new(self.ops),

@@ -46,6 +46,7 @@ mod frame;
 mod join;
 mod json;
 mod parquet;
+mod picture;
 mod quantile;
 mod reduce;
 mod row_tasks;
@@ -58,6 +59,7 @@ mod write;
 
 pub use agg::Agg;
 pub use csv::{read_csv, CsvOptions};
+pub use data::sources_read;
 pub use frame::{Frame, GroupBy};
 pub use join::{How, Strategy, BROADCAST_ROWS};
 pub use json::read_jsonl;

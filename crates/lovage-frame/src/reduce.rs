@@ -7,10 +7,10 @@ use lovage_core::TaskError;
 use lovage_graph::{Delayed, Graph};
 use polars::prelude::*;
 
-use crate::agg::Agg;
+use crate::agg::{Agg, Kind};
 use crate::frame::{concat_frames, Frame, GroupBy};
 use crate::shuffle::{exchange, hash_split, Splitter};
-use crate::{polars_error, Error};
+use crate::{polars_error, quantile, Error};
 
 /// How many partials a combining node merges by default (Dask's `split_every` default).
 pub(crate) const SPLIT_EVERY: usize = 8;
@@ -244,27 +244,41 @@ pub(crate) struct AggSteps {
 /// The steps of `aggs` grouped by `keys` (over the whole frame when there are none).
 pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
     let key_exprs: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
+    let quantiles = aggs.iter().any(|a| a.kind == Kind::Quantile);
     let by = |exprs: Vec<Expr>, name: &'static str| {
         let key_exprs = key_exprs.clone();
         lazy(name, move |lf| {
             if key_exprs.is_empty() {
-                lf.select(exprs.clone())
+                // Polars' common subexpression elimination breaks a `select` of several
+                // `implode`s of one column (a column of height 1 beside the whole column).
+                let mut opts = lf.get_current_optimizations();
+                opts.set(OptFlags::COMM_SUBEXPR_ELIM, !quantiles);
+                lf.with_optimizations(opts).select(exprs.clone())
             } else {
                 lf.group_by(key_exprs.clone()).agg(exprs.clone())
             }
         })
     };
+    // A quantile's partial and combine gather a list per group, which a `select` (no keys)
+    // only does with `implode`.
+    let gathered = |a: &Agg, exprs: Vec<Expr>| -> Vec<Expr> {
+        if a.kind == Kind::Quantile && key_exprs.is_empty() {
+            exprs.into_iter().map(|e| e.implode(false)).collect()
+        } else {
+            exprs
+        }
+    };
     let partial = by(
         aggs.iter()
             .enumerate()
-            .flat_map(|(i, a)| a.partial(i))
+            .flat_map(|(i, a)| gathered(a, a.partial(i)))
             .collect(),
         "partial aggregation",
     );
     let combine = by(
         aggs.iter()
             .enumerate()
-            .flat_map(|(i, a)| a.combine(i))
+            .flat_map(|(i, a)| gathered(a, a.combine(i)))
             .collect(),
         "combining partials",
     );
@@ -276,24 +290,58 @@ pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
     let finish = lazy("finishing an aggregation", move |lf| {
         lf.select(exprs.clone())
     });
-    AggSteps {
-        partial,
-        combine,
-        finish,
+    if !quantiles {
+        return AggSteps {
+            partial,
+            combine,
+            finish,
+        };
     }
+    // Quantiles: the lists Polars gathered become digests, merged digests, estimates.
+    let (a, b, c) = (aggs.to_vec(), aggs.to_vec(), aggs.to_vec());
+    AggSteps {
+        partial: Arc::new(move |df| quantile::digest_values(partial(df)?, &a)),
+        combine: Arc::new(move |df| quantile::merge_digests(combine(df)?, &b)),
+        finish: Arc::new(move |df| finish(quantile::estimate(df, &c)?)),
+    }
+}
+
+/// A clear error for a quantile aggregation of a column that is not numeric or missing, or
+/// of a `q` outside 0..=1 (the others are checked as the steps are built).
+fn check_quantiles(aggs: &[Agg], schema: &Schema) -> Result<(), Error> {
+    for a in aggs.iter().filter(|a| a.kind == Kind::Quantile) {
+        let c = &a.column;
+        match schema.get(c) {
+            Some(t) if t.is_primitive_numeric() => {}
+            Some(t) => {
+                return Err(Error::Input(format!(
+                    "agg quantile: column {c} is {t}, not numeric"
+                )))
+            }
+            None => return Err(Error::Input(format!("agg quantile: no column {c}"))),
+        }
+        if !(0.0..=1.0).contains(&a.q) {
+            return Err(Error::Input(format!(
+                "agg quantile of {c}: q = {} is not in 0..=1",
+                a.q
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl<'g> GroupBy<'g> {
     /// Runs `aggs` per group: each partition is aggregated by Polars, the partials are
     /// merged `split_every` at a time (or, with `split_out(n)`, split by key hash into `n`
     /// parts merged independently), and the result is finished (mean = sum / count,
-    /// variance from count, mean and M2). One row per group, in no particular order; with
+    /// variance from count, mean and M2; a quantile from merged t-digests). One row per group, in no particular order; with
     /// no keys, one row.
     pub fn agg<A: AsRef<[Agg]>>(&self, aggs: A) -> Result<Delayed<DataFrame>, Error> {
         let aggs = aggs.as_ref().to_vec();
         if aggs.is_empty() {
             return Err(Error::Input("agg: no aggregation given".into()));
         }
+        check_quantiles(&aggs, &self.frame.schema)?;
         let keys = self.keys.clone();
         let AggSteps {
             partial,

@@ -3,8 +3,9 @@
 //! schedulers).
 //!
 //! A sort is a sampled range partitioning: a `sort_sample` task per partition (its keys, drawn
-//! at random), one `sort_bounds` task (the `n - 1` boundary rows from the sorted samples), a
-//! `sort_split` task per partition (its rows cut into the `n` ranges, as Arrow IPC pieces) and
+//! at random, and its rows, so the source is read once), one `sort_bounds` task (the `n - 1`
+//! boundary rows from the sorted samples), a `sort_split` task per partition (the rows
+//! `sort_sample` kept, cut into the `n` ranges, as Arrow IPC pieces) and
 //! a `range_piece` task per range (piece `j` of every split, in input order, concatenated and
 //! sorted stably). `repartition` has a `height` task per partition, a `repartition_split` per
 //! partition (its rows cut at the global row positions of the outputs) and `range_piece` tasks
@@ -23,8 +24,11 @@ use crate::shuffle::split_by;
 use crate::shuffle_tasks::piece_of;
 use crate::sort::{slice_for, Order, SAMPLES_PER_RANGE};
 
-/// Up to `k` random rows of a partition's key columns (seeded by `seed`: the same rows again
-/// when the task is run again).
+/// A partition read once for a sort: `[sample, rows]`, up to `k` random rows of its key
+/// columns (seeded by `seed`: the same rows again when the task is run again) and the
+/// partition's rows themselves, which `sort_split` cuts (so the source is read once, not once
+/// to sample and again to split). On a broker's workers a large value stays in its worker's
+/// store, indexed per element: `sort_bounds` fetches only the samples.
 #[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.sort_sample")]
 pub(crate) fn sort_sample(
     part: Packed<PartData>,
@@ -32,12 +36,12 @@ pub(crate) fn sort_sample(
     order: Order,
     k: usize,
     seed: u64,
-) -> Result<Ipc, TaskError> {
+) -> Result<Vec<Ipc>, TaskError> {
     let df = part.0.rows(input)?;
-    order
+    let sample = order
         .sample(&df, k, seed)
-        .map(Ipc)
-        .map_err(|e| polars_error("sampling sort keys", e))
+        .map_err(|e| polars_error("sampling sort keys", e))?;
+    Ok(vec![Ipc(sample), Ipc(df)])
 }
 
 /// The `n - 1` boundary rows of a sort, from every partition's sample (`key_empty`: the key
@@ -57,17 +61,17 @@ pub(crate) fn sort_bounds(
         .map_err(|e| polars_error("choosing sort boundaries", e))
 }
 
-/// A partition's rows cut into the `n` key ranges `bounds` delimit (rows equal to a boundary
-/// go to the range after it), each piece in the partition's order.
+/// A partition's rows (as `sort_sample` read them) cut into the `n` key ranges `bounds`
+/// delimit (rows equal to a boundary go to the range after it), each piece in the
+/// partition's order.
 #[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.sort_split")]
 pub(crate) fn sort_split(
-    part: Packed<PartData>,
-    input: Vec<Ipc>,
+    rows: Ipc,
     order: Order,
     bounds: Ipc,
     n: usize,
 ) -> Result<Vec<Ipc>, TaskError> {
-    let df = part.0.rows(input)?;
+    let df = rows.into_inner();
     let ranges = order
         .ranges(&df, &bounds.into_inner())
         .map_err(|e| polars_error("splitting a partition into ranges", e))?;
@@ -151,14 +155,15 @@ pub(crate) fn sort_tasks(
     schema: &SchemaRef,
     key_schema: &SchemaRef,
 ) -> Vec<Delayed<Ipc>> {
-    let samples: Vec<Delayed<Ipc>> = parts
-        .iter()
+    // Each partition is read once: its sample and its rows.
+    let read: Vec<Delayed<Vec<Ipc>>> = parts
+        .into_iter()
         .enumerate()
         .map(|(i, p)| {
             sort_sample::delayed(
                 g,
-                Packed(p.data.clone()),
-                p.input.clone(),
+                Packed(p.data),
+                p.input,
                 order.clone(),
                 SAMPLES_PER_RANGE * n,
                 i as u64,
@@ -169,12 +174,12 @@ pub(crate) fn sort_tasks(
         g,
         order.clone(),
         Ipc(DataFrame::empty_with_schema(key_schema)),
-        samples,
+        piece_of(g, &read, 0),
         n,
     );
-    let maps: Vec<Delayed<Vec<Ipc>>> = parts
+    let maps: Vec<Delayed<Vec<Ipc>>> = piece_of(g, &read, 1)
         .into_iter()
-        .map(|p| sort_split::delayed(g, Packed(p.data), p.input, order.clone(), bounds, n))
+        .map(|rows| sort_split::delayed(g, rows, order.clone(), bounds, n))
         .collect();
     reduce(g, maps, n, schema, Some(order))
 }

@@ -8,10 +8,11 @@
 use lovage_frame::polars::prelude::*;
 use lovage_frame::{agg, compute, Agg, Frame, QUANTILE_RANK_ERROR};
 use lovage_graph::{Graph, Inline, Threads};
+use lovage_testkit::grouped_boxes;
 use proptest::prelude::*;
 
 mod common;
-use common::{assert_same, cut, data, pool, schedulers};
+use common::{assert_quantiles, assert_same, csv_files, cut, data, pool, schedulers};
 
 fn all_aggs() -> Vec<Agg> {
     vec![
@@ -329,4 +330,194 @@ fn quantile_of_a_bad_column_or_q_is_a_clear_error() {
     assert!(e.contains("q = 1.5 is not in 0..=1"), "{e}");
     let median = compute(&g, Inline, f.quantile("x", 0.5).unwrap()).unwrap();
     assert!(median.is_some());
+}
+
+/// The quantiles the group-by tests ask for, with their output names.
+const GROUP_QS: [(&str, f64); 6] = [
+    ("q0", 0.0),
+    ("q10", 0.1),
+    ("median", 0.5),
+    ("q90", 0.9),
+    ("q99", 0.99),
+    ("q100", 1.0),
+];
+
+fn quantile_aggs() -> Vec<Agg> {
+    let mut aggs: Vec<Agg> = GROUP_QS
+        .iter()
+        .map(|(name, q)| agg::quantile("v", *q).alias(*name))
+        .collect();
+    aggs[2] = agg::median("v").alias("median");
+    // Beside the others, which stay exact.
+    aggs.push(agg::sum("x"));
+    aggs
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// `agg::quantile` per group, on any partitioning (empty partitions too), in a tree or a
+    /// hash exchange, on both local schedulers: within the stated rank error of the group's
+    /// values, as Polars' own quantile (linear and nearest) is; a group of nulls only is null.
+    #[test]
+    fn group_by_quantiles_are_within_the_stated_rank_error(
+        n in 0usize..4000,
+        groups in 1i64..30,
+        kind in 0u8..3,
+        seed in any::<u64>(),
+        points in proptest::collection::vec(0usize..5000, 0..10),
+        split_every in 2usize..5,
+        split_out in 0usize..4,
+    ) {
+        let df = data(n, groups, seed);
+        let v = Column::new("v".into(), quantile_values(n, kind, seed));
+        let df = df.hstack(&[v]).unwrap();
+        for sched in schedulers() {
+            let g = Graph::new();
+            let f = Frame::from_partitions(&g, cut(&df, points.clone())).unwrap();
+            let mut by = f.group_by(["k"]).split_every(split_every);
+            if split_out > 0 {
+                by = by.split_out(split_out);
+            }
+            let outs = (by.agg(quantile_aggs()).unwrap(), f.reduce(quantile_aggs()).unwrap());
+            let (got, total) = compute(&g, sched, outs).unwrap();
+            assert_quantiles(&got, &df, &["k"], "v", &GROUP_QS);
+            assert_quantiles(&total, &df, &[], "v", &GROUP_QS);
+            let sums = df.clone().lazy().group_by([col("k")]).agg([col("x").sum()]);
+            assert_same(&got.select(["k", "x"]).unwrap(), &sums.collect().unwrap(), &["k"]);
+        }
+    }
+}
+
+#[test]
+fn group_by_quantiles_one_group_many_groups_and_a_group_of_nulls() {
+    let n = 60_000;
+    let values = quantile_values(n, 0, 3);
+    let base = data(n, 1, 3);
+    let v = Column::new("v".into(), values);
+    // One group: every key the same (nulls in the key column are a group of their own).
+    let one = base
+        .hstack(std::slice::from_ref(&v))
+        .unwrap()
+        .lazy()
+        .with_column(lit(1i64).alias("k"))
+        .collect()
+        .unwrap();
+    // Many groups: about 20,000 of three rows each.
+    let many = data(n, 20_000, 5).hstack(std::slice::from_ref(&v)).unwrap();
+    // A group whose values are all null (key 7: every `v` nulled there).
+    let nulls = data(n, 10, 9)
+        .hstack(&[v])
+        .unwrap()
+        .lazy()
+        .with_column(
+            when(col("k").eq(lit(7i64)))
+                .then(lit(NULL).cast(DataType::Float64))
+                .otherwise(col("v"))
+                .alias("v"),
+        )
+        .collect()
+        .unwrap();
+    for (what, df) in [
+        ("one group", one),
+        ("many groups", many),
+        ("a null group", nulls),
+    ] {
+        for split_out in [Some(1), Some(3), None] {
+            for sched in schedulers() {
+                let g = Graph::new();
+                let f = Frame::from_polars(&g, df.clone(), 7).unwrap();
+                let mut by = f.group_by(["k"]);
+                if let Some(n) = split_out {
+                    by = by.split_out(n);
+                }
+                let got = compute(&g, sched, by.agg(quantile_aggs()).unwrap()).unwrap();
+                eprintln!("{what}, split_out {split_out:?}: {} groups", got.height());
+                assert_quantiles(&got, &df, &["k"], "v", &GROUP_QS);
+            }
+        }
+    }
+}
+
+#[test]
+fn group_by_quantile_of_a_bad_column_or_q_is_a_clear_error() {
+    let g = Graph::new();
+    let f = Frame::from_polars(&g, data(10, 3, 1), 2).unwrap();
+    let by = f.group_by(["k"]);
+    let e = by.agg([agg::quantile("s", 0.5)]).unwrap_err().to_string();
+    assert!(e.contains("column s is str, not numeric"), "{e}");
+    let e = by.agg([agg::quantile("x", -0.5)]).unwrap_err().to_string();
+    assert!(e.contains("q = -0.5 is not in 0..=1"), "{e}");
+    let e = by.agg([agg::median("nope")]).unwrap_err().to_string();
+    assert!(e.contains("no column nope"), "{e}");
+}
+
+/// The grouped pictures of a frame's graphs: the DOT exactly (golden), and the SVG parsed
+/// as XML with a box per operation.
+#[test]
+fn a_frame_draws_its_graph_grouped_by_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Graph::new();
+    let f = csv_files(&g, &dir, 20, 50);
+    assert_eq!(f.npartitions(), 20);
+    let by = f.group_by(["k"]).split_every(8);
+    let tree = by.to_dot([agg::sum("x"), agg::median("y")]).unwrap();
+    assert_eq!(
+        tree,
+        r##"digraph lovage {
+  rankdir=TB;
+  node [shape=box, style=filled, fontname="monospace"];
+  "lovage.frame.partial" [label="lovage.frame.partial ×20", fillcolor="#cfe2ff"];
+  "lovage.frame.combine" [label="lovage.frame.combine ×3", fillcolor="#cfe2ff"];
+  "lovage.frame.finish" [label="lovage.frame.finish ×1", fillcolor="#cfe2ff"];
+  "lovage.frame.partial" -> "lovage.frame.combine" [label="20"];
+  "lovage.frame.combine" -> "lovage.frame.finish" [label="3"];
+}
+"##
+    );
+    let exchange = f.group_by(["k"]).split_out(4).to_dot([agg::len()]).unwrap();
+    assert_eq!(
+        exchange,
+        r##"digraph lovage {
+  rankdir=TB;
+  node [shape=box, style=filled, fontname="monospace"];
+  "lovage.frame.split_partial" [label="lovage.frame.split_partial ×20", fillcolor="#cfe2ff"];
+  "lovage.frame.agg_piece" [label="lovage.frame.agg_piece ×4", fillcolor="#cfe2ff"];
+  "lovage.frame.concat" [label="lovage.frame.concat ×1", fillcolor="#cfe2ff"];
+  "lovage.frame.split_partial" -> "lovage.frame.agg_piece" [label="80"];
+  "lovage.frame.agg_piece" -> "lovage.frame.concat" [label="4"];
+}
+"##
+    );
+    let sorted = f.sort(&["k"], &[false]).unwrap();
+    assert_eq!(
+        grouped_boxes(&sorted.to_dot().unwrap()),
+        [
+            ("lovage.frame.sort_sample", 20),
+            ("lovage.frame.sort_bounds", 1),
+            ("lovage.frame.sort_split", 20),
+            ("lovage.frame.range_piece", 20),
+            ("lovage.frame.part", 20),
+            ("lovage.frame.concat", 1),
+        ]
+        .map(|(n, c)| (n.to_owned(), c))
+    );
+    for (svg, boxes) in [
+        (by.to_svg([agg::sum("x")]).unwrap(), 3),
+        (sorted.to_svg().unwrap(), 6),
+        (f.to_svg().unwrap(), 2),
+    ] {
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        let rects = doc.descendants().filter(|n| n.has_tag_name("rect")).count();
+        assert_eq!(rects, boxes, "{svg}");
+        let labels: Vec<&str> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("tspan"))
+            .filter_map(|n| n.text())
+            .collect();
+        assert!(labels.iter().all(|l| l.contains(" ×")), "{labels:?}");
+    }
+    if let Ok(out) = std::env::var("LOVAGE_FRAME_SVG") {
+        std::fs::write(out, by.to_svg([agg::sum("x")]).unwrap()).unwrap();
+    }
 }

@@ -18,7 +18,7 @@
 
 use std::io::Write;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libtest_mimic::{Arguments, Trial};
 use lovage_broker::dataref::{bytes_fetched, bytes_read_locally};
@@ -30,11 +30,11 @@ use lovage_frame::{
 };
 use lovage_graph::{Broker, Graph, Inline, Processes, Scheduler, Threads};
 use lovage_pool::ProcessPool;
-use lovage_testkit::{on_brokers, serve_worker_role, Process, WorkerRole};
+use lovage_testkit::{on_brokers, serve_worker_role, wait_until_handed_on, Process, WorkerRole};
 use lovage_worker::{PoolKind, Worker, WorkerConfig};
 
 mod common;
-use common::{assert_same, data, pool};
+use common::{assert_quantiles, assert_same, data, pool, KeepingWorker};
 
 /// The environment variable that tells this binary which role to play.
 const ROLE: &str = "LOVAGE_FRAME_TEST_ROLE";
@@ -183,6 +183,19 @@ fn aggs() -> Vec<Agg> {
     ]
 }
 
+/// The quantiles `check` asks for, by output name.
+const QS: [(&str, f64); 4] = [("q1", 0.01), ("q25", 0.25), ("median", 0.5), ("q90", 0.9)];
+
+/// `QS` of `y`, as `agg::quantile` (and `agg::median`).
+fn quantile_aggs() -> Vec<Agg> {
+    QS.iter()
+        .map(|(name, q)| match *q {
+            0.5 => agg::median("y").alias(*name),
+            q => agg::quantile("y", q).alias(*name),
+        })
+        .collect()
+}
+
 /// The same aggregations in Polars on one frame.
 fn polars_aggs() -> Vec<Expr> {
     vec![
@@ -199,29 +212,10 @@ fn polars_aggs() -> Vec<Expr> {
     ]
 }
 
-/// Polars' answers on `rows` as one frame: by `k`, by `k` and `s`, by `u`, and no keys.
+/// Polars' answers on `rows` as one frame, planned: by `k`, by `k` and `s`, by `u`, and no
+/// keys.
 fn want(rows: &DataFrame) -> [DataFrame; 4] {
-    let (with, filter, select) = plan_exprs();
-    let lf = rows
-        .clone()
-        .lazy()
-        .with_columns(with)
-        .filter(filter)
-        .select(select);
-    let by = |keys: &[&str]| {
-        let keys: Vec<Expr> = keys.iter().map(|k| col(*k)).collect();
-        lf.clone()
-            .group_by(keys)
-            .agg(polars_aggs())
-            .collect()
-            .unwrap()
-    };
-    [
-        by(&["k"]),
-        by(&["k", "s"]),
-        by(&["u"]),
-        lf.clone().select(polars_aggs()).collect().unwrap(),
-    ]
+    want_of(&planned_rows(rows))
 }
 
 /// The CSV files' rows as Polars reads them whole with `schema` (floats through text).
@@ -300,11 +294,16 @@ fn check(name: &str, sched: Scheduler<'_>) {
             by(&["u"]).split_every(2).agg(aggs()).unwrap(),
             f.reduce(aggs()).unwrap(),
             (f.len(), frame.len()),
+            (
+                by(&["k"]).split_every(3).agg(quantile_aggs()).unwrap(),
+                f.group_by(["u"]).split_out(2).agg(quantile_aggs()).unwrap(),
+                f.reduce(quantile_aggs()).unwrap(),
+            ),
         );
-        let (k, ks, u, t, (n, n_all)) = compute(&g, sched, outs).unwrap();
+        let (k, ks, u, t, (n, n_all), (qk, qu, qt)) = compute(&g, sched, outs).unwrap();
         let what = format!("{name}: {source}");
-        let planned_rows = total.column("len").unwrap().i64().unwrap().get(0).unwrap();
-        assert_eq!(n as i64, planned_rows, "{what}: len after the plan");
+        let n_planned = total.column("len").unwrap().i64().unwrap().get(0).unwrap();
+        assert_eq!(n as i64, n_planned, "{what}: len after the plan");
         assert_eq!(n_all, rows.height(), "{what}: len");
         assert!(
             by_k.column("k").unwrap().null_count() > 0,
@@ -315,6 +314,12 @@ fn check(name: &str, sched: Scheduler<'_>) {
         assert!(by_u.height() > 1000, "{what}: many groups");
         assert_same(&u, &by_u, &["u"]);
         assert_same(&t, &total, &[]);
+        // Quantiles: in a tree by `k` (nulls), through an exchange by `u` (a thousand groups
+        // of a few rows), and over the whole frame.
+        let planned = planned_rows(&rows);
+        assert_quantiles(&qk, &planned, &["k"], "y", &QS);
+        assert_quantiles(&qu, &planned, &["u"], "y", &QS);
+        assert_quantiles(&qt, &planned, &[], "y", &QS);
     }
 
     // A row that does not fit its column: the error names the file and line.
@@ -726,30 +731,49 @@ fn on_broker(url: &str, name: &str) {
 /// The queue of the kill tests' last node, which only the second worker serves.
 const FINISH_QUEUE: &str = "frame-finish";
 
-/// Waits until the last node is enqueued on `FINISH_QUEUE` and nothing is left on the default
-/// queue (the first worker has done all it can).
-fn wait_until_only_finish_waits(app: &App) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let stats = app.backend().admin().stats().unwrap();
-        let on = |q: &str| stats.iter().find(|s| s.queue == q).cloned();
-        let finish_ready = on(FINISH_QUEUE).map_or(0, |s| s.ready);
-        let held = on(DEFAULT_QUEUE).map_or(0, |s| s.ready + s.reserved + s.scheduled);
-        if finish_ready >= 1 && held == 0 {
-            return;
+/// What a kill test computes through a shuffle on worker A before A is killed: a
+/// `split_out(2)` group-by, a sort or a repartition.
+#[derive(Clone, Copy, Debug)]
+enum Shuffle {
+    /// A group-by in a tree (`partial` tasks, then `finish` on worker B): no exchange.
+    Tree,
+    GroupBy,
+    Sort,
+    Repartition,
+}
+
+impl Shuffle {
+    /// The map and reduce tasks whose values A keeps.
+    fn tasks(self) -> (&'static [&'static str], Option<&'static str>) {
+        match self {
+            Shuffle::Tree => (&["lovage.frame.partial"], None),
+            Shuffle::GroupBy => (
+                &["lovage.frame.split_partial"],
+                Some("lovage.frame.agg_piece"),
+            ),
+            Shuffle::Sort => (
+                &["lovage.frame.sort_sample", "lovage.frame.sort_split"],
+                Some("lovage.frame.range_piece"),
+            ),
+            Shuffle::Repartition => (
+                &["lovage.frame.repartition_split"],
+                Some("lovage.frame.range_piece"),
+            ),
         }
-        assert!(Instant::now() < deadline, "A never finished: {stats:?}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-/// Lineage through a shuffle: a group-by with `split_out(2)` by `u` and `s` (some 3000 groups)
-/// runs its map tasks (`split_partial`) and reduce tasks (`agg_piece`, over 64 KiB each) on
-/// worker A, whose values are all kept there; A is killed with -9 once the final `concat` waits
-/// on a queue A does not serve. Worker B, started only then, cannot fetch the reducers' outputs:
-/// it makes them again from their lineage, which needs the map pieces, lost too, so it makes
-/// those again from theirs (reading the CSV files itself); the answer is exactly Polars'.
-fn lost_shuffle_values_are_remade(url: &str) {
+/// Lineage: a group-by by `u` in a tree (its partials lost before `finish` runs), or through
+/// a shuffle: a group-by with `split_out(2)` by `u` and `s` (some 3000 groups), a sort by `u` (descending) and `x`, or a repartition into 2, of the whole-file
+/// CSV partitions (over 64 KiB each), runs its map tasks (`split_partial`; `sort_sample` and
+/// `sort_split`; `repartition_split`) and reduce tasks (`agg_piece`, `range_piece`) on worker
+/// A, whose large values are all kept there; A is killed with -9 once the final node (`concat`)
+/// waits on a queue A does not serve. Worker B, started only then, cannot fetch the reducers'
+/// outputs: it makes them again from their lineage, which needs the map pieces, lost too, so
+/// it makes those again from theirs (reading the CSV files itself); the answer is exactly
+/// Polars' (the group-by's floats within the tolerance; the sort and the repartition row for
+/// row).
+fn lost_shuffle_values_are_remade(url: &str, shuffle: Shuffle) {
     const LONG: Duration = Duration::from_secs(120);
     let app = App::with_backend(connect(url).unwrap());
     let client = app.client().unwrap();
@@ -757,14 +781,12 @@ fn lost_shuffle_values_are_remade(url: &str) {
     let mut a = worker(url, "frame-a", DEFAULT_QUEUE, &dir);
     let g = Graph::new();
     let RowsCase { f, want, .. } = rows_case(&g);
-    let want_us = want
-        .clone()
-        .lazy()
-        .group_by([col("u"), col("s")])
-        .agg(polars_aggs())
-        .collect()
-        .unwrap();
-    let out = f.group_by(["u", "s"]).split_out(2).agg(aggs()).unwrap();
+    let out = match shuffle {
+        Shuffle::Tree => f.group_by(["u"]).agg(aggs()).unwrap(),
+        Shuffle::GroupBy => f.group_by(["u", "s"]).split_out(2).agg(aggs()).unwrap(),
+        Shuffle::Sort => f.sort(&["u", "x"], &[true, false]).unwrap().collect(),
+        Shuffle::Repartition => f.repartition(2).collect(),
+    };
     let finish_on = TaskOptions {
         queue: Some(FINISH_QUEUE.to_owned()),
         ..TaskOptions::default()
@@ -778,35 +800,41 @@ fn lost_shuffle_values_are_remade(url: &str) {
         .unwrap()
         .unwrap();
     let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
-    let ids = |task: &str| -> Vec<TaskId> {
+    let kept = |task: &str| -> Vec<lovage_broker::ResultRef> {
         stored
             .nodes
             .iter()
             .filter(|n| n.key.split('-').next() == Some(task))
-            .map(|n| n.id)
-            .collect()
-    };
-    let kept = |ids: Vec<TaskId>| -> Vec<lovage_broker::ResultRef> {
-        ids.into_iter()
-            .filter_map(|id| {
-                let rec = app.backend().results().wait(id, LONG).unwrap().unwrap();
+            .filter_map(|n| {
+                let rec = app.backend().results().wait(n.id, LONG).unwrap().unwrap();
                 rec.result_ref().map(Result::unwrap)
             })
             .collect()
     };
-    let reduced = kept(ids("lovage.frame.agg_piece"));
-    assert_eq!(reduced.len(), 2, "both reducers' outputs are kept");
-    let mapped = kept(ids("lovage.frame.split_partial"));
+    let (map_tasks, reduce_task) = shuffle.tasks();
+    let reduced = reduce_task.map(kept).unwrap_or_default();
     assert!(
-        mapped.len() >= FILES as usize,
-        "the files' map pieces are kept"
+        reduce_task.is_none() || !reduced.is_empty(),
+        "{shuffle:?}: reducers' outputs are kept"
     );
-    wait_until_only_finish_waits(&app);
-    a.0.kill().unwrap(); // SIGKILL
-    a.0.wait().unwrap();
+    let mut mapped = Vec::new();
+    for task in map_tasks {
+        let values = kept(task);
+        assert!(
+            values.len() >= FILES as usize,
+            "{shuffle:?}: the files' {task} values are kept"
+        );
+        assert!(
+            values.iter().all(|r| r.worker.starts_with("frame-a@")),
+            "{values:?}"
+        );
+        mapped.extend(values);
+    }
+    wait_until_handed_on(&app, FINISH_QUEUE, DEFAULT_QUEUE, LONG);
+    a.kill9();
     assert!(
         reduced.iter().chain(&mapped).all(|r| r.fetch().is_err()),
-        "the shuffle's values went with A"
+        "{shuffle:?}: the shuffle's values went with A"
     );
     let _b = worker(
         url,
@@ -821,86 +849,22 @@ fn lost_shuffle_values_are_remade(url: &str) {
         .unwrap()
         .result_timeout(LONG)
         .unwrap();
-    assert_same(&got, &want_us, &["u", "s"]);
-}
-
-/// Lineage: a group-by's partials (one per CSV file, over 64 KiB each) are made and kept on
-/// worker A; A is killed with -9 once they are all done and the `finish` node waits on a queue
-/// A does not serve; worker B, started only then, runs `finish`: its fetches from A fail, B
-/// makes the partials again from the tasks their references record (reading the files
-/// itself), and the answer is exactly Polars'.
-fn lost_partials_are_remade(url: &str) {
-    const LONG: Duration = Duration::from_secs(120);
-    let app = App::with_backend(connect(url).unwrap());
-    let client = app.client().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut a = worker(url, "frame-a", DEFAULT_QUEUE, &dir);
-    let g = Graph::new();
-    let csv = read_csv(
-        &g,
-        &pattern("csv", "csv"),
-        CsvOptions {
-            whole_file: true,
-            ..CsvOptions::default()
-        },
-    )
-    .unwrap();
-    let want_u = want(&csv_rows(csv.schema()))[2].clone();
-    let out = planned(&csv).group_by(["u"]).agg(aggs()).unwrap();
-    let finish_on = TaskOptions {
-        queue: Some(FINISH_QUEUE.to_owned()),
-        ..TaskOptions::default()
-    };
-    g.set_options(out, finish_on).unwrap();
-    let sent = g.submit(&client, vec![out]).unwrap();
-    let stored = app
-        .backend()
-        .results()
-        .get_blob(sent.graph)
-        .unwrap()
-        .unwrap();
-    let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
-    let partials: Vec<TaskId> = stored
-        .nodes
-        .iter()
-        .filter(|n| n.key.contains("lovage.frame.partial"))
-        .map(|n| n.id)
-        .collect();
-    assert_eq!(partials.len(), FILES as usize + 1, "a partial per file");
-    let mut kept = Vec::new();
-    for id in partials {
-        let rec = app.backend().results().wait(id, LONG).unwrap().unwrap();
-        if let Some(r) = rec.result_ref() {
-            kept.push(r.unwrap());
+    match shuffle {
+        Shuffle::Tree => {
+            let lf = want.lazy().group_by([col("u")]);
+            assert_same(&got, &lf.agg(polars_aggs()).collect().unwrap(), &["u"]);
         }
+        Shuffle::GroupBy => {
+            let lf = want.lazy().group_by([col("u"), col("s")]);
+            assert_same(&got, &lf.agg(polars_aggs()).collect().unwrap(), &["u", "s"]);
+        }
+        Shuffle::Sort => assert_exact(
+            &got,
+            &polars_sort(&want, &["u", "x"], &[true, false]),
+            "sort",
+        ),
+        Shuffle::Repartition => assert_exact(&got, &want, "repartition"),
     }
-    assert_eq!(kept.len(), FILES as usize, "the files' partials are kept");
-    assert!(
-        kept.iter().all(|r| r.worker.starts_with("frame-a@")),
-        "{kept:?}"
-    );
-    // Kill A only once it has finished with the partials (`finish` enqueued, nothing held).
-    wait_until_only_finish_waits(&app);
-    a.0.kill().unwrap(); // SIGKILL
-    a.0.wait().unwrap();
-    assert!(
-        kept.iter().all(|r| r.fetch().is_err()),
-        "the partials went with A"
-    );
-    let _b = worker(
-        url,
-        "frame-b",
-        &format!("{DEFAULT_QUEUE},{FINISH_QUEUE}"),
-        &dir,
-    );
-    let got = sent
-        .futures
-        .into_iter()
-        .next()
-        .unwrap()
-        .result_timeout(LONG)
-        .unwrap();
-    assert_same(&got, &want_u, &["u"]);
 }
 
 /// The shuffles' map tasks on two workers: each whole-file partition's pieces (a group-by's
@@ -992,20 +956,7 @@ fn reducers_fetch_only_their_pieces() {
     let url = format!("memory://frame-pieces-{}", TaskId::new());
     let backend = connect(&url).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = WorkerConfig {
-        pool: PoolKind::Threads,
-        concurrency: 2,
-        poll: Duration::from_millis(20),
-        data: Some(lovage_worker::DataConfig {
-            threshold: 1 << 10,
-            dir: Some(dir.path().to_owned()),
-            ..lovage_worker::DataConfig::default()
-        }),
-        ..WorkerConfig::default()
-    };
-    let worker = Worker::new(backend.clone(), config).unwrap();
-    let stop = worker.shutdown_handle();
-    let running = std::thread::spawn(move || worker.run());
+    let worker = KeepingWorker::start(backend.clone(), &dir);
     let app = App::with_backend(backend);
     let client = app.client().unwrap();
     for (what, maps_task) in [
@@ -1085,8 +1036,7 @@ fn reducers_fetch_only_their_pieces() {
         );
     }
     drop(client);
-    stop.graceful();
-    running.join().unwrap().unwrap();
+    worker.stop();
 }
 
 fn main() {
@@ -1163,12 +1113,22 @@ fn main() {
     trials.extend(on_brokers(
         &["sqlite", "redis"],
         "frames_lost_shuffle_values_are_remade",
-        |f| lost_shuffle_values_are_remade(&f.url),
+        |f| lost_shuffle_values_are_remade(&f.url, Shuffle::GroupBy),
+    ));
+    trials.extend(on_brokers(
+        &["sqlite", "redis"],
+        "frames_lost_sort_values_are_remade",
+        |f| lost_shuffle_values_are_remade(&f.url, Shuffle::Sort),
+    ));
+    trials.extend(on_brokers(
+        &["sqlite", "redis"],
+        "frames_lost_repartition_values_are_remade",
+        |f| lost_shuffle_values_are_remade(&f.url, Shuffle::Repartition),
     ));
     trials.extend(on_brokers(
         &["sqlite", "redis"],
         "frames_lost_partials_are_remade",
-        |f| lost_partials_are_remade(&f.url),
+        |f| lost_shuffle_values_are_remade(&f.url, Shuffle::Tree),
     ));
     libtest_mimic::run(&args, trials).exit();
 }

@@ -451,6 +451,15 @@ fn picture(g: &Inner, keep: Option<&[bool]>, grouping: Grouping) -> Picture {
         index[n] = order.len() as u32;
         order.push(n);
     }
+    // A structural node is drawn through (left out, its inputs joined to its readers) in a
+    // grouped picture when it has inputs or readers: an empty `collect` (a task's list
+    // argument with nothing in it, as every frame partial of files has) is no operation.
+    let mut read = vec![false; g.len()];
+    for &n in &order {
+        for &d in g.deps_of(n as u32) {
+            read[d as usize] = true;
+        }
+    }
     let nodes = order
         .iter()
         .map(|&n| {
@@ -462,7 +471,7 @@ fn picture(g: &Inner, keep: Option<&[bool]>, grouping: Grouping) -> Picture {
                 group: op.name().to_owned(),
                 through: grouping == Grouping::Always
                     && op.kind() == NodeKind::Structural
-                    && !g.deps_of(n as u32).is_empty(),
+                    && (!g.deps_of(n as u32).is_empty() || read[n]),
             }
         })
         .collect();

@@ -37,7 +37,7 @@ use libtest_mimic::Arguments;
 use lovage_broker::dataref::bytes_fetched;
 use lovage_broker::{connect, App};
 use lovage_graph::Graph;
-use lovage_testkit::{letters as text, on_brokers, redis_base, Process};
+use lovage_testkit::{letters as text, on_brokers, redis_base, wait_until_handed_on, Process};
 use lovage_worker::{DataConfig, Worker, WorkerConfig};
 
 /// The intermediate's size.
@@ -336,23 +336,8 @@ fn remade(url: &str) {
     );
     // Kill A only once it has finished with `a` (its reader enqueued, its lease completed): a
     // kill between the store and the continue step would strand `a` on a queue nobody serves.
-    let deadline = Instant::now() + LONG;
-    loop {
-        let stats = app.backend().admin().stats().unwrap();
-        let on = |q: &str| stats.iter().find(|s| s.queue == q).cloned();
-        let use_ready = on("stays-use").map_or(0, |s| s.ready);
-        let make_held = on("stays-make").map_or(0, |s| s.ready + s.reserved + s.scheduled);
-        if use_ready >= 1 && make_held == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "A never finished with a: {stats:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    a_worker.0.kill().unwrap(); // SIGKILL
-    a_worker.0.wait().unwrap();
+    wait_until_handed_on(&app, "stays-use", "stays-make", LONG);
+    a_worker.kill9();
     assert!(on_a.fetch().is_err(), "a went with its worker");
     let started = Instant::now();
     let _b = start(

@@ -15,6 +15,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use lovage_broker::{connect, App, Backend};
 use lovage_core::TaskId;
@@ -283,6 +284,43 @@ impl Process {
     }
 }
 
+impl Process {
+    /// Kills it with -9 (SIGKILL, no chance to clean up) and waits for it to end: a worker
+    /// lost with the values it keeps.
+    ///
+    /// # Panics
+    /// When it cannot be killed or waited for.
+    pub fn kill9(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+/// Waits until a worker has handed its work on: at least one task is ready on queue `next`
+/// (which it does not serve) and nothing is ready, reserved or scheduled on queue `done`
+/// (which it does). A kill -9 before that could strand a value whose continuation was not
+/// yet enqueued; after it, what is lost with the worker is only what it keeps.
+///
+/// # Panics
+/// When that does not happen within `timeout`, with the queues' counts.
+pub fn wait_until_handed_on(app: &App, next: &str, done: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stats = app.backend().admin().stats().unwrap();
+        let on = |q: &str| stats.iter().find(|s| s.queue == q).cloned();
+        let ready = on(next).map_or(0, |s| s.ready);
+        let held = on(done).map_or(0, |s| s.ready + s.reserved + s.scheduled);
+        if ready >= 1 && held == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never handed on from {done} to {next}: {stats:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -300,6 +338,17 @@ pub fn letters(n: usize, seed: u64) -> String {
             x ^= x >> 7;
             x ^= x << 17;
             char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
+}
+
+/// The boxes of a grouped DOT picture (`Graph::to_dot_grouped`, a collection's `to_dot`): (operation, node count) from labels `name ×count`.
+pub fn grouped_boxes(dot: &str) -> Vec<(String, usize)> {
+    dot.lines()
+        .filter_map(|l| {
+            let label = l.split_once("[label=\"")?.1.split_once("\", fillcolor")?.0;
+            let (name, count) = label.rsplit_once(" ×")?;
+            Some((name.to_owned(), count.parse().ok()?))
         })
         .collect()
 }

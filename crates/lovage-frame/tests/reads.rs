@@ -1,0 +1,69 @@
+//! How often a sort reads its sources: once per partition (`sort_sample` keeps the rows it
+//! read for `sort_split`), on the local schedulers and on a memory broker's worker in this
+//! process with the data plane on (the kept rows are fetched by element from the worker's
+//! store). Alone in its binary, so the process's read counter sees only this test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to fail
+
+use lovage_broker::{connect, App};
+use lovage_core::TaskId;
+use lovage_frame::polars::prelude::*;
+use lovage_frame::{compute, sources_read};
+use lovage_graph::{Broker, Graph, Inline, Scheduler, Threads};
+
+mod common;
+use common::{csv_files, pool, KeepingWorker};
+
+/// Sorts 12 partitions on `sched`: 12 sources read, and the rows in Polars' sorted order.
+fn sort_reads_once(name: &str, sched: Scheduler<'_>) {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Graph::new();
+    let f = csv_files(&g, &dir, 12, 500);
+    assert_eq!(f.npartitions(), 12);
+    let before = sources_read();
+    let got = compute(
+        &g,
+        sched,
+        f.sort(&["k", "x"], &[true, false]).unwrap().collect(),
+    )
+    .unwrap();
+    let reads = sources_read() - before;
+    assert_eq!(
+        reads, 12,
+        "{name}: a sort read {reads} sources for 12 partitions"
+    );
+    let before = sources_read();
+    let all = compute(&g, sched, f.collect()).unwrap();
+    assert_eq!(
+        sources_read() - before,
+        12,
+        "{name}: collect reads each once"
+    );
+    let want = all
+        .sort(
+            ["k", "x"],
+            SortMultipleOptions::default()
+                .with_order_descending_multi([true, false])
+                .with_nulls_last(true)
+                .with_maintain_order(true),
+        )
+        .unwrap();
+    assert!(got.equals_missing(&want), "{name}: sorted rows differ");
+}
+
+#[test]
+fn a_sort_reads_each_partition_once() {
+    lovage_frame::register().unwrap();
+    sort_reads_once("inline", Inline);
+    sort_reads_once("threads", Threads(pool()));
+    // A worker keeping values of 1 KiB and more: the rows `sort_sample` read stay in its
+    // store and `sort_split` takes them from there.
+    let url = format!("memory://frame-reads-{}", TaskId::new());
+    let backend = connect(&url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let worker = KeepingWorker::start(backend.clone(), &dir);
+    let client = App::with_backend(backend).client().unwrap();
+    sort_reads_once("broker", Broker(&client));
+    drop(client);
+    worker.stop();
+}
