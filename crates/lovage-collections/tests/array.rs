@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::pictures::{assert_one_rect_per_box, box_count, grouped_boxes};
+use common::pictures::{assert_one_rect_per_box, box_count};
 use std::sync::OnceLock;
 
 use lovage_collections::array::{random_at, random_fill, Array, Op};

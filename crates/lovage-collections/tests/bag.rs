@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::pictures::{assert_one_rect_per_box, box_count, grouped_boxes};
+use common::pictures::{assert_one_rect_per_box, box_count};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::OnceLock;

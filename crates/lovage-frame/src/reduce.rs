@@ -193,7 +193,8 @@ impl<'g> Frame<'g> {
                 "describe: the frame has no numeric column".into(),
             ));
         }
-        let stats = ["count", "mean", "std", "min", "max"];
+        // pandas' and Dask's rows, in their order; the quartiles are t-digest estimates.
+        let stats = ["count", "mean", "std", "min", "25%", "50%", "75%", "max"];
         let aggs: Vec<Agg> = numeric
             .iter()
             .flat_map(|c| {
@@ -202,6 +203,9 @@ impl<'g> Frame<'g> {
                     crate::agg::mean(c.clone()),
                     crate::agg::std(c.clone()),
                     crate::agg::min(c.clone()),
+                    crate::agg::quantile(c.clone(), 0.25),
+                    crate::agg::quantile(c.clone(), 0.5),
+                    crate::agg::quantile(c.clone(), 0.75),
                     crate::agg::max(c.clone()),
                 ]
                 .into_iter()

@@ -263,6 +263,23 @@ fn nlargest_value_counts_drop_duplicates_describe_n_unique() {
         row("count").0,
         df.column("x").unwrap().len() as f64 - df.column("x").unwrap().null_count() as f64
     );
+    // The quartiles of y, within the stated rank error of its sorted values.
+    let mut ys: Vec<f64> = df
+        .column("y")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    ys.sort_by(f64::total_cmp);
+    for (stat, q) in [("25%", 0.25), ("50%", 0.5), ("75%", 0.75)] {
+        let (lo, hi) = common::rank_interval(&ys, q);
+        let got = row(stat).1;
+        assert!(
+            (lo..=hi).contains(&got),
+            "{stat} of y: {got} not in {lo}..={hi}"
+        );
+    }
 }
 
 /// Values for quantile tests: uniform floats, few distinct integers (ties), or a long tail.

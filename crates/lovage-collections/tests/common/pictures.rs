@@ -1,15 +1,5 @@
-//! Reading the grouped pictures (DOT and SVG) that arrays and bags draw of their graphs.
-
-/// The boxes of a grouped DOT picture: (operation, node count) from labels `name ×count`.
-pub fn grouped_boxes(dot: &str) -> Vec<(String, usize)> {
-    dot.lines()
-        .filter_map(|l| {
-            let label = l.split_once("[label=\"")?.1.split_once("\", fillcolor")?.0;
-            let (name, count) = label.rsplit_once(" ×")?;
-            Some((name.to_owned(), count.parse().ok()?))
-        })
-        .collect()
-}
+//! Reading the grouped pictures (DOT and SVG) that arrays and bags draw of their graphs (their
+//! boxes: `lovage_testkit::grouped_boxes`).
 
 /// The node count of the box of operation `op`, if the picture has one.
 pub fn box_count(boxes: &[(String, usize)], op: &str) -> Option<usize> {
