@@ -127,6 +127,12 @@ impl Op {
         }
     }
 
+    /// Whether the step runs in one Polars query with what follows it (`run_plan_then`):
+    /// a filter or a step that keeps every row.
+    fn fuses(&self) -> bool {
+        matches!(self, Op::Filter(_)) || self.keeps_rows()
+    }
+
     /// Whether the step keeps every row (so a row count from metadata still holds).
     fn keeps_rows(&self) -> bool {
         match self {
@@ -198,6 +204,13 @@ pub(crate) fn run_plan_then(
     then: &LazyPlan,
     what: impl std::fmt::Display,
 ) -> Result<DataFrame, TaskError> {
+    // A select of aggregates (one row per partition) is run on its own first: Polars'
+    // optimizer counts the rows of such a plan followed by `len` as the source's rows.
+    if !ops.iter().all(Op::fuses) {
+        return then(run_plan(df, ops, &what)?.lazy())
+            .collect()
+            .map_err(|e| polars_error(what, e));
+    }
     let lf = ops.iter().fold(df.lazy(), |lf, op| op.apply(lf));
     then(lf).collect().map_err(|e| polars_error(what, e))
 }
