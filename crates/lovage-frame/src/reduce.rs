@@ -309,8 +309,10 @@ impl<'g> GroupBy<'g> {
         let steps = agg_steps(&keys, &aggs);
         let frame = &self.frame;
         let partial_schema = schema_after(&steps.partial, &frame.schema)?;
-        let final_schema =
-            schema_after(&steps.finish, &schema_after(&steps.combine, &partial_schema)?)?;
+        let final_schema = schema_after(
+            &steps.finish,
+            &schema_after(&steps.combine, &partial_schema)?,
+        )?;
         let g = frame.g;
         // Data all the way: registered tasks, so any scheduler runs it. A tree only: a broker
         // cannot run the in-process exchange. So an unset split_out merges in a tree for a
@@ -590,7 +592,10 @@ mod tests {
     }
 
     fn close(a: &Column, b: &Column) -> bool {
-        let (a, b) = (a.cast(&DataType::Float64).unwrap(), b.cast(&DataType::Float64).unwrap());
+        let (a, b) = (
+            a.cast(&DataType::Float64).unwrap(),
+            b.cast(&DataType::Float64).unwrap(),
+        );
         let (a, b) = (a.f64().unwrap(), b.f64().unwrap());
         a.len() == b.len()
             && a.iter().zip(b.iter()).all(|(x, y)| match (x, y) {
@@ -662,7 +667,10 @@ mod tests {
                     );
                 }
                 for c in ["mean", "std", "var"] {
-                    assert!(close(got.column(c).unwrap(), want.column(c).unwrap()), "{what}: {c}");
+                    assert!(
+                        close(got.column(c).unwrap(), want.column(c).unwrap()),
+                        "{what}: {c}"
+                    );
                 }
             }
         }
