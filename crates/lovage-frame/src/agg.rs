@@ -91,6 +91,42 @@ impl Agg {
         }
     }
 
+    /// Expressions giving each row, ungrouped, the partial columns it alone would have
+    /// (a sum is the value, a count 1 or 0, …): a partition whose partial aggregation would
+    /// barely shrink it sends these instead (DataFusion's skipped partial aggregation), and
+    /// the combining step merges them like partials. `None` for a kind with no such form.
+    pub(crate) fn row_partial(&self, i: usize) -> Option<Vec<Expr>> {
+        let c = col(self.column.clone());
+        let f = c.clone().cast(DataType::Float64);
+        let n = || {
+            c.clone()
+                .is_not_null()
+                .cast(DataType::Int64)
+                .alias(Self::slot(i, "n"))
+        };
+        Some(match self.kind {
+            // A group of nulls sums to 0 in the partial; a null here is skipped by the
+            // combining sum, which gives the same.
+            Kind::Sum => vec![c.alias(Self::slot(i, "s"))],
+            Kind::Mean => vec![f.alias(Self::slot(i, "s")), n()],
+            Kind::Min => vec![c.alias(Self::slot(i, "lo"))],
+            Kind::Max => vec![c.alias(Self::slot(i, "hi"))],
+            Kind::Count => vec![n()],
+            Kind::Len => vec![lit(1i64).alias(Self::slot(i, "n"))],
+            Kind::Std | Kind::Var => vec![
+                n(),
+                f.clone().alias(Self::slot(i, "m")),
+                when(c.is_not_null())
+                    .then(lit(0.0f64))
+                    .otherwise(lit(NULL).cast(DataType::Float64))
+                    .alias(Self::slot(i, "q")),
+            ],
+            // A kind added later has no row form until it is given one here.
+            #[allow(unreachable_patterns)]
+            _ => return None,
+        })
+    }
+
     /// Expressions merging partials (or earlier merges) into one of the same shape.
     pub(crate) fn combine(&self, i: usize) -> Vec<Expr> {
         let s = |w: &str| col(Self::slot(i, w));

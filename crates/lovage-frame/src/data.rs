@@ -20,7 +20,7 @@ use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::csv::CsvRange;
-use crate::frame::{run_plan, Op, Part, Source};
+use crate::frame::{run_plan, run_plan_then, LazyPlan, Op, Part, Source};
 use crate::json::JsonlFile;
 use crate::parquet::RowGroup;
 
@@ -62,6 +62,16 @@ impl PartData {
     /// The partition's rows: its source read (or `input`, the rows of an `Input` source)
     /// and its plan run.
     pub(crate) fn rows(self, input: Vec<Ipc>) -> Result<DataFrame, TaskError> {
+        self.rows_then(input, None)
+    }
+
+    /// The partition's rows with `then` (a partial aggregation) run after its plan in the
+    /// same Polars query (see `Part::run_then`), or just its rows when `then` is `None`.
+    pub(crate) fn rows_then(
+        self,
+        input: Vec<Ipc>,
+        then: Option<&LazyPlan>,
+    ) -> Result<DataFrame, TaskError> {
         let source = match self.source {
             DataSource::Memory(df) => Source::Memory(df),
             DataSource::Csv(r) => Source::Csv(Arc::new(r)),
@@ -71,7 +81,11 @@ impl PartData {
                 let rows = input.into_iter().next().ok_or_else(|| {
                     crate::data_error("internal: a partition of another task's rows lost them")
                 })?;
-                return run_plan(rows.0, &self.ops, "a partition of another task's rows");
+                let what = "a partition of another task's rows";
+                return match then {
+                    Some(then) => run_plan_then(rows.0, &self.ops, then, what),
+                    None => run_plan(rows.0, &self.ops, what),
+                };
             }
         };
         SOURCES_READ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -79,7 +93,10 @@ impl PartData {
             source,
             ops: Arc::new(self.ops),
         };
-        part.run(None)
+        match then {
+            Some(then) => part.run_then(None, then),
+            None => part.run(None),
+        }
     }
 }
 

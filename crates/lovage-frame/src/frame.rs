@@ -127,6 +127,12 @@ impl Op {
         }
     }
 
+    /// Whether the step runs in one Polars query with what follows it (`run_plan_then`):
+    /// a filter or a step that keeps every row.
+    fn fuses(&self) -> bool {
+        matches!(self, Op::Filter(_)) || self.keeps_rows()
+    }
+
     /// Whether the step keeps every row (so a row count from metadata still holds).
     fn keeps_rows(&self) -> bool {
         match self {
@@ -172,6 +178,41 @@ impl Part {
         let df = self.source.load(input)?;
         run_plan(df, &self.ops, self.source.describe())
     }
+
+    /// Loads the partition and runs its plan followed by `then` (a partial aggregation) as
+    /// one Polars query, so Polars optimizes them together: a column of the plan that `then`
+    /// does not read is never computed, and no intermediate frame of every row is made.
+    pub(crate) fn run_then(
+        &self,
+        input: Option<DataFrame>,
+        then: &LazyPlan,
+    ) -> Result<DataFrame, TaskError> {
+        let df = self.source.load(input)?;
+        run_plan_then(df, &self.ops, then, self.source.describe())
+    }
+}
+
+/// A lazy step added after a partition's plan and run in the same Polars query (see
+/// [`Part::run_then`]).
+pub(crate) type LazyPlan = Arc<dyn Fn(LazyFrame) -> LazyFrame + Send + Sync>;
+
+/// Runs the steps `ops` and then `then` on `df` as one Polars query (`what` names the
+/// partition in an error).
+pub(crate) fn run_plan_then(
+    df: DataFrame,
+    ops: &[Op],
+    then: &LazyPlan,
+    what: impl std::fmt::Display,
+) -> Result<DataFrame, TaskError> {
+    // A select of aggregates (one row per partition) is run on its own first: Polars'
+    // optimizer counts the rows of such a plan followed by `len` as the source's rows.
+    if !ops.iter().all(Op::fuses) {
+        return then(run_plan(df, ops, &what)?.lazy())
+            .collect()
+            .map_err(|e| polars_error(what, e));
+    }
+    let lf = ops.iter().fold(df.lazy(), |lf, op| op.apply(lf));
+    then(lf).collect().map_err(|e| polars_error(what, e))
 }
 
 /// Runs the steps `ops` on `df` in Polars (`what` names the partition in an error).
@@ -391,32 +432,55 @@ impl<'g> Frame<'g> {
         R: Send + Sync + 'static,
         F: Fn(DataFrame) -> Result<R, TaskError> + Send + Sync + Clone + 'static,
     {
+        self.map_parts_with(name, move |part, input| f(part.run(input)?))
+    }
+
+    /// One node per partition running `f` on the partition (its source and plan, unread)
+    /// and its input rows when its source is another node's result: for a step that runs
+    /// the plan itself, e.g. fused with what follows (`Part::run_then`).
+    pub(crate) fn map_parts_with<R, F>(&self, name: &'static str, f: F) -> Vec<Delayed<R>>
+    where
+        R: Send + Sync + 'static,
+        F: Fn(&Part, Option<DataFrame>) -> Result<R, TaskError> + Send + Sync + Clone + 'static,
+    {
         self.parts
             .iter()
-            .map(|part| {
-                let inputs = match &part.source {
-                    Source::Node(d) => vec![*d],
-                    // The task's rows, decoded for a closure (local schedulers only).
-                    Source::Rows(d) => vec![self.g.try_local_all(
-                        "rows",
-                        |v: Vec<Ipc>| {
-                            Ok(v.into_iter()
-                                .next()
-                                .map(Ipc::into_inner)
-                                .unwrap_or_default())
-                        },
-                        vec![*d],
-                    )],
-                    _ => Vec::new(),
-                };
-                let (part, f) = (part.clone(), f.clone());
-                self.g.try_local_all(
-                    name,
-                    move |v: Vec<DataFrame>| f(part.run(v.into_iter().next())?),
-                    inputs,
-                )
-            })
+            .map(|part| self.part_node(part, name, f.clone()))
             .collect()
+    }
+
+    /// One node running `f` on `part` (see [`Frame::map_parts_with`]).
+    pub(crate) fn part_node<R, F>(&self, part: &Part, name: &'static str, f: F) -> Delayed<R>
+    where
+        R: Send + Sync + 'static,
+        F: Fn(&Part, Option<DataFrame>) -> Result<R, TaskError> + Send + Sync + 'static,
+    {
+        let inputs: Vec<_> = self.input_of(part).into_iter().collect();
+        let part = part.clone();
+        self.g.try_local_all(
+            name,
+            move |v: Vec<DataFrame>| f(&part, v.into_iter().next()),
+            inputs,
+        )
+    }
+
+    /// The node whose result holds `part`'s rows, when its source is another node's.
+    pub(crate) fn input_of(&self, part: &Part) -> Option<Delayed<DataFrame>> {
+        match &part.source {
+            Source::Node(d) => Some(*d),
+            // The task's rows, decoded for a closure (local schedulers only).
+            Source::Rows(d) => Some(self.g.try_local_all(
+                "rows",
+                |v: Vec<Ipc>| {
+                    Ok(v.into_iter()
+                        .next()
+                        .map(Ipc::into_inner)
+                        .unwrap_or_default())
+                },
+                vec![*d],
+            )),
+            _ => None,
+        }
     }
 
     /// One node per partition whose result is the partition's rows.

@@ -8,8 +8,9 @@ use lovage_graph::{Delayed, Graph};
 use polars::prelude::*;
 
 use crate::agg::{Agg, Kind};
-use crate::frame::{concat_frames, Frame, GroupBy};
-use crate::shuffle::{exchange, hash_split, Splitter};
+use crate::data::{Ipc, PartData};
+use crate::frame::{concat_frames, Frame, GroupBy, LazyPlan, Part};
+use crate::shuffle::hash_split;
 use crate::{polars_error, quantile, Error};
 
 /// How many partials a combining node merges by default (Dask's `split_every` default).
@@ -239,19 +240,51 @@ impl<'g> Frame<'g> {
 }
 
 /// An aggregation's three steps: per partition, merging partials, and finishing.
+#[derive(Clone)]
 pub(crate) struct AggSteps {
     pub(crate) partial: Step,
+    /// The partial step as a lazy plan, to run in one Polars query with a partition's own
+    /// plan (`Part::run_then`); `None` when the step does more than a query (quantiles'
+    /// digests): then the partition's rows are made first and `partial` runs on them.
+    pub(crate) partial_plan: Option<LazyPlan>,
     pub(crate) combine: Step,
     pub(crate) finish: Step,
+}
+
+impl AggSteps {
+    /// A partition's partial: its plan and the partial step in one Polars query where they
+    /// can be, else its rows and then the step.
+    pub(crate) fn partial_of(
+        &self,
+        part: &Part,
+        input: Option<DataFrame>,
+    ) -> Result<DataFrame, TaskError> {
+        match &self.partial_plan {
+            Some(plan) => part.run_then(input, plan),
+            None => (self.partial)(part.run(input)?),
+        }
+    }
+
+    /// [`partial_of`](AggSteps::partial_of) for a partition as data (a task's arguments).
+    pub(crate) fn partial_of_data(
+        &self,
+        part: PartData,
+        input: Vec<Ipc>,
+    ) -> Result<DataFrame, TaskError> {
+        match &self.partial_plan {
+            Some(plan) => part.rows_then(input, Some(plan)),
+            None => (self.partial)(part.rows(input)?),
+        }
+    }
 }
 
 /// The steps of `aggs` grouped by `keys` (over the whole frame when there are none).
 pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
     let key_exprs: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
     let quantiles = aggs.iter().any(|a| a.kind == Kind::Quantile);
-    let by = |exprs: Vec<Expr>, name: &'static str| {
+    let by_plan = |exprs: Vec<Expr>| -> LazyPlan {
         let key_exprs = key_exprs.clone();
-        lazy(name, move |lf| {
+        Arc::new(move |lf: LazyFrame| {
             if key_exprs.is_empty() {
                 // Polars' common subexpression elimination breaks a `select` of several
                 // `implode`s of one column (a column of height 1 beside the whole column).
@@ -272,13 +305,20 @@ pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
             exprs
         }
     };
-    let partial = by(
+    let by = |exprs: Vec<Expr>, name: &'static str| {
+        let plan = by_plan(exprs);
+        lazy(name, move |lf| plan(lf))
+    };
+    let partial_plan = by_plan(
         aggs.iter()
             .enumerate()
             .flat_map(|(i, a)| gathered(a, a.partial(i)))
             .collect(),
-        "partial aggregation",
     );
+    let partial = {
+        let plan = partial_plan.clone();
+        lazy("partial aggregation", move |lf| plan(lf))
+    };
     let combine = by(
         aggs.iter()
             .enumerate()
@@ -297,14 +337,18 @@ pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
     if !quantiles {
         return AggSteps {
             partial,
+            partial_plan: Some(partial_plan),
             combine,
             finish,
         };
     }
-    // Quantiles: the lists Polars gathered become digests, merged digests, estimates.
+    // Quantiles: the lists Polars gathered become digests, merged digests, estimates. The
+    // digests are made after the query, so the partial step is not one Polars query with a
+    // partition's plan.
     let (a, b, c) = (aggs.to_vec(), aggs.to_vec(), aggs.to_vec());
     AggSteps {
         partial: Arc::new(move |df| quantile::digest_values(partial(df)?, &a)),
+        partial_plan: None,
         combine: Arc::new(move |df| quantile::merge_digests(combine(df)?, &b)),
         finish: Arc::new(move |df| finish(quantile::estimate(df, &c)?)),
     }
@@ -347,14 +391,13 @@ impl<'g> GroupBy<'g> {
         }
         check_quantiles(&aggs, &self.frame.schema)?;
         let keys = self.keys.clone();
-        let AggSteps {
-            partial,
-            combine,
-            finish,
-        } = agg_steps(&keys, &aggs);
+        let steps = agg_steps(&keys, &aggs);
         let frame = &self.frame;
-        let partial_schema = schema_after(&partial, &frame.schema)?;
-        let final_schema = schema_after(&finish, &schema_after(&combine, &partial_schema)?)?;
+        let partial_schema = schema_after(&steps.partial, &frame.schema)?;
+        let final_schema = schema_after(
+            &steps.finish,
+            &schema_after(&steps.combine, &partial_schema)?,
+        )?;
         let g = frame.g;
         // Data all the way: registered tasks, so any scheduler runs it. A tree only: a broker
         // cannot run the in-process exchange. So an unset split_out merges in a tree for a
@@ -386,135 +429,119 @@ impl<'g> GroupBy<'g> {
                 &final_schema,
             ));
         }
-        let n_parts = frame.npartitions();
-        let fixed = match self.split_out {
-            _ if keys.is_empty() || n_parts <= 1 => Some(1),
-            Some(n) => Some(n),
-            None => None,
-        };
-        if fixed.is_none() {
-            return Ok(auto_exchange(
-                frame,
-                keys,
-                AggSteps {
-                    partial,
-                    combine,
-                    finish,
-                },
-                partial_schema,
-                final_schema,
-            ));
-        }
-        let partials = {
-            let partial = partial.clone();
-            frame.map_parts("partial", move |df| partial(df))
-        };
-        if fixed == Some(1) {
+        if keys.is_empty() || frame.npartitions() <= 1 || self.split_out == Some(1) {
+            let partial = steps.clone();
+            let partials = frame.map_parts_with("partial", move |part, input| {
+                partial.partial_of(part, input)
+            });
             return Ok(tree(
                 g,
                 partials,
                 self.split_every,
                 partial_schema,
-                combine,
-                finish,
+                steps.combine,
+                steps.finish,
             ));
         }
-        // A fixed split_out: every partial is split by key hash into `n` parts and part j of
-        // every partial is merged in a node of its own, so no node holds all the groups.
-        let n = fixed.unwrap_or(1);
-        let split: Splitter = Arc::new(move |df: DataFrame| hash_split(&df, &keys, n));
-        let outs = exchange(g, partials, n, split, partial_schema)
-            .into_iter()
-            .map(|p| {
-                let (combine, finish) = (combine.clone(), finish.clone());
-                g.try_local_all(
-                    "finish",
-                    move |v: Vec<DataFrame>| {
-                        finish(combine(v.into_iter().next().unwrap_or_default())?)
-                    },
-                    vec![p],
-                )
-            })
-            .collect();
-        Ok(g.try_local_all(
-            "concat",
-            move |parts: Vec<DataFrame>| concat_frames(parts, &final_schema),
-            outs,
+        Ok(run_time_exchange(
+            frame,
+            keys,
+            steps,
+            partial_schema,
+            final_schema,
+            self.split_out,
         ))
     }
 }
 
-/// What partition 0's partial aggregation decided for an exchange with `split_out` unset.
+/// What partition 0's partial aggregation decided for a group-by's exchange.
 #[derive(Clone, Default)]
 struct Choice {
     /// Outputs that receive rows (of the exchange's `most`).
     n: usize,
     /// Send rows, not partials: the partial barely shrank partition 0.
     skip_partial: bool,
-    /// Partition 0's partial (its map sends it on when the partials are kept).
-    partial0: DataFrame,
+    /// What partition 0's map sends on: its partial, or its rows when the partials are
+    /// skipped.
+    sent0: DataFrame,
 }
 
-/// A group-by with `split_out` unset on the local schedulers, decided at run time from
+/// A group-by through a hash exchange on the local schedulers, decided at run time from
 /// partition 0 (as DataFusion decides from its first batches): its partial aggregation gives
-/// the group count, hence the outputs (`auto_split_out`), and, when the partial kept more
-/// than half of the rows (`skip_partial`), the other partitions skip their partial step:
-/// their rows go straight to the hash exchange and each output aggregates its rows once
-/// (partial then finish), instead of aggregating nearly every row twice.
-fn auto_exchange<'g>(
+/// the group count, hence the outputs when `split_out` is unset (`auto_split_out`; `fixed`
+/// otherwise), and, when the partial kept more than half of the rows (`skip_partial`), the
+/// other partitions skip their partial step: their rows go straight to the hash exchange
+/// and each output aggregates its rows once (partial then finish), instead of aggregating
+/// nearly every row twice. A kept partial runs in one Polars query with the partition's
+/// plan (`Part::run_then`).
+fn run_time_exchange<'g>(
     frame: &Frame<'g>,
     keys: Vec<PlSmallStr>,
     steps: AggSteps,
     partial_schema: SchemaRef,
     final_schema: SchemaRef,
+    fixed: Option<usize>,
 ) -> Delayed<DataFrame> {
     let g = frame.g;
     let n_parts = frame.npartitions();
-    let most = n_parts.min(AUTO_SPLIT_OUT_MAX);
-    let AggSteps {
-        partial,
-        combine,
-        finish,
-    } = steps;
-    let rows = frame.partitions();
+    let most = fixed.unwrap_or(n_parts.min(AUTO_SPLIT_OUT_MAX)).max(1);
+    let (partial, combine, finish) = (
+        steps.partial.clone(),
+        steps.combine.clone(),
+        steps.finish.clone(),
+    );
     let choice: Delayed<Choice> = {
         let partial = partial.clone();
-        g.try_local_all(
-            "choose split_out",
-            move |v: Vec<DataFrame>| {
-                let df = v.into_iter().next().unwrap_or_default();
-                let rows = df.height();
-                let partial0 = partial(df)?;
-                let groups = partial0.height();
-                Ok(Choice {
-                    n: auto_split_out(groups, Some(rows), n_parts, most),
-                    skip_partial: skip_partial(groups, rows),
-                    partial0,
-                })
-            },
-            vec![rows[0]],
-        )
+        frame.part_node(&frame.parts[0], "choose split_out", move |part, input| {
+            let df = part.run(input)?;
+            let rows = df.height();
+            let partial0 = partial(df.clone())?;
+            let groups = partial0.height();
+            let skip = skip_partial(groups, rows);
+            Ok(Choice {
+                n: fixed.unwrap_or_else(|| auto_split_out(groups, Some(rows), n_parts, most)),
+                skip_partial: skip,
+                sent0: if skip { df } else { partial0 },
+            })
+        })
     };
-    let maps: Vec<Delayed<Arc<Vec<DataFrame>>>> = rows
+    let maps: Vec<Delayed<Arc<Vec<DataFrame>>>> = frame
+        .parts
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            let (keys, partial) = (keys.clone(), partial.clone());
-            g.try_local_all(
-                "shuffle split",
-                move |v: Vec<(DataFrame, Choice)>| {
-                    let (df, c) = v.into_iter().next().unwrap_or_default();
-                    let sent = match (c.skip_partial, i) {
-                        (true, _) => df,
-                        (false, 0) => c.partial0,
-                        (false, _) => partial(df)?,
-                    };
-                    let mut pieces = hash_split(&sent, &keys, c.n.clamp(1, most))?;
-                    pieces.resize_with(most, || sent.clear());
-                    Ok(Arc::new(pieces))
-                },
-                vec![g.tuple((*r, choice))],
-            )
+        .map(|(i, part)| {
+            let (keys, steps) = (keys.clone(), steps.clone());
+            let split = move |part: &Part, input: Option<DataFrame>, c: Choice| {
+                let sent = match (c.skip_partial, i) {
+                    (_, 0) => c.sent0,
+                    (true, _) => {
+                        note_skipped_partial();
+                        part.run(input)?
+                    }
+                    (false, _) => steps.partial_of(part, input)?,
+                };
+                let mut pieces = hash_split(&sent, &keys, c.n.clamp(1, most))?;
+                pieces.resize_with(most, || sent.clear());
+                Ok(Arc::new(pieces))
+            };
+            let part = part.clone();
+            match frame.input_of(&part) {
+                Some(input) => g.try_local_all(
+                    "shuffle split",
+                    move |v: Vec<(DataFrame, Choice)>| {
+                        let (df, c) = v.into_iter().next().unwrap_or_default();
+                        split(&part, Some(df), c)
+                    },
+                    vec![g.tuple((input, choice))],
+                ),
+                None => g.try_local_all(
+                    "shuffle split",
+                    move |v: Vec<Choice>| {
+                        split(&part, None, v.into_iter().next().unwrap_or_default())
+                    },
+                    vec![choice],
+                ),
+            }
         })
         .collect();
     let maps = g.collect(maps);
@@ -545,9 +572,60 @@ fn auto_exchange<'g>(
     )
 }
 
+/// `df`'s rows as partials of `aggs` by `keys` of one row each (`Agg::row_partial`), with
+/// the columns and types of `partial_schema`: what a partition sends when its partial
+/// aggregation is skipped, merged by the combining step like any partial. `None` when an
+/// aggregation has no such form (the caller then runs the partial step).
+pub(crate) fn row_partials(
+    df: &DataFrame,
+    keys: &[PlSmallStr],
+    aggs: &[Agg],
+    partial_schema: &Schema,
+) -> Result<Option<DataFrame>, TaskError> {
+    let mut exprs: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
+    for (i, a) in aggs.iter().enumerate() {
+        match a.row_partial(i) {
+            Some(e) => exprs.extend(e),
+            None => return Ok(None),
+        }
+    }
+    note_skipped_partial();
+    if df.height() == 0 {
+        // A literal (`len`'s 1) would make one row of nothing.
+        return Ok(Some(DataFrame::empty_with_schema(partial_schema)));
+    }
+    let fail = |e| polars_error("a skipped partial aggregation", e);
+    let rows = df.clone().lazy().select(exprs).collect().map_err(fail)?;
+    let columns = partial_schema
+        .iter()
+        .map(|(name, dtype)| {
+            let c = rows.column(name)?;
+            if c.dtype() == dtype {
+                Ok(c.clone())
+            } else {
+                c.cast(dtype)
+            }
+        })
+        .collect::<PolarsResult<Vec<Column>>>()
+        .map_err(fail)?;
+    DataFrame::new(df.height(), columns).map(Some).map_err(fail)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Partitions whose partial aggregation this thread skipped (tests count them).
+    pub(crate) static SKIPPED_PARTIALS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts a skipped partial aggregation for the tests; nothing otherwise.
+fn note_skipped_partial() {
+    #[cfg(test)]
+    SKIPPED_PARTIALS.with(|c| c.set(c.get() + 1));
+}
+
 /// Whether a partial aggregation that left `groups` of `rows` rows shrank them too little to
 /// be worth its cost (more than half kept): DataFusion's test for skipping it.
-fn skip_partial(groups: usize, rows: usize) -> bool {
+pub(crate) fn skip_partial(groups: usize, rows: usize) -> bool {
     rows > 0 && groups * 2 > rows
 }
 
@@ -573,7 +651,115 @@ fn auto_split_out(groups: usize, rows: Option<usize>, partitions: usize, most: u
 
 #[cfg(test)]
 mod tests {
-    use super::{auto_split_out, skip_partial};
+    use super::{auto_split_out, skip_partial, SKIPPED_PARTIALS};
+    use crate::{agg, compute, Frame};
+    use lovage_graph::{Graph, Inline};
+    use polars::prelude::*;
+
+    /// 4 partitions of 500 rows with nulls in keys and values: every key distinct (the
+    /// partial keeps every row) or 3 keys.
+    fn partitions(distinct: bool) -> Vec<DataFrame> {
+        (0..4i64)
+            .map(|p| {
+                let k: Vec<Option<i64>> = (0..500)
+                    .map(|r| match (r % 97, distinct) {
+                        (0, _) => None,
+                        (_, true) => Some(p * 500 + r),
+                        (_, false) => Some(r % 3),
+                    })
+                    .collect();
+                let v: Vec<Option<i64>> = (0..500)
+                    .map(|r| (r % 11 != 0).then_some(r * 7 - p))
+                    .collect();
+                df!("k" => k, "v" => v).unwrap()
+            })
+            .collect()
+    }
+
+    fn close(a: &Column, b: &Column) -> bool {
+        let (a, b) = (
+            a.cast(&DataType::Float64).unwrap(),
+            b.cast(&DataType::Float64).unwrap(),
+        );
+        let (a, b) = (a.f64().unwrap(), b.f64().unwrap());
+        a.len() == b.len()
+            && a.iter().zip(b.iter()).all(|(x, y)| match (x, y) {
+                (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+                (None, None) => true,
+                _ => false,
+            })
+    }
+
+    #[test]
+    fn a_group_by_skips_partials_when_partition_0_barely_shrinks_with_split_out_fixed_or_not() {
+        for (distinct, skipped) in [(true, 3), (false, 0)] {
+            let parts = partitions(distinct);
+            let mut whole = parts[0].clone();
+            for p in &parts[1..] {
+                whole.vstack_mut(p).unwrap();
+            }
+            let want = whole
+                .lazy()
+                .group_by([col("k")])
+                .agg([
+                    col("v").sum().alias("sum"),
+                    col("v").mean().alias("mean"),
+                    col("v").min().alias("min"),
+                    col("v").max().alias("max"),
+                    col("v").count().alias("count"),
+                    len().alias("len"),
+                    col("v").std(1).alias("std"),
+                    col("v").var(1).alias("var"),
+                ])
+                .sort(["k"], Default::default())
+                .collect()
+                .unwrap();
+            for split_out in [Some(3), None] {
+                let g = Graph::new();
+                let f = Frame::from_partitions(&g, parts.clone()).unwrap();
+                let mut by = f.group_by(["k"]);
+                if let Some(n) = split_out {
+                    by = by.split_out(n);
+                }
+                let out = by
+                    .agg([
+                        agg::sum("v").alias("sum"),
+                        agg::mean("v").alias("mean"),
+                        agg::min("v").alias("min"),
+                        agg::max("v").alias("max"),
+                        agg::count("v").alias("count"),
+                        agg::len(),
+                        agg::std("v").alias("std"),
+                        agg::var("v").alias("var"),
+                    ])
+                    .unwrap();
+                SKIPPED_PARTIALS.with(|c| c.set(0));
+                let got = compute(&g, Inline, out).unwrap();
+                let what = format!("distinct keys {distinct}, split_out {split_out:?}");
+                assert_eq!(SKIPPED_PARTIALS.with(|c| c.get()), skipped, "{what}");
+                let got = got.sort(["k"], Default::default()).unwrap();
+                assert_eq!(got.height(), want.height(), "{what}");
+                for c in ["k", "sum", "min", "max", "count", "len"] {
+                    let (a, b) = (got.column(c).unwrap(), want.column(c).unwrap());
+                    let (a, b) = (
+                        a.cast(&DataType::Int64).unwrap(),
+                        b.cast(&DataType::Int64).unwrap(),
+                    );
+                    assert!(
+                        a.as_materialized_series()
+                            .equals_missing(b.as_materialized_series()),
+                        "{what}: {c}"
+                    );
+                }
+                for c in ["mean", "std", "var"] {
+                    assert!(
+                        close(got.column(c).unwrap(), want.column(c).unwrap()),
+                        "{what}: {c}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn the_partial_is_skipped_when_it_keeps_most_rows() {

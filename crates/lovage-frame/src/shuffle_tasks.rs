@@ -21,7 +21,7 @@ use crate::agg::Agg;
 use crate::data::{Ipc, Packed, PartData, TaskPart};
 use crate::join::{join_frames, How};
 use crate::polars_error;
-use crate::reduce::{agg_steps, merge};
+use crate::reduce::{agg_steps, merge, row_partials, skip_partial};
 use crate::row_tasks::{concat, part};
 use crate::shuffle::hash_split;
 
@@ -38,9 +38,12 @@ pub(crate) fn split(
     Ok(hash_split(&df, &keys, n)?.into_iter().map(Ipc).collect())
 }
 
-/// One partition's partial aggregation split by the hash of `keys` into `n` pieces.
-#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.split_partial")]
-pub(crate) fn split_partial(
+/// Partition 0's map of a group-by's exchange: its partial aggregation split by the hash of
+/// `keys` into `n` pieces, then one more element, a one-row frame saying whether the partial
+/// kept more than half of the partition's rows (DataFusion's test): if so the other maps
+/// skip their partial step (see [`split_partial`]).
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.split_probe")]
+pub(crate) fn split_probe(
     part: Packed<PartData>,
     input: Vec<Ipc>,
     keys: Vec<PlSmallStr>,
@@ -48,11 +51,53 @@ pub(crate) fn split_partial(
     n: usize,
 ) -> Result<Vec<Ipc>, TaskError> {
     let df = part.0.rows(input)?;
+    let rows = df.height();
     let partial = (agg_steps(&keys, &aggs).partial)(df)?;
-    Ok(hash_split(&partial, &keys, n)?
+    let skip = skip_partial(partial.height(), rows);
+    let mut pieces: Vec<Ipc> = hash_split(&partial, &keys, n)?
         .into_iter()
         .map(Ipc)
-        .collect())
+        .collect();
+    let probe = DataFrame::new_infer_height(vec![Column::new(SKIP.into(), [skip])])
+        .map_err(|e| polars_error("a group-by's probe", e))?;
+    pieces.push(Ipc(probe));
+    Ok(pieces)
+}
+
+/// The column of [`split_probe`]'s last element.
+const SKIP: &str = "skip_partial";
+
+/// One partition's partial aggregation split by the hash of `keys` into `n` pieces; or,
+/// when `probe` (partition 0's, from [`split_probe`]) says the partial barely shrinks the
+/// rows, the rows themselves as partials of one row each (`row_partials`), which costs no
+/// hashing of groups here: each output then aggregates them once.
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.split_partial")]
+pub(crate) fn split_partial(
+    part: Packed<PartData>,
+    input: Vec<Ipc>,
+    keys: Vec<PlSmallStr>,
+    aggs: Vec<Agg>,
+    n: usize,
+    probe: Ipc,
+) -> Result<Vec<Ipc>, TaskError> {
+    let skip = probe
+        .0
+        .column(SKIP)
+        .and_then(|c| c.bool().map(|b| b.get(0)))
+        .map_err(|e| polars_error("a group-by's probe", e))?
+        .unwrap_or(false);
+    let steps = agg_steps(&keys, &aggs);
+    let sent = if skip {
+        let df = part.0.rows(input)?;
+        let partial_schema = (steps.partial)(df.clear())?.schema().clone();
+        match row_partials(&df, &keys, &aggs, &partial_schema)? {
+            Some(rows) => rows,
+            None => (steps.partial)(df)?,
+        }
+    } else {
+        steps.partial_of_data(part.0, input)?
+    };
+    Ok(hash_split(&sent, &keys, n)?.into_iter().map(Ipc).collect())
 }
 
 /// Piece `j` of every map, in map order: one element node per map, so on a broker's
@@ -114,9 +159,10 @@ pub(crate) fn join_piece(
 
 /// The addresses of this module's task bodies, for [`crate::register`] to name (so the
 /// linker keeps them and their registrations).
-pub(crate) fn bodies() -> [usize; 5] {
+pub(crate) fn bodies() -> [usize; 6] {
     [
         join_broadcast::__invoke as *const () as usize,
+        split_probe::__invoke as *const () as usize,
         split::__invoke as *const () as usize,
         split_partial::__invoke as *const () as usize,
         agg_piece::__invoke as *const () as usize,
@@ -143,8 +189,9 @@ pub(crate) fn join_broadcast(
         .map_err(|e| polars_error("join", e))
 }
 
-/// A group-by of `parts` through a hash exchange into `n` outputs: a `split_partial` task
-/// per partition, an `agg_piece` task per output, and a `concat` of the outputs.
+/// A group-by of `parts` through a hash exchange into `n` outputs: a `split_probe` task for
+/// the first partition and a `split_partial` task for each other, an `agg_piece` task per
+/// output, and a `concat` of the outputs.
 pub(crate) fn agg_shuffle(
     g: &Graph,
     parts: Vec<TaskPart>,
@@ -154,10 +201,33 @@ pub(crate) fn agg_shuffle(
     partial_schema: &SchemaRef,
     final_schema: &SchemaRef,
 ) -> Delayed<DataFrame> {
-    let maps: Vec<Delayed<Vec<Ipc>>> = parts
-        .into_iter()
-        .map(|p| split_partial::delayed(g, Packed(p.data), p.input, keys.clone(), aggs.clone(), n))
-        .collect();
+    // Partition 0's map decides whether the others skip their partial step.
+    let mut parts = parts.into_iter();
+    let mut maps: Vec<Delayed<Vec<Ipc>>> = Vec::new();
+    if let Some(p) = parts.next() {
+        maps.push(split_probe::delayed(
+            g,
+            Packed(p.data),
+            p.input,
+            keys.clone(),
+            aggs.clone(),
+            n,
+        ));
+    }
+    if let Some(&first) = maps.first() {
+        let probe = g.element(first, n);
+        maps.extend(parts.map(|p| {
+            split_partial::delayed(
+                g,
+                Packed(p.data),
+                p.input,
+                keys.clone(),
+                aggs.clone(),
+                n,
+                probe,
+            )
+        }));
+    }
     let empty = Ipc(DataFrame::empty_with_schema(partial_schema));
     let outs: Vec<Delayed<Ipc>> = (0..n)
         .map(|j| {

@@ -25,8 +25,8 @@ pub(crate) fn partial(
     keys: Vec<PlSmallStr>,
     aggs: Vec<Agg>,
 ) -> Result<Ipc, TaskError> {
-    let df = part.0.rows(input)?;
-    (agg_steps(&keys, &aggs).partial)(df).map(Ipc)
+    let steps = agg_steps(&keys, &aggs);
+    steps.partial_of_data(part.0, input).map(Ipc)
 }
 
 /// Partials (or earlier merges) merged into one of the same shape; `empty` is a partial with
@@ -120,7 +120,7 @@ pub(crate) fn count_rows(
 }
 
 /// The names of the built-in frame tasks.
-pub const NAMES: [&str; 18] = [
+pub const NAMES: [&str; 19] = [
     partial::NAME,
     combine::NAME,
     finish::NAME,
@@ -129,6 +129,7 @@ pub const NAMES: [&str; 18] = [
     crate::row_tasks::concat::NAME,
     crate::row_tasks::write::NAME,
     crate::shuffle_tasks::split::NAME,
+    crate::shuffle_tasks::split_probe::NAME,
     crate::shuffle_tasks::split_partial::NAME,
     crate::shuffle_tasks::agg_piece::NAME,
     crate::shuffle_tasks::join_piece::NAME,
