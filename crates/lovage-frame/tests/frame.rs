@@ -498,10 +498,13 @@ fn a_frame_draws_its_graph_grouped_by_operation() {
         r##"digraph lovage {
   rankdir=TB;
   node [shape=box, style=filled, fontname="monospace"];
-  "lovage.frame.split_partial" [label="lovage.frame.split_partial ×20", fillcolor="#cfe2ff"];
+  "lovage.frame.split_probe" [label="lovage.frame.split_probe ×1", fillcolor="#cfe2ff"];
+  "lovage.frame.split_partial" [label="lovage.frame.split_partial ×19", fillcolor="#cfe2ff"];
   "lovage.frame.agg_piece" [label="lovage.frame.agg_piece ×4", fillcolor="#cfe2ff"];
   "lovage.frame.concat" [label="lovage.frame.concat ×1", fillcolor="#cfe2ff"];
-  "lovage.frame.split_partial" -> "lovage.frame.agg_piece" [label="80"];
+  "lovage.frame.split_probe" -> "lovage.frame.split_partial" [label="19"];
+  "lovage.frame.split_probe" -> "lovage.frame.agg_piece" [label="4"];
+  "lovage.frame.split_partial" -> "lovage.frame.agg_piece" [label="76"];
   "lovage.frame.agg_piece" -> "lovage.frame.concat" [label="4"];
 }
 "##
