@@ -9,7 +9,7 @@ use polars::prelude::*;
 
 use crate::agg::{Agg, Kind};
 use crate::data::{Ipc, PartData};
-use crate::frame::{concat_frames, Frame, GroupBy, LazyPlan, Part};
+use crate::frame::{collect_grouped, concat_frames, Frame, GroupBy, LazyPlan, Part};
 use crate::shuffle::hash_split;
 use crate::{polars_error, quantile, Error};
 
@@ -290,9 +290,9 @@ pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
                 // `implode`s of one column (a column of height 1 beside the whole column).
                 let mut opts = lf.get_current_optimizations();
                 opts.set(OptFlags::COMM_SUBEXPR_ELIM, !quantiles);
-                lf.with_optimizations(opts).select(exprs.clone())
+                lf.with_optimizations(opts).select(exprs.clone()).collect()
             } else {
-                lf.group_by(key_exprs.clone()).agg(exprs.clone())
+                collect_grouped(lf.group_by(key_exprs.clone()).agg(exprs.clone()))
             }
         })
     };
@@ -305,9 +305,9 @@ pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
             exprs
         }
     };
-    let by = |exprs: Vec<Expr>, name: &'static str| {
+    let by = |exprs: Vec<Expr>, what: &'static str| -> Step {
         let plan = by_plan(exprs);
-        lazy(name, move |lf| plan(lf))
+        Arc::new(move |df: DataFrame| plan(df.lazy()).map_err(|e| polars_error(what, e)))
     };
     let partial_plan = by_plan(
         aggs.iter()
@@ -317,7 +317,9 @@ pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
     );
     let partial = {
         let plan = partial_plan.clone();
-        lazy("partial aggregation", move |lf| plan(lf))
+        Arc::new(move |df: DataFrame| {
+            plan(df.lazy()).map_err(|e| polars_error("partial aggregation", e))
+        }) as Step
     };
     let combine = by(
         aggs.iter()

@@ -37,12 +37,28 @@ pub struct Args {
     /// Small sizes (1e5 rows, 2e5 project rows, 1e7 numbers, 1 run): a smoke test.
     #[arg(long)]
     quick: bool,
+    /// Untimed runs of each workload first (fresh memory costs page faults a long-lived
+    /// process has paid; `bench/compare/dask_frames.py` warms Dask's side too).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Only these workloads: `groupby` (both group counts), `project` (the mini project), or
+    /// `all` (to profile one alone).
+    #[arg(long, value_enum, default_value_t = Workloads::All)]
+    only: Workloads,
     /// Print one JSON object with every figure as the last line.
     #[arg(long)]
     json: bool,
     /// The spill benchmark (`--spill`) and its settings.
     #[command(flatten)]
     spill: super::bench_frames_spill::SpillArgs,
+}
+
+/// Which workloads `lovage bench frames` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Workloads {
+    All,
+    Groupby,
+    Project,
 }
 
 /// Median, min and max.
@@ -73,6 +89,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         a.project_rows = a.project_rows.min(200_000);
         a.numbers = a.numbers.min(10_000_000);
         a.runs = 1;
+        a.warmup = 0;
     }
     let runs = a.runs.max(1);
     let pool = ThreadPool::builder()
@@ -87,7 +104,12 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let mut figures = serde_json::Map::new();
     let fmt = |(m, lo, hi): (f64, f64, f64)| format!("{m:.3} s ({lo:.3}–{hi:.3})");
 
-    for groups in [10i64, 1_000_000] {
+    let groupings: &[i64] = if a.only == Workloads::Project {
+        &[]
+    } else {
+        &[10, 1_000_000]
+    };
+    for &groups in groupings {
         let parts = keyed(a.rows, groups, a.partitions.max(1))?;
         let mut whole = DataFrame::empty_with_schema(parts[0].schema());
         for p in &parts {
@@ -98,7 +120,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         // The same exchange with every partition's partial kept (a fixed split_out never
         // skips it): what an unset split_out did before it could skip, for comparison.
         let fixed_out = a.partitions.clamp(1, 16);
-        for _ in 0..runs {
+        for _ in 0..a.warmup + runs {
             let g = Graph::new();
             let f = Frame::from_partitions(&g, parts.clone())?;
             let out = f
@@ -126,6 +148,9 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
                 .collect()?;
             pol.push(t0.elapsed().as_secs_f64());
             anyhow::ensure!(got.height() == want.height(), "group counts differ");
+        }
+        for xs in [&mut lov, &mut pol, &mut fixed] {
+            xs.drain(..a.warmup);
         }
         let (l, p) = (stats(lov), stats(pol));
         t.row(vec![
@@ -158,15 +183,24 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     };
     let mut lov_steps: Vec<(String, Vec<f64>)> = Vec::new();
     let mut pol_steps: Vec<(String, Vec<f64>)> = Vec::new();
-    for _ in 0..runs {
+    let project_runs = if a.only == Workloads::Groupby {
+        0
+    } else {
+        a.warmup + runs
+    };
+    for r in 0..project_runs {
         let report = ecommerce::run(Threads(&pool), &sizes)?;
+        let polars = ecommerce::run_polars(&sizes)?;
+        if r < a.warmup {
+            continue;
+        }
         for (i, s) in report.steps.iter().enumerate() {
             if lov_steps.len() <= i {
                 lov_steps.push((s.name.to_string(), Vec::new()));
             }
             lov_steps[i].1.push(s.took.as_secs_f64());
         }
-        for (i, (name, took)) in ecommerce::run_polars(&sizes)?.into_iter().enumerate() {
+        for (i, (name, took)) in polars.into_iter().enumerate() {
             if pol_steps.len() <= i {
                 pol_steps.push((name.to_string(), Vec::new()));
             }
