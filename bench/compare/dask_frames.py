@@ -5,8 +5,9 @@ Usage:
       Dask alone; prints one JSON object last.
   python bench/compare/dask_frames.py --with-lovage [--quick] [--runs N] [--lovage-bin PATH]
       (what bench/compare/run calls) lovage, single-process Polars and Dask alternating, one run
-      each per round: `lovage bench frames --json --runs 1` (lovage, then Polars in the same
-      process, on the same generated data), then Dask; prints a table of medians, ranges and
+      each per round: `lovage bench frames --json --runs 1 --warmup 1` (lovage, then Polars in
+      the same process, on the same generated data, each workload once untimed first), then
+      Dask (each workload run once untimed before the rounds); prints a table of medians, ranges and
       ratios, then one JSON object. --quick: smoke sizes (1e5 rows, 2e5 project rows, 1e7
       numbers, 1 round), well under a minute once Dask's data is made; not a measurement.
 Workloads: group-by sum of a float column over an int key with 10 and with 1e6 groups (1e7
@@ -87,18 +88,27 @@ def dask_setup(a):
     return work, {"rows": rows, "project_rows": project_rows, "numbers": numbers}
 
 
+def warm_up(a, work):
+    """One untimed run of each workload (not with --quick), as `lovage bench frames --warmup 1`
+    does on its side: both sides' timed runs are then in processes that have run them once."""
+    if not a.quick:
+        for f in work.values():
+            f()
+
+
 def med(v):
     return statistics.median(v)
 
 
 def with_lovage(a):
     runs = 1 if a.quick else a.runs
-    argv = [a.lovage_bin, "bench", "frames", "--json", "--runs", "1", "--workers", str(a.workers)] + (
+    argv = [a.lovage_bin, "bench", "frames", "--json", "--runs", "1", "--warmup", "1", "--workers", str(a.workers)] + (
         ["--quick"] if a.quick else [])
     print(f"bench/compare/dask_frames.py: {runs} round(s), lovage and Polars, then Dask DataFrame "
           f"({a.scheduler}, {a.workers} workers){' (--quick: smoke sizes, not a measurement)' if a.quick else ''}",
           flush=True)
     work, sizes = dask_setup(a)
+    warm_up(a, work)
     names = ["groupby_10", "groupby_1000000"] + list(PROJECT_STEPS)
     lv = {n: [] for n in names + [KEPT_COLUMN_STEP]}
     pv = {n: [] for n in names + [KEPT_COLUMN_STEP]}
@@ -169,6 +179,7 @@ def main():
         return
     runs = 1 if a.quick else a.runs
     work, sizes = dask_setup(a)
+    warm_up(a, work)
     res = {"runs": runs, "scheduler": a.scheduler, "workers": a.workers, **sizes}
     for n, f in work.items():
         ts = [once(f) for _ in range(runs)]
