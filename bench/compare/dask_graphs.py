@@ -36,6 +36,12 @@ import tempfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+# The environment lovage runs in, taken before Dask starts: a LocalCluster's nannies write
+# their `pre-spawn-environ` (MALLOC_TRIM_THRESHOLD_=65536, OMP_NUM_THREADS=1, ...) into this
+# process's os.environ, and a lovage started after that would inherit them: with that trim
+# threshold glibc hands freed memory back at once, and lovage's group-bys ran 1.6-2x slower
+# (measured on `lovage bench frames`, 2026-12-04).
+LOVAGE_ENV = dict(os.environ)
 
 # Nodes (pages, tasks) per row. Dask's own schedulers cost ~100 µs a node and its LocalCluster
 # ~2-3 ms a task on 2 cores, so its graphs are smaller; per-task figures are compared. Dask's
@@ -228,7 +234,8 @@ def start_cluster(scratch):
 
 
 def run_lovage(argv, timeout):
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         env=LOVAGE_ENV)
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

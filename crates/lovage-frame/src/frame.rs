@@ -586,8 +586,20 @@ impl<'g> Frame<'g> {
     }
 }
 
-/// Concatenates frames vertically (an empty list gives an empty frame of `schema`).
+/// Concatenates frames vertically into one chunk per column (an empty list gives an empty
+/// frame of `schema`).
 pub(crate) fn concat_frames(
+    parts: Vec<DataFrame>,
+    schema: &SchemaRef,
+) -> Result<DataFrame, TaskError> {
+    let mut acc = stack_frames(parts, schema)?;
+    acc.rechunk_mut();
+    Ok(acc)
+}
+
+/// Concatenates frames vertically, each keeping its own chunks: for the input of a step that
+/// reads it once (an aggregation), where one chunk would cost a copy of every row.
+pub(crate) fn stack_frames(
     parts: Vec<DataFrame>,
     schema: &SchemaRef,
 ) -> Result<DataFrame, TaskError> {
@@ -599,6 +611,5 @@ pub(crate) fn concat_frames(
         acc.vstack_mut(&p)
             .map_err(|e| polars_error("concatenating partitions", e))?;
     }
-    acc.rechunk_mut();
     Ok(acc)
 }

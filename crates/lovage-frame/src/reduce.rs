@@ -9,7 +9,7 @@ use polars::prelude::*;
 
 use crate::agg::{Agg, Kind};
 use crate::data::{Ipc, PartData};
-use crate::frame::{collect_grouped, concat_frames, Frame, GroupBy, LazyPlan, Part};
+use crate::frame::{collect_grouped, concat_frames, stack_frames, Frame, GroupBy, LazyPlan, Part};
 use crate::shuffle::hash_split;
 use crate::{polars_error, quantile, Error};
 
@@ -19,13 +19,13 @@ pub(crate) const SPLIT_EVERY: usize = 8;
 /// A step on one (concatenated) frame: a combine or a finish.
 pub(crate) type Step = Arc<dyn Fn(DataFrame) -> Result<DataFrame, TaskError> + Send + Sync>;
 
-/// Concatenates `parts` (of `schema` when there are none) and runs `step` on the result.
+/// Stacks `parts` (of `schema` when there are none) and runs `step` on the result.
 pub(crate) fn merge(
     parts: Vec<DataFrame>,
     schema: &SchemaRef,
     step: &Step,
 ) -> Result<DataFrame, TaskError> {
-    step(concat_frames(parts, schema)?)
+    step(stack_frames(parts, schema)?)
 }
 
 /// Merges `level` `k` at a time with `combine` until one node is left, then `finish`es it.
@@ -558,9 +558,9 @@ fn run_time_exchange<'g>(
                     let (maps, c) = v.into_iter().next().unwrap_or_default();
                     let pieces = maps.iter().map(|m| m[j].clone()).collect();
                     if c.skip_partial {
-                        finish(partial(concat_frames(pieces, &row_schema)?)?)
+                        finish(partial(stack_frames(pieces, &row_schema)?)?)
                     } else {
-                        finish(combine(concat_frames(pieces, &partial_schema)?)?)
+                        finish(combine(stack_frames(pieces, &partial_schema)?)?)
                     }
                 },
                 vec![g.tuple((maps, choice))],
