@@ -9,7 +9,7 @@ use polars::prelude::*;
 
 use crate::agg::{Agg, Kind};
 use crate::data::{Ipc, PartData};
-use crate::frame::{collect_grouped, concat_frames, stack_frames, Frame, GroupBy, LazyPlan, Part};
+use crate::frame::{collect_grouped, stack_frames, Frame, GroupBy, LazyPlan, Part};
 use crate::shuffle::hash_split;
 use crate::{polars_error, quantile, Error};
 
@@ -552,10 +552,15 @@ fn run_time_exchange<'g>(
         .map(|j| {
             let (partial, combine, finish) = (partial.clone(), combine.clone(), finish.clone());
             let (row_schema, partial_schema) = (row_schema.clone(), partial_schema.clone());
+            let final_schema = final_schema.clone();
             g.try_local_all(
                 "finish",
                 move |v: Vec<(Vec<Arc<Vec<DataFrame>>>, Choice)>| {
                     let (maps, c) = v.into_iter().next().unwrap_or_default();
+                    if j >= c.n.clamp(1, most) {
+                        // An output past the `n` chosen at run time: no piece has rows.
+                        return Ok(DataFrame::empty_with_schema(&final_schema));
+                    }
                     let pieces = maps.iter().map(|m| m[j].clone()).collect();
                     if c.skip_partial {
                         finish(partial(stack_frames(pieces, &row_schema)?)?)
@@ -567,9 +572,11 @@ fn run_time_exchange<'g>(
             )
         })
         .collect();
+    // The outputs' chunks are kept (as Polars' own `concat` does by default): one chunk
+    // would be a copy of every group's row.
     g.try_local_all(
         "concat",
-        move |parts: Vec<DataFrame>| concat_frames(parts, &final_schema),
+        move |parts: Vec<DataFrame>| stack_frames(parts, &final_schema),
         outs,
     )
 }
