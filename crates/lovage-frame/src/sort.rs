@@ -12,7 +12,7 @@ use std::sync::Arc;
 use lovage_graph::Delayed;
 use polars::prelude::*;
 
-use crate::frame::{concat_frames, Frame, Source};
+use crate::frame::{concat_frames, Frame, Part, Source};
 use crate::shuffle::{exchange, split_by, Splitter};
 use crate::sort_tasks::{repartition_tasks, sort_tasks};
 use crate::{polars_error, Error};
@@ -227,31 +227,39 @@ impl<'g> Frame<'g> {
 
     /// The same rows in the same order in `n` partitions of nearly equal height (at least
     /// one): each partition's rows go to the output partitions their global positions fall
-    /// in, once every partition's height is known. Registered tasks for a frame of data, so
-    /// on every scheduler.
+    /// in, once every partition's height is known: from the metadata when every partition's
+    /// is known (Parquet footers, rows in memory, a plan that keeps every row), so each
+    /// partition is read once; otherwise counted first (read twice). Registered tasks for a
+    /// frame of data, so on every scheduler.
     pub fn repartition(&self, n: usize) -> Frame<'g> {
         let n = n.max(1);
         let g = self.g;
+        let known: Option<Vec<usize>> = self.parts.iter().map(Part::known_rows).collect();
         // A frame of data: registered tasks, so every scheduler runs it.
         if let Some(parts) = self.data_parts() {
-            let sources = repartition_tasks(g, parts, n, &self.schema)
+            let sources = repartition_tasks(g, parts, n, &self.schema, known)
                 .into_iter()
                 .map(Source::Rows)
                 .collect();
             return Frame::new(g, sources, self.schema.clone());
         }
         let parts = self.partitions();
-        let heights: Vec<Delayed<usize>> = parts
-            .iter()
-            .map(|p| {
-                g.try_local_all(
-                    "height",
-                    |v: Vec<DataFrame>| Ok(v.first().map_or(0, DataFrame::height)),
-                    vec![*p],
-                )
-            })
-            .collect();
-        let heights = g.collect(heights);
+        let heights = match known {
+            Some(heights) => g.value(heights),
+            None => {
+                let heights: Vec<Delayed<usize>> = parts
+                    .iter()
+                    .map(|p| {
+                        g.try_local_all(
+                            "height",
+                            |v: Vec<DataFrame>| Ok(v.first().map_or(0, DataFrame::height)),
+                            vec![*p],
+                        )
+                    })
+                    .collect();
+                g.collect(heights)
+            }
+        };
         let sliced: Vec<Delayed<Arc<Vec<DataFrame>>>> = parts
             .into_iter()
             .enumerate()

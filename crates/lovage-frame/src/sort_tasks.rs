@@ -185,23 +185,37 @@ pub(crate) fn sort_tasks(
 }
 
 /// `parts` (rows of `schema`) in `n` partitions of nearly equal height, in the same order, as
-/// tasks: each output partition's rows.
+/// tasks: each output partition's rows. `known`: every partition's height from the metadata,
+/// when known (else a `height` task counts each, reading it once more).
 pub(crate) fn repartition_tasks(
     g: &Graph,
     parts: Vec<TaskPart>,
     n: usize,
     schema: &SchemaRef,
+    known: Option<Vec<usize>>,
 ) -> Vec<Delayed<Ipc>> {
-    let heights: Vec<Delayed<usize>> = parts
-        .iter()
-        .map(|p| height::delayed(g, Packed(p.data.clone()), p.input.clone()))
-        .collect();
-    let heights = g.collect(heights);
-    let maps: Vec<Delayed<Vec<Ipc>>> = parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| repartition_split::delayed(g, Packed(p.data), p.input, heights, i, n))
-        .collect();
+    let maps: Vec<Delayed<Vec<Ipc>>> = match known {
+        // The heights travel as a plain argument of each split.
+        Some(heights) => parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                repartition_split::delayed(g, Packed(p.data), p.input, heights.clone(), i, n)
+            })
+            .collect(),
+        None => {
+            let heights: Vec<Delayed<usize>> = parts
+                .iter()
+                .map(|p| height::delayed(g, Packed(p.data.clone()), p.input.clone()))
+                .collect();
+            let heights = g.collect(heights);
+            parts
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| repartition_split::delayed(g, Packed(p.data), p.input, heights, i, n))
+                .collect()
+        }
+    };
     reduce(g, maps, n, schema, None)
 }
 

@@ -1,5 +1,6 @@
-//! How often a sort reads its sources: once per partition (`sort_sample` keeps the rows it
-//! read for `sort_split`), on the local schedulers and on a memory broker's worker in this
+//! How often a sort and a repartition read their sources: once per partition (`sort_sample`
+//! keeps the rows it read for `sort_split`; a repartition of Parquet row groups takes the
+//! heights from the footers), on the local schedulers and on a memory broker's worker in this
 //! process with the data plane on (the kept rows are fetched by element from the worker's
 //! store). Alone in its binary, so the process's read counter sees only this test.
 
@@ -51,11 +52,47 @@ fn sort_reads_once(name: &str, sched: Scheduler<'_>) {
     assert!(got.equals_missing(&want), "{name}: sorted rows differ");
 }
 
+/// Repartitions 6 Parquet files (one row group each) into 4 on `sched`: 6 sources read (the
+/// heights come from the footers), and the same rows in the same order.
+fn repartition_reads_once(name: &str, sched: Scheduler<'_>) {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Graph::new();
+    let written = csv_files(&g, &dir, 6, 300)
+        .to_parquet(dir.path().join("pq"))
+        .unwrap();
+    assert_eq!(compute(&g, sched, written).unwrap().len(), 6);
+    let pattern = format!("{}/pq/*.parquet", dir.path().display());
+    let f = lovage_frame::read_parquet(&g, &pattern).unwrap();
+    assert_eq!(f.npartitions(), 6);
+    let before = sources_read();
+    let all = compute(&g, sched, f.collect()).unwrap();
+    assert_eq!(
+        sources_read() - before,
+        6,
+        "{name}: collect reads each once"
+    );
+    let before = sources_read();
+    let again = f.repartition(4);
+    assert_eq!(again.npartitions(), 4);
+    let got = compute(&g, sched, again.collect()).unwrap();
+    let reads = sources_read() - before;
+    assert_eq!(
+        reads, 6,
+        "{name}: a repartition read {reads} sources for 6 row groups"
+    );
+    assert!(
+        got.equals_missing(&all),
+        "{name}: repartitioned rows differ"
+    );
+}
+
 #[test]
-fn a_sort_reads_each_partition_once() {
+fn a_sort_and_a_repartition_read_each_partition_once() {
     lovage_frame::register().unwrap();
     sort_reads_once("inline", Inline);
     sort_reads_once("threads", Threads(pool()));
+    repartition_reads_once("inline", Inline);
+    repartition_reads_once("threads", Threads(pool()));
     // A worker keeping values of 1 KiB and more: the rows `sort_sample` read stay in its
     // store and `sort_split` takes them from there.
     let url = format!("memory://frame-reads-{}", TaskId::new());
@@ -64,6 +101,7 @@ fn a_sort_reads_each_partition_once() {
     let worker = KeepingWorker::start(backend.clone(), &dir);
     let client = App::with_backend(backend).client().unwrap();
     sort_reads_once("broker", Broker(&client));
+    repartition_reads_once("broker", Broker(&client));
     drop(client);
     worker.stop();
 }
