@@ -870,6 +870,102 @@ fn lost_shuffle_values_are_remade(url: &str, shuffle: Shuffle) {
     }
 }
 
+/// A worker killed -9 *while* a group-by's exchange runs, not after: workers A and B serve
+/// the maps and reducers of a `split_out(2)` group-by of 16 CSV files (each map's pieces over
+/// 64 KiB, so kept where they were made), and A is killed the moment one of its maps has a
+/// kept value, while it holds other tasks. The final node waits on a queue no worker
+/// serves until worker C, started after the kill, serves it. A's tasks in hand come back
+/// when their lease ends, its kept pieces are made again from their lineage, and the answer
+/// is exactly Polars' on the files (floats within the tolerance).
+fn killed_during_a_group_by_shuffle(url: &str) {
+    const LONG: Duration = Duration::from_secs(120);
+    const PARTS: u64 = 16;
+    let app = App::with_backend(connect(url).unwrap());
+    let client = app.client().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let mut a = worker(url, "frame-a", DEFAULT_QUEUE, &dir);
+    let _b = worker(url, "frame-b", DEFAULT_QUEUE, &dir);
+    let g = Graph::new();
+    let f = common::csv_files(&g, &files, PARTS, 6000);
+    let mut want = DataFrame::empty_with_schema(f.schema());
+    for i in 0..PARTS {
+        let path = files.path().join(format!("{i:02}.csv"));
+        let part = CsvReadOptions::default()
+            .with_schema(Some(f.schema().clone()))
+            .try_into_reader_with_file_path(Some(path))
+            .unwrap()
+            .finish()
+            .unwrap();
+        want.vstack_mut(&part).unwrap();
+    }
+    // Nearly every (k, s, x) is its own group, so the partials are skipped and each map's two
+    // pieces hold about half its rows: over 64 KiB, kept by the worker that made them.
+    let aggs = [agg::sum("y"), agg::mean("y").alias("y_mean"), agg::len()];
+    let out = f.group_by(["k", "s", "x"]).split_out(2).agg(aggs).unwrap();
+    let finish_on = TaskOptions {
+        queue: Some(FINISH_QUEUE.to_owned()),
+        ..TaskOptions::default()
+    };
+    g.set_options(out, finish_on).unwrap();
+    let sent = g.submit(&client, vec![out]).unwrap();
+    let stored = app
+        .backend()
+        .results()
+        .get_blob(sent.graph)
+        .unwrap()
+        .unwrap();
+    let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
+    let maps: Vec<TaskId> = stored
+        .nodes
+        .iter()
+        .filter(|n| {
+            let task = n.key.split('-').next();
+            task == Some("lovage.frame.split_probe") || task == Some("lovage.frame.split_partial")
+        })
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(maps.len(), PARTS as usize, "a map per partition");
+    let on_a = |id: &TaskId| {
+        let rec = app.backend().results().get(*id).unwrap();
+        rec.and_then(|r| r.result_ref().map(Result::unwrap))
+            .is_some_and(|r| r.worker.starts_with("frame-a@"))
+    };
+    let deadline = std::time::Instant::now() + LONG;
+    while !maps.iter().any(on_a) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no map ran on A within {LONG:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    a.kill9();
+    let _c = worker(
+        url,
+        "frame-c",
+        &format!("{DEFAULT_QUEUE},{FINISH_QUEUE}"),
+        &dir,
+    );
+    let got = sent
+        .futures
+        .into_iter()
+        .next()
+        .unwrap()
+        .result_timeout(LONG)
+        .unwrap();
+    let polars = want
+        .lazy()
+        .group_by([col("k"), col("s"), col("x")])
+        .agg([
+            col("y").sum(),
+            col("y").mean().alias("y_mean"),
+            len().cast(DataType::Int64).alias("len"),
+        ])
+        .collect()
+        .unwrap();
+    assert_same(&got, &polars, &["k", "s", "x"]);
+}
+
 /// The shuffles' map tasks on two workers: each whole-file partition's pieces (a group-by's
 /// partial split three ways, a join side split by key) are over 64 KiB, so they stay in the
 /// store of the worker that made them (their result records hold references), the reduce
@@ -1131,6 +1227,11 @@ fn main() {
         &["sqlite", "redis"],
         "frames_lost_repartition_values_are_remade",
         |f| lost_shuffle_values_are_remade(&f.url, Shuffle::Repartition),
+    ));
+    trials.extend(on_brokers(
+        &["sqlite", "redis"],
+        "frames_worker_killed_during_a_group_by_shuffle",
+        |f| killed_during_a_group_by_shuffle(&f.url),
     ));
     trials.extend(on_brokers(
         &["sqlite", "redis"],
