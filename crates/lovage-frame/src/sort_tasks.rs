@@ -7,9 +7,10 @@
 //! boundary rows from the sorted samples), a `sort_split` task per partition (the rows
 //! `sort_sample` kept, cut into the `n` ranges, as Arrow IPC pieces) and
 //! a `range_piece` task per range (piece `j` of every split, in input order, concatenated and
-//! sorted stably). `repartition` has a `height` task per partition, a `repartition_split` per
-//! partition (its rows cut at the global row positions of the outputs) and `range_piece` tasks
-//! that only concatenate. A map's value is one list of `n` pieces; reducer `j` reads piece `j`
+//! sorted stably). `repartition` has a `repartition_split` per partition (its rows cut at the
+//! global row positions of the outputs, the heights from the metadata) or, when the metadata
+//! does not know them, a `counted` task per partition (its count and its rows, read once) and a
+//! `repartition_cut` per partition; then `range_piece` tasks that only concatenate. A map's value is one list of `n` pieces; reducer `j` reads piece `j`
 //! of each through an element node, so on a broker it fetches only that piece's bytes (as in
 //! [`crate::shuffle_tasks`]).
 
@@ -81,10 +82,59 @@ pub(crate) fn sort_split(
         .collect())
 }
 
-/// A partition's row count (for `repartition`).
-#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.height")]
-pub(crate) fn height(part: Packed<PartData>, input: Vec<Ipc>) -> Result<usize, TaskError> {
-    Ok(part.0.rows(input)?.height())
+/// A partition read once for a repartition whose heights the metadata does not know:
+/// `[count, rows]`, a one-row frame holding its height (column `rows`) and the rows
+/// themselves, which `repartition_cut` cuts once every count is known. On a broker's workers
+/// a large value stays in its worker's store, indexed per element: each cut fetches only the
+/// other partitions' counts.
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.counted")]
+pub(crate) fn counted(part: Packed<PartData>, input: Vec<Ipc>) -> Result<Vec<Ipc>, TaskError> {
+    let df = part.0.rows(input)?;
+    let count = df!(COUNT_COLUMN => [df.height() as u64])
+        .map_err(|e| polars_error("counting a partition's rows", e))?;
+    Ok(vec![Ipc(count), Ipc(df)])
+}
+
+/// The column of a `counted` task's count.
+const COUNT_COLUMN: &str = "rows";
+
+/// Partition `i`'s rows (element 1 of its `counted` value) cut into the pieces bound for each
+/// of `n` output partitions of nearly equal height, given every partition's count.
+#[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.repartition_cut")]
+pub(crate) fn repartition_cut(
+    rows: Ipc,
+    counts: Vec<Ipc>,
+    i: usize,
+    n: usize,
+) -> Result<Vec<Ipc>, TaskError> {
+    let heights = counts
+        .into_iter()
+        .map(|c| {
+            let c = c.into_inner();
+            c.column(COUNT_COLUMN)
+                .and_then(|col| col.u64().map(|v| v.get(0)))
+                .ok()
+                .flatten()
+                .map(|h| h as usize)
+                .ok_or_else(|| {
+                    crate::data_error(format!(
+                        "repartition: a partition's count is not one {COUNT_COLUMN} row"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<usize>, TaskError>>()?;
+    let df = rows.into_inner();
+    if heights.get(i) != Some(&df.height()) {
+        return Err(crate::data_error(format!(
+            "repartition: partition {i} has {} rows but its count says {:?}",
+            df.height(),
+            heights.get(i)
+        )));
+    }
+    Ok(slice_for(&df, &heights, i, n)
+        .into_iter()
+        .map(Ipc)
+        .collect())
 }
 
 /// Partition `i` cut into the pieces bound for each of `n` output partitions of nearly equal
@@ -134,13 +184,14 @@ pub(crate) fn range_piece(
 
 /// The addresses of this module's task bodies, for [`crate::register`] to name (so the
 /// linker keeps them and their registrations).
-pub(crate) fn bodies() -> [usize; 6] {
+pub(crate) fn bodies() -> [usize; 7] {
     [
         sort_sample::__invoke as *const () as usize,
         sort_bounds::__invoke as *const () as usize,
         sort_split::__invoke as *const () as usize,
-        height::__invoke as *const () as usize,
+        counted::__invoke as *const () as usize,
         repartition_split::__invoke as *const () as usize,
+        repartition_cut::__invoke as *const () as usize,
         range_piece::__invoke as *const () as usize,
     ]
 }
@@ -186,7 +237,7 @@ pub(crate) fn sort_tasks(
 
 /// `parts` (rows of `schema`) in `n` partitions of nearly equal height, in the same order, as
 /// tasks: each output partition's rows. `known`: every partition's height from the metadata,
-/// when known (else a `height` task counts each, reading it once more).
+/// when known (else a `counted` task reads each once, answering its count and its rows).
 pub(crate) fn repartition_tasks(
     g: &Graph,
     parts: Vec<TaskPart>,
@@ -203,16 +254,17 @@ pub(crate) fn repartition_tasks(
                 repartition_split::delayed(g, Packed(p.data), p.input, heights.clone(), i, n)
             })
             .collect(),
+        // Each partition read once: its count and its rows, cut once every count is known.
         None => {
-            let heights: Vec<Delayed<usize>> = parts
-                .iter()
-                .map(|p| height::delayed(g, Packed(p.data.clone()), p.input.clone()))
+            let read: Vec<Delayed<Vec<Ipc>>> = parts
+                .into_iter()
+                .map(|p| counted::delayed(g, Packed(p.data), p.input))
                 .collect();
-            let heights = g.collect(heights);
-            parts
+            let counts = g.collect(piece_of(g, &read, 0));
+            piece_of(g, &read, 1)
                 .into_iter()
                 .enumerate()
-                .map(|(i, p)| repartition_split::delayed(g, Packed(p.data), p.input, heights, i, n))
+                .map(|(i, rows)| repartition_cut::delayed(g, rows, counts, i, n))
                 .collect()
         }
     };

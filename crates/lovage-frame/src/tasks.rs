@@ -120,7 +120,7 @@ pub(crate) fn count_rows(
 }
 
 /// The names of the built-in frame tasks.
-pub const NAMES: [&str; 19] = [
+pub const NAMES: [&str; 20] = [
     partial::NAME,
     combine::NAME,
     finish::NAME,
@@ -137,8 +137,9 @@ pub const NAMES: [&str; 19] = [
     crate::sort_tasks::sort_sample::NAME,
     crate::sort_tasks::sort_bounds::NAME,
     crate::sort_tasks::sort_split::NAME,
-    crate::sort_tasks::height::NAME,
+    crate::sort_tasks::counted::NAME,
     crate::sort_tasks::repartition_split::NAME,
+    crate::sort_tasks::repartition_cut::NAME,
     crate::sort_tasks::range_piece::NAME,
 ];
 

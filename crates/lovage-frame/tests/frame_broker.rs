@@ -757,8 +757,10 @@ impl Shuffle {
                 &[&["lovage.frame.sort_sample"], &["lovage.frame.sort_split"]],
                 Some("lovage.frame.range_piece"),
             ),
+            // CSV partitions: no heights in the metadata, so each is read once by `counted`
+            // (its count and its rows) and cut by `repartition_cut`.
             Shuffle::Repartition => (
-                &[&["lovage.frame.repartition_split"]],
+                &[&["lovage.frame.counted"], &["lovage.frame.repartition_cut"]],
                 Some("lovage.frame.range_piece"),
             ),
         }
@@ -768,7 +770,7 @@ impl Shuffle {
 /// Lineage: a group-by by `u` in a tree (its partials lost before `finish` runs), or through
 /// a shuffle: a group-by with `split_out(2)` by `u` and `s` (some 3000 groups), a sort by `u` (descending) and `x`, or a repartition into 2, of the whole-file
 /// CSV partitions (over 64 KiB each), runs its map tasks (`split_partial`; `sort_sample` and
-/// `sort_split`; `repartition_split`) and reduce tasks (`agg_piece`, `range_piece`) on worker
+/// `sort_split`; `counted` and `repartition_cut`) and reduce tasks (`agg_piece`, `range_piece`) on worker
 /// A, whose large values are all kept there; A is killed with -9 once the final node (`concat`)
 /// waits on a queue A does not serve. Worker B, started only then, cannot fetch the reducers'
 /// outputs: it makes them again from their lineage, which needs the map pieces, lost too, so

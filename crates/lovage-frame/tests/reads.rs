@@ -1,8 +1,8 @@
 //! How often a sort and a repartition read their sources: once per partition (`sort_sample`
 //! keeps the rows it read for `sort_split`; a repartition of Parquet row groups takes the
-//! heights from the footers), on the local schedulers and on a memory broker's worker in this
-//! process with the data plane on (the kept rows are fetched by element from the worker's
-//! store). Alone in its binary, so the process's read counter sees only this test.
+//! heights from the footers, one of CSV files keeps the rows it counted), on the local
+//! schedulers and on a memory broker's worker in this process with the data plane on (the
+//! kept rows are fetched by element from the worker's store). Alone in its binary, so the process's read counter sees only this test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to fail
 
@@ -53,13 +53,13 @@ fn sort_reads_once(name: &str, sched: Scheduler<'_>) {
 }
 
 /// Repartitions 6 Parquet files (one row group each) into 4 on `sched`: 6 sources read (the
-/// heights come from the footers), and the same rows in the same order.
+/// heights come from the footers), and the same rows in the same order; then the 6 CSV files
+/// they were written from: 6 reads too (each read once for its count and its rows).
 fn repartition_reads_once(name: &str, sched: Scheduler<'_>) {
     let dir = tempfile::tempdir().unwrap();
     let g = Graph::new();
-    let written = csv_files(&g, &dir, 6, 300)
-        .to_parquet(dir.path().join("pq"))
-        .unwrap();
+    let csv = csv_files(&g, &dir, 6, 300);
+    let written = csv.to_parquet(dir.path().join("pq")).unwrap();
     assert_eq!(compute(&g, sched, written).unwrap().len(), 6);
     let pattern = format!("{}/pq/*.parquet", dir.path().display());
     let f = lovage_frame::read_parquet(&g, &pattern).unwrap();
@@ -83,6 +83,19 @@ fn repartition_reads_once(name: &str, sched: Scheduler<'_>) {
     assert!(
         got.equals_missing(&all),
         "{name}: repartitioned rows differ"
+    );
+    // CSV files: no heights in the metadata, so each partition is read once for its count
+    // and its rows together.
+    let before = sources_read();
+    let got = compute(&g, sched, csv.repartition(4).collect()).unwrap();
+    let reads = sources_read() - before;
+    assert_eq!(
+        reads, 6,
+        "{name}: a repartition read {reads} sources for 6 CSV files"
+    );
+    assert!(
+        got.equals_missing(&all),
+        "{name}: repartitioned CSV rows differ"
     );
 }
 
