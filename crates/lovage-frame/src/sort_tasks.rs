@@ -123,22 +123,31 @@ pub(crate) fn repartition_cut(
                 })
         })
         .collect::<Result<Vec<usize>, TaskError>>()?;
-    let df = rows.into_inner();
+    cut_at_heights(&rows.into_inner(), &heights, i, n, "its count")
+}
+
+/// Partition `i` (`df`) cut at the outputs' global row positions, once its height is checked
+/// against `heights[i]` (which `counted_by` gave, for the error).
+fn cut_at_heights(
+    df: &DataFrame,
+    heights: &[usize],
+    i: usize,
+    n: usize,
+    counted_by: &str,
+) -> Result<Vec<Ipc>, TaskError> {
     if heights.get(i) != Some(&df.height()) {
         return Err(crate::data_error(format!(
-            "repartition: partition {i} has {} rows but its count says {:?}",
+            "repartition: partition {i} has {} rows but {counted_by} says {:?} (a source that \
+             changed since?)",
             df.height(),
             heights.get(i)
         )));
     }
-    Ok(slice_for(&df, &heights, i, n)
-        .into_iter()
-        .map(Ipc)
-        .collect())
+    Ok(slice_for(df, heights, i, n).into_iter().map(Ipc).collect())
 }
 
 /// Partition `i` cut into the pieces bound for each of `n` output partitions of nearly equal
-/// height, given every partition's height.
+/// height, given every partition's height from the metadata.
 #[lovage_macros::task(crate = lovage_core, graph = lovage_graph, name = "lovage.frame.repartition_split")]
 pub(crate) fn repartition_split(
     part: Packed<PartData>,
@@ -147,19 +156,7 @@ pub(crate) fn repartition_split(
     i: usize,
     n: usize,
 ) -> Result<Vec<Ipc>, TaskError> {
-    let df = part.0.rows(input)?;
-    if heights.get(i) != Some(&df.height()) {
-        return Err(crate::data_error(format!(
-            "repartition: partition {i} has {} rows now but {:?} when counted (a source that \
-             changed between reads?)",
-            df.height(),
-            heights.get(i)
-        )));
-    }
-    Ok(slice_for(&df, &heights, i, n)
-        .into_iter()
-        .map(Ipc)
-        .collect())
+    cut_at_heights(&part.0.rows(input)?, &heights, i, n, "the metadata")
 }
 
 /// Output partition `j` of a sort or a repartition: piece `j` of every map (`pieces`, in map
