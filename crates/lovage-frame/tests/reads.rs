@@ -71,32 +71,23 @@ fn repartition_reads_once(name: &str, sched: Scheduler<'_>) {
         6,
         "{name}: collect reads each once"
     );
-    let before = sources_read();
-    let again = f.repartition(4);
-    assert_eq!(again.npartitions(), 4);
-    let got = compute(&g, sched, again.collect()).unwrap();
-    let reads = sources_read() - before;
-    assert_eq!(
-        reads, 6,
-        "{name}: a repartition read {reads} sources for 6 row groups"
-    );
-    assert!(
-        got.equals_missing(&all),
-        "{name}: repartitioned rows differ"
-    );
-    // CSV files: no heights in the metadata, so each partition is read once for its count
-    // and its rows together.
-    let before = sources_read();
-    let got = compute(&g, sched, csv.repartition(4).collect()).unwrap();
-    let reads = sources_read() - before;
-    assert_eq!(
-        reads, 6,
-        "{name}: a repartition read {reads} sources for 6 CSV files"
-    );
-    assert!(
-        got.equals_missing(&all),
-        "{name}: repartitioned CSV rows differ"
-    );
+    // The CSV files have no heights in their metadata, so each partition is read once for
+    // its count and its rows together.
+    for (source, what) in [(&f, "6 row groups"), (&csv, "6 CSV files")] {
+        let before = sources_read();
+        let again = source.repartition(4);
+        assert_eq!(again.npartitions(), 4);
+        let got = compute(&g, sched, again.collect()).unwrap();
+        let reads = sources_read() - before;
+        assert_eq!(
+            reads, 6,
+            "{name}: a repartition read {reads} sources for {what}"
+        );
+        assert!(
+            got.equals_missing(&all),
+            "{name}: repartitioned rows of {what} differ"
+        );
+    }
 }
 
 #[test]
