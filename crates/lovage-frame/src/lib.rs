@@ -44,6 +44,7 @@ mod data;
 pub mod ecommerce;
 mod frame;
 mod join;
+mod kernel;
 mod json;
 mod parquet;
 mod picture;

@@ -11,7 +11,7 @@ use crate::agg::{Agg, Kind};
 use crate::data::{Ipc, PartData};
 use crate::frame::{collect_grouped, stack_frames, Frame, GroupBy, LazyPlan, Part};
 use crate::shuffle::hash_split;
-use crate::{polars_error, quantile, Error};
+use crate::{kernel, polars_error, quantile, Error};
 
 /// How many partials a combining node merges by default (Dask's `split_every` default).
 pub(crate) const SPLIT_EVERY: usize = 8;
@@ -309,11 +309,15 @@ pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
         let plan = by_plan(exprs);
         Arc::new(move |df: DataFrame| plan(df.lazy()).map_err(|e| polars_error(what, e)))
     };
-    let partial_plan = by_plan(
-        aggs.iter()
-            .enumerate()
-            .flat_map(|(i, a)| gathered(a, a.partial(i)))
-            .collect(),
+    let partial_plan = with_kernel(
+        keys,
+        aggs,
+        by_plan(
+            aggs.iter()
+                .enumerate()
+                .flat_map(|(i, a)| gathered(a, a.partial(i)))
+                .collect(),
+        ),
     );
     let partial = {
         let plan = partial_plan.clone();
@@ -354,6 +358,31 @@ pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
         combine: Arc::new(move |df| quantile::merge_digests(combine(df)?, &b)),
         finish: Arc::new(move |df| finish(quantile::estimate(df, &c)?)),
     }
+}
+
+/// `polars_plan`, the partial step as a Polars query, tried first with lovage's kernels
+/// (`crate::kernel`) when `aggs` by `keys` may be theirs: the partition's columns they read
+/// are made by Polars, then a kernel aggregates them, or, for a type or key range it does not
+/// cover, the query runs on those columns.
+fn with_kernel(keys: &[PlSmallStr], aggs: &[Agg], polars_plan: LazyPlan) -> LazyPlan {
+    if !kernel::covers(keys, aggs) {
+        return polars_plan;
+    }
+    let (keys, aggs) = (keys.to_vec(), aggs.to_vec());
+    let columns: Vec<Expr> = kernel::columns(&keys, &aggs)
+        .into_iter()
+        .map(col)
+        .collect();
+    if columns.is_empty() {
+        return polars_plan;
+    }
+    Arc::new(move |lf: LazyFrame| {
+        let df = lf.select(columns.clone()).collect()?;
+        match kernel::partial(&df, &keys, &aggs) {
+            Some(partial) => Ok(partial),
+            None => polars_plan(df.lazy()),
+        }
+    })
 }
 
 /// A clear error for a quantile aggregation of a column that is not numeric or missing, or

@@ -1,0 +1,623 @@
+//! lovage's own kernels for the partial aggregations Polars 0.55 runs slowest on the seed's
+//! workloads, each answering `None` (run Polars' query instead) for a shape it does not
+//! cover. Not a query engine: they take a partition already made by Polars and give the
+//! partial Polars would give (`Agg::partial`: the same columns, order and types).
+//!
+//! - **No keys, `min`/`max`:** one pass of eight independent lanes. Polars built without
+//!   its nightly `simd` feature reduces one value at a time through a NaN check, a chain
+//!   four cycles deep per value. Sums and counts stay Polars' own (`ChunkAgg`).
+//! - **One key, `sum`/`mean`/`count`/`len`:** a group id per row, then accumulators indexed
+//!   by id, where Polars hashes every row into tables built for any key. Ids come from the
+//!   key itself when it is an integer whose range is at most a few times the rows (dense ids,
+//!   the null key apart), or from a small hash table of Arrow views when every value is a
+//!   string of at most 12 bytes (the whole string sits in its 16-byte view, so the view is
+//!   the key and no byte is hashed twice).
+//!
+//! `LOVAGE_FRAME_KERNELS=off` turns them off, to measure Polars' own paths.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use polars::prelude::*;
+use polars_arrow::array::Array;
+
+use crate::agg::{Agg, Kind};
+
+/// Whether the kernels are used: yes unless `LOVAGE_FRAME_KERNELS=off`.
+pub(crate) fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("LOVAGE_FRAME_KERNELS").map_or(true, |v| v != "off"))
+}
+
+/// Whether `aggs` by `keys` may be covered (the column types and values are checked on the
+/// data): with no key, any of sum, mean, min, max, count and len; with one key, the same
+/// but min and max.
+pub(crate) fn covers(keys: &[PlSmallStr], aggs: &[Agg]) -> bool {
+    let grouped = matches!(keys.len(), 1);
+    enabled()
+        && keys.len() <= 1
+        && !aggs.is_empty()
+        && aggs.iter().all(|a| match a.kind {
+            Kind::Sum | Kind::Mean | Kind::Count | Kind::Len => true,
+            Kind::Min | Kind::Max => !grouped,
+            _ => false,
+        })
+}
+
+/// The columns the kernels read: the keys, then each aggregated column once (`len` reads
+/// none).
+pub(crate) fn columns(keys: &[PlSmallStr], aggs: &[Agg]) -> Vec<PlSmallStr> {
+    let mut out: Vec<PlSmallStr> = keys.to_vec();
+    for a in aggs.iter().filter(|a| a.kind != Kind::Len) {
+        if !out.contains(&a.column) {
+            out.push(a.column.clone());
+        }
+    }
+    out
+}
+
+/// `df`'s partial aggregation of `aggs` by `keys` (at most one), or `None` when a column's
+/// type or the key's values are not a shape the kernels cover, or `df` is empty (Polars
+/// gives the empty partial its exact types).
+pub(crate) fn partial(df: &DataFrame, keys: &[PlSmallStr], aggs: &[Agg]) -> Option<DataFrame> {
+    if df.height() == 0 || !covers(keys, aggs) {
+        return None;
+    }
+    match keys {
+        [] => whole(df, aggs),
+        [key] => grouped(df, key, aggs),
+        _ => None,
+    }
+}
+
+/// A value column the kernels read.
+enum Values<'a> {
+    F64(&'a Float64Chunked),
+    I64(&'a Int64Chunked),
+}
+
+fn values<'a>(df: &'a DataFrame, name: &str) -> Option<Values<'a>> {
+    let s = df.column(name).ok()?.as_materialized_series();
+    match s.dtype() {
+        DataType::Float64 => s.f64().ok().map(Values::F64),
+        DataType::Int64 => s.i64().ok().map(Values::I64),
+        _ => None,
+    }
+}
+
+impl Values<'_> {
+    fn non_null(&self) -> i64 {
+        let (len, nulls) = match self {
+            Values::F64(c) => (c.len(), c.null_count()),
+            Values::I64(c) => (c.len(), c.null_count()),
+        };
+        (len - nulls) as i64
+    }
+}
+
+/// The whole frame's partials: one row.
+fn whole(df: &DataFrame, aggs: &[Agg]) -> Option<DataFrame> {
+    let mut out: Vec<Column> = Vec::new();
+    for (i, a) in aggs.iter().enumerate() {
+        if a.kind == Kind::Len {
+            out.push(Column::new(Agg::slot(i, "n"), [df.height() as i64]));
+            continue;
+        }
+        let v = values(df, &a.column)?;
+        let count = || Column::new(Agg::slot(i, "n"), [v.non_null()]);
+        match (a.kind, &v) {
+            (Kind::Sum, Values::F64(c)) => {
+                out.push(Column::new(Agg::slot(i, "s"), [c.sum().unwrap_or(0.0)]))
+            }
+            (Kind::Sum, Values::I64(c)) => {
+                out.push(Column::new(Agg::slot(i, "s"), [c.sum().unwrap_or(0)]))
+            }
+            (Kind::Mean, _) => {
+                let s = match &v {
+                    Values::F64(c) => c.sum().unwrap_or(0.0),
+                    Values::I64(c) => c.cast(&DataType::Float64).ok()?.f64().ok()?.sum().unwrap_or(0.0),
+                };
+                out.push(Column::new(Agg::slot(i, "s"), [s]));
+                out.push(count());
+            }
+            (Kind::Count, _) => out.push(count()),
+            (Kind::Min | Kind::Max, Values::F64(c)) => {
+                let Some((lo, hi)) = min_max_f64(c)? else {
+                    // Every value null: Polars' min and max are null.
+                    out.push(Column::full_null(slot_of(i, a.kind), 1, &DataType::Float64));
+                    continue;
+                };
+                let v = if a.kind == Kind::Min { lo } else { hi };
+                out.push(Column::new(slot_of(i, a.kind), [v]));
+            }
+            (Kind::Min | Kind::Max, Values::I64(c)) => {
+                let Some((lo, hi)) = min_max_i64(c) else {
+                    out.push(Column::full_null(slot_of(i, a.kind), 1, &DataType::Int64));
+                    continue;
+                };
+                let v = if a.kind == Kind::Min { lo } else { hi };
+                out.push(Column::new(slot_of(i, a.kind), [v]));
+            }
+            _ => return None,
+        }
+    }
+    DataFrame::new(1, out).ok()
+}
+
+fn slot_of(i: usize, kind: Kind) -> PlSmallStr {
+    Agg::slot(i, if kind == Kind::Min { "lo" } else { "hi" })
+}
+
+/// The smallest and largest of `values` over eight independent lanes (no chain from one
+/// value to the next, so the compiler keeps them in vector registers). A NaN is never
+/// smaller or larger than a lane, so it is skipped, as Polars' `min`/`max` skip it.
+fn lanes_min_max<T: Copy + PartialOrd>(values: &[T], lo0: T, hi0: T) -> (T, T) {
+    const LANES: usize = 8;
+    let (mut lo, mut hi) = ([lo0; LANES], [hi0; LANES]);
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            lo[l] = if c[l] < lo[l] { c[l] } else { lo[l] };
+            hi[l] = if c[l] > hi[l] { c[l] } else { hi[l] };
+        }
+    }
+    for &v in rest {
+        lo[0] = if v < lo[0] { v } else { lo[0] };
+        hi[0] = if v > hi[0] { v } else { hi[0] };
+    }
+    let pick = |xs: [T; LANES], better: fn(&T, &T) -> bool| {
+        xs.into_iter()
+            .reduce(|a, b| if better(&b, &a) { b } else { a })
+            .unwrap_or(lo0)
+    };
+    (pick(lo, T::lt), pick(hi, T::gt))
+}
+
+/// Min and max of the non-null values; `None` when there are none.
+fn min_max_of<T>(ca: &ChunkedArray<T>, lo0: T::Native, hi0: T::Native) -> Option<(T::Native, T::Native)>
+where
+    T: PolarsNumericType,
+{
+    if ca.null_count() == ca.len() {
+        return None;
+    }
+    let (mut lo, mut hi) = (lo0, hi0);
+    for arr in ca.downcast_iter() {
+        let (l, h) = if arr.null_count() == 0 {
+            lanes_min_max(arr.values().as_slice(), lo0, hi0)
+        } else {
+            arr.iter().flatten().fold((lo0, hi0), |(l, h), &v| {
+                (if v < l { v } else { l }, if v > h { v } else { h })
+            })
+        };
+        lo = if l < lo { l } else { lo };
+        hi = if h > hi { h } else { hi };
+    }
+    Some((lo, hi))
+}
+
+/// Min and max of a float column: `Some(None)` when every value is null, `None` (leave it
+/// to Polars) when no value but NaN or an infinity ended a lane where it started, since
+/// then the answer may be NaN.
+fn min_max_f64(ca: &Float64Chunked) -> Option<Option<(f64, f64)>> {
+    match min_max_of(ca, f64::INFINITY, f64::NEG_INFINITY) {
+        None => Some(None),
+        Some((lo, hi)) if lo == f64::INFINITY || hi == f64::NEG_INFINITY => None,
+        Some(found) => Some(Some(found)),
+    }
+}
+
+fn min_max_i64(ca: &Int64Chunked) -> Option<(i64, i64)> {
+    min_max_of(ca, i64::MAX, i64::MIN)
+}
+
+/// Rows' group ids and, per id, the key it stands for.
+struct Groups {
+    /// Each row's group id.
+    ids: Vec<u32>,
+    /// How many ids there are (some may have no row).
+    slots: usize,
+    /// The key column of the groups `present` lists, in that order.
+    keys: Box<dyn Fn(&[u32]) -> Option<Column>>,
+}
+
+/// The largest range of integer keys given dense ids: `DENSE_PER_ROW` slots per row (at
+/// least `DENSE_MIN`), never more than `DENSE_MAX`.
+const DENSE_PER_ROW: usize = 4;
+const DENSE_MIN: usize = 1 << 16;
+const DENSE_MAX: usize = 1 << 26;
+
+/// Dense ids for integer keys: 0 for null, `k - min + 1` otherwise.
+fn dense_ids(name: PlSmallStr, ca: &Int64Chunked) -> Option<Groups> {
+    let rows = ca.len();
+    let (lo, hi) = min_max_i64(ca).unwrap_or((0, -1));
+    let range = usize::try_from(hi.checked_sub(lo)?.checked_add(1)?).ok()?;
+    if range > (rows * DENSE_PER_ROW).clamp(DENSE_MIN, DENSE_MAX) {
+        return None;
+    }
+    let mut ids = Vec::with_capacity(rows);
+    for arr in ca.downcast_iter() {
+        if arr.null_count() == 0 {
+            ids.extend(arr.values().iter().map(|&k| (k - lo) as u32 + 1));
+        } else {
+            ids.extend(arr.iter().map(|k| k.map_or(0, |&k| (k - lo) as u32 + 1)));
+        }
+    }
+    let keys = move |present: &[u32]| {
+        let ks = present.iter().map(|&s| (s > 0).then(|| lo + i64::from(s) - 1));
+        Some(Column::new(name.clone(), ks.collect::<Vec<Option<i64>>>()))
+    };
+    Some(Groups {
+        ids,
+        slots: range + 1,
+        keys: Box::new(keys),
+    })
+}
+
+/// The longest string an Arrow view holds inline (polars-arrow's `View::MAX_INLINE_SIZE`).
+const INLINE_MAX: u32 = 12;
+
+/// The most distinct short strings the view table takes before leaving the key to Polars.
+const VIEWS_MAX: usize = 1 << 16;
+
+/// Ids for short string keys: 0 for null, then each distinct view in the order first seen.
+/// `None` when a value is longer than a view holds, or there are too many.
+fn view_ids(name: PlSmallStr, ca: &StringChunked) -> Option<Groups> {
+    let mut table: HashMap<u128, u32, foldhash::fast::FixedState> =
+        HashMap::with_hasher(foldhash::fast::FixedState::with_seed(0x10fa9e));
+    let mut distinct: Vec<u128> = vec![0];
+    let mut ids = Vec::with_capacity(ca.len());
+    for arr in ca.downcast_iter() {
+        let valid = arr.validity();
+        for (row, view) in arr.views().iter().enumerate() {
+            if valid.is_some_and(|v| !v.get_bit(row)) {
+                ids.push(0);
+                continue;
+            }
+            if view.length > INLINE_MAX {
+                return None;
+            }
+            // The bytes past the string are zero in Polars' views; masked all the same, so
+            // two views of one string are one key whatever the padding holds.
+            let bits = view.as_u128() & inline_mask(view.length);
+            let next = distinct.len() as u32;
+            let id = *table.entry(bits).or_insert(next);
+            if id == next {
+                if distinct.len() > VIEWS_MAX {
+                    return None;
+                }
+                distinct.push(bits);
+            }
+            ids.push(id);
+        }
+    }
+    let slots = distinct.len();
+    let keys = move |present: &[u32]| {
+        let mut strings: Vec<Option<String>> = Vec::with_capacity(present.len());
+        for &s in present {
+            if s == 0 {
+                strings.push(None);
+                continue;
+            }
+            let bytes = distinct[s as usize].to_le_bytes();
+            let len = u32::from_le_bytes(bytes[..4].try_into().ok()?) as usize;
+            strings.push(Some(std::str::from_utf8(&bytes[4..4 + len]).ok()?.to_owned()));
+        }
+        Some(Column::new(name.clone(), strings))
+    };
+    Some(Groups {
+        ids,
+        slots,
+        keys: Box::new(keys),
+    })
+}
+
+/// The bits of an inline view of `len` bytes that hold its length and bytes.
+fn inline_mask(len: u32) -> u128 {
+    let bits = 32 + 8 * len;
+    if bits >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << bits) - 1
+    }
+}
+
+fn group_ids(df: &DataFrame, key: &PlSmallStr) -> Option<Groups> {
+    let s = df.column(key).ok()?.as_materialized_series();
+    match s.dtype() {
+        DataType::Int64 => dense_ids(key.clone(), s.i64().ok()?),
+        DataType::String => view_ids(key.clone(), s.str().ok()?),
+        _ => None,
+    }
+}
+
+/// Adds `f(value)` of each non-null value into `acc` at its row's id, and counts it in `n`.
+fn by_id<T, A>(
+    ids: &[u32],
+    ca: &ChunkedArray<T>,
+    acc: &mut [A],
+    n: Option<&mut [i64]>,
+    f: impl Fn(T::Native) -> A,
+)
+where
+    T: PolarsNumericType,
+    A: Copy + std::ops::AddAssign,
+{
+    let mut start = 0;
+    let mut n = n;
+    for arr in ca.downcast_iter() {
+        let ids = &ids[start..start + arr.len()];
+        start += arr.len();
+        match (arr.null_count(), n.as_deref_mut()) {
+            (0, None) => {
+                for (&g, &v) in ids.iter().zip(arr.values().iter()) {
+                    acc[g as usize] += f(v);
+                }
+            }
+            (0, Some(n)) => {
+                for (&g, &v) in ids.iter().zip(arr.values().iter()) {
+                    acc[g as usize] += f(v);
+                    n[g as usize] += 1;
+                }
+            }
+            (_, mut n) => {
+                for (&g, v) in ids.iter().zip(arr.iter()) {
+                    if let Some(&v) = v {
+                        acc[g as usize] += f(v);
+                        if let Some(n) = n.as_deref_mut() {
+                            n[g as usize] += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Non-null values per id.
+fn counts_by_id(ids: &[u32], v: &Values<'_>, slots: usize) -> Vec<i64> {
+    let mut n = vec![0i64; slots];
+    let validity: Vec<_> = match v {
+        Values::F64(c) => c.downcast_iter().map(|a| (a.len(), a.validity().cloned())).collect(),
+        Values::I64(c) => c.downcast_iter().map(|a| (a.len(), a.validity().cloned())).collect(),
+    };
+    let mut start = 0;
+    for (len, valid) in validity {
+        let ids = &ids[start..start + len];
+        start += len;
+        match valid {
+            None => ids.iter().for_each(|&g| n[g as usize] += 1),
+            Some(bits) => {
+                for (&g, ok) in ids.iter().zip(bits.iter()) {
+                    n[g as usize] += i64::from(ok);
+                }
+            }
+        }
+    }
+    n
+}
+
+/// `df`'s partials grouped by `key`.
+fn grouped(df: &DataFrame, key: &PlSmallStr, aggs: &[Agg]) -> Option<DataFrame> {
+    let g = group_ids(df, key)?;
+    let mut rows = vec![0i64; g.slots];
+    for &id in &g.ids {
+        rows[id as usize] += 1;
+    }
+    let present: Vec<u32> = (0..g.slots as u32).filter(|&s| rows[s as usize] > 0).collect();
+    let gather_i64 = |acc: &[i64]| -> Vec<i64> { present.iter().map(|&s| acc[s as usize]).collect() };
+    let gather_f64 = |acc: &[f64]| -> Vec<f64> { present.iter().map(|&s| acc[s as usize]).collect() };
+    let mut out = vec![(g.keys)(&present)?];
+    for (i, a) in aggs.iter().enumerate() {
+        if a.kind == Kind::Len {
+            out.push(Column::new(Agg::slot(i, "n"), gather_i64(&rows)));
+            continue;
+        }
+        let v = values(df, &a.column)?;
+        match (a.kind, &v) {
+            (Kind::Sum, Values::F64(c)) => {
+                let mut acc = vec![0.0f64; g.slots];
+                by_id(&g.ids, *c, &mut acc, None, |x| x);
+                out.push(Column::new(Agg::slot(i, "s"), gather_f64(&acc)));
+            }
+            (Kind::Sum, Values::I64(c)) => {
+                // Polars' integer sums wrap.
+                let mut acc = vec![std::num::Wrapping(0i64); g.slots];
+                by_id(&g.ids, *c, &mut acc, None, std::num::Wrapping);
+                let sums: Vec<i64> = present.iter().map(|&s| acc[s as usize].0).collect();
+                out.push(Column::new(Agg::slot(i, "s"), sums));
+            }
+            (Kind::Mean, _) => {
+                let (mut acc, mut n) = (vec![0.0f64; g.slots], vec![0i64; g.slots]);
+                match &v {
+                    Values::F64(c) => by_id(&g.ids, *c, &mut acc, Some(&mut n), |x| x),
+                    Values::I64(c) => by_id(&g.ids, *c, &mut acc, Some(&mut n), |x| x as f64),
+                }
+                out.push(Column::new(Agg::slot(i, "s"), gather_f64(&acc)));
+                out.push(Column::new(Agg::slot(i, "n"), gather_i64(&n)));
+            }
+            (Kind::Count, _) => {
+                let n = counts_by_id(&g.ids, &v, g.slots);
+                out.push(Column::new(Agg::slot(i, "n"), gather_i64(&n)));
+            }
+            _ => return None,
+        }
+    }
+    DataFrame::new(present.len(), out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agg;
+    use proptest::prelude::*;
+
+    /// Polars' partial of `aggs` by `keys` on `df` (what the kernels must equal).
+    fn polars_partial(df: &DataFrame, keys: &[PlSmallStr], aggs: &[Agg]) -> DataFrame {
+        let exprs: Vec<Expr> = aggs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, a)| a.partial(i))
+            .collect();
+        let lf = df.clone().lazy();
+        if keys.is_empty() {
+            lf.select(exprs).collect().unwrap()
+        } else {
+            let k: Vec<Expr> = keys.iter().map(|k| col(k.clone())).collect();
+            lf.group_by(k).agg(exprs).collect().unwrap()
+        }
+    }
+
+    /// Rows sorted by the key (nulls first), for comparing.
+    fn sorted(df: DataFrame, keys: &[PlSmallStr]) -> DataFrame {
+        if keys.is_empty() {
+            return df;
+        }
+        df.sort(keys.to_vec(), SortMultipleOptions::default().with_nulls_last(false))
+            .unwrap()
+    }
+
+    /// Same columns, types and values (floats within 1e-9 relative).
+    fn assert_same(got: &DataFrame, want: &DataFrame) {
+        assert_eq!(got.schema(), want.schema(), "{got}\n{want}");
+        assert_eq!(got.height(), want.height(), "{got}\n{want}");
+        for (g, w) in got.columns().iter().zip(want.columns()) {
+            if g.dtype() == &DataType::Float64 {
+                let (g, w) = (g.f64().unwrap(), w.f64().unwrap());
+                for (x, y) in g.iter().zip(w.iter()) {
+                    match (x, y) {
+                        (Some(x), Some(y)) if x.is_nan() || y.is_nan() => {
+                            assert!(x.is_nan() && y.is_nan(), "{x} against {y}")
+                        }
+                        (Some(x), Some(y)) => {
+                            assert!(x == y || (x - y).abs() <= 1e-9 * x.abs().max(1.0), "{x} against {y}")
+                        }
+                        (x, y) => assert_eq!(x, y),
+                    }
+                }
+            } else {
+                assert!(g.equals_missing(w), "{g:?}\n{w:?}");
+            }
+        }
+    }
+
+    fn check(df: &DataFrame, keys: &[&str], aggs: &[Agg]) -> bool {
+        let keys: Vec<PlSmallStr> = keys.iter().map(|&k| k.into()).collect();
+        let Some(got) = partial(df, &keys, aggs) else {
+            return false;
+        };
+        assert_same(
+            &sorted(got, &keys),
+            &sorted(polars_partial(df, &keys, aggs), &keys),
+        );
+        true
+    }
+
+    fn all_grouped() -> Vec<Agg> {
+        vec![
+            agg::sum("v"),
+            agg::sum("i"),
+            agg::mean("v"),
+            agg::mean("i"),
+            agg::count("v"),
+            agg::len(),
+        ]
+    }
+
+    fn all_whole() -> Vec<Agg> {
+        let mut a = all_grouped();
+        a.extend([agg::min("v"), agg::max("v"), agg::min("i"), agg::max("i")]);
+        a
+    }
+
+    /// A frame in `chunks` pieces (vstacked, not rechunked) with an i64 key `k` of `range`
+    /// values, a short string key `s`, a float `v` and an integer `i`, nulls every `nulls`
+    /// rows (never when 0).
+    fn frame(rows: Vec<(i64, u8, f64, i64, bool)>, chunks: usize) -> DataFrame {
+        let names = ["Books", "Clothing", "Electronics", "Home", "Toys", "", "ΩΩΩΩΩΩ"];
+        let mut out: Option<DataFrame> = None;
+        let per = rows.len().div_ceil(chunks.max(1)).max(1);
+        for piece in rows.chunks(per) {
+            let k: Vec<Option<i64>> = piece.iter().map(|r| (!r.4).then_some(r.0)).collect();
+            let s: Vec<Option<&str>> = piece
+                .iter()
+                .map(|r| (!r.4 || r.1 % 2 == 0).then_some(names[r.1 as usize % names.len()]))
+                .collect();
+            let v: Vec<Option<f64>> = piece.iter().map(|r| (r.1 % 5 != 1).then_some(r.2)).collect();
+            let i: Vec<Option<i64>> = piece.iter().map(|r| (r.1 % 7 != 3).then_some(r.3)).collect();
+            let df = df!("k" => k, "s" => s, "v" => v, "i" => i).unwrap();
+            match out.as_mut() {
+                Some(acc) => {
+                    acc.vstack_mut(&df).unwrap();
+                }
+                None => out = Some(df),
+            }
+        }
+        out.unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Grouped by dense integers or short strings, and with no key: the kernels give
+        /// Polars' partial, nulls in keys and values, over several chunks.
+        #[test]
+        fn kernels_equal_polars(
+            rows in proptest::collection::vec(
+                (-50i64..50, any::<u8>(), -1e6f64..1e6, -1_000_000i64..1_000_000, proptest::bool::weighted(0.1)),
+                1..300,
+            ),
+            chunks in 1usize..4,
+        ) {
+            let df = frame(rows, chunks);
+            prop_assert!(check(&df, &["k"], &all_grouped()));
+            prop_assert!(check(&df, &["s"], &all_grouped()));
+            prop_assert!(check(&df, &[], &all_whole()));
+        }
+    }
+
+    #[test]
+    fn min_and_max_skip_nan_and_leave_all_nan_to_polars() {
+        let df = df!("v" => [f64::NAN, 3.0, -2.5, f64::NAN, 7.0, 1.0, 0.0, 2.0, 9.5, -1.0]).unwrap();
+        assert!(check(&df, &[], &[agg::min("v"), agg::max("v")]));
+        let nan = df!("v" => [f64::NAN, f64::NAN]).unwrap();
+        let aggs = [agg::min("v")];
+        assert!(partial(&nan, &[], &aggs).is_none());
+        let inf = df!("v" => [f64::INFINITY, 1.0, f64::NEG_INFINITY]).unwrap();
+        assert!(check(&inf, &[], &[agg::min("v"), agg::max("v")]));
+        // A largest value of -inf may be NaN's: Polars decides.
+        let low = df!("v" => [f64::NEG_INFINITY, f64::NAN]).unwrap();
+        assert!(partial(&low, &[], &[agg::max("v")]).is_none());
+        let null = df!("v" => [None::<f64>, None]).unwrap();
+        assert!(check(&null, &[], &[agg::min("v"), agg::max("v"), agg::sum("v")]));
+    }
+
+    #[test]
+    fn sparse_integers_long_strings_and_other_types_go_to_polars() {
+        let sparse = df!("k" => [0i64, 1 << 40], "v" => [1.0, 2.0]).unwrap();
+        assert!(partial(&sparse, &["k".into()], &[agg::sum("v")]).is_none());
+        let long = df!("k" => ["a string longer than twelve bytes", "b"], "v" => [1.0, 2.0]).unwrap();
+        assert!(partial(&long, &["k".into()], &[agg::sum("v")]).is_none());
+        let int32 = df!("k" => [1i32, 2], "v" => [1.0, 2.0]).unwrap();
+        assert!(partial(&int32, &["k".into()], &[agg::sum("v")]).is_none());
+        let f32s = df!("k" => [1i64, 2], "v" => [1.0f32, 2.0]).unwrap();
+        assert!(partial(&f32s, &["k".into()], &[agg::sum("v")]).is_none());
+        // Min and max by key, quantiles and two keys are Polars' own.
+        let df = df!("k" => [1i64, 2], "v" => [1.0, 2.0]).unwrap();
+        assert!(partial(&df, &["k".into()], &[agg::min("v")]).is_none());
+        assert!(partial(&df, &[], &[agg::median("v")]).is_none());
+        assert!(partial(&df, &["k".into(), "v".into()], &[agg::len()]).is_none());
+    }
+
+    #[test]
+    fn wide_dense_ranges_and_many_strings_are_covered() {
+        // Keys over a range four times the rows, and 3,000 distinct short strings.
+        let k: Vec<i64> = (0..3000).map(|i| (i * 4) % 12_000 - 6_000).collect();
+        let s: Vec<String> = (0..3000).map(|i| format!("s{}", i * 7919 % 3001)).collect();
+        let v: Vec<f64> = (0..3000).map(|i| i as f64 * 0.5).collect();
+        let df = df!("k" => k, "s" => s, "v" => v.clone(), "i" => v.iter().map(|&x| x as i64).collect::<Vec<_>>()).unwrap();
+        assert!(check(&df, &["k"], &all_grouped()));
+        assert!(check(&df, &["s"], &all_grouped()));
+    }
+}
