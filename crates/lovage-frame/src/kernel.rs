@@ -15,7 +15,6 @@
 //!
 //! `LOVAGE_FRAME_KERNELS=off` turns them off, to measure Polars' own paths.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use polars::prelude::*;
@@ -115,7 +114,13 @@ fn whole(df: &DataFrame, aggs: &[Agg]) -> Option<DataFrame> {
             (Kind::Mean, _) => {
                 let s = match &v {
                     Values::F64(c) => c.sum().unwrap_or(0.0),
-                    Values::I64(c) => c.cast(&DataType::Float64).ok()?.f64().ok()?.sum().unwrap_or(0.0),
+                    Values::I64(c) => c
+                        .cast(&DataType::Float64)
+                        .ok()?
+                        .f64()
+                        .ok()?
+                        .sum()
+                        .unwrap_or(0.0),
                 };
                 out.push(Column::new(Agg::slot(i, "s"), [s]));
                 out.push(count());
@@ -175,7 +180,11 @@ fn lanes_min_max<T: Copy + PartialOrd>(values: &[T], lo0: T, hi0: T) -> (T, T) {
 }
 
 /// Min and max of the non-null values; `None` when there are none.
-fn min_max_of<T>(ca: &ChunkedArray<T>, lo0: T::Native, hi0: T::Native) -> Option<(T::Native, T::Native)>
+fn min_max_of<T>(
+    ca: &ChunkedArray<T>,
+    lo0: T::Native,
+    hi0: T::Native,
+) -> Option<(T::Native, T::Native)>
 where
     T: PolarsNumericType,
 {
@@ -212,48 +221,11 @@ fn min_max_i64(ca: &Int64Chunked) -> Option<(i64, i64)> {
     min_max_of(ca, i64::MAX, i64::MIN)
 }
 
-/// Rows' group ids and, per id, the key it stands for.
-struct Groups {
-    /// Each row's group id.
-    ids: Vec<u32>,
-    /// How many ids there are (some may have no row).
-    slots: usize,
-    /// The key column of the groups `present` lists, in that order.
-    keys: Box<dyn Fn(&[u32]) -> Option<Column>>,
-}
-
 /// The largest range of integer keys given dense ids: `DENSE_PER_ROW` slots per row (at
 /// least `DENSE_MIN`), never more than `DENSE_MAX`.
 const DENSE_PER_ROW: usize = 4;
 const DENSE_MIN: usize = 1 << 16;
 const DENSE_MAX: usize = 1 << 26;
-
-/// Dense ids for integer keys: 0 for null, `k - min + 1` otherwise.
-fn dense_ids(name: PlSmallStr, ca: &Int64Chunked) -> Option<Groups> {
-    let rows = ca.len();
-    let (lo, hi) = min_max_i64(ca).unwrap_or((0, -1));
-    let range = usize::try_from(hi.checked_sub(lo)?.checked_add(1)?).ok()?;
-    if range > (rows * DENSE_PER_ROW).clamp(DENSE_MIN, DENSE_MAX) {
-        return None;
-    }
-    let mut ids = Vec::with_capacity(rows);
-    for arr in ca.downcast_iter() {
-        if arr.null_count() == 0 {
-            ids.extend(arr.values().iter().map(|&k| (k - lo) as u32 + 1));
-        } else {
-            ids.extend(arr.iter().map(|k| k.map_or(0, |&k| (k - lo) as u32 + 1)));
-        }
-    }
-    let keys = move |present: &[u32]| {
-        let ks = present.iter().map(|&s| (s > 0).then(|| lo + i64::from(s) - 1));
-        Some(Column::new(name.clone(), ks.collect::<Vec<Option<i64>>>()))
-    };
-    Some(Groups {
-        ids,
-        slots: range + 1,
-        keys: Box::new(keys),
-    })
-}
 
 /// The longest string an Arrow view holds inline (polars-arrow's `View::MAX_INLINE_SIZE`).
 const INLINE_MAX: u32 = 12;
@@ -261,56 +233,192 @@ const INLINE_MAX: u32 = 12;
 /// The most distinct short strings the view table takes before leaving the key to Polars.
 const VIEWS_MAX: usize = 1 << 16;
 
-/// Ids for short string keys: 0 for null, then each distinct view in the order first seen.
-/// `None` when a value is longer than a view holds, or there are too many.
-fn view_ids(name: PlSmallStr, ca: &StringChunked) -> Option<Groups> {
-    let mut table: HashMap<u128, u32, foldhash::fast::FixedState> =
-        HashMap::with_hasher(foldhash::fast::FixedState::with_seed(0x10fa9e));
-    let mut distinct: Vec<u128> = vec![0];
-    let mut ids = Vec::with_capacity(ca.len());
-    for arr in ca.downcast_iter() {
-        let valid = arr.validity();
-        for (row, view) in arr.views().iter().enumerate() {
-            if valid.is_some_and(|v| !v.get_bit(row)) {
-                ids.push(0);
-                continue;
-            }
-            if view.length > INLINE_MAX {
-                return None;
-            }
-            // The bytes past the string are zero in Polars' views; masked all the same, so
-            // two views of one string are one key whatever the padding holds.
-            let bits = view.as_u128() & inline_mask(view.length);
-            let next = distinct.len() as u32;
-            let id = *table.entry(bits).or_insert(next);
-            if id == next {
-                if distinct.len() > VIEWS_MAX {
-                    return None;
-                }
-                distinct.push(bits);
-            }
-            ids.push(id);
+/// Ids of inline string views: an open-addressing table (linear probing, at most half
+/// full) of the views' 128 bits. Written here rather than a `HashMap` because a row's
+/// whole cost is this look-up: one multiply and, for a few categories, one compare, where
+/// SwissTable's hashing and control-byte probing cost several times that.
+struct ViewTable {
+    /// (view bits, id) per line; `EMPTY` marks a free line.
+    lines: Vec<(u128, u32)>,
+    /// Each id's view bits, id 0 (null) first.
+    keys: Vec<u128>,
+}
+
+/// No inline view has these bits (its length would be 2³² - 1).
+const EMPTY: u128 = u128::MAX;
+
+impl ViewTable {
+    fn new() -> Self {
+        ViewTable {
+            lines: vec![(EMPTY, 0); 64],
+            keys: vec![0],
         }
     }
-    let slots = distinct.len();
-    let keys = move |present: &[u32]| {
-        let mut strings: Vec<Option<String>> = Vec::with_capacity(present.len());
-        for &s in present {
-            if s == 0 {
-                strings.push(None);
-                continue;
+
+    fn line(&self, bits: u128) -> usize {
+        let x = (bits as u64) ^ ((bits >> 64) as u64).rotate_left(29);
+        let h = (x ^ (x >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> (64 - self.lines.len().trailing_zeros())) as usize
+    }
+
+    /// The id of `bits`, a new one when first seen; `None` past `VIEWS_MAX` keys.
+    fn id(&mut self, bits: u128) -> Option<u32> {
+        let mask = self.lines.len() - 1;
+        let mut at = self.line(bits);
+        loop {
+            let (k, id) = self.lines[at];
+            if k == bits {
+                return Some(id);
             }
-            let bytes = distinct[s as usize].to_le_bytes();
-            let len = u32::from_le_bytes(bytes[..4].try_into().ok()?) as usize;
-            strings.push(Some(std::str::from_utf8(&bytes[4..4 + len]).ok()?.to_owned()));
+            if k == EMPTY {
+                break;
+            }
+            at = (at + 1) & mask;
         }
-        Some(Column::new(name.clone(), strings))
-    };
-    Some(Groups {
-        ids,
-        slots,
-        keys: Box::new(keys),
-    })
+        if self.keys.len() > VIEWS_MAX {
+            return None;
+        }
+        let id = self.keys.len() as u32;
+        self.keys.push(bits);
+        self.lines[at] = (bits, id);
+        if self.keys.len() * 2 > self.lines.len() {
+            self.grow();
+        }
+        Some(id)
+    }
+
+    fn grow(&mut self) {
+        self.lines = vec![(EMPTY, 0); self.lines.len() * 2];
+        let mask = self.lines.len() - 1;
+        for (id, &bits) in self.keys.iter().enumerate().skip(1) {
+            let mut at = self.line(bits);
+            while self.lines[at].0 != EMPTY {
+                at = (at + 1) & mask;
+            }
+            self.lines[at] = (bits, id as u32);
+        }
+    }
+}
+
+/// A group id per row of the key column: 0 for null, then `k - min + 1` for dense integers
+/// or each distinct short string's id in the order first seen.
+enum KeyIds<'a> {
+    Dense {
+        ca: &'a Int64Chunked,
+        lo: i64,
+        slots: usize,
+    },
+    Views {
+        ca: &'a StringChunked,
+        table: ViewTable,
+    },
+}
+
+impl<'a> KeyIds<'a> {
+    /// `None` for a key type not covered, or integers whose range is too wide for dense ids.
+    fn new(df: &'a DataFrame, key: &str) -> Option<Self> {
+        let s = df.column(key).ok()?.as_materialized_series();
+        match s.dtype() {
+            DataType::Int64 => {
+                let ca = s.i64().ok()?;
+                let (lo, hi) = min_max_i64(ca).unwrap_or((0, -1));
+                let range = usize::try_from(hi.checked_sub(lo)?.checked_add(1)?).ok()?;
+                if range > (ca.len() * DENSE_PER_ROW).clamp(DENSE_MIN, DENSE_MAX) {
+                    return None;
+                }
+                Some(KeyIds::Dense {
+                    ca,
+                    lo,
+                    slots: range + 1,
+                })
+            }
+            DataType::String => Some(KeyIds::Views {
+                ca: s.str().ok()?,
+                table: ViewTable::new(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Ids so far (all of them for dense keys).
+    fn slots(&self) -> usize {
+        match self {
+            KeyIds::Dense { slots, .. } => *slots,
+            KeyIds::Views { table, .. } => table.keys.len(),
+        }
+    }
+
+    /// The ids of rows `start..start + len` into `ids`; `None` at a string too long for its
+    /// view or past `VIEWS_MAX` distinct ones.
+    fn fill(&mut self, start: usize, len: usize, ids: &mut Vec<u32>) -> Option<()> {
+        ids.clear();
+        match self {
+            KeyIds::Dense { ca, lo, .. } => {
+                let lo = *lo;
+                for arr in ca.slice(start as i64, len).downcast_iter() {
+                    if arr.null_count() == 0 {
+                        ids.extend(arr.values().iter().map(|&k| (k - lo) as u32 + 1));
+                    } else {
+                        ids.extend(arr.iter().map(|k| k.map_or(0, |&k| (k - lo) as u32 + 1)));
+                    }
+                }
+            }
+            KeyIds::Views { ca, table } => {
+                let mut id_of = |view: &polars_arrow::array::View| -> Option<u32> {
+                    if view.length > INLINE_MAX {
+                        return None;
+                    }
+                    // The bytes past the string are zero in Polars' views; masked all the
+                    // same, so two views of one string are one key whatever the padding.
+                    table.id(view.as_u128() & inline_mask(view.length))
+                };
+                for arr in ca.slice(start as i64, len).downcast_iter() {
+                    match arr.validity().filter(|v| v.unset_bits() > 0) {
+                        None => {
+                            for view in arr.views().iter() {
+                                ids.push(id_of(view)?);
+                            }
+                        }
+                        Some(valid) => {
+                            for (view, ok) in arr.views().iter().zip(valid.iter()) {
+                                ids.push(if ok { id_of(view)? } else { 0 });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// The key column named `name` of the ids `present`, in that order.
+    fn keys(&self, name: PlSmallStr, present: &[u32]) -> Option<Column> {
+        match self {
+            KeyIds::Dense { lo, .. } => {
+                let ks = present
+                    .iter()
+                    .map(|&s| (s > 0).then(|| lo + i64::from(s) - 1));
+                Some(Column::new(name, ks.collect::<Vec<Option<i64>>>()))
+            }
+            KeyIds::Views { table, .. } => {
+                let mut strings: Vec<Option<&str>> = Vec::with_capacity(present.len());
+                let bytes: Vec<[u8; 16]> = present
+                    .iter()
+                    .map(|&s| table.keys[s as usize].to_le_bytes())
+                    .collect();
+                for (&s, b) in present.iter().zip(&bytes) {
+                    let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+                    strings.push(
+                        (s > 0)
+                            .then(|| std::str::from_utf8(&b[4..4 + len]))
+                            .transpose()
+                            .ok()?,
+                    );
+                }
+                Some(Column::new(name, strings))
+            }
+        }
+    }
 }
 
 /// The bits of an inline view of `len` bytes that hold its length and bytes.
@@ -323,47 +431,123 @@ fn inline_mask(len: u32) -> u128 {
     }
 }
 
-fn group_ids(df: &DataFrame, key: &PlSmallStr) -> Option<Groups> {
-    let s = df.column(key).ok()?.as_materialized_series();
-    match s.dtype() {
-        DataType::Int64 => dense_ids(key.clone(), s.i64().ok()?),
-        DataType::String => view_ids(key.clone(), s.str().ok()?),
-        _ => None,
+/// Rows a block of ids covers: its ids stay in the core's cache between the key's pass and
+/// each aggregation's, where ids for the whole partition would go to memory and back.
+const BLOCK: usize = 16 * 1024;
+
+/// One aggregation's accumulators by group id.
+enum Acc<'a> {
+    SumF64(&'a Float64Chunked, Vec<f64>),
+    /// Polars' integer sums wrap.
+    SumI64(&'a Int64Chunked, Vec<std::num::Wrapping<i64>>),
+    Mean(Values<'a>, Vec<f64>, Vec<i64>),
+    Count(Values<'a>, Vec<i64>),
+    /// Rows per group: the rows counted for every group-by.
+    Len,
+}
+
+impl<'a> Acc<'a> {
+    fn new(df: &'a DataFrame, a: &Agg) -> Option<Self> {
+        if a.kind == Kind::Len {
+            return Some(Acc::Len);
+        }
+        let v = values(df, &a.column)?;
+        Some(match (a.kind, v) {
+            (Kind::Sum, Values::F64(c)) => Acc::SumF64(c, Vec::new()),
+            (Kind::Sum, Values::I64(c)) => Acc::SumI64(c, Vec::new()),
+            (Kind::Mean, v) => Acc::Mean(v, Vec::new(), Vec::new()),
+            (Kind::Count, v) => Acc::Count(v, Vec::new()),
+            _ => return None,
+        })
+    }
+
+    /// Adds rows `start..start + ids.len()` of ids `ids` (all below `slots`).
+    fn add(&mut self, start: usize, ids: &[u32], slots: usize) {
+        let (at, len) = (start as i64, ids.len());
+        match self {
+            Acc::SumF64(c, acc) => {
+                acc.resize(slots, 0.0);
+                add_by_id(ids, &c.slice(at, len), acc, None, |x| x);
+            }
+            Acc::SumI64(c, acc) => {
+                acc.resize(slots, std::num::Wrapping(0));
+                add_by_id(ids, &c.slice(at, len), acc, None, std::num::Wrapping);
+            }
+            Acc::Mean(v, acc, n) => {
+                acc.resize(slots, 0.0);
+                n.resize(slots, 0);
+                match v {
+                    Values::F64(c) => add_by_id(ids, &c.slice(at, len), acc, Some(n), |x| x),
+                    Values::I64(c) => add_by_id(ids, &c.slice(at, len), acc, Some(n), |x| x as f64),
+                }
+            }
+            Acc::Count(v, n) => {
+                n.resize(slots, 0);
+                match v {
+                    Values::F64(c) => count_by_id(ids, &c.slice(at, len), n),
+                    Values::I64(c) => count_by_id(ids, &c.slice(at, len), n),
+                }
+            }
+            Acc::Len => {}
+        }
+    }
+
+    /// The partial columns of aggregation `i` for the ids `present`.
+    fn columns(&self, i: usize, present: &[u32], rows: &[i64]) -> Vec<Column> {
+        fn gather<A: Copy, B>(acc: &[A], present: &[u32], f: impl Fn(A) -> B) -> Vec<B> {
+            present.iter().map(|&s| f(acc[s as usize])).collect()
+        }
+        match self {
+            Acc::SumF64(_, acc) => {
+                vec![Column::new(Agg::slot(i, "s"), gather(acc, present, |x| x))]
+            }
+            Acc::SumI64(_, acc) => vec![Column::new(
+                Agg::slot(i, "s"),
+                gather(acc, present, |x| x.0),
+            )],
+            Acc::Mean(_, acc, n) => vec![
+                Column::new(Agg::slot(i, "s"), gather(acc, present, |x| x)),
+                Column::new(Agg::slot(i, "n"), gather(n, present, |x| x)),
+            ],
+            Acc::Count(_, n) => vec![Column::new(Agg::slot(i, "n"), gather(n, present, |x| x))],
+            Acc::Len => vec![Column::new(Agg::slot(i, "n"), gather(rows, present, |x| x))],
+        }
     }
 }
 
 /// Adds `f(value)` of each non-null value into `acc` at its row's id, and counts it in `n`.
-fn by_id<T, A>(
+fn add_by_id<T, A>(
     ids: &[u32],
     ca: &ChunkedArray<T>,
     acc: &mut [A],
-    n: Option<&mut [i64]>,
+    mut n: Option<&mut Vec<i64>>,
     f: impl Fn(T::Native) -> A,
-)
-where
+) where
     T: PolarsNumericType,
     A: Copy + std::ops::AddAssign,
 {
     let mut start = 0;
-    let mut n = n;
     for arr in ca.downcast_iter() {
         let ids = &ids[start..start + arr.len()];
         start += arr.len();
-        match (arr.null_count(), n.as_deref_mut()) {
-            (0, None) => {
+        match (
+            arr.validity().filter(|v| v.unset_bits() > 0),
+            n.as_deref_mut(),
+        ) {
+            (None, None) => {
                 for (&g, &v) in ids.iter().zip(arr.values().iter()) {
                     acc[g as usize] += f(v);
                 }
             }
-            (0, Some(n)) => {
+            (None, Some(n)) => {
                 for (&g, &v) in ids.iter().zip(arr.values().iter()) {
                     acc[g as usize] += f(v);
                     n[g as usize] += 1;
                 }
             }
-            (_, mut n) => {
-                for (&g, v) in ids.iter().zip(arr.iter()) {
-                    if let Some(&v) = v {
+            (Some(valid), mut n) => {
+                for ((&g, &v), ok) in ids.iter().zip(arr.values().iter()).zip(valid.iter()) {
+                    if ok {
                         acc[g as usize] += f(v);
                         if let Some(n) = n.as_deref_mut() {
                             n[g as usize] += 1;
@@ -375,74 +559,50 @@ where
     }
 }
 
-/// Non-null values per id.
-fn counts_by_id(ids: &[u32], v: &Values<'_>, slots: usize) -> Vec<i64> {
-    let mut n = vec![0i64; slots];
-    let validity: Vec<_> = match v {
-        Values::F64(c) => c.downcast_iter().map(|a| (a.len(), a.validity().cloned())).collect(),
-        Values::I64(c) => c.downcast_iter().map(|a| (a.len(), a.validity().cloned())).collect(),
-    };
+/// Counts each non-null value at its row's id.
+fn count_by_id<T: PolarsNumericType>(ids: &[u32], ca: &ChunkedArray<T>, n: &mut [i64]) {
     let mut start = 0;
-    for (len, valid) in validity {
-        let ids = &ids[start..start + len];
-        start += len;
-        match valid {
+    for arr in ca.downcast_iter() {
+        let ids = &ids[start..start + arr.len()];
+        start += arr.len();
+        match arr.validity() {
             None => ids.iter().for_each(|&g| n[g as usize] += 1),
-            Some(bits) => {
-                for (&g, ok) in ids.iter().zip(bits.iter()) {
+            Some(valid) => {
+                for (&g, ok) in ids.iter().zip(valid.iter()) {
                     n[g as usize] += i64::from(ok);
                 }
             }
         }
     }
-    n
 }
 
-/// `df`'s partials grouped by `key`.
+/// `df`'s partials grouped by `key`: a block of rows at a time, its ids, then each
+/// aggregation's adds.
 fn grouped(df: &DataFrame, key: &PlSmallStr, aggs: &[Agg]) -> Option<DataFrame> {
-    let g = group_ids(df, key)?;
-    let mut rows = vec![0i64; g.slots];
-    for &id in &g.ids {
-        rows[id as usize] += 1;
+    let mut keys = KeyIds::new(df, key)?;
+    let mut accs: Vec<Acc> = aggs
+        .iter()
+        .map(|a| Acc::new(df, a))
+        .collect::<Option<_>>()?;
+    let mut rows: Vec<i64> = Vec::new();
+    let mut ids = Vec::with_capacity(BLOCK);
+    for start in (0..df.height()).step_by(BLOCK) {
+        keys.fill(start, BLOCK.min(df.height() - start), &mut ids)?;
+        let slots = keys.slots();
+        rows.resize(slots, 0);
+        for &g in &ids {
+            rows[g as usize] += 1;
+        }
+        for acc in &mut accs {
+            acc.add(start, &ids, slots);
+        }
     }
-    let present: Vec<u32> = (0..g.slots as u32).filter(|&s| rows[s as usize] > 0).collect();
-    let gather_i64 = |acc: &[i64]| -> Vec<i64> { present.iter().map(|&s| acc[s as usize]).collect() };
-    let gather_f64 = |acc: &[f64]| -> Vec<f64> { present.iter().map(|&s| acc[s as usize]).collect() };
-    let mut out = vec![(g.keys)(&present)?];
-    for (i, a) in aggs.iter().enumerate() {
-        if a.kind == Kind::Len {
-            out.push(Column::new(Agg::slot(i, "n"), gather_i64(&rows)));
-            continue;
-        }
-        let v = values(df, &a.column)?;
-        match (a.kind, &v) {
-            (Kind::Sum, Values::F64(c)) => {
-                let mut acc = vec![0.0f64; g.slots];
-                by_id(&g.ids, *c, &mut acc, None, |x| x);
-                out.push(Column::new(Agg::slot(i, "s"), gather_f64(&acc)));
-            }
-            (Kind::Sum, Values::I64(c)) => {
-                // Polars' integer sums wrap.
-                let mut acc = vec![std::num::Wrapping(0i64); g.slots];
-                by_id(&g.ids, *c, &mut acc, None, std::num::Wrapping);
-                let sums: Vec<i64> = present.iter().map(|&s| acc[s as usize].0).collect();
-                out.push(Column::new(Agg::slot(i, "s"), sums));
-            }
-            (Kind::Mean, _) => {
-                let (mut acc, mut n) = (vec![0.0f64; g.slots], vec![0i64; g.slots]);
-                match &v {
-                    Values::F64(c) => by_id(&g.ids, *c, &mut acc, Some(&mut n), |x| x),
-                    Values::I64(c) => by_id(&g.ids, *c, &mut acc, Some(&mut n), |x| x as f64),
-                }
-                out.push(Column::new(Agg::slot(i, "s"), gather_f64(&acc)));
-                out.push(Column::new(Agg::slot(i, "n"), gather_i64(&n)));
-            }
-            (Kind::Count, _) => {
-                let n = counts_by_id(&g.ids, &v, g.slots);
-                out.push(Column::new(Agg::slot(i, "n"), gather_i64(&n)));
-            }
-            _ => return None,
-        }
+    let present: Vec<u32> = (0..rows.len() as u32)
+        .filter(|&s| rows[s as usize] > 0)
+        .collect();
+    let mut out = vec![keys.keys(key.clone(), &present)?];
+    for (i, acc) in accs.iter().enumerate() {
+        out.extend(acc.columns(i, &present, &rows));
     }
     DataFrame::new(present.len(), out).ok()
 }
@@ -474,8 +634,11 @@ mod tests {
         if keys.is_empty() {
             return df;
         }
-        df.sort(keys.to_vec(), SortMultipleOptions::default().with_nulls_last(false))
-            .unwrap()
+        df.sort(
+            keys.to_vec(),
+            SortMultipleOptions::default().with_nulls_last(false),
+        )
+        .unwrap()
     }
 
     /// Same columns, types and values (floats within 1e-9 relative).
@@ -491,7 +654,10 @@ mod tests {
                             assert!(x.is_nan() && y.is_nan(), "{x} against {y}")
                         }
                         (Some(x), Some(y)) => {
-                            assert!(x == y || (x - y).abs() <= 1e-9 * x.abs().max(1.0), "{x} against {y}")
+                            assert!(
+                                x == y || (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+                                "{x} against {y}"
+                            )
                         }
                         (x, y) => assert_eq!(x, y),
                     }
@@ -535,7 +701,15 @@ mod tests {
     /// values, a short string key `s`, a float `v` and an integer `i`, nulls every `nulls`
     /// rows (never when 0).
     fn frame(rows: Vec<(i64, u8, f64, i64, bool)>, chunks: usize) -> DataFrame {
-        let names = ["Books", "Clothing", "Electronics", "Home", "Toys", "", "ΩΩΩΩΩΩ"];
+        let names = [
+            "Books",
+            "Clothing",
+            "Electronics",
+            "Home",
+            "Toys",
+            "",
+            "ΩΩΩΩΩΩ",
+        ];
         let mut out: Option<DataFrame> = None;
         let per = rows.len().div_ceil(chunks.max(1)).max(1);
         for piece in rows.chunks(per) {
@@ -544,8 +718,14 @@ mod tests {
                 .iter()
                 .map(|r| (!r.4 || r.1 % 2 == 0).then_some(names[r.1 as usize % names.len()]))
                 .collect();
-            let v: Vec<Option<f64>> = piece.iter().map(|r| (r.1 % 5 != 1).then_some(r.2)).collect();
-            let i: Vec<Option<i64>> = piece.iter().map(|r| (r.1 % 7 != 3).then_some(r.3)).collect();
+            let v: Vec<Option<f64>> = piece
+                .iter()
+                .map(|r| (r.1 % 5 != 1).then_some(r.2))
+                .collect();
+            let i: Vec<Option<i64>> = piece
+                .iter()
+                .map(|r| (r.1 % 7 != 3).then_some(r.3))
+                .collect();
             let df = df!("k" => k, "s" => s, "v" => v, "i" => i).unwrap();
             match out.as_mut() {
                 Some(acc) => {
@@ -579,7 +759,8 @@ mod tests {
 
     #[test]
     fn min_and_max_skip_nan_and_leave_all_nan_to_polars() {
-        let df = df!("v" => [f64::NAN, 3.0, -2.5, f64::NAN, 7.0, 1.0, 0.0, 2.0, 9.5, -1.0]).unwrap();
+        let df =
+            df!("v" => [f64::NAN, 3.0, -2.5, f64::NAN, 7.0, 1.0, 0.0, 2.0, 9.5, -1.0]).unwrap();
         assert!(check(&df, &[], &[agg::min("v"), agg::max("v")]));
         let nan = df!("v" => [f64::NAN, f64::NAN]).unwrap();
         let aggs = [agg::min("v")];
@@ -590,14 +771,19 @@ mod tests {
         let low = df!("v" => [f64::NEG_INFINITY, f64::NAN]).unwrap();
         assert!(partial(&low, &[], &[agg::max("v")]).is_none());
         let null = df!("v" => [None::<f64>, None]).unwrap();
-        assert!(check(&null, &[], &[agg::min("v"), agg::max("v"), agg::sum("v")]));
+        assert!(check(
+            &null,
+            &[],
+            &[agg::min("v"), agg::max("v"), agg::sum("v")]
+        ));
     }
 
     #[test]
     fn sparse_integers_long_strings_and_other_types_go_to_polars() {
         let sparse = df!("k" => [0i64, 1 << 40], "v" => [1.0, 2.0]).unwrap();
         assert!(partial(&sparse, &["k".into()], &[agg::sum("v")]).is_none());
-        let long = df!("k" => ["a string longer than twelve bytes", "b"], "v" => [1.0, 2.0]).unwrap();
+        let long =
+            df!("k" => ["a string longer than twelve bytes", "b"], "v" => [1.0, 2.0]).unwrap();
         assert!(partial(&long, &["k".into()], &[agg::sum("v")]).is_none());
         let int32 = df!("k" => [1i32, 2], "v" => [1.0, 2.0]).unwrap();
         assert!(partial(&int32, &["k".into()], &[agg::sum("v")]).is_none());

@@ -369,10 +369,7 @@ fn with_kernel(keys: &[PlSmallStr], aggs: &[Agg], polars_plan: LazyPlan) -> Lazy
         return polars_plan;
     }
     let (keys, aggs) = (keys.to_vec(), aggs.to_vec());
-    let columns: Vec<Expr> = kernel::columns(&keys, &aggs)
-        .into_iter()
-        .map(col)
-        .collect();
+    let columns: Vec<Expr> = kernel::columns(&keys, &aggs).into_iter().map(col).collect();
     if columns.is_empty() {
         return polars_plan;
     }
