@@ -872,13 +872,13 @@ fn lost_shuffle_values_are_remade(url: &str, shuffle: Shuffle) {
     }
 }
 
-/// A worker killed -9 *while* a group-by's exchange runs, not after: workers A and B serve
-/// the maps and reducers of a `split_out(2)` group-by of 16 CSV files (each map's pieces over
-/// 64 KiB, so kept where they were made), and A is killed the moment one of its maps has a
-/// kept value, while it holds other tasks. The final node waits on a queue no worker
-/// serves until worker C, started after the kill, serves it. A's tasks in hand come back
-/// when their lease ends, its kept pieces are made again from their lineage, and the answer
-/// is exactly Polars' on the files (floats within the tolerance).
+/// A worker killed -9 *while* a group-by's exchange runs, not after: workers A and B serve the maps
+/// and reducers of a `split_out(2)` group-by of 16 CSV files (each map's pieces over 64 KiB, so
+/// kept where they were made), and the worker that ran the first map is killed the moment that map
+/// has a kept value, while it holds other tasks. The final node waits on a queue no worker serves
+/// until worker C, started after the kill, serves it. The killed worker's tasks in hand come back
+/// when their lease ends, its kept pieces are made again from their lineage, and the answer is
+/// exactly Polars' on the files (floats within the tolerance).
 fn killed_during_a_group_by_shuffle(url: &str) {
     const LONG: Duration = Duration::from_secs(120);
     const PARTS: u64 = 16;
@@ -887,7 +887,7 @@ fn killed_during_a_group_by_shuffle(url: &str) {
     let dir = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
     let mut a = worker(url, "frame-a", DEFAULT_QUEUE, &dir);
-    let _b = worker(url, "frame-b", DEFAULT_QUEUE, &dir);
+    let mut b = worker(url, "frame-b", DEFAULT_QUEUE, &dir);
     let g = Graph::new();
     let f = common::csv_files(&g, &files, PARTS, 6000);
     let mut want = DataFrame::empty_with_schema(f.schema());
@@ -928,20 +928,28 @@ fn killed_during_a_group_by_shuffle(url: &str) {
         .map(|n| n.id)
         .collect();
     assert_eq!(maps.len(), PARTS as usize, "a map per partition");
-    let on_a = |id: &TaskId| {
+    // The worker that ran a map first is killed: either may take the first maps (in a release
+    // build B can run every map before A has polled once).
+    let ran_on = |id: &TaskId| {
         let rec = app.backend().results().get(*id).unwrap();
-        rec.and_then(|r| r.result_ref().map(Result::unwrap))
-            .is_some_and(|r| r.worker.starts_with("frame-a@"))
+        rec.and_then(|r| r.result_ref().map(|r| r.unwrap().worker.clone()))
     };
     let deadline = std::time::Instant::now() + LONG;
-    while !maps.iter().any(on_a) {
+    let first = loop {
+        if let Some(w) = maps.iter().find_map(ran_on) {
+            break w;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "no map ran on A within {LONG:?}"
+            "no map ran within {LONG:?}"
         );
         std::thread::sleep(Duration::from_millis(2));
+    };
+    if first.starts_with("frame-a@") {
+        a.kill9();
+    } else {
+        b.kill9();
     }
-    a.kill9();
     let _c = worker(
         url,
         "frame-c",
