@@ -222,10 +222,12 @@ fn min_max_i64(ca: &Int64Chunked) -> Option<(i64, i64)> {
 }
 
 /// The largest range of integer keys given dense ids: `DENSE_PER_ROW` slots per row (at
-/// least `DENSE_MIN`), never more than `DENSE_MAX`.
-const DENSE_PER_ROW: usize = 4;
+/// least `DENSE_MIN`), never more than `DENSE_MAX` (16 Mi slots, 128 MiB per accumulator).
+/// Two a row keeps a table's memory within about twice the partition's key and value
+/// columns.
+const DENSE_PER_ROW: usize = 2;
 const DENSE_MIN: usize = 1 << 16;
-const DENSE_MAX: usize = 1 << 26;
+const DENSE_MAX: usize = 1 << 24;
 
 /// The longest string an Arrow view holds inline (polars-arrow's `View::MAX_INLINE_SIZE`).
 const INLINE_MAX: u32 = 12;
@@ -796,9 +798,28 @@ mod tests {
         assert!(partial(&df, &["k".into(), "v".into()], &[agg::len()]).is_none());
     }
 
+    /// More rows than a block, in chunks that do not line up with the blocks, nulls in keys
+    /// and values: the blocks' slices of keys and values stay row for row.
+    #[test]
+    fn blocks_across_chunks_equal_polars() {
+        let rows: Vec<(i64, u8, f64, i64, bool)> = (0..(BLOCK as i64 * 2 + 777))
+            .map(|r| {
+                let x = r.wrapping_mul(2_654_435_761) % 1_000_003;
+                (x % 5_000, (x % 251) as u8, x as f64 * 0.25, x - 500_000, x % 13 == 0)
+            })
+            .collect();
+        for chunks in [1, 3, 7] {
+            let df = frame(rows.clone(), chunks);
+            assert!(check(&df, &["k"], &all_grouped()));
+            assert!(check(&df, &["s"], &all_grouped()));
+            assert!(check(&df, &[], &all_whole()));
+        }
+    }
+
     #[test]
     fn wide_dense_ranges_and_many_strings_are_covered() {
-        // Keys over a range four times the rows, and 3,000 distinct short strings.
+        // Keys over a range four times the rows (under `DENSE_MIN`), and 3,000 distinct
+        // short strings.
         let k: Vec<i64> = (0..3000).map(|i| (i * 4) % 12_000 - 6_000).collect();
         let s: Vec<String> = (0..3000).map(|i| format!("s{}", i * 7919 % 3001)).collect();
         let v: Vec<f64> = (0..3000).map(|i| i as f64 * 0.5).collect();
