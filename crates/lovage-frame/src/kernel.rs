@@ -805,7 +805,13 @@ mod tests {
         let rows: Vec<(i64, u8, f64, i64, bool)> = (0..(BLOCK as i64 * 2 + 777))
             .map(|r| {
                 let x = r.wrapping_mul(2_654_435_761) % 1_000_003;
-                (x % 5_000, (x % 251) as u8, x as f64 * 0.25, x - 500_000, x % 13 == 0)
+                (
+                    x % 5_000,
+                    (x % 251) as u8,
+                    x as f64 * 0.25,
+                    x - 500_000,
+                    x % 13 == 0,
+                )
             })
             .collect();
         for chunks in [1, 3, 7] {

@@ -872,14 +872,15 @@ fn lost_shuffle_values_are_remade(url: &str, shuffle: Shuffle) {
     }
 }
 
-/// A worker killed -9 *while* a group-by's exchange runs, not after: workers A and B serve the maps
-/// and reducers of a `split_out(2)` group-by of 16 CSV files (each map's pieces over 64 KiB, so
-/// kept where they were made), and the worker that ran the first map is killed the moment that map
-/// has a kept value, while it holds other tasks. The final node waits on a queue no worker serves
-/// until worker C, started after the kill, serves it. The killed worker's tasks in hand come back
-/// when their lease ends, its kept pieces are made again from their lineage, and the answer is
-/// exactly Polars' on the files (floats within the tolerance).
-fn killed_during_a_group_by_shuffle(url: &str) {
+/// A worker killed -9 *while* an exchange runs, not after: workers A and B serve the maps and
+/// reducers of a `split_out(2)` group-by, a sort or a `repartition(4)` of 16 CSV files (each
+/// map's pieces over 64 KiB, so kept where they were made), and the worker that ran the first
+/// map is killed the moment that map has a value, while it holds other tasks. The final node
+/// waits on a queue no worker serves until worker C, started after the kill, serves it. The
+/// killed worker's tasks in hand come back when their lease ends, its kept values are made
+/// again from their lineage, and the answer is exactly Polars' on the files (the group-by's
+/// floats within the tolerance; the sort and the repartition row for row).
+fn killed_during_a_shuffle(url: &str, shuffle: Shuffle) {
     const LONG: Duration = Duration::from_secs(120);
     const PARTS: u64 = 16;
     let app = App::with_backend(connect(url).unwrap());
@@ -902,9 +903,15 @@ fn killed_during_a_group_by_shuffle(url: &str) {
         want.vstack_mut(&part).unwrap();
     }
     // Nearly every (k, s, x) is its own group, so the partials are skipped and each map's two
-    // pieces hold about half its rows: over 64 KiB, kept by the worker that made them.
+    // pieces hold about half its rows: over 64 KiB, kept by the worker that made them. The
+    // sort's and the repartition's pieces are a file's rows cut in two or more: over 64 KiB too.
     let aggs = [agg::sum("y"), agg::mean("y").alias("y_mean"), agg::len()];
-    let out = f.group_by(["k", "s", "x"]).split_out(2).agg(aggs).unwrap();
+    let out = match shuffle {
+        Shuffle::GroupBy => f.group_by(["k", "s", "x"]).split_out(2).agg(aggs).unwrap(),
+        Shuffle::Sort => f.sort(&["k", "x"], &[true, false]).unwrap().collect(),
+        Shuffle::Repartition => f.repartition(4).collect(),
+        Shuffle::Tree => unreachable!("a tree has no exchange"),
+    };
     let finish_on = TaskOptions {
         queue: Some(FINISH_QUEUE.to_owned()),
         ..TaskOptions::default()
@@ -918,16 +925,29 @@ fn killed_during_a_group_by_shuffle(url: &str) {
         .unwrap()
         .unwrap();
     let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
+    let map_tasks: Vec<&str> = shuffle
+        .tasks()
+        .0
+        .iter()
+        .flat_map(|t| t.iter().copied())
+        .collect();
     let maps: Vec<TaskId> = stored
         .nodes
         .iter()
         .filter(|n| {
-            let task = n.key.split('-').next();
-            task == Some("lovage.frame.split_probe") || task == Some("lovage.frame.split_partial")
+            n.key
+                .split('-')
+                .next()
+                .is_some_and(|t| map_tasks.contains(&t))
         })
         .map(|n| n.id)
         .collect();
-    assert_eq!(maps.len(), PARTS as usize, "a map per partition");
+    let stages = shuffle.tasks().0.len();
+    assert_eq!(
+        maps.len(),
+        stages * PARTS as usize,
+        "a map per partition and stage"
+    );
     // The worker that ran a map first is killed: either may take the first maps (in a release
     // build B can run every map before A has polled once).
     let ran_on = |id: &TaskId| {
@@ -963,17 +983,27 @@ fn killed_during_a_group_by_shuffle(url: &str) {
         .unwrap()
         .result_timeout(LONG)
         .unwrap();
-    let polars = want
-        .lazy()
-        .group_by([col("k"), col("s"), col("x")])
-        .agg([
-            col("y").sum(),
-            col("y").mean().alias("y_mean"),
-            len().cast(DataType::Int64).alias("len"),
-        ])
-        .collect()
-        .unwrap();
-    assert_same(&got, &polars, &["k", "s", "x"]);
+    match shuffle {
+        Shuffle::Sort => assert_exact(
+            &got,
+            &polars_sort(&want, &["k", "x"], &[true, false]),
+            "sort",
+        ),
+        Shuffle::Repartition => assert_exact(&got, &want, "repartition"),
+        _ => {
+            let polars = want
+                .lazy()
+                .group_by([col("k"), col("s"), col("x")])
+                .agg([
+                    col("y").sum(),
+                    col("y").mean().alias("y_mean"),
+                    len().cast(DataType::Int64).alias("len"),
+                ])
+                .collect()
+                .unwrap();
+            assert_same(&got, &polars, &["k", "s", "x"]);
+        }
+    }
 }
 
 /// The shuffles' map tasks on two workers: each whole-file partition's pieces (a group-by's
@@ -1241,7 +1271,17 @@ fn main() {
     trials.extend(on_brokers(
         &["sqlite", "redis"],
         "frames_worker_killed_during_a_group_by_shuffle",
-        |f| killed_during_a_group_by_shuffle(&f.url),
+        |f| killed_during_a_shuffle(&f.url, Shuffle::GroupBy),
+    ));
+    trials.extend(on_brokers(
+        &["sqlite", "redis"],
+        "frames_worker_killed_during_a_sort",
+        |f| killed_during_a_shuffle(&f.url, Shuffle::Sort),
+    ));
+    trials.extend(on_brokers(
+        &["sqlite", "redis"],
+        "frames_worker_killed_during_a_repartition",
+        |f| killed_during_a_shuffle(&f.url, Shuffle::Repartition),
     ));
     trials.extend(on_brokers(
         &["sqlite", "redis"],
