@@ -55,6 +55,19 @@ pub(crate) fn columns(keys: &[PlSmallStr], aggs: &[Agg]) -> Vec<PlSmallStr> {
     out
 }
 
+/// Whether the columns of `schema` that `aggs` by `keys` read have types the kernels take
+/// (an `Int64` or `String` key, `Float64` or `Int64` values): checked before a partition is
+/// made, so one that can only be Polars' runs as one Polars query.
+pub(crate) fn types_fit(schema: &Schema, keys: &[PlSmallStr], aggs: &[Agg]) -> bool {
+    let is = |c: &PlSmallStr, ok: &[DataType]| schema.get(c).is_some_and(|t| ok.contains(t));
+    keys.iter()
+        .all(|k| is(k, &[DataType::Int64, DataType::String]))
+        && aggs
+            .iter()
+            .filter(|a| a.kind != Kind::Len)
+            .all(|a| is(&a.column, &[DataType::Float64, DataType::Int64]))
+}
+
 /// `df`'s partial aggregation of `aggs` by `keys` (at most one), or `None` when a column's
 /// type or the key's values are not a shape the kernels cover, or `df` is empty (Polars
 /// gives the empty partial its exact types).
@@ -221,10 +234,10 @@ fn min_max_i64(ca: &Int64Chunked) -> Option<(i64, i64)> {
     min_max_of(ca, i64::MAX, i64::MIN)
 }
 
-/// The largest range of integer keys given dense ids: `DENSE_PER_ROW` slots per row (at
-/// least `DENSE_MIN`), never more than `DENSE_MAX` (16 Mi slots, 128 MiB per accumulator).
-/// Two a row keeps a table's memory within about twice the partition's key and value
-/// columns.
+/// The dense tables' budget: `DENSE_PER_ROW` slots per row (at least `DENSE_MIN`, at most
+/// `DENSE_MAX`), times two, shared by every accumulator by id (the rows counted and one or
+/// two per aggregation), so a range of keys gets dense ids when range × accumulators fits.
+/// A sum by key then takes at most 32 bytes a row, about twice its key and value columns.
 const DENSE_PER_ROW: usize = 2;
 const DENSE_MIN: usize = 1 << 16;
 const DENSE_MAX: usize = 1 << 24;
@@ -318,14 +331,17 @@ enum KeyIds<'a> {
 
 impl<'a> KeyIds<'a> {
     /// `None` for a key type not covered, or integers whose range is too wide for dense ids.
-    fn new(df: &'a DataFrame, key: &str) -> Option<Self> {
+    /// `vectors`: the accumulators by id the aggregations will hold (the rows counted
+    /// included), which share the dense table's budget.
+    fn new(df: &'a DataFrame, key: &str, vectors: usize) -> Option<Self> {
         let s = df.column(key).ok()?.as_materialized_series();
         match s.dtype() {
             DataType::Int64 => {
                 let ca = s.i64().ok()?;
                 let (lo, hi) = min_max_i64(ca).unwrap_or((0, -1));
                 let range = usize::try_from(hi.checked_sub(lo)?.checked_add(1)?).ok()?;
-                if range > (ca.len() * DENSE_PER_ROW).clamp(DENSE_MIN, DENSE_MAX) {
+                let budget = (ca.len() * DENSE_PER_ROW).clamp(DENSE_MIN, DENSE_MAX);
+                if range.saturating_mul(vectors) > 2 * budget {
                     return None;
                 }
                 Some(KeyIds::Dense {
@@ -399,7 +415,7 @@ impl<'a> KeyIds<'a> {
             KeyIds::Dense { lo, .. } => {
                 let ks = present
                     .iter()
-                    .map(|&s| (s > 0).then(|| lo + i64::from(s) - 1));
+                    .map(|&s| (s > 0).then(|| lo + (i64::from(s) - 1)));
                 Some(Column::new(name, ks.collect::<Vec<Option<i64>>>()))
             }
             KeyIds::Views { table, .. } => {
@@ -581,7 +597,15 @@ fn count_by_id<T: PolarsNumericType>(ids: &[u32], ca: &ChunkedArray<T>, n: &mut 
 /// `df`'s partials grouped by `key`: a block of rows at a time, its ids, then each
 /// aggregation's adds.
 fn grouped(df: &DataFrame, key: &PlSmallStr, aggs: &[Agg]) -> Option<DataFrame> {
-    let mut keys = KeyIds::new(df, key)?;
+    let vectors = 1 + aggs
+        .iter()
+        .map(|a| match a.kind {
+            Kind::Mean => 2,
+            Kind::Len => 0,
+            _ => 1,
+        })
+        .sum::<usize>();
+    let mut keys = KeyIds::new(df, key, vectors)?;
     let mut accs: Vec<Acc> = aggs
         .iter()
         .map(|a| Acc::new(df, a))
@@ -820,6 +844,26 @@ mod tests {
             assert!(check(&df, &["s"], &all_grouped()));
             assert!(check(&df, &[], &all_whole()));
         }
+    }
+
+    /// Keys at the ends of `i64`, and a range too wide for the accumulators asked: the one
+    /// covered gives Polars' partial, the other is Polars'.
+    #[test]
+    fn extreme_keys_and_the_table_budget() {
+        let top = df!("k" => [i64::MAX, i64::MAX - 3, i64::MAX], "v" => [1.0, 2.0, 4.0]).unwrap();
+        assert!(check(&top, &["k"], &[agg::sum("v"), agg::len()]));
+        let bottom = df!("k" => [i64::MIN, i64::MIN + 1], "v" => [1.0, 2.0]).unwrap();
+        assert!(check(&bottom, &["k"], &[agg::mean("v")]));
+        // 100 rows, keys 0 and 40,000: a range within 2 × 65,536 slots for a sum and the
+        // rows (2 accumulators), not for a sum, a mean and a count (5).
+        let k: Vec<i64> = (0..100)
+            .map(|i| if i % 2 == 0 { 0 } else { 40_000 })
+            .collect();
+        let v: Vec<f64> = (0..100).map(f64::from).collect();
+        let wide = df!("k" => k, "v" => v).unwrap();
+        assert!(check(&wide, &["k"], &[agg::sum("v")]));
+        let many = [agg::sum("v"), agg::mean("v"), agg::count("v")];
+        assert!(partial(&wide, &["k".into()], &many).is_none());
     }
 
     #[test]

@@ -361,9 +361,10 @@ pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
 }
 
 /// `polars_plan`, the partial step as a Polars query, tried first with lovage's kernels
-/// (`crate::kernel`) when `aggs` by `keys` may be theirs: the partition's columns they read
-/// are made by Polars, then a kernel aggregates them, or, for a type or key range it does not
-/// cover, the query runs on those columns.
+/// (`crate::kernel`) when `aggs` by `keys` may be theirs and the columns' types fit: the
+/// partition's columns they read are made by Polars, then a kernel aggregates them, or, for
+/// values it does not cover (a key range too wide, a long string), the query runs on those
+/// columns.
 fn with_kernel(keys: &[PlSmallStr], aggs: &[Agg], polars_plan: LazyPlan) -> LazyPlan {
     if !kernel::covers(keys, aggs) {
         return polars_plan;
@@ -373,7 +374,11 @@ fn with_kernel(keys: &[PlSmallStr], aggs: &[Agg], polars_plan: LazyPlan) -> Lazy
     if columns.is_empty() {
         return polars_plan;
     }
-    Arc::new(move |lf: LazyFrame| {
+    Arc::new(move |mut lf: LazyFrame| {
+        let schema = lf.collect_schema()?;
+        if !kernel::types_fit(&schema, &keys, &aggs) {
+            return polars_plan(lf);
+        }
         let df = lf.select(columns.clone()).collect()?;
         match kernel::partial(&df, &keys, &aggs) {
             Some(partial) => Ok(partial),
