@@ -28,7 +28,7 @@ use lovage_frame::polars::prelude::*;
 use lovage_frame::{
     agg, compute, read_csv, read_jsonl, read_parquet, Agg, CsvOptions, Error, Frame, How, Strategy,
 };
-use lovage_graph::{Broker, Graph, Inline, Processes, Scheduler, Threads};
+use lovage_graph::{Broker, Delayed, Graph, Inline, Processes, Scheduler, Submitted, Threads};
 use lovage_pool::ProcessPool;
 use lovage_testkit::{on_brokers, serve_worker_role, wait_until_handed_on, Process, WorkerRole};
 use lovage_worker::{PoolKind, Worker, WorkerConfig};
@@ -767,6 +767,33 @@ impl Shuffle {
     }
 }
 
+/// Submits `out` with its final node on `FINISH_QUEUE`, which no worker serves until the
+/// test starts one, and reads the graph back as the broker stored it (its nodes' tasks and
+/// ids).
+fn submit_finishing_later(
+    g: &Graph,
+    out: Delayed<DataFrame>,
+    app: &App,
+    client: &lovage_broker::Client,
+) -> (Submitted<DataFrame>, lovage_flow::graph::StoredGraph) {
+    let finish_on = TaskOptions {
+        queue: Some(FINISH_QUEUE.to_owned()),
+        ..TaskOptions::default()
+    };
+    g.set_options(out, finish_on).unwrap();
+    let sent = g.submit(client, vec![out]).unwrap();
+    let stored = app
+        .backend()
+        .results()
+        .get_blob(sent.graph)
+        .unwrap()
+        .unwrap();
+    (
+        sent,
+        lovage_flow::graph::StoredGraph::decode(&stored).unwrap(),
+    )
+}
+
 /// Lineage: a group-by by `u` in a tree (its partials lost before `finish` runs), or through
 /// a shuffle: a group-by with `split_out(2)` by `u` and `s` (some 3000 groups), a sort by `u` (descending) and `x`, or a repartition into 2, of the whole-file
 /// CSV partitions (over 64 KiB each), runs its map tasks (`split_partial`; `sort_sample` and
@@ -791,19 +818,7 @@ fn lost_shuffle_values_are_remade(url: &str, shuffle: Shuffle) {
         Shuffle::Sort => f.sort(&["u", "x"], &[true, false]).unwrap().collect(),
         Shuffle::Repartition => f.repartition(2).collect(),
     };
-    let finish_on = TaskOptions {
-        queue: Some(FINISH_QUEUE.to_owned()),
-        ..TaskOptions::default()
-    };
-    g.set_options(out, finish_on).unwrap();
-    let sent = g.submit(&client, vec![out]).unwrap();
-    let stored = app
-        .backend()
-        .results()
-        .get_blob(sent.graph)
-        .unwrap()
-        .unwrap();
-    let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
+    let (sent, stored) = submit_finishing_later(&g, out, &app, &client);
     let kept = |task: &str| -> Vec<lovage_broker::ResultRef> {
         stored
             .nodes
@@ -912,19 +927,7 @@ fn killed_during_a_shuffle(url: &str, shuffle: Shuffle) {
         Shuffle::Repartition => f.repartition(4).collect(),
         Shuffle::Tree => unreachable!("a tree has no exchange"),
     };
-    let finish_on = TaskOptions {
-        queue: Some(FINISH_QUEUE.to_owned()),
-        ..TaskOptions::default()
-    };
-    g.set_options(out, finish_on).unwrap();
-    let sent = g.submit(&client, vec![out]).unwrap();
-    let stored = app
-        .backend()
-        .results()
-        .get_blob(sent.graph)
-        .unwrap()
-        .unwrap();
-    let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
+    let (sent, stored) = submit_finishing_later(&g, out, &app, &client);
     let map_tasks: Vec<&str> = shuffle
         .tasks()
         .0
