@@ -46,6 +46,7 @@ mod frame;
 mod join;
 mod json;
 mod kernel;
+mod key_ranges;
 mod parquet;
 mod picture;
 mod quantile;

@@ -65,7 +65,9 @@ pub(crate) fn exchange<T: Clone + Default + Send + Sync + 'static>(
 }
 
 /// Cuts `df` into `n` pieces, row `i` going to piece `part(i)` (rows keep their order
-/// within a piece).
+/// within a piece). The rows are put in piece order once (a counting sort) and the pieces
+/// are slices of that: a numeric column without nulls is scattered (read in order, written
+/// to `n` places), any other is gathered by the sorted row numbers.
 pub(crate) fn split_by(
     df: &DataFrame,
     n: usize,
@@ -74,16 +76,72 @@ pub(crate) fn split_by(
     if n == 1 {
         return Ok(vec![df.clone()]);
     }
-    let mut idx: Vec<Vec<IdxSize>> = vec![Vec::new(); n];
-    for (row, p) in part.enumerate() {
-        idx[p].push(row as IdxSize);
+    let parts: Vec<u32> = part.map(|p| p as u32).collect();
+    let mut starts = vec![0usize; n + 1];
+    for &p in &parts {
+        starts[p as usize + 1] += 1;
     }
-    idx.into_iter()
-        .map(|rows| {
-            df.take(&IdxCa::from_vec(PlSmallStr::EMPTY, rows))
-                .map_err(|e| polars_error("cutting a partition for a shuffle", e))
+    for j in 0..n {
+        starts[j + 1] += starts[j];
+    }
+    let mut order: Option<IdxCa> = None;
+    let fail = |e| polars_error("cutting a partition for a shuffle", e);
+    let columns = df
+        .columns()
+        .iter()
+        .map(|c| {
+            if let Some(scattered) = scatter(c, &parts, &starts[..n]) {
+                return Ok(scattered);
+            }
+            let order = order.get_or_insert_with(|| rows_in_order(&parts, &starts[..n]));
+            c.take(order).map_err(fail)
         })
-        .collect()
+        .collect::<Result<Vec<Column>, TaskError>>()?;
+    let ordered = DataFrame::new(df.height(), columns).map_err(fail)?;
+    Ok((0..n)
+        .map(|j| ordered.slice(starts[j] as i64, starts[j + 1] - starts[j]))
+        .collect())
+}
+
+/// Row numbers ordered by piece (`parts[row]`), rows in order within a piece; `starts`:
+/// where each piece begins.
+fn rows_in_order(parts: &[u32], starts: &[usize]) -> IdxCa {
+    let mut next = starts.to_vec();
+    let mut order: Vec<IdxSize> = vec![0; parts.len()];
+    for (row, &p) in parts.iter().enumerate() {
+        let at = &mut next[p as usize];
+        order[*at] = row as IdxSize;
+        *at += 1;
+    }
+    IdxCa::from_vec(PlSmallStr::EMPTY, order)
+}
+
+/// `c`'s values in piece order, for a numeric column without nulls; `None` otherwise.
+fn scatter(c: &Column, parts: &[u32], starts: &[usize]) -> Option<Column> {
+    fn go<T: PolarsNumericType>(ca: &ChunkedArray<T>, parts: &[u32], starts: &[usize]) -> Column {
+        let mut out = vec![T::Native::default(); parts.len()];
+        let mut next = starts.to_vec();
+        let values = ca.downcast_iter().flat_map(|arr| arr.values().iter());
+        for (&v, &p) in values.zip(parts) {
+            let at = &mut next[p as usize];
+            out[*at] = v;
+            *at += 1;
+        }
+        ChunkedArray::<T>::from_vec(ca.name().clone(), out).into_column()
+    }
+    if c.null_count() > 0 {
+        return None;
+    }
+    let s = c.as_materialized_series();
+    Some(match s.dtype() {
+        DataType::Int64 => go(s.i64().ok()?, parts, starts),
+        DataType::Float64 => go(s.f64().ok()?, parts, starts),
+        DataType::Int32 => go(s.i32().ok()?, parts, starts),
+        DataType::Float32 => go(s.f32().ok()?, parts, starts),
+        DataType::UInt64 => go(s.u64().ok()?, parts, starts),
+        DataType::UInt32 => go(s.u32().ok()?, parts, starts),
+        _ => return None,
+    })
 }
 
 /// The rows of `df` whose hash of the `keys` columns falls in each of `n` parts. Two frames
