@@ -412,6 +412,11 @@ impl<'a> KeyIds<'a> {
     /// The key column named `name` of the ids `present`, in that order.
     fn keys(&self, name: PlSmallStr, present: &[u32]) -> Option<Column> {
         match self {
+            KeyIds::Dense { lo, .. } if present.first() != Some(&0) => {
+                // No null key (id 0 would come first): a column without a validity mask.
+                let ks = present.iter().map(|&s| lo + (i64::from(s) - 1));
+                Some(Column::new(name, ks.collect::<Vec<i64>>()))
+            }
             KeyIds::Dense { lo, .. } => {
                 let ks = present
                     .iter()

@@ -15,7 +15,7 @@ use lovage_core::TaskError;
 use polars::prelude::*;
 use polars_arrow::array::Array;
 
-use crate::shuffle::split_by;
+use crate::shuffle::split_into;
 
 /// Keys sampled from partition 0 to choose the ranges.
 const SAMPLE: usize = 1 << 14;
@@ -70,7 +70,10 @@ impl KeyRanges {
         let ca = int_key(df, keys)?;
         let (lo, hi) = (ca.min()?, ca.max()?);
         let step = (ca.len() / SAMPLE).max(1);
-        let mut sample: Vec<i64> = ca.iter().step_by(step).flatten().collect();
+        let mut sample: Vec<i64> = match ca.cont_slice() {
+            Ok(keys) => keys.iter().step_by(step).copied().collect(),
+            Err(_) => ca.iter().step_by(step).flatten().collect(),
+        };
         if sample.is_empty() {
             // Every sampled row was null: the ends are all there is to go on.
             sample = vec![lo, hi];
@@ -106,17 +109,17 @@ impl KeyRanges {
     }
 
     /// The output of key `k`.
-    fn output(&self, k: Option<i64>, n: usize) -> usize {
+    fn output(&self, k: Option<i64>, n: usize) -> u32 {
         match k {
             None => 0,
             Some(k) if (self.lo..=self.hi).contains(&k) => {
                 match self.runs[(k.abs_diff(self.lo) >> self.shift) as usize] {
-                    MIXED => self.bounds.partition_point(|&b| b <= k),
-                    out => out as usize,
+                    MIXED => self.bounds.partition_point(|&b| b <= k) as u32,
+                    out => u32::from(out),
                 }
             }
             // Fibonacci hashing: the high bits of the product are well mixed.
-            Some(k) => (((k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % n as u64) as usize,
+            Some(k) => (((k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % n as u64) as u32,
         }
     }
 
@@ -141,7 +144,7 @@ impl KeyRanges {
                 outputs.extend(arr.iter().map(|k| self.output(k.copied(), n)));
             }
         }
-        split_by(df, n, outputs.into_iter())
+        split_into(df, n, &outputs)
     }
 }
 

@@ -65,9 +65,9 @@ pub(crate) fn exchange<T: Clone + Default + Send + Sync + 'static>(
 }
 
 /// Cuts `df` into `n` pieces, row `i` going to piece `part(i)` (rows keep their order
-/// within a piece). The rows are put in piece order once (a counting sort) and the pieces
-/// are slices of that: a numeric column without nulls is scattered (read in order, written
-/// to `n` places), any other is gathered by the sorted row numbers.
+/// within a piece). A numeric column without nulls is scattered (read once in order, each
+/// value pushed onto its piece's vector); any other is gathered once by the row numbers in
+/// piece order (a counting sort) and sliced.
 pub(crate) fn split_by(
     df: &DataFrame,
     n: usize,
@@ -76,9 +76,27 @@ pub(crate) fn split_by(
     if n == 1 {
         return Ok(vec![df.clone()]);
     }
-    let parts: Vec<u32> = part.map(|p| p as u32).collect();
+    split_into(df, n, &part.map(|p| p as u32).collect::<Vec<u32>>())
+}
+
+/// `split_by` with each row's piece given: `parts[row] < n`.
+pub(crate) fn split_into(
+    df: &DataFrame,
+    n: usize,
+    parts: &[u32],
+) -> Result<Vec<DataFrame>, TaskError> {
+    if n == 1 {
+        return Ok(vec![df.clone()]);
+    }
+    if parts.len() != df.height() {
+        return Err(crate::data_error(format!(
+            "internal: a shuffle cut of {} rows given pieces of {}",
+            df.height(),
+            parts.len()
+        )));
+    }
     let mut starts = vec![0usize; n + 1];
-    for &p in &parts {
+    for &p in parts {
         starts[p as usize + 1] += 1;
     }
     for j in 0..n {
@@ -86,21 +104,28 @@ pub(crate) fn split_by(
     }
     let mut order: Option<IdxCa> = None;
     let fail = |e| polars_error("cutting a partition for a shuffle", e);
+    // Each column's pieces, column by column.
     let columns = df
         .columns()
         .iter()
         .map(|c| {
-            if let Some(scattered) = scatter(c, &parts, &starts[..n]) {
-                return Ok(scattered);
+            if let Some(pieces) = scatter(c, parts, &starts) {
+                return Ok(pieces);
             }
-            let order = order.get_or_insert_with(|| rows_in_order(&parts, &starts[..n]));
-            c.take(order).map_err(fail)
+            let order = order.get_or_insert_with(|| rows_in_order(parts, &starts[..n]));
+            let ordered = c.take(order).map_err(fail)?;
+            Ok((0..n)
+                .map(|j| ordered.slice(starts[j] as i64, starts[j + 1] - starts[j]))
+                .collect())
         })
-        .collect::<Result<Vec<Column>, TaskError>>()?;
-    let ordered = DataFrame::new(df.height(), columns).map_err(fail)?;
-    Ok((0..n)
-        .map(|j| ordered.slice(starts[j] as i64, starts[j + 1] - starts[j]))
-        .collect())
+        .collect::<Result<Vec<Vec<Column>>, TaskError>>()?;
+    let mut columns: Vec<_> = columns.into_iter().map(Vec::into_iter).collect();
+    (0..n)
+        .map(|j| {
+            let piece = columns.iter_mut().filter_map(Iterator::next).collect();
+            DataFrame::new(starts[j + 1] - starts[j], piece).map_err(fail)
+        })
+        .collect()
 }
 
 /// Row numbers ordered by piece (`parts[row]`), rows in order within a piece; `starts`:
@@ -116,18 +141,26 @@ fn rows_in_order(parts: &[u32], starts: &[usize]) -> IdxCa {
     IdxCa::from_vec(PlSmallStr::EMPTY, order)
 }
 
-/// `c`'s values in piece order, for a numeric column without nulls; `None` otherwise.
-fn scatter(c: &Column, parts: &[u32], starts: &[usize]) -> Option<Column> {
-    fn go<T: PolarsNumericType>(ca: &ChunkedArray<T>, parts: &[u32], starts: &[usize]) -> Column {
-        let mut out = vec![T::Native::default(); parts.len()];
-        let mut next = starts.to_vec();
+/// `c`'s pieces, for a numeric column without nulls (`starts`: where each piece begins in
+/// piece order, and the total); `None` otherwise.
+fn scatter(c: &Column, parts: &[u32], starts: &[usize]) -> Option<Vec<Column>> {
+    fn go<T: PolarsNumericType>(
+        ca: &ChunkedArray<T>,
+        parts: &[u32],
+        starts: &[usize],
+    ) -> Vec<Column> {
+        let mut pieces: Vec<Vec<T::Native>> = starts
+            .windows(2)
+            .map(|w| Vec::with_capacity(w[1] - w[0]))
+            .collect();
         let values = ca.downcast_iter().flat_map(|arr| arr.values().iter());
         for (&v, &p) in values.zip(parts) {
-            let at = &mut next[p as usize];
-            out[*at] = v;
-            *at += 1;
+            pieces[p as usize].push(v);
         }
-        ChunkedArray::<T>::from_vec(ca.name().clone(), out).into_column()
+        pieces
+            .into_iter()
+            .map(|v| ChunkedArray::<T>::from_vec(ca.name().clone(), v).into_column())
+            .collect()
     }
     if c.null_count() > 0 {
         return None;
