@@ -2,10 +2,6 @@
 
 mod cli;
 
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     // First, always: when a process pool starts this binary as its child, serve tasks here.
     lovage::init();
