@@ -17,6 +17,12 @@ use polars_arrow::array::Array;
 
 use crate::shuffle::split_into;
 
+#[cfg(test)]
+thread_local! {
+    /// Partitions this thread cut by key ranges (tests count them).
+    pub(crate) static RANGE_SPLITS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Keys sampled from partition 0 to choose the ranges.
 const SAMPLE: usize = 1 << 14;
 
@@ -130,6 +136,8 @@ impl KeyRanges {
         df: &DataFrame,
         keys: &[PlSmallStr],
     ) -> Result<Vec<DataFrame>, TaskError> {
+        #[cfg(test)]
+        RANGE_SPLITS.with(|c| c.set(c.get() + 1));
         let n = self.bounds.len() + 1;
         let ca = int_key(df, keys).ok_or_else(|| {
             crate::data_error(format!(

@@ -212,3 +212,40 @@ pub(crate) fn hash_split(
         hashes.into_no_null_iter().map(|h| (h % n as u64) as usize),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_into_gives_split_bys_pieces_for_every_column_kind() {
+        let n = 5;
+        let rows = 1000;
+        let parts: Vec<u32> = (0..rows).map(|i| ((i * 7919) % 13 % n) as u32).collect();
+        let df = df!(
+            "i" => (0..rows as i64).collect::<Vec<_>>(),
+            "f" => (0..rows).map(|i| i as f64 / 3.0).collect::<Vec<_>>(),
+            "u" => (0..rows as u32).collect::<Vec<_>>(),
+            "nulls" => (0..rows as i64).map(|i| (i % 3 != 0).then_some(i)).collect::<Vec<_>>(),
+            "s" => (0..rows).map(|i| format!("s{i}")).collect::<Vec<_>>(),
+            "b" => (0..rows).map(|i| i % 2 == 0).collect::<Vec<_>>()
+        )
+        .unwrap();
+        let got = split_into(&df, n, &parts).unwrap();
+        let want = split_by(&df, n, parts.iter().map(|&p| p as usize)).unwrap();
+        assert_eq!(got.len(), n);
+        for (a, b) in got.iter().zip(&want) {
+            assert!(a.equals_missing(b), "{a} != {b}");
+        }
+        // An empty piece, one piece, and a count of pieces that is not the rows': no panic.
+        let all_0 = vec![0u32; rows];
+        let got = split_into(&df, 3, &all_0).unwrap();
+        assert_eq!(
+            got.iter().map(DataFrame::height).collect::<Vec<_>>(),
+            [rows, 0, 0]
+        );
+        assert_eq!(split_into(&df, 1, &all_0).unwrap()[0].height(), rows);
+        let err = split_into(&df, 3, &all_0[1..]).unwrap_err().to_string();
+        assert!(err.contains("999"), "{err}");
+    }
+}
