@@ -768,6 +768,32 @@ mod tests {
             .collect()
     }
 
+    /// `parts` one after the other.
+    fn stacked(parts: &[DataFrame]) -> DataFrame {
+        let mut whole = parts[0].clone();
+        for p in &parts[1..] {
+            whole.vstack_mut(p).unwrap();
+        }
+        whole
+    }
+
+    /// `got` has `want`'s rows and, in `columns`, exactly its values (as `Int64`).
+    fn exact(got: &DataFrame, want: &DataFrame, columns: &[&str], what: &str) {
+        assert_eq!(got.height(), want.height(), "{what}");
+        for &c in columns {
+            let (a, b) = (got.column(c).unwrap(), want.column(c).unwrap());
+            let (a, b) = (
+                a.cast(&DataType::Int64).unwrap(),
+                b.cast(&DataType::Int64).unwrap(),
+            );
+            assert!(
+                a.as_materialized_series()
+                    .equals_missing(b.as_materialized_series()),
+                "{what}: {c}"
+            );
+        }
+    }
+
     fn close(a: &Column, b: &Column) -> bool {
         let (a, b) = (
             a.cast(&DataType::Float64).unwrap(),
@@ -786,11 +812,7 @@ mod tests {
     fn a_group_by_skips_partials_when_partition_0_barely_shrinks_with_split_out_fixed_or_not() {
         for (distinct, skipped) in [(true, 3), (false, 0)] {
             let parts = partitions(distinct);
-            let mut whole = parts[0].clone();
-            for p in &parts[1..] {
-                whole.vstack_mut(p).unwrap();
-            }
-            let want = whole
+            let want = stacked(&parts)
                 .lazy()
                 .group_by([col("k")])
                 .agg([
@@ -830,19 +852,12 @@ mod tests {
                 let what = format!("distinct keys {distinct}, split_out {split_out:?}");
                 assert_eq!(SKIPPED_PARTIALS.with(|c| c.get()), skipped, "{what}");
                 let got = got.sort(["k"], Default::default()).unwrap();
-                assert_eq!(got.height(), want.height(), "{what}");
-                for c in ["k", "sum", "min", "max", "count", "len"] {
-                    let (a, b) = (got.column(c).unwrap(), want.column(c).unwrap());
-                    let (a, b) = (
-                        a.cast(&DataType::Int64).unwrap(),
-                        b.cast(&DataType::Int64).unwrap(),
-                    );
-                    assert!(
-                        a.as_materialized_series()
-                            .equals_missing(b.as_materialized_series()),
-                        "{what}: {c}"
-                    );
-                }
+                exact(
+                    &got,
+                    &want,
+                    &["k", "sum", "min", "max", "count", "len"],
+                    &what,
+                );
                 for c in ["mean", "std", "var"] {
                     assert!(
                         close(got.column(c).unwrap(), want.column(c).unwrap()),
@@ -880,11 +895,7 @@ mod tests {
                     df!("k" => k, "v" => v).unwrap()
                 })
                 .collect();
-            let mut whole = parts[0].clone();
-            for p in &parts[1..] {
-                whole.vstack_mut(p).unwrap();
-            }
-            let want = whole
+            let want = stacked(&parts)
                 .lazy()
                 .group_by([col("k")])
                 .agg([col("v").sum().alias("sum"), len().alias("len")])
@@ -901,19 +912,7 @@ mod tests {
             let got = compute(&g, Inline, out).unwrap();
             assert_eq!(RANGE_SPLITS.with(|c| c.get()), 4, "{layout}");
             let got = got.sort(["k"], Default::default()).unwrap();
-            assert_eq!(got.height(), want.height(), "{layout}");
-            for c in ["k", "sum", "len"] {
-                let (a, b) = (got.column(c).unwrap(), want.column(c).unwrap());
-                let (a, b) = (
-                    a.cast(&DataType::Int64).unwrap(),
-                    b.cast(&DataType::Int64).unwrap(),
-                );
-                assert!(
-                    a.as_materialized_series()
-                        .equals_missing(b.as_materialized_series()),
-                    "{layout}: {c}"
-                );
-            }
+            exact(&got, &want, &["k", "sum", "len"], layout);
         }
     }
 

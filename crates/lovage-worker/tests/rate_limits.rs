@@ -53,8 +53,11 @@ fn worker(
 }
 
 /// 40 tasks limited to 20/s on two workers: all succeed, each on its first attempt, both
-/// workers run some, and no one-second window holds much more than the limit (a task starts at its slot or later, so
-/// a late start can bunch a few; unlimited, all 40 start within a few milliseconds).
+/// workers run some, and no one-second window holds much more than the limit. A task starts
+/// at its slot or later, so starts late by up to a quarter second (two cores running the
+/// suite's other tests) can put the slots of 1.25 s in one window: at most 25. A limit kept
+/// by each worker alone would let ~40 start in one second, and no limit all 40 within a few
+/// milliseconds.
 fn two_workers_share_the_limit(url: &str) {
     let key = TaskId::new().to_string();
     let app = App::connect(url).unwrap();
@@ -101,7 +104,7 @@ fn two_workers_share_the_limit(url: &str) {
         .max()
         .unwrap();
     assert!(
-        busiest <= 21,
+        busiest <= 25,
         "{busiest} runs within one second under a 20/s limit"
     );
 }
