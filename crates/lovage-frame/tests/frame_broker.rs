@@ -781,17 +781,25 @@ fn submit_finishing_later(
         ..TaskOptions::default()
     };
     g.set_options(out, finish_on).unwrap();
-    let sent = g.submit(client, vec![out]).unwrap();
-    let stored = app
-        .backend()
-        .results()
-        .get_blob(sent.graph)
-        .unwrap()
-        .unwrap();
-    (
-        sent,
-        lovage_flow::graph::StoredGraph::decode(&stored).unwrap(),
-    )
+    submit_and_read_back(g, vec![out], app, client)
+}
+
+/// Submits `outs` and reads the graph back as the broker stored it (its nodes' tasks and ids).
+fn submit_and_read_back(
+    g: &Graph,
+    outs: Vec<Delayed<DataFrame>>,
+    app: &App,
+    client: &lovage_broker::Client,
+) -> (Submitted<DataFrame>, lovage_flow::graph::StoredGraph) {
+    let sent = g.submit(client, outs).unwrap();
+    let stored = stored_graph(app, sent.graph);
+    (sent, stored)
+}
+
+/// Graph `id` as the broker stored it.
+fn stored_graph(app: &App, id: TaskId) -> lovage_flow::graph::StoredGraph {
+    let stored = app.backend().results().get_blob(id).unwrap().unwrap();
+    lovage_flow::graph::StoredGraph::decode(&stored).unwrap()
 }
 
 /// Lineage: a group-by by `u` in a tree (its partials lost before `finish` runs), or through
@@ -1032,14 +1040,7 @@ fn shuffle_pieces_stay_with_their_workers(url: &str) {
         .join_with(&self_join, &["u"], &["u"], How::Inner, Strategy::Hash)
         .unwrap()
         .collect();
-    let sent = g.submit(&client, vec![by_u, joined]).unwrap();
-    let stored = app
-        .backend()
-        .results()
-        .get_blob(sent.graph)
-        .unwrap()
-        .unwrap();
-    let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
+    let (sent, stored) = submit_and_read_back(&g, vec![by_u, joined], &app, &client);
     let maps = |task: &str| -> Vec<TaskId> {
         stored
             .nodes
@@ -1139,13 +1140,7 @@ fn reducers_fetch_only_their_pieces() {
             let lf = want.lazy().group_by([col("u"), col("s")]);
             assert_same(&got, &lf.agg(polars_aggs()).collect().unwrap(), &["u", "s"]);
         }
-        let stored = app
-            .backend()
-            .results()
-            .get_blob(sent.graph)
-            .unwrap()
-            .unwrap();
-        let stored = lovage_flow::graph::StoredGraph::decode(&stored).unwrap();
+        let stored = stored_graph(&app, sent.graph);
         let (mut maps, mut others) = (0u64, 0u64);
         let (mut kept, mut indexed) = (0, 0);
         for n in &stored.nodes {
@@ -1256,40 +1251,35 @@ fn main() {
         "frames_shuffle_pieces_stay_with_their_workers",
         |f| shuffle_pieces_stay_with_their_workers(&f.url),
     ));
-    trials.extend(on_brokers(
-        &["sqlite", "redis"],
-        "frames_lost_shuffle_values_are_remade",
-        |f| lost_shuffle_values_are_remade(&f.url, Shuffle::GroupBy),
-    ));
-    trials.extend(on_brokers(
-        &["sqlite", "redis"],
-        "frames_lost_sort_values_are_remade",
-        |f| lost_shuffle_values_are_remade(&f.url, Shuffle::Sort),
-    ));
-    trials.extend(on_brokers(
-        &["sqlite", "redis"],
-        "frames_lost_repartition_values_are_remade",
-        |f| lost_shuffle_values_are_remade(&f.url, Shuffle::Repartition),
-    ));
-    trials.extend(on_brokers(
-        &["sqlite", "redis"],
-        "frames_worker_killed_during_a_group_by_shuffle",
-        |f| killed_during_a_shuffle(&f.url, Shuffle::GroupBy),
-    ));
-    trials.extend(on_brokers(
-        &["sqlite", "redis"],
-        "frames_worker_killed_during_a_sort",
-        |f| killed_during_a_shuffle(&f.url, Shuffle::Sort),
-    ));
-    trials.extend(on_brokers(
-        &["sqlite", "redis"],
-        "frames_worker_killed_during_a_repartition",
-        |f| killed_during_a_shuffle(&f.url, Shuffle::Repartition),
-    ));
-    trials.extend(on_brokers(
-        &["sqlite", "redis"],
-        "frames_lost_partials_are_remade",
-        |f| lost_shuffle_values_are_remade(&f.url, Shuffle::Tree),
-    ));
+    // Each shuffle's values lost, then its worker killed while it runs (the test names are
+    // those the suite has always had).
+    for (lost, shuffle) in [
+        ("frames_lost_shuffle_values_are_remade", Shuffle::GroupBy),
+        ("frames_lost_sort_values_are_remade", Shuffle::Sort),
+        (
+            "frames_lost_repartition_values_are_remade",
+            Shuffle::Repartition,
+        ),
+        ("frames_lost_partials_are_remade", Shuffle::Tree),
+    ] {
+        trials.extend(on_brokers(&["sqlite", "redis"], lost, move |f| {
+            lost_shuffle_values_are_remade(&f.url, shuffle)
+        }));
+    }
+    for (killed, shuffle) in [
+        (
+            "frames_worker_killed_during_a_group_by_shuffle",
+            Shuffle::GroupBy,
+        ),
+        ("frames_worker_killed_during_a_sort", Shuffle::Sort),
+        (
+            "frames_worker_killed_during_a_repartition",
+            Shuffle::Repartition,
+        ),
+    ] {
+        trials.extend(on_brokers(&["sqlite", "redis"], killed, move |f| {
+            killed_during_a_shuffle(&f.url, shuffle)
+        }));
+    }
     libtest_mimic::run(&args, trials).exit();
 }

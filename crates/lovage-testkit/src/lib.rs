@@ -235,11 +235,15 @@ pub fn ran_on(backend: &Backend, id: TaskId) -> String {
 
 /// One libtest-mimic trial per broker kind in `kinds`, named `{kind}_{name}`, each running
 /// `test` on a [`Fresh`] backend of its own (dropped, so cleaned up, when the trial ends).
-pub fn on_brokers(kinds: &[&str], name: &str, test: fn(&Fresh)) -> Vec<libtest_mimic::Trial> {
+/// `test` may capture what it needs (one test body registered for several cases).
+pub fn on_brokers<F>(kinds: &[&str], name: &str, test: F) -> Vec<libtest_mimic::Trial>
+where
+    F: Fn(&Fresh) + Clone + Send + 'static,
+{
     kinds
         .iter()
         .map(|&kind| {
-            let kind = kind.to_owned();
+            let (kind, test) = (kind.to_owned(), test.clone());
             libtest_mimic::Trial::test(format!("{kind}_{name}"), move || {
                 test(&Fresh::new(&kind));
                 Ok(())
