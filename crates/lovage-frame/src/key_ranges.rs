@@ -41,6 +41,15 @@ pub(crate) struct KeyRanges {
     shift: u32,
 }
 
+thread_local! {
+    /// Each row's output, reused from one cut to the next on a thread: a fresh vector per
+    /// partition is a fresh page fault every 1,024 rows (~2 µs each on this project's VM).
+    static OUTPUTS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Rows' outputs `OUTPUTS` keeps between cuts at most (4 MiB).
+const KEEP_OUTPUTS: usize = 1 << 20;
+
 /// Runs of keys `KeyRanges` looks up at most.
 const RUNS: u64 = 1 << 12;
 
@@ -144,15 +153,23 @@ impl KeyRanges {
                 "internal: a range cut by {keys:?} of a frame whose key is not one integer column"
             ))
         })?;
-        let mut outputs = Vec::with_capacity(df.height());
-        for arr in ca.downcast_iter() {
-            if arr.null_count() == 0 {
-                outputs.extend(arr.values().iter().map(|&k| self.output(Some(k), n)));
-            } else {
-                outputs.extend(arr.iter().map(|k| self.output(k.copied(), n)));
+        OUTPUTS.with_borrow_mut(|outputs| {
+            outputs.clear();
+            outputs.reserve(df.height());
+            for arr in ca.downcast_iter() {
+                if arr.null_count() == 0 {
+                    outputs.extend(arr.values().iter().map(|&k| self.output(Some(k), n)));
+                } else {
+                    outputs.extend(arr.iter().map(|k| self.output(k.copied(), n)));
+                }
             }
-        }
-        split_into(df, n, &outputs)
+            let pieces = split_into(df, n, outputs);
+            // A partition's worth is kept for the next cut on this thread (its pages already
+            // faulted in); more would hold memory a one-off large partition asked for.
+            outputs.clear();
+            outputs.shrink_to(KEEP_OUTPUTS);
+            pieces
+        })
     }
 }
 

@@ -39,6 +39,7 @@
 //! runs.
 
 pub mod agg;
+mod buffers;
 mod csv;
 mod data;
 pub mod ecommerce;
@@ -47,6 +48,7 @@ mod join;
 mod json;
 mod kernel;
 mod key_ranges;
+mod pages;
 mod parquet;
 mod picture;
 mod quantile;

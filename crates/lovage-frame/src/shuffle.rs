@@ -155,24 +155,46 @@ fn rows_in_order(parts: &[u32], starts: &[usize]) -> IdxCa {
 }
 
 /// `c`'s pieces, for a numeric column without nulls (`starts`: where each piece begins in
-/// piece order, and the total); `None` otherwise.
+/// piece order, and the total); `None` otherwise. The values are written once into one
+/// buffer in piece order, each piece a slice of it: one allocation per column, not one per
+/// piece, and no per-piece length to check on every value.
 fn scatter(c: &Column, parts: &[u32], starts: &[usize]) -> Option<Vec<Column>> {
-    fn go<T: PolarsNumericType>(
-        ca: &ChunkedArray<T>,
-        parts: &[u32],
-        starts: &[usize],
-    ) -> Vec<Column> {
-        let mut pieces: Vec<Vec<T::Native>> = starts
-            .windows(2)
-            .map(|w| Vec::with_capacity(w[1] - w[0]))
-            .collect();
-        let values = ca.downcast_iter().flat_map(|arr| arr.values().iter());
-        for (&v, &p) in values.zip(parts) {
-            pieces[p as usize].push(v);
+    fn go<T>(ca: &ChunkedArray<T>, parts: &[u32], starts: &[usize]) -> Vec<Column>
+    where
+        T: PolarsNumericType,
+        T::Native: crate::buffers::Reusable,
+    {
+        let n = starts.len() - 1;
+        let total = starts[n];
+        assert_eq!(total, parts.len(), "pieces counted from other rows");
+        assert_eq!(ca.len(), parts.len(), "a column of another length");
+        let mut out: Vec<T::Native> = crate::buffers::take(total);
+        let mut next = starts[..n].to_vec();
+        let slots = &mut out.spare_capacity_mut()[..total];
+        let mut row = 0;
+        for arr in ca.downcast_iter() {
+            for (&v, &p) in arr.values().iter().zip(&parts[row..]) {
+                let at = &mut next[p as usize];
+                slots[*at].write(v);
+                *at += 1;
+            }
+            row += arr.len();
         }
-        pieces
-            .into_iter()
-            .map(|v| ChunkedArray::<T>::from_vec(ca.name().clone(), v).into_column())
+        // Every piece `j` was written from `starts[j]` up to `next[j]`; all full means all of
+        // `0..total` written (the counts in `starts` are those of `parts`).
+        assert!(
+            next.iter().zip(&starts[1..]).all(|(a, b)| a == b),
+            "pieces counted from other rows"
+        );
+        // SAFETY: the assertion above: every slot below `total` was written exactly once.
+        unsafe { out.set_len(total) };
+        let whole = crate::buffers::chunked::<T>(ca.name().clone(), out);
+        (0..n)
+            .map(|j| {
+                whole
+                    .slice(starts[j] as i64, starts[j + 1] - starts[j])
+                    .into_column()
+            })
             .collect()
     }
     if c.null_count() > 0 {
