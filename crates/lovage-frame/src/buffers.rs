@@ -131,8 +131,9 @@ fn give<T: Reusable>(mut v: Vec<T>) {
                 std::thread::sleep(KEEP / 2);
                 if sweep_all(Instant::now() - KEEP) == 0 {
                     SWEEPING.store(false, Ordering::Release);
-                    // A buffer shelved between the sweep and the store would wait for the
-                    // next shelving's thread: sweep once more to leave none behind.
+                    // A buffer shelved between the sweep and the store started no thread
+                    // (the flag was still up): this one carries on for it, unless a new
+                    // shelving has started another meanwhile.
                     if KEPT.load(Ordering::Acquire) == 0 || SWEEPING.swap(true, Ordering::AcqRel) {
                         break;
                     }
@@ -214,11 +215,8 @@ mod tests {
             "a small request took a large buffer"
         );
         u32::shelf().sweep(Instant::now() + Duration::from_secs(1));
-        let fresh: Vec<u32> = take(len);
-        assert!(fresh.capacity() >= len);
-        assert_eq!(
-            u32::shelf().sweep(Instant::now() + Duration::from_secs(1)),
-            0
-        );
+        // Other tests may shelve small `u32` buffers meanwhile; none this large.
+        let kept = u32::shelf().kept.lock().unwrap();
+        assert!(kept.iter().all(|(_, v)| v.capacity() < len), "not swept");
     }
 }
