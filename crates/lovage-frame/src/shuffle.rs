@@ -88,8 +88,9 @@ pub(crate) fn split_by(
 
 /// `split_by` with each row's piece given (`parts[row] < n`), for the in-process exchange
 /// of a group-by: a numeric column without nulls is scattered (read once in order, each
-/// value pushed onto its piece's vector), any other gathered once by the row numbers in
-/// piece order (a counting sort) and sliced. Faster than `split_by`'s gather per piece;
+/// value written at its piece's next slot of one buffer, `scatter`), any other gathered once
+/// by the row numbers in piece order (a counting sort); either is then sliced into the
+/// pieces. Faster than `split_by`'s gather per piece;
 /// not used yet where a worker's memory is bounded: with it, every one of six workers of
 /// `lovage bench frames --spill` peaked past the 320 MiB allowed (339–418), against 294–377
 /// with the gather (the bound is tight either way; not settled).
