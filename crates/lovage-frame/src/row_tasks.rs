@@ -83,5 +83,17 @@ pub(crate) fn gather(
         .into_iter()
         .map(|p| part::delayed(g, Packed(p.data), p.input, limit))
         .collect();
-    concat::delayed(g, Ipc(DataFrame::empty_with_schema(schema)), rows, limit)
+    finished_on_caller(
+        g,
+        concat::delayed(g, Ipc(DataFrame::empty_with_schema(schema)), rows, limit),
+    )
+}
+
+/// `all`, a `concat` of partitions, marked to run on the caller when a broker's workers run
+/// the graph (as Dask's `compute()` concatenates on the client): no worker then holds the
+/// whole frame, decoded and encoded at once, on top of its memory limit.
+pub(crate) fn finished_on_caller(g: &Graph, all: Delayed<DataFrame>) -> Delayed<DataFrame> {
+    // A `concat` node is a registered task's, which is all `finish_on_caller` asks.
+    let _ = g.finish_on_caller(all);
+    all
 }

@@ -22,7 +22,7 @@ use crate::data::{Ipc, Packed, PartData, TaskPart};
 use crate::join::{join_frames, How};
 use crate::polars_error;
 use crate::reduce::{agg_steps, merge, row_partials, skip_partial};
-use crate::row_tasks::{concat, part};
+use crate::row_tasks::{concat, finished_on_caller, part};
 use crate::shuffle::hash_split;
 
 /// One partition's rows split by the hash of `keys` into `n` pieces (all rows in piece 0
@@ -241,7 +241,7 @@ pub(crate) fn agg_shuffle(
         })
         .collect();
     let empty_out = Ipc(DataFrame::empty_with_schema(final_schema));
-    concat::delayed(g, empty_out, outs, None::<usize>)
+    finished_on_caller(g, concat::delayed(g, empty_out, outs, None::<usize>))
 }
 
 /// A join of two frames of data as tasks: each output partition's rows (`Source::Rows`).

@@ -315,6 +315,9 @@ pub(crate) struct Inner {
     /// Per-call options of task nodes that have any ([`Graph::set_options`]); few nodes have
     /// them, so a map keeps the rest at no cost.
     pub(crate) options: HashMap<u32, lovage_core::TaskOptions>,
+    /// Task nodes that finish on the caller when a broker's workers run the graph
+    /// ([`Graph::finish_on_caller`]).
+    pub(crate) on_caller: std::collections::HashSet<u32>,
     /// The first error met while building; computing reports it.
     pub(crate) error: Option<GraphError>,
 }
@@ -435,6 +438,7 @@ impl Graph {
                 pure_index: HashMap::new(),
                 user_keys: HashMap::new(),
                 options: HashMap::new(),
+                on_caller: Default::default(),
                 key_owner: HashMap::new(),
                 error: None,
             }),
@@ -569,6 +573,26 @@ impl Graph {
             })?;
         }
         g.options.insert(n, options);
+        Ok(())
+    }
+
+    /// Marks a task node as the graph's finishing step, run by the caller: when a broker's
+    /// workers run the graph (`Scheduler::Broker`) and no task there reads this node, it runs
+    /// in the calling process from its inputs' results, as Dask's `compute()` concatenates a
+    /// collection's partitions on the client. So one worker does not make, keep and send a
+    /// result as large as all its inputs together (a frame's `concat` of many partitions).
+    /// Other schedulers run it like any task. Refused for a node that is not a registered
+    /// task (`InvalidOptions`).
+    pub fn finish_on_caller<T>(&self, d: Delayed<T>) -> Result<(), GraphError> {
+        let mut g = self.inner.borrow_mut();
+        let n = d.checked(g.id)?;
+        if g.ops[n as usize].kind() != NodeKind::Task {
+            return Err(GraphError::InvalidOptions {
+                key: g.key(n),
+                reason: "only a registered task's node can finish on the caller".into(),
+            });
+        }
+        g.on_caller.insert(n);
         Ok(())
     }
 

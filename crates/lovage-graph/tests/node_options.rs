@@ -1,7 +1,8 @@
 //! Per-node call options of a graph sent to a broker (`Graph::set_options`), against real
 //! workers on memory, SQLite and Redis: `resources` (a node needing `gpu` runs only on the
 //! worker with `gpu=1`, one at a time), `retry` (a node that fails twice then succeeds) and
-//! `priority` (a high-priority root runs before the others).
+//! `priority` (a high-priority root runs before the others); and a node that finishes on the
+//! caller (`Graph::finish_on_caller`).
 
 #![allow(
     clippy::unwrap_used,
@@ -68,6 +69,19 @@ static ORDER: AtomicU64 = AtomicU64::new(0);
 fn ordered(tag: u64) -> u64 {
     let _ = tag;
     ORDER.fetch_add(1, Ordering::SeqCst)
+}
+
+/// The name of the thread it runs on, and how many parts it got.
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn runs_on(parts: Vec<u64>) -> (String, usize) {
+    let thread = std::thread::current();
+    (thread.name().unwrap_or("").to_owned(), parts.len())
+}
+
+/// `runs_on`'s thread name, read by a task.
+#[task(crate = lovage_core, graph = lovage_graph)]
+fn thread_of(ran: (String, usize)) -> String {
+    ran.0
 }
 
 /// Starts one worker per (name, slots, resources), stopped when dropped.
@@ -213,6 +227,30 @@ fn a_high_priority_root_runs_first(kind: &str) {
     );
 }
 
+fn a_finishing_node_runs_on_the_caller_unless_a_task_reads_it(kind: &str) {
+    let f = Fresh::new(kind);
+    let _w = start(&f.backend, &[("w", 2, Resources::new())]);
+    let client = App::with_backend(f.backend.clone()).client().unwrap();
+    let here = std::thread::current().name().unwrap_or("").to_owned();
+    let g = Graph::new();
+    let parts: Vec<Delayed<u64>> = (0..4).map(|i| ordered::delayed(&g, 1000 + i)).collect();
+    let last = runs_on::delayed(&g, parts.clone());
+    g.finish_on_caller(last).unwrap();
+    let (thread, n) = g.compute(Broker(&client), last).unwrap();
+    assert_eq!((thread.as_str(), n), (here.as_str(), 4), "{kind}");
+    // The same node read by another task runs on the workers, like any task.
+    let g = Graph::new();
+    let parts: Vec<Delayed<u64>> = (0..4).map(|i| ordered::delayed(&g, 2000 + i)).collect();
+    let middle = runs_on::delayed(&g, parts);
+    g.finish_on_caller(middle).unwrap();
+    let read = thread_of::delayed(&g, middle);
+    let thread = g.compute(Broker(&client), read).unwrap();
+    assert_ne!(
+        thread, here,
+        "{kind}: a node a task reads ran on the caller"
+    );
+}
+
 fn options_on_a_node_that_is_not_a_task_are_refused() {
     let g = Graph::new();
     let v = g.value(3i64);
@@ -222,6 +260,10 @@ fn options_on_a_node_that_is_not_a_task_are_refused() {
         }
         other => panic!("{other:?}"),
     }
+    assert!(matches!(
+        g.finish_on_caller(v),
+        Err(GraphError::InvalidOptions { .. })
+    ));
     let d = hold::delayed(&g, 1, 1);
     let bad = TaskOptions {
         resources: Some(Resources::from([(
@@ -248,6 +290,7 @@ on_every_backend!(
     gpu_nodes_run_only_on_the_gpu_worker_one_at_a_time,
     a_node_with_retries_succeeds_after_failing_and_one_without_fails,
     a_high_priority_root_runs_first,
+    a_finishing_node_runs_on_the_caller_unless_a_task_reads_it,
 );
 
 #[test]

@@ -5,8 +5,9 @@
 //! persisted values, closures over them) run here first; their values are written into the
 //! arguments of the tasks that read them. *Workers*: every task, and every collection or tuple
 //! element between tasks, goes into the stored graph with a fixed result id. *After*: what the
-//! outputs need beyond the tasks (a collection of results, a closure over them) runs here from
-//! the results of the tasks it reads, once they are in. A graph whose workers' part holds
+//! outputs need beyond the tasks (a collection of results, a closure over them, a task marked
+//! with `Graph::finish_on_caller` that no task there reads) runs here from the results of the
+//! tasks it reads, once they are in. A graph whose workers' part holds
 //! something they cannot evaluate (a map, a constant of a type that is not serialised here)
 //! is run from this process instead (`Ok(false)`).
 
@@ -83,8 +84,13 @@ impl Plan<'_> {
         // The workers' nodes: every task, and what tasks (or, detached, the outputs) read
         // from other tasks.
         let mut on_workers = vec![false; n];
+        // A task that finishes on the caller goes there only if a task there reads it.
         let mut stack: Vec<u32> = (0..n as u32)
-            .filter(|&x| tainted[x as usize] && self.g.ops[x as usize].kind() == NodeKind::Task)
+            .filter(|&x| {
+                tainted[x as usize]
+                    && self.g.ops[x as usize].kind() == NodeKind::Task
+                    && (detach || !self.g.on_caller.contains(&x))
+            })
             .collect();
         if detach {
             for &w in &self.wanted {
@@ -137,7 +143,7 @@ impl Plan<'_> {
             if std::mem::replace(&mut held[x as usize], true) {
                 continue;
             }
-            if self.g.ops[x as usize].kind() != NodeKind::Task {
+            if self.g.ops[x as usize].kind() != NodeKind::Task || !on_workers[x as usize] {
                 stack.extend(self.g.deps_of(x).iter().copied());
             }
         }
@@ -297,7 +303,7 @@ impl Plan<'_> {
             if std::mem::replace(&mut here[x as usize], true) {
                 continue;
             }
-            if self.g.ops[x as usize].kind() == NodeKind::Task {
+            if self.g.ops[x as usize].kind() == NodeKind::Task && on_workers(x) {
                 frontier.push(x);
                 continue;
             }
@@ -333,9 +339,10 @@ impl Plan<'_> {
         let mut rerun = 0;
         for x in 0..n as u32 {
             // Collections on the workers that an output reads are evaluated here again, on
-            // typed values (the workers' copy is JSON); they were counted when sent.
+            // typed values (the workers' copy is JSON); they were counted when sent. Tasks
+            // that finish on the caller run here (in topological order, like the rest).
             if here[x as usize]
-                && self.g.ops[x as usize].kind() != NodeKind::Task
+                && (self.g.ops[x as usize].kind() != NodeKind::Task || !on_workers(x))
                 && self.value(x).is_none()
                 && self.failure(x).is_none()
             {
