@@ -24,12 +24,17 @@ const CANCELLED: u8 = 4;
 /// started it (None if none did).
 pub(crate) type DoneCallback<T> = Box<dyn FnOnce(&Result<T, TaskError>, Option<SystemTime>) + Send>;
 
+/// A callback given the outcome itself (see [`TaskHandle::take_when_done`]).
+pub(crate) type TakeCallback<T> = Box<dyn FnOnce(Result<T, TaskError>, Option<SystemTime>) + Send>;
+
 struct Slot<T> {
     result: Option<Result<T, TaskError>>,
     taken: bool,
     sleepers: u32,
     waker: Option<Waker>,
     callbacks: Vec<DoneCallback<T>>,
+    /// The one callback that takes the outcome when it comes (the slot's `taken` then).
+    taker: Option<TakeCallback<T>>,
 }
 
 /// Where a task's outcome lands; shared by the pool (writer) and the handle (reader).
@@ -52,6 +57,7 @@ impl<T> Default for Completion<T> {
                 sleepers: 0,
                 waker: None,
                 callbacks: Vec::new(),
+                taker: None,
             }),
             cond: Condvar::new(),
         }
@@ -131,7 +137,16 @@ impl<T> Completion<T> {
         for cb in std::mem::take(&mut slot.callbacks) {
             run_callback(cb, &result, started);
         }
-        slot.result = Some(result);
+        let given = match slot.taker.take() {
+            Some(taker) => {
+                slot.taken = true;
+                Some((taker, result))
+            }
+            None => {
+                slot.result = Some(result);
+                None
+            }
+        };
         let sleepers = slot.sleepers;
         let waker = slot.waker.take();
         drop(slot);
@@ -140,6 +155,9 @@ impl<T> Completion<T> {
         }
         if let Some(w) = waker {
             w.wake();
+        }
+        if let Some((taker, result)) = given {
+            run_taker(taker, result, started);
         }
     }
 
@@ -242,6 +260,27 @@ impl<T> Completion<T> {
         }
     }
 
+    /// Gives the outcome to `cb` when the task finishes, or now (on this thread) if it has;
+    /// `cb` gets `ResultTaken` when another taker, or a reader, had it first.
+    pub(crate) fn on_done_take(&self, cb: TakeCallback<T>) {
+        let started = self.started_at();
+        let mut slot = self.lock();
+        let now = if let Some(r) = slot.result.take() {
+            slot.taken = true;
+            r
+        } else if slot.taken || slot.taker.is_some() {
+            Err(TaskError::new(
+                kinds::RESULT_TAKEN,
+                "the result was already taken",
+            ))
+        } else {
+            slot.taker = Some(cb);
+            return;
+        };
+        drop(slot);
+        run_taker(cb, now, started);
+    }
+
     fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<T, TaskError>> {
         let mut slot = self.lock();
         if Self::has_result(&slot) {
@@ -266,6 +305,11 @@ fn run_callback<T>(
     started: Option<SystemTime>,
 ) {
     // A callback's panic must not take the worker (or the waiting thread) down with it.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(result, started)));
+}
+
+fn run_taker<T>(cb: TakeCallback<T>, result: Result<T, TaskError>, started: Option<SystemTime>) {
+    // As `run_callback`: a taker's panic is caught.
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(result, started)));
 }
 
@@ -412,6 +456,18 @@ impl<T: Send + 'static> TaskHandle<T> {
         self.c().on_done(Box::new(f));
     }
 
+    /// Like [`add_done_callback_timed`](Self::add_done_callback_timed), but `f` gets the
+    /// outcome itself rather than a view of it, so a large value is moved, not copied (a
+    /// worker's encoded result, on its way to the store). The handle's own `result()` then
+    /// answers `ResultTaken`, as after any take; only one taker gets the outcome, a second
+    /// gets `ResultTaken`. Callbacks added with `add_done_callback` still see it, first.
+    pub fn take_when_done<F>(&self, f: F)
+    where
+        F: FnOnce(Result<T, TaskError>, Option<SystemTime>) + Send + 'static,
+    {
+        self.c().on_done_take(Box::new(f));
+    }
+
     /// When a worker started the task, if one has.
     pub fn started_at(&self) -> Option<SystemTime> {
         self.c().started_at()
@@ -508,5 +564,50 @@ mod tests {
             );
             finisher.join().unwrap();
         }
+    }
+
+    /// A taker added before the end gets the value itself, after the viewers; the handle's
+    /// reader and a second taker then get `ResultTaken`.
+    #[test]
+    fn a_taker_gets_the_value_and_the_handle_then_says_it_was_taken() {
+        let (completer, handle) = TaskHandle::<Vec<u8>>::promise();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let seen = tx.clone();
+        handle.add_done_callback(move |r| seen.send(("viewer", r.clone())).unwrap());
+        handle.take_when_done(move |r, _| tx.send(("taker", r)).unwrap());
+        completer.start();
+        completer.finish(Ok(vec![7; 3]));
+        assert_eq!(rx.recv().unwrap(), ("viewer", Ok(vec![7; 3])));
+        assert_eq!(rx.recv().unwrap(), ("taker", Ok(vec![7; 3])));
+        let (tx, rx) = std::sync::mpsc::channel();
+        handle.take_when_done(move |r, _| tx.send(r).unwrap());
+        assert_eq!(rx.recv().unwrap().unwrap_err().kind, kinds::RESULT_TAKEN);
+        assert_eq!(
+            handle
+                .result_timeout(Duration::from_secs(5))
+                .unwrap_err()
+                .kind,
+            kinds::RESULT_TAKEN
+        );
+    }
+
+    /// A taker added after the end gets the value at once; one added after a reader took it
+    /// gets `ResultTaken`.
+    #[test]
+    fn a_late_taker_gets_the_value_unless_it_was_read() {
+        let (completer, handle) = TaskHandle::<u32>::promise();
+        completer.start();
+        completer.finish(Ok(5));
+        let (tx, rx) = std::sync::mpsc::channel();
+        handle.take_when_done(move |r, _| tx.send(r).unwrap());
+        assert_eq!(rx.recv().unwrap(), Ok(5));
+
+        let (completer, handle) = TaskHandle::<u32>::promise();
+        completer.start();
+        completer.finish(Ok(6));
+        assert_eq!(handle.result_timeout(Duration::from_secs(5)), Ok(6));
+        let (tx, rx) = std::sync::mpsc::channel();
+        handle.take_when_done(move |r, _| tx.send(r).unwrap());
+        assert_eq!(rx.recv().unwrap().unwrap_err().kind, kinds::RESULT_TAKEN);
     }
 }

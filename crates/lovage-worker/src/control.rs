@@ -233,6 +233,8 @@ fn stats(s: &Shared) -> Value {
         // The data plane's store (null without one): kept values in memory and in files,
         // and what was spilled since the worker started.
         "data": s.data.as_ref().map(|d| d.stats()),
+        "paused_for_memory": s.pause.on(),
+        "memory_pauses": s.pause.times(),
         "report": {
             "succeeded": report.succeeded,
             "failed": report.failed,

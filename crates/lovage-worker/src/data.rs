@@ -87,6 +87,10 @@ pub const INPUT_SHARE: (usize, usize) = (1, 10);
 /// running tasks hold.
 pub const SPILL_RSS_SHARE: (usize, usize) = (7, 10);
 
+/// Of `memory_limit`, the resident memory past which the worker pauses (80%, Dask's `pause`
+/// threshold): one task at a time, nothing more reserved while one is in hand (`pause.rs`).
+pub const PAUSE_RSS_SHARE: (usize, usize) = (8, 10);
+
 /// `share` of `limit` (without overflowing on a huge limit).
 fn share(limit: usize, (num, den): (usize, usize)) -> usize {
     (limit as u128 * num as u128 / den as u128) as usize
@@ -250,6 +254,16 @@ impl DataStore {
         resident_bytes().is_some_and(|rss| rss.saturating_add(more as u64) > limit)
     }
 
+    /// The process's resident bytes and the [`PAUSE_RSS_SHARE`] of the limit, where the
+    /// system says them and this store watches the process's memory.
+    pub(crate) fn resident_and_pause_threshold(&self) -> Option<(u64, u64)> {
+        if !self.watch_rss {
+            return None;
+        }
+        let threshold = share(self.config.memory_limit, PAUSE_RSS_SHARE) as u64;
+        resident_bytes().map(|rss| (rss, threshold))
+    }
+
     /// Books `need` bytes of kept inputs for a task about to read them; false when they do
     /// not fit [`INPUT_SHARE`] of the limit beside those of the tasks in hand (the task then
     /// waits in the broker). A task alone is always let through, however large its inputs:
@@ -347,7 +361,7 @@ impl DataStore {
     /// [`SPILL_RSS_SHARE`] of the limit). Readers holding one read on from their copy; later
     /// ones read the file (its reference, made while it was in memory, names no file, so
     /// readers on other hosts and this one alike ask the endpoint, which serves the file).
-    fn spill_memory(&self) {
+    pub(crate) fn spill_memory(&self) {
         let in_memory: Vec<(String, Arc<Vec<u8>>)> = self
             .values()
             .by_key

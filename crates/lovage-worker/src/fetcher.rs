@@ -142,6 +142,8 @@ fn publish_rejected(s: &Shared) {
 /// waiting in the pacer for a rate-limit slot); returns how many more may be reserved, or None
 /// when a stop was asked for meanwhile.
 fn wait_for_room(s: &Shared) -> Option<usize> {
+    // Before `running` is taken: pausing takes the scale lock, which is taken before it.
+    crate::pause::check(s);
     let capacity = || s.slots.current() + s.prefetch();
     let mut running = s.running();
     // `paced` is taken while `running` is held, never the other way round.
@@ -151,8 +153,10 @@ fn wait_for_room(s: &Shared) -> Option<usize> {
     // kept inputs the memory limit leaves them: what came would only go back to the broker.
     // (Not while a task waits for others: see `start`.)
     let inputs_full = || s.seceded.count() == 0 && s.data.as_ref().is_some_and(|d| d.inputs_full());
+    // Paused for memory (`pause.rs`), one task in hand at a time.
+    let paused = |held: usize| held >= 1 && s.pause.on();
     let mut held = held_now(running.len());
-    while (held >= capacity() || inputs_full()) && !s.shutdown.requested() {
+    while (held >= capacity() || inputs_full() || paused(held)) && !s.shutdown.requested() {
         running = s
             .room
             .wait_timeout(running, Duration::from_millis(100))
@@ -309,7 +313,9 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
     let data = s.data.clone();
     // `started` is when the pool began running it, not when it was handed over: a prefetched
     // task may wait in the pool's queue for a long time first.
-    handle.add_done_callback_timed(move |result, began| {
+    // The callback takes the encoded result (no copy of a large one): nothing reads it from
+    // the handle, which the keeper holds only to see whether the task runs.
+    handle.take_when_done(move |result, began| {
         if let Some(data) = &data {
             data.give_input_room(inputs);
         }
@@ -318,7 +324,7 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
             .map(|d| Timestamp::from_millis(d.as_millis() as i64))
             .unwrap_or_else(Timestamp::now);
         let (ran, started) = match result {
-            Ok(value) => (Ran::Succeeded(value.clone()), Some(started)),
+            Ok(value) => (Ran::Succeeded(value), Some(started)),
             // Taken back out of the pool's queue by the worker (see `Running::withdraw`).
             Err(err) if err.kind == kinds::CANCELLED => match withdrawal.get() {
                 // Whoever handed it back holds its lease now.
@@ -328,9 +334,9 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
                         .unwrap_or_else(|| "expired before a worker started it".to_owned());
                     (Ran::Revoked(TaskError::new(kinds::REVOKED, why)), None)
                 }
-                None => (Ran::Failed(err.clone()), Some(started)),
+                None => (Ran::Failed(err), Some(started)),
             },
-            Err(err) => (Ran::Failed(err.clone()), Some(started)),
+            Err(err) => (Ran::Failed(err), Some(started)),
         };
         let _ = tx.send(Outcome {
             ready: r,

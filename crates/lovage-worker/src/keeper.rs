@@ -48,6 +48,7 @@ pub(crate) fn keep_loop(s: &Shared) {
             });
         }
         withdraw_expired(s);
+        crate::pause::check(s);
         crate::scale::autoscale_tick(s);
         if last_beat.elapsed() < tick {
             continue;

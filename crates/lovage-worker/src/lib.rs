@@ -19,6 +19,7 @@ mod finisher;
 mod inputs;
 mod keeper;
 mod pacer;
+mod pause;
 mod scale;
 mod settle;
 mod shared;
@@ -29,7 +30,8 @@ mod worker;
 
 pub use config::{Autoscale, PoolKind, UnknownPool, WorkerConfig};
 pub use data::{
-    bound_allocator, DataConfig, DEFAULT_THRESHOLD, INPUT_SHARE, KEPT_SHARE, SPILL_RSS_SHARE,
+    bound_allocator, DataConfig, DEFAULT_THRESHOLD, INPUT_SHARE, KEPT_SHARE, PAUSE_RSS_SHARE,
+    SPILL_RSS_SHARE,
 };
 pub use inputs::INPUT_LOST;
 pub use shutdown::{Shutdown, ShutdownMode};

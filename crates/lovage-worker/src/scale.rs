@@ -68,15 +68,34 @@ fn resize_locked(s: &Shared, state: &ScaleState, n: usize, why: &str) -> Result<
     if n == before {
         return Ok(n);
     }
+    // Paused for memory, the pool runs one task at a time whatever its size (`pause.rs`).
+    let run = if s.pause.on() { 1 } else { n };
     s.executor
-        .resize(n)
-        .map_err(|e| format!("could not resize the pool to {n}: {e}"))?;
+        .resize(run)
+        .map_err(|e| format!("could not resize the pool to {run}: {e}"))?;
     s.slots.current.store(n, Ordering::Relaxed);
     s.info().pool = describe(s.config.pool.name(), n, state.autoscale);
     // The fetcher may be waiting for room that a grow just made.
     s.room.notify_all();
     tracing::info!(worker = %s.id, from = before, to = n, why, "pool resized");
     Ok(n)
+}
+
+/// Pauses the pool for memory (one task at a time, its size kept for the resume) or resumes
+/// it; under the scale lock, so a resize meanwhile sees the state.
+pub(crate) fn set_paused(s: &Shared, paused: bool) -> Result<(), String> {
+    let _state = s.slots.lock();
+    if !crate::pause::set(s, paused) {
+        return Ok(());
+    }
+    let run = if paused { 1 } else { s.slots.current() };
+    if let Err(e) = s.executor.resize(run) {
+        crate::pause::set(s, !paused);
+        return Err(format!("could not resize the pool to {run}: {e}"));
+    }
+    // A resume makes room the fetcher may be waiting for.
+    s.room.notify_all();
+    Ok(())
 }
 
 /// `pool_grow n`: n more slots. With the autoscaler on, its max rises to fit (as Celery's

@@ -184,6 +184,8 @@ pub(crate) struct Shared {
     pub data: Option<std::sync::Arc<crate::data::DataStore>>,
     /// The pool's size now and the autoscaler's bounds (see `scale.rs`).
     pub slots: crate::scale::Slots,
+    /// Paused for memory (see `pause.rs`).
+    pub pause: crate::pause::Pause,
     /// `task-received` events noted by the fetcher (with when), published by the finisher
     /// for tasks still unsettled [`RECEIVED_DELAY`] later (see [`Shared::take_received`]).
     received: Mutex<Vec<(Instant, lovage_broker::ops::Event)>>,
@@ -326,6 +328,7 @@ impl Shared {
             born: Instant::now(),
             data,
             slots: crate::scale::Slots::new(slots, config_autoscale),
+            pause: Default::default(),
             received: Mutex::new(Vec::new()),
             seceded: Default::default(),
             task_host: lovage_broker::ctx::TaskHost::shared(

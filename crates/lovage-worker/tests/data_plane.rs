@@ -2,7 +2,8 @@
 //! result stays with the worker that made it and the result store holds only its reference;
 //! a task on the other worker reads it (from the spilled file on this host, or over the first
 //! worker's HTTP endpoint when it is held in memory); the client's read fetches it; once its
-//! worker is gone, a read fails naming that worker.
+//! worker is gone, a read fails naming that worker. A worker past 80% of its memory limit
+//! pauses: one task at a time.
 //!
 //! The workers are this test binary started again with `DATA_PLANE_WORKER` set (so they know
 //! its tasks), hence `harness = false`.
@@ -17,9 +18,11 @@
 mod common;
 
 use std::process::{Child, Command};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Trial};
+use lovage_broker::ops::{broadcast, ControlRequest};
 use lovage_broker::{connect, App, ResultRef};
 use lovage_core::{TaskError, TaskState};
 use lovage_macros::task;
@@ -58,6 +61,23 @@ fn digest(r: ResultRef) -> Result<(u64, u64), TaskError> {
     let s: String =
         serde_json::from_slice(&bytes).map_err(|e| TaskError::new("Decode", e.to_string()))?;
     Ok((s.len() as u64, s.bytes().map(u64::from).sum::<u64>()))
+}
+
+/// Tasks of `overlap` running now in this process.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs until another task runs beside it or `ms` pass; answers the most tasks it saw running
+/// at once (itself included).
+#[task(crate = lovage_core)]
+fn overlap(ms: u64) -> usize {
+    let mut most = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+    let deadline = Instant::now() + Duration::from_millis(ms);
+    while most < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        most = most.max(RUNNING.load(Ordering::SeqCst));
+    }
+    RUNNING.fetch_sub(1, Ordering::SeqCst);
+    most
 }
 
 /// The worker side: `DATA_PLANE_WORKER=url|queue|name|memory_limit`.
@@ -165,6 +185,49 @@ fn scenario(url: &str, spill: bool, sqlite_file: Option<&std::path::Path>) {
     assert!(gone.fetch().is_err());
 }
 
+/// A worker whose resident memory is past 80% of its `--memory-limit` pauses (as Dask's):
+/// with two slots it runs one task at a time, and its `stats` say so; the same worker with
+/// room runs two at once.
+fn paused_for_memory(url: &str) {
+    let tag = lovage_core::TaskId::new().to_string();
+    let app = App::with_backend(connect(url).unwrap());
+    for (limit, paused) in [(1usize << 20, true), (1 << 34, false)] {
+        let queue = format!("pause-{paused}-{tag}");
+        let _w = WorkerProcess::start(url, &queue, &format!("dp-pause-{paused}"), limit);
+        // Alone, each runs 300 ms; beside another, it ends as soon as it sees it (within 10 s).
+        let ms = if paused { 300 } else { 10_000 };
+        let sent: Vec<_> = (0..4)
+            .map(|_| app.send(overlap::s(ms).queue(queue.as_str())).unwrap())
+            .collect();
+        let most: Vec<usize> = sent.iter().map(|r| r.get(LONG).unwrap()).collect();
+        let stats = broadcast(
+            app.backend(),
+            &[],
+            &ControlRequest::new("stats", serde_json::json!({}), "data_plane test"),
+            Duration::from_secs(10),
+            false,
+        )
+        .unwrap();
+        let (_, reply) = stats
+            .replies
+            .iter()
+            .find(|(w, _)| w.starts_with(&format!("dp-pause-{paused}@")))
+            .expect("the worker's stats");
+        let ok = &reply["ok"];
+        if paused {
+            assert_eq!(most, [1; 4], "paused: two tasks ran at once");
+            assert_eq!(ok["paused_for_memory"], true, "{ok}");
+            assert!(ok["memory_pauses"].as_u64().unwrap() >= 1, "{ok}");
+        } else {
+            assert!(
+                most.contains(&2),
+                "with room, no two tasks ran at once: {most:?}"
+            );
+            assert_eq!(ok["memory_pauses"], 0, "{ok}");
+        }
+    }
+}
+
 fn main() {
     if let Ok(spec) = std::env::var("DATA_PLANE_WORKER") {
         worker_main(&spec);
@@ -190,5 +253,15 @@ fn main() {
             Ok(())
         }));
     }
+    trials.push(Trial::test("sqlite_paused_for_memory", || {
+        let dir = tempfile::tempdir().unwrap();
+        paused_for_memory(&format!("sqlite://{}", dir.path().join("dp.db").display()));
+        Ok(())
+    }));
+    trials.push(Trial::test("redis_paused_for_memory", || {
+        let prefix = RedisPrefix::new();
+        paused_for_memory(&prefix.url());
+        Ok(())
+    }));
     libtest_mimic::run(&args, trials).exit();
 }
