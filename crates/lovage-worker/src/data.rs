@@ -87,9 +87,13 @@ pub const INPUT_SHARE: (usize, usize) = (1, 10);
 /// running tasks hold.
 pub const SPILL_RSS_SHARE: (usize, usize) = (7, 10);
 
-/// Of `memory_limit`, the resident memory past which the worker pauses (80%, Dask's `pause`
-/// threshold): one task at a time, nothing more reserved while one is in hand (`pause.rs`).
-pub const PAUSE_RSS_SHARE: (usize, usize) = (8, 10);
+/// Of `memory_limit`, the resident memory past which the worker pauses (all of it): one task
+/// runs at a time until it is below again (`pause.rs`). Dask pauses at 80%; here kept values
+/// are already held to [`KEPT_SHARE`] and leave memory past [`SPILL_RSS_SHARE`], so a worker
+/// at work sits near 80% by design, and pausing there measured 1.4-3.5x slower on the spill
+/// benchmark with no lower peak (docs/benchmarks.md, 2026-12-05). Past the whole limit, it
+/// is what stops two large tasks from growing at once.
+pub const PAUSE_RSS_SHARE: (usize, usize) = (1, 1);
 
 /// `share` of `limit` (without overflowing on a huge limit).
 fn share(limit: usize, (num, den): (usize, usize)) -> usize {

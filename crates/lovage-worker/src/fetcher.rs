@@ -153,8 +153,9 @@ fn wait_for_room(s: &Shared) -> Option<usize> {
     // kept inputs the memory limit leaves them: what came would only go back to the broker.
     // (Not while a task waits for others: see `start`.)
     let inputs_full = || s.seceded.count() == 0 && s.data.as_ref().is_some_and(|d| d.inputs_full());
-    // Paused for memory (`pause.rs`), one task in hand at a time.
-    let paused = |held: usize| held >= 1 && s.pause.on();
+    // Paused for memory (`pause.rs`): one task runs and one more waits (its inputs read,
+    // so the pool's one slot does not idle between them); the rest stay for other workers.
+    let paused = |held: usize| held >= PAUSED_IN_HAND && s.pause.on();
     let mut held = held_now(running.len());
     while (held >= capacity() || inputs_full() || paused(held)) && !s.shutdown.requested() {
         running = s
@@ -349,6 +350,9 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
         running.handle = Some(handle);
     }
 }
+
+/// Tasks in hand while the worker is paused for memory: the one its pool runs and the next.
+const PAUSED_IN_HAND: usize = 2;
 
 /// How long a task whose inputs do not fit the memory left to tasks waits in the broker.
 const INPUTS_WAIT: Duration = Duration::from_millis(250);

@@ -1,8 +1,9 @@
 //! A worker with the data plane pauses when its resident memory passes [`PAUSE_RSS_SHARE`]
-//! of `--memory-limit` (80%, Dask's `pause` threshold): the tasks running go on, but the pool
-//! runs one task at a time, the fetcher reserves no more while one is in hand, and the values
-//! kept in memory move to files. It resumes once its memory is below the threshold again.
-//! Two tasks that each fit alone then do not both grow at once past the limit.
+//! of `--memory-limit` (the whole limit; Dask's `pause` threshold is 80%, see the constant for
+//! why not here): the tasks running go on, but the pool runs one task at a time, the fetcher
+//! holds one more at most (the rest stay for other workers), and the values kept in memory
+//! move to files. It resumes once its memory is below the threshold again. Two tasks that
+//! each fit alone then do not both grow at once far past the limit.
 //!
 //! Checked by the keeper each tick (at most 100 ms apart) and by the fetcher before it
 //! reserves. Not while a task waits for others (it gave its slot back and may wait for a task

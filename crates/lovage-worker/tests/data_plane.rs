@@ -2,8 +2,8 @@
 //! result stays with the worker that made it and the result store holds only its reference;
 //! a task on the other worker reads it (from the spilled file on this host, or over the first
 //! worker's HTTP endpoint when it is held in memory); the client's read fetches it; once its
-//! worker is gone, a read fails naming that worker. A worker past 80% of its memory limit
-//! pauses: one task at a time.
+//! worker is gone, a read fails naming that worker. A worker past its memory limit pauses:
+//! one task at a time.
 //!
 //! The workers are this test binary started again with `DATA_PLANE_WORKER` set (so they know
 //! its tasks), hence `harness = false`.
@@ -185,7 +185,7 @@ fn scenario(url: &str, spill: bool, sqlite_file: Option<&std::path::Path>) {
     assert!(gone.fetch().is_err());
 }
 
-/// A worker whose resident memory is past 80% of its `--memory-limit` pauses (as Dask's):
+/// A worker whose resident memory is past its `--memory-limit` pauses (as Dask's does at 80%):
 /// with two slots it runs one task at a time, and its `stats` say so; the same worker with
 /// room runs two at once.
 fn paused_for_memory(url: &str) {
