@@ -327,6 +327,19 @@ impl Inner {
         self.ops.len()
     }
 
+    /// `d`'s node index when it is a registered task's node; else `InvalidOptions` saying
+    /// that only one `does` what was asked.
+    fn task_node<T>(&self, d: Delayed<T>, does: &str) -> Result<u32, GraphError> {
+        let n = d.checked(self.id)?;
+        if self.ops[n as usize].kind() != NodeKind::Task {
+            return Err(GraphError::InvalidOptions {
+                key: self.key(n),
+                reason: format!("only a registered task's node {does}"),
+            });
+        }
+        Ok(n)
+    }
+
     pub(crate) fn deps_of(&self, n: u32) -> &[u32] {
         if self.persisted[n as usize] {
             return &[];
@@ -557,13 +570,7 @@ impl Graph {
         options: lovage_core::TaskOptions,
     ) -> Result<(), GraphError> {
         let mut g = self.inner.borrow_mut();
-        let n = d.checked(g.id)?;
-        if g.ops[n as usize].kind() != NodeKind::Task {
-            return Err(GraphError::InvalidOptions {
-                key: g.key(n),
-                reason: "only a registered task's node takes call options".into(),
-            });
-        }
+        let n = g.task_node(d, "takes call options")?;
         if let Some(r) = &options.resources {
             lovage_core::options::check_resources(r).map_err(|reason| {
                 GraphError::InvalidOptions {
@@ -585,13 +592,7 @@ impl Graph {
     /// task (`InvalidOptions`).
     pub fn finish_on_caller<T>(&self, d: Delayed<T>) -> Result<(), GraphError> {
         let mut g = self.inner.borrow_mut();
-        let n = d.checked(g.id)?;
-        if g.ops[n as usize].kind() != NodeKind::Task {
-            return Err(GraphError::InvalidOptions {
-                key: g.key(n),
-                reason: "only a registered task's node can finish on the caller".into(),
-            });
-        }
+        let n = g.task_node(d, "can finish on the caller")?;
         g.on_caller.insert(n);
         Ok(())
     }
