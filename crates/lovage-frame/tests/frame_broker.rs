@@ -740,6 +740,8 @@ enum Shuffle {
     GroupBy,
     Sort,
     Repartition,
+    /// A hash join of the frame with a projection of itself on three keys.
+    Join,
 }
 
 impl Shuffle {
@@ -762,6 +764,11 @@ impl Shuffle {
             Shuffle::Repartition => (
                 &[&["lovage.frame.counted"], &["lovage.frame.repartition_cut"]],
                 Some("lovage.frame.range_piece"),
+            ),
+            // Each side's partitions are cut by `split`: two maps per partition.
+            Shuffle::Join => (
+                &[&["lovage.frame.split"], &["lovage.frame.split"]],
+                Some("lovage.frame.join_piece"),
             ),
         }
     }
@@ -825,6 +832,7 @@ fn lost_shuffle_values_are_remade(url: &str, shuffle: Shuffle) {
         Shuffle::GroupBy => f.group_by(["u", "s"]).split_out(2).agg(aggs()).unwrap(),
         Shuffle::Sort => f.sort(&["u", "x"], &[true, false]).unwrap().collect(),
         Shuffle::Repartition => f.repartition(2).collect(),
+        Shuffle::Join => unreachable!("a join's lost values are tested while it runs"),
     };
     let (sent, stored) = submit_finishing_later(&g, out, &app, &client);
     let kept = |task: &str| -> Vec<lovage_broker::ResultRef> {
@@ -892,17 +900,28 @@ fn lost_shuffle_values_are_remade(url: &str, shuffle: Shuffle) {
             "sort",
         ),
         Shuffle::Repartition => assert_exact(&got, &want, "repartition"),
+        Shuffle::Join => unreachable!("refused above"),
     }
 }
 
+/// The keys of `killed_during_a_shuffle`'s join: nearly unique, some repeated, some null.
+const JOIN_ON: [&str; 3] = ["k", "s", "x"];
+
+/// The join's right side: the keys and `y` renamed (a plan of its own, so its maps are other
+/// tasks than the left side's).
+fn join_right() -> [Expr; 4] {
+    [col("k"), col("s"), col("x"), col("y").alias("y_right")]
+}
+
 /// A worker killed -9 *while* an exchange runs, not after: workers A and B serve the maps and
-/// reducers of a `split_out(2)` group-by, a sort or a `repartition(4)` of 16 CSV files (each
-/// map's pieces over 64 KiB, so kept where they were made), and the worker that ran the first
+/// reducers of a `split_out(2)` group-by, a sort, a `repartition(4)` or a hash join (with a
+/// projection of itself) of 16 CSV files (each map's pieces over 64 KiB, so kept where they
+/// were made), and the worker that ran the first
 /// map is killed the moment that map has a value, while it holds other tasks. The final node
 /// waits on a queue no worker serves until worker C, started after the kill, serves it. The
 /// killed worker's tasks in hand come back when their lease ends, its kept values are made
 /// again from their lineage, and the answer is exactly Polars' on the files (the group-by's
-/// floats within the tolerance; the sort and the repartition row for row).
+/// floats within the tolerance; the sort and the repartition row for row; the join's rows).
 fn killed_during_a_shuffle(url: &str, shuffle: Shuffle) {
     const LONG: Duration = Duration::from_secs(120);
     const PARTS: u64 = 16;
@@ -933,6 +952,12 @@ fn killed_during_a_shuffle(url: &str, shuffle: Shuffle) {
         Shuffle::GroupBy => f.group_by(["k", "s", "x"]).split_out(2).agg(aggs).unwrap(),
         Shuffle::Sort => f.sort(&["k", "x"], &[true, false]).unwrap().collect(),
         Shuffle::Repartition => f.repartition(4).collect(),
+        Shuffle::Join => {
+            let right = f.select(join_right()).unwrap();
+            f.join_with(&right, &JOIN_ON, &JOIN_ON, How::Inner, Strategy::Hash)
+                .unwrap()
+                .collect()
+        }
         Shuffle::Tree => unreachable!("a tree has no exchange"),
     };
     let (sent, stored) = submit_finishing_later(&g, out, &app, &client);
@@ -1001,6 +1026,16 @@ fn killed_during_a_shuffle(url: &str, shuffle: Shuffle) {
             "sort",
         ),
         Shuffle::Repartition => assert_exact(&got, &want, "repartition"),
+        Shuffle::Join => {
+            let right = want.clone().lazy().select(join_right());
+            let on: Vec<Expr> = JOIN_ON.iter().map(|c| col(*c)).collect();
+            let polars = want
+                .lazy()
+                .join(right, on.clone(), on, JoinArgs::new(JoinType::Inner))
+                .collect()
+                .unwrap();
+            assert_same(&got, &polars, &[]);
+        }
         _ => {
             let polars = want
                 .lazy()
@@ -1276,6 +1311,7 @@ fn main() {
             "frames_worker_killed_during_a_repartition",
             Shuffle::Repartition,
         ),
+        ("frames_worker_killed_during_a_hash_join", Shuffle::Join),
     ] {
         trials.extend(on_brokers(&["sqlite", "redis"], killed, move |f| {
             killed_during_a_shuffle(&f.url, shuffle)
