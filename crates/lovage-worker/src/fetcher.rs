@@ -144,7 +144,12 @@ fn publish_rejected(s: &Shared) {
 fn wait_for_room(s: &Shared) -> Option<usize> {
     // Before `running` is taken: pausing takes the scale lock, which is taken before it.
     crate::pause::check(s);
-    let capacity = || s.slots.current() + s.prefetch();
+    // Paused for memory (`pause.rs`): one task runs and one more waits (its inputs read,
+    // so the pool's one slot does not idle between them); the rest stay for other workers.
+    let capacity = || match s.pause.on() {
+        true => PAUSED_IN_HAND,
+        false => s.slots.current() + s.prefetch(),
+    };
     let mut running = s.running();
     // `paced` is taken while `running` is held, never the other way round.
     // Tasks waiting on other tasks gave their slots back (see `Seceded`).
@@ -153,11 +158,8 @@ fn wait_for_room(s: &Shared) -> Option<usize> {
     // kept inputs the memory limit leaves them: what came would only go back to the broker.
     // (Not while a task waits for others: see `start`.)
     let inputs_full = || s.seceded.count() == 0 && s.data.as_ref().is_some_and(|d| d.inputs_full());
-    // Paused for memory (`pause.rs`): one task runs and one more waits (its inputs read,
-    // so the pool's one slot does not idle between them); the rest stay for other workers.
-    let paused = |held: usize| held >= PAUSED_IN_HAND && s.pause.on();
     let mut held = held_now(running.len());
-    while (held >= capacity() || inputs_full() || paused(held)) && !s.shutdown.requested() {
+    while (held >= capacity() || inputs_full()) && !s.shutdown.requested() {
         running = s
             .room
             .wait_timeout(running, Duration::from_millis(100))

@@ -46,9 +46,14 @@ pub(crate) fn check(s: &Shared) {
         return;
     }
     let mib = |b: u64| b >> 20;
-    if let Err(e) = crate::scale::set_paused(s, over) {
-        tracing::warn!(worker = %s.id, error = %e, "could not pause or resume the pool for memory");
-        return;
+    match crate::scale::set_paused(s, over) {
+        Ok(true) => {}
+        // Another thread saw the same memory and changed the state first.
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(worker = %s.id, error = %e, "could not pause or resume the pool for memory");
+            return;
+        }
     }
     if over {
         s.pause.times.fetch_add(1, Ordering::Relaxed);

@@ -82,12 +82,15 @@ fn resize_locked(s: &Shared, state: &ScaleState, n: usize, why: &str) -> Result<
 }
 
 /// Pauses the pool for memory (one task at a time, its size kept for the resume) or resumes
-/// it; under the scale lock, so a resize meanwhile sees the state.
-pub(crate) fn set_paused(s: &Shared, paused: bool) -> Result<(), String> {
-    let _state = s.slots.lock();
+/// it; under the scale lock, so a resize meanwhile sees the state. True when this call changed
+/// the state (the keeper and the fetcher may both ask at once).
+pub(crate) fn set_paused(s: &Shared, paused: bool) -> Result<bool, String> {
+    let mut state = s.slots.lock();
     if !crate::pause::set(s, paused) {
-        return Ok(());
+        return Ok(false);
     }
+    // A pause is not idleness: the autoscaler's idle clock starts again after it.
+    state.idle_since = None;
     let run = if paused { 1 } else { s.slots.current() };
     if let Err(e) = s.executor.resize(run) {
         crate::pause::set(s, !paused);
@@ -95,7 +98,7 @@ pub(crate) fn set_paused(s: &Shared, paused: bool) -> Result<(), String> {
     }
     // A resume makes room the fetcher may be waiting for.
     s.room.notify_all();
-    Ok(())
+    Ok(true)
 }
 
 /// `pool_grow n`: n more slots. With the autoscaler on, its max rises to fit (as Celery's
@@ -168,6 +171,11 @@ pub(crate) fn autoscale_tick(s: &Shared) {
     let Some(bounds) = state.autoscale else {
         return;
     };
+    if s.pause.on() {
+        // Paused for memory, the pool runs one task whatever its size: neither busy nor idle.
+        state.idle_since = None;
+        return;
+    }
     let (busy, waiting) = busy_and_waiting(s);
     let current = s.slots.current();
     let wanted = busy + waiting;

@@ -185,6 +185,24 @@ fn scenario(url: &str, spill: bool, sqlite_file: Option<&std::path::Path>) {
     assert!(gone.fetch().is_err());
 }
 
+/// The `stats` of the worker `paused_for_memory` started as `dp-pause-{paused}`.
+fn stats_of(app: &App, paused: bool) -> serde_json::Value {
+    let stats = broadcast(
+        app.backend(),
+        &[],
+        &ControlRequest::new("stats", serde_json::json!({}), "data_plane test"),
+        Duration::from_secs(10),
+        false,
+    )
+    .unwrap();
+    let (_, reply) = stats
+        .replies
+        .iter()
+        .find(|(w, _)| w.starts_with(&format!("dp-pause-{paused}@")))
+        .expect("the worker's stats");
+    reply["ok"].clone()
+}
+
 /// A worker whose resident memory is past its `--memory-limit` pauses (as Dask's does at 80%):
 /// with two slots it runs one task at a time, and its `stats` say so; the same worker with
 /// room runs two at once.
@@ -199,21 +217,15 @@ fn paused_for_memory(url: &str) {
         let sent: Vec<_> = (0..4)
             .map(|_| app.send(overlap::s(ms).queue(queue.as_str())).unwrap())
             .collect();
+        if paused {
+            // While the others wait, the paused worker holds two at most (one runs, one
+            // waits): the rest stay in the broker for other workers.
+            sent[0].get(LONG).unwrap();
+            let in_hand = stats_of(&app, paused)["running"].as_u64().unwrap();
+            assert!(in_hand <= 2, "paused, it holds {in_hand} tasks");
+        }
         let most: Vec<usize> = sent.iter().map(|r| r.get(LONG).unwrap()).collect();
-        let stats = broadcast(
-            app.backend(),
-            &[],
-            &ControlRequest::new("stats", serde_json::json!({}), "data_plane test"),
-            Duration::from_secs(10),
-            false,
-        )
-        .unwrap();
-        let (_, reply) = stats
-            .replies
-            .iter()
-            .find(|(w, _)| w.starts_with(&format!("dp-pause-{paused}@")))
-            .expect("the worker's stats");
-        let ok = &reply["ok"];
+        let ok = &stats_of(&app, paused);
         if paused {
             assert_eq!(most, [1; 4], "paused: two tasks ran at once");
             assert_eq!(ok["paused_for_memory"], true, "{ok}");
