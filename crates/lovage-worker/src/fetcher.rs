@@ -146,9 +146,12 @@ fn wait_for_room(s: &Shared) -> Option<usize> {
     crate::pause::check(s);
     // Paused for memory (`pause.rs`): one task runs and one more waits (its inputs read,
     // so the pool's one slot does not idle between them); the rest stay for other workers.
-    let capacity = || match s.pause.on() {
-        true => PAUSED_IN_HAND,
-        false => s.slots.current() + s.prefetch(),
+    let capacity = || {
+        let room = s.slots.current() + s.prefetch();
+        match s.pause.on() {
+            true => room.min(PAUSED_IN_HAND),
+            false => room,
+        }
     };
     let mut running = s.running();
     // `paced` is taken while `running` is held, never the other way round.
@@ -353,7 +356,8 @@ pub(crate) fn start(s: &Shared, r: Ready, tx: &Sender<Outcome>) {
     }
 }
 
-/// Tasks in hand while the worker is paused for memory: the one its pool runs and the next.
+/// Tasks in hand while the worker is paused for memory: the one its pool runs and the next
+/// (never more than its room when not paused).
 const PAUSED_IN_HAND: usize = 2;
 
 /// How long a task whose inputs do not fit the memory left to tasks waits in the broker.
