@@ -251,20 +251,23 @@ impl DataStore {
     /// Whether the process's resident memory with `more` bytes on top passes
     /// [`SPILL_RSS_SHARE`] of the limit (never where the system does not say).
     fn memory_pressed(&self, more: usize) -> bool {
-        if !self.watch_rss {
-            return false;
-        }
-        let limit = share(self.config.memory_limit, SPILL_RSS_SHARE) as u64;
-        resident_bytes().is_some_and(|rss| rss.saturating_add(more as u64) > limit)
+        self.resident_and(SPILL_RSS_SHARE)
+            .is_some_and(|(rss, limit)| rss.saturating_add(more as u64) > limit)
     }
 
     /// The process's resident bytes and the [`PAUSE_RSS_SHARE`] of the limit, where the
     /// system says them and this store watches the process's memory.
     pub(crate) fn resident_and_pause_threshold(&self) -> Option<(u64, u64)> {
+        self.resident_and(PAUSE_RSS_SHARE)
+    }
+
+    /// The process's resident bytes and `part` of the limit, where the system says them and
+    /// this store watches the process's memory.
+    fn resident_and(&self, part: (usize, usize)) -> Option<(u64, u64)> {
         if !self.watch_rss {
             return None;
         }
-        let threshold = share(self.config.memory_limit, PAUSE_RSS_SHARE) as u64;
+        let threshold = share(self.config.memory_limit, part) as u64;
         resident_bytes().map(|rss| (rss, threshold))
     }
 
