@@ -15,7 +15,7 @@ use lovage_core::TaskError;
 use polars::prelude::*;
 use polars_arrow::array::Array;
 
-use crate::shuffle::split_into;
+use crate::shuffle::{split_counted, Piece};
 
 #[cfg(test)]
 thread_local! {
@@ -45,6 +45,8 @@ thread_local! {
     /// Each row's output, reused from one cut to the next on a thread: a fresh vector per
     /// partition is a fresh page fault every 1,024 rows (~2 µs each on this project's VM).
     static OUTPUTS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The same, for a cut into at most 256 pieces.
+    static SMALL_OUTPUTS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Rows' outputs `OUTPUTS` keeps between cuts at most (4 MiB).
@@ -138,6 +140,35 @@ impl KeyRanges {
         }
     }
 
+    /// The output of each key of `keys` (none null) into `out`, each counted in `counts`:
+    /// `output` written as one loop without the null case, its look-ups unable to panic, as
+    /// it runs once per row of every partition.
+    fn outputs_of<P: Piece>(&self, keys: &[i64], out: &mut [P], counts: &mut [usize]) {
+        let (lo, span, shift) = (self.lo, self.hi.abs_diff(self.lo), self.shift);
+        let n = counts.len();
+        for (o, &k) in out.iter_mut().zip(keys) {
+            let d = k.abs_diff(lo);
+            let run = if k >= lo && d <= span {
+                self.runs
+                    .get((d >> shift) as usize)
+                    .copied()
+                    .unwrap_or(MIXED)
+            } else {
+                MIXED
+            };
+            let p = if run == MIXED {
+                self.output(Some(k), n)
+            } else {
+                u32::from(run)
+            };
+            // Below `n`, which fits `P`: the conversion never fails.
+            if let (Ok(piece), Some(c)) = (P::try_from(p), counts.get_mut(p as usize)) {
+                *o = piece;
+                *c += 1;
+            }
+        }
+    }
+
     /// Cuts `df` into `bounds.len() + 1` pieces by its key (rows keep their order within a
     /// piece); an error when `df`'s key is not the integer column the ranges were made from.
     pub(crate) fn split(
@@ -153,23 +184,45 @@ impl KeyRanges {
                 "internal: a range cut by {keys:?} of a frame whose key is not one integer column"
             ))
         })?;
-        OUTPUTS.with_borrow_mut(|outputs| {
-            outputs.clear();
-            outputs.reserve(df.height());
-            for arr in ca.downcast_iter() {
-                if arr.null_count() == 0 {
-                    outputs.extend(arr.values().iter().map(|&k| self.output(Some(k), n)));
-                } else {
-                    outputs.extend(arr.iter().map(|k| self.output(k.copied(), n)));
+        if n <= 256 {
+            SMALL_OUTPUTS.with_borrow_mut(|outputs| self.cut(df, &ca, n, outputs))
+        } else {
+            OUTPUTS.with_borrow_mut(|outputs| self.cut(df, &ca, n, outputs))
+        }
+    }
+
+    /// `split`'s cut of `df` (key `ca`) into `n` pieces, each row's piece written in `outputs`.
+    fn cut<P: Piece>(
+        &self,
+        df: &DataFrame,
+        ca: &Int64Chunked,
+        n: usize,
+        outputs: &mut Vec<P>,
+    ) -> Result<Vec<DataFrame>, TaskError> {
+        let zero = P::try_from(0).map_err(|_| crate::data_error("internal: no piece 0"))?;
+        outputs.clear();
+        outputs.resize(df.height(), zero);
+        let mut counts = vec![0usize; n];
+        let mut row = 0;
+        for arr in ca.downcast_iter() {
+            let out = &mut outputs[row..row + arr.len()];
+            row += arr.len();
+            if arr.null_count() == 0 {
+                self.outputs_of(arr.values(), out, &mut counts);
+            } else {
+                for (o, k) in out.iter_mut().zip(arr.iter()) {
+                    let p = self.output(k.copied(), n);
+                    *o = P::try_from(p).unwrap_or(zero);
+                    counts[o.index()] += 1;
                 }
             }
-            let pieces = split_into(df, n, outputs);
-            // A partition's worth is kept for the next cut on this thread (its pages already
-            // faulted in); more would hold memory a one-off large partition asked for.
-            outputs.clear();
-            outputs.shrink_to(KEEP_OUTPUTS);
-            pieces
-        })
+        }
+        let pieces = split_counted(df, &counts, outputs);
+        // A partition's worth is kept for the next cut on this thread (its pages already
+        // faulted in); more would hold memory a one-off large partition asked for.
+        outputs.clear();
+        outputs.shrink_to(KEEP_OUTPUTS);
+        pieces
     }
 }
 
@@ -222,6 +275,29 @@ mod tests {
                 .into_no_null_iter()
                 .collect();
             assert!(v.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+
+    #[test]
+    fn a_cut_into_more_than_256_pieces_matches_each_keys_output() {
+        // Past 256 pieces a row's piece is a `u32`, below it a byte: both cuts put each row,
+        // null or outside partition 0's range included, where `output` says.
+        let k: Vec<Option<i64>> = (0..20_000i64)
+            .map(|i| match i % 97 {
+                0 => None,
+                1 => Some(5_000 + i),
+                _ => Some((i * 7919) % 3000),
+            })
+            .collect();
+        let df = df!("k" => k.clone()).unwrap();
+        for n in [3, 256, 257, 300] {
+            let r = KeyRanges::sample(&df, &keys(), n).unwrap();
+            let got = pieces_keys(&r.split(&df, &keys()).unwrap());
+            let mut want = vec![Vec::new(); n];
+            for &key in &k {
+                want[r.output(key, n) as usize].push(key);
+            }
+            assert_eq!(got, want, "{n} pieces");
         }
     }
 

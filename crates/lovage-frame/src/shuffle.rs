@@ -86,35 +86,68 @@ pub(crate) fn split_by(
         .collect()
 }
 
-/// `split_by` with each row's piece given (`parts[row] < n`), for the in-process exchange
-/// of a group-by: a numeric column without nulls is scattered (read once in order, each
-/// value written at its piece's next slot of one buffer, `scatter`), any other gathered once
-/// by the row numbers in piece order (a counting sort); either is then sliced into the
-/// pieces. Faster than `split_by`'s gather per piece;
-/// not used yet where a worker's memory is bounded: with it, every one of six workers of
-/// `lovage bench frames --spill` peaked past the 320 MiB allowed (339–418), against 294–377
-/// with the gather (the bound is tight either way; not settled).
+/// `split_counted` with the pieces counted here.
+#[cfg(test)]
 pub(crate) fn split_into(
     df: &DataFrame,
     n: usize,
     parts: &[u32],
 ) -> Result<Vec<DataFrame>, TaskError> {
+    let mut counts = vec![0usize; n];
+    for &p in parts {
+        counts[p as usize] += 1;
+    }
+    split_counted(df, &counts, parts)
+}
+
+/// A row's piece in a cut: a byte where there are at most 256 pieces, so a partition's
+/// pieces (one per row, read once per column) stay in the core's cache, a `u32` otherwise.
+pub(crate) trait Piece: Copy + TryFrom<u32> {
+    /// The piece as an index.
+    fn index(self) -> usize;
+}
+
+impl Piece for u8 {
+    fn index(self) -> usize {
+        usize::from(self)
+    }
+}
+
+impl Piece for u32 {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// `split_by` with each row's piece given (`parts[row] < counts.len()`) and the rows of
+/// each piece counted (`counts[j]`, by the caller as it chose the pieces), for the
+/// in-process exchange of a group-by: a numeric column without nulls is scattered (read
+/// once in order, each value written at its piece's next slot of one buffer, `scatter`), any
+/// other gathered once by the row numbers in piece order (a counting sort); either is then
+/// sliced into the pieces. Faster than `split_by`'s gather per piece; not used yet where a
+/// worker's memory is bounded: with it, every one of six workers of `lovage bench frames
+/// --spill` peaked past the 320 MiB allowed (339–418), against 294–377 with the gather (the
+/// bound is tight either way; not settled).
+pub(crate) fn split_counted<P: Piece>(
+    df: &DataFrame,
+    counts: &[usize],
+    parts: &[P],
+) -> Result<Vec<DataFrame>, TaskError> {
+    let n = counts.len();
     if n == 1 {
         return Ok(vec![df.clone()]);
     }
-    if parts.len() != df.height() {
+    if parts.len() != df.height() || counts.iter().sum::<usize>() != parts.len() {
         return Err(crate::data_error(format!(
-            "internal: a shuffle cut of {} rows given pieces of {}",
+            "internal: a shuffle cut of {} rows given pieces of {} rows counted as {}",
             df.height(),
-            parts.len()
+            parts.len(),
+            counts.iter().sum::<usize>()
         )));
     }
     let mut starts = vec![0usize; n + 1];
-    for &p in parts {
-        starts[p as usize + 1] += 1;
-    }
     for j in 0..n {
-        starts[j + 1] += starts[j];
+        starts[j + 1] = starts[j] + counts[j];
     }
     let mut order: Option<IdxCa> = None;
     let fail = |e| polars_error("cutting a partition for a shuffle", e);
@@ -144,11 +177,11 @@ pub(crate) fn split_into(
 
 /// Row numbers ordered by piece (`parts[row]`), rows in order within a piece; `starts`:
 /// where each piece begins.
-fn rows_in_order(parts: &[u32], starts: &[usize]) -> IdxCa {
+fn rows_in_order<P: Piece>(parts: &[P], starts: &[usize]) -> IdxCa {
     let mut next = starts.to_vec();
     let mut order: Vec<IdxSize> = vec![0; parts.len()];
     for (row, &p) in parts.iter().enumerate() {
-        let at = &mut next[p as usize];
+        let at = &mut next[p.index()];
         order[*at] = row as IdxSize;
         *at += 1;
     }
@@ -159,8 +192,8 @@ fn rows_in_order(parts: &[u32], starts: &[usize]) -> IdxCa {
 /// piece order, and the total); `None` otherwise. The values are written once into one
 /// buffer in piece order, each piece a slice of it: one allocation per column, not one per
 /// piece, and no per-piece length to check on every value.
-fn scatter(c: &Column, parts: &[u32], starts: &[usize]) -> Option<Vec<Column>> {
-    fn go<T>(ca: &ChunkedArray<T>, parts: &[u32], starts: &[usize]) -> Vec<Column>
+fn scatter<P: Piece>(c: &Column, parts: &[P], starts: &[usize]) -> Option<Vec<Column>> {
+    fn go<T, P: Piece>(ca: &ChunkedArray<T>, parts: &[P], starts: &[usize]) -> Vec<Column>
     where
         T: PolarsNumericType,
         T::Native: crate::buffers::Reusable,
@@ -175,7 +208,7 @@ fn scatter(c: &Column, parts: &[u32], starts: &[usize]) -> Option<Vec<Column>> {
         let mut row = 0;
         for arr in ca.downcast_iter() {
             for (&v, &p) in arr.values().iter().zip(&parts[row..]) {
-                let at = &mut next[p as usize];
+                let at = &mut next[p.index()];
                 slots[*at].write(v);
                 *at += 1;
             }
