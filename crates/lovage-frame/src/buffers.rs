@@ -1,6 +1,6 @@
 //! The in-process exchange's buffers, kept a short while for the next exchange.
 //!
-//! A group-by by many keys cuts every partition into pieces (`shuffle::split_into`): a
+//! A group-by by many keys cuts every partition into pieces (`shuffle::split_counted`): a
 //! second copy of the key and value columns, ~160 MB for 1e7 rows. Memory fresh from the
 //! kernel is zeroed and faulted in on first write, and on this project's VM that costs as
 //! much as the cut itself (a run after `malloc_trim`: 0.087 s against 0.058 s with the

@@ -613,16 +613,16 @@ fn grouped(df: &DataFrame, key: &PlSmallStr, aggs: &[Agg]) -> Option<DataFrame> 
             _ => 1,
         })
         .sum::<usize>();
-    let mut keys = KeyIds::new(df, key, vectors)?;
-    let mut accs: Vec<Acc> = aggs
-        .iter()
-        .map(|a| Acc::new(df, a))
-        .collect::<Option<_>>()?;
     // Rows per id as `u32`, half the bytes of `i64` counts: beside the sums, a table of 62k
     // ids (an exchange's slice of 1e6 keys) then leaves more of a core's L2 to the rows.
     if u32::try_from(df.height()).is_err() {
         return None;
     }
+    let mut keys = KeyIds::new(df, key, vectors)?;
+    let mut accs: Vec<Acc> = aggs
+        .iter()
+        .map(|a| Acc::new(df, a))
+        .collect::<Option<_>>()?;
     let mut rows: Vec<u32> = Vec::new();
     let mut ids = Vec::with_capacity(BLOCK);
     for start in (0..df.height()).step_by(BLOCK) {

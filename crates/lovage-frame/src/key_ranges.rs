@@ -49,7 +49,7 @@ thread_local! {
     static SMALL_OUTPUTS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Rows' outputs `OUTPUTS` keeps between cuts at most (4 MiB).
+/// Rows' outputs `OUTPUTS` and `SMALL_OUTPUTS` keep between cuts at most (4 MiB and 1 MiB).
 const KEEP_OUTPUTS: usize = 1 << 20;
 
 /// Runs of keys `KeyRanges` looks up at most.
@@ -212,7 +212,9 @@ impl KeyRanges {
             } else {
                 for (o, k) in out.iter_mut().zip(arr.iter()) {
                     let p = self.output(k.copied(), n);
-                    *o = P::try_from(p).unwrap_or(zero);
+                    *o = P::try_from(p).map_err(|_| {
+                        crate::data_error(format!("internal: piece {p} of {n} in a range cut"))
+                    })?;
                     counts[o.index()] += 1;
                 }
             }
@@ -281,17 +283,21 @@ mod tests {
     #[test]
     fn a_cut_into_more_than_256_pieces_matches_each_keys_output() {
         // Past 256 pieces a row's piece is a `u32`, below it a byte: both cuts put each row,
-        // null or outside partition 0's range included, where `output` says.
+        // null or outside partition 0's range (0..3000, which goes by hash) included, where
+        // `output` says.
         let k: Vec<Option<i64>> = (0..20_000i64)
             .map(|i| match i % 97 {
                 0 => None,
                 1 => Some(5_000 + i),
+                2 => Some(-7 - i),
                 _ => Some((i * 7919) % 3000),
             })
             .collect();
         let df = df!("k" => k.clone()).unwrap();
+        let partition_0 = df!("k" => (0..3000i64).collect::<Vec<_>>()).unwrap();
         for n in [3, 256, 257, 300] {
-            let r = KeyRanges::sample(&df, &keys(), n).unwrap();
+            let r = KeyRanges::sample(&partition_0, &keys(), n).unwrap();
+            assert!(k.iter().flatten().any(|&k| !(r.lo..=r.hi).contains(&k)));
             let got = pieces_keys(&r.split(&df, &keys()).unwrap());
             let mut want = vec![Vec::new(); n];
             for &key in &k {
