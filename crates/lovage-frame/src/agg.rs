@@ -155,6 +155,20 @@ impl Agg {
         }
     }
 
+    /// The partial column (`slot`'s `what`) that `finish` only renames, or `None` when the
+    /// finish computes (mean, variance, deviation).
+    pub(crate) fn finish_slot(&self) -> Option<&'static str> {
+        match self.kind {
+            Kind::Sum => Some("s"),
+            Kind::Min => Some("lo"),
+            Kind::Max => Some("hi"),
+            Kind::Count | Kind::Len => Some("n"),
+            // `quantile::estimate` made the digest the estimate.
+            Kind::Quantile => Some(DIGEST),
+            Kind::Mean | Kind::Var | Kind::Std => None,
+        }
+    }
+
     /// The expression turning merged partials into the result column.
     pub(crate) fn finish(&self, i: usize) -> Expr {
         let s = |w: &str| col(Self::slot(i, w));
@@ -164,18 +178,13 @@ impl Agg {
                 .then(s("q") / (s("n") - lit(1)).cast(DataType::Float64))
                 .otherwise(null())
         };
-        let e = match self.kind {
-            Kind::Sum => s("s"),
-            Kind::Mean => when(s("n").gt(lit(0)))
+        let e = match (self.finish_slot(), self.kind) {
+            (Some(what), _) => s(what),
+            (None, Kind::Mean) => when(s("n").gt(lit(0)))
                 .then(s("s") / s("n").cast(DataType::Float64))
                 .otherwise(null()),
-            Kind::Min => s("lo"),
-            Kind::Max => s("hi"),
-            Kind::Count | Kind::Len => s("n"),
-            Kind::Var => var(),
-            Kind::Std => var().sqrt(),
-            // `quantile::estimate` made the digest the estimate.
-            Kind::Quantile => s(DIGEST),
+            (None, Kind::Std) => var().sqrt(),
+            (None, _) => var(),
         };
         e.alias(self.name.clone())
     }

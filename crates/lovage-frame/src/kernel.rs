@@ -174,7 +174,8 @@ fn lanes_min_max<T: Copy + PartialOrd>(values: &[T], lo0: T, hi0: T) -> (T, T) {
     let (mut lo, mut hi) = ([lo0; LANES], [hi0; LANES]);
     let chunks = values.chunks_exact(LANES);
     let rest = chunks.remainder();
-    for c in chunks {
+    for (i, c) in chunks.enumerate() {
+        crate::prefetch::ahead(values, i * LANES);
         for l in 0..LANES {
             lo[l] = if c[l] < lo[l] { c[l] } else { lo[l] };
             hi[l] = if c[l] > hi[l] { c[l] } else { hi[l] };
@@ -375,7 +376,12 @@ impl<'a> KeyIds<'a> {
                 let lo = *lo;
                 for arr in ca.slice(start as i64, len).downcast_iter() {
                     if arr.null_count() == 0 {
-                        ids.extend(arr.values().iter().map(|&k| (k - lo) as u32 + 1));
+                        // A line's worth of keys at a time, the next lines asked for first.
+                        let keys = arr.values().as_slice();
+                        for (i, line) in keys.chunks(64).enumerate() {
+                            crate::prefetch::ahead(keys, i * 64);
+                            ids.extend(line.iter().map(|&k| (k - lo) as u32 + 1));
+                        }
                     } else {
                         ids.extend(arr.iter().map(|k| k.map_or(0, |&k| (k - lo) as u32 + 1)));
                     }
@@ -561,7 +567,9 @@ fn add_by_id<T, A>(
             n.as_deref_mut(),
         ) {
             (None, None) => {
-                for (&g, &v) in ids.iter().zip(arr.values().iter()) {
+                let values = arr.values().as_slice();
+                for (i, (&g, &v)) in ids.iter().zip(values).enumerate() {
+                    crate::prefetch::ahead(values, i);
                     acc[g as usize] += f(v);
                 }
             }

@@ -51,6 +51,7 @@ mod key_ranges;
 mod pages;
 mod parquet;
 mod picture;
+mod prefetch;
 mod quantile;
 mod reduce;
 mod row_tasks;

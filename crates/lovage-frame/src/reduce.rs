@@ -310,20 +310,21 @@ pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
         let plan = by_plan(exprs);
         Arc::new(move |df: DataFrame| plan(df.lazy()).map_err(|e| polars_error(what, e)))
     };
-    let partial_plan = with_kernel(
-        keys,
-        aggs,
-        by_plan(
-            aggs.iter()
-                .enumerate()
-                .flat_map(|(i, a)| gathered(a, a.partial(i)))
-                .collect(),
-        ),
+    let polars_partial = by_plan(
+        aggs.iter()
+            .enumerate()
+            .flat_map(|(i, a)| gathered(a, a.partial(i)))
+            .collect(),
     );
+    let partial_plan = with_kernel(keys, aggs, polars_partial.clone());
     let partial = {
-        let plan = partial_plan.clone();
+        let (keys, aggs) = (keys.to_vec(), aggs.to_vec());
         Arc::new(move |df: DataFrame| {
-            plan(df.lazy()).map_err(|e| polars_error("partial aggregation", e))
+            // A frame already made: the kernels on it directly, without a query around them.
+            if let Some(partial) = kernel_of_frame(&df, &keys, &aggs) {
+                return Ok(partial);
+            }
+            polars_partial(df.lazy()).map_err(|e| polars_error("partial aggregation", e))
         }) as Step
     };
     let combine = by(
@@ -338,9 +339,12 @@ pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
         .cloned()
         .chain(aggs.iter().enumerate().map(|(i, a)| a.finish(i)))
         .collect();
-    let finish = lazy("finishing an aggregation", move |lf| {
-        lf.select(exprs.clone())
-    });
+    let finish = match renames(keys, aggs) {
+        Some(columns) => renaming(columns),
+        None => lazy("finishing an aggregation", move |lf| {
+            lf.select(exprs.clone())
+        }),
+    };
     if !quantiles {
         return AggSteps {
             partial,
@@ -359,6 +363,46 @@ pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
         combine: Arc::new(move |df| quantile::merge_digests(combine(df)?, &b)),
         finish: Arc::new(move |df| finish(quantile::estimate(df, &c)?)),
     }
+}
+
+/// The kernels' partial of `df` (`kernel::partial` on the columns they read), or `None` when
+/// the aggregations, the columns' types or their values are not theirs.
+fn kernel_of_frame(df: &DataFrame, keys: &[PlSmallStr], aggs: &[Agg]) -> Option<DataFrame> {
+    if !kernel::covers(keys, aggs) || !kernel::types_fit(df.schema(), keys, aggs) {
+        return None;
+    }
+    let columns = df.select(kernel::columns(keys, aggs)).ok()?;
+    kernel::partial(&columns, keys, aggs)
+}
+
+/// The finish of `aggs` by `keys` as the columns it keeps, each with its new name (the keys
+/// keep theirs), when every aggregation's finish is one of its partial columns renamed
+/// (`Agg::finish_slot`); `None` otherwise.
+fn renames(keys: &[PlSmallStr], aggs: &[Agg]) -> Option<Vec<(PlSmallStr, PlSmallStr)>> {
+    let keys = keys.iter().map(|k| (k.clone(), k.clone()));
+    let slots = aggs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Some((Agg::slot(i, a.finish_slot()?), a.name.clone())));
+    keys.map(Some).chain(slots).collect()
+}
+
+/// A finish that only picks and renames columns (`renames`): done on the frame, not as a
+/// Polars query, whose planning costs more than the renaming (the outputs of an exchange
+/// each finish one). Duplicate names are an error, as in the query.
+fn renaming(columns: Vec<(PlSmallStr, PlSmallStr)>) -> Step {
+    Arc::new(move |df: DataFrame| {
+        let picked = columns
+            .iter()
+            .map(|(from, to)| {
+                let mut c = df.column(from)?.clone();
+                c.rename(to.clone());
+                Ok(c)
+            })
+            .collect::<PolarsResult<Vec<Column>>>()
+            .and_then(|picked| DataFrame::new(df.height(), picked));
+        picked.map_err(|e| polars_error("finishing an aggregation", e))
+    })
 }
 
 /// `polars_plan`, the partial step as a Polars query, tried first with lovage's kernels
@@ -743,7 +787,10 @@ fn auto_split_out(groups: usize, rows: Option<usize>, partitions: usize, most: u
 
 #[cfg(test)]
 mod tests {
-    use super::{auto_split_out, distinct_in_prefix, skip_partial, SKIPPED_PARTIALS};
+    use super::{
+        agg_steps, auto_split_out, distinct_in_prefix, renames, skip_partial, SKIPPED_PARTIALS,
+    };
+    use crate::agg::Agg;
     use crate::{agg, compute, Frame};
     use lovage_graph::{Graph, Inline};
     use polars::prelude::*;
@@ -929,6 +976,40 @@ mod tests {
         assert_eq!(distinct_in_prefix(&empty, &keys).unwrap(), None);
         let strings = df!("k" => (0..1000).map(|i| format!("s{i}")).collect::<Vec<_>>()).unwrap();
         assert!(distinct_in_prefix(&strings, &keys).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_finish_that_only_renames_equals_polars_query_and_refuses_duplicate_names() {
+        let keys = [PlSmallStr::from("k")];
+        let aggs = [
+            agg::sum("v"),
+            agg::len().alias("rows"),
+            agg::max("v").alias("top"),
+            agg::count("v").alias("n_v"),
+        ];
+        let partial = df!(
+            "k" => [Some(1i64), None, Some(3)],
+            Agg::slot(0, "s").as_str() => [1.5, 2.0, -1.0],
+            Agg::slot(1, "n").as_str() => [1i64, 2, 3],
+            Agg::slot(2, "hi").as_str() => [Some(1.5), None, Some(0.0)],
+            Agg::slot(3, "n").as_str() => [1i64, 0, 3]
+        )
+        .unwrap();
+        let exprs: Vec<Expr> = std::iter::once(col("k"))
+            .chain(aggs.iter().enumerate().map(|(i, a)| a.finish(i)))
+            .collect();
+        let want = partial.clone().lazy().select(exprs).collect().unwrap();
+        let got = (agg_steps(&keys, &aggs).finish)(partial.clone()).unwrap();
+        assert!(got.equals_missing(&want), "{got} != {want}");
+        assert_eq!(got.get_column_names(), ["k", "v", "rows", "top", "n_v"]);
+        // A result column named like a key: an error, as Polars' query gives.
+        let clash = [agg::sum("k")];
+        let partial = df!("k" => [1i64], Agg::slot(0, "s").as_str() => [1i64]).unwrap();
+        let err = (agg_steps(&keys, &clash).finish)(partial).unwrap_err();
+        assert!(err.to_string().contains("finishing an aggregation"), "{err}");
+        // A finish that computes is left to the query.
+        assert!(renames(&keys, &[agg::mean("v")]).is_none());
+        assert!(renames(&keys, &[agg::sum("v"), agg::std("v")]).is_none());
     }
 
     #[test]

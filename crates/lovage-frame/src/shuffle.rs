@@ -105,17 +105,25 @@ pub(crate) fn split_into(
 pub(crate) trait Piece: Copy + TryFrom<u32> {
     /// The piece as an index.
     fn index(self) -> usize;
+    /// Piece `p`, which the caller knows `Self` holds (its low bits otherwise).
+    fn wrap(p: u32) -> Self;
 }
 
 impl Piece for u8 {
     fn index(self) -> usize {
         usize::from(self)
     }
+    fn wrap(p: u32) -> Self {
+        p as u8
+    }
 }
 
 impl Piece for u32 {
     fn index(self) -> usize {
         self as usize
+    }
+    fn wrap(p: u32) -> Self {
+        p
     }
 }
 
@@ -207,8 +215,13 @@ fn scatter<P: Piece>(c: &Column, parts: &[P], starts: &[usize]) -> Option<Vec<Co
         let slots = &mut out.spare_capacity_mut()[..total];
         let mut row = 0;
         for arr in ca.downcast_iter() {
-            for (&v, &p) in arr.values().iter().zip(&parts[row..]) {
+            let values = arr.values().as_slice();
+            for (i, (&v, &p)) in values.iter().zip(&parts[row..]).enumerate() {
+                // The values ahead, and 16 slots past where this piece writes now (a line or
+                // two): each piece's write stream is too slow for the core to follow.
+                crate::prefetch::ahead(values, i);
                 let at = &mut next[p.index()];
+                crate::prefetch::at(slots, *at + 16);
                 slots[*at].write(v);
                 *at += 1;
             }

@@ -45,6 +45,9 @@ pub struct Args {
     /// `all` (to profile one alone).
     #[arg(long, value_enum, default_value_t = Workloads::All)]
     only: Workloads,
+    /// The group counts of the group-by workloads (to profile one alone).
+    #[arg(long, value_delimiter = ',', default_values_t = [10, 1_000_000])]
+    groups: Vec<i64>,
     /// Print one JSON object with every figure as the last line.
     #[arg(long)]
     json: bool,
@@ -107,9 +110,10 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let groupings: &[i64] = if a.only == Workloads::Project {
         &[]
     } else {
-        &[10, 1_000_000]
+        &a.groups
     };
     for &groups in groupings {
+        anyhow::ensure!(groups >= 1, "--groups: {groups} groups; at least 1");
         let parts = keyed(a.rows, groups, a.partitions.max(1))?;
         let mut whole = DataFrame::empty_with_schema(parts[0].schema());
         for p in &parts {
