@@ -1006,7 +1006,10 @@ mod tests {
         let clash = [agg::sum("k")];
         let partial = df!("k" => [1i64], Agg::slot(0, "s").as_str() => [1i64]).unwrap();
         let err = (agg_steps(&keys, &clash).finish)(partial).unwrap_err();
-        assert!(err.to_string().contains("finishing an aggregation"), "{err}");
+        assert!(
+            err.to_string().contains("finishing an aggregation"),
+            "{err}"
+        );
         // A finish that computes is left to the query.
         assert!(renames(&keys, &[agg::mean("v")]).is_none());
         assert!(renames(&keys, &[agg::sum("v"), agg::std("v")]).is_none());
