@@ -231,7 +231,9 @@ fn min_max_f64(ca: &Float64Chunked) -> Option<Option<(f64, f64)>> {
     }
 }
 
-fn min_max_i64(ca: &Int64Chunked) -> Option<(i64, i64)> {
+/// Min and max of an integer column's non-null values, in one pass; `None` when there are
+/// none.
+pub(crate) fn min_max_i64(ca: &Int64Chunked) -> Option<(i64, i64)> {
     min_max_of(ca, i64::MAX, i64::MIN)
 }
 

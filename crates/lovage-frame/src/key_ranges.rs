@@ -85,7 +85,8 @@ impl KeyRanges {
             return None;
         }
         let ca = int_key(df, keys)?;
-        let (lo, hi) = (ca.min()?, ca.max()?);
+        // One pass for both ends, while partition 0's map runs alone (the others wait).
+        let (lo, hi) = crate::kernel::min_max_i64(&ca)?;
         let step = (ca.len() / SAMPLE).max(1);
         let mut sample: Vec<i64> = match ca.cont_slice() {
             Ok(keys) => keys.iter().step_by(step).copied().collect(),
