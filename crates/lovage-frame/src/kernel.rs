@@ -378,10 +378,10 @@ impl<'a> KeyIds<'a> {
                 let lo = *lo;
                 for arr in ca.slice(start as i64, len).downcast_iter() {
                     if arr.null_count() == 0 {
-                        // A line's worth of keys at a time, the next lines asked for first.
+                        // A line's worth of keys at a time, a line ahead asked for first.
                         let keys = arr.values().as_slice();
-                        for (i, line) in keys.chunks(64).enumerate() {
-                            crate::prefetch::ahead(keys, i * 64);
+                        for (i, line) in keys.chunks(8).enumerate() {
+                            crate::prefetch::ahead(keys, i * 8);
                             ids.extend(line.iter().map(|&k| (k - lo) as u32 + 1));
                         }
                     } else {

@@ -58,6 +58,12 @@ const RUNS: u64 = 1 << 12;
 /// A run of keys that spans outputs.
 const MIXED: u16 = u16::MAX;
 
+/// The output of a key outside the ranges, of `n`: Fibonacci hashing (the high bits of the
+/// product are well mixed).
+fn hashed(k: i64, n: usize) -> u32 {
+    (((k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % n as u64) as u32
+}
+
 /// The one key column of `df` as `Int64`, when `keys` is one integer column that fits.
 fn int_key<'a>(df: &'a DataFrame, keys: &[PlSmallStr]) -> Option<Cow<'a, Int64Chunked>> {
     let [key] = keys else { return None };
@@ -136,17 +142,16 @@ impl KeyRanges {
                     out => u32::from(out),
                 }
             }
-            // Fibonacci hashing: the high bits of the product are well mixed.
-            Some(k) => (((k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % n as u64) as u32,
+            Some(k) => hashed(k, n),
         }
     }
 
-    /// The output of a key that is not null and not in a run of one output: by bound or by
-    /// hash (`output`), out of `outputs_of`'s loop so the loop keeps its values in registers.
+    /// The output of a key in a run that holds a bound (a binary search of the bounds), out
+    /// of `outputs_of`'s loop so the loop keeps its values in registers: few runs hold one.
     #[cold]
     #[inline(never)]
-    fn output_of_mixed(&self, k: i64, n: usize) -> u32 {
-        self.output(Some(k), n)
+    fn output_in_mixed_run(&self, k: i64) -> u32 {
+        self.bounds.partition_point(|&b| b <= k) as u32
     }
 
     /// The output of each key of `keys` (none null) into `out`, each counted in `counts`:
@@ -164,13 +169,18 @@ impl KeyRanges {
             // `k - lo` modulo 2^64: at most `span` exactly when `k` is in `lo..=hi`, so one
             // comparison tells a key in range (and its run is then in `runs`).
             let d = (k as u64).wrapping_sub(lo);
-            let run = runs.get((d >> shift) as usize).copied().unwrap_or(MIXED);
-            let p = if d <= span && run != MIXED {
-                u32::from(run)
+            let p = if d > span {
+                // Inline, not cold: in a frame sorted by its key, most rows of the partitions
+                // after 0 fall outside its range.
+                hashed(k, n)
             } else {
-                self.output_of_mixed(k, n)
+                match runs.get((d >> shift) as usize) {
+                    Some(&run) if run != MIXED => u32::from(run),
+                    _ => self.output_in_mixed_run(k),
+                }
             };
             // Below `n`, which `P` holds (`split` picks `u8` only for at most 256 pieces).
+            debug_assert!((p as usize) < n, "piece {p} of {n}");
             let piece = P::wrap(p);
             *o = piece;
             counts[piece.index()] += 1;

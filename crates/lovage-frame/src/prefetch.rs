@@ -14,7 +14,10 @@ const AHEAD_BYTES: usize = 1024;
 /// `values[i]` that goes on in order.
 #[inline(always)]
 pub(crate) fn ahead<T>(values: &[T], i: usize) {
-    at(values, i + AHEAD_BYTES / std::mem::size_of::<T>().max(1));
+    at(
+        values,
+        i.saturating_add(AHEAD_BYTES / std::mem::size_of::<T>().max(1)),
+    );
 }
 
 /// Asks the core to load the cache line of `values[i]`: nothing past the end of `values` or

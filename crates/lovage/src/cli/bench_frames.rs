@@ -41,11 +41,12 @@ pub struct Args {
     /// process has paid; `bench/compare/dask_frames.py` warms Dask's side too).
     #[arg(long, default_value_t = 1)]
     warmup: usize,
-    /// Only these workloads: `groupby` (both group counts), `project` (the mini project), or
+    /// Only these workloads: `groupby` (every count of `--groups`), `project` (the mini project), or
     /// `all` (to profile one alone).
     #[arg(long, value_enum, default_value_t = Workloads::All)]
     only: Workloads,
-    /// The group counts of the group-by workloads (to profile one alone).
+    /// The group counts of the group-by workloads, each run once in ascending order (one
+    /// alone to profile it).
     #[arg(long, value_delimiter = ',', default_values_t = [10, 1_000_000])]
     groups: Vec<i64>,
     /// Print one JSON object with every figure as the last line.
@@ -107,13 +108,17 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     let mut figures = serde_json::Map::new();
     let fmt = |(m, lo, hi): (f64, f64, f64)| format!("{m:.3} s ({lo:.3}–{hi:.3})");
 
-    let groupings: &[i64] = if a.only == Workloads::Project {
-        &[]
+    let mut groupings: Vec<i64> = if a.only == Workloads::Project {
+        Vec::new()
     } else {
-        &a.groups
+        a.groups.clone()
     };
-    for &groups in groupings {
-        anyhow::ensure!(groups >= 1, "--groups: {groups} groups; at least 1");
+    groupings.sort_unstable();
+    groupings.dedup();
+    if let Some(bad) = groupings.iter().find(|&&g| g < 1) {
+        anyhow::bail!("--groups: {bad} groups; each count must be at least 1");
+    }
+    for &groups in &groupings {
         let parts = keyed(a.rows, groups, a.partitions.max(1))?;
         let mut whole = DataFrame::empty_with_schema(parts[0].schema());
         for p in &parts {
