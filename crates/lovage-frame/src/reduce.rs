@@ -310,21 +310,20 @@ pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
         let plan = by_plan(exprs);
         Arc::new(move |df: DataFrame| plan(df.lazy()).map_err(|e| polars_error(what, e)))
     };
-    let polars_partial = by_plan(
-        aggs.iter()
-            .enumerate()
-            .flat_map(|(i, a)| gathered(a, a.partial(i)))
-            .collect(),
+    let partial_plan = with_kernel(
+        keys,
+        aggs,
+        by_plan(
+            aggs.iter()
+                .enumerate()
+                .flat_map(|(i, a)| gathered(a, a.partial(i)))
+                .collect(),
+        ),
     );
-    let partial_plan = with_kernel(keys, aggs, polars_partial.clone());
     let partial = {
-        let (keys, aggs) = (keys.to_vec(), aggs.to_vec());
+        let plan = partial_plan.clone();
         Arc::new(move |df: DataFrame| {
-            // A frame already made: the kernels on it directly, without a query around them.
-            if let Some(partial) = kernel_of_frame(&df, &keys, &aggs) {
-                return Ok(partial);
-            }
-            polars_partial(df.lazy()).map_err(|e| polars_error("partial aggregation", e))
+            plan(df.lazy()).map_err(|e| polars_error("partial aggregation", e))
         }) as Step
     };
     let combine = by(
@@ -363,16 +362,6 @@ pub(crate) fn agg_steps(keys: &[PlSmallStr], aggs: &[Agg]) -> AggSteps {
         combine: Arc::new(move |df| quantile::merge_digests(combine(df)?, &b)),
         finish: Arc::new(move |df| finish(quantile::estimate(df, &c)?)),
     }
-}
-
-/// The kernels' partial of `df` (`kernel::partial` on the columns they read), or `None` when
-/// the aggregations, the columns' types or their values are not theirs.
-fn kernel_of_frame(df: &DataFrame, keys: &[PlSmallStr], aggs: &[Agg]) -> Option<DataFrame> {
-    if !kernel::covers(keys, aggs) || !kernel::types_fit(df.schema(), keys, aggs) {
-        return None;
-    }
-    let columns = df.select(kernel::columns(keys, aggs)).ok()?;
-    kernel::partial(&columns, keys, aggs)
 }
 
 /// The finish of `aggs` by `keys` as the columns it keeps, each with its new name (the keys
