@@ -138,7 +138,7 @@ impl KeyRanges {
             None => 0,
             Some(k) if (self.lo..=self.hi).contains(&k) => {
                 match self.runs[(k.abs_diff(self.lo) >> self.shift) as usize] {
-                    MIXED => self.bounds.partition_point(|&b| b <= k) as u32,
+                    MIXED => self.output_in_mixed_run(k),
                     out => u32::from(out),
                 }
             }
@@ -146,8 +146,9 @@ impl KeyRanges {
         }
     }
 
-    /// The output of a key in a run that holds a bound (a binary search of the bounds), out
-    /// of `outputs_of`'s loop so the loop keeps its values in registers: few runs hold one.
+    /// The output of a key in a run that holds a bound (a binary search of the bounds), for
+    /// `output` and out of `outputs_of`'s loop so the loop keeps its values in registers: few
+    /// runs hold one.
     #[cold]
     #[inline(never)]
     fn output_in_mixed_run(&self, k: i64) -> u32 {
